@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Header cursors: each parser checks bounds against data_end, advances the
+ * cursor and returns NULL when the header does not fit. */
+#ifndef CALYX_PARSE_H
+#define CALYX_PARSE_H
+
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+
+struct hdr_cursor {
+	void *pos;
+};
+
+struct cx_arp_eth {
+	__be16 htype;
+	__be16 ptype;
+	__u8 hlen;
+	__u8 plen;
+	__be16 op;
+	__u8 sha[ETH_ALEN];
+	__u8 spa[4];
+	__u8 tha[ETH_ALEN];
+	__u8 tpa[4];
+} __attribute__((packed));
+
+#define CX_ARP_HTYPE_ETHER 1
+#define CX_ARP_OP_REQUEST 1
+#define CX_ARP_OP_REPLY 2
+
+static __always_inline struct ethhdr *parse_ethhdr(struct hdr_cursor *c, void *data_end)
+{
+	struct ethhdr *eth = c->pos;
+
+	if ((void *)(eth + 1) > data_end)
+		return NULL;
+	c->pos = eth + 1;
+	return eth;
+}
+
+static __always_inline struct cx_arp_eth *parse_arp(struct hdr_cursor *c, void *data_end)
+{
+	struct cx_arp_eth *arp = c->pos;
+
+	if ((void *)(arp + 1) > data_end)
+		return NULL;
+	if (arp->htype != bpf_htons(CX_ARP_HTYPE_ETHER) || arp->ptype != bpf_htons(ETH_P_IP) ||
+	    arp->hlen != ETH_ALEN || arp->plen != 4)
+		return NULL;
+	c->pos = arp + 1;
+	return arp;
+}
+
+/* parse_iphdr also rejects what no router would forward: a bad version, a
+ * header shorter than 20 bytes, or a total length past the end of the packet.
+ * l3_len is the packet's length from this header on (skb->len based: data_end
+ * only bounds the linear head, which a GSO skb keeps short). */
+static __always_inline struct iphdr *parse_iphdr(struct hdr_cursor *c, void *data_end, __u32 l3_len)
+{
+	struct iphdr *iph = c->pos;
+	__u32 hdrlen;
+
+	if ((void *)(iph + 1) > data_end)
+		return NULL;
+	if (iph->version != 4 || iph->ihl < 5)
+		return NULL;
+	hdrlen = iph->ihl * 4;
+	if (c->pos + hdrlen > data_end)
+		return NULL;
+	if (bpf_ntohs(iph->tot_len) < hdrlen || bpf_ntohs(iph->tot_len) > l3_len)
+		return NULL;
+	c->pos += hdrlen;
+	return iph;
+}
+
+static __always_inline struct ipv6hdr *parse_ipv6hdr(struct hdr_cursor *c, void *data_end, __u32 l3_len)
+{
+	struct ipv6hdr *ip6 = c->pos;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return NULL;
+	if (ip6->version != 6)
+		return NULL;
+	if (sizeof(*ip6) + bpf_ntohs(ip6->payload_len) > l3_len)
+		return NULL;
+	c->pos = ip6 + 1;
+	return ip6;
+}
+
+#endif /* CALYX_PARSE_H */
