@@ -1,0 +1,333 @@
+// Package agent runs calyx's control loop: it follows the datastore and the
+// host's interfaces, computes the desired dataplane (calc), writes the
+// difference into the pinned maps (mapsync), attaches programs to workload
+// interfaces (loader) and keeps the local /32 routes (kernel).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/agent/kernel"
+	"github.com/calyxnet/calyx/agent/mapsync"
+	"github.com/calyxnet/calyx/loader"
+	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/model"
+)
+
+// Config is the agent's command-line configuration.
+type Config struct {
+	Node      string
+	Datastore string
+	Underlay  string
+	BPFFS     string
+	Metrics   string
+	Attach    loader.Mode
+	Logger    *slog.Logger
+}
+
+// Agent is one running agent.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	ds      model.Datastore
+	dp      *loader.Dataplane
+	syncer  *mapsync.Syncer
+	metrics *metrics
+
+	snap     *model.Snapshot
+	records  map[uint32]maps.Link // cx_links, as last written
+	attached map[uint32]string    // ifindex → ifname attached by this process
+
+	mu       sync.Mutex
+	ready    bool
+	notReady string
+}
+
+// debounce coalesces bursts of changes (an apply of many documents, a
+// batch of interfaces) into one reconcile.
+const debounce = 5 * time.Millisecond
+
+// Run starts the agent and blocks until ctx ends. Pinned maps and links
+// are left in place on return, so traffic keeps flowing until the next
+// agent adopts them.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger, attached: make(map[uint32]string), notReady: "starting"}
+	a.metrics = newMetrics()
+
+	if cfg.Metrics != "" {
+		srv, err := a.serveHTTP(cfg.Metrics)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+
+	ds, err := model.Open(cfg.Datastore)
+	if err != nil {
+		return fmt.Errorf("open datastore: %w", err)
+	}
+	defer ds.Close()
+	a.ds = ds
+
+	if err := kernel.EnableForwarding(); err != nil {
+		return err
+	}
+	dp, err := loader.Load(cfg.BPFFS)
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	a.dp = dp
+	a.metrics.registerDataplane(dp.Maps)
+
+	if a.syncer, err = mapsync.New(dp.Maps); err != nil {
+		return err
+	}
+	if a.records, err = dp.Maps.Links(); err != nil {
+		return err
+	}
+
+	if err := a.registerNode(ctx); err != nil {
+		a.log.Warn("node not registered", "node", cfg.Node, "err", err)
+	}
+
+	kick := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	if err := kernel.WatchLinks(ctx, poke); err != nil {
+		return err
+	}
+	snaps, err := ds.Watch(ctx)
+	if err != nil {
+		return fmt.Errorf("watch datastore: %w", err)
+	}
+
+	a.log.Info("agent started", "node", cfg.Node, "bpffs", cfg.BPFFS, "datastore", cfg.Datastore, "attach", cfg.Attach)
+	var timer <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("agent stopping; dataplane stays as it is")
+			return nil
+		case s, ok := <-snaps:
+			if !ok {
+				return errors.New("datastore watch ended")
+			}
+			a.snap = s
+			timer = time.After(debounce)
+		case <-kick:
+			if timer == nil {
+				timer = time.After(debounce)
+			}
+		case <-timer:
+			timer = nil
+			if a.snap == nil {
+				continue
+			}
+			if err := a.reconcile(); err != nil {
+				a.metrics.syncErrors.Inc()
+				a.log.Error("reconcile failed; retrying", "err", err)
+				a.setReady(false, err.Error())
+				timer = time.After(time.Second)
+			}
+		}
+	}
+}
+
+// reconcile brings the dataplane to the desired state of the current
+// snapshot and interfaces. The order keeps traffic whole: entries first,
+// then programs, then removal of what is stale.
+func (a *Agent) reconcile() error {
+	start := time.Now()
+	links, err := kernel.Links()
+	if err != nil {
+		return err
+	}
+	d := calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Links: links})
+
+	up, err := a.syncer.Upsert(d)
+	a.metrics.countWrites(up)
+	if err != nil {
+		return err
+	}
+	if err := a.attach(d); err != nil {
+		return err
+	}
+	if err := a.detachStale(d); err != nil {
+		return err
+	}
+	pr, err := a.syncer.Prune(d)
+	a.metrics.countWrites(pr)
+	if err != nil {
+		return err
+	}
+	added, removed, err := kernel.SyncRoutes(d.KernelRoutes)
+	a.metrics.kernelRoutes.Add(float64(added + removed))
+	if err != nil {
+		return err
+	}
+
+	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Attach)))
+	a.metrics.endpoints.WithLabelValues("pending").Set(float64(len(d.Pending)))
+	a.metrics.syncs.Inc()
+	a.metrics.syncSeconds.Observe(time.Since(start).Seconds())
+	a.log.Info("synced", "revision", a.snap.Revision, "endpoints", len(d.Attach), "pending", len(d.Pending),
+		"mapWrites", up.Total()+pr.Total(), "kernelRoutes", added+removed, "took", time.Since(start).Round(time.Microsecond))
+	if len(d.Pending) > 0 {
+		a.log.Debug("endpoints waiting for their interface", "endpoints", strings.Join(d.Pending, ","))
+	}
+	a.setReady(true, "")
+	return nil
+}
+
+func (a *Agent) attach(d *calc.Desired) error {
+	for idx, at := range d.Attach {
+		if a.attached[idx] == at.Ifname {
+			continue
+		}
+		if err := kernel.SetUp(at.Ifindex); err != nil {
+			return err
+		}
+		mode, err := a.dp.Attach(at.Ifname, at.Ifindex, a.cfg.Attach)
+		if err != nil {
+			return err
+		}
+		a.attached[idx] = at.Ifname
+		a.metrics.attaches.WithLabelValues(mode.String()).Inc()
+		rec := maps.Link{
+			Ifname:        at.Ifname,
+			Mode:          mode,
+			IngressProgID: a.dp.ProgramID(loader.HookIngress),
+			EgressProgID:  a.dp.ProgramID(loader.HookEgress),
+			EndpointID:    d.Ifaces[idx].EndpointID,
+		}
+		if a.records[idx] != rec {
+			if err := a.dp.Maps.PutLink(idx, rec); err != nil {
+				return err
+			}
+			a.records[idx] = rec
+		}
+		a.log.Debug("attached", "interface", at.Ifname, "ifindex", idx, "endpoint", at.Endpoint, "mode", mode)
+	}
+	return nil
+}
+
+// detachStale removes programs, link records, pins and counters of
+// interfaces that are no longer (or, after a restart, no longer the same)
+// local endpoints.
+func (a *Agent) detachStale(d *calc.Desired) error {
+	for idx, rec := range a.records {
+		if at, ok := d.Attach[idx]; ok && at.Ifname == rec.Ifname {
+			continue
+		}
+		if err := a.dp.Detach(rec.Ifname, int(idx)); err != nil {
+			a.log.Warn("detach", "interface", rec.Ifname, "ifindex", idx, "err", err)
+		}
+		if err := a.dp.Maps.DeleteLink(idx); err != nil {
+			return err
+		}
+		if err := a.dp.Maps.DeleteCounters(idx); err != nil {
+			return err
+		}
+		delete(a.records, idx)
+		delete(a.attached, idx)
+		a.log.Info("detached", "interface", rec.Ifname, "ifindex", idx)
+	}
+	pins, err := loader.PinnedLinks(a.dp.Dir())
+	if err != nil {
+		return err
+	}
+	for _, p := range pins {
+		if _, ok := d.Attach[uint32(p.Ifindex)]; ok {
+			continue
+		}
+		if err := loader.RemoveStalePin(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registerNode creates this agent's Node from the underlay address when the
+// model has none, as an operator would expect of a new hypervisor.
+func (a *Agent) registerNode(ctx context.Context) error {
+	snap, err := a.ds.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if _, ok := snap.Nodes[a.cfg.Node]; ok {
+		return nil
+	}
+	ifname, addr, err := kernel.UnderlayAddress(a.cfg.Underlay)
+	if err != nil {
+		return err
+	}
+	n := &model.Node{Metadata: model.Metadata{Name: a.cfg.Node}, Spec: model.NodeSpec{IPv4Address: netip.Prefix(addr)}}
+	if err := a.ds.Apply(ctx, []model.Resource{n}); err != nil {
+		return err
+	}
+	a.log.Info("registered node", "node", a.cfg.Node, "underlay", ifname, "address", addr)
+	return nil
+}
+
+func (a *Agent) setReady(ok bool, why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ok {
+		a.ready, a.notReady = true, ""
+	} else {
+		a.ready, a.notReady = false, why
+	}
+	if ok {
+		a.metrics.ready.Set(1)
+	} else {
+		a.metrics.ready.Set(0)
+	}
+}
+
+func (a *Agent) readiness() (bool, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ready, a.notReady
+}
+
+func (a *Agent) serveHTTP(addr string) (*http.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", a.metrics.handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ok, why := a.readiness()
+		if !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := listen(addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener %s: %w", addr, err)
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("metrics server", "err", err)
+		}
+	}()
+	return srv, nil
+}

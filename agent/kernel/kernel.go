@@ -1,0 +1,197 @@
+// Package kernel is the agent's side of the host's own network stack:
+// the interface inventory (netlink), the /32 routes to local workloads and
+// the sysctls the dataplane relies on.
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/maps"
+)
+
+// RouteProtocol tags the kernel routes calyx owns, so a restarted agent
+// finds (and prunes) its own routes and never touches anyone else's.
+const RouteProtocol = netlink.RouteProtocol(202)
+
+// EnableForwarding sets the sysctls routing through the host needs.
+// bpf_fib_lookup answers FWD_DISABLED without them.
+func EnableForwarding() error {
+	for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("enable forwarding (%s): %w", filepath.Base(filepath.Dir(p)), err)
+		}
+	}
+	return nil
+}
+
+// Links lists the host's interfaces.
+func Links() (map[string]calc.Interface, error) {
+	ls, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	out := make(map[string]calc.Interface, len(ls))
+	for _, l := range ls {
+		a := l.Attrs()
+		out[a.Name] = calc.Interface{Name: a.Name, Ifindex: a.Index, MAC: maps.MACFrom(a.HardwareAddr)}
+	}
+	return out, nil
+}
+
+// WatchLinks calls onChange (from its own goroutine) whenever an interface
+// appears, changes or goes. It returns once the subscription is in place,
+// so a caller that lists links afterwards misses no event.
+func WatchLinks(ctx context.Context, onChange func()) error {
+	ch := make(chan netlink.LinkUpdate, 256)
+	done := make(chan struct{})
+	errs := func(err error) {}
+	if err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{ErrorCallback: errs}); err != nil {
+		return fmt.Errorf("subscribe to link updates: %w", err)
+	}
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-ch:
+				if !ok {
+					return
+				}
+				onChange()
+			}
+		}
+	}()
+	return nil
+}
+
+// SetUp brings an interface up; workloads' host sides come up with the
+// dataplane, whoever created them.
+func SetUp(ifindex int) error {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("find ifindex %d: %w", ifindex, err)
+	}
+	if l.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("set %s up: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// SyncRoutes makes the kernel's calyx-owned routes equal to want: missing
+// ones are added first, then stale ones removed. It returns how many it
+// added and removed.
+func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
+	have := make(map[netip.Prefix]int)
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return 0, 0, fmt.Errorf("list calyx routes: %w", err)
+		}
+		for _, r := range rs {
+			if r.Dst == nil {
+				continue
+			}
+			p, ok := netip.AddrFromSlice(r.Dst.IP)
+			if !ok {
+				continue
+			}
+			ones, _ := r.Dst.Mask.Size()
+			have[netip.PrefixFrom(p.Unmap(), ones)] = r.LinkIndex
+		}
+	}
+	wantSet := make(map[netip.Prefix]bool, len(want))
+	for _, w := range want {
+		wantSet[w.Dst] = true
+		if idx, ok := have[w.Dst]; ok && idx == w.Ifindex {
+			continue
+		}
+		r := routeFor(w.Dst, w.Ifindex)
+		if err := netlink.RouteReplace(r); err != nil {
+			return added, removed, fmt.Errorf("add route %s dev %d: %w", w.Dst, w.Ifindex, err)
+		}
+		added++
+	}
+	for p, idx := range have {
+		if wantSet[p] {
+			continue
+		}
+		if err := netlink.RouteDel(routeFor(p, idx)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+			return added, removed, fmt.Errorf("delete route %s: %w", p, err)
+		}
+		removed++
+	}
+	return added, removed, nil
+}
+
+func routeFor(p netip.Prefix, ifindex int) *netlink.Route {
+	return &netlink.Route{
+		LinkIndex: ifindex,
+		Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+		Scope:     netlink.SCOPE_LINK,
+		Protocol:  RouteProtocol,
+		Table:     unix.RT_TABLE_MAIN,
+	}
+}
+
+// UnderlayAddress returns the first global IPv4 address (with prefix) of
+// the named interface, or of the default route's interface when name is "".
+func UnderlayAddress(name string) (string, netip.Prefix, error) {
+	var l netlink.Link
+	var err error
+	if name == "" {
+		name, err = defaultRouteInterface()
+		if err != nil {
+			return "", netip.Prefix{}, err
+		}
+	}
+	l, err = netlink.LinkByName(name)
+	if err != nil {
+		return name, netip.Prefix{}, fmt.Errorf("underlay interface %s: %w", name, err)
+	}
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return name, netip.Prefix{}, fmt.Errorf("addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if a.Scope != unix.RT_SCOPE_UNIVERSE {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(a.IP.To4())
+		if !ok {
+			continue
+		}
+		ones, _ := a.Mask.Size()
+		return name, netip.PrefixFrom(ip, ones), nil
+	}
+	return name, netip.Prefix{}, fmt.Errorf("underlay interface %s has no global IPv4 address", name)
+}
+
+func defaultRouteInterface() (string, error) {
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return "", fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range rs {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil {
+				return l.Attrs().Name, nil
+			}
+		}
+	}
+	return "", errors.New("no default route: pass --underlay")
+}

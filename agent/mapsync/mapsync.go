@@ -1,0 +1,124 @@
+// Package mapsync makes the BPF maps equal to a calc.Desired with the fewest
+// writes, in an order that never breaks traffic: new and changed entries go
+// in before stale ones are removed.
+package mapsync
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/maps"
+)
+
+// Store is the map access mapsync needs; *maps.Maps implements it.
+type Store interface {
+	Ifaces() (map[uint32]maps.Iface, error)
+	PutIface(ifindex uint32, v maps.Iface) error
+	DeleteIface(ifindex uint32) error
+	Routes() (map[netip.Prefix]maps.Route, error)
+	PutRoute(p netip.Prefix, r maps.Route) error
+	DeleteRoute(p netip.Prefix) error
+}
+
+// Counts says how many entries a step wrote or deleted, per map.
+type Counts struct {
+	IfacePuts, IfaceDeletes int
+	RoutePuts, RouteDeletes int
+}
+
+// Total is every write and delete.
+func (c Counts) Total() int { return c.IfacePuts + c.IfaceDeletes + c.RoutePuts + c.RouteDeletes }
+
+func (c *Counts) add(o Counts) {
+	c.IfacePuts += o.IfacePuts
+	c.IfaceDeletes += o.IfaceDeletes
+	c.RoutePuts += o.RoutePuts
+	c.RouteDeletes += o.RouteDeletes
+}
+
+// Syncer keeps a copy of what the maps hold, read once from the pins at
+// start (adopting a previous agent's state), so each diff is in memory.
+type Syncer struct {
+	store  Store
+	ifaces map[uint32]maps.Iface
+	routes map[netip.Prefix]maps.Route
+}
+
+// New reads the current map contents.
+func New(store Store) (*Syncer, error) {
+	ifaces, err := store.Ifaces()
+	if err != nil {
+		return nil, fmt.Errorf("read current interfaces: %w", err)
+	}
+	routes, err := store.Routes()
+	if err != nil {
+		return nil, fmt.Errorf("read current routes: %w", err)
+	}
+	return &Syncer{store: store, ifaces: ifaces, routes: routes}, nil
+}
+
+// Upsert writes every desired entry that is missing or different, interfaces
+// before routes so that no route points at an unknown interface. An error
+// leaves the cache matching what was written before it.
+func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
+	var c Counts
+	for idx, want := range d.Ifaces {
+		if have, ok := s.ifaces[idx]; ok && have == want {
+			continue
+		}
+		if err := s.store.PutIface(idx, want); err != nil {
+			return c, err
+		}
+		s.ifaces[idx] = want
+		c.IfacePuts++
+	}
+	for p, want := range d.Routes {
+		if have, ok := s.routes[p]; ok && have == want {
+			continue
+		}
+		if err := s.store.PutRoute(p, want); err != nil {
+			return c, err
+		}
+		s.routes[p] = want
+		c.RoutePuts++
+	}
+	return c, nil
+}
+
+// Prune deletes every entry that is not desired, routes before interfaces.
+func (s *Syncer) Prune(d *calc.Desired) (Counts, error) {
+	var c Counts
+	for p := range s.routes {
+		if _, ok := d.Routes[p]; ok {
+			continue
+		}
+		if err := s.store.DeleteRoute(p); err != nil {
+			return c, err
+		}
+		delete(s.routes, p)
+		c.RouteDeletes++
+	}
+	for idx := range s.ifaces {
+		if _, ok := d.Ifaces[idx]; ok {
+			continue
+		}
+		if err := s.store.DeleteIface(idx); err != nil {
+			return c, err
+		}
+		delete(s.ifaces, idx)
+		c.IfaceDeletes++
+	}
+	return c, nil
+}
+
+// Sync is Upsert followed by Prune.
+func (s *Syncer) Sync(d *calc.Desired) (Counts, error) {
+	c, err := s.Upsert(d)
+	if err != nil {
+		return c, err
+	}
+	p, err := s.Prune(d)
+	c.add(p)
+	return c, err
+}

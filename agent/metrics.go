@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/calyxnet/calyx/agent/mapsync"
+	"github.com/calyxnet/calyx/maps"
+)
+
+type metrics struct {
+	reg          *prometheus.Registry
+	mapWrites    *prometheus.CounterVec
+	syncs        prometheus.Counter
+	syncErrors   prometheus.Counter
+	syncSeconds  prometheus.Histogram
+	kernelRoutes prometheus.Counter
+	attaches     *prometheus.CounterVec
+	endpoints    *prometheus.GaugeVec
+	ready        prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		mapWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "calyx_sync_map_writes_total",
+			Help: "Dataplane map entries written or deleted by the syncer since start (0 after a restart that found everything right).",
+		}, []string{"map", "op"}),
+		syncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "calyx_syncs_total", Help: "Completed reconciles of the dataplane with the model.",
+		}),
+		syncErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "calyx_sync_errors_total", Help: "Reconciles that failed and were retried.",
+		}),
+		syncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "calyx_sync_duration_seconds", Help: "Time to compute and apply one reconcile.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		kernelRoutes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "calyx_kernel_route_changes_total", Help: "Local /32 kernel routes added or removed.",
+		}),
+		attaches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "calyx_program_attaches_total", Help: "Program attaches and in-place program swaps, by mode.",
+		}, []string{"mode"}),
+		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "calyx_local_endpoints", Help: "Local endpoints, programmed or waiting for their interface.",
+		}, []string{"state"}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "calyx_ready", Help: "1 once the dataplane matches the model.",
+		}),
+	}
+	for _, mp := range []string{maps.IfacesName, maps.RoutesName} {
+		for _, op := range []string{"put", "delete"} {
+			m.mapWrites.WithLabelValues(mp, op)
+		}
+	}
+	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches,
+		m.endpoints, m.ready, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) countWrites(c mapsync.Counts) {
+	m.mapWrites.WithLabelValues(maps.IfacesName, "put").Add(float64(c.IfacePuts))
+	m.mapWrites.WithLabelValues(maps.IfacesName, "delete").Add(float64(c.IfaceDeletes))
+	m.mapWrites.WithLabelValues(maps.RoutesName, "put").Add(float64(c.RoutePuts))
+	m.mapWrites.WithLabelValues(maps.RoutesName, "delete").Add(float64(c.RouteDeletes))
+}
+
+func (m *metrics) registerDataplane(mp *maps.Maps) {
+	m.reg.MustRegister(&dataplaneCollector{maps: mp})
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// dataplaneCollector exports the BPF counters, read from the map at scrape
+// time, so nothing on the packet path depends on Prometheus.
+type dataplaneCollector struct{ maps *maps.Maps }
+
+var (
+	dpPackets = prometheus.NewDesc("calyx_dataplane_packets_total",
+		"Packets by verdict reason and interface index, summed over CPUs.", []string{"ifindex", "reason"}, nil)
+	dpBytes = prometheus.NewDesc("calyx_dataplane_bytes_total",
+		"Bytes by verdict reason and interface index, summed over CPUs.", []string{"ifindex", "reason"}, nil)
+)
+
+func (c *dataplaneCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- dpPackets
+	ch <- dpBytes
+}
+
+func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
+	counters, err := c.maps.Counters()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(dpPackets, err)
+		return
+	}
+	for k, v := range counters {
+		idx := strconv.FormatUint(uint64(k.Ifindex), 10)
+		ch <- prometheus.MustNewConstMetric(dpPackets, prometheus.CounterValue, float64(v.Packets), idx, k.Reason.String())
+		ch <- prometheus.MustNewConstMetric(dpBytes, prometheus.CounterValue, float64(v.Bytes), idx, k.Reason.String())
+	}
+}
+
+func listen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }

@@ -1,0 +1,60 @@
+// Command calyx-agent programs the calyx dataplane of one host from the model.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/calyxnet/calyx/agent"
+	"github.com/calyxnet/calyx/loader"
+)
+
+func main() {
+	host, _ := os.Hostname()
+	var (
+		node      = flag.String("node", host, "this host's Node name")
+		datastore = flag.String("datastore", "file:///var/lib/calyx", "datastore URL: file:///DIR or etcd://HOST:PORT[,HOST:PORT]")
+		underlay  = flag.String("underlay", "", "underlay interface (default: the default route's)")
+		bpffs     = flag.String("bpffs", "/sys/fs/bpf/calyx", "directory on a bpffs for pinned maps and links")
+		metrics   = flag.String("metrics", ":9091", "address for /metrics, /healthz and /readyz (empty: off)")
+		xdp       = flag.String("xdp", "off", "XDP on the underlay: off|generic|native|auto")
+		attach    = flag.String("attach", "auto", "how to attach TC programs: auto|tcx|clsact")
+		logLevel  = flag.String("log-level", "info", "debug|info|warn|error")
+	)
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fail(fmt.Errorf("--log-level: %w", err))
+	}
+	mode, err := loader.ParseMode(*attach)
+	if err != nil {
+		fail(fmt.Errorf("--attach: %w", err))
+	}
+	switch *xdp {
+	case "off", "generic", "native", "auto":
+	default:
+		fail(fmt.Errorf("--xdp %q: want off, generic, native or auto", *xdp))
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err = agent.Run(ctx, agent.Config{
+		Node: *node, Datastore: *datastore, Underlay: *underlay, BPFFS: *bpffs,
+		Metrics: *metrics, Attach: mode, Logger: log,
+	})
+	if err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "calyx-agent:", err)
+	os.Exit(1)
+}

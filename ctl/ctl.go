@@ -1,0 +1,143 @@
+// Package ctl is calyxctl: verbs that change the model (apply, delete) and
+// nouns that only read it or the pinned maps (get, endpoints, routes,
+// counters, links, version). It runs in-process with injected IO so every
+// command is testable without a shell.
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Version is set at build time with -ldflags "-X ...ctl.Version=...".
+var Version = "dev"
+
+// IO is where a command reads and writes.
+type IO struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// Options are calyxctl's global flags.
+type Options struct {
+	BPFFS     string
+	Datastore string
+	Output    string // table | json | yaml
+}
+
+// DefaultOptions match calyx-agent's defaults.
+func DefaultOptions() Options {
+	return Options{BPFFS: "/sys/fs/bpf/calyx", Datastore: "file:///var/lib/calyx", Output: "table"}
+}
+
+// usageError is a mistake in the command line: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+const usage = `usage: calyxctl [--bpffs DIR] [--datastore URL] [-o table|json|yaml] COMMAND
+
+verbs (change the model):
+  apply -f FILE            create or replace the resources in FILE ('-' for stdin); all or nothing
+  delete -f FILE           delete the resources named in FILE
+  delete KIND NAME         delete one resource
+nouns (read only):
+  get KIND [NAME]          resources of a kind (IPPool, Node, WorkloadEndpoint, Config; any case, singular or plural)
+  endpoints dump           the endpoints programmed in the dataplane
+  routes dump              the BPF route table
+  counters dump            packets and bytes by interface and verdict reason
+  links                    programs attached per interface
+  version                  this build's version
+`
+
+// Run executes one calyxctl command line (without the program name) and
+// returns the process exit code: 0 on success, 1 when the command failed,
+// 2 for a usage error.
+func Run(ctx context.Context, args []string, stdio IO) int {
+	opts, rest, err := parseGlobals(args, DefaultOptions())
+	if err == nil {
+		err = dispatch(ctx, opts, rest, stdio)
+	}
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(stdio.Err, "calyxctl:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprint(stdio.Err, usage)
+		return 2
+	}
+	return 1
+}
+
+// parseGlobals takes the global flags from anywhere on the line, so that
+// both `calyxctl -o json get nodes` and `calyxctl get nodes -o json` work.
+func parseGlobals(args []string, o Options) (Options, []string, error) {
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, val, hasVal := strings.Cut(a, "=")
+		var dst *string
+		switch name {
+		case "--bpffs":
+			dst = &o.BPFFS
+		case "--datastore":
+			dst = &o.Datastore
+		case "-o", "--output":
+			dst = &o.Output
+		case "-h", "--help", "help":
+			return o, nil, usagef("help requested")
+		default:
+			rest = append(rest, a)
+			continue
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return o, nil, usagef("%s needs a value", name)
+			}
+			i++
+			val = args[i]
+		}
+		*dst = val
+	}
+	switch o.Output {
+	case "table", "json", "yaml":
+	default:
+		return o, nil, usagef("-o %q: want table, json or yaml", o.Output)
+	}
+	return o, rest, nil
+}
+
+func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
+	if len(args) == 0 {
+		return usagef("no command given")
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "apply":
+		return apply(ctx, o, args, stdio)
+	case "delete":
+		return deleteCmd(ctx, o, args, stdio)
+	case "get":
+		return get(ctx, o, args, stdio)
+	case "endpoints", "routes", "counters":
+		if len(args) != 1 || args[0] != "dump" {
+			return usagef("%s: want '%s dump'", cmd, cmd)
+		}
+		return dump(ctx, o, cmd, stdio)
+	case "links":
+		if len(args) != 0 {
+			return usagef("links takes no arguments")
+		}
+		return dump(ctx, o, cmd, stdio)
+	case "version":
+		return render(stdio.Out, o.Output, []versionRow{{Version: Version}})
+	}
+	return usagef("unknown command %q", cmd)
+}

@@ -1,0 +1,172 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/calyxnet/calyx/maps"
+)
+
+// Mode is how programs are attached: "auto" (TCX, else clsact), "tcx" or "clsact".
+type Mode string
+
+// Attach modes accepted by --attach.
+const (
+	ModeAuto   Mode = "auto"
+	ModeTCX    Mode = "tcx"
+	ModeClsact Mode = "clsact"
+)
+
+// ParseMode validates an --attach value.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModeAuto, ModeTCX, ModeClsact:
+		return m, nil
+	}
+	return "", fmt.Errorf("attach mode %q: want auto, tcx or clsact", s)
+}
+
+// clsact filters are ours when they sit at this priority and handle, so a
+// replace swaps the program atomically and a delete removes only ours.
+const (
+	clsactPrio   = 1
+	clsactHandle = 0xca1
+)
+
+// Attach puts the from-workload program on the ingress hook and the
+// to-workload program on the egress hook of an interface. What is already
+// attached is swapped in place (link.Update for TCX, filter replace for
+// clsact), never detached first. It returns the mode used. With ModeAuto a
+// kernel without TCX falls back to clsact; an explicit mode that the kernel
+// lacks is an error.
+func (dp *Dataplane) Attach(ifname string, ifindex int, mode Mode) (maps.AttachMode, error) {
+	if mode == ModeClsact {
+		return maps.AttachClsact, dp.attachClsact(ifindex)
+	}
+	err := dp.attachTCX(ifname, ifindex)
+	if err == nil {
+		// A switch from clsact leaves no second copy running.
+		_ = detachClsact(ifindex)
+		return maps.AttachTCX, nil
+	}
+	if mode == ModeAuto && errors.Is(err, ebpf.ErrNotSupported) {
+		return maps.AttachClsact, dp.attachClsact(ifindex)
+	}
+	return 0, err
+}
+
+func (dp *Dataplane) attachTCX(ifname string, ifindex int) error {
+	for _, h := range Hooks {
+		pin := dp.linkPin(ifindex, h)
+		prog := dp.program(h)
+		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+			err = l.Update(prog)
+			l.Close()
+			if err == nil {
+				continue
+			}
+			// A defunct link (its interface was deleted and the index
+			// reused) cannot be updated: replace the pin.
+			_ = os.Remove(pin)
+		}
+		attach := ebpf.AttachTCXIngress
+		if h == HookEgress {
+			attach = ebpf.AttachTCXEgress
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: attach})
+		if err != nil {
+			return fmt.Errorf("attach tcx %s to %s (ifindex %d): %w", h, ifname, ifindex, err)
+		}
+		err = l.Pin(pin)
+		l.Close()
+		if err != nil {
+			return fmt.Errorf("pin tcx link %s: %w", pin, err)
+		}
+	}
+	return nil
+}
+
+func (dp *Dataplane) attachClsact(ifindex int) error {
+	qdisc := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := netlink.QdiscReplace(qdisc); err != nil {
+		return fmt.Errorf("add clsact qdisc to ifindex %d: %w", ifindex, err)
+	}
+	for _, h := range Hooks {
+		parent := uint32(netlink.HANDLE_MIN_INGRESS)
+		name := "calyx_from_wl"
+		if h == HookEgress {
+			parent, name = netlink.HANDLE_MIN_EGRESS, "calyx_to_wl"
+		}
+		f := &netlink.BpfFilter{
+			FilterAttrs: netlink.FilterAttrs{LinkIndex: ifindex, Parent: parent, Handle: clsactHandle,
+				Priority: clsactPrio, Protocol: unix.ETH_P_ALL},
+			Fd: dp.program(h).FD(), Name: name, DirectAction: true,
+		}
+		if err := netlink.FilterReplace(f); err != nil {
+			return fmt.Errorf("attach clsact %s filter to ifindex %d: %w", h, ifindex, err)
+		}
+	}
+	return nil
+}
+
+// Detach removes calyx's programs from an interface, by either mode. An
+// interface that is already gone is not an error: the kernel detached
+// everything with it.
+func (dp *Dataplane) Detach(ifname string, ifindex int) error {
+	var errs []error
+	for _, h := range Hooks {
+		pin := dp.linkPin(ifindex, h)
+		l, err := link.LoadPinnedLink(pin, nil)
+		if err == nil {
+			// Unpin then close: the last reference goes and the link detaches.
+			if err := l.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpin %s: %w", pin, err))
+			}
+			l.Close()
+		} else if !errors.Is(err, os.ErrNotExist) {
+			_ = os.Remove(pin)
+		}
+	}
+	if err := detachClsact(ifindex); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func detachClsact(ifindex int) error {
+	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
+		f := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: ifindex, Parent: parent,
+			Handle: clsactHandle, Priority: clsactPrio, Protocol: unix.ETH_P_ALL}}
+		err := netlink.FilterDel(f)
+		if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("delete clsact filter on ifindex %d: %w", ifindex, err)
+		}
+	}
+	return nil
+}
+
+// RemoveStalePin removes a TCX link pin whose interface is gone or no longer
+// an endpoint, detaching it if it still runs.
+func RemoveStalePin(p PinnedLink) error {
+	l, err := link.LoadPinnedLink(p.Path, nil)
+	if err != nil {
+		if rmErr := os.Remove(p.Path); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			return fmt.Errorf("remove pin %s: %w", p.Path, rmErr)
+		}
+		return nil
+	}
+	defer l.Close()
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin %s: %w", p.Path, err)
+	}
+	return nil
+}

@@ -1,0 +1,175 @@
+// Package loader loads calyx's BPF collection once, pins its maps under the
+// --bpffs directory, and attaches the programs to interfaces with TCX links
+// (kernel 6.6+) or clsact filters.
+//
+// Pinned state lives under one directory: maps at <dir>/<map>, TCX links at
+// <dir>/links/tcx_<ifindex>_<hook> (bpffs refuses '.' in names, and the
+// interface name is in the cx_links record). A new Load adopts the pinned maps
+// (their contents survive) and Attach swaps the programs of existing links
+// atomically with link.Update, so a restart or upgrade drops no packet.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/calyxnet/calyx/bpf"
+	"github.com/calyxnet/calyx/maps"
+)
+
+// Dataplane is the loaded collection: programs plus the pinned maps.
+type Dataplane struct {
+	dir  string
+	objs bpf.CalyxObjects
+	Maps *maps.Maps
+}
+
+// EnsureBPFFS makes sure dir exists on a bpffs. The default location under
+// /sys/fs/bpf is mounted when nothing is mounted there yet; any other
+// directory must already be on a bpffs (KERNEL-NOTES: `ip netns exec`
+// remounts /sys, so agents in namespaces keep their pins elsewhere).
+func EnsureBPFFS(dir string) error {
+	parent := filepath.Dir(filepath.Clean(dir))
+	if !isBPFFS(parent) && !isBPFFS(dir) {
+		if parent != "/sys/fs/bpf" {
+			return fmt.Errorf("%s is not on a bpffs: mount one with 'mount -t bpf bpf %s'", dir, parent)
+		}
+		if err := unix.Mount("bpf", parent, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount bpffs on %s: %w", parent, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "links"), 0o700); err != nil {
+		return fmt.Errorf("create pin directory: %w", err)
+	}
+	if !isBPFFS(dir) {
+		return fmt.Errorf("%s is not on a bpffs", dir)
+	}
+	return nil
+}
+
+func isBPFFS(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return uint32(st.Type) == unix.BPF_FS_MAGIC
+}
+
+// Load loads the programs and opens or creates the maps pinned under dir.
+// Maps that are already pinned keep their contents. A pinned map whose
+// layout differs from this build's fails with an error wrapping
+// ebpf.ErrMapIncompatible: that takes a migration, never a silent flush.
+// With dir "" nothing is pinned (tests, benchmarks): the maps live as long
+// as the Dataplane. Requires CAP_BPF and CAP_NET_ADMIN.
+func Load(dir string) (*Dataplane, error) {
+	spec, err := bpf.LoadCalyx()
+	if err != nil {
+		return nil, fmt.Errorf("load collection spec: %w", err)
+	}
+	opts := &ebpf.CollectionOptions{}
+	if dir == "" {
+		for _, m := range spec.Maps {
+			m.Pinning = ebpf.PinNone
+		}
+	} else {
+		if err := EnsureBPFFS(dir); err != nil {
+			return nil, err
+		}
+		opts.Maps.PinPath = dir
+	}
+	dp := &Dataplane{dir: dir}
+	if err := spec.LoadAndAssign(&dp.objs, opts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load programs: %+v", ve)
+		}
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("pinned maps in %s have another layout (delete them or migrate): %w", dir, err)
+		}
+		return nil, fmt.Errorf("load programs: %w", err)
+	}
+	dp.Maps = maps.FromObjects(&dp.objs.CalyxMaps)
+	return dp, nil
+}
+
+// Dir is the pin directory.
+func (dp *Dataplane) Dir() string { return dp.dir }
+
+// Close releases the file descriptors. Pinned maps and links stay, and so
+// does the traffic they carry.
+func (dp *Dataplane) Close() error { return dp.objs.Close() }
+
+// Program returns the program that runs on a hook.
+func (dp *Dataplane) Program(h Hook) *ebpf.Program { return dp.program(h) }
+
+func (dp *Dataplane) program(h Hook) *ebpf.Program {
+	if h == HookIngress {
+		return dp.objs.CalyxFromWl
+	}
+	return dp.objs.CalyxToWl
+}
+
+// ProgramID returns the kernel ID of the program on a hook, for records
+// and calyxctl.
+func (dp *Dataplane) ProgramID(h Hook) uint32 {
+	info, err := dp.program(h).Info()
+	if err != nil {
+		return 0
+	}
+	id, _ := info.ID()
+	return uint32(id)
+}
+
+// Hook is where on an interface a program runs.
+type Hook string
+
+// The two hooks of a workload interface.
+const (
+	HookIngress Hook = "ingress" // from-workload
+	HookEgress  Hook = "egress"  // to-workload
+)
+
+// Hooks lists both hooks in attach order.
+var Hooks = []Hook{HookIngress, HookEgress}
+
+func (dp *Dataplane) linkPin(ifindex int, h Hook) string {
+	return filepath.Join(dp.dir, "links", fmt.Sprintf("tcx_%d_%s", ifindex, h))
+}
+
+// PinnedLink is a TCX link found among the pins.
+type PinnedLink struct {
+	Ifindex int
+	Hook    Hook
+	Path    string
+}
+
+// PinnedLinks lists the TCX link pins under dir/links.
+func PinnedLinks(dir string) ([]PinnedLink, error) {
+	ents, err := os.ReadDir(filepath.Join(dir, "links"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list link pins: %w", err)
+	}
+	var out []PinnedLink
+	for _, e := range ents {
+		parts := strings.Split(e.Name(), "_")
+		if len(parts) != 3 || parts[0] != "tcx" {
+			continue
+		}
+		idx, err := strconv.Atoi(parts[1])
+		if err != nil {
+			continue
+		}
+		out = append(out, PinnedLink{Ifindex: idx, Hook: Hook(parts[2]), Path: filepath.Join(dir, "links", e.Name())})
+	}
+	return out, nil
+}

@@ -1,0 +1,214 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/calyxnet/calyx/bpf"
+)
+
+// Pinned map names, as they appear under the --bpffs directory.
+const (
+	IfacesName   = bpf.CalyxMapCxIfaces
+	RoutesName   = bpf.CalyxMapCxRoutes
+	CountersName = bpf.CalyxMapCxCounters
+	LinksName    = bpf.CalyxMapCxLinks
+)
+
+// Names lists every map calyx pins.
+var Names = []string{IfacesName, RoutesName, CountersName, LinksName}
+
+// Maps is the set of calyx maps, either loaded with the programs (agent) or
+// opened from their pins (calyxctl).
+type Maps struct {
+	ifaces   *ebpf.Map
+	routes   *ebpf.Map
+	counters *ebpf.Map
+	links    *ebpf.Map
+	owned    bool
+}
+
+// FromObjects wraps maps loaded by the loader; Close does not close them.
+func FromObjects(objs *bpf.CalyxMaps) *Maps {
+	return &Maps{ifaces: objs.CxIfaces, routes: objs.CxRoutes, counters: objs.CxCounters, links: objs.CxLinks}
+}
+
+// OpenPinned opens every map pinned under dir. It fails, naming the map,
+// when one is missing (no agent has run with that --bpffs).
+func OpenPinned(dir string) (*Maps, error) {
+	m := &Maps{owned: true}
+	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links}
+	for i, name := range Names {
+		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("open pinned map %s in %s: %w", name, dir, err)
+		}
+		*dst[i] = mp
+	}
+	return m, nil
+}
+
+// Close releases maps opened by OpenPinned.
+func (m *Maps) Close() error {
+	if !m.owned {
+		return nil
+	}
+	var errs []error
+	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links} {
+		if mp != nil {
+			errs = append(errs, mp.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Ifaces returns every entry of cx_ifaces by ifindex.
+func (m *Maps) Ifaces() (map[uint32]Iface, error) {
+	out := make(map[uint32]Iface)
+	var k uint32
+	var v bpf.CalyxCxIface
+	it := m.ifaces.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = ifaceFromBPF(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", IfacesName, err)
+	}
+	return out, nil
+}
+
+// PutIface creates or replaces the entry for ifindex.
+func (m *Maps) PutIface(ifindex uint32, v Iface) error {
+	if err := m.ifaces.Put(ifindex, v.toBPF()); err != nil {
+		return fmt.Errorf("put %s[%d]: %w", IfacesName, ifindex, err)
+	}
+	return nil
+}
+
+// DeleteIface removes the entry for ifindex; a missing entry is not an error.
+func (m *Maps) DeleteIface(ifindex uint32) error {
+	if err := m.ifaces.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s[%d]: %w", IfacesName, ifindex, err)
+	}
+	return nil
+}
+
+// Routes returns every entry of cx_routes by prefix (IPv4 prefixes unmapped).
+func (m *Maps) Routes() (map[netip.Prefix]Route, error) {
+	out := make(map[netip.Prefix]Route)
+	var k bpf.CalyxCxRouteKey
+	var v bpf.CalyxCxRoute
+	it := m.routes.Iterate()
+	for it.Next(&k, &v) {
+		p, err := routeKeyFromBPF(k)
+		if err != nil {
+			return nil, err
+		}
+		out[p] = routeFromBPF(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", RoutesName, err)
+	}
+	return out, nil
+}
+
+// PutRoute creates or replaces the route for p.
+func (m *Maps) PutRoute(p netip.Prefix, r Route) error {
+	if err := m.routes.Put(routeKeyToBPF(p), r.toBPF()); err != nil {
+		return fmt.Errorf("put %s[%s]: %w", RoutesName, p, err)
+	}
+	return nil
+}
+
+// DeleteRoute removes the route for p; a missing route is not an error.
+func (m *Maps) DeleteRoute(p netip.Prefix) error {
+	if err := m.routes.Delete(routeKeyToBPF(p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s[%s]: %w", RoutesName, p, err)
+	}
+	return nil
+}
+
+// LookupRoute does what the programs do: a longest-prefix match for addr.
+func (m *Maps) LookupRoute(addr netip.Addr) (Route, bool, error) {
+	bits := 128
+	if addr.Is4() {
+		bits = 32
+	}
+	var v bpf.CalyxCxRoute
+	err := m.routes.Lookup(routeKeyToBPF(netip.PrefixFrom(addr, bits)), &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return Route{}, false, nil
+	}
+	if err != nil {
+		return Route{}, false, fmt.Errorf("lookup %s[%s]: %w", RoutesName, addr, err)
+	}
+	return routeFromBPF(v), true, nil
+}
+
+// Counters returns every counter summed over CPUs.
+func (m *Maps) Counters() (map[CounterKey]Counter, error) {
+	out := make(map[CounterKey]Counter)
+	var k bpf.CalyxCxCounterKey
+	var per []bpf.CalyxCxCounter
+	it := m.counters.Iterate()
+	for it.Next(&k, &per) {
+		var c Counter
+		for _, v := range per {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out[CounterKey{Ifindex: k.Ifindex, Reason: Reason(k.Reason)}] = c
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", CountersName, err)
+	}
+	return out, nil
+}
+
+// DeleteCounters removes every counter of ifindex, so that a later interface
+// that reuses the ifindex starts from zero.
+func (m *Maps) DeleteCounters(ifindex uint32) error {
+	for _, r := range Reasons() {
+		k := bpf.CalyxCxCounterKey{Ifindex: ifindex, Reason: uint32(r)}
+		if err := m.counters.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete %s[%d/%s]: %w", CountersName, ifindex, r, err)
+		}
+	}
+	return nil
+}
+
+// Links returns the agent's attach records by ifindex.
+func (m *Maps) Links() (map[uint32]Link, error) {
+	out := make(map[uint32]Link)
+	var k uint32
+	var v bpf.CalyxCxLink
+	it := m.links.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = linkFromBPF(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", LinksName, err)
+	}
+	return out, nil
+}
+
+// PutLink records what is attached to ifindex.
+func (m *Maps) PutLink(ifindex uint32, l Link) error {
+	if err := m.links.Put(ifindex, l.toBPF()); err != nil {
+		return fmt.Errorf("put %s[%d]: %w", LinksName, ifindex, err)
+	}
+	return nil
+}
+
+// DeleteLink removes the record for ifindex; a missing one is not an error.
+func (m *Maps) DeleteLink(ifindex uint32) error {
+	if err := m.links.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s[%d]: %w", LinksName, ifindex, err)
+	}
+	return nil
+}

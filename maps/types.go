@@ -1,0 +1,302 @@
+// Package maps gives typed Go views of calyx's BPF maps. Its domain types
+// (Iface, Route, CounterKey, Link) are kept apart from the bpf2go structs,
+// with converters between them, so the agent and calyxctl never touch
+// raw bytes.
+package maps
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/calyxnet/calyx/bpf"
+)
+
+// MAC is a 6-byte Ethernet address; unlike net.HardwareAddr it is
+// comparable, so desired and actual map values can be compared with ==.
+type MAC [6]byte
+
+// ParseMAC parses a colon-separated Ethernet address.
+func ParseMAC(s string) (MAC, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		return MAC{}, err
+	}
+	if len(hw) != 6 {
+		return MAC{}, fmt.Errorf("%q is not a 6-byte MAC", s)
+	}
+	return MAC(hw), nil
+}
+
+// MACFrom converts a net.HardwareAddr; anything but 6 bytes gives the zero MAC.
+func MACFrom(hw net.HardwareAddr) MAC {
+	if len(hw) != 6 {
+		return MAC{}
+	}
+	return MAC(hw)
+}
+
+// IsZero reports whether m is 00:00:00:00:00:00 (no MAC).
+func (m MAC) IsZero() bool { return m == MAC{} }
+
+func (m MAC) String() string {
+	if m.IsZero() {
+		return ""
+	}
+	return net.HardwareAddr(m[:]).String()
+}
+
+// MarshalText renders the MAC as text (empty for none) in JSON and YAML.
+func (m MAC) MarshalText() ([]byte, error) { return []byte(m.String()), nil }
+
+// Iface is an entry of cx_ifaces: what an attached interface is.
+type Iface struct {
+	Workload   bool
+	CheckMAC   bool // enforce MAC as the source of everything the workload sends
+	EndpointID uint32
+	MAC        MAC // the workload's
+	HostMAC    MAC // the host side's: the answer to every ARP request
+}
+
+func (v Iface) toBPF() bpf.CalyxCxIface {
+	var out bpf.CalyxCxIface
+	if v.Workload {
+		out.Flags |= uint32(bpf.CalyxCxIfaceFlagsCX_IFACE_WORKLOAD)
+	}
+	if v.CheckMAC {
+		out.Flags |= uint32(bpf.CalyxCxIfaceFlagsCX_IFACE_CHECK_MAC)
+	}
+	out.EndpointId = v.EndpointID
+	out.Mac = v.MAC
+	out.HostMac = v.HostMAC
+	return out
+}
+
+func ifaceFromBPF(in bpf.CalyxCxIface) Iface {
+	return Iface{
+		Workload:   in.Flags&uint32(bpf.CalyxCxIfaceFlagsCX_IFACE_WORKLOAD) != 0,
+		CheckMAC:   in.Flags&uint32(bpf.CalyxCxIfaceFlagsCX_IFACE_CHECK_MAC) != 0,
+		EndpointID: in.EndpointId,
+		MAC:        in.Mac,
+		HostMAC:    in.HostMac,
+	}
+}
+
+// RouteType says what a route's destination is.
+type RouteType uint32
+
+// Route types, as the programs see them.
+const (
+	RouteLocalWorkload  = RouteType(bpf.CalyxCxRouteTypeCX_RT_LOCAL_WORKLOAD)
+	RouteRemoteWorkload = RouteType(bpf.CalyxCxRouteTypeCX_RT_REMOTE_WORKLOAD)
+	RouteHost           = RouteType(bpf.CalyxCxRouteTypeCX_RT_HOST)
+)
+
+var routeTypeNames = map[RouteType]string{
+	RouteLocalWorkload:  "local-workload",
+	RouteRemoteWorkload: "remote-workload",
+	RouteHost:           "host",
+}
+
+func (t RouteType) String() string {
+	if s, ok := routeTypeNames[t]; ok {
+		return s
+	}
+	return fmt.Sprintf("type-%d", uint32(t))
+}
+
+// MarshalText renders the type by name in JSON and YAML.
+func (t RouteType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
+// Route is an entry of cx_routes, the BPF route table.
+type Route struct {
+	Type    RouteType
+	Ifindex uint32     // local workload: its host-side interface
+	NextHop netip.Addr // remote: the owning node's underlay address
+	MAC     MAC        // local workload: its MAC, when known
+	HostMAC MAC        // local workload: the host side's MAC
+}
+
+// v4Bits is how many leading bits of a v4-mapped address come before the IPv4 part.
+const v4Bits = 96
+
+func routeKeyToBPF(p netip.Prefix) bpf.CalyxCxRouteKey {
+	p = p.Masked()
+	k := bpf.CalyxCxRouteKey{Prefixlen: uint32(p.Bits())}
+	if p.Addr().Is4() {
+		k.Prefixlen += v4Bits
+	}
+	k.Addr = addrTo16(p.Addr())
+	return k
+}
+
+func routeKeyFromBPF(k bpf.CalyxCxRouteKey) (netip.Prefix, error) {
+	a := netip.AddrFrom16(k.Addr)
+	bits := int(k.Prefixlen)
+	if a.Is4In6() && bits >= v4Bits {
+		return netip.PrefixFrom(a.Unmap(), bits-v4Bits), nil
+	}
+	if bits > 128 {
+		return netip.Prefix{}, fmt.Errorf("route key prefix length %d out of range", bits)
+	}
+	return netip.PrefixFrom(a, bits), nil
+}
+
+// addrTo16 stores IPv4 as v4-mapped, the layout every calyx map uses.
+func addrTo16(a netip.Addr) [16]byte {
+	if !a.IsValid() {
+		return [16]byte{}
+	}
+	return a.As16()
+}
+
+func addrFrom16(b [16]byte) netip.Addr {
+	if b == ([16]byte{}) {
+		return netip.Addr{}
+	}
+	return netip.AddrFrom16(b).Unmap()
+}
+
+func (r Route) toBPF() bpf.CalyxCxRoute {
+	out := bpf.CalyxCxRoute{
+		Type:    uint32(r.Type),
+		Ifindex: r.Ifindex,
+		NextHop: addrTo16(r.NextHop),
+		Mac:     r.MAC,
+		HostMac: r.HostMAC,
+	}
+	if !r.MAC.IsZero() {
+		out.Flags |= uint32(bpf.CalyxCxRouteFlagsCX_RT_F_HAS_MAC)
+	}
+	return out
+}
+
+func routeFromBPF(in bpf.CalyxCxRoute) Route {
+	r := Route{
+		Type:    RouteType(in.Type),
+		Ifindex: in.Ifindex,
+		NextHop: addrFrom16(in.NextHop),
+		HostMAC: in.HostMac,
+	}
+	if in.Flags&uint32(bpf.CalyxCxRouteFlagsCX_RT_F_HAS_MAC) != 0 {
+		r.MAC = in.Mac
+	}
+	return r
+}
+
+// Reason is why a program returned the verdict it did; counters are kept
+// per interface and reason.
+type Reason uint32
+
+// Reasons, as the programs count them.
+const (
+	ReasonPassHost        = Reason(bpf.CalyxCxReasonCX_REASON_PASS_HOST)
+	ReasonDeliverLocal    = Reason(bpf.CalyxCxReasonCX_REASON_DELIVER_LOCAL)
+	ReasonARPReply        = Reason(bpf.CalyxCxReasonCX_REASON_ARP_REPLY)
+	ReasonToWorkload      = Reason(bpf.CalyxCxReasonCX_REASON_TO_WORKLOAD)
+	ReasonDropMalformed   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_MALFORMED)
+	ReasonDropSpoofIP     = Reason(bpf.CalyxCxReasonCX_REASON_DROP_SPOOF_IP)
+	ReasonDropSpoofMAC    = Reason(bpf.CalyxCxReasonCX_REASON_DROP_SPOOF_MAC)
+	ReasonDropNoEndpoint  = Reason(bpf.CalyxCxReasonCX_REASON_DROP_NO_ENDPOINT)
+	ReasonDropUnsupported = Reason(bpf.CalyxCxReasonCX_REASON_DROP_UNSUPPORTED)
+	ReasonDropARPIgnored  = Reason(bpf.CalyxCxReasonCX_REASON_DROP_ARP_IGNORED)
+)
+
+var reasonNames = map[Reason]string{
+	ReasonPassHost:        "pass-host",
+	ReasonDeliverLocal:    "deliver-local",
+	ReasonARPReply:        "arp-reply",
+	ReasonToWorkload:      "to-workload",
+	ReasonDropMalformed:   "drop-malformed",
+	ReasonDropSpoofIP:     "drop-spoof-ip",
+	ReasonDropSpoofMAC:    "drop-spoof-mac",
+	ReasonDropNoEndpoint:  "drop-no-endpoint",
+	ReasonDropUnsupported: "drop-unsupported",
+	ReasonDropARPIgnored:  "drop-arp-ignored",
+}
+
+// Reasons lists every reason the programs count, in numeric order.
+func Reasons() []Reason {
+	return []Reason{ReasonPassHost, ReasonDeliverLocal, ReasonARPReply, ReasonToWorkload,
+		ReasonDropMalformed, ReasonDropSpoofIP, ReasonDropSpoofMAC, ReasonDropNoEndpoint,
+		ReasonDropUnsupported, ReasonDropARPIgnored}
+}
+
+func (r Reason) String() string {
+	if s, ok := reasonNames[r]; ok {
+		return s
+	}
+	return fmt.Sprintf("reason-%d", uint32(r))
+}
+
+// MarshalText renders the reason by name in JSON and YAML.
+func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// IsDrop reports whether the reason is a drop.
+func (r Reason) IsDrop() bool { return r >= Reason(bpf.CalyxCxReasonCX_REASON_DROP_MALFORMED) }
+
+// CounterKey identifies one counter: an interface and a reason.
+type CounterKey struct {
+	Ifindex uint32
+	Reason  Reason
+}
+
+// Counter is a counter summed over CPUs.
+type Counter struct {
+	Packets uint64
+	Bytes   uint64
+}
+
+// AttachMode says how a program is attached.
+type AttachMode uint32
+
+// Attach modes.
+const (
+	AttachTCX    = AttachMode(bpf.CalyxCxAttachModeCX_ATTACH_TCX)
+	AttachClsact = AttachMode(bpf.CalyxCxAttachModeCX_ATTACH_CLSACT)
+)
+
+func (m AttachMode) String() string {
+	switch m {
+	case AttachTCX:
+		return "tcx"
+	case AttachClsact:
+		return "clsact"
+	}
+	return fmt.Sprintf("mode-%d", uint32(m))
+}
+
+// MarshalJSON renders the mode by name.
+func (m AttachMode) MarshalJSON() ([]byte, error) { return json.Marshal(m.String()) }
+
+// Link is the agent's record (cx_links) of the programs it attached to an
+// interface.
+type Link struct {
+	Ifname        string
+	Mode          AttachMode
+	IngressProgID uint32
+	EgressProgID  uint32
+	EndpointID    uint32
+}
+
+func (l Link) toBPF() bpf.CalyxCxLink {
+	out := bpf.CalyxCxLink{Mode: uint32(l.Mode), IngressProgId: l.IngressProgID,
+		EgressProgId: l.EgressProgID, EndpointId: l.EndpointID}
+	for i := 0; i < len(out.Ifname)-1 && i < len(l.Ifname); i++ {
+		out.Ifname[i] = int8(l.Ifname[i])
+	}
+	return out
+}
+
+func linkFromBPF(in bpf.CalyxCxLink) Link {
+	var name []byte
+	for _, c := range in.Ifname {
+		if c == 0 {
+			break
+		}
+		name = append(name, byte(c))
+	}
+	return Link{Ifname: string(name), Mode: AttachMode(in.Mode), IngressProgID: in.IngressProgId,
+		EgressProgID: in.EgressProgId, EndpointID: in.EndpointId}
+}
