@@ -1,0 +1,169 @@
+package mapsync
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+
+	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/maps"
+)
+
+// fakeStore records every write in order.
+type fakeStore struct {
+	ifaces map[uint32]maps.Iface
+	routes map[netip.Prefix]maps.Route
+	ops    []string
+	failOn string
+}
+
+func newFake() *fakeStore {
+	return &fakeStore{ifaces: map[uint32]maps.Iface{}, routes: map[netip.Prefix]maps.Route{}}
+}
+
+func (f *fakeStore) Ifaces() (map[uint32]maps.Iface, error) {
+	out := map[uint32]maps.Iface{}
+	for k, v := range f.ifaces {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (f *fakeStore) Routes() (map[netip.Prefix]maps.Route, error) {
+	out := map[netip.Prefix]maps.Route{}
+	for k, v := range f.routes {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (f *fakeStore) op(s string) error {
+	if s == f.failOn {
+		return fmt.Errorf("injected failure on %s", s)
+	}
+	f.ops = append(f.ops, s)
+	return nil
+}
+
+func (f *fakeStore) PutIface(i uint32, v maps.Iface) error {
+	if err := f.op(fmt.Sprintf("put iface %d", i)); err != nil {
+		return err
+	}
+	f.ifaces[i] = v
+	return nil
+}
+
+func (f *fakeStore) DeleteIface(i uint32) error {
+	if err := f.op(fmt.Sprintf("del iface %d", i)); err != nil {
+		return err
+	}
+	delete(f.ifaces, i)
+	return nil
+}
+
+func (f *fakeStore) PutRoute(p netip.Prefix, r maps.Route) error {
+	if err := f.op("put route " + p.String()); err != nil {
+		return err
+	}
+	f.routes[p] = r
+	return nil
+}
+
+func (f *fakeStore) DeleteRoute(p netip.Prefix) error {
+	if err := f.op("del route " + p.String()); err != nil {
+		return err
+	}
+	delete(f.routes, p)
+	return nil
+}
+
+func desired(eps map[uint32]string) *calc.Desired {
+	d := &calc.Desired{Ifaces: map[uint32]maps.Iface{}, Routes: map[netip.Prefix]maps.Route{}}
+	for idx, ip := range eps {
+		d.Ifaces[idx] = maps.Iface{Workload: true, EndpointID: idx}
+		d.Routes[netip.MustParsePrefix(ip+"/32")] = maps.Route{Type: maps.RouteLocalWorkload, Ifindex: idx}
+	}
+	return d
+}
+
+func TestSyncWritesOnlyDifferences(t *testing.T) {
+	f := newFake()
+	s, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Sync(desired(map[uint32]string{1: "10.0.0.1", 2: "10.0.0.2"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.IfacePuts != 2 || c.RoutePuts != 2 || c.IfaceDeletes+c.RouteDeletes != 0 {
+		t.Fatalf("first sync counts = %+v", c)
+	}
+	c, _ = s.Sync(desired(map[uint32]string{1: "10.0.0.1", 2: "10.0.0.2"}))
+	if c.Total() != 0 {
+		t.Fatalf("second sync of the same state wrote %+v", c)
+	}
+
+	// An agent that restarts adopts what is there and writes nothing.
+	s2, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ops = nil
+	c, _ = s2.Sync(desired(map[uint32]string{1: "10.0.0.1", 2: "10.0.0.2"}))
+	if c.Total() != 0 || len(f.ops) != 0 {
+		t.Fatalf("adopting sync wrote %+v: %v", c, f.ops)
+	}
+}
+
+func TestSyncOrder(t *testing.T) {
+	f := newFake()
+	s, _ := New(f)
+	s.Sync(desired(map[uint32]string{1: "10.0.0.1"}))
+	f.ops = nil
+	// Replace endpoint 1 with endpoint 2: the new one goes in before the old
+	// one goes, interfaces before routes on the way in, routes first on the way out.
+	c, err := s.Sync(desired(map[uint32]string{2: "10.0.0.2"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"put iface 2", "put route 10.0.0.2/32", "del route 10.0.0.1/32", "del iface 1"}
+	if fmt.Sprint(f.ops) != fmt.Sprint(want) {
+		t.Fatalf("ops = %v, want %v", f.ops, want)
+	}
+	if c.Total() != 4 {
+		t.Fatalf("counts = %+v", c)
+	}
+}
+
+func TestSyncChangedValue(t *testing.T) {
+	f := newFake()
+	s, _ := New(f)
+	d := desired(map[uint32]string{1: "10.0.0.1"})
+	s.Sync(d)
+	f.ops = nil
+	d.Routes[netip.MustParsePrefix("10.0.0.1/32")] = maps.Route{Type: maps.RouteLocalWorkload, Ifindex: 1, MAC: maps.MAC{2}}
+	s.Sync(d)
+	if fmt.Sprint(f.ops) != "[put route 10.0.0.1/32]" {
+		t.Fatalf("ops = %v", f.ops)
+	}
+}
+
+func TestSyncErrorKeepsCacheTrue(t *testing.T) {
+	f := newFake()
+	s, _ := New(f)
+	f.failOn = "put route 10.0.0.1/32"
+	if _, err := s.Sync(desired(map[uint32]string{1: "10.0.0.1"})); err == nil {
+		t.Fatal("want the injected error")
+	}
+	f.failOn = ""
+	f.ops = nil
+	c, err := s.Sync(desired(map[uint32]string{1: "10.0.0.1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The interface went in before the failure; only the route is retried.
+	if fmt.Sprint(f.ops) != "[put route 10.0.0.1/32]" || c.Total() != 1 {
+		t.Fatalf("retry ops = %v (%+v)", f.ops, c)
+	}
+}

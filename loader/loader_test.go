@@ -1,0 +1,205 @@
+package loader_test
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/calyxnet/calyx/loader"
+	"github.com/calyxnet/calyx/maps"
+)
+
+// requirePrivileges fails under CI (where BPF and netns must work) and
+// skips elsewhere when the test cannot run.
+func requirePrivileges(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("CI: loader tests need root (BPF, bpffs, network namespaces)")
+	}
+	t.Skip("not root: loader tests need BPF and network namespaces (they fail instead under CI)")
+}
+
+// inNewNetns runs the test on a locked thread inside a fresh network
+// namespace with one veth pair, and puts everything back afterwards.
+func inNewNetns(t *testing.T) (ifindex int) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatalf("new netns: %v", err)
+	}
+	t.Cleanup(func() {
+		netns.Set(orig)
+		ns.Close()
+		orig.Close()
+		runtime.UnlockOSThread()
+	})
+	la := netlink.NewLinkAttrs()
+	la.Name = "cxldr0"
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: "cxldr1"}); err != nil {
+		t.Fatalf("add veth: %v", err)
+	}
+	l, err := netlink.LinkByName("cxldr0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Index
+}
+
+func mountBPFFS(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return filepath.Join(dir, "calyx")
+}
+
+func TestLoadAdoptsPinnedMapsAndLinks(t *testing.T) {
+	requirePrivileges(t)
+	for _, mode := range []loader.Mode{loader.ModeTCX, loader.ModeClsact} {
+		t.Run(string(mode), func(t *testing.T) {
+			ifindex := inNewNetns(t)
+			dir := mountBPFFS(t)
+
+			dp, err := loader.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := netip.MustParsePrefix("10.65.0.2/32")
+			want := maps.Route{Type: maps.RouteLocalWorkload, Ifindex: uint32(ifindex), MAC: maps.MAC{2, 0, 0, 0, 0, 1}}
+			if err := dp.Maps.PutRoute(p, want); err != nil {
+				t.Fatal(err)
+			}
+			got, err := dp.Attach("cxldr0", ifindex, mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != string(mode) {
+				t.Fatalf("attached with %s, asked for %s", got, mode)
+			}
+			firstID := dp.ProgramID(loader.HookIngress)
+			dp.Close()
+
+			// A second load (a restarted or upgraded agent) sees the same
+			// map contents and swaps the programs in place.
+			dp2, err := loader.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dp2.Close()
+			routes, err := dp2.Maps.Routes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if routes[p] != want {
+				t.Fatalf("route after reload = %+v, want %+v", routes[p], want)
+			}
+			if _, err := dp2.Attach("cxldr0", ifindex, mode); err != nil {
+				t.Fatal(err)
+			}
+			secondID := dp2.ProgramID(loader.HookIngress)
+			if secondID == firstID {
+				t.Fatal("reload did not load a new program")
+			}
+			if running := ingressProgramID(t, dir, mode, ifindex); running != secondID {
+				t.Fatalf("ingress runs program %d, want the new %d", running, secondID)
+			}
+			pins, err := loader.PinnedLinks(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mode == loader.ModeTCX && len(pins) != 2 {
+				t.Fatalf("tcx pins = %v, want ingress and egress", pins)
+			}
+			if mode == loader.ModeClsact && len(pins) != 0 {
+				t.Fatalf("clsact left tcx pins %v", pins)
+			}
+
+			if err := dp2.Detach("cxldr0", ifindex); err != nil {
+				t.Fatal(err)
+			}
+			if running := ingressProgramID(t, dir, mode, ifindex); running != 0 {
+				t.Fatalf("program %d still attached after detach", running)
+			}
+			if pins, _ := loader.PinnedLinks(dir); len(pins) != 0 {
+				t.Fatalf("pins left after detach: %v", pins)
+			}
+		})
+	}
+}
+
+// ingressProgramID asks the kernel what runs on the ingress hook. For TCX
+// it goes through our pin: link IDs are global and ifindexes repeat across
+// namespaces, so a scan of all links could find another namespace's.
+func ingressProgramID(t *testing.T, dir string, mode loader.Mode, ifindex int) uint32 {
+	t.Helper()
+	if mode == loader.ModeTCX {
+		pins, err := loader.PinnedLinks(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pins {
+			if p.Ifindex != ifindex || p.Hook != loader.HookIngress {
+				continue
+			}
+			l, err := link.LoadPinnedLink(p.Path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			info, err := l.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tcx := info.TCX(); tcx == nil || int(tcx.Ifindex) != ifindex {
+				t.Fatalf("pinned link %s is not a TCX link on ifindex %d", p.Path, ifindex)
+			}
+			return uint32(info.Program)
+		}
+		return 0
+	}
+	filters, err := netlink.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifindex}}, netlink.HANDLE_MIN_INGRESS)
+	if err != nil {
+		return 0
+	}
+	for _, f := range filters {
+		if bf, ok := f.(*netlink.BpfFilter); ok {
+			return uint32(bf.Id)
+		}
+	}
+	return 0
+}
+
+func TestLoadRejectsDirOutsideBPFFS(t *testing.T) {
+	requirePrivileges(t)
+	if _, err := loader.Load(filepath.Join(t.TempDir(), "calyx")); err == nil {
+		t.Fatal("loading with pins on a non-bpffs directory must fail")
+	}
+}
+
+func TestParseMode(t *testing.T) {
+	for _, ok := range []string{"auto", "tcx", "clsact"} {
+		if _, err := loader.ParseMode(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	if _, err := loader.ParseMode("xdp"); err == nil {
+		t.Error("xdp accepted as a TC attach mode")
+	}
+}
