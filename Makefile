@@ -10,7 +10,7 @@ APT_PKGS  := clang llvm bpftool libbpf-dev iproute2 iputils-ping iperf3 ethtool 
 APT_CMDS  := clang llvm-strip bpftool ip ping iperf3 ethtool tcpdump
 E2E_TIMEOUT ?= 15m
 
-.PHONY: all deps generate check-generate build test test-unit test-bpf test-e2e demo lint clean
+.PHONY: all deps generate check-generate build test test-unit test-bpf test-e2e demo bench lint clean
 
 all: build
 
@@ -32,7 +32,7 @@ check-generate: generate
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/calyx-agent ./cmd/calyxctl ./cmd/calyx-lab
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/calyx-agent ./cmd/calyxctl ./cmd/calyx-lab ./cmd/calyx-bench
 
 # Layer 1 (pure Go) and layer 2 (BPF_PROG_TEST_RUN) live beside the code;
 # layer 3 (netns lab, real agents) in tests/e2e.
@@ -50,6 +50,13 @@ test: deps build check-generate lint
 
 demo: deps build
 	$(BIN)/calyx-lab demo
+
+# Figures, not assertions: writes BENCHMARKS.md. BENCH_QUICK=1 for a short pass.
+bench: deps build
+	@mkdir -p bench/out
+	$(GO) test -run '^$$' -bench . -benchtime $(if $(BENCH_QUICK),20000x,200000x) ./bpf/ | tee bench/out/bpf.txt
+	$(BIN)/calyx-bench --bin $(BIN) --bpf-bench bench/out/bpf.txt --out BENCHMARKS.md
+	@cat BENCHMARKS.md
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
