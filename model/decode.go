@@ -1,0 +1,519 @@
+package model
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Decode parses one or more YAML documents separated by "---"; empty
+// documents are skipped but still counted, so "document N" matches what the
+// user sees. Each resource is decoded strictly (unknown fields and wrongly
+// typed values are errors), defaulted (ApplyDefaults) and validated
+// (Validate).
+//
+// On error Decode returns no resources and an error holding one
+// *ValidationError per problem in every document, joined one per line; each
+// names the document, the resource, the field path and the reason. A YAML
+// syntax error ends decoding, since the rest of the stream cannot be trusted.
+func Decode(r io.Reader) ([]Resource, error) {
+	dec := yaml.NewDecoder(r)
+	var out []Resource
+	var errs []*ValidationError
+	for doc := 1; ; doc++ {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			errs = append(errs, &ValidationError{Document: doc, Reason: err.Error()})
+			break
+		}
+		root := &n
+		if root.Kind == yaml.DocumentNode {
+			if len(root.Content) == 0 {
+				continue
+			}
+			root = root.Content[0]
+		}
+		if isNull(root) {
+			continue
+		}
+		res, es := decodeDocument(root)
+		for _, e := range es {
+			e.Document = doc
+		}
+		errs = append(errs, es...)
+		if res != nil {
+			out = append(out, res)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, joinValidation(errs)
+	}
+	return out, nil
+}
+
+// decoder walks a yaml.Node tree by hand rather than through yaml.Decode so
+// that every problem is reported with its field path and decoding goes on
+// after the first one.
+type decoder struct {
+	errs []*ValidationError
+	// failed holds the paths whose values could not be decoded; Validate's
+	// complaints about the zero values left there would only be noise.
+	failed []string
+}
+
+func (d *decoder) errorf(path, format string, args ...any) {
+	d.errs = append(d.errs, &ValidationError{Path: path, Reason: fmt.Sprintf(format, args...)})
+	d.failed = append(d.failed, path)
+}
+
+// covered reports whether path is, or lies under, a path that failed to
+// decode.
+func (d *decoder) covered(path string) bool {
+	for _, f := range d.failed {
+		if f == "" || path == f || strings.HasPrefix(path, f+".") || strings.HasPrefix(path, f+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeDocument decodes one document's root node into a defaulted,
+// validated resource, or returns the problems found. The errors carry the
+// resource's Ref as far as the document gives it.
+func decodeDocument(root *yaml.Node) (Resource, []*ValidationError) {
+	d := &decoder{}
+	root = resolve(root)
+	var res Resource
+	var ref Ref
+	if root.Kind != yaml.MappingNode {
+		d.errorf("", "a resource must be a mapping with apiVersion, kind, metadata and spec, got %s", describe(root))
+		return nil, d.errs
+	}
+	var apiNode, kindNode, metaNode, specNode *yaml.Node
+	d.mapping(root, "", func(key string, v *yaml.Node, _ string) bool {
+		switch key {
+		case "apiVersion":
+			apiNode = v
+		case "kind":
+			kindNode = v
+		case "metadata":
+			metaNode = v
+		case "spec":
+			specNode = v
+		default:
+			return false
+		}
+		return true
+	})
+
+	if isNull(apiNode) {
+		d.errorf("apiVersion", "required (must be %q)", APIVersion)
+	} else if s, ok := d.str(apiNode, "apiVersion"); ok && s != APIVersion {
+		d.errorf("apiVersion", "must be %q, got %q", APIVersion, s)
+	}
+
+	if isNull(kindNode) {
+		d.errorf("kind", "required (one of IPPool, Node, WorkloadEndpoint, Config)")
+	} else if s, ok := d.str(kindNode, "kind"); ok {
+		r, err := NewResource(s)
+		if err != nil {
+			reason := err.Error()
+			if k, kerr := ParseKind(s); kerr == nil {
+				reason = fmt.Sprintf("unknown kind %q (did you mean %q?)", s, k)
+			}
+			d.errorf("kind", "%s", reason)
+		} else {
+			res = r
+			ref.Kind = s
+		}
+	}
+
+	var meta Metadata
+	if isNull(metaNode) {
+		d.errorf("metadata", "required")
+	} else {
+		d.metadata(metaNode, &meta)
+	}
+	ref.Name = meta.Name
+
+	if res != nil {
+		*res.Meta() = meta
+		if !isNull(specNode) {
+			switch r := res.(type) {
+			case *IPPool:
+				d.ipPoolSpec(specNode, &r.Spec)
+			case *Node:
+				d.nodeSpec(specNode, &r.Spec)
+			case *WorkloadEndpoint:
+				d.endpointSpec(specNode, &r.Spec)
+			case *Config:
+				d.configSpec(specNode, &r.Spec)
+			}
+		}
+		ApplyDefaults(res)
+		for _, e := range validate(res) {
+			if !d.covered(e.Path) {
+				d.errs = append(d.errs, e)
+			}
+		}
+	}
+	for _, e := range d.errs {
+		e.Ref = ref
+	}
+	if len(d.errs) > 0 {
+		return nil, d.errs
+	}
+	return res, nil
+}
+
+func (d *decoder) metadata(n *yaml.Node, m *Metadata) {
+	d.mapping(n, "metadata", func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "name":
+			m.Name, _ = d.str(v, p)
+		case "labels":
+			if isNull(v) {
+				return true
+			}
+			labels := map[string]string{}
+			d.mappingKeyed(v, p, func(k string, lv *yaml.Node, lp string) {
+				if s, ok := d.str(lv, lp); ok {
+					labels[k] = s
+				} else if isNull(lv) {
+					labels[k] = ""
+				}
+			})
+			if len(labels) > 0 {
+				m.Labels = labels
+			}
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+func (d *decoder) ipPoolSpec(n *yaml.Node, s *IPPoolSpec) {
+	blockSizeSet := false
+	d.mapping(n, "spec", func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "cidr":
+			s.CIDR = d.cidr(v, p, false)
+		case "blockSize":
+			if x, ok := d.integer(v, p, math.MinInt32, math.MaxInt32); ok {
+				s.BlockSize = int(x)
+				blockSizeSet = true
+			}
+		case "ipipMode":
+			if x, ok := d.str(v, p); ok {
+				s.IPIPMode = EncapMode(x)
+			}
+		case "vxlanMode":
+			if x, ok := d.str(v, p); ok {
+				s.VXLANMode = EncapMode(x)
+			}
+		case "natOutgoing":
+			s.NATOutgoing, _ = d.boolean(v, p)
+		case "nodeSelector":
+			s.NodeSelector, _ = d.str(v, p)
+		case "external":
+			s.External, _ = d.boolean(v, p)
+		case "disabled":
+			s.Disabled, _ = d.boolean(v, p)
+		default:
+			return false
+		}
+		return true
+	})
+	// An explicit 0 would otherwise be silently replaced by the default.
+	if blockSizeSet && s.BlockSize == 0 {
+		if s.CIDR.IsValid() {
+			lo, hi, fam := blockSizeRange(s.CIDR)
+			d.errorf("spec.blockSize", "must be between %d and %d for %s, got 0", lo, hi, fam)
+		} else {
+			d.errorf("spec.blockSize", "must be between 20 and 32 for IPv4 or 116 and 128 for IPv6, got 0")
+		}
+	}
+}
+
+func (d *decoder) nodeSpec(n *yaml.Node, s *NodeSpec) {
+	d.mapping(n, "spec", func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "ipv4Address":
+			s.IPv4Address = d.hostPrefix(v, p, 24)
+		case "ipv6Address":
+			s.IPv6Address = d.hostPrefix(v, p, 64)
+		case "asNumber":
+			if x, ok := d.integer(v, p, 0, math.MaxUint32); ok {
+				s.ASNumber = uint32(x)
+			}
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+func (d *decoder) endpointSpec(n *yaml.Node, s *WorkloadEndpointSpec) {
+	d.mapping(n, "spec", func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "node":
+			s.Node, _ = d.str(v, p)
+		case "interface":
+			s.Interface, _ = d.str(v, p)
+		case "mac":
+			if x, ok := d.str(v, p); ok && x != "" {
+				mac, err := net.ParseMAC(x)
+				if err != nil {
+					d.errorf(p, "%q is not a valid MAC address", x)
+				} else {
+					s.MAC = mac
+				}
+			}
+		case "ipNetworks":
+			d.list(v, p, func(_ int, item *yaml.Node, ip string) {
+				// A placeholder keeps later indices aligned with the document,
+				// so duplicate and containment errors name the right item.
+				s.IPNetworks = append(s.IPNetworks, d.cidr(item, ip, true))
+			})
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+func (d *decoder) configSpec(n *yaml.Node, s *ConfigSpec) {
+	size := func(v *yaml.Node, p string) uint32 {
+		x, _ := d.integer(v, p, 0, math.MaxUint32)
+		return uint32(x)
+	}
+	d.mapping(n, "spec", func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "vxlanVNI":
+			if x, ok := d.integer(v, p, 1, maxVNI); ok {
+				s.VXLANVNI = uint32(x)
+			}
+		case "vxlanPort":
+			if x, ok := d.integer(v, p, 1, math.MaxUint16); ok {
+				s.VXLANPort = uint16(x)
+			}
+		case "metadataAddress":
+			s.MetadataAddress, _ = d.str(v, p)
+		case "endpointToHostAction":
+			s.EndpointToHostAction, _ = d.str(v, p)
+		case "routeMapSize":
+			s.RouteMapSize = size(v, p)
+		case "endpointMapSize":
+			s.EndpointMapSize = size(v, p)
+		case "ctMapSize":
+			s.CTMapSize = size(v, p)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// mapping calls fn for each key of the mapping n in document order; fn
+// returns false for a key it does not know. Duplicate keys are errors: YAML
+// decoders disagree on which one wins.
+func (d *decoder) mapping(n *yaml.Node, path string, fn func(key string, v *yaml.Node, p string) bool) {
+	d.mappingKeyedPath(n, path, joinPath, func(key string, v *yaml.Node, p string) {
+		if !fn(key, v, p) {
+			d.errorf(p, "unknown field")
+		}
+	})
+}
+
+// mappingKeyed walks a mapping whose keys are data (labels), naming entries
+// as path["key"] since keys may contain dots.
+func (d *decoder) mappingKeyed(n *yaml.Node, path string, fn func(key string, v *yaml.Node, p string)) {
+	d.mappingKeyedPath(n, path, func(base, key string) string {
+		return base + "[" + strconv.Quote(key) + "]"
+	}, fn)
+}
+
+func (d *decoder) mappingKeyedPath(n *yaml.Node, path string, name func(base, key string) string, fn func(key string, v *yaml.Node, p string)) {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		d.errorf(path, "must be a mapping, got %s", describe(n))
+		return
+	}
+	seen := make(map[string]bool, len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+		if k.Kind != yaml.ScalarNode {
+			d.errorf(path, "keys must be strings, got %s", describe(k))
+			continue
+		}
+		p := name(path, k.Value)
+		if seen[k.Value] {
+			d.errorf(p, "duplicate field")
+			continue
+		}
+		seen[k.Value] = true
+		fn(k.Value, v, p)
+	}
+}
+
+func (d *decoder) list(n *yaml.Node, path string, fn func(i int, item *yaml.Node, p string)) {
+	n = resolve(n)
+	if isNull(n) {
+		return
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.errorf(path, "must be a list, got %s", describe(n))
+		return
+	}
+	for i, item := range n.Content {
+		fn(i, resolve(item), fmt.Sprintf("%s[%d]", path, i))
+	}
+}
+
+// str returns a string value; ok is false for null (unset) and for values
+// of another type, which are reported.
+func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
+	n = resolve(n)
+	if isNull(n) {
+		return "", false
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		d.errorf(path, "must be a string, got %s", describe(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+func (d *decoder) integer(n *yaml.Node, path string, lo, hi int64) (int64, bool) {
+	n = resolve(n)
+	if isNull(n) {
+		return 0, false
+	}
+	var x int64
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&x) != nil {
+		d.errorf(path, "must be an integer between %d and %d, got %s", lo, hi, describe(n))
+		return 0, false
+	}
+	if x < lo || x > hi {
+		d.errorf(path, "must be between %d and %d, got %d", lo, hi, x)
+		return 0, false
+	}
+	return x, true
+}
+
+func (d *decoder) boolean(n *yaml.Node, path string) (bool, bool) {
+	n = resolve(n)
+	if isNull(n) {
+		return false, false
+	}
+	var b bool
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" || n.Decode(&b) != nil {
+		d.errorf(path, "must be true or false, got %s", describe(n))
+		return false, false
+	}
+	return b, true
+}
+
+// cidr parses a prefix; on failure it reports and returns the zero Prefix.
+// hostHint suggests the /32 or /128 form for a bare address.
+func (d *decoder) cidr(n *yaml.Node, path string, hostHint bool) netip.Prefix {
+	s, ok := d.str(n, path)
+	if !ok {
+		if isNull(n) {
+			d.errorf(path, "must be a CIDR, got null")
+		}
+		return netip.Prefix{}
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		if a, aerr := netip.ParseAddr(s); aerr == nil && hostHint {
+			d.errorf(path, "%q is not a valid CIDR (write %s/%d)", s, a, a.BitLen())
+		} else {
+			d.errorf(path, "%q is not a valid CIDR", s)
+		}
+		return netip.Prefix{}
+	}
+	if p.Addr().Is4In6() {
+		d.errorf(path, "%q is not a valid CIDR: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", s)
+		return netip.Prefix{}
+	}
+	return p
+}
+
+// hostPrefix parses an address with its subnet's prefix length, keeping the
+// host bits.
+func (d *decoder) hostPrefix(n *yaml.Node, path string, exampleBits int) netip.Prefix {
+	s, ok := d.str(n, path)
+	if !ok || s == "" {
+		return netip.Prefix{}
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		if a, aerr := netip.ParseAddr(s); aerr == nil {
+			d.errorf(path, "%q has no prefix length; give the address with its subnet's prefix length, e.g. %s/%d", s, a, exampleBits)
+		} else {
+			d.errorf(path, "%q is not a valid address with prefix length (e.g. 10.30.0.10/24)", s)
+		}
+		return netip.Prefix{}
+	}
+	if p.Addr().Is4In6() {
+		d.errorf(path, "%q: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", s)
+		return netip.Prefix{}
+	}
+	return p
+}
+
+func joinPath(base, key string) string {
+	if base == "" {
+		return key
+	}
+	return base + "." + key
+}
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	n = resolve(n)
+	return n == nil || (n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null")
+}
+
+// describe names a value's type for "must be X, got Y" messages.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!str":
+			return strconv.Quote(n.Value)
+		case "!!null":
+			return "null"
+		case "!!bool":
+			return "boolean " + n.Value
+		case "!!int":
+			return "integer " + n.Value
+		case "!!float":
+			return "number " + n.Value
+		}
+		return n.ShortTag() + " " + strconv.Quote(n.Value)
+	}
+	return "an unsupported YAML node"
+}

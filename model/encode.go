@@ -1,0 +1,358 @@
+package model
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The wire structs fix the camelCase keys and the string form of addresses
+// for both YAML and JSON, so `calyxctl get -o json` and the files on disk
+// agree. Every field with an effective value is written (no omitempty) so
+// printed resources show what is in force, defaults included.
+
+type envelope[S any] struct {
+	APIVersion string   `json:"apiVersion" yaml:"apiVersion"`
+	Kind       string   `json:"kind" yaml:"kind"`
+	Metadata   Metadata `json:"metadata" yaml:"metadata"`
+	Spec       S        `json:"spec" yaml:"spec"`
+}
+
+type ipPoolSpecWire struct {
+	CIDR         string    `json:"cidr" yaml:"cidr"`
+	BlockSize    int       `json:"blockSize" yaml:"blockSize"`
+	IPIPMode     EncapMode `json:"ipipMode" yaml:"ipipMode"`
+	VXLANMode    EncapMode `json:"vxlanMode" yaml:"vxlanMode"`
+	NATOutgoing  bool      `json:"natOutgoing" yaml:"natOutgoing"`
+	NodeSelector string    `json:"nodeSelector" yaml:"nodeSelector"`
+	External     bool      `json:"external" yaml:"external"`
+	Disabled     bool      `json:"disabled" yaml:"disabled"`
+}
+
+type nodeSpecWire struct {
+	IPv4Address string `json:"ipv4Address,omitempty" yaml:"ipv4Address,omitempty"`
+	IPv6Address string `json:"ipv6Address,omitempty" yaml:"ipv6Address,omitempty"`
+	ASNumber    uint32 `json:"asNumber,omitempty" yaml:"asNumber,omitempty"`
+}
+
+type workloadEndpointSpecWire struct {
+	Node       string       `json:"node" yaml:"node"`
+	Interface  string       `json:"interface" yaml:"interface"`
+	MAC        quotedString `json:"mac,omitempty" yaml:"mac,omitempty"`
+	IPNetworks []string     `json:"ipNetworks" yaml:"ipNetworks"`
+}
+
+type configSpecWire struct {
+	VXLANVNI             uint32 `json:"vxlanVNI" yaml:"vxlanVNI"`
+	VXLANPort            uint16 `json:"vxlanPort" yaml:"vxlanPort"`
+	MetadataAddress      string `json:"metadataAddress" yaml:"metadataAddress"`
+	EndpointToHostAction string `json:"endpointToHostAction" yaml:"endpointToHostAction"`
+	RouteMapSize         uint32 `json:"routeMapSize" yaml:"routeMapSize"`
+	EndpointMapSize      uint32 `json:"endpointMapSize" yaml:"endpointMapSize"`
+	CTMapSize            uint32 `json:"ctMapSize" yaml:"ctMapSize"`
+}
+
+// quotedString is written double-quoted in YAML: an all-digit MAC such as
+// 02:00:00:00:00:01 would otherwise read as a base-60 integer to YAML 1.1
+// tools.
+type quotedString string
+
+func (q quotedString) MarshalYAML() (any, error) {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.DoubleQuotedStyle, Value: string(q)}, nil
+}
+
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}
+
+func (s IPPoolSpec) wire() ipPoolSpecWire {
+	return ipPoolSpecWire{
+		CIDR:         prefixString(s.CIDR),
+		BlockSize:    s.BlockSize,
+		IPIPMode:     s.IPIPMode,
+		VXLANMode:    s.VXLANMode,
+		NATOutgoing:  s.NATOutgoing,
+		NodeSelector: s.NodeSelector,
+		External:     s.External,
+		Disabled:     s.Disabled,
+	}
+}
+
+func (s NodeSpec) wire() nodeSpecWire {
+	return nodeSpecWire{
+		IPv4Address: prefixString(s.IPv4Address),
+		IPv6Address: prefixString(s.IPv6Address),
+		ASNumber:    s.ASNumber,
+	}
+}
+
+func (s WorkloadEndpointSpec) wire() workloadEndpointSpecWire {
+	w := workloadEndpointSpecWire{
+		Node:       s.Node,
+		Interface:  s.Interface,
+		IPNetworks: make([]string, 0, len(s.IPNetworks)),
+	}
+	if len(s.MAC) > 0 {
+		w.MAC = quotedString(s.MAC.String())
+	}
+	for _, p := range s.IPNetworks {
+		w.IPNetworks = append(w.IPNetworks, prefixString(p))
+	}
+	return w
+}
+
+func (s ConfigSpec) wire() configSpecWire {
+	return configSpecWire(s)
+}
+
+// MarshalJSON returns the spec with camelCase keys and string addresses; it does not fail.
+func (s IPPoolSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
+
+// MarshalYAML returns the spec with camelCase keys and string addresses; it does not fail.
+func (s IPPoolSpec) MarshalYAML() (any, error) { return s.wire(), nil }
+
+// MarshalJSON returns the spec with camelCase keys and string addresses; it does not fail.
+func (s NodeSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
+
+// MarshalYAML returns the spec with camelCase keys and string addresses; it does not fail.
+func (s NodeSpec) MarshalYAML() (any, error) { return s.wire(), nil }
+
+// MarshalJSON returns the spec with camelCase keys and string addresses; it does not fail.
+func (s WorkloadEndpointSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
+
+// MarshalYAML returns the spec with camelCase keys and string addresses; it does not fail.
+func (s WorkloadEndpointSpec) MarshalYAML() (any, error) { return s.wire(), nil }
+
+// MarshalJSON returns the spec with camelCase keys; it does not fail.
+func (s ConfigSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
+
+// MarshalYAML returns the spec with camelCase keys; it does not fail.
+func (s ConfigSpec) MarshalYAML() (any, error) { return s.wire(), nil }
+
+func wrap[S any](kind string, m Metadata, spec S) envelope[S] {
+	return envelope[S]{APIVersion: APIVersion, Kind: kind, Metadata: m, Spec: spec}
+}
+
+// MarshalJSON returns the pool as {"apiVersion","kind","metadata","spec"};
+// it does not fail.
+func (p IPPool) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wrap(KindIPPool, p.Metadata, p.Spec.wire()))
+}
+
+// MarshalYAML returns the pool as a calicoctl-shaped document; it does not
+// fail.
+func (p IPPool) MarshalYAML() (any, error) { return wrap(KindIPPool, p.Metadata, p.Spec.wire()), nil }
+
+// MarshalJSON returns the node as {"apiVersion","kind","metadata","spec"};
+// it does not fail.
+func (n Node) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wrap(KindNode, n.Metadata, n.Spec.wire()))
+}
+
+// MarshalYAML returns the node as a calicoctl-shaped document; it does not
+// fail.
+func (n Node) MarshalYAML() (any, error) { return wrap(KindNode, n.Metadata, n.Spec.wire()), nil }
+
+// MarshalJSON returns the endpoint as {"apiVersion","kind","metadata","spec"};
+// it does not fail.
+func (w WorkloadEndpoint) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wrap(KindWorkloadEndpoint, w.Metadata, w.Spec.wire()))
+}
+
+// MarshalYAML returns the endpoint as a calicoctl-shaped document; it does not
+// fail.
+func (w WorkloadEndpoint) MarshalYAML() (any, error) {
+	return wrap(KindWorkloadEndpoint, w.Metadata, w.Spec.wire()), nil
+}
+
+// MarshalJSON returns the config as {"apiVersion","kind","metadata","spec"};
+// it does not fail.
+func (c Config) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wrap(KindConfig, c.Metadata, c.Spec.wire()))
+}
+
+// MarshalYAML returns the config as a calicoctl-shaped document; it does not
+// fail.
+func (c Config) MarshalYAML() (any, error) { return wrap(KindConfig, c.Metadata, c.Spec.wire()), nil }
+
+// UnmarshalYAML decodes an IPPool document strictly (see Decode), applies
+// defaults and validates it; it returns the joined validation errors.
+func (p *IPPool) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, p) }
+
+// UnmarshalYAML decodes a Node document strictly (see Decode), applies
+// defaults and validates it; it returns the joined validation errors.
+func (n *Node) UnmarshalYAML(y *yaml.Node) error { return unmarshalInto(y, n) }
+
+// UnmarshalYAML decodes a WorkloadEndpoint document strictly (see Decode),
+// applies defaults and validates it; it returns the joined validation errors.
+func (w *WorkloadEndpoint) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, w) }
+
+// UnmarshalYAML decodes a Config document strictly (see Decode), applies
+// defaults and validates it; it returns the joined validation errors.
+func (c *Config) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, c) }
+
+// UnmarshalJSON decodes an IPPool as UnmarshalYAML does (JSON is YAML).
+func (p *IPPool) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, p) }
+
+// UnmarshalJSON decodes a Node as UnmarshalYAML does (JSON is YAML).
+func (n *Node) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, n) }
+
+// UnmarshalJSON decodes a WorkloadEndpoint as UnmarshalYAML does (JSON is YAML).
+func (w *WorkloadEndpoint) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, w) }
+
+// UnmarshalJSON decodes a Config as UnmarshalYAML does (JSON is YAML).
+func (c *Config) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, c) }
+
+func unmarshalJSONInto(b []byte, dst Resource) error {
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("decoding %s: %w", dst.Kind(), err)
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		return unmarshalInto(n.Content[0], dst)
+	}
+	return unmarshalInto(&n, dst)
+}
+
+func unmarshalInto(n *yaml.Node, dst Resource) error {
+	r, errs := decodeDocument(n)
+	if len(errs) > 0 {
+		return joinValidation(errs)
+	}
+	if r.Kind() != dst.Kind() {
+		return &ValidationError{Ref: RefOf(r), Path: "kind", Reason: fmt.Sprintf("must be %s, got %s", dst.Kind(), r.Kind())}
+	}
+	switch d := dst.(type) {
+	case *IPPool:
+		*d = *r.(*IPPool)
+	case *Node:
+		*d = *r.(*Node)
+	case *WorkloadEndpoint:
+		*d = *r.(*WorkloadEndpoint)
+	case *Config:
+		*d = *r.(*Config)
+	}
+	return nil
+}
+
+// Encode writes rs to w as YAML documents separated by "---", in canonical
+// form (camelCase keys, string addresses, two-space indent). It returns the
+// first write or marshal error.
+func Encode(w io.Writer, rs ...Resource) error {
+	enc := yaml.NewEncoder(w)
+	enc.SetIndent(2)
+	for _, r := range rs {
+		if err := enc.Encode(r); err != nil {
+			return fmt.Errorf("encoding %s: %w", RefOf(r), err)
+		}
+	}
+	return enc.Close()
+}
+
+// marshalCanonical returns the bytes the file store writes for r.
+func marshalCanonical(r Resource) ([]byte, error) {
+	var b bytes.Buffer
+	if err := Encode(&b, r); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// joinValidation joins errs into one error whose text has one error per line
+// and which errors.As can search.
+func joinValidation(errs []*ValidationError) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	es := make([]error, len(errs))
+	for i, e := range errs {
+		es[i] = e
+	}
+	return errors.Join(es...)
+}
+
+// ValidationErrors returns every *ValidationError inside err (which may be a
+// single ValidationError or a join of them), in order; nil when there are
+// none.
+func ValidationErrors(err error) []*ValidationError {
+	var out []*ValidationError
+	var walk func(error)
+	walk = func(e error) {
+		if e == nil {
+			return
+		}
+		if v, ok := e.(*ValidationError); ok {
+			out = append(out, v)
+			return
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() []error }:
+			for _, x := range u.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		}
+	}
+	walk(err)
+	return out
+}
+
+// ValidationError is one problem with one field of one resource.
+type ValidationError struct {
+	// Document is the 1-based position of the document in Decode's input,
+	// or 0 when the error did not come from Decode.
+	Document int
+	// Ref names the resource; Kind or Name may be empty when the document
+	// did not say.
+	Ref Ref
+	// Path is the field path, e.g. "spec.ipNetworks[1]"; empty for the
+	// document as a whole.
+	Path string
+	// Reason says what is wrong, e.g. "unknown field".
+	Reason string
+}
+
+// Error returns e.g.
+// `document 2 (WorkloadEndpoint/web-1): spec.ipNetworks[1]: "x" is not a valid CIDR`.
+func (e *ValidationError) Error() string {
+	var b strings.Builder
+	ref := ""
+	switch {
+	case e.Ref.Kind != "" && e.Ref.Name != "":
+		ref = e.Ref.String()
+	case e.Ref.Kind != "":
+		ref = e.Ref.Kind
+	}
+	if e.Document > 0 {
+		fmt.Fprintf(&b, "document %d", e.Document)
+		if ref != "" {
+			fmt.Fprintf(&b, " (%s)", ref)
+		}
+	} else {
+		b.WriteString(ref)
+	}
+	if e.Path != "" {
+		if b.Len() > 0 {
+			b.WriteString(": ")
+		}
+		b.WriteString(e.Path)
+	}
+	if b.Len() > 0 {
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Reason)
+	return b.String()
+}

@@ -1,0 +1,563 @@
+package model
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// FileStore is the embedded datastore: one YAML file per resource at
+// <dir>/<kind-lowercase>/<name>.yaml, in canonical form. Writers in any
+// process serialize on an flock of <dir>/.lock; <dir>/.revision counts the
+// changes.
+type FileStore struct {
+	dir  string
+	opts options
+
+	mu    sync.Mutex // guards cache
+	cache *fileCache
+
+	parses atomic.Int64
+
+	done      chan struct{}
+	closeOnce sync.Once
+	watches   sync.WaitGroup
+
+	// rename is os.Rename; tests replace it to make a commit fail midway.
+	rename func(oldpath, newpath string) error
+}
+
+var _ Datastore = (*FileStore)(nil)
+
+const (
+	lockFile     = ".lock"
+	revisionFile = ".revision"
+	// syncfsThreshold is the batch size above which one syncfs replaces the
+	// per-file fsyncs.
+	syncfsThreshold = 8
+)
+
+// OpenFile opens the file datastore at dir, creating dir and its kind
+// directories (mode 0755) when missing. It returns an error when they cannot
+// be created or dir is not a directory.
+func OpenFile(dir string, opts ...Option) (*FileStore, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	dir = filepath.Clean(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating datastore directory: %w", err)
+	}
+	for _, k := range kindOrder {
+		if err := os.MkdirAll(filepath.Join(dir, kindDir(k)), 0o755); err != nil {
+			return nil, fmt.Errorf("creating datastore directory: %w", err)
+		}
+	}
+	f := &FileStore{dir: dir, opts: o, done: make(chan struct{}), rename: os.Rename}
+	f.cache = newFileCache(dir, &f.parses)
+	return f, nil
+}
+
+// Dir returns the datastore directory.
+func (f *FileStore) Dir() string { return f.dir }
+
+func (f *FileStore) closed() bool {
+	select {
+	case <-f.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close stops every watch (their channels are closed) and waits for them to
+// finish. It always returns nil.
+func (f *FileStore) Close() error {
+	f.closeOnce.Do(func() { close(f.done) })
+	f.watches.Wait()
+	return nil
+}
+
+func (f *FileStore) report(err error) {
+	f.opts.logger.Warn("datastore: skipping resource file", "dir", f.dir, "err", err)
+	if f.opts.onError != nil {
+		f.opts.onError(err)
+	}
+}
+
+// lock takes the store's flock, polling so that ctx can cancel the wait.
+// A reader that cannot create the lock file (a read-only directory) reads
+// without it.
+func (f *FileStore) lock(ctx context.Context, how int) (func(), error) {
+	path := filepath.Join(f.dir, lockFile)
+	lf, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil && how == unix.LOCK_SH {
+		if lf, err = os.Open(path); errors.Is(err, fs.ErrNotExist) {
+			return func() {}, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening lock file: %w", err)
+	}
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		err := unix.Flock(int(lf.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			lf.Close()
+			return nil, fmt.Errorf("locking %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			lf.Close()
+			return nil, fmt.Errorf("waiting for the datastore lock: %w", ctx.Err())
+		case <-f.done:
+			lf.Close()
+			return nil, ErrClosed
+		case <-time.After(delay):
+		}
+	}
+	return func() {
+		_ = unix.Flock(int(lf.Fd()), unix.LOCK_UN)
+		lf.Close()
+	}, nil
+}
+
+// loadLocked rescans the directory into the cache and returns a snapshot.
+// Files that do not parse are reported and skipped. f.mu must be held.
+func (f *FileStore) loadLocked() (*Snapshot, error) {
+	_, errs := f.cache.scanAll(false)
+	for _, err := range errs {
+		f.report(err)
+	}
+	rev, err := readRevision(f.dir)
+	if err != nil {
+		return nil, err
+	}
+	s := f.cache.snapshot()
+	s.Revision = rev
+	return s, nil
+}
+
+// Snapshot reads the directory (re-parsing only files that changed since
+// the last call) and returns the model. Files that do not parse are logged
+// and skipped. It returns an error if the store is closed, the lock cannot
+// be taken or the revision file is unreadable.
+func (f *FileStore) Snapshot(ctx context.Context) (*Snapshot, error) {
+	if f.closed() {
+		return nil, ErrClosed
+	}
+	unlock, err := f.lock(ctx, unix.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.loadLocked()
+}
+
+// newProblems returns the cross-resource errors of after that before did
+// not have. A change is refused for what it breaks, not for problems
+// already on disk (from hand edits) that it leaves alone.
+func newProblems(before, after *Snapshot, changed map[Ref]bool) error {
+	old := map[string]bool{}
+	for _, e := range before.validate(changed) {
+		old[e.Error()] = true
+	}
+	var out []*ValidationError
+	for _, e := range after.validate(changed) {
+		if !old[e.Error()] {
+			out = append(out, e)
+		}
+	}
+	return joinValidation(out)
+}
+
+// fileOp is one file of a commit: a write (data != nil) or a delete.
+type fileOp struct {
+	ref    Ref
+	path   string
+	data   []byte
+	res    Resource
+	exists bool
+
+	tmp    string   // the written temporary file
+	tmpSt  fileStat // its stat, which the final file keeps
+	backup string   // the previous version, hard-linked or renamed aside
+	done   bool
+}
+
+// Apply validates rs (each resource after defaulting, then the resulting
+// snapshot) and writes them all or none. Resources whose stored form is
+// already identical are not rewritten; the revision is bumped when anything
+// was written. It returns the validation errors (as *ValidationError), an
+// error for a resource given twice, or the I/O error that aborted the
+// commit after rolling it back.
+func (f *FileStore) Apply(ctx context.Context, rs []Resource) error {
+	if f.closed() {
+		return ErrClosed
+	}
+	var errs []*ValidationError
+	prepared := make([]Resource, 0, len(rs))
+	seen := map[Ref]int{}
+	for i, r := range rs {
+		if r == nil {
+			return fmt.Errorf("apply: item %d is nil", i+1)
+		}
+		c := deepCopy(r)
+		ApplyDefaults(c)
+		errs = append(errs, validate(c)...)
+		ref := RefOf(c)
+		if j, dup := seen[ref]; dup {
+			errs = append(errs, &ValidationError{Ref: ref, Reason: fmt.Sprintf("given more than once (items %d and %d)", j+1, i+1)})
+		}
+		seen[ref] = i
+		prepared = append(prepared, c)
+	}
+	if len(errs) > 0 {
+		return joinValidation(errs)
+	}
+	if len(prepared) == 0 {
+		return nil
+	}
+
+	unlock, err := f.lock(ctx, unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removeStale()
+	before, err := f.loadLocked()
+	if err != nil {
+		return err
+	}
+	after := before.Clone()
+	changed := make(map[Ref]bool, len(prepared))
+	for _, r := range prepared {
+		after.Put(r)
+		changed[RefOf(r)] = true
+	}
+	if err := newProblems(before, after, changed); err != nil {
+		return err
+	}
+
+	var ops []*fileOp
+	for _, r := range prepared {
+		ref := RefOf(r)
+		data, err := marshalCanonical(r)
+		if err != nil {
+			return err
+		}
+		path := f.cache.path(ref)
+		cur, rerr := os.ReadFile(path)
+		switch {
+		case rerr == nil && string(cur) == string(data):
+			continue // already stored as is; rewriting would only wake watchers
+		case rerr != nil && !errors.Is(rerr, fs.ErrNotExist):
+			return fmt.Errorf("reading %s: %w", relPath(ref), rerr)
+		}
+		ops = append(ops, &fileOp{ref: ref, path: path, data: data, res: r, exists: rerr == nil})
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if err := f.commit(ops, before.Revision); err != nil {
+		return err
+	}
+	for _, op := range ops {
+		f.cache.entries[op.ref.Kind][op.ref.Name] = cacheEntry{stat: op.tmpSt, res: op.res}
+	}
+	return nil
+}
+
+// Delete removes refs all or none. Every ref must name a stored file (a
+// file that does not parse can be deleted); the resulting snapshot must not
+// gain cross-resource errors. It returns errors wrapping ErrNotFound for
+// missing resources, the validation errors, or the I/O error that aborted
+// the commit after rolling it back.
+func (f *FileStore) Delete(ctx context.Context, refs []Ref) error {
+	if f.closed() {
+		return ErrClosed
+	}
+	var errs []error
+	norm := make([]Ref, 0, len(refs))
+	for _, ref := range refs {
+		k, err := ParseKind(ref.Kind)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ref, err))
+			continue
+		}
+		ref.Kind = k
+		if !validName(ref.Name) {
+			errs = append(errs, fmt.Errorf("%s: %w", ref, ErrNotFound))
+			continue
+		}
+		norm = append(norm, ref)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if len(norm) == 0 {
+		return nil
+	}
+
+	unlock, err := f.lock(ctx, unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removeStale()
+	before, err := f.loadLocked()
+	if err != nil {
+		return err
+	}
+	after := before.Clone()
+	var ops []*fileOp
+	seen := map[Ref]bool{}
+	for _, ref := range norm {
+		if seen[ref] {
+			continue
+		}
+		seen[ref] = true
+		if !f.cache.exists(ref) {
+			errs = append(errs, fmt.Errorf("%s: %w", ref, ErrNotFound))
+			continue
+		}
+		after.Remove(ref)
+		ops = append(ops, &fileOp{ref: ref, path: f.cache.path(ref), exists: true})
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if err := newProblems(before, after, nil); err != nil {
+		return err
+	}
+	if err := f.commit(ops, before.Revision); err != nil {
+		return err
+	}
+	for _, op := range ops {
+		delete(f.cache.entries[op.ref.Kind], op.ref.Name)
+	}
+	return nil
+}
+
+// commit makes ops visible all or none, then bumps the revision.
+//
+// Every new version is written to a temporary file and made durable first.
+// The old versions are then hard-linked aside, so that the final path
+// always exists for a write (a watcher never sees a replaced resource
+// vanish) and so that rolling back is a rename. Only then are the renames
+// done; if one fails, those already done are undone in reverse order.
+func (f *FileStore) commit(ops []*fileOp, rev uint64) (err error) {
+	defer func() {
+		for _, op := range ops {
+			if op.tmp != "" {
+				os.Remove(op.tmp)
+			}
+			if op.backup != "" && (err == nil || !op.done) {
+				os.Remove(op.backup)
+			}
+		}
+	}()
+
+	batch := haveSyncfs && len(ops) > syncfsThreshold
+	dirs := map[string]bool{}
+	for _, op := range ops {
+		dirs[filepath.Dir(op.path)] = true
+		if op.data == nil {
+			continue
+		}
+		if op.tmp, op.tmpSt, err = writeTemp(op.path, op.data, !batch); err != nil {
+			return fmt.Errorf("writing %s: %w", relPath(op.ref), err)
+		}
+	}
+	if batch {
+		if err := syncFilesystem(f.dir); err != nil {
+			return fmt.Errorf("syncing datastore: %w", err)
+		}
+	}
+	for _, op := range ops {
+		if !op.exists || op.data == nil {
+			continue
+		}
+		op.backup = sideName(op.path, "bak")
+		if err := os.Link(op.path, op.backup); err != nil {
+			op.backup = ""
+			return fmt.Errorf("backing up %s: %w", relPath(op.ref), err)
+		}
+	}
+
+	for i, op := range ops {
+		var rerr error
+		if op.data != nil {
+			rerr = f.rename(op.tmp, op.path)
+			if rerr == nil {
+				op.tmp = ""
+			}
+		} else {
+			op.backup = sideName(op.path, "bak")
+			rerr = f.rename(op.path, op.backup)
+			if rerr != nil {
+				op.backup = ""
+			}
+		}
+		if rerr != nil {
+			if uerr := f.rollback(ops[:i]); uerr != nil {
+				return fmt.Errorf("committing %s: %w; rolling back failed, the datastore may be partly updated: %v", relPath(op.ref), rerr, uerr)
+			}
+			return fmt.Errorf("committing %s: %w (nothing was changed)", relPath(op.ref), rerr)
+		}
+		op.done = true
+	}
+	for d := range dirs {
+		if err := syncDir(d); err != nil {
+			return fmt.Errorf("syncing %s: %w", d, err)
+		}
+	}
+	if err := writeRevision(f.dir, rev+1); err != nil {
+		return fmt.Errorf("resources were written but the revision could not be updated: %w", err)
+	}
+	return nil
+}
+
+// rollback undoes done ops in reverse order and reports the first failure.
+func (f *FileStore) rollback(done []*fileOp) error {
+	var first error
+	for i := len(done) - 1; i >= 0; i-- {
+		op := done[i]
+		var err error
+		switch {
+		case op.backup != "":
+			err = os.Rename(op.backup, op.path)
+		default:
+			err = os.Remove(op.path)
+		}
+		if err != nil && first == nil {
+			first = fmt.Errorf("restoring %s: %w", relPath(op.ref), err)
+			continue
+		}
+		op.backup = ""
+		op.done = false
+	}
+	return first
+}
+
+// writeTemp writes data to a temporary dotfile next to path and returns its
+// name and stat.
+func writeTemp(path string, data []byte, sync bool) (string, fileStat, error) {
+	tf, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", fileStat{}, err
+	}
+	name := tf.Name()
+	fail := func(err error) (string, fileStat, error) {
+		tf.Close()
+		os.Remove(name)
+		return "", fileStat{}, err
+	}
+	// CreateTemp makes the file 0600; resources are not secret, and
+	// calyxctl run by other users reads them.
+	if err := tf.Chmod(0o644); err != nil {
+		return fail(err)
+	}
+	if _, err := tf.Write(data); err != nil {
+		return fail(err)
+	}
+	if sync {
+		if err := tf.Sync(); err != nil {
+			return fail(err)
+		}
+	}
+	fi, err := tf.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if err := tf.Close(); err != nil {
+		os.Remove(name)
+		return "", fileStat{}, err
+	}
+	return name, statOf(fi), nil
+}
+
+// sideName returns a fresh dotfile name next to path for a backup.
+func sideName(path, what string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"."+what+"-"+hex.EncodeToString(b[:]))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// removeStale deletes temporaries and backups left by a writer that died
+// mid-commit. It runs under the exclusive lock, when no commit is running.
+func (f *FileStore) removeStale() {
+	dirs := []string{f.dir}
+	for _, k := range kindOrder {
+		dirs = append(dirs, filepath.Join(f.dir, kindDir(k)))
+	}
+	for _, d := range dirs {
+		des, _ := os.ReadDir(d)
+		for _, de := range des {
+			n := de.Name()
+			if strings.HasPrefix(n, ".") && (strings.Contains(n, ".tmp-") || strings.Contains(n, ".bak-")) {
+				os.Remove(filepath.Join(d, n))
+			}
+		}
+	}
+}
+
+// readRevision returns the revision counter; 0 when the store has never
+// been written.
+func readRevision(dir string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, revisionFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading revision: %w", err)
+	}
+	rev, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("reading revision: %s holds %q, not a number", filepath.Join(dir, revisionFile), strings.TrimSpace(string(b)))
+	}
+	return rev, nil
+}
+
+func writeRevision(dir string, rev uint64) error {
+	path := filepath.Join(dir, revisionFile)
+	tmp, _, err := writeTemp(path, []byte(strconv.FormatUint(rev, 10)+"\n"), true)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(dir)
+}

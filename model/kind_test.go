@@ -1,0 +1,55 @@
+package model
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseKind(t *testing.T) {
+	tests := []struct {
+		in, want string
+	}{
+		{"IPPool", KindIPPool},
+		{"ippool", KindIPPool},
+		{"ippools", KindIPPool},
+		{"IPPOOLS", KindIPPool},
+		{"node", KindNode},
+		{"Nodes", KindNode},
+		{"workloadendpoint", KindWorkloadEndpoint},
+		{"WorkloadEndpoints", KindWorkloadEndpoint},
+		{"config", KindConfig},
+		{"Configs", KindConfig},
+	}
+	for _, tt := range tests {
+		got, err := ParseKind(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("ParseKind(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "wep", "pool", "ippoolss", "Pod"} {
+		_, err := ParseKind(bad)
+		want := `unknown kind "` + bad + `" (want one of IPPool, Node, WorkloadEndpoint, Config)`
+		if err == nil || err.Error() != want {
+			t.Errorf("ParseKind(%q) error = %v; want %s", bad, err, want)
+		}
+	}
+}
+
+func TestRef(t *testing.T) {
+	r := RefOf(&IPPool{Metadata: Metadata{Name: "p1"}})
+	if r != (Ref{"IPPool", "p1"}) || r.String() != "IPPool/p1" {
+		t.Fatalf("got %v %q", r, r)
+	}
+	got, err := ParseRef("workloadendpoints/web-1")
+	if err != nil || got != (Ref{KindWorkloadEndpoint, "web-1"}) {
+		t.Fatalf("ParseRef: %v %v", got, err)
+	}
+	for _, bad := range []string{"IPPool", "IPPool/", "Foo/x"} {
+		if _, err := ParseRef(bad); err == nil {
+			t.Errorf("ParseRef(%q) succeeded", bad)
+		}
+	}
+	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,WorkloadEndpoint" {
+		t.Errorf("Kinds() = %s", k)
+	}
+}

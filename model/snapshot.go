@@ -1,0 +1,375 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Snapshot is a view of the whole model at one revision. It is immutable
+// once handed out (by a Datastore or a Watch): change a Clone instead.
+type Snapshot struct {
+	// Revision is the datastore's revision counter; 0 for a snapshot that
+	// did not come from a datastore.
+	Revision  uint64
+	Pools     map[string]*IPPool
+	Nodes     map[string]*Node
+	Endpoints map[string]*WorkloadEndpoint
+	// Config is never nil: it holds the defaults when no Config is stored.
+	Config *Config
+
+	// configStored tells a stored Config from the defaults, so Remove can
+	// say whether there was anything to remove.
+	configStored bool
+}
+
+// NewSnapshot returns an empty snapshot with the default Config.
+func NewSnapshot() *Snapshot {
+	return &Snapshot{
+		Pools:     map[string]*IPPool{},
+		Nodes:     map[string]*Node{},
+		Endpoints: map[string]*WorkloadEndpoint{},
+		Config:    DefaultConfig(),
+	}
+}
+
+// Clone returns a copy with new maps holding the same resource pointers;
+// resources are immutable, so this is all a writer needs.
+func (s *Snapshot) Clone() *Snapshot {
+	c := &Snapshot{
+		Revision:     s.Revision,
+		Pools:        make(map[string]*IPPool, len(s.Pools)),
+		Nodes:        make(map[string]*Node, len(s.Nodes)),
+		Endpoints:    make(map[string]*WorkloadEndpoint, len(s.Endpoints)),
+		Config:       s.Config,
+		configStored: s.configStored,
+	}
+	for k, v := range s.Pools {
+		c.Pools[k] = v
+	}
+	for k, v := range s.Nodes {
+		c.Nodes[k] = v
+	}
+	for k, v := range s.Endpoints {
+		c.Endpoints[k] = v
+	}
+	if c.Config == nil {
+		c.Config = DefaultConfig()
+	}
+	return c
+}
+
+func (s *Snapshot) ensureMaps() {
+	if s.Pools == nil {
+		s.Pools = map[string]*IPPool{}
+	}
+	if s.Nodes == nil {
+		s.Nodes = map[string]*Node{}
+	}
+	if s.Endpoints == nil {
+		s.Endpoints = map[string]*WorkloadEndpoint{}
+	}
+}
+
+// Put adds r or replaces the resource of the same kind and name.
+func (s *Snapshot) Put(r Resource) {
+	s.ensureMaps()
+	switch r := r.(type) {
+	case *IPPool:
+		s.Pools[r.Metadata.Name] = r
+	case *Node:
+		s.Nodes[r.Metadata.Name] = r
+	case *WorkloadEndpoint:
+		s.Endpoints[r.Metadata.Name] = r
+	case *Config:
+		s.Config = r
+		s.configStored = true
+	}
+}
+
+// Remove deletes the named resource and reports whether it was there.
+// Removing the Config puts the defaults back.
+func (s *Snapshot) Remove(ref Ref) bool {
+	var ok bool
+	switch ref.Kind {
+	case KindIPPool:
+		if _, ok = s.Pools[ref.Name]; ok {
+			delete(s.Pools, ref.Name)
+		}
+	case KindNode:
+		if _, ok = s.Nodes[ref.Name]; ok {
+			delete(s.Nodes, ref.Name)
+		}
+	case KindWorkloadEndpoint:
+		if _, ok = s.Endpoints[ref.Name]; ok {
+			delete(s.Endpoints, ref.Name)
+		}
+	case KindConfig:
+		if ref.Name == ConfigName && s.configStored {
+			ok = true
+			s.Config = DefaultConfig()
+			s.configStored = false
+		}
+	}
+	return ok
+}
+
+// Get returns the named resource, or false when there is none. Config
+// "default" is always found: the defaults stand in when none is stored.
+func (s *Snapshot) Get(ref Ref) (Resource, bool) {
+	switch ref.Kind {
+	case KindIPPool:
+		if r, ok := s.Pools[ref.Name]; ok {
+			return r, true
+		}
+	case KindNode:
+		if r, ok := s.Nodes[ref.Name]; ok {
+			return r, true
+		}
+	case KindWorkloadEndpoint:
+		if r, ok := s.Endpoints[ref.Name]; ok {
+			return r, true
+		}
+	case KindConfig:
+		if ref.Name == ConfigName && s.Config != nil {
+			return s.Config, true
+		}
+	}
+	return nil, false
+}
+
+// Resources returns the resources of one kind (any spelling ParseKind
+// accepts) sorted by name, or with kind "" all of them in the order Config,
+// IPPool, Node, WorkloadEndpoint. An unknown kind yields nil.
+func (s *Snapshot) Resources(kind string) []Resource {
+	if k, err := ParseKind(kind); err == nil {
+		kind = k
+	}
+	if kind == "" {
+		var out []Resource
+		for _, k := range kindOrder {
+			out = append(out, s.Resources(k)...)
+		}
+		return out
+	}
+	switch kind {
+	case KindIPPool:
+		return sortedResources(s.Pools)
+	case KindNode:
+		return sortedResources(s.Nodes)
+	case KindWorkloadEndpoint:
+		return sortedResources(s.Endpoints)
+	case KindConfig:
+		if s.Config != nil {
+			return []Resource{s.Config}
+		}
+	}
+	return nil
+}
+
+func sortedResources[R Resource](m map[string]R) []Resource {
+	out := make([]Resource, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		out = append(out, m[k])
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Validate checks the rules that span resources: no address is used by two
+// endpoints, every endpoint address lies in an enabled, non-external pool,
+// pools do not overlap, no two endpoints on one node share an interface
+// name, and no two nodes share an underlay address. It returns nil, or one
+// *ValidationError per problem joined one per line. Its cost is
+// O(n log n) in the number of resources.
+func (s *Snapshot) Validate() error { return joinValidation(s.validate(nil)) }
+
+// validate reports each conflict once. When a conflict involves a resource
+// in changed (what an Apply is writing), the error is reported on that
+// resource, since that is the one the user is looking at.
+func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
+	var errs []*ValidationError
+	add := func(ref Ref, path, format string, args ...any) {
+		errs = append(errs, &ValidationError{Ref: ref, Path: path, Reason: fmt.Sprintf(format, args...)})
+	}
+	// subject picks which of two conflicting resources an error is about.
+	subject := func(kind, earlier, later string) (string, string) {
+		if changed[Ref{kind, earlier}] && !changed[Ref{kind, later}] {
+			return earlier, later
+		}
+		return later, earlier
+	}
+
+	poolNames := sortedKeys(s.Pools)
+	all := newPoolIndex()
+	usable := newPoolIndex()
+	for _, name := range poolNames {
+		p := s.Pools[name]
+		if !p.Spec.CIDR.IsValid() {
+			continue
+		}
+		all.add(p)
+		if !p.Spec.Disabled && !p.Spec.External {
+			usable.add(p)
+		}
+	}
+
+	for _, name := range poolNames {
+		p := s.Pools[name]
+		cidr := p.Spec.CIDR
+		if !cidr.IsValid() {
+			continue
+		}
+		for _, bits := range all.lengths(cidr.Addr()) {
+			if bits > cidr.Bits() {
+				break
+			}
+			for _, q := range all.byPrefix[netip.PrefixFrom(cidr.Addr(), bits).Masked()] {
+				if q == p || (bits == cidr.Bits() && q.Metadata.Name > name) {
+					continue // the same pool, or an equal pair seen from the other side
+				}
+				earlier, later := q.Metadata.Name, name
+				if later < earlier {
+					earlier, later = later, earlier
+				}
+				subj, other := subject(KindIPPool, earlier, later)
+				add(Ref{KindIPPool, subj}, "spec.cidr", "%s overlaps IPPool/%s (%s)",
+					s.Pools[subj].Spec.CIDR, other, s.Pools[other].Spec.CIDR)
+			}
+		}
+	}
+
+	epNames := sortedKeys(s.Endpoints)
+	type owner struct {
+		name  string
+		index int
+	}
+	addrOwner := make(map[netip.Addr]owner, len(s.Endpoints))
+	ifaceOwner := make(map[[2]string]string, len(s.Endpoints))
+	for _, name := range epNames {
+		ep := s.Endpoints[name]
+		ref := Ref{KindWorkloadEndpoint, name}
+		for i, p := range ep.Spec.IPNetworks {
+			if !p.IsValid() {
+				continue
+			}
+			a := p.Addr()
+			if o, ok := addrOwner[a]; ok {
+				if o.name != name {
+					subj, other := subject(KindWorkloadEndpoint, o.name, name)
+					idx := i
+					if subj == o.name {
+						idx = o.index
+					}
+					add(Ref{KindWorkloadEndpoint, subj}, fmt.Sprintf("spec.ipNetworks[%d]", idx),
+						"%s is already used by WorkloadEndpoint/%s", p, other)
+				}
+			} else {
+				addrOwner[a] = owner{name, i}
+			}
+			if usable.first(a) == nil {
+				why := ""
+				if q := all.first(a); q != nil {
+					state := "external"
+					if q.Spec.Disabled {
+						state = "disabled"
+					}
+					why = fmt.Sprintf(" (IPPool/%s, which contains it, is %s)", q.Metadata.Name, state)
+				}
+				add(ref, fmt.Sprintf("spec.ipNetworks[%d]", i), "%s is in no enabled, non-external IPPool%s", p, why)
+			}
+		}
+		if ep.Spec.Node != "" && ep.Spec.Interface != "" {
+			key := [2]string{ep.Spec.Node, ep.Spec.Interface}
+			if o, ok := ifaceOwner[key]; ok {
+				subj, other := subject(KindWorkloadEndpoint, o, name)
+				add(Ref{KindWorkloadEndpoint, subj}, "spec.interface", "%q on node %q is already used by WorkloadEndpoint/%s",
+					ep.Spec.Interface, ep.Spec.Node, other)
+			} else {
+				ifaceOwner[key] = name
+			}
+		}
+	}
+
+	nodeAddr := make(map[netip.Addr]string, 2*len(s.Nodes))
+	for _, name := range sortedKeys(s.Nodes) {
+		n := s.Nodes[name]
+		for _, f := range []struct {
+			path string
+			p    netip.Prefix
+		}{{"spec.ipv4Address", n.Spec.IPv4Address}, {"spec.ipv6Address", n.Spec.IPv6Address}} {
+			if !f.p.IsValid() {
+				continue
+			}
+			if o, ok := nodeAddr[f.p.Addr()]; ok {
+				subj, other := subject(KindNode, o, name)
+				add(Ref{KindNode, subj}, f.path, "%s is already used by Node/%s", f.p.Addr(), other)
+			} else {
+				nodeAddr[f.p.Addr()] = name
+			}
+		}
+	}
+
+	kindRank := map[string]int{}
+	for i, k := range kindOrder {
+		kindRank[k] = i
+	}
+	slices.SortStableFunc(errs, func(a, b *ValidationError) int {
+		return cmp.Or(
+			cmp.Compare(kindRank[a.Ref.Kind], kindRank[b.Ref.Kind]),
+			strings.Compare(a.Ref.Name, b.Ref.Name),
+			strings.Compare(a.Path, b.Path),
+		)
+	})
+	return errs
+}
+
+// poolIndex finds the pools containing an address with one map lookup per
+// distinct prefix length in use, rather than a scan of every pool.
+type poolIndex struct {
+	byPrefix map[netip.Prefix][]*IPPool
+	v4, v6   []int // distinct prefix lengths, ascending
+}
+
+func newPoolIndex() *poolIndex {
+	return &poolIndex{byPrefix: map[netip.Prefix][]*IPPool{}}
+}
+
+func (ix *poolIndex) add(p *IPPool) {
+	cidr := p.Spec.CIDR.Masked()
+	ix.byPrefix[cidr] = append(ix.byPrefix[cidr], p)
+	lens := &ix.v6
+	if cidr.Addr().Is4() {
+		lens = &ix.v4
+	}
+	if i, found := slices.BinarySearch(*lens, cidr.Bits()); !found {
+		*lens = slices.Insert(*lens, i, cidr.Bits())
+	}
+}
+
+func (ix *poolIndex) lengths(a netip.Addr) []int {
+	if a.Is4() {
+		return ix.v4
+	}
+	return ix.v6
+}
+
+// first returns the widest pool containing a, or nil.
+func (ix *poolIndex) first(a netip.Addr) *IPPool {
+	for _, bits := range ix.lengths(a) {
+		if ps := ix.byPrefix[netip.PrefixFrom(a, bits).Masked()]; len(ps) > 0 {
+			return ps[0]
+		}
+	}
+	return nil
+}

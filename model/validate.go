@@ -1,0 +1,388 @@
+package model
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+const maxVNI = 1<<24 - 1
+
+// Validate checks one resource on its own: required fields, formats, ranges
+// and combinations within its spec. Zero values that have a default are
+// accepted, so a resource need not be defaulted first. It returns nil, or
+// one *ValidationError per problem joined one per line.
+func Validate(r Resource) error { return joinValidation(validate(r)) }
+
+type validator struct {
+	ref  Ref
+	errs []*ValidationError
+}
+
+func (v *validator) errorf(path, format string, args ...any) {
+	v.errs = append(v.errs, &ValidationError{Ref: v.ref, Path: path, Reason: fmt.Sprintf(format, args...)})
+}
+
+func validate(r Resource) []*ValidationError {
+	v := &validator{ref: RefOf(r)}
+	v.metadata(r.Meta(), r.Kind())
+	switch r := r.(type) {
+	case *IPPool:
+		v.ipPool(&r.Spec)
+	case *Node:
+		v.node(&r.Spec)
+	case *WorkloadEndpoint:
+		v.endpoint(&r.Spec)
+	case *Config:
+		v.config(&r.Spec)
+	default:
+		v.errorf("kind", "unsupported resource type %T", r)
+	}
+	return v.errs
+}
+
+func (v *validator) metadata(m *Metadata, kind string) {
+	switch {
+	case m.Name == "":
+		v.errorf("metadata.name", "required")
+	case kind == KindConfig && m.Name != ConfigName:
+		v.errorf("metadata.name", "must be %q (there is one Config), got %q", ConfigName, m.Name)
+	default:
+		if !validName(m.Name) {
+			v.errorf("metadata.name", "%q is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters", m.Name)
+		}
+	}
+	for _, k := range sortedKeys(m.Labels) {
+		p := "metadata.labels[" + strconv.Quote(k) + "]"
+		if why := labelKeyProblem(k); why != "" {
+			v.errorf(p, "invalid label key: %s", why)
+		}
+		if why := labelValueProblem(m.Labels[k]); why != "" {
+			v.errorf(p, "invalid label value %q: %s", m.Labels[k], why)
+		}
+	}
+}
+
+// blockSizeRange returns the allowed block sizes for a pool's family; the
+// bounds keep the number of blocks per pool and addresses per block sane.
+func blockSizeRange(cidr netip.Prefix) (lo, hi int, family string) {
+	if cidr.Addr().Is4() {
+		return 20, 32, "IPv4"
+	}
+	return 116, 128, "IPv6"
+}
+
+type reservedRange struct {
+	name   string
+	prefix netip.Prefix
+}
+
+// reservedRanges are ranges no pool may overlap: the dataplane could never
+// route workload traffic to or from them.
+var reservedRanges = []reservedRange{
+	{"IPv4 \"this network\"", netip.MustParsePrefix("0.0.0.0/8")},
+	{"IPv4 loopback", netip.MustParsePrefix("127.0.0.0/8")},
+	{"IPv4 link-local", netip.MustParsePrefix("169.254.0.0/16")},
+	{"IPv4 multicast", netip.MustParsePrefix("224.0.0.0/4")},
+	{"IPv6 unspecified", netip.MustParsePrefix("::/128")},
+	{"IPv6 loopback", netip.MustParsePrefix("::1/128")},
+	{"IPv4-mapped IPv6", netip.MustParsePrefix("::ffff:0:0/96")},
+	{"IPv6 link-local", netip.MustParsePrefix("fe80::/10")},
+	{"IPv6 multicast", netip.MustParsePrefix("ff00::/8")},
+}
+
+func (v *validator) ipPool(s *IPPoolSpec) {
+	if !s.CIDR.IsValid() {
+		v.errorf("spec.cidr", "required")
+	} else {
+		if m := s.CIDR.Masked(); m != s.CIDR {
+			v.errorf("spec.cidr", "%s has host bits set; did you mean %s?", s.CIDR, m)
+		}
+		for _, rr := range reservedRanges {
+			if rr.prefix.Overlaps(s.CIDR) {
+				v.errorf("spec.cidr", "%s overlaps the %s range %s", s.CIDR, rr.name, rr.prefix)
+				break
+			}
+		}
+		bs := s.BlockSize
+		if bs == 0 {
+			bs = DefaultBlockSizeV4
+			if s.CIDR.Addr().Is6() {
+				bs = DefaultBlockSizeV6
+			}
+		}
+		lo, hi, fam := blockSizeRange(s.CIDR)
+		switch {
+		case bs < lo || bs > hi:
+			v.errorf("spec.blockSize", "must be between %d and %d for %s, got %d", lo, hi, fam, bs)
+		case bs < s.CIDR.Bits():
+			v.errorf("spec.blockSize", "must be at least the cidr's prefix length %d (a block cannot be larger than its pool), got %d", s.CIDR.Bits(), bs)
+		}
+		if s.CIDR.Addr().Is6() && s.IPIPMode.Enabled() {
+			v.errorf("spec.ipipMode", "IP-in-IP is not supported for IPv6 pools; use vxlanMode")
+		}
+	}
+	v.encapMode("spec.ipipMode", s.IPIPMode)
+	v.encapMode("spec.vxlanMode", s.VXLANMode)
+	if s.IPIPMode.Enabled() && s.VXLANMode.Enabled() {
+		v.errorf("spec", "ipipMode and vxlanMode cannot both be enabled")
+	}
+	if s.NodeSelector != "" && strings.TrimSpace(s.NodeSelector) == "" {
+		v.errorf("spec.nodeSelector", "must not be blank (omit it to select all nodes)")
+	}
+}
+
+func (v *validator) encapMode(path string, m EncapMode) {
+	switch m {
+	case "", EncapNever, EncapAlways, EncapCrossSubnet:
+	default:
+		v.errorf(path, "must be one of Never, Always, CrossSubnet, got %q", string(m))
+	}
+}
+
+func (v *validator) node(s *NodeSpec) {
+	if !s.IPv4Address.IsValid() && !s.IPv6Address.IsValid() {
+		v.errorf("spec.ipv4Address", "required (give ipv4Address, ipv6Address or both)")
+	}
+	if p := s.IPv4Address; p.IsValid() {
+		if !p.Addr().Is4() {
+			v.errorf("spec.ipv4Address", "must be an IPv4 address with prefix length, got %s", p)
+		} else if why := hostAddressProblem(p); why != "" {
+			v.errorf("spec.ipv4Address", "%s", why)
+		}
+	}
+	if p := s.IPv6Address; p.IsValid() {
+		if !p.Addr().Is6() || p.Addr().Is4In6() {
+			v.errorf("spec.ipv6Address", "must be an IPv6 address with prefix length, got %s", p)
+		} else if why := hostAddressProblem(p); why != "" {
+			v.errorf("spec.ipv6Address", "%s", why)
+		}
+	}
+}
+
+// hostAddressProblem explains why p cannot be a node's underlay address, or
+// returns "".
+func hostAddressProblem(p netip.Prefix) string {
+	a := p.Addr()
+	if why := specialAddress(a); why != "" {
+		return fmt.Sprintf("%s is %s, not a host address", a, why)
+	}
+	if a.Is4() && p.Bits() < 31 {
+		// A subnet written where the host's address belongs is the usual
+		// mistake here, e.g. 10.30.0.0/24 for 10.30.0.10/24.
+		if a == p.Masked().Addr() {
+			return fmt.Sprintf("%s is the network address of %s; give the node's own address, e.g. %s/%d", a, p.Masked(), a.Next(), p.Bits())
+		}
+		if a == lastAddr(p) {
+			return fmt.Sprintf("%s is the broadcast address of %s; give the node's own address", a, p.Masked())
+		}
+	}
+	return ""
+}
+
+// specialAddress names the kind of a non-unicast or non-routable address, or
+// returns "" for an ordinary unicast address.
+func specialAddress(a netip.Addr) string {
+	switch {
+	case a.IsUnspecified():
+		return "the unspecified address"
+	case a.IsLoopback():
+		return "a loopback address"
+	case a.IsMulticast():
+		return "a multicast address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address"
+	case a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return "the broadcast address"
+	}
+	return ""
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	host := p.Addr().BitLen() - p.Bits()
+	for i := len(b) - 1; i >= 0 && host > 0; i-- {
+		n := min(host, 8)
+		b[i] |= byte(1<<n - 1)
+		host -= n
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func (v *validator) endpoint(s *WorkloadEndpointSpec) {
+	switch {
+	case s.Node == "":
+		v.errorf("spec.node", "required")
+	case !validName(s.Node):
+		v.errorf("spec.node", "%q is not a valid node name", s.Node)
+	}
+	if s.Interface == "" {
+		v.errorf("spec.interface", "required")
+	} else if why := ifnameProblem(s.Interface); why != "" {
+		v.errorf("spec.interface", "%q is not a valid interface name: %s", s.Interface, why)
+	}
+	if len(s.MAC) > 0 {
+		switch {
+		case len(s.MAC) != 6:
+			v.errorf("spec.mac", "%s is not a 6-byte Ethernet MAC address", s.MAC)
+		case s.MAC[0]&1 != 0:
+			v.errorf("spec.mac", "%s is a multicast MAC address; a workload's MAC must be unicast (clear the lowest bit of the first octet)", s.MAC)
+		case string(s.MAC) == "\x00\x00\x00\x00\x00\x00":
+			v.errorf("spec.mac", "must not be all zeros")
+		}
+	}
+	if len(s.IPNetworks) == 0 {
+		v.errorf("spec.ipNetworks", "at least one address is required")
+	}
+	seen := make(map[netip.Addr]int, len(s.IPNetworks))
+	for i, p := range s.IPNetworks {
+		path := fmt.Sprintf("spec.ipNetworks[%d]", i)
+		switch {
+		case !p.IsValid():
+			v.errorf(path, "not a valid CIDR")
+			continue
+		case p.Addr().Is4In6():
+			v.errorf(path, "%s: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", p)
+			continue
+		case p.Bits() != p.Addr().BitLen():
+			v.errorf(path, "%s must be a single address (/%d)", p, p.Addr().BitLen())
+			continue
+		}
+		if why := specialAddress(p.Addr()); why != "" {
+			v.errorf(path, "%s is %s; a workload needs a unicast address", p, why)
+			continue
+		}
+		if j, dup := seen[p.Addr()]; dup {
+			v.errorf(path, "%s is listed twice (also spec.ipNetworks[%d])", p, j)
+			continue
+		}
+		seen[p.Addr()] = i
+	}
+}
+
+func (v *validator) config(s *ConfigSpec) {
+	if s.VXLANVNI > maxVNI {
+		v.errorf("spec.vxlanVNI", "must be between 1 and %d, got %d", maxVNI, s.VXLANVNI)
+	}
+	if s.MetadataAddress != "" {
+		if why := hostPortProblem(s.MetadataAddress); why != "" {
+			v.errorf("spec.metadataAddress", "%q is not a valid IP:port address: %s", s.MetadataAddress, why)
+		}
+	}
+	switch s.EndpointToHostAction {
+	case "", ActionDrop, ActionAccept, ActionReturn:
+	default:
+		v.errorf("spec.endpointToHostAction", "must be one of Drop, Accept, Return, got %q", s.EndpointToHostAction)
+	}
+}
+
+func hostPortProblem(s string) string {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "want IP:PORT (IPv6 as [ADDR]:PORT)"
+	}
+	if _, err := netip.ParseAddr(host); err != nil {
+		return "the host must be an IP address"
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return "the port must be between 1 and 65535"
+	}
+	return ""
+}
+
+// validName reports whether s is a DNS-1123 subdomain: lowercase
+// alphanumeric labels joined by '.', with '-' inside labels, at most 253
+// characters. Names become file names in the file datastore, which this
+// also keeps safe ("." and ".." cannot pass).
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		switch {
+		case alnum:
+		case c == '-':
+			if i == 0 || i == len(s)-1 || s[i-1] == '.' || s[i+1] == '.' {
+				return false
+			}
+		case c == '.':
+			if i == 0 || i == len(s)-1 || s[i-1] == '.' {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ifnameProblem applies the kernel's dev_valid_name rules.
+func ifnameProblem(s string) string {
+	switch {
+	case len(s) > 15:
+		return "at most 15 bytes"
+	case s == "." || s == "..":
+		return "must not be \".\" or \"..\""
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '/' || c == ':' || c <= ' ' || c == 0x7f {
+			return "must not contain '/', ':', whitespace or control characters"
+		}
+	}
+	return ""
+}
+
+// labelKeyProblem applies Kubernetes' rules for label keys ([prefix/]name),
+// so selectors written for Calico keep working.
+func labelKeyProblem(k string) string {
+	name := k
+	if prefix, rest, ok := strings.Cut(k, "/"); ok {
+		if !validName(prefix) {
+			return "the prefix before '/' must be a DNS subdomain (lowercase letters, digits, '-' and '.')"
+		}
+		name = rest
+	}
+	if name == "" {
+		return "the name part must not be empty"
+	}
+	if len(name) > 63 {
+		return "the name part must be at most 63 characters"
+	}
+	if !qualifiedName(name) {
+		return "the name part must consist of letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+	}
+	return ""
+}
+
+func labelValueProblem(v string) string {
+	if v == "" {
+		return ""
+	}
+	if len(v) > 63 {
+		return "must be at most 63 characters"
+	}
+	if !qualifiedName(v) {
+		return "must consist of letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+	}
+	return ""
+}
+
+func qualifiedName(s string) bool {
+	alnum := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
+	if s == "" || !alnum(s[0]) || !alnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !alnum(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
+}

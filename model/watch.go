@@ -1,0 +1,265 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
+)
+
+// Watch sends the current snapshot, then a new one after each change to the
+// directory, whoever made it (this process, another calyxctl, an editor).
+// Changes are coalesced: a snapshot goes out once no event has arrived for
+// the debounce interval (20ms by default) or a burst has lasted five times
+// that. Only the files named by events are read again, so the cost of a
+// change does not grow with the size of the model. A file that does not
+// parse is logged and skipped, keeping its previous version. The channel
+// holds at most one snapshot: a slow reader gets the latest one, never a
+// backlog. It is closed when ctx ends or the store is closed. Watch returns
+// an error if the store is closed or inotify cannot be set up.
+func (f *FileStore) Watch(ctx context.Context) (<-chan *Snapshot, error) {
+	if f.closed() {
+		return nil, ErrClosed
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, fmt.Errorf("watching datastore: %w", err)
+	}
+	// Watches go in before the initial read so no change falls between.
+	for _, d := range f.watchDirs() {
+		if err := w.Add(d); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("watching %s: %w", d, err)
+		}
+	}
+	unlock, err := f.lock(ctx, unix.LOCK_SH)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	f.mu.Lock()
+	initial, err := f.loadLocked()
+	cache := f.cache.clone()
+	f.mu.Unlock()
+	unlock()
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	out := make(chan *Snapshot, 1)
+	out <- initial
+	wt := &watch{f: f, w: w, cache: cache, out: out, rev: initial.Revision}
+	f.watches.Add(1)
+	go func() {
+		defer f.watches.Done()
+		wt.run(ctx)
+	}()
+	return out, nil
+}
+
+func (f *FileStore) watchDirs() []string {
+	dirs := []string{f.dir}
+	for _, k := range kindOrder {
+		dirs = append(dirs, filepath.Join(f.dir, kindDir(k)))
+	}
+	return dirs
+}
+
+type watch struct {
+	f     *FileStore
+	w     *fsnotify.Watcher
+	cache *fileCache
+	out   chan *Snapshot
+	rev   uint64
+
+	pending  map[Ref]bool
+	rescan   map[string]bool // kinds to rescan whole
+	revDirty bool
+	lockFile *os.File
+}
+
+func (wt *watch) run(ctx context.Context) {
+	defer close(wt.out)
+	defer wt.w.Close()
+	defer func() {
+		if wt.lockFile != nil {
+			wt.lockFile.Close()
+		}
+	}()
+	wt.pending = map[Ref]bool{}
+	wt.rescan = map[string]bool{}
+	o := wt.f.opts
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var burstStart time.Time
+	armed := false
+	arm := func() {
+		now := time.Now()
+		if !armed {
+			armed = true
+			burstStart = now
+		}
+		// Past maxDelay the timer is left to fire as set, so a steady
+		// stream of events cannot hold snapshots back for ever.
+		if now.Sub(burstStart) < o.maxDelay {
+			timer.Reset(o.debounce)
+		}
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-wt.f.done:
+			return
+		case ev, ok := <-wt.w.Events:
+			if !ok {
+				return
+			}
+			if wt.note(ev) {
+				arm()
+			}
+		case err, ok := <-wt.w.Errors:
+			if !ok {
+				return
+			}
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				// Events were lost: only a full rescan can tell what changed.
+				for _, k := range kindOrder {
+					wt.rescan[k] = true
+				}
+				wt.revDirty = true
+				arm()
+				continue
+			}
+			wt.f.report(fmt.Errorf("watching datastore: %w", err))
+		case <-timer.C:
+			// A writer holding the lock is mid-commit: wait for it to
+			// finish so that a multi-file apply is seen whole.
+			if wt.writerActive() && time.Since(burstStart) < 20*o.maxDelay {
+				timer.Reset(o.debounce)
+				continue
+			}
+			armed = false
+			if s := wt.process(); s != nil {
+				wt.send(s)
+			}
+		}
+	}
+}
+
+// note records what an event invalidates and reports whether it matters.
+func (wt *watch) note(ev fsnotify.Event) bool {
+	dir, base := filepath.Dir(ev.Name), filepath.Base(ev.Name)
+	if dir == wt.f.dir {
+		if base == revisionFile {
+			wt.revDirty = true
+			return true
+		}
+		if kind, ok := kindOfDir(base); ok {
+			// A kind directory was removed or replaced: watch the new one
+			// and reread it whole.
+			if ev.Has(fsnotify.Create) {
+				if err := wt.w.Add(ev.Name); err != nil {
+					wt.f.report(fmt.Errorf("watching %s: %w", ev.Name, err))
+				}
+			}
+			wt.rescan[kind] = true
+			return true
+		}
+		return false
+	}
+	if filepath.Dir(dir) != wt.f.dir {
+		return false
+	}
+	kind, ok := kindOfDir(filepath.Base(dir))
+	if !ok {
+		return false
+	}
+	name, ok := resourceFile(base)
+	if !ok {
+		return false
+	}
+	wt.pending[Ref{kind, name}] = true
+	return true
+}
+
+// writerActive reports whether another writer holds the store's lock.
+func (wt *watch) writerActive() bool {
+	if wt.lockFile == nil {
+		lf, err := os.Open(filepath.Join(wt.f.dir, lockFile))
+		if err != nil {
+			return false
+		}
+		wt.lockFile = lf
+	}
+	fd := int(wt.lockFile.Fd())
+	if err := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	_ = unix.Flock(fd, unix.LOCK_UN)
+	return false
+}
+
+// process applies what the events invalidated and returns the new snapshot,
+// or nil when nothing visible changed.
+func (wt *watch) process() *Snapshot {
+	changed := false
+	for kind := range wt.rescan {
+		ch, errs := wt.cache.scanKind(kind, false)
+		changed = changed || ch
+		for _, err := range errs {
+			wt.f.report(err)
+		}
+		for ref := range wt.pending {
+			if ref.Kind == kind {
+				delete(wt.pending, ref)
+			}
+		}
+	}
+	clear(wt.rescan)
+	for ref := range wt.pending {
+		ch, err := wt.cache.refresh(ref, true)
+		changed = changed || ch
+		if err != nil {
+			wt.f.report(err)
+		}
+	}
+	clear(wt.pending)
+	if wt.revDirty {
+		wt.revDirty = false
+		rev, err := readRevision(wt.f.dir)
+		if err != nil {
+			wt.f.report(err)
+		} else if rev != wt.rev {
+			wt.rev = rev
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	s := wt.cache.snapshot()
+	s.Revision = wt.rev
+	return s
+}
+
+// send replaces any snapshot the reader has not taken yet; only this
+// goroutine sends, so after draining there is room.
+func (wt *watch) send(s *Snapshot) {
+	select {
+	case wt.out <- s:
+	default:
+		select {
+		case <-wt.out:
+		default:
+		}
+		wt.out <- s
+	}
+}
