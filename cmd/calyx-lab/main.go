@@ -1,0 +1,76 @@
+// Command calyx-lab builds calyx network-namespace labs: "demo" shows the
+// dataplane working end to end and removes everything, "up" leaves a lab
+// running, "destroy" removes labs (also leftovers of crashed runs) and
+// "list" shows what exists. The logic lives in tests/lab.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/calyxnet/calyx/tests/lab"
+)
+
+const usage = `usage: calyx-lab [--bin DIR] [-v] COMMAND
+
+commands:
+  demo                   build a host with three workloads, run the agent, show traffic,
+                         spoof drops and calyxctl's view, then remove everything
+  up                     build the same lab and leave it running
+  destroy PREFIX|--all   remove a lab (or every lab) and its leftovers
+  list                   list the prefixes of labs present on this machine
+`
+
+func main() {
+	fs := flag.NewFlagSet("calyx-lab", flag.ExitOnError)
+	bin := fs.String("bin", "", "directory holding calyx-agent and calyxctl (default: the repository's bin/)")
+	verbose := fs.Bool("v", false, "print every command the lab runs")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, usage); fs.PrintDefaults() }
+	_ = fs.Parse(os.Args[1:])
+	if fs.NArg() < 1 {
+		fs.Usage()
+		os.Exit(2)
+	}
+	opts := lab.Options{BinDir: *bin}
+	if *verbose {
+		opts.Logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	}
+	// Ctrl-C cancels the run; the lab then removes what it built.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if err := run(ctx, opts, fs.Arg(0), fs.Args()[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "calyx-lab: %v\n", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, opts lab.Options, cmd string, args []string) error {
+	switch cmd {
+	case "demo":
+		return lab.Demo(ctx, opts, os.Stdout)
+	case "up":
+		_, err := lab.Up(ctx, opts, os.Stdout)
+		return err
+	case "destroy":
+		if len(args) != 1 {
+			return fmt.Errorf("destroy needs PREFIX or --all\n%s", usage)
+		}
+		if args[0] == "--all" {
+			return lab.ReapAll()
+		}
+		return lab.Reap(args[0])
+	case "list":
+		prefixes, err := lab.Leftovers()
+		for _, p := range prefixes {
+			fmt.Println(p)
+		}
+		return err
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}

@@ -1,0 +1,24 @@
+// Package lab builds and tears down network-namespace topologies for calyx's
+// end-to-end tests and for the calyx-lab command.
+//
+// A lab is identified by a short run prefix ("cx" and four hex digits). Every
+// namespace it creates is named "<prefix>-<name>" and every interface it
+// creates starts with the prefix (or is renamed to eth0 inside a lab
+// namespace), so leftovers of a crashed run can always be found and removed
+// with Reap. Nothing is created in the root network namespace.
+//
+// Layout of one lab:
+//
+//	<prefix>-fabric     underlay segment: bridge <prefix>br with the gateway address (10.30.0.1/24)
+//	<prefix>-<host>     one per host: eth0 (underlay, joined to the segment bridge), lo,
+//	                    and the host side of every workload veth (<prefix>w<N>)
+//	<prefix>-<workload> one per workload: eth0 (/32, default via 169.254.1.1), lo
+//
+// State on disk lives under /run/calyx-lab/<prefix>/: a bpffs mounted at
+// bpffs/ (each agent pins under bpffs/<host>, outside /sys because
+// "ip netns exec" remounts /sys), the file datastore at datastore/ and the
+// agent logs.
+//
+// Every command the lab runs is bounded by a timeout, and Close removes
+// everything the lab made, whether setup completed or not.
+package lab

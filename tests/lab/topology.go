@@ -1,0 +1,384 @@
+package lab
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// WorkloadGateway is the address every workload uses as its default gateway;
+// calyx answers ARP for it (and any other address) in BPF with the host
+// side's MAC.
+const WorkloadGateway = "169.254.1.1"
+
+// Segment is an underlay L2 segment: a namespace holding a Linux bridge that
+// carries the segment's gateway address. Hosts join it with a veth. Later
+// topologies put a router namespace between segments; the gateway address is
+// then the router's leg on this segment.
+type Segment struct {
+	// Name is the segment name; the namespace is <prefix>-<Name>.
+	Name string
+	// NS is the namespace holding the bridge.
+	NS string
+	// Bridge is the bridge interface inside NS.
+	Bridge string
+	// Gateway is the bridge's address with the segment's prefix length,
+	// e.g. 10.30.0.1/24; hosts use it as their default route.
+	Gateway netip.Prefix
+}
+
+// Host is a calyx host: a namespace with an underlay eth0 in which an agent
+// can run.
+type Host struct {
+	// Name is the host name, also the agent's --node and the Node resource
+	// name.
+	Name string
+	// NS is the host namespace, <prefix>-<Name>.
+	NS string
+	// Underlay is the host's underlay address with prefix, e.g.
+	// 10.30.0.11/24.
+	Underlay netip.Prefix
+	// UnderlayIface is the underlay interface inside NS ("eth0").
+	UnderlayIface string
+	// Uplink is the segment-side end of the underlay veth (in the segment
+	// namespace, a bridge port).
+	Uplink string
+	// Segment is the segment the host is joined to.
+	Segment *Segment
+	// BPFFS is the host agent's --bpffs directory.
+	BPFFS string
+}
+
+// Workload is a workload namespace attached to a host by a veth pair.
+type Workload struct {
+	// Name is the workload name; also its WorkloadEndpoint name.
+	Name string
+	// Host is the name of the host the workload runs on.
+	Host string
+	// NS is the workload namespace, <prefix>-<Name>.
+	NS string
+	// IP is the workload's address (a /32 on its eth0).
+	IP netip.Addr
+	// MAC is the workload eth0's MAC address.
+	MAC net.HardwareAddr
+	// HostIface is the host-side veth name in the host namespace
+	// (<prefix>w<N>); it is the endpoint's spec.interface.
+	HostIface string
+	// OmitMAC leaves spec.mac out of the rendered WorkloadEndpoint so the
+	// agent has to learn the MAC (the neighbour path).
+	OmitMAC bool
+	// Created is set once the namespace and veth exist (see PlanWorkload).
+	Created bool
+}
+
+// AddSegment creates an underlay segment: namespace <prefix>-<name> with a
+// bridge carrying gatewayCIDR (e.g. "10.30.0.1/24").
+func (l *Lab) AddSegment(name, gatewayCIDR string) (*Segment, error) {
+	if err := l.checkName(name); err != nil {
+		return nil, err
+	}
+	gw, err := netip.ParsePrefix(gatewayCIDR)
+	if err != nil || !gw.Addr().Is4() {
+		return nil, fmt.Errorf("segment %s: invalid gateway %q: want an IPv4 address with prefix", name, gatewayCIDR)
+	}
+	l.mu.Lock()
+	for _, s := range l.segments {
+		if s.Gateway.Masked().Overlaps(gw.Masked()) {
+			l.mu.Unlock()
+			return nil, fmt.Errorf("segment %s: %s overlaps segment %s", name, gw, s.Name)
+		}
+	}
+	s := &Segment{Name: name, NS: l.NSName(name), Bridge: l.Prefix + "br", Gateway: gw}
+	l.segments = append(l.segments, s)
+	l.mu.Unlock()
+
+	l.logf("segment %s: namespace %s, bridge %s %s", name, s.NS, s.Bridge, gw)
+	if err := l.ip("", "netns", "add", s.NS); err != nil {
+		return nil, fmt.Errorf("segment %s: %w", name, err)
+	}
+	for _, st := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "add", s.Bridge, "type", "bridge"},
+		{"addr", "add", gw.String(), "dev", s.Bridge},
+		{"link", "set", s.Bridge, "up"},
+	} {
+		if err := l.ip(s.NS, st...); err != nil {
+			return nil, fmt.Errorf("segment %s: %w", name, err)
+		}
+	}
+	return s, nil
+}
+
+// segmentFor returns the segment whose subnet contains addr, creating the
+// default segment ("fabric", DefaultUnderlay) when there is none at all.
+func (l *Lab) segmentFor(addr netip.Addr) (*Segment, error) {
+	l.mu.Lock()
+	segs := append([]*Segment(nil), l.segments...)
+	l.mu.Unlock()
+	if len(segs) == 0 {
+		s, err := l.AddSegment("fabric", DefaultUnderlay)
+		if err != nil {
+			return nil, err
+		}
+		segs = []*Segment{s}
+	}
+	for _, s := range segs {
+		if s.Gateway.Masked().Contains(addr) {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("no segment contains %s (add one with AddSegment)", addr)
+}
+
+// AddHost creates host namespace <prefix>-<name> joined to the segment that
+// contains underlayCIDR (e.g. "10.30.0.11/24"; the default segment
+// 10.30.0.1/24 is created on first use), with eth0 carrying that address, lo
+// up and a default route via the segment's gateway.
+func (l *Lab) AddHost(name, underlayCIDR string) (*Host, error) {
+	if err := l.checkName(name); err != nil {
+		return nil, err
+	}
+	pfx, err := netip.ParsePrefix(underlayCIDR)
+	if err != nil || !pfx.Addr().Is4() {
+		return nil, fmt.Errorf("host %s: invalid underlay address %q: want an IPv4 address with prefix", name, underlayCIDR)
+	}
+	seg, err := l.segmentFor(pfx.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %w", name, err)
+	}
+	if pfx.Bits() != seg.Gateway.Bits() {
+		return nil, fmt.Errorf("host %s: %s does not match segment %s prefix length", name, pfx, seg.Gateway)
+	}
+	l.mu.Lock()
+	h := &Host{
+		Name:          name,
+		NS:            l.NSName(name),
+		Underlay:      pfx,
+		UnderlayIface: "eth0",
+		Uplink:        l.Prefix + "u" + strconv.Itoa(l.nextUplink),
+		Segment:       seg,
+		BPFFS:         filepath.Join(l.BPFFS, name),
+	}
+	l.nextUplink++
+	l.hosts = append(l.hosts, h)
+	l.mu.Unlock()
+
+	l.logf("host %s: namespace %s, eth0 %s via %s", name, h.NS, pfx, seg.Gateway.Addr())
+	if err := l.ip("", "netns", "add", h.NS); err != nil {
+		return nil, fmt.Errorf("host %s: %w", name, err)
+	}
+	// Create the pair inside the namespaces directly so nothing ever
+	// appears (or collides) in the root namespace.
+	if err := l.ip(seg.NS, "link", "add", h.Uplink, "type", "veth", "peer", "name", h.UnderlayIface, "netns", h.NS); err != nil {
+		return nil, fmt.Errorf("host %s: %w", name, err)
+	}
+	for _, st := range []struct {
+		ns   string
+		args []string
+	}{
+		{seg.NS, []string{"link", "set", h.Uplink, "master", seg.Bridge, "up"}},
+		{h.NS, []string{"link", "set", "lo", "up"}},
+		{h.NS, []string{"addr", "add", pfx.String(), "dev", h.UnderlayIface}},
+		{h.NS, []string{"link", "set", h.UnderlayIface, "up"}},
+		{h.NS, []string{"route", "add", "default", "via", seg.Gateway.Addr().String(), "dev", h.UnderlayIface}},
+	} {
+		if err := l.ip(st.ns, st.args...); err != nil {
+			return nil, fmt.Errorf("host %s: %w", name, err)
+		}
+	}
+	return h, nil
+}
+
+// Host returns the host with the given name.
+func (l *Lab) Host(name string) (*Host, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range l.hosts {
+		if h.Name == name {
+			return h, nil
+		}
+	}
+	return nil, fmt.Errorf("no host %q in lab %s", name, l.Prefix)
+}
+
+// Hosts returns the hosts in creation order.
+func (l *Lab) Hosts() []*Host {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*Host(nil), l.hosts...)
+}
+
+// Workloads returns the workloads (planned or created) in creation order.
+func (l *Lab) Workloads() []*Workload {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*Workload(nil), l.workloads...)
+}
+
+// Workload returns the workload with the given name.
+func (l *Lab) Workload(name string) (*Workload, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, w := range l.workloads {
+		if w.Name == name {
+			return w, nil
+		}
+	}
+	return nil, fmt.Errorf("no workload %q in lab %s", name, l.Prefix)
+}
+
+// AddWorkload plans and creates a workload on host: namespace
+// <prefix>-<name>, a veth whose host side <prefix>w<N> is up in the host
+// namespace and whose other end is eth0 in the workload namespace with mac
+// (empty: one derived from the prefix), ip as a /32, a link-scope route to
+// 169.254.1.1 and the default route via it.
+func (l *Lab) AddWorkload(host, name, ip, mac string) (*Workload, error) {
+	w, err := l.PlanWorkload(host, name, ip, mac)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.CreateWorkload(w); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// PlanWorkload reserves a workload's names, address and MAC without creating
+// anything, so its WorkloadEndpoint can be applied before its interface
+// exists. CreateWorkload builds it later.
+func (l *Lab) PlanWorkload(host, name, ip, mac string) (*Workload, error) {
+	if err := l.checkName(name); err != nil {
+		return nil, err
+	}
+	h, err := l.Host(host)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := parseHostAddr(ip)
+	if err != nil {
+		return nil, fmt.Errorf("workload %s: %w", name, err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, o := range l.workloads {
+		if o.IP == addr {
+			return nil, fmt.Errorf("workload %s: address %s already used by workload %s", name, addr, o.Name)
+		}
+	}
+	n := l.nextWorkload
+	var hw net.HardwareAddr
+	if mac == "" {
+		hw = l.derivedMAC(n)
+	} else if hw, err = net.ParseMAC(mac); err != nil || len(hw) != 6 {
+		return nil, fmt.Errorf("workload %s: invalid MAC %q", name, mac)
+	}
+	l.nextWorkload++
+	w := &Workload{
+		Name:      name,
+		Host:      h.Name,
+		NS:        l.NSName(name),
+		IP:        addr,
+		MAC:       hw,
+		HostIface: l.Prefix + "w" + strconv.Itoa(n),
+	}
+	if len(w.HostIface) > 15 {
+		return nil, fmt.Errorf("workload %s: interface name %s is longer than 15 characters", name, w.HostIface)
+	}
+	l.workloads = append(l.workloads, w)
+	return w, nil
+}
+
+// CreateWorkload builds a planned workload's namespace and veth.
+func (l *Lab) CreateWorkload(w *Workload) error {
+	if w.Created {
+		return fmt.Errorf("workload %s already created", w.Name)
+	}
+	h, err := l.Host(w.Host)
+	if err != nil {
+		return err
+	}
+	l.logf("workload %s: namespace %s, eth0 %s/32 %s, host side %s in %s", w.Name, w.NS, w.IP, w.MAC, w.HostIface, h.NS)
+	if err := l.ip("", "netns", "add", w.NS); err != nil {
+		return fmt.Errorf("workload %s: %w", w.Name, err)
+	}
+	if err := l.ip(h.NS, "link", "add", w.HostIface, "type", "veth", "peer", "name", "eth0", "netns", w.NS); err != nil {
+		return fmt.Errorf("workload %s: %w", w.Name, err)
+	}
+	for _, st := range []struct {
+		ns   string
+		args []string
+	}{
+		{w.NS, []string{"link", "set", "lo", "up"}},
+		{w.NS, []string{"link", "set", "eth0", "address", w.MAC.String()}},
+		{w.NS, []string{"addr", "add", w.IP.String() + "/32", "dev", "eth0"}},
+		{w.NS, []string{"link", "set", "eth0", "up"}},
+		{w.NS, []string{"route", "add", WorkloadGateway, "dev", "eth0", "scope", "link"}},
+		{w.NS, []string{"route", "add", "default", "via", WorkloadGateway, "dev", "eth0"}},
+		{h.NS, []string{"link", "set", w.HostIface, "up"}},
+	} {
+		if err := l.ip(st.ns, st.args...); err != nil {
+			return fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+	}
+	l.mu.Lock()
+	w.Created = true
+	l.mu.Unlock()
+	return nil
+}
+
+// derivedMAC returns a locally administered unicast MAC unique within the
+// lab and recognisable in captures: 02:<prefix hex>:00:<n>.
+func (l *Lab) derivedMAC(n int) net.HardwareAddr {
+	p, err := hex.DecodeString(l.Prefix[2:])
+	if err != nil || len(p) != 2 {
+		p = []byte{0, 0} // unreachable: the prefix was validated
+	}
+	return net.HardwareAddr{0x02, p[0], p[1], 0x00, byte(n >> 8), byte(n)}
+}
+
+// checkName rejects names that are unsafe or already used by another
+// segment, host or workload (they share the namespace name space).
+func (l *Lab) checkName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("invalid name %q: want lowercase letters, digits and dashes", name)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.segments {
+		if s.Name == name {
+			return fmt.Errorf("name %q already used by a segment", name)
+		}
+	}
+	for _, h := range l.hosts {
+		if h.Name == name {
+			return fmt.Errorf("name %q already used by a host", name)
+		}
+	}
+	for _, w := range l.workloads {
+		if w.Name == name {
+			return fmt.Errorf("name %q already used by a workload", name)
+		}
+	}
+	return nil
+}
+
+// parseHostAddr accepts "10.65.0.2" or "10.65.0.2/32".
+func parseHostAddr(s string) (netip.Addr, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || p.Bits() != p.Addr().BitLen() {
+			return netip.Addr{}, fmt.Errorf("invalid workload address %q: want a host address", s)
+		}
+		s = p.Addr().String()
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return netip.Addr{}, errors.Join(fmt.Errorf("invalid workload address %q: want an IPv4 address", s), err)
+	}
+	return a, nil
+}
