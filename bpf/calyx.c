@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+
 /* calyx TC programs. One program per hook, loaded once and attached to every
  * interface of its kind; what differs per interface is looked up by ifindex. */
 #include "calyx.h"
@@ -8,6 +10,8 @@
 #include <linux/in.h>
 
 char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define CX_PULL_LEN (ETH_HLEN + 60)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -88,10 +92,19 @@ static __always_inline struct cx_route *cx_route_v4(__be32 ip)
 	return bpf_map_lookup_elem(&cx_routes, &key);
 }
 
+/* cx_route_v6 looks up an IPv6 address. IPv4 routes live in the same trie
+ * as ::ffff:a.b.c.d, so a v4-mapped address in an IPv6 header would match
+ * them: an IPv6 packet from ::ffff:<its IPv4> would pass as the endpoint's
+ * own, and one to ::ffff:<another workload's IPv4> would be delivered.
+ * v4-mapped addresses never appear on the wire (RFC 4291 2.5.5.2; Linux drops
+ * them in ip6_rcv_core), so they have no route here. */
 static __always_inline struct cx_route *cx_route_v6(const struct in6_addr *ip)
 {
 	struct cx_route_key key = { .prefixlen = 128 };
 
+	if ((ip->in6_u.u6_addr32[0] | ip->in6_u.u6_addr32[1]) == 0 &&
+	    ip->in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
+		return NULL;
 	__builtin_memcpy(key.addr, ip, 16);
 	return bpf_map_lookup_elem(&cx_routes, &key);
 }
@@ -287,9 +300,10 @@ int calyx_from_wl(struct __sk_buff *skb)
 	struct ethhdr *eth;
 	void *data_end;
 
-	/* Headers this program reads must be in the linear area. */
-	if (skb->data_end - skb->data < ETH_HLEN + sizeof(struct ipv6hdr) && skb->len > skb->data_end - skb->data)
-		bpf_skb_pull_data(skb, skb->len < ETH_HLEN + sizeof(struct ipv6hdr) ? skb->len : ETH_HLEN + sizeof(struct ipv6hdr));
+	/* Headers this program reads must be in the linear area: Ethernet plus
+	 * the longest IPv4 header (60 bytes with options; IPv6's is 40). */
+	if (skb->data_end - skb->data < CX_PULL_LEN && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < CX_PULL_LEN ? skb->len : CX_PULL_LEN);
 
 	ifc = bpf_map_lookup_elem(&cx_ifaces, &ifindex);
 	if (!ifc || !(ifc->flags & CX_IFACE_WORKLOAD))

@@ -1,0 +1,158 @@
+package bpftest
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// Serialize lays out the layers with FixLengths and ComputeChecksums. It
+// panics on an error: builders are called with fixed, known-good inputs.
+// Note that layers.Ethernet pads a frame to 60 bytes.
+func Serialize(ls ...gopacket.SerializableLayer) []byte {
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, ls...); err != nil {
+		panic(fmt.Sprintf("bpftest: serialize: %v", err))
+	}
+	return buf.Bytes()
+}
+
+// Broadcast is ff:ff:ff:ff:ff:ff.
+var Broadcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// L2 is the Ethernet header of a built frame.
+type L2 struct {
+	Src, Dst net.HardwareAddr
+}
+
+func (l L2) eth(t layers.EthernetType) *layers.Ethernet {
+	return &layers.Ethernet{SrcMAC: l.Src, DstMAC: l.Dst, EthernetType: t}
+}
+
+// ARP builds an Ethernet/IPv4 ARP frame (42 bytes before padding). For a
+// request l2.Dst is normally Broadcast and targetMAC zero.
+func ARP(l2 L2, op uint16, senderMAC net.HardwareAddr, senderIP netip.Addr,
+	targetMAC net.HardwareAddr, targetIP netip.Addr) []byte {
+	if targetMAC == nil {
+		targetMAC = make(net.HardwareAddr, 6)
+	}
+	return Serialize(l2.eth(layers.EthernetTypeARP), &layers.ARP{
+		AddrType:          layers.LinkTypeEthernet,
+		Protocol:          layers.EthernetTypeIPv4,
+		HwAddressSize:     6,
+		ProtAddressSize:   4,
+		Operation:         op,
+		SourceHwAddress:   senderMAC,
+		SourceProtAddress: v4(senderIP),
+		DstHwAddress:      targetMAC,
+		DstProtAddress:    v4(targetIP),
+	})
+}
+
+// ARPRequest is who-has target tell sender, broadcast, from senderMAC.
+func ARPRequest(senderMAC net.HardwareAddr, sender, target netip.Addr) []byte {
+	return ARP(L2{Src: senderMAC, Dst: Broadcast}, layers.ARPRequest, senderMAC, sender, nil, target)
+}
+
+// IPv4 is the IPv4 header of a built packet; zero TTL means 64.
+type IPv4 struct {
+	Src, Dst netip.Addr
+	TTL      uint8
+}
+
+func (ip IPv4) layer(proto layers.IPProtocol) *layers.IPv4 {
+	ttl := ip.TTL
+	if ttl == 0 {
+		ttl = 64
+	}
+	return &layers.IPv4{Version: 4, IHL: 5, TTL: ttl, Protocol: proto, Flags: layers.IPv4DontFragment,
+		Id: 0x1234, SrcIP: v4(ip.Src), DstIP: v4(ip.Dst)}
+}
+
+// IPv4UDP builds Ethernet/IPv4/UDP with payload.
+func IPv4UDP(l2 L2, ip IPv4, sport, dport uint16, payload []byte) []byte {
+	ipl := ip.layer(layers.IPProtocolUDP)
+	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+	_ = udp.SetNetworkLayerForChecksum(ipl)
+	return Serialize(l2.eth(layers.EthernetTypeIPv4), ipl, udp, gopacket.Payload(payload))
+}
+
+// IPv4TCP builds Ethernet/IPv4/TCP SYN.
+func IPv4TCP(l2 L2, ip IPv4, sport, dport uint16) []byte {
+	ipl := ip.layer(layers.IPProtocolTCP)
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: 1, SYN: true, Window: 64240}
+	_ = tcp.SetNetworkLayerForChecksum(ipl)
+	return Serialize(l2.eth(layers.EthernetTypeIPv4), ipl, tcp)
+}
+
+// IPv4ICMPEcho builds Ethernet/IPv4/ICMP echo request.
+func IPv4ICMPEcho(l2 L2, ip IPv4, id, seq uint16) []byte {
+	icmp := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: id, Seq: seq}
+	return Serialize(l2.eth(layers.EthernetTypeIPv4), ip.layer(layers.IPProtocolICMPv4), icmp,
+		gopacket.Payload([]byte("calyx-ping-payload")))
+}
+
+// IPv6 is the IPv6 header of a built packet; zero HopLimit means 64.
+type IPv6 struct {
+	Src, Dst netip.Addr
+	HopLimit uint8
+}
+
+// IPv6UDP builds Ethernet/IPv6/UDP with payload.
+func IPv6UDP(l2 L2, ip IPv6, sport, dport uint16, payload []byte) []byte {
+	hl := ip.HopLimit
+	if hl == 0 {
+		hl = 64
+	}
+	ipl := &layers.IPv6{Version: 6, HopLimit: hl, NextHeader: layers.IPProtocolUDP,
+		SrcIP: ip.Src.AsSlice(), DstIP: ip.Dst.AsSlice()}
+	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+	_ = udp.SetNetworkLayerForChecksum(ipl)
+	return Serialize(l2.eth(layers.EthernetTypeIPv6), ipl, udp, gopacket.Payload(payload))
+}
+
+// Raw builds an Ethernet header of type ethType followed by payload, with
+// no padding: for malformed and unsupported frames.
+func Raw(l2 L2, ethType uint16, payload []byte) []byte {
+	out := make([]byte, 0, 14+len(payload))
+	out = append(out, l2.Dst...)
+	out = append(out, l2.Src...)
+	out = append(out, byte(ethType>>8), byte(ethType))
+	return append(out, payload...)
+}
+
+// Decode parses a frame from its Ethernet header on.
+func Decode(frame []byte) gopacket.Packet {
+	return gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.Default)
+}
+
+func v4(a netip.Addr) net.IP {
+	if !a.Is4() {
+		panic(fmt.Sprintf("bpftest: %s is not IPv4", a))
+	}
+	return a.AsSlice()
+}
+
+// IPv4HeaderChecksumOK reports whether the IPv4 header at the start of b
+// sums to 0xffff (RFC 1071), i.e. its checksum field is right.
+func IPv4HeaderChecksumOK(b []byte) bool {
+	if len(b) < 20 {
+		return false
+	}
+	hl := int(b[0]&0x0f) * 4
+	if hl < 20 || len(b) < hl {
+		return false
+	}
+	var sum uint32
+	for i := 0; i < hl; i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return sum == 0xffff
+}

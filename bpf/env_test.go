@@ -1,0 +1,445 @@
+package bpf_test
+
+// The fixture of the BPF program tests: a throwaway network namespace with
+// one veth pair per workload (their ifindexes are what the programs look
+// up), a freshly loaded, unpinned collection, and helpers that run a
+// program on a packet and return the verdict, the packet that came out and
+// the change in every counter.
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/calyxnet/calyx/bpf/bpftest"
+	"github.com/calyxnet/calyx/loader"
+	"github.com/calyxnet/calyx/maps"
+)
+
+var (
+	bpfOnce sync.Once
+	bpfErr  error
+)
+
+// requireBPF skips tb when BPF programs cannot be loaded and run here (not
+// root, no BPF syscall, no BPF_PROG_TEST_RUN, no network namespaces) — unless
+// the CI environment variable is set: in CI a missing privilege or kernel
+// feature is a failure, never a skip (DESIGN.md, "Tests, in three layers").
+func requireBPF(tb testing.TB) {
+	tb.Helper()
+	bpfOnce.Do(func() { bpfErr = probeBPF() })
+	if bpfErr == nil {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		tb.Fatalf("BPF program tests cannot run, and CI is set so this fails instead of skipping: %v", bpfErr)
+	}
+	tb.Skipf("BPF program tests need root and BPF_PROG_TEST_RUN (set CI=1 to fail instead of skip): %v", bpfErr)
+}
+
+// probeBPF loads the smallest TC program and runs it once in a new network
+// namespace: everything the fixture needs.
+func probeBPF() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("not root (euid %d)", os.Geteuid())
+	}
+	prog, err := emptyTCProgram()
+	if err != nil {
+		return fmt.Errorf("load a TC program: %w", err)
+	}
+	defer prog.Close()
+	ns, err := bpftest.NewNetNS()
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	if _, err := ns.Run(prog, bpftest.Input{Data: make([]byte, bpftest.MinPacket)}); err != nil {
+		return fmt.Errorf("BPF_PROG_TEST_RUN: %w", err)
+	}
+	return nil
+}
+
+// emptyTCProgram returns TC_ACT_OK and does nothing else: the harness's own
+// cost in benchmarks.
+func emptyTCProgram() (*ebpf.Program, error) {
+	return ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "cx_test_empty", Type: ebpf.SchedCLS, License: "Dual BSD/GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, bpftest.ActOK), asm.Return()},
+	})
+}
+
+// endpoint is one workload: a veth pair whose host side carries the
+// programs; the peer's MAC is the workload's.
+type endpoint struct {
+	name    string
+	ifindex int
+	hostMAC net.HardwareAddr // the host side's (the veth in the namespace)
+	mac     net.HardwareAddr // the workload's (its peer)
+	ip4     netip.Addr
+	ip6     netip.Addr
+}
+
+func (ep *endpoint) idx() uint32 { return uint32(ep.ifindex) }
+
+// l2 is the Ethernet header of a frame the workload sends to the host.
+func (ep *endpoint) l2() bpftest.L2 { return bpftest.L2{Src: ep.mac, Dst: ep.hostMAC} }
+
+// env is the standard topology every test starts from:
+//
+//	wl1   10.65.0.10 fd00:65::10  CheckMAC   the usual sender
+//	wl2   10.65.0.20 fd00:65::20  CheckMAC   destination, route has its MAC
+//	wl3   10.65.0.30 fd00:65::30  CheckMAC   destination, route has NO MAC
+//	wl4   10.65.0.40 fd00:65::40  no CheckMAC (any source MAC accepted)
+//	stray  a veth that is not in cx_ifaces
+//	10.65.1.0/26   remote workload block (another node)
+//	10.30.0.10/32  host (this node's underlay address)
+type env struct {
+	ns                 *bpftest.NetNS
+	dp                 *loader.Dataplane
+	from, to           *ebpf.Program
+	wl1, wl2, wl3, wl4 *endpoint
+	stray              *endpoint
+}
+
+var (
+	hostAddr    = netip.MustParseAddr("10.30.0.10")
+	remoteBlock = netip.MustParsePrefix("10.65.1.0/26")
+	remoteWL    = netip.MustParseAddr("10.65.1.5")
+	gatewayV4   = netip.MustParseAddr("169.254.1.1")
+)
+
+func mac(last byte, kind byte) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0xca, 0x1e, kind, 0x00, last}
+}
+
+// newEnv builds the namespace, the veths and the maps of env. Everything is
+// released by tb.Cleanup, pass or fail; nothing is pinned and nothing is
+// created in the caller's namespace.
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	requireBPF(tb)
+	ns, err := bpftest.NewNetNS()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = ns.Close() })
+	dp, err := loader.Load("")
+	if err != nil {
+		tb.Fatalf("load the collection: %v", err)
+	}
+	tb.Cleanup(func() { _ = dp.Close() })
+	e := &env{ns: ns, dp: dp, from: dp.Program(loader.HookIngress), to: dp.Program(loader.HookEgress)}
+
+	mk := func(n byte, checkMAC, hasMAC bool) *endpoint {
+		name := fmt.Sprintf("wl%d", n)
+		if n == 9 {
+			name = "stray"
+		}
+		v, err := ns.AddVeth(name+"h", name+"w", mac(n, 0xee), mac(n, 0x01))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		ep := &endpoint{name: name, ifindex: v.Ifindex, hostMAC: v.MAC, mac: v.PeerMAC,
+			ip4: netip.AddrFrom4([4]byte{10, 65, 0, n * 10}),
+			ip6: netip.AddrFrom16([16]byte{0: 0xfd, 2: 0x00, 3: 0x65, 15: 0x10 * n})}
+		if n == 9 {
+			return ep
+		}
+		must(tb, dp.Maps.PutIface(ep.idx(), maps.Iface{Workload: true, CheckMAC: checkMAC,
+			EndpointID: uint32(n), MAC: maps.MACFrom(ep.mac), HostMAC: maps.MACFrom(ep.hostMAC)}))
+		rt := maps.Route{Type: maps.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: maps.MACFrom(ep.hostMAC)}
+		if hasMAC {
+			rt.MAC = maps.MACFrom(ep.mac)
+		}
+		must(tb, dp.Maps.PutRoute(netip.PrefixFrom(ep.ip4, 32), rt))
+		must(tb, dp.Maps.PutRoute(netip.PrefixFrom(ep.ip6, 128), rt))
+		return ep
+	}
+	e.wl1 = mk(1, true, true)
+	e.wl2 = mk(2, true, true)
+	e.wl3 = mk(3, true, false)
+	e.wl4 = mk(4, false, true)
+	e.stray = mk(9, false, false)
+	must(tb, dp.Maps.PutRoute(remoteBlock, maps.Route{Type: maps.RouteRemoteWorkload,
+		NextHop: netip.MustParseAddr("10.30.0.11")}))
+	must(tb, dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteHost}))
+	return e
+}
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// outcome is one run: the verdict, the packet after the program and the
+// change of every counter it caused.
+type outcome struct {
+	in      []byte
+	ifindex int
+	verdict uint32
+	out     []byte
+	delta   map[maps.CounterKey]maps.Counter
+}
+
+func (e *env) counters(tb testing.TB) map[maps.CounterKey]maps.Counter {
+	tb.Helper()
+	c, err := e.dp.Maps.Counters()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+func counterDelta(before, after map[maps.CounterKey]maps.Counter) map[maps.CounterKey]maps.Counter {
+	d := make(map[maps.CounterKey]maps.Counter)
+	for k, a := range after {
+		b := before[k]
+		if a != b {
+			d[k] = maps.Counter{Packets: a.Packets - b.Packets, Bytes: a.Bytes - b.Bytes}
+		}
+	}
+	return d
+}
+
+// runOn runs prog once on pkt as seen on ifindex.
+func (e *env) runOn(tb testing.TB, prog *ebpf.Program, ifindex int, pkt []byte) outcome {
+	tb.Helper()
+	o, err := e.tryRun(tb, prog, ifindex, pkt)
+	if err != nil {
+		tb.Fatalf("run on ifindex %d (%d bytes): %v", ifindex, len(pkt), err)
+	}
+	return o
+}
+
+func (e *env) tryRun(tb testing.TB, prog *ebpf.Program, ifindex int, pkt []byte) (outcome, error) {
+	tb.Helper()
+	before := e.counters(tb)
+	in := slices.Clone(pkt)
+	res, err := e.ns.Run(prog, bpftest.Input{Data: pkt, Ifindex: ifindex})
+	if err != nil {
+		return outcome{}, err
+	}
+	if !bytes.Equal(in, pkt) {
+		tb.Fatal("the runner modified the input slice")
+	}
+	return outcome{in: in, ifindex: ifindex, verdict: res.Verdict, out: res.Out,
+		delta: counterDelta(before, e.counters(tb))}, nil
+}
+
+// fromWL runs calyx_from_wl on a frame sent by ep.
+func (e *env) fromWL(tb testing.TB, ep *endpoint, pkt []byte) outcome {
+	tb.Helper()
+	return e.runOn(tb, e.from, ep.ifindex, pkt)
+}
+
+// toWL runs calyx_to_wl on a frame the host sends into ep.
+func (e *env) toWL(tb testing.TB, ep *endpoint, pkt []byte) outcome {
+	tb.Helper()
+	return e.runOn(tb, e.to, ep.ifindex, pkt)
+}
+
+// hit is one counter a run must have bumped by one packet of the input's
+// length.
+type hit struct {
+	ep     *endpoint
+	reason maps.Reason
+}
+
+// want asserts the verdict and that the counters changed by exactly hits
+// (one packet, len(in) bytes each) and nothing else. The reasons it
+// confirms count toward the coverage check in TestMain.
+func (o outcome) want(tb testing.TB, verdict uint32, hits ...hit) {
+	tb.Helper()
+	if o.verdict != verdict {
+		tb.Errorf("verdict %s, want %s (counters moved: %s)", bpftest.VerdictName(o.verdict),
+			bpftest.VerdictName(verdict), fmtCounters(o.delta))
+	}
+	want := make(map[maps.CounterKey]maps.Counter)
+	for _, h := range hits {
+		want[maps.CounterKey{Ifindex: h.ep.idx(), Reason: h.reason}] = maps.Counter{Packets: 1, Bytes: uint64(len(o.in))}
+	}
+	if !mapsEqual(o.delta, want) {
+		tb.Errorf("counters moved by %s, want %s", fmtCounters(o.delta), fmtCounters(want))
+		return
+	}
+	if o.verdict == verdict {
+		for _, h := range hits {
+			markSeen(h.reason)
+		}
+	}
+}
+
+// unchanged asserts the program left the packet as it was.
+func (o outcome) unchanged(tb testing.TB) {
+	tb.Helper()
+	if !bytes.Equal(o.in, o.out) {
+		tb.Errorf("packet changed:\n in  %x\n out %x", o.in, o.out)
+	}
+}
+
+func mapsEqual(a, b map[maps.CounterKey]maps.Counter) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func fmtCounters(m map[maps.CounterKey]maps.Counter) string {
+	if len(m) == 0 {
+		return "{}"
+	}
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("if%d/%s=%dp/%dB", k.Ifindex, k.Reason, v.Packets, v.Bytes))
+	}
+	sort.Strings(parts)
+	return "{" + strings.Join(parts, " ") + "}"
+}
+
+// Reasons confirmed by a passing assertion, for the coverage check.
+var (
+	seenMu sync.Mutex
+	seen   = map[maps.Reason]bool{}
+	bpfRan bool
+)
+
+func markSeen(r maps.Reason) {
+	seenMu.Lock()
+	defer seenMu.Unlock()
+	seen[r] = true
+	bpfRan = true
+}
+
+// reasonsInC returns the CX_REASON_* names the programs count with
+// (cx_verdict and friends in calyx.c), minus CX_REASON_MAX.
+func reasonsInC() ([]string, error) {
+	src, err := os.ReadFile("calyx.c")
+	if err != nil {
+		return nil, err
+	}
+	used := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\bCX_REASON_([A-Z_]+)\b`).FindAllStringSubmatch(string(src), -1) {
+		if m[1] != "MAX" && m[1] != "FIRST_DROP" {
+			used[m[1]] = true
+		}
+	}
+	if len(used) == 0 {
+		return nil, errors.New("no CX_REASON_ in calyx.c")
+	}
+	out := make([]string, 0, len(used))
+	for n := range used {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// reasonEnum parses enum cx_reason in calyx.h: name → value.
+func reasonEnum() (map[string]uint32, error) {
+	src, err := os.ReadFile("calyx.h")
+	if err != nil {
+		return nil, err
+	}
+	body := regexp.MustCompile(`(?s)enum cx_reason \{(.*?)\};`).FindSubmatch(src)
+	if body == nil {
+		return nil, errors.New("enum cx_reason not found in calyx.h")
+	}
+	out := map[string]uint32{}
+	for _, m := range regexp.MustCompile(`CX_REASON_([A-Z_]+)\s*=\s*(\d+)`).FindAllSubmatch(body[1], -1) {
+		var v uint32
+		fmt.Sscanf(string(m[2]), "%d", &v)
+		out[string(m[1])] = v
+	}
+	delete(out, "MAX")
+	return out, nil
+}
+
+// reasonByCName maps a C enumerator (without CX_REASON_) to maps.Reason.
+func reasonByCName(enum map[string]uint32, name string) (maps.Reason, bool) {
+	v, ok := enum[name]
+	if !ok {
+		return 0, false
+	}
+	r := maps.Reason(v)
+	return r, slices.Contains(maps.Reasons(), r)
+}
+
+// checkReasonCoverage fails when a reason the C programs count was never
+// confirmed by a test in this package. It runs only after a complete,
+// passing run that actually ran BPF programs.
+func checkReasonCoverage() error {
+	names, err := reasonsInC()
+	if err != nil {
+		return err
+	}
+	enum, err := reasonEnum()
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, n := range names {
+		r, ok := reasonByCName(enum, n)
+		if !ok {
+			missing = append(missing, "CX_REASON_"+n+" (no maps.Reason)")
+			continue
+		}
+		if !seen[r] {
+			missing = append(missing, fmt.Sprintf("%s (CX_REASON_%s)", r, n))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("reasons counted by calyx.c that no test asserted: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code != 0 || testing.Short() || partialRun() {
+		os.Exit(code)
+	}
+	seenMu.Lock()
+	ran := bpfRan
+	seenMu.Unlock()
+	if !ran {
+		// Every BPF test skipped (requireBPF): nothing to check.
+		os.Exit(code)
+	}
+	if err := checkReasonCoverage(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: reason coverage:", err)
+		os.Exit(1)
+	}
+	fmt.Println("reason coverage: every reason counted by calyx.c was asserted by a test")
+	os.Exit(code)
+}
+
+// partialRun reports whether -run, -skip or -fuzz narrowed the run, in
+// which case not every test ran and coverage says nothing.
+func partialRun() bool {
+	for _, name := range []string{"test.run", "test.skip", "test.fuzz"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" {
+			return true
+		}
+	}
+	return false
+}
