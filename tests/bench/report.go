@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 )
@@ -20,9 +21,14 @@ type Options struct {
 
 // Run measures every case and writes the report.
 func Run(ctx context.Context, o Options) error {
-	n, adds := 10000, 100
+	n, adds, secs, runs := 10000, 100, 5, 5
 	if o.Quick {
-		n, adds = 2000, 20
+		n, adds, secs, runs = 2000, 20, 2, 2
+	}
+	fmt.Fprintf(os.Stderr, "throughput: %d runs of %d s per path\n", runs, secs)
+	tp, err := LocalThroughput(ctx, o.BinDir, secs, runs)
+	if err != nil {
+		return fmt.Errorf("throughput: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "control plane: %d endpoints, %d single adds\n", n, adds)
 	cp, err := ControlPlane(ctx, o.BinDir, n, adds)
@@ -34,6 +40,20 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(&b, "# calyx benchmarks\n\n")
 	fmt.Fprintf(&b, "Written by `make bench` on %s. Figures are this machine's: %s.\n", time.Now().UTC().Format("2006-01-02"), machine())
 	fmt.Fprintf(&b, "Performance is reported, never asserted in tests.\n\n")
+
+	fmt.Fprintf(&b, "## Throughput between two workloads on one host\n\n")
+	fmt.Fprintf(&b, "One TCP stream (iperf3, %d s, %d runs per path, alternating), workload namespaces on veth pairs into one host namespace.\n", secs, runs)
+	fmt.Fprintf(&b, "calyx: BPF local delivery (`bpf_redirect_peer`). Kernel: the same topology routed by the kernel (proxy_arp + /32 routes), in the same run.\n\n")
+	fmt.Fprintf(&b, "| path | median Gbit/s | min | max |\n|---|---|---|---|\n")
+	for _, r := range []struct {
+		name string
+		xs   []float64
+	}{{"calyx BPF local delivery", tp.BPFGbps}, {"kernel routing", tp.KernelGbps}} {
+		s := append([]float64(nil), r.xs...)
+		sort.Float64s(s)
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f |\n", r.name, Median(s), s[0], s[len(s)-1])
+	}
+	fmt.Fprintf(&b, "\n**Ratio calyx / kernel: %.2f**\n\n", Median(tp.BPFGbps)/Median(tp.KernelGbps))
 
 	fmt.Fprintf(&b, "## Control plane\n\n")
 	fmt.Fprintf(&b, "A real `calyx-agent` in its own network namespace follows a file datastore holding %d endpoints;\n", cp.Endpoints)
