@@ -236,18 +236,11 @@ func (f *FileStore) Apply(ctx context.Context, rs []Resource) error {
 		return nil
 	}
 
-	unlock, err := f.lock(ctx, unix.LOCK_EX)
+	before, done, err := f.beginWrite(ctx)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.removeStale()
-	before, err := f.loadLocked()
-	if err != nil {
-		return err
-	}
+	defer done()
 	after := before.Clone()
 	changed := make(map[Ref]bool, len(prepared))
 	for _, r := range prepared {
@@ -318,18 +311,11 @@ func (f *FileStore) Delete(ctx context.Context, refs []Ref) error {
 		return nil
 	}
 
-	unlock, err := f.lock(ctx, unix.LOCK_EX)
+	before, done, err := f.beginWrite(ctx)
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.removeStale()
-	before, err := f.loadLocked()
-	if err != nil {
-		return err
-	}
+	defer done()
 	after := before.Clone()
 	var ops []*fileOp
 	seen := map[Ref]bool{}
@@ -560,4 +546,25 @@ func writeRevision(dir string, rev uint64) error {
 		return err
 	}
 	return syncDir(dir)
+}
+
+// beginWrite takes the writers' lock (other processes) and the store's own
+// mutex, clears what a crashed writer left, and returns the current model.
+// done releases both; it is nil when err is not.
+func (f *FileStore) beginWrite(ctx context.Context) (before *Snapshot, done func(), err error) {
+	unlock, err := f.lock(ctx, unix.LOCK_EX)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.mu.Lock()
+	done = func() {
+		f.mu.Unlock()
+		unlock()
+	}
+	f.removeStale()
+	if before, err = f.loadLocked(); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return before, done, nil
 }
