@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -46,6 +47,8 @@ type Agent struct {
 	snap     *model.Snapshot
 	records  map[uint32]maps.Link // cx_links, as last written
 	attached map[uint32]string    // ifindex → ifname attached by this process
+	// pinsSwept is set once the TCX pins left by a previous agent are checked.
+	pinsSwept bool
 
 	mu       sync.Mutex
 	ready    bool
@@ -249,6 +252,11 @@ func (a *Agent) detachStale(d *calc.Desired) error {
 		delete(a.attached, idx)
 		a.log.Info("detached", "interface", rec.Ifname, "ifindex", idx)
 	}
+	// Pins outlive only a previous agent (Detach removes its own), so they
+	// are swept once, when this agent adopts the dataplane.
+	if a.pinsSwept {
+		return nil
+	}
 	pins, err := loader.PinnedLinks(a.dp.Dir())
 	if err != nil {
 		return err
@@ -261,6 +269,7 @@ func (a *Agent) detachStale(d *calc.Desired) error {
 			return err
 		}
 	}
+	a.pinsSwept = true
 	return nil
 }
 
@@ -320,7 +329,7 @@ func (a *Agent) serveHTTP(addr string) (*http.Server, error) {
 		fmt.Fprintln(w, "ready")
 	})
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	ln, err := listen(addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener %s: %w", addr, err)
 	}

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"net"
 	"net/http"
 	"strconv"
 
@@ -108,5 +107,3 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(dpBytes, prometheus.CounterValue, float64(v.Bytes), idx, k.Reason.String())
 	}
 }
-
-func listen(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
