@@ -12,6 +12,38 @@
 char __license[] SEC("license") = "Dual BSD/GPL";
 
 #define CX_PULL_LEN (ETH_HLEN + 60)
+/* An underlay packet's headers: outer IPv4, UDP, VXLAN, inner Ethernet and
+ * the longest inner IPv4 header. */
+#define CX_UNDERLAY_PULL_LEN (ETH_HLEN + 20 + 8 + 8 + ETH_HLEN + 60)
+
+#define CX_AF_INET 2
+#define CX_IP_DF 0x4000
+#define CX_IP_MF_OFFSET 0x3fff
+#define CX_IPIP_OVERHEAD 20                      /* outer IPv4 */
+#define CX_VXLAN_OVERHEAD (20 + 8 + 8 + ETH_HLEN) /* outer IPv4, UDP, VXLAN, inner Ethernet */
+#define CX_OUTER_TTL 64
+#define CX_ICMP_DEST_UNREACH 3
+#define CX_ICMP_FRAG_NEEDED 4
+
+/* ICMP destination unreachable (linux/icmp.h drags in libc headers). */
+struct cx_icmp_unreach {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be16 unused;
+	__be16 mtu; /* next-hop MTU, with code 4 (RFC 1191) */
+};
+
+/* Debian 12's UAPI headers predate these. */
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+#endif
+
+/* skb->mark of a packet a calyx program has already routed and sent to an
+ * underlay interface: that interface's egress hook lets it through rather
+ * than routing it a second time (a redirect to egress runs the hook again).
+ * The mark is scrubbed when a packet crosses into another namespace. */
+#define CX_MARK_ROUTED 0x0ca10000
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -48,16 +80,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_links SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cx_node_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_config SEC(".maps");
+
 /* Keep the enums in the object's BTF so bpf2go emits their constants for Go. */
 const enum cx_reason cx_enum_reason __attribute__((unused));
 const enum cx_route_type cx_enum_route_type __attribute__((unused));
 const enum cx_route_flags cx_enum_route_flags __attribute__((unused));
 const enum cx_iface_flags cx_enum_iface_flags __attribute__((unused));
 const enum cx_attach_mode cx_enum_attach_mode __attribute__((unused));
+const enum cx_encap cx_enum_encap __attribute__((unused));
 
-/* cx_verdict records a verdict under its reason for the interface and
- * returns it, so every return path is one line and counted. */
-static __always_inline int cx_verdict(struct __sk_buff *skb, __u32 ifindex, __u32 reason, int verdict)
+/* cx_verdict_len records a verdict under its reason for the interface and
+ * returns it, so every return path is one line and counted. A packet is
+ * counted once per interface, under the reason for what became of it, with
+ * its length as the program got it: paths that resize the packet (encap,
+ * decap, ICMP) pass the length they started with. */
+static __always_inline int cx_verdict_len(__u32 ifindex, __u32 reason, __u32 len, int verdict)
 {
 	struct cx_counter_key key = { .ifindex = ifindex, .reason = reason };
 	struct cx_counter *c;
@@ -72,8 +116,13 @@ static __always_inline int cx_verdict(struct __sk_buff *skb, __u32 ifindex, __u3
 			return verdict;
 	}
 	c->packets++;
-	c->bytes += skb->len;
+	c->bytes += len;
 	return verdict;
+}
+
+static __always_inline int cx_verdict(struct __sk_buff *skb, __u32 ifindex, __u32 reason, int verdict)
+{
+	return cx_verdict_len(ifindex, reason, skb->len, verdict);
 }
 
 static __always_inline void cx_addr_v4(__u8 addr[16], __be32 ip)
@@ -135,9 +184,11 @@ static __always_inline int cx_to_workload(struct __sk_buff *skb, __u32 ifindex, 
 /* cx_deliver_local hands an IP packet to a workload on this host. With the
  * destination MAC known the L2 header is rewritten and the packet goes
  * straight into the workload's namespace; otherwise the kernel's neighbour
- * table on the destination interface resolves it. */
-static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifindex,
-					    const struct cx_route *dst)
+ * table on the destination interface resolves it. The packet is counted on
+ * in_ifindex under reason (deliver-local, or decap-* for a packet that was
+ * decapsulated first) with in_len, its length as it came in. */
+static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_len,
+					    __u32 reason, const struct cx_route *dst)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -146,9 +197,9 @@ static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifin
 	int ret;
 
 	if ((void *)(eth + 1) > data_end)
-		return cx_verdict(skb, in_ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_verdict_len(in_ifindex, CX_REASON_DROP_MALFORMED, in_len, TC_ACT_SHOT);
 
-	cx_verdict(skb, in_ifindex, CX_REASON_DELIVER_LOCAL, 0);
+	cx_verdict_len(in_ifindex, reason, in_len, 0);
 	if (dst->flags & CX_RT_F_HAS_MAC) {
 		__builtin_memcpy(eth->h_dest, dst->mac, CX_ETH_ALEN);
 		__builtin_memcpy(eth->h_source, dst->host_mac, CX_ETH_ALEN);
@@ -159,21 +210,346 @@ static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifin
 	return bpf_redirect_neigh(out_ifindex, NULL, 0, 0);
 }
 
+/* cx_ip4_dec_ttl decrements the TTL of the IPv4 header right after the
+ * Ethernet header and fixes its checksum. Packet pointers are invalid after. */
+static __always_inline void cx_ip4_dec_ttl(struct __sk_buff *skb, struct iphdr *iph)
+{
+	__u32 off = ETH_HLEN + __builtin_offsetof(struct iphdr, check);
+	__be16 old, new;
+
+	old = *(__be16 *)&iph->ttl;
+	iph->ttl--;
+	new = *(__be16 *)&iph->ttl;
+	bpf_l3_csum_replace(skb, off, old, new, sizeof(__u16));
+}
+
 /* cx_ip4_forward decrements the TTL as a router must. It returns 0 when the
  * packet may be forwarded; a TTL that runs out is left to the host stack,
  * which sends the ICMP time-exceeded. */
 static __always_inline int cx_ip4_forward(struct __sk_buff *skb, struct iphdr *iph)
 {
-	__u32 off = ETH_HLEN + __builtin_offsetof(struct iphdr, check);
-	__be16 old, new;
-
 	if (iph->ttl <= 1)
 		return -1;
-	old = *(__be16 *)&iph->ttl;
-	iph->ttl--;
-	new = *(__be16 *)&iph->ttl;
-	bpf_l3_csum_replace(skb, off, old, new, sizeof(__u16));
+	cx_ip4_dec_ttl(skb, iph);
 	return 0;
+}
+
+static __always_inline struct cx_node_config *cx_get_config(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&cx_config, &key);
+}
+
+static __always_inline __be32 cx_addr_ip4(const __u8 addr[16])
+{
+	__be32 ip;
+
+	__builtin_memcpy(&ip, &addr[12], 4);
+	return ip;
+}
+
+static __always_inline __u16 cx_csum_fold(__u64 csum)
+{
+	csum = (csum & 0xffff) + (csum >> 16);
+	csum = (csum & 0xffff) + (csum >> 16);
+	csum = (csum & 0xffff) + (csum >> 16);
+	return ~csum;
+}
+
+static __always_inline void cx_ip4_set_csum(struct iphdr *iph)
+{
+	iph->check = 0;
+	iph->check = cx_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)iph, sizeof(*iph), 0));
+}
+
+/* cx_nexthop is where the underlay sends a packet for a node. */
+struct cx_nexthop {
+	__u32 ifindex;
+	__be32 gw; /* the neighbour: the node itself, or the router towards it */
+	__u8 smac[CX_ETH_ALEN];
+	__u8 dmac[CX_ETH_ALEN];
+	int resolved; /* the neighbour's MAC is known */
+};
+
+/* cx_fib_nexthop asks the kernel FIB, which holds the underlay only, how to
+ * reach node. It returns 0 with nh filled, or -1 when there is no route. */
+static __always_inline int cx_fib_nexthop(struct __sk_buff *skb, __be32 src, __be32 node,
+					  struct cx_nexthop *nh)
+{
+	struct bpf_fib_lookup p = {};
+	int rc;
+
+	p.family = CX_AF_INET;
+	p.ipv4_src = src;
+	p.ipv4_dst = node;
+	p.ifindex = skb->ifindex;
+	rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
+	/* FRAG_NEEDED: the route and the neighbour were found, but the skb as
+	 * it is now is longer than the output device's MTU (the helper checks
+	 * that when no tot_len is given). Whether the packet fits once it is
+	 * encapsulated is cx_to_node's call, against the underlay MTU, and it
+	 * answers with ICMP rather than a silent drop. */
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+		nh->resolved = 1;
+		__builtin_memcpy(nh->smac, p.smac, CX_ETH_ALEN);
+		__builtin_memcpy(nh->dmac, p.dmac, CX_ETH_ALEN);
+	} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		nh->resolved = 0;
+	} else {
+		return -1;
+	}
+	nh->ifindex = p.ifindex;
+	nh->gw = p.ipv4_dst; /* the lookup overwrote node with the next hop */
+	return 0;
+}
+
+/* cx_icmp_frag_needed turns an IPv4 packet (Ethernet + a 20-byte header,
+ * at least CX_ICMP_KEEP bytes) into the ICMP "fragmentation needed" its
+ * sender must get, from src, advertising mtu, with the Ethernet addresses
+ * swapped. It keeps the original header and 20 bytes of its payload: more
+ * than the 8 RFC 792 asks for, because a CHECKSUM_PARTIAL skb may not be cut
+ * before its L4 checksum field. Returns 0, or -1 when a helper refused. */
+#define CX_ICMP_KEEP 40
+static __always_inline int cx_icmp_frag_needed(struct __sk_buff *skb, __be32 src, __u32 mtu)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = (void *)(eth + 1);
+	__u8 smac[CX_ETH_ALEN], dmac[CX_ETH_ALEN];
+	struct cx_icmp_unreach *icmp;
+	__be32 dst;
+
+	if ((void *)(iph + 1) > data_end)
+		return -1;
+	__builtin_memcpy(smac, eth->h_dest, CX_ETH_ALEN);
+	__builtin_memcpy(dmac, eth->h_source, CX_ETH_ALEN);
+	dst = iph->saddr;
+
+	if (bpf_skb_change_tail(skb, ETH_HLEN + CX_ICMP_KEEP, 0))
+		return -1;
+	if (bpf_skb_adjust_room(skb, sizeof(struct iphdr) + sizeof(struct cx_icmp_unreach), BPF_ADJ_ROOM_MAC, 0))
+		return -1;
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	iph = (void *)(eth + 1);
+	icmp = (void *)(iph + 1);
+	if ((void *)icmp + sizeof(*icmp) + CX_ICMP_KEEP > data_end)
+		return -1;
+	__builtin_memcpy(eth->h_dest, dmac, CX_ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, CX_ETH_ALEN);
+
+	iph->version = 4;
+	iph->ihl = 5;
+	iph->tos = 0xc0; /* network control, as the kernel sends ICMP errors */
+	iph->tot_len = bpf_htons(sizeof(*iph) + sizeof(*icmp) + CX_ICMP_KEEP);
+	iph->id = 0;
+	iph->frag_off = 0;
+	iph->ttl = CX_OUTER_TTL;
+	iph->protocol = IPPROTO_ICMP;
+	iph->saddr = src;
+	iph->daddr = dst;
+	cx_ip4_set_csum(iph);
+
+	icmp->type = CX_ICMP_DEST_UNREACH;
+	icmp->code = CX_ICMP_FRAG_NEEDED;
+	icmp->checksum = 0;
+	icmp->unused = 0;
+	icmp->mtu = bpf_htons(mtu);
+	icmp->checksum = cx_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)icmp, sizeof(*icmp) + CX_ICMP_KEEP, 0));
+	return 0;
+}
+
+/* cx_encap wraps the IPv4 packet in skb for node. A GSO packet whose
+ * segments would not fit the underlay after encapsulation has its segment
+ * size lowered by the overhead instead (no ICMP can tell a local TCP that).
+ * Returns 0, or -1 when a helper refused the packet. */
+static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_config *cfg, __u32 encap,
+				    __be32 src, __be32 node, __u32 seg_len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data, inner_eth;
+	struct iphdr *iph = (void *)(eth + 1), *outer;
+	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
+	__u32 room = CX_IPIP_OVERHEAD, hash = 0;
+	__u8 tos;
+
+	if ((void *)(iph + 1) > data_end)
+		return -1;
+	__builtin_memcpy(&inner_eth, eth, sizeof(inner_eth));
+	tos = iph->tos;
+	if (encap == CX_ENCAP_VXLAN) {
+		room = CX_VXLAN_OVERHEAD;
+		flags |= BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
+			 BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+		/* The inner flow's hash, before the headers change: it picks
+		 * the VXLAN source port, so the underlay spreads flows over its
+		 * paths. (A flow dissection when the skb has no hash yet: not
+		 * paid for IP-in-IP, which has no port to fill.) */
+		hash = bpf_get_hash_recalc(skb);
+	}
+	if (seg_len + room <= cfg->underlay_mtu)
+		flags |= BPF_F_ADJ_ROOM_FIXED_GSO;
+
+	if (bpf_skb_adjust_room(skb, room, BPF_ADJ_ROOM_MAC, flags))
+		return -1;
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	outer = data + ETH_HLEN;
+	if ((void *)(outer + 1) > data_end)
+		return -1;
+	outer->version = 4;
+	outer->ihl = 5;
+	outer->tos = tos;
+	outer->tot_len = bpf_htons(skb->len - ETH_HLEN);
+	outer->id = 0;
+	/* Never fragmented: what does not fit got ICMP or a smaller MSS. */
+	outer->frag_off = bpf_htons(CX_IP_DF);
+	outer->ttl = CX_OUTER_TTL;
+	outer->saddr = src;
+	outer->daddr = node;
+
+	if (encap == CX_ENCAP_VXLAN) {
+		struct udphdr *udp = (void *)(outer + 1);
+		struct cx_vxlanhdr *vx = (void *)(udp + 1);
+		struct ethhdr *ieth = (void *)(vx + 1);
+
+		if ((void *)(ieth + 1) > data_end)
+			return -1;
+		outer->protocol = IPPROTO_UDP;
+		/* The kernel's own choice of range (udp_flow_src_port). */
+		udp->source = bpf_htons((__u16)((((__u64)hash * (61000 - 32768)) >> 32) + 32768));
+		udp->dest = bpf_htons((__u16)cfg->vxlan_port);
+		udp->len = bpf_htons(skb->len - ETH_HLEN - sizeof(*outer));
+		udp->check = 0; /* optional over IPv4 (RFC 7348) */
+		vx->flags = CX_VXLAN_FLAG_I;
+		vx->vni = bpf_htonl(cfg->vxlan_vni << 8);
+		__builtin_memcpy(ieth, &inner_eth, sizeof(*ieth));
+	} else {
+		outer->protocol = IPPROTO_IPIP;
+	}
+	cx_ip4_set_csum(outer);
+	return 0;
+}
+
+/* cx_seg_len is the size on the wire of the packets skb will leave as: its
+ * IP length, or for a GSO packet one segment with its headers. */
+static __always_inline __u32 cx_seg_len(struct __sk_buff *skb, struct iphdr *iph, void *data_end)
+{
+	__u32 gso = skb->gso_size;
+	__u32 l4 = sizeof(struct udphdr);
+
+	if (!gso)
+		return bpf_ntohs(iph->tot_len);
+	if (iph->protocol == IPPROTO_TCP) {
+		__u8 *doff = (void *)iph + sizeof(*iph) + 12;
+
+		l4 = 60; /* the longest TCP header, unless it can be read */
+		if (iph->ihl == 5 && (void *)(doff + 1) <= data_end)
+			l4 = (*doff >> 4) * 4;
+	}
+	return iph->ihl * 4 + l4 + gso;
+}
+
+/* cx_to_node sends an IPv4 packet towards the node that hosts its
+ * destination, encapsulated as rt says. in_ifindex is where the verdict is
+ * counted; from_host says the packet comes from the host's own stack (the
+ * underlay egress hook) rather than from a workload. */
+static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, const struct cx_route *rt,
+				      int from_host)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *iph = (void *)(eth + 1);
+	__u32 encap = rt->encap, len = skb->len, room = 0, reason, seg_len;
+	struct cx_node_config *cfg = cx_get_config();
+	struct cx_nexthop nh = {};
+	__be32 src, node;
+
+	if (!cfg || !cfg->underlay_mtu || (void *)(iph + 1) > data_end)
+		/* Not configured yet: the host stack knows as much as we do. */
+		return cx_verdict_len(in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	src = cx_addr_ip4(cfg->node_addr);
+	node = cx_addr_ip4(rt->next_hop);
+	if (!src || !node)
+		return cx_verdict_len(in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	if (!from_host && iph->ttl <= 1)
+		/* A workload's packet this host, its first router, may not
+		 * forward: the host stack sends the ICMP time-exceeded. */
+		return cx_verdict_len(in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+
+	if (cx_fib_nexthop(skb, src, node, &nh))
+		/* The underlay cannot reach the node (link down, route gone). */
+		return cx_verdict_len(in_ifindex, CX_REASON_DROP_FIB, len, TC_ACT_SHOT);
+
+	if (encap == CX_ENCAP_IPIP)
+		room = CX_IPIP_OVERHEAD;
+	else if (encap == CX_ENCAP_VXLAN)
+		room = CX_VXLAN_OVERHEAD;
+	seg_len = cx_seg_len(skb, iph, data_end);
+	/* Checked before the TTL changes, so that the ICMP quotes the header
+	 * as the sender sent it (as ip_forward does). Routed directly, the
+	 * packet must fit the underlay too: veth and NICs drop what does not,
+	 * silently. GSO packets are cut to size by cx_encap instead. */
+	if (!skb->gso_size && seg_len + room > cfg->underlay_mtu) {
+		/* Too big for the underlay. */
+		if (!(iph->frag_off & bpf_htons(CX_IP_DF)) || iph->ihl != 5 ||
+		    seg_len < CX_ICMP_KEEP)
+			/* Fragmenting before encapsulation is not done here, and a
+			 * header with options has no room in our ICMP: drop. */
+			return cx_verdict_len(in_ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+		/* The error comes from this node to a workload, or, for the
+		 * host's own packets, from the remote node: a packet from one of
+		 * its own addresses would be a martian to the host. */
+		if (cx_icmp_frag_needed(skb, from_host ? node : src, cfg->underlay_mtu - room))
+			/* The helpers refused to rewrite the packet into the ICMP. */
+			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+		return cx_verdict_len(in_ifindex, CX_REASON_ICMP_FRAG_NEEDED, len,
+				      bpf_redirect(skb->ifindex, from_host ? BPF_F_INGRESS : 0));
+	}
+
+	if (!from_host) {
+		/* A workload's packet: this host is its first router. */
+		cx_ip4_dec_ttl(skb, iph);
+	}
+
+	reason = CX_REASON_FORWARD_DIRECT;
+	if (room) {
+		if (cx_encap(skb, cfg, encap, src, node, seg_len))
+			/* bpf_skb_adjust_room refused: e.g. a GSO type it cannot
+			 * resize, or an skb that was decapsulated before. */
+			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+		reason = encap == CX_ENCAP_IPIP ? CX_REASON_ENCAP_IPIP : CX_REASON_ENCAP_VXLAN;
+	}
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		/* Cannot happen after the checks above; the verifier wants it. */
+		return cx_verdict_len(in_ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+	if (nh.resolved) {
+		__builtin_memcpy(eth->h_dest, nh.dmac, CX_ETH_ALEN);
+		__builtin_memcpy(eth->h_source, nh.smac, CX_ETH_ALEN);
+		if (from_host && nh.ifindex == skb->ifindex)
+			/* Already on its way out of the right interface. */
+			return cx_verdict_len(in_ifindex, reason, len, TC_ACT_OK);
+		skb->mark = CX_MARK_ROUTED;
+		return cx_verdict_len(in_ifindex, reason, len, bpf_redirect(nh.ifindex, 0));
+	}
+	skb->mark = CX_MARK_ROUTED;
+	{
+		struct bpf_redir_neigh neigh = { .nh_family = CX_AF_INET, .ipv4_nh = nh.gw };
+
+		return cx_verdict_len(in_ifindex, reason, len,
+				      bpf_redirect_neigh(nh.ifindex, &neigh, sizeof(neigh), 0));
+	}
 }
 
 static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx_iface *ifc,
@@ -251,8 +627,10 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 	if (rt && rt->type == CX_RT_LOCAL_WORKLOAD && rt->ifindex != ifindex) {
 		if (cx_ip4_forward(skb, iph))
 			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
-		return cx_deliver_local(skb, ifindex, rt);
+		return cx_deliver_local(skb, ifindex, skb->len, CX_REASON_DELIVER_LOCAL, rt);
 	}
+	if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
+		return cx_to_node(skb, ifindex, rt, 0);
 	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 }
 
@@ -284,7 +662,7 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, struct hdr_curs
 		if (ip6->hop_limit <= 1)
 			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 		ip6->hop_limit--; /* no IPv6 header checksum to fix */
-		return cx_deliver_local(skb, ifindex, rt);
+		return cx_deliver_local(skb, ifindex, skb->len, CX_REASON_DELIVER_LOCAL, rt);
 	}
 	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 }
@@ -347,4 +725,184 @@ int calyx_to_wl(struct __sk_buff *skb)
 		/* Attached but not (or no longer) an endpoint: fail closed. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT, TC_ACT_SHOT);
 	return cx_to_workload(skb, ifindex, TC_ACT_OK);
+}
+
+/* cx_decap takes the outer headers off a tunnel packet from another node
+ * and delivers the inner packet. Only a packet between two nodes, to this
+ * one, is accepted: anything else encapsulated is dropped, never passed to
+ * a stack that might route it. A delivered packet is counted as decap-*,
+ * one for the host's stack as pass-host. */
+static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
+				    struct hdr_cursor *c, void *data_end)
+{
+	__u32 ifindex = skb->ifindex, len = skb->len, room, reason;
+	struct cx_route *rt;
+	struct iphdr *iph;
+	void *data;
+
+	if (outer->daddr != cx_addr_ip4(cfg->node_addr))
+		/* Tunnelled to another address: this host is no tunnel router. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_DST, TC_ACT_SHOT);
+	rt = cx_route_v4(outer->saddr);
+	if (!rt || rt->type != CX_RT_NODE)
+		/* Not from a node: someone injecting packets into workloads. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_SRC, TC_ACT_SHOT);
+	if (outer->ihl != 5 || outer->frag_off & bpf_htons(CX_IP_MF_OFFSET))
+		/* Nodes send neither options nor fragments (DF is always set). */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+
+	if (outer->protocol == IPPROTO_IPIP) {
+		room = CX_IPIP_OVERHEAD;
+		reason = CX_REASON_DECAP_IPIP;
+	} else {
+		struct cx_vxlanhdr *vx;
+		struct ethhdr *ieth;
+
+		if (!parse_udphdr(c, data_end))
+			/* Cannot happen: the caller read the port. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		vx = parse_vxlanhdr(c, data_end);
+		if (!vx)
+			/* Too short for a VXLAN header. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		/* The VNI's low byte is reserved: ignored on receipt (RFC 7348). */
+		if (!(vx->flags & CX_VXLAN_FLAG_I) ||
+		    (vx->vni & bpf_htonl(0xffffff00)) != bpf_htonl(cfg->vxlan_vni << 8))
+			/* Another overlay's traffic, or not VXLAN at all. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_VNI, TC_ACT_SHOT);
+		ieth = parse_ethhdr(c, data_end);
+		if (!ieth)
+			/* Too short for the inner Ethernet header. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		if (ieth->h_proto != bpf_htons(ETH_P_IP))
+			/* Nodes only tunnel IPv4 today. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_UNSUPPORTED, TC_ACT_SHOT);
+		room = CX_VXLAN_OVERHEAD;
+		reason = CX_REASON_DECAP_VXLAN;
+	}
+
+	/* The inner packet is checked, and routed, before the outer headers
+	 * go: a runt or a broken inner header is malformed (and the helper
+	 * below never sees it), and a packet for nowhere is dropped as it
+	 * came. c->pos is at ETH_HLEN + room (outer ihl is 5). */
+	iph = parse_iphdr(c, data_end, skb->len - ETH_HLEN - room);
+	if (!iph)
+		/* The inner packet is cut short or not IPv4. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	rt = cx_route_v4(iph->daddr);
+	if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
+		/* Decapsulated traffic is never forwarded on: a node only
+		 * tunnels to the node that hosts the destination. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+
+	/* FIXED_GSO: the inner segments keep the size the sender gave them. */
+	if (bpf_skb_adjust_room(skb, -(__s32)room, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+		/* The helper refused: a GSO type it cannot resize, or no memory. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	iph = data + ETH_HLEN;
+	if ((void *)(iph + 1) > data_end)
+		/* Cannot happen: checked before the decap; the verifier wants it. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+	if (rt->type == CX_RT_HOST)
+		/* For this host itself: its stack takes the inner packet. */
+		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	if (cx_ip4_forward(skb, iph))
+		/* Expiring: the host stack sends the time-exceeded for it. */
+		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	return cx_deliver_local(skb, ifindex, len, reason, rt);
+}
+
+/* calyx_from_underlay runs at TC ingress on the underlay interface: tunnel
+ * packets from other nodes are decapsulated, workload traffic routed here
+ * directly is delivered, and everything else goes to the host stack. */
+SEC("tc")
+int calyx_from_underlay(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct cx_node_config *cfg;
+	struct hdr_cursor c;
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	struct cx_route *rt;
+	void *data_end;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		/* ARP, IPv6 and the rest are the host's. */
+		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+	cfg = cx_get_config();
+	if (!cfg || !cx_addr_ip4(cfg->node_addr))
+		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+
+	if (skb->data_end - skb->data < CX_UNDERLAY_PULL_LEN && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < CX_UNDERLAY_PULL_LEN ? skb->len : CX_UNDERLAY_PULL_LEN);
+
+	data_end = (void *)(long)skb->data_end;
+	c.pos = (void *)(long)skb->data;
+	eth = parse_ethhdr(&c, data_end);
+	if (!eth)
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	iph = parse_iphdr(&c, data_end, skb->len - ETH_HLEN);
+	if (!iph)
+		/* The host stack would drop it too; count it here. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+
+	if (iph->protocol == IPPROTO_IPIP)
+		return cx_decap(skb, cfg, iph, &c, data_end);
+	if (iph->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = c.pos;
+
+		if ((void *)(udp + 1) <= data_end && udp->dest == bpf_htons((__u16)cfg->vxlan_port))
+			return cx_decap(skb, cfg, iph, &c, data_end);
+	}
+
+	/* Workload traffic a node routed here without encapsulation. */
+	rt = cx_route_v4(iph->daddr);
+	if (rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
+		if (cx_ip4_forward(skb, iph))
+			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+		return cx_deliver_local(skb, ifindex, skb->len, CX_REASON_DELIVER_LOCAL, rt);
+	}
+	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+}
+
+/* calyx_to_underlay runs at TC egress on the underlay interface: what the
+ * host's own stack sends to a remote workload takes the BPF route, as a
+ * workload's packet would, so no kernel route per block or node is needed. */
+SEC("tc")
+int calyx_to_underlay(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct hdr_cursor c;
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	struct cx_route *rt;
+	void *data_end;
+
+	if (skb->mark == CX_MARK_ROUTED) {
+		/* Routed by a calyx program already (this hook runs again on
+		 * redirected packets); not counted twice. */
+		skb->mark = 0;
+		return TC_ACT_OK;
+	}
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+
+	if (skb->data_end - skb->data < CX_PULL_LEN && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < CX_PULL_LEN ? skb->len : CX_PULL_LEN);
+	data_end = (void *)(long)skb->data_end;
+	c.pos = (void *)(long)skb->data;
+	eth = parse_ethhdr(&c, data_end);
+	if (!eth)
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	iph = parse_iphdr(&c, data_end, skb->len - ETH_HLEN);
+	if (!iph)
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+
+	rt = cx_route_v4(iph->daddr);
+	if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
+		return cx_to_node(skb, ifindex, rt, 1);
+	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 }

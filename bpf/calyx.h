@@ -33,6 +33,16 @@ enum cx_route_type {
 	CX_RT_LOCAL_WORKLOAD = 1,
 	CX_RT_REMOTE_WORKLOAD = 2,
 	CX_RT_HOST = 3,
+	CX_RT_NODE = 4, /* another node's underlay address: a tunnel peer */
+};
+
+/* How a remote-workload route leaves this host. Decided per route by the
+ * agent (pool mode, CrossSubnet against this node's subnet), so the programs
+ * never compare subnets. */
+enum cx_encap {
+	CX_ENCAP_NONE = 0,  /* routed directly to the node's underlay address */
+	CX_ENCAP_IPIP = 1,  /* IPv4 in IPv4, protocol 4 */
+	CX_ENCAP_VXLAN = 2, /* VXLAN over UDP, port and VNI from cx_config */
 };
 
 enum cx_route_flags {
@@ -49,25 +59,41 @@ struct cx_route {
 	__u32 type;    /* enum cx_route_type; a __u32 so the map's BTF loads */
 	__u32 flags;   /* enum cx_route_flags */
 	__u32 ifindex; /* local workload: its host-side interface */
-	__u32 pad;
+	__u32 encap;   /* remote workload: enum cx_encap */
 	__u8 next_hop[16];          /* remote: the owning node's underlay address */
 	__u8 mac[CX_ETH_ALEN];      /* local workload: its MAC (CX_RT_F_HAS_MAC) */
 	__u8 host_mac[CX_ETH_ALEN]; /* local workload: the host side's MAC */
 };
 
 /* Every verdict a program returns is counted under one of these reasons, per
- * interface. Values are stable: they are the keys operators scrape. */
+ * interface: one reason per packet on the interface it came in on, with its
+ * length as it came in (a delivery also counts to-workload on the
+ * destination, with what enters it). Values are stable: they are the keys
+ * operators scrape. */
 enum cx_reason {
 	CX_REASON_PASS_HOST = 0,       /* handed to the host stack */
 	CX_REASON_DELIVER_LOCAL = 1,   /* redirected to a local workload */
 	CX_REASON_ARP_REPLY = 2,       /* ARP answered in BPF */
 	CX_REASON_TO_WORKLOAD = 3,     /* passed into the workload */
+	CX_REASON_ENCAP_IPIP = 4,      /* sent to a node in IP-in-IP */
+	CX_REASON_ENCAP_VXLAN = 5,     /* sent to a node in VXLAN */
+	CX_REASON_FORWARD_DIRECT = 6,  /* routed to a node without encapsulation */
+	CX_REASON_DECAP_IPIP = 7,      /* IP-in-IP from a node, decapsulated and delivered */
+	CX_REASON_DECAP_VXLAN = 8,     /* VXLAN from a node, decapsulated and delivered */
+	CX_REASON_ICMP_FRAG_NEEDED = 9, /* too big for the tunnel: ICMP sent back */
 	CX_REASON_DROP_MALFORMED = 16, /* truncated or invalid headers */
 	CX_REASON_DROP_SPOOF_IP = 17,  /* source IP not the endpoint's */
 	CX_REASON_DROP_SPOOF_MAC = 18, /* source MAC not the endpoint's */
 	CX_REASON_DROP_NO_ENDPOINT = 19, /* interface has no endpoint (being removed) */
 	CX_REASON_DROP_UNSUPPORTED = 20, /* an ethertype a workload may not send */
 	CX_REASON_DROP_ARP_IGNORED = 21, /* ARP probe / request for its own address */
+	CX_REASON_DROP_TUNNEL_SRC = 22, /* encapsulated, outer source not a known node */
+	CX_REASON_DROP_TUNNEL_DST = 23, /* encapsulated, outer destination not this node */
+	CX_REASON_DROP_TUNNEL_VNI = 24, /* VXLAN with another VNI or without the I flag */
+	CX_REASON_DROP_NO_ROUTE = 25,   /* decapsulated, but for no workload here */
+	CX_REASON_DROP_TOO_BIG = 26,    /* too big for the tunnel and may not get ICMP */
+	CX_REASON_DROP_FIB = 27,        /* the underlay has no route to the node */
+	CX_REASON_DROP_HELPER = 28,     /* a kernel helper refused to resize the packet */
 	CX_REASON_MAX = 32,
 };
 
@@ -81,6 +107,16 @@ struct cx_counter_key {
 struct cx_counter {
 	__u64 packets;
 	__u64 bytes;
+};
+
+/* cx_config: host-wide settings the agent writes (one entry, key 0). Zero
+ * node_addr means not configured yet: nothing is encapsulated or decapsulated. */
+struct cx_node_config {
+	__u8 node_addr[16];     /* this node's underlay IPv4, v4-mapped */
+	__u32 underlay_ifindex; /* where tunnel packets arrive */
+	__u32 underlay_mtu;     /* the MTU encapsulated packets must fit */
+	__u32 vxlan_vni;
+	__u32 vxlan_port; /* host byte order */
 };
 
 enum cx_attach_mode {

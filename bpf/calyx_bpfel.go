@@ -32,6 +32,14 @@ type CalyxCxCounterKey struct {
 	Reason  uint32
 }
 
+type CalyxCxEncap uint32
+
+const (
+	CalyxCxEncapCX_ENCAP_NONE  CalyxCxEncap = 0
+	CalyxCxEncapCX_ENCAP_IPIP  CalyxCxEncap = 1
+	CalyxCxEncapCX_ENCAP_VXLAN CalyxCxEncap = 2
+)
+
 type CalyxCxIface struct {
 	_          structs.HostLayout
 	Flags      uint32
@@ -56,6 +64,15 @@ type CalyxCxLink struct {
 	EndpointId    uint32
 }
 
+type CalyxCxNodeConfig struct {
+	_               structs.HostLayout
+	NodeAddr        [16]uint8
+	UnderlayIfindex uint32
+	UnderlayMtu     uint32
+	VxlanVni        uint32
+	VxlanPort       uint32
+}
+
 type CalyxCxReason uint32
 
 const (
@@ -63,12 +80,25 @@ const (
 	CalyxCxReasonCX_REASON_DELIVER_LOCAL    CalyxCxReason = 1
 	CalyxCxReasonCX_REASON_ARP_REPLY        CalyxCxReason = 2
 	CalyxCxReasonCX_REASON_TO_WORKLOAD      CalyxCxReason = 3
+	CalyxCxReasonCX_REASON_ENCAP_IPIP       CalyxCxReason = 4
+	CalyxCxReasonCX_REASON_ENCAP_VXLAN      CalyxCxReason = 5
+	CalyxCxReasonCX_REASON_FORWARD_DIRECT   CalyxCxReason = 6
+	CalyxCxReasonCX_REASON_DECAP_IPIP       CalyxCxReason = 7
+	CalyxCxReasonCX_REASON_DECAP_VXLAN      CalyxCxReason = 8
+	CalyxCxReasonCX_REASON_ICMP_FRAG_NEEDED CalyxCxReason = 9
 	CalyxCxReasonCX_REASON_DROP_MALFORMED   CalyxCxReason = 16
 	CalyxCxReasonCX_REASON_DROP_SPOOF_IP    CalyxCxReason = 17
 	CalyxCxReasonCX_REASON_DROP_SPOOF_MAC   CalyxCxReason = 18
 	CalyxCxReasonCX_REASON_DROP_NO_ENDPOINT CalyxCxReason = 19
 	CalyxCxReasonCX_REASON_DROP_UNSUPPORTED CalyxCxReason = 20
 	CalyxCxReasonCX_REASON_DROP_ARP_IGNORED CalyxCxReason = 21
+	CalyxCxReasonCX_REASON_DROP_TUNNEL_SRC  CalyxCxReason = 22
+	CalyxCxReasonCX_REASON_DROP_TUNNEL_DST  CalyxCxReason = 23
+	CalyxCxReasonCX_REASON_DROP_TUNNEL_VNI  CalyxCxReason = 24
+	CalyxCxReasonCX_REASON_DROP_NO_ROUTE    CalyxCxReason = 25
+	CalyxCxReasonCX_REASON_DROP_TOO_BIG     CalyxCxReason = 26
+	CalyxCxReasonCX_REASON_DROP_FIB         CalyxCxReason = 27
+	CalyxCxReasonCX_REASON_DROP_HELPER      CalyxCxReason = 28
 	CalyxCxReasonCX_REASON_MAX              CalyxCxReason = 32
 )
 
@@ -77,7 +107,7 @@ type CalyxCxRoute struct {
 	Type    uint32
 	Flags   uint32
 	Ifindex uint32
-	Pad     uint32
+	Encap   uint32
 	NextHop [16]uint8
 	Mac     [6]uint8
 	HostMac [6]uint8
@@ -102,23 +132,28 @@ const (
 	CalyxCxRouteTypeCX_RT_LOCAL_WORKLOAD  CalyxCxRouteType = 1
 	CalyxCxRouteTypeCX_RT_REMOTE_WORKLOAD CalyxCxRouteType = 2
 	CalyxCxRouteTypeCX_RT_HOST            CalyxCxRouteType = 3
+	CalyxCxRouteTypeCX_RT_NODE            CalyxCxRouteType = 4
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	CalyxMapCxCounters       = "cx_counters"
-	CalyxMapCxIfaces         = "cx_ifaces"
-	CalyxMapCxLinks          = "cx_links"
-	CalyxMapCxRoutes         = "cx_routes"
-	CalyxProgCalyxFromWl     = "calyx_from_wl"
-	CalyxProgCalyxToWl       = "calyx_to_wl"
-	CalyxVarCxEnumAttachMode = "cx_enum_attach_mode"
-	CalyxVarCxEnumIfaceFlags = "cx_enum_iface_flags"
-	CalyxVarCxEnumReason     = "cx_enum_reason"
-	CalyxVarCxEnumRouteFlags = "cx_enum_route_flags"
-	CalyxVarCxEnumRouteType  = "cx_enum_route_type"
+	CalyxMapCxConfig           = "cx_config"
+	CalyxMapCxCounters         = "cx_counters"
+	CalyxMapCxIfaces           = "cx_ifaces"
+	CalyxMapCxLinks            = "cx_links"
+	CalyxMapCxRoutes           = "cx_routes"
+	CalyxProgCalyxFromUnderlay = "calyx_from_underlay"
+	CalyxProgCalyxFromWl       = "calyx_from_wl"
+	CalyxProgCalyxToUnderlay   = "calyx_to_underlay"
+	CalyxProgCalyxToWl         = "calyx_to_wl"
+	CalyxVarCxEnumAttachMode   = "cx_enum_attach_mode"
+	CalyxVarCxEnumEncap        = "cx_enum_encap"
+	CalyxVarCxEnumIfaceFlags   = "cx_enum_iface_flags"
+	CalyxVarCxEnumReason       = "cx_enum_reason"
+	CalyxVarCxEnumRouteFlags   = "cx_enum_route_flags"
+	CalyxVarCxEnumRouteType    = "cx_enum_route_type"
 )
 
 // LoadCalyx returns the embedded CollectionSpec for Calyx.
@@ -163,14 +198,17 @@ type CalyxSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CalyxProgramSpecs struct {
-	CalyxFromWl *ebpf.ProgramSpec `ebpf:"calyx_from_wl"`
-	CalyxToWl   *ebpf.ProgramSpec `ebpf:"calyx_to_wl"`
+	CalyxFromUnderlay *ebpf.ProgramSpec `ebpf:"calyx_from_underlay"`
+	CalyxFromWl       *ebpf.ProgramSpec `ebpf:"calyx_from_wl"`
+	CalyxToUnderlay   *ebpf.ProgramSpec `ebpf:"calyx_to_underlay"`
+	CalyxToWl         *ebpf.ProgramSpec `ebpf:"calyx_to_wl"`
 }
 
 // CalyxMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CalyxMapSpecs struct {
+	CxConfig   *ebpf.MapSpec `ebpf:"cx_config"`
 	CxCounters *ebpf.MapSpec `ebpf:"cx_counters"`
 	CxIfaces   *ebpf.MapSpec `ebpf:"cx_ifaces"`
 	CxLinks    *ebpf.MapSpec `ebpf:"cx_links"`
@@ -182,6 +220,7 @@ type CalyxMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type CalyxVariableSpecs struct {
 	CxEnumAttachMode *ebpf.VariableSpec `ebpf:"cx_enum_attach_mode"`
+	CxEnumEncap      *ebpf.VariableSpec `ebpf:"cx_enum_encap"`
 	CxEnumIfaceFlags *ebpf.VariableSpec `ebpf:"cx_enum_iface_flags"`
 	CxEnumReason     *ebpf.VariableSpec `ebpf:"cx_enum_reason"`
 	CxEnumRouteFlags *ebpf.VariableSpec `ebpf:"cx_enum_route_flags"`
@@ -208,6 +247,7 @@ func (o *CalyxObjects) Close() error {
 //
 // It can be passed to LoadCalyxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CalyxMaps struct {
+	CxConfig   *ebpf.Map `ebpf:"cx_config"`
 	CxCounters *ebpf.Map `ebpf:"cx_counters"`
 	CxIfaces   *ebpf.Map `ebpf:"cx_ifaces"`
 	CxLinks    *ebpf.Map `ebpf:"cx_links"`
@@ -216,6 +256,7 @@ type CalyxMaps struct {
 
 func (m *CalyxMaps) Close() error {
 	return _CalyxClose(
+		m.CxConfig,
 		m.CxCounters,
 		m.CxIfaces,
 		m.CxLinks,
@@ -228,6 +269,7 @@ func (m *CalyxMaps) Close() error {
 // It can be passed to LoadCalyxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CalyxVariables struct {
 	CxEnumAttachMode *ebpf.Variable `ebpf:"cx_enum_attach_mode"`
+	CxEnumEncap      *ebpf.Variable `ebpf:"cx_enum_encap"`
 	CxEnumIfaceFlags *ebpf.Variable `ebpf:"cx_enum_iface_flags"`
 	CxEnumReason     *ebpf.Variable `ebpf:"cx_enum_reason"`
 	CxEnumRouteFlags *ebpf.Variable `ebpf:"cx_enum_route_flags"`
@@ -238,13 +280,17 @@ type CalyxVariables struct {
 //
 // It can be passed to LoadCalyxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CalyxPrograms struct {
-	CalyxFromWl *ebpf.Program `ebpf:"calyx_from_wl"`
-	CalyxToWl   *ebpf.Program `ebpf:"calyx_to_wl"`
+	CalyxFromUnderlay *ebpf.Program `ebpf:"calyx_from_underlay"`
+	CalyxFromWl       *ebpf.Program `ebpf:"calyx_from_wl"`
+	CalyxToUnderlay   *ebpf.Program `ebpf:"calyx_to_underlay"`
+	CalyxToWl         *ebpf.Program `ebpf:"calyx_to_wl"`
 }
 
 func (p *CalyxPrograms) Close() error {
 	return _CalyxClose(
+		p.CalyxFromUnderlay,
 		p.CalyxFromWl,
+		p.CalyxToUnderlay,
 		p.CalyxToWl,
 	)
 }

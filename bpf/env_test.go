@@ -107,11 +107,13 @@ func (ep *endpoint) l2() bpftest.L2 { return bpftest.L2{Src: ep.mac, Dst: ep.hos
 //	10.65.1.0/26   remote workload block (another node)
 //	10.30.0.10/32  host (this node's underlay address)
 type env struct {
-	ns                 *bpftest.NetNS
-	dp                 *loader.Dataplane
-	from, to           *ebpf.Program
-	wl1, wl2, wl3, wl4 *endpoint
-	stray              *endpoint
+	ns                  *bpftest.NetNS
+	dp                  *loader.Dataplane
+	from, to            *ebpf.Program
+	ulIngress, ulEgress *ebpf.Program // calyx_from_underlay, calyx_to_underlay
+	wl1, wl2, wl3, wl4  *endpoint
+	stray               *endpoint
+	tun                 *tunnelEnv // newTunnelEnv only
 }
 
 var (
@@ -141,7 +143,8 @@ func newEnv(tb testing.TB) *env {
 		tb.Fatalf("load the collection: %v", err)
 	}
 	tb.Cleanup(func() { _ = dp.Close() })
-	e := &env{ns: ns, dp: dp, from: dp.Program(loader.HookIngress), to: dp.Program(loader.HookEgress)}
+	e := &env{ns: ns, dp: dp, from: dp.Program(loader.RoleWorkload, loader.HookIngress), to: dp.Program(loader.RoleWorkload, loader.HookEgress),
+		ulIngress: dp.Program(loader.RoleUnderlay, loader.HookIngress), ulEgress: dp.Program(loader.RoleUnderlay, loader.HookEgress)}
 
 	mk := func(n byte, checkMAC, hasMAC bool) *endpoint {
 		name := fmt.Sprintf("wl%d", n)
@@ -193,6 +196,7 @@ type outcome struct {
 	ifindex int
 	verdict uint32
 	out     []byte
+	ctx     bpftest.SkbCtx // the context after the run (skb->mark)
 	delta   map[maps.CounterKey]maps.Counter
 }
 
@@ -228,16 +232,32 @@ func (e *env) runOn(tb testing.TB, prog *ebpf.Program, ifindex int, pkt []byte) 
 
 func (e *env) tryRun(tb testing.TB, prog *ebpf.Program, ifindex int, pkt []byte) (outcome, error) {
 	tb.Helper()
+	return e.tryRunIn(tb, prog, bpftest.Input{Data: pkt, Ifindex: ifindex})
+}
+
+// runIn runs prog once on in (with its mark, GSO size).
+func (e *env) runIn(tb testing.TB, prog *ebpf.Program, in bpftest.Input) outcome {
+	tb.Helper()
+	o, err := e.tryRunIn(tb, prog, in)
+	if err != nil {
+		tb.Fatalf("run on ifindex %d (%d bytes): %v", in.Ifindex, len(in.Data), err)
+	}
+	return o
+}
+
+func (e *env) tryRunIn(tb testing.TB, prog *ebpf.Program, input bpftest.Input) (outcome, error) {
+	tb.Helper()
 	before := e.counters(tb)
+	pkt := input.Data
 	in := slices.Clone(pkt)
-	res, err := e.ns.Run(prog, bpftest.Input{Data: pkt, Ifindex: ifindex})
+	res, err := e.ns.Run(prog, input)
 	if err != nil {
 		return outcome{}, err
 	}
 	if !bytes.Equal(in, pkt) {
 		tb.Fatal("the runner modified the input slice")
 	}
-	return outcome{in: in, ifindex: ifindex, verdict: res.Verdict, out: res.Out,
+	return outcome{in: in, ifindex: input.Ifindex, verdict: res.Verdict, out: res.Out, ctx: res.Ctx,
 		delta: counterDelta(before, e.counters(tb))}, nil
 }
 
@@ -260,10 +280,28 @@ type hit struct {
 	reason maps.Reason
 }
 
+// sizedHit is a hit of one packet of a given length: a counter on the
+// interface a resized packet went out of (to-workload after a decap).
+type sizedHit struct {
+	ep     *endpoint
+	reason maps.Reason
+	bytes  int
+}
+
 // want asserts the verdict and that the counters changed by exactly hits
 // (one packet, len(in) bytes each) and nothing else. The reasons it
 // confirms count toward the coverage check in TestMain.
 func (o outcome) want(tb testing.TB, verdict uint32, hits ...hit) {
+	tb.Helper()
+	sized := make([]sizedHit, len(hits))
+	for i, h := range hits {
+		sized[i] = sizedHit{h.ep, h.reason, len(o.in)}
+	}
+	o.wantSized(tb, verdict, sized...)
+}
+
+// wantSized is want with the byte count of each hit given.
+func (o outcome) wantSized(tb testing.TB, verdict uint32, hits ...sizedHit) {
 	tb.Helper()
 	if o.verdict != verdict {
 		tb.Errorf("verdict %s, want %s (counters moved: %s)", bpftest.VerdictName(o.verdict),
@@ -271,7 +309,7 @@ func (o outcome) want(tb testing.TB, verdict uint32, hits ...hit) {
 	}
 	want := make(map[maps.CounterKey]maps.Counter)
 	for _, h := range hits {
-		want[maps.CounterKey{Ifindex: h.ep.idx(), Reason: h.reason}] = maps.Counter{Packets: 1, Bytes: uint64(len(o.in))}
+		want[maps.CounterKey{Ifindex: h.ep.idx(), Reason: h.reason}] = maps.Counter{Packets: 1, Bytes: uint64(h.bytes)}
 	}
 	if !mapsEqual(o.delta, want) {
 		tb.Errorf("counters moved by %s, want %s", fmtCounters(o.delta), fmtCounters(want))
@@ -442,4 +480,119 @@ func partialRun() bool {
 		}
 	}
 	return false
+}
+
+// tunnelEnv is the underlay added by newTunnelEnv:
+//
+//	ul   veth ulh/ulp, 10.30.0.10/24: the underlay (cx_config points at it)
+//	ul2  veth ul2h/ul2p, 10.31.0.10/24: a second uplink the FIB never picks
+//	nodeA   10.30.0.20  on-link, permanent neighbour: FIB SUCCESS
+//	nodeB   10.30.0.21  on-link, no neighbour: FIB NO_NEIGH
+//	nodeC   10.40.0.30  behind router 10.30.0.1 (permanent neighbour)
+//	nodeX   10.99.0.20  no route at all: FIB fails
+//
+// Each is a RouteNode in cx_routes; e.block(node, encap) adds a remote
+// workload block owned by node and reached with encap. Forwarding is on in
+// the namespace (bpf_fib_lookup says FWD_DISABLED otherwise).
+type tunnelEnv struct {
+	ul, ul2                    *endpoint // ip4: the interface's address; mac: its peer's
+	nodeA, nodeB, nodeC, nodeX *remoteNode
+	router                     *remoteNode
+	cfg                        maps.NodeConfig
+	blocks                     map[blockKey]netip.Prefix
+}
+
+// remoteNode is another node as the underlay sees it.
+type remoteNode struct {
+	name string
+	addr netip.Addr
+	// l2 is the MAC the FIB gives for it (its own or its router's), nil
+	// when the neighbour is unknown.
+	l2 net.HardwareAddr
+}
+
+type blockKey struct {
+	node  *remoteNode
+	encap maps.Encap
+}
+
+const (
+	testVNI       = 0x00c0ca
+	testVXLANPort = 4789
+	underlayMTU   = 1500
+)
+
+func newTunnelEnv(tb testing.TB) *env {
+	tb.Helper()
+	e := newEnv(tb)
+	ns := e.ns
+	for _, s := range []string{"net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding", "net.ipv4.conf.default.forwarding"} {
+		must(tb, ns.Sysctl(s, "1"))
+	}
+	tun := &tunnelEnv{blocks: map[blockKey]netip.Prefix{}}
+	e.tun = tun
+	mkUL := func(name string, n byte, addr netip.Prefix) *endpoint {
+		v, err := ns.AddVeth(name+"h", name+"p", mac(n, 0xee), mac(n, 0x01))
+		must(tb, err)
+		must(tb, ns.AddAddr(v.Name, addr))
+		return &endpoint{name: name, ifindex: v.Ifindex, hostMAC: v.MAC, mac: v.PeerMAC, ip4: addr.Addr()}
+	}
+	tun.ul = mkUL("ul", 0x10, netip.MustParsePrefix("10.30.0.10/24"))
+	tun.ul2 = mkUL("ul2", 0x11, netip.MustParsePrefix("10.31.0.10/24"))
+	if tun.ul.ip4 != hostAddr {
+		tb.Fatalf("underlay address %s is not hostAddr %s", tun.ul.ip4, hostAddr)
+	}
+	node := func(name, addr string, l2 net.HardwareAddr) *remoteNode {
+		n := &remoteNode{name: name, addr: netip.MustParseAddr(addr), l2: l2}
+		must(tb, e.dp.Maps.PutRoute(netip.PrefixFrom(n.addr, 32), maps.Route{Type: maps.RouteNode}))
+		return n
+	}
+	tun.router = &remoteNode{name: "router", addr: netip.MustParseAddr("10.30.0.1"), l2: mac(0x01, 0xbb)}
+	tun.nodeA = node("nodeA", "10.30.0.20", mac(0x20, 0xbb))
+	tun.nodeB = node("nodeB", "10.30.0.21", nil)
+	tun.nodeC = node("nodeC", "10.40.0.30", tun.router.l2)
+	tun.nodeX = node("nodeX", "10.99.0.20", nil)
+	must(tb, ns.AddNeigh("ulh", tun.nodeA.addr, tun.nodeA.l2))
+	must(tb, ns.AddNeigh("ulh", tun.router.addr, tun.router.l2))
+	must(tb, ns.AddRoute("ulh", netip.MustParsePrefix("10.40.0.0/24"), tun.router.addr))
+	tun.cfg = maps.NodeConfig{Address: hostAddr, UnderlayIfindex: tun.ul.idx(), UnderlayMTU: underlayMTU,
+		VXLANVNI: testVNI, VXLANPort: testVXLANPort}
+	must(tb, e.dp.Maps.PutConfig(tun.cfg))
+	return e
+}
+
+// block returns the address .5 of a /26 of remote workloads on node
+// reached with encap, adding the route on first use.
+func (e *env) block(tb testing.TB, node *remoteNode, encap maps.Encap) netip.Addr {
+	tb.Helper()
+	k := blockKey{node, encap}
+	p, ok := e.tun.blocks[k]
+	if !ok {
+		p = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 66, byte(len(e.tun.blocks)), 0}), 26)
+		must(tb, e.dp.Maps.PutRoute(p, maps.Route{Type: maps.RouteRemoteWorkload, Encap: encap, NextHop: node.addr}))
+		e.tun.blocks[k] = p
+	}
+	return p.Addr().Next().Next().Next().Next().Next()
+}
+
+// fromUL runs calyx_from_underlay on a frame received on the underlay.
+func (e *env) fromUL(tb testing.TB, pkt []byte) outcome {
+	tb.Helper()
+	return e.runOn(tb, e.ulIngress, e.tun.ul.ifindex, pkt)
+}
+
+// nodeL2 is the Ethernet header of a frame from node (or its router) to
+// this host's underlay.
+func (e *env) nodeL2(n *remoteNode) bpftest.L2 {
+	src := n.l2
+	if src == nil {
+		src = mac(0x21, 0xbb)
+	}
+	return bpftest.L2{Src: src, Dst: e.tun.ul.hostMAC}
+}
+
+// hostL2 is the Ethernet header of a frame the host stack sends out of
+// the underlay (to its router).
+func (e *env) hostL2() bpftest.L2 {
+	return bpftest.L2{Src: e.tun.ul.hostMAC, Dst: e.tun.router.l2}
 }

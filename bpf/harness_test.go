@@ -4,6 +4,7 @@ package bpf_test
 // down as tests, because the program tests and benchmarks rely on it.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -11,8 +12,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -199,5 +202,58 @@ func TestNetNSFixture(t *testing.T) {
 			t.Fatalf("threads still in the closed namespace %s: %v", want, left)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// bpftest.SkbCtx is struct __sk_buff: same size, the fields the tests set
+// or read at the kernel's offsets (checked against the running kernel's BTF).
+func TestHarnessSkbCtxLayout(t *testing.T) {
+	var c bpftest.SkbCtx
+	if got := binary.Size(c); got != int(unsafe.Sizeof(c)) {
+		t.Fatalf("SkbCtx has implicit padding: binary.Size %d, unsafe.Sizeof %d", got, unsafe.Sizeof(c))
+	}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		requireBPF(t)
+		t.Skipf("no kernel BTF: %v", err)
+	}
+	var skb *btf.Struct
+	if err := spec.TypeByName("__sk_buff", &skb); err != nil {
+		t.Fatal(err)
+	}
+	if skb.Size != uint32(unsafe.Sizeof(c)) {
+		t.Errorf("struct __sk_buff is %d bytes, SkbCtx %d", skb.Size, unsafe.Sizeof(c))
+	}
+	want := map[string]uintptr{
+		"mark": unsafe.Offsetof(c.Mark), "priority": unsafe.Offsetof(c.Priority),
+		"ingress_ifindex": unsafe.Offsetof(c.IngressIfindex), "ifindex": unsafe.Offsetof(c.Ifindex),
+		"cb": unsafe.Offsetof(c.CB), "tstamp": unsafe.Offsetof(c.Tstamp), "wire_len": unsafe.Offsetof(c.WireLen),
+		"gso_segs": unsafe.Offsetof(c.GSOSegs), "gso_size": unsafe.Offsetof(c.GSOSize),
+		"hwtstamp": unsafe.Offsetof(c.HWTstamp),
+	}
+	for _, m := range skb.Members {
+		if off, ok := want[m.Name]; ok {
+			if uintptr(m.Offset.Bytes()) != off {
+				t.Errorf("__sk_buff.%s at %d, SkbCtx at %d", m.Name, m.Offset.Bytes(), off)
+			}
+			delete(want, m.Name)
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("not in the kernel's __sk_buff: %v", want)
+	}
+}
+
+// Mark and GSOSize reach the skb; the context comes back after the run.
+func TestHarnessContextInOut(t *testing.T) {
+	e := newTunnelEnv(t)
+	in := bpftest.IPv4UDP(e.hostL2(), bpftest.IPv4{Src: hostAddr, Dst: internet}, 1, 2, nil)
+	res, err := e.ns.Run(e.ulEgress, bpftest.Input{Data: in, Ifindex: e.tun.ul.ifindex, Mark: 0x77})
+	if err != nil || res.Ctx.Mark != 0x77 || res.Ctx.Ifindex != uint32(e.tun.ul.ifindex) {
+		t.Errorf("mark 0x77 in: err %v, context out %+v", err, res.Ctx)
+	}
+	res, err = e.ns.Run(e.ulEgress, bpftest.Input{Data: in, Ifindex: e.tun.ul.ifindex, GSOSize: 1400})
+	if err != nil || res.Ctx.GSOSize != 1400 {
+		t.Errorf("gso_size 1400 in: err %v, gso_size out %d", err, res.Ctx.GSOSize)
 	}
 }

@@ -7,6 +7,7 @@
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/udp.h>
 #include <bpf/bpf_endian.h>
 
 struct hdr_cursor {
@@ -86,6 +87,33 @@ static __always_inline struct ipv6hdr *parse_ipv6hdr(struct hdr_cursor *c, void 
 		return NULL;
 	c->pos = ip6 + 1;
 	return ip6;
+}
+
+struct cx_vxlanhdr {
+	__be32 flags; /* 0x08000000: the VNI is valid (RFC 7348 "I" flag) */
+	__be32 vni;   /* VNI << 8 */
+};
+
+#define CX_VXLAN_FLAG_I bpf_htonl(0x08000000)
+
+static __always_inline struct udphdr *parse_udphdr(struct hdr_cursor *c, void *data_end)
+{
+	struct udphdr *udp = c->pos;
+
+	if ((void *)(udp + 1) > data_end)
+		return NULL;
+	c->pos = udp + 1;
+	return udp;
+}
+
+static __always_inline struct cx_vxlanhdr *parse_vxlanhdr(struct hdr_cursor *c, void *data_end)
+{
+	struct cx_vxlanhdr *vx = c->pos;
+
+	if ((void *)(vx + 1) > data_end)
+		return NULL;
+	c->pos = vx + 1;
+	return vx;
 }
 
 #endif /* CALYX_PARSE_H */

@@ -39,32 +39,32 @@ const (
 	clsactHandle = 0xca1
 )
 
-// Attach puts the from-workload program on the ingress hook and the
-// to-workload program on the egress hook of an interface. What is already
+// Attach puts the ingress and egress programs of role r on an interface
+// (for a workload: from-workload on ingress, to-workload on egress). What is already
 // attached is swapped in place (link.Update for TCX, filter replace for
 // clsact), never detached first. It returns the mode used. With ModeAuto a
 // kernel without TCX falls back to clsact; an explicit mode that the kernel
 // lacks is an error.
-func (dp *Dataplane) Attach(ifname string, ifindex int, mode Mode) (maps.AttachMode, error) {
+func (dp *Dataplane) Attach(ifname string, ifindex int, r Role, mode Mode) (maps.AttachMode, error) {
 	if mode == ModeClsact {
-		return maps.AttachClsact, dp.attachClsact(ifindex)
+		return maps.AttachClsact, dp.attachClsact(ifindex, r)
 	}
-	err := dp.attachTCX(ifname, ifindex)
+	err := dp.attachTCX(ifname, ifindex, r)
 	if err == nil {
 		// A switch from clsact leaves no second copy running.
 		_ = detachClsact(ifindex)
 		return maps.AttachTCX, nil
 	}
 	if mode == ModeAuto && errors.Is(err, ebpf.ErrNotSupported) {
-		return maps.AttachClsact, dp.attachClsact(ifindex)
+		return maps.AttachClsact, dp.attachClsact(ifindex, r)
 	}
 	return 0, err
 }
 
-func (dp *Dataplane) attachTCX(ifname string, ifindex int) error {
+func (dp *Dataplane) attachTCX(ifname string, ifindex int, r Role) error {
 	for _, h := range Hooks {
 		pin := dp.linkPin(ifindex, h)
-		prog := dp.program(h)
+		prog := dp.program(r, h)
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 			err = l.Update(prog)
 			l.Close()
@@ -92,7 +92,7 @@ func (dp *Dataplane) attachTCX(ifname string, ifindex int) error {
 	return nil
 }
 
-func (dp *Dataplane) attachClsact(ifindex int) error {
+func (dp *Dataplane) attachClsact(ifindex int, r Role) error {
 	qdisc := &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
 		QdiscType:  "clsact",
@@ -102,14 +102,13 @@ func (dp *Dataplane) attachClsact(ifindex int) error {
 	}
 	for _, h := range Hooks {
 		parent := uint32(netlink.HANDLE_MIN_INGRESS)
-		name := "calyx_from_wl"
 		if h == HookEgress {
-			parent, name = netlink.HANDLE_MIN_EGRESS, "calyx_to_wl"
+			parent = netlink.HANDLE_MIN_EGRESS
 		}
 		f := &netlink.BpfFilter{
 			FilterAttrs: netlink.FilterAttrs{LinkIndex: ifindex, Parent: parent, Handle: clsactHandle,
 				Priority: clsactPrio, Protocol: unix.ETH_P_ALL},
-			Fd: dp.program(h).FD(), Name: name, DirectAction: true,
+			Fd: dp.program(r, h).FD(), Name: ProgramName(r, h), DirectAction: true,
 		}
 		if err := netlink.FilterReplace(f); err != nil {
 			return fmt.Errorf("attach clsact %s filter to ifindex %d: %w", h, ifindex, err)

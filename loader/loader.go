@@ -106,20 +106,60 @@ func (dp *Dataplane) Dir() string { return dp.dir }
 // does the traffic they carry.
 func (dp *Dataplane) Close() error { return dp.objs.Close() }
 
-// Program returns the program that runs on a hook.
-func (dp *Dataplane) Program(h Hook) *ebpf.Program { return dp.program(h) }
+// Role says which programs an interface carries.
+type Role int
 
-func (dp *Dataplane) program(h Hook) *ebpf.Program {
-	if h == HookIngress {
+// Interface roles.
+const (
+	// RoleWorkload is the host side of a workload's tap/veth:
+	// calyx_from_wl on ingress, calyx_to_wl on egress.
+	RoleWorkload Role = iota
+	// RoleUnderlay is the host's underlay interface: calyx_from_underlay
+	// (decapsulation, direct delivery) on ingress, calyx_to_underlay (the
+	// host's own traffic to remote workloads) on egress.
+	RoleUnderlay
+)
+
+func (r Role) String() string {
+	if r == RoleUnderlay {
+		return "underlay"
+	}
+	return "workload"
+}
+
+// Program returns the program that runs on a hook of an interface of role r.
+func (dp *Dataplane) Program(r Role, h Hook) *ebpf.Program { return dp.program(r, h) }
+
+func (dp *Dataplane) program(r Role, h Hook) *ebpf.Program {
+	switch {
+	case r == RoleUnderlay && h == HookIngress:
+		return dp.objs.CalyxFromUnderlay
+	case r == RoleUnderlay:
+		return dp.objs.CalyxToUnderlay
+	case h == HookIngress:
 		return dp.objs.CalyxFromWl
 	}
 	return dp.objs.CalyxToWl
 }
 
+// ProgramName is the name of the program on hook h of an interface of role
+// r, as bpftool and tc show it.
+func ProgramName(r Role, h Hook) string {
+	switch {
+	case r == RoleUnderlay && h == HookIngress:
+		return "calyx_from_underlay"
+	case r == RoleUnderlay:
+		return "calyx_to_underlay"
+	case h == HookIngress:
+		return "calyx_from_wl"
+	}
+	return "calyx_to_wl"
+}
+
 // ProgramID returns the kernel ID of the program on a hook, for records
 // and calyxctl.
-func (dp *Dataplane) ProgramID(h Hook) uint32 {
-	info, err := dp.program(h).Info()
+func (dp *Dataplane) ProgramID(r Role, h Hook) uint32 {
+	info, err := dp.program(r, h).Info()
 	if err != nil {
 		return 0
 	}
@@ -130,10 +170,10 @@ func (dp *Dataplane) ProgramID(h Hook) uint32 {
 // Hook is where on an interface a program runs.
 type Hook string
 
-// The two hooks of a workload interface.
+// The two hooks of an interface.
 const (
-	HookIngress Hook = "ingress" // from-workload
-	HookEgress  Hook = "egress"  // to-workload
+	HookIngress Hook = "ingress" // from-workload, from-underlay
+	HookEgress  Hook = "egress"  // to-workload, to-underlay
 )
 
 // Hooks lists both hooks in attach order.

@@ -86,14 +86,14 @@ func TestLoadAdoptsPinnedMapsAndLinks(t *testing.T) {
 			if err := dp.Maps.PutRoute(p, want); err != nil {
 				t.Fatal(err)
 			}
-			got, err := dp.Attach("cxldr0", ifindex, mode)
+			got, err := dp.Attach("cxldr0", ifindex, loader.RoleWorkload, mode)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got.String() != string(mode) {
 				t.Fatalf("attached with %s, asked for %s", got, mode)
 			}
-			firstID := dp.ProgramID(loader.HookIngress)
+			firstID := dp.ProgramID(loader.RoleWorkload, loader.HookIngress)
 			dp.Close()
 
 			// A second load (a restarted or upgraded agent) sees the same
@@ -110,10 +110,10 @@ func TestLoadAdoptsPinnedMapsAndLinks(t *testing.T) {
 			if routes[p] != want {
 				t.Fatalf("route after reload = %+v, want %+v", routes[p], want)
 			}
-			if _, err := dp2.Attach("cxldr0", ifindex, mode); err != nil {
+			if _, err := dp2.Attach("cxldr0", ifindex, loader.RoleWorkload, mode); err != nil {
 				t.Fatal(err)
 			}
-			secondID := dp2.ProgramID(loader.HookIngress)
+			secondID := dp2.ProgramID(loader.RoleWorkload, loader.HookIngress)
 			if secondID == firstID {
 				t.Fatal("reload did not load a new program")
 			}

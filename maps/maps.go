@@ -17,10 +17,11 @@ const (
 	RoutesName   = bpf.CalyxMapCxRoutes
 	CountersName = bpf.CalyxMapCxCounters
 	LinksName    = bpf.CalyxMapCxLinks
+	ConfigName   = bpf.CalyxMapCxConfig
 )
 
 // Names lists every map calyx pins.
-var Names = []string{IfacesName, RoutesName, CountersName, LinksName}
+var Names = []string{IfacesName, RoutesName, CountersName, LinksName, ConfigName}
 
 // Maps is the set of calyx maps, either loaded with the programs (agent) or
 // opened from their pins (calyxctl).
@@ -29,19 +30,20 @@ type Maps struct {
 	routes   *ebpf.Map
 	counters *ebpf.Map
 	links    *ebpf.Map
+	config   *ebpf.Map
 	owned    bool
 }
 
 // FromObjects wraps maps loaded by the loader; Close does not close them.
 func FromObjects(objs *bpf.CalyxMaps) *Maps {
-	return &Maps{ifaces: objs.CxIfaces, routes: objs.CxRoutes, counters: objs.CxCounters, links: objs.CxLinks}
+	return &Maps{ifaces: objs.CxIfaces, routes: objs.CxRoutes, counters: objs.CxCounters, links: objs.CxLinks, config: objs.CxConfig}
 }
 
 // OpenPinned opens every map pinned under dir. It fails, naming the map,
 // when one is missing (no agent has run with that --bpffs).
 func OpenPinned(dir string) (*Maps, error) {
 	m := &Maps{owned: true}
-	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links}
+	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links, &m.config}
 	for i, name := range Names {
 		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
@@ -59,7 +61,7 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links} {
+	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links, m.config} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}
@@ -209,6 +211,24 @@ func (m *Maps) PutLink(ifindex uint32, l Link) error {
 func (m *Maps) DeleteLink(ifindex uint32) error {
 	if err := m.links.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete %s[%d]: %w", LinksName, ifindex, err)
+	}
+	return nil
+}
+
+// Config returns the node's entry of cx_config (the zero value before the
+// agent first wrote it).
+func (m *Maps) Config() (NodeConfig, error) {
+	var v bpf.CalyxCxNodeConfig
+	if err := m.config.Lookup(uint32(0), &v); err != nil {
+		return NodeConfig{}, fmt.Errorf("lookup %s[0]: %w", ConfigName, err)
+	}
+	return nodeConfigFromBPF(v), nil
+}
+
+// PutConfig replaces the node's entry of cx_config.
+func (m *Maps) PutConfig(c NodeConfig) error {
+	if err := m.config.Put(uint32(0), c.toBPF()); err != nil {
+		return fmt.Errorf("put %s[0]: %w", ConfigName, err)
 	}
 	return nil
 }

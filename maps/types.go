@@ -91,12 +91,16 @@ const (
 	RouteLocalWorkload  = RouteType(bpf.CalyxCxRouteTypeCX_RT_LOCAL_WORKLOAD)
 	RouteRemoteWorkload = RouteType(bpf.CalyxCxRouteTypeCX_RT_REMOTE_WORKLOAD)
 	RouteHost           = RouteType(bpf.CalyxCxRouteTypeCX_RT_HOST)
+	// RouteNode is another node's underlay address: tunnel packets are
+	// accepted only from these.
+	RouteNode = RouteType(bpf.CalyxCxRouteTypeCX_RT_NODE)
 )
 
 var routeTypeNames = map[RouteType]string{
 	RouteLocalWorkload:  "local-workload",
 	RouteRemoteWorkload: "remote-workload",
 	RouteHost:           "host",
+	RouteNode:           "node",
 }
 
 func (t RouteType) String() string {
@@ -109,10 +113,48 @@ func (t RouteType) String() string {
 // MarshalText renders the type by name in JSON and YAML.
 func (t RouteType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
+// Encap is how a remote-workload route leaves the host.
+type Encap uint32
+
+// Encapsulations.
+const (
+	EncapNone  = Encap(bpf.CalyxCxEncapCX_ENCAP_NONE)
+	EncapIPIP  = Encap(bpf.CalyxCxEncapCX_ENCAP_IPIP)
+	EncapVXLAN = Encap(bpf.CalyxCxEncapCX_ENCAP_VXLAN)
+)
+
+// EncapOverhead is the bytes each encapsulation adds to a packet: the
+// workload MTU is the underlay's minus this.
+func (e Encap) Overhead() int {
+	switch e {
+	case EncapIPIP:
+		return 20
+	case EncapVXLAN:
+		return 50
+	}
+	return 0
+}
+
+func (e Encap) String() string {
+	switch e {
+	case EncapNone:
+		return "none"
+	case EncapIPIP:
+		return "ipip"
+	case EncapVXLAN:
+		return "vxlan"
+	}
+	return fmt.Sprintf("encap-%d", uint32(e))
+}
+
+// MarshalText renders the encapsulation by name in JSON and YAML.
+func (e Encap) MarshalText() ([]byte, error) { return []byte(e.String()), nil }
+
 // Route is an entry of cx_routes, the BPF route table.
 type Route struct {
 	Type    RouteType
 	Ifindex uint32     // local workload: its host-side interface
+	Encap   Encap      // remote workload: how packets reach NextHop
 	NextHop netip.Addr // remote: the owning node's underlay address
 	MAC     MAC        // local workload: its MAC, when known
 	HostMAC MAC        // local workload: the host side's MAC
@@ -162,6 +204,7 @@ func (r Route) toBPF() bpf.CalyxCxRoute {
 	out := bpf.CalyxCxRoute{
 		Type:    uint32(r.Type),
 		Ifindex: r.Ifindex,
+		Encap:   uint32(r.Encap),
 		NextHop: addrTo16(r.NextHop),
 		Mac:     r.MAC,
 		HostMac: r.HostMAC,
@@ -176,6 +219,7 @@ func routeFromBPF(in bpf.CalyxCxRoute) Route {
 	r := Route{
 		Type:    RouteType(in.Type),
 		Ifindex: in.Ifindex,
+		Encap:   Encap(in.Encap),
 		NextHop: addrFrom16(in.NextHop),
 		HostMAC: in.HostMac,
 	}
@@ -195,12 +239,25 @@ const (
 	ReasonDeliverLocal    = Reason(bpf.CalyxCxReasonCX_REASON_DELIVER_LOCAL)
 	ReasonARPReply        = Reason(bpf.CalyxCxReasonCX_REASON_ARP_REPLY)
 	ReasonToWorkload      = Reason(bpf.CalyxCxReasonCX_REASON_TO_WORKLOAD)
+	ReasonEncapIPIP       = Reason(bpf.CalyxCxReasonCX_REASON_ENCAP_IPIP)
+	ReasonEncapVXLAN      = Reason(bpf.CalyxCxReasonCX_REASON_ENCAP_VXLAN)
+	ReasonForwardDirect   = Reason(bpf.CalyxCxReasonCX_REASON_FORWARD_DIRECT)
+	ReasonDecapIPIP       = Reason(bpf.CalyxCxReasonCX_REASON_DECAP_IPIP)
+	ReasonDecapVXLAN      = Reason(bpf.CalyxCxReasonCX_REASON_DECAP_VXLAN)
+	ReasonICMPFragNeeded  = Reason(bpf.CalyxCxReasonCX_REASON_ICMP_FRAG_NEEDED)
 	ReasonDropMalformed   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_MALFORMED)
 	ReasonDropSpoofIP     = Reason(bpf.CalyxCxReasonCX_REASON_DROP_SPOOF_IP)
 	ReasonDropSpoofMAC    = Reason(bpf.CalyxCxReasonCX_REASON_DROP_SPOOF_MAC)
 	ReasonDropNoEndpoint  = Reason(bpf.CalyxCxReasonCX_REASON_DROP_NO_ENDPOINT)
 	ReasonDropUnsupported = Reason(bpf.CalyxCxReasonCX_REASON_DROP_UNSUPPORTED)
 	ReasonDropARPIgnored  = Reason(bpf.CalyxCxReasonCX_REASON_DROP_ARP_IGNORED)
+	ReasonDropTunnelSrc   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TUNNEL_SRC)
+	ReasonDropTunnelDst   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TUNNEL_DST)
+	ReasonDropTunnelVNI   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TUNNEL_VNI)
+	ReasonDropNoRoute     = Reason(bpf.CalyxCxReasonCX_REASON_DROP_NO_ROUTE)
+	ReasonDropTooBig      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TOO_BIG)
+	ReasonDropFIB         = Reason(bpf.CalyxCxReasonCX_REASON_DROP_FIB)
+	ReasonDropHelper      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_HELPER)
 )
 
 var reasonNames = map[Reason]string{
@@ -208,19 +265,35 @@ var reasonNames = map[Reason]string{
 	ReasonDeliverLocal:    "deliver-local",
 	ReasonARPReply:        "arp-reply",
 	ReasonToWorkload:      "to-workload",
+	ReasonEncapIPIP:       "encap-ipip",
+	ReasonEncapVXLAN:      "encap-vxlan",
+	ReasonForwardDirect:   "forward-direct",
+	ReasonDecapIPIP:       "decap-ipip",
+	ReasonDecapVXLAN:      "decap-vxlan",
+	ReasonICMPFragNeeded:  "icmp-frag-needed",
 	ReasonDropMalformed:   "drop-malformed",
 	ReasonDropSpoofIP:     "drop-spoof-ip",
 	ReasonDropSpoofMAC:    "drop-spoof-mac",
 	ReasonDropNoEndpoint:  "drop-no-endpoint",
 	ReasonDropUnsupported: "drop-unsupported",
 	ReasonDropARPIgnored:  "drop-arp-ignored",
+	ReasonDropTunnelSrc:   "drop-tunnel-src",
+	ReasonDropTunnelDst:   "drop-tunnel-dst",
+	ReasonDropTunnelVNI:   "drop-tunnel-vni",
+	ReasonDropNoRoute:     "drop-no-route",
+	ReasonDropTooBig:      "drop-too-big",
+	ReasonDropFIB:         "drop-fib",
+	ReasonDropHelper:      "drop-helper",
 }
 
 // Reasons lists every reason the programs count, in numeric order.
 func Reasons() []Reason {
 	return []Reason{ReasonPassHost, ReasonDeliverLocal, ReasonARPReply, ReasonToWorkload,
+		ReasonEncapIPIP, ReasonEncapVXLAN, ReasonForwardDirect, ReasonDecapIPIP, ReasonDecapVXLAN,
+		ReasonICMPFragNeeded,
 		ReasonDropMalformed, ReasonDropSpoofIP, ReasonDropSpoofMAC, ReasonDropNoEndpoint,
-		ReasonDropUnsupported, ReasonDropARPIgnored}
+		ReasonDropUnsupported, ReasonDropARPIgnored, ReasonDropTunnelSrc, ReasonDropTunnelDst,
+		ReasonDropTunnelVNI, ReasonDropNoRoute, ReasonDropTooBig, ReasonDropFIB, ReasonDropHelper}
 }
 
 func (r Reason) String() string {
@@ -299,4 +372,34 @@ func linkFromBPF(in bpf.CalyxCxLink) Link {
 	}
 	return Link{Ifname: string(name), Mode: AttachMode(in.Mode), IngressProgID: in.IngressProgId,
 		EgressProgID: in.EgressProgId, EndpointID: in.EndpointId}
+}
+
+// NodeConfig is the single entry of cx_config: host-wide settings of the
+// underlay. The zero value (no Address) turns tunnelling off.
+type NodeConfig struct {
+	Address         netip.Addr // this node's underlay IPv4: outer source, decap destination
+	UnderlayIfindex uint32
+	UnderlayMTU     uint32 // encapsulated packets must fit this
+	VXLANVNI        uint32
+	VXLANPort       uint16
+}
+
+func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
+	return bpf.CalyxCxNodeConfig{
+		NodeAddr:        addrTo16(c.Address),
+		UnderlayIfindex: c.UnderlayIfindex,
+		UnderlayMtu:     c.UnderlayMTU,
+		VxlanVni:        c.VXLANVNI,
+		VxlanPort:       uint32(c.VXLANPort),
+	}
+}
+
+func nodeConfigFromBPF(in bpf.CalyxCxNodeConfig) NodeConfig {
+	return NodeConfig{
+		Address:         addrFrom16(in.NodeAddr),
+		UnderlayIfindex: in.UnderlayIfindex,
+		UnderlayMTU:     in.UnderlayMtu,
+		VXLANVNI:        in.VxlanVni,
+		VXLANPort:       uint16(in.VxlanPort),
+	}
 }

@@ -16,7 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -162,4 +166,82 @@ func (n *NetNS) LinkIndex(name string) (int, error) {
 		return nil
 	})
 	return idx, err
+}
+
+// Sysctl writes value to /proc/sys/<name> (dots or slashes) as seen from
+// the namespace: the net.* sysctls a thread opens are its namespace's.
+func (n *NetNS) Sysctl(name, value string) error {
+	path := filepath.Join("/proc/sys", strings.ReplaceAll(name, ".", "/"))
+	return n.Do(func() error {
+		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s=%s: %w", name, value, err)
+		}
+		return nil
+	})
+}
+
+// AddAddr puts addr (with its prefix, e.g. 10.30.0.10/24) on the link name.
+func (n *NetNS) AddAddr(name string, addr netip.Prefix) error {
+	return n.Do(func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), addr.Addr().BitLen())}}
+		if err := netlink.AddrAdd(l, a); err != nil {
+			return fmt.Errorf("add %s to %s: %w", addr, name, err)
+		}
+		return nil
+	})
+}
+
+// AddNeigh adds a permanent neighbour entry ip → mac on the link name.
+func (n *NetNS) AddNeigh(name string, ip netip.Addr, mac net.HardwareAddr) error {
+	return n.Do(func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		family := netlink.FAMILY_V4
+		if ip.Is6() {
+			family = netlink.FAMILY_V6
+		}
+		nb := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT,
+			IP: ip.AsSlice(), HardwareAddr: mac}
+		if err := netlink.NeighAdd(nb); err != nil {
+			return fmt.Errorf("add neighbour %s lladdr %s on %s: %w", ip, mac, name, err)
+		}
+		return nil
+	})
+}
+
+// AddRoute adds a route to dst via gw (on-link through the link name when
+// gw is not valid).
+func (n *NetNS) AddRoute(name string, dst netip.Prefix, gw netip.Addr) error {
+	return n.Do(func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		r := &netlink.Route{LinkIndex: l.Attrs().Index,
+			Dst: &net.IPNet{IP: dst.Masked().Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())}}
+		if gw.IsValid() {
+			r.Gw = gw.AsSlice()
+		}
+		if err := netlink.RouteAdd(r); err != nil {
+			return fmt.Errorf("add route %s via %s dev %s: %w", dst, gw, name, err)
+		}
+		return nil
+	})
+}
+
+// SetMTU sets the MTU of the link name.
+func (n *NetNS) SetMTU(name string, mtu int) error {
+	return n.Do(func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetMTU(l, mtu)
+	})
 }

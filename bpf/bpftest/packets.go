@@ -58,10 +58,13 @@ func ARPRequest(senderMAC net.HardwareAddr, sender, target netip.Addr) []byte {
 	return ARP(L2{Src: senderMAC, Dst: Broadcast}, layers.ARPRequest, senderMAC, sender, nil, target)
 }
 
-// IPv4 is the IPv4 header of a built packet; zero TTL means 64.
+// IPv4 is the IPv4 header of a built packet; zero TTL means 64. DF is set
+// unless NoDF.
 type IPv4 struct {
 	Src, Dst netip.Addr
 	TTL      uint8
+	TOS      uint8
+	NoDF     bool
 }
 
 func (ip IPv4) layer(proto layers.IPProtocol) *layers.IPv4 {
@@ -69,8 +72,30 @@ func (ip IPv4) layer(proto layers.IPProtocol) *layers.IPv4 {
 	if ttl == 0 {
 		ttl = 64
 	}
-	return &layers.IPv4{Version: 4, IHL: 5, TTL: ttl, Protocol: proto, Flags: layers.IPv4DontFragment,
+	flags := layers.IPv4DontFragment
+	if ip.NoDF {
+		flags = 0
+	}
+	return &layers.IPv4{Version: 4, IHL: 5, TTL: ttl, TOS: ip.TOS, Protocol: proto, Flags: flags,
 		Id: 0x1234, SrcIP: v4(ip.Src), DstIP: v4(ip.Dst)}
+}
+
+// IPIP builds Ethernet/IPv4 (protocol 4) around inner, an IPv4 packet
+// from its header on.
+func IPIP(l2 L2, outer IPv4, inner []byte) []byte {
+	return Serialize(l2.eth(layers.EthernetTypeIPv4), outer.layer(layers.IPProtocolIPv4), gopacket.Payload(inner))
+}
+
+// VXLAN builds Ethernet/IPv4/UDP/VXLAN around inner, an Ethernet frame,
+// with the I flag and vni, and a zero UDP checksum as VXLAN senders use.
+func VXLAN(l2 L2, outer IPv4, sport, dport uint16, vni uint32, inner []byte) []byte {
+	ipl := outer.layer(layers.IPProtocolUDP)
+	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+	_ = udp.SetNetworkLayerForChecksum(ipl)
+	out := Serialize(l2.eth(layers.EthernetTypeIPv4), ipl, udp,
+		&layers.VXLAN{ValidIDFlag: true, VNI: vni}, gopacket.Payload(inner))
+	out[14+20+6], out[14+20+7] = 0, 0
+	return out
 }
 
 // IPv4UDP builds Ethernet/IPv4/UDP with payload.

@@ -42,14 +42,17 @@ const MinPacket = 14
 
 // outPad is the room left in DataOut beyond the input's length. The kernel
 // copies min(len(DataOut), skb->len) bytes and fails with ENOSPC when the
-// packet grew past DataOut; these programs never grow a packet.
+// packet grew past DataOut. Encapsulation grows a packet by at most 50
+// bytes (VXLAN: outer IPv4, UDP, VXLAN, inner Ethernet).
 const outPad = 256
 
-// SkbCtx is the leading part of struct __sk_buff, passed as the context of a
-// test run. The kernel accepts a prefix of the struct; of these fields only
-// mark, priority, ingress_ifindex and ifindex may be non-zero
-// (convert___skb_to_skb). Ifindex selects skb->dev: it must exist in the
-// namespace of the running thread (0 and 1 mean loopback).
+// SkbCtx is struct __sk_buff (UAPI), passed as the context of a test run
+// and read back after it. Of its fields only mark, priority,
+// ingress_ifindex, ifindex, cb, tstamp, wire_len, gso_segs, gso_size and
+// hwtstamp may be non-zero on the way in (convert___skb_to_skb). Ifindex
+// selects skb->dev: it must exist in the namespace of the running thread
+// (0 and 1 mean loopback). A non-zero GSOSize makes the skb a GSO packet
+// with gso_type 0 (the kernel takes no type from the context).
 type SkbCtx struct {
 	Len            uint32
 	PktType        uint32
@@ -62,6 +65,30 @@ type SkbCtx struct {
 	Priority       uint32
 	IngressIfindex uint32
 	Ifindex        uint32
+	TCIndex        uint32
+	CB             [5]uint32
+	Hash           uint32
+	TCClassid      uint32
+	Data           uint32
+	DataEnd        uint32
+	NapiID         uint32
+	Family         uint32
+	RemoteIP4      uint32
+	LocalIP4       uint32
+	RemoteIP6      [4]uint32
+	LocalIP6       [4]uint32
+	RemotePort     uint32
+	LocalPort      uint32
+	DataMeta       uint32
+	FlowKeys       uint64
+	Tstamp         uint64
+	WireLen        uint32
+	GSOSegs        uint32
+	Sk             uint64
+	GSOSize        uint32
+	TstampType     uint8
+	_              [3]uint8
+	HWTstamp       uint64
 }
 
 // Input is one test run: a frame (from its Ethernet header on) and the
@@ -74,12 +101,19 @@ type Input struct {
 	// reads (a TTL is decremented once per iteration). Out and the verdict
 	// are those of the last iteration.
 	Repeat uint32
+	// Mark is skb->mark on entry.
+	Mark uint32
+	// GSOSize, when non-zero, makes the skb a GSO packet (see SkbCtx).
+	GSOSize uint32
 }
 
 // Result is what came out of a run.
 type Result struct {
 	Verdict uint32
 	Out     []byte // the packet after the (last) run
+	// Ctx is the context after the run (skb->mark and the like as the
+	// program left them).
+	Ctx SkbCtx
 	// Interrupted counts how often a signal cut a Repeat > 1 run short
 	// and cilium/ebpf started it again on a fresh skb: the program then
 	// ran more than Repeat times in all (map side effects show it). A
@@ -88,7 +122,7 @@ type Result struct {
 }
 
 func (in Input) ctx() *SkbCtx {
-	return &SkbCtx{IngressIfindex: uint32(in.Ifindex), Ifindex: uint32(in.Ifindex)}
+	return &SkbCtx{IngressIfindex: uint32(in.Ifindex), Ifindex: uint32(in.Ifindex), Mark: in.Mark, GSOSize: in.GSOSize}
 }
 
 // Run runs prog on in.Data as if it arrived on in.Ifindex, on the
@@ -97,11 +131,12 @@ func (n *NetNS) Run(prog *ebpf.Program, in Input) (Result, error) {
 	var res Result
 	err := n.Do(func() error {
 		opts := &ebpf.RunOptions{
-			Data:    in.Data,
-			DataOut: make([]byte, len(in.Data)+outPad),
-			Context: in.ctx(),
-			Repeat:  in.Repeat,
-			Reset:   func() { res.Interrupted++ },
+			Data:       in.Data,
+			DataOut:    make([]byte, len(in.Data)+outPad),
+			Context:    in.ctx(),
+			ContextOut: &res.Ctx,
+			Repeat:     in.Repeat,
+			Reset:      func() { res.Interrupted++ },
 		}
 		v, err := prog.Run(opts)
 		if err != nil {
