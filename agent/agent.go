@@ -45,6 +45,7 @@ type Agent struct {
 	metrics *metrics
 
 	snap     *model.Snapshot
+	underlay string               // the underlay interface's name
 	records  map[uint32]maps.Link // cx_links, as last written
 	attached map[uint32]string    // ifindex → ifname attached by this process
 	// pinsSwept is set once the TCX pins left by a previous agent are checked.
@@ -102,6 +103,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	a.underlay = cfg.Underlay
+	if a.underlay == "" {
+		if a.underlay, _, err = kernel.UnderlayAddress(""); err != nil {
+			return fmt.Errorf("find the underlay interface: %w", err)
+		}
+	}
 	if err := a.registerNode(ctx); err != nil {
 		a.log.Warn("node not registered", "node", cfg.Node, "err", err)
 	}
@@ -162,7 +169,7 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return err
 	}
-	d := calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Links: links})
+	d := calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links})
 
 	up, err := a.syncer.Upsert(d)
 	a.metrics.countWrites(up)
@@ -186,12 +193,14 @@ func (a *Agent) reconcile() error {
 		return err
 	}
 
-	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Attach)))
+	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Ifaces)))
 	a.metrics.endpoints.WithLabelValues("pending").Set(float64(len(d.Pending)))
+	a.metrics.workloadMTU.Set(float64(d.WorkloadMTU))
 	a.metrics.syncs.Inc()
 	a.metrics.syncSeconds.Observe(time.Since(start).Seconds())
-	a.log.Info("synced", "revision", a.snap.Revision, "endpoints", len(d.Attach), "pending", len(d.Pending),
-		"mapWrites", up.Total()+pr.Total(), "kernelRoutes", added+removed, "took", time.Since(start).Round(time.Microsecond))
+	a.log.Info("synced", "revision", a.snap.Revision, "endpoints", len(d.Ifaces), "pending", len(d.Pending),
+		"mapWrites", up.Total()+pr.Total(), "kernelRoutes", added+removed, "workloadMTU", d.WorkloadMTU,
+		"took", time.Since(start).Round(time.Microsecond))
 	if len(d.Pending) > 0 {
 		a.log.Debug("endpoints waiting for their interface", "endpoints", strings.Join(d.Pending, ","))
 	}
@@ -207,7 +216,11 @@ func (a *Agent) attach(d *calc.Desired) error {
 		if err := kernel.SetUp(at.Ifindex); err != nil {
 			return err
 		}
-		mode, err := a.dp.Attach(at.Ifname, at.Ifindex, a.cfg.Attach)
+		role := loader.RoleWorkload
+		if at.Underlay {
+			role = loader.RoleUnderlay
+		}
+		mode, err := a.dp.Attach(at.Ifname, at.Ifindex, role, a.cfg.Attach)
 		if err != nil {
 			return err
 		}
@@ -216,8 +229,8 @@ func (a *Agent) attach(d *calc.Desired) error {
 		rec := maps.Link{
 			Ifname:        at.Ifname,
 			Mode:          mode,
-			IngressProgID: a.dp.ProgramID(loader.HookIngress),
-			EgressProgID:  a.dp.ProgramID(loader.HookEgress),
+			IngressProgID: a.dp.ProgramID(role, loader.HookIngress),
+			EgressProgID:  a.dp.ProgramID(role, loader.HookEgress),
 			EndpointID:    d.Ifaces[idx].EndpointID,
 		}
 		if a.records[idx] != rec {
@@ -226,7 +239,7 @@ func (a *Agent) attach(d *calc.Desired) error {
 			}
 			a.records[idx] = rec
 		}
-		a.log.Debug("attached", "interface", at.Ifname, "ifindex", idx, "endpoint", at.Endpoint, "mode", mode)
+		a.log.Debug("attached", "interface", at.Ifname, "ifindex", idx, "role", role, "endpoint", at.Endpoint, "mode", mode)
 	}
 	return nil
 }

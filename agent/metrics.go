@@ -22,6 +22,7 @@ type metrics struct {
 	attaches     *prometheus.CounterVec
 	endpoints    *prometheus.GaugeVec
 	ready        prometheus.Gauge
+	workloadMTU  prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -53,6 +54,9 @@ func newMetrics() *metrics {
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "calyx_ready", Help: "1 once the dataplane matches the model.",
 		}),
+		workloadMTU: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "calyx_workload_mtu", Help: "The MTU workloads must use: the underlay's minus the largest encapsulation overhead the pools may use.",
+		}),
 	}
 	for _, mp := range []string{maps.IfacesName, maps.RoutesName} {
 		for _, op := range []string{"put", "delete"} {
@@ -60,7 +64,7 @@ func newMetrics() *metrics {
 		}
 	}
 	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches,
-		m.endpoints, m.ready, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.endpoints, m.ready, m.workloadMTU, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -69,6 +73,7 @@ func (m *metrics) countWrites(c mapsync.Counts) {
 	m.mapWrites.WithLabelValues(maps.IfacesName, "delete").Add(float64(c.IfaceDeletes))
 	m.mapWrites.WithLabelValues(maps.RoutesName, "put").Add(float64(c.RoutePuts))
 	m.mapWrites.WithLabelValues(maps.RoutesName, "delete").Add(float64(c.RouteDeletes))
+	m.mapWrites.WithLabelValues(maps.ConfigName, "put").Add(float64(c.ConfigPuts))
 }
 
 func (m *metrics) registerDataplane(mp *maps.Maps) {

@@ -53,6 +53,7 @@ nouns (read only):
   routes dump              the BPF route table
   counters dump            packets and bytes by interface and verdict reason
   links                    programs attached per interface
+  node status              this node's underlay, MTUs and encapsulations in use
   version                  this build's version
 `
 
@@ -129,6 +130,11 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 	case "endpoints", "routes", "counters":
 		if len(args) != 1 || args[0] != "dump" {
 			return usagef("%s: want '%s dump'", cmd, cmd)
+		}
+		return dump(ctx, o, cmd, stdio)
+	case "node":
+		if len(args) != 1 || args[0] != "status" {
+			return usagef("node: want 'node status'")
 		}
 		return dump(ctx, o, cmd, stdio)
 	case "links":

@@ -146,6 +146,8 @@ func TestUsageErrors(t *testing.T) {
 		{"get", "gadgets"},
 		{"apply"},
 		{"routes"},
+		{"node"},
+		{"node", "dump"},
 		{"-o", "xml", "version"},
 	} {
 		if r := run(t, ds, "", args...); r.code != 2 || !strings.Contains(r.err, "usage:") {

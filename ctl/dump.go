@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/loader"
@@ -29,7 +30,22 @@ type routeRow struct {
 	Interface string `json:"interface,omitempty" table:"INTERFACE"`
 	Ifindex   uint32 `json:"ifindex,omitempty" table:"IFINDEX"`
 	NextHop   string `json:"nextHop,omitempty" table:"NEXT-HOP"`
+	Node      string `json:"node,omitempty" table:"NODE"`
+	Encap     string `json:"encap,omitempty" table:"ENCAP"`
 	MAC       string `json:"mac,omitempty" table:"MAC"`
+}
+
+type nodeStatusRow struct {
+	Node        string `json:"node" table:"NODE"`
+	Underlay    string `json:"underlay" table:"UNDERLAY"`
+	Ifindex     uint32 `json:"ifindex" table:"IFINDEX"`
+	Address     string `json:"address" table:"ADDRESS"`
+	UnderlayMTU uint32 `json:"underlayMTU" table:"UNDERLAY-MTU"`
+	WorkloadMTU int    `json:"workloadMTU" table:"WORKLOAD-MTU"`
+	Encap       string `json:"encap" table:"ENCAP"`
+	Peers       int    `json:"peers" table:"PEERS"`
+	VXLANPort   uint16 `json:"vxlanPort" table:"VXLAN-PORT"`
+	VXLANVNI    uint32 `json:"vxlanVNI" table:"VXLAN-VNI"`
 }
 
 type counterRow struct {
@@ -76,11 +92,17 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 		}
 		return render(stdio.Out, o.Output, rows)
 	case "routes":
-		rows, err := routeRows(m, ifname)
+		rows, err := routeRows(m, ifname, nodeNames(modelSnapshot(ctx, o, stdio, "node names")))
 		if err != nil {
 			return err
 		}
 		return render(stdio.Out, o.Output, rows)
+	case "node":
+		row, err := nodeStatus(m, ifname, modelSnapshot(ctx, o, stdio, "node name and workload MTU"))
+		if err != nil {
+			return err
+		}
+		return render(stdio.Out, o.Output, []nodeStatusRow{row})
 	case "counters":
 		cs, err := m.Counters()
 		if err != nil {
@@ -107,15 +129,23 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 		for _, p := range pins {
 			pinned[fmt.Sprintf("%d/%s", p.Ifindex, p.Hook)] = true
 		}
+		cfg, err := m.Config()
+		if err != nil {
+			return err
+		}
 		var rows []linkRow
 		for idx, l := range links {
+			role := loader.RoleWorkload
+			if idx == cfg.UnderlayIfindex {
+				role = loader.RoleUnderlay
+			}
 			for _, h := range loader.Hooks {
 				r := linkRow{Interface: l.Ifname, Ifindex: idx, Hook: string(h), Mode: l.Mode.String(), EndpointID: l.EndpointID,
-					Pinned: pinned[fmt.Sprintf("%d/%s", idx, h)]}
+					Pinned: pinned[fmt.Sprintf("%d/%s", idx, h)], Program: loader.ProgramName(role, h)}
 				if h == loader.HookIngress {
-					r.Program, r.ProgramID = "calyx_from_wl", l.IngressProgID
+					r.ProgramID = l.IngressProgID
 				} else {
-					r.Program, r.ProgramID = "calyx_to_wl", l.EgressProgID
+					r.ProgramID = l.EgressProgID
 				}
 				rows = append(rows, r)
 			}
@@ -168,19 +198,83 @@ func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint
 	return rows, nil
 }
 
-// endpointNames maps endpoint IDs back to names through the model; a model
-// that cannot be read only costs the names.
-func endpointNames(ctx context.Context, o Options, stdio IO) map[uint32]string {
-	out := make(map[uint32]string)
+// modelSnapshot reads the model to annotate what the maps hold. Dumps come
+// from the maps alone: a model that cannot be read only costs the
+// annotations (what is lost is said on stderr), and nil is returned.
+func modelSnapshot(ctx context.Context, o Options, stdio IO, what string) *model.Snapshot {
 	ds, err := model.Open(o.Datastore)
 	if err != nil {
-		fmt.Fprintf(stdio.Err, "calyxctl: endpoint names unavailable: %v\n", err)
-		return out
+		fmt.Fprintf(stdio.Err, "calyxctl: %s unavailable: %v\n", what, err)
+		return nil
 	}
 	defer ds.Close()
 	snap, err := ds.Snapshot(ctx)
 	if err != nil {
-		fmt.Fprintf(stdio.Err, "calyxctl: endpoint names unavailable: %v\n", err)
+		fmt.Fprintf(stdio.Err, "calyxctl: %s unavailable: %v\n", what, err)
+		return nil
+	}
+	return snap
+}
+
+// nodeNames maps underlay addresses to node names.
+func nodeNames(snap *model.Snapshot) map[netip.Addr]string {
+	out := make(map[netip.Addr]string)
+	if snap == nil {
+		return out
+	}
+	for name, n := range snap.Nodes {
+		if n.Spec.IPv4Address.IsValid() {
+			out[n.Spec.IPv4Address.Addr()] = name
+		}
+	}
+	return out
+}
+
+// nodeStatus reports this node's underlay settings from cx_config, the
+// encapsulations its routes use and, from the model, the workload MTU.
+func nodeStatus(m *maps.Maps, ifname func(uint32) string, snap *model.Snapshot) (nodeStatusRow, error) {
+	cfg, err := m.Config()
+	if err != nil {
+		return nodeStatusRow{}, err
+	}
+	routes, err := m.Routes()
+	if err != nil {
+		return nodeStatusRow{}, err
+	}
+	row := nodeStatusRow{Ifindex: cfg.UnderlayIfindex, UnderlayMTU: cfg.UnderlayMTU,
+		VXLANPort: cfg.VXLANPort, VXLANVNI: cfg.VXLANVNI, Underlay: ifname(cfg.UnderlayIfindex)}
+	if cfg.Address.IsValid() {
+		row.Address = cfg.Address.String()
+		row.Node = nodeNames(snap)[cfg.Address]
+	}
+	inUse := make(map[maps.Encap]bool)
+	for _, r := range routes {
+		switch r.Type {
+		case maps.RouteRemoteWorkload:
+			inUse[r.Encap] = true
+		case maps.RouteNode:
+			row.Peers++
+		}
+	}
+	var encaps []string
+	for _, e := range []maps.Encap{maps.EncapNone, maps.EncapIPIP, maps.EncapVXLAN} {
+		if inUse[e] {
+			encaps = append(encaps, e.String())
+		}
+	}
+	row.Encap = strings.Join(encaps, ",")
+	if snap != nil {
+		row.WorkloadMTU = calc.WorkloadMTU(int(cfg.UnderlayMTU), snap)
+	}
+	return row, nil
+}
+
+// endpointNames maps endpoint IDs back to names through the model; a model
+// that cannot be read only costs the names.
+func endpointNames(ctx context.Context, o Options, stdio IO) map[uint32]string {
+	out := make(map[uint32]string)
+	snap := modelSnapshot(ctx, o, stdio, "endpoint names")
+	if snap == nil {
 		return out
 	}
 	for name := range snap.Endpoints {
@@ -189,7 +283,7 @@ func endpointNames(ctx context.Context, o Options, stdio IO) map[uint32]string {
 	return out
 }
 
-func routeRows(m *maps.Maps, ifname func(uint32) string) ([]routeRow, error) {
+func routeRows(m *maps.Maps, ifname func(uint32) string, nodes map[netip.Addr]string) ([]routeRow, error) {
 	routes, err := m.Routes()
 	if err != nil {
 		return nil, err
@@ -202,6 +296,10 @@ func routeRows(m *maps.Maps, ifname func(uint32) string) ([]routeRow, error) {
 		}
 		if r.NextHop.IsValid() {
 			row.NextHop = r.NextHop.String()
+			row.Node = nodes[r.NextHop]
+		}
+		if r.Type == maps.RouteRemoteWorkload {
+			row.Encap = r.Encap.String()
 		}
 		rows = append(rows, row)
 	}

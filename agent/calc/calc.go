@@ -17,20 +17,24 @@ type Interface struct {
 	Name    string
 	Ifindex int
 	MAC     maps.MAC
+	MTU     int
 }
 
 // Input is everything Compute needs.
 type Input struct {
 	Snapshot *model.Snapshot
 	Node     string               // this agent's node name
+	Underlay string               // the underlay interface's name
 	Links    map[string]Interface // the host's interfaces by name
 }
 
-// Attachment is an interface that must carry the workload programs.
+// Attachment is an interface that must carry calyx programs: a local
+// endpoint's interface, or the underlay.
 type Attachment struct {
 	Ifname   string
 	Ifindex  int
-	Endpoint string
+	Endpoint string // empty for the underlay
+	Underlay bool
 }
 
 // KernelRoute is a route the agent keeps in the host's FIB: only /32 (/128)
@@ -46,6 +50,14 @@ type Desired struct {
 	Routes       map[netip.Prefix]maps.Route
 	Attach       map[uint32]Attachment // by ifindex
 	KernelRoutes []KernelRoute         // sorted by Dst
+	// Config is cx_config: the node's underlay settings. Zero (no
+	// Address) until this node has an underlay address in the model.
+	Config maps.NodeConfig
+	// Encaps lists the encapsulations remote routes use, sorted.
+	Encaps []maps.Encap
+	// WorkloadMTU is the MTU workloads must use so that their packets fit
+	// the underlay in every encapsulation in use.
+	WorkloadMTU int
 	// Pending lists local endpoints whose interface does not exist yet;
 	// they are programmed as soon as it appears.
 	Pending []string
@@ -71,10 +83,31 @@ func Compute(in Input) *Desired {
 		return d
 	}
 
+	var self model.NodeSpec
 	if n, ok := s.Nodes[in.Node]; ok && n.Spec.IPv4Address.IsValid() {
+		self = n.Spec
 		d.Routes[netip.PrefixFrom(n.Spec.IPv4Address.Addr(), 32)] = maps.Route{Type: maps.RouteHost}
 	}
+	d.Config = nodeConfig(in, s, self)
+	if d.Config.Address.IsValid() {
+		// The underlay carries tunnels and the host's own traffic to
+		// remote workloads only once the node has an address.
+		if ul, ok := in.Links[in.Underlay]; ok && ul.Ifindex > 0 {
+			d.Attach[uint32(ul.Ifindex)] = Attachment{Ifname: ul.Name, Ifindex: ul.Ifindex, Underlay: true}
+		}
+	}
+	for name, n := range s.Nodes {
+		if name == in.Node || !n.Spec.IPv4Address.IsValid() {
+			continue
+		}
+		// Other nodes: the only sources tunnel packets are accepted from.
+		a := n.Spec.IPv4Address.Addr()
+		if a != self.IPv4Address.Addr() {
+			d.Routes[netip.PrefixFrom(a, 32)] = maps.Route{Type: maps.RouteNode, NextHop: a}
+		}
+	}
 
+	encaps := make(map[maps.Encap]bool)
 	for _, ep := range s.Endpoints {
 		if ep.Spec.Node != in.Node {
 			node, ok := s.Nodes[ep.Spec.Node]
@@ -82,7 +115,9 @@ func Compute(in Input) *Desired {
 				continue // no underlay address to reach it by
 			}
 			for _, ipn := range ep.Spec.IPNetworks {
-				d.Routes[ipn.Masked()] = maps.Route{Type: maps.RouteRemoteWorkload, NextHop: node.Spec.IPv4Address.Addr()}
+				e := EncapFor(s, self, node.Spec, ipn.Addr())
+				encaps[e] = true
+				d.Routes[ipn.Masked()] = maps.Route{Type: maps.RouteRemoteWorkload, Encap: e, NextHop: node.Spec.IPv4Address.Addr()}
 			}
 			continue
 		}
@@ -112,5 +147,83 @@ func Compute(in Input) *Desired {
 		return d.KernelRoutes[i].Dst.String() < d.KernelRoutes[j].Dst.String()
 	})
 	sort.Strings(d.Pending)
+	for e := range encaps {
+		d.Encaps = append(d.Encaps, e)
+	}
+	sort.Slice(d.Encaps, func(i, j int) bool { return d.Encaps[i] < d.Encaps[j] })
+	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s)
 	return d
+}
+
+// nodeConfig is cx_config for this node.
+func nodeConfig(in Input, s *model.Snapshot, self model.NodeSpec) maps.NodeConfig {
+	if !self.IPv4Address.IsValid() {
+		return maps.NodeConfig{}
+	}
+	c := maps.NodeConfig{
+		Address:   self.IPv4Address.Addr(),
+		VXLANVNI:  s.Config.Spec.VXLANVNI,
+		VXLANPort: s.Config.Spec.VXLANPort,
+	}
+	if c.VXLANVNI == 0 {
+		c.VXLANVNI = model.DefaultVXLANVNI
+	}
+	if c.VXLANPort == 0 {
+		c.VXLANPort = model.DefaultVXLANPort
+	}
+	if ul, ok := in.Links[in.Underlay]; ok {
+		c.UnderlayIfindex = uint32(ul.Ifindex)
+		c.UnderlayMTU = uint32(ul.MTU)
+	}
+	return c
+}
+
+// EncapFor decides how traffic from node self to addr, hosted by node
+// remote, leaves: by the mode of the pool that holds addr (the longest
+// one). CrossSubnet encapsulates only when remote's underlay address is
+// outside self's underlay subnet (Node.spec.ipv4Address's prefix).
+func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) maps.Encap {
+	var pool *model.IPPool
+	for _, p := range s.Pools {
+		if p.Spec.CIDR.Contains(addr) && (pool == nil || p.Spec.CIDR.Bits() > pool.Spec.CIDR.Bits() ||
+			p.Spec.CIDR.Bits() == pool.Spec.CIDR.Bits() && p.Metadata.Name < pool.Metadata.Name) {
+			pool = p
+		}
+	}
+	if pool == nil {
+		return maps.EncapNone
+	}
+	crossSubnet := !self.IPv4Address.IsValid() || !self.IPv4Address.Masked().Contains(remote.IPv4Address.Addr())
+	applies := func(m model.EncapMode) bool {
+		return m == model.EncapAlways || m == model.EncapCrossSubnet && crossSubnet
+	}
+	switch {
+	case applies(pool.Spec.IPIPMode):
+		return maps.EncapIPIP
+	case applies(pool.Spec.VXLANMode):
+		return maps.EncapVXLAN
+	}
+	return maps.EncapNone
+}
+
+// WorkloadMTU is the MTU a workload must use for its packets to fit an
+// underlay of underlayMTU in every encapsulation the enabled pools may use
+// (a CrossSubnet pool may encapsulate). 0 when the underlay MTU is unknown.
+func WorkloadMTU(underlayMTU int, s *model.Snapshot) int {
+	if underlayMTU <= 0 {
+		return 0
+	}
+	overhead := 0
+	for _, p := range s.Pools {
+		if p.Spec.Disabled || p.Spec.External {
+			continue
+		}
+		if p.Spec.IPIPMode.Enabled() {
+			overhead = max(overhead, maps.EncapIPIP.Overhead())
+		}
+		if p.Spec.VXLANMode.Enabled() {
+			overhead = max(overhead, maps.EncapVXLAN.Overhead())
+		}
+	}
+	return underlayMTU - overhead
 }

@@ -60,6 +60,7 @@ func TestCompute(t *testing.T) {
 		"10.65.0.20/32": {Type: maps.RouteLocalWorkload, Ifindex: 11, MAC: maps.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
 		"10.65.0.3/32":  {Type: maps.RouteLocalWorkload, Ifindex: 12, HostMAC: hostMAC2},
 		"10.65.1.9/32":  {Type: maps.RouteRemoteWorkload, NextHop: netip.MustParseAddr("10.30.0.12")},
+		"10.30.0.12/32": {Type: maps.RouteNode, NextHop: netip.MustParseAddr("10.30.0.12")},
 	}
 	if len(d.Routes) != len(wantRoutes) {
 		t.Errorf("routes = %v, want %d entries", d.Routes, len(wantRoutes))
@@ -70,6 +71,7 @@ func TestCompute(t *testing.T) {
 		}
 	}
 
+	// No Underlay named in the input: only the workloads are attached.
 	if len(d.Attach) != 2 || d.Attach[11].Ifname != "tap1" || d.Attach[12].Endpoint != "w2" {
 		t.Errorf("attach = %+v", d.Attach)
 	}
@@ -115,5 +117,102 @@ func TestComputeEmpty(t *testing.T) {
 func TestEndpointIDStable(t *testing.T) {
 	if EndpointID("web-1") != EndpointID("web-1") || EndpointID("web-1") == EndpointID("web-2") {
 		t.Fatal("endpoint IDs must be stable per name and differ between names")
+	}
+}
+
+// threeNodes is the lab's topology: a and b share 10.30.0.0/24, c is on
+// 10.30.1.0/24 behind a router.
+func threeNodes(ipip, vxlan model.EncapMode) *model.Snapshot {
+	s := model.NewSnapshot()
+	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "p"}, Spec: model.IPPoolSpec{
+		CIDR: netip.MustParsePrefix("10.65.0.0/16"), IPIPMode: ipip, VXLANMode: vxlan}})
+	for name, addr := range map[string]string{"a": "10.30.0.11/24", "b": "10.30.0.12/24", "c": "10.30.1.13/24"} {
+		s.Put(&model.Node{Metadata: model.Metadata{Name: name}, Spec: model.NodeSpec{IPv4Address: netip.MustParsePrefix(addr)}})
+	}
+	for name, ep := range map[string][2]string{"wa": {"a", "10.65.1.2/32"}, "wb": {"b", "10.65.2.2/32"}, "wc": {"c", "10.65.3.2/32"}} {
+		s.Put(&model.WorkloadEndpoint{Metadata: model.Metadata{Name: name}, Spec: model.WorkloadEndpointSpec{
+			Node: ep[0], Interface: "tap-" + name, IPNetworks: []netip.Prefix{netip.MustParsePrefix(ep[1])}}})
+	}
+	return s
+}
+
+func TestComputeEncapPerPoolMode(t *testing.T) {
+	for _, tc := range []struct {
+		ipip, vxlan model.EncapMode
+		toB, toC    maps.Encap
+		workloadMTU int
+		encapsInUse []maps.Encap
+	}{
+		{model.EncapAlways, model.EncapNever, maps.EncapIPIP, maps.EncapIPIP, 1480, []maps.Encap{maps.EncapIPIP}},
+		{model.EncapNever, model.EncapAlways, maps.EncapVXLAN, maps.EncapVXLAN, 1450, []maps.Encap{maps.EncapVXLAN}},
+		{model.EncapCrossSubnet, model.EncapNever, maps.EncapNone, maps.EncapIPIP, 1480, []maps.Encap{maps.EncapNone, maps.EncapIPIP}},
+		{model.EncapNever, model.EncapCrossSubnet, maps.EncapNone, maps.EncapVXLAN, 1450, []maps.Encap{maps.EncapNone, maps.EncapVXLAN}},
+		{model.EncapNever, model.EncapNever, maps.EncapNone, maps.EncapNone, 1500, []maps.Encap{maps.EncapNone}},
+	} {
+		t.Run(string(tc.ipip)+"/"+string(tc.vxlan), func(t *testing.T) {
+			d := Compute(Input{Snapshot: threeNodes(tc.ipip, tc.vxlan), Node: "a", Underlay: "eth0",
+				Links: map[string]Interface{
+					"eth0":   {Name: "eth0", Ifindex: 2, MTU: 1500},
+					"tap-wa": {Name: "tap-wa", Ifindex: 7},
+				}})
+			for dst, want := range map[string]struct {
+				encap maps.Encap
+				node  string
+			}{"10.65.2.2/32": {tc.toB, "10.30.0.12"}, "10.65.3.2/32": {tc.toC, "10.30.1.13"}} {
+				got := d.Routes[netip.MustParsePrefix(dst)]
+				if got.Type != maps.RouteRemoteWorkload || got.Encap != want.encap || got.NextHop != netip.MustParseAddr(want.node) {
+					t.Errorf("route %s = %+v, want remote-workload via %s encap %s", dst, got, want.node, want.encap)
+				}
+			}
+			if d.WorkloadMTU != tc.workloadMTU {
+				t.Errorf("workload MTU %d, want %d", d.WorkloadMTU, tc.workloadMTU)
+			}
+			if len(d.Encaps) != len(tc.encapsInUse) {
+				t.Errorf("encaps in use %v, want %v", d.Encaps, tc.encapsInUse)
+			}
+			for i := range tc.encapsInUse {
+				if i < len(d.Encaps) && d.Encaps[i] != tc.encapsInUse[i] {
+					t.Errorf("encaps in use %v, want %v", d.Encaps, tc.encapsInUse)
+				}
+			}
+			// Both other nodes are tunnel peers; this node is the host.
+			for _, n := range []string{"10.30.0.12", "10.30.1.13"} {
+				if r := d.Routes[netip.MustParsePrefix(n+"/32")]; r.Type != maps.RouteNode {
+					t.Errorf("node %s route = %+v, want node", n, r)
+				}
+			}
+			if r := d.Routes[netip.MustParsePrefix("10.30.0.11/32")]; r.Type != maps.RouteHost {
+				t.Errorf("own address route = %+v, want host", r)
+			}
+			wantCfg := maps.NodeConfig{Address: netip.MustParseAddr("10.30.0.11"), UnderlayIfindex: 2, UnderlayMTU: 1500,
+				VXLANVNI: model.DefaultVXLANVNI, VXLANPort: model.DefaultVXLANPort}
+			if d.Config != wantCfg {
+				t.Errorf("config = %+v, want %+v", d.Config, wantCfg)
+			}
+			if at := d.Attach[2]; !at.Underlay || at.Ifname != "eth0" {
+				t.Errorf("underlay attachment = %+v, want eth0 as underlay", at)
+			}
+			// No kernel route for any remote workload or block.
+			for _, kr := range d.KernelRoutes {
+				if kr.Dst != netip.MustParsePrefix("10.65.1.2/32") {
+					t.Errorf("unexpected kernel route %v", kr)
+				}
+			}
+		})
+	}
+}
+
+func TestComputeConfigFromModel(t *testing.T) {
+	s := threeNodes(model.EncapNever, model.EncapAlways)
+	s.Put(&model.Config{Metadata: model.Metadata{Name: "default"}, Spec: model.ConfigSpec{VXLANVNI: 77, VXLANPort: 4790}})
+	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]Interface{"eth0": {Name: "eth0", Ifindex: 2, MTU: 9000}}})
+	if d.Config.VXLANVNI != 77 || d.Config.VXLANPort != 4790 || d.WorkloadMTU != 8950 {
+		t.Errorf("config %+v, workload MTU %d; want VNI 77, port 4790, MTU 8950", d.Config, d.WorkloadMTU)
+	}
+	// A node without an underlay address has no config and no underlay
+	// attachment: nothing can be tunnelled yet.
+	d = Compute(Input{Snapshot: s, Node: "new", Underlay: "eth0", Links: map[string]Interface{"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}}})
+	if d.Config.Address.IsValid() || len(d.Attach) != 0 {
+		t.Errorf("unregistered node: config %+v, attach %+v", d.Config, d.Attach)
 	}
 }

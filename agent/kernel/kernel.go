@@ -43,7 +43,7 @@ func Links() (map[string]calc.Interface, error) {
 	out := make(map[string]calc.Interface, len(ls))
 	for _, l := range ls {
 		a := l.Attrs()
-		out[a.Name] = calc.Interface{Name: a.Name, Ifindex: a.Index, MAC: maps.MACFrom(a.HardwareAddr)}
+		out[a.Name] = calc.Interface{Name: a.Name, Ifindex: a.Index, MAC: maps.MACFrom(a.HardwareAddr), MTU: a.MTU}
 	}
 	return out, nil
 }

@@ -19,22 +19,28 @@ type Store interface {
 	Routes() (map[netip.Prefix]maps.Route, error)
 	PutRoute(p netip.Prefix, r maps.Route) error
 	DeleteRoute(p netip.Prefix) error
+	Config() (maps.NodeConfig, error)
+	PutConfig(c maps.NodeConfig) error
 }
 
 // Counts says how many entries a step wrote or deleted, per map.
 type Counts struct {
 	IfacePuts, IfaceDeletes int
 	RoutePuts, RouteDeletes int
+	ConfigPuts              int
 }
 
 // Total is every write and delete.
-func (c Counts) Total() int { return c.IfacePuts + c.IfaceDeletes + c.RoutePuts + c.RouteDeletes }
+func (c Counts) Total() int {
+	return c.IfacePuts + c.IfaceDeletes + c.RoutePuts + c.RouteDeletes + c.ConfigPuts
+}
 
 func (c *Counts) add(o Counts) {
 	c.IfacePuts += o.IfacePuts
 	c.IfaceDeletes += o.IfaceDeletes
 	c.RoutePuts += o.RoutePuts
 	c.RouteDeletes += o.RouteDeletes
+	c.ConfigPuts += o.ConfigPuts
 }
 
 // Syncer keeps a copy of what the maps hold, read once from the pins at
@@ -43,6 +49,7 @@ type Syncer struct {
 	store  Store
 	ifaces map[uint32]maps.Iface
 	routes map[netip.Prefix]maps.Route
+	config maps.NodeConfig
 }
 
 // New reads the current map contents.
@@ -55,14 +62,26 @@ func New(store Store) (*Syncer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read current routes: %w", err)
 	}
-	return &Syncer{store: store, ifaces: ifaces, routes: routes}, nil
+	config, err := store.Config()
+	if err != nil {
+		return nil, fmt.Errorf("read current node config: %w", err)
+	}
+	return &Syncer{store: store, ifaces: ifaces, routes: routes, config: config}, nil
 }
 
-// Upsert writes every desired entry that is missing or different, interfaces
-// before routes so that no route points at an unknown interface. An error
-// leaves the cache matching what was written before it.
+// Upsert writes every desired entry that is missing or different: the node
+// config first (routes that encapsulate need it), then interfaces before
+// routes so that no route points at an unknown interface. An error leaves
+// the cache matching what was written before it.
 func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 	var c Counts
+	if d.Config != s.config {
+		if err := s.store.PutConfig(d.Config); err != nil {
+			return c, err
+		}
+		s.config = d.Config
+		c.ConfigPuts++
+	}
 	for idx, want := range d.Ifaces {
 		if have, ok := s.ifaces[idx]; ok && have == want {
 			continue

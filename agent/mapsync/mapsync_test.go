@@ -13,6 +13,7 @@ import (
 type fakeStore struct {
 	ifaces map[uint32]maps.Iface
 	routes map[netip.Prefix]maps.Route
+	config maps.NodeConfig
 	ops    []string
 	failOn string
 }
@@ -35,6 +36,16 @@ func (f *fakeStore) Routes() (map[netip.Prefix]maps.Route, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+func (f *fakeStore) Config() (maps.NodeConfig, error) { return f.config, nil }
+
+func (f *fakeStore) PutConfig(c maps.NodeConfig) error {
+	if err := f.op("put config"); err != nil {
+		return err
+	}
+	f.config = c
+	return nil
 }
 
 func (f *fakeStore) op(s string) error {
