@@ -19,8 +19,13 @@ const usage = `usage: calyx-lab [--bin DIR] [-v] COMMAND
 
 commands:
   demo                   build a host with three workloads, run the agent, show traffic,
-                         spoof drops and calyxctl's view, then remove everything
-  up                     build the same lab and leave it running
+                         spoof drops and calyxctl's view; then three hosts on two subnets
+                         behind a router in VXLAN CrossSubnet mode, with traffic across
+                         hosts and a capture of the underlay; remove everything
+  up [--topology single|multi] [--mode MODE]
+                         build a lab and leave it running: single (default) is the demo's
+                         one host, multi its three hosts with the pool in MODE
+                         (ipip, vxlan, ipip-crosssubnet, vxlan-crosssubnet (default), never)
   destroy PREFIX|--all   remove a lab (or every lab) and its leftovers
   list                   list the prefixes of labs present on this machine
 `
@@ -55,8 +60,7 @@ func run(ctx context.Context, opts lab.Options, cmd string, args []string) error
 	case "demo":
 		return lab.Demo(ctx, opts, os.Stdout)
 	case "up":
-		_, err := lab.Up(ctx, opts, os.Stdout)
-		return err
+		return up(ctx, opts, args)
 	case "destroy":
 		if len(args) != 1 {
 			return fmt.Errorf("destroy needs PREFIX or --all\n%s", usage)
@@ -73,4 +77,35 @@ func run(ctx context.Context, opts lab.Options, cmd string, args []string) error
 		return err
 	}
 	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+// up parses the flags of "up" and builds the chosen topology.
+func up(ctx context.Context, opts lab.Options, args []string) error {
+	fs := flag.NewFlagSet("calyx-lab up", flag.ContinueOnError)
+	topology := fs.String("topology", "single", "single: one host with three workloads; multi: three hosts on two subnets behind a router")
+	mode := fs.String("mode", string(lab.ModeVXLANCrossSubnet), "encapsulation of the multi topology's pool: ipip, vxlan, ipip-crosssubnet, vxlan-crosssubnet or never")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("up: unexpected arguments %v", fs.Args())
+	}
+	modeSet := false
+	fs.Visit(func(f *flag.Flag) { modeSet = modeSet || f.Name == "mode" })
+	switch *topology {
+	case "single":
+		if modeSet {
+			return fmt.Errorf("up: --mode applies only to --topology multi")
+		}
+		_, err := lab.Up(ctx, opts, os.Stdout)
+		return err
+	case "multi":
+		m, err := lab.ParseEncapMode(*mode)
+		if err != nil {
+			return fmt.Errorf("up: %w", err)
+		}
+		_, err = lab.UpMulti(ctx, opts, m, os.Stdout)
+		return err
+	}
+	return fmt.Errorf("up: unknown topology %q: want single or multi", *topology)
 }

@@ -3,6 +3,7 @@ package lab
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -17,12 +18,59 @@ type Endpoint struct {
 
 // Route is one row of "calyxctl routes dump -o json".
 type Route struct {
-	CIDR      string `json:"cidr"`
+	CIDR string `json:"cidr"`
+	// Type is "local-workload", "remote-workload", "host" or "node".
 	Type      string `json:"type"`
 	Interface string `json:"interface"`
 	Ifindex   int    `json:"ifindex"`
 	NextHop   string `json:"nextHop"`
+	// Node is the node a remote route leads to.
+	Node string `json:"node"`
+	// Encap is how traffic on the route leaves the host: EncapIPIP,
+	// EncapVXLAN or EncapNone.
+	Encap string `json:"encap"`
+	// MAC is a local workload's MAC.
+	MAC string `json:"mac"`
 }
+
+// NodeStatus is the one object of "calyxctl node status -o json": the
+// agent's view of its own node.
+type NodeStatus struct {
+	Node string `json:"node"`
+	// Underlay is the underlay interface name, Ifindex its index and
+	// Address the node's underlay address.
+	Underlay string `json:"underlay"`
+	Ifindex  int    `json:"ifindex"`
+	Address  string `json:"address"`
+	// UnderlayMTU is the underlay interface's MTU; WorkloadMTU what
+	// workloads should use with the encapsulations in use.
+	UnderlayMTU int `json:"underlayMTU"`
+	WorkloadMTU int `json:"workloadMTU"`
+	// Encap is a comma-separated list of the encapsulations the node's
+	// routes use, e.g. "vxlan", or "none,vxlan" in a CrossSubnet mode
+	// with peers on both sides.
+	Encap string `json:"encap"`
+	// Peers is the number of other nodes the agent routes to.
+	Peers     int    `json:"peers"`
+	VXLANPort int    `json:"vxlanPort"`
+	VXLANVNI  uint32 `json:"vxlanVNI"`
+}
+
+// Counter reasons of the multi-host paths ("calyxctl counters dump").
+const (
+	ReasonEncapIPIP      = "encap-ipip"
+	ReasonEncapVXLAN     = "encap-vxlan"
+	ReasonForwardDirect  = "forward-direct"
+	ReasonDecapIPIP      = "decap-ipip"
+	ReasonDecapVXLAN     = "decap-vxlan"
+	ReasonICMPFragNeeded = "icmp-frag-needed"
+	ReasonDropTunnelSrc  = "drop-tunnel-src"
+	ReasonDropTunnelDst  = "drop-tunnel-dst"
+	ReasonDropTunnelVNI  = "drop-tunnel-vni"
+	ReasonDropNoRoute    = "drop-no-route"
+	ReasonDropTooBig     = "drop-too-big"
+	ReasonDropFIB        = "drop-fib"
+)
 
 // Counter is one row of "calyxctl counters dump -o json".
 type Counter struct {
@@ -108,6 +156,47 @@ func (l *Lab) Endpoints(host string) ([]Endpoint, error) {
 func (l *Lab) Routes(host string) ([]Route, error) {
 	var v []Route
 	return v, l.CalyxctlJSON(host, &v, "routes", "dump")
+}
+
+// NodeStatus returns "calyxctl node status" for host.
+func (l *Lab) NodeStatus(host string) (NodeStatus, error) {
+	var v []NodeStatus
+	if err := l.CalyxctlJSON(host, &v, "node", "status"); err != nil {
+		return NodeStatus{}, err
+	}
+	if len(v) != 1 {
+		return NodeStatus{}, fmt.Errorf("calyxctl node status on %s: got %d objects, want 1", host, len(v))
+	}
+	return v[0], nil
+}
+
+// RouteFor returns the row of routes the BPF route lookup would pick for
+// addr: the longest CIDR containing it. Remote workloads may be covered by
+// a block route rather than a /32, so tests should not look rows up by
+// exact CIDR.
+func RouteFor(routes []Route, addr netip.Addr) (Route, bool) {
+	best, bits := Route{}, -1
+	for _, r := range routes {
+		p, err := netip.ParsePrefix(r.CIDR)
+		if err != nil {
+			continue
+		}
+		if p.Contains(addr) && p.Bits() > bits {
+			best, bits = r, p.Bits()
+		}
+	}
+	return best, bits >= 0
+}
+
+// CounterTotal sums the packets of every row with reason, on any interface.
+func CounterTotal(rows []Counter, reason string) uint64 {
+	var n uint64
+	for _, r := range rows {
+		if r.Reason == reason {
+			n += r.Packets
+		}
+	}
+	return n
 }
 
 // Counters returns "calyxctl counters dump" for host.

@@ -13,6 +13,15 @@
 //	<prefix>-<host>     one per host: eth0 (underlay, joined to the segment bridge), lo,
 //	                    and the host side of every workload veth (<prefix>w<N>)
 //	<prefix>-<workload> one per workload: eth0 (/32, default via 169.254.1.1), lo
+//	<prefix>-<router>   optional (AddRouter): one leg <prefix>r<N> per segment, plugged into
+//	                    the segment's bridge (port <prefix>u<N>) and carrying the segment's
+//	                    gateway address in place of the bridge; forwarding, connected routes only
+//
+// BuildStandard makes the single-host topology; BuildMultiHost the
+// three-host one (segments fabric 10.30.0.0/24 and remote 10.30.1.0/24, a
+// router between them, host-a and host-b on fabric, host-c on remote, a
+// workload on each), where captures (StartCapture) show which traffic the
+// hosts encapsulate.
 //
 // State on disk lives under /run/calyx-lab/<prefix>/: a bpffs mounted at
 // bpffs/ (each agent pins under bpffs/<host>, outside /sys because

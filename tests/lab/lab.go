@@ -90,9 +90,11 @@ type Lab struct {
 
 	mu           sync.Mutex
 	segments     []*Segment
+	routers      []*Router
 	hosts        []*Host
 	workloads    []*Workload
 	nextUplink   int
+	nextLeg      int
 	nextWorkload int
 	agents       map[string]*agentProc
 	procs        map[*Proc]struct{}
@@ -142,6 +144,7 @@ func New(opts Options) (*Lab, error) {
 		agents:       map[string]*agentProc{},
 		procs:        map[*Proc]struct{}{},
 		nextUplink:   1,
+		nextLeg:      1,
 		nextWorkload: 1,
 	}
 	l.BPFFS = filepath.Join(l.Dir, "bpffs")

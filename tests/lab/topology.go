@@ -17,9 +17,9 @@ import (
 const WorkloadGateway = "169.254.1.1"
 
 // Segment is an underlay L2 segment: a namespace holding a Linux bridge that
-// carries the segment's gateway address. Hosts join it with a veth. Later
-// topologies put a router namespace between segments; the gateway address is
-// then the router's leg on this segment.
+// carries the segment's gateway address. Hosts join it with a veth. AddRouter
+// puts a router namespace between segments; the gateway address then moves
+// to the router's leg on this segment.
 type Segment struct {
 	// Name is the segment name; the namespace is <prefix>-<Name>.
 	Name string
@@ -27,9 +27,13 @@ type Segment struct {
 	NS string
 	// Bridge is the bridge interface inside NS.
 	Bridge string
-	// Gateway is the bridge's address with the segment's prefix length,
-	// e.g. 10.30.0.1/24; hosts use it as their default route.
+	// Gateway is the segment's gateway address with its prefix length,
+	// e.g. 10.30.0.1/24; hosts use it as their default route. It is on the
+	// bridge until a router takes it over.
 	Gateway netip.Prefix
+	// Router is the name of the router whose leg carries Gateway, or ""
+	// while the bridge carries it.
+	Router string
 }
 
 // Host is a calyx host: a namespace with an underlay eth0 in which an agent
@@ -72,6 +76,9 @@ type Workload struct {
 	// OmitMAC leaves spec.mac out of the rendered WorkloadEndpoint so the
 	// agent has to learn the MAC (the neighbour path).
 	OmitMAC bool
+	// MTU is the MTU of both ends of the workload's veth; 0 leaves the
+	// kernel default (1500). Set it between PlanWorkload and CreateWorkload.
+	MTU int
 	// Created is set once the namespace and veth exist (see PlanWorkload).
 	Created bool
 }
@@ -93,6 +100,8 @@ func (l *Lab) AddSegment(name, gatewayCIDR string) (*Segment, error) {
 			return nil, fmt.Errorf("segment %s: %s overlaps segment %s", name, gw, s.Name)
 		}
 	}
+	// The bridge name repeats across segments: each lives in its own
+	// namespace.
 	s := &Segment{Name: name, NS: l.NSName(name), Bridge: l.Prefix + "br", Gateway: gw}
 	l.segments = append(l.segments, s)
 	l.mu.Unlock()
@@ -206,6 +215,25 @@ func (l *Lab) Host(name string) (*Host, error) {
 	return nil, fmt.Errorf("no host %q in lab %s", name, l.Prefix)
 }
 
+// Segment returns the segment with the given name.
+func (l *Lab) Segment(name string) (*Segment, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.segments {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("no segment %q in lab %s", name, l.Prefix)
+}
+
+// Segments returns the segments in creation order.
+func (l *Lab) Segments() []*Segment {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]*Segment(nil), l.segments...)
+}
+
 // Hosts returns the hosts in creation order.
 func (l *Lab) Hosts() []*Host {
 	l.mu.Lock()
@@ -293,10 +321,14 @@ func (l *Lab) PlanWorkload(host, name, ip, mac string) (*Workload, error) {
 	return w, nil
 }
 
-// CreateWorkload builds a planned workload's namespace and veth.
+// CreateWorkload builds a planned workload's namespace and veth, with w.MTU
+// on both ends when it is set.
 func (l *Lab) CreateWorkload(w *Workload) error {
 	if w.Created {
 		return fmt.Errorf("workload %s already created", w.Name)
+	}
+	if w.MTU < 0 {
+		return fmt.Errorf("workload %s: invalid MTU %d", w.Name, w.MTU)
 	}
 	h, err := l.Host(w.Host)
 	if err != nil {
@@ -308,6 +340,11 @@ func (l *Lab) CreateWorkload(w *Workload) error {
 	}
 	if err := l.ip(h.NS, "link", "add", w.HostIface, "type", "veth", "peer", "name", "eth0", "netns", w.NS); err != nil {
 		return fmt.Errorf("workload %s: %w", w.Name, err)
+	}
+	if w.MTU > 0 {
+		if err := l.setVethMTU(h.NS, w, w.MTU); err != nil {
+			return err
+		}
 	}
 	for _, st := range []struct {
 		ns   string
@@ -331,6 +368,41 @@ func (l *Lab) CreateWorkload(w *Workload) error {
 	return nil
 }
 
+// SetWorkloadMTU changes the MTU of a created workload's veth, both ends,
+// e.g. after switching a pool to a mode with a different overhead.
+func (l *Lab) SetWorkloadMTU(w *Workload, mtu int) error {
+	if mtu <= 0 {
+		return fmt.Errorf("workload %s: invalid MTU %d", w.Name, mtu)
+	}
+	h, err := l.Host(w.Host)
+	if err != nil {
+		return err
+	}
+	if err := l.setVethMTU(h.NS, w, mtu); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	w.MTU = mtu
+	l.mu.Unlock()
+	return nil
+}
+
+// setVethMTU sets mtu on the workload's eth0 and on its host side. Both ends
+// get it because a veth drops frames longer than the receiving end's MTU
+// before any program sees them: a host side smaller than eth0 would hide
+// oversize packets from the BPF code that must answer them with "fragmentation
+// needed".
+func (l *Lab) setVethMTU(hostNS string, w *Workload, mtu int) error {
+	m := strconv.Itoa(mtu)
+	if err := l.ip(w.NS, "link", "set", "eth0", "mtu", m); err != nil {
+		return fmt.Errorf("workload %s: %w", w.Name, err)
+	}
+	if err := l.ip(hostNS, "link", "set", w.HostIface, "mtu", m); err != nil {
+		return fmt.Errorf("workload %s: %w", w.Name, err)
+	}
+	return nil
+}
+
 // derivedMAC returns a locally administered unicast MAC unique within the
 // lab and recognisable in captures: 02:<prefix hex>:00:<n>.
 func (l *Lab) derivedMAC(n int) net.HardwareAddr {
@@ -342,7 +414,7 @@ func (l *Lab) derivedMAC(n int) net.HardwareAddr {
 }
 
 // checkName rejects names that are unsafe or already used by another
-// segment, host or workload (they share the namespace name space).
+// segment, router, host or workload (they share the namespace name space).
 func (l *Lab) checkName(name string) error {
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("invalid name %q: want lowercase letters, digits and dashes", name)
@@ -362,6 +434,11 @@ func (l *Lab) checkName(name string) error {
 	for _, w := range l.workloads {
 		if w.Name == name {
 			return fmt.Errorf("name %q already used by a workload", name)
+		}
+	}
+	for _, r := range l.routers {
+		if r.Name == name {
+			return fmt.Errorf("name %q already used by a router", name)
 		}
 	}
 	return nil

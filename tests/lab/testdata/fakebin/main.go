@@ -77,8 +77,43 @@ func agent(args []string) {
 	fmt.Println("fake agent got", <-sig)
 }
 
-// ctl prints its arguments and standard input as JSON.
+// ctl answers "node status" and "routes dump" with canned multi-host
+// output (in the shape of the real calyxctl's -o json) and otherwise prints
+// its arguments and standard input as JSON.
 func ctl(args []string) {
+	switch verb(args) {
+	case "node status":
+		fmt.Println(`[{"node":"host-a","underlay":"eth0","ifindex":2,"address":"10.30.0.11","underlayMTU":1500,"workloadMTU":1450,"encap":"none,vxlan","peers":2,"vxlanPort":4789,"vxlanVNI":4096}]`)
+		return
+	case "routes dump":
+		fmt.Println(`[
+ {"cidr":"10.30.0.11/32","type":"host","interface":"","ifindex":0,"nextHop":"","node":"","encap":"none"},
+ {"cidr":"10.65.1.2/32","type":"local-workload","interface":"cx0001w1","ifindex":3,"mac":"02:00:00:00:00:01"},
+ {"cidr":"10.65.2.0/26","type":"remote-workload","interface":"eth0","ifindex":2,"nextHop":"10.30.0.12","node":"host-b","encap":"none"},
+ {"cidr":"10.65.3.0/26","type":"remote-workload","interface":"eth0","ifindex":2,"nextHop":"10.30.1.13","node":"host-c","encap":"vxlan"},
+ {"cidr":"10.65.3.2/32","type":"remote-workload","interface":"eth0","ifindex":2,"nextHop":"10.30.1.13","node":"host-c","encap":"vxlan"}
+]`)
+		return
+	}
 	in, _ := io.ReadAll(os.Stdin)
 	json.NewEncoder(os.Stdout).Encode(map[string]any{"args": args, "stdin": string(in)})
+}
+
+// verb returns the first two arguments that are neither flags nor flag
+// values, e.g. "node status".
+func verb(args []string) string {
+	var words []string
+	for i := 0; i < len(args) && len(words) < 2; i++ {
+		switch {
+		case args[i] == "--datastore", args[i] == "--bpffs", args[i] == "-o":
+			i++
+		case len(args[i]) > 0 && args[i][0] == '-':
+		default:
+			words = append(words, args[i])
+		}
+	}
+	if len(words) < 2 {
+		return ""
+	}
+	return words[0] + " " + words[1]
 }

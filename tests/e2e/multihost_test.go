@@ -1,0 +1,342 @@
+package e2e
+
+// End-to-end tests of issue 3: workloads on three hosts (host-a and host-b on
+// one underlay subnet, host-c on another behind a router that knows only the
+// two underlay subnets) reach each other with routing, encapsulation and
+// decapsulation done in BPF, in every pool mode.
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/calyxnet/calyx/tests/lab"
+)
+
+// multiHost builds the three-host lab with agents on every host and the
+// model applied in mode, and waits until programs are attached everywhere.
+func multiHost(t *testing.T, mode lab.EncapMode) *lab.MultiHost {
+	t.Helper()
+	l := newLab(t)
+	lab.RequireTools(t, "tcpdump")
+	m, err := lab.BuildMultiHost(l, mode)
+	if err != nil {
+		t.Fatalf("build three hosts: %v", err)
+	}
+	if err := m.StartAgents(); err != nil {
+		t.Fatalf("start agents: %v", err)
+	}
+	if out, err := m.Apply(); err != nil {
+		t.Fatalf("apply model: %v\n%s", err, out)
+	}
+	if err := m.WaitLinks(attachTimeout); err != nil {
+		t.Fatalf("programs not attached: %v", err)
+	}
+	return m
+}
+
+// waitEncap waits until host's route to w says encap.
+func waitEncap(t *testing.T, m *lab.MultiHost, host *lab.Host, w *lab.Workload, encap string) {
+	t.Helper()
+	cidr := w.IP.String() + "/32"
+	err := lab.Eventually(attachTimeout, 100*time.Millisecond, func() error {
+		rs, err := m.Lab.Routes(host.Name)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if r.CIDR == cidr {
+				if r.Type != "remote-workload" || r.Encap != encap || r.Node != w.Host {
+					return fmt.Errorf("route %s is %s via %s (%s) encap %s, want remote-workload via %s encap %s",
+						cidr, r.Type, r.Node, r.NextHop, r.Encap, w.Host, encap)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no route for %s on %s", cidr, host.Name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMultiHostModes runs every pool mode in one lab, switching the mode in
+// the model while the agents keep running: for each, ping and a TCP transfer
+// between workloads on the three hosts where the mode allows it, a capture
+// on host-a's underlay proving the encapsulation used, and host traffic.
+func TestMultiHostModes(t *testing.T) {
+	m := multiHost(t, lab.ModeVXLAN) // workload MTU 1450 fits every mode
+	l := m.Lab
+	pids := map[string]int{}
+	for _, h := range m.Hosts() {
+		pids[h.Name] = l.AgentPid(h.Name)
+	}
+
+	for _, mode := range []lab.EncapMode{lab.ModeVXLAN, lab.ModeIPIP, lab.ModeIPIPCrossSubnet, lab.ModeVXLANCrossSubnet, lab.ModeNever} {
+		t.Run(string(mode), func(t *testing.T) {
+			if out, err := m.SetMode(mode); err != nil {
+				t.Fatalf("set mode: %v\n%s", err, out)
+			}
+			waitEncap(t, m, m.HostA, m.WB, m.Expect(m.HostA, m.HostB))
+			waitEncap(t, m, m.HostA, m.WC, m.Expect(m.HostA, m.HostC))
+			waitEncap(t, m, m.HostC, m.WA, m.Expect(m.HostC, m.HostA))
+			waitEncap(t, m, m.HostB, m.WC, m.Expect(m.HostB, m.HostC))
+
+			// Only one capture at a time, so each shows one pair's packets.
+			for _, p := range []struct{ src, dst *lab.Workload }{{m.WA, m.WB}, {m.WA, m.WC}, {m.WB, m.WC}} {
+				srcHost, _ := l.Host(p.src.Host)
+				dstHost, _ := l.Host(p.dst.Host)
+				crossRouter := srcHost.Segment != dstHost.Segment
+				name := fmt.Sprintf("%s->%s", p.src.Name, p.dst.Name)
+				if mode == lab.ModeNever && crossRouter {
+					// The router knows only the underlay subnets: without
+					// encapsulation nothing gets across it.
+					if st, _ := l.Ping(p.src.NS, p.dst.IP.String(), 2, "-W", "1"); st.Received != 0 {
+						t.Errorf("%s: %d pings answered in Never mode across the router, want none", name, st.Received)
+					}
+					continue
+				}
+				want := m.Expect(srcHost, dstHost)
+				c, err := l.StartCapture(srcHost.NS, srcHost.UnderlayIface, "host "+dstHost.Underlay.Addr().String()+" or host "+p.dst.IP.String())
+				if err != nil {
+					t.Fatalf("capture: %v", err)
+				}
+				perr := l.WaitPing(p.src.NS, p.dst.IP.String(), trafficTimeout)
+				lines, cerr := c.Stop()
+				if perr != nil {
+					t.Errorf("%s: ping: %v", name, perr)
+					continue
+				}
+				if cerr != nil {
+					t.Fatalf("capture: %v", cerr)
+				}
+				ipip, vxlan, plain := lab.CaptureShows(lab.PacketsMentioning(lines, p.dst.IP))
+				got := map[string]int{lab.EncapIPIP: ipip, lab.EncapVXLAN: vxlan, lab.EncapNone: plain}
+				if got[want] == 0 || ipip+vxlan+plain != got[want] {
+					t.Errorf("%s: capture on %s shows ipip %d, vxlan %d, plain %d; want only %s:\n%s",
+						name, srcHost.Name, ipip, vxlan, plain, want, strings.Join(lines, "\n"))
+				}
+				tr, err := l.TCPTransfer(p.src.NS, p.dst.NS, p.dst.IP, 5201, 32<<20, 30*time.Second)
+				if err != nil {
+					t.Errorf("%s: TCP transfer: %v", name, err)
+					continue
+				}
+				t.Logf("%s (%s): 32 MiB in %v (%.2f Gbit/s)", name, want, tr.Duration.Round(time.Millisecond), tr.Gbps())
+			}
+
+			// The host's own stack reaches remote workloads through the
+			// same BPF routes (underlay egress hook), with no kernel route.
+			for _, w := range []*lab.Workload{m.WB, m.WC} {
+				if mode == lab.ModeNever && w == m.WC {
+					continue
+				}
+				if err := l.WaitPing(m.HostA.NS, w.IP.String(), trafficTimeout); err != nil {
+					t.Errorf("host-a -> %s: %v", w.Name, err)
+				}
+			}
+		})
+	}
+
+	// The switches happened without restarts.
+	for _, h := range m.Hosts() {
+		if pid := l.AgentPid(h.Name); pid != pids[h.Name] {
+			t.Errorf("agent on %s restarted (pid %d -> %d)", h.Name, pids[h.Name], pid)
+		}
+	}
+	// The FIB keeps only the underlay and local /32s on every host.
+	for _, h := range m.Hosts() {
+		res, err := l.Exec(h.NS, "ip", "route")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if br := lab.BlockRoutes(res.Stdout, netip.MustParsePrefix(lab.WorkloadPool)); len(br) > 0 {
+			t.Errorf("%s has kernel routes for workload blocks: %v", h.Name, br)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(res.Stdout), "\n") {
+			dst := strings.Fields(line)[0]
+			if strings.HasPrefix(dst, "10.65.") && !strings.Contains(line, "proto 202") {
+				t.Errorf("%s: kernel route %q is not one of calyx's local /32s", h.Name, line)
+			}
+		}
+	}
+}
+
+// TestMultiHostFragNeeded: a workload whose MTU is larger than the tunnel
+// allows gets an ICMP "fragmentation needed" built in BPF, so path MTU
+// discovery works and TCP still gets through.
+func TestMultiHostFragNeeded(t *testing.T) {
+	m := multiHost(t, lab.ModeVXLAN)
+	l := m.Lab
+	big, err := m.AddWorkload("host-a", "wbig", "10.65.1.9", lab.UnderlayMTU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.Apply("", lab.EndpointYAML(big)); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	if err := l.WaitLinks("host-a", attachTimeout, big.HostIface); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitPing(big.NS, m.WC.IP.String(), trafficTimeout); err != nil {
+		t.Fatal(err)
+	}
+	res, _ := l.Exec(big.NS, "ping", "-c", "1", "-W", "1", "-M", "do", "-s", "1472", m.WC.IP.String())
+	if want := fmt.Sprintf("mtu = %d", lab.UnderlayMTU-lab.VXLANOverhead); !strings.Contains(res.Combined(), "Frag needed") || !strings.Contains(res.Combined(), want) {
+		t.Errorf("ping -M do -s 1472 from an MTU %d workload: want an ICMP frag needed with %q, got:\n%s", lab.UnderlayMTU, want, res.Combined())
+	}
+	rt, _ := l.Exec(big.NS, "ip", "route", "get", m.WC.IP.String())
+	if !strings.Contains(rt.Stdout, fmt.Sprintf("mtu %d", lab.UnderlayMTU-lab.VXLANOverhead)) {
+		t.Errorf("the workload did not learn the path MTU:\n%s", rt.Stdout)
+	}
+	cs, err := l.Counters("host-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := lab.CounterPackets(cs, big.HostIface, "icmp-frag-needed"); n == 0 {
+		t.Errorf("icmp-frag-needed not counted on %s", big.HostIface)
+	}
+	// A TCP stream from the big-MTU workload still crosses: its segments
+	// are cut to fit, by PMTU discovery or by the encap lowering the GSO size.
+	if _, err := l.TCPTransfer(big.NS, m.WC.NS, m.WC.IP, 5202, 16<<20, 30*time.Second); err != nil {
+		t.Errorf("TCP from the MTU %d workload: %v", lab.UnderlayMTU, err)
+	}
+}
+
+// TestTunnelFromStrangerDropped: encapsulated packets from an address that is
+// not a node, or to an address that is not the receiving node, are dropped and
+// counted by host-a's underlay ingress, and never reach the workload.
+func TestTunnelFromStrangerDropped(t *testing.T) {
+	m := multiHost(t, lab.ModeVXLAN)
+	l := m.Lab
+	hostAMAC, err := linkMAC(l, m.HostA.NS, m.HostA.UnderlayIface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counters := func(reason string) uint64 {
+		cs, err := l.Counters("host-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lab.CounterPackets(cs, m.HostA.UnderlayIface, reason)
+	}
+	inner := innerICMP(t, netip.MustParseAddr("10.65.2.2"), m.WA.IP)
+	vxlanPayload := append([]byte{0x08, 0, 0, 0, 0, 0x10, 0, 0}, // VNI 4096, the default
+		gopacketEth(t, inner)...)
+
+	srcBefore, dstBefore := counters("drop-tunnel-src"), counters("drop-tunnel-dst")
+	deliveredBefore := counters("deliver-local")
+
+	// The router (10.30.0.1) is no node: VXLAN and IP-in-IP from it.
+	if err := lab.InNS(m.Router.NS, func() error {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: m.HostA.Underlay.Addr().AsSlice(), Port: 4789})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := 0; i < 3; i++ {
+			if _, err := c.Write(vxlanPayload); err != nil {
+				return err
+			}
+		}
+		return sendRaw(syscall.IPPROTO_IPIP, m.HostA.Underlay.Addr(), inner, 3)
+	}); err != nil {
+		t.Fatalf("send from the router: %v", err)
+	}
+	// host-b is a node, but sends to an address that is not host-a's, on
+	// host-a's MAC (as a misconfigured or malicious peer could).
+	stray := "10.30.0.99"
+	if _, err := l.Exec(m.HostB.NS, "ip", "neigh", "replace", stray, "lladdr", hostAMAC, "dev", m.HostB.UnderlayIface, "nud", "permanent"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.InNS(m.HostB.NS, func() error {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(stray), Port: 4789})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		for i := 0; i < 3; i++ {
+			if _, err := c.Write(vxlanPayload); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("send from host-b: %v", err)
+	}
+
+	err = lab.Eventually(5*time.Second, 100*time.Millisecond, func() error {
+		if d := counters("drop-tunnel-src") - srcBefore; d < 6 {
+			return fmt.Errorf("drop-tunnel-src +%d, want +6 (3 VXLAN, 3 IP-in-IP from the router)", d)
+		}
+		if d := counters("drop-tunnel-dst") - dstBefore; d < 3 {
+			return fmt.Errorf("drop-tunnel-dst +%d, want +3 (VXLAN from host-b to %s)", d, stray)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	if d := counters("deliver-local") - deliveredBefore; d != 0 {
+		t.Errorf("%d packets delivered to workloads during the injection, want 0", d)
+	}
+}
+
+// innerICMP is an IPv4 ICMP echo from src to dst.
+func innerICMP(t *testing.T, src, dst netip.Addr) []byte {
+	t.Helper()
+	buf := gopacket.NewSerializeBuffer()
+	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		&layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()},
+		&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 7, Seq: 1},
+		gopacket.Payload("calyx-injected"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// gopacketEth prefixes an IPv4 packet with an Ethernet header, as VXLAN
+// carries it.
+func gopacketEth(t *testing.T, ip []byte) []byte {
+	t.Helper()
+	eth := make([]byte, 14, 14+len(ip))
+	copy(eth[0:6], []byte{0x02, 0, 0, 0, 0, 1})
+	copy(eth[6:12], []byte{0x02, 0, 0, 0, 0, 2})
+	binary.BigEndian.PutUint16(eth[12:], 0x0800)
+	return append(eth, ip...)
+}
+
+// sendRaw sends payload count times over a raw IPv4 socket of protocol
+// proto to dst: the kernel adds the outer header (for IPPROTO_IPIP, an
+// IP-in-IP packet from this namespace's address).
+func sendRaw(proto int, dst netip.Addr, payload []byte, count int) error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, proto)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer syscall.Close(fd)
+	sa := &syscall.SockaddrInet4{Addr: dst.As4()}
+	for i := 0; i < count; i++ {
+		if err := syscall.Sendto(fd, payload, 0, sa); err != nil {
+			return fmt.Errorf("sendto %s: %w", dst, err)
+		}
+	}
+	return nil
+}
+
+// linkMAC returns the MAC of iface in namespace ns.
+func linkMAC(l *lab.Lab, ns, iface string) (string, error) {
+	res, err := l.Exec(ns, "cat", "/sys/class/net/"+iface+"/address")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(res.Stdout), nil
+}
