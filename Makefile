@@ -51,11 +51,12 @@ test: deps build check-generate lint
 demo: deps build
 	$(BIN)/calyx-lab demo
 
-# Figures, not assertions: writes BENCHMARKS.md. BENCH_QUICK=1 for a short pass.
+# Figures, not assertions: writes BENCHMARKS.md. BENCH_QUICK=1 for a short pass;
+# BENCH_ONLY=encap (comma-separated: local, encap, controlplane) for some sections.
 bench: deps build
 	@mkdir -p bench/out
 	$(GO) test -run '^$$' -bench . -benchtime $(if $(BENCH_QUICK),20000x,200000x) ./bpf/ | tee bench/out/bpf.txt
-	$(BIN)/calyx-bench --bin $(BIN) --bpf-bench bench/out/bpf.txt --out BENCHMARKS.md
+	$(BIN)/calyx-bench --bin $(BIN) --bpf-bench bench/out/bpf.txt --out BENCHMARKS.md $(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 	@cat BENCHMARKS.md
 
 lint:

@@ -67,6 +67,7 @@ func ControlPlane(ctx context.Context, binDir string, n, adds int) (*ControlPlan
 		exec.Command("ip", "netns", "del", ns).Run()
 		unix.Unmount(bpffs, unix.MNT_DETACH)
 		os.RemoveAll(work)
+		os.Remove(filepath.Dir(work)) // only when no other run uses it
 	}
 	cleanup()
 	defer cleanup()

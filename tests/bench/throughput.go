@@ -24,6 +24,9 @@ func Median(xs []float64) float64 {
 	}
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
 	return s[len(s)/2]
 }
 
@@ -91,21 +94,26 @@ func LocalThroughput(ctx context.Context, binDir string, seconds, runs int) (*Th
 }
 
 func iperf(l *lab.Lab, src, dst *lab.Workload, seconds int) (float64, error) {
-	srv, err := l.ExecBackground(dst.NS, time.Duration(seconds+30)*time.Second, "iperf3", "-s", "-1", "-B", dst.IP.String())
-	if err != nil {
-		return 0, err
-	}
-	defer srv.Stop(9, time.Second)
-	if err := lab.WaitListening(l, dst.NS, 5201, 10*time.Second); err != nil {
-		return 0, err
-	}
-	out, err := l.ExecTimeout(time.Duration(seconds+30)*time.Second, src.NS, "iperf3", "-c", dst.IP.String(), "-t", fmt.Sprint(seconds), "-J")
-	if err != nil {
-		return 0, err
-	}
-	rep, err := lab.ParseIperf(out.Stdout)
+	rep, err := iperfReport(l, src, dst, seconds)
 	if err != nil {
 		return 0, err
 	}
 	return rep.BitsPerSecond / 1e9, nil
+}
+
+// iperfReport runs one iperf3 TCP stream src → dst for seconds.
+func iperfReport(l *lab.Lab, src, dst *lab.Workload, seconds int) (lab.IperfReport, error) {
+	srv, err := l.ExecBackground(dst.NS, time.Duration(seconds+30)*time.Second, "iperf3", "-s", "-1", "-B", dst.IP.String())
+	if err != nil {
+		return lab.IperfReport{}, err
+	}
+	defer srv.Stop(9, time.Second)
+	if err := lab.WaitListening(l, dst.NS, 5201, 10*time.Second); err != nil {
+		return lab.IperfReport{}, err
+	}
+	out, err := l.ExecTimeout(time.Duration(seconds+30)*time.Second, src.NS, "iperf3", "-c", dst.IP.String(), "-t", fmt.Sprint(seconds), "-J")
+	if err != nil {
+		return lab.IperfReport{}, err
+	}
+	return lab.ParseIperf(out.Stdout)
 }
