@@ -187,7 +187,11 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return err
 	}
-	added, removed, err := kernel.SyncRoutes(d.KernelRoutes)
+	uncovered, err := kernel.UncoveredPools(calc.WorkloadPools(a.snap))
+	if err != nil {
+		return err
+	}
+	added, removed, err := kernel.SyncRoutes(append(d.KernelRoutes, calc.PoolRoutes(d, uncovered)...))
 	a.metrics.kernelRoutes.Add(float64(added + removed))
 	if err != nil {
 		return err

@@ -37,11 +37,56 @@ type Attachment struct {
 	Underlay bool
 }
 
-// KernelRoute is a route the agent keeps in the host's FIB: only /32 (/128)
-// routes to local workloads, so the host's own stack can reach them.
+// KernelRoute is a route the agent keeps in the host's FIB: /32 (/128)
+// routes to local workloads, so the host's own stack can reach them, and,
+// only where no kernel route covers a pool, one route for the whole pool
+// towards the underlay (Gateway set), so the host's own packets reach the
+// underlay egress program that routes them in BPF.
 type KernelRoute struct {
 	Dst     netip.Prefix
 	Ifindex int
+	Gateway netip.Addr // zero: a link-scope route to Ifindex
+}
+
+// UnderlayGateway is the next hop of the agent's pool routes. It is no real
+// router: the agent pins its neighbour entry to the underlay's own MAC, and
+// calyx_to_underlay rewrites both MACs for the real next hop.
+var UnderlayGateway = netip.MustParseAddr("169.254.1.1")
+
+// PoolRoutes returns the pool routes for the IPv4 pools in uncovered (the
+// ones no kernel route covers), via UnderlayGateway on the underlay. None
+// until the underlay carries calyx's programs.
+func PoolRoutes(d *Desired, uncovered []netip.Prefix) []KernelRoute {
+	ul := int(d.Config.UnderlayIfindex)
+	if ul <= 0 || !d.Config.Address.IsValid() {
+		return nil
+	}
+	if _, ok := d.Attach[uint32(ul)]; !ok {
+		return nil
+	}
+	var out []KernelRoute
+	for _, p := range uncovered {
+		if p.Addr().Is4() {
+			out = append(out, KernelRoute{Dst: p.Masked(), Ifindex: ul, Gateway: UnderlayGateway})
+		}
+	}
+	return out
+}
+
+// WorkloadPools lists the enabled, non-external pools: the ones the host's
+// own stack must be able to reach.
+func WorkloadPools(s *model.Snapshot) []netip.Prefix {
+	var out []netip.Prefix
+	if s == nil {
+		return out
+	}
+	for _, p := range s.Pools {
+		if !p.Spec.Disabled && !p.Spec.External {
+			out = append(out, p.Spec.CIDR.Masked())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
 }
 
 // Desired is the full content the dataplane should have.

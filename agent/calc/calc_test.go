@@ -216,3 +216,25 @@ func TestComputeConfigFromModel(t *testing.T) {
 		t.Errorf("unregistered node: config %+v, attach %+v", d.Config, d.Attach)
 	}
 }
+
+func TestPoolRoutes(t *testing.T) {
+	s := threeNodes(model.EncapNever, model.EncapAlways)
+	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "fip"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("198.51.100.0/24"), External: true}})
+	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "off"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("10.99.0.0/16"), Disabled: true}})
+	pools := WorkloadPools(s)
+	if len(pools) != 1 || pools[0] != netip.MustParsePrefix("10.65.0.0/16") {
+		t.Fatalf("workload pools = %v, want only 10.65.0.0/16 (external and disabled pools are not routed)", pools)
+	}
+	in := Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]Interface{"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}}}
+	rs := PoolRoutes(Compute(in), pools)
+	want := KernelRoute{Dst: netip.MustParsePrefix("10.65.0.0/16"), Ifindex: 2, Gateway: UnderlayGateway}
+	if len(rs) != 1 || rs[0] != want {
+		t.Errorf("pool routes = %v, want [%v]", rs, want)
+	}
+	// Without an underlay carrying the programs, a pool route would lead
+	// nowhere: none.
+	in.Underlay = "missing"
+	if rs := PoolRoutes(Compute(in), pools); len(rs) != 0 {
+		t.Errorf("pool routes without an underlay = %v, want none", rs)
+	}
+}

@@ -95,7 +95,11 @@ func SetUp(ifindex int) error {
 // ones are added first, then stale ones removed. It returns how many it
 // added and removed.
 func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
-	have := make(map[netip.Prefix]int)
+	type route struct {
+		ifindex int
+		gw      netip.Addr
+	}
+	have := make(map[netip.Prefix]route)
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
 			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
@@ -111,26 +115,36 @@ func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
 				continue
 			}
 			ones, _ := r.Dst.Mask.Size()
-			have[netip.PrefixFrom(p.Unmap(), ones)] = r.LinkIndex
+			var gw netip.Addr
+			if a, ok := netip.AddrFromSlice(r.Gw); ok {
+				gw = a.Unmap()
+			}
+			have[netip.PrefixFrom(p.Unmap(), ones)] = route{r.LinkIndex, gw}
 		}
 	}
 	wantSet := make(map[netip.Prefix]bool, len(want))
 	for _, w := range want {
 		wantSet[w.Dst] = true
-		if idx, ok := have[w.Dst]; ok && idx == w.Ifindex {
+		if h, ok := have[w.Dst]; ok && h.ifindex == w.Ifindex && h.gw == w.Gateway {
 			continue
 		}
-		r := routeFor(w.Dst, w.Ifindex)
+		if w.Gateway.IsValid() {
+			if err := pinGatewayNeighbour(w.Ifindex, w.Gateway); err != nil {
+				return added, removed, err
+			}
+		}
+		r := routeFor(w)
 		if err := netlink.RouteReplace(r); err != nil {
 			return added, removed, fmt.Errorf("add route %s dev %d: %w", w.Dst, w.Ifindex, err)
 		}
 		added++
 	}
-	for p, idx := range have {
+	for p, h := range have {
 		if wantSet[p] {
 			continue
 		}
-		if err := netlink.RouteDel(routeFor(p, idx)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+		if err := netlink.RouteDel(routeFor(calc.KernelRoute{Dst: p, Ifindex: h.ifindex, Gateway: h.gw})); err != nil &&
+			!errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
 			return added, removed, fmt.Errorf("delete route %s: %w", p, err)
 		}
 		removed++
@@ -138,14 +152,71 @@ func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
 	return added, removed, nil
 }
 
-func routeFor(p netip.Prefix, ifindex int) *netlink.Route {
-	return &netlink.Route{
-		LinkIndex: ifindex,
-		Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+func routeFor(w calc.KernelRoute) *netlink.Route {
+	r := &netlink.Route{
+		LinkIndex: w.Ifindex,
+		Dst:       &net.IPNet{IP: w.Dst.Addr().AsSlice(), Mask: net.CIDRMask(w.Dst.Bits(), w.Dst.Addr().BitLen())},
 		Scope:     netlink.SCOPE_LINK,
 		Protocol:  RouteProtocol,
 		Table:     unix.RT_TABLE_MAIN,
 	}
+	if w.Gateway.IsValid() {
+		r.Scope = netlink.SCOPE_UNIVERSE
+		r.Gw = w.Gateway.AsSlice()
+		r.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return r
+}
+
+// pinGatewayNeighbour makes gw resolve to the interface's own MAC, so the
+// kernel hands packets routed via gw to the interface (and its egress
+// program) at once instead of waiting for an ARP reply no one sends.
+func pinGatewayNeighbour(ifindex int, gw netip.Addr) error {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("interface %d: %w", ifindex, err)
+	}
+	n := &netlink.Neigh{LinkIndex: ifindex, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: gw.AsSlice(), HardwareAddr: l.Attrs().HardwareAddr}
+	if err := netlink.NeighSet(n); err != nil {
+		return fmt.Errorf("pin neighbour %s on %s: %w", gw, l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// UncoveredPools returns the pools that no kernel route other than calyx's
+// own covers: the host's own packets to them would find no way out.
+func UncoveredPools(pools []netip.Prefix) ([]netip.Prefix, error) {
+	rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	var out []netip.Prefix
+	for _, p := range pools {
+		if !p.Addr().Is4() {
+			continue
+		}
+		covered := false
+		for _, r := range rs {
+			if r.Protocol == RouteProtocol || r.Type != unix.RTN_UNICAST {
+				continue
+			}
+			if r.Dst == nil {
+				covered = true // the default route
+				break
+			}
+			a, ok := netip.AddrFromSlice(r.Dst.IP)
+			ones, _ := r.Dst.Mask.Size()
+			if ok && ones <= p.Bits() && netip.PrefixFrom(a.Unmap(), ones).Contains(p.Addr()) {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // UnderlayAddress returns the first global IPv4 address (with prefix) of

@@ -340,3 +340,60 @@ func linkMAC(l *lab.Lab, ns, iface string) (string, error) {
 	}
 	return strings.TrimSpace(res.Stdout), nil
 }
+
+// TestHostTrafficWithoutDefaultRoute: on a host where no kernel route covers
+// the pool (no default route), the agent adds one route for the whole pool
+// towards the underlay, so the host's own packets reach the underlay egress
+// program; the FIB still has no route per block or per host.
+func TestHostTrafficWithoutDefaultRoute(t *testing.T) {
+	l := newLab(t)
+	lab.RequireTools(t, "tcpdump")
+	m, err := lab.BuildMultiHost(l, lab.ModeVXLANCrossSubnet)
+	if err != nil {
+		t.Fatalf("build three hosts: %v", err)
+	}
+	// host-a keeps a route to host-c's subnet only: nothing covers 10.65/16.
+	for _, args := range [][]string{
+		{"ip", "route", "del", "default"},
+		{"ip", "route", "add", m.Remote.Gateway.Masked().String(), "via", m.Fabric.Gateway.Addr().String()},
+	} {
+		if _, err := l.Exec(m.HostA.NS, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.StartAgents(); err != nil {
+		t.Fatalf("start agents: %v", err)
+	}
+	if out, err := m.Apply(); err != nil {
+		t.Fatalf("apply model: %v\n%s", err, out)
+	}
+	if err := m.WaitLinks(attachTimeout); err != nil {
+		t.Fatal(err)
+	}
+	err = lab.Eventually(attachTimeout, 100*time.Millisecond, func() error {
+		res, err := l.Exec(m.HostA.NS, "ip", "route", "show", lab.WorkloadPool)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(res.Stdout, "via 169.254.1.1 dev eth0 proto 202 onlink") {
+			return fmt.Errorf("no pool route on host-a: %q", res.Stdout)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []*lab.Workload{m.WB, m.WC} {
+		if err := l.WaitPing(m.HostA.NS, w.IP.String(), trafficTimeout); err != nil {
+			t.Errorf("host-a -> %s without a default route: %v", w.Name, err)
+		}
+	}
+	// host-b has a default route: no pool route there.
+	res, err := l.Exec(m.HostB.NS, "ip", "route")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if br := lab.BlockRoutes(res.Stdout, netip.MustParsePrefix(lab.WorkloadPool)); len(br) > 0 {
+		t.Errorf("host-b has a default route, yet pool routes: %v", br)
+	}
+}
