@@ -52,7 +52,8 @@ nouns (read only):
   endpoints dump           the endpoints programmed in the dataplane
   routes dump              the BPF route table
   counters dump            packets and bytes by interface and verdict reason
-  links                    programs attached per interface
+  links                    programs attached per interface (ATTACHED: the kernel runs it, checked in
+                           calyxctl's network namespace: run it in the host's)
   node status              this node's underlay, MTUs and encapsulations in use
   version                  this build's version
 `

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -65,6 +66,7 @@ type linkRow struct {
 	ProgramID  uint32 `json:"programID" table:"PROG-ID"`
 	Mode       string `json:"mode" table:"MODE"`
 	Pinned     bool   `json:"pinned" table:"PINNED"`
+	Attached   bool   `json:"attached" table:"ATTACHED"`
 	EndpointID uint32 `json:"endpointID"`
 }
 
@@ -147,6 +149,13 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 				} else {
 					r.ProgramID = l.EgressProgID
 				}
+				// The record says what the agent attached; the kernel says
+				// whether it still runs (run calyxctl in the host's netns).
+				ids, err := loader.AttachedPrograms(int(idx), h)
+				if err != nil {
+					return err
+				}
+				r.Attached = slices.Contains(ids, r.ProgramID)
 				rows = append(rows, r)
 			}
 		}

@@ -169,3 +169,40 @@ func RemoveStalePin(p PinnedLink) error {
 	}
 	return nil
 }
+
+// AttachedPrograms asks the kernel which programs run on a hook of an
+// interface in the caller's network namespace, by TCX and by clsact filter,
+// so that a record can be checked against what really runs. An interface
+// that does not exist has none.
+func AttachedPrograms(ifindex int, h Hook) ([]uint32, error) {
+	attach, parent := ebpf.AttachTCXIngress, uint32(netlink.HANDLE_MIN_INGRESS)
+	if h == HookEgress {
+		attach, parent = ebpf.AttachTCXEgress, netlink.HANDLE_MIN_EGRESS
+	}
+	var ids []uint32
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: attach})
+	switch {
+	case err == nil:
+		for _, p := range res.Programs {
+			ids = append(ids, uint32(p.ID))
+		}
+	case errors.Is(err, unix.ENODEV), errors.Is(err, os.ErrNotExist):
+		return nil, nil
+	case !errors.Is(err, ebpf.ErrNotSupported):
+		return nil, fmt.Errorf("query tcx %s programs of ifindex %d: %w", h, ifindex, err)
+	}
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return ids, nil // gone since the query
+	}
+	fs, err := netlink.FilterList(l, parent)
+	if err != nil && !errors.Is(err, unix.EINVAL) {
+		return nil, fmt.Errorf("list %s filters of ifindex %d: %w", h, ifindex, err)
+	}
+	for _, f := range fs {
+		if bf, ok := f.(*netlink.BpfFilter); ok {
+			ids = append(ids, uint32(bf.Id))
+		}
+	}
+	return ids, nil
+}

@@ -40,6 +40,23 @@ func multiHost(t *testing.T, mode lab.EncapMode) *lab.MultiHost {
 	if err := m.WaitLinks(attachTimeout); err != nil {
 		t.Fatalf("programs not attached: %v", err)
 	}
+	// Each host's underlay carries the decap and host-egress programs, and
+	// the kernel confirms they run.
+	for _, h := range m.Hosts() {
+		links, err := l.Links(h.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]string{"ingress": "calyx_from_underlay", "egress": "calyx_to_underlay"}
+		for _, lk := range lab.LinksFor(links, h.UnderlayIface) {
+			if want[lk.Hook] == lk.Program && lk.Attached {
+				delete(want, lk.Hook)
+			}
+		}
+		if len(want) > 0 {
+			t.Fatalf("%s: underlay %s lacks running programs %v; links: %+v", h.Name, h.UnderlayIface, want, links)
+		}
+	}
 	return m
 }
 

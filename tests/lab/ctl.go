@@ -87,7 +87,11 @@ type Link struct {
 	Ifindex   int    `json:"ifindex"`
 	Hook      string `json:"hook"`
 	Mode      string `json:"mode"`
+	Program   string `json:"program"`
 	ProgramID uint32 `json:"programID"`
+	// Attached says the kernel runs ProgramID on the hook (not just that
+	// the agent recorded it).
+	Attached bool `json:"attached"`
 }
 
 // CtlArgs returns calyxctl's command line with the lab's datastore and the
@@ -104,9 +108,11 @@ func (l *Lab) CtlArgs(host string, args ...string) ([]string, error) {
 	return append([]string{l.CtlBinary(), "--datastore", l.DatastoreURL(), "--bpffs", bpffs}, args...), nil
 }
 
-// Calyxctl runs calyxctl in the root namespace (it reads pinned maps by
-// path) against the lab's datastore and host's bpffs. Put global flags such
-// as "-o json" before the verb.
+// Calyxctl runs calyxctl against the lab's datastore and host's bpffs,
+// inside the host's namespace as an operator on that host would (the kernel
+// facts it reports, such as which programs run on an ifindex, are per
+// namespace); with host "" in the root namespace. Put global flags such as
+// "-o json" before the verb.
 func (l *Lab) Calyxctl(host string, args ...string) (stdout, stderr string, err error) {
 	return l.CalyxctlInput(host, "", args...)
 }
@@ -117,7 +123,15 @@ func (l *Lab) CalyxctlInput(host, stdin string, args ...string) (stdout, stderr 
 	if err != nil {
 		return "", "", err
 	}
-	res, err := l.Run(Command{Args: full, Stdin: stdin})
+	var ns string
+	if host != "" {
+		h, err := l.Host(host)
+		if err != nil {
+			return "", "", err
+		}
+		ns = h.NS
+	}
+	res, err := l.Run(Command{NS: ns, Args: full, Stdin: stdin})
 	return res.Stdout, res.Stderr, err
 }
 
