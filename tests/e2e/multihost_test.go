@@ -253,15 +253,8 @@ func TestTunnelFromStrangerDropped(t *testing.T) {
 
 	// The router (10.30.0.1) is no node: VXLAN and IP-in-IP from it.
 	if err := lab.InNS(m.Router.NS, func() error {
-		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: m.HostA.Underlay.Addr().AsSlice(), Port: 4789})
-		if err != nil {
+		if err := sendUDP(m.HostA.Underlay.Addr(), 4789, vxlanPayload, 3); err != nil {
 			return err
-		}
-		defer c.Close()
-		for i := 0; i < 3; i++ {
-			if _, err := c.Write(vxlanPayload); err != nil {
-				return err
-			}
 		}
 		return sendRaw(syscall.IPPROTO_IPIP, m.HostA.Underlay.Addr(), inner, 3)
 	}); err != nil {
@@ -274,17 +267,7 @@ func TestTunnelFromStrangerDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := lab.InNS(m.HostB.NS, func() error {
-		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.ParseIP(stray), Port: 4789})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		for i := 0; i < 3; i++ {
-			if _, err := c.Write(vxlanPayload); err != nil {
-				return err
-			}
-		}
-		return nil
+		return sendUDP(netip.MustParseAddr(stray), 4789, vxlanPayload, 3)
 	}); err != nil {
 		t.Fatalf("send from host-b: %v", err)
 	}
@@ -329,6 +312,21 @@ func gopacketEth(t *testing.T, ip []byte) []byte {
 	copy(eth[6:12], []byte{0x02, 0, 0, 0, 0, 2})
 	binary.BigEndian.PutUint16(eth[12:], 0x0800)
 	return append(eth, ip...)
+}
+
+// sendUDP sends payload count times in UDP datagrams to dst:port.
+func sendUDP(dst netip.Addr, port int, payload []byte, count int) error {
+	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: dst.AsSlice(), Port: port})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for i := 0; i < count; i++ {
+		if _, err := c.Write(payload); err != nil {
+			return fmt.Errorf("send to %s:%d: %w", dst, port, err)
+		}
+	}
+	return nil
 }
 
 // sendRaw sends payload count times over a raw IPv4 socket of protocol
