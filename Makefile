@@ -32,7 +32,7 @@ check-generate: generate
 
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/calyx-agent ./cmd/calyxctl ./cmd/calyx-lab ./cmd/calyx-bench
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/calyx-agent ./cmd/calyxctl ./cmd/calyx-lab ./cmd/calyx-bench ./cmd/calyx-load
 
 # Layer 1 (pure Go) and layer 2 (BPF_PROG_TEST_RUN) live beside the code;
 # layer 3 (netns lab, real agents) in tests/e2e.
