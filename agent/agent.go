@@ -33,6 +33,9 @@ type Config struct {
 	Metrics   string
 	Attach    loader.Mode
 	Logger    *slog.Logger
+	// ResyncInterval is how often the agent re-reads the pinned maps and
+	// repairs whatever differs from the model; 0 turns it off.
+	ResyncInterval time.Duration
 }
 
 // Agent is one running agent.
@@ -129,9 +132,25 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	a.log.Info("agent started", "node", cfg.Node, "bpffs", cfg.BPFFS, "datastore", cfg.Datastore, "attach", cfg.Attach)
-	var timer <-chan time.Time
+	var timer, resync <-chan time.Time
+	if cfg.ResyncInterval > 0 {
+		t := time.NewTicker(cfg.ResyncInterval)
+		defer t.Stop()
+		resync = t.C
+	}
 	for {
 		select {
+		case <-resync:
+			// Entries changed behind the agent's back are only seen by
+			// reading the maps again; the reconcile then repairs them.
+			if err := a.syncer.Reload(); err != nil {
+				a.log.Error("resync: read maps", "err", err)
+				continue
+			}
+			a.metrics.resyncs.Inc()
+			if timer == nil {
+				timer = time.After(0)
+			}
 		case <-ctx.Done():
 			a.log.Info("agent stopping; dataplane stays as it is")
 			return nil

@@ -23,6 +23,7 @@ type metrics struct {
 	endpoints    *prometheus.GaugeVec
 	ready        prometheus.Gauge
 	workloadMTU  prometheus.Gauge
+	resyncs      prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -54,6 +55,9 @@ func newMetrics() *metrics {
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "calyx_ready", Help: "1 once the dataplane matches the model.",
 		}),
+		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "calyx_resyncs_total", Help: "Periodic re-reads of the pinned maps (repairs show in calyx_sync_map_writes_total).",
+		}),
 		workloadMTU: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "calyx_workload_mtu", Help: "The MTU workloads must use: the underlay's minus the largest encapsulation overhead the pools may use.",
 		}),
@@ -64,7 +68,7 @@ func newMetrics() *metrics {
 		}
 	}
 	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches,
-		m.endpoints, m.ready, m.workloadMTU, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.endpoints, m.ready, m.workloadMTU, m.resyncs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

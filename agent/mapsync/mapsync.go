@@ -54,19 +54,31 @@ type Syncer struct {
 
 // New reads the current map contents.
 func New(store Store) (*Syncer, error) {
-	ifaces, err := store.Ifaces()
-	if err != nil {
-		return nil, fmt.Errorf("read current interfaces: %w", err)
+	s := &Syncer{store: store}
+	if err := s.Reload(); err != nil {
+		return nil, err
 	}
-	routes, err := store.Routes()
+	return s, nil
+}
+
+// Reload replaces the cache with what the maps hold now, so that the next
+// Upsert and Prune also repair entries changed behind the agent's back
+// (by hand with bpftool, or by anything else that writes the pins).
+func (s *Syncer) Reload() error {
+	ifaces, err := s.store.Ifaces()
 	if err != nil {
-		return nil, fmt.Errorf("read current routes: %w", err)
+		return fmt.Errorf("read current interfaces: %w", err)
 	}
-	config, err := store.Config()
+	routes, err := s.store.Routes()
 	if err != nil {
-		return nil, fmt.Errorf("read current node config: %w", err)
+		return fmt.Errorf("read current routes: %w", err)
 	}
-	return &Syncer{store: store, ifaces: ifaces, routes: routes, config: config}, nil
+	config, err := s.store.Config()
+	if err != nil {
+		return fmt.Errorf("read current node config: %w", err)
+	}
+	s.ifaces, s.routes, s.config = ifaces, routes, config
+	return nil
 }
 
 // Upsert writes every desired entry that is missing or different: the node

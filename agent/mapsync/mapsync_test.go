@@ -178,3 +178,41 @@ func TestSyncErrorKeepsCacheTrue(t *testing.T) {
 		t.Fatalf("retry ops = %v (%+v)", f.ops, c)
 	}
 }
+
+// Entries changed behind the syncer's back are invisible to its cache until
+// Reload; then one Sync repairs exactly them.
+func TestReloadRepairsOutOfBandChanges(t *testing.T) {
+	f := newFake()
+	s, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := desired(map[uint32]string{1: "10.0.0.1", 2: "10.0.0.2"})
+	if _, err := s.Sync(want); err != nil {
+		t.Fatal(err)
+	}
+	// By hand: a route deleted, an interface entry altered, a stray route.
+	delete(f.routes, netip.MustParsePrefix("10.0.0.1/32"))
+	f.ifaces[2] = maps.Iface{Workload: true, EndpointID: 99}
+	f.routes[netip.MustParsePrefix("10.9.9.9/32")] = maps.Route{Type: maps.RouteHost}
+
+	if c, _ := s.Sync(want); c.Total() != 0 {
+		t.Fatalf("sync from a stale cache wrote %+v; it cannot see the changes", c)
+	}
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.Sync(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RoutePuts != 1 || c.IfacePuts != 1 || c.RouteDeletes != 1 || c.IfaceDeletes != 0 {
+		t.Errorf("repair counts = %+v, want 1 route put, 1 iface put, 1 route delete", c)
+	}
+	if _, ok := f.routes[netip.MustParsePrefix("10.0.0.1/32")]; !ok || f.ifaces[2].EndpointID != 2 {
+		t.Errorf("not repaired: routes %v, ifaces %v", f.routes, f.ifaces)
+	}
+	if _, ok := f.routes[netip.MustParsePrefix("10.9.9.9/32")]; ok {
+		t.Error("stray route left in place")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/calyxnet/calyx/agent"
 	"github.com/calyxnet/calyx/loader"
@@ -25,6 +26,7 @@ func main() {
 		xdp       = flag.String("xdp", "off", "XDP on the underlay: off|generic|native|auto")
 		attach    = flag.String("attach", "auto", "how to attach TC programs: auto|tcx|clsact")
 		logLevel  = flag.String("log-level", "info", "debug|info|warn|error")
+		resync    = flag.Duration("resync-interval", time.Minute, "how often to re-read the pinned maps and repair what differs from the model (0: never)")
 	)
 	flag.Parse()
 
@@ -41,13 +43,16 @@ func main() {
 	default:
 		fail(fmt.Errorf("--xdp %q: want off, generic, native or auto", *xdp))
 	}
+	if *resync < 0 {
+		fail(fmt.Errorf("--resync-interval %s: want 0 (never) or a positive duration", *resync))
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	err = agent.Run(ctx, agent.Config{
 		Node: *node, Datastore: *datastore, Underlay: *underlay, BPFFS: *bpffs,
-		Metrics: *metrics, Attach: mode, Logger: log,
+		Metrics: *metrics, Attach: mode, Logger: log, ResyncInterval: *resync,
 	})
 	if err != nil {
 		fail(err)

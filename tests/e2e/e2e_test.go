@@ -421,3 +421,59 @@ func TestEndpointBeforeInterface(t *testing.T) {
 	mustPing(t, l, w1.NS, w2.IP.String(), 5)
 	mustPing(t, l, w2.NS, w1.IP.String(), 5)
 }
+
+// TestResyncRepairsMapEdits: an entry deleted from a pinned map by hand
+// (here with bpftool) comes back at the agent's next periodic resync, and
+// traffic with it.
+func TestResyncRepairsMapEdits(t *testing.T) {
+	lab.RequireTools(t, "bpftool")
+	e := setup(t, 2, "--resync-interval", "500ms")
+	w2 := e.ws[1]
+	a4 := w2.IP.As4()
+	key := []string{"key", "hex", "80", "00", "00", "00", "00", "00", "00", "00", "00", "00", "00", "00", "00", "00", "ff", "ff"}
+	for _, b := range a4 {
+		key = append(key, fmt.Sprintf("%02x", b))
+	}
+	writes := func() float64 {
+		text, err := e.l.AgentMetrics(e.h.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _, _ := lab.MetricSum(text, "calyx_sync_map_writes_total")
+		return n
+	}
+	before := writes()
+	args := append([]string{"bpftool", "map", "delete", "pinned", filepath.Join(e.h.BPFFS, "cx_routes")}, key...)
+	if res, err := e.l.Exec("", args...); err != nil {
+		t.Fatalf("delete %s's route with bpftool: %v\n%s", w2.Name, err, res.Combined())
+	}
+	err := lab.Eventually(10*time.Second, 100*time.Millisecond, func() error {
+		rs, err := e.l.Routes(e.h.Name)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if r.CIDR == w2.IP.String()+"/32" && r.Type == "local-workload" {
+				return nil
+			}
+		}
+		return fmt.Errorf("route for %s not restored", w2.IP)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.l.WaitPing(e.ws[0].NS, w2.IP.String(), trafficTimeout); err != nil {
+		t.Errorf("w1 -> w2 after the repair: %v", err)
+	}
+	// The route came back by the agent's write, not by anything else.
+	if d := writes() - before; d < 1 {
+		t.Errorf("map writes +%v after the deletion, want the repair counted", d)
+	}
+	text, err := e.l.AgentMetrics(e.h.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok, _ := lab.MetricSum(text, "calyx_resyncs_total"); !ok || n < 1 {
+		t.Errorf("calyx_resyncs_total = %v (present %v), want at least 1", n, ok)
+	}
+}
