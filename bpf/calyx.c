@@ -634,7 +634,90 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 }
 
-static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, struct hdr_cursor *c, void *data_end)
+static __always_inline int cx_is_unspecified6(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] | a->in6_u.u6_addr32[3]) == 0;
+}
+
+static __always_inline int cx_is_link_local6(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr8[0] == 0xfe && (a->in6_u.u6_addr8[1] & 0xc0) == 0x80;
+}
+
+/* An NA with one option: the target's link-layer address (RFC 4861 4.6.1). */
+#define CX_NA_LEN (sizeof(struct cx_nd) + 8)
+
+/* cx_from_wl_ns answers a workload's neighbour solicitation for any address
+ * but its own with the host side's MAC, as cx_from_wl_arp does for IPv4: the
+ * gateway (fe80::1 or any other) is always the local host, with no proxy NDP. */
+static __always_inline int cx_from_wl_ns(struct __sk_buff *skb, const struct cx_iface *ifc, struct ipv6hdr *ip6,
+					 struct cx_nd *nd)
+{
+	__u32 ifindex = skb->ifindex, len = skb->len; /* counted as it arrived */
+	struct in6_addr target, src;
+	struct ethhdr *eth;
+	struct cx_route *rt;
+	void *data, *data_end;
+	__u8 *opt;
+	struct {
+		__be32 len;
+		__be32 nexthdr;
+	} pseudo = { .len = bpf_htonl(CX_NA_LEN), .nexthdr = bpf_htonl(IPPROTO_ICMPV6) };
+	__u64 sum;
+
+	if (nd->code != 0 || ip6->hop_limit != 255)
+		/* Not from the link itself (RFC 4861 7.1.1). */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	__builtin_memcpy(&target, &nd->target, sizeof(target));
+	__builtin_memcpy(&src, &ip6->saddr, sizeof(src));
+	if (cx_is_unspecified6(&src))
+		/* Duplicate-address detection: it must go unanswered to succeed. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_ND_IGNORED, TC_ACT_SHOT);
+	if (!cx_is_link_local6(&src) && !cx_owned_by(cx_route_v6(&src), ifindex))
+		/* A global source that is not the endpoint's: NDP spoofing. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+	rt = cx_route_v6(&target);
+	if (cx_owned_by(rt, ifindex) || cx_is_unspecified6(&target))
+		/* Its own address: no one else may claim it. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_ND_IGNORED, TC_ACT_SHOT);
+
+	if (skb->len != ETH_HLEN + sizeof(struct ipv6hdr) + CX_NA_LEN &&
+	    bpf_skb_change_tail(skb, ETH_HLEN + sizeof(struct ipv6hdr) + CX_NA_LEN, 0))
+		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	ip6 = (void *)(eth + 1);
+	nd = (void *)(ip6 + 1);
+	opt = (void *)(nd + 1);
+	if ((void *)(opt + 8) > data_end)
+		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+
+	__builtin_memcpy(eth->h_dest, eth->h_source, CX_ETH_ALEN);
+	__builtin_memcpy(eth->h_source, ifc->host_mac, CX_ETH_ALEN);
+	ip6->payload_len = bpf_htons(CX_NA_LEN);
+	ip6->nexthdr = IPPROTO_ICMPV6;
+	ip6->hop_limit = 255;
+	__builtin_memcpy(&ip6->saddr, &target, sizeof(target));
+	__builtin_memcpy(&ip6->daddr, &src, sizeof(src));
+	nd->type = CX_ICMPV6_NA;
+	nd->code = 0;
+	nd->checksum = 0;
+	nd->flags = bpf_htonl(0xe0000000); /* router, solicited, override */
+	opt[0] = 2;                        /* target link-layer address */
+	opt[1] = 1;                        /* in units of 8 bytes */
+	__builtin_memcpy(&opt[2], ifc->host_mac, CX_ETH_ALEN);
+
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip6->saddr, 2 * sizeof(struct in6_addr), 0);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&pseudo, sizeof(pseudo), sum);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)nd, CX_NA_LEN, sum);
+	nd->checksum = cx_csum_fold(sum);
+	return cx_verdict_len(ifindex, CX_REASON_ND_REPLY, len, bpf_redirect(ifindex, 0));
+}
+
+static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
+					  void *data_end)
 {
 	__u32 ifindex = skb->ifindex;
 	struct ipv6hdr *ip6;
@@ -644,6 +727,13 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, struct hdr_curs
 	if (!ip6)
 		/* Truncated or invalid IPv6 header: never forward it. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+
+	if (ip6->nexthdr == IPPROTO_ICMPV6) {
+		struct cx_nd *nd = parse_nd(c, data_end);
+
+		if (nd && nd->type == CX_ICMPV6_NS)
+			return cx_from_wl_ns(skb, ifc, ip6, nd);
+	}
 
 	/* Link-local and unspecified sources (NDP, DAD) only ever talk to the
 	 * host on this link; the host stack answers them. */
@@ -705,7 +795,7 @@ int calyx_from_wl(struct __sk_buff *skb)
 	case bpf_htons(ETH_P_IP):
 		return cx_from_wl_ip4(skb, &c, data_end);
 	case bpf_htons(ETH_P_IPV6):
-		return cx_from_wl_ip6(skb, &c, data_end);
+		return cx_from_wl_ip6(skb, ifc, &c, data_end);
 	}
 	/* VLAN tags, LLDP, raw L2 protocols: a routed endpoint has no business
 	 * sending them to the host. */

@@ -81,6 +81,7 @@ enum cx_reason {
 	CX_REASON_DECAP_IPIP = 7,      /* IP-in-IP from a node, decapsulated and delivered */
 	CX_REASON_DECAP_VXLAN = 8,     /* VXLAN from a node, decapsulated and delivered */
 	CX_REASON_ICMP_FRAG_NEEDED = 9, /* too big for the tunnel: ICMP sent back */
+	CX_REASON_ND_REPLY = 10,       /* IPv6 neighbour solicitation answered in BPF */
 	CX_REASON_DROP_MALFORMED = 16, /* truncated or invalid headers */
 	CX_REASON_DROP_SPOOF_IP = 17,  /* source IP not the endpoint's */
 	CX_REASON_DROP_SPOOF_MAC = 18, /* source MAC not the endpoint's */
@@ -94,6 +95,7 @@ enum cx_reason {
 	CX_REASON_DROP_TOO_BIG = 26,    /* too big for the tunnel and may not get ICMP */
 	CX_REASON_DROP_FIB = 27,        /* the underlay has no route to the node */
 	CX_REASON_DROP_HELPER = 28,     /* a kernel helper refused to resize the packet */
+	CX_REASON_DROP_ND_IGNORED = 29, /* NDP duplicate-address probe / solicitation for its own address */
 	CX_REASON_MAX = 32,
 };
 

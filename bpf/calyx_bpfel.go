@@ -86,6 +86,7 @@ const (
 	CalyxCxReasonCX_REASON_DECAP_IPIP       CalyxCxReason = 7
 	CalyxCxReasonCX_REASON_DECAP_VXLAN      CalyxCxReason = 8
 	CalyxCxReasonCX_REASON_ICMP_FRAG_NEEDED CalyxCxReason = 9
+	CalyxCxReasonCX_REASON_ND_REPLY         CalyxCxReason = 10
 	CalyxCxReasonCX_REASON_DROP_MALFORMED   CalyxCxReason = 16
 	CalyxCxReasonCX_REASON_DROP_SPOOF_IP    CalyxCxReason = 17
 	CalyxCxReasonCX_REASON_DROP_SPOOF_MAC   CalyxCxReason = 18
@@ -99,6 +100,7 @@ const (
 	CalyxCxReasonCX_REASON_DROP_TOO_BIG     CalyxCxReason = 26
 	CalyxCxReasonCX_REASON_DROP_FIB         CalyxCxReason = 27
 	CalyxCxReasonCX_REASON_DROP_HELPER      CalyxCxReason = 28
+	CalyxCxReasonCX_REASON_DROP_ND_IGNORED  CalyxCxReason = 29
 	CalyxCxReasonCX_REASON_MAX              CalyxCxReason = 32
 )
 

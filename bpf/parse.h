@@ -89,6 +89,29 @@ static __always_inline struct ipv6hdr *parse_ipv6hdr(struct hdr_cursor *c, void 
 	return ip6;
 }
 
+/* An ICMPv6 neighbour solicitation or advertisement (RFC 4861 4.3, 4.4),
+ * without options. */
+struct cx_nd {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be32 flags; /* NA: router, solicited, override; NS: reserved */
+	struct in6_addr target;
+};
+
+#define CX_ICMPV6_NS 135
+#define CX_ICMPV6_NA 136
+
+static __always_inline struct cx_nd *parse_nd(struct hdr_cursor *c, void *data_end)
+{
+	struct cx_nd *nd = c->pos;
+
+	if ((void *)(nd + 1) > data_end)
+		return NULL;
+	c->pos = nd + 1;
+	return nd;
+}
+
 struct cx_vxlanhdr {
 	__be32 flags; /* 0x08000000: the VNI is valid (RFC 7348 "I" flag) */
 	__be32 vni;   /* VNI << 8 */

@@ -245,6 +245,7 @@ const (
 	ReasonDecapIPIP       = Reason(bpf.CalyxCxReasonCX_REASON_DECAP_IPIP)
 	ReasonDecapVXLAN      = Reason(bpf.CalyxCxReasonCX_REASON_DECAP_VXLAN)
 	ReasonICMPFragNeeded  = Reason(bpf.CalyxCxReasonCX_REASON_ICMP_FRAG_NEEDED)
+	ReasonNDReply         = Reason(bpf.CalyxCxReasonCX_REASON_ND_REPLY)
 	ReasonDropMalformed   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_MALFORMED)
 	ReasonDropSpoofIP     = Reason(bpf.CalyxCxReasonCX_REASON_DROP_SPOOF_IP)
 	ReasonDropSpoofMAC    = Reason(bpf.CalyxCxReasonCX_REASON_DROP_SPOOF_MAC)
@@ -258,6 +259,7 @@ const (
 	ReasonDropTooBig      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TOO_BIG)
 	ReasonDropFIB         = Reason(bpf.CalyxCxReasonCX_REASON_DROP_FIB)
 	ReasonDropHelper      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_HELPER)
+	ReasonDropNDIgnored   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_ND_IGNORED)
 )
 
 var reasonNames = map[Reason]string{
@@ -271,6 +273,7 @@ var reasonNames = map[Reason]string{
 	ReasonDecapIPIP:       "decap-ipip",
 	ReasonDecapVXLAN:      "decap-vxlan",
 	ReasonICMPFragNeeded:  "icmp-frag-needed",
+	ReasonNDReply:         "nd-reply",
 	ReasonDropMalformed:   "drop-malformed",
 	ReasonDropSpoofIP:     "drop-spoof-ip",
 	ReasonDropSpoofMAC:    "drop-spoof-mac",
@@ -284,16 +287,18 @@ var reasonNames = map[Reason]string{
 	ReasonDropTooBig:      "drop-too-big",
 	ReasonDropFIB:         "drop-fib",
 	ReasonDropHelper:      "drop-helper",
+	ReasonDropNDIgnored:   "drop-nd-ignored",
 }
 
 // Reasons lists every reason the programs count, in numeric order.
 func Reasons() []Reason {
 	return []Reason{ReasonPassHost, ReasonDeliverLocal, ReasonARPReply, ReasonToWorkload,
 		ReasonEncapIPIP, ReasonEncapVXLAN, ReasonForwardDirect, ReasonDecapIPIP, ReasonDecapVXLAN,
-		ReasonICMPFragNeeded,
+		ReasonICMPFragNeeded, ReasonNDReply,
 		ReasonDropMalformed, ReasonDropSpoofIP, ReasonDropSpoofMAC, ReasonDropNoEndpoint,
 		ReasonDropUnsupported, ReasonDropARPIgnored, ReasonDropTunnelSrc, ReasonDropTunnelDst,
-		ReasonDropTunnelVNI, ReasonDropNoRoute, ReasonDropTooBig, ReasonDropFIB, ReasonDropHelper}
+		ReasonDropTunnelVNI, ReasonDropNoRoute, ReasonDropTooBig, ReasonDropFIB, ReasonDropHelper,
+		ReasonDropNDIgnored}
 }
 
 func (r Reason) String() string {

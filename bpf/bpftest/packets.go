@@ -181,3 +181,27 @@ func IPv4HeaderChecksumOK(b []byte) bool {
 	}
 	return sum == 0xffff
 }
+
+// NeighborSolicitation builds Ethernet/IPv6/ICMPv6 NS for target with hop
+// limit 255; with senderMAC non-nil it carries a source link-layer option.
+func NeighborSolicitation(l2 L2, ip IPv6, target netip.Addr, senderMAC net.HardwareAddr) []byte {
+	hl := ip.HopLimit
+	if hl == 0 {
+		hl = 255
+	}
+	ipl := &layers.IPv6{Version: 6, HopLimit: hl, NextHeader: layers.IPProtocolICMPv6,
+		SrcIP: ip.Src.AsSlice(), DstIP: ip.Dst.AsSlice()}
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeNeighborSolicitation, 0)}
+	_ = icmp.SetNetworkLayerForChecksum(ipl)
+	ns := &layers.ICMPv6NeighborSolicitation{TargetAddress: target.AsSlice()}
+	if senderMAC != nil {
+		ns.Options = layers.ICMPv6Options{{Type: layers.ICMPv6OptSourceAddress, Data: senderMAC}}
+	}
+	return Serialize(l2.eth(layers.EthernetTypeIPv6), ipl, icmp, ns)
+}
+
+// SolicitedNode is the solicited-node multicast address of a (RFC 4291 2.7.1).
+func SolicitedNode(a netip.Addr) netip.Addr {
+	b := a.As16()
+	return netip.AddrFrom16([16]byte{0: 0xff, 1: 0x02, 11: 0x01, 12: 0xff, 13: b[13], 14: b[14], 15: b[15]})
+}

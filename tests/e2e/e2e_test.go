@@ -477,3 +477,61 @@ func TestResyncRepairsMapEdits(t *testing.T) {
 		t.Errorf("calyx_resyncs_total = %v (present %v), want at least 1", n, ok)
 	}
 }
+
+// TestIPv6Workloads: IPv6 workloads on one host reach each other and the host
+// through their gateway fe80::1, whose neighbour solicitations calyx answers
+// in BPF (no proxy NDP, no address on the host side).
+func TestIPv6Workloads(t *testing.T) {
+	l := newLab(t)
+	h, err := l.AddHost("host-a", "10.30.0.11/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws []*lab.Workload
+	for i, v6 := range []string{"fd00:65::2", "fd00:65::3"} {
+		w, err := l.AddWorkload(h.Name, fmt.Sprintf("w%d", i+1), fmt.Sprintf("10.65.0.%d", i+2), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.AddIPv6(w, v6); err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	if _, err := l.Exec(h.NS, "ip", "-6", "addr", "add", "fd00:30::11/64", "dev", h.UnderlayIface, "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartAgent(h.Name); err != nil {
+		t.Fatal(err)
+	}
+	model := lab.JoinYAML(lab.PoolYAML("v4", "10.65.0.0/16"), lab.PoolYAML("v6", "fd00:65::/64"), lab.NodeYAML(h),
+		lab.EndpointYAML(ws[0]), lab.EndpointYAML(ws[1]))
+	if out, err := l.Apply("", model); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	if err := l.WaitLinks(h.Name, attachTimeout, ws[0].HostIface, ws[1].HostIface); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitPing(ws[0].NS, ws[1].IPv6.String(), trafficTimeout); err != nil {
+		t.Fatalf("w1 -> w2 over IPv6: %v", err)
+	}
+	if err := l.WaitPing(h.NS, ws[0].IPv6.String(), trafficTimeout); err != nil {
+		t.Errorf("host -> w1 over IPv6: %v", err)
+	}
+	if err := l.WaitPing(ws[1].NS, "fd00:30::11", trafficTimeout); err != nil {
+		t.Errorf("w2 -> host over IPv6: %v", err)
+	}
+	if _, err := l.TCPTransfer(ws[0].NS, ws[1].NS, ws[1].IPv6, 5201, 16<<20, 30*time.Second); err != nil {
+		t.Errorf("TCP over IPv6: %v", err)
+	}
+	cs, err := l.Counters(h.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := lab.CounterPackets(cs, ws[0].HostIface, "nd-reply"); n == 0 {
+		t.Errorf("no nd-reply counted on %s: the gateway was not answered in BPF", ws[0].HostIface)
+	}
+	if n := lab.CounterPackets(cs, ws[0].HostIface, "deliver-local"); n == 0 {
+		t.Errorf("no deliver-local on %s: IPv6 between workloads did not take the BPF path", ws[0].HostIface)
+	}
+}

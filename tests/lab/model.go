@@ -49,6 +49,9 @@ spec:
 		fmt.Fprintf(&b, "  mac: %q\n", w.MAC.String())
 	}
 	fmt.Fprintf(&b, "  ipNetworks:\n  - %s/32\n", w.IP)
+	if w.IPv6.IsValid() {
+		fmt.Fprintf(&b, "  - %s/128\n", w.IPv6)
+	}
 	return b.String()
 }
 

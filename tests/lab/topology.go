@@ -16,6 +16,10 @@ import (
 // side's MAC.
 const WorkloadGateway = "169.254.1.1"
 
+// WorkloadGatewayV6 is the IPv6 gateway of every workload; calyx answers
+// neighbour solicitations for it (and any other address) in BPF.
+const WorkloadGatewayV6 = "fe80::1"
+
 // Segment is an underlay L2 segment: a namespace holding a Linux bridge that
 // carries the segment's gateway address. Hosts join it with a veth. AddRouter
 // puts a router namespace between segments; the gateway address then moves
@@ -68,6 +72,9 @@ type Workload struct {
 	NS string
 	// IP is the workload's address (a /32 on its eth0).
 	IP netip.Addr
+	// IPv6, when set (AddIPv6), is a second address, a /128 on eth0, with
+	// the default IPv6 route via WorkloadGatewayV6.
+	IPv6 netip.Addr
 	// MAC is the workload eth0's MAC address.
 	MAC net.HardwareAddr
 	// HostIface is the host-side veth name in the host namespace
@@ -458,4 +465,30 @@ func parseHostAddr(s string) (netip.Addr, error) {
 		return netip.Addr{}, errors.Join(fmt.Errorf("invalid workload address %q: want an IPv4 address", s), err)
 	}
 	return a, nil
+}
+
+// AddIPv6 gives a created workload an IPv6 address (a /128 on eth0, without
+// duplicate-address detection so it is usable at once) and a default IPv6
+// route via WorkloadGatewayV6. Apply the workload's EndpointYAML afterwards
+// so that the address is in the model.
+func (l *Lab) AddIPv6(w *Workload, addr string) error {
+	a, err := netip.ParseAddr(addr)
+	if err != nil || !a.Is6() || a.Is4In6() {
+		return fmt.Errorf("workload %s: invalid IPv6 address %q", w.Name, addr)
+	}
+	if !w.Created {
+		return fmt.Errorf("workload %s: not created yet", w.Name)
+	}
+	for _, args := range [][]string{
+		{"-6", "addr", "add", a.String() + "/128", "dev", "eth0", "nodad"},
+		{"-6", "route", "add", "default", "via", WorkloadGatewayV6, "dev", "eth0"},
+	} {
+		if err := l.ip(w.NS, args...); err != nil {
+			return fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+	}
+	l.mu.Lock()
+	w.IPv6 = a
+	l.mu.Unlock()
+	return nil
 }
