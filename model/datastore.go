@@ -21,8 +21,8 @@ type Datastore interface {
 	Apply(ctx context.Context, rs []Resource) error
 	// Delete removes the named resources, all or nothing: an unknown ref is
 	// an error ("IPPool/x: not found") and nothing is removed. The resulting
-	// snapshot is validated too (deleting a pool that endpoints still use is
-	// an error).
+	// snapshot is validated too (deleting a pool that endpoints still use,
+	// or an endpoint a FloatingIP refers to, is an error).
 	Delete(ctx context.Context, refs []Ref) error
 	// Watch sends the current snapshot first, then a new snapshot after
 	// every change, coalescing bursts. The channel is closed when ctx ends

@@ -123,7 +123,7 @@ func decodeDocument(root *yaml.Node) (Resource, []*ValidationError) {
 	}
 
 	if isNull(kindNode) {
-		d.errorf("kind", "required (one of IPPool, Node, WorkloadEndpoint, Config)")
+		d.errorf("kind", "required (one of %s)", kindList)
 	} else if s, ok := d.str(kindNode, "kind"); ok {
 		r, err := NewResource(s)
 		if err != nil {
@@ -156,6 +156,8 @@ func decodeDocument(root *yaml.Node) (Resource, []*ValidationError) {
 				d.nodeSpec(specNode, &r.Spec)
 			case *WorkloadEndpoint:
 				d.endpointSpec(specNode, &r.Spec)
+			case *FloatingIP:
+				d.floatingIPSpec(specNode, &r.Spec)
 			case *Config:
 				d.configSpec(specNode, &r.Spec)
 			}
@@ -286,6 +288,22 @@ func (d *decoder) endpointSpec(n *yaml.Node, s *WorkloadEndpointSpec) {
 				// so duplicate and containment errors name the right item.
 				s.IPNetworks = append(s.IPNetworks, d.cidr(item, ip, true))
 			})
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+func (d *decoder) floatingIPSpec(n *yaml.Node, s *FloatingIPSpec) {
+	d.mapping(n, "spec", func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "ip":
+			s.IP = d.addr(v, p)
+		case "endpoint":
+			s.Endpoint, _ = d.str(v, p)
+		case "fixedIP":
+			s.FixedIP = d.addr(v, p)
 		default:
 			return false
 		}
@@ -449,6 +467,33 @@ func (d *decoder) cidr(n *yaml.Node, path string, hostHint bool) netip.Prefix {
 		return netip.Prefix{}
 	}
 	return p
+}
+
+// addr parses a bare address; null and "" leave it unset (the zero Addr).
+// On failure it reports and returns the zero Addr.
+func (d *decoder) addr(n *yaml.Node, path string) netip.Addr {
+	s, ok := d.str(n, path)
+	if !ok || s == "" {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		if p, perr := netip.ParsePrefix(s); perr == nil {
+			d.errorf(path, "%q is not a valid IP address: give the address alone, without a prefix length (write %s)", s, p.Addr())
+		} else {
+			d.errorf(path, "%q is not a valid IP address", s)
+		}
+		return netip.Addr{}
+	}
+	switch {
+	case a.Is4In6():
+		d.errorf(path, "%q: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", s)
+		return netip.Addr{}
+	case a.Zone() != "":
+		d.errorf(path, "%q: an address with a zone (%%%s) is not allowed", s, a.Zone())
+		return netip.Addr{}
+	}
+	return a
 }
 
 // hostPrefix parses an address with its subnet's prefix length, keeping the

@@ -130,6 +130,41 @@ spec:
 			},
 		},
 		{
+			name: "floating ip with fixed ip",
+			doc: `
+apiVersion: calyx.io/v1
+kind: FloatingIP
+metadata:
+  name: web-1-fip
+  labels: {tenant: blue}
+spec:
+  ip: 198.51.100.10
+  endpoint: web-1
+  fixedIP: 10.65.1.2
+`,
+			want: &FloatingIP{
+				Metadata: Metadata{Name: "web-1-fip", Labels: map[string]string{"tenant": "blue"}},
+				Spec: FloatingIPSpec{IP: netip.MustParseAddr("198.51.100.10"), Endpoint: "web-1",
+					FixedIP: netip.MustParseAddr("10.65.1.2")},
+			},
+		},
+		{
+			name: "floating ip without fixed ip stores no default",
+			doc:  "apiVersion: calyx.io/v1\nkind: FloatingIP\nmetadata: {name: f}\nspec: {ip: 198.51.100.10, endpoint: web-1}\n",
+			want: &FloatingIP{
+				Metadata: Metadata{Name: "f"},
+				Spec:     FloatingIPSpec{IP: netip.MustParseAddr("198.51.100.10"), Endpoint: "web-1"},
+			},
+		},
+		{
+			name: "floating ip with null and empty fixed ip",
+			doc:  "apiVersion: calyx.io/v1\nkind: FloatingIP\nmetadata: {name: f}\nspec: {ip: '198.51.100.10', endpoint: web-1, fixedIP: ''}\n",
+			want: &FloatingIP{
+				Metadata: Metadata{Name: "f"},
+				Spec:     FloatingIPSpec{IP: netip.MustParseAddr("198.51.100.10"), Endpoint: "web-1"},
+			},
+		},
+		{
 			name: "config all defaults, no spec",
 			doc:  "apiVersion: calyx.io/v1\nkind: Config\nmetadata: {name: default}\n",
 			want: &Config{
@@ -217,6 +252,10 @@ func sampleResources() []Resource {
 		&WorkloadEndpoint{Metadata: Metadata{Name: "web-2"},
 			Spec: WorkloadEndpointSpec{Node: "n2", Interface: "veth-web-2",
 				IPNetworks: []netip.Prefix{netip.MustParsePrefix("10.65.1.5/32")}}},
+		&FloatingIP{Metadata: Metadata{Name: "web-1-fip", Labels: map[string]string{"app": "web"}},
+			Spec: FloatingIPSpec{IP: netip.MustParseAddr("198.51.100.10"), Endpoint: "web-1", FixedIP: netip.MustParseAddr("10.65.0.5")}},
+		&FloatingIP{Metadata: Metadata{Name: "web-2-fip"},
+			Spec: FloatingIPSpec{IP: netip.MustParseAddr("198.51.100.11"), Endpoint: "web-2"}},
 	}
 }
 
@@ -277,6 +316,190 @@ func TestJSONShape(t *testing.T) {
 		`"natOutgoing":true`, `"nodeSelector":"all()"`, `"external":false`, `"disabled":false`} {
 		if !strings.Contains(string(pool), key) {
 			t.Errorf("pool JSON %s lacks %s", pool, key)
+		}
+	}
+}
+
+func TestFloatingIPShape(t *testing.T) {
+	rs := sampleResources()
+	explicit, defaulted := rs[7], rs[8]
+	b, err := json.Marshal(explicit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"apiVersion":"calyx.io/v1","kind":"FloatingIP","metadata":{"name":"web-1-fip","labels":{"app":"web"}},` +
+		`"spec":{"ip":"198.51.100.10","endpoint":"web-1","fixedIP":"10.65.0.5"}}`
+	if string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
+	}
+	// No fixedIP is stored when none was given: it follows the endpoint.
+	b, _ = json.Marshal(defaulted)
+	want = `{"apiVersion":"calyx.io/v1","kind":"FloatingIP","metadata":{"name":"web-2-fip"},` +
+		`"spec":{"ip":"198.51.100.11","endpoint":"web-2"}}`
+	if string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
+	}
+	var y bytes.Buffer
+	if err := Encode(&y, explicit, defaulted); err != nil {
+		t.Fatal(err)
+	}
+	wantYAML := `apiVersion: calyx.io/v1
+kind: FloatingIP
+metadata:
+  name: web-1-fip
+  labels:
+    app: web
+spec:
+  ip: 198.51.100.10
+  endpoint: web-1
+  fixedIP: 10.65.0.5
+---
+apiVersion: calyx.io/v1
+kind: FloatingIP
+metadata:
+  name: web-2-fip
+spec:
+  ip: 198.51.100.11
+  endpoint: web-2
+`
+	if y.String() != wantYAML {
+		t.Fatalf("YAML:\n%s\nwant\n%s", y.String(), wantYAML)
+	}
+	var f FloatingIP
+	if err := yaml.Unmarshal(y.Bytes(), &f); err != nil || !reflect.DeepEqual(&f, explicit) {
+		t.Fatalf("yaml.Unmarshal into FloatingIP: %v %#v", err, f)
+	}
+	if err := json.Unmarshal([]byte(`{"apiVersion":"calyx.io/v1","kind":"FloatingIP","metadata":{"name":"f"},"spec":{"ip":"::1","endpoint":"w"}}`), &f); err == nil ||
+		!strings.Contains(err.Error(), "FloatingIP/f: spec.ip: ::1 is an IPv6 address; IPv6 floating IPs are not supported yet") {
+		t.Fatalf("json.Unmarshal of a bad FloatingIP: %v", err)
+	}
+}
+
+const fipHead = "apiVersion: calyx.io/v1\nkind: FloatingIP\nmetadata: {name: web-1-fip}\n"
+
+// TestDecodeFloatingIPErrors checks every way a FloatingIP's fields can be
+// wrong: each case yields exactly one error, at path, with reason.
+func TestDecodeFloatingIPErrors(t *testing.T) {
+	tests := []struct {
+		name, spec   string
+		path, reason string
+	}{
+		{"ip missing", "{endpoint: web-1}", "spec.ip", "required"},
+		{"ip empty", "{ip: '', endpoint: web-1}", "spec.ip", "required"},
+		{"ip null", "{ip: null, endpoint: web-1}", "spec.ip", "required"},
+		{"ip not a string", "{ip: 5, endpoint: web-1}", "spec.ip", "must be a string, got integer 5"},
+		{"ip a list", "{ip: [198.51.100.10], endpoint: web-1}", "spec.ip", "must be a string, got a list"},
+		{"ip not an address", "{ip: 198.51.100.300, endpoint: web-1}", "spec.ip", `"198.51.100.300" is not a valid IP address`},
+		{"ip a hostname", "{ip: fip.example.com, endpoint: web-1}", "spec.ip", `"fip.example.com" is not a valid IP address`},
+		{"ip with prefix length", "{ip: 198.51.100.10/32, endpoint: web-1}", "spec.ip",
+			`"198.51.100.10/32" is not a valid IP address: give the address alone, without a prefix length (write 198.51.100.10)`},
+		{"ip IPv6", "{ip: '2001:db8::10', endpoint: web-1}", "spec.ip", "2001:db8::10 is an IPv6 address; IPv6 floating IPs are not supported yet"},
+		{"ip IPv4-mapped", "{ip: '::ffff:198.51.100.10', endpoint: web-1}", "spec.ip",
+			`"::ffff:198.51.100.10": IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form`},
+		{"ip with zone", "{ip: 'fe80::1%eth0', endpoint: web-1}", "spec.ip", `"fe80::1%eth0": an address with a zone (%eth0) is not allowed`},
+		{"ip unspecified", "{ip: 0.0.0.0, endpoint: web-1}", "spec.ip", "0.0.0.0 is the unspecified address; a floating IP must be a unicast host address"},
+		{"ip loopback", "{ip: 127.0.0.1, endpoint: web-1}", "spec.ip", "127.0.0.1 is a loopback address; a floating IP must be a unicast host address"},
+		{"ip multicast", "{ip: 224.0.0.5, endpoint: web-1}", "spec.ip", "224.0.0.5 is a multicast address; a floating IP must be a unicast host address"},
+		{"ip link-local", "{ip: 169.254.10.1, endpoint: web-1}", "spec.ip", "169.254.10.1 is a link-local address; a floating IP must be a unicast host address"},
+		{"ip broadcast", "{ip: 255.255.255.255, endpoint: web-1}", "spec.ip", "255.255.255.255 is the broadcast address; a floating IP must be a unicast host address"},
+		{"ip duplicate key", "{ip: 198.51.100.10, ip: 198.51.100.11, endpoint: web-1}", "spec.ip", "duplicate field"},
+		{"endpoint missing", "{ip: 198.51.100.10}", "spec.endpoint", "required (the name of a WorkloadEndpoint)"},
+		{"endpoint empty", "{ip: 198.51.100.10, endpoint: ''}", "spec.endpoint", "required (the name of a WorkloadEndpoint)"},
+		{"endpoint not a string", "{ip: 198.51.100.10, endpoint: 7}", "spec.endpoint", "must be a string, got integer 7"},
+		{"endpoint a mapping", "{ip: 198.51.100.10, endpoint: {name: web-1}}", "spec.endpoint", "must be a string, got a mapping"},
+		{"endpoint bad name", "{ip: 198.51.100.10, endpoint: Web_1}", "spec.endpoint", `"Web_1" is not a valid WorkloadEndpoint name`},
+		{"endpoint a ref", "{ip: 198.51.100.10, endpoint: WorkloadEndpoint/web-1}", "spec.endpoint", `"WorkloadEndpoint/web-1" is not a valid WorkloadEndpoint name`},
+		{"fixedIP not a string", "{ip: 198.51.100.10, endpoint: web-1, fixedIP: true}", "spec.fixedIP", "must be a string, got boolean true"},
+		{"fixedIP not an address", "{ip: 198.51.100.10, endpoint: web-1, fixedIP: 10.65.1}", "spec.fixedIP", `"10.65.1" is not a valid IP address`},
+		{"fixedIP with prefix length", "{ip: 198.51.100.10, endpoint: web-1, fixedIP: 10.65.1.2/32}", "spec.fixedIP",
+			`"10.65.1.2/32" is not a valid IP address: give the address alone, without a prefix length (write 10.65.1.2)`},
+		{"fixedIP IPv6", "{ip: 198.51.100.10, endpoint: web-1, fixedIP: 'fd00::2'}", "spec.fixedIP",
+			"fd00::2 is an IPv6 address; the fixed IP of an IPv4 floating IP must be one of the endpoint's IPv4 addresses"},
+		{"fixedIP IPv4-mapped", "{ip: 198.51.100.10, endpoint: web-1, fixedIP: '::ffff:10.65.1.2'}", "spec.fixedIP",
+			`"::ffff:10.65.1.2": IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form`},
+		{"fixedIP multicast", "{ip: 198.51.100.10, endpoint: web-1, fixedIP: 239.1.1.1}", "spec.fixedIP",
+			"239.1.1.1 is a multicast address; the fixed IP must be one of the endpoint's unicast addresses"},
+		{"fixedIP loopback", "{ip: 198.51.100.10, endpoint: web-1, fixedIP: 127.0.0.1}", "spec.fixedIP",
+			"127.0.0.1 is a loopback address; the fixed IP must be one of the endpoint's unicast addresses"},
+		{"unknown field", "{ip: 198.51.100.10, endpoint: web-1, port: 80}", "spec.port", "unknown field"},
+		{"Calico-style field name", "{ip: 198.51.100.10, endpoint: web-1, fixedIp: 10.65.1.2}", "spec.fixedIp", "unknown field"},
+		{"spec not a mapping", "[198.51.100.10]", "spec", "must be a mapping, got a list"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs, err := Decode(strings.NewReader(fipHead + "spec: " + tt.spec + "\n"))
+			if err == nil || rs != nil {
+				t.Fatalf("got %v, %v; want an error", rs, err)
+			}
+			verrs := ValidationErrors(err)
+			want := "document 1 (FloatingIP/web-1-fip): " + tt.path + ": " + tt.reason
+			if len(verrs) != 1 || verrs[0].Path != tt.path || err.Error() != want {
+				t.Fatalf("error\n%s\nwant exactly\n%s", err, want)
+			}
+		})
+	}
+}
+
+func TestDecodeFloatingIPEveryProblem(t *testing.T) {
+	for _, tt := range []struct {
+		name, doc string
+		want      []string
+	}{
+		{"no spec", fipHead, []string{"spec.ip: required", "spec.endpoint: required (the name of a WorkloadEndpoint)"}},
+		{"all bad", fipHead + "spec: {ip: 'fd00::10', endpoint: 'A', fixedIP: x, extra: 1}", []string{
+			"spec.ip: fd00::10 is an IPv6 address; IPv6 floating IPs are not supported yet",
+			`spec.endpoint: "A" is not a valid WorkloadEndpoint name`,
+			`spec.fixedIP: "x" is not a valid IP address`,
+			"spec.extra: unknown field",
+		}},
+		{"bad name and kind spelling", "apiVersion: calyx.io/v1\nkind: floatingip\nmetadata: {name: Fip}\nspec: {ip: 198.51.100.10, endpoint: web-1}",
+			[]string{`kind: unknown kind "floatingip" (did you mean "FloatingIP"?)`}},
+		{"bad name", "apiVersion: calyx.io/v1\nkind: FloatingIP\nmetadata: {name: Fip}\nspec: {ip: 198.51.100.10, endpoint: web-1}",
+			[]string{`metadata.name: "Fip" is not a valid name`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode(strings.NewReader(tt.doc))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if n := len(ValidationErrors(err)); n != len(tt.want) {
+				t.Errorf("want %d errors, got %d:\n%s", len(tt.want), n, err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%s\ndoes not contain\n%s", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateFloatingIPProgrammatic(t *testing.T) {
+	a := netip.MustParseAddr
+	tests := []struct {
+		spec FloatingIPSpec
+		want string // "" for valid
+	}{
+		{FloatingIPSpec{IP: a("198.51.100.10"), Endpoint: "web-1"}, ""},
+		{FloatingIPSpec{IP: a("198.51.100.10"), Endpoint: "web-1", FixedIP: a("10.65.1.2")}, ""},
+		{FloatingIPSpec{Endpoint: "web-1"}, "FloatingIP/f: spec.ip: required"},
+		{FloatingIPSpec{IP: a("::ffff:198.51.100.10"), Endpoint: "web-1"},
+			"FloatingIP/f: spec.ip: ::ffff:198.51.100.10: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form"},
+		{FloatingIPSpec{IP: a("fe80::1%eth0"), Endpoint: "web-1"},
+			"FloatingIP/f: spec.ip: fe80::1%eth0 is an IPv6 address; IPv6 floating IPs are not supported yet"},
+		{FloatingIPSpec{IP: a("198.51.100.10"), Endpoint: "web-1", FixedIP: a("::ffff:10.65.1.2")},
+			"FloatingIP/f: spec.fixedIP: ::ffff:10.65.1.2: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form"},
+		{FloatingIPSpec{IP: a("198.51.100.10"), Endpoint: "web-1", FixedIP: a("0.0.0.0")},
+			"FloatingIP/f: spec.fixedIP: 0.0.0.0 is the unspecified address; the fixed IP must be one of the endpoint's unicast addresses"},
+	}
+	for _, tt := range tests {
+		err := Validate(&FloatingIP{Metadata: Metadata{Name: "f"}, Spec: tt.spec})
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != tt.want {
+			t.Errorf("Validate(%+v) = %q; want %q", tt.spec, got, tt.want)
 		}
 	}
 }
@@ -371,7 +594,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"missing apiVersion", "kind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.0.0.0/16}",
 			[]string{`apiVersion: required`}},
 		{"unknown kind", "apiVersion: calyx.io/v1\nkind: Pod\nmetadata: {name: p1}\n",
-			[]string{`document 1: kind: unknown kind "Pod" (want one of IPPool, Node, WorkloadEndpoint, Config)`}},
+			[]string{`document 1: kind: unknown kind "Pod" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, Config)`}},
 		{"kind in wrong case", "apiVersion: calyx.io/v1\nkind: ippool\nmetadata: {name: p1}\n",
 			[]string{`kind: unknown kind "ippool" (did you mean "IPPool"?)`}},
 		{"missing name", "apiVersion: calyx.io/v1\nkind: IPPool\nmetadata: {}\nspec: {cidr: 10.0.0.0/16}",

@@ -1,5 +1,5 @@
 // Package model defines calyx's resources (IPPool, Node, WorkloadEndpoint,
-// Config), decodes and validates their calicoctl-shaped YAML, and stores
+// FloatingIP, Config), decodes and validates their calicoctl-shaped YAML, and stores
 // them in a datastore that can be watched.
 //
 // Resources are treated as immutable once decoded or stored: a Snapshot

@@ -48,6 +48,14 @@ type workloadEndpointSpecWire struct {
 	IPNetworks []string     `json:"ipNetworks" yaml:"ipNetworks"`
 }
 
+// fixedIP has no stored default (it follows the endpoint), so it is written
+// only when given.
+type floatingIPSpecWire struct {
+	IP       string `json:"ip" yaml:"ip"`
+	Endpoint string `json:"endpoint" yaml:"endpoint"`
+	FixedIP  string `json:"fixedIP,omitempty" yaml:"fixedIP,omitempty"`
+}
+
 type configSpecWire struct {
 	VXLANVNI             uint32 `json:"vxlanVNI" yaml:"vxlanVNI"`
 	VXLANPort            uint16 `json:"vxlanPort" yaml:"vxlanPort"`
@@ -72,6 +80,13 @@ func prefixString(p netip.Prefix) string {
 		return ""
 	}
 	return p.String()
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 func (s IPPoolSpec) wire() ipPoolSpecWire {
@@ -110,6 +125,14 @@ func (s WorkloadEndpointSpec) wire() workloadEndpointSpecWire {
 	return w
 }
 
+func (s FloatingIPSpec) wire() floatingIPSpecWire {
+	return floatingIPSpecWire{
+		IP:       addrString(s.IP),
+		Endpoint: s.Endpoint,
+		FixedIP:  addrString(s.FixedIP),
+	}
+}
+
 func (s ConfigSpec) wire() configSpecWire {
 	return configSpecWire(s)
 }
@@ -131,6 +154,12 @@ func (s WorkloadEndpointSpec) MarshalJSON() ([]byte, error) { return json.Marsha
 
 // MarshalYAML returns the spec with camelCase keys and string addresses; it does not fail.
 func (s WorkloadEndpointSpec) MarshalYAML() (any, error) { return s.wire(), nil }
+
+// MarshalJSON returns the spec with camelCase keys and string addresses; it does not fail.
+func (s FloatingIPSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
+
+// MarshalYAML returns the spec with camelCase keys and string addresses; it does not fail.
+func (s FloatingIPSpec) MarshalYAML() (any, error) { return s.wire(), nil }
 
 // MarshalJSON returns the spec with camelCase keys; it does not fail.
 func (s ConfigSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
@@ -174,6 +203,18 @@ func (w WorkloadEndpoint) MarshalYAML() (any, error) {
 	return wrap(KindWorkloadEndpoint, w.Metadata, w.Spec.wire()), nil
 }
 
+// MarshalJSON returns the floating IP as
+// {"apiVersion","kind","metadata","spec"}; it does not fail.
+func (f FloatingIP) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wrap(KindFloatingIP, f.Metadata, f.Spec.wire()))
+}
+
+// MarshalYAML returns the floating IP as a calicoctl-shaped document; it
+// does not fail.
+func (f FloatingIP) MarshalYAML() (any, error) {
+	return wrap(KindFloatingIP, f.Metadata, f.Spec.wire()), nil
+}
+
 // MarshalJSON returns the config as {"apiVersion","kind","metadata","spec"};
 // it does not fail.
 func (c Config) MarshalJSON() ([]byte, error) {
@@ -196,6 +237,10 @@ func (n *Node) UnmarshalYAML(y *yaml.Node) error { return unmarshalInto(y, n) }
 // applies defaults and validates it; it returns the joined validation errors.
 func (w *WorkloadEndpoint) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, w) }
 
+// UnmarshalYAML decodes a FloatingIP document strictly (see Decode), applies
+// defaults and validates it; it returns the joined validation errors.
+func (f *FloatingIP) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, f) }
+
 // UnmarshalYAML decodes a Config document strictly (see Decode), applies
 // defaults and validates it; it returns the joined validation errors.
 func (c *Config) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, c) }
@@ -208,6 +253,9 @@ func (n *Node) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, n) }
 
 // UnmarshalJSON decodes a WorkloadEndpoint as UnmarshalYAML does (JSON is YAML).
 func (w *WorkloadEndpoint) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, w) }
+
+// UnmarshalJSON decodes a FloatingIP as UnmarshalYAML does (JSON is YAML).
+func (f *FloatingIP) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, f) }
 
 // UnmarshalJSON decodes a Config as UnmarshalYAML does (JSON is YAML).
 func (c *Config) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, c) }
@@ -238,6 +286,8 @@ func unmarshalInto(n *yaml.Node, dst Resource) error {
 		*d = *r.(*Node)
 	case *WorkloadEndpoint:
 		*d = *r.(*WorkloadEndpoint)
+	case *FloatingIP:
+		*d = *r.(*FloatingIP)
 	case *Config:
 		*d = *r.(*Config)
 	}

@@ -203,10 +203,11 @@ func (c *fileCache) scanAll(force bool) (bool, []error) {
 // snapshot builds a new Snapshot from the good entries.
 func (c *fileCache) snapshot() *Snapshot {
 	s := &Snapshot{
-		Pools:     make(map[string]*IPPool, len(c.entries[KindIPPool])),
-		Nodes:     make(map[string]*Node, len(c.entries[KindNode])),
-		Endpoints: make(map[string]*WorkloadEndpoint, len(c.entries[KindWorkloadEndpoint])),
-		Config:    DefaultConfig(),
+		Pools:       make(map[string]*IPPool, len(c.entries[KindIPPool])),
+		Nodes:       make(map[string]*Node, len(c.entries[KindNode])),
+		Endpoints:   make(map[string]*WorkloadEndpoint, len(c.entries[KindWorkloadEndpoint])),
+		FloatingIPs: make(map[string]*FloatingIP, len(c.entries[KindFloatingIP])),
+		Config:      DefaultConfig(),
 	}
 	for _, m := range c.entries {
 		for _, e := range m {

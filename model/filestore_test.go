@@ -88,7 +88,7 @@ func TestOpen(t *testing.T) {
 		}
 		ds.Close()
 	}
-	for _, k := range []string{"ippool", "node", "workloadendpoint", "config"} {
+	for _, k := range []string{"ippool", "node", "workloadendpoint", "floatingip", "config"} {
 		if fi, err := os.Stat(filepath.Join(dir, "a", k)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o755 {
 			t.Errorf("kind directory %s: %v %v", k, fi, err)
 		}
@@ -609,5 +609,166 @@ func TestStaleTempFilesIgnoredAndCleaned(t *testing.T) {
 	}
 	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("stale temp file not removed: %v", err)
+	}
+}
+
+func TestFloatingIPStore(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	f := openStore(t, dir)
+	if err := f.Apply(ctx, fipBase()); err != nil {
+		t.Fatal(err)
+	}
+	fip1 := fip("web-1-fip", "198.51.100.10", "web-1", "")
+	fip2 := fip("web-2-fip", "198.51.100.11", "web-2", "10.65.1.4")
+	if err := f.Apply(ctx, []Resource{fip1, fip2}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "floatingip", "web-1-fip.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "apiVersion: calyx.io/v1\nkind: FloatingIP\nmetadata:\n  name: web-1-fip\nspec:\n  ip: 198.51.100.10\n  endpoint: web-1\n"
+	if string(b) != want {
+		t.Fatalf("stored file:\n%s\nwant\n%s", b, want)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "floatingip", "web-2-fip.yaml")); !strings.Contains(string(b), "  fixedIP: 10.65.1.4\n") {
+		t.Fatalf("stored file lacks fixedIP:\n%s", b)
+	}
+
+	// Another store (another process) reads back what was applied.
+	s, err := openStore(t, dir).Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(s.FloatingIPs, map[string]*FloatingIP{"web-1-fip": fip1, "web-2-fip": fip2}) {
+		t.Fatalf("floating IPs read back: %v", s.FloatingIPs)
+	}
+	if a, ok := s.FixedIP(s.FloatingIPs["web-1-fip"]); !ok || a.String() != "10.65.1.2" {
+		t.Fatalf("FixedIP = %v, %v", a, ok)
+	}
+	before := dirState(t, dir)
+
+	refused := []struct {
+		name string
+		do   func() error
+		want string
+	}{
+		{"delete the endpoint", func() error { return f.Delete(ctx, []Ref{{KindWorkloadEndpoint, "web-1"}}) },
+			"FloatingIP/web-1-fip: spec.endpoint: WorkloadEndpoint/web-1 does not exist"},
+		{"delete the external pool", func() error { return f.Delete(ctx, []Ref{{KindIPPool, "ext"}}) },
+			"FloatingIP/web-1-fip: spec.ip: 198.51.100.10 is in no enabled, external IPPool (there is none; floating IPs are taken from IPPools with external: true)\n" +
+				"FloatingIP/web-2-fip: spec.ip: 198.51.100.11 is in no enabled, external IPPool (there is none; floating IPs are taken from IPPools with external: true)"},
+		{"take the fixed IP off the endpoint", func() error { return f.Apply(ctx, []Resource{wep("web-2", "n1", "tap2", "10.65.1.3/32")}) },
+			"FloatingIP/web-2-fip: spec.fixedIP: 10.65.1.4 is not an address of WorkloadEndpoint/web-2 (10.65.1.3/32)"},
+		{"a second floating IP for one address", func() error { return f.Apply(ctx, []Resource{fip("again", "198.51.100.12", "web-1", "10.65.1.2")}) },
+			"FloatingIP/again: spec.fixedIP: 10.65.1.2 of WorkloadEndpoint/web-1 already has FloatingIP/web-1-fip; an address can have only one floating IP"},
+		{"an address taken", func() error { return f.Apply(ctx, []Resource{fip("again", "198.51.100.10", "web-2", "10.65.1.3")}) },
+			"FloatingIP/again: spec.ip: 198.51.100.10 is already used by FloatingIP/web-1-fip"},
+		{"an IPv6 floating IP", func() error { return f.Apply(ctx, []Resource{fip("v6", "2001:db8::10", "web-1", "")}) },
+			"FloatingIP/v6: spec.ip: 2001:db8::10 is an IPv6 address; IPv6 floating IPs are not supported yet"},
+		// IPPool.external: no workload takes an address from an external pool.
+		{"a workload in the external pool", func() error { return f.Apply(ctx, []Resource{wep("web-3", "n1", "tap9", "198.51.100.50/32")}) },
+			"WorkloadEndpoint/web-3: spec.ipNetworks[0]: 198.51.100.50/32 is in no enabled, non-external IPPool (IPPool/ext, which contains it, is external)"},
+	}
+	for _, tt := range refused {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.do()
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("got %v\nwant %s", err, tt.want)
+			}
+			assertUnchanged(t, before, dirState(t, dir))
+		})
+	}
+
+	// The endpoint goes with its floating IP, or after it.
+	if err := f.Delete(ctx, []Ref{{"floatingip", "web-1-fip"}, {KindWorkloadEndpoint, "web-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Delete(ctx, []Ref{{KindFloatingIP, "web-2-fip"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Delete(ctx, []Ref{{KindFloatingIP, "web-2-fip"}}); err == nil || err.Error() != "FloatingIP/web-2-fip: not found" {
+		t.Fatalf("deleting it again: %v", err)
+	}
+	s, _ = f.Snapshot(ctx)
+	if len(s.FloatingIPs) != 0 || s.Endpoints["web-1"] != nil {
+		t.Fatalf("after delete: %v %v", s.FloatingIPs, s.Endpoints)
+	}
+	for _, p := range []string{"floatingip/web-1-fip.yaml", "floatingip/web-2-fip.yaml"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s still exists: %v", p, err)
+		}
+	}
+}
+
+func TestWatchSeesFloatingIPs(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	var mu sync.Mutex
+	var reported []string
+	f := openStore(t, dir, WithErrorHandler(func(err error) {
+		mu.Lock()
+		reported = append(reported, err.Error())
+		mu.Unlock()
+	}))
+	if err := f.Apply(ctx, fipBase()); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := f.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := next(t, ch, func(*Snapshot) bool { return true }); len(s.FloatingIPs) != 0 || s.FloatingIPs == nil {
+		t.Fatalf("initial snapshot floating IPs: %v", s.FloatingIPs)
+	}
+
+	other := openStore(t, dir)
+	if err := other.Apply(ctx, []Resource{fip("web-1-fip", "198.51.100.10", "web-1", "")}); err != nil {
+		t.Fatal(err)
+	}
+	s := next(t, ch, func(s *Snapshot) bool { return s.FloatingIPs["web-1-fip"] != nil })
+	if got := s.FloatingIPs["web-1-fip"]; got.Spec.IP.String() != "198.51.100.10" || got.Spec.Endpoint != "web-1" {
+		t.Fatalf("watched floating IP: %+v", got)
+	}
+
+	// A hand-written file is picked up; a broken one is reported and skipped.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(dir, "floatingip", "web-2-fip.yaml"),
+		[]byte("apiVersion: calyx.io/v1\nkind: FloatingIP\nmetadata: {name: web-2-fip}\nspec: {ip: 198.51.100.11, endpoint: web-2, fixedIP: 10.65.1.4}\n"), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "floatingip", "bad.yaml"),
+		[]byte("apiVersion: calyx.io/v1\nkind: FloatingIP\nmetadata: {name: bad}\nspec: {ip: 198.51.100.12/32, endpoint: web-2}\n"), 0o644))
+	s = next(t, ch, func(s *Snapshot) bool { return s.FloatingIPs["web-2-fip"] != nil })
+	if a, ok := s.FixedIP(s.FloatingIPs["web-2-fip"]); !ok || a.String() != "10.65.1.4" {
+		t.Fatalf("FixedIP of the hand-written floating IP: %v %v", a, ok)
+	}
+	wantReport := `floatingip/bad.yaml: document 1 (FloatingIP/bad): spec.ip: "198.51.100.12/32" is not a valid IP address`
+	deadline := time.Now().Add(waitFor)
+	for {
+		mu.Lock()
+		all := strings.Join(reported, "\n")
+		mu.Unlock()
+		if strings.Contains(all, wantReport) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not reported: %s\nreported:\n%s", wantReport, all)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	must(os.Remove(filepath.Join(dir, "floatingip", "bad.yaml")))
+
+	if err := other.Delete(ctx, []Ref{{KindFloatingIP, "web-1-fip"}}); err != nil {
+		t.Fatal(err)
+	}
+	s = next(t, ch, func(s *Snapshot) bool { return s.FloatingIPs["web-1-fip"] == nil })
+	if _, ok := s.FloatingIPs["bad"]; ok || len(s.FloatingIPs) != 1 {
+		t.Fatalf("floating IPs after delete: %v", s.FloatingIPs)
 	}
 }

@@ -19,6 +19,9 @@ func TestParseKind(t *testing.T) {
 		{"WorkloadEndpoints", KindWorkloadEndpoint},
 		{"config", KindConfig},
 		{"Configs", KindConfig},
+		{"floatingip", KindFloatingIP},
+		{"FloatingIPs", KindFloatingIP},
+		{"FLOATINGIP", KindFloatingIP},
 	}
 	for _, tt := range tests {
 		got, err := ParseKind(tt.in)
@@ -26,9 +29,9 @@ func TestParseKind(t *testing.T) {
 			t.Errorf("ParseKind(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
-	for _, bad := range []string{"", "wep", "pool", "ippoolss", "Pod"} {
+	for _, bad := range []string{"", "wep", "pool", "ippoolss", "Pod", "fip", "floating-ip"} {
 		_, err := ParseKind(bad)
-		want := `unknown kind "` + bad + `" (want one of IPPool, Node, WorkloadEndpoint, Config)`
+		want := `unknown kind "` + bad + `" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, Config)`
 		if err == nil || err.Error() != want {
 			t.Errorf("ParseKind(%q) error = %v; want %s", bad, err, want)
 		}
@@ -49,7 +52,16 @@ func TestRef(t *testing.T) {
 			t.Errorf("ParseRef(%q) succeeded", bad)
 		}
 	}
-	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,WorkloadEndpoint" {
+	if got, err := ParseRef("floatingips/web-1-fip"); err != nil || got != (Ref{KindFloatingIP, "web-1-fip"}) {
+		t.Fatalf("ParseRef: %v %v", got, err)
+	}
+	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,WorkloadEndpoint,FloatingIP" {
 		t.Errorf("Kinds() = %s", k)
+	}
+	for _, k := range Kinds() {
+		r, err := NewResource(k)
+		if err != nil || r.Kind() != k {
+			t.Errorf("NewResource(%s) = %v, %v", k, r, err)
+		}
 	}
 }

@@ -17,6 +17,8 @@ type Snapshot struct {
 	Pools     map[string]*IPPool
 	Nodes     map[string]*Node
 	Endpoints map[string]*WorkloadEndpoint
+	// FloatingIPs are keyed by the FloatingIP's name.
+	FloatingIPs map[string]*FloatingIP
 	// Config is never nil: it holds the defaults when no Config is stored.
 	Config *Config
 
@@ -28,10 +30,11 @@ type Snapshot struct {
 // NewSnapshot returns an empty snapshot with the default Config.
 func NewSnapshot() *Snapshot {
 	return &Snapshot{
-		Pools:     map[string]*IPPool{},
-		Nodes:     map[string]*Node{},
-		Endpoints: map[string]*WorkloadEndpoint{},
-		Config:    DefaultConfig(),
+		Pools:       map[string]*IPPool{},
+		Nodes:       map[string]*Node{},
+		Endpoints:   map[string]*WorkloadEndpoint{},
+		FloatingIPs: map[string]*FloatingIP{},
+		Config:      DefaultConfig(),
 	}
 }
 
@@ -43,6 +46,7 @@ func (s *Snapshot) Clone() *Snapshot {
 		Pools:        make(map[string]*IPPool, len(s.Pools)),
 		Nodes:        make(map[string]*Node, len(s.Nodes)),
 		Endpoints:    make(map[string]*WorkloadEndpoint, len(s.Endpoints)),
+		FloatingIPs:  make(map[string]*FloatingIP, len(s.FloatingIPs)),
 		Config:       s.Config,
 		configStored: s.configStored,
 	}
@@ -54,6 +58,9 @@ func (s *Snapshot) Clone() *Snapshot {
 	}
 	for k, v := range s.Endpoints {
 		c.Endpoints[k] = v
+	}
+	for k, v := range s.FloatingIPs {
+		c.FloatingIPs[k] = v
 	}
 	if c.Config == nil {
 		c.Config = DefaultConfig()
@@ -71,6 +78,9 @@ func (s *Snapshot) ensureMaps() {
 	if s.Endpoints == nil {
 		s.Endpoints = map[string]*WorkloadEndpoint{}
 	}
+	if s.FloatingIPs == nil {
+		s.FloatingIPs = map[string]*FloatingIP{}
+	}
 }
 
 // Put adds r or replaces the resource of the same kind and name.
@@ -83,6 +93,8 @@ func (s *Snapshot) Put(r Resource) {
 		s.Nodes[r.Metadata.Name] = r
 	case *WorkloadEndpoint:
 		s.Endpoints[r.Metadata.Name] = r
+	case *FloatingIP:
+		s.FloatingIPs[r.Metadata.Name] = r
 	case *Config:
 		s.Config = r
 		s.configStored = true
@@ -105,6 +117,10 @@ func (s *Snapshot) Remove(ref Ref) bool {
 	case KindWorkloadEndpoint:
 		if _, ok = s.Endpoints[ref.Name]; ok {
 			delete(s.Endpoints, ref.Name)
+		}
+	case KindFloatingIP:
+		if _, ok = s.FloatingIPs[ref.Name]; ok {
+			delete(s.FloatingIPs, ref.Name)
 		}
 	case KindConfig:
 		if ref.Name == ConfigName && s.configStored {
@@ -132,6 +148,10 @@ func (s *Snapshot) Get(ref Ref) (Resource, bool) {
 		if r, ok := s.Endpoints[ref.Name]; ok {
 			return r, true
 		}
+	case KindFloatingIP:
+		if r, ok := s.FloatingIPs[ref.Name]; ok {
+			return r, true
+		}
 	case KindConfig:
 		if ref.Name == ConfigName && s.Config != nil {
 			return s.Config, true
@@ -142,7 +162,7 @@ func (s *Snapshot) Get(ref Ref) (Resource, bool) {
 
 // Resources returns the resources of one kind (any spelling ParseKind
 // accepts) sorted by name, or with kind "" all of them in the order Config,
-// IPPool, Node, WorkloadEndpoint. An unknown kind yields nil.
+// IPPool, Node, WorkloadEndpoint, FloatingIP. An unknown kind yields nil.
 func (s *Snapshot) Resources(kind string) []Resource {
 	if k, err := ParseKind(kind); err == nil {
 		kind = k
@@ -161,12 +181,35 @@ func (s *Snapshot) Resources(kind string) []Resource {
 		return sortedResources(s.Nodes)
 	case KindWorkloadEndpoint:
 		return sortedResources(s.Endpoints)
+	case KindFloatingIP:
+		return sortedResources(s.FloatingIPs)
 	case KindConfig:
 		if s.Config != nil {
 			return []Resource{s.Config}
 		}
 	}
 	return nil
+}
+
+// FixedIP returns the address f maps to: spec.fixedIP when given, else the
+// first IPv4 address in its endpoint's ipNetworks. It returns false when the
+// endpoint does not exist, or when no fixedIP is given and the endpoint has
+// no IPv4 address. It does not check that an explicit fixedIP belongs to the
+// endpoint: Validate does.
+func (s *Snapshot) FixedIP(f *FloatingIP) (netip.Addr, bool) {
+	ep, ok := s.Endpoints[f.Spec.Endpoint]
+	if !ok || ep == nil {
+		return netip.Addr{}, false
+	}
+	if f.Spec.FixedIP.IsValid() {
+		return f.Spec.FixedIP, true
+	}
+	for _, p := range ep.Spec.IPNetworks {
+		if p.IsValid() && p.Addr().Is4() {
+			return p.Addr(), true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 func sortedResources[R Resource](m map[string]R) []Resource {
@@ -189,7 +232,12 @@ func sortedKeys[V any](m map[string]V) []string {
 // Validate checks the rules that span resources: no address is used by two
 // endpoints, every endpoint address lies in an enabled, non-external pool,
 // pools do not overlap, no two endpoints on one node share an interface
-// name, and no two nodes share an underlay address. It returns nil, or one
+// name, and no two nodes share an underlay address. For each FloatingIP:
+// its ip lies in an enabled, external pool, inside no non-external pool, and
+// is no other FloatingIP's, endpoint's or node's address; its endpoint
+// exists; its fixed IP (given, or the endpoint's first IPv4) is one of the
+// endpoint's addresses and has no other FloatingIP. So deleting an endpoint
+// or pool a FloatingIP needs is refused. It returns nil, or one
 // *ValidationError per problem joined one per line. Its cost is
 // O(n log n) in the number of resources.
 func (s *Snapshot) Validate() error { return joinValidation(s.validate(nil)) }
@@ -213,13 +261,22 @@ func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
 	poolNames := sortedKeys(s.Pools)
 	all := newPoolIndex()
 	usable := newPoolIndex()
+	floating := newPoolIndex() // enabled, external: where floating IPs come from
+	var floatingV4 []*IPPool
 	for _, name := range poolNames {
 		p := s.Pools[name]
 		if !p.Spec.CIDR.IsValid() {
 			continue
 		}
 		all.add(p)
-		if !p.Spec.Disabled && !p.Spec.External {
+		switch {
+		case p.Spec.Disabled:
+		case p.Spec.External:
+			floating.add(p)
+			if p.Spec.CIDR.Addr().Is4() {
+				floatingV4 = append(floatingV4, p)
+			}
+		default:
 			usable.add(p)
 		}
 	}
@@ -320,6 +377,68 @@ func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
 		}
 	}
 
+	fixedOwner := make(map[netip.Addr]string, len(s.FloatingIPs))
+	fipOwner := make(map[netip.Addr]string, len(s.FloatingIPs))
+	for _, name := range sortedKeys(s.FloatingIPs) {
+		f := s.FloatingIPs[name]
+		ref := Ref{KindFloatingIP, name}
+		// Addresses Validate rejects on their own (missing, IPv6) get no
+		// cross-resource errors: they would only be noise.
+		if a := f.Spec.IP; a.IsValid() && a.Is4() {
+			if o, ok := fipOwner[a]; ok {
+				subj, other := subject(KindFloatingIP, o, name)
+				add(Ref{KindFloatingIP, subj}, "spec.ip", "%s is already used by FloatingIP/%s", a, other)
+			} else {
+				fipOwner[a] = name
+			}
+			if o, ok := addrOwner[a]; ok {
+				add(ref, "spec.ip", "%s is an address of WorkloadEndpoint/%s; a floating IP must not be a workload's address", a, o.name)
+			} else if n, ok := nodeAddr[a]; ok {
+				add(ref, "spec.ip", "%s is the address of Node/%s; a floating IP must not be a node's address", a, n)
+			} else if q := all.firstWhere(a, func(p *IPPool) bool { return !p.Spec.External }); q != nil {
+				add(ref, "spec.ip", "%s is inside IPPool/%s (%s), which is not external; floating IPs are taken from IPPools with external: true",
+					a, q.Metadata.Name, q.Spec.CIDR)
+			} else if floating.first(a) == nil {
+				add(ref, "spec.ip", "%s is in no enabled, external IPPool (%s)", a, noFloatingPool(all.first(a), floatingV4))
+			}
+		}
+
+		if !validName(f.Spec.Endpoint) {
+			continue // reported on its own
+		}
+		ep := s.Endpoints[f.Spec.Endpoint]
+		if ep == nil {
+			add(ref, "spec.endpoint", "WorkloadEndpoint/%s does not exist", f.Spec.Endpoint)
+			continue
+		}
+		fixed := f.Spec.FixedIP
+		switch {
+		case fixed.IsValid() && !fixed.Is4():
+			continue // reported on its own
+		case fixed.IsValid():
+			if !slices.Contains(ep.Spec.IPNetworks, netip.PrefixFrom(fixed, 32)) {
+				add(ref, "spec.fixedIP", "%s is not an address of WorkloadEndpoint/%s (%s)", fixed, ep.Metadata.Name, prefixList(ep.Spec.IPNetworks))
+				continue
+			}
+		default:
+			var ok bool
+			if fixed, ok = s.FixedIP(f); !ok {
+				add(ref, "spec.endpoint", "WorkloadEndpoint/%s has no IPv4 address (it has %s); an IPv4 floating IP needs an IPv4 fixed IP",
+					ep.Metadata.Name, prefixList(ep.Spec.IPNetworks))
+				continue
+			}
+		}
+		// Traffic from the fixed IP is SNATed to its floating IP, which
+		// must therefore be unique.
+		if o, ok := fixedOwner[fixed]; ok {
+			subj, other := subject(KindFloatingIP, o, name)
+			add(Ref{KindFloatingIP, subj}, "spec.fixedIP", "%s of WorkloadEndpoint/%s already has FloatingIP/%s; an address can have only one floating IP",
+				fixed, ep.Metadata.Name, other)
+		} else {
+			fixedOwner[fixed] = name
+		}
+	}
+
 	kindRank := map[string]int{}
 	for i, k := range kindOrder {
 		kindRank[k] = i
@@ -332,6 +451,37 @@ func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
 		)
 	})
 	return errs
+}
+
+// noFloatingPool says why no enabled, external pool holds an address:
+// container is the pool holding it, if any (a disabled external one), and
+// external lists the enabled, external IPv4 pools.
+func noFloatingPool(container *IPPool, external []*IPPool) string {
+	if container != nil {
+		return fmt.Sprintf("IPPool/%s, which contains it, is disabled", container.Metadata.Name)
+	}
+	if len(external) == 0 {
+		return "there is none; floating IPs are taken from IPPools with external: true"
+	}
+	const most = 5
+	parts := make([]string, 0, min(len(external), most)+1)
+	for i, p := range external {
+		if i == most {
+			parts = append(parts, fmt.Sprintf("and %d more", len(external)-most))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("IPPool/%s (%s)", p.Metadata.Name, p.Spec.CIDR))
+	}
+	return "the external pools are " + strings.Join(parts, ", ")
+}
+
+// prefixList formats addresses for messages: "10.65.1.2/32, fd00::2/128".
+func prefixList(ps []netip.Prefix) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ", ")
 }
 
 // poolIndex finds the pools containing an address with one map lookup per
@@ -369,6 +519,19 @@ func (ix *poolIndex) first(a netip.Addr) *IPPool {
 	for _, bits := range ix.lengths(a) {
 		if ps := ix.byPrefix[netip.PrefixFrom(a, bits).Masked()]; len(ps) > 0 {
 			return ps[0]
+		}
+	}
+	return nil
+}
+
+// firstWhere returns the widest pool containing a for which keep is true,
+// or nil.
+func (ix *poolIndex) firstWhere(a netip.Addr, keep func(*IPPool) bool) *IPPool {
+	for _, bits := range ix.lengths(a) {
+		for _, p := range ix.byPrefix[netip.PrefixFrom(a, bits).Masked()] {
+			if keep(p) {
+				return p
+			}
 		}
 	}
 	return nil

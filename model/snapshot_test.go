@@ -31,6 +31,18 @@ func node(name, v4 string) *Node {
 	return &Node{Metadata: Metadata{Name: name}, Spec: NodeSpec{IPv4Address: netip.MustParsePrefix(v4)}}
 }
 
+// fip returns a FloatingIP; fixed "" leaves spec.fixedIP unset.
+func fip(name, ip, endpoint, fixed string) *FloatingIP {
+	f := &FloatingIP{Metadata: Metadata{Name: name}, Spec: FloatingIPSpec{Endpoint: endpoint}}
+	if ip != "" {
+		f.Spec.IP = netip.MustParseAddr(ip)
+	}
+	if fixed != "" {
+		f.Spec.FixedIP = netip.MustParseAddr(fixed)
+	}
+	return f
+}
+
 func snapshotOf(rs ...Resource) *Snapshot {
 	s := NewSnapshot()
 	for _, r := range rs {
@@ -158,7 +170,7 @@ func TestSnapshotPutGetRemoveResources(t *testing.T) {
 	for _, r := range s.Resources("") {
 		names = append(names, RefOf(r).String())
 	}
-	want := "Config/default IPPool/p1 IPPool/p6 Node/n1 Node/n2 WorkloadEndpoint/web-1 WorkloadEndpoint/web-2"
+	want := "Config/default IPPool/p1 IPPool/p6 Node/n1 Node/n2 WorkloadEndpoint/web-1 WorkloadEndpoint/web-2 FloatingIP/web-1-fip FloatingIP/web-2-fip"
 	if got := strings.Join(names, " "); got != want {
 		t.Fatalf("Resources(\"\") = %s\nwant %s", got, want)
 	}
@@ -187,5 +199,226 @@ func TestSnapshotPutGetRemoveResources(t *testing.T) {
 	}
 	if c.Remove(Ref{KindNode, "nope"}) {
 		t.Fatal("Remove of a missing node reported true")
+	}
+}
+
+func TestSnapshotFloatingIPPutGetRemoveClone(t *testing.T) {
+	s := NewSnapshot()
+	f1 := fip("web-1-fip", "198.51.100.10", "web-1", "")
+	f2 := fip("a-fip", "198.51.100.11", "web-2", "10.65.1.3")
+	s.Put(f1)
+	s.Put(f2)
+	if got, ok := s.Get(Ref{KindFloatingIP, "web-1-fip"}); !ok || got != f1 {
+		t.Fatalf("Get = %v, %v", got, ok)
+	}
+	if got := s.Resources("floatingips"); len(got) != 2 || got[0] != f2 || got[1] != f1 {
+		t.Fatalf("Resources(floatingips) = %v", got)
+	}
+
+	c := s.Clone()
+	f1b := fip("web-1-fip", "198.51.100.12", "web-1", "")
+	c.Put(f1b)
+	if !c.Remove(Ref{KindFloatingIP, "a-fip"}) || c.Remove(Ref{KindFloatingIP, "a-fip"}) {
+		t.Fatal("Remove of an existing floating IP did not report true once")
+	}
+	if s.FloatingIPs["web-1-fip"] != f1 || s.FloatingIPs["a-fip"] != f2 || len(s.FloatingIPs) != 2 {
+		t.Fatal("changing a clone changed the original")
+	}
+	if c.FloatingIPs["web-1-fip"] != f1b || len(c.FloatingIPs) != 1 {
+		t.Fatalf("clone: %v", c.FloatingIPs)
+	}
+	if _, ok := c.Get(Ref{KindFloatingIP, "a-fip"}); ok {
+		t.Fatal("removed floating IP still found")
+	}
+
+	// A zero Snapshot gets its maps on the first Put, and clones of it are
+	// usable too.
+	var z Snapshot
+	z.Put(f1)
+	if z.FloatingIPs["web-1-fip"] != f1 || z.Clone().FloatingIPs["web-1-fip"] != f1 {
+		t.Fatal("Put into a zero Snapshot")
+	}
+}
+
+func TestSnapshotFixedIP(t *testing.T) {
+	s := snapshotOf(
+		wep("web-1", "n1", "tap1", "10.65.1.2/32", "10.65.1.3/32"),
+		wep("v6-first", "n1", "tap2", "fd00::2/128", "10.65.1.9/32"),
+		wep("v6-only", "n1", "tap3", "fd00::3/128"),
+	)
+	tests := []struct {
+		f    *FloatingIP
+		want string // "" for false
+	}{
+		{fip("f", "198.51.100.10", "web-1", ""), "10.65.1.2"},
+		{fip("f", "198.51.100.10", "web-1", "10.65.1.3"), "10.65.1.3"},
+		{fip("f", "198.51.100.10", "v6-first", ""), "10.65.1.9"},
+		{fip("f", "198.51.100.10", "v6-only", ""), ""},
+		{fip("f", "198.51.100.10", "v6-only", "10.65.1.7"), "10.65.1.7"}, // explicit: Validate checks it
+		{fip("f", "198.51.100.10", "gone", ""), ""},
+		{fip("f", "198.51.100.10", "gone", "10.65.1.2"), ""},
+	}
+	for _, tt := range tests {
+		got, ok := s.FixedIP(tt.f)
+		if tt.want == "" {
+			if ok || got.IsValid() {
+				t.Errorf("FixedIP(%+v) = %v, %v; want false", tt.f.Spec, got, ok)
+			}
+			continue
+		}
+		if !ok || got != netip.MustParseAddr(tt.want) {
+			t.Errorf("FixedIP(%+v) = %v, %v; want %s", tt.f.Spec, got, ok, tt.want)
+		}
+	}
+}
+
+// fipBase is a valid model floating IPs are added to: a workload pool, an
+// external pool and endpoints with IPv4 and IPv6 addresses.
+func fipBase() []Resource {
+	return []Resource{
+		pool("wl", "10.65.0.0/16"), pool("wl6", "fd00::/64"), pool("ext", "198.51.100.0/24", external),
+		node("n1", "10.30.0.10/24"),
+		wep("web-1", "n1", "tap1", "10.65.1.2/32", "fd00::2/128"),
+		wep("web-2", "n1", "tap2", "10.65.1.3/32", "10.65.1.4/32"),
+		wep("v6-only", "n1", "tap3", "fd00::3/128"),
+	}
+}
+
+func TestSnapshotValidateFloatingIPs(t *testing.T) {
+	with := func(rs ...Resource) []Resource { return append(fipBase(), rs...) }
+	var manyExternal []Resource
+	for i := range 7 {
+		manyExternal = append(manyExternal, pool(fmt.Sprintf("ext-%d", i), fmt.Sprintf("192.0.%d.0/24", i), external))
+	}
+	tests := []struct {
+		name string
+		rs   []Resource
+		want []string // exact errors; empty: valid
+	}{
+		{"valid", with(
+			fip("web-1-fip", "198.51.100.10", "web-1", ""),
+			fip("web-2-fip-a", "198.51.100.11", "web-2", "10.65.1.3"),
+			fip("web-2-fip-b", "198.51.100.12", "web-2", "10.65.1.4"),
+		), nil},
+		{"fixed IP defaults past IPv6 addresses", with(
+			wep("v6-first", "n1", "tap4", "fd00::4/128", "10.65.1.5/32"), fip("f", "198.51.100.10", "v6-first", ""),
+		), nil},
+		{"no external pool", []Resource{
+			pool("wl", "10.65.0.0/16"), wep("web-1", "n1", "tap1", "10.65.1.2/32"), fip("f", "198.51.100.10", "web-1", ""),
+		}, []string{"FloatingIP/f: spec.ip: 198.51.100.10 is in no enabled, external IPPool (there is none; floating IPs are taken from IPPools with external: true)"}},
+		{"outside the external pools", with(fip("f", "203.0.113.5", "web-1", "")),
+			[]string{"FloatingIP/f: spec.ip: 203.0.113.5 is in no enabled, external IPPool (the external pools are IPPool/ext (198.51.100.0/24))"}},
+		{"outside many external pools", append(with(fip("f", "203.0.113.5", "web-1", "")), manyExternal...),
+			[]string{"FloatingIP/f: spec.ip: 203.0.113.5 is in no enabled, external IPPool (the external pools are IPPool/ext (198.51.100.0/24), " +
+				"IPPool/ext-0 (192.0.0.0/24), IPPool/ext-1 (192.0.1.0/24), IPPool/ext-2 (192.0.2.0/24), IPPool/ext-3 (192.0.3.0/24), and 3 more)"}},
+		{"only an IPv6 external pool", []Resource{
+			pool("wl", "10.65.0.0/16"), pool("ext6", "2001:db8::/64", external),
+			wep("web-1", "n1", "tap1", "10.65.1.2/32"), fip("f", "198.51.100.10", "web-1", ""),
+		}, []string{"FloatingIP/f: spec.ip: 198.51.100.10 is in no enabled, external IPPool (there is none; floating IPs are taken from IPPools with external: true)"}},
+		{"in a disabled external pool", with(pool("ext-off", "203.0.113.0/24", external, disabled), fip("f", "203.0.113.5", "web-1", "")),
+			[]string{"FloatingIP/f: spec.ip: 203.0.113.5 is in no enabled, external IPPool (IPPool/ext-off, which contains it, is disabled)"}},
+		{"inside a workload pool", with(fip("f", "10.65.200.1", "web-1", "")),
+			[]string{"FloatingIP/f: spec.ip: 10.65.200.1 is inside IPPool/wl (10.65.0.0/16), which is not external; floating IPs are taken from IPPools with external: true"}},
+		{"inside a disabled workload pool", with(pool("old", "10.99.0.0/16", disabled), fip("f", "10.99.0.1", "web-1", "")),
+			[]string{"FloatingIP/f: spec.ip: 10.99.0.1 is inside IPPool/old (10.99.0.0/16), which is not external; floating IPs are taken from IPPools with external: true"}},
+		{"a workload's address", with(fip("f", "10.65.1.3", "web-1", "")),
+			[]string{"FloatingIP/f: spec.ip: 10.65.1.3 is an address of WorkloadEndpoint/web-2; a floating IP must not be a workload's address"}},
+		{"a node's address", with(node("edge", "198.51.100.20/24"), fip("f", "198.51.100.20", "web-1", "")),
+			[]string{"FloatingIP/f: spec.ip: 198.51.100.20 is the address of Node/edge; a floating IP must not be a node's address"}},
+		{"used by two floating IPs", with(fip("a", "198.51.100.10", "web-1", ""), fip("b", "198.51.100.10", "web-2", "")),
+			[]string{"FloatingIP/b: spec.ip: 198.51.100.10 is already used by FloatingIP/a"}},
+		{"endpoint does not exist", with(fip("f", "198.51.100.10", "web-9", "")),
+			[]string{"FloatingIP/f: spec.endpoint: WorkloadEndpoint/web-9 does not exist"}},
+		{"fixed IP not the endpoint's", with(fip("f", "198.51.100.10", "web-1", "10.65.9.9")),
+			[]string{"FloatingIP/f: spec.fixedIP: 10.65.9.9 is not an address of WorkloadEndpoint/web-1 (10.65.1.2/32, fd00::2/128)"}},
+		{"fixed IP of another endpoint", with(fip("f", "198.51.100.10", "web-1", "10.65.1.3")),
+			[]string{"FloatingIP/f: spec.fixedIP: 10.65.1.3 is not an address of WorkloadEndpoint/web-1 (10.65.1.2/32, fd00::2/128)"}},
+		{"endpoint without IPv4", with(fip("f", "198.51.100.10", "v6-only", "")),
+			[]string{"FloatingIP/f: spec.endpoint: WorkloadEndpoint/v6-only has no IPv4 address (it has fd00::3/128); an IPv4 floating IP needs an IPv4 fixed IP"}},
+		{"one fixed IP, two floating IPs", with(fip("a", "198.51.100.10", "web-1", ""), fip("b", "198.51.100.11", "web-1", "10.65.1.2")),
+			[]string{"FloatingIP/b: spec.fixedIP: 10.65.1.2 of WorkloadEndpoint/web-1 already has FloatingIP/a; an address can have only one floating IP"}},
+		{"several problems at once", with(fip("f", "10.65.200.1", "web-1", "10.65.9.9"), fip("g", "198.51.100.10", "nope", "")), []string{
+			"FloatingIP/f: spec.fixedIP: 10.65.9.9 is not an address of WorkloadEndpoint/web-1 (10.65.1.2/32, fd00::2/128)",
+			"FloatingIP/f: spec.ip: 10.65.200.1 is inside IPPool/wl (10.65.0.0/16), which is not external; floating IPs are taken from IPPools with external: true",
+			"FloatingIP/g: spec.endpoint: WorkloadEndpoint/nope does not exist",
+		}},
+		// What Validate rejects on its own is not reported again here.
+		{"single-resource problems are not repeated", with(
+			fip("v6", "2001:db8::10", "web-1", ""), fip("noendpoint", "198.51.100.10", "", ""),
+			fip("v6fixed", "198.51.100.11", "web-1", "fd00::2"), fip("noip", "", "web-2", ""),
+		), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			errs := snapshotOf(tt.rs...).validate(nil)
+			var got []string
+			for _, e := range errs {
+				got = append(got, e.Error())
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Fatalf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestSnapshotValidateFloatingIPPrefersChanged(t *testing.T) {
+	s := snapshotOf(append(fipBase(), fip("a", "198.51.100.10", "web-1", ""), fip("b", "198.51.100.10", "web-2", "10.65.1.4"),
+		fip("c", "198.51.100.11", "web-2", ""), fip("d", "198.51.100.12", "web-2", "10.65.1.3"))...)
+	errs := s.validate(map[Ref]bool{{KindFloatingIP, "a"}: true, {KindFloatingIP, "c"}: true})
+	var got []string
+	for _, e := range errs {
+		got = append(got, e.Error())
+	}
+	want := "FloatingIP/a: spec.ip: 198.51.100.10 is already used by FloatingIP/b\n" +
+		"FloatingIP/c: spec.fixedIP: 10.65.1.3 of WorkloadEndpoint/web-2 already has FloatingIP/d; an address can have only one floating IP"
+	if strings.Join(got, "\n") != want {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), want)
+	}
+}
+
+// Removing what a FloatingIP needs (its endpoint, its external pool, the
+// endpoint's address it maps to) makes the snapshot invalid, which is how
+// Delete and Apply refuse such changes.
+func TestSnapshotFloatingIPReferences(t *testing.T) {
+	base := snapshotOf(append(fipBase(), fip("web-1-fip", "198.51.100.10", "web-1", "10.65.1.2"))...)
+	if err := base.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		change func(*Snapshot)
+		want   string
+	}{
+		{"endpoint removed", func(s *Snapshot) { s.Remove(Ref{KindWorkloadEndpoint, "web-1"}) },
+			"FloatingIP/web-1-fip: spec.endpoint: WorkloadEndpoint/web-1 does not exist"},
+		{"external pool removed", func(s *Snapshot) { s.Remove(Ref{KindIPPool, "ext"}) },
+			"FloatingIP/web-1-fip: spec.ip: 198.51.100.10 is in no enabled, external IPPool (there is none; floating IPs are taken from IPPools with external: true)"},
+		{"external pool disabled", func(s *Snapshot) { s.Put(pool("ext", "198.51.100.0/24", external, disabled)) },
+			"FloatingIP/web-1-fip: spec.ip: 198.51.100.10 is in no enabled, external IPPool (IPPool/ext, which contains it, is disabled)"},
+		{"pool made internal", func(s *Snapshot) { s.Put(pool("ext", "198.51.100.0/24")) },
+			"FloatingIP/web-1-fip: spec.ip: 198.51.100.10 is inside IPPool/ext (198.51.100.0/24), which is not external; floating IPs are taken from IPPools with external: true"},
+		{"fixed IP taken off the endpoint", func(s *Snapshot) { s.Put(wep("web-1", "n1", "tap1", "10.65.1.7/32")) },
+			"FloatingIP/web-1-fip: spec.fixedIP: 10.65.1.2 is not an address of WorkloadEndpoint/web-1 (10.65.1.7/32)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := base.Clone()
+			tt.change(s)
+			err := s.Validate()
+			if err == nil || err.Error() != tt.want {
+				t.Fatalf("got %v\nwant %s", err, tt.want)
+			}
+			if base.Validate() != nil {
+				t.Fatal("the change reached the original snapshot")
+			}
+		})
+	}
+	// Removing the floating IP with its endpoint is fine.
+	s := base.Clone()
+	s.Remove(Ref{KindWorkloadEndpoint, "web-1"})
+	s.Remove(Ref{KindFloatingIP, "web-1-fip"})
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -15,19 +15,24 @@ const (
 	KindIPPool           = "IPPool"
 	KindNode             = "Node"
 	KindWorkloadEndpoint = "WorkloadEndpoint"
+	KindFloatingIP       = "FloatingIP"
 	KindConfig           = "Config"
 )
+
+// kindList names the kinds in error messages.
+const kindList = "IPPool, Node, WorkloadEndpoint, FloatingIP, Config"
 
 // ConfigName is the only name a Config resource may have: there is one
 // host-wide configuration.
 const ConfigName = "default"
 
 // kindOrder is the order in which Snapshot.Resources lists kinds: settings
-// first, then what workloads depend on, then the workloads.
-var kindOrder = []string{KindConfig, KindIPPool, KindNode, KindWorkloadEndpoint}
+// first, then what workloads depend on, then the workloads, then what refers
+// to workloads.
+var kindOrder = []string{KindConfig, KindIPPool, KindNode, KindWorkloadEndpoint, KindFloatingIP}
 
 // Kinds returns the canonical kind names in listing order (Config, IPPool,
-// Node, WorkloadEndpoint).
+// Node, WorkloadEndpoint, FloatingIP).
 func Kinds() []string { return append([]string(nil), kindOrder...) }
 
 // Metadata is the metadata block shared by every resource.
@@ -72,7 +77,8 @@ const (
 	DefaultCTMapSize            = 262144
 )
 
-// Resource is implemented by *IPPool, *Node, *WorkloadEndpoint and *Config.
+// Resource is implemented by *IPPool, *Node, *WorkloadEndpoint, *FloatingIP
+// and *Config.
 type Resource interface {
 	// Kind returns the canonical kind name, e.g. "IPPool".
 	Kind() string
@@ -127,6 +133,29 @@ type WorkloadEndpointSpec struct {
 	IPNetworks []netip.Prefix
 }
 
+// FloatingIP maps an external address (from an enabled, external IPPool) to
+// one of a workload's own addresses: traffic to the floating IP is DNATed to
+// the fixed IP, and traffic from the fixed IP leaving the pools is SNATed to
+// the floating IP.
+type FloatingIP struct {
+	Metadata Metadata
+	Spec     FloatingIPSpec
+}
+
+// FloatingIPSpec is the spec of a FloatingIP. FixedIP is optional and has
+// no stored default: when it is the zero Addr the endpoint's first IPv4
+// address is meant (see Snapshot.FixedIP), so the mapping follows the
+// endpoint when its addresses change.
+type FloatingIPSpec struct {
+	// IP is the floating address; IPv4 only for now.
+	IP netip.Addr
+	// Endpoint names the WorkloadEndpoint the address maps to.
+	Endpoint string
+	// FixedIP is the endpoint's address the floating IP maps to, or the
+	// zero Addr for the endpoint's first IPv4 address.
+	FixedIP netip.Addr
+}
+
 // Config holds host-wide settings; only one, named "default", may exist.
 type Config struct {
 	Metadata Metadata
@@ -161,6 +190,12 @@ func (*WorkloadEndpoint) Kind() string { return KindWorkloadEndpoint }
 
 // Meta returns the endpoint's metadata.
 func (w *WorkloadEndpoint) Meta() *Metadata { return &w.Metadata }
+
+// Kind returns "FloatingIP".
+func (*FloatingIP) Kind() string { return KindFloatingIP }
+
+// Meta returns the floating IP's metadata.
+func (f *FloatingIP) Meta() *Metadata { return &f.Metadata }
 
 // Kind returns "Config".
 func (*Config) Kind() string { return KindConfig }
@@ -210,18 +245,21 @@ var kindAliases = map[string]string{
 	"nodes":             KindNode,
 	"workloadendpoint":  KindWorkloadEndpoint,
 	"workloadendpoints": KindWorkloadEndpoint,
+	"floatingip":        KindFloatingIP,
+	"floatingips":       KindFloatingIP,
 	"config":            KindConfig,
 	"configs":           KindConfig,
 }
 
 // ParseKind returns the canonical kind for s, which may be singular or
-// plural in any case ("ippools", "WorkloadEndpoint", "nodes"). It returns an
+// plural in any case ("ippools", "WorkloadEndpoint", "nodes",
+// "floatingips"). It returns an
 // error listing the known kinds when s matches none of them.
 func ParseKind(s string) (string, error) {
 	if k, ok := kindAliases[strings.ToLower(s)]; ok {
 		return k, nil
 	}
-	return "", fmt.Errorf("unknown kind %q (want one of IPPool, Node, WorkloadEndpoint, Config)", s)
+	return "", fmt.Errorf("unknown kind %q (want one of %s)", s, kindList)
 }
 
 // NewResource returns an empty resource of the given canonical kind, or an
@@ -234,10 +272,12 @@ func NewResource(kind string) (Resource, error) {
 		return &Node{}, nil
 	case KindWorkloadEndpoint:
 		return &WorkloadEndpoint{}, nil
+	case KindFloatingIP:
+		return &FloatingIP{}, nil
 	case KindConfig:
 		return &Config{}, nil
 	}
-	return nil, fmt.Errorf("unknown kind %q (want one of IPPool, Node, WorkloadEndpoint, Config)", kind)
+	return nil, fmt.Errorf("unknown kind %q (want one of %s)", kind, kindList)
 }
 
 // ApplyDefaults fills every unset (zero) field of r with its default value,
@@ -308,6 +348,9 @@ func deepCopy(r Resource) Resource {
 		if r.Spec.IPNetworks != nil {
 			c.Spec.IPNetworks = append([]netip.Prefix(nil), r.Spec.IPNetworks...)
 		}
+		out = &c
+	case *FloatingIP:
+		c := *r
 		out = &c
 	case *Config:
 		c := *r

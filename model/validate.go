@@ -35,6 +35,8 @@ func validate(r Resource) []*ValidationError {
 		v.node(&r.Spec)
 	case *WorkloadEndpoint:
 		v.endpoint(&r.Spec)
+	case *FloatingIP:
+		v.floatingIP(&r.Spec)
 	case *Config:
 		v.config(&r.Spec)
 	default:
@@ -261,6 +263,46 @@ func (v *validator) endpoint(s *WorkloadEndpointSpec) {
 		}
 		seen[p.Addr()] = i
 	}
+}
+
+func (v *validator) floatingIP(s *FloatingIPSpec) {
+	if !s.IP.IsValid() {
+		v.errorf("spec.ip", "required")
+	} else if why := floatingAddrProblem(s.IP); why != "" {
+		v.errorf("spec.ip", "%s", why)
+	}
+	switch {
+	case s.Endpoint == "":
+		v.errorf("spec.endpoint", "required (the name of a WorkloadEndpoint)")
+	case !validName(s.Endpoint):
+		v.errorf("spec.endpoint", "%q is not a valid WorkloadEndpoint name", s.Endpoint)
+	}
+	if a := s.FixedIP; a.IsValid() {
+		switch {
+		case a.Is4In6():
+			v.errorf("spec.fixedIP", "%s: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", a)
+		case !a.Is4():
+			v.errorf("spec.fixedIP", "%s is an IPv6 address; the fixed IP of an IPv4 floating IP must be one of the endpoint's IPv4 addresses", a)
+		default:
+			if why := specialAddress(a); why != "" {
+				v.errorf("spec.fixedIP", "%s is %s; the fixed IP must be one of the endpoint's unicast addresses", a, why)
+			}
+		}
+	}
+}
+
+// floatingAddrProblem explains why a cannot be a floating IP, or returns "".
+func floatingAddrProblem(a netip.Addr) string {
+	switch {
+	case a.Is4In6():
+		return fmt.Sprintf("%s: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", a)
+	case !a.Is4():
+		return fmt.Sprintf("%s is an IPv6 address; IPv6 floating IPs are not supported yet", a)
+	}
+	if why := specialAddress(a); why != "" {
+		return fmt.Sprintf("%s is %s; a floating IP must be a unicast host address", a, why)
+	}
+	return ""
 }
 
 func (v *validator) config(s *ConfigSpec) {
