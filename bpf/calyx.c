@@ -11,7 +11,9 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
-#define CX_PULL_LEN (ETH_HLEN + 60)
+/* Ethernet, the longest IPv4 header, and the L4 bytes conntrack reads: an
+ * ICMP error's header and the quoted IPv4 header and ports. */
+#define CX_PULL_LEN (ETH_HLEN + 60 + 8 + 20 + 8)
 /* An underlay packet's headers: outer IPv4, UDP, VXLAN, inner Ethernet and
  * the longest inner IPv4 header. */
 #define CX_UNDERLAY_PULL_LEN (ETH_HLEN + 20 + 8 + 8 + ETH_HLEN + 60)
@@ -88,6 +90,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_config SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct cx_fip_key);
+	__type(value, struct cx_fip);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_fips SEC(".maps");
+
+/* LRU: when the table is full the least recently used flows go, not new
+ * ones. The loader sizes it from Config.ctMapSize. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct cx_ct_key);
+	__type(value, struct cx_ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_ct SEC(".maps");
+
 /* Keep the enums in the object's BTF so bpf2go emits their constants for Go. */
 const enum cx_reason cx_enum_reason __attribute__((unused));
 const enum cx_route_type cx_enum_route_type __attribute__((unused));
@@ -95,6 +115,9 @@ const enum cx_route_flags cx_enum_route_flags __attribute__((unused));
 const enum cx_iface_flags cx_enum_iface_flags __attribute__((unused));
 const enum cx_attach_mode cx_enum_attach_mode __attribute__((unused));
 const enum cx_encap cx_enum_encap __attribute__((unused));
+const enum cx_fip_flags cx_enum_fip_flags __attribute__((unused));
+const enum cx_ct_dir cx_enum_ct_dir __attribute__((unused));
+const enum cx_nat cx_enum_nat __attribute__((unused));
 
 /* cx_verdict_len records a verdict under its reason for the interface and
  * returns it, so every return path is one line and counted. A packet is
@@ -552,6 +575,22 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, c
 	}
 }
 
+#include "nat.h"
+
+/* cx_nat_drop counts a failed translation under its reason. */
+static __always_inline int cx_nat_drop(__u32 ifindex, int nat, __u32 len)
+{
+	if (nat == CX_NAT_ERR_PORTS)
+		/* natOutgoing: every candidate source port to this server is taken. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_NAT_PORTS, len, TC_ACT_SHOT);
+	if (nat == CX_NAT_ERR_CT)
+		/* The flow's conntrack entries could not be written: its reply
+		 * tuple is another flow's (or the table refused): untranslatable. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_CT_FULL, len, TC_ACT_SHOT);
+	/* A helper refused to rewrite the packet. */
+	return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+}
+
 static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx_iface *ifc,
 					  struct hdr_cursor *c, void *data_end)
 {
@@ -609,9 +648,12 @@ static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx
 
 static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_cursor *c, void *data_end)
 {
-	__u32 ifindex = skb->ifindex;
+	__u32 ifindex = skb->ifindex, len = skb->len, start;
+	struct cx_node_config *cfg;
+	struct cx_tuple t = {};
 	struct cx_route *rt;
 	struct iphdr *iph;
+	int nat;
 
 	iph = parse_iphdr(c, data_end, skb->len - ETH_HLEN);
 	if (!iph)
@@ -622,16 +664,46 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 	if (!cx_owned_by(rt, ifindex))
 		/* Source address is not one of the endpoint's ipNetworks. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+	if (iph->ttl <= 1)
+		/* Expiring here, wherever it goes: the host stack sends the
+		 * time-exceeded, quoting the packet as the workload sent it.
+		 * So before any translation: SNAT'd to the node's own address,
+		 * it would be a martian to that stack, and no ICMP would come. */
+		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+
+	start = CX_START_FIP | CX_START_WORKLOAD | CX_START_TRACK;
+	if (rt->flags & CX_RT_F_NAT_OUTGOING)
+		start |= CX_START_NAT_OUTGOING;
+	nat = cx_nat(skb, &t, start, len);
+	if (nat < 0)
+		return cx_nat_drop(ifindex, nat, len);
+
+	data_end = (void *)(long)skb->data_end;
+	iph = (void *)(long)skb->data + ETH_HLEN;
+	if ((void *)(iph + 1) > data_end)
+		/* Cannot happen: parsed above; the verifier wants it. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 
 	rt = cx_route_v4(iph->daddr);
-	if (rt && rt->type == CX_RT_LOCAL_WORKLOAD && rt->ifindex != ifindex) {
+	/* Back to the sender only when translated: a workload to its own
+	 * floating IP (hairpin). */
+	if (rt && rt->type == CX_RT_LOCAL_WORKLOAD && (rt->ifindex != ifindex || nat == CX_NAT_DONE)) {
 		if (cx_ip4_forward(skb, iph))
-			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
-		return cx_deliver_local(skb, ifindex, skb->len, CX_REASON_DELIVER_LOCAL, rt);
+			return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);
 	}
 	if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
 		return cx_to_node(skb, ifindex, rt, 0);
-	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+	cfg = cx_get_config();
+	if (nat == CX_NAT_DONE && !rt && cfg && iph->saddr == cx_addr_ip4(cfg->node_addr)) {
+		/* natOutgoing: from the node's address, the host stack would
+		 * take it for a martian; it is routed to its destination here. */
+		struct cx_route ext = { .type = CX_RT_REMOTE_WORKLOAD, .encap = CX_ENCAP_NONE };
+
+		cx_addr_v4(ext.next_hop, iph->daddr);
+		return cx_to_node(skb, ifindex, &ext, 0);
+	}
+	return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 }
 
 static __always_inline int cx_is_unspecified6(const struct in6_addr *a)
@@ -814,6 +886,19 @@ int calyx_to_wl(struct __sk_buff *skb)
 	if (!ifc || !(ifc->flags & CX_IFACE_WORKLOAD))
 		/* Attached but not (or no longer) an endpoint: fail closed. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT, TC_ACT_SHOT);
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		/* Replies from the host stack to translated flows (the
+		 * metadata service) get the address the workload asked for. */
+		__u32 len = skb->len;
+		struct cx_tuple t = {};
+		int nat;
+
+		if (skb->data_end - skb->data < CX_PULL_LEN && skb->len > skb->data_end - skb->data)
+			bpf_skb_pull_data(skb, skb->len < CX_PULL_LEN ? skb->len : CX_PULL_LEN);
+		nat = cx_nat(skb, &t, 0, len);
+		if (nat < 0)
+			return cx_nat_drop(ifindex, nat, len);
+	}
 	return cx_to_workload(skb, ifindex, TC_ACT_OK);
 }
 
@@ -880,10 +965,19 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		/* The inner packet is cut short or not IPv4. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
 	rt = cx_route_v4(iph->daddr);
-	if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
+	if (rt && rt->type == CX_RT_FIP) {
+		/* A floating IP from outside, forwarded by the node it reached
+		 * to this one, its instance's, to be translated here. */
+		struct cx_fip *fip = cx_fip_of(iph->daddr);
+
+		if (!fip || !(fip->flags & CX_FIP_LOCAL))
+			/* Its instance is not here: never forwarded on. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+	} else if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST)) {
 		/* Decapsulated traffic is never forwarded on: a node only
 		 * tunnels to the node that hosts the destination. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+	}
 
 	/* FIXED_GSO: the inner segments keep the size the sender gave them. */
 	if (bpf_skb_adjust_room(skb, -(__s32)room, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
@@ -896,6 +990,34 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 	if ((void *)(iph + 1) > data_end)
 		/* Cannot happen: checked before the decap; the verifier wants it. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+	{
+		/* Replies of flows this node translated at their first hop
+		 * (a workload here to a floating IP elsewhere) get their
+		 * floating IP back; flows from outside to a floating IP of an
+		 * instance here, forwarded by another node, start here. */
+		struct cx_tuple t = {};
+		int nat = cx_nat(skb, &t, CX_START_FIP_HERE, len);
+
+		if (nat < 0)
+			return cx_nat_drop(ifindex, nat, len);
+		if (nat != CX_NAT_DONE && rt->type == CX_RT_FIP)
+			/* To a floating IP, but not the start of a flow nor one
+			 * this node knows (a TCP segment without SYN): nowhere
+			 * to go. Never to the host stack, which would route the
+			 * floating IP back out. */
+			return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
+		if (nat == CX_NAT_DONE) {
+			rt = cx_route_v4(t.daddr);
+			if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
+				/* Translated to an address that is not here. */
+				return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
+			data = (void *)(long)skb->data;
+			data_end = (void *)(long)skb->data_end;
+			iph = data + ETH_HLEN;
+			if ((void *)(iph + 1) > data_end)
+				return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		}
+	}
 	if (rt->type == CX_RT_HOST)
 		/* For this host itself: its stack takes the inner packet. */
 		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
@@ -948,14 +1070,46 @@ int calyx_from_underlay(struct __sk_buff *skb)
 			return cx_decap(skb, cfg, iph, &c, data_end);
 	}
 
-	/* Workload traffic a node routed here without encapsulation. */
-	rt = cx_route_v4(iph->daddr);
-	if (rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
-		if (cx_ip4_forward(skb, iph))
-			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
-		return cx_deliver_local(skb, ifindex, skb->len, CX_REASON_DELIVER_LOCAL, rt);
+	{
+		/* From outside: the flows of a floating IP whose instance is
+		 * here start here (DNAT), and replies of natOutgoing flows go
+		 * back to their workload. */
+		__u32 len = skb->len;
+		struct cx_tuple t = {};
+		int nat = cx_nat(skb, &t, CX_START_FIP_HERE, len);
+
+		if (nat < 0)
+			return cx_nat_drop(ifindex, nat, len);
+		data_end = (void *)(long)skb->data_end;
+		iph = (void *)(long)skb->data + ETH_HLEN;
+		if ((void *)(iph + 1) > data_end)
+			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+
+		/* Workload traffic a node routed here without encapsulation. */
+		rt = cx_route_v4(iph->daddr);
+		if (rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
+			if (cx_ip4_forward(skb, iph))
+				return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+			return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);
+		}
+		if (nat == CX_NAT_DONE && rt && rt->type == CX_RT_REMOTE_WORKLOAD)
+			/* Translated by an entry whose fixed IP lives on another
+			 * node now (the instance moved): sent there. */
+			return cx_to_node(skb, ifindex, rt, 0);
+		if (nat == CX_NAT_NONE && rt && rt->type == CX_RT_FIP) {
+			/* A floating IP whose instance runs on another node: sent
+			 * there as it came, as the fixed IP's route says. That
+			 * node translates it, and sees the replies. */
+			struct cx_fip *fip = cx_fip_of(iph->daddr);
+
+			if (fip && !(fip->flags & CX_FIP_LOCAL)) {
+				rt = cx_route_v4(cx_addr_ip4(fip->fixed));
+				if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
+					return cx_to_node(skb, ifindex, rt, 0);
+			}
+		}
+		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}
-	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 }
 
 /* calyx_to_underlay runs at TC egress on the underlay interface: what the
@@ -991,8 +1145,33 @@ int calyx_to_underlay(struct __sk_buff *skb)
 	if (!iph)
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
 
-	rt = cx_route_v4(iph->daddr);
-	if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
-		return cx_to_node(skb, ifindex, rt, 1);
-	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+	{
+		/* The host's own connections to floating IPs are translated
+		 * here, as a workload's are at its first hop. */
+		__u32 len = skb->len;
+		struct cx_tuple t = {};
+		int nat = cx_nat(skb, &t, CX_START_FIP, len);
+
+		if (nat < 0)
+			return cx_nat_drop(ifindex, nat, len);
+		data_end = (void *)(long)skb->data_end;
+		eth = (void *)(long)skb->data;
+		iph = (void *)(eth + 1);
+		if ((void *)(iph + 1) > data_end)
+			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		rt = cx_route_v4(iph->daddr);
+		if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
+			return cx_to_node(skb, ifindex, rt, 1);
+		if (nat == CX_NAT_DONE && rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
+			/* A floating IP of an instance on this host: into it. */
+			if (rt->flags & CX_RT_F_HAS_MAC) {
+				__builtin_memcpy(eth->h_dest, rt->mac, CX_ETH_ALEN);
+				__builtin_memcpy(eth->h_source, rt->host_mac, CX_ETH_ALEN);
+				return cx_verdict_len(ifindex, CX_REASON_DELIVER_LOCAL, len, bpf_redirect(rt->ifindex, 0));
+			}
+			return cx_verdict_len(ifindex, CX_REASON_DELIVER_LOCAL, len,
+					      bpf_redirect_neigh(rt->ifindex, NULL, 0, 0));
+		}
+		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	}
 }

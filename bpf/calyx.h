@@ -34,6 +34,8 @@ enum cx_route_type {
 	CX_RT_REMOTE_WORKLOAD = 2,
 	CX_RT_HOST = 3,
 	CX_RT_NODE = 4, /* another node's underlay address: a tunnel peer */
+	CX_RT_POOL = 5, /* a workload pool: its addresses are not "outside" for natOutgoing */
+	CX_RT_FIP = 6,  /* a floating IP; next_hop is the node of its instance */
 };
 
 /* How a remote-workload route leaves this host. Decided per route by the
@@ -46,7 +48,8 @@ enum cx_encap {
 };
 
 enum cx_route_flags {
-	CX_RT_F_HAS_MAC = 1 << 0, /* mac is the workload's: L2 rewrite + redirect_peer */
+	CX_RT_F_HAS_MAC = 1 << 0,      /* mac is the workload's: L2 rewrite + redirect_peer */
+	CX_RT_F_NAT_OUTGOING = 1 << 1, /* local workload in a natOutgoing pool */
 };
 
 struct cx_route_key {
@@ -96,6 +99,8 @@ enum cx_reason {
 	CX_REASON_DROP_FIB = 27,        /* the underlay has no route to the node */
 	CX_REASON_DROP_HELPER = 28,     /* a kernel helper refused to resize the packet */
 	CX_REASON_DROP_ND_IGNORED = 29, /* NDP duplicate-address probe / solicitation for its own address */
+	CX_REASON_DROP_NAT_PORTS = 30,  /* natOutgoing found no free source port */
+	CX_REASON_DROP_CT_FULL = 31,    /* a new flow's conntrack entries could not be written (its reply tuple is another flow's) */
 	CX_REASON_MAX = 32,
 };
 
@@ -119,6 +124,63 @@ struct cx_node_config {
 	__u32 underlay_mtu;     /* the MTU encapsulated packets must fit */
 	__u32 vxlan_vni;
 	__u32 vxlan_port; /* host byte order */
+	__u8 metadata_addr[16]; /* where 169.254.169.254:80 is DNAT'd to (zero: off) */
+	__u32 metadata_port;    /* host byte order */
+	__u32 pad;
+};
+
+/* cx_fips: the floating-IP table, the same on every node. */
+struct cx_fip_key {
+	__u8 addr[16]; /* the floating IP, v4-mapped */
+};
+
+enum cx_fip_flags {
+	CX_FIP_LOCAL = 1 << 0, /* the instance runs on this node */
+};
+
+struct cx_fip {
+	__u8 fixed[16]; /* the instance's fixed IP */
+	__u8 node[16];  /* the underlay address of the instance's node */
+	__u32 endpoint_id;
+	__u32 flags; /* enum cx_fip_flags */
+};
+
+/* cx_ct: connection tracking. A tracked flow has two entries, one per
+ * direction, each keyed by the tuple packets of that direction carry when
+ * they arrive, and holding the tuple to rewrite them to (the same tuple when
+ * there is no NAT). For ICMP echo, sport is the identifier and dport 0. */
+struct cx_ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+enum cx_ct_dir {
+	CX_CT_ORIG = 0,  /* the direction of the flow's first packet */
+	CX_CT_REPLY = 1,
+};
+
+enum cx_nat {
+	CX_NAT_DNAT = 1 << 0,
+	CX_NAT_SNAT = 1 << 1,
+};
+
+struct cx_ct_entry {
+	__u8 nat_saddr[16]; /* what matching packets are rewritten to */
+	__u8 nat_daddr[16];
+	__be16 nat_sport;
+	__be16 nat_dport;
+	__u8 dir;       /* enum cx_ct_dir */
+	__u8 nat;       /* enum cx_nat bits, the same in both entries */
+	__u8 tcp_flags; /* every TCP flag seen in this direction */
+	__u8 pad;
+	__u64 created_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 last_ns;
+	__u64 packets;
+	__u64 bytes;
 };
 
 enum cx_attach_mode {

@@ -32,6 +32,39 @@ type CalyxCxCounterKey struct {
 	Reason  uint32
 }
 
+type CalyxCxCtDir uint32
+
+const (
+	CalyxCxCtDirCX_CT_ORIG  CalyxCxCtDir = 0
+	CalyxCxCtDirCX_CT_REPLY CalyxCxCtDir = 1
+)
+
+type CalyxCxCtEntry struct {
+	_         structs.HostLayout
+	NatSaddr  [16]uint8
+	NatDaddr  [16]uint8
+	NatSport  uint16
+	NatDport  uint16
+	Dir       uint8
+	Nat       uint8
+	TcpFlags  uint8
+	Pad       uint8
+	CreatedNs uint64
+	LastNs    uint64
+	Packets   uint64
+	Bytes     uint64
+}
+
+type CalyxCxCtKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type CalyxCxEncap uint32
 
 const (
@@ -39,6 +72,25 @@ const (
 	CalyxCxEncapCX_ENCAP_IPIP  CalyxCxEncap = 1
 	CalyxCxEncapCX_ENCAP_VXLAN CalyxCxEncap = 2
 )
+
+type CalyxCxFip struct {
+	_          structs.HostLayout
+	Fixed      [16]uint8
+	Node       [16]uint8
+	EndpointId uint32
+	Flags      uint32
+}
+
+type CalyxCxFipFlags uint32
+
+const (
+	CalyxCxFipFlagsCX_FIP_LOCAL CalyxCxFipFlags = 1
+)
+
+type CalyxCxFipKey struct {
+	_    structs.HostLayout
+	Addr [16]uint8
+}
 
 type CalyxCxIface struct {
 	_          structs.HostLayout
@@ -64,6 +116,13 @@ type CalyxCxLink struct {
 	EndpointId    uint32
 }
 
+type CalyxCxNat uint32
+
+const (
+	CalyxCxNatCX_NAT_DNAT CalyxCxNat = 1
+	CalyxCxNatCX_NAT_SNAT CalyxCxNat = 2
+)
+
 type CalyxCxNodeConfig struct {
 	_               structs.HostLayout
 	NodeAddr        [16]uint8
@@ -71,6 +130,9 @@ type CalyxCxNodeConfig struct {
 	UnderlayMtu     uint32
 	VxlanVni        uint32
 	VxlanPort       uint32
+	MetadataAddr    [16]uint8
+	MetadataPort    uint32
+	Pad             uint32
 }
 
 type CalyxCxReason uint32
@@ -101,6 +163,8 @@ const (
 	CalyxCxReasonCX_REASON_DROP_FIB         CalyxCxReason = 27
 	CalyxCxReasonCX_REASON_DROP_HELPER      CalyxCxReason = 28
 	CalyxCxReasonCX_REASON_DROP_ND_IGNORED  CalyxCxReason = 29
+	CalyxCxReasonCX_REASON_DROP_NAT_PORTS   CalyxCxReason = 30
+	CalyxCxReasonCX_REASON_DROP_CT_FULL     CalyxCxReason = 31
 	CalyxCxReasonCX_REASON_MAX              CalyxCxReason = 32
 )
 
@@ -118,7 +182,8 @@ type CalyxCxRoute struct {
 type CalyxCxRouteFlags uint32
 
 const (
-	CalyxCxRouteFlagsCX_RT_F_HAS_MAC CalyxCxRouteFlags = 1
+	CalyxCxRouteFlagsCX_RT_F_HAS_MAC      CalyxCxRouteFlags = 1
+	CalyxCxRouteFlagsCX_RT_F_NAT_OUTGOING CalyxCxRouteFlags = 2
 )
 
 type CalyxCxRouteKey struct {
@@ -135,6 +200,8 @@ const (
 	CalyxCxRouteTypeCX_RT_REMOTE_WORKLOAD CalyxCxRouteType = 2
 	CalyxCxRouteTypeCX_RT_HOST            CalyxCxRouteType = 3
 	CalyxCxRouteTypeCX_RT_NODE            CalyxCxRouteType = 4
+	CalyxCxRouteTypeCX_RT_POOL            CalyxCxRouteType = 5
+	CalyxCxRouteTypeCX_RT_FIP             CalyxCxRouteType = 6
 )
 
 // Names of all BPF objects in the ELF.
@@ -143,6 +210,8 @@ const (
 const (
 	CalyxMapCxConfig           = "cx_config"
 	CalyxMapCxCounters         = "cx_counters"
+	CalyxMapCxCt               = "cx_ct"
+	CalyxMapCxFips             = "cx_fips"
 	CalyxMapCxIfaces           = "cx_ifaces"
 	CalyxMapCxLinks            = "cx_links"
 	CalyxMapCxRoutes           = "cx_routes"
@@ -151,8 +220,11 @@ const (
 	CalyxProgCalyxToUnderlay   = "calyx_to_underlay"
 	CalyxProgCalyxToWl         = "calyx_to_wl"
 	CalyxVarCxEnumAttachMode   = "cx_enum_attach_mode"
+	CalyxVarCxEnumCtDir        = "cx_enum_ct_dir"
 	CalyxVarCxEnumEncap        = "cx_enum_encap"
+	CalyxVarCxEnumFipFlags     = "cx_enum_fip_flags"
 	CalyxVarCxEnumIfaceFlags   = "cx_enum_iface_flags"
+	CalyxVarCxEnumNat          = "cx_enum_nat"
 	CalyxVarCxEnumReason       = "cx_enum_reason"
 	CalyxVarCxEnumRouteFlags   = "cx_enum_route_flags"
 	CalyxVarCxEnumRouteType    = "cx_enum_route_type"
@@ -212,6 +284,8 @@ type CalyxProgramSpecs struct {
 type CalyxMapSpecs struct {
 	CxConfig   *ebpf.MapSpec `ebpf:"cx_config"`
 	CxCounters *ebpf.MapSpec `ebpf:"cx_counters"`
+	CxCt       *ebpf.MapSpec `ebpf:"cx_ct"`
+	CxFips     *ebpf.MapSpec `ebpf:"cx_fips"`
 	CxIfaces   *ebpf.MapSpec `ebpf:"cx_ifaces"`
 	CxLinks    *ebpf.MapSpec `ebpf:"cx_links"`
 	CxRoutes   *ebpf.MapSpec `ebpf:"cx_routes"`
@@ -222,8 +296,11 @@ type CalyxMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type CalyxVariableSpecs struct {
 	CxEnumAttachMode *ebpf.VariableSpec `ebpf:"cx_enum_attach_mode"`
+	CxEnumCtDir      *ebpf.VariableSpec `ebpf:"cx_enum_ct_dir"`
 	CxEnumEncap      *ebpf.VariableSpec `ebpf:"cx_enum_encap"`
+	CxEnumFipFlags   *ebpf.VariableSpec `ebpf:"cx_enum_fip_flags"`
 	CxEnumIfaceFlags *ebpf.VariableSpec `ebpf:"cx_enum_iface_flags"`
+	CxEnumNat        *ebpf.VariableSpec `ebpf:"cx_enum_nat"`
 	CxEnumReason     *ebpf.VariableSpec `ebpf:"cx_enum_reason"`
 	CxEnumRouteFlags *ebpf.VariableSpec `ebpf:"cx_enum_route_flags"`
 	CxEnumRouteType  *ebpf.VariableSpec `ebpf:"cx_enum_route_type"`
@@ -251,6 +328,8 @@ func (o *CalyxObjects) Close() error {
 type CalyxMaps struct {
 	CxConfig   *ebpf.Map `ebpf:"cx_config"`
 	CxCounters *ebpf.Map `ebpf:"cx_counters"`
+	CxCt       *ebpf.Map `ebpf:"cx_ct"`
+	CxFips     *ebpf.Map `ebpf:"cx_fips"`
 	CxIfaces   *ebpf.Map `ebpf:"cx_ifaces"`
 	CxLinks    *ebpf.Map `ebpf:"cx_links"`
 	CxRoutes   *ebpf.Map `ebpf:"cx_routes"`
@@ -260,6 +339,8 @@ func (m *CalyxMaps) Close() error {
 	return _CalyxClose(
 		m.CxConfig,
 		m.CxCounters,
+		m.CxCt,
+		m.CxFips,
 		m.CxIfaces,
 		m.CxLinks,
 		m.CxRoutes,
@@ -271,8 +352,11 @@ func (m *CalyxMaps) Close() error {
 // It can be passed to LoadCalyxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CalyxVariables struct {
 	CxEnumAttachMode *ebpf.Variable `ebpf:"cx_enum_attach_mode"`
+	CxEnumCtDir      *ebpf.Variable `ebpf:"cx_enum_ct_dir"`
 	CxEnumEncap      *ebpf.Variable `ebpf:"cx_enum_encap"`
+	CxEnumFipFlags   *ebpf.Variable `ebpf:"cx_enum_fip_flags"`
 	CxEnumIfaceFlags *ebpf.Variable `ebpf:"cx_enum_iface_flags"`
+	CxEnumNat        *ebpf.Variable `ebpf:"cx_enum_nat"`
 	CxEnumReason     *ebpf.Variable `ebpf:"cx_enum_reason"`
 	CxEnumRouteFlags *ebpf.Variable `ebpf:"cx_enum_route_flags"`
 	CxEnumRouteType  *ebpf.Variable `ebpf:"cx_enum_route_type"`

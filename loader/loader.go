@@ -68,10 +68,40 @@ func isBPFFS(path string) bool {
 // ebpf.ErrMapIncompatible: that takes a migration, never a silent flush.
 // With dir "" nothing is pinned (tests, benchmarks): the maps live as long
 // as the Dataplane. Requires CAP_BPF and CAP_NET_ADMIN.
-func Load(dir string) (*Dataplane, error) {
+func Load(dir string) (*Dataplane, error) { return LoadWith(dir, Options{}) }
+
+// Options tune a load.
+type Options struct {
+	// CTEntries sizes the conntrack table (0: the compiled-in size). A
+	// pinned table keeps its size: resizing it would drop every flow it
+	// tracks, so the new size takes effect only once the pin is gone.
+	CTEntries uint32
+	// Logf, when set, is told what the load changed (rebuilt or resized
+	// maps).
+	Logf func(format string, args ...any)
+}
+
+// rebuildable maps hold only what the agent derives from the model and the
+// host: a pinned one whose layout differs from this build's is replaced,
+// and the agent fills the new one before it swaps the programs. Maps with
+// state of their own (conntrack, counters) are never replaced silently.
+var rebuildable = map[string]bool{
+	bpf.CalyxMapCxIfaces: true, bpf.CalyxMapCxRoutes: true, bpf.CalyxMapCxLinks: true,
+	bpf.CalyxMapCxConfig: true, bpf.CalyxMapCxFips: true,
+}
+
+// LoadWith is Load with options.
+func LoadWith(dir string, o Options) (*Dataplane, error) {
+	logf := o.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
 	spec, err := bpf.LoadCalyx()
 	if err != nil {
 		return nil, fmt.Errorf("load collection spec: %w", err)
+	}
+	if o.CTEntries > 0 {
+		spec.Maps[bpf.CalyxMapCxCt].MaxEntries = o.CTEntries
 	}
 	opts := &ebpf.CollectionOptions{}
 	if dir == "" {
@@ -83,6 +113,9 @@ func Load(dir string) (*Dataplane, error) {
 			return nil, err
 		}
 		opts.Maps.PinPath = dir
+		if err := adoptPins(dir, spec, logf); err != nil {
+			return nil, err
+		}
 	}
 	dp := &Dataplane{dir: dir}
 	if err := spec.LoadAndAssign(&dp.objs, opts); err != nil {
@@ -212,4 +245,38 @@ func PinnedLinks(dir string) ([]PinnedLink, error) {
 		out = append(out, PinnedLink{Ifindex: idx, Hook: Hook(parts[2]), Path: filepath.Join(dir, "links", e.Name())})
 	}
 	return out, nil
+}
+
+// adoptPins compares the pinned maps with spec before the load: a pinned
+// conntrack table keeps its size, and a rebuildable map with another layout
+// is unpinned so that the load creates it anew.
+func adoptPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any)) error {
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("open pinned map %s: %w", path, err)
+		}
+		same := m.Type() == ms.Type && m.KeySize() == ms.KeySize && m.ValueSize() == ms.ValueSize && m.Flags() == ms.Flags
+		entries := m.MaxEntries()
+		m.Close()
+		if name == bpf.CalyxMapCxCt && same && entries != ms.MaxEntries {
+			logf("conntrack table keeps its pinned size %d (asked for %d): resizing would drop every flow", entries, ms.MaxEntries)
+			ms.MaxEntries = entries
+			continue
+		}
+		if (!same || entries != ms.MaxEntries) && rebuildable[name] {
+			if err := os.Remove(path); err != nil {
+				return fmt.Errorf("replace pinned map %s with this build's layout: %w", path, err)
+			}
+			logf("pinned map %s had another layout: replaced; the agent refills it before the programs are swapped", name)
+		}
+	}
+	return nil
 }

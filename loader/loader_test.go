@@ -1,12 +1,14 @@
 package loader_test
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -201,5 +203,61 @@ func TestParseMode(t *testing.T) {
 	}
 	if _, err := loader.ParseMode("xdp"); err == nil {
 		t.Error("xdp accepted as a TC attach mode")
+	}
+}
+
+// A pinned conntrack table keeps its size (resizing would drop its flows);
+// a map the agent derives from the model is replaced when its layout
+// changed, and the other pins are adopted as they are.
+func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
+	requirePrivileges(t)
+	dir := mountBPFFS(t)
+
+	dp, err := loader.LoadWith(dir, loader.Options{CTEntries: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dp.Maps.ConntrackCapacity(); got != 1024 {
+		t.Fatalf("conntrack capacity %d, want 1024", got)
+	}
+	route := netip.MustParsePrefix("10.65.0.2/32")
+	if err := dp.Maps.PutRoute(route, maps.Route{Type: maps.RouteHost}); err != nil {
+		t.Fatal(err)
+	}
+	dp.Close()
+
+	// An older build's cx_config: another value size.
+	cfgPin := filepath.Join(dir, maps.ConfigName)
+	if err := os.Remove(cfgPin); err != nil {
+		t.Fatal(err)
+	}
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Pin(cfgPin); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	var notes []string
+	dp, err = loader.LoadWith(dir, loader.Options{CTEntries: 4096, Logf: func(f string, a ...any) {
+		notes = append(notes, fmt.Sprintf(f, a...))
+	}})
+	if err != nil {
+		t.Fatalf("load over an older cx_config: %v", err)
+	}
+	defer dp.Close()
+	if got := dp.Maps.ConntrackCapacity(); got != 1024 {
+		t.Errorf("conntrack capacity %d after asking for 4096, want the pinned 1024", got)
+	}
+	if _, err := dp.Maps.Config(); err != nil {
+		t.Errorf("rebuilt cx_config unreadable: %v", err)
+	}
+	if _, ok, err := dp.Maps.LookupRoute(route.Addr()); err != nil || !ok {
+		t.Errorf("route in the adopted cx_routes lost (found %v, err %v)", ok, err)
+	}
+	if len(notes) != 2 {
+		t.Errorf("load notes %q, want one for the kept conntrack size and one for the rebuilt cx_config", notes)
 	}
 }

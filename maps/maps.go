@@ -18,10 +18,12 @@ const (
 	CountersName = bpf.CalyxMapCxCounters
 	LinksName    = bpf.CalyxMapCxLinks
 	ConfigName   = bpf.CalyxMapCxConfig
+	FIPsName     = bpf.CalyxMapCxFips
+	CTName       = bpf.CalyxMapCxCt
 )
 
 // Names lists every map calyx pins.
-var Names = []string{IfacesName, RoutesName, CountersName, LinksName, ConfigName}
+var Names = []string{IfacesName, RoutesName, CountersName, LinksName, ConfigName, FIPsName, CTName}
 
 // Maps is the set of calyx maps, either loaded with the programs (agent) or
 // opened from their pins (calyxctl).
@@ -31,21 +33,30 @@ type Maps struct {
 	counters *ebpf.Map
 	links    *ebpf.Map
 	config   *ebpf.Map
+	fips     *ebpf.Map
+	ct       *ebpf.Map
 	owned    bool
 }
 
 // FromObjects wraps maps loaded by the loader; Close does not close them.
 func FromObjects(objs *bpf.CalyxMaps) *Maps {
-	return &Maps{ifaces: objs.CxIfaces, routes: objs.CxRoutes, counters: objs.CxCounters, links: objs.CxLinks, config: objs.CxConfig}
+	return &Maps{ifaces: objs.CxIfaces, routes: objs.CxRoutes, counters: objs.CxCounters, links: objs.CxLinks, config: objs.CxConfig,
+		fips: objs.CxFips, ct: objs.CxCt}
 }
 
 // OpenPinned opens every map pinned under dir. It fails, naming the map,
 // when one is missing (no agent has run with that --bpffs).
-func OpenPinned(dir string) (*Maps, error) {
+func OpenPinned(dir string) (*Maps, error) { return openPinned(dir, true) }
+
+// OpenPinnedWritable is OpenPinned for a caller that changes the maps
+// (calyxctl ct flush).
+func OpenPinnedWritable(dir string) (*Maps, error) { return openPinned(dir, false) }
+
+func openPinned(dir string, readOnly bool) (*Maps, error) {
 	m := &Maps{owned: true}
-	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links, &m.config}
+	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links, &m.config, &m.fips, &m.ct}
 	for i, name := range Names {
-		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: true})
+		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: readOnly})
 		if err != nil {
 			m.Close()
 			return nil, fmt.Errorf("open pinned map %s in %s: %w", name, dir, err)
@@ -61,7 +72,7 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links, m.config} {
+	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links, m.config, m.fips, m.ct} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}
@@ -232,3 +243,72 @@ func (m *Maps) PutConfig(c NodeConfig) error {
 	}
 	return nil
 }
+
+// FloatingIPs returns cx_fips by floating IP.
+func (m *Maps) FloatingIPs() (map[netip.Addr]FloatingIP, error) {
+	out := make(map[netip.Addr]FloatingIP)
+	var k bpf.CalyxCxFipKey
+	var v bpf.CalyxCxFip
+	it := m.fips.Iterate()
+	for it.Next(&k, &v) {
+		out[addrFrom16(k.Addr)] = floatingIPFromBPF(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", FIPsName, err)
+	}
+	return out, nil
+}
+
+// PutFloatingIP creates or replaces the entry of a floating IP.
+func (m *Maps) PutFloatingIP(ip netip.Addr, f FloatingIP) error {
+	if err := m.fips.Put(bpf.CalyxCxFipKey{Addr: addrTo16(ip)}, f.toBPF()); err != nil {
+		return fmt.Errorf("put %s[%s]: %w", FIPsName, ip, err)
+	}
+	return nil
+}
+
+// DeleteFloatingIP removes a floating IP; a missing one is not an error.
+func (m *Maps) DeleteFloatingIP(ip netip.Addr) error {
+	if err := m.fips.Delete(bpf.CalyxCxFipKey{Addr: addrTo16(ip)}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s[%s]: %w", FIPsName, ip, err)
+	}
+	return nil
+}
+
+// Conntrack calls fn for every conntrack entry until fn returns false.
+// Entries come and go while it runs (an LRU map): an entry may be seen
+// in a state it has since left, or missed.
+func (m *Maps) Conntrack(fn func(CTKey, CTEntry) bool) error {
+	var k bpf.CalyxCxCtKey
+	var v bpf.CalyxCxCtEntry
+	it := m.ct.Iterate()
+	for it.Next(&k, &v) {
+		if !fn(ctKeyFromBPF(k), ctEntryFromBPF(v)) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", CTName, err)
+	}
+	return nil
+}
+
+// DeleteConntrack removes the entries of keys; missing ones are not errors.
+// It returns how many were removed.
+func (m *Maps) DeleteConntrack(keys []CTKey) (int, error) {
+	n := 0
+	for _, k := range keys {
+		err := m.ct.Delete(ctKeyToBPF(k))
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("delete %s entry: %w", CTName, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// ConntrackCapacity is cx_ct's size.
+func (m *Maps) ConntrackCapacity() uint32 { return m.ct.MaxEntries() }

@@ -94,6 +94,11 @@ const (
 	// RouteNode is another node's underlay address: tunnel packets are
 	// accepted only from these.
 	RouteNode = RouteType(bpf.CalyxCxRouteTypeCX_RT_NODE)
+	// RoutePool is a workload pool: addresses in it are not "outside" for
+	// natOutgoing.
+	RoutePool = RouteType(bpf.CalyxCxRouteTypeCX_RT_POOL)
+	// RouteFloatingIP is a floating IP; NextHop is its instance's node.
+	RouteFloatingIP = RouteType(bpf.CalyxCxRouteTypeCX_RT_FIP)
 )
 
 var routeTypeNames = map[RouteType]string{
@@ -101,6 +106,8 @@ var routeTypeNames = map[RouteType]string{
 	RouteRemoteWorkload: "remote-workload",
 	RouteHost:           "host",
 	RouteNode:           "node",
+	RoutePool:           "pool",
+	RouteFloatingIP:     "floating-ip",
 }
 
 func (t RouteType) String() string {
@@ -158,6 +165,9 @@ type Route struct {
 	NextHop netip.Addr // remote: the owning node's underlay address
 	MAC     MAC        // local workload: its MAC, when known
 	HostMAC MAC        // local workload: the host side's MAC
+	// NATOutgoing marks a local workload in a natOutgoing pool: its
+	// traffic to outside every pool leaves as the node.
+	NATOutgoing bool
 }
 
 // v4Bits is how many leading bits of a v4-mapped address come before the IPv4 part.
@@ -212,6 +222,9 @@ func (r Route) toBPF() bpf.CalyxCxRoute {
 	if !r.MAC.IsZero() {
 		out.Flags |= uint32(bpf.CalyxCxRouteFlagsCX_RT_F_HAS_MAC)
 	}
+	if r.NATOutgoing {
+		out.Flags |= uint32(bpf.CalyxCxRouteFlagsCX_RT_F_NAT_OUTGOING)
+	}
 	return out
 }
 
@@ -226,6 +239,7 @@ func routeFromBPF(in bpf.CalyxCxRoute) Route {
 	if in.Flags&uint32(bpf.CalyxCxRouteFlagsCX_RT_F_HAS_MAC) != 0 {
 		r.MAC = in.Mac
 	}
+	r.NATOutgoing = in.Flags&uint32(bpf.CalyxCxRouteFlagsCX_RT_F_NAT_OUTGOING) != 0
 	return r
 }
 
@@ -260,6 +274,8 @@ const (
 	ReasonDropFIB         = Reason(bpf.CalyxCxReasonCX_REASON_DROP_FIB)
 	ReasonDropHelper      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_HELPER)
 	ReasonDropNDIgnored   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_ND_IGNORED)
+	ReasonDropNATPorts    = Reason(bpf.CalyxCxReasonCX_REASON_DROP_NAT_PORTS)
+	ReasonDropCTFull      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_CT_FULL)
 )
 
 var reasonNames = map[Reason]string{
@@ -288,6 +304,8 @@ var reasonNames = map[Reason]string{
 	ReasonDropFIB:         "drop-fib",
 	ReasonDropHelper:      "drop-helper",
 	ReasonDropNDIgnored:   "drop-nd-ignored",
+	ReasonDropNATPorts:    "drop-nat-ports",
+	ReasonDropCTFull:      "drop-ct-full",
 }
 
 // Reasons lists every reason the programs count, in numeric order.
@@ -298,7 +316,7 @@ func Reasons() []Reason {
 		ReasonDropMalformed, ReasonDropSpoofIP, ReasonDropSpoofMAC, ReasonDropNoEndpoint,
 		ReasonDropUnsupported, ReasonDropARPIgnored, ReasonDropTunnelSrc, ReasonDropTunnelDst,
 		ReasonDropTunnelVNI, ReasonDropNoRoute, ReasonDropTooBig, ReasonDropFIB, ReasonDropHelper,
-		ReasonDropNDIgnored}
+		ReasonDropNDIgnored, ReasonDropNATPorts, ReasonDropCTFull}
 }
 
 func (r Reason) String() string {
@@ -387,6 +405,9 @@ type NodeConfig struct {
 	UnderlayMTU     uint32 // encapsulated packets must fit this
 	VXLANVNI        uint32
 	VXLANPort       uint16
+	// Metadata is where 169.254.169.254:80 is DNAT'd to; the zero value
+	// turns the DNAT off.
+	Metadata netip.AddrPort
 }
 
 func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
@@ -396,15 +417,104 @@ func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
 		UnderlayMtu:     c.UnderlayMTU,
 		VxlanVni:        c.VXLANVNI,
 		VxlanPort:       uint32(c.VXLANPort),
+		MetadataAddr:    addrTo16(c.Metadata.Addr()),
+		MetadataPort:    uint32(c.Metadata.Port()),
 	}
 }
 
 func nodeConfigFromBPF(in bpf.CalyxCxNodeConfig) NodeConfig {
-	return NodeConfig{
+	c := NodeConfig{
 		Address:         addrFrom16(in.NodeAddr),
 		UnderlayIfindex: in.UnderlayIfindex,
 		UnderlayMTU:     in.UnderlayMtu,
 		VXLANVNI:        in.VxlanVni,
 		VXLANPort:       uint16(in.VxlanPort),
 	}
+	if a := addrFrom16(in.MetadataAddr); a.IsValid() {
+		c.Metadata = netip.AddrPortFrom(a, uint16(in.MetadataPort))
+	}
+	return c
 }
+
+// FloatingIP is an entry of cx_fips, keyed by the floating IP.
+type FloatingIP struct {
+	Fixed      netip.Addr // the instance's fixed IP
+	Node       netip.Addr // the underlay address of the instance's node
+	EndpointID uint32
+	Local      bool // the instance runs on this node
+}
+
+func (f FloatingIP) toBPF() bpf.CalyxCxFip {
+	out := bpf.CalyxCxFip{Fixed: addrTo16(f.Fixed), Node: addrTo16(f.Node), EndpointId: f.EndpointID}
+	if f.Local {
+		out.Flags |= uint32(bpf.CalyxCxFipFlagsCX_FIP_LOCAL)
+	}
+	return out
+}
+
+func floatingIPFromBPF(in bpf.CalyxCxFip) FloatingIP {
+	return FloatingIP{Fixed: addrFrom16(in.Fixed), Node: addrFrom16(in.Node), EndpointID: in.EndpointId,
+		Local: in.Flags&uint32(bpf.CalyxCxFipFlagsCX_FIP_LOCAL) != 0}
+}
+
+// Protocol numbers conntrack tracks.
+const (
+	ProtoICMP = 1
+	ProtoTCP  = 6
+	ProtoUDP  = 17
+)
+
+// CTKey is the tuple a conntrack entry matches: packets as they arrive.
+// For ICMP echo, SrcPort is the identifier and DstPort 0.
+type CTKey struct {
+	Src, Dst netip.AddrPort
+	Proto    uint8
+}
+
+// NAT bits of a conntrack entry.
+const (
+	NATDNAT = uint8(bpf.CalyxCxNatCX_NAT_DNAT)
+	NATSNAT = uint8(bpf.CalyxCxNatCX_NAT_SNAT)
+)
+
+// TCP flags conntrack records per direction.
+const (
+	TCPFin = 0x01
+	TCPSyn = 0x02
+	TCPRst = 0x04
+	TCPAck = 0x10
+)
+
+// CTEntry is a conntrack entry: what packets matching its key become, and
+// what was seen of them.
+type CTEntry struct {
+	NATSrc, NATDst netip.AddrPort
+	Reply          bool   // the reply direction's entry
+	NAT            uint8  // NATDNAT | NATSNAT
+	TCPFlags       uint8  // every TCP flag seen in this direction
+	Created, Last  uint64 // CLOCK_MONOTONIC ns
+	Packets, Bytes uint64
+}
+
+func ctKeyToBPF(k CTKey) bpf.CalyxCxCtKey {
+	return bpf.CalyxCxCtKey{Saddr: addrTo16(k.Src.Addr()), Daddr: addrTo16(k.Dst.Addr()),
+		Sport: htons(k.Src.Port()), Dport: htons(k.Dst.Port()), Proto: k.Proto}
+}
+
+func ctKeyFromBPF(k bpf.CalyxCxCtKey) CTKey {
+	return CTKey{Src: netip.AddrPortFrom(addrFrom16(k.Saddr), ntohs(k.Sport)),
+		Dst: netip.AddrPortFrom(addrFrom16(k.Daddr), ntohs(k.Dport)), Proto: k.Proto}
+}
+
+func ctEntryFromBPF(v bpf.CalyxCxCtEntry) CTEntry {
+	return CTEntry{
+		NATSrc: netip.AddrPortFrom(addrFrom16(v.NatSaddr), ntohs(v.NatSport)),
+		NATDst: netip.AddrPortFrom(addrFrom16(v.NatDaddr), ntohs(v.NatDport)),
+		Reply:  v.Dir == uint8(bpf.CalyxCxCtDirCX_CT_REPLY), NAT: v.Nat, TCPFlags: v.TcpFlags,
+		Created: v.CreatedNs, Last: v.LastNs, Packets: v.Packets, Bytes: v.Bytes,
+	}
+}
+
+// Ports are stored in network byte order in the maps.
+func htons(p uint16) uint16 { return p<<8 | p>>8 }
+func ntohs(p uint16) uint16 { return p<<8 | p>>8 }

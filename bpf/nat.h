@@ -1,0 +1,515 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Connection tracking and NAT: floating-IP DNAT (and the SNAT of the hairpin
+ * case), natOutgoing SNAT with source-port allocation, the metadata DNAT,
+ * and the reverse translation of replies and of ICMP errors about a flow.
+ * Included by calyx.c after the maps and cx_verdict. IPv4 only, and only
+ * packets without IP options are translated. */
+#ifndef CALYX_NAT_H
+#define CALYX_NAT_H
+
+#define CX_IP_CSUM_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
+#define CX_IP_SRC_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
+#define CX_IP_DST_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
+#define CX_L4_OFF (ETH_HLEN + sizeof(struct iphdr))
+
+#define CX_ICMP_ECHO_REPLY 0
+#define CX_ICMP_ECHO 8
+#define CX_ICMP_TIME_EXCEEDED 11
+#define CX_ICMP_PARAMETER_PROB 12
+
+#define CX_TCP_FIN 0x01
+#define CX_TCP_SYN 0x02
+#define CX_TCP_RST 0x04
+#define CX_TCP_ACK 0x10
+
+/* natOutgoing source ports: above the kernel's default ephemeral range
+ * (32768-60999), so they do not collide with the host's own connections. */
+#define CX_NAT_PORT_MIN 61000
+#define CX_NAT_PORT_RANGE (65535 - CX_NAT_PORT_MIN + 1)
+#define CX_NAT_PORT_TRIES 16
+
+/* The metadata service address workloads use (OpenStack, cloud-init). */
+#define CX_METADATA_IP bpf_htonl(0xa9fea9fe) /* 169.254.169.254 */
+#define CX_METADATA_PORT bpf_htons(80)
+
+/* cx_tuple is what identifies a packet's flow, with what the rewrite needs. */
+struct cx_tuple {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport; /* ICMP echo: the identifier */
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+};
+
+enum cx_tuple_kind {
+	CX_TUPLE_NONE = 0,  /* not tracked: options, fragments, other protocols */
+	CX_TUPLE_FLOW = 1,  /* TCP, UDP or ICMP echo */
+	CX_TUPLE_ERROR = 2, /* an ICMP error about another packet */
+};
+
+/* cx_tuple_of reads the flow tuple of the IPv4 packet at ETH_HLEN. */
+static __always_inline int cx_tuple_of(struct __sk_buff *skb, struct cx_tuple *t)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *iph = data + ETH_HLEN;
+	__u8 *l4 = data + CX_L4_OFF;
+
+	if ((void *)(iph + 1) > data_end || iph->ihl != 5 || iph->frag_off & bpf_htons(CX_IP_MF_OFFSET))
+		return CX_TUPLE_NONE;
+	t->saddr = iph->saddr;
+	t->daddr = iph->daddr;
+	t->proto = iph->protocol;
+	t->sport = 0;
+	t->dport = 0;
+	t->tcp_flags = 0;
+	t->icmp_type = 0;
+	switch (iph->protocol) {
+	case IPPROTO_TCP:
+		if ((void *)(l4 + 14) > data_end)
+			return CX_TUPLE_NONE;
+		__builtin_memcpy(&t->sport, l4, 2);
+		__builtin_memcpy(&t->dport, l4 + 2, 2);
+		t->tcp_flags = l4[13];
+		return CX_TUPLE_FLOW;
+	case IPPROTO_UDP:
+		if ((void *)(l4 + 8) > data_end)
+			return CX_TUPLE_NONE;
+		__builtin_memcpy(&t->sport, l4, 2);
+		__builtin_memcpy(&t->dport, l4 + 2, 2);
+		return CX_TUPLE_FLOW;
+	case IPPROTO_ICMP:
+		if ((void *)(l4 + 8) > data_end)
+			return CX_TUPLE_NONE;
+		t->icmp_type = l4[0];
+		if (l4[0] == CX_ICMP_ECHO || l4[0] == CX_ICMP_ECHO_REPLY) {
+			__builtin_memcpy(&t->sport, l4 + 4, 2);
+			return CX_TUPLE_FLOW;
+		}
+		if (l4[0] == CX_ICMP_DEST_UNREACH || l4[0] == CX_ICMP_TIME_EXCEEDED || l4[0] == CX_ICMP_PARAMETER_PROB)
+			return CX_TUPLE_ERROR;
+	}
+	return CX_TUPLE_NONE;
+}
+
+static __always_inline void cx_ct_key_of(struct cx_ct_key *k, __be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
+					 __u8 proto)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	cx_addr_v4(k->saddr, saddr);
+	cx_addr_v4(k->daddr, daddr);
+	k->sport = sport;
+	k->dport = dport;
+	k->proto = proto;
+}
+
+static __always_inline struct cx_ct_entry *cx_ct_lookup(const struct cx_tuple *t)
+{
+	struct cx_ct_key k;
+
+	cx_ct_key_of(&k, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+	return bpf_map_lookup_elem(&cx_ct, &k);
+}
+
+/* cx_ct_seen records a packet on an entry. */
+static __always_inline void cx_ct_seen(struct cx_ct_entry *ct, const struct cx_tuple *t, __u32 len)
+{
+	ct->last_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&ct->packets, 1);
+	__sync_fetch_and_add(&ct->bytes, len);
+	if (t->tcp_flags & ~ct->tcp_flags)
+		ct->tcp_flags |= t->tcp_flags;
+}
+
+/* cx_rewrite4 replaces a 4-byte address at off, fixing the IP checksum and,
+ * through the pseudo-header, the TCP or UDP one. */
+static __always_inline int cx_rewrite_addr(struct __sk_buff *skb, __u32 off, __be32 from, __be32 to, __u8 proto)
+{
+	if (from == to)
+		return 0;
+	if (bpf_l3_csum_replace(skb, CX_IP_CSUM_OFF, from, to, 4))
+		return -1;
+	if (proto == IPPROTO_TCP &&
+	    bpf_l4_csum_replace(skb, CX_L4_OFF + 16, from, to, BPF_F_PSEUDO_HDR | 4))
+		return -1;
+	if (proto == IPPROTO_UDP &&
+	    bpf_l4_csum_replace(skb, CX_L4_OFF + 6, from, to, BPF_F_PSEUDO_HDR | BPF_F_MARK_MANGLED_0 | 4))
+		return -1;
+	return bpf_skb_store_bytes(skb, off, &to, 4, 0);
+}
+
+/* cx_rewrite_port replaces a port (or the ICMP echo identifier) at off. */
+static __always_inline int cx_rewrite_port(struct __sk_buff *skb, __u32 off, __be16 from, __be16 to, __u8 proto)
+{
+	if (from == to)
+		return 0;
+	if (proto == IPPROTO_TCP && bpf_l4_csum_replace(skb, CX_L4_OFF + 16, from, to, 2))
+		return -1;
+	if (proto == IPPROTO_UDP && bpf_l4_csum_replace(skb, CX_L4_OFF + 6, from, to, BPF_F_MARK_MANGLED_0 | 2))
+		return -1;
+	if (proto == IPPROTO_ICMP && bpf_l4_csum_replace(skb, CX_L4_OFF + 2, from, to, 2))
+		return -1;
+	return bpf_skb_store_bytes(skb, off, &to, 2, 0);
+}
+
+/* cx_nat_apply rewrites the packet of tuple t to the tuple in ct and
+ * updates t to match. Returns 0, or -1 when a helper refused. */
+static __always_inline int cx_nat_apply(struct __sk_buff *skb, struct cx_tuple *t, const struct cx_ct_entry *ct)
+{
+	__be32 ns = cx_addr_ip4(ct->nat_saddr), nd = cx_addr_ip4(ct->nat_daddr);
+	__u32 sport_off = CX_L4_OFF, dport_off = CX_L4_OFF + 2;
+
+	if (t->proto == IPPROTO_ICMP)
+		sport_off = CX_L4_OFF + 4;
+	if (cx_rewrite_addr(skb, CX_IP_SRC_OFF, t->saddr, ns, t->proto) ||
+	    cx_rewrite_addr(skb, CX_IP_DST_OFF, t->daddr, nd, t->proto) ||
+	    cx_rewrite_port(skb, sport_off, t->sport, ct->nat_sport, t->proto))
+		return -1;
+	if (t->proto != IPPROTO_ICMP && cx_rewrite_port(skb, dport_off, t->dport, ct->nat_dport, t->proto))
+		return -1;
+	t->saddr = ns;
+	t->daddr = nd;
+	t->sport = ct->nat_sport;
+	if (t->proto != IPPROTO_ICMP)
+		t->dport = ct->nat_dport;
+	return 0;
+}
+
+/* cx_ct_same_nat says whether two entries rewrite to the same tuple. */
+static __always_inline int cx_ct_same_nat(const struct cx_ct_entry *a, const struct cx_ct_entry *b)
+{
+	return cx_addr_ip4(a->nat_saddr) == cx_addr_ip4(b->nat_saddr) &&
+	       cx_addr_ip4(a->nat_daddr) == cx_addr_ip4(b->nat_daddr) && a->nat_sport == b->nat_sport &&
+	       a->nat_dport == b->nat_dport;
+}
+
+/* cx_ct_create tracks a new flow whose first packet, tuple t (len bytes as
+ * it arrived), is rewritten to (ns, nd, nsp, ndp): the original-direction
+ * entry, which counts that packet, and the reply entry that undoes it. With
+ * alloc_port, nsp is the first candidate source port and the next ones are
+ * tried until a reply tuple is free (natOutgoing). Without, the reply tuple
+ * must be free or be this flow's own (its original-direction entry went,
+ * LRU, and the reply entry stayed): when another flow's replies already
+ * arrive with it, they could not be told from this flow's, and taking it
+ * would break that flow, so this one does not start. Returns the source
+ * port used, or -1 when no port or no entry could be had. */
+static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __be32 nd, __be16 nsp, __be16 ndp,
+					__u8 nat, int alloc_port, __u32 len)
+{
+	struct cx_ct_key ok, rk;
+	struct cx_ct_entry ov = {}, rv = {};
+	__u64 now = bpf_ktime_get_ns();
+	__be16 rsport = ndp, rdport = nsp;
+	__u16 base = bpf_ntohs(nsp);
+	int i, reused = 0;
+
+	if (t->proto == IPPROTO_ICMP) {
+		/* The echo identifier travels in both directions in one field. */
+		rsport = nsp;
+		rdport = 0;
+	}
+	rv.dir = CX_CT_REPLY;
+	rv.nat = nat;
+	rv.created_ns = now;
+	rv.last_ns = now;
+	cx_addr_v4(rv.nat_saddr, t->daddr);
+	cx_addr_v4(rv.nat_daddr, t->saddr);
+	rv.nat_sport = t->proto == IPPROTO_ICMP ? t->sport : t->dport;
+	rv.nat_dport = t->proto == IPPROTO_ICMP ? 0 : t->sport;
+
+	if (!alloc_port) {
+		cx_ct_key_of(&rk, nd, ns, rsport, rdport, t->proto);
+		if (bpf_map_update_elem(&cx_ct, &rk, &rv, BPF_NOEXIST)) {
+			struct cx_ct_entry *old = bpf_map_lookup_elem(&cx_ct, &rk);
+
+			if (!old || !cx_ct_same_nat(old, &rv))
+				return -1;
+			reused = 1;
+		}
+	} else {
+		for (i = 0; i < CX_NAT_PORT_TRIES; i++) {
+			__be16 p = bpf_htons(CX_NAT_PORT_MIN + (__u16)(base + i * 7919) % CX_NAT_PORT_RANGE);
+
+			if (t->proto == IPPROTO_ICMP)
+				cx_ct_key_of(&rk, nd, ns, p, 0, t->proto);
+			else
+				cx_ct_key_of(&rk, nd, ns, rsport, p, t->proto);
+			if (!bpf_map_update_elem(&cx_ct, &rk, &rv, BPF_NOEXIST)) {
+				nsp = p;
+				break;
+			}
+		}
+		if (i == CX_NAT_PORT_TRIES)
+			return -1;
+	}
+
+	cx_ct_key_of(&ok, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+	ov.dir = CX_CT_ORIG;
+	ov.nat = nat;
+	ov.created_ns = now;
+	ov.last_ns = now;
+	cx_addr_v4(ov.nat_saddr, ns);
+	cx_addr_v4(ov.nat_daddr, nd);
+	ov.nat_sport = nsp;
+	ov.nat_dport = t->proto == IPPROTO_ICMP ? 0 : ndp;
+	ov.tcp_flags = t->tcp_flags;
+	ov.packets = 1;
+	ov.bytes = len;
+	if (bpf_map_update_elem(&cx_ct, &ok, &ov, BPF_ANY)) {
+		if (!reused)
+			bpf_map_delete_elem(&cx_ct, &rk);
+		return -1;
+	}
+	return bpf_ntohs(nsp);
+}
+
+/* cx_fip_of returns the floating-IP entry of addr, if it is one. */
+static __always_inline struct cx_fip *cx_fip_of(__be32 addr)
+{
+	struct cx_fip_key k = {};
+
+	cx_addr_v4(k.addr, addr);
+	return bpf_map_lookup_elem(&cx_fips, &k);
+}
+
+/* cx_nat_outgoing_dst says whether a workload's packet to dst may leave as
+ * the node (natOutgoing): only when the underlay routes it on. Link-local
+ * destinations are never forwarded (RFC 3927; 169.254.169.254 may be the
+ * node's own cloud metadata service, not the workload's to reach as the
+ * node); the host's own addresses, broadcast and multicast are the host
+ * stack's, and so is a destination without a route, which the host answers
+ * with an ICMP unreachable. Translated, a packet from the node's address
+ * would be a martian to that stack. */
+static __always_inline int cx_nat_outgoing_dst(struct __sk_buff *skb, __be32 node, __be32 dst)
+{
+	struct cx_nexthop nh;
+
+	if ((dst & bpf_htonl(0xffff0000)) == bpf_htonl(0xa9fe0000))
+		return 0;
+	return !cx_fib_nexthop(skb, node, dst, &nh);
+}
+
+/* The outcomes of cx_nat. */
+enum cx_nat_result {
+	CX_NAT_NONE = 0,    /* untracked, or tracked without translation */
+	CX_NAT_DONE = 1,    /* translated: route on the new destination */
+	CX_NAT_ERR_PORTS = -1,
+	CX_NAT_ERR_CT = -2,
+	CX_NAT_ERR_HELPER = -3,
+};
+
+/* What a hook may start. Replies and known flows are translated anywhere. */
+enum cx_nat_start {
+	CX_START_FIP = 1 << 0,          /* DNAT to a floating IP's fixed IP */
+	CX_START_WORKLOAD = 1 << 1,     /* hairpin, metadata and natOutgoing: from a workload */
+	CX_START_TRACK = 1 << 2,        /* track untranslated flows too */
+	CX_START_NAT_OUTGOING = 1 << 3, /* the source is in a natOutgoing pool */
+	/* DNAT only to an instance on this node (CX_FIP_LOCAL): traffic from
+	 * outside. The instance's replies leave from its own node, which must
+	 * know the flow, so only that node may translate it; elsewhere it is
+	 * forwarded there as it came. A first hop (a workload, the host) may
+	 * translate for any instance: the replies come back to it. */
+	CX_START_FIP_HERE = 1 << 4,
+};
+
+/* cx_icmp_error_xlate translates an ICMP error about a tracked flow: the
+ * outer addresses and the quoted header, as the flow's own packets would be.
+ * Returns CX_NAT_DONE, CX_NAT_NONE when the quoted flow is not tracked, or
+ * an error. Only the ICMP and IP checksums are fixed: the quoted L4
+ * checksum is left as it was (RFC 5508 does not ask for it). */
+static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_tuple *t, __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *inner = data + CX_L4_OFF + 8;
+	__u32 ioff = CX_L4_OFF + 8;
+	__be16 ports[2];
+	struct cx_tuple it = {};
+	struct cx_ct_entry *ct;
+	__be32 ns, nd, old_isum, new_isum;
+	__be16 nsp, ndp;
+	__u16 isum;
+
+	if ((void *)(inner + 1) + 8 > data_end || inner->ihl != 5)
+		return CX_NAT_NONE;
+	__builtin_memcpy(ports, (void *)(inner + 1), 4);
+	if (inner->protocol == IPPROTO_ICMP) {
+		__u8 *ic = (void *)(inner + 1);
+
+		if (ic[0] != CX_ICMP_ECHO && ic[0] != CX_ICMP_ECHO_REPLY)
+			return CX_NAT_NONE;
+		__builtin_memcpy(&ports[0], ic + 4, 2);
+		ports[1] = 0;
+	} else if (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP) {
+		return CX_NAT_NONE;
+	}
+	/* The quoted packet went the other way: its reverse is this
+	 * direction's tuple. */
+	it.saddr = inner->daddr;
+	it.daddr = inner->saddr;
+	it.proto = inner->protocol;
+	if (it.proto == IPPROTO_ICMP) {
+		it.sport = ports[0];
+	} else {
+		it.sport = ports[1];
+		it.dport = ports[0];
+	}
+	ct = cx_ct_lookup(&it);
+	if (!ct)
+		return CX_NAT_NONE;
+	cx_ct_seen(ct, t, len);
+	if (!ct->nat)
+		return CX_NAT_NONE;
+	ns = cx_addr_ip4(ct->nat_saddr);
+	nd = cx_addr_ip4(ct->nat_daddr);
+	nsp = ct->nat_sport;
+	ndp = ct->nat_dport;
+
+	/* The outer header: only the addresses the flow's own packets carry. */
+	if (t->saddr == it.saddr && cx_rewrite_addr(skb, CX_IP_SRC_OFF, t->saddr, ns, IPPROTO_ICMP))
+		return CX_NAT_ERR_HELPER;
+	if (t->daddr == it.daddr && cx_rewrite_addr(skb, CX_IP_DST_OFF, t->daddr, nd, IPPROTO_ICMP))
+		return CX_NAT_ERR_HELPER;
+
+	/* The quoted header, reversed: its destination is our source. */
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	inner = data + ioff;
+	if ((void *)(inner + 1) + 8 > data_end)
+		return CX_NAT_ERR_HELPER;
+	old_isum = inner->check;
+	{
+		struct iphdr ih;
+
+		__builtin_memcpy(&ih, inner, sizeof(ih));
+		ih.saddr = nd;
+		ih.daddr = ns;
+		ih.check = 0;
+		isum = cx_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&ih, sizeof(ih), 0));
+	}
+	new_isum = isum;
+	/* The ICMP checksum covers the quoted bytes: each change is folded in. */
+	if (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.daddr, nd, 4) ||
+	    bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.saddr, ns, 4) ||
+	    bpf_l4_csum_replace(skb, CX_L4_OFF + 2, (__u16)old_isum, (__u16)new_isum, 2))
+		return CX_NAT_ERR_HELPER;
+	if (bpf_skb_store_bytes(skb, ioff + __builtin_offsetof(struct iphdr, saddr), &nd, 4, 0) ||
+	    bpf_skb_store_bytes(skb, ioff + __builtin_offsetof(struct iphdr, daddr), &ns, 4, 0) ||
+	    bpf_skb_store_bytes(skb, ioff + __builtin_offsetof(struct iphdr, check), &isum, 2, 0))
+		return CX_NAT_ERR_HELPER;
+	if (it.proto == IPPROTO_ICMP) {
+		if (nsp != it.sport &&
+		    (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.sport, nsp, 2) ||
+		     bpf_skb_store_bytes(skb, ioff + sizeof(struct iphdr) + 4, &nsp, 2, 0)))
+			return CX_NAT_ERR_HELPER;
+	} else {
+		if (ndp != it.dport &&
+		    (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.dport, ndp, 2) ||
+		     bpf_skb_store_bytes(skb, ioff + sizeof(struct iphdr), &ndp, 2, 0)))
+			return CX_NAT_ERR_HELPER;
+		if (nsp != it.sport &&
+		    (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.sport, nsp, 2) ||
+		     bpf_skb_store_bytes(skb, ioff + sizeof(struct iphdr) + 2, &nsp, 2, 0)))
+			return CX_NAT_ERR_HELPER;
+	}
+	if (t->saddr == it.saddr)
+		t->saddr = ns;
+	if (t->daddr == it.daddr)
+		t->daddr = nd;
+	return CX_NAT_DONE;
+}
+
+/* cx_nat tracks and translates the IPv4 packet in skb: a packet of a
+ * tracked flow is rewritten as its entry says; a new flow starts what start
+ * allows. len is the packet's length as it arrived (for the counters).
+ * Returns an enum cx_nat_result; t holds the tuple as rewritten. */
+static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len)
+{
+	struct cx_node_config *cfg;
+	struct cx_fip *fip;
+	struct cx_ct_entry *ct;
+	int kind;
+
+	kind = cx_tuple_of(skb, t);
+	if (kind == CX_TUPLE_ERROR)
+		return cx_icmp_error_xlate(skb, t, len);
+	if (kind != CX_TUPLE_FLOW)
+		return CX_NAT_NONE;
+
+	ct = cx_ct_lookup(t);
+	if (ct) {
+		__u8 nat = ct->nat;
+
+		cx_ct_seen(ct, t, len);
+		if (!nat)
+			return CX_NAT_NONE;
+		if (cx_nat_apply(skb, t, ct))
+			return CX_NAT_ERR_HELPER;
+		return CX_NAT_DONE;
+	}
+	/* Only a flow's first packet may start it: a TCP segment that is not a
+	 * SYN belongs to a flow this node does not know, and is left alone. */
+	if (t->proto == IPPROTO_TCP && (t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK)) != CX_TCP_SYN)
+		return CX_NAT_NONE;
+	if (t->proto == IPPROTO_ICMP && t->icmp_type != CX_ICMP_ECHO)
+		return CX_NAT_NONE;
+
+	if (start & (CX_START_FIP | CX_START_FIP_HERE)) {
+		fip = cx_fip_of(t->daddr);
+		if (fip && ((start & CX_START_FIP) || (fip->flags & CX_FIP_LOCAL))) {
+			__be32 fixed = cx_addr_ip4(fip->fixed), ns = t->saddr;
+			__u8 nat = CX_NAT_DNAT;
+
+			if ((start & CX_START_WORKLOAD) && t->saddr == fixed) {
+				/* Hairpin: the instance talks to its own floating IP.
+				 * It must see the floating IP as the source, or its
+				 * replies would bypass the translation. */
+				ns = t->daddr;
+				nat |= CX_NAT_SNAT;
+			}
+			if (cx_ct_create(t, ns, fixed, t->sport, t->dport, nat, 0, len) < 0)
+				return CX_NAT_ERR_CT;
+			ct = cx_ct_lookup(t);
+			if (!ct || cx_nat_apply(skb, t, ct))
+				return CX_NAT_ERR_HELPER;
+			return CX_NAT_DONE;
+		}
+	}
+	if (!(start & CX_START_WORKLOAD))
+		return CX_NAT_NONE;
+
+	cfg = cx_get_config();
+	if (cfg && t->daddr == CX_METADATA_IP && t->proto == IPPROTO_TCP && t->dport == CX_METADATA_PORT &&
+	    cx_addr_ip4(cfg->metadata_addr)) {
+		/* The metadata service, served by the host. */
+		if (cx_ct_create(t, t->saddr, cx_addr_ip4(cfg->metadata_addr), t->sport,
+				 bpf_htons((__u16)cfg->metadata_port), CX_NAT_DNAT, 0, len) < 0)
+			return CX_NAT_ERR_CT;
+		ct = cx_ct_lookup(t);
+		if (!ct || cx_nat_apply(skb, t, ct))
+			return CX_NAT_ERR_HELPER;
+		return CX_NAT_DONE;
+	}
+	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_route_v4(t->daddr) &&
+	    cx_nat_outgoing_dst(skb, cx_addr_ip4(cfg->node_addr), t->daddr)) {
+		/* Outside every pool and not a node: leave as the node. */
+		__be16 first = (__be16)bpf_htons((__u16)bpf_get_prandom_u32());
+
+		if (cx_ct_create(t, cx_addr_ip4(cfg->node_addr), t->daddr, first, t->dport, CX_NAT_SNAT, 1, len) < 0)
+			return CX_NAT_ERR_PORTS;
+		ct = cx_ct_lookup(t);
+		if (!ct || cx_nat_apply(skb, t, ct))
+			return CX_NAT_ERR_HELPER;
+		return CX_NAT_DONE;
+	}
+	if (start & CX_START_TRACK) {
+		/* Tracked without translation: conntrack's view of the flow
+		 * (calyxctl ct dump). A full table only costs the view. */
+		cx_ct_create(t, t->saddr, t->daddr, t->sport, t->dport, 0, 0, len);
+	}
+	return CX_NAT_NONE;
+}
+
+#endif /* CALYX_NAT_H */

@@ -1,0 +1,1431 @@
+package bpf_test
+
+// Layer 2 tests of connection tracking and NAT (nat.h) through
+// BPF_PROG_TEST_RUN, Katran style as in calyx_test.go: each run's verdict,
+// the exact change of every counter, the packet that comes out byte for
+// byte (the expected one is built here with every checksum recomputed from
+// scratch, and gopacket recomputes them again), and the conntrack entries
+// the run left behind.
+//
+// Covered: floating-IP DNAT from outside (the instance here; on another
+// node, forwarded untranslated and translated there), at a workload's
+// first hop (the instance here or on another node), hairpin, and from the
+// host itself; the metadata DNAT and its replies from the host stack;
+// natOutgoing SNAT, its replies, and what it leaves alone; ICMP errors
+// about translated flows in both directions (frag-needed included); what
+// may start a flow; the entries themselves; source-port exhaustion
+// (drop-nat-ports); reply-tuple clashes (drop-ct-full); and a table filled
+// to capacity.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
+
+	"github.com/calyxnet/calyx/bpf"
+	"github.com/calyxnet/calyx/bpf/bpftest"
+	"github.com/calyxnet/calyx/maps"
+)
+
+var (
+	client      = netip.MustParseAddr("203.0.113.7")   // outside, behind the router
+	server      = netip.MustParseAddr("198.51.100.53") // outside, behind the router
+	fipWL2      = netip.MustParseAddr("192.0.2.20")    // wl2's floating IP: instance here, route with a MAC
+	fipWL3      = netip.MustParseAddr("192.0.2.30")    // wl3's: instance here, route without a MAC
+	fipRemote   = netip.MustParseAddr("192.0.2.50")    // an instance on nodeA (IP-in-IP)
+	metadataIP  = netip.MustParseAddr("169.254.169.254")
+	metadataSvc = netip.AddrPortFrom(hostAddr, 8775) // where the host serves it
+	natPorts    = [2]uint16{61000, 65535}            // natOutgoing source ports (nat.h)
+	workloadNet = netip.MustParsePrefix("10.65.0.0/16")
+	remoteNet   = netip.MustParsePrefix("10.66.0.0/16")
+)
+
+// natEnv is newTunnelEnv plus what NAT needs:
+//
+//	cx_config       metadata served at 10.30.0.10:8775
+//	cx_routes       pools 10.65.0.0/16 and 10.66.0.0/16; wl1 is natOutgoing
+//	cx_fips         192.0.2.20 → wl2, 192.0.2.30 → wl3 (local),
+//	                192.0.2.50 → 10.66.0.5 on nodeA (IP-in-IP), each with its route
+//	kernel routes   198.51.100.0/24 and 203.0.113.0/24 via the router
+type natEnv struct {
+	*env
+	ct          *ebpf.Map // cx_ct itself: maps/ has no writer for it
+	remoteFixed netip.Addr
+}
+
+func newNATEnv(tb testing.TB) *natEnv {
+	tb.Helper()
+	e := newTunnelEnv(tb)
+	ne := &natEnv{env: e}
+	m := e.dp.Maps
+	cfg := e.tun.cfg
+	cfg.Metadata = metadataSvc
+	must(tb, m.PutConfig(cfg))
+	e.tun.cfg = cfg
+	for _, p := range []netip.Prefix{workloadNet, remoteNet} {
+		must(tb, m.PutRoute(p, maps.Route{Type: maps.RoutePool}))
+	}
+	w := e.wl1
+	must(tb, m.PutRoute(netip.PrefixFrom(w.ip4, 32), maps.Route{Type: maps.RouteLocalWorkload, Ifindex: w.idx(),
+		MAC: maps.MACFrom(w.mac), HostMAC: maps.MACFrom(w.hostMAC), NATOutgoing: true}))
+	ne.remoteFixed = e.block(tb, e.tun.nodeA, maps.EncapIPIP)
+	for fip, f := range map[netip.Addr]maps.FloatingIP{
+		fipWL2:    {Fixed: e.wl2.ip4, Node: hostAddr, EndpointID: 2, Local: true},
+		fipWL3:    {Fixed: e.wl3.ip4, Node: hostAddr, EndpointID: 3, Local: true},
+		fipRemote: {Fixed: ne.remoteFixed, Node: e.tun.nodeA.addr, EndpointID: 50},
+	} {
+		must(tb, m.PutFloatingIP(fip, f))
+		must(tb, m.PutRoute(netip.PrefixFrom(fip, 32), maps.Route{Type: maps.RouteFloatingIP, NextHop: f.Node}))
+	}
+	for _, p := range []string{"198.51.100.0/24", "203.0.113.0/24"} {
+		must(tb, e.ns.AddRoute("ulh", netip.MustParsePrefix(p), e.tun.router.addr))
+	}
+	ne.ct = openCT(tb, e)
+	return ne
+}
+
+// openCT opens cx_ct by the ID the loaded programs use.
+func openCT(tb testing.TB, e *env) *ebpf.Map {
+	tb.Helper()
+	info, err := e.from.Info()
+	must(tb, err)
+	ids, ok := info.MapIDs()
+	if !ok {
+		tb.Fatal("the kernel does not list a program's maps")
+	}
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		must(tb, err)
+		if mi, err := m.Info(); err == nil && mi.Name == maps.CTName {
+			tb.Cleanup(func() { _ = m.Close() })
+			return m
+		}
+		_ = m.Close()
+	}
+	tb.Fatalf("no map %s among the programs' maps", maps.CTName)
+	return nil
+}
+
+// routerL2 is the Ethernet header of a frame the router sends to this
+// host's underlay; ep.toL2() of one the host side sends into ep.
+func (e *env) routerL2() bpftest.L2   { return e.nodeL2(e.tun.router) }
+func (ep *endpoint) toL2() bpftest.L2 { return bpftest.L2{Src: ep.hostMAC, Dst: ep.mac} }
+
+// flow is a packet's 5-tuple as conntrack keys it. For ICMP echo, src's
+// port is the identifier and dst's is 0.
+type flow struct {
+	proto    uint8
+	src, dst netip.AddrPort
+}
+
+func mkFlow(proto uint8, src netip.Addr, sport uint16, dst netip.Addr, dport uint16) flow {
+	if proto == maps.ProtoICMP {
+		dport = 0
+	}
+	return flow{proto, netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)}
+}
+
+// reverse is the tuple of the other direction's packets.
+func (f flow) reverse() flow {
+	if f.proto == maps.ProtoICMP {
+		return mkFlow(f.proto, f.dst.Addr(), f.src.Port(), f.src.Addr(), 0)
+	}
+	return flow{f.proto, f.dst, f.src}
+}
+
+func (f flow) key() maps.CTKey { return maps.CTKey{Src: f.src, Dst: f.dst, Proto: f.proto} }
+
+func (f flow) String() string {
+	return fmt.Sprintf("%s %s -> %s", protoName[f.proto], f.src, f.dst)
+}
+
+var protoName = map[uint8]string{maps.ProtoICMP: "icmp", maps.ProtoTCP: "tcp", maps.ProtoUDP: "udp"}
+
+// seg says what kind of packet of a flow frame builds.
+type seg struct {
+	flags  uint8 // TCP flags (maps.TCP*); 0 is a bare SYN
+	reply  bool  // ICMP: an echo reply rather than a request
+	ttl    uint8 // 0: 64
+	noCsum bool  // UDP: no checksum (0)
+	size   int   // IPv4 length to pad the payload to (0: a short payload)
+}
+
+var (
+	syn    = seg{flags: maps.TCPSyn}
+	synAck = seg{flags: maps.TCPSyn | maps.TCPAck, reply: true}
+	ack    = seg{flags: maps.TCPAck}
+)
+
+// frame builds an Ethernet/IPv4 packet of f with l2 and DF set.
+func (f flow) frame(l2 bpftest.L2, s seg) []byte {
+	ttl := s.ttl
+	if ttl == 0 {
+		ttl = 64
+	}
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: ttl, Flags: layers.IPv4DontFragment, Id: 0x4242,
+		SrcIP: f.src.Addr().AsSlice(), DstIP: f.dst.Addr().AsSlice()}
+	eth := &layers.Ethernet{SrcMAC: l2.Src, DstMAC: l2.Dst, EthernetType: layers.EthernetTypeIPv4}
+	payload := []byte("calyx-nat-payload")
+	var l4 gopacket.SerializableLayer
+	hdr := 8
+	switch f.proto {
+	case maps.ProtoTCP:
+		ip.Protocol = layers.IPProtocolTCP
+		flags := s.flags
+		if flags == 0 {
+			flags = maps.TCPSyn
+		}
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(f.src.Port()), DstPort: layers.TCPPort(f.dst.Port()), Seq: 1000, Window: 64240,
+			SYN: flags&maps.TCPSyn != 0, ACK: flags&maps.TCPAck != 0, FIN: flags&maps.TCPFin != 0, RST: flags&maps.TCPRst != 0}
+		if tcp.ACK {
+			tcp.Ack = 2000
+		}
+		if tcp.SYN {
+			payload = nil
+		}
+		_ = tcp.SetNetworkLayerForChecksum(ip)
+		l4, hdr = tcp, 20
+	case maps.ProtoUDP:
+		ip.Protocol = layers.IPProtocolUDP
+		udp := &layers.UDP{SrcPort: layers.UDPPort(f.src.Port()), DstPort: layers.UDPPort(f.dst.Port())}
+		_ = udp.SetNetworkLayerForChecksum(ip)
+		l4 = udp
+	case maps.ProtoICMP:
+		ip.Protocol = layers.IPProtocolICMPv4
+		typ := uint8(layers.ICMPv4TypeEchoRequest)
+		if s.reply {
+			typ = layers.ICMPv4TypeEchoReply
+		}
+		l4 = &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, 0), Id: f.src.Port(), Seq: 1}
+	}
+	if s.size > 0 {
+		payload = bytes.Repeat([]byte{0x5a}, s.size-20-hdr)
+	}
+	out := bpftest.Serialize(eth, ip, l4, gopacket.Payload(payload))
+	if s.noCsum {
+		out[14+20+6], out[14+20+7] = 0, 0
+	}
+	return out
+}
+
+// xlate returns frame, an Ethernet/IPv4 packet without options, rewritten
+// to the tuple to: addresses, ports (the echo identifier), the TTL one less
+// when forwarded, and every checksum recomputed from scratch (a UDP
+// checksum of 0, none, stays 0). The Ethernet header is left alone.
+func xlate(frame []byte, to flow, forwarded bool) []byte {
+	out := slices.Clone(frame)
+	ip := out[14:]
+	copy(ip[12:16], to.src.Addr().AsSlice())
+	copy(ip[16:20], to.dst.Addr().AsSlice())
+	if forwarded {
+		ip[8]--
+	}
+	l4 := ip[20:binary.BigEndian.Uint16(ip[2:])]
+	if ip[9] == maps.ProtoICMP {
+		binary.BigEndian.PutUint16(l4[4:], to.src.Port())
+	} else {
+		binary.BigEndian.PutUint16(l4[0:], to.src.Port())
+		binary.BigEndian.PutUint16(l4[2:], to.dst.Port())
+	}
+	fixIPv4Checksum(ip)
+	fixL4Checksum(ip)
+	return out
+}
+
+// withL2 returns frame with its Ethernet addresses replaced.
+func withL2(frame []byte, l2 bpftest.L2) []byte {
+	out := slices.Clone(frame)
+	copy(out[0:6], l2.Dst)
+	copy(out[6:12], l2.Src)
+	return out
+}
+
+// sum16 adds b to an Internet checksum sum (RFC 1071), unfolded.
+func sum16(sum uint32, b []byte) uint32 {
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	return sum
+}
+
+func fold(sum uint32) uint16 {
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// fixL4Checksum recomputes the TCP, UDP or ICMP checksum of the IPv4
+// packet ip (no options); a UDP checksum of 0 is left as none.
+func fixL4Checksum(ip []byte) {
+	l4 := ip[20:binary.BigEndian.Uint16(ip[2:])]
+	pseudo := func() uint32 {
+		s := sum16(0, ip[12:20])
+		return s + uint32(ip[9]) + uint32(len(l4))
+	}
+	switch ip[9] {
+	case maps.ProtoTCP:
+		l4[16], l4[17] = 0, 0
+		binary.BigEndian.PutUint16(l4[16:], fold(sum16(pseudo(), l4)))
+	case maps.ProtoUDP:
+		if l4[6] == 0 && l4[7] == 0 {
+			return
+		}
+		l4[6], l4[7] = 0, 0
+		c := fold(sum16(pseudo(), l4))
+		if c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(l4[6:], c)
+	case maps.ProtoICMP:
+		l4[2], l4[3] = 0, 0
+		binary.BigEndian.PutUint16(l4[2:], fold(sum16(0, l4)))
+	}
+}
+
+// wantBytes compares a packet that came out with the one expected, and
+// has gopacket verify its checksums (the TTL it must carry included).
+func wantBytes(t *testing.T, got, want []byte) {
+	t.Helper()
+	if !bytes.Equal(got, want) {
+		t.Errorf("packet:\n got  %x\n want %x", got, want)
+	}
+	if len(got) < 34 {
+		return
+	}
+	verifyIPv4(t, got, got[22])
+}
+
+// conntrack returns every entry of cx_ct.
+func (ne *natEnv) conntrack(tb testing.TB) map[maps.CTKey]maps.CTEntry {
+	tb.Helper()
+	out := map[maps.CTKey]maps.CTEntry{}
+	must(tb, ne.dp.Maps.Conntrack(func(k maps.CTKey, v maps.CTEntry) bool { out[k] = v; return true }))
+	return out
+}
+
+// newEntries is what after has that before had not.
+func newEntries(before, after map[maps.CTKey]maps.CTEntry) map[maps.CTKey]maps.CTEntry {
+	out := map[maps.CTKey]maps.CTEntry{}
+	for k, v := range after {
+		if _, ok := before[k]; !ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// flowEntries returns the two entries of the flow whose first packet
+// arrived as orig and left as xl, and fails unless they say just that: the
+// original direction (orig's tuple) rewritten to xl, not Reply; the reply
+// direction (xl reversed, as replies arrive) rewritten to orig reversed,
+// Reply; the NAT bits nat in both; timestamps set.
+func flowEntries(t *testing.T, ct map[maps.CTKey]maps.CTEntry, orig, xl flow, nat uint8) (o, r maps.CTEntry) {
+	t.Helper()
+	o, okO := ct[orig.key()]
+	r, okR := ct[xl.reverse().key()]
+	if !okO || !okR {
+		t.Fatalf("flow %s (as %s): original entry %v, reply entry (%s) %v; table %v",
+			orig, xl, okO, xl.reverse(), okR, fmtCT(ct))
+	}
+	if o.NATSrc != xl.src || o.NATDst != xl.dst || o.Reply || o.NAT != nat {
+		t.Errorf("original entry of %s: %s -> %s reply %v nat %#x; want %s -> %s, not reply, nat %#x",
+			orig, o.NATSrc, o.NATDst, o.Reply, o.NAT, xl.src, xl.dst, nat)
+	}
+	back := orig.reverse()
+	if r.NATSrc != back.src || r.NATDst != back.dst || !r.Reply || r.NAT != nat {
+		t.Errorf("reply entry of %s: %s -> %s reply %v nat %#x; want %s -> %s, reply, nat %#x",
+			orig, r.NATSrc, r.NATDst, r.Reply, r.NAT, back.src, back.dst, nat)
+	}
+	for _, e := range []maps.CTEntry{o, r} {
+		if e.Created == 0 || e.Last < e.Created {
+			t.Errorf("entry of %s: created %d, last %d", orig, e.Created, e.Last)
+		}
+	}
+	return o, r
+}
+
+// wantSeen asserts an entry's counters and TCP flags.
+func wantSeen(t *testing.T, what string, e maps.CTEntry, packets, bytes uint64, flags uint8) {
+	t.Helper()
+	if e.Packets != packets || e.Bytes != bytes || e.TCPFlags != flags {
+		t.Errorf("%s entry: %d packets, %d bytes, TCP flags %#02x; want %d, %d, %#02x",
+			what, e.Packets, e.Bytes, e.TCPFlags, packets, bytes, flags)
+	}
+}
+
+func fmtCT(ct map[maps.CTKey]maps.CTEntry) string {
+	var b bytes.Buffer
+	for k, v := range ct {
+		fmt.Fprintf(&b, "\n  %s %s -> %s => %s -> %s reply=%v nat=%d", protoName[k.Proto], k.Src, k.Dst, v.NATSrc, v.NATDst, v.Reply, v.NAT)
+	}
+	return b.String()
+}
+
+// protos are the three kinds of tracked flow, with the ports used.
+var protos = []struct {
+	name         string
+	proto        uint8
+	sport, dport uint16
+	first, reply seg // the first packet and the first reply
+	next         seg // a later packet in the first direction
+	firstFlags   uint8
+	replyFlags   uint8
+}{
+	{"tcp", maps.ProtoTCP, 40001, 443, syn, synAck, ack, maps.TCPSyn, maps.TCPSyn | maps.TCPAck},
+	{"udp", maps.ProtoUDP, 40002, 53, seg{}, seg{}, seg{}, 0, 0},
+	{"udp without checksum", maps.ProtoUDP, 40003, 53, seg{noCsum: true}, seg{noCsum: true}, seg{noCsum: true}, 0, 0},
+	{"icmp echo", maps.ProtoICMP, 0x0777, 0, seg{}, seg{reply: true}, seg{}, 0, 0},
+}
+
+// 1. From outside to a floating IP whose instance is here: DNAT to the
+// fixed IP at underlay ingress and delivered (TTL one less). The
+// instance's reply gets the floating IP back as its source at its
+// from-workload hook and goes to the host stack, which routes it out. A
+// later packet takes the same entries, whose counters move.
+func TestNATFloatingIPFromOutside(t *testing.T) {
+	ne := newNATEnv(t)
+	ul := ne.tun.ul
+	for _, p := range protos {
+		for _, tc := range []struct {
+			fip netip.Addr
+			wl  *endpoint
+		}{{fipWL2, ne.wl2}, {fipWL3, ne.wl3}} {
+			t.Run(p.name+"/"+tc.wl.name, func(t *testing.T) {
+				w := tc.wl
+				orig := mkFlow(p.proto, client, p.sport, tc.fip, p.dport)
+				xl := mkFlow(p.proto, client, p.sport, w.ip4, p.dport)
+				before := ne.conntrack(t)
+
+				in := orig.frame(ne.routerL2(), p.first)
+				o := ne.fromUL(t, in)
+				want := xlate(in, xl, true)
+				if w == ne.wl2 {
+					o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+					want = withL2(want, w.toL2())
+				} else {
+					// No MAC: redirect_neigh; the egress hook lets it in untouched.
+					o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal})
+					e2 := ne.toWL(t, w, o.out)
+					e2.want(t, ok, hit{w, maps.ReasonToWorkload})
+					e2.unchanged(t)
+				}
+				wantBytes(t, o.out, want)
+				ct := ne.conntrack(t)
+				if n := len(newEntries(before, ct)); n != 2 {
+					t.Errorf("%d new entries, want 2: %s", n, fmtCT(newEntries(before, ct)))
+				}
+				oe, re := flowEntries(t, ct, orig, xl, maps.NATDNAT)
+				wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
+				wantSeen(t, "reply", re, 0, 0, 0)
+
+				rin := xl.reverse().frame(w.l2(), p.reply)
+				r := ne.fromWL(t, w, rin)
+				r.want(t, ok, hit{w, maps.ReasonPassHost})
+				wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
+
+				nin := orig.frame(ne.routerL2(), p.next)
+				n := ne.fromUL(t, nin)
+				if w == ne.wl2 {
+					n.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+					wantBytes(t, n.out, withL2(xlate(nin, xl, true), w.toL2()))
+				} else {
+					n.want(t, redirect, hit{ul, maps.ReasonDeliverLocal})
+					wantBytes(t, n.out, xlate(nin, xl, true))
+				}
+				ct2 := ne.conntrack(t)
+				oe, re = flowEntries(t, ct2, orig, xl, maps.NATDNAT)
+				wantSeen(t, "original", oe, 2, uint64(len(in)+len(nin)), p.firstFlags|p.next.flags)
+				wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
+				if len(ct2) != len(ct) {
+					t.Errorf("an established flow created entries: %s", fmtCT(newEntries(ct, ct2)))
+				}
+			})
+		}
+	}
+}
+
+// 2. A workload to a floating IP: DNAT at its first hop. The instance here
+// gets it delivered and its reply comes back with the floating IP as the
+// source; the instance on nodeA gets it encapsulated, and its reply,
+// decapsulated here, gets the floating IP back before delivery.
+func TestNATFloatingIPFromWorkload(t *testing.T) {
+	ne := newNATEnv(t)
+	ul, w := ne.tun.ul, ne.wl1
+	for _, p := range protos {
+		t.Run(p.name+"/instance here", func(t *testing.T) {
+			orig := mkFlow(p.proto, w.ip4, p.sport, fipWL2, p.dport)
+			xl := mkFlow(p.proto, w.ip4, p.sport, ne.wl2.ip4, p.dport)
+			in := orig.frame(w.l2(), p.first)
+			o := ne.fromWL(t, w, in)
+			o.want(t, redirect, hit{w, maps.ReasonDeliverLocal}, hit{ne.wl2, maps.ReasonToWorkload})
+			wantBytes(t, o.out, withL2(xlate(in, xl, true), ne.wl2.toL2()))
+
+			rin := xl.reverse().frame(ne.wl2.l2(), p.reply)
+			r := ne.fromWL(t, ne.wl2, rin)
+			r.want(t, redirect, hit{ne.wl2, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			wantBytes(t, r.out, withL2(xlate(rin, orig.reverse(), true), w.toL2()))
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+			wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
+			wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
+		})
+		t.Run(p.name+"/instance on another node", func(t *testing.T) {
+			orig := mkFlow(p.proto, w.ip4, p.sport, fipRemote, p.dport)
+			xl := mkFlow(p.proto, w.ip4, p.sport, ne.remoteFixed, p.dport)
+			in := orig.frame(w.l2(), p.first)
+			o := ne.fromWL(t, w, in)
+			o.want(t, redirect, hit{w, maps.ReasonEncapIPIP})
+			// checkEncap compares the inner packet with what it is given.
+			checkEncap(t, ne.env, outcome{in: xlate(in, xl, false), out: o.out}, ne.tun.nodeA, maps.EncapIPIP, true)
+			if o.ctx.Mark != cxMarkRouted {
+				t.Errorf("skb->mark %#x, want %#x", o.ctx.Mark, cxMarkRouted)
+			}
+
+			inner := xl.reverse().frame(bpftest.L2{Src: mac(0x99, 0x01), Dst: mac(0x99, 0xee)}, p.reply)
+			rin := tunnelFrame(ne.env, ne.tun.nodeA, hostAddr, maps.EncapIPIP, inner)
+			r := ne.fromUL(t, rin)
+			want := withL2(slices.Concat(rin[:14], xlate(inner, orig.reverse(), true)[14:]), w.toL2())
+			r.wantSized(t, redirect, sizedHit{ul, maps.ReasonDecapIPIP, len(rin)}, sizedHit{w, maps.ReasonToWorkload, len(want)})
+			wantBytes(t, r.out, want)
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+			wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
+			// Counted with the length it arrived with: encapsulated.
+			wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
+		})
+	}
+}
+
+// 3. Hairpin: an instance talking to its own floating IP gets the packet
+// back with both addresses rewritten (it must see the floating IP as the
+// source, or its replies would bypass the translation), out of the
+// interface it came in on; its replies are translated the same way.
+func TestNATHairpin(t *testing.T) {
+	ne := newNATEnv(t)
+	for _, p := range protos {
+		for _, tc := range []struct {
+			fip netip.Addr
+			wl  *endpoint
+		}{{fipWL2, ne.wl2}, {fipWL3, ne.wl3}} {
+			t.Run(p.name+"/"+tc.wl.name, func(t *testing.T) {
+				w := tc.wl
+				orig := mkFlow(p.proto, w.ip4, p.sport, tc.fip, p.dport)
+				xl := mkFlow(p.proto, tc.fip, p.sport, w.ip4, p.dport)
+				run := func(in []byte, to flow) {
+					t.Helper()
+					o := ne.fromWL(t, w, in)
+					want := xlate(in, to, true)
+					if w == ne.wl2 {
+						o.want(t, redirect, hit{w, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+						want = withL2(want, w.toL2())
+					} else {
+						o.want(t, redirect, hit{w, maps.ReasonDeliverLocal})
+					}
+					wantBytes(t, o.out, want)
+				}
+				in := orig.frame(w.l2(), p.first)
+				run(in, xl)
+				rin := xl.reverse().frame(w.l2(), p.reply)
+				run(rin, orig.reverse())
+				ct := ne.conntrack(t)
+				if p.proto == maps.ProtoICMP {
+					// The echo identifier travels in one field both ways:
+					// the reply (fixed -> floating IP, same identifier)
+					// has the request's tuple, and one entry, rewriting
+					// both the same way, serves the two directions.
+					if xl.reverse().key() != orig.key() {
+						t.Fatalf("reply tuple %s, want the request's %s", xl.reverse(), orig)
+					}
+					e, ok := ct[orig.key()]
+					if !ok || e.NATSrc != xl.src || e.NATDst != xl.dst || e.NAT != maps.NATDNAT|maps.NATSNAT {
+						t.Fatalf("entry of %s: %v %+v", orig, ok, e)
+					}
+					wantSeen(t, "the", e, 2, uint64(len(in)+len(rin)), 0)
+					return
+				}
+				oe, re := flowEntries(t, ct, orig, xl, maps.NATDNAT|maps.NATSNAT)
+				wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
+				wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
+			})
+		}
+	}
+}
+
+// 4. The host's own connections to floating IPs, at the underlay's egress
+// hook: an instance here gets the packet redirected into its interface
+// (whose egress hook lets it in); one on nodeA gets it encapsulated. The
+// replies get the floating IP back: from the local instance at its
+// from-workload hook, from nodeA's instance (routed plainly to this node's
+// address) at underlay ingress.
+func TestNATHostToFloatingIP(t *testing.T) {
+	ne := newNATEnv(t)
+	ul := ne.tun.ul
+	for _, p := range protos {
+		for _, tc := range []struct {
+			fip netip.Addr
+			wl  *endpoint
+		}{{fipWL2, ne.wl2}, {fipWL3, ne.wl3}} {
+			t.Run(p.name+"/"+tc.wl.name, func(t *testing.T) {
+				w := tc.wl
+				orig := mkFlow(p.proto, hostAddr, p.sport, tc.fip, p.dport)
+				xl := mkFlow(p.proto, hostAddr, p.sport, w.ip4, p.dport)
+				in := orig.frame(ne.hostL2(), p.first)
+				o := ne.runOn(t, ne.ulEgress, ul.ifindex, in)
+				o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal})
+				want := xlate(in, xl, false)
+				if w == ne.wl2 {
+					want = withL2(want, w.toL2())
+				}
+				wantBytes(t, o.out, want)
+				in2 := ne.toWL(t, w, o.out)
+				in2.want(t, ok, hit{w, maps.ReasonToWorkload})
+				in2.unchanged(t)
+
+				rin := xl.reverse().frame(w.l2(), p.reply)
+				r := ne.fromWL(t, w, rin)
+				r.want(t, ok, hit{w, maps.ReasonPassHost})
+				wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
+				oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+				wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
+				wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
+			})
+		}
+		t.Run(p.name+"/instance on another node", func(t *testing.T) {
+			orig := mkFlow(p.proto, hostAddr, p.sport, fipRemote, p.dport)
+			xl := mkFlow(p.proto, hostAddr, p.sport, ne.remoteFixed, p.dport)
+			in := orig.frame(ne.hostL2(), p.first)
+			o := ne.runOn(t, ne.ulEgress, ul.ifindex, in)
+			o.want(t, ok, hit{ul, maps.ReasonEncapIPIP})
+			checkEncap(t, ne.env, outcome{in: xlate(in, xl, false), out: o.out}, ne.tun.nodeA, maps.EncapIPIP, false)
+
+			rin := xl.reverse().frame(ne.nodeL2(ne.tun.nodeA), p.reply)
+			r := ne.fromUL(t, rin)
+			r.want(t, ok, hit{ul, maps.ReasonPassHost})
+			wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+			wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
+			wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
+		})
+	}
+}
+
+// 5. The metadata service: TCP to 169.254.169.254:80 is DNAT'd to where
+// the host serves it and handed to the host stack; the host's replies get
+// the address the workload asked for at the workload's egress hook.
+// Anything else to that address is not translated, nor is anything when
+// no metadata address is configured.
+func TestNATMetadata(t *testing.T) {
+	ne := newNATEnv(t)
+	for _, w := range []*endpoint{ne.wl1, ne.wl4} {
+		t.Run(w.name, func(t *testing.T) {
+			orig := mkFlow(maps.ProtoTCP, w.ip4, 40100, metadataIP, 80)
+			xl := mkFlow(maps.ProtoTCP, w.ip4, 40100, metadataSvc.Addr(), metadataSvc.Port())
+			in := orig.frame(w.l2(), syn)
+			o := ne.fromWL(t, w, in)
+			o.want(t, ok, hit{w, maps.ReasonPassHost})
+			wantBytes(t, o.out, xlate(in, xl, false))
+
+			rin := xl.reverse().frame(w.toL2(), synAck)
+			r := ne.toWL(t, w, rin)
+			r.want(t, ok, hit{w, maps.ReasonToWorkload})
+			wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
+
+			nin := orig.frame(w.l2(), ack)
+			n := ne.fromWL(t, w, nin)
+			n.want(t, ok, hit{w, maps.ReasonPassHost})
+			wantBytes(t, n.out, xlate(nin, xl, false))
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+			wantSeen(t, "original", oe, 2, uint64(len(in)+len(nin)), maps.TCPSyn|maps.TCPAck)
+			wantSeen(t, "reply", re, 1, uint64(len(rin)), maps.TCPSyn|maps.TCPAck)
+		})
+	}
+	// Not the metadata flow: untouched, to the host (wl1 is natOutgoing,
+	// but link-local addresses are never forwarded, so never SNAT'd).
+	for name, in := range map[string][]byte{
+		"udp to port 80":         mkFlow(maps.ProtoUDP, ne.wl1.ip4, 40101, metadataIP, 80).frame(ne.wl1.l2(), seg{}),
+		"tcp to port 8080":       mkFlow(maps.ProtoTCP, ne.wl1.ip4, 40102, metadataIP, 8080).frame(ne.wl1.l2(), syn),
+		"ping":                   mkFlow(maps.ProtoICMP, ne.wl1.ip4, 9, metadataIP, 0).frame(ne.wl1.l2(), seg{}),
+		"udp to port 80, wl4":    mkFlow(maps.ProtoUDP, ne.wl4.ip4, 40103, metadataIP, 80).frame(ne.wl4.l2(), seg{}),
+		"another link-local":     mkFlow(maps.ProtoTCP, ne.wl1.ip4, 40104, netip.MustParseAddr("169.254.1.1"), 80).frame(ne.wl1.l2(), syn),
+		"tcp to port 80, no SYN": mkFlow(maps.ProtoTCP, ne.wl1.ip4, 40105, metadataIP, 80).frame(ne.wl1.l2(), ack),
+	} {
+		t.Run("untranslated/"+name, func(t *testing.T) {
+			src := ne.wl1
+			if bytes.Equal(in[6:12], ne.wl4.mac) {
+				src = ne.wl4
+			}
+			o := ne.fromWL(t, src, in)
+			o.want(t, ok, hit{src, maps.ReasonPassHost})
+			o.unchanged(t)
+		})
+	}
+	t.Run("untranslated/not configured", func(t *testing.T) {
+		cfg := ne.tun.cfg
+		cfg.Metadata = netip.AddrPort{}
+		must(t, ne.dp.Maps.PutConfig(cfg))
+		t.Cleanup(func() { must(t, ne.dp.Maps.PutConfig(ne.tun.cfg)) })
+		f := mkFlow(maps.ProtoTCP, ne.wl4.ip4, 40106, metadataIP, 80)
+		o := ne.fromWL(t, ne.wl4, f.frame(ne.wl4.l2(), syn))
+		o.want(t, ok, hit{ne.wl4, maps.ReasonPassHost})
+		o.unchanged(t)
+		// Tracked as it is.
+		flowEntries(t, ne.conntrack(t), f, f, 0)
+	})
+}
+
+// natPort returns the source port (echo identifier) of the IPv4 packet in
+// frame and whether it is in natOutgoing's range.
+func natPort(frame []byte) (uint16, bool) {
+	off := 34
+	if frame[23] == maps.ProtoICMP {
+		off = 38
+	}
+	p := binary.BigEndian.Uint16(frame[off:])
+	return p, p >= natPorts[0] && p <= natPorts[1]
+}
+
+// 6. natOutgoing: a workload of a natOutgoing pool talking to outside every
+// pool leaves as the node, from a port in 61000-65535 (TCP, UDP; for echo
+// the identifier), routed by the FIB to the router. The reply, arriving at
+// the node's address, goes back to the workload's address and port. Later
+// packets keep the port; another flow gets another.
+func TestNATOutgoing(t *testing.T) {
+	ne := newNATEnv(t)
+	ul, w := ne.tun.ul, ne.wl1
+	for _, p := range protos {
+		t.Run(p.name, func(t *testing.T) {
+			orig := mkFlow(p.proto, w.ip4, p.sport, server, p.dport)
+			in := orig.frame(w.l2(), p.first)
+			o := ne.fromWL(t, w, in)
+			o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			port, inRange := natPort(o.out)
+			if !inRange {
+				t.Errorf("source port %d, want %d-%d", port, natPorts[0], natPorts[1])
+			}
+			xl := mkFlow(p.proto, hostAddr, port, server, p.dport)
+			wantBytes(t, o.out, withL2(xlate(in, xl, true), ne.hostL2()))
+			if o.ctx.Mark != cxMarkRouted {
+				t.Errorf("skb->mark %#x, want %#x", o.ctx.Mark, cxMarkRouted)
+			}
+
+			rin := xl.reverse().frame(ne.routerL2(), p.reply)
+			r := ne.fromUL(t, rin)
+			r.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			wantBytes(t, r.out, withL2(xlate(rin, orig.reverse(), true), w.toL2()))
+
+			nin := orig.frame(w.l2(), p.next)
+			n := ne.fromWL(t, w, nin)
+			n.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			wantBytes(t, n.out, withL2(xlate(nin, xl, true), ne.hostL2()))
+
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATSNAT)
+			wantSeen(t, "original", oe, 2, uint64(len(in)+len(nin)), p.firstFlags|p.next.flags)
+			wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
+
+			// Another flow to the same server and port: another port.
+			other := mkFlow(p.proto, w.ip4, p.sport+100, server, p.dport)
+			o2 := ne.fromWL(t, w, other.frame(w.l2(), p.first))
+			o2.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			if port2, _ := natPort(o2.out); port2 == port {
+				t.Errorf("two flows to %s got the same source port %d", orig.dst, port)
+			}
+		})
+	}
+}
+
+// 7. What natOutgoing leaves alone: destinations in a pool, routed to
+// another node or the host, the host's own addresses, broadcast,
+// multicast, link-local and unroutable addresses (all the host stack's
+// business, as without natOutgoing), a packet whose TTL runs out here
+// (the host stack's time-exceeded must quote what the workload sent), and
+// workloads outside natOutgoing pools (tracked, untranslated).
+func TestNATOutgoingNotTranslated(t *testing.T) {
+	ne := newNATEnv(t)
+	w := ne.wl1
+	for _, tc := range []struct {
+		name string
+		dst  netip.Addr
+		ttl  uint8
+	}{
+		{"an unrouted pool address", netip.MustParseAddr("10.65.0.99"), 64},
+		{"the node's address", hostAddr, 64},
+		{"another address of the host", ne.tun.ul2.ip4, 64},
+		{"limited broadcast", netip.MustParseAddr("255.255.255.255"), 64},
+		{"the underlay's broadcast", netip.MustParseAddr("10.30.0.255"), 64},
+		{"multicast", netip.MustParseAddr("224.0.0.251"), 64},
+		{"link-local", netip.MustParseAddr("169.254.1.1"), 64},
+		{"no route", netip.MustParseAddr("100.64.0.1"), 64},
+		{"ttl 1", server, 1},
+	} {
+		for _, p := range protos {
+			t.Run(tc.name+"/"+p.name, func(t *testing.T) {
+				before := ne.conntrack(t)
+				s := p.first
+				s.ttl = tc.ttl
+				f := mkFlow(p.proto, w.ip4, p.sport, tc.dst, p.dport)
+				o := ne.fromWL(t, w, f.frame(w.l2(), s))
+				o.want(t, ok, hit{w, maps.ReasonPassHost})
+				o.unchanged(t)
+				for k, v := range newEntries(before, ne.conntrack(t)) {
+					if v.NAT != 0 {
+						t.Errorf("a translating entry %s %s -> %s => %s -> %s", protoName[k.Proto], k.Src, k.Dst, v.NATSrc, v.NATDst)
+					}
+				}
+			})
+		}
+	}
+	t.Run("a remote workload", func(t *testing.T) {
+		in := mkFlow(maps.ProtoTCP, w.ip4, 40200, ne.remoteFixed, 22).frame(w.l2(), syn)
+		o := ne.fromWL(t, w, in)
+		o.want(t, redirect, hit{w, maps.ReasonEncapIPIP})
+		checkEncap(t, ne.env, o, ne.tun.nodeA, maps.EncapIPIP, true)
+	})
+	t.Run("a workload outside natOutgoing pools", func(t *testing.T) {
+		for _, p := range protos {
+			f := mkFlow(p.proto, ne.wl4.ip4, p.sport, server, p.dport)
+			o := ne.fromWL(t, ne.wl4, f.frame(ne.wl4.l2(), p.first))
+			o.want(t, ok, hit{ne.wl4, maps.ReasonPassHost})
+			o.unchanged(t)
+			oe, _ := flowEntries(t, ne.conntrack(t), f, f, 0)
+			wantSeen(t, "original", oe, 1, uint64(len(o.in)), p.firstFlags)
+		}
+	})
+}
+
+// 8. What may start a flow: only a bare SYN for TCP and an echo request
+// for ICMP. Anything else without an entry passes as it is and creates
+// none, wherever it comes from.
+func TestNATOnlyFirstPacketsStart(t *testing.T) {
+	ne := newNATEnv(t)
+	w := ne.wl1
+	before := ne.conntrack(t)
+	for _, s := range []struct {
+		name string
+		seg  seg
+	}{
+		{"ack", ack},
+		{"syn-ack", seg{flags: maps.TCPSyn | maps.TCPAck}},
+		{"rst", seg{flags: maps.TCPRst}},
+		{"fin-ack", seg{flags: maps.TCPFin | maps.TCPAck}},
+	} {
+		t.Run("tcp "+s.name+" from a natOutgoing workload", func(t *testing.T) {
+			o := ne.fromWL(t, w, mkFlow(maps.ProtoTCP, w.ip4, 40300, server, 443).frame(w.l2(), s.seg))
+			o.want(t, ok, hit{w, maps.ReasonPassHost})
+			o.unchanged(t)
+		})
+		t.Run("tcp "+s.name+" to a floating IP from outside", func(t *testing.T) {
+			o := ne.fromUL(t, mkFlow(maps.ProtoTCP, client, 40301, fipWL2, 443).frame(ne.routerL2(), s.seg))
+			o.want(t, ok, hit{ne.tun.ul, maps.ReasonPassHost})
+			o.unchanged(t)
+		})
+		t.Run("tcp "+s.name+" to a floating IP from a workload", func(t *testing.T) {
+			o := ne.fromWL(t, ne.wl4, mkFlow(maps.ProtoTCP, ne.wl4.ip4, 40302, fipWL2, 443).frame(ne.wl4.l2(), s.seg))
+			o.want(t, ok, hit{ne.wl4, maps.ReasonPassHost})
+			o.unchanged(t)
+		})
+	}
+	t.Run("echo reply", func(t *testing.T) {
+		o := ne.fromWL(t, w, mkFlow(maps.ProtoICMP, w.ip4, 5, server, 0).frame(w.l2(), seg{reply: true}))
+		o.want(t, ok, hit{w, maps.ReasonPassHost})
+		o.unchanged(t)
+		o = ne.fromUL(t, mkFlow(maps.ProtoICMP, client, 5, fipWL2, 0).frame(ne.routerL2(), seg{reply: true}))
+		o.want(t, ok, hit{ne.tun.ul, maps.ReasonPassHost})
+		o.unchanged(t)
+	})
+	t.Run("fragments and IP options", func(t *testing.T) {
+		in := mkFlow(maps.ProtoUDP, client, 40303, fipWL2, 53).frame(ne.routerL2(), seg{})
+		frag := slices.Clone(in)
+		frag[14+6] |= 0x20 // MF
+		fixIPv4Checksum(frag[14:])
+		for _, in := range [][]byte{frag, withOptions(in)} {
+			o := ne.fromUL(t, in)
+			o.want(t, ok, hit{ne.tun.ul, maps.ReasonPassHost})
+			o.unchanged(t)
+		}
+	})
+	if after := ne.conntrack(t); len(after) != len(before) {
+		t.Errorf("packets that may not start a flow created entries: %s", fmtCT(newEntries(before, after)))
+	}
+}
+
+// 9. TCP flags accumulate per direction.
+func TestNATConntrackTCPFlags(t *testing.T) {
+	ne := newNATEnv(t)
+	ul, w := ne.tun.ul, ne.wl2
+	orig := mkFlow(maps.ProtoTCP, client, 41000, fipWL2, 22)
+	xl := mkFlow(maps.ProtoTCP, client, 41000, w.ip4, 22)
+	steps := []struct {
+		reply bool
+		flags uint8
+	}{
+		{false, maps.TCPSyn},
+		{true, maps.TCPSyn | maps.TCPAck},
+		{false, maps.TCPAck},
+		{false, maps.TCPAck | maps.TCPFin},
+		{true, maps.TCPAck | maps.TCPRst},
+	}
+	var oFlags, rFlags uint8
+	var oN, rN, oB, rB uint64
+	for i, s := range steps {
+		if s.reply {
+			in := xl.reverse().frame(w.l2(), seg{flags: s.flags})
+			ne.fromWL(t, w, in).want(t, ok, hit{w, maps.ReasonPassHost})
+			rFlags |= s.flags
+			rN++
+			rB += uint64(len(in))
+		} else {
+			in := orig.frame(ne.routerL2(), seg{flags: s.flags})
+			ne.fromUL(t, in).want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			oFlags |= s.flags
+			oN++
+			oB += uint64(len(in))
+		}
+		oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+		wantSeen(t, fmt.Sprintf("step %d: original", i), oe, oN, oB, oFlags)
+		wantSeen(t, fmt.Sprintf("step %d: reply", i), re, rN, rB, rFlags)
+	}
+}
+
+// icmpError builds the ICMP error (typ, code) src sends to dst about
+// quoted, an IPv4 packet from its header on (quoted whole).
+func icmpError(l2 bpftest.L2, src, dst netip.Addr, typ, code uint8, quoted []byte) []byte {
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, TOS: 0xc0, Protocol: layers.IPProtocolICMPv4,
+		SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	eth := &layers.Ethernet{SrcMAC: l2.Src, DstMAC: l2.Dst, EthernetType: layers.EthernetTypeIPv4}
+	return bpftest.Serialize(eth, ip, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code)}, gopacket.Payload(quoted))
+}
+
+// quoteXlated is quoted (an IPv4 packet) with its tuple rewritten to to
+// and its IPv4 header checksum fixed, as a NAT must leave it in an ICMP
+// error. Its L4 checksum is left as it was (nat.h does not fix it).
+func quoteXlated(quoted []byte, to flow) []byte {
+	q := slices.Clone(quoted)
+	copy(q[12:16], to.src.Addr().AsSlice())
+	copy(q[16:20], to.dst.Addr().AsSlice())
+	if q[9] == maps.ProtoICMP {
+		binary.BigEndian.PutUint16(q[24:], to.src.Port())
+	} else {
+		binary.BigEndian.PutUint16(q[20:], to.src.Port())
+		binary.BigEndian.PutUint16(q[22:], to.dst.Port())
+	}
+	fixIPv4Checksum(q)
+	return q
+}
+
+// checkQuote parses frame, an ICMP error, with gopacket, quoted header
+// included, and checks the outer addresses, the quoted tuple and the
+// checksums (outer IPv4, ICMP, quoted IPv4).
+func checkQuote(t *testing.T, frame []byte, src, dst netip.Addr, quoted flow) {
+	t.Helper()
+	pkt := bpftest.Decode(frame)
+	ip, _ := pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	icmp, _ := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if ip == nil || icmp == nil {
+		t.Fatalf("not IPv4/ICMP: %v", pkt)
+	}
+	if !ip.SrcIP.Equal(src.AsSlice()) || !ip.DstIP.Equal(dst.AsSlice()) {
+		t.Errorf("ICMP error %v -> %v, want %s -> %s", ip.SrcIP, ip.DstIP, src, dst)
+	}
+	verifyIPv4(t, frame, ip.TTL) // outer header and ICMP checksums
+	inner := gopacket.NewPacket(icmp.Payload, layers.LayerTypeIPv4, gopacket.Default)
+	qip, _ := inner.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if qip == nil {
+		t.Fatalf("the quote is not IPv4: %v", inner)
+	}
+	if !bpftest.IPv4HeaderChecksumOK(icmp.Payload) {
+		t.Errorf("quoted IPv4 header checksum %#04x is wrong", qip.Checksum)
+	}
+	var got flow
+	sa, _ := netip.AddrFromSlice(qip.SrcIP)
+	da, _ := netip.AddrFromSlice(qip.DstIP)
+	switch q := inner.TransportLayer().(type) {
+	case *layers.UDP:
+		got = mkFlow(maps.ProtoUDP, sa, uint16(q.SrcPort), da, uint16(q.DstPort))
+	case *layers.TCP:
+		got = mkFlow(maps.ProtoTCP, sa, uint16(q.SrcPort), da, uint16(q.DstPort))
+	default:
+		qi, _ := inner.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+		if qi == nil {
+			t.Fatalf("no UDP, TCP or ICMP in the quote: %v", inner)
+		}
+		got = mkFlow(maps.ProtoICMP, sa, qi.Id, da, 0)
+	}
+	if got != quoted {
+		t.Errorf("the quote is %s, want %s", got, quoted)
+	}
+}
+
+// 10. ICMP errors about translated flows, both ways: translated as the
+// flow's own packets would be, outer addresses and quoted header, with the
+// ICMP and quoted IPv4 checksums fixed.
+func TestNATICMPErrors(t *testing.T) {
+	ne := newNATEnv(t)
+	ul := ne.tun.ul
+	router := ne.tun.router.addr
+	for _, p := range protos {
+		t.Run(p.name+"/from the instance about a floating-IP flow", func(t *testing.T) {
+			w := ne.wl2
+			orig := mkFlow(p.proto, client, p.sport, fipWL2, p.dport)
+			xl := mkFlow(p.proto, client, p.sport, w.ip4, p.dport)
+			o := ne.fromUL(t, orig.frame(ne.routerL2(), p.first))
+			o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			// The instance says port (or host) unreachable about what it got.
+			quoted := o.out[14:]
+			in := icmpError(w.l2(), w.ip4, client, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, quoted)
+			e := ne.fromWL(t, w, in)
+			e.want(t, ok, hit{w, maps.ReasonPassHost})
+			want := icmpError(w.l2(), fipWL2, client, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, quoteXlated(quoted, orig))
+			wantBytes(t, e.out, want)
+			checkQuote(t, e.out, fipWL2, client, orig)
+			_, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+			wantSeen(t, "reply", re, 1, uint64(len(in)), 0) // the error counts on the flow
+
+			// And from outside about the instance's reply: back to it.
+			r := ne.fromWL(t, w, xl.reverse().frame(w.l2(), p.reply))
+			r.want(t, ok, hit{w, maps.ReasonPassHost})
+			rq := r.out[14:]
+			in = icmpError(ne.routerL2(), router, fipWL2, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, rq)
+			e = ne.fromUL(t, in)
+			e.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			want = icmpError(ne.routerL2(), router, w.ip4, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, quoteXlated(rq, xl.reverse()))
+			want = withL2(want, w.toL2())
+			want[14+8]-- // forwarded
+			fixIPv4Checksum(want[14:])
+			wantBytes(t, e.out, want)
+			checkQuote(t, e.out, router, w.ip4, xl.reverse())
+		})
+		t.Run(p.name+"/from a router about a natOutgoing flow", func(t *testing.T) {
+			w := ne.wl1
+			orig := mkFlow(p.proto, w.ip4, p.sport, server, p.dport)
+			s := p.first
+			s.ttl = 2
+			o := ne.fromWL(t, w, orig.frame(w.l2(), s))
+			o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			port, _ := natPort(o.out)
+			xl := mkFlow(p.proto, hostAddr, port, server, p.dport)
+			quoted := o.out[14:] // TTL 1: the router's time-exceeded
+			in := icmpError(ne.routerL2(), router, hostAddr, layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeTTLExceeded, quoted)
+			e := ne.fromUL(t, in)
+			e.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			want := icmpError(ne.routerL2(), router, w.ip4, layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeTTLExceeded, quoteXlated(quoted, orig))
+			want = withL2(want, w.toL2())
+			want[14+8]--
+			fixIPv4Checksum(want[14:])
+			wantBytes(t, e.out, want)
+			checkQuote(t, e.out, router, w.ip4, orig)
+			_, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATSNAT)
+			wantSeen(t, "reply", re, 1, uint64(len(in)), 0)
+		})
+	}
+	t.Run("about a flow nobody tracks: untouched", func(t *testing.T) {
+		q := mkFlow(maps.ProtoUDP, hostAddr, 40400, server, 53).frame(ne.hostL2(), seg{})[14:]
+		o := ne.fromUL(t, icmpError(ne.routerL2(), router, hostAddr, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, q))
+		o.want(t, ok, hit{ul, maps.ReasonPassHost})
+		o.unchanged(t)
+	})
+	t.Run("about a tracked flow without translation: untouched", func(t *testing.T) {
+		f := mkFlow(maps.ProtoUDP, ne.wl4.ip4, 40401, server, 53)
+		ne.fromWL(t, ne.wl4, f.frame(ne.wl4.l2(), seg{})).want(t, ok, hit{ne.wl4, maps.ReasonPassHost})
+		q := f.frame(ne.hostL2(), seg{})[14:]
+		o := ne.fromUL(t, icmpError(ne.routerL2(), server, ne.wl4.ip4, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, q))
+		o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{ne.wl4, maps.ReasonToWorkload})
+		want := withL2(o.in, ne.wl4.toL2())
+		want[14+8]--
+		fixIPv4Checksum(want[14:])
+		wantBytes(t, o.out, want)
+	})
+	t.Run("the host's time-exceeded for a translated packet leaves quoting the original", func(t *testing.T) {
+		// The host stack forwards the DNAT'd packet; when its TTL runs
+		// out, its time-exceeded to the client goes out of the underlay,
+		// whose egress hook translates the quote back.
+		orig := mkFlow(maps.ProtoUDP, client, 40402, fipWL2, 53)
+		o := ne.fromUL(t, orig.frame(ne.routerL2(), seg{ttl: 1}))
+		o.want(t, ok, hit{ul, maps.ReasonPassHost})
+		xl := mkFlow(maps.ProtoUDP, client, 40402, ne.wl2.ip4, 53)
+		quoted := xlate(o.in, xl, false)[14:]
+		wantBytes(t, o.out, slices.Concat(o.in[:14], quoted))
+		in := icmpError(ne.hostL2(), hostAddr, client, layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeTTLExceeded, quoted)
+		e := ne.runOn(t, ne.ulEgress, ul.ifindex, in)
+		e.want(t, ok, hit{ul, maps.ReasonPassHost})
+		checkQuote(t, e.out, hostAddr, client, orig)
+		wantBytes(t, e.out, icmpError(ne.hostL2(), hostAddr, client, layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeTTLExceeded, quoteXlated(quoted, orig)))
+	})
+}
+
+// 11. natOutgoing with every source port to a server's port taken: the
+// first packet of a new flow is dropped (drop-nat-ports), untouched, and
+// leaves no entry. The reply keys of all 4536 ports are written through
+// the map (the first candidate is random). Other server ports, and other
+// protocols, still have theirs.
+func TestNATOutgoingPortsExhausted(t *testing.T) {
+	ne := newNATEnv(t)
+	w := ne.wl1
+	for _, p := range []struct {
+		name  string
+		proto uint8
+		dport uint16
+	}{{"tcp", maps.ProtoTCP, 443}, {"udp", maps.ProtoUDP, 53}, {"icmp echo", maps.ProtoICMP, 0}} {
+		t.Run(p.name, func(t *testing.T) {
+			var keys []bpf.CalyxCxCtKey
+			var vals []bpf.CalyxCxCtEntry
+			for port := int(natPorts[0]); port <= int(natPorts[1]); port++ {
+				// What replies to a flow from (node, port) carry.
+				f := mkFlow(p.proto, hostAddr, uint16(port), server, p.dport).reverse()
+				keys = append(keys, rawCTKey(f))
+				vals = append(vals, bpf.CalyxCxCtEntry{Dir: 1, Nat: maps.NATSNAT})
+			}
+			if n, err := ne.ct.BatchUpdate(keys, vals, nil); err != nil || n != len(keys) {
+				t.Fatalf("fill %d reply keys: %d, %v", len(keys), n, err)
+			}
+			before := ne.conntrack(t)
+			s := seg{}
+			if p.proto == maps.ProtoTCP {
+				s = syn
+			}
+			o := ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, server, p.dport).frame(w.l2(), s))
+			o.want(t, shot, hit{w, maps.ReasonDropNATPorts})
+			o.unchanged(t)
+			if after := ne.conntrack(t); len(after) != len(before) {
+				t.Errorf("a dropped flow left entries: %s", fmtCT(newEntries(before, after)))
+			}
+			if p.proto != maps.ProtoICMP {
+				o = ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, server, p.dport+1).frame(w.l2(), s))
+				o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			}
+			o = ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, client, p.dport).frame(w.l2(), s))
+			o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			if _, err := ne.ct.BatchDelete(keys, nil); err != nil {
+				t.Fatal(err)
+			}
+			o = ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, server, p.dport).frame(w.l2(), s))
+			o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+		})
+	}
+}
+
+// rawCTKey is f as cx_ct stores it: ports in network order (the host is
+// little-endian, as the bpfel object is).
+func rawCTKey(f flow) bpf.CalyxCxCtKey {
+	return bpf.CalyxCxCtKey{Saddr: f.src.Addr().As16(), Daddr: f.dst.Addr().As16(),
+		Sport: bits.ReverseBytes16(f.src.Port()), Dport: bits.ReverseBytes16(f.dst.Port()), Proto: f.proto}
+}
+
+// 12. A new flow whose reply tuple is already another flow's may not
+// start: its replies could not be told from the other flow's, and taking
+// the entry would break that flow. Dropped as drop-ct-full (its entries
+// cannot be written), the other flow untouched. The flow's own reply
+// entry, left behind when its original-direction entry went (LRU), is no
+// clash: the flow starts again with it.
+func TestNATReplyTupleClash(t *testing.T) {
+	ne := newNATEnv(t)
+	ul, w1, w2 := ne.tun.ul, ne.wl1, ne.wl2
+	// wl4 talks to wl2 directly from port 5000, then to wl2's floating IP
+	// from the same port: both flows' replies would be wl2:53 -> wl4:5000.
+	direct := mkFlow(maps.ProtoUDP, ne.wl4.ip4, 5000, w2.ip4, 53)
+	ne.fromWL(t, ne.wl4, direct.frame(ne.wl4.l2(), seg{})).want(t, redirect, hit{ne.wl4, maps.ReasonDeliverLocal}, hit{w2, maps.ReasonToWorkload})
+	before := ne.conntrack(t)
+	viaFIP := mkFlow(maps.ProtoUDP, ne.wl4.ip4, 5000, fipWL2, 53)
+	o := ne.fromWL(t, ne.wl4, viaFIP.frame(ne.wl4.l2(), seg{}))
+	o.want(t, shot, hit{ne.wl4, maps.ReasonDropCTFull})
+	o.unchanged(t)
+	after := ne.conntrack(t)
+	if len(after) != len(before) {
+		t.Errorf("the refused flow left entries: %s", fmtCT(newEntries(before, after)))
+	}
+	oe, re := flowEntries(t, after, direct, direct, 0)
+	wantSeen(t, "original", oe, 1, uint64(len(o.in)), 0)
+	wantSeen(t, "reply", re, 0, 0, 0)
+	// The same from outside: a client whose port matches.
+	out := mkFlow(maps.ProtoTCP, w2.ip4, 22, client, 41100)
+	ne.fromWL(t, w2, out.frame(w2.l2(), syn)).want(t, ok, hit{w2, maps.ReasonPassHost})
+	o = ne.fromUL(t, mkFlow(maps.ProtoTCP, client, 41100, fipWL2, 22).frame(ne.routerL2(), syn))
+	o.want(t, shot, hit{ul, maps.ReasonDropCTFull})
+	o.unchanged(t)
+
+	t.Run("the flow's own reply entry", func(t *testing.T) {
+		orig := mkFlow(maps.ProtoUDP, w1.ip4, 5001, fipWL2, 53)
+		xl := mkFlow(maps.ProtoUDP, w1.ip4, 5001, w2.ip4, 53)
+		in := orig.frame(w1.l2(), seg{})
+		ne.fromWL(t, w1, in).want(t, redirect, hit{w1, maps.ReasonDeliverLocal}, hit{w2, maps.ReasonToWorkload})
+		rin := xl.reverse().frame(w2.l2(), seg{})
+		ne.fromWL(t, w2, rin).want(t, redirect, hit{w2, maps.ReasonDeliverLocal}, hit{w1, maps.ReasonToWorkload})
+		if n, err := ne.dp.Maps.DeleteConntrack([]maps.CTKey{orig.key()}); n != 1 || err != nil {
+			t.Fatalf("delete the original entry: %d, %v", n, err)
+		}
+		o := ne.fromWL(t, w1, in)
+		o.want(t, redirect, hit{w1, maps.ReasonDeliverLocal}, hit{w2, maps.ReasonToWorkload})
+		wantBytes(t, o.out, withL2(xlate(in, xl, true), w2.toL2()))
+		oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+		wantSeen(t, "original", oe, 1, uint64(len(in)), 0)
+		wantSeen(t, "reply", re, 1, uint64(len(rin)), 0) // kept as it was
+	})
+}
+
+// 13. A conntrack table filled to capacity: LRU makes room, so new flows
+// still start (and are translated), each with both entries, and the table
+// never holds more than its capacity. The fill and the runs happen on one
+// CPU: an LRU map keeps free entries per CPU, and a fill from several
+// could not use them all.
+func TestNATConntrackFull(t *testing.T) {
+	ne := newNATEnv(t)
+	ul, w := ne.tun.ul, ne.wl1
+	must(t, ne.ns.Do(func() error {
+		var allowed, one unix.CPUSet
+		if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+			return err
+		}
+		for cpu := 0; cpu < 1024; cpu++ {
+			if allowed.IsSet(cpu) {
+				one.Set(cpu)
+				return unix.SchedSetaffinity(0, &one)
+			}
+		}
+		return fmt.Errorf("no CPU in the affinity mask")
+	}))
+	capacity := int(ne.dp.Maps.ConntrackCapacity())
+	keys := make([]bpf.CalyxCxCtKey, capacity)
+	vals := make([]bpf.CalyxCxCtEntry, capacity)
+	for i := range keys {
+		// Flows of a made-up network, nothing a test packet matches.
+		f := mkFlow(maps.ProtoUDP, netip.AddrFrom4([4]byte{100, 100, byte(i >> 8), byte(i)}), 1, netip.MustParseAddr("100.99.0.1"), 53)
+		keys[i], vals[i] = rawCTKey(f), bpf.CalyxCxCtEntry{}
+	}
+	must(t, ne.ns.Do(func() error {
+		n, err := ne.ct.BatchUpdate(keys, vals, nil)
+		if err == nil && n != capacity {
+			err = fmt.Errorf("%d of %d written", n, capacity)
+		}
+		return err
+	}))
+	if n := len(ne.conntrack(t)); n != capacity {
+		t.Fatalf("the table holds %d entries after the fill, want its capacity %d", n, capacity)
+	}
+
+	fromOutside := mkFlow(maps.ProtoUDP, client, 42000, fipWL2, 53)
+	in := fromOutside.frame(ne.routerL2(), seg{})
+	o := ne.fromUL(t, in)
+	o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{ne.wl2, maps.ReasonToWorkload})
+	wantBytes(t, o.out, withL2(xlate(in, mkFlow(maps.ProtoUDP, client, 42000, ne.wl2.ip4, 53), true), ne.wl2.toL2()))
+
+	natOut := mkFlow(maps.ProtoTCP, w.ip4, 42001, server, 443)
+	o = ne.fromWL(t, w, natOut.frame(w.l2(), syn))
+	o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+	port, inRange := natPort(o.out)
+	if !inRange {
+		t.Errorf("source port %d out of range", port)
+	}
+	hairpin := mkFlow(maps.ProtoICMP, ne.wl2.ip4, 77, fipWL2, 0)
+	o = ne.fromWL(t, ne.wl2, hairpin.frame(ne.wl2.l2(), seg{}))
+	o.want(t, redirect, hit{ne.wl2, maps.ReasonDeliverLocal}, hit{ne.wl2, maps.ReasonToWorkload})
+
+	ct := ne.conntrack(t)
+	if len(ct) > capacity {
+		t.Errorf("the table holds %d entries, more than its capacity %d", len(ct), capacity)
+	}
+	flowEntries(t, ct, fromOutside, mkFlow(maps.ProtoUDP, client, 42000, ne.wl2.ip4, 53), maps.NATDNAT)
+	flowEntries(t, ct, natOut, mkFlow(maps.ProtoTCP, hostAddr, port, server, 443), maps.NATSNAT)
+	if e, ok := ct[hairpin.key()]; !ok || e.NAT != maps.NATDNAT|maps.NATSNAT { // one entry: see TestNATHairpin
+		t.Errorf("no entry for %s", hairpin)
+	}
+	evicted := 0
+	for _, k := range keys {
+		var v bpf.CalyxCxCtEntry
+		if err := ne.ct.Lookup(k, &v); err != nil {
+			evicted++
+		}
+	}
+	if evicted < 6 {
+		t.Errorf("%d of the fill's entries were evicted for 3 new flows, want at least 6", evicted)
+	}
+	t.Logf("capacity %d: 3 new flows evicted %d entries of the fill", capacity, evicted)
+}
+
+// 14. An ICMP "fragmentation needed" for a translated flow reaches the
+// sender about the packet it sent: the error cx_to_node builds (about the
+// packet as translated, to its translated source) is redirected out of the
+// workload's interface, whose egress hook translates it back; for the
+// host's own packets, into the underlay, whose ingress hook does.
+func TestNATFragNeeded(t *testing.T) {
+	ne := newNATEnv(t)
+	w, ul := ne.wl1, ne.tun.ul
+	t.Run("the host to a floating IP on another node", func(t *testing.T) {
+		mtu := underlayMTU - 20
+		orig := mkFlow(maps.ProtoUDP, hostAddr, 40601, fipRemote, 53)
+		o := ne.runOn(t, ne.ulEgress, ul.ifindex, orig.frame(ne.hostL2(), seg{size: mtu + 1}))
+		o.want(t, redirect, hit{ul, maps.ReasonICMPFragNeeded})
+		e := ne.fromUL(t, o.out)
+		e.want(t, ok, hit{ul, maps.ReasonPassHost})
+		checkQuote(t, e.out, ne.tun.nodeA.addr, hostAddr, orig)
+	})
+	for _, tc := range []struct {
+		name string
+		dst  netip.Addr
+		mtu  int
+	}{
+		{"natOutgoing", server, underlayMTU},
+		{"floating IP on another node", fipRemote, underlayMTU - 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := mkFlow(maps.ProtoUDP, w.ip4, 40600, tc.dst, 53)
+			in := orig.frame(w.l2(), seg{size: tc.mtu + 1})
+			o := ne.fromWL(t, w, in)
+			o.want(t, redirect, hit{w, maps.ReasonICMPFragNeeded})
+			// The egress hook of wl1 gets the ICMP next (bpf_redirect to
+			// its egress) and translates it.
+			e := ne.toWL(t, w, o.out)
+			e.want(t, ok, hit{w, maps.ReasonToWorkload})
+			checkQuote(t, e.out, hostAddr, w.ip4, orig)
+			pkt := bpftest.Decode(e.out)
+			icmp, _ := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+			if icmp == nil || icmp.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded) || int(icmp.Seq) != tc.mtu {
+				t.Errorf("not a fragmentation needed with MTU %d: %v", tc.mtu, pkt)
+			}
+		})
+	}
+}
+
+// 15. From outside to a floating IP whose instance runs on another node:
+// the packet is sent to that node as it came, encapsulated as the fixed
+// IP's route says (or routed directly), and translated there, by the node
+// whose workload answers: the reply must get the floating IP back as its
+// source at the instance's first hop, and only that node can know the
+// flow. The fixture plays both nodes, as in TestTunnelRoundTrip: first
+// this host, then nodeA (its address in cx_config, this host a RouteNode,
+// the instance on wl2's interface, the floating IP local).
+func TestNATFloatingIPFromOutsideRemote(t *testing.T) {
+	ne := newNATEnv(t)
+	ul, nodeA := ne.tun.ul, ne.tun.nodeA
+	directFixed := ne.block(t, nodeA, maps.EncapNone)
+	directFIP := netip.MustParseAddr("192.0.2.51")
+	must(t, ne.dp.Maps.PutFloatingIP(directFIP, maps.FloatingIP{Fixed: directFixed, Node: nodeA.addr, EndpointID: 51}))
+	must(t, ne.dp.Maps.PutRoute(netip.PrefixFrom(directFIP, 32), maps.Route{Type: maps.RouteFloatingIP, NextHop: nodeA.addr}))
+	asNodeA := func(fip, fixed netip.Addr) func() {
+		m := ne.dp.Maps
+		cfg := ne.tun.cfg
+		cfg.Address = nodeA.addr
+		must(t, m.PutConfig(cfg))
+		must(t, m.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteNode}))
+		must(t, m.PutRoute(netip.PrefixFrom(fixed, 32), maps.Route{Type: maps.RouteLocalWorkload,
+			Ifindex: ne.wl2.idx(), MAC: maps.MACFrom(ne.wl2.mac), HostMAC: maps.MACFrom(ne.wl2.hostMAC)}))
+		f, _ := m.FloatingIPs()
+		must(t, m.PutFloatingIP(fip, maps.FloatingIP{Fixed: fixed, Node: nodeA.addr, EndpointID: 50, Local: true}))
+		return func() {
+			must(t, m.PutConfig(ne.tun.cfg))
+			must(t, m.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteHost}))
+			must(t, m.DeleteRoute(netip.PrefixFrom(fixed, 32)))
+			must(t, m.PutFloatingIP(fip, f[fip]))
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		fip, fixed netip.Addr
+		encap      maps.Encap
+		reason     maps.Reason // counted on this node's underlay
+		decap      maps.Reason // counted on nodeA's
+	}{
+		{"ipip", fipRemote, ne.remoteFixed, maps.EncapIPIP, maps.ReasonEncapIPIP, maps.ReasonDecapIPIP},
+		{"direct", directFIP, directFixed, maps.EncapNone, maps.ReasonForwardDirect, maps.ReasonDeliverLocal},
+	} {
+		for _, p := range protos {
+			t.Run(tc.name+"/"+p.name, func(t *testing.T) {
+				orig := mkFlow(p.proto, client, p.sport, tc.fip, p.dport)
+				xl := mkFlow(p.proto, client, p.sport, tc.fixed, p.dport)
+				before := ne.conntrack(t)
+				in := orig.frame(ne.routerL2(), p.first)
+				sent := ne.fromUL(t, in)
+				sent.want(t, redirect, hit{ul, tc.reason})
+				if tc.encap == maps.EncapNone {
+					wantBytes(t, sent.out, withL2(xlate(in, orig, true), bpftest.L2{Src: ul.hostMAC, Dst: nodeA.l2}))
+				} else {
+					checkEncap(t, ne.env, sent, nodeA, tc.encap, true)
+				}
+				if sent.ctx.Mark != cxMarkRouted {
+					t.Errorf("skb->mark %#x, want %#x", sent.ctx.Mark, cxMarkRouted)
+				}
+				if n := newEntries(before, ne.conntrack(t)); len(n) != 0 {
+					t.Errorf("the node that only forwards tracked the flow: %s", fmtCT(n))
+					// nodeA has a table of its own.
+					var keys []maps.CTKey
+					for k := range n {
+						keys = append(keys, k)
+					}
+					_, err := ne.dp.Maps.DeleteConntrack(keys)
+					must(t, err)
+				}
+
+				restore := asNodeA(tc.fip, tc.fixed)
+				defer restore()
+				got := ne.fromUL(t, sent.out)
+				want := withL2(slices.Concat(sent.out[:14], xlate(in, xl, false)[14:]), ne.wl2.toL2())
+				want[14+8] -= 2
+				fixIPv4Checksum(want[14:])
+				got.wantSized(t, redirect, sizedHit{ul, tc.decap, len(sent.out)}, sizedHit{ne.wl2, maps.ReasonToWorkload, len(want)})
+				wantBytes(t, got.out, want)
+
+				rin := xl.reverse().frame(ne.wl2.l2(), p.reply)
+				r := ne.fromWL(t, ne.wl2, rin)
+				r.want(t, ok, hit{ne.wl2, maps.ReasonPassHost})
+				wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
+				oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+				wantSeen(t, "original", oe, 1, uint64(len(sent.out)), p.firstFlags)
+				wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
+			})
+		}
+	}
+}
+
+// 16. Tunnel packets to a floating IP: translated and delivered when the
+// instance is here (the node the packet reached forwarded it untranslated,
+// TestNATFloatingIPFromOutsideRemote); dropped when it is not (decapsulated
+// traffic is never forwarded on), or when it neither starts a flow nor
+// belongs to one (never to the host stack, which would route it back out).
+func TestNATFloatingIPDecap(t *testing.T) {
+	ne := newNATEnv(t)
+	ul, nodeA := ne.tun.ul, ne.tun.nodeA
+	l2 := bpftest.L2{Src: mac(0x99, 0x01), Dst: mac(0x99, 0xee)}
+	for _, enc := range encaps {
+		t.Run(enc.name+"/instance here", func(t *testing.T) {
+			orig := mkFlow(maps.ProtoTCP, client, 43000+uint16(enc.encap), fipWL2, 443)
+			inner := orig.frame(l2, syn)
+			in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, inner)
+			o := ne.fromUL(t, in)
+			want := withL2(slices.Concat(in[:14], xlate(inner, mkFlow(maps.ProtoTCP, client, orig.src.Port(), ne.wl2.ip4, 443), true)[14:]), ne.wl2.toL2())
+			o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{ne.wl2, maps.ReasonToWorkload, len(want)})
+			wantBytes(t, o.out, want)
+		})
+		t.Run(enc.name+"/instance elsewhere", func(t *testing.T) {
+			in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, mkFlow(maps.ProtoTCP, client, 43010, fipRemote, 443).frame(l2, syn))
+			o := ne.fromUL(t, in)
+			o.want(t, shot, hit{ul, maps.ReasonDropNoRoute})
+			o.unchanged(t)
+		})
+		t.Run(enc.name+"/no flow", func(t *testing.T) {
+			in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, mkFlow(maps.ProtoTCP, client, 43020, fipWL2, 443).frame(l2, ack))
+			before := ne.conntrack(t)
+			o := ne.fromUL(t, in)
+			o.want(t, shot, hit{ul, maps.ReasonDropNoRoute})
+			if n := newEntries(before, ne.conntrack(t)); len(n) != 0 {
+				t.Errorf("entries for a segment without SYN: %s", fmtCT(n))
+			}
+		})
+	}
+	t.Run("a floating IP whose fixed IP has no route yet: the host's", func(t *testing.T) {
+		fip := netip.MustParseAddr("192.0.2.99")
+		must(t, ne.dp.Maps.PutFloatingIP(fip, maps.FloatingIP{Fixed: netip.MustParseAddr("10.66.9.9"), Node: nodeA.addr}))
+		must(t, ne.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), maps.Route{Type: maps.RouteFloatingIP, NextHop: nodeA.addr}))
+		o := ne.fromUL(t, mkFlow(maps.ProtoUDP, client, 43030, fip, 53).frame(ne.routerL2(), seg{}))
+		o.want(t, ok, hit{ul, maps.ReasonPassHost})
+		o.unchanged(t)
+	})
+}

@@ -1,0 +1,228 @@
+// Package conntrack reads calyx's BPF connection-tracking table as flows:
+// it pairs the two entries of each flow (one per direction), names the
+// flow's state, and expires flows that have been idle past their state's
+// timeout. The agent's garbage collector and calyxctl share it.
+package conntrack
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/calyxnet/calyx/maps"
+)
+
+// Timeouts by state: how long a flow may stay idle before it is removed.
+// The programs never delete entries; without this the LRU would only make
+// room when full.
+var Timeouts = map[State]time.Duration{
+	StateSynSent:     30 * time.Second,
+	StateEstablished: time.Hour,
+	StateClosing:     30 * time.Second,
+	StateUDP:         60 * time.Second,
+	StateICMP:        30 * time.Second,
+	StateOther:       60 * time.Second,
+}
+
+// State is what has been seen of a flow.
+type State string
+
+// Flow states.
+const (
+	StateSynSent     State = "syn-sent"    // TCP: a SYN, no answer yet
+	StateEstablished State = "established" // TCP: answered, no FIN or RST
+	StateClosing     State = "closing"     // TCP: FIN or RST seen
+	StateUDP         State = "udp"
+	StateICMP        State = "icmp"
+	StateOther       State = "other"
+)
+
+// Entry is one direction of a flow: its key and entry.
+type Entry struct {
+	Key   maps.CTKey
+	Value maps.CTEntry
+}
+
+// Flow is a tracked flow: its original direction (the first packet's) and
+// its reply direction. Either may be missing when the LRU evicted it.
+type Flow struct {
+	Orig, Reply *Entry
+}
+
+// PairKey is the key of the other direction of an entry: what packets the
+// other way carry once the entry's rewrite has happened.
+func PairKey(k maps.CTKey, v maps.CTEntry) maps.CTKey {
+	if k.Proto == maps.ProtoICMP {
+		// The echo identifier travels in both directions in one field.
+		return maps.CTKey{Src: netipAddrPort(v.NATDst.Addr(), v.NATSrc.Port()), Dst: netipAddrPort(v.NATSrc.Addr(), 0), Proto: k.Proto}
+	}
+	return maps.CTKey{Src: v.NATDst, Dst: v.NATSrc, Proto: k.Proto}
+}
+
+// Flows reads the table and pairs its entries, in a stable order.
+func Flows(m *maps.Maps) ([]Flow, error) {
+	entries := make(map[maps.CTKey]maps.CTEntry)
+	if err := m.Conntrack(func(k maps.CTKey, v maps.CTEntry) bool {
+		entries[k] = v
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	return Pair(entries), nil
+}
+
+// Pair groups entries into flows, in a stable order.
+func Pair(entries map[maps.CTKey]maps.CTEntry) []Flow {
+	seen := make(map[maps.CTKey]bool, len(entries))
+	var flows []Flow
+	for k, v := range entries {
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		e := &Entry{Key: k, Value: v}
+		var other *Entry
+		pk := PairKey(k, v)
+		if pv, ok := entries[pk]; ok && !seen[pk] && pv.Reply != v.Reply {
+			seen[pk] = true
+			other = &Entry{Key: pk, Value: pv}
+		}
+		f := Flow{Orig: e, Reply: other}
+		if v.Reply {
+			f = Flow{Orig: other, Reply: e}
+		}
+		flows = append(flows, f)
+	}
+	sort.Slice(flows, func(i, j int) bool { return flows[i].sortKey() < flows[j].sortKey() })
+	return flows
+}
+
+func (f Flow) any() *Entry {
+	if f.Orig != nil {
+		return f.Orig
+	}
+	return f.Reply
+}
+
+func (f Flow) sortKey() string {
+	e := f.any()
+	return fmt.Sprintf("%03d %s %s", e.Key.Proto, e.Key.Src, e.Key.Dst)
+}
+
+// Proto is the flow's IP protocol number.
+func (f Flow) Proto() uint8 { return f.any().Key.Proto }
+
+// NAT is the flow's translation bits (maps.NATDNAT, maps.NATSNAT).
+func (f Flow) NAT() uint8 { return f.any().Value.NAT }
+
+// State names what has been seen of the flow.
+func (f Flow) State() State {
+	switch f.Proto() {
+	case maps.ProtoUDP:
+		return StateUDP
+	case maps.ProtoICMP:
+		return StateICMP
+	case maps.ProtoTCP:
+	default:
+		return StateOther
+	}
+	var orig, reply uint8
+	if f.Orig != nil {
+		orig = f.Orig.Value.TCPFlags
+	}
+	if f.Reply != nil {
+		reply = f.Reply.Value.TCPFlags
+	}
+	switch {
+	case (orig|reply)&(maps.TCPFin|maps.TCPRst) != 0:
+		return StateClosing
+	case reply&maps.TCPAck != 0:
+		return StateEstablished
+	}
+	return StateSynSent
+}
+
+// Created is when the flow's first entry was written (CLOCK_MONOTONIC ns).
+func (f Flow) Created() uint64 {
+	c := f.any().Value.Created
+	if f.Orig != nil && f.Reply != nil {
+		c = min(f.Orig.Value.Created, f.Reply.Value.Created)
+	}
+	return c
+}
+
+// Last is when the flow last carried a packet (CLOCK_MONOTONIC ns).
+func (f Flow) Last() uint64 {
+	l := f.any().Value.Last
+	if f.Orig != nil && f.Reply != nil {
+		l = max(f.Orig.Value.Last, f.Reply.Value.Last)
+	}
+	return l
+}
+
+// Expired says whether the flow has been idle past its state's timeout.
+func (f Flow) Expired(now uint64) bool {
+	return now > f.Last() && time.Duration(now-f.Last()) > Timeouts[f.State()]
+}
+
+// Keys are the flow's entries' keys.
+func (f Flow) Keys() []maps.CTKey {
+	var ks []maps.CTKey
+	for _, e := range []*Entry{f.Orig, f.Reply} {
+		if e != nil {
+			ks = append(ks, e.Key)
+		}
+	}
+	return ks
+}
+
+// Now is CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_ns reads.
+func Now() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return uint64(time.Now().UnixNano()) // unreachable on Linux
+	}
+	return uint64(ts.Nano())
+}
+
+// GCResult is what one collection did.
+type GCResult struct {
+	Flows, Expired, Deleted int
+}
+
+// GC removes the flows that have been idle past their timeout and returns
+// what it saw. A flow that carries a packet while it is being removed
+// starts again as a new flow on its next packet (TCP: only at a SYN).
+func GC(m *maps.Maps, now uint64) (GCResult, error) {
+	flows, err := Flows(m)
+	if err != nil {
+		return GCResult{}, err
+	}
+	r := GCResult{Flows: len(flows)}
+	var keys []maps.CTKey
+	for _, f := range flows {
+		if f.Expired(now) {
+			r.Expired++
+			keys = append(keys, f.Keys()...)
+		}
+	}
+	r.Deleted, err = m.DeleteConntrack(keys)
+	return r, err
+}
+
+// Flush removes every entry and returns how many.
+func Flush(m *maps.Maps) (int, error) {
+	var keys []maps.CTKey
+	if err := m.Conntrack(func(k maps.CTKey, _ maps.CTEntry) bool {
+		keys = append(keys, k)
+		return true
+	}); err != nil {
+		return 0, err
+	}
+	return m.DeleteConntrack(keys)
+}
+
+func netipAddrPort(a netip.Addr, p uint16) netip.AddrPort { return netip.AddrPortFrom(a, p) }
