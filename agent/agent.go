@@ -19,6 +19,7 @@ import (
 	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
+	"github.com/calyxnet/calyx/conntrack"
 	"github.com/calyxnet/calyx/loader"
 	"github.com/calyxnet/calyx/maps"
 	"github.com/calyxnet/calyx/model"
@@ -91,7 +92,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := kernel.EnableForwarding(); err != nil {
 		return err
 	}
-	dp, err := loader.Load(cfg.BPFFS)
+	var ctEntries uint32
+	if snap, err := ds.Snapshot(ctx); err == nil {
+		ctEntries = snap.Config.Spec.CTMapSize
+	}
+	dp, err := loader.LoadWith(cfg.BPFFS, loader.Options{CTEntries: ctEntries,
+		Logf: func(format string, args ...any) { a.log.Warn(fmt.Sprintf(format, args...)) }})
 	if err != nil {
 		return err
 	}
@@ -115,6 +121,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := a.registerNode(ctx); err != nil {
 		a.log.Warn("node not registered", "node", cfg.Node, "err", err)
 	}
+
+	go a.collectConntrack(ctx)
 
 	kick := make(chan struct{}, 1)
 	poke := func() {
@@ -238,6 +246,11 @@ func (a *Agent) attach(d *calc.Desired) error {
 		}
 		if err := kernel.SetUp(at.Ifindex); err != nil {
 			return err
+		}
+		if !at.Underlay {
+			if err := kernel.PrepareWorkloadInterface(at.Ifname, d.Config.Metadata.Addr().IsLoopback()); err != nil {
+				return err
+			}
 		}
 		role := loader.RoleWorkload
 		if at.Underlay {
@@ -375,4 +388,31 @@ func (a *Agent) serveHTTP(addr string) (*http.Server, error) {
 		}
 	}()
 	return srv, nil
+}
+
+// ctGCInterval is how often idle conntrack flows are removed.
+const ctGCInterval = 10 * time.Second
+
+// collectConntrack removes conntrack flows idle past their timeout until
+// ctx ends. The table is pinned: a restarted agent simply carries on.
+func (a *Agent) collectConntrack(ctx context.Context) {
+	t := time.NewTicker(ctGCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r, err := conntrack.GC(a.dp.Maps, conntrack.Now())
+		if err != nil {
+			a.log.Warn("conntrack collection", "err", err)
+			continue
+		}
+		a.metrics.ctFlows.Set(float64(r.Flows - r.Expired))
+		a.metrics.ctExpired.Add(float64(r.Expired))
+		if r.Expired > 0 {
+			a.log.Debug("conntrack collected", "flows", r.Flows, "expired", r.Expired, "entriesDeleted", r.Deleted)
+		}
+	}
 }

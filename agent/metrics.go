@@ -24,6 +24,8 @@ type metrics struct {
 	ready        prometheus.Gauge
 	workloadMTU  prometheus.Gauge
 	resyncs      prometheus.Counter
+	ctFlows      prometheus.Gauge
+	ctExpired    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -55,6 +57,12 @@ func newMetrics() *metrics {
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "calyx_ready", Help: "1 once the dataplane matches the model.",
 		}),
+		ctFlows: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "calyx_conntrack_flows", Help: "Flows in the conntrack table after the last collection.",
+		}),
+		ctExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "calyx_conntrack_expired_total", Help: "Flows removed for being idle past their state's timeout.",
+		}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "calyx_resyncs_total", Help: "Periodic re-reads of the pinned maps (repairs show in calyx_sync_map_writes_total).",
 		}),
@@ -68,7 +76,7 @@ func newMetrics() *metrics {
 		}
 	}
 	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches,
-		m.endpoints, m.ready, m.workloadMTU, m.resyncs, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.endpoints, m.ready, m.workloadMTU, m.resyncs, m.ctFlows, m.ctExpired, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -78,6 +86,8 @@ func (m *metrics) countWrites(c mapsync.Counts) {
 	m.mapWrites.WithLabelValues(maps.RoutesName, "put").Add(float64(c.RoutePuts))
 	m.mapWrites.WithLabelValues(maps.RoutesName, "delete").Add(float64(c.RouteDeletes))
 	m.mapWrites.WithLabelValues(maps.ConfigName, "put").Add(float64(c.ConfigPuts))
+	m.mapWrites.WithLabelValues(maps.FIPsName, "put").Add(float64(c.FIPPuts))
+	m.mapWrites.WithLabelValues(maps.FIPsName, "delete").Add(float64(c.FIPDeletes))
 }
 
 func (m *metrics) registerDataplane(mp *maps.Maps) {

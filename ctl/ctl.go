@@ -48,13 +48,16 @@ verbs (change the model):
   delete -f FILE           delete the resources named in FILE
   delete KIND NAME         delete one resource
 nouns (read only):
-  get KIND [NAME]          resources of a kind (IPPool, Node, WorkloadEndpoint, Config; any case, singular or plural)
+  get KIND [NAME]          resources of a kind (IPPool, Node, WorkloadEndpoint, FloatingIP, Config; any case, singular or plural)
   endpoints dump           the endpoints programmed in the dataplane
   routes dump              the BPF route table
   counters dump            packets and bytes by interface and verdict reason
   links                    programs attached per interface (ATTACHED: the kernel runs it, checked in
                            calyxctl's network namespace: run it in the host's)
   node status              this node's underlay, MTUs and encapsulations in use
+  nat dump                 floating IPs (with their instance and node) and the active NAT sessions
+  ct dump                  the conntrack table, one row per flow
+  ct flush                 remove every conntrack entry (established NAT flows break)
   version                  this build's version
 `
 
@@ -133,6 +136,19 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 			return usagef("%s: want '%s dump'", cmd, cmd)
 		}
 		return dump(ctx, o, cmd, stdio)
+	case "nat":
+		if len(args) != 1 || args[0] != "dump" {
+			return usagef("nat: want 'nat dump'")
+		}
+		return dump(ctx, o, cmd, stdio)
+	case "ct":
+		switch {
+		case len(args) == 1 && args[0] == "dump":
+			return dump(ctx, o, cmd, stdio)
+		case len(args) == 1 && args[0] == "flush":
+			return ctFlush(o, stdio)
+		}
+		return usagef("ct: want 'ct dump' or 'ct flush'")
 	case "node":
 		if len(args) != 1 || args[0] != "status" {
 			return usagef("node: want 'node status'")

@@ -6,9 +6,11 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/conntrack"
 	"github.com/calyxnet/calyx/loader"
 	"github.com/calyxnet/calyx/maps"
 	"github.com/calyxnet/calyx/model"
@@ -70,6 +72,31 @@ type linkRow struct {
 	EndpointID uint32 `json:"endpointID"`
 }
 
+type natRow struct {
+	FloatingIP string `json:"floatingIP" table:"FLOATING-IP"`
+	FixedIP    string `json:"fixedIP" table:"FIXED-IP"`
+	Endpoint   string `json:"endpoint" table:"ENDPOINT"`
+	Node       string `json:"node" table:"NODE"`
+	Local      bool   `json:"local" table:"LOCAL"`
+	Sessions   int    `json:"sessions" table:"SESSIONS"`
+}
+
+type ctRow struct {
+	Proto        string  `json:"proto" table:"PROTO"`
+	Src          string  `json:"src" table:"SRC"`
+	Dst          string  `json:"dst" table:"DST"`
+	ReplySrc     string  `json:"replySrc" table:"REPLY-SRC"`
+	ReplyDst     string  `json:"replyDst" table:"REPLY-DST"`
+	NAT          string  `json:"nat" table:"NAT"`
+	State        string  `json:"state" table:"STATE"`
+	AgeSeconds   float64 `json:"ageSeconds" table:"AGE"`
+	IdleSeconds  float64 `json:"idleSeconds" table:"IDLE"`
+	Packets      uint64  `json:"packets" table:"PACKETS"`
+	Bytes        uint64  `json:"bytes" table:"BYTES"`
+	ReplyPackets uint64  `json:"replyPackets" table:"REPLY-PACKETS"`
+	ReplyBytes   uint64  `json:"replyBytes" table:"REPLY-BYTES"`
+}
+
 type versionRow struct {
 	Version string `json:"version" table:"VERSION"`
 }
@@ -95,6 +122,25 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 		return render(stdio.Out, o.Output, rows)
 	case "routes":
 		rows, err := routeRows(m, ifname, nodeNames(modelSnapshot(ctx, o, stdio, "node names")))
+		if err != nil {
+			return err
+		}
+		return render(stdio.Out, o.Output, rows)
+	case "nat":
+		rows, sessions, err := natRows(m, modelSnapshot(ctx, o, stdio, "endpoint and node names"))
+		if err != nil {
+			return err
+		}
+		if err := render(stdio.Out, o.Output, rows); err != nil {
+			return err
+		}
+		if o.Output == "table" && len(sessions) > 0 {
+			fmt.Fprintln(stdio.Out, "\nactive NAT sessions:")
+			return render(stdio.Out, o.Output, sessions)
+		}
+		return nil
+	case "ct":
+		rows, err := ctRows(m, false)
 		if err != nil {
 			return err
 		}
@@ -320,4 +366,130 @@ func routeRows(m *maps.Maps, ifname func(uint32) string, nodes map[netip.Addr]st
 		return a.Bits() < b.Bits()
 	})
 	return rows, nil
+}
+
+// ctRows lists the conntrack table as flows; natOnly keeps the translated.
+func ctRows(m *maps.Maps, natOnly bool) ([]ctRow, error) {
+	flows, err := conntrack.Flows(m)
+	if err != nil {
+		return nil, err
+	}
+	now := conntrack.Now()
+	rows := []ctRow{}
+	for _, f := range flows {
+		if natOnly && f.NAT() == 0 {
+			continue
+		}
+		r := ctRow{Proto: protoName(f.Proto()), NAT: natName(f.NAT()), State: string(f.State()),
+			AgeSeconds: seconds(now, f.Created()), IdleSeconds: seconds(now, f.Last())}
+		if e := f.Orig; e != nil {
+			r.Src, r.Dst = endpointString(e.Key.Src, f.Proto()), endpointString(e.Key.Dst, f.Proto())
+			r.Packets, r.Bytes = e.Value.Packets, e.Value.Bytes
+		}
+		if e := f.Reply; e != nil {
+			r.ReplySrc, r.ReplyDst = endpointString(e.Key.Src, f.Proto()), endpointString(e.Key.Dst, f.Proto())
+			r.ReplyPackets, r.ReplyBytes = e.Value.Packets, e.Value.Bytes
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+// natRows is the floating-IP table with names from the model, and the
+// translated flows.
+func natRows(m *maps.Maps, snap *model.Snapshot) ([]natRow, []ctRow, error) {
+	fips, err := m.FloatingIPs()
+	if err != nil {
+		return nil, nil, err
+	}
+	sessions, err := ctRows(m, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	perFIP := make(map[string]int)
+	for _, s := range sessions {
+		for _, a := range []string{s.Dst, s.ReplySrc, s.Src} {
+			if ap, err := netip.ParseAddrPort(a); err == nil {
+				perFIP[ap.Addr().String()]++
+				break
+			}
+		}
+	}
+	names := make(map[uint32]string)
+	if snap != nil {
+		for name := range snap.Endpoints {
+			names[calc.EndpointID(name)] = name
+		}
+	}
+	nodes := nodeNames(snap)
+	rows := make([]natRow, 0, len(fips))
+	for ip, f := range fips {
+		rows = append(rows, natRow{FloatingIP: ip.String(), FixedIP: f.Fixed.String(), Endpoint: names[f.EndpointID],
+			Node: nodes[f.Node], Local: f.Local, Sessions: perFIP[ip.String()]})
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		return netip.MustParseAddr(rows[i].FloatingIP).Less(netip.MustParseAddr(rows[j].FloatingIP))
+	})
+	return rows, sessions, nil
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case maps.ProtoTCP:
+		return "tcp"
+	case maps.ProtoUDP:
+		return "udp"
+	case maps.ProtoICMP:
+		return "icmp"
+	}
+	return strconv.Itoa(int(p))
+}
+
+func natName(n uint8) string {
+	switch {
+	case n&maps.NATDNAT != 0 && n&maps.NATSNAT != 0:
+		return "dnat+snat"
+	case n&maps.NATDNAT != 0:
+		return "dnat"
+	case n&maps.NATSNAT != 0:
+		return "snat"
+	}
+	return "none"
+}
+
+// endpointString prints an address with its port, or for ICMP with the
+// echo identifier as "addr id N".
+func endpointString(ap netip.AddrPort, proto uint8) string {
+	if proto == maps.ProtoICMP {
+		if ap.Port() == 0 {
+			return ap.Addr().String()
+		}
+		return fmt.Sprintf("%s id %d", ap.Addr(), ap.Port())
+	}
+	return ap.String()
+}
+
+func seconds(now, then uint64) float64 {
+	if then == 0 || then > now {
+		return 0
+	}
+	return float64((now-then)/1e6) / 1e3
+}
+
+type flushRow struct {
+	Deleted int `json:"deleted" table:"DELETED"`
+}
+
+// ctFlush is the verb: it empties the conntrack table.
+func ctFlush(o Options, stdio IO) error {
+	m, err := maps.OpenPinnedWritable(o.BPFFS)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	n, err := conntrack.Flush(m)
+	if err != nil {
+		return err
+	}
+	return render(stdio.Out, o.Output, []flushRow{{Deleted: n}})
 }

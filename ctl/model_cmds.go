@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 
 	"github.com/calyxnet/calyx/model"
@@ -90,6 +91,40 @@ type resourceRow struct {
 	Detail string `table:"SPEC"`
 }
 
+// floatingIPRow is the table view of a FloatingIP. FixedIP is the address
+// in force: spec.fixedIP, or the endpoint's first IPv4 when none is given
+// ("-" when the endpoint is missing or has none).
+type floatingIPRow struct {
+	Name     string `table:"NAME"`
+	IP       string `table:"IP"`
+	Endpoint string `table:"ENDPOINT"`
+	FixedIP  string `table:"FIXED-IP"`
+}
+
+// addrCell is "" (printed "-") for the zero Addr, whose String is "invalid IP".
+func addrCell(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func floatingIPRows(snap *model.Snapshot, rs []model.Resource) []floatingIPRow {
+	rows := make([]floatingIPRow, 0, len(rs))
+	for _, r := range rs {
+		f, ok := r.(*model.FloatingIP)
+		if !ok {
+			continue
+		}
+		row := floatingIPRow{Name: f.Metadata.Name, IP: addrCell(f.Spec.IP), Endpoint: f.Spec.Endpoint}
+		if fixed, ok := snap.FixedIP(f); ok {
+			row.FixedIP = fixed.String()
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
 func get(ctx context.Context, o Options, args []string, stdio IO) error {
 	if len(args) < 1 || len(args) > 2 {
 		return usagef("get: want 'get KIND [NAME]'")
@@ -122,6 +157,9 @@ func get(ctx context.Context, o Options, args []string, stdio IO) error {
 		return render(stdio.Out, "json", rs)
 	case "yaml":
 		return writeYAMLDocs(stdio.Out, rs)
+	}
+	if kind == model.KindFloatingIP {
+		return render(stdio.Out, "table", floatingIPRows(snap, rs))
 	}
 	rows := make([]resourceRow, 0, len(rs))
 	for _, r := range rs {
@@ -161,6 +199,12 @@ func summary(r model.Resource) string {
 		return fmt.Sprintf("ipv4Address=%s", v.Spec.IPv4Address)
 	case *model.WorkloadEndpoint:
 		return fmt.Sprintf("node=%s interface=%s ips=%v", v.Spec.Node, v.Spec.Interface, v.Spec.IPNetworks)
+	case *model.FloatingIP:
+		s := fmt.Sprintf("ip=%s endpoint=%s", v.Spec.IP, v.Spec.Endpoint)
+		if v.Spec.FixedIP.IsValid() {
+			s += fmt.Sprintf(" fixedIP=%s", v.Spec.FixedIP)
+		}
+		return s
 	case *model.Config:
 		return fmt.Sprintf("vxlanVNI=%d vxlanPort=%d", v.Spec.VXLANVNI, v.Spec.VXLANPort)
 	}

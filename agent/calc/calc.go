@@ -98,6 +98,9 @@ type Desired struct {
 	// Config is cx_config: the node's underlay settings. Zero (no
 	// Address) until this node has an underlay address in the model.
 	Config maps.NodeConfig
+	// FloatingIPs is cx_fips: every floating IP of the model whose
+	// instance is known, the same on every node.
+	FloatingIPs map[netip.Addr]maps.FloatingIP
 	// Encaps lists the encapsulations remote routes use, sorted.
 	Encaps []maps.Encap
 	// WorkloadMTU is the MTU workloads must use so that their packets fit
@@ -119,9 +122,10 @@ func EndpointID(name string) uint32 {
 // Compute derives the desired dataplane state.
 func Compute(in Input) *Desired {
 	d := &Desired{
-		Ifaces: make(map[uint32]maps.Iface),
-		Routes: make(map[netip.Prefix]maps.Route),
-		Attach: make(map[uint32]Attachment),
+		Ifaces:      make(map[uint32]maps.Iface),
+		Routes:      make(map[netip.Prefix]maps.Route),
+		Attach:      make(map[uint32]Attachment),
+		FloatingIPs: make(map[netip.Addr]maps.FloatingIP),
 	}
 	s := in.Snapshot
 	if s == nil {
@@ -151,6 +155,15 @@ func Compute(in Input) *Desired {
 			d.Routes[netip.PrefixFrom(a, 32)] = maps.Route{Type: maps.RouteNode, NextHop: a}
 		}
 	}
+
+	// Pools: an address in one is not "outside" for natOutgoing. Workload
+	// routes (/32) are more specific and win the lookup.
+	for _, p := range WorkloadPools(s) {
+		if p.Addr().Is4() {
+			d.Routes[p] = maps.Route{Type: maps.RoutePool}
+		}
+	}
+	floatingIPs(d, s, in.Node)
 
 	encaps := make(map[maps.Encap]bool)
 	for _, ep := range s.Endpoints {
@@ -184,7 +197,8 @@ func Compute(in Input) *Desired {
 		d.Attach[idx] = Attachment{Ifname: link.Name, Ifindex: link.Ifindex, Endpoint: ep.Metadata.Name}
 		for _, ipn := range ep.Spec.IPNetworks {
 			p := ipn.Masked()
-			d.Routes[p] = maps.Route{Type: maps.RouteLocalWorkload, Ifindex: idx, MAC: mac, HostMAC: link.MAC}
+			d.Routes[p] = maps.Route{Type: maps.RouteLocalWorkload, Ifindex: idx, MAC: mac, HostMAC: link.MAC,
+				NATOutgoing: natOutgoing(s, ipn.Addr())}
 			d.KernelRoutes = append(d.KernelRoutes, KernelRoute{Dst: p, Ifindex: link.Ifindex})
 		}
 	}
@@ -220,14 +234,15 @@ func nodeConfig(in Input, s *model.Snapshot, self model.NodeSpec) maps.NodeConfi
 		c.UnderlayIfindex = uint32(ul.Ifindex)
 		c.UnderlayMTU = uint32(ul.MTU)
 	}
+	// Validated by the model; an IPv6 metadata address is not served yet.
+	if ap, err := netip.ParseAddrPort(s.Config.Spec.MetadataAddress); err == nil && ap.Addr().Is4() {
+		c.Metadata = ap
+	}
 	return c
 }
 
-// EncapFor decides how traffic from node self to addr, hosted by node
-// remote, leaves: by the mode of the pool that holds addr (the longest
-// one). CrossSubnet encapsulates only when remote's underlay address is
-// outside self's underlay subnet (Node.spec.ipv4Address's prefix).
-func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) maps.Encap {
+// poolOf returns the longest pool that holds addr (by name on a tie).
+func poolOf(s *model.Snapshot, addr netip.Addr) *model.IPPool {
 	var pool *model.IPPool
 	for _, p := range s.Pools {
 		if p.Spec.CIDR.Contains(addr) && (pool == nil || p.Spec.CIDR.Bits() > pool.Spec.CIDR.Bits() ||
@@ -235,6 +250,46 @@ func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) m
 			pool = p
 		}
 	}
+	return pool
+}
+
+// natOutgoing says whether traffic from addr to outside every pool leaves
+// as the node (its pool's natOutgoing).
+func natOutgoing(s *model.Snapshot, addr netip.Addr) bool {
+	p := poolOf(s, addr)
+	return p != nil && p.Spec.NATOutgoing && !p.Spec.Disabled && addr.Is4()
+}
+
+// floatingIPs fills cx_fips and a route per floating IP to its instance's
+// node. A floating IP whose endpoint or node is unknown (being created or
+// removed) is left out: nothing can be translated for it yet.
+func floatingIPs(d *Desired, s *model.Snapshot, node string) {
+	for _, f := range s.FloatingIPs {
+		fixed, ok := s.FixedIP(f)
+		if !ok {
+			continue
+		}
+		ep, ok := s.Endpoints[f.Spec.Endpoint]
+		if !ok {
+			continue
+		}
+		n, ok := s.Nodes[ep.Spec.Node]
+		if !ok || !n.Spec.IPv4Address.IsValid() {
+			continue
+		}
+		owner := n.Spec.IPv4Address.Addr()
+		d.FloatingIPs[f.Spec.IP] = maps.FloatingIP{Fixed: fixed, Node: owner, EndpointID: EndpointID(ep.Metadata.Name),
+			Local: ep.Spec.Node == node}
+		d.Routes[netip.PrefixFrom(f.Spec.IP, 32)] = maps.Route{Type: maps.RouteFloatingIP, NextHop: owner}
+	}
+}
+
+// EncapFor decides how traffic from node self to addr, hosted by node
+// remote, leaves: by the mode of the pool that holds addr (the longest
+// one). CrossSubnet encapsulates only when remote's underlay address is
+// outside self's underlay subnet (Node.spec.ipv4Address's prefix).
+func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) maps.Encap {
+	pool := poolOf(s, addr)
 	if pool == nil {
 		return maps.EncapNone
 	}

@@ -61,6 +61,7 @@ func TestCompute(t *testing.T) {
 		"10.65.0.3/32":  {Type: maps.RouteLocalWorkload, Ifindex: 12, HostMAC: hostMAC2},
 		"10.65.1.9/32":  {Type: maps.RouteRemoteWorkload, NextHop: netip.MustParseAddr("10.30.0.12")},
 		"10.30.0.12/32": {Type: maps.RouteNode, NextHop: netip.MustParseAddr("10.30.0.12")},
+		"10.65.0.0/16":  {Type: maps.RoutePool},
 	}
 	if len(d.Routes) != len(wantRoutes) {
 		t.Errorf("routes = %v, want %d entries", d.Routes, len(wantRoutes))
@@ -185,7 +186,8 @@ func TestComputeEncapPerPoolMode(t *testing.T) {
 				t.Errorf("own address route = %+v, want host", r)
 			}
 			wantCfg := maps.NodeConfig{Address: netip.MustParseAddr("10.30.0.11"), UnderlayIfindex: 2, UnderlayMTU: 1500,
-				VXLANVNI: model.DefaultVXLANVNI, VXLANPort: model.DefaultVXLANPort}
+				VXLANVNI: model.DefaultVXLANVNI, VXLANPort: model.DefaultVXLANPort,
+				Metadata: netip.MustParseAddrPort(model.DefaultMetadataAddress)}
 			if d.Config != wantCfg {
 				t.Errorf("config = %+v, want %+v", d.Config, wantCfg)
 			}
@@ -236,5 +238,46 @@ func TestPoolRoutes(t *testing.T) {
 	in.Underlay = "missing"
 	if rs := PoolRoutes(Compute(in), pools); len(rs) != 0 {
 		t.Errorf("pool routes without an underlay = %v, want none", rs)
+	}
+}
+
+func TestComputeFloatingIPsAndNATOutgoing(t *testing.T) {
+	s := threeNodes(model.EncapNever, model.EncapAlways)
+	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "fip"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("198.51.100.0/24"), External: true}})
+	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "nat"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("10.66.0.0/16"), NATOutgoing: true}})
+	s.Put(&model.WorkloadEndpoint{Metadata: model.Metadata{Name: "wn"}, Spec: model.WorkloadEndpointSpec{
+		Node: "a", Interface: "tap-wn", IPNetworks: []netip.Prefix{netip.MustParsePrefix("10.66.0.2/32")}}})
+	s.Put(&model.FloatingIP{Metadata: model.Metadata{Name: "fa"}, Spec: model.FloatingIPSpec{IP: netip.MustParseAddr("198.51.100.10"), Endpoint: "wa"}})
+	s.Put(&model.FloatingIP{Metadata: model.Metadata{Name: "fc"}, Spec: model.FloatingIPSpec{IP: netip.MustParseAddr("198.51.100.30"), Endpoint: "wc"}})
+	if err := s.Validate(); err != nil {
+		t.Fatalf("model: %v", err)
+	}
+	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]Interface{
+		"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}, "tap-wa": {Name: "tap-wa", Ifindex: 7}, "tap-wn": {Name: "tap-wn", Ifindex: 8}}})
+
+	want := map[netip.Addr]maps.FloatingIP{
+		netip.MustParseAddr("198.51.100.10"): {Fixed: netip.MustParseAddr("10.65.1.2"), Node: netip.MustParseAddr("10.30.0.11"), EndpointID: EndpointID("wa"), Local: true},
+		netip.MustParseAddr("198.51.100.30"): {Fixed: netip.MustParseAddr("10.65.3.2"), Node: netip.MustParseAddr("10.30.1.13"), EndpointID: EndpointID("wc")},
+	}
+	if len(d.FloatingIPs) != len(want) {
+		t.Fatalf("floating IPs = %v, want %v", d.FloatingIPs, want)
+	}
+	for ip, f := range want {
+		if d.FloatingIPs[ip] != f {
+			t.Errorf("floating IP %s = %+v, want %+v", ip, d.FloatingIPs[ip], f)
+		}
+		if r := d.Routes[netip.PrefixFrom(ip, 32)]; r.Type != maps.RouteFloatingIP || r.NextHop != f.Node {
+			t.Errorf("route of %s = %+v, want floating-ip via %s", ip, r, f.Node)
+		}
+	}
+	// Only workload pools are "inside"; the external pool is not routed.
+	for p, want := range map[string]bool{"10.65.0.0/16": true, "10.66.0.0/16": true, "198.51.100.0/24": false} {
+		if _, ok := d.Routes[netip.MustParsePrefix(p)]; ok != want {
+			t.Errorf("pool route %s present %v, want %v", p, ok, want)
+		}
+	}
+	if !d.Routes[netip.MustParsePrefix("10.66.0.2/32")].NATOutgoing || d.Routes[netip.MustParsePrefix("10.65.1.2/32")].NATOutgoing {
+		t.Errorf("natOutgoing flags: wn %v (want true), wa %v (want false)",
+			d.Routes[netip.MustParsePrefix("10.66.0.2/32")].NATOutgoing, d.Routes[netip.MustParsePrefix("10.65.1.2/32")].NATOutgoing)
 	}
 }

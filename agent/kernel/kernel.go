@@ -91,6 +91,26 @@ func SetUp(ifindex int) error {
 	return nil
 }
 
+// PrepareWorkloadInterface sets the sysctls a workload interface needs:
+// arp_announce=2, so that the host's ARP requests to the workload carry an
+// address of its own and not the packet's source (a packet from 127.0.0.1,
+// the metadata service, would make the workload drop the ARP as martian);
+// and with localnet, route_localnet=1, so that packets DNAT'd to a loopback
+// address (the metadata service) and their replies are routed here.
+func PrepareWorkloadInterface(ifname string, localnet bool) error {
+	settings := map[string]string{"arp_announce": "2"}
+	if localnet {
+		settings["route_localnet"] = "1"
+	}
+	for key, val := range settings {
+		p := filepath.Join("/proc/sys/net/ipv4/conf", ifname, key)
+		if err := os.WriteFile(p, []byte(val), 0o644); err != nil {
+			return fmt.Errorf("%s on %s: %w", key, ifname, err)
+		}
+	}
+	return nil
+}
+
 // SyncRoutes makes the kernel's calyx-owned routes equal to want: missing
 // ones are added first, then stale ones removed. It returns how many it
 // added and removed.

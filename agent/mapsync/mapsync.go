@@ -21,6 +21,9 @@ type Store interface {
 	DeleteRoute(p netip.Prefix) error
 	Config() (maps.NodeConfig, error)
 	PutConfig(c maps.NodeConfig) error
+	FloatingIPs() (map[netip.Addr]maps.FloatingIP, error)
+	PutFloatingIP(ip netip.Addr, f maps.FloatingIP) error
+	DeleteFloatingIP(ip netip.Addr) error
 }
 
 // Counts says how many entries a step wrote or deleted, per map.
@@ -28,11 +31,12 @@ type Counts struct {
 	IfacePuts, IfaceDeletes int
 	RoutePuts, RouteDeletes int
 	ConfigPuts              int
+	FIPPuts, FIPDeletes     int
 }
 
 // Total is every write and delete.
 func (c Counts) Total() int {
-	return c.IfacePuts + c.IfaceDeletes + c.RoutePuts + c.RouteDeletes + c.ConfigPuts
+	return c.IfacePuts + c.IfaceDeletes + c.RoutePuts + c.RouteDeletes + c.ConfigPuts + c.FIPPuts + c.FIPDeletes
 }
 
 func (c *Counts) add(o Counts) {
@@ -41,6 +45,8 @@ func (c *Counts) add(o Counts) {
 	c.RoutePuts += o.RoutePuts
 	c.RouteDeletes += o.RouteDeletes
 	c.ConfigPuts += o.ConfigPuts
+	c.FIPPuts += o.FIPPuts
+	c.FIPDeletes += o.FIPDeletes
 }
 
 // Syncer keeps a copy of what the maps hold, read once from the pins at
@@ -50,6 +56,7 @@ type Syncer struct {
 	ifaces map[uint32]maps.Iface
 	routes map[netip.Prefix]maps.Route
 	config maps.NodeConfig
+	fips   map[netip.Addr]maps.FloatingIP
 }
 
 // New reads the current map contents.
@@ -77,13 +84,18 @@ func (s *Syncer) Reload() error {
 	if err != nil {
 		return fmt.Errorf("read current node config: %w", err)
 	}
-	s.ifaces, s.routes, s.config = ifaces, routes, config
+	fips, err := s.store.FloatingIPs()
+	if err != nil {
+		return fmt.Errorf("read current floating IPs: %w", err)
+	}
+	s.ifaces, s.routes, s.config, s.fips = ifaces, routes, config, fips
 	return nil
 }
 
 // Upsert writes every desired entry that is missing or different: the node
-// config first (routes that encapsulate need it), then interfaces before
-// routes so that no route points at an unknown interface. An error leaves
+// config first (routes that encapsulate need it), then interfaces and
+// floating IPs before routes so that no route points at an unknown
+// interface or an untranslatable floating IP. An error leaves
 // the cache matching what was written before it.
 func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 	var c Counts
@@ -104,6 +116,18 @@ func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 		s.ifaces[idx] = want
 		c.IfacePuts++
 	}
+	// Floating IPs before routes: a route to a floating IP is only useful
+	// once it can be translated.
+	for ip, want := range d.FloatingIPs {
+		if have, ok := s.fips[ip]; ok && have == want {
+			continue
+		}
+		if err := s.store.PutFloatingIP(ip, want); err != nil {
+			return c, err
+		}
+		s.fips[ip] = want
+		c.FIPPuts++
+	}
 	for p, want := range d.Routes {
 		if have, ok := s.routes[p]; ok && have == want {
 			continue
@@ -117,7 +141,8 @@ func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 	return c, nil
 }
 
-// Prune deletes every entry that is not desired, routes before interfaces.
+// Prune deletes every entry that is not desired: routes, then floating
+// IPs, then interfaces.
 func (s *Syncer) Prune(d *calc.Desired) (Counts, error) {
 	var c Counts
 	for p := range s.routes {
@@ -129,6 +154,16 @@ func (s *Syncer) Prune(d *calc.Desired) (Counts, error) {
 		}
 		delete(s.routes, p)
 		c.RouteDeletes++
+	}
+	for ip := range s.fips {
+		if _, ok := d.FloatingIPs[ip]; ok {
+			continue
+		}
+		if err := s.store.DeleteFloatingIP(ip); err != nil {
+			return c, err
+		}
+		delete(s.fips, ip)
+		c.FIPDeletes++
 	}
 	for idx := range s.ifaces {
 		if _, ok := d.Ifaces[idx]; ok {

@@ -14,6 +14,7 @@ type fakeStore struct {
 	ifaces map[uint32]maps.Iface
 	routes map[netip.Prefix]maps.Route
 	config maps.NodeConfig
+	fips   map[netip.Addr]maps.FloatingIP
 	ops    []string
 	failOn string
 }
@@ -39,6 +40,33 @@ func (f *fakeStore) Routes() (map[netip.Prefix]maps.Route, error) {
 }
 
 func (f *fakeStore) Config() (maps.NodeConfig, error) { return f.config, nil }
+
+func (f *fakeStore) FloatingIPs() (map[netip.Addr]maps.FloatingIP, error) {
+	out := map[netip.Addr]maps.FloatingIP{}
+	for k, v := range f.fips {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (f *fakeStore) PutFloatingIP(ip netip.Addr, v maps.FloatingIP) error {
+	if err := f.op("put fip " + ip.String()); err != nil {
+		return err
+	}
+	if f.fips == nil {
+		f.fips = map[netip.Addr]maps.FloatingIP{}
+	}
+	f.fips[ip] = v
+	return nil
+}
+
+func (f *fakeStore) DeleteFloatingIP(ip netip.Addr) error {
+	if err := f.op("delete fip " + ip.String()); err != nil {
+		return err
+	}
+	delete(f.fips, ip)
+	return nil
+}
 
 func (f *fakeStore) PutConfig(c maps.NodeConfig) error {
 	if err := f.op("put config"); err != nil {
@@ -215,4 +243,41 @@ func TestReloadRepairsOutOfBandChanges(t *testing.T) {
 	if _, ok := f.routes[netip.MustParsePrefix("10.9.9.9/32")]; ok {
 		t.Error("stray route left in place")
 	}
+}
+
+// A floating IP goes in before the route that leads to it, and its route
+// goes before the floating IP on removal.
+func TestFloatingIPOrder(t *testing.T) {
+	f := newFake()
+	s, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fip := netip.MustParseAddr("198.51.100.10")
+	d := desired(map[uint32]string{1: "10.0.0.1"})
+	d.FloatingIPs = map[netip.Addr]maps.FloatingIP{fip: {Fixed: netip.MustParseAddr("10.0.0.1"), Local: true}}
+	d.Routes[netip.PrefixFrom(fip, 32)] = maps.Route{Type: maps.RouteFloatingIP}
+	f.ops = nil
+	if _, err := s.Sync(d); err != nil {
+		t.Fatal(err)
+	}
+	if i, j := indexOf(f.ops, "put fip 198.51.100.10"), indexOf(f.ops, "put route 198.51.100.10/32"); i < 0 || j < 0 || i > j {
+		t.Errorf("add order %v: the floating IP must come before its route", f.ops)
+	}
+	f.ops = nil
+	if _, err := s.Sync(desired(map[uint32]string{1: "10.0.0.1"})); err != nil {
+		t.Fatal(err)
+	}
+	if i, j := indexOf(f.ops, "del route 198.51.100.10/32"), indexOf(f.ops, "delete fip 198.51.100.10"); i < 0 || j < 0 || i > j {
+		t.Errorf("remove order %v: the route must go before the floating IP", f.ops)
+	}
+}
+
+func indexOf(ops []string, op string) int {
+	for i, o := range ops {
+		if o == op {
+			return i
+		}
+	}
+	return -1
 }
