@@ -406,12 +406,15 @@ func natRows(m *maps.Maps, snap *model.Snapshot) ([]natRow, []ctRow, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	perFIP := make(map[string]int)
+	// A session belongs to the floating IP it carries in either direction.
+	perFIP := make(map[netip.Addr]int)
 	for _, s := range sessions {
-		for _, a := range []string{s.Dst, s.ReplySrc, s.Src} {
-			if ap, err := netip.ParseAddrPort(a); err == nil {
-				perFIP[ap.Addr().String()]++
-				break
+		for _, a := range []string{s.Dst, s.Src, s.ReplySrc, s.ReplyDst} {
+			if addr := addrOf(a); addr.IsValid() {
+				if _, ok := fips[addr]; ok {
+					perFIP[addr]++
+					break
+				}
 			}
 		}
 	}
@@ -425,7 +428,7 @@ func natRows(m *maps.Maps, snap *model.Snapshot) ([]natRow, []ctRow, error) {
 	rows := make([]natRow, 0, len(fips))
 	for ip, f := range fips {
 		rows = append(rows, natRow{FloatingIP: ip.String(), FixedIP: f.Fixed.String(), Endpoint: names[f.EndpointID],
-			Node: nodes[f.Node], Local: f.Local, Sessions: perFIP[ip.String()]})
+			Node: nodes[f.Node], Local: f.Local, Sessions: perFIP[ip]})
 	}
 	sort.Slice(rows, func(i, j int) bool {
 		return netip.MustParseAddr(rows[i].FloatingIP).Less(netip.MustParseAddr(rows[j].FloatingIP))
@@ -492,4 +495,15 @@ func ctFlush(o Options, stdio IO) error {
 		return err
 	}
 	return render(stdio.Out, o.Output, []flushRow{{Deleted: n}})
+}
+
+// addrOf reads the address of an endpointString ("a.b.c.d:port", "a.b.c.d
+// id N" or "a.b.c.d").
+func addrOf(s string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr()
+	}
+	head, _, _ := strings.Cut(s, " ")
+	a, _ := netip.ParseAddr(head)
+	return a
 }

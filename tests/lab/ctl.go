@@ -246,3 +246,133 @@ func LinksFor(links []Link, iface string) []Link {
 	}
 	return out
 }
+
+// NATRow is one row of "calyxctl nat dump -o json": a floating IP as the
+// host's cx_fips map holds it.
+type NATRow struct {
+	FloatingIP string `json:"floatingIP"`
+	FixedIP    string `json:"fixedIP"`
+	Endpoint   string `json:"endpoint"`
+	Node       string `json:"node"`
+	// Local says the instance runs on the host dumped.
+	Local bool `json:"local"`
+	// Sessions is the number of translated flows involving the floating
+	// IP in the host's conntrack table.
+	Sessions int `json:"sessions"`
+}
+
+// The nat kinds of "calyxctl ct dump" (CTFlow.NAT).
+const (
+	NATNone     = "none"
+	NATDNAT     = "dnat"
+	NATSNAT     = "snat"
+	NATDNATSNAT = "dnat+snat"
+)
+
+// Drop reasons of the NAT paths ("calyxctl counters dump").
+const (
+	ReasonDropNATPorts = "drop-nat-ports"
+	ReasonDropCTFull   = "drop-ct-full"
+)
+
+// CTFlow is one row of "calyxctl ct dump -o json": a tracked flow, its
+// original direction (Src -> Dst as the first packet arrived) and the reply
+// direction as it is expected on the wire (ReplySrc -> ReplyDst, after the
+// translation). Addresses are "ip:port", for ICMP "ip id N".
+type CTFlow struct {
+	Proto        string  `json:"proto"`
+	Src          string  `json:"src"`
+	Dst          string  `json:"dst"`
+	ReplySrc     string  `json:"replySrc"`
+	ReplyDst     string  `json:"replyDst"`
+	NAT          string  `json:"nat"`
+	State        string  `json:"state"`
+	AgeSeconds   float64 `json:"ageSeconds"`
+	IdleSeconds  float64 `json:"idleSeconds"`
+	Packets      uint64  `json:"packets"`
+	Bytes        uint64  `json:"bytes"`
+	ReplyPackets uint64  `json:"replyPackets"`
+	ReplyBytes   uint64  `json:"replyBytes"`
+}
+
+// SrcAddr, DstAddr, ReplySrcAddr and ReplyDstAddr return the address part
+// of the flow's ends (without port or ICMP id); the zero Addr when absent.
+func (f CTFlow) SrcAddr() netip.Addr      { return flowAddr(f.Src) }
+func (f CTFlow) DstAddr() netip.Addr      { return flowAddr(f.Dst) }
+func (f CTFlow) ReplySrcAddr() netip.Addr { return flowAddr(f.ReplySrc) }
+func (f CTFlow) ReplyDstAddr() netip.Addr { return flowAddr(f.ReplyDst) }
+
+// flowAddr reads "ip:port", "ip id N" or "ip".
+func flowAddr(s string) netip.Addr {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr()
+	}
+	f := strings.Fields(s)
+	if len(f) == 0 {
+		return netip.Addr{}
+	}
+	a, _ := netip.ParseAddr(f[0])
+	return a
+}
+
+// String is one line for messages.
+func (f CTFlow) String() string {
+	return fmt.Sprintf("%s %s -> %s (reply %s -> %s) nat %s state %s pkts %d/%d", f.Proto, f.Src, f.Dst, f.ReplySrc, f.ReplyDst, f.NAT, f.State, f.Packets, f.ReplyPackets)
+}
+
+// NATDump returns "calyxctl nat dump" for host.
+func (l *Lab) NATDump(host string) ([]NATRow, error) {
+	var v []NATRow
+	return v, l.CalyxctlJSON(host, &v, "nat", "dump")
+}
+
+// CTDump returns "calyxctl ct dump" for host.
+func (l *Lab) CTDump(host string) ([]CTFlow, error) {
+	var v []CTFlow
+	return v, l.CalyxctlJSON(host, &v, "ct", "dump")
+}
+
+// CTFlush runs "calyxctl ct flush" on host and returns how many entries it
+// deleted.
+func (l *Lab) CTFlush(host string) (int, error) {
+	var v []struct {
+		Deleted int `json:"deleted"`
+	}
+	out, _, err := l.Calyxctl(host, "-o", "json", "ct", "flush")
+	if err != nil {
+		return 0, err
+	}
+	// One object or an array of one: accept both.
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		var one struct {
+			Deleted int `json:"deleted"`
+		}
+		if err2 := json.Unmarshal([]byte(out), &one); err2 != nil {
+			return 0, fmt.Errorf("calyxctl ct flush: decode JSON: %w: %s", err, tail(out, 5))
+		}
+		return one.Deleted, nil
+	}
+	if len(v) != 1 {
+		return 0, fmt.Errorf("calyxctl ct flush: got %d objects, want 1: %s", len(v), tail(out, 5))
+	}
+	return v[0].Deleted, nil
+}
+
+// FlowsBetween returns the flows whose original direction goes from src to
+// dst (addresses only; the zero Addr matches any).
+func FlowsBetween(flows []CTFlow, proto string, src, dst netip.Addr) []CTFlow {
+	var out []CTFlow
+	for _, f := range flows {
+		if proto != "" && f.Proto != proto {
+			continue
+		}
+		if src.IsValid() && f.SrcAddr() != src {
+			continue
+		}
+		if dst.IsValid() && f.DstAddr() != dst {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}

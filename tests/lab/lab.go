@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -91,6 +92,7 @@ type Lab struct {
 	mu           sync.Mutex
 	segments     []*Segment
 	routers      []*Router
+	gateway      *Gateway
 	hosts        []*Host
 	workloads    []*Workload
 	nextUplink   int
@@ -98,6 +100,9 @@ type Lab struct {
 	nextWorkload int
 	agents       map[string]*agentProc
 	procs        map[*Proc]struct{}
+	// closers are in-process servers (StartEcho, StartHTTP) whose sockets
+	// live in lab namespaces; Close closes them before the namespaces go.
+	closers map[io.Closer]struct{}
 }
 
 // New creates the lab's working directory, mounts its bpffs and creates the
@@ -143,6 +148,7 @@ func New(opts Options) (*Lab, error) {
 		cancel:       cancel,
 		agents:       map[string]*agentProc{},
 		procs:        map[*Proc]struct{}{},
+		closers:      map[io.Closer]struct{}{},
 		nextUplink:   1,
 		nextLeg:      1,
 		nextWorkload: 1,
@@ -225,9 +231,18 @@ func (l *Lab) Close() error {
 	for _, a := range l.agents {
 		agents = append(agents, a)
 	}
+	closers := make([]io.Closer, 0, len(l.closers))
+	for c := range l.closers {
+		closers = append(closers, c)
+	}
 	l.mu.Unlock()
 
 	var errs []error
+	// In-process servers: an open socket would keep its namespace alive
+	// after "ip netns delete".
+	for _, c := range closers {
+		_ = c.Close()
+	}
 	// Background commands first: they may be talking to the agents.
 	for _, p := range procs {
 		_, _ = p.Stop(syscall.SIGTERM, 3*time.Second)
@@ -248,6 +263,18 @@ func (l *Lab) Close() error {
 func (l *Lab) track(p *Proc) {
 	l.mu.Lock()
 	l.procs[p] = struct{}{}
+	l.mu.Unlock()
+}
+
+func (l *Lab) trackCloser(c io.Closer) {
+	l.mu.Lock()
+	l.closers[c] = struct{}{}
+	l.mu.Unlock()
+}
+
+func (l *Lab) forgetCloser(c io.Closer) {
+	l.mu.Lock()
+	delete(l.closers, c)
 	l.mu.Unlock()
 }
 

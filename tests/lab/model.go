@@ -79,3 +79,87 @@ func (l *Lab) ModelYAML() string {
 	}
 	return JoinYAML(docs...)
 }
+
+// Pool is an IPPool as the lab renders it (Pool.YAML). Empty modes are left
+// out, so the model's defaults apply.
+type Pool struct {
+	Name, CIDR string
+	// IPIPMode and VXLANMode are Never, Always or CrossSubnet.
+	IPIPMode, VXLANMode string
+	// NATOutgoing makes the pool's workloads' traffic to outside every
+	// pool leave SNATed to their node's underlay address.
+	NATOutgoing bool
+	// External marks a pool of floating IPs (no workload takes an address
+	// from it).
+	External bool
+	Disabled bool
+}
+
+// YAML renders the pool.
+func (p Pool) YAML() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `apiVersion: calyx.io/v1
+kind: IPPool
+metadata:
+  name: %s
+spec:
+  cidr: %s
+`, p.Name, p.CIDR)
+	if p.IPIPMode != "" {
+		fmt.Fprintf(&b, "  ipipMode: %s\n", p.IPIPMode)
+	}
+	if p.VXLANMode != "" {
+		fmt.Fprintf(&b, "  vxlanMode: %s\n", p.VXLANMode)
+	}
+	if p.NATOutgoing {
+		b.WriteString("  natOutgoing: true\n")
+	}
+	if p.External {
+		b.WriteString("  external: true\n")
+	}
+	if p.Disabled {
+		b.WriteString("  disabled: true\n")
+	}
+	return b.String()
+}
+
+// ExternalPoolYAML renders an external IPPool (floating IPs come from it)
+// with the given name and CIDR.
+func ExternalPoolYAML(name, cidr string) string {
+	return Pool{Name: name, CIDR: cidr, External: true}.YAML()
+}
+
+// FloatingIPYAML renders a FloatingIP mapping ip to the endpoint's first
+// IPv4 address.
+func FloatingIPYAML(name, ip, endpoint string) string {
+	return FloatingIPFixedYAML(name, ip, endpoint, "")
+}
+
+// FloatingIPFixedYAML is FloatingIPYAML with spec.fixedIP (left out when
+// empty).
+func FloatingIPFixedYAML(name, ip, endpoint, fixedIP string) string {
+	s := fmt.Sprintf(`apiVersion: calyx.io/v1
+kind: FloatingIP
+metadata:
+  name: %s
+spec:
+  ip: %s
+  endpoint: %s
+`, name, ip, endpoint)
+	if fixedIP != "" {
+		s += "  fixedIP: " + fixedIP + "\n"
+	}
+	return s
+}
+
+// MetadataConfigYAML renders the Config "default" with
+// spec.metadataAddress (e.g. "127.0.0.1:8775").
+func MetadataConfigYAML(metadataAddress string) string {
+	return fmt.Sprintf(`apiVersion: calyx.io/v1
+kind: Config
+metadata:
+  name: default
+spec:
+  metadataAddress: %q
+`, metadataAddress)
+}

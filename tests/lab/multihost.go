@@ -131,15 +131,12 @@ func (m EncapMode) Expect(src, dst netip.Prefix) string {
 // encapsulation modes (each Never, Always or CrossSubnet) and defaults for
 // everything else.
 func PoolModeYAML(name, cidr, ipipMode, vxlanMode string) string {
-	return fmt.Sprintf(`apiVersion: calyx.io/v1
-kind: IPPool
-metadata:
-  name: %s
-spec:
-  cidr: %s
-  ipipMode: %s
-  vxlanMode: %s
-`, name, cidr, ipipMode, vxlanMode)
+	return Pool{Name: name, CIDR: cidr, IPIPMode: ipipMode, VXLANMode: vxlanMode}.YAML()
+}
+
+// PoolNATYAML is PoolModeYAML with spec.natOutgoing set to natOutgoing.
+func PoolNATYAML(name, cidr, ipipMode, vxlanMode string, natOutgoing bool) string {
+	return Pool{Name: name, CIDR: cidr, IPIPMode: ipipMode, VXLANMode: vxlanMode, NATOutgoing: natOutgoing}.YAML()
 }
 
 // The multi-host topology's names and addresses.
@@ -174,6 +171,10 @@ type MultiHost struct {
 	Lab *Lab
 	// Mode is the pool's current encapsulation (see SetMode).
 	Mode EncapMode
+	// NATOutgoing is the pool's natOutgoing (see SetNATOutgoing).
+	NATOutgoing bool
+	// Gateway is the external gateway, once AddGateway has built it.
+	Gateway *Gateway
 	// Fabric and Remote are the two underlay segments.
 	Fabric, Remote *Segment
 	// Router routes between Fabric and Remote.
@@ -269,10 +270,11 @@ func (m *MultiHost) Workloads() []*Workload { return []*Workload{m.WA, m.WB, m.W
 // underlay from host src to host dst (EncapNone, EncapIPIP or EncapVXLAN).
 func (m *MultiHost) Expect(src, dst *Host) string { return m.Mode.Expect(src.Underlay, dst.Underlay) }
 
-// PoolYAML renders the topology's pool with mode's encapsulation.
+// PoolYAML renders the topology's pool with mode's encapsulation and the
+// current NATOutgoing.
 func (m *MultiHost) PoolYAML(mode EncapMode) string {
 	ipip, vxlan := mode.PoolModes()
-	return PoolModeYAML(MultiPool, WorkloadPool, ipip, vxlan)
+	return PoolNATYAML(MultiPool, WorkloadPool, ipip, vxlan, m.NATOutgoing)
 }
 
 // ModelYAML renders the whole model of the lab for the current mode: the
@@ -280,7 +282,14 @@ func (m *MultiHost) PoolYAML(mode EncapMode) string {
 // (including any added with AddWorkload). One Apply reaches every agent:
 // they share the lab's datastore.
 func (m *MultiHost) ModelYAML() string {
-	return MultiHostModelYAML(m.Mode, m.Lab.Hosts(), m.Lab.Workloads())
+	docs := []string{m.PoolYAML(m.Mode)}
+	for _, h := range m.Lab.Hosts() {
+		docs = append(docs, NodeYAML(h))
+	}
+	for _, w := range m.Lab.Workloads() {
+		docs = append(docs, EndpointYAML(w))
+	}
+	return JoinYAML(docs...)
 }
 
 // MultiHostModelYAML renders the pool MultiPool (WorkloadPool with mode's
@@ -314,6 +323,31 @@ func (m *MultiHost) SetMode(mode EncapMode) (string, error) {
 	}
 	m.Mode = mode
 	return out, nil
+}
+
+// SetNATOutgoing re-applies just the pool with natOutgoing on or off (and
+// the current mode).
+func (m *MultiHost) SetNATOutgoing(on bool) (string, error) {
+	prev := m.NATOutgoing
+	m.NATOutgoing = on
+	out, err := m.Lab.Apply("", m.PoolYAML(m.Mode))
+	if err != nil {
+		m.NATOutgoing = prev
+		return out, fmt.Errorf("set natOutgoing %v on pool %s: %w", on, MultiPool, err)
+	}
+	return out, nil
+}
+
+// AddGateway adds the external gateway on the fabric segment with its
+// client and server (Lab.AddGateway with the default options) and records
+// it in m.Gateway.
+func (m *MultiHost) AddGateway() (*Gateway, error) {
+	g, err := m.Lab.AddGateway(GatewayOptions{Segment: FabricSegment})
+	if err != nil {
+		return nil, err
+	}
+	m.Gateway = g
+	return g, nil
 }
 
 // StartAgents starts an agent on every host that has none running, with

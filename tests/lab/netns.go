@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
-	"strconv"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -140,9 +139,17 @@ func (t Transfer) Gbps() float64 {
 // race with a server starting up. It fails unless all n bytes arrive within
 // timeout.
 func (l *Lab) TCPTransfer(srcNS, dstNS string, dst netip.Addr, port int, n int64, timeout time.Duration) (Transfer, error) {
-	addr := net.JoinHostPort(dst.String(), strconv.Itoa(port))
-	l.logf("tcp transfer: %d bytes %s -> %s (%s)", n, srcNS, addr, dstNS)
-	ln, err := ListenTCP(dstNS, addr)
+	ap := netip.AddrPortFrom(dst, uint16(port))
+	return l.TCPTransferVia(srcNS, ap, dstNS, ap, n, timeout)
+}
+
+// TCPTransferVia is TCPTransfer where the sender dials dial and the receiver
+// listens on listen (e.g. a floating IP and 0.0.0.0 with the same port, for
+// a transfer through a NAT).
+func (l *Lab) TCPTransferVia(srcNS string, dial netip.AddrPort, dstNS string, listen netip.AddrPort, n int64, timeout time.Duration) (Transfer, error) {
+	addr := dial.String()
+	l.logf("tcp transfer: %d bytes %s -> %s (listening on %s in %s)", n, srcNS, addr, listen, dstNS)
+	ln, err := ListenTCP(dstNS, listen.String())
 	if err != nil {
 		return Transfer{}, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -297,6 +298,8 @@ func demoMultiHost(r *runner, opts Options, mode EncapMode) {
 				return nil
 			})
 		}
+
+		demoFloatingIP(r, l, m)
 	})
 }
 
@@ -621,11 +624,13 @@ func Up(ctx context.Context, opts Options, out io.Writer) (*Lab, error) {
 	return l, nil
 }
 
-// UpMulti builds the three-host topology (see MultiHost) in mode, starts an
-// agent on every host, applies the model, then returns the lab still
-// running (the agents outlive this process); remove it with Reap. It also
+// UpMulti builds the three-host topology (see MultiHost) in mode with the
+// external gateway, its client and server (see Gateway), starts an agent on
+// every host, applies the model and the external pool, then returns the lab
+// still running (the agents outlive this process); remove it with Reap. It also
 // writes the pool in every mode to <lab dir>/pool-<mode>.yaml, so the
-// encapsulation can be switched by hand with calyxctl apply. On failure
+// encapsulation can be switched by hand with calyxctl apply, and a
+// FloatingIP for wa to <lab dir>/fip-wa.yaml. On failure
 // everything is removed.
 func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (*Lab, error) {
 	if _, err := ParseEncapMode(string(mode)); err != nil {
@@ -641,14 +646,24 @@ func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (
 	if err != nil {
 		return fail(err)
 	}
+	g, err := m.AddGateway()
+	if err != nil {
+		return fail(err)
+	}
 	if err := m.StartAgents(); err != nil {
 		return fail(err)
 	}
-	if o, err := m.Apply(); err != nil {
+	// The external pool comes with the model, so floating IPs can be
+	// applied at once; none is, the lab's workloads stay private.
+	if o, err := l.Apply("", JoinYAML(m.ModelYAML(), ExternalPoolYAML(ExternalPool, FloatingPool))); err != nil {
 		return fail(fmt.Errorf("apply model: %w: %s", err, o))
 	}
 	if err := m.WaitLinks(20 * time.Second); err != nil {
 		return fail(err)
+	}
+	fipPath := filepath.Join(l.Dir, "fip-wa.yaml")
+	if err := os.WriteFile(fipPath, []byte(FloatingIPYAML("fip-wa", DemoFloatingIP, m.WA.Name)), 0o600); err != nil {
+		return fail(fmt.Errorf("write %s: %w", fipPath, err))
 	}
 	pools := map[EncapMode]string{}
 	for _, md := range EncapModes() {
@@ -677,6 +692,8 @@ func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (
 	for _, w := range m.Workloads() {
 		fmt.Fprintf(out, "  %-16s workload %s: %s mtu %d on %s (host side %s)\n", w.NS, w.Name, w.IP, w.MTU, w.Host, w.HostIface)
 	}
+	fmt.Fprint(out, g.Describe())
+	fmt.Fprintf(out, "  external pool %s %s is applied (floating IPs come from it); the gateway has no route to %s\n", ExternalPool, FloatingPool, WorkloadPool)
 	ctlA, _ := l.CtlArgs(m.HostA.Name)
 	ctlC, _ := l.CtlArgs(m.HostC.Name)
 	fmt.Fprintf(out, "\ntry:\n")
@@ -685,10 +702,76 @@ func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (
 	fmt.Fprintf(out, "calyxctl inside a host (its --bpffs is the host's pin directory):\n")
 	fmt.Fprintf(out, "  ip netns exec %s %s routes dump\n", m.HostA.NS, strings.Join(ctlA, " "))
 	fmt.Fprintf(out, "  ip netns exec %s %s node status\n", m.HostC.NS, strings.Join(ctlC, " "))
+	fmt.Fprintf(out, "the outside world (client %s, server %s behind the gateway):\n", g.Client.IP, g.Server.IP)
+	fmt.Fprintf(out, "  ip netns exec %s ping -c 3 %s          # a host reaches the internet via the gateway\n", m.HostC.NS, g.Server.IP)
+	fmt.Fprintf(out, "  ip netns exec %s bash                   # the external client\n", g.Client.NS)
+	fmt.Fprintf(out, "give wa a floating IP and route it on the gateway (calyx has no BGP yet):\n")
+	fmt.Fprintf(out, "  %s apply -f %s\n", strings.Join(ctlA, " "), fipPath)
+	fmt.Fprintf(out, "  ip -n %s route replace %s/32 via %s\n", g.NS, DemoFloatingIP, m.HostA.Underlay.Addr())
+	fmt.Fprintf(out, "  ip netns exec %s ping -c 3 %s\n", g.Client.NS, DemoFloatingIP)
+	fmt.Fprintf(out, "  ip netns exec %s %s nat dump\n", m.HostA.NS, strings.Join(ctlA, " "))
 	fmt.Fprintf(out, "switch the encapsulation (agents keep running):\n")
 	for _, md := range EncapModes() {
 		fmt.Fprintf(out, "  %s apply -f %s\n", strings.Join(ctlA, " "), pools[md])
 	}
 	fmt.Fprintf(out, "\nremove it with:\n  calyx-lab destroy %s\n", l.Prefix)
 	return l, nil
+}
+
+// demoFloatingIP gives wa a floating IP and reaches it from an external
+// client behind the data center's gateway.
+func demoFloatingIP(r *runner, l *Lab, m *MultiHost) {
+	out := r.out
+	r.section("three hosts: a floating IP reached from outside")
+	var g *Gateway
+	if !r.step("add the data center's gateway with an external client and server", func() error {
+		var err error
+		g, err = m.AddGateway()
+		return err
+	}) {
+		return
+	}
+	fmt.Fprint(out, g.Describe())
+	model := JoinYAML(ExternalPoolYAML(ExternalPool, FloatingPool), FloatingIPYAML("fip-wa", DemoFloatingIP, m.WA.Name))
+	r.print("model (calyxctl apply -f -)", model)
+	if !r.step("calyxctl apply", func() error {
+		o, err := l.Apply("", model)
+		r.print("calyxctl output", o)
+		return err
+	}) {
+		return
+	}
+	if !r.step(fmt.Sprintf("route %s to host-a on the gateway (a static route stands for BGP)", DemoFloatingIP), func() error {
+		return l.RouteFloatingIP(DemoFloatingIP, m.HostA)
+	}) {
+		return
+	}
+	r.step(fmt.Sprintf("ping %s (wa's floating IP) from the external client %s", DemoFloatingIP, g.Client.IP), func() error {
+		if err := l.WaitPing(g.Client.NS, DemoFloatingIP, 10*time.Second); err != nil {
+			return err
+		}
+		st, err := l.Ping(g.Client.NS, DemoFloatingIP, 3)
+		r.print("ping", st.Output)
+		return err
+	})
+	r.step("TCP from the client to the floating IP: wa sees the client's real address", func() error {
+		srv, err := l.StartEcho(m.WA.NS, "wa", netip.AddrPortFrom(m.WA.IP, 7007).String())
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		rep, err := TCPEcho(g.Client.NS, net.JoinHostPort(DemoFloatingIP, "7007"), 5*time.Second)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "client %s -> %s: the reply came from %s; wa (%s) saw the connection from %s\n",
+			rep.Local, net.JoinHostPort(DemoFloatingIP, "7007"), rep.From, m.WA.IP, rep.Peer)
+		if rep.Peer.Addr() != g.Client.IP {
+			return fmt.Errorf("wa saw %s, not the client %s", rep.Peer.Addr(), g.Client.IP)
+		}
+		return nil
+	})
+	for _, args := range [][]string{{"nat", "dump"}, {"ct", "dump"}} {
+		demoCtl(l, r, m.HostA, args...)
+	}
 }

@@ -207,6 +207,11 @@ func (l *Lab) AddHost(name, underlayCIDR string) (*Host, error) {
 			return nil, fmt.Errorf("host %s: %w", name, err)
 		}
 	}
+	if g := l.Gateway(); g != nil {
+		if err := l.gatewayRoute(g, h); err != nil {
+			return nil, fmt.Errorf("host %s: %w", name, err)
+		}
+	}
 	return h, nil
 }
 
@@ -446,6 +451,16 @@ func (l *Lab) checkName(name string) error {
 	for _, r := range l.routers {
 		if r.Name == name {
 			return fmt.Errorf("name %q already used by a router", name)
+		}
+	}
+	if g := l.gateway; g != nil {
+		if g.Name == name {
+			return fmt.Errorf("name %q already used by the gateway", name)
+		}
+		for _, e := range g.Externals() {
+			if e.Name == name {
+				return fmt.Errorf("name %q already used by an external namespace", name)
+			}
 		}
 	}
 	return nil

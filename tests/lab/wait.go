@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,10 @@ func Eventually(timeout, interval time.Duration, f func() error) error {
 // PingStats is ping's summary.
 type PingStats struct {
 	Transmitted, Received int
+	// From lists the distinct addresses replies came from, in the order
+	// first seen ("64 bytes from ADDR: ..."): behind a NAT, the address the
+	// sender sees answering.
+	From []string
 	// Output is ping's whole output.
 	Output string
 }
@@ -39,7 +44,10 @@ func (s PingStats) Loss() float64 {
 	return float64(s.Transmitted-s.Received) / float64(s.Transmitted)
 }
 
-var pingSummaryRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+var (
+	pingSummaryRE = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)
+	pingReplyRE   = regexp.MustCompile(`(?m)^\d+ bytes from ([0-9a-fA-F.:]+?):? icmp_seq=`)
+)
 
 // ParsePing extracts the transmitted/received counts from ping's output.
 func ParsePing(out string) (PingStats, error) {
@@ -49,7 +57,13 @@ func ParsePing(out string) (PingStats, error) {
 	}
 	tx, _ := strconv.Atoi(m[1])
 	rx, _ := strconv.Atoi(m[2])
-	return PingStats{Transmitted: tx, Received: rx, Output: out}, nil
+	st := PingStats{Transmitted: tx, Received: rx, Output: out}
+	for _, r := range pingReplyRE.FindAllStringSubmatch(out, -1) {
+		if !slices.Contains(st.From, r[1]) {
+			st.From = append(st.From, r[1])
+		}
+	}
+	return st, nil
 }
 
 // Ping sends count echo requests (0.2s apart, 1s reply wait) from namespace
