@@ -11,6 +11,30 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
+/* cx_skb_data and cx_skb_data_end read the packet bounds straight from the
+ * context. Written as "cx_skb_data(skb)", clang may keep &skb->data
+ * in a register and load through it later, which the verifier refuses
+ * ("dereference of modified ctx ptr"). */
+static __always_inline void *cx_skb_data(struct __sk_buff *skb)
+{
+	void *p;
+
+	asm volatile("%[p] = *(u32 *)(%[ctx] + %[off])"
+		     : [p] "=r"(p)
+		     : [ctx] "r"(skb), [off] "i"(__builtin_offsetof(struct __sk_buff, data)));
+	return p;
+}
+
+static __always_inline void *cx_skb_data_end(struct __sk_buff *skb)
+{
+	void *p;
+
+	asm volatile("%[p] = *(u32 *)(%[ctx] + %[off])"
+		     : [p] "=r"(p)
+		     : [ctx] "r"(skb), [off] "i"(__builtin_offsetof(struct __sk_buff, data_end)));
+	return p;
+}
+
 /* Ethernet, the longest IPv4 header, and the L4 bytes conntrack reads: an
  * ICMP error's header and the quoted IPv4 header and ports. */
 #define CX_PULL_LEN (ETH_HLEN + 60 + 8 + 20 + 8)
@@ -213,8 +237,8 @@ static __always_inline int cx_to_workload(struct __sk_buff *skb, __u32 ifindex, 
 static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_len,
 					    __u32 reason, const struct cx_route *dst)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
 	struct ethhdr *eth = data;
 	__u32 out_ifindex = dst->ifindex;
 	int ret;
@@ -336,8 +360,8 @@ static __always_inline int cx_fib_nexthop(struct __sk_buff *skb, __be32 src, __b
 #define CX_ICMP_KEEP 40
 static __always_inline int cx_icmp_frag_needed(struct __sk_buff *skb, __be32 src, __u32 mtu)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
 	struct ethhdr *eth = data;
 	struct iphdr *iph = (void *)(eth + 1);
 	__u8 smac[CX_ETH_ALEN], dmac[CX_ETH_ALEN];
@@ -355,8 +379,8 @@ static __always_inline int cx_icmp_frag_needed(struct __sk_buff *skb, __be32 src
 	if (bpf_skb_adjust_room(skb, sizeof(struct iphdr) + sizeof(struct cx_icmp_unreach), BPF_ADJ_ROOM_MAC, 0))
 		return -1;
 
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
 	eth = data;
 	iph = (void *)(eth + 1);
 	icmp = (void *)(iph + 1);
@@ -393,8 +417,8 @@ static __always_inline int cx_icmp_frag_needed(struct __sk_buff *skb, __be32 src
 static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_config *cfg, __u32 encap,
 				    __be32 src, __be32 node, __u32 seg_len)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
 	struct ethhdr *eth = data, inner_eth;
 	struct iphdr *iph = (void *)(eth + 1), *outer;
 	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
@@ -421,8 +445,8 @@ static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_
 	if (bpf_skb_adjust_room(skb, room, BPF_ADJ_ROOM_MAC, flags))
 		return -1;
 
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
 	outer = data + ETH_HLEN;
 	if ((void *)(outer + 1) > data_end)
 		return -1;
@@ -486,8 +510,8 @@ static __always_inline __u32 cx_seg_len(struct __sk_buff *skb, struct iphdr *iph
 static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, const struct cx_route *rt,
 				      int from_host)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
 	struct ethhdr *eth = data;
 	struct iphdr *iph = (void *)(eth + 1);
 	__u32 encap = rt->encap, len = skb->len, room = 0, reason, seg_len;
@@ -551,8 +575,8 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, c
 		reason = encap == CX_ENCAP_IPIP ? CX_REASON_ENCAP_IPIP : CX_REASON_ENCAP_VXLAN;
 	}
 
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
 	eth = data;
 	if ((void *)(eth + 1) > data_end)
 		/* Cannot happen after the checks above; the verifier wants it. */
@@ -595,7 +619,7 @@ static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx
 					  struct hdr_cursor *c, void *data_end)
 {
 	__u32 ifindex = skb->ifindex;
-	struct ethhdr *eth = (void *)(long)skb->data;
+	struct ethhdr *eth = cx_skb_data(skb);
 	struct cx_arp_eth *arp;
 	struct cx_route *rt;
 	__be32 spa, tpa;
@@ -646,9 +670,39 @@ static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx
 	return cx_verdict(skb, ifindex, CX_REASON_ARP_REPLY, bpf_redirect(ifindex, 0));
 }
 
+/* cx_route_cacheable says whether a route may be kept in a conntrack entry
+ * for the fast path: the ones that end in a delivery or a tunnel. */
+static __always_inline int cx_route_cacheable(const struct cx_route *rt)
+{
+	return rt->type == CX_RT_LOCAL_WORKLOAD || rt->type == CX_RT_REMOTE_WORKLOAD;
+}
+
+/* cx_from_wl_route sends a workload's (translated) IPv4 packet on by rt,
+ * which is a cacheable route. */
+static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex, __u32 len, const struct cx_route *rt,
+					    int nat)
+{
+	void *data_end = cx_skb_data_end(skb);
+	struct iphdr *iph = cx_skb_data(skb) + ETH_HLEN;
+
+	if ((void *)(iph + 1) > data_end)
+		/* Cannot happen: parsed before; the verifier wants it. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+	if (rt->type == CX_RT_REMOTE_WORKLOAD)
+		return cx_to_node(skb, ifindex, rt, 0);
+	/* Back to the sender only when translated: a workload to its own
+	 * floating IP (hairpin). */
+	if (rt->ifindex == ifindex && nat != CX_NAT_DONE)
+		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	if (cx_ip4_forward(skb, iph))
+		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);
+}
+
 static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_cursor *c, void *data_end)
 {
 	__u32 ifindex = skb->ifindex, len = skb->len, start;
+	struct cx_ct_entry *ct = NULL;
 	struct cx_node_config *cfg;
 	struct cx_tuple t = {};
 	struct cx_route *rt;
@@ -659,6 +713,27 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 	if (!iph)
 		/* Truncated or invalid IPv4 header: never forward it. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	cfg = cx_get_config();
+
+	/* The established-flow fast path: a flow that started on this
+	 * interface had its source checked then, and its route is cached in
+	 * its conntrack entry until the routes change: one hash lookup, no
+	 * LPM. TTL 1 goes the slow way (the host stack answers it). */
+	if (cfg && cfg->route_gen && iph->ttl > 1 && cx_tuple_of(skb, &t) == CX_TUPLE_FLOW) {
+		ct = cx_ct_lookup(&t);
+		if (ct && ct->ifindex == ifindex && ct->route_gen == cfg->route_gen) {
+			cx_ct_seen(ct, &t, len);
+			nat = CX_NAT_NONE;
+			if (ct->nat) {
+				if (cx_nat_apply(skb, &t, ct))
+					return cx_nat_drop(ifindex, CX_NAT_ERR_HELPER, len);
+				nat = CX_NAT_DONE;
+			}
+			return cx_from_wl_route(skb, ifindex, len, &ct->route, nat);
+		}
+		ct = NULL;
+		__builtin_memset(&t, 0, sizeof(t));
+	}
 
 	rt = cx_route_v4(iph->saddr);
 	if (!cx_owned_by(rt, ifindex))
@@ -674,27 +749,26 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 	start = CX_START_FIP | CX_START_WORKLOAD | CX_START_TRACK;
 	if (rt->flags & CX_RT_F_NAT_OUTGOING)
 		start |= CX_START_NAT_OUTGOING;
-	nat = cx_nat(skb, &t, start, len);
+	nat = cx_nat_entry(skb, &t, start, len, &ct);
 	if (nat < 0)
 		return cx_nat_drop(ifindex, nat, len);
 
-	data_end = (void *)(long)skb->data_end;
-	iph = (void *)(long)skb->data + ETH_HLEN;
+	data_end = cx_skb_data_end(skb);
+	iph = cx_skb_data(skb) + ETH_HLEN;
 	if ((void *)(iph + 1) > data_end)
 		/* Cannot happen: parsed above; the verifier wants it. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 
 	rt = cx_route_v4(iph->daddr);
-	/* Back to the sender only when translated: a workload to its own
-	 * floating IP (hairpin). */
-	if (rt && rt->type == CX_RT_LOCAL_WORKLOAD && (rt->ifindex != ifindex || nat == CX_NAT_DONE)) {
-		if (cx_ip4_forward(skb, iph))
-			return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
-		return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);
+	if (rt && cx_route_cacheable(rt)) {
+		if (ct && cfg && cfg->route_gen) {
+			/* Later packets of this direction take the fast path. */
+			ct->route = *rt;
+			ct->ifindex = ifindex;
+			ct->route_gen = cfg->route_gen;
+		}
+		return cx_from_wl_route(skb, ifindex, len, rt, nat);
 	}
-	if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
-		return cx_to_node(skb, ifindex, rt, 0);
-	cfg = cx_get_config();
 	if (nat == CX_NAT_DONE && !rt && cfg && iph->saddr == cx_addr_ip4(cfg->node_addr)) {
 		/* natOutgoing: from the node's address, the host stack would
 		 * take it for a martian; it is routed to its destination here. */
@@ -757,8 +831,8 @@ static __always_inline int cx_from_wl_ns(struct __sk_buff *skb, const struct cx_
 	    bpf_skb_change_tail(skb, ETH_HLEN + sizeof(struct ipv6hdr) + CX_NA_LEN, 0))
 		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
 
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
 	eth = data;
 	ip6 = (void *)(eth + 1);
 	nd = (void *)(ip6 + 1);
@@ -850,8 +924,8 @@ int calyx_from_wl(struct __sk_buff *skb)
 		/* Attached but not (or no longer) an endpoint: fail closed. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT, TC_ACT_SHOT);
 
-	data_end = (void *)(long)skb->data_end;
-	c.pos = (void *)(long)skb->data;
+	data_end = cx_skb_data_end(skb);
+	c.pos = cx_skb_data(skb);
 	eth = parse_ethhdr(&c, data_end);
 	if (!eth)
 		/* Shorter than an Ethernet header. */
@@ -984,8 +1058,8 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		/* The helper refused: a GSO type it cannot resize, or no memory. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
 
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
 	iph = data + ETH_HLEN;
 	if ((void *)(iph + 1) > data_end)
 		/* Cannot happen: checked before the decap; the verifier wants it. */
@@ -1011,8 +1085,8 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 			if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
 				/* Translated to an address that is not here. */
 				return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
-			data = (void *)(long)skb->data;
-			data_end = (void *)(long)skb->data_end;
+			data = cx_skb_data(skb);
+			data_end = cx_skb_data_end(skb);
 			iph = data + ETH_HLEN;
 			if ((void *)(iph + 1) > data_end)
 				return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
@@ -1051,8 +1125,8 @@ int calyx_from_underlay(struct __sk_buff *skb)
 	if (skb->data_end - skb->data < CX_UNDERLAY_PULL_LEN && skb->len > skb->data_end - skb->data)
 		bpf_skb_pull_data(skb, skb->len < CX_UNDERLAY_PULL_LEN ? skb->len : CX_UNDERLAY_PULL_LEN);
 
-	data_end = (void *)(long)skb->data_end;
-	c.pos = (void *)(long)skb->data;
+	data_end = cx_skb_data_end(skb);
+	c.pos = cx_skb_data(skb);
 	eth = parse_ethhdr(&c, data_end);
 	if (!eth)
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
@@ -1080,8 +1154,8 @@ int calyx_from_underlay(struct __sk_buff *skb)
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
-		data_end = (void *)(long)skb->data_end;
-		iph = (void *)(long)skb->data + ETH_HLEN;
+		data_end = cx_skb_data_end(skb);
+		iph = cx_skb_data(skb) + ETH_HLEN;
 		if ((void *)(iph + 1) > data_end)
 			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 
@@ -1136,8 +1210,8 @@ int calyx_to_underlay(struct __sk_buff *skb)
 
 	if (skb->data_end - skb->data < CX_PULL_LEN && skb->len > skb->data_end - skb->data)
 		bpf_skb_pull_data(skb, skb->len < CX_PULL_LEN ? skb->len : CX_PULL_LEN);
-	data_end = (void *)(long)skb->data_end;
-	c.pos = (void *)(long)skb->data;
+	data_end = cx_skb_data_end(skb);
+	c.pos = cx_skb_data(skb);
 	eth = parse_ethhdr(&c, data_end);
 	if (!eth)
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
@@ -1154,8 +1228,8 @@ int calyx_to_underlay(struct __sk_buff *skb)
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
-		data_end = (void *)(long)skb->data_end;
-		eth = (void *)(long)skb->data;
+		data_end = cx_skb_data_end(skb);
+		eth = cx_skb_data(skb);
 		iph = (void *)(eth + 1);
 		if ((void *)(iph + 1) > data_end)
 			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);

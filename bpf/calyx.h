@@ -126,7 +126,7 @@ struct cx_node_config {
 	__u32 vxlan_port; /* host byte order */
 	__u8 metadata_addr[16]; /* where 169.254.169.254:80 is DNAT'd to (zero: off) */
 	__u32 metadata_port;    /* host byte order */
-	__u32 pad;
+	__u32 route_gen;        /* bumped by the agent after every cx_routes change */
 };
 
 /* cx_fips: the floating-IP table, the same on every node. */
@@ -181,6 +181,13 @@ struct cx_ct_entry {
 	__u64 last_ns;
 	__u64 packets;
 	__u64 bytes;
+	/* The established-flow fast path (from-workload): a packet of this
+	 * direction from workload interface ifindex whose source was checked
+	 * when the flow started, and the route of its (translated)
+	 * destination, valid while cx_config.route_gen is route_gen. */
+	__u32 ifindex;
+	__u32 route_gen; /* 0: nothing cached */
+	struct cx_route route;
 };
 
 enum cx_attach_mode {

@@ -53,6 +53,10 @@ type CalyxCxCtEntry struct {
 	LastNs    uint64
 	Packets   uint64
 	Bytes     uint64
+	Ifindex   uint32
+	RouteGen  uint32
+	Route     CalyxCxRoute
+	_         [4]byte
 }
 
 type CalyxCxCtKey struct {
@@ -132,7 +136,7 @@ type CalyxCxNodeConfig struct {
 	VxlanPort       uint32
 	MetadataAddr    [16]uint8
 	MetadataPort    uint32
-	Pad             uint32
+	RouteGen        uint32
 }
 
 type CalyxCxReason uint32

@@ -52,8 +52,8 @@ enum cx_tuple_kind {
 /* cx_tuple_of reads the flow tuple of the IPv4 packet at ETH_HLEN. */
 static __always_inline int cx_tuple_of(struct __sk_buff *skb, struct cx_tuple *t)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
 	struct iphdr *iph = data + ETH_HLEN;
 	__u8 *l4 = data + CX_L4_OFF;
 
@@ -199,7 +199,8 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __b
 					__u8 nat, int alloc_port, __u32 len)
 {
 	struct cx_ct_key ok, rk;
-	struct cx_ct_entry ov = {}, rv = {};
+	/* One value for both entries: the stack is 512 bytes. */
+	struct cx_ct_entry rv = {};
 	__u64 now = bpf_ktime_get_ns();
 	__be16 rsport = ndp, rdport = nsp;
 	__u16 base = bpf_ntohs(nsp);
@@ -246,18 +247,19 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __b
 	}
 
 	cx_ct_key_of(&ok, t->saddr, t->daddr, t->sport, t->dport, t->proto);
-	ov.dir = CX_CT_ORIG;
-	ov.nat = nat;
-	ov.created_ns = now;
-	ov.last_ns = now;
-	cx_addr_v4(ov.nat_saddr, ns);
-	cx_addr_v4(ov.nat_daddr, nd);
-	ov.nat_sport = nsp;
-	ov.nat_dport = t->proto == IPPROTO_ICMP ? 0 : ndp;
-	ov.tcp_flags = t->tcp_flags;
-	ov.packets = 1;
-	ov.bytes = len;
-	if (bpf_map_update_elem(&cx_ct, &ok, &ov, BPF_ANY)) {
+	__builtin_memset(&rv, 0, sizeof(rv));
+	rv.dir = CX_CT_ORIG;
+	rv.nat = nat;
+	rv.created_ns = now;
+	rv.last_ns = now;
+	cx_addr_v4(rv.nat_saddr, ns);
+	cx_addr_v4(rv.nat_daddr, nd);
+	rv.nat_sport = nsp;
+	rv.nat_dport = t->proto == IPPROTO_ICMP ? 0 : ndp;
+	rv.tcp_flags = t->tcp_flags;
+	rv.packets = 1;
+	rv.bytes = len;
+	if (bpf_map_update_elem(&cx_ct, &ok, &rv, BPF_ANY)) {
 		if (!reused)
 			bpf_map_delete_elem(&cx_ct, &rk);
 		return -1;
@@ -321,8 +323,8 @@ enum cx_nat_start {
  * checksum is left as it was (RFC 5508 does not ask for it). */
 static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_tuple *t, __u32 len)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
 	struct iphdr *inner = data + CX_L4_OFF + 8;
 	__u32 ioff = CX_L4_OFF + 8;
 	__be16 ports[2];
@@ -374,8 +376,8 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 		return CX_NAT_ERR_HELPER;
 
 	/* The quoted header, reversed: its destination is our source. */
-	data = (void *)(long)skb->data;
-	data_end = (void *)(long)skb->data_end;
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
 	inner = data + ioff;
 	if ((void *)(inner + 1) + 8 > data_end)
 		return CX_NAT_ERR_HELPER;
@@ -425,7 +427,19 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
  * tracked flow is rewritten as its entry says; a new flow starts what start
  * allows. len is the packet's length as it arrived (for the counters).
  * Returns an enum cx_nat_result; t holds the tuple as rewritten. */
+static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len,
+					struct cx_ct_entry **entry);
+
 static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len)
+{
+	return cx_nat_entry(skb, t, start, len, NULL);
+}
+
+/* cx_nat_entry is cx_nat that also returns, in *entry, the conntrack entry
+ * the packet matched or started (NULL: untracked), for the caller to cache
+ * its routing decision in. */
+static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len,
+					struct cx_ct_entry **entry)
 {
 	struct cx_node_config *cfg;
 	struct cx_fip *fip;
@@ -442,6 +456,8 @@ static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u
 	if (ct) {
 		__u8 nat = ct->nat;
 
+		if (entry)
+			*entry = ct;
 		cx_ct_seen(ct, t, len);
 		if (!nat)
 			return CX_NAT_NONE;
@@ -474,6 +490,8 @@ static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u
 			ct = cx_ct_lookup(t);
 			if (!ct || cx_nat_apply(skb, t, ct))
 				return CX_NAT_ERR_HELPER;
+			if (entry)
+				*entry = ct;
 			return CX_NAT_DONE;
 		}
 	}
@@ -490,6 +508,8 @@ static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u
 		ct = cx_ct_lookup(t);
 		if (!ct || cx_nat_apply(skb, t, ct))
 			return CX_NAT_ERR_HELPER;
+		if (entry)
+			*entry = ct;
 		return CX_NAT_DONE;
 	}
 	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_route_v4(t->daddr) &&
@@ -502,12 +522,15 @@ static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u
 		ct = cx_ct_lookup(t);
 		if (!ct || cx_nat_apply(skb, t, ct))
 			return CX_NAT_ERR_HELPER;
+		if (entry)
+			*entry = ct;
 		return CX_NAT_DONE;
 	}
 	if (start & CX_START_TRACK) {
 		/* Tracked without translation: conntrack's view of the flow
 		 * (calyxctl ct dump). A full table only costs the view. */
-		cx_ct_create(t, t->saddr, t->daddr, t->sport, t->dport, 0, 0, len);
+		if (cx_ct_create(t, t->saddr, t->daddr, t->sport, t->dport, 0, 0, len) >= 0 && entry)
+			*entry = cx_ct_lookup(t);
 	}
 	return CX_NAT_NONE;
 }

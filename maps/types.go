@@ -408,6 +408,10 @@ type NodeConfig struct {
 	// Metadata is where 169.254.169.254:80 is DNAT'd to; the zero value
 	// turns the DNAT off.
 	Metadata netip.AddrPort
+	// RouteGen changes after every change of cx_routes: routes cached in
+	// conntrack entries (the established-flow fast path) are valid only
+	// for the generation they were cached in. 0 turns the cache off.
+	RouteGen uint32
 }
 
 func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
@@ -419,6 +423,7 @@ func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
 		VxlanPort:       uint32(c.VXLANPort),
 		MetadataAddr:    addrTo16(c.Metadata.Addr()),
 		MetadataPort:    uint32(c.Metadata.Port()),
+		RouteGen:        c.RouteGen,
 	}
 }
 
@@ -429,6 +434,7 @@ func nodeConfigFromBPF(in bpf.CalyxCxNodeConfig) NodeConfig {
 		UnderlayMTU:     in.UnderlayMtu,
 		VXLANVNI:        in.VxlanVni,
 		VXLANPort:       uint16(in.VxlanPort),
+		RouteGen:        in.RouteGen,
 	}
 	if a := addrFrom16(in.MetadataAddr); a.IsValid() {
 		c.Metadata = netip.AddrPortFrom(a, uint16(in.MetadataPort))
@@ -494,6 +500,9 @@ type CTEntry struct {
 	TCPFlags       uint8  // every TCP flag seen in this direction
 	Created, Last  uint64 // CLOCK_MONOTONIC ns
 	Packets, Bytes uint64
+	// The fast path's cache: the workload interface this direction comes
+	// from and the route generation its cached route belongs to (0: none).
+	Ifindex, RouteGen uint32
 }
 
 func ctKeyToBPF(k CTKey) bpf.CalyxCxCtKey {
@@ -512,6 +521,7 @@ func ctEntryFromBPF(v bpf.CalyxCxCtEntry) CTEntry {
 		NATDst: netip.AddrPortFrom(addrFrom16(v.NatDaddr), ntohs(v.NatDport)),
 		Reply:  v.Dir == uint8(bpf.CalyxCxCtDirCX_CT_REPLY), NAT: v.Nat, TCPFlags: v.TcpFlags,
 		Created: v.CreatedNs, Last: v.LastNs, Packets: v.Packets, Bytes: v.Bytes,
+		Ifindex: v.Ifindex, RouteGen: v.RouteGen,
 	}
 }
 

@@ -99,6 +99,8 @@ func (s *Syncer) Reload() error {
 // the cache matching what was written before it.
 func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 	var c Counts
+	// The route generation is the syncer's, not the model's.
+	d.Config.RouteGen = s.config.RouteGen
 	if d.Config != s.config {
 		if err := s.store.PutConfig(d.Config); err != nil {
 			return c, err
@@ -138,7 +140,32 @@ func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 		s.routes[p] = want
 		c.RoutePuts++
 	}
+	if c.RoutePuts > 0 {
+		return c, s.bumpRouteGen(&c)
+	}
 	return c, nil
+}
+
+// bumpRouteGen moves cx_config to a new route generation once the routes
+// changed, so that the programs stop using routes cached in conntrack
+// entries (the established-flow fast path) and look them up again. Never
+// 0, which turns the cache off.
+func (s *Syncer) bumpRouteGen(c *Counts) error {
+	cfg := s.config
+	cfg.RouteGen++
+	if cfg.RouteGen == 0 {
+		cfg.RouteGen = 1
+	}
+	if !cfg.Address.IsValid() {
+		// Unconfigured: the programs ignore cx_config altogether.
+		return nil
+	}
+	if err := s.store.PutConfig(cfg); err != nil {
+		return err
+	}
+	s.config = cfg
+	c.ConfigPuts++
+	return nil
 }
 
 // Prune deletes every entry that is not desired: routes, then floating
@@ -154,6 +181,11 @@ func (s *Syncer) Prune(d *calc.Desired) (Counts, error) {
 		}
 		delete(s.routes, p)
 		c.RouteDeletes++
+	}
+	if c.RouteDeletes > 0 {
+		if err := s.bumpRouteGen(&c); err != nil {
+			return c, err
+		}
 	}
 	for ip := range s.fips {
 		if _, ok := d.FloatingIPs[ip]; ok {

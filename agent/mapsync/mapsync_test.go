@@ -281,3 +281,46 @@ func indexOf(ops []string, op string) int {
 	}
 	return -1
 }
+
+// Every change of the routes moves cx_config to a new route generation
+// (after the route writes), so that routes cached by the fast path are
+// looked up again; a sync that changes no route leaves it alone.
+func TestRouteGeneration(t *testing.T) {
+	f := newFake()
+	s, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := maps.NodeConfig{Address: netip.MustParseAddr("10.30.0.11"), UnderlayMTU: 1500}
+	d := desired(map[uint32]string{1: "10.0.0.1"})
+	d.Config = cfg
+	if _, err := s.Sync(d); err != nil {
+		t.Fatal(err)
+	}
+	if f.config.RouteGen != 1 || indexOf(f.ops, "put route 10.0.0.1/32") > lastIndexOf(f.ops, "put config") {
+		t.Fatalf("generation %d after the first sync, ops %v: want 1, bumped after the routes", f.config.RouteGen, f.ops)
+	}
+	f.ops = nil
+	d = desired(map[uint32]string{1: "10.0.0.1"})
+	d.Config = cfg
+	if c, _ := s.Sync(d); c.Total() != 0 || f.config.RouteGen != 1 {
+		t.Errorf("unchanged sync wrote %+v, generation %d", c, f.config.RouteGen)
+	}
+	d = desired(map[uint32]string{})
+	d.Config = cfg
+	if _, err := s.Sync(d); err != nil {
+		t.Fatal(err)
+	}
+	if f.config.RouteGen != 2 {
+		t.Errorf("generation %d after a route was deleted, want 2", f.config.RouteGen)
+	}
+}
+
+func lastIndexOf(ops []string, op string) int {
+	for i := len(ops) - 1; i >= 0; i-- {
+		if ops[i] == op {
+			return i
+		}
+	}
+	return -1
+}

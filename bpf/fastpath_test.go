@@ -1,0 +1,93 @@
+package bpf_test
+
+// The established-flow fast path of calyx_from_wl: a flow's route is
+// cached in its conntrack entry and used, without the LPM lookups, for as
+// long as cx_config's route generation stays the same.
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/calyxnet/calyx/maps"
+)
+
+// ctEntry returns the conntrack entry of key, failing when there is none.
+func ctEntry(t *testing.T, e *env, key maps.CTKey) maps.CTEntry {
+	t.Helper()
+	var got *maps.CTEntry
+	must(t, e.dp.Maps.Conntrack(func(k maps.CTKey, v maps.CTEntry) bool {
+		if k == key {
+			got = &v
+			return false
+		}
+		return true
+	}))
+	if got == nil {
+		t.Fatalf("no conntrack entry %v", key)
+	}
+	return *got
+}
+
+func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
+	e := newTunnelEnv(t)
+	m := e.dp.Maps
+	cfg := e.tun.cfg
+	cfg.RouteGen = 7
+	must(t, m.PutConfig(cfg))
+	src, dst := e.wl1, e.wl2
+	in := udp4(src, src.ip4, dst.ip4, 64)
+	key := maps.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: maps.ProtoUDP}
+
+	// First packet: the slow path, which caches its route.
+	o := e.fromWL(t, src, in)
+	o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	ent := ctEntry(t, e, key)
+	if ent.Ifindex != src.idx() || ent.RouteGen != 7 {
+		t.Fatalf("entry caches ifindex %d generation %d, want %d and 7", ent.Ifindex, ent.RouteGen, src.idx())
+	}
+
+	// The route goes, but the generation stays: the cached route is used
+	// (which shows the LPM was not consulted).
+	must(t, m.DeleteRoute(netip.PrefixFrom(dst.ip4, 32)))
+	o = e.fromWL(t, src, in)
+	o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	if got := ctEntry(t, e, key).Packets; got != 2 {
+		t.Errorf("entry counted %d packets, want 2", got)
+	}
+
+	// A new generation: the route is looked up again, and is gone.
+	cfg.RouteGen = 8
+	must(t, m.PutConfig(cfg))
+	o = e.fromWL(t, src, in)
+	o.want(t, ok, hit{src, maps.ReasonPassHost})
+}
+
+// The cache is per interface: the same tuple from another interface is a
+// spoof and takes the slow path, which drops it.
+func TestFastPathIsPerInterface(t *testing.T) {
+	e := newTunnelEnv(t)
+	m := e.dp.Maps
+	cfg := e.tun.cfg
+	cfg.RouteGen = 1
+	must(t, m.PutConfig(cfg))
+	src, dst, other := e.wl1, e.wl2, e.wl4
+	o := e.fromWL(t, src, udp4(src, src.ip4, dst.ip4, 64))
+	o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+
+	// wl4 checks no MAC, so only the source address gives it away.
+	spoof := udp4(other, src.ip4, dst.ip4, 64)
+	o = e.fromWL(t, other, spoof)
+	o.want(t, shot, hit{other, maps.ReasonDropSpoofIP})
+}
+
+// With generation 0 (an agent that predates the cache) nothing is cached.
+func TestFastPathOffWithoutGeneration(t *testing.T) {
+	e := newTunnelEnv(t)
+	src, dst := e.wl1, e.wl2
+	o := e.fromWL(t, src, udp4(src, src.ip4, dst.ip4, 64))
+	o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	key := maps.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: maps.ProtoUDP}
+	if ent := ctEntry(t, e, key); ent.RouteGen != 0 {
+		t.Errorf("generation 0 cached a route (generation %d)", ent.RouteGen)
+	}
+}
