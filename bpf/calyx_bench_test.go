@@ -216,3 +216,18 @@ func BenchmarkForwardDirect(b *testing.B) {
 
 func BenchmarkDecapVXLAN(b *testing.B) { benchDecap(b, maps.EncapVXLAN, maps.ReasonDecapVXLAN) }
 func BenchmarkDecapIPIP(b *testing.B)  { benchDecap(b, maps.EncapIPIP, maps.ReasonDecapIPIP) }
+
+// BenchmarkLocalDeliverFresh is local delivery (wl1 → wl2, redirect_peer)
+// measured like the overlay paths: one fresh packet per syscall, with
+// net-ns/op, so the per-packet table compares every path the same way.
+// wl1 has CheckMAC, as in the overlay benchmarks.
+func BenchmarkLocalDeliverFresh(b *testing.B) {
+	e := newEnv(b)
+	src, dst := e.wl1, e.wl2
+	pkt := udp4(src, src.ip4, dst.ip4, 64)
+	before := e.counters(b)
+	res := benchOnePacket(b, e, e.from, src.ifindex, pkt, redirect)
+	wantCounted(b, e, before, res, 1, len(pkt),
+		maps.CounterKey{Ifindex: src.idx(), Reason: maps.ReasonDeliverLocal},
+		maps.CounterKey{Ifindex: dst.idx(), Reason: maps.ReasonToWorkload})
+}

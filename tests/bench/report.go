@@ -1,293 +1,535 @@
 package bench
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
-	"runtime"
+	"path/filepath"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 )
 
 // Options control one benchmark run.
 type Options struct {
-	BinDir   string
-	Report   string // BENCHMARKS.md to write
-	BPFBench string // `go test -bench` output of ./bpf/ to include, if any
+	BinDir string
+	// Report is the Markdown report to write (BENCHMARKS.md).
+	Report string
+	// JSON is the machine-readable results to write ("" for none).
+	JSON string
+	// ChartDir receives the PNG charts ("" for none).
+	ChartDir string
+	// BPFBench is `go test -bench` output of ./bpf/ (per-packet section).
+	BPFBench string
 	Quick    bool
-	// Only, when set, runs just these sections ("local", "encap",
-	// "controlplane"); the report then holds only them.
+	// Rounds, when positive, replaces the two-host section's number of
+	// rounds.
+	Rounds int
+	// Only, when set, runs just these sections (SectionKeys); the report
+	// then holds only them.
 	Only []string
 	// Logf receives progress lines; nil means standard error.
 	Logf func(format string, args ...any)
 }
 
-// Sections lists the report's sections in order.
-var Sections = []string{"local", "encap", "controlplane"}
+// sectionAliases are older names --only still accepts.
+var sectionAliases = map[string]string{"encap": "twohost"}
 
 func (o Options) runs(section string) bool {
 	if len(o.Only) == 0 {
 		return true
 	}
 	for _, s := range o.Only {
-		if s == section {
+		if s == section || sectionAliases[s] == section {
 			return true
 		}
 	}
 	return false
 }
 
-// Run measures every case and writes the report.
+// sectionStatus says what became of a section in this run.
+type sectionStatus struct {
+	state string // "measured", "pending", "skipped", "failed"
+	why   string
+}
+
+// Run measures every selected section, then writes the report, the JSON
+// results and the charts. A section that fails is reported as such and the
+// others still run; Run then returns an error. When ctx is cancelled
+// nothing is written (every lab is still removed).
 func Run(ctx context.Context, o Options) error {
+	keys := SectionKeys()
 	for _, s := range o.Only {
-		if !slices.Contains(Sections, s) {
-			return fmt.Errorf("unknown section %q: want one of %s", s, strings.Join(Sections, ", "))
+		if !slices.Contains(keys, s) && sectionAliases[s] == "" {
+			return fmt.Errorf("unknown section %q: want one of %s", s, strings.Join(keys, ", "))
 		}
 	}
 	logf := o.Logf
 	if logf == nil {
 		logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	}
-	n, adds, secs, runs := 10000, 100, 5, 5
-	// Seven rounds: this machine is shared and the figures swing ±20%
-	// run to run; the median of seven pairs holds still where five did
-	// not. About 3.5 minutes.
-	encapSecs, rounds := 5, 7
-	if o.Quick {
-		n, adds, secs, runs = 2000, 20, 2, 2
-		encapSecs, rounds = 2, 2
+	began := time.Now()
+	rec := NewRecorder(logf)
+	var secs []*Section
+	status := map[string]sectionStatus{}
+	var failed []error
+	for _, s := range Registry(o.Quick) {
+		if !o.runs(s.Key) {
+			continue
+		}
+		secs = append(secs, s)
+		if s.Pending != "" || s.Run == nil {
+			status[s.Key] = sectionStatus{"pending", s.Pending}
+			continue
+		}
+		logf("== %s", s.Title)
+		t := time.Now()
+		err := s.Run(ctx, &o, rec)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if why, ok := isSkip(err); ok {
+			status[s.Key] = sectionStatus{"skipped", why}
+			logf("%s: not run: %s", s.Key, why)
+			continue
+		}
+		if err != nil {
+			status[s.Key] = sectionStatus{"failed", err.Error()}
+			failed = append(failed, fmt.Errorf("%s: %w", s.Key, err))
+			logf("%s FAILED after %s: %v", s.Key, time.Since(t).Round(time.Second), err)
+			continue
+		}
+		status[s.Key] = sectionStatus{"measured", ""}
+		logf("%s done in %s", s.Key, time.Since(t).Round(time.Second))
 	}
 
-	var b strings.Builder
-	fmt.Fprintf(&b, "# calyx benchmarks\n\n")
-	fmt.Fprintf(&b, "Written by `make bench` on %s. Figures are this machine's: %s.\n", time.Now().UTC().Format("2006-01-02"), machine())
-	fmt.Fprintf(&b, "Performance is reported, never asserted in tests. Absolute figures depend on this machine and on what else it runs; compare the ratios, measured in one run.\n\n")
-
-	if o.runs("local") {
-		logf("throughput, one host: %d runs of %d s per path", runs, secs)
-		tp, err := LocalThroughput(ctx, o.BinDir, secs, runs)
-		if err != nil {
-			return fmt.Errorf("throughput: %w", err)
-		}
-		fmt.Fprintf(&b, "## Throughput between two workloads on one host\n\n")
-		fmt.Fprintf(&b, "One TCP stream (iperf3, %d s, %d runs per path, alternating), workload namespaces on veth pairs into one host namespace.\n", secs, runs)
-		fmt.Fprintf(&b, "calyx: BPF local delivery (`bpf_redirect_peer`). Kernel: the same topology routed by the kernel (proxy_arp + /32 routes), in the same run.\n\n")
-		fmt.Fprintf(&b, "| path | median Gbit/s | min | max |\n|---|---|---|---|\n")
-		for _, r := range []struct {
-			name string
-			xs   []float64
-		}{{"calyx BPF local delivery", tp.BPFGbps}, {"kernel routing", tp.KernelGbps}} {
-			s := append([]float64(nil), r.xs...)
-			sort.Float64s(s)
-			fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f |\n", r.name, Median(s), s[0], s[len(s)-1])
-		}
-		fmt.Fprintf(&b, "\n**Ratio calyx / kernel: %.2f**\n\n", Median(tp.BPFGbps)/Median(tp.KernelGbps))
-	}
-
-	if o.runs("encap") {
-		logf("throughput, two hosts: %d rounds of %d cases, %d s each", rounds, len(EncapCases()), encapSecs)
-		er, err := EncapThroughput(ctx, o.BinDir, encapSecs, rounds, logf)
-		if err != nil {
-			return fmt.Errorf("two-host throughput: %w", err)
-		}
-		writeEncap(&b, er)
-	}
-
-	if o.runs("controlplane") {
-		logf("control plane: %d endpoints, %d single adds", n, adds)
-		cp, err := ControlPlane(ctx, o.BinDir, n, adds)
-		if err != nil {
-			return fmt.Errorf("control plane: %w", err)
-		}
-		fmt.Fprintf(&b, "## Control plane\n\n")
-		fmt.Fprintf(&b, "A real `calyx-agent` in its own network namespace follows a file datastore holding %d endpoints;\n", cp.Endpoints)
-		fmt.Fprintf(&b, "each is a route in the BPF map. Time is measured from the datastore write to the entry being visible in the pinned map.\n\n")
-		fmt.Fprintf(&b, "| measure | value |\n|---|---|\n")
-		fmt.Fprintf(&b, "| write %d endpoints to the datastore (one apply) | %s |\n", cp.Endpoints, cp.ModelWriteTime.Round(time.Millisecond))
-		fmt.Fprintf(&b, "| agent start → all %d routes in the map | %s |\n", cp.Endpoints, cp.FirstSync.Round(time.Millisecond))
-		fmt.Fprintf(&b, "| one endpoint added at %d: p50 | %s |\n", cp.Endpoints, Percentile(cp.AddLatencies, 50).Round(10*time.Microsecond))
-		fmt.Fprintf(&b, "| one endpoint added at %d: p99 | %s |\n", cp.Endpoints, Percentile(cp.AddLatencies, 99).Round(10*time.Microsecond))
-		fmt.Fprintf(&b, "| one endpoint added at %d: max (n=%d) | %s |\n", cp.Endpoints, len(cp.AddLatencies), Percentile(cp.AddLatencies, 100).Round(10*time.Microsecond))
-		fmt.Fprintf(&b, "| of which the datastore apply call (validate the whole model + write): p50 | %s |\n", Percentile(cp.ApplyTimes, 50).Round(10*time.Microsecond))
-		fmt.Fprintf(&b, "| agent RSS after the adds | %.1f MiB |\n\n", float64(cp.AgentRSSKiB)/1024)
-		fmt.Fprintf(&b, "Goal (issue: foundation): an endpoint added to a model of 10,000 is programmed in well under a second — ")
-		if p99 := Percentile(cp.AddLatencies, 99); cp.Endpoints >= 10000 && p99 < 500*time.Millisecond {
-			fmt.Fprintf(&b, "**pass** (p99 %s).\n\n", p99.Round(10*time.Microsecond))
-		} else {
-			fmt.Fprintf(&b, "**miss or not measured at 10,000** (p99 %s at %d).\n\n", p99.Round(10*time.Microsecond), cp.Endpoints)
-		}
-	}
-
-	if o.BPFBench != "" {
-		rows, err := parseGoBench(o.BPFBench)
-		if err != nil {
+	res := buildResults(secs, status, rec, o, time.Since(began))
+	var charts []chartFile
+	if o.ChartDir != "" {
+		var err error
+		if charts, err = writeCharts(o.ChartDir, res); err != nil {
 			return err
 		}
-		fmt.Fprintf(&b, "## Per-packet cost (BPF_PROG_TEST_RUN)\n\n")
-		fmt.Fprintf(&b, "Two ways of running, because a program that encapsulates or decapsulates changes the packet it runs on: ")
-		fmt.Fprintf(&b, "*repeated* rows run one packet many times in the kernel (`RunOptions.Repeat`); *fresh* rows run a new packet per syscall (repeat=1). ")
-		fmt.Fprintf(&b, "*ns/packet* includes the harness's own cost; *net* subtracts the empty program's cost measured the same way ")
-		fmt.Fprintf(&b, "(`HarnessEmptyTC/repeat=10000` for repeated rows, `repeat=1` for fresh ones).\n\n")
-		fmt.Fprintf(&b, "| path | runs | ns/packet | net ns/packet |\n|---|---|---|---|\n")
-		var floorRepeat float64
-		for _, r := range rows {
-			if r.name == "HarnessEmptyTC/repeat=10000" {
-				floorRepeat = r.ns
+	}
+	if o.JSON != "" {
+		if err := os.MkdirAll(filepath.Dir(o.JSON), 0o755); err != nil {
+			return err
+		}
+		if err := writeJSON(o.JSON, res); err != nil {
+			return err
+		}
+	}
+	md := renderMarkdown(res, secs, status, rec, charts, o)
+	if err := os.WriteFile(o.Report, []byte(md), 0o644); err != nil {
+		return err
+	}
+	logSummary(logf, res)
+	return errors.Join(failed...)
+}
+
+// buildResults turns the recorder into results.json's content.
+func buildResults(secs []*Section, status map[string]sectionStatus, rec *Recorder, o Options, took time.Duration) *Results {
+	res := &Results{Schema: 1, Machine: thisMachine(), Failed: map[string]any{}}
+	res.Run = RunInfo{Quick: o.Quick, DurationSeconds: took.Round(time.Second).Seconds(), Parameters: map[string]any{}}
+	rec.mu.Lock()
+	for k, v := range rec.params {
+		res.Run.Parameters[k] = v
+	}
+	rec.mu.Unlock()
+	labels := map[string]string{}
+	for _, s := range Registry(o.Quick) {
+		for _, c := range s.Cases() {
+			labels[c.ID] = c.Label
+		}
+	}
+	res.Cases = []*CaseResult{}
+	res.Goals = []GoalResult{}
+	for _, s := range secs {
+		res.Run.Sections = append(res.Run.Sections, s.Key)
+		st := status[s.Key]
+		if st.state == "failed" {
+			res.Failed[s.Key] = st.why
+		}
+		for _, t := range s.Tables {
+			for _, c := range t.Cases {
+				var reason string
+				switch {
+				case c.Pending != "":
+					reason = "not measured: " + c.Pending
+				case st.state == "pending":
+					reason = "not measured: " + st.why
+				case st.state == "skipped":
+					reason = "not run in this pass: " + st.why
+				case st.state == "failed":
+					reason = "not measured: the section failed in this run"
+				}
+				cr := rec.result(s, t.Title, c, labels, reason)
+				res.Cases = append(res.Cases, cr)
+				if c.Goal != nil {
+					g := GoalResult{Case: c.ID, Issue: c.Goal.Issue, Text: c.Goal.Text, Pass: cr.Pass, Note: cr.GoalNote}
+					switch {
+					case !cr.Measured:
+						g.Note = cr.Reason
+					case c.Goal.MinRatio > 0:
+						g.Value = cr.Ratio
+					default:
+						g.Value = ptr(goalStat(cr, c.Goal))
+					}
+					res.Goals = append(res.Goals, g)
+				}
 			}
 		}
-		for _, r := range rows {
-			mode, net := "repeated", "—"
-			switch {
-			case strings.HasPrefix(r.name, "HarnessEmptyTC"):
-				mode = strings.TrimPrefix(r.name, "HarnessEmptyTC/")
-			case r.net > 0:
-				mode, net = "fresh", fmt.Sprintf("%.0f", r.net)
-			case floorRepeat > 0:
-				net = fmt.Sprintf("%.0f", r.ns-floorRepeat)
+	}
+	return res
+}
+
+// fmtFloat formats v with format, or "—" when v is not a number.
+func fmtFloat(v float64, format string) string {
+	if finite(v) == nil {
+		return "—"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+// unitFormat is how figures of a unit are printed.
+func unitFormat(unit string) string {
+	switch unit {
+	case "Gbit/s":
+		return "%.2f"
+	case "ms", "MiB":
+		return "%.1f"
+	}
+	return "%.0f"
+}
+
+func fmtStat(v *float64, unit string) string {
+	if v == nil {
+		return "—"
+	}
+	return fmtFloat(*v, unitFormat(unit))
+}
+
+// goalText renders a goal as a condition.
+func goalText(g *Goal, unit string) string {
+	if g.MinRatio > 0 {
+		return fmt.Sprintf("ratio ≥ %.2f (%s)", g.MinRatio, g.Issue)
+	}
+	stat := g.Stat
+	if stat == "" {
+		stat = "median"
+	}
+	return fmt.Sprintf("%s ≤ %s %s (%s)", stat, fmtFloat(g.MaxValue, "%g"), unit, g.Issue)
+}
+
+// verdict renders a case's pass/miss.
+func verdict(cr *CaseResult) string {
+	switch {
+	case cr.Pass != nil && *cr.Pass:
+		return "**pass**"
+	case cr.Pass != nil:
+		return "**miss**"
+	case cr.GoalNote != nil:
+		return "not judged: " + *cr.GoalNote
+	case cr.Reason != nil:
+		return *cr.Reason
+	}
+	return "—"
+}
+
+// ratioText prints a case's ratio: three decimals where a goal judges it,
+// so that a miss by a hair does not read as the threshold itself.
+func ratioText(cr *CaseResult) string {
+	if cr.Ratio == nil {
+		return "—"
+	}
+	if cr.Goal != nil && cr.Goal.MinRatio > 0 {
+		return fmt.Sprintf("%.3f", *cr.Ratio)
+	}
+	return fmt.Sprintf("%.2f", *cr.Ratio)
+}
+
+func fmtRoundRatio(s *Stats) string {
+	if s == nil || s.N < 2 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", s.Median, s.Min, s.Max)
+}
+
+// renderMarkdown writes BENCHMARKS.md.
+func renderMarkdown(res *Results, secs []*Section, status map[string]sectionStatus, rec *Recorder, charts []chartFile, o Options) string {
+	byID := map[string]*CaseResult{}
+	for _, c := range res.Cases {
+		byID[c.ID] = c
+	}
+	var b strings.Builder
+	m := res.Machine
+	kind := "a full run"
+	if res.Run.Quick {
+		kind = "a **quick pass** (`BENCH_QUICK=1`: one round, one-second runs, a smaller control-plane model — for checking that everything works, not for figures)"
+	}
+	fmt.Fprintf(&b, "# calyx benchmarks\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` on %s: %s, %s of measurement after the per-packet benchmarks.\n", m.Date[:10], kind, (time.Duration(res.Run.DurationSeconds) * time.Second).String())
+	commit := m.Commit
+	if len(commit) > 12 {
+		commit = commit[:12]
+	}
+	if m.Dirty {
+		commit += " with uncommitted changes"
+	}
+	fmt.Fprintf(&b, "**The machine these figures come from**: %s; source at commit %s.\n\n", m, commit)
+	fmt.Fprintf(&b, "Performance is reported here, never asserted in tests. Absolute figures are this machine's and depend on what else it was running; ")
+	fmt.Fprintf(&b, "the ratios — calyx's path against the kernel's own way of doing the same job, measured in the same run, on the same lab, alternately — are what carries over. ")
+	fmt.Fprintf(&b, "Every figure is the median of repeated runs, with min and max. *Ratio* is median(calyx) / median(kernel baseline): above 1 is better for rates, below 1 for times. ")
+	fmt.Fprintf(&b, "The same figures, machine-readable: [`bench/results.json`](bench/results.json) (keys at the end of this page).\n\n")
+	if len(res.Failed) > 0 {
+		fmt.Fprintf(&b, "**Some sections failed in this run**; their cases are reported as not measured:\n\n")
+		for _, s := range secs {
+			if st := status[s.Key]; st.state == "failed" {
+				fmt.Fprintf(&b, "- %s: `%s`\n", s.Title, oneLine(st.why))
 			}
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %s |\n", r.name, mode, r.ns, net)
 		}
 		b.WriteString("\n")
 	}
-	return os.WriteFile(o.Report, []byte(b.String()), 0o644)
-}
 
-// goBench is one benchmark line: ns/op and, when reported, net-ns/op.
-type goBench struct {
-	name    string
-	ns, net float64
-}
-
-// parseGoBench takes `BenchmarkX-2  N  123 ns/op  [456 net-ns/op] ...` lines.
-func parseGoBench(path string) ([]goBench, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []goBench
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 4 || !strings.HasPrefix(fs[0], "Benchmark") {
-			continue
-		}
-		r := goBench{name: strings.TrimPrefix(fs[0], "Benchmark")}
-		if i := strings.LastIndex(r.name, "-"); i > 0 {
-			r.name = r.name[:i]
-		}
-		for i := 3; i < len(fs); i++ {
-			v, err := strconv.ParseFloat(fs[i-1], 64)
-			if err != nil {
-				continue
-			}
-			switch fs[i] {
-			case "ns/op":
-				r.ns = v
-			case "net-ns/op":
-				r.net = v
-			}
-		}
-		if r.ns > 0 {
-			out = append(out, r)
-		}
-	}
-	return out, sc.Err()
-}
-
-func machine() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				if _, v, ok := strings.Cut(l, ":"); ok {
-					model = strings.TrimSpace(v)
+	// Goals and ratios at a glance.
+	if len(res.Goals) > 0 {
+		fmt.Fprintf(&b, "## Goals set by the issues\n\n| issue | goal | figure | result |\n|---|---|---|---|\n")
+		for _, g := range res.Goals {
+			cr := byID[g.Case]
+			fig := "—"
+			if g.Value != nil {
+				if cr.Goal.MinRatio > 0 {
+					fig = "ratio " + ratioText(cr)
+				} else {
+					fig = fmt.Sprintf("%s %s %s", statName(cr.Goal), fmtStat(g.Value, cr.Unit), cr.Unit)
 				}
-				break
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", g.Issue, g.Text, fig, verdict(cr))
+		}
+		b.WriteString("\n")
+	}
+	var glance []string
+	for _, s := range secs {
+		for _, t := range s.Tables {
+			for _, c := range t.Cases {
+				cr := byID[c.ID]
+				if cr.Baseline == nil {
+					continue
+				}
+				name := fmt.Sprintf("%s: %s / %s", t.Title, cr.Name, *cr.BaselineName)
+				if !cr.Measured || cr.Ratio == nil {
+					glance = append(glance, fmt.Sprintf("| %s | %s | — | — |", name, reasonOf(cr)))
+					continue
+				}
+				goal := "—"
+				if c.Goal != nil && c.Goal.MinRatio > 0 {
+					goal = goalText(c.Goal, c.Unit) + ": " + verdict(cr)
+				}
+				glance = append(glance, fmt.Sprintf("| %s | **%s** | %s | %s |", name, ratioText(cr), fmtRoundRatio(cr.RoundRatio), goal))
+				for _, a := range cr.Also {
+					if a.Ratio != nil {
+						glance = append(glance, fmt.Sprintf("| %s: %s / %s (for information) | %.2f | %s | — |", t.Title, cr.Name, a.BaselineName, *a.Ratio, fmtRoundRatio(a.RoundRatio)))
+					}
+				}
 			}
 		}
 	}
-	kernel := ""
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		kernel = strings.TrimSpace(string(b))
+	if len(glance) > 0 {
+		fmt.Fprintf(&b, "## Ratios to the kernel at a glance\n\n")
+		fmt.Fprintf(&b, "| comparison | ratio of medians | per-round ratio: median (min–max) | goal |\n|---|---|---|---|\n")
+		b.WriteString(strings.Join(glance, "\n"))
+		b.WriteString("\n\n")
 	}
-	return fmt.Sprintf("%s, %d CPUs, kernel %s, %s", model, runtime.NumCPU(), kernel, runtime.Version())
-}
 
-// minMax returns the smallest and largest of xs.
-func minMax(xs []float64) (lo, hi float64) {
-	if len(xs) == 0 {
-		return 0, 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	return s[0], s[len(s)-1]
-}
-
-// writeEncap renders the two-host comparison (issue 3).
-func writeEncap(b *strings.Builder, r *EncapResult) {
-	fmt.Fprintf(b, "## Throughput between workloads on two hosts: BPF encapsulation vs the kernel's\n\n")
-	fmt.Fprintf(b, "One TCP stream (iperf3, %d s per run) from workload wa on host-a to workload wb on host-b: two host namespaces whose eth0 veths meet in a Linux bridge (one underlay segment, MTU 1500), one workload namespace per host on a veth. ", r.Seconds)
-	fmt.Fprintf(b, "Every case runs between the same two namespaces in the same lab; %d rounds, each measuring every case once. Rounds alternate which side goes first (BPF, kernel) and rotate the order of the cases within a side, so drift and noise reach both sides alike.\n\n", r.Rounds)
-	fmt.Fprintf(b, "- **MTU**: each case runs at the workload MTU it needs, set on both ends of wa's and wb's veths: VXLAN 1450, IP-in-IP 1480, no encapsulation 1500. Each kernel baseline uses its BPF counterpart's MTU.\n")
-	fmt.Fprintf(b, "- **BPF cases**: calyx-agent on both hosts; the pool's mode is switched by applying the IPPool (vxlanMode Always / ipipMode Always / both Never) without restarting the agents, and a case starts once `calyxctl routes dump` on both hosts shows the new encapsulation for the peer workload.\n")
-	fmt.Fprintf(b, "- **Kernel cases**: the agents are stopped (SIGTERM), their TCX link pins removed, which detaches the programs (checked with `BPF_PROG_QUERY` on eth0 and the workload veths: nothing attached, no clsact, no XDP), and calyx's routes (proto 202) flushed. ")
-	fmt.Fprintf(b, "Then, on both hosts, proxy_arp on the workload's host side (workloads keep 169.254.1.1 as gateway) and a /32 to the local workload. ")
-	fmt.Fprintf(b, "*Plain routing* adds a /32 to the remote workload via the peer host's underlay address (an L3 fabric that knows the routes). ")
-	fmt.Fprintf(b, "*Kernel VXLAN* adds a vxlan device (VNI 42, port 4789, `nolearning`, `noudpcsum` like calyx's VXLAN, MTU 1450) with the peer's tunnel MAC in the FDB and neighbour table and the remote /32 via the peer's tunnel address, as Calico programs its kernel VXLAN mode. ")
-	fmt.Fprintf(b, "Each kernel case is torn down after its run; the agents are restarted (they re-attach) for the next BPF side. There is no kernel IP-in-IP baseline: this kernel has no ipip device.\n")
-	fmt.Fprintf(b, "- **Proof of the path**, every run: BPF — pings raise host-a's counter for the case (encap-vxlan / encap-ipip / forward-direct) and no other, and host-b's decap counter; during iperf3 the case's counter on host-a counts the stream's bytes. Kernel — `ip route get` on host-a leads through the case's device, calyx's counters on both hosts stay unchanged, and host-a's vxlan device (VXLAN) or eth0 (routing) transmits the stream's bytes. ")
-	fmt.Fprintf(b, "*Path share* below is those bytes divided by the bytes iperf3 sent (slightly above 1: headers); *packet on the path* is their mean size: far above the MTU means TSO/GSO super-packets crossed unsegmented, as they should on both sides.\n\n")
-
-	fmt.Fprintf(b, "Gbit/s are this machine's (2 vCPUs, shared with other work while the run lasted); the ratios below are what carries over.\n\n")
-	fmt.Fprintf(b, "| case | workload MTU | median Gbit/s | min | max | path share (min) | packet on the path (median) |\n|---|---|---|---|---|---|---|\n")
-	for _, c := range EncapCases() {
-		xs := r.Gbps(c.Key)
-		lo, hi := minMax(xs)
-		var shares, sizes []float64
-		for _, x := range r.Runs[c.Key] {
-			shares = append(shares, x.PathShare)
-			sizes = append(sizes, x.PathPacket)
+	rel := func(p string) string {
+		if r, err := filepath.Rel(filepath.Dir(o.Report), p); err == nil {
+			return filepath.ToSlash(r)
 		}
-		minShare, _ := minMax(shares)
-		fmt.Fprintf(b, "| %s | %d | %.2f | %.2f | %.2f | %.3f | %.0f B |\n", c.Label, c.MTU, Median(xs), lo, hi, minShare, Median(sizes))
+		return p
 	}
-	fmt.Fprintf(b, "\n")
-
-	fmt.Fprintf(b, "| comparison | ratio of medians | per-round ratio: median (min–max) | goal | result |\n|---|---|---|---|---|\n")
-	label := map[string]string{}
-	for _, c := range EncapCases() {
-		label[c.Key] = c.Label
-	}
-	for _, cmp := range []struct {
-		a, b string
-		goal float64 // 0: for information
-	}{
-		{CaseBPFVXLAN, CaseKernelVXLAN, 1.0},
-		{CaseBPFDirect, CaseKernelRouted, 0.95},
-		{CaseBPFIPIP, CaseKernelVXLAN, 0},
-		{CaseBPFIPIP, CaseKernelRouted, 0},
-	} {
-		ratio := Median(r.Gbps(cmp.a)) / Median(r.Gbps(cmp.b))
-		pr := r.PairedRatios(cmp.a, cmp.b)
-		lo, hi := minMax(pr)
-		goal, result := "for information", "—"
-		if cmp.goal > 0 {
-			goal = fmt.Sprintf("≥ %.2f", cmp.goal)
-			result = "**miss**"
-			if ratio >= cmp.goal {
-				result = "**pass**"
+	for _, s := range secs {
+		st := status[s.Key]
+		fmt.Fprintf(&b, "## %s\n\n", s.Title)
+		switch st.state {
+		case "pending":
+			fmt.Fprintf(&b, "*Not measured yet: %s.* The cases it will report, each against its kernel baseline:\n\n", st.why)
+		case "skipped":
+			fmt.Fprintf(&b, "*Not run in this pass: %s.*\n\n", st.why)
+		case "failed":
+			fmt.Fprintf(&b, "**Failed in this run**: `%s`\n\n", oneLine(st.why))
+		default:
+			if s.Method != nil {
+				b.WriteString(s.Method(rec))
+				b.WriteString("\n")
 			}
 		}
-		fmt.Fprintf(b, "| %s / %s | %.2f | %.2f (%.2f–%.2f) | %s | %s |\n", label[cmp.a], label[cmp.b], ratio, Median(pr), lo, hi, goal, result)
+		for _, c := range charts {
+			if c.Section == s.Key {
+				fmt.Fprintf(&b, "![%s](%s)\n\n", c.Alt, rel(c.Path))
+			}
+		}
+		for _, t := range s.Tables {
+			writeTable(&b, t, byID, len(s.Tables) > 1)
+		}
 	}
-	fmt.Fprintf(b, "\nGoals (issue 3): BPF VXLAN ≥ kernel VXLAN, BPF direct ≥ 0.95 × plain routing; judged on the ratio of medians. The per-round ratios pair runs made minutes apart and show how far noise moves a single comparison.\n\n")
-	fmt.Fprintf(b, "What differs per packet: calyx's from-workload program encapsulates (or not) and hands the packet to eth0 itself (`bpf_redirect_neigh`), so host-a's IP forwarding is skipped; ")
-	fmt.Fprintf(b, "host-b's from-underlay program decapsulates and puts the packet straight into wb (`bpf_redirect_peer`), skipping host-b's forwarding and the veth hop. ")
-	fmt.Fprintf(b, "The kernel VXLAN device adds to plain routing a second route lookup for the outer header on host-a and, on host-b, the UDP socket lookup, `vxlan_rcv` and a GRO-cell pass before forwarding. ")
-	fmt.Fprintf(b, "Since every case moves super-packets of tens of kilobytes, these per-packet costs are paid once per many segments; one stream is bounded mostly by copying data in and out of the two iperf3 processes and one CPU running the whole softirq chain, which is why the cases end up close together.\n\n")
+	writeJSONDoc(&b)
+	return b.String()
+}
+
+func statName(g *Goal) string {
+	if g.Stat == "" {
+		return "median"
+	}
+	return g.Stat
+}
+
+func reasonOf(cr *CaseResult) string {
+	if cr.Reason != nil {
+		return *cr.Reason
+	}
+	return "baseline not measured"
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.ReplaceAll(s, "`", "'")
+	if len(s) > 400 {
+		s = s[:400] + "…"
+	}
+	return s
+}
+
+// extraP99 as an Extra's Detail shows the case's p99 (Case.Percentiles).
+const extraP99 = "@p99"
+
+// writeTable renders one table of cases.
+func writeTable(b *strings.Builder, t Table, byID map[string]*CaseResult, heading bool) {
+	if heading {
+		fmt.Fprintf(b, "### %s\n\n", t.Title)
+	}
+	if t.Note != "" {
+		fmt.Fprintf(b, "%s\n\n", t.Note)
+	}
+	unit := t.Cases[0].Unit
+	med := "median"
+	if t.Cases[0].Percentiles {
+		med = "median (p50)"
+	}
+	ratios, goals := false, false
+	for _, c := range t.Cases {
+		ratios = ratios || c.Kernel || c.Baseline != ""
+		goals = goals || c.Goal != nil
+	}
+	hdr := []string{"case", med + " " + unit + " (this machine)", "min", "max"}
+	for _, e := range t.Extras {
+		hdr = append(hdr, e.Header)
+	}
+	if ratios {
+		hdr = append(hdr, "ratio to kernel", "per-round ratio")
+	}
+	if goals {
+		hdr = append(hdr, "goal")
+	}
+	fmt.Fprintf(b, "| %s |\n|%s\n", strings.Join(hdr, " | "), strings.Repeat("---|", len(hdr)))
+	for _, c := range t.Cases {
+		cr := byID[c.ID]
+		row := []string{cr.Name}
+		if !cr.Measured {
+			row = append(row, reasonOf(cr), "—", "—")
+			for range t.Extras {
+				row = append(row, "—")
+			}
+		} else {
+			row = append(row, fmtStat(cr.Median, cr.Unit), fmtStat(cr.Min, cr.Unit), fmtStat(cr.Max, cr.Unit))
+			for _, e := range t.Extras {
+				row = append(row, extraCell(cr, e))
+			}
+		}
+		if ratios {
+			ratio, per := "—", "—"
+			switch {
+			case c.Kernel:
+				ratio = "baseline"
+			case cr.Baseline == nil:
+				ratio = "no kernel counterpart"
+			case cr.Ratio != nil:
+				ratio = fmt.Sprintf("**%s** × %s", ratioText(cr), *cr.BaselineName)
+				per = fmtRoundRatio(cr.RoundRatio)
+				for _, a := range cr.Also {
+					if a.Ratio != nil {
+						ratio += fmt.Sprintf("; %.2f × %s", *a.Ratio, a.BaselineName)
+					}
+				}
+			case cr.Measured:
+				ratio = "baseline not measured"
+			default:
+				ratio = "vs " + *cr.BaselineName
+			}
+			row = append(row, ratio, per)
+		}
+		if goals {
+			goal := "—"
+			if c.Goal != nil {
+				goal = goalText(c.Goal, c.Unit)
+				if cr.Measured {
+					goal += ": " + verdict(cr)
+				}
+			}
+			row = append(row, goal)
+		}
+		fmt.Fprintf(b, "| %s |\n", strings.Join(row, " | "))
+	}
+	b.WriteString("\n")
+}
+
+func extraCell(cr *CaseResult, e Extra) string {
+	if e.Detail == extraP99 {
+		if cr.P99 == nil {
+			return "—"
+		}
+		return fmtFloat(*cr.P99, e.Format)
+	}
+	st := cr.Details[e.Detail]
+	if st == nil {
+		return "—"
+	}
+	return fmtFloat(st.get(e.Stat), e.Format)
+}
+
+// writeJSONDoc documents results.json's keys.
+func writeJSONDoc(b *strings.Builder) {
+	b.WriteString(`## bench/results.json
+
+Written with this page by the same run. Keys are stable; ` + "`schema`" + ` changes when one changes meaning or goes away.
+
+- ` + "`schema`" + `: 1.
+- ` + "`machine`" + `: ` + "`cpu`, `cpus`, `kernel`, `os`, `go`, `date`" + ` (UTC, RFC 3339), ` + "`commit`" + ` (git HEAD), ` + "`dirty`" + ` (uncommitted changes to tracked files).
+- ` + "`run`" + `: ` + "`quick`" + ` (BENCH_QUICK), ` + "`sections`" + ` (those run or reported), ` + "`durationSeconds`" + `, ` + "`parameters`" + ` (rounds, seconds per run, model sizes, benchmark counts).
+- ` + "`cases`" + `: one object per case, in report order, every key always present (` + "`null`" + ` when it does not apply or was not measured):
+  - ` + "`id`" + ` (stable, e.g. ` + "`tcp1.bpf-vxlan`" + `, ` + "`rr.kernel-routing`" + `, ` + "`pp.encap-vxlan`" + `, ` + "`cp.change.endpoint`" + `), ` + "`section`" + `, ` + "`table`" + `, ` + "`name`" + `, ` + "`unit`" + `, ` + "`better`" + ` (` + "`higher`" + ` or ` + "`lower`" + `), ` + "`kernel`" + ` (true for a kernel baseline);
+  - ` + "`measured`" + `, and ` + "`reason`" + ` when not (` + "`not measured: arrives with issue 4 (floating IPs)`" + `: such cases never carry numbers);
+  - ` + "`samples`" + ` and ` + "`rounds`" + ` (the round each sample was measured in), ` + "`median`, `min`, `max`" + `, and ` + "`p50`, `p99`" + ` for latency distributions;
+  - ` + "`baseline`" + ` (id of the kernel case it is compared with), ` + "`baselineName`" + `, ` + "`ratio`" + ` (median / baseline median), ` + "`roundRatio`" + ` (` + "`n`, `median`, `min`, `max`" + ` of the ratios of samples of the same round), ` + "`also`" + ` (further comparisons, for information: ` + "`baseline`, `baselineName`, `ratio`, `roundRatio`" + `);
+  - ` + "`goal`" + ` (` + "`issue`, `text`, `minRatio`" + ` on the ratio, or ` + "`maxValue`" + ` with ` + "`stat`" + ` on the figure), ` + "`pass`" + `, ` + "`goalNote`" + ` (why a goal is not judged);
+  - ` + "`details`" + `: per-sample qualifiers as ` + "`n`, `median`, `min`, `max`" + `: ` + "`mtu`, `pathShare`, `pathPacketBytes`" + ` (iperf3 cases), ` + "`latencyP50us`, `latencyP99us`, `errors`" + ` (rr, crr), ` + "`ns`" + ` (per-packet: before the harness correction).
+- ` + "`goals`" + `: every goal of the report: ` + "`case`, `issue`, `text`, `value`" + ` (the ratio or figure judged), ` + "`pass`, `note`" + `.
+- ` + "`failedSections`" + `: section → error, for sections that failed in this run.
+`)
+}
+
+// logSummary prints the ratios and goals at the end of a run.
+func logSummary(logf func(string, ...any), res *Results) {
+	for _, c := range res.Cases {
+		if c.Ratio != nil {
+			logf("%-28s %-22s %8s %-14s ratio %.2f to %s", c.ID, c.Name, fmtStat(c.Median, c.Unit), c.Unit, *c.Ratio, *c.BaselineName)
+		}
+	}
+	for _, g := range res.Goals {
+		v := "not judged"
+		if g.Pass != nil {
+			v = map[bool]string{true: "PASS", false: "MISS"}[*g.Pass]
+		}
+		logf("goal (%s) %s: %s", g.Issue, g.Text, v)
+	}
 }

@@ -2,19 +2,52 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/tests/lab"
 )
 
-// ThroughputResult is one-stream TCP throughput between two workloads on
-// one host, delivered by calyx's BPF redirect and by plain kernel routing
-// (proxy_arp + /32 routes, as a routed host does without calyx), measured
-// alternately in the same lab.
-type ThroughputResult struct {
-	BPFGbps, KernelGbps []float64
+// Case IDs of the one-host comparison.
+const (
+	caseLocalBPF    = "local.tcp1.bpf"
+	caseLocalKernel = "local.tcp1.kernel-routing"
+)
+
+func localSection() *Section {
+	return &Section{
+		Key:   "local",
+		Title: "Throughput between two workloads on one host",
+		Tables: []Table{{
+			Title: "One TCP stream, workload to workload on one host",
+			Cases: []Case{
+				{ID: caseLocalBPF, Label: "calyx BPF local delivery", Unit: "Gbit/s", Better: HigherIsBetter, Baseline: caseLocalKernel},
+				{ID: caseLocalKernel, Label: "kernel routing", Unit: "Gbit/s", Better: HigherIsBetter, Kernel: true},
+			},
+		}},
+		Run: func(ctx context.Context, o *Options, rec *Recorder) error {
+			secs, runs := 4, 5
+			if o.Quick {
+				secs, runs = 1, 1
+			}
+			rec.Param("local.seconds", secs)
+			rec.Param("local.runs", runs)
+			rec.logf("one host: %d runs of %d s per path", runs, secs)
+			return LocalThroughput(ctx, o.BinDir, secs, runs, rec)
+		},
+		Method: func(rec *Recorder) string {
+			var b strings.Builder
+			fmt.Fprintf(&b, "One TCP stream (iperf3, %d s per run, %s per path, alternating which goes first), workload namespaces on veth pairs into one host namespace. ", rec.ParamInt("local.seconds"), plural(rec.ParamInt("local.runs"), "run"))
+			fmt.Fprintf(&b, "calyx: BPF local delivery (`bpf_redirect_peer`) between two calyx workloads. Kernel: two other workloads on the same host routed by the kernel (proxy_arp + /32 routes), in the same run. ")
+			b.WriteString(placementNote(false) + "\n")
+			return b.String()
+		},
+	}
 }
 
 // Median returns the median of xs.
@@ -30,23 +63,42 @@ func Median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// LocalThroughput builds one host with two calyx workloads and two workloads
-// routed by the kernel alone, and runs iperf3 between each pair in turn.
-func LocalThroughput(ctx context.Context, binDir string, seconds, runs int) (*ThroughputResult, error) {
-	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx})
-	if err != nil {
-		return nil, err
+// plural writes "1 run", "5 runs".
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
 	}
-	defer l.Close()
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// minMax returns the smallest and largest of xs.
+func minMax(xs []float64) (lo, hi float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[0], s[len(s)-1]
+}
+
+// LocalThroughput builds one host with two calyx workloads and two workloads
+// routed by the kernel alone, and runs iperf3 between each pair in turn,
+// recording local.tcp1.* samples.
+func LocalThroughput(ctx context.Context, binDir string, seconds, runs int, rec *Recorder) (err error) {
+	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx, AgentLogLevel: "warn"})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, l.Close()) }()
 	h, err := l.AddHost("host-a", "10.30.0.11/24")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var ws []*lab.Workload
 	for i, spec := range [][2]string{{"w1", "10.65.0.2"}, {"w2", "10.65.0.3"}, {"k1", "10.66.0.2"}, {"k2", "10.66.0.3"}} {
 		w, err := l.AddWorkload("host-a", spec[0], spec[1], fmt.Sprintf("02:00:00:00:01:%02x", i+1))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		ws = append(ws, w)
 	}
@@ -59,51 +111,51 @@ func LocalThroughput(ctx context.Context, binDir string, seconds, runs int) (*Th
 			{"sysctl", "-qw", "net.ipv4.conf." + w.HostIface + ".proxy_arp=1"},
 		} {
 			if _, err := l.Exec(h.NS, args...); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
 	if err := l.StartAgent("host-a"); err != nil {
-		return nil, err
+		return err
 	}
 	model := lab.JoinYAML(lab.PoolYAML("bench", "10.65.0.0/16"), lab.NodeYAML(h), lab.EndpointYAML(ws[0]), lab.EndpointYAML(ws[1]))
 	if _, err := l.Apply("", model); err != nil {
-		return nil, err
+		return err
 	}
 	if err := l.WaitPing(ws[0].NS, ws[1].IP.String(), 15*time.Second); err != nil {
-		return nil, fmt.Errorf("calyx pair: %w", err)
+		return fmt.Errorf("calyx pair: %w", err)
 	}
 	if err := l.WaitPing(ws[2].NS, ws[3].IP.String(), 15*time.Second); err != nil {
-		return nil, fmt.Errorf("kernel pair: %w", err)
+		return fmt.Errorf("kernel pair: %w", err)
 	}
 
-	res := &ThroughputResult{}
 	for i := 0; i < runs; i++ {
-		for _, pair := range []struct {
+		pairs := []struct {
 			src, dst *lab.Workload
-			out      *[]float64
-		}{{ws[0], ws[1], &res.BPFGbps}, {ws[2], ws[3], &res.KernelGbps}} {
-			g, err := iperf(l, pair.src, pair.dst, seconds)
-			if err != nil {
-				return nil, err
+			id       string
+		}{{ws[0], ws[1], caseLocalBPF}, {ws[2], ws[3], caseLocalKernel}}
+		if i%2 == 1 {
+			pairs[0], pairs[1] = pairs[1], pairs[0]
+		}
+		for _, p := range pairs {
+			if err := ctx.Err(); err != nil {
+				return err
 			}
-			*pair.out = append(*pair.out, g)
+			rep, err := iperfReport(l, p.src, p.dst, seconds, 1)
+			if err != nil {
+				return err
+			}
+			rec.Add(p.id, i, rep.BitsPerSecond/1e9)
+			rec.logf("one host, run %d/%d %-26s %6.2f Gbit/s", i+1, runs, p.id, rep.BitsPerSecond/1e9)
 		}
 	}
-	return res, nil
+	return nil
 }
 
-func iperf(l *lab.Lab, src, dst *lab.Workload, seconds int) (float64, error) {
-	rep, err := iperfReport(l, src, dst, seconds)
-	if err != nil {
-		return 0, err
-	}
-	return rep.BitsPerSecond / 1e9, nil
-}
-
-// iperfReport runs one iperf3 TCP stream src → dst for seconds.
-func iperfReport(l *lab.Lab, src, dst *lab.Workload, seconds int) (lab.IperfReport, error) {
-	srv, err := l.ExecBackground(dst.NS, time.Duration(seconds+30)*time.Second, "iperf3", "-s", "-1", "-B", dst.IP.String())
+// iperfReport runs iperf3 src → dst for seconds with streams parallel TCP
+// streams; the report's figures are the sums over the streams.
+func iperfReport(l *lab.Lab, src, dst *lab.Workload, seconds, streams int) (lab.IperfReport, error) {
+	srv, err := l.ExecBackground(dst.NS, time.Duration(seconds+30)*time.Second, onCPU(pinIperfServer, "iperf3", "-s", "-1", "-B", dst.IP.String())...)
 	if err != nil {
 		return lab.IperfReport{}, err
 	}
@@ -111,9 +163,59 @@ func iperfReport(l *lab.Lab, src, dst *lab.Workload, seconds int) (lab.IperfRepo
 	if err := lab.WaitListening(l, dst.NS, 5201, 10*time.Second); err != nil {
 		return lab.IperfReport{}, err
 	}
-	out, err := l.ExecTimeout(time.Duration(seconds+30)*time.Second, src.NS, "iperf3", "-c", dst.IP.String(), "-t", fmt.Sprint(seconds), "-J")
+	out, err := l.ExecTimeout(time.Duration(seconds+30)*time.Second, src.NS, onCPU(pinIperfClient, "iperf3", "-c", dst.IP.String(),
+		"-t", fmt.Sprint(seconds), "-P", fmt.Sprint(streams), "-J")...)
 	if err != nil {
 		return lab.IperfReport{}, err
 	}
 	return lab.ParseIperf(out.Stdout)
+}
+
+// Where the measuring processes run. On a 2-vCPU VM, leaving it to the
+// scheduler made single-connection request/response bimodal (about 8,000
+// or 30,000 transactions/s, by whether the two ends happened to share a
+// CPU: a wakeup across CPUs costs tens of µs in a VM) and moved iperf3 by
+// ±30%. So every path gets the same placement: iperf3's client on the
+// first CPU this process may use and its server on the second; calyx-load's
+// client and server both on the second, so one transaction's whole path
+// runs on one CPU and its rate measures that path's cost. With a single
+// CPU nothing is pinned.
+var pinIperfClient, pinIperfServer, pinLoadClient, pinLoadServer = benchCPUs()
+
+func benchCPUs() (iperfClient, iperfServer, loadClient, loadServer int) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return -1, -1, -1, -1
+	}
+	var cpus []int
+	for i := 0; i < 1024 && len(cpus) < 2; i++ {
+		if set.IsSet(i) {
+			cpus = append(cpus, i)
+		}
+	}
+	if len(cpus) < 2 {
+		return -1, -1, -1, -1
+	}
+	return cpus[0], cpus[1], cpus[1], cpus[1]
+}
+
+// placementNote says where the measuring processes ran, for the report.
+func placementNote(load bool) string {
+	if pinIperfClient < 0 {
+		return "Nothing is pinned to a CPU (a single CPU is available)."
+	}
+	if !load {
+		return fmt.Sprintf("iperf3's client runs on CPU %d and its server on CPU %d (taskset), the same for both paths.", pinIperfClient, pinIperfServer)
+	}
+	return fmt.Sprintf("iperf3's client runs on CPU %d and its server on CPU %d; calyx-load's client and server both on CPU %d (taskset), so one transaction's whole path runs on one CPU; the same for every path. "+
+		"Left to the scheduler, whether the two ends of a single connection shared a CPU decided the figure more than the path did (request/response jumped between about 8,000 and 30,000 transactions/s: a wakeup across CPUs costs tens of µs in a VM).",
+		pinIperfClient, pinIperfServer, pinLoadClient)
+}
+
+// onCPU runs args on one CPU (taskset) when cpu ≥ 0.
+func onCPU(cpu int, args ...string) []string {
+	if cpu < 0 {
+		return args
+	}
+	return append([]string{"taskset", "-c", fmt.Sprint(cpu)}, args...)
 }

@@ -174,7 +174,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 // failed says whether err is a failure rather than the run's deadline
 // cutting a transaction short.
 func failed(ctx context.Context, err error) bool {
-	return ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	// A dial cut short by the deadline reports context.DeadlineExceeded.
+	return ctx.Err() == nil && !errors.Is(err, os.ErrDeadlineExceeded) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 func percentile(sorted []time.Duration, p int) float64 {

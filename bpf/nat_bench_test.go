@@ -1,0 +1,42 @@
+package bpf_test
+
+// Per-packet cost of the conntrack paths, measured like the overlay paths
+// (one fresh packet per syscall, net-ns/op subtracts the harness): the
+// first run of each benchmark starts the flow, every later one is a packet
+// of an established flow.
+
+import (
+	"testing"
+
+	"github.com/calyxnet/calyx/maps"
+)
+
+// BenchmarkFIPDNATEstablished is a packet from outside to a floating IP of
+// a local instance on an established flow: conntrack hit, DNAT with both
+// checksums, delivery (calyx_from_underlay).
+func BenchmarkFIPDNATEstablished(b *testing.B) {
+	ne := newNATEnv(b)
+	pkt := mkFlow(maps.ProtoUDP, client, 40000, fipWL2, 53).frame(ne.routerL2(), seg{})
+	before := ne.counters(b)
+	res := benchOnePacket(b, ne.env, ne.ulIngress, ne.tun.ul.ifindex, pkt, redirect)
+	wantCountedSized(b, ne.env, before, res, 1,
+		sizedKey{maps.CounterKey{Ifindex: ne.tun.ul.idx(), Reason: maps.ReasonDeliverLocal}, len(pkt)},
+		sizedKey{maps.CounterKey{Ifindex: ne.wl2.idx(), Reason: maps.ReasonToWorkload}, len(pkt)})
+}
+
+// BenchmarkFastPathLocalDeliver is BenchmarkLocalDeliverFresh with the
+// established-flow fast path on (a route generation in cx_config): the
+// route comes from the flow's conntrack entry, no LPM lookup.
+func BenchmarkFastPathLocalDeliver(b *testing.B) {
+	e := newTunnelEnv(b)
+	cfg := e.tun.cfg
+	cfg.RouteGen = 1
+	must(b, e.dp.Maps.PutConfig(cfg))
+	src, dst := e.wl1, e.wl2
+	pkt := udp4(src, src.ip4, dst.ip4, 64)
+	before := e.counters(b)
+	res := benchOnePacket(b, e, e.from, src.ifindex, pkt, redirect)
+	wantCounted(b, e, before, res, 1, len(pkt),
+		maps.CounterKey{Ifindex: src.idx(), Reason: maps.ReasonDeliverLocal},
+		maps.CounterKey{Ifindex: dst.idx(), Reason: maps.ReasonToWorkload})
+}

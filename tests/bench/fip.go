@@ -1,0 +1,352 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/calyxnet/calyx/tests/lab"
+)
+
+// The floating-IP comparison (issue 4): an external client behind the data
+// center's gateway reaches a workload by its floating IP. calyx translates
+// in BPF (DNAT at the underlay ingress, the reply's SNAT from its conntrack
+// entry); the kernel's way is an iptables DNAT rule with conntrack undoing
+// it for the replies, on the same host, between the same namespaces.
+
+const (
+	fipAddr     = "198.51.100.10"
+	fipLoadPort = 7007
+)
+
+// fipPaths are the two ways through, BPF first.
+var fipPaths = []struct{ key, label string }{
+	{"bpf-nat", "calyx BPF DNAT/SNAT"},
+	{"iptables-nat", "iptables DNAT/SNAT + conntrack"},
+}
+
+// fipMetrics are what is measured on each path.
+var fipMetrics = []struct{ key, title, unit string }{
+	{"tcp1", "One TCP stream to the floating IP (iperf3)", "Gbit/s"},
+	{"rr", "Request/response over one connection to the floating IP (calyx-load rr)", "transactions/s"},
+	{"crr", "New connections to the floating IP (calyx-load crr: connect, request, response, close)", "connections/s"},
+}
+
+func fipCaseID(metric, path string) string { return "fip." + metric + "." + path }
+
+// fipMeasuredSection is the floating-IP section with its runner.
+func fipMeasuredSection() *Section {
+	s := &Section{Key: "fip", Title: "Floating IPs: BPF DNAT/SNAT vs iptables DNAT/SNAT with conntrack"}
+	for _, m := range fipMetrics {
+		t := Table{Title: m.title}
+		for _, p := range fipPaths {
+			c := Case{ID: fipCaseID(m.key, p.key), Label: p.label, Unit: m.unit, Better: HigherIsBetter}
+			if p.key == "iptables-nat" {
+				c.Kernel = true
+			} else {
+				c.Baseline = fipCaseID(m.key, "iptables-nat")
+			}
+			t.Cases = append(t.Cases, c)
+		}
+		s.Tables = append(s.Tables, t)
+	}
+	s.Run = func(ctx context.Context, o *Options, rec *Recorder) error {
+		rounds, tcpSecs, loadSecs := 3, 4, 3
+		if o.Quick {
+			rounds, tcpSecs, loadSecs = 1, 1, 1
+		}
+		rec.Param("fip.rounds", rounds)
+		rec.Param("fip.tcpSeconds", tcpSecs)
+		rec.Param("fip.loadSeconds", loadSecs)
+		rec.logf("floating IP: %d rounds of 2 paths × (iperf3 %d s, rr and crr %d s)", rounds, tcpSecs, loadSecs)
+		return runFIPBench(ctx, o.BinDir, rounds, tcpSecs, loadSecs, rec)
+	}
+	s.Method = func(rec *Recorder) string {
+		return fmt.Sprintf(`One host (host-a) with one workload (wa, MTU 1500) and the data center's gateway on its underlay segment, with an external client behind it. The client reaches wa by its floating IP %s, which the gateway routes to host-a (a static route standing for BGP). %d rounds; each measures both paths, alternating which goes first: one TCP stream (iperf3, %d s), then request/response over one connection and new connections per second (calyx-load, %d s each, 1-byte requests and responses).
+
+- **calyx**: calyx-agent on host-a with a FloatingIP for wa; calyx_from_underlay DNATs at host-a's eth0 and hands the packet to wa (bpf_redirect_peer); wa's replies get the floating IP back from their conntrack entry in calyx_from_wl.
+- **kernel**: the agent is stopped and calyx's programs detached (TCX pins removed, checked with BPF_PROG_QUERY), its routes flushed; then a /32 route to wa's veth with proxy_arp on it (as a routed host does without calyx) and `+"`iptables -t nat -A PREROUTING -d %s -j DNAT --to-destination <wa>`"+`; the kernel's conntrack undoes the DNAT for the replies.
+- **Proof of the path**, every run: calyx — host-a's eth0 counts the packets as deliver-local and ct dump holds the DNAT flow; kernel — the DNAT rule's packet counter moves and no calyx program is attached.`,
+			fipAddr, rec.ParamInt("fip.rounds"), rec.ParamInt("fip.tcpSeconds"), rec.ParamInt("fip.loadSeconds"), fipAddr)
+	}
+	return s
+}
+
+// fipBench is the lab of one floating-IP run.
+type fipBench struct {
+	l        *lab.Lab
+	h        *lab.Host
+	wa       *lab.Workload
+	g        *lab.Gateway
+	loadBin  string
+	tcpSecs  int
+	loadSecs int
+	rec      *Recorder
+}
+
+func runFIPBench(ctx context.Context, binDir string, rounds, tcpSecs, loadSecs int, rec *Recorder) (err error) {
+	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, l.Close()) }()
+	b := &fipBench{l: l, loadBin: filepath.Join(binDir, "calyx-load"), tcpSecs: tcpSecs, loadSecs: loadSecs, rec: rec}
+	if err := b.build(); err != nil {
+		return fmt.Errorf("floating-IP lab: %w", err)
+	}
+	for r := 0; r < rounds; r++ {
+		order := []string{"bpf-nat", "iptables-nat"}
+		if r%2 == 1 {
+			order = []string{"iptables-nat", "bpf-nat"}
+		}
+		for _, path := range order {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := b.measure(path, r); err != nil {
+				return fmt.Errorf("round %d, %s: %w", r+1, path, err)
+			}
+		}
+	}
+	return b.toBPF()
+}
+
+func (b *fipBench) build() error {
+	l := b.l
+	h, err := l.AddHost("host-a", "10.30.0.11/24")
+	if err != nil {
+		return err
+	}
+	wa, err := l.AddWorkload(h.Name, "wa", "10.65.1.2", "")
+	if err != nil {
+		return err
+	}
+	g, err := l.AddGateway(lab.GatewayOptions{})
+	if err != nil {
+		return err
+	}
+	b.h, b.wa, b.g = h, wa, g
+	if err := l.StartAgent(h.Name); err != nil {
+		return err
+	}
+	model := lab.JoinYAML(lab.PoolYAML("workloads", lab.WorkloadPool), lab.ExternalPoolYAML(lab.ExternalPool, lab.FloatingPool),
+		lab.NodeYAML(h), lab.EndpointYAML(wa), lab.FloatingIPYAML("fip-wa", fipAddr, wa.Name))
+	if out, err := l.Apply("", model); err != nil {
+		return fmt.Errorf("apply: %w: %s", err, out)
+	}
+	if err := l.WaitLinks(h.Name, 20*time.Second, wa.HostIface); err != nil {
+		return err
+	}
+	if err := l.RouteFloatingIP(fipAddr, h); err != nil {
+		return err
+	}
+	if err := l.WaitPing(g.Client.NS, fipAddr, 15*time.Second); err != nil {
+		return fmt.Errorf("the client cannot reach the floating IP: %w", err)
+	}
+	// Thousands of short connections per run: the client reuses ports in
+	// TIME-WAIT and has the whole range.
+	for _, args := range [][]string{
+		{"sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"},
+		{"sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535"},
+	} {
+		if _, err := l.Exec(g.Client.NS, args...); err != nil {
+			return err
+		}
+	}
+	if _, err := l.ExecBackground(wa.NS, 24*time.Hour, b.loadBin, "serve", "--listen", net.JoinHostPort("0.0.0.0", strconv.Itoa(fipLoadPort))); err != nil {
+		return err
+	}
+	return lab.WaitListening(l, wa.NS, fipLoadPort, 10*time.Second)
+}
+
+// measure runs every metric on one path.
+func (b *fipBench) measure(path string, round int) error {
+	var prove func() error
+	var err error
+	if path == "bpf-nat" {
+		err = b.toBPF()
+		prove = b.proveBPF()
+	} else {
+		err = b.toKernel()
+		prove = b.proveKernel()
+	}
+	if err != nil {
+		return err
+	}
+	gbps, err := b.iperf()
+	if err != nil {
+		return err
+	}
+	b.rec.Add(fipCaseID("tcp1", path), round, gbps)
+	for _, mode := range []string{"rr", "crr"} {
+		res, err := b.load(mode)
+		if err != nil {
+			return err
+		}
+		b.rec.Add(fipCaseID(mode, path), round, res.PerSecond)
+	}
+	b.rec.logf("floating IP round %d %s: %.2f Gbit/s", round+1, path, gbps)
+	return prove()
+}
+
+func (b *fipBench) iperf() (float64, error) {
+	srv, err := b.l.ExecBackground(b.wa.NS, time.Duration(b.tcpSecs+30)*time.Second, "iperf3", "-s", "-1")
+	if err != nil {
+		return 0, err
+	}
+	defer srv.Stop(9, time.Second)
+	if err := lab.WaitListening(b.l, b.wa.NS, 5201, 10*time.Second); err != nil {
+		return 0, err
+	}
+	out, err := b.l.ExecTimeout(time.Duration(b.tcpSecs+30)*time.Second, b.g.Client.NS, "iperf3", "-c", fipAddr, "-t", strconv.Itoa(b.tcpSecs), "-J")
+	if err != nil {
+		return 0, err
+	}
+	rep, err := lab.ParseIperf(out.Stdout)
+	if err != nil {
+		return 0, err
+	}
+	return rep.BitsPerSecond / 1e9, nil
+}
+
+func (b *fipBench) load(mode string) (loadResult, error) {
+	out, err := b.l.ExecTimeout(time.Duration(b.loadSecs+30)*time.Second, b.g.Client.NS, b.loadBin, mode,
+		"--target", net.JoinHostPort(fipAddr, strconv.Itoa(fipLoadPort)), "--duration", fmt.Sprintf("%ds", b.loadSecs))
+	if err != nil {
+		return loadResult{}, err
+	}
+	var res loadResult
+	if err := json.Unmarshal([]byte(out.Stdout), &res); err != nil {
+		return loadResult{}, fmt.Errorf("calyx-load %s: decode %q: %w", mode, out.Stdout, err)
+	}
+	if res.Transactions <= 0 {
+		return loadResult{}, fmt.Errorf("calyx-load %s: no transactions: %s", mode, out.Stdout)
+	}
+	return res, nil
+}
+
+// toBPF brings calyx back: the kernel's setup goes, the agent starts and
+// re-attaches its programs.
+func (b *fipBench) toBPF() error {
+	if b.l.AgentPid(b.h.Name) != 0 {
+		return nil
+	}
+	for _, args := range b.kernelSetup(false) {
+		_, _ = b.l.Exec(b.h.NS, args...) // what is not there is fine
+	}
+	if err := b.l.StartAgent(b.h.Name); err != nil {
+		return err
+	}
+	if err := b.l.WaitLinks(b.h.Name, 20*time.Second, b.wa.HostIface); err != nil {
+		return err
+	}
+	return b.l.WaitPing(b.g.Client.NS, fipAddr, 15*time.Second)
+}
+
+// toKernel stops the agent, detaches calyx and sets up the kernel's DNAT.
+func (b *fipBench) toKernel() error {
+	if b.l.AgentPid(b.h.Name) == 0 {
+		return nil
+	}
+	if err := b.l.StopAgent(b.h.Name); err != nil {
+		return err
+	}
+	pins, err := filepath.Glob(filepath.Join(b.h.BPFFS, "links", "*"))
+	if err != nil {
+		return err
+	}
+	for _, p := range pins {
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("detach calyx: %w", err)
+		}
+	}
+	for _, iface := range []string{b.h.UnderlayIface, b.wa.HostIface} {
+		n, err := tcxPrograms(b.h.NS, iface)
+		if err != nil {
+			return err
+		}
+		if n != 0 {
+			return fmt.Errorf("%d programs still attached to %s", n, iface)
+		}
+	}
+	if _, err := b.l.Exec(b.h.NS, "ip", "route", "flush", "proto", "202"); err != nil {
+		return err
+	}
+	for _, args := range b.kernelSetup(true) {
+		if _, err := b.l.Exec(b.h.NS, args...); err != nil {
+			return err
+		}
+	}
+	return b.l.WaitPing(b.g.Client.NS, fipAddr, 15*time.Second)
+}
+
+// kernelSetup is the kernel's way to serve the floating IP (add) or its
+// removal.
+func (b *fipBench) kernelSetup(add bool) [][]string {
+	wa, veth := b.wa.IP.String(), b.wa.HostIface
+	if add {
+		return [][]string{
+			{"ip", "route", "replace", wa + "/32", "dev", veth, "scope", "link"},
+			{"sysctl", "-qw", "net.ipv4.conf." + veth + ".proxy_arp=1"},
+			{"iptables", "-t", "nat", "-A", "PREROUTING", "-d", fipAddr + "/32", "-j", "DNAT", "--to-destination", wa},
+		}
+	}
+	return [][]string{
+		{"iptables", "-t", "nat", "-D", "PREROUTING", "-d", fipAddr + "/32", "-j", "DNAT", "--to-destination", wa},
+		{"sysctl", "-qw", "net.ipv4.conf." + veth + ".proxy_arp=0"},
+		{"ip", "route", "del", wa + "/32", "dev", veth},
+	}
+}
+
+// proveBPF returns a check, run after the measurements, that they went
+// through calyx: eth0 delivered packets to wa and conntrack holds a DNAT.
+func (b *fipBench) proveBPF() func() error {
+	before := b.delivered()
+	return func() error {
+		if d := b.delivered() - before; d < 1000 {
+			return fmt.Errorf("calyx delivered only %d packets from eth0 during the runs", d)
+		}
+		out, _, err := b.l.Calyxctl(b.h.Name, "ct", "dump")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "dnat") {
+			return errors.New("no DNAT flow in calyx's conntrack")
+		}
+		return nil
+	}
+}
+
+func (b *fipBench) delivered() uint64 {
+	rows, err := b.l.Counters(b.h.Name)
+	if err != nil {
+		return 0
+	}
+	return lab.CounterPackets(rows, b.h.UnderlayIface, "deliver-local")
+}
+
+// proveKernel returns a check that the DNAT rule translated the runs.
+func (b *fipBench) proveKernel() func() error {
+	return func() error {
+		out, err := b.l.Exec(b.h.NS, "iptables", "-t", "nat", "-L", "PREROUTING", "-v", "-x", "-n")
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(out.Stdout, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 0 && strings.Contains(line, "DNAT") && strings.Contains(line, fipAddr) {
+				if n, _ := strconv.Atoi(f[0]); n > 0 {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("the iptables DNAT rule translated nothing:\n%s", out.Stdout)
+	}
+}
