@@ -312,3 +312,16 @@ func (m *Maps) DeleteConntrack(keys []CTKey) (int, error) {
 
 // ConntrackCapacity is cx_ct's size.
 func (m *Maps) ConntrackCapacity() uint32 { return m.ct.MaxEntries() }
+
+// LookupFloatingIP returns the entry of a floating IP, if there is one.
+func (m *Maps) LookupFloatingIP(ip netip.Addr) (FloatingIP, bool, error) {
+	var v bpf.CalyxCxFip
+	err := m.fips.Lookup(bpf.CalyxCxFipKey{Addr: addrTo16(ip)}, &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return FloatingIP{}, false, nil
+	}
+	if err != nil {
+		return FloatingIP{}, false, fmt.Errorf("lookup %s[%s]: %w", FIPsName, ip, err)
+	}
+	return floatingIPFromBPF(v), true, nil
+}

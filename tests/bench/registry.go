@@ -161,7 +161,6 @@ func SectionKeys() []string {
 
 // Reasons for what is not built yet.
 const (
-	pendingFIP    = "floating IPs work (issue 4), but the control-plane run does not program 10,000 of them yet"
 	pendingPolicy = "arrives with issue 5 (policy)"
 )
 
