@@ -427,6 +427,19 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
  * tracked flow is rewritten as its entry says; a new flow starts what start
  * allows. len is the packet's length as it arrived (for the counters).
  * Returns an enum cx_nat_result; t holds the tuple as rewritten. */
+/* cx_nat_first translates a flow's first packet, t, by the entry
+ * cx_ct_create just wrote for it. */
+static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *t, struct cx_ct_entry **entry)
+{
+	struct cx_ct_entry *ct = cx_ct_lookup(t);
+
+	if (!ct || cx_nat_apply(skb, t, ct))
+		return CX_NAT_ERR_HELPER;
+	if (entry)
+		*entry = ct;
+	return CX_NAT_DONE;
+}
+
 static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len,
 					struct cx_ct_entry **entry);
 
@@ -487,12 +500,7 @@ static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *
 			}
 			if (cx_ct_create(t, ns, fixed, t->sport, t->dport, nat, 0, len) < 0)
 				return CX_NAT_ERR_CT;
-			ct = cx_ct_lookup(t);
-			if (!ct || cx_nat_apply(skb, t, ct))
-				return CX_NAT_ERR_HELPER;
-			if (entry)
-				*entry = ct;
-			return CX_NAT_DONE;
+			return cx_nat_first(skb, t, entry);
 		}
 	}
 	if (!(start & CX_START_WORKLOAD))
@@ -505,12 +513,7 @@ static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *
 		if (cx_ct_create(t, t->saddr, cx_addr_ip4(cfg->metadata_addr), t->sport,
 				 bpf_htons((__u16)cfg->metadata_port), CX_NAT_DNAT, 0, len) < 0)
 			return CX_NAT_ERR_CT;
-		ct = cx_ct_lookup(t);
-		if (!ct || cx_nat_apply(skb, t, ct))
-			return CX_NAT_ERR_HELPER;
-		if (entry)
-			*entry = ct;
-		return CX_NAT_DONE;
+		return cx_nat_first(skb, t, entry);
 	}
 	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_route_v4(t->daddr) &&
 	    cx_nat_outgoing_dst(skb, cx_addr_ip4(cfg->node_addr), t->daddr)) {
@@ -519,12 +522,7 @@ static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *
 
 		if (cx_ct_create(t, cx_addr_ip4(cfg->node_addr), t->daddr, first, t->dport, CX_NAT_SNAT, 1, len) < 0)
 			return CX_NAT_ERR_PORTS;
-		ct = cx_ct_lookup(t);
-		if (!ct || cx_nat_apply(skb, t, ct))
-			return CX_NAT_ERR_HELPER;
-		if (entry)
-			*entry = ct;
-		return CX_NAT_DONE;
+		return cx_nat_first(skb, t, entry);
 	}
 	if (start & CX_START_TRACK) {
 		/* Tracked without translation: conntrack's view of the flow
