@@ -35,6 +35,14 @@ static __always_inline void *cx_skb_data_end(struct __sk_buff *skb)
 	return p;
 }
 
+/* cx_pull makes the first n bytes of the packet (or all of it, if shorter)
+ * linear, so the headers a program reads are within data_end. */
+static __always_inline void cx_pull(struct __sk_buff *skb, __u32 n)
+{
+	if (skb->data_end - skb->data < n && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < n ? skb->len : n);
+}
+
 /* Ethernet, the longest IPv4 header, and the L4 bytes conntrack reads: an
  * ICMP error's header and the quoted IPv4 header and ports. */
 #define CX_PULL_LEN (ETH_HLEN + 60 + 8 + 20 + 8)
@@ -65,10 +73,11 @@ struct cx_icmp_unreach {
 #define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
 #endif
 
-/* skb->mark of a packet a calyx program has already routed and sent to an
- * underlay interface: that interface's egress hook lets it through rather
- * than routing it a second time (a redirect to egress runs the hook again).
- * The mark is scrubbed when a packet crosses into another namespace. */
+/* skb->mark of a packet a calyx program has already translated, routed and
+ * redirected to the egress of an underlay or workload interface: that
+ * interface's egress hook lets it through rather than routing or looking it
+ * up a second time (a redirect to egress runs the hook again). The mark is
+ * scrubbed when a packet crosses into another namespace. */
 #define CX_MARK_ROUTED 0x0ca10000
 
 struct {
@@ -253,7 +262,9 @@ static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifin
 		ret = bpf_redirect_peer(out_ifindex, 0);
 		return cx_to_workload(skb, out_ifindex, ret);
 	}
-	/* The destination's egress hook runs cx_to_workload on this path. */
+	/* The destination's egress hook runs cx_to_workload on this path; the
+	 * mark tells it the packet is translated and routed already. */
+	skb->mark = CX_MARK_ROUTED;
 	return bpf_redirect_neigh(out_ifindex, NULL, 0, 0);
 }
 
@@ -703,6 +714,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 {
 	__u32 ifindex = skb->ifindex, len = skb->len, start;
 	struct cx_ct_entry *ct = NULL;
+	int looked_up = 0;
 	struct cx_node_config *cfg;
 	struct cx_tuple t = {};
 	struct cx_route *rt;
@@ -720,6 +732,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 	 * its conntrack entry until the routes change: one hash lookup, no
 	 * LPM. TTL 1 goes the slow way (the host stack answers it). */
 	if (cfg && cfg->route_gen && iph->ttl > 1 && cx_tuple_of(skb, &t) == CX_TUPLE_FLOW) {
+		looked_up = 1;
 		ct = cx_ct_lookup(&t);
 		if (ct && ct->ifindex == ifindex && ct->route_gen == cfg->route_gen) {
 			cx_ct_seen(ct, &t, len);
@@ -731,8 +744,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 			}
 			return cx_from_wl_route(skb, ifindex, len, &ct->route, nat);
 		}
-		ct = NULL;
-		__builtin_memset(&t, 0, sizeof(t));
+		/* Not cacheable yet: the slow path below takes this lookup. */
 	}
 
 	rt = cx_route_v4(iph->saddr);
@@ -749,7 +761,10 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 	start = CX_START_FIP | CX_START_WORKLOAD | CX_START_TRACK;
 	if (rt->flags & CX_RT_F_NAT_OUTGOING)
 		start |= CX_START_NAT_OUTGOING;
-	nat = cx_nat_entry(skb, &t, start, len, &ct);
+	if (looked_up)
+		nat = cx_nat_flow(skb, &t, ct, start, len, &ct);
+	else
+		nat = cx_nat_entry(skb, &t, start, len, &ct);
 	if (nat < 0)
 		return cx_nat_drop(ifindex, nat, len);
 
@@ -916,8 +931,7 @@ int calyx_from_wl(struct __sk_buff *skb)
 
 	/* Headers this program reads must be in the linear area: Ethernet plus
 	 * the longest IPv4 header (60 bytes with options; IPv6's is 40). */
-	if (skb->data_end - skb->data < CX_PULL_LEN && skb->len > skb->data_end - skb->data)
-		bpf_skb_pull_data(skb, skb->len < CX_PULL_LEN ? skb->len : CX_PULL_LEN);
+	cx_pull(skb, CX_PULL_LEN);
 
 	ifc = bpf_map_lookup_elem(&cx_ifaces, &ifindex);
 	if (!ifc || !(ifc->flags & CX_IFACE_WORKLOAD))
@@ -960,6 +974,12 @@ int calyx_to_wl(struct __sk_buff *skb)
 	if (!ifc || !(ifc->flags & CX_IFACE_WORKLOAD))
 		/* Attached but not (or no longer) an endpoint: fail closed. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT, TC_ACT_SHOT);
+	if (skb->mark == CX_MARK_ROUTED) {
+		/* Delivered by a calyx program (bpf_redirect_neigh), which did
+		 * its translation: conntrack is not consulted twice. */
+		skb->mark = 0;
+		return cx_to_workload(skb, ifindex, TC_ACT_OK);
+	}
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		/* Replies from the host stack to translated flows (the
 		 * metadata service) get the address the workload asked for. */
@@ -967,8 +987,7 @@ int calyx_to_wl(struct __sk_buff *skb)
 		struct cx_tuple t = {};
 		int nat;
 
-		if (skb->data_end - skb->data < CX_PULL_LEN && skb->len > skb->data_end - skb->data)
-			bpf_skb_pull_data(skb, skb->len < CX_PULL_LEN ? skb->len : CX_PULL_LEN);
+		cx_pull(skb, CX_PULL_LEN);
 		nat = cx_nat(skb, &t, 0, len);
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
@@ -1122,8 +1141,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 	if (!cfg || !cx_addr_ip4(cfg->node_addr))
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 
-	if (skb->data_end - skb->data < CX_UNDERLAY_PULL_LEN && skb->len > skb->data_end - skb->data)
-		bpf_skb_pull_data(skb, skb->len < CX_UNDERLAY_PULL_LEN ? skb->len : CX_UNDERLAY_PULL_LEN);
+	cx_pull(skb, CX_UNDERLAY_PULL_LEN);
 
 	data_end = cx_skb_data_end(skb);
 	c.pos = cx_skb_data(skb);
@@ -1208,8 +1226,7 @@ int calyx_to_underlay(struct __sk_buff *skb)
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 
-	if (skb->data_end - skb->data < CX_PULL_LEN && skb->len > skb->data_end - skb->data)
-		bpf_skb_pull_data(skb, skb->len < CX_PULL_LEN ? skb->len : CX_PULL_LEN);
+	cx_pull(skb, CX_PULL_LEN);
 	data_end = cx_skb_data_end(skb);
 	c.pos = cx_skb_data(skb);
 	eth = parse_ethhdr(&c, data_end);
@@ -1238,6 +1255,7 @@ int calyx_to_underlay(struct __sk_buff *skb)
 			return cx_to_node(skb, ifindex, rt, 1);
 		if (nat == CX_NAT_DONE && rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
 			/* A floating IP of an instance on this host: into it. */
+			skb->mark = CX_MARK_ROUTED;
 			if (rt->flags & CX_RT_F_HAS_MAC) {
 				__builtin_memcpy(eth->h_dest, rt->mac, CX_ETH_ALEN);
 				__builtin_memcpy(eth->h_source, rt->host_mac, CX_ETH_ALEN);

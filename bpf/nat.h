@@ -423,10 +423,6 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 	return CX_NAT_DONE;
 }
 
-/* cx_nat tracks and translates the IPv4 packet in skb: a packet of a
- * tracked flow is rewritten as its entry says; a new flow starts what start
- * allows. len is the packet's length as it arrived (for the counters).
- * Returns an enum cx_nat_result; t holds the tuple as rewritten. */
 /* cx_nat_first translates a flow's first packet, t, by the entry
  * cx_ct_create just wrote for it. */
 static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *t, struct cx_ct_entry **entry)
@@ -440,32 +436,17 @@ static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *
 	return CX_NAT_DONE;
 }
 
-static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len,
-					struct cx_ct_entry **entry);
-
-static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len)
-{
-	return cx_nat_entry(skb, t, start, len, NULL);
-}
-
-/* cx_nat_entry is cx_nat that also returns, in *entry, the conntrack entry
- * the packet matched or started (NULL: untracked), for the caller to cache
- * its routing decision in. */
-static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len,
-					struct cx_ct_entry **entry)
+/* cx_nat_flow tracks and translates a TCP, UDP or ICMP echo packet of
+ * tuple t whose conntrack entry has been looked up already: ct (NULL when
+ * there is none). It returns what cx_nat does, and in *entry (when entry is
+ * not NULL) the entry the packet matched or started, for the caller to
+ * cache its routing decision in. */
+static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t, struct cx_ct_entry *ct, __u32 start,
+				       __u32 len, struct cx_ct_entry **entry)
 {
 	struct cx_node_config *cfg;
 	struct cx_fip *fip;
-	struct cx_ct_entry *ct;
-	int kind;
 
-	kind = cx_tuple_of(skb, t);
-	if (kind == CX_TUPLE_ERROR)
-		return cx_icmp_error_xlate(skb, t, len);
-	if (kind != CX_TUPLE_FLOW)
-		return CX_NAT_NONE;
-
-	ct = cx_ct_lookup(t);
 	if (ct) {
 		__u8 nat = ct->nat;
 
@@ -531,6 +512,29 @@ static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *
 			*entry = cx_ct_lookup(t);
 	}
 	return CX_NAT_NONE;
+}
+
+/* cx_nat_entry is cx_nat that also returns, in *entry, the conntrack entry
+ * the packet matched or started (NULL: untracked). */
+static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len,
+					struct cx_ct_entry **entry)
+{
+	int kind = cx_tuple_of(skb, t);
+
+	if (kind == CX_TUPLE_ERROR)
+		return cx_icmp_error_xlate(skb, t, len);
+	if (kind != CX_TUPLE_FLOW)
+		return CX_NAT_NONE;
+	return cx_nat_flow(skb, t, cx_ct_lookup(t), start, len, entry);
+}
+
+/* cx_nat tracks and translates the IPv4 packet in skb: a packet of a
+ * tracked flow is rewritten as its entry says; a new flow starts what start
+ * allows. len is the packet's length as it arrived (for the counters).
+ * Returns an enum cx_nat_result; t holds the tuple as rewritten. */
+static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len)
+{
+	return cx_nat_entry(skb, t, start, len, NULL);
 }
 
 #endif /* CALYX_NAT_H */
