@@ -92,8 +92,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := kernel.EnableForwarding(); err != nil {
 		return err
 	}
+	// One read of the model for start-up: the conntrack size and this
+	// node's registration.
 	var ctEntries uint32
-	if snap, err := ds.Snapshot(ctx); err == nil {
+	snap, snapErr := ds.Snapshot(ctx)
+	if snapErr == nil {
 		ctEntries = snap.Config.Spec.CTMapSize
 	}
 	dp, err := loader.LoadWith(cfg.BPFFS, loader.Options{CTEntries: ctEntries,
@@ -118,7 +121,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("find the underlay interface: %w", err)
 		}
 	}
-	if err := a.registerNode(ctx); err != nil {
+	if err := a.registerNode(ctx, snap, snapErr); err != nil {
 		a.log.Warn("node not registered", "node", cfg.Node, "err", err)
 	}
 
@@ -324,15 +327,14 @@ func (a *Agent) detachStale(d *calc.Desired) error {
 
 // registerNode creates this agent's Node from the underlay address when the
 // model has none, as an operator would expect of a new hypervisor.
-func (a *Agent) registerNode(ctx context.Context) error {
-	snap, err := a.ds.Snapshot(ctx)
-	if err != nil {
-		return err
+func (a *Agent) registerNode(ctx context.Context, snap *model.Snapshot, snapErr error) error {
+	if snapErr != nil {
+		return snapErr
 	}
 	if _, ok := snap.Nodes[a.cfg.Node]; ok {
 		return nil
 	}
-	ifname, addr, err := kernel.UnderlayAddress(a.cfg.Underlay)
+	ifname, addr, err := kernel.UnderlayAddress(a.underlay)
 	if err != nil {
 		return err
 	}

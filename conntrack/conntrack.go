@@ -57,7 +57,7 @@ type Flow struct {
 func PairKey(k maps.CTKey, v maps.CTEntry) maps.CTKey {
 	if k.Proto == maps.ProtoICMP {
 		// The echo identifier travels in both directions in one field.
-		return maps.CTKey{Src: netipAddrPort(v.NATDst.Addr(), v.NATSrc.Port()), Dst: netipAddrPort(v.NATSrc.Addr(), 0), Proto: k.Proto}
+		return maps.CTKey{Src: netip.AddrPortFrom(v.NATDst.Addr(), v.NATSrc.Port()), Dst: netip.AddrPortFrom(v.NATSrc.Addr(), 0), Proto: k.Proto}
 	}
 	return maps.CTKey{Src: v.NATDst, Dst: v.NATSrc, Proto: k.Proto}
 }
@@ -224,5 +224,3 @@ func Flush(m *maps.Maps) (int, error) {
 	}
 	return m.DeleteConntrack(keys)
 }
-
-func netipAddrPort(a netip.Addr, p uint16) netip.AddrPort { return netip.AddrPortFrom(a, p) }

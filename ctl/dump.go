@@ -327,8 +327,13 @@ func nodeStatus(m *maps.Maps, ifname func(uint32) string, snap *model.Snapshot) 
 // endpointNames maps endpoint IDs back to names through the model; a model
 // that cannot be read only costs the names.
 func endpointNames(ctx context.Context, o Options, stdio IO) map[uint32]string {
+	return endpointNamesOf(modelSnapshot(ctx, o, stdio, "endpoint names"))
+}
+
+// endpointNamesOf maps endpoint IDs to the names of snap's endpoints (none
+// for a nil snap).
+func endpointNamesOf(snap *model.Snapshot) map[uint32]string {
 	out := make(map[uint32]string)
-	snap := modelSnapshot(ctx, o, stdio, "endpoint names")
 	if snap == nil {
 		return out
 	}
@@ -418,12 +423,7 @@ func natRows(m *maps.Maps, snap *model.Snapshot) ([]natRow, []ctRow, error) {
 			}
 		}
 	}
-	names := make(map[uint32]string)
-	if snap != nil {
-		for name := range snap.Endpoints {
-			names[calc.EndpointID(name)] = name
-		}
-	}
+	names := endpointNamesOf(snap)
 	nodes := nodeNames(snap)
 	rows := make([]natRow, 0, len(fips))
 	for ip, f := range fips {

@@ -7,6 +7,7 @@ package maps
 import (
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 
@@ -525,6 +526,6 @@ func ctEntryFromBPF(v bpf.CalyxCxCtEntry) CTEntry {
 	}
 }
 
-// Ports are stored in network byte order in the maps.
-func htons(p uint16) uint16 { return p<<8 | p>>8 }
-func ntohs(p uint16) uint16 { return p<<8 | p>>8 }
+// Ports are in network byte order in the maps, read as little-endian
+// uint16s (bpf2go's target is bpfel): swapping the bytes converts both ways.
+var htons, ntohs = bits.ReverseBytes16, bits.ReverseBytes16
