@@ -2,11 +2,9 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -73,8 +71,9 @@ func fipMeasuredSection() *Section {
 
 - **calyx**: calyx-agent on host-a with a FloatingIP for wa; calyx_from_underlay DNATs at host-a's eth0 and hands the packet to wa (bpf_redirect_peer); wa's replies get the floating IP back from their conntrack entry in calyx_from_wl.
 - **kernel**: the agent is stopped and calyx's programs detached (TCX pins removed, checked with BPF_PROG_QUERY), its routes flushed; then a /32 route to wa's veth with proxy_arp on it (as a routed host does without calyx) and `+"`iptables -t nat -A PREROUTING -d %s -j DNAT --to-destination <wa>`"+`; the kernel's conntrack undoes the DNAT for the replies.
-- **Proof of the path**, every run: calyx — host-a's eth0 counts the packets as deliver-local and ct dump holds the DNAT flow; kernel — the DNAT rule's packet counter moves and no calyx program is attached.`,
-			fipAddr, rec.ParamInt("fip.rounds"), rec.ParamInt("fip.tcpSeconds"), rec.ParamInt("fip.loadSeconds"), fipAddr)
+- **Proof of the path**, every run: calyx — host-a's eth0 counts the packets as deliver-local and ct dump holds the DNAT flow; kernel — the DNAT rule's packet counter moves and no calyx program is attached.
+- **Placement**: %s`,
+			fipAddr, rec.ParamInt("fip.rounds"), rec.ParamInt("fip.tcpSeconds"), rec.ParamInt("fip.loadSeconds"), fipAddr, placementNote(true))
 	}
 	return s
 }
@@ -160,7 +159,7 @@ func (b *fipBench) build() error {
 			return err
 		}
 	}
-	if _, err := l.ExecBackground(wa.NS, 24*time.Hour, b.loadBin, "serve", "--listen", net.JoinHostPort("0.0.0.0", strconv.Itoa(fipLoadPort))); err != nil {
+	if _, err := l.ExecBackground(wa.NS, 24*time.Hour, onCPU(pinLoadServer, b.loadBin, "serve", "--listen", net.JoinHostPort("0.0.0.0", strconv.Itoa(fipLoadPort)))...); err != nil {
 		return err
 	}
 	return lab.WaitListening(l, wa.NS, fipLoadPort, 10*time.Second)
@@ -197,19 +196,7 @@ func (b *fipBench) measure(path string, round int) error {
 }
 
 func (b *fipBench) iperf() (float64, error) {
-	srv, err := b.l.ExecBackground(b.wa.NS, time.Duration(b.tcpSecs+30)*time.Second, "iperf3", "-s", "-1")
-	if err != nil {
-		return 0, err
-	}
-	defer srv.Stop(9, time.Second)
-	if err := lab.WaitListening(b.l, b.wa.NS, 5201, 10*time.Second); err != nil {
-		return 0, err
-	}
-	out, err := b.l.ExecTimeout(time.Duration(b.tcpSecs+30)*time.Second, b.g.Client.NS, "iperf3", "-c", fipAddr, "-t", strconv.Itoa(b.tcpSecs), "-J")
-	if err != nil {
-		return 0, err
-	}
-	rep, err := lab.ParseIperf(out.Stdout)
+	rep, err := iperfRun(b.l, b.g.Client.NS, b.wa.NS, fipAddr, "", b.tcpSecs, 1)
 	if err != nil {
 		return 0, err
 	}
@@ -217,19 +204,7 @@ func (b *fipBench) iperf() (float64, error) {
 }
 
 func (b *fipBench) load(mode string) (loadResult, error) {
-	out, err := b.l.ExecTimeout(time.Duration(b.loadSecs+30)*time.Second, b.g.Client.NS, b.loadBin, mode,
-		"--target", net.JoinHostPort(fipAddr, strconv.Itoa(fipLoadPort)), "--duration", fmt.Sprintf("%ds", b.loadSecs))
-	if err != nil {
-		return loadResult{}, err
-	}
-	var res loadResult
-	if err := json.Unmarshal([]byte(out.Stdout), &res); err != nil {
-		return loadResult{}, fmt.Errorf("calyx-load %s: decode %q: %w", mode, out.Stdout, err)
-	}
-	if res.Transactions <= 0 {
-		return loadResult{}, fmt.Errorf("calyx-load %s: no transactions: %s", mode, out.Stdout)
-	}
-	return res, nil
+	return loadRun(b.l, b.loadBin, b.g.Client.NS, net.JoinHostPort(fipAddr, strconv.Itoa(fipLoadPort)), mode, b.loadSecs, 1)
 }
 
 // toBPF brings calyx back: the kernel's setup goes, the agent starts and
@@ -258,25 +233,7 @@ func (b *fipBench) toKernel() error {
 	if err := b.l.StopAgent(b.h.Name); err != nil {
 		return err
 	}
-	pins, err := filepath.Glob(filepath.Join(b.h.BPFFS, "links", "*"))
-	if err != nil {
-		return err
-	}
-	for _, p := range pins {
-		if err := os.Remove(p); err != nil {
-			return fmt.Errorf("detach calyx: %w", err)
-		}
-	}
-	for _, iface := range []string{b.h.UnderlayIface, b.wa.HostIface} {
-		n, err := tcxPrograms(b.h.NS, iface)
-		if err != nil {
-			return err
-		}
-		if n != 0 {
-			return fmt.Errorf("%d programs still attached to %s", n, iface)
-		}
-	}
-	if _, err := b.l.Exec(b.h.NS, "ip", "route", "flush", "proto", "202"); err != nil {
+	if err := detachCalyx(b.l, b.h, []string{b.h.UnderlayIface, b.wa.HostIface}); err != nil {
 		return err
 	}
 	for _, args := range b.kernelSetup(true) {

@@ -155,15 +155,26 @@ func LocalThroughput(ctx context.Context, binDir string, seconds, runs int, rec 
 // iperfReport runs iperf3 src → dst for seconds with streams parallel TCP
 // streams; the report's figures are the sums over the streams.
 func iperfReport(l *lab.Lab, src, dst *lab.Workload, seconds, streams int) (lab.IperfReport, error) {
-	srv, err := l.ExecBackground(dst.NS, time.Duration(seconds+30)*time.Second, onCPU(pinIperfServer, "iperf3", "-s", "-1", "-B", dst.IP.String())...)
+	return iperfRun(l, src.NS, dst.NS, dst.IP.String(), dst.IP.String(), seconds, streams)
+}
+
+// iperfRun runs iperf3 from namespace srcNS to target, its server in dstNS
+// listening on bind ("" for every address: a target that is translated on
+// the way, such as a floating IP), pinned like every measurement.
+func iperfRun(l *lab.Lab, srcNS, dstNS, target, bind string, seconds, streams int) (lab.IperfReport, error) {
+	server := []string{"iperf3", "-s", "-1"}
+	if bind != "" {
+		server = append(server, "-B", bind)
+	}
+	srv, err := l.ExecBackground(dstNS, time.Duration(seconds+30)*time.Second, onCPU(pinIperfServer, server...)...)
 	if err != nil {
 		return lab.IperfReport{}, err
 	}
 	defer srv.Stop(9, time.Second)
-	if err := lab.WaitListening(l, dst.NS, 5201, 10*time.Second); err != nil {
+	if err := lab.WaitListening(l, dstNS, 5201, 10*time.Second); err != nil {
 		return lab.IperfReport{}, err
 	}
-	out, err := l.ExecTimeout(time.Duration(seconds+30)*time.Second, src.NS, onCPU(pinIperfClient, "iperf3", "-c", dst.IP.String(),
+	out, err := l.ExecTimeout(time.Duration(seconds+30)*time.Second, srcNS, onCPU(pinIperfClient, "iperf3", "-c", target,
 		"-t", fmt.Sprint(seconds), "-P", fmt.Sprint(streams), "-J")...)
 	if err != nil {
 		return lab.IperfReport{}, err

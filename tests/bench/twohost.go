@@ -370,19 +370,7 @@ func (b *encapBench) toKernel() error {
 	}
 	b.bpfUp = false
 	for _, h := range b.hosts() {
-		pins, err := filepath.Glob(filepath.Join(h.BPFFS, "links", "*"))
-		if err != nil {
-			return err
-		}
-		for _, p := range pins {
-			if err := os.Remove(p); err != nil {
-				return fmt.Errorf("unpin %s: %w", p, err)
-			}
-		}
-		if err := b.sh(h.NS, []string{"ip", "route", "flush", "proto", "202"}); err != nil {
-			return err
-		}
-		if err := b.checkDetached(h); err != nil {
+		if err := detachCalyx(b.l, h, b.ifaces(h)); err != nil {
 			return err
 		}
 		w, _, _ := b.local(h)
@@ -397,11 +385,31 @@ func (b *encapBench) toKernel() error {
 	return nil
 }
 
+// detachCalyx takes calyx out of host h, whose agent is stopped: every
+// TCX link pin removed (the pin is the last reference, so the link
+// detaches), calyx's kernel routes flushed, and the kernel asked that
+// nothing of calyx is left on ifaces (checkDetached).
+func detachCalyx(l *lab.Lab, h *lab.Host, ifaces []string) error {
+	pins, err := filepath.Glob(filepath.Join(h.BPFFS, "links", "*"))
+	if err != nil {
+		return err
+	}
+	for _, p := range pins {
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("unpin %s: %w", p, err)
+		}
+	}
+	if _, err := l.Exec(h.NS, "ip", "route", "flush", "proto", "202"); err != nil {
+		return err
+	}
+	return checkDetached(l, h, ifaces)
+}
+
 // checkDetached fails unless the kernel reports no TCX program, no clsact
 // qdisc and no XDP program on h's calyx interfaces, and calyxctl lists no
 // pinned link.
-func (b *encapBench) checkDetached(h *lab.Host) error {
-	for _, ifc := range b.ifaces(h) {
+func checkDetached(l *lab.Lab, h *lab.Host, ifaces []string) error {
+	for _, ifc := range ifaces {
 		n, err := tcxPrograms(h.NS, ifc)
 		if err != nil {
 			return err
@@ -409,14 +417,14 @@ func (b *encapBench) checkDetached(h *lab.Host) error {
 		if n != 0 {
 			return fmt.Errorf("%s %s: %d TCX programs still attached after unpinning", h.Name, ifc, n)
 		}
-		res, err := b.l.Exec(h.NS, "tc", "qdisc", "show", "dev", ifc)
+		res, err := l.Exec(h.NS, "tc", "qdisc", "show", "dev", ifc)
 		if err != nil {
 			return err
 		}
 		if strings.Contains(res.Stdout, "clsact") {
 			return fmt.Errorf("%s %s: a clsact qdisc is left: %s", h.Name, ifc, res.Stdout)
 		}
-		res, err = b.l.Exec(h.NS, "ip", "-d", "link", "show", "dev", ifc)
+		res, err = l.Exec(h.NS, "ip", "-d", "link", "show", "dev", ifc)
 		if err != nil {
 			return err
 		}
@@ -428,7 +436,7 @@ func (b *encapBench) checkDetached(h *lab.Host) error {
 		Interface string `json:"interface"`
 		Pinned    bool   `json:"pinned"`
 	}
-	if err := b.l.CalyxctlJSON(h.Name, &links, "links"); err != nil {
+	if err := l.CalyxctlJSON(h.Name, &links, "links"); err != nil {
 		return err
 	}
 	for _, k := range links {
@@ -830,9 +838,15 @@ func (b *encapBench) runLoad(mode string) (loadResult, error) {
 		return loadResult{}, fmt.Errorf("the calyx-load server in wb exited: %s", errOut)
 	default:
 	}
-	secs := b.p.loadSecs
-	out, err := b.l.ExecTimeout(time.Duration(secs+30)*time.Second, b.m.WA.NS, onCPU(pinLoadClient, b.loadBin, mode,
-		"--target", b.loadAddr, "--duration", fmt.Sprintf("%ds", secs), "--conns", fmt.Sprint(b.p.conns))...)
+	return loadRun(b.l, b.loadBin, b.m.WA.NS, b.loadAddr, mode, b.p.loadSecs, b.p.conns)
+}
+
+// loadRun runs calyx-load (bin) in mode (rr, crr) from namespace ns
+// against target for secs seconds with conns connections, pinned like
+// every measurement.
+func loadRun(l *lab.Lab, bin, ns, target, mode string, secs, conns int) (loadResult, error) {
+	out, err := l.ExecTimeout(time.Duration(secs+30)*time.Second, ns, onCPU(pinLoadClient, bin, mode,
+		"--target", target, "--duration", fmt.Sprintf("%ds", secs), "--conns", fmt.Sprint(conns))...)
 	if err != nil {
 		return loadResult{}, err
 	}
