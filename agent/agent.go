@@ -52,6 +52,11 @@ type Agent struct {
 	underlay string               // the underlay interface's name
 	records  map[uint32]maps.Link // cx_links, as last written
 	attached map[uint32]string    // ifindex → ifname attached by this process
+	// poolsChecked is the pool set uncovered was computed for: listing the
+	// kernel's routes (with every local /32) is not repeated on every
+	// reconcile, only when the pools change and at every resync.
+	poolsChecked string
+	uncovered    []netip.Prefix
 	// pinsSwept is set once the TCX pins left by a previous agent are checked.
 	pinsSwept bool
 
@@ -159,6 +164,7 @@ func Run(ctx context.Context, cfg Config) error {
 				continue
 			}
 			a.metrics.resyncs.Inc()
+			a.poolsChecked = "" // and the kernel's routes are looked at again
 			if timer == nil {
 				timer = time.After(0)
 			}
@@ -217,7 +223,7 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return err
 	}
-	uncovered, err := kernel.UncoveredPools(calc.WorkloadPools(a.snap))
+	uncovered, err := a.uncoveredPools()
 	if err != nil {
 		return err
 	}
@@ -417,4 +423,20 @@ func (a *Agent) collectConntrack(ctx context.Context) {
 			a.log.Debug("conntrack collected", "flows", r.Flows, "expired", r.Expired, "entriesDeleted", r.Deleted)
 		}
 	}
+}
+
+// uncoveredPools returns the workload pools no kernel route covers (see
+// kernel.UncoveredPools), from the last check unless the pools changed.
+func (a *Agent) uncoveredPools() ([]netip.Prefix, error) {
+	pools := calc.WorkloadPools(a.snap)
+	key := fmt.Sprint(pools)
+	if key == a.poolsChecked {
+		return a.uncovered, nil
+	}
+	uncovered, err := kernel.UncoveredPools(pools)
+	if err != nil {
+		return nil, err
+	}
+	a.poolsChecked, a.uncovered = key, uncovered
+	return uncovered, nil
 }
