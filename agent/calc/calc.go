@@ -101,8 +101,6 @@ type Desired struct {
 	// FloatingIPs is cx_fips: every floating IP of the model whose
 	// instance is known, the same on every node.
 	FloatingIPs map[netip.Addr]maps.FloatingIP
-	// Encaps lists the encapsulations remote routes use, sorted.
-	Encaps []maps.Encap
 	// WorkloadMTU is the MTU workloads must use so that their packets fit
 	// the underlay in every encapsulation in use.
 	WorkloadMTU int
@@ -165,7 +163,6 @@ func Compute(in Input) *Desired {
 	}
 	floatingIPs(d, s, in.Node)
 
-	encaps := make(map[maps.Encap]bool)
 	for _, ep := range s.Endpoints {
 		if ep.Spec.Node != in.Node {
 			node, ok := s.Nodes[ep.Spec.Node]
@@ -174,7 +171,6 @@ func Compute(in Input) *Desired {
 			}
 			for _, ipn := range ep.Spec.IPNetworks {
 				e := EncapFor(s, self, node.Spec, ipn.Addr())
-				encaps[e] = true
 				d.Routes[ipn.Masked()] = maps.Route{Type: maps.RouteRemoteWorkload, Encap: e, NextHop: node.Spec.IPv4Address.Addr()}
 			}
 			continue
@@ -206,10 +202,6 @@ func Compute(in Input) *Desired {
 		return d.KernelRoutes[i].Dst.String() < d.KernelRoutes[j].Dst.String()
 	})
 	sort.Strings(d.Pending)
-	for e := range encaps {
-		d.Encaps = append(d.Encaps, e)
-	}
-	sort.Slice(d.Encaps, func(i, j int) bool { return d.Encaps[i] < d.Encaps[j] })
 	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s)
 	return d
 }
