@@ -69,6 +69,10 @@ type decoder struct {
 	// failed holds the paths whose values could not be decoded; Validate's
 	// complaints about the zero values left there would only be noise.
 	failed []string
+	// quiet holds single paths (not their subtrees) whose validation
+	// errors would follow from a value elsewhere that failed to decode,
+	// e.g. "ports need TCP" after a protocol that could not be read.
+	quiet map[string]bool
 }
 
 func (d *decoder) errorf(path, format string, args ...any) {
@@ -76,9 +80,22 @@ func (d *decoder) errorf(path, format string, args ...any) {
 	d.failed = append(d.failed, path)
 }
 
+// hush silences validation errors at exactly these paths.
+func (d *decoder) hush(paths ...string) {
+	if d.quiet == nil {
+		d.quiet = map[string]bool{}
+	}
+	for _, p := range paths {
+		d.quiet[p] = true
+	}
+}
+
 // covered reports whether path is, or lies under, a path that failed to
-// decode.
+// decode, or was hushed.
 func (d *decoder) covered(path string) bool {
+	if d.quiet[path] {
+		return true
+	}
 	for _, f := range d.failed {
 		if f == "" || path == f || strings.HasPrefix(path, f+".") || strings.HasPrefix(path, f+"[") {
 			return true
@@ -158,6 +175,8 @@ func decodeDocument(root *yaml.Node) (Resource, []*ValidationError) {
 				d.endpointSpec(specNode, &r.Spec)
 			case *FloatingIP:
 				d.floatingIPSpec(specNode, &r.Spec)
+			case *NetworkPolicy:
+				d.networkPolicySpec(specNode, &r.Spec)
 			case *Config:
 				d.configSpec(specNode, &r.Spec)
 			}
@@ -336,11 +355,285 @@ func (d *decoder) configSpec(n *yaml.Node, s *ConfigSpec) {
 			s.EndpointMapSize = size(v, p)
 		case "ctMapSize":
 			s.CTMapSize = size(v, p)
+		case "prefilterDeny":
+			d.list(v, p, func(_ int, item *yaml.Node, ip string) {
+				// A placeholder keeps later indices aligned with the document.
+				s.PrefilterDeny = append(s.PrefilterDeny, d.cidr(item, ip, true))
+			})
 		default:
 			return false
 		}
 		return true
 	})
+}
+
+func (d *decoder) networkPolicySpec(n *yaml.Node, s *NetworkPolicySpec) {
+	d.mapping(n, "spec", func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "order":
+			if x, ok := d.number(v, p); ok {
+				s.Order = &x
+			}
+		case "selector":
+			s.Selector, _ = d.str(v, p)
+		case "types":
+			d.list(v, p, func(_ int, item *yaml.Node, ip string) {
+				t, ok := d.str(item, ip)
+				if !ok {
+					if isNull(item) {
+						d.errorf(ip, "must be Ingress or Egress, got null")
+					}
+					// Which directions were meant is unknown, so
+					// complaints that rules lack theirs would be guesses.
+					d.hush("spec.ingress", "spec.egress")
+				}
+				s.Types = append(s.Types, PolicyType(t))
+			})
+			if d.covered(p) {
+				d.hush("spec.ingress", "spec.egress")
+			}
+		case "ingress":
+			s.Ingress = d.rules(v, p)
+		case "egress":
+			s.Egress = d.rules(v, p)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+func (d *decoder) rules(n *yaml.Node, path string) []Rule {
+	var out []Rule
+	d.list(n, path, func(_ int, item *yaml.Node, ip string) {
+		// A rule that is not a mapping still takes its place, so the
+		// next rule's errors carry its own index.
+		out = append(out, d.rule(item, ip))
+	})
+	return out
+}
+
+func (d *decoder) rule(n *yaml.Node, path string) Rule {
+	var r Rule
+	protocolFailed := false
+	d.mapping(n, path, func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "action":
+			if x, ok := d.str(v, p); ok {
+				r.Action = RuleAction(x)
+			}
+		case "protocol":
+			var ok bool
+			if r.Protocol, ok = d.protocol(v, p); !ok && !isNull(v) {
+				protocolFailed = true
+			}
+		case "icmp":
+			r.ICMP = d.icmp(v, p)
+		case "source":
+			d.entity(v, p, &r.Source)
+		case "destination":
+			d.entity(v, p, &r.Destination)
+		default:
+			return false
+		}
+		return true
+	})
+	if protocolFailed {
+		// Whether ports or icmp fit the protocol cannot be told.
+		for _, e := range []string{"source", "destination"} {
+			d.hush(path+"."+e+".ports", path+"."+e+".notPorts")
+		}
+		d.hush(path + ".icmp")
+	}
+	return r
+}
+
+// protocol reads a protocol name (any case) or number; null leaves it 0,
+// which matches every protocol. ok is false for null and for errors.
+func (d *decoder) protocol(n *yaml.Node, path string) (uint8, bool) {
+	n = resolve(n)
+	if isNull(n) {
+		return 0, false
+	}
+	const want = "TCP, UDP, ICMP, ICMPv6, SCTP or a number between 1 and 255"
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
+		x, ok := d.integer(n, path, 1, math.MaxUint8)
+		return uint8(x), ok
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		d.errorf(path, "must be %s, got %s", want, describe(n))
+		return 0, false
+	}
+	if p, ok := protocolByName(n.Value); ok {
+		return p, true
+	}
+	// A quoted number ("6") is what a JSON client may send.
+	if x, err := strconv.ParseUint(n.Value, 10, 8); err == nil && x > 0 {
+		return uint8(x), true
+	}
+	d.errorf(path, "unknown protocol %q (want %s)", n.Value, want)
+	return 0, false
+}
+
+// icmp reads {type, code}; null leaves the match unset (any type).
+func (d *decoder) icmp(n *yaml.Node, path string) *ICMPMatch {
+	if isNull(n) {
+		return nil
+	}
+	m := &ICMPMatch{}
+	hasType := false
+	d.mapping(n, path, func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "type":
+			x, ok := d.integer(v, p, 0, math.MaxUint8)
+			m.Type = uint8(x)
+			hasType = ok || !isNull(v)
+		case "code":
+			x, ok := d.integer(v, p, 0, math.MaxUint8)
+			m.Code, m.HasCode = uint8(x), ok
+		default:
+			return false
+		}
+		return true
+	})
+	if !hasType && !d.covered(path) {
+		// A code means nothing without its type, and an empty icmp is
+		// more likely a mistake than a way to say "any type".
+		d.errorf(path+".type", "required (omit icmp to match every ICMP type)")
+	}
+	return m
+}
+
+func (d *decoder) entity(n *yaml.Node, path string, e *EntityRule) {
+	if isNull(n) {
+		return
+	}
+	d.mapping(n, path, func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "nets":
+			e.Nets = d.nets(v, p)
+		case "notNets":
+			e.NotNets = d.nets(v, p)
+		case "selector":
+			e.Selector, _ = d.str(v, p)
+		case "notSelector":
+			e.NotSelector, _ = d.str(v, p)
+		case "ports":
+			e.Ports = d.ports(v, p)
+		case "notPorts":
+			e.NotPorts = d.ports(v, p)
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+// nets reads a list of CIDRs in which a bare address stands for itself
+// (/32 or /128), as in Calico. Items that fail leave a placeholder so
+// later indices stay aligned with the document.
+func (d *decoder) nets(n *yaml.Node, path string) []netip.Prefix {
+	var out []netip.Prefix
+	d.list(n, path, func(_ int, item *yaml.Node, ip string) {
+		out = append(out, d.netOrAddr(item, ip))
+	})
+	return out
+}
+
+func (d *decoder) netOrAddr(n *yaml.Node, path string) netip.Prefix {
+	s, ok := d.str(n, path)
+	if !ok {
+		if isNull(n) {
+			d.errorf(path, "must be a CIDR or an IP address, got null")
+		}
+		return netip.Prefix{}
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		switch {
+		case aerr != nil:
+			d.errorf(path, "%q is not a valid CIDR or IP address", s)
+			return netip.Prefix{}
+		case a.Zone() != "":
+			d.errorf(path, "%q: an address with a zone (%%%s) is not allowed", s, a.Zone())
+			return netip.Prefix{}
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() {
+		d.errorf(path, "%q: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", s)
+		return netip.Prefix{}
+	}
+	return p
+}
+
+// ports reads a list of ports and port ranges. Items that fail leave a
+// placeholder so later indices stay aligned with the document.
+func (d *decoder) ports(n *yaml.Node, path string) []PortRange {
+	var out []PortRange
+	d.list(n, path, func(_ int, item *yaml.Node, ip string) {
+		out = append(out, d.port(item, ip))
+	})
+	return out
+}
+
+// port reads an integer or a "first:last" string (or a single port as a
+// string). A backwards range is kept for Validate to report, so it is
+// reported the same way for resources built in Go.
+func (d *decoder) port(n *yaml.Node, path string) PortRange {
+	const want = `a port number (0-65535) or a "first:last" range`
+	n = resolve(n)
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
+		x, _ := d.integer(n, path, 0, math.MaxUint16)
+		return PortRange{uint16(x), uint16(x)}
+	}
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!str" {
+		d.errorf(path, "must be %s, got %s", want, describe(n))
+		return PortRange{}
+	}
+	num := func(s string) (uint16, bool) {
+		x, err := strconv.ParseUint(s, 10, 16)
+		return uint16(x), err == nil
+	}
+	s := n.Value
+	if first, last, ok := strings.Cut(s, ":"); ok {
+		f, fok := num(first)
+		l, lok := num(last)
+		if !fok || !lok {
+			d.errorf(path, "%q is not a valid port range: want %s", s, want)
+			return PortRange{}
+		}
+		return PortRange{f, l}
+	}
+	if x, ok := num(s); ok {
+		return PortRange{x, x}
+	}
+	if first, last, ok := strings.Cut(s, "-"); ok {
+		if _, fok := num(first); fok {
+			if _, lok := num(last); lok {
+				d.errorf(path, "%q is not a valid port range: write %s:%s", s, first, last)
+				return PortRange{}
+			}
+		}
+	}
+	d.errorf(path, "%q is not %s (named ports are not supported)", s, want)
+	return PortRange{}
+}
+
+// number reads an integer or floating-point number. NaN and infinities
+// are let through for Validate to report.
+func (d *decoder) number(n *yaml.Node, path string) (float64, bool) {
+	n = resolve(n)
+	if isNull(n) {
+		return 0, false
+	}
+	var x float64
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!int" && n.ShortTag() != "!!float") || n.Decode(&x) != nil {
+		d.errorf(path, "must be a number, got %s", describe(n))
+		return 0, false
+	}
+	return x, true
 }
 
 // mapping calls fn for each key of the mapping n in document order; fn

@@ -56,14 +56,51 @@ type floatingIPSpecWire struct {
 	FixedIP  string `json:"fixedIP,omitempty" yaml:"fixedIP,omitempty"`
 }
 
+// A policy is written as Calico writes it: what a rule does not match on
+// is left out, so a rule reads as what it matches.
+type networkPolicySpecWire struct {
+	Order    *float64     `json:"order,omitempty" yaml:"order,omitempty"`
+	Selector string       `json:"selector" yaml:"selector"`
+	Types    []PolicyType `json:"types" yaml:"types"`
+	Ingress  []ruleWire   `json:"ingress,omitempty" yaml:"ingress,omitempty"`
+	Egress   []ruleWire   `json:"egress,omitempty" yaml:"egress,omitempty"`
+}
+
+type ruleWire struct {
+	Action RuleAction `json:"action" yaml:"action"`
+	// Protocol is the protocol's name (a string) or number (an int).
+	Protocol    any             `json:"protocol,omitempty" yaml:"protocol,omitempty"`
+	ICMP        *icmpWire       `json:"icmp,omitempty" yaml:"icmp,omitempty"`
+	Source      *entityRuleWire `json:"source,omitempty" yaml:"source,omitempty"`
+	Destination *entityRuleWire `json:"destination,omitempty" yaml:"destination,omitempty"`
+}
+
+type icmpWire struct {
+	Type uint8  `json:"type" yaml:"type"`
+	Code *uint8 `json:"code,omitempty" yaml:"code,omitempty"`
+}
+
+type entityRuleWire struct {
+	Nets        []string `json:"nets,omitempty" yaml:"nets,omitempty"`
+	NotNets     []string `json:"notNets,omitempty" yaml:"notNets,omitempty"`
+	Selector    string   `json:"selector,omitempty" yaml:"selector,omitempty"`
+	NotSelector string   `json:"notSelector,omitempty" yaml:"notSelector,omitempty"`
+	// Ports holds ints for single ports and "first:last" strings.
+	Ports    []any `json:"ports,omitempty" yaml:"ports,omitempty"`
+	NotPorts []any `json:"notPorts,omitempty" yaml:"notPorts,omitempty"`
+}
+
+// prefilterDeny is left out when empty, so a Config that does not use it
+// reads as it did before the field existed.
 type configSpecWire struct {
-	VXLANVNI             uint32 `json:"vxlanVNI" yaml:"vxlanVNI"`
-	VXLANPort            uint16 `json:"vxlanPort" yaml:"vxlanPort"`
-	MetadataAddress      string `json:"metadataAddress" yaml:"metadataAddress"`
-	EndpointToHostAction string `json:"endpointToHostAction" yaml:"endpointToHostAction"`
-	RouteMapSize         uint32 `json:"routeMapSize" yaml:"routeMapSize"`
-	EndpointMapSize      uint32 `json:"endpointMapSize" yaml:"endpointMapSize"`
-	CTMapSize            uint32 `json:"ctMapSize" yaml:"ctMapSize"`
+	VXLANVNI             uint32   `json:"vxlanVNI" yaml:"vxlanVNI"`
+	VXLANPort            uint16   `json:"vxlanPort" yaml:"vxlanPort"`
+	MetadataAddress      string   `json:"metadataAddress" yaml:"metadataAddress"`
+	EndpointToHostAction string   `json:"endpointToHostAction" yaml:"endpointToHostAction"`
+	RouteMapSize         uint32   `json:"routeMapSize" yaml:"routeMapSize"`
+	EndpointMapSize      uint32   `json:"endpointMapSize" yaml:"endpointMapSize"`
+	CTMapSize            uint32   `json:"ctMapSize" yaml:"ctMapSize"`
+	PrefilterDeny        []string `json:"prefilterDeny,omitempty" yaml:"prefilterDeny,omitempty"`
 }
 
 // quotedString is written double-quoted in YAML: an all-digit MAC such as
@@ -80,6 +117,17 @@ func prefixString(p netip.Prefix) string {
 		return ""
 	}
 	return p.String()
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = prefixString(p)
+	}
+	return out
 }
 
 func addrString(a netip.Addr) string {
@@ -133,8 +181,92 @@ func (s FloatingIPSpec) wire() floatingIPSpecWire {
 	}
 }
 
+func (s NetworkPolicySpec) wire() networkPolicySpecWire {
+	return networkPolicySpecWire{
+		Order:    s.Order,
+		Selector: s.Selector,
+		// Never null: an undefaulted policy reads back as one.
+		Types:   append([]PolicyType{}, s.Types...),
+		Ingress: rulesWire(s.Ingress),
+		Egress:  rulesWire(s.Egress),
+	}
+}
+
+func rulesWire(rs []Rule) []ruleWire {
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]ruleWire, len(rs))
+	for i, r := range rs {
+		w := ruleWire{
+			Action:      r.Action,
+			Source:      r.Source.wire(),
+			Destination: r.Destination.wire(),
+		}
+		if r.Protocol != 0 {
+			if n, ok := protocolNames[r.Protocol]; ok {
+				w.Protocol = n
+			} else {
+				w.Protocol = int(r.Protocol)
+			}
+		}
+		if m := r.ICMP; m != nil {
+			w.ICMP = &icmpWire{Type: m.Type}
+			if m.HasCode {
+				code := m.Code
+				w.ICMP.Code = &code
+			}
+		}
+		out[i] = w
+	}
+	return out
+}
+
+// wire returns nil for an entity that matches everything, so that it is
+// left out.
+func (e EntityRule) wire() *entityRuleWire {
+	w := &entityRuleWire{
+		Nets:        prefixStrings(e.Nets),
+		NotNets:     prefixStrings(e.NotNets),
+		Selector:    e.Selector,
+		NotSelector: e.NotSelector,
+		Ports:       portsWire(e.Ports),
+		NotPorts:    portsWire(e.NotPorts),
+	}
+	if w.Nets == nil && w.NotNets == nil && w.Selector == "" && w.NotSelector == "" && w.Ports == nil && w.NotPorts == nil {
+		return nil
+	}
+	return w
+}
+
+func portsWire(ps []PortRange) []any {
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]any, len(ps))
+	for i, p := range ps {
+		if p.First == p.Last {
+			out[i] = int(p.First)
+		} else {
+			// Quoted, since YAML 1.1 tools read 8000:8080 as a base-60
+			// number.
+			out[i] = quotedString(p.String())
+		}
+	}
+	return out
+}
+
 func (s ConfigSpec) wire() configSpecWire {
-	return configSpecWire(s)
+	return configSpecWire{
+		VXLANVNI:             s.VXLANVNI,
+		VXLANPort:            s.VXLANPort,
+		MetadataAddress:      s.MetadataAddress,
+		EndpointToHostAction: s.EndpointToHostAction,
+		RouteMapSize:         s.RouteMapSize,
+		EndpointMapSize:      s.EndpointMapSize,
+		CTMapSize:            s.CTMapSize,
+		PrefilterDeny:        prefixStrings(s.PrefilterDeny),
+	}
 }
 
 // MarshalJSON returns the spec with camelCase keys and string addresses; it does not fail.
@@ -160,6 +292,14 @@ func (s FloatingIPSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wi
 
 // MarshalYAML returns the spec with camelCase keys and string addresses; it does not fail.
 func (s FloatingIPSpec) MarshalYAML() (any, error) { return s.wire(), nil }
+
+// MarshalJSON returns the spec with camelCase keys, protocols by name and
+// port ranges as "first:last"; it does not fail.
+func (s NetworkPolicySpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
+
+// MarshalYAML returns the spec with camelCase keys, protocols by name and
+// port ranges as "first:last"; it does not fail.
+func (s NetworkPolicySpec) MarshalYAML() (any, error) { return s.wire(), nil }
 
 // MarshalJSON returns the spec with camelCase keys; it does not fail.
 func (s ConfigSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
@@ -215,6 +355,18 @@ func (f FloatingIP) MarshalYAML() (any, error) {
 	return wrap(KindFloatingIP, f.Metadata, f.Spec.wire()), nil
 }
 
+// MarshalJSON returns the policy as {"apiVersion","kind","metadata","spec"};
+// it does not fail.
+func (p NetworkPolicy) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wrap(KindNetworkPolicy, p.Metadata, p.Spec.wire()))
+}
+
+// MarshalYAML returns the policy as a calicoctl-shaped document; it does
+// not fail.
+func (p NetworkPolicy) MarshalYAML() (any, error) {
+	return wrap(KindNetworkPolicy, p.Metadata, p.Spec.wire()), nil
+}
+
 // MarshalJSON returns the config as {"apiVersion","kind","metadata","spec"};
 // it does not fail.
 func (c Config) MarshalJSON() ([]byte, error) {
@@ -241,6 +393,11 @@ func (w *WorkloadEndpoint) UnmarshalYAML(n *yaml.Node) error { return unmarshalI
 // defaults and validates it; it returns the joined validation errors.
 func (f *FloatingIP) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, f) }
 
+// UnmarshalYAML decodes a NetworkPolicy document strictly (see Decode),
+// applies defaults and validates it; it returns the joined validation
+// errors.
+func (p *NetworkPolicy) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, p) }
+
 // UnmarshalYAML decodes a Config document strictly (see Decode), applies
 // defaults and validates it; it returns the joined validation errors.
 func (c *Config) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, c) }
@@ -256,6 +413,10 @@ func (w *WorkloadEndpoint) UnmarshalJSON(b []byte) error { return unmarshalJSONI
 
 // UnmarshalJSON decodes a FloatingIP as UnmarshalYAML does (JSON is YAML).
 func (f *FloatingIP) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, f) }
+
+// UnmarshalJSON decodes a NetworkPolicy as UnmarshalYAML does (JSON is
+// YAML).
+func (p *NetworkPolicy) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, p) }
 
 // UnmarshalJSON decodes a Config as UnmarshalYAML does (JSON is YAML).
 func (c *Config) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, c) }
@@ -288,6 +449,8 @@ func unmarshalInto(n *yaml.Node, dst Resource) error {
 		*d = *r.(*WorkloadEndpoint)
 	case *FloatingIP:
 		*d = *r.(*FloatingIP)
+	case *NetworkPolicy:
+		*d = *r.(*NetworkPolicy)
 	case *Config:
 		*d = *r.(*Config)
 	}

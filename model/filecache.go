@@ -207,6 +207,7 @@ func (c *fileCache) snapshot() *Snapshot {
 		Nodes:       make(map[string]*Node, len(c.entries[KindNode])),
 		Endpoints:   make(map[string]*WorkloadEndpoint, len(c.entries[KindWorkloadEndpoint])),
 		FloatingIPs: make(map[string]*FloatingIP, len(c.entries[KindFloatingIP])),
+		Policies:    make(map[string]*NetworkPolicy, len(c.entries[KindNetworkPolicy])),
 		Config:      DefaultConfig(),
 	}
 	for _, m := range c.entries {

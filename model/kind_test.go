@@ -22,6 +22,8 @@ func TestParseKind(t *testing.T) {
 		{"floatingip", KindFloatingIP},
 		{"FloatingIPs", KindFloatingIP},
 		{"FLOATINGIP", KindFloatingIP},
+		{"networkpolicy", KindNetworkPolicy},
+		{"NetworkPolicies", KindNetworkPolicy},
 	}
 	for _, tt := range tests {
 		got, err := ParseKind(tt.in)
@@ -29,9 +31,9 @@ func TestParseKind(t *testing.T) {
 			t.Errorf("ParseKind(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 		}
 	}
-	for _, bad := range []string{"", "wep", "pool", "ippoolss", "Pod", "fip", "floating-ip"} {
+	for _, bad := range []string{"", "wep", "pool", "ippoolss", "Pod", "fip", "floating-ip", "policy", "globalnetworkpolicy"} {
 		_, err := ParseKind(bad)
-		want := `unknown kind "` + bad + `" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, Config)`
+		want := `unknown kind "` + bad + `" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config)`
 		if err == nil || err.Error() != want {
 			t.Errorf("ParseKind(%q) error = %v; want %s", bad, err, want)
 		}
@@ -55,7 +57,7 @@ func TestRef(t *testing.T) {
 	if got, err := ParseRef("floatingips/web-1-fip"); err != nil || got != (Ref{KindFloatingIP, "web-1-fip"}) {
 		t.Fatalf("ParseRef: %v %v", got, err)
 	}
-	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,WorkloadEndpoint,FloatingIP" {
+	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,WorkloadEndpoint,FloatingIP,NetworkPolicy" {
 		t.Errorf("Kinds() = %s", k)
 	}
 	for _, k := range Kinds() {

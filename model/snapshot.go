@@ -19,6 +19,8 @@ type Snapshot struct {
 	Endpoints map[string]*WorkloadEndpoint
 	// FloatingIPs are keyed by the FloatingIP's name.
 	FloatingIPs map[string]*FloatingIP
+	// Policies are keyed by the NetworkPolicy's name.
+	Policies map[string]*NetworkPolicy
 	// Config is never nil: it holds the defaults when no Config is stored.
 	Config *Config
 
@@ -34,6 +36,7 @@ func NewSnapshot() *Snapshot {
 		Nodes:       map[string]*Node{},
 		Endpoints:   map[string]*WorkloadEndpoint{},
 		FloatingIPs: map[string]*FloatingIP{},
+		Policies:    map[string]*NetworkPolicy{},
 		Config:      DefaultConfig(),
 	}
 }
@@ -47,6 +50,7 @@ func (s *Snapshot) Clone() *Snapshot {
 		Nodes:        make(map[string]*Node, len(s.Nodes)),
 		Endpoints:    make(map[string]*WorkloadEndpoint, len(s.Endpoints)),
 		FloatingIPs:  make(map[string]*FloatingIP, len(s.FloatingIPs)),
+		Policies:     make(map[string]*NetworkPolicy, len(s.Policies)),
 		Config:       s.Config,
 		configStored: s.configStored,
 	}
@@ -61,6 +65,9 @@ func (s *Snapshot) Clone() *Snapshot {
 	}
 	for k, v := range s.FloatingIPs {
 		c.FloatingIPs[k] = v
+	}
+	for k, v := range s.Policies {
+		c.Policies[k] = v
 	}
 	if c.Config == nil {
 		c.Config = DefaultConfig()
@@ -81,6 +88,9 @@ func (s *Snapshot) ensureMaps() {
 	if s.FloatingIPs == nil {
 		s.FloatingIPs = map[string]*FloatingIP{}
 	}
+	if s.Policies == nil {
+		s.Policies = map[string]*NetworkPolicy{}
+	}
 }
 
 // Put adds r or replaces the resource of the same kind and name.
@@ -95,6 +105,8 @@ func (s *Snapshot) Put(r Resource) {
 		s.Endpoints[r.Metadata.Name] = r
 	case *FloatingIP:
 		s.FloatingIPs[r.Metadata.Name] = r
+	case *NetworkPolicy:
+		s.Policies[r.Metadata.Name] = r
 	case *Config:
 		s.Config = r
 		s.configStored = true
@@ -121,6 +133,10 @@ func (s *Snapshot) Remove(ref Ref) bool {
 	case KindFloatingIP:
 		if _, ok = s.FloatingIPs[ref.Name]; ok {
 			delete(s.FloatingIPs, ref.Name)
+		}
+	case KindNetworkPolicy:
+		if _, ok = s.Policies[ref.Name]; ok {
+			delete(s.Policies, ref.Name)
 		}
 	case KindConfig:
 		if ref.Name == ConfigName && s.configStored {
@@ -152,6 +168,10 @@ func (s *Snapshot) Get(ref Ref) (Resource, bool) {
 		if r, ok := s.FloatingIPs[ref.Name]; ok {
 			return r, true
 		}
+	case KindNetworkPolicy:
+		if r, ok := s.Policies[ref.Name]; ok {
+			return r, true
+		}
 	case KindConfig:
 		if ref.Name == ConfigName && s.Config != nil {
 			return s.Config, true
@@ -162,7 +182,8 @@ func (s *Snapshot) Get(ref Ref) (Resource, bool) {
 
 // Resources returns the resources of one kind (any spelling ParseKind
 // accepts) sorted by name, or with kind "" all of them in the order Config,
-// IPPool, Node, WorkloadEndpoint, FloatingIP. An unknown kind yields nil.
+// IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy. An unknown
+// kind yields nil.
 func (s *Snapshot) Resources(kind string) []Resource {
 	if k, err := ParseKind(kind); err == nil {
 		kind = k
@@ -183,6 +204,8 @@ func (s *Snapshot) Resources(kind string) []Resource {
 		return sortedResources(s.Endpoints)
 	case KindFloatingIP:
 		return sortedResources(s.FloatingIPs)
+	case KindNetworkPolicy:
+		return sortedResources(s.Policies)
 	case KindConfig:
 		if s.Config != nil {
 			return []Resource{s.Config}
@@ -237,7 +260,8 @@ func sortedKeys[V any](m map[string]V) []string {
 // is no other FloatingIP's, endpoint's or node's address; its endpoint
 // exists; its fixed IP (given, or the endpoint's first IPv4) is one of the
 // endpoint's addresses and has no other FloatingIP. So deleting an endpoint
-// or pool a FloatingIP needs is refused. It returns nil, or one
+// or pool a FloatingIP needs is refused. No Config.prefilterDeny entry may
+// contain a node's address. It returns nil, or one
 // *ValidationError per problem joined one per line. Its cost is
 // O(n log n) in the number of resources.
 func (s *Snapshot) Validate() error { return joinValidation(s.validate(nil)) }
@@ -373,6 +397,41 @@ func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
 				add(Ref{KindNode, subj}, f.path, "%s is already used by Node/%s", f.p.Addr(), other)
 			} else {
 				nodeAddr[f.p.Addr()] = name
+			}
+		}
+	}
+
+	// A node's underlay traffic comes from its own address, so a prefilter
+	// entry holding it would cut the node off from every other.
+	if s.Config != nil && len(s.Config.Spec.PrefilterDeny) > 0 {
+		cfg := RefOf(s.Config)
+		deny := newPrefixIndex()
+		for i, p := range s.Config.Spec.PrefilterDeny {
+			if cidrProblem(p) == "" {
+				deny.add(p, i)
+			}
+		}
+		for _, name := range sortedKeys(s.Nodes) {
+			n := s.Nodes[name]
+			node := Ref{KindNode, name}
+			for _, f := range []struct {
+				field string
+				p     netip.Prefix
+			}{{"ipv4Address", n.Spec.IPv4Address}, {"ipv6Address", n.Spec.IPv6Address}} {
+				if !f.p.IsValid() {
+					continue
+				}
+				a := f.p.Addr()
+				for _, i := range deny.containing(a) {
+					deny := s.Config.Spec.PrefilterDeny[i]
+					if changed[node] && !changed[cfg] {
+						add(node, "spec."+f.field, "%s is inside spec.prefilterDeny[%d] (%s) of %s, which would cut %s off the underlay",
+							a, i, deny, cfg, node)
+					} else {
+						add(cfg, fmt.Sprintf("spec.prefilterDeny[%d]", i), "%s contains %s, the %s of %s, and would cut %s off the underlay",
+							deny, a, f.field, node, node)
+					}
+				}
 			}
 		}
 	}
@@ -535,4 +594,40 @@ func (ix *poolIndex) firstWhere(a netip.Addr, keep func(*IPPool) bool) *IPPool {
 		}
 	}
 	return nil
+}
+
+// prefixIndex finds the listed prefixes containing an address with one map
+// lookup per distinct prefix length in use, like poolIndex.
+type prefixIndex struct {
+	byPrefix map[netip.Prefix][]int // masked prefix → indices in the list
+	v4, v6   []int                  // distinct prefix lengths, ascending
+}
+
+func newPrefixIndex() *prefixIndex {
+	return &prefixIndex{byPrefix: map[netip.Prefix][]int{}}
+}
+
+func (ix *prefixIndex) add(p netip.Prefix, i int) {
+	p = p.Masked()
+	ix.byPrefix[p] = append(ix.byPrefix[p], i)
+	lens := &ix.v6
+	if p.Addr().Is4() {
+		lens = &ix.v4
+	}
+	if j, found := slices.BinarySearch(*lens, p.Bits()); !found {
+		*lens = slices.Insert(*lens, j, p.Bits())
+	}
+}
+
+// containing returns the indices of the prefixes holding a, widest first.
+func (ix *prefixIndex) containing(a netip.Addr) []int {
+	lens := ix.v6
+	if a.Is4() {
+		lens = ix.v4
+	}
+	var out []int
+	for _, bits := range lens {
+		out = append(out, ix.byPrefix[netip.PrefixFrom(a, bits).Masked()]...)
+	}
+	return out
 }

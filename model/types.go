@@ -1,9 +1,12 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -16,11 +19,12 @@ const (
 	KindNode             = "Node"
 	KindWorkloadEndpoint = "WorkloadEndpoint"
 	KindFloatingIP       = "FloatingIP"
+	KindNetworkPolicy    = "NetworkPolicy"
 	KindConfig           = "Config"
 )
 
 // kindList names the kinds in error messages.
-const kindList = "IPPool, Node, WorkloadEndpoint, FloatingIP, Config"
+const kindList = "IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config"
 
 // ConfigName is the only name a Config resource may have: there is one
 // host-wide configuration.
@@ -29,10 +33,10 @@ const ConfigName = "default"
 // kindOrder is the order in which Snapshot.Resources lists kinds: settings
 // first, then what workloads depend on, then the workloads, then what refers
 // to workloads.
-var kindOrder = []string{KindConfig, KindIPPool, KindNode, KindWorkloadEndpoint, KindFloatingIP}
+var kindOrder = []string{KindConfig, KindIPPool, KindNode, KindWorkloadEndpoint, KindFloatingIP, KindNetworkPolicy}
 
 // Kinds returns the canonical kind names in listing order (Config, IPPool,
-// Node, WorkloadEndpoint, FloatingIP).
+// Node, WorkloadEndpoint, FloatingIP, NetworkPolicy).
 func Kinds() []string { return append([]string(nil), kindOrder...) }
 
 // Metadata is the metadata block shared by every resource.
@@ -68,6 +72,7 @@ const (
 	DefaultBlockSizeV4          = 26
 	DefaultBlockSizeV6          = 122
 	DefaultNodeSelector         = "all()"
+	DefaultPolicySelector       = "all()"
 	DefaultVXLANVNI             = 4096
 	DefaultVXLANPort            = 4789
 	DefaultMetadataAddress      = "127.0.0.1:8775"
@@ -77,8 +82,8 @@ const (
 	DefaultCTMapSize            = 262144
 )
 
-// Resource is implemented by *IPPool, *Node, *WorkloadEndpoint, *FloatingIP
-// and *Config.
+// Resource is implemented by *IPPool, *Node, *WorkloadEndpoint, *FloatingIP,
+// *NetworkPolicy and *Config.
 type Resource interface {
 	// Kind returns the canonical kind name, e.g. "IPPool".
 	Kind() string
@@ -156,6 +161,181 @@ type FloatingIPSpec struct {
 	FixedIP netip.Addr
 }
 
+// NetworkPolicy is Calico-shaped policy: the endpoints its selector picks
+// get its rules, in order, for the directions in Types.
+type NetworkPolicy struct {
+	Metadata Metadata
+	Spec     NetworkPolicySpec
+}
+
+// PolicyType is a direction a policy applies to.
+type PolicyType string
+
+// Policy directions.
+const (
+	PolicyIngress PolicyType = "Ingress"
+	PolicyEgress  PolicyType = "Egress"
+)
+
+// RuleAction is what a matching rule does.
+type RuleAction string
+
+// Rule actions, spelled as in Calico. Log records the packet and goes on
+// to the next rule; Pass skips the rest of this policy's rules and goes on
+// with the next policy.
+const (
+	RuleAllow RuleAction = "Allow"
+	RuleDeny  RuleAction = "Deny"
+	RuleLog   RuleAction = "Log"
+	RulePass  RuleAction = "Pass"
+)
+
+// IP protocol numbers with names in policy rules.
+const (
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
+	ProtoSCTP   uint8 = 132
+)
+
+// protocolNames are the names a rule's protocol may be given by, in their
+// canonical spelling; any other protocol is given by number.
+var protocolNames = map[uint8]string{
+	ProtoICMP:   "ICMP",
+	ProtoTCP:    "TCP",
+	ProtoUDP:    "UDP",
+	ProtoICMPv6: "ICMPv6",
+	ProtoSCTP:   "SCTP",
+}
+
+// ProtocolName returns how a rule's protocol is written: its name (TCP,
+// UDP, ICMP, ICMPv6, SCTP) when it has one, else its number; "" for 0,
+// which matches every protocol.
+func ProtocolName(p uint8) string {
+	if p == 0 {
+		return ""
+	}
+	if n, ok := protocolNames[p]; ok {
+		return n
+	}
+	return strconv.Itoa(int(p))
+}
+
+// protocolByName returns the number of a named protocol, any case.
+func protocolByName(s string) (uint8, bool) {
+	for p, n := range protocolNames {
+		if strings.EqualFold(n, s) {
+			return p, true
+		}
+	}
+	return 0, false
+}
+
+// NetworkPolicySpec is the spec of a NetworkPolicy.
+type NetworkPolicySpec struct {
+	// Order: lower applies first; nil applies after every ordered
+	// policy. Ties go by name.
+	Order *float64
+	// Selector picks the endpoints the policy applies to; default all().
+	Selector string
+	// Types lists the directions the policy applies to. The default is
+	// Calico's: Ingress when there are no egress rules, Egress when there
+	// are egress rules but no ingress rules, both when there are both. So
+	// an egress-only policy leaves its endpoints' ingress alone.
+	Types   []PolicyType
+	Ingress []Rule
+	Egress  []Rule
+}
+
+// Rule is one policy rule. A field left empty matches everything.
+type Rule struct {
+	Action RuleAction
+	// Protocol is an IP protocol number; 0 matches every protocol.
+	Protocol uint8
+	// ICMP matches an ICMP (or ICMPv6) type and optionally code; nil
+	// matches any. Only with protocol ICMP or ICMPv6.
+	ICMP        *ICMPMatch
+	Source      EntityRule
+	Destination EntityRule
+}
+
+// ICMPMatch is an ICMP type and, when HasCode, code.
+type ICMPMatch struct {
+	Type    uint8
+	Code    uint8
+	HasCode bool
+}
+
+// EntityRule matches one end of a packet. Everything given must match:
+// an address in Nets (when given) and in none of NotNets, an endpoint the
+// Selector picks and NotSelector does not, a port in Ports (when given)
+// and in none of NotPorts.
+type EntityRule struct {
+	Nets        []netip.Prefix
+	NotNets     []netip.Prefix
+	Selector    string
+	NotSelector string
+	Ports       []PortRange
+	NotPorts    []PortRange
+}
+
+// PortRange is the ports First through Last, inclusive; a single port has
+// First == Last.
+type PortRange struct {
+	First, Last uint16
+}
+
+// String returns "80" for a single port and "8000:8080" for a range, as
+// they are written in a rule.
+func (r PortRange) String() string {
+	if r.First == r.Last {
+		return strconv.Itoa(int(r.First))
+	}
+	return strconv.Itoa(int(r.First)) + ":" + strconv.Itoa(int(r.Last))
+}
+
+// defaultPolicyTypes returns Calico's default for a policy that lists no
+// types.
+func defaultPolicyTypes(s *NetworkPolicySpec) []PolicyType {
+	switch {
+	case len(s.Egress) == 0:
+		return []PolicyType{PolicyIngress}
+	case len(s.Ingress) == 0:
+		return []PolicyType{PolicyEgress}
+	}
+	return []PolicyType{PolicyIngress, PolicyEgress}
+}
+
+// AppliesTo reports whether the policy applies to direction t: whether t
+// is in Types, or, when Types is empty (not defaulted yet), in the types
+// ApplyDefaults would fill in.
+func (s *NetworkPolicySpec) AppliesTo(t PolicyType) bool {
+	if len(s.Types) == 0 {
+		return slices.Contains(defaultPolicyTypes(s), t)
+	}
+	return slices.Contains(s.Types, t)
+}
+
+// SortPolicies sorts ps into the order they apply in: by Order ascending,
+// policies without an order after every ordered one, ties by name.
+func SortPolicies(ps []*NetworkPolicy) {
+	slices.SortFunc(ps, func(a, b *NetworkPolicy) int {
+		oa, ob := a.Spec.Order, b.Spec.Order
+		var byOrder int
+		switch {
+		case oa == nil && ob == nil:
+		case oa == nil:
+			byOrder = 1
+		case ob == nil:
+			byOrder = -1
+		default:
+			byOrder = cmp.Compare(*oa, *ob)
+		}
+		return cmp.Or(byOrder, strings.Compare(a.Metadata.Name, b.Metadata.Name))
+	})
+}
+
 // Config holds host-wide settings; only one, named "default", may exist.
 type Config struct {
 	Metadata Metadata
@@ -171,6 +351,9 @@ type ConfigSpec struct {
 	RouteMapSize         uint32
 	EndpointMapSize      uint32
 	CTMapSize            uint32
+	// PrefilterDeny lists source CIDRs every node drops on its underlay
+	// before anything else (XDP on physical NICs).
+	PrefilterDeny []netip.Prefix
 }
 
 // Kind returns "IPPool".
@@ -196,6 +379,12 @@ func (*FloatingIP) Kind() string { return KindFloatingIP }
 
 // Meta returns the floating IP's metadata.
 func (f *FloatingIP) Meta() *Metadata { return &f.Metadata }
+
+// Kind returns "NetworkPolicy".
+func (*NetworkPolicy) Kind() string { return KindNetworkPolicy }
+
+// Meta returns the policy's metadata.
+func (p *NetworkPolicy) Meta() *Metadata { return &p.Metadata }
 
 // Kind returns "Config".
 func (*Config) Kind() string { return KindConfig }
@@ -247,6 +436,8 @@ var kindAliases = map[string]string{
 	"workloadendpoints": KindWorkloadEndpoint,
 	"floatingip":        KindFloatingIP,
 	"floatingips":       KindFloatingIP,
+	"networkpolicy":     KindNetworkPolicy,
+	"networkpolicies":   KindNetworkPolicy,
 	"config":            KindConfig,
 	"configs":           KindConfig,
 }
@@ -274,6 +465,8 @@ func NewResource(kind string) (Resource, error) {
 		return &WorkloadEndpoint{}, nil
 	case KindFloatingIP:
 		return &FloatingIP{}, nil
+	case KindNetworkPolicy:
+		return &NetworkPolicy{}, nil
 	case KindConfig:
 		return &Config{}, nil
 	}
@@ -301,6 +494,14 @@ func ApplyDefaults(r Resource) {
 		}
 		if s.NodeSelector == "" {
 			s.NodeSelector = DefaultNodeSelector
+		}
+	case *NetworkPolicy:
+		s := &r.Spec
+		if s.Selector == "" {
+			s.Selector = DefaultPolicySelector
+		}
+		if len(s.Types) == 0 {
+			s.Types = defaultPolicyTypes(s)
 		}
 	case *Config:
 		s := &r.Spec
@@ -352,8 +553,13 @@ func deepCopy(r Resource) Resource {
 	case *FloatingIP:
 		c := *r
 		out = &c
+	case *NetworkPolicy:
+		c := *r
+		c.Spec = r.Spec.deepCopy()
+		out = &c
 	case *Config:
 		c := *r
+		c.Spec.PrefilterDeny = cloneSlice(r.Spec.PrefilterDeny)
 		out = &c
 	default:
 		return r
@@ -369,4 +575,56 @@ func deepCopy(r Resource) Resource {
 		out.Meta().Labels = m
 	}
 	return out
+}
+
+// cloneSlice copies s, returning nil for an empty s as Decode does.
+func cloneSlice[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return append([]T(nil), s...)
+}
+
+func (s NetworkPolicySpec) deepCopy() NetworkPolicySpec {
+	c := s
+	if s.Order != nil {
+		o := *s.Order
+		c.Order = &o
+	}
+	c.Types = cloneSlice(s.Types)
+	c.Ingress = cloneRules(s.Ingress)
+	c.Egress = cloneRules(s.Egress)
+	return c
+}
+
+func cloneRules(rs []Rule) []Rule {
+	if len(rs) == 0 {
+		return nil
+	}
+	out := make([]Rule, len(rs))
+	for i, r := range rs {
+		out[i] = r
+		if r.ICMP != nil {
+			m := *r.ICMP
+			// A code that does not count reads back as 0 from a file.
+			if !m.HasCode {
+				m.Code = 0
+			}
+			out[i].ICMP = &m
+		}
+		out[i].Source = r.Source.deepCopy()
+		out[i].Destination = r.Destination.deepCopy()
+	}
+	return out
+}
+
+func (e EntityRule) deepCopy() EntityRule {
+	return EntityRule{
+		Nets:        cloneSlice(e.Nets),
+		NotNets:     cloneSlice(e.NotNets),
+		Selector:    e.Selector,
+		NotSelector: e.NotSelector,
+		Ports:       cloneSlice(e.Ports),
+		NotPorts:    cloneSlice(e.NotPorts),
+	}
 }

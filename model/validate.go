@@ -1,11 +1,16 @@
 package model
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/calyxnet/calyx/selector"
 )
 
 const maxVNI = 1<<24 - 1
@@ -37,6 +42,8 @@ func validate(r Resource) []*ValidationError {
 		v.endpoint(&r.Spec)
 	case *FloatingIP:
 		v.floatingIP(&r.Spec)
+	case *NetworkPolicy:
+		v.networkPolicy(&r.Spec)
 	case *Config:
 		v.config(&r.Spec)
 	default:
@@ -305,6 +312,157 @@ func floatingAddrProblem(a netip.Addr) string {
 	return ""
 }
 
+func (v *validator) networkPolicy(s *NetworkPolicySpec) {
+	if o := s.Order; o != nil && (math.IsNaN(*o) || math.IsInf(*o, 0)) {
+		v.errorf("spec.order", "must be a finite number, got %v", *o)
+	}
+	v.selector("spec.selector", s.Selector, "omit it to select every endpoint")
+
+	typesOK := true
+	seen := make(map[PolicyType]int, len(s.Types))
+	for i, t := range s.Types {
+		path := fmt.Sprintf("spec.types[%d]", i)
+		if t != PolicyIngress && t != PolicyEgress {
+			v.errorf(path, "must be Ingress or Egress, got %q%s", string(t), didYouMean(string(t), string(PolicyIngress), string(PolicyEgress)))
+			typesOK = false
+			continue
+		}
+		if j, dup := seen[t]; dup {
+			v.errorf(path, "%s is listed twice (also spec.types[%d])", t, j)
+			continue
+		}
+		seen[t] = i
+	}
+	// Empty types are defaulted to fit the rules. With a misspelt type
+	// the direction it was meant to name is already reported.
+	if len(s.Types) > 0 && typesOK {
+		for _, d := range []struct {
+			path  string
+			t     PolicyType
+			rules []Rule
+		}{{"spec.ingress", PolicyIngress, s.Ingress}, {"spec.egress", PolicyEgress, s.Egress}} {
+			if len(d.rules) > 0 && !slices.Contains(s.Types, d.t) {
+				v.errorf(d.path, "has rules but spec.types does not include %s", d.t)
+			}
+		}
+	}
+	for i := range s.Ingress {
+		v.rule(fmt.Sprintf("spec.ingress[%d]", i), &s.Ingress[i])
+	}
+	for i := range s.Egress {
+		v.rule(fmt.Sprintf("spec.egress[%d]", i), &s.Egress[i])
+	}
+}
+
+func (v *validator) rule(path string, r *Rule) {
+	switch r.Action {
+	case "":
+		v.errorf(path+".action", "required (one of Allow, Deny, Log, Pass)")
+	case RuleAllow, RuleDeny, RuleLog, RulePass:
+	default:
+		v.errorf(path+".action", "must be one of Allow, Deny, Log, Pass, got %q%s", string(r.Action),
+			didYouMean(string(r.Action), string(RuleAllow), string(RuleDeny), string(RuleLog), string(RulePass)))
+	}
+	if r.ICMP != nil && r.Protocol != ProtoICMP && r.Protocol != ProtoICMPv6 {
+		v.errorf(path+".icmp", "only valid with protocol ICMP or ICMPv6, %s", protocolGiven(r.Protocol))
+	}
+	v.entity(path+".source", &r.Source, r.Protocol)
+	v.entity(path+".destination", &r.Destination, r.Protocol)
+}
+
+// protocolGiven completes "only valid with protocol X, ..." for a rule's
+// protocol.
+func protocolGiven(p uint8) string {
+	if p == 0 {
+		return "but the rule has no protocol"
+	}
+	return "got protocol " + ProtocolName(p)
+}
+
+func (v *validator) entity(path string, e *EntityRule, proto uint8) {
+	v.nets(path+".nets", e.Nets)
+	v.nets(path+".notNets", e.NotNets)
+	v.selector(path+".selector", e.Selector, "omit it to match any endpoint or address")
+	v.selector(path+".notSelector", e.NotSelector, "omit it to exclude nothing")
+	for _, f := range []struct {
+		name  string
+		ports []PortRange
+	}{{"ports", e.Ports}, {"notPorts", e.NotPorts}} {
+		if len(f.ports) == 0 {
+			continue
+		}
+		if proto != ProtoTCP && proto != ProtoUDP && proto != ProtoSCTP {
+			v.errorf(path+"."+f.name, "only valid with protocol TCP, UDP or SCTP, %s", protocolGiven(proto))
+		}
+		for i, r := range f.ports {
+			if r.First > r.Last {
+				v.errorf(fmt.Sprintf("%s.%s[%d]", path, f.name, i), "invalid port range %d:%d: the first port is greater than the last (did you mean %d:%d?)",
+					r.First, r.Last, r.Last, r.First)
+			}
+		}
+	}
+}
+
+func (v *validator) nets(path string, ps []netip.Prefix) {
+	for i, p := range ps {
+		if why := cidrProblem(p); why != "" {
+			v.errorf(fmt.Sprintf("%s[%d]", path, i), "%s", why)
+		}
+	}
+}
+
+// cidrProblem explains why p is not a usable network, or returns "".
+func cidrProblem(p netip.Prefix) string {
+	switch {
+	case !p.IsValid():
+		return "not a valid CIDR"
+	case p.Addr().Is4In6():
+		return fmt.Sprintf("%s: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", p)
+	case p.Masked() != p:
+		// 10.1.2.3/8 is more likely a typo for a /32 or for 10.0.0.0/8
+		// than a way to write the latter.
+		return fmt.Sprintf("%s has host bits set; did you mean %s?", p, p.Masked())
+	}
+	return ""
+}
+
+// selector reports a selector that does not parse; "" is valid (unset).
+// omit tells the user what leaving the field out would mean.
+func (v *validator) selector(path, s, omit string) {
+	if s == "" {
+		return
+	}
+	if strings.TrimSpace(s) == "" {
+		v.errorf(path, "must not be blank (%s)", omit)
+		return
+	}
+	if _, err := selector.Parse(s); err != nil {
+		v.errorf(path, "%s", selectorProblem(s, err))
+	}
+}
+
+// selectorProblem renders a parse error on one line with the column
+// (from 1) where the selector stopped making sense; the parser's reason
+// names what it found there.
+func selectorProblem(s string, err error) string {
+	var pe *selector.ParseError
+	if !errors.As(err, &pe) {
+		return fmt.Sprintf("invalid selector %q: %v", s, err)
+	}
+	return fmt.Sprintf("invalid selector %q: at column %d: %s", s, pe.Pos+1, pe.Reason)
+}
+
+// didYouMean returns ` (did you mean "X"?)` when got differs from one of
+// want only in case, else "".
+func didYouMean(got string, want ...string) string {
+	for _, w := range want {
+		if strings.EqualFold(got, w) {
+			return fmt.Sprintf(" (did you mean %q?)", w)
+		}
+	}
+	return ""
+}
+
 func (v *validator) config(s *ConfigSpec) {
 	if s.VXLANVNI > maxVNI {
 		v.errorf("spec.vxlanVNI", "must be between 1 and %d, got %d", maxVNI, s.VXLANVNI)
@@ -318,6 +476,19 @@ func (v *validator) config(s *ConfigSpec) {
 	case "", ActionDrop, ActionAccept, ActionReturn:
 	default:
 		v.errorf("spec.endpointToHostAction", "must be one of Drop, Accept, Return, got %q", s.EndpointToHostAction)
+	}
+	seen := make(map[netip.Prefix]int, len(s.PrefilterDeny))
+	for i, p := range s.PrefilterDeny {
+		path := fmt.Sprintf("spec.prefilterDeny[%d]", i)
+		if why := cidrProblem(p); why != "" {
+			v.errorf(path, "%s", why)
+			continue
+		}
+		if j, dup := seen[p]; dup {
+			v.errorf(path, "%s is listed twice (also spec.prefilterDeny[%d])", p, j)
+			continue
+		}
+		seen[p] = i
 	}
 }
 
