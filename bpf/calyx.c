@@ -141,6 +141,54 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_ct SEC(".maps");
 
+/* cx_ipcache: the policy identity of addresses (agent/policy). Sized by
+ * the loader like cx_routes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__type(key, struct cx_route_key);
+	__type(value, struct cx_identity);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_ipcache SEC(".maps");
+
+/* cx_policy: every endpoint's compiled policy tables. Entries take memory
+ * only when written (NO_PREALLOC). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1 << 20);
+	__type(key, struct cx_policy_key);
+	__type(value, struct cx_policy_verdict);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_policy SEC(".maps");
+
+/* LRU for the reason cx_counters is. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct cx_rule_hit_key);
+	__type(value, struct cx_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_policy_hits SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_policy_log SEC(".maps");
+
+/* cx_prefilter: source prefixes the underlay drops before anything else
+ * (Config.prefilterDeny). The value is unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 65536);
+	__type(key, struct cx_route_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_prefilter SEC(".maps");
+
 /* Keep the enums in the object's BTF so bpf2go emits their constants for Go. */
 const enum cx_reason cx_enum_reason __attribute__((unused));
 const enum cx_route_type cx_enum_route_type __attribute__((unused));
@@ -151,6 +199,13 @@ const enum cx_encap cx_enum_encap __attribute__((unused));
 const enum cx_fip_flags cx_enum_fip_flags __attribute__((unused));
 const enum cx_ct_dir cx_enum_ct_dir __attribute__((unused));
 const enum cx_nat cx_enum_nat __attribute__((unused));
+const enum cx_config_flags cx_enum_config_flags __attribute__((unused));
+const enum cx_endpoint_to_host cx_enum_e2h __attribute__((unused));
+const enum cx_identity_flags cx_enum_identity_flags __attribute__((unused));
+const enum cx_policy_action cx_enum_policy_action __attribute__((unused));
+const enum cx_rule_special cx_enum_rule_special __attribute__((unused));
+/* Only ever on the stack, so clang would leave it out of the BTF. */
+const struct cx_policy_event cx_type_policy_event __attribute__((unused));
 
 /* cx_verdict_len records a verdict under its reason for the interface and
  * returns it, so every return path is one line and counted. A packet is
@@ -611,6 +666,7 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, c
 }
 
 #include "nat.h"
+#include "policy.h"
 
 /* cx_nat_drop counts a failed translation under its reason. */
 static __always_inline int cx_nat_drop(__u32 ifindex, int nat, __u32 len)
@@ -618,6 +674,10 @@ static __always_inline int cx_nat_drop(__u32 ifindex, int nat, __u32 len)
 	if (nat == CX_NAT_ERR_PORTS)
 		/* natOutgoing: every candidate source port to this server is taken. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_NAT_PORTS, len, TC_ACT_SHOT);
+	if (nat == CX_NAT_ERR_POLICY)
+		/* Network policy denies the new flow (counted per rule in
+		 * cx_policy_hits). */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_POLICY, len, TC_ACT_SHOT);
 	if (nat == CX_NAT_ERR_CT)
 		/* The flow's conntrack entries could not be written: its reply
 		 * tuple is another flow's (or the table refused): untranslatable. */
@@ -710,11 +770,12 @@ static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex
 	return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);
 }
 
-static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_cursor *c, void *data_end)
+static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
+					  void *data_end)
 {
 	__u32 ifindex = skb->ifindex, len = skb->len, start;
 	struct cx_ct_entry *ct = NULL;
-	int looked_up = 0;
+	int kind = -1;
 	struct cx_node_config *cfg;
 	struct cx_tuple t = {};
 	struct cx_route *rt;
@@ -732,7 +793,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 	 * its conntrack entry until the routes change: one hash lookup, no
 	 * LPM. TTL 1 goes the slow way (the host stack answers it). */
 	if (cfg && cfg->route_gen && iph->ttl > 1 && cx_tuple_of(skb, &t) == CX_TUPLE_FLOW) {
-		looked_up = 1;
+		kind = CX_TUPLE_FLOW;
 		ct = cx_ct_lookup(&t);
 		if (ct && ct->ifindex == ifindex && ct->route_gen == cfg->route_gen) {
 			cx_ct_seen(ct, &t, len);
@@ -761,10 +822,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, struct hdr_curs
 	start = CX_START_FIP | CX_START_WORKLOAD | CX_START_TRACK;
 	if (rt->flags & CX_RT_F_NAT_OUTGOING)
 		start |= CX_START_NAT_OUTGOING;
-	if (looked_up)
-		nat = cx_nat_flow(skb, &t, ct, start, len, &ct);
-	else
-		nat = cx_nat_entry(skb, &t, start, len, &ct);
+	nat = cx_nat_policed(skb, &t, start, ifindex, ifc, len, kind, ct, &ct);
 	if (nat < 0)
 		return cx_nat_drop(ifindex, nat, len);
 
@@ -907,6 +965,13 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 	if (!cx_owned_by(rt, ifindex))
 		/* Source address is not one of the endpoint's ipNetworks. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+	if (ifc->egress_table) {
+		/* Policy is enforced for IPv4, where conntrack lets replies
+		 * through; an endpoint under egress policy sends no IPv6
+		 * beyond its link (fail closed). */
+		cx_rule_hit(ifindex, CX_RULE_DEFAULT_DENY_EGRESS, skb->len);
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
+	}
 
 	rt = cx_route_v6(&ip6->daddr);
 	if (rt && rt->type == CX_RT_LOCAL_WORKLOAD && rt->ifindex != ifindex) {
@@ -953,13 +1018,38 @@ int calyx_from_wl(struct __sk_buff *skb)
 	case bpf_htons(ETH_P_ARP):
 		return cx_from_wl_arp(skb, ifc, &c, data_end);
 	case bpf_htons(ETH_P_IP):
-		return cx_from_wl_ip4(skb, &c, data_end);
+		return cx_from_wl_ip4(skb, ifc, &c, data_end);
 	case bpf_htons(ETH_P_IPV6):
 		return cx_from_wl_ip6(skb, ifc, &c, data_end);
 	}
 	/* VLAN tags, LLDP, raw L2 protocols: a routed endpoint has no business
 	 * sending them to the host. */
 	return cx_verdict(skb, ifindex, CX_REASON_DROP_UNSUPPORTED, TC_ACT_SHOT);
+}
+
+/* cx_to_wl_ip6_denied says whether an IPv6 packet from the host stack
+ * may not enter an endpoint under ingress policy. Policy is enforced for
+ * IPv4, where conntrack lets replies through; under ingress policy only the
+ * link's own traffic (link-local sources, neighbour discovery) gets in:
+ * fail closed. */
+static __always_inline int cx_to_wl_ip6_denied(struct __sk_buff *skb)
+{
+	void *data, *data_end;
+	struct ipv6hdr *ip6;
+	__u8 *icmp;
+
+	cx_pull(skb, ETH_HLEN + sizeof(*ip6) + 4);
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
+	ip6 = data + ETH_HLEN;
+	icmp = (void *)(ip6 + 1);
+	if ((void *)(ip6 + 1) > data_end)
+		return 1;
+	if (cx_is_link_local6(&ip6->saddr))
+		return 0;
+	/* Neighbour discovery: router/neighbour solicitation and advertisement. */
+	return !(ip6->nexthdr == IPPROTO_ICMPV6 && (void *)(icmp + 1) <= data_end && icmp[0] >= 133 &&
+		 icmp[0] <= 137);
 }
 
 /* calyx_to_wl runs at TC egress on the host side of a workload interface:
@@ -980,15 +1070,20 @@ int calyx_to_wl(struct __sk_buff *skb)
 		skb->mark = 0;
 		return cx_to_workload(skb, ifindex, TC_ACT_OK);
 	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6) && ifc->ingress_table && cx_to_wl_ip6_denied(skb)) {
+		cx_rule_hit(ifindex, CX_RULE_DEFAULT_DENY_INGRESS, skb->len);
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
+	}
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		/* Replies from the host stack to translated flows (the
-		 * metadata service) get the address the workload asked for. */
+		 * metadata service) get the address the workload asked for;
+		 * new flows pass the endpoint's ingress policy first. */
 		__u32 len = skb->len;
 		struct cx_tuple t = {};
 		int nat;
 
 		cx_pull(skb, CX_PULL_LEN);
-		nat = cx_nat(skb, &t, 0, len);
+		nat = cx_nat_policed(skb, &t, 0, 0, NULL, len, -1, NULL, NULL);
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
 	}
@@ -1089,7 +1184,7 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		 * floating IP back; flows from outside to a floating IP of an
 		 * instance here, forwarded by another node, start here. */
 		struct cx_tuple t = {};
-		int nat = cx_nat(skb, &t, CX_START_FIP_HERE, len);
+		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE, 0, NULL, len, -1, NULL, NULL);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
@@ -1134,10 +1229,16 @@ int calyx_from_underlay(struct __sk_buff *skb)
 	struct cx_route *rt;
 	void *data_end;
 
+	cfg = cx_get_config();
+	if (cfg && (cfg->flags & CX_CFG_PREFILTER_TC)) {
+		cx_pull(skb, ETH_HLEN + sizeof(struct ipv6hdr));
+		if (cx_prefiltered(cx_skb_data(skb), cx_skb_data_end(skb)))
+			/* Config.prefilterDeny: this source may not reach the host or its workloads. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_PREFILTER, TC_ACT_SHOT);
+	}
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		/* ARP, IPv6 and the rest are the host's. */
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
-	cfg = cx_get_config();
 	if (!cfg || !cx_addr_ip4(cfg->node_addr))
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 
@@ -1168,7 +1269,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		 * back to their workload. */
 		__u32 len = skb->len;
 		struct cx_tuple t = {};
-		int nat = cx_nat(skb, &t, CX_START_FIP_HERE, len);
+		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE, 0, NULL, len, -1, NULL, NULL);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
@@ -1266,4 +1367,20 @@ int calyx_to_underlay(struct __sk_buff *skb)
 		}
 		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}
+}
+
+/* calyx_xdp_prefilter runs at XDP on a physical underlay NIC: sources on
+ * the host-wide deny list (Config.prefilterDeny) are dropped before the
+ * kernel allocates an skb for them. Everything else goes on to the TC
+ * programs, which count it. */
+SEC("xdp")
+int calyx_xdp_prefilter(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	if (cx_prefiltered(data, data_end))
+		/* Config.prefilterDeny: this source may not reach the host or its workloads. */
+		return cx_verdict_len(ctx->ingress_ifindex, CX_REASON_DROP_PREFILTER, data_end - data, XDP_DROP);
+	return XDP_PASS;
 }

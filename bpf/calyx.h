@@ -26,6 +26,10 @@ struct cx_iface {
 	__u32 endpoint_id;
 	__u8 mac[CX_ETH_ALEN];      /* the workload's MAC (CX_IFACE_CHECK_MAC) */
 	__u8 host_mac[CX_ETH_ALEN]; /* the host side's MAC: answer to every ARP */
+	/* The endpoint's policy tables in cx_policy; 0: no policy selects it
+	 * in that direction, and everything passes. */
+	__u32 ingress_table;
+	__u32 egress_table;
 };
 
 enum cx_route_type {
@@ -101,7 +105,9 @@ enum cx_reason {
 	CX_REASON_DROP_ND_IGNORED = 29, /* NDP duplicate-address probe / solicitation for its own address */
 	CX_REASON_DROP_NAT_PORTS = 30,  /* natOutgoing found no free source port */
 	CX_REASON_DROP_CT_FULL = 31,    /* a new flow's conntrack entries could not be written (its reply tuple is another flow's) */
-	CX_REASON_MAX = 32,
+	CX_REASON_DROP_POLICY = 32,     /* network policy (or endpointToHostAction) denied a new flow */
+	CX_REASON_DROP_PREFILTER = 33,  /* the source is on the host-wide prefilter deny list */
+	CX_REASON_MAX = 48,
 };
 
 #define CX_REASON_FIRST_DROP CX_REASON_DROP_MALFORMED
@@ -127,6 +133,85 @@ struct cx_node_config {
 	__u8 metadata_addr[16]; /* where 169.254.169.254:80 is DNAT'd to (zero: off) */
 	__u32 metadata_port;    /* host byte order */
 	__u32 route_gen;        /* bumped by the agent after every cx_routes change */
+	__u32 flags;            /* enum cx_config_flags */
+	__u32 endpoint_to_host; /* enum cx_endpoint_to_host */
+};
+
+enum cx_config_flags {
+	/* The underlay's TC ingress checks cx_prefilter: there are entries and
+	 * no XDP program does it first. */
+	CX_CFG_PREFILTER_TC = 1 << 0,
+};
+
+/* What becomes of a workload's new flow to this host (Config.endpointToHostAction). */
+enum cx_endpoint_to_host {
+	CX_E2H_ACCEPT = 0, /* allowed whatever the egress policy says */
+	CX_E2H_DROP = 1,   /* dropped, except DHCP, DNS to the host and metadata */
+	CX_E2H_RETURN = 2, /* the endpoint's egress policy decides */
+};
+
+/* cx_ipcache: the policy identity of remote addresses (LPM, keyed like
+ * cx_routes). A miss is identity 0: an address no rule names. */
+enum cx_identity_flags {
+	CX_ID_HOST = 1 << 0, /* one of this node's own addresses */
+};
+
+struct cx_identity {
+	__u32 id;
+	__u32 flags; /* enum cx_identity_flags */
+};
+
+/* cx_policy: compiled policy (LPM). table and identity always match in
+ * full; then the protocol and the port (destination port, or ICMP
+ * type << 8 | code), as many leading bits as the entry says. A source-port
+ * sub-table has the high bit in table, identity and proto 0, and the
+ * source port in port. prefixlen counts from table: 64 + 8 + 16 at most. */
+struct cx_policy_key {
+	__u32 prefixlen;
+	__u32 table;
+	__u32 identity;
+	__u8 proto;
+	__u8 port[2]; /* network order */
+	__u8 pad;
+};
+
+enum cx_policy_action {
+	CX_POLICY_ALLOW = 1,
+	CX_POLICY_DENY = 2,
+	CX_POLICY_SPORT = 3, /* look up sub-table sub with the source port */
+};
+
+struct cx_policy_verdict {
+	__u32 action;   /* enum cx_policy_action */
+	__u32 rule;     /* the deciding rule, for cx_policy_hits */
+	__u32 log_rule; /* the first Log rule matched on the way, or 0 */
+	__u32 sub;
+};
+
+/* Rule numbers below 16 are not rules of a policy. */
+enum cx_rule_special {
+	CX_RULE_DEFAULT_DENY_INGRESS = 1,
+	CX_RULE_DEFAULT_DENY_EGRESS = 2,
+	CX_RULE_HOST_DROP = 3,
+};
+
+/* cx_policy_hits: how often each rule decided a new flow of an endpoint. */
+struct cx_rule_hit_key {
+	__u32 ifindex; /* the endpoint's interface */
+	__u32 rule;
+};
+
+/* cx_policy_log carries one of these per packet a Log rule matched. */
+struct cx_policy_event {
+	__u32 ifindex;
+	__u32 rule;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host order */
+	__u16 dport;
+	__u8 proto;
+	__u8 allowed;
+	__u8 pad[2];
 };
 
 /* cx_fips: the floating-IP table, the same on every node. */

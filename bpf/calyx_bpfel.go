@@ -20,6 +20,12 @@ const (
 	CalyxCxAttachModeCX_ATTACH_CLSACT CalyxCxAttachMode = 2
 )
 
+type CalyxCxConfigFlags uint32
+
+const (
+	CalyxCxConfigFlagsCX_CFG_PREFILTER_TC CalyxCxConfigFlags = 1
+)
+
 type CalyxCxCounter struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -77,6 +83,14 @@ const (
 	CalyxCxEncapCX_ENCAP_VXLAN CalyxCxEncap = 2
 )
 
+type CalyxCxEndpointToHost uint32
+
+const (
+	CalyxCxEndpointToHostCX_E2H_ACCEPT CalyxCxEndpointToHost = 0
+	CalyxCxEndpointToHostCX_E2H_DROP   CalyxCxEndpointToHost = 1
+	CalyxCxEndpointToHostCX_E2H_RETURN CalyxCxEndpointToHost = 2
+)
+
 type CalyxCxFip struct {
 	_          structs.HostLayout
 	Fixed      [16]uint8
@@ -96,12 +110,26 @@ type CalyxCxFipKey struct {
 	Addr [16]uint8
 }
 
+type CalyxCxIdentity struct {
+	_     structs.HostLayout
+	Id    uint32
+	Flags uint32
+}
+
+type CalyxCxIdentityFlags uint32
+
+const (
+	CalyxCxIdentityFlagsCX_ID_HOST CalyxCxIdentityFlags = 1
+)
+
 type CalyxCxIface struct {
-	_          structs.HostLayout
-	Flags      uint32
-	EndpointId uint32
-	Mac        [6]uint8
-	HostMac    [6]uint8
+	_            structs.HostLayout
+	Flags        uint32
+	EndpointId   uint32
+	Mac          [6]uint8
+	HostMac      [6]uint8
+	IngressTable uint32
+	EgressTable  uint32
 }
 
 type CalyxCxIfaceFlags uint32
@@ -137,6 +165,47 @@ type CalyxCxNodeConfig struct {
 	MetadataAddr    [16]uint8
 	MetadataPort    uint32
 	RouteGen        uint32
+	Flags           uint32
+	EndpointToHost  uint32
+}
+
+type CalyxCxPolicyAction uint32
+
+const (
+	CalyxCxPolicyActionCX_POLICY_ALLOW CalyxCxPolicyAction = 1
+	CalyxCxPolicyActionCX_POLICY_DENY  CalyxCxPolicyAction = 2
+	CalyxCxPolicyActionCX_POLICY_SPORT CalyxCxPolicyAction = 3
+)
+
+type CalyxCxPolicyEvent struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Rule    uint32
+	Saddr   [16]uint8
+	Daddr   [16]uint8
+	Sport   uint16
+	Dport   uint16
+	Proto   uint8
+	Allowed uint8
+	Pad     [2]uint8
+}
+
+type CalyxCxPolicyKey struct {
+	_         structs.HostLayout
+	Prefixlen uint32
+	Table     uint32
+	Identity  uint32
+	Proto     uint8
+	Port      [2]uint8
+	Pad       uint8
+}
+
+type CalyxCxPolicyVerdict struct {
+	_       structs.HostLayout
+	Action  uint32
+	Rule    uint32
+	LogRule uint32
+	Sub     uint32
 }
 
 type CalyxCxReason uint32
@@ -169,7 +238,9 @@ const (
 	CalyxCxReasonCX_REASON_DROP_ND_IGNORED  CalyxCxReason = 29
 	CalyxCxReasonCX_REASON_DROP_NAT_PORTS   CalyxCxReason = 30
 	CalyxCxReasonCX_REASON_DROP_CT_FULL     CalyxCxReason = 31
-	CalyxCxReasonCX_REASON_MAX              CalyxCxReason = 32
+	CalyxCxReasonCX_REASON_DROP_POLICY      CalyxCxReason = 32
+	CalyxCxReasonCX_REASON_DROP_PREFILTER   CalyxCxReason = 33
+	CalyxCxReasonCX_REASON_MAX              CalyxCxReason = 48
 )
 
 type CalyxCxRoute struct {
@@ -208,30 +279,56 @@ const (
 	CalyxCxRouteTypeCX_RT_FIP             CalyxCxRouteType = 6
 )
 
+type CalyxCxRuleHitKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Rule    uint32
+}
+
+type CalyxCxRuleSpecial uint32
+
+const (
+	CalyxCxRuleSpecialCX_RULE_DEFAULT_DENY_INGRESS CalyxCxRuleSpecial = 1
+	CalyxCxRuleSpecialCX_RULE_DEFAULT_DENY_EGRESS  CalyxCxRuleSpecial = 2
+	CalyxCxRuleSpecialCX_RULE_HOST_DROP            CalyxCxRuleSpecial = 3
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	CalyxMapCxConfig           = "cx_config"
-	CalyxMapCxCounters         = "cx_counters"
-	CalyxMapCxCt               = "cx_ct"
-	CalyxMapCxFips             = "cx_fips"
-	CalyxMapCxIfaces           = "cx_ifaces"
-	CalyxMapCxLinks            = "cx_links"
-	CalyxMapCxRoutes           = "cx_routes"
-	CalyxProgCalyxFromUnderlay = "calyx_from_underlay"
-	CalyxProgCalyxFromWl       = "calyx_from_wl"
-	CalyxProgCalyxToUnderlay   = "calyx_to_underlay"
-	CalyxProgCalyxToWl         = "calyx_to_wl"
-	CalyxVarCxEnumAttachMode   = "cx_enum_attach_mode"
-	CalyxVarCxEnumCtDir        = "cx_enum_ct_dir"
-	CalyxVarCxEnumEncap        = "cx_enum_encap"
-	CalyxVarCxEnumFipFlags     = "cx_enum_fip_flags"
-	CalyxVarCxEnumIfaceFlags   = "cx_enum_iface_flags"
-	CalyxVarCxEnumNat          = "cx_enum_nat"
-	CalyxVarCxEnumReason       = "cx_enum_reason"
-	CalyxVarCxEnumRouteFlags   = "cx_enum_route_flags"
-	CalyxVarCxEnumRouteType    = "cx_enum_route_type"
+	CalyxMapCxConfig            = "cx_config"
+	CalyxMapCxCounters          = "cx_counters"
+	CalyxMapCxCt                = "cx_ct"
+	CalyxMapCxFips              = "cx_fips"
+	CalyxMapCxIfaces            = "cx_ifaces"
+	CalyxMapCxIpcache           = "cx_ipcache"
+	CalyxMapCxLinks             = "cx_links"
+	CalyxMapCxPolicy            = "cx_policy"
+	CalyxMapCxPolicyHits        = "cx_policy_hits"
+	CalyxMapCxPolicyLog         = "cx_policy_log"
+	CalyxMapCxPrefilter         = "cx_prefilter"
+	CalyxMapCxRoutes            = "cx_routes"
+	CalyxProgCalyxFromUnderlay  = "calyx_from_underlay"
+	CalyxProgCalyxFromWl        = "calyx_from_wl"
+	CalyxProgCalyxToUnderlay    = "calyx_to_underlay"
+	CalyxProgCalyxToWl          = "calyx_to_wl"
+	CalyxProgCalyxXdpPrefilter  = "calyx_xdp_prefilter"
+	CalyxVarCxEnumAttachMode    = "cx_enum_attach_mode"
+	CalyxVarCxEnumConfigFlags   = "cx_enum_config_flags"
+	CalyxVarCxEnumCtDir         = "cx_enum_ct_dir"
+	CalyxVarCxEnumE2h           = "cx_enum_e2h"
+	CalyxVarCxEnumEncap         = "cx_enum_encap"
+	CalyxVarCxEnumFipFlags      = "cx_enum_fip_flags"
+	CalyxVarCxEnumIdentityFlags = "cx_enum_identity_flags"
+	CalyxVarCxEnumIfaceFlags    = "cx_enum_iface_flags"
+	CalyxVarCxEnumNat           = "cx_enum_nat"
+	CalyxVarCxEnumPolicyAction  = "cx_enum_policy_action"
+	CalyxVarCxEnumReason        = "cx_enum_reason"
+	CalyxVarCxEnumRouteFlags    = "cx_enum_route_flags"
+	CalyxVarCxEnumRouteType     = "cx_enum_route_type"
+	CalyxVarCxEnumRuleSpecial   = "cx_enum_rule_special"
+	CalyxVarCxTypePolicyEvent   = "cx_type_policy_event"
 )
 
 // LoadCalyx returns the embedded CollectionSpec for Calyx.
@@ -280,34 +377,46 @@ type CalyxProgramSpecs struct {
 	CalyxFromWl       *ebpf.ProgramSpec `ebpf:"calyx_from_wl"`
 	CalyxToUnderlay   *ebpf.ProgramSpec `ebpf:"calyx_to_underlay"`
 	CalyxToWl         *ebpf.ProgramSpec `ebpf:"calyx_to_wl"`
+	CalyxXdpPrefilter *ebpf.ProgramSpec `ebpf:"calyx_xdp_prefilter"`
 }
 
 // CalyxMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CalyxMapSpecs struct {
-	CxConfig   *ebpf.MapSpec `ebpf:"cx_config"`
-	CxCounters *ebpf.MapSpec `ebpf:"cx_counters"`
-	CxCt       *ebpf.MapSpec `ebpf:"cx_ct"`
-	CxFips     *ebpf.MapSpec `ebpf:"cx_fips"`
-	CxIfaces   *ebpf.MapSpec `ebpf:"cx_ifaces"`
-	CxLinks    *ebpf.MapSpec `ebpf:"cx_links"`
-	CxRoutes   *ebpf.MapSpec `ebpf:"cx_routes"`
+	CxConfig     *ebpf.MapSpec `ebpf:"cx_config"`
+	CxCounters   *ebpf.MapSpec `ebpf:"cx_counters"`
+	CxCt         *ebpf.MapSpec `ebpf:"cx_ct"`
+	CxFips       *ebpf.MapSpec `ebpf:"cx_fips"`
+	CxIfaces     *ebpf.MapSpec `ebpf:"cx_ifaces"`
+	CxIpcache    *ebpf.MapSpec `ebpf:"cx_ipcache"`
+	CxLinks      *ebpf.MapSpec `ebpf:"cx_links"`
+	CxPolicy     *ebpf.MapSpec `ebpf:"cx_policy"`
+	CxPolicyHits *ebpf.MapSpec `ebpf:"cx_policy_hits"`
+	CxPolicyLog  *ebpf.MapSpec `ebpf:"cx_policy_log"`
+	CxPrefilter  *ebpf.MapSpec `ebpf:"cx_prefilter"`
+	CxRoutes     *ebpf.MapSpec `ebpf:"cx_routes"`
 }
 
 // CalyxVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CalyxVariableSpecs struct {
-	CxEnumAttachMode *ebpf.VariableSpec `ebpf:"cx_enum_attach_mode"`
-	CxEnumCtDir      *ebpf.VariableSpec `ebpf:"cx_enum_ct_dir"`
-	CxEnumEncap      *ebpf.VariableSpec `ebpf:"cx_enum_encap"`
-	CxEnumFipFlags   *ebpf.VariableSpec `ebpf:"cx_enum_fip_flags"`
-	CxEnumIfaceFlags *ebpf.VariableSpec `ebpf:"cx_enum_iface_flags"`
-	CxEnumNat        *ebpf.VariableSpec `ebpf:"cx_enum_nat"`
-	CxEnumReason     *ebpf.VariableSpec `ebpf:"cx_enum_reason"`
-	CxEnumRouteFlags *ebpf.VariableSpec `ebpf:"cx_enum_route_flags"`
-	CxEnumRouteType  *ebpf.VariableSpec `ebpf:"cx_enum_route_type"`
+	CxEnumAttachMode    *ebpf.VariableSpec `ebpf:"cx_enum_attach_mode"`
+	CxEnumConfigFlags   *ebpf.VariableSpec `ebpf:"cx_enum_config_flags"`
+	CxEnumCtDir         *ebpf.VariableSpec `ebpf:"cx_enum_ct_dir"`
+	CxEnumE2h           *ebpf.VariableSpec `ebpf:"cx_enum_e2h"`
+	CxEnumEncap         *ebpf.VariableSpec `ebpf:"cx_enum_encap"`
+	CxEnumFipFlags      *ebpf.VariableSpec `ebpf:"cx_enum_fip_flags"`
+	CxEnumIdentityFlags *ebpf.VariableSpec `ebpf:"cx_enum_identity_flags"`
+	CxEnumIfaceFlags    *ebpf.VariableSpec `ebpf:"cx_enum_iface_flags"`
+	CxEnumNat           *ebpf.VariableSpec `ebpf:"cx_enum_nat"`
+	CxEnumPolicyAction  *ebpf.VariableSpec `ebpf:"cx_enum_policy_action"`
+	CxEnumReason        *ebpf.VariableSpec `ebpf:"cx_enum_reason"`
+	CxEnumRouteFlags    *ebpf.VariableSpec `ebpf:"cx_enum_route_flags"`
+	CxEnumRouteType     *ebpf.VariableSpec `ebpf:"cx_enum_route_type"`
+	CxEnumRuleSpecial   *ebpf.VariableSpec `ebpf:"cx_enum_rule_special"`
+	CxTypePolicyEvent   *ebpf.VariableSpec `ebpf:"cx_type_policy_event"`
 }
 
 // CalyxObjects contains all objects after they have been loaded into the kernel.
@@ -330,13 +439,18 @@ func (o *CalyxObjects) Close() error {
 //
 // It can be passed to LoadCalyxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CalyxMaps struct {
-	CxConfig   *ebpf.Map `ebpf:"cx_config"`
-	CxCounters *ebpf.Map `ebpf:"cx_counters"`
-	CxCt       *ebpf.Map `ebpf:"cx_ct"`
-	CxFips     *ebpf.Map `ebpf:"cx_fips"`
-	CxIfaces   *ebpf.Map `ebpf:"cx_ifaces"`
-	CxLinks    *ebpf.Map `ebpf:"cx_links"`
-	CxRoutes   *ebpf.Map `ebpf:"cx_routes"`
+	CxConfig     *ebpf.Map `ebpf:"cx_config"`
+	CxCounters   *ebpf.Map `ebpf:"cx_counters"`
+	CxCt         *ebpf.Map `ebpf:"cx_ct"`
+	CxFips       *ebpf.Map `ebpf:"cx_fips"`
+	CxIfaces     *ebpf.Map `ebpf:"cx_ifaces"`
+	CxIpcache    *ebpf.Map `ebpf:"cx_ipcache"`
+	CxLinks      *ebpf.Map `ebpf:"cx_links"`
+	CxPolicy     *ebpf.Map `ebpf:"cx_policy"`
+	CxPolicyHits *ebpf.Map `ebpf:"cx_policy_hits"`
+	CxPolicyLog  *ebpf.Map `ebpf:"cx_policy_log"`
+	CxPrefilter  *ebpf.Map `ebpf:"cx_prefilter"`
+	CxRoutes     *ebpf.Map `ebpf:"cx_routes"`
 }
 
 func (m *CalyxMaps) Close() error {
@@ -346,7 +460,12 @@ func (m *CalyxMaps) Close() error {
 		m.CxCt,
 		m.CxFips,
 		m.CxIfaces,
+		m.CxIpcache,
 		m.CxLinks,
+		m.CxPolicy,
+		m.CxPolicyHits,
+		m.CxPolicyLog,
+		m.CxPrefilter,
 		m.CxRoutes,
 	)
 }
@@ -355,15 +474,21 @@ func (m *CalyxMaps) Close() error {
 //
 // It can be passed to LoadCalyxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CalyxVariables struct {
-	CxEnumAttachMode *ebpf.Variable `ebpf:"cx_enum_attach_mode"`
-	CxEnumCtDir      *ebpf.Variable `ebpf:"cx_enum_ct_dir"`
-	CxEnumEncap      *ebpf.Variable `ebpf:"cx_enum_encap"`
-	CxEnumFipFlags   *ebpf.Variable `ebpf:"cx_enum_fip_flags"`
-	CxEnumIfaceFlags *ebpf.Variable `ebpf:"cx_enum_iface_flags"`
-	CxEnumNat        *ebpf.Variable `ebpf:"cx_enum_nat"`
-	CxEnumReason     *ebpf.Variable `ebpf:"cx_enum_reason"`
-	CxEnumRouteFlags *ebpf.Variable `ebpf:"cx_enum_route_flags"`
-	CxEnumRouteType  *ebpf.Variable `ebpf:"cx_enum_route_type"`
+	CxEnumAttachMode    *ebpf.Variable `ebpf:"cx_enum_attach_mode"`
+	CxEnumConfigFlags   *ebpf.Variable `ebpf:"cx_enum_config_flags"`
+	CxEnumCtDir         *ebpf.Variable `ebpf:"cx_enum_ct_dir"`
+	CxEnumE2h           *ebpf.Variable `ebpf:"cx_enum_e2h"`
+	CxEnumEncap         *ebpf.Variable `ebpf:"cx_enum_encap"`
+	CxEnumFipFlags      *ebpf.Variable `ebpf:"cx_enum_fip_flags"`
+	CxEnumIdentityFlags *ebpf.Variable `ebpf:"cx_enum_identity_flags"`
+	CxEnumIfaceFlags    *ebpf.Variable `ebpf:"cx_enum_iface_flags"`
+	CxEnumNat           *ebpf.Variable `ebpf:"cx_enum_nat"`
+	CxEnumPolicyAction  *ebpf.Variable `ebpf:"cx_enum_policy_action"`
+	CxEnumReason        *ebpf.Variable `ebpf:"cx_enum_reason"`
+	CxEnumRouteFlags    *ebpf.Variable `ebpf:"cx_enum_route_flags"`
+	CxEnumRouteType     *ebpf.Variable `ebpf:"cx_enum_route_type"`
+	CxEnumRuleSpecial   *ebpf.Variable `ebpf:"cx_enum_rule_special"`
+	CxTypePolicyEvent   *ebpf.Variable `ebpf:"cx_type_policy_event"`
 }
 
 // CalyxPrograms contains all programs after they have been loaded into the kernel.
@@ -374,6 +499,7 @@ type CalyxPrograms struct {
 	CalyxFromWl       *ebpf.Program `ebpf:"calyx_from_wl"`
 	CalyxToUnderlay   *ebpf.Program `ebpf:"calyx_to_underlay"`
 	CalyxToWl         *ebpf.Program `ebpf:"calyx_to_wl"`
+	CalyxXdpPrefilter *ebpf.Program `ebpf:"calyx_xdp_prefilter"`
 }
 
 func (p *CalyxPrograms) Close() error {
@@ -382,6 +508,7 @@ func (p *CalyxPrograms) Close() error {
 		p.CalyxFromWl,
 		p.CalyxToUnderlay,
 		p.CalyxToWl,
+		p.CalyxXdpPrefilter,
 	)
 }
 

@@ -300,6 +300,7 @@ enum cx_nat_result {
 	CX_NAT_ERR_PORTS = -1,
 	CX_NAT_ERR_CT = -2,
 	CX_NAT_ERR_HELPER = -3,
+	CX_NAT_ERR_POLICY = -4, /* network policy denied the new flow */
 };
 
 /* What a hook may start. Replies and known flows are translated anywhere. */
@@ -316,6 +317,43 @@ enum cx_nat_start {
 	CX_START_FIP_HERE = 1 << 4,
 };
 
+/* cx_icmp_quoted returns the conntrack entry of the flow an ICMP error
+ * (tuple kind CX_TUPLE_ERROR) is about, with that flow's tuple in this
+ * packet's direction in *it, or NULL when the flow is not tracked. */
+static __always_inline struct cx_ct_entry *cx_icmp_quoted(struct __sk_buff *skb, struct cx_tuple *it)
+{
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
+	struct iphdr *inner = data + CX_L4_OFF + 8;
+	__be16 ports[2];
+
+	if ((void *)(inner + 1) + 8 > data_end || inner->ihl != 5)
+		return NULL;
+	__builtin_memcpy(ports, (void *)(inner + 1), 4);
+	if (inner->protocol == IPPROTO_ICMP) {
+		__u8 *ic = (void *)(inner + 1);
+
+		if (ic[0] != CX_ICMP_ECHO && ic[0] != CX_ICMP_ECHO_REPLY)
+			return NULL;
+		__builtin_memcpy(&ports[0], ic + 4, 2);
+		ports[1] = 0;
+	} else if (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP) {
+		return NULL;
+	}
+	/* The quoted packet went the other way: its reverse is this
+	 * direction's tuple. */
+	it->saddr = inner->daddr;
+	it->daddr = inner->saddr;
+	it->proto = inner->protocol;
+	if (it->proto == IPPROTO_ICMP) {
+		it->sport = ports[0];
+	} else {
+		it->sport = ports[1];
+		it->dport = ports[0];
+	}
+	return cx_ct_lookup(it);
+}
+
 /* cx_icmp_error_xlate translates an ICMP error about a tracked flow: the
  * outer addresses and the quoted header, as the flow's own packets would be.
  * Returns CX_NAT_DONE, CX_NAT_NONE when the quoted flow is not tracked, or
@@ -323,42 +361,16 @@ enum cx_nat_start {
  * checksum is left as it was (RFC 5508 does not ask for it). */
 static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_tuple *t, __u32 len)
 {
-	void *data = cx_skb_data(skb);
-	void *data_end = cx_skb_data_end(skb);
-	struct iphdr *inner = data + CX_L4_OFF + 8;
+	void *data, *data_end;
+	struct iphdr *inner;
 	__u32 ioff = CX_L4_OFF + 8;
-	__be16 ports[2];
 	struct cx_tuple it = {};
 	struct cx_ct_entry *ct;
 	__be32 ns, nd, old_isum, new_isum;
 	__be16 nsp, ndp;
 	__u16 isum;
 
-	if ((void *)(inner + 1) + 8 > data_end || inner->ihl != 5)
-		return CX_NAT_NONE;
-	__builtin_memcpy(ports, (void *)(inner + 1), 4);
-	if (inner->protocol == IPPROTO_ICMP) {
-		__u8 *ic = (void *)(inner + 1);
-
-		if (ic[0] != CX_ICMP_ECHO && ic[0] != CX_ICMP_ECHO_REPLY)
-			return CX_NAT_NONE;
-		__builtin_memcpy(&ports[0], ic + 4, 2);
-		ports[1] = 0;
-	} else if (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP) {
-		return CX_NAT_NONE;
-	}
-	/* The quoted packet went the other way: its reverse is this
-	 * direction's tuple. */
-	it.saddr = inner->daddr;
-	it.daddr = inner->saddr;
-	it.proto = inner->protocol;
-	if (it.proto == IPPROTO_ICMP) {
-		it.sport = ports[0];
-	} else {
-		it.sport = ports[1];
-		it.dport = ports[0];
-	}
-	ct = cx_ct_lookup(&it);
+	ct = cx_icmp_quoted(skb, &it);
 	if (!ct)
 		return CX_NAT_NONE;
 	cx_ct_seen(ct, t, len);
@@ -484,10 +496,7 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 			return cx_nat_first(skb, t, entry);
 		}
 	}
-	if (!(start & CX_START_WORKLOAD))
-		return CX_NAT_NONE;
-
-	cfg = cx_get_config();
+	cfg = (start & CX_START_WORKLOAD) ? cx_get_config() : NULL;
 	if (cfg && t->daddr == CX_METADATA_IP && t->proto == IPPROTO_TCP && t->dport == CX_METADATA_PORT &&
 	    cx_addr_ip4(cfg->metadata_addr)) {
 		/* The metadata service, served by the host. */

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -206,3 +207,88 @@ func AttachedPrograms(ifindex int, h Hook) ([]uint32, error) {
 	}
 	return ids, nil
 }
+
+// XDPMode says where the host prefilter runs on the underlay: "auto" (XDP
+// in driver mode on a physical NIC, TC on a veth), "xdp" (driver mode, or
+// fail) or "tc".
+type XDPMode string
+
+// Prefilter modes accepted by --prefilter.
+const (
+	XDPAuto XDPMode = "auto"
+	XDPOn   XDPMode = "xdp"
+	XDPOff  XDPMode = "tc"
+)
+
+// ParseXDPMode validates a --prefilter value.
+func ParseXDPMode(s string) (XDPMode, error) {
+	switch m := XDPMode(s); m {
+	case XDPAuto, XDPOn, XDPOff:
+		return m, nil
+	}
+	return "", fmt.Errorf("prefilter mode %q: want auto, xdp or tc", s)
+}
+
+func (dp *Dataplane) xdpPin(ifindex int) string {
+	return filepath.Join(dp.dir, "links", fmt.Sprintf("xdp_%d", ifindex))
+}
+
+// AttachXDP puts calyx_xdp_prefilter on an interface in driver mode (a
+// generic-mode program would run after the skb is built, which is what the
+// TC check does already). A pinned link is updated in place. A driver
+// without XDP support gives an error wrapping ebpf.ErrNotSupported or the
+// kernel's EOPNOTSUPP.
+func (dp *Dataplane) AttachXDP(ifname string, ifindex int) error {
+	pin := dp.xdpPin(ifindex)
+	prog := dp.objs.CalyxXdpPrefilter
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		err = l.Update(prog)
+		l.Close()
+		if err == nil {
+			return nil
+		}
+		_ = os.Remove(pin)
+	}
+	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})
+	if err != nil {
+		return fmt.Errorf("attach xdp prefilter to %s (ifindex %d): %w", ifname, ifindex, err)
+	}
+	defer l.Close()
+	if dp.dir == "" {
+		return fmt.Errorf("attach xdp prefilter to %s: no pin directory to keep the link in", ifname)
+	}
+	if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(pin), err)
+	}
+	if err := l.Pin(pin); err != nil {
+		return fmt.Errorf("pin xdp link %s: %w", pin, err)
+	}
+	return nil
+}
+
+// DetachXDP removes the prefilter from an interface; none attached is not
+// an error.
+func (dp *Dataplane) DetachXDP(ifindex int) error {
+	pin := dp.xdpPin(ifindex)
+	l, err := link.LoadPinnedLink(pin, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open xdp link %s: %w", pin, err)
+	}
+	defer l.Close()
+	if err := l.Unpin(); err != nil {
+		return fmt.Errorf("unpin %s: %w", pin, err)
+	}
+	return nil
+}
+
+// XDPAttached says whether the prefilter's link is pinned for ifindex.
+func (dp *Dataplane) XDPAttached(ifindex int) bool {
+	_, err := os.Stat(dp.xdpPin(ifindex))
+	return err == nil
+}
+
+// PrefilterProgram is calyx_xdp_prefilter (tests, benchmarks).
+func (dp *Dataplane) PrefilterProgram() *ebpf.Program { return dp.objs.CalyxXdpPrefilter }

@@ -87,7 +87,8 @@ type Options struct {
 // state of their own (conntrack, counters) are never replaced silently.
 var rebuildable = map[string]bool{
 	bpf.CalyxMapCxIfaces: true, bpf.CalyxMapCxRoutes: true, bpf.CalyxMapCxLinks: true,
-	bpf.CalyxMapCxConfig: true, bpf.CalyxMapCxFips: true,
+	bpf.CalyxMapCxConfig: true, bpf.CalyxMapCxFips: true, bpf.CalyxMapCxIpcache: true, bpf.CalyxMapCxPolicy: true,
+	bpf.CalyxMapCxPrefilter: true,
 }
 
 // LoadWith is Load with options.

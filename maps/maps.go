@@ -20,10 +20,16 @@ const (
 	ConfigName   = bpf.CalyxMapCxConfig
 	FIPsName     = bpf.CalyxMapCxFips
 	CTName       = bpf.CalyxMapCxCt
+	IPCacheName  = bpf.CalyxMapCxIpcache
+	PolicyName   = bpf.CalyxMapCxPolicy
+	HitsName     = bpf.CalyxMapCxPolicyHits
+	LogName      = bpf.CalyxMapCxPolicyLog
+	PrefiltName  = bpf.CalyxMapCxPrefilter
 )
 
 // Names lists every map calyx pins.
-var Names = []string{IfacesName, RoutesName, CountersName, LinksName, ConfigName, FIPsName, CTName}
+var Names = []string{IfacesName, RoutesName, CountersName, LinksName, ConfigName, FIPsName, CTName,
+	IPCacheName, PolicyName, HitsName, LogName, PrefiltName}
 
 // Maps is the set of calyx maps, either loaded with the programs (agent) or
 // opened from their pins (calyxctl).
@@ -35,13 +41,19 @@ type Maps struct {
 	config   *ebpf.Map
 	fips     *ebpf.Map
 	ct       *ebpf.Map
+	ipcache  *ebpf.Map
+	policy   *ebpf.Map
+	hits     *ebpf.Map
+	log      *ebpf.Map
+	prefilt  *ebpf.Map
 	owned    bool
 }
 
 // FromObjects wraps maps loaded by the loader; Close does not close them.
 func FromObjects(objs *bpf.CalyxMaps) *Maps {
 	return &Maps{ifaces: objs.CxIfaces, routes: objs.CxRoutes, counters: objs.CxCounters, links: objs.CxLinks, config: objs.CxConfig,
-		fips: objs.CxFips, ct: objs.CxCt}
+		fips: objs.CxFips, ct: objs.CxCt, ipcache: objs.CxIpcache, policy: objs.CxPolicy, hits: objs.CxPolicyHits,
+		log: objs.CxPolicyLog, prefilt: objs.CxPrefilter}
 }
 
 // OpenPinned opens every map pinned under dir. It fails, naming the map,
@@ -54,7 +66,8 @@ func OpenPinnedWritable(dir string) (*Maps, error) { return openPinned(dir, fals
 
 func openPinned(dir string, readOnly bool) (*Maps, error) {
 	m := &Maps{owned: true}
-	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links, &m.config, &m.fips, &m.ct}
+	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links, &m.config, &m.fips, &m.ct,
+		&m.ipcache, &m.policy, &m.hits, &m.log, &m.prefilt}
 	for i, name := range Names {
 		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: readOnly})
 		if err != nil {
@@ -72,7 +85,8 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links, m.config, m.fips, m.ct} {
+	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links, m.config, m.fips, m.ct,
+		m.ipcache, m.policy, m.hits, m.log, m.prefilt} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}

@@ -58,6 +58,10 @@ type Iface struct {
 	EndpointID uint32
 	MAC        MAC // the workload's
 	HostMAC    MAC // the host side's: the answer to every ARP request
+	// IngressTable and EgressTable are the endpoint's policy tables in
+	// cx_policy; 0 when no policy selects it in that direction.
+	IngressTable uint32
+	EgressTable  uint32
 }
 
 func (v Iface) toBPF() bpf.CalyxCxIface {
@@ -71,16 +75,20 @@ func (v Iface) toBPF() bpf.CalyxCxIface {
 	out.EndpointId = v.EndpointID
 	out.Mac = v.MAC
 	out.HostMac = v.HostMAC
+	out.IngressTable = v.IngressTable
+	out.EgressTable = v.EgressTable
 	return out
 }
 
 func ifaceFromBPF(in bpf.CalyxCxIface) Iface {
 	return Iface{
-		Workload:   in.Flags&uint32(bpf.CalyxCxIfaceFlagsCX_IFACE_WORKLOAD) != 0,
-		CheckMAC:   in.Flags&uint32(bpf.CalyxCxIfaceFlagsCX_IFACE_CHECK_MAC) != 0,
-		EndpointID: in.EndpointId,
-		MAC:        in.Mac,
-		HostMAC:    in.HostMac,
+		Workload:     in.Flags&uint32(bpf.CalyxCxIfaceFlagsCX_IFACE_WORKLOAD) != 0,
+		CheckMAC:     in.Flags&uint32(bpf.CalyxCxIfaceFlagsCX_IFACE_CHECK_MAC) != 0,
+		EndpointID:   in.EndpointId,
+		MAC:          in.Mac,
+		HostMAC:      in.HostMac,
+		IngressTable: in.IngressTable,
+		EgressTable:  in.EgressTable,
 	}
 }
 
@@ -277,6 +285,8 @@ const (
 	ReasonDropNDIgnored   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_ND_IGNORED)
 	ReasonDropNATPorts    = Reason(bpf.CalyxCxReasonCX_REASON_DROP_NAT_PORTS)
 	ReasonDropCTFull      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_CT_FULL)
+	ReasonDropPolicy      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_POLICY)
+	ReasonDropPrefilter   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_PREFILTER)
 )
 
 var reasonNames = map[Reason]string{
@@ -307,6 +317,8 @@ var reasonNames = map[Reason]string{
 	ReasonDropNDIgnored:   "drop-nd-ignored",
 	ReasonDropNATPorts:    "drop-nat-ports",
 	ReasonDropCTFull:      "drop-ct-full",
+	ReasonDropPolicy:      "drop-policy",
+	ReasonDropPrefilter:   "drop-prefilter",
 }
 
 // Reasons lists every reason the programs count, in numeric order.
@@ -317,7 +329,7 @@ func Reasons() []Reason {
 		ReasonDropMalformed, ReasonDropSpoofIP, ReasonDropSpoofMAC, ReasonDropNoEndpoint,
 		ReasonDropUnsupported, ReasonDropARPIgnored, ReasonDropTunnelSrc, ReasonDropTunnelDst,
 		ReasonDropTunnelVNI, ReasonDropNoRoute, ReasonDropTooBig, ReasonDropFIB, ReasonDropHelper,
-		ReasonDropNDIgnored, ReasonDropNATPorts, ReasonDropCTFull}
+		ReasonDropNDIgnored, ReasonDropNATPorts, ReasonDropCTFull, ReasonDropPolicy, ReasonDropPrefilter}
 }
 
 func (r Reason) String() string {
@@ -413,10 +425,21 @@ type NodeConfig struct {
 	// conntrack entries (the established-flow fast path) are valid only
 	// for the generation they were cached in. 0 turns the cache off.
 	RouteGen uint32
+	// EndpointToHost is Config.endpointToHostAction.
+	EndpointToHost EndpointToHost
+	// PrefilterTC makes the underlay's TC ingress check cx_prefilter:
+	// there are entries and no XDP program checks them first.
+	PrefilterTC bool
 }
 
 func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
+	var flags uint32
+	if c.PrefilterTC {
+		flags |= uint32(bpf.CalyxCxConfigFlagsCX_CFG_PREFILTER_TC)
+	}
 	return bpf.CalyxCxNodeConfig{
+		Flags:           flags,
+		EndpointToHost:  uint32(c.EndpointToHost),
 		NodeAddr:        addrTo16(c.Address),
 		UnderlayIfindex: c.UnderlayIfindex,
 		UnderlayMtu:     c.UnderlayMTU,
@@ -436,6 +459,8 @@ func nodeConfigFromBPF(in bpf.CalyxCxNodeConfig) NodeConfig {
 		VXLANVNI:        in.VxlanVni,
 		VXLANPort:       uint16(in.VxlanPort),
 		RouteGen:        in.RouteGen,
+		EndpointToHost:  EndpointToHost(in.EndpointToHost),
+		PrefilterTC:     in.Flags&uint32(bpf.CalyxCxConfigFlagsCX_CFG_PREFILTER_TC) != 0,
 	}
 	if a := addrFrom16(in.MetadataAddr); a.IsValid() {
 		c.Metadata = netip.AddrPortFrom(a, uint16(in.MetadataPort))

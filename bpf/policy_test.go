@@ -1,0 +1,408 @@
+package bpf_test
+
+// Layer 2 tests of the policy datapath (policy.h) through
+// BPF_PROG_TEST_RUN with tables written by hand, so that each lookup rule
+// is pinned down on its own: identity fallback, source-port sub-tables,
+// rule hit counters, Log events, replies of allowed flows, ingress at every
+// delivery path, endpointToHostAction, IPv6 under policy, and the host
+// prefilter at TC and XDP. policy_compile_test.go runs the same programs
+// on tables agent/policy compiled from NetworkPolicy resources.
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/calyxnet/calyx/bpf/bpftest"
+	"github.com/calyxnet/calyx/maps"
+)
+
+const (
+	ruleAllow  = 100
+	ruleDeny   = 101
+	ruleLog    = 102
+	tableDeny  = 7  // identity 0: everything denied (default deny)
+	tableDNS   = 8  // identity 0: UDP 53 allowed, the rest denied
+	tableWL1   = 9  // identity idWL1: allowed; the rest denied
+	tableSport = 10 // UDP to port 53 decided by the source port: 40000 allowed
+	tableLog   = 11 // everything allowed after a Log rule
+	idWL1      = 0x1111
+)
+
+// allDeny is a table's identity-0 default: deny everything as rule.
+func allDeny(table, rule uint32) map[maps.PolicyKey]maps.PolicyVerdict {
+	return map[maps.PolicyKey]maps.PolicyVerdict{
+		{Table: table}: {Action: maps.PolicyDeny, Rule: rule},
+	}
+}
+
+func (e *env) putPolicy(tb testing.TB, entries map[maps.PolicyKey]maps.PolicyVerdict) {
+	tb.Helper()
+	for k, v := range entries {
+		must(tb, e.dp.Maps.PutPolicy(k, v))
+	}
+}
+
+// setTables gives ep's interface policy tables.
+func (e *env) setTables(tb testing.TB, ep *endpoint, ingress, egress uint32) {
+	tb.Helper()
+	ifs, err := e.dp.Maps.Ifaces()
+	must(tb, err)
+	v := ifs[ep.idx()]
+	v.IngressTable, v.EgressTable = ingress, egress
+	must(tb, e.dp.Maps.PutIface(ep.idx(), v))
+}
+
+func (e *env) hits(tb testing.TB) map[maps.RuleHitKey]maps.Counter {
+	tb.Helper()
+	h, err := e.dp.Maps.PolicyHits()
+	must(tb, err)
+	return h
+}
+
+// wantHits asserts that the rule counters moved by one packet each for
+// exactly keys since before.
+func (e *env) wantHits(tb testing.TB, before map[maps.RuleHitKey]maps.Counter, keys ...maps.RuleHitKey) {
+	tb.Helper()
+	after := e.hits(tb)
+	moved := map[maps.RuleHitKey]uint64{}
+	for k, a := range after {
+		if d := a.Packets - before[k].Packets; d != 0 {
+			moved[k] = d
+		}
+	}
+	want := map[maps.RuleHitKey]uint64{}
+	for _, k := range keys {
+		want[k]++
+	}
+	if len(moved) != len(want) {
+		tb.Errorf("rule hits moved %v, want %v", moved, want)
+		return
+	}
+	for k, n := range want {
+		if moved[k] != n {
+			tb.Errorf("rule hits moved %v, want %v", moved, want)
+			return
+		}
+	}
+}
+
+// newPolicyEnv is newTunnelEnv with the tables above and an identity for
+// wl1's address.
+func newPolicyEnv(tb testing.TB) *env {
+	tb.Helper()
+	e := newTunnelEnv(tb)
+	e.putPolicy(tb, allDeny(tableDeny, maps.RuleDefaultDenyEgress))
+	e.putPolicy(tb, map[maps.PolicyKey]maps.PolicyVerdict{
+		{Table: tableDNS}: {Action: maps.PolicyDeny, Rule: ruleDeny},
+		{Table: tableDNS, Bits: 24, Proto: maps.ProtoUDP, Port: 53}: {Action: maps.PolicyAllow, Rule: ruleAllow},
+		{Table: tableWL1}:                    {Action: maps.PolicyDeny, Rule: maps.RuleDefaultDenyIngress},
+		{Table: tableWL1, Identity: idWL1}:   {Action: maps.PolicyAllow, Rule: ruleAllow},
+		{Table: tableSport}:                  {Action: maps.PolicyDeny, Rule: ruleDeny},
+		{Table: tableSport, Bits: 24, Proto: maps.ProtoUDP, Port: 53}: {Action: maps.PolicySport, Sub: maps.SubTableFlag | 1},
+		{Table: maps.SubTableFlag | 1, Bits: 8}:                        {Action: maps.PolicyDeny, Rule: ruleDeny},
+		{Table: maps.SubTableFlag | 1, Bits: 24, Port: 40000}:          {Action: maps.PolicyAllow, Rule: ruleAllow},
+		{Table: tableLog}: {Action: maps.PolicyAllow, Rule: ruleAllow, LogRule: ruleLog},
+	})
+	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(e.wl1.ip4, 32), maps.IPCacheEntry{Identity: idWL1}))
+	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), maps.IPCacheEntry{Host: true}))
+	return e
+}
+
+// Egress: a table decides a workload's new flows by protocol and port; the
+// deciding rule is counted on the endpoint, the drop under drop-policy.
+func TestPolicyEgressByPort(t *testing.T) {
+	e := newPolicyEnv(t)
+	src, dst := e.wl4, e.wl2
+	e.setTables(t, src, 0, tableDNS)
+	before := e.hits(t)
+	in := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 53, nil)
+	e.fromWL(t, src, in).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleAllow})
+
+	before = e.hits(t)
+	in = bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 54, nil)
+	o := e.fromWL(t, src, in)
+	o.want(t, shot, hit{src, maps.ReasonDropPolicy})
+	o.unchanged(t)
+	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleDeny})
+
+	// Another protocol falls to the any-protocol entry.
+	in = bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 53)
+	e.fromWL(t, src, in).want(t, shot, hit{src, maps.ReasonDropPolicy})
+}
+
+// An identity with entries of its own is decided by them; any other
+// identity falls back to identity 0's.
+func TestPolicyIdentityFallback(t *testing.T) {
+	e := newPolicyEnv(t)
+	dst := e.wl2
+	e.setTables(t, dst, tableWL1, 0)
+	for _, src := range []*endpoint{e.wl1, e.wl4} {
+		before := e.hits(t)
+		in := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 443)
+		o := e.fromWL(t, src, in)
+		if src == e.wl1 {
+			o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+			e.wantHits(t, before, maps.RuleHitKey{Ifindex: dst.idx(), Rule: ruleAllow})
+			continue
+		}
+		// Denied by the destination's ingress: counted on the
+		// destination's rule, dropped where it came in.
+		o.want(t, shot, hit{src, maps.ReasonDropPolicy})
+		e.wantHits(t, before, maps.RuleHitKey{Ifindex: dst.idx(), Rule: maps.RuleDefaultDenyIngress})
+	}
+}
+
+// A verdict that depends on the source port sends the lookup to a
+// sub-table.
+func TestPolicySourcePortSubTable(t *testing.T) {
+	e := newPolicyEnv(t)
+	src, dst := e.wl4, e.wl2
+	e.setTables(t, src, 0, tableSport)
+	for _, sport := range []uint16{40000, 40001} {
+		in := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, sport, 53, nil)
+		o := e.fromWL(t, src, in)
+		if sport == 40000 {
+			o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+		} else {
+			o.want(t, shot, hit{src, maps.ReasonDropPolicy})
+		}
+	}
+}
+
+// Replies of an allowed flow pass both ends' policy as replies (conntrack),
+// later packets of the flow skip the lookup, and a new flow the other way
+// is denied.
+func TestPolicyRepliesOfAllowedFlows(t *testing.T) {
+	e := newPolicyEnv(t)
+	a, b := e.wl1, e.wl2
+	e.setTables(t, a, tableDeny, tableDNS) // a: only DNS out, nothing in
+	e.setTables(t, b, tableWL1, tableDeny) // b: only from a in, nothing out
+	req := bpftest.IPv4UDP(a.l2(), bpftest.IPv4{Src: a.ip4, Dst: b.ip4, TTL: 64}, 40000, 53, nil)
+	before := e.hits(t)
+	e.fromWL(t, a, req).want(t, redirect, hit{a, maps.ReasonDeliverLocal}, hit{b, maps.ReasonToWorkload})
+	e.wantHits(t, before, maps.RuleHitKey{Ifindex: a.idx(), Rule: ruleAllow}, maps.RuleHitKey{Ifindex: b.idx(), Rule: ruleAllow})
+
+	reply := bpftest.IPv4UDP(b.l2(), bpftest.IPv4{Src: b.ip4, Dst: a.ip4, TTL: 64}, 53, 40000, nil)
+	before = e.hits(t)
+	e.fromWL(t, b, reply).want(t, redirect, hit{b, maps.ReasonDeliverLocal}, hit{a, maps.ReasonToWorkload})
+	e.fromWL(t, a, req).want(t, redirect, hit{a, maps.ReasonDeliverLocal}, hit{b, maps.ReasonToWorkload})
+	e.wantHits(t, before) // established: no policy lookup, no rule hit
+
+	// b starting a flow of its own to a: b's egress denies it.
+	other := bpftest.IPv4UDP(b.l2(), bpftest.IPv4{Src: b.ip4, Dst: a.ip4, TTL: 64}, 40001, 53, nil)
+	e.fromWL(t, b, other).want(t, shot, hit{b, maps.ReasonDropPolicy})
+	e.wantHits(t, before, maps.RuleHitKey{Ifindex: b.idx(), Rule: maps.RuleDefaultDenyEgress})
+}
+
+// Ingress policy applies on every path into a workload: routed to this
+// node directly, decapsulated, and from the host stack. Flows that pass
+// are tracked, so the workload's replies pass its egress policy.
+func TestPolicyIngressFromUnderlay(t *testing.T) {
+	e := newPolicyEnv(t)
+	dst := e.wl2
+	nodeA := e.tun.nodeA
+	peer := e.block(t, nodeA, maps.EncapNone)
+	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(peer, 32), maps.IPCacheEntry{Identity: idWL1}))
+	e.setTables(t, dst, tableWL1, tableDeny)
+
+	in := bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: peer, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)
+	e.fromUL(t, in).want(t, redirect, hit{e.tun.ul, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	reply := bpftest.IPv4UDP(dst.l2(), bpftest.IPv4{Src: dst.ip4, Dst: peer, TTL: 64}, 9000, 41000, nil)
+	o := e.fromWL(t, dst, reply)
+	if o.verdict == shot {
+		t.Fatalf("the reply of an allowed flow from the underlay was dropped: %s", fmtCounters(o.delta))
+	}
+
+	stranger := e.block(t, e.tun.nodeC, maps.EncapNone) // identity 0
+	in = bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: stranger, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)
+	e.fromUL(t, in).want(t, shot, hit{e.tun.ul, maps.ReasonDropPolicy})
+
+	inner := bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: stranger, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)[14:]
+	vx := bpftest.IPIP(e.nodeL2(nodeA), bpftest.IPv4{Src: nodeA.addr, Dst: hostAddr, TTL: 64}, inner)
+	e.fromUL(t, vx).want(t, shot, hit{e.tun.ul, maps.ReasonDropPolicy})
+}
+
+// From the host stack: this host's own addresses always reach its
+// workloads; anything else it forwards passes ingress policy.
+func TestPolicyIngressFromHostStack(t *testing.T) {
+	e := newPolicyEnv(t)
+	dst := e.wl2
+	e.setTables(t, dst, tableDeny, 0)
+	l2 := bpftest.L2{Src: dst.hostMAC, Dst: dst.mac}
+	in := bpftest.IPv4TCP(l2, bpftest.IPv4{Src: hostAddr, Dst: dst.ip4, TTL: 64}, 40000, 8080)
+	e.toWL(t, dst, in).want(t, ok, hit{dst, maps.ReasonToWorkload})
+	in = bpftest.IPv4TCP(l2, bpftest.IPv4{Src: netip.MustParseAddr("192.0.2.99"), Dst: dst.ip4, TTL: 64}, 40000, 8080)
+	e.toWL(t, dst, in).want(t, shot, hit{dst, maps.ReasonDropPolicy})
+}
+
+// endpointToHostAction: Drop keeps workloads off their host except DHCP,
+// DNS and metadata; Accept lets them reach it whatever their egress policy
+// says; Return leaves it to their egress policy.
+func TestPolicyEndpointToHost(t *testing.T) {
+	e := newPolicyEnv(t)
+	src := e.wl4
+	e.setTables(t, src, 0, tableDeny)
+	cfg := e.tun.cfg
+	cfg.Metadata = netip.AddrPortFrom(hostAddr, 8775)
+	ssh := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 40000, 22)
+	dns := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 40000, 53, nil)
+	dhcp := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 68, 67, nil)
+	md := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: netip.MustParseAddr("169.254.169.254"), TTL: 64}, 40001, 80)
+
+	cfg.EndpointToHost = maps.EndpointToHostDrop
+	must(t, e.dp.Maps.PutConfig(cfg))
+	before := e.hits(t)
+	e.fromWL(t, src, ssh).want(t, shot, hit{src, maps.ReasonDropPolicy})
+	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: maps.RuleHostDrop})
+	e.fromWL(t, src, dhcp).want(t, ok, hit{src, maps.ReasonPassHost})
+	o := e.fromWL(t, src, md)
+	if o.verdict == shot {
+		t.Errorf("metadata dropped under endpointToHostAction Drop: %s", fmtCounters(o.delta))
+	}
+	// DNS to the host is one of the services: neither dropped nor left
+	// to the egress policy (deny-all here).
+	before = e.hits(t)
+	e.fromWL(t, src, dns).want(t, ok, hit{src, maps.ReasonPassHost})
+	e.wantHits(t, before)
+
+	cfg.EndpointToHost = maps.EndpointToHostAccept
+	must(t, e.dp.Maps.PutConfig(cfg))
+	ssh2 := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 40002, 22)
+	e.fromWL(t, src, ssh2).want(t, ok, hit{src, maps.ReasonPassHost})
+
+	cfg.EndpointToHost = maps.EndpointToHostReturn
+	must(t, e.dp.Maps.PutConfig(cfg))
+	before = e.hits(t)
+	ssh3 := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 40003, 22)
+	e.fromWL(t, src, ssh3).want(t, shot, hit{src, maps.ReasonDropPolicy})
+	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: maps.RuleDefaultDenyEgress})
+}
+
+// A Log rule on the way to the verdict is counted and reported to the
+// agent through cx_policy_log.
+func TestPolicyLogRule(t *testing.T) {
+	e := newPolicyEnv(t)
+	src, dst := e.wl4, e.wl2
+	e.setTables(t, src, 0, tableLog)
+	r, err := e.dp.Maps.PolicyLog()
+	must(t, err)
+	defer r.Close()
+	before := e.hits(t)
+	in := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 5353, nil)
+	e.fromWL(t, src, in).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleAllow}, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleLog})
+	got := make(chan maps.PolicyEvent, 1)
+	go func() {
+		ev, err := r.Read()
+		if err == nil {
+			got <- ev
+		}
+	}()
+	select {
+	case ev := <-got:
+		want := maps.PolicyEvent{Ifindex: src.idx(), Rule: ruleLog, Proto: maps.ProtoUDP,
+			Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 5353), Allowed: true}
+		if ev != want {
+			t.Errorf("log event %+v, want %+v", ev, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no log event")
+	}
+}
+
+// IPv6 under policy fails closed beyond the link: conntrack is IPv4 only,
+// so no IPv6 reply could be told from a new flow.
+func TestPolicyIPv6FailsClosed(t *testing.T) {
+	e := newPolicyEnv(t)
+	src, dst := e.wl4, e.wl2
+	e.setTables(t, src, 0, tableDNS)
+	before := e.hits(t)
+	e.fromWL(t, src, udp6(src, src.ip6, dst.ip6, 64)).want(t, shot, hit{src, maps.ReasonDropPolicy})
+	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: maps.RuleDefaultDenyEgress})
+
+	e.setTables(t, dst, tableDNS, 0)
+	l2 := bpftest.L2{Src: dst.hostMAC, Dst: dst.mac}
+	in := bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("fd00:99::1"), Dst: dst.ip6}, 40000, 53, nil)
+	e.toWL(t, dst, in).want(t, shot, hit{dst, maps.ReasonDropPolicy})
+	ns := bpftest.NeighborSolicitation(l2, bpftest.IPv6{Src: netip.MustParseAddr("fd00:99::1"), Dst: bpftest.SolicitedNode(dst.ip6), HopLimit: 255}, dst.ip6, dst.hostMAC)
+	e.toWL(t, dst, ns).want(t, ok, hit{dst, maps.ReasonToWorkload})
+	ll := bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("fe80::1"), Dst: dst.ip6}, 40000, 53, nil)
+	e.toWL(t, dst, ll).want(t, ok, hit{dst, maps.ReasonToWorkload})
+}
+
+var blocked = netip.MustParsePrefix("198.51.100.0/24")
+
+// The prefilter at TC (veth underlays): a denied source is dropped first
+// thing, only while the agent has turned the check on.
+func TestPrefilterTC(t *testing.T) {
+	e := newPolicyEnv(t)
+	must(t, e.dp.Maps.PutPrefilter(blocked))
+	in := bpftest.IPv4UDP(e.nodeL2(e.tun.router), bpftest.IPv4{Src: netip.MustParseAddr("198.51.100.9"), Dst: hostAddr, TTL: 60}, 4000, 22, nil)
+	e.fromUL(t, in).want(t, ok, hit{e.tun.ul, maps.ReasonPassHost})
+	cfg := e.tun.cfg
+	cfg.PrefilterTC = true
+	must(t, e.dp.Maps.PutConfig(cfg))
+	e.fromUL(t, in).want(t, shot, hit{e.tun.ul, maps.ReasonDropPrefilter})
+	in6 := bpftest.IPv6UDP(e.nodeL2(e.tun.router), bpftest.IPv6{Src: netip.MustParseAddr("2001:db8:bad::1"), Dst: netip.MustParseAddr("2001:db8::10")}, 4000, 22, nil)
+	e.fromUL(t, in6).want(t, ok, hit{e.tun.ul, maps.ReasonPassHost})
+	must(t, e.dp.Maps.PutPrefilter(netip.MustParsePrefix("2001:db8:bad::/48")))
+	e.fromUL(t, in6).want(t, shot, hit{e.tun.ul, maps.ReasonDropPrefilter})
+	ok4 := bpftest.IPv4UDP(e.nodeL2(e.tun.router), bpftest.IPv4{Src: netip.MustParseAddr("198.51.101.9"), Dst: hostAddr, TTL: 60}, 4000, 22, nil)
+	e.fromUL(t, ok4).want(t, ok, hit{e.tun.ul, maps.ReasonPassHost})
+}
+
+// The prefilter at XDP (physical NICs): XDP_DROP for denied sources,
+// counted under drop-prefilter on the NIC; XDP_PASS for the rest,
+// uncounted (TC counts them). A test run can only name a device whose
+// driver registered XDP queues (veth does once XDP is attached), so it
+// runs on the namespace's loopback, ifindex 1.
+func TestPrefilterXDP(t *testing.T) {
+	e := newPolicyEnv(t)
+	must(t, e.dp.Maps.PutPrefilter(blocked))
+	prog := e.dp.PrefilterProgram()
+	run := func(pkt []byte) uint32 {
+		var ret uint32
+		err := e.ns.Do(func() error {
+			var err error
+			ret, err = prog.Run(&ebpf.RunOptions{Data: pkt})
+			return err
+		})
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, ebpf.ErrNotSupported) {
+			t.Fatalf("XDP test run: %v", err)
+		}
+		must(t, err)
+		return ret
+	}
+	const xdpDrop, xdpPass = 1, 2
+	in := bpftest.IPv4UDP(e.nodeL2(e.tun.router), bpftest.IPv4{Src: netip.MustParseAddr("198.51.100.9"), Dst: hostAddr, TTL: 60}, 4000, 22, nil)
+	before := e.counters(t)
+	if v := run(in); v != xdpDrop {
+		t.Errorf("denied source: XDP verdict %d, want XDP_DROP", v)
+	}
+	delta := counterDelta(before, e.counters(t))
+	want := map[maps.CounterKey]maps.Counter{{Ifindex: 1, Reason: maps.ReasonDropPrefilter}: {Packets: 1, Bytes: uint64(len(in))}}
+	if !mapsEqual(delta, want) {
+		t.Errorf("counters moved by %s, want %s", fmtCounters(delta), fmtCounters(want))
+	} else {
+		markSeen(maps.ReasonDropPrefilter)
+	}
+	ok4 := bpftest.IPv4UDP(e.nodeL2(e.tun.router), bpftest.IPv4{Src: netip.MustParseAddr("198.51.101.9"), Dst: hostAddr, TTL: 60}, 4000, 22, nil)
+	before = e.counters(t)
+	if v := run(ok4); v != xdpPass {
+		t.Errorf("allowed source: XDP verdict %d, want XDP_PASS", v)
+	}
+	if d := counterDelta(before, e.counters(t)); len(d) != 0 {
+		t.Errorf("a passed packet was counted: %s", fmtCounters(d))
+	}
+	// An IPv4 frame cut short after the Ethernet header (the kernel's
+	// test run wants at least that much).
+	if v := run(in[:14+8]); v != xdpPass {
+		t.Errorf("truncated frame: XDP verdict %d, want XDP_PASS (the stack drops it)", v)
+	}
+}

@@ -1,0 +1,362 @@
+package maps
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/calyxnet/calyx/bpf"
+)
+
+// Identity is the numeric identity of a remote address for policy: the set
+// of selectors and nets of every policy rule that it matches. Identity 0
+// matches none of them (the world).
+type Identity uint32
+
+// IPCacheEntry is an entry of cx_ipcache: the identity of the addresses of
+// a prefix (longest match wins).
+type IPCacheEntry struct {
+	Identity Identity
+	// Host marks this node's own addresses: traffic from them into a
+	// workload is always allowed, and traffic to them from a workload is
+	// governed by Config.endpointToHostAction.
+	Host bool
+}
+
+// PolicyAction is what a cx_policy entry decides.
+type PolicyAction uint8
+
+// Policy actions. PolicySport means the decision depends on the source
+// port too: look up the sub-table Verdict.Sub with the source port.
+const (
+	PolicyAllow PolicyAction = 1
+	PolicyDeny  PolicyAction = 2
+	PolicySport PolicyAction = 3
+)
+
+func (a PolicyAction) String() string {
+	switch a {
+	case PolicyAllow:
+		return "allow"
+	case PolicyDeny:
+		return "deny"
+	case PolicySport:
+		return "by-source-port"
+	}
+	return "unknown"
+}
+
+// SubTableFlag marks the table numbers of source-port sub-tables.
+const SubTableFlag uint32 = 1 << 31
+
+// Special rule numbers; real rules have numbers >= FirstRuleID.
+const (
+	RuleDefaultDenyIngress uint32 = 1 // selected for ingress, no rule allowed it
+	RuleDefaultDenyEgress  uint32 = 2 // selected for egress, no rule allowed it
+	RuleHostDrop           uint32 = 3 // to this host, endpointToHostAction Drop
+	FirstRuleID            uint32 = 16
+)
+
+// PolicyKey is a key of cx_policy, an LPM trie. Table and Identity always
+// match exactly; Bits says how much of (Proto, Port) does: 0 any protocol,
+// 8 this protocol with any port, 8+n this protocol and the first n bits of
+// Port. For TCP, UDP and SCTP Port is the destination port; for ICMP and
+// ICMPv6 it is type<<8 | code. In a source-port sub-table (Table has
+// SubTableFlag) Identity and Proto are 0 and Port is the source port.
+//
+// A packet's lookup is (its endpoint's table, the remote identity, its
+// protocol, its port) and, when that finds nothing, the same with identity
+// 0: a table has entries for identity 0 covering every protocol and port,
+// and for another identity only where it decides otherwise.
+type PolicyKey struct {
+	Table    uint32
+	Identity Identity
+	Bits     int
+	Proto    uint8
+	Port     uint16
+}
+
+// PolicyVerdict is a value of cx_policy.
+type PolicyVerdict struct {
+	Action PolicyAction
+	// Rule is the rule that decided (for hit counters), or one of the
+	// Rule* specials.
+	Rule uint32
+	// LogRule is the first Log rule the packet matched before Rule, or 0.
+	LogRule uint32
+	// Sub is the source-port sub-table when Action is PolicySport.
+	Sub uint32
+}
+
+// RuleHitKey is a key of cx_policy_hits: one rule's hits on one endpoint's
+// interface.
+type RuleHitKey struct {
+	Ifindex uint32
+	Rule    uint32
+}
+
+// EndpointToHost is what becomes of a workload's traffic to its own host
+// (Config.endpointToHostAction), as cx_config holds it.
+type EndpointToHost uint8
+
+// The endpoint-to-host actions.
+const (
+	EndpointToHostAccept EndpointToHost = 0 // always allowed
+	EndpointToHostDrop   EndpointToHost = 1 // dropped, except DHCP, DNS to the host and metadata
+	EndpointToHostReturn EndpointToHost = 2 // the endpoint's egress policy decides
+)
+
+// Prefilter is the content of cx_prefilter: source prefixes the underlay
+// drops first.
+type Prefilter map[netip.Prefix]struct{}
+
+func (k PolicyKey) toBPF() bpf.CalyxCxPolicyKey {
+	return bpf.CalyxCxPolicyKey{
+		Prefixlen: uint32(64 + k.Bits),
+		Table:     k.Table,
+		Identity:  uint32(k.Identity),
+		Proto:     k.Proto,
+		Port:      [2]uint8{uint8(k.Port >> 8), uint8(k.Port)},
+	}
+}
+
+func policyKeyFromBPF(k bpf.CalyxCxPolicyKey) PolicyKey {
+	return PolicyKey{Table: k.Table, Identity: Identity(k.Identity), Bits: int(k.Prefixlen) - 64, Proto: k.Proto,
+		Port: uint16(k.Port[0])<<8 | uint16(k.Port[1])}
+}
+
+func (v PolicyVerdict) toBPF() bpf.CalyxCxPolicyVerdict {
+	return bpf.CalyxCxPolicyVerdict{Action: uint32(v.Action), Rule: v.Rule, LogRule: v.LogRule, Sub: v.Sub}
+}
+
+func policyVerdictFromBPF(v bpf.CalyxCxPolicyVerdict) PolicyVerdict {
+	return PolicyVerdict{Action: PolicyAction(v.Action), Rule: v.Rule, LogRule: v.LogRule, Sub: v.Sub}
+}
+
+func (e IPCacheEntry) toBPF() bpf.CalyxCxIdentity {
+	out := bpf.CalyxCxIdentity{Id: uint32(e.Identity)}
+	if e.Host {
+		out.Flags |= uint32(bpf.CalyxCxIdentityFlagsCX_ID_HOST)
+	}
+	return out
+}
+
+// IPCache returns every entry of cx_ipcache by prefix.
+func (m *Maps) IPCache() (map[netip.Prefix]IPCacheEntry, error) {
+	out := make(map[netip.Prefix]IPCacheEntry)
+	var k bpf.CalyxCxRouteKey
+	var v bpf.CalyxCxIdentity
+	it := m.ipcache.Iterate()
+	for it.Next(&k, &v) {
+		p, err := routeKeyFromBPF(k)
+		if err != nil {
+			return nil, err
+		}
+		out[p] = IPCacheEntry{Identity: Identity(v.Id), Host: v.Flags&uint32(bpf.CalyxCxIdentityFlagsCX_ID_HOST) != 0}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", IPCacheName, err)
+	}
+	return out, nil
+}
+
+// PutIPCache creates or replaces the identity of p.
+func (m *Maps) PutIPCache(p netip.Prefix, e IPCacheEntry) error {
+	if err := m.ipcache.Put(routeKeyToBPF(p), e.toBPF()); err != nil {
+		return fmt.Errorf("put %s[%s]: %w", IPCacheName, p, err)
+	}
+	return nil
+}
+
+// DeleteIPCache removes the identity of p; a missing entry is not an error.
+func (m *Maps) DeleteIPCache(p netip.Prefix) error {
+	if err := m.ipcache.Delete(routeKeyToBPF(p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s[%s]: %w", IPCacheName, p, err)
+	}
+	return nil
+}
+
+// Policy returns every entry of cx_policy.
+func (m *Maps) Policy() (map[PolicyKey]PolicyVerdict, error) {
+	out := make(map[PolicyKey]PolicyVerdict)
+	var k bpf.CalyxCxPolicyKey
+	var v bpf.CalyxCxPolicyVerdict
+	it := m.policy.Iterate()
+	for it.Next(&k, &v) {
+		out[policyKeyFromBPF(k)] = policyVerdictFromBPF(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", PolicyName, err)
+	}
+	return out, nil
+}
+
+// PutPolicy creates or replaces one policy entry.
+func (m *Maps) PutPolicy(k PolicyKey, v PolicyVerdict) error {
+	if k.Bits < 0 || k.Bits > 24 {
+		return fmt.Errorf("put %s[%+v]: bits %d out of range 0-24", PolicyName, k, k.Bits)
+	}
+	if err := m.policy.Put(k.toBPF(), v.toBPF()); err != nil {
+		return fmt.Errorf("put %s[%+v]: %w", PolicyName, k, err)
+	}
+	return nil
+}
+
+// DeletePolicy removes one policy entry; a missing entry is not an error.
+func (m *Maps) DeletePolicy(k PolicyKey) error {
+	if err := m.policy.Delete(k.toBPF()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s[%+v]: %w", PolicyName, k, err)
+	}
+	return nil
+}
+
+// LookupPolicy does what the programs do for one table: the verdict for a
+// packet to or from a remote of identity id (see PolicyKey), following a
+// source-port sub-table. It returns false when nothing matches.
+func (m *Maps) LookupPolicy(table uint32, id Identity, proto uint8, port, sport uint16) (PolicyVerdict, bool, error) {
+	get := func(k PolicyKey) (PolicyVerdict, bool, error) {
+		var v bpf.CalyxCxPolicyVerdict
+		err := m.policy.Lookup(k.toBPF(), &v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return PolicyVerdict{}, false, nil
+		}
+		if err != nil {
+			return PolicyVerdict{}, false, fmt.Errorf("lookup %s[%+v]: %w", PolicyName, k, err)
+		}
+		return policyVerdictFromBPF(v), true, nil
+	}
+	v, ok, err := get(PolicyKey{Table: table, Identity: id, Bits: 24, Proto: proto, Port: port})
+	if err == nil && !ok && id != 0 {
+		v, ok, err = get(PolicyKey{Table: table, Bits: 24, Proto: proto, Port: port})
+	}
+	if err == nil && ok && v.Action == PolicySport {
+		v, ok, err = get(PolicyKey{Table: v.Sub, Bits: 24, Port: sport})
+	}
+	return v, ok, err
+}
+
+// PolicyHits returns every rule's hit counter, summed over CPUs.
+func (m *Maps) PolicyHits() (map[RuleHitKey]Counter, error) {
+	out := make(map[RuleHitKey]Counter)
+	var k bpf.CalyxCxRuleHitKey
+	var per []bpf.CalyxCxCounter
+	it := m.hits.Iterate()
+	for it.Next(&k, &per) {
+		var c Counter
+		for _, v := range per {
+			c.Packets += v.Packets
+			c.Bytes += v.Bytes
+		}
+		out[RuleHitKey{Ifindex: k.Ifindex, Rule: k.Rule}] = c
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", HitsName, err)
+	}
+	return out, nil
+}
+
+// DeletePolicyHits removes every rule counter of ifindex, so that a later
+// interface that reuses the ifindex starts from zero.
+func (m *Maps) DeletePolicyHits(ifindex uint32) error {
+	var keys []bpf.CalyxCxRuleHitKey
+	var k bpf.CalyxCxRuleHitKey
+	var per []bpf.CalyxCxCounter
+	it := m.hits.Iterate()
+	for it.Next(&k, &per) {
+		if k.Ifindex == ifindex {
+			keys = append(keys, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", HitsName, err)
+	}
+	for _, k := range keys {
+		if err := m.hits.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete %s[%d/%d]: %w", HitsName, k.Ifindex, k.Rule, err)
+		}
+	}
+	return nil
+}
+
+// Prefilter returns the prefixes in cx_prefilter.
+func (m *Maps) Prefilter() (Prefilter, error) {
+	out := make(Prefilter)
+	var k bpf.CalyxCxRouteKey
+	var v uint32
+	it := m.prefilt.Iterate()
+	for it.Next(&k, &v) {
+		p, err := routeKeyFromBPF(k)
+		if err != nil {
+			return nil, err
+		}
+		out[p] = struct{}{}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", PrefiltName, err)
+	}
+	return out, nil
+}
+
+// PutPrefilter adds p to the deny list.
+func (m *Maps) PutPrefilter(p netip.Prefix) error {
+	if err := m.prefilt.Put(routeKeyToBPF(p), uint32(0)); err != nil {
+		return fmt.Errorf("put %s[%s]: %w", PrefiltName, p, err)
+	}
+	return nil
+}
+
+// DeletePrefilter removes p from the deny list; a missing entry is not an error.
+func (m *Maps) DeletePrefilter(p netip.Prefix) error {
+	if err := m.prefilt.Delete(routeKeyToBPF(p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s[%s]: %w", PrefiltName, p, err)
+	}
+	return nil
+}
+
+// PolicyEvent is one packet a Log rule matched.
+type PolicyEvent struct {
+	Ifindex uint32
+	Rule    uint32
+	Proto   uint8
+	Src     netip.AddrPort
+	Dst     netip.AddrPort // for ICMP the port is type<<8 | code
+	Allowed bool
+}
+
+// PolicyLog opens a reader of the Log rules' events. Close it to stop a
+// pending Read.
+func (m *Maps) PolicyLog() (*PolicyLogReader, error) {
+	r, err := ringbuf.NewReader(m.log)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", LogName, err)
+	}
+	return &PolicyLogReader{r: r}, nil
+}
+
+// PolicyLogReader reads PolicyEvents.
+type PolicyLogReader struct{ r *ringbuf.Reader }
+
+// Read blocks for the next event; after Close it returns an error that
+// wraps os.ErrClosed.
+func (l *PolicyLogReader) Read() (PolicyEvent, error) {
+	rec, err := l.r.Read()
+	if err != nil {
+		return PolicyEvent{}, err
+	}
+	var e bpf.CalyxCxPolicyEvent
+	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
+		return PolicyEvent{}, fmt.Errorf("decode %s event: %w", LogName, err)
+	}
+	return PolicyEvent{Ifindex: e.Ifindex, Rule: e.Rule, Proto: e.Proto,
+		Src:     netip.AddrPortFrom(addrFrom16(e.Saddr), e.Sport),
+		Dst:     netip.AddrPortFrom(addrFrom16(e.Daddr), e.Dport),
+		Allowed: e.Allowed != 0}, nil
+}
+
+// Close stops the reader.
+func (l *PolicyLogReader) Close() error { return l.r.Close() }
