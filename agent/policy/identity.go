@@ -1,0 +1,333 @@
+package policy
+
+import (
+	"encoding/binary"
+	"iter"
+	stdmaps "maps"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/model"
+	"github.com/calyxnet/calyx/selector"
+)
+
+// An atom is one thing a rule can ask of a remote address: "is an endpoint
+// that selector S matches" (sel:S, S canonical) or "is in net N" (net:N).
+// Atoms are numbered in the order of their names, so a sorted list of atom
+// numbers is also sorted by name, which the identity hash relies on.
+type atomTable struct {
+	names  []string
+	index  map[string]int32
+	selOf  []*selector.Selector // by atom; nil for nets
+	selIDs []int32              // the selector atoms, ascending
+	nets   netIndex
+}
+
+// netIndex finds the net atoms containing a prefix with one map lookup per
+// distinct prefix length, not one test per net.
+type netIndex [2][]netLen // by family: 0 IPv4, 1 IPv6
+
+type netLen struct {
+	bits int
+	m    map[netip.Prefix]int32
+}
+
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return 0
+	}
+	return 1
+}
+
+func (ix *netIndex) add(p netip.Prefix, atom int32) {
+	lens := &ix[family(p.Addr())]
+	i := slices.IndexFunc(*lens, func(l netLen) bool { return l.bits == p.Bits() })
+	if i < 0 {
+		*lens = append(*lens, netLen{bits: p.Bits(), m: map[netip.Prefix]int32{}})
+		i = len(*lens) - 1
+	}
+	(*lens)[i].m[p] = atom
+}
+
+// containing returns the net atoms containing p (p itself included),
+// ascending.
+func (ix *netIndex) containing(p netip.Prefix) []int32 {
+	var out []int32
+	for _, l := range ix[family(p.Addr())] {
+		if l.bits > p.Bits() {
+			continue
+		}
+		if a, ok := l.m[netip.PrefixFrom(p.Addr(), l.bits).Masked()]; ok {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// buildAtoms numbers the remote-side atoms of every rule and fills in the
+// rules' atom indices.
+func buildAtoms(rs *ruleSet, sels selectorCache) (*atomTable, error) {
+	seen := map[string]bool{}
+	var rules []*crule
+	for _, p := range rs.policies {
+		for d := range dirs {
+			for _, r := range p.rules[d] {
+				if r.never() {
+					continue
+				}
+				rules = append(rules, r)
+				for _, n := range r.atomNames() {
+					seen[n] = true
+				}
+			}
+		}
+	}
+	at := &atomTable{index: make(map[string]int32, len(seen))}
+	for n := range seen {
+		at.names = append(at.names, n)
+	}
+	slices.Sort(at.names)
+	at.selOf = make([]*selector.Selector, len(at.names))
+	for i, n := range at.names {
+		at.index[n] = int32(i)
+		if s, ok := strings.CutPrefix(n, "sel:"); ok {
+			sel, err := sels.get(s) // the canonical form parses to the same selector
+			if err != nil {
+				return nil, err
+			}
+			at.selOf[i] = sel
+			at.selIDs = append(at.selIDs, int32(i))
+		} else {
+			at.nets.add(netip.MustParsePrefix(strings.TrimPrefix(n, "net:")), int32(i))
+		}
+	}
+	look := func(n string) int32 {
+		if n == "" {
+			return -1
+		}
+		return at.index[n]
+	}
+	lookAll := func(ns []string) []int32 {
+		var out []int32
+		for _, n := range ns {
+			out = append(out, at.index[n])
+		}
+		return out
+	}
+	for _, r := range rules {
+		r.sel, r.notSel = look(r.remSel), look(r.remNotSel)
+		r.nets, r.notNets = lookAll(r.remNets), lookAll(r.remNotNets)
+	}
+	return at, nil
+}
+
+func (r *crule) atomNames() []string {
+	var out []string
+	for _, n := range []string{r.remSel, r.remNotSel} {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return append(append(out, r.remNets...), r.remNotNets...)
+}
+
+// tableAtoms returns the atoms the rules of a program ask about, ascending.
+func tableAtoms(prog [][]*crule) []int32 {
+	var out []int32
+	for _, rules := range prog {
+		for _, r := range rules {
+			for _, a := range []int32{r.sel, r.notSel} {
+				if a >= 0 {
+					out = append(out, a)
+				}
+			}
+			out = append(append(out, r.nets...), r.notNets...)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// labelSelAtoms computes which selector atoms each endpoint matches,
+// evaluating each selector once per distinct label set rather than once per
+// endpoint: endpoints of one workload usually share their labels.
+func labelSelAtoms(s *model.Snapshot, at *atomTable) map[string][]int32 {
+	out := map[string][]int32{}
+	for _, ep := range s.Endpoints {
+		k := labelKey(ep.Metadata.Labels)
+		if _, ok := out[k]; ok {
+			continue
+		}
+		var atoms []int32
+		for _, a := range at.selIDs {
+			if at.selOf[a].Matches(ep.Metadata.Labels) {
+				atoms = append(atoms, a)
+			}
+		}
+		out[k] = atoms
+	}
+	return out
+}
+
+func labelKey(l map[string]string) string {
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(l[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// identity is one distinct non-empty atom set that some address has.
+type identity struct {
+	atoms []int32 // ascending
+	num   maps.Identity
+}
+
+// identities is the identity universe of a snapshot.
+type identities struct {
+	byKey map[string]*identity // by atomsKey
+	list  []*identity          // in number-assignment order
+	// of lists, for each atom, the indices in list of the identities
+	// holding it: the inverted index that finds a table's identities.
+	of [][]int32
+}
+
+func atomsKey(atoms []int32) string {
+	b := make([]byte, 4*len(atoms))
+	for i, a := range atoms {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(a))
+	}
+	return string(b)
+}
+
+func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+
+// union returns the sorted union of two ascending atom lists.
+func union(a, b []int32) []int32 {
+	if len(a) == 0 {
+		return b
+	}
+	if len(b) == 0 {
+		return a
+	}
+	out := append(append(make([]int32, 0, len(a)+len(b)), a...), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+type ipEntry struct {
+	atoms []int32
+	host  bool
+}
+
+// buildIPCache computes the atoms of every prefix cx_ipcache needs, numbers
+// the identities and returns the cache content.
+func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selAtoms map[string][]int32) (map[netip.Prefix]maps.IPCacheEntry, *identities) {
+	entries := map[netip.Prefix]*ipEntry{}
+	// Rule nets: the nets containing them. An address in a net but in no
+	// longer prefix of the cache finds the longest rule net containing it,
+	// whose atoms are exactly the nets containing the address.
+	for _, n := range at.names {
+		if p, ok := strings.CutPrefix(n, "net:"); ok {
+			pfx := netip.MustParsePrefix(p)
+			entries[pfx] = &ipEntry{atoms: at.nets.containing(pfx)}
+		}
+	}
+	// Endpoint addresses, on every node: what their labels match plus the
+	// nets they are in.
+	epAtoms := func(ep *model.WorkloadEndpoint, a netip.Addr) []int32 {
+		return union(at.nets.containing(hostPrefix(a)), selAtoms[labelKey(ep.Metadata.Labels)])
+	}
+	for _, ep := range s.Endpoints {
+		for _, n := range ep.Spec.IPNetworks {
+			hp := hostPrefix(n.Addr())
+			atoms := epAtoms(ep, n.Addr())
+			if e, ok := entries[hp]; ok {
+				e.atoms = union(e.atoms, atoms)
+				continue
+			}
+			entries[hp] = &ipEntry{atoms: atoms}
+		}
+	}
+	for _, a := range hostAddrs {
+		hp := hostPrefix(a)
+		e, ok := entries[hp]
+		if !ok {
+			e = &ipEntry{atoms: at.nets.containing(hp)}
+			entries[hp] = e
+		}
+		e.host = true
+	}
+	// A floating IP stands for its fixed IP: policy sees traffic to it as
+	// traffic to the endpoint, as it would after the DNAT. So it takes the
+	// fixed IP's atoms, and not those of rule nets around the floating IP
+	// itself, which its /32 shadows.
+	for _, name := range slices.Sorted(mapKeys(s.FloatingIPs)) {
+		f := s.FloatingIPs[name]
+		fixed, ok := s.FixedIP(f)
+		ep := s.Endpoints[f.Spec.Endpoint]
+		if !ok || ep == nil || !f.Spec.IP.IsValid() {
+			continue
+		}
+		entries[hostPrefix(f.Spec.IP)] = &ipEntry{atoms: epAtoms(ep, fixed)}
+	}
+
+	// Number the identities: FNV-32a of their atoms' names, one per line.
+	ids := &identities{byKey: map[string]*identity{}, of: make([][]int32, len(at.names))}
+	byName := map[string]*identity{}
+	for _, e := range entries {
+		k := atomsKey(e.atoms)
+		if len(e.atoms) == 0 || ids.byKey[k] != nil {
+			continue
+		}
+		id := &identity{atoms: e.atoms}
+		ids.byKey[k] = id
+		parts := make([]string, len(e.atoms))
+		for i, a := range e.atoms {
+			parts[i] = at.names[a]
+		}
+		byName[strings.Join(parts, "\n")] = id
+	}
+	names := slices.Sorted(mapKeys(byName))
+	nums := number(names, ^uint32(0), 1)
+	for _, n := range names {
+		id := byName[n]
+		id.num = maps.Identity(nums[n])
+		for _, a := range id.atoms {
+			ids.of[a] = append(ids.of[a], int32(len(ids.list)))
+		}
+		ids.list = append(ids.list, id)
+	}
+
+	cache := make(map[netip.Prefix]maps.IPCacheEntry, len(entries))
+	for p, e := range entries {
+		// Identity 0 is what a miss gives, so such an entry is needed only
+		// for this host's addresses, or to shadow a rule net around it
+		// (a floating IP whose endpoint has no atoms).
+		if len(e.atoms) == 0 && !e.host && len(at.nets.containing(p)) == 0 {
+			continue
+		}
+		var num maps.Identity
+		if len(e.atoms) > 0 {
+			num = ids.byKey[atomsKey(e.atoms)].num
+		}
+		cache[p] = maps.IPCacheEntry{Identity: num, Host: e.host}
+	}
+	return cache, ids
+}
+
+// mapKeys is the standard library's maps.Keys, whose package name this
+// package's maps import shadows.
+func mapKeys[K comparable, V any](m map[K]V) iter.Seq[K] { return stdmaps.Keys(m) }
