@@ -19,6 +19,7 @@ import (
 	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
+	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/conntrack"
 	"github.com/calyxnet/calyx/loader"
 	"github.com/calyxnet/calyx/maps"
@@ -33,7 +34,9 @@ type Config struct {
 	BPFFS     string
 	Metrics   string
 	Attach    loader.Mode
-	Logger    *slog.Logger
+	// XDP says where the host prefilter runs on the underlay.
+	XDP    loader.XDPMode
+	Logger *slog.Logger
 	// ResyncInterval is how often the agent re-reads the pinned maps and
 	// repairs whatever differs from the model; 0 turns it off.
 	ResyncInterval time.Duration
@@ -59,6 +62,12 @@ type Agent struct {
 	uncovered    []netip.Prefix
 	// pinsSwept is set once the TCX pins left by a previous agent are checked.
 	pinsSwept bool
+	// xdp says the XDP prefilter runs on the underlay.
+	xdp bool
+
+	// rules names the rules in Log events (agent/policy's numbers).
+	rulesMu sync.Mutex
+	rules   map[uint32]policy.RuleInfo
 
 	mu       sync.Mutex
 	ready    bool
@@ -131,6 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	go a.collectConntrack(ctx)
+	go a.logPolicy(ctx)
 
 	kick := make(chan struct{}, 1)
 	poke := func() {
@@ -205,15 +215,32 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return err
 	}
-	d := calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links})
+	hostAddrs, err := kernel.HostAddrs()
+	if err != nil {
+		return err
+	}
+	d := calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links,
+		HostAddrs: hostAddrs, PrefilterXDP: a.xdp})
 
 	up, err := a.syncer.Upsert(d)
 	a.metrics.countWrites(up)
 	if err != nil {
 		return err
 	}
+	a.rulesMu.Lock()
+	a.rules = d.Rules
+	a.rulesMu.Unlock()
 	if err := a.attach(d); err != nil {
 		return err
+	}
+	if tc := len(d.Prefilter) > 0 && !a.xdp; tc != d.Config.PrefilterTC {
+		// The underlay's XDP prefilter came or went with this attach.
+		d.Config.PrefilterTC = tc
+		again, err := a.syncer.Upsert(d)
+		a.metrics.countWrites(again)
+		if err != nil {
+			return err
+		}
 	}
 	if err := a.detachStale(d); err != nil {
 		return err
@@ -269,6 +296,11 @@ func (a *Agent) attach(d *calc.Desired) error {
 		if err != nil {
 			return err
 		}
+		if at.Underlay {
+			if err := a.attachPrefilter(at.Ifname, at.Ifindex); err != nil {
+				return err
+			}
+		}
 		a.attached[idx] = at.Ifname
 		a.metrics.attaches.WithLabelValues(mode.String()).Inc()
 		rec := maps.Link{
@@ -289,6 +321,65 @@ func (a *Agent) attach(d *calc.Desired) error {
 	return nil
 }
 
+// attachPrefilter puts the XDP prefilter on the underlay where --xdp
+// says, and records whether it runs (the TC check stands in when not).
+func (a *Agent) attachPrefilter(ifname string, ifindex int) error {
+	mode := a.cfg.XDP
+	if mode == "" {
+		mode = loader.XDPAuto
+	}
+	veth, err := kernel.IsVeth(ifname)
+	if err != nil {
+		return err
+	}
+	if mode == loader.XDPOff || mode == loader.XDPAuto && veth {
+		a.xdp = false
+		return a.dp.DetachXDP(ifindex)
+	}
+	if err := a.dp.AttachXDP(ifname, ifindex); err != nil {
+		if mode == loader.XDPNative {
+			return err
+		}
+		a.log.Warn("no XDP on the underlay; the prefilter runs at TC", "interface", ifname, "err", err)
+		a.xdp = false
+		return nil
+	}
+	a.xdp = true
+	a.log.Info("XDP prefilter attached", "interface", ifname)
+	return nil
+}
+
+// logPolicy reports each packet a Log rule matched, until ctx ends.
+func (a *Agent) logPolicy(ctx context.Context) {
+	r, err := a.dp.Maps.PolicyLog()
+	if err != nil {
+		a.log.Error("policy log unavailable", "err", err)
+		return
+	}
+	go func() {
+		<-ctx.Done()
+		r.Close()
+	}()
+	for {
+		ev, err := r.Read()
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Error("policy log stopped", "err", err)
+			}
+			return
+		}
+		a.rulesMu.Lock()
+		ri, ok := a.rules[ev.Rule]
+		a.rulesMu.Unlock()
+		rule := fmt.Sprintf("rule %d", ev.Rule)
+		if ok {
+			rule = fmt.Sprintf("%s %s[%d]", ri.Policy, strings.ToLower(string(ri.Direction)), ri.Index)
+		}
+		a.log.Info("policy log", "rule", rule, "ifindex", ev.Ifindex, "proto", ev.Proto, "src", ev.Src,
+			"dst", ev.Dst, "allowed", ev.Allowed)
+	}
+}
+
 // detachStale removes programs, link records, pins and counters of
 // interfaces that are no longer (or, after a restart, no longer the same)
 // local endpoints.
@@ -303,7 +394,13 @@ func (a *Agent) detachStale(d *calc.Desired) error {
 		if err := a.dp.Maps.DeleteLink(idx); err != nil {
 			return err
 		}
+		if err := a.dp.DetachXDP(int(idx)); err != nil {
+			a.log.Warn("detach xdp", "interface", rec.Ifname, "ifindex", idx, "err", err)
+		}
 		if err := a.dp.Maps.DeleteCounters(idx); err != nil {
+			return err
+		}
+		if err := a.dp.Maps.DeletePolicyHits(idx); err != nil {
 			return err
 		}
 		delete(a.records, idx)

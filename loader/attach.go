@@ -208,25 +208,29 @@ func AttachedPrograms(ifindex int, h Hook) ([]uint32, error) {
 	return ids, nil
 }
 
-// XDPMode says where the host prefilter runs on the underlay: "auto" (XDP
-// in driver mode on a physical NIC, TC on a veth), "xdp" (driver mode, or
-// fail) or "tc".
+// XDPMode says where the host prefilter runs on the underlay (--xdp):
+// "auto" (XDP in driver mode on a physical NIC, the TC check on a veth,
+// whose peer would lose GRO/TSO to an XDP program), "native" (XDP in
+// driver mode, or fail) or "off" (the TC check).
 type XDPMode string
 
-// Prefilter modes accepted by --prefilter.
+// Prefilter modes accepted by --xdp.
 const (
-	XDPAuto XDPMode = "auto"
-	XDPOn   XDPMode = "xdp"
-	XDPOff  XDPMode = "tc"
+	XDPAuto   XDPMode = "auto"
+	XDPNative XDPMode = "native"
+	XDPOff    XDPMode = "off"
 )
 
-// ParseXDPMode validates a --prefilter value.
+// ParseXDPMode validates an --xdp value. Generic XDP is refused: it runs
+// after the skb is built, where the TC check already is.
 func ParseXDPMode(s string) (XDPMode, error) {
 	switch m := XDPMode(s); m {
-	case XDPAuto, XDPOn, XDPOff:
+	case XDPAuto, XDPNative, XDPOff:
 		return m, nil
+	case "generic":
+		return "", fmt.Errorf("xdp mode %q: generic XDP runs after the kernel has built the skb, as the TC check does; use off, native or auto", s)
 	}
-	return "", fmt.Errorf("prefilter mode %q: want auto, xdp or tc", s)
+	return "", fmt.Errorf("xdp mode %q: want off, native or auto", s)
 }
 
 func (dp *Dataplane) xdpPin(ifindex int) string {

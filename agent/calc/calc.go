@@ -6,8 +6,10 @@ package calc
 import (
 	"hash/fnv"
 	"net/netip"
+	"slices"
 	"sort"
 
+	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/maps"
 	"github.com/calyxnet/calyx/model"
 )
@@ -26,6 +28,12 @@ type Input struct {
 	Node     string               // this agent's node name
 	Underlay string               // the underlay interface's name
 	Links    map[string]Interface // the host's interfaces by name
+	// HostAddrs are this host's own addresses (beyond its Node's):
+	// workloads' traffic to them is governed by endpointToHostAction.
+	HostAddrs []netip.Addr
+	// PrefilterXDP says the underlay runs the XDP prefilter, so its TC
+	// program need not check the deny list again.
+	PrefilterXDP bool
 }
 
 // Attachment is an interface that must carry calyx programs: a local
@@ -107,6 +115,15 @@ type Desired struct {
 	// Pending lists local endpoints whose interface does not exist yet;
 	// they are programmed as soon as it appears.
 	Pending []string
+	// IPCache, Policy and Rules are the compiled network policy
+	// (agent/policy); PolicyErr is set, and they are empty, when it could
+	// not be compiled: the agent then changes nothing.
+	IPCache   map[netip.Prefix]maps.IPCacheEntry
+	Policy    map[maps.PolicyKey]maps.PolicyVerdict
+	Rules     map[uint32]policy.RuleInfo
+	PolicyErr error
+	// Prefilter is cx_prefilter: Config.prefilterDeny.
+	Prefilter maps.Prefilter
 }
 
 // EndpointID is the numeric identity of an endpoint in the maps. It is a
@@ -203,7 +220,45 @@ func Compute(in Input) *Desired {
 	})
 	sort.Strings(d.Pending)
 	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s)
+	compilePolicy(d, in, self)
 	return d
+}
+
+// compilePolicy fills the policy maps and each local endpoint's tables,
+// and the prefilter.
+func compilePolicy(d *Desired, in Input, self model.NodeSpec) {
+	s := in.Snapshot
+	d.Prefilter = make(maps.Prefilter, len(s.Config.Spec.PrefilterDeny))
+	for _, p := range s.Config.Spec.PrefilterDeny {
+		d.Prefilter[p.Masked()] = struct{}{}
+	}
+	d.Config.PrefilterTC = len(d.Prefilter) > 0 && !in.PrefilterXDP
+	switch s.Config.Spec.EndpointToHostAction {
+	case model.ActionDrop:
+		d.Config.EndpointToHost = maps.EndpointToHostDrop
+	case model.ActionReturn:
+		d.Config.EndpointToHost = maps.EndpointToHostReturn
+	default:
+		d.Config.EndpointToHost = maps.EndpointToHostAccept
+	}
+	hosts := append([]netip.Addr(nil), in.HostAddrs...)
+	for _, p := range []netip.Prefix{self.IPv4Address, self.IPv6Address} {
+		if p.IsValid() && !slices.Contains(hosts, p.Addr()) {
+			hosts = append(hosts, p.Addr())
+		}
+	}
+	out, err := policy.Compile(policy.Input{Snapshot: s, Node: in.Node, HostAddrs: hosts})
+	if err != nil {
+		d.PolicyErr = err
+		return
+	}
+	d.IPCache, d.Policy, d.Rules = out.IPCache, out.Policy, out.Rules
+	for idx, v := range d.Ifaces {
+		a := d.Attach[idx]
+		t := out.Endpoints[a.Endpoint]
+		v.IngressTable, v.EgressTable = t.Ingress, t.Egress
+		d.Ifaces[idx] = v
+	}
 }
 
 // nodeConfig is cx_config for this node.

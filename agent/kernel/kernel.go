@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -285,4 +286,39 @@ func defaultRouteInterface() (string, error) {
 		}
 	}
 	return "", errors.New("no default route: pass --underlay")
+}
+
+// HostAddrs lists the host's own addresses on every interface, IPv6
+// link-local ones aside: the addresses a workload reaches its host by.
+func HostAddrs() ([]netip.Addr, error) {
+	as, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if ip.IsLinkLocalUnicast() && ip.Is6() {
+			continue
+		}
+		if !slices.Contains(out, ip) {
+			out = append(out, ip)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
+}
+
+// IsVeth says whether the interface is a veth (the lab's underlays):
+// an XDP program there would cost its peer GRO and TSO.
+func IsVeth(name string) (bool, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return false, fmt.Errorf("look up %s: %w", name, err)
+	}
+	return l.Type() == "veth", nil
 }

@@ -24,19 +24,32 @@ type Store interface {
 	FloatingIPs() (map[netip.Addr]maps.FloatingIP, error)
 	PutFloatingIP(ip netip.Addr, f maps.FloatingIP) error
 	DeleteFloatingIP(ip netip.Addr) error
+	IPCache() (map[netip.Prefix]maps.IPCacheEntry, error)
+	PutIPCache(p netip.Prefix, e maps.IPCacheEntry) error
+	DeleteIPCache(p netip.Prefix) error
+	Policy() (map[maps.PolicyKey]maps.PolicyVerdict, error)
+	PutPolicy(k maps.PolicyKey, v maps.PolicyVerdict) error
+	DeletePolicy(k maps.PolicyKey) error
+	Prefilter() (maps.Prefilter, error)
+	PutPrefilter(p netip.Prefix) error
+	DeletePrefilter(p netip.Prefix) error
 }
 
 // Counts says how many entries a step wrote or deleted, per map.
 type Counts struct {
-	IfacePuts, IfaceDeletes int
-	RoutePuts, RouteDeletes int
-	ConfigPuts              int
-	FIPPuts, FIPDeletes     int
+	IfacePuts, IfaceDeletes         int
+	RoutePuts, RouteDeletes         int
+	ConfigPuts                      int
+	FIPPuts, FIPDeletes             int
+	IPCachePuts, IPCacheDeletes     int
+	PolicyPuts, PolicyDeletes       int
+	PrefilterPuts, PrefilterDeletes int
 }
 
 // Total is every write and delete.
 func (c Counts) Total() int {
-	return c.IfacePuts + c.IfaceDeletes + c.RoutePuts + c.RouteDeletes + c.ConfigPuts + c.FIPPuts + c.FIPDeletes
+	return c.IfacePuts + c.IfaceDeletes + c.RoutePuts + c.RouteDeletes + c.ConfigPuts + c.FIPPuts + c.FIPDeletes +
+		c.IPCachePuts + c.IPCacheDeletes + c.PolicyPuts + c.PolicyDeletes + c.PrefilterPuts + c.PrefilterDeletes
 }
 
 func (c *Counts) add(o Counts) {
@@ -47,6 +60,12 @@ func (c *Counts) add(o Counts) {
 	c.ConfigPuts += o.ConfigPuts
 	c.FIPPuts += o.FIPPuts
 	c.FIPDeletes += o.FIPDeletes
+	c.IPCachePuts += o.IPCachePuts
+	c.IPCacheDeletes += o.IPCacheDeletes
+	c.PolicyPuts += o.PolicyPuts
+	c.PolicyDeletes += o.PolicyDeletes
+	c.PrefilterPuts += o.PrefilterPuts
+	c.PrefilterDeletes += o.PrefilterDeletes
 }
 
 // Syncer keeps a copy of what the maps hold, read once from the pins at
@@ -57,6 +76,9 @@ type Syncer struct {
 	routes map[netip.Prefix]maps.Route
 	config maps.NodeConfig
 	fips   map[netip.Addr]maps.FloatingIP
+	ipc    map[netip.Prefix]maps.IPCacheEntry
+	policy map[maps.PolicyKey]maps.PolicyVerdict
+	prefil maps.Prefilter
 }
 
 // New reads the current map contents.
@@ -88,17 +110,46 @@ func (s *Syncer) Reload() error {
 	if err != nil {
 		return fmt.Errorf("read current floating IPs: %w", err)
 	}
+	ipc, err := s.store.IPCache()
+	if err != nil {
+		return fmt.Errorf("read current policy identities: %w", err)
+	}
+	pol, err := s.store.Policy()
+	if err != nil {
+		return fmt.Errorf("read current policy tables: %w", err)
+	}
+	prefil, err := s.store.Prefilter()
+	if err != nil {
+		return fmt.Errorf("read current prefilter: %w", err)
+	}
 	s.ifaces, s.routes, s.config, s.fips = ifaces, routes, config, fips
+	s.ipc, s.policy, s.prefil = ipc, pol, prefil
 	return nil
 }
 
 // Upsert writes every desired entry that is missing or different: the node
-// config first (routes that encapsulate need it), then interfaces and
-// floating IPs before routes so that no route points at an unknown
-// interface or an untranslatable floating IP. An error leaves
-// the cache matching what was written before it.
+// config first (routes that encapsulate need it), then the policy tables
+// and identities before the interfaces that point at them (a table is
+// never changed in place: a changed one has a new number), then
+// interfaces and floating IPs before routes so that no route points at an
+// unknown interface or an untranslatable floating IP. An error leaves the
+// cache matching what was written before it. A Desired whose policy did
+// not compile is refused whole.
 func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 	var c Counts
+	if d.PolicyErr != nil {
+		return c, fmt.Errorf("compile network policy: %w", d.PolicyErr)
+	}
+	for p := range d.Prefilter {
+		if _, ok := s.prefil[p]; ok {
+			continue
+		}
+		if err := s.store.PutPrefilter(p); err != nil {
+			return c, err
+		}
+		s.prefil[p] = struct{}{}
+		c.PrefilterPuts++
+	}
 	// The route generation is the syncer's, not the model's.
 	d.Config.RouteGen = s.config.RouteGen
 	if d.Config != s.config {
@@ -107,6 +158,26 @@ func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 		}
 		s.config = d.Config
 		c.ConfigPuts++
+	}
+	for k, want := range d.Policy {
+		if have, ok := s.policy[k]; ok && have == want {
+			continue
+		}
+		if err := s.store.PutPolicy(k, want); err != nil {
+			return c, err
+		}
+		s.policy[k] = want
+		c.PolicyPuts++
+	}
+	for p, want := range d.IPCache {
+		if have, ok := s.ipc[p]; ok && have == want {
+			continue
+		}
+		if err := s.store.PutIPCache(p, want); err != nil {
+			return c, err
+		}
+		s.ipc[p] = want
+		c.IPCachePuts++
 	}
 	for idx, want := range d.Ifaces {
 		if have, ok := s.ifaces[idx]; ok && have == want {
@@ -169,9 +240,13 @@ func (s *Syncer) bumpRouteGen(c *Counts) error {
 }
 
 // Prune deletes every entry that is not desired: routes, then floating
-// IPs, then interfaces.
+// IPs, then interfaces, then the identities and policy tables no
+// interface uses any more, then the prefilter.
 func (s *Syncer) Prune(d *calc.Desired) (Counts, error) {
 	var c Counts
+	if d.PolicyErr != nil {
+		return c, fmt.Errorf("compile network policy: %w", d.PolicyErr)
+	}
 	for p := range s.routes {
 		if _, ok := d.Routes[p]; ok {
 			continue
@@ -206,6 +281,36 @@ func (s *Syncer) Prune(d *calc.Desired) (Counts, error) {
 		}
 		delete(s.ifaces, idx)
 		c.IfaceDeletes++
+	}
+	for p := range s.ipc {
+		if _, ok := d.IPCache[p]; ok {
+			continue
+		}
+		if err := s.store.DeleteIPCache(p); err != nil {
+			return c, err
+		}
+		delete(s.ipc, p)
+		c.IPCacheDeletes++
+	}
+	for k := range s.policy {
+		if _, ok := d.Policy[k]; ok {
+			continue
+		}
+		if err := s.store.DeletePolicy(k); err != nil {
+			return c, err
+		}
+		delete(s.policy, k)
+		c.PolicyDeletes++
+	}
+	for p := range s.prefil {
+		if _, ok := d.Prefilter[p]; ok {
+			continue
+		}
+		if err := s.store.DeletePrefilter(p); err != nil {
+			return c, err
+		}
+		delete(s.prefil, p)
+		c.PrefilterDeletes++
 	}
 	return c, nil
 }

@@ -15,6 +15,9 @@ type fakeStore struct {
 	routes map[netip.Prefix]maps.Route
 	config maps.NodeConfig
 	fips   map[netip.Addr]maps.FloatingIP
+	ipc    map[netip.Prefix]maps.IPCacheEntry
+	policy map[maps.PolicyKey]maps.PolicyVerdict
+	prefil maps.Prefilter
 	ops    []string
 	failOn string
 }
@@ -323,4 +326,113 @@ func lastIndexOf(ops []string, op string) int {
 		}
 	}
 	return -1
+}
+
+func (f *fakeStore) IPCache() (map[netip.Prefix]maps.IPCacheEntry, error) {
+	return clone(f.ipc), nil
+}
+
+func (f *fakeStore) PutIPCache(p netip.Prefix, e maps.IPCacheEntry) error {
+	if err := f.op("put ipcache " + p.String()); err != nil {
+		return err
+	}
+	if f.ipc == nil {
+		f.ipc = map[netip.Prefix]maps.IPCacheEntry{}
+	}
+	f.ipc[p] = e
+	return nil
+}
+
+func (f *fakeStore) DeleteIPCache(p netip.Prefix) error {
+	if err := f.op("delete ipcache " + p.String()); err != nil {
+		return err
+	}
+	delete(f.ipc, p)
+	return nil
+}
+
+func (f *fakeStore) Policy() (map[maps.PolicyKey]maps.PolicyVerdict, error) {
+	return clone(f.policy), nil
+}
+
+func (f *fakeStore) PutPolicy(k maps.PolicyKey, v maps.PolicyVerdict) error {
+	if err := f.op(fmt.Sprintf("put policy %d/%d", k.Table, k.Identity)); err != nil {
+		return err
+	}
+	if f.policy == nil {
+		f.policy = map[maps.PolicyKey]maps.PolicyVerdict{}
+	}
+	f.policy[k] = v
+	return nil
+}
+
+func (f *fakeStore) DeletePolicy(k maps.PolicyKey) error {
+	if err := f.op(fmt.Sprintf("delete policy %d/%d", k.Table, k.Identity)); err != nil {
+		return err
+	}
+	delete(f.policy, k)
+	return nil
+}
+
+func (f *fakeStore) Prefilter() (maps.Prefilter, error) { return clone(f.prefil), nil }
+
+func (f *fakeStore) PutPrefilter(p netip.Prefix) error {
+	if err := f.op("put prefilter " + p.String()); err != nil {
+		return err
+	}
+	if f.prefil == nil {
+		f.prefil = maps.Prefilter{}
+	}
+	f.prefil[p] = struct{}{}
+	return nil
+}
+
+func (f *fakeStore) DeletePrefilter(p netip.Prefix) error {
+	if err := f.op("delete prefilter " + p.String()); err != nil {
+		return err
+	}
+	delete(f.prefil, p)
+	return nil
+}
+
+func clone[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// A table an interface switches to is written before the switch, and the
+// table it leaves is deleted only after it.
+func TestPolicyTablesAroundInterfaceSwitch(t *testing.T) {
+	f := newFake()
+	s, err := New(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := maps.PolicyKey{Table: 5}
+	d := &calc.Desired{Ifaces: map[uint32]maps.Iface{3: {Workload: true, IngressTable: 5}},
+		Policy: map[maps.PolicyKey]maps.PolicyVerdict{old: {Action: maps.PolicyDeny, Rule: 1}}}
+	if _, err := s.Sync(d); err != nil {
+		t.Fatal(err)
+	}
+	f.ops = nil
+	neu := maps.PolicyKey{Table: 6}
+	d = &calc.Desired{Ifaces: map[uint32]maps.Iface{3: {Workload: true, IngressTable: 6}},
+		Policy: map[maps.PolicyKey]maps.PolicyVerdict{neu: {Action: maps.PolicyAllow, Rule: 20}}}
+	if _, err := s.Sync(d); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"put policy 6/0", "put iface 3", "delete policy 5/0"}
+	if fmt.Sprint(f.ops) != fmt.Sprint(want) {
+		t.Errorf("ops %v, want %v", f.ops, want)
+	}
+
+	// A Desired whose policy did not compile changes nothing.
+	f.ops = nil
+	bad := &calc.Desired{PolicyErr: fmt.Errorf("broken")}
+	if _, err := s.Sync(bad); err == nil || len(f.ops) != 0 {
+		t.Errorf("sync of an uncompilable policy: err %v, ops %v; want an error and no writes", err, f.ops)
+	}
 }

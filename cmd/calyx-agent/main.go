@@ -23,7 +23,7 @@ func main() {
 		underlay  = flag.String("underlay", "", "underlay interface (default: the default route's)")
 		bpffs     = flag.String("bpffs", "/sys/fs/bpf/calyx", "directory on a bpffs for pinned maps and links")
 		metrics   = flag.String("metrics", ":9091", "address for /metrics, /healthz and /readyz (empty: off)")
-		xdp       = flag.String("xdp", "off", "XDP on the underlay: off|generic|native|auto")
+		xdp       = flag.String("xdp", "auto", "where the host prefilter runs: auto (XDP on a physical underlay NIC, TC on a veth), native (XDP or fail) or off (TC)")
 		attach    = flag.String("attach", "auto", "how to attach TC programs: auto|tcx|clsact")
 		logLevel  = flag.String("log-level", "info", "debug|info|warn|error")
 		resync    = flag.Duration("resync-interval", time.Minute, "how often to re-read the pinned maps and repair what differs from the model (0: never)")
@@ -38,10 +38,9 @@ func main() {
 	if err != nil {
 		fail(fmt.Errorf("--attach: %w", err))
 	}
-	switch *xdp {
-	case "off", "generic", "native", "auto":
-	default:
-		fail(fmt.Errorf("--xdp %q: want off, generic, native or auto", *xdp))
+	xdpMode, err := loader.ParseXDPMode(*xdp)
+	if err != nil {
+		fail(fmt.Errorf("--xdp: %w", err))
 	}
 	if *resync < 0 {
 		fail(fmt.Errorf("--resync-interval %s: want 0 (never) or a positive duration", *resync))
@@ -52,7 +51,7 @@ func main() {
 	defer stop()
 	err = agent.Run(ctx, agent.Config{
 		Node: *node, Datastore: *datastore, Underlay: *underlay, BPFFS: *bpffs,
-		Metrics: *metrics, Attach: mode, Logger: log, ResyncInterval: *resync,
+		Metrics: *metrics, Attach: mode, XDP: xdpMode, Logger: log, ResyncInterval: *resync,
 	})
 	if err != nil {
 		fail(err)
