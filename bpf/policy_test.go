@@ -100,12 +100,12 @@ func newPolicyEnv(tb testing.TB) *env {
 	e.putPolicy(tb, map[maps.PolicyKey]maps.PolicyVerdict{
 		{Table: tableDNS}: {Action: maps.PolicyDeny, Rule: ruleDeny},
 		{Table: tableDNS, Bits: 24, Proto: maps.ProtoUDP, Port: 53}: {Action: maps.PolicyAllow, Rule: ruleAllow},
-		{Table: tableWL1}:                    {Action: maps.PolicyDeny, Rule: maps.RuleDefaultDenyIngress},
-		{Table: tableWL1, Identity: idWL1}:   {Action: maps.PolicyAllow, Rule: ruleAllow},
-		{Table: tableSport}:                  {Action: maps.PolicyDeny, Rule: ruleDeny},
+		{Table: tableWL1}:                  {Action: maps.PolicyDeny, Rule: maps.RuleDefaultDenyIngress},
+		{Table: tableWL1, Identity: idWL1}: {Action: maps.PolicyAllow, Rule: ruleAllow},
+		{Table: tableSport}:                {Action: maps.PolicyDeny, Rule: ruleDeny},
 		{Table: tableSport, Bits: 24, Proto: maps.ProtoUDP, Port: 53}: {Action: maps.PolicySport, Sub: maps.SubTableFlag | 1},
-		{Table: maps.SubTableFlag | 1, Bits: 8}:                        {Action: maps.PolicyDeny, Rule: ruleDeny},
-		{Table: maps.SubTableFlag | 1, Bits: 24, Port: 40000}:          {Action: maps.PolicyAllow, Rule: ruleAllow},
+		{Table: maps.SubTableFlag | 1, Bits: 8}:                       {Action: maps.PolicyDeny, Rule: ruleDeny},
+		{Table: maps.SubTableFlag | 1, Bits: 24, Port: 40000}:         {Action: maps.PolicyAllow, Rule: ruleAllow},
 		{Table: tableLog}: {Action: maps.PolicyAllow, Rule: ruleAllow, LogRule: ruleLog},
 	})
 	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(e.wl1.ip4, 32), maps.IPCacheEntry{Identity: idWL1}))

@@ -48,7 +48,8 @@ verbs (change the model):
   delete -f FILE           delete the resources named in FILE
   delete KIND NAME         delete one resource
 nouns (read only):
-  get KIND [NAME]          resources of a kind (IPPool, Node, WorkloadEndpoint, FloatingIP, Config; any case, singular or plural)
+  get KIND [NAME]          resources of a kind (IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config;
+                           any case, singular or plural)
   endpoints dump           the endpoints programmed in the dataplane
   routes dump              the BPF route table
   counters dump            packets and bytes by interface and verdict reason
@@ -58,6 +59,8 @@ nouns (read only):
   nat dump                 floating IPs (with their instance and node) and the active NAT sessions
   ct dump                  the conntrack table, one row per flow
   ct flush                 remove every conntrack entry (established NAT flows break)
+  policy dump [ENDPOINT]   the effective rules of this host's endpoints, in order, with the new
+                           flows each decided (HITS)
   version                  this build's version
 `
 
@@ -154,6 +157,11 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 			return usagef("node: want 'node status'")
 		}
 		return dump(ctx, o, cmd, stdio)
+	case "policy":
+		if len(args) < 1 || args[0] != "dump" {
+			return usagef("policy: want 'policy dump [ENDPOINT]'")
+		}
+		return policyDump(ctx, o, args[1:], stdio)
 	case "links":
 		if len(args) != 0 {
 			return usagef("links takes no arguments")
