@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -53,6 +54,23 @@ spec:
 		fmt.Fprintf(&b, "  - %s/128\n", w.IPv6)
 	}
 	return b.String()
+}
+
+// LabeledEndpointYAML renders the WorkloadEndpoint for w with labels (in
+// sorted order).
+func LabeledEndpointYAML(w *Workload, labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("  labels:\n")
+	for _, k := range keys {
+		fmt.Fprintf(&b, "    %s: %q\n", k, labels[k])
+	}
+	head := "metadata:\n  name: " + w.Name + "\n"
+	return strings.Replace(EndpointYAML(w), head, head+b.String(), 1)
 }
 
 // JoinYAML joins documents into one multi-document stream.

@@ -300,6 +300,7 @@ func demoMultiHost(r *runner, opts Options, mode EncapMode) {
 		}
 
 		demoFloatingIP(r, l, m)
+		demoPolicy(r, l, m)
 	})
 }
 
@@ -774,4 +775,58 @@ func demoFloatingIP(r *runner, l *Lab, m *MultiHost) {
 	for _, args := range [][]string{{"nat", "dump"}, {"ct", "dump"}} {
 		demoCtl(l, r, m.HostA, args...)
 	}
+}
+
+// demoPolicyYAML labels wa app=web and lets only wb reach it, on TCP 7007
+// and ping.
+func demoPolicyYAML(wa, wb *Workload) string {
+	return LabeledEndpointYAML(wa, map[string]string{"app": "web"}) + fmt.Sprintf(`---
+apiVersion: calyx.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web-ingress
+spec:
+  selector: app == "web"
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source:
+      nets: [%s/32]
+    destination:
+      ports: [7007]
+  - action: Allow
+    protocol: ICMP
+    source:
+      nets: [%s/32]
+`, wb.IP, wb.IP)
+}
+
+func demoPolicy(r *runner, l *Lab, m *MultiHost) {
+	r.section("three hosts: network policy")
+	model := demoPolicyYAML(m.WA, m.WB)
+	r.print("model (calyxctl apply -f -)", model)
+	if !r.step("calyxctl apply", func() error {
+		o, err := l.Apply("", model)
+		r.print("calyxctl output", o)
+		return err
+	}) {
+		return
+	}
+	r.step(fmt.Sprintf("wc -> wa (%s) ping: denied by wa's ingress policy", m.WA.IP), func() error {
+		return l.WaitNoPing(m.WC.NS, m.WA.IP.String(), 10*time.Second)
+	})
+	r.step(fmt.Sprintf("wb -> wa (%s) ping: allowed, and its replies pass", m.WA.IP), func() error {
+		st, err := l.Ping(m.WB.NS, m.WA.IP.String(), 3)
+		r.print("ping", st.Output)
+		return err
+	})
+	r.step("wa -> wb ping: a new flow the other way, no policy on wb: allowed", func() error {
+		_, err := l.Ping(m.WA.NS, m.WB.IP.String(), 1)
+		return err
+	})
+	demoCtl(l, r, m.HostA, "policy", "dump", m.WA.Name)
+	r.step("calyxctl delete networkpolicy web-ingress", func() error {
+		_, _, err := l.Calyxctl("", "delete", "networkpolicy", "web-ingress")
+		return err
+	})
 }

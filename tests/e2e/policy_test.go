@@ -1,0 +1,249 @@
+package e2e
+
+// End-to-end test of issue 5: NetworkPolicy enforced by the BPF programs
+// between workloads on the same host and on other hosts (direct and VXLAN),
+// by label selector, by CIDR and by port range, for TCP, UDP and ICMP;
+// replies of allowed flows pass while a new flow the other way is denied;
+// a policy change applies to new flows only; calyxctl policy dump shows
+// the rules in order with their hits.
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calyxnet/calyx/tests/lab"
+)
+
+// webPolicy lets clients reach role=web on TCP 7000-7005 and ICMP, and
+// one address (wc's) on UDP 7000. withTCP false leaves the TCP rule out.
+func webPolicy(wc netip.Addr, withTCP bool) string {
+	tcp := `  - action: Allow
+    protocol: TCP
+    source:
+      selector: role == "client"
+    destination:
+      ports: ["7000:7005"]
+`
+	if !withTCP {
+		tcp = ""
+	}
+	return fmt.Sprintf(`apiVersion: calyx.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web-ingress
+spec:
+  order: 10
+  selector: role == "web"
+  types: [Ingress]
+  ingress:
+%s  - action: Allow
+    protocol: UDP
+    source:
+      nets: [%s/32]
+    destination:
+      ports: [7000]
+  - action: Allow
+    protocol: ICMP
+    source:
+      selector: role in {"client"}
+`, tcp, wc)
+}
+
+const lockdownPolicies = `apiVersion: calyx.io/v1
+kind: NetworkPolicy
+metadata:
+  name: clients-closed
+spec:
+  order: 20
+  selector: role == "client"
+  types: [Ingress]
+---
+apiVersion: calyx.io/v1
+kind: NetworkPolicy
+metadata:
+  name: other-egress
+spec:
+  selector: role == "other"
+  egress:
+  - action: Allow
+    protocol: UDP
+    destination:
+      ports: [7000]
+`
+
+// policyRow is calyxctl policy dump's JSON.
+type policyRow struct {
+	Endpoint  string `json:"endpoint"`
+	Direction string `json:"direction"`
+	Position  int    `json:"position"`
+	Policy    string `json:"policy"`
+	Index     int    `json:"index"`
+	Action    string `json:"action"`
+	Match     string `json:"match"`
+	Packets   uint64 `json:"packets"`
+}
+
+func TestNetworkPolicy(t *testing.T) {
+	l := newLab(t)
+	m, err := lab.BuildMultiHost(l, lab.ModeVXLANCrossSubnet)
+	if err != nil {
+		t.Fatalf("build three hosts: %v", err)
+	}
+	// wa2 is wa's neighbour on host-a.
+	wa2, err := m.AddWorkload(m.HostA.Name, "wa2", "10.65.1.3", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wa, wb, wc := m.WA, m.WB, m.WC
+	if err := m.StartAgents(); err != nil {
+		t.Fatalf("start agents: %v", err)
+	}
+	docs := []string{m.PoolYAML(m.Mode)}
+	for _, h := range m.Hosts() {
+		docs = append(docs, lab.NodeYAML(h))
+	}
+	docs = append(docs,
+		lab.LabeledEndpointYAML(wa, map[string]string{"role": "web"}),
+		lab.LabeledEndpointYAML(wa2, map[string]string{"role": "client"}),
+		lab.LabeledEndpointYAML(wb, map[string]string{"role": "client"}),
+		lab.LabeledEndpointYAML(wc, map[string]string{"role": "other"}))
+	if out, err := l.Apply("", lab.JoinYAML(docs...)); err != nil {
+		t.Fatalf("apply model: %v\n%s", err, out)
+	}
+	if err := m.WaitLinks(attachTimeout); err != nil {
+		t.Fatalf("programs not attached: %v", err)
+	}
+	for _, w := range []*lab.Workload{wa, wa2, wb, wc} {
+		for _, port := range []int{7000, 8080} {
+			if _, err := l.StartEcho(w.NS, fmt.Sprintf("%s-%d", w.Name, port), fmt.Sprintf("0.0.0.0:%d", port)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, w := range []*lab.Workload{wa2, wb, wc} {
+		if err := l.WaitPing(w.NS, wa.IP.String(), trafficTimeout); err != nil {
+			t.Fatalf("%s -> wa before any policy: %v", w.Name, err)
+		}
+	}
+
+	if out, err := l.Apply("", lab.JoinYAML(webPolicy(wc.IP, true), lockdownPolicies)); err != nil {
+		t.Fatalf("apply policies: %v\n%s", err, out)
+	}
+	addr := func(w *lab.Workload, port int) string { return fmt.Sprintf("%s:%d", w.IP, port) }
+	works := func(what string, fn func() error) {
+		t.Helper()
+		if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, fn); err != nil {
+			t.Errorf("%s: must work: %v", what, err)
+		}
+	}
+	fails := func(what string, fn func() error) {
+		t.Helper()
+		if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, func() error {
+			if fn() == nil {
+				return fmt.Errorf("still works")
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("%s: must be denied: %v", what, err)
+		}
+	}
+	tcp := func(from, to *lab.Workload, port int) func() error {
+		return func() error { _, err := lab.TCPEcho(from.NS, addr(to, port), noReplyTimeout); return err }
+	}
+	udp := func(from, to *lab.Workload, port int) func() error {
+		return func() error { _, err := lab.UDPEcho(from.NS, addr(to, port), noReplyTimeout); return err }
+	}
+	ping := func(from, to *lab.Workload) func() error {
+		return func() error { _, err := l.Ping(from.NS, to.IP.String(), 1); return err }
+	}
+
+	// Denials first: once they hold, every host has the policies, and
+	// what works below works because a rule allows it.
+	fails("wb -> wa TCP 8080 (outside 7000:7005)", tcp(wb, wa, 8080))
+	fails("wa -> wb TCP 7000 (new flow the other way)", tcp(wa, wb, 7000))
+	fails("wc -> wb TCP 8080 (wc's egress)", tcp(wc, wb, 8080))
+	// By label selector and port range, same host and other host.
+	works("wa2 -> wa TCP 7000 (same host, client)", tcp(wa2, wa, 7000))
+	works("wb -> wa TCP 7000 (other host, client)", tcp(wb, wa, 7000))
+	fails("wc -> wa TCP 7000 (not a client)", tcp(wc, wa, 7000))
+	// By CIDR: only wc's address on UDP 7000, over VXLAN.
+	works("wc -> wa UDP 7000 (its /32)", udp(wc, wa, 7000))
+	fails("wb -> wa UDP 7000 (not in nets)", udp(wb, wa, 7000))
+	// ICMP by selector.
+	works("wb -> wa ping (client)", ping(wb, wa))
+	fails("wc -> wa ping (not a client)", ping(wc, wa))
+	// Replies of allowed flows passed above (every exchange is answered);
+	// a new flow the other way hits the clients' ingress default deny.
+	fails("wa -> wa2 ping (new flow the other way, same host)", ping(wa, wa2))
+
+	dump := func(host, ep string) []policyRow {
+		t.Helper()
+		var rows []policyRow
+		if err := l.CalyxctlJSON(host, &rows, "policy", "dump", ep); err != nil {
+			t.Fatalf("policy dump %s: %v", ep, err)
+		}
+		return rows
+	}
+	rows := dump(m.HostA.Name, wa.Name)
+	var order []string
+	for _, r := range rows {
+		order = append(order, fmt.Sprintf("%s %s %s[%d] %s (%d hits)", r.Direction, r.Action, r.Policy, r.Index, r.Match, r.Packets))
+	}
+	want := []string{"ingress allow web-ingress[0]", "ingress allow web-ingress[1]", "ingress allow web-ingress[2]",
+		"ingress deny (default)[-1]", "egress allow (none)[-1]"}
+	if len(rows) != len(want) {
+		t.Fatalf("policy dump wa: %d rows, want %d:\n%s", len(rows), len(want), strings.Join(order, "\n"))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(order[i], w) {
+			t.Errorf("policy dump wa row %d: %q, want %q...", i, order[i], w)
+		}
+	}
+	if rows[0].Packets == 0 || rows[1].Packets == 0 || rows[3].Packets == 0 {
+		t.Errorf("policy dump wa: hits missing on the TCP, UDP or default-deny rows:\n%s", strings.Join(order, "\n"))
+	}
+	if !strings.Contains(rows[0].Match, `role == "client"`) || !strings.Contains(rows[0].Match, "7000:7005") {
+		t.Errorf("policy dump wa rule 0 reads %q; want its selector and port range", rows[0].Match)
+	}
+	wcRows := dump(m.HostC.Name, wc.Name)
+	last := wcRows[len(wcRows)-1]
+	if last.Direction != "egress" || last.Action != "deny" || last.Packets == 0 {
+		t.Errorf("policy dump wc: egress default deny %+v, want hits from the denied TCP", last)
+	}
+	counters, err := l.Counters(m.HostC.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lab.CounterTotal(counters, "drop-policy") == 0 {
+		t.Errorf("host-c counted no drop-policy")
+	}
+
+	// A policy change applies to new flows: an established connection
+	// keeps going when the rule that allowed it goes.
+	held, err := lab.DialEcho(wb.NS, addr(wa, 7000), echoTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := held.Exchange("before", echoTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.Apply("", webPolicy(wc.IP, false)); err != nil {
+		t.Fatalf("apply changed policy: %v\n%s", err, out)
+	}
+	fails("wb -> wa TCP 7000 once the rule is gone (new connection)", tcp(wb, wa, 7000))
+	if _, err := held.Exchange("after", echoTimeout); err != nil {
+		t.Errorf("the established connection broke when its rule went: %v", err)
+	}
+	works("wc -> wa UDP 7000 still allowed", udp(wc, wa, 7000))
+
+	// Deleting every policy opens everything again.
+	if out, err := l.Delete("", lab.JoinYAML(webPolicy(wc.IP, false), lockdownPolicies)); err != nil {
+		t.Fatalf("delete policies: %v\n%s", err, out)
+	}
+	works("wa -> wb TCP 7000 without policies", tcp(wa, wb, 7000))
+	works("wc -> wa TCP 8080 without policies", tcp(wc, wa, 8080))
+}
