@@ -247,3 +247,92 @@ func TestNetworkPolicy(t *testing.T) {
 	works("wa -> wb TCP 7000 without policies", tcp(wa, wb, 7000))
 	works("wc -> wa TCP 8080 without policies", tcp(wc, wa, 8080))
 }
+
+// The host prefilter: a source in Config.prefilterDeny reaches neither a
+// host nor its workloads. On the lab's veth underlay it runs at TC (--xdp
+// auto); restarted with --xdp native the same veth gets the XDP program
+// (veth has driver-mode XDP), and the drops are counted there.
+func TestPrefilter(t *testing.T) {
+	l := newLab(t)
+	m, err := lab.BuildMultiHost(l, lab.ModeVXLANCrossSubnet)
+	if err != nil {
+		t.Fatalf("build three hosts: %v", err)
+	}
+	if err := m.StartAgents(); err != nil {
+		t.Fatalf("start agents: %v", err)
+	}
+	if out, err := m.Apply(); err != nil {
+		t.Fatalf("apply model: %v\n%s", err, out)
+	}
+	if err := m.WaitLinks(attachTimeout); err != nil {
+		t.Fatalf("programs not attached: %v", err)
+	}
+	rt := m.Router.Legs[0] // the router's leg on host-a's segment
+	src := rt.Address.Addr().String()
+	hostA := m.HostA.Underlay.Addr().String()
+	if err := l.WaitPing(m.Router.NS, hostA, trafficTimeout); err != nil {
+		t.Fatalf("router -> host-a before the prefilter: %v", err)
+	}
+	if err := l.WaitPing(m.HostB.NS, hostA, trafficTimeout); err != nil {
+		t.Fatalf("host-b -> host-a: %v", err)
+	}
+	cfg := fmt.Sprintf(`apiVersion: calyx.io/v1
+kind: Config
+metadata:
+  name: default
+spec:
+  prefilterDeny: [%s/32, 192.0.2.0/24]
+`, src)
+	if out, err := l.Apply("", cfg); err != nil {
+		t.Fatalf("apply prefilter: %v\n%s", err, out)
+	}
+	drops := func() uint64 {
+		t.Helper()
+		c, err := l.Counters(m.HostA.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return lab.CounterPackets(c, "eth0", "drop-prefilter")
+	}
+	if err := l.WaitNoPing(m.Router.NS, hostA, trafficTimeout); err != nil {
+		t.Fatalf("router -> host-a with its address in prefilterDeny (TC): %v", err)
+	}
+	if drops() == 0 {
+		t.Errorf("host-a eth0 counted no drop-prefilter (TC)")
+	}
+	if _, err := l.Ping(m.HostB.NS, hostA, 3); err != nil {
+		t.Errorf("host-b -> host-a broke: %v", err)
+	}
+	if _, err := l.Ping(m.WB.NS, m.WA.IP.String(), 3); err != nil {
+		t.Errorf("wb -> wa broke: %v", err)
+	}
+
+	if err := l.StopAgent(m.HostA.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartAgent(m.HostA.Name, "--xdp", "native"); err != nil {
+		t.Fatalf("restart host-a's agent with --xdp native: %v", err)
+	}
+	if err := lab.Eventually(attachTimeout, 200*time.Millisecond, func() error {
+		res, err := l.Exec(m.HostA.NS, "ip", "-d", "link", "show", "eth0")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(res.Stdout, "xdp") {
+			return fmt.Errorf("no XDP program on eth0:\n%s", res.Stdout)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := drops()
+	if st, err := l.Ping(m.Router.NS, hostA, 3); err == nil || st.Received != 0 {
+		t.Errorf("router -> host-a with XDP: %d/%d answered, want none (err %v)", st.Received, st.Transmitted, err)
+	}
+	if drops() < before+3 {
+		t.Errorf("XDP counted %d drop-prefilter on eth0, want at least 3", drops()-before)
+	}
+	if _, err := l.Ping(m.WB.NS, m.WA.IP.String(), 3); err != nil {
+		t.Errorf("wb -> wa with XDP on host-a: %v", err)
+	}
+}
