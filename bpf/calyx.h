@@ -158,7 +158,8 @@ enum cx_identity_flags {
 
 struct cx_identity {
 	__u32 id;
-	__u32 flags; /* enum cx_identity_flags */
+	__u32 flags;  /* enum cx_identity_flags */
+	__u32 net_id; /* the identity of the address's nets alone: the fallback */
 };
 
 /* cx_policy: compiled policy (LPM). table and identity always match in

@@ -114,6 +114,7 @@ type CalyxCxIdentity struct {
 	_     structs.HostLayout
 	Id    uint32
 	Flags uint32
+	NetId uint32
 }
 
 type CalyxCxIdentityFlags uint32

@@ -2,8 +2,9 @@
 /* Network policy and the host prefilter. A new flow's verdict costs the
  * same whatever the number of policies and rules: the remote address's
  * identity (one LPM lookup in cx_ipcache), then the endpoint's table (one
- * LPM lookup in cx_policy, a second with identity 0 when the identity has
- * no entries of its own, a third when the source port decides). The agent
+ * LPM lookup in cx_policy; when the identity has no entries of its own,
+ * again with the identity of the address's nets, then with identity 0;
+ * one more when the source port decides). The agent
  * compiles the ordered rules into those tables (agent/policy). Packets of
  * tracked flows never get here. Included by calyx.c after nat.h. */
 #ifndef CALYX_POLICY_H
@@ -71,10 +72,11 @@ static __always_inline struct cx_identity *cx_identity_v4(__be32 ip)
 }
 
 /* cx_policy_lookup finds the verdict of table for a packet from (ingress)
- * or to (egress) a remote of identity id. */
-static __always_inline struct cx_policy_verdict *cx_policy_lookup(__u32 table, __u32 id,
+ * or to (egress) a remote of identity rid (NULL: identity 0). */
+static __always_inline struct cx_policy_verdict *cx_policy_lookup(__u32 table, const struct cx_identity *rid,
 								  const struct cx_flow_info *f)
 {
+	__u32 id = rid ? rid->id : 0, net_id = rid ? rid->net_id : 0;
 	struct cx_policy_key k = { .prefixlen = CX_POLICY_PREFIX_FULL, .table = table, .identity = id,
 				   .proto = f->proto };
 	struct cx_policy_verdict *v;
@@ -82,9 +84,14 @@ static __always_inline struct cx_policy_verdict *cx_policy_lookup(__u32 table, _
 	k.port[0] = f->port >> 8;
 	k.port[1] = f->port & 0xff;
 	v = bpf_map_lookup_elem(&cx_policy, &k);
+	if (!v && net_id && net_id != id) {
+		/* An identity whose verdicts are those of its nets alone has
+		 * no entries of its own. */
+		k.identity = net_id;
+		v = bpf_map_lookup_elem(&cx_policy, &k);
+	}
 	if (!v && id) {
-		/* An identity whose verdicts are those of the world has no
-		 * entries of its own. */
+		/* Nor one whose verdicts are those of the world. */
 		k.identity = 0;
 		v = bpf_map_lookup_elem(&cx_policy, &k);
 	}
@@ -131,10 +138,10 @@ static __always_inline void cx_policy_log_event(__u32 ifindex, __u32 rule, const
 
 /* cx_policy_decide applies one endpoint's table to a new flow and counts
  * the deciding rule. Returns 1 when the flow is allowed. */
-static __always_inline int cx_policy_decide(__u32 ifindex, __u32 table, __u32 id, const struct cx_flow_info *f,
-					    __u32 len, __u32 deny_rule)
+static __always_inline int cx_policy_decide(__u32 ifindex, __u32 table, const struct cx_identity *rid,
+					    const struct cx_flow_info *f, __u32 len, __u32 deny_rule)
 {
-	struct cx_policy_verdict *v = cx_policy_lookup(table, id, f);
+	struct cx_policy_verdict *v = cx_policy_lookup(table, rid, f);
 	__u32 rule = deny_rule;
 	int allowed = 0;
 
@@ -199,8 +206,7 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, __u32 src_ifind
 			}
 			check = check && e2h == CX_E2H_RETURN;
 		}
-		if (check && !cx_policy_decide(src_ifindex, src->egress_table, rid ? rid->id : 0, &f, len,
-					       CX_RULE_DEFAULT_DENY_EGRESS))
+		if (check && !cx_policy_decide(src_ifindex, src->egress_table, rid, &f, len, CX_RULE_DEFAULT_DENY_EGRESS))
 			/* The endpoint's egress policy does not allow it. */
 			return CX_REASON_DROP_POLICY;
 	}
@@ -221,8 +227,7 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, __u32 src_ifind
 	if (rid && (rid->flags & CX_ID_HOST))
 		/* A host always reaches its own workloads (health checks). */
 		return 0;
-	if (!cx_policy_decide(dst_ifindex, dst->ingress_table, rid ? rid->id : 0, &f, len,
-			      CX_RULE_DEFAULT_DENY_INGRESS))
+	if (!cx_policy_decide(dst_ifindex, dst->ingress_table, rid, &f, len, CX_RULE_DEFAULT_DENY_INGRESS))
 		/* The destination's ingress policy does not allow it. */
 		return CX_REASON_DROP_POLICY;
 	return 0;

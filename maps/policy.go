@@ -22,6 +22,13 @@ type Identity uint32
 // a prefix (longest match wins).
 type IPCacheEntry struct {
 	Identity Identity
+	// NetIdentity is where a table without entries for Identity sends
+	// the lookup next (then to 0): the identity of the address's nets
+	// alone when it matches selectors, else of its nets but the longest
+	// (they are nested); 0 when that is empty. An endpoint in a net many
+	// rules name (the cluster's CIDR) thus needs no entries of its own
+	// where only that net decides.
+	NetIdentity Identity
 	// Host marks this node's own addresses: traffic from them into a
 	// workload is always allowed, and traffic to them from a workload is
 	// governed by Config.endpointToHostAction.
@@ -70,9 +77,11 @@ const (
 // SubTableFlag) Identity and Proto are 0 and Port is the source port.
 //
 // A packet's lookup is (its endpoint's table, the remote identity, its
-// protocol, its port) and, when that finds nothing, the same with identity
-// 0: a table has entries for identity 0 covering every protocol and port,
-// and for another identity only where it decides otherwise.
+// protocol, its port) and, when that finds nothing, the same with the
+// remote's net identity, then with identity 0: a table has entries for
+// identity 0 covering every protocol and port, and for another identity
+// (each with full coverage) only where it decides otherwise than the one
+// it falls back to.
 type PolicyKey struct {
 	Table    uint32
 	Identity Identity
@@ -139,7 +148,7 @@ func policyVerdictFromBPF(v bpf.CalyxCxPolicyVerdict) PolicyVerdict {
 }
 
 func (e IPCacheEntry) toBPF() bpf.CalyxCxIdentity {
-	out := bpf.CalyxCxIdentity{Id: uint32(e.Identity)}
+	out := bpf.CalyxCxIdentity{Id: uint32(e.Identity), NetId: uint32(e.NetIdentity)}
 	if e.Host {
 		out.Flags |= uint32(bpf.CalyxCxIdentityFlagsCX_ID_HOST)
 	}
@@ -157,7 +166,8 @@ func (m *Maps) IPCache() (map[netip.Prefix]IPCacheEntry, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[p] = IPCacheEntry{Identity: Identity(v.Id), Host: v.Flags&uint32(bpf.CalyxCxIdentityFlagsCX_ID_HOST) != 0}
+		out[p] = IPCacheEntry{Identity: Identity(v.Id), NetIdentity: Identity(v.NetId),
+			Host: v.Flags&uint32(bpf.CalyxCxIdentityFlagsCX_ID_HOST) != 0}
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate %s: %w", IPCacheName, err)
@@ -216,9 +226,10 @@ func (m *Maps) DeletePolicy(k PolicyKey) error {
 }
 
 // LookupPolicy does what the programs do for one table: the verdict for a
-// packet to or from a remote of identity id (see PolicyKey), following a
-// source-port sub-table. It returns false when nothing matches.
-func (m *Maps) LookupPolicy(table uint32, id Identity, proto uint8, port, sport uint16) (PolicyVerdict, bool, error) {
+// packet to or from a remote of identity id and net identity netID (see
+// PolicyKey), following a source-port sub-table. It returns false when
+// nothing matches.
+func (m *Maps) LookupPolicy(table uint32, id, netID Identity, proto uint8, port, sport uint16) (PolicyVerdict, bool, error) {
 	get := func(k PolicyKey) (PolicyVerdict, bool, error) {
 		var v bpf.CalyxCxPolicyVerdict
 		err := m.policy.Lookup(k.toBPF(), &v)
@@ -231,6 +242,9 @@ func (m *Maps) LookupPolicy(table uint32, id Identity, proto uint8, port, sport 
 		return policyVerdictFromBPF(v), true, nil
 	}
 	v, ok, err := get(PolicyKey{Table: table, Identity: id, Bits: 24, Proto: proto, Port: port})
+	if err == nil && !ok && netID != 0 && netID != id {
+		v, ok, err = get(PolicyKey{Table: table, Identity: netID, Bits: 24, Proto: proto, Port: port})
+	}
 	if err == nil && !ok && id != 0 {
 		v, ok, err = get(PolicyKey{Table: table, Bits: 24, Proto: proto, Port: port})
 	}

@@ -165,7 +165,7 @@ func query(t testing.TB, out *Output, endpoint string, dir model.PolicyType, rem
 		table = out.Endpoints[endpoint].Egress
 	}
 	e, _ := LookupIdentity(out, netip.MustParseAddr(remote))
-	v, ok := Lookup(out, table, e.Identity, proto, port, sport)
+	v, ok := Lookup(out, table, e.Identity, e.NetIdentity, proto, port, sport)
 	if !ok {
 		t.Fatalf("%s %s from %s proto %d port %d sport %d: no entry", endpoint, dir, remote, proto, port, sport)
 	}

@@ -189,10 +189,17 @@ func labelKey(l map[string]string) string {
 	return b.String()
 }
 
-// identity is one distinct non-empty atom set that some address has.
+// identity is one distinct non-empty atom set that some address has, or
+// that some address's lookup falls back to.
 type identity struct {
 	atoms []int32 // ascending
 	num   maps.Identity
+	// fallback is the index in identities.list of the identity the
+	// lookup falls back to when a table has no entries for this one (see
+	// fallbackAtoms), -1 for none (identity 0).
+	fallback int32
+	// isFallback is set when it is some identity's fallback.
+	isFallback bool
 }
 
 // identities is the identity universe of a snapshot.
@@ -202,6 +209,37 @@ type identities struct {
 	// of lists, for each atom, the indices in list of the identities
 	// holding it: the inverted index that finds a table's identities.
 	of [][]int32
+	// netBits is, by atom, the length of its net; -1 for a selector.
+	netBits []int
+}
+
+// fallbackAtoms returns the atoms of the identity the datapath looks up
+// after a miss on an address's own (its cx_ipcache NetIdentity), nil for
+// none: for an address with selector atoms, its nets alone; for one with
+// nets alone (which, all holding the address, are nested), all but the
+// longest. So an endpoint in a net that every table names needs entries
+// only where selectors tell it apart, and a rule net inside such a net
+// only where it is named itself.
+func (ids *identities) fallbackAtoms(atoms []int32) []int32 {
+	nets, longest := 0, int32(-1)
+	for _, a := range atoms {
+		if b := ids.netBits[a]; b >= 0 {
+			nets++
+			if longest < 0 || b > ids.netBits[longest] {
+				longest = a
+			}
+		}
+	}
+	if nets == 0 || nets == 1 && len(atoms) == 1 {
+		return nil
+	}
+	out := make([]int32, 0, nets)
+	for _, a := range atoms {
+		if ids.netBits[a] >= 0 && (nets < len(atoms) || a != longest) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func atomsKey(atoms []int32) string {
@@ -285,20 +323,35 @@ func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selA
 	}
 
 	// Number the identities: FNV-32a of their atoms' names, one per line.
-	ids := &identities{byKey: map[string]*identity{}, of: make([][]int32, len(at.names))}
+	// What an entry's identity falls back to is an identity too, the
+	// entry's NetIdentity, whether or not some prefix has exactly its
+	// atoms.
+	ids := &identities{byKey: map[string]*identity{}, of: make([][]int32, len(at.names)), netBits: make([]int, len(at.names))}
+	for a, n := range at.names {
+		ids.netBits[a] = -1
+		if p, ok := strings.CutPrefix(n, "net:"); ok {
+			ids.netBits[a] = netip.MustParsePrefix(p).Bits()
+		}
+	}
 	byName := map[string]*identity{}
+	add := func(atoms []int32) {
+		for len(atoms) > 0 {
+			k := atomsKey(atoms)
+			if ids.byKey[k] != nil {
+				return
+			}
+			id := &identity{atoms: atoms, fallback: -1}
+			ids.byKey[k] = id
+			parts := make([]string, len(atoms))
+			for i, a := range atoms {
+				parts[i] = at.names[a]
+			}
+			byName[strings.Join(parts, "\n")] = id
+			atoms = ids.fallbackAtoms(atoms)
+		}
+	}
 	for _, e := range entries {
-		k := atomsKey(e.atoms)
-		if len(e.atoms) == 0 || ids.byKey[k] != nil {
-			continue
-		}
-		id := &identity{atoms: e.atoms}
-		ids.byKey[k] = id
-		parts := make([]string, len(e.atoms))
-		for i, a := range e.atoms {
-			parts[i] = at.names[a]
-		}
-		byName[strings.Join(parts, "\n")] = id
+		add(e.atoms)
 	}
 	names := slices.Sorted(mapKeys(byName))
 	nums := number(names, ^uint32(0), 1)
@@ -310,7 +363,24 @@ func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selA
 		}
 		ids.list = append(ids.list, id)
 	}
+	index := make(map[*identity]int32, len(ids.list))
+	for i, id := range ids.list {
+		index[id] = int32(i)
+	}
+	for _, id := range ids.list {
+		if fa := ids.fallbackAtoms(id.atoms); len(fa) > 0 {
+			f := ids.byKey[atomsKey(fa)]
+			id.fallback = index[f]
+			f.isFallback = true
+		}
+	}
 
+	numOf := func(atoms []int32) maps.Identity {
+		if len(atoms) == 0 {
+			return 0
+		}
+		return ids.byKey[atomsKey(atoms)].num
+	}
 	cache := make(map[netip.Prefix]maps.IPCacheEntry, len(entries))
 	for p, e := range entries {
 		// Identity 0 is what a miss gives, so such an entry is needed only
@@ -319,11 +389,7 @@ func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selA
 		if len(e.atoms) == 0 && !e.host && len(at.nets.containing(p)) == 0 {
 			continue
 		}
-		var num maps.Identity
-		if len(e.atoms) > 0 {
-			num = ids.byKey[atomsKey(e.atoms)].num
-		}
-		cache[p] = maps.IPCacheEntry{Identity: num, Host: e.host}
+		cache[p] = maps.IPCacheEntry{Identity: numOf(e.atoms), NetIdentity: numOf(ids.fallbackAtoms(e.atoms)), Host: e.host}
 	}
 	return cache, ids
 }

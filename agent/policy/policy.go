@@ -11,7 +11,11 @@
 // (remote identity, protocol, destination port, source port), written out
 // as an LPM table per distinct program. Endpoints whose programs are equal
 // share a table, and within a table only identities that decide otherwise
-// than identity 0 (the world) have entries of their own.
+// than what the lookup falls back to have entries of their own: an
+// identity falls back to its net identity (that of its nets alone, which
+// cx_ipcache gives alongside), and that to identity 0 (the world). So an
+// endpoint in a net that many rules name needs entries only in the tables
+// whose selectors tell it apart.
 package policy
 
 import (
@@ -94,7 +98,6 @@ func Compile(in Input) (*Output, error) {
 		return nil, fmt.Errorf("compile policy: %w", err)
 	}
 	out := &Output{
-		Policy:    map[maps.PolicyKey]maps.PolicyVerdict{},
 		Endpoints: map[string]EndpointTables{},
 		Rules:     map[uint32]RuleInfo{},
 	}
@@ -200,7 +203,7 @@ func Compile(in Input) (*Output, error) {
 
 // tableDecisions is what a table decides: for each group of identities
 // that decide alike, the decision. Identity 0 comes first; identities that
-// decide like it are in no group.
+// decide like their fallback are in no group.
 type tableDecisions struct {
 	num    uint32
 	groups []idGroup
@@ -213,7 +216,12 @@ type idGroup struct {
 
 // decideTable computes identity 0's decision for a table, then, for each
 // group of identities that look the same to the table's rules, their
-// decision when it differs from identity 0's.
+// decision when the lookup would otherwise get it wrong: when it differs
+// from that of the identity's fallback (the identity the lookup tries
+// next, or identity 0), or, for an identity that is some other one's
+// fallback, from identity 0's (the lookup goes no further than one
+// fallback). So a fallback without entries decides like identity 0, and
+// falling back to an identity always gets that identity's decision.
 func decideTable(t *table, dc *decider, ids *identities, proj [][]int32) tableDecisions {
 	var flat []*crule
 	for _, rules := range t.prog {
@@ -244,20 +252,40 @@ func decideTable(t *table, dc *decider, ids *identities, proj [][]int32) tableDe
 		}
 	}
 	slices.Sort(touched)
-	group := map[string]int{} // by projection: index in res.groups, 0 for identity 0's
-	for _, i := range touched {
-		k := atomsKey(proj[i])
-		g, ok := group[k]
+	// Decisions by projection, computed once each.
+	decs := map[string]*decision{"": d0}
+	decide := func(p []int32) *decision {
+		k := atomsKey(p)
+		d, ok := decs[k]
 		if !ok {
-			if d := dc.decide(active(proj[i])); !d.equal(d0) {
-				g = len(res.groups)
-				res.groups = append(res.groups, idGroup{d: d})
-			}
-			group[k] = g
+			d = dc.decide(active(p))
+			decs[k] = d
 		}
-		if g != 0 {
-			res.groups[g].ids = append(res.groups[g].ids, ids.list[i].num)
+		return d
+	}
+	group := map[*decision]int{} // index in res.groups
+	for _, i := range touched {
+		id := ids.list[i]
+		var fp []int32 // the fallback's projection, a subset of this one's
+		if id.fallback >= 0 {
+			fp = proj[id.fallback]
 		}
+		if len(fp) == len(proj[i]) && !id.isFallback {
+			continue // the table cannot tell it from its fallback
+		}
+		d := decide(proj[i])
+		if d.equal(decide(fp)) && (!id.isFallback || d.equal(d0)) {
+			continue
+		}
+		g, ok := group[d]
+		if !ok {
+			g = len(res.groups)
+			res.groups = append(res.groups, idGroup{d: d})
+			group[d] = g
+		}
+		res.groups[g].ids = append(res.groups[g].ids, id.num)
+	}
+	for _, i := range touched {
 		proj[i] = proj[i][:0]
 	}
 	return res
@@ -292,17 +320,21 @@ func programContent(d int, prog [][]*crule) string {
 }
 
 // Lookup does what the datapath does for a new flow once it has the remote
-// identity: the LPM lookup of (table, identity, protocol, port), falling
-// back to identity 0, then the source-port sub-table when the verdict says
-// so. port is the destination port for TCP, UDP and SCTP, type<<8 | code
+// identity (id) and net identity (netID, the identity of its nets alone;
+// see maps.IPCacheEntry): the LPM lookup of (table, identity, protocol,
+// port), falling back to the net identity, then to identity 0, then the
+// source-port sub-table when the verdict says so. port is the destination port for TCP, UDP and SCTP, type<<8 | code
 // for ICMP and ICMPv6, 0 otherwise. Table 0 allows everything. It returns
 // false when no entry matches, which a complete Output never does for a
 // table it holds.
-func Lookup(out *Output, table uint32, id maps.Identity, proto uint8, port, sport uint16) (maps.PolicyVerdict, bool) {
+func Lookup(out *Output, table uint32, id, netID maps.Identity, proto uint8, port, sport uint16) (maps.PolicyVerdict, bool) {
 	if table == 0 {
 		return maps.PolicyVerdict{Action: maps.PolicyAllow}, true
 	}
 	v, ok := lpm(out.Policy, table, id, proto, port, 0)
+	if !ok && netID != 0 && netID != id {
+		v, ok = lpm(out.Policy, table, netID, proto, port, 0)
+	}
 	if !ok && id != 0 {
 		v, ok = lpm(out.Policy, table, 0, proto, port, 0)
 	}

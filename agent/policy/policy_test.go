@@ -373,18 +373,21 @@ func TestIdentities(t *testing.T) {
 		return maps.Identity(fnv32(strings.Join(atoms, "\n")))
 	}
 	const n16, n24, n113, db = "net:10.0.0.0/16", "net:10.0.0.0/24", "net:203.0.113.0/24", `sel:role == "db"`
+	// NetIdentity is what the lookup falls back to: the nets alone for an
+	// address with selectors, all nets but the longest for one with nets
+	// alone.
 	want := map[string]maps.IPCacheEntry{
 		"10.0.0.0/16":     {Identity: id(n16)},
-		"10.0.0.0/24":     {Identity: id(n16, n24)},             // net inside net
-		"203.0.113.0/24":  {Identity: id(n113)},                 // a rule net
-		"10.0.0.10/32":    {Identity: id(n16, n24)},             // endpoint in nets, no selector
-		"10.0.0.20/32":    {Identity: id(n16, n24, db)},         // endpoint in nets with a selector
-		"172.16.0.2/32":   {Identity: id(db)},                   // endpoint in no net
-		"10.0.0.1/32":     {Identity: id(n16, n24), Host: true}, // host in nets
-		"192.0.2.1/32":    {Host: true},                         // host in no net
-		"203.0.113.5/32":  {Identity: id(n16, n24)},             // floating IP: its fixed IP's, shadowing the net
-		"198.51.100.7/32": {Identity: id(n16, n24, db)},         // floating IP of a selected endpoint
-		"203.0.113.8/32":  {},                                   // floating IP of an endpoint without atoms: shadows the net
+		"10.0.0.0/24":     {Identity: id(n16, n24), NetIdentity: id(n16)},             // net inside net
+		"203.0.113.0/24":  {Identity: id(n113)},                                       // a rule net
+		"10.0.0.10/32":    {Identity: id(n16, n24), NetIdentity: id(n16)},             // endpoint in nets, no selector
+		"10.0.0.20/32":    {Identity: id(n16, n24, db), NetIdentity: id(n16, n24)},    // endpoint in nets with a selector
+		"172.16.0.2/32":   {Identity: id(db)},                                         // endpoint in no net
+		"10.0.0.1/32":     {Identity: id(n16, n24), NetIdentity: id(n16), Host: true}, // host in nets
+		"192.0.2.1/32":    {Host: true},                                               // host in no net
+		"203.0.113.5/32":  {Identity: id(n16, n24), NetIdentity: id(n16)},             // floating IP: its fixed IP's, shadowing the net
+		"198.51.100.7/32": {Identity: id(n16, n24, db), NetIdentity: id(n16, n24)},    // floating IP of a selected endpoint
+		"203.0.113.8/32":  {},                                                         // floating IP of an endpoint without atoms: shadows the net
 		// 172.16.0.1 (lone) has no atoms and no net around it: a miss does.
 	}
 	if len(out.IPCache) != len(want) {

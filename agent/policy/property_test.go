@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -140,6 +141,31 @@ func randSnapshot(r *rand.Rand) *model.Snapshot {
 	return s
 }
 
+// addClusterPolicy adds a policy for every endpoint whose rules name the
+// cluster's net, 10.0.0.0/8, many times, as well as selectors: every
+// endpoint and rule net inside it then has that net in its identity, and
+// the lookup falls back to it wherever nothing else tells them apart.
+func addClusterPolicy(r *rand.Rand, s *model.Snapshot) {
+	cluster := model.EntityRule{Nets: nets("10.0.0.0/8")}
+	notCluster := model.EntityRule{NotNets: nets("10.0.0.0/8")}
+	withPorts := func(e model.EntityRule, p ...uint16) model.EntityRule { e.Ports = ports(p...); return e }
+	ing := []model.Rule{
+		{Action: model.RuleAllow, Protocol: icmp, ICMP: &model.ICMPMatch{Type: 8}, Source: cluster},
+		{Action: model.RuleDeny, Protocol: tcp, Source: cluster, Destination: model.EntityRule{Ports: ports(22, 22)}},
+		{Action: model.RuleLog, Protocol: tcp, Source: notCluster},
+		{Action: model.RuleAllow, Protocol: tcp, Source: model.EntityRule{Selector: pick(r, propSelectors), Nets: nets("10.0.0.0/8")}, Destination: model.EntityRule{Ports: ports(80, 81)}},
+		{Action: model.RulePass, Source: model.EntityRule{Nets: nets("10.0.0.0/8"), NotSelector: pick(r, propSelectors)}},
+	}
+	egr := []model.Rule{
+		{Action: model.RuleAllow, Protocol: udp, Destination: withPorts(cluster, 53, 53)},
+		{Action: model.RulePass, Destination: notCluster},
+		{Action: model.RuleDeny, Protocol: tcp, Destination: model.EntityRule{Selector: pick(r, propSelectors), Ports: ports(443, 443)}},
+		{Action: model.RuleAllow, Protocol: icmp, Destination: cluster},
+	}
+	p := pol("cluster", float64(pick(r, []int{0, 2, 4, 10})), "all()", ing, egr)
+	s.Policies[p.Metadata.Name] = p
+}
+
 // randRemote picks a remote address: an endpoint's, a floating IP, a host
 // address, an address in one of the nets, or the world.
 func randRemote(r *rand.Rand, s *model.Snapshot, hosts []netip.Addr) netip.Addr {
@@ -183,6 +209,9 @@ func TestAgainstReference(t *testing.T) {
 	for seed := range uint64(60) {
 		r := rand.New(rand.NewPCG(seed, 42))
 		s := randSnapshot(r)
+		if seed%2 == 1 {
+			addClusterPolicy(r, s)
+		}
 		for _, p := range s.Policies {
 			if err := model.Validate(p); err != nil {
 				t.Fatalf("seed %d: random policy %s is invalid: %v", seed, p.Metadata.Name, err)
@@ -193,6 +222,12 @@ func TestAgainstReference(t *testing.T) {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
 		checkOutput(t, out)
+		if seed < 5 {
+			again, _ := Compile(Input{Snapshot: s, Node: local, HostAddrs: hosts})
+			if !reflect.DeepEqual(out, again) {
+				t.Fatalf("seed %d: two compiles of one snapshot differ", seed)
+			}
+		}
 		var locals []*model.WorkloadEndpoint
 		for _, name := range slices.Sorted(mapKeys(s.Endpoints)) {
 			if e := s.Endpoints[name]; e.Spec.Node == local {
@@ -224,10 +259,10 @@ func TestAgainstReference(t *testing.T) {
 				t.Fatalf("seed %d: %s %s: selected %v but table %d", seed, le.Metadata.Name, dir, selected, table)
 			}
 			e, _ := LookupIdentity(out, remote)
-			got, ok := Lookup(out, table, e.Identity, proto, port, sport)
+			got, ok := Lookup(out, table, e.Identity, e.NetIdentity, proto, port, sport)
 			if !ok || got != want {
 				t.Fatalf("seed %d: %s %s remote %s (identity %d) proto %d port %d sport %d:\n got %+v (found %v)\nwant %+v\n%s",
-					seed, le.Metadata.Name, dir, remote, e.Identity, proto, port, sport, got, ok, want, describe(out, got, want))
+					seed, le.Metadata.Name, dir, remote, e.Identity, proto, port, sport, got, ok, want, describe(out))
 			}
 			checked++
 		}
@@ -235,11 +270,9 @@ func TestAgainstReference(t *testing.T) {
 	t.Logf("%d packets agree", checked)
 }
 
-func describe(out *Output, vs ...any) string {
+// describe lists the rules, to make a failure readable.
+func describe(out *Output) string {
 	var s string
-	for _, v := range vs {
-		_ = v
-	}
 	for id, r := range out.Rules {
 		s += fmt.Sprintf("  %d %s/%s/%d: %s\n", id, r.Policy, r.Direction, r.Index, r.Text)
 	}

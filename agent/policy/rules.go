@@ -86,8 +86,8 @@ type crule struct {
 	protos       []uint8
 	dport, sport portMatch
 
-	// Remote side: atom names, then (once the atom table exists) their
-	// indices; -1 when not given.
+	// Remote side: atom names ("" when not given), then, once the atom
+	// table exists, their indices (-1 when not given).
 	remSel, remNotSel   string
 	remNets, remNotNets []string
 	sel, notSel         int32
@@ -102,10 +102,6 @@ type crule struct {
 }
 
 func (r *crule) never() bool { return r.protos != nil && len(r.protos) == 0 }
-
-func (r *crule) decisive() bool {
-	return r.info.Action == model.RuleAllow || r.info.Action == model.RuleDeny
-}
 
 // hasProto reports whether the rule can match protocol p.
 func (r *crule) hasProto(p uint8) bool {
