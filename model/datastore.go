@@ -32,8 +32,51 @@ type Datastore interface {
 	Close() error
 }
 
+// Versioned is implemented by every Datastore: compare-and-swap on single
+// resources, for read-modify-write cycles such as IPAM's.
+type Versioned interface {
+	// Get returns the stored resource and its revision (etcd: the key's
+	// ModRevision; file store: a number that changes whenever the
+	// resource's file does), or an error wrapping ErrNotFound. A Config
+	// that is not stored is not found: the defaults have no revision.
+	Get(ctx context.Context, ref Ref) (Resource, int64, error)
+	// Create writes r only if no resource of its kind and name exists;
+	// otherwise it returns an error wrapping ErrExists. It is validated
+	// like Apply.
+	Create(ctx context.Context, r Resource) error
+	// Update replaces r only if the stored revision (as Get returns it)
+	// equals rev; otherwise it returns an error wrapping ErrConflict (and
+	// ErrNotFound as well when the resource is gone). It is validated like
+	// Apply.
+	Update(ctx context.Context, r Resource, rev int64) error
+}
+
+// Liveness tells which nodes' agents are running. Only the etcd store
+// implements it for real; the file store's methods return an error
+// wrapping ErrNotImplemented.
+type Liveness interface {
+	// KeepAlive registers node as live with a lease of ttl (at least a
+	// second; etcd may round it up) and keeps it alive until ctx ends,
+	// reconnecting with backoff; it returns only when ctx ends (with
+	// ctx.Err()), the store is closed (ErrClosed), or at once for an
+	// invalid node name. While it cannot reach etcd the node's key expires
+	// on its own; it is not revoked when ctx ends either, so a restarted
+	// agent does not flap its node's liveness.
+	KeepAlive(ctx context.Context, node string, ttl time.Duration) error
+	// Live returns the nodes whose liveness key exists now.
+	Live(ctx context.Context) (map[string]bool, error)
+}
+
 // ErrNotFound is wrapped by errors about resources that do not exist.
 var ErrNotFound = errors.New("not found")
+
+// ErrExists is wrapped by Create's error when the resource already exists.
+var ErrExists = errors.New("already exists")
+
+// ErrConflict is wrapped by Update's error when the resource changed since
+// the revision given, and by the etcd store's error when a write gave up
+// because other writers kept changing the model under it.
+var ErrConflict = errors.New("conflict")
 
 // ErrClosed is returned by a Datastore's methods after Close.
 var ErrClosed = errors.New("datastore is closed")
@@ -50,6 +93,11 @@ type options struct {
 	onError  func(error)
 	debounce time.Duration
 	maxDelay time.Duration
+
+	// etcd only
+	etcdPrefix             string
+	tlsCA, tlsCert, tlsKey string
+	status                 func(ok bool, why string)
 }
 
 func defaultOptions() options {
@@ -57,6 +105,8 @@ func defaultOptions() options {
 		logger:   slog.Default(),
 		debounce: 20 * time.Millisecond,
 		maxDelay: 100 * time.Millisecond,
+
+		etcdPrefix: DefaultEtcdPrefix,
 	}
 }
 
@@ -87,13 +137,49 @@ func WithDebounce(d time.Duration) Option {
 	}
 }
 
+// WithStatus sets a function the etcd store calls with ok=false and the
+// reason when it loses etcd (requests failing, the watch's health probe
+// failing) and with ok=true when it regains it; the first outcome is
+// reported too. Calls are serialized and made only on changes; fn must not
+// block or call the store. The file store never calls it.
+func WithStatus(fn func(ok bool, why string)) Option {
+	return func(o *options) { o.status = fn }
+}
+
+// WithTLS makes the etcd store connect over TLS, trusting the CA in caFile
+// (the system's CAs when "") and, when certFile and keyFile are given,
+// authenticating with that client certificate. Open fails if a file cannot
+// be read.
+func WithTLS(caFile, certFile, keyFile string) Option {
+	return func(o *options) { o.tlsCA, o.tlsCert, o.tlsKey = caFile, certFile, keyFile }
+}
+
+// DefaultEtcdPrefix is where the etcd store keeps its keys unless told
+// otherwise.
+const DefaultEtcdPrefix = "/calyx"
+
+// WithEtcdPrefix sets the key prefix of the etcd store (default "/calyx"):
+// resources live at <prefix>/resources/<kind lowercase>/<name>, liveness
+// at <prefix>/liveness/<node>. Stores with different prefixes do not see
+// each other. A trailing "/" is ignored.
+func WithEtcdPrefix(p string) Option {
+	return func(o *options) { o.etcdPrefix = p }
+}
+
 // Open opens the datastore named by a URL: "file:///var/lib/calyx" or a
 // bare absolute path opens (creating if needed) a file datastore at that
-// directory. "etcd://HOST:PORT[,HOST:PORT]" returns an error wrapping
-// ErrNotImplemented for now. Any other URL is an error naming the problem.
+// directory; "etcd://HOST:PORT[,HOST:PORT...]" opens an etcd store (see
+// OpenEtcd) whose URL may carry the query parameters prefix, ca, cert and
+// key, e.g. "etcd://10.0.0.1:2379,10.0.0.2:2379?ca=/etc/calyx/ca.pem&cert=/etc/calyx/client.pem&key=/etc/calyx/client-key.pem&prefix=/calyx".
+// Options given to Open override the URL's. Any other URL is an error
+// naming the problem.
 func Open(rawURL string, opts ...Option) (Datastore, error) {
 	if strings.HasPrefix(rawURL, "/") {
 		return OpenFile(rawURL, opts...)
+	}
+	if strings.HasPrefix(rawURL, "etcd://") {
+		// Not url.Parse: a list of hosts is not a URL's host.
+		return openEtcdURL(rawURL, opts)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -106,7 +192,7 @@ func Open(rawURL string, opts ...Option) (Datastore, error) {
 		}
 		return OpenFile(u.Path, opts...)
 	case "etcd":
-		return nil, fmt.Errorf("etcd datastore %w", ErrNotImplemented)
+		return nil, fmt.Errorf("invalid datastore url %q: want etcd://HOST:PORT[,HOST:PORT]", rawURL)
 	case "":
 		return nil, fmt.Errorf("invalid datastore url %q: want file:///DIR, an absolute path, or etcd://HOST:PORT", rawURL)
 	}

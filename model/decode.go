@@ -179,6 +179,8 @@ func decodeDocument(root *yaml.Node) (Resource, []*ValidationError) {
 				d.networkPolicySpec(specNode, &r.Spec)
 			case *Config:
 				d.configSpec(specNode, &r.Spec)
+			case *IPAMBlock:
+				d.ipamBlockSpec(specNode, &r.Spec)
 			}
 		}
 		ApplyDefaults(res)
@@ -360,6 +362,52 @@ func (d *decoder) configSpec(n *yaml.Node, s *ConfigSpec) {
 				// A placeholder keeps later indices aligned with the document.
 				s.PrefilterDeny = append(s.PrefilterDeny, d.cidr(item, ip, true))
 			})
+		default:
+			return false
+		}
+		return true
+	})
+}
+
+func (d *decoder) ipamBlockSpec(n *yaml.Node, s *IPAMBlockSpec) {
+	d.mapping(n, "spec", func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "cidr":
+			s.CIDR = d.cidr(v, p, false)
+		case "pool":
+			s.Pool, _ = d.str(v, p)
+		case "node":
+			s.Node, _ = d.str(v, p)
+		case "allocations":
+			if isNull(v) {
+				return true
+			}
+			allocs := map[netip.Addr]string{}
+			d.mappingKeyed(v, p, func(k string, hv *yaml.Node, hp string) {
+				a, err := netip.ParseAddr(k)
+				switch {
+				case err != nil:
+					d.errorf(hp, "%q is not a valid IP address", k)
+					return
+				case a.Is4In6():
+					d.errorf(hp, "%q: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", k)
+					return
+				case a.Zone() != "":
+					d.errorf(hp, "%q: an address with a zone (%%%s) is not allowed", k, a.Zone())
+					return
+				case a.String() != k:
+					d.errorf(hp, "%q is not in canonical form (write %s)", k, a)
+					return
+				}
+				if h, ok := d.str(hv, hp); ok {
+					allocs[a] = h
+				} else if isNull(hv) {
+					d.errorf(hp, "the handle must not be empty")
+				}
+			})
+			if len(allocs) > 0 {
+				s.Allocations = allocs
+			}
 		default:
 			return false
 		}

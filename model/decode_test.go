@@ -594,7 +594,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"missing apiVersion", "kind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.0.0.0/16}",
 			[]string{`apiVersion: required`}},
 		{"unknown kind", "apiVersion: calyx.io/v1\nkind: Pod\nmetadata: {name: p1}\n",
-			[]string{`document 1: kind: unknown kind "Pod" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config)`}},
+			[]string{`document 1: kind: unknown kind "Pod" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock)`}},
 		{"kind in wrong case", "apiVersion: calyx.io/v1\nkind: ippool\nmetadata: {name: p1}\n",
 			[]string{`kind: unknown kind "ippool" (did you mean "IPPool"?)`}},
 		{"missing name", "apiVersion: calyx.io/v1\nkind: IPPool\nmetadata: {}\nspec: {cidr: 10.0.0.0/16}",

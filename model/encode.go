@@ -103,6 +103,15 @@ type configSpecWire struct {
 	PrefilterDeny        []string `json:"prefilterDeny,omitempty" yaml:"prefilterDeny,omitempty"`
 }
 
+// allocations is always written, as {} when empty, so a printed block shows
+// that nothing is allocated rather than leaving it to be guessed.
+type ipamBlockSpecWire struct {
+	CIDR        string            `json:"cidr" yaml:"cidr"`
+	Pool        string            `json:"pool" yaml:"pool"`
+	Node        string            `json:"node" yaml:"node"`
+	Allocations map[string]string `json:"allocations" yaml:"allocations"`
+}
+
 // quotedString is written double-quoted in YAML: an all-digit MAC such as
 // 02:00:00:00:00:01 would otherwise read as a base-60 integer to YAML 1.1
 // tools.
@@ -269,6 +278,19 @@ func (s ConfigSpec) wire() configSpecWire {
 	}
 }
 
+func (s IPAMBlockSpec) wire() ipamBlockSpecWire {
+	w := ipamBlockSpecWire{
+		CIDR:        prefixString(s.CIDR),
+		Pool:        s.Pool,
+		Node:        s.Node,
+		Allocations: make(map[string]string, len(s.Allocations)),
+	}
+	for a, h := range s.Allocations {
+		w.Allocations[addrString(a)] = h
+	}
+	return w
+}
+
 // MarshalJSON returns the spec with camelCase keys and string addresses; it does not fail.
 func (s IPPoolSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
 
@@ -306,6 +328,14 @@ func (s ConfigSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()
 
 // MarshalYAML returns the spec with camelCase keys; it does not fail.
 func (s ConfigSpec) MarshalYAML() (any, error) { return s.wire(), nil }
+
+// MarshalJSON returns the spec with string addresses, allocations keyed by
+// address; it does not fail.
+func (s IPAMBlockSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
+
+// MarshalYAML returns the spec with string addresses, allocations keyed by
+// address; it does not fail.
+func (s IPAMBlockSpec) MarshalYAML() (any, error) { return s.wire(), nil }
 
 func wrap[S any](kind string, m Metadata, spec S) envelope[S] {
 	return envelope[S]{APIVersion: APIVersion, Kind: kind, Metadata: m, Spec: spec}
@@ -377,6 +407,18 @@ func (c Config) MarshalJSON() ([]byte, error) {
 // fail.
 func (c Config) MarshalYAML() (any, error) { return wrap(KindConfig, c.Metadata, c.Spec.wire()), nil }
 
+// MarshalJSON returns the block as {"apiVersion","kind","metadata","spec"};
+// it does not fail.
+func (b IPAMBlock) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wrap(KindIPAMBlock, b.Metadata, b.Spec.wire()))
+}
+
+// MarshalYAML returns the block as a calicoctl-shaped document; it does not
+// fail.
+func (b IPAMBlock) MarshalYAML() (any, error) {
+	return wrap(KindIPAMBlock, b.Metadata, b.Spec.wire()), nil
+}
+
 // UnmarshalYAML decodes an IPPool document strictly (see Decode), applies
 // defaults and validates it; it returns the joined validation errors.
 func (p *IPPool) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, p) }
@@ -401,6 +443,13 @@ func (p *NetworkPolicy) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto
 // UnmarshalYAML decodes a Config document strictly (see Decode), applies
 // defaults and validates it; it returns the joined validation errors.
 func (c *Config) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, c) }
+
+// UnmarshalYAML decodes an IPAMBlock document strictly (see Decode), applies
+// defaults and validates it; it returns the joined validation errors.
+func (b *IPAMBlock) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, b) }
+
+// UnmarshalJSON decodes an IPAMBlock as UnmarshalYAML does (JSON is YAML).
+func (b *IPAMBlock) UnmarshalJSON(data []byte) error { return unmarshalJSONInto(data, b) }
 
 // UnmarshalJSON decodes an IPPool as UnmarshalYAML does (JSON is YAML).
 func (p *IPPool) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, p) }
@@ -453,6 +502,8 @@ func unmarshalInto(n *yaml.Node, dst Resource) error {
 		*d = *r.(*NetworkPolicy)
 	case *Config:
 		*d = *r.(*Config)
+	case *IPAMBlock:
+		*d = *r.(*IPAMBlock)
 	}
 	return nil
 }

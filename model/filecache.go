@@ -143,17 +143,30 @@ func (c *fileCache) refresh(ref Ref, force bool) (changed bool, err error) {
 // parseFile decodes a stored file, which must hold exactly the resource its
 // path names.
 func parseFile(data []byte, ref Ref) (Resource, error) {
+	return parseStored(data, ref, relPath(ref))
+}
+
+// parseStored decodes a stored value (YAML, or JSON, which is YAML), which
+// must hold exactly the resource ref; where names the value in errors.
+func parseStored(data []byte, ref Ref, where string) (Resource, error) {
 	rs, err := Decode(bytes.NewReader(data))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", relPath(ref), err)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	if len(rs) != 1 {
-		return nil, fmt.Errorf("%s: want exactly one resource, found %d", relPath(ref), len(rs))
+		return nil, fmt.Errorf("%s: want exactly one resource, found %d", where, len(rs))
 	}
 	if got := RefOf(rs[0]); got != ref {
-		return nil, fmt.Errorf("%s: holds %s, but its path says %s", relPath(ref), got, ref)
+		return nil, fmt.Errorf("%s: holds %s, but its %s says %s", where, got, keyOrPath(where), ref)
 	}
 	return rs[0], nil
+}
+
+func keyOrPath(where string) string {
+	if strings.HasPrefix(where, "etcd key ") {
+		return "key"
+	}
+	return "path"
 }
 
 // scanKind refreshes every file of one kind and forgets files that are
@@ -209,6 +222,7 @@ func (c *fileCache) snapshot() *Snapshot {
 		FloatingIPs: make(map[string]*FloatingIP, len(c.entries[KindFloatingIP])),
 		Policies:    make(map[string]*NetworkPolicy, len(c.entries[KindNetworkPolicy])),
 		Config:      DefaultConfig(),
+		Blocks:      make(map[string]*IPAMBlock, len(c.entries[KindIPAMBlock])),
 	}
 	for _, m := range c.entries {
 		for _, e := range m {

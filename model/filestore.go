@@ -212,12 +212,23 @@ func (f *FileStore) Apply(ctx context.Context, rs []Resource) error {
 	if f.closed() {
 		return ErrClosed
 	}
+	prepared, err := prepareApply(rs)
+	if err != nil || len(prepared) == 0 {
+		return err
+	}
+	return f.write(ctx, prepared, nil)
+}
+
+// prepareApply copies, defaults and validates rs on their own, as every
+// store's Apply does first. It returns the validation errors, or an error
+// for a nil item.
+func prepareApply(rs []Resource) ([]Resource, error) {
 	var errs []*ValidationError
 	prepared := make([]Resource, 0, len(rs))
 	seen := map[Ref]int{}
 	for i, r := range rs {
 		if r == nil {
-			return fmt.Errorf("apply: item %d is nil", i+1)
+			return nil, fmt.Errorf("apply: item %d is nil", i+1)
 		}
 		c := deepCopy(r)
 		ApplyDefaults(c)
@@ -230,24 +241,37 @@ func (f *FileStore) Apply(ctx context.Context, rs []Resource) error {
 		prepared = append(prepared, c)
 	}
 	if len(errs) > 0 {
-		return joinValidation(errs)
+		return nil, joinValidation(errs)
 	}
-	if len(prepared) == 0 {
-		return nil
-	}
+	return prepared, nil
+}
 
-	before, done, err := f.beginWrite(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
+// applyProblems returns the cross-resource errors that writing prepared
+// over before would add.
+func applyProblems(before *Snapshot, prepared []Resource) error {
 	after := before.Clone()
 	changed := make(map[Ref]bool, len(prepared))
 	for _, r := range prepared {
 		after.Put(r)
 		changed[RefOf(r)] = true
 	}
-	if err := newProblems(before, after, changed); err != nil {
+	return newProblems(before, after, changed)
+}
+
+// write commits prepared resources under the writers' lock. check, when
+// not nil, runs first under the lock (Create's and Update's conditions).
+func (f *FileStore) write(ctx context.Context, prepared []Resource, check func() error) error {
+	before, done, err := f.beginWrite(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	if err := applyProblems(before, prepared); err != nil {
 		return err
 	}
 
@@ -289,26 +313,9 @@ func (f *FileStore) Delete(ctx context.Context, refs []Ref) error {
 	if f.closed() {
 		return ErrClosed
 	}
-	var errs []error
-	norm := make([]Ref, 0, len(refs))
-	for _, ref := range refs {
-		k, err := ParseKind(ref.Kind)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", ref, err))
-			continue
-		}
-		ref.Kind = k
-		if !validName(ref.Name) {
-			errs = append(errs, fmt.Errorf("%s: %w", ref, ErrNotFound))
-			continue
-		}
-		norm = append(norm, ref)
-	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	if len(norm) == 0 {
-		return nil
+	norm, err := normalizeRefs(refs)
+	if err != nil || len(norm) == 0 {
+		return err
 	}
 
 	before, done, err := f.beginWrite(ctx)
@@ -318,6 +325,7 @@ func (f *FileStore) Delete(ctx context.Context, refs []Ref) error {
 	defer done()
 	after := before.Clone()
 	var ops []*fileOp
+	var errs []error
 	seen := map[Ref]bool{}
 	for _, ref := range norm {
 		if seen[ref] {
@@ -344,6 +352,28 @@ func (f *FileStore) Delete(ctx context.Context, refs []Ref) error {
 		delete(f.cache.entries[op.ref.Kind], op.ref.Name)
 	}
 	return nil
+}
+
+// normalizeRefs gives each ref its canonical kind, as every store's Delete
+// does first. A ref to an unknown kind is an error; one whose name no
+// resource can have is not found.
+func normalizeRefs(refs []Ref) ([]Ref, error) {
+	var errs []error
+	norm := make([]Ref, 0, len(refs))
+	for _, ref := range refs {
+		k, err := ParseKind(ref.Kind)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ref, err))
+			continue
+		}
+		ref.Kind = k
+		if !validName(ref.Name) {
+			errs = append(errs, fmt.Errorf("%s: %w", ref, ErrNotFound))
+			continue
+		}
+		norm = append(norm, ref)
+	}
+	return norm, errors.Join(errs...)
 }
 
 // commit makes ops visible all or none, then bumps the revision.

@@ -88,13 +88,12 @@ func TestOpen(t *testing.T) {
 		}
 		ds.Close()
 	}
-	for _, k := range []string{"ippool", "node", "workloadendpoint", "floatingip", "config"} {
+	for _, k := range []string{"ippool", "node", "workloadendpoint", "floatingip", "config", "ipamblock"} {
 		if fi, err := os.Stat(filepath.Join(dir, "a", k)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o755 {
 			t.Errorf("kind directory %s: %v %v", k, fi, err)
 		}
 	}
 	tests := []struct{ url, want string }{
-		{"etcd://127.0.0.1:2379", "etcd datastore not implemented yet"},
 		{"http://x/y", `unsupported datastore scheme "http"`},
 		{"relative/dir", "want file:///DIR, an absolute path, or etcd://HOST:PORT"},
 		{"file://host/dir", "want an absolute path"},
@@ -104,9 +103,6 @@ func TestOpen(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Open(%q) = %v; want error containing %q", tt.url, err, tt.want)
 		}
-	}
-	if _, err := Open("etcd://h:1"); !errors.Is(err, ErrNotImplemented) {
-		t.Errorf("etcd error does not wrap ErrNotImplemented: %v", err)
 	}
 }
 

@@ -24,6 +24,8 @@ func TestParseKind(t *testing.T) {
 		{"FLOATINGIP", KindFloatingIP},
 		{"networkpolicy", KindNetworkPolicy},
 		{"NetworkPolicies", KindNetworkPolicy},
+		{"ipamblock", KindIPAMBlock},
+		{"IPAMBlocks", KindIPAMBlock},
 	}
 	for _, tt := range tests {
 		got, err := ParseKind(tt.in)
@@ -33,7 +35,7 @@ func TestParseKind(t *testing.T) {
 	}
 	for _, bad := range []string{"", "wep", "pool", "ippoolss", "Pod", "fip", "floating-ip", "policy", "globalnetworkpolicy"} {
 		_, err := ParseKind(bad)
-		want := `unknown kind "` + bad + `" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config)`
+		want := `unknown kind "` + bad + `" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock)`
 		if err == nil || err.Error() != want {
 			t.Errorf("ParseKind(%q) error = %v; want %s", bad, err, want)
 		}
@@ -57,7 +59,7 @@ func TestRef(t *testing.T) {
 	if got, err := ParseRef("floatingips/web-1-fip"); err != nil || got != (Ref{KindFloatingIP, "web-1-fip"}) {
 		t.Fatalf("ParseRef: %v %v", got, err)
 	}
-	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,WorkloadEndpoint,FloatingIP,NetworkPolicy" {
+	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,WorkloadEndpoint,FloatingIP,NetworkPolicy,IPAMBlock" {
 		t.Errorf("Kinds() = %s", k)
 	}
 	for _, k := range Kinds() {

@@ -23,6 +23,8 @@ type Snapshot struct {
 	Policies map[string]*NetworkPolicy
 	// Config is never nil: it holds the defaults when no Config is stored.
 	Config *Config
+	// Blocks are the IPAM blocks, keyed by name (BlockName of the CIDR).
+	Blocks map[string]*IPAMBlock
 
 	// configStored tells a stored Config from the defaults, so Remove can
 	// say whether there was anything to remove.
@@ -38,6 +40,7 @@ func NewSnapshot() *Snapshot {
 		FloatingIPs: map[string]*FloatingIP{},
 		Policies:    map[string]*NetworkPolicy{},
 		Config:      DefaultConfig(),
+		Blocks:      map[string]*IPAMBlock{},
 	}
 }
 
@@ -52,6 +55,7 @@ func (s *Snapshot) Clone() *Snapshot {
 		FloatingIPs:  make(map[string]*FloatingIP, len(s.FloatingIPs)),
 		Policies:     make(map[string]*NetworkPolicy, len(s.Policies)),
 		Config:       s.Config,
+		Blocks:       make(map[string]*IPAMBlock, len(s.Blocks)),
 		configStored: s.configStored,
 	}
 	for k, v := range s.Pools {
@@ -68,6 +72,9 @@ func (s *Snapshot) Clone() *Snapshot {
 	}
 	for k, v := range s.Policies {
 		c.Policies[k] = v
+	}
+	for k, v := range s.Blocks {
+		c.Blocks[k] = v
 	}
 	if c.Config == nil {
 		c.Config = DefaultConfig()
@@ -91,6 +98,9 @@ func (s *Snapshot) ensureMaps() {
 	if s.Policies == nil {
 		s.Policies = map[string]*NetworkPolicy{}
 	}
+	if s.Blocks == nil {
+		s.Blocks = map[string]*IPAMBlock{}
+	}
 }
 
 // Put adds r or replaces the resource of the same kind and name.
@@ -110,6 +120,8 @@ func (s *Snapshot) Put(r Resource) {
 	case *Config:
 		s.Config = r
 		s.configStored = true
+	case *IPAMBlock:
+		s.Blocks[r.Metadata.Name] = r
 	}
 }
 
@@ -144,6 +156,10 @@ func (s *Snapshot) Remove(ref Ref) bool {
 			s.Config = DefaultConfig()
 			s.configStored = false
 		}
+	case KindIPAMBlock:
+		if _, ok = s.Blocks[ref.Name]; ok {
+			delete(s.Blocks, ref.Name)
+		}
 	}
 	return ok
 }
@@ -176,13 +192,17 @@ func (s *Snapshot) Get(ref Ref) (Resource, bool) {
 		if ref.Name == ConfigName && s.Config != nil {
 			return s.Config, true
 		}
+	case KindIPAMBlock:
+		if r, ok := s.Blocks[ref.Name]; ok {
+			return r, true
+		}
 	}
 	return nil, false
 }
 
 // Resources returns the resources of one kind (any spelling ParseKind
 // accepts) sorted by name, or with kind "" all of them in the order Config,
-// IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy. An unknown
+// IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, IPAMBlock. An unknown
 // kind yields nil.
 func (s *Snapshot) Resources(kind string) []Resource {
 	if k, err := ParseKind(kind); err == nil {
@@ -210,6 +230,8 @@ func (s *Snapshot) Resources(kind string) []Resource {
 		if s.Config != nil {
 			return []Resource{s.Config}
 		}
+	case KindIPAMBlock:
+		return sortedResources(s.Blocks)
 	}
 	return nil
 }
@@ -261,7 +283,9 @@ func sortedKeys[V any](m map[string]V) []string {
 // exists; its fixed IP (given, or the endpoint's first IPv4) is one of the
 // endpoint's addresses and has no other FloatingIP. So deleting an endpoint
 // or pool a FloatingIP needs is refused. No Config.prefilterDeny entry may
-// contain a node's address. It returns nil, or one
+// contain a node's address. Every IPAMBlock names an existing, enabled pool
+// that contains its CIDR and whose blockSize is the CIDR's prefix length (a
+// block whose node is gone is allowed: IPAM releases it). It returns nil, or one
 // *ValidationError per problem joined one per line. Its cost is
 // O(n log n) in the number of resources.
 func (s *Snapshot) Validate() error { return joinValidation(s.validate(nil)) }
@@ -495,6 +519,27 @@ func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
 				fixed, ep.Metadata.Name, other)
 		} else {
 			fixedOwner[fixed] = name
+		}
+	}
+
+	for _, name := range sortedKeys(s.Blocks) {
+		b := s.Blocks[name]
+		ref := Ref{KindIPAMBlock, name}
+		cidr := b.Spec.CIDR
+		if !cidr.IsValid() || !validName(b.Spec.Pool) {
+			continue // reported on its own
+		}
+		p := s.Pools[b.Spec.Pool]
+		switch {
+		case p == nil:
+			add(ref, "spec.pool", "IPPool/%s does not exist", b.Spec.Pool)
+		case p.Spec.Disabled:
+			add(ref, "spec.pool", "IPPool/%s is disabled", b.Spec.Pool)
+		case !p.Spec.CIDR.IsValid():
+		case cidr.Bits() < p.Spec.CIDR.Bits() || !p.Spec.CIDR.Contains(cidr.Addr()):
+			add(ref, "spec.cidr", "%s is not inside IPPool/%s (%s)", cidr, b.Spec.Pool, p.Spec.CIDR)
+		case cidr.Bits() != p.Spec.effectiveBlockSize():
+			add(ref, "spec.cidr", "%s is a /%d, but the blockSize of IPPool/%s is %d", cidr, cidr.Bits(), b.Spec.Pool, p.Spec.effectiveBlockSize())
 		}
 	}
 

@@ -21,10 +21,11 @@ const (
 	KindFloatingIP       = "FloatingIP"
 	KindNetworkPolicy    = "NetworkPolicy"
 	KindConfig           = "Config"
+	KindIPAMBlock        = "IPAMBlock"
 )
 
 // kindList names the kinds in error messages.
-const kindList = "IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config"
+const kindList = "IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock"
 
 // ConfigName is the only name a Config resource may have: there is one
 // host-wide configuration.
@@ -32,11 +33,11 @@ const ConfigName = "default"
 
 // kindOrder is the order in which Snapshot.Resources lists kinds: settings
 // first, then what workloads depend on, then the workloads, then what refers
-// to workloads.
-var kindOrder = []string{KindConfig, KindIPPool, KindNode, KindWorkloadEndpoint, KindFloatingIP, KindNetworkPolicy}
+// to workloads, then IPAM's bookkeeping.
+var kindOrder = []string{KindConfig, KindIPPool, KindNode, KindWorkloadEndpoint, KindFloatingIP, KindNetworkPolicy, KindIPAMBlock}
 
 // Kinds returns the canonical kind names in listing order (Config, IPPool,
-// Node, WorkloadEndpoint, FloatingIP, NetworkPolicy).
+// Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, IPAMBlock).
 func Kinds() []string { return append([]string(nil), kindOrder...) }
 
 // Metadata is the metadata block shared by every resource.
@@ -83,7 +84,7 @@ const (
 )
 
 // Resource is implemented by *IPPool, *Node, *WorkloadEndpoint, *FloatingIP,
-// *NetworkPolicy and *Config.
+// *NetworkPolicy, *Config and *IPAMBlock.
 type Resource interface {
 	// Kind returns the canonical kind name, e.g. "IPPool".
 	Kind() string
@@ -356,6 +357,35 @@ type ConfigSpec struct {
 	PrefilterDeny []netip.Prefix
 }
 
+// IPAMBlock is a block of addresses (one blockSize-sized piece of an
+// IPPool) that one node holds: IPAM gives that node's workloads addresses
+// from it, and other nodes route the whole block to that node. Its name is
+// BlockName of its CIDR.
+type IPAMBlock struct {
+	Metadata Metadata
+	Spec     IPAMBlockSpec
+}
+
+// IPAMBlockSpec is the spec of an IPAMBlock.
+type IPAMBlockSpec struct {
+	// CIDR is the block, e.g. 10.65.1.0/26.
+	CIDR netip.Prefix
+	// Pool names the IPPool the block was carved from.
+	Pool string
+	// Node names the node holding the block.
+	Node string
+	// Allocations maps each allocated address to its handle: an
+	// endpoint's name or an orchestrator's handle. Nil when empty.
+	Allocations map[netip.Addr]string
+}
+
+// BlockName returns the name of the IPAMBlock for p: its address and prefix
+// length with '.', ':' and '/' written as '-', e.g. "10-65-1-0-26" for
+// 10.65.1.0/26 and "fd00-1---122" for fd00:1::/122. It does not mask p.
+func BlockName(p netip.Prefix) string {
+	return strings.NewReplacer(".", "-", ":", "-", "/", "-").Replace(p.String())
+}
+
 // Kind returns "IPPool".
 func (*IPPool) Kind() string { return KindIPPool }
 
@@ -391,6 +421,12 @@ func (*Config) Kind() string { return KindConfig }
 
 // Meta returns the config's metadata.
 func (c *Config) Meta() *Metadata { return &c.Metadata }
+
+// Kind returns "IPAMBlock".
+func (*IPAMBlock) Kind() string { return KindIPAMBlock }
+
+// Meta returns the block's metadata.
+func (b *IPAMBlock) Meta() *Metadata { return &b.Metadata }
 
 // DefaultConfig returns a Config named "default" with every setting at its
 // default value.
@@ -440,11 +476,13 @@ var kindAliases = map[string]string{
 	"networkpolicies":   KindNetworkPolicy,
 	"config":            KindConfig,
 	"configs":           KindConfig,
+	"ipamblock":         KindIPAMBlock,
+	"ipamblocks":        KindIPAMBlock,
 }
 
 // ParseKind returns the canonical kind for s, which may be singular or
 // plural in any case ("ippools", "WorkloadEndpoint", "nodes",
-// "floatingips"). It returns an
+// "floatingips", "ipamblocks"). It returns an
 // error listing the known kinds when s matches none of them.
 func ParseKind(s string) (string, error) {
 	if k, ok := kindAliases[strings.ToLower(s)]; ok {
@@ -469,6 +507,8 @@ func NewResource(kind string) (Resource, error) {
 		return &NetworkPolicy{}, nil
 	case KindConfig:
 		return &Config{}, nil
+	case KindIPAMBlock:
+		return &IPAMBlock{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q (want one of %s)", kind, kindList)
 }
@@ -560,6 +600,16 @@ func deepCopy(r Resource) Resource {
 	case *Config:
 		c := *r
 		c.Spec.PrefilterDeny = cloneSlice(r.Spec.PrefilterDeny)
+		out = &c
+	case *IPAMBlock:
+		c := *r
+		c.Spec.Allocations = nil
+		if len(r.Spec.Allocations) > 0 {
+			c.Spec.Allocations = make(map[netip.Addr]string, len(r.Spec.Allocations))
+			for a, h := range r.Spec.Allocations {
+				c.Spec.Allocations[a] = h
+			}
+		}
 		out = &c
 	default:
 		return r

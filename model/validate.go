@@ -46,6 +46,8 @@ func validate(r Resource) []*ValidationError {
 		v.networkPolicy(&r.Spec)
 	case *Config:
 		v.config(&r.Spec)
+	case *IPAMBlock:
+		v.ipamBlock(r)
 	default:
 		v.errorf("kind", "unsupported resource type %T", r)
 	}
@@ -115,13 +117,7 @@ func (v *validator) ipPool(s *IPPoolSpec) {
 				break
 			}
 		}
-		bs := s.BlockSize
-		if bs == 0 {
-			bs = DefaultBlockSizeV4
-			if s.CIDR.Addr().Is6() {
-				bs = DefaultBlockSizeV6
-			}
-		}
+		bs := s.effectiveBlockSize()
 		lo, hi, fam := blockSizeRange(s.CIDR)
 		switch {
 		case bs < lo || bs > hi:
@@ -140,6 +136,67 @@ func (v *validator) ipPool(s *IPPoolSpec) {
 	}
 	if s.NodeSelector != "" && strings.TrimSpace(s.NodeSelector) == "" {
 		v.errorf("spec.nodeSelector", "must not be blank (omit it to select all nodes)")
+	}
+}
+
+// effectiveBlockSize returns BlockSize, or its default for the pool's
+// family when it is unset.
+func (s *IPPoolSpec) effectiveBlockSize() int {
+	switch {
+	case s.BlockSize != 0 || !s.CIDR.IsValid():
+		return s.BlockSize
+	case s.CIDR.Addr().Is4():
+		return DefaultBlockSizeV4
+	}
+	return DefaultBlockSizeV6
+}
+
+// ipamBlock checks what a block says about itself; where it lies relative
+// to its pool is checked with the snapshot.
+func (v *validator) ipamBlock(b *IPAMBlock) {
+	s := &b.Spec
+	switch cidr := s.CIDR; {
+	case !cidr.IsValid():
+		v.errorf("spec.cidr", "required")
+	case cidr.Addr().Is4In6():
+		v.errorf("spec.cidr", "%s: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", cidr)
+	case cidr.Masked() != cidr:
+		v.errorf("spec.cidr", "%s has host bits set; did you mean %s?", cidr, cidr.Masked())
+	default:
+		if want := BlockName(cidr); b.Metadata.Name != "" && b.Metadata.Name != want {
+			v.errorf("metadata.name", "must be %q for the block %s (its cidr with '.', ':' and '/' written as '-'), got %q", want, cidr, b.Metadata.Name)
+		}
+	}
+	switch {
+	case s.Pool == "":
+		v.errorf("spec.pool", "required (the IPPool the block was carved from)")
+	case !validName(s.Pool):
+		v.errorf("spec.pool", "%q is not a valid IPPool name", s.Pool)
+	}
+	switch {
+	case s.Node == "":
+		v.errorf("spec.node", "required (the node holding the block)")
+	case !validName(s.Node):
+		v.errorf("spec.node", "%q is not a valid node name", s.Node)
+	}
+	addrs := make([]netip.Addr, 0, len(s.Allocations))
+	for a := range s.Allocations {
+		addrs = append(addrs, a)
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	for _, a := range addrs {
+		path := "spec.allocations[" + strconv.Quote(addrString(a)) + "]"
+		switch {
+		case !a.IsValid():
+			v.errorf(path, "not a valid IP address")
+		case a.Zone() != "":
+			v.errorf(path, "%s: an address with a zone is not allowed", a)
+		case s.CIDR.IsValid() && !s.CIDR.Contains(a):
+			v.errorf(path, "%s is outside the block %s", a, s.CIDR)
+		}
+		if s.Allocations[a] == "" {
+			v.errorf(path, "the handle must not be empty")
+		}
 	}
 }
 
