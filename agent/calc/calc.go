@@ -180,6 +180,7 @@ func Compute(in Input) *Desired {
 	}
 	floatingIPs(d, s, in.Node)
 
+	blocks := remoteBlocks(d, s, in.Node, self)
 	for _, ep := range s.Endpoints {
 		if ep.Spec.Node != in.Node {
 			node, ok := s.Nodes[ep.Spec.Node]
@@ -187,6 +188,9 @@ func Compute(in Input) *Desired {
 				continue // no underlay address to reach it by
 			}
 			for _, ipn := range ep.Spec.IPNetworks {
+				if inBlock(blocks[ep.Spec.Node], ipn.Addr()) {
+					continue // its node's block route covers it
+				}
 				e := EncapFor(s, self, node.Spec, ipn.Addr())
 				d.Routes[ipn.Masked()] = maps.Route{Type: maps.RouteRemoteWorkload, Encap: e, NextHop: node.Spec.IPv4Address.Addr()}
 			}
@@ -222,6 +226,40 @@ func Compute(in Input) *Desired {
 	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s)
 	compilePolicy(d, in, self)
 	return d
+}
+
+// remoteBlocks routes every IPAM block another node holds to that node (one
+// route for all of its workloads there, encapsulated by its pool's mode) and
+// returns the routed blocks by node. Blocks of a node that is gone or has no
+// underlay address are not routed: nothing could reach them. An endpoint
+// address inside such a block that belongs to another node keeps its own
+// /32, which the longest-prefix match prefers.
+func remoteBlocks(d *Desired, s *model.Snapshot, self string, selfSpec model.NodeSpec) map[string][]netip.Prefix {
+	out := make(map[string][]netip.Prefix)
+	for _, b := range s.Blocks {
+		if b.Spec.Node == self || !b.Spec.CIDR.IsValid() {
+			continue
+		}
+		node, ok := s.Nodes[b.Spec.Node]
+		if !ok || !node.Spec.IPv4Address.IsValid() {
+			continue
+		}
+		p := b.Spec.CIDR.Masked()
+		d.Routes[p] = maps.Route{Type: maps.RouteRemoteWorkload, Encap: EncapFor(s, selfSpec, node.Spec, p.Addr()),
+			NextHop: node.Spec.IPv4Address.Addr()}
+		out[b.Spec.Node] = append(out[b.Spec.Node], p)
+	}
+	return out
+}
+
+// inBlock says whether one of blocks holds a.
+func inBlock(blocks []netip.Prefix, a netip.Addr) bool {
+	for _, b := range blocks {
+		if b.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // compilePolicy fills the policy maps and each local endpoint's tables,

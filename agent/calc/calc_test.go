@@ -297,3 +297,113 @@ func encapsInUse(d *Desired) []maps.Encap {
 	slices.Sort(out)
 	return out
 }
+
+func block(cidr, pool, node string) *model.IPAMBlock {
+	p := netip.MustParsePrefix(cidr)
+	return &model.IPAMBlock{Metadata: model.Metadata{Name: model.BlockName(p)}, Spec: model.IPAMBlockSpec{CIDR: p, Pool: pool, Node: node}}
+}
+
+func endpoint(name, node string, addrs ...string) *model.WorkloadEndpoint {
+	ep := &model.WorkloadEndpoint{Metadata: model.Metadata{Name: name}, Spec: model.WorkloadEndpointSpec{Node: node, Interface: "tap-" + name}}
+	for _, a := range addrs {
+		ep.Spec.IPNetworks = append(ep.Spec.IPNetworks, netip.MustParsePrefix(a))
+	}
+	return ep
+}
+
+// TestComputeBlockRoutes: another node's block is one route to that node;
+// its endpoints inside it need no /32 of their own, while an endpoint address
+// outside its node's blocks (an OpenStack subnet spanning hosts) keeps one.
+func TestComputeBlockRoutes(t *testing.T) {
+	// a and b share an underlay subnet, c is behind a router: CrossSubnet
+	// IP-in-IP goes to c only. The second pool always uses VXLAN.
+	s := threeNodes(model.EncapCrossSubnet, model.EncapNever)
+	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "vx"}, Spec: model.IPPoolSpec{
+		CIDR: netip.MustParsePrefix("10.70.0.0/16"), VXLANMode: model.EncapAlways}})
+	s.Put(block("10.65.1.0/26", "p", "a"))  // this node's own: no route
+	s.Put(block("10.65.2.0/26", "p", "b"))  // holds wb (10.65.2.2) and wb2
+	s.Put(block("10.65.3.0/26", "p", "c"))  // holds wc (10.65.3.2)
+	s.Put(block("10.65.4.0/26", "p", "b"))  // no endpoint yet: routed all the same
+	s.Put(block("10.70.0.0/26", "vx", "b")) // VXLAN pool
+	s.Put(endpoint("wb2", "b", "10.65.2.3/32", "10.70.0.5/32", "10.65.77.7/32"))
+	// c's endpoint with an address inside b's block: its /32 wins over
+	// b's block route.
+	s.Put(endpoint("wc2", "c", "10.65.2.50/32"))
+	// a's own endpoint inside b's block is still delivered locally.
+	s.Put(endpoint("wa2", "a", "10.65.4.9/32"))
+	// A node that is gone: its block and endpoints route nowhere.
+	s.Put(block("10.65.5.0/26", "p", "gone"))
+	s.Put(endpoint("wg", "gone", "10.65.5.2/32", "10.65.6.2/32"))
+	// A node with no underlay address yet: likewise.
+	s.Put(&model.Node{Metadata: model.Metadata{Name: "new"}})
+	s.Put(block("10.65.7.0/26", "p", "new"))
+
+	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]Interface{
+		"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}, "tap-wa": {Name: "tap-wa", Ifindex: 7}, "tap-wa2": {Name: "tap-wa2", Ifindex: 8}}})
+
+	b, c := netip.MustParseAddr("10.30.0.12"), netip.MustParseAddr("10.30.1.13")
+	want := map[string]maps.Route{
+		"10.65.2.0/26":  {Type: maps.RouteRemoteWorkload, NextHop: b},
+		"10.65.4.0/26":  {Type: maps.RouteRemoteWorkload, NextHop: b},
+		"10.65.3.0/26":  {Type: maps.RouteRemoteWorkload, NextHop: c, Encap: maps.EncapIPIP},
+		"10.70.0.0/26":  {Type: maps.RouteRemoteWorkload, NextHop: b, Encap: maps.EncapVXLAN},
+		"10.65.77.7/32": {Type: maps.RouteRemoteWorkload, NextHop: b},
+		"10.65.2.50/32": {Type: maps.RouteRemoteWorkload, NextHop: c, Encap: maps.EncapIPIP},
+		"10.65.1.2/32":  {Type: maps.RouteLocalWorkload, Ifindex: 7},
+		"10.65.4.9/32":  {Type: maps.RouteLocalWorkload, Ifindex: 8},
+		"10.65.0.0/16":  {Type: maps.RoutePool},
+		"10.70.0.0/16":  {Type: maps.RoutePool},
+		"10.30.0.11/32": {Type: maps.RouteHost},
+		"10.30.0.12/32": {Type: maps.RouteNode, NextHop: b},
+		"10.30.1.13/32": {Type: maps.RouteNode, NextHop: c},
+	}
+	for p, w := range want {
+		if got, ok := d.Routes[netip.MustParsePrefix(p)]; !ok || got != w {
+			t.Errorf("route %s = %+v (present %v), want %+v", p, got, ok, w)
+		}
+	}
+	// Nothing else: no /32 for endpoints inside their node's block, none
+	// for this node's own block, none for a gone or address-less node.
+	for p, r := range d.Routes {
+		if _, ok := want[p.String()]; !ok {
+			t.Errorf("unexpected route %s = %+v", p, r)
+		}
+	}
+	// Blocks are the dataplane's business: no kernel route for them.
+	for _, kr := range d.KernelRoutes {
+		if kr.Dst.Bits() != 32 || kr.Gateway.IsValid() {
+			t.Errorf("unexpected kernel route %v", kr)
+		}
+	}
+}
+
+// TestComputeBlockMoves: when a block changes hands (its node deleted and
+// the block claimed by another), its route follows and the endpoints of the
+// old node's that remain are routed by /32 only while their node exists.
+func TestComputeBlockMoves(t *testing.T) {
+	s := threeNodes(model.EncapNever, model.EncapNever)
+	s.Put(block("10.65.2.0/26", "p", "b"))
+	in := Input{Snapshot: s, Node: "a"}
+	blk := netip.MustParsePrefix("10.65.2.0/26")
+	if r := Compute(in).Routes[blk]; r.NextHop != netip.MustParseAddr("10.30.0.12") {
+		t.Fatalf("block route = %+v, want via b", r)
+	}
+	if _, ok := Compute(in).Routes[netip.MustParsePrefix("10.65.2.2/32")]; ok {
+		t.Error("wb has a /32 although b's block covers it")
+	}
+	s = s.Clone()
+	s.Remove(model.Ref{Kind: model.KindNode, Name: "b"})
+	in.Snapshot = s
+	d := Compute(in)
+	for _, p := range []string{"10.65.2.0/26", "10.65.2.2/32", "10.30.0.12/32"} {
+		if r, ok := d.Routes[netip.MustParsePrefix(p)]; ok {
+			t.Errorf("node b is gone but %s routes %+v", p, r)
+		}
+	}
+	s = s.Clone()
+	s.Put(block("10.65.2.0/26", "p", "c"))
+	in.Snapshot = s
+	if r := Compute(in).Routes[blk]; r.NextHop != netip.MustParseAddr("10.30.1.13") {
+		t.Errorf("block route after c claimed it = %+v, want via c", r)
+	}
+}
