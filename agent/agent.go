@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +41,27 @@ type Config struct {
 	// ResyncInterval is how often the agent re-reads the pinned maps and
 	// repairs whatever differs from the model; 0 turns it off.
 	ResyncInterval time.Duration
+	// EtcdCA, EtcdCert and EtcdKey are PEM files for an etcd datastore
+	// over TLS: the CA that signed etcd's certificate, and the agent's
+	// client certificate and key (both or neither).
+	EtcdCA, EtcdCert, EtcdKey string
+	// NodeTTL is the lease that keeps this node live in an etcd datastore:
+	// the node shows as not live that long after its agent stops. 0 means
+	// DefaultNodeTTL.
+	NodeTTL time.Duration
 }
+
+// DefaultNodeTTL is the default Config.NodeTTL.
+const DefaultNodeTTL = 30 * time.Second
+
+// startupTimeout bounds each datastore request made while starting (the
+// first read of the model, the first try at registering the node): an
+// unreachable datastore must not keep the agent from adopting the
+// dataplane and reporting why it is not ready. It is longer than the etcd
+// store's own request timeout (5s), so that the store gives up first and
+// reports the outage (WithStatus): a caller's deadline says nothing about
+// etcd.
+const startupTimeout = 10 * time.Second
 
 // Agent is one running agent.
 type Agent struct {
@@ -69,9 +90,18 @@ type Agent struct {
 	rulesMu sync.Mutex
 	rules   map[uint32]policy.RuleInfo
 
+	// kick asks the main loop for a reconcile (interfaces changed, the
+	// datastore came back).
+	kick chan struct{}
+	// dsBack tells registerLoop that the datastore is reachable again.
+	dsBack chan struct{}
+
 	mu       sync.Mutex
 	ready    bool
 	notReady string
+	// dsDown says why the datastore is unreachable, "" while it is not.
+	// The agent is not ready then, and the dataplane stays as it is.
+	dsDown string
 }
 
 // debounce coalesces bursts of changes (an apply of many documents, a
@@ -85,8 +115,16 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, attached: make(map[uint32]string), notReady: "starting"}
+	if cfg.NodeTTL == 0 {
+		cfg.NodeTTL = DefaultNodeTTL
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger, attached: make(map[uint32]string), notReady: "starting",
+		kick: make(chan struct{}, 1), dsBack: make(chan struct{}, 1)}
 	a.metrics = newMetrics()
+	dsOpts, err := DatastoreOptions(cfg.Datastore, cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey)
+	if err != nil {
+		return err
+	}
 
 	if cfg.Metrics != "" {
 		srv, err := a.serveHTTP(cfg.Metrics)
@@ -96,7 +134,8 @@ func Run(ctx context.Context, cfg Config) error {
 		defer srv.Close()
 	}
 
-	ds, err := model.Open(cfg.Datastore)
+	dsOpts = append(dsOpts, model.WithLogger(a.log), model.WithStatus(a.datastoreStatus))
+	ds, err := model.Open(cfg.Datastore, dsOpts...)
 	if err != nil {
 		return fmt.Errorf("open datastore: %w", err)
 	}
@@ -109,9 +148,15 @@ func Run(ctx context.Context, cfg Config) error {
 	// One read of the model for start-up: the conntrack size and this
 	// node's registration.
 	var ctEntries uint32
-	snap, snapErr := ds.Snapshot(ctx)
+	sctx, cancel := context.WithTimeout(ctx, startupTimeout)
+	snap, snapErr := ds.Snapshot(sctx)
+	cancel()
 	if snapErr == nil {
 		ctEntries = snap.Config.Spec.CTMapSize
+	} else {
+		// A pinned conntrack table keeps its size anyway; the dataplane
+		// stays as it is until the model can be read.
+		a.log.Warn("cannot read the model at start; the dataplane stays as it is until it can", "err", snapErr)
 	}
 	dp, err := loader.LoadWith(cfg.BPFFS, loader.Options{CTEntries: ctEntries,
 		Logf: func(format string, args ...any) { a.log.Warn(fmt.Sprintf(format, args...)) }})
@@ -135,21 +180,26 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("find the underlay interface: %w", err)
 		}
 	}
-	if err := a.registerNode(ctx, snap, snapErr); err != nil {
-		a.log.Warn("node not registered", "node", cfg.Node, "err", err)
+	// The first try before the first reconcile, so that the Node is in the
+	// first snapshot; in the background when the model could not be read.
+	err = snapErr
+	if err == nil {
+		rctx, cancel := context.WithTimeout(ctx, startupTimeout)
+		err = a.registerNode(rctx)
+		cancel()
+	}
+	if err != nil {
+		a.log.Warn("node not registered yet; retrying in the background", "node", cfg.Node, "err", err)
+		go a.registerLoop(ctx)
+	}
+	if lv, ok := ds.(model.Liveness); ok {
+		go a.keepAlive(ctx, lv)
 	}
 
 	go a.collectConntrack(ctx)
 	go a.logPolicy(ctx)
 
-	kick := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
-	if err := kernel.WatchLinks(ctx, poke); err != nil {
+	if err := kernel.WatchLinks(ctx, a.poke); err != nil {
 		return err
 	}
 	snaps, err := ds.Watch(ctx)
@@ -187,7 +237,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			a.snap = s
 			timer = time.After(debounce)
-		case <-kick:
+		case <-a.kick:
 			if timer == nil {
 				timer = time.After(debounce)
 			}
@@ -428,25 +478,162 @@ func (a *Agent) detachStale(d *calc.Desired) error {
 	return nil
 }
 
-// registerNode creates this agent's Node from the underlay address when the
-// model has none, as an operator would expect of a new hypervisor.
-func (a *Agent) registerNode(ctx context.Context, snap *model.Snapshot, snapErr error) error {
-	if snapErr != nil {
-		return snapErr
+// poke asks the main loop for a reconcile; it never blocks.
+func (a *Agent) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
 	}
-	if _, ok := snap.Nodes[a.cfg.Node]; ok {
-		return nil
-	}
+}
+
+// registerConflicts bounds the read-modify-write retries of registerNode
+// when others write the Node at the same time.
+const registerConflicts = 5
+
+// registerNode creates this agent's Node, or updates the spec.ipv4Address
+// of an existing one to the underlay's address (with its prefix), keeping
+// its labels and every other field, as an operator would expect of a new
+// or re-addressed hypervisor. The update is a compare-and-swap, so a
+// concurrent edit of the Node is never lost.
+func (a *Agent) registerNode(ctx context.Context) error {
 	ifname, addr, err := kernel.UnderlayAddress(a.underlay)
 	if err != nil {
 		return err
 	}
-	n := &model.Node{Metadata: model.Metadata{Name: a.cfg.Node}, Spec: model.NodeSpec{IPv4Address: netip.Prefix(addr)}}
+	return a.registerAddress(ctx, ifname, addr)
+}
+
+// registerAddress is registerNode with the underlay's name and address.
+func (a *Agent) registerAddress(ctx context.Context, ifname string, addr netip.Prefix) error {
+	v, ok := a.ds.(model.Versioned)
+	if !ok {
+		return a.registerNodeApply(ctx, ifname, addr)
+	}
+	ref := model.Ref{Kind: model.KindNode, Name: a.cfg.Node}
+	for range registerConflicts {
+		r, rev, err := v.Get(ctx, ref)
+		if errors.Is(err, model.ErrNotFound) {
+			n := &model.Node{Metadata: model.Metadata{Name: a.cfg.Node}, Spec: model.NodeSpec{IPv4Address: addr}}
+			err = v.Create(ctx, n)
+			if errors.Is(err, model.ErrExists) {
+				continue // created meanwhile: update that one
+			}
+			if err != nil {
+				return err
+			}
+			a.log.Info("registered node", "node", a.cfg.Node, "underlay", ifname, "address", addr)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		old, ok := r.(*model.Node)
+		if !ok {
+			return fmt.Errorf("%s: the datastore returned a %T", ref, r)
+		}
+		if old.Spec.IPv4Address == addr {
+			a.log.Info("node registered already", "node", a.cfg.Node, "address", addr)
+			return nil
+		}
+		n := *old
+		n.Spec.IPv4Address = addr
+		err = v.Update(ctx, &n, rev)
+		if errors.Is(err, model.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		a.log.Info("updated node address", "node", a.cfg.Node, "underlay", ifname, "address", addr, "was", old.Spec.IPv4Address)
+		return nil
+	}
+	return fmt.Errorf("%s: changed by others %d times while registering; giving up for now", ref, registerConflicts)
+}
+
+// registerNodeApply is registerNode for a datastore without
+// compare-and-swap: it only creates a missing Node.
+func (a *Agent) registerNodeApply(ctx context.Context, ifname string, addr netip.Prefix) error {
+	snap, err := a.ds.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	if _, ok := snap.Nodes[a.cfg.Node]; ok {
+		return nil
+	}
+	n := &model.Node{Metadata: model.Metadata{Name: a.cfg.Node}, Spec: model.NodeSpec{IPv4Address: addr}}
 	if err := a.ds.Apply(ctx, []model.Resource{n}); err != nil {
 		return err
 	}
 	a.log.Info("registered node", "node", a.cfg.Node, "underlay", ifname, "address", addr)
 	return nil
+}
+
+// registerLoop retries registerNode with backoff, and at once when the
+// datastore comes back, until it succeeds or ctx ends.
+func (a *Agent) registerLoop(ctx context.Context) {
+	wait := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		case <-a.dsBack:
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := a.registerNode(rctx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		wait = min(2*wait, 30*time.Second)
+		a.log.Warn("node not registered yet", "node", a.cfg.Node, "retryIn", wait, "err", err)
+	}
+}
+
+// keepAlive keeps this node's liveness lease until ctx ends; the store
+// reconnects by itself.
+func (a *Agent) keepAlive(ctx context.Context, lv model.Liveness) {
+	err := lv.KeepAlive(ctx, a.cfg.Node, a.cfg.NodeTTL)
+	switch {
+	case errors.Is(err, model.ErrNotImplemented):
+		a.log.Debug("the datastore keeps no node liveness", "datastore", a.cfg.Datastore)
+	case err != nil && ctx.Err() == nil:
+		a.log.Error("node liveness stopped", "node", a.cfg.Node, "err", err)
+	}
+}
+
+// datastoreStatus is told by the datastore when it loses or regains its
+// backend. While it is lost the agent is not ready and changes nothing:
+// the watch sends no snapshot, so the dataplane keeps forwarding with
+// what it has. Once it is back, the agent is ready again after the next
+// successful reconcile.
+func (a *Agent) datastoreStatus(ok bool, why string) {
+	a.mu.Lock()
+	was := a.dsDown
+	if ok {
+		a.dsDown = ""
+		if was != "" {
+			a.ready, a.notReady = false, "datastore reachable again; resyncing"
+		}
+	} else {
+		if why == "" {
+			why = "no answer"
+		}
+		a.dsDown = why
+	}
+	a.setMetricsLocked()
+	a.mu.Unlock()
+	switch {
+	case !ok && was == "":
+		a.log.Warn("datastore unreachable; the dataplane stays as it is", "err", why)
+	case ok && was != "":
+		a.log.Info("datastore reachable again; resyncing")
+		a.poke()
+		select {
+		case a.dsBack <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (a *Agent) setReady(ok bool, why string) {
@@ -457,17 +644,56 @@ func (a *Agent) setReady(ok bool, why string) {
 	} else {
 		a.ready, a.notReady = false, why
 	}
-	if ok {
-		a.metrics.ready.Set(1)
-	} else {
-		a.metrics.ready.Set(0)
-	}
+	a.setMetricsLocked()
 }
 
+// setMetricsLocked mirrors readiness into the gauges; a.mu is held.
+func (a *Agent) setMetricsLocked() {
+	ready, connected := 0.0, 0.0
+	if a.ready && a.dsDown == "" {
+		ready = 1
+	}
+	if a.dsDown == "" {
+		connected = 1
+	}
+	a.metrics.ready.Set(ready)
+	a.metrics.dsConnected.Set(connected)
+}
+
+// readiness says whether the dataplane matches the model and the model can
+// be read, and if not, why.
 func (a *Agent) readiness() (bool, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.dsDown != "" {
+		return false, "datastore unreachable: " + a.dsDown
+	}
 	return a.ready, a.notReady
+}
+
+// DatastoreOptions checks the etcd TLS files given for a datastore URL and
+// returns the model options that use them: they only make sense with an
+// etcd:// datastore, and a client certificate needs its key (and the key
+// its certificate). calyxctl checks its flags the same way.
+func DatastoreOptions(url, ca, cert, key string) ([]model.Option, error) {
+	if ca == "" && cert == "" && key == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(url, "etcd://") {
+		return nil, fmt.Errorf("--etcd-ca, --etcd-cert and --etcd-key need an etcd:// datastore, not %q", url)
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("--etcd-cert and --etcd-key go together: give both or neither")
+	}
+	for _, f := range []struct{ flag, path string }{{"--etcd-ca", ca}, {"--etcd-cert", cert}, {"--etcd-key", key}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
+		}
+	}
+	return []model.Option{model.WithTLS(ca, cert, key)}, nil
 }
 
 func (a *Agent) serveHTTP(addr string) (*http.Server, error) {

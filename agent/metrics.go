@@ -22,6 +22,7 @@ type metrics struct {
 	attaches     *prometheus.CounterVec
 	endpoints    *prometheus.GaugeVec
 	ready        prometheus.Gauge
+	dsConnected  prometheus.Gauge
 	workloadMTU  prometheus.Gauge
 	resyncs      prometheus.Counter
 	ctFlows      prometheus.Gauge
@@ -57,6 +58,9 @@ func newMetrics() *metrics {
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "calyx_ready", Help: "1 once the dataplane matches the model.",
 		}),
+		dsConnected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "calyx_datastore_connected", Help: "0 while the datastore is unreachable (the dataplane then stays as it was).",
+		}),
 		ctFlows: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "calyx_conntrack_flows", Help: "Flows in the conntrack table after the last collection.",
 		}),
@@ -75,8 +79,9 @@ func newMetrics() *metrics {
 			m.mapWrites.WithLabelValues(mp, op)
 		}
 	}
+	m.dsConnected.Set(1)
 	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches,
-		m.endpoints, m.ready, m.workloadMTU, m.resyncs, m.ctFlows, m.ctExpired, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.endpoints, m.ready, m.dsConnected, m.workloadMTU, m.resyncs, m.ctFlows, m.ctExpired, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -27,6 +27,13 @@ type Options struct {
 	BPFFS     string
 	Datastore string
 	Output    string // table | json | yaml
+	// EtcdCA, EtcdCert and EtcdKey are PEM files for an etcd datastore
+	// over TLS: the CA that signed etcd's certificate, and this client's
+	// certificate and key (both or neither).
+	EtcdCA, EtcdCert, EtcdKey string
+
+	// stderr receives the datastore's warnings (Run sets it).
+	stderr io.Writer
 }
 
 // DefaultOptions match calyx-agent's defaults.
@@ -41,15 +48,26 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
-const usage = `usage: calyxctl [--bpffs DIR] [--datastore URL] [-o table|json|yaml] COMMAND
+const usage = `usage: calyxctl [--bpffs DIR] [--datastore URL] [--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE]
+                [-o table|json|yaml] COMMAND
+
+The datastore is file:///DIR (default file:///var/lib/calyx) or etcd://HOST:PORT[,HOST:PORT];
+--etcd-ca, --etcd-cert and --etcd-key talk TLS to etcd (as calyx-agent's flags of the same names).
 
 verbs (change the model):
   apply -f FILE            create or replace the resources in FILE ('-' for stdin); all or nothing
   delete -f FILE           delete the resources named in FILE
   delete KIND NAME         delete one resource
+  ipam allocate --node NODE [--handle H]
+                           hand out an address from NODE's blocks (claiming a block when they are
+                           full) to handle H (default calyxctl); prints the address
+  ipam release ADDR        free an address ipam allocate handed out
 nouns (read only):
   get KIND [NAME]          resources of a kind (IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config;
                            any case, singular or plural)
+  get nodes                LIVE: the node's agent keeps its lease in the datastore (yes/no; '-' without
+                           liveness, e.g. a file datastore); status.live in JSON and YAML
+  ipam show                IPAM blocks: CIDR, POOL, the NODE holding it, USED (allocated) and SIZE
   endpoints dump           the endpoints programmed in the dataplane
   routes dump              the BPF route table
   counters dump            packets and bytes by interface and verdict reason
@@ -69,6 +87,7 @@ nouns (read only):
 // 2 for a usage error.
 func Run(ctx context.Context, args []string, stdio IO) int {
 	opts, rest, err := parseGlobals(args, DefaultOptions())
+	opts.stderr = stdio.Err
 	if err == nil {
 		err = dispatch(ctx, opts, rest, stdio)
 	}
@@ -97,6 +116,12 @@ func parseGlobals(args []string, o Options) (Options, []string, error) {
 			dst = &o.BPFFS
 		case "--datastore":
 			dst = &o.Datastore
+		case "--etcd-ca":
+			dst = &o.EtcdCA
+		case "--etcd-cert":
+			dst = &o.EtcdCert
+		case "--etcd-key":
+			dst = &o.EtcdKey
 		case "-o", "--output":
 			dst = &o.Output
 		case "-h", "--help", "help":
@@ -134,6 +159,8 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 		return deleteCmd(ctx, o, args, stdio)
 	case "get":
 		return get(ctx, o, args, stdio)
+	case "ipam":
+		return ipamCmd(ctx, o, args, stdio)
 	case "endpoints", "routes", "counters":
 		if len(args) != 1 || args[0] != "dump" {
 			return usagef("%s: want '%s dump'", cmd, cmd)

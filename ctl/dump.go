@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/conntrack"
@@ -253,16 +254,23 @@ func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint
 	return rows, nil
 }
 
+// annotateTimeout bounds the model read of a dump.
+const annotateTimeout = 2 * time.Second
+
 // modelSnapshot reads the model to annotate what the maps hold. Dumps come
 // from the maps alone: a model that cannot be read only costs the
 // annotations (what is lost is said on stderr), and nil is returned.
 func modelSnapshot(ctx context.Context, o Options, stdio IO, what string) *model.Snapshot {
-	ds, err := model.Open(o.Datastore)
+	ds, err := o.openDatastore()
 	if err != nil {
 		fmt.Fprintf(stdio.Err, "calyxctl: %s unavailable: %v\n", what, err)
 		return nil
 	}
 	defer ds.Close()
+	// Only annotations hang on it: while an etcd datastore is unreachable
+	// the dump comes without them, soon.
+	ctx, cancel := context.WithTimeout(ctx, annotateTimeout)
+	defer cancel()
 	snap, err := ds.Snapshot(ctx)
 	if err != nil {
 		fmt.Fprintf(stdio.Err, "calyxctl: %s unavailable: %v\n", what, err)

@@ -1,14 +1,61 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/calyxnet/calyx/model"
 )
+
+// openDatastore opens o.Datastore with the TLS files of --etcd-ca,
+// --etcd-cert and --etcd-key. Every command that reads or writes the model
+// opens it this way.
+func (o Options) openDatastore() (model.Datastore, error) {
+	opts, err := datastoreOptions(o.Datastore, o.EtcdCA, o.EtcdCert, o.EtcdKey)
+	if err != nil {
+		return nil, err
+	}
+	if o.stderr != nil {
+		// Warnings only: a command's own errors say the rest, and "etcd
+		// reachable" is no news to someone whose command worked.
+		opts = append(opts, model.WithLogger(slog.New(slog.NewTextHandler(o.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	}
+	return model.Open(o.Datastore, opts...)
+}
+
+// datastoreOptions checks the etcd TLS files given for a datastore URL and
+// returns the model options that use them: they only make sense with an
+// etcd:// datastore, and a client certificate needs its key (and the key
+// its certificate). calyx-agent checks its flags the same way.
+func datastoreOptions(url, ca, cert, key string) ([]model.Option, error) {
+	if ca == "" && cert == "" && key == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(url, "etcd://") {
+		return nil, fmt.Errorf("--etcd-ca, --etcd-cert and --etcd-key need an etcd:// datastore, not %q", url)
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("--etcd-cert and --etcd-key go together: give both or neither")
+	}
+	for _, f := range []struct{ flag, path string }{{"--etcd-ca", ca}, {"--etcd-cert", cert}, {"--etcd-key", key}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
+		}
+	}
+	return []model.Option{model.WithTLS(ca, cert, key)}, nil
+}
 
 func readInput(stdio IO, args []string, verb string) ([]model.Resource, error) {
 	if len(args) != 2 || args[0] != "-f" {
@@ -23,7 +70,11 @@ func readInput(stdio IO, args []string, verb string) ([]model.Resource, error) {
 		defer f.Close()
 		r = f
 	}
-	rs, err := model.Decode(r)
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := model.Decode(bytes.NewReader(withoutStatus(b)))
 	if err != nil {
 		return nil, err
 	}
@@ -38,7 +89,7 @@ func apply(ctx context.Context, o Options, args []string, stdio IO) error {
 	if err != nil {
 		return err
 	}
-	ds, err := model.Open(o.Datastore)
+	ds, err := o.openDatastore()
 	if err != nil {
 		return err
 	}
@@ -69,7 +120,7 @@ func deleteCmd(ctx context.Context, o Options, args []string, stdio IO) error {
 			refs = append(refs, model.RefOf(r))
 		}
 	}
-	ds, err := model.Open(o.Datastore)
+	ds, err := o.openDatastore()
 	if err != nil {
 		return err
 	}
@@ -133,7 +184,7 @@ func get(ctx context.Context, o Options, args []string, stdio IO) error {
 	if err != nil {
 		return usagef("get: %v", err)
 	}
-	ds, err := model.Open(o.Datastore)
+	ds, err := o.openDatastore()
 	if err != nil {
 		return err
 	}
@@ -151,6 +202,13 @@ func get(ctx context.Context, o Options, args []string, stdio IO) error {
 		rs = []model.Resource{r}
 	} else {
 		rs = snap.Resources(kind)
+	}
+	if kind == model.KindNode {
+		live, err := liveNodes(ctx, ds)
+		if err != nil {
+			return err
+		}
+		return getNodes(stdio.Out, o.Output, rs, live)
 	}
 	switch o.Output {
 	case "json":
@@ -209,4 +267,143 @@ func summary(r model.Resource) string {
 		return fmt.Sprintf("vxlanVNI=%d vxlanPort=%d", v.Spec.VXLANVNI, v.Spec.VXLANPort)
 	}
 	return ""
+}
+
+// liveNodes returns the nodes whose agents hold their lease, or nil when
+// the datastore keeps no liveness (a file datastore).
+func liveNodes(ctx context.Context, ds model.Datastore) (map[string]bool, error) {
+	lv, ok := ds.(model.Liveness)
+	if !ok {
+		return nil, nil
+	}
+	live, err := lv.Live(ctx)
+	if errors.Is(err, model.ErrNotImplemented) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("node liveness: %w", err)
+	}
+	if live == nil {
+		live = map[string]bool{}
+	}
+	return live, nil
+}
+
+// nodeRow is the table view of a Node: the generic columns and LIVE.
+type nodeRow struct {
+	Kind   string `table:"KIND"`
+	Name   string `table:"NAME"`
+	Detail string `table:"SPEC"`
+	Live   string `table:"LIVE"`
+}
+
+// nodeOut is a Node as JSON and YAML print it: the resource and, when the
+// datastore keeps liveness, status.live. apply ignores status (see
+// withoutStatus), so the output still applies back.
+type nodeOut struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Metadata   model.Metadata `json:"metadata"`
+	Spec       model.NodeSpec `json:"spec"`
+	Status     *nodeStatusOut `json:"status,omitempty"`
+}
+
+type nodeStatusOut struct {
+	// Live says the node's agent keeps its lease in the datastore.
+	Live bool `json:"live"`
+}
+
+// getNodes prints nodes with their liveness; live is nil when the
+// datastore has none ("-" in the table, no status in JSON and YAML).
+func getNodes(w io.Writer, format string, rs []model.Resource, live map[string]bool) error {
+	out := make([]nodeOut, 0, len(rs))
+	rows := make([]nodeRow, 0, len(rs))
+	for _, r := range rs {
+		n, ok := r.(*model.Node)
+		if !ok {
+			continue
+		}
+		no := nodeOut{APIVersion: model.APIVersion, Kind: model.KindNode, Metadata: n.Metadata, Spec: n.Spec}
+		row := nodeRow{Kind: model.KindNode, Name: n.Metadata.Name, Detail: summary(n), Live: "-"}
+		if live != nil {
+			no.Status = &nodeStatusOut{Live: live[n.Metadata.Name]}
+			row.Live = "no"
+			if live[n.Metadata.Name] {
+				row.Live = "yes"
+			}
+		}
+		out = append(out, no)
+		rows = append(rows, row)
+	}
+	switch format {
+	case "json":
+		return render(w, "json", out)
+	case "yaml":
+		for i, n := range out {
+			if i > 0 {
+				fmt.Fprintln(w, "---")
+			}
+			if err := writeYAML(w, n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return render(w, "table", rows)
+}
+
+// withoutStatus removes the top-level "status" of every document in b:
+// status is output only (calyxctl get nodes prints status.live), so what
+// get printed applies back. Input it cannot parse is returned as it is,
+// for model.Decode to report.
+func withoutStatus(b []byte) []byte {
+	if !bytes.Contains(b, []byte("status")) {
+		return b
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	var docs []*yaml.Node
+	changed := false
+	for {
+		n := new(yaml.Node)
+		err := dec.Decode(n)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return b
+		}
+		root := n
+		if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+			root = root.Content[0]
+		}
+		if root.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(root.Content); i += 2 {
+				if root.Content[i].Kind == yaml.ScalarNode && root.Content[i].Value == "status" {
+					root.Content = append(root.Content[:i:i], root.Content[i+2:]...)
+					changed = true
+					break
+				}
+			}
+		}
+		if n.Kind == yaml.DocumentNode && len(n.Content) == 0 {
+			// An empty document stays one, so errors keep their
+			// document numbers.
+			n = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Value: "null"}
+		}
+		docs = append(docs, n)
+	}
+	if !changed {
+		return b
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	for _, d := range docs {
+		if err := enc.Encode(d); err != nil {
+			return b
+		}
+	}
+	if err := enc.Close(); err != nil {
+		return b
+	}
+	return buf.Bytes()
 }

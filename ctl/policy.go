@@ -8,7 +8,6 @@ import (
 
 	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/maps"
-	"github.com/calyxnet/calyx/model"
 )
 
 // policyRow is one line of `policy dump`: a rule in the order the
@@ -42,7 +41,7 @@ func policyDump(ctx context.Context, o Options, args []string, stdio IO) error {
 		return err
 	}
 	defer m.Close()
-	ds, err := model.Open(o.Datastore)
+	ds, err := o.openDatastore()
 	if err != nil {
 		return fmt.Errorf("open datastore: %w", err)
 	}

@@ -27,6 +27,10 @@ func main() {
 		attach    = flag.String("attach", "auto", "how to attach TC programs: auto|tcx|clsact")
 		logLevel  = flag.String("log-level", "info", "debug|info|warn|error")
 		resync    = flag.Duration("resync-interval", time.Minute, "how often to re-read the pinned maps and repair what differs from the model (0: never)")
+		etcdCA    = flag.String("etcd-ca", "", "etcd over TLS: PEM file of the CA that signed etcd's certificate")
+		etcdCert  = flag.String("etcd-cert", "", "etcd over TLS: PEM file of the agent's client certificate (with --etcd-key)")
+		etcdKey   = flag.String("etcd-key", "", "etcd over TLS: PEM file of the client certificate's key")
+		nodeTTL   = flag.Duration("node-ttl", agent.DefaultNodeTTL, "lease that keeps this node live in an etcd datastore: the node shows as not live this long after the agent stops")
 	)
 	flag.Parse()
 
@@ -45,6 +49,12 @@ func main() {
 	if *resync < 0 {
 		fail(fmt.Errorf("--resync-interval %s: want 0 (never) or a positive duration", *resync))
 	}
+	if *nodeTTL < time.Second {
+		fail(fmt.Errorf("--node-ttl %s: want at least 1s", *nodeTTL))
+	}
+	if _, err := agent.DatastoreOptions(*datastore, *etcdCA, *etcdCert, *etcdKey); err != nil {
+		fail(err)
+	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -52,6 +62,7 @@ func main() {
 	err = agent.Run(ctx, agent.Config{
 		Node: *node, Datastore: *datastore, Underlay: *underlay, BPFFS: *bpffs,
 		Metrics: *metrics, Attach: mode, XDP: xdpMode, Logger: log, ResyncInterval: *resync,
+		EtcdCA: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, NodeTTL: *nodeTTL,
 	})
 	if err != nil {
 		fail(err)

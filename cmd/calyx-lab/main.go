@@ -22,10 +22,12 @@ commands:
                          spoof drops and calyxctl's view; then three hosts on two subnets
                          behind a router in VXLAN CrossSubnet mode, with traffic across
                          hosts and a capture of the underlay; remove everything
-  up [--topology single|multi] [--mode MODE]
+  up [--topology single|multi] [--mode MODE] [--datastore file|etcd]
                          build a lab and leave it running: single (default) is the demo's
                          one host, multi its three hosts with the pool in MODE
-                         (ipip, vxlan, ipip-crosssubnet, vxlan-crosssubnet (default), never)
+                         (ipip, vxlan, ipip-crosssubnet, vxlan-crosssubnet (default), never);
+                         etcd runs one etcd (TLS) in its own namespace on the fabric segment
+                         as the agents' and calyxctl's datastore (file: a shared directory)
   destroy PREFIX|--all   remove a lab (or every lab) and its leftovers
   list                   list the prefixes of labs present on this machine
 `
@@ -84,11 +86,18 @@ func up(ctx context.Context, opts lab.Options, args []string) error {
 	fs := flag.NewFlagSet("calyx-lab up", flag.ContinueOnError)
 	topology := fs.String("topology", "single", "single: one host with three workloads; multi: three hosts on two subnets behind a router")
 	mode := fs.String("mode", string(lab.ModeVXLANCrossSubnet), "encapsulation of the multi topology's pool: ipip, vxlan, ipip-crosssubnet, vxlan-crosssubnet or never")
+	datastore := fs.String("datastore", lab.DatastoreFile, "the agents' datastore: file (a directory) or etcd (an etcd in the lab, with TLS)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("up: unexpected arguments %v", fs.Args())
+	}
+	switch *datastore {
+	case lab.DatastoreFile, lab.DatastoreEtcd:
+		opts.Datastore = *datastore
+	default:
+		return fmt.Errorf("up: --datastore %q: want file or etcd", *datastore)
 	}
 	modeSet := false
 	fs.Visit(func(f *flag.Flag) { modeSet = modeSet || f.Name == "mode" })

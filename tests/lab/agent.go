@@ -35,15 +35,17 @@ func (l *Lab) AgentLogPath(host string) string {
 // AgentArgs returns the command line StartAgent runs inside the host
 // namespace, before extraArgs.
 func (l *Lab) AgentArgs(h *Host) []string {
-	return []string{
+	args := []string{
 		l.AgentBinary(),
 		"--node", h.Name,
-		"--datastore", l.DatastoreURL(),
+	}
+	args = append(args, l.datastoreArgs()...)
+	return append(args,
 		"--bpffs", h.BPFFS,
 		"--underlay", h.UnderlayIface,
 		"--metrics", l.opts.MetricsAddr,
 		"--log-level", l.opts.AgentLogLevel,
-	}
+	)
 }
 
 // StartAgent starts calyx-agent in the host's namespace with the lab's
@@ -52,6 +54,16 @@ func (l *Lab) AgentArgs(h *Host) []string {
 // inside the host namespace. If the agent exits or does not become ready in
 // time it is killed and the error includes the tail of its log.
 func (l *Lab) StartAgent(host string, extraArgs ...string) error {
+	return l.startAgent(host, true, extraArgs)
+}
+
+// StartAgentUnready is StartAgent for an agent that cannot become ready
+// yet (its datastore is away): it waits only until /readyz answers at all.
+func (l *Lab) StartAgentUnready(host string, extraArgs ...string) error {
+	return l.startAgent(host, false, extraArgs)
+}
+
+func (l *Lab) startAgent(host string, ready bool, extraArgs []string) error {
 	h, err := l.Host(host)
 	if err != nil {
 		return err
@@ -84,16 +96,21 @@ func (l *Lab) StartAgent(host string, extraArgs ...string) error {
 	l.agents[host] = a
 	l.mu.Unlock()
 
-	if err := l.waitReady(h, a); err != nil {
+	if err := l.waitReady(h, a, ready); err != nil {
 		_ = l.stopAgent(a, syscall.SIGKILL, 5*time.Second)
 		return fmt.Errorf("agent on %s: %w\n--- %s (tail) ---\n%s", host, err, logPath, l.logTail(logPath, 40))
 	}
-	l.logf("agent on %s ready (pid %d, log %s)", host, p.Pid(), logPath)
+	state := "ready"
+	if !ready {
+		state = "answering"
+	}
+	l.logf("agent on %s %s (pid %d, log %s)", host, state, p.Pid(), logPath)
 	return nil
 }
 
-// waitReady polls /readyz inside the host namespace until it answers 200.
-func (l *Lab) waitReady(h *Host, a *agentProc) error {
+// waitReady polls /readyz inside the host namespace until it answers 200
+// (or, with ready false, anything).
+func (l *Lab) waitReady(h *Host, a *agentProc, ready bool) error {
 	deadline := time.Now().Add(l.opts.AgentReadyTimeout)
 	last := errors.New("no answer yet")
 	for time.Now().Before(deadline) {
@@ -109,7 +126,7 @@ func (l *Lab) waitReady(h *Host, a *agentProc) error {
 		switch {
 		case err != nil:
 			last = err
-		case code == 200:
+		case code == 200 || !ready:
 			return nil
 		default:
 			last = fmt.Errorf("/readyz answered %d: %s", code, strings.TrimSpace(body))

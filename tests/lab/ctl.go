@@ -105,14 +105,17 @@ func (l *Lab) CtlArgs(host string, args ...string) ([]string, error) {
 		}
 		bpffs = h.BPFFS
 	}
-	return append([]string{l.CtlBinary(), "--datastore", l.DatastoreURL(), "--bpffs", bpffs}, args...), nil
+	full := append([]string{l.CtlBinary()}, l.datastoreArgs()...)
+	full = append(full, "--bpffs", bpffs)
+	return append(full, args...), nil
 }
 
 // Calyxctl runs calyxctl against the lab's datastore and host's bpffs,
 // inside the host's namespace as an operator on that host would (the kernel
 // facts it reports, such as which programs run on an ifindex, are per
-// namespace); with host "" in the root namespace. Put global flags such as
-// "-o json" before the verb.
+// namespace); with host "" in the root namespace, or in the etcd namespace
+// when the lab has an etcd (the root namespace cannot reach it). Put global
+// flags such as "-o json" before the verb.
 func (l *Lab) Calyxctl(host string, args ...string) (stdout, stderr string, err error) {
 	return l.CalyxctlInput(host, "", args...)
 }
@@ -130,6 +133,8 @@ func (l *Lab) CalyxctlInput(host, stdin string, args ...string) (stdout, stderr 
 			return "", "", err
 		}
 		ns = h.NS
+	} else if e := l.Etcd(); e != nil {
+		ns = e.NS
 	}
 	res, err := l.Run(Command{NS: ns, Args: full, Stdin: stdin})
 	return res.Stdout, res.Stderr, err

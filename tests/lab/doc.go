@@ -16,6 +16,9 @@
 //	<prefix>-<router>   optional (AddRouter): one leg <prefix>r<N> per segment, plugged into
 //	                    the segment's bridge (port <prefix>u<N>) and carrying the segment's
 //	                    gateway address in place of the bridge; forwarding, connected routes only
+//	<prefix>-etcd       optional (AddEtcd): eth0 on a segment (10.30.0.2 on fabric) running etcd,
+//	                    optionally with TLS; then the datastore of the agents and of calyxctl,
+//	                    reached by every host through the underlay (see Etcd)
 //
 // BuildStandard makes the single-host topology; BuildMultiHost the
 // three-host one (segments fabric 10.30.0.0/24 and remote 10.30.1.0/24, a
@@ -25,8 +28,8 @@
 //
 // State on disk lives under /run/calyx-lab/<prefix>/: a bpffs mounted at
 // bpffs/ (each agent pins under bpffs/<host>, outside /sys because
-// "ip netns exec" remounts /sys), the file datastore at datastore/ and the
-// agent logs.
+// "ip netns exec" remounts /sys), the file datastore at datastore/, the
+// agent logs and, with an etcd, etcd/ (data, certificates) and etcd.log.
 //
 // Every command the lab runs is bounded by a timeout, and Close removes
 // everything the lab made, whether setup completed or not.

@@ -69,7 +69,17 @@ type Options struct {
 	// lab looks for /readyz and /metrics inside the host namespace.
 	// Default DefaultMetricsAddr.
 	MetricsAddr string
+	// Datastore is the datastore Up and UpMulti give their agents:
+	// DatastoreFile (default) or DatastoreEtcd (AddEtcd with TLS, before
+	// the agents start). Other labs add an etcd with AddEtcd themselves.
+	Datastore string
 }
+
+// The values of Options.Datastore.
+const (
+	DatastoreFile = "file"
+	DatastoreEtcd = "etcd"
+)
 
 // Lab is one running topology. Create it with New and always Close it.
 type Lab struct {
@@ -100,6 +110,8 @@ type Lab struct {
 	nextWorkload int
 	agents       map[string]*agentProc
 	procs        map[*Proc]struct{}
+	// etcd, once AddEtcd made it, is the datastore of agents and calyxctl.
+	etcd *Etcd
 	// closers are in-process servers (StartEcho, StartHTTP) whose sockets
 	// live in lab namespaces; Close closes them before the namespaces go.
 	closers map[io.Closer]struct{}
@@ -123,6 +135,13 @@ func New(opts Options) (*Lab, error) {
 	}
 	if opts.MetricsAddr == "" {
 		opts.MetricsAddr = DefaultMetricsAddr
+	}
+	switch opts.Datastore {
+	case "":
+		opts.Datastore = DatastoreFile
+	case DatastoreFile, DatastoreEtcd:
+	default:
+		return nil, fmt.Errorf("invalid datastore %q: want %s or %s", opts.Datastore, DatastoreFile, DatastoreEtcd)
 	}
 	if opts.BinDir == "" {
 		opts.BinDir = DefaultBinDir()
@@ -202,8 +221,24 @@ func newPrefix() (string, error) {
 	return "", errors.New("no unused lab prefix found after 20 tries")
 }
 
-// DatastoreURL is the --datastore value for agents and calyxctl.
-func (l *Lab) DatastoreURL() string { return "file://" + l.DatastoreDir }
+// DatastoreURL is the --datastore value for agents and calyxctl: the lab's
+// etcd once AddEtcd added it, else the file datastore.
+func (l *Lab) DatastoreURL() string {
+	if e := l.Etcd(); e != nil {
+		return e.URL()
+	}
+	return "file://" + l.DatastoreDir
+}
+
+// datastoreArgs returns --datastore and, for an etcd with TLS, the
+// certificate flags, as agents and calyxctl take them.
+func (l *Lab) datastoreArgs() []string {
+	args := []string{"--datastore", l.DatastoreURL()}
+	if e := l.Etcd(); e != nil {
+		args = append(args, e.ClientArgs()...)
+	}
+	return args
+}
 
 // NSName returns the namespace name the lab uses for name.
 func (l *Lab) NSName(name string) string { return l.Prefix + "-" + name }
@@ -250,6 +285,12 @@ func (l *Lab) Close() error {
 	}
 	for _, a := range agents {
 		if err := l.stopAgent(a, syscall.SIGTERM, 10*time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// The datastore last: the agents were using it.
+	if e := l.Etcd(); e != nil {
+		if err := e.Stop(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -147,6 +147,11 @@ func (l *Lab) plugLeg(r *Router, leg *RouterLeg) error {
 			return err
 		}
 	}
+	if e := l.Etcd(); e != nil && e.Segment == s {
+		if err := l.ip(e.NS, "neigh", "flush", "to", leg.Address.Addr().String(), "dev", e.Iface); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -599,6 +599,9 @@ func Up(ctx context.Context, opts Options, out io.Writer) (*Lab, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if err := l.upEtcd(); err != nil {
+		return fail(err)
+	}
 	if err := l.StartAgent(h.Name); err != nil {
 		return fail(err)
 	}
@@ -620,7 +623,12 @@ func Up(ctx context.Context, opts Options, out io.Writer) (*Lab, error) {
 	}
 	fmt.Fprintf(out, "\ntry:\n  ip netns exec %s ping -c 3 %s\n", ws[0].NS, ws[1].IP)
 	fmt.Fprintf(out, "  ip netns exec %s bash\n", h.NS)
-	fmt.Fprintf(out, "  %s counters dump\n", strings.Join(ctl, " "))
+	ctlLine := strings.Join(ctl, " ")
+	if l.Etcd() != nil {
+		ctlLine = "ip netns exec " + h.NS + " " + ctlLine
+	}
+	fmt.Fprintf(out, "  %s counters dump\n", ctlLine)
+	l.describeEtcd(out)
 	fmt.Fprintf(out, "\nremove it with:\n  calyx-lab destroy %s\n", l.Prefix)
 	return l, nil
 }
@@ -649,6 +657,9 @@ func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (
 	}
 	g, err := m.AddGateway()
 	if err != nil {
+		return fail(err)
+	}
+	if err := l.upEtcd(); err != nil {
 		return fail(err)
 	}
 	if err := m.StartAgents(); err != nil {
@@ -697,6 +708,12 @@ func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (
 	fmt.Fprintf(out, "  external pool %s %s is applied (floating IPs come from it); the gateway has no route to %s\n", ExternalPool, FloatingPool, WorkloadPool)
 	ctlA, _ := l.CtlArgs(m.HostA.Name)
 	ctlC, _ := l.CtlArgs(m.HostC.Name)
+	// Model commands run anywhere the datastore is reachable: the root
+	// namespace for the file datastore, a host for etcd.
+	applyA := strings.Join(ctlA, " ")
+	if l.Etcd() != nil {
+		applyA = "ip netns exec " + m.HostA.NS + " " + applyA
+	}
 	fmt.Fprintf(out, "\ntry:\n")
 	fmt.Fprintf(out, "  ip netns exec %s ping -c 3 %s\n", m.WA.NS, m.WC.IP)
 	fmt.Fprintf(out, "  ip netns exec %s tcpdump -nn -i eth0 ip\n", m.HostA.NS)
@@ -707,14 +724,15 @@ func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (
 	fmt.Fprintf(out, "  ip netns exec %s ping -c 3 %s          # a host reaches the internet via the gateway\n", m.HostC.NS, g.Server.IP)
 	fmt.Fprintf(out, "  ip netns exec %s bash                   # the external client\n", g.Client.NS)
 	fmt.Fprintf(out, "give wa a floating IP and route it on the gateway (calyx has no BGP yet):\n")
-	fmt.Fprintf(out, "  %s apply -f %s\n", strings.Join(ctlA, " "), fipPath)
+	fmt.Fprintf(out, "  %s apply -f %s\n", applyA, fipPath)
 	fmt.Fprintf(out, "  ip -n %s route replace %s/32 via %s\n", g.NS, DemoFloatingIP, m.HostA.Underlay.Addr())
 	fmt.Fprintf(out, "  ip netns exec %s ping -c 3 %s\n", g.Client.NS, DemoFloatingIP)
 	fmt.Fprintf(out, "  ip netns exec %s %s nat dump\n", m.HostA.NS, strings.Join(ctlA, " "))
 	fmt.Fprintf(out, "switch the encapsulation (agents keep running):\n")
 	for _, md := range EncapModes() {
-		fmt.Fprintf(out, "  %s apply -f %s\n", strings.Join(ctlA, " "), pools[md])
+		fmt.Fprintf(out, "  %s apply -f %s\n", applyA, pools[md])
 	}
+	l.describeEtcd(out)
 	fmt.Fprintf(out, "\nremove it with:\n  calyx-lab destroy %s\n", l.Prefix)
 	return l, nil
 }
