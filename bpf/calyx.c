@@ -795,7 +795,11 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	if (cfg && cfg->route_gen && iph->ttl > 1 && cx_tuple_of(skb, &t) == CX_TUPLE_FLOW) {
 		kind = CX_TUPLE_FLOW;
 		ct = cx_ct_lookup(&t);
-		if (ct && ct->ifindex == ifindex && ct->route_gen == cfg->route_gen) {
+		/* A SYN reusing a closed flow's ports is a new flow: the slow
+		 * path, policy included. */
+		if (ct && ct->ifindex == ifindex && ct->route_gen == cfg->route_gen &&
+		    !(t.tcp_flags & CX_TCP_SYN && !(t.tcp_flags & CX_TCP_ACK) &&
+		      ct->tcp_flags & (CX_TCP_FIN | CX_TCP_RST))) {
 			cx_ct_seen(ct, &t, len);
 			nat = CX_NAT_NONE;
 			if (ct->nat) {

@@ -251,6 +251,8 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 		kind = cx_tuple_of(skb, t);
 		ct = kind == CX_TUPLE_FLOW ? cx_ct_lookup(t) : NULL;
 	}
+	if (ct && cx_ct_reopened(t, ct))
+		ct = NULL;
 	if (!ct) {
 		struct cx_tuple it = {};
 

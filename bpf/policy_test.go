@@ -10,12 +10,14 @@ package bpf_test
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
 	"github.com/calyxnet/calyx/maps"
@@ -404,5 +406,47 @@ func TestPrefilterXDP(t *testing.T) {
 	// test run wants at least that much).
 	if v := run(in[:14+8]); v != xdpPass {
 		t.Errorf("truncated frame: XDP verdict %d, want XDP_PASS (the stack drops it)", v)
+	}
+}
+
+// tcpFlags4 is a TCP segment from ep with the given flags.
+func tcpFlags4(ep *endpoint, src, dst netip.Addr, sport, dport uint16, syn, ack, fin bool) []byte {
+	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), Flags: layers.IPv4DontFragment}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: 1, SYN: syn, ACK: ack, FIN: fin, Window: 64240}
+	_ = tcp.SetNetworkLayerForChecksum(ip)
+	eth := &layers.Ethernet{SrcMAC: ep.mac, DstMAC: ep.hostMAC, EthernetType: layers.EthernetTypeIPv4}
+	return bpftest.Serialize(eth, ip, tcp)
+}
+
+// A SYN that reuses the ports of a flow its sender closed is a new flow:
+// it passes policy again (here revoked in between) instead of riding on the
+// closed flow's conntrack entries, on the slow path and the fast path.
+func TestPolicyClosedFlowSYNIsNew(t *testing.T) {
+	for _, fast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fastpath=%v", fast), func(t *testing.T) {
+			e := newPolicyEnv(t)
+			if fast {
+				cfg := e.tun.cfg
+				cfg.RouteGen = 3
+				must(t, e.dp.Maps.PutConfig(cfg))
+			}
+			src, dst := e.wl4, e.wl2
+			e.setTables(t, src, 0, tableDNS) // TCP denied, UDP 53 allowed
+			e.putPolicy(t, map[maps.PolicyKey]maps.PolicyVerdict{
+				{Table: 12}: {Action: maps.PolicyAllow, Rule: ruleAllow},
+			})
+			e.setTables(t, src, 0, 12) // everything allowed
+			syn := tcpFlags4(src, src.ip4, dst.ip4, 40000, 80, true, false, false)
+			e.fromWL(t, src, syn).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+			ack := tcpFlags4(src, src.ip4, dst.ip4, 40000, 80, false, true, false)
+			e.fromWL(t, src, ack).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+			fin := tcpFlags4(src, src.ip4, dst.ip4, 40000, 80, false, true, true)
+			e.fromWL(t, src, fin).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+
+			e.setTables(t, src, 0, tableDNS) // the policy changes: TCP denied
+			before := e.hits(t)
+			e.fromWL(t, src, syn).want(t, shot, hit{src, maps.ReasonDropPolicy})
+			e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleDeny})
+		})
 	}
 }
