@@ -22,7 +22,7 @@ func main() {
 	quick := flag.Bool("quick", os.Getenv("BENCH_QUICK") != "", "a short pass (about a minute) that checks everything works")
 	rounds := flag.Int("rounds", 0, "rounds of the two-host section (0: 5, or 1 with --quick)")
 	bpfBench := flag.String("bpf-bench", "", "`go test -bench` output of ./bpf/ for the per-packet section")
-	only := flag.String("only", "", "comma-separated sections to run ("+strings.Join(bench.SectionKeys(), ", ")+"); default all")
+	only := flag.String("only", "", "comma-separated sections to run ("+strings.Join(bench.SectionKeys(), ", ")+"); default all. The other sections keep their figures from --json")
 	flag.Parse()
 	var sections []string
 	if *only != "" {

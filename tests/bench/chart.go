@@ -39,7 +39,6 @@ func writeCharts(dir string, res *Results) ([]chartFile, error) {
 		return nil, err
 	}
 	var out []chartFile
-	stamp := fmt.Sprintf("calyx make bench, %s, %s — this machine's figures", res.Machine.Date[:10], res.Machine.CPU)
 	for _, ch := range []struct {
 		file, section, alt string
 		draw               func(string, map[string]*CaseResult, string) (bool, error)
@@ -47,6 +46,11 @@ func writeCharts(dir string, res *Results) ([]chartFile, error) {
 		{"throughput.png", "twohost", "Throughput, request/response and connection rate: calyx BPF vs kernel per path", throughputChart},
 		{"perpacket.png", "perpacket", "Per-packet nanoseconds of each BPF path", perPacketChart},
 	} {
+		date := res.Machine.Date
+		if sr, ok := res.SectionRuns[ch.section]; ok && sr.Date != "" {
+			date = sr.Date // figures carried over from an earlier run
+		}
+		stamp := fmt.Sprintf("calyx make bench, %s, %s — this machine's figures", date[:min(10, len(date))], res.Machine.CPU)
 		p := filepath.Join(dir, ch.file)
 		ok, err := ch.draw(p, byID, stamp)
 		if err != nil {

@@ -91,6 +91,8 @@ type goBench struct {
 	name    string
 	runs    int
 	ns, net float64 // net: 0 when not reported
+	// metrics holds every value by unit ("ns/op", "policy-entries").
+	metrics map[string]float64
 }
 
 // parseGoBench takes `BenchmarkX-2  N  123 ns/op  [456 net-ns/op] ...` lines.
@@ -107,7 +109,7 @@ func parseGoBench(path string) ([]goBench, error) {
 		if len(fs) < 4 || !strings.HasPrefix(fs[0], "Benchmark") {
 			continue
 		}
-		r := goBench{name: strings.TrimPrefix(fs[0], "Benchmark")}
+		r := goBench{name: strings.TrimPrefix(fs[0], "Benchmark"), metrics: map[string]float64{}}
 		if i := strings.LastIndex(r.name, "-"); i > 0 {
 			if _, err := strconv.Atoi(r.name[i+1:]); err == nil {
 				r.name = r.name[:i]
@@ -119,6 +121,7 @@ func parseGoBench(path string) ([]goBench, error) {
 			if err != nil {
 				continue
 			}
+			r.metrics[fs[i]] = v
 			switch fs[i] {
 			case "ns/op":
 				r.ns = v

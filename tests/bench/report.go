@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,8 +27,9 @@ type Options struct {
 	// Rounds, when positive, replaces the two-host section's number of
 	// rounds.
 	Rounds int
-	// Only, when set, runs just these sections (SectionKeys); the report
-	// then holds only them.
+	// Only, when set, runs just these sections (SectionKeys). The other
+	// sections keep the figures the results file (JSON) already holds, so
+	// the report and results.json stay whole.
 	Only []string
 	// Logf receives progress lines; nil means standard error.
 	Logf func(format string, args ...any)
@@ -105,6 +107,16 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	res := buildResults(secs, status, rec, o, time.Since(began))
+	if len(o.Only) > 0 && o.JSON != "" {
+		prev, err := readResults(o.JSON)
+		switch {
+		case err == nil:
+			secs = mergeResults(res, prev, o.Quick, status, rec)
+		case errors.Is(err, fs.ErrNotExist):
+		default:
+			logf("the earlier results in %s cannot be kept (%v): the report holds only this run's sections", o.JSON, err)
+		}
+	}
 	var charts []chartFile
 	if o.ChartDir != "" {
 		var err error
@@ -130,7 +142,7 @@ func Run(ctx context.Context, o Options) error {
 
 // buildResults turns the recorder into results.json's content.
 func buildResults(secs []*Section, status map[string]sectionStatus, rec *Recorder, o Options, took time.Duration) *Results {
-	res := &Results{Schema: 1, Machine: thisMachine(), Failed: map[string]any{}}
+	res := &Results{Schema: 1, Machine: thisMachine(), Failed: map[string]any{}, SectionRuns: map[string]SectionRun{}}
 	res.Run = RunInfo{Quick: o.Quick, DurationSeconds: took.Round(time.Second).Seconds(), Parameters: map[string]any{}}
 	rec.mu.Lock()
 	for k, v := range rec.params {
@@ -151,6 +163,8 @@ func buildResults(secs []*Section, status map[string]sectionStatus, rec *Recorde
 		if st.state == "failed" {
 			res.Failed[s.Key] = st.why
 		}
+		res.SectionRuns[s.Key] = SectionRun{Date: res.Machine.Date, Commit: res.Machine.Commit, Dirty: res.Machine.Dirty,
+			Quick: o.Quick, State: st.state, Why: st.why}
 		for _, t := range s.Tables {
 			for _, c := range t.Cases {
 				var reason string
@@ -164,24 +178,40 @@ func buildResults(secs []*Section, status map[string]sectionStatus, rec *Recorde
 				case st.state == "failed":
 					reason = "not measured: the section failed in this run"
 				}
-				cr := rec.result(s, t.Title, c, labels, reason)
-				res.Cases = append(res.Cases, cr)
-				if c.Goal != nil {
-					g := GoalResult{Case: c.ID, Issue: c.Goal.Issue, Text: c.Goal.Text, Pass: cr.Pass, Note: cr.GoalNote}
-					switch {
-					case !cr.Measured:
-						g.Note = cr.Reason
-					case c.Goal.MinRatio > 0:
-						g.Value = cr.Ratio
-					default:
-						g.Value = ptr(goalStat(cr, c.Goal))
-					}
-					res.Goals = append(res.Goals, g)
-				}
+				res.Cases = append(res.Cases, rec.result(s, t.Title, c, labels, reason))
 			}
 		}
 	}
+	res.Goals = goalsOf(secs, res.Cases)
 	return res
+}
+
+// goalsOf lists the goals of the cases of secs, with their outcome.
+func goalsOf(secs []*Section, cases []*CaseResult) []GoalResult {
+	byID := map[string]*CaseResult{}
+	for _, c := range cases {
+		byID[c.ID] = c
+	}
+	out := []GoalResult{}
+	for _, s := range secs {
+		for _, c := range s.Cases() {
+			cr := byID[c.ID]
+			if c.Goal == nil || cr == nil {
+				continue
+			}
+			g := GoalResult{Case: c.ID, Issue: c.Goal.Issue, Text: c.Goal.Text, Pass: cr.Pass, Note: cr.GoalNote}
+			switch {
+			case !cr.Measured:
+				g.Note = cr.Reason
+			case c.Goal.onRatio():
+				g.Value = cr.Ratio
+			default:
+				g.Value = ptr(goalStat(cr, c.Goal))
+			}
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // fmtFloat formats v with format, or "—" when v is not a number.
@@ -215,6 +245,9 @@ func goalText(g *Goal, unit string) string {
 	if g.MinRatio > 0 {
 		return fmt.Sprintf("ratio ≥ %.2f (%s)", g.MinRatio, g.Issue)
 	}
+	if g.MaxRatio > 0 {
+		return fmt.Sprintf("ratio ≤ %.2f (%s)", g.MaxRatio, g.Issue)
+	}
 	stat := g.Stat
 	if stat == "" {
 		stat = "median"
@@ -243,7 +276,7 @@ func ratioText(cr *CaseResult) string {
 	if cr.Ratio == nil {
 		return "—"
 	}
-	if cr.Goal != nil && cr.Goal.MinRatio > 0 {
+	if cr.Goal != nil && cr.Goal.onRatio() {
 		return fmt.Sprintf("%.3f", *cr.Ratio)
 	}
 	return fmt.Sprintf("%.2f", *cr.Ratio)
@@ -268,8 +301,26 @@ func renderMarkdown(res *Results, secs []*Section, status map[string]sectionStat
 	if res.Run.Quick {
 		kind = "a **quick pass** (`BENCH_QUICK=1`: one round, one-second runs, a smaller control-plane model — for checking that everything works, not for figures)"
 	}
+	var carried, ran []string
+	for _, s := range secs {
+		if sr, ok := res.SectionRuns[s.Key]; ok && sr.Carried {
+			carried = append(carried, s.Key)
+		} else {
+			ran = append(ran, s.Key)
+		}
+	}
+	if len(carried) > 0 {
+		kind = fmt.Sprintf("a run of some sections only (`BENCH_ONLY=%s`", strings.Join(o.Only, ","))
+		if res.Run.Quick {
+			kind += ", and a **quick pass** (`BENCH_QUICK=1`): for checking that everything works, not for figures"
+		}
+		kind += ")"
+	}
 	fmt.Fprintf(&b, "# calyx benchmarks\n\n")
 	fmt.Fprintf(&b, "Written by `make bench` on %s: %s, %s of measurement after the per-packet benchmarks.\n", m.Date[:10], kind, (time.Duration(res.Run.DurationSeconds) * time.Second).String())
+	if len(carried) > 0 {
+		fmt.Fprintf(&b, "This run measured %s; the figures of %s are carried over unchanged from the earlier runs named in each section.\n", joinKeys(ran), joinKeys(carried))
+	}
 	commit := m.Commit
 	if len(commit) > 12 {
 		commit = commit[:12]
@@ -299,7 +350,7 @@ func renderMarkdown(res *Results, secs []*Section, status map[string]sectionStat
 			cr := byID[g.Case]
 			fig := "—"
 			if g.Value != nil {
-				if cr.Goal.MinRatio > 0 {
+				if cr.Goal.onRatio() {
 					fig = "ratio " + ratioText(cr)
 				} else {
 					fig = fmt.Sprintf("%s %s %s", statName(cr.Goal), fmtStat(g.Value, cr.Unit), cr.Unit)
@@ -323,7 +374,7 @@ func renderMarkdown(res *Results, secs []*Section, status map[string]sectionStat
 					continue
 				}
 				goal := "—"
-				if c.Goal != nil && c.Goal.MinRatio > 0 {
+				if c.Goal != nil && c.Goal.onRatio() {
 					goal = goalText(c.Goal, c.Unit) + ": " + verdict(cr)
 				}
 				glance = append(glance, fmt.Sprintf("| %s | **%s** | %s | %s |", name, ratioText(cr), fmtRoundRatio(cr.RoundRatio), goal))
@@ -336,7 +387,8 @@ func renderMarkdown(res *Results, secs []*Section, status map[string]sectionStat
 		}
 	}
 	if len(glance) > 0 {
-		fmt.Fprintf(&b, "## Ratios to the kernel at a glance\n\n")
+		fmt.Fprintf(&b, "## Ratios at a glance\n\n")
+		fmt.Fprintf(&b, "Each calyx path against the kernel's own way of doing the same job, except where the baseline is another calyx case (the same path with a smaller model).\n\n")
 		fmt.Fprintf(&b, "| comparison | ratio of medians | per-round ratio: median (min–max) | goal |\n|---|---|---|---|\n")
 		b.WriteString(strings.Join(glance, "\n"))
 		b.WriteString("\n\n")
@@ -351,6 +403,9 @@ func renderMarkdown(res *Results, secs []*Section, status map[string]sectionStat
 	for _, s := range secs {
 		st := status[s.Key]
 		fmt.Fprintf(&b, "## %s\n\n", s.Title)
+		if sr, ok := res.SectionRuns[s.Key]; ok && sr.Carried {
+			fmt.Fprintf(&b, "*Carried over from the run of %s%s: this run did not measure this section.*\n\n", sr.describe(), map[bool]string{true: " (a quick pass)"}[sr.Quick])
+		}
 		switch st.state {
 		case "pending":
 			fmt.Fprintf(&b, "*Not measured yet: %s.* The cases it will report, each against its kernel baseline:\n\n", st.why)
@@ -416,17 +471,24 @@ func writeTable(b *strings.Builder, t Table, byID map[string]*CaseResult, headin
 	if t.Cases[0].Percentiles {
 		med = "median (p50)"
 	}
-	ratios, goals := false, false
+	ratios, goals, kernel := false, false, false
+	baselines := map[string]bool{}
 	for _, c := range t.Cases {
 		ratios = ratios || c.Kernel || c.Baseline != ""
 		goals = goals || c.Goal != nil
+		kernel = kernel || c.Kernel
+		baselines[c.Baseline] = true
 	}
 	hdr := []string{"case", med + " " + unit + " (this machine)", "min", "max"}
 	for _, e := range t.Extras {
 		hdr = append(hdr, e.Header)
 	}
 	if ratios {
-		hdr = append(hdr, "ratio to kernel", "per-round ratio")
+		name := "ratio to kernel"
+		if !kernel {
+			name = "ratio to baseline"
+		}
+		hdr = append(hdr, name, "per-round ratio")
 	}
 	if goals {
 		hdr = append(hdr, "goal")
@@ -449,8 +511,10 @@ func writeTable(b *strings.Builder, t Table, byID map[string]*CaseResult, headin
 		if ratios {
 			ratio, per := "—", "—"
 			switch {
-			case c.Kernel:
+			case c.Kernel || baselines[c.ID]:
 				ratio = "baseline"
+			case cr.Baseline == nil && !kernel:
+				ratio = "—"
 			case cr.Baseline == nil:
 				ratio = "no kernel counterpart"
 			case cr.Ratio != nil:
@@ -511,10 +575,11 @@ Written with this page by the same run. Keys are stable; ` + "`schema`" + ` chan
   - ` + "`measured`" + `, and ` + "`reason`" + ` when not (` + "`not measured: arrives with issue 4 (floating IPs)`" + `: such cases never carry numbers);
   - ` + "`samples`" + ` and ` + "`rounds`" + ` (the round each sample was measured in), ` + "`median`, `min`, `max`" + `, and ` + "`p50`, `p99`" + ` for latency distributions;
   - ` + "`baseline`" + ` (id of the kernel case it is compared with), ` + "`baselineName`" + `, ` + "`ratio`" + ` (median / baseline median), ` + "`roundRatio`" + ` (` + "`n`, `median`, `min`, `max`" + ` of the ratios of samples of the same round), ` + "`also`" + ` (further comparisons, for information: ` + "`baseline`, `baselineName`, `ratio`, `roundRatio`" + `);
-  - ` + "`goal`" + ` (` + "`issue`, `text`, `minRatio`" + ` on the ratio, or ` + "`maxValue`" + ` with ` + "`stat`" + ` on the figure), ` + "`pass`" + `, ` + "`goalNote`" + ` (why a goal is not judged);
-  - ` + "`details`" + `: per-sample qualifiers as ` + "`n`, `median`, `min`, `max`" + `: ` + "`mtu`, `pathShare`, `pathPacketBytes`" + ` (iperf3 cases), ` + "`latencyP50us`, `latencyP99us`, `errors`" + ` (rr, crr), ` + "`ns`" + ` (per-packet: before the harness correction).
+  - ` + "`goal`" + ` (` + "`issue`, `text`, `minRatio`" + ` or ` + "`maxRatio`" + ` on the ratio, or ` + "`maxValue`" + ` with ` + "`stat`" + ` on the figure), ` + "`pass`" + `, ` + "`goalNote`" + ` (why a goal is not judged);
+  - ` + "`details`" + `: per-sample qualifiers as ` + "`n`, `median`, `min`, `max`" + `: ` + "`mtu`, `pathShare`, `pathPacketBytes`" + ` (iperf3 cases), ` + "`latencyP50us`, `latencyP99us`, `errors`" + ` (rr, crr), ` + "`lastRuleShare`" + ` (policy crr: new flows the allowing rule decided per connection), ` + "`ns`" + ` (per-packet: before the harness correction), ` + "`policyEntries`, `ipcacheEntries`" + ` (policy: map sizes).
 - ` + "`goals`" + `: every goal of the report: ` + "`case`, `issue`, `text`, `value`" + ` (the ratio or figure judged), ` + "`pass`, `note`" + `.
-- ` + "`failedSections`" + `: section → error, for sections that failed in this run.
+- ` + "`failedSections`" + `: section → error, for sections that failed in the run their figures come from.
+- ` + "`sectionRuns`" + `: section → where its figures come from: ` + "`carried`" + ` (true when this run did not measure it: a ` + "`BENCH_ONLY`" + ` run keeps the other sections' figures from the results.json it replaces), ` + "`date`, `commit`, `dirty`, `quick`" + ` of the run that measured it, ` + "`state`" + ` (measured, pending, skipped, failed) and ` + "`why`" + `.
 `)
 }
 

@@ -138,6 +138,25 @@ type Results struct {
 	Cases   []*CaseResult  `json:"cases"`
 	Goals   []GoalResult   `json:"goals"`
 	Failed  map[string]any `json:"failedSections"`
+	// SectionRuns says, per section, which run its figures come from: a
+	// run of some sections (--only) keeps the others' from the results
+	// it found.
+	SectionRuns map[string]SectionRun `json:"sectionRuns"`
+}
+
+// SectionRun is where a section's figures come from.
+type SectionRun struct {
+	// Carried is set when the section was not run by the run that wrote
+	// the file: its figures are an earlier run's, as they were.
+	Carried bool   `json:"carried"`
+	Date    string `json:"date"`
+	Commit  string `json:"commit"`
+	Dirty   bool   `json:"dirty"`
+	Quick   bool   `json:"quick"`
+	// State is measured, pending, skipped or failed; Why says why when
+	// it is not measured.
+	State string `json:"state"`
+	Why   string `json:"why,omitempty"`
 }
 
 // Machine is where the figures come from.
@@ -303,20 +322,29 @@ func (r *Recorder) result(sec *Section, table string, c Case, labels map[string]
 		q, rr := ratio(b)
 		cr.Also = append(cr.Also, Comparison{Baseline: b, BaselineName: labels[b], Ratio: q, RoundRatio: rr})
 	}
-	if g := c.Goal; g != nil {
-		switch {
-		case noted:
+	if c.Goal != nil {
+		if noted {
 			cr.GoalNote = ptr(note)
-		case g.MinRatio > 0 && cr.Ratio != nil:
-			cr.Pass = ptr(*cr.Ratio >= g.MinRatio)
-		case g.MaxValue > 0:
-			v := goalStat(cr, g)
-			cr.Pass = ptr(v <= g.MaxValue)
-		default:
-			cr.GoalNote = ptr("baseline not measured in this run")
+		} else {
+			judge(cr, c.Goal)
 		}
 	}
 	return cr
+}
+
+// judge sets cr's pass (or why it is not judged) for goal g.
+func judge(cr *CaseResult, g *Goal) {
+	cr.Pass = nil
+	switch {
+	case g.MinRatio > 0 && cr.Ratio != nil:
+		cr.Pass = ptr(*cr.Ratio >= g.MinRatio)
+	case g.MaxRatio > 0 && cr.Ratio != nil:
+		cr.Pass = ptr(*cr.Ratio <= g.MaxRatio)
+	case g.MaxValue > 0 && cr.Median != nil:
+		cr.Pass = ptr(goalStat(cr, g) <= g.MaxValue)
+	default:
+		cr.GoalNote = ptr("baseline not measured in this run")
+	}
 }
 
 // goalStat is the figure a MaxValue goal judges.

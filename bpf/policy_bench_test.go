@@ -1,0 +1,194 @@
+package bpf_test
+
+// Per-packet cost of a new flow's policy decision (issue 5): a TCP SYN from
+// workload wl1 to local workload wl2 through calyx_from_wl, with tables
+// agent/policy compiled from 0, 10 or 10,000 rules over 1,000 endpoints
+// (tests/bench/policymodel). wl1's egress table and wl2's ingress table
+// are both consulted and the flow is allowed, by the last rule of each.
+//
+// Every run is a new flow: each packet has a source port of its own, and
+// cx_ct (an LRU map) is emptied, between runs and outside the timed
+// region, every ctBatch packets, long before it could fill up and evict,
+// so every run creates its conntrack entry the same way. One packet per
+// BPF_PROG_TEST_RUN (a fresh skb each), net-ns/op subtracts the harness's
+// cost at repeat=1, as for the overlay paths.
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"github.com/calyxnet/calyx/agent/policy"
+	"github.com/calyxnet/calyx/bpf/bpftest"
+	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/model"
+	"github.com/calyxnet/calyx/tests/bench/policymodel"
+)
+
+// policyBenchEndpoints is the model's size; ctBatch the runs between two
+// emptyings of cx_ct (and the number of distinct source ports).
+const (
+	policyBenchEndpoints = 1000
+	ctBatch              = 4096
+)
+
+// compiledModel is a model and what agent/policy made of it for node-0.
+type compiledModel struct {
+	pm  policymodel.PerPacket
+	out *policy.Output
+	// egress and ingress are the rule numbers that must decide the flow
+	// (0 without policy).
+	egress, ingress uint32
+}
+
+var compiled sync.Map // rules → *compiledModel
+
+// compiledFor compiles the model of rules once per process (go test runs a
+// benchmark function more than once).
+func compiledFor(b *testing.B, src, dst netip.Addr, rules int) *compiledModel {
+	b.Helper()
+	if v, ok := compiled.Load(rules); ok {
+		return v.(*compiledModel)
+	}
+	pm := policymodel.PerPacketModel(policyBenchEndpoints, rules, src, dst)
+	out, err := policy.Compile(policy.Input{Snapshot: pm.Snapshot, Node: pm.Node, HostAddrs: []netip.Addr{hostAddr}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &compiledModel{pm: pm, out: out}
+	for id, r := range out.Rules {
+		if r.Policy != pm.Flow.Policy || r.Index != pm.Flow.LastRule {
+			continue
+		}
+		switch r.Direction {
+		case model.PolicyEgress:
+			c.egress = id
+		case model.PolicyIngress:
+			c.ingress = id
+		}
+	}
+	if rules > 0 && (c.egress == 0 || c.ingress == 0) {
+		b.Fatalf("no rule %s[%d] in both directions among %d rules", pm.Flow.Policy, pm.Flow.LastRule, len(out.Rules))
+	}
+	compiled.Store(rules, c)
+	return c
+}
+
+func BenchmarkPolicyNewFlow(b *testing.B) {
+	for _, rules := range []int{0, 10, 10000} {
+		b.Run(fmt.Sprintf("rules=%d", rules), func(b *testing.B) { benchPolicyNewFlow(b, rules) })
+	}
+}
+
+func benchPolicyNewFlow(b *testing.B, rules int) {
+	e := newTunnelEnv(b)
+	src, dst := e.wl1, e.wl2
+	c := compiledFor(b, src.ip4, dst.ip4, rules)
+	for p, v := range c.out.IPCache {
+		must(b, e.dp.Maps.PutIPCache(p, v))
+	}
+	for k, v := range c.out.Policy {
+		must(b, e.dp.Maps.PutPolicy(k, v))
+	}
+	st, dt := c.out.Endpoints[c.pm.Src], c.out.Endpoints[c.pm.Dst]
+	if rules > 0 && (st.Egress == 0 || dt.Ingress == 0) {
+		b.Fatalf("source tables %+v, destination tables %+v: want an egress and an ingress table", st, dt)
+	}
+	e.setTables(b, src, st.Ingress, st.Egress)
+	e.setTables(b, dst, dt.Ingress, dt.Egress)
+	// The verdict the compiler gives is the one the datapath must give.
+	if rules > 0 {
+		id := func(a netip.Addr) maps.IPCacheEntry { ent, _ := policy.LookupIdentity(c.out, a); return ent }
+		for _, chk := range []struct {
+			table uint32
+			id    maps.IPCacheEntry
+			rule  uint32
+		}{{st.Egress, id(dst.ip4), c.egress}, {dt.Ingress, id(src.ip4), c.ingress}} {
+			v, ok := policy.Lookup(c.out, chk.table, chk.id.Identity, chk.id.NetIdentity, maps.ProtoTCP, c.pm.Flow.Port, 20000)
+			if !ok || v.Action != maps.PolicyAllow || v.Rule != chk.rule {
+				b.Fatalf("table %d: the flow's verdict is %+v (found %v), want allow by rule %d", chk.table, v, ok, chk.rule)
+			}
+		}
+	}
+
+	pkts := make([][]byte, ctBatch)
+	for i := range pkts {
+		pkts[i] = bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, uint16(20000+i), c.pm.Flow.Port)
+	}
+	floor := floorNs(b, e)
+	emptyCT(b, e)
+	before, hits0 := e.counters(b), e.hits(b)
+	total := bpftest.BenchResult{Verdicts: map[uint32]int{}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i > 0 && i%ctBatch == 0 {
+			b.StopTimer()
+			if n := emptyCT(b, e); n < ctBatch {
+				b.Fatalf("%d conntrack entries after %d new flows", n, ctBatch)
+			}
+			b.StartTimer()
+		}
+		res, err := e.ns.Bench(e.from, bpftest.Input{Data: pkts[i%ctBatch], Ifindex: src.ifindex, Repeat: 1}, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total.Runs += res.Runs
+		total.Syscalls += res.Syscalls
+		total.Kernel += res.Kernel
+		total.Interrupted += res.Interrupted
+		for v, n := range res.Verdicts {
+			total.Verdicts[v] += n
+		}
+	}
+	b.StopTimer()
+	if total.Runs != b.N || total.Verdicts[redirect] != b.N {
+		b.Fatalf("%d runs with verdicts %v, want %d, all redirect", total.Runs, total.Verdicts, b.N)
+	}
+	wantCounted(b, e, before, total, 1, len(pkts[0]),
+		maps.CounterKey{Ifindex: src.idx(), Reason: maps.ReasonDeliverLocal},
+		maps.CounterKey{Ifindex: dst.idx(), Reason: maps.ReasonToWorkload})
+	// Each run was decided by the two rules: a new flow in both tables.
+	if rules > 0 {
+		e.wantHitsN(b, hits0, uint64(b.N),
+			maps.RuleHitKey{Ifindex: src.idx(), Rule: c.egress}, maps.RuleHitKey{Ifindex: dst.idx(), Rule: c.ingress})
+	} else {
+		e.wantHitsN(b, hits0, uint64(b.N))
+	}
+	ns := float64(total.Kernel.Nanoseconds()) / float64(b.N)
+	b.ReportMetric(ns, "ns/op")
+	b.ReportMetric(ns-floor, "net-ns/op")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "wall-ns/op")
+	b.ReportMetric(float64(len(c.out.Policy)), "policy-entries")
+	b.ReportMetric(float64(len(c.out.IPCache)), "ipcache-entries")
+	b.ReportMetric(float64(len(c.out.Rules)), "rules")
+}
+
+// emptyCT deletes every conntrack entry and returns how many there were.
+func emptyCT(b *testing.B, e *env) int {
+	b.Helper()
+	var keys []maps.CTKey
+	must(b, e.dp.Maps.Conntrack(func(k maps.CTKey, _ maps.CTEntry) bool { keys = append(keys, k); return true }))
+	n, err := e.dp.Maps.DeleteConntrack(keys)
+	must(b, err)
+	return n
+}
+
+// wantHitsN asserts that the rule counters moved by n packets for each of
+// keys and not at all for any other rule since before.
+func (e *env) wantHitsN(tb testing.TB, before map[maps.RuleHitKey]maps.Counter, n uint64, keys ...maps.RuleHitKey) {
+	tb.Helper()
+	moved := map[maps.RuleHitKey]uint64{}
+	for k, a := range e.hits(tb) {
+		if d := a.Packets - before[k].Packets; d != 0 {
+			moved[k] = d
+		}
+	}
+	ok := len(moved) == len(keys)
+	for _, k := range keys {
+		ok = ok && moved[k] == n
+	}
+	if !ok {
+		tb.Fatalf("rule hits moved %v, want %d on each of %v", moved, n, keys)
+	}
+}
