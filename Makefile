@@ -54,9 +54,10 @@ demo: deps build
 # Figures, not assertions: writes BENCHMARKS.md, bench/results.json and the
 # charts bench/*.png (scratch output in bench/out/). About 10 minutes;
 # BENCH_QUICK=1 for a one-minute pass that checks everything works.
-# BENCH_ONLY=twohost (comma-separated: local, twohost, perpacket,
-# controlplane) for some sections. Every lab is removed at the end, pass,
-# fail or Ctrl-C.
+# BENCH_ONLY=twohost (comma-separated: local, twohost, fip, perpacket,
+# controlplane, policy) for some sections; the other sections' figures are
+# carried over from bench/results.json. Every lab is removed at the end,
+# pass, fail or Ctrl-C.
 BENCH_BPF_FLAGS = -benchtime $(if $(BENCH_QUICK),20000x -count 1,100000x -count 5)
 BENCH_PERPACKET = $(if $(BENCH_ONLY),$(findstring perpacket,$(BENCH_ONLY)),perpacket)
 bench: deps build
