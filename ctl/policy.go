@@ -19,7 +19,9 @@ type policyRow struct {
 	Policy    string `json:"policy" yaml:"policy" table:"POLICY"`
 	// Index is the rule's place in the policy's ingress or egress list;
 	// -1 for what applies after every rule.
-	Index   int    `json:"index" yaml:"index" table:"RULE"`
+	Index int `json:"index" yaml:"index"`
+	// Rule is Index for the table: "-" for -1 (a zero would read as none).
+	Rule    string `json:"-" yaml:"-" table:"RULE"`
 	Action  string `json:"action" yaml:"action" table:"ACTION"`
 	Match   string `json:"match" yaml:"match" table:"MATCH"`
 	Packets uint64 `json:"packets" yaml:"packets" table:"HITS"`
@@ -107,6 +109,12 @@ func policyDump(ctx context.Context, o Options, args []string, stdio IO) error {
 			}
 		}
 		rows = append(rows, egress...)
+	}
+	for i := range rows {
+		rows[i].Rule = "-"
+		if rows[i].Index >= 0 {
+			rows[i].Rule = fmt.Sprint(rows[i].Index)
+		}
 	}
 	return render(stdio.Out, o.Output, rows)
 }
