@@ -159,3 +159,32 @@ func TestBenchModelFits(t *testing.T) {
 	}
 	t.Logf("%d cx_policy entries, %d cx_ipcache entries", len(out.Policy), len(out.IPCache))
 }
+
+// Without any policy only the host's own addresses need an identity: a
+// change to a large model does not walk every endpoint.
+func TestCompileWithoutPolicies(t *testing.T) {
+	s := benchSnapshot()
+	s.Policies = nil
+	host := netip.MustParseAddr("10.30.0.10")
+	out, err := Compile(Input{Snapshot: s, Node: "node-0", HostAddrs: []netip.Addr{host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[netip.Prefix]maps.IPCacheEntry{netip.PrefixFrom(host, 32): {Host: true}}
+	if len(out.Policy) != 0 || len(out.Endpoints) != 0 || !ipcacheEqual(out.IPCache, want) {
+		t.Errorf("no policies: %d policy entries, %d endpoints with tables, ipcache %v; want none, none, %v",
+			len(out.Policy), len(out.Endpoints), out.IPCache, want)
+	}
+}
+
+func ipcacheEqual(a, b map[netip.Prefix]maps.IPCacheEntry) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}

@@ -101,6 +101,17 @@ func Compile(in Input) (*Output, error) {
 		Endpoints: map[string]EndpointTables{},
 		Rules:     map[uint32]RuleInfo{},
 	}
+	if len(s.Policies) == 0 {
+		// No rule names anything: every address is identity 0, and only
+		// this host's own addresses need entries (endpointToHostAction).
+		// Not walking every endpoint keeps a change of a large model cheap.
+		out.IPCache = map[netip.Prefix]maps.IPCacheEntry{}
+		out.Policy = map[maps.PolicyKey]maps.PolicyVerdict{}
+		for _, a := range in.HostAddrs {
+			out.IPCache[hostPrefix(a)] = maps.IPCacheEntry{Host: true}
+		}
+		return out, nil
+	}
 	var ids *identities
 	out.IPCache, ids = buildIPCache(s, in.HostAddrs, at, labelSelAtoms(s, at))
 
