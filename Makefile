@@ -55,7 +55,7 @@ demo: deps build
 # charts bench/*.png (scratch output in bench/out/). About 10 minutes;
 # BENCH_QUICK=1 for a one-minute pass that checks everything works.
 # BENCH_ONLY=twohost (comma-separated: local, twohost, fip, perpacket,
-# controlplane, policy) for some sections; the other sections' figures are
+# controlplane, policy, etcd) for some sections; the other sections' figures are
 # carried over from bench/results.json. Every lab is removed at the end,
 # pass, fail or Ctrl-C.
 BENCH_BPF_FLAGS = -benchtime $(if $(BENCH_QUICK),20000x -count 1,100000x -count 5)

@@ -310,16 +310,26 @@ type cpAgent struct {
 	done  chan struct{}
 	mu    sync.Mutex
 	tail  []string
+	// started is when the "agent started" line came (maps loaded, the
+	// model read once, the node registered, the watch opened).
+	started time.Time
 }
 
 // agentSync is one "synced" line: the model revision the reconcile
-// covered and when the line came.
+// covered, when the line came, and what the line says the reconcile took
+// and wrote.
 type agentSync struct {
-	rev uint64
-	at  time.Time
+	rev    uint64
+	at     time.Time
+	took   time.Duration
+	writes int
 }
 
-var syncedLine = regexp.MustCompile(`\bmsg=synced revision=(\d+)`)
+var (
+	syncedLine = regexp.MustCompile(`\bmsg=synced revision=(\d+)`)
+	syncedTook = regexp.MustCompile(`\btook=(\S+)`)
+	syncedMaps = regexp.MustCompile(`\bmapWrites=(\d+)`)
+)
 
 // startCPAgent starts an agent in ns on empty maps in dir, logging at info
 // level so that every sync is seen.
@@ -350,9 +360,16 @@ func (a *cpAgent) read(r io.Reader) {
 		line := sc.Text()
 		now := time.Now()
 		if m := syncedLine.FindStringSubmatch(line); m != nil {
-			rev, _ := strconv.ParseUint(m[1], 10, 64)
+			s := agentSync{at: now}
+			s.rev, _ = strconv.ParseUint(m[1], 10, 64)
+			if t := syncedTook.FindStringSubmatch(line); t != nil {
+				s.took, _ = time.ParseDuration(t[1])
+			}
+			if w := syncedMaps.FindStringSubmatch(line); w != nil {
+				s.writes, _ = strconv.Atoi(w[1])
+			}
 			select {
-			case a.syncs <- agentSync{rev, now}:
+			case a.syncs <- s:
 			default: // nobody waits for this many
 			}
 		}
@@ -360,6 +377,9 @@ func (a *cpAgent) read(r io.Reader) {
 			fmt.Fprintln(os.Stderr, "calyx-agent:", line)
 		}
 		a.mu.Lock()
+		if a.started.IsZero() && strings.Contains(line, `msg="agent started"`) {
+			a.started = now
+		}
 		a.tail = append(a.tail, line)
 		if len(a.tail) > 20 {
 			a.tail = a.tail[1:]
@@ -371,20 +391,33 @@ func (a *cpAgent) read(r io.Reader) {
 // waitSynced returns when the agent logged a sync of revision rev or
 // later, and the time that line came.
 func (a *cpAgent) waitSynced(rev uint64, limit time.Duration) (time.Time, error) {
+	s, err := a.waitSync(rev, limit)
+	return s.at, err
+}
+
+// waitSync returns the first "synced" line of revision rev or later.
+func (a *cpAgent) waitSync(rev uint64, limit time.Duration) (agentSync, error) {
 	timer := time.NewTimer(limit)
 	defer timer.Stop()
 	for {
 		select {
 		case s := <-a.syncs:
 			if s.rev >= rev {
-				return s.at, nil
+				return s, nil
 			}
 		case <-a.done:
-			return time.Time{}, fmt.Errorf("the agent exited waiting for revision %d: %s", rev, a.lastLines())
+			return agentSync{}, fmt.Errorf("the agent exited waiting for revision %d: %s", rev, a.lastLines())
 		case <-timer.C:
-			return time.Time{}, fmt.Errorf("no sync of revision %d within %s: %s", rev, limit, a.lastLines())
+			return agentSync{}, fmt.Errorf("no sync of revision %d within %s: %s", rev, limit, a.lastLines())
 		}
 	}
+}
+
+// startedAt is when the agent logged "agent started" (zero: not yet).
+func (a *cpAgent) startedAt() time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.started
 }
 
 func (a *cpAgent) lastLines() string {

@@ -185,6 +185,7 @@ func Registry(quick bool) []*Section {
 		policySection(quick),
 		perPacketSection(),
 		controlPlaneSection(quick),
+		etcdSection(quick),
 	}
 }
 

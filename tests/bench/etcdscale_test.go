@@ -1,0 +1,70 @@
+package bench
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/model"
+)
+
+// The etcd section's model is valid, reads back as written, and calc
+// routes it as the section's checks expect: one route per remote block,
+// no remote /32.
+func TestEtcdModel(t *testing.T) {
+	p := etcdParamsFor(true)
+	rs := etcdModel(p)
+	ops, _, err := etcdOps(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 + p.nodes + (p.nodes + 1) + p.nodes*p.perNode + p.local; len(ops) != want {
+		t.Fatalf("%d keys, want %d", len(ops), want)
+	}
+	keys := map[string]bool{}
+	s := model.NewSnapshot()
+	for i, op := range ops {
+		k := string(op.KeyBytes())
+		if keys[k] {
+			t.Fatalf("key %s twice", k)
+		}
+		keys[k] = true
+		back, err := model.Decode(bytes.NewReader(op.ValueBytes()))
+		if err != nil || len(back) != 1 || model.RefOf(back[0]) != model.RefOf(rs[i]) || etcdKey(back[0]) != k {
+			t.Fatalf("%s does not read back: %v %v", k, back, err)
+		}
+		if !strings.HasPrefix(k, model.DefaultEtcdPrefix+"/resources/") {
+			t.Fatalf("key %s", k)
+		}
+		s.Put(back[0])
+	}
+	for k := range p.changes {
+		ep, _ := etcdExtraEndpoint(p, k)
+		blk, _ := etcdClaim(p, k)
+		if _, _, err := etcdOps([]model.Resource{ep, blk}); err != nil {
+			t.Fatal(err)
+		}
+		s.Put(ep)
+		s.Put(blk)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	d := calc.Compute(calc.Input{Snapshot: s, Node: "local"})
+	var blocks, remote32, nodes int
+	for pfx, r := range d.Routes {
+		switch {
+		case r.Type == maps.RouteRemoteWorkload && pfx.Bits() == etcdBlockSize:
+			blocks++
+		case r.Type == maps.RouteRemoteWorkload:
+			remote32++
+		case r.Type == maps.RouteNode:
+			nodes++
+		}
+	}
+	if blocks != p.nodes+p.changes || remote32 != p.changes || nodes != p.nodes {
+		t.Fatalf("calc routes %d blocks, %d remote /32, %d nodes; want %d, %d, %d", blocks, remote32, nodes, p.nodes+p.changes, p.changes, p.nodes)
+	}
+}
