@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -121,7 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a := &Agent{cfg: cfg, log: cfg.Logger, attached: make(map[uint32]string), notReady: "starting",
 		kick: make(chan struct{}, 1), dsBack: make(chan struct{}, 1)}
 	a.metrics = newMetrics()
-	dsOpts, err := DatastoreOptions(cfg.Datastore, cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey)
+	dsOpts, err := model.TLSOptions(cfg.Datastore, cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey)
 	if err != nil {
 		return err
 	}
@@ -669,31 +668,6 @@ func (a *Agent) readiness() (bool, string) {
 		return false, "datastore unreachable: " + a.dsDown
 	}
 	return a.ready, a.notReady
-}
-
-// DatastoreOptions checks the etcd TLS files given for a datastore URL and
-// returns the model options that use them: they only make sense with an
-// etcd:// datastore, and a client certificate needs its key (and the key
-// its certificate). calyxctl checks its flags the same way.
-func DatastoreOptions(url, ca, cert, key string) ([]model.Option, error) {
-	if ca == "" && cert == "" && key == "" {
-		return nil, nil
-	}
-	if !strings.HasPrefix(url, "etcd://") {
-		return nil, fmt.Errorf("--etcd-ca, --etcd-cert and --etcd-key need an etcd:// datastore, not %q", url)
-	}
-	if (cert == "") != (key == "") {
-		return nil, errors.New("--etcd-cert and --etcd-key go together: give both or neither")
-	}
-	for _, f := range []struct{ flag, path string }{{"--etcd-ca", ca}, {"--etcd-cert", cert}, {"--etcd-key", key}} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			return nil, fmt.Errorf("%s: %w", f.flag, err)
-		}
-	}
-	return []model.Option{model.WithTLS(ca, cert, key)}, nil
 }
 
 func (a *Agent) serveHTTP(addr string) (*http.Server, error) {

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"strings"
 
 	"gopkg.in/yaml.v3"
 
@@ -20,7 +19,7 @@ import (
 // --etcd-cert and --etcd-key. Every command that reads or writes the model
 // opens it this way.
 func (o Options) openDatastore() (model.Datastore, error) {
-	opts, err := datastoreOptions(o.Datastore, o.EtcdCA, o.EtcdCert, o.EtcdKey)
+	opts, err := model.TLSOptions(o.Datastore, o.EtcdCA, o.EtcdCert, o.EtcdKey)
 	if err != nil {
 		return nil, err
 	}
@@ -30,31 +29,6 @@ func (o Options) openDatastore() (model.Datastore, error) {
 		opts = append(opts, model.WithLogger(slog.New(slog.NewTextHandler(o.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))))
 	}
 	return model.Open(o.Datastore, opts...)
-}
-
-// datastoreOptions checks the etcd TLS files given for a datastore URL and
-// returns the model options that use them: they only make sense with an
-// etcd:// datastore, and a client certificate needs its key (and the key
-// its certificate). calyx-agent checks its flags the same way.
-func datastoreOptions(url, ca, cert, key string) ([]model.Option, error) {
-	if ca == "" && cert == "" && key == "" {
-		return nil, nil
-	}
-	if !strings.HasPrefix(url, "etcd://") {
-		return nil, fmt.Errorf("--etcd-ca, --etcd-cert and --etcd-key need an etcd:// datastore, not %q", url)
-	}
-	if (cert == "") != (key == "") {
-		return nil, errors.New("--etcd-cert and --etcd-key go together: give both or neither")
-	}
-	for _, f := range []struct{ flag, path string }{{"--etcd-ca", ca}, {"--etcd-cert", cert}, {"--etcd-key", key}} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			return nil, fmt.Errorf("%s: %w", f.flag, err)
-		}
-	}
-	return []model.Option{model.WithTLS(ca, cert, key)}, nil
 }
 
 func readInput(stdio IO, args []string, verb string) ([]model.Resource, error) {

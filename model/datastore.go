@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -197,4 +198,30 @@ func Open(rawURL string, opts ...Option) (Datastore, error) {
 		return nil, fmt.Errorf("invalid datastore url %q: want file:///DIR, an absolute path, or etcd://HOST:PORT", rawURL)
 	}
 	return nil, fmt.Errorf("unsupported datastore scheme %q in %q (want file or etcd)", u.Scheme, rawURL)
+}
+
+// TLSOptions checks the etcd TLS files given (as --etcd-ca, --etcd-cert and
+// --etcd-key) for a datastore URL and returns the options that use them.
+// It returns an error, naming the flag, when they are given for a datastore
+// that is not etcd://, when a client certificate comes without its key or
+// the other way round, or when a file cannot be read. None given: nil, nil.
+func TLSOptions(url, ca, cert, key string) ([]Option, error) {
+	if ca == "" && cert == "" && key == "" {
+		return nil, nil
+	}
+	if !strings.HasPrefix(url, "etcd://") {
+		return nil, fmt.Errorf("--etcd-ca, --etcd-cert and --etcd-key need an etcd:// datastore, not %q", url)
+	}
+	if (cert == "") != (key == "") {
+		return nil, errors.New("--etcd-cert and --etcd-key go together: give both or neither")
+	}
+	for _, f := range []struct{ flag, path string }{{"--etcd-ca", ca}, {"--etcd-cert", cert}, {"--etcd-key", key}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
+		}
+	}
+	return []Option{WithTLS(ca, cert, key)}, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/calyxnet/calyx/agent"
 	"github.com/calyxnet/calyx/loader"
+	"github.com/calyxnet/calyx/model"
 )
 
 func main() {
@@ -52,7 +53,7 @@ func main() {
 	if *nodeTTL < time.Second {
 		fail(fmt.Errorf("--node-ttl %s: want at least 1s", *nodeTTL))
 	}
-	if _, err := agent.DatastoreOptions(*datastore, *etcdCA, *etcdCert, *etcdKey); err != nil {
+	if _, err := model.TLSOptions(*datastore, *etcdCA, *etcdCert, *etcdKey); err != nil {
 		fail(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
