@@ -16,9 +16,11 @@ import (
 	"time"
 )
 
-// writeCerts makes a CA, a server certificate for 127.0.0.1 and a client
-// certificate in dir and returns the files a client needs.
-func writeCerts(dir string) (TLSFiles, error) {
+// WriteCerts makes, in dir, a CA named caName (ca.pem), a server
+// certificate for serverIPs and localhost (server.pem, server-key.pem) and a
+// client certificate (client.pem, client-key.pem), valid for a week, and
+// returns the files a client needs. The lab's etcd uses it too.
+func WriteCerts(dir, caName string, serverIPs ...net.IP) (TLSFiles, error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -26,9 +28,9 @@ func writeCerts(dir string) (TLSFiles, error) {
 	}
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "calyx etcdtest CA"},
+		Subject:               pkix.Name{CommonName: caName},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
+		NotAfter:              now.Add(7 * 24 * time.Hour),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
@@ -41,7 +43,7 @@ func writeCerts(dir string) (TLSFiles, error) {
 	if err != nil {
 		return TLSFiles{}, err
 	}
-	leaf := func(serial int64, name string, usage x509.ExtKeyUsage, certFile, keyFile string) error {
+	leaf := func(serial int64, name string, usage x509.ExtKeyUsage, ips []net.IP, certFile, keyFile string) error {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return err
@@ -50,10 +52,10 @@ func writeCerts(dir string) (TLSFiles, error) {
 			SerialNumber: big.NewInt(serial),
 			Subject:      pkix.Name{CommonName: name},
 			NotBefore:    now.Add(-time.Hour),
-			NotAfter:     now.Add(24 * time.Hour),
+			NotAfter:     now.Add(7 * 24 * time.Hour),
 			KeyUsage:     x509.KeyUsageDigitalSignature,
 			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+			IPAddresses:  ips,
 			DNSNames:     []string{"localhost"},
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
@@ -77,10 +79,10 @@ func writeCerts(dir string) (TLSFiles, error) {
 	if err := writePEM(files.CA, "CERTIFICATE", caDER); err != nil {
 		return TLSFiles{}, err
 	}
-	if err := leaf(2, "etcd", x509.ExtKeyUsageServerAuth, filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")); err != nil {
+	if err := leaf(2, "etcd", x509.ExtKeyUsageServerAuth, serverIPs, filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")); err != nil {
 		return TLSFiles{}, err
 	}
-	if err := leaf(3, "calyx", x509.ExtKeyUsageClientAuth, files.Cert, files.Key); err != nil {
+	if err := leaf(3, "calyx", x509.ExtKeyUsageClientAuth, nil, files.Cert, files.Key); err != nil {
 		return TLSFiles{}, err
 	}
 	return files, nil

@@ -84,7 +84,7 @@ func start(t testing.TB, withTLS bool) *Server {
 	}
 	s := &Server{t: t, bin: bin, dir: t.TempDir()}
 	if withTLS {
-		files, err := writeCerts(s.dir)
+		files, err := WriteCerts(s.dir, "calyx etcdtest CA", net.IPv4(127, 0, 0, 1))
 		if err != nil {
 			t.Fatalf("etcdtest: making certificates: %v", err)
 		}

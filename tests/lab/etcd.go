@@ -2,17 +2,11 @@ package lab
 
 import (
 	"bufio"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -23,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/calyxnet/calyx/tests/etcdtest"
 )
 
 // EtcdBinary is where Debian's etcd-server package puts etcd.
@@ -405,70 +401,14 @@ func (e *Etcd) makeCerts(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	files, err := etcdtest.WriteCerts(dir, "calyx-lab "+e.lab.Prefix+" CA",
+		net.IP(e.Address.Addr().AsSlice()), net.IPv4(127, 0, 0, 1))
 	if err != nil {
-		return err
+		return fmt.Errorf("etcd certificates: %w", err)
 	}
-	now := time.Now().Add(-time.Hour)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "calyx-lab " + e.lab.Prefix + " CA"},
-		NotBefore:             now,
-		NotAfter:              now.Add(7 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return err
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	e.CAFile = filepath.Join(dir, "ca.pem")
-	if err := writePEM(e.CAFile, "CERTIFICATE", caDER); err != nil {
-		return err
-	}
-	issue := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP, certPath, keyPath string) error {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return err
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: cn},
-			NotBefore:    now,
-			NotAfter:     now.Add(7 * 24 * time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  ips,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			return err
-		}
-		kb, err := x509.MarshalECPrivateKey(key)
-		if err != nil {
-			return err
-		}
-		if err := writePEM(certPath, "CERTIFICATE", der); err != nil {
-			return err
-		}
-		return writePEM(keyPath, "EC PRIVATE KEY", kb)
-	}
+	e.CAFile, e.CertFile, e.KeyFile = files.CA, files.Cert, files.Key
 	e.serverCert, e.serverKey = filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
-	ips := []net.IP{net.IP(e.Address.Addr().AsSlice()), net.IPv4(127, 0, 0, 1)}
-	if err := issue(2, "etcd", x509.ExtKeyUsageServerAuth, ips, e.serverCert, e.serverKey); err != nil {
-		return err
-	}
-	e.CertFile, e.KeyFile = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
-	return issue(3, "calyx", x509.ExtKeyUsageClientAuth, nil, e.CertFile, e.KeyFile)
-}
-
-func writePEM(path, typ string, der []byte) error {
-	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+	return nil
 }
 
 // AgentReadyz returns the status code and body of the host agent's /readyz.
