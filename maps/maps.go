@@ -184,17 +184,22 @@ func (m *Maps) Counters() (map[CounterKey]Counter, error) {
 	var per []bpf.CalyxCxCounter
 	it := m.counters.Iterate()
 	for it.Next(&k, &per) {
-		var c Counter
-		for _, v := range per {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
-		}
-		out[CounterKey{Ifindex: k.Ifindex, Reason: Reason(k.Reason)}] = c
+		out[CounterKey{Ifindex: k.Ifindex, Reason: Reason(k.Reason)}] = sumCPUs(per)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate %s: %w", CountersName, err)
 	}
 	return out, nil
+}
+
+// sumCPUs adds up a per-CPU counter.
+func sumCPUs(per []bpf.CalyxCxCounter) Counter {
+	var c Counter
+	for _, v := range per {
+		c.Packets += v.Packets
+		c.Bytes += v.Bytes
+	}
+	return c
 }
 
 // DeleteCounters removes every counter of ifindex, so that a later interface

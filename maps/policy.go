@@ -225,22 +225,13 @@ func (m *Maps) DeletePolicy(k PolicyKey) error {
 	return nil
 }
 
-// LookupPolicy does what the programs do for one table: the verdict for a
-// packet to or from a remote of identity id and net identity netID (see
-// PolicyKey), following a source-port sub-table. It returns false when
-// nothing matches.
-func (m *Maps) LookupPolicy(table uint32, id, netID Identity, proto uint8, port, sport uint16) (PolicyVerdict, bool, error) {
-	get := func(k PolicyKey) (PolicyVerdict, bool, error) {
-		var v bpf.CalyxCxPolicyVerdict
-		err := m.policy.Lookup(k.toBPF(), &v)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return PolicyVerdict{}, false, nil
-		}
-		if err != nil {
-			return PolicyVerdict{}, false, fmt.Errorf("lookup %s[%+v]: %w", PolicyName, k, err)
-		}
-		return policyVerdictFromBPF(v), true, nil
-	}
+// ResolvePolicy is the programs' lookup order in a table (cx_policy_lookup
+// in bpf/policy.h), over get, a longest-prefix match of a full key (Bits
+// 24): the remote's identity, else its net identity, else identity 0, then
+// a source-port sub-table when the verdict says so. It returns false when
+// nothing matches; get's error ends it.
+func ResolvePolicy(get func(PolicyKey) (PolicyVerdict, bool, error), table uint32, id, netID Identity,
+	proto uint8, port, sport uint16) (PolicyVerdict, bool, error) {
 	v, ok, err := get(PolicyKey{Table: table, Identity: id, Bits: 24, Proto: proto, Port: port})
 	if err == nil && !ok && netID != 0 && netID != id {
 		v, ok, err = get(PolicyKey{Table: table, Identity: netID, Bits: 24, Proto: proto, Port: port})
@@ -254,6 +245,24 @@ func (m *Maps) LookupPolicy(table uint32, id, netID Identity, proto uint8, port,
 	return v, ok, err
 }
 
+// LookupPolicy is ResolvePolicy on cx_policy itself: the verdict the
+// programs would find for a packet to or from a remote of identity id and
+// net identity netID.
+func (m *Maps) LookupPolicy(table uint32, id, netID Identity, proto uint8, port, sport uint16) (PolicyVerdict, bool, error) {
+	get := func(k PolicyKey) (PolicyVerdict, bool, error) {
+		var v bpf.CalyxCxPolicyVerdict
+		err := m.policy.Lookup(k.toBPF(), &v)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return PolicyVerdict{}, false, nil
+		}
+		if err != nil {
+			return PolicyVerdict{}, false, fmt.Errorf("lookup %s[%+v]: %w", PolicyName, k, err)
+		}
+		return policyVerdictFromBPF(v), true, nil
+	}
+	return ResolvePolicy(get, table, id, netID, proto, port, sport)
+}
+
 // PolicyHits returns every rule's hit counter, summed over CPUs.
 func (m *Maps) PolicyHits() (map[RuleHitKey]Counter, error) {
 	out := make(map[RuleHitKey]Counter)
@@ -261,12 +270,7 @@ func (m *Maps) PolicyHits() (map[RuleHitKey]Counter, error) {
 	var per []bpf.CalyxCxCounter
 	it := m.hits.Iterate()
 	for it.Next(&k, &per) {
-		var c Counter
-		for _, v := range per {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
-		}
-		out[RuleHitKey{Ifindex: k.Ifindex, Rule: k.Rule}] = c
+		out[RuleHitKey{Ifindex: k.Ifindex, Rule: k.Rule}] = sumCPUs(per)
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate %s: %w", HitsName, err)

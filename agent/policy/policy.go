@@ -342,23 +342,17 @@ func Lookup(out *Output, table uint32, id, netID maps.Identity, proto uint8, por
 	if table == 0 {
 		return maps.PolicyVerdict{Action: maps.PolicyAllow}, true
 	}
-	v, ok := lpm(out.Policy, table, id, proto, port, 0)
-	if !ok && netID != 0 && netID != id {
-		v, ok = lpm(out.Policy, table, netID, proto, port, 0)
+	get := func(k maps.PolicyKey) (maps.PolicyVerdict, bool, error) {
+		v, ok := lpm(out.Policy, k.Table, k.Identity, k.Proto, k.Port)
+		return v, ok, nil
 	}
-	if !ok && id != 0 {
-		v, ok = lpm(out.Policy, table, 0, proto, port, 0)
-	}
-	if ok && v.Action == maps.PolicySport {
-		v, ok = lpm(out.Policy, v.Sub, 0, 0, sport, 8)
-	}
+	v, ok, _ := maps.ResolvePolicy(get, table, id, netID, proto, port, sport)
 	return v, ok
 }
 
-// lpm finds the longest entry of (table, id) matching proto and port, not
-// shorter than minBits.
-func lpm(m map[maps.PolicyKey]maps.PolicyVerdict, table uint32, id maps.Identity, proto uint8, port uint16, minBits int) (maps.PolicyVerdict, bool) {
-	for b := 24; b >= minBits; b-- {
+// lpm finds the longest entry of (table, id) matching proto and port.
+func lpm(m map[maps.PolicyKey]maps.PolicyVerdict, table uint32, id maps.Identity, proto uint8, port uint16) (maps.PolicyVerdict, bool) {
+	for b := 24; b >= 0; b-- {
 		k := maps.PolicyKey{Table: table, Identity: id, Bits: b}
 		switch {
 		case b == 0:

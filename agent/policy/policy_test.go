@@ -260,7 +260,7 @@ func TestSourcePortSubTable(t *testing.T) {
 	), nil))
 	out := mustCompile(t, s)
 	table := out.Endpoints["web1"].Ingress
-	v, ok := lpm(out.Policy, table, 0, udp, 5000, 0)
+	v, ok := lpm(out.Policy, table, 0, udp, 5000)
 	if !ok || v.Action != maps.PolicySport || v.Sub&maps.SubTableFlag == 0 {
 		t.Fatalf("udp 5000: got %+v, %v; want a source-port verdict", v, ok)
 	}
@@ -276,7 +276,7 @@ func TestSourcePortSubTable(t *testing.T) {
 		}
 	}
 	// Below 1024 the source port does not matter.
-	if v, _ := lpm(out.Policy, table, 0, udp, 80, 0); v.Action != maps.PolicyDeny {
+	if v, _ := lpm(out.Policy, table, 0, udp, 80); v.Action != maps.PolicyDeny {
 		t.Errorf("udp 80: got %+v, want deny", v)
 	}
 }
