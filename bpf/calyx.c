@@ -207,6 +207,25 @@ const enum cx_rule_special cx_enum_rule_special __attribute__((unused));
 /* Only ever on the stack, so clang would leave it out of the BTF. */
 const struct cx_policy_event cx_type_policy_event __attribute__((unused));
 
+/* cx_count adds a packet of len bytes to the per-CPU counter at key of
+ * map (cx_counters, cx_policy_hits), creating it on first use. A full LRU
+ * map makes room; a failed insert only costs the count. */
+static __always_inline void cx_count(void *map, const void *key, __u32 len)
+{
+	struct cx_counter *c = bpf_map_lookup_elem(map, key);
+
+	if (!c) {
+		struct cx_counter zero = {};
+
+		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(map, key);
+		if (!c)
+			return;
+	}
+	c->packets++;
+	c->bytes += len;
+}
+
 /* cx_verdict_len records a verdict under its reason for the interface and
  * returns it, so every return path is one line and counted. A packet is
  * counted once per interface, under the reason for what became of it, with
@@ -215,19 +234,8 @@ const struct cx_policy_event cx_type_policy_event __attribute__((unused));
 static __always_inline int cx_verdict_len(__u32 ifindex, __u32 reason, __u32 len, int verdict)
 {
 	struct cx_counter_key key = { .ifindex = ifindex, .reason = reason };
-	struct cx_counter *c;
 
-	c = bpf_map_lookup_elem(&cx_counters, &key);
-	if (!c) {
-		struct cx_counter zero = {};
-
-		bpf_map_update_elem(&cx_counters, &key, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&cx_counters, &key);
-		if (!c)
-			return verdict;
-	}
-	c->packets++;
-	c->bytes += len;
+	cx_count(&cx_counters, &key, len);
 	return verdict;
 }
 
@@ -797,9 +805,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		ct = cx_ct_lookup(&t);
 		/* A SYN reusing a closed flow's ports is a new flow: the slow
 		 * path, policy included. */
-		if (ct && ct->ifindex == ifindex && ct->route_gen == cfg->route_gen &&
-		    !(t.tcp_flags & CX_TCP_SYN && !(t.tcp_flags & CX_TCP_ACK) &&
-		      ct->tcp_flags & (CX_TCP_FIN | CX_TCP_RST))) {
+		if (ct && ct->ifindex == ifindex && ct->route_gen == cfg->route_gen && !cx_ct_closed_syn(&t, ct)) {
 			cx_ct_seen(ct, &t, len);
 			nat = CX_NAT_NONE;
 			if (ct->nat) {

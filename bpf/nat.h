@@ -123,17 +123,24 @@ static __always_inline void cx_ct_seen(struct cx_ct_entry *ct, const struct cx_t
 		ct->tcp_flags |= t->tcp_flags;
 }
 
-/* cx_ct_reopened says whether a packet is the SYN of a new connection that
- * reuses the ports of a tracked one its sender already closed (FIN or RST
- * seen in this direction), within the closed flow's expiry. Such a packet
- * must start a flow of its own, policy included, as Linux conntrack does
- * for a SYN on a TIME_WAIT or CLOSE entry: the old entries go. */
+/* cx_ct_closed_syn says whether a packet is the SYN of a new connection
+ * that reuses the ports of a tracked one its sender already closed (FIN or
+ * RST seen in this direction), within the closed flow's expiry. Such a
+ * packet must start a flow of its own, policy included, as Linux conntrack
+ * does for a SYN on a TIME_WAIT or CLOSE entry. */
+static __always_inline int cx_ct_closed_syn(const struct cx_tuple *t, const struct cx_ct_entry *ct)
+{
+	return t->proto == IPPROTO_TCP && (t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK)) == CX_TCP_SYN &&
+	       (ct->tcp_flags & (CX_TCP_FIN | CX_TCP_RST));
+}
+
+/* cx_ct_reopened removes the closed flow's entries when the packet is such
+ * a SYN, and says whether it was. */
 static __always_inline int cx_ct_reopened(const struct cx_tuple *t, const struct cx_ct_entry *ct)
 {
 	struct cx_ct_key rk;
 
-	if (t->proto != IPPROTO_TCP || (t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK)) != CX_TCP_SYN ||
-	    !(ct->tcp_flags & (CX_TCP_FIN | CX_TCP_RST)))
+	if (!cx_ct_closed_syn(t, ct))
 		return 0;
 	/* The other direction's packets arrive as this entry's rewrite, reversed. */
 	cx_ct_key_of(&rk, cx_addr_ip4(ct->nat_daddr), cx_addr_ip4(ct->nat_saddr), ct->nat_dport, ct->nat_sport,

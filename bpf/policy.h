@@ -109,19 +109,8 @@ static __always_inline struct cx_policy_verdict *cx_policy_lookup(__u32 table, c
 static __always_inline void cx_rule_hit(__u32 ifindex, __u32 rule, __u32 len)
 {
 	struct cx_rule_hit_key key = { .ifindex = ifindex, .rule = rule };
-	struct cx_counter *c;
 
-	c = bpf_map_lookup_elem(&cx_policy_hits, &key);
-	if (!c) {
-		struct cx_counter zero = {};
-
-		bpf_map_update_elem(&cx_policy_hits, &key, &zero, BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&cx_policy_hits, &key);
-		if (!c)
-			return;
-	}
-	c->packets++;
-	c->bytes += len;
+	cx_count(&cx_policy_hits, &key, len);
 }
 
 /* cx_policy_log_event tells the agent a Log rule matched. A full ring
@@ -211,11 +200,14 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, __u32 src_ifind
 			return CX_REASON_DROP_POLICY;
 	}
 
+	/* The destination as the workload will see it: a floating IP's
+	 * fixed IP (its route says it is one; most packets pay no fip lookup). */
 	daddr = f.daddr;
-	fip = cx_fip_of(daddr);
-	if (fip)
-		daddr = cx_addr_ip4(fip->fixed);
 	rt = cx_route_v4(daddr);
+	if (rt && rt->type == CX_RT_FIP) {
+		fip = cx_fip_of(daddr);
+		rt = fip ? cx_route_v4(cx_addr_ip4(fip->fixed)) : NULL;
+	}
 	if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD)
 		return 0;
 	*dst_local = 1;
