@@ -140,15 +140,9 @@ func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 	if d.PolicyErr != nil {
 		return c, fmt.Errorf("compile network policy: %w", d.PolicyErr)
 	}
-	for p := range d.Prefilter {
-		if _, ok := s.prefil[p]; ok {
-			continue
-		}
-		if err := s.store.PutPrefilter(p); err != nil {
-			return c, err
-		}
-		s.prefil[p] = struct{}{}
-		c.PrefilterPuts++
+	putPrefilter := func(p netip.Prefix, _ struct{}) error { return s.store.PutPrefilter(p) }
+	if err := upsert(s.prefil, d.Prefilter, putPrefilter, &c.PrefilterPuts); err != nil {
+		return c, err
 	}
 	// The route generation is the syncer's, not the model's.
 	d.Config.RouteGen = s.config.RouteGen
@@ -159,62 +153,59 @@ func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 		s.config = d.Config
 		c.ConfigPuts++
 	}
-	for k, want := range d.Policy {
-		if have, ok := s.policy[k]; ok && have == want {
-			continue
-		}
-		if err := s.store.PutPolicy(k, want); err != nil {
-			return c, err
-		}
-		s.policy[k] = want
-		c.PolicyPuts++
+	if err := upsert(s.policy, d.Policy, s.store.PutPolicy, &c.PolicyPuts); err != nil {
+		return c, err
 	}
-	for p, want := range d.IPCache {
-		if have, ok := s.ipc[p]; ok && have == want {
-			continue
-		}
-		if err := s.store.PutIPCache(p, want); err != nil {
-			return c, err
-		}
-		s.ipc[p] = want
-		c.IPCachePuts++
+	if err := upsert(s.ipc, d.IPCache, s.store.PutIPCache, &c.IPCachePuts); err != nil {
+		return c, err
 	}
-	for idx, want := range d.Ifaces {
-		if have, ok := s.ifaces[idx]; ok && have == want {
-			continue
-		}
-		if err := s.store.PutIface(idx, want); err != nil {
-			return c, err
-		}
-		s.ifaces[idx] = want
-		c.IfacePuts++
+	if err := upsert(s.ifaces, d.Ifaces, s.store.PutIface, &c.IfacePuts); err != nil {
+		return c, err
 	}
 	// Floating IPs before routes: a route to a floating IP is only useful
 	// once it can be translated.
-	for ip, want := range d.FloatingIPs {
-		if have, ok := s.fips[ip]; ok && have == want {
-			continue
-		}
-		if err := s.store.PutFloatingIP(ip, want); err != nil {
-			return c, err
-		}
-		s.fips[ip] = want
-		c.FIPPuts++
+	if err := upsert(s.fips, d.FloatingIPs, s.store.PutFloatingIP, &c.FIPPuts); err != nil {
+		return c, err
 	}
-	for p, want := range d.Routes {
-		if have, ok := s.routes[p]; ok && have == want {
-			continue
-		}
-		if err := s.store.PutRoute(p, want); err != nil {
-			return c, err
-		}
-		s.routes[p] = want
-		c.RoutePuts++
+	if err := upsert(s.routes, d.Routes, s.store.PutRoute, &c.RoutePuts); err != nil {
+		return c, err
 	}
 	if c.RoutePuts > 0 {
 		return c, s.bumpRouteGen(&c)
 	}
 	return c, nil
+}
+
+// upsert writes every entry of want that have lacks or holds otherwise,
+// recording each write in have and counting it in n. It stops at the first
+// error, with have matching what was written.
+func upsert[K, V comparable](have, want map[K]V, put func(K, V) error, n *int) error {
+	for k, w := range want {
+		if h, ok := have[k]; ok && h == w {
+			continue
+		}
+		if err := put(k, w); err != nil {
+			return err
+		}
+		have[k] = w
+		*n++
+	}
+	return nil
+}
+
+// prune deletes every entry of have that want lacks, as upsert writes.
+func prune[K comparable, V, W any](have map[K]V, want map[K]W, del func(K) error, n *int) error {
+	for k := range have {
+		if _, ok := want[k]; ok {
+			continue
+		}
+		if err := del(k); err != nil {
+			return err
+		}
+		delete(have, k)
+		*n++
+	}
+	return nil
 }
 
 // bumpRouteGen moves cx_config to a new route generation once the routes
@@ -247,70 +238,28 @@ func (s *Syncer) Prune(d *calc.Desired) (Counts, error) {
 	if d.PolicyErr != nil {
 		return c, fmt.Errorf("compile network policy: %w", d.PolicyErr)
 	}
-	for p := range s.routes {
-		if _, ok := d.Routes[p]; ok {
-			continue
-		}
-		if err := s.store.DeleteRoute(p); err != nil {
-			return c, err
-		}
-		delete(s.routes, p)
-		c.RouteDeletes++
+	if err := prune(s.routes, d.Routes, s.store.DeleteRoute, &c.RouteDeletes); err != nil {
+		return c, err
 	}
 	if c.RouteDeletes > 0 {
 		if err := s.bumpRouteGen(&c); err != nil {
 			return c, err
 		}
 	}
-	for ip := range s.fips {
-		if _, ok := d.FloatingIPs[ip]; ok {
-			continue
-		}
-		if err := s.store.DeleteFloatingIP(ip); err != nil {
-			return c, err
-		}
-		delete(s.fips, ip)
-		c.FIPDeletes++
+	if err := prune(s.fips, d.FloatingIPs, s.store.DeleteFloatingIP, &c.FIPDeletes); err != nil {
+		return c, err
 	}
-	for idx := range s.ifaces {
-		if _, ok := d.Ifaces[idx]; ok {
-			continue
-		}
-		if err := s.store.DeleteIface(idx); err != nil {
-			return c, err
-		}
-		delete(s.ifaces, idx)
-		c.IfaceDeletes++
+	if err := prune(s.ifaces, d.Ifaces, s.store.DeleteIface, &c.IfaceDeletes); err != nil {
+		return c, err
 	}
-	for p := range s.ipc {
-		if _, ok := d.IPCache[p]; ok {
-			continue
-		}
-		if err := s.store.DeleteIPCache(p); err != nil {
-			return c, err
-		}
-		delete(s.ipc, p)
-		c.IPCacheDeletes++
+	if err := prune(s.ipc, d.IPCache, s.store.DeleteIPCache, &c.IPCacheDeletes); err != nil {
+		return c, err
 	}
-	for k := range s.policy {
-		if _, ok := d.Policy[k]; ok {
-			continue
-		}
-		if err := s.store.DeletePolicy(k); err != nil {
-			return c, err
-		}
-		delete(s.policy, k)
-		c.PolicyDeletes++
+	if err := prune(s.policy, d.Policy, s.store.DeletePolicy, &c.PolicyDeletes); err != nil {
+		return c, err
 	}
-	for p := range s.prefil {
-		if _, ok := d.Prefilter[p]; ok {
-			continue
-		}
-		if err := s.store.DeletePrefilter(p); err != nil {
-			return c, err
-		}
-		delete(s.prefil, p)
-		c.PrefilterDeletes++
+	if err := prune(s.prefil, d.Prefilter, s.store.DeletePrefilter, &c.PrefilterDeletes); err != nil {
+		return c, err
 	}
 	return c, nil
 }
