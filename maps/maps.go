@@ -127,19 +127,24 @@ func (m *Maps) DeleteIface(ifindex uint32) error {
 
 // Routes returns every entry of cx_routes by prefix (IPv4 prefixes unmapped).
 func (m *Maps) Routes() (map[netip.Prefix]Route, error) {
-	out := make(map[netip.Prefix]Route)
+	return lpmEntries(m.routes, RoutesName, routeFromBPF)
+}
+
+// lpmEntries reads an LPM map keyed like cx_routes, converting its values.
+func lpmEntries[V, O any](mp *ebpf.Map, name string, conv func(V) O) (map[netip.Prefix]O, error) {
+	out := make(map[netip.Prefix]O)
 	var k bpf.CalyxCxRouteKey
-	var v bpf.CalyxCxRoute
-	it := m.routes.Iterate()
+	var v V
+	it := mp.Iterate()
 	for it.Next(&k, &v) {
 		p, err := routeKeyFromBPF(k)
 		if err != nil {
 			return nil, err
 		}
-		out[p] = routeFromBPF(v)
+		out[p] = conv(v)
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", RoutesName, err)
+		return nil, fmt.Errorf("iterate %s: %w", name, err)
 	}
 	return out, nil
 }

@@ -157,22 +157,10 @@ func (e IPCacheEntry) toBPF() bpf.CalyxCxIdentity {
 
 // IPCache returns every entry of cx_ipcache by prefix.
 func (m *Maps) IPCache() (map[netip.Prefix]IPCacheEntry, error) {
-	out := make(map[netip.Prefix]IPCacheEntry)
-	var k bpf.CalyxCxRouteKey
-	var v bpf.CalyxCxIdentity
-	it := m.ipcache.Iterate()
-	for it.Next(&k, &v) {
-		p, err := routeKeyFromBPF(k)
-		if err != nil {
-			return nil, err
-		}
-		out[p] = IPCacheEntry{Identity: Identity(v.Id), NetIdentity: Identity(v.NetId),
+	return lpmEntries(m.ipcache, IPCacheName, func(v bpf.CalyxCxIdentity) IPCacheEntry {
+		return IPCacheEntry{Identity: Identity(v.Id), NetIdentity: Identity(v.NetId),
 			Host: v.Flags&uint32(bpf.CalyxCxIdentityFlagsCX_ID_HOST) != 0}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", IPCacheName, err)
-	}
-	return out, nil
+	})
 }
 
 // PutIPCache creates or replaces the identity of p.
@@ -303,21 +291,7 @@ func (m *Maps) DeletePolicyHits(ifindex uint32) error {
 
 // Prefilter returns the prefixes in cx_prefilter.
 func (m *Maps) Prefilter() (Prefilter, error) {
-	out := make(Prefilter)
-	var k bpf.CalyxCxRouteKey
-	var v uint32
-	it := m.prefilt.Iterate()
-	for it.Next(&k, &v) {
-		p, err := routeKeyFromBPF(k)
-		if err != nil {
-			return nil, err
-		}
-		out[p] = struct{}{}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", PrefiltName, err)
-	}
-	return out, nil
+	return lpmEntries(m.prefilt, PrefiltName, func(uint32) struct{} { return struct{}{} })
 }
 
 // PutPrefilter adds p to the deny list.
