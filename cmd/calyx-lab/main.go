@@ -1,7 +1,9 @@
 // Command calyx-lab builds calyx network-namespace labs: "demo" shows the
 // dataplane working end to end and removes everything, "up" leaves a lab
 // running, "destroy" removes labs (also leftovers of crashed runs) and
-// "list" shows what exists. The logic lives in tests/lab.
+// "list" shows what exists. The hidden command "vm-relay" is the process
+// behind each VM workload (see lab.RunVMRelay). The logic lives in
+// tests/lab.
 package main
 
 import (
@@ -63,6 +65,8 @@ func run(ctx context.Context, opts lab.Options, cmd string, args []string) error
 		return lab.Demo(ctx, opts, os.Stdout)
 	case "up":
 		return up(ctx, opts, args)
+	case "vm-relay":
+		return vmRelay(ctx, args)
 	case "destroy":
 		if len(args) != 1 {
 			return fmt.Errorf("destroy needs PREFIX or --all\n%s", usage)
@@ -117,4 +121,24 @@ func up(ctx context.Context, opts lab.Options, args []string) error {
 		return err
 	}
 	return fmt.Errorf("up: unknown topology %q: want single or multi", *topology)
+}
+
+// vmRelay parses the flags of the hidden "vm-relay" command and runs the
+// relay of one VM workload until it is stopped.
+func vmRelay(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("calyx-lab vm-relay", flag.ContinueOnError)
+	var cfg lab.VMRelayConfig
+	fs.StringVar(&cfg.HostNS, "host-ns", "", "namespace of the host-side tap")
+	fs.StringVar(&cfg.HostTap, "host-tap", "", "name of the host-side tap")
+	fs.StringVar(&cfg.VMNS, "vm-ns", "", "namespace of the instance's tap")
+	fs.StringVar(&cfg.VMTap, "vm-tap", "eth0", "name of the instance's tap")
+	fs.StringVar(&cfg.StatsPath, "stats", "", "JSON file for the relay's counters (written when ready, on SIGUSR1 and on exit)")
+	fs.IntVar(&cfg.ParentPID, "parent", 0, "exit when the parent process is no longer this pid")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("vm-relay: unexpected arguments %v", fs.Args())
+	}
+	return lab.RunVMRelay(ctx, cfg)
 }
