@@ -73,6 +73,11 @@ type Options struct {
 	// DatastoreFile (default) or DatastoreEtcd (AddEtcd with TLS, before
 	// the agents start). Other labs add an etcd with AddEtcd themselves.
 	Datastore string
+	// WorkloadKind is the kind of the workloads PlanWorkload and
+	// AddWorkload create: KindVeth, KindVM or KindMixed (even-numbered
+	// workloads VMs, odd ones veths). Empty means $CALYX_LAB_WORKLOAD
+	// (WorkloadKindEnv), else KindVeth.
+	WorkloadKind WorkloadKind
 }
 
 // The values of Options.Datastore.
@@ -110,6 +115,11 @@ type Lab struct {
 	nextWorkload int
 	agents       map[string]*agentProc
 	procs        map[*Proc]struct{}
+	// relays are the running VMs' relays by workload name.
+	relays map[string]*vmRelay
+	// outlive is set by Up and UpMulti, whose lab keeps running after
+	// this process exits: its VM relays are not tied to this process.
+	outlive bool
 	// etcd, once AddEtcd made it, is the datastore of agents and calyxctl.
 	etcd *Etcd
 	// closers are in-process servers (StartEcho, StartHTTP) whose sockets
@@ -143,6 +153,11 @@ func New(opts Options) (*Lab, error) {
 	default:
 		return nil, fmt.Errorf("invalid datastore %q: want %s or %s", opts.Datastore, DatastoreFile, DatastoreEtcd)
 	}
+	kind, err := defaultWorkloadKind(opts.WorkloadKind)
+	if err != nil {
+		return nil, err
+	}
+	opts.WorkloadKind = kind
 	if opts.BinDir == "" {
 		opts.BinDir = DefaultBinDir()
 	}
@@ -167,6 +182,7 @@ func New(opts Options) (*Lab, error) {
 		cancel:       cancel,
 		agents:       map[string]*agentProc{},
 		procs:        map[*Proc]struct{}{},
+		relays:       map[string]*vmRelay{},
 		closers:      map[io.Closer]struct{}{},
 		nextUplink:   1,
 		nextLeg:      1,
@@ -252,10 +268,11 @@ func (l *Lab) logf(format string, args ...any) {
 	}
 }
 
-// Close stops every background process and agent the lab started (and waits
-// for them), deletes every namespace carrying the lab's prefix (which removes
-// the veths in them), unmounts the bpffs and removes the lab directory. It
-// works on a partially built lab, is idempotent and is bounded in time.
+// Close stops every background process, agent and VM relay the lab started
+// (and waits for them; the taps go with their relays), deletes every
+// namespace carrying the lab's prefix (which removes the veths in them),
+// unmounts the bpffs and removes the lab directory. It works on a partially
+// built lab, is idempotent and is bounded in time.
 func (l *Lab) Close() error {
 	l.mu.Lock()
 	procs := make([]*Proc, 0, len(l.procs))
@@ -269,6 +286,10 @@ func (l *Lab) Close() error {
 	closers := make([]io.Closer, 0, len(l.closers))
 	for c := range l.closers {
 		closers = append(closers, c)
+	}
+	relays := make(map[string]*vmRelay, len(l.relays))
+	for n, r := range l.relays {
+		relays[n] = r
 	}
 	l.mu.Unlock()
 
@@ -287,6 +308,11 @@ func (l *Lab) Close() error {
 		if err := l.stopAgent(a, syscall.SIGTERM, 10*time.Second); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// The VMs after the agents, as a host shuts down its guests last; a
+	// relay that ignored SIGTERM is killed, which is no error of the lab.
+	for n, r := range relays {
+		_ = l.stopRelay(n, r)
 	}
 	// The datastore last: the agents were using it.
 	if e := l.Etcd(); e != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,7 +20,8 @@ import (
 const netnsDir = "/run/netns"
 
 // Reap removes everything a lab with the given prefix left behind: it kills
-// the processes still running in the lab's namespaces, deletes the
+// the processes still running in the lab's namespaces and its VM relays
+// (which removes their taps), deletes the
 // namespaces, unmounts whatever is mounted under /run/calyx-lab/<prefix> and
 // removes that directory. It is what Close does after stopping the lab's own
 // processes, and what "calyx-lab destroy" uses after a crashed run.
@@ -33,7 +35,12 @@ func Reap(prefix string) error {
 		errs = append(errs, err)
 	}
 	// Kill everything first so no namespace is kept alive by a process
-	// that is about to be killed anyway.
+	// that is about to be killed anyway. VM relays are found by their
+	// command line too: one whose namespace was deleted by hand is in no
+	// namespace "ip netns pids" can list, yet still holds its taps.
+	if err := killRelays(prefix); err != nil {
+		errs = append(errs, err)
+	}
 	for _, ns := range names {
 		if err := killNamespacePids(ns); err != nil {
 			errs = append(errs, err)
@@ -71,8 +78,8 @@ func ReapAll() error {
 	return errors.Join(errs...)
 }
 
-// Leftovers lists the prefixes of labs that still have a namespace or a
-// state directory on this machine, sorted.
+// Leftovers lists the prefixes of labs that still have a namespace, a state
+// directory or a VM relay on this machine, sorted.
 func Leftovers() ([]string, error) {
 	set := map[string]bool{}
 	entries, err := os.ReadDir(netnsDir)
@@ -92,6 +99,13 @@ func Leftovers() ([]string, error) {
 		if prefixRE.MatchString(e.Name()) {
 			set[e.Name()] = true
 		}
+	}
+	relays, err := labRelays()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range relays {
+		set[p] = true
 	}
 	out := make([]string, 0, len(set))
 	for p := range set {
@@ -162,6 +176,76 @@ func killNamespacePids(ns string) error {
 		}
 	}
 	return nil
+}
+
+// killRelays SIGKILLs every VM relay of the lab with prefix (see
+// labRelays) and waits for them to be gone.
+func killRelays(prefix string) error {
+	relays, err := labRelays()
+	if err != nil {
+		return err
+	}
+	var pids []int
+	for pid, p := range relays {
+		if p == prefix {
+			pids = append(pids, pid)
+		}
+	}
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, pid := range pids {
+		for processAlive(pid) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("vm relay %d survived SIGKILL", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// labRelays finds the running VM relays ("calyx-lab vm-relay ...") by their
+// command line and returns the lab prefix of each one's namespaces by pid.
+// A relay keeps both its taps' namespaces alive through their fds even after
+// "ip netns delete", so it must be found without them.
+func labRelays() (map[int]string, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	out := map[int]string{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if p := relayPrefix(strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")); p != "" && processAlive(pid) {
+			out[pid] = p
+		}
+	}
+	return out, nil
+}
+
+// relayPrefix returns the lab prefix of a VM relay's command line (from its
+// --host-ns or --vm-ns), or "" when argv is not a relay of a lab.
+func relayPrefix(argv []string) string {
+	if len(argv) < 2 || filepath.Base(argv[0]) != "calyx-lab" || !slices.Contains(argv, "vm-relay") {
+		return ""
+	}
+	for i, a := range argv[:len(argv)-1] {
+		if a == "--host-ns" || a == "--vm-ns" {
+			if m := nsRE.FindStringSubmatch(argv[i+1]); m != nil {
+				return m[1]
+			}
+		}
+	}
+	return ""
 }
 
 // processAlive reports whether pid still exists and is not a zombie (a

@@ -42,17 +42,40 @@ func RequireTools(t testing.TB, names ...string) {
 }
 
 // RequireBinaries stops the test (CI: fail, elsewhere: skip) unless
-// calyx-agent and calyxctl exist in binDir ("" means DefaultBinDir()).
+// calyx-agent and calyxctl exist in binDir ("" means DefaultBinDir()), and
+// what VMs need (RequireVM) when $CALYX_LAB_WORKLOAD asks for them.
 func RequireBinaries(t testing.TB, binDir string) {
 	t.Helper()
 	if binDir == "" {
 		binDir = DefaultBinDir()
+	}
+	if k, err := defaultWorkloadKind(""); err != nil {
+		t.Fatal(err)
+	} else if k != KindVeth {
+		RequireVM(t, binDir)
 	}
 	for _, n := range []string{"calyx-agent", "calyxctl"} {
 		p := filepath.Join(binDir, n)
 		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
 			skipOrFailInCI(t, "%s missing or not executable (run make build, or set CALYX_BIN_DIR): %v", p, err)
 		}
+	}
+}
+
+// RequireVM stops the test (CI: fail, elsewhere: skip) unless VM workloads
+// can run: /dev/net/tun exists and calyx-lab (the relay) is in binDir (""
+// means DefaultBinDir()).
+func RequireVM(t testing.TB, binDir string) {
+	t.Helper()
+	if binDir == "" {
+		binDir = DefaultBinDir()
+	}
+	if fi, err := os.Stat("/dev/net/tun"); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		skipOrFailInCI(t, "/dev/net/tun missing or not a character device: %v", err)
+	}
+	p := filepath.Join(binDir, "calyx-lab")
+	if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
+		skipOrFailInCI(t, "%s (the VM relay) missing or not executable (run make build, or set CALYX_BIN_DIR): %v", p, err)
 	}
 }
 

@@ -166,7 +166,7 @@ func demoSingleHost(r *runner, opts Options) {
 			if w.OmitMAC {
 				mac += " (not in the model)"
 			}
-			fmt.Fprintf(out, "workload %-7s ns %-16s eth0 %s/32 %s, host side %s\n", w.Name, w.NS, w.IP, mac, w.HostIface)
+			fmt.Fprintf(out, "workload %-7s ns %-16s eth0 %s/32 %s, host side %s\n", w.Name, w.NS, w.IP, mac, l.hostSide(w))
 		}
 
 		r.section("one host: agent")
@@ -318,7 +318,7 @@ func printMultiHost(out io.Writer, m *MultiHost) {
 		fmt.Fprintf(out, "host     %-7s ns %-16s eth0 %s on %s\n", h.Name, h.NS, h.Underlay, h.Segment.Name)
 	}
 	for _, w := range m.Workloads() {
-		fmt.Fprintf(out, "workload %-7s ns %-16s eth0 %s/32 mtu %d on %s, host side %s\n", w.Name, w.NS, w.IP, w.MTU, w.Host, w.HostIface)
+		fmt.Fprintf(out, "workload %-7s ns %-16s eth0 %s/32 mtu %d on %s, host side %s\n", w.Name, w.NS, w.IP, w.MTU, w.Host, m.Lab.hostSide(w))
 	}
 	ipip, vxlan := m.Mode.PoolModes()
 	fmt.Fprintf(out, "pool %s %s: ipipMode %s, vxlanMode %s\n", MultiPool, WorkloadPool, ipip, vxlan)
@@ -594,6 +594,8 @@ func Up(ctx context.Context, opts Options, out io.Writer) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Before any workload: the VMs' relays must outlive this process too.
+	l.outlive = true
 	fail := func(err error) (*Lab, error) { return nil, errors.Join(err, l.Close()) }
 	h, ws, err := BuildStandard(l)
 	if err != nil {
@@ -619,7 +621,7 @@ func Up(ctx context.Context, opts Options, out io.Writer) (*Lab, error) {
 	fmt.Fprintf(out, "lab %s is up (state in %s)\n\n", l.Prefix, l.Dir)
 	fmt.Fprintf(out, "host %s: namespace %s, eth0 %s, agent pid %d, log %s\n", h.Name, h.NS, h.Underlay, l.AgentPid(h.Name), l.AgentLogPath(h.Name))
 	for _, w := range ws {
-		fmt.Fprintf(out, "workload %s: namespace %s, %s, host side %s\n", w.Name, w.NS, w.IP, w.HostIface)
+		fmt.Fprintf(out, "workload %s: namespace %s, %s, host side %s\n", w.Name, w.NS, w.IP, l.hostSide(w))
 	}
 	fmt.Fprintf(out, "\ntry:\n  ip netns exec %s ping -c 3 %s\n", ws[0].NS, ws[1].IP)
 	fmt.Fprintf(out, "  ip netns exec %s bash\n", h.NS)
@@ -650,6 +652,8 @@ func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (
 	if err != nil {
 		return nil, err
 	}
+	// Before any workload: the VMs' relays must outlive this process too.
+	l.outlive = true
 	fail := func(err error) (*Lab, error) { return nil, errors.Join(err, l.Close()) }
 	m, err := BuildMultiHost(l, mode)
 	if err != nil {
@@ -702,7 +706,7 @@ func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (
 		fmt.Fprintf(out, "  %-16s host %s: eth0 %s, agent pid %d, log %s\n", h.NS, h.Name, h.Underlay, l.AgentPid(h.Name), l.AgentLogPath(h.Name))
 	}
 	for _, w := range m.Workloads() {
-		fmt.Fprintf(out, "  %-16s workload %s: %s mtu %d on %s (host side %s)\n", w.NS, w.Name, w.IP, w.MTU, w.Host, w.HostIface)
+		fmt.Fprintf(out, "  %-16s workload %s: %s mtu %d on %s (host side %s)\n", w.NS, w.Name, w.IP, w.MTU, w.Host, l.hostSide(w))
 	}
 	fmt.Fprint(out, g.Describe())
 	fmt.Fprintf(out, "  external pool %s %s is applied (floating IPs come from it); the gateway has no route to %s\n", ExternalPool, FloatingPool, WorkloadPool)

@@ -62,7 +62,9 @@ type Host struct {
 	BPFFS string
 }
 
-// Workload is a workload namespace attached to a host by a veth pair.
+// Workload is a workload namespace attached to a host: by a veth pair (a
+// pod, KindVeth) or by two taps joined by a relay process (a virtual
+// machine, KindVM; see StartVM).
 type Workload struct {
 	// Name is the workload name; also its WorkloadEndpoint name.
 	Name string
@@ -77,16 +79,22 @@ type Workload struct {
 	IPv6 netip.Addr
 	// MAC is the workload eth0's MAC address.
 	MAC net.HardwareAddr
-	// HostIface is the host-side veth name in the host namespace
-	// (<prefix>w<N>); it is the endpoint's spec.interface.
+	// HostIface is the host-side interface in the host namespace
+	// (<prefix>w<N>), the veth end or the tap; it is the endpoint's
+	// spec.interface.
 	HostIface string
+	// Kind is KindVeth or KindVM (empty means KindVeth). PlanWorkload sets
+	// it from the lab's default; it may be changed before CreateWorkload.
+	Kind WorkloadKind
 	// OmitMAC leaves spec.mac out of the rendered WorkloadEndpoint so the
 	// agent has to learn the MAC (the neighbour path).
 	OmitMAC bool
-	// MTU is the MTU of both ends of the workload's veth; 0 leaves the
-	// kernel default (1500). Set it between PlanWorkload and CreateWorkload.
+	// MTU is the MTU of both ends of the workload's veth or of both taps;
+	// 0 leaves the kernel default (1500). Set it between PlanWorkload and
+	// CreateWorkload.
 	MTU int
-	// Created is set once the namespace and veth exist (see PlanWorkload).
+	// Created is set once the namespace and the interfaces exist (see
+	// PlanWorkload). A VM stopped with StopVM stays created.
 	Created bool
 }
 
@@ -273,10 +281,11 @@ func (l *Lab) Workload(name string) (*Workload, error) {
 }
 
 // AddWorkload plans and creates a workload on host: namespace
-// <prefix>-<name>, a veth whose host side <prefix>w<N> is up in the host
-// namespace and whose other end is eth0 in the workload namespace with mac
-// (empty: one derived from the prefix), ip as a /32, a link-scope route to
-// 169.254.1.1 and the default route via it.
+// <prefix>-<name>, a veth (or, for a VM, a tap pair with a relay) whose host
+// side <prefix>w<N> is up in the host namespace and whose other end is eth0
+// in the workload namespace with mac (empty: one derived from the prefix),
+// ip as a /32, a link-scope route to 169.254.1.1 and the default route via
+// it. The kind is the lab's default (Options.WorkloadKind).
 func (l *Lab) AddWorkload(host, name, ip, mac string) (*Workload, error) {
 	w, err := l.PlanWorkload(host, name, ip, mac)
 	if err != nil {
@@ -290,8 +299,21 @@ func (l *Lab) AddWorkload(host, name, ip, mac string) (*Workload, error) {
 
 // PlanWorkload reserves a workload's names, address and MAC without creating
 // anything, so its WorkloadEndpoint can be applied before its interface
-// exists. CreateWorkload builds it later.
+// exists. CreateWorkload builds it later. Its kind is the lab's default
+// (Options.WorkloadKind, resolved by the workload's number for KindMixed).
 func (l *Lab) PlanWorkload(host, name, ip, mac string) (*Workload, error) {
+	return l.PlanWorkloadKind(host, name, ip, mac, "")
+}
+
+// PlanWorkloadKind is PlanWorkload with an explicit kind: KindVeth, KindVM,
+// KindMixed (by the workload's number), or "" for the lab's default.
+func (l *Lab) PlanWorkloadKind(host, name, ip, mac string, kind WorkloadKind) (*Workload, error) {
+	if kind == "" {
+		kind = l.opts.WorkloadKind
+	}
+	if _, err := ParseWorkloadKind(string(kind)); err != nil {
+		return nil, fmt.Errorf("workload %s: %w", name, err)
+	}
 	if err := l.checkName(name); err != nil {
 		return nil, err
 	}
@@ -325,6 +347,7 @@ func (l *Lab) PlanWorkload(host, name, ip, mac string) (*Workload, error) {
 		IP:        addr,
 		MAC:       hw,
 		HostIface: l.Prefix + "w" + strconv.Itoa(n),
+		Kind:      kind.For(n),
 	}
 	if len(w.HostIface) > 15 {
 		return nil, fmt.Errorf("workload %s: interface name %s is longer than 15 characters", name, w.HostIface)
@@ -333,8 +356,8 @@ func (l *Lab) PlanWorkload(host, name, ip, mac string) (*Workload, error) {
 	return w, nil
 }
 
-// CreateWorkload builds a planned workload's namespace and veth, with w.MTU
-// on both ends when it is set.
+// CreateWorkload builds a planned workload's namespace and its veth, or for
+// a VM its relay and taps, with w.MTU on both ends when it is set.
 func (l *Lab) CreateWorkload(w *Workload) error {
 	if w.Created {
 		return fmt.Errorf("workload %s already created", w.Name)
@@ -342,19 +365,52 @@ func (l *Lab) CreateWorkload(w *Workload) error {
 	if w.MTU < 0 {
 		return fmt.Errorf("workload %s: invalid MTU %d", w.Name, w.MTU)
 	}
+	kind, err := w.kind()
+	if err != nil {
+		return err
+	}
 	h, err := l.Host(w.Host)
 	if err != nil {
 		return err
 	}
-	l.logf("workload %s: namespace %s, eth0 %s/32 %s, host side %s in %s", w.Name, w.NS, w.IP, w.MAC, w.HostIface, h.NS)
+	l.logf("workload %s (%s): namespace %s, eth0 %s/32 %s, host side %s in %s", w.Name, kind, w.NS, w.IP, w.MAC, w.HostIface, h.NS)
 	if err := l.ip("", "netns", "add", w.NS); err != nil {
 		return fmt.Errorf("workload %s: %w", w.Name, err)
 	}
-	if err := l.ip(h.NS, "link", "add", w.HostIface, "type", "veth", "peer", "name", "eth0", "netns", w.NS); err != nil {
-		return fmt.Errorf("workload %s: %w", w.Name, err)
+	if err := l.plug(w, h); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	w.Created = true
+	l.mu.Unlock()
+	return nil
+}
+
+// plug connects the existing workload namespace to host h: it creates the
+// veth pair, or starts the VM's relay (which creates both taps), then
+// configures eth0 as the instance expects it (MAC, /32, gateway routes, MTU,
+// IPv6 if the workload has it) and brings the host side up. CreateWorkload,
+// StartVM and MigrateWorkload share it, so a restarted or moved instance
+// comes back exactly as it was first built.
+func (l *Lab) plug(w *Workload, h *Host) error {
+	kind, err := w.kind()
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case KindVM:
+		if err := l.startRelay(w, h); err != nil {
+			return err
+		}
+	default:
+		// Created inside the namespaces directly, so nothing appears in
+		// the root namespace.
+		if err := l.ip(h.NS, "link", "add", w.HostIface, "type", "veth", "peer", "name", "eth0", "netns", w.NS); err != nil {
+			return fmt.Errorf("workload %s: %w", w.Name, err)
+		}
 	}
 	if w.MTU > 0 {
-		if err := l.setVethMTU(h.NS, w, w.MTU); err != nil {
+		if err := l.setLinkMTU(h.NS, w, w.MTU); err != nil {
 			return err
 		}
 	}
@@ -368,20 +424,26 @@ func (l *Lab) CreateWorkload(w *Workload) error {
 		{w.NS, []string{"link", "set", "eth0", "up"}},
 		{w.NS, []string{"route", "add", WorkloadGateway, "dev", "eth0", "scope", "link"}},
 		{w.NS, []string{"route", "add", "default", "via", WorkloadGateway, "dev", "eth0"}},
-		{h.NS, []string{"link", "set", w.HostIface, "up"}},
 	} {
 		if err := l.ip(st.ns, st.args...); err != nil {
 			return fmt.Errorf("workload %s: %w", w.Name, err)
 		}
 	}
-	l.mu.Lock()
-	w.Created = true
-	l.mu.Unlock()
+	if w.IPv6.IsValid() {
+		if err := l.configureIPv6(w, w.IPv6); err != nil {
+			return err
+		}
+	}
+	// The host side comes up last, once the instance is ready to answer.
+	if err := l.ip(h.NS, "link", "set", w.HostIface, "up"); err != nil {
+		return fmt.Errorf("workload %s: %w", w.Name, err)
+	}
 	return nil
 }
 
-// SetWorkloadMTU changes the MTU of a created workload's veth, both ends,
-// e.g. after switching a pool to a mode with a different overhead.
+// SetWorkloadMTU changes the MTU of a created workload's veth or taps, both
+// ends, e.g. after switching a pool to a mode with a different overhead. For
+// a stopped VM it only records the MTU for StartVM.
 func (l *Lab) SetWorkloadMTU(w *Workload, mtu int) error {
 	if mtu <= 0 {
 		return fmt.Errorf("workload %s: invalid MTU %d", w.Name, mtu)
@@ -390,8 +452,10 @@ func (l *Lab) SetWorkloadMTU(w *Workload, mtu int) error {
 	if err != nil {
 		return err
 	}
-	if err := l.setVethMTU(h.NS, w, mtu); err != nil {
-		return err
+	if l.interfacesUp(w) {
+		if err := l.setLinkMTU(h.NS, w, mtu); err != nil {
+			return err
+		}
 	}
 	l.mu.Lock()
 	w.MTU = mtu
@@ -399,12 +463,13 @@ func (l *Lab) SetWorkloadMTU(w *Workload, mtu int) error {
 	return nil
 }
 
-// setVethMTU sets mtu on the workload's eth0 and on its host side. Both ends
+// setLinkMTU sets mtu on the workload's eth0 and on its host side. Both ends
 // get it because a veth drops frames longer than the receiving end's MTU
 // before any program sees them: a host side smaller than eth0 would hide
 // oversize packets from the BPF code that must answer them with "fragmentation
-// needed".
-func (l *Lab) setVethMTU(hostNS string, w *Workload, mtu int) error {
+// needed". For a VM both taps get it, as a hypervisor gives the host tap the
+// guest NIC's MTU.
+func (l *Lab) setLinkMTU(hostNS string, w *Workload, mtu int) error {
 	m := strconv.Itoa(mtu)
 	if err := l.ip(w.NS, "link", "set", "eth0", "mtu", m); err != nil {
 		return fmt.Errorf("workload %s: %w", w.Name, err)
@@ -494,6 +559,20 @@ func (l *Lab) AddIPv6(w *Workload, addr string) error {
 	if !w.Created {
 		return fmt.Errorf("workload %s: not created yet", w.Name)
 	}
+	// A stopped VM has no eth0: StartVM configures the address.
+	if l.interfacesUp(w) {
+		if err := l.configureIPv6(w, a); err != nil {
+			return err
+		}
+	}
+	l.mu.Lock()
+	w.IPv6 = a
+	l.mu.Unlock()
+	return nil
+}
+
+// configureIPv6 puts a on eth0 and the default IPv6 route via the gateway.
+func (l *Lab) configureIPv6(w *Workload, a netip.Addr) error {
 	for _, args := range [][]string{
 		{"-6", "addr", "add", a.String() + "/128", "dev", "eth0", "nodad"},
 		{"-6", "route", "add", "default", "via", WorkloadGatewayV6, "dev", "eth0"},
@@ -502,8 +581,5 @@ func (l *Lab) AddIPv6(w *Workload, addr string) error {
 			return fmt.Errorf("workload %s: %w", w.Name, err)
 		}
 	}
-	l.mu.Lock()
-	w.IPv6 = a
-	l.mu.Unlock()
 	return nil
 }
