@@ -24,14 +24,20 @@ commands:
                          spoof drops and calyxctl's view; then three hosts on two subnets
                          behind a router in VXLAN CrossSubnet mode, with traffic across
                          hosts and a capture of the underlay; remove everything
-  up [--topology single|multi] [--mode MODE] [--datastore file|etcd]
+  up [--topology single|multi] [--mode MODE] [--datastore file|etcd] [--workload veth|vm|mixed]
                          build a lab and leave it running: single (default) is the demo's
                          one host, multi its three hosts with the pool in MODE
                          (ipip, vxlan, ipip-crosssubnet, vxlan-crosssubnet (default), never);
                          etcd runs one etcd (TLS) in its own namespace on the fabric segment
-                         as the agents' and calyxctl's datastore (file: a shared directory)
+                         as the agents' and calyxctl's datastore (file: a shared directory);
+                         workloads are veth pairs (pods, the default), VMs (a tap on the host
+                         joined by a relay process to a tap as the instance's eth0, like
+                         QEMU with vhost-net) or mixed (even-numbered workloads VMs)
   destroy PREFIX|--all   remove a lab (or every lab) and its leftovers
   list                   list the prefixes of labs present on this machine
+
+environment:
+  CALYX_LAB_WORKLOAD     default workload kind (veth, vm or mixed) when --workload is not given
 `
 
 func main() {
@@ -91,8 +97,16 @@ func up(ctx context.Context, opts lab.Options, args []string) error {
 	topology := fs.String("topology", "single", "single: one host with three workloads; multi: three hosts on two subnets behind a router")
 	mode := fs.String("mode", string(lab.ModeVXLANCrossSubnet), "encapsulation of the multi topology's pool: ipip, vxlan, ipip-crosssubnet, vxlan-crosssubnet or never")
 	datastore := fs.String("datastore", lab.DatastoreFile, "the agents' datastore: file (a directory) or etcd (an etcd in the lab, with TLS)")
+	workload := fs.String("workload", "", "workload kind: veth (default), vm or mixed (default from $"+lab.WorkloadKindEnv+")")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *workload != "" {
+		k, err := lab.ParseWorkloadKind(*workload)
+		if err != nil {
+			return fmt.Errorf("up: --workload: %w", err)
+		}
+		opts.WorkloadKind = k
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("up: unexpected arguments %v", fs.Args())
