@@ -189,11 +189,22 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_prefilter SEC(".maps");
 
+/* Written by the agent for calyxctl; never read here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct cx_ep_status);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_endpoints SEC(".maps");
+
 /* Keep the enums in the object's BTF so bpf2go emits their constants for Go. */
 const enum cx_reason cx_enum_reason __attribute__((unused));
 const enum cx_route_type cx_enum_route_type __attribute__((unused));
 const enum cx_route_flags cx_enum_route_flags __attribute__((unused));
 const enum cx_iface_flags cx_enum_iface_flags __attribute__((unused));
+const enum cx_iface_kind cx_enum_iface_kind __attribute__((unused));
+const enum cx_ep_state cx_enum_ep_state __attribute__((unused));
 const enum cx_attach_mode cx_enum_attach_mode __attribute__((unused));
 const enum cx_encap cx_enum_encap __attribute__((unused));
 const enum cx_fip_flags cx_enum_fip_flags __attribute__((unused));
@@ -291,21 +302,33 @@ static __always_inline int cx_mac_eq(const __u8 *a, const __u8 *b)
 	       a[5] == b[5];
 }
 
-/* cx_to_workload is the one path into a workload, whether the packet comes
- * from the host stack (egress hook) or straight from another workload's
- * from-workload hook by redirect_peer, which skips the egress hook. Ingress
- * policy and reverse NAT belong here. */
+static __always_inline int cx_mac_is_bcast(const __u8 *a)
+{
+	return (a[0] & a[1] & a[2] & a[3] & a[4] & a[5]) == 0xff;
+}
+
+/* cx_to_workload counts a packet entering a workload: at the delivery when
+ * it goes by redirect_peer (the host side's egress hook does not run), else
+ * in that egress hook (calyx_to_wl). Ingress policy and reverse NAT are done
+ * by whichever path decided the delivery, before either: once per packet. */
 static __always_inline int cx_to_workload(struct __sk_buff *skb, __u32 ifindex, int verdict)
 {
 	return cx_verdict(skb, ifindex, CX_REASON_TO_WORKLOAD, verdict);
 }
 
-/* cx_deliver_local hands an IP packet to a workload on this host. With the
- * destination MAC known the L2 header is rewritten and the packet goes
- * straight into the workload's namespace; otherwise the kernel's neighbour
- * table on the destination interface resolves it. The packet is counted on
- * in_ifindex under reason (deliver-local, or decap-* for a packet that was
- * decapsulated first) with in_len, its length as it came in. */
+/* cx_deliver_local hands an IP packet to a workload on this host, the way
+ * its interface kind takes it (dst->flags, from the kind the agent recorded):
+ *   - veth/netkit with the MAC known: L2 rewrite, bpf_redirect_peer straight
+ *     into the workload's namespace; counted to-workload here;
+ *   - tap (a VM) or any other kind with the MAC known: L2 rewrite,
+ *     bpf_redirect to the interface's egress, the VM's queue (redirect_peer
+ *     there would have the kernel free the packet); its egress hook counts
+ *     it, the mark telling it the packet is translated and policed already;
+ *   - MAC unknown: the kernel's neighbour table on the interface resolves
+ *     it (bpf_redirect_neigh), and the egress hook counts it as above.
+ * The packet is counted on in_ifindex under reason (deliver-local, or
+ * decap-* for a packet that was decapsulated first) with in_len, its length
+ * as it came in. */
 static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_len,
 					    __u32 reason, const struct cx_route *dst)
 {
@@ -313,22 +336,21 @@ static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifin
 	void *data_end = cx_skb_data_end(skb);
 	struct ethhdr *eth = data;
 	__u32 out_ifindex = dst->ifindex;
-	int ret;
 
 	if ((void *)(eth + 1) > data_end)
 		return cx_verdict_len(in_ifindex, CX_REASON_DROP_MALFORMED, in_len, TC_ACT_SHOT);
 
 	cx_verdict_len(in_ifindex, reason, in_len, 0);
-	if (dst->flags & CX_RT_F_HAS_MAC) {
-		__builtin_memcpy(eth->h_dest, dst->mac, CX_ETH_ALEN);
-		__builtin_memcpy(eth->h_source, dst->host_mac, CX_ETH_ALEN);
-		ret = bpf_redirect_peer(out_ifindex, 0);
-		return cx_to_workload(skb, out_ifindex, ret);
+	if (!(dst->flags & CX_RT_F_HAS_MAC)) {
+		skb->mark = CX_MARK_ROUTED;
+		return bpf_redirect_neigh(out_ifindex, NULL, 0, 0);
 	}
-	/* The destination's egress hook runs cx_to_workload on this path; the
-	 * mark tells it the packet is translated and routed already. */
+	__builtin_memcpy(eth->h_dest, dst->mac, CX_ETH_ALEN);
+	__builtin_memcpy(eth->h_source, dst->host_mac, CX_ETH_ALEN);
+	if (dst->flags & CX_RT_F_PEER)
+		return cx_to_workload(skb, out_ifindex, bpf_redirect_peer(out_ifindex, 0));
 	skb->mark = CX_MARK_ROUTED;
-	return bpf_redirect_neigh(out_ifindex, NULL, 0, 0);
+	return bpf_redirect(out_ifindex, 0);
 }
 
 /* cx_ip4_dec_ttl decrements the TTL of the IPv4 header right after the
@@ -778,6 +800,66 @@ static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex
 	return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);
 }
 
+/* The start of a BOOTP/DHCP message up to the client's hardware address
+ * (RFC 2131 2): what a DHCP request from an unconfigured workload is checked by. */
+struct cx_bootp {
+	__u8 op;    /* 1: BOOTREQUEST */
+	__u8 htype; /* 1: Ethernet */
+	__u8 hlen;  /* 6 */
+	__u8 hops;
+	__be32 xid;
+	__be16 secs;
+	__be16 flags;
+	__be32 ciaddr, yiaddr, siaddr, giaddr;
+	__u8 chaddr[CX_ETH_ALEN];
+};
+
+#define CX_DHCP_CLIENT_PORT 68
+#define CX_BOOTREQUEST 1
+
+/* cx_from_wl_dhcp decides a workload's IPv4 packet from 0.0.0.0: the only
+ * one it may send is a DHCP request (UDP 68 -> 67) while it has no address,
+ * broadcast or to its gateway (the host side's MAC), from the endpoint's own
+ * MAC and asking for that MAC. It goes to the host, whose DHCP server
+ * answers; everything else from 0.0.0.0 is spoofing. */
+static __always_inline int cx_from_wl_dhcp(struct __sk_buff *skb, const struct cx_iface *ifc, struct iphdr *iph,
+					   struct hdr_cursor *c, void *data_end)
+{
+	__u32 ifindex = skb->ifindex;
+	struct ethhdr *eth = cx_skb_data(skb);
+	struct cx_bootp *bootp;
+	struct udphdr *udp;
+	int bcast;
+
+	if ((void *)(eth + 1) > data_end)
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (iph->protocol != IPPROTO_UDP || iph->frag_off & bpf_htons(CX_IP_MF_OFFSET))
+		/* Nothing but DHCP comes from an address nobody owns. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+	udp = parse_udphdr(c, data_end);
+	if (!udp || udp->source != bpf_htons(CX_DHCP_CLIENT_PORT) || udp->dest != bpf_htons(CX_DHCP_SERVER_PORT))
+		/* UDP from 0.0.0.0 that is not a DHCP client's request. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+	bcast = iph->daddr == 0xffffffff;
+	if (bcast ? !cx_mac_is_bcast(eth->h_dest) : !cx_mac_eq(eth->h_dest, ifc->host_mac))
+		/* Neither broadcast nor to the gateway (the host side): a
+		 * request meant for someone else's server. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+	bootp = (void *)(udp + 1);
+	if ((void *)(bootp + 1) > data_end)
+		/* Too short for a DHCP message. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (bootp->op != CX_BOOTREQUEST || bootp->htype != 1 || bootp->hlen != CX_ETH_ALEN)
+		/* Not an Ethernet client's request. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (!cx_mac_eq(bootp->chaddr, eth->h_source))
+		/* A lease asked for another MAC (pool exhaustion, or a lease
+		 * stolen for another instance). The frame's own source MAC was
+		 * checked against the endpoint's before. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_MAC, TC_ACT_SHOT);
+	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+}
+
 static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
 					  void *data_end)
 {
@@ -794,6 +876,8 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	if (!iph)
 		/* Truncated or invalid IPv4 header: never forward it. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (iph->saddr == 0)
+		return cx_from_wl_dhcp(skb, ifc, iph, c, data_end);
 	cfg = cx_get_config();
 
 	/* The established-flow fast path: a flow that started on this

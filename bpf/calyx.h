@@ -20,6 +20,15 @@ enum cx_iface_flags {
 	CX_IFACE_CHECK_MAC = 1 << 1, /* the endpoint has a MAC: enforce it */
 };
 
+/* What kind of device a workload interface is, as the agent found it when
+ * it attached: it decides how a packet is delivered into the workload. */
+enum cx_iface_kind {
+	CX_IFACE_KIND_OTHER = 0,  /* anything else: bpf_redirect to its egress */
+	CX_IFACE_KIND_VETH = 1,   /* veth, peer in another namespace: bpf_redirect_peer */
+	CX_IFACE_KIND_NETKIT = 2, /* netkit: bpf_redirect_peer */
+	CX_IFACE_KIND_TAP = 3,    /* tap (a VM's NIC): bpf_redirect to its egress, the VM's queue */
+};
+
 /* cx_ifaces: what each attached interface is, keyed by its ifindex. */
 struct cx_iface {
 	__u32 flags;
@@ -30,6 +39,7 @@ struct cx_iface {
 	 * in that direction, and everything passes. */
 	__u32 ingress_table;
 	__u32 egress_table;
+	__u32 kind; /* enum cx_iface_kind */
 };
 
 enum cx_route_type {
@@ -52,8 +62,12 @@ enum cx_encap {
 };
 
 enum cx_route_flags {
-	CX_RT_F_HAS_MAC = 1 << 0,      /* mac is the workload's: L2 rewrite + redirect_peer */
+	CX_RT_F_HAS_MAC = 1 << 0,      /* mac is the workload's: L2 rewrite, then a redirect */
 	CX_RT_F_NAT_OUTGOING = 1 << 1, /* local workload in a natOutgoing pool */
+	/* Local workload on a veth/netkit whose peer is in another namespace:
+	 * delivered with bpf_redirect_peer. Without it (taps, anything else)
+	 * the packet goes to the interface's egress with bpf_redirect. */
+	CX_RT_F_PEER = 1 << 2,
 };
 
 struct cx_route_key {
@@ -290,6 +304,25 @@ struct cx_link {
 	__u32 ingress_prog_id;
 	__u32 egress_prog_id;
 	__u32 endpoint_id;
+};
+
+/* What became of a local endpoint, as the agent decided it. */
+enum cx_ep_state {
+	CX_EP_READY = 1,   /* programs attached, maps written */
+	CX_EP_PENDING = 2, /* its interface does not exist (yet) */
+	/* Refused: the interface is one the agent never attaches workload
+	 * programs to nor changes sysctls of. */
+	CX_EP_REFUSED_UNDERLAY = 3,  /* the underlay interface */
+	CX_EP_REFUSED_LOOPBACK = 4,  /* a loopback interface */
+	CX_EP_REFUSED_HOST_ADDR = 5, /* it holds one of the host's own addresses */
+};
+
+/* cx_endpoints: the state of each endpoint of this node, keyed by endpoint
+ * id, for calyxctl and bpftool. Never read by the programs. */
+struct cx_ep_status {
+	__u32 state; /* enum cx_ep_state */
+	__u32 ifindex; /* 0 unless the interface exists */
+	char ifname[16]; /* spec.interface */
 };
 
 #endif /* CALYX_H */

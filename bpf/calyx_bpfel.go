@@ -91,6 +91,23 @@ const (
 	CalyxCxEndpointToHostCX_E2H_RETURN CalyxCxEndpointToHost = 2
 )
 
+type CalyxCxEpState uint32
+
+const (
+	CalyxCxEpStateCX_EP_READY             CalyxCxEpState = 1
+	CalyxCxEpStateCX_EP_PENDING           CalyxCxEpState = 2
+	CalyxCxEpStateCX_EP_REFUSED_UNDERLAY  CalyxCxEpState = 3
+	CalyxCxEpStateCX_EP_REFUSED_LOOPBACK  CalyxCxEpState = 4
+	CalyxCxEpStateCX_EP_REFUSED_HOST_ADDR CalyxCxEpState = 5
+)
+
+type CalyxCxEpStatus struct {
+	_       structs.HostLayout
+	State   uint32
+	Ifindex uint32
+	Ifname  [16]int8
+}
+
 type CalyxCxFip struct {
 	_          structs.HostLayout
 	Fixed      [16]uint8
@@ -131,6 +148,7 @@ type CalyxCxIface struct {
 	HostMac      [6]uint8
 	IngressTable uint32
 	EgressTable  uint32
+	Kind         uint32
 }
 
 type CalyxCxIfaceFlags uint32
@@ -138,6 +156,15 @@ type CalyxCxIfaceFlags uint32
 const (
 	CalyxCxIfaceFlagsCX_IFACE_WORKLOAD  CalyxCxIfaceFlags = 1
 	CalyxCxIfaceFlagsCX_IFACE_CHECK_MAC CalyxCxIfaceFlags = 2
+)
+
+type CalyxCxIfaceKind uint32
+
+const (
+	CalyxCxIfaceKindCX_IFACE_KIND_OTHER  CalyxCxIfaceKind = 0
+	CalyxCxIfaceKindCX_IFACE_KIND_VETH   CalyxCxIfaceKind = 1
+	CalyxCxIfaceKindCX_IFACE_KIND_NETKIT CalyxCxIfaceKind = 2
+	CalyxCxIfaceKindCX_IFACE_KIND_TAP    CalyxCxIfaceKind = 3
 )
 
 type CalyxCxLink struct {
@@ -260,6 +287,7 @@ type CalyxCxRouteFlags uint32
 const (
 	CalyxCxRouteFlagsCX_RT_F_HAS_MAC      CalyxCxRouteFlags = 1
 	CalyxCxRouteFlagsCX_RT_F_NAT_OUTGOING CalyxCxRouteFlags = 2
+	CalyxCxRouteFlagsCX_RT_F_PEER         CalyxCxRouteFlags = 4
 )
 
 type CalyxCxRouteKey struct {
@@ -301,6 +329,7 @@ const (
 	CalyxMapCxConfig            = "cx_config"
 	CalyxMapCxCounters          = "cx_counters"
 	CalyxMapCxCt                = "cx_ct"
+	CalyxMapCxEndpoints         = "cx_endpoints"
 	CalyxMapCxFips              = "cx_fips"
 	CalyxMapCxIfaces            = "cx_ifaces"
 	CalyxMapCxIpcache           = "cx_ipcache"
@@ -320,9 +349,11 @@ const (
 	CalyxVarCxEnumCtDir         = "cx_enum_ct_dir"
 	CalyxVarCxEnumE2h           = "cx_enum_e2h"
 	CalyxVarCxEnumEncap         = "cx_enum_encap"
+	CalyxVarCxEnumEpState       = "cx_enum_ep_state"
 	CalyxVarCxEnumFipFlags      = "cx_enum_fip_flags"
 	CalyxVarCxEnumIdentityFlags = "cx_enum_identity_flags"
 	CalyxVarCxEnumIfaceFlags    = "cx_enum_iface_flags"
+	CalyxVarCxEnumIfaceKind     = "cx_enum_iface_kind"
 	CalyxVarCxEnumNat           = "cx_enum_nat"
 	CalyxVarCxEnumPolicyAction  = "cx_enum_policy_action"
 	CalyxVarCxEnumReason        = "cx_enum_reason"
@@ -388,6 +419,7 @@ type CalyxMapSpecs struct {
 	CxConfig     *ebpf.MapSpec `ebpf:"cx_config"`
 	CxCounters   *ebpf.MapSpec `ebpf:"cx_counters"`
 	CxCt         *ebpf.MapSpec `ebpf:"cx_ct"`
+	CxEndpoints  *ebpf.MapSpec `ebpf:"cx_endpoints"`
 	CxFips       *ebpf.MapSpec `ebpf:"cx_fips"`
 	CxIfaces     *ebpf.MapSpec `ebpf:"cx_ifaces"`
 	CxIpcache    *ebpf.MapSpec `ebpf:"cx_ipcache"`
@@ -408,9 +440,11 @@ type CalyxVariableSpecs struct {
 	CxEnumCtDir         *ebpf.VariableSpec `ebpf:"cx_enum_ct_dir"`
 	CxEnumE2h           *ebpf.VariableSpec `ebpf:"cx_enum_e2h"`
 	CxEnumEncap         *ebpf.VariableSpec `ebpf:"cx_enum_encap"`
+	CxEnumEpState       *ebpf.VariableSpec `ebpf:"cx_enum_ep_state"`
 	CxEnumFipFlags      *ebpf.VariableSpec `ebpf:"cx_enum_fip_flags"`
 	CxEnumIdentityFlags *ebpf.VariableSpec `ebpf:"cx_enum_identity_flags"`
 	CxEnumIfaceFlags    *ebpf.VariableSpec `ebpf:"cx_enum_iface_flags"`
+	CxEnumIfaceKind     *ebpf.VariableSpec `ebpf:"cx_enum_iface_kind"`
 	CxEnumNat           *ebpf.VariableSpec `ebpf:"cx_enum_nat"`
 	CxEnumPolicyAction  *ebpf.VariableSpec `ebpf:"cx_enum_policy_action"`
 	CxEnumReason        *ebpf.VariableSpec `ebpf:"cx_enum_reason"`
@@ -443,6 +477,7 @@ type CalyxMaps struct {
 	CxConfig     *ebpf.Map `ebpf:"cx_config"`
 	CxCounters   *ebpf.Map `ebpf:"cx_counters"`
 	CxCt         *ebpf.Map `ebpf:"cx_ct"`
+	CxEndpoints  *ebpf.Map `ebpf:"cx_endpoints"`
 	CxFips       *ebpf.Map `ebpf:"cx_fips"`
 	CxIfaces     *ebpf.Map `ebpf:"cx_ifaces"`
 	CxIpcache    *ebpf.Map `ebpf:"cx_ipcache"`
@@ -459,6 +494,7 @@ func (m *CalyxMaps) Close() error {
 		m.CxConfig,
 		m.CxCounters,
 		m.CxCt,
+		m.CxEndpoints,
 		m.CxFips,
 		m.CxIfaces,
 		m.CxIpcache,
@@ -480,9 +516,11 @@ type CalyxVariables struct {
 	CxEnumCtDir         *ebpf.Variable `ebpf:"cx_enum_ct_dir"`
 	CxEnumE2h           *ebpf.Variable `ebpf:"cx_enum_e2h"`
 	CxEnumEncap         *ebpf.Variable `ebpf:"cx_enum_encap"`
+	CxEnumEpState       *ebpf.Variable `ebpf:"cx_enum_ep_state"`
 	CxEnumFipFlags      *ebpf.Variable `ebpf:"cx_enum_fip_flags"`
 	CxEnumIdentityFlags *ebpf.Variable `ebpf:"cx_enum_identity_flags"`
 	CxEnumIfaceFlags    *ebpf.Variable `ebpf:"cx_enum_iface_flags"`
+	CxEnumIfaceKind     *ebpf.Variable `ebpf:"cx_enum_iface_kind"`
 	CxEnumNat           *ebpf.Variable `ebpf:"cx_enum_nat"`
 	CxEnumPolicyAction  *ebpf.Variable `ebpf:"cx_enum_policy_action"`
 	CxEnumReason        *ebpf.Variable `ebpf:"cx_enum_reason"`

@@ -162,8 +162,8 @@ func newEnv(tb testing.TB) *env {
 			return ep
 		}
 		must(tb, dp.Maps.PutIface(ep.idx(), maps.Iface{Workload: true, CheckMAC: checkMAC,
-			EndpointID: uint32(n), MAC: maps.MACFrom(ep.mac), HostMAC: maps.MACFrom(ep.hostMAC)}))
-		rt := maps.Route{Type: maps.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: maps.MACFrom(ep.hostMAC)}
+			EndpointID: uint32(n), MAC: maps.MACFrom(ep.mac), HostMAC: maps.MACFrom(ep.hostMAC), Kind: maps.IfaceVeth}))
+		rt := maps.Route{Type: maps.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: maps.MACFrom(ep.hostMAC), Peer: true}
 		if hasMAC {
 			rt.MAC = maps.MACFrom(ep.mac)
 		}

@@ -76,7 +76,7 @@ func newNATEnv(tb testing.TB) *natEnv {
 	}
 	w := e.wl1
 	must(tb, m.PutRoute(netip.PrefixFrom(w.ip4, 32), maps.Route{Type: maps.RouteLocalWorkload, Ifindex: w.idx(),
-		MAC: maps.MACFrom(w.mac), HostMAC: maps.MACFrom(w.hostMAC), NATOutgoing: true}))
+		MAC: maps.MACFrom(w.mac), HostMAC: maps.MACFrom(w.hostMAC), NATOutgoing: true, Peer: true}))
 	ne.remoteFixed = e.block(tb, e.tun.nodeA, maps.EncapIPIP)
 	for fip, f := range map[netip.Addr]maps.FloatingIP{
 		fipWL2:    {Fixed: e.wl2.ip4, Node: hostAddr, EndpointID: 2, Local: true},
@@ -1317,7 +1317,7 @@ func TestNATFloatingIPFromOutsideRemote(t *testing.T) {
 		must(t, m.PutConfig(cfg))
 		must(t, m.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteNode}))
 		must(t, m.PutRoute(netip.PrefixFrom(fixed, 32), maps.Route{Type: maps.RouteLocalWorkload,
-			Ifindex: ne.wl2.idx(), MAC: maps.MACFrom(ne.wl2.mac), HostMAC: maps.MACFrom(ne.wl2.hostMAC)}))
+			Ifindex: ne.wl2.idx(), MAC: maps.MACFrom(ne.wl2.mac), HostMAC: maps.MACFrom(ne.wl2.hostMAC), Peer: true}))
 		f, _ := m.FloatingIPs()
 		must(t, m.PutFloatingIP(fip, maps.FloatingIP{Fixed: fixed, Node: nodeA.addr, EndpointID: 50, Local: true}))
 		return func() {

@@ -941,7 +941,7 @@ func TestTunnelRoundTrip(t *testing.T) {
 		must(t, e.dp.Maps.PutConfig(cfg))
 		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteNode}))
 		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(dst, 32), maps.Route{Type: maps.RouteLocalWorkload,
-			Ifindex: e.wl2.idx(), MAC: maps.MACFrom(e.wl2.mac), HostMAC: maps.MACFrom(e.wl2.hostMAC)}))
+			Ifindex: e.wl2.idx(), MAC: maps.MACFrom(e.wl2.mac), HostMAC: maps.MACFrom(e.wl2.hostMAC), Peer: true}))
 		return func() {
 			must(t, e.dp.Maps.PutConfig(e.tun.cfg))
 			must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteHost}))

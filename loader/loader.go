@@ -88,7 +88,7 @@ type Options struct {
 var rebuildable = map[string]bool{
 	bpf.CalyxMapCxIfaces: true, bpf.CalyxMapCxRoutes: true, bpf.CalyxMapCxLinks: true,
 	bpf.CalyxMapCxConfig: true, bpf.CalyxMapCxFips: true, bpf.CalyxMapCxIpcache: true, bpf.CalyxMapCxPolicy: true,
-	bpf.CalyxMapCxPrefilter: true,
+	bpf.CalyxMapCxPrefilter: true, bpf.CalyxMapCxEndpoints: true,
 }
 
 // LoadWith is Load with options.

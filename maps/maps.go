@@ -13,23 +13,24 @@ import (
 
 // Pinned map names, as they appear under the --bpffs directory.
 const (
-	IfacesName   = bpf.CalyxMapCxIfaces
-	RoutesName   = bpf.CalyxMapCxRoutes
-	CountersName = bpf.CalyxMapCxCounters
-	LinksName    = bpf.CalyxMapCxLinks
-	ConfigName   = bpf.CalyxMapCxConfig
-	FIPsName     = bpf.CalyxMapCxFips
-	CTName       = bpf.CalyxMapCxCt
-	IPCacheName  = bpf.CalyxMapCxIpcache
-	PolicyName   = bpf.CalyxMapCxPolicy
-	HitsName     = bpf.CalyxMapCxPolicyHits
-	LogName      = bpf.CalyxMapCxPolicyLog
-	PrefiltName  = bpf.CalyxMapCxPrefilter
+	IfacesName    = bpf.CalyxMapCxIfaces
+	RoutesName    = bpf.CalyxMapCxRoutes
+	CountersName  = bpf.CalyxMapCxCounters
+	LinksName     = bpf.CalyxMapCxLinks
+	ConfigName    = bpf.CalyxMapCxConfig
+	FIPsName      = bpf.CalyxMapCxFips
+	CTName        = bpf.CalyxMapCxCt
+	IPCacheName   = bpf.CalyxMapCxIpcache
+	PolicyName    = bpf.CalyxMapCxPolicy
+	HitsName      = bpf.CalyxMapCxPolicyHits
+	LogName       = bpf.CalyxMapCxPolicyLog
+	PrefiltName   = bpf.CalyxMapCxPrefilter
+	EndpointsName = bpf.CalyxMapCxEndpoints
 )
 
 // Names lists every map calyx pins.
 var Names = []string{IfacesName, RoutesName, CountersName, LinksName, ConfigName, FIPsName, CTName,
-	IPCacheName, PolicyName, HitsName, LogName, PrefiltName}
+	IPCacheName, PolicyName, HitsName, LogName, PrefiltName, EndpointsName}
 
 // Maps is the set of calyx maps, either loaded with the programs (agent) or
 // opened from their pins (calyxctl).
@@ -46,6 +47,7 @@ type Maps struct {
 	hits     *ebpf.Map
 	log      *ebpf.Map
 	prefilt  *ebpf.Map
+	eps      *ebpf.Map
 	owned    bool
 }
 
@@ -53,7 +55,7 @@ type Maps struct {
 func FromObjects(objs *bpf.CalyxMaps) *Maps {
 	return &Maps{ifaces: objs.CxIfaces, routes: objs.CxRoutes, counters: objs.CxCounters, links: objs.CxLinks, config: objs.CxConfig,
 		fips: objs.CxFips, ct: objs.CxCt, ipcache: objs.CxIpcache, policy: objs.CxPolicy, hits: objs.CxPolicyHits,
-		log: objs.CxPolicyLog, prefilt: objs.CxPrefilter}
+		log: objs.CxPolicyLog, prefilt: objs.CxPrefilter, eps: objs.CxEndpoints}
 }
 
 // OpenPinned opens every map pinned under dir. It fails, naming the map,
@@ -67,7 +69,7 @@ func OpenPinnedWritable(dir string) (*Maps, error) { return openPinned(dir, fals
 func openPinned(dir string, readOnly bool) (*Maps, error) {
 	m := &Maps{owned: true}
 	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links, &m.config, &m.fips, &m.ct,
-		&m.ipcache, &m.policy, &m.hits, &m.log, &m.prefilt}
+		&m.ipcache, &m.policy, &m.hits, &m.log, &m.prefilt, &m.eps}
 	for i, name := range Names {
 		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: readOnly})
 		if err != nil {
@@ -86,7 +88,7 @@ func (m *Maps) Close() error {
 	}
 	var errs []error
 	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links, m.config, m.fips, m.ct,
-		m.ipcache, m.policy, m.hits, m.log, m.prefilt} {
+		m.ipcache, m.policy, m.hits, m.log, m.prefilt, m.eps} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}
@@ -246,6 +248,39 @@ func (m *Maps) PutLink(ifindex uint32, l Link) error {
 func (m *Maps) DeleteLink(ifindex uint32) error {
 	if err := m.links.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete %s[%d]: %w", LinksName, ifindex, err)
+	}
+	return nil
+}
+
+// EndpointStatuses returns the agent's state of each local endpoint by
+// endpoint id.
+func (m *Maps) EndpointStatuses() (map[uint32]EndpointStatus, error) {
+	out := make(map[uint32]EndpointStatus)
+	var k uint32
+	var v bpf.CalyxCxEpStatus
+	it := m.eps.Iterate()
+	for it.Next(&k, &v) {
+		out[k] = endpointStatusFromBPF(v)
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", EndpointsName, err)
+	}
+	return out, nil
+}
+
+// PutEndpointStatus records the state of endpoint id.
+func (m *Maps) PutEndpointStatus(id uint32, st EndpointStatus) error {
+	if err := m.eps.Put(id, st.toBPF()); err != nil {
+		return fmt.Errorf("put %s[%d]: %w", EndpointsName, id, err)
+	}
+	return nil
+}
+
+// DeleteEndpointStatus removes the state of endpoint id; a missing one is
+// not an error.
+func (m *Maps) DeleteEndpointStatus(id uint32) error {
+	if err := m.eps.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s[%d]: %w", EndpointsName, id, err)
 	}
 	return nil
 }

@@ -62,7 +62,39 @@ type Iface struct {
 	// cx_policy; 0 when no policy selects it in that direction.
 	IngressTable uint32
 	EgressTable  uint32
+	// Kind is the device the interface is; it decides how packets are
+	// delivered into the workload (see IfaceKind.Peer).
+	Kind IfaceKind
 }
+
+// IfaceKind is the kind of device a workload interface is.
+type IfaceKind uint32
+
+// Interface kinds, as the programs see them.
+const (
+	IfaceOther  = IfaceKind(bpf.CalyxCxIfaceKindCX_IFACE_KIND_OTHER)
+	IfaceVeth   = IfaceKind(bpf.CalyxCxIfaceKindCX_IFACE_KIND_VETH)
+	IfaceNetkit = IfaceKind(bpf.CalyxCxIfaceKindCX_IFACE_KIND_NETKIT)
+	IfaceTap    = IfaceKind(bpf.CalyxCxIfaceKindCX_IFACE_KIND_TAP)
+)
+
+var ifaceKindNames = map[IfaceKind]string{IfaceOther: "other", IfaceVeth: "veth", IfaceNetkit: "netkit", IfaceTap: "tap"}
+
+func (k IfaceKind) String() string {
+	if s, ok := ifaceKindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("kind-%d", uint32(k))
+}
+
+// MarshalText renders the kind by name in JSON and YAML.
+func (k IfaceKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Peer says whether packets enter the workload with bpf_redirect_peer,
+// straight into its namespace: veth and netkit (whose peer is in another
+// namespace). Every other kind, a VM's tap first, is delivered to the
+// interface's egress.
+func (k IfaceKind) Peer() bool { return k == IfaceVeth || k == IfaceNetkit }
 
 func (v Iface) toBPF() bpf.CalyxCxIface {
 	var out bpf.CalyxCxIface
@@ -77,6 +109,7 @@ func (v Iface) toBPF() bpf.CalyxCxIface {
 	out.HostMac = v.HostMAC
 	out.IngressTable = v.IngressTable
 	out.EgressTable = v.EgressTable
+	out.Kind = uint32(v.Kind)
 	return out
 }
 
@@ -89,6 +122,7 @@ func ifaceFromBPF(in bpf.CalyxCxIface) Iface {
 		HostMAC:      in.HostMac,
 		IngressTable: in.IngressTable,
 		EgressTable:  in.EgressTable,
+		Kind:         IfaceKind(in.Kind),
 	}
 }
 
@@ -177,6 +211,9 @@ type Route struct {
 	// NATOutgoing marks a local workload in a natOutgoing pool: its
 	// traffic to outside every pool leaves as the node.
 	NATOutgoing bool
+	// Peer marks a local workload whose interface takes bpf_redirect_peer
+	// (IfaceKind.Peer); the others are delivered to its egress.
+	Peer bool
 }
 
 // v4Bits is how many leading bits of a v4-mapped address come before the IPv4 part.
@@ -234,6 +271,9 @@ func (r Route) toBPF() bpf.CalyxCxRoute {
 	if r.NATOutgoing {
 		out.Flags |= uint32(bpf.CalyxCxRouteFlagsCX_RT_F_NAT_OUTGOING)
 	}
+	if r.Peer {
+		out.Flags |= uint32(bpf.CalyxCxRouteFlagsCX_RT_F_PEER)
+	}
 	return out
 }
 
@@ -249,6 +289,7 @@ func routeFromBPF(in bpf.CalyxCxRoute) Route {
 		r.MAC = in.Mac
 	}
 	r.NATOutgoing = in.Flags&uint32(bpf.CalyxCxRouteFlagsCX_RT_F_NAT_OUTGOING) != 0
+	r.Peer = in.Flags&uint32(bpf.CalyxCxRouteFlagsCX_RT_F_PEER) != 0
 	return r
 }
 
@@ -390,24 +431,96 @@ type Link struct {
 }
 
 func (l Link) toBPF() bpf.CalyxCxLink {
-	out := bpf.CalyxCxLink{Mode: uint32(l.Mode), IngressProgId: l.IngressProgID,
+	return bpf.CalyxCxLink{Ifname: ifnameToBPF(l.Ifname), Mode: uint32(l.Mode), IngressProgId: l.IngressProgID,
 		EgressProgId: l.EgressProgID, EndpointId: l.EndpointID}
-	for i := 0; i < len(out.Ifname)-1 && i < len(l.Ifname); i++ {
-		out.Ifname[i] = int8(l.Ifname[i])
+}
+
+func linkFromBPF(in bpf.CalyxCxLink) Link {
+	return Link{Ifname: ifnameFromBPF(in.Ifname), Mode: AttachMode(in.Mode), IngressProgID: in.IngressProgId,
+		EgressProgID: in.EgressProgId, EndpointID: in.EndpointId}
+}
+
+// ifnameToBPF stores an interface name NUL-terminated, cut to IFNAMSIZ-1.
+func ifnameToBPF(name string) [16]int8 {
+	var out [16]int8
+	for i := 0; i < len(out)-1 && i < len(name); i++ {
+		out[i] = int8(name[i])
 	}
 	return out
 }
 
-func linkFromBPF(in bpf.CalyxCxLink) Link {
+func ifnameFromBPF(in [16]int8) string {
 	var name []byte
-	for _, c := range in.Ifname {
+	for _, c := range in {
 		if c == 0 {
 			break
 		}
 		name = append(name, byte(c))
 	}
-	return Link{Ifname: string(name), Mode: AttachMode(in.Mode), IngressProgID: in.IngressProgId,
-		EgressProgID: in.EgressProgId, EndpointID: in.EndpointId}
+	return string(name)
+}
+
+// EndpointState is what became of a local endpoint (cx_endpoints).
+type EndpointState uint32
+
+// Endpoint states, as the agent records them.
+const (
+	EndpointReady   = EndpointState(bpf.CalyxCxEpStateCX_EP_READY)
+	EndpointPending = EndpointState(bpf.CalyxCxEpStateCX_EP_PENDING)
+	// The refused states: the interface is one the agent never attaches
+	// workload programs to nor changes sysctls of.
+	EndpointRefusedUnderlay = EndpointState(bpf.CalyxCxEpStateCX_EP_REFUSED_UNDERLAY)
+	EndpointRefusedLoopback = EndpointState(bpf.CalyxCxEpStateCX_EP_REFUSED_LOOPBACK)
+	EndpointRefusedHostAddr = EndpointState(bpf.CalyxCxEpStateCX_EP_REFUSED_HOST_ADDR)
+)
+
+var endpointStateNames = map[EndpointState]string{
+	EndpointReady:           "ready",
+	EndpointPending:         "pending",
+	EndpointRefusedUnderlay: "refused-underlay",
+	EndpointRefusedLoopback: "refused-loopback",
+	EndpointRefusedHostAddr: "refused-host-address",
+}
+
+var endpointStateReasons = map[EndpointState]string{
+	EndpointReady:           "attached",
+	EndpointPending:         "its interface does not exist",
+	EndpointRefusedUnderlay: "its interface is the underlay interface",
+	EndpointRefusedLoopback: "its interface is a loopback interface",
+	EndpointRefusedHostAddr: "its interface holds one of the host's own addresses",
+}
+
+func (s EndpointState) String() string {
+	if n, ok := endpointStateNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("state-%d", uint32(s))
+}
+
+// Reason says the state in words, for logs and calyxctl.
+func (s EndpointState) Reason() string { return endpointStateReasons[s] }
+
+// Refused says whether the agent refused to touch the endpoint's interface.
+func (s EndpointState) Refused() bool {
+	return s == EndpointRefusedUnderlay || s == EndpointRefusedLoopback || s == EndpointRefusedHostAddr
+}
+
+// MarshalText renders the state by name in JSON and YAML.
+func (s EndpointState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// EndpointStatus is an entry of cx_endpoints.
+type EndpointStatus struct {
+	State   EndpointState
+	Ifindex uint32 // 0 unless the interface exists
+	Ifname  string // the endpoint's spec.interface
+}
+
+func (e EndpointStatus) toBPF() bpf.CalyxCxEpStatus {
+	return bpf.CalyxCxEpStatus{State: uint32(e.State), Ifindex: e.Ifindex, Ifname: ifnameToBPF(e.Ifname)}
+}
+
+func endpointStatusFromBPF(in bpf.CalyxCxEpStatus) EndpointStatus {
+	return EndpointStatus{State: EndpointState(in.State), Ifindex: in.Ifindex, Ifname: ifnameFromBPF(in.Ifname)}
 }
 
 // NodeConfig is the single entry of cx_config: host-wide settings of the
