@@ -84,6 +84,9 @@ type Agent struct {
 	pinsSwept bool
 	// xdp says the XDP prefilter runs on the underlay.
 	xdp bool
+	// refused is what was last logged of the endpoints whose interface
+	// the agent may not touch, so each change is logged once.
+	refused string
 
 	// rules names the rules in Log events (agent/policy's numbers).
 	rulesMu sync.Mutex
@@ -311,6 +314,8 @@ func (a *Agent) reconcile() error {
 
 	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Ifaces)))
 	a.metrics.endpoints.WithLabelValues("pending").Set(float64(len(d.Pending)))
+	a.metrics.endpoints.WithLabelValues("refused").Set(float64(len(d.Refused)))
+	a.logRefused(d)
 	a.metrics.workloadMTU.Set(float64(d.WorkloadMTU))
 	a.metrics.syncs.Inc()
 	a.metrics.syncSeconds.Observe(time.Since(start).Seconds())
@@ -322,6 +327,26 @@ func (a *Agent) reconcile() error {
 	}
 	a.setReady(true, "")
 	return nil
+}
+
+// logRefused says, once per change, which endpoints name an interface the
+// agent may not touch (the underlay, lo, one with a host address) and why.
+// Nothing of theirs is programmed; every other endpoint is.
+func (a *Agent) logRefused(d *calc.Desired) {
+	var b strings.Builder
+	for _, name := range d.Refused {
+		st := d.Endpoints[calc.EndpointID(name)]
+		fmt.Fprintf(&b, "%s:%s:%s;", name, st.Ifname, st.State)
+	}
+	if b.String() == a.refused {
+		return
+	}
+	a.refused = b.String()
+	for _, name := range d.Refused {
+		st := d.Endpoints[calc.EndpointID(name)]
+		a.log.Error("endpoint refused: its interface is not touched", "endpoint", name, "interface", st.Ifname,
+			"state", st.State.String(), "reason", st.State.Reason())
+	}
 }
 
 func (a *Agent) attach(d *calc.Desired) error {
@@ -512,7 +537,7 @@ func (a *Agent) registerAddress(ctx context.Context, ifname string, addr netip.P
 	for range registerConflicts {
 		r, rev, err := v.Get(ctx, ref)
 		if errors.Is(err, model.ErrNotFound) {
-			n := &model.Node{Metadata: model.Metadata{Name: a.cfg.Node}, Spec: model.NodeSpec{IPv4Address: addr}}
+			n := &model.Node{Metadata: model.Metadata{Name: a.cfg.Node}, Spec: model.NodeSpec{IPv4Address: addr, UnderlayInterface: ifname}}
 			err = v.Create(ctx, n)
 			if errors.Is(err, model.ErrExists) {
 				continue // created meanwhile: update that one
@@ -530,12 +555,13 @@ func (a *Agent) registerAddress(ctx context.Context, ifname string, addr netip.P
 		if !ok {
 			return fmt.Errorf("%s: the datastore returned a %T", ref, r)
 		}
-		if old.Spec.IPv4Address == addr {
+		if old.Spec.IPv4Address == addr && old.Spec.UnderlayInterface == ifname {
 			a.log.Info("node registered already", "node", a.cfg.Node, "address", addr)
 			return nil
 		}
 		n := *old
 		n.Spec.IPv4Address = addr
+		n.Spec.UnderlayInterface = ifname
 		err = v.Update(ctx, &n, rev)
 		if errors.Is(err, model.ErrConflict) {
 			continue
@@ -559,7 +585,7 @@ func (a *Agent) registerNodeApply(ctx context.Context, ifname string, addr netip
 	if _, ok := snap.Nodes[a.cfg.Node]; ok {
 		return nil
 	}
-	n := &model.Node{Metadata: model.Metadata{Name: a.cfg.Node}, Spec: model.NodeSpec{IPv4Address: addr}}
+	n := &model.Node{Metadata: model.Metadata{Name: a.cfg.Node}, Spec: model.NodeSpec{IPv4Address: addr, UnderlayInterface: ifname}}
 	if err := a.ds.Apply(ctx, []model.Resource{n}); err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ func newMetrics() *metrics {
 			Name: "calyx_program_attaches_total", Help: "Program attaches and in-place program swaps, by mode.",
 		}, []string{"mode"}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "calyx_local_endpoints", Help: "Local endpoints, programmed or waiting for their interface.",
+			Name: "calyx_local_endpoints", Help: "Local endpoints: programmed, waiting for their interface (pending), or refused (their interface is the underlay, a loopback or holds a host address).",
 		}, []string{"state"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "calyx_ready", Help: "1 once the dataplane matches the model.",

@@ -21,11 +21,15 @@ type endpointRow struct {
 	Name       string   `json:"name" table:"NAME"`
 	Interface  string   `json:"interface" table:"INTERFACE"`
 	Ifindex    uint32   `json:"ifindex" table:"IFINDEX"`
+	Kind       string   `json:"kind" table:"KIND"`
+	State      string   `json:"state" table:"STATE"`
 	IPs        []string `json:"ips" table:"IPS"`
 	MAC        string   `json:"mac" table:"MAC"`
 	HostMAC    string   `json:"hostMAC" table:"HOST-MAC"`
 	CheckMAC   bool     `json:"checkMAC"`
 	EndpointID uint32   `json:"endpointID"`
+	// Reason says in words why an endpoint is not ready.
+	Reason string `json:"reason,omitempty"`
 }
 
 type routeRow struct {
@@ -247,8 +251,26 @@ func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint
 		if name == "" {
 			name = fmt.Sprintf("id:%d", v.EndpointID)
 		}
-		rows = append(rows, endpointRow{Name: name, Interface: ifname(idx), Ifindex: idx, IPs: strs,
-			MAC: v.MAC.String(), HostMAC: v.HostMAC.String(), CheckMAC: v.CheckMAC, EndpointID: v.EndpointID})
+		rows = append(rows, endpointRow{Name: name, Interface: ifname(idx), Ifindex: idx, Kind: v.Kind.String(),
+			State: maps.EndpointReady.String(), IPs: strs, MAC: v.MAC.String(), HostMAC: v.HostMAC.String(),
+			CheckMAC: v.CheckMAC, EndpointID: v.EndpointID})
+	}
+	// The endpoints the agent did not program: waiting for their
+	// interface, or refused because it is one the agent may not touch.
+	statuses, err := m.EndpointStatuses()
+	if err != nil {
+		return nil, err
+	}
+	for id, st := range statuses {
+		if st.State == maps.EndpointReady {
+			continue
+		}
+		name := names[id]
+		if name == "" {
+			name = fmt.Sprintf("id:%d", id)
+		}
+		rows = append(rows, endpointRow{Name: name, Interface: st.Ifname, Ifindex: st.Ifindex, Kind: "-",
+			State: st.State.String(), EndpointID: id, Reason: st.State.Reason()})
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 	return rows, nil

@@ -20,6 +20,12 @@ type Interface struct {
 	Ifindex int
 	MAC     maps.MAC
 	MTU     int
+	// Kind decides how packets are delivered into a workload behind it.
+	Kind maps.IfaceKind
+	// Loopback is set on lo (and any other loopback device).
+	Loopback bool
+	// Addrs are the host's own addresses on it, link-local ones aside.
+	Addrs []netip.Addr
 }
 
 // Input is everything Compute needs.
@@ -115,6 +121,13 @@ type Desired struct {
 	// Pending lists local endpoints whose interface does not exist yet;
 	// they are programmed as soon as it appears.
 	Pending []string
+	// Refused lists local endpoints whose interface the agent may not
+	// touch (the underlay, a loopback, one holding a host address); nothing
+	// of theirs is written or attached. Sorted.
+	Refused []string
+	// Endpoints is cx_endpoints: the state of every local endpoint, by
+	// endpoint id.
+	Endpoints map[uint32]maps.EndpointStatus
 	// IPCache, Policy and Rules are the compiled network policy
 	// (agent/policy); PolicyErr is set, and they are empty, when it could
 	// not be compiled: the agent then changes nothing.
@@ -141,6 +154,7 @@ func Compute(in Input) *Desired {
 		Routes:      make(map[netip.Prefix]maps.Route),
 		Attach:      make(map[uint32]Attachment),
 		FloatingIPs: make(map[netip.Addr]maps.FloatingIP),
+		Endpoints:   make(map[uint32]maps.EndpointStatus),
 	}
 	s := in.Snapshot
 	if s == nil {
@@ -196,26 +210,34 @@ func Compute(in Input) *Desired {
 			}
 			continue
 		}
+		id := EndpointID(ep.Metadata.Name)
 		link, ok := in.Links[ep.Spec.Interface]
 		if !ok || link.Ifindex <= 0 {
 			d.Pending = append(d.Pending, ep.Metadata.Name)
+			d.Endpoints[id] = maps.EndpointStatus{State: maps.EndpointPending, Ifname: ep.Spec.Interface}
 			continue
 		}
-		id := EndpointID(ep.Metadata.Name)
-		mac := maps.MACFrom(ep.Spec.MAC)
 		idx := uint32(link.Ifindex)
+		if st := Untouchable(link, in.Underlay); st != 0 {
+			d.Refused = append(d.Refused, ep.Metadata.Name)
+			d.Endpoints[id] = maps.EndpointStatus{State: st, Ifindex: idx, Ifname: link.Name}
+			continue
+		}
+		d.Endpoints[id] = maps.EndpointStatus{State: maps.EndpointReady, Ifindex: idx, Ifname: link.Name}
+		mac := maps.MACFrom(ep.Spec.MAC)
 		d.Ifaces[idx] = maps.Iface{
 			Workload:   true,
 			CheckMAC:   !mac.IsZero(),
 			EndpointID: id,
 			MAC:        mac,
 			HostMAC:    link.MAC,
+			Kind:       link.Kind,
 		}
 		d.Attach[idx] = Attachment{Ifname: link.Name, Ifindex: link.Ifindex, Endpoint: ep.Metadata.Name}
 		for _, ipn := range ep.Spec.IPNetworks {
 			p := ipn.Masked()
 			d.Routes[p] = maps.Route{Type: maps.RouteLocalWorkload, Ifindex: idx, MAC: mac, HostMAC: link.MAC,
-				NATOutgoing: natOutgoing(s, ipn.Addr())}
+				NATOutgoing: natOutgoing(s, ipn.Addr()), Peer: link.Kind.Peer()}
 			d.KernelRoutes = append(d.KernelRoutes, KernelRoute{Dst: p, Ifindex: link.Ifindex})
 		}
 	}
@@ -223,9 +245,27 @@ func Compute(in Input) *Desired {
 		return d.KernelRoutes[i].Dst.String() < d.KernelRoutes[j].Dst.String()
 	})
 	sort.Strings(d.Pending)
+	sort.Strings(d.Refused)
 	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s)
 	compilePolicy(d, in, self)
 	return d
+}
+
+// Untouchable says why an interface may never carry a workload, whatever
+// an endpoint says: the underlay (the host's own network), a loopback, or
+// one that holds a host address (the host's, not a workload's). Attaching
+// workload programs there, or setting a workload's sysctls, would cut the
+// host off. 0: it may.
+func Untouchable(link Interface, underlay string) maps.EndpointState {
+	switch {
+	case link.Name == underlay:
+		return maps.EndpointRefusedUnderlay
+	case link.Loopback || link.Name == "lo":
+		return maps.EndpointRefusedLoopback
+	case len(link.Addrs) > 0:
+		return maps.EndpointRefusedHostAddr
+	}
+	return 0
 }
 
 // remoteBlocks routes every IPAM block another node holds to that node (one

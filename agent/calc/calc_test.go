@@ -407,3 +407,82 @@ func TestComputeBlockMoves(t *testing.T) {
 		t.Errorf("block route after c claimed it = %+v, want via c", r)
 	}
 }
+
+// TestInterfaceKinds: a tap's routes are delivered to its egress, a veth's
+// (peer in another namespace) by redirect_peer; the kind is recorded in
+// cx_ifaces for both.
+func TestInterfaceKinds(t *testing.T) {
+	d := Compute(Input{
+		Snapshot: snapshot(t),
+		Node:     "host-a",
+		Links: map[string]Interface{
+			"tap1": {Name: "tap1", Ifindex: 11, Kind: maps.IfaceTap},
+			"tap2": {Name: "tap2", Ifindex: 12, Kind: maps.IfaceVeth},
+			"tap3": {Name: "tap3", Ifindex: 13, Kind: maps.IfaceOther},
+		},
+	})
+	for idx, want := range map[uint32]maps.IfaceKind{11: maps.IfaceTap, 12: maps.IfaceVeth, 13: maps.IfaceOther} {
+		if got := d.Ifaces[idx].Kind; got != want {
+			t.Errorf("iface %d kind = %s, want %s", idx, got, want)
+		}
+	}
+	for p, peer := range map[string]bool{"10.65.0.2/32": false, "10.65.0.20/32": false, "10.65.0.3/32": true, "10.65.0.4/32": false} {
+		if got := d.Routes[netip.MustParsePrefix(p)].Peer; got != peer {
+			t.Errorf("route %s peer = %v, want %v", p, got, peer)
+		}
+	}
+	for _, ep := range []string{"w1", "w2", "w3"} {
+		if st := d.Endpoints[EndpointID(ep)]; st.State != maps.EndpointReady {
+			t.Errorf("endpoint %s state = %s, want ready", ep, st.State)
+		}
+	}
+}
+
+// TestUntouchableInterfaces: an endpoint naming the underlay, lo or an
+// interface with a host address gets nothing written or attached and is
+// reported; the others are programmed as usual.
+func TestUntouchableInterfaces(t *testing.T) {
+	s := snapshot(t)
+	d := Compute(Input{
+		Snapshot: s,
+		Node:     "host-a",
+		Underlay: "tap1",
+		Links: map[string]Interface{
+			"tap1": {Name: "tap1", Ifindex: 11, Kind: maps.IfaceVeth, Addrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}},
+			"tap2": {Name: "tap2", Ifindex: 12, Kind: maps.IfaceOther, Loopback: true},
+			"tap3": {Name: "tap3", Ifindex: 13, Kind: maps.IfaceOther, Addrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}},
+		},
+	})
+	want := map[string]maps.EndpointState{"w1": maps.EndpointRefusedUnderlay, "w2": maps.EndpointRefusedLoopback,
+		"w3": maps.EndpointRefusedHostAddr}
+	for ep, st := range want {
+		if got := d.Endpoints[EndpointID(ep)]; got.State != st || got.Ifname == "" {
+			t.Errorf("endpoint %s = %+v, want state %s", ep, got, st)
+		}
+	}
+	if !slices.Equal(d.Refused, []string{"w1", "w2", "w3"}) {
+		t.Errorf("refused = %v", d.Refused)
+	}
+	if len(d.Ifaces) != 0 || len(d.KernelRoutes) != 0 {
+		t.Errorf("refused endpoints programmed: ifaces %v, kernel routes %v", d.Ifaces, d.KernelRoutes)
+	}
+	for _, p := range []string{"10.65.0.2/32", "10.65.0.3/32", "10.65.0.4/32"} {
+		if _, ok := d.Routes[netip.MustParsePrefix(p)]; ok {
+			t.Errorf("refused endpoint's route %s written", p)
+		}
+	}
+	// The underlay itself is attached as the underlay, never as w1's.
+	if at, ok := d.Attach[11]; !ok || !at.Underlay || at.Endpoint != "" {
+		t.Errorf("underlay attachment = %+v", at)
+	}
+	for idx := range d.Attach {
+		if idx != 11 {
+			t.Errorf("attached %d", idx)
+		}
+	}
+	// A missing interface is pending, not refused.
+	d = Compute(Input{Snapshot: s, Node: "host-a", Links: map[string]Interface{}})
+	if st := d.Endpoints[EndpointID("w1")]; st.State != maps.EndpointPending || st.Ifname != "tap1" {
+		t.Errorf("w1 without interface = %+v, want pending on tap1", st)
+	}
+}

@@ -35,18 +35,58 @@ func EnableForwarding() error {
 	return nil
 }
 
-// Links lists the host's interfaces.
+// Links lists the host's interfaces, each with its kind (how packets are
+// delivered into a workload behind it) and whether it is a loopback or
+// holds one of the host's own addresses (link-local ones aside): such an
+// interface never becomes a workload's.
 func Links() (map[string]calc.Interface, error) {
 	ls, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
+	as, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	addrs := make(map[int][]netip.Addr)
+	for _, a := range as {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap().IsLinkLocalUnicast() {
+			continue
+		}
+		addrs[a.LinkIndex] = append(addrs[a.LinkIndex], ip.Unmap())
+	}
 	out := make(map[string]calc.Interface, len(ls))
 	for _, l := range ls {
 		a := l.Attrs()
-		out[a.Name] = calc.Interface{Name: a.Name, Ifindex: a.Index, MAC: maps.MACFrom(a.HardwareAddr), MTU: a.MTU}
+		out[a.Name] = calc.Interface{Name: a.Name, Ifindex: a.Index, MAC: maps.MACFrom(a.HardwareAddr), MTU: a.MTU,
+			Kind: linkKind(l), Loopback: a.Flags&net.FlagLoopback != 0, Addrs: addrs[a.Index]}
 	}
 	return out, nil
+}
+
+// linkKind says how a packet enters a workload behind l: bpf_redirect_peer
+// works into a veth or netkit peer in another namespace only (into a peer
+// in this one the kernel drops it); a tap and anything else take the packet
+// at their egress.
+func linkKind(l netlink.Link) maps.IfaceKind {
+	switch l.Type() {
+	case "veth", "netkit":
+		if l.Attrs().NetNsID < 0 {
+			// The peer is in this namespace.
+			return maps.IfaceOther
+		}
+		if l.Type() == "netkit" {
+			return maps.IfaceNetkit
+		}
+		return maps.IfaceVeth
+	case "tuntap":
+		if t, ok := l.(*netlink.Tuntap); ok && t.Mode == netlink.TUNTAP_MODE_TUN {
+			return maps.IfaceOther
+		}
+		return maps.IfaceTap
+	}
+	return maps.IfaceOther
 }
 
 // WatchLinks calls onChange (from its own goroutine) whenever an interface

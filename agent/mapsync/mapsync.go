@@ -33,6 +33,9 @@ type Store interface {
 	Prefilter() (maps.Prefilter, error)
 	PutPrefilter(p netip.Prefix) error
 	DeletePrefilter(p netip.Prefix) error
+	EndpointStatuses() (map[uint32]maps.EndpointStatus, error)
+	PutEndpointStatus(id uint32, st maps.EndpointStatus) error
+	DeleteEndpointStatus(id uint32) error
 }
 
 // Counts says how many entries a step wrote or deleted, per map.
@@ -44,12 +47,14 @@ type Counts struct {
 	IPCachePuts, IPCacheDeletes     int
 	PolicyPuts, PolicyDeletes       int
 	PrefilterPuts, PrefilterDeletes int
+	EndpointPuts, EndpointDeletes   int
 }
 
 // Total is every write and delete.
 func (c Counts) Total() int {
 	return c.IfacePuts + c.IfaceDeletes + c.RoutePuts + c.RouteDeletes + c.ConfigPuts + c.FIPPuts + c.FIPDeletes +
-		c.IPCachePuts + c.IPCacheDeletes + c.PolicyPuts + c.PolicyDeletes + c.PrefilterPuts + c.PrefilterDeletes
+		c.IPCachePuts + c.IPCacheDeletes + c.PolicyPuts + c.PolicyDeletes + c.PrefilterPuts + c.PrefilterDeletes +
+		c.EndpointPuts + c.EndpointDeletes
 }
 
 func (c *Counts) add(o Counts) {
@@ -66,6 +71,8 @@ func (c *Counts) add(o Counts) {
 	c.PolicyDeletes += o.PolicyDeletes
 	c.PrefilterPuts += o.PrefilterPuts
 	c.PrefilterDeletes += o.PrefilterDeletes
+	c.EndpointPuts += o.EndpointPuts
+	c.EndpointDeletes += o.EndpointDeletes
 }
 
 // Syncer keeps a copy of what the maps hold, read once from the pins at
@@ -79,6 +86,7 @@ type Syncer struct {
 	ipc    map[netip.Prefix]maps.IPCacheEntry
 	policy map[maps.PolicyKey]maps.PolicyVerdict
 	prefil maps.Prefilter
+	eps    map[uint32]maps.EndpointStatus
 }
 
 // New reads the current map contents.
@@ -122,8 +130,12 @@ func (s *Syncer) Reload() error {
 	if err != nil {
 		return fmt.Errorf("read current prefilter: %w", err)
 	}
+	eps, err := s.store.EndpointStatuses()
+	if err != nil {
+		return fmt.Errorf("read current endpoint states: %w", err)
+	}
 	s.ifaces, s.routes, s.config, s.fips = ifaces, routes, config, fips
-	s.ipc, s.policy, s.prefil = ipc, pol, prefil
+	s.ipc, s.policy, s.prefil, s.eps = ipc, pol, prefil, eps
 	return nil
 }
 
@@ -168,6 +180,9 @@ func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 		return c, err
 	}
 	if err := upsert(s.routes, d.Routes, s.store.PutRoute, &c.RoutePuts); err != nil {
+		return c, err
+	}
+	if err := upsert(s.eps, d.Endpoints, s.store.PutEndpointStatus, &c.EndpointPuts); err != nil {
 		return c, err
 	}
 	if c.RoutePuts > 0 {
@@ -259,6 +274,9 @@ func (s *Syncer) Prune(d *calc.Desired) (Counts, error) {
 		return c, err
 	}
 	if err := prune(s.prefil, d.Prefilter, s.store.DeletePrefilter, &c.PrefilterDeletes); err != nil {
+		return c, err
+	}
+	if err := prune(s.eps, d.Endpoints, s.store.DeleteEndpointStatus, &c.EndpointDeletes); err != nil {
 		return c, err
 	}
 	return c, nil

@@ -18,6 +18,7 @@ type fakeStore struct {
 	ipc    map[netip.Prefix]maps.IPCacheEntry
 	policy map[maps.PolicyKey]maps.PolicyVerdict
 	prefil maps.Prefilter
+	eps    map[uint32]maps.EndpointStatus
 	ops    []string
 	failOn string
 }
@@ -392,6 +393,27 @@ func (f *fakeStore) DeletePrefilter(p netip.Prefix) error {
 		return err
 	}
 	delete(f.prefil, p)
+	return nil
+}
+
+func (f *fakeStore) EndpointStatuses() (map[uint32]maps.EndpointStatus, error) { return clone(f.eps), nil }
+
+func (f *fakeStore) PutEndpointStatus(id uint32, st maps.EndpointStatus) error {
+	if err := f.op(fmt.Sprintf("put endpoint %d %s", id, st.State)); err != nil {
+		return err
+	}
+	if f.eps == nil {
+		f.eps = map[uint32]maps.EndpointStatus{}
+	}
+	f.eps[id] = st
+	return nil
+}
+
+func (f *fakeStore) DeleteEndpointStatus(id uint32) error {
+	if err := f.op(fmt.Sprintf("delete endpoint %d", id)); err != nil {
+		return err
+	}
+	delete(f.eps, id)
 	return nil
 }
 
