@@ -280,6 +280,8 @@ func (d *decoder) nodeSpec(n *yaml.Node, s *NodeSpec) {
 			if x, ok := d.integer(v, p, 0, math.MaxUint32); ok {
 				s.ASNumber = uint32(x)
 			}
+		case "underlayInterface":
+			s.UnderlayInterface, _ = d.str(v, p)
 		default:
 			return false
 		}

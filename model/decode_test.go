@@ -587,6 +587,8 @@ func TestDecodeErrors(t *testing.T) {
 			[]string{`spec.interface: "a-very-long-interface-name" is not a valid interface name: at most 15 bytes`}},
 		{"interface dotdot", wepHead + "spec: {node: n1, interface: '..', ipNetworks: [10.0.0.1/32]}",
 			[]string{`spec.interface: ".." is not a valid interface name`}},
+		{"loopback interface", wepHead + "spec: {node: n1, interface: lo, ipNetworks: [10.0.0.1/32]}",
+			[]string{`spec.interface: "lo" is the host's loopback interface: a workload's interface is its own tap or veth`}},
 		{"missing node and interface", wepHead + "spec: {ipNetworks: [10.0.0.1/32]}",
 			[]string{`spec.node: required`, `spec.interface: required`}},
 		{"wrong apiVersion", "apiVersion: v2\nkind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.0.0.0/16}",

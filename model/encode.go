@@ -36,9 +36,10 @@ type ipPoolSpecWire struct {
 }
 
 type nodeSpecWire struct {
-	IPv4Address string `json:"ipv4Address,omitempty" yaml:"ipv4Address,omitempty"`
-	IPv6Address string `json:"ipv6Address,omitempty" yaml:"ipv6Address,omitempty"`
-	ASNumber    uint32 `json:"asNumber,omitempty" yaml:"asNumber,omitempty"`
+	IPv4Address       string `json:"ipv4Address,omitempty" yaml:"ipv4Address,omitempty"`
+	IPv6Address       string `json:"ipv6Address,omitempty" yaml:"ipv6Address,omitempty"`
+	ASNumber          uint32 `json:"asNumber,omitempty" yaml:"asNumber,omitempty"`
+	UnderlayInterface string `json:"underlayInterface,omitempty" yaml:"underlayInterface,omitempty"`
 }
 
 type workloadEndpointSpecWire struct {
@@ -161,9 +162,10 @@ func (s IPPoolSpec) wire() ipPoolSpecWire {
 
 func (s NodeSpec) wire() nodeSpecWire {
 	return nodeSpecWire{
-		IPv4Address: prefixString(s.IPv4Address),
-		IPv6Address: prefixString(s.IPv6Address),
-		ASNumber:    s.ASNumber,
+		IPv4Address:       prefixString(s.IPv4Address),
+		IPv6Address:       prefixString(s.IPv6Address),
+		ASNumber:          s.ASNumber,
+		UnderlayInterface: s.UnderlayInterface,
 	}
 }
 

@@ -394,6 +394,10 @@ func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
 				add(ref, fmt.Sprintf("spec.ipNetworks[%d]", i), "%s is in no enabled, non-external IPPool%s", p, why)
 			}
 		}
+		if n, ok := s.Nodes[ep.Spec.Node]; ok && ep.Spec.Interface != "" && ep.Spec.Interface == n.Spec.UnderlayInterface {
+			add(ref, "spec.interface", "%q is the underlay interface of Node/%s: the agent never attaches workload programs to it",
+				ep.Spec.Interface, ep.Spec.Node)
+		}
 		if ep.Spec.Node != "" && ep.Spec.Interface != "" {
 			key := [2]string{ep.Spec.Node, ep.Spec.Interface}
 			if o, ok := ifaceOwner[key]; ok {

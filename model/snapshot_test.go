@@ -91,6 +91,11 @@ func TestSnapshotValidate(t *testing.T) {
 		{"same interface on a node", []Resource{
 			pool("a", "10.65.0.0/16"), wep("web-1", "n1", "tap1", "10.65.0.1/32"), wep("web-2", "n1", "tap1", "10.65.0.2/32"),
 		}, []string{`WorkloadEndpoint/web-2: spec.interface: "tap1" on node "n1" is already used by WorkloadEndpoint/web-1`}},
+		{"endpoint on the node's underlay", []Resource{
+			pool("a", "10.65.0.0/16"),
+			&Node{Metadata: Metadata{Name: "n1"}, Spec: NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.10/24"), UnderlayInterface: "eth0"}},
+			wep("web-1", "n1", "eth0", "10.65.0.1/32"), wep("web-2", "n2", "eth0", "10.65.0.2/32"),
+		}, []string{`WorkloadEndpoint/web-1: spec.interface: "eth0" is the underlay interface of Node/n1: the agent never attaches workload programs to it`}},
 		{"same node address", []Resource{
 			node("n1", "10.30.0.10/24"), node("n2", "10.30.0.10/24"),
 		}, []string{"Node/n2: spec.ipv4Address: 10.30.0.10 is already used by Node/n1"}},

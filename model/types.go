@@ -123,6 +123,9 @@ type NodeSpec struct {
 	IPv4Address netip.Prefix
 	IPv6Address netip.Prefix
 	ASNumber    uint32
+	// UnderlayInterface is the node's underlay interface, as its agent
+	// registers it: no WorkloadEndpoint on the node may name it.
+	UnderlayInterface string
 }
 
 // WorkloadEndpoint is one workload interface (tap or veth) on a node.

@@ -226,6 +226,11 @@ func (v *validator) node(s *NodeSpec) {
 			v.errorf("spec.ipv6Address", "%s", why)
 		}
 	}
+	if s.UnderlayInterface != "" {
+		if why := ifnameProblem(s.UnderlayInterface); why != "" {
+			v.errorf("spec.underlayInterface", "%q is not a valid interface name: %s", s.UnderlayInterface, why)
+		}
+	}
 }
 
 // hostAddressProblem explains why p cannot be a node's underlay address, or
@@ -289,6 +294,8 @@ func (v *validator) endpoint(s *WorkloadEndpointSpec) {
 		v.errorf("spec.interface", "required")
 	} else if why := ifnameProblem(s.Interface); why != "" {
 		v.errorf("spec.interface", "%q is not a valid interface name: %s", s.Interface, why)
+	} else if s.Interface == "lo" {
+		v.errorf("spec.interface", "%q is the host's loopback interface: a workload's interface is its own tap or veth", s.Interface)
 	}
 	if len(s.MAC) > 0 {
 		switch {
