@@ -812,7 +812,7 @@ struct cx_bootp {
 	__be16 flags;
 	__be32 ciaddr, yiaddr, siaddr, giaddr;
 	__u8 chaddr[CX_ETH_ALEN];
-};
+} __attribute__((packed));
 
 #define CX_DHCP_CLIENT_PORT 68
 #define CX_BOOTREQUEST 1
@@ -852,6 +852,10 @@ static __always_inline int cx_from_wl_dhcp(struct __sk_buff *skb, const struct c
 	if (bootp->op != CX_BOOTREQUEST || bootp->htype != 1 || bootp->hlen != CX_ETH_ALEN)
 		/* Not an Ethernet client's request. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (bootp->giaddr)
+		/* A relay agent's address: a workload posing as a relay, to be
+		 * leased an address of another subnet. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
 	if (!cx_mac_eq(bootp->chaddr, eth->h_source))
 		/* A lease asked for another MAC (pool exhaustion, or a lease
 		 * stolen for another instance). The frame's own source MAC was
@@ -1069,6 +1073,16 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 
 	rt = cx_route_v6(&ip6->daddr);
 	if (rt && rt->type == CX_RT_LOCAL_WORKLOAD && rt->ifindex != ifindex) {
+		__u32 dst_ifindex = rt->ifindex;
+		struct cx_iface *dst = bpf_map_lookup_elem(&cx_ifaces, &dst_ifindex);
+
+		if (dst && dst->ingress_table) {
+			/* The destination is under ingress policy, which is
+			 * enforced for IPv4 only: no IPv6 from beyond its link
+			 * gets in (fail closed), as from the host stack. */
+			cx_rule_hit(dst_ifindex, CX_RULE_DEFAULT_DENY_INGRESS, skb->len);
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
+		}
 		if (ip6->hop_limit <= 1)
 			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 		ip6->hop_limit--; /* no IPv6 header checksum to fix */

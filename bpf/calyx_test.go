@@ -795,6 +795,8 @@ func fuzzSeeds(e *env) [][]byte {
 	for _, tc := range malformedCases(e) {
 		seeds = append(seeds, tc.in)
 	}
+	// DHCP from 0.0.0.0: the only IPv4 that may come from no address.
+	seeds = append(seeds, dhcpFuzzSeeds(w)...)
 	return seeds
 }
 

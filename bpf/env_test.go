@@ -330,7 +330,8 @@ func (o outcome) unchanged(tb testing.TB) {
 	}
 }
 
-func mapsEqual(a, b map[maps.CounterKey]maps.Counter) bool {
+// mapsEqual says whether two maps hold the same entries.
+func mapsEqual[K, V comparable](a, b map[K]V) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -1,7 +1,7 @@
 // Package bpftest is the support code for calyx's BPF program tests and
 // benchmarks (layer 2: BPF_PROG_TEST_RUN): a throwaway network namespace
-// with veth pairs to give the programs real ifindexes, a runner that sets
-// skb->ifindex, and gopacket packet builders.
+// with veth pairs and taps to give the programs real ifindexes, a runner
+// that sets skb->ifindex, and gopacket packet builders.
 //
 // Why a namespace: a TC program reads skb->ifindex, and BPF_PROG_TEST_RUN
 // takes it from the ifindex field of the __sk_buff context, but only as the
@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -244,4 +246,81 @@ func (n *NetNS) SetMTU(name string, mtu int) error {
 		}
 		return netlink.LinkSetMTU(l, mtu)
 	})
+}
+
+// Tap is a tap device created in a NetNS: the host side of a VM's NIC,
+// where calyx's programs are attached.
+type Tap struct {
+	Name    string
+	Ifindex int
+	MAC     net.HardwareAddr
+	// File is the tap's queue, the VM's end of it (no packet-information
+	// header, no virtio_net_hdr): frames written to it arrive as received
+	// on the tap (its TC ingress), frames the tap transmits (after its TC
+	// egress) are read from it. Nil unless AddTap was asked to keep it;
+	// the caller closes it, and the namespace lives until it does.
+	File *os.File
+}
+
+// AddTap creates a persistent tap device name with the given MAC in the
+// namespace, with IPv6 off (the host's own router solicitations, DAD and
+// MLD would otherwise go out of it) and up. Without keepFile its queue is
+// closed at once: the device exists (its ifindex can be run on) but has no
+// carrier, as a VM's tap whose VM has not started.
+func (n *NetNS) AddTap(name string, mac net.HardwareAddr, keepFile bool) (Tap, error) {
+	var t Tap
+	err := n.Do(func() error {
+		tt := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name}, Mode: netlink.TUNTAP_MODE_TAP,
+			Flags: netlink.TUNTAP_NO_PI, Queues: 1}
+		if err := netlink.LinkAdd(tt); err != nil {
+			return fmt.Errorf("add tap %s: %w", name, err)
+		}
+		if len(tt.Fds) != 1 {
+			return fmt.Errorf("add tap %s: %d queues, want 1", name, len(tt.Fds))
+		}
+		f := tt.Fds[0]
+		fail := func(err error) error {
+			_ = f.Close()
+			return err
+		}
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return fail(err)
+		}
+		if mac != nil {
+			if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
+				return fail(fmt.Errorf("set %s lladdr %s: %w", name, mac, err))
+			}
+		}
+		v6 := filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
+		if err := os.WriteFile(v6, []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fail(fmt.Errorf("disable IPv6 on %s: %w", name, err))
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fail(fmt.Errorf("set %s up: %w", name, err))
+		}
+		if l, err = netlink.LinkByName(name); err != nil {
+			return fail(err)
+		}
+		t = Tap{Name: name, Ifindex: l.Attrs().Index, MAC: l.Attrs().HardwareAddr}
+		if keepFile {
+			t.File = f
+			return nil
+		}
+		return f.Close()
+	})
+	return t, err
+}
+
+// AttachTCX attaches prog to the interface ifindex of the namespace at the
+// TCX hook attach (ebpf.AttachTCXIngress or AttachTCXEgress). Closing the
+// link detaches it.
+func (n *NetNS) AttachTCX(prog *ebpf.Program, ifindex int, attach ebpf.AttachType) (link.Link, error) {
+	var l link.Link
+	err := n.Do(func() error {
+		var err error
+		l, err = link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: attach})
+		return err
+	})
+	return l, err
 }
