@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -34,16 +35,29 @@ func binDir() string {
 
 // newLab checks the prerequisites, creates a lab and registers its removal
 // (pass or fail). On failure the agent logs are printed first.
-func newLab(t *testing.T) *lab.Lab {
+func newLab(t *testing.T) *lab.Lab { return newLabKind(t, "") }
+
+// newLabKind is newLab whose workloads are of kind (lab.KindVeth,
+// lab.KindVM, lab.KindMixed); "" takes $CALYX_LAB_WORKLOAD, else veth.
+// Before the lab goes, every running VM is checked for packets calyx
+// counted as delivered that its tap never transmitted.
+func newLabKind(t *testing.T, kind lab.WorkloadKind) *lab.Lab {
 	t.Helper()
 	lab.Require(t)
 	lab.RequireTools(t, "ip", "ping", "ss")
 	lab.RequireBinaries(t, binDir())
+	if kind == lab.KindVM || kind == lab.KindMixed {
+		lab.RequireVM(t, binDir())
+	}
 	l, err := lab.New(lab.Options{
-		BinDir:        binDir(),
-		Context:       t.Context(),
+		BinDir: binDir(),
+		// Not t.Context(): that ends before the cleanups, and the
+		// delivery check below still runs calyxctl. Close ends the lab's
+		// own context.
+		Context:       context.Background(),
 		Logf:          t.Logf,
 		AgentLogLevel: "debug",
+		WorkloadKind:  kind,
 	})
 	if err != nil {
 		t.Fatalf("new lab: %v", err)
@@ -54,6 +68,15 @@ func newLab(t *testing.T) *lab.Lab {
 		}
 	})
 	// Registered after Close, so it runs before it (cleanups are LIFO).
+	t.Cleanup(func() {
+		skipped, err := l.CheckDelivered()
+		for _, s := range skipped {
+			t.Logf("delivery check skipped: %s", s)
+		}
+		if err != nil {
+			t.Errorf("counted as delivered, not received: %v", err)
+		}
+	})
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
