@@ -74,6 +74,11 @@ type RelayCounters struct {
 	// MaxFrame is the longest frame seen, in bytes without the
 	// virtio_net_hdr: above the MTU only if GSO super-frames crossed.
 	MaxFrame uint64 `json:"max_frame"`
+	// RecentMaxFrame is the longest frame since the previous stats file
+	// was written (for the first file, since the relay started): the
+	// largest frame between two RelayStats calls, for a reader that
+	// wants it per measurement.
+	RecentMaxFrame uint64 `json:"recent_max_frame"`
 	// GSOFrames counts frames whose header carried a GSO type.
 	GSOFrames uint64 `json:"gso_frames"`
 	// WriteErrors counts frames the destination tap refused (dropped).
@@ -108,15 +113,18 @@ type RelayStats struct {
 // and read by the stats writer.
 type relayDir struct {
 	frames, bytes, maxFrame, gsoFrames, writeErrors atomic.Uint64
+	// recentMax is MaxFrame since the last snapshot, which resets it.
+	recentMax atomic.Uint64
 }
 
 func (d *relayDir) snapshot() RelayCounters {
 	return RelayCounters{
-		Frames:      d.frames.Load(),
-		Bytes:       d.bytes.Load(),
-		MaxFrame:    d.maxFrame.Load(),
-		GSOFrames:   d.gsoFrames.Load(),
-		WriteErrors: d.writeErrors.Load(),
+		Frames:         d.frames.Load(),
+		Bytes:          d.bytes.Load(),
+		MaxFrame:       d.maxFrame.Load(),
+		RecentMaxFrame: d.recentMax.Swap(0),
+		GSOFrames:      d.gsoFrames.Load(),
+		WriteErrors:    d.writeErrors.Load(),
 	}
 }
 
@@ -190,6 +198,13 @@ func pump(src, dst *tap, d *relayDir) error {
 		d.bytes.Add(size)
 		if size > d.maxFrame.Load() {
 			d.maxFrame.Store(size) // only this goroutine writes it
+		}
+		// snapshot resets recentMax from another goroutine.
+		for {
+			cur := d.recentMax.Load()
+			if size <= cur || d.recentMax.CompareAndSwap(cur, size) {
+				break
+			}
 		}
 		if buf[1]&^virtioGSOECN != virtioGSONone {
 			d.gsoFrames.Add(1)
