@@ -286,7 +286,7 @@ func (b *fipBench) delivered() uint64 {
 	if err != nil {
 		return 0
 	}
-	return lab.CounterPackets(rows, b.h.UnderlayIface, "deliver-local")
+	return lab.CounterPackets(rows, b.h.UnderlayIface, reasonDeliverLocal)
 }
 
 // proveKernel returns a check that the DNAT rule translated the runs.

@@ -707,20 +707,12 @@ func policySchedule(r int) []struct {
 // PolicyTwoHost measures new connections to wb with its ingress policy
 // enforced by calyx and by iptables (see policyMethod).
 func PolicyTwoHost(ctx context.Context, binDir string, p policyParams, rec *Recorder) (err error) {
-	loadBin := filepath.Join(binDir, "calyx-load")
-	if _, err := os.Stat(loadBin); err != nil {
-		return fmt.Errorf("the load tool is missing (make build builds it): %w", err)
-	}
-	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx, AgentLogLevel: "warn"})
+	b, err := openEncapBench(ctx, binDir, lab.KindVeth, twoHostParams{rounds: p.rounds, loadSecs: p.loadSecs, conns: 1}, rec, "policy two-host", twoHostWorkloads...)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, l.Close()) }()
-	rec.logf("policy two-host lab %s (state in %s)", l.Prefix, l.Dir)
-	b := &encapBench{l: l, p: twoHostParams{rounds: p.rounds, loadSecs: p.loadSecs, conns: 1}, rec: rec, logf: rec.logf, loadBin: loadBin}
-	if err := b.build(); err != nil {
-		return err
-	}
+	defer func() { err = errors.Join(err, b.l.Close()) }()
+	l := b.l
 	pb := &policyBench{encapBench: b}
 	if pb.ds, err = model.Open(l.DatastoreURL()); err != nil {
 		return err
@@ -730,7 +722,7 @@ func PolicyTwoHost(ctx context.Context, binDir string, p policyParams, rec *Reco
 		return err
 	}
 	direct := EncapCase{Key: CaseBPFDirect, Label: "calyx BPF direct", BPF: true, Mode: lab.ModeNever, MTU: lab.UnderlayMTU}
-	if _, err := b.proveBPF(direct); err != nil {
+	if _, err := b.proveBPF(direct, b.waWB()); err != nil {
 		return err
 	}
 	if err := pb.label(ctx); err != nil {
@@ -956,7 +948,7 @@ func (pb *policyBench) toKernel(n int) error {
 		pb.calyx0 = c
 	}
 	if !pb.routed {
-		if _, err := pb.kernelSetup(EncapCase{Key: CaseKernelRouted}); err != nil {
+		if _, err := pb.kernelSetup(EncapCase{Key: CaseKernelRouted}, pb.waWB()); err != nil {
 			return err
 		}
 		pb.routed = true
@@ -1056,7 +1048,7 @@ func (pb *policyBench) measure(ctx context.Context, n int, bpf bool, round int) 
 	if err != nil {
 		return err
 	}
-	res, err := pb.runLoad("crr")
+	res, err := pb.runLoad("crr", pb.waWB())
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,17 @@ const (
 	CaseBPFDirect    = "bpf-direct"
 	CaseKernelVXLAN  = "kernel-vxlan"
 	CaseKernelRouted = "kernel-routing"
+	// Between two workloads of one host (the VM section).
+	CaseBPFLocal    = "bpf-local"
+	CaseKernelLocal = "kernel-local"
+)
+
+// Counter reasons of the delivery into a workload: deliver-local on the
+// interface a packet came from, to-workload on the one it is delivered
+// into.
+const (
+	reasonDeliverLocal = "deliver-local"
+	reasonToWorkload   = "to-workload"
 )
 
 // EncapCase is one way of carrying wa → wb traffic between the two hosts.
@@ -36,6 +47,9 @@ type EncapCase struct {
 	BPF bool
 	// Mode is the pool's encapsulation for a BPF case.
 	Mode lab.EncapMode
+	// Local says the destination is on the source's host: calyx's local
+	// delivery (BPF), or the kernel routing between the two host sides.
+	Local bool
 	// MTU is set on both ends of wa's and wb's veths for the case.
 	MTU int
 	// Baseline is the kernel path the case is compared with; Also, the
@@ -98,55 +112,87 @@ type twoHostParams struct {
 func twoHostSection() *Section {
 	s := &Section{Key: "twohost", Title: "Between workloads on two hosts: BPF encapsulation vs the kernel's"}
 	for _, m := range twoHostMetrics() {
-		t := Table{Title: m.title}
-		for _, p := range EncapCases() {
-			c := Case{ID: TwoHostCaseID(m.key, p.Key), Label: p.Label, Unit: m.unit, Better: HigherIsBetter, Kernel: !p.BPF,
-				Goal: twoHostGoals[TwoHostCaseID(m.key, p.Key)]}
-			if p.Baseline != "" {
-				c.Baseline = TwoHostCaseID(m.key, p.Baseline)
-			}
-			for _, a := range p.Also {
-				c.Also = append(c.Also, TwoHostCaseID(m.key, a))
-			}
-			t.Cases = append(t.Cases, c)
-		}
-		if m.streams > 0 {
-			t.Extras = []Extra{
-				{Detail: "mtu", Header: "workload MTU", Stat: "median", Format: "%.0f"},
-				{Detail: "pathShare", Header: "path share (min)", Stat: "min", Format: "%.3f"},
-				{Detail: "pathPacketBytes", Header: "packet on the path (median)", Stat: "median", Format: "%.0f B"},
-			}
-		} else {
-			t.Extras = []Extra{
-				{Detail: "latencyP50us", Header: "latency p50 µs (median)", Stat: "median", Format: "%.0f"},
-				{Detail: "latencyP99us", Header: "latency p99 µs (median)", Stat: "median", Format: "%.0f"},
-				{Detail: "errors", Header: "errors (max)", Stat: "max", Format: "%.0f"},
-			}
-		}
-		s.Tables = append(s.Tables, t)
+		s.Tables = append(s.Tables, pathTable(m, m.title, EncapCases(), TwoHostCaseID, func(c EncapCase) *Goal {
+			return twoHostGoals[TwoHostCaseID(m.key, c.Key)]
+		}))
 	}
-	s.Run = func(ctx context.Context, o *Options, rec *Recorder) error {
-		// Five rounds of 5+5+3+3 s on five paths: about 7 minutes
-		// with the proofs and the switches between the sides.
-		p := twoHostParams{rounds: 5, tcpSecs: 5, loadSecs: 3, conns: 1}
-		if o.Quick {
-			p = twoHostParams{rounds: 1, tcpSecs: 1, loadSecs: 1, conns: 1}
-		}
-		if o.Rounds > 0 {
-			p.rounds = o.Rounds
-		}
-		rec.Param("twohost.rounds", p.rounds)
-		rec.Param("twohost.tcpSeconds", p.tcpSecs)
-		rec.Param("twohost.loadSeconds", p.loadSecs)
-		rec.Param("twohost.loadConns", p.conns)
-		rec.logf("two hosts: %d rounds of %d paths × (iperf3 1 and 4 streams %d s, rr and crr %d s)", p.rounds, len(EncapCases()), p.tcpSecs, p.loadSecs)
-		return TwoHost(ctx, o.BinDir, p, rec)
-	}
+	// Five rounds of 5+5+3+3 s on five paths: about 7 minutes with the
+	// proofs and the switches between the sides.
+	s.Run = pathRun(s.Key, EncapCases(), twoHostMetrics(), TwoHost)
 	s.Method = twoHostMethod
 	return s
 }
 
-// encapBench is the lab of one two-host run.
+// pathTable is the table of metric m on the paths cases (IDs by id, goals
+// by goal), with the details measure records as extra columns.
+func pathTable(m metric, title string, cases []EncapCase, id func(metric, path string) string, goal func(EncapCase) *Goal) Table {
+	t := Table{Title: title}
+	for _, p := range cases {
+		c := Case{ID: id(m.key, p.Key), Label: p.Label, Unit: m.unit, Better: HigherIsBetter, Kernel: !p.BPF, Goal: goal(p)}
+		if p.Baseline != "" {
+			c.Baseline = id(m.key, p.Baseline)
+		}
+		for _, a := range p.Also {
+			c.Also = append(c.Also, id(m.key, a))
+		}
+		t.Cases = append(t.Cases, c)
+	}
+	if m.streams > 0 {
+		t.Extras = []Extra{
+			{Detail: "mtu", Header: "workload MTU", Stat: "median", Format: "%.0f"},
+			{Detail: "pathShare", Header: "path share (min)", Stat: "min", Format: "%.3f"},
+			{Detail: "pathPacketBytes", Header: "packet on the path (median)", Stat: "median", Format: "%.0f B"},
+		}
+	} else {
+		t.Extras = []Extra{
+			{Detail: "latencyP50us", Header: "latency p50 µs (median)", Stat: "median", Format: "%.0f"},
+			{Detail: "latencyP99us", Header: "latency p99 µs (median)", Stat: "median", Format: "%.0f"},
+			{Detail: "errors", Header: "errors (max)", Stat: "max", Format: "%.0f"},
+		}
+	}
+	return t
+}
+
+// pathRun is the Run of a section of paths measured by run: the
+// parameters (pathParams, under key) and a line saying what it measures.
+func pathRun(key string, cases []EncapCase, metrics []metric, run func(context.Context, string, twoHostParams, *Recorder) error) func(context.Context, *Options, *Recorder) error {
+	return func(ctx context.Context, o *Options, rec *Recorder) error {
+		p := pathParams(o, rec, key)
+		var what []string
+		for _, m := range metrics {
+			if m.streams > 0 {
+				what = append(what, fmt.Sprintf("iperf3 %s %d s", plural(m.streams, "stream"), p.tcpSecs))
+			} else {
+				what = append(what, fmt.Sprintf("%s %d s", m.mode, p.loadSecs))
+			}
+		}
+		rec.logf("%s: %s of %d paths × (%s)", key, plural(p.rounds, "round"), len(cases), strings.Join(what, ", "))
+		return run(ctx, o.BinDir, p, rec)
+	}
+}
+
+// pathParams are the durations of a path run (five rounds of 5 s streams
+// and 3 s load runs; one round of 1 s each in a quick pass; --rounds
+// replaces the rounds), recorded as the parameters <key>.rounds, ...
+func pathParams(o *Options, rec *Recorder, key string) twoHostParams {
+	p := twoHostParams{rounds: 5, tcpSecs: 5, loadSecs: 3, conns: 1}
+	if o.Quick {
+		p = twoHostParams{rounds: 1, tcpSecs: 1, loadSecs: 1, conns: 1}
+	}
+	if o.Rounds > 0 {
+		p.rounds = o.Rounds
+	}
+	rec.Param(key+".rounds", p.rounds)
+	rec.Param(key+".tcpSeconds", p.tcpSecs)
+	rec.Param(key+".loadSeconds", p.loadSecs)
+	rec.Param(key+".loadConns", p.conns)
+	return p
+}
+
+// encapBench is the two-host lab of one run: host-a and host-b on one
+// underlay segment, workloads on both, and what switches the traffic
+// between calyx and the kernel. The two-host, VM and policy sections share
+// it.
 type encapBench struct {
 	l     *lab.Lab
 	m     *lab.MultiHost
@@ -154,10 +200,10 @@ type encapBench struct {
 	rec   *Recorder
 	logf  func(string, ...any)
 	bpfUp bool // agents running and programs attached
-	// load is the calyx-load server in wb, up for the whole run.
-	load     *lab.Proc
-	loadBin  string
-	loadAddr string
+	// loads are the calyx-load servers, by workload name, up for the
+	// whole run.
+	loads   map[string]*lab.Proc
+	loadBin string
 }
 
 // Addresses of the kernel VXLAN devices, outside the pool and the underlay.
@@ -169,6 +215,41 @@ const (
 	loadPort       = 7007
 )
 
+// benchWorkload is a workload to build in an encapBench lab; server runs
+// a calyx-load server in it for the whole run.
+type benchWorkload struct {
+	host, name, ip string
+	server         bool
+}
+
+// twoHostWorkloads are wa on host-a and wb (the load server) on host-b.
+var twoHostWorkloads = []benchWorkload{
+	{host: "host-a", name: "wa", ip: "10.65.1.2"},
+	{host: "host-b", name: "wb", ip: "10.65.2.2", server: true},
+}
+
+// pathEnds are the two workloads a path is measured between: the iperf3
+// and calyx-load clients run in src, the servers in dst.
+type pathEnds struct{ src, dst *lab.Workload }
+
+// pathSet is what one run of an encapBench measures.
+type pathSet struct {
+	// cases are the paths in report order; schedule gives a round's
+	// order of them.
+	cases    []EncapCase
+	schedule func(round int) []EncapCase
+	// ends gives the workloads a path runs between.
+	ends func(EncapCase) pathEnds
+	// metrics are measured on every path; id names a metric's case of a
+	// path.
+	metrics []metric
+	id      func(metric, path string) string
+	// watch, when set, is called before each measurement of metric m
+	// with its case ID; the function it returns is called after it (to
+	// record details).
+	watch func(m metric, id string, e pathEnds) (func() error, error)
+}
+
 // TwoHost builds two hosts on one underlay segment with one workload each
 // (wa on host-a, wb on host-b) and measures every metric (iperf3 with one
 // and four streams, calyx-load rr and crr) wa → wb on every path of
@@ -178,26 +259,49 @@ const (
 // proven to carry the traffic the way it claims, before and during every
 // measurement, or the run fails.
 func TwoHost(ctx context.Context, binDir string, p twoHostParams, rec *Recorder) (err error) {
-	loadBin := filepath.Join(binDir, "calyx-load")
-	if _, err := os.Stat(loadBin); err != nil {
-		return fmt.Errorf("the load tool is missing (make build builds it): %w", err)
-	}
-	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx, AgentLogLevel: "warn"})
+	b, err := openEncapBench(ctx, binDir, lab.KindVeth, p, rec, "two-host", twoHostWorkloads...)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, l.Close()) }()
-	rec.logf("two-host lab %s (state in %s)", l.Prefix, l.Dir)
-	b := &encapBench{l: l, p: p, rec: rec, logf: rec.logf, loadBin: loadBin}
-	if err := b.build(); err != nil {
-		return err
-	}
+	defer func() { err = errors.Join(err, b.l.Close()) }()
+	return b.run(pathSet{
+		cases:    EncapCases(),
+		schedule: twoHostSchedule,
+		ends:     func(EncapCase) pathEnds { return b.waWB() },
+		metrics:  twoHostMetrics(),
+		id:       TwoHostCaseID,
+	})
+}
 
-	for r := range p.rounds {
-		for _, c := range twoHostSchedule(r) {
-			if err := ctx.Err(); err != nil {
+// openEncapBench creates the lab (what names it in the log) and builds
+// the workloads ws, of kind, in it (see build); the caller closes b.l. On
+// an error the lab is already removed.
+func openEncapBench(ctx context.Context, binDir string, kind lab.WorkloadKind, p twoHostParams, rec *Recorder, what string, ws ...benchWorkload) (*encapBench, error) {
+	loadBin := filepath.Join(binDir, "calyx-load")
+	if _, err := os.Stat(loadBin); err != nil {
+		return nil, fmt.Errorf("the load tool is missing (make build builds it): %w", err)
+	}
+	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx, AgentLogLevel: "warn", WorkloadKind: kind})
+	if err != nil {
+		return nil, err
+	}
+	rec.logf("%s lab %s (state in %s)", what, l.Prefix, l.Dir)
+	b := &encapBench{l: l, p: p, rec: rec, logf: rec.logf, loadBin: loadBin, loads: map[string]*lab.Proc{}}
+	if err := b.build(ws...); err != nil {
+		return nil, errors.Join(err, l.Close())
+	}
+	return b, nil
+}
+
+// run measures every metric on every path of ps, p.rounds times: before
+// each path calyx is switched in or out as the path needs.
+func (b *encapBench) run(ps pathSet) error {
+	for r := range b.p.rounds {
+		for _, c := range ps.schedule(r) {
+			if err := b.l.Context().Err(); err != nil {
 				return err
 			}
+			var err error
 			if c.BPF {
 				err = b.toBPF()
 			} else {
@@ -206,11 +310,11 @@ func TwoHost(ctx context.Context, binDir string, p twoHostParams, rec *Recorder)
 			if err != nil {
 				return err
 			}
-			if err := b.measure(c, r); err != nil {
+			if err := b.measure(c, ps, r); err != nil {
 				return fmt.Errorf("round %d, %s: %w", r+1, c.Label, err)
 			}
 		}
-		b.logRound(r)
+		b.logRound(ps, r)
 	}
 	return nil
 }
@@ -225,11 +329,20 @@ func TwoHost(ctx context.Context, binDir string, p twoHostParams, rec *Recorder)
 // restarting them and waiting for the programs about a second), and none
 // between rounds.
 func twoHostSchedule(r int) []EncapCase {
+	return scheduleOf(EncapCases(), r, CaseBPFVXLAN, CaseKernelVXLAN, CaseKernelRouted, CaseBPFDirect, CaseBPFIPIP)
+}
+
+// scheduleOf returns the cases named by keys in that order, backwards in
+// odd rounds r.
+func scheduleOf(cases []EncapCase, r int, keys ...string) []EncapCase {
 	by := map[string]EncapCase{}
-	for _, c := range EncapCases() {
+	for _, c := range cases {
 		by[c.Key] = c
 	}
-	order := []EncapCase{by[CaseBPFVXLAN], by[CaseKernelVXLAN], by[CaseKernelRouted], by[CaseBPFDirect], by[CaseBPFIPIP]}
+	order := make([]EncapCase, 0, len(keys))
+	for _, k := range keys {
+		order = append(order, by[k])
+	}
 	if r%2 == 1 {
 		slices.Reverse(order)
 	}
@@ -237,14 +350,14 @@ func twoHostSchedule(r int) []EncapCase {
 }
 
 // logRound prints the round's ratios to the baselines.
-func (b *encapBench) logRound(r int) {
-	for _, m := range twoHostMetrics() {
+func (b *encapBench) logRound(ps pathSet, r int) {
+	for _, m := range ps.metrics {
 		var parts []string
-		for _, c := range EncapCases() {
+		for _, c := range ps.cases {
 			if c.Baseline == "" {
 				continue
 			}
-			pr := b.rec.pairedRatios(TwoHostCaseID(m.key, c.Key), TwoHostCaseID(m.key, c.Baseline))
+			pr := b.rec.pairedRatios(ps.id(m.key, c.Key), ps.id(m.key, c.Baseline))
 			if len(pr) > 0 {
 				parts = append(parts, fmt.Sprintf("%s/%s %.2f", c.Key, c.Baseline, pr[len(pr)-1]))
 			}
@@ -253,9 +366,10 @@ func (b *encapBench) logRound(r int) {
 	}
 }
 
-// build makes the two hosts and workloads, starts the agents and applies
-// the model.
-func (b *encapBench) build() error {
+// build makes host-a and host-b and the workloads ws (the first on each
+// host becomes m.WA and m.WB), starts the agents, applies the model and
+// starts the load servers.
+func (b *encapBench) build(ws ...benchWorkload) error {
 	l := b.l
 	ha, err := l.AddHost("host-a", "10.30.0.11/24")
 	if err != nil {
@@ -266,11 +380,21 @@ func (b *encapBench) build() error {
 		return err
 	}
 	b.m = &lab.MultiHost{Lab: l, Mode: lab.ModeVXLAN, HostA: ha, HostB: hb}
-	if b.m.WA, err = b.m.AddWorkload("host-a", "wa", "10.65.1.2", 0); err != nil {
-		return err
-	}
-	if b.m.WB, err = b.m.AddWorkload("host-b", "wb", "10.65.2.2", 0); err != nil {
-		return err
+	var servers []*lab.Workload
+	for _, spec := range ws {
+		w, err := b.m.AddWorkload(spec.host, spec.name, spec.ip, 0)
+		if err != nil {
+			return err
+		}
+		if spec.host == ha.Name && b.m.WA == nil {
+			b.m.WA = w
+		}
+		if spec.host == hb.Name && b.m.WB == nil {
+			b.m.WB = w
+		}
+		if spec.server {
+			servers = append(servers, w)
+		}
 	}
 	if err := b.m.StartAgents(); err != nil {
 		return err
@@ -282,17 +406,39 @@ func (b *encapBench) build() error {
 		return err
 	}
 	b.bpfUp = true
-	return b.startLoadServer()
+	return b.startLoadServers(servers...)
 }
 
 func (b *encapBench) hosts() []*lab.Host { return []*lab.Host{b.m.HostA, b.m.HostB} }
 
-// local returns the workload on h, peer the other host and its workload.
-func (b *encapBench) local(h *lab.Host) (w *lab.Workload, peer *lab.Host, pw *lab.Workload) {
-	if h == b.m.HostA {
-		return b.m.WA, b.m.HostB, b.m.WB
+// waWB is the path from m.WA to m.WB.
+func (b *encapBench) waWB() pathEnds { return pathEnds{b.m.WA, b.m.WB} }
+
+// on returns the workloads on h.
+func (b *encapBench) on(h *lab.Host) []*lab.Workload {
+	var out []*lab.Workload
+	for _, w := range b.l.Workloads() {
+		if w.Host == h.Name {
+			out = append(out, w)
+		}
 	}
-	return b.m.WB, b.m.HostA, b.m.WA
+	return out
+}
+
+// peer returns the other host.
+func (b *encapBench) peer(h *lab.Host) *lab.Host {
+	if h == b.m.HostA {
+		return b.m.HostB
+	}
+	return b.m.HostA
+}
+
+// hostOf returns the host w runs on.
+func (b *encapBench) hostOf(w *lab.Workload) *lab.Host {
+	if w.Host == b.m.HostA.Name {
+		return b.m.HostA
+	}
+	return b.m.HostB
 }
 
 // sh runs each command (ip, sysctl, tc, bridge) in namespace ns.
@@ -307,8 +453,11 @@ func (b *encapBench) sh(ns string, cmds ...[]string) error {
 
 // ifaces lists the interfaces of h calyx attaches to.
 func (b *encapBench) ifaces(h *lab.Host) []string {
-	w, _, _ := b.local(h)
-	return []string{h.UnderlayIface, w.HostIface}
+	out := []string{h.UnderlayIface}
+	for _, w := range b.on(h) {
+		out = append(out, w.HostIface)
+	}
+	return out
 }
 
 // tcxPrograms counts the programs attached by TCX to iface in ns, both
@@ -354,9 +503,10 @@ func (b *encapBench) waitAttached(timeout time.Duration) error {
 // toKernel takes calyx out of the data path: agents stopped, every link
 // pin removed (the agent is gone, so the pin is the last reference and the
 // link detaches), calyx's kernel routes removed; then it checks with the
-// kernel that nothing of calyx is attached and sets up what both kernel
-// cases share: proxy_arp on the workloads' host sides and a /32 to each
-// local workload.
+// kernel that nothing of calyx is attached and sets up what every kernel
+// case shares: proxy_arp on the workloads' host sides and a /32 to each
+// local workload (all that the kernel needs between two workloads of one
+// host).
 func (b *encapBench) toKernel() error {
 	if !b.bpfUp {
 		return nil
@@ -373,13 +523,16 @@ func (b *encapBench) toKernel() error {
 		if err := detachCalyx(b.l, h, b.ifaces(h)); err != nil {
 			return err
 		}
-		w, _, _ := b.local(h)
-		if err := b.sh(h.NS,
-			[]string{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
-			[]string{"sysctl", "-qw", "net.ipv4.conf." + w.HostIface + ".proxy_arp=1"},
-			[]string{"ip", "route", "add", w.IP.String() + "/32", "dev", w.HostIface, "scope", "link"},
-		); err != nil {
+		if err := b.sh(h.NS, []string{"sysctl", "-qw", "net.ipv4.ip_forward=1"}); err != nil {
 			return err
+		}
+		for _, w := range b.on(h) {
+			if err := b.sh(h.NS,
+				[]string{"sysctl", "-qw", "net.ipv4.conf." + w.HostIface + ".proxy_arp=1"},
+				[]string{"ip", "route", "add", w.IP.String() + "/32", "dev", w.HostIface, "scope", "link"},
+			); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -456,12 +609,13 @@ func (b *encapBench) toBPF() error {
 	b.logf("calyx in: restart agents")
 	defer func(t time.Time) { b.logf("calyx in in %s", time.Since(t).Round(time.Millisecond)) }(time.Now())
 	for _, h := range b.hosts() {
-		w, _, _ := b.local(h)
-		if err := b.sh(h.NS,
-			[]string{"sysctl", "-qw", "net.ipv4.conf." + w.HostIface + ".proxy_arp=0"},
-			[]string{"ip", "route", "del", w.IP.String() + "/32", "dev", w.HostIface},
-		); err != nil {
-			return err
+		for _, w := range b.on(h) {
+			if err := b.sh(h.NS,
+				[]string{"sysctl", "-qw", "net.ipv4.conf." + w.HostIface + ".proxy_arp=0"},
+				[]string{"ip", "route", "del", w.IP.String() + "/32", "dev", w.HostIface},
+			); err != nil {
+				return err
+			}
 		}
 	}
 	if err := b.m.StartAgents(); err != nil {
@@ -474,10 +628,10 @@ func (b *encapBench) toBPF() error {
 	return nil
 }
 
-// setMTU gives both ends of both workload veths mtu and drops any cached
-// path MTU in the workloads.
+// setMTU gives both ends of every workload's veth (or both taps of a VM)
+// mtu and drops any cached path MTU in the workloads.
 func (b *encapBench) setMTU(mtu int) error {
-	for _, w := range []*lab.Workload{b.m.WA, b.m.WB} {
+	for _, w := range b.l.Workloads() {
 		if w.MTU != mtu {
 			if err := b.l.SetWorkloadMTU(w, mtu); err != nil {
 				return err
@@ -527,50 +681,60 @@ func (b *encapBench) linkTX(ns, iface string) (bytes, packets uint64, err error)
 }
 
 // kernelSetup configures a kernel case on both hosts and returns the
-// interface on host-a whose tx bytes must carry the stream.
-func (b *encapBench) kernelSetup(c EncapCase) (string, error) {
+// interface on e.src's host whose tx bytes must carry the stream: the
+// destination's host side for a local case (toKernel's /32s and proxy_arp
+// are all it needs), the VXLAN device, or the underlay.
+func (b *encapBench) kernelSetup(c EncapCase, e pathEnds) (string, error) {
+	if c.Local {
+		return e.dst.HostIface, nil
+	}
 	for _, h := range b.hosts() {
-		_, peer, pw := b.local(h)
-		var err error
+		peer := b.peer(h)
+		var cmds [][]string
 		switch c.Key {
 		case CaseKernelRouted:
-			err = b.sh(h.NS, []string{"ip", "route", "add", pw.IP.String() + "/32", "via", peer.Underlay.Addr().String(), "dev", h.UnderlayIface})
+			for _, pw := range b.on(peer) {
+				cmds = append(cmds, []string{"ip", "route", "add", pw.IP.String() + "/32", "via", peer.Underlay.Addr().String(), "dev", h.UnderlayIface})
+			}
 		case CaseKernelVXLAN:
 			// As Calico's kernel VXLAN mode programs it: no learning,
 			// the peer's tunnel MAC in the FDB (pointing at its
 			// underlay address) and in the neighbour table, and the
-			// remote workload's /32 via the peer's tunnel address.
+			// remote workloads' /32s via the peer's tunnel address.
 			mac, peerMAC := vxlanMAC(h), vxlanMAC(peer)
-			err = b.sh(h.NS,
-				[]string{"ip", "link", "add", kernelVXLANDev, "address", mac, "type", "vxlan", "id", kernelVXLANVNI,
+			cmds = [][]string{
+				{"ip", "link", "add", kernelVXLANDev, "address", mac, "type", "vxlan", "id", kernelVXLANVNI,
 					"dstport", "4789", "local", h.Underlay.Addr().String(), "dev", h.UnderlayIface, "nolearning", "noudpcsum"},
-				[]string{"ip", "link", "set", kernelVXLANDev, "mtu", fmt.Sprint(c.MTU), "up"},
-				[]string{"ip", "addr", "add", kernelVXLANAddr[h.Name] + "/32", "dev", kernelVXLANDev},
-				[]string{"bridge", "fdb", "append", peerMAC, "dev", kernelVXLANDev, "dst", peer.Underlay.Addr().String()},
-				[]string{"ip", "neigh", "replace", kernelVXLANAddr[peer.Name], "lladdr", peerMAC, "dev", kernelVXLANDev, "nud", "permanent"},
-				[]string{"ip", "route", "add", pw.IP.String() + "/32", "via", kernelVXLANAddr[peer.Name], "dev", kernelVXLANDev, "onlink"},
-			)
+				{"ip", "link", "set", kernelVXLANDev, "mtu", fmt.Sprint(c.MTU), "up"},
+				{"ip", "addr", "add", kernelVXLANAddr[h.Name] + "/32", "dev", kernelVXLANDev},
+				{"bridge", "fdb", "append", peerMAC, "dev", kernelVXLANDev, "dst", peer.Underlay.Addr().String()},
+				{"ip", "neigh", "replace", kernelVXLANAddr[peer.Name], "lladdr", peerMAC, "dev", kernelVXLANDev, "nud", "permanent"},
+			}
+			for _, pw := range b.on(peer) {
+				cmds = append(cmds, []string{"ip", "route", "add", pw.IP.String() + "/32", "via", kernelVXLANAddr[peer.Name], "dev", kernelVXLANDev, "onlink"})
+			}
 		default:
-			err = fmt.Errorf("unknown kernel case %q", c.Key)
+			return "", fmt.Errorf("unknown kernel case %q", c.Key)
 		}
-		if err != nil {
+		if err := b.sh(h.NS, cmds...); err != nil {
 			return "", err
 		}
 	}
 	if c.Key == CaseKernelVXLAN {
 		return kernelVXLANDev, nil
 	}
-	return b.m.HostA.UnderlayIface, nil
+	return b.hostOf(e.src).UnderlayIface, nil
 }
 
 // kernelTeardown removes what kernelSetup added; it is idempotent.
 func (b *encapBench) kernelTeardown(c EncapCase) error {
 	var errs []error
 	for _, h := range b.hosts() {
-		_, _, pw := b.local(h)
 		switch c.Key {
 		case CaseKernelRouted:
-			errs = append(errs, b.sh(h.NS, []string{"ip", "route", "del", pw.IP.String() + "/32", "dev", h.UnderlayIface}))
+			for _, pw := range b.on(b.peer(h)) {
+				errs = append(errs, b.sh(h.NS, []string{"ip", "route", "del", pw.IP.String() + "/32", "dev", h.UnderlayIface}))
+			}
 		case CaseKernelVXLAN:
 			// Routes, neighbours and FDB entries go with the device.
 			errs = append(errs, b.sh(h.NS, []string{"ip", "link", "del", kernelVXLANDev}))
@@ -586,18 +750,19 @@ func vxlanMAC(h *lab.Host) string {
 	return fmt.Sprintf("02:cc:%02x:%02x:%02x:%02x", a[0], a[1], a[2], a[3])
 }
 
-// measure sets a path up, proves it, runs every metric on it and tears the
-// path down again (kernel paths).
-func (b *encapBench) measure(c EncapCase, round int) (err error) {
+// measure sets a path up, proves it, runs every metric of ps on it and
+// tears the path down again (kernel paths).
+func (b *encapBench) measure(c EncapCase, ps pathSet, round int) (err error) {
+	e := ps.ends(c)
 	if err := b.setMTU(c.MTU); err != nil {
 		return err
 	}
 	var pc pathCounter
 	if c.BPF {
-		pc, err = b.proveBPF(c)
+		pc, err = b.proveBPF(c, e)
 	} else {
 		var teardown func() error
-		pc, teardown, err = b.proveKernel(c)
+		pc, teardown, err = b.proveKernel(c, e)
 		if teardown != nil {
 			defer func() { err = errors.Join(err, teardown()) }()
 		}
@@ -605,26 +770,32 @@ func (b *encapBench) measure(c EncapCase, round int) (err error) {
 	if err != nil {
 		return err
 	}
-	for _, m := range twoHostMetrics() {
+	for _, m := range ps.metrics {
 		if err := b.l.Context().Err(); err != nil {
 			return err
 		}
-		id := TwoHostCaseID(m.key, c.Key)
+		id := ps.id(m.key, c.Key)
 		bytes0, pkts0, err := pc()
 		if err != nil {
 			return err
+		}
+		watched := func() error { return nil }
+		if ps.watch != nil {
+			if watched, err = ps.watch(m, id, e); err != nil {
+				return err
+			}
 		}
 		var sentBytes uint64
 		var value float64
 		var transactions uint64
 		if m.streams > 0 {
-			rep, err := iperfReport(b.l, b.m.WA, b.m.WB, b.p.tcpSecs, m.streams)
+			rep, err := iperfReport(b.l, e.src, e.dst, b.p.tcpSecs, m.streams)
 			if err != nil {
 				return fmt.Errorf("%s: %w", m.key, err)
 			}
 			value, sentBytes = rep.BitsPerSecond/1e9, uint64(rep.SentBytes)
 		} else {
-			res, err := b.runLoad(m.mode)
+			res, err := b.runLoad(m.mode, e)
 			if err != nil {
 				return fmt.Errorf("%s: %w", m.key, err)
 			}
@@ -632,6 +803,9 @@ func (b *encapBench) measure(c EncapCase, round int) (err error) {
 			b.rec.Detail(id, "latencyP50us", res.LatencyP50us)
 			b.rec.Detail(id, "latencyP99us", res.LatencyP99us)
 			b.rec.Detail(id, "errors", float64(res.Errors))
+		}
+		if err := watched(); err != nil {
+			return err
 		}
 		bytes1, pkts1, err := pc()
 		if err != nil {
@@ -649,7 +823,7 @@ func (b *encapBench) measure(c EncapCase, round int) (err error) {
 				b.rec.Detail(id, "pathPacketBytes", float64(dBytes)/float64(dPkts))
 			}
 		} else if dPkts < transactions {
-			// Every transaction sends at least one packet wa → wb.
+			// Every transaction sends at least one packet src → dst.
 			return fmt.Errorf("%s: the %s path carried %d packets for %d transactions", m.key, c.Label, dPkts, transactions)
 		}
 		b.rec.Add(id, round, value)
@@ -658,55 +832,75 @@ func (b *encapBench) measure(c EncapCase, round int) (err error) {
 	return nil
 }
 
-// pathCounter reads the bytes and packets counted on a path so far (on
-// host-a, in the direction wa → wb).
+// pathCounter reads the bytes and packets counted on a path so far (on the
+// source's host, in the direction src → dst).
 type pathCounter func() (bytes, packets uint64, err error)
 
-// encapReasons are the host-a counters of the three BPF cases, and the
-// host-b counter each encapsulation must raise.
+// encapReason is the counter a BPF case raises on the source workload's
+// interface (deliver-local for a local one), decapReason the counter on
+// the destination's host each encapsulation must raise. pathReasons are
+// every way out of the source's from-workload program to another
+// workload: a BPF path must raise its own and none of the others.
 var (
 	encapReason = map[lab.EncapMode]string{lab.ModeVXLAN: lab.ReasonEncapVXLAN, lab.ModeIPIP: lab.ReasonEncapIPIP, lab.ModeNever: lab.ReasonForwardDirect}
 	decapReason = map[lab.EncapMode]string{lab.ModeVXLAN: lab.ReasonDecapVXLAN, lab.ModeIPIP: lab.ReasonDecapIPIP}
+	pathReasons = []string{reasonDeliverLocal, lab.ReasonEncapVXLAN, lab.ReasonEncapIPIP, lab.ReasonForwardDirect}
 )
 
-func counterBytes(rows []lab.Counter, reason string) uint64 {
-	var n uint64
-	for _, r := range rows {
-		if r.Reason == reason {
-			n += r.Bytes
-		}
+// pathReason is the counter case c raises on its source interface.
+func pathReason(c EncapCase) string {
+	if c.Local {
+		return reasonDeliverLocal
 	}
-	return n
+	return encapReason[c.Mode]
 }
 
-// proveBPF switches the pool to the case's mode, waits for both hosts to
-// route the peer workload with it and checks with pings that host-a's
-// counter for the case (and host-b's decap counter) rises and no other
-// path's. It returns the case's counter on host-a.
-func (b *encapBench) proveBPF(c EncapCase) (pathCounter, error) {
+// counterOn sums the bytes and packets of the rows of iface and reason.
+func counterOn(rows []lab.Counter, iface, reason string) (bytes, packets uint64) {
+	for _, r := range rows {
+		if r.Interface == iface && r.Reason == reason {
+			bytes += r.Bytes
+			packets += r.Packets
+		}
+	}
+	return bytes, packets
+}
+
+// proveBPF switches the pool to the case's mode (remote cases), waits for
+// both hosts to route the other workload the case's way and checks with
+// pings that the source interface's counter for the case rises and no
+// other path's, that the destination host decapsulates (remote cases) and
+// that calyx delivers into the destination's interface (to-workload). It
+// returns the case's counter on the source interface.
+func (b *encapBench) proveBPF(c EncapCase, e pathEnds) (pathCounter, error) {
 	l, m := b.l, b.m
-	if m.Mode != c.Mode {
+	src, dst := b.hostOf(e.src), b.hostOf(e.dst)
+	if !c.Local && m.Mode != c.Mode {
 		if out, err := m.SetMode(c.Mode); err != nil {
 			return nil, fmt.Errorf("%w: %s", err, out)
 		}
 	}
-	want := c.Mode.Encap()
 	// Both directions: the answers come back the same way.
 	for _, p := range []struct {
-		h *lab.Host
-		w *lab.Workload
-	}{{m.HostA, m.WB}, {m.HostB, m.WA}} {
+		h    *lab.Host
+		from *lab.Workload
+		to   *lab.Workload
+	}{{src, e.src, e.dst}, {dst, e.dst, e.src}} {
 		err := lab.Eventually(15*time.Second, 100*time.Millisecond, func() error {
 			rs, err := l.Routes(p.h.Name)
 			if err != nil {
 				return err
 			}
-			r, ok := lab.RouteFor(rs, p.w.IP)
+			r, ok := lab.RouteFor(rs, p.to.IP)
 			if !ok {
-				return fmt.Errorf("%s has no route for %s", p.h.Name, p.w.IP)
+				return fmt.Errorf("%s has no route for %s", p.h.Name, p.to.IP)
 			}
-			if r.Encap != want {
-				return fmt.Errorf("%s routes %s (%s) with encap %q, want %q", p.h.Name, p.w.IP, r.CIDR, r.Encap, want)
+			if c.Local {
+				if r.Type != "local-workload" || r.Interface != p.to.HostIface {
+					return fmt.Errorf("%s routes %s (%s) as %s on %q, want local-workload on %s", p.h.Name, p.to.IP, r.CIDR, r.Type, r.Interface, p.to.HostIface)
+				}
+			} else if want := c.Mode.Encap(); r.Encap != want {
+				return fmt.Errorf("%s routes %s (%s) with encap %q, want %q", p.h.Name, p.to.IP, r.CIDR, r.Encap, want)
 			}
 			return nil
 		})
@@ -714,73 +908,83 @@ func (b *encapBench) proveBPF(c EncapCase) (pathCounter, error) {
 			return nil, err
 		}
 	}
-	if err := l.WaitPing(m.WA.NS, m.WB.IP.String(), 10*time.Second); err != nil {
+	if err := l.WaitPing(e.src.NS, e.dst.IP.String(), 10*time.Second); err != nil {
 		return nil, err
 	}
 
-	reason := encapReason[c.Mode]
-	beforeA, err := l.Counters(m.HostA.Name)
+	reason := pathReason(c)
+	beforeS, err := l.Counters(src.Name)
 	if err != nil {
 		return nil, err
 	}
-	beforeB, err := l.Counters(m.HostB.Name)
+	beforeD, err := l.Counters(dst.Name)
 	if err != nil {
 		return nil, err
 	}
 	const pings = 3
-	if _, err := l.Ping(m.WA.NS, m.WB.IP.String(), pings); err != nil {
+	if _, err := l.Ping(e.src.NS, e.dst.IP.String(), pings); err != nil {
 		return nil, err
 	}
-	afterA, err := l.Counters(m.HostA.Name)
+	afterS, err := l.Counters(src.Name)
 	if err != nil {
 		return nil, err
 	}
-	afterB, err := l.Counters(m.HostB.Name)
+	afterD, err := l.Counters(dst.Name)
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range []string{lab.ReasonEncapVXLAN, lab.ReasonEncapIPIP, lab.ReasonForwardDirect} {
-		d := lab.CounterTotal(afterA, r) - lab.CounterTotal(beforeA, r)
+	rose := func(before, after []lab.Counter, iface, r string) uint64 {
+		_, p0 := counterOn(before, iface, r)
+		_, p1 := counterOn(after, iface, r)
+		return p1 - p0
+	}
+	for _, r := range pathReasons {
+		d := rose(beforeS, afterS, e.src.HostIface, r)
 		if r == reason && d < pings {
-			return nil, fmt.Errorf("host-a counter %s rose by %d during %d pings, want ≥ %d", r, d, pings, pings)
+			return nil, fmt.Errorf("%s counter %s on %s rose by %d during %d pings, want ≥ %d", src.Name, r, e.src.HostIface, d, pings, pings)
 		}
 		if r != reason && d != 0 {
-			return nil, fmt.Errorf("host-a counter %s rose by %d during %d pings: not the %s path", r, d, pings, c.Label)
+			return nil, fmt.Errorf("%s counter %s on %s rose by %d during %d pings: not the %s path", src.Name, r, e.src.HostIface, d, pings, c.Label)
 		}
 	}
-	if dr, ok := decapReason[c.Mode]; ok {
-		if d := lab.CounterTotal(afterB, dr) - lab.CounterTotal(beforeB, dr); d < pings {
-			return nil, fmt.Errorf("host-b counter %s rose by %d during %d pings, want ≥ %d", dr, d, pings, pings)
+	if dr, ok := decapReason[c.Mode]; ok && !c.Local {
+		if d := lab.CounterTotal(afterD, dr) - lab.CounterTotal(beforeD, dr); d < pings {
+			return nil, fmt.Errorf("%s counter %s rose by %d during %d pings, want ≥ %d", dst.Name, dr, d, pings, pings)
 		}
+	}
+	if d := rose(beforeD, afterD, e.dst.HostIface, reasonToWorkload); d < pings {
+		return nil, fmt.Errorf("%s counter %s on %s rose by %d during %d pings, want ≥ %d", dst.Name, reasonToWorkload, e.dst.HostIface, d, pings, pings)
 	}
 	return func() (uint64, uint64, error) {
-		rows, err := l.Counters(m.HostA.Name)
+		rows, err := l.Counters(src.Name)
 		if err != nil {
 			return 0, 0, err
 		}
-		return counterBytes(rows, reason), lab.CounterTotal(rows, reason), nil
+		by, pk := counterOn(rows, e.src.HostIface, reason)
+		return by, pk, nil
 	}, nil
 }
 
-// proveKernel configures a kernel path, checks that host-a's kernel routes
-// wb through the path's device, and returns that device's tx counters.
-// Its teardown removes the path and fails if any calyx counter moved in
-// the meantime (calyx still in the path).
-func (b *encapBench) proveKernel(c EncapCase) (pathCounter, func() error, error) {
-	l, m := b.l, b.m
-	carrier, err := b.kernelSetup(c)
+// proveKernel configures a kernel path, checks that the source host's
+// kernel routes the destination through the path's device, and returns
+// that device's tx counters. Its teardown removes the path and fails if
+// any calyx counter moved in the meantime (calyx still in the path).
+func (b *encapBench) proveKernel(c EncapCase, e pathEnds) (pathCounter, func() error, error) {
+	l := b.l
+	src := b.hostOf(e.src)
+	carrier, err := b.kernelSetup(c, e)
 	teardown := func() error { return b.kernelTeardown(c) }
 	if err != nil {
 		return nil, teardown, err
 	}
-	res, err := l.Exec(m.HostA.NS, "ip", "route", "get", m.WB.IP.String(), "from", m.WA.IP.String(), "iif", m.WA.HostIface)
+	res, err := l.Exec(src.NS, "ip", "route", "get", e.dst.IP.String(), "from", e.src.IP.String(), "iif", e.src.HostIface)
 	if err != nil {
 		return nil, teardown, err
 	}
 	if !strings.Contains(res.Stdout, "dev "+carrier+" ") {
-		return nil, teardown, fmt.Errorf("host-a routes %s not through %s: %s", m.WB.IP, carrier, res.Stdout)
+		return nil, teardown, fmt.Errorf("%s routes %s not through %s: %s", src.Name, e.dst.IP, carrier, res.Stdout)
 	}
-	if err := l.WaitPing(m.WA.NS, m.WB.IP.String(), 10*time.Second); err != nil {
+	if err := l.WaitPing(e.src.NS, e.dst.IP.String(), 10*time.Second); err != nil {
 		return nil, teardown, err
 	}
 	calyx0, err := b.calyxPackets()
@@ -794,7 +998,7 @@ func (b *encapBench) proveKernel(c EncapCase) (pathCounter, func() error, error)
 		}
 		return errors.Join(err, b.kernelTeardown(c))
 	}
-	return func() (uint64, uint64, error) { return b.linkTX(m.HostA.NS, carrier) }, teardown, nil
+	return func() (uint64, uint64, error) { return b.linkTX(src.NS, carrier) }, teardown, nil
 }
 
 // loadResult is calyx-load's JSON report.
@@ -809,12 +1013,12 @@ type loadResult struct {
 	Errors       int64   `json:"errors"`
 }
 
-// startLoadServer starts calyx-load's server in wb for the whole run, and
-// lets wa's connections reuse ports in TIME-WAIT, so thousands of short
-// connections per second, run after run, do not run out of ports.
-func (b *encapBench) startLoadServer() error {
-	b.loadAddr = net.JoinHostPort(b.m.WB.IP.String(), fmt.Sprint(loadPort))
-	for _, w := range []*lab.Workload{b.m.WA, b.m.WB} {
+// startLoadServers starts calyx-load's server in each of servers for the
+// whole run, and lets every workload's connections reuse ports in
+// TIME-WAIT, so thousands of short connections per second, run after run,
+// do not run out of ports.
+func (b *encapBench) startLoadServers(servers ...*lab.Workload) error {
+	for _, w := range b.l.Workloads() {
 		if err := b.sh(w.NS,
 			[]string{"sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"},
 			[]string{"sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535"},
@@ -822,23 +1026,36 @@ func (b *encapBench) startLoadServer() error {
 			return err
 		}
 	}
-	p, err := b.l.ExecBackground(b.m.WB.NS, 24*time.Hour, onCPU(pinLoadServer, b.loadBin, "serve", "--listen", b.loadAddr)...)
-	if err != nil {
-		return err
+	for _, w := range servers {
+		p, err := b.l.ExecBackground(w.NS, 24*time.Hour, onCPU(pinLoadServer, b.loadBin, "serve", "--listen", loadAddr(w))...)
+		if err != nil {
+			return err
+		}
+		b.loads[w.Name] = p
+		if err := lab.WaitListening(b.l, w.NS, loadPort, 10*time.Second); err != nil {
+			return err
+		}
 	}
-	b.load = p
-	return lab.WaitListening(b.l, b.m.WB.NS, loadPort, 10*time.Second)
+	return nil
 }
 
-// runLoad runs calyx-load in mode (rr, crr) from wa against wb's server.
-func (b *encapBench) runLoad(mode string) (loadResult, error) {
+// loadAddr is the address of the calyx-load server in w.
+func loadAddr(w *lab.Workload) string { return net.JoinHostPort(w.IP.String(), fmt.Sprint(loadPort)) }
+
+// runLoad runs calyx-load in mode (rr, crr) from e.src against e.dst's
+// server.
+func (b *encapBench) runLoad(mode string, e pathEnds) (loadResult, error) {
+	srv := b.loads[e.dst.Name]
+	if srv == nil {
+		return loadResult{}, fmt.Errorf("no calyx-load server in %s", e.dst.Name)
+	}
 	select {
-	case <-b.load.Done():
-		_, errOut := b.load.Output()
-		return loadResult{}, fmt.Errorf("the calyx-load server in wb exited: %s", errOut)
+	case <-srv.Done():
+		_, errOut := srv.Output()
+		return loadResult{}, fmt.Errorf("the calyx-load server in %s exited: %s", e.dst.Name, errOut)
 	default:
 	}
-	return loadRun(b.l, b.loadBin, b.m.WA.NS, b.loadAddr, mode, b.p.loadSecs, b.p.conns)
+	return loadRun(b.l, b.loadBin, e.src.NS, loadAddr(e.dst), mode, b.p.loadSecs, b.p.conns)
 }
 
 // loadRun runs calyx-load (bin) in mode (rr, crr) from namespace ns
