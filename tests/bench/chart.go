@@ -44,6 +44,7 @@ func writeCharts(dir string, res *Results) ([]chartFile, error) {
 		draw               func(string, map[string]*CaseResult, string) (bool, error)
 	}{
 		{"throughput.png", "twohost", "Throughput, request/response and connection rate: calyx BPF vs kernel per path", throughputChart},
+		{"vm.png", "vm", "VM to VM: one TCP stream and request/response, calyx BPF vs kernel on the same taps", vmChart},
 		{"perpacket.png", "perpacket", "Per-packet nanoseconds of each BPF path", perPacketChart},
 	} {
 		date := res.Machine.Date
@@ -206,8 +207,26 @@ func throughputChart(path string, byID map[string]*CaseResult, stamp string) (bo
 		}
 		return gs
 	}
+	return metricChart(path, twoHostMetrics(), groups, byID, vg.Points(330), stamp+"; two hosts (workload wa → wb), the same lab and run for every bar")
+}
+
+// vmChart draws the VM comparison: one panel per metric, one host and two
+// hosts side by side.
+func vmChart(path string, byID map[string]*CaseResult, stamp string) (bool, error) {
+	groups := func(metric string) []chartGroup {
+		return []chartGroup{
+			{"one host", VMCaseID(metric, CaseBPFLocal), VMCaseID(metric, CaseKernelLocal)},
+			{"two hosts, VXLAN", VMCaseID(metric, CaseBPFVXLAN), VMCaseID(metric, CaseKernelVXLAN)},
+		}
+	}
+	return metricChart(path, vmMetrics(), groups, byID, vg.Points(300), stamp+"; VMs on taps (va → va2, va → vb), the same taps, lab and run for every bar")
+}
+
+// metricChart draws one grouped panel per metric, two panels a row, each
+// panelH high; nothing (false) when no case was measured.
+func metricChart(path string, metrics []metric, groups func(metric string) []chartGroup, byID map[string]*CaseResult, panelH vg.Length, caption string) (bool, error) {
 	var panels []*plot.Plot
-	for _, m := range twoHostMetrics() {
+	for _, m := range metrics {
 		format := "%.0f"
 		if m.unit == "Gbit/s" {
 			format = "%.2f"
@@ -223,7 +242,7 @@ func throughputChart(path string, byID map[string]*CaseResult, stamp string) (bo
 	if len(panels) == 0 {
 		return false, nil
 	}
-	return true, savePanels(path, panels, 2, vg.Points(1100), vg.Points(330), stamp+"; two hosts (workload wa → wb), the same lab and run for every bar")
+	return true, savePanels(path, panels, 2, vg.Points(1100), panelH, caption)
 }
 
 // perPacketChart draws the net nanoseconds of each BPF path.

@@ -181,6 +181,7 @@ func Registry(quick bool) []*Section {
 	return []*Section{
 		localSection(),
 		twoHostSection(),
+		vmSection(),
 		fipMeasuredSection(),
 		policySection(quick),
 		perPacketSection(),

@@ -24,8 +24,8 @@ type Options struct {
 	// BPFBench is `go test -bench` output of ./bpf/ (per-packet section).
 	BPFBench string
 	Quick    bool
-	// Rounds, when positive, replaces the two-host section's number of
-	// rounds.
+	// Rounds, when positive, replaces the number of rounds of the
+	// two-host and VM sections.
 	Rounds int
 	// Only, when set, runs just these sections (SectionKeys). The other
 	// sections keep the figures the results file (JSON) already holds, so
