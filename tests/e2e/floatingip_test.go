@@ -59,9 +59,12 @@ func (e *fipEnv) hostOf(t *testing.T, w *lab.Workload) *lab.Host {
 // fipSetup builds the lab, starts the agents, applies the model with both
 // floating IPs, routes them on the gateway and waits until the client
 // reaches both.
-func fipSetup(t *testing.T) *fipEnv {
+func fipSetup(t *testing.T) *fipEnv { return fipSetupKind(t, "") }
+
+// fipSetupKind is fipSetup with workloads of kind (see newLabKind).
+func fipSetupKind(t *testing.T, kind lab.WorkloadKind) *fipEnv {
 	t.Helper()
-	l := newLab(t)
+	l := newLabKind(t, kind)
 	lab.RequireTools(t, "tcpdump")
 	m, err := lab.BuildMultiHost(l, lab.ModeVXLANCrossSubnet)
 	if err != nil {

@@ -102,7 +102,13 @@ type env struct {
 // and waits until every workload interface is attached and w1 reaches w2.
 func setup(t *testing.T, n int, agentArgs ...string) *env {
 	t.Helper()
-	l := newLab(t)
+	return setupKind(t, "", n, agentArgs...)
+}
+
+// setupKind is setup with workloads of kind (see newLabKind).
+func setupKind(t *testing.T, kind lab.WorkloadKind, n int, agentArgs ...string) *env {
+	t.Helper()
+	l := newLabKind(t, kind)
 	h, err := l.AddHost("host-a", "10.30.0.11/24")
 	if err != nil {
 		t.Fatal(err)

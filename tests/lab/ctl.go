@@ -14,6 +14,11 @@ type Endpoint struct {
 	Ifindex   int      `json:"ifindex"`
 	IPs       []string `json:"ips"`
 	MAC       string   `json:"mac"`
+	// Kind is the interface's kind (veth, tap, ...), "-" when not attached.
+	Kind string `json:"kind"`
+	// State is ready, pending or refused-*; Reason says why in words.
+	State  string `json:"state"`
+	Reason string `json:"reason"`
 }
 
 // Route is one row of "calyxctl routes dump -o json".
