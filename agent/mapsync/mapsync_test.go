@@ -396,7 +396,9 @@ func (f *fakeStore) DeletePrefilter(p netip.Prefix) error {
 	return nil
 }
 
-func (f *fakeStore) EndpointStatuses() (map[uint32]maps.EndpointStatus, error) { return clone(f.eps), nil }
+func (f *fakeStore) EndpointStatuses() (map[uint32]maps.EndpointStatus, error) {
+	return clone(f.eps), nil
+}
 
 func (f *fakeStore) PutEndpointStatus(id uint32, st maps.EndpointStatus) error {
 	if err := f.op(fmt.Sprintf("put endpoint %d %s", id, st.State)); err != nil {

@@ -163,6 +163,12 @@ func killNamespacePids(ns string) error {
 		}
 		pids = append(pids, pid)
 	}
+	return killAndWait(pids, "in "+ns)
+}
+
+// killAndWait SIGKILLs pids and waits up to 5s for them to be gone; what
+// says where they were in the error.
+func killAndWait(pids []int, what string) error {
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
@@ -170,7 +176,7 @@ func killNamespacePids(ns string) error {
 	for _, pid := range pids {
 		for processAlive(pid) {
 			if time.Now().After(deadline) {
-				return fmt.Errorf("process %d in %s survived SIGKILL", pid, ns)
+				return fmt.Errorf("process %d %s survived SIGKILL", pid, what)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -191,19 +197,7 @@ func killRelays(prefix string) error {
 			pids = append(pids, pid)
 		}
 	}
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for _, pid := range pids {
-		for processAlive(pid) {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("vm relay %d survived SIGKILL", pid)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return nil
+	return killAndWait(pids, "(vm relay of "+prefix+")")
 }
 
 // labRelays finds the running VM relays ("calyx-lab vm-relay ...") by their

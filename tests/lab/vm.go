@@ -190,22 +190,14 @@ func (l *Lab) startRelay(w *Workload, h *Host) error {
 // pollWhile is Eventually for a condition a running process must bring
 // about: it gives up as soon as p has exited.
 func pollWhile(p *Proc, timeout, interval time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
+	return Eventually(timeout, interval, func() error {
 		select {
 		case <-p.Done():
 			return fmt.Errorf("pid %d exited", p.Pid())
 		default:
 		}
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().Add(interval).After(deadline) {
-			return fmt.Errorf("still failing after %s: %w", timeout, err)
-		}
-		time.Sleep(interval)
-	}
+		return f()
+	})
 }
 
 // stopRelay stops a relay with SIGTERM (SIGKILL after 3s) and forgets it.
