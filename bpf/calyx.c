@@ -198,6 +198,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_endpoints SEC(".maps");
 
+/* Written by the agent's DHCP servers for calyxctl; never read here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
+	__type(key, struct cx_lease_key);
+	__type(value, struct cx_lease);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_leases SEC(".maps");
+
 /* Keep the enums in the object's BTF so bpf2go emits their constants for Go. */
 const enum cx_reason cx_enum_reason __attribute__((unused));
 const enum cx_route_type cx_enum_route_type __attribute__((unused));

@@ -325,4 +325,21 @@ struct cx_ep_status {
 	char ifname[16]; /* spec.interface */
 };
 
+/* cx_leases: the addresses the agent's DHCPv4/DHCPv6 servers leased, by
+ * interface and family, for calyxctl dhcp leases. Never read by the programs. */
+struct cx_lease_key {
+	__u32 ifindex;
+	__u32 family; /* 4 or 6 */
+};
+
+struct cx_lease {
+	__u8 addr[16]; /* v4-mapped for IPv4 */
+	__u8 mac[CX_ETH_ALEN]; /* the client's */
+	__u8 pad[2];
+	__u32 endpoint_id;
+	__u32 pad2;
+	__u64 expires;   /* unix seconds */
+	__u64 last_seen; /* unix seconds: the client's last message */
+};
+
 #endif /* CALYX_H */

@@ -167,6 +167,23 @@ const (
 	CalyxCxIfaceKindCX_IFACE_KIND_TAP    CalyxCxIfaceKind = 3
 )
 
+type CalyxCxLease struct {
+	_          structs.HostLayout
+	Addr       [16]uint8
+	Mac        [6]uint8
+	Pad        [2]uint8
+	EndpointId uint32
+	Pad2       uint32
+	Expires    uint64
+	LastSeen   uint64
+}
+
+type CalyxCxLeaseKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Family  uint32
+}
+
 type CalyxCxLink struct {
 	_             structs.HostLayout
 	Ifname        [16]int8
@@ -333,6 +350,7 @@ const (
 	CalyxMapCxFips              = "cx_fips"
 	CalyxMapCxIfaces            = "cx_ifaces"
 	CalyxMapCxIpcache           = "cx_ipcache"
+	CalyxMapCxLeases            = "cx_leases"
 	CalyxMapCxLinks             = "cx_links"
 	CalyxMapCxPolicy            = "cx_policy"
 	CalyxMapCxPolicyHits        = "cx_policy_hits"
@@ -423,6 +441,7 @@ type CalyxMapSpecs struct {
 	CxFips       *ebpf.MapSpec `ebpf:"cx_fips"`
 	CxIfaces     *ebpf.MapSpec `ebpf:"cx_ifaces"`
 	CxIpcache    *ebpf.MapSpec `ebpf:"cx_ipcache"`
+	CxLeases     *ebpf.MapSpec `ebpf:"cx_leases"`
 	CxLinks      *ebpf.MapSpec `ebpf:"cx_links"`
 	CxPolicy     *ebpf.MapSpec `ebpf:"cx_policy"`
 	CxPolicyHits *ebpf.MapSpec `ebpf:"cx_policy_hits"`
@@ -481,6 +500,7 @@ type CalyxMaps struct {
 	CxFips       *ebpf.Map `ebpf:"cx_fips"`
 	CxIfaces     *ebpf.Map `ebpf:"cx_ifaces"`
 	CxIpcache    *ebpf.Map `ebpf:"cx_ipcache"`
+	CxLeases     *ebpf.Map `ebpf:"cx_leases"`
 	CxLinks      *ebpf.Map `ebpf:"cx_links"`
 	CxPolicy     *ebpf.Map `ebpf:"cx_policy"`
 	CxPolicyHits *ebpf.Map `ebpf:"cx_policy_hits"`
@@ -498,6 +518,7 @@ func (m *CalyxMaps) Close() error {
 		m.CxFips,
 		m.CxIfaces,
 		m.CxIpcache,
+		m.CxLeases,
 		m.CxLinks,
 		m.CxPolicy,
 		m.CxPolicyHits,

@@ -77,6 +77,8 @@ nouns (read only):
   nat dump                 floating IPs (with their instance and node) and the active NAT sessions
   ct dump                  the conntrack table, one row per flow
   ct flush                 remove every conntrack entry (established NAT flows break)
+  dhcp leases              what the agent's DHCPv4/DHCPv6 servers leased: endpoint, interface, MAC,
+                           address, expiry and when the client was last heard
   policy dump [ENDPOINT]   the effective rules of this host's endpoints, in order, with the new
                            flows each decided (HITS)
   version                  this build's version
@@ -189,6 +191,11 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 			return usagef("policy: want 'policy dump [ENDPOINT]'")
 		}
 		return policyDump(ctx, o, args[1:], stdio)
+	case "dhcp":
+		if len(args) != 1 || args[0] != "leases" {
+			return usagef("dhcp: want 'dhcp leases'")
+		}
+		return dhcpLeases(ctx, o, stdio)
 	case "links":
 		if len(args) != 0 {
 			return usagef("links takes no arguments")

@@ -223,6 +223,9 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 
 // endpointRows joins cx_ifaces with the routes that point at each
 // interface, and names endpoints from the model when it can be read.
+// idName stands for an endpoint whose name the model did not give.
+func idName(id uint32) string { return fmt.Sprintf("id:%d", id) }
+
 func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint32) string, stdio IO) ([]endpointRow, error) {
 	ifaces, err := m.Ifaces()
 	if err != nil {
@@ -249,7 +252,7 @@ func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint
 		}
 		name := names[v.EndpointID]
 		if name == "" {
-			name = fmt.Sprintf("id:%d", v.EndpointID)
+			name = idName(v.EndpointID)
 		}
 		rows = append(rows, endpointRow{Name: name, Interface: ifname(idx), Ifindex: idx, Kind: v.Kind.String(),
 			State: maps.EndpointReady.String(), IPs: strs, MAC: v.MAC.String(), HostMAC: v.HostMAC.String(),
@@ -267,7 +270,7 @@ func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint
 		}
 		name := names[id]
 		if name == "" {
-			name = fmt.Sprintf("id:%d", id)
+			name = idName(id)
 		}
 		rows = append(rows, endpointRow{Name: name, Interface: st.Ifname, Ifindex: st.Ifindex, Kind: "-",
 			State: st.State.String(), EndpointID: id, Reason: st.State.Reason()})

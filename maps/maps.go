@@ -26,11 +26,12 @@ const (
 	LogName       = bpf.CalyxMapCxPolicyLog
 	PrefiltName   = bpf.CalyxMapCxPrefilter
 	EndpointsName = bpf.CalyxMapCxEndpoints
+	LeasesName    = bpf.CalyxMapCxLeases
 )
 
 // Names lists every map calyx pins.
 var Names = []string{IfacesName, RoutesName, CountersName, LinksName, ConfigName, FIPsName, CTName,
-	IPCacheName, PolicyName, HitsName, LogName, PrefiltName, EndpointsName}
+	IPCacheName, PolicyName, HitsName, LogName, PrefiltName, EndpointsName, LeasesName}
 
 // Maps is the set of calyx maps, either loaded with the programs (agent) or
 // opened from their pins (calyxctl).
@@ -48,6 +49,7 @@ type Maps struct {
 	log      *ebpf.Map
 	prefilt  *ebpf.Map
 	eps      *ebpf.Map
+	leases   *ebpf.Map
 	owned    bool
 }
 
@@ -55,7 +57,8 @@ type Maps struct {
 func FromObjects(objs *bpf.CalyxMaps) *Maps {
 	return &Maps{ifaces: objs.CxIfaces, routes: objs.CxRoutes, counters: objs.CxCounters, links: objs.CxLinks, config: objs.CxConfig,
 		fips: objs.CxFips, ct: objs.CxCt, ipcache: objs.CxIpcache, policy: objs.CxPolicy, hits: objs.CxPolicyHits,
-		log: objs.CxPolicyLog, prefilt: objs.CxPrefilter, eps: objs.CxEndpoints}
+		log: objs.CxPolicyLog, prefilt: objs.CxPrefilter, eps: objs.CxEndpoints,
+		leases: objs.CxLeases}
 }
 
 // OpenPinned opens every map pinned under dir. It fails, naming the map,
@@ -69,7 +72,7 @@ func OpenPinnedWritable(dir string) (*Maps, error) { return openPinned(dir, fals
 func openPinned(dir string, readOnly bool) (*Maps, error) {
 	m := &Maps{owned: true}
 	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links, &m.config, &m.fips, &m.ct,
-		&m.ipcache, &m.policy, &m.hits, &m.log, &m.prefilt, &m.eps}
+		&m.ipcache, &m.policy, &m.hits, &m.log, &m.prefilt, &m.eps, &m.leases}
 	for i, name := range Names {
 		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: readOnly})
 		if err != nil {
@@ -88,7 +91,7 @@ func (m *Maps) Close() error {
 	}
 	var errs []error
 	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links, m.config, m.fips, m.ct,
-		m.ipcache, m.policy, m.hits, m.log, m.prefilt, m.eps} {
+		m.ipcache, m.policy, m.hits, m.log, m.prefilt, m.eps, m.leases} {
 		if mp != nil {
 			errs = append(errs, mp.Close())
 		}
@@ -281,6 +284,40 @@ func (m *Maps) PutEndpointStatus(id uint32, st EndpointStatus) error {
 func (m *Maps) DeleteEndpointStatus(id uint32) error {
 	if err := m.eps.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete %s[%d]: %w", EndpointsName, id, err)
+	}
+	return nil
+}
+
+// Leases returns every address the agent's DHCP servers leased.
+func (m *Maps) Leases() ([]Lease, error) {
+	var out []Lease
+	var k bpf.CalyxCxLeaseKey
+	var v bpf.CalyxCxLease
+	it := m.leases.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, leaseFromBPF(k, v))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %s: %w", LeasesName, err)
+	}
+	return out, nil
+}
+
+// PutLease records l (keyed by its interface and family).
+func (m *Maps) PutLease(l Lease) error {
+	k, v := l.toBPF()
+	if err := m.leases.Put(k, v); err != nil {
+		return fmt.Errorf("put %s[%d/v%d]: %w", LeasesName, l.Ifindex, k.Family, err)
+	}
+	return nil
+}
+
+// DeleteLease removes the lease of family (4 or 6) on ifindex; a missing
+// one is not an error.
+func (m *Maps) DeleteLease(ifindex uint32, family uint32) error {
+	k := bpf.CalyxCxLeaseKey{Ifindex: ifindex, Family: family}
+	if err := m.leases.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("delete %s[%d/v%d]: %w", LeasesName, ifindex, family, err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"math/bits"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/calyxnet/calyx/bpf"
 )
@@ -667,3 +668,45 @@ func ctEntryFromBPF(v bpf.CalyxCxCtEntry) CTEntry {
 // Ports are in network byte order in the maps, read as little-endian
 // uint16s (bpf2go's target is bpfel): swapping the bytes converts both ways.
 var htons, ntohs = bits.ReverseBytes16, bits.ReverseBytes16
+
+// Lease is an entry of cx_leases: an address a DHCP server of the agent
+// leased on an interface.
+type Lease struct {
+	Ifindex    uint32
+	Addr       netip.Addr // its family keys the entry with Ifindex
+	MAC        MAC        // the client's
+	EndpointID uint32
+	// Expires and LastSeen are kept to the second.
+	Expires, LastSeen time.Time
+}
+
+// Family is 4 or 6, by the lease's address.
+func (l Lease) Family() uint32 {
+	if l.Addr.Is4() {
+		return 4
+	}
+	return 6
+}
+
+func (l Lease) toBPF() (bpf.CalyxCxLeaseKey, bpf.CalyxCxLease) {
+	k := bpf.CalyxCxLeaseKey{Ifindex: l.Ifindex, Family: l.Family()}
+	v := bpf.CalyxCxLease{Addr: addrTo16(l.Addr), Mac: l.MAC, EndpointId: l.EndpointID}
+	if !l.Expires.IsZero() {
+		v.Expires = uint64(l.Expires.Unix())
+	}
+	if !l.LastSeen.IsZero() {
+		v.LastSeen = uint64(l.LastSeen.Unix())
+	}
+	return k, v
+}
+
+func leaseFromBPF(k bpf.CalyxCxLeaseKey, v bpf.CalyxCxLease) Lease {
+	l := Lease{Ifindex: k.Ifindex, Addr: addrFrom16(v.Addr), MAC: v.Mac, EndpointID: v.EndpointId}
+	if v.Expires != 0 {
+		l.Expires = time.Unix(int64(v.Expires), 0)
+	}
+	if v.LastSeen != 0 {
+		l.LastSeen = time.Unix(int64(v.LastSeen), 0)
+	}
+	return l
+}
