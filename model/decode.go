@@ -181,6 +181,8 @@ func decodeDocument(root *yaml.Node) (Resource, []*ValidationError) {
 				d.configSpec(specNode, &r.Spec)
 			case *IPAMBlock:
 				d.ipamBlockSpec(specNode, &r.Spec)
+			case *Subnet:
+				d.subnetSpec(specNode, &r.Spec)
 			}
 		}
 		ApplyDefaults(res)
@@ -332,6 +334,88 @@ func (d *decoder) floatingIPSpec(n *yaml.Node, s *FloatingIPSpec) {
 		}
 		return true
 	})
+}
+
+func (d *decoder) subnetSpec(n *yaml.Node, s *SubnetSpec) {
+	leaseSet := false
+	d.mapping(n, "spec", func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "cidr":
+			s.CIDR = d.cidr(v, p, false)
+		case "gatewayIP":
+			s.GatewayIP = d.addr(v, p)
+		case "enableDHCP":
+			if b, ok := d.boolean(v, p); ok {
+				s.EnableDHCP = &b
+			}
+		case "dnsNameservers":
+			d.list(v, p, func(_ int, item *yaml.Node, ip string) {
+				// A placeholder keeps later indices aligned with the document.
+				s.DNSNameservers = append(s.DNSNameservers, d.listAddr(item, ip))
+			})
+		case "hostRoutes":
+			d.list(v, p, func(_ int, item *yaml.Node, ip string) {
+				s.HostRoutes = append(s.HostRoutes, d.hostRoute(item, ip))
+			})
+		case "leaseSeconds":
+			if x, ok := d.wholeNumber(v, p, fmt.Sprintf("a number of seconds between %d and %d", MinLeaseSeconds, MaxLeaseSeconds)); ok {
+				s.LeaseSeconds = x
+				leaseSet = true
+			}
+		case "network":
+			s.Network, _ = d.str(v, p)
+		default:
+			return false
+		}
+		return true
+	})
+	// An explicit 0 would otherwise be silently replaced by the default.
+	if leaseSet && s.LeaseSeconds == 0 {
+		d.errorf("spec.leaseSeconds", "%s", leaseProblem(0))
+	}
+}
+
+// hostRoute reads {destination, nextHop}.
+func (d *decoder) hostRoute(n *yaml.Node, path string) HostRoute {
+	var r HostRoute
+	d.mapping(n, path, func(key string, v *yaml.Node, p string) bool {
+		switch key {
+		case "destination":
+			r.Destination = d.cidr(v, p, false)
+		case "nextHop":
+			r.NextHop = d.addr(v, p)
+		default:
+			return false
+		}
+		return true
+	})
+	return r
+}
+
+// listAddr reads an address that is an item of a list, where null and ""
+// are mistakes rather than a way to leave it unset.
+func (d *decoder) listAddr(n *yaml.Node, path string) netip.Addr {
+	if nn := resolve(n); isNull(nn) || (nn.Kind == yaml.ScalarNode && nn.ShortTag() == "!!str" && nn.Value == "") {
+		d.errorf(path, "must be an IP address, got %s", describe(nn))
+		return netip.Addr{}
+	}
+	return d.addr(n, path)
+}
+
+// wholeNumber reads an integer of any size, leaving its bounds to
+// Validate, whose reason says why they are what they are; want describes
+// the value for a value of another type.
+func (d *decoder) wholeNumber(n *yaml.Node, path, want string) (int64, bool) {
+	n = resolve(n)
+	if isNull(n) {
+		return 0, false
+	}
+	var x int64
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&x) != nil {
+		d.errorf(path, "must be %s, got %s", want, describe(n))
+		return 0, false
+	}
+	return x, true
 }
 
 func (d *decoder) configSpec(n *yaml.Node, s *ConfigSpec) {

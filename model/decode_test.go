@@ -256,6 +256,12 @@ func sampleResources() []Resource {
 			Spec: FloatingIPSpec{IP: netip.MustParseAddr("198.51.100.10"), Endpoint: "web-1", FixedIP: netip.MustParseAddr("10.65.0.5")}},
 		&FloatingIP{Metadata: Metadata{Name: "web-2-fip"},
 			Spec: FloatingIPSpec{IP: netip.MustParseAddr("198.51.100.11"), Endpoint: "web-2"}},
+		subnet("calico-v4", "10.65.0.0/24", "10.65.0.1", func(s *SubnetSpec) {
+			s.DNSNameservers = []netip.Addr{netip.MustParseAddr("10.65.0.53"), netip.MustParseAddr("10.65.0.54")}
+			s.HostRoutes = []HostRoute{{netip.MustParsePrefix("11.11.0.0/16"), netip.MustParseAddr("10.65.0.1")}}
+			s.Network = "internal"
+		}),
+		subnet("v6", "fd00:65::/64", "fd00:65::1", func(s *SubnetSpec) { off := false; s.EnableDHCP = &off; s.LeaseSeconds = 600 }),
 	}
 }
 
@@ -596,7 +602,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"missing apiVersion", "kind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.0.0.0/16}",
 			[]string{`apiVersion: required`}},
 		{"unknown kind", "apiVersion: calyx.io/v1\nkind: Pod\nmetadata: {name: p1}\n",
-			[]string{`document 1: kind: unknown kind "Pod" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock)`}},
+			[]string{`document 1: kind: unknown kind "Pod" (want one of IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock)`}},
 		{"kind in wrong case", "apiVersion: calyx.io/v1\nkind: ippool\nmetadata: {name: p1}\n",
 			[]string{`kind: unknown kind "ippool" (did you mean "IPPool"?)`}},
 		{"missing name", "apiVersion: calyx.io/v1\nkind: IPPool\nmetadata: {}\nspec: {cidr: 10.0.0.0/16}",

@@ -1,9 +1,10 @@
-// Package model defines calyx's resources (IPPool, Node, WorkloadEndpoint,
-// FloatingIP, NetworkPolicy, Config, IPAMBlock), decodes and validates their
-// calicoctl-shaped YAML, and stores them in a datastore that can be
-// watched: a directory of files on one machine (FileStore) or etcd v3 for
-// many hosts (EtcdStore). Both offer compare-and-swap on single resources
-// (Versioned); the etcd store also tracks which nodes are live (Liveness).
+// Package model defines calyx's resources (IPPool, Node, Subnet,
+// WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock), decodes
+// and validates their calicoctl-shaped YAML, and stores them in a datastore
+// that can be watched: a directory of files on one machine (FileStore) or
+// etcd v3 for many hosts (EtcdStore). Both offer compare-and-swap on single
+// resources (Versioned); the etcd store also tracks which nodes are live
+// (Liveness).
 //
 // Resources are treated as immutable once decoded or stored: a Snapshot
 // shares resource pointers between clones, so code that wants to change a

@@ -113,6 +113,25 @@ type ipamBlockSpecWire struct {
 	Allocations map[string]string `json:"allocations" yaml:"allocations"`
 }
 
+// A subnet is written with every effective value: enableDHCP and
+// leaseSeconds with their defaults, and the lists as [] when empty, so a
+// printed subnet shows what instances are told. network is left out when
+// not given.
+type subnetSpecWire struct {
+	CIDR           string          `json:"cidr" yaml:"cidr"`
+	GatewayIP      string          `json:"gatewayIP" yaml:"gatewayIP"`
+	EnableDHCP     bool            `json:"enableDHCP" yaml:"enableDHCP"`
+	DNSNameservers []string        `json:"dnsNameservers" yaml:"dnsNameservers"`
+	HostRoutes     []hostRouteWire `json:"hostRoutes" yaml:"hostRoutes"`
+	LeaseSeconds   int64           `json:"leaseSeconds" yaml:"leaseSeconds"`
+	Network        string          `json:"network,omitempty" yaml:"network,omitempty"`
+}
+
+type hostRouteWire struct {
+	Destination string `json:"destination" yaml:"destination"`
+	NextHop     string `json:"nextHop" yaml:"nextHop"`
+}
+
 // quotedString is written double-quoted in YAML: an all-digit MAC such as
 // 02:00:00:00:00:01 would otherwise read as a base-60 integer to YAML 1.1
 // tools.
@@ -293,6 +312,25 @@ func (s IPAMBlockSpec) wire() ipamBlockSpecWire {
 	return w
 }
 
+func (s SubnetSpec) wire() subnetSpecWire {
+	w := subnetSpecWire{
+		CIDR:           prefixString(s.CIDR),
+		GatewayIP:      addrString(s.GatewayIP),
+		EnableDHCP:     s.DHCPEnabled(),
+		DNSNameservers: make([]string, 0, len(s.DNSNameservers)),
+		HostRoutes:     make([]hostRouteWire, 0, len(s.HostRoutes)),
+		LeaseSeconds:   s.Lease(),
+		Network:        s.Network,
+	}
+	for _, a := range s.DNSNameservers {
+		w.DNSNameservers = append(w.DNSNameservers, addrString(a))
+	}
+	for _, r := range s.HostRoutes {
+		w.HostRoutes = append(w.HostRoutes, hostRouteWire{Destination: prefixString(r.Destination), NextHop: addrString(r.NextHop)})
+	}
+	return w
+}
+
 // MarshalJSON returns the spec with camelCase keys and string addresses; it does not fail.
 func (s IPPoolSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
 
@@ -338,6 +376,14 @@ func (s IPAMBlockSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wir
 // MarshalYAML returns the spec with string addresses, allocations keyed by
 // address; it does not fail.
 func (s IPAMBlockSpec) MarshalYAML() (any, error) { return s.wire(), nil }
+
+// MarshalJSON returns the spec with camelCase keys, string addresses and
+// the defaults in force; it does not fail.
+func (s SubnetSpec) MarshalJSON() ([]byte, error) { return json.Marshal(s.wire()) }
+
+// MarshalYAML returns the spec with camelCase keys, string addresses and
+// the defaults in force; it does not fail.
+func (s SubnetSpec) MarshalYAML() (any, error) { return s.wire(), nil }
 
 func wrap[S any](kind string, m Metadata, spec S) envelope[S] {
 	return envelope[S]{APIVersion: APIVersion, Kind: kind, Metadata: m, Spec: spec}
@@ -421,6 +467,16 @@ func (b IPAMBlock) MarshalYAML() (any, error) {
 	return wrap(KindIPAMBlock, b.Metadata, b.Spec.wire()), nil
 }
 
+// MarshalJSON returns the subnet as {"apiVersion","kind","metadata","spec"};
+// it does not fail.
+func (s Subnet) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wrap(KindSubnet, s.Metadata, s.Spec.wire()))
+}
+
+// MarshalYAML returns the subnet as a calicoctl-shaped document; it does
+// not fail.
+func (s Subnet) MarshalYAML() (any, error) { return wrap(KindSubnet, s.Metadata, s.Spec.wire()), nil }
+
 // UnmarshalYAML decodes an IPPool document strictly (see Decode), applies
 // defaults and validates it; it returns the joined validation errors.
 func (p *IPPool) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, p) }
@@ -449,6 +505,13 @@ func (c *Config) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, c) 
 // UnmarshalYAML decodes an IPAMBlock document strictly (see Decode), applies
 // defaults and validates it; it returns the joined validation errors.
 func (b *IPAMBlock) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, b) }
+
+// UnmarshalYAML decodes a Subnet document strictly (see Decode), applies
+// defaults and validates it; it returns the joined validation errors.
+func (s *Subnet) UnmarshalYAML(n *yaml.Node) error { return unmarshalInto(n, s) }
+
+// UnmarshalJSON decodes a Subnet as UnmarshalYAML does (JSON is YAML).
+func (s *Subnet) UnmarshalJSON(b []byte) error { return unmarshalJSONInto(b, s) }
 
 // UnmarshalJSON decodes an IPAMBlock as UnmarshalYAML does (JSON is YAML).
 func (b *IPAMBlock) UnmarshalJSON(data []byte) error { return unmarshalJSONInto(data, b) }
@@ -506,6 +569,8 @@ func unmarshalInto(n *yaml.Node, dst Resource) error {
 		*d = *r.(*Config)
 	case *IPAMBlock:
 		*d = *r.(*IPAMBlock)
+	case *Subnet:
+		*d = *r.(*Subnet)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"reflect"
 	"strings"
 	"sync"
@@ -78,6 +79,10 @@ func modelResources() []Resource {
 			Ingress:  []Rule{{Action: RuleAllow, Protocol: ProtoTCP, Destination: EntityRule{Ports: []PortRange{{80, 80}}}}},
 		}},
 		block("10.65.0.0/26", "pool-a", "n1", "10.65.0.5", "web-1", "10.65.0.6", "web-2"),
+		subnet("calico-v4", "10.65.0.0/24", "10.65.0.1", func(s *SubnetSpec) {
+			s.DNSNameservers = []netip.Addr{netip.MustParseAddr("10.65.0.53")}
+			s.HostRoutes = []HostRoute{{netip.MustParsePrefix("11.11.0.0/16"), netip.MustParseAddr("10.65.0.1")}}
+		}),
 	)
 }
 

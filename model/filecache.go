@@ -223,6 +223,7 @@ func (c *fileCache) snapshot() *Snapshot {
 		Policies:    make(map[string]*NetworkPolicy, len(c.entries[KindNetworkPolicy])),
 		Config:      DefaultConfig(),
 		Blocks:      make(map[string]*IPAMBlock, len(c.entries[KindIPAMBlock])),
+		Subnets:     make(map[string]*Subnet, len(c.entries[KindSubnet])),
 	}
 	for _, m := range c.entries {
 		for _, e := range m {

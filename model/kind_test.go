@@ -26,6 +26,8 @@ func TestParseKind(t *testing.T) {
 		{"NetworkPolicies", KindNetworkPolicy},
 		{"ipamblock", KindIPAMBlock},
 		{"IPAMBlocks", KindIPAMBlock},
+		{"subnet", KindSubnet},
+		{"Subnets", KindSubnet},
 	}
 	for _, tt := range tests {
 		got, err := ParseKind(tt.in)
@@ -35,7 +37,7 @@ func TestParseKind(t *testing.T) {
 	}
 	for _, bad := range []string{"", "wep", "pool", "ippoolss", "Pod", "fip", "floating-ip", "policy", "globalnetworkpolicy"} {
 		_, err := ParseKind(bad)
-		want := `unknown kind "` + bad + `" (want one of IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock)`
+		want := `unknown kind "` + bad + `" (want one of IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock)`
 		if err == nil || err.Error() != want {
 			t.Errorf("ParseKind(%q) error = %v; want %s", bad, err, want)
 		}
@@ -59,7 +61,7 @@ func TestRef(t *testing.T) {
 	if got, err := ParseRef("floatingips/web-1-fip"); err != nil || got != (Ref{KindFloatingIP, "web-1-fip"}) {
 		t.Fatalf("ParseRef: %v %v", got, err)
 	}
-	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,WorkloadEndpoint,FloatingIP,NetworkPolicy,IPAMBlock" {
+	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,Subnet,WorkloadEndpoint,FloatingIP,NetworkPolicy,IPAMBlock" {
 		t.Errorf("Kinds() = %s", k)
 	}
 	for _, k := range Kinds() {

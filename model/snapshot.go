@@ -25,6 +25,8 @@ type Snapshot struct {
 	Config *Config
 	// Blocks are the IPAM blocks, keyed by name (BlockName of the CIDR).
 	Blocks map[string]*IPAMBlock
+	// Subnets are keyed by the Subnet's name.
+	Subnets map[string]*Subnet
 
 	// configStored tells a stored Config from the defaults, so Remove can
 	// say whether there was anything to remove.
@@ -41,6 +43,7 @@ func NewSnapshot() *Snapshot {
 		Policies:    map[string]*NetworkPolicy{},
 		Config:      DefaultConfig(),
 		Blocks:      map[string]*IPAMBlock{},
+		Subnets:     map[string]*Subnet{},
 	}
 }
 
@@ -56,6 +59,7 @@ func (s *Snapshot) Clone() *Snapshot {
 		Policies:     make(map[string]*NetworkPolicy, len(s.Policies)),
 		Config:       s.Config,
 		Blocks:       make(map[string]*IPAMBlock, len(s.Blocks)),
+		Subnets:      make(map[string]*Subnet, len(s.Subnets)),
 		configStored: s.configStored,
 	}
 	for k, v := range s.Pools {
@@ -75,6 +79,9 @@ func (s *Snapshot) Clone() *Snapshot {
 	}
 	for k, v := range s.Blocks {
 		c.Blocks[k] = v
+	}
+	for k, v := range s.Subnets {
+		c.Subnets[k] = v
 	}
 	if c.Config == nil {
 		c.Config = DefaultConfig()
@@ -101,6 +108,9 @@ func (s *Snapshot) ensureMaps() {
 	if s.Blocks == nil {
 		s.Blocks = map[string]*IPAMBlock{}
 	}
+	if s.Subnets == nil {
+		s.Subnets = map[string]*Subnet{}
+	}
 }
 
 // Put adds r or replaces the resource of the same kind and name.
@@ -122,6 +132,8 @@ func (s *Snapshot) Put(r Resource) {
 		s.configStored = true
 	case *IPAMBlock:
 		s.Blocks[r.Metadata.Name] = r
+	case *Subnet:
+		s.Subnets[r.Metadata.Name] = r
 	}
 }
 
@@ -160,6 +172,10 @@ func (s *Snapshot) Remove(ref Ref) bool {
 		if _, ok = s.Blocks[ref.Name]; ok {
 			delete(s.Blocks, ref.Name)
 		}
+	case KindSubnet:
+		if _, ok = s.Subnets[ref.Name]; ok {
+			delete(s.Subnets, ref.Name)
+		}
 	}
 	return ok
 }
@@ -196,14 +212,18 @@ func (s *Snapshot) Get(ref Ref) (Resource, bool) {
 		if r, ok := s.Blocks[ref.Name]; ok {
 			return r, true
 		}
+	case KindSubnet:
+		if r, ok := s.Subnets[ref.Name]; ok {
+			return r, true
+		}
 	}
 	return nil, false
 }
 
 // Resources returns the resources of one kind (any spelling ParseKind
 // accepts) sorted by name, or with kind "" all of them in the order Config,
-// IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, IPAMBlock. An unknown
-// kind yields nil.
+// IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy,
+// IPAMBlock. An unknown kind yields nil.
 func (s *Snapshot) Resources(kind string) []Resource {
 	if k, err := ParseKind(kind); err == nil {
 		kind = k
@@ -232,6 +252,8 @@ func (s *Snapshot) Resources(kind string) []Resource {
 		}
 	case KindIPAMBlock:
 		return sortedResources(s.Blocks)
+	case KindSubnet:
+		return sortedResources(s.Subnets)
 	}
 	return nil
 }
@@ -285,7 +307,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // or pool a FloatingIP needs is refused. No Config.prefilterDeny entry may
 // contain a node's address. Every IPAMBlock names an existing, enabled pool
 // that contains its CIDR and whose blockSize is the CIDR's prefix length (a
-// block whose node is gone is allowed: IPAM releases it). It returns nil, or one
+// block whose node is gone is allowed: IPAM releases it). No two Subnets
+// have the same cidr, no endpoint has a Subnet's gatewayIP, and no endpoint
+// address is the network or broadcast address of its Subnet (the most
+// specific one containing it). It returns nil, or one
 // *ValidationError per problem joined one per line. Its cost is
 // O(n log n) in the number of resources.
 func (s *Snapshot) Validate() error { return joinValidation(s.validate(nil)) }
@@ -546,6 +571,8 @@ func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
 			add(ref, "spec.cidr", "%s is a /%d, but the blockSize of IPPool/%s is %d", cidr, cidr.Bits(), b.Spec.Pool, p.Spec.effectiveBlockSize())
 		}
 	}
+
+	s.validateSubnets(changed, add, subject)
 
 	kindRank := map[string]int{}
 	for i, k := range kindOrder {

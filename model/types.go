@@ -22,10 +22,11 @@ const (
 	KindNetworkPolicy    = "NetworkPolicy"
 	KindConfig           = "Config"
 	KindIPAMBlock        = "IPAMBlock"
+	KindSubnet           = "Subnet"
 )
 
 // kindList names the kinds in error messages.
-const kindList = "IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock"
+const kindList = "IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock"
 
 // ConfigName is the only name a Config resource may have: there is one
 // host-wide configuration.
@@ -34,10 +35,10 @@ const ConfigName = "default"
 // kindOrder is the order in which Snapshot.Resources lists kinds: settings
 // first, then what workloads depend on, then the workloads, then what refers
 // to workloads, then IPAM's bookkeeping.
-var kindOrder = []string{KindConfig, KindIPPool, KindNode, KindWorkloadEndpoint, KindFloatingIP, KindNetworkPolicy, KindIPAMBlock}
+var kindOrder = []string{KindConfig, KindIPPool, KindNode, KindSubnet, KindWorkloadEndpoint, KindFloatingIP, KindNetworkPolicy, KindIPAMBlock}
 
 // Kinds returns the canonical kind names in listing order (Config, IPPool,
-// Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, IPAMBlock).
+// Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, IPAMBlock).
 func Kinds() []string { return append([]string(nil), kindOrder...) }
 
 // Metadata is the metadata block shared by every resource.
@@ -81,10 +82,24 @@ const (
 	DefaultRouteMapSize         = 65536
 	DefaultEndpointMapSize      = 16384
 	DefaultCTMapSize            = 262144
+	DefaultLeaseSeconds         = 86400
 )
 
-// Resource is implemented by *IPPool, *Node, *WorkloadEndpoint, *FloatingIP,
-// *NetworkPolicy, *Config and *IPAMBlock.
+// Bounds of Subnet.spec.leaseSeconds: DHCP clients renew at half the
+// lease, so a minute is the shortest that does not flood the agent, and
+// lease times are 32-bit on the wire (0xffffffff meaning "infinite").
+const (
+	MinLeaseSeconds = 60
+	MaxLeaseSeconds = 1<<31 - 1
+)
+
+// InstanceLabel is the label that groups an instance's NICs: the
+// WorkloadEndpoints of one node that carry the same value are one
+// instance (a VM with several interfaces). Only host-route warnings use it.
+const InstanceLabel = "calyx.io/instance"
+
+// Resource is implemented by *IPPool, *Node, *Subnet, *WorkloadEndpoint,
+// *FloatingIP, *NetworkPolicy, *Config and *IPAMBlock.
 type Resource interface {
 	// Kind returns the canonical kind name, e.g. "IPPool".
 	Kind() string
@@ -126,6 +141,58 @@ type NodeSpec struct {
 	// UnderlayInterface is the node's underlay interface, as its agent
 	// registers it: no WorkloadEndpoint on the node may name it.
 	UnderlayInterface string
+}
+
+// Subnet is a network the instances' addresses are in, as Neutron has it:
+// the subnet services (DHCPv4, router advertisements, DHCPv6) tell an
+// endpoint its address, the subnet's prefix, its gateway, DNS servers and
+// host routes. An endpoint address belongs to the most specific Subnet
+// containing it; Subnets may overlap, but no two have the same cidr.
+type Subnet struct {
+	Metadata Metadata
+	Spec     SubnetSpec
+}
+
+// SubnetSpec is the spec of a Subnet.
+type SubnetSpec struct {
+	// CIDR is the subnet, IPv4 or IPv6, with no host bits.
+	CIDR netip.Prefix
+	// GatewayIP is the instances' router. It stands for the local host on
+	// every host: it is never a real address and no endpoint may have it.
+	GatewayIP netip.Addr
+	// EnableDHCP says the subnet services answer for the subnet's
+	// endpoints; nil means the default, true. Read it with DHCPEnabled.
+	EnableDHCP *bool
+	// DNSNameservers are given to instances (DHCP option 6, RDNSS,
+	// DHCPv6); of the subnet's family.
+	DNSNameservers []netip.Addr
+	// HostRoutes are extra routes given to instances (option 121); every
+	// NextHop is GatewayIP.
+	HostRoutes []HostRoute
+	// LeaseSeconds is the DHCP lease time; 0 means DefaultLeaseSeconds.
+	LeaseSeconds int64
+	// Network names the network the subnet belongs to (optional; shown
+	// in dumps).
+	Network string
+}
+
+// HostRoute is a route a Subnet gives its instances: Destination via
+// NextHop.
+type HostRoute struct {
+	Destination netip.Prefix
+	NextHop     netip.Addr
+}
+
+// DHCPEnabled reports whether the subnet services answer for the subnet's
+// endpoints: enableDHCP, true unless set to false.
+func (s *SubnetSpec) DHCPEnabled() bool { return s.EnableDHCP == nil || *s.EnableDHCP }
+
+// Lease returns leaseSeconds, or its default when unset.
+func (s *SubnetSpec) Lease() int64 {
+	if s.LeaseSeconds == 0 {
+		return DefaultLeaseSeconds
+	}
+	return s.LeaseSeconds
 }
 
 // WorkloadEndpoint is one workload interface (tap or veth) on a node.
@@ -401,6 +468,12 @@ func (*Node) Kind() string { return KindNode }
 // Meta returns the node's metadata.
 func (n *Node) Meta() *Metadata { return &n.Metadata }
 
+// Kind returns "Subnet".
+func (*Subnet) Kind() string { return KindSubnet }
+
+// Meta returns the subnet's metadata.
+func (s *Subnet) Meta() *Metadata { return &s.Metadata }
+
 // Kind returns "WorkloadEndpoint".
 func (*WorkloadEndpoint) Kind() string { return KindWorkloadEndpoint }
 
@@ -481,11 +554,13 @@ var kindAliases = map[string]string{
 	"configs":           KindConfig,
 	"ipamblock":         KindIPAMBlock,
 	"ipamblocks":        KindIPAMBlock,
+	"subnet":            KindSubnet,
+	"subnets":           KindSubnet,
 }
 
 // ParseKind returns the canonical kind for s, which may be singular or
 // plural in any case ("ippools", "WorkloadEndpoint", "nodes",
-// "floatingips", "ipamblocks"). It returns an
+// "floatingips", "ipamblocks", "subnets"). It returns an
 // error listing the known kinds when s matches none of them.
 func ParseKind(s string) (string, error) {
 	if k, ok := kindAliases[strings.ToLower(s)]; ok {
@@ -512,6 +587,8 @@ func NewResource(kind string) (Resource, error) {
 		return &Config{}, nil
 	case KindIPAMBlock:
 		return &IPAMBlock{}, nil
+	case KindSubnet:
+		return &Subnet{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q (want one of %s)", kind, kindList)
 }
@@ -537,6 +614,15 @@ func ApplyDefaults(r Resource) {
 		}
 		if s.NodeSelector == "" {
 			s.NodeSelector = DefaultNodeSelector
+		}
+	case *Subnet:
+		s := &r.Spec
+		if s.EnableDHCP == nil {
+			on := true
+			s.EnableDHCP = &on
+		}
+		if s.LeaseSeconds == 0 {
+			s.LeaseSeconds = DefaultLeaseSeconds
 		}
 	case *NetworkPolicy:
 		s := &r.Spec
@@ -595,6 +681,15 @@ func deepCopy(r Resource) Resource {
 		out = &c
 	case *FloatingIP:
 		c := *r
+		out = &c
+	case *Subnet:
+		c := *r
+		if r.Spec.EnableDHCP != nil {
+			on := *r.Spec.EnableDHCP
+			c.Spec.EnableDHCP = &on
+		}
+		c.Spec.DNSNameservers = cloneSlice(r.Spec.DNSNameservers)
+		c.Spec.HostRoutes = cloneSlice(r.Spec.HostRoutes)
 		out = &c
 	case *NetworkPolicy:
 		c := *r

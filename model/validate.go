@@ -48,6 +48,8 @@ func validate(r Resource) []*ValidationError {
 		v.config(&r.Spec)
 	case *IPAMBlock:
 		v.ipamBlock(r)
+	case *Subnet:
+		v.subnet(&r.Spec)
 	default:
 		v.errorf("kind", "unsupported resource type %T", r)
 	}
@@ -198,6 +200,170 @@ func (v *validator) ipamBlock(b *IPAMBlock) {
 			v.errorf(path, "the handle must not be empty")
 		}
 	}
+}
+
+// Longest subnet prefixes: a subnet needs room for its network address,
+// its gateway and at least one instance.
+const (
+	maxSubnetBitsV4 = 30
+	maxSubnetBitsV6 = 126
+)
+
+func (v *validator) subnet(s *SubnetSpec) {
+	cidr := s.CIDR
+	cidrOK := false
+	switch {
+	case !cidr.IsValid():
+		v.errorf("spec.cidr", "required (the subnet's network prefix, e.g. 10.65.0.0/24 or fd00:65::/64)")
+	case cidr.Addr().Is4In6():
+		v.errorf("spec.cidr", "%s: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", cidr)
+	case cidr.Addr().Zone() != "":
+		v.errorf("spec.cidr", "%s: an address with a zone is not allowed", cidr)
+	case cidr.Masked() != cidr:
+		hint := ""
+		if !s.GatewayIP.IsValid() && cidr.Addr() != lastAddr(cidr) {
+			hint = fmt.Sprintf(" (and gatewayIP: %s)", cidr.Addr())
+		}
+		v.errorf("spec.cidr", "%s has host bits set: the cidr is the subnet's network prefix, with the host bits zero; did you mean %s%s?", cidr, cidr.Masked(), hint)
+	default:
+		cidrOK = true
+		for _, rr := range reservedRanges {
+			if rr.prefix.Overlaps(cidr) {
+				v.errorf("spec.cidr", "%s overlaps the %s range %s; instances cannot be given addresses there", cidr, rr.name, rr.prefix)
+				cidrOK = false
+				break
+			}
+		}
+		maxBits := maxSubnetBitsV4
+		if cidr.Addr().Is6() {
+			maxBits = maxSubnetBitsV6
+		}
+		if cidrOK && cidr.Bits() > maxBits {
+			v.errorf("spec.cidr", "%s is too small: a subnet needs its network address, the gateway and at least one instance, so its prefix length is at most /%d", cidr, maxBits)
+			cidrOK = false
+		}
+	}
+	family := func(a netip.Addr) string {
+		if a.Is4() {
+			return "IPv4"
+		}
+		return "IPv6"
+	}
+	// example is a gateway that would do.
+	example := ""
+	if cidrOK {
+		example = cidr.Addr().Next().String()
+	}
+
+	gw := s.GatewayIP
+	gwOK := false
+	switch {
+	case !gw.IsValid():
+		if example != "" {
+			v.errorf("spec.gatewayIP", "required: the instances' router, which stands for the local host on every host (e.g. %s)", example)
+		} else {
+			v.errorf("spec.gatewayIP", "required: the instances' router, which stands for the local host on every host")
+		}
+	case gw.Is4In6():
+		v.errorf("spec.gatewayIP", "%s: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", gw)
+	case gw.Zone() != "":
+		v.errorf("spec.gatewayIP", "%s: an address with a zone (%%%s) is not allowed", gw, gw.Zone())
+	case !cidrOK:
+		// Where the gateway lies cannot be judged without the subnet.
+	case gw.Is4() != cidr.Addr().Is4():
+		v.errorf("spec.gatewayIP", "%s is an %s address, but spec.cidr %s is %s; the gateway is an address of the subnet (e.g. %s)",
+			gw, family(gw), cidr, family(cidr.Addr()), example)
+	case !cidr.Contains(gw):
+		v.errorf("spec.gatewayIP", "%s is outside spec.cidr %s; the gateway is an address of the subnet (e.g. %s)", gw, cidr, example)
+	case gw == cidr.Addr():
+		v.errorf("spec.gatewayIP", "%s is the network address of %s, not a host address; use one such as %s", gw, cidr, example)
+	case gw.Is4() && gw == lastAddr(cidr):
+		v.errorf("spec.gatewayIP", "%s is the broadcast address of %s, not a host address; use one such as %s", gw, cidr, example)
+	default:
+		gwOK = true
+	}
+
+	seenDNS := make(map[netip.Addr]int, len(s.DNSNameservers))
+	for i, a := range s.DNSNameservers {
+		path := fmt.Sprintf("spec.dnsNameservers[%d]", i)
+		switch {
+		case !a.IsValid():
+			v.errorf(path, "not a valid IP address")
+			continue
+		case a.Is4In6():
+			v.errorf(path, "%s: IPv4-mapped IPv6 addresses are not allowed, write the IPv4 form", a)
+			continue
+		case a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}), a.IsUnspecified(), a.IsMulticast(), a.IsLoopback():
+			v.errorf(path, "%s is %s; a nameserver is a unicast address the instances can reach", a, specialAddress(a))
+			continue
+		case cidrOK && a.Is4() && cidr.Addr().Is6():
+			v.errorf(path, "%s is an IPv4 address, but the subnet %s is IPv6: router advertisements and DHCPv6 give instances IPv6 nameservers only; list it on the IPv4 subnet", a, cidr)
+			continue
+		case cidrOK && a.Is6() && cidr.Addr().Is4():
+			v.errorf(path, "%s is an IPv6 address, but the subnet %s is IPv4: DHCPv4 gives instances IPv4 nameservers only; list it on the IPv6 subnet", a, cidr)
+			continue
+		}
+		if j, dup := seenDNS[a]; dup {
+			v.errorf(path, "%s is listed twice (also spec.dnsNameservers[%d])", a, j)
+			continue
+		}
+		seenDNS[a] = i
+	}
+
+	seenDst := make(map[netip.Prefix]int, len(s.HostRoutes))
+	for i, r := range s.HostRoutes {
+		path := fmt.Sprintf("spec.hostRoutes[%d]", i)
+		switch dst := r.Destination; {
+		case !dst.IsValid():
+			v.errorf(path+".destination", "required (the network the route leads to, e.g. 11.11.0.0/16)")
+		case cidrProblem(dst) != "":
+			v.errorf(path+".destination", "%s", cidrProblem(dst))
+		case cidrOK && dst.Addr().Is4() != cidr.Addr().Is4():
+			v.errorf(path+".destination", "%s is %s, but the subnet %s is %s; a host route is of its subnet's family",
+				dst, family(dst.Addr()), cidr, family(cidr.Addr()))
+		case dst.Bits() == 0:
+			via := "the gatewayIP"
+			if gwOK {
+				via += " " + gw.String()
+			}
+			v.errorf(path+".destination", "%s is the default route, which instances already have via %s; omit it", dst, via)
+		default:
+			if j, dup := seenDst[dst]; dup {
+				v.errorf(path+".destination", "%s is listed twice (also spec.hostRoutes[%d])", dst, j)
+			} else {
+				seenDst[dst] = i
+			}
+		}
+		switch nh := r.NextHop; {
+		case !nh.IsValid():
+			if gwOK {
+				v.errorf(path+".nextHop", "required: use nextHop: %s (the subnet's gatewayIP)", gw)
+			} else {
+				v.errorf(path+".nextHop", "required (the subnet's gatewayIP)")
+			}
+		case gwOK && nh != gw:
+			v.errorf(path+".nextHop", "%s is not the subnet's gatewayIP %s: the local host is every instance's first hop and routes all its traffic, "+
+				"so a route via any other next hop could never be followed; use nextHop: %s", nh, gw, gw)
+		}
+	}
+
+	if s.LeaseSeconds != 0 {
+		if why := leaseProblem(s.LeaseSeconds); why != "" {
+			v.errorf("spec.leaseSeconds", "%s", why)
+		}
+	}
+	if s.Network != "" && !validName(s.Network) {
+		v.errorf("spec.network", "%q is not a valid network name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters", s.Network)
+	}
+}
+
+// leaseProblem explains why x cannot be a lease time, or returns "".
+func leaseProblem(x int64) string {
+	if x >= MinLeaseSeconds && x <= MaxLeaseSeconds {
+		return ""
+	}
+	return fmt.Sprintf("must be between %d and %d seconds, got %d: clients renew at half the lease, so a shorter one keeps them asking, "+
+		"and a longer one does not fit DHCP's 32-bit lease time (omit it for %d, a day)", MinLeaseSeconds, MaxLeaseSeconds, x, DefaultLeaseSeconds)
 }
 
 func (v *validator) encapMode(path string, m EncapMode) {
