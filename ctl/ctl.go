@@ -55,7 +55,8 @@ The datastore is file:///DIR (default file:///var/lib/calyx) or etcd://HOST:PORT
 --etcd-ca, --etcd-cert and --etcd-key talk TLS to etcd (as calyx-agent's flags of the same names).
 
 verbs (change the model):
-  apply -f FILE            create or replace the resources in FILE ('-' for stdin); all or nothing
+  apply -f FILE            create or replace the resources in FILE ('-' for stdin); all or nothing; what it
+                           accepts but cannot mean is printed as "warning: ..." on stderr
   delete -f FILE           delete the resources named in FILE
   delete KIND NAME         delete one resource
   ipam allocate --node NODE [--handle H]
@@ -63,8 +64,10 @@ verbs (change the model):
                            full) to handle H (default calyxctl); prints the address
   ipam release ADDR        free an address ipam allocate handed out
 nouns (read only):
-  get KIND [NAME]          resources of a kind (IPPool, Node, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config;
-                           any case, singular or plural)
+  get KIND [NAME]          resources of a kind (IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy,
+                           Config, IPAMBlock; any case, singular or plural)
+  get subnets              NAME, CIDR, GATEWAY, DHCP (yes/no), DNS, HOST-ROUTES (their destinations, all via
+                           the gateway), NETWORK
   get nodes                LIVE: the node's agent keeps its lease in the datastore (yes/no; '-' without
                            liveness, e.g. a file datastore); status.live in JSON and YAML
   ipam show                IPAM blocks: CIDR, POOL, the NODE holding it, USED (allocated) and SIZE

@@ -71,8 +71,18 @@ func apply(ctx context.Context, o Options, args []string, stdio IO) error {
 	if err := ds.Apply(ctx, rs); err != nil {
 		return err
 	}
+	changed := make(map[model.Ref]bool, len(rs))
 	for _, r := range rs {
 		fmt.Fprintf(stdio.Out, "applied %s\n", model.RefOf(r))
+		changed[model.RefOf(r)] = true
+	}
+	// What was written is allowed but may not do what was meant: say so.
+	// The apply stands either way, so a model that cannot be read back
+	// now only goes unchecked.
+	if snap, err := ds.Snapshot(ctx); err == nil {
+		for _, w := range model.Warnings(snap, changed) {
+			fmt.Fprintf(stdio.Err, "warning: %s\n", w)
+		}
 	}
 	return nil
 }
@@ -150,6 +160,43 @@ func floatingIPRows(snap *model.Snapshot, rs []model.Resource) []floatingIPRow {
 	return rows
 }
 
+// subnetRow is the table view of a Subnet. HOST-ROUTES lists the
+// destinations: every host route's next hop is the GATEWAY.
+type subnetRow struct {
+	Name       string   `table:"NAME"`
+	CIDR       string   `table:"CIDR"`
+	Gateway    string   `table:"GATEWAY"`
+	DHCP       string   `table:"DHCP"`
+	DNS        []string `table:"DNS"`
+	HostRoutes []string `table:"HOST-ROUTES"`
+	Network    string   `table:"NETWORK"`
+}
+
+func subnetRows(rs []model.Resource) []subnetRow {
+	rows := make([]subnetRow, 0, len(rs))
+	for _, r := range rs {
+		sn, ok := r.(*model.Subnet)
+		if !ok {
+			continue
+		}
+		row := subnetRow{Name: sn.Metadata.Name, Gateway: addrCell(sn.Spec.GatewayIP), DHCP: "no", Network: sn.Spec.Network}
+		if sn.Spec.CIDR.IsValid() {
+			row.CIDR = sn.Spec.CIDR.String()
+		}
+		if sn.Spec.DHCPEnabled() {
+			row.DHCP = "yes"
+		}
+		for _, a := range sn.Spec.DNSNameservers {
+			row.DNS = append(row.DNS, addrCell(a))
+		}
+		for _, hr := range sn.Spec.HostRoutes {
+			row.HostRoutes = append(row.HostRoutes, hr.Destination.String())
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
 func get(ctx context.Context, o Options, args []string, stdio IO) error {
 	if len(args) < 1 || len(args) > 2 {
 		return usagef("get: want 'get KIND [NAME]'")
@@ -190,8 +237,11 @@ func get(ctx context.Context, o Options, args []string, stdio IO) error {
 	case "yaml":
 		return writeYAMLDocs(stdio.Out, rs)
 	}
-	if kind == model.KindFloatingIP {
+	switch kind {
+	case model.KindFloatingIP:
 		return render(stdio.Out, "table", floatingIPRows(snap, rs))
+	case model.KindSubnet:
+		return render(stdio.Out, "table", subnetRows(rs))
 	}
 	rows := make([]resourceRow, 0, len(rs))
 	for _, r := range rs {
