@@ -311,6 +311,13 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return err
 	}
+	ladded, lremoved, err := kernel.SyncLocalRoutes(d.LocalRoutes)
+	a.metrics.kernelRoutes.Add(float64(ladded + lremoved))
+	if err != nil {
+		return err
+	}
+	added += ladded
+	removed += lremoved
 
 	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Ifaces)))
 	a.metrics.endpoints.WithLabelValues("pending").Set(float64(len(d.Pending)))

@@ -62,6 +62,14 @@ type KernelRoute struct {
 	Gateway netip.Addr // zero: a link-scope route to Ifindex
 }
 
+// LocalRoute is an address the host answers to on interface Ifindex
+// without holding it (a local-table route): a subnet's gateway IP (on lo),
+// or the workloads' IPv6 gateway fe80::1 on a workload interface.
+type LocalRoute struct {
+	Addr    netip.Addr
+	Ifindex int
+}
+
 // UnderlayGateway is the next hop of the agent's pool routes. It is no real
 // router: the agent pins its neighbour entry to the underlay's own MAC, and
 // calyx_to_underlay rewrites both MACs for the real next hop.
@@ -109,6 +117,10 @@ type Desired struct {
 	Routes       map[netip.Prefix]maps.Route
 	Attach       map[uint32]Attachment // by ifindex
 	KernelRoutes []KernelRoute         // sorted by Dst
+	// LocalRoutes are the addresses the host answers to without holding
+	// them: every Subnet's gatewayIP (on lo) and fe80::1 on every workload
+	// interface. Sorted.
+	LocalRoutes []LocalRoute
 	// Config is cx_config: the node's underlay settings. Zero (no
 	// Address) until this node has an underlay address in the model.
 	Config maps.NodeConfig
@@ -246,6 +258,7 @@ func Compute(in Input) *Desired {
 	})
 	sort.Strings(d.Pending)
 	sort.Strings(d.Refused)
+	d.LocalRoutes = localRoutes(d, in)
 	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s)
 	compilePolicy(d, in, self)
 	return d
@@ -266,6 +279,46 @@ func Untouchable(link Interface, underlay string) maps.EndpointState {
 		return maps.EndpointRefusedHostAddr
 	}
 	return 0
+}
+
+// V6Gateway is every workload's IPv6 gateway: answered in BPF (neighbour
+// solicitations), by the host (a local route on each workload interface)
+// and the source of router advertisements and DHCPv6 replies.
+var V6Gateway = netip.MustParseAddr("fe80::1")
+
+// localRoutes lists what the host answers to without holding it: each
+// Subnet's gatewayIP, which stands for the local host on every host (an
+// instance pings its gateway, renews its lease with it), and fe80::1 on each
+// workload interface.
+func localRoutes(d *Desired, in Input) []LocalRoute {
+	var out []LocalRoute
+	if lo, ok := in.Links["lo"]; ok && lo.Ifindex > 0 {
+		for _, gw := range subnetGateways(in.Snapshot) {
+			out = append(out, LocalRoute{Addr: gw, Ifindex: lo.Ifindex})
+		}
+	}
+	for idx := range d.Ifaces {
+		out = append(out, LocalRoute{Addr: V6Gateway, Ifindex: int(idx)})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if c := out[i].Addr.Compare(out[j].Addr); c != 0 {
+			return c < 0
+		}
+		return out[i].Ifindex < out[j].Ifindex
+	})
+	return out
+}
+
+// subnetGateways are the gatewayIPs of every Subnet (sorted, once each).
+func subnetGateways(s *model.Snapshot) []netip.Addr {
+	var out []netip.Addr
+	for _, sn := range s.Subnets {
+		if gw := sn.Spec.GatewayIP; gw.IsValid() && !slices.Contains(out, gw) {
+			out = append(out, gw)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // remoteBlocks routes every IPAM block another node holds to that node (one
@@ -323,6 +376,13 @@ func compilePolicy(d *Desired, in Input, self model.NodeSpec) {
 	for _, p := range []netip.Prefix{self.IPv4Address, self.IPv6Address} {
 		if p.IsValid() && !slices.Contains(hosts, p.Addr()) {
 			hosts = append(hosts, p.Addr())
+		}
+	}
+	// A subnet's gateway IP is the local host: its DHCP replies reach
+	// workloads under ingress policy, as the host's own packets do.
+	for _, gw := range subnetGateways(s) {
+		if !slices.Contains(hosts, gw) {
+			hosts = append(hosts, gw)
 		}
 	}
 	out, err := policy.Compile(policy.Input{Snapshot: s, Node: in.Node, HostAddrs: hosts})

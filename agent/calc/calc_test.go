@@ -486,3 +486,29 @@ func TestUntouchableInterfaces(t *testing.T) {
 		t.Errorf("w1 without interface = %+v, want pending on tap1", st)
 	}
 }
+
+// TestLocalRoutes: every Subnet's gateway IP is answered by the host on lo,
+// fe80::1 on every workload interface, and the gateways are host identities
+// for policy.
+func TestLocalRoutes(t *testing.T) {
+	s := snapshot(t)
+	s.Put(&model.Subnet{Metadata: model.Metadata{Name: "v4"}, Spec: model.SubnetSpec{
+		CIDR: netip.MustParsePrefix("10.65.0.0/24"), GatewayIP: netip.MustParseAddr("10.65.0.1")}})
+	s.Put(&model.Subnet{Metadata: model.Metadata{Name: "v6"}, Spec: model.SubnetSpec{
+		CIDR: netip.MustParsePrefix("fd00:65::/64"), GatewayIP: netip.MustParseAddr("fd00:65::1")}})
+	d := Compute(Input{Snapshot: s, Node: "host-a", Links: map[string]Interface{
+		"lo":   {Name: "lo", Ifindex: 1, Loopback: true},
+		"tap1": {Name: "tap1", Ifindex: 11, Kind: maps.IfaceTap},
+	}})
+	want := []LocalRoute{
+		{Addr: netip.MustParseAddr("10.65.0.1"), Ifindex: 1},
+		{Addr: netip.MustParseAddr("fd00:65::1"), Ifindex: 1},
+		{Addr: V6Gateway, Ifindex: 11},
+	}
+	if !slices.Equal(d.LocalRoutes, want) {
+		t.Errorf("local routes = %v, want %v", d.LocalRoutes, want)
+	}
+	if e, ok := d.IPCache[netip.MustParsePrefix("10.65.0.1/32")]; !ok || !e.Host {
+		t.Errorf("gateway identity = %+v (present %v), want a host identity", e, ok)
+	}
+}

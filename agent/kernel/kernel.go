@@ -229,6 +229,64 @@ func routeFor(w calc.KernelRoute) *netlink.Route {
 	return r
 }
 
+// SyncLocalRoutes makes the kernel's calyx-owned routes of the local table
+// equal to want: addresses the host answers to without holding them on any
+// interface (a subnet's gateway IP, which stands for the host on every
+// host; the workloads' IPv6 gateway fe80::1 on each workload interface).
+// Missing ones are added first, then stale ones removed. It returns how many
+// it added and removed.
+func SyncLocalRoutes(want []calc.LocalRoute) (added, removed int, err error) {
+	have := make(map[calc.LocalRoute]bool)
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_LOCAL},
+			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return 0, 0, fmt.Errorf("list calyx local routes: %w", err)
+		}
+		for _, r := range rs {
+			if r.Dst == nil {
+				continue
+			}
+			if a, ok := netip.AddrFromSlice(r.Dst.IP); ok {
+				have[calc.LocalRoute{Addr: a.Unmap(), Ifindex: r.LinkIndex}] = true
+			}
+		}
+	}
+	wantSet := make(map[calc.LocalRoute]bool, len(want))
+	for _, w := range want {
+		wantSet[w] = true
+		if have[w] {
+			continue
+		}
+		if err := netlink.RouteReplace(localRouteFor(w)); err != nil {
+			return added, removed, fmt.Errorf("add local route %s dev %d: %w", w.Addr, w.Ifindex, err)
+		}
+		added++
+	}
+	for h := range have {
+		if wantSet[h] {
+			continue
+		}
+		if err := netlink.RouteDel(localRouteFor(h)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+			return added, removed, fmt.Errorf("delete local route %s: %w", h.Addr, err)
+		}
+		removed++
+	}
+	return added, removed, nil
+}
+
+func localRouteFor(w calc.LocalRoute) *netlink.Route {
+	bits := w.Addr.BitLen()
+	return &netlink.Route{
+		LinkIndex: w.Ifindex,
+		Dst:       &net.IPNet{IP: w.Addr.AsSlice(), Mask: net.CIDRMask(bits, bits)},
+		Scope:     netlink.SCOPE_HOST,
+		Type:      unix.RTN_LOCAL,
+		Protocol:  RouteProtocol,
+		Table:     unix.RT_TABLE_LOCAL,
+	}
+}
+
 // pinGatewayNeighbour makes gw resolve to the interface's own MAC, so the
 // kernel hands packets routed via gw to the interface (and its egress
 // program) at once instead of waiting for an ARP reply no one sends.

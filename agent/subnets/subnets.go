@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/calyxnet/calyx/agent/calc"
 )
 
 // Service is what the subnet services answer on one local endpoint
@@ -61,10 +63,9 @@ type Route struct {
 	Via netip.Addr
 }
 
-// V6Gateway is the IPv6 address every workload's gateway has: the host side
-// answers neighbour solicitations for it in BPF, and router advertisements
-// and DHCPv6 replies come from it.
-var V6Gateway = netip.MustParseAddr("fe80::1")
+// V6Gateway is the IPv6 address every workload's gateway has (see
+// calc.V6Gateway): router advertisements and DHCPv6 replies come from it.
+var V6Gateway = calc.V6Gateway
 
 // LeaseRecord is what a server granted (or took back) on an interface: the
 // agent records it for calyxctl dhcp leases.
