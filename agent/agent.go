@@ -314,7 +314,9 @@ func (a *Agent) reconcile() error {
 	ladded, lremoved, err := kernel.SyncLocalRoutes(d.LocalRoutes)
 	a.metrics.kernelRoutes.Add(float64(ladded + lremoved))
 	if err != nil {
-		return err
+		// The gateways answer pings and renewals; the dataplane does
+		// not need them, so this is no reason to stop.
+		a.log.Warn("local routes for subnet gateways", "err", err)
 	}
 	added += ladded
 	removed += lremoved

@@ -234,7 +234,7 @@ func routeFor(w calc.KernelRoute) *netlink.Route {
 // interface (a subnet's gateway IP, which stands for the host on every
 // host; the workloads' IPv6 gateway fe80::1 on each workload interface).
 // Missing ones are added first, then stale ones removed. It returns how many
-// it added and removed.
+// it added and removed, and every route it could not add or remove.
 func SyncLocalRoutes(want []calc.LocalRoute) (added, removed int, err error) {
 	have := make(map[calc.LocalRoute]bool)
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
@@ -252,6 +252,9 @@ func SyncLocalRoutes(want []calc.LocalRoute) (added, removed int, err error) {
 			}
 		}
 	}
+	// One interface refusing a route (IPv6 disabled on it, say) costs
+	// that route only: the others are still written.
+	var errs []error
 	wantSet := make(map[calc.LocalRoute]bool, len(want))
 	for _, w := range want {
 		wantSet[w] = true
@@ -259,7 +262,8 @@ func SyncLocalRoutes(want []calc.LocalRoute) (added, removed int, err error) {
 			continue
 		}
 		if err := netlink.RouteReplace(localRouteFor(w)); err != nil {
-			return added, removed, fmt.Errorf("add local route %s dev %d: %w", w.Addr, w.Ifindex, err)
+			errs = append(errs, fmt.Errorf("add local route %s dev %d: %w", w.Addr, w.Ifindex, err))
+			continue
 		}
 		added++
 	}
@@ -268,11 +272,12 @@ func SyncLocalRoutes(want []calc.LocalRoute) (added, removed int, err error) {
 			continue
 		}
 		if err := netlink.RouteDel(localRouteFor(h)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
-			return added, removed, fmt.Errorf("delete local route %s: %w", h.Addr, err)
+			errs = append(errs, fmt.Errorf("delete local route %s dev %d: %w", h.Addr, h.Ifindex, err))
+			continue
 		}
 		removed++
 	}
-	return added, removed, nil
+	return added, removed, errors.Join(errs...)
 }
 
 func localRouteFor(w calc.LocalRoute) *netlink.Route {
