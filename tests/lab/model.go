@@ -32,18 +32,52 @@ spec:
 `, h.Name, h.Underlay)
 }
 
+// InstanceLabel is the label that groups the WorkloadEndpoints of one
+// instance's NICs (see AddNIC); its value is the instance's name.
+const InstanceLabel = "calyx.io/instance"
+
 // EndpointYAML renders the WorkloadEndpoint for w; spec.mac is left out when
-// w.OmitMAC is set.
+// w.OmitMAC is set. A NIC of an instance with several (AddNIC) carries the
+// label InstanceLabel.
 func EndpointYAML(w *Workload) string {
+	return endpointYAML(w, nil)
+}
+
+// LabeledEndpointYAML renders the WorkloadEndpoint for w with labels (in
+// sorted order), besides InstanceLabel for a NIC of an instance with several.
+func LabeledEndpointYAML(w *Workload, labels map[string]string) string {
+	return endpointYAML(w, labels)
+}
+
+func endpointYAML(w *Workload, extra map[string]string) string {
+	labels := map[string]string{}
+	if w.Instance != "" {
+		labels[InstanceLabel] = w.Instance
+	}
+	for k, v := range extra {
+		labels[k] = v
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `apiVersion: calyx.io/v1
 kind: WorkloadEndpoint
 metadata:
   name: %s
-spec:
+`, w.Name)
+	if len(labels) > 0 {
+		keys := make([]string, 0, len(labels))
+		for k := range labels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b.WriteString("  labels:\n")
+		for _, k := range keys {
+			fmt.Fprintf(&b, "    %s: %q\n", k, labels[k])
+		}
+	}
+	fmt.Fprintf(&b, `spec:
   node: %s
   interface: %s
-`, w.Name, w.Host, w.HostIface)
+`, w.Host, w.HostIface)
 	if !w.OmitMAC {
 		// Quoted: an all-digit MAC would otherwise read as a YAML 1.1
 		// sexagesimal number.
@@ -54,23 +88,6 @@ spec:
 		fmt.Fprintf(&b, "  - %s/128\n", w.IPv6)
 	}
 	return b.String()
-}
-
-// LabeledEndpointYAML renders the WorkloadEndpoint for w with labels (in
-// sorted order).
-func LabeledEndpointYAML(w *Workload, labels map[string]string) string {
-	keys := make([]string, 0, len(labels))
-	for k := range labels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	b.WriteString("  labels:\n")
-	for _, k := range keys {
-		fmt.Fprintf(&b, "    %s: %q\n", k, labels[k])
-	}
-	head := "metadata:\n  name: " + w.Name + "\n"
-	return strings.Replace(EndpointYAML(w), head, head+b.String(), 1)
 }
 
 // JoinYAML joins documents into one multi-document stream.
@@ -86,7 +103,7 @@ func JoinYAML(docs ...string) string {
 
 // ModelYAML renders the lab's whole model: the workload pool (WorkloadPool,
 // named "lab-pool"), a Node per host and a WorkloadEndpoint per workload,
-// planned or created.
+// planned or created (one per NIC of an instance with several).
 func (l *Lab) ModelYAML() string {
 	docs := []string{PoolYAML("lab-pool", WorkloadPool)}
 	for _, h := range l.Hosts() {

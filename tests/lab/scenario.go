@@ -176,7 +176,7 @@ func demoSingleHost(r *runner, opts Options) {
 			if w.OmitMAC {
 				mac += " (not in the model)"
 			}
-			fmt.Fprintf(out, "workload %-7s ns %-16s eth0 %s/32 %s, host side %s\n", w.Name, w.NS, w.IP, mac, l.hostSide(w))
+			fmt.Fprintf(out, "workload %-7s ns %-16s %s %s/32 %s, host side %s\n", w.Name, w.NS, w.InstanceIface(), w.IP, mac, l.hostSide(w))
 		}
 
 		r.section("one host: agent")
@@ -342,7 +342,7 @@ func printMultiHost(out io.Writer, m *MultiHost) {
 		fmt.Fprintf(out, "host     %-7s ns %-16s eth0 %s on %s\n", h.Name, h.NS, h.Underlay, h.Segment.Name)
 	}
 	for _, w := range m.Workloads() {
-		fmt.Fprintf(out, "workload %-7s ns %-16s eth0 %s/32 mtu %d on %s, host side %s\n", w.Name, w.NS, w.IP, w.MTU, w.Host, m.Lab.hostSide(w))
+		fmt.Fprintf(out, "workload %-7s ns %-16s %s %s/32 mtu %d on %s, host side %s\n", w.Name, w.NS, w.InstanceIface(), w.IP, w.MTU, w.Host, m.Lab.hostSide(w))
 	}
 	ipip, vxlan := m.Mode.PoolModes()
 	fmt.Fprintf(out, "pool %s %s: ipipMode %s, vxlanMode %s\n", MultiPool, WorkloadPool, ipip, vxlan)
@@ -526,10 +526,10 @@ func demoSpoof(l *Lab, r *runner, h *Host, w, dst *Workload) error {
 	if err != nil {
 		return err
 	}
-	if err := l.ip(w.NS, "addr", "add", spoofed+"/32", "dev", "eth0"); err != nil {
+	if err := l.ip(w.NS, "addr", "add", spoofed+"/32", "dev", w.InstanceIface()); err != nil {
 		return err
 	}
-	defer l.ip(w.NS, "addr", "del", spoofed+"/32", "dev", "eth0")
+	defer l.ip(w.NS, "addr", "del", spoofed+"/32", "dev", w.InstanceIface())
 	st, perr := l.Ping(w.NS, dst.IP.String(), 3, "-I", spoofed)
 	r.print("ping -I "+spoofed+" "+dst.IP.String()+" (expected to fail)", st.Output)
 	if perr == nil || st.Received > 0 {

@@ -77,7 +77,7 @@ type Workload struct {
 	// IPv6, when set (AddIPv6), is a second address, a /128 on eth0, with
 	// the default IPv6 route via WorkloadGatewayV6.
 	IPv6 netip.Addr
-	// MAC is the workload eth0's MAC address.
+	// MAC is the MAC address of the workload's instance interface (Iface).
 	MAC net.HardwareAddr
 	// HostIface is the host-side interface in the host namespace
 	// (<prefix>w<N>), the veth end or the tap; it is the endpoint's
@@ -96,6 +96,50 @@ type Workload struct {
 	// Created is set once the namespace and the interfaces exist (see
 	// PlanWorkload). A VM stopped with StopVM stays created.
 	Created bool
+	// Iface is the instance's side of this endpoint inside NS: "eth0" for
+	// a workload, "eth1", "eth2", ... for the further NICs AddNIC gives a
+	// VM. Empty means "eth0".
+	Iface string
+	// DHCP makes the instance boot without an address, as a guest whose
+	// address comes from DHCP: its interface gets its MAC and MTU and is
+	// brought up (IPv6 link-local only, with duplicate-address detection
+	// off so a DHCPv6 client can bind at once), but neither IP, IPv6 nor a
+	// route. A DHCP client (DHClient, UDHCPC) configures it. IP and IPv6
+	// stay in the rendered WorkloadEndpoint: the model assigns the address,
+	// DHCP hands it out. Set it between PlanWorkload and CreateWorkload
+	// (or before StartVM); every boot (StartVM, MigrateWorkload) leaves the
+	// instance unconfigured again.
+	DHCP bool
+	// Instance groups the NICs of one instance (a VM with several
+	// interfaces): AddNIC sets it, on the new NIC and on the workload it
+	// was added to, to the name of that workload, whose namespace all of
+	// them share. The rendered WorkloadEndpoints carry it as the label
+	// calyx.io/instance. Empty for a workload with a single interface.
+	Instance string
+}
+
+// InstanceIface returns the instance-side interface of w: Iface, or "eth0"
+// when it is empty.
+func (w *Workload) InstanceIface() string {
+	if w.Iface == "" {
+		return "eth0"
+	}
+	return w.Iface
+}
+
+// InstanceName returns the name of the instance w is a NIC of: Instance, or
+// w's own name for a workload with a single interface.
+func (w *Workload) InstanceName() string {
+	if w.Instance == "" {
+		return w.Name
+	}
+	return w.Instance
+}
+
+// IsSecondaryNIC reports whether w is a NIC added by AddNIC, not the
+// instance's first interface (the workload that owns the namespace).
+func (w *Workload) IsSecondaryNIC() bool {
+	return w.Instance != "" && w.Instance != w.Name
 }
 
 // AddSegment creates an underlay segment: namespace <prefix>-<name> with a
@@ -348,6 +392,7 @@ func (l *Lab) PlanWorkloadKind(host, name, ip, mac string, kind WorkloadKind) (*
 		MAC:       hw,
 		HostIface: l.Prefix + "w" + strconv.Itoa(n),
 		Kind:      kind.For(n),
+		Iface:     "eth0",
 	}
 	if len(w.HostIface) > 15 {
 		return nil, fmt.Errorf("workload %s: interface name %s is longer than 15 characters", name, w.HostIface)
@@ -357,10 +402,15 @@ func (l *Lab) PlanWorkloadKind(host, name, ip, mac string, kind WorkloadKind) (*
 }
 
 // CreateWorkload builds a planned workload's namespace and its veth, or for
-// a VM its relay and taps, with w.MTU on both ends when it is set.
+// a VM its relay and taps (one per NIC planned with AddNIC), with w.MTU on
+// both ends when it is set. A NIC is created with its instance, not by
+// itself.
 func (l *Lab) CreateWorkload(w *Workload) error {
 	if w.Created {
 		return fmt.Errorf("workload %s already created", w.Name)
+	}
+	if w.IsSecondaryNIC() {
+		return fmt.Errorf("workload %s is NIC %s of instance %s: create %s instead", w.Name, w.InstanceIface(), w.Instance, w.Instance)
 	}
 	if w.MTU < 0 {
 		return fmt.Errorf("workload %s: invalid MTU %d", w.Name, w.MTU)
@@ -373,30 +423,142 @@ func (l *Lab) CreateWorkload(w *Workload) error {
 	if err != nil {
 		return err
 	}
-	l.logf("workload %s (%s): namespace %s, eth0 %s/32 %s, host side %s in %s", w.Name, kind, w.NS, w.IP, w.MAC, w.HostIface, h.NS)
+	addr := w.IP.String() + "/32"
+	if w.DHCP {
+		addr = "no address (DHCP)"
+	}
+	l.logf("workload %s (%s): namespace %s, %s %s %s, host side %s in %s", w.Name, kind, w.NS, w.InstanceIface(), addr, w.MAC, w.HostIface, h.NS)
 	if err := l.ip("", "netns", "add", w.NS); err != nil {
 		return fmt.Errorf("workload %s: %w", w.Name, err)
 	}
-	if err := l.plug(w, h); err != nil {
-		return err
+	nics := l.NICs(w)
+	for _, n := range nics {
+		if n.MTU < 0 {
+			return fmt.Errorf("workload %s: invalid MTU %d", n.Name, n.MTU)
+		}
+		if err := l.plug(n, h); err != nil {
+			return err
+		}
 	}
 	l.mu.Lock()
-	w.Created = true
+	for _, n := range nics {
+		n.Created = true
+	}
 	l.mu.Unlock()
 	return nil
 }
 
+// NICs returns the workloads of w's instance in creation order: the
+// instance's first interface (the workload that owns the namespace) and
+// then the NICs AddNIC gave it. For a workload without added NICs it is
+// just w.
+func (l *Lab) NICs(w *Workload) []*Workload {
+	if w.Instance == "" {
+		return []*Workload{w}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*Workload
+	for _, o := range l.workloads {
+		if o.Instance == w.Instance {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// AddNIC gives VM w another NIC, as a hypervisor adds a second virtio-net
+// device: a new workload record sharing w's namespace, with its own
+// instance interface (eth1, eth2, ... in order), its own host-side tap
+// <prefix>w<N> and its own relay, and its own WorkloadEndpoint (in
+// ModelYAML) named name ("" means "<w>-eth<N>"). ip is the NIC's IPv4
+// address and mac its MAC ("" derives one, as for a workload). The NIC
+// inherits w's host, MTU and DHCP; AddNIC sets Instance on both, so both
+// endpoints carry the label calyx.io/instance: <w>.
+//
+// On a planned VM the NIC is planned too (its MTU and DHCP may be changed
+// until CreateWorkload(w) creates both); on a running VM it is hot-plugged
+// at once; on a stopped VM it appears at StartVM. StopVM, StartVM and
+// MigrateWorkload act on every NIC of the instance, whichever of its
+// records they are given. A static (non-DHCP) further NIC gets its /32
+// and, so that what is sent from its address leaves through it, a routing
+// rule "from <ip> lookup <table>" whose table routes via 169.254.1.1 on
+// that NIC (the default route stays on eth0).
+func (l *Lab) AddNIC(w *Workload, name, ip, mac string) (*Workload, error) {
+	k, err := w.kind()
+	if err != nil {
+		return nil, err
+	}
+	if k != KindVM {
+		return nil, fmt.Errorf("add nic to %s: workload is a %s, not a %s: only VMs have further NICs", w.Name, k, KindVM)
+	}
+	inst := w
+	if w.IsSecondaryNIC() {
+		if inst, err = l.Workload(w.Instance); err != nil {
+			return nil, fmt.Errorf("add nic to %s: %w", w.Name, err)
+		}
+	}
+	nics := l.NICs(inst)
+	iface := "eth" + strconv.Itoa(len(nics))
+	if name == "" {
+		name = inst.Name + "-" + iface
+	}
+	nic, err := l.PlanWorkloadKind(inst.Host, name, ip, mac, KindVM)
+	if err != nil {
+		return nil, fmt.Errorf("add nic to %s: %w", inst.Name, err)
+	}
+	l.mu.Lock()
+	nic.NS = inst.NS
+	nic.Iface = iface
+	nic.MTU = inst.MTU
+	nic.DHCP = inst.DHCP
+	nic.Instance = inst.Name
+	inst.Instance = inst.Name
+	created := inst.Created
+	l.mu.Unlock()
+	if !created {
+		return nic, nil
+	}
+	if l.relay(inst) != nil {
+		h, err := l.Host(inst.Host)
+		if err != nil {
+			return nil, err
+		}
+		l.logf("workload %s: hot-plugging NIC %s (%s)", inst.Name, nic.Name, iface)
+		if err := l.plug(nic, h); err != nil {
+			return nil, fmt.Errorf("add nic to %s: %w", inst.Name, err)
+		}
+	}
+	l.mu.Lock()
+	nic.Created = true
+	l.mu.Unlock()
+	return nic, nil
+}
+
+// nicTable is the routing table (and the rule preference) of the n-th NIC
+// of a static instance (eth<n>, n >= 1): routes via the gateway on that NIC
+// for what is sent from its addresses.
+func nicTable(iface string) (string, error) {
+	n, err := strconv.Atoi(strings.TrimPrefix(iface, "eth"))
+	if err != nil || n < 1 || !strings.HasPrefix(iface, "eth") {
+		return "", fmt.Errorf("interface %s: not a further NIC eth<N>", iface)
+	}
+	return strconv.Itoa(1000 + n), nil
+}
+
 // plug connects the existing workload namespace to host h: it creates the
 // veth pair, or starts the VM's relay (which creates both taps), then
-// configures eth0 as the instance expects it (MAC, /32, gateway routes, MTU,
-// IPv6 if the workload has it) and brings the host side up. CreateWorkload,
-// StartVM and MigrateWorkload share it, so a restarted or moved instance
-// comes back exactly as it was first built.
+// configures w's instance interface as the instance expects it (MAC, /32,
+// gateway routes, MTU, IPv6 if the workload has it; only MAC, MTU and up
+// with DHCP) and brings the host side up. CreateWorkload, StartVM and
+// MigrateWorkload share it, so a restarted or moved instance comes back
+// exactly as it was first built. It plugs one NIC.
 func (l *Lab) plug(w *Workload, h *Host) error {
 	kind, err := w.kind()
 	if err != nil {
 		return err
 	}
+	ifc := w.InstanceIface()
 	switch kind {
 	case KindVM:
 		if err := l.startRelay(w, h); err != nil {
@@ -405,7 +567,7 @@ func (l *Lab) plug(w *Workload, h *Host) error {
 	default:
 		// Created inside the namespaces directly, so nothing appears in
 		// the root namespace.
-		if err := l.ip(h.NS, "link", "add", w.HostIface, "type", "veth", "peer", "name", "eth0", "netns", w.NS); err != nil {
+		if err := l.ip(h.NS, "link", "add", w.HostIface, "type", "veth", "peer", "name", ifc, "netns", w.NS); err != nil {
 			return fmt.Errorf("workload %s: %w", w.Name, err)
 		}
 	}
@@ -414,22 +576,57 @@ func (l *Lab) plug(w *Workload, h *Host) error {
 			return err
 		}
 	}
-	for _, st := range []struct {
-		ns   string
-		args []string
-	}{
-		{w.NS, []string{"link", "set", "lo", "up"}},
-		{w.NS, []string{"link", "set", "eth0", "address", w.MAC.String()}},
-		{w.NS, []string{"addr", "add", w.IP.String() + "/32", "dev", "eth0"}},
-		{w.NS, []string{"link", "set", "eth0", "up"}},
-		{w.NS, []string{"route", "add", WorkloadGateway, "dev", "eth0", "scope", "link"}},
-		{w.NS, []string{"route", "add", "default", "via", WorkloadGateway, "dev", "eth0"}},
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "set", ifc, "address", w.MAC.String()},
 	} {
-		if err := l.ip(st.ns, st.args...); err != nil {
+		if err := l.ip(w.NS, args...); err != nil {
 			return fmt.Errorf("workload %s: %w", w.Name, err)
 		}
 	}
-	if w.IPv6.IsValid() {
+	switch {
+	case w.DHCP:
+		// No DAD on the link-local address: a DHCPv6 client can bind
+		// to it as soon as the link is up. Set before the link comes
+		// up, when the address is made.
+		if _, err := l.Exec(w.NS, "sysctl", "-qw", "net.ipv6.conf."+ifc+".accept_dad=0"); err != nil {
+			return fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+		if err := l.ip(w.NS, "link", "set", ifc, "up"); err != nil {
+			return fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+	case w.IsSecondaryNIC():
+		table, err := nicTable(ifc)
+		if err != nil {
+			return fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+		// The rule outlives the interface (a stopped VM keeps it):
+		// replace it on every boot.
+		_ = l.ip(w.NS, "rule", "del", "pref", table)
+		for _, args := range [][]string{
+			{"addr", "add", w.IP.String() + "/32", "dev", ifc},
+			{"link", "set", ifc, "up"},
+			{"route", "add", WorkloadGateway, "dev", ifc, "scope", "link", "table", table},
+			{"route", "add", "default", "via", WorkloadGateway, "dev", ifc, "table", table},
+			{"rule", "add", "from", w.IP.String(), "lookup", table, "pref", table},
+		} {
+			if err := l.ip(w.NS, args...); err != nil {
+				return fmt.Errorf("workload %s: %w", w.Name, err)
+			}
+		}
+	default:
+		for _, args := range [][]string{
+			{"addr", "add", w.IP.String() + "/32", "dev", ifc},
+			{"link", "set", ifc, "up"},
+			{"route", "add", WorkloadGateway, "dev", ifc, "scope", "link"},
+			{"route", "add", "default", "via", WorkloadGateway, "dev", ifc},
+		} {
+			if err := l.ip(w.NS, args...); err != nil {
+				return fmt.Errorf("workload %s: %w", w.Name, err)
+			}
+		}
+	}
+	if w.IPv6.IsValid() && !w.DHCP {
 		if err := l.configureIPv6(w, w.IPv6); err != nil {
 			return err
 		}
@@ -463,15 +660,16 @@ func (l *Lab) SetWorkloadMTU(w *Workload, mtu int) error {
 	return nil
 }
 
-// setLinkMTU sets mtu on the workload's eth0 and on its host side. Both ends
-// get it because a veth drops frames longer than the receiving end's MTU
-// before any program sees them: a host side smaller than eth0 would hide
+// setLinkMTU sets mtu on the workload's instance interface and on its host
+// side. Both ends get it because a veth drops frames longer than the
+// receiving end's MTU before any program sees them: a host side smaller
+// than the instance's would hide
 // oversize packets from the BPF code that must answer them with "fragmentation
 // needed". For a VM both taps get it, as a hypervisor gives the host tap the
 // guest NIC's MTU.
 func (l *Lab) setLinkMTU(hostNS string, w *Workload, mtu int) error {
 	m := strconv.Itoa(mtu)
-	if err := l.ip(w.NS, "link", "set", "eth0", "mtu", m); err != nil {
+	if err := l.ip(w.NS, "link", "set", w.InstanceIface(), "mtu", m); err != nil {
 		return fmt.Errorf("workload %s: %w", w.Name, err)
 	}
 	if err := l.ip(hostNS, "link", "set", w.HostIface, "mtu", m); err != nil {
@@ -547,10 +745,13 @@ func parseHostAddr(s string) (netip.Addr, error) {
 	return a, nil
 }
 
-// AddIPv6 gives a created workload an IPv6 address (a /128 on eth0, without
-// duplicate-address detection so it is usable at once) and a default IPv6
-// route via WorkloadGatewayV6. Apply the workload's EndpointYAML afterwards
-// so that the address is in the model.
+// AddIPv6 gives a created workload an IPv6 address (a /128 on its instance
+// interface, without duplicate-address detection so it is usable at once)
+// and a default IPv6 route via WorkloadGatewayV6 (for a further NIC, in its
+// own table for what is sent from the address, as its IPv4 routes). Apply
+// the workload's EndpointYAML afterwards so that the address is in the
+// model. A DHCP workload only records it: the model has it, DHCPv6 hands it
+// out.
 func (l *Lab) AddIPv6(w *Workload, addr string) error {
 	a, err := netip.ParseAddr(addr)
 	if err != nil || !a.Is6() || a.Is4In6() {
@@ -559,8 +760,8 @@ func (l *Lab) AddIPv6(w *Workload, addr string) error {
 	if !w.Created {
 		return fmt.Errorf("workload %s: not created yet", w.Name)
 	}
-	// A stopped VM has no eth0: StartVM configures the address.
-	if l.interfacesUp(w) {
+	// A stopped VM has no interface: StartVM configures the address.
+	if l.interfacesUp(w) && !w.DHCP {
 		if err := l.configureIPv6(w, a); err != nil {
 			return err
 		}
@@ -571,12 +772,25 @@ func (l *Lab) AddIPv6(w *Workload, addr string) error {
 	return nil
 }
 
-// configureIPv6 puts a on eth0 and the default IPv6 route via the gateway.
+// configureIPv6 puts a on w's instance interface and the default IPv6
+// route via the gateway: in the main table for the instance's first
+// interface, in the NIC's table with a rule for a further NIC.
 func (l *Lab) configureIPv6(w *Workload, a netip.Addr) error {
-	for _, args := range [][]string{
-		{"-6", "addr", "add", a.String() + "/128", "dev", "eth0", "nodad"},
-		{"-6", "route", "add", "default", "via", WorkloadGatewayV6, "dev", "eth0"},
-	} {
+	ifc := w.InstanceIface()
+	cmds := [][]string{{"-6", "addr", "add", a.String() + "/128", "dev", ifc, "nodad"}}
+	if w.IsSecondaryNIC() {
+		table, err := nicTable(ifc)
+		if err != nil {
+			return fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+		_ = l.ip(w.NS, "-6", "rule", "del", "pref", table)
+		cmds = append(cmds,
+			[]string{"-6", "route", "add", "default", "via", WorkloadGatewayV6, "dev", ifc, "table", table},
+			[]string{"-6", "rule", "add", "from", a.String(), "lookup", table, "pref", table})
+	} else {
+		cmds = append(cmds, []string{"-6", "route", "add", "default", "via", WorkloadGatewayV6, "dev", ifc})
+	}
+	for _, args := range cmds {
 		if err := l.ip(w.NS, args...); err != nil {
 			return fmt.Errorf("workload %s: %w", w.Name, err)
 		}

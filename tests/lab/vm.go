@@ -140,7 +140,7 @@ func (l *Lab) startRelay(w *Workload, h *Host) error {
 	}
 	args := []string{bin, "vm-relay",
 		"--host-ns", h.NS, "--host-tap", w.HostIface,
-		"--vm-ns", w.NS, "--vm-tap", "eth0",
+		"--vm-ns", w.NS, "--vm-tap", w.InstanceIface(),
 		"--stats", statsPath,
 	}
 	// A lab that outlives this process ("calyx-lab up") keeps its VMs
@@ -183,7 +183,7 @@ func (l *Lab) startRelay(w *Workload, h *Host) error {
 		_ = l.stopRelay(w.Name, r)
 		return fmt.Errorf("workload %s: vm relay did not create its taps: %w\n--- %s (tail) ---\n%s", w.Name, err, logPath, l.logTail(logPath, 20))
 	}
-	l.logf("workload %s: vm relay pid %d, taps %s in %s and eth0 in %s", w.Name, p.Pid(), w.HostIface, h.NS, w.NS)
+	l.logf("workload %s: vm relay pid %d, taps %s in %s and %s in %s", w.Name, p.Pid(), w.HostIface, h.NS, w.InstanceIface(), w.NS)
 	return nil
 }
 
@@ -233,8 +233,9 @@ func (l *Lab) relay(w *Workload) *vmRelay {
 	}
 }
 
-// interfacesUp reports whether w's eth0 and host side exist: always for a
-// veth workload, while the relay runs for a VM.
+// interfacesUp reports whether w's instance interface and host side exist:
+// always for a veth workload, while the relay runs for a VM (for a NIC, its
+// own relay).
 func (l *Lab) interfacesUp(w *Workload) bool {
 	if k, _ := w.kind(); k == KindVM {
 		return l.relay(w) != nil
@@ -242,7 +243,8 @@ func (l *Lab) interfacesUp(w *Workload) bool {
 	return true
 }
 
-// VMRunning reports whether VM w's relay is running (its taps exist).
+// VMRunning reports whether VM w's relay is running (its taps exist). For an
+// instance with several NICs it is about the NIC w.
 func (l *Lab) VMRunning(w *Workload) bool { return l.relay(w) != nil }
 
 // requireVM returns an error unless w is a created VM.
@@ -260,57 +262,83 @@ func requireVM(w *Workload, op string) error {
 	return nil
 }
 
-// StopVM stops VM w as a hypervisor stops a guest: its relay is killed, so
-// both taps vanish (the host side from the host namespace, eth0 from the
-// workload namespace, with its addresses and routes). It returns once the
-// host tap is gone. The namespace stays; StartVM boots the VM again.
+// StopVM stops VM w as a hypervisor stops a guest: the relays of all its
+// NICs (w may be any NIC of the instance) are killed, so every tap pair
+// vanishes (the host sides from the host namespace, eth0, eth1, ... from
+// the workload namespace, with their addresses and routes). It returns once
+// every tap is gone. The namespace stays; StartVM boots the VM again.
 func (l *Lab) StopVM(w *Workload) error {
 	if err := requireVM(w, "stop vm"); err != nil {
 		return err
-	}
-	r := l.relay(w)
-	if r == nil {
-		return fmt.Errorf("stop vm %s: not running", w.Name)
 	}
 	h, err := l.Host(w.Host)
 	if err != nil {
 		return err
 	}
-	l.logf("workload %s: stopping vm (relay pid %d)", w.Name, r.proc.Pid())
-	if err := l.stopRelay(w.Name, r); err != nil {
-		return fmt.Errorf("stop vm %s: %w", w.Name, err)
+	nics := l.NICs(w)
+	stopped := 0
+	var errs []error
+	for _, n := range nics {
+		r := l.relay(n)
+		if r == nil {
+			continue
+		}
+		stopped++
+		l.logf("workload %s: stopping vm NIC %s (relay pid %d)", n.Name, n.InstanceIface(), r.proc.Pid())
+		if err := l.stopRelay(n.Name, r); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if stopped == 0 {
+		return fmt.Errorf("stop vm %s: not running", w.InstanceName())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stop vm %s: %w", w.InstanceName(), err)
 	}
 	err = Eventually(5*time.Second, 20*time.Millisecond, func() error {
-		for _, c := range []struct{ ns, ifc string }{{h.NS, w.HostIface}, {w.NS, "eth0"}} {
-			if idx, err := Ifindex(c.ns, c.ifc); err == nil {
-				return fmt.Errorf("%s still in %s (ifindex %d)", c.ifc, c.ns, idx)
+		for _, n := range nics {
+			for _, c := range []struct{ ns, ifc string }{{h.NS, n.HostIface}, {n.NS, n.InstanceIface()}} {
+				if idx, err := Ifindex(c.ns, c.ifc); err == nil {
+					return fmt.Errorf("%s still in %s (ifindex %d)", c.ifc, c.ns, idx)
+				}
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("stop vm %s: %w", w.Name, err)
+		return fmt.Errorf("stop vm %s: %w", w.InstanceName(), err)
 	}
 	return nil
 }
 
-// StartVM boots a VM stopped by StopVM again: a new relay creates new taps
-// with the same names (and new ifindexes) and eth0 is configured as before
-// (MAC, address, gateway routes, MTU, IPv6), as after a guest reboot.
+// StartVM boots a VM stopped by StopVM again, with every NIC (w may be any
+// NIC of the instance; a NIC whose relay still runs is left alone): new
+// relays create new taps with the same names (and new ifindexes) and each
+// instance interface is configured as before (MAC, address, gateway
+// routes, MTU, IPv6; with DHCP no address until a client runs), as after a
+// guest reboot. It fails if every NIC is running already.
 func (l *Lab) StartVM(w *Workload) error {
 	if err := requireVM(w, "start vm"); err != nil {
 		return err
 	}
-	if l.relay(w) != nil {
-		return fmt.Errorf("start vm %s: already running", w.Name)
+	var todo []*Workload
+	for _, n := range l.NICs(w) {
+		if l.relay(n) == nil {
+			todo = append(todo, n)
+		}
+	}
+	if len(todo) == 0 {
+		return fmt.Errorf("start vm %s: already running", w.InstanceName())
 	}
 	h, err := l.Host(w.Host)
 	if err != nil {
 		return err
 	}
-	l.logf("workload %s: starting vm on %s", w.Name, h.Name)
-	if err := l.plug(w, h); err != nil {
-		return fmt.Errorf("start vm %s: %w", w.Name, err)
+	l.logf("workload %s: starting vm on %s", w.InstanceName(), h.Name)
+	for _, n := range todo {
+		if err := l.plug(n, h); err != nil {
+			return fmt.Errorf("start vm %s: %w", w.InstanceName(), err)
+		}
 	}
 	return nil
 }
@@ -318,10 +346,12 @@ func (l *Lab) StartVM(w *Workload) error {
 // MigrateWorkload moves created workload w to host newHost, as a live
 // migration does: the host side is removed from the old host and created
 // with the same name on the new one, and the instance's namespace keeps
-// its identity (eth0 comes back with the same MAC, addresses, routes and
-// MTU). A veth is recreated between the workload and the new host; a
-// running VM gets a new relay whose host tap is on the new host; a stopped
-// VM only changes host (StartVM boots it there). w.Host is updated.
+// its identity (its interfaces come back with the same MACs, addresses,
+// routes and MTU; with DHCP unconfigured, as after a reboot). A veth is
+// recreated between the workload and the new host; a running VM gets new
+// relays whose host taps are on the new host, for every NIC (w may be any
+// NIC of the instance); a stopped VM only changes host (StartVM boots it
+// there). Host is updated on every NIC.
 func (l *Lab) MigrateWorkload(w *Workload, newHost string) error {
 	kind, err := w.kind()
 	if err != nil {
@@ -341,11 +371,16 @@ func (l *Lab) MigrateWorkload(w *Workload, newHost string) error {
 	if nh == oh {
 		return fmt.Errorf("migrate %s: already on %s", w.Name, nh.Name)
 	}
-	l.logf("workload %s (%s): migrating from %s to %s", w.Name, kind, oh.Name, nh.Name)
+	nics := l.NICs(w)
+	l.logf("workload %s (%s): migrating from %s to %s", w.InstanceName(), kind, oh.Name, nh.Name)
 	replug := true
 	switch kind {
 	case KindVM:
-		if l.relay(w) == nil {
+		running := false
+		for _, n := range nics {
+			running = running || l.relay(n) != nil
+		}
+		if !running {
 			replug = false
 		} else if err := l.StopVM(w); err != nil {
 			return fmt.Errorf("migrate %s: %w", w.Name, err)
@@ -358,13 +393,17 @@ func (l *Lab) MigrateWorkload(w *Workload, newHost string) error {
 	}
 	// From here on the instance is on no host but the new one.
 	l.mu.Lock()
-	w.Host = nh.Name
+	for _, n := range nics {
+		n.Host = nh.Name
+	}
 	l.mu.Unlock()
 	if !replug {
 		return nil
 	}
-	if err := l.plug(w, nh); err != nil {
-		return fmt.Errorf("migrate %s: %w", w.Name, err)
+	for _, n := range nics {
+		if err := l.plug(n, nh); err != nil {
+			return fmt.Errorf("migrate %s: %w", w.Name, err)
+		}
 	}
 	return nil
 }
