@@ -19,12 +19,20 @@ import (
 // netnsDir is where iproute2 keeps named network namespaces.
 const netnsDir = "/run/netns"
 
+// NetnsEtcDir is where "ip netns exec NS" finds the files it bind-mounts
+// over /etc for commands in NS: NetnsEtcDir/NS/resolv.conf becomes their
+// /etc/resolv.conf. The lab puts one there for every instance a DHCP
+// client runs in (see ResolvConfPath) and Reap removes the directories of
+// the lab's namespaces (never NetnsEtcDir itself, nor another lab's).
+const NetnsEtcDir = "/etc/netns"
+
 // Reap removes everything a lab with the given prefix left behind: it kills
 // the processes still running in the lab's namespaces and its VM relays
-// (which removes their taps), deletes the
-// namespaces, unmounts whatever is mounted under /run/calyx-lab/<prefix> and
-// removes that directory. It is what Close does after stopping the lab's own
-// processes, and what "calyx-lab destroy" uses after a crashed run.
+// (which removes their taps), deletes the namespaces and their
+// /etc/netns/<namespace> directories, unmounts whatever is mounted under
+// /run/calyx-lab/<prefix> and removes that directory. It is what Close does
+// after stopping the lab's own processes, and what "calyx-lab destroy" uses
+// after a crashed run.
 func Reap(prefix string) error {
 	if !prefixRE.MatchString(prefix) {
 		return fmt.Errorf("invalid lab prefix %q: want cx followed by 4 lowercase hex digits", prefix)
@@ -50,6 +58,9 @@ func Reap(prefix string) error {
 		if err := deleteNamespace(ns); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := removeNetnsEtc(prefix); err != nil {
+		errs = append(errs, err)
 	}
 	dir := filepath.Join(RunRoot, prefix)
 	if err := unmountUnder(dir); err != nil {
@@ -79,7 +90,8 @@ func ReapAll() error {
 }
 
 // Leftovers lists the prefixes of labs that still have a namespace, a state
-// directory or a VM relay on this machine, sorted.
+// directory, an /etc/netns/<namespace> directory or a VM relay on this
+// machine, sorted.
 func Leftovers() ([]string, error) {
 	set := map[string]bool{}
 	entries, err := os.ReadDir(netnsDir)
@@ -99,6 +111,13 @@ func Leftovers() ([]string, error) {
 		if prefixRE.MatchString(e.Name()) {
 			set[e.Name()] = true
 		}
+	}
+	etcs, err := netnsEtcDirs("")
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range etcs {
+		set[nsRE.FindStringSubmatch(d)[1]] = true
 	}
 	relays, err := labRelays()
 	if err != nil {
@@ -132,6 +151,43 @@ func namespacesWithPrefix(prefix string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// netnsEtcDirs lists the entries of NetnsEtcDir that belong to the lab
+// with prefix, or to any lab for prefix "".
+func netnsEtcDirs(prefix string) ([]string, error) {
+	entries, err := os.ReadDir(NetnsEtcDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", NetnsEtcDir, err)
+	}
+	var out []string
+	for _, e := range entries {
+		m := nsRE.FindStringSubmatch(e.Name())
+		if m != nil && (prefix == "" || m[1] == prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// removeNetnsEtc removes /etc/netns/<prefix>-* (the resolv.conf files of
+// the lab's instances).
+func removeNetnsEtc(prefix string) error {
+	names, err := netnsEtcDirs(prefix)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, n := range names {
+		if err := os.RemoveAll(filepath.Join(NetnsEtcDir, n)); err != nil {
+			errs = append(errs, fmt.Errorf("remove %s: %w", filepath.Join(NetnsEtcDir, n), err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // runQuick runs a short cleanup command with its own timeout, independent of

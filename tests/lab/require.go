@@ -31,14 +31,48 @@ func Require(t testing.TB) {
 }
 
 // RequireTools stops the test (CI: fail, elsewhere: skip) unless every named
-// program is on PATH.
+// program is on PATH. The message names the Debian package of the tools
+// whose package has another name (see ToolPackage).
 func RequireTools(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
-			skipOrFailInCI(t, "tool %s not installed: %v", n, err)
+			skipOrFailInCI(t, "tool %s not installed (Debian package %s): %v", n, ToolPackage(n), err)
 		}
 	}
+}
+
+// toolPackages are the Debian packages of the tools the lab runs whose
+// package is not named after them.
+var toolPackages = map[string]string{
+	"dhclient":        "isc-dhcp-client",
+	"dhclient-script": "isc-dhcp-client",
+	"rdisc6":          "ndisc6",
+	"unshare":         "util-linux",
+	"ip":              "iproute2",
+	"ping":            "iputils-ping",
+	"sysctl":          "procps",
+}
+
+// ToolPackage returns the Debian package that installs tool.
+func ToolPackage(tool string) string {
+	if p, ok := toolPackages[tool]; ok {
+		return p
+	}
+	return tool
+}
+
+// DHCPClientTools are the programs DHClient, UDHCPC and RDisc6 run in an
+// instance: Debian packages isc-dhcp-client, udhcpc and ndisc6, and
+// util-linux's unshare.
+var DHCPClientTools = []string{"dhclient", "dhclient-script", "udhcpc", "rdisc6", "unshare", "sysctl"}
+
+// RequireDHCPClients stops the test (CI: fail, elsewhere: skip) unless the
+// DHCP and router-solicitation clients the lab runs in instances are
+// installed (DHCPClientTools).
+func RequireDHCPClients(t testing.TB) {
+	t.Helper()
+	RequireTools(t, DHCPClientTools...)
 }
 
 // RequireBinaries stops the test (CI: fail, elsewhere: skip) unless
