@@ -20,6 +20,7 @@ import (
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
 	"github.com/calyxnet/calyx/agent/policy"
+	"github.com/calyxnet/calyx/agent/subnetsvc"
 	"github.com/calyxnet/calyx/conntrack"
 	"github.com/calyxnet/calyx/loader"
 	"github.com/calyxnet/calyx/maps"
@@ -87,6 +88,9 @@ type Agent struct {
 	// refused is what was last logged of the endpoints whose interface
 	// the agent may not touch, so each change is logged once.
 	refused string
+	// svc serves DHCP and router advertisements to local endpoints; nil
+	// when it could not start.
+	svc *subnetsvc.Server
 
 	// rules names the rules in Log events (agent/policy's numbers).
 	rulesMu sync.Mutex
@@ -200,6 +204,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	go a.collectConntrack(ctx)
 	go a.logPolicy(ctx)
+	a.startSubnetServices(ctx)
 
 	if err := kernel.WatchLinks(ctx, a.poke); err != nil {
 		return err
@@ -320,6 +325,8 @@ func (a *Agent) reconcile() error {
 	}
 	added += ladded
 	removed += lremoved
+
+	a.updateSubnetServices(links, d)
 
 	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Ifaces)))
 	a.metrics.endpoints.WithLabelValues("pending").Set(float64(len(d.Pending)))
