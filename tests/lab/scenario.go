@@ -230,6 +230,9 @@ func demoSingleHost(r *runner, opts Options) {
 			return nil
 		})
 
+		r.section("one host: a VM boots with no address and gets everything by DHCP")
+		r.step("vm2 (10.65.0.6) from the agent's DHCP server: dhclient -4", func() error { return demoDHCP(l, r, h) })
+
 		r.section("one host: spoofed source address is dropped")
 		r.step("ping from an address w1's endpoint does not own", func() error { return demoSpoof(l, r, h, ws[0], ws[1]) })
 
@@ -875,4 +878,69 @@ func demoPolicy(r *runner, l *Lab, m *MultiHost) {
 		_, _, err := l.Calyxctl("", "delete", "networkpolicy", "web-ingress")
 		return err
 	})
+}
+
+// demoSubnet is the demo's Subnet: the gateway 10.65.0.1 stands for the
+// local host, and instances are told a DNS server, a host route and the
+// workload MTU.
+const demoSubnet = `apiVersion: calyx.io/v1
+kind: Subnet
+metadata:
+  name: demo-v4
+spec:
+  cidr: 10.65.0.0/24
+  gatewayIP: 10.65.0.1
+  dnsNameservers: [10.65.0.53]
+  leaseSeconds: 3600
+`
+
+// demoDHCP boots a VM with no address on h, applies its endpoint and the
+// Subnet, runs Debian's DHCP client in it and shows what it got and what
+// calyxctl says of the lease.
+func demoDHCP(l *Lab, r *runner, h *Host) error {
+	vm, err := l.PlanWorkloadKind(h.Name, "vm2", "10.65.0.6", "", KindVM)
+	if err != nil {
+		return err
+	}
+	vm.DHCP = true
+	if err := l.CreateWorkload(vm); err != nil {
+		return err
+	}
+	addrs, err := l.Exec(vm.NS, "ip", "-4", "addr", "show", "dev", "eth0")
+	r.print("vm2 before: ip -4 addr show dev eth0 (no address)", addrs.Combined())
+	if err != nil {
+		return err
+	}
+	model := JoinYAML(EndpointYAML(vm), demoSubnet)
+	r.print("calyxctl apply -f -", model)
+	if out, err := l.Apply(h.Name, model); err != nil {
+		r.print("calyxctl output", out)
+		return err
+	}
+	if err := l.WaitLinks(h.Name, 20*time.Second, vm.HostIface); err != nil {
+		return err
+	}
+	if out, err := l.DHClient(vm, "", false); err != nil {
+		r.print("dhclient", out)
+		return err
+	}
+	for _, c := range [][]string{{"ip", "-4", "addr", "show", "dev", "eth0"}, {"ip", "route"}} {
+		res, err := l.Exec(vm.NS, c...)
+		r.print("vm2 after: "+strings.Join(c, " "), res.Combined())
+		if err != nil {
+			return err
+		}
+	}
+	rc, err := l.ReadResolvConf(vm)
+	if err != nil {
+		return err
+	}
+	r.print("vm2's resolv.conf", rc)
+	st, err := l.Ping(vm.NS, "10.65.0.2", 2)
+	r.print("ping w1 from vm2", st.Output)
+	if err != nil {
+		return err
+	}
+	demoCtl(l, r, h, "dhcp", "leases")
+	return nil
 }
