@@ -284,9 +284,11 @@ func (l *lab) checkV4(t *testing.T) {
 // udhcpcScript records what udhcpc was told and applies it as a guest's
 // script does, host routes from option 121 included (Debian's default
 // script knows no option 121, and writes the host's resolv.conf).
+// What it was told is written last and renamed into place, so the test
+// reads it whole and after the instance is configured.
 const udhcpcScript = `#!/bin/sh
-env | grep -E '^(ip|mask|subnet|router|dns|mtu|staticroutes|lease|serverid|broadcast)=' | sort > "$0.$1"
-case "$1" in
+ev=$1
+case "$ev" in
 deconfig)
 	ip -4 addr flush dev "$interface"
 	ip link set "$interface" up
@@ -302,6 +304,8 @@ bound|renew)
 	fi
 	;;
 esac
+env | grep -E '^(ip|mask|subnet|router|dns|mtu|staticroutes|lease|serverid|broadcast)=' | sort > "$0.$ev.tmp"
+mv "$0.$ev.tmp" "$0.$ev"
 exit 0
 `
 
@@ -439,6 +443,29 @@ func TestPrivilegedRealClients(t *testing.T) {
 			t.Errorf("dhclient -6 -r: %v\n%s", err, out)
 		}
 		l.leaseSeen(t, "fd00:65::7", true)
+	})
+
+	t.Run("IPv6 service withdrawn while running", func(t *testing.T) {
+		// Update during Run: the interface keeps DHCPv4, loses IPv6, and
+		// its final advertisement (router lifetime 0) takes the instance's
+		// default route away.
+		before := l.ip(t, "-6", "route", "show", "default")
+		wantLines(t, "before: ip -6 route", before, "default via fe80::1 dev eth0 proto ra")
+		svc := l.srv.table.Load().byIndex[l.ifindex].svc
+		svc.V6 = nil
+		l.srv.Update(map[int]subnets.Service{l.ifindex: svc})
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Contains(l.ip(t, "-6", "route", "show", "default"), "fe80::1") && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if r := l.ip(t, "-6", "route", "show", "default"); strings.Contains(r, "fe80::1") {
+			t.Errorf("default route still there after the withdrawal: %s", r)
+		} else {
+			t.Logf("after: ip -6 route show default: %q", r)
+		}
+		if n := testutil.ToFloat64(l.srv.m.ras.WithLabelValues("final")); n != 1 {
+			t.Errorf("%v final advertisements, want 1", n)
+		}
 	})
 
 	for fam, types := range map[string][]string{"v4": v4Types, "v6": v6Types} {
