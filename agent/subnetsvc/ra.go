@@ -61,6 +61,8 @@ func buildRA(srcMAC, dstMAC net.HardwareAddr, dst net.IP, c *v6conf, lifetime ti
 	secs := uint32(lifetime / time.Second)
 	var opts layers.ICMPv6Options
 	opts = append(opts, layers.ICMPv6Option{Type: layers.ICMPv6OptSourceAddress, Data: []byte(srcMAC)})
+	// IPv6 links carry at least 1280 bytes: a smaller MTU is not said
+	// rather than said wrong (hosts ignore it anyway).
 	if mtu := c.lease.MTU; mtu >= 1280 {
 		d := make([]byte, 6)
 		binary.BigEndian.PutUint32(d[2:], uint32(mtu))

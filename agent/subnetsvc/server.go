@@ -101,8 +101,8 @@ func newServer(log *slog.Logger, onLease func(subnets.LeaseRecord)) *Server {
 // IPv6 service goes gets one router advertisement with router lifetime 0.
 // Unchanged services cost one comparison each and no allocation, so it can
 // be called on every reconcile. It keeps no reference to services or its
-// slices. A lease it cannot serve (an IPv4 gateway outside the prefix, an
-// IPv6 service without the host side's MAC) is logged and not served.
+// slices. A lease it cannot serve (an IPv4 gateway outside the prefix, a MAC
+// that is not an Ethernet address) is logged and not served.
 func (s *Server) Update(services map[int]subnets.Service) {
 	s.updMu.Lock()
 	defer s.updMu.Unlock()
