@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net"
 	"time"
 
 	"github.com/calyxnet/calyx/agent/calc"
@@ -26,6 +27,32 @@ func (a *Agent) startSubnetServices(ctx context.Context) {
 	go func() {
 		if err := srv.Run(ctx); err != nil {
 			a.log.Error("subnet services stopped", "err", err)
+		}
+	}()
+	a.sinkDHCPPort(ctx)
+}
+
+// sinkDHCPPort holds UDP port 67 and discards what arrives: a renewal is
+// unicast to the gateway IP, which the host answers to (a local route), and
+// the packet socket has answered it already; without a socket on the port
+// the stack would also send the instance a port-unreachable. Another DHCP
+// server on the host holding the port (which it must not) is only logged.
+func (a *Agent) sinkDHCPPort(ctx context.Context) {
+	c, err := net.ListenPacket("udp4", ":67")
+	if err != nil {
+		a.log.Warn("UDP port 67 is taken: is another DHCP server running on this host?", "err", err)
+		return
+	}
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := c.ReadFrom(buf); err != nil {
+				return
+			}
 		}
 	}()
 }
