@@ -50,24 +50,28 @@ var serializeOpts = gopacket.SerializeOptions{FixLengths: true, ComputeChecksums
 // udp4Frame is an Ethernet/IPv4/UDP frame with correct lengths and
 // checksums around payload.
 func udp4Frame(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, payload []byte) ([]byte, error) {
-	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.To4(), DstIP: dst.To4()}
-	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
-	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
-		return nil, err
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, serializeOpts, eth, ip, udp, gopacket.Payload(payload)); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return udpFrame(srcMAC, dstMAC, layers.EthernetTypeIPv4, ip, sport, dport, payload)
 }
 
 // udp6Frame is udp4Frame for IPv6; replies stay on the link, so the hop
 // limit is 255 like every link-local conversation of a router.
 func udp6Frame(srcMAC, dstMAC net.HardwareAddr, src, dst net.IP, sport, dport uint16, payload []byte) ([]byte, error) {
-	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv6}
 	ip := &layers.IPv6{Version: 6, HopLimit: 255, NextHeader: layers.IPProtocolUDP, SrcIP: src, DstIP: dst}
+	return udpFrame(srcMAC, dstMAC, layers.EthernetTypeIPv6, ip, sport, dport, payload)
+}
+
+// udpNetwork is the IP header under a UDP datagram (*layers.IPv4 or
+// *layers.IPv6).
+type udpNetwork interface {
+	gopacket.NetworkLayer
+	gopacket.SerializableLayer
+}
+
+// udpFrame serializes Ethernet, ip, UDP and payload, the UDP checksum
+// over ip's pseudo-header.
+func udpFrame(srcMAC, dstMAC net.HardwareAddr, et layers.EthernetType, ip udpNetwork, sport, dport uint16, payload []byte) ([]byte, error) {
+	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: et}
 	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
 	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
 		return nil, err
