@@ -563,25 +563,12 @@ func (l *Lab) UDHCPCWith(w *Workload, iface string, opts DHCPOptions) (string, e
 // that have arg among their arguments: the lab's own clients, told apart by
 // their files' paths.
 func pidsWithArg(prog, arg string) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
 	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(argv) > 1 && filepath.Base(argv[0]) == prog && slices.Contains(argv[1:], arg) && processAlive(pid) {
+	_ = eachProcess(func(pid int, argv []string) {
+		if len(argv) > 1 && filepath.Base(argv[0]) == prog && slices.Contains(argv[1:], arg) {
 			out = append(out, pid)
 		}
-	}
+	})
 	return out
 }
 

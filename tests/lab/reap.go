@@ -261,25 +261,34 @@ func killRelays(prefix string) error {
 // A relay keeps both its taps' namespaces alive through their fds even after
 // "ip netns delete", so it must be found without them.
 func labRelays() (map[int]string, error) {
+	out := map[int]string{}
+	err := eachProcess(func(pid int, argv []string) {
+		if p := relayPrefix(argv); p != "" {
+			out[pid] = p
+		}
+	})
+	return out, err
+}
+
+// eachProcess calls f with the pid and command line of every live process
+// but this one; processes that go meanwhile are passed over.
+func eachProcess(f func(pid int, argv []string)) error {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return nil, fmt.Errorf("list processes: %w", err)
+		return fmt.Errorf("list processes: %w", err)
 	}
-	out := map[int]string{}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue // gone meanwhile
+		if err != nil || len(b) == 0 || !processAlive(pid) {
+			continue // gone meanwhile, or a kernel thread
 		}
-		if p := relayPrefix(strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")); p != "" && processAlive(pid) {
-			out[pid] = p
-		}
+		f(pid, strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"))
 	}
-	return out, nil
+	return nil
 }
 
 // relayPrefix returns the lab prefix of a VM relay's command line (from its
