@@ -183,6 +183,10 @@ func decodeDocument(root *yaml.Node) (Resource, []*ValidationError) {
 				d.ipamBlockSpec(specNode, &r.Spec)
 			case *Subnet:
 				d.subnetSpec(specNode, &r.Spec)
+			case *BGPConfiguration:
+				d.bgpConfigurationSpec(specNode, &r.Spec)
+			case *BGPPeer:
+				d.bgpPeerSpec(specNode, &r.Spec)
 			}
 		}
 		ApplyDefaults(res)
@@ -255,6 +259,8 @@ func (d *decoder) ipPoolSpec(n *yaml.Node, s *IPPoolSpec) {
 			s.External, _ = d.boolean(v, p)
 		case "disabled":
 			s.Disabled, _ = d.boolean(v, p)
+		case "disableBGPExport":
+			s.DisableBGPExport, _ = d.boolean(v, p)
 		default:
 			return false
 		}
@@ -279,9 +285,9 @@ func (d *decoder) nodeSpec(n *yaml.Node, s *NodeSpec) {
 		case "ipv6Address":
 			s.IPv6Address = d.hostPrefix(v, p, 64)
 		case "asNumber":
-			if x, ok := d.integer(v, p, 0, math.MaxUint32); ok {
-				s.ASNumber = uint32(x)
-			}
+			s.ASNumber, _ = d.asNumber(v, p)
+		case "routeReflectorClusterID":
+			s.RouteReflectorClusterID = d.addr(v, p)
 		case "underlayInterface":
 			s.UnderlayInterface, _ = d.str(v, p)
 		default:

@@ -239,13 +239,14 @@ func sampleResources() []Resource {
 		DefaultConfig(),
 		&IPPool{Metadata: Metadata{Name: "p1", Labels: map[string]string{"a": "b"}},
 			Spec: IPPoolSpec{CIDR: netip.MustParsePrefix("10.65.0.0/16"), BlockSize: 24, IPIPMode: EncapCrossSubnet,
-				VXLANMode: EncapNever, NATOutgoing: true, NodeSelector: "all()"}},
+				VXLANMode: EncapNever, NATOutgoing: true, NodeSelector: "all()", DisableBGPExport: true}},
 		&IPPool{Metadata: Metadata{Name: "p6"},
 			Spec: IPPoolSpec{CIDR: netip.MustParsePrefix("fd00:65::/64"), BlockSize: 122, IPIPMode: EncapNever,
 				VXLANMode: EncapAlways, NodeSelector: "all()", External: true, Disabled: true}},
 		&Node{Metadata: Metadata{Name: "n1"}, Spec: NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.10/24")}},
 		&Node{Metadata: Metadata{Name: "n2"}, Spec: NodeSpec{
-			IPv4Address: netip.MustParsePrefix("10.30.1.10/24"), IPv6Address: netip.MustParsePrefix("2001:db8::2/64"), ASNumber: 65000}},
+			IPv4Address: netip.MustParsePrefix("10.30.1.10/24"), IPv6Address: netip.MustParsePrefix("2001:db8::2/64"), ASNumber: 65000,
+			RouteReflectorClusterID: netip.MustParseAddr("224.0.0.1")}},
 		&WorkloadEndpoint{Metadata: Metadata{Name: "web-1", Labels: map[string]string{"app": "web"}},
 			Spec: WorkloadEndpointSpec{Node: "n1", Interface: "tap1", MAC: net.HardwareAddr{2, 0, 0, 0, 0, 1},
 				IPNetworks: []netip.Prefix{netip.MustParsePrefix("10.65.0.5/32"), netip.MustParsePrefix("fd00:65::5/128")}}},
@@ -262,6 +263,16 @@ func sampleResources() []Resource {
 			s.Network = "internal"
 		}),
 		subnet("v6", "fd00:65::/64", "fd00:65::1", func(s *SubnetSpec) { off := false; s.EnableDHCP = &off; s.LeaseSeconds = 600 }),
+		bgpConfiguration(func(s *BGPConfigurationSpec) {
+			off := false
+			s.ASNumber, s.NodeToNodeMeshEnabled, s.ListenPort, s.LogSeverityScreen, s.GracefulRestartSeconds = 65000, &off, 1790, "Debug", 300
+			s.Communities = []Community{{"no-export-dc", "65000:100"}, {"large", "4200000000:1:2"}}
+			s.PrefixAdvertisements = []PrefixAdvertisement{{netip.MustParsePrefix("10.65.0.0/16"), []string{"no-export-dc", "65000:200"}}}
+		}),
+		bgpPeer("gateway", "192.0.2.1", 64600, func(s *BGPPeerSpec) { s.Password = &BGPPassword{File: "/etc/calyx/bgp-gw.key"} }),
+		bgpPeer("tor-a", "2001:db8:ff::1", 4200000001, func(s *BGPPeerSpec) {
+			s.NodeSelector, s.Password, s.SourceAddress, s.KeepNextHop = "rack == 'a'", &BGPPassword{Value: "s3cret"}, SourceNone, true
+		}),
 	}
 }
 
@@ -602,7 +613,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"missing apiVersion", "kind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.0.0.0/16}",
 			[]string{`apiVersion: required`}},
 		{"unknown kind", "apiVersion: calyx.io/v1\nkind: Pod\nmetadata: {name: p1}\n",
-			[]string{`document 1: kind: unknown kind "Pod" (want one of IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock)`}},
+			[]string{`document 1: kind: unknown kind "Pod" (want one of IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock, BGPConfiguration, BGPPeer)`}},
 		{"kind in wrong case", "apiVersion: calyx.io/v1\nkind: ippool\nmetadata: {name: p1}\n",
 			[]string{`kind: unknown kind "ippool" (did you mean "IPPool"?)`}},
 		{"missing name", "apiVersion: calyx.io/v1\nkind: IPPool\nmetadata: {}\nspec: {cidr: 10.0.0.0/16}",

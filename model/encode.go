@@ -33,6 +33,8 @@ type ipPoolSpecWire struct {
 	NodeSelector string    `json:"nodeSelector" yaml:"nodeSelector"`
 	External     bool      `json:"external" yaml:"external"`
 	Disabled     bool      `json:"disabled" yaml:"disabled"`
+	// DisableBGPExport is always written, like disabled.
+	DisableBGPExport bool `json:"disableBGPExport" yaml:"disableBGPExport"`
 }
 
 type nodeSpecWire struct {
@@ -40,6 +42,8 @@ type nodeSpecWire struct {
 	IPv6Address       string `json:"ipv6Address,omitempty" yaml:"ipv6Address,omitempty"`
 	ASNumber          uint32 `json:"asNumber,omitempty" yaml:"asNumber,omitempty"`
 	UnderlayInterface string `json:"underlayInterface,omitempty" yaml:"underlayInterface,omitempty"`
+	// RouteReflectorClusterID is written only for a route reflector.
+	RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty" yaml:"routeReflectorClusterID,omitempty"`
 }
 
 type workloadEndpointSpecWire struct {
@@ -176,6 +180,8 @@ func (s IPPoolSpec) wire() ipPoolSpecWire {
 		NodeSelector: s.NodeSelector,
 		External:     s.External,
 		Disabled:     s.Disabled,
+
+		DisableBGPExport: s.DisableBGPExport,
 	}
 }
 
@@ -185,6 +191,8 @@ func (s NodeSpec) wire() nodeSpecWire {
 		IPv6Address:       prefixString(s.IPv6Address),
 		ASNumber:          s.ASNumber,
 		UnderlayInterface: s.UnderlayInterface,
+
+		RouteReflectorClusterID: addrString(s.RouteReflectorClusterID),
 	}
 }
 
@@ -571,6 +579,10 @@ func unmarshalInto(n *yaml.Node, dst Resource) error {
 		*d = *r.(*IPAMBlock)
 	case *Subnet:
 		*d = *r.(*Subnet)
+	case *BGPConfiguration:
+		*d = *r.(*BGPConfiguration)
+	case *BGPPeer:
+		*d = *r.(*BGPPeer)
 	}
 	return nil
 }

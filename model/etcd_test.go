@@ -83,6 +83,8 @@ func modelResources() []Resource {
 			s.DNSNameservers = []netip.Addr{netip.MustParseAddr("10.65.0.53")}
 			s.HostRoutes = []HostRoute{{netip.MustParsePrefix("11.11.0.0/16"), netip.MustParseAddr("10.65.0.1")}}
 		}),
+		bgpConfiguration(func(s *BGPConfigurationSpec) { s.ASNumber = 65000 }),
+		bgpPeer("gateway", "192.0.2.1", 64600, func(s *BGPPeerSpec) { s.Password = &BGPPassword{Value: "s3cret"} }),
 	)
 }
 
@@ -154,7 +156,7 @@ func TestEtcdApplyGetDelete(t *testing.T) {
 	if err != nil || len(kv.Kvs) != 1 {
 		t.Fatalf("pool key: %v %v", kv, err)
 	}
-	if want := `{"apiVersion":"calyx.io/v1","kind":"IPPool","metadata":{"name":"pool-a"},"spec":{"cidr":"10.65.0.0/16","blockSize":26,"ipipMode":"Never","vxlanMode":"Never","natOutgoing":false,"nodeSelector":"all()","external":false,"disabled":false}}`; string(kv.Kvs[0].Value) != want {
+	if want := `{"apiVersion":"calyx.io/v1","kind":"IPPool","metadata":{"name":"pool-a"},"spec":{"cidr":"10.65.0.0/16","blockSize":26,"ipipMode":"Never","vxlanMode":"Never","natOutgoing":false,"nodeSelector":"all()","external":false,"disabled":false,"disableBGPExport":false}}`; string(kv.Kvs[0].Value) != want {
 		t.Errorf("stored value:\n%s\nwant\n%s", kv.Kvs[0].Value, want)
 	}
 

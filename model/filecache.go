@@ -224,6 +224,7 @@ func (c *fileCache) snapshot() *Snapshot {
 		Config:      DefaultConfig(),
 		Blocks:      make(map[string]*IPAMBlock, len(c.entries[KindIPAMBlock])),
 		Subnets:     make(map[string]*Subnet, len(c.entries[KindSubnet])),
+		BGPPeers:    make(map[string]*BGPPeer, len(c.entries[KindBGPPeer])),
 	}
 	for _, m := range c.entries {
 		for _, e := range m {

@@ -28,6 +28,11 @@ func TestParseKind(t *testing.T) {
 		{"IPAMBlocks", KindIPAMBlock},
 		{"subnet", KindSubnet},
 		{"Subnets", KindSubnet},
+		{"bgpconfiguration", KindBGPConfiguration},
+		{"BGPConfigurations", KindBGPConfiguration},
+		{"bgpconfig", KindBGPConfiguration},
+		{"bgppeer", KindBGPPeer},
+		{"BGPPeers", KindBGPPeer},
 	}
 	for _, tt := range tests {
 		got, err := ParseKind(tt.in)
@@ -37,7 +42,7 @@ func TestParseKind(t *testing.T) {
 	}
 	for _, bad := range []string{"", "wep", "pool", "ippoolss", "Pod", "fip", "floating-ip", "policy", "globalnetworkpolicy"} {
 		_, err := ParseKind(bad)
-		want := `unknown kind "` + bad + `" (want one of IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock)`
+		want := `unknown kind "` + bad + `" (want one of IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock, BGPConfiguration, BGPPeer)`
 		if err == nil || err.Error() != want {
 			t.Errorf("ParseKind(%q) error = %v; want %s", bad, err, want)
 		}
@@ -61,7 +66,7 @@ func TestRef(t *testing.T) {
 	if got, err := ParseRef("floatingips/web-1-fip"); err != nil || got != (Ref{KindFloatingIP, "web-1-fip"}) {
 		t.Fatalf("ParseRef: %v %v", got, err)
 	}
-	if k := strings.Join(Kinds(), ","); k != "Config,IPPool,Node,Subnet,WorkloadEndpoint,FloatingIP,NetworkPolicy,IPAMBlock" {
+	if k := strings.Join(Kinds(), ","); k != "Config,BGPConfiguration,IPPool,Node,Subnet,BGPPeer,WorkloadEndpoint,FloatingIP,NetworkPolicy,IPAMBlock" {
 		t.Errorf("Kinds() = %s", k)
 	}
 	for _, k := range Kinds() {

@@ -27,6 +27,11 @@ type Snapshot struct {
 	Blocks map[string]*IPAMBlock
 	// Subnets are keyed by the Subnet's name.
 	Subnets map[string]*Subnet
+	// BGPConfig is the stored BGPConfiguration, or nil when none is (the
+	// defaults are in force: see EffectiveBGPConfiguration).
+	BGPConfig *BGPConfiguration
+	// BGPPeers are keyed by the BGPPeer's name.
+	BGPPeers map[string]*BGPPeer
 
 	// configStored tells a stored Config from the defaults, so Remove can
 	// say whether there was anything to remove.
@@ -44,6 +49,7 @@ func NewSnapshot() *Snapshot {
 		Config:      DefaultConfig(),
 		Blocks:      map[string]*IPAMBlock{},
 		Subnets:     map[string]*Subnet{},
+		BGPPeers:    map[string]*BGPPeer{},
 	}
 }
 
@@ -60,6 +66,8 @@ func (s *Snapshot) Clone() *Snapshot {
 		Config:       s.Config,
 		Blocks:       make(map[string]*IPAMBlock, len(s.Blocks)),
 		Subnets:      make(map[string]*Subnet, len(s.Subnets)),
+		BGPConfig:    s.BGPConfig,
+		BGPPeers:     make(map[string]*BGPPeer, len(s.BGPPeers)),
 		configStored: s.configStored,
 	}
 	for k, v := range s.Pools {
@@ -82,6 +90,9 @@ func (s *Snapshot) Clone() *Snapshot {
 	}
 	for k, v := range s.Subnets {
 		c.Subnets[k] = v
+	}
+	for k, v := range s.BGPPeers {
+		c.BGPPeers[k] = v
 	}
 	if c.Config == nil {
 		c.Config = DefaultConfig()
@@ -111,6 +122,9 @@ func (s *Snapshot) ensureMaps() {
 	if s.Subnets == nil {
 		s.Subnets = map[string]*Subnet{}
 	}
+	if s.BGPPeers == nil {
+		s.BGPPeers = map[string]*BGPPeer{}
+	}
 }
 
 // Put adds r or replaces the resource of the same kind and name.
@@ -134,6 +148,10 @@ func (s *Snapshot) Put(r Resource) {
 		s.Blocks[r.Metadata.Name] = r
 	case *Subnet:
 		s.Subnets[r.Metadata.Name] = r
+	case *BGPConfiguration:
+		s.BGPConfig = r
+	case *BGPPeer:
+		s.BGPPeers[r.Metadata.Name] = r
 	}
 }
 
@@ -176,6 +194,14 @@ func (s *Snapshot) Remove(ref Ref) bool {
 		if _, ok = s.Subnets[ref.Name]; ok {
 			delete(s.Subnets, ref.Name)
 		}
+	case KindBGPConfiguration:
+		if ok = s.BGPConfig != nil && s.BGPConfig.Metadata.Name == ref.Name; ok {
+			s.BGPConfig = nil
+		}
+	case KindBGPPeer:
+		if _, ok = s.BGPPeers[ref.Name]; ok {
+			delete(s.BGPPeers, ref.Name)
+		}
 	}
 	return ok
 }
@@ -216,14 +242,23 @@ func (s *Snapshot) Get(ref Ref) (Resource, bool) {
 		if r, ok := s.Subnets[ref.Name]; ok {
 			return r, true
 		}
+	case KindBGPConfiguration:
+		if s.BGPConfig != nil && s.BGPConfig.Metadata.Name == ref.Name {
+			return s.BGPConfig, true
+		}
+	case KindBGPPeer:
+		if r, ok := s.BGPPeers[ref.Name]; ok {
+			return r, true
+		}
 	}
 	return nil, false
 }
 
 // Resources returns the resources of one kind (any spelling ParseKind
 // accepts) sorted by name, or with kind "" all of them in the order Config,
-// IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy,
-// IPAMBlock. An unknown kind yields nil.
+// BGPConfiguration, IPPool, Node, Subnet, BGPPeer, WorkloadEndpoint,
+// FloatingIP, NetworkPolicy, IPAMBlock. An unknown kind yields nil. A
+// BGPConfiguration is listed only when stored.
 func (s *Snapshot) Resources(kind string) []Resource {
 	if k, err := ParseKind(kind); err == nil {
 		kind = k
@@ -254,6 +289,12 @@ func (s *Snapshot) Resources(kind string) []Resource {
 		return sortedResources(s.Blocks)
 	case KindSubnet:
 		return sortedResources(s.Subnets)
+	case KindBGPConfiguration:
+		if s.BGPConfig != nil {
+			return []Resource{s.BGPConfig}
+		}
+	case KindBGPPeer:
+		return sortedResources(s.BGPPeers)
 	}
 	return nil
 }
@@ -310,7 +351,8 @@ func sortedKeys[V any](m map[string]V) []string {
 // block whose node is gone is allowed: IPAM releases it). No two Subnets
 // have the same cidr, no endpoint has a Subnet's gatewayIP, and no endpoint
 // address is the network or broadcast address of its Subnet (the most
-// specific one containing it). It returns nil, or one
+// specific one containing it). No BGPPeer's peerIP is a Node's address,
+// and no two BGPPeers with one peerIP select the same node. It returns nil, or one
 // *ValidationError per problem joined one per line. Its cost is
 // O(n log n) in the number of resources.
 func (s *Snapshot) Validate() error { return joinValidation(s.validate(nil)) }
@@ -573,6 +615,7 @@ func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
 	}
 
 	s.validateSubnets(changed, add, subject)
+	s.validateBGP(changed, add, subject)
 
 	kindRank := map[string]int{}
 	for i, k := range kindOrder {

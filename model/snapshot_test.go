@@ -175,7 +175,7 @@ func TestSnapshotPutGetRemoveResources(t *testing.T) {
 	for _, r := range s.Resources("") {
 		names = append(names, RefOf(r).String())
 	}
-	want := "Config/default IPPool/p1 IPPool/p6 Node/n1 Node/n2 Subnet/calico-v4 Subnet/v6 WorkloadEndpoint/web-1 WorkloadEndpoint/web-2 FloatingIP/web-1-fip FloatingIP/web-2-fip"
+	want := "Config/default BGPConfiguration/default IPPool/p1 IPPool/p6 Node/n1 Node/n2 Subnet/calico-v4 Subnet/v6 BGPPeer/gateway BGPPeer/tor-a WorkloadEndpoint/web-1 WorkloadEndpoint/web-2 FloatingIP/web-1-fip FloatingIP/web-2-fip"
 	if got := strings.Join(names, " "); got != want {
 		t.Fatalf("Resources(\"\") = %s\nwant %s", got, want)
 	}

@@ -23,10 +23,12 @@ const (
 	KindConfig           = "Config"
 	KindIPAMBlock        = "IPAMBlock"
 	KindSubnet           = "Subnet"
+	KindBGPConfiguration = "BGPConfiguration"
+	KindBGPPeer          = "BGPPeer"
 )
 
 // kindList names the kinds in error messages.
-const kindList = "IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock"
+const kindList = "IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock, BGPConfiguration, BGPPeer"
 
 // ConfigName is the only name a Config resource may have: there is one
 // host-wide configuration.
@@ -35,10 +37,11 @@ const ConfigName = "default"
 // kindOrder is the order in which Snapshot.Resources lists kinds: settings
 // first, then what workloads depend on, then the workloads, then what refers
 // to workloads, then IPAM's bookkeeping.
-var kindOrder = []string{KindConfig, KindIPPool, KindNode, KindSubnet, KindWorkloadEndpoint, KindFloatingIP, KindNetworkPolicy, KindIPAMBlock}
+var kindOrder = []string{KindConfig, KindBGPConfiguration, KindIPPool, KindNode, KindSubnet, KindBGPPeer, KindWorkloadEndpoint, KindFloatingIP, KindNetworkPolicy, KindIPAMBlock}
 
-// Kinds returns the canonical kind names in listing order (Config, IPPool,
-// Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy, IPAMBlock).
+// Kinds returns the canonical kind names in listing order (Config,
+// BGPConfiguration, IPPool, Node, Subnet, BGPPeer, WorkloadEndpoint,
+// FloatingIP, NetworkPolicy, IPAMBlock).
 func Kinds() []string { return append([]string(nil), kindOrder...) }
 
 // Metadata is the metadata block shared by every resource.
@@ -99,7 +102,8 @@ const (
 const InstanceLabel = "calyx.io/instance"
 
 // Resource is implemented by *IPPool, *Node, *Subnet, *WorkloadEndpoint,
-// *FloatingIP, *NetworkPolicy, *Config and *IPAMBlock.
+// *FloatingIP, *NetworkPolicy, *Config, *IPAMBlock, *BGPConfiguration and
+// *BGPPeer.
 type Resource interface {
 	// Kind returns the canonical kind name, e.g. "IPPool".
 	Kind() string
@@ -124,6 +128,9 @@ type IPPoolSpec struct {
 	NodeSelector string
 	External     bool
 	Disabled     bool
+	// DisableBGPExport keeps the pool's routes out of BGP: no node
+	// advertises its blocks, endpoints or floating IPs.
+	DisableBGPExport bool
 }
 
 // Node is a host running calyx-agent.
@@ -137,7 +144,13 @@ type Node struct {
 type NodeSpec struct {
 	IPv4Address netip.Prefix
 	IPv6Address netip.Prefix
-	ASNumber    uint32
+	// ASNumber is the node's own AS, overriding BGPConfiguration's
+	// asNumber; 0 means that one (1..4294967295 when set).
+	ASNumber uint32
+	// RouteReflectorClusterID makes the node a BGP route reflector with
+	// this cluster ID (an IPv4-formatted 32-bit number, e.g. 224.0.0.1,
+	// as Calico has it); the zero Addr means it is not one.
+	RouteReflectorClusterID netip.Addr
 	// UnderlayInterface is the node's underlay interface, as its agent
 	// registers it: no WorkloadEndpoint on the node may name it.
 	UnderlayInterface string
@@ -556,6 +569,12 @@ var kindAliases = map[string]string{
 	"ipamblocks":        KindIPAMBlock,
 	"subnet":            KindSubnet,
 	"subnets":           KindSubnet,
+	"bgpconfiguration":  KindBGPConfiguration,
+	"bgpconfigurations": KindBGPConfiguration,
+	"bgpconfig":         KindBGPConfiguration,
+	"bgpconfigs":        KindBGPConfiguration,
+	"bgppeer":           KindBGPPeer,
+	"bgppeers":          KindBGPPeer,
 }
 
 // ParseKind returns the canonical kind for s, which may be singular or
@@ -589,6 +608,10 @@ func NewResource(kind string) (Resource, error) {
 		return &IPAMBlock{}, nil
 	case KindSubnet:
 		return &Subnet{}, nil
+	case KindBGPConfiguration:
+		return &BGPConfiguration{}, nil
+	case KindBGPPeer:
+		return &BGPPeer{}, nil
 	}
 	return nil, fmt.Errorf("unknown kind %q (want one of %s)", kind, kindList)
 }
@@ -596,6 +619,7 @@ func NewResource(kind string) (Resource, error) {
 // ApplyDefaults fills every unset (zero) field of r with its default value,
 // in place. It is idempotent.
 func ApplyDefaults(r Resource) {
+	applyBGPDefaults(r)
 	switch r := r.(type) {
 	case *IPPool:
 		s := &r.Spec
@@ -699,6 +723,8 @@ func deepCopy(r Resource) Resource {
 		c := *r
 		c.Spec.PrefilterDeny = cloneSlice(r.Spec.PrefilterDeny)
 		out = &c
+	case *BGPConfiguration, *BGPPeer:
+		out = deepCopyBGP(r)
 	case *IPAMBlock:
 		c := *r
 		c.Spec.Allocations = nil

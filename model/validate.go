@@ -50,6 +50,10 @@ func validate(r Resource) []*ValidationError {
 		v.ipamBlock(r)
 	case *Subnet:
 		v.subnet(&r.Spec)
+	case *BGPConfiguration:
+		v.bgpConfiguration(&r.Spec)
+	case *BGPPeer:
+		v.bgpPeer(&r.Spec)
 	default:
 		v.errorf("kind", "unsupported resource type %T", r)
 	}
@@ -62,6 +66,9 @@ func (v *validator) metadata(m *Metadata, kind string) {
 		v.errorf("metadata.name", "required")
 	case kind == KindConfig && m.Name != ConfigName:
 		v.errorf("metadata.name", "must be %q (there is one Config), got %q", ConfigName, m.Name)
+	case kind == KindBGPConfiguration && m.Name != BGPConfigurationName:
+		v.errorf("metadata.name", "must be %q, got %q: there is one BGPConfiguration, shared by every node; a node's own AS is its Node.spec.asNumber "+
+			"(Calico's per-node \"node.<name>\" configurations are not supported)", BGPConfigurationName, m.Name)
 	default:
 		if !validName(m.Name) {
 			v.errorf("metadata.name", "%q is not a valid name: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters", m.Name)
@@ -390,6 +397,16 @@ func (v *validator) node(s *NodeSpec) {
 			v.errorf("spec.ipv6Address", "must be an IPv6 address with prefix length, got %s", p)
 		} else if why := hostAddressProblem(p); why != "" {
 			v.errorf("spec.ipv6Address", "%s", why)
+		}
+	}
+	if s.ASNumber != 0 {
+		if why := asNumberProblem(int64(s.ASNumber)); why != "" {
+			v.errorf("spec.asNumber", "%s", why)
+		}
+	}
+	if a := s.RouteReflectorClusterID; a.IsValid() {
+		if why := clusterIDProblem(a); why != "" {
+			v.errorf("spec.routeReflectorClusterID", "%s", why)
 		}
 	}
 	if s.UnderlayInterface != "" {
