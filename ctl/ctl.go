@@ -65,9 +65,11 @@ verbs (change the model):
   ipam release ADDR        free an address ipam allocate handed out
 nouns (read only):
   get KIND [NAME]          resources of a kind (IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy,
-                           Config, IPAMBlock; any case, singular or plural)
+                           Config, IPAMBlock, BGPConfiguration, BGPPeer; any case, singular or plural)
   get subnets              NAME, CIDR, GATEWAY, DHCP (yes/no), DNS, HOST-ROUTES (their destinations, all via
                            the gateway), NETWORK
+  get bgpconfigurations    NAME, LOGSEVERITY, MESHENABLED, ASNUMBER (the stored one; none means the defaults)
+  get bgppeers             NAME, PEERIP, NODE (the node, the nodeSelector, or (global) for every node), ASN
   get nodes                LIVE: the node's agent keeps its lease in the datastore (yes/no; '-' without
                            liveness, e.g. a file datastore); status.live in JSON and YAML
   ipam show                IPAM blocks: CIDR, POOL, the NODE holding it, USED (allocated) and SIZE

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
 
 	"gopkg.in/yaml.v3"
 
@@ -197,6 +198,56 @@ func subnetRows(rs []model.Resource) []subnetRow {
 	return rows
 }
 
+// bgpConfigurationRow is the table view of a BGPConfiguration, in
+// calicoctl's columns.
+type bgpConfigurationRow struct {
+	Name        string `table:"NAME"`
+	LogSeverity string `table:"LOGSEVERITY"`
+	MeshEnabled string `table:"MESHENABLED"`
+	ASNumber    string `table:"ASNUMBER"`
+}
+
+func bgpConfigurationRows(rs []model.Resource) []bgpConfigurationRow {
+	rows := make([]bgpConfigurationRow, 0, len(rs))
+	for _, r := range rs {
+		c, ok := r.(*model.BGPConfiguration)
+		if !ok {
+			continue
+		}
+		rows = append(rows, bgpConfigurationRow{Name: c.Metadata.Name, LogSeverity: c.Spec.LogSeverityScreen,
+			MeshEnabled: strconv.FormatBool(c.Spec.MeshEnabled()), ASNumber: strconv.FormatUint(uint64(c.Spec.ASNumber), 10)})
+	}
+	return rows
+}
+
+// bgpPeerRow is the table view of a BGPPeer, in calicoctl's columns: NODE
+// is the node, the selector, or "(global)" for every node.
+type bgpPeerRow struct {
+	Name   string `table:"NAME"`
+	PeerIP string `table:"PEERIP"`
+	Node   string `table:"NODE"`
+	ASN    string `table:"ASN"`
+}
+
+func bgpPeerRows(rs []model.Resource) []bgpPeerRow {
+	rows := make([]bgpPeerRow, 0, len(rs))
+	for _, r := range rs {
+		p, ok := r.(*model.BGPPeer)
+		if !ok {
+			continue
+		}
+		row := bgpPeerRow{Name: p.Metadata.Name, PeerIP: addrCell(p.Spec.PeerIP), Node: p.Spec.Node, ASN: strconv.FormatUint(uint64(p.Spec.ASNumber), 10)}
+		switch {
+		case p.Spec.NodeSelector != "":
+			row.Node = p.Spec.NodeSelector
+		case p.Spec.Node == "":
+			row.Node = "(global)"
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
 func get(ctx context.Context, o Options, args []string, stdio IO) error {
 	if len(args) < 1 || len(args) > 2 {
 		return usagef("get: want 'get KIND [NAME]'")
@@ -242,6 +293,10 @@ func get(ctx context.Context, o Options, args []string, stdio IO) error {
 		return render(stdio.Out, "table", floatingIPRows(snap, rs))
 	case model.KindSubnet:
 		return render(stdio.Out, "table", subnetRows(rs))
+	case model.KindBGPConfiguration:
+		return render(stdio.Out, "table", bgpConfigurationRows(rs))
+	case model.KindBGPPeer:
+		return render(stdio.Out, "table", bgpPeerRows(rs))
 	}
 	rows := make([]resourceRow, 0, len(rs))
 	for _, r := range rs {
