@@ -1,6 +1,7 @@
 // Package model defines calyx's resources (IPPool, Node, Subnet,
-// WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock), decodes
-// and validates their calicoctl-shaped YAML, and stores them in a datastore
+// WorkloadEndpoint, FloatingIP, NetworkPolicy, Config, IPAMBlock,
+// BGPConfiguration, BGPPeer), decodes and validates their calicoctl-shaped
+// YAML, and stores them in a datastore
 // that can be watched: a directory of files on one machine (FileStore) or
 // etcd v3 for many hosts (EtcdStore). Both offer compare-and-swap on single
 // resources (Versioned); the etcd store also tracks which nodes are live
