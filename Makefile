@@ -5,9 +5,9 @@ GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/calyxnet/calyx/ctl.Version=$(VERSION)
-APT_PKGS  := clang llvm bpftool libbpf-dev iproute2 iputils-ping iperf3 ethtool tcpdump iptables etcd-server etcd-client udhcpc isc-dhcp-client ndisc6
+APT_PKGS  := clang llvm bpftool libbpf-dev iproute2 iputils-ping iperf3 ethtool tcpdump iptables etcd-server etcd-client udhcpc isc-dhcp-client ndisc6 bird2
 # command each package provides, to skip apt-get when all are present
-APT_CMDS  := clang llvm-strip bpftool ip ping iperf3 ethtool tcpdump iptables etcd etcdctl udhcpc dhclient rdisc6
+APT_CMDS  := clang llvm-strip bpftool ip ping iperf3 ethtool tcpdump iptables etcd etcdctl udhcpc dhclient rdisc6 bird birdc
 E2E_TIMEOUT ?= 15m
 
 .PHONY: all deps generate check-generate build test test-unit test-bpf test-e2e demo bench lint clean

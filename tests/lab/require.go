@@ -52,6 +52,8 @@ var toolPackages = map[string]string{
 	"ip":              "iproute2",
 	"ping":            "iputils-ping",
 	"sysctl":          "procps",
+	"bird":            BIRDPackage,
+	"birdc":           BIRDPackage,
 }
 
 // ToolPackage returns the Debian package that installs tool.
