@@ -199,8 +199,8 @@ func (o BIRDOptions) normalize() (BIRDOptions, error) {
 	return o, nil
 }
 
-// Config renders bird.conf for o (defaults filled in); logPath "" logs to
-// stderr.
+// Config renders bird.conf for o (defaults filled in); bird logs to
+// stderr, which StartBIRD sends to LogPath.
 func (o BIRDOptions) Config() (string, error) {
 	o, err := o.normalize()
 	if err != nil {
