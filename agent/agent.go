@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calyxnet/calyx/agent/bgp"
 	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
@@ -91,6 +92,14 @@ type Agent struct {
 	// svc serves DHCP and router advertisements to local endpoints; nil
 	// when it could not start.
 	svc *subnetsvc.Server
+	// bgp is this node's BGP speaker, running while the model has a
+	// BGPConfiguration; adopted says the agent started over a dataplane a
+	// previous agent left forwarding (its peers keep our routes meanwhile).
+	bgp           *bgp.Speaker
+	bgpRegistered bool
+	adopted       bool
+	// ctx is Run's, for what reconcile starts.
+	ctx context.Context
 
 	// rules names the rules in Log events (agent/policy's numbers).
 	rulesMu sync.Mutex
@@ -179,6 +188,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if a.records, err = dp.Maps.Links(); err != nil {
 		return err
 	}
+	a.adopted = len(a.records) > 0
+	a.ctx = ctx
 
 	a.underlay = cfg.Underlay
 	if a.underlay == "" {
@@ -237,6 +248,11 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		case <-ctx.Done():
 			a.log.Info("agent stopping; dataplane stays as it is")
+			if a.bgp != nil {
+				// Gracefully: the peers keep this node's routes, stale,
+				// until the next agent re-advertises them.
+				_ = a.bgp.Stop(false)
+			}
 			return nil
 		case s, ok := <-snaps:
 			if !ok {
@@ -327,6 +343,7 @@ func (a *Agent) reconcile() error {
 	removed += lremoved
 
 	a.updateSubnetServices(links, d)
+	a.syncBGP(a.ctx)
 
 	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Ifaces)))
 	a.metrics.endpoints.WithLabelValues("pending").Set(float64(len(d.Pending)))
