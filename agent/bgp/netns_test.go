@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	testlab "github.com/calyxnet/calyx/tests/lab"
 )
 
 const helperEnv = "CALYX_BGP_HELPER"
@@ -258,10 +260,7 @@ var labSeq atomic.Int32
 func lab(t *testing.T) (nsA, nsB string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) under CI")
-		}
-		t.Skip("needs root")
+		testlab.SkipOrFailInCI(t, "not root: the BGP speaker tests need network namespaces (CAP_NET_ADMIN, CAP_SYS_ADMIN)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatal("iproute2's ip is needed: ", err)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/agent/pktsock"
+	"github.com/calyxnet/calyx/tests/lab"
 )
 
 // requireRoot fails under CI (where the runner must give the tests root)
@@ -25,10 +26,7 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() == 0 {
 		return
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("CI is set, so not skipping: pktsock tests need root (packet sockets, network namespaces)")
-	}
-	t.Skip("not root: pktsock tests need packet sockets and network namespaces (set CI=1 to make this a failure)")
+	lab.SkipOrFailInCI(t, "not root: pktsock tests need packet sockets and network namespaces")
 }
 
 // udpPort6767 takes IPv4/UDP frames to port 6767 (a test port, so nothing

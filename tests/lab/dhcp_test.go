@@ -55,7 +55,7 @@ func TestDHCPClients(t *testing.T) {
 	RequireDHCPClients(t)
 	RequireTools(t, "busybox", "tcpdump")
 	if out, err := l.Exec("", "busybox", "udhcpd", "--help"); err != nil && !strings.Contains(out.Combined(), "Usage: udhcpd") {
-		skipOrFailInCI(t, "busybox has no udhcpd: %v", err)
+		SkipOrFailInCI(t, "busybox has no udhcpd: %v", err)
 	}
 	hostResolv, err := os.ReadFile("/etc/resolv.conf")
 	if err != nil {

@@ -446,7 +446,7 @@ func (l *Lab) Nodes() ([]NodeRow, error) {
 func RequireEtcd(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(EtcdBinary); err != nil {
-		skipOrFailInCI(t, "etcd not installed (apt-get install etcd-server, or make deps): %v", err)
+		SkipOrFailInCI(t, "etcd not installed (apt-get install etcd-server, or make deps): %v", err)
 	}
 }
 

@@ -287,7 +287,7 @@ func buildFakeBin(t *testing.T) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		skipOrFailInCI(t, "go tool not on PATH: %v", err)
+		SkipOrFailInCI(t, "go tool not on PATH: %v", err)
 	}
 	dir := t.TempDir()
 	for _, name := range []string{"calyx-agent", "calyxctl"} {

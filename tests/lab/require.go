@@ -26,7 +26,7 @@ func Require(t testing.TB) {
 	t.Helper()
 	privOnce.Do(func() { privErr = checkPrivileges() })
 	if privErr != nil {
-		skipOrFailInCI(t, "network-namespace lab unavailable: %v", privErr)
+		SkipOrFailInCI(t, "network-namespace lab unavailable: %v", privErr)
 	}
 }
 
@@ -37,7 +37,7 @@ func RequireTools(t testing.TB, names ...string) {
 	t.Helper()
 	for _, n := range names {
 		if _, err := exec.LookPath(n); err != nil {
-			skipOrFailInCI(t, "tool %s not installed (Debian package %s): %v", n, ToolPackage(n), err)
+			SkipOrFailInCI(t, "tool %s not installed (Debian package %s): %v", n, ToolPackage(n), err)
 		}
 	}
 }
@@ -93,7 +93,7 @@ func RequireBinaries(t testing.TB, binDir string) {
 	for _, n := range []string{"calyx-agent", "calyxctl"} {
 		p := filepath.Join(binDir, n)
 		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
-			skipOrFailInCI(t, "%s missing or not executable (run make build, or set CALYX_BIN_DIR): %v", p, err)
+			SkipOrFailInCI(t, "%s missing or not executable (run make build, or set CALYX_BIN_DIR): %v", p, err)
 		}
 	}
 }
@@ -107,18 +107,18 @@ func RequireVM(t testing.TB, binDir string) {
 		binDir = DefaultBinDir()
 	}
 	if fi, err := os.Stat("/dev/net/tun"); err != nil || fi.Mode()&os.ModeCharDevice == 0 {
-		skipOrFailInCI(t, "/dev/net/tun missing or not a character device: %v", err)
+		SkipOrFailInCI(t, "/dev/net/tun missing or not a character device: %v", err)
 	}
 	p := filepath.Join(binDir, "calyx-lab")
 	if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
-		skipOrFailInCI(t, "%s (the VM relay) missing or not executable (run make build, or set CALYX_BIN_DIR): %v", p, err)
+		SkipOrFailInCI(t, "%s (the VM relay) missing or not executable (run make build, or set CALYX_BIN_DIR): %v", p, err)
 	}
 }
 
-// skipOrFailInCI is the one place privileged tests decide between skipping
-// and failing: when CI is set they fail, because a skip there would hide a
-// broken runner.
-func skipOrFailInCI(t testing.TB, format string, args ...any) {
+// SkipOrFailInCI is the one place privileged tests (the lab's and every
+// package's) decide between skipping and failing: when CI is set they fail,
+// because a skip there would hide a broken runner.
+func SkipOrFailInCI(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if os.Getenv("CI") != "" {
 		t.Fatalf("CI is set, so not skipping: "+format, args...)

@@ -92,7 +92,7 @@ func buildRelayBin(t *testing.T) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		skipOrFailInCI(t, "go tool not on PATH: %v", err)
+		SkipOrFailInCI(t, "go tool not on PATH: %v", err)
 	}
 	dir := t.TempDir()
 	out, err := exec.Command(goBin, "build", "-o", filepath.Join(dir, "calyx-lab"), "github.com/calyxnet/calyx/cmd/calyx-lab").CombinedOutput()
