@@ -12,11 +12,11 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/calyxnet/calyx/agent/bgp"
 	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
@@ -50,6 +50,11 @@ type Config struct {
 	// the node shows as not live that long after its agent stops. 0 means
 	// DefaultNodeTTL.
 	NodeTTL time.Duration
+	// BGPWithdrawOnStop withdraws this node's BGP routes when the agent
+	// stops. Off, a stop is a graceful restart for the peers: they keep the
+	// routes (the dataplane keeps forwarding) until the next agent
+	// re-advertises them, which is what an upgrade wants.
+	BGPWithdrawOnStop bool
 }
 
 // DefaultNodeTTL is the default Config.NodeTTL.
@@ -95,9 +100,8 @@ type Agent struct {
 	// bgp is this node's BGP speaker, running while the model has a
 	// BGPConfiguration; adopted says the agent started over a dataplane a
 	// previous agent left forwarding (its peers keep our routes meanwhile).
-	bgp           *bgp.Speaker
-	bgpRegistered bool
-	adopted       bool
+	bgp     bgpState
+	adopted bool
 	// ctx is Run's, for what reconcile starts.
 	ctx context.Context
 
@@ -136,6 +140,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a := &Agent{cfg: cfg, log: cfg.Logger, attached: make(map[uint32]string), notReady: "starting",
 		kick: make(chan struct{}, 1), dsBack: make(chan struct{}, 1)}
 	a.metrics = newMetrics()
+	a.metrics.reg.MustRegister(bgpCollector{a})
 	dsOpts, err := model.TLSOptions(cfg.Datastore, cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey)
 	if err != nil {
 		return err
@@ -248,11 +253,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		case <-ctx.Done():
 			a.log.Info("agent stopping; dataplane stays as it is")
-			if a.bgp != nil {
-				// Gracefully: the peers keep this node's routes, stale,
-				// until the next agent re-advertises them.
-				_ = a.bgp.Stop(false)
-			}
+			a.stopBGP(a.cfg.BGPWithdrawOnStop)
 			return nil
 		case s, ok := <-snaps:
 			if !ok {
@@ -327,8 +328,17 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return err
 	}
-	added, removed, err := kernel.SyncRoutes(append(d.KernelRoutes, calc.PoolRoutes(d, uncovered)...))
+	routes := slices.Concat(d.KernelRoutes, calc.PoolRoutes(d, uncovered))
+	bgpRoutes := a.bgpLearned(routes)
+	added, removed, err := kernel.SyncRoutes(slices.Concat(routes, bgpRoutes))
 	a.metrics.kernelRoutes.Add(float64(added + removed))
+	if err != nil && len(bgpRoutes) > 0 {
+		// Maybe a route learned over BGP: the dataplane's own routes
+		// must not depend on it.
+		a.markFIBFailed(err)
+		added, removed, err = kernel.SyncRoutes(routes)
+		a.metrics.kernelRoutes.Add(float64(added + removed))
+	}
 	if err != nil {
 		return err
 	}
@@ -732,6 +742,7 @@ func (a *Agent) readiness() (bool, string) {
 func (a *Agent) serveHTTP(addr string) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", a.metrics.handler())
+	a.serveBGP(mux)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		ok, why := a.readiness()

@@ -3,6 +3,8 @@ package bgp
 import (
 	"net/netip"
 	"slices"
+
+	"github.com/calyxnet/calyx/agent/bgpstatus"
 )
 
 // Pool is what the route computations need to know of an IP pool.
@@ -80,22 +82,10 @@ func Advertise(in AdvertiseInput) []Advertisement {
 }
 
 // FIBRoute is a learned route for the kernel FIB (the underlay's table).
-type FIBRoute struct {
-	Prefix  netip.Prefix
-	NextHop netip.Addr
-}
+type FIBRoute = bgpstatus.FIBRoute
 
 // Disagreement is a workload route on which BGP and the datastore differ.
-type Disagreement struct {
-	Prefix netip.Prefix
-	// Learned is the next hop learned by BGP; not valid when BGP has no route.
-	Learned netip.Addr
-	// Peer is the peer the learned route came from.
-	Peer netip.Addr
-	// Expected is the next hop of the datastore's view; not valid when the
-	// datastore has no route for the prefix.
-	Expected netip.Addr
-}
+type Disagreement = bgpstatus.Disagreement
 
 // SplitLearned splits routes learned by BGP. A route whose prefix lies inside some pool
 // is a workload or floating-IP route: it is compared with expected, the datastore's view

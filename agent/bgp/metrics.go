@@ -20,7 +20,11 @@ type metrics struct{ s *Speaker }
 
 func newMetrics(s *Speaker) *metrics { return &metrics{s: s} }
 
-func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) { Describe(ch) }
+
+// Describe sends the descriptions of the speaker's metrics, for a collector
+// that stands in for a Speaker not started yet.
+func Describe(ch chan<- *prometheus.Desc) {
 	ch <- descPeerUp
 	ch <- descAdvertised
 	ch <- descReceived

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calyxnet/calyx/agent/bgpstatus"
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
@@ -20,9 +21,9 @@ import (
 
 // Peer types, as calicoctl's node status shows them.
 const (
-	PeerTypeMesh         = "node-to-node mesh"
-	PeerTypeGlobal       = "global"
-	PeerTypeNodeSpecific = "node specific"
+	PeerTypeMesh         = bgpstatus.PeerTypeMesh
+	PeerTypeGlobal       = bgpstatus.PeerTypeGlobal
+	PeerTypeNodeSpecific = bgpstatus.PeerTypeNodeSpecific
 )
 
 // DefaultGracefulRestartSeconds is the restart time used when Config leaves it 0.
@@ -59,14 +60,22 @@ type Config struct {
 type Peer struct {
 	Address netip.Addr
 	ASN     uint32
-	// Type is one of PeerTypeMesh, PeerTypeGlobal, PeerTypeNodeSpecific (shown only).
+	// Type is one of PeerTypeMesh, PeerTypeGlobal, PeerTypeNodeSpecific. It decides
+	// what the peer is sent: a mesh peer (another calyx node, over the mesh or a route
+	// reflector session) never gets routes learned over eBGP (each node learns the
+	// fabric's routes from its own sessions); any other peer gets this node's own
+	// routes only, never one learned from another peer, so that the gateway's next
+	// hop for a workload is always the node that holds it.
 	Type string
 	// Password enables TCP MD5 signatures (RFC 2385) on the session.
 	Password             string
 	RouteReflectorClient bool
-	// KeepNextHop: on iBGP GoBGP never rewrites next hops, so routes to a mesh or
-	// reflector peer always keep theirs; on eBGP this is not implemented yet.
+	// KeepNextHop sends routes to an eBGP peer with their next hop unchanged
+	// instead of the session's local address (iBGP never rewrites it).
 	KeepNextHop bool
+	// Multihop is the TTL of an eBGP session with a peer that is not on a directly
+	// connected subnet (a gateway beyond a router); 0 means 1 hop (GoBGP's default).
+	Multihop uint8
 	// Passive: wait for the peer to connect.
 	Passive bool
 	// LocalAddress is the source address of the session; not valid means the
@@ -81,33 +90,11 @@ type Advertisement struct {
 	Communities []uint32
 }
 
-// Route is a best path learned from a peer.
-type Route struct {
-	Prefix  netip.Prefix
-	NextHop netip.Addr
-	Peer    netip.Addr
-	// Stale: the peer restarts gracefully and has not re-advertised the route yet.
-	Stale bool
-}
+// Route is a route learned from or sent to a peer.
+type Route = bgpstatus.Route
 
 // PeerStatus is one row of calicoctl's node status table, plus prefix counts.
-type PeerStatus struct {
-	Address netip.Addr
-	Type    string
-	// State is BIRD's protocol state as calicoctl shows it: "up" when Established,
-	// "start" otherwise, "down" when administratively down.
-	State string
-	// Since is when the session last changed state (zero if it never did).
-	Since time.Time
-	// Info is the BGP FSM state (Idle, Connect, Active, OpenSent, OpenConfirm,
-	// Established), followed by the last disconnect reason when not Established.
-	Info                string
-	Established         bool
-	PrefixesReceived    uint64
-	PrefixesAdvertised  uint64
-	SessionFlaps        uint64
-	LastDisconnectCause string
-}
+type PeerStatus = bgpstatus.Peer
 
 // bgpAPI is the part of GoBGP the speaker calls (a fake stands in for it in tests).
 type bgpAPI interface {
@@ -116,6 +103,8 @@ type bgpAPI interface {
 	UpdatePeer(context.Context, *api.UpdatePeerRequest) (*api.UpdatePeerResponse, error)
 	AddPath(apiutil.AddPathRequest) ([]apiutil.AddPathResponse, error)
 	DeletePath(apiutil.DeletePathRequest) error
+	AddDefinedSet(context.Context, *api.AddDefinedSetRequest) error
+	ResetPeer(context.Context, *api.ResetPeerRequest) error
 }
 
 // Speaker is a GoBGP instance embedded in the agent. Its methods are safe for
@@ -129,8 +118,9 @@ type Speaker struct {
 	cancel  context.CancelFunc
 	stopped bool
 
-	peers    map[netip.Addr]Peer // configured in GoBGP
-	want     []Peer              // last SetPeers
+	peers    map[netip.Addr]Peer     // configured in GoBGP
+	sets     map[string][]netip.Addr // export policy's neighbor sets as configured
+	want     []Peer                  // last SetPeers
 	adverts  map[netip.Prefix]Advertisement
 	initDone bool // the first SetAdvertisements happened: peers may be configured
 
@@ -205,6 +195,11 @@ func (s *Speaker) startLocked(ctx context.Context, cfg Config) error {
 		srv.Stop()
 		return fmt.Errorf("bgp: start: %w", err)
 	}
+	if err := installExportPolicy(ctx, srv); err != nil {
+		_ = srv.StopBgp(ctx, &api.StopBgpRequest{})
+		srv.Stop()
+		return err
+	}
 	wctx, cancel := context.WithCancel(context.Background())
 	err := srv.WatchEvent(wctx, server.WatchEventMessageCallbacks{
 		OnBestPath:   func([]*apiutil.Path, time.Time) { s.kick() },
@@ -217,6 +212,7 @@ func (s *Speaker) startLocked(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("bgp: watch: %w", err)
 	}
 	s.cfg, s.log, s.srv, s.api, s.cancel = cfg, log, srv, srv, cancel
+	s.sets = nil
 	go s.relearnLoop(wctx)
 	return nil
 }
@@ -308,6 +304,27 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 
 func (s *Speaker) applyPeersLocked() error {
 	ctx := context.Background()
+	// The export policy's sets first, so that a new peer's first UPDATEs are
+	// already filtered; peers whose set changed get their routes sent again.
+	want := map[netip.Addr]Peer{}
+	for _, p := range s.want {
+		want[p.Address] = p
+	}
+	sets := exportSets(want)
+	var resend []netip.Addr
+	for _, name := range []string{nodeSet, externalSet, keepNextHopSet} {
+		if s.sets != nil && slices.Equal(s.sets[name], sets[name]) {
+			continue
+		}
+		err := s.api.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: neighborSet(name, sets[name]), Replace: true})
+		if err != nil {
+			return fmt.Errorf("bgp: neighbor set %s: %w", name, err)
+		}
+		if s.sets != nil {
+			resend = append(resend, symmetricDiff(s.sets[name], sets[name])...)
+		}
+	}
+	s.sets = sets
 	d := diffPeers(s.peers, s.want)
 	for _, a := range d.del {
 		if err := s.api.DeletePeer(ctx, &api.DeletePeerRequest{Address: a.String()}); err != nil {
@@ -327,7 +344,32 @@ func (s *Speaker) applyPeersLocked() error {
 		}
 		s.peers[p.Address] = p
 	}
+	for _, a := range resend {
+		if _, ok := s.peers[a]; !ok || slices.ContainsFunc(d.add, func(p Peer) bool { return p.Address == a }) {
+			continue // gone, or a new session that starts filtered
+		}
+		err := s.api.ResetPeer(ctx, &api.ResetPeerRequest{Address: a.String(), Soft: true, Direction: api.ResetPeerRequest_DIRECTION_OUT})
+		if err != nil {
+			s.log.Debug("bgp: resend routes after an export policy change", "peer", a, "err", err)
+		}
+	}
 	return nil
+}
+
+// symmetricDiff returns the addresses in exactly one of the sorted lists a and b.
+func symmetricDiff(a, b []netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 func (s *Speaker) apiPeer(p Peer) *api.Peer {
@@ -363,6 +405,9 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 	}
 	if p.LocalAddress.IsValid() {
 		ap.Transport.LocalAddress = p.LocalAddress.String()
+	}
+	if p.Multihop > 0 && p.ASN != s.cfg.ASN {
+		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.Multihop)}
 	}
 	if p.RouteReflectorClient && s.cfg.RouteReflectorClusterID != "" {
 		ap.RouteReflector = &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: s.cfg.RouteReflectorClusterID}
@@ -696,4 +741,45 @@ func (s *Speaker) advertisedLocked() uint64 {
 		}
 	})
 	return n
+}
+
+// PeerRoutes returns the routes received from peer (its Adj-RIB-In, before import
+// policy) when received is true, else the routes sent to it (Adj-RIB-Out, after the
+// export policy), sorted by prefix. It returns an error when the speaker is stopped
+// or peer is not configured.
+func (s *Speaker) PeerRoutes(peer netip.Addr, received bool) ([]Route, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil, errors.New("bgp: speaker stopped")
+	}
+	if _, ok := s.peers[peer]; !ok {
+		return nil, fmt.Errorf("bgp: %v is not a peer", peer)
+	}
+	tt := api.TableType_TABLE_TYPE_ADJ_OUT
+	if received {
+		tt = api.TableType_TABLE_TYPE_ADJ_IN
+	}
+	var out []Route
+	for _, fam := range []gobgp.Family{gobgp.RF_IPv4_UC, gobgp.RF_IPv6_UC} {
+		err := s.srv.ListPath(apiutil.ListPathRequest{TableType: tt, Name: peer.String(), Family: fam},
+			func(n gobgp.NLRI, paths []*apiutil.Path) {
+				pfx, err := netip.ParsePrefix(n.String())
+				if err != nil {
+					return
+				}
+				for _, p := range paths {
+					if p.Withdrawal {
+						continue
+					}
+					out = append(out, Route{Prefix: pfx, NextHop: nextHop(p.Attrs), Peer: peer, Stale: p.Stale})
+					break
+				}
+			})
+		if err != nil && !strings.Contains(err.Error(), "not supported") && !strings.Contains(err.Error(), "not found") {
+			return nil, fmt.Errorf("bgp: routes of %v: %w", peer, err)
+		}
+	}
+	slices.SortFunc(out, func(a, b Route) int { return comparePrefix(a.Prefix, b.Prefix) })
+	return out, nil
 }

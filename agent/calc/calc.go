@@ -60,7 +60,15 @@ type KernelRoute struct {
 	Dst     netip.Prefix
 	Ifindex int
 	Gateway netip.Addr // zero: a link-scope route to Ifindex
+	// Metric is the route's priority; routes learned over BGP use
+	// BGPRouteMetric so that the host's own routes to the same prefix win
+	// and are never replaced.
+	Metric int
 }
+
+// BGPRouteMetric is the metric of the routes the agent installs for what
+// BGP learned from the fabric (a default, the external networks).
+const BGPRouteMetric = 1024
 
 // LocalRoute is an address the host answers to on interface Ifindex
 // without holding it (a local-table route): a subnet's gateway IP (on lo),

@@ -156,11 +156,11 @@ func PrepareWorkloadInterface(ifname string, localnet bool) error {
 // ones are added first, then stale ones removed. It returns how many it
 // added and removed.
 func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
-	type route struct {
-		ifindex int
-		gw      netip.Addr
+	type key struct {
+		dst    netip.Prefix
+		metric int
 	}
-	have := make(map[netip.Prefix]route)
+	have := make(map[key]calc.KernelRoute)
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
 			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
@@ -168,28 +168,35 @@ func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
 			return 0, 0, fmt.Errorf("list calyx routes: %w", err)
 		}
 		for _, r := range rs {
+			var dst netip.Prefix
 			if r.Dst == nil {
-				continue
+				dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0) // the default route
+				if fam == netlink.FAMILY_V6 {
+					dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+				}
+			} else {
+				p, ok := netip.AddrFromSlice(r.Dst.IP)
+				if !ok {
+					continue
+				}
+				ones, _ := r.Dst.Mask.Size()
+				dst = netip.PrefixFrom(p.Unmap(), ones)
 			}
-			p, ok := netip.AddrFromSlice(r.Dst.IP)
-			if !ok {
-				continue
-			}
-			ones, _ := r.Dst.Mask.Size()
 			var gw netip.Addr
 			if a, ok := netip.AddrFromSlice(r.Gw); ok {
 				gw = a.Unmap()
 			}
-			have[netip.PrefixFrom(p.Unmap(), ones)] = route{r.LinkIndex, gw}
+			have[key{dst, r.Priority}] = calc.KernelRoute{Dst: dst, Ifindex: r.LinkIndex, Gateway: gw, Metric: r.Priority}
 		}
 	}
-	wantSet := make(map[netip.Prefix]bool, len(want))
+	wantSet := make(map[key]bool, len(want))
 	for _, w := range want {
-		wantSet[w.Dst] = true
-		if h, ok := have[w.Dst]; ok && h.ifindex == w.Ifindex && h.gw == w.Gateway {
+		k := key{w.Dst, w.Metric}
+		wantSet[k] = true
+		if h, ok := have[k]; ok && h.Ifindex == w.Ifindex && h.Gateway == w.Gateway {
 			continue
 		}
-		if w.Gateway.IsValid() {
+		if w.Gateway == calc.UnderlayGateway {
 			if err := pinGatewayNeighbour(w.Ifindex, w.Gateway); err != nil {
 				return added, removed, err
 			}
@@ -200,17 +207,40 @@ func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
 		}
 		added++
 	}
-	for p, h := range have {
-		if wantSet[p] {
+	for k, h := range have {
+		if wantSet[k] {
 			continue
 		}
-		if err := netlink.RouteDel(routeFor(calc.KernelRoute{Dst: p, Ifindex: h.ifindex, Gateway: h.gw})); err != nil &&
+		if err := netlink.RouteDel(routeFor(h)); err != nil &&
 			!errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
-			return added, removed, fmt.Errorf("delete route %s: %w", p, err)
+			return added, removed, fmt.Errorf("delete route %s: %w", k.dst, err)
 		}
 		removed++
 	}
 	return added, removed, nil
+}
+
+// ResolveGateway returns the interface and directly reachable gateway the
+// kernel FIB uses towards nh: nh itself when it is on a connected network,
+// else the router the FIB sends nh's packets to (one level of recursion, for
+// a BGP next hop beyond a router, such as a multihop gateway's).
+func ResolveGateway(nh netip.Addr) (ifindex int, gw netip.Addr, err error) {
+	rs, err := netlink.RouteGet(nh.AsSlice())
+	if err != nil {
+		return 0, netip.Addr{}, fmt.Errorf("route to next hop %s: %w", nh, err)
+	}
+	if len(rs) == 0 {
+		return 0, netip.Addr{}, fmt.Errorf("route to next hop %s: none", nh)
+	}
+	r := rs[0]
+	if r.Type == unix.RTN_LOCAL {
+		return 0, netip.Addr{}, fmt.Errorf("next hop %s is this host", nh)
+	}
+	gw = nh
+	if a, ok := netip.AddrFromSlice(r.Gw); ok && a.IsValid() && !a.IsUnspecified() {
+		gw = a.Unmap()
+	}
+	return r.LinkIndex, gw, nil
 }
 
 func routeFor(w calc.KernelRoute) *netlink.Route {
@@ -220,6 +250,7 @@ func routeFor(w calc.KernelRoute) *netlink.Route {
 		Scope:     netlink.SCOPE_LINK,
 		Protocol:  RouteProtocol,
 		Table:     unix.RT_TABLE_MAIN,
+		Priority:  w.Metric,
 	}
 	if w.Gateway.IsValid() {
 		r.Scope = netlink.SCOPE_UNIVERSE

@@ -19,19 +19,20 @@ import (
 func main() {
 	host, _ := os.Hostname()
 	var (
-		node      = flag.String("node", host, "this host's Node name")
-		datastore = flag.String("datastore", "file:///var/lib/calyx", "datastore URL: file:///DIR or etcd://HOST:PORT[,HOST:PORT]")
-		underlay  = flag.String("underlay", "", "underlay interface (default: the default route's)")
-		bpffs     = flag.String("bpffs", "/sys/fs/bpf/calyx", "directory on a bpffs for pinned maps and links")
-		metrics   = flag.String("metrics", ":9091", "address for /metrics, /healthz and /readyz (empty: off)")
-		xdp       = flag.String("xdp", "auto", "where the host prefilter runs: auto (XDP on a physical underlay NIC, TC on a veth), native (XDP or fail) or off (TC)")
-		attach    = flag.String("attach", "auto", "how to attach TC programs: auto|tcx|clsact")
-		logLevel  = flag.String("log-level", "info", "debug|info|warn|error")
-		resync    = flag.Duration("resync-interval", time.Minute, "how often to re-read the pinned maps and repair what differs from the model (0: never)")
-		etcdCA    = flag.String("etcd-ca", "", "etcd over TLS: PEM file of the CA that signed etcd's certificate")
-		etcdCert  = flag.String("etcd-cert", "", "etcd over TLS: PEM file of the agent's client certificate (with --etcd-key)")
-		etcdKey   = flag.String("etcd-key", "", "etcd over TLS: PEM file of the client certificate's key")
-		nodeTTL   = flag.Duration("node-ttl", agent.DefaultNodeTTL, "lease that keeps this node live in an etcd datastore: the node shows as not live this long after the agent stops")
+		node        = flag.String("node", host, "this host's Node name")
+		datastore   = flag.String("datastore", "file:///var/lib/calyx", "datastore URL: file:///DIR or etcd://HOST:PORT[,HOST:PORT]")
+		underlay    = flag.String("underlay", "", "underlay interface (default: the default route's)")
+		bpffs       = flag.String("bpffs", "/sys/fs/bpf/calyx", "directory on a bpffs for pinned maps and links")
+		metrics     = flag.String("metrics", ":9091", "address for /metrics, /healthz and /readyz (empty: off)")
+		xdp         = flag.String("xdp", "auto", "where the host prefilter runs: auto (XDP on a physical underlay NIC, TC on a veth), native (XDP or fail) or off (TC)")
+		attach      = flag.String("attach", "auto", "how to attach TC programs: auto|tcx|clsact")
+		logLevel    = flag.String("log-level", "info", "debug|info|warn|error")
+		resync      = flag.Duration("resync-interval", time.Minute, "how often to re-read the pinned maps and repair what differs from the model (0: never)")
+		etcdCA      = flag.String("etcd-ca", "", "etcd over TLS: PEM file of the CA that signed etcd's certificate")
+		etcdCert    = flag.String("etcd-cert", "", "etcd over TLS: PEM file of the agent's client certificate (with --etcd-key)")
+		etcdKey     = flag.String("etcd-key", "", "etcd over TLS: PEM file of the client certificate's key")
+		bgpWithdraw = flag.Bool("bgp-withdraw-on-stop", false, "withdraw this node's BGP routes when the agent stops (SIGTERM); off, peers keep them as a graceful restart, so that upgrades keep routes")
+		nodeTTL     = flag.Duration("node-ttl", agent.DefaultNodeTTL, "lease that keeps this node live in an etcd datastore: the node shows as not live this long after the agent stops")
 	)
 	flag.Parse()
 
@@ -64,6 +65,7 @@ func main() {
 		Node: *node, Datastore: *datastore, Underlay: *underlay, BPFFS: *bpffs,
 		Metrics: *metrics, Attach: mode, XDP: xdpMode, Logger: log, ResyncInterval: *resync,
 		EtcdCA: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, NodeTTL: *nodeTTL,
+		BGPWithdrawOnStop: *bgpWithdraw,
 	})
 	if err != nil {
 		fail(err)
