@@ -5,7 +5,8 @@ package e2e
 // external gateway on the fabric segment and a client and a server behind it
 // on 203.0.113.0/24. The gateway knows no workload route: from outside,
 // workloads are reachable only by their floating IPs, which the gateway
-// routes to the instance's host as a /32 (calyx has no BGP yet).
+// routes to the instance's host as a /32 (a static route here; bgp_test.go has
+// the gateway learn it by BGP).
 
 import (
 	"fmt"

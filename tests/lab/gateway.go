@@ -372,8 +372,8 @@ func (l *Lab) Gateway() *Gateway {
 // /32 on the gateway via the host when it is on the gateway's segment, else
 // via the router between the segments, which gets a /32 via the host too.
 // A route the floating IP had before (to another host) is removed first, so
-// calling it again moves the floating IP. calyx has no BGP yet: this stands
-// for the announcement the data center's router would learn.
+// calling it again moves the floating IP. It stands for the route the
+// gateway learns by BGP (StartFabricBGP) in tests that are not about BGP.
 func (l *Lab) RouteFloatingIP(fip string, host *Host) error {
 	g := l.Gateway()
 	if g == nil {

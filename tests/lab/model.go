@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 )
@@ -128,6 +129,8 @@ type Pool struct {
 	// from it).
 	External bool
 	Disabled bool
+	// DisableBGPExport keeps every route of the pool out of BGP.
+	DisableBGPExport bool
 }
 
 // YAML renders the pool.
@@ -154,6 +157,9 @@ spec:
 	}
 	if p.Disabled {
 		b.WriteString("  disabled: true\n")
+	}
+	if p.DisableBGPExport {
+		b.WriteString("  disableBGPExport: true\n")
 	}
 	return b.String()
 }
@@ -197,4 +203,34 @@ metadata:
 spec:
   metadataAddress: %q
 `, metadataAddress)
+}
+
+// BGPConfigurationYAML renders the BGPConfiguration "default" with the
+// node-to-node mesh on or off.
+func BGPConfigurationYAML(as uint32, mesh bool) string {
+	return fmt.Sprintf("apiVersion: calyx.io/v1\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  asNumber: %d\n  nodeToNodeMeshEnabled: %v\n", as, mesh)
+}
+
+// BGPPeer is a BGPPeer resource: with Node empty it is global (every node
+// peers with it).
+type BGPPeer struct {
+	Name   string
+	PeerIP netip.Addr
+	AS     uint32
+	Node   string
+	// Password is the TCP MD5 password (a literal).
+	Password string
+}
+
+// YAML renders the peer.
+func (p BGPPeer) YAML() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: calyx.io/v1\nkind: BGPPeer\nmetadata:\n  name: %s\nspec:\n  peerIP: %s\n  asNumber: %d\n", p.Name, p.PeerIP, p.AS)
+	if p.Node != "" {
+		fmt.Fprintf(&b, "  node: %s\n", p.Node)
+	}
+	if p.Password != "" {
+		fmt.Fprintf(&b, "  password:\n    value: %q\n", p.Password)
+	}
+	return b.String()
 }

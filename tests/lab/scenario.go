@@ -754,7 +754,7 @@ func UpMulti(ctx context.Context, opts Options, mode EncapMode, out io.Writer) (
 	fmt.Fprintf(out, "the outside world (client %s, server %s behind the gateway):\n", g.Client.IP, g.Server.IP)
 	fmt.Fprintf(out, "  ip netns exec %s ping -c 3 %s          # a host reaches the internet via the gateway\n", m.HostC.NS, g.Server.IP)
 	fmt.Fprintf(out, "  ip netns exec %s bash                   # the external client\n", g.Client.NS)
-	fmt.Fprintf(out, "give wa a floating IP and route it on the gateway (calyx has no BGP yet):\n")
+	fmt.Fprintf(out, "give wa a floating IP and route it on the gateway by hand (make demo shows BIRD learning it by BGP instead):\n")
 	fmt.Fprintf(out, "  %s apply -f %s\n", applyA, fipPath)
 	fmt.Fprintf(out, "  ip -n %s route replace %s/32 via %s\n", g.NS, DemoFloatingIP, m.HostA.Underlay.Addr())
 	fmt.Fprintf(out, "  ip netns exec %s ping -c 3 %s\n", g.Client.NS, DemoFloatingIP)
@@ -791,9 +791,7 @@ func demoFloatingIP(r *runner, l *Lab, m *MultiHost) {
 	}) {
 		return
 	}
-	if !r.step(fmt.Sprintf("route %s to host-a on the gateway (a static route stands for BGP)", DemoFloatingIP), func() error {
-		return l.RouteFloatingIP(DemoFloatingIP, m.HostA)
-	}) {
+	if !demoBGP(r, l, m, g) {
 		return
 	}
 	r.step(fmt.Sprintf("ping %s (wa's floating IP) from the external client %s", DemoFloatingIP, g.Client.IP), func() error {
@@ -824,6 +822,49 @@ func demoFloatingIP(r *runner, l *Lab, m *MultiHost) {
 	for _, args := range [][]string{{"nat", "dump"}, {"ct", "dump"}} {
 		demoCtl(l, r, m.HostA, args...)
 	}
+}
+
+// demoBGP makes the gateway learn the floating IP's route by BGP: BIRD 2 on
+// the gateway and the router, GoBGP in every agent (node-to-node mesh on),
+// then shows what BIRD learned and calyxctl node status.
+func demoBGP(r *runner, l *Lab, m *MultiHost, g *Gateway) bool {
+	var fab *FabricBGP
+	if !r.step("start BIRD 2 on the gateway and the router (AS 65000), one session per host", func() error {
+		var err error
+		fab, err = l.StartFabricBGP(FabricBGPOptions{})
+		return err
+	}) {
+		return false
+	}
+	docs := []string{BGPConfigurationYAML(DefaultNodeAS, true),
+		BGPPeer{Name: "gateway", PeerIP: g.Address.Addr(), AS: DefaultFabricAS}.YAML()}
+	for _, h := range m.Hosts() {
+		if leg, err := m.Router.Leg(h.Segment.Name); err == nil {
+			docs = append(docs, BGPPeer{Name: "router-" + h.Name, PeerIP: leg.Address.Addr(), AS: DefaultFabricAS, Node: h.Name}.YAML())
+		}
+	}
+	model := JoinYAML(docs...)
+	r.print("model (calyxctl apply -f -): BGP with the mesh, the gateway for every node, the router per node", model)
+	if !r.step("calyxctl apply", func() error {
+		o, err := l.Apply("", model)
+		r.print("calyxctl output", o)
+		return err
+	}) {
+		return false
+	}
+	fipRoute := DemoFloatingIP + "/32"
+	if !r.step(fmt.Sprintf("the gateway learns %s via host-a (%s) by BGP: no static route", fipRoute, m.HostA.Underlay.Addr()), func() error {
+		if _, err := fab.Gateway.WaitRoute(fipRoute, m.HostA.Underlay.Addr().String(), 30*time.Second); err != nil {
+			return err
+		}
+		out, err := fab.Gateway.Birdc("show", "route")
+		r.print("birdc show route (on the gateway)", out)
+		return err
+	}) {
+		return false
+	}
+	demoCtl(l, r, m.HostA, "node", "status")
+	return true
 }
 
 // demoPolicyYAML labels wa app=web and lets only wb reach it, on TCP 7007
