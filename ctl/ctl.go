@@ -31,6 +31,9 @@ type Options struct {
 	// over TLS: the CA that signed etcd's certificate, and this client's
 	// certificate and key (both or neither).
 	EtcdCA, EtcdCert, EtcdKey string
+	// Agent is the agent's --metrics listener, where node status and bgp
+	// routes read the BGP speaker's state.
+	Agent string
 
 	// stderr receives the datastore's warnings (Run sets it).
 	stderr io.Writer
@@ -38,7 +41,8 @@ type Options struct {
 
 // DefaultOptions match calyx-agent's defaults.
 func DefaultOptions() Options {
-	return Options{BPFFS: "/sys/fs/bpf/calyx", Datastore: "file:///var/lib/calyx", Output: "table"}
+	return Options{BPFFS: "/sys/fs/bpf/calyx", Datastore: "file:///var/lib/calyx", Output: "table",
+		Agent: "http://127.0.0.1:9091"}
 }
 
 // usageError is a mistake in the command line: exit code 2.
@@ -49,10 +53,11 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 const usage = `usage: calyxctl [--bpffs DIR] [--datastore URL] [--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE]
-                [-o table|json|yaml] COMMAND
+                [--agent URL] [-o table|json|yaml] COMMAND
 
 The datastore is file:///DIR (default file:///var/lib/calyx) or etcd://HOST:PORT[,HOST:PORT];
 --etcd-ca, --etcd-cert and --etcd-key talk TLS to etcd (as calyx-agent's flags of the same names).
+--agent is the agent's --metrics address, for BGP status (default http://127.0.0.1:9091).
 
 verbs (change the model):
   apply -f FILE            create or replace the resources in FILE ('-' for stdin); all or nothing; what it
@@ -78,7 +83,12 @@ nouns (read only):
   counters dump            packets and bytes by interface and verdict reason
   links                    programs attached per interface (ATTACHED: the kernel runs it, checked in
                            calyxctl's network namespace: run it in the host's)
-  node status              this node's underlay, MTUs and encapsulations in use
+  node status              this node's underlay, MTUs and encapsulations in use, then the agent's BGP
+                           peers per family (calicoctl's tables), disagreements with the datastore,
+                           learned routes for the kernel FIB and peers it could not configure
+  bgp routes [--advertised|--received] [PEER]
+                           prefixes this node originates or sends to PEER (--advertised, default), or
+                           learned (--received: best paths, or PEER's Adj-RIB-In)
   nat dump                 floating IPs (with their instance and node) and the active NAT sessions
   ct dump                  the conntrack table, one row per flow
   ct flush                 remove every conntrack entry (established NAT flows break)
@@ -129,6 +139,8 @@ func parseGlobals(args []string, o Options) (Options, []string, error) {
 			dst = &o.EtcdCert
 		case "--etcd-key":
 			dst = &o.EtcdKey
+		case "--agent":
+			dst = &o.Agent
 		case "-o", "--output":
 			dst = &o.Output
 		case "-h", "--help", "help":
@@ -196,6 +208,8 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 			return usagef("policy: want 'policy dump [ENDPOINT]'")
 		}
 		return policyDump(ctx, o, args[1:], stdio)
+	case "bgp":
+		return bgpCmd(ctx, o, args, stdio)
 	case "dhcp":
 		if len(args) != 1 || args[0] != "leases" {
 			return usagef("dhcp: want 'dhcp leases'")

@@ -54,6 +54,10 @@ type nodeStatusRow struct {
 	Peers       int    `json:"peers" table:"PEERS"`
 	VXLANPort   uint16 `json:"vxlanPort" table:"VXLAN-PORT"`
 	VXLANVNI    uint32 `json:"vxlanVNI" table:"VXLAN-VNI"`
+	// BGP is the agent's BGP report; no table tag: the table output prints
+	// it as calicoctl's sections after the row. Nil when the agent could
+	// not be asked.
+	BGP *nodeBGP `json:"bgp,omitempty"`
 }
 
 type counterRow struct {
@@ -155,7 +159,7 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 		if err != nil {
 			return err
 		}
-		return render(stdio.Out, o.Output, []nodeStatusRow{row})
+		return writeNodeStatus(ctx, o, row, stdio)
 	case "counters":
 		cs, err := m.Counters()
 		if err != nil {

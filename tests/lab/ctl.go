@@ -59,6 +59,63 @@ type NodeStatus struct {
 	Peers     int    `json:"peers"`
 	VXLANPort int    `json:"vxlanPort"`
 	VXLANVNI  uint32 `json:"vxlanVNI"`
+	// BGP is the agent's BGP report; nil when calyxctl could not reach
+	// the agent.
+	BGP *NodeBGPStatus `json:"bgp"`
+}
+
+// NodeBGPStatus is node status's "bgp" object.
+type NodeBGPStatus struct {
+	// Running says the speaker runs; Reason says why not.
+	Running   bool            `json:"running"`
+	Reason    string          `json:"reason"`
+	IPv4Peers []BGPPeerStatus `json:"ipv4Peers"`
+	IPv6Peers []BGPPeerStatus `json:"ipv6Peers"`
+	// Disagreements are workload routes on which BGP and the datastore
+	// differ: Learned is BGP's next hop and Expected the datastore's
+	// ("" when that side has no route).
+	Disagreements []struct {
+		Prefix   string `json:"prefix"`
+		Learned  string `json:"learned"`
+		Peer     string `json:"peer"`
+		Expected string `json:"expected"`
+	} `json:"disagreements"`
+	// FIB are the learned routes outside every pool, for the kernel FIB.
+	FIB []struct {
+		Prefix    string `json:"prefix"`
+		NextHop   string `json:"nextHop"`
+		Via       string `json:"via"`
+		Installed bool   `json:"installed"`
+		Error     string `json:"error"`
+	} `json:"fib"`
+	// PeerErrors are the configured peers the speaker could not use.
+	PeerErrors []string `json:"peerErrors"`
+}
+
+// BGPPeerStatus is one row of node status's BGP tables.
+type BGPPeerStatus struct {
+	PeerAddress string `json:"peerAddress"`
+	// PeerType is "node-to-node mesh", "global" or "node specific".
+	PeerType string `json:"peerType"`
+	// State is "up" when Established, "start" otherwise.
+	State string `json:"state"`
+	// Since is RFC 3339, "" when the session never changed state.
+	Since string `json:"since"`
+	// Info is the FSM state, with the last disconnect cause when not
+	// Established.
+	Info               string `json:"info"`
+	Established        bool   `json:"established"`
+	PrefixesReceived   uint64 `json:"prefixesReceived"`
+	PrefixesAdvertised uint64 `json:"prefixesAdvertised"`
+}
+
+// BGPRoute is one row of "calyxctl bgp routes -o json".
+type BGPRoute struct {
+	Prefix  string `json:"prefix"`
+	NextHop string `json:"nextHop"`
+	// Peer is the peer it came from or goes to; "" for the node's own.
+	Peer  string `json:"peer"`
+	Stale bool   `json:"stale"`
 }
 
 // Counter reasons of the multi-host paths ("calyxctl counters dump").
@@ -100,7 +157,9 @@ type Link struct {
 }
 
 // CtlArgs returns calyxctl's command line with the lab's datastore and the
-// host's bpffs directory (the lab's bpffs root when host is "").
+// host's bpffs directory (the lab's bpffs root when host is ""), and for a
+// host its agent's listener as --agent (calyxctl runs in the host's
+// namespace, where the agent serves on MetricsAddr).
 func (l *Lab) CtlArgs(host string, args ...string) ([]string, error) {
 	bpffs := l.BPFFS
 	if host != "" {
@@ -112,6 +171,11 @@ func (l *Lab) CtlArgs(host string, args ...string) ([]string, error) {
 	}
 	full := append([]string{l.CtlBinary()}, l.datastoreArgs()...)
 	full = append(full, "--bpffs", bpffs)
+	if host != "" {
+		// One word, so that the fake calyxctl's verb() (which knows only
+		// the flags it was written for) skips it as a flag.
+		full = append(full, "--agent=http://"+l.opts.MetricsAddr)
+	}
 	return append(full, args...), nil
 }
 
@@ -192,6 +256,28 @@ func (l *Lab) NodeStatus(host string) (NodeStatus, error) {
 		return NodeStatus{}, fmt.Errorf("calyxctl node status on %s: got %d objects, want 1", host, len(v))
 	}
 	return v[0], nil
+}
+
+// NodeStatusTable returns the table output of "calyxctl node status" for
+// host: the node row and the BGP sections.
+func (l *Lab) NodeStatusTable(host string) (string, error) {
+	out, _, err := l.Calyxctl(host, "node", "status")
+	return out, err
+}
+
+// BGPRoutes returns "calyxctl bgp routes" for host: the prefixes the node
+// originates, or with peer those it sends to peer; with received, every
+// best path it learned, or with peer what peer sent (its Adj-RIB-In).
+func (l *Lab) BGPRoutes(host string, received bool, peer string) ([]BGPRoute, error) {
+	args := []string{"bgp", "routes", "--advertised"}
+	if received {
+		args[2] = "--received"
+	}
+	if peer != "" {
+		args = append(args, peer)
+	}
+	var v []BGPRoute
+	return v, l.CalyxctlJSON(host, &v, args...)
 }
 
 // RouteFor returns the row of routes the BPF route lookup would pick for
