@@ -367,7 +367,7 @@ func TestAgentPlumbing(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatal(err)
 	}
-	wantArgs := []string{"--datastore", "file://" + l.DatastoreDir, "--bpffs", h.BPFFS, "-o", "json", "apply", "-f", "-"}
+	wantArgs := []string{"--datastore", "file://" + l.DatastoreDir, "--bpffs", h.BPFFS, "--agent=http://" + l.opts.MetricsAddr, "-o", "json", "apply", "-f", "-"}
 	if strings.Join(got.Args, " ") != strings.Join(wantArgs, " ") || got.Stdin != "kind: IPPool\n" {
 		t.Errorf("calyxctl got %q stdin %q", got.Args, got.Stdin)
 	}
