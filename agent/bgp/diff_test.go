@@ -41,7 +41,11 @@ func (f *fakeAPI) DeletePath(r apiutil.DeletePathRequest) error {
 }
 
 func (f *fakeAPI) AddDefinedSet(_ context.Context, r *api.AddDefinedSetRequest) error {
-	f.calls = append(f.calls, fmt.Sprintf("set %s %v", r.DefinedSet.Name, r.DefinedSet.List[len(sentinelNeighbors):]))
+	f.calls = append(f.calls, fmt.Sprintf("set %s +%v", r.DefinedSet.Name, r.DefinedSet.List))
+	return nil
+}
+func (f *fakeAPI) DeleteDefinedSet(_ context.Context, r *api.DeleteDefinedSetRequest) error {
+	f.calls = append(f.calls, fmt.Sprintf("set %s -%v", r.DefinedSet.Name, r.DefinedSet.List))
 	return nil
 }
 func (f *fakeAPI) ResetPeer(_ context.Context, r *api.ResetPeerRequest) error {
@@ -79,7 +83,7 @@ func TestSetPeersAndAdvertisementsDiff(t *testing.T) {
 		{"peers before the first advertisements are only recorded", func() error { return s.SetPeers([]Peer{p2, p1}) }, nil},
 		{"first advertisements, then the peers", func() error { return s.SetAdvertisements([]Advertisement{a2, a1}) }, []string{
 			"add 10.244.1.0/26 via 192.168.1.10", "add 203.0.113.5/32 via 192.168.1.10",
-			"set calyx-nodes [192.168.1.2/32]", "set calyx-external [192.168.1.1/32]", "set calyx-keep-next-hop []",
+			"set calyx-nodes +[192.168.1.2/32]", "set calyx-external +[192.168.1.1/32]",
 			`addpeer 192.168.1.1 as65000 pw=""`, `addpeer 192.168.1.2 as64512 pw=""`}},
 		{"same set: nothing", func() error { return s.SetAdvertisements([]Advertisement{a1, a2}) }, nil},
 		{"same peers: nothing", func() error { return s.SetPeers([]Peer{p1, p2}) }, nil},
@@ -94,7 +98,7 @@ func TestSetPeersAndAdvertisementsDiff(t *testing.T) {
 			p1pw := p1
 			p1pw.Password = "s3cret"
 			return s.SetPeers([]Peer{p1pw, p2rr, p3})
-		}, []string{"set calyx-nodes [192.168.1.2/32 192.168.1.3/32]", "delpeer 192.168.1.1", "updpeer 192.168.1.2 rrc=true",
+		}, []string{"set calyx-nodes +[192.168.1.3/32]", "delpeer 192.168.1.1", "updpeer 192.168.1.2 rrc=true",
 			`addpeer 192.168.1.1 as65000 pw="s3cret"`, `addpeer 192.168.1.3 as64512 pw=""`}},
 		{"keep next hop: the peer's routes are sent again under the new policy", func() error {
 			p1pw := p1
@@ -103,9 +107,9 @@ func TestSetPeersAndAdvertisementsDiff(t *testing.T) {
 			p2rr := p2
 			p2rr.RouteReflectorClient = true
 			return s.SetPeers([]Peer{p1pw, p2rr, p3})
-		}, []string{"set calyx-keep-next-hop [192.168.1.1/32]", "updpeer 192.168.1.1 rrc=false", "resend 192.168.1.1"}},
+		}, []string{"set calyx-keep-next-hop +[192.168.1.1/32]", "updpeer 192.168.1.1 rrc=false", "resend 192.168.1.1"}},
 		{"all peers gone", func() error { return s.SetPeers(nil) }, []string{
-			"set calyx-nodes []", "set calyx-external []", "set calyx-keep-next-hop []",
+			"set calyx-nodes -[192.168.1.2/32 192.168.1.3/32]", "set calyx-external -[192.168.1.1/32]", "set calyx-keep-next-hop -[192.168.1.1/32]",
 			"delpeer 192.168.1.1", "delpeer 192.168.1.2", "delpeer 192.168.1.3"}},
 		{"all routes gone", func() error { return s.SetAdvertisements(nil) }, []string{
 			"del 10.244.1.0/26 withdraw=true", "del 10.244.7.9/32 withdraw=true"}},

@@ -25,7 +25,9 @@ import (
 //   - keepNextHopSet (peers with KeepNextHop): the next hop is left as it is.
 //
 // A neighbor set with no entry matches every peer in GoBGP, so each set always holds
-// sentinelNeighbors, addresses no peer can have.
+// sentinelNeighbors, addresses no peer can have. The sets are changed in place (entries
+// added and removed): GoBGP's statements keep the set object they were defined with,
+// and a set replaced by AddDefinedSet's Replace would go unseen by them.
 const (
 	exportPolicy   = "calyx-export"
 	nodeSet        = "calyx-nodes"
@@ -39,7 +41,7 @@ var sentinelNeighbors = []string{"0.0.0.0/32", "::/128"}
 // its assignment as the global export policy, default accept.
 func installExportPolicy(ctx context.Context, a policyAPI) error {
 	for _, name := range []string{nodeSet, externalSet, keepNextHopSet} {
-		if err := a.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: neighborSet(name, nil)}); err != nil {
+		if err := a.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: neighborSet(name, nil, true)}); err != nil {
 			return fmt.Errorf("bgp: neighbor set %s: %w", name, err)
 		}
 	}
@@ -86,8 +88,13 @@ func exportSets(peers map[netip.Addr]Peer) map[string][]netip.Addr {
 	return out
 }
 
-func neighborSet(name string, members []netip.Addr) *api.DefinedSet {
-	list := slices.Clone(sentinelNeighbors)
+// neighborSet is the API's form of a neighbor set of members (and the
+// sentinels when sentinels is set).
+func neighborSet(name string, members []netip.Addr, sentinels bool) *api.DefinedSet {
+	var list []string
+	if sentinels {
+		list = slices.Clone(sentinelNeighbors)
+	}
 	for _, a := range members {
 		list = append(list, netip.PrefixFrom(a, a.BitLen()).String())
 	}

@@ -104,6 +104,7 @@ type bgpAPI interface {
 	AddPath(apiutil.AddPathRequest) ([]apiutil.AddPathResponse, error)
 	DeletePath(apiutil.DeletePathRequest) error
 	AddDefinedSet(context.Context, *api.AddDefinedSetRequest) error
+	DeleteDefinedSet(context.Context, *api.DeleteDefinedSetRequest) error
 	ResetPeer(context.Context, *api.ResetPeerRequest) error
 }
 
@@ -313,16 +314,23 @@ func (s *Speaker) applyPeersLocked() error {
 	sets := exportSets(want)
 	var resend []netip.Addr
 	for _, name := range []string{nodeSet, externalSet, keepNextHopSet} {
-		if s.sets != nil && slices.Equal(s.sets[name], sets[name]) {
-			continue
+		// In place: GoBGP's policy statements hold the set they were
+		// defined with, and a replaced set would go unseen by them.
+		add, del := setDiff(s.sets[name], sets[name])
+		if len(add) > 0 {
+			err := s.api.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: neighborSet(name, add, false)})
+			if err != nil {
+				return fmt.Errorf("bgp: neighbor set %s: %w", name, err)
+			}
 		}
-		err := s.api.AddDefinedSet(ctx, &api.AddDefinedSetRequest{DefinedSet: neighborSet(name, sets[name]), Replace: true})
-		if err != nil {
-			return fmt.Errorf("bgp: neighbor set %s: %w", name, err)
+		if len(del) > 0 {
+			err := s.api.DeleteDefinedSet(ctx, &api.DeleteDefinedSetRequest{DefinedSet: neighborSet(name, del, false)})
+			if err != nil {
+				return fmt.Errorf("bgp: neighbor set %s: %w", name, err)
+			}
 		}
-		if s.sets != nil {
-			resend = append(resend, symmetricDiff(s.sets[name], sets[name])...)
-		}
+		resend = append(resend, add...)
+		resend = append(resend, del...)
 	}
 	s.sets = sets
 	d := diffPeers(s.peers, s.want)
@@ -356,20 +364,19 @@ func (s *Speaker) applyPeersLocked() error {
 	return nil
 }
 
-// symmetricDiff returns the addresses in exactly one of the sorted lists a and b.
-func symmetricDiff(a, b []netip.Addr) []netip.Addr {
-	var out []netip.Addr
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			out = append(out, x)
+// setDiff returns what to add to have to make want, and what to remove.
+func setDiff(have, want []netip.Addr) (add, del []netip.Addr) {
+	for _, x := range want {
+		if !slices.Contains(have, x) {
+			add = append(add, x)
 		}
 	}
-	for _, x := range b {
-		if !slices.Contains(a, x) {
-			out = append(out, x)
+	for _, x := range have {
+		if !slices.Contains(want, x) {
+			del = append(del, x)
 		}
 	}
-	return out
+	return add, del
 }
 
 func (s *Speaker) apiPeer(p Peer) *api.Peer {
