@@ -206,6 +206,11 @@ func advertiseInput(s *model.Snapshot, node string) bgp.AdvertiseInput {
 		}
 	}
 	in.Pools = bgpPools(s)
+	if st, err := model.BGPSettingsFor(s, node); err == nil {
+		for _, pa := range st.PrefixAdvertisements {
+			in.Communities = append(in.Communities, bgp.PrefixCommunities{Prefix: pa.CIDR, Communities: pa.Communities})
+		}
+	}
 	return in
 }
 

@@ -3,6 +3,8 @@ package bgp
 import (
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/calyxnet/calyx/agent/bgpstatus"
 )
@@ -31,6 +33,16 @@ type AdvertiseInput struct {
 	// FloatingIPs are the floating IPs held by the node's local endpoints.
 	FloatingIPs []netip.Addr
 	Pools       []Pool
+	// Communities attach communities to the routes inside a prefix
+	// (BGPConfiguration's prefixAdvertisements).
+	Communities []PrefixCommunities
+}
+
+// PrefixCommunities are communities for every route inside Prefix, each
+// "aa:nn" (standard) or "aa:nn:mm" (large).
+type PrefixCommunities struct {
+	Prefix      netip.Prefix
+	Communities []string
 }
 
 // Advertise returns what a node advertises, sorted by prefix, without duplicates: one
@@ -55,7 +67,13 @@ func Advertise(in AdvertiseInput) []Advertisement {
 		if !nh.IsValid() || nh.Is4() != p.Addr().Is4() {
 			return
 		}
-		out[p] = Advertisement{Prefix: p, NextHop: nh}
+		ad := Advertisement{Prefix: p, NextHop: nh}
+		for _, pc := range in.Communities {
+			if pc.Prefix.Addr().Is4() == p.Addr().Is4() && pc.Prefix.Bits() <= p.Bits() && pc.Prefix.Contains(p.Addr()) {
+				addCommunities(&ad, pc.Communities)
+			}
+		}
+		out[p] = ad
 	}
 	for _, b := range in.Blocks {
 		if b.IsValid() {
@@ -79,6 +97,37 @@ func Advertise(in AdvertiseInput) []Advertisement {
 	}
 	slices.SortFunc(res, func(a, b Advertisement) int { return comparePrefix(a.Prefix, b.Prefix) })
 	return res
+}
+
+// addCommunities adds cs to ad, once each; a string that is neither "aa:nn" nor
+// "aa:nn:mm" of numbers in range (the model refuses those) is left out.
+func addCommunities(ad *Advertisement, cs []string) {
+	for _, c := range cs {
+		parts := strings.Split(c, ":")
+		var n [3]uint32
+		ok := len(parts) == 2 || len(parts) == 3
+		for i, p := range parts {
+			if !ok {
+				break
+			}
+			bits := 32
+			if len(parts) == 2 {
+				bits = 16
+			}
+			v, err := strconv.ParseUint(p, 10, bits)
+			ok = err == nil
+			n[i] = uint32(v)
+		}
+		switch {
+		case !ok:
+		case len(parts) == 2:
+			if v := n[0]<<16 | n[1]; !slices.Contains(ad.Communities, v) {
+				ad.Communities = append(ad.Communities, v)
+			}
+		case !slices.Contains(ad.LargeCommunities, n):
+			ad.LargeCommunities = append(ad.LargeCommunities, n)
+		}
+	}
 }
 
 // FIBRoute is a learned route for the kernel FIB (the underlay's table).

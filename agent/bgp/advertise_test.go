@@ -50,6 +50,19 @@ func TestAdvertise(t *testing.T) {
 		{"longest pool wins", AdvertiseInput{Node: node, Pools: append(pools, Pool{CIDR: pfx("10.244.128.0/17"), DisableBGPExport: true}),
 			Blocks: []netip.Prefix{pfx("10.244.1.0/26"), pfx("10.244.130.0/26")}},
 			[]Advertisement{adv("10.244.1.0/26", node)}},
+		{"communities of every prefixAdvertisement containing the route", AdvertiseInput{Node: node, Pools: pools,
+			Blocks: []netip.Prefix{pfx("10.244.1.0/26"), pfx("10.244.200.0/26")}, FloatingIPs: []netip.Addr{ip("203.0.113.5")},
+			Communities: []PrefixCommunities{
+				{Prefix: pfx("10.244.0.0/16"), Communities: []string{"65000:100", "64512:1:2"}},
+				{Prefix: pfx("10.244.1.0/24"), Communities: []string{"65000:100", "65000:200"}},
+				{Prefix: pfx("10.244.1.0/28"), Communities: []string{"1:1"}}, // narrower than the block
+				{Prefix: pfx("203.0.113.5/32"), Communities: []string{"65535:65535", "bad", "70000:1"}},
+			}},
+			[]Advertisement{
+				{Prefix: pfx("10.244.1.0/26"), NextHop: node, Communities: []uint32{65000<<16 | 100, 65000<<16 | 200}, LargeCommunities: [][3]uint32{{64512, 1, 2}}},
+				{Prefix: pfx("10.244.200.0/26"), NextHop: node, Communities: []uint32{65000<<16 | 100}, LargeCommunities: [][3]uint32{{64512, 1, 2}}},
+				{Prefix: pfx("203.0.113.5/32"), NextHop: node, Communities: []uint32{0xffffffff}},
+			}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -73,5 +73,6 @@ func diffAdverts(have map[netip.Prefix]Advertisement, want []Advertisement) (add
 }
 
 func sameAdvert(a, b Advertisement) bool {
-	return a.Prefix == b.Prefix && a.NextHop == b.NextHop && slices.Equal(a.Communities, b.Communities)
+	return a.Prefix == b.Prefix && a.NextHop == b.NextHop && slices.Equal(a.Communities, b.Communities) &&
+		slices.Equal(a.LargeCommunities, b.LargeCommunities)
 }

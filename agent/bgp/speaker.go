@@ -85,9 +85,12 @@ type Peer struct {
 
 // Advertisement is one route this speaker originates.
 type Advertisement struct {
-	Prefix      netip.Prefix
-	NextHop     netip.Addr
-	Communities []uint32
+	Prefix  netip.Prefix
+	NextHop netip.Addr
+	// Communities are standard communities (RFC 1997, aa:nn as aa<<16|nn),
+	// LargeCommunities large ones (RFC 8092, aa:nn:mm).
+	Communities      []uint32
+	LargeCommunities [][3]uint32
 }
 
 // Route is a route learned from or sent to a peer.
@@ -499,6 +502,13 @@ func apiPath(a Advertisement, withdraw bool) (*apiutil.Path, error) {
 	}
 	if len(a.Communities) > 0 {
 		attrs = append(attrs, gobgp.NewPathAttributeCommunities(slices.Clone(a.Communities)))
+	}
+	if len(a.LargeCommunities) > 0 {
+		var lc []*gobgp.LargeCommunity
+		for _, c := range a.LargeCommunities {
+			lc = append(lc, gobgp.NewLargeCommunity(c[0], c[1], c[2]))
+		}
+		attrs = append(attrs, gobgp.NewPathAttributeLargeCommunities(lc))
 	}
 	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs, Withdrawal: withdraw}, nil
 }

@@ -176,7 +176,9 @@ func waitNodeStatus(t *testing.T, l *lab.Lab, host string, want int) lab.NodeSta
 //   - a floating IP moved to another host: the gateway's route follows
 //     within 5 s and new connections reach the new instance;
 //   - Never mode across the router works with BGP (the router learns the
-//     workloads' routes; TestMultiHostModes shows it does not without).
+//     workloads' routes; TestMultiHostModes shows it does not without);
+//   - SIGTERM keeps the routes at the gateway, SIGTERM with
+//     --bgp-withdraw-on-stop withdraws them.
 func TestBGPFabric(t *testing.T) {
 	e := bgpSetup(t, true, lab.FabricBGPOptions{},
 		lab.Pool{Name: "private-fips", CIDR: privatePool, External: true, DisableBGPExport: true}.YAML(),
@@ -268,6 +270,44 @@ func TestBGPFabric(t *testing.T) {
 	t.Run("agent SIGKILLed and restarted", func(t *testing.T) { testBGPRestart(t, e) })
 	t.Run("floating IP moves", func(t *testing.T) { testBGPFloatingIPMove(t, e) })
 	t.Run("Never mode across the router", func(t *testing.T) { testBGPNeverAcrossRouter(t, e) })
+	t.Run("stop with and without withdrawing", func(t *testing.T) { testBGPStop(t, e) })
+}
+
+// testBGPStop stops host-c's agent with SIGTERM: by default the gateway
+// keeps its routes (a graceful restart, as an upgrade wants); with
+// --bgp-withdraw-on-stop they are withdrawn at once.
+func testBGPStop(t *testing.T, e *bgpEnv) {
+	l, m := e.l, e.m
+	wc := netip.PrefixFrom(m.WC.IP, 32).String()
+	if err := l.StopAgent(m.HostC.Name); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	if _, err := e.fab.Gateway.WaitRoute(wc, m.HostC.Underlay.Addr().String(), time.Second); err != nil {
+		t.Errorf("a plain stop withdrew host-c's routes: %v", err)
+	}
+	if err := l.StartAgent(m.HostC.Name, "--bgp-withdraw-on-stop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.fab.Gateway.WaitProtocol(lab.BIRDProtocolName(m.HostC.Name), bgpTimeout, func(p lab.BIRDProtocol) error {
+		if !p.Established() || p.GRActive {
+			return fmt.Errorf("%s %q, graceful restart active %v", p.State, p.Info, p.GRActive)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := l.StopAgent(m.HostC.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.fab.Gateway.WaitNoRoute(wc, 5*time.Second); err != nil {
+		t.Errorf("--bgp-withdraw-on-stop: %v", err)
+	}
+	t.Logf("--bgp-withdraw-on-stop: host-c's routes gone from the gateway %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	if err := l.StartAgent(m.HostC.Name); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // testBGPRestart kills host-a's agent with SIGKILL during a ping through its
@@ -435,7 +475,10 @@ func TestBGPRouteReflectorAndMD5(t *testing.T) {
 	l, m := e.l, e.m
 	// Every session with the fabric (BIRD on the gateway and the router)
 	// has the password; host-a reflects.
-	docs := []string{lab.NodeYAML(m.HostA) + "  routeReflectorClusterID: 10.30.0.11\n"}
+	// The floating IPs' routes carry communities (prefixAdvertisements).
+	docs := []string{lab.NodeYAML(m.HostA) + "  routeReflectorClusterID: 10.30.0.11\n",
+		lab.BGPConfigurationYAML(nodeAS, false) + "  communities:\n  - name: tenant-fips\n    value: 64512:1:2\n" +
+			"  prefixAdvertisements:\n  - cidr: " + lab.FloatingPool + "\n    communities: [tenant-fips, \"65000:100\"]\n"}
 	for _, p := range e.peers {
 		p.Password = password
 		docs = append(docs, p.YAML())
@@ -476,6 +519,14 @@ func TestBGPRouteReflectorAndMD5(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s learns %s through the reflector: %v", c.host.Name, c.prefix, err)
 		}
+	}
+
+	r, err := e.fab.Gateway.WaitRoute(fipA+"/32", m.HostA.Underlay.Addr().String(), bgpTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, lc := r.Attrs["BGP.community"], r.Attrs["BGP.large_community"]; c != "(65000,100)" || lc != "(64512, 1, 2)" {
+		t.Errorf("gateway's route for %s: communities %q, large communities %q; want (65000,100) and (64512, 1, 2)", fipA, c, lc)
 	}
 
 	// host-c's gateway session: wrong password on the other side.
