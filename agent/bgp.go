@@ -94,7 +94,11 @@ func (a *Agent) syncBGP(ctx context.Context) {
 		a.log.Warn("BGP peers", "err", err)
 		peerErrs = append(peerErrs, err.Error())
 	}
-	if err := sp.SetAdvertisements(bgp.Advertise(advertiseInput(snap, a.cfg.Node))); err != nil {
+	var own []bgp.Advertisement
+	if in := advertiseInputs(snap)[a.cfg.Node]; in != nil {
+		own = bgp.Advertise(*in)
+	}
+	if err := sp.SetAdvertisements(own); err != nil {
 		a.log.Warn("BGP advertisements", "err", err)
 	}
 	a.bgp.mu.Lock()
@@ -175,43 +179,47 @@ func bgpPeers(st model.BGPSettings, node *model.Node) ([]bgp.Peer, []string) {
 	return out, errs
 }
 
-// advertiseInput is what node advertises, from the model: its IPAM blocks,
-// its endpoints' addresses and the floating IPs they hold.
-func advertiseInput(s *model.Snapshot, node string) bgp.AdvertiseInput {
-	var in bgp.AdvertiseInput
-	if n, ok := s.Nodes[node]; ok {
-		in.Node = n.Spec.IPv4Address.Addr()
+// advertiseInputs is what every node advertises, from the model: its IPAM
+// blocks, its endpoints' addresses and the floating IPs they hold, with the
+// communities of BGPConfiguration's prefixAdvertisements. One pass over the
+// model for all nodes: the agent needs its own (to advertise) and the
+// others' (to check what BGP learned against).
+func advertiseInputs(s *model.Snapshot) map[string]*bgp.AdvertiseInput {
+	out := make(map[string]*bgp.AdvertiseInput, len(s.Nodes))
+	pools := bgpPools(s)
+	var communities []bgp.PrefixCommunities
+	for _, pa := range s.EffectiveBGPConfiguration().Spec.ResolvedPrefixAdvertisements() {
+		communities = append(communities, bgp.PrefixCommunities{Prefix: pa.CIDR, Communities: pa.Communities})
+	}
+	for name, n := range s.Nodes {
+		in := &bgp.AdvertiseInput{Node: n.Spec.IPv4Address.Addr(), Pools: pools, Communities: communities}
 		if n.Spec.IPv6Address.IsValid() {
 			in.Node6 = n.Spec.IPv6Address.Addr()
 		}
+		out[name] = in
 	}
 	for _, b := range s.Blocks {
-		if b.Spec.Node == node && b.Spec.CIDR.IsValid() {
+		if in := out[b.Spec.Node]; in != nil && b.Spec.CIDR.IsValid() {
 			in.Blocks = append(in.Blocks, b.Spec.CIDR)
 		}
 	}
-	local := map[string]bool{}
+	holder := map[string]*bgp.AdvertiseInput{}
 	for _, ep := range s.Endpoints {
-		if ep.Spec.Node != node {
+		in := out[ep.Spec.Node]
+		if in == nil {
 			continue
 		}
-		local[ep.Metadata.Name] = true
+		holder[ep.Metadata.Name] = in
 		for _, p := range ep.Spec.IPNetworks {
 			in.Endpoints = append(in.Endpoints, p.Addr())
 		}
 	}
 	for _, f := range s.FloatingIPs {
-		if local[f.Spec.Endpoint] {
+		if in := holder[f.Spec.Endpoint]; in != nil {
 			in.FloatingIPs = append(in.FloatingIPs, f.Spec.IP)
 		}
 	}
-	in.Pools = bgpPools(s)
-	if st, err := model.BGPSettingsFor(s, node); err == nil {
-		for _, pa := range st.PrefixAdvertisements {
-			in.Communities = append(in.Communities, bgp.PrefixCommunities{Prefix: pa.CIDR, Communities: pa.Communities})
-		}
-	}
-	return in
+	return out
 }
 
 func bgpPools(s *model.Snapshot) []bgp.Pool {
@@ -286,9 +294,9 @@ func (a *Agent) markFIBFailed(err error) {
 // advertise, and whether this node has a session with another node.
 func (a *Agent) expectedBGPRoutes() ([]bgp.Advertisement, bool) {
 	var out []bgp.Advertisement
-	for name := range a.snap.Nodes {
+	for name, in := range advertiseInputs(a.snap) {
 		if name != a.cfg.Node {
-			out = append(out, bgp.Advertise(advertiseInput(a.snap, name))...)
+			out = append(out, bgp.Advertise(*in)...)
 		}
 	}
 	st, err := model.BGPSettingsFor(a.snap, a.cfg.Node)

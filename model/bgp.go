@@ -993,11 +993,19 @@ func BGPSettingsFor(snap *Snapshot, node string) (BGPSettings, error) {
 	}
 	slices.SortFunc(out.Peers, func(a, b BGPPeerSettings) int { return a.Address.Compare(b.Address) })
 
+	out.PrefixAdvertisements = cfg.ResolvedPrefixAdvertisements()
+	return out, nil
+}
+
+// ResolvedPrefixAdvertisements returns the prefixAdvertisements with
+// community names replaced by their values.
+func (s *BGPConfigurationSpec) ResolvedPrefixAdvertisements() []PrefixAdvertisement {
 	values := map[string]string{}
-	for _, cm := range cfg.Communities {
+	for _, cm := range s.Communities {
 		values[cm.Name] = cm.Value
 	}
-	for _, pa := range cfg.PrefixAdvertisements {
+	var out []PrefixAdvertisement
+	for _, pa := range s.PrefixAdvertisements {
 		r := PrefixAdvertisement{CIDR: pa.CIDR}
 		for _, c := range pa.Communities {
 			if v, ok := values[c]; ok {
@@ -1005,7 +1013,7 @@ func BGPSettingsFor(snap *Snapshot, node string) (BGPSettings, error) {
 			}
 			r.Communities = append(r.Communities, c)
 		}
-		out.PrefixAdvertisements = append(out.PrefixAdvertisements, r)
+		out = append(out, r)
 	}
-	return out, nil
+	return out
 }

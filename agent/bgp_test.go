@@ -1,0 +1,131 @@
+package agent
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/calyxnet/calyx/agent/bgp"
+	"github.com/calyxnet/calyx/model"
+)
+
+const bgpModel = `apiVersion: calyx.io/v1
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 10.65.0.0/16}
+---
+apiVersion: calyx.io/v1
+kind: IPPool
+metadata: {name: fips}
+spec: {cidr: 198.51.100.0/24, external: true}
+---
+apiVersion: calyx.io/v1
+kind: Node
+metadata: {name: host-a}
+spec: {ipv4Address: 10.30.0.11/24}
+---
+apiVersion: calyx.io/v1
+kind: Node
+metadata: {name: host-c}
+spec: {ipv4Address: 10.30.1.13/24}
+---
+apiVersion: calyx.io/v1
+kind: WorkloadEndpoint
+metadata: {name: wa}
+spec: {node: host-a, interface: cxw1, ipNetworks: [10.65.1.2/32]}
+---
+apiVersion: calyx.io/v1
+kind: WorkloadEndpoint
+metadata: {name: wc}
+spec: {node: host-c, interface: cxw3, ipNetworks: [10.65.3.2/32]}
+---
+apiVersion: calyx.io/v1
+kind: FloatingIP
+metadata: {name: fip-wc}
+spec: {ip: 198.51.100.30, endpoint: wc}
+---
+apiVersion: calyx.io/v1
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  communities: [{name: fips, value: "64512:7"}]
+  prefixAdvertisements: [{cidr: 198.51.100.0/24, communities: [fips]}]
+---
+apiVersion: calyx.io/v1
+kind: BGPPeer
+metadata: {name: gateway}
+spec: {peerIP: 10.30.0.254, asNumber: 65000}
+---
+apiVersion: calyx.io/v1
+kind: BGPPeer
+metadata: {name: tor-c}
+spec: {peerIP: 10.30.1.1, asNumber: 65000, node: host-c, sourceAddress: None}
+`
+
+func bgpSnapshot(t *testing.T) *model.Snapshot {
+	t.Helper()
+	rs, err := model.Decode(strings.NewReader(bgpModel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := model.NewSnapshot()
+	for _, r := range rs {
+		s.Put(r)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// What each node advertises comes from one pass over the model, with the
+// prefixAdvertisements' communities resolved.
+func TestAdvertiseInputs(t *testing.T) {
+	in := advertiseInputs(bgpSnapshot(t))
+	got := map[string][]bgp.Advertisement{}
+	for n, i := range in {
+		got[n] = bgp.Advertise(*i)
+	}
+	a, c := netip.MustParseAddr("10.30.0.11"), netip.MustParseAddr("10.30.1.13")
+	want := map[string][]bgp.Advertisement{
+		"host-a": {{Prefix: netip.MustParsePrefix("10.65.1.2/32"), NextHop: a}},
+		"host-c": {{Prefix: netip.MustParsePrefix("10.65.3.2/32"), NextHop: c},
+			{Prefix: netip.MustParsePrefix("198.51.100.30/32"), NextHop: c, Communities: []uint32{64512<<16 | 7}}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v\nwant %v", got, want)
+	}
+}
+
+// Sessions start from the node's address unless sourceAddress is None; an
+// eBGP peer off the node's subnet gets a multihop session.
+func TestBGPPeersSourceAndMultihop(t *testing.T) {
+	s := bgpSnapshot(t)
+	st, err := model.BGPSettingsFor(s, "host-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers, errs := bgpPeers(st, s.Nodes["host-c"])
+	if len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	byAddr := map[string]bgp.Peer{}
+	for _, p := range peers {
+		byAddr[p.Address.String()] = p
+	}
+	if p := byAddr["10.30.0.254"]; p.Multihop != multihopTTL || p.LocalAddress != netip.MustParseAddr("10.30.1.13") || p.Type != bgp.PeerTypeGlobal {
+		t.Errorf("gateway beyond the router: %+v", p)
+	}
+	if p := byAddr["10.30.1.1"]; p.Multihop != 0 || p.LocalAddress.IsValid() || p.Type != bgp.PeerTypeNodeSpecific {
+		t.Errorf("ToR on the node's subnet, sourceAddress None: %+v", p)
+	}
+	if p := byAddr["10.30.0.11"]; p.Multihop != 0 || p.Type != bgp.PeerTypeMesh {
+		t.Errorf("mesh peer (iBGP, no multihop setting): %+v", p)
+	}
+	st.Peers = append(st.Peers, model.BGPPeerSettings{Address: netip.MustParseAddr("10.30.0.9"), ASNumber: 65001, Name: "nofile", PasswordFile: "/nonexistent/calyx-password"})
+	peers, errs = bgpPeers(st, s.Nodes["host-c"])
+	if len(peers) != 3 || len(errs) != 1 || !strings.Contains(errs[0], "peer 10.30.0.9 (nofile): password file") {
+		t.Errorf("unreadable password file: %d peers, errors %q", len(peers), errs)
+	}
+}
