@@ -9,6 +9,7 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -267,6 +268,7 @@ func TestBGPFabric(t *testing.T) {
 		t.Errorf("calyx_bgp_peer_up for the gateway on host-a = %v (found %v, %v), want 1", v, ok, err)
 	}
 
+	t.Run("hostile announcements from the fabric", func(t *testing.T) { testBGPHostileAnnouncements(t, e) })
 	t.Run("agent SIGKILLed and restarted", func(t *testing.T) { testBGPRestart(t, e) })
 	t.Run("floating IP moves", func(t *testing.T) { testBGPFloatingIPMove(t, e) })
 	t.Run("Never mode across the router", func(t *testing.T) { testBGPNeverAcrossRouter(t, e) })
@@ -307,6 +309,79 @@ func testBGPStop(t *testing.T, e *bgpEnv) {
 	t.Logf("--bgp-withdraw-on-stop: host-c's routes gone from the gateway %v after SIGTERM", time.Since(start).Round(time.Millisecond))
 	if err := l.StartAgent(m.HostC.Name); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testBGPHostileAnnouncements has the gateway announce a prefix inside the
+// workload pool and a default route. The pool prefix never reaches the BPF
+// route map or the kernel FIB and shows in node status as a disagreement;
+// the default goes to the FIB at metric 1024 beside the host's own default,
+// which stays in force.
+func testBGPHostileAnnouncements(t *testing.T, e *bgpEnv) {
+	l, m := e.l, e.m
+	const inPool = "10.65.200.0/24"
+	opts := e.fab.Gateway.Options()
+	orig := opts.Announce
+	opts.Announce = append(slices.Clone(orig), netip.MustParsePrefix(inPool), netip.MustParsePrefix("0.0.0.0/0"))
+	if err := e.fab.Gateway.Reconfigure(opts); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		opts.Announce = orig
+		if err := e.fab.Gateway.Reconfigure(opts); err != nil {
+			t.Error(err)
+		}
+		waitNodeStatus(t, l, m.HostA.Name, 4)
+	}()
+	h := m.HostA
+	err := lab.Eventually(bgpTimeout, 500*time.Millisecond, func() error {
+		st, err := l.NodeStatus(h.Name)
+		if err != nil {
+			return err
+		}
+		for _, d := range st.BGP.Disagreements {
+			if d.Prefix == inPool && d.Learned == e.gw.String() && d.Expected == "" {
+				t.Logf("%s's node status: %+v", h.Name, d)
+				return nil
+			}
+		}
+		return fmt.Errorf("no disagreement for %s: %+v", inPool, st.BGP.Disagreements)
+	})
+	if err != nil {
+		t.Errorf("%s: %v", h.Name, err)
+	}
+	routes, err := l.Routes(h.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		if r.CIDR == inPool {
+			t.Errorf("%s: a pool prefix learned from the fabric is in the BPF route map: %+v", h.Name, r)
+		}
+	}
+	err = lab.Eventually(bgpTimeout, 500*time.Millisecond, func() error {
+		res, err := l.Exec(h.NS, "ip", "route", "show", "default")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(res.Stdout, "proto 202") || !strings.Contains(res.Stdout, "metric 1024") {
+			return fmt.Errorf("no learned default at metric 1024: %q", res.Stdout)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("%s: %v", h.Name, err)
+	}
+	res, err := l.Exec(h.NS, "ip", "route", "show", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("ip route show default on %s:\n%s", h.Name, res.Stdout)
+	if lines := strings.Split(strings.TrimSpace(res.Stdout), "\n"); len(lines) != 2 || strings.Contains(lines[0], "proto 202") {
+		t.Errorf("%s: the host's own default must stay first, beside the learned one:\n%s", h.Name, res.Stdout)
+	}
+	if res, err := l.Exec(h.NS, "ip", "route", "show", inPool); err != nil || strings.TrimSpace(res.Stdout) != "" {
+		t.Errorf("%s: kernel route for the pool prefix %s: %q (%v)", h.Name, inPool, res.Stdout, err)
 	}
 }
 
