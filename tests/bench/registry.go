@@ -187,6 +187,7 @@ func Registry(quick bool) []*Section {
 		perPacketSection(),
 		controlPlaneSection(quick),
 		etcdSection(quick),
+		bgpSection(),
 	}
 }
 
