@@ -64,7 +64,7 @@ demo: deps build
 # charts bench/*.png (scratch output in bench/out/). About 15 minutes;
 # BENCH_QUICK=1 for a short pass that checks everything works.
 # BENCH_ONLY=twohost (comma-separated: local, twohost, vm, fip, perpacket,
-# controlplane, policy, etcd) for some sections; the other sections' figures are
+# controlplane, policy, etcd, bgp) for some sections; the other sections' figures are
 # carried over from bench/results.json. Every lab is removed at the end,
 # pass, fail or Ctrl-C.
 BENCH_BPF_FLAGS = -benchtime $(if $(BENCH_QUICK),20000x -count 1,100000x -count 5)
