@@ -725,6 +725,55 @@ static __always_inline int cx_nat_drop(__u32 ifindex, int nat, __u32 len)
 	return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
 }
 
+/* cx_local_source says whether saddr is this host's to send from: one of
+ * its own addresses (and subnet gateways), a local workload's, or a
+ * floating IP whose instance runs here. Nothing from the underlay, nor
+ * decapsulated from a tunnel, may carry such a source: TC delivery skips
+ * the kernel's martian and reverse-path checks, and these sources are
+ * trusted (CX_ID_HOST skips ingress policy) or attributed to a workload. */
+static __always_inline int cx_local_source(__be32 saddr)
+{
+	struct cx_identity *id = cx_identity_v4(saddr);
+	struct cx_route *rt;
+	struct cx_fip *fip;
+
+	if (id && (id->flags & CX_ID_HOST))
+		return 1;
+	rt = cx_route_v4(saddr);
+	if (!rt)
+		return 0;
+	if (rt->type == CX_RT_LOCAL_WORKLOAD || rt->type == CX_RT_HOST)
+		return 1;
+	if (rt->type != CX_RT_FIP)
+		return 0;
+	fip = cx_fip_of(saddr);
+	return fip && (fip->flags & CX_FIP_LOCAL);
+}
+
+/* cx_inner_source_ok says whether a node (its underlay address node) may
+ * tunnel a packet with source saddr to this host: not from this host or
+ * its workloads (cx_local_source), not from another node's address, and,
+ * when the route map knows saddr as a workload, only from the workload's
+ * node. Sources that are no workload's (external clients whose traffic the
+ * node forwards to a floating IP here) stay allowed. What remains trusted
+ * is the outer source: the underlay is assumed not to forge node addresses
+ * (IPsec/WireGuard between nodes would be needed to drop that assumption). */
+static __always_inline int cx_inner_source_ok(__be32 saddr, __be32 node)
+{
+	struct cx_route *rt;
+
+	if (cx_local_source(saddr))
+		return 0;
+	rt = cx_route_v4(saddr);
+	if (!rt)
+		return 1;
+	if (rt->type == CX_RT_NODE)
+		return saddr == node;
+	if (rt->type == CX_RT_REMOTE_WORKLOAD)
+		return cx_addr_ip4(rt->next_hop) == node;
+	return 1;
+}
+
 static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx_iface *ifc,
 					  struct hdr_cursor *c, void *data_end)
 {
@@ -849,7 +898,7 @@ static __always_inline int cx_from_wl_dhcp(struct __sk_buff *skb, const struct c
 	if (!udp || udp->source != bpf_htons(CX_DHCP_CLIENT_PORT) || udp->dest != bpf_htons(CX_DHCP_SERVER_PORT))
 		/* UDP from 0.0.0.0 that is not a DHCP client's request. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
-	bcast = iph->daddr == 0xffffffff;
+	bcast = iph->daddr == CX_IP4_BROADCAST;
 	if (bcast ? !cx_mac_is_bcast(eth->h_dest) : !cx_mac_eq(eth->h_dest, ifc->host_mac))
 		/* Neither broadcast nor to the gateway (the host side): a
 		 * request meant for someone else's server. */
@@ -1269,6 +1318,10 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 	if (!iph)
 		/* The inner packet is cut short or not IPv4. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (!cx_inner_source_ok(iph->saddr, outer->saddr))
+		/* A node tunnelling a source that is not its to use: this
+		 * host's, a local workload's, another node's or its workloads'. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
 	rt = cx_route_v4(iph->daddr);
 	if (rt && rt->type == CX_RT_FIP) {
 		/* A floating IP from outside, forwarded by the node it reached
@@ -1371,6 +1424,10 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		/* The host stack would drop it too; count it here. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
 
+	if (cx_local_source(iph->saddr))
+		/* From the wire with a source that is this host's own, a local
+		 * workload's or a local floating IP's: forged. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_UNDERLAY_SPOOF, TC_ACT_SHOT);
 	if (iph->protocol == IPPROTO_IPIP)
 		return cx_decap(skb, cfg, iph, &c, data_end);
 	if (iph->protocol == IPPROTO_UDP) {
@@ -1417,6 +1474,12 @@ int calyx_from_underlay(struct __sk_buff *skb)
 				if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
 					return cx_to_node(skb, ifindex, rt, 0);
 			}
+			/* To a floating IP, but neither a flow this node knows
+			 * nor one a packet like this may start (a TCP segment
+			 * without SYN, an echo reply), or one whose instance has
+			 * no route: never to the host stack, which would route
+			 * it back out to the fabric that sent it here. */
+			return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
 		}
 		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}

@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 
 #define CX_ETH_ALEN 6
+#define CX_IP4_BROADCAST 0xffffffff /* 255.255.255.255, the same in either byte order */
 
 /* Addresses are stored as 16 bytes in network order; IPv4 as v4-mapped IPv6
  * (::ffff:a.b.c.d) so one map serves both families and bpftool shows bytes
@@ -121,6 +122,8 @@ enum cx_reason {
 	CX_REASON_DROP_CT_FULL = 31,    /* a new flow's conntrack entries could not be written (its reply tuple is another flow's) */
 	CX_REASON_DROP_POLICY = 32,     /* network policy (or endpointToHostAction) denied a new flow */
 	CX_REASON_DROP_PREFILTER = 33,  /* the source is on the host-wide prefilter deny list */
+	CX_REASON_DROP_UNDERLAY_SPOOF = 34, /* from the underlay with this host's, a local workload's or a local floating IP's source */
+	CX_REASON_DROP_TUNNEL_INNER_SRC = 35, /* decapsulated, inner source not the sending node's to use */
 	CX_REASON_MAX = 48,
 };
 

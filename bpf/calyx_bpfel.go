@@ -256,36 +256,38 @@ type CalyxCxPolicyVerdict struct {
 type CalyxCxReason uint32
 
 const (
-	CalyxCxReasonCX_REASON_PASS_HOST        CalyxCxReason = 0
-	CalyxCxReasonCX_REASON_DELIVER_LOCAL    CalyxCxReason = 1
-	CalyxCxReasonCX_REASON_ARP_REPLY        CalyxCxReason = 2
-	CalyxCxReasonCX_REASON_TO_WORKLOAD      CalyxCxReason = 3
-	CalyxCxReasonCX_REASON_ENCAP_IPIP       CalyxCxReason = 4
-	CalyxCxReasonCX_REASON_ENCAP_VXLAN      CalyxCxReason = 5
-	CalyxCxReasonCX_REASON_FORWARD_DIRECT   CalyxCxReason = 6
-	CalyxCxReasonCX_REASON_DECAP_IPIP       CalyxCxReason = 7
-	CalyxCxReasonCX_REASON_DECAP_VXLAN      CalyxCxReason = 8
-	CalyxCxReasonCX_REASON_ICMP_FRAG_NEEDED CalyxCxReason = 9
-	CalyxCxReasonCX_REASON_ND_REPLY         CalyxCxReason = 10
-	CalyxCxReasonCX_REASON_DROP_MALFORMED   CalyxCxReason = 16
-	CalyxCxReasonCX_REASON_DROP_SPOOF_IP    CalyxCxReason = 17
-	CalyxCxReasonCX_REASON_DROP_SPOOF_MAC   CalyxCxReason = 18
-	CalyxCxReasonCX_REASON_DROP_NO_ENDPOINT CalyxCxReason = 19
-	CalyxCxReasonCX_REASON_DROP_UNSUPPORTED CalyxCxReason = 20
-	CalyxCxReasonCX_REASON_DROP_ARP_IGNORED CalyxCxReason = 21
-	CalyxCxReasonCX_REASON_DROP_TUNNEL_SRC  CalyxCxReason = 22
-	CalyxCxReasonCX_REASON_DROP_TUNNEL_DST  CalyxCxReason = 23
-	CalyxCxReasonCX_REASON_DROP_TUNNEL_VNI  CalyxCxReason = 24
-	CalyxCxReasonCX_REASON_DROP_NO_ROUTE    CalyxCxReason = 25
-	CalyxCxReasonCX_REASON_DROP_TOO_BIG     CalyxCxReason = 26
-	CalyxCxReasonCX_REASON_DROP_FIB         CalyxCxReason = 27
-	CalyxCxReasonCX_REASON_DROP_HELPER      CalyxCxReason = 28
-	CalyxCxReasonCX_REASON_DROP_ND_IGNORED  CalyxCxReason = 29
-	CalyxCxReasonCX_REASON_DROP_NAT_PORTS   CalyxCxReason = 30
-	CalyxCxReasonCX_REASON_DROP_CT_FULL     CalyxCxReason = 31
-	CalyxCxReasonCX_REASON_DROP_POLICY      CalyxCxReason = 32
-	CalyxCxReasonCX_REASON_DROP_PREFILTER   CalyxCxReason = 33
-	CalyxCxReasonCX_REASON_MAX              CalyxCxReason = 48
+	CalyxCxReasonCX_REASON_PASS_HOST             CalyxCxReason = 0
+	CalyxCxReasonCX_REASON_DELIVER_LOCAL         CalyxCxReason = 1
+	CalyxCxReasonCX_REASON_ARP_REPLY             CalyxCxReason = 2
+	CalyxCxReasonCX_REASON_TO_WORKLOAD           CalyxCxReason = 3
+	CalyxCxReasonCX_REASON_ENCAP_IPIP            CalyxCxReason = 4
+	CalyxCxReasonCX_REASON_ENCAP_VXLAN           CalyxCxReason = 5
+	CalyxCxReasonCX_REASON_FORWARD_DIRECT        CalyxCxReason = 6
+	CalyxCxReasonCX_REASON_DECAP_IPIP            CalyxCxReason = 7
+	CalyxCxReasonCX_REASON_DECAP_VXLAN           CalyxCxReason = 8
+	CalyxCxReasonCX_REASON_ICMP_FRAG_NEEDED      CalyxCxReason = 9
+	CalyxCxReasonCX_REASON_ND_REPLY              CalyxCxReason = 10
+	CalyxCxReasonCX_REASON_DROP_MALFORMED        CalyxCxReason = 16
+	CalyxCxReasonCX_REASON_DROP_SPOOF_IP         CalyxCxReason = 17
+	CalyxCxReasonCX_REASON_DROP_SPOOF_MAC        CalyxCxReason = 18
+	CalyxCxReasonCX_REASON_DROP_NO_ENDPOINT      CalyxCxReason = 19
+	CalyxCxReasonCX_REASON_DROP_UNSUPPORTED      CalyxCxReason = 20
+	CalyxCxReasonCX_REASON_DROP_ARP_IGNORED      CalyxCxReason = 21
+	CalyxCxReasonCX_REASON_DROP_TUNNEL_SRC       CalyxCxReason = 22
+	CalyxCxReasonCX_REASON_DROP_TUNNEL_DST       CalyxCxReason = 23
+	CalyxCxReasonCX_REASON_DROP_TUNNEL_VNI       CalyxCxReason = 24
+	CalyxCxReasonCX_REASON_DROP_NO_ROUTE         CalyxCxReason = 25
+	CalyxCxReasonCX_REASON_DROP_TOO_BIG          CalyxCxReason = 26
+	CalyxCxReasonCX_REASON_DROP_FIB              CalyxCxReason = 27
+	CalyxCxReasonCX_REASON_DROP_HELPER           CalyxCxReason = 28
+	CalyxCxReasonCX_REASON_DROP_ND_IGNORED       CalyxCxReason = 29
+	CalyxCxReasonCX_REASON_DROP_NAT_PORTS        CalyxCxReason = 30
+	CalyxCxReasonCX_REASON_DROP_CT_FULL          CalyxCxReason = 31
+	CalyxCxReasonCX_REASON_DROP_POLICY           CalyxCxReason = 32
+	CalyxCxReasonCX_REASON_DROP_PREFILTER        CalyxCxReason = 33
+	CalyxCxReasonCX_REASON_DROP_UNDERLAY_SPOOF   CalyxCxReason = 34
+	CalyxCxReasonCX_REASON_DROP_TUNNEL_INNER_SRC CalyxCxReason = 35
+	CalyxCxReasonCX_REASON_MAX                   CalyxCxReason = 48
 )
 
 type CalyxCxRoute struct {

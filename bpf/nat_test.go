@@ -804,8 +804,10 @@ func TestNATOutgoingNotTranslated(t *testing.T) {
 }
 
 // 8. What may start a flow: only a bare SYN for TCP and an echo request
-// for ICMP. Anything else without an entry passes as it is and creates
-// none, wherever it comes from.
+// for ICMP. Anything else without an entry creates none, wherever it comes
+// from: from a workload it passes as it is; from the underlay to a floating
+// IP held here it is dropped (drop-no-route: the host stack would route it
+// back out to the fabric that routes the floating IP here).
 func TestNATOnlyFirstPacketsStart(t *testing.T) {
 	ne := newNATEnv(t)
 	w := ne.wl1
@@ -825,8 +827,10 @@ func TestNATOnlyFirstPacketsStart(t *testing.T) {
 			o.unchanged(t)
 		})
 		t.Run("tcp "+s.name+" to a floating IP from outside", func(t *testing.T) {
+			// Dropped: the host stack would route it back out to the
+			// fabric, which routes the floating IP here (a loop).
 			o := ne.fromUL(t, mkFlow(maps.ProtoTCP, client, 40301, fipWL2, 443).frame(ne.routerL2(), s.seg))
-			o.want(t, ok, hit{ne.tun.ul, maps.ReasonPassHost})
+			o.want(t, shot, hit{ne.tun.ul, maps.ReasonDropNoRoute})
 			o.unchanged(t)
 		})
 		t.Run("tcp "+s.name+" to a floating IP from a workload", func(t *testing.T) {
@@ -840,7 +844,7 @@ func TestNATOnlyFirstPacketsStart(t *testing.T) {
 		o.want(t, ok, hit{w, maps.ReasonPassHost})
 		o.unchanged(t)
 		o = ne.fromUL(t, mkFlow(maps.ProtoICMP, client, 5, fipWL2, 0).frame(ne.routerL2(), seg{reply: true}))
-		o.want(t, ok, hit{ne.tun.ul, maps.ReasonPassHost})
+		o.want(t, shot, hit{ne.tun.ul, maps.ReasonDropNoRoute})
 		o.unchanged(t)
 	})
 	t.Run("fragments and IP options", func(t *testing.T) {
@@ -849,8 +853,10 @@ func TestNATOnlyFirstPacketsStart(t *testing.T) {
 		frag[14+6] |= 0x20 // MF
 		fixIPv4Checksum(frag[14:])
 		for _, in := range [][]byte{frag, withOptions(in)} {
+			// Not translated (issue 17 tracks fragments), and never
+			// looped back to the fabric through the host stack.
 			o := ne.fromUL(t, in)
-			o.want(t, ok, hit{ne.tun.ul, maps.ReasonPassHost})
+			o.want(t, shot, hit{ne.tun.ul, maps.ReasonDropNoRoute})
 			o.unchanged(t)
 		}
 	})
@@ -1420,12 +1426,12 @@ func TestNATFloatingIPDecap(t *testing.T) {
 			}
 		})
 	}
-	t.Run("a floating IP whose fixed IP has no route yet: the host's", func(t *testing.T) {
+	t.Run("a floating IP whose fixed IP has no route yet: dropped, not looped through the host", func(t *testing.T) {
 		fip := netip.MustParseAddr("192.0.2.99")
 		must(t, ne.dp.Maps.PutFloatingIP(fip, maps.FloatingIP{Fixed: netip.MustParseAddr("10.66.9.9"), Node: nodeA.addr}))
 		must(t, ne.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), maps.Route{Type: maps.RouteFloatingIP, NextHop: nodeA.addr}))
 		o := ne.fromUL(t, mkFlow(maps.ProtoUDP, client, 43030, fip, 53).frame(ne.routerL2(), seg{}))
-		o.want(t, ok, hit{ul, maps.ReasonPassHost})
+		o.want(t, shot, hit{ul, maps.ReasonDropNoRoute})
 		o.unchanged(t)
 	})
 }

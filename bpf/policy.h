@@ -181,12 +181,15 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, __u32 src_ifind
 	if (cx_flow_info_of(skb, &f))
 		/* Cannot happen: callers parsed the header. */
 		return CX_REASON_DROP_MALFORMED;
+	rid = cx_identity_v4(f.daddr);
 	if (src && (src->egress_table || e2h != CX_E2H_ACCEPT) &&
-	    !(f.proto == IPPROTO_UDP && f.port == CX_DHCP_SERVER_PORT) &&
+	    /* DHCP to the host (a gateway IP) or broadcast: the instance's
+	     * own lease. UDP 67 anywhere else is a flow like any other. */
+	    !(f.proto == IPPROTO_UDP && f.port == CX_DHCP_SERVER_PORT &&
+	      (f.daddr == CX_IP4_BROADCAST || (rid && (rid->flags & CX_ID_HOST)))) &&
 	    !(f.daddr == CX_METADATA_IP && f.proto == IPPROTO_TCP && f.port == bpf_ntohs(CX_METADATA_PORT))) {
 		int check = src->egress_table != 0;
 
-		rid = cx_identity_v4(f.daddr);
 		if (rid && (rid->flags & CX_ID_HOST)) {
 			if (e2h == CX_E2H_DROP && !cx_host_service(&f)) {
 				/* endpointToHostAction Drop: the host is off limits. */

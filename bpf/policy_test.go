@@ -225,7 +225,10 @@ func TestPolicyIngressFromUnderlay(t *testing.T) {
 	in = bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: stranger, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)
 	e.fromUL(t, in).want(t, shot, hit{e.tun.ul, maps.ReasonDropPolicy})
 
-	inner := bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: stranger, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)[14:]
+	// Decapsulated: a workload of nodeA's own (the sender may tunnel it)
+	// that no rule names.
+	nodeAStranger := peer.Next()
+	inner := bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: nodeAStranger, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)[14:]
 	vx := bpftest.IPIP(e.nodeL2(nodeA), bpftest.IPv4{Src: nodeA.addr, Dst: hostAddr, TTL: 64}, inner)
 	e.fromUL(t, vx).want(t, shot, hit{e.tun.ul, maps.ReasonDropPolicy})
 }

@@ -620,8 +620,10 @@ func TestUnderlayDecapDrops(t *testing.T) {
 			tc{n + "outer src unknown", from(netip.MustParseAddr("192.0.2.7")), maps.ReasonDropTunnelSrc},
 			tc{n + "outer src in this node's subnet, not a node", from(netip.MustParseAddr("10.30.0.99")), maps.ReasonDropTunnelSrc},
 			tc{n + "outer src a remote workload", from(src), maps.ReasonDropTunnelSrc},
-			tc{n + "outer src a local workload", from(e.wl1.ip4), maps.ReasonDropTunnelSrc},
-			tc{n + "outer src this host", from(hostAddr), maps.ReasonDropTunnelSrc},
+			// A source of this host's own is forged on the wire, before
+			// any tunnel is looked at.
+			tc{n + "outer src a local workload", from(e.wl1.ip4), maps.ReasonDropUnderlaySpoof},
+			tc{n + "outer src this host", from(hostAddr), maps.ReasonDropUnderlaySpoof},
 			tc{n + "inner dst on the internet", frame(nodeA, hostAddr, udp4(e.wl2, src, internet, 64)), maps.ReasonDropNoRoute},
 			tc{n + "inner dst a workload on another node", frame(nodeA, hostAddr, udp4(e.wl2, src, e.block(t, e.tun.nodeC, enc.encap), 64)), maps.ReasonDropNoRoute},
 			tc{n + "inner dst an unrouted pool address", frame(nodeA, hostAddr, udp4(e.wl2, src, netip.MustParseAddr("10.65.0.99"), 64)), maps.ReasonDropNoRoute},
@@ -942,10 +944,17 @@ func TestTunnelRoundTrip(t *testing.T) {
 		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteNode}))
 		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(dst, 32), maps.Route{Type: maps.RouteLocalWorkload,
 			Ifindex: e.wl2.idx(), MAC: maps.MACFrom(e.wl2.mac), HostMAC: maps.MACFrom(e.wl2.hostMAC), Peer: true}))
+		// To nodeA the sender is a workload of this host's, which may
+		// tunnel it (the inner source check).
+		wr, err := e.dp.Maps.Routes()
+		must(t, err)
+		src := netip.PrefixFrom(w.ip4, 32)
+		must(t, e.dp.Maps.PutRoute(src, maps.Route{Type: maps.RouteRemoteWorkload, Encap: maps.EncapVXLAN, NextHop: hostAddr}))
 		return func() {
 			must(t, e.dp.Maps.PutConfig(e.tun.cfg))
 			must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteHost}))
 			must(t, e.dp.Maps.DeleteRoute(netip.PrefixFrom(dst, 32)))
+			must(t, e.dp.Maps.PutRoute(src, wr[src]))
 		}
 	}
 	for _, enc := range encaps {

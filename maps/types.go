@@ -329,38 +329,46 @@ const (
 	ReasonDropCTFull      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_CT_FULL)
 	ReasonDropPolicy      = Reason(bpf.CalyxCxReasonCX_REASON_DROP_POLICY)
 	ReasonDropPrefilter   = Reason(bpf.CalyxCxReasonCX_REASON_DROP_PREFILTER)
+	// ReasonDropUnderlaySpoof: from the underlay with a source that is this
+	// host's, a local workload's or a floating IP held here.
+	ReasonDropUnderlaySpoof = Reason(bpf.CalyxCxReasonCX_REASON_DROP_UNDERLAY_SPOOF)
+	// ReasonDropTunnelInnerSrc: decapsulated with an inner source the
+	// sending node may not use.
+	ReasonDropTunnelInnerSrc = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TUNNEL_INNER_SRC)
 )
 
 var reasonNames = map[Reason]string{
-	ReasonPassHost:        "pass-host",
-	ReasonDeliverLocal:    "deliver-local",
-	ReasonARPReply:        "arp-reply",
-	ReasonToWorkload:      "to-workload",
-	ReasonEncapIPIP:       "encap-ipip",
-	ReasonEncapVXLAN:      "encap-vxlan",
-	ReasonForwardDirect:   "forward-direct",
-	ReasonDecapIPIP:       "decap-ipip",
-	ReasonDecapVXLAN:      "decap-vxlan",
-	ReasonICMPFragNeeded:  "icmp-frag-needed",
-	ReasonNDReply:         "nd-reply",
-	ReasonDropMalformed:   "drop-malformed",
-	ReasonDropSpoofIP:     "drop-spoof-ip",
-	ReasonDropSpoofMAC:    "drop-spoof-mac",
-	ReasonDropNoEndpoint:  "drop-no-endpoint",
-	ReasonDropUnsupported: "drop-unsupported",
-	ReasonDropARPIgnored:  "drop-arp-ignored",
-	ReasonDropTunnelSrc:   "drop-tunnel-src",
-	ReasonDropTunnelDst:   "drop-tunnel-dst",
-	ReasonDropTunnelVNI:   "drop-tunnel-vni",
-	ReasonDropNoRoute:     "drop-no-route",
-	ReasonDropTooBig:      "drop-too-big",
-	ReasonDropFIB:         "drop-fib",
-	ReasonDropHelper:      "drop-helper",
-	ReasonDropNDIgnored:   "drop-nd-ignored",
-	ReasonDropNATPorts:    "drop-nat-ports",
-	ReasonDropCTFull:      "drop-ct-full",
-	ReasonDropPolicy:      "drop-policy",
-	ReasonDropPrefilter:   "drop-prefilter",
+	ReasonPassHost:           "pass-host",
+	ReasonDeliverLocal:       "deliver-local",
+	ReasonARPReply:           "arp-reply",
+	ReasonToWorkload:         "to-workload",
+	ReasonEncapIPIP:          "encap-ipip",
+	ReasonEncapVXLAN:         "encap-vxlan",
+	ReasonForwardDirect:      "forward-direct",
+	ReasonDecapIPIP:          "decap-ipip",
+	ReasonDecapVXLAN:         "decap-vxlan",
+	ReasonICMPFragNeeded:     "icmp-frag-needed",
+	ReasonNDReply:            "nd-reply",
+	ReasonDropMalformed:      "drop-malformed",
+	ReasonDropSpoofIP:        "drop-spoof-ip",
+	ReasonDropSpoofMAC:       "drop-spoof-mac",
+	ReasonDropNoEndpoint:     "drop-no-endpoint",
+	ReasonDropUnsupported:    "drop-unsupported",
+	ReasonDropARPIgnored:     "drop-arp-ignored",
+	ReasonDropTunnelSrc:      "drop-tunnel-src",
+	ReasonDropTunnelDst:      "drop-tunnel-dst",
+	ReasonDropTunnelVNI:      "drop-tunnel-vni",
+	ReasonDropNoRoute:        "drop-no-route",
+	ReasonDropTooBig:         "drop-too-big",
+	ReasonDropFIB:            "drop-fib",
+	ReasonDropHelper:         "drop-helper",
+	ReasonDropNDIgnored:      "drop-nd-ignored",
+	ReasonDropNATPorts:       "drop-nat-ports",
+	ReasonDropCTFull:         "drop-ct-full",
+	ReasonDropPolicy:         "drop-policy",
+	ReasonDropPrefilter:      "drop-prefilter",
+	ReasonDropUnderlaySpoof:  "drop-underlay-spoof",
+	ReasonDropTunnelInnerSrc: "drop-tunnel-inner-src",
 }
 
 // Reasons lists every reason the programs count, in numeric order.
@@ -371,7 +379,8 @@ func Reasons() []Reason {
 		ReasonDropMalformed, ReasonDropSpoofIP, ReasonDropSpoofMAC, ReasonDropNoEndpoint,
 		ReasonDropUnsupported, ReasonDropARPIgnored, ReasonDropTunnelSrc, ReasonDropTunnelDst,
 		ReasonDropTunnelVNI, ReasonDropNoRoute, ReasonDropTooBig, ReasonDropFIB, ReasonDropHelper,
-		ReasonDropNDIgnored, ReasonDropNATPorts, ReasonDropCTFull, ReasonDropPolicy, ReasonDropPrefilter}
+		ReasonDropNDIgnored, ReasonDropNATPorts, ReasonDropCTFull, ReasonDropPolicy, ReasonDropPrefilter,
+		ReasonDropUnderlaySpoof, ReasonDropTunnelInnerSrc}
 }
 
 func (r Reason) String() string {

@@ -1,0 +1,131 @@
+package bpf_test
+
+// Trust boundaries (issue 15): what the underlay and the tunnels may claim
+// as a source, what a floating IP does with a packet it cannot translate,
+// and what the DHCP exemption from egress policy covers. Each hostile
+// packet is dropped and counted under its own reason.
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/calyxnet/calyx/bpf/bpftest"
+	"github.com/calyxnet/calyx/maps"
+)
+
+// From the underlay, a source that is this host's (its address, an address
+// the ipcache marks as the host's, such as a subnet gateway), a local
+// workload's or a floating IP held here is forged: dropped before any
+// delivery, tunnel or translation. Other sources pass as before.
+func TestUnderlaySourceSpoof(t *testing.T) {
+	ne := newNATEnv(t)
+	ul := ne.tun.ul
+	gateway := netip.MustParseAddr("10.65.0.1")
+	must(t, ne.dp.Maps.PutIPCache(netip.PrefixFrom(gateway, 32), maps.IPCacheEntry{Host: true}))
+	l2 := ne.routerL2()
+	udp := func(src, dst netip.Addr) []byte {
+		return bpftest.IPv4UDP(l2, bpftest.IPv4{Src: src, Dst: dst, TTL: 63}, 40000, 9000, nil)
+	}
+	for name, in := range map[string][]byte{
+		"this host's address to a workload":      udp(hostAddr, ne.wl2.ip4),
+		"this host's address to this host":       udp(hostAddr, hostAddr),
+		"a host-marked address (subnet gateway)": udp(gateway, ne.wl2.ip4),
+		"a local workload to another":            udp(ne.wl1.ip4, ne.wl2.ip4),
+		"a local workload to the internet":       udp(ne.wl1.ip4, server),
+		"a local floating IP to a workload":      udp(fipWL2, ne.wl1.ip4),
+		"a local floating IP to itself":          udp(fipWL2, fipWL2),
+		"this host's address in IP-in-IP from nodeA's MAC": bpftest.IPIP(ne.nodeL2(ne.tun.nodeA),
+			bpftest.IPv4{Src: hostAddr, Dst: hostAddr}, udp(ne.tun.nodeA.addr, ne.wl2.ip4)[14:]),
+	} {
+		t.Run("dropped/"+name, func(t *testing.T) {
+			o := ne.fromUL(t, in)
+			o.want(t, shot, hit{ul, maps.ReasonDropUnderlaySpoof})
+			o.unchanged(t)
+		})
+	}
+	for name, in := range map[string][]byte{
+		"an outside client to this host":             udp(client, hostAddr),
+		"a floating IP held elsewhere to this host":  udp(fipRemote, hostAddr),
+		"a remote node to this host":                 udp(ne.tun.nodeA.addr, hostAddr),
+		"a remote workload to this host (direct)":    udp(ne.block(t, ne.tun.nodeA, maps.EncapNone), hostAddr),
+		"an address in a pool but no block, to host": udp(netip.MustParseAddr("10.65.200.9"), hostAddr),
+	} {
+		t.Run("passed/"+name, func(t *testing.T) {
+			o := ne.fromUL(t, in)
+			o.want(t, ok, hit{ul, maps.ReasonPassHost})
+			o.unchanged(t)
+		})
+	}
+}
+
+// A node may tunnel only sources that are its to send: its own address,
+// its workloads', and addresses that are no workload's (an outside
+// client's traffic it forwards to a floating IP here). This host's
+// address, a local workload's, another node's and another node's
+// workloads' are refused.
+func TestTunnelInnerSource(t *testing.T) {
+	ne := newNATEnv(t)
+	ul := ne.tun.ul
+	nodeA, nodeC := ne.tun.nodeA, ne.tun.nodeC
+	ofA := ne.block(t, nodeA, maps.EncapVXLAN)
+	ofC := ne.block(t, nodeC, maps.EncapVXLAN)
+	dst := ne.wl2
+	l2 := bpftest.L2{Src: mac(0x99, 0x01), Dst: mac(0x99, 0xee)}
+	inner := func(src netip.Addr) []byte {
+		return bpftest.IPv4UDP(l2, bpftest.IPv4{Src: src, Dst: dst.ip4, TTL: 63}, 40000, 9000, nil)
+	}
+	for _, enc := range encaps {
+		for name, src := range map[string]netip.Addr{
+			"this host":                    hostAddr,
+			"a local workload":             ne.wl1.ip4,
+			"a floating IP held here":      fipWL2,
+			"another node's address":       nodeC.addr,
+			"a workload of another node":   ofC,
+			"a node's /32 of another node": ne.tun.nodeB.addr,
+		} {
+			t.Run(enc.name+"/dropped/"+name, func(t *testing.T) {
+				o := ne.fromUL(t, tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, inner(src)))
+				o.want(t, shot, hit{ul, maps.ReasonDropTunnelInnerSrc})
+				o.unchanged(t)
+			})
+		}
+		for name, src := range map[string]netip.Addr{
+			"the sender's own address":   nodeA.addr,
+			"a workload of the sender":   ofA,
+			"an outside client":          client,
+			"a floating IP held by none": netip.MustParseAddr("192.0.2.77"),
+		} {
+			t.Run(enc.name+"/delivered/"+name, func(t *testing.T) {
+				in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, inner(src))
+				o := ne.fromUL(t, in)
+				o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{dst, maps.ReasonToWorkload, len(inner(src))})
+			})
+		}
+	}
+}
+
+// The DHCP exemption from egress policy covers the instance's own lease:
+// UDP to port 67 at the broadcast address or at the host. To port 67
+// anywhere else it is a flow like any other, and a workload whose egress
+// policy denies everything cannot send it.
+func TestDHCPPortNotAPolicyBypass(t *testing.T) {
+	e := newPolicyEnv(t)
+	w := e.wl1
+	e.setTables(t, w, 0, tableDeny)
+	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), maps.IPCacheEntry{Host: true}))
+	to := func(dst netip.Addr) []byte {
+		return bpftest.IPv4UDP(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: dst, TTL: 64}, 68, 67, []byte("not really BOOTP"))
+	}
+	e.fromWL(t, w, to(e.wl2.ip4)).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	e.fromWL(t, w, to(e.block(t, e.tun.nodeA, maps.EncapVXLAN))).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	e.fromWL(t, w, to(netip.MustParseAddr("198.51.100.67"))).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	for name, dst := range map[string]netip.Addr{
+		"broadcast": netip.MustParseAddr("255.255.255.255"),
+		"the host":  hostAddr,
+	} {
+		t.Run("exempt/"+name, func(t *testing.T) {
+			o := e.fromWL(t, w, to(dst))
+			o.want(t, ok, hit{w, maps.ReasonPassHost})
+		})
+	}
+}
