@@ -1,9 +1,9 @@
 // Command calyx-lab builds calyx network-namespace labs: "demo" shows the
 // dataplane working end to end and removes everything, "up" leaves a lab
-// running, "destroy" removes labs (also leftovers of crashed runs) and
-// "list" shows what exists. The hidden command "vm-relay" is the process
-// behind each VM workload (see lab.RunVMRelay). The logic lives in
-// tests/lab.
+// running, "destroy" removes labs (also leftovers of crashed runs),
+// "list" shows what exists and "inject" writes hand-built frames to an
+// interface. The hidden command "vm-relay" is the process behind each VM
+// workload (see lab.RunVMRelay). The logic lives in tests/lab.
 package main
 
 import (
@@ -35,6 +35,10 @@ commands:
                          QEMU with vhost-net) or mixed (even-numbered workloads VMs)
   destroy PREFIX|--all   remove a lab (or every lab) and its leftovers
   list                   list the prefixes of labs present on this machine
+  inject --iface IFACE [--count N] HEXFRAME...
+                         write each Ethernet frame (hex) as it is to a packet socket on
+                         IFACE in the current network namespace, N times (default 1);
+                         run it in a lab namespace with "ip netns exec"
 
 environment:
   CALYX_LAB_WORKLOAD     default workload kind (veth, vm or mixed) when --workload is not given
@@ -73,6 +77,8 @@ func run(ctx context.Context, opts lab.Options, cmd string, args []string) error
 		return up(ctx, opts, args)
 	case "vm-relay":
 		return vmRelay(ctx, args)
+	case "inject":
+		return inject(args)
 	case "destroy":
 		if len(args) != 1 {
 			return fmt.Errorf("destroy needs PREFIX or --all\n%s", usage)
@@ -155,4 +161,31 @@ func vmRelay(ctx context.Context, args []string) error {
 		return fmt.Errorf("vm-relay: unexpected arguments %v", fs.Args())
 	}
 	return lab.RunVMRelay(ctx, cfg)
+}
+
+// inject parses the flags of "inject" and writes the frames.
+func inject(args []string) error {
+	fs := flag.NewFlagSet("calyx-lab inject", flag.ContinueOnError)
+	var cfg lab.InjectConfig
+	fs.StringVar(&cfg.Iface, "iface", "", "interface to write the frames to (in the current network namespace)")
+	fs.IntVar(&cfg.Count, "count", 1, "how many times each frame is written")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return fmt.Errorf("inject: no frame given\n%s", usage)
+	}
+	for _, a := range fs.Args() {
+		f, err := lab.ParseHexFrame(a)
+		if err != nil {
+			return fmt.Errorf("inject: %w", err)
+		}
+		cfg.Frames = append(cfg.Frames, f)
+	}
+	n, err := lab.RunInject(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("sent %d frame(s) on %s\n", n, cfg.Iface)
+	return nil
 }
