@@ -382,12 +382,33 @@ static __always_inline struct cx_ct_entry *cx_icmp_quoted(struct __sk_buff *skb,
 	return cx_ct_lookup(it);
 }
 
-/* cx_icmp_error_xlate translates an ICMP error about a tracked flow: the
- * outer addresses and the quoted header, as the flow's own packets would be.
- * Returns CX_NAT_DONE, CX_NAT_NONE when the quoted flow is not tracked, or
- * an error. Only the ICMP and IP checksums are fixed: the quoted L4
- * checksum is left as it was (RFC 5508 does not ask for it). */
-static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_tuple *t, __u32 len)
+/* cx_icmp_related returns the conntrack entry of the flow the ICMP error
+ * in skb (outer tuple t) is about, when the error is related to it: it goes
+ * to the end that sent the quoted packet, and comes from the flow's other
+ * end or, when router_ok is set (it came from the underlay or the host),
+ * from a router on the path (RFC 5508: a NAT forwards their errors). A
+ * workload is nobody's router: an error it sends about a flow it is not an
+ * end of is no flow's (the caller treats it as a new flow, for policy).
+ * The quoted tuple, in this packet's direction, is left in *it. */
+static __always_inline struct cx_ct_entry *cx_icmp_related(struct __sk_buff *skb, const struct cx_tuple *t,
+							   struct cx_tuple *it, int router_ok)
+{
+	struct cx_ct_entry *ct = cx_icmp_quoted(skb, it);
+
+	if (!ct || t->daddr != it->daddr)
+		return NULL;
+	if (!router_ok && t->saddr != it->saddr)
+		return NULL;
+	return ct;
+}
+
+/* cx_icmp_error_xlate translates an ICMP error related to a tracked flow
+ * (cx_icmp_related, with router_ok): the outer addresses and the quoted
+ * header, as the flow's own packets would be. Returns CX_NAT_DONE,
+ * CX_NAT_NONE when it is related to no tracked flow, or an error. Only the
+ * ICMP and IP checksums are fixed: the quoted L4 checksum is left as it was
+ * (RFC 5508 does not ask for it). */
+static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_tuple *t, __u32 len, int router_ok)
 {
 	void *data, *data_end;
 	struct iphdr *inner;
@@ -398,7 +419,7 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 	__be16 nsp, ndp;
 	__u16 isum;
 
-	ct = cx_icmp_quoted(skb, &it);
+	ct = cx_icmp_related(skb, t, &it, router_ok);
 	if (!ct)
 		return CX_NAT_NONE;
 	cx_ct_seen(ct, t, len);
@@ -559,7 +580,8 @@ static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *
 	int kind = cx_tuple_of(skb, t);
 
 	if (kind == CX_TUPLE_ERROR)
-		return cx_icmp_error_xlate(skb, t, len);
+		/* Not policed: the host's own packets (routers allowed). */
+		return cx_icmp_error_xlate(skb, t, len, 1);
 	if (kind != CX_TUPLE_FLOW)
 		return CX_NAT_NONE;
 	return cx_nat_flow(skb, t, cx_ct_lookup(t), start, len, entry);

@@ -251,7 +251,10 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 	if (!ct) {
 		struct cx_tuple it = {};
 
-		if (kind != CX_TUPLE_ERROR || !cx_icmp_quoted(skb, &it)) {
+		/* An ICMP error related to a tracked flow is that flow's; any
+		 * other (one a workload sends about someone else's flow, one
+		 * about no flow) is a new flow for policy. */
+		if (kind != CX_TUPLE_ERROR || !cx_icmp_related(skb, t, &it, !src)) {
 			if (cx_policy_flow(skb, src_ifindex, src, len, &local))
 				return CX_NAT_ERR_POLICY;
 			if (local)
@@ -259,7 +262,7 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 		}
 	}
 	if (kind == CX_TUPLE_ERROR)
-		return cx_icmp_error_xlate(skb, t, len);
+		return cx_icmp_error_xlate(skb, t, len, !src);
 	if (kind != CX_TUPLE_FLOW)
 		return CX_NAT_NONE;
 	return cx_nat_flow(skb, t, ct, start, len, entry);

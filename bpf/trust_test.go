@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/gopacket/gopacket/layers"
+
 	"github.com/calyxnet/calyx/bpf/bpftest"
 	"github.com/calyxnet/calyx/maps"
 )
@@ -128,4 +130,59 @@ func TestDHCPPortNotAPolicyBypass(t *testing.T) {
 			o.want(t, ok, hit{w, maps.ReasonPassHost})
 		})
 	}
+}
+
+// An ICMP error is related to a tracked flow only when it goes to the end
+// that sent the quoted packet and comes from the flow's other end (or, from
+// the underlay, a router on the path). A workload's error about another
+// workload's flow is a new flow for its egress policy, and does not touch
+// the quoted flow's entry; an error from outside to another address than
+// the quoted packet's source is neither translated nor delivered.
+func TestICMPErrorRelatedOnlyToItsEnds(t *testing.T) {
+	ne := newNATEnv(t)
+	ul := ne.tun.ul
+	w, other := ne.wl2, ne.wl3
+	orig := mkFlow(maps.ProtoUDP, client, 40500, fipWL2, 53)
+	xl := mkFlow(maps.ProtoUDP, client, 40500, w.ip4, 53)
+	o := ne.fromUL(t, orig.frame(ne.routerL2(), seg{}))
+	o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+	quoted := o.out[14:]
+	before := ne.conntrack(t)
+
+	// another workload, under an egress policy that denies everything,
+	// claims to be a router on w's path: no.
+	ne.setTables(t, other, 0, tableDenyAll(t, ne.env))
+	in := icmpError(other.l2(), other.ip4, client, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, quoted)
+	e := ne.fromWL(t, other, in)
+	e.want(t, shot, hit{other, maps.ReasonDropPolicy})
+	e.unchanged(t)
+	oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+	boe, bre := flowEntries(t, before, orig, xl, maps.NATDNAT)
+	if oe != boe || re != bre {
+		t.Errorf("an unrelated error refreshed the quoted flow:\n before %+v %+v\n after  %+v %+v", boe, bre, oe, re)
+	}
+
+	// From outside, to another floating IP than the one that sent the
+	// quoted packet: not w's flow's.
+	reply := ne.fromWL(t, w, xl.reverse().frame(w.l2(), seg{}))
+	if reply.verdict == shot {
+		t.Fatalf("w's reply dropped: %s", fmtCounters(reply.delta))
+	}
+	rq := reply.out[14:] // as it left: from fipWL2
+	e = ne.fromUL(t, icmpError(ne.routerL2(), ne.tun.router.addr, fipWL3, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, rq))
+	e.want(t, shot, hit{ul, maps.ReasonDropNoRoute})
+	e.unchanged(t)
+
+	// The same error to the right address is w's: translated to it.
+	e = ne.fromUL(t, icmpError(ne.routerL2(), ne.tun.router.addr, fipWL2, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, rq))
+	e.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+}
+
+// tableDenyAll puts a policy table denying everything (as the default-deny
+// egress rule) and returns it.
+func tableDenyAll(tb testing.TB, e *env) uint32 {
+	tb.Helper()
+	const table = 77
+	e.putPolicy(tb, allDeny(table, maps.RuleDefaultDenyEgress))
+	return table
 }
