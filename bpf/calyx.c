@@ -903,6 +903,15 @@ static __always_inline int cx_from_wl_dhcp(struct __sk_buff *skb, const struct c
 		/* Neither broadcast nor to the gateway (the host side): a
 		 * request meant for someone else's server. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+	if (!bcast) {
+		struct cx_identity *id = cx_identity_v4(iph->daddr);
+
+		if (!id || !(id->flags & CX_ID_HOST))
+			/* Unicast, but not to the host (a subnet's gateway IP,
+			 * the server a lease names): from 0.0.0.0 to anyone
+			 * else is no renewal. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+	}
 	bootp = (void *)(udp + 1);
 	if ((void *)(bootp + 1) > data_end)
 		/* Too short for a DHCP message. */
@@ -1097,12 +1106,15 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 	__u32 ifindex = skb->ifindex;
 	struct ipv6hdr *ip6;
 	struct cx_route *rt;
+	int e2h_drop;
+	__u8 *l4;
 
 	ip6 = parse_ipv6hdr(c, data_end, skb->len - ETH_HLEN);
 	if (!ip6)
 		/* Truncated or invalid IPv6 header: never forward it. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
 
+	l4 = c->pos; /* no extension headers are walked yet */
 	if (ip6->nexthdr == IPPROTO_ICMPV6) {
 		struct cx_nd *nd = parse_nd(c, data_end);
 
@@ -1110,17 +1122,42 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 			return cx_from_wl_ns(skb, ifc, ip6, nd);
 	}
 
-	/* Link-local and unspecified sources (NDP, DAD) only ever talk to the
-	 * host on this link; the host stack answers them. */
-	if ((ip6->saddr.in6_u.u6_addr8[0] == 0xfe && (ip6->saddr.in6_u.u6_addr8[1] & 0xc0) == 0x80) ||
-	    (ip6->saddr.in6_u.u6_addr32[0] | ip6->saddr.in6_u.u6_addr32[1] |
-	     ip6->saddr.in6_u.u6_addr32[2] | ip6->saddr.in6_u.u6_addr32[3]) == 0)
-		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+	{
+		struct cx_node_config *cfg = cx_get_config();
+		int ndp = 0, svc = 0;
 
-	rt = cx_route_v6(&ip6->saddr);
-	if (!cx_owned_by(rt, ifindex))
-		/* Source address is not one of the endpoint's ipNetworks. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		if ((void *)(l4 + 4) <= data_end) {
+			__u16 dport = (__u16)l4[2] << 8 | l4[3];
+
+			/* Neighbour discovery (RS, RA, NS, NA, redirect) is only
+			 * ever sent with hop limit 255 (RFC 4861). */
+			ndp = ip6->nexthdr == IPPROTO_ICMPV6 && l4[0] >= 133 && l4[0] <= 137 && ip6->hop_limit == 255;
+			/* The instance's own DHCPv6 and DNS, as for IPv4. */
+			svc = (ip6->nexthdr == IPPROTO_UDP && (dport == CX_DHCP6_SERVER_PORT || dport == CX_DNS_PORT)) ||
+			      (ip6->nexthdr == IPPROTO_TCP && dport == CX_DNS_PORT);
+		}
+		e2h_drop = cfg && cfg->endpoint_to_host == CX_E2H_DROP && !ndp && !svc;
+
+		/* Link-local and unspecified sources (NDP, DAD) only ever talk
+		 * to the host on this link; the host stack answers them. */
+		if (cx_is_link_local6(&ip6->saddr) || cx_is_unspecified6(&ip6->saddr)) {
+			if (e2h_drop) {
+				/* endpointToHostAction Drop: the host is off limits,
+				 * through its link-local address too. */
+				cx_rule_hit(ifindex, CX_RULE_HOST_DROP, skb->len);
+				return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
+			}
+			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+		}
+
+		rt = cx_route_v6(&ip6->saddr);
+		if (!cx_owned_by(rt, ifindex))
+			/* Source address is not one of the endpoint's ipNetworks. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		if (ndp)
+			/* A global-source NA or RS: the host's, whatever the policy. */
+			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+	}
 	if (ifc->egress_table) {
 		/* Policy is enforced for IPv4, where conntrack lets replies
 		 * through; an endpoint under egress policy sends no IPv6
@@ -1145,6 +1182,12 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 		ip6->hop_limit--; /* no IPv6 header checksum to fix */
 		return cx_deliver_local(skb, ifindex, skb->len, CX_REASON_DELIVER_LOCAL, rt);
+	}
+	if (e2h_drop && ((rt && rt->type == CX_RT_HOST) || ip6->daddr.in6_u.u6_addr8[0] == 0xff)) {
+		/* endpointToHostAction Drop: to one of the host's addresses,
+		 * or multicast (which only the host on this link receives). */
+		cx_rule_hit(ifindex, CX_RULE_HOST_DROP, skb->len);
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
 	}
 	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 }

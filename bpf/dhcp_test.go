@@ -81,6 +81,9 @@ func udpFrom0(l2 bpftest.L2, dst netip.Addr, sport, dport uint16, payload []byte
 func TestDHCPFromUnconfiguredWorkload(t *testing.T) {
 	e := newEnv(t)
 	vm, _ := e.addVM(t, 5, true, false)
+	// The gateway IP stands for the host (a subnet's gatewayIP is in the
+	// ipcache as one of its addresses): renewals are unicast to it.
+	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(gatewayV4, 32), maps.IPCacheEntry{Host: true}))
 	w := e.wl1
 	bcast := bpftest.L2{Src: w.mac, Dst: bpftest.Broadcast}
 	for _, tc := range []struct {
@@ -96,11 +99,6 @@ func TestDHCPFromUnconfiguredWorkload(t *testing.T) {
 			&layers.DHCPv4{Operation: layers.DHCPOpRequest, HardwareType: layers.LinkTypeEthernet, ClientHWAddr: w.mac})},
 		{"discover with a zero UDP checksum", w, edited(discover(w), func(b []byte) { b[14+20+6], b[14+20+7] = 0, 0 })},
 		{"discover with hops 1 (not checked: still a client's)", w, edited(discover(w), func(b []byte) { b[dhcpOff+3] = 1 })},
-		// Any unicast address behind the gateway's MAC is the host's: the
-		// request goes to its stack (which drops a martian 0.0.0.0 source
-		// it would have to forward), never to that workload.
-		{"request unicast to another workload's address, the host side's MAC", w,
-			dhcpFrame(w.l2(), e.wl2.ip4, 68, 67, dhcpMsg(layers.DHCPMsgTypeRequest, w.mac))},
 		{"discover, TTL 1", w, edited(discover(w), func(b []byte) { b[14+8] = 1 })},
 		{"a VM on a tap", vm, discover(vm)},
 		// No CheckMAC: no MAC to hold the request to but its own frame's.
@@ -170,6 +168,13 @@ func TestDHCPFromUnconfiguredWorkloadDrops(t *testing.T) {
 		{"subnet broadcast IP, broadcast MAC", w, dhcpFrame(bcast, netip.MustParseAddr("10.65.0.255"), 68, 67, msg()), maps.ReasonDropSpoofIP},
 		{"unicast IP, broadcast MAC", w, dhcpFrame(bcast, gatewayV4, 68, 67, msg()), maps.ReasonDropSpoofIP},
 		{"unicast IP, another MAC (someone else's server)", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: otherMAC}, netip.MustParseAddr("10.65.0.2"), 68, 67, msg()), maps.ReasonDropSpoofIP},
+		// To the gateway's MAC but not to the host: from 0.0.0.0 to
+		// anyone else is no renewal (the host stack would only drop it
+		// as a martian).
+		{"unicast to another workload's address, the host side's MAC", w,
+			dhcpFrame(w.l2(), e.wl2.ip4, 68, 67, msg()), maps.ReasonDropSpoofIP},
+		{"unicast to an outside address, the host side's MAC", w,
+			dhcpFrame(w.l2(), internet, 68, 67, msg()), maps.ReasonDropSpoofIP},
 		{"unicast IP, another workload's host side MAC", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: e.wl2.hostMAC}, gatewayV4, 68, 67, msg()), maps.ReasonDropSpoofIP},
 		// Too short for the BOOTP header up to chaddr.
 		{"no BOOTP message", w, udpFrom0(bcast, ip4bc, 68, 67, nil), maps.ReasonDropMalformed},

@@ -14,6 +14,7 @@
 #define CX_POLICY_PREFIX_FULL (64 + 8 + 16)
 #define CX_DHCP_SERVER_PORT 67
 #define CX_DNS_PORT 53
+#define CX_DHCP6_SERVER_PORT 547
 
 /* cx_flow_info is what a policy rule can match in a packet: addresses,
  * protocol and ports (host order; for ICMP, port is type << 8 | code). */

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
@@ -185,4 +186,77 @@ func tableDenyAll(tb testing.TB, e *env) uint32 {
 	const table = 77
 	e.putPolicy(tb, allDeny(table, maps.RuleDefaultDenyEgress))
 	return table
+}
+
+// icmpv6 is Ethernet/IPv6/ICMPv6 of type typ (4 bytes of body) with hop
+// limit hl.
+func icmpv6(l2 bpftest.L2, src, dst netip.Addr, hl uint8, typ uint8) []byte {
+	ip := &layers.IPv6{Version: 6, HopLimit: hl, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, 0)}
+	_ = icmp.SetNetworkLayerForChecksum(ip)
+	eth := &layers.Ethernet{SrcMAC: l2.Src, DstMAC: l2.Dst, EthernetType: layers.EthernetTypeIPv6}
+	return bpftest.Serialize(eth, ip, icmp, gopacket.Payload(make([]byte, 20)))
+}
+
+// IPv6 for the host follows endpointToHostAction Drop, through the host
+// side's link-local address and multicast too: only neighbour discovery,
+// DHCPv6 and DNS get through. A workload under egress policy (no IPv6
+// beyond its link, fail closed) may still send NDP with a global source.
+func TestIPv6EndpointToHostAndNDP(t *testing.T) {
+	e := newPolicyEnv(t)
+	w := e.wl4
+	hostLL := netip.MustParseAddr("fe80::1")
+	ll := netip.MustParseAddr("fe80::4")
+	host6 := netip.MustParseAddr("fd00:30::10")
+	must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(host6, 128), maps.Route{Type: maps.RouteHost}))
+	outside := netip.MustParseAddr("2001:db8:99::1")
+	udp := func(src, dst netip.Addr, dport uint16) []byte {
+		return bpftest.IPv6UDP(w.l2(), bpftest.IPv6{Src: src, Dst: dst}, 40000, dport, nil)
+	}
+	setE2H := func(v maps.EndpointToHost) {
+		cfg := e.tun.cfg
+		cfg.EndpointToHost = v
+		must(t, e.dp.Maps.PutConfig(cfg))
+	}
+
+	setE2H(maps.EndpointToHostDrop)
+	for name, in := range map[string][]byte{
+		"link-local to the host side's link-local": udp(ll, hostLL, 9000),
+		"global to one of the host's addresses":    udp(w.ip6, host6, 22),
+		"global to all-nodes multicast":            udp(w.ip6, netip.MustParseAddr("ff02::1"), 9000),
+		"link-local MLD-like ICMPv6 (type 143)":    icmpv6(w.l2(), ll, netip.MustParseAddr("ff02::16"), 1, 143),
+		"global NA with hop limit 64 (not NDP)":    icmpv6(w.l2(), w.ip6, host6, 64, 136),
+	} {
+		t.Run("e2h drop/dropped/"+name, func(t *testing.T) {
+			before := e.hits(t)
+			e.fromWL(t, w, in).want(t, shot, hit{w, maps.ReasonDropPolicy})
+			e.wantHits(t, before, maps.RuleHitKey{Ifindex: w.idx(), Rule: maps.RuleHostDrop})
+		})
+	}
+	for name, in := range map[string][]byte{
+		"router solicitation":                icmpv6(w.l2(), ll, netip.MustParseAddr("ff02::2"), 255, 133),
+		"neighbour advertisement":            icmpv6(w.l2(), ll, hostLL, 255, 136),
+		"DHCPv6 solicit":                     bpftest.IPv6UDP(w.l2(), bpftest.IPv6{Src: ll, Dst: netip.MustParseAddr("ff02::1:2")}, 546, 547, nil),
+		"DNS to the host":                    udp(w.ip6, host6, 53),
+		"global NA to the host (hop 255)":    icmpv6(w.l2(), w.ip6, host6, 255, 136),
+		"to the outside (not the host's)":    udp(w.ip6, outside, 443),
+		"link-local DNS to the host side":    udp(ll, hostLL, 53),
+		"global RS to all-routers (hop 255)": icmpv6(w.l2(), w.ip6, netip.MustParseAddr("ff02::2"), 255, 133),
+	} {
+		t.Run("e2h drop/passed/"+name, func(t *testing.T) {
+			e.fromWL(t, w, in).want(t, ok, hit{w, maps.ReasonPassHost})
+		})
+	}
+
+	setE2H(maps.EndpointToHostAccept)
+	e.fromWL(t, w, udp(ll, hostLL, 9000)).want(t, ok, hit{w, maps.ReasonPassHost})
+	e.fromWL(t, w, udp(w.ip6, host6, 22)).want(t, ok, hit{w, maps.ReasonPassHost})
+
+	// Under egress policy: NDP with a global source still goes to the
+	// host; anything else global does not.
+	e.setTables(t, w, 0, tableDeny)
+	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 255, 136)).want(t, ok, hit{w, maps.ReasonPassHost})
+	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, netip.MustParseAddr("ff02::2"), 255, 133)).want(t, ok, hit{w, maps.ReasonPassHost})
+	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 64, 136)).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	e.fromWL(t, w, udp(w.ip6, outside, 443)).want(t, shot, hit{w, maps.ReasonDropPolicy})
 }

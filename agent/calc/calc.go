@@ -186,6 +186,19 @@ func Compute(in Input) *Desired {
 		self = n.Spec
 		d.Routes[netip.PrefixFrom(n.Spec.IPv4Address.Addr(), 32)] = maps.Route{Type: maps.RouteHost}
 	}
+	// The host's own IPv6 addresses, and the subnets' IPv6 gateways that
+	// stand for it: IPv6 from a workload to them is endpointToHostAction's
+	// (the programs tell IPv4 host addresses by the ipcache's host flag;
+	// IPv6 has no ipcache yet). A workload's own route wins.
+	hostV6 := slices.Concat(in.HostAddrs, subnetGateways(s))
+	if n, ok := s.Nodes[in.Node]; ok && n.Spec.IPv6Address.IsValid() {
+		hostV6 = append(hostV6, n.Spec.IPv6Address.Addr())
+	}
+	for _, a := range hostV6 {
+		if a.Is6() && !a.Is4In6() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+			d.Routes[netip.PrefixFrom(a, 128)] = maps.Route{Type: maps.RouteHost}
+		}
+	}
 	d.Config = nodeConfig(in, s, self)
 	if d.Config.Address.IsValid() {
 		// The underlay carries tunnels and the host's own traffic to

@@ -512,3 +512,27 @@ func TestLocalRoutes(t *testing.T) {
 		t.Errorf("gateway identity = %+v (present %v), want a host identity", e, ok)
 	}
 }
+
+// The host's IPv6 addresses (its own, the node's ipv6Address) are host
+// routes, so that IPv6 from a workload to them follows
+// endpointToHostAction; link-local, loopback and IPv4 ones are not added
+// (IPv4 host addresses are told by the ipcache's host flag).
+func TestComputeIPv6HostRoutes(t *testing.T) {
+	s := snapshot(t)
+	n := s.Nodes["host-a"]
+	n.Spec.IPv6Address = netip.MustParsePrefix("fd00:30::11/64")
+	s.Put(n)
+	hostAddrs := []netip.Addr{netip.MustParseAddr("fd00:99::1"), netip.MustParseAddr("::1"),
+		netip.MustParseAddr("fe80::1"), netip.MustParseAddr("192.168.7.1")}
+	d := Compute(Input{Snapshot: s, Node: "host-a", HostAddrs: hostAddrs})
+	for _, p := range []string{"fd00:99::1/128", "fd00:30::11/128"} {
+		if r, ok := d.Routes[netip.MustParsePrefix(p)]; !ok || r.Type != maps.RouteHost {
+			t.Errorf("route %s = %+v (%v), want host", p, r, ok)
+		}
+	}
+	for _, p := range []string{"::1/128", "fe80::1/128", "192.168.7.1/32"} {
+		if r, ok := d.Routes[netip.MustParsePrefix(p)]; ok {
+			t.Errorf("route %s = %+v, want none", p, r)
+		}
+	}
+}
