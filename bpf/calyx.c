@@ -1222,6 +1222,12 @@ int calyx_from_wl(struct __sk_buff *skb)
 	if (ifc->flags & CX_IFACE_CHECK_MAC && !cx_mac_eq(eth->h_source, ifc->mac))
 		/* Source MAC is not the endpoint's. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_MAC, TC_ACT_SHOT);
+	if (skb->vlan_present || eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD))
+		/* A tagged frame: the kernel moves an outer tag into
+		 * skb->vlan_tci before this hook, so the rest of the frame
+		 * looks untagged. A routed endpoint has no VLANs; forwarding it
+		 * as untagged would let it reach a VLAN it is not on. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_VLAN, TC_ACT_SHOT);
 
 	switch (eth->h_proto) {
 	case bpf_htons(ETH_P_ARP):
@@ -1449,8 +1455,11 @@ int calyx_from_underlay(struct __sk_buff *skb)
 			/* Config.prefilterDeny: this source may not reach the host or its workloads. */
 			return cx_verdict(skb, ifindex, CX_REASON_DROP_PREFILTER, TC_ACT_SHOT);
 	}
-	if (skb->protocol != bpf_htons(ETH_P_IP))
-		/* ARP, IPv6 and the rest are the host's. */
+	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->vlan_present)
+		/* ARP, IPv6 and the rest are the host's; so are tagged frames
+		 * on a trunk (the kernel moved the tag into skb->vlan_tci):
+		 * calyx's underlay is this interface's untagged traffic, or a
+		 * VLAN device of its own as the underlay. */
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 	if (!cfg || !cx_addr_ip4(cfg->node_addr))
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
@@ -1547,7 +1556,8 @@ int calyx_to_underlay(struct __sk_buff *skb)
 		skb->mark = 0;
 		return TC_ACT_OK;
 	}
-	if (skb->protocol != bpf_htons(ETH_P_IP))
+	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->vlan_present)
+		/* Not IPv4, or for a VLAN device on this interface: not ours. */
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 
 	cx_pull(skb, CX_PULL_LEN);

@@ -124,6 +124,7 @@ enum cx_reason {
 	CX_REASON_DROP_PREFILTER = 33,  /* the source is on the host-wide prefilter deny list */
 	CX_REASON_DROP_UNDERLAY_SPOOF = 34, /* from the underlay with this host's, a local workload's or a local floating IP's source */
 	CX_REASON_DROP_TUNNEL_INNER_SRC = 35, /* decapsulated, inner source not the sending node's to use */
+	CX_REASON_DROP_VLAN = 36,       /* a workload's 802.1Q/802.1ad tagged frame */
 	CX_REASON_MAX = 48,
 };
 

@@ -287,6 +287,7 @@ const (
 	CalyxCxReasonCX_REASON_DROP_PREFILTER        CalyxCxReason = 33
 	CalyxCxReasonCX_REASON_DROP_UNDERLAY_SPOOF   CalyxCxReason = 34
 	CalyxCxReasonCX_REASON_DROP_TUNNEL_INNER_SRC CalyxCxReason = 35
+	CalyxCxReasonCX_REASON_DROP_VLAN             CalyxCxReason = 36
 	CalyxCxReasonCX_REASON_MAX                   CalyxCxReason = 48
 )
 

@@ -112,6 +112,12 @@ static __always_inline struct cx_nd *parse_nd(struct hdr_cursor *c, void *data_e
 	return nd;
 }
 
+/* An 802.1Q / 802.1ad tag after the Ethernet addresses. */
+struct cx_vlanhdr {
+	__be16 tci;
+	__be16 encap_proto;
+};
+
 struct cx_vxlanhdr {
 	__be32 flags; /* 0x08000000: the VNI is valid (RFC 7348 "I" flag) */
 	__be32 vni;   /* VNI << 8 */

@@ -276,17 +276,34 @@ static __always_inline int cx_prefiltered(void *data, void *data_end)
 	struct ethhdr *eth = data;
 	struct cx_route_key key = {};
 
+	void *l3 = eth + 1;
+	__be16 proto;
+	int i;
+
 	if ((void *)(eth + 1) > data_end)
 		return 0;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *iph = (void *)(eth + 1);
+	proto = eth->h_proto;
+	/* Up to two tags (802.1ad outer, 802.1Q inner): XDP sees them in the
+	 * frame; TC only an inner one, the kernel having moved the outer. */
+	for (i = 0; i < 2; i++) {
+		struct cx_vlanhdr *vh = l3;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(vh + 1) > data_end)
+			return 0;
+		proto = vh->encap_proto;
+		l3 = vh + 1;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = l3;
 
 		if ((void *)(iph + 1) > data_end)
 			return 0;
 		key.prefixlen = CX_V4_PREFIX_BITS + 32;
 		cx_addr_v4(key.addr, iph->saddr);
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
 
 		if ((void *)(ip6 + 1) > data_end)
 			return 0;

@@ -9,10 +9,12 @@ package bpf_test
 // on tables agent/policy compiled from NetworkPolicy resources.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -409,6 +411,30 @@ func TestPrefilterXDP(t *testing.T) {
 	// test run wants at least that much).
 	if v := run(in[:14+8]); v != xdpPass {
 		t.Errorf("truncated frame: XDP verdict %d, want XDP_PASS (the stack drops it)", v)
+	}
+	// Tagged frames (XDP sees the tags in the frame): the source behind
+	// one 802.1Q tag, or an 802.1ad and an 802.1Q tag, is checked too.
+	tag := func(frame []byte, tpids ...uint16) []byte {
+		out := slices.Clone(frame[:12])
+		for _, tp := range tpids {
+			out = binary.BigEndian.AppendUint16(out, tp)
+			out = binary.BigEndian.AppendUint16(out, 100)
+		}
+		return append(out, frame[12:]...)
+	}
+	for name, pkt := range map[string][]byte{
+		"802.1Q":          tag(in, 0x8100),
+		"802.1ad, 802.1Q": tag(in, 0x88a8, 0x8100),
+	} {
+		if v := run(pkt); v != xdpDrop {
+			t.Errorf("denied source behind %s: XDP verdict %d, want XDP_DROP", name, v)
+		}
+		if v := run(tag(ok4, 0x8100)); v != xdpPass {
+			t.Errorf("allowed source behind %s: XDP verdict %d, want XDP_PASS", name, v)
+		}
+	}
+	if v := run(tag(in, 0x8100, 0x8100, 0x8100)[:14+8]); v != xdpPass {
+		t.Errorf("tags cut short: XDP verdict %d, want XDP_PASS", v)
 	}
 }
 

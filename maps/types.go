@@ -335,6 +335,8 @@ const (
 	// ReasonDropTunnelInnerSrc: decapsulated with an inner source the
 	// sending node may not use.
 	ReasonDropTunnelInnerSrc = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TUNNEL_INNER_SRC)
+	// ReasonDropVLAN: a workload's tagged frame.
+	ReasonDropVLAN = Reason(bpf.CalyxCxReasonCX_REASON_DROP_VLAN)
 )
 
 var reasonNames = map[Reason]string{
@@ -369,6 +371,7 @@ var reasonNames = map[Reason]string{
 	ReasonDropPrefilter:      "drop-prefilter",
 	ReasonDropUnderlaySpoof:  "drop-underlay-spoof",
 	ReasonDropTunnelInnerSrc: "drop-tunnel-inner-src",
+	ReasonDropVLAN:           "drop-vlan",
 }
 
 // Reasons lists every reason the programs count, in numeric order.
@@ -380,7 +383,7 @@ func Reasons() []Reason {
 		ReasonDropUnsupported, ReasonDropARPIgnored, ReasonDropTunnelSrc, ReasonDropTunnelDst,
 		ReasonDropTunnelVNI, ReasonDropNoRoute, ReasonDropTooBig, ReasonDropFIB, ReasonDropHelper,
 		ReasonDropNDIgnored, ReasonDropNATPorts, ReasonDropCTFull, ReasonDropPolicy, ReasonDropPrefilter,
-		ReasonDropUnderlaySpoof, ReasonDropTunnelInnerSrc}
+		ReasonDropUnderlaySpoof, ReasonDropTunnelInnerSrc, ReasonDropVLAN}
 }
 
 func (r Reason) String() string {
