@@ -33,10 +33,21 @@ const (
 	reasonPolicy         = "drop-policy"
 	reasonPassHost       = "pass-host"
 	reasonMalformed      = "drop-malformed"
+	reasonVLAN           = "drop-vlan"
 )
 
 // newReasons are the reasons issue 15 adds to the dataplane.
-var newReasons = map[string]bool{reasonUnderlaySpoof: true, reasonTunnelInnerSrc: true}
+var newReasons = map[string]bool{reasonUnderlaySpoof: true, reasonTunnelInnerSrc: true, reasonVLAN: true}
+
+// tagged inserts 802.1Q/802.1ad tags (VLAN 100) after frame's MAC addresses,
+// outermost first.
+func tagged(frame []byte, tpids ...uint16) []byte {
+	out := append([]byte(nil), frame[:12]...)
+	for _, tp := range tpids {
+		out = append(out, byte(tp>>8), byte(tp), 0x00, 0x64)
+	}
+	return append(out, frame[12:]...)
+}
 
 const (
 	// hostileCopies is how many times each hostile frame is written.
@@ -466,17 +477,12 @@ func TestHostileWorkload(t *testing.T) {
 			lab.UDPFrame(lab.Eth{Src: wa.MAC, Dst: lab.BroadcastMAC}, lab.IPv4Header{Src: zero, Dst: bcast}, 68, 67,
 				lab.DHCPMessage(lab.DHCPRequestOptions{ClientMAC: wa.MAC, Xid: 0x15150003, RelayIP: netip.MustParseAddr("10.65.9.1")})),
 			reasonSpoofIP),
-		// A DHCP request from 0.0.0.0 to the gateway's MAC whatever its
-		// IP destination: today's dataplane checks the MAC only and
-		// passes it to the host, whose stack drops a zero source to
-		// anything but 255.255.255.255 (a martian); wb must not see it.
-		func() hostileCase {
-			c := fromWA("ii-udp-from-zero-not-dhcp", fmt.Sprintf("DHCP DISCOVER 0.0.0.0:68 > %s:67 (wb) to the gateway's MAC", wb.IP),
-				lab.UDPFrame(eth, lab.IPv4Header{Src: zero, Dst: wb.IP}, 68, 67, discover),
-				reasonSpoofIP, wbUDP(67))
-			c.alsoOK = []string{reasonPassHost}
-			return c
-		}(),
+		// A DHCP request from 0.0.0.0 to the gateway's MAC is a renewal
+		// only when it goes to the host (a subnet's gateway IP); to wb it
+		// is spoofing.
+		fromWA("ii-udp-from-zero-not-dhcp", fmt.Sprintf("DHCP DISCOVER 0.0.0.0:68 > %s:67 (wb) to the gateway's MAC", wb.IP),
+			lab.UDPFrame(eth, lab.IPv4Header{Src: zero, Dst: wb.IP}, 68, 67, discover),
+			reasonSpoofIP, wbUDP(67)),
 		// (iii) spoofed source address and MAC, by hand.
 		fromWA("iii-spoofed-source-ip", fmt.Sprintf("ICMP echo %s (wb's address) > wc from wa", wb.IP),
 			lab.ICMPEchoFrame(eth, lab.IPv4Header{Src: wb.IP, Dst: wc.IP}, 0xe001, 1, payload),
@@ -484,6 +490,15 @@ func TestHostileWorkload(t *testing.T) {
 		fromWA("iii-spoofed-source-mac", fmt.Sprintf("ICMP echo wa > wc from MAC %s", strangerMAC),
 			lab.ICMPEchoFrame(lab.Eth{Src: strangerMAC, Dst: hostMAC}, lab.IPv4Header{Src: wa.IP, Dst: wc.IP}, 0xe002, 1, payload),
 			reasonSpoofMAC, wcICMP(0xe002)),
+		// (vii) VLAN tags: the host side's kernel moves the tag into
+		// skb->vlan_tci before calyx's program runs, which must still see
+		// it and drop the frame rather than forward it untagged.
+		fromWA("vii-vlan-tagged", "ICMP echo wa > wc with an 802.1Q tag (VLAN 100)",
+			tagged(lab.ICMPEchoFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wc.IP}, 0xe003, 1, payload), 0x8100),
+			reasonVLAN, wcICMP(0xe003)),
+		fromWA("vii-qinq-tagged", "ICMP echo wa > wc with 802.1ad and 802.1Q tags",
+			tagged(lab.ICMPEchoFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wc.IP}, 0xe004, 1, payload), 0x88a8, 0x8100),
+			reasonVLAN, wcICMP(0xe004)),
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, l) })
