@@ -307,6 +307,15 @@ func (a *Agent) reconcile() error {
 	if err := a.attach(d); err != nil {
 		return err
 	}
+	if p := d.Config.NATPorts; p[0] != 0 {
+		if changed, err := kernel.ReserveNATPorts(p[0], p[1]); err != nil {
+			// The host's own sockets may then collide with a translated
+			// flow's port: worth a warning, no reason to stop.
+			a.log.Warn("reserve the natOutgoing ports from the host's sockets", "err", err)
+		} else if changed {
+			a.log.Info("reserved natOutgoing ports", "sysctl", "net.ipv4.ip_local_reserved_ports", "ports", fmt.Sprintf("%d-%d", p[0], p[1]))
+		}
+	}
 	if tc := len(d.Prefilter) > 0 && !a.xdp; tc != d.Config.PrefilterTC {
 		// The underlay's XDP prefilter came or went with this attach.
 		d.Config.PrefilterTC = tc

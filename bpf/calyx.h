@@ -153,6 +153,9 @@ struct cx_node_config {
 	__u32 route_gen;        /* bumped by the agent after every cx_routes change */
 	__u32 flags;            /* enum cx_config_flags */
 	__u32 endpoint_to_host; /* enum cx_endpoint_to_host */
+	/* natOutgoing's source ports (host order); 0: the built-in range. */
+	__u16 nat_port_min;
+	__u16 nat_port_max;
 };
 
 enum cx_config_flags {

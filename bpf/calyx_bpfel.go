@@ -212,6 +212,8 @@ type CalyxCxNodeConfig struct {
 	RouteGen        uint32
 	Flags           uint32
 	EndpointToHost  uint32
+	NatPortMin      uint16
+	NatPortMax      uint16
 }
 
 type CalyxCxPolicyAction uint32

@@ -24,8 +24,9 @@
 
 /* natOutgoing source ports: above the kernel's default ephemeral range
  * (32768-60999), so they do not collide with the host's own connections. */
-#define CX_NAT_PORT_MIN 61000
-#define CX_NAT_PORT_RANGE (65535 - CX_NAT_PORT_MIN + 1)
+/* natOutgoing's source ports when cx_config has none (model.DefaultNATPortRange). */
+#define CX_NAT_PORT_MIN 20000
+#define CX_NAT_PORT_MAX 29999
 #define CX_NAT_PORT_TRIES 16
 
 /* The metadata service address workloads use (OpenStack, cloud-init). */
@@ -216,8 +217,9 @@ static __always_inline int cx_ct_same_nat(const struct cx_ct_entry *a, const str
 /* cx_ct_create tracks a new flow whose first packet, tuple t (len bytes as
  * it arrived), is rewritten to (ns, nd, nsp, ndp): the original-direction
  * entry, which counts that packet, and the reply entry that undoes it. With
- * alloc_port, nsp is the first candidate source port and the next ones are
- * tried until a reply tuple is free (natOutgoing). Without, the reply tuple
+ * alloc_port (natOutgoing), nsp is the workload's own port, kept when it is
+ * in cx_config's NAT port range and its reply tuple is free; otherwise
+ * random ports of the range are tried until one is. Without, the reply tuple
  * must be free or be this flow's own (its original-direction entry went,
  * LRU, and the reply entry stayed): when another flow's replies already
  * arrive with it, they could not be told from this flow's, and taking it
@@ -226,12 +228,15 @@ static __always_inline int cx_ct_same_nat(const struct cx_ct_entry *a, const str
 static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __be32 nd, __be16 nsp, __be16 ndp,
 					__u8 nat, int alloc_port, __u32 len)
 {
+	struct cx_node_config *cfg = alloc_port ? cx_get_config() : NULL;
+	__u16 pmin = CX_NAT_PORT_MIN, pmax = CX_NAT_PORT_MAX;
 	struct cx_ct_key ok, rk;
 	/* One value for both entries: the stack is 512 bytes. */
 	struct cx_ct_entry rv = {};
 	__u64 now = bpf_ktime_get_ns();
 	__be16 rsport = ndp, rdport = nsp;
-	__u16 base = bpf_ntohs(nsp);
+	__u16 want = bpf_ntohs(nsp);
+	__u32 range;
 	int i, reused = 0;
 
 	if (t->proto == IPPROTO_ICMP) {
@@ -258,8 +263,19 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __b
 			reused = 1;
 		}
 	} else {
+		if (cfg && cfg->nat_port_min && cfg->nat_port_max >= cfg->nat_port_min) {
+			pmin = cfg->nat_port_min;
+			pmax = cfg->nat_port_max;
+		}
+		range = (__u32)pmax - pmin + 1;
 		for (i = 0; i < CX_NAT_PORT_TRIES; i++) {
-			__be16 p = bpf_htons(CX_NAT_PORT_MIN + (__u16)(base + i * 7919) % CX_NAT_PORT_RANGE);
+			/* The workload's own port first when it is in the range
+			 * (a resolver's random port keeps its randomness), then
+			 * random ones: never a port derived from the flow, which
+			 * an attacker could predict (RFC 5452, RFC 6056). */
+			__u16 port = (i == 0 && want >= pmin && want <= pmax) ?
+					     want : (__u16)(pmin + bpf_get_prandom_u32() % range);
+			__be16 p = bpf_htons(port);
 
 			if (t->proto == IPPROTO_ICMP)
 				cx_ct_key_of(&rk, nd, ns, p, 0, t->proto);
@@ -556,10 +572,9 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 	}
 	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_route_v4(t->daddr) &&
 	    cx_nat_outgoing_dst(skb, cx_addr_ip4(cfg->node_addr), t->daddr)) {
-		/* Outside every pool and not a node: leave as the node. */
-		__be16 first = (__be16)bpf_htons((__u16)bpf_get_prandom_u32());
-
-		if (cx_ct_create(t, cx_addr_ip4(cfg->node_addr), t->daddr, first, t->dport, CX_NAT_SNAT, 1, len) < 0)
+		/* Outside every pool and not a node: leave as the node, from
+		 * the workload's own port when cx_ct_create may keep it. */
+		if (cx_ct_create(t, cx_addr_ip4(cfg->node_addr), t->daddr, t->sport, t->dport, CX_NAT_SNAT, 1, len) < 0)
 			return CX_NAT_ERR_PORTS;
 		return cx_nat_first(skb, t, entry);
 	}

@@ -44,7 +44,7 @@ var (
 	fipRemote   = netip.MustParseAddr("192.0.2.50")    // an instance on nodeA (IP-in-IP)
 	metadataIP  = netip.MustParseAddr("169.254.169.254")
 	metadataSvc = netip.AddrPortFrom(hostAddr, 8775) // where the host serves it
-	natPorts    = [2]uint16{61000, 65535}            // natOutgoing source ports (nat.h)
+	natPorts    = [2]uint16{20000, 29999}            // natOutgoing source ports (nat.h, model.DefaultNATPortRange)
 	workloadNet = netip.MustParsePrefix("10.65.0.0/16")
 	remoteNet   = netip.MustParsePrefix("10.66.0.0/16")
 )
@@ -696,7 +696,7 @@ func natPort(frame []byte) (uint16, bool) {
 }
 
 // 6. natOutgoing: a workload of a natOutgoing pool talking to outside every
-// pool leaves as the node, from a port in 61000-65535 (TCP, UDP; for echo
+// pool leaves as the node, from a port in natPorts (TCP, UDP; for echo
 // the identifier), routed by the FIB to the router. The reply, arriving at
 // the node's address, goes back to the workload's address and port. Later
 // packets keep the port; another flow gets another.

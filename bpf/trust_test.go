@@ -12,6 +12,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpf/bpftest"
 	"github.com/calyxnet/calyx/maps"
 )
@@ -259,4 +260,56 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, netip.MustParseAddr("ff02::2"), 255, 133)).want(t, ok, hit{w, maps.ReasonPassHost})
 	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 64, 136)).want(t, shot, hit{w, maps.ReasonDropPolicy})
 	e.fromWL(t, w, udp(w.ip6, outside, 443)).want(t, shot, hit{w, maps.ReasonDropPolicy})
+}
+
+// natOutgoing's source port (issue 15, finding 9): the workload's own when
+// it is in the configured range and free, else a random one of the range,
+// never one derived from the flow.
+func TestNATOutgoingPortChoice(t *testing.T) {
+	ne := newNATEnv(t)
+	w := ne.wl1
+	cfg := ne.tun.cfg
+	cfg.NATPorts = [2]uint16{30000, 31023}
+	must(t, ne.dp.Maps.PutConfig(cfg))
+	port := func(o outcome) uint16 {
+		t.Helper()
+		if o.verdict != redirect {
+			t.Fatalf("not forwarded: %s", fmtCounters(o.delta))
+		}
+		p, _ := natPort(o.out)
+		return p
+	}
+	udp := func(sport, dport uint16) []byte {
+		return mkFlow(maps.ProtoUDP, w.ip4, sport, server, dport).frame(w.l2(), seg{})
+	}
+	if p := port(ne.fromWL(t, w, udp(30500, 53))); p != 30500 {
+		t.Errorf("the workload's port 30500 is in the range and free: translated to %d", p)
+	}
+	// 30600 towards server:53 is taken: another port of the range.
+	must(t, ne.ct.Update(rawCTKey(mkFlow(maps.ProtoUDP, hostAddr, 30600, server, 53).reverse()),
+		bpf.CalyxCxCtEntry{Dir: 1, Nat: maps.NATSNAT}, 0))
+	if p := port(ne.fromWL(t, w, udp(30600, 53))); p == 30600 || p < 30000 || p > 31023 {
+		t.Errorf("the workload's port 30600 is taken: translated to %d, want another of 30000-31023", p)
+	}
+	// Out of the range: random ports of the range, not a function of the
+	// workload's port.
+	seen := map[uint16]bool{}
+	for i := range 32 {
+		p := port(ne.fromWL(t, w, udp(40000+uint16(i), 53)))
+		if p < 30000 || p > 31023 {
+			t.Errorf("workload port %d translated to %d, outside 30000-31023", 40000+i, p)
+		}
+		seen[p] = true
+	}
+	if len(seen) < 28 {
+		t.Errorf("32 flows got only %d distinct ports", len(seen))
+	}
+	// The same workload port to two servers: random, so the choice for
+	// one reveals nothing of the other's.
+	a := port(ne.fromWL(t, w, udp(45000, 5353)))
+	b := port(ne.fromWL(t, w, udp(45000, 5354)))
+	c := port(ne.fromWL(t, w, udp(45000, 5355)))
+	if a == b && b == c {
+		t.Errorf("workload port 45000 to three servers: %d each time, want random ports", a)
+	}
 }

@@ -556,6 +556,9 @@ type NodeConfig struct {
 	// PrefilterTC makes the underlay's TC ingress check cx_prefilter:
 	// there are entries and no XDP program checks them first.
 	PrefilterTC bool
+	// NATPorts are natOutgoing's source ports, [min, max]; zero means the
+	// programs' built-in range.
+	NATPorts [2]uint16
 }
 
 func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
@@ -574,6 +577,8 @@ func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
 		MetadataAddr:    addrTo16(c.Metadata.Addr()),
 		MetadataPort:    uint32(c.Metadata.Port()),
 		RouteGen:        c.RouteGen,
+		NatPortMin:      c.NATPorts[0],
+		NatPortMax:      c.NATPorts[1],
 	}
 }
 
@@ -587,6 +592,7 @@ func nodeConfigFromBPF(in bpf.CalyxCxNodeConfig) NodeConfig {
 		RouteGen:        in.RouteGen,
 		EndpointToHost:  EndpointToHost(in.EndpointToHost),
 		PrefilterTC:     in.Flags&uint32(bpf.CalyxCxConfigFlagsCX_CFG_PREFILTER_TC) != 0,
+		NATPorts:        [2]uint16{in.NatPortMin, in.NatPortMax},
 	}
 	if a := addrFrom16(in.MetadataAddr); a.IsValid() {
 		c.Metadata = netip.AddrPortFrom(a, uint16(in.MetadataPort))

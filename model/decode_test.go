@@ -170,7 +170,8 @@ spec:
 			want: &Config{
 				Metadata: Metadata{Name: "default"},
 				Spec: ConfigSpec{VXLANVNI: 4096, VXLANPort: 4789, MetadataAddress: "127.0.0.1:8775",
-					EndpointToHostAction: "Accept", RouteMapSize: 65536, EndpointMapSize: 16384, CTMapSize: 262144},
+					EndpointToHostAction: "Accept", RouteMapSize: 65536, EndpointMapSize: 16384, CTMapSize: 262144,
+					NATPortRange: DefaultNATPortRange},
 			},
 		},
 		{
@@ -187,11 +188,13 @@ spec:
   routeMapSize: 1024
   endpointMapSize: 0
   ctMapSize: 0x10000
+  natPortRange: "40000:49999"
 `,
 			want: &Config{
 				Metadata: Metadata{Name: "default"},
 				Spec: ConfigSpec{VXLANVNI: 77, VXLANPort: 8472, MetadataAddress: "[fd00::1]:80",
-					EndpointToHostAction: "Drop", RouteMapSize: 1024, EndpointMapSize: 16384, CTMapSize: 65536},
+					EndpointToHostAction: "Drop", RouteMapSize: 1024, EndpointMapSize: 16384, CTMapSize: 65536,
+					NATPortRange: "40000:49999"},
 			},
 		},
 	}
@@ -650,6 +653,14 @@ func TestDecodeErrors(t *testing.T) {
 			[]string{`spec.metadataAddress: "localhost:8775" is not a valid IP:port address`}},
 		{"config action", "apiVersion: calyx.io/v1\nkind: Config\nmetadata: {name: default}\nspec: {endpointToHostAction: Reject}",
 			[]string{`spec.endpointToHostAction: must be one of Drop, Accept, Return, got "Reject"`}},
+		{"config NAT ports, privileged", "apiVersion: calyx.io/v1\nkind: Config\nmetadata: {name: default}\nspec: {natPortRange: '80:5000'}",
+			[]string{`spec.natPortRange: "80:5000": MIN 80 is a privileged port: use 1024 or more`}},
+		{"config NAT ports, too few", "apiVersion: calyx.io/v1\nkind: Config\nmetadata: {name: default}\nspec: {natPortRange: '30000:30099'}",
+			[]string{`spec.natPortRange: "30000:30099": 100 ports: use at least 1024`}},
+		{"config NAT ports, reversed", "apiVersion: calyx.io/v1\nkind: Config\nmetadata: {name: default}\nspec: {natPortRange: '40000:30000'}",
+			[]string{`spec.natPortRange: "40000:30000": MAX 30000 is below MIN 40000`}},
+		{"config NAT ports, a dash", "apiVersion: calyx.io/v1\nkind: Config\nmetadata: {name: default}\nspec: {natPortRange: '20000-29999'}",
+			[]string{`spec.natPortRange: "20000-29999": want MIN:MAX, e.g. 20000:29999`}},
 		{"yaml syntax", poolHead + "spec: {cidr: [}\n",
 			[]string{`document 1: yaml: line`}},
 		{"later document numbered", poolHead + "spec: {cidr: 10.0.0.0/16}\n---\n---\n" + poolHead + "spec: {cidr: 10.0.0.0/16, blockSize: 40}",

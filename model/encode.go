@@ -106,6 +106,7 @@ type configSpecWire struct {
 	EndpointMapSize      uint32   `json:"endpointMapSize" yaml:"endpointMapSize"`
 	CTMapSize            uint32   `json:"ctMapSize" yaml:"ctMapSize"`
 	PrefilterDeny        []string `json:"prefilterDeny,omitempty" yaml:"prefilterDeny,omitempty"`
+	NATPortRange         string   `json:"natPortRange,omitempty" yaml:"natPortRange,omitempty"`
 }
 
 // allocations is always written, as {} when empty, so a printed block shows
@@ -304,6 +305,7 @@ func (s ConfigSpec) wire() configSpecWire {
 		EndpointMapSize:      s.EndpointMapSize,
 		CTMapSize:            s.CTMapSize,
 		PrefilterDeny:        prefixStrings(s.PrefilterDeny),
+		NATPortRange:         s.NATPortRange,
 	}
 }
 

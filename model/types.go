@@ -82,6 +82,10 @@ const (
 	DefaultVXLANPort            = 4789
 	DefaultMetadataAddress      = "127.0.0.1:8775"
 	DefaultEndpointToHostAction = ActionAccept
+	// DefaultNATPortRange keeps natOutgoing's ports apart from Linux's
+	// default ephemeral range (32768-60999), as Calico's BPF dataplane
+	// does (BPFPSNATPorts).
+	DefaultNATPortRange = "20000:29999"
 	DefaultRouteMapSize         = 65536
 	DefaultEndpointMapSize      = 16384
 	DefaultCTMapSize            = 262144
@@ -438,6 +442,47 @@ type ConfigSpec struct {
 	// PrefilterDeny lists source CIDRs every node drops on its underlay
 	// before anything else (XDP on physical NICs).
 	PrefilterDeny []netip.Prefix
+	// NATPortRange is "MIN:MAX", the source ports natOutgoing translates
+	// to when a workload's own port is not free or not in the range; the
+	// agent reserves them from the host's own sockets
+	// (net.ipv4.ip_local_reserved_ports). "" means DefaultNATPortRange.
+	NATPortRange string
+}
+
+// NATPorts returns NATPortRange's bounds (DefaultNATPortRange's when it is
+// empty or invalid: Validate refuses an invalid one).
+func (s *ConfigSpec) NATPorts() (min, max uint16) {
+	if lo, hi, err := parsePortRange(s.NATPortRange); err == nil {
+		return lo, hi
+	}
+	lo, hi, _ := parsePortRange(DefaultNATPortRange)
+	return lo, hi
+}
+
+// minNATPorts is the smallest NATPortRange: fewer ports would leave a
+// resolver's source port guessable and run out under load.
+const minNATPorts = 1024
+
+// parsePortRange reads "MIN:MAX" with 1024 <= MIN <= MAX <= 65535 and at
+// least minNATPorts ports.
+func parsePortRange(r string) (min, max uint16, err error) {
+	a, b, ok := strings.Cut(r, ":")
+	if !ok {
+		return 0, 0, fmt.Errorf("want MIN:MAX, e.g. %s", DefaultNATPortRange)
+	}
+	lo, err1 := strconv.ParseUint(a, 10, 16)
+	hi, err2 := strconv.ParseUint(b, 10, 16)
+	switch {
+	case err1 != nil || err2 != nil:
+		return 0, 0, fmt.Errorf("want two port numbers (0-65535) as MIN:MAX, e.g. %s", DefaultNATPortRange)
+	case lo < 1024:
+		return 0, 0, fmt.Errorf("MIN %d is a privileged port: use 1024 or more", lo)
+	case hi < lo:
+		return 0, 0, fmt.Errorf("MAX %d is below MIN %d", hi, lo)
+	case hi-lo+1 < minNATPorts:
+		return 0, 0, fmt.Errorf("%d ports: use at least %d, so that translated source ports stay hard to guess", hi-lo+1, minNATPorts)
+	}
+	return uint16(lo), uint16(hi), nil
 }
 
 // IPAMBlock is a block of addresses (one blockSize-sized piece of an
@@ -678,6 +723,9 @@ func ApplyDefaults(r Resource) {
 		}
 		if s.CTMapSize == 0 {
 			s.CTMapSize = DefaultCTMapSize
+		}
+		if s.NATPortRange == "" {
+			s.NATPortRange = DefaultNATPortRange
 		}
 	}
 }

@@ -724,6 +724,11 @@ func (v *validator) config(s *ConfigSpec) {
 	default:
 		v.errorf("spec.endpointToHostAction", "must be one of Drop, Accept, Return, got %q", s.EndpointToHostAction)
 	}
+	if s.NATPortRange != "" {
+		if _, _, err := parsePortRange(s.NATPortRange); err != nil {
+			v.errorf("spec.natPortRange", "%q: %v", s.NATPortRange, err)
+		}
+	}
 	seen := make(map[netip.Prefix]int, len(s.PrefilterDeny))
 	for i, p := range s.PrefilterDeny {
 		path := fmt.Sprintf("spec.prefilterDeny[%d]", i)

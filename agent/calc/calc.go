@@ -440,6 +440,8 @@ func nodeConfig(in Input, s *model.Snapshot, self model.NodeSpec) maps.NodeConfi
 		c.UnderlayIfindex = uint32(ul.Ifindex)
 		c.UnderlayMTU = uint32(ul.MTU)
 	}
+	lo, hi := s.Config.Spec.NATPorts()
+	c.NATPorts = [2]uint16{lo, hi}
 	// Validated by the model; an IPv6 metadata address is not served yet.
 	if ap, err := netip.ParseAddrPort(s.Config.Spec.MetadataAddress); err == nil && ap.Addr().Is4() {
 		c.Metadata = ap

@@ -189,7 +189,7 @@ func TestComputeEncapPerPoolMode(t *testing.T) {
 			}
 			wantCfg := maps.NodeConfig{Address: netip.MustParseAddr("10.30.0.11"), UnderlayIfindex: 2, UnderlayMTU: 1500,
 				VXLANVNI: model.DefaultVXLANVNI, VXLANPort: model.DefaultVXLANPort,
-				Metadata: netip.MustParseAddrPort(model.DefaultMetadataAddress)}
+				Metadata: netip.MustParseAddrPort(model.DefaultMetadataAddress), NATPorts: [2]uint16{20000, 29999}}
 			if d.Config != wantCfg {
 				t.Errorf("config = %+v, want %+v", d.Config, wantCfg)
 			}

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -33,6 +35,51 @@ func EnableForwarding() error {
 		}
 	}
 	return nil
+}
+
+// reservedPortsPath is the sysctl that keeps ports from the host's own
+// ephemeral (and port-0 bind) choices.
+const reservedPortsPath = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+
+// ReserveNATPorts makes sure net.ipv4.ip_local_reserved_ports holds the
+// ports [lo, hi] natOutgoing translates to, so that the host's own
+// connections never take a port a translated flow may use (their reply
+// tuples would be one). Entries already there (the operator's) are kept;
+// it reports whether it changed the sysctl.
+func ReserveNATPorts(lo, hi uint16) (bool, error) {
+	b, err := os.ReadFile(reservedPortsPath)
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", reservedPortsPath, err)
+	}
+	cur := strings.TrimSpace(string(b))
+	if portsCovered(cur, lo, hi) {
+		return false, nil
+	}
+	next := fmt.Sprintf("%d-%d", lo, hi)
+	if cur != "" {
+		next = cur + "," + next
+	}
+	if err := os.WriteFile(reservedPortsPath, []byte(next), 0o644); err != nil {
+		return false, fmt.Errorf("write %s: %w", reservedPortsPath, err)
+	}
+	return true, nil
+}
+
+// portsCovered says whether the sysctl's list ("a-b,c,...") holds every
+// port of [lo, hi] (in one entry: the agent writes one).
+func portsCovered(list string, lo, hi uint16) bool {
+	for _, e := range strings.Split(list, ",") {
+		a, b, ok := strings.Cut(strings.TrimSpace(e), "-")
+		if !ok {
+			b = a
+		}
+		x, err1 := strconv.ParseUint(a, 10, 16)
+		y, err2 := strconv.ParseUint(b, 10, 16)
+		if err1 == nil && err2 == nil && x <= uint64(lo) && y >= uint64(hi) {
+			return true
+		}
+	}
+	return false
 }
 
 // Links lists the host's interfaces, each with its kind (how packets are
