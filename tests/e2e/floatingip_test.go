@@ -489,8 +489,10 @@ func TestFloatingIP(t *testing.T) {
 				return err
 			})
 			checkEcho(t, name+" tcp", r, err, e.server.Name, h.Underlay.Addr(), server)
-			if err == nil && (r.Peer.Port() < 61000) {
-				t.Errorf("%s: SNAT source port %d, want 61000-65535", name, r.Peer.Port())
+			// The workload's own ephemeral port (32768-60999) is outside
+			// the default natPortRange: a port of the range.
+			if err == nil && (r.Peer.Port() < 20000 || r.Peer.Port() > 29999) {
+				t.Errorf("%s: SNAT source port %d, want 20000-29999 (Config.natPortRange's default)", name, r.Peer.Port())
 			}
 			r, err = lab.UDPEcho(w.NS, server.String(), echoTimeout)
 			checkEcho(t, name+" udp", r, err, e.server.Name, h.Underlay.Addr(), server)
@@ -514,9 +516,13 @@ func TestFloatingIP(t *testing.T) {
 		})
 		if f.Src != "" {
 			rd, err := netip.ParseAddrPort(f.ReplyDst)
-			if f.NAT != lab.NATSNAT || f.ReplySrc != server.String() || err != nil || rd.Addr() != m.HostB.Underlay.Addr() || rd.Port() < 61000 {
-				t.Errorf("natOutgoing flow on host-b: %s; want nat snat, reply %s -> %s:61000-65535", f, server, m.HostB.Underlay.Addr())
+			if f.NAT != lab.NATSNAT || f.ReplySrc != server.String() || err != nil || rd.Addr() != m.HostB.Underlay.Addr() || rd.Port() < 20000 || rd.Port() > 29999 {
+				t.Errorf("natOutgoing flow on host-b: %s; want nat snat, reply %s -> %s:20000-29999", f, server, m.HostB.Underlay.Addr())
 			}
+		}
+		// The range is kept from host-b's own sockets.
+		if res, err := l.Exec(m.HostB.NS, "sysctl", "-n", "net.ipv4.ip_local_reserved_ports"); err != nil || !strings.Contains(res.Stdout, "20000-29999") {
+			t.Errorf("host-b's net.ipv4.ip_local_reserved_ports = %q (%v), want it to hold 20000-29999", res.Stdout, err)
 		}
 		c.Close()
 		if out, err := m.SetNATOutgoing(false); err != nil {
