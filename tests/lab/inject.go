@@ -7,6 +7,7 @@ package lab
 // workload would send them: any source address, any MAC, any header.
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -40,14 +41,34 @@ type Eth struct {
 // BroadcastMAC is ff:ff:ff:ff:ff:ff.
 var BroadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 
-// IPv4Header is the IPv4 header of a built packet. A zero TTL means 64, a
-// zero ID 0x1234; DF is set unless NoDF.
+// IPv4Header is the IPv4 header of a built packet. A zero TTL means 64
+// (ZeroTTL sends 0), a zero ID 0x1234; DF is set unless NoDF or the packet
+// is a fragment (MF or a FragOffset).
 type IPv4Header struct {
 	Src, Dst netip.Addr
 	TTL      uint8
 	ID       uint16
 	NoDF     bool
+	// ZeroTTL sends TTL 0, which TTL cannot say.
+	ZeroTTL bool
+	// MF sets More Fragments; FragOffset is the fragment's offset in
+	// 8-byte units (13 bits). The builders do not cut the payload: a
+	// fragment carries what the caller gives it (for one after the first,
+	// raw bytes from IPv4Frame).
+	MF         bool
+	FragOffset uint16
+	// Options are IPv4 options, padded to 4 bytes: the header grows past
+	// 20 bytes (IHL above 5).
+	Options []layers.IPv4Option
+	// TotalLength, when not zero, is written as the header's total length
+	// in place of the real one (and the header checksum fixed): a header
+	// that lies about the size of its packet.
+	TotalLength uint16
 }
+
+// RouterAlert is IPv4's Router Alert option (RFC 2113): four bytes, so a
+// header with it has IHL 6.
+var RouterAlert = layers.IPv4Option{OptionType: 148, OptionLength: 4, OptionData: []byte{0, 0}}
 
 // TCPFlags is a set of TCP flags (TCPSyn|TCPAck, ...).
 type TCPFlags uint8
@@ -110,18 +131,47 @@ func v4slice(a netip.Addr) net.IP {
 
 func (h IPv4Header) layer(proto layers.IPProtocol) *layers.IPv4 {
 	ttl, id := h.TTL, h.ID
-	if ttl == 0 {
+	switch {
+	case h.ZeroTTL:
+		ttl = 0
+	case ttl == 0:
 		ttl = 64
 	}
 	if id == 0 {
 		id = 0x1234
 	}
+	if h.FragOffset > 0x1fff {
+		panic(fmt.Sprintf("lab: build packet: fragment offset %d does not fit 13 bits", h.FragOffset))
+	}
 	flags := layers.IPv4DontFragment
-	if h.NoDF {
+	if h.NoDF || h.MF || h.FragOffset != 0 {
 		flags = 0
 	}
-	return &layers.IPv4{Version: 4, IHL: 5, TTL: ttl, Id: id, Flags: flags, Protocol: proto,
-		SrcIP: v4slice(h.Src), DstIP: v4slice(h.Dst)}
+	if h.MF {
+		flags |= layers.IPv4MoreFragments
+	}
+	return &layers.IPv4{Version: 4, IHL: 5, TTL: ttl, Id: id, Flags: flags, FragOffset: h.FragOffset,
+		Protocol: proto, SrcIP: v4slice(h.Src), DstIP: v4slice(h.Dst), Options: h.Options}
+}
+
+// patch writes h.TotalLength, when set, into the serialized IPv4 header at
+// the start of b and fixes its checksum. It returns b.
+func (h IPv4Header) patch(b []byte) []byte {
+	if h.TotalLength == 0 {
+		return b
+	}
+	hdr := b[:int(b[0]&0x0f)*4]
+	binary.BigEndian.PutUint16(hdr[2:], h.TotalLength)
+	hdr[10], hdr[11] = 0, 0
+	binary.BigEndian.PutUint16(hdr[10:], gopacket.FoldChecksum(gopacket.ComputeChecksum(hdr, 0)))
+	return b
+}
+
+// patchFrame is patch for a frame whose IPv4 header follows the Ethernet
+// header.
+func (h IPv4Header) patchFrame(frame []byte) []byte {
+	h.patch(frame[14:])
+	return frame
 }
 
 func icmpEchoLayers(id, seq uint16, payload []byte) []gopacket.SerializableLayer {
@@ -135,14 +185,14 @@ func icmpEchoLayers(id, seq uint16, payload []byte) []gopacket.SerializableLayer
 func ICMPEchoFrame(eth Eth, ip IPv4Header, id, seq uint16, payload []byte) []byte {
 	ls := append([]gopacket.SerializableLayer{eth.layer(layers.EthernetTypeIPv4), ip.layer(layers.IPProtocolICMPv4)},
 		icmpEchoLayers(id, seq, payload)...)
-	return serialize(ls...)
+	return ip.patchFrame(serialize(ls...))
 }
 
 // ICMPEchoPacket is ICMPEchoFrame without the Ethernet header: an IPv4
 // packet from its header on, the inner packet of IP-in-IP.
 func ICMPEchoPacket(ip IPv4Header, id, seq uint16, payload []byte) []byte {
 	ls := append([]gopacket.SerializableLayer{ip.layer(layers.IPProtocolICMPv4)}, icmpEchoLayers(id, seq, payload)...)
-	return serialize(ls...)
+	return ip.patch(serialize(ls...))
 }
 
 // TCPFrame builds Ethernet/IPv4/TCP with flags, seq and ack, no options
@@ -153,7 +203,7 @@ func TCPFrame(eth Eth, ip IPv4Header, sport, dport uint16, flags TCPFlags, seq, 
 		SYN: flags&TCPSyn != 0, ACK: flags&TCPAck != 0, RST: flags&TCPRst != 0, FIN: flags&TCPFin != 0,
 		PSH: flags&TCPPsh != 0, Window: 64240}
 	_ = tcp.SetNetworkLayerForChecksum(ipl)
-	return serialize(eth.layer(layers.EthernetTypeIPv4), ipl, tcp)
+	return ip.patchFrame(serialize(eth.layer(layers.EthernetTypeIPv4), ipl, tcp))
 }
 
 // UDPFrame builds Ethernet/IPv4/UDP with payload.
@@ -161,7 +211,14 @@ func UDPFrame(eth Eth, ip IPv4Header, sport, dport uint16, payload []byte) []byt
 	ipl := ip.layer(layers.IPProtocolUDP)
 	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
 	_ = udp.SetNetworkLayerForChecksum(ipl)
-	return serialize(eth.layer(layers.EthernetTypeIPv4), ipl, udp, gopacket.Payload(payload))
+	return ip.patchFrame(serialize(eth.layer(layers.EthernetTypeIPv4), ipl, udp, gopacket.Payload(payload)))
+}
+
+// IPv4Frame builds Ethernet/IPv4 with protocol proto and payload as it is
+// (no L4 header is made): a fragment after the first, or a protocol the
+// other builders do not make.
+func IPv4Frame(eth Eth, ip IPv4Header, proto layers.IPProtocol, payload []byte) []byte {
+	return ip.patchFrame(serialize(eth.layer(layers.EthernetTypeIPv4), ip.layer(proto), gopacket.Payload(payload)))
 }
 
 // VXLANFrame builds Ethernet/IPv4/UDP/VXLAN around inner, an Ethernet
@@ -173,16 +230,17 @@ func VXLANFrame(eth Eth, outer IPv4Header, sport, dport uint16, vni uint32, inne
 	_ = udp.SetNetworkLayerForChecksum(ipl)
 	out := serialize(eth.layer(layers.EthernetTypeIPv4), ipl, udp,
 		&layers.VXLAN{ValidIDFlag: true, VNI: vni}, gopacket.Payload(inner))
-	// The UDP checksum: Ethernet (14) + IPv4 (20) + 6.
-	out[14+20+6], out[14+20+7] = 0, 0
-	return out
+	// The UDP checksum: after Ethernet (14) and the IPv4 header.
+	udpOff := 14 + int(out[14]&0x0f)*4
+	out[udpOff+6], out[udpOff+7] = 0, 0
+	return outer.patchFrame(out)
 }
 
 // IPIPFrame builds Ethernet/IPv4 (protocol 4) around inner, an IPv4 packet
 // from its header on (ICMPEchoPacket, or a frame without its first 14
 // bytes).
 func IPIPFrame(eth Eth, outer IPv4Header, inner []byte) []byte {
-	return serialize(eth.layer(layers.EthernetTypeIPv4), outer.layer(layers.IPProtocolIPv4), gopacket.Payload(inner))
+	return outer.patchFrame(serialize(eth.layer(layers.EthernetTypeIPv4), outer.layer(layers.IPProtocolIPv4), gopacket.Payload(inner)))
 }
 
 // DHCPRequestOptions shapes the BOOTREQUEST DHCPMessage builds.
@@ -211,6 +269,130 @@ func DHCPMessage(o DHCPRequestOptions) []byte {
 		d.RelayAgentIP = v4slice(o.RelayIP)
 	}
 	return serialize(d)
+}
+
+// ARP opcodes (RFC 826).
+const (
+	ARPRequest uint16 = 1
+	ARPReply   uint16 = 2
+)
+
+// ARP is an Ethernet/IPv4 ARP message: whoever sends it claims that
+// SenderIP is at SenderMAC.
+type ARP struct {
+	// Op is ARPRequest, ARPReply or any other opcode.
+	Op                   uint16
+	SenderMAC, TargetMAC net.HardwareAddr
+	SenderIP, TargetIP   netip.Addr
+}
+
+// ARPFrame builds Ethernet/ARP (padded to 60 bytes). A nil
+// TargetMAC is all zeros, as in a request.
+func ARPFrame(eth Eth, a ARP) []byte {
+	tha := a.TargetMAC
+	if tha == nil {
+		tha = make(net.HardwareAddr, 6)
+	}
+	for _, m := range []net.HardwareAddr{a.SenderMAC, tha} {
+		if len(m) != 6 {
+			panic(fmt.Sprintf("lab: build packet: ARP MAC %q is not 6 bytes", m))
+		}
+	}
+	return serialize(eth.layer(layers.EthernetTypeARP), &layers.ARP{
+		AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+		Operation: a.Op, SourceHwAddress: a.SenderMAC, SourceProtAddress: v4slice(a.SenderIP),
+		DstHwAddress: tha, DstProtAddress: v4slice(a.TargetIP)})
+}
+
+// IPv6Header is the IPv6 header of a built packet. A zero HopLimit means
+// 255, the only one neighbour discovery is valid with (RFC 4861).
+type IPv6Header struct {
+	Src, Dst netip.Addr
+	HopLimit uint8
+}
+
+func v6slice(a netip.Addr) net.IP {
+	if !a.Is6() || a.Is4In6() {
+		panic(fmt.Sprintf("lab: build packet: %v is not an IPv6 address", a))
+	}
+	b := a.As16()
+	return net.IP(b[:])
+}
+
+func (h IPv6Header) layer(next layers.IPProtocol) *layers.IPv6 {
+	hl := h.HopLimit
+	if hl == 0 {
+		hl = 255
+	}
+	return &layers.IPv6{Version: 6, NextHeader: next, HopLimit: hl, SrcIP: v6slice(h.Src), DstIP: v6slice(h.Dst)}
+}
+
+// NAFlags are the flags of a neighbour advertisement.
+type NAFlags uint8
+
+// The neighbour advertisement flags (RFC 4861 4.4).
+const (
+	NAOverride  NAFlags = 0x20
+	NASolicited NAFlags = 0x40
+	NARouter    NAFlags = 0x80
+)
+
+// AllNodes is ff02::1, where unsolicited advertisements go.
+var AllNodes = netip.MustParseAddr("ff02::1")
+
+// SolicitedNode is the solicited-node multicast address of a
+// (ff02::1:ffXX:XXXX), where solicitations for it go.
+func SolicitedNode(a netip.Addr) netip.Addr {
+	b := a.As16()
+	return netip.AddrFrom16([16]byte{0xff, 0x02, 10: 0, 11: 1, 12: 0xff, 13: b[13], 14: b[14], 15: b[15]})
+}
+
+// IPv6MulticastMAC is the Ethernet address of IPv6 multicast group a
+// (33:33 and its last four bytes, RFC 2464).
+func IPv6MulticastMAC(a netip.Addr) net.HardwareAddr {
+	b := a.As16()
+	return net.HardwareAddr{0x33, 0x33, b[12], b[13], b[14], b[15]}
+}
+
+// LinkLocalEUI64 is the link-local address Linux gives an interface with
+// MAC mac (addr_gen_mode eui64): fe80:: and the modified EUI-64.
+func LinkLocalEUI64(mac net.HardwareAddr) netip.Addr {
+	if len(mac) != 6 {
+		panic(fmt.Sprintf("lab: build packet: MAC %q is not 6 bytes", mac))
+	}
+	return netip.AddrFrom16([16]byte{0xfe, 0x80, 8: mac[0] ^ 0x02, 9: mac[1], 10: mac[2], 11: 0xff, 12: 0xfe,
+		13: mac[3], 14: mac[4], 15: mac[5]})
+}
+
+// ndp serializes Ethernet/IPv6/ICMPv6 with body, with the ICMPv6 checksum.
+func ndp(eth Eth, ip IPv6Header, typ uint8, body gopacket.SerializableLayer) []byte {
+	ipl := ip.layer(layers.IPProtocolICMPv6)
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, 0)}
+	_ = icmp.SetNetworkLayerForChecksum(ipl)
+	return serialize(eth.layer(layers.EthernetTypeIPv6), ipl, icmp, body)
+}
+
+// NeighborSolicitFrame builds a neighbour solicitation for target, with a
+// source link-layer address option when sll is not nil (a solicitation
+// from :: has none).
+func NeighborSolicitFrame(eth Eth, ip IPv6Header, target netip.Addr, sll net.HardwareAddr) []byte {
+	ns := &layers.ICMPv6NeighborSolicitation{TargetAddress: v6slice(target)}
+	if sll != nil {
+		ns.Options = layers.ICMPv6Options{{Type: layers.ICMPv6OptSourceAddress, Data: sll}}
+	}
+	return ndp(eth, ip, layers.ICMPv6TypeNeighborSolicitation, ns)
+}
+
+// NeighborAdvertFrame builds a neighbour advertisement that target is at
+// tll (the target link-layer address option, left out when nil) with
+// flags: with NAOverride and no NASolicited, the unsolicited advertisement
+// that rewrites a neighbour cache entry.
+func NeighborAdvertFrame(eth Eth, ip IPv6Header, target netip.Addr, flags NAFlags, tll net.HardwareAddr) []byte {
+	na := &layers.ICMPv6NeighborAdvertisement{Flags: uint8(flags), TargetAddress: v6slice(target)}
+	if tll != nil {
+		na.Options = layers.ICMPv6Options{{Type: layers.ICMPv6OptTargetAddress, Data: tll}}
+	}
+	return ndp(eth, ip, layers.ICMPv6TypeNeighborAdvertisement, na)
 }
 
 // ParseHexFrame decodes one frame given in hex as "calyx-lab inject"

@@ -218,6 +218,164 @@ func TestIPIPFrame(t *testing.T) {
 	decode(t, f)
 }
 
+func TestIPv4HeaderShapes(t *testing.T) {
+	hdr := func(f []byte) []byte {
+		t.Helper()
+		b := f[14:]
+		ihl := int(b[0]&0x0f) * 4
+		if b[0]>>4 != 4 || ihl < 20 || len(b) < ihl {
+			t.Fatalf("not an IPv4 header: % x", b[:min(len(b), 24)])
+		}
+		if inetChecksum(b[:ihl]) != 0 {
+			t.Errorf("IPv4 header checksum wrong: % x", b[:ihl])
+		}
+		return b
+	}
+	flags := func(b []byte) uint16 { return binary.BigEndian.Uint16(b[6:]) }
+	payload := []byte("0123456789abcdef")
+
+	// A first fragment: MF, no DF, offset 0; the L4 header is there.
+	b := hdr(UDPFrame(injEth, IPv4Header{Src: injWA, Dst: injWC, MF: true, ID: 0x4242}, 40000, 7000, payload))
+	if flags(b) != 0x2000 || binary.BigEndian.Uint16(b[4:]) != 0x4242 {
+		t.Errorf("first fragment: flags/offset %#04x id %#x, want 0x2000 (MF) and 0x4242", flags(b), binary.BigEndian.Uint16(b[4:]))
+	}
+	// A later fragment: the offset, no DF, no MF, the payload raw.
+	f := IPv4Frame(injEth, IPv4Header{Src: injWA, Dst: injWC, FragOffset: 185}, layers.IPProtocolUDP, payload)
+	b = hdr(f)
+	if flags(b) != 185 || b[9] != 17 || !bytes.Equal(b[20:20+len(payload)], payload) || int(binary.BigEndian.Uint16(b[2:])) != 20+len(payload) {
+		t.Errorf("later fragment: flags/offset %#04x proto %d, packet % x", flags(b), b[9], b)
+	}
+	p := decode(t, f)
+	if ip4, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ip4 == nil || ip4.FragOffset != 185 {
+		t.Errorf("gopacket reads no fragment offset 185")
+	}
+	// Both: MF and an offset.
+	if b = hdr(IPv4Frame(injEth, IPv4Header{Src: injWA, Dst: injWC, MF: true, FragOffset: 1}, layers.IPProtocolICMPv4, payload)); flags(b) != 0x2001 {
+		t.Errorf("middle fragment: flags/offset %#04x, want 0x2001", flags(b))
+	}
+	// Options: IHL 6, the option after the fixed header, the ICMP after it.
+	b = hdr(ICMPEchoFrame(injEth, IPv4Header{Src: injWA, Dst: injWC, Options: []layers.IPv4Option{RouterAlert}}, 9, 1, payload))
+	if b[0] != 0x46 || !bytes.Equal(b[20:24], []byte{148, 4, 0, 0}) || b[24] != 8 || int(binary.BigEndian.Uint16(b[2:])) != len(b) {
+		t.Errorf("router alert: header % x, total length %d of %d", b[:25], binary.BigEndian.Uint16(b[2:]), len(b))
+	}
+	if inetChecksum(b[24:]) != 0 {
+		t.Errorf("router alert: ICMP checksum wrong")
+	}
+	if flags(b) != 0x4000 {
+		t.Errorf("router alert: flags %#04x, want DF", flags(b))
+	}
+	// TTL 0 and 1.
+	if b = hdr(ICMPEchoFrame(injEth, IPv4Header{Src: injWA, Dst: injWC, ZeroTTL: true, TTL: 9}, 9, 1, nil)); b[8] != 0 {
+		t.Errorf("ZeroTTL: TTL %d", b[8])
+	}
+	if b = hdr(ICMPEchoFrame(injEth, IPv4Header{Src: injWA, Dst: injWC, TTL: 1}, 9, 1, nil)); b[8] != 1 {
+		t.Errorf("TTL 1: TTL %d", b[8])
+	}
+	// A total length that lies, either way; the checksum still holds.
+	for _, tl := range []uint16{1400, 16} {
+		f := ICMPEchoFrame(injEth, IPv4Header{Src: injWA, Dst: injWC, TotalLength: tl}, 9, 1, payload)
+		// Ethernet pads the frame to 60 bytes.
+		if b = hdr(f); binary.BigEndian.Uint16(b[2:]) != tl || len(b) != 46 {
+			t.Errorf("total length %d: header says %d, packet %d bytes", tl, binary.BigEndian.Uint16(b[2:]), len(b))
+		}
+	}
+	if pk := ICMPEchoPacket(IPv4Header{Src: injWA, Dst: injWC, TotalLength: 999}, 9, 1, payload); binary.BigEndian.Uint16(pk[2:]) != 999 || inetChecksum(pk[:20]) != 0 {
+		t.Errorf("ICMPEchoPacket ignores TotalLength: % x", pk[:20])
+	}
+	// Outer headers of tunnels take the same fields: a fragmented VXLAN
+	// packet with options keeps a zero UDP checksum after the options.
+	inner := ICMPEchoFrame(injEth, IPv4Header{Src: injWC, Dst: injWA}, 1, 1, nil)
+	vx := VXLANFrame(injEth, IPv4Header{Src: injSrc, Dst: injDst, MF: true, Options: []layers.IPv4Option{RouterAlert}}, 40001, DefaultVXLANPort, DefaultVXLANVNI, inner)
+	b = hdr(vx)
+	if b[0] != 0x46 || flags(b) != 0x2000 || binary.BigEndian.Uint16(b[26:]) != DefaultVXLANPort || b[30] != 0 || b[31] != 0 || !bytes.Equal(b[24+16:], inner) {
+		t.Errorf("VXLAN with outer options and MF: % x", b[:40])
+	}
+	ipip := IPIPFrame(injEth, IPv4Header{Src: injSrc, Dst: injDst, FragOffset: 3}, ICMPEchoPacket(IPv4Header{Src: injWC, Dst: injWA}, 1, 1, nil))
+	if b = hdr(ipip); flags(b) != 3 || b[9] != 4 {
+		t.Errorf("IP-in-IP fragment: flags/offset %#04x proto %d", flags(b), b[9])
+	}
+}
+
+func TestARPFrame(t *testing.T) {
+	gw := netip.MustParseAddr("169.254.1.1")
+	f := ARPFrame(Eth{Src: injSrcMAC, Dst: BroadcastMAC}, ARP{Op: ARPRequest, SenderMAC: injSrcMAC, SenderIP: gw, TargetIP: injWA})
+	// Padded to Ethernet's 60 bytes.
+	if len(f) != 60 || binary.BigEndian.Uint16(f[12:]) != 0x0806 {
+		t.Fatalf("ARP frame of %d bytes, ethertype %#04x", len(f), binary.BigEndian.Uint16(f[12:]))
+	}
+	want := []byte{0, 1, 8, 0, 6, 4, 0, 1}
+	want = append(want, injSrcMAC...)
+	want = append(want, gw.AsSlice()...)
+	want = append(want, 0, 0, 0, 0, 0, 0)
+	want = append(want, injWA.AsSlice()...)
+	if !bytes.Equal(f[14:42], want) {
+		t.Errorf("ARP request % x, want % x", f[14:42], want)
+	}
+	p := decode(t, ARPFrame(injEth, ARP{Op: ARPReply, SenderMAC: injSrcMAC, SenderIP: injWC, TargetMAC: injDstMAC, TargetIP: injWA}))
+	a, _ := p.Layer(layers.LayerTypeARP).(*layers.ARP)
+	if a == nil || a.Operation != 2 || !bytes.Equal(a.SourceProtAddress, injWC.AsSlice()) || !bytes.Equal(a.DstHwAddress, injDstMAC) {
+		t.Errorf("ARP reply decodes as %+v", a)
+	}
+}
+
+// icmp6Checksum verifies an ICMPv6 checksum over the IPv6 pseudo-header.
+func icmp6Checksum(ip6 []byte) uint16 {
+	body := ip6[40:]
+	pseudo := append([]byte(nil), ip6[8:40]...)
+	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(body)))
+	pseudo = append(pseudo, 0, 0, 0, 58)
+	return inetChecksum(append(pseudo, body...))
+}
+
+func TestNeighborFrames(t *testing.T) {
+	waMAC := net.HardwareAddr{0x02, 0xca, 0x15, 0x00, 0x00, 0x01}
+	ll := LinkLocalEUI64(waMAC)
+	if ll.String() != "fe80::ca:15ff:fe00:1" {
+		t.Errorf("LinkLocalEUI64(%s) = %s", waMAC, ll)
+	}
+	gw := netip.MustParseAddr("fe80::1")
+	if sn := SolicitedNode(netip.MustParseAddr("fd00:65:1::2")); sn.String() != "ff02::1:ff00:2" {
+		t.Errorf("SolicitedNode = %s", sn)
+	}
+	if m := IPv6MulticastMAC(SolicitedNode(gw)); m.String() != "33:33:ff:00:00:01" {
+		t.Errorf("IPv6MulticastMAC = %s", m)
+	}
+
+	na := NeighborAdvertFrame(Eth{Src: waMAC, Dst: IPv6MulticastMAC(AllNodes)}, IPv6Header{Src: ll, Dst: AllNodes}, gw, NAOverride|NARouter, waMAC)
+	ip6 := na[14:]
+	if binary.BigEndian.Uint16(na[12:]) != 0x86dd || ip6[6] != 58 || ip6[7] != 255 || int(binary.BigEndian.Uint16(ip6[4:])) != len(ip6)-40 {
+		t.Fatalf("NA: ethertype %#04x, IPv6 header % x", binary.BigEndian.Uint16(na[12:]), ip6[:8])
+	}
+	body := ip6[40:]
+	if len(body) != 32 || body[0] != 136 || body[4] != 0xa0 || !bytes.Equal(body[8:24], gw.AsSlice()) ||
+		!bytes.Equal(body[24:26], []byte{2, 1}) || !bytes.Equal(body[26:32], waMAC) {
+		t.Errorf("NA body % x", body)
+	}
+	if icmp6Checksum(ip6) != 0 {
+		t.Errorf("NA: ICMPv6 checksum wrong")
+	}
+	p := decode(t, na)
+	if a, _ := p.Layer(layers.LayerTypeICMPv6NeighborAdvertisement).(*layers.ICMPv6NeighborAdvertisement); a == nil || !a.Override() || a.Solicited() {
+		t.Errorf("NA decodes as %+v", a)
+	}
+
+	ns := NeighborSolicitFrame(Eth{Src: waMAC, Dst: IPv6MulticastMAC(SolicitedNode(gw))}, IPv6Header{Src: netip.MustParseAddr("fd00:65:1::3"), Dst: SolicitedNode(gw)}, gw, waMAC)
+	ip6 = ns[14:]
+	body = ip6[40:]
+	if ip6[7] != 255 || len(body) != 32 || body[0] != 135 || !bytes.Equal(body[8:24], gw.AsSlice()) || !bytes.Equal(body[24:26], []byte{1, 1}) {
+		t.Errorf("NS % x", ip6)
+	}
+	if icmp6Checksum(ip6) != 0 {
+		t.Errorf("NS: ICMPv6 checksum wrong")
+	}
+	decode(t, ns)
+	// Duplicate-address detection: from ::, no option; another hop limit.
+	dad := NeighborSolicitFrame(injEth, IPv6Header{Src: netip.IPv6Unspecified(), Dst: SolicitedNode(gw), HopLimit: 64}, gw, nil)
+	if ip6 = dad[14:]; ip6[7] != 64 || len(ip6) != 40+24 || icmp6Checksum(ip6) != 0 {
+		t.Errorf("DAD NS % x", ip6)
+	}
+}
+
 func TestBuildersRefuseBadInput(t *testing.T) {
 	for name, f := range map[string]func(){
 		"IPv6 in IPv4": func() {
@@ -225,6 +383,15 @@ func TestBuildersRefuseBadInput(t *testing.T) {
 		},
 		"short MAC": func() {
 			UDPFrame(Eth{Src: injSrcMAC[:3], Dst: injDstMAC}, IPv4Header{Src: injSrc, Dst: injDst}, 1, 2, nil)
+		},
+		"fragment offset past 13 bits": func() {
+			IPv4Frame(injEth, IPv4Header{Src: injSrc, Dst: injDst, FragOffset: 0x2000}, layers.IPProtocolUDP, nil)
+		},
+		"IPv4 in IPv6": func() {
+			NeighborSolicitFrame(injEth, IPv6Header{Src: injSrc, Dst: AllNodes}, AllNodes, nil)
+		},
+		"short ARP MAC": func() {
+			ARPFrame(injEth, ARP{Op: ARPRequest, SenderMAC: injSrcMAC[:4], SenderIP: injSrc, TargetIP: injDst})
 		},
 	} {
 		func() {
