@@ -977,12 +977,24 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	if (!cx_owned_by(rt, ifindex))
 		/* Source address is not one of the endpoint's ipNetworks. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
-	if (iph->ttl <= 1)
+	if (iph->ttl <= 1) {
 		/* Expiring here, wherever it goes: the host stack sends the
 		 * time-exceeded, quoting the packet as the workload sent it.
 		 * So before any translation: SNAT'd to the node's own address,
-		 * it would be a martian to that stack, and no ICMP would come. */
+		 * it would be a martian to that stack, and no ICMP would come.
+		 * Not before policy, though: to the host's own addresses the
+		 * stack delivers it whatever its TTL (endpointToHostAction), and
+		 * a new flow anywhere else is the egress policy's to allow. */
+		int local;
+
+		if (kind < 0) {
+			kind = cx_tuple_of(skb, &t);
+			ct = kind == CX_TUPLE_FLOW ? cx_ct_lookup(&t) : NULL;
+		}
+		if (!ct && cx_policy_flow(skb, ifindex, ifc, len, &local))
+			return cx_nat_drop(ifindex, CX_NAT_ERR_POLICY, len);
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+	}
 
 	start = CX_START_FIP | CX_START_WORKLOAD | CX_START_TRACK;
 	if (rt->flags & CX_RT_F_NAT_OUTGOING)
@@ -1026,6 +1038,13 @@ static __always_inline int cx_is_unspecified6(const struct in6_addr *a)
 static __always_inline int cx_is_link_local6(const struct in6_addr *a)
 {
 	return a->in6_u.u6_addr8[0] == 0xfe && (a->in6_u.u6_addr8[1] & 0xc0) == 0x80;
+}
+
+/* cx_is_gateway6 says whether a is fe80::1, the workloads' IPv6 gateway. */
+static __always_inline int cx_is_gateway6(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == bpf_htonl(0xfe800000) && !a->in6_u.u6_addr32[1] && !a->in6_u.u6_addr32[2] &&
+	       a->in6_u.u6_addr32[3] == bpf_htonl(1);
 }
 
 /* An NA with one option: the target's link-layer address (RFC 4861 4.6.1). */
@@ -1137,6 +1156,23 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 			      (ip6->nexthdr == IPPROTO_TCP && dport == CX_DNS_PORT);
 		}
 		e2h_drop = cfg && cfg->endpoint_to_host == CX_E2H_DROP && !ndp && !svc;
+
+		if (ndp && l4[0] == CX_ICMPV6_NA) {
+			struct cx_nd *na = (void *)l4;
+
+			if ((void *)(na + 1) > data_end)
+				/* Too short for its target. */
+				return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+			/* Every address but the workload's own is the host's on
+			 * this link (cx_from_wl_ns answers for it): an NA for any
+			 * other (the gateway fe80::1, a neighbour's address) is an
+			 * attempt to take it over. A link-local target is the
+			 * workload's own (the model does not know those) unless
+			 * it is the gateway's. */
+			if (!cx_owned_by(cx_route_v6(&na->target), ifindex) &&
+			    (!cx_is_link_local6(&na->target) || cx_is_gateway6(&na->target)))
+				return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		}
 
 		/* Link-local and unspecified sources (NDP, DAD) only ever talk
 		 * to the host on this link; the host stack answers them. */

@@ -6,6 +6,7 @@ package bpf_test
 // packet is dropped and counted under its own reason.
 
 import (
+	"net"
 	"net/netip"
 	"testing"
 
@@ -189,14 +190,17 @@ func tableDenyAll(tb testing.TB, e *env) uint32 {
 	return table
 }
 
-// icmpv6 is Ethernet/IPv6/ICMPv6 of type typ (4 bytes of body) with hop
-// limit hl.
+// icmpv6 is Ethernet/IPv6/ICMPv6 of type typ with hop limit hl and 20
+// bytes of body: 4 of flags, then src as the target (an NA for its own
+// address, a redirect's target).
 func icmpv6(l2 bpftest.L2, src, dst netip.Addr, hl uint8, typ uint8) []byte {
 	ip := &layers.IPv6{Version: 6, HopLimit: hl, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
 	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, 0)}
 	_ = icmp.SetNetworkLayerForChecksum(ip)
 	eth := &layers.Ethernet{SrcMAC: l2.Src, DstMAC: l2.Dst, EthernetType: layers.EthernetTypeIPv6}
-	return bpftest.Serialize(eth, ip, icmp, gopacket.Payload(make([]byte, 20)))
+	body := make([]byte, 20)
+	copy(body[4:], src.AsSlice())
+	return bpftest.Serialize(eth, ip, icmp, gopacket.Payload(body))
 }
 
 // IPv6 for the host follows endpointToHostAction Drop, through the host
@@ -311,5 +315,78 @@ func TestNATOutgoingPortChoice(t *testing.T) {
 	c := port(ne.fromWL(t, w, udp(45000, 5355)))
 	if a == b && b == c {
 		t.Errorf("workload port 45000 to three servers: %d each time, want random ports", a)
+	}
+}
+
+// TTL 1 goes to the host stack for its time-exceeded, but not around
+// policy: to the host's own addresses the stack would deliver it whatever
+// the TTL, so endpointToHostAction Drop drops it, as the egress policy does
+// a new flow elsewhere.
+func TestTTL1NotAroundPolicy(t *testing.T) {
+	e := newPolicyEnv(t)
+	w := e.wl4
+	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), maps.IPCacheEntry{Host: true}))
+	cfg := e.tun.cfg
+	cfg.EndpointToHost = maps.EndpointToHostDrop
+	must(t, e.dp.Maps.PutConfig(cfg))
+	ping := func(dst netip.Addr, ttl uint8, id uint16) []byte {
+		return bpftest.IPv4ICMPEcho(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: dst, TTL: ttl}, id, 1)
+	}
+	e.fromWL(t, w, ping(hostAddr, 1, 1)).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	e.fromWL(t, w, ping(hostAddr, 0, 2)).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	e.fromWL(t, w, ping(internet, 1, 3)).want(t, ok, hit{w, maps.ReasonPassHost})
+
+	// Under an egress policy that denies everything: a new flow at TTL 1
+	// is dropped; a packet of an allowed, tracked flow still expires at
+	// the host.
+	cfg.EndpointToHost = maps.EndpointToHostAccept
+	must(t, e.dp.Maps.PutConfig(cfg))
+	e.setTables(t, w, 0, tableDeny)
+	e.fromWL(t, w, ping(internet, 1, 4)).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	e.setTables(t, w, 0, 0)
+	first := e.fromWL(t, w, bpftest.IPv4UDP(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: e.wl2.ip4, TTL: 64}, 40000, 9000, nil))
+	if first.verdict == shot {
+		t.Fatalf("the flow's first packet: %s", fmtCounters(first.delta))
+	}
+	e.setTables(t, w, 0, tableDeny)
+	later := bpftest.IPv4UDP(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: e.wl2.ip4, TTL: 1}, 40000, 9000, nil)
+	e.fromWL(t, w, later).want(t, ok, hit{w, maps.ReasonPassHost})
+}
+
+// An unsolicited NA may only claim the workload's own addresses: the
+// gateway fe80::1 and every other address are the host's on that link.
+func TestNAOnlyForOwnAddresses(t *testing.T) {
+	e := newEnv(t)
+	w := e.wl1
+	na := func(src, target netip.Addr) []byte {
+		ip := &layers.IPv6{Version: 6, HopLimit: 255, NextHeader: layers.IPProtocolICMPv6, SrcIP: src.AsSlice(),
+			DstIP: netip.MustParseAddr("ff02::1").AsSlice()}
+		icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeNeighborAdvertisement, 0)}
+		_ = icmp.SetNetworkLayerForChecksum(ip)
+		adv := &layers.ICMPv6NeighborAdvertisement{Flags: 0x20, TargetAddress: target.AsSlice(),
+			Options: layers.ICMPv6Options{{Type: layers.ICMPv6OptTargetAddress, Data: w.mac}}}
+		eth := &layers.Ethernet{SrcMAC: w.mac, DstMAC: net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}, EthernetType: layers.EthernetTypeIPv6}
+		return bpftest.Serialize(eth, ip, icmp, adv)
+	}
+	ll := netip.MustParseAddr("fe80::4")
+	for name, in := range map[string][]byte{
+		"the gateway fe80::1, from its link-local": na(ll, netip.MustParseAddr("fe80::1")),
+		"the gateway fe80::1, from its global":     na(w.ip6, netip.MustParseAddr("fe80::1")),
+		"another workload's address":               na(ll, e.wl2.ip6),
+		"an outside address":                       na(w.ip6, netip.MustParseAddr("2001:db8::1")),
+	} {
+		t.Run("dropped/"+name, func(t *testing.T) {
+			o := e.fromWL(t, w, in)
+			o.want(t, shot, hit{w, maps.ReasonDropSpoofIP})
+			o.unchanged(t)
+		})
+	}
+	for name, in := range map[string][]byte{
+		"its own global address":     na(w.ip6, w.ip6),
+		"its own link-local address": na(ll, ll),
+	} {
+		t.Run("passed/"+name, func(t *testing.T) {
+			e.fromWL(t, w, in).want(t, ok, hit{w, maps.ReasonPassHost})
+		})
 	}
 }
