@@ -853,6 +853,25 @@ static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex
 	 * floating IP (hairpin). */
 	if (rt->ifindex == ifindex && nat != CX_NAT_DONE)
 		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	{
+		/* To a workload beside it: the packet must fit the workloads'
+		 * MTU, as Linux's forwarding checks the output device's (a
+		 * workload that raised its own MTU sends bigger ones). GSO
+		 * packets are segments of that size already. */
+		struct cx_node_config *cfg = cx_get_config();
+		__u32 tot = bpf_ntohs(iph->tot_len);
+
+		if (cfg && cfg->workload_mtu && !skb->gso_size && tot > cfg->workload_mtu) {
+			if (!(iph->frag_off & bpf_htons(CX_IP_DF)) || iph->ihl != 5 || tot < CX_ICMP_KEEP)
+				/* Fragmenting is not done here; with options there is
+				 * no room in our ICMP. */
+				return cx_verdict_len(ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+			if (cx_icmp_frag_needed(skb, cx_addr_ip4(cfg->node_addr), cfg->workload_mtu))
+				/* The helpers refused to rewrite the packet into the ICMP. */
+				return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+			return cx_verdict_len(ifindex, CX_REASON_ICMP_FRAG_NEEDED, len, bpf_redirect(ifindex, 0));
+		}
+	}
 	if (cx_ip4_forward(skb, iph))
 		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);

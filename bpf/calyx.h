@@ -156,6 +156,9 @@ struct cx_node_config {
 	/* natOutgoing's source ports (host order); 0: the built-in range. */
 	__u16 nat_port_min;
 	__u16 nat_port_max;
+	/* The MTU the agent gives workloads: a packet from one to another on
+	 * this host must fit it (0: not checked). */
+	__u32 workload_mtu;
 };
 
 enum cx_config_flags {

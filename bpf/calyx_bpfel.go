@@ -214,6 +214,7 @@ type CalyxCxNodeConfig struct {
 	EndpointToHost  uint32
 	NatPortMin      uint16
 	NatPortMax      uint16
+	WorkloadMtu     uint32
 }
 
 type CalyxCxPolicyAction uint32

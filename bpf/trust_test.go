@@ -6,6 +6,7 @@ package bpf_test
 // packet is dropped and counted under its own reason.
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
@@ -389,4 +390,32 @@ func TestNAOnlyForOwnAddresses(t *testing.T) {
 			e.fromWL(t, w, in).want(t, ok, hit{w, maps.ReasonPassHost})
 		})
 	}
+}
+
+// A packet from one workload to another on this host must fit the
+// workloads' MTU (a workload may raise its own): too big with DF, the
+// sender gets ICMP fragmentation-needed with that MTU; without DF it is
+// dropped (calyx does not fragment).
+func TestLocalDeliveryMTU(t *testing.T) {
+	e := newTunnelEnv(t)
+	w := e.wl1
+	cfg := e.tun.cfg
+	cfg.WorkloadMTU = 1450
+	must(t, e.dp.Maps.PutConfig(cfg))
+	ip := bpftest.IPv4{Src: w.ip4, Dst: e.wl2.ip4, TTL: 64}
+	o := e.fromWL(t, w, udpSized(w, ip, 1450))
+	o.want(t, redirect, hit{w, maps.ReasonDeliverLocal}, hit{e.wl2, maps.ReasonToWorkload})
+	o = e.fromWL(t, w, udpSized(w, ip, 1454))
+	o.want(t, redirect, hit{w, maps.ReasonICMPFragNeeded})
+	pkt := bpftest.Decode(o.out)
+	icmp, _ := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if icmp == nil || icmp.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded) ||
+		binary.BigEndian.Uint16(icmp.Contents[6:8]) != 1450 {
+		t.Errorf("want ICMP fragmentation needed, MTU 1450: %v", pkt)
+	}
+	noDF := ip
+	noDF.NoDF = true
+	o = e.fromWL(t, w, udpSized(w, noDF, 1454))
+	o.want(t, shot, hit{w, maps.ReasonDropTooBig})
+	o.unchanged(t)
 }

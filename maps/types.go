@@ -559,6 +559,9 @@ type NodeConfig struct {
 	// NATPorts are natOutgoing's source ports, [min, max]; zero means the
 	// programs' built-in range.
 	NATPorts [2]uint16
+	// WorkloadMTU is the MTU workloads are given: a packet between two
+	// workloads of this host must fit it. 0 turns the check off.
+	WorkloadMTU uint32
 }
 
 func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
@@ -579,6 +582,7 @@ func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
 		RouteGen:        c.RouteGen,
 		NatPortMin:      c.NATPorts[0],
 		NatPortMax:      c.NATPorts[1],
+		WorkloadMtu:     c.WorkloadMTU,
 	}
 }
 
@@ -593,6 +597,7 @@ func nodeConfigFromBPF(in bpf.CalyxCxNodeConfig) NodeConfig {
 		EndpointToHost:  EndpointToHost(in.EndpointToHost),
 		PrefilterTC:     in.Flags&uint32(bpf.CalyxCxConfigFlagsCX_CFG_PREFILTER_TC) != 0,
 		NATPorts:        [2]uint16{in.NatPortMin, in.NatPortMax},
+		WorkloadMTU:     in.WorkloadMtu,
 	}
 	if a := addrFrom16(in.MetadataAddr); a.IsValid() {
 		c.Metadata = netip.AddrPortFrom(a, uint16(in.MetadataPort))

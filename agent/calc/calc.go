@@ -281,6 +281,9 @@ func Compute(in Input) *Desired {
 	sort.Strings(d.Refused)
 	d.LocalRoutes = localRoutes(d, in)
 	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s)
+	if d.Config.Address.IsValid() && d.WorkloadMTU > 0 {
+		d.Config.WorkloadMTU = uint32(d.WorkloadMTU)
+	}
 	compilePolicy(d, in, self)
 	return d
 }

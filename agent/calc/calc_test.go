@@ -189,7 +189,8 @@ func TestComputeEncapPerPoolMode(t *testing.T) {
 			}
 			wantCfg := maps.NodeConfig{Address: netip.MustParseAddr("10.30.0.11"), UnderlayIfindex: 2, UnderlayMTU: 1500,
 				VXLANVNI: model.DefaultVXLANVNI, VXLANPort: model.DefaultVXLANPort,
-				Metadata: netip.MustParseAddrPort(model.DefaultMetadataAddress), NATPorts: [2]uint16{20000, 29999}}
+				Metadata: netip.MustParseAddrPort(model.DefaultMetadataAddress), NATPorts: [2]uint16{20000, 29999},
+				WorkloadMTU: uint32(tc.workloadMTU)}
 			if d.Config != wantCfg {
 				t.Errorf("config = %+v, want %+v", d.Config, wantCfg)
 			}
