@@ -76,6 +76,32 @@ bench: deps build
 	$(BIN)/calyx-bench --bin $(BIN) $(if $(BENCH_PERPACKET),--bpf-bench bench/out/bpf.txt) --out BENCHMARKS.md --json bench/results.json --charts bench $(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 	@cat BENCHMARKS.md
 
+# Fuzzing (issue 15): each target of bpf/fuzz_test.go for FUZZTIME, one
+# after the other, as root (BPF_PROG_TEST_RUN). Prints per target the
+# executions and the inputs it failed on: new files under
+# bpf/testdata/fuzz/<target>/, which `go test ./bpf/` replays from then on
+# (move them away once reported, or keep them as regression tests once the
+# bug is fixed). Logs in $(BIN)/fuzz/.
+FUZZTIME    ?= 2m
+FUZZTARGETS ?= FuzzFromWorkload FuzzToWorkload FuzzFromUnderlay FuzzToUnderlay FuzzPrefilterXDP
+.PHONY: fuzz
+fuzz:
+	@[ "$$(id -u)" = 0 ] || { echo "fuzz: BPF_PROG_TEST_RUN needs root"; exit 1; }
+	@mkdir -p $(BIN)/fuzz; failed=""; \
+	for t in $(FUZZTARGETS); do \
+		dir=bpf/testdata/fuzz/$$t; log=$(BIN)/fuzz/$$t.log; \
+		before=$$(ls $$dir 2>/dev/null); \
+		echo "fuzz: $$t for $(FUZZTIME)"; \
+		$(GO) test ./bpf/ -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) -timeout 0 -v > $$log 2>&1 || failed="$$failed $$t"; \
+		execs=$$(grep -o 'execs: [0-9]*' $$log | tail -1 | cut -d' ' -f2); \
+		new=$$(ls $$dir 2>/dev/null | grep -vxF "$$before" | sed "s|^|$$dir/|"); \
+		echo "  executions: $${execs:-none (see $$log)}"; \
+		if [ -n "$$new" ]; then echo "  FOUND (go test ./bpf/ -run '^$$t\$$' replays them):"; echo "$$new" | sed 's/^/    /'; \
+		elif grep -q '^--- FAIL\|^FAIL' $$log; then echo "  FAILED without a new input: see $$log"; \
+		else echo "  nothing found"; fi; \
+	done; \
+	[ -z "$$failed" ] || { echo "fuzz: failed:$$failed"; exit 1; }
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) vet ./...

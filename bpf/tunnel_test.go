@@ -12,7 +12,6 @@ package bpf_test
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
 	"github.com/calyxnet/calyx/maps"
@@ -977,102 +975,4 @@ func TestTunnelRoundTrip(t *testing.T) {
 			})
 		}
 	}
-}
-
-// 16. Random frames on the underlay. Whatever comes in, the kernel refuses
-// it (EINVAL) or exactly one reason is counted on the underlay with the
-// frame's length (plus to-workload on a delivery's destination); SHOT goes
-// with a drop and leaves the packet alone, OK with pass-host and leaves it
-// alone or decapsulated, REDIRECT with a delivery of an IPv4 packet to a
-// local workload.
-// go test ./bpf/ -run '^$' -fuzz FuzzFromUnderlay -fuzztime 1m
-func FuzzFromUnderlay(f *testing.F) {
-	e := newTunnelEnv(f)
-	for _, s := range underlayFuzzSeeds(f, e) {
-		f.Add(s)
-	}
-	ul := e.tun.ul
-	local := map[netip.Addr]*endpoint{}
-	for _, ep := range []*endpoint{e.wl1, e.wl2, e.wl3, e.wl4} {
-		local[ep.ip4] = ep
-	}
-	f.Fuzz(func(t *testing.T, frame []byte) {
-		o, err := e.tryRun(t, e.ulIngress, ul.ifindex, frame)
-		if errors.Is(err, unix.EINVAL) {
-			return
-		}
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-		var reason maps.Reason
-		onUL := 0
-		for k, c := range o.delta {
-			switch {
-			case k.Ifindex == ul.idx():
-				onUL++
-				reason = k.Reason
-				if c != (maps.Counter{Packets: 1, Bytes: uint64(len(o.in))}) {
-					t.Fatalf("%s counted %+v for one %d-byte frame", k.Reason, c, len(o.in))
-				}
-			case k.Reason != maps.ReasonToWorkload || c.Packets != 1:
-				t.Fatalf("counted %s %+v on ifindex %d", k.Reason, c, k.Ifindex)
-			}
-		}
-		if onUL != 1 {
-			t.Fatalf("%d reasons counted on the underlay, want 1: %s", onUL, fmtCounters(o.delta))
-		}
-		decapped := func(room int) bool {
-			return len(o.in) >= 14+room && bytes.Equal(o.out, slices.Concat(o.in[:14], o.in[14+room:]))
-		}
-		switch {
-		case reason.IsDrop() && o.verdict == shot:
-			if !bytes.Equal(o.in, o.out) {
-				t.Fatalf("dropped packet changed:\n in  %x\n out %x", o.in, o.out)
-			}
-		case reason == maps.ReasonPassHost && o.verdict == ok:
-			if !bytes.Equal(o.in, o.out) && !decapped(20) && !decapped(50) {
-				t.Fatalf("passed packet neither untouched nor decapsulated:\n in  %x\n out %x", o.in, o.out)
-			}
-		case (reason == maps.ReasonDeliverLocal || reason == maps.ReasonDecapIPIP || reason == maps.ReasonDecapVXLAN) && o.verdict == redirect:
-			room := map[maps.Reason]int{maps.ReasonDeliverLocal: 0, maps.ReasonDecapIPIP: 20, maps.ReasonDecapVXLAN: 50}[reason]
-			if len(o.out) != len(o.in)-room || len(o.out) < 34 {
-				t.Fatalf("%s: %d bytes in, %d out", reason, len(o.in), len(o.out))
-			}
-			dst, _ := netip.AddrFromSlice(o.out[30:34])
-			if local[dst] == nil || o.out[12] != 0x08 || o.out[13] != 0 || o.out[14]>>4 != 4 {
-				t.Fatalf("%s of a packet that is not IPv4 to a local workload: %x", reason, o.out)
-			}
-			if !bytes.Equal(o.out[14+9:14+10], o.in[14+room+9:14+room+10]) || !bytes.Equal(o.out[26:], o.in[26+room:]) {
-				t.Fatalf("%s changed more than TTL, checksum and MACs:\n in  %x\n out %x", reason, o.in, o.out)
-			}
-		default:
-			t.Fatalf("verdict %s counted as %s", bpftest.VerdictName(o.verdict), reason)
-		}
-	})
-}
-
-func underlayFuzzSeeds(tb testing.TB, e *env) [][]byte {
-	nodeA := e.tun.nodeA
-	var seeds [][]byte
-	for _, enc := range encaps {
-		src := e.block(tb, nodeA, enc.encap)
-		for _, dst := range []netip.Addr{e.wl2.ip4, e.wl3.ip4, hostAddr, internet} {
-			for _, ttl := range []uint8{1, 64} {
-				for _, inner := range innerOf(src, dst, ttl) {
-					seeds = append(seeds, tunnelFrame(e, nodeA, hostAddr, enc.encap, inner))
-				}
-			}
-		}
-		seeds = append(seeds,
-			tunnelFrame(e, &remoteNode{addr: internet}, hostAddr, enc.encap, udp4(e.wl2, src, e.wl2.ip4, 64)),
-			tunnelFrame(e, nodeA, internet, enc.encap, udp4(e.wl2, src, e.wl2.ip4, 64)))
-	}
-	l2 := e.nodeL2(nodeA)
-	seeds = append(seeds,
-		bpftest.IPv4UDP(l2, bpftest.IPv4{Src: nodeA.addr, Dst: e.wl2.ip4}, 1, 2, nil),
-		bpftest.IPv4UDP(l2, bpftest.IPv4{Src: nodeA.addr, Dst: hostAddr}, 1, testVXLANPort, make([]byte, 8)),
-		bpftest.ARPRequest(l2.Src, nodeA.addr, hostAddr),
-		make([]byte, 64),
-	)
-	return seeds
 }
