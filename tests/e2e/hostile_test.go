@@ -784,9 +784,10 @@ func TestHostileWorkload(t *testing.T) {
 		fromWA("ttl1-to-workload", fmt.Sprintf("ICMP echo TTL 1 %s > %s (wc)", wa.IP, wc.IP),
 			lab.ICMPEchoFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wc.IP, ID: 0x5001, TTL: 1}, 0x5001, 1, payload),
 			reasonPassHost, gets(wc, 0x5001, false), waGets("wa is told time-exceeded", "icmp-timxceed", 0x5001)),
+		// A new flow the egress policy denies is denied at TTL 1 too.
 		fromWA("ttl1-to-denied-workload", fmt.Sprintf("ICMP echo TTL 1 %s > %s (wb, denied)", wa.IP, wb.IP),
 			lab.ICMPEchoFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wb.IP, ID: 0x5002, TTL: 1}, 0x5002, 1, payload),
-			reasonPassHost, gets(wb, 0x5002, false)),
+			reasonPolicy, gets(wb, 0x5002, false)),
 		fromWA("ttl1-to-local-workload", fmt.Sprintf("ICMP echo TTL 1 %s > %s (wd, beside wa)", wa.IP, wd.IP),
 			lab.ICMPEchoFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wd.IP, ID: 0x5003, TTL: 1}, 0x5003, 1, payload),
 			reasonPassHost, gets(wd, 0x5003, false), waGets("wa is told time-exceeded", "icmp-timxceed", 0x5003)),
