@@ -368,10 +368,15 @@ static __always_inline struct cx_ct_entry *cx_icmp_quoted(struct __sk_buff *skb,
 {
 	void *data = cx_skb_data(skb);
 	void *data_end = cx_skb_data_end(skb);
+	struct iphdr *outer = data + ETH_HLEN;
 	struct iphdr *inner = data + CX_L4_OFF + 8;
 	__be16 ports[2];
 
 	if ((void *)(inner + 1) + 8 > data_end || inner->ihl != 5)
+		return NULL;
+	if (bpf_ntohs(outer->tot_len) < sizeof(*outer) + 8 + sizeof(*inner) + 8)
+		/* The quoted ports lie past the datagram (in a frame's
+		 * trailer): not part of the error, and outside its checksum. */
 		return NULL;
 	__builtin_memcpy(ports, (void *)(inner + 1), 4);
 	if (inner->protocol == IPPROTO_ICMP) {
