@@ -85,11 +85,11 @@ const (
 	// DefaultNATPortRange keeps natOutgoing's ports apart from Linux's
 	// default ephemeral range (32768-60999), as Calico's BPF dataplane
 	// does (BPFPSNATPorts).
-	DefaultNATPortRange = "20000:29999"
-	DefaultRouteMapSize         = 65536
-	DefaultEndpointMapSize      = 16384
-	DefaultCTMapSize            = 262144
-	DefaultLeaseSeconds         = 86400
+	DefaultNATPortRange    = "20000:29999"
+	DefaultRouteMapSize    = 65536
+	DefaultEndpointMapSize = 16384
+	DefaultCTMapSize       = 262144
+	DefaultLeaseSeconds    = 86400
 )
 
 // Bounds of Subnet.spec.leaseSeconds: DHCP clients renew at half the
