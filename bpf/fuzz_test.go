@@ -345,20 +345,7 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	e, m := fe.env, fe.dp.Maps
 
 	// Policy: newPolicyEnv's tables and identities.
-	e.putPolicy(tb, allDeny(tableDeny, maps.RuleDefaultDenyEgress))
-	e.putPolicy(tb, map[maps.PolicyKey]maps.PolicyVerdict{
-		{Table: tableDNS}: {Action: maps.PolicyDeny, Rule: ruleDeny},
-		{Table: tableDNS, Bits: 24, Proto: maps.ProtoUDP, Port: 53}: {Action: maps.PolicyAllow, Rule: ruleAllow},
-		{Table: tableWL1}:                  {Action: maps.PolicyDeny, Rule: maps.RuleDefaultDenyIngress},
-		{Table: tableWL1, Identity: idWL1}: {Action: maps.PolicyAllow, Rule: ruleAllow},
-		{Table: tableSport}:                {Action: maps.PolicyDeny, Rule: ruleDeny},
-		{Table: tableSport, Bits: 24, Proto: maps.ProtoUDP, Port: 53}: {Action: maps.PolicySport, Sub: maps.SubTableFlag | 1},
-		{Table: maps.SubTableFlag | 1, Bits: 8}:                       {Action: maps.PolicyDeny, Rule: ruleDeny},
-		{Table: maps.SubTableFlag | 1, Bits: 24, Port: 40000}:         {Action: maps.PolicyAllow, Rule: ruleAllow},
-		{Table: tableLog}: {Action: maps.PolicyAllow, Rule: ruleAllow, LogRule: ruleLog},
-	})
-	must(tb, m.PutIPCache(netip.PrefixFrom(e.wl1.ip4, 32), maps.IPCacheEntry{Identity: idWL1}))
-	must(tb, m.PutIPCache(netip.PrefixFrom(hostAddr, 32), maps.IPCacheEntry{Host: true}))
+	e.putTestPolicies(tb)
 	e.setTables(tb, e.wl2, tableWL1, 0)
 	e.setTables(tb, e.wl3, 0, tableDNS)
 	e.setTables(tb, e.wl4, tableLog, tableDeny)

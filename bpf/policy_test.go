@@ -100,6 +100,14 @@ func (e *env) wantHits(tb testing.TB, before map[maps.RuleHitKey]maps.Counter, k
 func newPolicyEnv(tb testing.TB) *env {
 	tb.Helper()
 	e := newTunnelEnv(tb)
+	e.putTestPolicies(tb)
+	return e
+}
+
+// putTestPolicies writes the tables above, an identity for wl1's address
+// and the host flag for hostAddr.
+func (e *env) putTestPolicies(tb testing.TB) {
+	tb.Helper()
 	e.putPolicy(tb, allDeny(tableDeny, maps.RuleDefaultDenyEgress))
 	e.putPolicy(tb, map[maps.PolicyKey]maps.PolicyVerdict{
 		{Table: tableDNS}: {Action: maps.PolicyDeny, Rule: ruleDeny},
@@ -114,7 +122,6 @@ func newPolicyEnv(tb testing.TB) *env {
 	})
 	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(e.wl1.ip4, 32), maps.IPCacheEntry{Identity: idWL1}))
 	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), maps.IPCacheEntry{Host: true}))
-	return e
 }
 
 // Egress: a table decides a workload's new flows by protocol and port; the
