@@ -725,21 +725,19 @@ static __always_inline int cx_nat_drop(__u32 ifindex, int nat, __u32 len)
 	return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
 }
 
-/* cx_local_source says whether saddr is this host's to send from: one of
- * its own addresses (and subnet gateways), a local workload's, or a
- * floating IP whose instance runs here. Nothing from the underlay, nor
+/* cx_local_source_rt says whether saddr (whose route is rt) is this host's
+ * to send from: one of its own addresses (and subnet gateways), a local
+ * workload's, or a floating IP whose instance runs here. Nothing from the underlay, nor
  * decapsulated from a tunnel, may carry such a source: TC delivery skips
  * the kernel's martian and reverse-path checks, and these sources are
  * trusted (CX_ID_HOST skips ingress policy) or attributed to a workload. */
-static __always_inline int cx_local_source(__be32 saddr)
+static __always_inline int cx_local_source_rt(__be32 saddr, const struct cx_route *rt)
 {
 	struct cx_identity *id = cx_identity_v4(saddr);
-	struct cx_route *rt;
 	struct cx_fip *fip;
 
 	if (id && (id->flags & CX_ID_HOST))
 		return 1;
-	rt = cx_route_v4(saddr);
 	if (!rt)
 		return 0;
 	if (rt->type == CX_RT_LOCAL_WORKLOAD || rt->type == CX_RT_HOST)
@@ -748,6 +746,12 @@ static __always_inline int cx_local_source(__be32 saddr)
 		return 0;
 	fip = cx_fip_of(saddr);
 	return fip && (fip->flags & CX_FIP_LOCAL);
+}
+
+/* cx_local_source is cx_local_source_rt with saddr's route looked up. */
+static __always_inline int cx_local_source(__be32 saddr)
+{
+	return cx_local_source_rt(saddr, cx_route_v4(saddr));
 }
 
 /* cx_inner_source_ok says whether a node (its underlay address node) may
@@ -760,11 +764,10 @@ static __always_inline int cx_local_source(__be32 saddr)
  * (IPsec/WireGuard between nodes would be needed to drop that assumption). */
 static __always_inline int cx_inner_source_ok(__be32 saddr, __be32 node)
 {
-	struct cx_route *rt;
+	struct cx_route *rt = cx_route_v4(saddr); /* one lookup for both checks */
 
-	if (cx_local_source(saddr))
+	if (cx_local_source_rt(saddr, rt))
 		return 0;
-	rt = cx_route_v4(saddr);
 	if (!rt)
 		return 1;
 	if (rt->type == CX_RT_NODE)
