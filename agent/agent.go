@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calyxnet/calyx/agent/bgp"
 	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
@@ -338,7 +339,13 @@ func (a *Agent) reconcile() error {
 		return err
 	}
 	routes := slices.Concat(d.KernelRoutes, calc.PoolRoutes(d, uncovered))
-	bgpRoutes := a.bgpLearned(routes)
+	// What every node advertises, once per reconcile: syncBGP sends this
+	// node's, bgpLearned checks the others' against what BGP learned.
+	var bgpIn map[string]*bgp.AdvertiseInput
+	if a.snap.BGPConfig != nil {
+		bgpIn = advertiseInputs(a.snap)
+	}
+	bgpRoutes := a.bgpLearned(routes, bgpIn)
 	added, removed, err := kernel.SyncRoutes(slices.Concat(routes, bgpRoutes))
 	a.metrics.kernelRoutes.Add(float64(added + removed))
 	if err != nil && len(bgpRoutes) > 0 {
@@ -362,7 +369,7 @@ func (a *Agent) reconcile() error {
 	removed += lremoved
 
 	a.updateSubnetServices(links, d)
-	a.syncBGP(a.ctx)
+	a.syncBGP(a.ctx, bgpIn)
 
 	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Ifaces)))
 	a.metrics.endpoints.WithLabelValues("pending").Set(float64(len(d.Pending)))

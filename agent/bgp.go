@@ -40,8 +40,8 @@ func (b *bgpState) get() *bgp.Speaker {
 // without a BGPConfiguration nothing listens or peers (a running speaker
 // withdraws its routes and stops). Errors cost BGP only, never the
 // dataplane: they are logged, reported on /bgp, and the next reconcile
-// tries again.
-func (a *Agent) syncBGP(ctx context.Context) {
+// tries again. inputs are advertiseInputs of the reconcile's snapshot.
+func (a *Agent) syncBGP(ctx context.Context, inputs map[string]*bgp.AdvertiseInput) {
 	snap := a.snap
 	if snap == nil {
 		return
@@ -95,7 +95,7 @@ func (a *Agent) syncBGP(ctx context.Context) {
 		peerErrs = append(peerErrs, err.Error())
 	}
 	var own []bgp.Advertisement
-	if in := advertiseInputs(snap)[a.cfg.Node]; in != nil {
+	if in := inputs[a.cfg.Node]; in != nil {
 		own = bgp.Advertise(*in)
 	}
 	if err := sp.SetAdvertisements(own); err != nil {
@@ -236,13 +236,13 @@ func bgpPools(s *model.Snapshot) []bgp.Pool {
 // are compared with the datastore's view, and the differences reported.
 // Routes whose prefix the agent already keeps in the FIB (want) are left
 // out. Called by reconcile; a stopped speaker yields nothing.
-func (a *Agent) bgpLearned(want []calc.KernelRoute) []calc.KernelRoute {
+func (a *Agent) bgpLearned(want []calc.KernelRoute, inputs map[string]*bgp.AdvertiseInput) []calc.KernelRoute {
 	sp := a.bgp.get()
 	if sp == nil || a.snap == nil {
 		return nil
 	}
 	learned := sp.Learned()
-	expected, nodePeers := a.expectedBGPRoutes()
+	expected, nodePeers := a.expectedBGPRoutes(inputs)
 	if !nodePeers {
 		// Without sessions with other nodes nothing says every node's
 		// routes should arrive: only what did arrive is checked.
@@ -292,9 +292,9 @@ func (a *Agent) markFIBFailed(err error) {
 
 // expectedBGPRoutes is the datastore's view of what the other nodes
 // advertise, and whether this node has a session with another node.
-func (a *Agent) expectedBGPRoutes() ([]bgp.Advertisement, bool) {
+func (a *Agent) expectedBGPRoutes(inputs map[string]*bgp.AdvertiseInput) ([]bgp.Advertisement, bool) {
 	var out []bgp.Advertisement
-	for name, in := range advertiseInputs(a.snap) {
+	for name, in := range inputs {
 		if name != a.cfg.Node {
 			out = append(out, bgp.Advertise(*in)...)
 		}
