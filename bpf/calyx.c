@@ -218,6 +218,7 @@ const enum cx_attach_mode cx_enum_attach_mode __attribute__((unused));
 const enum cx_encap cx_enum_encap __attribute__((unused));
 const enum cx_fip_flags cx_enum_fip_flags __attribute__((unused));
 const enum cx_ct_dir cx_enum_ct_dir __attribute__((unused));
+const enum cx_ct_seq cx_enum_ct_seq __attribute__((unused));
 const enum cx_nat cx_enum_nat __attribute__((unused));
 const enum cx_config_flags cx_enum_config_flags __attribute__((unused));
 const enum cx_endpoint_to_host cx_enum_e2h __attribute__((unused));
@@ -717,6 +718,11 @@ static __always_inline int cx_nat_drop(__u32 ifindex, int nat, __u32 len)
 		/* Network policy denies the new flow (counted per rule in
 		 * cx_policy_hits). */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_POLICY, len, TC_ACT_SHOT);
+	if (nat == CX_NAT_ERR_TCP_WINDOW)
+		/* An RST of a tracked flow outside its window: a blind reset,
+		 * which no end of the flow would accept (RFC 5961). Dropped here
+		 * so that no end has to, and the flow's state is unchanged. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_TCP_WINDOW, len, TC_ACT_SHOT);
 	if (nat == CX_NAT_ERR_CT)
 		/* The flow's conntrack entries could not be written: its reply
 		 * tuple is another flow's (or the table refused): untranslatable. */
@@ -983,7 +989,8 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		/* A SYN reusing a closed flow's ports is a new flow: the slow
 		 * path, policy included. */
 		if (ct && ct->ifindex == ifindex && ct->route_gen == cfg->route_gen && !cx_ct_closed_syn(&t, ct)) {
-			cx_ct_seen(ct, &t, len);
+			if (cx_ct_seen(ct, &t, len))
+				return cx_nat_drop(ifindex, CX_NAT_ERR_TCP_WINDOW, len);
 			nat = CX_NAT_NONE;
 			if (ct->nat) {
 				if (cx_nat_apply(skb, &t, ct))

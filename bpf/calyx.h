@@ -125,6 +125,7 @@ enum cx_reason {
 	CX_REASON_DROP_UNDERLAY_SPOOF = 34, /* from the underlay with this host's, a local workload's or a local floating IP's source */
 	CX_REASON_DROP_TUNNEL_INNER_SRC = 35, /* decapsulated, inner source not the sending node's to use */
 	CX_REASON_DROP_VLAN = 36,       /* a workload's 802.1Q/802.1ad tagged frame */
+	CX_REASON_DROP_TCP_WINDOW = 37, /* a TCP RST of a tracked flow outside its window (a blind reset) */
 	CX_REASON_MAX = 48,
 };
 
@@ -273,6 +274,13 @@ enum cx_ct_dir {
 	CX_CT_REPLY = 1,
 };
 
+/* cx_ct_entry.tcp_seq */
+enum cx_ct_seq {
+	CX_CT_WSCALE_MASK = 0x0f,
+	CX_CT_WSCALE_OFFERED = 0x40, /* this direction's SYN offered window scaling */
+	CX_CT_SEQ_KNOWN = 0x80,      /* seq_end and max_win hold this direction's */
+};
+
 enum cx_nat {
 	CX_NAT_DNAT = 1 << 0,
 	CX_NAT_SNAT = 1 << 1,
@@ -285,12 +293,18 @@ struct cx_ct_entry {
 	__be16 nat_dport;
 	__u8 dir;       /* enum cx_ct_dir */
 	__u8 nat;       /* enum cx_nat bits, the same in both entries */
-	__u8 tcp_flags; /* every TCP flag seen in this direction */
-	__u8 pad;
+	__u8 tcp_flags; /* the TCP flags of this direction's in-sequence segments */
+	__u8 tcp_seq;   /* CX_CT_SEQ_KNOWN | CX_CT_WSCALE_OFFERED | the window-scale shift this direction offered */
 	__u64 created_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	__u64 last_ns;
 	__u64 packets;
 	__u64 bytes;
+	/* TCP sequence tracking (CX_CT_SEQ_KNOWN): the sequence number after
+	 * the last this direction sent, and the largest window field it sent
+	 * (unscaled). What a blind attacker does not know. */
+	__u32 seq_end;
+	__u16 max_win;
+	__u16 pad;
 	/* The established-flow fast path (from-workload): a packet of this
 	 * direction from workload interface ifindex whose source was checked
 	 * when the flow started, and the route of its (translated)

@@ -54,11 +54,14 @@ type CalyxCxCtEntry struct {
 	Dir       uint8
 	Nat       uint8
 	TcpFlags  uint8
-	Pad       uint8
+	TcpSeq    uint8
 	CreatedNs uint64
 	LastNs    uint64
 	Packets   uint64
 	Bytes     uint64
+	SeqEnd    uint32
+	MaxWin    uint16
+	Pad       uint16
 	Ifindex   uint32
 	RouteGen  uint32
 	Route     CalyxCxRoute
@@ -74,6 +77,14 @@ type CalyxCxCtKey struct {
 	Proto uint8
 	Pad   [3]uint8
 }
+
+type CalyxCxCtSeq uint32
+
+const (
+	CalyxCxCtSeqCX_CT_WSCALE_MASK    CalyxCxCtSeq = 15
+	CalyxCxCtSeqCX_CT_WSCALE_OFFERED CalyxCxCtSeq = 64
+	CalyxCxCtSeqCX_CT_SEQ_KNOWN      CalyxCxCtSeq = 128
+)
 
 type CalyxCxEncap uint32
 
@@ -291,6 +302,7 @@ const (
 	CalyxCxReasonCX_REASON_DROP_UNDERLAY_SPOOF   CalyxCxReason = 34
 	CalyxCxReasonCX_REASON_DROP_TUNNEL_INNER_SRC CalyxCxReason = 35
 	CalyxCxReasonCX_REASON_DROP_VLAN             CalyxCxReason = 36
+	CalyxCxReasonCX_REASON_DROP_TCP_WINDOW       CalyxCxReason = 37
 	CalyxCxReasonCX_REASON_MAX                   CalyxCxReason = 48
 )
 
@@ -371,6 +383,7 @@ const (
 	CalyxVarCxEnumAttachMode    = "cx_enum_attach_mode"
 	CalyxVarCxEnumConfigFlags   = "cx_enum_config_flags"
 	CalyxVarCxEnumCtDir         = "cx_enum_ct_dir"
+	CalyxVarCxEnumCtSeq         = "cx_enum_ct_seq"
 	CalyxVarCxEnumE2h           = "cx_enum_e2h"
 	CalyxVarCxEnumEncap         = "cx_enum_encap"
 	CalyxVarCxEnumEpState       = "cx_enum_ep_state"
@@ -463,6 +476,7 @@ type CalyxVariableSpecs struct {
 	CxEnumAttachMode    *ebpf.VariableSpec `ebpf:"cx_enum_attach_mode"`
 	CxEnumConfigFlags   *ebpf.VariableSpec `ebpf:"cx_enum_config_flags"`
 	CxEnumCtDir         *ebpf.VariableSpec `ebpf:"cx_enum_ct_dir"`
+	CxEnumCtSeq         *ebpf.VariableSpec `ebpf:"cx_enum_ct_seq"`
 	CxEnumE2h           *ebpf.VariableSpec `ebpf:"cx_enum_e2h"`
 	CxEnumEncap         *ebpf.VariableSpec `ebpf:"cx_enum_encap"`
 	CxEnumEpState       *ebpf.VariableSpec `ebpf:"cx_enum_ep_state"`
@@ -541,6 +555,7 @@ type CalyxVariables struct {
 	CxEnumAttachMode    *ebpf.Variable `ebpf:"cx_enum_attach_mode"`
 	CxEnumConfigFlags   *ebpf.Variable `ebpf:"cx_enum_config_flags"`
 	CxEnumCtDir         *ebpf.Variable `ebpf:"cx_enum_ct_dir"`
+	CxEnumCtSeq         *ebpf.Variable `ebpf:"cx_enum_ct_seq"`
 	CxEnumE2h           *ebpf.Variable `ebpf:"cx_enum_e2h"`
 	CxEnumEncap         *ebpf.Variable `ebpf:"cx_enum_encap"`
 	CxEnumEpState       *ebpf.Variable `ebpf:"cx_enum_ep_state"`

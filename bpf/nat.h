@@ -33,7 +33,8 @@
 #define CX_METADATA_IP bpf_htonl(0xa9fea9fe) /* 169.254.169.254 */
 #define CX_METADATA_PORT bpf_htons(80)
 
-/* cx_tuple is what identifies a packet's flow, with what the rewrite needs. */
+/* cx_tuple is what identifies a packet's flow, with what the rewrite needs
+ * and, for TCP, what sequence tracking needs. */
 struct cx_tuple {
 	__be32 saddr;
 	__be32 daddr;
@@ -42,7 +43,74 @@ struct cx_tuple {
 	__u8 proto;
 	__u8 tcp_flags;
 	__u8 icmp_type;
+	__u8 tcp_wscale; /* TCP SYN: the window-scale shift it offers, or CX_TCP_NO_WSCALE */
+	__u32 seq;       /* TCP, host order */
+	__u32 ack;
+	__u32 seg_len;   /* TCP: the sequence space the segment takes (payload, SYN, FIN) */
+	__u16 win;       /* TCP: the window field as sent (unscaled) */
 };
+
+#define CX_TCP_NO_WSCALE 0xff
+#define CX_TCP_MAX_WSCALE 14 /* RFC 7323 2.3 */
+#define CX_TCP_OPT_WSCALE 3
+
+/* cx_tcp_opts is a SYN's options as cx_tcp_wscale walks them. The buffer
+ * is twice the options' 40 bytes and indexed modulo 64: every read is
+ * inside it, whatever the option lengths say. */
+struct cx_tcp_opts {
+	__u8 buf[64];
+	__u32 len;
+	__u32 off;
+	int wscale;
+};
+
+/* cx_tcp_opt_step reads the option at o->off: bpf_loop's callback, so the
+ * verifier checks one step, not every path through up to 20 options.
+ * Returns 1 to stop. */
+static long cx_tcp_opt_step(__u32 i, void *ctx)
+{
+	struct cx_tcp_opts *o = ctx;
+	__u32 off = o->off;
+	__u8 kind, len;
+
+	if (off + 2 > o->len)
+		return 1;
+	kind = o->buf[off & 63];
+	if (kind == 0) /* end of options */
+		return 1;
+	if (kind == 1) { /* no-op */
+		o->off = off + 1;
+		return 0;
+	}
+	len = o->buf[(off + 1) & 63];
+	if (kind == CX_TCP_OPT_WSCALE && len == 3 && off + 3 <= o->len) {
+		__u8 shift = o->buf[(off + 2) & 63];
+
+		/* RFC 7323: a larger shift is taken as 14. */
+		o->wscale = shift > CX_TCP_MAX_WSCALE ? CX_TCP_MAX_WSCALE : shift;
+		return 1;
+	}
+	if (len < 2)
+		return 1;
+	o->off = off + len;
+	return 0;
+}
+
+/* cx_tcp_wscale returns the window-scale shift a SYN offers (RFC 7323), or
+ * CX_TCP_NO_WSCALE. Its options (opt_len bytes, at most 40) are copied out
+ * with bpf_skb_load_bytes, so they need not be linear (after decap they
+ * may not be). Only SYNs carry the option. Requires bpf_loop (5.17). */
+static __always_inline int cx_tcp_wscale(struct __sk_buff *skb, __u32 opt_len)
+{
+	struct cx_tcp_opts o = { .len = opt_len, .wscale = CX_TCP_NO_WSCALE };
+
+	if (opt_len < 3 || opt_len > 40)
+		return CX_TCP_NO_WSCALE;
+	if (bpf_skb_load_bytes(skb, CX_L4_OFF + 20, o.buf, opt_len))
+		return CX_TCP_NO_WSCALE;
+	bpf_loop(20, cx_tcp_opt_step, &o, 0);
+	return o.wscale;
+}
 
 enum cx_tuple_kind {
 	CX_TUPLE_NONE = 0,  /* not tracked: options, fragments, other protocols */
@@ -68,13 +136,30 @@ static __always_inline int cx_tuple_of(struct __sk_buff *skb, struct cx_tuple *t
 	t->tcp_flags = 0;
 	t->icmp_type = 0;
 	switch (iph->protocol) {
-	case IPPROTO_TCP:
-		if ((void *)(l4 + 14) > data_end)
+	case IPPROTO_TCP: {
+		struct tcphdr *th = (void *)l4;
+		__u32 ip_len = bpf_ntohs(iph->tot_len), hdr = th->doff * 4;
+
+		if ((void *)(th + 1) > data_end)
 			return CX_TUPLE_NONE;
 		__builtin_memcpy(&t->sport, l4, 2);
 		__builtin_memcpy(&t->dport, l4 + 2, 2);
 		t->tcp_flags = l4[13];
+		t->seq = bpf_ntohl(th->seq);
+		t->ack = bpf_ntohl(th->ack_seq);
+		t->win = bpf_ntohs(th->window);
+		if (!ip_len) /* BIG TCP: the length is the packet's */
+			ip_len = skb->len - ETH_HLEN;
+		if (hdr < sizeof(*th))
+			hdr = sizeof(*th);
+		t->seg_len = ip_len > sizeof(*iph) + hdr ? ip_len - sizeof(*iph) - hdr : 0;
+		if (t->tcp_flags & CX_TCP_SYN)
+			t->seg_len++;
+		if (t->tcp_flags & CX_TCP_FIN)
+			t->seg_len++;
+		t->tcp_wscale = (t->tcp_flags & CX_TCP_SYN) ? cx_tcp_wscale(skb, hdr - sizeof(*th)) : CX_TCP_NO_WSCALE;
 		return CX_TUPLE_FLOW;
+	}
 	case IPPROTO_UDP:
 		if ((void *)(l4 + 8) > data_end)
 			return CX_TUPLE_NONE;
@@ -114,14 +199,106 @@ static __always_inline struct cx_ct_entry *cx_ct_lookup(const struct cx_tuple *t
 	return bpf_map_lookup_elem(&cx_ct, &k);
 }
 
-/* cx_ct_seen records a packet on an entry. */
-static __always_inline void cx_ct_seen(struct cx_ct_entry *ct, const struct cx_tuple *t, __u32 len)
+/* cx_ct_other returns the entry of the flow's other direction: its packets
+ * arrive as this entry's rewrite, reversed. TCP only (ICMP echo keys
+ * differ). */
+static __always_inline struct cx_ct_entry *cx_ct_other(const struct cx_ct_entry *ct)
+{
+	struct cx_ct_key rk;
+
+	cx_ct_key_of(&rk, cx_addr_ip4(ct->nat_daddr), cx_addr_ip4(ct->nat_saddr), ct->nat_dport, ct->nat_sport,
+		     IPPROTO_TCP);
+	return bpf_map_lookup_elem(&cx_ct, &rk);
+}
+
+/* cx_tcp_window is the most the receiver (rcv) has let the sender (snd)
+ * send: the largest window it advertised, scaled when both SYNs offered
+ * scaling (RFC 7323). Its SYN's window, never scaled, is scaled with the
+ * rest: the estimate errs wide, never narrow. */
+static __always_inline __u32 cx_tcp_window(const struct cx_ct_entry *rcv, const struct cx_ct_entry *snd)
+{
+	__u32 win = rcv->max_win;
+
+	if ((rcv->tcp_seq & CX_CT_WSCALE_OFFERED) && (snd->tcp_seq & CX_CT_WSCALE_OFFERED))
+		win <<= rcv->tcp_seq & CX_CT_WSCALE_MASK;
+	return win;
+}
+
+/* cx_tcp_in_sequence says whether TCP segment t of entry ct's direction
+ * lies where a sender that really is this flow's end could put it, the
+ * test Linux conntrack makes in spirit (RFC 5961 makes a stricter one for
+ * RSTs at the endpoint):
+ * - a direction's first segment (the other end's SYN-ACK or RST) must
+ *   acknowledge exactly what the other direction has sent: its SYN;
+ * - later ones must start at the end of what this direction sent, or
+ *   within the other end's window of it, either side (retransmissions,
+ *   segments lost before this hook). Until the other end has sent
+ *   anything, only the exact next sequence number is.
+ * Only the first check of the common case, a segment in order, is free;
+ * the others look the other direction's entry up. */
+static __always_inline int cx_tcp_in_sequence(const struct cx_ct_entry *ct, const struct cx_tuple *t)
+{
+	const struct cx_ct_entry *other;
+	__u32 d, win;
+
+	if (ct->tcp_seq & CX_CT_SEQ_KNOWN) {
+		d = t->seq - ct->seq_end;
+		if (!d)
+			return 1;
+		other = cx_ct_other(ct);
+		if (!other || !(other->tcp_seq & CX_CT_SEQ_KNOWN))
+			return 0;
+		win = cx_tcp_window(other, ct);
+		if ((__s32)d > 0)
+			return d <= win;
+		/* Behind: a retransmission, or an RST or FIN at the first
+		 * byte of the window the receiver has (its last ACK). */
+		return -d <= win + 1;
+	}
+	/* A simultaneous open's SYN acknowledges nothing. */
+	if ((t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK | CX_TCP_RST)) == CX_TCP_SYN)
+		return 1;
+	if (!(t->tcp_flags & CX_TCP_ACK))
+		return 0;
+	other = cx_ct_other(ct);
+	return other && (other->tcp_seq & CX_CT_SEQ_KNOWN) && t->ack == other->seq_end;
+}
+
+/* cx_tcp_advance records an in-sequence segment t on its direction's entry. */
+static __always_inline void cx_tcp_advance(struct cx_ct_entry *ct, const struct cx_tuple *t)
+{
+	__u32 end = t->seq + t->seg_len;
+	__u8 seq = ct->tcp_seq | CX_CT_SEQ_KNOWN;
+
+	if (!(ct->tcp_seq & CX_CT_SEQ_KNOWN) || (__s32)(end - ct->seq_end) > 0)
+		ct->seq_end = end;
+	if (t->win > ct->max_win)
+		ct->max_win = t->win;
+	if (t->tcp_wscale != CX_TCP_NO_WSCALE)
+		seq = (seq & ~CX_CT_WSCALE_MASK) | CX_CT_WSCALE_OFFERED | t->tcp_wscale;
+	if (seq != ct->tcp_seq)
+		ct->tcp_seq = seq;
+	if (t->tcp_flags & ~ct->tcp_flags)
+		ct->tcp_flags |= t->tcp_flags;
+}
+
+/* cx_ct_seen records a packet on an entry: its counters, and for TCP what
+ * it tells of its direction (cx_tcp_advance) when it is in sequence. A
+ * segment that is not changes nothing but the counters: a blind attacker,
+ * who does not know the sequence numbers, cannot mark a flow closing (FIN,
+ * RST) nor move its window. Returns -1 for an RST that is not in sequence
+ * (the caller drops it: no end would accept it), 0 otherwise. */
+static __always_inline int cx_ct_seen(struct cx_ct_entry *ct, const struct cx_tuple *t, __u32 len)
 {
 	ct->last_ns = bpf_ktime_get_ns();
 	__sync_fetch_and_add(&ct->packets, 1);
 	__sync_fetch_and_add(&ct->bytes, len);
-	if (t->tcp_flags & ~ct->tcp_flags)
-		ct->tcp_flags |= t->tcp_flags;
+	if (t->proto != IPPROTO_TCP)
+		return 0;
+	if (!cx_tcp_in_sequence(ct, t))
+		return (t->tcp_flags & CX_TCP_RST) ? -1 : 0;
+	cx_tcp_advance(ct, t);
+	return 0;
 }
 
 /* cx_ct_closed_syn says whether a packet is the SYN of a new connection
@@ -300,7 +477,8 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __b
 	cx_addr_v4(rv.nat_daddr, nd);
 	rv.nat_sport = nsp;
 	rv.nat_dport = t->proto == IPPROTO_ICMP ? 0 : ndp;
-	rv.tcp_flags = t->tcp_flags;
+	if (t->proto == IPPROTO_TCP)
+		cx_tcp_advance(&rv, t);
 	rv.packets = 1;
 	rv.bytes = len;
 	if (bpf_map_update_elem(&cx_ct, &ok, &rv, BPF_ANY)) {
@@ -345,6 +523,7 @@ enum cx_nat_result {
 	CX_NAT_ERR_CT = -2,
 	CX_NAT_ERR_HELPER = -3,
 	CX_NAT_ERR_POLICY = -4, /* network policy denied the new flow */
+	CX_NAT_ERR_TCP_WINDOW = -5, /* a TCP RST outside its flow's window */
 };
 
 /* What a hook may start. Replies and known flows are translated anywhere. */
@@ -443,6 +622,7 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 	ct = cx_icmp_related(skb, t, &it, router_ok);
 	if (!ct)
 		return CX_NAT_NONE;
+	/* An ICMP error is no TCP segment: only counted. */
 	cx_ct_seen(ct, t, len);
 	if (!ct->nat)
 		return CX_NAT_NONE;
@@ -534,7 +714,8 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 
 		if (entry)
 			*entry = ct;
-		cx_ct_seen(ct, t, len);
+		if (cx_ct_seen(ct, t, len))
+			return CX_NAT_ERR_TCP_WINDOW;
 		if (!nat)
 			return CX_NAT_NONE;
 		if (cx_nat_apply(skb, t, ct))

@@ -157,6 +157,14 @@ type seg struct {
 	ttl    uint8 // 0: 64
 	noCsum bool  // UDP: no checksum (0)
 	size   int   // IPv4 length to pad the payload to (0: a short payload)
+	// TCP sequence and acknowledgement numbers; 0 takes the defaults, one
+	// handshake's: the SYN at 1000, the SYN-ACK at 1999 acknowledging it,
+	// and every other segment at 1001 acknowledging 1001, which is in
+	// sequence (in the window) for both directions of a flow whose
+	// handshake they followed.
+	seq, ack uint32
+	win      uint16 // TCP window field (0: 64240)
+	wscale   int    // TCP: a window-scale option with shift wscale-1 (0: none)
 }
 
 var (
@@ -184,16 +192,39 @@ func (f flow) frame(l2 bpftest.L2, s seg) []byte {
 		if flags == 0 {
 			flags = maps.TCPSyn
 		}
-		tcp := &layers.TCP{SrcPort: layers.TCPPort(f.src.Port()), DstPort: layers.TCPPort(f.dst.Port()), Seq: 1000, Window: 64240,
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(f.src.Port()), DstPort: layers.TCPPort(f.dst.Port()), Seq: 1001, Window: 64240,
 			SYN: flags&maps.TCPSyn != 0, ACK: flags&maps.TCPAck != 0, FIN: flags&maps.TCPFin != 0, RST: flags&maps.TCPRst != 0}
-		if tcp.ACK {
-			tcp.Ack = 2000
+		switch {
+		case tcp.SYN && !tcp.ACK:
+			tcp.Seq = 1000
+		case tcp.SYN:
+			tcp.Seq, tcp.Ack = 1999, 1001
+		case tcp.ACK:
+			tcp.Ack = 1001
+		}
+		if s.seq != 0 {
+			tcp.Seq = s.seq
+		}
+		if s.ack != 0 {
+			tcp.Ack = s.ack
+		}
+		if s.win != 0 {
+			tcp.Window = s.win
+		}
+		if s.wscale > 0 {
+			tcp.Options = []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{5, 0xb4}},
+				{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3,
+					OptionData: []byte{byte(s.wscale - 1)}}}
+			hdr = 28
 		}
 		if tcp.SYN {
 			payload = nil
 		}
 		_ = tcp.SetNetworkLayerForChecksum(ip)
-		l4, hdr = tcp, 20
+		l4 = tcp
+		if hdr == 8 {
+			hdr = 20
+		}
 	case maps.ProtoUDP:
 		ip.Protocol = layers.IPProtocolUDP
 		udp := &layers.UDP{SrcPort: layers.UDPPort(f.src.Port()), DstPort: layers.UDPPort(f.dst.Port())}

@@ -445,10 +445,14 @@ func TestPrefilterXDP(t *testing.T) {
 	}
 }
 
-// tcpFlags4 is a TCP segment from ep with the given flags.
+// tcpFlags4 is a TCP segment from ep with the given flags: a SYN at
+// sequence number 1, any other at 2, the next after it.
 func tcpFlags4(ep *endpoint, src, dst netip.Addr, sport, dport uint16, syn, ack, fin bool) []byte {
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice(), Flags: layers.IPv4DontFragment}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: 1, SYN: syn, ACK: ack, FIN: fin, Window: 64240}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(sport), DstPort: layers.TCPPort(dport), Seq: 2, SYN: syn, ACK: ack, FIN: fin, Window: 64240}
+	if syn {
+		tcp.Seq = 1
+	}
 	_ = tcp.SetNetworkLayerForChecksum(ip)
 	eth := &layers.Ethernet{SrcMAC: ep.mac, DstMAC: ep.hostMAC, EthernetType: layers.EthernetTypeIPv4}
 	return bpftest.Serialize(eth, ip, tcp)

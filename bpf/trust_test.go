@@ -419,3 +419,95 @@ func TestLocalDeliveryMTU(t *testing.T) {
 	o.want(t, shot, hit{w, maps.ReasonDropTooBig})
 	o.unchanged(t)
 }
+
+// A blind attacker knows a flow's addresses and ports but not its sequence
+// numbers (finding 8). A segment that is not in sequence changes nothing
+// of its flow's state: an RST is dropped (drop-tcp-window), a FIN or data
+// pass for the ends to refuse, unrecorded. An RST within the receiver's
+// window, scaled as the SYNs agreed, closes the flow as before; so does the
+// RST that answers a SYN, when it acknowledges just that SYN.
+func TestTCPBlindReset(t *testing.T) {
+	ne := newNATEnv(t)
+	ul, w := ne.tun.ul, ne.wl2
+	fromOutside := func(t *testing.T, f flow, s seg) outcome { return ne.fromUL(t, f.frame(ne.routerL2(), s)) }
+	delivered := func(o outcome) { o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload}) }
+	// handshake opens client:sport -> fipWL2:22 with window scaling (shift 7
+	// both ways) when ws, and returns the flow as it leaves and the entries.
+	handshake := func(t *testing.T, sport uint16, ws bool) (orig, xl flow) {
+		t.Helper()
+		orig = mkFlow(maps.ProtoTCP, client, sport, fipWL2, 22)
+		xl = mkFlow(maps.ProtoTCP, client, sport, w.ip4, 22)
+		scale := 0
+		if ws {
+			scale = 8
+		}
+		delivered(fromOutside(t, orig, seg{flags: maps.TCPSyn, seq: 1000, wscale: scale}))
+		ne.fromWL(t, w, xl.reverse().frame(w.l2(), seg{flags: maps.TCPSyn | maps.TCPAck, seq: 5000, ack: 1001,
+			win: 65535, wscale: scale})).want(t, ok, hit{w, maps.ReasonPassHost})
+		delivered(fromOutside(t, orig, seg{flags: maps.TCPAck, seq: 1001, ack: 5001, win: 1000}))
+		return orig, xl
+	}
+	entries := func(t *testing.T, orig, xl flow) (o, r maps.CTEntry) {
+		t.Helper()
+		return flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+	}
+
+	t.Run("out of window", func(t *testing.T) {
+		orig, xl := handshake(t, 41000, true)
+		o, r := entries(t, orig, xl)
+		if !o.SeqKnown || o.SeqEnd != 1001+17 || o.WScale != 7 || !r.SeqKnown || r.SeqEnd != 5001 || r.WScale != 7 || r.MaxWin != 65535 {
+			t.Fatalf("after the handshake: original %+v, reply %+v", o, r)
+		}
+		far := uint32(1001 + 0x80000000)
+		fromOutside(t, orig, seg{flags: maps.TCPRst | maps.TCPAck, seq: far}).want(t, shot, hit{ul, maps.ReasonDropTCPWindow})
+		delivered(fromOutside(t, orig, seg{flags: maps.TCPFin | maps.TCPAck, seq: far}))
+		delivered(fromOutside(t, orig, seg{flags: maps.TCPAck, seq: far}))
+		o2, _ := entries(t, orig, xl)
+		if o2.TCPFlags != o.TCPFlags || o2.SeqEnd != o.SeqEnd {
+			t.Errorf("segments out of sequence changed the flow: flags %#x -> %#x, end %d -> %d", o.TCPFlags, o2.TCPFlags, o.SeqEnd, o2.SeqEnd)
+		}
+		// 1,000,000 past the end: beyond the 65,535 the workload
+		// advertised, within it scaled by 2^7.
+		delivered(fromOutside(t, orig, seg{flags: maps.TCPRst | maps.TCPAck, seq: o.SeqEnd + 1000000}))
+		if o3, _ := entries(t, orig, xl); o3.TCPFlags&maps.TCPRst == 0 {
+			t.Errorf("an RST within the scaled window was not recorded: flags %#x", o3.TCPFlags)
+		}
+	})
+	t.Run("unscaled window", func(t *testing.T) {
+		orig, xl := handshake(t, 41001, false)
+		o, _ := entries(t, orig, xl)
+		fromOutside(t, orig, seg{flags: maps.TCPRst, seq: o.SeqEnd + 1000000}).want(t, shot, hit{ul, maps.ReasonDropTCPWindow})
+		// Behind the end, within the window: a retransmission's place.
+		delivered(fromOutside(t, orig, seg{flags: maps.TCPRst, seq: o.SeqEnd - 30000}))
+		if o2, _ := entries(t, orig, xl); o2.TCPFlags&maps.TCPRst == 0 {
+			t.Errorf("an RST within the window was not recorded: flags %#x", o2.TCPFlags)
+		}
+	})
+	t.Run("reset answering the SYN", func(t *testing.T) {
+		orig := mkFlow(maps.ProtoTCP, client, 41002, fipWL2, 22)
+		xl := mkFlow(maps.ProtoTCP, client, 41002, w.ip4, 22)
+		delivered(fromOutside(t, orig, seg{flags: maps.TCPSyn, seq: 1000}))
+		back := xl.reverse()
+		ne.fromWL(t, w, back.frame(w.l2(), seg{flags: maps.TCPRst | maps.TCPAck, seq: 1, ack: 1234})).
+			want(t, shot, hit{w, maps.ReasonDropTCPWindow})
+		ne.fromWL(t, w, back.frame(w.l2(), seg{flags: maps.TCPRst, seq: 1})).
+			want(t, shot, hit{w, maps.ReasonDropTCPWindow})
+		ne.fromWL(t, w, back.frame(w.l2(), seg{flags: maps.TCPRst | maps.TCPAck, seq: 1, ack: 1001})).
+			want(t, ok, hit{w, maps.ReasonPassHost})
+		if _, r := entries(t, orig, xl); r.TCPFlags&maps.TCPRst == 0 || !r.SeqKnown {
+			t.Errorf("the RST answering the SYN was not recorded: %+v", r)
+		}
+	})
+	t.Run("fast path", func(t *testing.T) {
+		cfg := ne.tun.cfg
+		cfg.RouteGen = 3
+		must(t, ne.dp.Maps.PutConfig(cfg))
+		src, dst := ne.wl4, ne.wl2
+		f := mkFlow(maps.ProtoTCP, src.ip4, 40000, dst.ip4, 80)
+		local := hit{src, maps.ReasonDeliverLocal}
+		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: maps.TCPSyn, seq: 1000})).want(t, redirect, local, hit{dst, maps.ReasonToWorkload})
+		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: maps.TCPAck, seq: 1001})).want(t, redirect, local, hit{dst, maps.ReasonToWorkload})
+		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: maps.TCPRst, seq: 1001 + 0x40000000})).want(t, shot, hit{src, maps.ReasonDropTCPWindow})
+		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: maps.TCPRst, seq: 1001 + 17})).want(t, redirect, local, hit{dst, maps.ReasonToWorkload})
+	})
+}

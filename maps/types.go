@@ -337,6 +337,8 @@ const (
 	ReasonDropTunnelInnerSrc = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TUNNEL_INNER_SRC)
 	// ReasonDropVLAN: a workload's tagged frame.
 	ReasonDropVLAN = Reason(bpf.CalyxCxReasonCX_REASON_DROP_VLAN)
+	// ReasonDropTCPWindow: an RST of a tracked flow outside its window.
+	ReasonDropTCPWindow = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TCP_WINDOW)
 )
 
 var reasonNames = map[Reason]string{
@@ -372,6 +374,7 @@ var reasonNames = map[Reason]string{
 	ReasonDropUnderlaySpoof:  "drop-underlay-spoof",
 	ReasonDropTunnelInnerSrc: "drop-tunnel-inner-src",
 	ReasonDropVLAN:           "drop-vlan",
+	ReasonDropTCPWindow:      "drop-tcp-window",
 }
 
 // Reasons lists every reason the programs count, in numeric order.
@@ -383,7 +386,7 @@ func Reasons() []Reason {
 		ReasonDropUnsupported, ReasonDropARPIgnored, ReasonDropTunnelSrc, ReasonDropTunnelDst,
 		ReasonDropTunnelVNI, ReasonDropNoRoute, ReasonDropTooBig, ReasonDropFIB, ReasonDropHelper,
 		ReasonDropNDIgnored, ReasonDropNATPorts, ReasonDropCTFull, ReasonDropPolicy, ReasonDropPrefilter,
-		ReasonDropUnderlaySpoof, ReasonDropTunnelInnerSrc, ReasonDropVLAN}
+		ReasonDropUnderlaySpoof, ReasonDropTunnelInnerSrc, ReasonDropVLAN, ReasonDropTCPWindow}
 }
 
 func (r Reason) String() string {
@@ -660,9 +663,17 @@ type CTEntry struct {
 	NATSrc, NATDst netip.AddrPort
 	Reply          bool   // the reply direction's entry
 	NAT            uint8  // NATDNAT | NATSNAT
-	TCPFlags       uint8  // every TCP flag seen in this direction
+	TCPFlags       uint8  // the TCP flags of this direction's in-sequence segments
 	Created, Last  uint64 // CLOCK_MONOTONIC ns
 	Packets, Bytes uint64
+	// TCP sequence tracking: whether it has begun (SeqKnown), the
+	// sequence number after the last this direction sent, the largest
+	// window it advertised (unscaled) and the window-scale shift its SYN
+	// offered (-1: none).
+	SeqKnown bool
+	SeqEnd   uint32
+	MaxWin   uint16
+	WScale   int8
 	// The fast path's cache: the workload interface this direction comes
 	// from and the route generation its cached route belongs to (0: none).
 	Ifindex, RouteGen uint32
@@ -679,13 +690,19 @@ func ctKeyFromBPF(k bpf.CalyxCxCtKey) CTKey {
 }
 
 func ctEntryFromBPF(v bpf.CalyxCxCtEntry) CTEntry {
-	return CTEntry{
+	e := CTEntry{
 		NATSrc: netip.AddrPortFrom(addrFrom16(v.NatSaddr), ntohs(v.NatSport)),
 		NATDst: netip.AddrPortFrom(addrFrom16(v.NatDaddr), ntohs(v.NatDport)),
 		Reply:  v.Dir == uint8(bpf.CalyxCxCtDirCX_CT_REPLY), NAT: v.Nat, TCPFlags: v.TcpFlags,
 		Created: v.CreatedNs, Last: v.LastNs, Packets: v.Packets, Bytes: v.Bytes,
 		Ifindex: v.Ifindex, RouteGen: v.RouteGen,
+		SeqKnown: v.TcpSeq&uint8(bpf.CalyxCxCtSeqCX_CT_SEQ_KNOWN) != 0, SeqEnd: v.SeqEnd, MaxWin: v.MaxWin,
+		WScale: -1,
 	}
+	if v.TcpSeq&uint8(bpf.CalyxCxCtSeqCX_CT_WSCALE_OFFERED) != 0 {
+		e.WScale = int8(v.TcpSeq & uint8(bpf.CalyxCxCtSeqCX_CT_WSCALE_MASK))
+	}
+	return e
 }
 
 // Ports are in network byte order in the maps, read as little-endian

@@ -15,6 +15,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,10 +43,11 @@ const (
 	reasonNDIgnored      = "drop-nd-ignored"
 	reasonNDReply        = "nd-reply"
 	reasonDeliverLocal   = "deliver-local"
+	reasonTCPWindow      = "drop-tcp-window"
 )
 
 // newReasons are the reasons issue 15 adds to the dataplane.
-var newReasons = map[string]bool{reasonUnderlaySpoof: true, reasonTunnelInnerSrc: true, reasonVLAN: true}
+var newReasons = map[string]bool{reasonUnderlaySpoof: true, reasonTunnelInnerSrc: true, reasonVLAN: true, reasonTCPWindow: true}
 
 // tagged inserts 802.1Q/802.1ad tags (VLAN 100) after frame's MAC addresses,
 // outermost first.
@@ -431,7 +433,98 @@ func TestHostileUnderlay(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, l) })
 	}
+	t.Run("j-blind-reset-on-established-flow", func(t *testing.T) {
+		blindReset(t, e, eth, under)
+	})
 	stop()
+}
+
+// seqRE reads a TCP segment's absolute sequence numbers from tcpdump's
+// line for the first segment of a connection it sees.
+var seqRE = regexp.MustCompile(`seq (\d+):(\d+)`)
+
+// blindReset (finding 8): a TCP connection from the outside client to wa's
+// floating IP is established; a stranger on the underlay who knows its
+// addresses and ports but not its sequence numbers sends RSTs and a FIN
+// half the sequence space away from the client's. The RSTs are dropped
+// (drop-tcp-window), the FIN passes unrecorded, the flow's conntrack state
+// stays established and the connection carries data afterwards.
+func blindReset(t *testing.T, e *fipEnv, eth lab.Eth, under func(name, what string, frame []byte, reason string, watches ...watch) hostileCase) {
+	l, g, ha := e.l, e.g, e.m.HostA
+	fA := netip.MustParseAddr(fipA)
+	dst := netip.AddrPortFrom(fA, echoPort)
+	conn, err := lab.DialEcho(e.client.NS, dst.String(), trafficTimeout)
+	if err != nil {
+		t.Fatalf("client -> %s: %v", dst, err)
+	}
+	defer conn.Close()
+	src := conn.Local()
+	cp, err := l.StartCapture(g.NS, g.Iface, fmt.Sprintf("tcp and src host %s and src port %d", src.Addr(), src.Port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exchange("before the blind reset", trafficTimeout); err != nil {
+		t.Fatalf("exchange before: %v", err)
+	}
+	pkts, err := cp.Stop()
+	var next uint32
+	for _, p := range pkts {
+		if m := seqRE.FindStringSubmatch(p); m != nil {
+			n, _ := strconv.ParseUint(m[2], 10, 32)
+			next = uint32(n)
+			break
+		}
+	}
+	if err != nil || next == 0 {
+		t.Fatalf("the client's sequence number: capture %v, packets %q", err, pkts)
+	}
+	// Half the sequence space away: outside any window a receiver has.
+	blind := next + 1<<31
+	t.Logf("client %s -> %s: next sequence number %d; the blind segments use %d", src, dst, next, blind)
+	flowOf := func() (lab.CTFlow, bool) {
+		flows, err := l.CTDump(ha.Name)
+		if err != nil {
+			t.Fatalf("ct dump: %v", err)
+		}
+		for _, f := range flows {
+			if f.Proto == "tcp" && f.Src == src.String() && f.Dst == dst.String() {
+				return f, true
+			}
+		}
+		return lab.CTFlow{}, false
+	}
+	f, ok := flowOf()
+	if !ok || f.State != "established" {
+		t.Fatalf("host-a's conntrack before: flow %s found %v, want established", f, ok)
+	}
+	frame := func(flags lab.TCPFlags) []byte {
+		return lab.TCPFrame(eth, lab.IPv4Header{Src: src.Addr(), Dst: fA}, src.Port(), echoPort, flags, blind, 1)
+	}
+	for _, c := range []hostileCase{
+		under("rst", fmt.Sprintf("TCP RST %s > %s at sequence %d", src, dst, blind), frame(lab.TCPRst), reasonTCPWindow),
+		under("rst-ack", fmt.Sprintf("TCP RST|ACK %s > %s at sequence %d", src, dst, blind), frame(lab.TCPRst|lab.TCPAck), reasonTCPWindow),
+		// A FIN out of sequence is the end's to ignore: it passes, and
+		// changes nothing here.
+		under("fin", fmt.Sprintf("TCP FIN|ACK %s > %s at sequence %d", src, dst, blind), frame(lab.TCPFin|lab.TCPAck), reasonDeliverLocal),
+	} {
+		t.Run(c.name, func(t *testing.T) { c.run(t, l) })
+	}
+	if f, ok := flowOf(); !ok || f.State != "established" {
+		t.Errorf("host-a's conntrack after the blind segments: flow %s found %v, want established", f, ok)
+	}
+	if _, err := conn.Exchange("after the blind reset", trafficTimeout); err != nil {
+		t.Errorf("the connection after the blind segments: %v", err)
+	}
+	// The ends' own FINs are in sequence: closing the connection is seen.
+	_ = conn.Close()
+	if err := lab.Eventually(hostileWait, 100*time.Millisecond, func() error {
+		if f, ok := flowOf(); !ok || f.State != "closing" {
+			return fmt.Errorf("flow %s found %v, want closing", f, ok)
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("host-a's conntrack after the client closed: %v", err)
+	}
 }
 
 // hostileEgressPolicy lets wa (role hostile) reach everything but wb.
