@@ -23,9 +23,9 @@ import (
 	"github.com/calyxnet/calyx/agent/mapsync"
 	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/conntrack"
 	"github.com/calyxnet/calyx/loader"
-	"github.com/calyxnet/calyx/maps"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -80,9 +80,9 @@ type Agent struct {
 	metrics *metrics
 
 	snap     *model.Snapshot
-	underlay string               // the underlay interface's name
-	records  map[uint32]maps.Link // cx_links, as last written
-	attached map[uint32]string    // ifindex → ifname attached by this process
+	underlay string                 // the underlay interface's name
+	records  map[uint32]bpfmap.Link // cx_links, as last written
+	attached map[uint32]string      // ifindex → ifname attached by this process
 	// poolsChecked is the pool set uncovered was computed for: listing the
 	// kernel's routes (with every local /32) is not repeated on every
 	// reconcile, only when the pools change and at every resync.
@@ -436,7 +436,7 @@ func (a *Agent) attach(d *calc.Desired) error {
 		}
 		a.attached[idx] = at.Ifname
 		a.metrics.attaches.WithLabelValues(mode.String()).Inc()
-		rec := maps.Link{
+		rec := bpfmap.Link{
 			Ifname:        at.Ifname,
 			Mode:          mode,
 			IngressProgID: a.dp.ProgramID(role, loader.HookIngress),

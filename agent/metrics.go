@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/calyxnet/calyx/agent/mapsync"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 type metrics struct {
@@ -74,7 +74,7 @@ func newMetrics() *metrics {
 			Name: "calyx_workload_mtu", Help: "The MTU workloads must use: the underlay's minus the largest encapsulation overhead the pools may use.",
 		}),
 	}
-	for _, mp := range []string{maps.IfacesName, maps.RoutesName} {
+	for _, mp := range []string{bpfmap.IfacesName, bpfmap.RoutesName} {
 		for _, op := range []string{"put", "delete"} {
 			m.mapWrites.WithLabelValues(mp, op)
 		}
@@ -86,16 +86,16 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) countWrites(c mapsync.Counts) {
-	m.mapWrites.WithLabelValues(maps.IfacesName, "put").Add(float64(c.IfacePuts))
-	m.mapWrites.WithLabelValues(maps.IfacesName, "delete").Add(float64(c.IfaceDeletes))
-	m.mapWrites.WithLabelValues(maps.RoutesName, "put").Add(float64(c.RoutePuts))
-	m.mapWrites.WithLabelValues(maps.RoutesName, "delete").Add(float64(c.RouteDeletes))
-	m.mapWrites.WithLabelValues(maps.ConfigName, "put").Add(float64(c.ConfigPuts))
-	m.mapWrites.WithLabelValues(maps.FIPsName, "put").Add(float64(c.FIPPuts))
-	m.mapWrites.WithLabelValues(maps.FIPsName, "delete").Add(float64(c.FIPDeletes))
+	m.mapWrites.WithLabelValues(bpfmap.IfacesName, "put").Add(float64(c.IfacePuts))
+	m.mapWrites.WithLabelValues(bpfmap.IfacesName, "delete").Add(float64(c.IfaceDeletes))
+	m.mapWrites.WithLabelValues(bpfmap.RoutesName, "put").Add(float64(c.RoutePuts))
+	m.mapWrites.WithLabelValues(bpfmap.RoutesName, "delete").Add(float64(c.RouteDeletes))
+	m.mapWrites.WithLabelValues(bpfmap.ConfigName, "put").Add(float64(c.ConfigPuts))
+	m.mapWrites.WithLabelValues(bpfmap.FIPsName, "put").Add(float64(c.FIPPuts))
+	m.mapWrites.WithLabelValues(bpfmap.FIPsName, "delete").Add(float64(c.FIPDeletes))
 }
 
-func (m *metrics) registerDataplane(mp *maps.Maps) {
+func (m *metrics) registerDataplane(mp *bpfmap.Maps) {
 	m.reg.MustRegister(&dataplaneCollector{maps: mp})
 }
 
@@ -105,7 +105,7 @@ func (m *metrics) handler() http.Handler {
 
 // dataplaneCollector exports the BPF counters, read from the map at scrape
 // time, so nothing on the packet path depends on Prometheus.
-type dataplaneCollector struct{ maps *maps.Maps }
+type dataplaneCollector struct{ maps *bpfmap.Maps }
 
 var (
 	dpPackets = prometheus.NewDesc("calyx_dataplane_packets_total",

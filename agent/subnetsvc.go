@@ -8,7 +8,7 @@ import (
 	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/agent/subnets"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // startSubnetServices opens the DHCPv4, DHCPv6 and router advertisement
@@ -89,7 +89,7 @@ func (a *Agent) updateSubnetServices(links map[string]calc.Interface, d *calc.De
 // recordLease keeps what the server granted (or took back) in cx_leases
 // for calyxctl dhcp leases. Called on the server's reading goroutine.
 func (a *Agent) recordLease(r subnets.LeaseRecord) {
-	l := maps.Lease{Ifindex: uint32(r.Ifindex), Addr: r.Addr, MAC: maps.MACFrom(r.MAC),
+	l := bpfmap.Lease{Ifindex: uint32(r.Ifindex), Addr: r.Addr, MAC: bpfmap.MACFrom(r.MAC),
 		EndpointID: calc.EndpointID(r.Endpoint), Expires: r.Expires, LastSeen: r.LastSeen}
 	var err error
 	if r.Released {

@@ -33,7 +33,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // benchProg runs prog b.N times on pkt from ifindex, at most perSyscall
@@ -60,7 +60,7 @@ func benchProg(b *testing.B, e *env, prog *ebpf.Program, ifindex int, pkt []byte
 // nothing else, by one packet of size bytes per run: res.Runs, plus at most
 // the runs of calls a signal interrupted (they ran in part and were made
 // again).
-func wantCounted(b *testing.B, e *env, before map[maps.CounterKey]maps.Counter, res bpftest.BenchResult, perSyscall, size int, keys ...maps.CounterKey) {
+func wantCounted(b *testing.B, e *env, before map[bpfmap.CounterKey]bpfmap.Counter, res bpftest.BenchResult, perSyscall, size int, keys ...bpfmap.CounterKey) {
 	b.Helper()
 	sized := make([]sizedKey, len(keys))
 	for i, k := range keys {
@@ -71,13 +71,13 @@ func wantCounted(b *testing.B, e *env, before map[maps.CounterKey]maps.Counter, 
 
 // sizedKey is a counter and the size of the packet it counts.
 type sizedKey struct {
-	key  maps.CounterKey
+	key  bpfmap.CounterKey
 	size int
 }
 
 // wantCountedSized is wantCounted with a packet size per counter (after a
 // decap the destination counts the inner packet).
-func wantCountedSized(b *testing.B, e *env, before map[maps.CounterKey]maps.Counter, res bpftest.BenchResult, perSyscall int, keys ...sizedKey) {
+func wantCountedSized(b *testing.B, e *env, before map[bpfmap.CounterKey]bpfmap.Counter, res bpftest.BenchResult, perSyscall int, keys ...sizedKey) {
 	b.Helper()
 	got := counterDelta(before, e.counters(b))
 	slack := uint64(res.Interrupted * perSyscall)
@@ -101,8 +101,8 @@ func BenchmarkFromWorkloadLocalDeliver(b *testing.B) {
 	before := e.counters(b)
 	res := benchProg(b, e, e.from, src.ifindex, pkt, 250, redirect)
 	wantCounted(b, e, before, res, 250, len(pkt),
-		maps.CounterKey{Ifindex: src.idx(), Reason: maps.ReasonDeliverLocal},
-		maps.CounterKey{Ifindex: dst.idx(), Reason: maps.ReasonToWorkload})
+		bpfmap.CounterKey{Ifindex: src.idx(), Reason: bpfmap.ReasonDeliverLocal},
+		bpfmap.CounterKey{Ifindex: dst.idx(), Reason: bpfmap.ReasonToWorkload})
 }
 
 func BenchmarkFromWorkloadPassHost(b *testing.B) {
@@ -110,7 +110,7 @@ func BenchmarkFromWorkloadPassHost(b *testing.B) {
 	pkt := udp4(e.wl1, e.wl1.ip4, internet, 64)
 	before := e.counters(b)
 	res := benchProg(b, e, e.from, e.wl1.ifindex, pkt, 10000, ok)
-	wantCounted(b, e, before, res, 10000, len(pkt), maps.CounterKey{Ifindex: e.wl1.idx(), Reason: maps.ReasonPassHost})
+	wantCounted(b, e, before, res, 10000, len(pkt), bpfmap.CounterKey{Ifindex: e.wl1.idx(), Reason: bpfmap.ReasonPassHost})
 }
 
 func BenchmarkARPReply(b *testing.B) {
@@ -118,7 +118,7 @@ func BenchmarkARPReply(b *testing.B) {
 	pkt := bpftest.ARPRequest(e.wl1.mac, e.wl1.ip4, gatewayV4)
 	before := e.counters(b)
 	res := benchProg(b, e, e.from, e.wl1.ifindex, pkt, 1, redirect)
-	wantCounted(b, e, before, res, 1, len(pkt), maps.CounterKey{Ifindex: e.wl1.idx(), Reason: maps.ReasonARPReply})
+	wantCounted(b, e, before, res, 1, len(pkt), bpfmap.CounterKey{Ifindex: e.wl1.idx(), Reason: bpfmap.ReasonARPReply})
 }
 
 // BenchmarkHarnessEmptyTC is the floor: a TC program that only returns
@@ -183,39 +183,39 @@ func benchOnePacket(b *testing.B, e *env, prog *ebpf.Program, ifindex int, pkt [
 
 // benchToNode measures calyx_from_wl sending a workload's packet to a
 // remote workload on nodeA (FIB neighbour known) with encap.
-func benchToNode(b *testing.B, encap maps.Encap, reason maps.Reason) {
+func benchToNode(b *testing.B, encap bpfmap.Encap, reason bpfmap.Reason) {
 	e := newTunnelEnv(b)
 	w := e.wl1
 	pkt := udp4(w, w.ip4, e.block(b, e.tun.nodeA, encap), 64)
 	before := e.counters(b)
 	res := benchOnePacket(b, e, e.from, w.ifindex, pkt, redirect)
-	wantCounted(b, e, before, res, 1, len(pkt), maps.CounterKey{Ifindex: w.idx(), Reason: reason})
+	wantCounted(b, e, before, res, 1, len(pkt), bpfmap.CounterKey{Ifindex: w.idx(), Reason: reason})
 }
 
 // benchDecap measures calyx_from_underlay taking a tunnel packet from
 // nodeA apart and delivering it to wl2 (redirect_peer).
-func benchDecap(b *testing.B, encap maps.Encap, reason maps.Reason) {
+func benchDecap(b *testing.B, encap bpfmap.Encap, reason bpfmap.Reason) {
 	e := newTunnelEnv(b)
 	inner := udp4(e.wl2, e.block(b, e.tun.nodeA, encap), e.wl2.ip4, 64)
 	pkt := tunnelFrame(e, e.tun.nodeA, hostAddr, encap, inner)
 	before := e.counters(b)
 	res := benchOnePacket(b, e, e.ulIngress, e.tun.ul.ifindex, pkt, redirect)
 	wantCountedSized(b, e, before, res, 1,
-		sizedKey{maps.CounterKey{Ifindex: e.tun.ul.idx(), Reason: reason}, len(pkt)},
-		sizedKey{maps.CounterKey{Ifindex: e.wl2.idx(), Reason: maps.ReasonToWorkload}, len(inner)})
+		sizedKey{bpfmap.CounterKey{Ifindex: e.tun.ul.idx(), Reason: reason}, len(pkt)},
+		sizedKey{bpfmap.CounterKey{Ifindex: e.wl2.idx(), Reason: bpfmap.ReasonToWorkload}, len(inner)})
 }
 
-func BenchmarkEncapVXLAN(b *testing.B) { benchToNode(b, maps.EncapVXLAN, maps.ReasonEncapVXLAN) }
-func BenchmarkEncapIPIP(b *testing.B)  { benchToNode(b, maps.EncapIPIP, maps.ReasonEncapIPIP) }
+func BenchmarkEncapVXLAN(b *testing.B) { benchToNode(b, bpfmap.EncapVXLAN, bpfmap.ReasonEncapVXLAN) }
+func BenchmarkEncapIPIP(b *testing.B)  { benchToNode(b, bpfmap.EncapIPIP, bpfmap.ReasonEncapIPIP) }
 
 // BenchmarkForwardDirect is a workload's packet routed to a node without
 // encapsulation: FIB lookup, TTL, MACs.
 func BenchmarkForwardDirect(b *testing.B) {
-	benchToNode(b, maps.EncapNone, maps.ReasonForwardDirect)
+	benchToNode(b, bpfmap.EncapNone, bpfmap.ReasonForwardDirect)
 }
 
-func BenchmarkDecapVXLAN(b *testing.B) { benchDecap(b, maps.EncapVXLAN, maps.ReasonDecapVXLAN) }
-func BenchmarkDecapIPIP(b *testing.B)  { benchDecap(b, maps.EncapIPIP, maps.ReasonDecapIPIP) }
+func BenchmarkDecapVXLAN(b *testing.B) { benchDecap(b, bpfmap.EncapVXLAN, bpfmap.ReasonDecapVXLAN) }
+func BenchmarkDecapIPIP(b *testing.B)  { benchDecap(b, bpfmap.EncapIPIP, bpfmap.ReasonDecapIPIP) }
 
 // BenchmarkLocalDeliverFresh is local delivery (wl1 → wl2, redirect_peer)
 // measured like the overlay paths: one fresh packet per syscall, with
@@ -228,6 +228,6 @@ func BenchmarkLocalDeliverFresh(b *testing.B) {
 	before := e.counters(b)
 	res := benchOnePacket(b, e, e.from, src.ifindex, pkt, redirect)
 	wantCounted(b, e, before, res, 1, len(pkt),
-		maps.CounterKey{Ifindex: src.idx(), Reason: maps.ReasonDeliverLocal},
-		maps.CounterKey{Ifindex: dst.idx(), Reason: maps.ReasonToWorkload})
+		bpfmap.CounterKey{Ifindex: src.idx(), Reason: bpfmap.ReasonDeliverLocal},
+		bpfmap.CounterKey{Ifindex: dst.idx(), Reason: bpfmap.ReasonToWorkload})
 }

@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 const (
@@ -71,7 +71,7 @@ func TestFromWorkloadARPReply(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := bpftest.ARPRequest(e.wl1.mac, e.wl1.ip4, tc.target)
 			o := e.fromWL(t, e.wl1, in)
-			o.want(t, redirect, hit{e.wl1, maps.ReasonARPReply})
+			o.want(t, redirect, hit{e.wl1, bpfmap.ReasonARPReply})
 			checkARPReply(t, o.out, e.wl1, tc.target)
 		})
 	}
@@ -79,7 +79,7 @@ func TestFromWorkloadARPReply(t *testing.T) {
 		in := bpftest.ARP(bpftest.L2{Src: e.wl1.mac, Dst: e.wl1.hostMAC}, layers.ARPRequest,
 			e.wl1.mac, e.wl1.ip4, e.wl1.hostMAC, gatewayV4)
 		o := e.fromWL(t, e.wl1, in)
-		o.want(t, redirect, hit{e.wl1, maps.ReasonARPReply})
+		o.want(t, redirect, hit{e.wl1, bpfmap.ReasonARPReply})
 		checkARPReply(t, o.out, e.wl1, gatewayV4)
 	})
 }
@@ -122,26 +122,26 @@ func TestFromWorkloadARPNotAnswered(t *testing.T) {
 		name    string
 		in      []byte
 		verdict uint32
-		reason  maps.Reason
+		reason  bpfmap.Reason
 	}{
-		{"request for its own address", bpftest.ARPRequest(w.mac, w.ip4, w.ip4), shot, maps.ReasonDropARPIgnored},
+		{"request for its own address", bpftest.ARPRequest(w.mac, w.ip4, w.ip4), shot, bpfmap.ReasonDropARPIgnored},
 		{"gratuitous request, unicast to the host",
-			bpftest.ARP(w.l2(), layers.ARPRequest, w.mac, w.ip4, w.hostMAC, w.ip4), shot, maps.ReasonDropARPIgnored},
-		{"duplicate address probe for its own address", bpftest.ARPRequest(w.mac, zero, w.ip4), shot, maps.ReasonDropARPIgnored},
-		{"duplicate address probe for another address", bpftest.ARPRequest(w.mac, zero, netip.MustParseAddr("10.65.0.1")), shot, maps.ReasonDropARPIgnored},
-		{"sender IP of another workload", bpftest.ARPRequest(w.mac, e.wl2.ip4, gatewayV4), shot, maps.ReasonDropSpoofIP},
-		{"sender IP nobody has", bpftest.ARPRequest(w.mac, netip.MustParseAddr("10.65.0.99"), gatewayV4), shot, maps.ReasonDropSpoofIP},
-		{"sender IP in a remote block", bpftest.ARPRequest(w.mac, remoteWL, gatewayV4), shot, maps.ReasonDropSpoofIP},
+			bpftest.ARP(w.l2(), layers.ARPRequest, w.mac, w.ip4, w.hostMAC, w.ip4), shot, bpfmap.ReasonDropARPIgnored},
+		{"duplicate address probe for its own address", bpftest.ARPRequest(w.mac, zero, w.ip4), shot, bpfmap.ReasonDropARPIgnored},
+		{"duplicate address probe for another address", bpftest.ARPRequest(w.mac, zero, netip.MustParseAddr("10.65.0.1")), shot, bpfmap.ReasonDropARPIgnored},
+		{"sender IP of another workload", bpftest.ARPRequest(w.mac, e.wl2.ip4, gatewayV4), shot, bpfmap.ReasonDropSpoofIP},
+		{"sender IP nobody has", bpftest.ARPRequest(w.mac, netip.MustParseAddr("10.65.0.99"), gatewayV4), shot, bpfmap.ReasonDropSpoofIP},
+		{"sender IP in a remote block", bpftest.ARPRequest(w.mac, remoteWL, gatewayV4), shot, bpfmap.ReasonDropSpoofIP},
 		{"sender MAC not the endpoint's (Ethernet source is)",
-			bpftest.ARP(bpftest.L2{Src: w.mac, Dst: bpftest.Broadcast}, layers.ARPRequest, otherMAC, w.ip4, nil, gatewayV4), shot, maps.ReasonDropSpoofMAC},
+			bpftest.ARP(bpftest.L2{Src: w.mac, Dst: bpftest.Broadcast}, layers.ARPRequest, otherMAC, w.ip4, nil, gatewayV4), shot, bpfmap.ReasonDropSpoofMAC},
 		{"Ethernet source not the endpoint's",
-			bpftest.ARP(bpftest.L2{Src: otherMAC, Dst: bpftest.Broadcast}, layers.ARPRequest, w.mac, w.ip4, nil, gatewayV4), shot, maps.ReasonDropSpoofMAC},
-		{"probe with a foreign sender MAC", bpftest.ARP(bpftest.L2{Src: w.mac, Dst: bpftest.Broadcast}, layers.ARPRequest, otherMAC, zero, nil, w.ip4), shot, maps.ReasonDropSpoofMAC},
+			bpftest.ARP(bpftest.L2{Src: otherMAC, Dst: bpftest.Broadcast}, layers.ARPRequest, w.mac, w.ip4, nil, gatewayV4), shot, bpfmap.ReasonDropSpoofMAC},
+		{"probe with a foreign sender MAC", bpftest.ARP(bpftest.L2{Src: w.mac, Dst: bpftest.Broadcast}, layers.ARPRequest, otherMAC, zero, nil, w.ip4), shot, bpfmap.ReasonDropSpoofMAC},
 		{"reply to the host from a foreign sender IP",
-			bpftest.ARP(w.l2(), layers.ARPReply, w.mac, e.wl2.ip4, w.hostMAC, gatewayV4), shot, maps.ReasonDropSpoofIP},
+			bpftest.ARP(w.l2(), layers.ARPReply, w.mac, e.wl2.ip4, w.hostMAC, gatewayV4), shot, bpfmap.ReasonDropSpoofIP},
 		{"gratuitous reply for its own address",
-			bpftest.ARP(bpftest.L2{Src: w.mac, Dst: bpftest.Broadcast}, layers.ARPReply, w.mac, w.ip4, bpftest.Broadcast, w.ip4), ok, maps.ReasonPassHost},
-		{"reply to the host's request", bpftest.ARP(w.l2(), layers.ARPReply, w.mac, w.ip4, w.hostMAC, gatewayV4), ok, maps.ReasonPassHost},
+			bpftest.ARP(bpftest.L2{Src: w.mac, Dst: bpftest.Broadcast}, layers.ARPReply, w.mac, w.ip4, bpftest.Broadcast, w.ip4), ok, bpfmap.ReasonPassHost},
+		{"reply to the host's request", bpftest.ARP(w.l2(), layers.ARPReply, w.mac, w.ip4, w.hostMAC, gatewayV4), ok, bpfmap.ReasonPassHost},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e.fromWL(t, w, tc.in)
@@ -158,21 +158,21 @@ func TestFromWorkloadIPv4AntiSpoofing(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		in     []byte
-		reason maps.Reason
+		reason bpfmap.Reason
 	}{
-		{"source of another local workload", udp4(w, e.wl2.ip4, internet, 64), maps.ReasonDropSpoofIP},
-		{"source of another workload, to a local workload", udp4(w, e.wl2.ip4, e.wl3.ip4, 64), maps.ReasonDropSpoofIP},
-		{"source nobody has", udp4(w, netip.MustParseAddr("192.0.2.1"), internet, 64), maps.ReasonDropSpoofIP},
-		{"source in a remote workload block", udp4(w, remoteWL, internet, 64), maps.ReasonDropSpoofIP},
-		{"source of the host", udp4(w, hostAddr, internet, 64), maps.ReasonDropSpoofIP},
+		{"source of another local workload", udp4(w, e.wl2.ip4, internet, 64), bpfmap.ReasonDropSpoofIP},
+		{"source of another workload, to a local workload", udp4(w, e.wl2.ip4, e.wl3.ip4, 64), bpfmap.ReasonDropSpoofIP},
+		{"source nobody has", udp4(w, netip.MustParseAddr("192.0.2.1"), internet, 64), bpfmap.ReasonDropSpoofIP},
+		{"source in a remote workload block", udp4(w, remoteWL, internet, 64), bpfmap.ReasonDropSpoofIP},
+		{"source of the host", udp4(w, hostAddr, internet, 64), bpfmap.ReasonDropSpoofIP},
 		// calyx relays no DHCP: an unspecified source is not the endpoint's.
-		{"unspecified source (DHCP discover)", udp4(w, netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"), 64), maps.ReasonDropSpoofIP},
+		{"unspecified source (DHCP discover)", udp4(w, netip.IPv4Unspecified(), netip.MustParseAddr("255.255.255.255"), 64), bpfmap.ReasonDropSpoofIP},
 		{"source MAC of another workload",
-			bpftest.IPv4UDP(bpftest.L2{Src: e.wl2.mac, Dst: w.hostMAC}, bpftest.IPv4{Src: w.ip4, Dst: internet}, 1, 2, nil), maps.ReasonDropSpoofMAC},
+			bpftest.IPv4UDP(bpftest.L2{Src: e.wl2.mac, Dst: w.hostMAC}, bpftest.IPv4{Src: w.ip4, Dst: internet}, 1, 2, nil), bpfmap.ReasonDropSpoofMAC},
 		{"source MAC of another workload, to a local workload",
-			bpftest.IPv4UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv4{Src: w.ip4, Dst: e.wl2.ip4}, 1, 2, nil), maps.ReasonDropSpoofMAC},
+			bpftest.IPv4UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv4{Src: w.ip4, Dst: e.wl2.ip4}, 1, 2, nil), bpfmap.ReasonDropSpoofMAC},
 		{"source MAC and IP both foreign",
-			bpftest.IPv4UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv4{Src: e.wl2.ip4, Dst: internet}, 1, 2, nil), maps.ReasonDropSpoofMAC},
+			bpftest.IPv4UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv4{Src: e.wl2.ip4, Dst: internet}, 1, 2, nil), bpfmap.ReasonDropSpoofMAC},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e.fromWL(t, w, tc.in)
@@ -187,24 +187,24 @@ func TestFromWorkloadIPv4AntiSpoofing(t *testing.T) {
 		l2 := bpftest.L2{Src: src, Dst: nocheck.hostMAC}
 		t.Run("no CheckMAC, source MAC "+src.String()+", to the host", func(t *testing.T) {
 			o := e.fromWL(t, nocheck, bpftest.IPv4UDP(l2, bpftest.IPv4{Src: nocheck.ip4, Dst: internet}, 1, 2, nil))
-			o.want(t, ok, hit{nocheck, maps.ReasonPassHost})
+			o.want(t, ok, hit{nocheck, bpfmap.ReasonPassHost})
 			o.unchanged(t)
 		})
 		t.Run("no CheckMAC, source MAC "+src.String()+", to a local workload", func(t *testing.T) {
 			in := bpftest.IPv4UDP(l2, bpftest.IPv4{Src: nocheck.ip4, Dst: e.wl2.ip4}, 1, 2, nil)
 			o := e.fromWL(t, nocheck, in)
-			o.want(t, redirect, hit{nocheck, maps.ReasonDeliverLocal}, hit{e.wl2, maps.ReasonToWorkload})
+			o.want(t, redirect, hit{nocheck, bpfmap.ReasonDeliverLocal}, hit{e.wl2, bpfmap.ReasonToWorkload})
 			checkForwarded4(t, o, e.wl2, true)
 		})
 		t.Run("no CheckMAC, source MAC "+src.String()+", spoofed IP", func(t *testing.T) {
 			o := e.fromWL(t, nocheck, bpftest.IPv4UDP(l2, bpftest.IPv4{Src: e.wl1.ip4, Dst: internet}, 1, 2, nil))
-			o.want(t, shot, hit{nocheck, maps.ReasonDropSpoofIP})
+			o.want(t, shot, hit{nocheck, bpfmap.ReasonDropSpoofIP})
 		})
 	}
 	t.Run("no CheckMAC, ARP with a foreign sender MAC is answered to it", func(t *testing.T) {
 		in := bpftest.ARP(bpftest.L2{Src: otherMAC, Dst: bpftest.Broadcast}, layers.ARPRequest, otherMAC, nocheck.ip4, nil, gatewayV4)
 		o := e.fromWL(t, nocheck, in)
-		o.want(t, redirect, hit{nocheck, maps.ReasonARPReply})
+		o.want(t, redirect, hit{nocheck, bpfmap.ReasonARPReply})
 		alias := *nocheck
 		alias.mac = otherMAC
 		checkARPReply(t, o.out, &alias, gatewayV4)
@@ -217,7 +217,7 @@ func TestFromWorkloadIPv4LocalDelivery(t *testing.T) {
 	for proto, in := range ipv4Protocols(e.wl1.l2(), bpftest.IPv4{Src: e.wl1.ip4, Dst: e.wl2.ip4}) {
 		t.Run(proto+" to a workload with a MAC: L2 rewrite, redirect_peer", func(t *testing.T) {
 			o := e.fromWL(t, e.wl1, in)
-			o.want(t, redirect, hit{e.wl1, maps.ReasonDeliverLocal}, hit{e.wl2, maps.ReasonToWorkload})
+			o.want(t, redirect, hit{e.wl1, bpfmap.ReasonDeliverLocal}, hit{e.wl2, bpfmap.ReasonToWorkload})
 			checkForwarded4(t, o, e.wl2, true)
 		})
 	}
@@ -225,10 +225,10 @@ func TestFromWorkloadIPv4LocalDelivery(t *testing.T) {
 		t.Run(proto+" to a workload without a MAC: redirect_neigh", func(t *testing.T) {
 			o := e.fromWL(t, e.wl1, in)
 			// to-workload is counted by the destination's egress hook on this path.
-			o.want(t, redirect, hit{e.wl1, maps.ReasonDeliverLocal})
+			o.want(t, redirect, hit{e.wl1, bpfmap.ReasonDeliverLocal})
 			checkForwarded4(t, o, e.wl3, false)
 			// ... which lets it in.
-			e.toWL(t, e.wl3, o.out).want(t, ok, hit{e.wl3, maps.ReasonToWorkload})
+			e.toWL(t, e.wl3, o.out).want(t, ok, hit{e.wl3, bpfmap.ReasonToWorkload})
 		})
 	}
 	// The incremental checksum update must hold for every TTL and for
@@ -239,7 +239,7 @@ func TestFromWorkloadIPv4LocalDelivery(t *testing.T) {
 			binary.BigEndian.PutUint16(in[18:], uint16(id*1031))
 			fixIPv4Checksum(in[14:])
 			o := e.fromWL(t, e.wl1, in)
-			o.want(t, redirect, hit{e.wl1, maps.ReasonDeliverLocal}, hit{e.wl2, maps.ReasonToWorkload})
+			o.want(t, redirect, hit{e.wl1, bpfmap.ReasonDeliverLocal}, hit{e.wl2, bpfmap.ReasonToWorkload})
 			checkForwarded4(t, o, e.wl2, true)
 			if t.Failed() {
 				t.Fatalf("ttl %d id %d", ttl, id*1031)
@@ -248,7 +248,7 @@ func TestFromWorkloadIPv4LocalDelivery(t *testing.T) {
 	}
 	t.Run("to its own address: the host's business", func(t *testing.T) {
 		o := e.fromWL(t, e.wl1, udp4(e.wl1, e.wl1.ip4, e.wl1.ip4, 64))
-		o.want(t, ok, hit{e.wl1, maps.ReasonPassHost})
+		o.want(t, ok, hit{e.wl1, bpfmap.ReasonPassHost})
 		o.unchanged(t)
 	})
 }
@@ -358,7 +358,7 @@ func TestFromWorkloadIPv4TTLExpiring(t *testing.T) {
 					fixIPv4Checksum(in[14:])
 				}
 				o := e.fromWL(t, e.wl1, in)
-				o.want(t, ok, hit{e.wl1, maps.ReasonPassHost})
+				o.want(t, ok, hit{e.wl1, bpfmap.ReasonPassHost})
 				o.unchanged(t)
 				if t.Failed() {
 					t.Fatalf("%s ttl %d to %s", proto, ttl, dst.name)
@@ -386,7 +386,7 @@ func TestFromWorkloadIPv4PassHost(t *testing.T) {
 		for proto, in := range ipv4Protocols(e.wl1.l2(), bpftest.IPv4{Src: e.wl1.ip4, Dst: dst.addr}) {
 			t.Run(dst.name+"/"+proto, func(t *testing.T) {
 				o := e.fromWL(t, e.wl1, in)
-				o.want(t, ok, hit{e.wl1, maps.ReasonPassHost})
+				o.want(t, ok, hit{e.wl1, bpfmap.ReasonPassHost})
 				o.unchanged(t)
 			})
 		}
@@ -478,7 +478,7 @@ func TestFromWorkloadMalformed(t *testing.T) {
 	for _, tc := range malformedCases(e) {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e.fromWL(t, e.wl1, tc.in)
-			o.want(t, shot, hit{e.wl1, maps.ReasonDropMalformed})
+			o.want(t, shot, hit{e.wl1, bpfmap.ReasonDropMalformed})
 			o.unchanged(t)
 		})
 	}
@@ -514,7 +514,7 @@ func TestFromWorkloadShortFrames(t *testing.T) {
 			if minAccepted < 0 {
 				minAccepted = n
 			}
-			o.want(t, shot, hit{w, maps.ReasonDropMalformed})
+			o.want(t, shot, hit{w, bpfmap.ReasonDropMalformed})
 			if t.Failed() {
 				t.Fatalf("%s cut to %d bytes", kind, n)
 			}
@@ -557,7 +557,7 @@ func TestFromWorkloadUnsupportedEthertype(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e.fromWL(t, w, tc.in)
-			o.want(t, shot, hit{w, maps.ReasonDropUnsupported})
+			o.want(t, shot, hit{w, bpfmap.ReasonDropUnsupported})
 			o.unchanged(t)
 		})
 	}
@@ -569,17 +569,17 @@ func TestFromWorkloadUnsupportedEthertype(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := e.fromWL(t, w, in)
-			o.want(t, shot, hit{w, maps.ReasonDropVLAN})
+			o.want(t, shot, hit{w, bpfmap.ReasonDropVLAN})
 			o.unchanged(t)
 		})
 	}
 	t.Run("LLDP from a foreign MAC is a MAC spoof first", func(t *testing.T) {
 		o := e.fromWL(t, w, bpftest.Raw(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, 0x88cc, make([]byte, 46)))
-		o.want(t, shot, hit{w, maps.ReasonDropSpoofMAC})
+		o.want(t, shot, hit{w, bpfmap.ReasonDropSpoofMAC})
 	})
 	t.Run("no CheckMAC: any MAC, still unsupported", func(t *testing.T) {
 		o := e.fromWL(t, e.wl4, bpftest.Raw(bpftest.L2{Src: otherMAC, Dst: e.wl4.hostMAC}, 0x88cc, make([]byte, 46)))
-		o.want(t, shot, hit{e.wl4, maps.ReasonDropUnsupported})
+		o.want(t, shot, hit{e.wl4, bpfmap.ReasonDropUnsupported})
 	})
 }
 
@@ -594,10 +594,10 @@ func TestNoEndpoint(t *testing.T) {
 		t.Helper()
 		for name, in := range map[string][]byte{"ipv4": ip, "arp": arp, "garbage": make([]byte, 14)} {
 			o := e.fromWL(t, ep, in)
-			o.want(t, shot, hit{ep, maps.ReasonDropNoEndpoint})
+			o.want(t, shot, hit{ep, bpfmap.ReasonDropNoEndpoint})
 			o.unchanged(t)
 			o = e.toWL(t, ep, in)
-			o.want(t, shot, hit{ep, maps.ReasonDropNoEndpoint})
+			o.want(t, shot, hit{ep, bpfmap.ReasonDropNoEndpoint})
 			o.unchanged(t)
 			if t.Failed() {
 				t.Fatalf("%s on %s", name, ep.name)
@@ -606,7 +606,7 @@ func TestNoEndpoint(t *testing.T) {
 	}
 	t.Run("not in cx_ifaces", func(t *testing.T) { check(t, s) })
 	t.Run("in cx_ifaces without the workload flag", func(t *testing.T) {
-		must(t, e.dp.Maps.PutIface(s.idx(), maps.Iface{CheckMAC: true, MAC: maps.MACFrom(s.mac), HostMAC: maps.MACFrom(s.hostMAC)}))
+		must(t, e.dp.Maps.PutIface(s.idx(), bpfmap.Iface{CheckMAC: true, MAC: bpfmap.MACFrom(s.mac), HostMAC: bpfmap.MACFrom(s.hostMAC)}))
 		t.Cleanup(func() { _ = e.dp.Maps.DeleteIface(s.idx()) })
 		check(t, s)
 	})
@@ -633,7 +633,7 @@ func TestToWorkload(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			o := e.toWL(t, w, in)
-			o.want(t, ok, hit{w, maps.ReasonToWorkload})
+			o.want(t, ok, hit{w, bpfmap.ReasonToWorkload})
 			o.unchanged(t)
 		})
 	}
@@ -648,25 +648,25 @@ func TestFromWorkloadIPv6(t *testing.T) {
 		name    string
 		in      []byte
 		verdict uint32
-		reason  maps.Reason
+		reason  bpfmap.Reason
 	}{
-		{"source of another workload", mk(e.wl2.ip6, netip.MustParseAddr("2001:db8::1"), 64), shot, maps.ReasonDropSpoofIP},
-		{"source of another workload, to a local workload", mk(e.wl2.ip6, e.wl3.ip6, 64), shot, maps.ReasonDropSpoofIP},
-		{"source nobody has", mk(netip.MustParseAddr("fd00:65::99"), netip.MustParseAddr("2001:db8::1"), 64), shot, maps.ReasonDropSpoofIP},
+		{"source of another workload", mk(e.wl2.ip6, netip.MustParseAddr("2001:db8::1"), 64), shot, bpfmap.ReasonDropSpoofIP},
+		{"source of another workload, to a local workload", mk(e.wl2.ip6, e.wl3.ip6, 64), shot, bpfmap.ReasonDropSpoofIP},
+		{"source nobody has", mk(netip.MustParseAddr("fd00:65::99"), netip.MustParseAddr("2001:db8::1"), 64), shot, bpfmap.ReasonDropSpoofIP},
 		// IPv4 routes share the trie as ::ffff:a.b.c.d: an IPv6 lookup must never match them.
-		{"v4-mapped source of its own IPv4", mk(netip.AddrFrom16(w.ip4.As16()), e.wl2.ip6, 64), shot, maps.ReasonDropSpoofIP},
-		{"v4-mapped source of its own IPv4, to the internet", mk(netip.AddrFrom16(w.ip4.As16()), netip.MustParseAddr("2001:db8::1"), 64), shot, maps.ReasonDropSpoofIP},
-		{"to the v4-mapped address of a local workload", mk(w.ip6, netip.AddrFrom16(e.wl2.ip4.As16()), 64), ok, maps.ReasonPassHost},
-		{"foreign source MAC", bpftest.IPv6UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv6{Src: w.ip6, Dst: e.wl2.ip6}, 1, 2, nil), shot, maps.ReasonDropSpoofMAC},
-		{"link-local source with a foreign MAC", bpftest.IPv6UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv6{Src: netip.MustParseAddr("fe80::2"), Dst: gatewayV6}, 1, 2, nil), shot, maps.ReasonDropSpoofMAC},
-		{"link-local source to the gateway", mk(netip.MustParseAddr("fe80::2"), gatewayV6, 64), ok, maps.ReasonPassHost},
-		{"link-local source to all-routers", mk(netip.MustParseAddr("fe80::2"), netip.MustParseAddr("ff02::2"), 255), ok, maps.ReasonPassHost},
-		{"link-local source (fe80::/10 upper end) to a local workload", mk(netip.MustParseAddr("febf::2"), e.wl2.ip6, 64), ok, maps.ReasonPassHost},
-		{"unspecified source (DAD)", mk(netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:10"), 255), ok, maps.ReasonPassHost},
-		{"fec0:: is not link-local", mk(netip.MustParseAddr("fec0::2"), gatewayV6, 64), shot, maps.ReasonDropSpoofIP},
-		{"to the internet", mk(w.ip6, netip.MustParseAddr("2001:db8::1"), 64), ok, maps.ReasonPassHost},
-		{"to its own address", mk(w.ip6, w.ip6, 64), ok, maps.ReasonPassHost},
-		{"hop limit 1 to a local workload", mk(w.ip6, e.wl2.ip6, 1), ok, maps.ReasonPassHost},
+		{"v4-mapped source of its own IPv4", mk(netip.AddrFrom16(w.ip4.As16()), e.wl2.ip6, 64), shot, bpfmap.ReasonDropSpoofIP},
+		{"v4-mapped source of its own IPv4, to the internet", mk(netip.AddrFrom16(w.ip4.As16()), netip.MustParseAddr("2001:db8::1"), 64), shot, bpfmap.ReasonDropSpoofIP},
+		{"to the v4-mapped address of a local workload", mk(w.ip6, netip.AddrFrom16(e.wl2.ip4.As16()), 64), ok, bpfmap.ReasonPassHost},
+		{"foreign source MAC", bpftest.IPv6UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv6{Src: w.ip6, Dst: e.wl2.ip6}, 1, 2, nil), shot, bpfmap.ReasonDropSpoofMAC},
+		{"link-local source with a foreign MAC", bpftest.IPv6UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv6{Src: netip.MustParseAddr("fe80::2"), Dst: gatewayV6}, 1, 2, nil), shot, bpfmap.ReasonDropSpoofMAC},
+		{"link-local source to the gateway", mk(netip.MustParseAddr("fe80::2"), gatewayV6, 64), ok, bpfmap.ReasonPassHost},
+		{"link-local source to all-routers", mk(netip.MustParseAddr("fe80::2"), netip.MustParseAddr("ff02::2"), 255), ok, bpfmap.ReasonPassHost},
+		{"link-local source (fe80::/10 upper end) to a local workload", mk(netip.MustParseAddr("febf::2"), e.wl2.ip6, 64), ok, bpfmap.ReasonPassHost},
+		{"unspecified source (DAD)", mk(netip.IPv6Unspecified(), netip.MustParseAddr("ff02::1:ff00:10"), 255), ok, bpfmap.ReasonPassHost},
+		{"fec0:: is not link-local", mk(netip.MustParseAddr("fec0::2"), gatewayV6, 64), shot, bpfmap.ReasonDropSpoofIP},
+		{"to the internet", mk(w.ip6, netip.MustParseAddr("2001:db8::1"), 64), ok, bpfmap.ReasonPassHost},
+		{"to its own address", mk(w.ip6, w.ip6, 64), ok, bpfmap.ReasonPassHost},
+		{"hop limit 1 to a local workload", mk(w.ip6, e.wl2.ip6, 1), ok, bpfmap.ReasonPassHost},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e.fromWL(t, w, tc.in)
@@ -677,13 +677,13 @@ func TestFromWorkloadIPv6(t *testing.T) {
 	for _, hops := range []uint8{2, 64, 255} {
 		t.Run("to a local workload with a MAC, hop limit "+strconv.Itoa(int(hops)), func(t *testing.T) {
 			o := e.fromWL(t, w, mk(w.ip6, e.wl2.ip6, hops))
-			o.want(t, redirect, hit{w, maps.ReasonDeliverLocal}, hit{e.wl2, maps.ReasonToWorkload})
+			o.want(t, redirect, hit{w, bpfmap.ReasonDeliverLocal}, hit{e.wl2, bpfmap.ReasonToWorkload})
 			checkForwarded6(t, o, e.wl2, true)
 		})
 	}
 	t.Run("to a local workload without a MAC", func(t *testing.T) {
 		o := e.fromWL(t, w, mk(w.ip6, e.wl3.ip6, 64))
-		o.want(t, redirect, hit{w, maps.ReasonDeliverLocal})
+		o.want(t, redirect, hit{w, bpfmap.ReasonDeliverLocal})
 		checkForwarded6(t, o, e.wl3, false)
 	})
 }
@@ -712,8 +712,8 @@ func checkForwarded6(t *testing.T, o outcome, dst *endpoint, withMAC bool) {
 
 // 11. Reasons are named, distinct, and the same set in C and Go.
 func TestReasonNames(t *testing.T) {
-	names := map[string]maps.Reason{}
-	for _, r := range maps.Reasons() {
+	names := map[string]bpfmap.Reason{}
+	for _, r := range bpfmap.Reasons() {
 		n := r.String()
 		if n == "" || strings.HasPrefix(n, "reason-") {
 			t.Errorf("reason %d has no name", uint32(r))
@@ -731,15 +731,15 @@ func TestReasonNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	for cname, v := range enum {
-		if !slices.Contains(maps.Reasons(), maps.Reason(v)) {
-			t.Errorf("CX_REASON_%s = %d is not in maps.Reasons()", cname, v)
+		if !slices.Contains(bpfmap.Reasons(), bpfmap.Reason(v)) {
+			t.Errorf("CX_REASON_%s = %d is not in bpfmap.Reasons()", cname, v)
 		}
-		if want := strings.ReplaceAll(strings.ToLower(cname), "_", "-"); maps.Reason(v).String() != want {
-			t.Errorf("CX_REASON_%s is named %q in Go, want %q", cname, maps.Reason(v).String(), want)
+		if want := strings.ReplaceAll(strings.ToLower(cname), "_", "-"); bpfmap.Reason(v).String() != want {
+			t.Errorf("CX_REASON_%s is named %q in Go, want %q", cname, bpfmap.Reason(v).String(), want)
 		}
 	}
-	if len(enum) != len(maps.Reasons()) {
-		t.Errorf("calyx.h has %d reasons, maps.Reasons() %d", len(enum), len(maps.Reasons()))
+	if len(enum) != len(bpfmap.Reasons()) {
+		t.Errorf("calyx.h has %d reasons, bpfmap.Reasons() %d", len(enum), len(bpfmap.Reasons()))
 	}
 	used, err := reasonsInC()
 	if err != nil {

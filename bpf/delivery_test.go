@@ -31,7 +31,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 var (
@@ -55,11 +55,11 @@ func (e *env) addVM(tb testing.TB, n byte, hasMAC, keepFile bool) (*endpoint, bp
 	ep := &endpoint{name: name, ifindex: tap.Ifindex, hostMAC: tap.MAC, mac: mac(n, 0x01),
 		ip4: netip.AddrFrom4([4]byte{10, 65, 0, n * 10}),
 		ip6: netip.AddrFrom16([16]byte{0: 0xfd, 2: 0x00, 3: 0x65, 15: 0x10 * n})}
-	must(tb, e.dp.Maps.PutIface(ep.idx(), maps.Iface{Workload: true, CheckMAC: true, EndpointID: uint32(n),
-		MAC: maps.MACFrom(ep.mac), HostMAC: maps.MACFrom(ep.hostMAC), Kind: maps.IfaceTap}))
-	rt := maps.Route{Type: maps.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: maps.MACFrom(ep.hostMAC)}
+	must(tb, e.dp.Maps.PutIface(ep.idx(), bpfmap.Iface{Workload: true, CheckMAC: true, EndpointID: uint32(n),
+		MAC: bpfmap.MACFrom(ep.mac), HostMAC: bpfmap.MACFrom(ep.hostMAC), Kind: bpfmap.IfaceTap}))
+	rt := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: bpfmap.MACFrom(ep.hostMAC)}
 	if hasMAC {
-		rt.MAC = maps.MACFrom(ep.mac)
+		rt.MAC = bpfmap.MACFrom(ep.mac)
 	}
 	must(tb, e.dp.Maps.PutRoute(netip.PrefixFrom(ep.ip4, 32), rt))
 	must(tb, e.dp.Maps.PutRoute(netip.PrefixFrom(ep.ip6, 128), rt))
@@ -89,8 +89,8 @@ func newKindEnv(tb testing.TB) *kindEnv {
 	ke.vm5, _ = ke.addVM(tb, 5, true, false)
 	ke.vm6, _ = ke.addVM(tb, 6, false, false)
 	for fip, vm := range map[netip.Addr]*endpoint{fipVM5: ke.vm5, fipVM6: ke.vm6} {
-		must(tb, ke.dp.Maps.PutFloatingIP(fip, maps.FloatingIP{Fixed: vm.ip4, Node: hostAddr, EndpointID: vm.idx(), Local: true}))
-		must(tb, ke.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), maps.Route{Type: maps.RouteFloatingIP, NextHop: hostAddr}))
+		must(tb, ke.dp.Maps.PutFloatingIP(fip, bpfmap.FloatingIP{Fixed: vm.ip4, Node: hostAddr, EndpointID: vm.idx(), Local: true}))
+		must(tb, ke.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: hostAddr}))
 	}
 	ke.dests = []destKind{
 		{"veth", ke.wl2, fipWL2, true, true},
@@ -133,7 +133,7 @@ func forwarded4(frame []byte) []byte {
 // host's; VXLAN carries it, IP-in-IP does not), as innerOf has it.
 var remoteHostL2 = bpftest.L2{Src: mac(0x99, 0x01), Dst: mac(0x99, 0xee)}
 
-func decapPath(enc maps.Encap, reason maps.Reason) func(*testing.T, *kindEnv, destKind, uint16) (outcome, sizedHit, []byte) {
+func decapPath(enc bpfmap.Encap, reason bpfmap.Reason) func(*testing.T, *kindEnv, destKind, uint16) (outcome, sizedHit, []byte) {
 	return func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
 		src := ke.block(t, ke.tun.nodeA, enc)
 		inner := bpftest.IPv4UDP(remoteHostL2, bpftest.IPv4{Src: src, Dst: d.ep.ip4}, sport, 53, deliveryPayload)
@@ -145,13 +145,13 @@ func decapPath(enc maps.Encap, reason maps.Reason) func(*testing.T, *kindEnv, de
 var deliveryPaths = []deliveryPath{
 	{name: "workload to workload, ipv4", run: func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
 		in := bpftest.IPv4UDP(ke.wl1.l2(), bpftest.IPv4{Src: ke.wl1.ip4, Dst: d.ep.ip4}, sport, 53, deliveryPayload)
-		return ke.fromWL(t, ke.wl1, in), sizedHit{ke.wl1, maps.ReasonDeliverLocal, len(in)}, forwarded4(in)
+		return ke.fromWL(t, ke.wl1, in), sizedHit{ke.wl1, bpfmap.ReasonDeliverLocal, len(in)}, forwarded4(in)
 	}},
 	{name: "workload to workload, ipv6", run: func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
 		in := bpftest.IPv6UDP(ke.wl1.l2(), bpftest.IPv6{Src: ke.wl1.ip6, Dst: d.ep.ip6}, sport, 53, deliveryPayload)
 		want := slices.Clone(in)
 		want[14+7]--
-		return ke.fromWL(t, ke.wl1, in), sizedHit{ke.wl1, maps.ReasonDeliverLocal, len(in)}, want
+		return ke.fromWL(t, ke.wl1, in), sizedHit{ke.wl1, bpfmap.ReasonDeliverLocal, len(in)}, want
 	}},
 	{name: "workload to workload, fast path", run: func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
 		// With a route generation the first packet caches its route (the
@@ -165,46 +165,46 @@ var deliveryPaths = []deliveryPath{
 		if first := ke.fromWL(t, ke.wl1, in); first.verdict != redirect {
 			t.Fatalf("first packet: %s, %s", bpftest.VerdictName(first.verdict), fmtCounters(first.delta))
 		}
-		k := maps.CTKey{Src: netip.AddrPortFrom(ke.wl1.ip4, sport), Dst: netip.AddrPortFrom(d.ep.ip4, 53), Proto: maps.ProtoUDP}
+		k := bpfmap.CTKey{Src: netip.AddrPortFrom(ke.wl1.ip4, sport), Dst: netip.AddrPortFrom(d.ep.ip4, 53), Proto: bpfmap.ProtoUDP}
 		if ct := ctEntry(t, ke.env, k); ct.RouteGen != cfg.RouteGen || ct.Ifindex != ke.wl1.idx() {
 			t.Fatalf("no cached route: generation %d, ifindex %d", ct.RouteGen, ct.Ifindex)
 		}
-		return ke.fromWL(t, ke.wl1, in), sizedHit{ke.wl1, maps.ReasonDeliverLocal, len(in)}, forwarded4(in)
+		return ke.fromWL(t, ke.wl1, in), sizedHit{ke.wl1, bpfmap.ReasonDeliverLocal, len(in)}, forwarded4(in)
 	}},
-	{name: "decap ipip", run: decapPath(maps.EncapIPIP, maps.ReasonDecapIPIP)},
-	{name: "decap vxlan", run: decapPath(maps.EncapVXLAN, maps.ReasonDecapVXLAN)},
+	{name: "decap ipip", run: decapPath(bpfmap.EncapIPIP, bpfmap.ReasonDecapIPIP)},
+	{name: "decap vxlan", run: decapPath(bpfmap.EncapVXLAN, bpfmap.ReasonDecapVXLAN)},
 	{name: "routed directly from the underlay", run: func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
-		src := ke.block(t, ke.tun.nodeA, maps.EncapNone)
+		src := ke.block(t, ke.tun.nodeA, bpfmap.EncapNone)
 		in := bpftest.IPv4UDP(ke.nodeL2(ke.tun.nodeA), bpftest.IPv4{Src: src, Dst: d.ep.ip4}, sport, 53, deliveryPayload)
-		return ke.fromUL(t, in), sizedHit{ke.tun.ul, maps.ReasonDeliverLocal, len(in)}, forwarded4(in)
+		return ke.fromUL(t, in), sizedHit{ke.tun.ul, bpfmap.ReasonDeliverLocal, len(in)}, forwarded4(in)
 	}},
 	{name: "floating IP from outside", run: func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
-		in := mkFlow(maps.ProtoUDP, client, sport, d.fip, 53).frame(ke.routerL2(), seg{})
-		want := xlate(in, mkFlow(maps.ProtoUDP, client, sport, d.ep.ip4, 53), true)
-		return ke.fromUL(t, in), sizedHit{ke.tun.ul, maps.ReasonDeliverLocal, len(in)}, want
+		in := mkFlow(bpfmap.ProtoUDP, client, sport, d.fip, 53).frame(ke.routerL2(), seg{})
+		want := xlate(in, mkFlow(bpfmap.ProtoUDP, client, sport, d.ep.ip4, 53), true)
+		return ke.fromUL(t, in), sizedHit{ke.tun.ul, bpfmap.ReasonDeliverLocal, len(in)}, want
 	}},
 	{name: "floating IP from outside, tunnelled by another node", run: func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
-		inner := mkFlow(maps.ProtoTCP, client, sport, d.fip, 443).frame(remoteHostL2, syn)
-		in := tunnelFrame(ke.env, ke.tun.nodeA, hostAddr, maps.EncapIPIP, inner)
-		want := slices.Concat(in[:14], xlate(inner, mkFlow(maps.ProtoTCP, client, sport, d.ep.ip4, 443), true)[14:])
-		return ke.fromUL(t, in), sizedHit{ke.tun.ul, maps.ReasonDecapIPIP, len(in)}, want
+		inner := mkFlow(bpfmap.ProtoTCP, client, sport, d.fip, 443).frame(remoteHostL2, syn)
+		in := tunnelFrame(ke.env, ke.tun.nodeA, hostAddr, bpfmap.EncapIPIP, inner)
+		want := slices.Concat(in[:14], xlate(inner, mkFlow(bpfmap.ProtoTCP, client, sport, d.ep.ip4, 443), true)[14:])
+		return ke.fromUL(t, in), sizedHit{ke.tun.ul, bpfmap.ReasonDecapIPIP, len(in)}, want
 	}},
 	{name: "floating IP from a workload", run: func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
 		// DNAT at the sender's first hop, to the instance here.
-		in := mkFlow(maps.ProtoUDP, ke.wl1.ip4, sport, d.fip, 53).frame(ke.wl1.l2(), seg{})
-		want := xlate(in, mkFlow(maps.ProtoUDP, ke.wl1.ip4, sport, d.ep.ip4, 53), true)
-		return ke.fromWL(t, ke.wl1, in), sizedHit{ke.wl1, maps.ReasonDeliverLocal, len(in)}, want
+		in := mkFlow(bpfmap.ProtoUDP, ke.wl1.ip4, sport, d.fip, 53).frame(ke.wl1.l2(), seg{})
+		want := xlate(in, mkFlow(bpfmap.ProtoUDP, ke.wl1.ip4, sport, d.ep.ip4, 53), true)
+		return ke.fromWL(t, ke.wl1, in), sizedHit{ke.wl1, bpfmap.ReasonDeliverLocal, len(in)}, want
 	}},
 	{name: "hairpin", run: func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
 		// The instance to its own floating IP: back into its own interface.
-		in := mkFlow(maps.ProtoUDP, d.ep.ip4, sport, d.fip, 53).frame(d.ep.l2(), seg{})
-		want := xlate(in, mkFlow(maps.ProtoUDP, d.fip, sport, d.ep.ip4, 53), true)
-		return ke.fromWL(t, d.ep, in), sizedHit{d.ep, maps.ReasonDeliverLocal, len(in)}, want
+		in := mkFlow(bpfmap.ProtoUDP, d.ep.ip4, sport, d.fip, 53).frame(d.ep.l2(), seg{})
+		want := xlate(in, mkFlow(bpfmap.ProtoUDP, d.fip, sport, d.ep.ip4, 53), true)
+		return ke.fromWL(t, d.ep, in), sizedHit{d.ep, bpfmap.ReasonDeliverLocal, len(in)}, want
 	}},
 	{name: "the host to a floating IP", egress: true, fromHost: true, run: func(t *testing.T, ke *kindEnv, d destKind, sport uint16) (outcome, sizedHit, []byte) {
-		in := mkFlow(maps.ProtoUDP, hostAddr, sport, d.fip, 53).frame(ke.hostL2(), seg{})
-		want := xlate(in, mkFlow(maps.ProtoUDP, hostAddr, sport, d.ep.ip4, 53), false)
-		return ke.runOn(t, ke.ulEgress, ke.tun.ul.ifindex, in), sizedHit{ke.tun.ul, maps.ReasonDeliverLocal, len(in)}, want
+		in := mkFlow(bpfmap.ProtoUDP, hostAddr, sport, d.fip, 53).frame(ke.hostL2(), seg{})
+		want := xlate(in, mkFlow(bpfmap.ProtoUDP, hostAddr, sport, d.ep.ip4, 53), false)
+		return ke.runOn(t, ke.ulEgress, ke.tun.ul.ifindex, in), sizedHit{ke.tun.ul, bpfmap.ReasonDeliverLocal, len(in)}, want
 	}},
 }
 
@@ -214,10 +214,10 @@ var deliveryPaths = []deliveryPath{
 func (p deliveryPath) atDelivery(d destKind) bool { return d.peer && d.hasMAC && !p.egress }
 
 // ctSnapshot is every conntrack entry.
-func ctSnapshot(tb testing.TB, e *env) map[maps.CTKey]maps.CTEntry {
+func ctSnapshot(tb testing.TB, e *env) map[bpfmap.CTKey]bpfmap.CTEntry {
 	tb.Helper()
-	out := map[maps.CTKey]maps.CTEntry{}
-	must(tb, e.dp.Maps.Conntrack(func(k maps.CTKey, v maps.CTEntry) bool { out[k] = v; return true }))
+	out := map[bpfmap.CTKey]bpfmap.CTEntry{}
+	must(tb, e.dp.Maps.Conntrack(func(k bpfmap.CTKey, v bpfmap.CTEntry) bool { out[k] = v; return true }))
 	return out
 }
 
@@ -233,7 +233,7 @@ func (ke *kindEnv) checkDelivered(t *testing.T, p deliveryPath, d destKind, o ou
 	}
 	hits := []sizedHit{in}
 	if p.atDelivery(d) {
-		hits = append(hits, sizedHit{d.ep, maps.ReasonToWorkload, len(want)})
+		hits = append(hits, sizedHit{d.ep, bpfmap.ReasonToWorkload, len(want)})
 	}
 	o.wantSized(t, redirect, hits...)
 	if !bytes.Equal(o.out, want) {
@@ -265,7 +265,7 @@ func (ke *kindEnv) checkDelivered(t *testing.T, p deliveryPath, d destKind, o ou
 	// it in, without touching conntrack (translated and policed already).
 	ct := ctSnapshot(t, ke.env)
 	eg := ke.runIn(t, ke.to, bpftest.Input{Data: o.out, Ifindex: d.ep.ifindex, Mark: o.ctx.Mark})
-	eg.wantSized(t, ok, sizedHit{d.ep, maps.ReasonToWorkload, len(o.out)})
+	eg.wantSized(t, ok, sizedHit{d.ep, bpfmap.ReasonToWorkload, len(o.out)})
 	eg.unchanged(t)
 	if eg.ctx.Mark != 0 {
 		t.Errorf("skb->mark %#x left on a packet entering %s", eg.ctx.Mark, d.ep.name)
@@ -299,7 +299,7 @@ func TestDeliveryByKind(t *testing.T) {
 		} {
 			t.Run("the host stack, "+name+"/"+d.name, func(t *testing.T) {
 				o := ke.toWL(t, d.ep, in)
-				o.want(t, ok, hit{d.ep, maps.ReasonToWorkload})
+				o.want(t, ok, hit{d.ep, bpfmap.ReasonToWorkload})
 				o.unchanged(t)
 				if o.ctx.Mark != 0 {
 					t.Errorf("skb->mark %#x", o.ctx.Mark)
@@ -318,7 +318,7 @@ func TestDeliveryToTapEstablished(t *testing.T) {
 	in := bpftest.IPv4UDP(ke.wl1.l2(), bpftest.IPv4{Src: ke.wl1.ip4, Dst: d.ep.ip4}, 42999, 53, deliveryPayload)
 	for i := range 3 {
 		o := ke.fromWL(t, ke.wl1, in)
-		ke.checkDelivered(t, p, d, o, sizedHit{ke.wl1, maps.ReasonDeliverLocal, len(in)}, forwarded4(in))
+		ke.checkDelivered(t, p, d, o, sizedHit{ke.wl1, bpfmap.ReasonDeliverLocal, len(in)}, forwarded4(in))
 		if t.Failed() {
 			t.Fatalf("packet %d", i)
 		}
@@ -326,7 +326,7 @@ func TestDeliveryToTapEstablished(t *testing.T) {
 	// The reply, from the tap: to the veth by redirect_peer, counted there.
 	rin := bpftest.IPv4UDP(d.ep.l2(), bpftest.IPv4{Src: d.ep.ip4, Dst: ke.wl1.ip4}, 53, 42999, deliveryPayload)
 	r := ke.fromWL(t, d.ep, rin)
-	r.want(t, redirect, hit{d.ep, maps.ReasonDeliverLocal}, hit{ke.wl1, maps.ReasonToWorkload})
+	r.want(t, redirect, hit{d.ep, bpfmap.ReasonDeliverLocal}, hit{ke.wl1, bpfmap.ReasonToWorkload})
 	checkForwarded4(t, r, ke.wl1, true)
 	if r.ctx.Mark != 0 {
 		t.Errorf("skb->mark %#x on a redirect_peer", r.ctx.Mark)
@@ -338,18 +338,18 @@ func TestDeliveryToTapEstablished(t *testing.T) {
 func TestDeliveryForeignMarkIsPoliced(t *testing.T) {
 	ke := newKindEnv(t)
 	vm := ke.vm5
-	ke.putPolicy(t, allDeny(tableDeny, maps.RuleDefaultDenyIngress))
+	ke.putPolicy(t, allDeny(tableDeny, bpfmap.RuleDefaultDenyIngress))
 	ke.setTables(t, vm, tableDeny, 0)
 	in := bpftest.IPv4UDP(vm.toL2(), bpftest.IPv4{Src: client, Dst: vm.ip4, TTL: 63}, 4000, 53, deliveryPayload)
 	for _, m := range []uint32{cxMarkRouted + 1, cxMarkRouted | 1<<31, 0x0ca1} {
 		before := ke.hits(t)
 		o := ke.runIn(t, ke.to, bpftest.Input{Data: in, Ifindex: vm.ifindex, Mark: m})
-		o.want(t, shot, hit{vm, maps.ReasonDropPolicy})
-		ke.wantHits(t, before, maps.RuleHitKey{Ifindex: vm.idx(), Rule: maps.RuleDefaultDenyIngress})
+		o.want(t, shot, hit{vm, bpfmap.ReasonDropPolicy})
+		ke.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: vm.idx(), Rule: bpfmap.RuleDefaultDenyIngress})
 	}
 	// ... while the routed mark is let in, clearing it.
 	o := ke.runIn(t, ke.to, bpftest.Input{Data: in, Ifindex: vm.ifindex, Mark: cxMarkRouted})
-	o.want(t, ok, hit{vm, maps.ReasonToWorkload})
+	o.want(t, ok, hit{vm, bpfmap.ReasonToWorkload})
 	if o.ctx.Mark != 0 {
 		t.Errorf("skb->mark %#x left", o.ctx.Mark)
 	}
@@ -363,18 +363,18 @@ func TestDeliveryForeignMarkIsPoliced(t *testing.T) {
 // reaches the destination (no mark, no to-workload).
 func TestDeliveryIngressPolicyOnce(t *testing.T) {
 	ke := newKindEnv(t)
-	ke.putPolicy(t, map[maps.PolicyKey]maps.PolicyVerdict{
-		{Table: tableWL1}:                  {Action: maps.PolicyDeny, Rule: maps.RuleDefaultDenyIngress},
-		{Table: tableWL1, Identity: idWL1}: {Action: maps.PolicyAllow, Rule: ruleAllow},
+	ke.putPolicy(t, map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{
+		{Table: tableWL1}:                  {Action: bpfmap.PolicyDeny, Rule: bpfmap.RuleDefaultDenyIngress},
+		{Table: tableWL1, Identity: idWL1}: {Action: bpfmap.PolicyAllow, Rule: ruleAllow},
 	})
 	// The senders of the delivery paths are idWL1: wl1, the remote
 	// workloads, the client outside, and each destination itself (hairpin).
 	for _, p := range []netip.Prefix{netip.PrefixFrom(ke.wl1.ip4, 32), remoteNet, netip.PrefixFrom(client, 32)} {
-		must(t, ke.dp.Maps.PutIPCache(p, maps.IPCacheEntry{Identity: idWL1}))
+		must(t, ke.dp.Maps.PutIPCache(p, bpfmap.IPCacheEntry{Identity: idWL1}))
 	}
-	must(t, ke.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), maps.IPCacheEntry{Host: true}))
+	must(t, ke.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
 	for _, d := range ke.dests {
-		must(t, ke.dp.Maps.PutIPCache(netip.PrefixFrom(d.ep.ip4, 32), maps.IPCacheEntry{Identity: idWL1}))
+		must(t, ke.dp.Maps.PutIPCache(netip.PrefixFrom(d.ep.ip4, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
 		ke.setTables(t, d.ep, tableWL1, 0)
 	}
 	for pi, p := range deliveryPaths {
@@ -389,7 +389,7 @@ func TestDeliveryIngressPolicyOnce(t *testing.T) {
 				if p.fromHost {
 					ke.wantHits(t, before) // the host always reaches its workloads
 				} else {
-					ke.wantHits(t, before, maps.RuleHitKey{Ifindex: d.ep.idx(), Rule: ruleAllow})
+					ke.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: d.ep.idx(), Rule: ruleAllow})
 				}
 			})
 		}
@@ -408,7 +408,7 @@ func TestDeliveryIngressPolicyOnce(t *testing.T) {
 			return ke.fromUL(t, in), ke.tun.ul
 		}},
 		{"to its floating IP from outside", func(t *testing.T, d destKind) (outcome, *endpoint) {
-			in := mkFlow(maps.ProtoUDP, stranger, 44002, d.fip, 53).frame(ke.routerL2(), seg{})
+			in := mkFlow(bpfmap.ProtoUDP, stranger, 44002, d.fip, 53).frame(ke.routerL2(), seg{})
 			return ke.fromUL(t, in), ke.tun.ul
 		}},
 	}
@@ -417,12 +417,12 @@ func TestDeliveryIngressPolicyOnce(t *testing.T) {
 			t.Run("denied/"+c.name+"/"+d.name, func(t *testing.T) {
 				before := ke.hits(t)
 				o, at := c.run(t, d)
-				o.want(t, shot, hit{at, maps.ReasonDropPolicy})
+				o.want(t, shot, hit{at, bpfmap.ReasonDropPolicy})
 				o.unchanged(t)
 				if o.ctx.Mark != 0 {
 					t.Errorf("skb->mark %#x on a dropped packet", o.ctx.Mark)
 				}
-				ke.wantHits(t, before, maps.RuleHitKey{Ifindex: d.ep.idx(), Rule: maps.RuleDefaultDenyIngress})
+				ke.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: d.ep.idx(), Rule: bpfmap.RuleDefaultDenyIngress})
 			})
 		}
 	}
@@ -441,14 +441,14 @@ func TestDeliveryIPv6IngressPolicy(t *testing.T) {
 	for _, d := range ke.dests {
 		ke.setTables(t, d.ep, tableDeny, 0)
 	}
-	ke.putPolicy(t, allDeny(tableDeny, maps.RuleDefaultDenyIngress))
+	ke.putPolicy(t, allDeny(tableDeny, bpfmap.RuleDefaultDenyIngress))
 	for _, d := range ke.dests {
 		t.Run(d.name, func(t *testing.T) {
 			before := ke.hits(t)
 			in := udp6(ke.wl1, ke.wl1.ip6, d.ep.ip6, 64)
 			o := ke.fromWL(t, ke.wl1, in)
-			o.want(t, shot, hit{ke.wl1, maps.ReasonDropPolicy})
-			ke.wantHits(t, before, maps.RuleHitKey{Ifindex: d.ep.idx(), Rule: maps.RuleDefaultDenyIngress})
+			o.want(t, shot, hit{ke.wl1, bpfmap.ReasonDropPolicy})
+			ke.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: d.ep.idx(), Rule: bpfmap.RuleDefaultDenyIngress})
 		})
 	}
 }
@@ -493,9 +493,9 @@ func TestDeliveryToTapLive(t *testing.T) {
 		verifyIPv4(t, got, in[22]-1)
 		// Everything has run by the time the frame is in the queue.
 		delta := counterDelta(before, e.counters(t))
-		wantDelta := map[maps.CounterKey]maps.Counter{
-			{Ifindex: from.idx(), Reason: maps.ReasonDeliverLocal}: {Packets: 1, Bytes: uint64(len(in))},
-			{Ifindex: to.idx(), Reason: maps.ReasonToWorkload}:     {Packets: 1, Bytes: uint64(len(want))},
+		wantDelta := map[bpfmap.CounterKey]bpfmap.Counter{
+			{Ifindex: from.idx(), Reason: bpfmap.ReasonDeliverLocal}: {Packets: 1, Bytes: uint64(len(in))},
+			{Ifindex: to.idx(), Reason: bpfmap.ReasonToWorkload}:     {Packets: 1, Bytes: uint64(len(want))},
 		}
 		if !mapsEqual(delta, wantDelta) {
 			t.Errorf("counters moved by %s, want %s", fmtCounters(delta), fmtCounters(wantDelta))
@@ -505,10 +505,10 @@ func TestDeliveryToTapLive(t *testing.T) {
 	t.Run("into a tap by bpf_redirect_neigh", func(t *testing.T) { send(t, a, ta, b, tb, 45001) })
 	t.Run("hairpin: back into its own tap", func(t *testing.T) {
 		fip := netip.MustParseAddr("192.0.2.77")
-		must(t, e.dp.Maps.PutFloatingIP(fip, maps.FloatingIP{Fixed: a.ip4, Node: hostAddr, EndpointID: a.idx(), Local: true}))
-		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), maps.Route{Type: maps.RouteFloatingIP, NextHop: hostAddr}))
-		in := mkFlow(maps.ProtoUDP, a.ip4, 45005, fip, 53).frame(a.l2(), seg{})
-		want := withL2(xlate(in, mkFlow(maps.ProtoUDP, fip, 45005, a.ip4, 53), true), a.toL2())
+		must(t, e.dp.Maps.PutFloatingIP(fip, bpfmap.FloatingIP{Fixed: a.ip4, Node: hostAddr, EndpointID: a.idx(), Local: true}))
+		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: hostAddr}))
+		in := mkFlow(bpfmap.ProtoUDP, a.ip4, 45005, fip, 53).frame(a.l2(), seg{})
+		want := withL2(xlate(in, mkFlow(bpfmap.ProtoUDP, fip, 45005, a.ip4, 53), true), a.toL2())
 		before := e.counters(t)
 		if _, err := ta.File.Write(in); err != nil {
 			t.Fatal(err)
@@ -516,9 +516,9 @@ func TestDeliveryToTapLive(t *testing.T) {
 		got := readFrame(t, ta.File, 5*time.Second)
 		wantBytes(t, got, want)
 		delta := counterDelta(before, e.counters(t))
-		wantDelta := map[maps.CounterKey]maps.Counter{
-			{Ifindex: a.idx(), Reason: maps.ReasonDeliverLocal}: {Packets: 1, Bytes: uint64(len(in))},
-			{Ifindex: a.idx(), Reason: maps.ReasonToWorkload}:   {Packets: 1, Bytes: uint64(len(want))},
+		wantDelta := map[bpfmap.CounterKey]bpfmap.Counter{
+			{Ifindex: a.idx(), Reason: bpfmap.ReasonDeliverLocal}: {Packets: 1, Bytes: uint64(len(in))},
+			{Ifindex: a.idx(), Reason: bpfmap.ReasonToWorkload}:   {Packets: 1, Bytes: uint64(len(want))},
 		}
 		if !mapsEqual(delta, wantDelta) {
 			t.Errorf("counters moved by %s, want %s", fmtCounters(delta), fmtCounters(wantDelta))
@@ -528,16 +528,16 @@ func TestDeliveryToTapLive(t *testing.T) {
 		// a takes new flows from idWL1 (b) only; the allowing rule is
 		// counted once over the real path: the delivering hook decides,
 		// a's egress hook does not look again.
-		e.putPolicy(t, map[maps.PolicyKey]maps.PolicyVerdict{
-			{Table: tableWL1}:                  {Action: maps.PolicyDeny, Rule: maps.RuleDefaultDenyIngress},
-			{Table: tableWL1, Identity: idWL1}: {Action: maps.PolicyAllow, Rule: ruleAllow},
+		e.putPolicy(t, map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{
+			{Table: tableWL1}:                  {Action: bpfmap.PolicyDeny, Rule: bpfmap.RuleDefaultDenyIngress},
+			{Table: tableWL1, Identity: idWL1}: {Action: bpfmap.PolicyAllow, Rule: ruleAllow},
 		})
-		must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(b.ip4, 32), maps.IPCacheEntry{Identity: idWL1}))
+		must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(b.ip4, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
 		e.setTables(t, a, tableWL1, 0)
 		e.setTables(t, b, tableWL1, 0)
 		before := e.hits(t)
 		send(t, b, tb, a, ta, 45003)
-		e.wantHits(t, before, maps.RuleHitKey{Ifindex: a.idx(), Rule: ruleAllow})
+		e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: a.idx(), Rule: ruleAllow})
 
 		// a (identity 0) to b: denied where it came in, never in b's queue.
 		in := bpftest.IPv4UDP(a.l2(), bpftest.IPv4{Src: a.ip4, Dst: b.ip4}, 45004, 53, deliveryPayload)
@@ -549,11 +549,11 @@ func TestDeliveryToTapLive(t *testing.T) {
 			t.Errorf("%s's queue got a denied frame: %x", b.name, got)
 		}
 		delta := counterDelta(counters, e.counters(t))
-		want := map[maps.CounterKey]maps.Counter{{Ifindex: a.idx(), Reason: maps.ReasonDropPolicy}: {Packets: 1, Bytes: uint64(len(in))}}
+		want := map[bpfmap.CounterKey]bpfmap.Counter{{Ifindex: a.idx(), Reason: bpfmap.ReasonDropPolicy}: {Packets: 1, Bytes: uint64(len(in))}}
 		if !mapsEqual(delta, want) {
 			t.Errorf("counters moved by %s, want %s", fmtCounters(delta), fmtCounters(want))
 		}
-		e.wantHits(t, hits, maps.RuleHitKey{Ifindex: b.idx(), Rule: maps.RuleDefaultDenyIngress})
+		e.wantHits(t, hits, bpfmap.RuleHitKey{Ifindex: b.idx(), Rule: bpfmap.RuleDefaultDenyIngress})
 	})
 	t.Run("a spoofed source goes nowhere", func(t *testing.T) {
 		in := bpftest.IPv4UDP(a.l2(), bpftest.IPv4{Src: e.wl1.ip4, Dst: b.ip4}, 45002, 53, deliveryPayload)
@@ -565,7 +565,7 @@ func TestDeliveryToTapLive(t *testing.T) {
 			t.Errorf("%s's queue got a spoofed frame: %x", b.name, got)
 		}
 		delta := counterDelta(before, e.counters(t))
-		want := map[maps.CounterKey]maps.Counter{{Ifindex: a.idx(), Reason: maps.ReasonDropSpoofIP}: {Packets: 1, Bytes: uint64(len(in))}}
+		want := map[bpfmap.CounterKey]bpfmap.Counter{{Ifindex: a.idx(), Reason: bpfmap.ReasonDropSpoofIP}: {Packets: 1, Bytes: uint64(len(in))}}
 		if !mapsEqual(delta, want) {
 			t.Errorf("counters moved by %s, want %s", fmtCounters(delta), fmtCounters(want))
 		}

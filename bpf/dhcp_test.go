@@ -19,7 +19,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 var ip4Broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
@@ -83,7 +83,7 @@ func TestDHCPFromUnconfiguredWorkload(t *testing.T) {
 	vm, _ := e.addVM(t, 5, true, false)
 	// The gateway IP stands for the host (a subnet's gatewayIP is in the
 	// ipcache as one of its addresses): renewals are unicast to it.
-	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(gatewayV4, 32), maps.IPCacheEntry{Host: true}))
+	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(gatewayV4, 32), bpfmap.IPCacheEntry{Host: true}))
 	w := e.wl1
 	bcast := bpftest.L2{Src: w.mac, Dst: bpftest.Broadcast}
 	for _, tc := range []struct {
@@ -107,7 +107,7 @@ func TestDHCPFromUnconfiguredWorkload(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e.fromWL(t, tc.ep, tc.in)
-			o.want(t, ok, hit{tc.ep, maps.ReasonPassHost})
+			o.want(t, ok, hit{tc.ep, bpfmap.ReasonPassHost})
 			o.unchanged(t)
 		})
 	}
@@ -115,11 +115,11 @@ func TestDHCPFromUnconfiguredWorkload(t *testing.T) {
 		// The BOOTP header is found after them.
 		in := withOptions(discover(w))
 		o := e.fromWL(t, w, in)
-		o.want(t, ok, hit{w, maps.ReasonPassHost})
+		o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 		o.unchanged(t)
 		bad := slices.Clone(in)
 		copy(bad[dhcpChaddr+4:], otherMAC) // chaddr, 4 bytes of options later
-		e.fromWL(t, w, bad).want(t, shot, hit{w, maps.ReasonDropSpoofMAC})
+		e.fromWL(t, w, bad).want(t, shot, hit{w, bpfmap.ReasonDropSpoofMAC})
 	})
 }
 
@@ -138,74 +138,74 @@ func TestDHCPFromUnconfiguredWorkloadDrops(t *testing.T) {
 		name   string
 		ep     *endpoint
 		in     []byte
-		reason maps.Reason
+		reason bpfmap.Reason
 	}{
 		// Not UDP: nothing but DHCP comes from an address nobody owns.
-		{"tcp to 67", w, bpftest.IPv4TCP(bcast, bpftest.IPv4{Src: netip.IPv4Unspecified(), Dst: ip4bc}, 68, 67), maps.ReasonDropSpoofIP},
-		{"icmp echo", w, bpftest.IPv4ICMPEcho(w.l2(), bpftest.IPv4{Src: netip.IPv4Unspecified(), Dst: internet}, 1, 1), maps.ReasonDropSpoofIP},
-		{"icmp echo, broadcast", w, bpftest.IPv4ICMPEcho(bcast, bpftest.IPv4{Src: netip.IPv4Unspecified(), Dst: ip4bc}, 1, 1), maps.ReasonDropSpoofIP},
-		{"ip-in-ip", w, bpftest.IPIP(w.l2(), bpftest.IPv4{Src: netip.IPv4Unspecified(), Dst: hostAddr}, udp4(w, w.ip4, e.wl2.ip4, 64)[14:]), maps.ReasonDropSpoofIP},
+		{"tcp to 67", w, bpftest.IPv4TCP(bcast, bpftest.IPv4{Src: netip.IPv4Unspecified(), Dst: ip4bc}, 68, 67), bpfmap.ReasonDropSpoofIP},
+		{"icmp echo", w, bpftest.IPv4ICMPEcho(w.l2(), bpftest.IPv4{Src: netip.IPv4Unspecified(), Dst: internet}, 1, 1), bpfmap.ReasonDropSpoofIP},
+		{"icmp echo, broadcast", w, bpftest.IPv4ICMPEcho(bcast, bpftest.IPv4{Src: netip.IPv4Unspecified(), Dst: ip4bc}, 1, 1), bpfmap.ReasonDropSpoofIP},
+		{"ip-in-ip", w, bpftest.IPIP(w.l2(), bpftest.IPv4{Src: netip.IPv4Unspecified(), Dst: hostAddr}, udp4(w, w.ip4, e.wl2.ip4, 64)[14:]), bpfmap.ReasonDropSpoofIP},
 		// Fragments: the ports and the message cannot be checked.
-		{"first fragment (MF)", w, edited(disc, func(b []byte) { b[14+6] |= 0x20 }), maps.ReasonDropSpoofIP},
-		{"later fragment (offset)", w, edited(disc, func(b []byte) { b[14+7] = 0x10 }), maps.ReasonDropSpoofIP},
+		{"first fragment (MF)", w, edited(disc, func(b []byte) { b[14+6] |= 0x20 }), bpfmap.ReasonDropSpoofIP},
+		{"later fragment (offset)", w, edited(disc, func(b []byte) { b[14+7] = 0x10 }), bpfmap.ReasonDropSpoofIP},
 		// UDP, but not a DHCP client's request.
-		{"udp 67 -> 67 (a relay or a server)", w, dhcpFrame(bcast, ip4bc, 67, 67, msg()), maps.ReasonDropSpoofIP},
-		{"udp 67 -> 68 (a rogue server's offer)", w, dhcpFrame(bcast, ip4bc, 67, 68, msg()), maps.ReasonDropSpoofIP},
-		{"udp 68 -> 68", w, dhcpFrame(bcast, ip4bc, 68, 68, msg()), maps.ReasonDropSpoofIP},
-		{"udp 40000 -> 67", w, dhcpFrame(bcast, ip4bc, 40000, 67, msg()), maps.ReasonDropSpoofIP},
-		{"udp 68 -> 53 (dns)", w, dhcpFrame(w.l2(), hostAddr, 68, 53, msg()), maps.ReasonDropSpoofIP},
-		{"udp to a workload", w, udpFrom0(w.l2(), e.wl2.ip4, 40000, 53, []byte("x")), maps.ReasonDropSpoofIP},
+		{"udp 67 -> 67 (a relay or a server)", w, dhcpFrame(bcast, ip4bc, 67, 67, msg()), bpfmap.ReasonDropSpoofIP},
+		{"udp 67 -> 68 (a rogue server's offer)", w, dhcpFrame(bcast, ip4bc, 67, 68, msg()), bpfmap.ReasonDropSpoofIP},
+		{"udp 68 -> 68", w, dhcpFrame(bcast, ip4bc, 68, 68, msg()), bpfmap.ReasonDropSpoofIP},
+		{"udp 40000 -> 67", w, dhcpFrame(bcast, ip4bc, 40000, 67, msg()), bpfmap.ReasonDropSpoofIP},
+		{"udp 68 -> 53 (dns)", w, dhcpFrame(w.l2(), hostAddr, 68, 53, msg()), bpfmap.ReasonDropSpoofIP},
+		{"udp to a workload", w, udpFrom0(w.l2(), e.wl2.ip4, 40000, 53, []byte("x")), bpfmap.ReasonDropSpoofIP},
 		{"ip header only, protocol udp", w, edited(udpFrom0(bcast, ip4bc, 68, 67, nil)[:34], func(b []byte) {
 			binary.BigEndian.PutUint16(b[16:], 20)
-		}), maps.ReasonDropSpoofIP},
+		}), bpfmap.ReasonDropSpoofIP},
 		// The addresses: broadcast both ways, or unicast to the gateway.
-		{"broadcast IP, another unicast MAC", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: otherMAC}, ip4bc, 68, 67, msg()), maps.ReasonDropSpoofIP},
-		{"broadcast IP, a multicast MAC", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: net.HardwareAddr{0x01, 0x00, 0x5e, 0x7f, 0xff, 0xff}}, ip4bc, 68, 67, msg()), maps.ReasonDropSpoofIP},
-		{"broadcast IP, MAC almost broadcast", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xfe}}, ip4bc, 68, 67, msg()), maps.ReasonDropSpoofIP},
+		{"broadcast IP, another unicast MAC", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: otherMAC}, ip4bc, 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
+		{"broadcast IP, a multicast MAC", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: net.HardwareAddr{0x01, 0x00, 0x5e, 0x7f, 0xff, 0xff}}, ip4bc, 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
+		{"broadcast IP, MAC almost broadcast", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xfe}}, ip4bc, 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
 		// The host side's MAC is the gateway's, for a unicast IP; the
 		// broadcast IP goes with the broadcast MAC.
-		{"broadcast IP, the host side's MAC", w, dhcpFrame(w.l2(), ip4bc, 68, 67, msg()), maps.ReasonDropSpoofIP},
-		{"subnet broadcast IP, broadcast MAC", w, dhcpFrame(bcast, netip.MustParseAddr("10.65.0.255"), 68, 67, msg()), maps.ReasonDropSpoofIP},
-		{"unicast IP, broadcast MAC", w, dhcpFrame(bcast, gatewayV4, 68, 67, msg()), maps.ReasonDropSpoofIP},
-		{"unicast IP, another MAC (someone else's server)", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: otherMAC}, netip.MustParseAddr("10.65.0.2"), 68, 67, msg()), maps.ReasonDropSpoofIP},
+		{"broadcast IP, the host side's MAC", w, dhcpFrame(w.l2(), ip4bc, 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
+		{"subnet broadcast IP, broadcast MAC", w, dhcpFrame(bcast, netip.MustParseAddr("10.65.0.255"), 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
+		{"unicast IP, broadcast MAC", w, dhcpFrame(bcast, gatewayV4, 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
+		{"unicast IP, another MAC (someone else's server)", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: otherMAC}, netip.MustParseAddr("10.65.0.2"), 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
 		// To the gateway's MAC but not to the host: from 0.0.0.0 to
 		// anyone else is no renewal (the host stack would only drop it
 		// as a martian).
 		{"unicast to another workload's address, the host side's MAC", w,
-			dhcpFrame(w.l2(), e.wl2.ip4, 68, 67, msg()), maps.ReasonDropSpoofIP},
+			dhcpFrame(w.l2(), e.wl2.ip4, 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
 		{"unicast to an outside address, the host side's MAC", w,
-			dhcpFrame(w.l2(), internet, 68, 67, msg()), maps.ReasonDropSpoofIP},
-		{"unicast IP, another workload's host side MAC", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: e.wl2.hostMAC}, gatewayV4, 68, 67, msg()), maps.ReasonDropSpoofIP},
+			dhcpFrame(w.l2(), internet, 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
+		{"unicast IP, another workload's host side MAC", w, dhcpFrame(bpftest.L2{Src: w.mac, Dst: e.wl2.hostMAC}, gatewayV4, 68, 67, msg()), bpfmap.ReasonDropSpoofIP},
 		// Too short for the BOOTP header up to chaddr.
-		{"no BOOTP message", w, udpFrom0(bcast, ip4bc, 68, 67, nil), maps.ReasonDropMalformed},
-		{"BOOTP cut after xid", w, udpFrom0(bcast, ip4bc, 68, 67, bootp[:8]), maps.ReasonDropMalformed},
-		{"BOOTP cut in giaddr", w, udpFrom0(bcast, ip4bc, 68, 67, bootp[:26]), maps.ReasonDropMalformed},
-		{"BOOTP cut in chaddr", w, udpFrom0(bcast, ip4bc, 68, 67, bootp[:33]), maps.ReasonDropMalformed},
+		{"no BOOTP message", w, udpFrom0(bcast, ip4bc, 68, 67, nil), bpfmap.ReasonDropMalformed},
+		{"BOOTP cut after xid", w, udpFrom0(bcast, ip4bc, 68, 67, bootp[:8]), bpfmap.ReasonDropMalformed},
+		{"BOOTP cut in giaddr", w, udpFrom0(bcast, ip4bc, 68, 67, bootp[:26]), bpfmap.ReasonDropMalformed},
+		{"BOOTP cut in chaddr", w, udpFrom0(bcast, ip4bc, 68, 67, bootp[:33]), bpfmap.ReasonDropMalformed},
 		// A workload posing as a relay agent, to be leased an address of
 		// another subnet.
-		{"giaddr set", w, edited(disc, func(b []byte) { copy(b[dhcpOff+24:], []byte{10, 99, 0, 1}) }), maps.ReasonDropSpoofIP},
+		{"giaddr set", w, edited(disc, func(b []byte) { copy(b[dhcpOff+24:], []byte{10, 99, 0, 1}) }), bpfmap.ReasonDropSpoofIP},
 		// Not an Ethernet client's request.
-		{"op 2 (BOOTREPLY)", w, edited(disc, func(b []byte) { b[dhcpOff] = 2 }), maps.ReasonDropMalformed},
-		{"op 0", w, edited(disc, func(b []byte) { b[dhcpOff] = 0 }), maps.ReasonDropMalformed},
-		{"htype 6 (IEEE 802)", w, edited(disc, func(b []byte) { b[dhcpOff+1] = 6 }), maps.ReasonDropMalformed},
-		{"htype 0", w, edited(disc, func(b []byte) { b[dhcpOff+1] = 0 }), maps.ReasonDropMalformed},
-		{"hlen 16", w, edited(disc, func(b []byte) { b[dhcpHLen] = 16 }), maps.ReasonDropMalformed},
-		{"hlen 0", w, edited(disc, func(b []byte) { b[dhcpHLen] = 0 }), maps.ReasonDropMalformed},
-		{"hlen 5", w, edited(disc, func(b []byte) { b[dhcpHLen] = 5 }), maps.ReasonDropMalformed},
+		{"op 2 (BOOTREPLY)", w, edited(disc, func(b []byte) { b[dhcpOff] = 2 }), bpfmap.ReasonDropMalformed},
+		{"op 0", w, edited(disc, func(b []byte) { b[dhcpOff] = 0 }), bpfmap.ReasonDropMalformed},
+		{"htype 6 (IEEE 802)", w, edited(disc, func(b []byte) { b[dhcpOff+1] = 6 }), bpfmap.ReasonDropMalformed},
+		{"htype 0", w, edited(disc, func(b []byte) { b[dhcpOff+1] = 0 }), bpfmap.ReasonDropMalformed},
+		{"hlen 16", w, edited(disc, func(b []byte) { b[dhcpHLen] = 16 }), bpfmap.ReasonDropMalformed},
+		{"hlen 0", w, edited(disc, func(b []byte) { b[dhcpHLen] = 0 }), bpfmap.ReasonDropMalformed},
+		{"hlen 5", w, edited(disc, func(b []byte) { b[dhcpHLen] = 5 }), bpfmap.ReasonDropMalformed},
 		// A lease for another MAC: another instance's, or one of many to
 		// exhaust the pool.
-		{"chaddr another MAC", w, dhcpFrame(bcast, ip4bc, 68, 67, dhcpMsg(layers.DHCPMsgTypeDiscover, otherMAC)), maps.ReasonDropSpoofMAC},
-		{"chaddr another workload's MAC", w, dhcpFrame(bcast, ip4bc, 68, 67, dhcpMsg(layers.DHCPMsgTypeDiscover, e.wl2.mac)), maps.ReasonDropSpoofMAC},
-		{"chaddr one byte off", w, edited(disc, func(b []byte) { b[dhcpChaddr+5] ^= 1 }), maps.ReasonDropSpoofMAC},
-		{"chaddr first byte off", w, edited(disc, func(b []byte) { b[dhcpChaddr] ^= 0x80 }), maps.ReasonDropSpoofMAC},
-		{"chaddr zero", w, edited(disc, func(b []byte) { copy(b[dhcpChaddr:], make([]byte, 6)) }), maps.ReasonDropSpoofMAC},
+		{"chaddr another MAC", w, dhcpFrame(bcast, ip4bc, 68, 67, dhcpMsg(layers.DHCPMsgTypeDiscover, otherMAC)), bpfmap.ReasonDropSpoofMAC},
+		{"chaddr another workload's MAC", w, dhcpFrame(bcast, ip4bc, 68, 67, dhcpMsg(layers.DHCPMsgTypeDiscover, e.wl2.mac)), bpfmap.ReasonDropSpoofMAC},
+		{"chaddr one byte off", w, edited(disc, func(b []byte) { b[dhcpChaddr+5] ^= 1 }), bpfmap.ReasonDropSpoofMAC},
+		{"chaddr first byte off", w, edited(disc, func(b []byte) { b[dhcpChaddr] ^= 0x80 }), bpfmap.ReasonDropSpoofMAC},
+		{"chaddr zero", w, edited(disc, func(b []byte) { copy(b[dhcpChaddr:], make([]byte, 6)) }), bpfmap.ReasonDropSpoofMAC},
 		{"no CheckMAC, chaddr not the frame's source", e.wl4, dhcpFrame(bpftest.L2{Src: otherMAC, Dst: bpftest.Broadcast}, ip4bc, 68, 67,
-			dhcpMsg(layers.DHCPMsgTypeDiscover, e.wl4.mac)), maps.ReasonDropSpoofMAC},
+			dhcpMsg(layers.DHCPMsgTypeDiscover, e.wl4.mac)), bpfmap.ReasonDropSpoofMAC},
 		// The frame's source MAC is checked against the endpoint's first.
 		{"CheckMAC, another source MAC asking for itself", w, dhcpFrame(bpftest.L2{Src: otherMAC, Dst: bpftest.Broadcast}, ip4bc, 68, 67,
-			dhcpMsg(layers.DHCPMsgTypeDiscover, otherMAC)), maps.ReasonDropSpoofMAC},
+			dhcpMsg(layers.DHCPMsgTypeDiscover, otherMAC)), bpfmap.ReasonDropSpoofMAC},
 		{"CheckMAC, another source MAC asking for the endpoint's", w, dhcpFrame(bpftest.L2{Src: otherMAC, Dst: bpftest.Broadcast}, ip4bc, 68, 67,
-			dhcpMsg(layers.DHCPMsgTypeDiscover, w.mac)), maps.ReasonDropSpoofMAC},
+			dhcpMsg(layers.DHCPMsgTypeDiscover, w.mac)), bpfmap.ReasonDropSpoofMAC},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e.fromWL(t, tc.ep, tc.in)
@@ -223,16 +223,16 @@ func TestDHCPFromUnconfiguredWorkloadUnderPolicy(t *testing.T) {
 	w := e.wl1
 	e.setTables(t, w, tableDeny, tableDeny)
 	cfg := e.tun.cfg
-	cfg.EndpointToHost = maps.EndpointToHostDrop
+	cfg.EndpointToHost = bpfmap.EndpointToHostDrop
 	must(t, e.dp.Maps.PutConfig(cfg))
 	before := e.hits(t)
 	o := e.fromWL(t, w, discover(w))
-	o.want(t, ok, hit{w, maps.ReasonPassHost})
+	o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 	o.unchanged(t)
 	e.wantHits(t, before)
 	// ... and nothing else from 0.0.0.0 gets that far.
 	in := udpFrom0(w.l2(), hostAddr, 68, 53, []byte("x"))
-	e.fromWL(t, w, in).want(t, shot, hit{w, maps.ReasonDropSpoofIP})
+	e.fromWL(t, w, in).want(t, shot, hit{w, bpfmap.ReasonDropSpoofIP})
 	e.wantHits(t, before)
 }
 

@@ -25,8 +25,8 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/loader"
-	"github.com/calyxnet/calyx/maps"
 )
 
 var (
@@ -161,11 +161,11 @@ func newEnv(tb testing.TB) *env {
 		if n == 9 {
 			return ep
 		}
-		must(tb, dp.Maps.PutIface(ep.idx(), maps.Iface{Workload: true, CheckMAC: checkMAC,
-			EndpointID: uint32(n), MAC: maps.MACFrom(ep.mac), HostMAC: maps.MACFrom(ep.hostMAC), Kind: maps.IfaceVeth}))
-		rt := maps.Route{Type: maps.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: maps.MACFrom(ep.hostMAC), Peer: true}
+		must(tb, dp.Maps.PutIface(ep.idx(), bpfmap.Iface{Workload: true, CheckMAC: checkMAC,
+			EndpointID: uint32(n), MAC: bpfmap.MACFrom(ep.mac), HostMAC: bpfmap.MACFrom(ep.hostMAC), Kind: bpfmap.IfaceVeth}))
+		rt := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: bpfmap.MACFrom(ep.hostMAC), Peer: true}
 		if hasMAC {
-			rt.MAC = maps.MACFrom(ep.mac)
+			rt.MAC = bpfmap.MACFrom(ep.mac)
 		}
 		must(tb, dp.Maps.PutRoute(netip.PrefixFrom(ep.ip4, 32), rt))
 		must(tb, dp.Maps.PutRoute(netip.PrefixFrom(ep.ip6, 128), rt))
@@ -176,9 +176,9 @@ func newEnv(tb testing.TB) *env {
 	e.wl3 = mk(3, true, false)
 	e.wl4 = mk(4, false, true)
 	e.stray = mk(9, false, false)
-	must(tb, dp.Maps.PutRoute(remoteBlock, maps.Route{Type: maps.RouteRemoteWorkload,
+	must(tb, dp.Maps.PutRoute(remoteBlock, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload,
 		NextHop: netip.MustParseAddr("10.30.0.11")}))
-	must(tb, dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteHost}))
+	must(tb, dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteHost}))
 	return e
 }
 
@@ -197,10 +197,10 @@ type outcome struct {
 	verdict uint32
 	out     []byte
 	ctx     bpftest.SkbCtx // the context after the run (skb->mark)
-	delta   map[maps.CounterKey]maps.Counter
+	delta   map[bpfmap.CounterKey]bpfmap.Counter
 }
 
-func (e *env) counters(tb testing.TB) map[maps.CounterKey]maps.Counter {
+func (e *env) counters(tb testing.TB) map[bpfmap.CounterKey]bpfmap.Counter {
 	tb.Helper()
 	c, err := e.dp.Maps.Counters()
 	if err != nil {
@@ -209,12 +209,12 @@ func (e *env) counters(tb testing.TB) map[maps.CounterKey]maps.Counter {
 	return c
 }
 
-func counterDelta(before, after map[maps.CounterKey]maps.Counter) map[maps.CounterKey]maps.Counter {
-	d := make(map[maps.CounterKey]maps.Counter)
+func counterDelta(before, after map[bpfmap.CounterKey]bpfmap.Counter) map[bpfmap.CounterKey]bpfmap.Counter {
+	d := make(map[bpfmap.CounterKey]bpfmap.Counter)
 	for k, a := range after {
 		b := before[k]
 		if a != b {
-			d[k] = maps.Counter{Packets: a.Packets - b.Packets, Bytes: a.Bytes - b.Bytes}
+			d[k] = bpfmap.Counter{Packets: a.Packets - b.Packets, Bytes: a.Bytes - b.Bytes}
 		}
 	}
 	return d
@@ -277,14 +277,14 @@ func (e *env) toWL(tb testing.TB, ep *endpoint, pkt []byte) outcome {
 // length.
 type hit struct {
 	ep     *endpoint
-	reason maps.Reason
+	reason bpfmap.Reason
 }
 
 // sizedHit is a hit of one packet of a given length: a counter on the
 // interface a resized packet went out of (to-workload after a decap).
 type sizedHit struct {
 	ep     *endpoint
-	reason maps.Reason
+	reason bpfmap.Reason
 	bytes  int
 }
 
@@ -307,9 +307,9 @@ func (o outcome) wantSized(tb testing.TB, verdict uint32, hits ...sizedHit) {
 		tb.Errorf("verdict %s, want %s (counters moved: %s)", bpftest.VerdictName(o.verdict),
 			bpftest.VerdictName(verdict), fmtCounters(o.delta))
 	}
-	want := make(map[maps.CounterKey]maps.Counter)
+	want := make(map[bpfmap.CounterKey]bpfmap.Counter)
 	for _, h := range hits {
-		want[maps.CounterKey{Ifindex: h.ep.idx(), Reason: h.reason}] = maps.Counter{Packets: 1, Bytes: uint64(h.bytes)}
+		want[bpfmap.CounterKey{Ifindex: h.ep.idx(), Reason: h.reason}] = bpfmap.Counter{Packets: 1, Bytes: uint64(h.bytes)}
 	}
 	if !mapsEqual(o.delta, want) {
 		tb.Errorf("counters moved by %s, want %s", fmtCounters(o.delta), fmtCounters(want))
@@ -343,7 +343,7 @@ func mapsEqual[K, V comparable](a, b map[K]V) bool {
 	return true
 }
 
-func fmtCounters(m map[maps.CounterKey]maps.Counter) string {
+func fmtCounters(m map[bpfmap.CounterKey]bpfmap.Counter) string {
 	if len(m) == 0 {
 		return "{}"
 	}
@@ -358,11 +358,11 @@ func fmtCounters(m map[maps.CounterKey]maps.Counter) string {
 // Reasons confirmed by a passing assertion, for the coverage check.
 var (
 	seenMu sync.Mutex
-	seen   = map[maps.Reason]bool{}
+	seen   = map[bpfmap.Reason]bool{}
 	bpfRan bool
 )
 
-func markSeen(r maps.Reason) {
+func markSeen(r bpfmap.Reason) {
 	seenMu.Lock()
 	defer seenMu.Unlock()
 	seen[r] = true
@@ -413,14 +413,14 @@ func reasonEnum() (map[string]uint32, error) {
 	return out, nil
 }
 
-// reasonByCName maps a C enumerator (without CX_REASON_) to maps.Reason.
-func reasonByCName(enum map[string]uint32, name string) (maps.Reason, bool) {
+// reasonByCName maps a C enumerator (without CX_REASON_) to bpfmap.Reason.
+func reasonByCName(enum map[string]uint32, name string) (bpfmap.Reason, bool) {
 	v, ok := enum[name]
 	if !ok {
 		return 0, false
 	}
-	r := maps.Reason(v)
-	return r, slices.Contains(maps.Reasons(), r)
+	r := bpfmap.Reason(v)
+	return r, slices.Contains(bpfmap.Reasons(), r)
 }
 
 // checkReasonCoverage fails when a reason the C programs count was never
@@ -439,7 +439,7 @@ func checkReasonCoverage() error {
 	for _, n := range names {
 		r, ok := reasonByCName(enum, n)
 		if !ok {
-			missing = append(missing, "CX_REASON_"+n+" (no maps.Reason)")
+			missing = append(missing, "CX_REASON_"+n+" (no bpfmap.Reason)")
 			continue
 		}
 		if !seen[r] {
@@ -499,7 +499,7 @@ type tunnelEnv struct {
 	ul, ul2                    *endpoint // ip4: the interface's address; mac: its peer's
 	nodeA, nodeB, nodeC, nodeX *remoteNode
 	router                     *remoteNode
-	cfg                        maps.NodeConfig
+	cfg                        bpfmap.NodeConfig
 	blocks                     map[blockKey]netip.Prefix
 }
 
@@ -514,7 +514,7 @@ type remoteNode struct {
 
 type blockKey struct {
 	node  *remoteNode
-	encap maps.Encap
+	encap bpfmap.Encap
 }
 
 const (
@@ -545,7 +545,7 @@ func newTunnelEnv(tb testing.TB) *env {
 	}
 	node := func(name, addr string, l2 net.HardwareAddr) *remoteNode {
 		n := &remoteNode{name: name, addr: netip.MustParseAddr(addr), l2: l2}
-		must(tb, e.dp.Maps.PutRoute(netip.PrefixFrom(n.addr, 32), maps.Route{Type: maps.RouteNode}))
+		must(tb, e.dp.Maps.PutRoute(netip.PrefixFrom(n.addr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
 		return n
 	}
 	tun.router = &remoteNode{name: "router", addr: netip.MustParseAddr("10.30.0.1"), l2: mac(0x01, 0xbb)}
@@ -556,7 +556,7 @@ func newTunnelEnv(tb testing.TB) *env {
 	must(tb, ns.AddNeigh("ulh", tun.nodeA.addr, tun.nodeA.l2))
 	must(tb, ns.AddNeigh("ulh", tun.router.addr, tun.router.l2))
 	must(tb, ns.AddRoute("ulh", netip.MustParsePrefix("10.40.0.0/24"), tun.router.addr))
-	tun.cfg = maps.NodeConfig{Address: hostAddr, UnderlayIfindex: tun.ul.idx(), UnderlayMTU: underlayMTU,
+	tun.cfg = bpfmap.NodeConfig{Address: hostAddr, UnderlayIfindex: tun.ul.idx(), UnderlayMTU: underlayMTU,
 		VXLANVNI: testVNI, VXLANPort: testVXLANPort}
 	must(tb, e.dp.Maps.PutConfig(tun.cfg))
 	return e
@@ -564,13 +564,13 @@ func newTunnelEnv(tb testing.TB) *env {
 
 // block returns the address .5 of a /26 of remote workloads on node
 // reached with encap, adding the route on first use.
-func (e *env) block(tb testing.TB, node *remoteNode, encap maps.Encap) netip.Addr {
+func (e *env) block(tb testing.TB, node *remoteNode, encap bpfmap.Encap) netip.Addr {
 	tb.Helper()
 	k := blockKey{node, encap}
 	p, ok := e.tun.blocks[k]
 	if !ok {
 		p = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 66, byte(len(e.tun.blocks)), 0}), 26)
-		must(tb, e.dp.Maps.PutRoute(p, maps.Route{Type: maps.RouteRemoteWorkload, Encap: encap, NextHop: node.addr}))
+		must(tb, e.dp.Maps.PutRoute(p, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: encap, NextHop: node.addr}))
 		e.tun.blocks[k] = p
 	}
 	return p.Addr().Next().Next().Next().Next().Next()

@@ -8,14 +8,14 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // ctEntry returns the conntrack entry of key, failing when there is none.
-func ctEntry(t *testing.T, e *env, key maps.CTKey) maps.CTEntry {
+func ctEntry(t *testing.T, e *env, key bpfmap.CTKey) bpfmap.CTEntry {
 	t.Helper()
-	var got *maps.CTEntry
-	must(t, e.dp.Maps.Conntrack(func(k maps.CTKey, v maps.CTEntry) bool {
+	var got *bpfmap.CTEntry
+	must(t, e.dp.Maps.Conntrack(func(k bpfmap.CTKey, v bpfmap.CTEntry) bool {
 		if k == key {
 			got = &v
 			return false
@@ -36,11 +36,11 @@ func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
 	must(t, m.PutConfig(cfg))
 	src, dst := e.wl1, e.wl2
 	in := udp4(src, src.ip4, dst.ip4, 64)
-	key := maps.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: maps.ProtoUDP}
+	key := bpfmap.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: bpfmap.ProtoUDP}
 
 	// First packet: the slow path, which caches its route.
 	o := e.fromWL(t, src, in)
-	o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 	ent := ctEntry(t, e, key)
 	if ent.Ifindex != src.idx() || ent.RouteGen != 7 {
 		t.Fatalf("entry caches ifindex %d generation %d, want %d and 7", ent.Ifindex, ent.RouteGen, src.idx())
@@ -50,7 +50,7 @@ func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
 	// (which shows the LPM was not consulted).
 	must(t, m.DeleteRoute(netip.PrefixFrom(dst.ip4, 32)))
 	o = e.fromWL(t, src, in)
-	o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 	if got := ctEntry(t, e, key).Packets; got != 2 {
 		t.Errorf("entry counted %d packets, want 2", got)
 	}
@@ -59,7 +59,7 @@ func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
 	cfg.RouteGen = 8
 	must(t, m.PutConfig(cfg))
 	o = e.fromWL(t, src, in)
-	o.want(t, ok, hit{src, maps.ReasonPassHost})
+	o.want(t, ok, hit{src, bpfmap.ReasonPassHost})
 }
 
 // The cache is per interface: the same tuple from another interface is a
@@ -72,12 +72,12 @@ func TestFastPathIsPerInterface(t *testing.T) {
 	must(t, m.PutConfig(cfg))
 	src, dst, other := e.wl1, e.wl2, e.wl4
 	o := e.fromWL(t, src, udp4(src, src.ip4, dst.ip4, 64))
-	o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 
 	// wl4 checks no MAC, so only the source address gives it away.
 	spoof := udp4(other, src.ip4, dst.ip4, 64)
 	o = e.fromWL(t, other, spoof)
-	o.want(t, shot, hit{other, maps.ReasonDropSpoofIP})
+	o.want(t, shot, hit{other, bpfmap.ReasonDropSpoofIP})
 }
 
 // With generation 0 (an agent that predates the cache) nothing is cached.
@@ -85,8 +85,8 @@ func TestFastPathOffWithoutGeneration(t *testing.T) {
 	e := newTunnelEnv(t)
 	src, dst := e.wl1, e.wl2
 	o := e.fromWL(t, src, udp4(src, src.ip4, dst.ip4, 64))
-	o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
-	key := maps.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: maps.ProtoUDP}
+	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
+	key := bpfmap.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: bpfmap.ProtoUDP}
 	if ent := ctEntry(t, e, key); ent.RouteGen != 0 {
 		t.Errorf("generation 0 cached a route (generation %d)", ent.RouteGen)
 	}

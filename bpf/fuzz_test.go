@@ -124,7 +124,7 @@ import (
 
 	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // ---------------------------------------------------------------------------
@@ -268,24 +268,24 @@ func (p progKind) String() string {
 
 // progReasons are the reasons each program counts on the interface it runs
 // on with TC_ACT_OK and with TC_ACT_REDIRECT (TC_ACT_SHOT: drop reasons).
-var progReasons = [...]struct{ ok, redirect []maps.Reason }{
+var progReasons = [...]struct{ ok, redirect []bpfmap.Reason }{
 	pFromWL: {
-		ok: []maps.Reason{maps.ReasonPassHost},
-		redirect: []maps.Reason{maps.ReasonDeliverLocal, maps.ReasonARPReply, maps.ReasonNDReply, maps.ReasonEncapIPIP,
-			maps.ReasonEncapVXLAN, maps.ReasonForwardDirect, maps.ReasonICMPFragNeeded},
+		ok: []bpfmap.Reason{bpfmap.ReasonPassHost},
+		redirect: []bpfmap.Reason{bpfmap.ReasonDeliverLocal, bpfmap.ReasonARPReply, bpfmap.ReasonNDReply, bpfmap.ReasonEncapIPIP,
+			bpfmap.ReasonEncapVXLAN, bpfmap.ReasonForwardDirect, bpfmap.ReasonICMPFragNeeded},
 	},
-	pToWL: {ok: []maps.Reason{maps.ReasonToWorkload}},
+	pToWL: {ok: []bpfmap.Reason{bpfmap.ReasonToWorkload}},
 	pFromUL: {
-		ok: []maps.Reason{maps.ReasonPassHost},
-		redirect: []maps.Reason{maps.ReasonDeliverLocal, maps.ReasonDecapIPIP, maps.ReasonDecapVXLAN, maps.ReasonEncapIPIP,
-			maps.ReasonEncapVXLAN, maps.ReasonForwardDirect, maps.ReasonICMPFragNeeded},
+		ok: []bpfmap.Reason{bpfmap.ReasonPassHost},
+		redirect: []bpfmap.Reason{bpfmap.ReasonDeliverLocal, bpfmap.ReasonDecapIPIP, bpfmap.ReasonDecapVXLAN, bpfmap.ReasonEncapIPIP,
+			bpfmap.ReasonEncapVXLAN, bpfmap.ReasonForwardDirect, bpfmap.ReasonICMPFragNeeded},
 	},
 	pToUL: {
 		// Encapsulated or routed, already on its way out of the right
 		// interface: TC_ACT_OK.
-		ok: []maps.Reason{maps.ReasonPassHost, maps.ReasonEncapIPIP, maps.ReasonEncapVXLAN, maps.ReasonForwardDirect},
-		redirect: []maps.Reason{maps.ReasonDeliverLocal, maps.ReasonEncapIPIP, maps.ReasonEncapVXLAN,
-			maps.ReasonForwardDirect, maps.ReasonICMPFragNeeded},
+		ok: []bpfmap.Reason{bpfmap.ReasonPassHost, bpfmap.ReasonEncapIPIP, bpfmap.ReasonEncapVXLAN, bpfmap.ReasonForwardDirect},
+		redirect: []bpfmap.Reason{bpfmap.ReasonDeliverLocal, bpfmap.ReasonEncapIPIP, bpfmap.ReasonEncapVXLAN,
+			bpfmap.ReasonForwardDirect, bpfmap.ReasonICMPFragNeeded},
 	},
 }
 
@@ -306,11 +306,11 @@ type fuzzEnv struct {
 	ports    []*endpoint // the port byte's choices: the workloads, then stray
 	wl       map[uint32]*wlModel
 	ul       map[uint32]*endpoint // the uplinks (ul is the underlay)
-	routes   map[netip.Prefix]maps.Route
-	fips     map[netip.Addr]maps.FloatingIP
-	ipcache  map[netip.Prefix]maps.IPCacheEntry
+	routes   map[netip.Prefix]bpfmap.Route
+	fips     map[netip.Addr]bpfmap.FloatingIP
+	ipcache  map[netip.Prefix]bpfmap.IPCacheEntry
 	deny     []netip.Prefix
-	cfg      maps.NodeConfig
+	cfg      bpfmap.NodeConfig
 	xdp      *ebpf.Program
 	baseline map[bpf.CalyxCxCtKey]bpf.CalyxCxCtEntry
 	flows    fuzzFlows
@@ -352,17 +352,17 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	e.setTables(tb, fe.vm5, tableDeny, tableSport)
 
 	// Remote blocks in every encapsulation (newNATEnv has nodeA IP-in-IP).
-	e.block(tb, e.tun.nodeA, maps.EncapVXLAN)
-	e.block(tb, e.tun.nodeC, maps.EncapNone)
-	e.block(tb, e.tun.nodeB, maps.EncapIPIP)
-	e.block(tb, e.tun.nodeX, maps.EncapVXLAN)
+	e.block(tb, e.tun.nodeA, bpfmap.EncapVXLAN)
+	e.block(tb, e.tun.nodeC, bpfmap.EncapNone)
+	e.block(tb, e.tun.nodeB, bpfmap.EncapIPIP)
+	e.block(tb, e.tun.nodeX, bpfmap.EncapVXLAN)
 
 	for _, p := range []netip.Prefix{fuzzDeny4, fuzzDeny6} {
 		must(tb, m.PutPrefilter(p))
 	}
 	cfg := e.tun.cfg
 	cfg.RouteGen = 1
-	cfg.EndpointToHost = maps.EndpointToHostDrop
+	cfg.EndpointToHost = bpfmap.EndpointToHostDrop
 	cfg.PrefilterTC = true
 	must(tb, m.PutConfig(cfg))
 	e.tun.cfg = cfg
@@ -398,10 +398,10 @@ func (fe *fuzzEnv) readModel(tb testing.TB) {
 	for _, ep := range []*endpoint{fe.wl1, fe.wl2, fe.wl3, fe.wl4, fe.vm5, fe.vm6} {
 		ifc, ok := ifs[ep.idx()]
 		rt := fe.routes[netip.PrefixFrom(ep.ip4, 32)]
-		if !ok || !ifc.Workload || rt.Type != maps.RouteLocalWorkload || rt.Ifindex != ep.idx() {
+		if !ok || !ifc.Workload || rt.Type != bpfmap.RouteLocalWorkload || rt.Ifindex != ep.idx() {
 			tb.Fatalf("%s is not a workload in the maps", ep.name)
 		}
-		w := &wlModel{endpoint: ep, checkMAC: ifc.CheckMAC, peer: rt.Peer, hasMAC: rt.MAC != (maps.MAC{}), natOutgoing: rt.NATOutgoing}
+		w := &wlModel{endpoint: ep, checkMAC: ifc.CheckMAC, peer: rt.Peer, hasMAC: rt.MAC != (bpfmap.MAC{}), natOutgoing: rt.NATOutgoing}
 		for a, f := range fe.fips {
 			if f.Local && f.Fixed == ep.ip4 {
 				w.fips = append(w.fips, a)
@@ -421,11 +421,11 @@ func (fe *fuzzEnv) port(b uint8) *endpoint { return fe.ports[int(b)%len(fe.ports
 
 // route is the longest prefix in cx_routes that holds a, as cx_route_v4
 // and cx_route_v6 find it (v4-mapped IPv6 addresses have none).
-func (fe *fuzzEnv) route(a netip.Addr) (maps.Route, bool) {
+func (fe *fuzzEnv) route(a netip.Addr) (bpfmap.Route, bool) {
 	if a.Is4In6() {
-		return maps.Route{}, false
+		return bpfmap.Route{}, false
 	}
-	best, found := -1, maps.Route{}
+	best, found := -1, bpfmap.Route{}
 	for p, r := range fe.routes {
 		if p.Contains(a) && p.Bits() > best {
 			best, found = p.Bits(), r
@@ -455,9 +455,9 @@ func (fe *fuzzEnv) localSource(a netip.Addr) bool {
 	switch {
 	case !ok:
 		return false
-	case r.Type == maps.RouteLocalWorkload || r.Type == maps.RouteHost:
+	case r.Type == bpfmap.RouteLocalWorkload || r.Type == bpfmap.RouteHost:
 		return true
-	case r.Type == maps.RouteFloatingIP:
+	case r.Type == bpfmap.RouteFloatingIP:
 		return fe.fips[a].Local
 	}
 	return false
@@ -472,9 +472,9 @@ func (fe *fuzzEnv) innerSourceOK(src, node netip.Addr) bool {
 	switch {
 	case !ok:
 		return true
-	case r.Type == maps.RouteNode:
+	case r.Type == bpfmap.RouteNode:
 		return src == node
-	case r.Type == maps.RouteRemoteWorkload:
+	case r.Type == bpfmap.RouteRemoteWorkload:
 		return r.NextHop == node
 	}
 	return true
@@ -483,19 +483,19 @@ func (fe *fuzzEnv) innerSourceOK(src, node netip.Addr) bool {
 // isNode says whether a is another node's underlay address.
 func (fe *fuzzEnv) isNode(a netip.Addr) bool {
 	r, ok := fe.route(a)
-	return ok && r.Type == maps.RouteNode
+	return ok && r.Type == bpfmap.RouteNode
 }
 
 // towards is the node, and the encapsulation, a packet to dst is sent to
 // (a floating IP whose instance is elsewhere: its fixed IP's).
-func (fe *fuzzEnv) towards(dst netip.Addr) (netip.Addr, maps.Encap, bool) {
+func (fe *fuzzEnv) towards(dst netip.Addr) (netip.Addr, bpfmap.Encap, bool) {
 	r, ok := fe.route(dst)
-	if ok && r.Type == maps.RouteFloatingIP {
+	if ok && r.Type == bpfmap.RouteFloatingIP {
 		if f, known := fe.fips[dst]; known && !f.Local {
 			r, ok = fe.route(f.Fixed)
 		}
 	}
-	if !ok || r.Type != maps.RouteRemoteWorkload {
+	if !ok || r.Type != bpfmap.RouteRemoteWorkload {
 		return netip.Addr{}, 0, false
 	}
 	return r.NextHop, r.Encap, true
@@ -527,29 +527,29 @@ func (fe *fuzzEnv) establish(tb testing.TB) {
 	tb.Helper()
 	e := fe.env
 	fl := &fe.flows
-	fl.natUDP = mkFlow(maps.ProtoUDP, e.wl1.ip4, 40000, server, 53)
-	fl.natTCP = mkFlow(maps.ProtoTCP, e.wl1.ip4, 40001, server, 443)
-	fl.fipIn = mkFlow(maps.ProtoTCP, client, 41000, fipWL3, 22)
-	fl.fipOut = mkFlow(maps.ProtoICMP, e.wl1.ip4, 7, fipRemote, 0)
-	fl.meta = mkFlow(maps.ProtoTCP, e.wl2.ip4, 40002, metadataIP, 80)
-	fl.east = mkFlow(maps.ProtoUDP, e.wl1.ip4, 40003, e.wl2.ip4, 53)
+	fl.natUDP = mkFlow(bpfmap.ProtoUDP, e.wl1.ip4, 40000, server, 53)
+	fl.natTCP = mkFlow(bpfmap.ProtoTCP, e.wl1.ip4, 40001, server, 443)
+	fl.fipIn = mkFlow(bpfmap.ProtoTCP, client, 41000, fipWL3, 22)
+	fl.fipOut = mkFlow(bpfmap.ProtoICMP, e.wl1.ip4, 7, fipRemote, 0)
+	fl.meta = mkFlow(bpfmap.ProtoTCP, e.wl2.ip4, 40002, metadataIP, 80)
+	fl.east = mkFlow(bpfmap.ProtoUDP, e.wl1.ip4, 40003, e.wl2.ip4, 53)
 	for _, s := range []struct {
 		f       flow
 		prog    progKind
 		ep      *endpoint
 		l2      bpftest.L2
 		verdict uint32
-		reason  maps.Reason
+		reason  bpfmap.Reason
 	}{
-		{fl.natUDP, pFromWL, e.wl1, e.wl1.l2(), redirect, maps.ReasonForwardDirect},
-		{fl.natTCP, pFromWL, e.wl1, e.wl1.l2(), redirect, maps.ReasonForwardDirect},
-		{fl.fipIn, pFromUL, e.tun.ul, e.routerL2(), redirect, maps.ReasonDeliverLocal},
-		{fl.fipOut, pFromWL, e.wl1, e.wl1.l2(), redirect, maps.ReasonEncapIPIP},
-		{fl.meta, pFromWL, e.wl2, e.wl2.l2(), ok, maps.ReasonPassHost},
-		{fl.east, pFromWL, e.wl1, e.wl1.l2(), redirect, maps.ReasonDeliverLocal},
+		{fl.natUDP, pFromWL, e.wl1, e.wl1.l2(), redirect, bpfmap.ReasonForwardDirect},
+		{fl.natTCP, pFromWL, e.wl1, e.wl1.l2(), redirect, bpfmap.ReasonForwardDirect},
+		{fl.fipIn, pFromUL, e.tun.ul, e.routerL2(), redirect, bpfmap.ReasonDeliverLocal},
+		{fl.fipOut, pFromWL, e.wl1, e.wl1.l2(), redirect, bpfmap.ReasonEncapIPIP},
+		{fl.meta, pFromWL, e.wl2, e.wl2.l2(), ok, bpfmap.ReasonPassHost},
+		{fl.east, pFromWL, e.wl1, e.wl1.l2(), redirect, bpfmap.ReasonDeliverLocal},
 	} {
 		o := e.runOn(tb, fe.prog(s.prog), s.ep.ifindex, s.f.frame(s.l2, syn))
-		if o.verdict != s.verdict || o.delta[maps.CounterKey{Ifindex: s.ep.idx(), Reason: s.reason}].Packets != 1 {
+		if o.verdict != s.verdict || o.delta[bpfmap.CounterKey{Ifindex: s.ep.idx(), Reason: s.reason}].Packets != 1 {
 			tb.Fatalf("baseline flow %s: %s, counted %s; want %s with %s", s.f, bpftest.VerdictName(o.verdict),
 				fmtCounters(o.delta), bpftest.VerdictName(s.verdict), s.reason)
 		}
@@ -731,7 +731,7 @@ func (fe *fuzzEnv) checkHop(f failer, h hop) (nextHop, bool) {
 		// refusing halfway through a rewrite, leaves what the ones before
 		// it did.
 		decap := h.prog == pFromUL && (decapsulated(o, 20) || decapsulated(o, 50))
-		if changed && !decap && !translated(o) && reason != maps.ReasonDropHelper {
+		if changed && !decap && !translated(o) && reason != bpfmap.ReasonDropHelper {
 			f.fatalf("a dropped packet changed")
 		}
 		fe.checkDropped(f, h, reason)
@@ -759,71 +759,71 @@ var coverSink int
 // count a reason it had not yet, or reach one with another kind of packet,
 // a translation, a new conntrack entry or a next hook, is kept in the
 // corpus and mutated further.
-func cover(h hop, reason maps.Reason) {
+func cover(h hop, reason bpfmap.Reason) {
 	switch reason {
-	case maps.ReasonPassHost:
+	case bpfmap.ReasonPassHost:
 		coverSink++
-	case maps.ReasonDeliverLocal:
+	case bpfmap.ReasonDeliverLocal:
 		coverSink++
-	case maps.ReasonARPReply:
+	case bpfmap.ReasonARPReply:
 		coverSink++
-	case maps.ReasonToWorkload:
+	case bpfmap.ReasonToWorkload:
 		coverSink++
-	case maps.ReasonEncapIPIP:
+	case bpfmap.ReasonEncapIPIP:
 		coverSink++
-	case maps.ReasonEncapVXLAN:
+	case bpfmap.ReasonEncapVXLAN:
 		coverSink++
-	case maps.ReasonForwardDirect:
+	case bpfmap.ReasonForwardDirect:
 		coverSink++
-	case maps.ReasonDecapIPIP:
+	case bpfmap.ReasonDecapIPIP:
 		coverSink++
-	case maps.ReasonDecapVXLAN:
+	case bpfmap.ReasonDecapVXLAN:
 		coverSink++
-	case maps.ReasonICMPFragNeeded:
+	case bpfmap.ReasonICMPFragNeeded:
 		coverSink++
-	case maps.ReasonNDReply:
+	case bpfmap.ReasonNDReply:
 		coverSink++
-	case maps.ReasonDropMalformed:
+	case bpfmap.ReasonDropMalformed:
 		coverSink++
-	case maps.ReasonDropSpoofIP:
+	case bpfmap.ReasonDropSpoofIP:
 		coverSink++
-	case maps.ReasonDropSpoofMAC:
+	case bpfmap.ReasonDropSpoofMAC:
 		coverSink++
-	case maps.ReasonDropNoEndpoint:
+	case bpfmap.ReasonDropNoEndpoint:
 		coverSink++
-	case maps.ReasonDropUnsupported:
+	case bpfmap.ReasonDropUnsupported:
 		coverSink++
-	case maps.ReasonDropARPIgnored:
+	case bpfmap.ReasonDropARPIgnored:
 		coverSink++
-	case maps.ReasonDropTunnelSrc:
+	case bpfmap.ReasonDropTunnelSrc:
 		coverSink++
-	case maps.ReasonDropTunnelDst:
+	case bpfmap.ReasonDropTunnelDst:
 		coverSink++
-	case maps.ReasonDropTunnelVNI:
+	case bpfmap.ReasonDropTunnelVNI:
 		coverSink++
-	case maps.ReasonDropNoRoute:
+	case bpfmap.ReasonDropNoRoute:
 		coverSink++
-	case maps.ReasonDropTooBig:
+	case bpfmap.ReasonDropTooBig:
 		coverSink++
-	case maps.ReasonDropFIB:
+	case bpfmap.ReasonDropFIB:
 		coverSink++
-	case maps.ReasonDropHelper:
+	case bpfmap.ReasonDropHelper:
 		coverSink++
-	case maps.ReasonDropNDIgnored:
+	case bpfmap.ReasonDropNDIgnored:
 		coverSink++
-	case maps.ReasonDropNATPorts:
+	case bpfmap.ReasonDropNATPorts:
 		coverSink++
-	case maps.ReasonDropCTFull:
+	case bpfmap.ReasonDropCTFull:
 		coverSink++
-	case maps.ReasonDropPolicy:
+	case bpfmap.ReasonDropPolicy:
 		coverSink++
-	case maps.ReasonDropPrefilter:
+	case bpfmap.ReasonDropPrefilter:
 		coverSink++
-	case maps.ReasonDropUnderlaySpoof:
+	case bpfmap.ReasonDropUnderlaySpoof:
 		coverSink++
-	case maps.ReasonDropTunnelInnerSrc:
+	case bpfmap.ReasonDropTunnelInnerSrc:
 		coverSink++
-	case maps.ReasonDropVLAN:
+	case bpfmap.ReasonDropVLAN:
 		coverSink++
 	}
 	in, out := h.o.in, h.o.out
@@ -900,26 +900,26 @@ func decapsulated(o outcome, room int) bool {
 // one packet of the frame's length; besides, at most one to-workload on
 // another model workload, of what came out. It returns the reason and that
 // destination.
-func (fe *fuzzEnv) checkCounters(f failer, h hop) (maps.Reason, *wlModel) {
+func (fe *fuzzEnv) checkCounters(f failer, h hop) (bpfmap.Reason, *wlModel) {
 	f.t.Helper()
 	o := h.o
-	var reason maps.Reason
+	var reason bpfmap.Reason
 	var extra *wlModel
 	on := 0
 	for k, c := range o.delta {
 		// A delivery's to-workload may be on the interface the program
 		// runs on (hairpin), except for calyx_to_wl's own verdict.
-		delivered := k.Reason == maps.ReasonToWorkload && fe.wl[k.Ifindex] != nil && h.prog != pToWL
+		delivered := k.Reason == bpfmap.ReasonToWorkload && fe.wl[k.Ifindex] != nil && h.prog != pToWL
 		switch {
 		case k.Ifindex == h.ep.idx() && !delivered:
 			on++
 			reason = k.Reason
-			if c != (maps.Counter{Packets: 1, Bytes: uint64(len(o.in))}) {
+			if c != (bpfmap.Counter{Packets: 1, Bytes: uint64(len(o.in))}) {
 				f.fatalf("%s counted %d packets, %d bytes for one %d-byte frame", k.Reason, c.Packets, c.Bytes, len(o.in))
 			}
 		case delivered && extra == nil:
 			extra = fe.wl[k.Ifindex]
-			if c != (maps.Counter{Packets: 1, Bytes: uint64(len(o.out))}) {
+			if c != (bpfmap.Counter{Packets: 1, Bytes: uint64(len(o.out))}) {
 				f.fatalf("to-workload on %s counted %d packets, %d bytes for one %d-byte packet", extra.name, c.Packets, c.Bytes, len(o.out))
 			}
 		default:
@@ -936,7 +936,7 @@ func (fe *fuzzEnv) checkCounters(f failer, h hop) (maps.Reason, *wlModel) {
 	if on != 1 {
 		f.fatalf("%d reasons counted on %s, want 1", on, h.ep.name)
 	}
-	if extra != nil && (o.verdict != redirect || (reason != maps.ReasonDeliverLocal && reason != maps.ReasonDecapIPIP && reason != maps.ReasonDecapVXLAN)) {
+	if extra != nil && (o.verdict != redirect || (reason != bpfmap.ReasonDeliverLocal && reason != bpfmap.ReasonDecapIPIP && reason != bpfmap.ReasonDecapVXLAN)) {
 		f.fatalf("to-workload on %s for a packet that was not delivered", extra.name)
 	}
 	return reason, extra
@@ -972,14 +972,14 @@ func (fe *fuzzEnv) checkRefused(f failer, h hop) {
 
 // checkDropped: the checks that refuse sources refuse only those they are
 // for.
-func (fe *fuzzEnv) checkDropped(f failer, h hop, reason maps.Reason) {
+func (fe *fuzzEnv) checkDropped(f failer, h hop, reason bpfmap.Reason) {
 	f.t.Helper()
 	switch reason {
-	case maps.ReasonDropPrefilter:
+	case bpfmap.ReasonDropPrefilter:
 		if src, ok := prefilterSource(h.o.in); !ok || !fe.denied(src) {
 			f.fatalf("drop-prefilter of a frame whose source (%v) is not on the deny list", src)
 		}
-	case maps.ReasonDropUnderlaySpoof:
+	case bpfmap.ReasonDropUnderlaySpoof:
 		if src := ipSource(h.o.in[14:]); !fe.localSource(src) {
 			f.fatalf("drop-underlay-spoof of a packet from %s, not a local source", src)
 		}
@@ -1030,31 +1030,31 @@ func prefilterSource(frame []byte) (netip.Addr, bool) {
 
 // checkOutput: the packet that came out is well-formed, routed as it
 // should be, from a source it may have.
-func (fe *fuzzEnv) checkOutput(f failer, h hop, reason maps.Reason) {
+func (fe *fuzzEnv) checkOutput(f failer, h hop, reason bpfmap.Reason) {
 	f.t.Helper()
 	in, out := h.o.in, h.o.out
 	if len(out) < 14 {
 		f.fatalf("%d bytes came out", len(out))
 	}
 	switch reason {
-	case maps.ReasonARPReply:
+	case bpfmap.ReasonARPReply:
 		fe.checkARPReply(f, h)
 		return
-	case maps.ReasonNDReply:
+	case bpfmap.ReasonNDReply:
 		fe.checkNDReply(f, h)
 		return
-	case maps.ReasonICMPFragNeeded:
+	case bpfmap.ReasonICMPFragNeeded:
 		fe.checkFragNeeded(f, h)
 		return
 	}
 	// The IP packet the program made of the input's (l3 out of ref).
 	var l3, ref []byte
 	switch reason {
-	case maps.ReasonEncapIPIP, maps.ReasonEncapVXLAN:
+	case bpfmap.ReasonEncapIPIP, bpfmap.ReasonEncapVXLAN:
 		l3 = fe.checkEncap(f, h, reason)
 		ref = in[14:]
-	case maps.ReasonDecapIPIP, maps.ReasonDecapVXLAN:
-		ref = fe.checkDecap(f, h, map[maps.Reason]int{maps.ReasonDecapIPIP: 20, maps.ReasonDecapVXLAN: 50}[reason])
+	case bpfmap.ReasonDecapIPIP, bpfmap.ReasonDecapVXLAN:
+		ref = fe.checkDecap(f, h, map[bpfmap.Reason]int{bpfmap.ReasonDecapIPIP: 20, bpfmap.ReasonDecapVXLAN: 50}[reason])
 		l3 = out[14:]
 	default:
 		if h.prog == pFromUL && len(out) < len(in) {
@@ -1080,12 +1080,12 @@ func (fe *fuzzEnv) checkOutput(f failer, h hop, reason maps.Reason) {
 	if p := l3Problem(l3, ref); p != "" {
 		f.fatalf("%s: %s", reason, p)
 	}
-	if be16(out[12:]) != 0x0800 && be16(out[12:]) != 0x86dd && reason != maps.ReasonEncapVXLAN && reason != maps.ReasonEncapIPIP {
+	if be16(out[12:]) != 0x0800 && be16(out[12:]) != 0x86dd && reason != bpfmap.ReasonEncapVXLAN && reason != bpfmap.ReasonEncapIPIP {
 		f.fatalf("%s of ethertype %#04x", reason, be16(out[12:]))
 	}
 	fe.checkTTL(f, h, reason, l3, ref)
 	fe.checkSource(f, h, reason, l3, ref)
-	if reason == maps.ReasonForwardDirect {
+	if reason == bpfmap.ReasonForwardDirect {
 		fe.checkRouted(f, l3, 0, netip.Addr{})
 	}
 }
@@ -1093,9 +1093,9 @@ func (fe *fuzzEnv) checkOutput(f failer, h hop, reason maps.Reason) {
 // checkTTL: a packet calyx routes (from a workload, or from the underlay
 // into one or on to a node) loses one TTL (hop limit); the host's own and
 // what goes to the host stack keep theirs.
-func (fe *fuzzEnv) checkTTL(f failer, h hop, reason maps.Reason, l3, ref []byte) {
+func (fe *fuzzEnv) checkTTL(f failer, h hop, reason bpfmap.Reason, l3, ref []byte) {
 	f.t.Helper()
-	routed := (h.prog == pFromWL || h.prog == pFromUL) && reason != maps.ReasonPassHost && h.o.verdict == redirect
+	routed := (h.prog == pFromWL || h.prog == pFromUL) && reason != bpfmap.ReasonPassHost && h.o.verdict == redirect
 	ttlOff := 8
 	if l3[0]>>4 == 6 {
 		ttlOff = 7
@@ -1118,7 +1118,7 @@ func (fe *fuzzEnv) checkTTL(f failer, h hop, reason maps.Reason, l3, ref []byte)
 // checkSource: a workload's packet came from its own address and leaves
 // from one the model allows it; nothing from the underlay leaves with a
 // source of this host's.
-func (fe *fuzzEnv) checkSource(f failer, h hop, reason maps.Reason, l3, ref []byte) {
+func (fe *fuzzEnv) checkSource(f failer, h hop, reason bpfmap.Reason, l3, ref []byte) {
 	f.t.Helper()
 	src, refSrc := ipSource(l3), ipSource(ref)
 	switch h.prog {
@@ -1141,7 +1141,7 @@ func (fe *fuzzEnv) checkSource(f failer, h hop, reason maps.Reason, l3, ref []by
 // destination, encapsulated as the route says (nextHop zero: routed
 // unencapsulated, to a node or, natOutgoing, from the node's address to
 // outside every pool).
-func (fe *fuzzEnv) checkRouted(f failer, l3 []byte, encap maps.Encap, nextHop netip.Addr) {
+func (fe *fuzzEnv) checkRouted(f failer, l3 []byte, encap bpfmap.Encap, nextHop netip.Addr) {
 	f.t.Helper()
 	dst := ipDest(l3)
 	node, want, known := fe.towards(dst)
@@ -1158,12 +1158,12 @@ func (fe *fuzzEnv) checkRouted(f failer, l3 []byte, encap maps.Encap, nextHop ne
 
 // checkEncap checks the outer headers the program put on and returns the
 // inner IP packet.
-func (fe *fuzzEnv) checkEncap(f failer, h hop, reason maps.Reason) []byte {
+func (fe *fuzzEnv) checkEncap(f failer, h hop, reason bpfmap.Reason) []byte {
 	f.t.Helper()
 	in, out := h.o.in, h.o.out
-	encap, room := maps.EncapIPIP, 20
-	if reason == maps.ReasonEncapVXLAN {
-		encap, room = maps.EncapVXLAN, 50
+	encap, room := bpfmap.EncapIPIP, 20
+	if reason == bpfmap.ReasonEncapVXLAN {
+		encap, room = bpfmap.EncapVXLAN, 50
 	}
 	if len(out) != len(in)+room || be16(in[12:]) != 0x0800 {
 		f.fatalf("%s: %d bytes in, %d out; want IPv4 and %d more", reason, len(in), len(out), room)
@@ -1180,7 +1180,7 @@ func (fe *fuzzEnv) checkEncap(f failer, h hop, reason maps.Reason) []byte {
 		f.fatalf("%s: outer %s -> %s; want from this node (%s) to a node", reason, src, dst, fe.cfg.Address)
 	}
 	var inner []byte
-	if encap == maps.EncapIPIP {
+	if encap == bpfmap.EncapIPIP {
 		if o[9] != 4 {
 			f.fatalf("%s: outer protocol %d", reason, o[9])
 		}
@@ -1245,14 +1245,14 @@ func (fe *fuzzEnv) checkDecap(f failer, h hop, room int) []byte {
 // checkTarget: the redirect goes where the model says, as far as the
 // packet shows it (a test run does not report the target: see the top of
 // the file); it returns the hook the kernel runs next on the packet.
-func (fe *fuzzEnv) checkTarget(f failer, h hop, reason maps.Reason, extra *wlModel) (nextHop, bool) {
+func (fe *fuzzEnv) checkTarget(f failer, h hop, reason bpfmap.Reason, extra *wlModel) (nextHop, bool) {
 	f.t.Helper()
 	out, mark := h.o.out, h.o.ctx.Mark
 	switch reason {
-	case maps.ReasonARPReply, maps.ReasonNDReply:
+	case bpfmap.ReasonARPReply, bpfmap.ReasonNDReply:
 		// bpf_redirect(skb->ifindex, 0): into the asking workload.
 		return nextHop{pToWL, h.ep, mark}, true
-	case maps.ReasonICMPFragNeeded:
+	case bpfmap.ReasonICMPFragNeeded:
 		// Back to the sender: a workload's egress, the underlay's egress
 		// (a floating IP's packet from outside), or, for the host's own
 		// packets, the underlay's ingress (BPF_F_INGRESS), as if from the node.
@@ -1263,12 +1263,12 @@ func (fe *fuzzEnv) checkTarget(f failer, h hop, reason maps.Reason, extra *wlMod
 			return nextHop{pToUL, h.ep, mark}, true
 		}
 		return nextHop{pFromUL, h.ep, mark}, true
-	case maps.ReasonDeliverLocal, maps.ReasonDecapIPIP, maps.ReasonDecapVXLAN:
+	case bpfmap.ReasonDeliverLocal, bpfmap.ReasonDecapIPIP, bpfmap.ReasonDecapVXLAN:
 		l3 := out[14:]
 		dst := ipDest(l3)
 		r, _ := fe.route(dst)
 		w := fe.wl[r.Ifindex]
-		if r.Type != maps.RouteLocalWorkload || w == nil || (dst != w.ip4 && dst != w.ip6) {
+		if r.Type != bpfmap.RouteLocalWorkload || w == nil || (dst != w.ip4 && dst != w.ip6) {
 			f.fatalf("%s of a packet to %s, no local workload's address", reason, dst)
 		}
 		if h.prog == pFromWL && w.endpoint == h.ep && !slices.Contains(w.fips, ipSource(l3)) {
@@ -1301,7 +1301,7 @@ func (fe *fuzzEnv) checkTarget(f failer, h hop, reason maps.Reason, extra *wlMod
 			f.fatalf("%s into %s's egress without CX_MARK_ROUTED (mark %#x): calyx_to_wl would police it again", reason, w.name, mark)
 		}
 		return nextHop{pToWL, w.endpoint, mark}, true
-	case maps.ReasonEncapIPIP, maps.ReasonEncapVXLAN, maps.ReasonForwardDirect:
+	case bpfmap.ReasonEncapIPIP, bpfmap.ReasonEncapVXLAN, bpfmap.ReasonForwardDirect:
 		// The FIB's answer: the uplink's MAC as the source (bpf_redirect to
 		// it), or, the neighbour unknown, the Ethernet header left to
 		// bpf_redirect_neigh.
@@ -1334,7 +1334,7 @@ func (fe *fuzzEnv) checkChain(f failer, h1, h2 hop) {
 	if h2.mark == cxMarkRouted && (!bytes.Equal(h2.o.in, h2.o.out) || h2.o.ctx.Mark != 0) {
 		f.fatalf("a packet routed by a calyx program was changed, or kept its mark (%#x), on the next hook", h2.o.ctx.Mark)
 	}
-	if h1.o.delta[maps.CounterKey{Ifindex: h1.ep.idx(), Reason: maps.ReasonICMPFragNeeded}].Packets == 1 {
+	if h1.o.delta[bpfmap.CounterKey{Ifindex: h1.ep.idx(), Reason: bpfmap.ReasonICMPFragNeeded}].Packets == 1 {
 		// The error reaches the sender as it knows its packet.
 		sent, icmp := h1.o.in[14:], h2.o.out[14:]
 		if len(icmp) < 20+8+28 || icmp[9] != 1 || icmp[20] != 3 || icmp[21] != 4 {
@@ -1468,7 +1468,7 @@ func (fe *fuzzEnv) checkXDP(t *testing.T, frame []byte) {
 		// first part. (A test run does that even for a program without
 		// xdp.frags, which no driver attaches at such an MTU.)
 		seen := min(len(frame), os.Getpagesize()-256-320)
-		want := map[maps.CounterKey]maps.Counter{{Ifindex: 1, Reason: maps.ReasonDropPrefilter}: {Packets: 1, Bytes: uint64(seen)}}
+		want := map[bpfmap.CounterKey]bpfmap.Counter{{Ifindex: 1, Reason: bpfmap.ReasonDropPrefilter}: {Packets: 1, Bytes: uint64(seen)}}
 		if !mapsEqual(delta, want) {
 			t.Fatalf("XDP_DROP counted %s, want %s: %x", fmtCounters(delta), fmtCounters(want), frame)
 		}
@@ -1713,7 +1713,7 @@ type portSeed struct {
 func (fe *fuzzEnv) remoteDsts() []netip.Addr {
 	var out []netip.Addr
 	for p, r := range fe.routes {
-		if r.Type == maps.RouteRemoteWorkload && p.Addr().Is4() {
+		if r.Type == bpfmap.RouteRemoteWorkload && p.Addr().Is4() {
 			out = append(out, p.Addr().Next().Next().Next().Next().Next())
 		}
 	}
@@ -1742,9 +1742,9 @@ func (fe *fuzzEnv) fromWLSeeds(tb testing.TB) []portSeed {
 		for _, dst := range append(fe.remoteDsts(), local...) {
 			add(udp4(ep, ep.ip4, dst, 64), bpftest.IPv4TCP(l2, bpftest.IPv4{Src: ep.ip4, Dst: dst}, 40004, 80))
 		}
-		add(tooBig(l2, ep.ip4, fe.block(tb, fe.tun.nodeA, maps.EncapIPIP), 1490),
-			tooBig(l2, ep.ip4, fe.block(tb, fe.tun.nodeA, maps.EncapVXLAN), 1460),
-			tooBig(l2, ep.ip4, fe.block(tb, fe.tun.nodeC, maps.EncapNone), 1600),
+		add(tooBig(l2, ep.ip4, fe.block(tb, fe.tun.nodeA, bpfmap.EncapIPIP), 1490),
+			tooBig(l2, ep.ip4, fe.block(tb, fe.tun.nodeA, bpfmap.EncapVXLAN), 1460),
+			tooBig(l2, ep.ip4, fe.block(tb, fe.tun.nodeC, bpfmap.EncapNone), 1600),
 			tooBig(l2, ep.ip4, fipRemote, 1490),
 			udp4(ep, ep.ip4, next.ip4, 1),
 			udp6(ep, ep.ip6, next.ip6, 64),
@@ -1761,7 +1761,7 @@ func (fe *fuzzEnv) fromWLSeeds(tb testing.TB) []portSeed {
 	}
 	// Replies and errors of the established flows, from their workloads.
 	wl2, wl3 := fe.portOf(fe.wl2), fe.portOf(fe.wl3)
-	xlIn := mkFlow(maps.ProtoTCP, client, 41000, fe.wl3.ip4, 22)
+	xlIn := mkFlow(bpfmap.ProtoTCP, client, 41000, fe.wl3.ip4, 22)
 	seeds = append(seeds,
 		portSeed{wl3, xlIn.reverse().frame(fe.wl3.l2(), synAck)},
 		portSeed{wl3, icmpError(fe.wl3.l2(), fe.wl3.ip4, client, 3, 3, xlIn.frame(fe.routerL2(), syn)[14:])},
@@ -1797,8 +1797,8 @@ func (fe *fuzzEnv) toWLSeeds(tb testing.TB) []portSeed {
 	}
 	fl := fe.flows
 	wl2 := fe.portOf(fe.wl2)
-	metaReply := mkFlow(maps.ProtoTCP, hostAddr, metadataSvc.Port(), fe.wl2.ip4, 40002)
-	natQuoted := mkFlow(maps.ProtoUDP, hostAddr, fuzzPortUDP, server, 53).frame(fe.wl1.toL2(), seg{})[14:]
+	metaReply := mkFlow(bpfmap.ProtoTCP, hostAddr, metadataSvc.Port(), fe.wl2.ip4, 40002)
+	natQuoted := mkFlow(bpfmap.ProtoUDP, hostAddr, fuzzPortUDP, server, 53).frame(fe.wl1.toL2(), seg{})[14:]
 	seeds = append(seeds,
 		portSeed{wl2, metaReply.frame(fe.wl2.toL2(), synAck)},
 		portSeed{0, icmpError(fe.wl1.toL2(), hostAddr, hostAddr, 3, 4, natQuoted)},
@@ -1811,34 +1811,34 @@ func (fe *fuzzEnv) fromULSeeds(tb testing.TB) [][]byte {
 	seeds := underlayFuzzSeeds(tb, fe.env)
 	r, nodeA := fe.routerL2(), fe.tun.nodeA
 	fl := fe.flows
-	natReply := mkFlow(maps.ProtoUDP, server, 53, hostAddr, fuzzPortUDP)
+	natReply := mkFlow(bpfmap.ProtoUDP, server, 53, hostAddr, fuzzPortUDP)
 	seeds = append(seeds,
 		natReply.frame(r, seg{}),
-		mkFlow(maps.ProtoTCP, server, 443, hostAddr, fuzzPortTCP).frame(r, synAck),
-		icmpError(r, fe.tun.router.addr, hostAddr, 3, 4, mkFlow(maps.ProtoUDP, hostAddr, fuzzPortUDP, server, 53).frame(r, seg{})[14:]),
+		mkFlow(bpfmap.ProtoTCP, server, 443, hostAddr, fuzzPortTCP).frame(r, synAck),
+		icmpError(r, fe.tun.router.addr, hostAddr, 3, 4, mkFlow(bpfmap.ProtoUDP, hostAddr, fuzzPortUDP, server, 53).frame(r, seg{})[14:]),
 		fl.fipIn.frame(r, ack),
-		mkFlow(maps.ProtoTCP, client, 41005, fipWL2, 22).frame(r, syn),
-		mkFlow(maps.ProtoUDP, client, 41005, fipVM5, 53).frame(r, seg{}),
-		mkFlow(maps.ProtoUDP, client, 41005, fipVM6, 53).frame(r, seg{}),
-		mkFlow(maps.ProtoTCP, client, 41005, fipRemote, 22).frame(r, syn),
+		mkFlow(bpfmap.ProtoTCP, client, 41005, fipWL2, 22).frame(r, syn),
+		mkFlow(bpfmap.ProtoUDP, client, 41005, fipVM5, 53).frame(r, seg{}),
+		mkFlow(bpfmap.ProtoUDP, client, 41005, fipVM6, 53).frame(r, seg{}),
+		mkFlow(bpfmap.ProtoTCP, client, 41005, fipRemote, 22).frame(r, syn),
 		tooBig(r, client, fipRemote, 1490),
-		mkFlow(maps.ProtoUDP, hostAddr, 41005, fe.wl2.ip4, 53).frame(r, seg{}),
-		mkFlow(maps.ProtoUDP, fe.wl4.ip4, 41005, fe.wl2.ip4, 53).frame(r, seg{}),
-		mkFlow(maps.ProtoUDP, fipWL3, 41005, fe.wl2.ip4, 53).frame(r, seg{}),
-		mkFlow(maps.ProtoUDP, fuzzDenied4, 41005, hostAddr, 22).frame(r, seg{}),
-		tagged(mkFlow(maps.ProtoUDP, fuzzDenied4, 41005, hostAddr, 22).frame(r, seg{}), 0x88a8, 10, 0x8100, 20),
+		mkFlow(bpfmap.ProtoUDP, hostAddr, 41005, fe.wl2.ip4, 53).frame(r, seg{}),
+		mkFlow(bpfmap.ProtoUDP, fe.wl4.ip4, 41005, fe.wl2.ip4, 53).frame(r, seg{}),
+		mkFlow(bpfmap.ProtoUDP, fipWL3, 41005, fe.wl2.ip4, 53).frame(r, seg{}),
+		mkFlow(bpfmap.ProtoUDP, fuzzDenied4, 41005, hostAddr, 22).frame(r, seg{}),
+		tagged(mkFlow(bpfmap.ProtoUDP, fuzzDenied4, 41005, hostAddr, 22).frame(r, seg{}), 0x88a8, 10, 0x8100, 20),
 		bpftest.IPv6UDP(r, bpftest.IPv6{Src: fuzzDenied6, Dst: netip.MustParseAddr("2001:db8::10")}, 4000, 22, nil),
 		bpftest.IPv6UDP(r, bpftest.IPv6{Src: fuzzOut6, Dst: fe.wl2.ip6}, 4000, 22, nil),
-		bpftest.IPv4UDP(fe.nodeL2(fe.tun.nodeC), bpftest.IPv4{Src: fe.block(tb, fe.tun.nodeC, maps.EncapNone), Dst: fe.wl4.ip4}, 1, 2, nil),
+		bpftest.IPv4UDP(fe.nodeL2(fe.tun.nodeC), bpftest.IPv4{Src: fe.block(tb, fe.tun.nodeC, bpfmap.EncapNone), Dst: fe.wl4.ip4}, 1, 2, nil),
 	)
 	// Tunnelled inner sources of every kind: a node's own workload, another
 	// node's, this host's, a local workload's, outside.
 	for _, enc := range encaps {
-		for _, src := range []netip.Addr{fe.block(tb, nodeA, enc.encap), fe.block(tb, fe.tun.nodeC, maps.EncapNone),
+		for _, src := range []netip.Addr{fe.block(tb, nodeA, enc.encap), fe.block(tb, fe.tun.nodeC, bpfmap.EncapNone),
 			hostAddr, fe.wl4.ip4, fipWL2, client, fe.tun.nodeC.addr} {
 			seeds = append(seeds, tunnelFrame(fe.env, nodeA, hostAddr, enc.encap, udp4(fe.wl2, src, fe.wl2.ip4, 64)))
 		}
-		seeds = append(seeds, tunnelFrame(fe.env, nodeA, hostAddr, enc.encap, mkFlow(maps.ProtoTCP, client, 41006, fipWL3, 22).frame(r, syn)))
+		seeds = append(seeds, tunnelFrame(fe.env, nodeA, hostAddr, enc.encap, mkFlow(bpfmap.ProtoTCP, client, 41006, fipWL3, 22).frame(r, syn)))
 	}
 	return seeds
 }
@@ -1852,13 +1852,13 @@ func (fe *fuzzEnv) toULSeeds(tb testing.TB) [][]byte {
 		}
 	}
 	seeds = append(seeds,
-		tooBig(l2, hostAddr, fe.block(tb, fe.tun.nodeA, maps.EncapIPIP), 1490),
-		tooBig(l2, hostAddr, fe.block(tb, fe.tun.nodeA, maps.EncapVXLAN), 1460),
+		tooBig(l2, hostAddr, fe.block(tb, fe.tun.nodeA, bpfmap.EncapIPIP), 1490),
+		tooBig(l2, hostAddr, fe.block(tb, fe.tun.nodeA, bpfmap.EncapVXLAN), 1460),
 		tooBig(l2, hostAddr, fipRemote, 1490),
-		bpftest.IPv4UDP(l2, bpftest.IPv4{Src: client, Dst: fe.block(tb, fe.tun.nodeA, maps.EncapVXLAN)}, 1, 2, nil),
+		bpftest.IPv4UDP(l2, bpftest.IPv4{Src: client, Dst: fe.block(tb, fe.tun.nodeA, bpfmap.EncapVXLAN)}, 1, 2, nil),
 		bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("2001:db8::10"), Dst: fuzzOut6}, 4000, 22, nil),
 		bpftest.ARPRequest(l2.Src, hostAddr, fe.tun.router.addr),
-		tagged(bpftest.IPv4UDP(l2, bpftest.IPv4{Src: hostAddr, Dst: fe.block(tb, fe.tun.nodeA, maps.EncapIPIP)}, 1, 2, nil), 0x8100, 7),
+		tagged(bpftest.IPv4UDP(l2, bpftest.IPv4{Src: hostAddr, Dst: fe.block(tb, fe.tun.nodeA, bpfmap.EncapIPIP)}, 1, 2, nil), 0x8100, 7),
 	)
 	return seeds
 }
@@ -1875,7 +1875,7 @@ func (fe *fuzzEnv) xdpSeeds() [][]byte {
 		bpftest.IPv6UDP(r, bpftest.IPv6{Src: fuzzDenied6, Dst: netip.MustParseAddr("2001:db8::10")}, 4000, 22, nil),
 		bpftest.IPv6UDP(r, bpftest.IPv6{Src: fuzzOut6, Dst: netip.MustParseAddr("2001:db8::10")}, 4000, 22, nil),
 		bpftest.ARPRequest(r.Src, fe.tun.router.addr, hostAddr),
-		tunnelFrame(fe.env, fe.tun.nodeA, hostAddr, maps.EncapVXLAN, udp4(fe.wl2, client, fe.wl2.ip4, 64)),
+		tunnelFrame(fe.env, fe.tun.nodeA, hostAddr, bpfmap.EncapVXLAN, udp4(fe.wl2, client, fe.wl2.ip4, 64)),
 		make([]byte, 14),
 	}
 }

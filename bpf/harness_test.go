@@ -21,7 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // The context's ifindex selects skb->dev among the devices of the running
@@ -35,9 +35,9 @@ func TestHarnessContextIfindex(t *testing.T) {
 	lo := &endpoint{name: "lo", ifindex: 1}
 	for _, idx := range []int{0, 1} {
 		o := e.runOn(t, e.from, idx, pkt)
-		o.want(t, shot, hit{lo, maps.ReasonDropNoEndpoint}) // counted under skb->ifindex 1
+		o.want(t, shot, hit{lo, bpfmap.ReasonDropNoEndpoint}) // counted under skb->ifindex 1
 	}
-	e.fromWL(t, e.wl1, pkt).want(t, ok, hit{e.wl1, maps.ReasonPassHost})
+	e.fromWL(t, e.wl1, pkt).want(t, ok, hit{e.wl1, bpfmap.ReasonPassHost})
 	// The veths exist in the fixture's namespace only: the same ifindex
 	// from this goroutine's thread (the test binary's namespace) is
 	// another device or none.
@@ -58,10 +58,10 @@ func TestHarnessRepeatReusesSKB(t *testing.T) {
 	in := udp4(src, src.ip4, e.wl2.ip4, 64)
 	delta, res := repeatRun(t, e, src, in, 100)
 	n := uint64(len(in))
-	want := map[maps.CounterKey]maps.Counter{
-		{Ifindex: src.idx(), Reason: maps.ReasonDeliverLocal}: {Packets: 63, Bytes: 63 * n},
-		{Ifindex: e.wl2.idx(), Reason: maps.ReasonToWorkload}: {Packets: 63, Bytes: 63 * n},
-		{Ifindex: src.idx(), Reason: maps.ReasonPassHost}:     {Packets: 37, Bytes: 37 * n},
+	want := map[bpfmap.CounterKey]bpfmap.Counter{
+		{Ifindex: src.idx(), Reason: bpfmap.ReasonDeliverLocal}: {Packets: 63, Bytes: 63 * n},
+		{Ifindex: e.wl2.idx(), Reason: bpfmap.ReasonToWorkload}: {Packets: 63, Bytes: 63 * n},
+		{Ifindex: src.idx(), Reason: bpfmap.ReasonPassHost}:     {Packets: 37, Bytes: 37 * n},
 	}
 	if !mapsEqual(delta, want) {
 		t.Errorf("100 runs on one skb from TTL 64 counted %s, want %s", fmtCounters(delta), fmtCounters(want))
@@ -73,10 +73,10 @@ func TestHarnessRepeatReusesSKB(t *testing.T) {
 	in = udp4(e.wl1, e.wl1.ip4, e.wl2.ip4, 64) // wl1 has CheckMAC
 	delta, _ = repeatRun(t, e, e.wl1, in, 2)
 	n = uint64(len(in))
-	want = map[maps.CounterKey]maps.Counter{
-		{Ifindex: e.wl1.idx(), Reason: maps.ReasonDeliverLocal}: {Packets: 1, Bytes: n},
-		{Ifindex: e.wl2.idx(), Reason: maps.ReasonToWorkload}:   {Packets: 1, Bytes: n},
-		{Ifindex: e.wl1.idx(), Reason: maps.ReasonDropSpoofMAC}: {Packets: 1, Bytes: n},
+	want = map[bpfmap.CounterKey]bpfmap.Counter{
+		{Ifindex: e.wl1.idx(), Reason: bpfmap.ReasonDeliverLocal}: {Packets: 1, Bytes: n},
+		{Ifindex: e.wl2.idx(), Reason: bpfmap.ReasonToWorkload}:   {Packets: 1, Bytes: n},
+		{Ifindex: e.wl1.idx(), Reason: bpfmap.ReasonDropSpoofMAC}: {Packets: 1, Bytes: n},
 	}
 	if !mapsEqual(delta, want) {
 		t.Errorf("2 runs on one skb from a CheckMAC endpoint counted %s, want %s", fmtCounters(delta), fmtCounters(want))
@@ -86,7 +86,7 @@ func TestHarnessRepeatReusesSKB(t *testing.T) {
 // repeatRun runs calyx_from_wl repeat times on one skb and returns the
 // counter change, trying again when a signal interrupted the loop (then
 // the kernel ran part of it twice and the counters say so).
-func repeatRun(t *testing.T, e *env, ep *endpoint, in []byte, repeat uint32) (map[maps.CounterKey]maps.Counter, bpftest.Result) {
+func repeatRun(t *testing.T, e *env, ep *endpoint, in []byte, repeat uint32) (map[bpfmap.CounterKey]bpfmap.Counter, bpftest.Result) {
 	t.Helper()
 	for range 10 {
 		before := e.counters(t)

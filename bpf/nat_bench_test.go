@@ -8,7 +8,7 @@ package bpf_test
 import (
 	"testing"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // BenchmarkFIPDNATEstablished is a packet from outside to a floating IP of
@@ -16,12 +16,12 @@ import (
 // checksums, delivery (calyx_from_underlay).
 func BenchmarkFIPDNATEstablished(b *testing.B) {
 	ne := newNATEnv(b)
-	pkt := mkFlow(maps.ProtoUDP, client, 40000, fipWL2, 53).frame(ne.routerL2(), seg{})
+	pkt := mkFlow(bpfmap.ProtoUDP, client, 40000, fipWL2, 53).frame(ne.routerL2(), seg{})
 	before := ne.counters(b)
 	res := benchOnePacket(b, ne.env, ne.ulIngress, ne.tun.ul.ifindex, pkt, redirect)
 	wantCountedSized(b, ne.env, before, res, 1,
-		sizedKey{maps.CounterKey{Ifindex: ne.tun.ul.idx(), Reason: maps.ReasonDeliverLocal}, len(pkt)},
-		sizedKey{maps.CounterKey{Ifindex: ne.wl2.idx(), Reason: maps.ReasonToWorkload}, len(pkt)})
+		sizedKey{bpfmap.CounterKey{Ifindex: ne.tun.ul.idx(), Reason: bpfmap.ReasonDeliverLocal}, len(pkt)},
+		sizedKey{bpfmap.CounterKey{Ifindex: ne.wl2.idx(), Reason: bpfmap.ReasonToWorkload}, len(pkt)})
 }
 
 // BenchmarkFastPathLocalDeliver is BenchmarkLocalDeliverFresh with the
@@ -37,6 +37,6 @@ func BenchmarkFastPathLocalDeliver(b *testing.B) {
 	before := e.counters(b)
 	res := benchOnePacket(b, e, e.from, src.ifindex, pkt, redirect)
 	wantCounted(b, e, before, res, 1, len(pkt),
-		maps.CounterKey{Ifindex: src.idx(), Reason: maps.ReasonDeliverLocal},
-		maps.CounterKey{Ifindex: dst.idx(), Reason: maps.ReasonToWorkload})
+		bpfmap.CounterKey{Ifindex: src.idx(), Reason: bpfmap.ReasonDeliverLocal},
+		bpfmap.CounterKey{Ifindex: dst.idx(), Reason: bpfmap.ReasonToWorkload})
 }

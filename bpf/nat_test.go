@@ -33,7 +33,7 @@ import (
 
 	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 var (
@@ -72,19 +72,19 @@ func newNATEnv(tb testing.TB) *natEnv {
 	must(tb, m.PutConfig(cfg))
 	e.tun.cfg = cfg
 	for _, p := range []netip.Prefix{workloadNet, remoteNet} {
-		must(tb, m.PutRoute(p, maps.Route{Type: maps.RoutePool}))
+		must(tb, m.PutRoute(p, bpfmap.Route{Type: bpfmap.RoutePool}))
 	}
 	w := e.wl1
-	must(tb, m.PutRoute(netip.PrefixFrom(w.ip4, 32), maps.Route{Type: maps.RouteLocalWorkload, Ifindex: w.idx(),
-		MAC: maps.MACFrom(w.mac), HostMAC: maps.MACFrom(w.hostMAC), NATOutgoing: true, Peer: true}))
-	ne.remoteFixed = e.block(tb, e.tun.nodeA, maps.EncapIPIP)
-	for fip, f := range map[netip.Addr]maps.FloatingIP{
+	must(tb, m.PutRoute(netip.PrefixFrom(w.ip4, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: w.idx(),
+		MAC: bpfmap.MACFrom(w.mac), HostMAC: bpfmap.MACFrom(w.hostMAC), NATOutgoing: true, Peer: true}))
+	ne.remoteFixed = e.block(tb, e.tun.nodeA, bpfmap.EncapIPIP)
+	for fip, f := range map[netip.Addr]bpfmap.FloatingIP{
 		fipWL2:    {Fixed: e.wl2.ip4, Node: hostAddr, EndpointID: 2, Local: true},
 		fipWL3:    {Fixed: e.wl3.ip4, Node: hostAddr, EndpointID: 3, Local: true},
 		fipRemote: {Fixed: ne.remoteFixed, Node: e.tun.nodeA.addr, EndpointID: 50},
 	} {
 		must(tb, m.PutFloatingIP(fip, f))
-		must(tb, m.PutRoute(netip.PrefixFrom(fip, 32), maps.Route{Type: maps.RouteFloatingIP, NextHop: f.Node}))
+		must(tb, m.PutRoute(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: f.Node}))
 	}
 	for _, p := range []string{"198.51.100.0/24", "203.0.113.0/24"} {
 		must(tb, e.ns.AddRoute("ulh", netip.MustParsePrefix(p), e.tun.router.addr))
@@ -105,13 +105,13 @@ func openCT(tb testing.TB, e *env) *ebpf.Map {
 	for _, id := range ids {
 		m, err := ebpf.NewMapFromID(id)
 		must(tb, err)
-		if mi, err := m.Info(); err == nil && mi.Name == maps.CTName {
+		if mi, err := m.Info(); err == nil && mi.Name == bpfmap.CTName {
 			tb.Cleanup(func() { _ = m.Close() })
 			return m
 		}
 		_ = m.Close()
 	}
-	tb.Fatalf("no map %s among the programs' maps", maps.CTName)
+	tb.Fatalf("no map %s among the programs' maps", bpfmap.CTName)
 	return nil
 }
 
@@ -128,7 +128,7 @@ type flow struct {
 }
 
 func mkFlow(proto uint8, src netip.Addr, sport uint16, dst netip.Addr, dport uint16) flow {
-	if proto == maps.ProtoICMP {
+	if proto == bpfmap.ProtoICMP {
 		dport = 0
 	}
 	return flow{proto, netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)}
@@ -136,23 +136,23 @@ func mkFlow(proto uint8, src netip.Addr, sport uint16, dst netip.Addr, dport uin
 
 // reverse is the tuple of the other direction's packets.
 func (f flow) reverse() flow {
-	if f.proto == maps.ProtoICMP {
+	if f.proto == bpfmap.ProtoICMP {
 		return mkFlow(f.proto, f.dst.Addr(), f.src.Port(), f.src.Addr(), 0)
 	}
 	return flow{f.proto, f.dst, f.src}
 }
 
-func (f flow) key() maps.CTKey { return maps.CTKey{Src: f.src, Dst: f.dst, Proto: f.proto} }
+func (f flow) key() bpfmap.CTKey { return bpfmap.CTKey{Src: f.src, Dst: f.dst, Proto: f.proto} }
 
 func (f flow) String() string {
 	return fmt.Sprintf("%s %s -> %s", protoName[f.proto], f.src, f.dst)
 }
 
-var protoName = map[uint8]string{maps.ProtoICMP: "icmp", maps.ProtoTCP: "tcp", maps.ProtoUDP: "udp"}
+var protoName = map[uint8]string{bpfmap.ProtoICMP: "icmp", bpfmap.ProtoTCP: "tcp", bpfmap.ProtoUDP: "udp"}
 
 // seg says what kind of packet of a flow frame builds.
 type seg struct {
-	flags  uint8 // TCP flags (maps.TCP*); 0 is a bare SYN
+	flags  uint8 // TCP flags (bpfmap.TCP*); 0 is a bare SYN
 	reply  bool  // ICMP: an echo reply rather than a request
 	ttl    uint8 // 0: 64
 	noCsum bool  // UDP: no checksum (0)
@@ -168,9 +168,9 @@ type seg struct {
 }
 
 var (
-	syn    = seg{flags: maps.TCPSyn}
-	synAck = seg{flags: maps.TCPSyn | maps.TCPAck, reply: true}
-	ack    = seg{flags: maps.TCPAck}
+	syn    = seg{flags: bpfmap.TCPSyn}
+	synAck = seg{flags: bpfmap.TCPSyn | bpfmap.TCPAck, reply: true}
+	ack    = seg{flags: bpfmap.TCPAck}
 )
 
 // frame builds an Ethernet/IPv4 packet of f with l2 and DF set.
@@ -186,14 +186,14 @@ func (f flow) frame(l2 bpftest.L2, s seg) []byte {
 	var l4 gopacket.SerializableLayer
 	hdr := 8
 	switch f.proto {
-	case maps.ProtoTCP:
+	case bpfmap.ProtoTCP:
 		ip.Protocol = layers.IPProtocolTCP
 		flags := s.flags
 		if flags == 0 {
-			flags = maps.TCPSyn
+			flags = bpfmap.TCPSyn
 		}
 		tcp := &layers.TCP{SrcPort: layers.TCPPort(f.src.Port()), DstPort: layers.TCPPort(f.dst.Port()), Seq: 1001, Window: 64240,
-			SYN: flags&maps.TCPSyn != 0, ACK: flags&maps.TCPAck != 0, FIN: flags&maps.TCPFin != 0, RST: flags&maps.TCPRst != 0}
+			SYN: flags&bpfmap.TCPSyn != 0, ACK: flags&bpfmap.TCPAck != 0, FIN: flags&bpfmap.TCPFin != 0, RST: flags&bpfmap.TCPRst != 0}
 		switch {
 		case tcp.SYN && !tcp.ACK:
 			tcp.Seq = 1000
@@ -225,12 +225,12 @@ func (f flow) frame(l2 bpftest.L2, s seg) []byte {
 		if hdr == 8 {
 			hdr = 20
 		}
-	case maps.ProtoUDP:
+	case bpfmap.ProtoUDP:
 		ip.Protocol = layers.IPProtocolUDP
 		udp := &layers.UDP{SrcPort: layers.UDPPort(f.src.Port()), DstPort: layers.UDPPort(f.dst.Port())}
 		_ = udp.SetNetworkLayerForChecksum(ip)
 		l4 = udp
-	case maps.ProtoICMP:
+	case bpfmap.ProtoICMP:
 		ip.Protocol = layers.IPProtocolICMPv4
 		typ := uint8(layers.ICMPv4TypeEchoRequest)
 		if s.reply {
@@ -261,7 +261,7 @@ func xlate(frame []byte, to flow, forwarded bool) []byte {
 		ip[8]--
 	}
 	l4 := ip[20:binary.BigEndian.Uint16(ip[2:])]
-	if ip[9] == maps.ProtoICMP {
+	if ip[9] == bpfmap.ProtoICMP {
 		binary.BigEndian.PutUint16(l4[4:], to.src.Port())
 	} else {
 		binary.BigEndian.PutUint16(l4[0:], to.src.Port())
@@ -307,10 +307,10 @@ func fixL4Checksum(ip []byte) {
 		return s + uint32(ip[9]) + uint32(len(l4))
 	}
 	switch ip[9] {
-	case maps.ProtoTCP:
+	case bpfmap.ProtoTCP:
 		l4[16], l4[17] = 0, 0
 		binary.BigEndian.PutUint16(l4[16:], fold(sum16(pseudo(), l4)))
-	case maps.ProtoUDP:
+	case bpfmap.ProtoUDP:
 		if l4[6] == 0 && l4[7] == 0 {
 			return
 		}
@@ -320,7 +320,7 @@ func fixL4Checksum(ip []byte) {
 			c = 0xffff
 		}
 		binary.BigEndian.PutUint16(l4[6:], c)
-	case maps.ProtoICMP:
+	case bpfmap.ProtoICMP:
 		l4[2], l4[3] = 0, 0
 		binary.BigEndian.PutUint16(l4[2:], fold(sum16(0, l4)))
 	}
@@ -340,16 +340,16 @@ func wantBytes(t *testing.T, got, want []byte) {
 }
 
 // conntrack returns every entry of cx_ct.
-func (ne *natEnv) conntrack(tb testing.TB) map[maps.CTKey]maps.CTEntry {
+func (ne *natEnv) conntrack(tb testing.TB) map[bpfmap.CTKey]bpfmap.CTEntry {
 	tb.Helper()
-	out := map[maps.CTKey]maps.CTEntry{}
-	must(tb, ne.dp.Maps.Conntrack(func(k maps.CTKey, v maps.CTEntry) bool { out[k] = v; return true }))
+	out := map[bpfmap.CTKey]bpfmap.CTEntry{}
+	must(tb, ne.dp.Maps.Conntrack(func(k bpfmap.CTKey, v bpfmap.CTEntry) bool { out[k] = v; return true }))
 	return out
 }
 
 // newEntries is what after has that before had not.
-func newEntries(before, after map[maps.CTKey]maps.CTEntry) map[maps.CTKey]maps.CTEntry {
-	out := map[maps.CTKey]maps.CTEntry{}
+func newEntries(before, after map[bpfmap.CTKey]bpfmap.CTEntry) map[bpfmap.CTKey]bpfmap.CTEntry {
+	out := map[bpfmap.CTKey]bpfmap.CTEntry{}
 	for k, v := range after {
 		if _, ok := before[k]; !ok {
 			out[k] = v
@@ -363,7 +363,7 @@ func newEntries(before, after map[maps.CTKey]maps.CTEntry) map[maps.CTKey]maps.C
 // original direction (orig's tuple) rewritten to xl, not Reply; the reply
 // direction (xl reversed, as replies arrive) rewritten to orig reversed,
 // Reply; the NAT bits nat in both; timestamps set.
-func flowEntries(t *testing.T, ct map[maps.CTKey]maps.CTEntry, orig, xl flow, nat uint8) (o, r maps.CTEntry) {
+func flowEntries(t *testing.T, ct map[bpfmap.CTKey]bpfmap.CTEntry, orig, xl flow, nat uint8) (o, r bpfmap.CTEntry) {
 	t.Helper()
 	o, okO := ct[orig.key()]
 	r, okR := ct[xl.reverse().key()]
@@ -380,7 +380,7 @@ func flowEntries(t *testing.T, ct map[maps.CTKey]maps.CTEntry, orig, xl flow, na
 		t.Errorf("reply entry of %s: %s -> %s reply %v nat %#x; want %s -> %s, reply, nat %#x",
 			orig, r.NATSrc, r.NATDst, r.Reply, r.NAT, back.src, back.dst, nat)
 	}
-	for _, e := range []maps.CTEntry{o, r} {
+	for _, e := range []bpfmap.CTEntry{o, r} {
 		if e.Created == 0 || e.Last < e.Created {
 			t.Errorf("entry of %s: created %d, last %d", orig, e.Created, e.Last)
 		}
@@ -389,7 +389,7 @@ func flowEntries(t *testing.T, ct map[maps.CTKey]maps.CTEntry, orig, xl flow, na
 }
 
 // wantSeen asserts an entry's counters and TCP flags.
-func wantSeen(t *testing.T, what string, e maps.CTEntry, packets, bytes uint64, flags uint8) {
+func wantSeen(t *testing.T, what string, e bpfmap.CTEntry, packets, bytes uint64, flags uint8) {
 	t.Helper()
 	if e.Packets != packets || e.Bytes != bytes || e.TCPFlags != flags {
 		t.Errorf("%s entry: %d packets, %d bytes, TCP flags %#02x; want %d, %d, %#02x",
@@ -397,7 +397,7 @@ func wantSeen(t *testing.T, what string, e maps.CTEntry, packets, bytes uint64, 
 	}
 }
 
-func fmtCT(ct map[maps.CTKey]maps.CTEntry) string {
+func fmtCT(ct map[bpfmap.CTKey]bpfmap.CTEntry) string {
 	var b bytes.Buffer
 	for k, v := range ct {
 		fmt.Fprintf(&b, "\n  %s %s -> %s => %s -> %s reply=%v nat=%d", protoName[k.Proto], k.Src, k.Dst, v.NATSrc, v.NATDst, v.Reply, v.NAT)
@@ -415,10 +415,10 @@ var protos = []struct {
 	firstFlags   uint8
 	replyFlags   uint8
 }{
-	{"tcp", maps.ProtoTCP, 40001, 443, syn, synAck, ack, maps.TCPSyn, maps.TCPSyn | maps.TCPAck},
-	{"udp", maps.ProtoUDP, 40002, 53, seg{}, seg{}, seg{}, 0, 0},
-	{"udp without checksum", maps.ProtoUDP, 40003, 53, seg{noCsum: true}, seg{noCsum: true}, seg{noCsum: true}, 0, 0},
-	{"icmp echo", maps.ProtoICMP, 0x0777, 0, seg{}, seg{reply: true}, seg{}, 0, 0},
+	{"tcp", bpfmap.ProtoTCP, 40001, 443, syn, synAck, ack, bpfmap.TCPSyn, bpfmap.TCPSyn | bpfmap.TCPAck},
+	{"udp", bpfmap.ProtoUDP, 40002, 53, seg{}, seg{}, seg{}, 0, 0},
+	{"udp without checksum", bpfmap.ProtoUDP, 40003, 53, seg{noCsum: true}, seg{noCsum: true}, seg{noCsum: true}, 0, 0},
+	{"icmp echo", bpfmap.ProtoICMP, 0x0777, 0, seg{}, seg{reply: true}, seg{}, 0, 0},
 }
 
 // 1. From outside to a floating IP whose instance is here: DNAT to the
@@ -444,13 +444,13 @@ func TestNATFloatingIPFromOutside(t *testing.T) {
 				o := ne.fromUL(t, in)
 				want := xlate(in, xl, true)
 				if w == ne.wl2 {
-					o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+					o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 					want = withL2(want, w.toL2())
 				} else {
 					// No MAC: redirect_neigh; the egress hook lets it in untouched.
-					o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal})
+					o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal})
 					e2 := ne.toWL(t, w, o.out)
-					e2.want(t, ok, hit{w, maps.ReasonToWorkload})
+					e2.want(t, ok, hit{w, bpfmap.ReasonToWorkload})
 					e2.unchanged(t)
 				}
 				wantBytes(t, o.out, want)
@@ -458,26 +458,26 @@ func TestNATFloatingIPFromOutside(t *testing.T) {
 				if n := len(newEntries(before, ct)); n != 2 {
 					t.Errorf("%d new entries, want 2: %s", n, fmtCT(newEntries(before, ct)))
 				}
-				oe, re := flowEntries(t, ct, orig, xl, maps.NATDNAT)
+				oe, re := flowEntries(t, ct, orig, xl, bpfmap.NATDNAT)
 				wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
 				wantSeen(t, "reply", re, 0, 0, 0)
 
 				rin := xl.reverse().frame(w.l2(), p.reply)
 				r := ne.fromWL(t, w, rin)
-				r.want(t, ok, hit{w, maps.ReasonPassHost})
+				r.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 				wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
 
 				nin := orig.frame(ne.routerL2(), p.next)
 				n := ne.fromUL(t, nin)
 				if w == ne.wl2 {
-					n.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+					n.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 					wantBytes(t, n.out, withL2(xlate(nin, xl, true), w.toL2()))
 				} else {
-					n.want(t, redirect, hit{ul, maps.ReasonDeliverLocal})
+					n.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal})
 					wantBytes(t, n.out, xlate(nin, xl, true))
 				}
 				ct2 := ne.conntrack(t)
-				oe, re = flowEntries(t, ct2, orig, xl, maps.NATDNAT)
+				oe, re = flowEntries(t, ct2, orig, xl, bpfmap.NATDNAT)
 				wantSeen(t, "original", oe, 2, uint64(len(in)+len(nin)), p.firstFlags|p.next.flags)
 				wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
 				if len(ct2) != len(ct) {
@@ -501,14 +501,14 @@ func TestNATFloatingIPFromWorkload(t *testing.T) {
 			xl := mkFlow(p.proto, w.ip4, p.sport, ne.wl2.ip4, p.dport)
 			in := orig.frame(w.l2(), p.first)
 			o := ne.fromWL(t, w, in)
-			o.want(t, redirect, hit{w, maps.ReasonDeliverLocal}, hit{ne.wl2, maps.ReasonToWorkload})
+			o.want(t, redirect, hit{w, bpfmap.ReasonDeliverLocal}, hit{ne.wl2, bpfmap.ReasonToWorkload})
 			wantBytes(t, o.out, withL2(xlate(in, xl, true), ne.wl2.toL2()))
 
 			rin := xl.reverse().frame(ne.wl2.l2(), p.reply)
 			r := ne.fromWL(t, ne.wl2, rin)
-			r.want(t, redirect, hit{ne.wl2, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			r.want(t, redirect, hit{ne.wl2, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 			wantBytes(t, r.out, withL2(xlate(rin, orig.reverse(), true), w.toL2()))
-			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
 			wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
 			wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
 		})
@@ -517,20 +517,20 @@ func TestNATFloatingIPFromWorkload(t *testing.T) {
 			xl := mkFlow(p.proto, w.ip4, p.sport, ne.remoteFixed, p.dport)
 			in := orig.frame(w.l2(), p.first)
 			o := ne.fromWL(t, w, in)
-			o.want(t, redirect, hit{w, maps.ReasonEncapIPIP})
+			o.want(t, redirect, hit{w, bpfmap.ReasonEncapIPIP})
 			// checkEncap compares the inner packet with what it is given.
-			checkEncap(t, ne.env, outcome{in: xlate(in, xl, false), out: o.out}, ne.tun.nodeA, maps.EncapIPIP, true)
+			checkEncap(t, ne.env, outcome{in: xlate(in, xl, false), out: o.out}, ne.tun.nodeA, bpfmap.EncapIPIP, true)
 			if o.ctx.Mark != cxMarkRouted {
 				t.Errorf("skb->mark %#x, want %#x", o.ctx.Mark, cxMarkRouted)
 			}
 
 			inner := xl.reverse().frame(bpftest.L2{Src: mac(0x99, 0x01), Dst: mac(0x99, 0xee)}, p.reply)
-			rin := tunnelFrame(ne.env, ne.tun.nodeA, hostAddr, maps.EncapIPIP, inner)
+			rin := tunnelFrame(ne.env, ne.tun.nodeA, hostAddr, bpfmap.EncapIPIP, inner)
 			r := ne.fromUL(t, rin)
 			want := withL2(slices.Concat(rin[:14], xlate(inner, orig.reverse(), true)[14:]), w.toL2())
-			r.wantSized(t, redirect, sizedHit{ul, maps.ReasonDecapIPIP, len(rin)}, sizedHit{w, maps.ReasonToWorkload, len(want)})
+			r.wantSized(t, redirect, sizedHit{ul, bpfmap.ReasonDecapIPIP, len(rin)}, sizedHit{w, bpfmap.ReasonToWorkload, len(want)})
 			wantBytes(t, r.out, want)
-			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
 			wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
 			// Counted with the length it arrived with: encapsulated.
 			wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
@@ -558,10 +558,10 @@ func TestNATHairpin(t *testing.T) {
 					o := ne.fromWL(t, w, in)
 					want := xlate(in, to, true)
 					if w == ne.wl2 {
-						o.want(t, redirect, hit{w, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+						o.want(t, redirect, hit{w, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 						want = withL2(want, w.toL2())
 					} else {
-						o.want(t, redirect, hit{w, maps.ReasonDeliverLocal})
+						o.want(t, redirect, hit{w, bpfmap.ReasonDeliverLocal})
 					}
 					wantBytes(t, o.out, want)
 				}
@@ -570,7 +570,7 @@ func TestNATHairpin(t *testing.T) {
 				rin := xl.reverse().frame(w.l2(), p.reply)
 				run(rin, orig.reverse())
 				ct := ne.conntrack(t)
-				if p.proto == maps.ProtoICMP {
+				if p.proto == bpfmap.ProtoICMP {
 					// The echo identifier travels in one field both ways:
 					// the reply (fixed -> floating IP, same identifier)
 					// has the request's tuple, and one entry, rewriting
@@ -579,13 +579,13 @@ func TestNATHairpin(t *testing.T) {
 						t.Fatalf("reply tuple %s, want the request's %s", xl.reverse(), orig)
 					}
 					e, ok := ct[orig.key()]
-					if !ok || e.NATSrc != xl.src || e.NATDst != xl.dst || e.NAT != maps.NATDNAT|maps.NATSNAT {
+					if !ok || e.NATSrc != xl.src || e.NATDst != xl.dst || e.NAT != bpfmap.NATDNAT|bpfmap.NATSNAT {
 						t.Fatalf("entry of %s: %v %+v", orig, ok, e)
 					}
 					wantSeen(t, "the", e, 2, uint64(len(in)+len(rin)), 0)
 					return
 				}
-				oe, re := flowEntries(t, ct, orig, xl, maps.NATDNAT|maps.NATSNAT)
+				oe, re := flowEntries(t, ct, orig, xl, bpfmap.NATDNAT|bpfmap.NATSNAT)
 				wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
 				wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
 			})
@@ -613,21 +613,21 @@ func TestNATHostToFloatingIP(t *testing.T) {
 				xl := mkFlow(p.proto, hostAddr, p.sport, w.ip4, p.dport)
 				in := orig.frame(ne.hostL2(), p.first)
 				o := ne.runOn(t, ne.ulEgress, ul.ifindex, in)
-				o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal})
+				o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal})
 				want := xlate(in, xl, false)
 				if w == ne.wl2 {
 					want = withL2(want, w.toL2())
 				}
 				wantBytes(t, o.out, want)
 				in2 := ne.toWL(t, w, o.out)
-				in2.want(t, ok, hit{w, maps.ReasonToWorkload})
+				in2.want(t, ok, hit{w, bpfmap.ReasonToWorkload})
 				in2.unchanged(t)
 
 				rin := xl.reverse().frame(w.l2(), p.reply)
 				r := ne.fromWL(t, w, rin)
-				r.want(t, ok, hit{w, maps.ReasonPassHost})
+				r.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 				wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
-				oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+				oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
 				wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
 				wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
 			})
@@ -637,14 +637,14 @@ func TestNATHostToFloatingIP(t *testing.T) {
 			xl := mkFlow(p.proto, hostAddr, p.sport, ne.remoteFixed, p.dport)
 			in := orig.frame(ne.hostL2(), p.first)
 			o := ne.runOn(t, ne.ulEgress, ul.ifindex, in)
-			o.want(t, ok, hit{ul, maps.ReasonEncapIPIP})
-			checkEncap(t, ne.env, outcome{in: xlate(in, xl, false), out: o.out}, ne.tun.nodeA, maps.EncapIPIP, false)
+			o.want(t, ok, hit{ul, bpfmap.ReasonEncapIPIP})
+			checkEncap(t, ne.env, outcome{in: xlate(in, xl, false), out: o.out}, ne.tun.nodeA, bpfmap.EncapIPIP, false)
 
 			rin := xl.reverse().frame(ne.nodeL2(ne.tun.nodeA), p.reply)
 			r := ne.fromUL(t, rin)
-			r.want(t, ok, hit{ul, maps.ReasonPassHost})
+			r.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 			wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
-			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
 			wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
 			wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
 		})
@@ -660,36 +660,36 @@ func TestNATMetadata(t *testing.T) {
 	ne := newNATEnv(t)
 	for _, w := range []*endpoint{ne.wl1, ne.wl4} {
 		t.Run(w.name, func(t *testing.T) {
-			orig := mkFlow(maps.ProtoTCP, w.ip4, 40100, metadataIP, 80)
-			xl := mkFlow(maps.ProtoTCP, w.ip4, 40100, metadataSvc.Addr(), metadataSvc.Port())
+			orig := mkFlow(bpfmap.ProtoTCP, w.ip4, 40100, metadataIP, 80)
+			xl := mkFlow(bpfmap.ProtoTCP, w.ip4, 40100, metadataSvc.Addr(), metadataSvc.Port())
 			in := orig.frame(w.l2(), syn)
 			o := ne.fromWL(t, w, in)
-			o.want(t, ok, hit{w, maps.ReasonPassHost})
+			o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 			wantBytes(t, o.out, xlate(in, xl, false))
 
 			rin := xl.reverse().frame(w.toL2(), synAck)
 			r := ne.toWL(t, w, rin)
-			r.want(t, ok, hit{w, maps.ReasonToWorkload})
+			r.want(t, ok, hit{w, bpfmap.ReasonToWorkload})
 			wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
 
 			nin := orig.frame(w.l2(), ack)
 			n := ne.fromWL(t, w, nin)
-			n.want(t, ok, hit{w, maps.ReasonPassHost})
+			n.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 			wantBytes(t, n.out, xlate(nin, xl, false))
-			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
-			wantSeen(t, "original", oe, 2, uint64(len(in)+len(nin)), maps.TCPSyn|maps.TCPAck)
-			wantSeen(t, "reply", re, 1, uint64(len(rin)), maps.TCPSyn|maps.TCPAck)
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
+			wantSeen(t, "original", oe, 2, uint64(len(in)+len(nin)), bpfmap.TCPSyn|bpfmap.TCPAck)
+			wantSeen(t, "reply", re, 1, uint64(len(rin)), bpfmap.TCPSyn|bpfmap.TCPAck)
 		})
 	}
 	// Not the metadata flow: untouched, to the host (wl1 is natOutgoing,
 	// but link-local addresses are never forwarded, so never SNAT'd).
 	for name, in := range map[string][]byte{
-		"udp to port 80":         mkFlow(maps.ProtoUDP, ne.wl1.ip4, 40101, metadataIP, 80).frame(ne.wl1.l2(), seg{}),
-		"tcp to port 8080":       mkFlow(maps.ProtoTCP, ne.wl1.ip4, 40102, metadataIP, 8080).frame(ne.wl1.l2(), syn),
-		"ping":                   mkFlow(maps.ProtoICMP, ne.wl1.ip4, 9, metadataIP, 0).frame(ne.wl1.l2(), seg{}),
-		"udp to port 80, wl4":    mkFlow(maps.ProtoUDP, ne.wl4.ip4, 40103, metadataIP, 80).frame(ne.wl4.l2(), seg{}),
-		"another link-local":     mkFlow(maps.ProtoTCP, ne.wl1.ip4, 40104, netip.MustParseAddr("169.254.1.1"), 80).frame(ne.wl1.l2(), syn),
-		"tcp to port 80, no SYN": mkFlow(maps.ProtoTCP, ne.wl1.ip4, 40105, metadataIP, 80).frame(ne.wl1.l2(), ack),
+		"udp to port 80":         mkFlow(bpfmap.ProtoUDP, ne.wl1.ip4, 40101, metadataIP, 80).frame(ne.wl1.l2(), seg{}),
+		"tcp to port 8080":       mkFlow(bpfmap.ProtoTCP, ne.wl1.ip4, 40102, metadataIP, 8080).frame(ne.wl1.l2(), syn),
+		"ping":                   mkFlow(bpfmap.ProtoICMP, ne.wl1.ip4, 9, metadataIP, 0).frame(ne.wl1.l2(), seg{}),
+		"udp to port 80, wl4":    mkFlow(bpfmap.ProtoUDP, ne.wl4.ip4, 40103, metadataIP, 80).frame(ne.wl4.l2(), seg{}),
+		"another link-local":     mkFlow(bpfmap.ProtoTCP, ne.wl1.ip4, 40104, netip.MustParseAddr("169.254.1.1"), 80).frame(ne.wl1.l2(), syn),
+		"tcp to port 80, no SYN": mkFlow(bpfmap.ProtoTCP, ne.wl1.ip4, 40105, metadataIP, 80).frame(ne.wl1.l2(), ack),
 	} {
 		t.Run("untranslated/"+name, func(t *testing.T) {
 			src := ne.wl1
@@ -697,7 +697,7 @@ func TestNATMetadata(t *testing.T) {
 				src = ne.wl4
 			}
 			o := ne.fromWL(t, src, in)
-			o.want(t, ok, hit{src, maps.ReasonPassHost})
+			o.want(t, ok, hit{src, bpfmap.ReasonPassHost})
 			o.unchanged(t)
 		})
 	}
@@ -706,9 +706,9 @@ func TestNATMetadata(t *testing.T) {
 		cfg.Metadata = netip.AddrPort{}
 		must(t, ne.dp.Maps.PutConfig(cfg))
 		t.Cleanup(func() { must(t, ne.dp.Maps.PutConfig(ne.tun.cfg)) })
-		f := mkFlow(maps.ProtoTCP, ne.wl4.ip4, 40106, metadataIP, 80)
+		f := mkFlow(bpfmap.ProtoTCP, ne.wl4.ip4, 40106, metadataIP, 80)
 		o := ne.fromWL(t, ne.wl4, f.frame(ne.wl4.l2(), syn))
-		o.want(t, ok, hit{ne.wl4, maps.ReasonPassHost})
+		o.want(t, ok, hit{ne.wl4, bpfmap.ReasonPassHost})
 		o.unchanged(t)
 		// Tracked as it is.
 		flowEntries(t, ne.conntrack(t), f, f, 0)
@@ -719,7 +719,7 @@ func TestNATMetadata(t *testing.T) {
 // frame and whether it is in natOutgoing's range.
 func natPort(frame []byte) (uint16, bool) {
 	off := 34
-	if frame[23] == maps.ProtoICMP {
+	if frame[23] == bpfmap.ProtoICMP {
 		off = 38
 	}
 	p := binary.BigEndian.Uint16(frame[off:])
@@ -739,7 +739,7 @@ func TestNATOutgoing(t *testing.T) {
 			orig := mkFlow(p.proto, w.ip4, p.sport, server, p.dport)
 			in := orig.frame(w.l2(), p.first)
 			o := ne.fromWL(t, w, in)
-			o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 			port, inRange := natPort(o.out)
 			if !inRange {
 				t.Errorf("source port %d, want %d-%d", port, natPorts[0], natPorts[1])
@@ -752,22 +752,22 @@ func TestNATOutgoing(t *testing.T) {
 
 			rin := xl.reverse().frame(ne.routerL2(), p.reply)
 			r := ne.fromUL(t, rin)
-			r.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			r.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 			wantBytes(t, r.out, withL2(xlate(rin, orig.reverse(), true), w.toL2()))
 
 			nin := orig.frame(w.l2(), p.next)
 			n := ne.fromWL(t, w, nin)
-			n.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			n.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 			wantBytes(t, n.out, withL2(xlate(nin, xl, true), ne.hostL2()))
 
-			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATSNAT)
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATSNAT)
 			wantSeen(t, "original", oe, 2, uint64(len(in)+len(nin)), p.firstFlags|p.next.flags)
 			wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
 
 			// Another flow to the same server and port: another port.
 			other := mkFlow(p.proto, w.ip4, p.sport+100, server, p.dport)
 			o2 := ne.fromWL(t, w, other.frame(w.l2(), p.first))
-			o2.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			o2.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 			if port2, _ := natPort(o2.out); port2 == port {
 				t.Errorf("two flows to %s got the same source port %d", orig.dst, port)
 			}
@@ -806,7 +806,7 @@ func TestNATOutgoingNotTranslated(t *testing.T) {
 				s.ttl = tc.ttl
 				f := mkFlow(p.proto, w.ip4, p.sport, tc.dst, p.dport)
 				o := ne.fromWL(t, w, f.frame(w.l2(), s))
-				o.want(t, ok, hit{w, maps.ReasonPassHost})
+				o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 				o.unchanged(t)
 				for k, v := range newEntries(before, ne.conntrack(t)) {
 					if v.NAT != 0 {
@@ -817,16 +817,16 @@ func TestNATOutgoingNotTranslated(t *testing.T) {
 		}
 	}
 	t.Run("a remote workload", func(t *testing.T) {
-		in := mkFlow(maps.ProtoTCP, w.ip4, 40200, ne.remoteFixed, 22).frame(w.l2(), syn)
+		in := mkFlow(bpfmap.ProtoTCP, w.ip4, 40200, ne.remoteFixed, 22).frame(w.l2(), syn)
 		o := ne.fromWL(t, w, in)
-		o.want(t, redirect, hit{w, maps.ReasonEncapIPIP})
-		checkEncap(t, ne.env, o, ne.tun.nodeA, maps.EncapIPIP, true)
+		o.want(t, redirect, hit{w, bpfmap.ReasonEncapIPIP})
+		checkEncap(t, ne.env, o, ne.tun.nodeA, bpfmap.EncapIPIP, true)
 	})
 	t.Run("a workload outside natOutgoing pools", func(t *testing.T) {
 		for _, p := range protos {
 			f := mkFlow(p.proto, ne.wl4.ip4, p.sport, server, p.dport)
 			o := ne.fromWL(t, ne.wl4, f.frame(ne.wl4.l2(), p.first))
-			o.want(t, ok, hit{ne.wl4, maps.ReasonPassHost})
+			o.want(t, ok, hit{ne.wl4, bpfmap.ReasonPassHost})
 			o.unchanged(t)
 			oe, _ := flowEntries(t, ne.conntrack(t), f, f, 0)
 			wantSeen(t, "original", oe, 1, uint64(len(o.in)), p.firstFlags)
@@ -848,38 +848,38 @@ func TestNATOnlyFirstPacketsStart(t *testing.T) {
 		seg  seg
 	}{
 		{"ack", ack},
-		{"syn-ack", seg{flags: maps.TCPSyn | maps.TCPAck}},
-		{"rst", seg{flags: maps.TCPRst}},
-		{"fin-ack", seg{flags: maps.TCPFin | maps.TCPAck}},
+		{"syn-ack", seg{flags: bpfmap.TCPSyn | bpfmap.TCPAck}},
+		{"rst", seg{flags: bpfmap.TCPRst}},
+		{"fin-ack", seg{flags: bpfmap.TCPFin | bpfmap.TCPAck}},
 	} {
 		t.Run("tcp "+s.name+" from a natOutgoing workload", func(t *testing.T) {
-			o := ne.fromWL(t, w, mkFlow(maps.ProtoTCP, w.ip4, 40300, server, 443).frame(w.l2(), s.seg))
-			o.want(t, ok, hit{w, maps.ReasonPassHost})
+			o := ne.fromWL(t, w, mkFlow(bpfmap.ProtoTCP, w.ip4, 40300, server, 443).frame(w.l2(), s.seg))
+			o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 			o.unchanged(t)
 		})
 		t.Run("tcp "+s.name+" to a floating IP from outside", func(t *testing.T) {
 			// Dropped: the host stack would route it back out to the
 			// fabric, which routes the floating IP here (a loop).
-			o := ne.fromUL(t, mkFlow(maps.ProtoTCP, client, 40301, fipWL2, 443).frame(ne.routerL2(), s.seg))
-			o.want(t, shot, hit{ne.tun.ul, maps.ReasonDropNoRoute})
+			o := ne.fromUL(t, mkFlow(bpfmap.ProtoTCP, client, 40301, fipWL2, 443).frame(ne.routerL2(), s.seg))
+			o.want(t, shot, hit{ne.tun.ul, bpfmap.ReasonDropNoRoute})
 			o.unchanged(t)
 		})
 		t.Run("tcp "+s.name+" to a floating IP from a workload", func(t *testing.T) {
-			o := ne.fromWL(t, ne.wl4, mkFlow(maps.ProtoTCP, ne.wl4.ip4, 40302, fipWL2, 443).frame(ne.wl4.l2(), s.seg))
-			o.want(t, ok, hit{ne.wl4, maps.ReasonPassHost})
+			o := ne.fromWL(t, ne.wl4, mkFlow(bpfmap.ProtoTCP, ne.wl4.ip4, 40302, fipWL2, 443).frame(ne.wl4.l2(), s.seg))
+			o.want(t, ok, hit{ne.wl4, bpfmap.ReasonPassHost})
 			o.unchanged(t)
 		})
 	}
 	t.Run("echo reply", func(t *testing.T) {
-		o := ne.fromWL(t, w, mkFlow(maps.ProtoICMP, w.ip4, 5, server, 0).frame(w.l2(), seg{reply: true}))
-		o.want(t, ok, hit{w, maps.ReasonPassHost})
+		o := ne.fromWL(t, w, mkFlow(bpfmap.ProtoICMP, w.ip4, 5, server, 0).frame(w.l2(), seg{reply: true}))
+		o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 		o.unchanged(t)
-		o = ne.fromUL(t, mkFlow(maps.ProtoICMP, client, 5, fipWL2, 0).frame(ne.routerL2(), seg{reply: true}))
-		o.want(t, shot, hit{ne.tun.ul, maps.ReasonDropNoRoute})
+		o = ne.fromUL(t, mkFlow(bpfmap.ProtoICMP, client, 5, fipWL2, 0).frame(ne.routerL2(), seg{reply: true}))
+		o.want(t, shot, hit{ne.tun.ul, bpfmap.ReasonDropNoRoute})
 		o.unchanged(t)
 	})
 	t.Run("fragments and IP options", func(t *testing.T) {
-		in := mkFlow(maps.ProtoUDP, client, 40303, fipWL2, 53).frame(ne.routerL2(), seg{})
+		in := mkFlow(bpfmap.ProtoUDP, client, 40303, fipWL2, 53).frame(ne.routerL2(), seg{})
 		frag := slices.Clone(in)
 		frag[14+6] |= 0x20 // MF
 		fixIPv4Checksum(frag[14:])
@@ -887,7 +887,7 @@ func TestNATOnlyFirstPacketsStart(t *testing.T) {
 			// Not translated (issue 17 tracks fragments), and never
 			// looped back to the fabric through the host stack.
 			o := ne.fromUL(t, in)
-			o.want(t, shot, hit{ne.tun.ul, maps.ReasonDropNoRoute})
+			o.want(t, shot, hit{ne.tun.ul, bpfmap.ReasonDropNoRoute})
 			o.unchanged(t)
 		}
 	})
@@ -900,35 +900,35 @@ func TestNATOnlyFirstPacketsStart(t *testing.T) {
 func TestNATConntrackTCPFlags(t *testing.T) {
 	ne := newNATEnv(t)
 	ul, w := ne.tun.ul, ne.wl2
-	orig := mkFlow(maps.ProtoTCP, client, 41000, fipWL2, 22)
-	xl := mkFlow(maps.ProtoTCP, client, 41000, w.ip4, 22)
+	orig := mkFlow(bpfmap.ProtoTCP, client, 41000, fipWL2, 22)
+	xl := mkFlow(bpfmap.ProtoTCP, client, 41000, w.ip4, 22)
 	steps := []struct {
 		reply bool
 		flags uint8
 	}{
-		{false, maps.TCPSyn},
-		{true, maps.TCPSyn | maps.TCPAck},
-		{false, maps.TCPAck},
-		{false, maps.TCPAck | maps.TCPFin},
-		{true, maps.TCPAck | maps.TCPRst},
+		{false, bpfmap.TCPSyn},
+		{true, bpfmap.TCPSyn | bpfmap.TCPAck},
+		{false, bpfmap.TCPAck},
+		{false, bpfmap.TCPAck | bpfmap.TCPFin},
+		{true, bpfmap.TCPAck | bpfmap.TCPRst},
 	}
 	var oFlags, rFlags uint8
 	var oN, rN, oB, rB uint64
 	for i, s := range steps {
 		if s.reply {
 			in := xl.reverse().frame(w.l2(), seg{flags: s.flags})
-			ne.fromWL(t, w, in).want(t, ok, hit{w, maps.ReasonPassHost})
+			ne.fromWL(t, w, in).want(t, ok, hit{w, bpfmap.ReasonPassHost})
 			rFlags |= s.flags
 			rN++
 			rB += uint64(len(in))
 		} else {
 			in := orig.frame(ne.routerL2(), seg{flags: s.flags})
-			ne.fromUL(t, in).want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			ne.fromUL(t, in).want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 			oFlags |= s.flags
 			oN++
 			oB += uint64(len(in))
 		}
-		oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+		oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
 		wantSeen(t, fmt.Sprintf("step %d: original", i), oe, oN, oB, oFlags)
 		wantSeen(t, fmt.Sprintf("step %d: reply", i), re, rN, rB, rFlags)
 	}
@@ -950,7 +950,7 @@ func quoteXlated(quoted []byte, to flow) []byte {
 	q := slices.Clone(quoted)
 	copy(q[12:16], to.src.Addr().AsSlice())
 	copy(q[16:20], to.dst.Addr().AsSlice())
-	if q[9] == maps.ProtoICMP {
+	if q[9] == bpfmap.ProtoICMP {
 		binary.BigEndian.PutUint16(q[24:], to.src.Port())
 	} else {
 		binary.BigEndian.PutUint16(q[20:], to.src.Port())
@@ -988,15 +988,15 @@ func checkQuote(t *testing.T, frame []byte, src, dst netip.Addr, quoted flow) {
 	da, _ := netip.AddrFromSlice(qip.DstIP)
 	switch q := inner.TransportLayer().(type) {
 	case *layers.UDP:
-		got = mkFlow(maps.ProtoUDP, sa, uint16(q.SrcPort), da, uint16(q.DstPort))
+		got = mkFlow(bpfmap.ProtoUDP, sa, uint16(q.SrcPort), da, uint16(q.DstPort))
 	case *layers.TCP:
-		got = mkFlow(maps.ProtoTCP, sa, uint16(q.SrcPort), da, uint16(q.DstPort))
+		got = mkFlow(bpfmap.ProtoTCP, sa, uint16(q.SrcPort), da, uint16(q.DstPort))
 	default:
 		qi, _ := inner.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
 		if qi == nil {
 			t.Fatalf("no UDP, TCP or ICMP in the quote: %v", inner)
 		}
-		got = mkFlow(maps.ProtoICMP, sa, qi.Id, da, 0)
+		got = mkFlow(bpfmap.ProtoICMP, sa, qi.Id, da, 0)
 	}
 	if got != quoted {
 		t.Errorf("the quote is %s, want %s", got, quoted)
@@ -1016,25 +1016,25 @@ func TestNATICMPErrors(t *testing.T) {
 			orig := mkFlow(p.proto, client, p.sport, fipWL2, p.dport)
 			xl := mkFlow(p.proto, client, p.sport, w.ip4, p.dport)
 			o := ne.fromUL(t, orig.frame(ne.routerL2(), p.first))
-			o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 			// The instance says port (or host) unreachable about what it got.
 			quoted := o.out[14:]
 			in := icmpError(w.l2(), w.ip4, client, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, quoted)
 			e := ne.fromWL(t, w, in)
-			e.want(t, ok, hit{w, maps.ReasonPassHost})
+			e.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 			want := icmpError(w.l2(), fipWL2, client, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, quoteXlated(quoted, orig))
 			wantBytes(t, e.out, want)
 			checkQuote(t, e.out, fipWL2, client, orig)
-			_, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+			_, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
 			wantSeen(t, "reply", re, 1, uint64(len(in)), 0) // the error counts on the flow
 
 			// And from outside about the instance's reply: back to it.
 			r := ne.fromWL(t, w, xl.reverse().frame(w.l2(), p.reply))
-			r.want(t, ok, hit{w, maps.ReasonPassHost})
+			r.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 			rq := r.out[14:]
 			in = icmpError(ne.routerL2(), router, fipWL2, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, rq)
 			e = ne.fromUL(t, in)
-			e.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			e.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 			want = icmpError(ne.routerL2(), router, w.ip4, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, quoteXlated(rq, xl.reverse()))
 			want = withL2(want, w.toL2())
 			want[14+8]-- // forwarded
@@ -1048,35 +1048,35 @@ func TestNATICMPErrors(t *testing.T) {
 			s := p.first
 			s.ttl = 2
 			o := ne.fromWL(t, w, orig.frame(w.l2(), s))
-			o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 			port, _ := natPort(o.out)
 			xl := mkFlow(p.proto, hostAddr, port, server, p.dport)
 			quoted := o.out[14:] // TTL 1: the router's time-exceeded
 			in := icmpError(ne.routerL2(), router, hostAddr, layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeTTLExceeded, quoted)
 			e := ne.fromUL(t, in)
-			e.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+			e.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 			want := icmpError(ne.routerL2(), router, w.ip4, layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeTTLExceeded, quoteXlated(quoted, orig))
 			want = withL2(want, w.toL2())
 			want[14+8]--
 			fixIPv4Checksum(want[14:])
 			wantBytes(t, e.out, want)
 			checkQuote(t, e.out, router, w.ip4, orig)
-			_, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATSNAT)
+			_, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATSNAT)
 			wantSeen(t, "reply", re, 1, uint64(len(in)), 0)
 		})
 	}
 	t.Run("about a flow nobody tracks: untouched", func(t *testing.T) {
-		q := mkFlow(maps.ProtoUDP, hostAddr, 40400, server, 53).frame(ne.hostL2(), seg{})[14:]
+		q := mkFlow(bpfmap.ProtoUDP, hostAddr, 40400, server, 53).frame(ne.hostL2(), seg{})[14:]
 		o := ne.fromUL(t, icmpError(ne.routerL2(), router, hostAddr, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, q))
-		o.want(t, ok, hit{ul, maps.ReasonPassHost})
+		o.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 		o.unchanged(t)
 	})
 	t.Run("about a tracked flow without translation: untouched", func(t *testing.T) {
-		f := mkFlow(maps.ProtoUDP, ne.wl4.ip4, 40401, server, 53)
-		ne.fromWL(t, ne.wl4, f.frame(ne.wl4.l2(), seg{})).want(t, ok, hit{ne.wl4, maps.ReasonPassHost})
+		f := mkFlow(bpfmap.ProtoUDP, ne.wl4.ip4, 40401, server, 53)
+		ne.fromWL(t, ne.wl4, f.frame(ne.wl4.l2(), seg{})).want(t, ok, hit{ne.wl4, bpfmap.ReasonPassHost})
 		q := f.frame(ne.hostL2(), seg{})[14:]
 		o := ne.fromUL(t, icmpError(ne.routerL2(), server, ne.wl4.ip4, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, q))
-		o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{ne.wl4, maps.ReasonToWorkload})
+		o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{ne.wl4, bpfmap.ReasonToWorkload})
 		want := withL2(o.in, ne.wl4.toL2())
 		want[14+8]--
 		fixIPv4Checksum(want[14:])
@@ -1086,15 +1086,15 @@ func TestNATICMPErrors(t *testing.T) {
 		// The host stack forwards the DNAT'd packet; when its TTL runs
 		// out, its time-exceeded to the client goes out of the underlay,
 		// whose egress hook translates the quote back.
-		orig := mkFlow(maps.ProtoUDP, client, 40402, fipWL2, 53)
+		orig := mkFlow(bpfmap.ProtoUDP, client, 40402, fipWL2, 53)
 		o := ne.fromUL(t, orig.frame(ne.routerL2(), seg{ttl: 1}))
-		o.want(t, ok, hit{ul, maps.ReasonPassHost})
-		xl := mkFlow(maps.ProtoUDP, client, 40402, ne.wl2.ip4, 53)
+		o.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
+		xl := mkFlow(bpfmap.ProtoUDP, client, 40402, ne.wl2.ip4, 53)
 		quoted := xlate(o.in, xl, false)[14:]
 		wantBytes(t, o.out, slices.Concat(o.in[:14], quoted))
 		in := icmpError(ne.hostL2(), hostAddr, client, layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeTTLExceeded, quoted)
 		e := ne.runOn(t, ne.ulEgress, ul.ifindex, in)
-		e.want(t, ok, hit{ul, maps.ReasonPassHost})
+		e.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 		checkQuote(t, e.out, hostAddr, client, orig)
 		wantBytes(t, e.out, icmpError(ne.hostL2(), hostAddr, client, layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeTTLExceeded, quoteXlated(quoted, orig)))
 	})
@@ -1112,7 +1112,7 @@ func TestNATOutgoingPortsExhausted(t *testing.T) {
 		name  string
 		proto uint8
 		dport uint16
-	}{{"tcp", maps.ProtoTCP, 443}, {"udp", maps.ProtoUDP, 53}, {"icmp echo", maps.ProtoICMP, 0}} {
+	}{{"tcp", bpfmap.ProtoTCP, 443}, {"udp", bpfmap.ProtoUDP, 53}, {"icmp echo", bpfmap.ProtoICMP, 0}} {
 		t.Run(p.name, func(t *testing.T) {
 			var keys []bpf.CalyxCxCtKey
 			var vals []bpf.CalyxCxCtEntry
@@ -1120,33 +1120,33 @@ func TestNATOutgoingPortsExhausted(t *testing.T) {
 				// What replies to a flow from (node, port) carry.
 				f := mkFlow(p.proto, hostAddr, uint16(port), server, p.dport).reverse()
 				keys = append(keys, rawCTKey(f))
-				vals = append(vals, bpf.CalyxCxCtEntry{Dir: 1, Nat: maps.NATSNAT})
+				vals = append(vals, bpf.CalyxCxCtEntry{Dir: 1, Nat: bpfmap.NATSNAT})
 			}
 			if n, err := ne.ct.BatchUpdate(keys, vals, nil); err != nil || n != len(keys) {
 				t.Fatalf("fill %d reply keys: %d, %v", len(keys), n, err)
 			}
 			before := ne.conntrack(t)
 			s := seg{}
-			if p.proto == maps.ProtoTCP {
+			if p.proto == bpfmap.ProtoTCP {
 				s = syn
 			}
 			o := ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, server, p.dport).frame(w.l2(), s))
-			o.want(t, shot, hit{w, maps.ReasonDropNATPorts})
+			o.want(t, shot, hit{w, bpfmap.ReasonDropNATPorts})
 			o.unchanged(t)
 			if after := ne.conntrack(t); len(after) != len(before) {
 				t.Errorf("a dropped flow left entries: %s", fmtCT(newEntries(before, after)))
 			}
-			if p.proto != maps.ProtoICMP {
+			if p.proto != bpfmap.ProtoICMP {
 				o = ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, server, p.dport+1).frame(w.l2(), s))
-				o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+				o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 			}
 			o = ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, client, p.dport).frame(w.l2(), s))
-			o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 			if _, err := ne.ct.BatchDelete(keys, nil); err != nil {
 				t.Fatal(err)
 			}
 			o = ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, server, p.dport).frame(w.l2(), s))
-			o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+			o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 		})
 	}
 }
@@ -1169,12 +1169,12 @@ func TestNATReplyTupleClash(t *testing.T) {
 	ul, w1, w2 := ne.tun.ul, ne.wl1, ne.wl2
 	// wl4 talks to wl2 directly from port 5000, then to wl2's floating IP
 	// from the same port: both flows' replies would be wl2:53 -> wl4:5000.
-	direct := mkFlow(maps.ProtoUDP, ne.wl4.ip4, 5000, w2.ip4, 53)
-	ne.fromWL(t, ne.wl4, direct.frame(ne.wl4.l2(), seg{})).want(t, redirect, hit{ne.wl4, maps.ReasonDeliverLocal}, hit{w2, maps.ReasonToWorkload})
+	direct := mkFlow(bpfmap.ProtoUDP, ne.wl4.ip4, 5000, w2.ip4, 53)
+	ne.fromWL(t, ne.wl4, direct.frame(ne.wl4.l2(), seg{})).want(t, redirect, hit{ne.wl4, bpfmap.ReasonDeliverLocal}, hit{w2, bpfmap.ReasonToWorkload})
 	before := ne.conntrack(t)
-	viaFIP := mkFlow(maps.ProtoUDP, ne.wl4.ip4, 5000, fipWL2, 53)
+	viaFIP := mkFlow(bpfmap.ProtoUDP, ne.wl4.ip4, 5000, fipWL2, 53)
 	o := ne.fromWL(t, ne.wl4, viaFIP.frame(ne.wl4.l2(), seg{}))
-	o.want(t, shot, hit{ne.wl4, maps.ReasonDropCTFull})
+	o.want(t, shot, hit{ne.wl4, bpfmap.ReasonDropCTFull})
 	o.unchanged(t)
 	after := ne.conntrack(t)
 	if len(after) != len(before) {
@@ -1184,26 +1184,26 @@ func TestNATReplyTupleClash(t *testing.T) {
 	wantSeen(t, "original", oe, 1, uint64(len(o.in)), 0)
 	wantSeen(t, "reply", re, 0, 0, 0)
 	// The same from outside: a client whose port matches.
-	out := mkFlow(maps.ProtoTCP, w2.ip4, 22, client, 41100)
-	ne.fromWL(t, w2, out.frame(w2.l2(), syn)).want(t, ok, hit{w2, maps.ReasonPassHost})
-	o = ne.fromUL(t, mkFlow(maps.ProtoTCP, client, 41100, fipWL2, 22).frame(ne.routerL2(), syn))
-	o.want(t, shot, hit{ul, maps.ReasonDropCTFull})
+	out := mkFlow(bpfmap.ProtoTCP, w2.ip4, 22, client, 41100)
+	ne.fromWL(t, w2, out.frame(w2.l2(), syn)).want(t, ok, hit{w2, bpfmap.ReasonPassHost})
+	o = ne.fromUL(t, mkFlow(bpfmap.ProtoTCP, client, 41100, fipWL2, 22).frame(ne.routerL2(), syn))
+	o.want(t, shot, hit{ul, bpfmap.ReasonDropCTFull})
 	o.unchanged(t)
 
 	t.Run("the flow's own reply entry", func(t *testing.T) {
-		orig := mkFlow(maps.ProtoUDP, w1.ip4, 5001, fipWL2, 53)
-		xl := mkFlow(maps.ProtoUDP, w1.ip4, 5001, w2.ip4, 53)
+		orig := mkFlow(bpfmap.ProtoUDP, w1.ip4, 5001, fipWL2, 53)
+		xl := mkFlow(bpfmap.ProtoUDP, w1.ip4, 5001, w2.ip4, 53)
 		in := orig.frame(w1.l2(), seg{})
-		ne.fromWL(t, w1, in).want(t, redirect, hit{w1, maps.ReasonDeliverLocal}, hit{w2, maps.ReasonToWorkload})
+		ne.fromWL(t, w1, in).want(t, redirect, hit{w1, bpfmap.ReasonDeliverLocal}, hit{w2, bpfmap.ReasonToWorkload})
 		rin := xl.reverse().frame(w2.l2(), seg{})
-		ne.fromWL(t, w2, rin).want(t, redirect, hit{w2, maps.ReasonDeliverLocal}, hit{w1, maps.ReasonToWorkload})
-		if n, err := ne.dp.Maps.DeleteConntrack([]maps.CTKey{orig.key()}); n != 1 || err != nil {
+		ne.fromWL(t, w2, rin).want(t, redirect, hit{w2, bpfmap.ReasonDeliverLocal}, hit{w1, bpfmap.ReasonToWorkload})
+		if n, err := ne.dp.Maps.DeleteConntrack([]bpfmap.CTKey{orig.key()}); n != 1 || err != nil {
 			t.Fatalf("delete the original entry: %d, %v", n, err)
 		}
 		o := ne.fromWL(t, w1, in)
-		o.want(t, redirect, hit{w1, maps.ReasonDeliverLocal}, hit{w2, maps.ReasonToWorkload})
+		o.want(t, redirect, hit{w1, bpfmap.ReasonDeliverLocal}, hit{w2, bpfmap.ReasonToWorkload})
 		wantBytes(t, o.out, withL2(xlate(in, xl, true), w2.toL2()))
-		oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+		oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
 		wantSeen(t, "original", oe, 1, uint64(len(in)), 0)
 		wantSeen(t, "reply", re, 1, uint64(len(rin)), 0) // kept as it was
 	})
@@ -1235,7 +1235,7 @@ func TestNATConntrackFull(t *testing.T) {
 	vals := make([]bpf.CalyxCxCtEntry, capacity)
 	for i := range keys {
 		// Flows of a made-up network, nothing a test packet matches.
-		f := mkFlow(maps.ProtoUDP, netip.AddrFrom4([4]byte{100, 100, byte(i >> 8), byte(i)}), 1, netip.MustParseAddr("100.99.0.1"), 53)
+		f := mkFlow(bpfmap.ProtoUDP, netip.AddrFrom4([4]byte{100, 100, byte(i >> 8), byte(i)}), 1, netip.MustParseAddr("100.99.0.1"), 53)
 		keys[i], vals[i] = rawCTKey(f), bpf.CalyxCxCtEntry{}
 	}
 	must(t, ne.ns.Do(func() error {
@@ -1249,30 +1249,30 @@ func TestNATConntrackFull(t *testing.T) {
 		t.Fatalf("the table holds %d entries after the fill, want its capacity %d", n, capacity)
 	}
 
-	fromOutside := mkFlow(maps.ProtoUDP, client, 42000, fipWL2, 53)
+	fromOutside := mkFlow(bpfmap.ProtoUDP, client, 42000, fipWL2, 53)
 	in := fromOutside.frame(ne.routerL2(), seg{})
 	o := ne.fromUL(t, in)
-	o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{ne.wl2, maps.ReasonToWorkload})
-	wantBytes(t, o.out, withL2(xlate(in, mkFlow(maps.ProtoUDP, client, 42000, ne.wl2.ip4, 53), true), ne.wl2.toL2()))
+	o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{ne.wl2, bpfmap.ReasonToWorkload})
+	wantBytes(t, o.out, withL2(xlate(in, mkFlow(bpfmap.ProtoUDP, client, 42000, ne.wl2.ip4, 53), true), ne.wl2.toL2()))
 
-	natOut := mkFlow(maps.ProtoTCP, w.ip4, 42001, server, 443)
+	natOut := mkFlow(bpfmap.ProtoTCP, w.ip4, 42001, server, 443)
 	o = ne.fromWL(t, w, natOut.frame(w.l2(), syn))
-	o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+	o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 	port, inRange := natPort(o.out)
 	if !inRange {
 		t.Errorf("source port %d out of range", port)
 	}
-	hairpin := mkFlow(maps.ProtoICMP, ne.wl2.ip4, 77, fipWL2, 0)
+	hairpin := mkFlow(bpfmap.ProtoICMP, ne.wl2.ip4, 77, fipWL2, 0)
 	o = ne.fromWL(t, ne.wl2, hairpin.frame(ne.wl2.l2(), seg{}))
-	o.want(t, redirect, hit{ne.wl2, maps.ReasonDeliverLocal}, hit{ne.wl2, maps.ReasonToWorkload})
+	o.want(t, redirect, hit{ne.wl2, bpfmap.ReasonDeliverLocal}, hit{ne.wl2, bpfmap.ReasonToWorkload})
 
 	ct := ne.conntrack(t)
 	if len(ct) > capacity {
 		t.Errorf("the table holds %d entries, more than its capacity %d", len(ct), capacity)
 	}
-	flowEntries(t, ct, fromOutside, mkFlow(maps.ProtoUDP, client, 42000, ne.wl2.ip4, 53), maps.NATDNAT)
-	flowEntries(t, ct, natOut, mkFlow(maps.ProtoTCP, hostAddr, port, server, 443), maps.NATSNAT)
-	if e, ok := ct[hairpin.key()]; !ok || e.NAT != maps.NATDNAT|maps.NATSNAT { // one entry: see TestNATHairpin
+	flowEntries(t, ct, fromOutside, mkFlow(bpfmap.ProtoUDP, client, 42000, ne.wl2.ip4, 53), bpfmap.NATDNAT)
+	flowEntries(t, ct, natOut, mkFlow(bpfmap.ProtoTCP, hostAddr, port, server, 443), bpfmap.NATSNAT)
+	if e, ok := ct[hairpin.key()]; !ok || e.NAT != bpfmap.NATDNAT|bpfmap.NATSNAT { // one entry: see TestNATHairpin
 		t.Errorf("no entry for %s", hairpin)
 	}
 	evicted := 0
@@ -1298,11 +1298,11 @@ func TestNATFragNeeded(t *testing.T) {
 	w, ul := ne.wl1, ne.tun.ul
 	t.Run("the host to a floating IP on another node", func(t *testing.T) {
 		mtu := underlayMTU - 20
-		orig := mkFlow(maps.ProtoUDP, hostAddr, 40601, fipRemote, 53)
+		orig := mkFlow(bpfmap.ProtoUDP, hostAddr, 40601, fipRemote, 53)
 		o := ne.runOn(t, ne.ulEgress, ul.ifindex, orig.frame(ne.hostL2(), seg{size: mtu + 1}))
-		o.want(t, redirect, hit{ul, maps.ReasonICMPFragNeeded})
+		o.want(t, redirect, hit{ul, bpfmap.ReasonICMPFragNeeded})
 		e := ne.fromUL(t, o.out)
-		e.want(t, ok, hit{ul, maps.ReasonPassHost})
+		e.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 		checkQuote(t, e.out, ne.tun.nodeA.addr, hostAddr, orig)
 	})
 	for _, tc := range []struct {
@@ -1314,14 +1314,14 @@ func TestNATFragNeeded(t *testing.T) {
 		{"floating IP on another node", fipRemote, underlayMTU - 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			orig := mkFlow(maps.ProtoUDP, w.ip4, 40600, tc.dst, 53)
+			orig := mkFlow(bpfmap.ProtoUDP, w.ip4, 40600, tc.dst, 53)
 			in := orig.frame(w.l2(), seg{size: tc.mtu + 1})
 			o := ne.fromWL(t, w, in)
-			o.want(t, redirect, hit{w, maps.ReasonICMPFragNeeded})
+			o.want(t, redirect, hit{w, bpfmap.ReasonICMPFragNeeded})
 			// The egress hook of wl1 gets the ICMP next (bpf_redirect to
 			// its egress) and translates it.
 			e := ne.toWL(t, w, o.out)
-			e.want(t, ok, hit{w, maps.ReasonToWorkload})
+			e.want(t, ok, hit{w, bpfmap.ReasonToWorkload})
 			checkQuote(t, e.out, hostAddr, w.ip4, orig)
 			pkt := bpftest.Decode(e.out)
 			icmp, _ := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
@@ -1343,23 +1343,23 @@ func TestNATFragNeeded(t *testing.T) {
 func TestNATFloatingIPFromOutsideRemote(t *testing.T) {
 	ne := newNATEnv(t)
 	ul, nodeA := ne.tun.ul, ne.tun.nodeA
-	directFixed := ne.block(t, nodeA, maps.EncapNone)
+	directFixed := ne.block(t, nodeA, bpfmap.EncapNone)
 	directFIP := netip.MustParseAddr("192.0.2.51")
-	must(t, ne.dp.Maps.PutFloatingIP(directFIP, maps.FloatingIP{Fixed: directFixed, Node: nodeA.addr, EndpointID: 51}))
-	must(t, ne.dp.Maps.PutRoute(netip.PrefixFrom(directFIP, 32), maps.Route{Type: maps.RouteFloatingIP, NextHop: nodeA.addr}))
+	must(t, ne.dp.Maps.PutFloatingIP(directFIP, bpfmap.FloatingIP{Fixed: directFixed, Node: nodeA.addr, EndpointID: 51}))
+	must(t, ne.dp.Maps.PutRoute(netip.PrefixFrom(directFIP, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: nodeA.addr}))
 	asNodeA := func(fip, fixed netip.Addr) func() {
 		m := ne.dp.Maps
 		cfg := ne.tun.cfg
 		cfg.Address = nodeA.addr
 		must(t, m.PutConfig(cfg))
-		must(t, m.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteNode}))
-		must(t, m.PutRoute(netip.PrefixFrom(fixed, 32), maps.Route{Type: maps.RouteLocalWorkload,
-			Ifindex: ne.wl2.idx(), MAC: maps.MACFrom(ne.wl2.mac), HostMAC: maps.MACFrom(ne.wl2.hostMAC), Peer: true}))
+		must(t, m.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
+		must(t, m.PutRoute(netip.PrefixFrom(fixed, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload,
+			Ifindex: ne.wl2.idx(), MAC: bpfmap.MACFrom(ne.wl2.mac), HostMAC: bpfmap.MACFrom(ne.wl2.hostMAC), Peer: true}))
 		f, _ := m.FloatingIPs()
-		must(t, m.PutFloatingIP(fip, maps.FloatingIP{Fixed: fixed, Node: nodeA.addr, EndpointID: 50, Local: true}))
+		must(t, m.PutFloatingIP(fip, bpfmap.FloatingIP{Fixed: fixed, Node: nodeA.addr, EndpointID: 50, Local: true}))
 		return func() {
 			must(t, m.PutConfig(ne.tun.cfg))
-			must(t, m.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteHost}))
+			must(t, m.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteHost}))
 			must(t, m.DeleteRoute(netip.PrefixFrom(fixed, 32)))
 			must(t, m.PutFloatingIP(fip, f[fip]))
 		}
@@ -1367,12 +1367,12 @@ func TestNATFloatingIPFromOutsideRemote(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		fip, fixed netip.Addr
-		encap      maps.Encap
-		reason     maps.Reason // counted on this node's underlay
-		decap      maps.Reason // counted on nodeA's
+		encap      bpfmap.Encap
+		reason     bpfmap.Reason // counted on this node's underlay
+		decap      bpfmap.Reason // counted on nodeA's
 	}{
-		{"ipip", fipRemote, ne.remoteFixed, maps.EncapIPIP, maps.ReasonEncapIPIP, maps.ReasonDecapIPIP},
-		{"direct", directFIP, directFixed, maps.EncapNone, maps.ReasonForwardDirect, maps.ReasonDeliverLocal},
+		{"ipip", fipRemote, ne.remoteFixed, bpfmap.EncapIPIP, bpfmap.ReasonEncapIPIP, bpfmap.ReasonDecapIPIP},
+		{"direct", directFIP, directFixed, bpfmap.EncapNone, bpfmap.ReasonForwardDirect, bpfmap.ReasonDeliverLocal},
 	} {
 		for _, p := range protos {
 			t.Run(tc.name+"/"+p.name, func(t *testing.T) {
@@ -1382,7 +1382,7 @@ func TestNATFloatingIPFromOutsideRemote(t *testing.T) {
 				in := orig.frame(ne.routerL2(), p.first)
 				sent := ne.fromUL(t, in)
 				sent.want(t, redirect, hit{ul, tc.reason})
-				if tc.encap == maps.EncapNone {
+				if tc.encap == bpfmap.EncapNone {
 					wantBytes(t, sent.out, withL2(xlate(in, orig, true), bpftest.L2{Src: ul.hostMAC, Dst: nodeA.l2}))
 				} else {
 					checkEncap(t, ne.env, sent, nodeA, tc.encap, true)
@@ -1393,7 +1393,7 @@ func TestNATFloatingIPFromOutsideRemote(t *testing.T) {
 				if n := newEntries(before, ne.conntrack(t)); len(n) != 0 {
 					t.Errorf("the node that only forwards tracked the flow: %s", fmtCT(n))
 					// nodeA has a table of its own.
-					var keys []maps.CTKey
+					var keys []bpfmap.CTKey
 					for k := range n {
 						keys = append(keys, k)
 					}
@@ -1407,14 +1407,14 @@ func TestNATFloatingIPFromOutsideRemote(t *testing.T) {
 				want := withL2(slices.Concat(sent.out[:14], xlate(in, xl, false)[14:]), ne.wl2.toL2())
 				want[14+8] -= 2
 				fixIPv4Checksum(want[14:])
-				got.wantSized(t, redirect, sizedHit{ul, tc.decap, len(sent.out)}, sizedHit{ne.wl2, maps.ReasonToWorkload, len(want)})
+				got.wantSized(t, redirect, sizedHit{ul, tc.decap, len(sent.out)}, sizedHit{ne.wl2, bpfmap.ReasonToWorkload, len(want)})
 				wantBytes(t, got.out, want)
 
 				rin := xl.reverse().frame(ne.wl2.l2(), p.reply)
 				r := ne.fromWL(t, ne.wl2, rin)
-				r.want(t, ok, hit{ne.wl2, maps.ReasonPassHost})
+				r.want(t, ok, hit{ne.wl2, bpfmap.ReasonPassHost})
 				wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
-				oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+				oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
 				wantSeen(t, "original", oe, 1, uint64(len(sent.out)), p.firstFlags)
 				wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
 			})
@@ -1433,25 +1433,25 @@ func TestNATFloatingIPDecap(t *testing.T) {
 	l2 := bpftest.L2{Src: mac(0x99, 0x01), Dst: mac(0x99, 0xee)}
 	for _, enc := range encaps {
 		t.Run(enc.name+"/instance here", func(t *testing.T) {
-			orig := mkFlow(maps.ProtoTCP, client, 43000+uint16(enc.encap), fipWL2, 443)
+			orig := mkFlow(bpfmap.ProtoTCP, client, 43000+uint16(enc.encap), fipWL2, 443)
 			inner := orig.frame(l2, syn)
 			in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, inner)
 			o := ne.fromUL(t, in)
-			want := withL2(slices.Concat(in[:14], xlate(inner, mkFlow(maps.ProtoTCP, client, orig.src.Port(), ne.wl2.ip4, 443), true)[14:]), ne.wl2.toL2())
-			o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{ne.wl2, maps.ReasonToWorkload, len(want)})
+			want := withL2(slices.Concat(in[:14], xlate(inner, mkFlow(bpfmap.ProtoTCP, client, orig.src.Port(), ne.wl2.ip4, 443), true)[14:]), ne.wl2.toL2())
+			o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{ne.wl2, bpfmap.ReasonToWorkload, len(want)})
 			wantBytes(t, o.out, want)
 		})
 		t.Run(enc.name+"/instance elsewhere", func(t *testing.T) {
-			in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, mkFlow(maps.ProtoTCP, client, 43010, fipRemote, 443).frame(l2, syn))
+			in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, mkFlow(bpfmap.ProtoTCP, client, 43010, fipRemote, 443).frame(l2, syn))
 			o := ne.fromUL(t, in)
-			o.want(t, shot, hit{ul, maps.ReasonDropNoRoute})
+			o.want(t, shot, hit{ul, bpfmap.ReasonDropNoRoute})
 			o.unchanged(t)
 		})
 		t.Run(enc.name+"/no flow", func(t *testing.T) {
-			in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, mkFlow(maps.ProtoTCP, client, 43020, fipWL2, 443).frame(l2, ack))
+			in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, mkFlow(bpfmap.ProtoTCP, client, 43020, fipWL2, 443).frame(l2, ack))
 			before := ne.conntrack(t)
 			o := ne.fromUL(t, in)
-			o.want(t, shot, hit{ul, maps.ReasonDropNoRoute})
+			o.want(t, shot, hit{ul, bpfmap.ReasonDropNoRoute})
 			if n := newEntries(before, ne.conntrack(t)); len(n) != 0 {
 				t.Errorf("entries for a segment without SYN: %s", fmtCT(n))
 			}
@@ -1459,10 +1459,10 @@ func TestNATFloatingIPDecap(t *testing.T) {
 	}
 	t.Run("a floating IP whose fixed IP has no route yet: dropped, not looped through the host", func(t *testing.T) {
 		fip := netip.MustParseAddr("192.0.2.99")
-		must(t, ne.dp.Maps.PutFloatingIP(fip, maps.FloatingIP{Fixed: netip.MustParseAddr("10.66.9.9"), Node: nodeA.addr}))
-		must(t, ne.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), maps.Route{Type: maps.RouteFloatingIP, NextHop: nodeA.addr}))
-		o := ne.fromUL(t, mkFlow(maps.ProtoUDP, client, 43030, fip, 53).frame(ne.routerL2(), seg{}))
-		o.want(t, shot, hit{ul, maps.ReasonDropNoRoute})
+		must(t, ne.dp.Maps.PutFloatingIP(fip, bpfmap.FloatingIP{Fixed: netip.MustParseAddr("10.66.9.9"), Node: nodeA.addr}))
+		must(t, ne.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: nodeA.addr}))
+		o := ne.fromUL(t, mkFlow(bpfmap.ProtoUDP, client, 43030, fip, 53).frame(ne.routerL2(), seg{}))
+		o.want(t, shot, hit{ul, bpfmap.ReasonDropNoRoute})
 		o.unchanged(t)
 	})
 }

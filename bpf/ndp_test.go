@@ -13,7 +13,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 func TestFromWorkloadNDPAnswered(t *testing.T) {
@@ -40,7 +40,7 @@ func TestFromWorkloadNDPAnswered(t *testing.T) {
 			}
 			in := bpftest.NeighborSolicitation(bpftest.L2{Src: w.mac, Dst: tc.dstMAC}, bpftest.IPv6{Src: tc.src, Dst: tc.dst}, tc.target, slla)
 			o := e.fromWL(t, w, in)
-			o.wantSized(t, redirect, sizedHit{w, maps.ReasonNDReply, len(in)})
+			o.wantSized(t, redirect, sizedHit{w, bpfmap.ReasonNDReply, len(in)})
 			checkNA(t, o.out, w, tc.src, tc.target)
 		})
 	}
@@ -115,16 +115,16 @@ func TestFromWorkloadNDPNotAnswered(t *testing.T) {
 		name    string
 		in      []byte
 		verdict uint32
-		reason  maps.Reason
+		reason  bpfmap.Reason
 	}{
 		{"duplicate-address probe from ::", bpftest.NeighborSolicitation(bpftest.L2{Src: w.mac, Dst: mcast},
-			bpftest.IPv6{Src: netip.IPv6Unspecified(), Dst: bpftest.SolicitedNode(w.ip6)}, w.ip6, nil), shot, maps.ReasonDropNDIgnored},
+			bpftest.IPv6{Src: netip.IPv6Unspecified(), Dst: bpftest.SolicitedNode(w.ip6)}, w.ip6, nil), shot, bpfmap.ReasonDropNDIgnored},
 		{"solicitation for its own address", bpftest.NeighborSolicitation(bpftest.L2{Src: w.mac, Dst: mcast},
-			bpftest.IPv6{Src: netip.MustParseAddr("fe80::2"), Dst: bpftest.SolicitedNode(w.ip6)}, w.ip6, w.mac), shot, maps.ReasonDropNDIgnored},
+			bpftest.IPv6{Src: netip.MustParseAddr("fe80::2"), Dst: bpftest.SolicitedNode(w.ip6)}, w.ip6, w.mac), shot, bpfmap.ReasonDropNDIgnored},
 		{"global source that is not the endpoint's", bpftest.NeighborSolicitation(bpftest.L2{Src: w.mac, Dst: mcast},
-			bpftest.IPv6{Src: e.wl2.ip6, Dst: bpftest.SolicitedNode(gatewayV6)}, gatewayV6, w.mac), shot, maps.ReasonDropSpoofIP},
+			bpftest.IPv6{Src: e.wl2.ip6, Dst: bpftest.SolicitedNode(gatewayV6)}, gatewayV6, w.mac), shot, bpfmap.ReasonDropSpoofIP},
 		{"hop limit below 255 (not from the link)", bpftest.NeighborSolicitation(bpftest.L2{Src: w.mac, Dst: mcast},
-			bpftest.IPv6{Src: netip.MustParseAddr("fe80::2"), Dst: bpftest.SolicitedNode(gatewayV6), HopLimit: 64}, gatewayV6, w.mac), shot, maps.ReasonDropMalformed},
+			bpftest.IPv6{Src: netip.MustParseAddr("fe80::2"), Dst: bpftest.SolicitedNode(gatewayV6), HopLimit: 64}, gatewayV6, w.mac), shot, bpfmap.ReasonDropMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e.fromWL(t, w, tc.in)

@@ -21,7 +21,7 @@ import (
 
 	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 	"github.com/calyxnet/calyx/tests/bench/policymodel"
 )
@@ -99,14 +99,14 @@ func benchPolicyNewFlow(b *testing.B, rules int) {
 	e.setTables(b, dst, dt.Ingress, dt.Egress)
 	// The verdict the compiler gives is the one the datapath must give.
 	if rules > 0 {
-		id := func(a netip.Addr) maps.IPCacheEntry { ent, _ := policy.LookupIdentity(c.out, a); return ent }
+		id := func(a netip.Addr) bpfmap.IPCacheEntry { ent, _ := policy.LookupIdentity(c.out, a); return ent }
 		for _, chk := range []struct {
 			table uint32
-			id    maps.IPCacheEntry
+			id    bpfmap.IPCacheEntry
 			rule  uint32
 		}{{st.Egress, id(dst.ip4), c.egress}, {dt.Ingress, id(src.ip4), c.ingress}} {
-			v, ok := policy.Lookup(c.out, chk.table, chk.id.Identity, chk.id.NetIdentity, maps.ProtoTCP, c.pm.Flow.Port, 20000)
-			if !ok || v.Action != maps.PolicyAllow || v.Rule != chk.rule {
+			v, ok := policy.Lookup(c.out, chk.table, chk.id.Identity, chk.id.NetIdentity, bpfmap.ProtoTCP, c.pm.Flow.Port, 20000)
+			if !ok || v.Action != bpfmap.PolicyAllow || v.Rule != chk.rule {
 				b.Fatalf("table %d: the flow's verdict is %+v (found %v), want allow by rule %d", chk.table, v, ok, chk.rule)
 			}
 		}
@@ -146,12 +146,12 @@ func benchPolicyNewFlow(b *testing.B, rules int) {
 		b.Fatalf("%d runs with verdicts %v, want %d, all redirect", total.Runs, total.Verdicts, b.N)
 	}
 	wantCounted(b, e, before, total, 1, len(pkts[0]),
-		maps.CounterKey{Ifindex: src.idx(), Reason: maps.ReasonDeliverLocal},
-		maps.CounterKey{Ifindex: dst.idx(), Reason: maps.ReasonToWorkload})
+		bpfmap.CounterKey{Ifindex: src.idx(), Reason: bpfmap.ReasonDeliverLocal},
+		bpfmap.CounterKey{Ifindex: dst.idx(), Reason: bpfmap.ReasonToWorkload})
 	// Each run was decided by the two rules: a new flow in both tables.
 	if rules > 0 {
 		e.wantHitsN(b, hits0, uint64(b.N),
-			maps.RuleHitKey{Ifindex: src.idx(), Rule: c.egress}, maps.RuleHitKey{Ifindex: dst.idx(), Rule: c.ingress})
+			bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: c.egress}, bpfmap.RuleHitKey{Ifindex: dst.idx(), Rule: c.ingress})
 	} else {
 		e.wantHitsN(b, hits0, uint64(b.N))
 	}
@@ -167,8 +167,8 @@ func benchPolicyNewFlow(b *testing.B, rules int) {
 // emptyCT deletes every conntrack entry and returns how many there were.
 func emptyCT(b *testing.B, e *env) int {
 	b.Helper()
-	var keys []maps.CTKey
-	must(b, e.dp.Maps.Conntrack(func(k maps.CTKey, _ maps.CTEntry) bool { keys = append(keys, k); return true }))
+	var keys []bpfmap.CTKey
+	must(b, e.dp.Maps.Conntrack(func(k bpfmap.CTKey, _ bpfmap.CTEntry) bool { keys = append(keys, k); return true }))
 	n, err := e.dp.Maps.DeleteConntrack(keys)
 	must(b, err)
 	return n
@@ -176,9 +176,9 @@ func emptyCT(b *testing.B, e *env) int {
 
 // wantHitsN asserts that the rule counters moved by n packets for each of
 // keys and not at all for any other rule since before.
-func (e *env) wantHitsN(tb testing.TB, before map[maps.RuleHitKey]maps.Counter, n uint64, keys ...maps.RuleHitKey) {
+func (e *env) wantHitsN(tb testing.TB, before map[bpfmap.RuleHitKey]bpfmap.Counter, n uint64, keys ...bpfmap.RuleHitKey) {
 	tb.Helper()
-	moved := map[maps.RuleHitKey]uint64{}
+	moved := map[bpfmap.RuleHitKey]uint64{}
 	for k, a := range e.hits(tb) {
 		if d := a.Packets - before[k].Packets; d != 0 {
 			moved[k] = d

@@ -13,7 +13,7 @@ import (
 
 	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -192,9 +192,9 @@ func TestCompiledPolicyMatchTypes(t *testing.T) {
 				before := e.hits(t)
 				o := e.fromWL(t, src, pkt)
 				if p.allow {
-					o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{e.wl2, maps.ReasonToWorkload})
+					o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{e.wl2, bpfmap.ReasonToWorkload})
 				} else {
-					o.want(t, shot, hit{src, maps.ReasonDropPolicy})
+					o.want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
 				}
 				if got := decidedBy(t, e, out, before, e.wl2); got != p.rule {
 					t.Errorf("%s: decided by %s, want %s", p.name, got, p.rule)
@@ -209,7 +209,7 @@ var wl1Addr = netip.MustParseAddr("10.65.0.10")
 
 // decidedBy names the rules whose hit counters on ep moved since before:
 // "p[1]", "default", or "p[1]+log p[0]".
-func decidedBy(t *testing.T, e *env, out *policy.Output, before map[maps.RuleHitKey]maps.Counter, ep *endpoint) string {
+func decidedBy(t *testing.T, e *env, out *policy.Output, before map[bpfmap.RuleHitKey]bpfmap.Counter, ep *endpoint) string {
 	t.Helper()
 	var decided, logged string
 	for k, c := range e.hits(t) {
@@ -241,9 +241,9 @@ func TestCompiledPolicyReplies(t *testing.T) {
 	e, _ := compiledEnv(t, lockdown)
 	a, b := e.wl1, e.wl2
 	req := bpftest.IPv4UDP(a.l2(), bpftest.IPv4{Src: a.ip4, Dst: b.ip4, TTL: 64}, 40000, 53, nil)
-	e.fromWL(t, a, req).want(t, redirect, hit{a, maps.ReasonDeliverLocal}, hit{b, maps.ReasonToWorkload})
+	e.fromWL(t, a, req).want(t, redirect, hit{a, bpfmap.ReasonDeliverLocal}, hit{b, bpfmap.ReasonToWorkload})
 	reply := bpftest.IPv4UDP(b.l2(), bpftest.IPv4{Src: b.ip4, Dst: a.ip4, TTL: 64}, 53, 40000, nil)
-	e.fromWL(t, b, reply).want(t, redirect, hit{b, maps.ReasonDeliverLocal}, hit{a, maps.ReasonToWorkload})
+	e.fromWL(t, b, reply).want(t, redirect, hit{b, bpfmap.ReasonDeliverLocal}, hit{a, bpfmap.ReasonToWorkload})
 	other := bpftest.IPv4UDP(b.l2(), bpftest.IPv4{Src: b.ip4, Dst: a.ip4, TTL: 64}, 53, 40001, nil)
-	e.fromWL(t, b, other).want(t, shot, hit{b, maps.ReasonDropPolicy})
+	e.fromWL(t, b, other).want(t, shot, hit{b, bpfmap.ReasonDropPolicy})
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 const (
@@ -38,13 +38,13 @@ const (
 )
 
 // allDeny is a table's identity-0 default: deny everything as rule.
-func allDeny(table, rule uint32) map[maps.PolicyKey]maps.PolicyVerdict {
-	return map[maps.PolicyKey]maps.PolicyVerdict{
-		{Table: table}: {Action: maps.PolicyDeny, Rule: rule},
+func allDeny(table, rule uint32) map[bpfmap.PolicyKey]bpfmap.PolicyVerdict {
+	return map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{
+		{Table: table}: {Action: bpfmap.PolicyDeny, Rule: rule},
 	}
 }
 
-func (e *env) putPolicy(tb testing.TB, entries map[maps.PolicyKey]maps.PolicyVerdict) {
+func (e *env) putPolicy(tb testing.TB, entries map[bpfmap.PolicyKey]bpfmap.PolicyVerdict) {
 	tb.Helper()
 	for k, v := range entries {
 		must(tb, e.dp.Maps.PutPolicy(k, v))
@@ -61,7 +61,7 @@ func (e *env) setTables(tb testing.TB, ep *endpoint, ingress, egress uint32) {
 	must(tb, e.dp.Maps.PutIface(ep.idx(), v))
 }
 
-func (e *env) hits(tb testing.TB) map[maps.RuleHitKey]maps.Counter {
+func (e *env) hits(tb testing.TB) map[bpfmap.RuleHitKey]bpfmap.Counter {
 	tb.Helper()
 	h, err := e.dp.Maps.PolicyHits()
 	must(tb, err)
@@ -70,16 +70,16 @@ func (e *env) hits(tb testing.TB) map[maps.RuleHitKey]maps.Counter {
 
 // wantHits asserts that the rule counters moved by one packet each for
 // exactly keys since before.
-func (e *env) wantHits(tb testing.TB, before map[maps.RuleHitKey]maps.Counter, keys ...maps.RuleHitKey) {
+func (e *env) wantHits(tb testing.TB, before map[bpfmap.RuleHitKey]bpfmap.Counter, keys ...bpfmap.RuleHitKey) {
 	tb.Helper()
 	after := e.hits(tb)
-	moved := map[maps.RuleHitKey]uint64{}
+	moved := map[bpfmap.RuleHitKey]uint64{}
 	for k, a := range after {
 		if d := a.Packets - before[k].Packets; d != 0 {
 			moved[k] = d
 		}
 	}
-	want := map[maps.RuleHitKey]uint64{}
+	want := map[bpfmap.RuleHitKey]uint64{}
 	for _, k := range keys {
 		want[k]++
 	}
@@ -108,20 +108,20 @@ func newPolicyEnv(tb testing.TB) *env {
 // and the host flag for hostAddr.
 func (e *env) putTestPolicies(tb testing.TB) {
 	tb.Helper()
-	e.putPolicy(tb, allDeny(tableDeny, maps.RuleDefaultDenyEgress))
-	e.putPolicy(tb, map[maps.PolicyKey]maps.PolicyVerdict{
-		{Table: tableDNS}: {Action: maps.PolicyDeny, Rule: ruleDeny},
-		{Table: tableDNS, Bits: 24, Proto: maps.ProtoUDP, Port: 53}: {Action: maps.PolicyAllow, Rule: ruleAllow},
-		{Table: tableWL1}:                  {Action: maps.PolicyDeny, Rule: maps.RuleDefaultDenyIngress},
-		{Table: tableWL1, Identity: idWL1}: {Action: maps.PolicyAllow, Rule: ruleAllow},
-		{Table: tableSport}:                {Action: maps.PolicyDeny, Rule: ruleDeny},
-		{Table: tableSport, Bits: 24, Proto: maps.ProtoUDP, Port: 53}: {Action: maps.PolicySport, Sub: maps.SubTableFlag | 1},
-		{Table: maps.SubTableFlag | 1, Bits: 8}:                       {Action: maps.PolicyDeny, Rule: ruleDeny},
-		{Table: maps.SubTableFlag | 1, Bits: 24, Port: 40000}:         {Action: maps.PolicyAllow, Rule: ruleAllow},
-		{Table: tableLog}: {Action: maps.PolicyAllow, Rule: ruleAllow, LogRule: ruleLog},
+	e.putPolicy(tb, allDeny(tableDeny, bpfmap.RuleDefaultDenyEgress))
+	e.putPolicy(tb, map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{
+		{Table: tableDNS}: {Action: bpfmap.PolicyDeny, Rule: ruleDeny},
+		{Table: tableDNS, Bits: 24, Proto: bpfmap.ProtoUDP, Port: 53}: {Action: bpfmap.PolicyAllow, Rule: ruleAllow},
+		{Table: tableWL1}:                  {Action: bpfmap.PolicyDeny, Rule: bpfmap.RuleDefaultDenyIngress},
+		{Table: tableWL1, Identity: idWL1}: {Action: bpfmap.PolicyAllow, Rule: ruleAllow},
+		{Table: tableSport}:                {Action: bpfmap.PolicyDeny, Rule: ruleDeny},
+		{Table: tableSport, Bits: 24, Proto: bpfmap.ProtoUDP, Port: 53}: {Action: bpfmap.PolicySport, Sub: bpfmap.SubTableFlag | 1},
+		{Table: bpfmap.SubTableFlag | 1, Bits: 8}:                       {Action: bpfmap.PolicyDeny, Rule: ruleDeny},
+		{Table: bpfmap.SubTableFlag | 1, Bits: 24, Port: 40000}:         {Action: bpfmap.PolicyAllow, Rule: ruleAllow},
+		{Table: tableLog}: {Action: bpfmap.PolicyAllow, Rule: ruleAllow, LogRule: ruleLog},
 	})
-	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(e.wl1.ip4, 32), maps.IPCacheEntry{Identity: idWL1}))
-	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), maps.IPCacheEntry{Host: true}))
+	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(e.wl1.ip4, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
+	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
 }
 
 // Egress: a table decides a workload's new flows by protocol and port; the
@@ -132,19 +132,19 @@ func TestPolicyEgressByPort(t *testing.T) {
 	e.setTables(t, src, 0, tableDNS)
 	before := e.hits(t)
 	in := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 53, nil)
-	e.fromWL(t, src, in).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
-	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleAllow})
+	e.fromWL(t, src, in).want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
+	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: ruleAllow})
 
 	before = e.hits(t)
 	in = bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 54, nil)
 	o := e.fromWL(t, src, in)
-	o.want(t, shot, hit{src, maps.ReasonDropPolicy})
+	o.want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
 	o.unchanged(t)
-	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleDeny})
+	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: ruleDeny})
 
 	// Another protocol falls to the any-protocol entry.
 	in = bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 53)
-	e.fromWL(t, src, in).want(t, shot, hit{src, maps.ReasonDropPolicy})
+	e.fromWL(t, src, in).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
 }
 
 // An identity with entries of its own is decided by them; any other
@@ -158,14 +158,14 @@ func TestPolicyIdentityFallback(t *testing.T) {
 		in := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 443)
 		o := e.fromWL(t, src, in)
 		if src == e.wl1 {
-			o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
-			e.wantHits(t, before, maps.RuleHitKey{Ifindex: dst.idx(), Rule: ruleAllow})
+			o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
+			e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: dst.idx(), Rule: ruleAllow})
 			continue
 		}
 		// Denied by the destination's ingress: counted on the
 		// destination's rule, dropped where it came in.
-		o.want(t, shot, hit{src, maps.ReasonDropPolicy})
-		e.wantHits(t, before, maps.RuleHitKey{Ifindex: dst.idx(), Rule: maps.RuleDefaultDenyIngress})
+		o.want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
+		e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: dst.idx(), Rule: bpfmap.RuleDefaultDenyIngress})
 	}
 }
 
@@ -179,9 +179,9 @@ func TestPolicySourcePortSubTable(t *testing.T) {
 		in := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, sport, 53, nil)
 		o := e.fromWL(t, src, in)
 		if sport == 40000 {
-			o.want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+			o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 		} else {
-			o.want(t, shot, hit{src, maps.ReasonDropPolicy})
+			o.want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
 		}
 	}
 }
@@ -196,19 +196,19 @@ func TestPolicyRepliesOfAllowedFlows(t *testing.T) {
 	e.setTables(t, b, tableWL1, tableDeny) // b: only from a in, nothing out
 	req := bpftest.IPv4UDP(a.l2(), bpftest.IPv4{Src: a.ip4, Dst: b.ip4, TTL: 64}, 40000, 53, nil)
 	before := e.hits(t)
-	e.fromWL(t, a, req).want(t, redirect, hit{a, maps.ReasonDeliverLocal}, hit{b, maps.ReasonToWorkload})
-	e.wantHits(t, before, maps.RuleHitKey{Ifindex: a.idx(), Rule: ruleAllow}, maps.RuleHitKey{Ifindex: b.idx(), Rule: ruleAllow})
+	e.fromWL(t, a, req).want(t, redirect, hit{a, bpfmap.ReasonDeliverLocal}, hit{b, bpfmap.ReasonToWorkload})
+	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: a.idx(), Rule: ruleAllow}, bpfmap.RuleHitKey{Ifindex: b.idx(), Rule: ruleAllow})
 
 	reply := bpftest.IPv4UDP(b.l2(), bpftest.IPv4{Src: b.ip4, Dst: a.ip4, TTL: 64}, 53, 40000, nil)
 	before = e.hits(t)
-	e.fromWL(t, b, reply).want(t, redirect, hit{b, maps.ReasonDeliverLocal}, hit{a, maps.ReasonToWorkload})
-	e.fromWL(t, a, req).want(t, redirect, hit{a, maps.ReasonDeliverLocal}, hit{b, maps.ReasonToWorkload})
+	e.fromWL(t, b, reply).want(t, redirect, hit{b, bpfmap.ReasonDeliverLocal}, hit{a, bpfmap.ReasonToWorkload})
+	e.fromWL(t, a, req).want(t, redirect, hit{a, bpfmap.ReasonDeliverLocal}, hit{b, bpfmap.ReasonToWorkload})
 	e.wantHits(t, before) // established: no policy lookup, no rule hit
 
 	// b starting a flow of its own to a: b's egress denies it.
 	other := bpftest.IPv4UDP(b.l2(), bpftest.IPv4{Src: b.ip4, Dst: a.ip4, TTL: 64}, 40001, 53, nil)
-	e.fromWL(t, b, other).want(t, shot, hit{b, maps.ReasonDropPolicy})
-	e.wantHits(t, before, maps.RuleHitKey{Ifindex: b.idx(), Rule: maps.RuleDefaultDenyEgress})
+	e.fromWL(t, b, other).want(t, shot, hit{b, bpfmap.ReasonDropPolicy})
+	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: b.idx(), Rule: bpfmap.RuleDefaultDenyEgress})
 }
 
 // Ingress policy applies on every path into a workload: routed to this
@@ -218,28 +218,28 @@ func TestPolicyIngressFromUnderlay(t *testing.T) {
 	e := newPolicyEnv(t)
 	dst := e.wl2
 	nodeA := e.tun.nodeA
-	peer := e.block(t, nodeA, maps.EncapNone)
-	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(peer, 32), maps.IPCacheEntry{Identity: idWL1}))
+	peer := e.block(t, nodeA, bpfmap.EncapNone)
+	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(peer, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
 	e.setTables(t, dst, tableWL1, tableDeny)
 
 	in := bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: peer, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)
-	e.fromUL(t, in).want(t, redirect, hit{e.tun.ul, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+	e.fromUL(t, in).want(t, redirect, hit{e.tun.ul, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 	reply := bpftest.IPv4UDP(dst.l2(), bpftest.IPv4{Src: dst.ip4, Dst: peer, TTL: 64}, 9000, 41000, nil)
 	o := e.fromWL(t, dst, reply)
 	if o.verdict == shot {
 		t.Fatalf("the reply of an allowed flow from the underlay was dropped: %s", fmtCounters(o.delta))
 	}
 
-	stranger := e.block(t, e.tun.nodeC, maps.EncapNone) // identity 0
+	stranger := e.block(t, e.tun.nodeC, bpfmap.EncapNone) // identity 0
 	in = bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: stranger, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)
-	e.fromUL(t, in).want(t, shot, hit{e.tun.ul, maps.ReasonDropPolicy})
+	e.fromUL(t, in).want(t, shot, hit{e.tun.ul, bpfmap.ReasonDropPolicy})
 
 	// Decapsulated: a workload of nodeA's own (the sender may tunnel it)
 	// that no rule names.
 	nodeAStranger := peer.Next()
 	inner := bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: nodeAStranger, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)[14:]
 	vx := bpftest.IPIP(e.nodeL2(nodeA), bpftest.IPv4{Src: nodeA.addr, Dst: hostAddr, TTL: 64}, inner)
-	e.fromUL(t, vx).want(t, shot, hit{e.tun.ul, maps.ReasonDropPolicy})
+	e.fromUL(t, vx).want(t, shot, hit{e.tun.ul, bpfmap.ReasonDropPolicy})
 }
 
 // From the host stack: this host's own addresses always reach its
@@ -250,9 +250,9 @@ func TestPolicyIngressFromHostStack(t *testing.T) {
 	e.setTables(t, dst, tableDeny, 0)
 	l2 := bpftest.L2{Src: dst.hostMAC, Dst: dst.mac}
 	in := bpftest.IPv4TCP(l2, bpftest.IPv4{Src: hostAddr, Dst: dst.ip4, TTL: 64}, 40000, 8080)
-	e.toWL(t, dst, in).want(t, ok, hit{dst, maps.ReasonToWorkload})
+	e.toWL(t, dst, in).want(t, ok, hit{dst, bpfmap.ReasonToWorkload})
 	in = bpftest.IPv4TCP(l2, bpftest.IPv4{Src: netip.MustParseAddr("192.0.2.99"), Dst: dst.ip4, TTL: 64}, 40000, 8080)
-	e.toWL(t, dst, in).want(t, shot, hit{dst, maps.ReasonDropPolicy})
+	e.toWL(t, dst, in).want(t, shot, hit{dst, bpfmap.ReasonDropPolicy})
 }
 
 // endpointToHostAction: Drop keeps workloads off their host except DHCP,
@@ -269,12 +269,12 @@ func TestPolicyEndpointToHost(t *testing.T) {
 	dhcp := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 68, 67, nil)
 	md := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: netip.MustParseAddr("169.254.169.254"), TTL: 64}, 40001, 80)
 
-	cfg.EndpointToHost = maps.EndpointToHostDrop
+	cfg.EndpointToHost = bpfmap.EndpointToHostDrop
 	must(t, e.dp.Maps.PutConfig(cfg))
 	before := e.hits(t)
-	e.fromWL(t, src, ssh).want(t, shot, hit{src, maps.ReasonDropPolicy})
-	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: maps.RuleHostDrop})
-	e.fromWL(t, src, dhcp).want(t, ok, hit{src, maps.ReasonPassHost})
+	e.fromWL(t, src, ssh).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
+	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: bpfmap.RuleHostDrop})
+	e.fromWL(t, src, dhcp).want(t, ok, hit{src, bpfmap.ReasonPassHost})
 	o := e.fromWL(t, src, md)
 	if o.verdict == shot {
 		t.Errorf("metadata dropped under endpointToHostAction Drop: %s", fmtCounters(o.delta))
@@ -282,20 +282,20 @@ func TestPolicyEndpointToHost(t *testing.T) {
 	// DNS to the host is one of the services: neither dropped nor left
 	// to the egress policy (deny-all here).
 	before = e.hits(t)
-	e.fromWL(t, src, dns).want(t, ok, hit{src, maps.ReasonPassHost})
+	e.fromWL(t, src, dns).want(t, ok, hit{src, bpfmap.ReasonPassHost})
 	e.wantHits(t, before)
 
-	cfg.EndpointToHost = maps.EndpointToHostAccept
+	cfg.EndpointToHost = bpfmap.EndpointToHostAccept
 	must(t, e.dp.Maps.PutConfig(cfg))
 	ssh2 := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 40002, 22)
-	e.fromWL(t, src, ssh2).want(t, ok, hit{src, maps.ReasonPassHost})
+	e.fromWL(t, src, ssh2).want(t, ok, hit{src, bpfmap.ReasonPassHost})
 
-	cfg.EndpointToHost = maps.EndpointToHostReturn
+	cfg.EndpointToHost = bpfmap.EndpointToHostReturn
 	must(t, e.dp.Maps.PutConfig(cfg))
 	before = e.hits(t)
 	ssh3 := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 40003, 22)
-	e.fromWL(t, src, ssh3).want(t, shot, hit{src, maps.ReasonDropPolicy})
-	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: maps.RuleDefaultDenyEgress})
+	e.fromWL(t, src, ssh3).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
+	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: bpfmap.RuleDefaultDenyEgress})
 }
 
 // A Log rule on the way to the verdict is counted and reported to the
@@ -309,9 +309,9 @@ func TestPolicyLogRule(t *testing.T) {
 	defer r.Close()
 	before := e.hits(t)
 	in := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 5353, nil)
-	e.fromWL(t, src, in).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
-	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleAllow}, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleLog})
-	got := make(chan maps.PolicyEvent, 1)
+	e.fromWL(t, src, in).want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
+	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: ruleAllow}, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: ruleLog})
+	got := make(chan bpfmap.PolicyEvent, 1)
 	go func() {
 		ev, err := r.Read()
 		if err == nil {
@@ -320,7 +320,7 @@ func TestPolicyLogRule(t *testing.T) {
 	}()
 	select {
 	case ev := <-got:
-		want := maps.PolicyEvent{Ifindex: src.idx(), Rule: ruleLog, Proto: maps.ProtoUDP,
+		want := bpfmap.PolicyEvent{Ifindex: src.idx(), Rule: ruleLog, Proto: bpfmap.ProtoUDP,
 			Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 5353), Allowed: true}
 		if ev != want {
 			t.Errorf("log event %+v, want %+v", ev, want)
@@ -337,17 +337,17 @@ func TestPolicyIPv6FailsClosed(t *testing.T) {
 	src, dst := e.wl4, e.wl2
 	e.setTables(t, src, 0, tableDNS)
 	before := e.hits(t)
-	e.fromWL(t, src, udp6(src, src.ip6, dst.ip6, 64)).want(t, shot, hit{src, maps.ReasonDropPolicy})
-	e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: maps.RuleDefaultDenyEgress})
+	e.fromWL(t, src, udp6(src, src.ip6, dst.ip6, 64)).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
+	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: bpfmap.RuleDefaultDenyEgress})
 
 	e.setTables(t, dst, tableDNS, 0)
 	l2 := bpftest.L2{Src: dst.hostMAC, Dst: dst.mac}
 	in := bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("fd00:99::1"), Dst: dst.ip6}, 40000, 53, nil)
-	e.toWL(t, dst, in).want(t, shot, hit{dst, maps.ReasonDropPolicy})
+	e.toWL(t, dst, in).want(t, shot, hit{dst, bpfmap.ReasonDropPolicy})
 	ns := bpftest.NeighborSolicitation(l2, bpftest.IPv6{Src: netip.MustParseAddr("fd00:99::1"), Dst: bpftest.SolicitedNode(dst.ip6), HopLimit: 255}, dst.ip6, dst.hostMAC)
-	e.toWL(t, dst, ns).want(t, ok, hit{dst, maps.ReasonToWorkload})
+	e.toWL(t, dst, ns).want(t, ok, hit{dst, bpfmap.ReasonToWorkload})
 	ll := bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("fe80::1"), Dst: dst.ip6}, 40000, 53, nil)
-	e.toWL(t, dst, ll).want(t, ok, hit{dst, maps.ReasonToWorkload})
+	e.toWL(t, dst, ll).want(t, ok, hit{dst, bpfmap.ReasonToWorkload})
 }
 
 var blocked = netip.MustParsePrefix("198.51.100.0/24")
@@ -358,17 +358,17 @@ func TestPrefilterTC(t *testing.T) {
 	e := newPolicyEnv(t)
 	must(t, e.dp.Maps.PutPrefilter(blocked))
 	in := bpftest.IPv4UDP(e.nodeL2(e.tun.router), bpftest.IPv4{Src: netip.MustParseAddr("198.51.100.9"), Dst: hostAddr, TTL: 60}, 4000, 22, nil)
-	e.fromUL(t, in).want(t, ok, hit{e.tun.ul, maps.ReasonPassHost})
+	e.fromUL(t, in).want(t, ok, hit{e.tun.ul, bpfmap.ReasonPassHost})
 	cfg := e.tun.cfg
 	cfg.PrefilterTC = true
 	must(t, e.dp.Maps.PutConfig(cfg))
-	e.fromUL(t, in).want(t, shot, hit{e.tun.ul, maps.ReasonDropPrefilter})
+	e.fromUL(t, in).want(t, shot, hit{e.tun.ul, bpfmap.ReasonDropPrefilter})
 	in6 := bpftest.IPv6UDP(e.nodeL2(e.tun.router), bpftest.IPv6{Src: netip.MustParseAddr("2001:db8:bad::1"), Dst: netip.MustParseAddr("2001:db8::10")}, 4000, 22, nil)
-	e.fromUL(t, in6).want(t, ok, hit{e.tun.ul, maps.ReasonPassHost})
+	e.fromUL(t, in6).want(t, ok, hit{e.tun.ul, bpfmap.ReasonPassHost})
 	must(t, e.dp.Maps.PutPrefilter(netip.MustParsePrefix("2001:db8:bad::/48")))
-	e.fromUL(t, in6).want(t, shot, hit{e.tun.ul, maps.ReasonDropPrefilter})
+	e.fromUL(t, in6).want(t, shot, hit{e.tun.ul, bpfmap.ReasonDropPrefilter})
 	ok4 := bpftest.IPv4UDP(e.nodeL2(e.tun.router), bpftest.IPv4{Src: netip.MustParseAddr("198.51.101.9"), Dst: hostAddr, TTL: 60}, 4000, 22, nil)
-	e.fromUL(t, ok4).want(t, ok, hit{e.tun.ul, maps.ReasonPassHost})
+	e.fromUL(t, ok4).want(t, ok, hit{e.tun.ul, bpfmap.ReasonPassHost})
 }
 
 // The prefilter at XDP (physical NICs): XDP_DROP for denied sources,
@@ -400,11 +400,11 @@ func TestPrefilterXDP(t *testing.T) {
 		t.Errorf("denied source: XDP verdict %d, want XDP_DROP", v)
 	}
 	delta := counterDelta(before, e.counters(t))
-	want := map[maps.CounterKey]maps.Counter{{Ifindex: 1, Reason: maps.ReasonDropPrefilter}: {Packets: 1, Bytes: uint64(len(in))}}
+	want := map[bpfmap.CounterKey]bpfmap.Counter{{Ifindex: 1, Reason: bpfmap.ReasonDropPrefilter}: {Packets: 1, Bytes: uint64(len(in))}}
 	if !mapsEqual(delta, want) {
 		t.Errorf("counters moved by %s, want %s", fmtCounters(delta), fmtCounters(want))
 	} else {
-		markSeen(maps.ReasonDropPrefilter)
+		markSeen(bpfmap.ReasonDropPrefilter)
 	}
 	ok4 := bpftest.IPv4UDP(e.nodeL2(e.tun.router), bpftest.IPv4{Src: netip.MustParseAddr("198.51.101.9"), Dst: hostAddr, TTL: 60}, 4000, 22, nil)
 	before = e.counters(t)
@@ -472,21 +472,21 @@ func TestPolicyClosedFlowSYNIsNew(t *testing.T) {
 			}
 			src, dst := e.wl4, e.wl2
 			e.setTables(t, src, 0, tableDNS) // TCP denied, UDP 53 allowed
-			e.putPolicy(t, map[maps.PolicyKey]maps.PolicyVerdict{
-				{Table: 12}: {Action: maps.PolicyAllow, Rule: ruleAllow},
+			e.putPolicy(t, map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{
+				{Table: 12}: {Action: bpfmap.PolicyAllow, Rule: ruleAllow},
 			})
 			e.setTables(t, src, 0, 12) // everything allowed
 			syn := tcpFlags4(src, src.ip4, dst.ip4, 40000, 80, true, false, false)
-			e.fromWL(t, src, syn).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+			e.fromWL(t, src, syn).want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 			ack := tcpFlags4(src, src.ip4, dst.ip4, 40000, 80, false, true, false)
-			e.fromWL(t, src, ack).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+			e.fromWL(t, src, ack).want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 			fin := tcpFlags4(src, src.ip4, dst.ip4, 40000, 80, false, true, true)
-			e.fromWL(t, src, fin).want(t, redirect, hit{src, maps.ReasonDeliverLocal}, hit{dst, maps.ReasonToWorkload})
+			e.fromWL(t, src, fin).want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 
 			e.setTables(t, src, 0, tableDNS) // the policy changes: TCP denied
 			before := e.hits(t)
-			e.fromWL(t, src, syn).want(t, shot, hit{src, maps.ReasonDropPolicy})
-			e.wantHits(t, before, maps.RuleHitKey{Ifindex: src.idx(), Rule: ruleDeny})
+			e.fromWL(t, src, syn).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
+			e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: ruleDeny})
 		})
 	}
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // From the underlay, a source that is this host's (its address, an address
@@ -27,7 +27,7 @@ func TestUnderlaySourceSpoof(t *testing.T) {
 	ne := newNATEnv(t)
 	ul := ne.tun.ul
 	gateway := netip.MustParseAddr("10.65.0.1")
-	must(t, ne.dp.Maps.PutIPCache(netip.PrefixFrom(gateway, 32), maps.IPCacheEntry{Host: true}))
+	must(t, ne.dp.Maps.PutIPCache(netip.PrefixFrom(gateway, 32), bpfmap.IPCacheEntry{Host: true}))
 	l2 := ne.routerL2()
 	udp := func(src, dst netip.Addr) []byte {
 		return bpftest.IPv4UDP(l2, bpftest.IPv4{Src: src, Dst: dst, TTL: 63}, 40000, 9000, nil)
@@ -45,7 +45,7 @@ func TestUnderlaySourceSpoof(t *testing.T) {
 	} {
 		t.Run("dropped/"+name, func(t *testing.T) {
 			o := ne.fromUL(t, in)
-			o.want(t, shot, hit{ul, maps.ReasonDropUnderlaySpoof})
+			o.want(t, shot, hit{ul, bpfmap.ReasonDropUnderlaySpoof})
 			o.unchanged(t)
 		})
 	}
@@ -53,12 +53,12 @@ func TestUnderlaySourceSpoof(t *testing.T) {
 		"an outside client to this host":             udp(client, hostAddr),
 		"a floating IP held elsewhere to this host":  udp(fipRemote, hostAddr),
 		"a remote node to this host":                 udp(ne.tun.nodeA.addr, hostAddr),
-		"a remote workload to this host (direct)":    udp(ne.block(t, ne.tun.nodeA, maps.EncapNone), hostAddr),
+		"a remote workload to this host (direct)":    udp(ne.block(t, ne.tun.nodeA, bpfmap.EncapNone), hostAddr),
 		"an address in a pool but no block, to host": udp(netip.MustParseAddr("10.65.200.9"), hostAddr),
 	} {
 		t.Run("passed/"+name, func(t *testing.T) {
 			o := ne.fromUL(t, in)
-			o.want(t, ok, hit{ul, maps.ReasonPassHost})
+			o.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 			o.unchanged(t)
 		})
 	}
@@ -73,8 +73,8 @@ func TestTunnelInnerSource(t *testing.T) {
 	ne := newNATEnv(t)
 	ul := ne.tun.ul
 	nodeA, nodeC := ne.tun.nodeA, ne.tun.nodeC
-	ofA := ne.block(t, nodeA, maps.EncapVXLAN)
-	ofC := ne.block(t, nodeC, maps.EncapVXLAN)
+	ofA := ne.block(t, nodeA, bpfmap.EncapVXLAN)
+	ofC := ne.block(t, nodeC, bpfmap.EncapVXLAN)
 	dst := ne.wl2
 	l2 := bpftest.L2{Src: mac(0x99, 0x01), Dst: mac(0x99, 0xee)}
 	inner := func(src netip.Addr) []byte {
@@ -91,7 +91,7 @@ func TestTunnelInnerSource(t *testing.T) {
 		} {
 			t.Run(enc.name+"/dropped/"+name, func(t *testing.T) {
 				o := ne.fromUL(t, tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, inner(src)))
-				o.want(t, shot, hit{ul, maps.ReasonDropTunnelInnerSrc})
+				o.want(t, shot, hit{ul, bpfmap.ReasonDropTunnelInnerSrc})
 				o.unchanged(t)
 			})
 		}
@@ -104,7 +104,7 @@ func TestTunnelInnerSource(t *testing.T) {
 			t.Run(enc.name+"/delivered/"+name, func(t *testing.T) {
 				in := tunnelFrame(ne.env, nodeA, hostAddr, enc.encap, inner(src))
 				o := ne.fromUL(t, in)
-				o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{dst, maps.ReasonToWorkload, len(inner(src))})
+				o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{dst, bpfmap.ReasonToWorkload, len(inner(src))})
 			})
 		}
 	}
@@ -118,20 +118,20 @@ func TestDHCPPortNotAPolicyBypass(t *testing.T) {
 	e := newPolicyEnv(t)
 	w := e.wl1
 	e.setTables(t, w, 0, tableDeny)
-	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), maps.IPCacheEntry{Host: true}))
+	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
 	to := func(dst netip.Addr) []byte {
 		return bpftest.IPv4UDP(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: dst, TTL: 64}, 68, 67, []byte("not really BOOTP"))
 	}
-	e.fromWL(t, w, to(e.wl2.ip4)).want(t, shot, hit{w, maps.ReasonDropPolicy})
-	e.fromWL(t, w, to(e.block(t, e.tun.nodeA, maps.EncapVXLAN))).want(t, shot, hit{w, maps.ReasonDropPolicy})
-	e.fromWL(t, w, to(netip.MustParseAddr("198.51.100.67"))).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	e.fromWL(t, w, to(e.wl2.ip4)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
+	e.fromWL(t, w, to(e.block(t, e.tun.nodeA, bpfmap.EncapVXLAN))).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
+	e.fromWL(t, w, to(netip.MustParseAddr("198.51.100.67"))).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
 	for name, dst := range map[string]netip.Addr{
 		"broadcast": netip.MustParseAddr("255.255.255.255"),
 		"the host":  hostAddr,
 	} {
 		t.Run("exempt/"+name, func(t *testing.T) {
 			o := e.fromWL(t, w, to(dst))
-			o.want(t, ok, hit{w, maps.ReasonPassHost})
+			o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 		})
 	}
 }
@@ -146,10 +146,10 @@ func TestICMPErrorRelatedOnlyToItsEnds(t *testing.T) {
 	ne := newNATEnv(t)
 	ul := ne.tun.ul
 	w, other := ne.wl2, ne.wl3
-	orig := mkFlow(maps.ProtoUDP, client, 40500, fipWL2, 53)
-	xl := mkFlow(maps.ProtoUDP, client, 40500, w.ip4, 53)
+	orig := mkFlow(bpfmap.ProtoUDP, client, 40500, fipWL2, 53)
+	xl := mkFlow(bpfmap.ProtoUDP, client, 40500, w.ip4, 53)
 	o := ne.fromUL(t, orig.frame(ne.routerL2(), seg{}))
-	o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+	o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 	quoted := o.out[14:]
 	before := ne.conntrack(t)
 
@@ -158,10 +158,10 @@ func TestICMPErrorRelatedOnlyToItsEnds(t *testing.T) {
 	ne.setTables(t, other, 0, tableDenyAll(t, ne.env))
 	in := icmpError(other.l2(), other.ip4, client, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort, quoted)
 	e := ne.fromWL(t, other, in)
-	e.want(t, shot, hit{other, maps.ReasonDropPolicy})
+	e.want(t, shot, hit{other, bpfmap.ReasonDropPolicy})
 	e.unchanged(t)
-	oe, re := flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
-	boe, bre := flowEntries(t, before, orig, xl, maps.NATDNAT)
+	oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
+	boe, bre := flowEntries(t, before, orig, xl, bpfmap.NATDNAT)
 	if oe != boe || re != bre {
 		t.Errorf("an unrelated error refreshed the quoted flow:\n before %+v %+v\n after  %+v %+v", boe, bre, oe, re)
 	}
@@ -174,12 +174,12 @@ func TestICMPErrorRelatedOnlyToItsEnds(t *testing.T) {
 	}
 	rq := reply.out[14:] // as it left: from fipWL2
 	e = ne.fromUL(t, icmpError(ne.routerL2(), ne.tun.router.addr, fipWL3, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, rq))
-	e.want(t, shot, hit{ul, maps.ReasonDropNoRoute})
+	e.want(t, shot, hit{ul, bpfmap.ReasonDropNoRoute})
 	e.unchanged(t)
 
 	// The same error to the right address is w's: translated to it.
 	e = ne.fromUL(t, icmpError(ne.routerL2(), ne.tun.router.addr, fipWL2, layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeHost, rq))
-	e.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload})
+	e.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
 }
 
 // tableDenyAll puts a policy table denying everything (as the default-deny
@@ -187,7 +187,7 @@ func TestICMPErrorRelatedOnlyToItsEnds(t *testing.T) {
 func tableDenyAll(tb testing.TB, e *env) uint32 {
 	tb.Helper()
 	const table = 77
-	e.putPolicy(tb, allDeny(table, maps.RuleDefaultDenyEgress))
+	e.putPolicy(tb, allDeny(table, bpfmap.RuleDefaultDenyEgress))
 	return table
 }
 
@@ -214,18 +214,18 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 	hostLL := netip.MustParseAddr("fe80::1")
 	ll := netip.MustParseAddr("fe80::4")
 	host6 := netip.MustParseAddr("fd00:30::10")
-	must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(host6, 128), maps.Route{Type: maps.RouteHost}))
+	must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(host6, 128), bpfmap.Route{Type: bpfmap.RouteHost}))
 	outside := netip.MustParseAddr("2001:db8:99::1")
 	udp := func(src, dst netip.Addr, dport uint16) []byte {
 		return bpftest.IPv6UDP(w.l2(), bpftest.IPv6{Src: src, Dst: dst}, 40000, dport, nil)
 	}
-	setE2H := func(v maps.EndpointToHost) {
+	setE2H := func(v bpfmap.EndpointToHost) {
 		cfg := e.tun.cfg
 		cfg.EndpointToHost = v
 		must(t, e.dp.Maps.PutConfig(cfg))
 	}
 
-	setE2H(maps.EndpointToHostDrop)
+	setE2H(bpfmap.EndpointToHostDrop)
 	for name, in := range map[string][]byte{
 		"link-local to the host side's link-local": udp(ll, hostLL, 9000),
 		"global to one of the host's addresses":    udp(w.ip6, host6, 22),
@@ -235,8 +235,8 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 	} {
 		t.Run("e2h drop/dropped/"+name, func(t *testing.T) {
 			before := e.hits(t)
-			e.fromWL(t, w, in).want(t, shot, hit{w, maps.ReasonDropPolicy})
-			e.wantHits(t, before, maps.RuleHitKey{Ifindex: w.idx(), Rule: maps.RuleHostDrop})
+			e.fromWL(t, w, in).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
+			e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: w.idx(), Rule: bpfmap.RuleHostDrop})
 		})
 	}
 	for name, in := range map[string][]byte{
@@ -250,21 +250,21 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 		"global RS to all-routers (hop 255)": icmpv6(w.l2(), w.ip6, netip.MustParseAddr("ff02::2"), 255, 133),
 	} {
 		t.Run("e2h drop/passed/"+name, func(t *testing.T) {
-			e.fromWL(t, w, in).want(t, ok, hit{w, maps.ReasonPassHost})
+			e.fromWL(t, w, in).want(t, ok, hit{w, bpfmap.ReasonPassHost})
 		})
 	}
 
-	setE2H(maps.EndpointToHostAccept)
-	e.fromWL(t, w, udp(ll, hostLL, 9000)).want(t, ok, hit{w, maps.ReasonPassHost})
-	e.fromWL(t, w, udp(w.ip6, host6, 22)).want(t, ok, hit{w, maps.ReasonPassHost})
+	setE2H(bpfmap.EndpointToHostAccept)
+	e.fromWL(t, w, udp(ll, hostLL, 9000)).want(t, ok, hit{w, bpfmap.ReasonPassHost})
+	e.fromWL(t, w, udp(w.ip6, host6, 22)).want(t, ok, hit{w, bpfmap.ReasonPassHost})
 
 	// Under egress policy: NDP with a global source still goes to the
 	// host; anything else global does not.
 	e.setTables(t, w, 0, tableDeny)
-	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 255, 136)).want(t, ok, hit{w, maps.ReasonPassHost})
-	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, netip.MustParseAddr("ff02::2"), 255, 133)).want(t, ok, hit{w, maps.ReasonPassHost})
-	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 64, 136)).want(t, shot, hit{w, maps.ReasonDropPolicy})
-	e.fromWL(t, w, udp(w.ip6, outside, 443)).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 255, 136)).want(t, ok, hit{w, bpfmap.ReasonPassHost})
+	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, netip.MustParseAddr("ff02::2"), 255, 133)).want(t, ok, hit{w, bpfmap.ReasonPassHost})
+	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 64, 136)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
+	e.fromWL(t, w, udp(w.ip6, outside, 443)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
 }
 
 // natOutgoing's source port (issue 15, finding 9): the workload's own when
@@ -285,14 +285,14 @@ func TestNATOutgoingPortChoice(t *testing.T) {
 		return p
 	}
 	udp := func(sport, dport uint16) []byte {
-		return mkFlow(maps.ProtoUDP, w.ip4, sport, server, dport).frame(w.l2(), seg{})
+		return mkFlow(bpfmap.ProtoUDP, w.ip4, sport, server, dport).frame(w.l2(), seg{})
 	}
 	if p := port(ne.fromWL(t, w, udp(30500, 53))); p != 30500 {
 		t.Errorf("the workload's port 30500 is in the range and free: translated to %d", p)
 	}
 	// 30600 towards server:53 is taken: another port of the range.
-	must(t, ne.ct.Update(rawCTKey(mkFlow(maps.ProtoUDP, hostAddr, 30600, server, 53).reverse()),
-		bpf.CalyxCxCtEntry{Dir: 1, Nat: maps.NATSNAT}, 0))
+	must(t, ne.ct.Update(rawCTKey(mkFlow(bpfmap.ProtoUDP, hostAddr, 30600, server, 53).reverse()),
+		bpf.CalyxCxCtEntry{Dir: 1, Nat: bpfmap.NATSNAT}, 0))
 	if p := port(ne.fromWL(t, w, udp(30600, 53))); p == 30600 || p < 30000 || p > 31023 {
 		t.Errorf("the workload's port 30600 is taken: translated to %d, want another of 30000-31023", p)
 	}
@@ -326,24 +326,24 @@ func TestNATOutgoingPortChoice(t *testing.T) {
 func TestTTL1NotAroundPolicy(t *testing.T) {
 	e := newPolicyEnv(t)
 	w := e.wl4
-	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), maps.IPCacheEntry{Host: true}))
+	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
 	cfg := e.tun.cfg
-	cfg.EndpointToHost = maps.EndpointToHostDrop
+	cfg.EndpointToHost = bpfmap.EndpointToHostDrop
 	must(t, e.dp.Maps.PutConfig(cfg))
 	ping := func(dst netip.Addr, ttl uint8, id uint16) []byte {
 		return bpftest.IPv4ICMPEcho(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: dst, TTL: ttl}, id, 1)
 	}
-	e.fromWL(t, w, ping(hostAddr, 1, 1)).want(t, shot, hit{w, maps.ReasonDropPolicy})
-	e.fromWL(t, w, ping(hostAddr, 0, 2)).want(t, shot, hit{w, maps.ReasonDropPolicy})
-	e.fromWL(t, w, ping(internet, 1, 3)).want(t, ok, hit{w, maps.ReasonPassHost})
+	e.fromWL(t, w, ping(hostAddr, 1, 1)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
+	e.fromWL(t, w, ping(hostAddr, 0, 2)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
+	e.fromWL(t, w, ping(internet, 1, 3)).want(t, ok, hit{w, bpfmap.ReasonPassHost})
 
 	// Under an egress policy that denies everything: a new flow at TTL 1
 	// is dropped; a packet of an allowed, tracked flow still expires at
 	// the host.
-	cfg.EndpointToHost = maps.EndpointToHostAccept
+	cfg.EndpointToHost = bpfmap.EndpointToHostAccept
 	must(t, e.dp.Maps.PutConfig(cfg))
 	e.setTables(t, w, 0, tableDeny)
-	e.fromWL(t, w, ping(internet, 1, 4)).want(t, shot, hit{w, maps.ReasonDropPolicy})
+	e.fromWL(t, w, ping(internet, 1, 4)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
 	e.setTables(t, w, 0, 0)
 	first := e.fromWL(t, w, bpftest.IPv4UDP(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: e.wl2.ip4, TTL: 64}, 40000, 9000, nil))
 	if first.verdict == shot {
@@ -351,7 +351,7 @@ func TestTTL1NotAroundPolicy(t *testing.T) {
 	}
 	e.setTables(t, w, 0, tableDeny)
 	later := bpftest.IPv4UDP(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: e.wl2.ip4, TTL: 1}, 40000, 9000, nil)
-	e.fromWL(t, w, later).want(t, ok, hit{w, maps.ReasonPassHost})
+	e.fromWL(t, w, later).want(t, ok, hit{w, bpfmap.ReasonPassHost})
 }
 
 // An unsolicited NA may only claim the workload's own addresses: the
@@ -378,7 +378,7 @@ func TestNAOnlyForOwnAddresses(t *testing.T) {
 	} {
 		t.Run("dropped/"+name, func(t *testing.T) {
 			o := e.fromWL(t, w, in)
-			o.want(t, shot, hit{w, maps.ReasonDropSpoofIP})
+			o.want(t, shot, hit{w, bpfmap.ReasonDropSpoofIP})
 			o.unchanged(t)
 		})
 	}
@@ -387,7 +387,7 @@ func TestNAOnlyForOwnAddresses(t *testing.T) {
 		"its own link-local address": na(ll, ll),
 	} {
 		t.Run("passed/"+name, func(t *testing.T) {
-			e.fromWL(t, w, in).want(t, ok, hit{w, maps.ReasonPassHost})
+			e.fromWL(t, w, in).want(t, ok, hit{w, bpfmap.ReasonPassHost})
 		})
 	}
 }
@@ -404,9 +404,9 @@ func TestLocalDeliveryMTU(t *testing.T) {
 	must(t, e.dp.Maps.PutConfig(cfg))
 	ip := bpftest.IPv4{Src: w.ip4, Dst: e.wl2.ip4, TTL: 64}
 	o := e.fromWL(t, w, udpSized(w, ip, 1450))
-	o.want(t, redirect, hit{w, maps.ReasonDeliverLocal}, hit{e.wl2, maps.ReasonToWorkload})
+	o.want(t, redirect, hit{w, bpfmap.ReasonDeliverLocal}, hit{e.wl2, bpfmap.ReasonToWorkload})
 	o = e.fromWL(t, w, udpSized(w, ip, 1454))
-	o.want(t, redirect, hit{w, maps.ReasonICMPFragNeeded})
+	o.want(t, redirect, hit{w, bpfmap.ReasonICMPFragNeeded})
 	pkt := bpftest.Decode(o.out)
 	icmp, _ := pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
 	if icmp == nil || icmp.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded) ||
@@ -416,7 +416,7 @@ func TestLocalDeliveryMTU(t *testing.T) {
 	noDF := ip
 	noDF.NoDF = true
 	o = e.fromWL(t, w, udpSized(w, noDF, 1454))
-	o.want(t, shot, hit{w, maps.ReasonDropTooBig})
+	o.want(t, shot, hit{w, bpfmap.ReasonDropTooBig})
 	o.unchanged(t)
 }
 
@@ -430,26 +430,28 @@ func TestTCPBlindReset(t *testing.T) {
 	ne := newNATEnv(t)
 	ul, w := ne.tun.ul, ne.wl2
 	fromOutside := func(t *testing.T, f flow, s seg) outcome { return ne.fromUL(t, f.frame(ne.routerL2(), s)) }
-	delivered := func(o outcome) { o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{w, maps.ReasonToWorkload}) }
+	delivered := func(o outcome) {
+		o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
+	}
 	// handshake opens client:sport -> fipWL2:22 with window scaling (shift 7
 	// both ways) when ws, and returns the flow as it leaves and the entries.
 	handshake := func(t *testing.T, sport uint16, ws bool) (orig, xl flow) {
 		t.Helper()
-		orig = mkFlow(maps.ProtoTCP, client, sport, fipWL2, 22)
-		xl = mkFlow(maps.ProtoTCP, client, sport, w.ip4, 22)
+		orig = mkFlow(bpfmap.ProtoTCP, client, sport, fipWL2, 22)
+		xl = mkFlow(bpfmap.ProtoTCP, client, sport, w.ip4, 22)
 		scale := 0
 		if ws {
 			scale = 8
 		}
-		delivered(fromOutside(t, orig, seg{flags: maps.TCPSyn, seq: 1000, wscale: scale}))
-		ne.fromWL(t, w, xl.reverse().frame(w.l2(), seg{flags: maps.TCPSyn | maps.TCPAck, seq: 5000, ack: 1001,
-			win: 65535, wscale: scale})).want(t, ok, hit{w, maps.ReasonPassHost})
-		delivered(fromOutside(t, orig, seg{flags: maps.TCPAck, seq: 1001, ack: 5001, win: 1000}))
+		delivered(fromOutside(t, orig, seg{flags: bpfmap.TCPSyn, seq: 1000, wscale: scale}))
+		ne.fromWL(t, w, xl.reverse().frame(w.l2(), seg{flags: bpfmap.TCPSyn | bpfmap.TCPAck, seq: 5000, ack: 1001,
+			win: 65535, wscale: scale})).want(t, ok, hit{w, bpfmap.ReasonPassHost})
+		delivered(fromOutside(t, orig, seg{flags: bpfmap.TCPAck, seq: 1001, ack: 5001, win: 1000}))
 		return orig, xl
 	}
-	entries := func(t *testing.T, orig, xl flow) (o, r maps.CTEntry) {
+	entries := func(t *testing.T, orig, xl flow) (o, r bpfmap.CTEntry) {
 		t.Helper()
-		return flowEntries(t, ne.conntrack(t), orig, xl, maps.NATDNAT)
+		return flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
 	}
 
 	t.Run("out of window", func(t *testing.T) {
@@ -459,42 +461,42 @@ func TestTCPBlindReset(t *testing.T) {
 			t.Fatalf("after the handshake: original %+v, reply %+v", o, r)
 		}
 		far := uint32(1001 + 0x80000000)
-		fromOutside(t, orig, seg{flags: maps.TCPRst | maps.TCPAck, seq: far}).want(t, shot, hit{ul, maps.ReasonDropTCPWindow})
-		delivered(fromOutside(t, orig, seg{flags: maps.TCPFin | maps.TCPAck, seq: far}))
-		delivered(fromOutside(t, orig, seg{flags: maps.TCPAck, seq: far}))
+		fromOutside(t, orig, seg{flags: bpfmap.TCPRst | bpfmap.TCPAck, seq: far}).want(t, shot, hit{ul, bpfmap.ReasonDropTCPWindow})
+		delivered(fromOutside(t, orig, seg{flags: bpfmap.TCPFin | bpfmap.TCPAck, seq: far}))
+		delivered(fromOutside(t, orig, seg{flags: bpfmap.TCPAck, seq: far}))
 		o2, _ := entries(t, orig, xl)
 		if o2.TCPFlags != o.TCPFlags || o2.SeqEnd != o.SeqEnd {
 			t.Errorf("segments out of sequence changed the flow: flags %#x -> %#x, end %d -> %d", o.TCPFlags, o2.TCPFlags, o.SeqEnd, o2.SeqEnd)
 		}
 		// 1,000,000 past the end: beyond the 65,535 the workload
 		// advertised, within it scaled by 2^7.
-		delivered(fromOutside(t, orig, seg{flags: maps.TCPRst | maps.TCPAck, seq: o.SeqEnd + 1000000}))
-		if o3, _ := entries(t, orig, xl); o3.TCPFlags&maps.TCPRst == 0 {
+		delivered(fromOutside(t, orig, seg{flags: bpfmap.TCPRst | bpfmap.TCPAck, seq: o.SeqEnd + 1000000}))
+		if o3, _ := entries(t, orig, xl); o3.TCPFlags&bpfmap.TCPRst == 0 {
 			t.Errorf("an RST within the scaled window was not recorded: flags %#x", o3.TCPFlags)
 		}
 	})
 	t.Run("unscaled window", func(t *testing.T) {
 		orig, xl := handshake(t, 41001, false)
 		o, _ := entries(t, orig, xl)
-		fromOutside(t, orig, seg{flags: maps.TCPRst, seq: o.SeqEnd + 1000000}).want(t, shot, hit{ul, maps.ReasonDropTCPWindow})
+		fromOutside(t, orig, seg{flags: bpfmap.TCPRst, seq: o.SeqEnd + 1000000}).want(t, shot, hit{ul, bpfmap.ReasonDropTCPWindow})
 		// Behind the end, within the window: a retransmission's place.
-		delivered(fromOutside(t, orig, seg{flags: maps.TCPRst, seq: o.SeqEnd - 30000}))
-		if o2, _ := entries(t, orig, xl); o2.TCPFlags&maps.TCPRst == 0 {
+		delivered(fromOutside(t, orig, seg{flags: bpfmap.TCPRst, seq: o.SeqEnd - 30000}))
+		if o2, _ := entries(t, orig, xl); o2.TCPFlags&bpfmap.TCPRst == 0 {
 			t.Errorf("an RST within the window was not recorded: flags %#x", o2.TCPFlags)
 		}
 	})
 	t.Run("reset answering the SYN", func(t *testing.T) {
-		orig := mkFlow(maps.ProtoTCP, client, 41002, fipWL2, 22)
-		xl := mkFlow(maps.ProtoTCP, client, 41002, w.ip4, 22)
-		delivered(fromOutside(t, orig, seg{flags: maps.TCPSyn, seq: 1000}))
+		orig := mkFlow(bpfmap.ProtoTCP, client, 41002, fipWL2, 22)
+		xl := mkFlow(bpfmap.ProtoTCP, client, 41002, w.ip4, 22)
+		delivered(fromOutside(t, orig, seg{flags: bpfmap.TCPSyn, seq: 1000}))
 		back := xl.reverse()
-		ne.fromWL(t, w, back.frame(w.l2(), seg{flags: maps.TCPRst | maps.TCPAck, seq: 1, ack: 1234})).
-			want(t, shot, hit{w, maps.ReasonDropTCPWindow})
-		ne.fromWL(t, w, back.frame(w.l2(), seg{flags: maps.TCPRst, seq: 1})).
-			want(t, shot, hit{w, maps.ReasonDropTCPWindow})
-		ne.fromWL(t, w, back.frame(w.l2(), seg{flags: maps.TCPRst | maps.TCPAck, seq: 1, ack: 1001})).
-			want(t, ok, hit{w, maps.ReasonPassHost})
-		if _, r := entries(t, orig, xl); r.TCPFlags&maps.TCPRst == 0 || !r.SeqKnown {
+		ne.fromWL(t, w, back.frame(w.l2(), seg{flags: bpfmap.TCPRst | bpfmap.TCPAck, seq: 1, ack: 1234})).
+			want(t, shot, hit{w, bpfmap.ReasonDropTCPWindow})
+		ne.fromWL(t, w, back.frame(w.l2(), seg{flags: bpfmap.TCPRst, seq: 1})).
+			want(t, shot, hit{w, bpfmap.ReasonDropTCPWindow})
+		ne.fromWL(t, w, back.frame(w.l2(), seg{flags: bpfmap.TCPRst | bpfmap.TCPAck, seq: 1, ack: 1001})).
+			want(t, ok, hit{w, bpfmap.ReasonPassHost})
+		if _, r := entries(t, orig, xl); r.TCPFlags&bpfmap.TCPRst == 0 || !r.SeqKnown {
 			t.Errorf("the RST answering the SYN was not recorded: %+v", r)
 		}
 	})
@@ -503,11 +505,11 @@ func TestTCPBlindReset(t *testing.T) {
 		cfg.RouteGen = 3
 		must(t, ne.dp.Maps.PutConfig(cfg))
 		src, dst := ne.wl4, ne.wl2
-		f := mkFlow(maps.ProtoTCP, src.ip4, 40000, dst.ip4, 80)
-		local := hit{src, maps.ReasonDeliverLocal}
-		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: maps.TCPSyn, seq: 1000})).want(t, redirect, local, hit{dst, maps.ReasonToWorkload})
-		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: maps.TCPAck, seq: 1001})).want(t, redirect, local, hit{dst, maps.ReasonToWorkload})
-		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: maps.TCPRst, seq: 1001 + 0x40000000})).want(t, shot, hit{src, maps.ReasonDropTCPWindow})
-		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: maps.TCPRst, seq: 1001 + 17})).want(t, redirect, local, hit{dst, maps.ReasonToWorkload})
+		f := mkFlow(bpfmap.ProtoTCP, src.ip4, 40000, dst.ip4, 80)
+		local := hit{src, bpfmap.ReasonDeliverLocal}
+		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: bpfmap.TCPSyn, seq: 1000})).want(t, redirect, local, hit{dst, bpfmap.ReasonToWorkload})
+		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: bpfmap.TCPAck, seq: 1001})).want(t, redirect, local, hit{dst, bpfmap.ReasonToWorkload})
+		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: bpfmap.TCPRst, seq: 1001 + 0x40000000})).want(t, shot, hit{src, bpfmap.ReasonDropTCPWindow})
+		ne.fromWL(t, src, f.frame(src.l2(), seg{flags: bpfmap.TCPRst, seq: 1001 + 17})).want(t, redirect, local, hit{dst, bpfmap.ReasonToWorkload})
 	})
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/calyxnet/calyx/bpf/bpftest"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // cxMarkRouted is CX_MARK_ROUTED (calyx.c): skb->mark of a packet a calyx
@@ -31,14 +31,14 @@ const cxMarkRouted = 0x0ca10000
 
 var encaps = []struct {
 	name  string
-	encap maps.Encap
+	encap bpfmap.Encap
 	// reason is what the sending interface counts.
-	reason maps.Reason
+	reason bpfmap.Reason
 	// decap is what the receiving underlay counts for a delivered packet.
-	decap maps.Reason
+	decap bpfmap.Reason
 }{
-	{"ipip", maps.EncapIPIP, maps.ReasonEncapIPIP, maps.ReasonDecapIPIP},
-	{"vxlan", maps.EncapVXLAN, maps.ReasonEncapVXLAN, maps.ReasonDecapVXLAN},
+	{"ipip", bpfmap.EncapIPIP, bpfmap.ReasonEncapIPIP, bpfmap.ReasonDecapIPIP},
+	{"vxlan", bpfmap.EncapVXLAN, bpfmap.ReasonEncapVXLAN, bpfmap.ReasonDecapVXLAN},
 }
 
 // udpSized is a UDP datagram from ep whose IPv4 packet is ipLen bytes.
@@ -77,7 +77,7 @@ func csumOK(b []byte) bool {
 // forwarded for a workload, with its checksum fixed), and the Ethernet
 // addresses the FIB gave (left alone for redirect_neigh when the neighbour
 // is unknown).
-func checkEncap(t *testing.T, e *env, o outcome, node *remoteNode, encap maps.Encap, forwarded bool) {
+func checkEncap(t *testing.T, e *env, o outcome, node *remoteNode, encap bpfmap.Encap, forwarded bool) {
 	t.Helper()
 	room := encap.Overhead()
 	out := o.out
@@ -99,9 +99,9 @@ func checkEncap(t *testing.T, e *env, o outcome, node *remoteNode, encap maps.En
 	}
 	var innerFrame []byte
 	switch encap {
-	case maps.EncapIPIP:
+	case bpfmap.EncapIPIP:
 		innerFrame = slices.Concat(out[:14], out[34:])
-	case maps.EncapVXLAN:
+	case bpfmap.EncapVXLAN:
 		innerFrame = out[14+36:]
 		if !bytes.Equal(innerFrame[:14], o.in[:14]) {
 			t.Errorf("inner Ethernet %x, want the original %x", innerFrame[:14], o.in[:14])
@@ -117,7 +117,7 @@ func checkEncap(t *testing.T, e *env, o outcome, node *remoteNode, encap maps.En
 		t.Fatalf("no outer IPv4: %v", pkt)
 	}
 	wantProto := layers.IPProtocolIPv4
-	if encap == maps.EncapVXLAN {
+	if encap == bpfmap.EncapVXLAN {
 		wantProto = layers.IPProtocolUDP
 	}
 	if ip.Version != 4 || ip.IHL != 5 || ip.TOS != o.in[15] || int(ip.Length) != len(out)-14 || ip.Id != 0 ||
@@ -132,7 +132,7 @@ func checkEncap(t *testing.T, e *env, o outcome, node *remoteNode, encap maps.En
 	if !bpftest.IPv4HeaderChecksumOK(out[14:]) {
 		t.Errorf("outer IPv4 header checksum %#04x is wrong", ip.Checksum)
 	}
-	if encap == maps.EncapVXLAN {
+	if encap == bpfmap.EncapVXLAN {
 		udp, _ := pkt.Layer(layers.LayerTypeUDP).(*layers.UDP)
 		vx, _ := pkt.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN)
 		if udp == nil || vx == nil {
@@ -250,7 +250,7 @@ func TestTunnelEncapFromWorkload(t *testing.T) {
 func TestTunnelVXLANSourcePort(t *testing.T) {
 	e := newTunnelEnv(t)
 	w := e.wl1
-	dst := e.block(t, e.tun.nodeA, maps.EncapVXLAN)
+	dst := e.block(t, e.tun.nodeA, bpfmap.EncapVXLAN)
 	ports := map[uint16]bool{}
 	const flows = 64
 	for i := range flows {
@@ -258,8 +258,8 @@ func TestTunnelVXLANSourcePort(t *testing.T) {
 		var first uint16
 		for run := range 2 {
 			o := e.fromWL(t, w, in)
-			o.want(t, redirect, hit{w, maps.ReasonEncapVXLAN})
-			checkEncap(t, e, o, e.tun.nodeA, maps.EncapVXLAN, true)
+			o.want(t, redirect, hit{w, bpfmap.ReasonEncapVXLAN})
+			checkEncap(t, e, o, e.tun.nodeA, bpfmap.EncapVXLAN, true)
 			port := binary.BigEndian.Uint16(o.out[34:])
 			if run == 0 {
 				first = port
@@ -280,11 +280,11 @@ func TestTunnelDirect(t *testing.T) {
 	e := newTunnelEnv(t)
 	w := e.wl1
 	for _, node := range []*remoteNode{e.tun.nodeA, e.tun.nodeC, e.tun.nodeB} {
-		dst := e.block(t, node, maps.EncapNone)
+		dst := e.block(t, node, bpfmap.EncapNone)
 		for proto, in := range ipv4Protocols(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: dst}) {
 			t.Run(node.name+"/"+proto, func(t *testing.T) {
 				o := e.fromWL(t, w, in)
-				o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+				o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 				want := slices.Clone(o.in)
 				want[14+8]--
 				fixIPv4Checksum(want[14:])
@@ -325,16 +325,16 @@ func TestTunnelNoNeighbour(t *testing.T) {
 func TestTunnelDropFIB(t *testing.T) {
 	e := newTunnelEnv(t)
 	w := e.wl1
-	for _, encap := range []maps.Encap{maps.EncapIPIP, maps.EncapVXLAN, maps.EncapNone} {
+	for _, encap := range []bpfmap.Encap{bpfmap.EncapIPIP, bpfmap.EncapVXLAN, bpfmap.EncapNone} {
 		dst := e.block(t, e.tun.nodeX, encap)
 		t.Run("from a workload/"+encap.String(), func(t *testing.T) {
 			o := e.fromWL(t, w, udp4(w, w.ip4, dst, 64))
-			o.want(t, shot, hit{w, maps.ReasonDropFIB})
+			o.want(t, shot, hit{w, bpfmap.ReasonDropFIB})
 			o.unchanged(t)
 		})
 		t.Run("from the host/"+encap.String(), func(t *testing.T) {
 			o := e.runOn(t, e.ulEgress, e.tun.ul.ifindex, bpftest.IPv4UDP(e.hostL2(), bpftest.IPv4{Src: hostAddr, Dst: dst}, 1, 2, nil))
-			o.want(t, shot, hit{e.tun.ul, maps.ReasonDropFIB})
+			o.want(t, shot, hit{e.tun.ul, bpfmap.ReasonDropFIB})
 			o.unchanged(t)
 		})
 	}
@@ -345,7 +345,7 @@ func TestTunnelDropFIB(t *testing.T) {
 func TestTunnelTTLExpiring(t *testing.T) {
 	e := newTunnelEnv(t)
 	w := e.wl1
-	for _, encap := range []maps.Encap{maps.EncapIPIP, maps.EncapVXLAN, maps.EncapNone} {
+	for _, encap := range []bpfmap.Encap{bpfmap.EncapIPIP, bpfmap.EncapVXLAN, bpfmap.EncapNone} {
 		for _, node := range []*remoteNode{e.tun.nodeA, e.tun.nodeX} {
 			dst := e.block(t, node, encap)
 			for _, ttl := range []uint8{1, 0} {
@@ -357,7 +357,7 @@ func TestTunnelTTLExpiring(t *testing.T) {
 					}
 					t.Run(fmt.Sprintf("%s/%s/ttl %d/%d bytes", encap, node.name, ttl, size), func(t *testing.T) {
 						o := e.fromWL(t, w, in)
-						o.want(t, ok, hit{w, maps.ReasonPassHost})
+						o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 						o.unchanged(t)
 					})
 				}
@@ -374,9 +374,9 @@ func TestTunnelMTU(t *testing.T) {
 	e := newTunnelEnv(t)
 	w := e.wl1
 	for _, tc := range []struct {
-		encap maps.Encap
-		ok    maps.Reason
-	}{{maps.EncapIPIP, maps.ReasonEncapIPIP}, {maps.EncapVXLAN, maps.ReasonEncapVXLAN}, {maps.EncapNone, maps.ReasonForwardDirect}} {
+		encap bpfmap.Encap
+		ok    bpfmap.Reason
+	}{{bpfmap.EncapIPIP, bpfmap.ReasonEncapIPIP}, {bpfmap.EncapVXLAN, bpfmap.ReasonEncapVXLAN}, {bpfmap.EncapNone, bpfmap.ReasonForwardDirect}} {
 		dst := e.block(t, e.tun.nodeA, tc.encap)
 		fit := underlayMTU - tc.encap.Overhead()
 		ip := bpftest.IPv4{Src: w.ip4, Dst: dst}
@@ -395,7 +395,7 @@ func TestTunnelMTU(t *testing.T) {
 		for _, size := range []int{fit + 1, fit + 100, 3000} {
 			t.Run(fmt.Sprintf("%s/DF, %d bytes", name, size), func(t *testing.T) {
 				o := e.fromWL(t, w, udpSized(w, ip, size))
-				o.want(t, redirect, hit{w, maps.ReasonICMPFragNeeded})
+				o.want(t, redirect, hit{w, bpfmap.ReasonICMPFragNeeded})
 				checkFragNeeded(t, o, hostAddr, fit)
 				if o.ctx.Mark != 0 {
 					t.Errorf("skb->mark %#x on the ICMP, want 0", o.ctx.Mark)
@@ -403,12 +403,12 @@ func TestTunnelMTU(t *testing.T) {
 			})
 			t.Run(fmt.Sprintf("%s/no DF, %d bytes", name, size), func(t *testing.T) {
 				o := e.fromWL(t, w, udpSized(w, noDF, size))
-				o.want(t, shot, hit{w, maps.ReasonDropTooBig})
+				o.want(t, shot, hit{w, bpfmap.ReasonDropTooBig})
 				o.unchanged(t)
 			})
 			t.Run(fmt.Sprintf("%s/DF with IP options, %d bytes", name, size), func(t *testing.T) {
 				o := e.fromWL(t, w, withOptions(udpSized(w, ip, size-4)))
-				o.want(t, shot, hit{w, maps.ReasonDropTooBig})
+				o.want(t, shot, hit{w, bpfmap.ReasonDropTooBig})
 				o.unchanged(t)
 			})
 		}
@@ -418,7 +418,7 @@ func TestTunnelMTU(t *testing.T) {
 			binary.BigEndian.PutUint16(big[16:], uint16(fit+1))
 			fixIPv4Checksum(big[14:])
 			o := e.fromWL(t, w, big)
-			o.want(t, redirect, hit{w, maps.ReasonICMPFragNeeded})
+			o.want(t, redirect, hit{w, bpfmap.ReasonICMPFragNeeded})
 			checkFragNeeded(t, o, hostAddr, fit)
 		})
 	}
@@ -427,12 +427,12 @@ func TestTunnelMTU(t *testing.T) {
 		cfg.UnderlayMTU = 1400
 		must(t, e.dp.Maps.PutConfig(cfg))
 		t.Cleanup(func() { _ = e.dp.Maps.PutConfig(e.tun.cfg) })
-		dst := e.block(t, e.tun.nodeA, maps.EncapVXLAN)
+		dst := e.block(t, e.tun.nodeA, bpfmap.EncapVXLAN)
 		ip := bpftest.IPv4{Src: w.ip4, Dst: dst}
 		o := e.fromWL(t, w, udpSized(w, ip, 1350))
-		o.want(t, redirect, hit{w, maps.ReasonEncapVXLAN})
+		o.want(t, redirect, hit{w, bpfmap.ReasonEncapVXLAN})
 		o = e.fromWL(t, w, udpSized(w, ip, 1351))
-		o.want(t, redirect, hit{w, maps.ReasonICMPFragNeeded})
+		o.want(t, redirect, hit{w, bpfmap.ReasonICMPFragNeeded})
 		checkFragNeeded(t, o, hostAddr, 1350)
 	})
 }
@@ -451,21 +451,21 @@ func TestTunnelGSO(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%d bytes", enc.name, size), func(t *testing.T) {
 				in := udpSized(w, bpftest.IPv4{Src: w.ip4, Dst: dst}, size)
 				o := e.runIn(t, e.from, bpftest.Input{Data: in, Ifindex: w.ifindex, GSOSize: 1400})
-				o.want(t, shot, hit{w, maps.ReasonDropHelper})
+				o.want(t, shot, hit{w, bpfmap.ReasonDropHelper})
 			})
 		}
 	}
 	t.Run("direct: nothing to resize", func(t *testing.T) {
-		in := udpSized(w, bpftest.IPv4{Src: w.ip4, Dst: e.block(t, e.tun.nodeA, maps.EncapNone)}, 3000)
+		in := udpSized(w, bpftest.IPv4{Src: w.ip4, Dst: e.block(t, e.tun.nodeA, bpfmap.EncapNone)}, 3000)
 		o := e.runIn(t, e.from, bpftest.Input{Data: in, Ifindex: w.ifindex, GSOSize: 1400})
-		o.want(t, redirect, hit{w, maps.ReasonForwardDirect})
+		o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
 	})
 	t.Run("decap", func(t *testing.T) {
 		for _, enc := range encaps {
 			in := tunnelFrame(e, e.tun.nodeA, hostAddr, enc.encap,
 				udp4(e.wl2, e.block(t, e.tun.nodeA, enc.encap), e.wl2.ip4, 64))
 			o := e.runIn(t, e.ulIngress, bpftest.Input{Data: in, Ifindex: e.tun.ul.ifindex, GSOSize: 1400})
-			o.want(t, shot, hit{e.tun.ul, maps.ReasonDropHelper})
+			o.want(t, shot, hit{e.tun.ul, bpfmap.ReasonDropHelper})
 			o.unchanged(t)
 		}
 	})
@@ -473,9 +473,9 @@ func TestTunnelGSO(t *testing.T) {
 
 // tunnelFrame wraps inner, an Ethernet/IPv4 frame, as node sends it to
 // outerDst: IP-in-IP carries its IP packet, VXLAN the whole frame.
-func tunnelFrame(e *env, node *remoteNode, outerDst netip.Addr, encap maps.Encap, inner []byte) []byte {
+func tunnelFrame(e *env, node *remoteNode, outerDst netip.Addr, encap bpfmap.Encap, inner []byte) []byte {
 	outer := bpftest.IPv4{Src: node.addr, Dst: outerDst}
-	if encap == maps.EncapIPIP {
+	if encap == bpfmap.EncapIPIP {
 		return bpftest.IPIP(e.nodeL2(node), outer, inner[14:])
 	}
 	return bpftest.VXLAN(e.nodeL2(node), outer, 51234, testVXLANPort, testVNI, inner)
@@ -509,13 +509,13 @@ func TestUnderlayDecap(t *testing.T) {
 					want[14+8]--
 					fixIPv4Checksum(want[14:])
 					if dst == e.wl2 {
-						o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{dst, maps.ReasonToWorkload, len(want)})
+						o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{dst, bpfmap.ReasonToWorkload, len(want)})
 						copy(want[0:6], dst.mac)
 						copy(want[6:12], dst.hostMAC)
 					} else {
 						// No MAC: redirect_neigh, and the egress hook counts to-workload.
 						o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)})
-						e.toWL(t, dst, o.out).want(t, ok, hit{dst, maps.ReasonToWorkload})
+						e.toWL(t, dst, o.out).want(t, ok, hit{dst, bpfmap.ReasonToWorkload})
 					}
 					if !bytes.Equal(o.out, want) {
 						t.Errorf("delivered packet:\n got  %x\n want %x", o.out, want)
@@ -528,30 +528,30 @@ func TestUnderlayDecap(t *testing.T) {
 			inner := udp4(e.wl2, e.block(t, e.tun.nodeC, enc.encap), e.wl2.ip4, 64)
 			in := tunnelFrame(e, e.tun.nodeC, hostAddr, enc.encap, inner)
 			o := e.fromUL(t, in)
-			o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{e.wl2, maps.ReasonToWorkload, len(inner)})
+			o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{e.wl2, bpfmap.ReasonToWorkload, len(inner)})
 		})
 	}
 	t.Run("vxlan/reserved bits set are ignored (RFC 7348)", func(t *testing.T) {
-		inner := udp4(e.wl2, e.block(t, e.tun.nodeA, maps.EncapVXLAN), e.wl2.ip4, 64)
-		in := tunnelFrame(e, e.tun.nodeA, hostAddr, maps.EncapVXLAN, inner)
+		inner := udp4(e.wl2, e.block(t, e.tun.nodeA, bpfmap.EncapVXLAN), e.wl2.ip4, 64)
+		in := tunnelFrame(e, e.tun.nodeA, hostAddr, bpfmap.EncapVXLAN, inner)
 		in[42] |= 0x80 // G flag
 		in[43] = 0x40
 		in[49] = 0xff // the byte after the VNI
 		o := e.fromUL(t, in)
-		o.wantSized(t, redirect, sizedHit{ul, maps.ReasonDecapVXLAN, len(in)}, sizedHit{e.wl2, maps.ReasonToWorkload, len(inner)})
+		o.wantSized(t, redirect, sizedHit{ul, bpfmap.ReasonDecapVXLAN, len(in)}, sizedHit{e.wl2, bpfmap.ReasonToWorkload, len(inner)})
 	})
 	t.Run("vxlan/another port", func(t *testing.T) {
 		cfg := e.tun.cfg
 		cfg.VXLANPort = 8472
 		must(t, e.dp.Maps.PutConfig(cfg))
 		t.Cleanup(func() { _ = e.dp.Maps.PutConfig(e.tun.cfg) })
-		inner := udp4(e.wl2, e.block(t, e.tun.nodeA, maps.EncapVXLAN), e.wl2.ip4, 64)
+		inner := udp4(e.wl2, e.block(t, e.tun.nodeA, bpfmap.EncapVXLAN), e.wl2.ip4, 64)
 		in := bpftest.VXLAN(e.nodeL2(e.tun.nodeA), bpftest.IPv4{Src: e.tun.nodeA.addr, Dst: hostAddr}, 40000, 8472, testVNI, inner)
 		o := e.fromUL(t, in)
-		o.wantSized(t, redirect, sizedHit{ul, maps.ReasonDecapVXLAN, len(in)}, sizedHit{e.wl2, maps.ReasonToWorkload, len(inner)})
+		o.wantSized(t, redirect, sizedHit{ul, bpfmap.ReasonDecapVXLAN, len(in)}, sizedHit{e.wl2, bpfmap.ReasonToWorkload, len(inner)})
 		// ... and 4789 is then just UDP for the host.
-		o = e.fromUL(t, tunnelFrame(e, e.tun.nodeA, hostAddr, maps.EncapVXLAN, inner))
-		o.want(t, ok, hit{ul, maps.ReasonPassHost})
+		o = e.fromUL(t, tunnelFrame(e, e.tun.nodeA, hostAddr, bpfmap.EncapVXLAN, inner))
+		o.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 		o.unchanged(t)
 	})
 }
@@ -572,7 +572,7 @@ func TestUnderlayDecapToHost(t *testing.T) {
 				t.Run(enc.name+"/"+tc.name+"/"+proto, func(t *testing.T) {
 					in := tunnelFrame(e, e.tun.nodeA, hostAddr, enc.encap, inner)
 					o := e.fromUL(t, in)
-					o.want(t, ok, hit{ul, maps.ReasonPassHost})
+					o.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 					if want := slices.Concat(in[:14], inner[14:]); !bytes.Equal(o.out, want) {
 						t.Errorf("packet for the host:\n got  %x\n want %x", o.out, want)
 					}
@@ -592,7 +592,7 @@ func TestUnderlayDecapDrops(t *testing.T) {
 	type tc struct {
 		name   string
 		in     []byte
-		reason maps.Reason
+		reason bpfmap.Reason
 	}
 	var cases []tc
 	for _, enc := range encaps {
@@ -612,49 +612,49 @@ func TestUnderlayDecapDrops(t *testing.T) {
 		good := frame(nodeA, hostAddr, inner)
 		n := enc.name + "/"
 		cases = append(cases,
-			tc{n + "outer dst another address", frame(nodeA, netip.MustParseAddr("10.30.0.99"), inner), maps.ReasonDropTunnelDst},
-			tc{n + "outer dst a local workload", frame(nodeA, e.wl2.ip4, inner), maps.ReasonDropTunnelDst},
-			tc{n + "outer dst another node", frame(nodeA, e.tun.nodeB.addr, inner), maps.ReasonDropTunnelDst},
-			tc{n + "outer src unknown", from(netip.MustParseAddr("192.0.2.7")), maps.ReasonDropTunnelSrc},
-			tc{n + "outer src in this node's subnet, not a node", from(netip.MustParseAddr("10.30.0.99")), maps.ReasonDropTunnelSrc},
-			tc{n + "outer src a remote workload", from(src), maps.ReasonDropTunnelSrc},
+			tc{n + "outer dst another address", frame(nodeA, netip.MustParseAddr("10.30.0.99"), inner), bpfmap.ReasonDropTunnelDst},
+			tc{n + "outer dst a local workload", frame(nodeA, e.wl2.ip4, inner), bpfmap.ReasonDropTunnelDst},
+			tc{n + "outer dst another node", frame(nodeA, e.tun.nodeB.addr, inner), bpfmap.ReasonDropTunnelDst},
+			tc{n + "outer src unknown", from(netip.MustParseAddr("192.0.2.7")), bpfmap.ReasonDropTunnelSrc},
+			tc{n + "outer src in this node's subnet, not a node", from(netip.MustParseAddr("10.30.0.99")), bpfmap.ReasonDropTunnelSrc},
+			tc{n + "outer src a remote workload", from(src), bpfmap.ReasonDropTunnelSrc},
 			// A source of this host's own is forged on the wire, before
 			// any tunnel is looked at.
-			tc{n + "outer src a local workload", from(e.wl1.ip4), maps.ReasonDropUnderlaySpoof},
-			tc{n + "outer src this host", from(hostAddr), maps.ReasonDropUnderlaySpoof},
-			tc{n + "inner dst on the internet", frame(nodeA, hostAddr, udp4(e.wl2, src, internet, 64)), maps.ReasonDropNoRoute},
-			tc{n + "inner dst a workload on another node", frame(nodeA, hostAddr, udp4(e.wl2, src, e.block(t, e.tun.nodeC, enc.encap), 64)), maps.ReasonDropNoRoute},
-			tc{n + "inner dst an unrouted pool address", frame(nodeA, hostAddr, udp4(e.wl2, src, netip.MustParseAddr("10.65.0.99"), 64)), maps.ReasonDropNoRoute},
-			tc{n + "inner dst a node", frame(nodeA, hostAddr, udp4(e.wl2, src, e.tun.nodeB.addr, 64)), maps.ReasonDropNoRoute},
-			tc{n + "outer ip options", withOptions(good), maps.ReasonDropMalformed},
-			tc{n + "outer fragment (MF)", edit(good, func(b []byte) { b[20] |= 0x20; fixIPv4Checksum(b[14:]) }), maps.ReasonDropMalformed},
-			tc{n + "outer fragment (offset)", edit(good, func(b []byte) { b[21] = 0x10; fixIPv4Checksum(b[14:]) }), maps.ReasonDropMalformed},
+			tc{n + "outer src a local workload", from(e.wl1.ip4), bpfmap.ReasonDropUnderlaySpoof},
+			tc{n + "outer src this host", from(hostAddr), bpfmap.ReasonDropUnderlaySpoof},
+			tc{n + "inner dst on the internet", frame(nodeA, hostAddr, udp4(e.wl2, src, internet, 64)), bpfmap.ReasonDropNoRoute},
+			tc{n + "inner dst a workload on another node", frame(nodeA, hostAddr, udp4(e.wl2, src, e.block(t, e.tun.nodeC, enc.encap), 64)), bpfmap.ReasonDropNoRoute},
+			tc{n + "inner dst an unrouted pool address", frame(nodeA, hostAddr, udp4(e.wl2, src, netip.MustParseAddr("10.65.0.99"), 64)), bpfmap.ReasonDropNoRoute},
+			tc{n + "inner dst a node", frame(nodeA, hostAddr, udp4(e.wl2, src, e.tun.nodeB.addr, 64)), bpfmap.ReasonDropNoRoute},
+			tc{n + "outer ip options", withOptions(good), bpfmap.ReasonDropMalformed},
+			tc{n + "outer fragment (MF)", edit(good, func(b []byte) { b[20] |= 0x20; fixIPv4Checksum(b[14:]) }), bpfmap.ReasonDropMalformed},
+			tc{n + "outer fragment (offset)", edit(good, func(b []byte) { b[21] = 0x10; fixIPv4Checksum(b[14:]) }), bpfmap.ReasonDropMalformed},
 		)
 		// The inner packet, cut or broken: malformed, never decapsulated.
 		off := 14 + 20 // IP-in-IP: the inner IPv4 header
-		if enc.encap == maps.EncapVXLAN {
+		if enc.encap == bpfmap.EncapVXLAN {
 			off = 14 + 50
 		}
 		innerLen := func(f []byte, n int) []byte {
 			out := slices.Clone(f[:off+n])
 			binary.BigEndian.PutUint16(out[16:], uint16(len(out)-14))
-			if enc.encap == maps.EncapVXLAN {
+			if enc.encap == bpfmap.EncapVXLAN {
 				binary.BigEndian.PutUint16(out[38:], uint16(len(out)-34))
 			}
 			fixIPv4Checksum(out[14:])
 			return out
 		}
 		for _, k := range []int{0, 1, 10, 19} {
-			cases = append(cases, tc{fmt.Sprintf("%sinner packet of %d bytes", n, k), innerLen(good, k), maps.ReasonDropMalformed})
+			cases = append(cases, tc{fmt.Sprintf("%sinner packet of %d bytes", n, k), innerLen(good, k), bpfmap.ReasonDropMalformed})
 		}
 		cases = append(cases,
-			tc{n + "inner version 6", edit(good, func(b []byte) { b[off] = 0x65 }), maps.ReasonDropMalformed},
-			tc{n + "inner ihl 4", edit(good, func(b []byte) { b[off] = 0x44 }), maps.ReasonDropMalformed},
-			tc{n + "inner tot_len past the end", edit(good, func(b []byte) { binary.BigEndian.PutUint16(b[off+2:], 2000) }), maps.ReasonDropMalformed},
+			tc{n + "inner version 6", edit(good, func(b []byte) { b[off] = 0x65 }), bpfmap.ReasonDropMalformed},
+			tc{n + "inner ihl 4", edit(good, func(b []byte) { b[off] = 0x44 }), bpfmap.ReasonDropMalformed},
+			tc{n + "inner tot_len past the end", edit(good, func(b []byte) { binary.BigEndian.PutUint16(b[off+2:], 2000) }), bpfmap.ReasonDropMalformed},
 		)
 	}
 	// VXLAN only.
-	src := e.block(t, nodeA, maps.EncapVXLAN)
+	src := e.block(t, nodeA, bpfmap.EncapVXLAN)
 	inner := udp4(e.wl2, src, e.wl2.ip4, 64)
 	vx := func(vni uint32, edit func(b []byte)) []byte {
 		f := bpftest.VXLAN(e.nodeL2(nodeA), bpftest.IPv4{Src: nodeA.addr, Dst: hostAddr}, 51234, testVXLANPort, vni, inner)
@@ -675,16 +675,16 @@ func TestUnderlayDecapDrops(t *testing.T) {
 	arpInner := bpftest.VXLAN(e.nodeL2(nodeA), bpftest.IPv4{Src: nodeA.addr, Dst: hostAddr}, 51234, testVXLANPort, testVNI,
 		bpftest.ARPRequest(mac(0x99, 0x01), src, e.wl2.ip4))
 	cases = append(cases,
-		tc{"vxlan/another VNI", vx(testVNI+1, nil), maps.ReasonDropTunnelVNI},
-		tc{"vxlan/VNI 0", vx(0, nil), maps.ReasonDropTunnelVNI},
-		tc{"vxlan/no I flag", vx(testVNI, func(b []byte) { b[42] = 0 }), maps.ReasonDropTunnelVNI},
-		tc{"vxlan/G flag only", vx(testVNI, func(b []byte) { b[42] = 0x80 }), maps.ReasonDropTunnelVNI},
-		tc{"vxlan/no VXLAN header", cut(0), maps.ReasonDropMalformed},
-		tc{"vxlan/half a VXLAN header", cut(4), maps.ReasonDropMalformed},
-		tc{"vxlan/VXLAN header, no inner Ethernet", cut(8), maps.ReasonDropMalformed},
-		tc{"vxlan/inner Ethernet cut", cut(8 + 10), maps.ReasonDropMalformed},
-		tc{"vxlan/inner IPv6", ipv6Inner, maps.ReasonDropUnsupported},
-		tc{"vxlan/inner ARP", arpInner, maps.ReasonDropUnsupported},
+		tc{"vxlan/another VNI", vx(testVNI+1, nil), bpfmap.ReasonDropTunnelVNI},
+		tc{"vxlan/VNI 0", vx(0, nil), bpfmap.ReasonDropTunnelVNI},
+		tc{"vxlan/no I flag", vx(testVNI, func(b []byte) { b[42] = 0 }), bpfmap.ReasonDropTunnelVNI},
+		tc{"vxlan/G flag only", vx(testVNI, func(b []byte) { b[42] = 0x80 }), bpfmap.ReasonDropTunnelVNI},
+		tc{"vxlan/no VXLAN header", cut(0), bpfmap.ReasonDropMalformed},
+		tc{"vxlan/half a VXLAN header", cut(4), bpfmap.ReasonDropMalformed},
+		tc{"vxlan/VXLAN header, no inner Ethernet", cut(8), bpfmap.ReasonDropMalformed},
+		tc{"vxlan/inner Ethernet cut", cut(8 + 10), bpfmap.ReasonDropMalformed},
+		tc{"vxlan/inner IPv6", ipv6Inner, bpfmap.ReasonDropUnsupported},
+		tc{"vxlan/inner ARP", arpInner, bpfmap.ReasonDropUnsupported},
 	)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -701,17 +701,17 @@ func TestUnderlayPlain(t *testing.T) {
 	e := newTunnelEnv(t)
 	ul := e.tun.ul
 	l2 := e.nodeL2(e.tun.nodeA)
-	remote := e.block(t, e.tun.nodeA, maps.EncapNone)
+	remote := e.block(t, e.tun.nodeA, bpfmap.EncapNone)
 	for proto, in := range ipv4Protocols(l2, bpftest.IPv4{Src: remote, Dst: e.wl2.ip4}) {
 		t.Run("direct to a workload with a MAC/"+proto, func(t *testing.T) {
 			o := e.fromUL(t, in)
-			o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal}, hit{e.wl2, maps.ReasonToWorkload})
+			o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{e.wl2, bpfmap.ReasonToWorkload})
 			checkForwarded4(t, o, e.wl2, true)
 		})
 	}
 	t.Run("direct to a workload without a MAC", func(t *testing.T) {
 		o := e.fromUL(t, bpftest.IPv4UDP(l2, bpftest.IPv4{Src: remote, Dst: e.wl3.ip4}, 1, 2, nil))
-		o.want(t, redirect, hit{ul, maps.ReasonDeliverLocal})
+		o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal})
 		checkForwarded4(t, o, e.wl3, false)
 	})
 	for _, tc := range []struct {
@@ -730,7 +730,7 @@ func TestUnderlayPlain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := e.fromUL(t, tc.in)
-			o.want(t, ok, hit{ul, maps.ReasonPassHost})
+			o.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 			o.unchanged(t)
 		})
 	}
@@ -738,7 +738,7 @@ func TestUnderlayPlain(t *testing.T) {
 		in := bpftest.IPv4UDP(l2, bpftest.IPv4{Src: remote, Dst: e.wl2.ip4}, 1, 2, nil)
 		in[14] = 0x44
 		o := e.fromUL(t, in)
-		o.want(t, shot, hit{ul, maps.ReasonDropMalformed})
+		o.want(t, shot, hit{ul, bpfmap.ReasonDropMalformed})
 		o.unchanged(t)
 	})
 }
@@ -750,38 +750,38 @@ func TestTunnelNotConfigured(t *testing.T) {
 	e := newTunnelEnv(t)
 	ul := e.tun.ul
 	w := e.wl1
-	ipip := e.block(t, e.tun.nodeA, maps.EncapIPIP)
-	vxlan := e.block(t, e.tun.nodeA, maps.EncapVXLAN)
+	ipip := e.block(t, e.tun.nodeA, bpfmap.EncapIPIP)
+	vxlan := e.block(t, e.tun.nodeA, bpfmap.EncapVXLAN)
 	inner := udp4(e.wl2, ipip, e.wl2.ip4, 64)
 	for _, cfg := range []struct {
 		name string
-		cfg  maps.NodeConfig
+		cfg  bpfmap.NodeConfig
 	}{
-		{"zero config", maps.NodeConfig{}},
-		{"no address", maps.NodeConfig{UnderlayMTU: 1500, VXLANVNI: testVNI, VXLANPort: testVXLANPort}},
+		{"zero config", bpfmap.NodeConfig{}},
+		{"no address", bpfmap.NodeConfig{UnderlayMTU: 1500, VXLANVNI: testVNI, VXLANPort: testVXLANPort}},
 	} {
 		must(t, e.dp.Maps.PutConfig(cfg.cfg))
 		for name, in := range map[string][]byte{
-			"ipip":   tunnelFrame(e, e.tun.nodeA, hostAddr, maps.EncapIPIP, inner),
-			"vxlan":  tunnelFrame(e, e.tun.nodeA, hostAddr, maps.EncapVXLAN, inner),
+			"ipip":   tunnelFrame(e, e.tun.nodeA, hostAddr, bpfmap.EncapIPIP, inner),
+			"vxlan":  tunnelFrame(e, e.tun.nodeA, hostAddr, bpfmap.EncapVXLAN, inner),
 			"direct": inner,
 			"broken": withOptions(inner)[:40],
 		} {
 			t.Run(cfg.name+"/from the underlay/"+name, func(t *testing.T) {
 				o := e.fromUL(t, in)
-				o.want(t, ok, hit{ul, maps.ReasonPassHost})
+				o.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 				o.unchanged(t)
 			})
 		}
 		for _, dst := range []netip.Addr{ipip, vxlan} {
 			t.Run(cfg.name+"/from a workload to "+dst.String(), func(t *testing.T) {
 				o := e.fromWL(t, w, udp4(w, w.ip4, dst, 64))
-				o.want(t, ok, hit{w, maps.ReasonPassHost})
+				o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 				o.unchanged(t)
 			})
 			t.Run(cfg.name+"/from the host to "+dst.String(), func(t *testing.T) {
 				o := e.runOn(t, e.ulEgress, ul.ifindex, bpftest.IPv4UDP(e.hostL2(), bpftest.IPv4{Src: hostAddr, Dst: dst}, 1, 2, nil))
-				o.want(t, ok, hit{ul, maps.ReasonPassHost})
+				o.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 				o.unchanged(t)
 			})
 		}
@@ -789,9 +789,9 @@ func TestTunnelNotConfigured(t *testing.T) {
 	t.Run("a remote route without a next hop", func(t *testing.T) {
 		must(t, e.dp.Maps.PutConfig(e.tun.cfg))
 		dst := netip.MustParsePrefix("10.68.0.0/26")
-		must(t, e.dp.Maps.PutRoute(dst, maps.Route{Type: maps.RouteRemoteWorkload, Encap: maps.EncapVXLAN}))
+		must(t, e.dp.Maps.PutRoute(dst, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: bpfmap.EncapVXLAN}))
 		o := e.fromWL(t, w, udp4(w, w.ip4, dst.Addr().Next(), 64))
-		o.want(t, ok, hit{w, maps.ReasonPassHost})
+		o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 		o.unchanged(t)
 	})
 	t.Run("no underlay MTU", func(t *testing.T) {
@@ -799,7 +799,7 @@ func TestTunnelNotConfigured(t *testing.T) {
 		cfg.UnderlayMTU = 0
 		must(t, e.dp.Maps.PutConfig(cfg))
 		o := e.fromWL(t, w, udp4(w, w.ip4, vxlan, 64))
-		o.want(t, ok, hit{w, maps.ReasonPassHost})
+		o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 		o.unchanged(t)
 	})
 }
@@ -850,9 +850,9 @@ func TestToUnderlay(t *testing.T) {
 		})
 	}
 	t.Run("direct", func(t *testing.T) {
-		in := host(e.block(t, e.tun.nodeA, maps.EncapNone), 64)["udp"]
+		in := host(e.block(t, e.tun.nodeA, bpfmap.EncapNone), 64)["udp"]
 		o := e.runOn(t, e.ulEgress, ul.ifindex, in)
-		o.want(t, ok, hit{ul, maps.ReasonForwardDirect})
+		o.want(t, ok, hit{ul, bpfmap.ReasonForwardDirect})
 		want := slices.Clone(in)
 		copy(want[0:6], e.tun.nodeA.l2)
 		if !bytes.Equal(o.out, want) {
@@ -860,28 +860,28 @@ func TestToUnderlay(t *testing.T) {
 		}
 	})
 	for _, tc := range []struct {
-		encap maps.Encap
+		encap bpfmap.Encap
 		node  *remoteNode
-	}{{maps.EncapVXLAN, e.tun.nodeA}, {maps.EncapIPIP, e.tun.nodeC}, {maps.EncapNone, e.tun.nodeA}} {
+	}{{bpfmap.EncapVXLAN, e.tun.nodeA}, {bpfmap.EncapIPIP, e.tun.nodeC}, {bpfmap.EncapNone, e.tun.nodeA}} {
 		fit := underlayMTU - tc.encap.Overhead()
 		dst := e.block(t, tc.node, tc.encap)
 		t.Run(tc.encap.String()+"/too big: ICMP from the remote node, into the host", func(t *testing.T) {
 			in := bpftest.IPv4UDP(e.hostL2(), bpftest.IPv4{Src: hostAddr, Dst: dst}, 1, 2, make([]byte, fit+1-28))
 			o := e.runOn(t, e.ulEgress, ul.ifindex, in)
-			o.want(t, redirect, hit{ul, maps.ReasonICMPFragNeeded})
+			o.want(t, redirect, hit{ul, bpfmap.ReasonICMPFragNeeded})
 			checkFragNeeded(t, o, tc.node.addr, fit)
 		})
 		t.Run(tc.encap.String()+"/too big without DF", func(t *testing.T) {
 			in := bpftest.IPv4UDP(e.hostL2(), bpftest.IPv4{Src: hostAddr, Dst: dst, NoDF: true}, 1, 2, make([]byte, fit+1-28))
 			o := e.runOn(t, e.ulEgress, ul.ifindex, in)
-			o.want(t, shot, hit{ul, maps.ReasonDropTooBig})
+			o.want(t, shot, hit{ul, bpfmap.ReasonDropTooBig})
 			o.unchanged(t)
 		})
 	}
 	t.Run("routed already (CX_MARK_ROUTED): through, unmarked, uncounted", func(t *testing.T) {
 		for name, in := range map[string][]byte{
-			"encapsulated":         tunnelFrame(e, e.tun.nodeA, e.tun.nodeA.addr, maps.EncapVXLAN, udp4(e.wl1, e.wl1.ip4, e.block(t, e.tun.nodeA, maps.EncapVXLAN), 64)),
-			"to a remote workload": host(e.block(t, e.tun.nodeA, maps.EncapIPIP), 64)["udp"],
+			"encapsulated":         tunnelFrame(e, e.tun.nodeA, e.tun.nodeA.addr, bpfmap.EncapVXLAN, udp4(e.wl1, e.wl1.ip4, e.block(t, e.tun.nodeA, bpfmap.EncapVXLAN), 64)),
+			"to a remote workload": host(e.block(t, e.tun.nodeA, bpfmap.EncapIPIP), 64)["udp"],
 			"arp":                  bpftest.ARPRequest(ul.hostMAC, hostAddr, e.tun.nodeA.addr),
 		} {
 			for _, ifindex := range []int{ul.ifindex, ul2.ifindex} {
@@ -909,7 +909,7 @@ func TestToUnderlay(t *testing.T) {
 	} {
 		t.Run("pass/"+name, func(t *testing.T) {
 			o := e.runIn(t, e.ulEgress, bpftest.Input{Data: tc.in, Ifindex: ul.ifindex, Mark: tc.mark})
-			o.want(t, ok, hit{ul, maps.ReasonPassHost})
+			o.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 			o.unchanged(t)
 			if o.ctx.Mark != tc.mark {
 				t.Errorf("skb->mark %#x after, want it left at %#x", o.ctx.Mark, tc.mark)
@@ -917,10 +917,10 @@ func TestToUnderlay(t *testing.T) {
 		})
 	}
 	t.Run("broken IPv4 header", func(t *testing.T) {
-		in := host(e.block(t, e.tun.nodeA, maps.EncapIPIP), 64)["udp"]
+		in := host(e.block(t, e.tun.nodeA, bpfmap.EncapIPIP), 64)["udp"]
 		in[14] = 0x44
 		o := e.runOn(t, e.ulEgress, ul.ifindex, in)
-		o.want(t, shot, hit{ul, maps.ReasonDropMalformed})
+		o.want(t, shot, hit{ul, bpfmap.ReasonDropMalformed})
 		o.unchanged(t)
 	})
 }
@@ -939,18 +939,18 @@ func TestTunnelRoundTrip(t *testing.T) {
 		cfg := e.tun.cfg
 		cfg.Address = nodeA.addr
 		must(t, e.dp.Maps.PutConfig(cfg))
-		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteNode}))
-		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(dst, 32), maps.Route{Type: maps.RouteLocalWorkload,
-			Ifindex: e.wl2.idx(), MAC: maps.MACFrom(e.wl2.mac), HostMAC: maps.MACFrom(e.wl2.hostMAC), Peer: true}))
+		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
+		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(dst, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload,
+			Ifindex: e.wl2.idx(), MAC: bpfmap.MACFrom(e.wl2.mac), HostMAC: bpfmap.MACFrom(e.wl2.hostMAC), Peer: true}))
 		// To nodeA the sender is a workload of this host's, which may
 		// tunnel it (the inner source check).
 		wr, err := e.dp.Maps.Routes()
 		must(t, err)
 		src := netip.PrefixFrom(w.ip4, 32)
-		must(t, e.dp.Maps.PutRoute(src, maps.Route{Type: maps.RouteRemoteWorkload, Encap: maps.EncapVXLAN, NextHop: hostAddr}))
+		must(t, e.dp.Maps.PutRoute(src, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: bpfmap.EncapVXLAN, NextHop: hostAddr}))
 		return func() {
 			must(t, e.dp.Maps.PutConfig(e.tun.cfg))
-			must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), maps.Route{Type: maps.RouteHost}))
+			must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteHost}))
 			must(t, e.dp.Maps.DeleteRoute(netip.PrefixFrom(dst, 32)))
 			must(t, e.dp.Maps.PutRoute(src, wr[src]))
 		}
@@ -967,7 +967,7 @@ func TestTunnelRoundTrip(t *testing.T) {
 				want := slices.Concat(e.wl2.mac, e.wl2.hostMAC, in[12:])
 				want[14+8] -= 2
 				fixIPv4Checksum(want[14:])
-				got.wantSized(t, redirect, sizedHit{e.tun.ul, enc.decap, len(sent.out)}, sizedHit{e.wl2, maps.ReasonToWorkload, len(want)})
+				got.wantSized(t, redirect, sizedHit{e.tun.ul, enc.decap, len(sent.out)}, sizedHit{e.wl2, bpfmap.ReasonToWorkload, len(want)})
 				if !bytes.Equal(got.out, want) {
 					t.Errorf("round trip:\n got  %x\n want %x", got.out, want)
 				}

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // Timeouts by state: how long a flow may stay idle before it is removed.
@@ -42,8 +42,8 @@ const (
 
 // Entry is one direction of a flow: its key and entry.
 type Entry struct {
-	Key   maps.CTKey
-	Value maps.CTEntry
+	Key   bpfmap.CTKey
+	Value bpfmap.CTEntry
 }
 
 // Flow is a tracked flow: its original direction (the first packet's) and
@@ -54,18 +54,18 @@ type Flow struct {
 
 // PairKey is the key of the other direction of an entry: what packets the
 // other way carry once the entry's rewrite has happened.
-func PairKey(k maps.CTKey, v maps.CTEntry) maps.CTKey {
-	if k.Proto == maps.ProtoICMP {
+func PairKey(k bpfmap.CTKey, v bpfmap.CTEntry) bpfmap.CTKey {
+	if k.Proto == bpfmap.ProtoICMP {
 		// The echo identifier travels in both directions in one field.
-		return maps.CTKey{Src: netip.AddrPortFrom(v.NATDst.Addr(), v.NATSrc.Port()), Dst: netip.AddrPortFrom(v.NATSrc.Addr(), 0), Proto: k.Proto}
+		return bpfmap.CTKey{Src: netip.AddrPortFrom(v.NATDst.Addr(), v.NATSrc.Port()), Dst: netip.AddrPortFrom(v.NATSrc.Addr(), 0), Proto: k.Proto}
 	}
-	return maps.CTKey{Src: v.NATDst, Dst: v.NATSrc, Proto: k.Proto}
+	return bpfmap.CTKey{Src: v.NATDst, Dst: v.NATSrc, Proto: k.Proto}
 }
 
 // Flows reads the table and pairs its entries, in a stable order.
-func Flows(m *maps.Maps) ([]Flow, error) {
-	entries := make(map[maps.CTKey]maps.CTEntry)
-	if err := m.Conntrack(func(k maps.CTKey, v maps.CTEntry) bool {
+func Flows(m *bpfmap.Maps) ([]Flow, error) {
+	entries := make(map[bpfmap.CTKey]bpfmap.CTEntry)
+	if err := m.Conntrack(func(k bpfmap.CTKey, v bpfmap.CTEntry) bool {
 		entries[k] = v
 		return true
 	}); err != nil {
@@ -75,8 +75,8 @@ func Flows(m *maps.Maps) ([]Flow, error) {
 }
 
 // Pair groups entries into flows, in a stable order.
-func Pair(entries map[maps.CTKey]maps.CTEntry) []Flow {
-	seen := make(map[maps.CTKey]bool, len(entries))
+func Pair(entries map[bpfmap.CTKey]bpfmap.CTEntry) []Flow {
+	seen := make(map[bpfmap.CTKey]bool, len(entries))
 	var flows []Flow
 	for k, v := range entries {
 		if seen[k] {
@@ -115,17 +115,17 @@ func (f Flow) sortKey() string {
 // Proto is the flow's IP protocol number.
 func (f Flow) Proto() uint8 { return f.any().Key.Proto }
 
-// NAT is the flow's translation bits (maps.NATDNAT, maps.NATSNAT).
+// NAT is the flow's translation bits (bpfmap.NATDNAT, bpfmap.NATSNAT).
 func (f Flow) NAT() uint8 { return f.any().Value.NAT }
 
 // State names what has been seen of the flow.
 func (f Flow) State() State {
 	switch f.Proto() {
-	case maps.ProtoUDP:
+	case bpfmap.ProtoUDP:
 		return StateUDP
-	case maps.ProtoICMP:
+	case bpfmap.ProtoICMP:
 		return StateICMP
-	case maps.ProtoTCP:
+	case bpfmap.ProtoTCP:
 	default:
 		return StateOther
 	}
@@ -137,9 +137,9 @@ func (f Flow) State() State {
 		reply = f.Reply.Value.TCPFlags
 	}
 	switch {
-	case (orig|reply)&(maps.TCPFin|maps.TCPRst) != 0:
+	case (orig|reply)&(bpfmap.TCPFin|bpfmap.TCPRst) != 0:
 		return StateClosing
-	case reply&maps.TCPAck != 0:
+	case reply&bpfmap.TCPAck != 0:
 		return StateEstablished
 	}
 	return StateSynSent
@@ -169,8 +169,8 @@ func (f Flow) Expired(now uint64) bool {
 }
 
 // Keys are the flow's entries' keys.
-func (f Flow) Keys() []maps.CTKey {
-	var ks []maps.CTKey
+func (f Flow) Keys() []bpfmap.CTKey {
+	var ks []bpfmap.CTKey
 	for _, e := range []*Entry{f.Orig, f.Reply} {
 		if e != nil {
 			ks = append(ks, e.Key)
@@ -196,13 +196,13 @@ type GCResult struct {
 // GC removes the flows that have been idle past their timeout and returns
 // what it saw. A flow that carries a packet while it is being removed
 // starts again as a new flow on its next packet (TCP: only at a SYN).
-func GC(m *maps.Maps, now uint64) (GCResult, error) {
+func GC(m *bpfmap.Maps, now uint64) (GCResult, error) {
 	flows, err := Flows(m)
 	if err != nil {
 		return GCResult{}, err
 	}
 	r := GCResult{Flows: len(flows)}
-	var keys []maps.CTKey
+	var keys []bpfmap.CTKey
 	for _, f := range flows {
 		if f.Expired(now) {
 			r.Expired++
@@ -214,9 +214,9 @@ func GC(m *maps.Maps, now uint64) (GCResult, error) {
 }
 
 // Flush removes every entry and returns how many.
-func Flush(m *maps.Maps) (int, error) {
-	var keys []maps.CTKey
-	if err := m.Conntrack(func(k maps.CTKey, _ maps.CTEntry) bool {
+func Flush(m *bpfmap.Maps) (int, error) {
+	var keys []bpfmap.CTKey
+	if err := m.Conntrack(func(k bpfmap.CTKey, _ bpfmap.CTEntry) bool {
 		keys = append(keys, k)
 		return true
 	}); err != nil {

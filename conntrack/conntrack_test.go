@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 var (
@@ -15,11 +15,11 @@ var (
 )
 
 // dnatFlow is the pair of entries a floating-IP DNAT writes.
-func dnatFlow(flagsOrig, flagsReply uint8, last uint64) map[maps.CTKey]maps.CTEntry {
-	return map[maps.CTKey]maps.CTEntry{
-		{Src: client, Dst: fip, Proto: maps.ProtoTCP}: {NATSrc: client, NATDst: fixed, NAT: maps.NATDNAT,
+func dnatFlow(flagsOrig, flagsReply uint8, last uint64) map[bpfmap.CTKey]bpfmap.CTEntry {
+	return map[bpfmap.CTKey]bpfmap.CTEntry{
+		{Src: client, Dst: fip, Proto: bpfmap.ProtoTCP}: {NATSrc: client, NATDst: fixed, NAT: bpfmap.NATDNAT,
 			TCPFlags: flagsOrig, Last: last, Created: 1},
-		{Src: fixed, Dst: client, Proto: maps.ProtoTCP}: {NATSrc: fip, NATDst: client, NAT: maps.NATDNAT, Reply: true,
+		{Src: fixed, Dst: client, Proto: bpfmap.ProtoTCP}: {NATSrc: fip, NATDst: client, NAT: bpfmap.NATDNAT, Reply: true,
 			TCPFlags: flagsReply, Last: last, Created: 1},
 	}
 }
@@ -29,10 +29,10 @@ func TestPairAndState(t *testing.T) {
 		orig, reply uint8
 		want        State
 	}{
-		{maps.TCPSyn, 0, StateSynSent},
-		{maps.TCPSyn | maps.TCPAck, maps.TCPSyn | maps.TCPAck, StateEstablished},
-		{maps.TCPSyn | maps.TCPAck | maps.TCPFin, maps.TCPAck, StateClosing},
-		{maps.TCPSyn, maps.TCPRst, StateClosing},
+		{bpfmap.TCPSyn, 0, StateSynSent},
+		{bpfmap.TCPSyn | bpfmap.TCPAck, bpfmap.TCPSyn | bpfmap.TCPAck, StateEstablished},
+		{bpfmap.TCPSyn | bpfmap.TCPAck | bpfmap.TCPFin, bpfmap.TCPAck, StateClosing},
+		{bpfmap.TCPSyn, bpfmap.TCPRst, StateClosing},
 	} {
 		flows := Pair(dnatFlow(tc.orig, tc.reply, 100))
 		if len(flows) != 1 || flows[0].Orig == nil || flows[0].Reply == nil {
@@ -49,14 +49,14 @@ func TestPairAndState(t *testing.T) {
 
 func TestPairICMPAndOrphans(t *testing.T) {
 	wl, node, srv := netip.MustParseAddr("10.66.0.2"), netip.MustParseAddr("10.30.0.11"), netip.MustParseAddr("203.0.113.9")
-	entries := map[maps.CTKey]maps.CTEntry{
+	entries := map[bpfmap.CTKey]bpfmap.CTEntry{
 		// natOutgoing ping: identifier 7 became 61234.
-		{Src: netip.AddrPortFrom(wl, 7), Dst: netip.AddrPortFrom(srv, 0), Proto: maps.ProtoICMP}: {
-			NATSrc: netip.AddrPortFrom(node, 61234), NATDst: netip.AddrPortFrom(srv, 0), NAT: maps.NATSNAT},
-		{Src: netip.AddrPortFrom(srv, 61234), Dst: netip.AddrPortFrom(node, 0), Proto: maps.ProtoICMP}: {
-			NATSrc: netip.AddrPortFrom(srv, 7), NATDst: netip.AddrPortFrom(wl, 0), NAT: maps.NATSNAT, Reply: true},
+		{Src: netip.AddrPortFrom(wl, 7), Dst: netip.AddrPortFrom(srv, 0), Proto: bpfmap.ProtoICMP}: {
+			NATSrc: netip.AddrPortFrom(node, 61234), NATDst: netip.AddrPortFrom(srv, 0), NAT: bpfmap.NATSNAT},
+		{Src: netip.AddrPortFrom(srv, 61234), Dst: netip.AddrPortFrom(node, 0), Proto: bpfmap.ProtoICMP}: {
+			NATSrc: netip.AddrPortFrom(srv, 7), NATDst: netip.AddrPortFrom(wl, 0), NAT: bpfmap.NATSNAT, Reply: true},
 		// A reply entry whose original the LRU evicted.
-		{Src: fixed, Dst: client, Proto: maps.ProtoUDP}: {NATSrc: fip, NATDst: client, Reply: true},
+		{Src: fixed, Dst: client, Proto: bpfmap.ProtoUDP}: {NATSrc: fip, NATDst: client, Reply: true},
 	}
 	flows := Pair(entries)
 	if len(flows) != 2 {
@@ -64,7 +64,7 @@ func TestPairICMPAndOrphans(t *testing.T) {
 	}
 	var icmp, orphan *Flow
 	for i := range flows {
-		if flows[i].Proto() == maps.ProtoICMP {
+		if flows[i].Proto() == bpfmap.ProtoICMP {
 			icmp = &flows[i]
 		} else {
 			orphan = &flows[i]
@@ -80,14 +80,14 @@ func TestPairICMPAndOrphans(t *testing.T) {
 
 func TestExpired(t *testing.T) {
 	const start = uint64(1e12)
-	est := Pair(dnatFlow(maps.TCPSyn|maps.TCPAck, maps.TCPSyn|maps.TCPAck, start))[0]
+	est := Pair(dnatFlow(bpfmap.TCPSyn|bpfmap.TCPAck, bpfmap.TCPSyn|bpfmap.TCPAck, start))[0]
 	if est.Expired(start + uint64(59*time.Minute)) {
 		t.Error("an established flow idle 59 min expired; the timeout is an hour")
 	}
 	if !est.Expired(start + uint64(61*time.Minute)) {
 		t.Error("an established flow idle 61 min did not expire")
 	}
-	syn := Pair(dnatFlow(maps.TCPSyn, 0, start))[0]
+	syn := Pair(dnatFlow(bpfmap.TCPSyn, 0, start))[0]
 	if !syn.Expired(start + uint64(31*time.Second)) {
 		t.Error("an unanswered SYN idle 31 s did not expire")
 	}

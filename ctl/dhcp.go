@@ -5,7 +5,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // leaseRow is one row of calyxctl dhcp leases.
@@ -25,7 +25,7 @@ type leaseRow struct {
 // this host, from cx_leases; endpoint names come from the model when it can
 // be read.
 func dhcpLeases(ctx context.Context, o Options, stdio IO) error {
-	m, err := maps.OpenPinned(o.BPFFS)
+	m, err := bpfmap.OpenPinned(o.BPFFS)
 	if err != nil {
 		return err
 	}

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/conntrack"
 	"github.com/calyxnet/calyx/loader"
-	"github.com/calyxnet/calyx/maps"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -111,7 +111,7 @@ type versionRow struct {
 }
 
 func dump(ctx context.Context, o Options, what string, stdio IO) error {
-	m, err := maps.OpenPinned(o.BPFFS)
+	m, err := bpfmap.OpenPinned(o.BPFFS)
 	if err != nil {
 		return err
 	}
@@ -230,7 +230,7 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 // idName stands for an endpoint whose name the model did not give.
 func idName(id uint32) string { return fmt.Sprintf("id:%d", id) }
 
-func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint32) string, stdio IO) ([]endpointRow, error) {
+func endpointRows(ctx context.Context, o Options, m *bpfmap.Maps, ifname func(uint32) string, stdio IO) ([]endpointRow, error) {
 	ifaces, err := m.Ifaces()
 	if err != nil {
 		return nil, err
@@ -241,7 +241,7 @@ func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint
 	}
 	ips := make(map[uint32][]netip.Prefix)
 	for p, r := range routes {
-		if r.Type == maps.RouteLocalWorkload {
+		if r.Type == bpfmap.RouteLocalWorkload {
 			ips[r.Ifindex] = append(ips[r.Ifindex], p)
 		}
 	}
@@ -259,7 +259,7 @@ func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint
 			name = idName(v.EndpointID)
 		}
 		rows = append(rows, endpointRow{Name: name, Interface: ifname(idx), Ifindex: idx, Kind: v.Kind.String(),
-			State: maps.EndpointReady.String(), IPs: strs, MAC: v.MAC.String(), HostMAC: v.HostMAC.String(),
+			State: bpfmap.EndpointReady.String(), IPs: strs, MAC: v.MAC.String(), HostMAC: v.HostMAC.String(),
 			CheckMAC: v.CheckMAC, EndpointID: v.EndpointID})
 	}
 	// The endpoints the agent did not program: waiting for their
@@ -269,7 +269,7 @@ func endpointRows(ctx context.Context, o Options, m *maps.Maps, ifname func(uint
 		return nil, err
 	}
 	for id, st := range statuses {
-		if st.State == maps.EndpointReady {
+		if st.State == bpfmap.EndpointReady {
 			continue
 		}
 		name := names[id]
@@ -324,7 +324,7 @@ func nodeNames(snap *model.Snapshot) map[netip.Addr]string {
 
 // nodeStatus reports this node's underlay settings from cx_config, the
 // encapsulations its routes use and, from the model, the workload MTU.
-func nodeStatus(m *maps.Maps, ifname func(uint32) string, snap *model.Snapshot) (nodeStatusRow, error) {
+func nodeStatus(m *bpfmap.Maps, ifname func(uint32) string, snap *model.Snapshot) (nodeStatusRow, error) {
 	cfg, err := m.Config()
 	if err != nil {
 		return nodeStatusRow{}, err
@@ -339,17 +339,17 @@ func nodeStatus(m *maps.Maps, ifname func(uint32) string, snap *model.Snapshot) 
 		row.Address = cfg.Address.String()
 		row.Node = nodeNames(snap)[cfg.Address]
 	}
-	inUse := make(map[maps.Encap]bool)
+	inUse := make(map[bpfmap.Encap]bool)
 	for _, r := range routes {
 		switch r.Type {
-		case maps.RouteRemoteWorkload:
+		case bpfmap.RouteRemoteWorkload:
 			inUse[r.Encap] = true
-		case maps.RouteNode:
+		case bpfmap.RouteNode:
 			row.Peers++
 		}
 	}
 	var encaps []string
-	for _, e := range []maps.Encap{maps.EncapNone, maps.EncapIPIP, maps.EncapVXLAN} {
+	for _, e := range []bpfmap.Encap{bpfmap.EncapNone, bpfmap.EncapIPIP, bpfmap.EncapVXLAN} {
 		if inUse[e] {
 			encaps = append(encaps, e.String())
 		}
@@ -380,7 +380,7 @@ func endpointNamesOf(snap *model.Snapshot) map[uint32]string {
 	return out
 }
 
-func routeRows(m *maps.Maps, ifname func(uint32) string, nodes map[netip.Addr]string) ([]routeRow, error) {
+func routeRows(m *bpfmap.Maps, ifname func(uint32) string, nodes map[netip.Addr]string) ([]routeRow, error) {
 	routes, err := m.Routes()
 	if err != nil {
 		return nil, err
@@ -395,7 +395,7 @@ func routeRows(m *maps.Maps, ifname func(uint32) string, nodes map[netip.Addr]st
 			row.NextHop = r.NextHop.String()
 			row.Node = nodes[r.NextHop]
 		}
-		if r.Type == maps.RouteRemoteWorkload {
+		if r.Type == bpfmap.RouteRemoteWorkload {
 			row.Encap = r.Encap.String()
 		}
 		rows = append(rows, row)
@@ -411,7 +411,7 @@ func routeRows(m *maps.Maps, ifname func(uint32) string, nodes map[netip.Addr]st
 }
 
 // ctRows lists the conntrack table as flows; natOnly keeps the translated.
-func ctRows(m *maps.Maps, natOnly bool) ([]ctRow, error) {
+func ctRows(m *bpfmap.Maps, natOnly bool) ([]ctRow, error) {
 	flows, err := conntrack.Flows(m)
 	if err != nil {
 		return nil, err
@@ -439,7 +439,7 @@ func ctRows(m *maps.Maps, natOnly bool) ([]ctRow, error) {
 
 // natRows is the floating-IP table with names from the model, and the
 // translated flows.
-func natRows(m *maps.Maps, snap *model.Snapshot) ([]natRow, []ctRow, error) {
+func natRows(m *bpfmap.Maps, snap *model.Snapshot) ([]natRow, []ctRow, error) {
 	fips, err := m.FloatingIPs()
 	if err != nil {
 		return nil, nil, err
@@ -475,11 +475,11 @@ func natRows(m *maps.Maps, snap *model.Snapshot) ([]natRow, []ctRow, error) {
 
 func protoName(p uint8) string {
 	switch p {
-	case maps.ProtoTCP:
+	case bpfmap.ProtoTCP:
 		return "tcp"
-	case maps.ProtoUDP:
+	case bpfmap.ProtoUDP:
 		return "udp"
-	case maps.ProtoICMP:
+	case bpfmap.ProtoICMP:
 		return "icmp"
 	}
 	return strconv.Itoa(int(p))
@@ -487,11 +487,11 @@ func protoName(p uint8) string {
 
 func natName(n uint8) string {
 	switch {
-	case n&maps.NATDNAT != 0 && n&maps.NATSNAT != 0:
+	case n&bpfmap.NATDNAT != 0 && n&bpfmap.NATSNAT != 0:
 		return "dnat+snat"
-	case n&maps.NATDNAT != 0:
+	case n&bpfmap.NATDNAT != 0:
 		return "dnat"
-	case n&maps.NATSNAT != 0:
+	case n&bpfmap.NATSNAT != 0:
 		return "snat"
 	}
 	return "none"
@@ -500,7 +500,7 @@ func natName(n uint8) string {
 // endpointString prints an address with its port, or for ICMP with the
 // echo identifier as "addr id N".
 func endpointString(ap netip.AddrPort, proto uint8) string {
-	if proto == maps.ProtoICMP {
+	if proto == bpfmap.ProtoICMP {
 		if ap.Port() == 0 {
 			return ap.Addr().String()
 		}
@@ -522,7 +522,7 @@ type flushRow struct {
 
 // ctFlush is the verb: it empties the conntrack table.
 func ctFlush(o Options, stdio IO) error {
-	m, err := maps.OpenPinnedWritable(o.BPFFS)
+	m, err := bpfmap.OpenPinnedWritable(o.BPFFS)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/calyxnet/calyx/agent/policy"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // policyRow is one line of `policy dump`: a rule in the order the
@@ -38,7 +38,7 @@ func policyDump(ctx context.Context, o Options, args []string, stdio IO) error {
 	if len(args) > 1 {
 		return usagef("policy dump: want at most one ENDPOINT")
 	}
-	m, err := maps.OpenPinned(o.BPFFS)
+	m, err := bpfmap.OpenPinned(o.BPFFS)
 	if err != nil {
 		return err
 	}
@@ -96,14 +96,14 @@ func policyDump(ctx context.Context, o Options, args []string, stdio IO) error {
 		}
 		idx := local[name]
 		rows = append(rows, directionRows(name, "ingress", eff.IngressSelected, eff.Ingress,
-			maps.RuleDefaultDenyIngress, idx, hits)...)
-		egress := directionRows(name, "egress", eff.EgressSelected, eff.Egress, maps.RuleDefaultDenyEgress, idx, hits)
-		if cfg.EndpointToHost == maps.EndpointToHostDrop {
+			bpfmap.RuleDefaultDenyIngress, idx, hits)...)
+		egress := directionRows(name, "egress", eff.EgressSelected, eff.Egress, bpfmap.RuleDefaultDenyEgress, idx, hits)
+		if cfg.EndpointToHost == bpfmap.EndpointToHostDrop {
 			// Checked before the egress rules, for traffic to the host.
-			c := hits[maps.RuleHitKey{Ifindex: idx, Rule: maps.RuleHostDrop}]
+			c := hits[bpfmap.RuleHitKey{Ifindex: idx, Rule: bpfmap.RuleHostDrop}]
 			egress = append([]policyRow{{Endpoint: name, Direction: "egress", Policy: "(endpointToHostAction)",
 				Index: -1, Action: "deny", Match: "to this host, except DHCP, DNS and metadata",
-				Packets: c.Packets, Bytes: c.Bytes, RuleID: maps.RuleHostDrop}}, egress...)
+				Packets: c.Packets, Bytes: c.Bytes, RuleID: bpfmap.RuleHostDrop}}, egress...)
 			for i := range egress {
 				egress[i].Position = i + 1
 			}
@@ -120,19 +120,19 @@ func policyDump(ctx context.Context, o Options, args []string, stdio IO) error {
 }
 
 func directionRows(ep, dir string, selected bool, rules []policy.RuleInfo, defaultRule, ifindex uint32,
-	hits map[maps.RuleHitKey]maps.Counter) []policyRow {
+	hits map[bpfmap.RuleHitKey]bpfmap.Counter) []policyRow {
 	if !selected {
 		return []policyRow{{Endpoint: ep, Direction: dir, Position: 1, Policy: "(none)", Index: -1, Action: "allow",
 			Match: "no policy selects this endpoint for " + dir}}
 	}
 	var rows []policyRow
 	for _, r := range rules {
-		c := hits[maps.RuleHitKey{Ifindex: ifindex, Rule: r.ID}]
+		c := hits[bpfmap.RuleHitKey{Ifindex: ifindex, Rule: r.ID}]
 		rows = append(rows, policyRow{Endpoint: ep, Direction: dir, Position: len(rows) + 1, Policy: r.Policy,
 			Index: r.Index, Action: strings.ToLower(string(r.Action)), Match: r.Text, Packets: c.Packets,
 			Bytes: c.Bytes, RuleID: r.ID})
 	}
-	c := hits[maps.RuleHitKey{Ifindex: ifindex, Rule: defaultRule}]
+	c := hits[bpfmap.RuleHitKey{Ifindex: ifindex, Rule: defaultRule}]
 	return append(rows, policyRow{Endpoint: ep, Direction: dir, Position: len(rows) + 1, Policy: "(default)",
 		Index: -1, Action: "deny", Match: "everything no rule allowed", Packets: c.Packets, Bytes: c.Bytes,
 		RuleID: defaultRule})

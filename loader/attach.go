@@ -11,7 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // Mode is how programs are attached: "auto" (TCX, else clsact), "tcx" or "clsact".
@@ -46,18 +46,18 @@ const (
 // clsact), never detached first. It returns the mode used. With ModeAuto a
 // kernel without TCX falls back to clsact; an explicit mode that the kernel
 // lacks is an error.
-func (dp *Dataplane) Attach(ifname string, ifindex int, r Role, mode Mode) (maps.AttachMode, error) {
+func (dp *Dataplane) Attach(ifname string, ifindex int, r Role, mode Mode) (bpfmap.AttachMode, error) {
 	if mode == ModeClsact {
-		return maps.AttachClsact, dp.attachClsact(ifindex, r)
+		return bpfmap.AttachClsact, dp.attachClsact(ifindex, r)
 	}
 	err := dp.attachTCX(ifname, ifindex, r)
 	if err == nil {
 		// A switch from clsact leaves no second copy running.
 		_ = detachClsact(ifindex)
-		return maps.AttachTCX, nil
+		return bpfmap.AttachTCX, nil
 	}
 	if mode == ModeAuto && errors.Is(err, ebpf.ErrNotSupported) {
-		return maps.AttachClsact, dp.attachClsact(ifindex, r)
+		return bpfmap.AttachClsact, dp.attachClsact(ifindex, r)
 	}
 	return 0, err
 }

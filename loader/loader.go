@@ -21,14 +21,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/bpf"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
-// Dataplane is the loaded collection: programs plus the pinned maps.
+// Dataplane is the loaded collection: programs plus the pinned bpfmap.
 type Dataplane struct {
 	dir  string
 	objs bpf.CalyxObjects
-	Maps *maps.Maps
+	Maps *bpfmap.Maps
 }
 
 // EnsureBPFFS makes sure dir exists on a bpffs. The default location under
@@ -129,7 +129,7 @@ func LoadWith(dir string, o Options) (*Dataplane, error) {
 		}
 		return nil, fmt.Errorf("load programs: %w", err)
 	}
-	dp.Maps = maps.FromObjects(&dp.objs.CalyxMaps)
+	dp.Maps = bpfmap.FromObjects(&dp.objs.CalyxMaps)
 	return dp, nil
 }
 

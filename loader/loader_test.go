@@ -14,8 +14,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/loader"
-	"github.com/calyxnet/calyx/maps"
 )
 
 // requirePrivileges fails under CI (where BPF and netns must work) and
@@ -84,7 +84,7 @@ func TestLoadAdoptsPinnedMapsAndLinks(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := netip.MustParsePrefix("10.65.0.2/32")
-			want := maps.Route{Type: maps.RouteLocalWorkload, Ifindex: uint32(ifindex), MAC: maps.MAC{2, 0, 0, 0, 0, 1}}
+			want := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: uint32(ifindex), MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}}
 			if err := dp.Maps.PutRoute(p, want); err != nil {
 				t.Fatal(err)
 			}
@@ -221,13 +221,13 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 		t.Fatalf("conntrack capacity %d, want 1024", got)
 	}
 	route := netip.MustParsePrefix("10.65.0.2/32")
-	if err := dp.Maps.PutRoute(route, maps.Route{Type: maps.RouteHost}); err != nil {
+	if err := dp.Maps.PutRoute(route, bpfmap.Route{Type: bpfmap.RouteHost}); err != nil {
 		t.Fatal(err)
 	}
 	dp.Close()
 
 	// An older build's cx_config: another value size.
-	cfgPin := filepath.Join(dir, maps.ConfigName)
+	cfgPin := filepath.Join(dir, bpfmap.ConfigName)
 	if err := os.Remove(cfgPin); err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"sort"
 
 	"github.com/calyxnet/calyx/agent/policy"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -18,10 +18,10 @@ import (
 type Interface struct {
 	Name    string
 	Ifindex int
-	MAC     maps.MAC
+	MAC     bpfmap.MAC
 	MTU     int
 	// Kind decides how packets are delivered into a workload behind it.
-	Kind maps.IfaceKind
+	Kind bpfmap.IfaceKind
 	// Loopback is set on lo (and any other loopback device).
 	Loopback bool
 	// Addrs are the host's own addresses on it, link-local ones aside.
@@ -121,8 +121,8 @@ func WorkloadPools(s *model.Snapshot) []netip.Prefix {
 
 // Desired is the full content the dataplane should have.
 type Desired struct {
-	Ifaces       map[uint32]maps.Iface
-	Routes       map[netip.Prefix]maps.Route
+	Ifaces       map[uint32]bpfmap.Iface
+	Routes       map[netip.Prefix]bpfmap.Route
 	Attach       map[uint32]Attachment // by ifindex
 	KernelRoutes []KernelRoute         // sorted by Dst
 	// LocalRoutes are the addresses the host answers to without holding
@@ -131,10 +131,10 @@ type Desired struct {
 	LocalRoutes []LocalRoute
 	// Config is cx_config: the node's underlay settings. Zero (no
 	// Address) until this node has an underlay address in the model.
-	Config maps.NodeConfig
+	Config bpfmap.NodeConfig
 	// FloatingIPs is cx_fips: every floating IP of the model whose
 	// instance is known, the same on every node.
-	FloatingIPs map[netip.Addr]maps.FloatingIP
+	FloatingIPs map[netip.Addr]bpfmap.FloatingIP
 	// WorkloadMTU is the MTU workloads must use so that their packets fit
 	// the underlay in every encapsulation in use.
 	WorkloadMTU int
@@ -147,19 +147,19 @@ type Desired struct {
 	Refused []string
 	// Endpoints is cx_endpoints: the state of every local endpoint, by
 	// endpoint id.
-	Endpoints map[uint32]maps.EndpointStatus
+	Endpoints map[uint32]bpfmap.EndpointStatus
 	// IPCache, Policy and Rules are the compiled network policy
 	// (agent/policy); PolicyErr is set, and they are empty, when it could
 	// not be compiled: the agent then changes nothing.
-	IPCache   map[netip.Prefix]maps.IPCacheEntry
-	Policy    map[maps.PolicyKey]maps.PolicyVerdict
+	IPCache   map[netip.Prefix]bpfmap.IPCacheEntry
+	Policy    map[bpfmap.PolicyKey]bpfmap.PolicyVerdict
 	Rules     map[uint32]policy.RuleInfo
 	PolicyErr error
 	// Prefilter is cx_prefilter: Config.prefilterDeny.
-	Prefilter maps.Prefilter
+	Prefilter bpfmap.Prefilter
 }
 
-// EndpointID is the numeric identity of an endpoint in the maps. It is a
+// EndpointID is the numeric identity of an endpoint in the bpfmap. It is a
 // hash of the name: stable across restarts and hosts without coordination.
 func EndpointID(name string) uint32 {
 	h := fnv.New32a()
@@ -170,11 +170,11 @@ func EndpointID(name string) uint32 {
 // Compute derives the desired dataplane state.
 func Compute(in Input) *Desired {
 	d := &Desired{
-		Ifaces:      make(map[uint32]maps.Iface),
-		Routes:      make(map[netip.Prefix]maps.Route),
+		Ifaces:      make(map[uint32]bpfmap.Iface),
+		Routes:      make(map[netip.Prefix]bpfmap.Route),
 		Attach:      make(map[uint32]Attachment),
-		FloatingIPs: make(map[netip.Addr]maps.FloatingIP),
-		Endpoints:   make(map[uint32]maps.EndpointStatus),
+		FloatingIPs: make(map[netip.Addr]bpfmap.FloatingIP),
+		Endpoints:   make(map[uint32]bpfmap.EndpointStatus),
 	}
 	s := in.Snapshot
 	if s == nil {
@@ -184,7 +184,7 @@ func Compute(in Input) *Desired {
 	var self model.NodeSpec
 	if n, ok := s.Nodes[in.Node]; ok && n.Spec.IPv4Address.IsValid() {
 		self = n.Spec
-		d.Routes[netip.PrefixFrom(n.Spec.IPv4Address.Addr(), 32)] = maps.Route{Type: maps.RouteHost}
+		d.Routes[netip.PrefixFrom(n.Spec.IPv4Address.Addr(), 32)] = bpfmap.Route{Type: bpfmap.RouteHost}
 	}
 	// The host's own IPv6 addresses, and the subnets' IPv6 gateways that
 	// stand for it: IPv6 from a workload to them is endpointToHostAction's
@@ -196,7 +196,7 @@ func Compute(in Input) *Desired {
 	}
 	for _, a := range hostV6 {
 		if a.Is6() && !a.Is4In6() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
-			d.Routes[netip.PrefixFrom(a, 128)] = maps.Route{Type: maps.RouteHost}
+			d.Routes[netip.PrefixFrom(a, 128)] = bpfmap.Route{Type: bpfmap.RouteHost}
 		}
 	}
 	d.Config = nodeConfig(in, s, self)
@@ -214,7 +214,7 @@ func Compute(in Input) *Desired {
 		// Other nodes: the only sources tunnel packets are accepted from.
 		a := n.Spec.IPv4Address.Addr()
 		if a != self.IPv4Address.Addr() {
-			d.Routes[netip.PrefixFrom(a, 32)] = maps.Route{Type: maps.RouteNode, NextHop: a}
+			d.Routes[netip.PrefixFrom(a, 32)] = bpfmap.Route{Type: bpfmap.RouteNode, NextHop: a}
 		}
 	}
 
@@ -222,7 +222,7 @@ func Compute(in Input) *Desired {
 	// routes (/32) are more specific and win the lookup.
 	for _, p := range WorkloadPools(s) {
 		if p.Addr().Is4() {
-			d.Routes[p] = maps.Route{Type: maps.RoutePool}
+			d.Routes[p] = bpfmap.Route{Type: bpfmap.RoutePool}
 		}
 	}
 	floatingIPs(d, s, in.Node)
@@ -239,7 +239,7 @@ func Compute(in Input) *Desired {
 					continue // its node's block route covers it
 				}
 				e := EncapFor(s, self, node.Spec, ipn.Addr())
-				d.Routes[ipn.Masked()] = maps.Route{Type: maps.RouteRemoteWorkload, Encap: e, NextHop: node.Spec.IPv4Address.Addr()}
+				d.Routes[ipn.Masked()] = bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: e, NextHop: node.Spec.IPv4Address.Addr()}
 			}
 			continue
 		}
@@ -247,18 +247,18 @@ func Compute(in Input) *Desired {
 		link, ok := in.Links[ep.Spec.Interface]
 		if !ok || link.Ifindex <= 0 {
 			d.Pending = append(d.Pending, ep.Metadata.Name)
-			d.Endpoints[id] = maps.EndpointStatus{State: maps.EndpointPending, Ifname: ep.Spec.Interface}
+			d.Endpoints[id] = bpfmap.EndpointStatus{State: bpfmap.EndpointPending, Ifname: ep.Spec.Interface}
 			continue
 		}
 		idx := uint32(link.Ifindex)
 		if st := Untouchable(link, in.Underlay); st != 0 {
 			d.Refused = append(d.Refused, ep.Metadata.Name)
-			d.Endpoints[id] = maps.EndpointStatus{State: st, Ifindex: idx, Ifname: link.Name}
+			d.Endpoints[id] = bpfmap.EndpointStatus{State: st, Ifindex: idx, Ifname: link.Name}
 			continue
 		}
-		d.Endpoints[id] = maps.EndpointStatus{State: maps.EndpointReady, Ifindex: idx, Ifname: link.Name}
-		mac := maps.MACFrom(ep.Spec.MAC)
-		d.Ifaces[idx] = maps.Iface{
+		d.Endpoints[id] = bpfmap.EndpointStatus{State: bpfmap.EndpointReady, Ifindex: idx, Ifname: link.Name}
+		mac := bpfmap.MACFrom(ep.Spec.MAC)
+		d.Ifaces[idx] = bpfmap.Iface{
 			Workload:   true,
 			CheckMAC:   !mac.IsZero(),
 			EndpointID: id,
@@ -269,7 +269,7 @@ func Compute(in Input) *Desired {
 		d.Attach[idx] = Attachment{Ifname: link.Name, Ifindex: link.Ifindex, Endpoint: ep.Metadata.Name}
 		for _, ipn := range ep.Spec.IPNetworks {
 			p := ipn.Masked()
-			d.Routes[p] = maps.Route{Type: maps.RouteLocalWorkload, Ifindex: idx, MAC: mac, HostMAC: link.MAC,
+			d.Routes[p] = bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: idx, MAC: mac, HostMAC: link.MAC,
 				NATOutgoing: natOutgoing(s, ipn.Addr()), Peer: link.Kind.Peer()}
 			d.KernelRoutes = append(d.KernelRoutes, KernelRoute{Dst: p, Ifindex: link.Ifindex})
 		}
@@ -293,14 +293,14 @@ func Compute(in Input) *Desired {
 // one that holds a host address (the host's, not a workload's). Attaching
 // workload programs there, or setting a workload's sysctls, would cut the
 // host off. 0: it may.
-func Untouchable(link Interface, underlay string) maps.EndpointState {
+func Untouchable(link Interface, underlay string) bpfmap.EndpointState {
 	switch {
 	case link.Name == underlay:
-		return maps.EndpointRefusedUnderlay
+		return bpfmap.EndpointRefusedUnderlay
 	case link.Loopback || link.Name == "lo":
-		return maps.EndpointRefusedLoopback
+		return bpfmap.EndpointRefusedLoopback
 	case len(link.Addrs) > 0:
-		return maps.EndpointRefusedHostAddr
+		return bpfmap.EndpointRefusedHostAddr
 	}
 	return 0
 }
@@ -362,7 +362,7 @@ func remoteBlocks(d *Desired, s *model.Snapshot, self string, selfSpec model.Nod
 			continue
 		}
 		p := b.Spec.CIDR.Masked()
-		d.Routes[p] = maps.Route{Type: maps.RouteRemoteWorkload, Encap: EncapFor(s, selfSpec, node.Spec, p.Addr()),
+		d.Routes[p] = bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: EncapFor(s, selfSpec, node.Spec, p.Addr()),
 			NextHop: node.Spec.IPv4Address.Addr()}
 		out[b.Spec.Node] = append(out[b.Spec.Node], p)
 	}
@@ -383,18 +383,18 @@ func inBlock(blocks []netip.Prefix, a netip.Addr) bool {
 // and the prefilter.
 func compilePolicy(d *Desired, in Input, self model.NodeSpec) {
 	s := in.Snapshot
-	d.Prefilter = make(maps.Prefilter, len(s.Config.Spec.PrefilterDeny))
+	d.Prefilter = make(bpfmap.Prefilter, len(s.Config.Spec.PrefilterDeny))
 	for _, p := range s.Config.Spec.PrefilterDeny {
 		d.Prefilter[p.Masked()] = struct{}{}
 	}
 	d.Config.PrefilterTC = len(d.Prefilter) > 0 && !in.PrefilterXDP
 	switch s.Config.Spec.EndpointToHostAction {
 	case model.ActionDrop:
-		d.Config.EndpointToHost = maps.EndpointToHostDrop
+		d.Config.EndpointToHost = bpfmap.EndpointToHostDrop
 	case model.ActionReturn:
-		d.Config.EndpointToHost = maps.EndpointToHostReturn
+		d.Config.EndpointToHost = bpfmap.EndpointToHostReturn
 	default:
-		d.Config.EndpointToHost = maps.EndpointToHostAccept
+		d.Config.EndpointToHost = bpfmap.EndpointToHostAccept
 	}
 	hosts := append([]netip.Addr(nil), in.HostAddrs...)
 	for _, p := range []netip.Prefix{self.IPv4Address, self.IPv6Address} {
@@ -424,11 +424,11 @@ func compilePolicy(d *Desired, in Input, self model.NodeSpec) {
 }
 
 // nodeConfig is cx_config for this node.
-func nodeConfig(in Input, s *model.Snapshot, self model.NodeSpec) maps.NodeConfig {
+func nodeConfig(in Input, s *model.Snapshot, self model.NodeSpec) bpfmap.NodeConfig {
 	if !self.IPv4Address.IsValid() {
-		return maps.NodeConfig{}
+		return bpfmap.NodeConfig{}
 	}
-	c := maps.NodeConfig{
+	c := bpfmap.NodeConfig{
 		Address:   self.IPv4Address.Addr(),
 		VXLANVNI:  s.Config.Spec.VXLANVNI,
 		VXLANPort: s.Config.Spec.VXLANPort,
@@ -489,9 +489,9 @@ func floatingIPs(d *Desired, s *model.Snapshot, node string) {
 			continue
 		}
 		owner := n.Spec.IPv4Address.Addr()
-		d.FloatingIPs[f.Spec.IP] = maps.FloatingIP{Fixed: fixed, Node: owner, EndpointID: EndpointID(ep.Metadata.Name),
+		d.FloatingIPs[f.Spec.IP] = bpfmap.FloatingIP{Fixed: fixed, Node: owner, EndpointID: EndpointID(ep.Metadata.Name),
 			Local: ep.Spec.Node == node}
-		d.Routes[netip.PrefixFrom(f.Spec.IP, 32)] = maps.Route{Type: maps.RouteFloatingIP, NextHop: owner}
+		d.Routes[netip.PrefixFrom(f.Spec.IP, 32)] = bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: owner}
 	}
 }
 
@@ -499,10 +499,10 @@ func floatingIPs(d *Desired, s *model.Snapshot, node string) {
 // remote, leaves: by the mode of the pool that holds addr (the longest
 // one). CrossSubnet encapsulates only when remote's underlay address is
 // outside self's underlay subnet (Node.spec.ipv4Address's prefix).
-func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) maps.Encap {
+func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) bpfmap.Encap {
 	pool := poolOf(s, addr)
 	if pool == nil {
-		return maps.EncapNone
+		return bpfmap.EncapNone
 	}
 	crossSubnet := !self.IPv4Address.IsValid() || !self.IPv4Address.Masked().Contains(remote.IPv4Address.Addr())
 	applies := func(m model.EncapMode) bool {
@@ -510,11 +510,11 @@ func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) m
 	}
 	switch {
 	case applies(pool.Spec.IPIPMode):
-		return maps.EncapIPIP
+		return bpfmap.EncapIPIP
 	case applies(pool.Spec.VXLANMode):
-		return maps.EncapVXLAN
+		return bpfmap.EncapVXLAN
 	}
-	return maps.EncapNone
+	return bpfmap.EncapNone
 }
 
 // WorkloadMTU is the MTU a workload must use for its packets to fit an
@@ -530,10 +530,10 @@ func WorkloadMTU(underlayMTU int, s *model.Snapshot) int {
 			continue
 		}
 		if p.Spec.IPIPMode.Enabled() {
-			overhead = max(overhead, maps.EncapIPIP.Overhead())
+			overhead = max(overhead, bpfmap.EncapIPIP.Overhead())
 		}
 		if p.Spec.VXLANMode.Enabled() {
-			overhead = max(overhead, maps.EncapVXLAN.Overhead())
+			overhead = max(overhead, bpfmap.EncapVXLAN.Overhead())
 		}
 	}
 	return underlayMTU - overhead

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -30,8 +30,8 @@ func snapshot(t *testing.T) *model.Snapshot {
 }
 
 func TestCompute(t *testing.T) {
-	hostMAC1 := maps.MAC{0xaa, 0, 0, 0, 0, 1}
-	hostMAC2 := maps.MAC{0xaa, 0, 0, 0, 0, 2}
+	hostMAC1 := bpfmap.MAC{0xaa, 0, 0, 0, 0, 1}
+	hostMAC2 := bpfmap.MAC{0xaa, 0, 0, 0, 0, 2}
 	d := Compute(Input{
 		Snapshot: snapshot(t),
 		Node:     "host-a",
@@ -42,8 +42,8 @@ func TestCompute(t *testing.T) {
 		},
 	})
 
-	wantIfaces := map[uint32]maps.Iface{
-		11: {Workload: true, CheckMAC: true, EndpointID: EndpointID("w1"), MAC: maps.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
+	wantIfaces := map[uint32]bpfmap.Iface{
+		11: {Workload: true, CheckMAC: true, EndpointID: EndpointID("w1"), MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
 		12: {Workload: true, EndpointID: EndpointID("w2"), HostMAC: hostMAC2},
 	}
 	if len(d.Ifaces) != len(wantIfaces) {
@@ -55,14 +55,14 @@ func TestCompute(t *testing.T) {
 		}
 	}
 
-	wantRoutes := map[string]maps.Route{
-		"10.30.0.11/32": {Type: maps.RouteHost},
-		"10.65.0.2/32":  {Type: maps.RouteLocalWorkload, Ifindex: 11, MAC: maps.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
-		"10.65.0.20/32": {Type: maps.RouteLocalWorkload, Ifindex: 11, MAC: maps.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
-		"10.65.0.3/32":  {Type: maps.RouteLocalWorkload, Ifindex: 12, HostMAC: hostMAC2},
-		"10.65.1.9/32":  {Type: maps.RouteRemoteWorkload, NextHop: netip.MustParseAddr("10.30.0.12")},
-		"10.30.0.12/32": {Type: maps.RouteNode, NextHop: netip.MustParseAddr("10.30.0.12")},
-		"10.65.0.0/16":  {Type: maps.RoutePool},
+	wantRoutes := map[string]bpfmap.Route{
+		"10.30.0.11/32": {Type: bpfmap.RouteHost},
+		"10.65.0.2/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 11, MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
+		"10.65.0.20/32": {Type: bpfmap.RouteLocalWorkload, Ifindex: 11, MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
+		"10.65.0.3/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 12, HostMAC: hostMAC2},
+		"10.65.1.9/32":  {Type: bpfmap.RouteRemoteWorkload, NextHop: netip.MustParseAddr("10.30.0.12")},
+		"10.30.0.12/32": {Type: bpfmap.RouteNode, NextHop: netip.MustParseAddr("10.30.0.12")},
+		"10.65.0.0/16":  {Type: bpfmap.RoutePool},
 	}
 	if len(d.Routes) != len(wantRoutes) {
 		t.Errorf("routes = %v, want %d entries", d.Routes, len(wantRoutes))
@@ -141,15 +141,15 @@ func threeNodes(ipip, vxlan model.EncapMode) *model.Snapshot {
 func TestComputeEncapPerPoolMode(t *testing.T) {
 	for _, tc := range []struct {
 		ipip, vxlan model.EncapMode
-		toB, toC    maps.Encap
+		toB, toC    bpfmap.Encap
 		workloadMTU int
-		encapsInUse []maps.Encap
+		encapsInUse []bpfmap.Encap
 	}{
-		{model.EncapAlways, model.EncapNever, maps.EncapIPIP, maps.EncapIPIP, 1480, []maps.Encap{maps.EncapIPIP}},
-		{model.EncapNever, model.EncapAlways, maps.EncapVXLAN, maps.EncapVXLAN, 1450, []maps.Encap{maps.EncapVXLAN}},
-		{model.EncapCrossSubnet, model.EncapNever, maps.EncapNone, maps.EncapIPIP, 1480, []maps.Encap{maps.EncapNone, maps.EncapIPIP}},
-		{model.EncapNever, model.EncapCrossSubnet, maps.EncapNone, maps.EncapVXLAN, 1450, []maps.Encap{maps.EncapNone, maps.EncapVXLAN}},
-		{model.EncapNever, model.EncapNever, maps.EncapNone, maps.EncapNone, 1500, []maps.Encap{maps.EncapNone}},
+		{model.EncapAlways, model.EncapNever, bpfmap.EncapIPIP, bpfmap.EncapIPIP, 1480, []bpfmap.Encap{bpfmap.EncapIPIP}},
+		{model.EncapNever, model.EncapAlways, bpfmap.EncapVXLAN, bpfmap.EncapVXLAN, 1450, []bpfmap.Encap{bpfmap.EncapVXLAN}},
+		{model.EncapCrossSubnet, model.EncapNever, bpfmap.EncapNone, bpfmap.EncapIPIP, 1480, []bpfmap.Encap{bpfmap.EncapNone, bpfmap.EncapIPIP}},
+		{model.EncapNever, model.EncapCrossSubnet, bpfmap.EncapNone, bpfmap.EncapVXLAN, 1450, []bpfmap.Encap{bpfmap.EncapNone, bpfmap.EncapVXLAN}},
+		{model.EncapNever, model.EncapNever, bpfmap.EncapNone, bpfmap.EncapNone, 1500, []bpfmap.Encap{bpfmap.EncapNone}},
 	} {
 		t.Run(string(tc.ipip)+"/"+string(tc.vxlan), func(t *testing.T) {
 			d := Compute(Input{Snapshot: threeNodes(tc.ipip, tc.vxlan), Node: "a", Underlay: "eth0",
@@ -158,11 +158,11 @@ func TestComputeEncapPerPoolMode(t *testing.T) {
 					"tap-wa": {Name: "tap-wa", Ifindex: 7},
 				}})
 			for dst, want := range map[string]struct {
-				encap maps.Encap
+				encap bpfmap.Encap
 				node  string
 			}{"10.65.2.2/32": {tc.toB, "10.30.0.12"}, "10.65.3.2/32": {tc.toC, "10.30.1.13"}} {
 				got := d.Routes[netip.MustParsePrefix(dst)]
-				if got.Type != maps.RouteRemoteWorkload || got.Encap != want.encap || got.NextHop != netip.MustParseAddr(want.node) {
+				if got.Type != bpfmap.RouteRemoteWorkload || got.Encap != want.encap || got.NextHop != netip.MustParseAddr(want.node) {
 					t.Errorf("route %s = %+v, want remote-workload via %s encap %s", dst, got, want.node, want.encap)
 				}
 			}
@@ -180,14 +180,14 @@ func TestComputeEncapPerPoolMode(t *testing.T) {
 			}
 			// Both other nodes are tunnel peers; this node is the host.
 			for _, n := range []string{"10.30.0.12", "10.30.1.13"} {
-				if r := d.Routes[netip.MustParsePrefix(n+"/32")]; r.Type != maps.RouteNode {
+				if r := d.Routes[netip.MustParsePrefix(n+"/32")]; r.Type != bpfmap.RouteNode {
 					t.Errorf("node %s route = %+v, want node", n, r)
 				}
 			}
-			if r := d.Routes[netip.MustParsePrefix("10.30.0.11/32")]; r.Type != maps.RouteHost {
+			if r := d.Routes[netip.MustParsePrefix("10.30.0.11/32")]; r.Type != bpfmap.RouteHost {
 				t.Errorf("own address route = %+v, want host", r)
 			}
-			wantCfg := maps.NodeConfig{Address: netip.MustParseAddr("10.30.0.11"), UnderlayIfindex: 2, UnderlayMTU: 1500,
+			wantCfg := bpfmap.NodeConfig{Address: netip.MustParseAddr("10.30.0.11"), UnderlayIfindex: 2, UnderlayMTU: 1500,
 				VXLANVNI: model.DefaultVXLANVNI, VXLANPort: model.DefaultVXLANPort,
 				Metadata: netip.MustParseAddrPort(model.DefaultMetadataAddress), NATPorts: [2]uint16{20000, 29999},
 				WorkloadMTU: uint32(tc.workloadMTU)}
@@ -258,7 +258,7 @@ func TestComputeFloatingIPsAndNATOutgoing(t *testing.T) {
 	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]Interface{
 		"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}, "tap-wa": {Name: "tap-wa", Ifindex: 7}, "tap-wn": {Name: "tap-wn", Ifindex: 8}}})
 
-	want := map[netip.Addr]maps.FloatingIP{
+	want := map[netip.Addr]bpfmap.FloatingIP{
 		netip.MustParseAddr("198.51.100.10"): {Fixed: netip.MustParseAddr("10.65.1.2"), Node: netip.MustParseAddr("10.30.0.11"), EndpointID: EndpointID("wa"), Local: true},
 		netip.MustParseAddr("198.51.100.30"): {Fixed: netip.MustParseAddr("10.65.3.2"), Node: netip.MustParseAddr("10.30.1.13"), EndpointID: EndpointID("wc")},
 	}
@@ -269,7 +269,7 @@ func TestComputeFloatingIPsAndNATOutgoing(t *testing.T) {
 		if d.FloatingIPs[ip] != f {
 			t.Errorf("floating IP %s = %+v, want %+v", ip, d.FloatingIPs[ip], f)
 		}
-		if r := d.Routes[netip.PrefixFrom(ip, 32)]; r.Type != maps.RouteFloatingIP || r.NextHop != f.Node {
+		if r := d.Routes[netip.PrefixFrom(ip, 32)]; r.Type != bpfmap.RouteFloatingIP || r.NextHop != f.Node {
 			t.Errorf("route of %s = %+v, want floating-ip via %s", ip, r, f.Node)
 		}
 	}
@@ -286,11 +286,11 @@ func TestComputeFloatingIPsAndNATOutgoing(t *testing.T) {
 }
 
 // encapsInUse lists the encapsulations d's remote-workload routes use, sorted.
-func encapsInUse(d *Desired) []maps.Encap {
-	seen := map[maps.Encap]bool{}
-	var out []maps.Encap
+func encapsInUse(d *Desired) []bpfmap.Encap {
+	seen := map[bpfmap.Encap]bool{}
+	var out []bpfmap.Encap
 	for _, r := range d.Routes {
-		if r.Type == maps.RouteRemoteWorkload && !seen[r.Encap] {
+		if r.Type == bpfmap.RouteRemoteWorkload && !seen[r.Encap] {
 			seen[r.Encap] = true
 			out = append(out, r.Encap)
 		}
@@ -343,20 +343,20 @@ func TestComputeBlockRoutes(t *testing.T) {
 		"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}, "tap-wa": {Name: "tap-wa", Ifindex: 7}, "tap-wa2": {Name: "tap-wa2", Ifindex: 8}}})
 
 	b, c := netip.MustParseAddr("10.30.0.12"), netip.MustParseAddr("10.30.1.13")
-	want := map[string]maps.Route{
-		"10.65.2.0/26":  {Type: maps.RouteRemoteWorkload, NextHop: b},
-		"10.65.4.0/26":  {Type: maps.RouteRemoteWorkload, NextHop: b},
-		"10.65.3.0/26":  {Type: maps.RouteRemoteWorkload, NextHop: c, Encap: maps.EncapIPIP},
-		"10.70.0.0/26":  {Type: maps.RouteRemoteWorkload, NextHop: b, Encap: maps.EncapVXLAN},
-		"10.65.77.7/32": {Type: maps.RouteRemoteWorkload, NextHop: b},
-		"10.65.2.50/32": {Type: maps.RouteRemoteWorkload, NextHop: c, Encap: maps.EncapIPIP},
-		"10.65.1.2/32":  {Type: maps.RouteLocalWorkload, Ifindex: 7},
-		"10.65.4.9/32":  {Type: maps.RouteLocalWorkload, Ifindex: 8},
-		"10.65.0.0/16":  {Type: maps.RoutePool},
-		"10.70.0.0/16":  {Type: maps.RoutePool},
-		"10.30.0.11/32": {Type: maps.RouteHost},
-		"10.30.0.12/32": {Type: maps.RouteNode, NextHop: b},
-		"10.30.1.13/32": {Type: maps.RouteNode, NextHop: c},
+	want := map[string]bpfmap.Route{
+		"10.65.2.0/26":  {Type: bpfmap.RouteRemoteWorkload, NextHop: b},
+		"10.65.4.0/26":  {Type: bpfmap.RouteRemoteWorkload, NextHop: b},
+		"10.65.3.0/26":  {Type: bpfmap.RouteRemoteWorkload, NextHop: c, Encap: bpfmap.EncapIPIP},
+		"10.70.0.0/26":  {Type: bpfmap.RouteRemoteWorkload, NextHop: b, Encap: bpfmap.EncapVXLAN},
+		"10.65.77.7/32": {Type: bpfmap.RouteRemoteWorkload, NextHop: b},
+		"10.65.2.50/32": {Type: bpfmap.RouteRemoteWorkload, NextHop: c, Encap: bpfmap.EncapIPIP},
+		"10.65.1.2/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 7},
+		"10.65.4.9/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 8},
+		"10.65.0.0/16":  {Type: bpfmap.RoutePool},
+		"10.70.0.0/16":  {Type: bpfmap.RoutePool},
+		"10.30.0.11/32": {Type: bpfmap.RouteHost},
+		"10.30.0.12/32": {Type: bpfmap.RouteNode, NextHop: b},
+		"10.30.1.13/32": {Type: bpfmap.RouteNode, NextHop: c},
 	}
 	for p, w := range want {
 		if got, ok := d.Routes[netip.MustParsePrefix(p)]; !ok || got != w {
@@ -417,12 +417,12 @@ func TestInterfaceKinds(t *testing.T) {
 		Snapshot: snapshot(t),
 		Node:     "host-a",
 		Links: map[string]Interface{
-			"tap1": {Name: "tap1", Ifindex: 11, Kind: maps.IfaceTap},
-			"tap2": {Name: "tap2", Ifindex: 12, Kind: maps.IfaceVeth},
-			"tap3": {Name: "tap3", Ifindex: 13, Kind: maps.IfaceOther},
+			"tap1": {Name: "tap1", Ifindex: 11, Kind: bpfmap.IfaceTap},
+			"tap2": {Name: "tap2", Ifindex: 12, Kind: bpfmap.IfaceVeth},
+			"tap3": {Name: "tap3", Ifindex: 13, Kind: bpfmap.IfaceOther},
 		},
 	})
-	for idx, want := range map[uint32]maps.IfaceKind{11: maps.IfaceTap, 12: maps.IfaceVeth, 13: maps.IfaceOther} {
+	for idx, want := range map[uint32]bpfmap.IfaceKind{11: bpfmap.IfaceTap, 12: bpfmap.IfaceVeth, 13: bpfmap.IfaceOther} {
 		if got := d.Ifaces[idx].Kind; got != want {
 			t.Errorf("iface %d kind = %s, want %s", idx, got, want)
 		}
@@ -433,7 +433,7 @@ func TestInterfaceKinds(t *testing.T) {
 		}
 	}
 	for _, ep := range []string{"w1", "w2", "w3"} {
-		if st := d.Endpoints[EndpointID(ep)]; st.State != maps.EndpointReady {
+		if st := d.Endpoints[EndpointID(ep)]; st.State != bpfmap.EndpointReady {
 			t.Errorf("endpoint %s state = %s, want ready", ep, st.State)
 		}
 	}
@@ -449,13 +449,13 @@ func TestUntouchableInterfaces(t *testing.T) {
 		Node:     "host-a",
 		Underlay: "tap1",
 		Links: map[string]Interface{
-			"tap1": {Name: "tap1", Ifindex: 11, Kind: maps.IfaceVeth, Addrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}},
-			"tap2": {Name: "tap2", Ifindex: 12, Kind: maps.IfaceOther, Loopback: true},
-			"tap3": {Name: "tap3", Ifindex: 13, Kind: maps.IfaceOther, Addrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}},
+			"tap1": {Name: "tap1", Ifindex: 11, Kind: bpfmap.IfaceVeth, Addrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}},
+			"tap2": {Name: "tap2", Ifindex: 12, Kind: bpfmap.IfaceOther, Loopback: true},
+			"tap3": {Name: "tap3", Ifindex: 13, Kind: bpfmap.IfaceOther, Addrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}},
 		},
 	})
-	want := map[string]maps.EndpointState{"w1": maps.EndpointRefusedUnderlay, "w2": maps.EndpointRefusedLoopback,
-		"w3": maps.EndpointRefusedHostAddr}
+	want := map[string]bpfmap.EndpointState{"w1": bpfmap.EndpointRefusedUnderlay, "w2": bpfmap.EndpointRefusedLoopback,
+		"w3": bpfmap.EndpointRefusedHostAddr}
 	for ep, st := range want {
 		if got := d.Endpoints[EndpointID(ep)]; got.State != st || got.Ifname == "" {
 			t.Errorf("endpoint %s = %+v, want state %s", ep, got, st)
@@ -483,7 +483,7 @@ func TestUntouchableInterfaces(t *testing.T) {
 	}
 	// A missing interface is pending, not refused.
 	d = Compute(Input{Snapshot: s, Node: "host-a", Links: map[string]Interface{}})
-	if st := d.Endpoints[EndpointID("w1")]; st.State != maps.EndpointPending || st.Ifname != "tap1" {
+	if st := d.Endpoints[EndpointID("w1")]; st.State != bpfmap.EndpointPending || st.Ifname != "tap1" {
 		t.Errorf("w1 without interface = %+v, want pending on tap1", st)
 	}
 }
@@ -499,7 +499,7 @@ func TestLocalRoutes(t *testing.T) {
 		CIDR: netip.MustParsePrefix("fd00:65::/64"), GatewayIP: netip.MustParseAddr("fd00:65::1")}})
 	d := Compute(Input{Snapshot: s, Node: "host-a", Links: map[string]Interface{
 		"lo":   {Name: "lo", Ifindex: 1, Loopback: true},
-		"tap1": {Name: "tap1", Ifindex: 11, Kind: maps.IfaceTap},
+		"tap1": {Name: "tap1", Ifindex: 11, Kind: bpfmap.IfaceTap},
 	}})
 	want := []LocalRoute{
 		{Addr: netip.MustParseAddr("10.65.0.1"), Ifindex: 1},
@@ -527,7 +527,7 @@ func TestComputeIPv6HostRoutes(t *testing.T) {
 		netip.MustParseAddr("fe80::1"), netip.MustParseAddr("192.168.7.1")}
 	d := Compute(Input{Snapshot: s, Node: "host-a", HostAddrs: hostAddrs})
 	for _, p := range []string{"fd00:99::1/128", "fd00:30::11/128"} {
-		if r, ok := d.Routes[netip.MustParsePrefix(p)]; !ok || r.Type != maps.RouteHost {
+		if r, ok := d.Routes[netip.MustParsePrefix(p)]; !ok || r.Type != bpfmap.RouteHost {
 			t.Errorf("route %s = %+v (%v), want host", p, r, ok)
 		}
 	}

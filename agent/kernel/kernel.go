@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/agent/calc"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // RouteProtocol tags the kernel routes calyx owns, so a restarted agent
@@ -106,7 +106,7 @@ func Links() (map[string]calc.Interface, error) {
 	out := make(map[string]calc.Interface, len(ls))
 	for _, l := range ls {
 		a := l.Attrs()
-		out[a.Name] = calc.Interface{Name: a.Name, Ifindex: a.Index, MAC: maps.MACFrom(a.HardwareAddr), MTU: a.MTU,
+		out[a.Name] = calc.Interface{Name: a.Name, Ifindex: a.Index, MAC: bpfmap.MACFrom(a.HardwareAddr), MTU: a.MTU,
 			Kind: linkKind(l), Loopback: a.Flags&net.FlagLoopback != 0, Addrs: addrs[a.Index]}
 	}
 	return out, nil
@@ -116,24 +116,24 @@ func Links() (map[string]calc.Interface, error) {
 // works into a veth or netkit peer in another namespace only (into a peer
 // in this one the kernel drops it); a tap and anything else take the packet
 // at their egress.
-func linkKind(l netlink.Link) maps.IfaceKind {
+func linkKind(l netlink.Link) bpfmap.IfaceKind {
 	switch l.Type() {
 	case "veth", "netkit":
 		if l.Attrs().NetNsID < 0 {
 			// The peer is in this namespace.
-			return maps.IfaceOther
+			return bpfmap.IfaceOther
 		}
 		if l.Type() == "netkit" {
-			return maps.IfaceNetkit
+			return bpfmap.IfaceNetkit
 		}
-		return maps.IfaceVeth
+		return bpfmap.IfaceVeth
 	case "tuntap":
 		if t, ok := l.(*netlink.Tuntap); ok && t.Mode == netlink.TUNTAP_MODE_TUN {
-			return maps.IfaceOther
+			return bpfmap.IfaceOther
 		}
-		return maps.IfaceTap
+		return bpfmap.IfaceTap
 	}
-	return maps.IfaceOther
+	return bpfmap.IfaceOther
 }
 
 // WatchLinks calls onChange (from its own goroutine) whenever an interface

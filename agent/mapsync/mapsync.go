@@ -8,33 +8,33 @@ import (
 	"net/netip"
 
 	"github.com/calyxnet/calyx/agent/calc"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
-// Store is the map access mapsync needs; *maps.Maps implements it.
+// Store is the map access mapsync needs; *bpfmap.Maps implements it.
 type Store interface {
-	Ifaces() (map[uint32]maps.Iface, error)
-	PutIface(ifindex uint32, v maps.Iface) error
+	Ifaces() (map[uint32]bpfmap.Iface, error)
+	PutIface(ifindex uint32, v bpfmap.Iface) error
 	DeleteIface(ifindex uint32) error
-	Routes() (map[netip.Prefix]maps.Route, error)
-	PutRoute(p netip.Prefix, r maps.Route) error
+	Routes() (map[netip.Prefix]bpfmap.Route, error)
+	PutRoute(p netip.Prefix, r bpfmap.Route) error
 	DeleteRoute(p netip.Prefix) error
-	Config() (maps.NodeConfig, error)
-	PutConfig(c maps.NodeConfig) error
-	FloatingIPs() (map[netip.Addr]maps.FloatingIP, error)
-	PutFloatingIP(ip netip.Addr, f maps.FloatingIP) error
+	Config() (bpfmap.NodeConfig, error)
+	PutConfig(c bpfmap.NodeConfig) error
+	FloatingIPs() (map[netip.Addr]bpfmap.FloatingIP, error)
+	PutFloatingIP(ip netip.Addr, f bpfmap.FloatingIP) error
 	DeleteFloatingIP(ip netip.Addr) error
-	IPCache() (map[netip.Prefix]maps.IPCacheEntry, error)
-	PutIPCache(p netip.Prefix, e maps.IPCacheEntry) error
+	IPCache() (map[netip.Prefix]bpfmap.IPCacheEntry, error)
+	PutIPCache(p netip.Prefix, e bpfmap.IPCacheEntry) error
 	DeleteIPCache(p netip.Prefix) error
-	Policy() (map[maps.PolicyKey]maps.PolicyVerdict, error)
-	PutPolicy(k maps.PolicyKey, v maps.PolicyVerdict) error
-	DeletePolicy(k maps.PolicyKey) error
-	Prefilter() (maps.Prefilter, error)
+	Policy() (map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, error)
+	PutPolicy(k bpfmap.PolicyKey, v bpfmap.PolicyVerdict) error
+	DeletePolicy(k bpfmap.PolicyKey) error
+	Prefilter() (bpfmap.Prefilter, error)
 	PutPrefilter(p netip.Prefix) error
 	DeletePrefilter(p netip.Prefix) error
-	EndpointStatuses() (map[uint32]maps.EndpointStatus, error)
-	PutEndpointStatus(id uint32, st maps.EndpointStatus) error
+	EndpointStatuses() (map[uint32]bpfmap.EndpointStatus, error)
+	PutEndpointStatus(id uint32, st bpfmap.EndpointStatus) error
 	DeleteEndpointStatus(id uint32) error
 }
 
@@ -79,14 +79,14 @@ func (c *Counts) add(o Counts) {
 // start (adopting a previous agent's state), so each diff is in memory.
 type Syncer struct {
 	store  Store
-	ifaces map[uint32]maps.Iface
-	routes map[netip.Prefix]maps.Route
-	config maps.NodeConfig
-	fips   map[netip.Addr]maps.FloatingIP
-	ipc    map[netip.Prefix]maps.IPCacheEntry
-	policy map[maps.PolicyKey]maps.PolicyVerdict
-	prefil maps.Prefilter
-	eps    map[uint32]maps.EndpointStatus
+	ifaces map[uint32]bpfmap.Iface
+	routes map[netip.Prefix]bpfmap.Route
+	config bpfmap.NodeConfig
+	fips   map[netip.Addr]bpfmap.FloatingIP
+	ipc    map[netip.Prefix]bpfmap.IPCacheEntry
+	policy map[bpfmap.PolicyKey]bpfmap.PolicyVerdict
+	prefil bpfmap.Prefilter
+	eps    map[uint32]bpfmap.EndpointStatus
 }
 
 // New reads the current map contents.

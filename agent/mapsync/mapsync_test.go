@@ -6,59 +6,59 @@ import (
 	"testing"
 
 	"github.com/calyxnet/calyx/agent/calc"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 )
 
 // fakeStore records every write in order.
 type fakeStore struct {
-	ifaces map[uint32]maps.Iface
-	routes map[netip.Prefix]maps.Route
-	config maps.NodeConfig
-	fips   map[netip.Addr]maps.FloatingIP
-	ipc    map[netip.Prefix]maps.IPCacheEntry
-	policy map[maps.PolicyKey]maps.PolicyVerdict
-	prefil maps.Prefilter
-	eps    map[uint32]maps.EndpointStatus
+	ifaces map[uint32]bpfmap.Iface
+	routes map[netip.Prefix]bpfmap.Route
+	config bpfmap.NodeConfig
+	fips   map[netip.Addr]bpfmap.FloatingIP
+	ipc    map[netip.Prefix]bpfmap.IPCacheEntry
+	policy map[bpfmap.PolicyKey]bpfmap.PolicyVerdict
+	prefil bpfmap.Prefilter
+	eps    map[uint32]bpfmap.EndpointStatus
 	ops    []string
 	failOn string
 }
 
 func newFake() *fakeStore {
-	return &fakeStore{ifaces: map[uint32]maps.Iface{}, routes: map[netip.Prefix]maps.Route{}}
+	return &fakeStore{ifaces: map[uint32]bpfmap.Iface{}, routes: map[netip.Prefix]bpfmap.Route{}}
 }
 
-func (f *fakeStore) Ifaces() (map[uint32]maps.Iface, error) {
-	out := map[uint32]maps.Iface{}
+func (f *fakeStore) Ifaces() (map[uint32]bpfmap.Iface, error) {
+	out := map[uint32]bpfmap.Iface{}
 	for k, v := range f.ifaces {
 		out[k] = v
 	}
 	return out, nil
 }
 
-func (f *fakeStore) Routes() (map[netip.Prefix]maps.Route, error) {
-	out := map[netip.Prefix]maps.Route{}
+func (f *fakeStore) Routes() (map[netip.Prefix]bpfmap.Route, error) {
+	out := map[netip.Prefix]bpfmap.Route{}
 	for k, v := range f.routes {
 		out[k] = v
 	}
 	return out, nil
 }
 
-func (f *fakeStore) Config() (maps.NodeConfig, error) { return f.config, nil }
+func (f *fakeStore) Config() (bpfmap.NodeConfig, error) { return f.config, nil }
 
-func (f *fakeStore) FloatingIPs() (map[netip.Addr]maps.FloatingIP, error) {
-	out := map[netip.Addr]maps.FloatingIP{}
+func (f *fakeStore) FloatingIPs() (map[netip.Addr]bpfmap.FloatingIP, error) {
+	out := map[netip.Addr]bpfmap.FloatingIP{}
 	for k, v := range f.fips {
 		out[k] = v
 	}
 	return out, nil
 }
 
-func (f *fakeStore) PutFloatingIP(ip netip.Addr, v maps.FloatingIP) error {
+func (f *fakeStore) PutFloatingIP(ip netip.Addr, v bpfmap.FloatingIP) error {
 	if err := f.op("put fip " + ip.String()); err != nil {
 		return err
 	}
 	if f.fips == nil {
-		f.fips = map[netip.Addr]maps.FloatingIP{}
+		f.fips = map[netip.Addr]bpfmap.FloatingIP{}
 	}
 	f.fips[ip] = v
 	return nil
@@ -72,7 +72,7 @@ func (f *fakeStore) DeleteFloatingIP(ip netip.Addr) error {
 	return nil
 }
 
-func (f *fakeStore) PutConfig(c maps.NodeConfig) error {
+func (f *fakeStore) PutConfig(c bpfmap.NodeConfig) error {
 	if err := f.op("put config"); err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func (f *fakeStore) op(s string) error {
 	return nil
 }
 
-func (f *fakeStore) PutIface(i uint32, v maps.Iface) error {
+func (f *fakeStore) PutIface(i uint32, v bpfmap.Iface) error {
 	if err := f.op(fmt.Sprintf("put iface %d", i)); err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func (f *fakeStore) DeleteIface(i uint32) error {
 	return nil
 }
 
-func (f *fakeStore) PutRoute(p netip.Prefix, r maps.Route) error {
+func (f *fakeStore) PutRoute(p netip.Prefix, r bpfmap.Route) error {
 	if err := f.op("put route " + p.String()); err != nil {
 		return err
 	}
@@ -121,10 +121,10 @@ func (f *fakeStore) DeleteRoute(p netip.Prefix) error {
 }
 
 func desired(eps map[uint32]string) *calc.Desired {
-	d := &calc.Desired{Ifaces: map[uint32]maps.Iface{}, Routes: map[netip.Prefix]maps.Route{}}
+	d := &calc.Desired{Ifaces: map[uint32]bpfmap.Iface{}, Routes: map[netip.Prefix]bpfmap.Route{}}
 	for idx, ip := range eps {
-		d.Ifaces[idx] = maps.Iface{Workload: true, EndpointID: idx}
-		d.Routes[netip.MustParsePrefix(ip+"/32")] = maps.Route{Type: maps.RouteLocalWorkload, Ifindex: idx}
+		d.Ifaces[idx] = bpfmap.Iface{Workload: true, EndpointID: idx}
+		d.Routes[netip.MustParsePrefix(ip+"/32")] = bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: idx}
 	}
 	return d
 }
@@ -185,7 +185,7 @@ func TestSyncChangedValue(t *testing.T) {
 	d := desired(map[uint32]string{1: "10.0.0.1"})
 	s.Sync(d)
 	f.ops = nil
-	d.Routes[netip.MustParsePrefix("10.0.0.1/32")] = maps.Route{Type: maps.RouteLocalWorkload, Ifindex: 1, MAC: maps.MAC{2}}
+	d.Routes[netip.MustParsePrefix("10.0.0.1/32")] = bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: 1, MAC: bpfmap.MAC{2}}
 	s.Sync(d)
 	if fmt.Sprint(f.ops) != "[put route 10.0.0.1/32]" {
 		t.Fatalf("ops = %v", f.ops)
@@ -225,8 +225,8 @@ func TestReloadRepairsOutOfBandChanges(t *testing.T) {
 	}
 	// By hand: a route deleted, an interface entry altered, a stray route.
 	delete(f.routes, netip.MustParsePrefix("10.0.0.1/32"))
-	f.ifaces[2] = maps.Iface{Workload: true, EndpointID: 99}
-	f.routes[netip.MustParsePrefix("10.9.9.9/32")] = maps.Route{Type: maps.RouteHost}
+	f.ifaces[2] = bpfmap.Iface{Workload: true, EndpointID: 99}
+	f.routes[netip.MustParsePrefix("10.9.9.9/32")] = bpfmap.Route{Type: bpfmap.RouteHost}
 
 	if c, _ := s.Sync(want); c.Total() != 0 {
 		t.Fatalf("sync from a stale cache wrote %+v; it cannot see the changes", c)
@@ -259,8 +259,8 @@ func TestFloatingIPOrder(t *testing.T) {
 	}
 	fip := netip.MustParseAddr("198.51.100.10")
 	d := desired(map[uint32]string{1: "10.0.0.1"})
-	d.FloatingIPs = map[netip.Addr]maps.FloatingIP{fip: {Fixed: netip.MustParseAddr("10.0.0.1"), Local: true}}
-	d.Routes[netip.PrefixFrom(fip, 32)] = maps.Route{Type: maps.RouteFloatingIP}
+	d.FloatingIPs = map[netip.Addr]bpfmap.FloatingIP{fip: {Fixed: netip.MustParseAddr("10.0.0.1"), Local: true}}
+	d.Routes[netip.PrefixFrom(fip, 32)] = bpfmap.Route{Type: bpfmap.RouteFloatingIP}
 	f.ops = nil
 	if _, err := s.Sync(d); err != nil {
 		t.Fatal(err)
@@ -295,7 +295,7 @@ func TestRouteGeneration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := maps.NodeConfig{Address: netip.MustParseAddr("10.30.0.11"), UnderlayMTU: 1500}
+	cfg := bpfmap.NodeConfig{Address: netip.MustParseAddr("10.30.0.11"), UnderlayMTU: 1500}
 	d := desired(map[uint32]string{1: "10.0.0.1"})
 	d.Config = cfg
 	if _, err := s.Sync(d); err != nil {
@@ -329,16 +329,16 @@ func lastIndexOf(ops []string, op string) int {
 	return -1
 }
 
-func (f *fakeStore) IPCache() (map[netip.Prefix]maps.IPCacheEntry, error) {
+func (f *fakeStore) IPCache() (map[netip.Prefix]bpfmap.IPCacheEntry, error) {
 	return clone(f.ipc), nil
 }
 
-func (f *fakeStore) PutIPCache(p netip.Prefix, e maps.IPCacheEntry) error {
+func (f *fakeStore) PutIPCache(p netip.Prefix, e bpfmap.IPCacheEntry) error {
 	if err := f.op("put ipcache " + p.String()); err != nil {
 		return err
 	}
 	if f.ipc == nil {
-		f.ipc = map[netip.Prefix]maps.IPCacheEntry{}
+		f.ipc = map[netip.Prefix]bpfmap.IPCacheEntry{}
 	}
 	f.ipc[p] = e
 	return nil
@@ -352,22 +352,22 @@ func (f *fakeStore) DeleteIPCache(p netip.Prefix) error {
 	return nil
 }
 
-func (f *fakeStore) Policy() (map[maps.PolicyKey]maps.PolicyVerdict, error) {
+func (f *fakeStore) Policy() (map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, error) {
 	return clone(f.policy), nil
 }
 
-func (f *fakeStore) PutPolicy(k maps.PolicyKey, v maps.PolicyVerdict) error {
+func (f *fakeStore) PutPolicy(k bpfmap.PolicyKey, v bpfmap.PolicyVerdict) error {
 	if err := f.op(fmt.Sprintf("put policy %d/%d", k.Table, k.Identity)); err != nil {
 		return err
 	}
 	if f.policy == nil {
-		f.policy = map[maps.PolicyKey]maps.PolicyVerdict{}
+		f.policy = map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{}
 	}
 	f.policy[k] = v
 	return nil
 }
 
-func (f *fakeStore) DeletePolicy(k maps.PolicyKey) error {
+func (f *fakeStore) DeletePolicy(k bpfmap.PolicyKey) error {
 	if err := f.op(fmt.Sprintf("delete policy %d/%d", k.Table, k.Identity)); err != nil {
 		return err
 	}
@@ -375,14 +375,14 @@ func (f *fakeStore) DeletePolicy(k maps.PolicyKey) error {
 	return nil
 }
 
-func (f *fakeStore) Prefilter() (maps.Prefilter, error) { return clone(f.prefil), nil }
+func (f *fakeStore) Prefilter() (bpfmap.Prefilter, error) { return clone(f.prefil), nil }
 
 func (f *fakeStore) PutPrefilter(p netip.Prefix) error {
 	if err := f.op("put prefilter " + p.String()); err != nil {
 		return err
 	}
 	if f.prefil == nil {
-		f.prefil = maps.Prefilter{}
+		f.prefil = bpfmap.Prefilter{}
 	}
 	f.prefil[p] = struct{}{}
 	return nil
@@ -396,16 +396,16 @@ func (f *fakeStore) DeletePrefilter(p netip.Prefix) error {
 	return nil
 }
 
-func (f *fakeStore) EndpointStatuses() (map[uint32]maps.EndpointStatus, error) {
+func (f *fakeStore) EndpointStatuses() (map[uint32]bpfmap.EndpointStatus, error) {
 	return clone(f.eps), nil
 }
 
-func (f *fakeStore) PutEndpointStatus(id uint32, st maps.EndpointStatus) error {
+func (f *fakeStore) PutEndpointStatus(id uint32, st bpfmap.EndpointStatus) error {
 	if err := f.op(fmt.Sprintf("put endpoint %d %s", id, st.State)); err != nil {
 		return err
 	}
 	if f.eps == nil {
-		f.eps = map[uint32]maps.EndpointStatus{}
+		f.eps = map[uint32]bpfmap.EndpointStatus{}
 	}
 	f.eps[id] = st
 	return nil
@@ -435,16 +435,16 @@ func TestPolicyTablesAroundInterfaceSwitch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := maps.PolicyKey{Table: 5}
-	d := &calc.Desired{Ifaces: map[uint32]maps.Iface{3: {Workload: true, IngressTable: 5}},
-		Policy: map[maps.PolicyKey]maps.PolicyVerdict{old: {Action: maps.PolicyDeny, Rule: 1}}}
+	old := bpfmap.PolicyKey{Table: 5}
+	d := &calc.Desired{Ifaces: map[uint32]bpfmap.Iface{3: {Workload: true, IngressTable: 5}},
+		Policy: map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{old: {Action: bpfmap.PolicyDeny, Rule: 1}}}
 	if _, err := s.Sync(d); err != nil {
 		t.Fatal(err)
 	}
 	f.ops = nil
-	neu := maps.PolicyKey{Table: 6}
-	d = &calc.Desired{Ifaces: map[uint32]maps.Iface{3: {Workload: true, IngressTable: 6}},
-		Policy: map[maps.PolicyKey]maps.PolicyVerdict{neu: {Action: maps.PolicyAllow, Rule: 20}}}
+	neu := bpfmap.PolicyKey{Table: 6}
+	d = &calc.Desired{Ifaces: map[uint32]bpfmap.Iface{3: {Workload: true, IngressTable: 6}},
+		Policy: map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{neu: {Action: bpfmap.PolicyAllow, Rule: 20}}}
 	if _, err := s.Sync(d); err != nil {
 		t.Fatal(err)
 	}

@@ -5,13 +5,13 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
 // verdict is a final decision for a packet.
 type verdict struct {
-	action    maps.PolicyAction
+	action    bpfmap.PolicyAction
 	rule, log uint32
 }
 
@@ -117,9 +117,9 @@ func firstMatch(rules []*crule, dir int, dport, sport uint16) verdict {
 		}
 		switch r.info.Action {
 		case model.RuleAllow:
-			return verdict{maps.PolicyAllow, r.info.ID, log}
+			return verdict{bpfmap.PolicyAllow, r.info.ID, log}
 		case model.RuleDeny:
-			return verdict{maps.PolicyDeny, r.info.ID, log}
+			return verdict{bpfmap.PolicyDeny, r.info.ID, log}
 		case model.RuleLog:
 			if log == 0 {
 				log = r.info.ID
@@ -128,7 +128,7 @@ func firstMatch(rules []*crule, dir int, dport, sport uint16) verdict {
 			skip = r.pol
 		}
 	}
-	return verdict{maps.PolicyDeny, defaultDeny[dir], log}
+	return verdict{bpfmap.PolicyDeny, defaultDeny[dir], log}
 }
 
 // cuts returns the points where some rule's match on one port dimension
@@ -307,9 +307,9 @@ func (d *decision) entries() []entry {
 
 // emitSport writes a source-port sub-table: Identity and Proto 0, a base
 // entry at Bits 8 and prefixes of the source port under it.
-func emitSport(out map[maps.PolicyKey]maps.PolicyVerdict, sub uint32, segs []seg[verdict]) {
+func emitSport(out map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, sub uint32, segs []seg[verdict]) {
 	put := func(bits int, port uint16, v verdict) {
-		out[maps.PolicyKey{Table: sub, Bits: bits, Port: port}] = maps.PolicyVerdict{Action: v.action, Rule: v.rule, LogRule: v.log}
+		out[bpfmap.PolicyKey{Table: sub, Bits: bits, Port: port}] = bpfmap.PolicyVerdict{Action: v.action, Rule: v.rule, LogRule: v.log}
 	}
 	base := chooseBase(segs, verdict{}, false)
 	put(8, 0, base)

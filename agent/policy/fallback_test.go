@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -14,7 +14,7 @@ import (
 func entriesOf(out *Output) map[[2]uint32]int {
 	n := map[[2]uint32]int{}
 	for k := range out.Policy {
-		if k.Table&maps.SubTableFlag == 0 {
+		if k.Table&bpfmap.SubTableFlag == 0 {
 			n[[2]uint32{k.Table, uint32(k.Identity)}]++
 		}
 	}
@@ -59,9 +59,9 @@ func TestNetFallback(t *testing.T) {
 	), nil)
 	out := mustCompile(t, snapshot(eps, cluster, web, db))
 
-	id := func(atoms ...string) maps.Identity { return maps.Identity(fnv32(strings.Join(atoms, "\n"))) }
+	id := func(atoms ...string) bpfmap.Identity { return bpfmap.Identity(fnv32(strings.Join(atoms, "\n"))) }
 	const n8, n24, dns, sweb, sapi, sdb = "net:10.0.0.0/8", "net:10.200.0.0/24", "net:10.96.0.10/32", `sel:role == "web"`, `sel:role == "api"`, `sel:role == "db"`
-	for p, w := range map[string]maps.IPCacheEntry{
+	for p, w := range map[string]bpfmap.IPCacheEntry{
 		"10.0.0.0/8":     {Identity: id(n8)},
 		"10.200.0.0/24":  {Identity: id(n8, n24), NetIdentity: id(n8)},
 		"10.1.0.1/32":    {Identity: id(n8, sweb), NetIdentity: id(n8)},
@@ -70,7 +70,7 @@ func TestNetFallback(t *testing.T) {
 		"10.200.0.77/32": {}, // not in the cache: the /24 covers it
 	} {
 		got, ok := out.IPCache[netip.MustParsePrefix(p)]
-		if w == (maps.IPCacheEntry{}) {
+		if w == (bpfmap.IPCacheEntry{}) {
 			if ok {
 				t.Errorf("ipcache[%s] = %+v, want none", p, got)
 			}
@@ -87,7 +87,7 @@ func TestNetFallback(t *testing.T) {
 	dbIn, dbEg := out.Endpoints["ep1"].Ingress, out.Endpoints["ep1"].Egress
 	for _, c := range []struct {
 		table uint32
-		id    maps.Identity
+		id    bpfmap.Identity
 		want  bool
 	}{
 		{webIn, id(n8), true},        // the cluster net decides otherwise than the world
@@ -121,23 +121,23 @@ func TestNetFallback(t *testing.T) {
 		port   uint16
 		want   uint32
 	}{
-		{"ep0", in, "10.1.0.3", tcp, 80, rule("web", in, 0)},             // api to web: selector entry
-		{"ep0", in, "10.1.0.2", tcp, 80, maps.RuleDefaultDenyIngress},    // db to web: falls back to 10/8
-		{"ep0", in, "10.1.0.2", tcp, 443, rule("web", in, 2)},            // by the net
-		{"ep0", in, "10.1.0.2", icmp, 0x0800, rule("cluster", in, 0)},    //
-		{"ep0", in, "10.1.0.3", tcp, 22, rule("cluster", in, 1)},         // the net's rule comes first
-		{"ep0", in, "10.200.0.9", tcp, 443, rule("web", in, 1)},          // the rule net inside 10/8
-		{"ep1", in, "10.200.0.9", tcp, 443, maps.RuleDefaultDenyIngress}, // falls back to 10/8
-		{"ep1", in, "10.200.0.9", icmp, 0x0800, rule("cluster", in, 0)},  //
-		{"ep1", in, "10.96.0.10", tcp, 8080, rule("db", in, 1)},          // the endpoint that is a rule net
-		{"ep1", in, "10.1.0.1", tcp, 5432, rule("db", in, 0)},            //
-		{"ep1", in, "10.1.0.4", tcp, 5432, maps.RuleDefaultDenyIngress},  //
-		{"ep1", in, "8.8.8.8", tcp, 5432, maps.RuleDefaultDenyIngress},   // the world
-		{"ep0", eg, "10.96.0.10", udp, 53, rule("cluster", eg, 1)},       //
-		{"ep0", eg, "10.1.0.2", tcp, 5432, rule("web", eg, 0)},           //
-		{"ep0", eg, "10.1.0.6", tcp, 5432, rule("web", eg, 0)},           // a db on another node
-		{"ep0", eg, "10.1.0.3", tcp, 5432, maps.RuleDefaultDenyEgress},   //
-		{"ep0", eg, "8.8.8.8", tcp, 5432, maps.RuleDefaultDenyEgress},    // passed, then nothing
+		{"ep0", in, "10.1.0.3", tcp, 80, rule("web", in, 0)},               // api to web: selector entry
+		{"ep0", in, "10.1.0.2", tcp, 80, bpfmap.RuleDefaultDenyIngress},    // db to web: falls back to 10/8
+		{"ep0", in, "10.1.0.2", tcp, 443, rule("web", in, 2)},              // by the net
+		{"ep0", in, "10.1.0.2", icmp, 0x0800, rule("cluster", in, 0)},      //
+		{"ep0", in, "10.1.0.3", tcp, 22, rule("cluster", in, 1)},           // the net's rule comes first
+		{"ep0", in, "10.200.0.9", tcp, 443, rule("web", in, 1)},            // the rule net inside 10/8
+		{"ep1", in, "10.200.0.9", tcp, 443, bpfmap.RuleDefaultDenyIngress}, // falls back to 10/8
+		{"ep1", in, "10.200.0.9", icmp, 0x0800, rule("cluster", in, 0)},    //
+		{"ep1", in, "10.96.0.10", tcp, 8080, rule("db", in, 1)},            // the endpoint that is a rule net
+		{"ep1", in, "10.1.0.1", tcp, 5432, rule("db", in, 0)},              //
+		{"ep1", in, "10.1.0.4", tcp, 5432, bpfmap.RuleDefaultDenyIngress},  //
+		{"ep1", in, "8.8.8.8", tcp, 5432, bpfmap.RuleDefaultDenyIngress},   // the world
+		{"ep0", eg, "10.96.0.10", udp, 53, rule("cluster", eg, 1)},         //
+		{"ep0", eg, "10.1.0.2", tcp, 5432, rule("web", eg, 0)},             //
+		{"ep0", eg, "10.1.0.6", tcp, 5432, rule("web", eg, 0)},             // a db on another node
+		{"ep0", eg, "10.1.0.3", tcp, 5432, bpfmap.RuleDefaultDenyEgress},   //
+		{"ep0", eg, "8.8.8.8", tcp, 5432, bpfmap.RuleDefaultDenyEgress},    // passed, then nothing
 	} {
 		if v := query(t, out, c.ep, c.dir, c.remote, c.proto, c.port, 1000); v.Rule != c.want {
 			t.Errorf("%s %s %s proto %d port %d: got %+v, want rule %d", c.ep, c.dir, c.remote, c.proto, c.port, v, c.want)
@@ -170,14 +170,14 @@ func TestCompileWithoutPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[netip.Prefix]maps.IPCacheEntry{netip.PrefixFrom(host, 32): {Host: true}}
+	want := map[netip.Prefix]bpfmap.IPCacheEntry{netip.PrefixFrom(host, 32): {Host: true}}
 	if len(out.Policy) != 0 || len(out.Endpoints) != 0 || !ipcacheEqual(out.IPCache, want) {
 		t.Errorf("no policies: %d policy entries, %d endpoints with tables, ipcache %v; want none, none, %v",
 			len(out.Policy), len(out.Endpoints), out.IPCache, want)
 	}
 }
 
-func ipcacheEqual(a, b map[netip.Prefix]maps.IPCacheEntry) bool {
+func ipcacheEqual(a, b map[netip.Prefix]bpfmap.IPCacheEntry) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -4,7 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 	"github.com/calyxnet/calyx/selector"
 )
@@ -91,10 +91,10 @@ func checkOutput(t testing.TB, out *Output) {
 			if tb == 0 {
 				continue
 			}
-			if tb&maps.SubTableFlag != 0 {
+			if tb&bpfmap.SubTableFlag != 0 {
 				t.Errorf("endpoint %s: table %#x has the sub-table flag", name, tb)
 			}
-			if _, ok := out.Policy[maps.PolicyKey{Table: tb}]; !ok {
+			if _, ok := out.Policy[bpfmap.PolicyKey{Table: tb}]; !ok {
 				t.Errorf("endpoint %s: table %d has no identity-0 any-protocol entry", name, tb)
 			}
 		}
@@ -109,27 +109,27 @@ func checkOutput(t testing.TB, out *Output) {
 		if k.Bits > 8 && k.Port&(0xffff>>(k.Bits-8)) != 0 {
 			t.Errorf("key %+v: port bits beyond the prefix are set", k)
 		}
-		if k.Table&maps.SubTableFlag != 0 {
+		if k.Table&bpfmap.SubTableFlag != 0 {
 			if k.Identity != 0 || k.Proto != 0 || k.Bits < 8 {
 				t.Errorf("sub-table key %+v: want identity 0, proto 0, bits >= 8", k)
 			}
-			if _, ok := out.Policy[maps.PolicyKey{Table: k.Table, Bits: 8}]; !ok {
+			if _, ok := out.Policy[bpfmap.PolicyKey{Table: k.Table, Bits: 8}]; !ok {
 				t.Errorf("sub-table %#x has no base entry", k.Table)
 			}
 		} else if k.Identity != 0 {
-			if _, ok := out.Policy[maps.PolicyKey{Table: k.Table, Identity: k.Identity}]; !ok {
+			if _, ok := out.Policy[bpfmap.PolicyKey{Table: k.Table, Identity: k.Identity}]; !ok {
 				t.Errorf("table %d identity %d: no any-protocol entry, so the identity-0 fallback would leak in", k.Table, k.Identity)
 			}
 		}
 		switch v.Action {
-		case maps.PolicySport:
-			if v.Sub&maps.SubTableFlag == 0 || k.Table&maps.SubTableFlag != 0 {
+		case bpfmap.PolicySport:
+			if v.Sub&bpfmap.SubTableFlag == 0 || k.Table&bpfmap.SubTableFlag != 0 {
 				t.Errorf("key %+v: bad sub-table verdict %+v", k, v)
 			}
-			if _, ok := out.Policy[maps.PolicyKey{Table: v.Sub, Bits: 8}]; !ok {
+			if _, ok := out.Policy[bpfmap.PolicyKey{Table: v.Sub, Bits: 8}]; !ok {
 				t.Errorf("key %+v: sub-table %#x missing", k, v.Sub)
 			}
-		case maps.PolicyAllow, maps.PolicyDeny:
+		case bpfmap.PolicyAllow, bpfmap.PolicyDeny:
 			for _, id := range []uint32{v.Rule, v.LogRule} {
 				if _, ok := out.Rules[id]; id != 0 && !ok {
 					t.Errorf("key %+v: rule %d is not in Rules", k, id)
@@ -158,7 +158,7 @@ func ruleID(t testing.TB, out *Output, policy string, dir model.PolicyType, inde
 
 // query looks a packet up as the datapath would: endpoint's table for the
 // direction, the remote's identity, then the policy tables.
-func query(t testing.TB, out *Output, endpoint string, dir model.PolicyType, remote string, proto uint8, port, sport uint16) maps.PolicyVerdict {
+func query(t testing.TB, out *Output, endpoint string, dir model.PolicyType, remote string, proto uint8, port, sport uint16) bpfmap.PolicyVerdict {
 	t.Helper()
 	table := out.Endpoints[endpoint].Ingress
 	if dir == model.PolicyEgress {
@@ -206,7 +206,7 @@ func newRefPacket(s *model.Snapshot, local *model.WorkloadEndpoint, dir model.Po
 	return p
 }
 
-func reference(t testing.TB, out *Output, p *refPacket) (bool, maps.PolicyVerdict) {
+func reference(t testing.TB, out *Output, p *refPacket) (bool, bpfmap.PolicyVerdict) {
 	var ps []*model.NetworkPolicy
 	for _, pol := range p.snap.Policies {
 		ps = append(ps, pol)
@@ -232,9 +232,9 @@ func reference(t testing.TB, out *Output, p *refPacket) (bool, maps.PolicyVerdic
 			id := ruleID(t, out, pol.Metadata.Name, p.dir, i)
 			switch r.Action {
 			case model.RuleAllow:
-				return true, maps.PolicyVerdict{Action: maps.PolicyAllow, Rule: id, LogRule: log}
+				return true, bpfmap.PolicyVerdict{Action: bpfmap.PolicyAllow, Rule: id, LogRule: log}
 			case model.RuleDeny:
-				return true, maps.PolicyVerdict{Action: maps.PolicyDeny, Rule: id, LogRule: log}
+				return true, bpfmap.PolicyVerdict{Action: bpfmap.PolicyDeny, Rule: id, LogRule: log}
 			case model.RuleLog:
 				if log == 0 {
 					log = id
@@ -245,13 +245,13 @@ func reference(t testing.TB, out *Output, p *refPacket) (bool, maps.PolicyVerdic
 		}
 	}
 	if !selected {
-		return false, maps.PolicyVerdict{Action: maps.PolicyAllow}
+		return false, bpfmap.PolicyVerdict{Action: bpfmap.PolicyAllow}
 	}
-	def := maps.RuleDefaultDenyIngress
+	def := bpfmap.RuleDefaultDenyIngress
 	if p.dir == model.PolicyEgress {
-		def = maps.RuleDefaultDenyEgress
+		def = bpfmap.RuleDefaultDenyEgress
 	}
-	return true, maps.PolicyVerdict{Action: maps.PolicyDeny, Rule: def, LogRule: log}
+	return true, bpfmap.PolicyVerdict{Action: bpfmap.PolicyDeny, Rule: def, LogRule: log}
 }
 
 func (p *refPacket) matches(r *model.Rule) bool {

@@ -3,13 +3,13 @@ package policy
 import (
 	"encoding/binary"
 	"iter"
-	stdmaps "maps"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
 	"strings"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 	"github.com/calyxnet/calyx/selector"
 )
@@ -193,7 +193,7 @@ func labelKey(l map[string]string) string {
 // that some address's lookup falls back to.
 type identity struct {
 	atoms []int32 // ascending
-	num   maps.Identity
+	num   bpfmap.Identity
 	// fallback is the index in identities.list of the identity the
 	// lookup falls back to when a table has no entries for this one (see
 	// fallbackAtoms), -1 for none (identity 0).
@@ -272,7 +272,7 @@ type ipEntry struct {
 
 // buildIPCache computes the atoms of every prefix cx_ipcache needs, numbers
 // the identities and returns the cache content.
-func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selAtoms map[string][]int32) (map[netip.Prefix]maps.IPCacheEntry, *identities) {
+func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selAtoms map[string][]int32) (map[netip.Prefix]bpfmap.IPCacheEntry, *identities) {
 	entries := map[netip.Prefix]*ipEntry{}
 	// Rule nets: the nets containing them. An address in a net but in no
 	// longer prefix of the cache finds the longest rule net containing it,
@@ -357,7 +357,7 @@ func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selA
 	nums := number(names, ^uint32(0), 1)
 	for _, n := range names {
 		id := byName[n]
-		id.num = maps.Identity(nums[n])
+		id.num = bpfmap.Identity(nums[n])
 		for _, a := range id.atoms {
 			ids.of[a] = append(ids.of[a], int32(len(ids.list)))
 		}
@@ -375,13 +375,13 @@ func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selA
 		}
 	}
 
-	numOf := func(atoms []int32) maps.Identity {
+	numOf := func(atoms []int32) bpfmap.Identity {
 		if len(atoms) == 0 {
 			return 0
 		}
 		return ids.byKey[atomsKey(atoms)].num
 	}
-	cache := make(map[netip.Prefix]maps.IPCacheEntry, len(entries))
+	cache := make(map[netip.Prefix]bpfmap.IPCacheEntry, len(entries))
 	for p, e := range entries {
 		// Identity 0 is what a miss gives, so such an entry is needed only
 		// for this host's addresses, or to shadow a rule net around it
@@ -389,11 +389,11 @@ func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selA
 		if len(e.atoms) == 0 && !e.host && len(at.nets.containing(p)) == 0 {
 			continue
 		}
-		cache[p] = maps.IPCacheEntry{Identity: numOf(e.atoms), NetIdentity: numOf(ids.fallbackAtoms(e.atoms)), Host: e.host}
+		cache[p] = bpfmap.IPCacheEntry{Identity: numOf(e.atoms), NetIdentity: numOf(ids.fallbackAtoms(e.atoms)), Host: e.host}
 	}
 	return cache, ids
 }
 
-// mapKeys is the standard library's maps.Keys, whose package name this
+// mapKeys is the standard library's bpfmap.Keys, whose package name this
 // package's maps import shadows.
-func mapKeys[K comparable, V any](m map[K]V) iter.Seq[K] { return stdmaps.Keys(m) }
+func mapKeys[K comparable, V any](m map[K]V) iter.Seq[K] { return maps.Keys(m) }

@@ -22,12 +22,12 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	stdmaps "maps"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -45,9 +45,9 @@ type Input struct {
 // Output is the desired content of the policy maps of one node.
 type Output struct {
 	// IPCache is cx_ipcache: the identity of each prefix.
-	IPCache map[netip.Prefix]maps.IPCacheEntry
+	IPCache map[netip.Prefix]bpfmap.IPCacheEntry
 	// Policy is cx_policy: tables and source-port sub-tables.
-	Policy map[maps.PolicyKey]maps.PolicyVerdict
+	Policy map[bpfmap.PolicyKey]bpfmap.PolicyVerdict
 	// Endpoints gives the tables of each local endpoint selected in at
 	// least one direction, by endpoint name.
 	Endpoints map[string]EndpointTables
@@ -105,10 +105,10 @@ func Compile(in Input) (*Output, error) {
 		// No rule names anything: every address is identity 0, and only
 		// this host's own addresses need entries (endpointToHostAction).
 		// Not walking every endpoint keeps a change of a large model cheap.
-		out.IPCache = map[netip.Prefix]maps.IPCacheEntry{}
-		out.Policy = map[maps.PolicyKey]maps.PolicyVerdict{}
+		out.IPCache = map[netip.Prefix]bpfmap.IPCacheEntry{}
+		out.Policy = map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{}
 		for _, a := range in.HostAddrs {
-			out.IPCache[hostPrefix(a)] = maps.IPCacheEntry{Host: true}
+			out.IPCache[hostPrefix(a)] = bpfmap.IPCacheEntry{Host: true}
 		}
 		return out, nil
 	}
@@ -149,7 +149,7 @@ func Compile(in Input) (*Output, error) {
 		contents = append(contents, t.content)
 		byContent[t.content] = t
 	}
-	for c, n := range number(contents, ^maps.SubTableFlag, 1) {
+	for c, n := range number(contents, ^bpfmap.SubTableFlag, 1) {
 		byContent[c].num = n
 	}
 	for name, ts := range epTables {
@@ -169,18 +169,18 @@ func Compile(in Input) (*Output, error) {
 	subs := map[string][]seg[verdict]{}
 	deciders := [2]*decider{{dir: 0, subs: subs}, {dir: 1, subs: subs}}
 	proj := make([][]int32, len(ids.list)) // scratch: each identity's atoms in the current table
-	tables := slices.Collect(stdmaps.Values(byKey))
+	tables := slices.Collect(maps.Values(byKey))
 	slices.SortFunc(tables, func(a, b *table) int { return cmp.Compare(a.num, b.num) })
 	results := make([]tableDecisions, len(tables))
 	for i, t := range tables {
 		results[i] = decideTable(t, deciders[t.dir], ids, proj)
 	}
-	subNums := number(slices.Collect(mapKeys(subs)), ^maps.SubTableFlag, 1)
-	resolve := func(v value) maps.PolicyVerdict {
+	subNums := number(slices.Collect(mapKeys(subs)), ^bpfmap.SubTableFlag, 1)
+	resolve := func(v value) bpfmap.PolicyVerdict {
 		if v.sub != "" {
-			return maps.PolicyVerdict{Action: maps.PolicySport, Sub: subNums[v.sub] | maps.SubTableFlag}
+			return bpfmap.PolicyVerdict{Action: bpfmap.PolicySport, Sub: subNums[v.sub] | bpfmap.SubTableFlag}
 		}
-		return maps.PolicyVerdict{Action: v.v.action, Rule: v.v.rule, LogRule: v.v.log}
+		return bpfmap.PolicyVerdict{Action: v.v.action, Rule: v.v.rule, LogRule: v.v.log}
 	}
 	size := 0
 	for _, r := range results {
@@ -188,19 +188,19 @@ func Compile(in Input) (*Output, error) {
 			size += len(g.d.entries()) * len(g.ids)
 		}
 	}
-	out.Policy = make(map[maps.PolicyKey]maps.PolicyVerdict, size+4*len(subs))
+	out.Policy = make(map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, size+4*len(subs))
 	for _, r := range results {
 		for _, g := range r.groups {
 			for _, e := range g.d.entries() {
 				v := resolve(e.val)
 				for _, id := range g.ids {
-					out.Policy[maps.PolicyKey{Table: r.num, Identity: id, Bits: e.bits, Proto: e.proto, Port: e.port}] = v
+					out.Policy[bpfmap.PolicyKey{Table: r.num, Identity: id, Bits: e.bits, Proto: e.proto, Port: e.port}] = v
 				}
 			}
 		}
 	}
 	for enc, segs := range subs {
-		emitSport(out.Policy, subNums[enc]|maps.SubTableFlag, segs)
+		emitSport(out.Policy, subNums[enc]|bpfmap.SubTableFlag, segs)
 	}
 
 	for id, r := range rs.byID {
@@ -222,7 +222,7 @@ type tableDecisions struct {
 
 type idGroup struct {
 	d   *decision
-	ids []maps.Identity
+	ids []bpfmap.Identity
 }
 
 // decideTable computes identity 0's decision for a table, then, for each
@@ -248,7 +248,7 @@ func decideTable(t *table, dc *decider, ids *identities, proj [][]int32) tableDe
 		return out
 	}
 	d0 := dc.decide(active(nil))
-	res := tableDecisions{num: t.num, groups: []idGroup{{d: d0, ids: []maps.Identity{0}}}}
+	res := tableDecisions{num: t.num, groups: []idGroup{{d: d0, ids: []bpfmap.Identity{0}}}}
 
 	// The inverted index gives, for each of the table's atoms, the
 	// identities holding it; what else an identity holds does not matter
@@ -332,28 +332,28 @@ func programContent(d int, prog [][]*crule) string {
 
 // Lookup does what the datapath does for a new flow once it has the remote
 // identity (id) and net identity (netID, the identity of its nets alone;
-// see maps.IPCacheEntry): the LPM lookup of (table, identity, protocol,
+// see bpfmap.IPCacheEntry): the LPM lookup of (table, identity, protocol,
 // port), falling back to the net identity, then to identity 0, then the
 // source-port sub-table when the verdict says so. port is the destination port for TCP, UDP and SCTP, type<<8 | code
 // for ICMP and ICMPv6, 0 otherwise. Table 0 allows everything. It returns
 // false when no entry matches, which a complete Output never does for a
 // table it holds.
-func Lookup(out *Output, table uint32, id, netID maps.Identity, proto uint8, port, sport uint16) (maps.PolicyVerdict, bool) {
+func Lookup(out *Output, table uint32, id, netID bpfmap.Identity, proto uint8, port, sport uint16) (bpfmap.PolicyVerdict, bool) {
 	if table == 0 {
-		return maps.PolicyVerdict{Action: maps.PolicyAllow}, true
+		return bpfmap.PolicyVerdict{Action: bpfmap.PolicyAllow}, true
 	}
-	get := func(k maps.PolicyKey) (maps.PolicyVerdict, bool, error) {
+	get := func(k bpfmap.PolicyKey) (bpfmap.PolicyVerdict, bool, error) {
 		v, ok := lpm(out.Policy, k.Table, k.Identity, k.Proto, k.Port)
 		return v, ok, nil
 	}
-	v, ok, _ := maps.ResolvePolicy(get, table, id, netID, proto, port, sport)
+	v, ok, _ := bpfmap.ResolvePolicy(get, table, id, netID, proto, port, sport)
 	return v, ok
 }
 
 // lpm finds the longest entry of (table, id) matching proto and port.
-func lpm(m map[maps.PolicyKey]maps.PolicyVerdict, table uint32, id maps.Identity, proto uint8, port uint16) (maps.PolicyVerdict, bool) {
+func lpm(m map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, table uint32, id bpfmap.Identity, proto uint8, port uint16) (bpfmap.PolicyVerdict, bool) {
 	for b := 24; b >= 0; b-- {
-		k := maps.PolicyKey{Table: table, Identity: id, Bits: b}
+		k := bpfmap.PolicyKey{Table: table, Identity: id, Bits: b}
 		switch {
 		case b == 0:
 		case b < 8:
@@ -365,18 +365,18 @@ func lpm(m map[maps.PolicyKey]maps.PolicyVerdict, table uint32, id maps.Identity
 			return v, true
 		}
 	}
-	return maps.PolicyVerdict{}, false
+	return bpfmap.PolicyVerdict{}, false
 }
 
 // LookupIdentity does the datapath's cx_ipcache lookup: the entry of the
 // longest prefix holding a, or false on a miss (identity 0, not the host).
-func LookupIdentity(out *Output, a netip.Addr) (maps.IPCacheEntry, bool) {
+func LookupIdentity(out *Output, a netip.Addr) (bpfmap.IPCacheEntry, bool) {
 	for b := a.BitLen(); b >= 0; b-- {
 		if e, ok := out.IPCache[netip.PrefixFrom(a, b).Masked()]; ok {
 			return e, true
 		}
 	}
-	return maps.IPCacheEntry{}, false
+	return bpfmap.IPCacheEntry{}, false
 }
 
 // EndpointPolicy is the policy that applies to one endpoint, as calyxctl

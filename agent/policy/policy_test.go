@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -46,14 +46,14 @@ type check struct {
 	remote      string
 	proto       uint8
 	port, sport uint16
-	want        maps.PolicyAction
+	want        bpfmap.PolicyAction
 	rule        string // "policy/index" in dir, "default", or "" for no table
 	log         string // "policy/index" or ""
 }
 
 func TestVerdicts(t *testing.T) {
 	tcpRule := func(dst model.EntityRule) model.Rule { return model.Rule{Protocol: tcp, Destination: dst} }
-	A, D := maps.PolicyAllow, maps.PolicyDeny
+	A, D := bpfmap.PolicyAllow, bpfmap.PolicyDeny
 	tests := []struct {
 		name   string
 		pols   []*model.NetworkPolicy
@@ -229,7 +229,7 @@ func TestVerdicts(t *testing.T) {
 					c.dir = in
 				}
 				v := query(t, out, c.ep, c.dir, c.remote, c.proto, c.port, c.sport)
-				want := maps.PolicyVerdict{Action: c.want, Rule: ref(t, out, c.dir, c.rule), LogRule: ref(t, out, c.dir, c.log)}
+				want := bpfmap.PolicyVerdict{Action: c.want, Rule: ref(t, out, c.dir, c.rule), LogRule: ref(t, out, c.dir, c.log)}
 				if v != want {
 					t.Errorf("%s %s from %s proto %d port %d sport %d: got %+v, want %+v", c.ep, c.dir, c.remote, c.proto, c.port, c.sport, v, want)
 				}
@@ -245,9 +245,9 @@ func ref(t *testing.T, out *Output, dir model.PolicyType, s string) uint32 {
 		return 0
 	case "default":
 		if dir == eg {
-			return maps.RuleDefaultDenyEgress
+			return bpfmap.RuleDefaultDenyEgress
 		}
-		return maps.RuleDefaultDenyIngress
+		return bpfmap.RuleDefaultDenyIngress
 	}
 	p, i, _ := strings.Cut(s, "/")
 	n, _ := strconv.Atoi(i)
@@ -261,14 +261,14 @@ func TestSourcePortSubTable(t *testing.T) {
 	out := mustCompile(t, s)
 	table := out.Endpoints["web1"].Ingress
 	v, ok := lpm(out.Policy, table, 0, udp, 5000)
-	if !ok || v.Action != maps.PolicySport || v.Sub&maps.SubTableFlag == 0 {
+	if !ok || v.Action != bpfmap.PolicySport || v.Sub&bpfmap.SubTableFlag == 0 {
 		t.Fatalf("udp 5000: got %+v, %v; want a source-port verdict", v, ok)
 	}
 	// The sub-table: deny by default, allow source port 53.
 	id := ruleID(t, out, "p", in, 0)
-	want := map[maps.PolicyKey]maps.PolicyVerdict{
-		{Table: v.Sub, Bits: 8}:            {Action: maps.PolicyDeny, Rule: maps.RuleDefaultDenyIngress},
-		{Table: v.Sub, Bits: 24, Port: 53}: {Action: maps.PolicyAllow, Rule: id},
+	want := map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{
+		{Table: v.Sub, Bits: 8}:            {Action: bpfmap.PolicyDeny, Rule: bpfmap.RuleDefaultDenyIngress},
+		{Table: v.Sub, Bits: 24, Port: 53}: {Action: bpfmap.PolicyAllow, Rule: id},
 	}
 	for k, got := range out.Policy {
 		if k.Table == v.Sub && got != want[k] {
@@ -276,7 +276,7 @@ func TestSourcePortSubTable(t *testing.T) {
 		}
 	}
 	// Below 1024 the source port does not matter.
-	if v, _ := lpm(out.Policy, table, 0, udp, 80); v.Action != maps.PolicyDeny {
+	if v, _ := lpm(out.Policy, table, 0, udp, 80); v.Action != bpfmap.PolicyDeny {
 		t.Errorf("udp 80: got %+v, want deny", v)
 	}
 }
@@ -332,14 +332,14 @@ func TestPortEncodingUsesBaseline(t *testing.T) {
 	), nil))
 	out := mustCompile(t, s)
 	table := out.Endpoints["web1"].Ingress
-	var got []maps.PolicyKey
+	var got []bpfmap.PolicyKey
 	for k := range out.Policy {
 		if k.Table == table {
 			got = append(got, k)
 		}
 	}
-	slices.SortFunc(got, func(a, b maps.PolicyKey) int { return a.Bits - b.Bits })
-	want := []maps.PolicyKey{
+	slices.SortFunc(got, func(a, b bpfmap.PolicyKey) int { return a.Bits - b.Bits })
+	want := []bpfmap.PolicyKey{
 		{Table: table},
 		{Table: table, Bits: 8, Proto: tcp},
 		{Table: table, Bits: 24, Proto: tcp, Port: 22},
@@ -366,17 +366,17 @@ func TestIdentities(t *testing.T) {
 	s.FloatingIPs["f3"] = &model.FloatingIP{Metadata: model.Metadata{Name: "f3"}, Spec: model.FloatingIPSpec{IP: netip.MustParseAddr("203.0.113.8"), Endpoint: "lone"}}
 	out := mustCompile(t, s, "10.0.0.1", "192.0.2.1")
 
-	id := func(atoms ...string) maps.Identity {
+	id := func(atoms ...string) bpfmap.Identity {
 		if len(atoms) == 0 {
 			return 0
 		}
-		return maps.Identity(fnv32(strings.Join(atoms, "\n")))
+		return bpfmap.Identity(fnv32(strings.Join(atoms, "\n")))
 	}
 	const n16, n24, n113, db = "net:10.0.0.0/16", "net:10.0.0.0/24", "net:203.0.113.0/24", `sel:role == "db"`
 	// NetIdentity is what the lookup falls back to: the nets alone for an
 	// address with selectors, all nets but the longest for one with nets
 	// alone.
-	want := map[string]maps.IPCacheEntry{
+	want := map[string]bpfmap.IPCacheEntry{
 		"10.0.0.0/16":     {Identity: id(n16)},
 		"10.0.0.0/24":     {Identity: id(n16, n24), NetIdentity: id(n16)},             // net inside net
 		"203.0.113.0/24":  {Identity: id(n113)},                                       // a rule net
@@ -398,7 +398,7 @@ func TestIdentities(t *testing.T) {
 			t.Errorf("ipcache[%s] = %+v (present %v), want %+v", p, got, ok, w)
 		}
 	}
-	for addr, w := range map[string]maps.Identity{"10.0.5.5": id(n16), "10.0.0.99": id(n16, n24), "172.16.0.1": 0, "8.8.8.8": 0, "203.0.113.9": id(n113)} {
+	for addr, w := range map[string]bpfmap.Identity{"10.0.5.5": id(n16), "10.0.0.99": id(n16, n24), "172.16.0.1": 0, "8.8.8.8": 0, "203.0.113.9": id(n113)} {
 		if got, _ := LookupIdentity(out, netip.MustParseAddr(addr)); got.Identity != w {
 			t.Errorf("identity of %s = %d, want %d", addr, got.Identity, w)
 		}
@@ -410,11 +410,11 @@ func TestIdentities(t *testing.T) {
 		t.Errorf("from db1's floating IP: got %+v, want rule p/1 (selector)", v)
 	}
 	v = query(t, out, "web1", in, "203.0.113.5", tcp, 80, 0)
-	if v.Rule != maps.RuleDefaultDenyIngress {
+	if v.Rule != bpfmap.RuleDefaultDenyIngress {
 		t.Errorf("from web1's floating IP: got %+v, want default deny (its fixed IP is in the notNets)", v)
 	}
 	v = query(t, out, "web1", in, "203.0.113.8", tcp, 80, 0)
-	if v.Rule != maps.RuleDefaultDenyIngress {
+	if v.Rule != bpfmap.RuleDefaultDenyIngress {
 		t.Errorf("from lone's floating IP: got %+v, want default deny (lone is in no net, though its floating IP is)", v)
 	}
 	v = query(t, out, "web1", in, "203.0.113.6", tcp, 80, 0)
@@ -509,7 +509,7 @@ func TestRuleIDsAndText(t *testing.T) {
 	if len(out.Rules) != len(want)+2 {
 		t.Errorf("%d rules, want %d and the two defaults", len(out.Rules), len(want))
 	}
-	if r := out.Rules[maps.RuleDefaultDenyEgress]; r.Direction != eg || r.Action != model.RuleDeny {
+	if r := out.Rules[bpfmap.RuleDefaultDenyEgress]; r.Direction != eg || r.Action != model.RuleDeny {
 		t.Errorf("default egress rule: %+v", r)
 	}
 }
@@ -537,7 +537,7 @@ func TestNumberClashes(t *testing.T) {
 	r1, _ := compileRules(s, selectorCache{})
 	r2, _ := compileRules(s, selectorCache{})
 	for id, r := range r1.byID {
-		if id < maps.FirstRuleID || r2.byID[id] == nil || r2.byID[id].info != r.info {
+		if id < bpfmap.FirstRuleID || r2.byID[id] == nil || r2.byID[id].info != r.info {
 			t.Errorf("rule %d: not stable or below FirstRuleID", id)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 	"github.com/calyxnet/calyx/selector"
 )
@@ -18,7 +18,7 @@ import (
 var dirs = [2]model.PolicyType{model.PolicyIngress, model.PolicyEgress}
 
 // defaultDeny is the rule number of "selected, but no rule allowed it".
-var defaultDeny = [2]uint32{maps.RuleDefaultDenyIngress, maps.RuleDefaultDenyEgress}
+var defaultDeny = [2]uint32{bpfmap.RuleDefaultDenyIngress, bpfmap.RuleDefaultDenyEgress}
 
 // portProtos are the protocols whose packets have ports; a rule with port
 // matches can only match them (validation insists on one of them anyway).
@@ -241,7 +241,7 @@ func compileRules(s *model.Snapshot, sels selectorCache) (*ruleSet, error) {
 	for i, r := range all {
 		names[i] = ruleName(r)
 	}
-	ids := number(names, ^uint32(0), maps.FirstRuleID)
+	ids := number(names, ^uint32(0), bpfmap.FirstRuleID)
 	for i, r := range all {
 		r.info.ID = ids[names[i]]
 		rs.byID[r.info.ID] = r

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/calyxnet/calyx/agent/calc"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -43,12 +43,12 @@ func snap(rs ...model.Resource) *model.Snapshot {
 }
 
 var (
-	hostMAC0 = maps.MAC{0xee, 0xee, 0, 0, 0, 0}
-	hostMAC1 = maps.MAC{0xee, 0xee, 0, 0, 0, 1}
+	hostMAC0 = bpfmap.MAC{0xee, 0xee, 0, 0, 0, 0}
+	hostMAC1 = bpfmap.MAC{0xee, 0xee, 0, 0, 0, 1}
 	links    = map[string]calc.Interface{
-		"tap0": {Name: "tap0", Ifindex: 10, MAC: hostMAC0, Kind: maps.IfaceTap},
-		"tap1": {Name: "tap1", Ifindex: 11, MAC: hostMAC1, Kind: maps.IfaceTap},
-		"eth0": {Name: "eth0", Ifindex: 2, MAC: maps.MAC{2, 2, 2, 2, 2, 2}},
+		"tap0": {Name: "tap0", Ifindex: 10, MAC: hostMAC0, Kind: bpfmap.IfaceTap},
+		"tap1": {Name: "tap1", Ifindex: 11, MAC: hostMAC1, Kind: bpfmap.IfaceTap},
+		"eth0": {Name: "eth0", Ifindex: 2, MAC: bpfmap.MAC{2, 2, 2, 2, 2, 2}},
 		"br0":  {Name: "br0", Ifindex: 3, Addrs: []netip.Addr{netip.MustParseAddr("192.168.1.1")}},
 	}
 )

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 	"golang.org/x/sys/unix"
 )
@@ -304,7 +304,7 @@ func floatingIP(i int) *model.FloatingIP {
 		Spec: model.FloatingIPSpec{IP: floatingAddr(i), Endpoint: fmt.Sprintf("ep-%d", i)}}
 }
 
-func waitForFloatingIP(m *maps.Maps, a netip.Addr, limit time.Duration) error {
+func waitForFloatingIP(m *bpfmap.Maps, a netip.Addr, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		_, ok, err := m.LookupFloatingIP(a)
@@ -321,10 +321,10 @@ func waitForFloatingIP(m *maps.Maps, a netip.Addr, limit time.Duration) error {
 	}
 }
 
-func waitForMaps(dir string, limit time.Duration) (*maps.Maps, error) {
+func waitForMaps(dir string, limit time.Duration) (*bpfmap.Maps, error) {
 	deadline := time.Now().Add(limit)
 	for {
-		m, err := maps.OpenPinned(dir)
+		m, err := bpfmap.OpenPinned(dir)
 		if err == nil {
 			return m, nil
 		}
@@ -335,14 +335,14 @@ func waitForMaps(dir string, limit time.Duration) (*maps.Maps, error) {
 	}
 }
 
-func waitForRoute(m *maps.Maps, a netip.Addr, limit time.Duration) error {
+func waitForRoute(m *bpfmap.Maps, a netip.Addr, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		r, ok, err := m.LookupRoute(a)
 		if err != nil {
 			return err
 		}
-		if ok && r.Type == maps.RouteRemoteWorkload {
+		if ok && r.Type == bpfmap.RouteRemoteWorkload {
 			return nil
 		}
 		if time.Now().After(deadline) {

@@ -19,7 +19,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 	"github.com/calyxnet/calyx/tests/lab"
 )
@@ -376,7 +376,7 @@ func EtcdScale(ctx context.Context, binDir string, p etcdParams, rec *Recorder) 
 	rec.logf("etcd: %d keys (%.1f MiB) built and validated in %s, written in %s (revision %d)", len(ops), float64(size)/(1<<20), tBuilt.Sub(t0).Round(time.Millisecond), populate.Round(time.Millisecond), rev)
 
 	var a *cpAgent
-	var m *maps.Maps
+	var m *bpfmap.Maps
 	defer func() {
 		if a != nil {
 			a.stop()
@@ -468,14 +468,14 @@ func EtcdScale(ctx context.Context, binDir string, p etcdParams, rec *Recorder) 
 
 // etcdChange writes r in one transaction and times it to the agent's sync
 // of that revision; want must then route to nextHop as a remote workload.
-func etcdChange(ctx context.Context, cli *clientv3.Client, a *cpAgent, m *maps.Maps, rec *Recorder, id string, k int, r model.Resource, want netip.Prefix, nextHop netip.Addr, rev *int64) (time.Duration, error) {
+func etcdChange(ctx context.Context, cli *clientv3.Client, a *cpAgent, m *bpfmap.Maps, rec *Recorder, id string, k int, r model.Resource, want netip.Prefix, nextHop netip.Addr, rev *int64) (time.Duration, error) {
 	ops, _, err := etcdOps([]model.Resource{r})
 	if err != nil {
 		return 0, err
 	}
 	if rt, ok, err := m.LookupRoute(want.Addr()); err != nil {
 		return 0, err
-	} else if ok && rt.Type == maps.RouteRemoteWorkload {
+	} else if ok && rt.Type == bpfmap.RouteRemoteWorkload {
 		return 0, fmt.Errorf("%s is routed to a remote workload before the change: %+v", want, rt)
 	}
 	t0 := time.Now()
@@ -495,7 +495,7 @@ func etcdChange(ctx context.Context, cli *clientv3.Client, a *cpAgent, m *maps.M
 		return 0, err
 	}
 	rt, ok := routes[want]
-	if !ok || rt.Type != maps.RouteRemoteWorkload || rt.NextHop != nextHop {
+	if !ok || rt.Type != bpfmap.RouteRemoteWorkload || rt.NextHop != nextHop {
 		return 0, fmt.Errorf("after the agent's sync of revision %d cx_routes[%s] is %+v (present %v), want a remote workload route via %s", sy.rev, want, rt, ok, nextHop)
 	}
 	rec.Add(id, k, msOf(d))
@@ -534,7 +534,7 @@ func (c etcdRouteCount) String() string {
 // no remote /32 but the extras', the pool and the local endpoints; and a
 // sample remote endpoint resolves to its block's route. cx_ifaces must hold
 // the local endpoints.
-func checkEtcdRoutes(m *maps.Maps, p etcdParams, extras, claims int) (etcdRouteCount, error) {
+func checkEtcdRoutes(m *bpfmap.Maps, p etcdParams, extras, claims int) (etcdRouteCount, error) {
 	var c etcdRouteCount
 	routes, err := m.Routes()
 	if err != nil {
@@ -543,17 +543,17 @@ func checkEtcdRoutes(m *maps.Maps, p etcdParams, extras, claims int) (etcdRouteC
 	for pfx, r := range routes {
 		c.total++
 		switch {
-		case r.Type == maps.RouteRemoteWorkload && pfx.Bits() == etcdBlockSize:
+		case r.Type == bpfmap.RouteRemoteWorkload && pfx.Bits() == etcdBlockSize:
 			c.blocks++
-		case r.Type == maps.RouteRemoteWorkload && pfx.Bits() == 32:
+		case r.Type == bpfmap.RouteRemoteWorkload && pfx.Bits() == 32:
 			c.remote32++
-		case r.Type == maps.RouteNode:
+		case r.Type == bpfmap.RouteNode:
 			c.nodes++
-		case r.Type == maps.RouteLocalWorkload:
+		case r.Type == bpfmap.RouteLocalWorkload:
 			c.local++
-		case r.Type == maps.RoutePool:
+		case r.Type == bpfmap.RoutePool:
 			c.pool++
-		case r.Type == maps.RouteHost:
+		case r.Type == bpfmap.RouteHost:
 			c.host++
 		default:
 			c.other++
@@ -570,7 +570,7 @@ func checkEtcdRoutes(m *maps.Maps, p etcdParams, extras, claims int) (etcdRouteC
 	if err != nil {
 		return c, err
 	}
-	if !ok || r.Type != maps.RouteRemoteWorkload || r.NextHop != etcdNodeAddr(i).Addr() {
+	if !ok || r.Type != bpfmap.RouteRemoteWorkload || r.NextHop != etcdNodeAddr(i).Addr() {
 		return c, fmt.Errorf("endpoint %s of %s resolves to %+v (found %v), want its block's route via %s", a, etcdNodeName(i), r, ok, etcdNodeAddr(i).Addr())
 	}
 	ifs, err := m.Ifaces()

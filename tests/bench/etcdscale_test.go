@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/calyxnet/calyx/agent/calc"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -56,11 +56,11 @@ func TestEtcdModel(t *testing.T) {
 	var blocks, remote32, nodes int
 	for pfx, r := range d.Routes {
 		switch {
-		case r.Type == maps.RouteRemoteWorkload && pfx.Bits() == etcdBlockSize:
+		case r.Type == bpfmap.RouteRemoteWorkload && pfx.Bits() == etcdBlockSize:
 			blocks++
-		case r.Type == maps.RouteRemoteWorkload:
+		case r.Type == bpfmap.RouteRemoteWorkload:
 			remote32++
-		case r.Type == maps.RouteNode:
+		case r.Type == bpfmap.RouteNode:
 			nodes++
 		}
 	}

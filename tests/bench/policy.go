@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/agent/policy"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 	"github.com/calyxnet/calyx/tests/bench/policymodel"
 	"github.com/calyxnet/calyx/tests/lab"
@@ -503,7 +503,7 @@ func PolicyControlPlane(ctx context.Context, binDir string, p policyParams, rec 
 			a.stop()
 		}
 	}()
-	var m *maps.Maps
+	var m *bpfmap.Maps
 	defer func() {
 		if m != nil {
 			m.Close()
@@ -627,7 +627,7 @@ func PolicyControlPlane(ctx context.Context, binDir string, p policyParams, rec 
 
 // compileLocal is what agent/policy compiles for node "local" from the
 // datastore's model: the expected content of cx_policy.
-func compileLocal(ctx context.Context, ds model.Datastore) (map[maps.PolicyKey]maps.PolicyVerdict, error) {
+func compileLocal(ctx context.Context, ds model.Datastore) (map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, error) {
 	s, err := ds.Snapshot(ctx)
 	if err != nil {
 		return nil, err
@@ -640,7 +640,7 @@ func compileLocal(ctx context.Context, ds model.Datastore) (map[maps.PolicyKey]m
 }
 
 // checkPolicyMap fails unless cx_policy holds exactly want.
-func checkPolicyMap(m *maps.Maps, want map[maps.PolicyKey]maps.PolicyVerdict) error {
+func checkPolicyMap(m *bpfmap.Maps, want map[bpfmap.PolicyKey]bpfmap.PolicyVerdict) error {
 	got, err := m.Policy()
 	if err != nil {
 		return err
@@ -868,7 +868,7 @@ func (pb *policyBench) lastRuleHits() (uint64, error) {
 func (pb *policyBench) waitProgrammed() error {
 	hb := pb.m.HostB
 	return lab.Eventually(60*time.Second, 200*time.Millisecond, func() error {
-		m, err := maps.OpenPinned(hb.BPFFS)
+		m, err := bpfmap.OpenPinned(hb.BPFFS)
 		if err != nil {
 			return err
 		}
@@ -895,7 +895,7 @@ func (pb *policyBench) waitProgrammed() error {
 		if err != nil {
 			return err
 		}
-		if !ok || v.Action != maps.PolicyAllow || v.Rule != pb.lastRule {
+		if !ok || v.Action != bpfmap.PolicyAllow || v.Rule != pb.lastRule {
 			return fmt.Errorf("%s: table %d gives wa's connections %+v (found %v), want allow by rule %d", hb.Name, table, v, ok, pb.lastRule)
 		}
 		return nil
@@ -903,13 +903,13 @@ func (pb *policyBench) waitProgrammed() error {
 }
 
 // identityOf is the entry of a in cx_ipcache (longest prefix).
-func identityOf(ipc map[netip.Prefix]maps.IPCacheEntry, a netip.Addr) maps.IPCacheEntry {
+func identityOf(ipc map[netip.Prefix]bpfmap.IPCacheEntry, a netip.Addr) bpfmap.IPCacheEntry {
 	for bits := a.BitLen(); bits >= 0; bits-- {
 		if e, ok := ipc[netip.PrefixFrom(a, bits).Masked()]; ok {
 			return e
 		}
 	}
-	return maps.IPCacheEntry{}
+	return bpfmap.IPCacheEntry{}
 }
 
 // toBPF takes the kernel's setup away and brings calyx back with n rules.

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/calyxnet/calyx/agent/policy"
-	"github.com/calyxnet/calyx/maps"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -35,19 +35,19 @@ func TestPerPacketFlow(t *testing.T) {
 				want[r.Direction] = id
 			}
 		}
-		id := func(a netip.Addr) maps.IPCacheEntry { e, _ := policy.LookupIdentity(out, a); return e }
+		id := func(a netip.Addr) bpfmap.IPCacheEntry { e, _ := policy.LookupIdentity(out, a); return e }
 		st, dt := out.Endpoints[pm.Src], out.Endpoints[pm.Dst]
 		for _, c := range []struct {
 			table uint32
-			id    maps.IPCacheEntry
+			id    bpfmap.IPCacheEntry
 			rule  uint32
 		}{{st.Egress, id(dst), want[model.PolicyEgress]}, {dt.Ingress, id(src), want[model.PolicyIngress]}} {
 			v, ok := policy.Lookup(out, c.table, c.id.Identity, c.id.NetIdentity, model.ProtoTCP, pm.Flow.Port, 30000)
-			if !ok || v.Action != maps.PolicyAllow || v.Rule != c.rule || c.rule == 0 {
+			if !ok || v.Action != bpfmap.PolicyAllow || v.Rule != c.rule || c.rule == 0 {
 				t.Errorf("%d rules, table %d: %+v, want allow by rule %d", rules, c.table, v, c.rule)
 			}
 			// One port higher is another policy's flow port, or none: denied.
-			if v, _ := policy.Lookup(out, c.table, c.id.Identity, c.id.NetIdentity, model.ProtoTCP, pm.Flow.Port+1, 30000); v.Action == maps.PolicyAllow {
+			if v, _ := policy.Lookup(out, c.table, c.id.Identity, c.id.NetIdentity, model.ProtoTCP, pm.Flow.Port+1, 30000); v.Action == bpfmap.PolicyAllow {
 				t.Errorf("%d rules, table %d: port %d allowed by rule %d", rules, c.table, pm.Flow.Port+1, v.Rule)
 			}
 		}
@@ -90,12 +90,12 @@ func TestServerIngress(t *testing.T) {
 		}
 		cid, _ := policy.LookupIdentity(out, client.Spec.IPNetworks[0].Addr())
 		table := out.Endpoints["server"].Ingress
-		if v, ok := policy.Lookup(out, table, cid.Identity, cid.NetIdentity, model.ProtoTCP, port, 40000); !ok || v.Action != maps.PolicyAllow || v.Rule != last || last == 0 {
+		if v, ok := policy.Lookup(out, table, cid.Identity, cid.NetIdentity, model.ProtoTCP, port, 40000); !ok || v.Action != bpfmap.PolicyAllow || v.Rule != last || last == 0 {
 			t.Errorf("%d rules: the client's connection gets %+v, want allow by the last rule %d", n, v, last)
 		}
 		// Another client in 10.65.0.0/16 is denied.
 		oid, _ := policy.LookupIdentity(out, netip.MustParseAddr("10.65.9.9"))
-		if v, _ := policy.Lookup(out, table, oid.Identity, oid.NetIdentity, model.ProtoTCP, port, 40000); v.Action == maps.PolicyAllow {
+		if v, _ := policy.Lookup(out, table, oid.Identity, oid.NetIdentity, model.ProtoTCP, port, 40000); v.Action == bpfmap.PolicyAllow {
 			t.Errorf("%d rules: another address in 10.65.0.0/16 is allowed by %d", n, v.Rule)
 		}
 		if r := ServerRule(n-1, n, port); !r.ClientSelector || !strings.Contains(r.IPTables, "$CLIENT") {

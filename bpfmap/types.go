@@ -2,7 +2,7 @@
 // (Iface, Route, CounterKey, Link) are kept apart from the bpf2go structs,
 // with converters between them, so the agent and calyxctl never touch
 // raw bytes.
-package maps
+package bpfmap
 
 import (
 	"encoding/json"
