@@ -191,7 +191,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if a.syncer, err = mapsync.New(dp.Maps); err != nil {
 		return err
 	}
-	if a.records, err = dp.Maps.Links(); err != nil {
+	a.metrics.syncedTables(a.syncer.Tables())
+	if a.records, err = dp.Maps.Links.All(); err != nil {
 		return err
 	}
 	a.adopted = len(a.records) > 0
@@ -394,7 +395,7 @@ func (a *Agent) reconcile() error {
 func (a *Agent) logRefused(d *calc.Desired) {
 	var b strings.Builder
 	for _, name := range d.Refused {
-		st := d.Endpoints[calc.EndpointID(name)]
+		st := d.Endpoints[model.EndpointID(name)]
 		fmt.Fprintf(&b, "%s:%s:%s;", name, st.Ifname, st.State)
 	}
 	if b.String() == a.refused {
@@ -402,7 +403,7 @@ func (a *Agent) logRefused(d *calc.Desired) {
 	}
 	a.refused = b.String()
 	for _, name := range d.Refused {
-		st := d.Endpoints[calc.EndpointID(name)]
+		st := d.Endpoints[model.EndpointID(name)]
 		a.log.Error("endpoint refused: its interface is not touched", "endpoint", name, "interface", st.Ifname,
 			"state", st.State.String(), "reason", st.State.Reason())
 	}
@@ -444,7 +445,7 @@ func (a *Agent) attach(d *calc.Desired) error {
 			EndpointID:    d.Ifaces[idx].EndpointID,
 		}
 		if a.records[idx] != rec {
-			if err := a.dp.Maps.PutLink(idx, rec); err != nil {
+			if err := a.dp.Maps.Links.Put(idx, rec); err != nil {
 				return err
 			}
 			a.records[idx] = rec
@@ -524,7 +525,7 @@ func (a *Agent) detachStale(d *calc.Desired) error {
 		if err := a.dp.Detach(rec.Ifname, int(idx)); err != nil {
 			a.log.Warn("detach", "interface", rec.Ifname, "ifindex", idx, "err", err)
 		}
-		if err := a.dp.Maps.DeleteLink(idx); err != nil {
+		if err := a.dp.Maps.Links.Delete(idx); err != nil {
 			return err
 		}
 		if err := a.dp.DetachXDP(int(idx)); err != nil {

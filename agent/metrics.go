@@ -74,25 +74,27 @@ func newMetrics() *metrics {
 			Name: "calyx_workload_mtu", Help: "The MTU workloads must use: the underlay's minus the largest encapsulation overhead the pools may use.",
 		}),
 	}
-	for _, mp := range []string{bpfmap.IfacesName, bpfmap.RoutesName} {
-		for _, op := range []string{"put", "delete"} {
-			m.mapWrites.WithLabelValues(mp, op)
-		}
-	}
 	m.dsConnected.Set(1)
 	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches,
 		m.endpoints, m.ready, m.dsConnected, m.workloadMTU, m.resyncs, m.ctFlows, m.ctExpired, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
+// syncedTables makes calyx_sync_map_writes_total show every table the
+// syncer keeps from the start, at 0.
+func (m *metrics) syncedTables(names []string) {
+	for _, name := range names {
+		for _, op := range []string{"put", "delete"} {
+			m.mapWrites.WithLabelValues(name, op)
+		}
+	}
+}
+
 func (m *metrics) countWrites(c mapsync.Counts) {
-	m.mapWrites.WithLabelValues(bpfmap.IfacesName, "put").Add(float64(c.IfacePuts))
-	m.mapWrites.WithLabelValues(bpfmap.IfacesName, "delete").Add(float64(c.IfaceDeletes))
-	m.mapWrites.WithLabelValues(bpfmap.RoutesName, "put").Add(float64(c.RoutePuts))
-	m.mapWrites.WithLabelValues(bpfmap.RoutesName, "delete").Add(float64(c.RouteDeletes))
-	m.mapWrites.WithLabelValues(bpfmap.ConfigName, "put").Add(float64(c.ConfigPuts))
-	m.mapWrites.WithLabelValues(bpfmap.FIPsName, "put").Add(float64(c.FIPPuts))
-	m.mapWrites.WithLabelValues(bpfmap.FIPsName, "delete").Add(float64(c.FIPDeletes))
+	for name, w := range c {
+		m.mapWrites.WithLabelValues(name, "put").Add(float64(w.Puts))
+		m.mapWrites.WithLabelValues(name, "delete").Add(float64(w.Deletes))
+	}
 }
 
 func (m *metrics) registerDataplane(mp *bpfmap.Maps) {

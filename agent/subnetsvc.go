@@ -9,6 +9,7 @@ import (
 	"github.com/calyxnet/calyx/agent/subnets"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
 	"github.com/calyxnet/calyx/bpfmap"
+	"github.com/calyxnet/calyx/model"
 )
 
 // startSubnetServices opens the DHCPv4, DHCPv6 and router advertisement
@@ -90,7 +91,7 @@ func (a *Agent) updateSubnetServices(links map[string]calc.Interface, d *calc.De
 // for calyxctl dhcp leases. Called on the server's reading goroutine.
 func (a *Agent) recordLease(r subnets.LeaseRecord) {
 	l := bpfmap.Lease{Ifindex: uint32(r.Ifindex), Addr: r.Addr, MAC: bpfmap.MACFrom(r.MAC),
-		EndpointID: calc.EndpointID(r.Endpoint), Expires: r.Expires, LastSeen: r.LastSeen}
+		EndpointID: model.EndpointID(r.Endpoint), Expires: r.Expires, LastSeen: r.LastSeen}
 	var err error
 	if r.Released {
 		err = a.dp.Maps.DeleteLease(l.Ifindex, l.Family())

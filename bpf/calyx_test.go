@@ -606,12 +606,12 @@ func TestNoEndpoint(t *testing.T) {
 	}
 	t.Run("not in cx_ifaces", func(t *testing.T) { check(t, s) })
 	t.Run("in cx_ifaces without the workload flag", func(t *testing.T) {
-		must(t, e.dp.Maps.PutIface(s.idx(), bpfmap.Iface{CheckMAC: true, MAC: bpfmap.MACFrom(s.mac), HostMAC: bpfmap.MACFrom(s.hostMAC)}))
-		t.Cleanup(func() { _ = e.dp.Maps.DeleteIface(s.idx()) })
+		must(t, e.dp.Maps.Ifaces.Put(s.idx(), bpfmap.Iface{CheckMAC: true, MAC: bpfmap.MACFrom(s.mac), HostMAC: bpfmap.MACFrom(s.hostMAC)}))
+		t.Cleanup(func() { _ = e.dp.Maps.Ifaces.Delete(s.idx()) })
 		check(t, s)
 	})
 	t.Run("endpoint removed", func(t *testing.T) {
-		must(t, e.dp.Maps.DeleteIface(e.wl3.idx()))
+		must(t, e.dp.Maps.Ifaces.Delete(e.wl3.idx()))
 		check(t, e.wl3)
 	})
 	t.Run("loopback (context ifindex 0)", func(t *testing.T) {

@@ -55,14 +55,14 @@ func (e *env) addVM(tb testing.TB, n byte, hasMAC, keepFile bool) (*endpoint, bp
 	ep := &endpoint{name: name, ifindex: tap.Ifindex, hostMAC: tap.MAC, mac: mac(n, 0x01),
 		ip4: netip.AddrFrom4([4]byte{10, 65, 0, n * 10}),
 		ip6: netip.AddrFrom16([16]byte{0: 0xfd, 2: 0x00, 3: 0x65, 15: 0x10 * n})}
-	must(tb, e.dp.Maps.PutIface(ep.idx(), bpfmap.Iface{Workload: true, CheckMAC: true, EndpointID: uint32(n),
+	must(tb, e.dp.Maps.Ifaces.Put(ep.idx(), bpfmap.Iface{Workload: true, CheckMAC: true, EndpointID: uint32(n),
 		MAC: bpfmap.MACFrom(ep.mac), HostMAC: bpfmap.MACFrom(ep.hostMAC), Kind: bpfmap.IfaceTap}))
 	rt := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: bpfmap.MACFrom(ep.hostMAC)}
 	if hasMAC {
 		rt.MAC = bpfmap.MACFrom(ep.mac)
 	}
-	must(tb, e.dp.Maps.PutRoute(netip.PrefixFrom(ep.ip4, 32), rt))
-	must(tb, e.dp.Maps.PutRoute(netip.PrefixFrom(ep.ip6, 128), rt))
+	must(tb, e.dp.Maps.Routes.Put(netip.PrefixFrom(ep.ip4, 32), rt))
+	must(tb, e.dp.Maps.Routes.Put(netip.PrefixFrom(ep.ip6, 128), rt))
 	return ep, tap
 }
 
@@ -89,8 +89,8 @@ func newKindEnv(tb testing.TB) *kindEnv {
 	ke.vm5, _ = ke.addVM(tb, 5, true, false)
 	ke.vm6, _ = ke.addVM(tb, 6, false, false)
 	for fip, vm := range map[netip.Addr]*endpoint{fipVM5: ke.vm5, fipVM6: ke.vm6} {
-		must(tb, ke.dp.Maps.PutFloatingIP(fip, bpfmap.FloatingIP{Fixed: vm.ip4, Node: hostAddr, EndpointID: vm.idx(), Local: true}))
-		must(tb, ke.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: hostAddr}))
+		must(tb, ke.dp.Maps.FIPs.Put(fip, bpfmap.FloatingIP{Fixed: vm.ip4, Node: hostAddr, EndpointID: vm.idx(), Local: true}))
+		must(tb, ke.dp.Maps.Routes.Put(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: hostAddr}))
 	}
 	ke.dests = []destKind{
 		{"veth", ke.wl2, fipWL2, true, true},
@@ -159,8 +159,8 @@ var deliveryPaths = []deliveryPath{
 		// takes that route without an LPM lookup.
 		cfg := ke.tun.cfg
 		cfg.RouteGen = 7
-		must(t, ke.dp.Maps.PutConfig(cfg))
-		defer func() { must(t, ke.dp.Maps.PutConfig(ke.tun.cfg)) }()
+		must(t, ke.dp.Maps.Config.Put(0, cfg))
+		defer func() { must(t, ke.dp.Maps.Config.Put(0, ke.tun.cfg)) }()
 		in := bpftest.IPv4UDP(ke.wl1.l2(), bpftest.IPv4{Src: ke.wl1.ip4, Dst: d.ep.ip4}, sport, 53, deliveryPayload)
 		if first := ke.fromWL(t, ke.wl1, in); first.verdict != redirect {
 			t.Fatalf("first packet: %s, %s", bpftest.VerdictName(first.verdict), fmtCounters(first.delta))
@@ -370,11 +370,11 @@ func TestDeliveryIngressPolicyOnce(t *testing.T) {
 	// The senders of the delivery paths are idWL1: wl1, the remote
 	// workloads, the client outside, and each destination itself (hairpin).
 	for _, p := range []netip.Prefix{netip.PrefixFrom(ke.wl1.ip4, 32), remoteNet, netip.PrefixFrom(client, 32)} {
-		must(t, ke.dp.Maps.PutIPCache(p, bpfmap.IPCacheEntry{Identity: idWL1}))
+		must(t, ke.dp.Maps.IPCache.Put(p, bpfmap.IPCacheEntry{Identity: idWL1}))
 	}
-	must(t, ke.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
+	must(t, ke.dp.Maps.IPCache.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
 	for _, d := range ke.dests {
-		must(t, ke.dp.Maps.PutIPCache(netip.PrefixFrom(d.ep.ip4, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
+		must(t, ke.dp.Maps.IPCache.Put(netip.PrefixFrom(d.ep.ip4, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
 		ke.setTables(t, d.ep, tableWL1, 0)
 	}
 	for pi, p := range deliveryPaths {
@@ -505,8 +505,8 @@ func TestDeliveryToTapLive(t *testing.T) {
 	t.Run("into a tap by bpf_redirect_neigh", func(t *testing.T) { send(t, a, ta, b, tb, 45001) })
 	t.Run("hairpin: back into its own tap", func(t *testing.T) {
 		fip := netip.MustParseAddr("192.0.2.77")
-		must(t, e.dp.Maps.PutFloatingIP(fip, bpfmap.FloatingIP{Fixed: a.ip4, Node: hostAddr, EndpointID: a.idx(), Local: true}))
-		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: hostAddr}))
+		must(t, e.dp.Maps.FIPs.Put(fip, bpfmap.FloatingIP{Fixed: a.ip4, Node: hostAddr, EndpointID: a.idx(), Local: true}))
+		must(t, e.dp.Maps.Routes.Put(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: hostAddr}))
 		in := mkFlow(bpfmap.ProtoUDP, a.ip4, 45005, fip, 53).frame(a.l2(), seg{})
 		want := withL2(xlate(in, mkFlow(bpfmap.ProtoUDP, fip, 45005, a.ip4, 53), true), a.toL2())
 		before := e.counters(t)
@@ -532,7 +532,7 @@ func TestDeliveryToTapLive(t *testing.T) {
 			{Table: tableWL1}:                  {Action: bpfmap.PolicyDeny, Rule: bpfmap.RuleDefaultDenyIngress},
 			{Table: tableWL1, Identity: idWL1}: {Action: bpfmap.PolicyAllow, Rule: ruleAllow},
 		})
-		must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(b.ip4, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
+		must(t, e.dp.Maps.IPCache.Put(netip.PrefixFrom(b.ip4, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
 		e.setTables(t, a, tableWL1, 0)
 		e.setTables(t, b, tableWL1, 0)
 		before := e.hits(t)

@@ -83,7 +83,7 @@ func TestDHCPFromUnconfiguredWorkload(t *testing.T) {
 	vm, _ := e.addVM(t, 5, true, false)
 	// The gateway IP stands for the host (a subnet's gatewayIP is in the
 	// ipcache as one of its addresses): renewals are unicast to it.
-	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(gatewayV4, 32), bpfmap.IPCacheEntry{Host: true}))
+	must(t, e.dp.Maps.IPCache.Put(netip.PrefixFrom(gatewayV4, 32), bpfmap.IPCacheEntry{Host: true}))
 	w := e.wl1
 	bcast := bpftest.L2{Src: w.mac, Dst: bpftest.Broadcast}
 	for _, tc := range []struct {
@@ -224,7 +224,7 @@ func TestDHCPFromUnconfiguredWorkloadUnderPolicy(t *testing.T) {
 	e.setTables(t, w, tableDeny, tableDeny)
 	cfg := e.tun.cfg
 	cfg.EndpointToHost = bpfmap.EndpointToHostDrop
-	must(t, e.dp.Maps.PutConfig(cfg))
+	must(t, e.dp.Maps.Config.Put(0, cfg))
 	before := e.hits(t)
 	o := e.fromWL(t, w, discover(w))
 	o.want(t, ok, hit{w, bpfmap.ReasonPassHost})

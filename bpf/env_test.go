@@ -161,14 +161,14 @@ func newEnv(tb testing.TB) *env {
 		if n == 9 {
 			return ep
 		}
-		must(tb, dp.Maps.PutIface(ep.idx(), bpfmap.Iface{Workload: true, CheckMAC: checkMAC,
+		must(tb, dp.Maps.Ifaces.Put(ep.idx(), bpfmap.Iface{Workload: true, CheckMAC: checkMAC,
 			EndpointID: uint32(n), MAC: bpfmap.MACFrom(ep.mac), HostMAC: bpfmap.MACFrom(ep.hostMAC), Kind: bpfmap.IfaceVeth}))
 		rt := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: bpfmap.MACFrom(ep.hostMAC), Peer: true}
 		if hasMAC {
 			rt.MAC = bpfmap.MACFrom(ep.mac)
 		}
-		must(tb, dp.Maps.PutRoute(netip.PrefixFrom(ep.ip4, 32), rt))
-		must(tb, dp.Maps.PutRoute(netip.PrefixFrom(ep.ip6, 128), rt))
+		must(tb, dp.Maps.Routes.Put(netip.PrefixFrom(ep.ip4, 32), rt))
+		must(tb, dp.Maps.Routes.Put(netip.PrefixFrom(ep.ip6, 128), rt))
 		return ep
 	}
 	e.wl1 = mk(1, true, true)
@@ -176,9 +176,9 @@ func newEnv(tb testing.TB) *env {
 	e.wl3 = mk(3, true, false)
 	e.wl4 = mk(4, false, true)
 	e.stray = mk(9, false, false)
-	must(tb, dp.Maps.PutRoute(remoteBlock, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload,
+	must(tb, dp.Maps.Routes.Put(remoteBlock, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload,
 		NextHop: netip.MustParseAddr("10.30.0.11")}))
-	must(tb, dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteHost}))
+	must(tb, dp.Maps.Routes.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteHost}))
 	return e
 }
 
@@ -545,7 +545,7 @@ func newTunnelEnv(tb testing.TB) *env {
 	}
 	node := func(name, addr string, l2 net.HardwareAddr) *remoteNode {
 		n := &remoteNode{name: name, addr: netip.MustParseAddr(addr), l2: l2}
-		must(tb, e.dp.Maps.PutRoute(netip.PrefixFrom(n.addr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
+		must(tb, e.dp.Maps.Routes.Put(netip.PrefixFrom(n.addr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
 		return n
 	}
 	tun.router = &remoteNode{name: "router", addr: netip.MustParseAddr("10.30.0.1"), l2: mac(0x01, 0xbb)}
@@ -558,7 +558,7 @@ func newTunnelEnv(tb testing.TB) *env {
 	must(tb, ns.AddRoute("ulh", netip.MustParsePrefix("10.40.0.0/24"), tun.router.addr))
 	tun.cfg = bpfmap.NodeConfig{Address: hostAddr, UnderlayIfindex: tun.ul.idx(), UnderlayMTU: underlayMTU,
 		VXLANVNI: testVNI, VXLANPort: testVXLANPort}
-	must(tb, e.dp.Maps.PutConfig(tun.cfg))
+	must(tb, e.dp.Maps.Config.Put(0, tun.cfg))
 	return e
 }
 
@@ -570,7 +570,7 @@ func (e *env) block(tb testing.TB, node *remoteNode, encap bpfmap.Encap) netip.A
 	p, ok := e.tun.blocks[k]
 	if !ok {
 		p = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 66, byte(len(e.tun.blocks)), 0}), 26)
-		must(tb, e.dp.Maps.PutRoute(p, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: encap, NextHop: node.addr}))
+		must(tb, e.dp.Maps.Routes.Put(p, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: encap, NextHop: node.addr}))
 		e.tun.blocks[k] = p
 	}
 	return p.Addr().Next().Next().Next().Next().Next()

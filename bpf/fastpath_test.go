@@ -33,7 +33,7 @@ func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
 	m := e.dp.Maps
 	cfg := e.tun.cfg
 	cfg.RouteGen = 7
-	must(t, m.PutConfig(cfg))
+	must(t, m.Config.Put(0, cfg))
 	src, dst := e.wl1, e.wl2
 	in := udp4(src, src.ip4, dst.ip4, 64)
 	key := bpfmap.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: bpfmap.ProtoUDP}
@@ -48,7 +48,7 @@ func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
 
 	// The route goes, but the generation stays: the cached route is used
 	// (which shows the LPM was not consulted).
-	must(t, m.DeleteRoute(netip.PrefixFrom(dst.ip4, 32)))
+	must(t, m.Routes.Delete(netip.PrefixFrom(dst.ip4, 32)))
 	o = e.fromWL(t, src, in)
 	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 	if got := ctEntry(t, e, key).Packets; got != 2 {
@@ -57,7 +57,7 @@ func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
 
 	// A new generation: the route is looked up again, and is gone.
 	cfg.RouteGen = 8
-	must(t, m.PutConfig(cfg))
+	must(t, m.Config.Put(0, cfg))
 	o = e.fromWL(t, src, in)
 	o.want(t, ok, hit{src, bpfmap.ReasonPassHost})
 }
@@ -69,7 +69,7 @@ func TestFastPathIsPerInterface(t *testing.T) {
 	m := e.dp.Maps
 	cfg := e.tun.cfg
 	cfg.RouteGen = 1
-	must(t, m.PutConfig(cfg))
+	must(t, m.Config.Put(0, cfg))
 	src, dst, other := e.wl1, e.wl2, e.wl4
 	o := e.fromWL(t, src, udp4(src, src.ip4, dst.ip4, 64))
 	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})

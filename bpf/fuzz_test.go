@@ -358,13 +358,13 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	e.block(tb, e.tun.nodeX, bpfmap.EncapVXLAN)
 
 	for _, p := range []netip.Prefix{fuzzDeny4, fuzzDeny6} {
-		must(tb, m.PutPrefilter(p))
+		must(tb, m.Prefilter.Put(p, struct{}{}))
 	}
 	cfg := e.tun.cfg
 	cfg.RouteGen = 1
 	cfg.EndpointToHost = bpfmap.EndpointToHostDrop
 	cfg.PrefilterTC = true
-	must(tb, m.PutConfig(cfg))
+	must(tb, m.Config.Put(0, cfg))
 	e.tun.cfg = cfg
 	fe.xdp = e.dp.PrefilterProgram()
 
@@ -378,20 +378,20 @@ func (fe *fuzzEnv) readModel(tb testing.TB) {
 	tb.Helper()
 	m := fe.dp.Maps
 	var err error
-	fe.routes, err = m.Routes()
+	fe.routes, err = m.Routes.All()
 	must(tb, err)
-	fe.fips, err = m.FloatingIPs()
+	fe.fips, err = m.FIPs.All()
 	must(tb, err)
-	fe.ipcache, err = m.IPCache()
+	fe.ipcache, err = m.IPCache.All()
 	must(tb, err)
-	pf, err := m.Prefilter()
+	pf, err := m.Prefilter.All()
 	must(tb, err)
 	for p := range pf {
 		fe.deny = append(fe.deny, p)
 	}
-	fe.cfg, err = m.Config()
+	fe.cfg, err = m.NodeConfig()
 	must(tb, err)
-	ifs, err := m.Ifaces()
+	ifs, err := m.Ifaces.All()
 	must(tb, err)
 
 	fe.wl = map[uint32]*wlModel{}

@@ -31,7 +31,7 @@ func BenchmarkFastPathLocalDeliver(b *testing.B) {
 	e := newTunnelEnv(b)
 	cfg := e.tun.cfg
 	cfg.RouteGen = 1
-	must(b, e.dp.Maps.PutConfig(cfg))
+	must(b, e.dp.Maps.Config.Put(0, cfg))
 	src, dst := e.wl1, e.wl2
 	pkt := udp4(src, src.ip4, dst.ip4, 64)
 	before := e.counters(b)

@@ -69,13 +69,13 @@ func newNATEnv(tb testing.TB) *natEnv {
 	m := e.dp.Maps
 	cfg := e.tun.cfg
 	cfg.Metadata = metadataSvc
-	must(tb, m.PutConfig(cfg))
+	must(tb, m.Config.Put(0, cfg))
 	e.tun.cfg = cfg
 	for _, p := range []netip.Prefix{workloadNet, remoteNet} {
-		must(tb, m.PutRoute(p, bpfmap.Route{Type: bpfmap.RoutePool}))
+		must(tb, m.Routes.Put(p, bpfmap.Route{Type: bpfmap.RoutePool}))
 	}
 	w := e.wl1
-	must(tb, m.PutRoute(netip.PrefixFrom(w.ip4, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: w.idx(),
+	must(tb, m.Routes.Put(netip.PrefixFrom(w.ip4, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: w.idx(),
 		MAC: bpfmap.MACFrom(w.mac), HostMAC: bpfmap.MACFrom(w.hostMAC), NATOutgoing: true, Peer: true}))
 	ne.remoteFixed = e.block(tb, e.tun.nodeA, bpfmap.EncapIPIP)
 	for fip, f := range map[netip.Addr]bpfmap.FloatingIP{
@@ -83,8 +83,8 @@ func newNATEnv(tb testing.TB) *natEnv {
 		fipWL3:    {Fixed: e.wl3.ip4, Node: hostAddr, EndpointID: 3, Local: true},
 		fipRemote: {Fixed: ne.remoteFixed, Node: e.tun.nodeA.addr, EndpointID: 50},
 	} {
-		must(tb, m.PutFloatingIP(fip, f))
-		must(tb, m.PutRoute(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: f.Node}))
+		must(tb, m.FIPs.Put(fip, f))
+		must(tb, m.Routes.Put(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: f.Node}))
 	}
 	for _, p := range []string{"198.51.100.0/24", "203.0.113.0/24"} {
 		must(tb, e.ns.AddRoute("ulh", netip.MustParsePrefix(p), e.tun.router.addr))
@@ -704,8 +704,8 @@ func TestNATMetadata(t *testing.T) {
 	t.Run("untranslated/not configured", func(t *testing.T) {
 		cfg := ne.tun.cfg
 		cfg.Metadata = netip.AddrPort{}
-		must(t, ne.dp.Maps.PutConfig(cfg))
-		t.Cleanup(func() { must(t, ne.dp.Maps.PutConfig(ne.tun.cfg)) })
+		must(t, ne.dp.Maps.Config.Put(0, cfg))
+		t.Cleanup(func() { must(t, ne.dp.Maps.Config.Put(0, ne.tun.cfg)) })
 		f := mkFlow(bpfmap.ProtoTCP, ne.wl4.ip4, 40106, metadataIP, 80)
 		o := ne.fromWL(t, ne.wl4, f.frame(ne.wl4.l2(), syn))
 		o.want(t, ok, hit{ne.wl4, bpfmap.ReasonPassHost})
@@ -1345,23 +1345,23 @@ func TestNATFloatingIPFromOutsideRemote(t *testing.T) {
 	ul, nodeA := ne.tun.ul, ne.tun.nodeA
 	directFixed := ne.block(t, nodeA, bpfmap.EncapNone)
 	directFIP := netip.MustParseAddr("192.0.2.51")
-	must(t, ne.dp.Maps.PutFloatingIP(directFIP, bpfmap.FloatingIP{Fixed: directFixed, Node: nodeA.addr, EndpointID: 51}))
-	must(t, ne.dp.Maps.PutRoute(netip.PrefixFrom(directFIP, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: nodeA.addr}))
+	must(t, ne.dp.Maps.FIPs.Put(directFIP, bpfmap.FloatingIP{Fixed: directFixed, Node: nodeA.addr, EndpointID: 51}))
+	must(t, ne.dp.Maps.Routes.Put(netip.PrefixFrom(directFIP, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: nodeA.addr}))
 	asNodeA := func(fip, fixed netip.Addr) func() {
 		m := ne.dp.Maps
 		cfg := ne.tun.cfg
 		cfg.Address = nodeA.addr
-		must(t, m.PutConfig(cfg))
-		must(t, m.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
-		must(t, m.PutRoute(netip.PrefixFrom(fixed, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload,
+		must(t, m.Config.Put(0, cfg))
+		must(t, m.Routes.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
+		must(t, m.Routes.Put(netip.PrefixFrom(fixed, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload,
 			Ifindex: ne.wl2.idx(), MAC: bpfmap.MACFrom(ne.wl2.mac), HostMAC: bpfmap.MACFrom(ne.wl2.hostMAC), Peer: true}))
-		f, _ := m.FloatingIPs()
-		must(t, m.PutFloatingIP(fip, bpfmap.FloatingIP{Fixed: fixed, Node: nodeA.addr, EndpointID: 50, Local: true}))
+		f, _ := m.FIPs.All()
+		must(t, m.FIPs.Put(fip, bpfmap.FloatingIP{Fixed: fixed, Node: nodeA.addr, EndpointID: 50, Local: true}))
 		return func() {
-			must(t, m.PutConfig(ne.tun.cfg))
-			must(t, m.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteHost}))
-			must(t, m.DeleteRoute(netip.PrefixFrom(fixed, 32)))
-			must(t, m.PutFloatingIP(fip, f[fip]))
+			must(t, m.Config.Put(0, ne.tun.cfg))
+			must(t, m.Routes.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteHost}))
+			must(t, m.Routes.Delete(netip.PrefixFrom(fixed, 32)))
+			must(t, m.FIPs.Put(fip, f[fip]))
 		}
 	}
 	for _, tc := range []struct {
@@ -1459,8 +1459,8 @@ func TestNATFloatingIPDecap(t *testing.T) {
 	}
 	t.Run("a floating IP whose fixed IP has no route yet: dropped, not looped through the host", func(t *testing.T) {
 		fip := netip.MustParseAddr("192.0.2.99")
-		must(t, ne.dp.Maps.PutFloatingIP(fip, bpfmap.FloatingIP{Fixed: netip.MustParseAddr("10.66.9.9"), Node: nodeA.addr}))
-		must(t, ne.dp.Maps.PutRoute(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: nodeA.addr}))
+		must(t, ne.dp.Maps.FIPs.Put(fip, bpfmap.FloatingIP{Fixed: netip.MustParseAddr("10.66.9.9"), Node: nodeA.addr}))
+		must(t, ne.dp.Maps.Routes.Put(netip.PrefixFrom(fip, 32), bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: nodeA.addr}))
 		o := ne.fromUL(t, mkFlow(bpfmap.ProtoUDP, client, 43030, fip, 53).frame(ne.routerL2(), seg{}))
 		o.want(t, shot, hit{ul, bpfmap.ReasonDropNoRoute})
 		o.unchanged(t)

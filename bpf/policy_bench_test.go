@@ -86,10 +86,10 @@ func benchPolicyNewFlow(b *testing.B, rules int) {
 	src, dst := e.wl1, e.wl2
 	c := compiledFor(b, src.ip4, dst.ip4, rules)
 	for p, v := range c.out.IPCache {
-		must(b, e.dp.Maps.PutIPCache(p, v))
+		must(b, e.dp.Maps.IPCache.Put(p, v))
 	}
 	for k, v := range c.out.Policy {
-		must(b, e.dp.Maps.PutPolicy(k, v))
+		must(b, e.dp.Maps.Policy.Put(k, v))
 	}
 	st, dt := c.out.Endpoints[c.pm.Src], c.out.Endpoints[c.pm.Dst]
 	if rules > 0 && (st.Egress == 0 || dt.Ingress == 0) {

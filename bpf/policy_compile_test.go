@@ -47,7 +47,7 @@ func compiledEnv(t *testing.T, policies ...*model.NetworkPolicy) (*env, *policy.
 		t.Fatal(err)
 	}
 	for p, v := range out.IPCache {
-		must(t, e.dp.Maps.PutIPCache(p, v))
+		must(t, e.dp.Maps.IPCache.Put(p, v))
 	}
 	e.putPolicy(t, out.Policy)
 	for ep := range labels {

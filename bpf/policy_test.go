@@ -47,18 +47,18 @@ func allDeny(table, rule uint32) map[bpfmap.PolicyKey]bpfmap.PolicyVerdict {
 func (e *env) putPolicy(tb testing.TB, entries map[bpfmap.PolicyKey]bpfmap.PolicyVerdict) {
 	tb.Helper()
 	for k, v := range entries {
-		must(tb, e.dp.Maps.PutPolicy(k, v))
+		must(tb, e.dp.Maps.Policy.Put(k, v))
 	}
 }
 
 // setTables gives ep's interface policy tables.
 func (e *env) setTables(tb testing.TB, ep *endpoint, ingress, egress uint32) {
 	tb.Helper()
-	ifs, err := e.dp.Maps.Ifaces()
+	ifs, err := e.dp.Maps.Ifaces.All()
 	must(tb, err)
 	v := ifs[ep.idx()]
 	v.IngressTable, v.EgressTable = ingress, egress
-	must(tb, e.dp.Maps.PutIface(ep.idx(), v))
+	must(tb, e.dp.Maps.Ifaces.Put(ep.idx(), v))
 }
 
 func (e *env) hits(tb testing.TB) map[bpfmap.RuleHitKey]bpfmap.Counter {
@@ -120,8 +120,8 @@ func (e *env) putTestPolicies(tb testing.TB) {
 		{Table: bpfmap.SubTableFlag | 1, Bits: 24, Port: 40000}:         {Action: bpfmap.PolicyAllow, Rule: ruleAllow},
 		{Table: tableLog}: {Action: bpfmap.PolicyAllow, Rule: ruleAllow, LogRule: ruleLog},
 	})
-	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(e.wl1.ip4, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
-	must(tb, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
+	must(tb, e.dp.Maps.IPCache.Put(netip.PrefixFrom(e.wl1.ip4, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
+	must(tb, e.dp.Maps.IPCache.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
 }
 
 // Egress: a table decides a workload's new flows by protocol and port; the
@@ -219,7 +219,7 @@ func TestPolicyIngressFromUnderlay(t *testing.T) {
 	dst := e.wl2
 	nodeA := e.tun.nodeA
 	peer := e.block(t, nodeA, bpfmap.EncapNone)
-	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(peer, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
+	must(t, e.dp.Maps.IPCache.Put(netip.PrefixFrom(peer, 32), bpfmap.IPCacheEntry{Identity: idWL1}))
 	e.setTables(t, dst, tableWL1, tableDeny)
 
 	in := bpftest.IPv4UDP(e.nodeL2(nodeA), bpftest.IPv4{Src: peer, Dst: dst.ip4, TTL: 63}, 41000, 9000, nil)
@@ -270,7 +270,7 @@ func TestPolicyEndpointToHost(t *testing.T) {
 	md := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: netip.MustParseAddr("169.254.169.254"), TTL: 64}, 40001, 80)
 
 	cfg.EndpointToHost = bpfmap.EndpointToHostDrop
-	must(t, e.dp.Maps.PutConfig(cfg))
+	must(t, e.dp.Maps.Config.Put(0, cfg))
 	before := e.hits(t)
 	e.fromWL(t, src, ssh).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
 	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: bpfmap.RuleHostDrop})
@@ -286,12 +286,12 @@ func TestPolicyEndpointToHost(t *testing.T) {
 	e.wantHits(t, before)
 
 	cfg.EndpointToHost = bpfmap.EndpointToHostAccept
-	must(t, e.dp.Maps.PutConfig(cfg))
+	must(t, e.dp.Maps.Config.Put(0, cfg))
 	ssh2 := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 40002, 22)
 	e.fromWL(t, src, ssh2).want(t, ok, hit{src, bpfmap.ReasonPassHost})
 
 	cfg.EndpointToHost = bpfmap.EndpointToHostReturn
-	must(t, e.dp.Maps.PutConfig(cfg))
+	must(t, e.dp.Maps.Config.Put(0, cfg))
 	before = e.hits(t)
 	ssh3 := bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: hostAddr, TTL: 64}, 40003, 22)
 	e.fromWL(t, src, ssh3).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
@@ -356,16 +356,16 @@ var blocked = netip.MustParsePrefix("198.51.100.0/24")
 // thing, only while the agent has turned the check on.
 func TestPrefilterTC(t *testing.T) {
 	e := newPolicyEnv(t)
-	must(t, e.dp.Maps.PutPrefilter(blocked))
+	must(t, e.dp.Maps.Prefilter.Put(blocked, struct{}{}))
 	in := bpftest.IPv4UDP(e.nodeL2(e.tun.router), bpftest.IPv4{Src: netip.MustParseAddr("198.51.100.9"), Dst: hostAddr, TTL: 60}, 4000, 22, nil)
 	e.fromUL(t, in).want(t, ok, hit{e.tun.ul, bpfmap.ReasonPassHost})
 	cfg := e.tun.cfg
 	cfg.PrefilterTC = true
-	must(t, e.dp.Maps.PutConfig(cfg))
+	must(t, e.dp.Maps.Config.Put(0, cfg))
 	e.fromUL(t, in).want(t, shot, hit{e.tun.ul, bpfmap.ReasonDropPrefilter})
 	in6 := bpftest.IPv6UDP(e.nodeL2(e.tun.router), bpftest.IPv6{Src: netip.MustParseAddr("2001:db8:bad::1"), Dst: netip.MustParseAddr("2001:db8::10")}, 4000, 22, nil)
 	e.fromUL(t, in6).want(t, ok, hit{e.tun.ul, bpfmap.ReasonPassHost})
-	must(t, e.dp.Maps.PutPrefilter(netip.MustParsePrefix("2001:db8:bad::/48")))
+	must(t, e.dp.Maps.Prefilter.Put(netip.MustParsePrefix("2001:db8:bad::/48"), struct{}{}))
 	e.fromUL(t, in6).want(t, shot, hit{e.tun.ul, bpfmap.ReasonDropPrefilter})
 	ok4 := bpftest.IPv4UDP(e.nodeL2(e.tun.router), bpftest.IPv4{Src: netip.MustParseAddr("198.51.101.9"), Dst: hostAddr, TTL: 60}, 4000, 22, nil)
 	e.fromUL(t, ok4).want(t, ok, hit{e.tun.ul, bpfmap.ReasonPassHost})
@@ -378,7 +378,7 @@ func TestPrefilterTC(t *testing.T) {
 // runs on the namespace's loopback, ifindex 1.
 func TestPrefilterXDP(t *testing.T) {
 	e := newPolicyEnv(t)
-	must(t, e.dp.Maps.PutPrefilter(blocked))
+	must(t, e.dp.Maps.Prefilter.Put(blocked, struct{}{}))
 	prog := e.dp.PrefilterProgram()
 	run := func(pkt []byte) uint32 {
 		var ret uint32
@@ -468,7 +468,7 @@ func TestPolicyClosedFlowSYNIsNew(t *testing.T) {
 			if fast {
 				cfg := e.tun.cfg
 				cfg.RouteGen = 3
-				must(t, e.dp.Maps.PutConfig(cfg))
+				must(t, e.dp.Maps.Config.Put(0, cfg))
 			}
 			src, dst := e.wl4, e.wl2
 			e.setTables(t, src, 0, tableDNS) // TCP denied, UDP 53 allowed

@@ -27,7 +27,7 @@ func TestUnderlaySourceSpoof(t *testing.T) {
 	ne := newNATEnv(t)
 	ul := ne.tun.ul
 	gateway := netip.MustParseAddr("10.65.0.1")
-	must(t, ne.dp.Maps.PutIPCache(netip.PrefixFrom(gateway, 32), bpfmap.IPCacheEntry{Host: true}))
+	must(t, ne.dp.Maps.IPCache.Put(netip.PrefixFrom(gateway, 32), bpfmap.IPCacheEntry{Host: true}))
 	l2 := ne.routerL2()
 	udp := func(src, dst netip.Addr) []byte {
 		return bpftest.IPv4UDP(l2, bpftest.IPv4{Src: src, Dst: dst, TTL: 63}, 40000, 9000, nil)
@@ -118,7 +118,7 @@ func TestDHCPPortNotAPolicyBypass(t *testing.T) {
 	e := newPolicyEnv(t)
 	w := e.wl1
 	e.setTables(t, w, 0, tableDeny)
-	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
+	must(t, e.dp.Maps.IPCache.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
 	to := func(dst netip.Addr) []byte {
 		return bpftest.IPv4UDP(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: dst, TTL: 64}, 68, 67, []byte("not really BOOTP"))
 	}
@@ -214,7 +214,7 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 	hostLL := netip.MustParseAddr("fe80::1")
 	ll := netip.MustParseAddr("fe80::4")
 	host6 := netip.MustParseAddr("fd00:30::10")
-	must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(host6, 128), bpfmap.Route{Type: bpfmap.RouteHost}))
+	must(t, e.dp.Maps.Routes.Put(netip.PrefixFrom(host6, 128), bpfmap.Route{Type: bpfmap.RouteHost}))
 	outside := netip.MustParseAddr("2001:db8:99::1")
 	udp := func(src, dst netip.Addr, dport uint16) []byte {
 		return bpftest.IPv6UDP(w.l2(), bpftest.IPv6{Src: src, Dst: dst}, 40000, dport, nil)
@@ -222,7 +222,7 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 	setE2H := func(v bpfmap.EndpointToHost) {
 		cfg := e.tun.cfg
 		cfg.EndpointToHost = v
-		must(t, e.dp.Maps.PutConfig(cfg))
+		must(t, e.dp.Maps.Config.Put(0, cfg))
 	}
 
 	setE2H(bpfmap.EndpointToHostDrop)
@@ -275,7 +275,7 @@ func TestNATOutgoingPortChoice(t *testing.T) {
 	w := ne.wl1
 	cfg := ne.tun.cfg
 	cfg.NATPorts = [2]uint16{30000, 31023}
-	must(t, ne.dp.Maps.PutConfig(cfg))
+	must(t, ne.dp.Maps.Config.Put(0, cfg))
 	port := func(o outcome) uint16 {
 		t.Helper()
 		if o.verdict != redirect {
@@ -326,10 +326,10 @@ func TestNATOutgoingPortChoice(t *testing.T) {
 func TestTTL1NotAroundPolicy(t *testing.T) {
 	e := newPolicyEnv(t)
 	w := e.wl4
-	must(t, e.dp.Maps.PutIPCache(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
+	must(t, e.dp.Maps.IPCache.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.IPCacheEntry{Host: true}))
 	cfg := e.tun.cfg
 	cfg.EndpointToHost = bpfmap.EndpointToHostDrop
-	must(t, e.dp.Maps.PutConfig(cfg))
+	must(t, e.dp.Maps.Config.Put(0, cfg))
 	ping := func(dst netip.Addr, ttl uint8, id uint16) []byte {
 		return bpftest.IPv4ICMPEcho(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: dst, TTL: ttl}, id, 1)
 	}
@@ -341,7 +341,7 @@ func TestTTL1NotAroundPolicy(t *testing.T) {
 	// is dropped; a packet of an allowed, tracked flow still expires at
 	// the host.
 	cfg.EndpointToHost = bpfmap.EndpointToHostAccept
-	must(t, e.dp.Maps.PutConfig(cfg))
+	must(t, e.dp.Maps.Config.Put(0, cfg))
 	e.setTables(t, w, 0, tableDeny)
 	e.fromWL(t, w, ping(internet, 1, 4)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
 	e.setTables(t, w, 0, 0)
@@ -401,7 +401,7 @@ func TestLocalDeliveryMTU(t *testing.T) {
 	w := e.wl1
 	cfg := e.tun.cfg
 	cfg.WorkloadMTU = 1450
-	must(t, e.dp.Maps.PutConfig(cfg))
+	must(t, e.dp.Maps.Config.Put(0, cfg))
 	ip := bpftest.IPv4{Src: w.ip4, Dst: e.wl2.ip4, TTL: 64}
 	o := e.fromWL(t, w, udpSized(w, ip, 1450))
 	o.want(t, redirect, hit{w, bpfmap.ReasonDeliverLocal}, hit{e.wl2, bpfmap.ReasonToWorkload})
@@ -503,7 +503,7 @@ func TestTCPBlindReset(t *testing.T) {
 	t.Run("fast path", func(t *testing.T) {
 		cfg := ne.tun.cfg
 		cfg.RouteGen = 3
-		must(t, ne.dp.Maps.PutConfig(cfg))
+		must(t, ne.dp.Maps.Config.Put(0, cfg))
 		src, dst := ne.wl4, ne.wl2
 		f := mkFlow(bpfmap.ProtoTCP, src.ip4, 40000, dst.ip4, 80)
 		local := hit{src, bpfmap.ReasonDeliverLocal}

@@ -425,8 +425,8 @@ func TestTunnelMTU(t *testing.T) {
 	t.Run("an underlay MTU below the device's", func(t *testing.T) {
 		cfg := e.tun.cfg
 		cfg.UnderlayMTU = 1400
-		must(t, e.dp.Maps.PutConfig(cfg))
-		t.Cleanup(func() { _ = e.dp.Maps.PutConfig(e.tun.cfg) })
+		must(t, e.dp.Maps.Config.Put(0, cfg))
+		t.Cleanup(func() { _ = e.dp.Maps.Config.Put(0, e.tun.cfg) })
 		dst := e.block(t, e.tun.nodeA, bpfmap.EncapVXLAN)
 		ip := bpftest.IPv4{Src: w.ip4, Dst: dst}
 		o := e.fromWL(t, w, udpSized(w, ip, 1350))
@@ -543,8 +543,8 @@ func TestUnderlayDecap(t *testing.T) {
 	t.Run("vxlan/another port", func(t *testing.T) {
 		cfg := e.tun.cfg
 		cfg.VXLANPort = 8472
-		must(t, e.dp.Maps.PutConfig(cfg))
-		t.Cleanup(func() { _ = e.dp.Maps.PutConfig(e.tun.cfg) })
+		must(t, e.dp.Maps.Config.Put(0, cfg))
+		t.Cleanup(func() { _ = e.dp.Maps.Config.Put(0, e.tun.cfg) })
 		inner := udp4(e.wl2, e.block(t, e.tun.nodeA, bpfmap.EncapVXLAN), e.wl2.ip4, 64)
 		in := bpftest.VXLAN(e.nodeL2(e.tun.nodeA), bpftest.IPv4{Src: e.tun.nodeA.addr, Dst: hostAddr}, 40000, 8472, testVNI, inner)
 		o := e.fromUL(t, in)
@@ -760,7 +760,7 @@ func TestTunnelNotConfigured(t *testing.T) {
 		{"zero config", bpfmap.NodeConfig{}},
 		{"no address", bpfmap.NodeConfig{UnderlayMTU: 1500, VXLANVNI: testVNI, VXLANPort: testVXLANPort}},
 	} {
-		must(t, e.dp.Maps.PutConfig(cfg.cfg))
+		must(t, e.dp.Maps.Config.Put(0, cfg.cfg))
 		for name, in := range map[string][]byte{
 			"ipip":   tunnelFrame(e, e.tun.nodeA, hostAddr, bpfmap.EncapIPIP, inner),
 			"vxlan":  tunnelFrame(e, e.tun.nodeA, hostAddr, bpfmap.EncapVXLAN, inner),
@@ -787,9 +787,9 @@ func TestTunnelNotConfigured(t *testing.T) {
 		}
 	}
 	t.Run("a remote route without a next hop", func(t *testing.T) {
-		must(t, e.dp.Maps.PutConfig(e.tun.cfg))
+		must(t, e.dp.Maps.Config.Put(0, e.tun.cfg))
 		dst := netip.MustParsePrefix("10.68.0.0/26")
-		must(t, e.dp.Maps.PutRoute(dst, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: bpfmap.EncapVXLAN}))
+		must(t, e.dp.Maps.Routes.Put(dst, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: bpfmap.EncapVXLAN}))
 		o := e.fromWL(t, w, udp4(w, w.ip4, dst.Addr().Next(), 64))
 		o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 		o.unchanged(t)
@@ -797,7 +797,7 @@ func TestTunnelNotConfigured(t *testing.T) {
 	t.Run("no underlay MTU", func(t *testing.T) {
 		cfg := e.tun.cfg
 		cfg.UnderlayMTU = 0
-		must(t, e.dp.Maps.PutConfig(cfg))
+		must(t, e.dp.Maps.Config.Put(0, cfg))
 		o := e.fromWL(t, w, udp4(w, w.ip4, vxlan, 64))
 		o.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 		o.unchanged(t)
@@ -938,21 +938,21 @@ func TestTunnelRoundTrip(t *testing.T) {
 	asNodeA := func(dst netip.Addr) func() {
 		cfg := e.tun.cfg
 		cfg.Address = nodeA.addr
-		must(t, e.dp.Maps.PutConfig(cfg))
-		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
-		must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(dst, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload,
+		must(t, e.dp.Maps.Config.Put(0, cfg))
+		must(t, e.dp.Maps.Routes.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
+		must(t, e.dp.Maps.Routes.Put(netip.PrefixFrom(dst, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload,
 			Ifindex: e.wl2.idx(), MAC: bpfmap.MACFrom(e.wl2.mac), HostMAC: bpfmap.MACFrom(e.wl2.hostMAC), Peer: true}))
 		// To nodeA the sender is a workload of this host's, which may
 		// tunnel it (the inner source check).
-		wr, err := e.dp.Maps.Routes()
+		wr, err := e.dp.Maps.Routes.All()
 		must(t, err)
 		src := netip.PrefixFrom(w.ip4, 32)
-		must(t, e.dp.Maps.PutRoute(src, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: bpfmap.EncapVXLAN, NextHop: hostAddr}))
+		must(t, e.dp.Maps.Routes.Put(src, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: bpfmap.EncapVXLAN, NextHop: hostAddr}))
 		return func() {
-			must(t, e.dp.Maps.PutConfig(e.tun.cfg))
-			must(t, e.dp.Maps.PutRoute(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteHost}))
-			must(t, e.dp.Maps.DeleteRoute(netip.PrefixFrom(dst, 32)))
-			must(t, e.dp.Maps.PutRoute(src, wr[src]))
+			must(t, e.dp.Maps.Config.Put(0, e.tun.cfg))
+			must(t, e.dp.Maps.Routes.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteHost}))
+			must(t, e.dp.Maps.Routes.Delete(netip.PrefixFrom(dst, 32)))
+			must(t, e.dp.Maps.Routes.Put(src, wr[src]))
 		}
 	}
 	for _, enc := range encaps {

@@ -5,60 +5,130 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"reflect"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/calyxnet/calyx/bpf"
 )
 
-// Pinned map names, as they appear under the --bpffs directory.
+// Pinned map names used outside this package, as they appear under the
+// --bpffs directory.
 const (
-	IfacesName    = bpf.CalyxMapCxIfaces
-	RoutesName    = bpf.CalyxMapCxRoutes
-	CountersName  = bpf.CalyxMapCxCounters
-	LinksName     = bpf.CalyxMapCxLinks
-	ConfigName    = bpf.CalyxMapCxConfig
-	FIPsName      = bpf.CalyxMapCxFips
-	CTName        = bpf.CalyxMapCxCt
-	IPCacheName   = bpf.CalyxMapCxIpcache
-	PolicyName    = bpf.CalyxMapCxPolicy
-	HitsName      = bpf.CalyxMapCxPolicyHits
-	LogName       = bpf.CalyxMapCxPolicyLog
-	PrefiltName   = bpf.CalyxMapCxPrefilter
-	EndpointsName = bpf.CalyxMapCxEndpoints
-	LeasesName    = bpf.CalyxMapCxLeases
+	CTName = bpf.CalyxMapCxCt
 )
 
+// spec declares one pinned map: its name (calyx.c's), whether the agent
+// may rebuild it, and where Maps keeps it. The layout is calyx.c's; the
+// domain types and their converters are in types.go and policy.go.
+type spec struct {
+	name string
+	// rebuildable: the map holds only what the agent derives from the
+	// model and the host, so a pinned one of another layout may be
+	// replaced by an empty one that the agent fills before it swaps the
+	// programs. Maps with state of their own (conntrack, counters, leases,
+	// link records) are never replaced silently.
+	rebuildable bool
+	bind        func(m *Maps, b backing)
+}
+
+// specs is every map calyx pins, declared once. Adding a map is its C
+// declaration and an entry here (plus a step in agent/mapsync when the
+// agent fills it from the model).
+var specs = []spec{
+	{bpf.CalyxMapCxConfig, true, func(m *Maps, b backing) { m.Config = newTable(bpf.CalyxMapCxConfig, b, configCodec) }},
+	{bpf.CalyxMapCxPrefilter, true, func(m *Maps, b backing) {
+		m.Prefilter = newTable(bpf.CalyxMapCxPrefilter, b, prefilterCodec)
+	}},
+	{bpf.CalyxMapCxPolicy, true, func(m *Maps, b backing) { m.Policy = newTable(bpf.CalyxMapCxPolicy, b, policyCodec) }},
+	{bpf.CalyxMapCxIpcache, true, func(m *Maps, b backing) { m.IPCache = newTable(bpf.CalyxMapCxIpcache, b, ipcacheCodec) }},
+	{bpf.CalyxMapCxIfaces, true, func(m *Maps, b backing) { m.Ifaces = newTable(bpf.CalyxMapCxIfaces, b, ifaceCodec) }},
+	{bpf.CalyxMapCxFips, true, func(m *Maps, b backing) { m.FIPs = newTable(bpf.CalyxMapCxFips, b, fipCodec) }},
+	{bpf.CalyxMapCxRoutes, true, func(m *Maps, b backing) { m.Routes = newTable(bpf.CalyxMapCxRoutes, b, routeCodec) }},
+	{bpf.CalyxMapCxEndpoints, true, func(m *Maps, b backing) {
+		m.Endpoints = newTable(bpf.CalyxMapCxEndpoints, b, endpointCodec)
+	}},
+	{bpf.CalyxMapCxLinks, true, func(m *Maps, b backing) { m.Links = newTable(bpf.CalyxMapCxLinks, b, linkCodec) }},
+	{bpf.CalyxMapCxCounters, false, func(m *Maps, b backing) { m.counters = b.mp }},
+	{bpf.CalyxMapCxCt, false, func(m *Maps, b backing) { m.ct = b.mp }},
+	{bpf.CalyxMapCxPolicyHits, false, func(m *Maps, b backing) { m.hits = b.mp }},
+	{bpf.CalyxMapCxPolicyLog, false, func(m *Maps, b backing) { m.log = b.mp }},
+	{bpf.CalyxMapCxLeases, false, func(m *Maps, b backing) { m.leases = b.mp }},
+}
+
 // Names lists every map calyx pins.
-var Names = []string{IfacesName, RoutesName, CountersName, LinksName, ConfigName, FIPsName, CTName,
-	IPCacheName, PolicyName, HitsName, LogName, PrefiltName, EndpointsName, LeasesName}
+func Names() []string {
+	out := make([]string, len(specs))
+	for i, s := range specs {
+		out[i] = s.name
+	}
+	return out
+}
+
+// Rebuildable says whether the pinned map name holds only what the agent
+// derives from the model and the host (see spec.rebuildable).
+func Rebuildable(name string) bool {
+	for _, s := range specs {
+		if s.name == name {
+			return s.rebuildable
+		}
+	}
+	return false
+}
 
 // Maps is the set of calyx maps, either loaded with the programs (agent) or
-// opened from their pins (calyxctl).
+// opened from their pins (calyxctl). The tables the agent fills from the
+// model are fields; maps with state of their own have methods.
 type Maps struct {
-	ifaces   *ebpf.Map
-	routes   *ebpf.Map
-	counters *ebpf.Map
-	links    *ebpf.Map
-	config   *ebpf.Map
-	fips     *ebpf.Map
-	ct       *ebpf.Map
-	ipcache  *ebpf.Map
-	policy   *ebpf.Map
-	hits     *ebpf.Map
-	log      *ebpf.Map
-	prefilt  *ebpf.Map
-	eps      *ebpf.Map
-	leases   *ebpf.Map
-	owned    bool
+	Config    *Table[uint32, NodeConfig] // one entry, key 0
+	Prefilter *Table[netip.Prefix, struct{}]
+	Policy    *Table[PolicyKey, PolicyVerdict]
+	IPCache   *Table[netip.Prefix, IPCacheEntry]
+	Ifaces    *Table[uint32, Iface]
+	FIPs      *Table[netip.Addr, FloatingIP]
+	Routes    *Table[netip.Prefix, Route]
+	Endpoints *Table[uint32, EndpointStatus] // by endpoint id
+	Links     *Table[uint32, Link]           // the agent's attach records, by ifindex
+
+	counters, ct, hits, log, leases *ebpf.Map
+
+	all   []*ebpf.Map
+	owned bool
 }
 
 // FromObjects wraps maps loaded by the loader; Close does not close them.
+// It panics when objs lacks a map of the list, which only a build whose
+// calyx.c and specs disagree can do.
 func FromObjects(objs *bpf.CalyxMaps) *Maps {
-	return &Maps{ifaces: objs.CxIfaces, routes: objs.CxRoutes, counters: objs.CxCounters, links: objs.CxLinks, config: objs.CxConfig,
-		fips: objs.CxFips, ct: objs.CxCt, ipcache: objs.CxIpcache, policy: objs.CxPolicy, hits: objs.CxPolicyHits,
-		log: objs.CxPolicyLog, prefilt: objs.CxPrefilter, eps: objs.CxEndpoints,
-		leases: objs.CxLeases}
+	byName := map[string]*ebpf.Map{}
+	v := reflect.ValueOf(objs).Elem()
+	for i := range v.NumField() {
+		if mp, ok := v.Field(i).Interface().(*ebpf.Map); ok {
+			byName[v.Type().Field(i).Tag.Get("ebpf")] = mp
+		}
+	}
+	m := &Maps{}
+	for _, s := range specs {
+		mp := byName[s.name]
+		if mp == nil {
+			panic(fmt.Sprintf("bpfmap: the loaded objects have no map %s", s.name))
+		}
+		s.bind(m, backing{mp: mp})
+		m.all = append(m.all, mp)
+	}
+	return m
+}
+
+// NewMemory returns Maps whose tables live in Go maps, not in the kernel:
+// for tests of what fills them (agent/mapsync). hook, when set, is asked
+// before every write ("put" or "delete", the table's name, the key), and
+// its error refuses it. The maps with state of their own are absent.
+func NewMemory(hook func(op, table string, key any) error) *Maps {
+	m := &Maps{}
+	for _, s := range specs {
+		s.bind(m, backing{hook: hook})
+	}
+	return m
 }
 
 // OpenPinned opens every map pinned under dir. It fails, naming the map,
@@ -71,15 +141,14 @@ func OpenPinnedWritable(dir string) (*Maps, error) { return openPinned(dir, fals
 
 func openPinned(dir string, readOnly bool) (*Maps, error) {
 	m := &Maps{owned: true}
-	dst := []**ebpf.Map{&m.ifaces, &m.routes, &m.counters, &m.links, &m.config, &m.fips, &m.ct,
-		&m.ipcache, &m.policy, &m.hits, &m.log, &m.prefilt, &m.eps, &m.leases}
-	for i, name := range Names {
-		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), &ebpf.LoadPinOptions{ReadOnly: readOnly})
+	for _, s := range specs {
+		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, s.name), &ebpf.LoadPinOptions{ReadOnly: readOnly})
 		if err != nil {
 			m.Close()
-			return nil, fmt.Errorf("open pinned map %s in %s: %w", name, dir, err)
+			return nil, fmt.Errorf("open pinned map %s in %s: %w", s.name, dir, err)
 		}
-		*dst[i] = mp
+		s.bind(m, backing{mp: mp})
+		m.all = append(m.all, mp)
 	}
 	return m, nil
 }
@@ -90,101 +159,22 @@ func (m *Maps) Close() error {
 		return nil
 	}
 	var errs []error
-	for _, mp := range []*ebpf.Map{m.ifaces, m.routes, m.counters, m.links, m.config, m.fips, m.ct,
-		m.ipcache, m.policy, m.hits, m.log, m.prefilt, m.eps, m.leases} {
-		if mp != nil {
-			errs = append(errs, mp.Close())
-		}
+	for _, mp := range m.all {
+		errs = append(errs, mp.Close())
 	}
 	return errors.Join(errs...)
 }
 
-// Ifaces returns every entry of cx_ifaces by ifindex.
-func (m *Maps) Ifaces() (map[uint32]Iface, error) {
-	out := make(map[uint32]Iface)
-	var k uint32
-	var v bpf.CalyxCxIface
-	it := m.ifaces.Iterate()
-	for it.Next(&k, &v) {
-		out[k] = ifaceFromBPF(v)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", IfacesName, err)
-	}
-	return out, nil
-}
-
-// PutIface creates or replaces the entry for ifindex.
-func (m *Maps) PutIface(ifindex uint32, v Iface) error {
-	if err := m.ifaces.Put(ifindex, v.toBPF()); err != nil {
-		return fmt.Errorf("put %s[%d]: %w", IfacesName, ifindex, err)
-	}
-	return nil
-}
-
-// DeleteIface removes the entry for ifindex; a missing entry is not an error.
-func (m *Maps) DeleteIface(ifindex uint32) error {
-	if err := m.ifaces.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s[%d]: %w", IfacesName, ifindex, err)
-	}
-	return nil
-}
-
-// Routes returns every entry of cx_routes by prefix (IPv4 prefixes unmapped).
-func (m *Maps) Routes() (map[netip.Prefix]Route, error) {
-	return lpmEntries(m.routes, RoutesName, routeFromBPF)
-}
-
-// lpmEntries reads an LPM map keyed like cx_routes, converting its values.
-func lpmEntries[V, O any](mp *ebpf.Map, name string, conv func(V) O) (map[netip.Prefix]O, error) {
-	out := make(map[netip.Prefix]O)
-	var k bpf.CalyxCxRouteKey
-	var v V
-	it := mp.Iterate()
-	for it.Next(&k, &v) {
-		p, err := routeKeyFromBPF(k)
-		if err != nil {
-			return nil, err
-		}
-		out[p] = conv(v)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", name, err)
-	}
-	return out, nil
-}
-
-// PutRoute creates or replaces the route for p.
-func (m *Maps) PutRoute(p netip.Prefix, r Route) error {
-	if err := m.routes.Put(routeKeyToBPF(p), r.toBPF()); err != nil {
-		return fmt.Errorf("put %s[%s]: %w", RoutesName, p, err)
-	}
-	return nil
-}
-
-// DeleteRoute removes the route for p; a missing route is not an error.
-func (m *Maps) DeleteRoute(p netip.Prefix) error {
-	if err := m.routes.Delete(routeKeyToBPF(p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s[%s]: %w", RoutesName, p, err)
-	}
-	return nil
+// NodeConfig returns the node's entry of cx_config (the zero value before
+// the agent first wrote it).
+func (m *Maps) NodeConfig() (NodeConfig, error) {
+	c, _, err := m.Config.Lookup(0)
+	return c, err
 }
 
 // LookupRoute does what the programs do: a longest-prefix match for addr.
 func (m *Maps) LookupRoute(addr netip.Addr) (Route, bool, error) {
-	bits := 128
-	if addr.Is4() {
-		bits = 32
-	}
-	var v bpf.CalyxCxRoute
-	err := m.routes.Lookup(routeKeyToBPF(netip.PrefixFrom(addr, bits)), &v)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return Route{}, false, nil
-	}
-	if err != nil {
-		return Route{}, false, fmt.Errorf("lookup %s[%s]: %w", RoutesName, addr, err)
-	}
-	return routeFromBPF(v), true, nil
+	return m.Routes.Lookup(netip.PrefixFrom(addr, addr.BitLen()))
 }
 
 // Counters returns every counter summed over CPUs.
@@ -197,7 +187,7 @@ func (m *Maps) Counters() (map[CounterKey]Counter, error) {
 		out[CounterKey{Ifindex: k.Ifindex, Reason: Reason(k.Reason)}] = sumCPUs(per)
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", CountersName, err)
+		return nil, fmt.Errorf("iterate %s: %w", bpf.CalyxMapCxCounters, err)
 	}
 	return out, nil
 }
@@ -218,72 +208,8 @@ func (m *Maps) DeleteCounters(ifindex uint32) error {
 	for _, r := range Reasons() {
 		k := bpf.CalyxCxCounterKey{Ifindex: ifindex, Reason: uint32(r)}
 		if err := m.counters.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete %s[%d/%s]: %w", CountersName, ifindex, r, err)
+			return fmt.Errorf("delete %s[%d/%s]: %w", bpf.CalyxMapCxCounters, ifindex, r, err)
 		}
-	}
-	return nil
-}
-
-// Links returns the agent's attach records by ifindex.
-func (m *Maps) Links() (map[uint32]Link, error) {
-	out := make(map[uint32]Link)
-	var k uint32
-	var v bpf.CalyxCxLink
-	it := m.links.Iterate()
-	for it.Next(&k, &v) {
-		out[k] = linkFromBPF(v)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", LinksName, err)
-	}
-	return out, nil
-}
-
-// PutLink records what is attached to ifindex.
-func (m *Maps) PutLink(ifindex uint32, l Link) error {
-	if err := m.links.Put(ifindex, l.toBPF()); err != nil {
-		return fmt.Errorf("put %s[%d]: %w", LinksName, ifindex, err)
-	}
-	return nil
-}
-
-// DeleteLink removes the record for ifindex; a missing one is not an error.
-func (m *Maps) DeleteLink(ifindex uint32) error {
-	if err := m.links.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s[%d]: %w", LinksName, ifindex, err)
-	}
-	return nil
-}
-
-// EndpointStatuses returns the agent's state of each local endpoint by
-// endpoint id.
-func (m *Maps) EndpointStatuses() (map[uint32]EndpointStatus, error) {
-	out := make(map[uint32]EndpointStatus)
-	var k uint32
-	var v bpf.CalyxCxEpStatus
-	it := m.eps.Iterate()
-	for it.Next(&k, &v) {
-		out[k] = endpointStatusFromBPF(v)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", EndpointsName, err)
-	}
-	return out, nil
-}
-
-// PutEndpointStatus records the state of endpoint id.
-func (m *Maps) PutEndpointStatus(id uint32, st EndpointStatus) error {
-	if err := m.eps.Put(id, st.toBPF()); err != nil {
-		return fmt.Errorf("put %s[%d]: %w", EndpointsName, id, err)
-	}
-	return nil
-}
-
-// DeleteEndpointStatus removes the state of endpoint id; a missing one is
-// not an error.
-func (m *Maps) DeleteEndpointStatus(id uint32) error {
-	if err := m.eps.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s[%d]: %w", EndpointsName, id, err)
 	}
 	return nil
 }
@@ -298,7 +224,7 @@ func (m *Maps) Leases() ([]Lease, error) {
 		out = append(out, leaseFromBPF(k, v))
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", LeasesName, err)
+		return nil, fmt.Errorf("iterate %s: %w", bpf.CalyxMapCxLeases, err)
 	}
 	return out, nil
 }
@@ -307,7 +233,7 @@ func (m *Maps) Leases() ([]Lease, error) {
 func (m *Maps) PutLease(l Lease) error {
 	k, v := l.toBPF()
 	if err := m.leases.Put(k, v); err != nil {
-		return fmt.Errorf("put %s[%d/v%d]: %w", LeasesName, l.Ifindex, k.Family, err)
+		return fmt.Errorf("put %s[%d/v%d]: %w", bpf.CalyxMapCxLeases, l.Ifindex, k.Family, err)
 	}
 	return nil
 }
@@ -317,56 +243,7 @@ func (m *Maps) PutLease(l Lease) error {
 func (m *Maps) DeleteLease(ifindex uint32, family uint32) error {
 	k := bpf.CalyxCxLeaseKey{Ifindex: ifindex, Family: family}
 	if err := m.leases.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s[%d/v%d]: %w", LeasesName, ifindex, family, err)
-	}
-	return nil
-}
-
-// Config returns the node's entry of cx_config (the zero value before the
-// agent first wrote it).
-func (m *Maps) Config() (NodeConfig, error) {
-	var v bpf.CalyxCxNodeConfig
-	if err := m.config.Lookup(uint32(0), &v); err != nil {
-		return NodeConfig{}, fmt.Errorf("lookup %s[0]: %w", ConfigName, err)
-	}
-	return nodeConfigFromBPF(v), nil
-}
-
-// PutConfig replaces the node's entry of cx_config.
-func (m *Maps) PutConfig(c NodeConfig) error {
-	if err := m.config.Put(uint32(0), c.toBPF()); err != nil {
-		return fmt.Errorf("put %s[0]: %w", ConfigName, err)
-	}
-	return nil
-}
-
-// FloatingIPs returns cx_fips by floating IP.
-func (m *Maps) FloatingIPs() (map[netip.Addr]FloatingIP, error) {
-	out := make(map[netip.Addr]FloatingIP)
-	var k bpf.CalyxCxFipKey
-	var v bpf.CalyxCxFip
-	it := m.fips.Iterate()
-	for it.Next(&k, &v) {
-		out[addrFrom16(k.Addr)] = floatingIPFromBPF(v)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", FIPsName, err)
-	}
-	return out, nil
-}
-
-// PutFloatingIP creates or replaces the entry of a floating IP.
-func (m *Maps) PutFloatingIP(ip netip.Addr, f FloatingIP) error {
-	if err := m.fips.Put(bpf.CalyxCxFipKey{Addr: addrTo16(ip)}, f.toBPF()); err != nil {
-		return fmt.Errorf("put %s[%s]: %w", FIPsName, ip, err)
-	}
-	return nil
-}
-
-// DeleteFloatingIP removes a floating IP; a missing one is not an error.
-func (m *Maps) DeleteFloatingIP(ip netip.Addr) error {
-	if err := m.fips.Delete(bpf.CalyxCxFipKey{Addr: addrTo16(ip)}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s[%s]: %w", FIPsName, ip, err)
+		return fmt.Errorf("delete %s[%d/v%d]: %w", bpf.CalyxMapCxLeases, ifindex, family, err)
 	}
 	return nil
 }
@@ -409,15 +286,3 @@ func (m *Maps) DeleteConntrack(keys []CTKey) (int, error) {
 // ConntrackCapacity is cx_ct's size.
 func (m *Maps) ConntrackCapacity() uint32 { return m.ct.MaxEntries() }
 
-// LookupFloatingIP returns the entry of a floating IP, if there is one.
-func (m *Maps) LookupFloatingIP(ip netip.Addr) (FloatingIP, bool, error) {
-	var v bpf.CalyxCxFip
-	err := m.fips.Lookup(bpf.CalyxCxFipKey{Addr: addrTo16(ip)}, &v)
-	if errors.Is(err, ebpf.ErrKeyNotExist) {
-		return FloatingIP{}, false, nil
-	}
-	if err != nil {
-		return FloatingIP{}, false, fmt.Errorf("lookup %s[%s]: %w", FIPsName, ip, err)
-	}
-	return floatingIPFromBPF(v), true, nil
-}

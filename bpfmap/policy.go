@@ -155,62 +155,9 @@ func (e IPCacheEntry) toBPF() bpf.CalyxCxIdentity {
 	return out
 }
 
-// IPCache returns every entry of cx_ipcache by prefix.
-func (m *Maps) IPCache() (map[netip.Prefix]IPCacheEntry, error) {
-	return lpmEntries(m.ipcache, IPCacheName, func(v bpf.CalyxCxIdentity) IPCacheEntry {
-		return IPCacheEntry{Identity: Identity(v.Id), NetIdentity: Identity(v.NetId),
-			Host: v.Flags&uint32(bpf.CalyxCxIdentityFlagsCX_ID_HOST) != 0}
-	})
-}
-
-// PutIPCache creates or replaces the identity of p.
-func (m *Maps) PutIPCache(p netip.Prefix, e IPCacheEntry) error {
-	if err := m.ipcache.Put(routeKeyToBPF(p), e.toBPF()); err != nil {
-		return fmt.Errorf("put %s[%s]: %w", IPCacheName, p, err)
-	}
-	return nil
-}
-
-// DeleteIPCache removes the identity of p; a missing entry is not an error.
-func (m *Maps) DeleteIPCache(p netip.Prefix) error {
-	if err := m.ipcache.Delete(routeKeyToBPF(p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s[%s]: %w", IPCacheName, p, err)
-	}
-	return nil
-}
-
-// Policy returns every entry of cx_policy.
-func (m *Maps) Policy() (map[PolicyKey]PolicyVerdict, error) {
-	out := make(map[PolicyKey]PolicyVerdict)
-	var k bpf.CalyxCxPolicyKey
-	var v bpf.CalyxCxPolicyVerdict
-	it := m.policy.Iterate()
-	for it.Next(&k, &v) {
-		out[policyKeyFromBPF(k)] = policyVerdictFromBPF(v)
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", PolicyName, err)
-	}
-	return out, nil
-}
-
-// PutPolicy creates or replaces one policy entry.
-func (m *Maps) PutPolicy(k PolicyKey, v PolicyVerdict) error {
-	if k.Bits < 0 || k.Bits > 24 {
-		return fmt.Errorf("put %s[%+v]: bits %d out of range 0-24", PolicyName, k, k.Bits)
-	}
-	if err := m.policy.Put(k.toBPF(), v.toBPF()); err != nil {
-		return fmt.Errorf("put %s[%+v]: %w", PolicyName, k, err)
-	}
-	return nil
-}
-
-// DeletePolicy removes one policy entry; a missing entry is not an error.
-func (m *Maps) DeletePolicy(k PolicyKey) error {
-	if err := m.policy.Delete(k.toBPF()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s[%+v]: %w", PolicyName, k, err)
-	}
-	return nil
+func ipcacheEntryFromBPF(v bpf.CalyxCxIdentity) IPCacheEntry {
+	return IPCacheEntry{Identity: Identity(v.Id), NetIdentity: Identity(v.NetId),
+		Host: v.Flags&uint32(bpf.CalyxCxIdentityFlagsCX_ID_HOST) != 0}
 }
 
 // ResolvePolicy is the programs' lookup order in a table (cx_policy_lookup
@@ -237,18 +184,7 @@ func ResolvePolicy(get func(PolicyKey) (PolicyVerdict, bool, error), table uint3
 // programs would find for a packet to or from a remote of identity id and
 // net identity netID.
 func (m *Maps) LookupPolicy(table uint32, id, netID Identity, proto uint8, port, sport uint16) (PolicyVerdict, bool, error) {
-	get := func(k PolicyKey) (PolicyVerdict, bool, error) {
-		var v bpf.CalyxCxPolicyVerdict
-		err := m.policy.Lookup(k.toBPF(), &v)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return PolicyVerdict{}, false, nil
-		}
-		if err != nil {
-			return PolicyVerdict{}, false, fmt.Errorf("lookup %s[%+v]: %w", PolicyName, k, err)
-		}
-		return policyVerdictFromBPF(v), true, nil
-	}
-	return ResolvePolicy(get, table, id, netID, proto, port, sport)
+	return ResolvePolicy(m.Policy.Lookup, table, id, netID, proto, port, sport)
 }
 
 // PolicyHits returns every rule's hit counter, summed over CPUs.
@@ -261,7 +197,7 @@ func (m *Maps) PolicyHits() (map[RuleHitKey]Counter, error) {
 		out[RuleHitKey{Ifindex: k.Ifindex, Rule: k.Rule}] = sumCPUs(per)
 	}
 	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate %s: %w", HitsName, err)
+		return nil, fmt.Errorf("iterate %s: %w", bpf.CalyxMapCxPolicyHits, err)
 	}
 	return out, nil
 }
@@ -279,33 +215,12 @@ func (m *Maps) DeletePolicyHits(ifindex uint32) error {
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate %s: %w", HitsName, err)
+		return fmt.Errorf("iterate %s: %w", bpf.CalyxMapCxPolicyHits, err)
 	}
 	for _, k := range keys {
 		if err := m.hits.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete %s[%d/%d]: %w", HitsName, k.Ifindex, k.Rule, err)
+			return fmt.Errorf("delete %s[%d/%d]: %w", bpf.CalyxMapCxPolicyHits, k.Ifindex, k.Rule, err)
 		}
-	}
-	return nil
-}
-
-// Prefilter returns the prefixes in cx_prefilter.
-func (m *Maps) Prefilter() (Prefilter, error) {
-	return lpmEntries(m.prefilt, PrefiltName, func(uint32) struct{} { return struct{}{} })
-}
-
-// PutPrefilter adds p to the deny list.
-func (m *Maps) PutPrefilter(p netip.Prefix) error {
-	if err := m.prefilt.Put(routeKeyToBPF(p), uint32(0)); err != nil {
-		return fmt.Errorf("put %s[%s]: %w", PrefiltName, p, err)
-	}
-	return nil
-}
-
-// DeletePrefilter removes p from the deny list; a missing entry is not an error.
-func (m *Maps) DeletePrefilter(p netip.Prefix) error {
-	if err := m.prefilt.Delete(routeKeyToBPF(p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("delete %s[%s]: %w", PrefiltName, p, err)
 	}
 	return nil
 }
@@ -325,7 +240,7 @@ type PolicyEvent struct {
 func (m *Maps) PolicyLog() (*PolicyLogReader, error) {
 	r, err := ringbuf.NewReader(m.log)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", LogName, err)
+		return nil, fmt.Errorf("open %s: %w", bpf.CalyxMapCxPolicyLog, err)
 	}
 	return &PolicyLogReader{r: r}, nil
 }
@@ -342,7 +257,7 @@ func (l *PolicyLogReader) Read() (PolicyEvent, error) {
 	}
 	var e bpf.CalyxCxPolicyEvent
 	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
-		return PolicyEvent{}, fmt.Errorf("decode %s event: %w", LogName, err)
+		return PolicyEvent{}, fmt.Errorf("decode %s event: %w", bpf.CalyxMapCxPolicyLog, err)
 	}
 	return PolicyEvent{Ifindex: e.Ifindex, Rule: e.Rule, Proto: e.Proto,
 		Src:     netip.AddrPortFrom(addrFrom16(e.Saddr), e.Sport),

@@ -34,7 +34,7 @@ func dhcpLeases(ctx context.Context, o Options, stdio IO) error {
 	if err != nil {
 		return err
 	}
-	links, err := m.Links()
+	links, err := m.Links.All()
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/conntrack"
 	"github.com/calyxnet/calyx/loader"
@@ -116,7 +115,7 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 		return err
 	}
 	defer m.Close()
-	links, err := m.Links()
+	links, err := m.Links.All()
 	if err != nil {
 		return err
 	}
@@ -186,7 +185,7 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 		for _, p := range pins {
 			pinned[fmt.Sprintf("%d/%s", p.Ifindex, p.Hook)] = true
 		}
-		cfg, err := m.Config()
+		cfg, err := m.NodeConfig()
 		if err != nil {
 			return err
 		}
@@ -231,11 +230,11 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 func idName(id uint32) string { return fmt.Sprintf("id:%d", id) }
 
 func endpointRows(ctx context.Context, o Options, m *bpfmap.Maps, ifname func(uint32) string, stdio IO) ([]endpointRow, error) {
-	ifaces, err := m.Ifaces()
+	ifaces, err := m.Ifaces.All()
 	if err != nil {
 		return nil, err
 	}
-	routes, err := m.Routes()
+	routes, err := m.Routes.All()
 	if err != nil {
 		return nil, err
 	}
@@ -264,7 +263,7 @@ func endpointRows(ctx context.Context, o Options, m *bpfmap.Maps, ifname func(ui
 	}
 	// The endpoints the agent did not program: waiting for their
 	// interface, or refused because it is one the agent may not touch.
-	statuses, err := m.EndpointStatuses()
+	statuses, err := m.Endpoints.All()
 	if err != nil {
 		return nil, err
 	}
@@ -322,14 +321,14 @@ func nodeNames(snap *model.Snapshot) map[netip.Addr]string {
 	return out
 }
 
-// nodeStatus reports this node's underlay settings from cx_config, the
-// encapsulations its routes use and, from the model, the workload MTU.
+// nodeStatus reports this node's underlay settings and workload MTU from
+// cx_config, and the encapsulations its routes use.
 func nodeStatus(m *bpfmap.Maps, ifname func(uint32) string, snap *model.Snapshot) (nodeStatusRow, error) {
-	cfg, err := m.Config()
+	cfg, err := m.NodeConfig()
 	if err != nil {
 		return nodeStatusRow{}, err
 	}
-	routes, err := m.Routes()
+	routes, err := m.Routes.All()
 	if err != nil {
 		return nodeStatusRow{}, err
 	}
@@ -355,9 +354,7 @@ func nodeStatus(m *bpfmap.Maps, ifname func(uint32) string, snap *model.Snapshot
 		}
 	}
 	row.Encap = strings.Join(encaps, ",")
-	if snap != nil {
-		row.WorkloadMTU = calc.WorkloadMTU(int(cfg.UnderlayMTU), snap)
-	}
+	row.WorkloadMTU = int(cfg.WorkloadMTU)
 	return row, nil
 }
 
@@ -375,13 +372,13 @@ func endpointNamesOf(snap *model.Snapshot) map[uint32]string {
 		return out
 	}
 	for name := range snap.Endpoints {
-		out[calc.EndpointID(name)] = name
+		out[model.EndpointID(name)] = name
 	}
 	return out
 }
 
 func routeRows(m *bpfmap.Maps, ifname func(uint32) string, nodes map[netip.Addr]string) ([]routeRow, error) {
-	routes, err := m.Routes()
+	routes, err := m.Routes.All()
 	if err != nil {
 		return nil, err
 	}
@@ -440,7 +437,7 @@ func ctRows(m *bpfmap.Maps, natOnly bool) ([]ctRow, error) {
 // natRows is the floating-IP table with names from the model, and the
 // translated flows.
 func natRows(m *bpfmap.Maps, snap *model.Snapshot) ([]natRow, []ctRow, error) {
-	fips, err := m.FloatingIPs()
+	fips, err := m.FIPs.All()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -52,7 +52,7 @@ func policyDump(ctx context.Context, o Options, args []string, stdio IO) error {
 	if err != nil {
 		return fmt.Errorf("read the model: %w", err)
 	}
-	ifaces, err := m.Ifaces()
+	ifaces, err := m.Ifaces.All()
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func policyDump(ctx context.Context, o Options, args []string, stdio IO) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := m.Config()
+	cfg, err := m.NodeConfig()
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/calyxnet/calyx/bpfmap"
 )
 
-// Dataplane is the loaded collection: programs plus the pinned bpfmap.
+// Dataplane is the loaded collection: programs plus the pinned maps.
 type Dataplane struct {
 	dir  string
 	objs bpf.CalyxObjects
@@ -79,16 +79,6 @@ type Options struct {
 	// Logf, when set, is told what the load changed (rebuilt or resized
 	// maps).
 	Logf func(format string, args ...any)
-}
-
-// rebuildable maps hold only what the agent derives from the model and the
-// host: a pinned one whose layout differs from this build's is replaced,
-// and the agent fills the new one before it swaps the programs. Maps with
-// state of their own (conntrack, counters) are never replaced silently.
-var rebuildable = map[string]bool{
-	bpf.CalyxMapCxIfaces: true, bpf.CalyxMapCxRoutes: true, bpf.CalyxMapCxLinks: true,
-	bpf.CalyxMapCxConfig: true, bpf.CalyxMapCxFips: true, bpf.CalyxMapCxIpcache: true, bpf.CalyxMapCxPolicy: true,
-	bpf.CalyxMapCxPrefilter: true, bpf.CalyxMapCxEndpoints: true,
 }
 
 // LoadWith is Load with options.
@@ -250,7 +240,7 @@ func PinnedLinks(dir string) ([]PinnedLink, error) {
 
 // adoptPins compares the pinned maps with spec before the load: a pinned
 // conntrack table keeps its size, and a rebuildable map with another layout
-// is unpinned so that the load creates it anew.
+// (bpfmap.Rebuildable) is unpinned so that the load creates it anew.
 func adoptPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any)) error {
 	for name, ms := range spec.Maps {
 		if ms.Pinning != ebpf.PinByName {
@@ -272,7 +262,7 @@ func adoptPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any))
 			ms.MaxEntries = entries
 			continue
 		}
-		if (!same || entries != ms.MaxEntries) && rebuildable[name] {
+		if (!same || entries != ms.MaxEntries) && bpfmap.Rebuildable(name) {
 			if err := os.Remove(path); err != nil {
 				return fmt.Errorf("replace pinned map %s with this build's layout: %w", path, err)
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/loader"
 )
@@ -85,7 +86,7 @@ func TestLoadAdoptsPinnedMapsAndLinks(t *testing.T) {
 			}
 			p := netip.MustParsePrefix("10.65.0.2/32")
 			want := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: uint32(ifindex), MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}}
-			if err := dp.Maps.PutRoute(p, want); err != nil {
+			if err := dp.Maps.Routes.Put(p, want); err != nil {
 				t.Fatal(err)
 			}
 			got, err := dp.Attach("cxldr0", ifindex, loader.RoleWorkload, mode)
@@ -105,7 +106,7 @@ func TestLoadAdoptsPinnedMapsAndLinks(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer dp2.Close()
-			routes, err := dp2.Maps.Routes()
+			routes, err := dp2.Maps.Routes.All()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,13 +222,13 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 		t.Fatalf("conntrack capacity %d, want 1024", got)
 	}
 	route := netip.MustParsePrefix("10.65.0.2/32")
-	if err := dp.Maps.PutRoute(route, bpfmap.Route{Type: bpfmap.RouteHost}); err != nil {
+	if err := dp.Maps.Routes.Put(route, bpfmap.Route{Type: bpfmap.RouteHost}); err != nil {
 		t.Fatal(err)
 	}
 	dp.Close()
 
 	// An older build's cx_config: another value size.
-	cfgPin := filepath.Join(dir, bpfmap.ConfigName)
+	cfgPin := filepath.Join(dir, bpf.CalyxMapCxConfig)
 	if err := os.Remove(cfgPin); err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +252,7 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	if got := dp.Maps.ConntrackCapacity(); got != 1024 {
 		t.Errorf("conntrack capacity %d after asking for 4096, want the pinned 1024", got)
 	}
-	if _, err := dp.Maps.Config(); err != nil {
+	if _, err := dp.Maps.NodeConfig(); err != nil {
 		t.Errorf("rebuilt cx_config unreadable: %v", err)
 	}
 	if _, ok, err := dp.Maps.LookupRoute(route.Addr()); err != nil || !ok {

@@ -3,6 +3,7 @@ package model
 import (
 	"cmp"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"slices"
@@ -849,4 +850,13 @@ func (e EntityRule) deepCopy() EntityRule {
 		Ports:       cloneSlice(e.Ports),
 		NotPorts:    cloneSlice(e.NotPorts),
 	}
+}
+
+// EndpointID is the numeric identity of an endpoint in the BPF maps and
+// their dumps. It is a hash of the name: stable across restarts and hosts
+// without coordination.
+func EndpointID(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return h.Sum32()
 }

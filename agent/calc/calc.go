@@ -4,7 +4,6 @@
 package calc
 
 import (
-	"hash/fnv"
 	"net/netip"
 	"slices"
 	"sort"
@@ -159,13 +158,6 @@ type Desired struct {
 	Prefilter bpfmap.Prefilter
 }
 
-// EndpointID is the numeric identity of an endpoint in the bpfmap. It is a
-// hash of the name: stable across restarts and hosts without coordination.
-func EndpointID(name string) uint32 {
-	h := fnv.New32a()
-	h.Write([]byte(name))
-	return h.Sum32()
-}
 
 // Compute derives the desired dataplane state.
 func Compute(in Input) *Desired {
@@ -243,7 +235,7 @@ func Compute(in Input) *Desired {
 			}
 			continue
 		}
-		id := EndpointID(ep.Metadata.Name)
+		id := model.EndpointID(ep.Metadata.Name)
 		link, ok := in.Links[ep.Spec.Interface]
 		if !ok || link.Ifindex <= 0 {
 			d.Pending = append(d.Pending, ep.Metadata.Name)
@@ -489,7 +481,7 @@ func floatingIPs(d *Desired, s *model.Snapshot, node string) {
 			continue
 		}
 		owner := n.Spec.IPv4Address.Addr()
-		d.FloatingIPs[f.Spec.IP] = bpfmap.FloatingIP{Fixed: fixed, Node: owner, EndpointID: EndpointID(ep.Metadata.Name),
+		d.FloatingIPs[f.Spec.IP] = bpfmap.FloatingIP{Fixed: fixed, Node: owner, EndpointID: model.EndpointID(ep.Metadata.Name),
 			Local: ep.Spec.Node == node}
 		d.Routes[netip.PrefixFrom(f.Spec.IP, 32)] = bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: owner}
 	}

@@ -43,8 +43,8 @@ func TestCompute(t *testing.T) {
 	})
 
 	wantIfaces := map[uint32]bpfmap.Iface{
-		11: {Workload: true, CheckMAC: true, EndpointID: EndpointID("w1"), MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
-		12: {Workload: true, EndpointID: EndpointID("w2"), HostMAC: hostMAC2},
+		11: {Workload: true, CheckMAC: true, EndpointID: model.EndpointID("w1"), MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
+		12: {Workload: true, EndpointID: model.EndpointID("w2"), HostMAC: hostMAC2},
 	}
 	if len(d.Ifaces) != len(wantIfaces) {
 		t.Fatalf("ifaces = %v, want %v", d.Ifaces, wantIfaces)
@@ -117,7 +117,7 @@ func TestComputeEmpty(t *testing.T) {
 }
 
 func TestEndpointIDStable(t *testing.T) {
-	if EndpointID("web-1") != EndpointID("web-1") || EndpointID("web-1") == EndpointID("web-2") {
+	if model.EndpointID("web-1") != model.EndpointID("web-1") || model.EndpointID("web-1") == model.EndpointID("web-2") {
 		t.Fatal("endpoint IDs must be stable per name and differ between names")
 	}
 }
@@ -259,8 +259,8 @@ func TestComputeFloatingIPsAndNATOutgoing(t *testing.T) {
 		"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}, "tap-wa": {Name: "tap-wa", Ifindex: 7}, "tap-wn": {Name: "tap-wn", Ifindex: 8}}})
 
 	want := map[netip.Addr]bpfmap.FloatingIP{
-		netip.MustParseAddr("198.51.100.10"): {Fixed: netip.MustParseAddr("10.65.1.2"), Node: netip.MustParseAddr("10.30.0.11"), EndpointID: EndpointID("wa"), Local: true},
-		netip.MustParseAddr("198.51.100.30"): {Fixed: netip.MustParseAddr("10.65.3.2"), Node: netip.MustParseAddr("10.30.1.13"), EndpointID: EndpointID("wc")},
+		netip.MustParseAddr("198.51.100.10"): {Fixed: netip.MustParseAddr("10.65.1.2"), Node: netip.MustParseAddr("10.30.0.11"), EndpointID: model.EndpointID("wa"), Local: true},
+		netip.MustParseAddr("198.51.100.30"): {Fixed: netip.MustParseAddr("10.65.3.2"), Node: netip.MustParseAddr("10.30.1.13"), EndpointID: model.EndpointID("wc")},
 	}
 	if len(d.FloatingIPs) != len(want) {
 		t.Fatalf("floating IPs = %v, want %v", d.FloatingIPs, want)
@@ -433,7 +433,7 @@ func TestInterfaceKinds(t *testing.T) {
 		}
 	}
 	for _, ep := range []string{"w1", "w2", "w3"} {
-		if st := d.Endpoints[EndpointID(ep)]; st.State != bpfmap.EndpointReady {
+		if st := d.Endpoints[model.EndpointID(ep)]; st.State != bpfmap.EndpointReady {
 			t.Errorf("endpoint %s state = %s, want ready", ep, st.State)
 		}
 	}
@@ -457,7 +457,7 @@ func TestUntouchableInterfaces(t *testing.T) {
 	want := map[string]bpfmap.EndpointState{"w1": bpfmap.EndpointRefusedUnderlay, "w2": bpfmap.EndpointRefusedLoopback,
 		"w3": bpfmap.EndpointRefusedHostAddr}
 	for ep, st := range want {
-		if got := d.Endpoints[EndpointID(ep)]; got.State != st || got.Ifname == "" {
+		if got := d.Endpoints[model.EndpointID(ep)]; got.State != st || got.Ifname == "" {
 			t.Errorf("endpoint %s = %+v, want state %s", ep, got, st)
 		}
 	}
@@ -483,7 +483,7 @@ func TestUntouchableInterfaces(t *testing.T) {
 	}
 	// A missing interface is pending, not refused.
 	d = Compute(Input{Snapshot: s, Node: "host-a", Links: map[string]Interface{}})
-	if st := d.Endpoints[EndpointID("w1")]; st.State != bpfmap.EndpointPending || st.Ifname != "tap1" {
+	if st := d.Endpoints[model.EndpointID("w1")]; st.State != bpfmap.EndpointPending || st.Ifname != "tap1" {
 		t.Errorf("w1 without interface = %+v, want pending on tap1", st)
 	}
 }

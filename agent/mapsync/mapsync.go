@@ -11,273 +11,257 @@ import (
 	"github.com/calyxnet/calyx/bpfmap"
 )
 
-// Store is the map access mapsync needs; *bpfmap.Maps implements it.
-type Store interface {
-	Ifaces() (map[uint32]bpfmap.Iface, error)
-	PutIface(ifindex uint32, v bpfmap.Iface) error
-	DeleteIface(ifindex uint32) error
-	Routes() (map[netip.Prefix]bpfmap.Route, error)
-	PutRoute(p netip.Prefix, r bpfmap.Route) error
-	DeleteRoute(p netip.Prefix) error
-	Config() (bpfmap.NodeConfig, error)
-	PutConfig(c bpfmap.NodeConfig) error
-	FloatingIPs() (map[netip.Addr]bpfmap.FloatingIP, error)
-	PutFloatingIP(ip netip.Addr, f bpfmap.FloatingIP) error
-	DeleteFloatingIP(ip netip.Addr) error
-	IPCache() (map[netip.Prefix]bpfmap.IPCacheEntry, error)
-	PutIPCache(p netip.Prefix, e bpfmap.IPCacheEntry) error
-	DeleteIPCache(p netip.Prefix) error
-	Policy() (map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, error)
-	PutPolicy(k bpfmap.PolicyKey, v bpfmap.PolicyVerdict) error
-	DeletePolicy(k bpfmap.PolicyKey) error
-	Prefilter() (bpfmap.Prefilter, error)
-	PutPrefilter(p netip.Prefix) error
-	DeletePrefilter(p netip.Prefix) error
-	EndpointStatuses() (map[uint32]bpfmap.EndpointStatus, error)
-	PutEndpointStatus(id uint32, st bpfmap.EndpointStatus) error
-	DeleteEndpointStatus(id uint32) error
-}
+// Writes are the entries one table had written and deleted.
+type Writes struct{ Puts, Deletes int }
 
-// Counts says how many entries a step wrote or deleted, per map.
-type Counts struct {
-	IfacePuts, IfaceDeletes         int
-	RoutePuts, RouteDeletes         int
-	ConfigPuts                      int
-	FIPPuts, FIPDeletes             int
-	IPCachePuts, IPCacheDeletes     int
-	PolicyPuts, PolicyDeletes       int
-	PrefilterPuts, PrefilterDeletes int
-	EndpointPuts, EndpointDeletes   int
-}
+// Counts are the writes of a sync, by table name.
+type Counts map[string]Writes
 
 // Total is every write and delete.
 func (c Counts) Total() int {
-	return c.IfacePuts + c.IfaceDeletes + c.RoutePuts + c.RouteDeletes + c.ConfigPuts + c.FIPPuts + c.FIPDeletes +
-		c.IPCachePuts + c.IPCacheDeletes + c.PolicyPuts + c.PolicyDeletes + c.PrefilterPuts + c.PrefilterDeletes +
-		c.EndpointPuts + c.EndpointDeletes
+	n := 0
+	for _, w := range c {
+		n += w.Puts + w.Deletes
+	}
+	return n
 }
 
-func (c *Counts) add(o Counts) {
-	c.IfacePuts += o.IfacePuts
-	c.IfaceDeletes += o.IfaceDeletes
-	c.RoutePuts += o.RoutePuts
-	c.RouteDeletes += o.RouteDeletes
-	c.ConfigPuts += o.ConfigPuts
-	c.FIPPuts += o.FIPPuts
-	c.FIPDeletes += o.FIPDeletes
-	c.IPCachePuts += o.IPCachePuts
-	c.IPCacheDeletes += o.IPCacheDeletes
-	c.PolicyPuts += o.PolicyPuts
-	c.PolicyDeletes += o.PolicyDeletes
-	c.PrefilterPuts += o.PrefilterPuts
-	c.PrefilterDeletes += o.PrefilterDeletes
-	c.EndpointPuts += o.EndpointPuts
-	c.EndpointDeletes += o.EndpointDeletes
+func (c Counts) add(o Counts) {
+	for name, w := range o {
+		have := c[name]
+		c[name] = Writes{Puts: have.Puts + w.Puts, Deletes: have.Deletes + w.Deletes}
+	}
+}
+
+// step keeps one table equal to its part of a Desired.
+type step interface {
+	table() string
+	reload() error
+	upsert(d *calc.Desired) (int, error)
+	prune(d *calc.Desired) (int, error)
+}
+
+// tableStep is a step for a table whose desired entries are a map.
+type tableStep[K, V comparable] struct {
+	t    *bpfmap.Table[K, V]
+	want func(*calc.Desired) map[K]V
+	have map[K]V // what the table holds, as written or last read
+}
+
+func newStep[K, V comparable](t *bpfmap.Table[K, V], want func(*calc.Desired) map[K]V) step {
+	return &tableStep[K, V]{t: t, want: want}
+}
+
+func (s *tableStep[K, V]) table() string { return s.t.Name() }
+
+func (s *tableStep[K, V]) reload() error {
+	have, err := s.t.All()
+	if err != nil {
+		return fmt.Errorf("read current %s: %w", s.t.Name(), err)
+	}
+	s.have = have
+	return nil
+}
+
+// upsert writes every desired entry the table lacks or holds otherwise,
+// recording each write. It stops at the first error, with have matching
+// what was written.
+func (s *tableStep[K, V]) upsert(d *calc.Desired) (n int, err error) {
+	for k, w := range s.want(d) {
+		if h, ok := s.have[k]; ok && h == w {
+			continue
+		}
+		if err := s.t.Put(k, w); err != nil {
+			return n, err
+		}
+		s.have[k] = w
+		n++
+	}
+	return n, nil
+}
+
+// prune deletes every entry that is not desired, as upsert writes.
+func (s *tableStep[K, V]) prune(d *calc.Desired) (n int, err error) {
+	want := s.want(d)
+	for k := range s.have {
+		if _, ok := want[k]; ok {
+			continue
+		}
+		if err := s.t.Delete(k); err != nil {
+			return n, err
+		}
+		delete(s.have, k)
+		n++
+	}
+	return n, nil
+}
+
+// configStep keeps cx_config's one entry: the model's node config with the
+// syncer's route generation.
+type configStep struct {
+	t    *bpfmap.Table[uint32, bpfmap.NodeConfig]
+	have bpfmap.NodeConfig
+}
+
+func (s *configStep) table() string { return s.t.Name() }
+
+func (s *configStep) reload() error {
+	c, _, err := s.t.Lookup(0)
+	if err != nil {
+		return fmt.Errorf("read current %s: %w", s.t.Name(), err)
+	}
+	s.have = c
+	return nil
+}
+
+func (s *configStep) upsert(d *calc.Desired) (int, error) {
+	want := d.Config
+	// The route generation is the syncer's, not the model's.
+	want.RouteGen = s.have.RouteGen
+	if want == s.have {
+		return 0, nil
+	}
+	return 1, s.put(want)
+}
+
+func (s *configStep) put(c bpfmap.NodeConfig) error {
+	if err := s.t.Put(0, c); err != nil {
+		return err
+	}
+	s.have = c
+	return nil
+}
+
+// The node config has one entry, always there.
+func (s *configStep) prune(*calc.Desired) (int, error) { return 0, nil }
+
+// bumpRouteGen moves cx_config to a new route generation once the routes
+// changed, so that the programs stop using routes cached in conntrack
+// entries (the established-flow fast path) and look them up again. Never
+// 0, which turns the cache off.
+func (s *configStep) bumpRouteGen() (int, error) {
+	c := s.have
+	c.RouteGen++
+	if c.RouteGen == 0 {
+		c.RouteGen = 1
+	}
+	if !c.Address.IsValid() {
+		// Unconfigured: the programs ignore cx_config altogether.
+		return 0, nil
+	}
+	return 1, s.put(c)
 }
 
 // Syncer keeps a copy of what the maps hold, read once from the pins at
 // start (adopting a previous agent's state), so each diff is in memory.
 type Syncer struct {
-	store  Store
-	ifaces map[uint32]bpfmap.Iface
-	routes map[netip.Prefix]bpfmap.Route
-	config bpfmap.NodeConfig
-	fips   map[netip.Addr]bpfmap.FloatingIP
-	ipc    map[netip.Prefix]bpfmap.IPCacheEntry
-	policy map[bpfmap.PolicyKey]bpfmap.PolicyVerdict
-	prefil bpfmap.Prefilter
-	eps    map[uint32]bpfmap.EndpointStatus
+	// steps in the order Upsert writes them; Prune goes backwards:
+	//   - the prefilter and the node config first (routes that
+	//     encapsulate need the config);
+	//   - the policy tables and identities before the interfaces that
+	//     point at them (a table is never changed in place: a changed one
+	//     has a new number);
+	//   - interfaces and floating IPs before routes, so that no route
+	//     points at an unknown interface or an untranslatable floating IP;
+	//   - the endpoints' states last.
+	steps  []step
+	config *configStep
+	routes string
 }
 
-// New reads the current map contents.
-func New(store Store) (*Syncer, error) {
-	s := &Syncer{store: store}
+// New reads the current contents of the tables it keeps.
+func New(m *bpfmap.Maps) (*Syncer, error) {
+	cfg := &configStep{t: m.Config}
+	s := &Syncer{config: cfg, routes: m.Routes.Name(), steps: []step{
+		newStep(m.Prefilter, func(d *calc.Desired) map[netip.Prefix]struct{} { return d.Prefilter }),
+		cfg,
+		newStep(m.Policy, func(d *calc.Desired) map[bpfmap.PolicyKey]bpfmap.PolicyVerdict { return d.Policy }),
+		newStep(m.IPCache, func(d *calc.Desired) map[netip.Prefix]bpfmap.IPCacheEntry { return d.IPCache }),
+		newStep(m.Ifaces, func(d *calc.Desired) map[uint32]bpfmap.Iface { return d.Ifaces }),
+		newStep(m.FIPs, func(d *calc.Desired) map[netip.Addr]bpfmap.FloatingIP { return d.FloatingIPs }),
+		newStep(m.Routes, func(d *calc.Desired) map[netip.Prefix]bpfmap.Route { return d.Routes }),
+		newStep(m.Endpoints, func(d *calc.Desired) map[uint32]bpfmap.EndpointStatus { return d.Endpoints }),
+	}}
 	if err := s.Reload(); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
+// Tables names the tables the syncer keeps, in the order it writes them.
+func (s *Syncer) Tables() []string {
+	out := make([]string, len(s.steps))
+	for i, st := range s.steps {
+		out[i] = st.table()
+	}
+	return out
+}
+
 // Reload replaces the cache with what the maps hold now, so that the next
 // Upsert and Prune also repair entries changed behind the agent's back
 // (by hand with bpftool, or by anything else that writes the pins).
 func (s *Syncer) Reload() error {
-	ifaces, err := s.store.Ifaces()
-	if err != nil {
-		return fmt.Errorf("read current interfaces: %w", err)
+	for _, st := range s.steps {
+		if err := st.reload(); err != nil {
+			return err
+		}
 	}
-	routes, err := s.store.Routes()
-	if err != nil {
-		return fmt.Errorf("read current routes: %w", err)
-	}
-	config, err := s.store.Config()
-	if err != nil {
-		return fmt.Errorf("read current node config: %w", err)
-	}
-	fips, err := s.store.FloatingIPs()
-	if err != nil {
-		return fmt.Errorf("read current floating IPs: %w", err)
-	}
-	ipc, err := s.store.IPCache()
-	if err != nil {
-		return fmt.Errorf("read current policy identities: %w", err)
-	}
-	pol, err := s.store.Policy()
-	if err != nil {
-		return fmt.Errorf("read current policy tables: %w", err)
-	}
-	prefil, err := s.store.Prefilter()
-	if err != nil {
-		return fmt.Errorf("read current prefilter: %w", err)
-	}
-	eps, err := s.store.EndpointStatuses()
-	if err != nil {
-		return fmt.Errorf("read current endpoint states: %w", err)
-	}
-	s.ifaces, s.routes, s.config, s.fips = ifaces, routes, config, fips
-	s.ipc, s.policy, s.prefil, s.eps = ipc, pol, prefil, eps
 	return nil
 }
 
-// Upsert writes every desired entry that is missing or different: the node
-// config first (routes that encapsulate need it), then the policy tables
-// and identities before the interfaces that point at them (a table is
-// never changed in place: a changed one has a new number), then
-// interfaces and floating IPs before routes so that no route points at an
-// unknown interface or an untranslatable floating IP. An error leaves the
-// cache matching what was written before it. A Desired whose policy did
-// not compile is refused whole.
+// Upsert writes every desired entry that is missing or different, table by
+// table in the syncer's order. An error leaves the cache matching what was
+// written before it. A Desired whose policy did not compile is refused
+// whole.
 func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
-	var c Counts
-	if d.PolicyErr != nil {
-		return c, fmt.Errorf("compile network policy: %w", d.PolicyErr)
-	}
-	putPrefilter := func(p netip.Prefix, _ struct{}) error { return s.store.PutPrefilter(p) }
-	if err := upsert(s.prefil, d.Prefilter, putPrefilter, &c.PrefilterPuts); err != nil {
-		return c, err
-	}
-	// The route generation is the syncer's, not the model's.
-	d.Config.RouteGen = s.config.RouteGen
-	if d.Config != s.config {
-		if err := s.store.PutConfig(d.Config); err != nil {
-			return c, err
-		}
-		s.config = d.Config
-		c.ConfigPuts++
-	}
-	if err := upsert(s.policy, d.Policy, s.store.PutPolicy, &c.PolicyPuts); err != nil {
-		return c, err
-	}
-	if err := upsert(s.ipc, d.IPCache, s.store.PutIPCache, &c.IPCachePuts); err != nil {
-		return c, err
-	}
-	if err := upsert(s.ifaces, d.Ifaces, s.store.PutIface, &c.IfacePuts); err != nil {
-		return c, err
-	}
-	// Floating IPs before routes: a route to a floating IP is only useful
-	// once it can be translated.
-	if err := upsert(s.fips, d.FloatingIPs, s.store.PutFloatingIP, &c.FIPPuts); err != nil {
-		return c, err
-	}
-	if err := upsert(s.routes, d.Routes, s.store.PutRoute, &c.RoutePuts); err != nil {
-		return c, err
-	}
-	if err := upsert(s.eps, d.Endpoints, s.store.PutEndpointStatus, &c.EndpointPuts); err != nil {
-		return c, err
-	}
-	if c.RoutePuts > 0 {
-		return c, s.bumpRouteGen(&c)
-	}
-	return c, nil
+	return s.walk(d, false)
 }
 
-// upsert writes every entry of want that have lacks or holds otherwise,
-// recording each write in have and counting it in n. It stops at the first
-// error, with have matching what was written.
-func upsert[K, V comparable](have, want map[K]V, put func(K, V) error, n *int) error {
-	for k, w := range want {
-		if h, ok := have[k]; ok && h == w {
-			continue
-		}
-		if err := put(k, w); err != nil {
-			return err
-		}
-		have[k] = w
-		*n++
-	}
-	return nil
-}
-
-// prune deletes every entry of have that want lacks, as upsert writes.
-func prune[K comparable, V, W any](have map[K]V, want map[K]W, del func(K) error, n *int) error {
-	for k := range have {
-		if _, ok := want[k]; ok {
-			continue
-		}
-		if err := del(k); err != nil {
-			return err
-		}
-		delete(have, k)
-		*n++
-	}
-	return nil
-}
-
-// bumpRouteGen moves cx_config to a new route generation once the routes
-// changed, so that the programs stop using routes cached in conntrack
-// entries (the established-flow fast path) and look them up again. Never
-// 0, which turns the cache off.
-func (s *Syncer) bumpRouteGen(c *Counts) error {
-	cfg := s.config
-	cfg.RouteGen++
-	if cfg.RouteGen == 0 {
-		cfg.RouteGen = 1
-	}
-	if !cfg.Address.IsValid() {
-		// Unconfigured: the programs ignore cx_config altogether.
-		return nil
-	}
-	if err := s.store.PutConfig(cfg); err != nil {
-		return err
-	}
-	s.config = cfg
-	c.ConfigPuts++
-	return nil
-}
-
-// Prune deletes every entry that is not desired: routes, then floating
-// IPs, then interfaces, then the identities and policy tables no
-// interface uses any more, then the prefilter.
+// Prune deletes every entry that is not desired, table by table in the
+// reverse order.
 func (s *Syncer) Prune(d *calc.Desired) (Counts, error) {
-	var c Counts
+	return s.walk(d, true)
+}
+
+// walk upserts (or prunes, backwards) every table, then moves the route
+// generation on when the routes changed.
+func (s *Syncer) walk(d *calc.Desired, pruning bool) (Counts, error) {
+	c := Counts{}
 	if d.PolicyErr != nil {
 		return c, fmt.Errorf("compile network policy: %w", d.PolicyErr)
 	}
-	if err := prune(s.routes, d.Routes, s.store.DeleteRoute, &c.RouteDeletes); err != nil {
-		return c, err
-	}
-	if c.RouteDeletes > 0 {
-		if err := s.bumpRouteGen(&c); err != nil {
+	for i := range s.steps {
+		st := s.steps[i]
+		if pruning {
+			st = s.steps[len(s.steps)-1-i]
+		}
+		var n int
+		var err error
+		w := c[st.table()]
+		if pruning {
+			n, err = st.prune(d)
+			w.Deletes += n
+		} else {
+			n, err = st.upsert(d)
+			w.Puts += n
+		}
+		if n > 0 {
+			c[st.table()] = w
+		}
+		if err != nil {
 			return c, err
 		}
-	}
-	if err := prune(s.fips, d.FloatingIPs, s.store.DeleteFloatingIP, &c.FIPDeletes); err != nil {
-		return c, err
-	}
-	if err := prune(s.ifaces, d.Ifaces, s.store.DeleteIface, &c.IfaceDeletes); err != nil {
-		return c, err
-	}
-	if err := prune(s.ipc, d.IPCache, s.store.DeleteIPCache, &c.IPCacheDeletes); err != nil {
-		return c, err
-	}
-	if err := prune(s.policy, d.Policy, s.store.DeletePolicy, &c.PolicyDeletes); err != nil {
-		return c, err
-	}
-	if err := prune(s.prefil, d.Prefilter, s.store.DeletePrefilter, &c.PrefilterDeletes); err != nil {
-		return c, err
-	}
-	if err := prune(s.eps, d.Endpoints, s.store.DeleteEndpointStatus, &c.EndpointDeletes); err != nil {
-		return c, err
+		if st.table() == s.routes && n > 0 {
+			n, err := s.config.bumpRouteGen()
+			if n > 0 {
+				cw := c[s.config.table()]
+				cw.Puts += n
+				c[s.config.table()] = cw
+			}
+			if err != nil {
+				return c, err
+			}
+		}
 	}
 	return c, nil
 }

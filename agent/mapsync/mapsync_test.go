@@ -9,116 +9,51 @@ import (
 	"github.com/calyxnet/calyx/bpfmap"
 )
 
-// fakeStore records every write in order.
-type fakeStore struct {
-	ifaces map[uint32]bpfmap.Iface
-	routes map[netip.Prefix]bpfmap.Route
-	config bpfmap.NodeConfig
-	fips   map[netip.Addr]bpfmap.FloatingIP
-	ipc    map[netip.Prefix]bpfmap.IPCacheEntry
-	policy map[bpfmap.PolicyKey]bpfmap.PolicyVerdict
-	prefil bpfmap.Prefilter
-	eps    map[uint32]bpfmap.EndpointStatus
+// recorder is a memory-backed bpfmap.Maps that records every write in
+// order ("put cx_routes 10.0.0.1/32") and can refuse one.
+type recorder struct {
+	m      *bpfmap.Maps
 	ops    []string
 	failOn string
+	quiet  bool // writes by the test itself, behind the syncer's back
 }
 
-func newFake() *fakeStore {
-	return &fakeStore{ifaces: map[uint32]bpfmap.Iface{}, routes: map[netip.Prefix]bpfmap.Route{}}
+func newFake() *recorder {
+	r := &recorder{}
+	r.m = bpfmap.NewMemory(func(op, table string, key any) error {
+		if r.quiet {
+			return nil
+		}
+		if k, ok := key.(bpfmap.PolicyKey); ok {
+			key = fmt.Sprintf("%d/%d", k.Table, k.Identity)
+		}
+		s := fmt.Sprintf("%s %s %v", op, table, key)
+		if s == r.failOn {
+			return fmt.Errorf("injected failure on %s", s)
+		}
+		r.ops = append(r.ops, s)
+		return nil
+	})
+	return r
 }
 
-func (f *fakeStore) Ifaces() (map[uint32]bpfmap.Iface, error) {
-	out := map[uint32]bpfmap.Iface{}
-	for k, v := range f.ifaces {
-		out[k] = v
+// behind runs fn with the recorder quiet.
+func (r *recorder) behind(fn func(m *bpfmap.Maps)) {
+	r.quiet = true
+	defer func() { r.quiet = false }()
+	fn(r.m)
+}
+
+func (r *recorder) config(t *testing.T) bpfmap.NodeConfig {
+	t.Helper()
+	c, err := r.m.NodeConfig()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out, nil
+	return c
 }
 
-func (f *fakeStore) Routes() (map[netip.Prefix]bpfmap.Route, error) {
-	out := map[netip.Prefix]bpfmap.Route{}
-	for k, v := range f.routes {
-		out[k] = v
-	}
-	return out, nil
-}
-
-func (f *fakeStore) Config() (bpfmap.NodeConfig, error) { return f.config, nil }
-
-func (f *fakeStore) FloatingIPs() (map[netip.Addr]bpfmap.FloatingIP, error) {
-	out := map[netip.Addr]bpfmap.FloatingIP{}
-	for k, v := range f.fips {
-		out[k] = v
-	}
-	return out, nil
-}
-
-func (f *fakeStore) PutFloatingIP(ip netip.Addr, v bpfmap.FloatingIP) error {
-	if err := f.op("put fip " + ip.String()); err != nil {
-		return err
-	}
-	if f.fips == nil {
-		f.fips = map[netip.Addr]bpfmap.FloatingIP{}
-	}
-	f.fips[ip] = v
-	return nil
-}
-
-func (f *fakeStore) DeleteFloatingIP(ip netip.Addr) error {
-	if err := f.op("delete fip " + ip.String()); err != nil {
-		return err
-	}
-	delete(f.fips, ip)
-	return nil
-}
-
-func (f *fakeStore) PutConfig(c bpfmap.NodeConfig) error {
-	if err := f.op("put config"); err != nil {
-		return err
-	}
-	f.config = c
-	return nil
-}
-
-func (f *fakeStore) op(s string) error {
-	if s == f.failOn {
-		return fmt.Errorf("injected failure on %s", s)
-	}
-	f.ops = append(f.ops, s)
-	return nil
-}
-
-func (f *fakeStore) PutIface(i uint32, v bpfmap.Iface) error {
-	if err := f.op(fmt.Sprintf("put iface %d", i)); err != nil {
-		return err
-	}
-	f.ifaces[i] = v
-	return nil
-}
-
-func (f *fakeStore) DeleteIface(i uint32) error {
-	if err := f.op(fmt.Sprintf("del iface %d", i)); err != nil {
-		return err
-	}
-	delete(f.ifaces, i)
-	return nil
-}
-
-func (f *fakeStore) PutRoute(p netip.Prefix, r bpfmap.Route) error {
-	if err := f.op("put route " + p.String()); err != nil {
-		return err
-	}
-	f.routes[p] = r
-	return nil
-}
-
-func (f *fakeStore) DeleteRoute(p netip.Prefix) error {
-	if err := f.op("del route " + p.String()); err != nil {
-		return err
-	}
-	delete(f.routes, p)
-	return nil
-}
+func writes(c Counts, table string) Writes { return c[table] }
 
 func desired(eps map[uint32]string) *calc.Desired {
 	d := &calc.Desired{Ifaces: map[uint32]bpfmap.Iface{}, Routes: map[netip.Prefix]bpfmap.Route{}}
@@ -131,7 +66,7 @@ func desired(eps map[uint32]string) *calc.Desired {
 
 func TestSyncWritesOnlyDifferences(t *testing.T) {
 	f := newFake()
-	s, err := New(f)
+	s, err := New(f.m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +74,7 @@ func TestSyncWritesOnlyDifferences(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.IfacePuts != 2 || c.RoutePuts != 2 || c.IfaceDeletes+c.RouteDeletes != 0 {
+	if writes(c, ifaces) != (Writes{Puts: 2}) || writes(c, routes) != (Writes{Puts: 2}) {
 		t.Fatalf("first sync counts = %+v", c)
 	}
 	c, _ = s.Sync(desired(map[uint32]string{1: "10.0.0.1", 2: "10.0.0.2"}))
@@ -148,7 +83,7 @@ func TestSyncWritesOnlyDifferences(t *testing.T) {
 	}
 
 	// An agent that restarts adopts what is there and writes nothing.
-	s2, err := New(f)
+	s2, err := New(f.m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +96,7 @@ func TestSyncWritesOnlyDifferences(t *testing.T) {
 
 func TestSyncOrder(t *testing.T) {
 	f := newFake()
-	s, _ := New(f)
+	s, _ := New(f.m)
 	s.Sync(desired(map[uint32]string{1: "10.0.0.1"}))
 	f.ops = nil
 	// Replace endpoint 1 with endpoint 2: the new one goes in before the old
@@ -170,7 +105,7 @@ func TestSyncOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"put iface 2", "put route 10.0.0.2/32", "del route 10.0.0.1/32", "del iface 1"}
+	want := []string{"put cx_ifaces 2", "put cx_routes 10.0.0.2/32", "delete cx_routes 10.0.0.1/32", "delete cx_ifaces 1"}
 	if fmt.Sprint(f.ops) != fmt.Sprint(want) {
 		t.Fatalf("ops = %v, want %v", f.ops, want)
 	}
@@ -181,21 +116,21 @@ func TestSyncOrder(t *testing.T) {
 
 func TestSyncChangedValue(t *testing.T) {
 	f := newFake()
-	s, _ := New(f)
+	s, _ := New(f.m)
 	d := desired(map[uint32]string{1: "10.0.0.1"})
 	s.Sync(d)
 	f.ops = nil
 	d.Routes[netip.MustParsePrefix("10.0.0.1/32")] = bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: 1, MAC: bpfmap.MAC{2}}
 	s.Sync(d)
-	if fmt.Sprint(f.ops) != "[put route 10.0.0.1/32]" {
+	if fmt.Sprint(f.ops) != "[put cx_routes 10.0.0.1/32]" {
 		t.Fatalf("ops = %v", f.ops)
 	}
 }
 
 func TestSyncErrorKeepsCacheTrue(t *testing.T) {
 	f := newFake()
-	s, _ := New(f)
-	f.failOn = "put route 10.0.0.1/32"
+	s, _ := New(f.m)
+	f.failOn = "put cx_routes 10.0.0.1/32"
 	if _, err := s.Sync(desired(map[uint32]string{1: "10.0.0.1"})); err == nil {
 		t.Fatal("want the injected error")
 	}
@@ -206,7 +141,7 @@ func TestSyncErrorKeepsCacheTrue(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The interface went in before the failure; only the route is retried.
-	if fmt.Sprint(f.ops) != "[put route 10.0.0.1/32]" || c.Total() != 1 {
+	if fmt.Sprint(f.ops) != "[put cx_routes 10.0.0.1/32]" || c.Total() != 1 {
 		t.Fatalf("retry ops = %v (%+v)", f.ops, c)
 	}
 }
@@ -215,7 +150,7 @@ func TestSyncErrorKeepsCacheTrue(t *testing.T) {
 // Reload; then one Sync repairs exactly them.
 func TestReloadRepairsOutOfBandChanges(t *testing.T) {
 	f := newFake()
-	s, err := New(f)
+	s, err := New(f.m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,9 +159,11 @@ func TestReloadRepairsOutOfBandChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	// By hand: a route deleted, an interface entry altered, a stray route.
-	delete(f.routes, netip.MustParsePrefix("10.0.0.1/32"))
-	f.ifaces[2] = bpfmap.Iface{Workload: true, EndpointID: 99}
-	f.routes[netip.MustParsePrefix("10.9.9.9/32")] = bpfmap.Route{Type: bpfmap.RouteHost}
+	f.behind(func(m *bpfmap.Maps) {
+		must(t, m.Routes.Delete(netip.MustParsePrefix("10.0.0.1/32")))
+		must(t, m.Ifaces.Put(2, bpfmap.Iface{Workload: true, EndpointID: 99}))
+		must(t, m.Routes.Put(netip.MustParsePrefix("10.9.9.9/32"), bpfmap.Route{Type: bpfmap.RouteHost}))
+	})
 
 	if c, _ := s.Sync(want); c.Total() != 0 {
 		t.Fatalf("sync from a stale cache wrote %+v; it cannot see the changes", c)
@@ -238,13 +175,15 @@ func TestReloadRepairsOutOfBandChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.RoutePuts != 1 || c.IfacePuts != 1 || c.RouteDeletes != 1 || c.IfaceDeletes != 0 {
+	if writes(c, routes) != (Writes{Puts: 1, Deletes: 1}) || writes(c, ifaces) != (Writes{Puts: 1}) {
 		t.Errorf("repair counts = %+v, want 1 route put, 1 iface put, 1 route delete", c)
 	}
-	if _, ok := f.routes[netip.MustParsePrefix("10.0.0.1/32")]; !ok || f.ifaces[2].EndpointID != 2 {
-		t.Errorf("not repaired: routes %v, ifaces %v", f.routes, f.ifaces)
+	rs, _ := f.m.Routes.All()
+	is, _ := f.m.Ifaces.All()
+	if _, ok := rs[netip.MustParsePrefix("10.0.0.1/32")]; !ok || is[2].EndpointID != 2 {
+		t.Errorf("not repaired: routes %v, ifaces %v", rs, is)
 	}
-	if _, ok := f.routes[netip.MustParsePrefix("10.9.9.9/32")]; ok {
+	if _, ok := rs[netip.MustParsePrefix("10.9.9.9/32")]; ok {
 		t.Error("stray route left in place")
 	}
 }
@@ -253,7 +192,7 @@ func TestReloadRepairsOutOfBandChanges(t *testing.T) {
 // goes before the floating IP on removal.
 func TestFloatingIPOrder(t *testing.T) {
 	f := newFake()
-	s, err := New(f)
+	s, err := New(f.m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,14 +204,14 @@ func TestFloatingIPOrder(t *testing.T) {
 	if _, err := s.Sync(d); err != nil {
 		t.Fatal(err)
 	}
-	if i, j := indexOf(f.ops, "put fip 198.51.100.10"), indexOf(f.ops, "put route 198.51.100.10/32"); i < 0 || j < 0 || i > j {
+	if i, j := indexOf(f.ops, "put cx_fips 198.51.100.10"), indexOf(f.ops, "put cx_routes 198.51.100.10/32"); i < 0 || j < 0 || i > j {
 		t.Errorf("add order %v: the floating IP must come before its route", f.ops)
 	}
 	f.ops = nil
 	if _, err := s.Sync(desired(map[uint32]string{1: "10.0.0.1"})); err != nil {
 		t.Fatal(err)
 	}
-	if i, j := indexOf(f.ops, "del route 198.51.100.10/32"), indexOf(f.ops, "delete fip 198.51.100.10"); i < 0 || j < 0 || i > j {
+	if i, j := indexOf(f.ops, "delete cx_routes 198.51.100.10/32"), indexOf(f.ops, "delete cx_fips 198.51.100.10"); i < 0 || j < 0 || i > j {
 		t.Errorf("remove order %v: the route must go before the floating IP", f.ops)
 	}
 }
@@ -291,7 +230,7 @@ func indexOf(ops []string, op string) int {
 // looked up again; a sync that changes no route leaves it alone.
 func TestRouteGeneration(t *testing.T) {
 	f := newFake()
-	s, err := New(f)
+	s, err := New(f.m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,22 +240,22 @@ func TestRouteGeneration(t *testing.T) {
 	if _, err := s.Sync(d); err != nil {
 		t.Fatal(err)
 	}
-	if f.config.RouteGen != 1 || indexOf(f.ops, "put route 10.0.0.1/32") > lastIndexOf(f.ops, "put config") {
-		t.Fatalf("generation %d after the first sync, ops %v: want 1, bumped after the routes", f.config.RouteGen, f.ops)
+	if f.config(t).RouteGen != 1 || indexOf(f.ops, "put cx_routes 10.0.0.1/32") > lastIndexOf(f.ops, "put cx_config 0") {
+		t.Fatalf("generation %d after the first sync, ops %v: want 1, bumped after the routes", f.config(t).RouteGen, f.ops)
 	}
 	f.ops = nil
 	d = desired(map[uint32]string{1: "10.0.0.1"})
 	d.Config = cfg
-	if c, _ := s.Sync(d); c.Total() != 0 || f.config.RouteGen != 1 {
-		t.Errorf("unchanged sync wrote %+v, generation %d", c, f.config.RouteGen)
+	if c, _ := s.Sync(d); c.Total() != 0 || f.config(t).RouteGen != 1 {
+		t.Errorf("unchanged sync wrote %+v, generation %d", c, f.config(t).RouteGen)
 	}
 	d = desired(map[uint32]string{})
 	d.Config = cfg
 	if _, err := s.Sync(d); err != nil {
 		t.Fatal(err)
 	}
-	if f.config.RouteGen != 2 {
-		t.Errorf("generation %d after a route was deleted, want 2", f.config.RouteGen)
+	if f.config(t).RouteGen != 2 {
+		t.Errorf("generation %d after a route was deleted, want 2", f.config(t).RouteGen)
 	}
 }
 
@@ -329,109 +268,11 @@ func lastIndexOf(ops []string, op string) int {
 	return -1
 }
 
-func (f *fakeStore) IPCache() (map[netip.Prefix]bpfmap.IPCacheEntry, error) {
-	return clone(f.ipc), nil
-}
-
-func (f *fakeStore) PutIPCache(p netip.Prefix, e bpfmap.IPCacheEntry) error {
-	if err := f.op("put ipcache " + p.String()); err != nil {
-		return err
-	}
-	if f.ipc == nil {
-		f.ipc = map[netip.Prefix]bpfmap.IPCacheEntry{}
-	}
-	f.ipc[p] = e
-	return nil
-}
-
-func (f *fakeStore) DeleteIPCache(p netip.Prefix) error {
-	if err := f.op("delete ipcache " + p.String()); err != nil {
-		return err
-	}
-	delete(f.ipc, p)
-	return nil
-}
-
-func (f *fakeStore) Policy() (map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, error) {
-	return clone(f.policy), nil
-}
-
-func (f *fakeStore) PutPolicy(k bpfmap.PolicyKey, v bpfmap.PolicyVerdict) error {
-	if err := f.op(fmt.Sprintf("put policy %d/%d", k.Table, k.Identity)); err != nil {
-		return err
-	}
-	if f.policy == nil {
-		f.policy = map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{}
-	}
-	f.policy[k] = v
-	return nil
-}
-
-func (f *fakeStore) DeletePolicy(k bpfmap.PolicyKey) error {
-	if err := f.op(fmt.Sprintf("delete policy %d/%d", k.Table, k.Identity)); err != nil {
-		return err
-	}
-	delete(f.policy, k)
-	return nil
-}
-
-func (f *fakeStore) Prefilter() (bpfmap.Prefilter, error) { return clone(f.prefil), nil }
-
-func (f *fakeStore) PutPrefilter(p netip.Prefix) error {
-	if err := f.op("put prefilter " + p.String()); err != nil {
-		return err
-	}
-	if f.prefil == nil {
-		f.prefil = bpfmap.Prefilter{}
-	}
-	f.prefil[p] = struct{}{}
-	return nil
-}
-
-func (f *fakeStore) DeletePrefilter(p netip.Prefix) error {
-	if err := f.op("delete prefilter " + p.String()); err != nil {
-		return err
-	}
-	delete(f.prefil, p)
-	return nil
-}
-
-func (f *fakeStore) EndpointStatuses() (map[uint32]bpfmap.EndpointStatus, error) {
-	return clone(f.eps), nil
-}
-
-func (f *fakeStore) PutEndpointStatus(id uint32, st bpfmap.EndpointStatus) error {
-	if err := f.op(fmt.Sprintf("put endpoint %d %s", id, st.State)); err != nil {
-		return err
-	}
-	if f.eps == nil {
-		f.eps = map[uint32]bpfmap.EndpointStatus{}
-	}
-	f.eps[id] = st
-	return nil
-}
-
-func (f *fakeStore) DeleteEndpointStatus(id uint32) error {
-	if err := f.op(fmt.Sprintf("delete endpoint %d", id)); err != nil {
-		return err
-	}
-	delete(f.eps, id)
-	return nil
-}
-
-func clone[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
-
 // A table an interface switches to is written before the switch, and the
 // table it leaves is deleted only after it.
 func TestPolicyTablesAroundInterfaceSwitch(t *testing.T) {
 	f := newFake()
-	s, err := New(f)
+	s, err := New(f.m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,7 +289,7 @@ func TestPolicyTablesAroundInterfaceSwitch(t *testing.T) {
 	if _, err := s.Sync(d); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"put policy 6/0", "put iface 3", "delete policy 5/0"}
+	want := []string{"put cx_policy 6/0", "put cx_ifaces 3", "delete cx_policy 5/0"}
 	if fmt.Sprint(f.ops) != fmt.Sprint(want) {
 		t.Errorf("ops %v, want %v", f.ops, want)
 	}
@@ -458,5 +299,48 @@ func TestPolicyTablesAroundInterfaceSwitch(t *testing.T) {
 	bad := &calc.Desired{PolicyErr: fmt.Errorf("broken")}
 	if _, err := s.Sync(bad); err == nil || len(f.ops) != 0 {
 		t.Errorf("sync of an uncompilable policy: err %v, ops %v; want an error and no writes", err, f.ops)
+	}
+}
+
+const (
+	ifaces = "cx_ifaces"
+	routes = "cx_routes"
+)
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Every table the syncer keeps is named in its counts and in Tables, in the
+// order it writes them; the counts of one sync name each table written.
+func TestCountsByTable(t *testing.T) {
+	f := newFake()
+	s, err := New(f.m)
+	must(t, err)
+	want := []string{"cx_prefilter", "cx_config", "cx_policy", "cx_ipcache", "cx_ifaces", "cx_fips", "cx_routes", "cx_endpoints"}
+	if fmt.Sprint(s.Tables()) != fmt.Sprint(want) {
+		t.Errorf("tables %v, want %v", s.Tables(), want)
+	}
+	d := desired(map[uint32]string{1: "10.0.0.1"})
+	d.Prefilter = bpfmap.Prefilter{netip.MustParsePrefix("192.0.2.0/24"): {}}
+	d.IPCache = map[netip.Prefix]bpfmap.IPCacheEntry{netip.MustParsePrefix("10.0.0.1/32"): {Identity: 7}}
+	d.Policy = map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{{Table: 1}: {Action: bpfmap.PolicyAllow}}
+	d.Endpoints = map[uint32]bpfmap.EndpointStatus{1: {}}
+	c, err := s.Sync(d)
+	must(t, err)
+	for _, name := range []string{"cx_prefilter", "cx_policy", "cx_ipcache", "cx_ifaces", "cx_routes", "cx_endpoints"} {
+		if c[name].Puts != 1 {
+			t.Errorf("%s: %+v, want 1 put (all counts %v)", name, c[name], c)
+		}
+	}
+	c, err = s.Sync(desired(nil))
+	must(t, err)
+	for _, name := range []string{"cx_prefilter", "cx_policy", "cx_ipcache", "cx_ifaces", "cx_routes", "cx_endpoints"} {
+		if c[name].Deletes != 1 {
+			t.Errorf("%s: %+v, want 1 delete (all counts %v)", name, c[name], c)
+		}
 	}
 }

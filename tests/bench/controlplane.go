@@ -307,7 +307,7 @@ func floatingIP(i int) *model.FloatingIP {
 func waitForFloatingIP(m *bpfmap.Maps, a netip.Addr, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
-		_, ok, err := m.LookupFloatingIP(a)
+		_, ok, err := m.FIPs.Lookup(a)
 		if err != nil {
 			return err
 		}

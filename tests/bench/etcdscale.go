@@ -490,7 +490,7 @@ func etcdChange(ctx context.Context, cli *clientv3.Client, a *cpAgent, m *bpfmap
 		return 0, err
 	}
 	d := sy.at.Sub(t0)
-	routes, err := m.Routes()
+	routes, err := m.Routes.All()
 	if err != nil {
 		return 0, err
 	}
@@ -536,7 +536,7 @@ func (c etcdRouteCount) String() string {
 // the local endpoints.
 func checkEtcdRoutes(m *bpfmap.Maps, p etcdParams, extras, claims int) (etcdRouteCount, error) {
 	var c etcdRouteCount
-	routes, err := m.Routes()
+	routes, err := m.Routes.All()
 	if err != nil {
 		return c, err
 	}
@@ -573,7 +573,7 @@ func checkEtcdRoutes(m *bpfmap.Maps, p etcdParams, extras, claims int) (etcdRout
 	if !ok || r.Type != bpfmap.RouteRemoteWorkload || r.NextHop != etcdNodeAddr(i).Addr() {
 		return c, fmt.Errorf("endpoint %s of %s resolves to %+v (found %v), want its block's route via %s", a, etcdNodeName(i), r, ok, etcdNodeAddr(i).Addr())
 	}
-	ifs, err := m.Ifaces()
+	ifs, err := m.Ifaces.All()
 	if err != nil {
 		return c, err
 	}

@@ -641,7 +641,7 @@ func compileLocal(ctx context.Context, ds model.Datastore) (map[bpfmap.PolicyKey
 
 // checkPolicyMap fails unless cx_policy holds exactly want.
 func checkPolicyMap(m *bpfmap.Maps, want map[bpfmap.PolicyKey]bpfmap.PolicyVerdict) error {
-	got, err := m.Policy()
+	got, err := m.Policy.All()
 	if err != nil {
 		return err
 	}
@@ -873,7 +873,7 @@ func (pb *policyBench) waitProgrammed() error {
 			return err
 		}
 		defer m.Close()
-		ifs, err := m.Ifaces()
+		ifs, err := m.Ifaces.All()
 		if err != nil {
 			return err
 		}
@@ -886,7 +886,7 @@ func (pb *policyBench) waitProgrammed() error {
 		if table == 0 {
 			return fmt.Errorf("%s: no workload interface has an ingress table", hb.Name)
 		}
-		ipc, err := m.IPCache()
+		ipc, err := m.IPCache.All()
 		if err != nil {
 			return err
 		}
