@@ -285,4 +285,3 @@ func (m *Maps) DeleteConntrack(keys []CTKey) (int, error) {
 
 // ConntrackCapacity is cx_ct's size.
 func (m *Maps) ConntrackCapacity() uint32 { return m.ct.MaxEntries() }
-

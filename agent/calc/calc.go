@@ -158,7 +158,6 @@ type Desired struct {
 	Prefilter bpfmap.Prefilter
 }
 
-
 // Compute derives the desired dataplane state.
 func Compute(in Input) *Desired {
 	d := &Desired{
