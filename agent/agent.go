@@ -21,12 +21,12 @@ import (
 	"github.com/calyxnet/calyx/agent/calc"
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
-	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/conntrack"
 	"github.com/calyxnet/calyx/loader"
 	"github.com/calyxnet/calyx/model"
+	"github.com/calyxnet/calyx/policy"
 )
 
 // Config is the agent's command-line configuration.
@@ -106,7 +106,7 @@ type Agent struct {
 	// ctx is Run's, for what reconcile starts.
 	ctx context.Context
 
-	// rules names the rules in Log events (agent/policy's numbers).
+	// rules names the rules in Log events (policy's numbers).
 	rulesMu sync.Mutex
 	rules   map[uint32]policy.RuleInfo
 

@@ -2,7 +2,7 @@ package bpf_test
 
 // Per-packet cost of a new flow's policy decision (issue 5): a TCP SYN from
 // workload wl1 to local workload wl2 through calyx_from_wl, with tables
-// agent/policy compiled from 0, 10 or 10,000 rules over 1,000 endpoints
+// policy compiled from 0, 10 or 10,000 rules over 1,000 endpoints
 // (tests/bench/policymodel). wl1's egress table and wl2's ingress table
 // are both consulted and the flow is allowed, by the last rule of each.
 //
@@ -19,10 +19,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/bpf/bpftest"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
+	"github.com/calyxnet/calyx/policy"
 	"github.com/calyxnet/calyx/tests/bench/policymodel"
 )
 
@@ -33,7 +33,7 @@ const (
 	ctBatch              = 4096
 )
 
-// compiledModel is a model and what agent/policy made of it for node-0.
+// compiledModel is a model and what policy made of it for node-0.
 type compiledModel struct {
 	pm  policymodel.PerPacket
 	out *policy.Output

@@ -1,7 +1,7 @@
 package bpf_test
 
 // BPF_PROG_TEST_RUN of NetworkPolicy as the agent programs it: policies in
-// the model, compiled by agent/policy, written into the maps, and packets
+// the model, compiled by package policy, written into the maps, and packets
 // through calyx_from_wl. One case per match type, for rule order, Log,
 // Pass, default deny and replies; each checks the verdict, the drop
 // counter and which rule decided (its hit counter).
@@ -11,10 +11,10 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/bpf/bpftest"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
+	"github.com/calyxnet/calyx/policy"
 )
 
 // compiledEnv is newTunnelEnv with wl1-wl4 as endpoints of node n1 in a

@@ -6,7 +6,7 @@ package bpf_test
 // rule hit counters, Log events, replies of allowed flows, ingress at every
 // delivery path, endpointToHostAction, IPv6 under policy, and the host
 // prefilter at TC and XDP. policy_compile_test.go runs the same programs
-// on tables agent/policy compiled from NetworkPolicy resources.
+// on tables policy compiled from NetworkPolicy resources.
 
 import (
 	"encoding/binary"

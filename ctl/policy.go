@@ -6,8 +6,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/bpfmap"
+	"github.com/calyxnet/calyx/policy"
 )
 
 // policyRow is one line of `policy dump`: a rule in the order the

@@ -8,9 +8,9 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
+	"github.com/calyxnet/calyx/policy"
 )
 
 // Interface is what the host knows of one of its network interfaces.
@@ -148,7 +148,7 @@ type Desired struct {
 	// endpoint id.
 	Endpoints map[uint32]bpfmap.EndpointStatus
 	// IPCache, Policy and Rules are the compiled network policy
-	// (agent/policy); PolicyErr is set, and they are empty, when it could
+	// (package policy); PolicyErr is set, and they are empty, when it could
 	// not be compiled: the agent then changes nothing.
 	IPCache   map[netip.Prefix]bpfmap.IPCacheEntry
 	Policy    map[bpfmap.PolicyKey]bpfmap.PolicyVerdict

@@ -18,9 +18,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
+	"github.com/calyxnet/calyx/policy"
 	"github.com/calyxnet/calyx/tests/bench/policymodel"
 	"github.com/calyxnet/calyx/tests/lab"
 )
@@ -177,7 +177,7 @@ func policySection(quick bool) *Section {
 func policyMethod(rec *Recorder) string {
 	var b strings.Builder
 	n10k := policymodel.FlowOf(10000 / policymodel.RulesPerPolicy)
-	fmt.Fprintf(&b, "The models are built in Go by `tests/bench/policymodel` and compiled by `agent/policy`, as the agent does.\n\n")
+	fmt.Fprintf(&b, "The models are built in Go by `tests/bench/policymodel` and compiled by `policy/`, as the agent does.\n\n")
 	fmt.Fprintf(&b, "- **Per packet**: `go test -run '^$' -bench '^BenchmarkPolicyNewFlow$' -benchtime %dx -count %d ./bpf/` (bpf/policy_bench_test.go); each figure is the median of %s, each the mean of %d runs, minus the empty program's cost at repeat=1 (as in the per-packet section). ",
 		rec.ParamInt("policy.ppRuns"), rec.ParamInt("policy.ppCount"), plural(rec.ParamInt("policy.ppCount"), "sample"), rec.ParamInt("policy.ppRuns"))
 	fmt.Fprintf(&b, "The model: 1,000 WorkloadEndpoints on 10 nodes labelled with 100 apps, 10 roles and 3 envs, and %s policies of 10 rules (5 ingress, 5 egress: selectors, `in` and `&&` selectors, notSelector, nets, notNets, single ports and port ranges, Allow and Deny). ",
@@ -203,7 +203,7 @@ func policyMethod(rec *Recorder) string {
 	fmt.Fprintf(&b, "Every time is taken to the agent's `synced` log line whose datastore revision covers the write (the reconcile that computed and wrote every map is done). Cold starts (%s) time an agent started on empty maps with the whole model; RSS is the agent's after that first sync. ", times(rec.ParamInt("policy.cpStarts")))
 	fmt.Fprintf(&b, "Then, %s, every policy is deleted (the agent empties cx_policy), and all of them are applied again in one `calyxctl apply -f` of a YAML file. Then %d single changes, each one rule's ports in another policy, written with one datastore apply. ",
 		times(rec.ParamInt("policy.cpApplies")), rec.ParamInt("policy.cpChanges"))
-	fmt.Fprintf(&b, "After every start and every apply, and after the last change, cx_policy is read back from the pinned map and must equal, entry for entry, what `agent/policy` compiles from the datastore's model.\n")
+	fmt.Fprintf(&b, "After every start and every apply, and after the last change, cx_policy is read back from the pinned map and must equal, entry for entry, what `policy/` compiles from the datastore's model.\n")
 	return b.String()
 }
 
@@ -625,7 +625,7 @@ func PolicyControlPlane(ctx context.Context, binDir string, p policyParams, rec 
 	return nil
 }
 
-// compileLocal is what agent/policy compiles for node "local" from the
+// compileLocal is what policy compiles for node "local" from the
 // datastore's model: the expected content of cx_policy.
 func compileLocal(ctx context.Context, ds model.Datastore) (map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, error) {
 	s, err := ds.Snapshot(ctx)
@@ -655,7 +655,7 @@ func checkPolicyMap(m *bpfmap.Maps, want map[bpfmap.PolicyKey]bpfmap.PolicyVerdi
 		}
 	}
 	if bad > 0 || len(got) != len(want) {
-		return fmt.Errorf("cx_policy holds %d entries, agent/policy compiles %d; %d differ (e.g. %s)", len(got), len(want), bad, example)
+		return fmt.Errorf("cx_policy holds %d entries, policy compiles %d; %d differ (e.g. %s)", len(got), len(want), bad, example)
 	}
 	return nil
 }

@@ -5,9 +5,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/calyxnet/calyx/agent/policy"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
+	"github.com/calyxnet/calyx/policy"
 )
 
 // The models say what they claim: the measured flow is allowed by the last
