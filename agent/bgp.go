@@ -16,6 +16,7 @@ import (
 	"github.com/calyxnet/calyx/agent/bgp"
 	"github.com/calyxnet/calyx/agent/bgpstatus"
 	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/model"
 )
@@ -236,7 +237,7 @@ func bgpPools(s *model.Snapshot) []bgp.Pool {
 // are compared with the datastore's view, and the differences reported.
 // Routes whose prefix the agent already keeps in the FIB (want) are left
 // out. Called by reconcile; a stopped speaker yields nothing.
-func (a *Agent) bgpLearned(want []calc.KernelRoute, inputs map[string]*bgp.AdvertiseInput) []calc.KernelRoute {
+func (a *Agent) bgpLearned(want []host.Route, inputs map[string]*bgp.AdvertiseInput) []host.Route {
 	sp := a.bgp.get()
 	if sp == nil || a.snap == nil {
 		return nil
@@ -257,7 +258,7 @@ func (a *Agent) bgpLearned(want []calc.KernelRoute, inputs map[string]*bgp.Adver
 	for _, k := range want {
 		taken[k.Dst] = true
 	}
-	var out []calc.KernelRoute
+	var out []host.Route
 	for i := range fib {
 		f := &fib[i]
 		if taken[f.Prefix] {
@@ -270,7 +271,7 @@ func (a *Agent) bgpLearned(want []calc.KernelRoute, inputs map[string]*bgp.Adver
 			continue
 		}
 		f.Via, f.Installed = gw, true
-		out = append(out, calc.KernelRoute{Dst: f.Prefix, Ifindex: idx, Gateway: gw, Metric: calc.BGPRouteMetric})
+		out = append(out, host.Route{Dst: f.Prefix, Ifindex: idx, Gateway: gw, Metric: calc.BGPRouteMetric})
 	}
 	a.bgp.mu.Lock()
 	a.bgp.report.Disagreements, a.bgp.report.FIB = disagree, fib

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/agent/subnets"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
 	"github.com/calyxnet/calyx/bpfmap"
@@ -61,7 +62,7 @@ func (a *Agent) sinkDHCPPort(ctx context.Context) {
 // updateSubnetServices tells the server what every local endpoint
 // interface is to be told now, and forgets the leases of interfaces and
 // addresses it no longer serves.
-func (a *Agent) updateSubnetServices(links map[string]calc.Interface, d *calc.Desired) {
+func (a *Agent) updateSubnetServices(links map[string]host.Interface, d *calc.Desired) {
 	if a.svc == nil {
 		return
 	}

@@ -8,31 +8,18 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 	"github.com/calyxnet/calyx/policy"
 )
 
-// Interface is what the host knows of one of its network interfaces.
-type Interface struct {
-	Name    string
-	Ifindex int
-	MAC     bpfmap.MAC
-	MTU     int
-	// Kind decides how packets are delivered into a workload behind it.
-	Kind bpfmap.IfaceKind
-	// Loopback is set on lo (and any other loopback device).
-	Loopback bool
-	// Addrs are the host's own addresses on it, link-local ones aside.
-	Addrs []netip.Addr
-}
-
 // Input is everything Compute needs.
 type Input struct {
 	Snapshot *model.Snapshot
-	Node     string               // this agent's node name
-	Underlay string               // the underlay interface's name
-	Links    map[string]Interface // the host's interfaces by name
+	Node     string                    // this agent's node name
+	Underlay string                    // the underlay interface's name
+	Links    map[string]host.Interface // the host's interfaces by name
 	// HostAddrs are this host's own addresses (beyond its Node's):
 	// workloads' traffic to them is governed by endpointToHostAction.
 	HostAddrs []netip.Addr
@@ -50,42 +37,14 @@ type Attachment struct {
 	Underlay bool
 }
 
-// KernelRoute is a route the agent keeps in the host's FIB: /32 (/128)
-// routes to local workloads, so the host's own stack can reach them, and,
-// only where no kernel route covers a pool, one route for the whole pool
-// towards the underlay (Gateway set), so the host's own packets reach the
-// underlay egress program that routes them in BPF.
-type KernelRoute struct {
-	Dst     netip.Prefix
-	Ifindex int
-	Gateway netip.Addr // zero: a link-scope route to Ifindex
-	// Metric is the route's priority; routes learned over BGP use
-	// BGPRouteMetric so that the host's own routes to the same prefix win
-	// and are never replaced.
-	Metric int
-}
-
 // BGPRouteMetric is the metric of the routes the agent installs for what
 // BGP learned from the fabric (a default, the external networks).
 const BGPRouteMetric = 1024
 
-// LocalRoute is an address the host answers to on interface Ifindex
-// without holding it (a local-table route): a subnet's gateway IP (on lo),
-// or the workloads' IPv6 gateway fe80::1 on a workload interface.
-type LocalRoute struct {
-	Addr    netip.Addr
-	Ifindex int
-}
-
-// UnderlayGateway is the next hop of the agent's pool routes. It is no real
-// router: the agent pins its neighbour entry to the underlay's own MAC, and
-// calyx_to_underlay rewrites both MACs for the real next hop.
-var UnderlayGateway = netip.MustParseAddr("169.254.1.1")
-
 // PoolRoutes returns the pool routes for the IPv4 pools in uncovered (the
-// ones no kernel route covers), via UnderlayGateway on the underlay. None
+// ones no kernel route covers), via host.UnderlayGateway on the underlay. None
 // until the underlay carries calyx's programs.
-func PoolRoutes(d *Desired, uncovered []netip.Prefix) []KernelRoute {
+func PoolRoutes(d *Desired, uncovered []netip.Prefix) []host.Route {
 	ul := int(d.Config.UnderlayIfindex)
 	if ul <= 0 || !d.Config.Address.IsValid() {
 		return nil
@@ -93,10 +52,10 @@ func PoolRoutes(d *Desired, uncovered []netip.Prefix) []KernelRoute {
 	if _, ok := d.Attach[uint32(ul)]; !ok {
 		return nil
 	}
-	var out []KernelRoute
+	var out []host.Route
 	for _, p := range uncovered {
 		if p.Addr().Is4() {
-			out = append(out, KernelRoute{Dst: p.Masked(), Ifindex: ul, Gateway: UnderlayGateway})
+			out = append(out, host.Route{Dst: p.Masked(), Ifindex: ul, Gateway: host.UnderlayGateway})
 		}
 	}
 	return out
@@ -123,11 +82,11 @@ type Desired struct {
 	Ifaces       map[uint32]bpfmap.Iface
 	Routes       map[netip.Prefix]bpfmap.Route
 	Attach       map[uint32]Attachment // by ifindex
-	KernelRoutes []KernelRoute         // sorted by Dst
+	KernelRoutes []host.Route          // sorted by Dst
 	// LocalRoutes are the addresses the host answers to without holding
 	// them: every Subnet's gatewayIP (on lo) and fe80::1 on every workload
 	// interface. Sorted.
-	LocalRoutes []LocalRoute
+	LocalRoutes []host.LocalRoute
 	// Config is cx_config: the node's underlay settings. Zero (no
 	// Address) until this node has an underlay address in the model.
 	Config bpfmap.NodeConfig
@@ -262,7 +221,7 @@ func Compute(in Input) *Desired {
 			p := ipn.Masked()
 			d.Routes[p] = bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: idx, MAC: mac, HostMAC: link.MAC,
 				NATOutgoing: natOutgoing(s, ipn.Addr()), Peer: link.Kind.Peer()}
-			d.KernelRoutes = append(d.KernelRoutes, KernelRoute{Dst: p, Ifindex: link.Ifindex})
+			d.KernelRoutes = append(d.KernelRoutes, host.Route{Dst: p, Ifindex: link.Ifindex})
 		}
 	}
 	sort.Slice(d.KernelRoutes, func(i, j int) bool {
@@ -284,7 +243,7 @@ func Compute(in Input) *Desired {
 // one that holds a host address (the host's, not a workload's). Attaching
 // workload programs there, or setting a workload's sysctls, would cut the
 // host off. 0: it may.
-func Untouchable(link Interface, underlay string) bpfmap.EndpointState {
+func Untouchable(link host.Interface, underlay string) bpfmap.EndpointState {
 	switch {
 	case link.Name == underlay:
 		return bpfmap.EndpointRefusedUnderlay
@@ -305,15 +264,15 @@ var V6Gateway = netip.MustParseAddr("fe80::1")
 // Subnet's gatewayIP, which stands for the local host on every host (an
 // instance pings its gateway, renews its lease with it), and fe80::1 on each
 // workload interface.
-func localRoutes(d *Desired, in Input) []LocalRoute {
-	var out []LocalRoute
+func localRoutes(d *Desired, in Input) []host.LocalRoute {
+	var out []host.LocalRoute
 	if lo, ok := in.Links["lo"]; ok && lo.Ifindex > 0 {
 		for _, gw := range subnetGateways(in.Snapshot) {
-			out = append(out, LocalRoute{Addr: gw, Ifindex: lo.Ifindex})
+			out = append(out, host.LocalRoute{Addr: gw, Ifindex: lo.Ifindex})
 		}
 	}
 	for idx := range d.Ifaces {
-		out = append(out, LocalRoute{Addr: V6Gateway, Ifindex: int(idx)})
+		out = append(out, host.LocalRoute{Addr: V6Gateway, Ifindex: int(idx)})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if c := out[i].Addr.Compare(out[j].Addr); c != 0 {

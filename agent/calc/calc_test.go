@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
@@ -35,7 +36,7 @@ func TestCompute(t *testing.T) {
 	d := Compute(Input{
 		Snapshot: snapshot(t),
 		Node:     "host-a",
-		Links: map[string]Interface{
+		Links: map[string]host.Interface{
 			"tap1": {Name: "tap1", Ifindex: 11, MAC: hostMAC1},
 			"tap2": {Name: "tap2", Ifindex: 12, MAC: hostMAC2},
 			"eth0": {Name: "eth0", Ifindex: 2},
@@ -77,7 +78,7 @@ func TestCompute(t *testing.T) {
 	if len(d.Attach) != 2 || d.Attach[11].Ifname != "tap1" || d.Attach[12].Endpoint != "w2" {
 		t.Errorf("attach = %+v", d.Attach)
 	}
-	wantKernel := []KernelRoute{
+	wantKernel := []host.Route{
 		{Dst: netip.MustParsePrefix("10.65.0.2/32"), Ifindex: 11},
 		{Dst: netip.MustParsePrefix("10.65.0.20/32"), Ifindex: 11},
 		{Dst: netip.MustParsePrefix("10.65.0.3/32"), Ifindex: 12},
@@ -97,7 +98,7 @@ func TestCompute(t *testing.T) {
 }
 
 func TestComputeIsDeterministic(t *testing.T) {
-	in := Input{Snapshot: snapshot(t), Node: "host-a", Links: map[string]Interface{"tap1": {Name: "tap1", Ifindex: 3}}}
+	in := Input{Snapshot: snapshot(t), Node: "host-a", Links: map[string]host.Interface{"tap1": {Name: "tap1", Ifindex: 3}}}
 	a, b := Compute(in), Compute(in)
 	if len(a.Routes) != len(b.Routes) || len(a.Ifaces) != len(b.Ifaces) {
 		t.Fatal("two computations of one input differ")
@@ -153,7 +154,7 @@ func TestComputeEncapPerPoolMode(t *testing.T) {
 	} {
 		t.Run(string(tc.ipip)+"/"+string(tc.vxlan), func(t *testing.T) {
 			d := Compute(Input{Snapshot: threeNodes(tc.ipip, tc.vxlan), Node: "a", Underlay: "eth0",
-				Links: map[string]Interface{
+				Links: map[string]host.Interface{
 					"eth0":   {Name: "eth0", Ifindex: 2, MTU: 1500},
 					"tap-wa": {Name: "tap-wa", Ifindex: 7},
 				}})
@@ -210,13 +211,13 @@ func TestComputeEncapPerPoolMode(t *testing.T) {
 func TestComputeConfigFromModel(t *testing.T) {
 	s := threeNodes(model.EncapNever, model.EncapAlways)
 	s.Put(&model.Config{Metadata: model.Metadata{Name: "default"}, Spec: model.ConfigSpec{VXLANVNI: 77, VXLANPort: 4790}})
-	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]Interface{"eth0": {Name: "eth0", Ifindex: 2, MTU: 9000}}})
+	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]host.Interface{"eth0": {Name: "eth0", Ifindex: 2, MTU: 9000}}})
 	if d.Config.VXLANVNI != 77 || d.Config.VXLANPort != 4790 || d.WorkloadMTU != 8950 {
 		t.Errorf("config %+v, workload MTU %d; want VNI 77, port 4790, MTU 8950", d.Config, d.WorkloadMTU)
 	}
 	// A node without an underlay address has no config and no underlay
 	// attachment: nothing can be tunnelled yet.
-	d = Compute(Input{Snapshot: s, Node: "new", Underlay: "eth0", Links: map[string]Interface{"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}}})
+	d = Compute(Input{Snapshot: s, Node: "new", Underlay: "eth0", Links: map[string]host.Interface{"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}}})
 	if d.Config.Address.IsValid() || len(d.Attach) != 0 {
 		t.Errorf("unregistered node: config %+v, attach %+v", d.Config, d.Attach)
 	}
@@ -230,9 +231,9 @@ func TestPoolRoutes(t *testing.T) {
 	if len(pools) != 1 || pools[0] != netip.MustParsePrefix("10.65.0.0/16") {
 		t.Fatalf("workload pools = %v, want only 10.65.0.0/16 (external and disabled pools are not routed)", pools)
 	}
-	in := Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]Interface{"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}}}
+	in := Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]host.Interface{"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}}}
 	rs := PoolRoutes(Compute(in), pools)
-	want := KernelRoute{Dst: netip.MustParsePrefix("10.65.0.0/16"), Ifindex: 2, Gateway: UnderlayGateway}
+	want := host.Route{Dst: netip.MustParsePrefix("10.65.0.0/16"), Ifindex: 2, Gateway: host.UnderlayGateway}
 	if len(rs) != 1 || rs[0] != want {
 		t.Errorf("pool routes = %v, want [%v]", rs, want)
 	}
@@ -255,7 +256,7 @@ func TestComputeFloatingIPsAndNATOutgoing(t *testing.T) {
 	if err := s.Validate(); err != nil {
 		t.Fatalf("model: %v", err)
 	}
-	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]Interface{
+	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]host.Interface{
 		"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}, "tap-wa": {Name: "tap-wa", Ifindex: 7}, "tap-wn": {Name: "tap-wn", Ifindex: 8}}})
 
 	want := map[netip.Addr]bpfmap.FloatingIP{
@@ -339,7 +340,7 @@ func TestComputeBlockRoutes(t *testing.T) {
 	s.Put(&model.Node{Metadata: model.Metadata{Name: "new"}})
 	s.Put(block("10.65.7.0/26", "p", "new"))
 
-	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]Interface{
+	d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]host.Interface{
 		"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}, "tap-wa": {Name: "tap-wa", Ifindex: 7}, "tap-wa2": {Name: "tap-wa2", Ifindex: 8}}})
 
 	b, c := netip.MustParseAddr("10.30.0.12"), netip.MustParseAddr("10.30.1.13")
@@ -416,7 +417,7 @@ func TestInterfaceKinds(t *testing.T) {
 	d := Compute(Input{
 		Snapshot: snapshot(t),
 		Node:     "host-a",
-		Links: map[string]Interface{
+		Links: map[string]host.Interface{
 			"tap1": {Name: "tap1", Ifindex: 11, Kind: bpfmap.IfaceTap},
 			"tap2": {Name: "tap2", Ifindex: 12, Kind: bpfmap.IfaceVeth},
 			"tap3": {Name: "tap3", Ifindex: 13, Kind: bpfmap.IfaceOther},
@@ -448,7 +449,7 @@ func TestUntouchableInterfaces(t *testing.T) {
 		Snapshot: s,
 		Node:     "host-a",
 		Underlay: "tap1",
-		Links: map[string]Interface{
+		Links: map[string]host.Interface{
 			"tap1": {Name: "tap1", Ifindex: 11, Kind: bpfmap.IfaceVeth, Addrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}},
 			"tap2": {Name: "tap2", Ifindex: 12, Kind: bpfmap.IfaceOther, Loopback: true},
 			"tap3": {Name: "tap3", Ifindex: 13, Kind: bpfmap.IfaceOther, Addrs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}},
@@ -482,7 +483,7 @@ func TestUntouchableInterfaces(t *testing.T) {
 		}
 	}
 	// A missing interface is pending, not refused.
-	d = Compute(Input{Snapshot: s, Node: "host-a", Links: map[string]Interface{}})
+	d = Compute(Input{Snapshot: s, Node: "host-a", Links: map[string]host.Interface{}})
 	if st := d.Endpoints[model.EndpointID("w1")]; st.State != bpfmap.EndpointPending || st.Ifname != "tap1" {
 		t.Errorf("w1 without interface = %+v, want pending on tap1", st)
 	}
@@ -497,11 +498,11 @@ func TestLocalRoutes(t *testing.T) {
 		CIDR: netip.MustParsePrefix("10.65.0.0/24"), GatewayIP: netip.MustParseAddr("10.65.0.1")}})
 	s.Put(&model.Subnet{Metadata: model.Metadata{Name: "v6"}, Spec: model.SubnetSpec{
 		CIDR: netip.MustParsePrefix("fd00:65::/64"), GatewayIP: netip.MustParseAddr("fd00:65::1")}})
-	d := Compute(Input{Snapshot: s, Node: "host-a", Links: map[string]Interface{
+	d := Compute(Input{Snapshot: s, Node: "host-a", Links: map[string]host.Interface{
 		"lo":   {Name: "lo", Ifindex: 1, Loopback: true},
 		"tap1": {Name: "tap1", Ifindex: 11, Kind: bpfmap.IfaceTap},
 	}})
-	want := []LocalRoute{
+	want := []host.LocalRoute{
 		{Addr: netip.MustParseAddr("10.65.0.1"), Ifindex: 1},
 		{Addr: netip.MustParseAddr("fd00:65::1"), Ifindex: 1},
 		{Addr: V6Gateway, Ifindex: 11},

@@ -18,7 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/bpfmap"
 )
 
@@ -86,7 +86,7 @@ func portsCovered(list string, lo, hi uint16) bool {
 // delivered into a workload behind it) and whether it is a loopback or
 // holds one of the host's own addresses (link-local ones aside): such an
 // interface never becomes a workload's.
-func Links() (map[string]calc.Interface, error) {
+func Links() (map[string]host.Interface, error) {
 	ls, err := netlink.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -103,10 +103,10 @@ func Links() (map[string]calc.Interface, error) {
 		}
 		addrs[a.LinkIndex] = append(addrs[a.LinkIndex], ip.Unmap())
 	}
-	out := make(map[string]calc.Interface, len(ls))
+	out := make(map[string]host.Interface, len(ls))
 	for _, l := range ls {
 		a := l.Attrs()
-		out[a.Name] = calc.Interface{Name: a.Name, Ifindex: a.Index, MAC: bpfmap.MACFrom(a.HardwareAddr), MTU: a.MTU,
+		out[a.Name] = host.Interface{Name: a.Name, Ifindex: a.Index, MAC: bpfmap.MACFrom(a.HardwareAddr), MTU: a.MTU,
 			Kind: linkKind(l), Loopback: a.Flags&net.FlagLoopback != 0, Addrs: addrs[a.Index]}
 	}
 	return out, nil
@@ -202,12 +202,12 @@ func PrepareWorkloadInterface(ifname string, localnet bool) error {
 // SyncRoutes makes the kernel's calyx-owned routes equal to want: missing
 // ones are added first, then stale ones removed. It returns how many it
 // added and removed.
-func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
+func SyncRoutes(want []host.Route) (added, removed int, err error) {
 	type key struct {
 		dst    netip.Prefix
 		metric int
 	}
-	have := make(map[key]calc.KernelRoute)
+	have := make(map[key]host.Route)
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN},
 			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
@@ -233,7 +233,7 @@ func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
 			if a, ok := netip.AddrFromSlice(r.Gw); ok {
 				gw = a.Unmap()
 			}
-			have[key{dst, r.Priority}] = calc.KernelRoute{Dst: dst, Ifindex: r.LinkIndex, Gateway: gw, Metric: r.Priority}
+			have[key{dst, r.Priority}] = host.Route{Dst: dst, Ifindex: r.LinkIndex, Gateway: gw, Metric: r.Priority}
 		}
 	}
 	wantSet := make(map[key]bool, len(want))
@@ -243,7 +243,7 @@ func SyncRoutes(want []calc.KernelRoute) (added, removed int, err error) {
 		if h, ok := have[k]; ok && h.Ifindex == w.Ifindex && h.Gateway == w.Gateway {
 			continue
 		}
-		if w.Gateway == calc.UnderlayGateway {
+		if w.Gateway == host.UnderlayGateway {
 			if err := pinGatewayNeighbour(w.Ifindex, w.Gateway); err != nil {
 				return added, removed, err
 			}
@@ -290,7 +290,7 @@ func ResolveGateway(nh netip.Addr) (ifindex int, gw netip.Addr, err error) {
 	return r.LinkIndex, gw, nil
 }
 
-func routeFor(w calc.KernelRoute) *netlink.Route {
+func routeFor(w host.Route) *netlink.Route {
 	r := &netlink.Route{
 		LinkIndex: w.Ifindex,
 		Dst:       &net.IPNet{IP: w.Dst.Addr().AsSlice(), Mask: net.CIDRMask(w.Dst.Bits(), w.Dst.Addr().BitLen())},
@@ -313,8 +313,8 @@ func routeFor(w calc.KernelRoute) *netlink.Route {
 // host; the workloads' IPv6 gateway fe80::1 on each workload interface).
 // Missing ones are added first, then stale ones removed. It returns how many
 // it added and removed, and every route it could not add or remove.
-func SyncLocalRoutes(want []calc.LocalRoute) (added, removed int, err error) {
-	have := make(map[calc.LocalRoute]bool)
+func SyncLocalRoutes(want []host.LocalRoute) (added, removed int, err error) {
+	have := make(map[host.LocalRoute]bool)
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := netlink.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_LOCAL},
 			netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
@@ -326,14 +326,14 @@ func SyncLocalRoutes(want []calc.LocalRoute) (added, removed int, err error) {
 				continue
 			}
 			if a, ok := netip.AddrFromSlice(r.Dst.IP); ok {
-				have[calc.LocalRoute{Addr: a.Unmap(), Ifindex: r.LinkIndex}] = true
+				have[host.LocalRoute{Addr: a.Unmap(), Ifindex: r.LinkIndex}] = true
 			}
 		}
 	}
 	// One interface refusing a route (IPv6 disabled on it, say) costs
 	// that route only: the others are still written.
 	var errs []error
-	wantSet := make(map[calc.LocalRoute]bool, len(want))
+	wantSet := make(map[host.LocalRoute]bool, len(want))
 	for _, w := range want {
 		wantSet[w] = true
 		if have[w] {
@@ -358,7 +358,7 @@ func SyncLocalRoutes(want []calc.LocalRoute) (added, removed int, err error) {
 	return added, removed, errors.Join(errs...)
 }
 
-func localRouteFor(w calc.LocalRoute) *netlink.Route {
+func localRouteFor(w host.LocalRoute) *netlink.Route {
 	bits := w.Addr.BitLen()
 	return &netlink.Route{
 		LinkIndex: w.Ifindex,

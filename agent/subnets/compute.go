@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -20,7 +21,7 @@ import (
 // IPv6 address V6. An endpoint with neither gets no entry. workloadMTU is
 // told to every client (0: not said). Compute is pure: it keeps nothing of
 // its arguments, so the result may be handed to another goroutine.
-func Compute(s *model.Snapshot, node, underlay string, links map[string]calc.Interface, workloadMTU int) map[int]Service {
+func Compute(s *model.Snapshot, node, underlay string, links map[string]host.Interface, workloadMTU int) map[int]Service {
 	out := map[int]Service{}
 	if s == nil || len(s.Subnets) == 0 {
 		return out

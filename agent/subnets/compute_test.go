@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
 )
@@ -45,7 +45,7 @@ func snap(rs ...model.Resource) *model.Snapshot {
 var (
 	hostMAC0 = bpfmap.MAC{0xee, 0xee, 0, 0, 0, 0}
 	hostMAC1 = bpfmap.MAC{0xee, 0xee, 0, 0, 0, 1}
-	links    = map[string]calc.Interface{
+	links    = map[string]host.Interface{
 		"tap0": {Name: "tap0", Ifindex: 10, MAC: hostMAC0, Kind: bpfmap.IfaceTap},
 		"tap1": {Name: "tap1", Ifindex: 11, MAC: hostMAC1, Kind: bpfmap.IfaceTap},
 		"eth0": {Name: "eth0", Ifindex: 2, MAC: bpfmap.MAC{2, 2, 2, 2, 2, 2}},
