@@ -139,14 +139,9 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.NodeTTL = DefaultNodeTTL
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, attached: make(map[uint32]string), notReady: "starting",
-		kick: make(chan struct{}, 1), dsBack: make(chan struct{}, 1)}
+		kick: make(chan struct{}, 1), dsBack: make(chan struct{}, 1), ctx: ctx}
 	a.metrics = newMetrics()
 	a.metrics.reg.MustRegister(bgpCollector{a})
-	dsOpts, err := model.TLSOptions(cfg.Datastore, cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey)
-	if err != nil {
-		return err
-	}
-
 	if cfg.Metrics != "" {
 		srv, err := a.serveHTTP(cfg.Metrics)
 		if err != nil {
@@ -154,23 +149,55 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		defer srv.Close()
 	}
-
-	dsOpts = append(dsOpts, model.WithLogger(a.log), model.WithStatus(a.datastoreStatus))
-	ds, err := model.Open(cfg.Datastore, dsOpts...)
-	if err != nil {
-		return fmt.Errorf("open datastore: %w", err)
+	if err := a.openDatastore(); err != nil {
+		return err
 	}
-	defer ds.Close()
-	a.ds = ds
-
+	defer a.ds.Close()
 	if err := kernel.EnableForwarding(); err != nil {
 		return err
 	}
-	// One read of the model for start-up: the conntrack size and this
-	// node's registration.
+	snapErr := a.loadDataplane(ctx)
+	if a.dp == nil {
+		return snapErr
+	}
+	defer a.dp.Close()
+	if err := a.findUnderlay(); err != nil {
+		return err
+	}
+	a.startBackground(ctx, snapErr)
+	if err := kernel.WatchLinks(ctx, a.poke); err != nil {
+		return err
+	}
+	snaps, err := a.ds.Watch(ctx)
+	if err != nil {
+		return fmt.Errorf("watch datastore: %w", err)
+	}
+	a.log.Info("agent started", "node", cfg.Node, "bpffs", cfg.BPFFS, "datastore", cfg.Datastore, "attach", cfg.Attach)
+	return a.loop(ctx, snaps)
+}
+
+// openDatastore opens the model's store, reporting its outages.
+func (a *Agent) openDatastore() error {
+	dsOpts, err := model.TLSOptions(a.cfg.Datastore, a.cfg.EtcdCA, a.cfg.EtcdCert, a.cfg.EtcdKey)
+	if err != nil {
+		return err
+	}
+	dsOpts = append(dsOpts, model.WithLogger(a.log), model.WithStatus(a.datastoreStatus))
+	if a.ds, err = model.Open(a.cfg.Datastore, dsOpts...); err != nil {
+		return fmt.Errorf("open datastore: %w", err)
+	}
+	return nil
+}
+
+// loadDataplane loads the programs against the pinned maps (adopting what
+// a previous agent left) and reads the maps into the syncer. The model is
+// read once first, for the conntrack size and, later, this node's
+// registration: its error is returned when the load succeeded (a.dp set),
+// the load's otherwise.
+func (a *Agent) loadDataplane(ctx context.Context) error {
 	var ctEntries uint32
 	sctx, cancel := context.WithTimeout(ctx, startupTimeout)
-	snap, snapErr := ds.Snapshot(sctx)
+	snap, snapErr := a.ds.Snapshot(sctx)
 	cancel()
 	if snapErr == nil {
 		ctEntries = snap.Config.Spec.CTMapSize
@@ -179,63 +206,68 @@ func Run(ctx context.Context, cfg Config) error {
 		// stays as it is until the model can be read.
 		a.log.Warn("cannot read the model at start; the dataplane stays as it is until it can", "err", snapErr)
 	}
-	dp, err := loader.LoadWith(cfg.BPFFS, loader.Options{CTEntries: ctEntries,
+	dp, err := loader.LoadWith(a.cfg.BPFFS, loader.Options{CTEntries: ctEntries,
 		Logf: func(format string, args ...any) { a.log.Warn(fmt.Sprintf(format, args...)) }})
 	if err != nil {
 		return err
 	}
-	defer dp.Close()
+	if a.syncer, err = mapsync.New(dp.Maps); err == nil {
+		a.records, err = dp.Maps.Links.All()
+	}
+	if err != nil {
+		dp.Close()
+		return err
+	}
 	a.dp = dp
 	a.metrics.registerDataplane(dp.Maps)
-
-	if a.syncer, err = mapsync.New(dp.Maps); err != nil {
-		return err
-	}
 	a.metrics.syncedTables(a.syncer.Tables())
-	if a.records, err = dp.Maps.Links.All(); err != nil {
-		return err
-	}
 	a.adopted = len(a.records) > 0
-	a.ctx = ctx
+	return snapErr
+}
 
-	a.underlay = cfg.Underlay
-	if a.underlay == "" {
-		if a.underlay, _, err = kernel.UnderlayAddress(""); err != nil {
-			return fmt.Errorf("find the underlay interface: %w", err)
-		}
+// findUnderlay settles the underlay interface: the configured one, or the
+// one holding the host's address.
+func (a *Agent) findUnderlay() error {
+	a.underlay = a.cfg.Underlay
+	if a.underlay != "" {
+		return nil
 	}
-	// The first try before the first reconcile, so that the Node is in the
-	// first snapshot; in the background when the model could not be read.
-	err = snapErr
+	var err error
+	if a.underlay, _, err = kernel.UnderlayAddress(""); err != nil {
+		return fmt.Errorf("find the underlay interface: %w", err)
+	}
+	return nil
+}
+
+// startBackground registers the node (once now, so that it is in the first
+// snapshot, or in the background when the model could not be read: snapErr)
+// and starts what runs beside the main loop.
+func (a *Agent) startBackground(ctx context.Context, snapErr error) {
+	err := snapErr
 	if err == nil {
 		rctx, cancel := context.WithTimeout(ctx, startupTimeout)
 		err = a.registerNode(rctx)
 		cancel()
 	}
 	if err != nil {
-		a.log.Warn("node not registered yet; retrying in the background", "node", cfg.Node, "err", err)
+		a.log.Warn("node not registered yet; retrying in the background", "node", a.cfg.Node, "err", err)
 		go a.registerLoop(ctx)
 	}
-	if lv, ok := ds.(model.Liveness); ok {
+	if lv, ok := a.ds.(model.Liveness); ok {
 		go a.keepAlive(ctx, lv)
 	}
-
 	go a.collectConntrack(ctx)
 	go a.logPolicy(ctx)
 	a.startSubnetServices(ctx)
+}
 
-	if err := kernel.WatchLinks(ctx, a.poke); err != nil {
-		return err
-	}
-	snaps, err := ds.Watch(ctx)
-	if err != nil {
-		return fmt.Errorf("watch datastore: %w", err)
-	}
-
-	a.log.Info("agent started", "node", cfg.Node, "bpffs", cfg.BPFFS, "datastore", cfg.Datastore, "attach", cfg.Attach)
+// loop reconciles after every change of the model or the interfaces
+// (debounced), retries a failed reconcile, and re-reads the maps every
+// resync interval, until ctx ends.
+func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 	var timer, resync <-chan time.Time
-	if cfg.ResyncInterval > 0 {
-		t := time.NewTicker(cfg.ResyncInterval)
+	if a.cfg.ResyncInterval > 0 {
+		t := time.NewTicker(a.cfg.ResyncInterval)
 		defer t.Stop()
 		resync = t.C
 	}
@@ -283,8 +315,10 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // reconcile brings the dataplane to the desired state of the current
-// snapshot and interfaces. The order keeps traffic whole: entries first,
-// then programs, then removal of what is stale.
+// snapshot and interfaces, in the design's order: compute, then the maps
+// and programs (entries first, then programs, then removal of what is
+// stale, so traffic stays whole), then the host's routes, then what is
+// announced (DHCP, BGP).
 func (a *Agent) reconcile() error {
 	start := time.Now()
 	links, err := kernel.Links()
@@ -297,55 +331,85 @@ func (a *Agent) reconcile() error {
 	}
 	d := calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links,
 		HostAddrs: hostAddrs, PrefilterXDP: a.xdp})
-
-	up, err := a.syncer.Upsert(d)
-	a.metrics.countWrites(up)
+	writes, err := a.program(d)
 	if err != nil {
 		return err
+	}
+	// What every node advertises, once per reconcile: syncBGP sends this
+	// node's, the host routes check the others' against what BGP learned.
+	var bgpIn map[string]*bgp.AdvertiseInput
+	if a.snap.BGPConfig != nil {
+		bgpIn = advertiseInputs(a.snap)
+	}
+	routeChanges, err := a.syncHostRoutes(d, bgpIn)
+	if err != nil {
+		return err
+	}
+	a.updateSubnetServices(links, d)
+	a.syncBGP(a.ctx, bgpIn)
+	a.report(d, start, writes, routeChanges)
+	return nil
+}
+
+// program writes the maps and attaches the programs d asks for, then
+// removes what it no longer does. It returns the map writes made.
+func (a *Agent) program(d *calc.Desired) (int, error) {
+	up, err := a.syncer.Upsert(d)
+	a.metrics.countWrites(up)
+	writes := up.Total()
+	if err != nil {
+		return writes, err
 	}
 	a.rulesMu.Lock()
 	a.rules = d.Rules
 	a.rulesMu.Unlock()
 	if err := a.attach(d); err != nil {
-		return err
+		return writes, err
 	}
-	if p := d.Config.NATPorts; p[0] != 0 {
-		if changed, err := kernel.ReserveNATPorts(p[0], p[1]); err != nil {
-			// The host's own sockets may then collide with a translated
-			// flow's port: worth a warning, no reason to stop.
-			a.log.Warn("reserve the natOutgoing ports from the host's sockets", "err", err)
-		} else if changed {
-			a.log.Info("reserved natOutgoing ports", "sysctl", "net.ipv4.ip_local_reserved_ports", "ports", fmt.Sprintf("%d-%d", p[0], p[1]))
-		}
-	}
+	a.reserveNATPorts(d)
 	if tc := len(d.Prefilter) > 0 && !a.xdp; tc != d.Config.PrefilterTC {
 		// The underlay's XDP prefilter came or went with this attach.
 		d.Config.PrefilterTC = tc
 		again, err := a.syncer.Upsert(d)
 		a.metrics.countWrites(again)
+		writes += again.Total()
 		if err != nil {
-			return err
+			return writes, err
 		}
 	}
 	if err := a.detachStale(d); err != nil {
-		return err
+		return writes, err
 	}
 	pr, err := a.syncer.Prune(d)
 	a.metrics.countWrites(pr)
-	if err != nil {
-		return err
+	return writes + pr.Total(), err
+}
+
+// reserveNATPorts keeps the host's own sockets out of natOutgoing's ports.
+func (a *Agent) reserveNATPorts(d *calc.Desired) {
+	p := d.Config.NATPorts
+	if p[0] == 0 {
+		return
 	}
+	if changed, err := kernel.ReserveNATPorts(p[0], p[1]); err != nil {
+		// The host's own sockets may then collide with a translated
+		// flow's port: worth a warning, no reason to stop.
+		a.log.Warn("reserve the natOutgoing ports from the host's sockets", "err", err)
+	} else if changed {
+		a.log.Info("reserved natOutgoing ports", "sysctl", "net.ipv4.ip_local_reserved_ports", "ports", fmt.Sprintf("%d-%d", p[0], p[1]))
+	}
+}
+
+// syncHostRoutes makes the host's FIB hold d's routes, the pool routes
+// where no kernel route covers a pool, and the routes learned over BGP
+// (bgpIn: what every node advertises). It returns how many routes it added
+// and removed.
+func (a *Agent) syncHostRoutes(d *calc.Desired, bgpIn map[string]*bgp.AdvertiseInput) (int, error) {
 	uncovered, err := a.uncoveredPools()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	routes := slices.Concat(d.KernelRoutes, calc.PoolRoutes(d, uncovered))
-	// What every node advertises, once per reconcile: syncBGP sends this
-	// node's, bgpLearned checks the others' against what BGP learned.
-	var bgpIn map[string]*bgp.AdvertiseInput
-	if a.snap.BGPConfig != nil {
-		bgpIn = advertiseInputs(a.snap)
-	}
 	bgpRoutes := a.bgpLearned(routes, bgpIn)
 	added, removed, err := kernel.SyncRoutes(slices.Concat(routes, bgpRoutes))
 	a.metrics.kernelRoutes.Add(float64(added + removed))
@@ -357,7 +421,7 @@ func (a *Agent) reconcile() error {
 		a.metrics.kernelRoutes.Add(float64(added + removed))
 	}
 	if err != nil {
-		return err
+		return added + removed, err
 	}
 	ladded, lremoved, err := kernel.SyncLocalRoutes(d.LocalRoutes)
 	a.metrics.kernelRoutes.Add(float64(ladded + lremoved))
@@ -366,12 +430,12 @@ func (a *Agent) reconcile() error {
 		// not need them, so this is no reason to stop.
 		a.log.Warn("local routes for subnet gateways", "err", err)
 	}
-	added += ladded
-	removed += lremoved
+	return added + removed + ladded + lremoved, nil
+}
 
-	a.updateSubnetServices(links, d)
-	a.syncBGP(a.ctx, bgpIn)
-
+// report publishes a finished reconcile: metrics, the synced log line,
+// readiness.
+func (a *Agent) report(d *calc.Desired, start time.Time, writes, routeChanges int) {
 	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Ifaces)))
 	a.metrics.endpoints.WithLabelValues("pending").Set(float64(len(d.Pending)))
 	a.metrics.endpoints.WithLabelValues("refused").Set(float64(len(d.Refused)))
@@ -380,13 +444,12 @@ func (a *Agent) reconcile() error {
 	a.metrics.syncs.Inc()
 	a.metrics.syncSeconds.Observe(time.Since(start).Seconds())
 	a.log.Info("synced", "revision", a.snap.Revision, "endpoints", len(d.Ifaces), "pending", len(d.Pending),
-		"mapWrites", up.Total()+pr.Total(), "kernelRoutes", added+removed, "workloadMTU", d.WorkloadMTU,
+		"mapWrites", writes, "kernelRoutes", routeChanges, "workloadMTU", d.WorkloadMTU,
 		"took", time.Since(start).Round(time.Microsecond))
 	if len(d.Pending) > 0 {
 		a.log.Debug("endpoints waiting for their interface", "endpoints", strings.Join(d.Pending, ","))
 	}
 	a.setReady(true, "")
-	return nil
 }
 
 // logRefused says, once per change, which endpoints name an interface the
