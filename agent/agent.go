@@ -165,7 +165,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.startBackground(ctx, snapErr)
-	if err := kernel.WatchLinks(ctx, a.poke); err != nil {
+	if err := kernel.WatchLinks(ctx, a.poke, func(err error) { a.log.Warn("watch interfaces", "err", err) }); err != nil {
 		return err
 	}
 	snaps, err := a.ds.Watch(ctx)

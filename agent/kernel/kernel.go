@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -138,26 +139,63 @@ func linkKind(l netlink.Link) bpfmap.IfaceKind {
 
 // WatchLinks calls onChange (from its own goroutine) whenever an interface
 // appears, changes or goes. It returns once the subscription is in place,
-// so a caller that lists links afterwards misses no event.
-func WatchLinks(ctx context.Context, onChange func()) error {
-	ch := make(chan netlink.LinkUpdate, 256)
-	done := make(chan struct{})
-	errs := func(err error) {}
-	if err := netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{ErrorCallback: errs}); err != nil {
-		return fmt.Errorf("subscribe to link updates: %w", err)
+// so a caller that lists links afterwards misses no event. When the
+// subscription fails later (the socket's buffer overflowed: ENOBUFS, events
+// were lost), onError is told, the subscription is made again (retried
+// every second until it is), and onChange is called once it is: the
+// caller lists the links again, so nothing lost stays unseen.
+func WatchLinks(ctx context.Context, onChange func(), onError func(error)) error {
+	return watchLinks(ctx, subscribeLinks, onChange, onError, time.Second)
+}
+
+// linkSubscriber starts a subscription whose updates arrive on ch until it
+// fails or done is closed; ch is closed when it ends.
+type linkSubscriber func(ch chan netlink.LinkUpdate, done chan struct{}, onError func(error)) error
+
+func subscribeLinks(ch chan netlink.LinkUpdate, done chan struct{}, onError func(error)) error {
+	return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{ErrorCallback: onError})
+}
+
+func watchLinks(ctx context.Context, subscribe linkSubscriber, onChange func(), onError func(error), retry time.Duration) error {
+	start := func() (chan netlink.LinkUpdate, chan struct{}, error) {
+		ch, done := make(chan netlink.LinkUpdate, 256), make(chan struct{})
+		if err := subscribe(ch, done, onError); err != nil {
+			return nil, nil, fmt.Errorf("subscribe to link updates: %w", err)
+		}
+		return ch, done, nil
+	}
+	ch, done, err := start()
+	if err != nil {
+		return err
 	}
 	go func() {
-		defer close(done)
 		for {
 			select {
 			case <-ctx.Done():
+				close(done)
 				return
 			case _, ok := <-ch:
-				if !ok {
-					return
+				if ok {
+					onChange()
+					continue
 				}
-				onChange()
 			}
+			// The subscription ended: make it again, then have the
+			// caller look at every link.
+			close(done)
+			onError(errors.New("link updates subscription ended; subscribing again"))
+			for {
+				if ch, done, err = start(); err == nil {
+					break
+				}
+				onError(err)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(retry):
+				}
+			}
+			onChange()
 		}
 	}()
 	return nil
