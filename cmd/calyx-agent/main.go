@@ -23,7 +23,7 @@ func main() {
 		datastore   = flag.String("datastore", "file:///var/lib/calyx", "datastore URL: file:///DIR or etcd://HOST:PORT[,HOST:PORT]")
 		underlay    = flag.String("underlay", "", "underlay interface (default: the default route's)")
 		bpffs       = flag.String("bpffs", "/sys/fs/bpf/calyx", "directory on a bpffs for pinned maps and links")
-		metrics     = flag.String("metrics", ":9091", "address for /metrics, /healthz and /readyz (empty: off)")
+		metrics     = flag.String("metrics", "127.0.0.1:9091", "address for /metrics, /healthz, /readyz and /bgp (empty: off); the default is reachable from the host only, not from workloads: give the address a Prometheus on the management network scrapes")
 		xdp         = flag.String("xdp", "auto", "where the host prefilter runs: auto (XDP on a physical underlay NIC, TC on a veth), native (XDP or fail) or off (TC)")
 		attach      = flag.String("attach", "auto", "how to attach TC programs: auto|tcx|clsact")
 		logLevel    = flag.String("log-level", "info", "debug|info|warn|error")
