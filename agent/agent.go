@@ -441,6 +441,9 @@ func (a *Agent) report(d *calc.Desired, start time.Time, writes, routeChanges in
 	a.metrics.endpoints.WithLabelValues("refused").Set(float64(len(d.Refused)))
 	a.logRefused(d)
 	a.metrics.workloadMTU.Set(float64(d.WorkloadMTU))
+	for _, f := range a.syncer.Fill() {
+		a.metrics.mapFill(f)
+	}
 	a.metrics.syncs.Inc()
 	a.metrics.syncSeconds.Observe(time.Since(start).Seconds())
 	a.log.Info("synced", "revision", a.snap.Revision, "endpoints", len(d.Ifaces), "pending", len(d.Pending),
@@ -865,6 +868,7 @@ func (a *Agent) collectConntrack(ctx context.Context) {
 			continue
 		}
 		a.metrics.ctFlows.Set(float64(r.Flows - r.Expired))
+		a.metrics.mapFill(mapsync.Fill{Table: bpfmap.CTName, Entries: r.Entries - r.Deleted, Capacity: int(a.dp.Maps.ConntrackCapacity())})
 		a.metrics.ctExpired.Add(float64(r.Expired))
 		if r.Expired > 0 {
 			a.log.Debug("conntrack collected", "flows", r.Flows, "expired", r.Expired, "entriesDeleted", r.Deleted)

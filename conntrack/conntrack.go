@@ -190,7 +190,9 @@ func Now() uint64 {
 
 // GCResult is what one collection did.
 type GCResult struct {
-	Flows, Expired, Deleted int
+	// Entries are the table's entries the collection saw (a flow has
+	// one per direction), Deleted those it removed.
+	Flows, Expired, Entries, Deleted int
 }
 
 // GC removes the flows that have been idle past their timeout and returns
@@ -204,6 +206,7 @@ func GC(m *bpfmap.Maps, now uint64) (GCResult, error) {
 	r := GCResult{Flows: len(flows)}
 	var keys []bpfmap.CTKey
 	for _, f := range flows {
+		r.Entries += len(f.Keys())
 		if f.Expired(now) {
 			r.Expired++
 			keys = append(keys, f.Keys()...)

@@ -36,6 +36,7 @@ func (c Counts) add(o Counts) {
 // step keeps one table equal to its part of a Desired.
 type step interface {
 	table() string
+	fill() Fill
 	reload() error
 	upsert(d *calc.Desired) (int, error)
 	prune(d *calc.Desired) (int, error)
@@ -53,6 +54,10 @@ func newStep[K, V comparable](t *bpfmap.Table[K, V], want func(*calc.Desired) ma
 }
 
 func (s *tableStep[K, V]) table() string { return s.t.Name() }
+
+func (s *tableStep[K, V]) fill() Fill {
+	return Fill{Table: s.t.Name(), Entries: len(s.have), Capacity: s.t.Capacity()}
+}
 
 func (s *tableStep[K, V]) reload() error {
 	have, err := s.t.All()
@@ -104,6 +109,8 @@ type configStep struct {
 }
 
 func (s *configStep) table() string { return s.t.Name() }
+
+func (s *configStep) fill() Fill { return Fill{Table: s.t.Name(), Entries: 1, Capacity: s.t.Capacity()} }
 
 func (s *configStep) reload() error {
 	c, _, err := s.t.Lookup(0)
@@ -193,6 +200,22 @@ func (s *Syncer) Tables() []string {
 	out := make([]string, len(s.steps))
 	for i, st := range s.steps {
 		out[i] = st.table()
+	}
+	return out
+}
+
+// Fill is how full one table is.
+type Fill struct {
+	Table             string
+	Entries, Capacity int
+}
+
+// Fill says how full each table the syncer keeps is, as it last wrote or
+// read them. Not safe to call during a sync.
+func (s *Syncer) Fill() []Fill {
+	out := make([]Fill, len(s.steps))
+	for i, st := range s.steps {
+		out[i] = st.fill()
 	}
 	return out
 }

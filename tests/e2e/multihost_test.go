@@ -454,5 +454,18 @@ func TestMultiHostAgentRestart(t *testing.T) {
 		if n, ok, _ := lab.MetricSum(text, "calyx_sync_map_writes_total"); !ok || n != 0 {
 			t.Errorf("restarted agent on %s wrote %v map entries (present %v), want 0", h.Name, n, ok)
 		}
+		// Every table the agent fills shows how full it is.
+		for _, mp := range []string{"cx_routes", "cx_ifaces", "cx_policy", "cx_ipcache", "cx_endpoints", "cx_config"} {
+			n, ok, _ := lab.MetricSum(text, fmt.Sprintf(`calyx_map_capacity{map="%s"}`, mp))
+			if !ok || n < 1 {
+				t.Errorf("%s: calyx_map_capacity of %s is %v (present %v)", h.Name, mp, n, ok)
+			}
+			if _, ok, _ := lab.MetricSum(text, fmt.Sprintf(`calyx_map_entries{map="%s"}`, mp)); !ok {
+				t.Errorf("%s: no calyx_map_entries of %s", h.Name, mp)
+			}
+		}
+		if n, _, _ := lab.MetricSum(text, `calyx_map_entries{map="cx_routes"}`); n < 2 {
+			t.Errorf("%s: calyx_map_entries of cx_routes is %v, want its routes", h.Name, n)
+		}
 	}
 }
