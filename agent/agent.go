@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -56,6 +57,11 @@ type Config struct {
 	// routes (the dataplane keeps forwarding) until the next agent
 	// re-advertises them, which is what an upgrade wants.
 	BGPWithdrawOnStop bool
+	// DebugFailAttachFile names a file of interface names, one per line,
+	// whose attach the agent makes fail while they are listed: the test of
+	// what one failing interface does to the others (Felix has such
+	// DebugSimulate settings). "" in production.
+	DebugFailAttachFile string
 }
 
 // DefaultNodeTTL is the default Config.NodeTTL.
@@ -80,9 +86,10 @@ type Agent struct {
 	metrics *metrics
 
 	snap     *model.Snapshot
-	underlay string                 // the underlay interface's name
-	records  map[uint32]bpfmap.Link // cx_links, as last written
-	attached map[uint32]string      // ifindex → ifname attached by this process
+	underlay string                    // the underlay interface's name
+	records  map[uint32]bpfmap.Link    // cx_links, as last written
+	attached map[uint32]string         // ifindex → ifname attached by this process
+	failed   map[uint32]*attachFailure // workload interfaces whose attach failed, by ifindex
 	// poolsChecked is the pool set uncovered was computed for: listing the
 	// kernel's routes (with every local /32) is not repeated on every
 	// reconcile, only when the pools change and at every resync.
@@ -138,7 +145,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.NodeTTL == 0 {
 		cfg.NodeTTL = DefaultNodeTTL
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, attached: make(map[uint32]string), notReady: "starting",
+	a := &Agent{cfg: cfg, log: cfg.Logger, attached: make(map[uint32]string), failed: make(map[uint32]*attachFailure), notReady: "starting",
 		kick: make(chan struct{}, 1), dsBack: make(chan struct{}, 1), ctx: ctx}
 	a.metrics = newMetrics()
 	a.metrics.reg.MustRegister(bgpCollector{a})
@@ -367,8 +374,10 @@ func (a *Agent) program(d *calc.Desired) (int, error) {
 		return writes, err
 	}
 	a.reserveNATPorts(d)
-	if tc := len(d.Prefilter) > 0 && !a.xdp; tc != d.Config.PrefilterTC {
-		// The underlay's XDP prefilter came or went with this attach.
+	tc := len(d.Prefilter) > 0 && !a.xdp
+	if tc != d.Config.PrefilterTC || len(a.failed) > 0 {
+		// The underlay's XDP prefilter came or went with this attach, or
+		// endpoints whose attach failed say so in cx_endpoints.
 		d.Config.PrefilterTC = tc
 		again, err := a.syncer.Upsert(d)
 		a.metrics.countWrites(again)
@@ -439,6 +448,7 @@ func (a *Agent) report(d *calc.Desired, start time.Time, writes, routeChanges in
 	a.metrics.endpoints.WithLabelValues("programmed").Set(float64(len(d.Ifaces)))
 	a.metrics.endpoints.WithLabelValues("pending").Set(float64(len(d.Pending)))
 	a.metrics.endpoints.WithLabelValues("refused").Set(float64(len(d.Refused)))
+	a.metrics.endpoints.WithLabelValues("attach-failed").Set(float64(len(a.failed)))
 	a.logRefused(d)
 	a.metrics.workloadMTU.Set(float64(d.WorkloadMTU))
 	for _, f := range a.syncer.Fill() {
@@ -451,6 +461,11 @@ func (a *Agent) report(d *calc.Desired, start time.Time, writes, routeChanges in
 		"took", time.Since(start).Round(time.Microsecond))
 	if len(d.Pending) > 0 {
 		a.log.Debug("endpoints waiting for their interface", "endpoints", strings.Join(d.Pending, ","))
+	}
+	if why := a.attachFailures(); why != "" {
+		// The rest of the node is programmed; these endpoints are not.
+		a.setReady(false, why)
+		return
 	}
 	a.setReady(true, "")
 }
@@ -475,49 +490,156 @@ func (a *Agent) logRefused(d *calc.Desired) {
 	}
 }
 
+// attach attaches the programs to every interface d wants them on and
+// records each link. A workload interface whose attach fails does not stop
+// the others nor the reconcile: it is taken down (nothing it sends or is
+// sent may pass unchecked), its endpoint is marked attach-failed in d, and
+// it is tried again with backoff (attachRetry). The underlay's failure is
+// the node's, and fails the reconcile.
 func (a *Agent) attach(d *calc.Desired) error {
+	now := time.Now()
 	for idx, at := range d.Attach {
 		if a.attached[idx] == at.Ifname {
 			continue
 		}
-		if err := kernel.SetUp(at.Ifindex); err != nil {
+		f := a.failed[idx]
+		if f != nil && f.ifname == at.Ifname && now.Before(f.next) {
+			continue
+		}
+		err := a.attachOne(d, idx, at)
+		switch {
+		case err == nil:
+			delete(a.failed, idx)
+		case at.Underlay:
 			return err
+		default:
+			a.attachFailed(idx, at, err, f)
 		}
-		if !at.Underlay {
-			if err := kernel.PrepareWorkloadInterface(at.Ifname, d.Config.Metadata.Addr().IsLoopback()); err != nil {
-				return err
-			}
-		}
-		role := loader.RoleWorkload
-		if at.Underlay {
-			role = loader.RoleUnderlay
-		}
-		mode, err := a.dp.Attach(at.Ifname, at.Ifindex, role, a.cfg.Attach)
-		if err != nil {
-			return err
-		}
-		if at.Underlay {
-			if err := a.attachPrefilter(at.Ifname, at.Ifindex); err != nil {
-				return err
-			}
-		}
-		a.attached[idx] = at.Ifname
-		a.metrics.attaches.WithLabelValues(mode.String()).Inc()
-		rec := bpfmap.Link{
-			Ifname:        at.Ifname,
-			Mode:          mode,
-			IngressProgID: a.dp.ProgramID(role, loader.HookIngress),
-			EgressProgID:  a.dp.ProgramID(role, loader.HookEgress),
-			EndpointID:    d.Ifaces[idx].EndpointID,
-		}
-		if a.records[idx] != rec {
-			if err := a.dp.Maps.Links.Put(idx, rec); err != nil {
-				return err
-			}
-			a.records[idx] = rec
-		}
-		a.log.Debug("attached", "interface", at.Ifname, "ifindex", idx, "role", role, "endpoint", at.Endpoint, "mode", mode)
 	}
+	for idx, f := range a.failed {
+		if at, ok := d.Attach[idx]; !ok || at.Ifname != f.ifname {
+			delete(a.failed, idx)
+			continue
+		}
+		id := model.EndpointID(f.endpoint)
+		st := d.Endpoints[id]
+		st.State = bpfmap.EndpointAttachFailed
+		d.Endpoints[id] = st
+	}
+	return nil
+}
+
+// attachFailure is a workload interface whose attach failed.
+type attachFailure struct {
+	ifname, endpoint string
+	err              error
+	tries            int
+	next             time.Time // no new try before
+}
+
+// attachRetry is the first retry's delay, doubled per failure up to
+// attachRetryMax.
+const (
+	attachRetry    = time.Second
+	attachRetryMax = time.Minute
+)
+
+// attachFailed takes a workload interface whose attach failed down and
+// schedules the next try.
+func (a *Agent) attachFailed(idx uint32, at calc.Attachment, err error, prev *attachFailure) {
+	f := &attachFailure{ifname: at.Ifname, endpoint: at.Endpoint, err: err, tries: 1}
+	if prev != nil && prev.ifname == at.Ifname {
+		f.tries = prev.tries + 1
+	}
+	delay := min(attachRetry<<min(f.tries-1, 10), attachRetryMax)
+	f.next = time.Now().Add(delay)
+	a.failed[idx] = f
+	a.metrics.attachFailures.Inc()
+	if derr := kernel.SetDown(at.Ifindex); derr != nil {
+		a.log.Warn("take a workload interface whose attach failed down", "interface", at.Ifname, "err", derr)
+	}
+	delete(a.attached, idx)
+	a.log.Error("attach failed; interface down, retrying", "interface", at.Ifname, "ifindex", idx, "endpoint", at.Endpoint,
+		"err", err, "tries", f.tries, "retryIn", delay)
+	time.AfterFunc(delay, a.poke)
+}
+
+// attachFailures says which endpoints' attach failed, for /readyz ("" when
+// none did).
+func (a *Agent) attachFailures() string {
+	if len(a.failed) == 0 {
+		return ""
+	}
+	var out []string
+	for _, f := range a.failed {
+		out = append(out, fmt.Sprintf("endpoint %s (%s): %v", f.endpoint, f.ifname, f.err))
+	}
+	slices.Sort(out)
+	return "attach failed: " + strings.Join(out, "; ")
+}
+
+// simulatedAttachFailure is Config.DebugFailAttachFile's failure for
+// ifname, if it is listed.
+func (a *Agent) simulatedAttachFailure(ifname string) error {
+	if a.cfg.DebugFailAttachFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(a.cfg.DebugFailAttachFile)
+	if err != nil {
+		return nil // no file: nothing fails
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.TrimSpace(line) == ifname {
+			return fmt.Errorf("attach %s: simulated failure (--debug-fail-attach-file %s)", ifname, a.cfg.DebugFailAttachFile)
+		}
+	}
+	return nil
+}
+
+// attachOne prepares an interface and attaches its programs, then records
+// the link in cx_links.
+func (a *Agent) attachOne(d *calc.Desired, idx uint32, at calc.Attachment) error {
+	if err := a.simulatedAttachFailure(at.Ifname); err != nil {
+		return err
+	}
+	if !at.Underlay {
+		if err := kernel.PrepareWorkloadInterface(at.Ifname, d.Config.Metadata.Addr().IsLoopback()); err != nil {
+			return err
+		}
+	}
+	role := loader.RoleWorkload
+	if at.Underlay {
+		role = loader.RoleUnderlay
+	}
+	mode, err := a.dp.Attach(at.Ifname, at.Ifindex, role, a.cfg.Attach)
+	if err != nil {
+		return err
+	}
+	if at.Underlay {
+		if err := a.attachPrefilter(at.Ifname, at.Ifindex); err != nil {
+			return err
+		}
+	}
+	// Up only once its programs run: a workload never passes unchecked.
+	if err := kernel.SetUp(at.Ifindex); err != nil {
+		return err
+	}
+	a.attached[idx] = at.Ifname
+	a.metrics.attaches.WithLabelValues(mode.String()).Inc()
+	rec := bpfmap.Link{
+		Ifname:        at.Ifname,
+		Mode:          mode,
+		IngressProgID: a.dp.ProgramID(role, loader.HookIngress),
+		EgressProgID:  a.dp.ProgramID(role, loader.HookEgress),
+		EndpointID:    d.Ifaces[idx].EndpointID,
+	}
+	if a.records[idx] != rec {
+		if err := a.dp.Maps.Links.Put(idx, rec); err != nil {
+			return err
+		}
+		a.records[idx] = rec
+	}
+	a.log.Debug("attached", "interface", at.Ifname, "ifindex", idx, "role", role, "endpoint", at.Endpoint, "mode", mode)
 	return nil
 }
 

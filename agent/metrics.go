@@ -14,22 +14,23 @@ import (
 )
 
 type metrics struct {
-	reg          *prometheus.Registry
-	mapWrites    *prometheus.CounterVec
-	syncs        prometheus.Counter
-	syncErrors   prometheus.Counter
-	syncSeconds  prometheus.Histogram
-	kernelRoutes prometheus.Counter
-	attaches     *prometheus.CounterVec
-	endpoints    *prometheus.GaugeVec
-	ready        prometheus.Gauge
-	dsConnected  prometheus.Gauge
-	workloadMTU  prometheus.Gauge
-	resyncs      prometheus.Counter
-	ctFlows      prometheus.Gauge
-	ctExpired    prometheus.Counter
-	mapEntries   *prometheus.GaugeVec
-	mapCapacity  *prometheus.GaugeVec
+	reg            *prometheus.Registry
+	mapWrites      *prometheus.CounterVec
+	syncs          prometheus.Counter
+	syncErrors     prometheus.Counter
+	syncSeconds    prometheus.Histogram
+	kernelRoutes   prometheus.Counter
+	attaches       *prometheus.CounterVec
+	attachFailures prometheus.Counter
+	endpoints      *prometheus.GaugeVec
+	ready          prometheus.Gauge
+	dsConnected    prometheus.Gauge
+	workloadMTU    prometheus.Gauge
+	resyncs        prometheus.Counter
+	ctFlows        prometheus.Gauge
+	ctExpired      prometheus.Counter
+	mapEntries     *prometheus.GaugeVec
+	mapCapacity    *prometheus.GaugeVec
 }
 
 func newMetrics() *metrics {
@@ -56,8 +57,11 @@ func newMetrics() *metrics {
 		attaches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "calyx_program_attaches_total", Help: "Program attaches and in-place program swaps, by mode.",
 		}, []string{"mode"}),
+		attachFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "calyx_attach_failures_total", Help: "Workload interfaces whose programs could not be attached (each is taken down and tried again with backoff).",
+		}),
 		endpoints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "calyx_local_endpoints", Help: "Local endpoints: programmed, waiting for their interface (pending), or refused (their interface is the underlay, a loopback or holds a host address).",
+			Name: "calyx_local_endpoints", Help: "Local endpoints: programmed, waiting for their interface (pending), or refused (their interface is the underlay, a loopback or holds a host address), or attach-failed.",
 		}, []string{"state"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "calyx_ready", Help: "1 once the dataplane matches the model.",
@@ -85,7 +89,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.dsConnected.Set(1)
-	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches,
+	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches, m.attachFailures,
 		m.endpoints, m.ready, m.dsConnected, m.workloadMTU, m.resyncs, m.ctFlows, m.ctExpired, m.mapEntries, m.mapCapacity, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

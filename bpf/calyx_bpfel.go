@@ -110,6 +110,7 @@ const (
 	CalyxCxEpStateCX_EP_REFUSED_UNDERLAY  CalyxCxEpState = 3
 	CalyxCxEpStateCX_EP_REFUSED_LOOPBACK  CalyxCxEpState = 4
 	CalyxCxEpStateCX_EP_REFUSED_HOST_ADDR CalyxCxEpState = 5
+	CalyxCxEpStateCX_EP_ATTACH_FAILED     CalyxCxEpState = 6
 )
 
 type CalyxCxEpStatus struct {

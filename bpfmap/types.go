@@ -488,6 +488,10 @@ const (
 	EndpointRefusedUnderlay = EndpointState(bpf.CalyxCxEpStateCX_EP_REFUSED_UNDERLAY)
 	EndpointRefusedLoopback = EndpointState(bpf.CalyxCxEpStateCX_EP_REFUSED_LOOPBACK)
 	EndpointRefusedHostAddr = EndpointState(bpf.CalyxCxEpStateCX_EP_REFUSED_HOST_ADDR)
+	// EndpointAttachFailed: attaching its programs (or preparing its
+	// interface) failed; the agent retries with backoff and says why in
+	// its log and /readyz.
+	EndpointAttachFailed = EndpointState(bpf.CalyxCxEpStateCX_EP_ATTACH_FAILED)
 )
 
 var endpointStateNames = map[EndpointState]string{
@@ -496,6 +500,7 @@ var endpointStateNames = map[EndpointState]string{
 	EndpointRefusedUnderlay: "refused-underlay",
 	EndpointRefusedLoopback: "refused-loopback",
 	EndpointRefusedHostAddr: "refused-host-address",
+	EndpointAttachFailed:    "attach-failed",
 }
 
 var endpointStateReasons = map[EndpointState]string{
@@ -504,6 +509,7 @@ var endpointStateReasons = map[EndpointState]string{
 	EndpointRefusedUnderlay: "its interface is the underlay interface",
 	EndpointRefusedLoopback: "its interface is a loopback interface",
 	EndpointRefusedHostAddr: "its interface holds one of the host's own addresses",
+	EndpointAttachFailed:    "attaching its programs failed; retried (the agent's log and /readyz say why)",
 }
 
 func (s EndpointState) String() string {

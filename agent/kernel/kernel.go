@@ -217,6 +217,22 @@ func SetUp(ifindex int) error {
 	return nil
 }
 
+// SetDown takes an interface down: a workload whose programs could not be
+// attached must not reach anything unchecked.
+func SetDown(ifindex int) error {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("find ifindex %d: %w", ifindex, err)
+	}
+	if l.Attrs().Flags&net.FlagUp == 0 {
+		return nil
+	}
+	if err := netlink.LinkSetDown(l); err != nil {
+		return fmt.Errorf("set %s down: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
 // PrepareWorkloadInterface sets the sysctls a workload interface needs:
 // arp_announce=2, so that the host's ARP requests to the workload carry an
 // address of its own and not the packet's source (a packet from 127.0.0.1,

@@ -108,7 +108,12 @@ func setup(t *testing.T, n int, agentArgs ...string) *env {
 // setupKind is setup with workloads of kind (see newLabKind).
 func setupKind(t *testing.T, kind lab.WorkloadKind, n int, agentArgs ...string) *env {
 	t.Helper()
-	l := newLabKind(t, kind)
+	return setupKindOn(t, newLabKind(t, kind), n, agentArgs...)
+}
+
+// setupKindOn is setupKind on a lab the caller made.
+func setupKindOn(t *testing.T, l *lab.Lab, n int, agentArgs ...string) *env {
+	t.Helper()
 	h, err := l.AddHost("host-a", "10.30.0.11/24")
 	if err != nil {
 		t.Fatal(err)
