@@ -131,6 +131,13 @@ type Agent struct {
 	dsDown string
 }
 
+// reconcileRetry is the delay before a failed reconcile is tried again,
+// doubled per failure in a row up to reconcileRetryMax.
+const (
+	reconcileRetry    = time.Second
+	reconcileRetryMax = 30 * time.Second
+)
+
 // debounce coalesces bursts of changes (an apply of many documents, a
 // batch of interfaces) into one reconcile.
 const debounce = 5 * time.Millisecond
@@ -273,6 +280,7 @@ func (a *Agent) startBackground(ctx context.Context, snapErr error) {
 // resync interval, until ctx ends.
 func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 	var timer, resync <-chan time.Time
+	failures := 0 // reconciles failed in a row
 	if a.cfg.ResyncInterval > 0 {
 		t := time.NewTicker(a.cfg.ResyncInterval)
 		defer t.Stop()
@@ -312,10 +320,14 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				continue
 			}
 			if err := a.reconcile(); err != nil {
+				failures++
+				delay := min(reconcileRetry<<min(failures-1, 10), reconcileRetryMax)
 				a.metrics.syncErrors.Inc()
-				a.log.Error("reconcile failed; retrying", "err", err)
+				a.log.Error("reconcile failed; retrying", "err", err, "failures", failures, "retryIn", delay)
 				a.setReady(false, err.Error())
-				timer = time.After(time.Second)
+				timer = time.After(delay)
+			} else {
+				failures = 0
 			}
 		}
 	}
@@ -338,9 +350,9 @@ func (a *Agent) reconcile() error {
 	}
 	d := calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links,
 		HostAddrs: hostAddrs, PrefilterXDP: a.xdp})
-	writes, err := a.program(d)
-	if err != nil {
-		return err
+	writes, progErr := a.program(d)
+	if d.PolicyErr != nil {
+		return progErr
 	}
 	// What every node advertises, once per reconcile: syncBGP sends this
 	// node's, the host routes check the others' against what BGP learned.
@@ -348,31 +360,32 @@ func (a *Agent) reconcile() error {
 	if a.snap.BGPConfig != nil {
 		bgpIn = advertiseInputs(a.snap)
 	}
-	routeChanges, err := a.syncHostRoutes(d, bgpIn)
-	if err != nil {
-		return err
-	}
+	routeChanges, routeErr := a.syncHostRoutes(d, bgpIn)
 	a.updateSubnetServices(links, d)
 	a.syncBGP(a.ctx, bgpIn)
 	a.report(d, start, writes, routeChanges)
-	return nil
+	// What failed is retried (the loop backs off); everything else is done.
+	return errors.Join(progErr, routeErr)
 }
 
 // program writes the maps and attaches the programs d asks for, then
-// removes what it no longer does. It returns the map writes made.
+// removes what it no longer does. It returns the map writes made. A map
+// that refuses writes or an attach that fails does not stop the rest: what
+// failed is returned (all of it, joined) after everything else was done.
 func (a *Agent) program(d *calc.Desired) (int, error) {
+	if d.PolicyErr != nil {
+		// Nothing changes until the model compiles again.
+		return 0, fmt.Errorf("compile network policy: %w", d.PolicyErr)
+	}
+	var errs []error
 	up, err := a.syncer.Upsert(d)
 	a.metrics.countWrites(up)
 	writes := up.Total()
-	if err != nil {
-		return writes, err
-	}
+	errs = append(errs, err)
 	a.rulesMu.Lock()
 	a.rules = d.Rules
 	a.rulesMu.Unlock()
-	if err := a.attach(d); err != nil {
-		return writes, err
-	}
+	errs = append(errs, a.attach(d))
 	a.reserveNATPorts(d)
 	tc := len(d.Prefilter) > 0 && !a.xdp
 	if tc != d.Config.PrefilterTC || len(a.failed) > 0 {
@@ -382,16 +395,12 @@ func (a *Agent) program(d *calc.Desired) (int, error) {
 		again, err := a.syncer.Upsert(d)
 		a.metrics.countWrites(again)
 		writes += again.Total()
-		if err != nil {
-			return writes, err
-		}
+		errs = append(errs, err)
 	}
-	if err := a.detachStale(d); err != nil {
-		return writes, err
-	}
+	errs = append(errs, a.detachStale(d))
 	pr, err := a.syncer.Prune(d)
 	a.metrics.countWrites(pr)
-	return writes + pr.Total(), err
+	return writes + pr.Total(), errors.Join(append(errs, err)...)
 }
 
 // reserveNATPorts keeps the host's own sockets out of natOutgoing's ports.
@@ -495,9 +504,11 @@ func (a *Agent) logRefused(d *calc.Desired) {
 // the others nor the reconcile: it is taken down (nothing it sends or is
 // sent may pass unchecked), its endpoint is marked attach-failed in d, and
 // it is tried again with backoff (attachRetry). The underlay's failure is
-// the node's, and fails the reconcile.
+// the node's: returned (the reconcile fails and is retried), after the
+// workloads were attached.
 func (a *Agent) attach(d *calc.Desired) error {
 	now := time.Now()
+	var underlayErr error
 	for idx, at := range d.Attach {
 		if a.attached[idx] == at.Ifname {
 			continue
@@ -511,7 +522,7 @@ func (a *Agent) attach(d *calc.Desired) error {
 		case err == nil:
 			delete(a.failed, idx)
 		case at.Underlay:
-			return err
+			underlayErr = fmt.Errorf("attach to the underlay %s: %w", at.Ifname, err)
 		default:
 			a.attachFailed(idx, at, err, f)
 		}
@@ -526,7 +537,7 @@ func (a *Agent) attach(d *calc.Desired) error {
 		st.State = bpfmap.EndpointAttachFailed
 		d.Endpoints[id] = st
 	}
-	return nil
+	return underlayErr
 }
 
 // attachFailure is a workload interface whose attach failed.

@@ -4,6 +4,7 @@
 package mapsync
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -69,36 +70,69 @@ func (s *tableStep[K, V]) reload() error {
 }
 
 // upsert writes every desired entry the table lacks or holds otherwise,
-// recording each write. It stops at the first error, with have matching
-// what was written.
+// recording each write in have. A refused write (a full table, say) does
+// not stop the others: the refusals are returned together (the first few
+// named), and have keeps the refused entries as they were, so the next
+// sync tries them again.
 func (s *tableStep[K, V]) upsert(d *calc.Desired) (n int, err error) {
+	var fails refusals
 	for k, w := range s.want(d) {
 		if h, ok := s.have[k]; ok && h == w {
 			continue
 		}
 		if err := s.t.Put(k, w); err != nil {
-			return n, err
+			fails.add(err)
+			continue
 		}
 		s.have[k] = w
 		n++
 	}
-	return n, nil
+	return n, fails.err(s.t.Name(), "writes")
 }
 
 // prune deletes every entry that is not desired, as upsert writes.
 func (s *tableStep[K, V]) prune(d *calc.Desired) (n int, err error) {
 	want := s.want(d)
+	var fails refusals
 	for k := range s.have {
 		if _, ok := want[k]; ok {
 			continue
 		}
 		if err := s.t.Delete(k); err != nil {
-			return n, err
+			fails.add(err)
+			continue
 		}
 		delete(s.have, k)
 		n++
 	}
-	return n, nil
+	return n, fails.err(s.t.Name(), "deletes")
+}
+
+// refusals gathers the errors of one table's writes: a full table refuses
+// thousands at once, and one line names the count and the first few.
+type refusals struct {
+	n     int
+	first []error
+}
+
+const refusalsNamed = 3
+
+func (r *refusals) add(err error) {
+	r.n++
+	if len(r.first) < refusalsNamed {
+		r.first = append(r.first, err)
+	}
+}
+
+func (r *refusals) err(table, what string) error {
+	if r.n == 0 {
+		return nil
+	}
+	err := errors.Join(r.first...)
+	if r.n > len(r.first) {
+		return fmt.Errorf("%s: %d %s refused, the first %d: %w", table, r.n, what, len(r.first), err)
+	}
+	return err
 }
 
 // configStep keeps cx_config's one entry: the model's node config with the
@@ -110,7 +144,9 @@ type configStep struct {
 
 func (s *configStep) table() string { return s.t.Name() }
 
-func (s *configStep) fill() Fill { return Fill{Table: s.t.Name(), Entries: 1, Capacity: s.t.Capacity()} }
+func (s *configStep) fill() Fill {
+	return Fill{Table: s.t.Name(), Entries: 1, Capacity: s.t.Capacity()}
+}
 
 func (s *configStep) reload() error {
 	c, _, err := s.t.Lookup(0)
@@ -233,9 +269,10 @@ func (s *Syncer) Reload() error {
 }
 
 // Upsert writes every desired entry that is missing or different, table by
-// table in the syncer's order. An error leaves the cache matching what was
-// written before it. A Desired whose policy did not compile is refused
-// whole.
+// table in the syncer's order. Refused writes are returned together, after
+// every other write was made; the cache keeps matching the maps, so the
+// next Upsert tries the refused ones again. A Desired whose policy did not
+// compile is refused whole.
 func (s *Syncer) Upsert(d *calc.Desired) (Counts, error) {
 	return s.walk(d, false)
 }
@@ -253,6 +290,7 @@ func (s *Syncer) walk(d *calc.Desired, pruning bool) (Counts, error) {
 	if d.PolicyErr != nil {
 		return c, fmt.Errorf("compile network policy: %w", d.PolicyErr)
 	}
+	var errs []error
 	for i := range s.steps {
 		st := s.steps[i]
 		if pruning {
@@ -271,9 +309,10 @@ func (s *Syncer) walk(d *calc.Desired, pruning bool) (Counts, error) {
 		if n > 0 {
 			c[st.table()] = w
 		}
-		if err != nil {
-			return c, err
-		}
+		// A table that refused writes does not stop the others: what
+		// was written is as good as it was, and what was refused fails
+		// closed (a missing route, interface or policy entry drops).
+		errs = append(errs, err)
 		if st.table() == s.routes && n > 0 {
 			n, err := s.config.bumpRouteGen()
 			if n > 0 {
@@ -281,21 +320,19 @@ func (s *Syncer) walk(d *calc.Desired, pruning bool) (Counts, error) {
 				cw.Puts += n
 				c[s.config.table()] = cw
 			}
-			if err != nil {
-				return c, err
-			}
+			errs = append(errs, err)
 		}
 	}
-	return c, nil
+	return c, errors.Join(errs...)
 }
 
-// Sync is Upsert followed by Prune.
+// Sync is Upsert followed by Prune (also when some writes were refused).
 func (s *Syncer) Sync(d *calc.Desired) (Counts, error) {
-	c, err := s.Upsert(d)
-	if err != nil {
-		return c, err
+	if d.PolicyErr != nil {
+		return Counts{}, fmt.Errorf("compile network policy: %w", d.PolicyErr)
 	}
-	p, err := s.Prune(d)
+	c, uerr := s.Upsert(d)
+	p, perr := s.Prune(d)
 	c.add(p)
-	return c, err
+	return c, errors.Join(uerr, perr)
 }

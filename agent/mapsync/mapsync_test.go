@@ -3,6 +3,7 @@ package mapsync
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/calyxnet/calyx/agent/calc"
@@ -12,10 +13,11 @@ import (
 // recorder is a memory-backed bpfmap.Maps that records every write in
 // order ("put cx_routes 10.0.0.1/32") and can refuse one.
 type recorder struct {
-	m      *bpfmap.Maps
-	ops    []string
-	failOn string
-	quiet  bool // writes by the test itself, behind the syncer's back
+	m       *bpfmap.Maps
+	ops     []string
+	failOn  string
+	failAll bool
+	quiet   bool // writes by the test itself, behind the syncer's back
 }
 
 func newFake() *recorder {
@@ -28,7 +30,7 @@ func newFake() *recorder {
 			key = fmt.Sprintf("%d/%d", k.Table, k.Identity)
 		}
 		s := fmt.Sprintf("%s %s %v", op, table, key)
-		if s == r.failOn {
+		if s == r.failOn || r.failAll {
 			return fmt.Errorf("injected failure on %s", s)
 		}
 		r.ops = append(r.ops, s)
@@ -342,5 +344,49 @@ func TestCountsByTable(t *testing.T) {
 		if c[name].Deletes != 1 {
 			t.Errorf("%s: %+v, want 1 delete (all counts %v)", name, c[name], c)
 		}
+	}
+}
+
+// A refused write (a full table) does not stop the others: the other
+// entries of that table and every other table are written, the stale ones
+// pruned, and the refusal is returned and tried again next time.
+func TestRefusedWriteIsolated(t *testing.T) {
+	f := newFake()
+	s, err := New(f.m)
+	must(t, err)
+	must(t, func() error { _, err := s.Sync(desired(map[uint32]string{9: "10.0.0.9"})); return err }())
+	f.failOn = "put cx_routes 10.0.0.1/32"
+	d := desired(map[uint32]string{1: "10.0.0.1", 2: "10.0.0.2"})
+	d.Endpoints = map[uint32]bpfmap.EndpointStatus{1: {}, 2: {}}
+	c, err := s.Sync(d)
+	if err == nil || !strings.Contains(err.Error(), "10.0.0.1/32") {
+		t.Fatalf("sync with a refused route: %v, want the refusal named", err)
+	}
+	if c[routes].Puts != 1 || c[ifaces].Puts != 2 || c["cx_endpoints"].Puts != 2 || c[routes].Deletes != 1 || c[ifaces].Deletes != 1 {
+		t.Errorf("counts %v: want the other route, both interfaces and states written, endpoint 9's route and interface pruned", c)
+	}
+	f.failOn = ""
+	f.ops = nil
+	c, err = s.Sync(d)
+	must(t, err)
+	if fmt.Sprint(f.ops) != "[put cx_routes 10.0.0.1/32]" || c.Total() != 1 {
+		t.Errorf("retry: ops %v (%v), want the refused route only", f.ops, c)
+	}
+}
+
+// Thousands of refusals (a full table) make one error naming the count and
+// the first few.
+func TestRefusalsSummarised(t *testing.T) {
+	f := newFake()
+	s, err := New(f.m)
+	must(t, err)
+	d := &calc.Desired{Routes: map[netip.Prefix]bpfmap.Route{}}
+	for i := range 1000 {
+		d.Routes[netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 32)] = bpfmap.Route{Type: bpfmap.RouteHost}
+	}
+	f.failAll = true
+	_, err = s.Upsert(d)
+	if err == nil || !strings.Contains(err.Error(), "cx_routes: 1000 writes refused, the first 3") || strings.Count(err.Error(), "injected") != 3 {
+		t.Errorf("error %v", err)
 	}
 }
