@@ -122,11 +122,13 @@ func FromObjects(objs *bpf.CalyxMaps) *Maps {
 // NewMemory returns Maps whose tables live in Go maps, not in the kernel:
 // for tests of what fills them (agent/mapsync). hook, when set, is asked
 // before every write ("put" or "delete", the table's name, the key), and
-// its error refuses it. The maps with state of their own are absent.
-func NewMemory(hook func(op, table string, key any) error) *Maps {
+// its error refuses it; sizes caps tables by name (none: unbounded), which
+// refuse a new key beyond it with ErrTableFull as a full map does. The maps
+// with state of their own are absent.
+func NewMemory(hook func(op, table string, key any) error, sizes map[string]int) *Maps {
 	m := &Maps{}
 	for _, s := range specs {
-		s.bind(m, backing{hook: hook})
+		s.bind(m, backing{hook: hook, memSize: sizes})
 	}
 	return m
 }

@@ -20,15 +20,17 @@ type Table[K comparable, V any] struct {
 	codec codec[K, V]
 	// mem holds the entries of a table of NewMemory's (m nil); hook is
 	// asked before each of its writes.
-	mem  map[K]V
-	hook func(op, table string, key any) error
+	mem     map[K]V
+	hook    func(op, table string, key any) error
+	memSize int // in memory: the capacity (0: unbounded)
 }
 
 // backing is where a table's entries live: a kernel map, or (mp nil) a Go
 // map whose writes hook may refuse.
 type backing struct {
-	mp   *ebpf.Map
-	hook func(op, table string, key any) error
+	mp      *ebpf.Map
+	hook    func(op, table string, key any) error
+	memSize map[string]int
 }
 
 // codec converts a table's domain keys and values to and from the
@@ -90,7 +92,7 @@ func (c structCodec[K, V, BK, BV]) each(m *ebpf.Map, fn func(K, V) bool) error {
 func newTable[K comparable, V any, BK any, BV any](name string, b backing, c structCodec[K, V, BK, BV]) *Table[K, V] {
 	t := &Table[K, V]{name: name, m: b.mp, codec: c}
 	if b.mp == nil {
-		t.mem, t.hook = map[K]V{}, b.hook
+		t.mem, t.hook, t.memSize = map[K]V{}, b.hook, b.memSize[name]
 	}
 	return t
 }
@@ -101,7 +103,7 @@ func (t *Table[K, V]) Name() string { return t.name }
 // Capacity is the map's max_entries (0 in memory: unbounded).
 func (t *Table[K, V]) Capacity() int {
 	if t.m == nil {
-		return 0
+		return t.memSize
 	}
 	return int(t.m.MaxEntries())
 }
@@ -164,6 +166,9 @@ func (t *Table[K, V]) Put(k K, v V) error {
 	if t.m == nil {
 		if err := t.memWrite("put", k); err != nil {
 			return fmt.Errorf("put %s[%+v]: %w", t.name, k, err)
+		}
+		if _, ok := t.mem[k]; !ok && t.memSize > 0 && len(t.mem) >= t.memSize {
+			return fmt.Errorf("put %s[%+v]: %w (%d entries)", t.name, k, ErrTableFull, t.memSize)
 		}
 		t.mem[k] = v
 		return nil

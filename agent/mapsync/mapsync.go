@@ -48,6 +48,25 @@ type tableStep[K, V comparable] struct {
 	t    *bpfmap.Table[K, V]
 	want func(*calc.Desired) map[K]V
 	have map[K]V // what the table holds, as written or last read
+	// early counts the deletes an upsert made to make room, for the
+	// next prune to report.
+	early int
+}
+
+// overflows says whether adding want's new keys to what the table holds
+// would pass its capacity.
+func (s *tableStep[K, V]) overflows(want map[K]V) bool {
+	capacity := s.t.Capacity()
+	if capacity == 0 {
+		return false
+	}
+	adds := 0
+	for k := range want {
+		if _, ok := s.have[k]; !ok {
+			adds++
+		}
+	}
+	return len(s.have)+adds > capacity
 }
 
 func newStep[K, V comparable](t *bpfmap.Table[K, V], want func(*calc.Desired) map[K]V) step {
@@ -76,7 +95,17 @@ func (s *tableStep[K, V]) reload() error {
 // sync tries them again.
 func (s *tableStep[K, V]) upsert(d *calc.Desired) (n int, err error) {
 	var fails refusals
-	for k, w := range s.want(d) {
+	want := s.want(d)
+	if s.overflows(want) {
+		// The new entries fit only once the stale ones are gone: prune
+		// first (they are not wanted anyway), then add.
+		pruned, err := s.prune(d)
+		s.early += pruned // reported by the prune walk
+		if err != nil {
+			fails.add(err)
+		}
+	}
+	for k, w := range want {
 		if h, ok := s.have[k]; ok && h == w {
 			continue
 		}
@@ -90,9 +119,11 @@ func (s *tableStep[K, V]) upsert(d *calc.Desired) (n int, err error) {
 	return n, fails.err(s.t.Name(), "writes")
 }
 
-// prune deletes every entry that is not desired, as upsert writes.
+// prune deletes every entry that is not desired, as upsert writes (and
+// reports the deletes an upsert made early to make room).
 func (s *tableStep[K, V]) prune(d *calc.Desired) (n int, err error) {
 	want := s.want(d)
+	n, s.early = s.early, 0
 	var fails refusals
 	for k := range s.have {
 		if _, ok := want[k]; ok {

@@ -1,6 +1,7 @@
 package mapsync
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -20,7 +21,10 @@ type recorder struct {
 	quiet   bool // writes by the test itself, behind the syncer's back
 }
 
-func newFake() *recorder {
+func newFake() *recorder { return newSizedFake(nil) }
+
+// newSizedFake is newFake with tables capped by name.
+func newSizedFake(sizes map[string]int) *recorder {
 	r := &recorder{}
 	r.m = bpfmap.NewMemory(func(op, table string, key any) error {
 		if r.quiet {
@@ -35,7 +39,7 @@ func newFake() *recorder {
 		}
 		r.ops = append(r.ops, s)
 		return nil
-	})
+	}, sizes)
 	return r
 }
 
@@ -388,5 +392,33 @@ func TestRefusalsSummarised(t *testing.T) {
 	_, err = s.Upsert(d)
 	if err == nil || !strings.Contains(err.Error(), "cx_routes: 1000 writes refused, the first 3") || strings.Count(err.Error(), "injected") != 3 {
 		t.Errorf("error %v", err)
+	}
+}
+
+// A table that would overflow is pruned first: with 3 routes' room, moving
+// from routes .1-.3 to .4-.6 deletes the old ones before adding the new. A
+// table the desired set alone overflows takes what fits and says it is full.
+func TestFullTablePrunedFirst(t *testing.T) {
+	f := newSizedFake(map[string]int{routes: 3})
+	s, err := New(f.m)
+	must(t, err)
+	_, err = s.Sync(desired(map[uint32]string{1: "10.0.0.1", 2: "10.0.0.2", 3: "10.0.0.3"}))
+	must(t, err)
+	f.ops = nil
+	c, err := s.Sync(desired(map[uint32]string{4: "10.0.0.4", 5: "10.0.0.5", 6: "10.0.0.6"}))
+	must(t, err)
+	if c[routes] != (Writes{Puts: 3, Deletes: 3}) {
+		t.Errorf("route writes %+v, want 3 puts and 3 deletes", c[routes])
+	}
+	if i, j := lastIndexOf(f.ops, "delete cx_routes 10.0.0.3/32"), indexOf(f.ops, "put cx_routes 10.0.0.4/32"); i < 0 || j < 0 || i > j {
+		t.Errorf("ops %v: the stale routes must go before the new ones come", f.ops)
+	}
+	_, err = s.Sync(desired(map[uint32]string{1: "10.0.0.1", 2: "10.0.0.2", 3: "10.0.0.3", 4: "10.0.0.4", 5: "10.0.0.5"}))
+	if !errors.Is(err, bpfmap.ErrTableFull) {
+		t.Errorf("sync beyond the table's size: %v, want ErrTableFull", err)
+	}
+	rs, _ := f.m.Routes.All()
+	if len(rs) != 3 {
+		t.Errorf("%d routes in a table of 3", len(rs))
 	}
 }
