@@ -205,22 +205,22 @@ func (a *Agent) openDatastore() error {
 
 // loadDataplane loads the programs against the pinned maps (adopting what
 // a previous agent left) and reads the maps into the syncer. The model is
-// read once first, for the conntrack size and, later, this node's
+// read once first, for the maps' sizes and, later, this node's
 // registration: its error is returned when the load succeeded (a.dp set),
 // the load's otherwise.
 func (a *Agent) loadDataplane(ctx context.Context) error {
-	var ctEntries uint32
+	var capacities map[string]uint32
 	sctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	snap, snapErr := a.ds.Snapshot(sctx)
 	cancel()
 	if snapErr == nil {
-		ctEntries = snap.Config.Spec.CTMapSize
+		capacities = snap.Config.Spec.MapCapacities()
 	} else {
 		// A pinned conntrack table keeps its size anyway; the dataplane
 		// stays as it is until the model can be read.
 		a.log.Warn("cannot read the model at start; the dataplane stays as it is until it can", "err", snapErr)
 	}
-	dp, err := loader.LoadWith(a.cfg.BPFFS, loader.Options{CTEntries: ctEntries,
+	dp, err := loader.LoadWith(a.cfg.BPFFS, loader.Options{Capacities: capacities,
 		Logf: func(format string, args ...any) { a.log.Warn(fmt.Sprintf(format, args...)) }})
 	if err != nil {
 		return err

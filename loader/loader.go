@@ -72,10 +72,13 @@ func Load(dir string) (*Dataplane, error) { return LoadWith(dir, Options{}) }
 
 // Options tune a load.
 type Options struct {
-	// CTEntries sizes the conntrack table (0: the compiled-in size). A
-	// pinned table keeps its size: resizing it would drop every flow it
-	// tracks, so the new size takes effect only once the pin is gone.
-	CTEntries uint32
+	// Capacities size maps by pinned name (model.ConfigSpec.MapCapacities;
+	// a map not named keeps its compiled-in size). A rebuildable map
+	// pinned with another size is made anew (the agent fills it before
+	// the programs switch to it); the conntrack table keeps its pinned
+	// size: resizing it would drop every flow it tracks, so a new size
+	// takes effect only once its pin is gone.
+	Capacities map[string]uint32
 	// Logf, when set, is told what the load changed (rebuilt or resized
 	// maps).
 	Logf func(format string, args ...any)
@@ -91,8 +94,14 @@ func LoadWith(dir string, o Options) (*Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load collection spec: %w", err)
 	}
-	if o.CTEntries > 0 {
-		spec.Maps[bpf.CalyxMapCxCt].MaxEntries = o.CTEntries
+	for name, n := range o.Capacities {
+		ms, ok := spec.Maps[name]
+		if !ok {
+			return nil, fmt.Errorf("size map %s: no such map", name)
+		}
+		if n > 0 {
+			ms.MaxEntries = n
+		}
 	}
 	opts := &ebpf.CollectionOptions{}
 	if dir == "" {
@@ -266,7 +275,11 @@ func adoptPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any))
 			if err := os.Remove(path); err != nil {
 				return fmt.Errorf("replace pinned map %s with this build's layout: %w", path, err)
 			}
-			logf("pinned map %s had another layout: replaced; the agent refills it before the programs are swapped", name)
+			if same {
+				logf("pinned map %s holds at most %d entries, the Config asks for %d: made anew at that size; the agent refills it before the programs are swapped", name, entries, ms.MaxEntries)
+			} else {
+				logf("pinned map %s had another layout: replaced; the agent refills it before the programs are swapped", name)
+			}
 		}
 	}
 	return nil

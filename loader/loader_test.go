@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -214,12 +215,15 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	requirePrivileges(t)
 	dir := mountBPFFS(t)
 
-	dp, err := loader.LoadWith(dir, loader.Options{CTEntries: 1024})
+	dp, err := loader.LoadWith(dir, loader.Options{Capacities: map[string]uint32{bpf.CalyxMapCxCt: 1024, bpf.CalyxMapCxPolicy: 4096}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := dp.Maps.ConntrackCapacity(); got != 1024 {
 		t.Fatalf("conntrack capacity %d, want 1024", got)
+	}
+	if got := dp.Maps.Policy.Capacity(); got != 4096 {
+		t.Fatalf("cx_policy capacity %d, want 4096", got)
 	}
 	route := netip.MustParsePrefix("10.65.0.2/32")
 	if err := dp.Maps.Routes.Put(route, bpfmap.Route{Type: bpfmap.RouteHost}); err != nil {
@@ -242,9 +246,12 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	old.Close()
 
 	var notes []string
-	dp, err = loader.LoadWith(dir, loader.Options{CTEntries: 4096, Logf: func(f string, a ...any) {
-		notes = append(notes, fmt.Sprintf(f, a...))
-	}})
+	// Asked for other sizes: the conntrack table keeps its own, cx_policy
+	// (derived from the model) is made anew at the new size.
+	dp, err = loader.LoadWith(dir, loader.Options{Capacities: map[string]uint32{bpf.CalyxMapCxCt: 4096, bpf.CalyxMapCxPolicy: 8192},
+		Logf: func(f string, a ...any) {
+			notes = append(notes, fmt.Sprintf(f, a...))
+		}})
 	if err != nil {
 		t.Fatalf("load over an older cx_config: %v", err)
 	}
@@ -258,7 +265,14 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	if _, ok, err := dp.Maps.LookupRoute(route.Addr()); err != nil || !ok {
 		t.Errorf("route in the adopted cx_routes lost (found %v, err %v)", ok, err)
 	}
-	if len(notes) != 2 {
-		t.Errorf("load notes %q, want one for the kept conntrack size and one for the rebuilt cx_config", notes)
+	if got := dp.Maps.Policy.Capacity(); got != 8192 {
+		t.Errorf("cx_policy capacity %d after asking for 8192, want it made anew at that size", got)
+	}
+	if len(notes) != 3 {
+		t.Errorf("load notes %q, want one for the kept conntrack size, one for the rebuilt cx_config and one for the resized cx_policy", notes)
+	}
+	if _, err := loader.LoadWith("", loader.Options{Capacities: map[string]uint32{"cx_nothing": 1}}); err == nil ||
+		!strings.Contains(err.Error(), "cx_nothing") {
+		t.Errorf("sizing a map that does not exist: %v, want an error naming it", err)
 	}
 }

@@ -425,10 +425,6 @@ func (d *decoder) wholeNumber(n *yaml.Node, path, want string) (int64, bool) {
 }
 
 func (d *decoder) configSpec(n *yaml.Node, s *ConfigSpec) {
-	size := func(v *yaml.Node, p string) uint32 {
-		x, _ := d.integer(v, p, 0, math.MaxUint32)
-		return uint32(x)
-	}
 	d.mapping(n, "spec", func(key string, v *yaml.Node, p string) bool {
 		switch key {
 		case "vxlanVNI":
@@ -443,12 +439,6 @@ func (d *decoder) configSpec(n *yaml.Node, s *ConfigSpec) {
 			s.MetadataAddress, _ = d.str(v, p)
 		case "endpointToHostAction":
 			s.EndpointToHostAction, _ = d.str(v, p)
-		case "routeMapSize":
-			s.RouteMapSize = size(v, p)
-		case "endpointMapSize":
-			s.EndpointMapSize = size(v, p)
-		case "ctMapSize":
-			s.CTMapSize = size(v, p)
 		case "natPortRange":
 			s.NATPortRange, _ = d.str(v, p)
 		case "prefilterDeny":
@@ -457,6 +447,17 @@ func (d *decoder) configSpec(n *yaml.Node, s *ConfigSpec) {
 				s.PrefilterDeny = append(s.PrefilterDeny, d.cidr(item, ip, true))
 			})
 		default:
+			for _, ms := range MapSizeSettings {
+				if key == ms.Key {
+					if x, ok := d.mapSize(v, p, ms); ok {
+						if s.MapSizes == nil {
+							s.MapSizes = map[string]uint32{}
+						}
+						s.MapSizes[key] = x
+					}
+					return true
+				}
+			}
 			return false
 		}
 		return true
@@ -863,6 +864,19 @@ func (d *decoder) integer(n *yaml.Node, path string, lo, hi int64) (int64, bool)
 		return 0, false
 	}
 	return x, true
+}
+
+// mapSize reads a map-size setting: 0 (the default) or a size in its range.
+func (d *decoder) mapSize(n *yaml.Node, path string, ms MapSizeSetting) (uint32, bool) {
+	x, ok := d.integer(n, path, 0, math.MaxUint32)
+	if !ok {
+		return 0, false
+	}
+	if x != 0 && (x < int64(ms.Min) || x > int64(ms.Max)) {
+		d.errorf(path, "must be 0 (the default, %d) or between %d and %d, got %d", ms.Default, ms.Min, ms.Max, x)
+		return 0, false
+	}
+	return uint32(x), true
 }
 
 func (d *decoder) boolean(n *yaml.Node, path string) (bool, bool) {

@@ -170,8 +170,7 @@ spec:
 			want: &Config{
 				Metadata: Metadata{Name: "default"},
 				Spec: ConfigSpec{VXLANVNI: 4096, VXLANPort: 4789, MetadataAddress: "127.0.0.1:8775",
-					EndpointToHostAction: "Accept", RouteMapSize: 65536, EndpointMapSize: 16384, CTMapSize: 262144,
-					NATPortRange: DefaultNATPortRange},
+					EndpointToHostAction: "Accept", MapSizes: defaultMapSizes(nil), NATPortRange: DefaultNATPortRange},
 			},
 		},
 		{
@@ -193,7 +192,7 @@ spec:
 			want: &Config{
 				Metadata: Metadata{Name: "default"},
 				Spec: ConfigSpec{VXLANVNI: 77, VXLANPort: 8472, MetadataAddress: "[fd00::1]:80",
-					EndpointToHostAction: "Drop", RouteMapSize: 1024, EndpointMapSize: 16384, CTMapSize: 65536,
+					EndpointToHostAction: "Drop", MapSizes: defaultMapSizes(map[string]uint32{"routeMapSize": 1024, "ctMapSize": 65536}),
 					NATPortRange: "40000:49999"},
 			},
 		},
@@ -750,4 +749,16 @@ func TestApplyDefaultsIdempotent(t *testing.T) {
 			t.Errorf("%s: ApplyDefaults changed an already defaulted resource", RefOf(r))
 		}
 	}
+}
+
+// defaultMapSizes is every map-size setting at its default but those given.
+func defaultMapSizes(set map[string]uint32) map[string]uint32 {
+	out := map[string]uint32{}
+	for _, ms := range MapSizeSettings {
+		out[ms.Key] = ms.Default
+		if v, ok := set[ms.Key]; ok {
+			out[ms.Key] = v
+		}
+	}
+	return out
 }

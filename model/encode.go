@@ -102,11 +102,26 @@ type configSpecWire struct {
 	VXLANPort            uint16   `json:"vxlanPort" yaml:"vxlanPort"`
 	MetadataAddress      string   `json:"metadataAddress" yaml:"metadataAddress"`
 	EndpointToHostAction string   `json:"endpointToHostAction" yaml:"endpointToHostAction"`
-	RouteMapSize         uint32   `json:"routeMapSize" yaml:"routeMapSize"`
-	EndpointMapSize      uint32   `json:"endpointMapSize" yaml:"endpointMapSize"`
-	CTMapSize            uint32   `json:"ctMapSize" yaml:"ctMapSize"`
 	PrefilterDeny        []string `json:"prefilterDeny,omitempty" yaml:"prefilterDeny,omitempty"`
 	NATPortRange         string   `json:"natPortRange,omitempty" yaml:"natPortRange,omitempty"`
+	// MapSizes holds the MapSizeSettings keys, inline (JSON: see
+	// MarshalJSON).
+	MapSizes map[string]uint32 `json:"-" yaml:",inline"`
+}
+
+// MarshalJSON writes MapSizes inline, as the YAML does.
+func (w configSpecWire) MarshalJSON() ([]byte, error) {
+	type plain configSpecWire
+	b, err := json.Marshal(plain(w))
+	if err != nil || len(w.MapSizes) == 0 {
+		return b, err
+	}
+	sizes, err := json.Marshal(w.MapSizes)
+	if err != nil {
+		return nil, err
+	}
+	// Both are objects: join their members.
+	return append(append(b[:len(b)-1], ','), sizes[1:]...), nil
 }
 
 // allocations is always written, as {} when empty, so a printed block shows
@@ -301,9 +316,7 @@ func (s ConfigSpec) wire() configSpecWire {
 		VXLANPort:            s.VXLANPort,
 		MetadataAddress:      s.MetadataAddress,
 		EndpointToHostAction: s.EndpointToHostAction,
-		RouteMapSize:         s.RouteMapSize,
-		EndpointMapSize:      s.EndpointMapSize,
-		CTMapSize:            s.CTMapSize,
+		MapSizes:             s.MapSizes,
 		PrefilterDeny:        prefixStrings(s.PrefilterDeny),
 		NATPortRange:         s.NATPortRange,
 	}

@@ -86,11 +86,8 @@ const (
 	// DefaultNATPortRange keeps natOutgoing's ports apart from Linux's
 	// default ephemeral range (32768-60999), as Calico's BPF dataplane
 	// does (BPFPSNATPorts).
-	DefaultNATPortRange    = "20000:29999"
-	DefaultRouteMapSize    = 65536
-	DefaultEndpointMapSize = 16384
-	DefaultCTMapSize       = 262144
-	DefaultLeaseSeconds    = 86400
+	DefaultNATPortRange = "20000:29999"
+	DefaultLeaseSeconds = 86400
 )
 
 // Bounds of Subnet.spec.leaseSeconds: DHCP clients renew at half the
@@ -437,9 +434,9 @@ type ConfigSpec struct {
 	VXLANPort            uint16
 	MetadataAddress      string
 	EndpointToHostAction string
-	RouteMapSize         uint32
-	EndpointMapSize      uint32
-	CTMapSize            uint32
+	// MapSizes are the BPF maps' capacities by MapSizeSettings key, every
+	// key present once defaulted.
+	MapSizes map[string]uint32
 	// PrefilterDeny lists source CIDRs every node drops on its underlay
 	// before anything else (XDP on physical NICs).
 	PrefilterDeny []netip.Prefix
@@ -716,14 +713,13 @@ func ApplyDefaults(r Resource) {
 		if s.EndpointToHostAction == "" {
 			s.EndpointToHostAction = DefaultEndpointToHostAction
 		}
-		if s.RouteMapSize == 0 {
-			s.RouteMapSize = DefaultRouteMapSize
+		if s.MapSizes == nil {
+			s.MapSizes = map[string]uint32{}
 		}
-		if s.EndpointMapSize == 0 {
-			s.EndpointMapSize = DefaultEndpointMapSize
-		}
-		if s.CTMapSize == 0 {
-			s.CTMapSize = DefaultCTMapSize
+		for _, ms := range MapSizeSettings {
+			if s.MapSizes[ms.Key] == 0 {
+				s.MapSizes[ms.Key] = ms.Default
+			}
 		}
 		if s.NATPortRange == "" {
 			s.NATPortRange = DefaultNATPortRange
@@ -859,4 +855,44 @@ func EndpointID(name string) uint32 {
 	h := fnv.New32a()
 	h.Write([]byte(name))
 	return h.Sum32()
+}
+
+// MapSizeSetting is one Config.spec key that sizes BPF maps: the maps it
+// sizes (their pinned names), its default (their compiled-in size) and the
+// range it accepts. 0 in a document means the default.
+type MapSizeSetting struct {
+	Key      string
+	Maps     []string
+	Default  uint32
+	Min, Max uint32
+}
+
+// MapSizeSettings are every map-size key of Config.spec. Their maps'
+// capacities come from here at load; a map the agent fills from the model
+// and finds pinned with another size is made anew and filled before the
+// programs switch to it (conntrack keeps its pinned size: resizing it would
+// drop every flow).
+var MapSizeSettings = []MapSizeSetting{
+	{Key: "routeMapSize", Maps: []string{"cx_routes"}, Default: 65536, Min: 1024, Max: 1 << 24},
+	{Key: "endpointMapSize", Maps: []string{"cx_ifaces", "cx_endpoints"}, Default: 16384, Min: 64, Max: 1 << 20},
+	{Key: "ctMapSize", Maps: []string{"cx_ct"}, Default: 262144, Min: 1024, Max: 1 << 26},
+	{Key: "policyMapSize", Maps: []string{"cx_policy"}, Default: 1 << 20, Min: 1024, Max: 1 << 26},
+	{Key: "ipcacheMapSize", Maps: []string{"cx_ipcache"}, Default: 65536, Min: 1024, Max: 1 << 24},
+	{Key: "floatingIPMapSize", Maps: []string{"cx_fips"}, Default: 16384, Min: 64, Max: 1 << 22},
+	{Key: "prefilterMapSize", Maps: []string{"cx_prefilter"}, Default: 65536, Min: 64, Max: 1 << 24},
+}
+
+// MapCapacities are the capacities s gives each BPF map, by pinned name.
+func (s ConfigSpec) MapCapacities() map[string]uint32 {
+	out := map[string]uint32{}
+	for _, ms := range MapSizeSettings {
+		size := s.MapSizes[ms.Key]
+		if size == 0 {
+			size = ms.Default
+		}
+		for _, m := range ms.Maps {
+			out[m] = size
+		}
+	}
+	return out
 }
