@@ -102,6 +102,8 @@ type Agent struct {
 	// refused is what was last logged of the endpoints whose interface
 	// the agent may not touch, so each change is logged once.
 	refused string
+	// conflicts is what was last logged of calc.Desired.Conflicts.
+	conflicts string
 	// svc serves DHCP and router advertisements to local endpoints; nil
 	// when it could not start.
 	svc *subnetsvc.Server
@@ -459,6 +461,7 @@ func (a *Agent) report(d *calc.Desired, start time.Time, writes, routeChanges in
 	a.metrics.endpoints.WithLabelValues("refused").Set(float64(len(d.Refused)))
 	a.metrics.endpoints.WithLabelValues("attach-failed").Set(float64(len(a.failed)))
 	a.logRefused(d)
+	a.logConflicts(d)
 	a.metrics.workloadMTU.Set(float64(d.WorkloadMTU))
 	for _, f := range a.syncer.Fill() {
 		a.metrics.mapFill(f)
@@ -496,6 +499,19 @@ func (a *Agent) logRefused(d *calc.Desired) {
 		st := d.Endpoints[model.EndpointID(name)]
 		a.log.Error("endpoint refused: its interface is not touched", "endpoint", name, "interface", st.Ifname,
 			"state", st.State.String(), "reason", st.State.Reason())
+	}
+}
+
+// logConflicts says, once per change, which endpoints lost a conflict of
+// the model (calc.Desired.Conflicts): they are not programmed.
+func (a *Agent) logConflicts(d *calc.Desired) {
+	all := strings.Join(d.Conflicts, "\n")
+	if all == a.conflicts {
+		return
+	}
+	a.conflicts = all
+	for _, c := range d.Conflicts {
+		a.log.Error("endpoint not programmed: the model gives what it claims to another (the first by name keeps it)", "conflict", c)
 	}
 }
 

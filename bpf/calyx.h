@@ -340,6 +340,7 @@ enum cx_ep_state {
 	CX_EP_REFUSED_LOOPBACK = 4,  /* a loopback interface */
 	CX_EP_REFUSED_HOST_ADDR = 5, /* it holds one of the host's own addresses */
 	CX_EP_ATTACH_FAILED = 6,     /* attaching its programs failed; retried with backoff */
+	CX_EP_CONFLICT = 7,          /* its interface or an address is an earlier endpoint's or a node's */
 };
 
 /* cx_endpoints: the state of each endpoint of this node, keyed by endpoint

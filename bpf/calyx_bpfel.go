@@ -111,6 +111,7 @@ const (
 	CalyxCxEpStateCX_EP_REFUSED_LOOPBACK  CalyxCxEpState = 4
 	CalyxCxEpStateCX_EP_REFUSED_HOST_ADDR CalyxCxEpState = 5
 	CalyxCxEpStateCX_EP_ATTACH_FAILED     CalyxCxEpState = 6
+	CalyxCxEpStateCX_EP_CONFLICT          CalyxCxEpState = 7
 )
 
 type CalyxCxEpStatus struct {

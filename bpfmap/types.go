@@ -492,6 +492,11 @@ const (
 	// interface) failed; the agent retries with backoff and says why in
 	// its log and /readyz.
 	EndpointAttachFailed = EndpointState(bpf.CalyxCxEpStateCX_EP_ATTACH_FAILED)
+	// EndpointConflict: the model (written behind calyxctl's back) gives
+	// its interface or one of its addresses to an endpoint whose name
+	// sorts first, or the address is a node's: nothing of it is
+	// programmed, on every node alike.
+	EndpointConflict = EndpointState(bpf.CalyxCxEpStateCX_EP_CONFLICT)
 )
 
 var endpointStateNames = map[EndpointState]string{
@@ -501,6 +506,7 @@ var endpointStateNames = map[EndpointState]string{
 	EndpointRefusedLoopback: "refused-loopback",
 	EndpointRefusedHostAddr: "refused-host-address",
 	EndpointAttachFailed:    "attach-failed",
+	EndpointConflict:        "conflict",
 }
 
 var endpointStateReasons = map[EndpointState]string{
@@ -510,6 +516,7 @@ var endpointStateReasons = map[EndpointState]string{
 	EndpointRefusedLoopback: "its interface is a loopback interface",
 	EndpointRefusedHostAddr: "its interface holds one of the host's own addresses",
 	EndpointAttachFailed:    "attaching its programs failed; retried (the agent's log and /readyz say why)",
+	EndpointConflict:        "its interface or an address is another endpoint's (the first by name keeps it) or a node's",
 }
 
 func (s EndpointState) String() string {

@@ -338,7 +338,7 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // Validate checks the rules that span resources: no address is used by two
-// endpoints, every endpoint address lies in an enabled, non-external pool,
+// endpoints nor by an endpoint and a node, every endpoint address lies in an enabled, non-external pool,
 // pools do not overlap, no two endpoints on one node share an interface
 // name, and no two nodes share an underlay address. For each FloatingIP:
 // its ip lies in an enabled, external pool, inside no non-external pool, and
@@ -493,6 +493,25 @@ func (s *Snapshot) validate(changed map[Ref]bool) []*ValidationError {
 			} else {
 				nodeAddr[f.p.Addr()] = name
 			}
+		}
+	}
+
+	// An endpoint may not have a node's address: its /32 would take the
+	// node's underlay traffic into a workload.
+	for _, name := range epNames {
+		for i, p := range s.Endpoints[name].Spec.IPNetworks {
+			if !p.IsValid() {
+				continue
+			}
+			node, ok := nodeAddr[p.Addr()]
+			if !ok {
+				continue
+			}
+			if changed[Ref{KindNode, node}] && !changed[Ref{KindWorkloadEndpoint, name}] {
+				add(Ref{KindNode, node}, "spec.ipv4Address", "%s is already used by WorkloadEndpoint/%s", p.Addr(), name)
+				continue
+			}
+			add(Ref{KindWorkloadEndpoint, name}, fmt.Sprintf("spec.ipNetworks[%d]", i), "%s is the address of Node/%s", p, node)
 		}
 	}
 

@@ -96,6 +96,10 @@ func TestSnapshotValidate(t *testing.T) {
 			&Node{Metadata: Metadata{Name: "n1"}, Spec: NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.10/24"), UnderlayInterface: "eth0"}},
 			wep("web-1", "n1", "eth0", "10.65.0.1/32"), wep("web-2", "n2", "eth0", "10.65.0.2/32"),
 		}, []string{`WorkloadEndpoint/web-1: spec.interface: "eth0" is the underlay interface of Node/n1: the agent never attaches workload programs to it`}},
+		{"endpoint with a node's address", []Resource{
+			pool("a", "10.65.0.0/16"), node("n1", "10.65.0.10/16"),
+			wep("web-1", "n1", "tap1", "10.65.0.10/32"),
+		}, []string{"WorkloadEndpoint/web-1: spec.ipNetworks[0]: 10.65.0.10/32 is the address of Node/n1"}},
 		{"same node address", []Resource{
 			node("n1", "10.30.0.10/24"), node("n2", "10.30.0.10/24"),
 		}, []string{"Node/n2: spec.ipv4Address: 10.30.0.10 is already used by Node/n1"}},

@@ -4,9 +4,12 @@
 package calc
 
 import (
+	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/bpfmap"
@@ -103,6 +106,13 @@ type Desired struct {
 	// touch (the underlay, a loopback, one holding a host address); nothing
 	// of theirs is written or attached. Sorted.
 	Refused []string
+	// Conflicts says, for each endpoint that lost a conflict in a model
+	// written behind calyxctl's back (two endpoints with one address, or
+	// one interface on this node; an endpoint with a node's address), what
+	// it lost and to whom. The first endpoint by name wins, so every
+	// reconcile and every node decides alike; the loser is not
+	// programmed (a local one is EndpointConflict). Sorted.
+	Conflicts []string
 	// Endpoints is cx_endpoints: the state of every local endpoint, by
 	// endpoint id.
 	Endpoints map[uint32]bpfmap.EndpointStatus
@@ -178,7 +188,15 @@ func Compute(in Input) *Desired {
 	floatingIPs(d, s, in.Node)
 
 	blocks := remoteBlocks(d, s, in.Node, self)
-	for _, ep := range s.Endpoints {
+	losers := conflicts(d, s, in.Node)
+	for _, name := range slices.Sorted(maps.Keys(s.Endpoints)) {
+		ep := s.Endpoints[name]
+		if losers[name] {
+			if ep.Spec.Node == in.Node {
+				d.Endpoints[model.EndpointID(name)] = bpfmap.EndpointStatus{State: bpfmap.EndpointConflict, Ifname: ep.Spec.Interface}
+			}
+			continue
+		}
 		if ep.Spec.Node != in.Node {
 			node, ok := s.Nodes[ep.Spec.Node]
 			if !ok || !node.Spec.IPv4Address.IsValid() {
@@ -236,6 +254,55 @@ func Compute(in Input) *Desired {
 	}
 	compilePolicy(d, in, self)
 	return d
+}
+
+// conflicts finds the endpoints that lose what they claim to another: an
+// address an endpoint whose name sorts first has (or a node's address), or,
+// on this node, an interface. calyxctl refuses such models; one written
+// behind its back still gives the same dataplane on every reconcile and
+// every node. It records each loss in d.Conflicts and returns the losers.
+func conflicts(d *Desired, s *model.Snapshot, self string) map[string]bool {
+	owner := map[netip.Addr]string{}
+	for _, name := range slices.Sorted(maps.Keys(s.Nodes)) {
+		for _, p := range []netip.Prefix{s.Nodes[name].Spec.IPv4Address, s.Nodes[name].Spec.IPv6Address} {
+			if p.IsValid() {
+				owner[p.Addr()] = "Node/" + name
+			}
+		}
+	}
+	ifaces := map[string]string{}
+	losers := map[string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(s.Endpoints)) {
+		ep := s.Endpoints[name]
+		var lost []string
+		for _, ipn := range ep.Spec.IPNetworks {
+			if !ipn.IsValid() {
+				continue
+			}
+			if o, ok := owner[ipn.Addr()]; ok {
+				lost = append(lost, fmt.Sprintf("%s is %s's", ipn.Addr(), o))
+			}
+		}
+		if ep.Spec.Node == self && ep.Spec.Interface != "" {
+			if o, ok := ifaces[ep.Spec.Interface]; ok {
+				lost = append(lost, fmt.Sprintf("interface %s is WorkloadEndpoint/%s's", ep.Spec.Interface, o))
+			}
+		}
+		if len(lost) > 0 {
+			losers[name] = true
+			d.Conflicts = append(d.Conflicts, fmt.Sprintf("WorkloadEndpoint/%s: %s", name, strings.Join(lost, ", ")))
+			continue
+		}
+		for _, ipn := range ep.Spec.IPNetworks {
+			if ipn.IsValid() {
+				owner[ipn.Addr()] = "WorkloadEndpoint/" + name
+			}
+		}
+		if ep.Spec.Node == self && ep.Spec.Interface != "" {
+			ifaces[ep.Spec.Interface] = name
+		}
+	}
+	return losers
 }
 
 // Untouchable says why an interface may never carry a workload, whatever

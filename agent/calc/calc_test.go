@@ -3,6 +3,7 @@ package calc
 import (
 	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -536,5 +537,66 @@ func TestComputeIPv6HostRoutes(t *testing.T) {
 		if r, ok := d.Routes[netip.MustParsePrefix(p)]; ok {
 			t.Errorf("route %s = %+v, want none", p, r)
 		}
+	}
+}
+
+// A model written behind calyxctl's back that gives one address to two
+// endpoints, one interface to two endpoints of a node, or a node's address
+// to an endpoint: the first endpoint by name keeps what it claims, the
+// other is not programmed and is reported, the same on every compute.
+func TestConflictsResolvedByName(t *testing.T) {
+	s := model.NewSnapshot()
+	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "p"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("10.65.0.0/16")}})
+	s.Put(&model.Node{Metadata: model.Metadata{Name: "a"}, Spec: model.NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.11/24")}})
+	s.Put(&model.Node{Metadata: model.Metadata{Name: "b"}, Spec: model.NodeSpec{IPv4Address: netip.MustParsePrefix("10.65.0.99/24")}})
+	ep := func(name, node, iface, addr string) {
+		s.Put(&model.WorkloadEndpoint{Metadata: model.Metadata{Name: name},
+			Spec: model.WorkloadEndpointSpec{Node: node, Interface: iface, IPNetworks: []netip.Prefix{netip.MustParsePrefix(addr + "/32")}}})
+	}
+	ep("a1", "a", "tap1", "10.65.0.2")
+	ep("a2", "a", "tap2", "10.65.0.2")  // a1's address
+	ep("a3", "a", "tap1", "10.65.0.3")  // a1's interface
+	ep("a4", "a", "tap4", "10.65.0.99") // node b's address
+	ep("b1", "b", "tap1", "10.65.0.5")  // another node may use tap1
+	ep("b2", "b", "tap2", "10.65.0.5")  // b1's address
+	links := map[string]host.Interface{}
+	for i, n := range []string{"tap1", "tap2", "tap4"} {
+		links[n] = host.Interface{Name: n, Ifindex: 10 + i, MAC: bpfmap.MAC{2, 0, 0, 0, 0, byte(i)}, Kind: bpfmap.IfaceTap}
+	}
+	var first *Desired
+	for range 20 {
+		d := Compute(Input{Snapshot: s, Node: "a", Links: links})
+		if first == nil {
+			first = d
+			continue
+		}
+		if !reflect.DeepEqual(d.Routes, first.Routes) || !reflect.DeepEqual(d.Ifaces, first.Ifaces) ||
+			!reflect.DeepEqual(d.Conflicts, first.Conflicts) || !reflect.DeepEqual(d.Endpoints, first.Endpoints) {
+			t.Fatalf("two computes of one model differ:\n%v\n%v", first.Conflicts, d.Conflicts)
+		}
+	}
+	d := first
+	want := []string{
+		"WorkloadEndpoint/a2: 10.65.0.2 is WorkloadEndpoint/a1's",
+		"WorkloadEndpoint/a3: interface tap1 is WorkloadEndpoint/a1's",
+		"WorkloadEndpoint/a4: 10.65.0.99 is Node/b's",
+		"WorkloadEndpoint/b2: 10.65.0.5 is WorkloadEndpoint/b1's",
+	}
+	if !reflect.DeepEqual(d.Conflicts, want) {
+		t.Errorf("conflicts\n%q\nwant\n%q", d.Conflicts, want)
+	}
+	if r := d.Routes[netip.MustParsePrefix("10.65.0.2/32")]; r.Ifindex != 10 {
+		t.Errorf("10.65.0.2 routed to %+v, want a1's tap1 (ifindex 10)", r)
+	}
+	if _, ok := d.Ifaces[11]; ok {
+		t.Errorf("a2's tap2 programmed: %+v", d.Ifaces[11])
+	}
+	for _, name := range []string{"a2", "a3", "a4"} {
+		if st := d.Endpoints[model.EndpointID(name)]; st.State != bpfmap.EndpointConflict {
+			t.Errorf("%s: state %s, want conflict", name, st.State)
+		}
+	}
+	if r := d.Routes[netip.MustParsePrefix("10.65.0.5/32")]; r.Type != bpfmap.RouteRemoteWorkload {
+		t.Errorf("10.65.0.5 (b1, remote) routed %+v", r)
 	}
 }
