@@ -20,6 +20,7 @@ import (
 
 	"github.com/calyxnet/calyx/agent/bgp"
 	"github.com/calyxnet/calyx/agent/calc"
+	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
@@ -380,6 +381,9 @@ func (a *Agent) program(d *calc.Desired) (int, error) {
 		return 0, fmt.Errorf("compile network policy: %w", d.PolicyErr)
 	}
 	var errs []error
+	// Endpoints whose attach failed before stay so until a retry works:
+	// their state is written as such, not flipped to ready and back.
+	a.markAttachFailed(d)
 	up, err := a.syncer.Upsert(d)
 	a.metrics.countWrites(up)
 	writes := up.Total()
@@ -390,9 +394,9 @@ func (a *Agent) program(d *calc.Desired) (int, error) {
 	errs = append(errs, a.attach(d))
 	a.reserveNATPorts(d)
 	tc := len(d.Prefilter) > 0 && !a.xdp
-	if tc != d.Config.PrefilterTC || len(a.failed) > 0 {
+	if tc != d.Config.PrefilterTC || a.markAttachFailed(d) {
 		// The underlay's XDP prefilter came or went with this attach, or
-		// endpoints whose attach failed say so in cx_endpoints.
+		// endpoints' attaches failed or recovered: cx_endpoints says so.
 		d.Config.PrefilterTC = tc
 		again, err := a.syncer.Upsert(d)
 		a.metrics.countWrites(again)
@@ -429,7 +433,11 @@ func (a *Agent) syncHostRoutes(d *calc.Desired, bgpIn map[string]*bgp.AdvertiseI
 	if err != nil {
 		return 0, err
 	}
-	routes := slices.Concat(d.KernelRoutes, calc.PoolRoutes(d, uncovered))
+	// A workload whose attach failed is down: no route leads to it.
+	routes := slices.DeleteFunc(slices.Concat(d.KernelRoutes, calc.PoolRoutes(d, uncovered)), func(r host.Route) bool {
+		_, failed := a.failed[uint32(r.Ifindex)]
+		return failed
+	})
 	bgpRoutes := a.bgpLearned(routes, bgpIn)
 	added, removed, err := kernel.SyncRoutes(slices.Concat(routes, bgpRoutes))
 	a.metrics.kernelRoutes.Add(float64(added + removed))
@@ -443,7 +451,11 @@ func (a *Agent) syncHostRoutes(d *calc.Desired, bgpIn map[string]*bgp.AdvertiseI
 	if err != nil {
 		return added + removed, err
 	}
-	ladded, lremoved, err := kernel.SyncLocalRoutes(d.LocalRoutes)
+	local := slices.DeleteFunc(slices.Clone(d.LocalRoutes), func(r host.LocalRoute) bool {
+		_, failed := a.failed[uint32(r.Ifindex)]
+		return failed
+	})
+	ladded, lremoved, err := kernel.SyncLocalRoutes(local)
 	a.metrics.kernelRoutes.Add(float64(ladded + lremoved))
 	if err != nil {
 		// The gateways answer pings and renewals; the dataplane does
@@ -546,14 +558,32 @@ func (a *Agent) attach(d *calc.Desired) error {
 	for idx, f := range a.failed {
 		if at, ok := d.Attach[idx]; !ok || at.Ifname != f.ifname {
 			delete(a.failed, idx)
-			continue
 		}
-		id := model.EndpointID(f.endpoint)
-		st := d.Endpoints[id]
-		st.State = bpfmap.EndpointAttachFailed
-		d.Endpoints[id] = st
 	}
 	return underlayErr
+}
+
+// markAttachFailed gives the endpoints whose attach failed (a.failed) the
+// attach-failed state in d, and the ones marked so that are attached now
+// their ready state back. It says whether it changed d.
+func (a *Agent) markAttachFailed(d *calc.Desired) bool {
+	changed := false
+	for id, st := range d.Endpoints {
+		idx := st.Ifindex
+		f, failed := a.failed[idx]
+		failed = failed && st.Ifname == f.ifname
+		switch {
+		case failed && st.State == bpfmap.EndpointReady:
+			st.State = bpfmap.EndpointAttachFailed
+		case !failed && st.State == bpfmap.EndpointAttachFailed:
+			st.State = bpfmap.EndpointReady
+		default:
+			continue
+		}
+		d.Endpoints[id] = st
+		changed = true
+	}
+	return changed
 }
 
 // attachFailure is a workload interface whose attach failed.

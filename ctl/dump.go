@@ -245,7 +245,14 @@ func endpointRows(ctx context.Context, o Options, m *bpfmap.Maps, ifname func(ui
 		}
 	}
 	names := endpointNames(ctx, o, stdio)
+	// The agent's state of each local endpoint: ready, or why not (waiting
+	// for its interface, refused, its attach failed, a conflict).
+	statuses, err := m.Endpoints.All()
+	if err != nil {
+		return nil, err
+	}
 	rows := make([]endpointRow, 0, len(ifaces))
+	shown := map[uint32]bool{}
 	for idx, v := range ifaces {
 		ps := ips[idx]
 		sort.Slice(ps, func(i, j int) bool { return ps[i].Addr().Less(ps[j].Addr()) })
@@ -257,18 +264,18 @@ func endpointRows(ctx context.Context, o Options, m *bpfmap.Maps, ifname func(ui
 		if name == "" {
 			name = idName(v.EndpointID)
 		}
-		rows = append(rows, endpointRow{Name: name, Interface: ifname(idx), Ifindex: idx, Kind: v.Kind.String(),
+		row := endpointRow{Name: name, Interface: ifname(idx), Ifindex: idx, Kind: v.Kind.String(),
 			State: bpfmap.EndpointReady.String(), IPs: strs, MAC: v.MAC.String(), HostMAC: v.HostMAC.String(),
-			CheckMAC: v.CheckMAC, EndpointID: v.EndpointID})
+			CheckMAC: v.CheckMAC, EndpointID: v.EndpointID}
+		if st, ok := statuses[v.EndpointID]; ok && st.State != bpfmap.EndpointReady {
+			row.State, row.Reason = st.State.String(), st.State.Reason()
+		}
+		rows = append(rows, row)
+		shown[v.EndpointID] = true
 	}
-	// The endpoints the agent did not program: waiting for their
-	// interface, or refused because it is one the agent may not touch.
-	statuses, err := m.Endpoints.All()
-	if err != nil {
-		return nil, err
-	}
+	// The endpoints the agent did not program.
 	for id, st := range statuses {
-		if st.State == bpfmap.EndpointReady {
+		if st.State == bpfmap.EndpointReady || shown[id] {
 			continue
 		}
 		name := names[id]

@@ -290,6 +290,9 @@ func SyncRoutes(want []host.Route) (added, removed int, err error) {
 			have[key{dst, r.Priority}] = host.Route{Dst: dst, Ifindex: r.LinkIndex, Gateway: gw, Metric: r.Priority}
 		}
 	}
+	// One route the kernel refuses does not keep the others out (nor
+	// stale ones in): every failure is returned, after the rest is done.
+	var errs []error
 	wantSet := make(map[key]bool, len(want))
 	for _, w := range want {
 		k := key{w.Dst, w.Metric}
@@ -299,12 +302,14 @@ func SyncRoutes(want []host.Route) (added, removed int, err error) {
 		}
 		if w.Gateway == host.UnderlayGateway {
 			if err := pinGatewayNeighbour(w.Ifindex, w.Gateway); err != nil {
-				return added, removed, err
+				errs = append(errs, err)
+				continue
 			}
 		}
 		r := routeFor(w)
 		if err := netlink.RouteReplace(r); err != nil {
-			return added, removed, fmt.Errorf("add route %s dev %d: %w", w.Dst, w.Ifindex, err)
+			errs = append(errs, fmt.Errorf("add route %s dev %d: %w", w.Dst, w.Ifindex, err))
+			continue
 		}
 		added++
 	}
@@ -314,11 +319,12 @@ func SyncRoutes(want []host.Route) (added, removed int, err error) {
 		}
 		if err := netlink.RouteDel(routeFor(h)); err != nil &&
 			!errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
-			return added, removed, fmt.Errorf("delete route %s: %w", k.dst, err)
+			errs = append(errs, fmt.Errorf("delete route %s: %w", k.dst, err))
+			continue
 		}
 		removed++
 	}
-	return added, removed, nil
+	return added, removed, errors.Join(errs...)
 }
 
 // ResolveGateway returns the interface and directly reachable gateway the
