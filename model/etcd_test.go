@@ -812,3 +812,30 @@ func TestEtcdTLS(t *testing.T) {
 		t.Errorf("without a client certificate: %v; want the TLS failure named", err)
 	}
 }
+
+// The model is read a page of keys at a time (every page at the first
+// one's revision, so that a write between two pages is not half seen).
+func TestEtcdReadsInPages(t *testing.T) {
+	ctx := context.Background()
+	srv := etcdtest.Start(t)
+	ds := openEtcdStore(t, srv)
+	rs := modelResources()
+	if err := ds.Apply(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	defer func(n int64) { readPage = n }(readPage)
+	readPage = 2
+	s, err := ds.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameModel(t, s, canonical(rs))
+	if len(rs) <= 2*int(readPage) {
+		t.Fatalf("only %d resources: no third page", len(rs))
+	}
+
+	all, rev, err := ds.readPages(ctx)
+	if err != nil || len(all) != len(rs) || rev != int64(s.Revision) {
+		t.Fatalf("pages: %d keys at %d (%v), want %d at %d", len(all), rev, err, len(rs), s.Revision)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -498,19 +499,20 @@ type storedKV struct {
 // read returns the model at the current revision, with every resource key
 // read (parsed or not).
 func (e *EtcdStore) read(ctx context.Context) (*Snapshot, map[string]storedKV, error) {
-	var resp *clientv3.GetResponse
+	var all []*mvccpb.KeyValue
+	var rev int64
 	err := e.request(ctx, func(ctx context.Context) error {
 		var err error
-		resp, err = e.cli.Get(ctx, e.resPrefix, clientv3.WithPrefix())
+		all, rev, err = e.readPages(ctx)
 		return err
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	s := NewSnapshot()
-	s.Revision = uint64(resp.Header.Revision)
-	kvs := make(map[string]storedKV, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	s.Revision = uint64(rev)
+	kvs := make(map[string]storedKV, len(all))
+	for _, kv := range all {
 		key := string(kv.Key)
 		kvs[key] = storedKV{value: kv.Value, modRev: kv.ModRevision}
 		if r := e.parse(key, kv.Value, kv.ModRevision); r != nil {
@@ -519,12 +521,47 @@ func (e *EtcdStore) read(ctx context.Context) (*Snapshot, map[string]storedKV, e
 	}
 	e.mu.Lock()
 	for key, m := range e.memo {
-		if _, ok := kvs[key]; !ok && m.modRev <= resp.Header.Revision {
+		if _, ok := kvs[key]; !ok && m.modRev <= rev {
 			delete(e.memo, key)
 		}
 	}
 	e.mu.Unlock()
 	return s, kvs, nil
+}
+
+// readPage is how many keys one read request asks etcd for: a model of
+// 50,000 endpoints is then many small answers, not one that etcd builds
+// (and holds) whole.
+var readPage int64 = 1000
+
+// readPages reads every resource key, readPage keys per request, all at
+// the revision of the first request (a consistent snapshot), and returns
+// them with that revision. Should the revision be compacted meanwhile, the
+// error says so and the caller's retry starts over.
+func (e *EtcdStore) readPages(ctx context.Context) ([]*mvccpb.KeyValue, int64, error) {
+	end := clientv3.GetPrefixRangeEnd(e.resPrefix)
+	key := e.resPrefix
+	var all []*mvccpb.KeyValue
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(readPage)}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := e.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, 0, err
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		all = append(all, resp.Kvs...)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return all, rev, nil
+		}
+		// The next page starts just after the last key read.
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
 }
 
 // Snapshot reads every resource at etcd's current revision, which becomes
