@@ -67,7 +67,8 @@ verbs (change the model):
   ipam allocate --node NODE [--handle H]
                            hand out an address from NODE's blocks (claiming a block when they are
                            full) to handle H (default calyxctl); prints the address
-  ipam release ADDR        free an address ipam allocate handed out
+  ipam release ADDR|--handle H
+                           free an address ipam allocate handed out
 nouns (read only):
   get KIND [NAME]          resources of a kind (IPPool, Node, Subnet, WorkloadEndpoint, FloatingIP, NetworkPolicy,
                            Config, IPAMBlock, BGPConfiguration, BGPPeer; any case, singular or plural)

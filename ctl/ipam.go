@@ -3,6 +3,8 @@ package ctl
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -13,8 +15,14 @@ import (
 	"github.com/calyxnet/calyx/model"
 )
 
-// defaultHandle is the handle `ipam allocate` records when none is given.
-const defaultHandle = "calyxctl"
+// newHandle is the handle `ipam allocate` records when none is given: a
+// new one each time (a handle's allocation is idempotent: with one fixed
+// default, a second allocate would return the first's address).
+func newHandle() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "calyxctl-" + hex.EncodeToString(b[:])
+}
 
 // count is a number that prints as itself in a table, 0 included.
 type count uint64
@@ -40,7 +48,7 @@ type allocationRow struct {
 
 func ipamCmd(ctx context.Context, o Options, args []string, stdio IO) error {
 	if len(args) == 0 {
-		return usagef("ipam: want 'ipam show', 'ipam allocate --node NODE [--handle H]' or 'ipam release ADDR'")
+		return usagef("ipam: want 'ipam show', 'ipam allocate --node NODE [--handle H]' or 'ipam release ADDR|--handle H'")
 	}
 	switch args[0] {
 	case "show":
@@ -51,8 +59,13 @@ func ipamCmd(ctx context.Context, o Options, args []string, stdio IO) error {
 	case "allocate":
 		return ipamAllocate(ctx, o, args[1:], stdio)
 	case "release":
-		if len(args) != 2 {
-			return usagef("ipam release: want 'ipam release ADDR'")
+		switch {
+		case len(args) == 3 && args[1] == "--handle":
+			return ipamReleaseHandle(ctx, o, args[2], stdio)
+		case len(args) == 2 && strings.HasPrefix(args[1], "--handle="):
+			return ipamReleaseHandle(ctx, o, strings.TrimPrefix(args[1], "--handle="), stdio)
+		case len(args) != 2 || strings.HasPrefix(args[1], "-"):
+			return usagef("ipam release: want 'ipam release ADDR' or 'ipam release --handle H'")
 		}
 		return ipamRelease(ctx, o, args[1], stdio)
 	}
@@ -131,7 +144,7 @@ func ipamAllocate(ctx context.Context, o Options, args []string, stdio IO) error
 		return usagef("ipam allocate: --node NODE is required")
 	}
 	if handle == "" {
-		handle = defaultHandle
+		handle = newHandle()
 	}
 	ds, done, err := ipamStore(o)
 	if err != nil {
@@ -163,5 +176,22 @@ func ipamRelease(ctx context.Context, o Options, arg string, stdio IO) error {
 		return err
 	}
 	fmt.Fprintf(stdio.Out, "released %s\n", a)
+	return nil
+}
+
+func ipamReleaseHandle(ctx context.Context, o Options, handle string, stdio IO) error {
+	if handle == "" {
+		return usagef("ipam release: --handle needs a value")
+	}
+	ds, done, err := ipamStore(o)
+	if err != nil {
+		return err
+	}
+	defer done()
+	a, err := ipam.ReleaseHandle(ctx, ds, handle)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdio.Out, "released %s (handle %s)\n", a, handle)
 	return nil
 }

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -76,9 +77,10 @@ func TestIPAMAllocateShowRelease(t *testing.T) {
 	if b := blocks[1]; b["cidr"] != "10.65.0.4/30" || b["pool"] != "wl" || b["node"] != "host-b" || b["used"] != 1.0 || b["size"] != 4.0 {
 		t.Errorf("ipam show -o json row = %v", b)
 	}
-	// The default handle is recorded in the block, which get shows.
+	// A new handle (none was given) is recorded in the block, which get
+	// shows.
 	r = run(t, ds, "", "get", "ipamblock", "10-65-0-4-30", "-o", "json")
-	if r.code != 0 || !strings.Contains(r.out, `"10.65.0.4": "calyxctl"`) {
+	if r.code != 0 || !regexp.MustCompile(`"10.65.0.4": "calyxctl-[0-9a-f]{12}"`).MatchString(r.out) {
 		t.Errorf("get ipamblock: %d %q %q", r.code, r.out, r.err)
 	}
 
@@ -130,5 +132,31 @@ func TestIPAMAllocateErrors(t *testing.T) {
 	r := run(t, ds, "", "ipam", "allocate", "--node", "host-a")
 	if r.code != 1 || !strings.Contains(r.err, "pool exhausted") || !strings.Contains(r.err, "IPPool/wl") {
 		t.Errorf("allocation from a full pool: %d %q", r.code, r.err)
+	}
+}
+
+// A handle's allocation is idempotent; release --handle frees it.
+func TestIPAMHandle(t *testing.T) {
+	ds := t.TempDir()
+	if r := run(t, ds, ipamModel, "apply", "-f", "-"); r.code != 0 {
+		t.Fatalf("apply: %s", r.err)
+	}
+	first := run(t, ds, "", "ipam", "allocate", "--node", "host-a", "--handle", "vm-42")
+	again := run(t, ds, "", "ipam", "allocate", "--node", "host-a", "--handle", "vm-42")
+	if first.code != 0 || again.out != first.out {
+		t.Errorf("retried allocation printed %q, the first %q (%s)", again.out, first.out, first.err)
+	}
+	if r := run(t, ds, "", "ipam", "allocate", "--node", "host-a"); r.code != 0 || r.out == first.out {
+		t.Errorf("an allocation without a handle got %q (%s): want a new address", r.out, r.err)
+	}
+	r := run(t, ds, "", "ipam", "release", "--handle", "vm-42")
+	if r.code != 0 || r.out != "released "+strings.TrimSpace(first.out)+" (handle vm-42)\n" {
+		t.Errorf("release --handle: %d %q %q", r.code, r.out, r.err)
+	}
+	if r := run(t, ds, "", "ipam", "release", "--handle", "vm-42"); r.code != 1 || !strings.Contains(r.err, "holds no address") {
+		t.Errorf("second release --handle: %d %q", r.code, r.err)
+	}
+	if r := run(t, ds, "", "ipam", "release", "--handle"); r.code != 2 {
+		t.Errorf("release --handle without a value: %d %q", r.code, r.err)
 	}
 }

@@ -136,7 +136,10 @@ func claimIn(ctx context.Context, ds Store, node string, p *model.IPPool, taken 
 
 // Allocate hands out one free address of node's blocks to handle (an
 // endpoint's name or an orchestrator's handle), claiming a new block when
-// every block the node holds is full. IPv4 blocks are used before IPv6 ones,
+// every block the node holds is full. It is idempotent per handle: when
+// handle already holds an address in one of node's blocks (a retried
+// allocation whose answer was lost), that address is returned again; one
+// handle holding an address of another node's block is an error. IPv4 blocks are used before IPv6 ones,
 // lower blocks before higher, and the lowest free address of a block first.
 // An address any WorkloadEndpoint, FloatingIP or Node already uses is never
 // handed out, even where it was not allocated through IPAM. The error wraps
@@ -154,6 +157,12 @@ func Allocate(ctx context.Context, ds Store, node, handle string) (netip.Addr, e
 		n, err := nodeOf(snap, node)
 		if err != nil {
 			return netip.Addr{}, err
+		}
+		if a, b, ok := heldBy(snap, handle); ok {
+			if b.Spec.Node != node {
+				return netip.Addr{}, fmt.Errorf("ipam: handle %q already holds %s, in block %s of node %q", handle, a, b.Spec.CIDR, b.Spec.Node)
+			}
+			return a, nil
 		}
 		used := usedAddrs(snap)
 		for _, b := range usableBlocks(snap, n) {
@@ -184,6 +193,32 @@ func Allocate(ctx context.Context, ds Store, node, handle string) (netip.Addr, e
 		// over from a fresh snapshot.
 	}
 	return netip.Addr{}, fmt.Errorf("ipam: allocate for node %q: gave up after %d attempts lost to concurrent writers", node, maxAttempts)
+}
+
+// heldBy finds the address handle holds, and its block.
+func heldBy(snap *model.Snapshot, handle string) (netip.Addr, *model.IPAMBlock, bool) {
+	for _, b := range snap.Blocks {
+		for a, h := range b.Spec.Allocations {
+			if h == handle {
+				return a, b, true
+			}
+		}
+	}
+	return netip.Addr{}, nil, false
+}
+
+// ReleaseHandle frees the address handle holds. It is an error wrapping
+// model.ErrNotFound when the handle holds none.
+func ReleaseHandle(ctx context.Context, ds Store, handle string) (netip.Addr, error) {
+	snap, err := ds.Snapshot(ctx)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	a, _, ok := heldBy(snap, handle)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("ipam: handle %q holds no address: %w", handle, model.ErrNotFound)
+	}
+	return a, Release(ctx, ds, a)
 }
 
 // errFull says a block has no free address (or is no longer the node's).

@@ -3,6 +3,7 @@ package ipam_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -109,11 +110,11 @@ func TestPoolExhausted(t *testing.T) {
 	}
 	// Allocate fills the four blocks (16 addresses), then says why not.
 	for i := range 16 {
-		if _, err := ipam.Allocate(ctx, ds, "a", "h"); err != nil {
+		if _, err := ipam.Allocate(ctx, ds, "a", fmt.Sprintf("h%d", i)); err != nil {
 			t.Fatalf("allocation %d of 16: %v", i, err)
 		}
 	}
-	_, err = ipam.Allocate(ctx, ds, "a", "h")
+	_, err = ipam.Allocate(ctx, ds, "a", "h16")
 	if !errors.Is(err, ipam.ErrPoolExhausted) || !strings.Contains(err.Error(), "no free address") {
 		t.Errorf("allocation 17: %v, want a 'no free address ... pool exhausted' error", err)
 	}
@@ -127,8 +128,8 @@ func TestAllocate(t *testing.T) {
 		&model.WorkloadEndpoint{Metadata: model.Metadata{Name: "static"}, Spec: model.WorkloadEndpointSpec{
 			Node: "b", Interface: "tap0", IPNetworks: []netip.Prefix{netip.MustParsePrefix("10.65.0.1/32")}}})
 	var got []string
-	for range 5 {
-		a, err := ipam.Allocate(ctx, ds, "a", "wl-x")
+	for i := range 5 {
+		a, err := ipam.Allocate(ctx, ds, "a", fmt.Sprintf("wl-%d", i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,7 +147,7 @@ func TestAllocate(t *testing.T) {
 	}
 	first := bs[model.BlockName(netip.MustParsePrefix("10.65.0.0/30"))]
 	if first == nil || first.Spec.Node != "a" || len(first.Spec.Allocations) != 3 ||
-		first.Spec.Allocations[netip.MustParseAddr("10.65.0.2")] != "wl-x" {
+		first.Spec.Allocations[netip.MustParseAddr("10.65.0.2")] != "wl-1" {
 		t.Errorf("first block = %+v", first)
 	}
 	// b's allocation claims b's own block, not a's.
@@ -294,5 +295,33 @@ func TestReleaseNode(t *testing.T) {
 	b, err := ipam.ClaimBlock(ctx, ds, "b", "")
 	if err != nil || b.Spec.CIDR != netip.MustParsePrefix("10.65.0.0/26") {
 		t.Errorf("b's claim after a's release = %v, %v; want 10.65.0.0/26", b, err)
+	}
+}
+
+// A retried allocation (same handle) gets the address the first one got,
+// on that node; on another node it is refused. ReleaseHandle frees it.
+func TestAllocateIdempotentPerHandle(t *testing.T) {
+	ctx := context.Background()
+	ds := fileStore(t, pool("p", "10.65.0.0/24", 28), node("a", nil), node("b", nil))
+	first, err := ipam.Allocate(ctx, ds, "a", "vm-42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ipam.Allocate(ctx, ds, "a", "vm-42")
+	if err != nil || again != first {
+		t.Errorf("retried allocation: %s, %v; want %s again", again, err, first)
+	}
+	if other, err := ipam.Allocate(ctx, ds, "a", "vm-43"); err != nil || other == first {
+		t.Errorf("another handle got %s, %v", other, err)
+	}
+	if _, err := ipam.Allocate(ctx, ds, "b", "vm-42"); err == nil || !strings.Contains(err.Error(), `already holds`) {
+		t.Errorf("the handle on another node: %v, want refused", err)
+	}
+	a, err := ipam.ReleaseHandle(ctx, ds, "vm-42")
+	if err != nil || a != first {
+		t.Errorf("release by handle: %s, %v; want %s", a, err, first)
+	}
+	if _, err := ipam.ReleaseHandle(ctx, ds, "vm-42"); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("second release by handle: %v, want not found", err)
 	}
 }
