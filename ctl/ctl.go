@@ -60,8 +60,9 @@ The datastore is file:///DIR (default file:///var/lib/calyx) or etcd://HOST:PORT
 --agent is the agent's --metrics address, for BGP status (default http://127.0.0.1:9091).
 
 verbs (change the model):
-  apply -f FILE            create or replace the resources in FILE ('-' for stdin); all or nothing; what it
-                           accepts but cannot mean is printed as "warning: ..." on stderr
+  apply -f FILE [--force]  create or replace the resources in FILE ('-' for stdin); all or nothing; what it
+                           accepts but cannot mean is printed as "warning: ..." on stderr; an IPAMBlock
+                           (IPAM's own record) needs --force
   delete -f FILE           delete the resources named in FILE
   delete KIND NAME         delete one resource
   ipam allocate --node NODE [--handle H]

@@ -160,3 +160,21 @@ func TestIPAMHandle(t *testing.T) {
 		t.Errorf("release --handle without a value: %d %q", r.code, r.err)
 	}
 }
+
+// An IPAMBlock is IPAM's own record: apply refuses one without --force.
+func TestApplyIPAMBlockNeedsForce(t *testing.T) {
+	ds := t.TempDir()
+	if r := run(t, ds, ipamModel, "apply", "-f", "-"); r.code != 0 {
+		t.Fatalf("apply: %s", r.err)
+	}
+	block := "apiVersion: calyx.io/v1\nkind: IPAMBlock\nmetadata: {name: 10-65-0-0-30}\nspec: {cidr: 10.65.0.0/30, pool: wl, node: host-a}\n"
+	if r := run(t, ds, block, "apply", "-f", "-"); r.code != 2 || !strings.Contains(r.err, "--force") || !strings.Contains(r.err, "IPAMBlock/10-65-0-0-30") {
+		t.Errorf("apply of an IPAMBlock: %d %q, want refused naming it and --force", r.code, r.err)
+	}
+	if r := run(t, ds, "", "get", "ipamblocks"); strings.Contains(r.out, "10-65-0-0-30") {
+		t.Errorf("the refused block was written: %s", r.out)
+	}
+	if r := run(t, ds, block, "apply", "-f", "-", "--force"); r.code != 0 {
+		t.Errorf("apply --force of an IPAMBlock: %d %q", r.code, r.err)
+	}
+}

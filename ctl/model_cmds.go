@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 
 	"gopkg.in/yaml.v3"
@@ -60,9 +61,18 @@ func readInput(stdio IO, args []string, verb string) ([]model.Resource, error) {
 }
 
 func apply(ctx context.Context, o Options, args []string, stdio IO) error {
+	force := slices.Contains(args, "--force")
+	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--force" })
 	rs, err := readInput(stdio, args, "apply")
 	if err != nil {
 		return err
+	}
+	// IPAMBlocks are IPAM's own records (ipam allocate, block claims): one
+	// written by hand can take addresses or a block from under a node.
+	for _, r := range rs {
+		if model.RefOf(r).Kind == model.KindIPAMBlock && !force {
+			return usagef("apply: %s is IPAM's own record (calyxctl ipam allocate and release keep it); writing it by hand can hand one address or block to two owners: add --force to apply it anyway", model.RefOf(r))
+		}
 	}
 	ds, err := o.openDatastore()
 	if err != nil {
