@@ -40,3 +40,35 @@ func BenchmarkFastPathLocalDeliver(b *testing.B) {
 		bpfmap.CounterKey{Ifindex: src.idx(), Reason: bpfmap.ReasonDeliverLocal},
 		bpfmap.CounterKey{Ifindex: dst.idx(), Reason: bpfmap.ReasonToWorkload})
 }
+
+// BenchmarkFastPathTCP is BenchmarkFastPathLocalDeliver for a TCP flow
+// (its SYN sent first): every packet is the next pure ACK, in sequence, the
+// free case of sequence tracking (finding 8 of issue 15).
+func BenchmarkFastPathTCP(b *testing.B) { benchFastPathTCP(b, 1001) }
+
+// BenchmarkFastPathTCPBehind is BenchmarkFastPathTCP with every packet
+// behind the flow's end (a retransmission): the case that looks the other
+// direction's entry up.
+func BenchmarkFastPathTCPBehind(b *testing.B) { benchFastPathTCP(b, 999) }
+
+func benchFastPathTCP(b *testing.B, seq uint32) {
+	e := newTunnelEnv(b)
+	cfg := e.tun.cfg
+	cfg.RouteGen = 1
+	must(b, e.dp.Maps.Config.Put(0, cfg))
+	src, dst := e.wl1, e.wl2
+	f := mkFlow(bpfmap.ProtoTCP, src.ip4, 40000, dst.ip4, 80)
+	e.fromWL(b, src, f.frame(src.l2(), seg{flags: bpfmap.TCPSyn, seq: 1000}))
+	// The reply's SYN-ACK makes the other direction known (its window).
+	e.fromWL(b, dst, f.reverse().frame(dst.l2(), seg{flags: bpfmap.TCPSyn | bpfmap.TCPAck, seq: 5000, ack: 1001}))
+	pkt := f.frame(src.l2(), seg{flags: bpfmap.TCPAck, seq: seq, ack: 5001})
+	pkt = pkt[:14+40] // no payload: a pure ACK
+	pkt[14+2], pkt[14+3] = 0, 40
+	fixIPv4Checksum(pkt[14:])
+	fixL4Checksum(pkt[14:])
+	before := e.counters(b)
+	res := benchOnePacket(b, e, e.from, src.ifindex, pkt, redirect)
+	wantCounted(b, e, before, res, 1, len(pkt),
+		bpfmap.CounterKey{Ifindex: src.idx(), Reason: bpfmap.ReasonDeliverLocal},
+		bpfmap.CounterKey{Ifindex: dst.idx(), Reason: bpfmap.ReasonToWorkload})
+}
