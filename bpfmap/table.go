@@ -157,7 +157,8 @@ func (t *Table[K, V]) Lookup(k K) (V, bool, error) {
 }
 
 // Put creates or replaces the entry of k. A full map refuses a new key
-// with an error wrapping ErrTableFull.
+// with an error wrapping ErrTableFull (the kernel says E2BIG for a hash,
+// ENOSPC for an LPM trie).
 func (t *Table[K, V]) Put(k K, v V) error {
 	bv, err := t.codec.value(k, v)
 	if err != nil {
@@ -174,7 +175,7 @@ func (t *Table[K, V]) Put(k K, v V) error {
 		return nil
 	}
 	if err := t.m.Put(t.codec.key(k), bv); err != nil {
-		if errors.Is(err, errMapFull) {
+		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOSPC) {
 			err = fmt.Errorf("%w (%d entries): %w", ErrTableFull, t.Capacity(), err)
 		}
 		return fmt.Errorf("put %s[%+v]: %w", t.name, k, err)
@@ -199,9 +200,6 @@ func (t *Table[K, V]) Delete(k K) error {
 
 // ErrTableFull is wrapped by Put when the map has no room for a new key.
 var ErrTableFull = errors.New("map full")
-
-// errMapFull is what the kernel answers a full hash map's update with.
-var errMapFull = unix.E2BIG
 
 // sameKey is the key conversion of maps keyed by a plain integer.
 func sameKey(k uint32) (uint32, error) { return k, nil }
