@@ -1,6 +1,7 @@
 package loader_test
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -274,5 +275,31 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	if _, err := loader.LoadWith("", loader.Options{Capacities: map[string]uint32{"cx_nothing": 1}}); err == nil ||
 		!strings.Contains(err.Error(), "cx_nothing") {
 		t.Errorf("sizing a map that does not exist: %v, want an error naming it", err)
+	}
+}
+
+// A full map refuses a new key with bpfmap.ErrTableFull, whether it is an
+// LPM trie (ENOSPC) or a hash (E2BIG); a key already there is replaced.
+func TestTableFull(t *testing.T) {
+	requirePrivileges(t)
+	dp, err := loader.LoadWith("", loader.Options{Capacities: map[string]uint32{bpf.CalyxMapCxRoutes: 2, bpf.CalyxMapCxFips: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dp.Close()
+	for i := range 3 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 65, 0, byte(i)}), 32)
+		err := dp.Maps.Routes.Put(p, bpfmap.Route{Type: bpfmap.RouteHost})
+		if i < 2 && err != nil || i == 2 && !errors.Is(err, bpfmap.ErrTableFull) {
+			t.Errorf("route %d of a table of 2: %v", i+1, err)
+		}
+		a := netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})
+		err = dp.Maps.FIPs.Put(a, bpfmap.FloatingIP{})
+		if i < 2 && err != nil || i == 2 && !errors.Is(err, bpfmap.ErrTableFull) {
+			t.Errorf("floating IP %d of a table of 2: %v", i+1, err)
+		}
+	}
+	if err := dp.Maps.Routes.Put(netip.MustParsePrefix("10.65.0.0/32"), bpfmap.Route{Type: bpfmap.RoutePool}); err != nil {
+		t.Errorf("replacing an entry of a full table: %v", err)
 	}
 }
