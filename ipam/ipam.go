@@ -27,12 +27,11 @@ import (
 	"github.com/calyxnet/calyx/selector"
 )
 
-// Store is what IPAM needs of a datastore: a snapshot to choose from,
-// compare-and-swap writes of single resources, and Delete to free the blocks
-// of a deleted node. Every model.Datastore implements it.
+// Store is what IPAM needs of a datastore: a snapshot to choose from and
+// compare-and-swap writes and deletes of single resources. Every
+// model.Datastore implements it.
 type Store interface {
 	Snapshot(ctx context.Context) (*model.Snapshot, error)
-	Delete(ctx context.Context, refs []model.Ref) error
 	model.Versioned
 }
 
@@ -324,20 +323,30 @@ func ReleaseNode(ctx context.Context, ds Store, node string) error {
 	slices.Sort(names)
 	for _, name := range names {
 		ref := model.Ref{Kind: model.KindIPAMBlock, Name: name}
-		// Check it is still the node's just before deleting: another
-		// ReleaseNode may have freed it and a node claimed it again.
-		b, _, err := getBlock(ctx, ds, ref)
-		if errors.Is(err, model.ErrNotFound) {
-			continue
-		}
+		// Delete it only as read, still the node's: another ReleaseNode
+		// may have freed it and a node claimed it again in between.
+		_, err := retry(ctx, func() (struct{}, bool, error) {
+			b, rev, err := getBlock(ctx, ds, ref)
+			if errors.Is(err, model.ErrNotFound) {
+				return struct{}{}, true, nil
+			}
+			if err != nil {
+				return struct{}{}, true, err
+			}
+			if b.Spec.Node != node {
+				return struct{}{}, true, nil
+			}
+			err = ds.DeleteIf(ctx, ref, rev)
+			if errors.Is(err, model.ErrConflict) {
+				return struct{}{}, false, err
+			}
+			if err != nil {
+				return struct{}{}, true, fmt.Errorf("ipam: releasing block %s of node %q: %w", b.Spec.CIDR, node, err)
+			}
+			return struct{}{}, true, nil
+		})
 		if err != nil {
 			return err
-		}
-		if b.Spec.Node != node {
-			continue
-		}
-		if err := ds.Delete(ctx, []model.Ref{ref}); err != nil && !errors.Is(err, model.ErrNotFound) {
-			return fmt.Errorf("ipam: releasing block %s of node %q: %w", b.Spec.CIDR, node, err)
 		}
 	}
 	return nil

@@ -50,6 +50,10 @@ type Versioned interface {
 	// ErrNotFound as well when the resource is gone). It is validated like
 	// Apply.
 	Update(ctx context.Context, r Resource, rev int64) error
+	// DeleteIf deletes the resource ref names only if its stored revision
+	// equals rev; otherwise it returns an error wrapping ErrConflict (and
+	// ErrNotFound as well when it is gone). It is checked like Delete.
+	DeleteIf(ctx context.Context, ref Ref, rev int64) error
 }
 
 // Liveness tells which nodes' agents are running. Only the etcd store

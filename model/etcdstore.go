@@ -771,6 +771,36 @@ func (e *EtcdStore) Create(ctx context.Context, r Resource) error {
 	})
 }
 
+// DeleteIf deletes ref only if its key's ModRevision is rev (one
+// transaction with that compare); otherwise it returns an error wrapping
+// ErrConflict, and ErrNotFound too when the key is gone. It is checked
+// like Delete.
+func (e *EtcdStore) DeleteIf(ctx context.Context, ref Ref, rev int64) error {
+	if e.closed() {
+		return ErrClosed
+	}
+	ref, err := normalizeRef(ref)
+	if err != nil {
+		return err
+	}
+	key := e.key(ref)
+	return e.write(ctx, "delete", func(before *Snapshot, kvs map[string]storedKV) (plan, error) {
+		cur, ok := kvs[key]
+		switch {
+		case !ok:
+			return plan{}, fmt.Errorf("%s: %w: deleted since it was read (%w)", ref, ErrConflict, ErrNotFound)
+		case cur.modRev != rev:
+			return plan{}, fmt.Errorf("%s: %w: changed since it was read (revision %d, now %d)", ref, ErrConflict, rev, cur.modRev)
+		}
+		after := before.Clone()
+		after.Remove(ref)
+		if err := newProblems(before, after, nil); err != nil {
+			return plan{}, err
+		}
+		return plan{ops: []clientv3.Op{clientv3.OpDelete(key)}, cmps: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}}, nil
+	})
+}
+
 // Update replaces r only if its key's ModRevision is rev; otherwise it
 // returns an error wrapping ErrConflict, and ErrNotFound too when the key
 // is gone. Otherwise it behaves as Apply of r alone.

@@ -309,7 +309,11 @@ func (f *FileStore) write(ctx context.Context, prepared []Resource, check func()
 // gain cross-resource errors. It returns errors wrapping ErrNotFound for
 // missing resources, the validation errors, or the I/O error that aborted
 // the commit after rolling it back.
-func (f *FileStore) Delete(ctx context.Context, refs []Ref) error {
+func (f *FileStore) Delete(ctx context.Context, refs []Ref) error { return f.delete(ctx, refs, nil) }
+
+// delete is Delete, with check (when set) run under the store's lock
+// before anything is deleted: its error refuses the delete.
+func (f *FileStore) delete(ctx context.Context, refs []Ref, check func() error) error {
 	if f.closed() {
 		return ErrClosed
 	}
@@ -323,6 +327,11 @@ func (f *FileStore) Delete(ctx context.Context, refs []Ref) error {
 		return err
 	}
 	defer done()
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
+	}
 	after := before.Clone()
 	var ops []*fileOp
 	var errs []error

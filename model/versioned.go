@@ -130,10 +130,36 @@ func (f *FileStore) Update(ctx context.Context, r Resource, rev int64) error {
 		case err != nil:
 			return fmt.Errorf("reading %s: %w", relPath(ref), err)
 		}
-		if cur := contentRevision(data); cur != rev {
-			return fmt.Errorf("%s: %w: changed since it was read (revision %d, now %d)", ref, ErrConflict, rev, cur)
+		return f.sameRevision(ref, data, rev)
+	})
+}
+
+// sameRevision says (nil) whether data, ref's file as read under the
+// store's lock, is at revision rev.
+func (f *FileStore) sameRevision(ref Ref, data []byte, rev int64) error {
+	if cur := contentRevision(data); cur != rev {
+		return fmt.Errorf("%s: %w: changed since it was read (revision %d, now %d)", ref, ErrConflict, rev, cur)
+	}
+	return nil
+}
+
+// DeleteIf deletes ref only if its file's revision (as Get returns it) is
+// rev; otherwise it returns an error wrapping ErrConflict, and ErrNotFound
+// too when the file is gone. Otherwise it behaves as Delete of ref alone.
+func (f *FileStore) DeleteIf(ctx context.Context, ref Ref, rev int64) error {
+	ref, err := normalizeRef(ref)
+	if err != nil {
+		return err
+	}
+	return f.delete(ctx, []Ref{ref}, func() error {
+		data, err := os.ReadFile(f.cache.path(ref))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("%s: %w: deleted since it was read (%w)", ref, ErrConflict, ErrNotFound)
+		case err != nil:
+			return fmt.Errorf("reading %s: %w", relPath(ref), err)
 		}
-		return nil
+		return f.sameRevision(ref, data, rev)
 	})
 }
 

@@ -247,3 +247,40 @@ func TestFileStoreHasNoLiveness(t *testing.T) {
 		t.Errorf("Live: %v", err)
 	}
 }
+
+// DeleteIf deletes only at the revision given: a block changed since it
+// was read stays (ErrConflict), a gone one says so (ErrConflict and
+// ErrNotFound).
+func TestVersionedDeleteIf(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ds testStore) {
+		ctx := context.Background()
+		if err := ds.Apply(ctx, []Resource{pool("p", "10.65.0.0/16")}); err != nil {
+			t.Fatal(err)
+		}
+		ref := Ref{KindIPAMBlock, "10-65-1-0-26"}
+		if err := ds.Create(ctx, block("10.65.1.0/26", "p", "n1")); err != nil {
+			t.Fatal(err)
+		}
+		_, rev, err := ds.Get(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Another writer hands out an address meanwhile.
+		if err := ds.Update(ctx, block("10.65.1.0/26", "p", "n1", "10.65.1.5", "wa"), rev); err != nil {
+			t.Fatal(err)
+		}
+		if err := ds.DeleteIf(ctx, ref, rev); !errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+			t.Fatalf("DeleteIf at a stale revision: %v, want a conflict", err)
+		}
+		if _, _, err := ds.Get(ctx, ref); err != nil {
+			t.Fatalf("the block went despite the conflict: %v", err)
+		}
+		_, rev2, _ := ds.Get(ctx, ref)
+		if err := ds.DeleteIf(ctx, ref, rev2); err != nil {
+			t.Fatalf("DeleteIf at the current revision: %v", err)
+		}
+		if err := ds.DeleteIf(ctx, ref, rev2); !errors.Is(err, ErrConflict) || !errors.Is(err, ErrNotFound) {
+			t.Fatalf("DeleteIf of a gone block: %v", err)
+		}
+	})
+}
