@@ -437,6 +437,10 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __b
 
 			if (!old || !cx_ct_same_nat(old, &rv))
 				return -1;
+			/* This flow's own reply entry, left by an earlier flow of
+			 * the same tuple: it starts afresh (counters and TCP
+			 * sequence state are the old flow's). */
+			bpf_map_update_elem(&cx_ct, &rk, &rv, BPF_EXIST);
 			reused = 1;
 		}
 	} else {
