@@ -36,19 +36,15 @@ type spec struct {
 // declaration and an entry here (plus a step in agent/mapsync when the
 // agent fills it from the model).
 var specs = []spec{
-	{bpf.CalyxMapCxConfig, true, func(m *Maps, b backing) { m.Config = newTable(bpf.CalyxMapCxConfig, b, configCodec) }},
-	{bpf.CalyxMapCxPrefilter, true, func(m *Maps, b backing) {
-		m.Prefilter = newTable(bpf.CalyxMapCxPrefilter, b, prefilterCodec)
-	}},
-	{bpf.CalyxMapCxPolicy, true, func(m *Maps, b backing) { m.Policy = newTable(bpf.CalyxMapCxPolicy, b, policyCodec) }},
-	{bpf.CalyxMapCxIpcache, true, func(m *Maps, b backing) { m.IPCache = newTable(bpf.CalyxMapCxIpcache, b, ipcacheCodec) }},
-	{bpf.CalyxMapCxIfaces, true, func(m *Maps, b backing) { m.Ifaces = newTable(bpf.CalyxMapCxIfaces, b, ifaceCodec) }},
-	{bpf.CalyxMapCxFips, true, func(m *Maps, b backing) { m.FIPs = newTable(bpf.CalyxMapCxFips, b, fipCodec) }},
-	{bpf.CalyxMapCxRoutes, true, func(m *Maps, b backing) { m.Routes = newTable(bpf.CalyxMapCxRoutes, b, routeCodec) }},
-	{bpf.CalyxMapCxEndpoints, true, func(m *Maps, b backing) {
-		m.Endpoints = newTable(bpf.CalyxMapCxEndpoints, b, endpointCodec)
-	}},
-	{bpf.CalyxMapCxLinks, true, func(m *Maps, b backing) { m.Links = newTable(bpf.CalyxMapCxLinks, b, linkCodec) }},
+	{bpf.CalyxMapCxConfig, true, func(m *Maps, b backing) { m.Config = newTable(b, configCodec) }},
+	{bpf.CalyxMapCxPrefilter, true, func(m *Maps, b backing) { m.Prefilter = newTable(b, prefilterCodec) }},
+	{bpf.CalyxMapCxPolicy, true, func(m *Maps, b backing) { m.Policy = newTable(b, policyCodec) }},
+	{bpf.CalyxMapCxIpcache, true, func(m *Maps, b backing) { m.IPCache = newTable(b, ipcacheCodec) }},
+	{bpf.CalyxMapCxIfaces, true, func(m *Maps, b backing) { m.Ifaces = newTable(b, ifaceCodec) }},
+	{bpf.CalyxMapCxFips, true, func(m *Maps, b backing) { m.FIPs = newTable(b, fipCodec) }},
+	{bpf.CalyxMapCxRoutes, true, func(m *Maps, b backing) { m.Routes = newTable(b, routeCodec) }},
+	{bpf.CalyxMapCxEndpoints, true, func(m *Maps, b backing) { m.Endpoints = newTable(b, endpointCodec) }},
+	{bpf.CalyxMapCxLinks, true, func(m *Maps, b backing) { m.Links = newTable(b, linkCodec) }},
 	{bpf.CalyxMapCxCounters, false, func(m *Maps, b backing) { m.counters = b.mp }},
 	{bpf.CalyxMapCxCt, false, func(m *Maps, b backing) { m.ct = b.mp }},
 	{bpf.CalyxMapCxPolicyHits, false, func(m *Maps, b backing) { m.hits = b.mp }},
@@ -113,7 +109,7 @@ func FromObjects(objs *bpf.CalyxMaps) *Maps {
 		if mp == nil {
 			panic(fmt.Sprintf("bpfmap: the loaded objects have no map %s", s.name))
 		}
-		s.bind(m, backing{mp: mp})
+		s.bind(m, backing{name: s.name, mp: mp})
 		m.all = append(m.all, mp)
 	}
 	return m
@@ -128,7 +124,7 @@ func FromObjects(objs *bpf.CalyxMaps) *Maps {
 func NewMemory(hook func(op, table string, key any) error, sizes map[string]int) *Maps {
 	m := &Maps{}
 	for _, s := range specs {
-		s.bind(m, backing{hook: hook, memSize: sizes})
+		s.bind(m, backing{name: s.name, hook: hook, memSize: sizes[s.name]})
 	}
 	return m
 }
@@ -149,7 +145,7 @@ func openPinned(dir string, readOnly bool) (*Maps, error) {
 			m.Close()
 			return nil, fmt.Errorf("open pinned map %s in %s: %w", s.name, dir, err)
 		}
-		s.bind(m, backing{mp: mp})
+		s.bind(m, backing{name: s.name, mp: mp})
 		m.all = append(m.all, mp)
 	}
 	return m, nil

@@ -28,9 +28,10 @@ type Table[K comparable, V any] struct {
 // backing is where a table's entries live: a kernel map, or (mp nil) a Go
 // map whose writes hook may refuse.
 type backing struct {
+	name    string // the pinned name
 	mp      *ebpf.Map
 	hook    func(op, table string, key any) error
-	memSize map[string]int
+	memSize int
 }
 
 // codec converts a table's domain keys and values to and from the
@@ -89,10 +90,10 @@ func (c structCodec[K, V, BK, BV]) each(m *ebpf.Map, fn func(K, V) bool) error {
 }
 
 // newTable binds a map to its codec.
-func newTable[K comparable, V any, BK any, BV any](name string, b backing, c structCodec[K, V, BK, BV]) *Table[K, V] {
-	t := &Table[K, V]{name: name, m: b.mp, codec: c}
+func newTable[K comparable, V any, BK any, BV any](b backing, c structCodec[K, V, BK, BV]) *Table[K, V] {
+	t := &Table[K, V]{name: b.name, m: b.mp, codec: c}
 	if b.mp == nil {
-		t.mem, t.hook, t.memSize = map[K]V{}, b.hook, b.memSize[name]
+		t.mem, t.hook, t.memSize = map[K]V{}, b.hook, b.memSize
 	}
 	return t
 }
