@@ -85,7 +85,7 @@ func newMetrics() *metrics {
 			Name: "calyx_map_capacity", Help: "The most entries each BPF map can hold (max_entries).",
 		}, []string{"map"}),
 		workloadMTU: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "calyx_workload_mtu", Help: "The MTU workloads must use: the underlay's minus the largest encapsulation overhead the pools may use.",
+			Name: "calyx_workload_mtu_bytes", Help: "The MTU workloads must use (bytes): the underlay's minus the largest encapsulation overhead the pools may use.",
 		}),
 	}
 	m.dsConnected.Set(1)
