@@ -26,6 +26,7 @@ import (
 	"github.com/calyxnet/calyx/agent/subnetsvc"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/conntrack"
+	"github.com/calyxnet/calyx/ipam"
 	"github.com/calyxnet/calyx/loader"
 	"github.com/calyxnet/calyx/model"
 	"github.com/calyxnet/calyx/policy"
@@ -63,6 +64,10 @@ type Config struct {
 	// what one failing interface does to the others (Felix has such
 	// DebugSimulate settings). "" in production.
 	DebugFailAttachFile string
+	// EmptyBlockGrace is how long one of this node's IPAM blocks may stay
+	// empty (no allocation, no endpoint address inside) before the agent
+	// gives it back to the pool; 0 keeps them.
+	EmptyBlockGrace time.Duration
 }
 
 // DefaultNodeTTL is the default Config.NodeTTL.
@@ -274,6 +279,7 @@ func (a *Agent) startBackground(ctx context.Context, snapErr error) {
 		go a.keepAlive(ctx, lv)
 	}
 	go a.collectConntrack(ctx)
+	go a.releaseEmptyBlocks(ctx)
 	go a.logPolicy(ctx)
 	a.startSubnetServices(ctx)
 }
@@ -1029,6 +1035,57 @@ func (a *Agent) serveHTTP(addr string) (*http.Server, error) {
 
 // ctGCInterval is how often idle conntrack flows are removed.
 const ctGCInterval = 10 * time.Second
+
+// releaseEmptyBlocks gives back this node's IPAM blocks that stayed empty
+// for Config.EmptyBlockGrace, looking every quarter of it (at least every
+// second). A block goes at the revision it was first seen empty at, so an
+// address handed out of it meanwhile keeps it (and restarts its clock).
+func (a *Agent) releaseEmptyBlocks(ctx context.Context) {
+	grace := a.cfg.EmptyBlockGrace
+	st, ok := a.ds.(ipam.Store)
+	if grace <= 0 || !ok {
+		return
+	}
+	type seen struct {
+		rev int64
+		at  time.Time
+	}
+	since := map[string]seen{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(grace/4, time.Second)):
+		}
+		empty, err := ipam.EmptyBlocks(ctx, st, a.cfg.Node)
+		if err != nil {
+			a.log.Debug("look for empty IPAM blocks", "err", err)
+			continue
+		}
+		now := time.Now()
+		for name := range since {
+			if _, ok := empty[name]; !ok {
+				delete(since, name)
+			}
+		}
+		for name, rev := range empty {
+			s, ok := since[name]
+			if !ok || s.rev != rev {
+				since[name] = seen{rev: rev, at: now}
+				continue
+			}
+			if now.Sub(s.at) < grace {
+				continue
+			}
+			delete(since, name)
+			if err := ipam.ReleaseEmptyBlock(ctx, st, name, rev); err != nil {
+				a.log.Warn("release an empty IPAM block", "block", name, "err", err)
+				continue
+			}
+			a.log.Info("released an empty IPAM block", "block", name, "emptyFor", now.Sub(s.at).Round(time.Second))
+		}
+	}
+}
 
 // collectConntrack removes conntrack flows idle past their timeout until
 // ctx ends. The table is pinned: a restarted agent simply carries on.

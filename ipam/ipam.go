@@ -220,6 +220,56 @@ func ReleaseHandle(ctx context.Context, ds Store, handle string) (netip.Addr, er
 	return a, Release(ctx, ds, a)
 }
 
+// EmptyBlocks returns the blocks node holds that nothing uses: no
+// allocation, and no endpoint, floating IP or node address inside. Each
+// comes with the revision it was read at (model.Versioned.Get), which
+// ReleaseEmptyBlock needs.
+func EmptyBlocks(ctx context.Context, ds Store, node string) (map[string]int64, error) {
+	snap, err := ds.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	used := usedAddrs(snap)
+	out := map[string]int64{}
+	for name, b := range snap.Blocks {
+		if b.Spec.Node != node || len(b.Spec.Allocations) > 0 || holdsAny(b.Spec.CIDR, used) {
+			continue
+		}
+		got, rev, err := getBlock(ctx, ds, model.Ref{Kind: model.KindIPAMBlock, Name: name})
+		if errors.Is(err, model.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if got.Spec.Node == node && len(got.Spec.Allocations) == 0 {
+			out[name] = rev
+		}
+	}
+	return out, nil
+}
+
+// holdsAny says whether p holds one of used.
+func holdsAny(p netip.Prefix, used map[netip.Addr]bool) bool {
+	for a := range used {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ReleaseEmptyBlock deletes block name only if it is still at rev, the
+// revision EmptyBlocks read it empty at: an address allocated (and maybe
+// released) since makes it a conflict (model.ErrConflict), and the block
+// stays.
+func ReleaseEmptyBlock(ctx context.Context, ds Store, name string, rev int64) error {
+	if err := ds.DeleteIf(ctx, model.Ref{Kind: model.KindIPAMBlock, Name: name}, rev); err != nil {
+		return fmt.Errorf("ipam: releasing empty block %s: %w", name, err)
+	}
+	return nil
+}
+
 // errFull says a block has no free address (or is no longer the node's).
 var errFull = errors.New("block full")
 

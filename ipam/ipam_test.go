@@ -325,3 +325,61 @@ func TestAllocateIdempotentPerHandle(t *testing.T) {
 		t.Errorf("second release by handle: %v, want not found", err)
 	}
 }
+
+// Empty blocks are the node's blocks nothing uses (no allocation, no
+// endpoint address inside); one is released only at the revision it was
+// found empty at.
+func TestEmptyBlocks(t *testing.T) {
+	ctx := context.Background()
+	ds := fileStore(t, pool("p", "10.65.0.0/24", 28), node("a", nil), node("b", nil))
+	if _, err := ipam.Allocate(ctx, ds, "a", "vm-1"); err != nil { // claims 10.65.0.0/28
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "a", "b"} { // 10.65.0.16/28, .32/28 for a; .48/28 for b
+		if _, err := ipam.ClaimBlock(ctx, ds, n, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An endpoint that took an address of a's third block without IPAM.
+	if err := ds.Apply(ctx, []model.Resource{&model.WorkloadEndpoint{Metadata: model.Metadata{Name: "static"},
+		Spec: model.WorkloadEndpointSpec{Node: "a", Interface: "tap0", IPNetworks: []netip.Prefix{netip.MustParsePrefix("10.65.0.33/32")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	second := model.BlockName(netip.MustParsePrefix("10.65.0.16/28"))
+	empty, err := ipam.EmptyBlocks(ctx, ds, "a")
+	if _, ok := empty[second]; err != nil || len(empty) != 1 || !ok {
+		t.Fatalf("empty blocks of a: %v, %v; want %s only", empty, err, second)
+	}
+	// An address handed out of it since: the release is a conflict and the
+	// block stays.
+	ref := model.Ref{Kind: model.KindIPAMBlock, Name: second}
+	r, rev, err := ds.Get(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.(*model.IPAMBlock)
+	b.Spec.Allocations = map[netip.Addr]string{netip.MustParseAddr("10.65.0.17"): "vm-2"}
+	if err := ds.Update(ctx, b, rev); err != nil {
+		t.Fatal(err)
+	}
+	if err := ipam.ReleaseEmptyBlock(ctx, ds, second, empty[second]); !errors.Is(err, model.ErrConflict) {
+		t.Fatalf("release of a block used since: %v, want a conflict", err)
+	}
+	if _, _, err := ds.Get(ctx, ref); err != nil {
+		t.Fatalf("the block went: %v", err)
+	}
+	// Given back, it is empty again, and goes.
+	if err := ipam.Release(ctx, ds, netip.MustParseAddr("10.65.0.17")); err != nil {
+		t.Fatal(err)
+	}
+	empty, err = ipam.EmptyBlocks(ctx, ds, "a")
+	if err != nil || len(empty) != 1 {
+		t.Fatalf("empty blocks of a: %v, %v", empty, err)
+	}
+	if err := ipam.ReleaseEmptyBlock(ctx, ds, second, empty[second]); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ds.Get(ctx, ref); !errors.Is(err, model.ErrNotFound) {
+		t.Errorf("the released block is still there: %v", err)
+	}
+}

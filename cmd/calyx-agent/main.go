@@ -32,6 +32,7 @@ func main() {
 		etcdCert    = flag.String("etcd-cert", "", "etcd over TLS: PEM file of the agent's client certificate (with --etcd-key)")
 		etcdKey     = flag.String("etcd-key", "", "etcd over TLS: PEM file of the client certificate's key")
 		bgpWithdraw = flag.Bool("bgp-withdraw-on-stop", false, "withdraw this node's BGP routes when the agent stops (SIGTERM); off, peers keep them as a graceful restart, so that upgrades keep routes")
+		emptyGrace  = flag.Duration("empty-block-grace", 15*time.Minute, "give an IPAM block of this node back to its pool once it has been empty (no allocation, no endpoint address inside) this long (0: never)")
 		failAttach  = flag.String("debug-fail-attach-file", "", "testing only: a file of interface names whose attach fails while they are listed")
 		nodeTTL     = flag.Duration("node-ttl", agent.DefaultNodeTTL, "lease that keeps this node live in an etcd datastore: the node shows as not live this long after the agent stops")
 	)
@@ -64,7 +65,7 @@ func main() {
 	defer stop()
 	err = agent.Run(ctx, agent.Config{
 		Node: *node, Datastore: *datastore, Underlay: *underlay, BPFFS: *bpffs,
-		Metrics: *metrics, Attach: mode, XDP: xdpMode, Logger: log, ResyncInterval: *resync, DebugFailAttachFile: *failAttach,
+		Metrics: *metrics, Attach: mode, XDP: xdpMode, Logger: log, ResyncInterval: *resync, DebugFailAttachFile: *failAttach, EmptyBlockGrace: *emptyGrace,
 		EtcdCA: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, NodeTTL: *nodeTTL,
 		BGPWithdrawOnStop: *bgpWithdraw,
 	})

@@ -93,3 +93,64 @@ func TestIPAMBlockRoutes(t *testing.T) {
 	}
 	checkReachable(t, l, [][2]*lab.Workload{{m.WA, wb2}, {m.WC, wb2}, {wb2, m.WA}})
 }
+
+// An IPAM block of a node that stays empty (no allocation, no endpoint
+// address inside) for --empty-block-grace goes back to the pool; one whose
+// addresses endpoints use without IPAM stays, and so does one with an
+// allocation.
+func TestIPAMEmptyBlockReleased(t *testing.T) {
+	e := setupKind(t, lab.KindVeth, 2, "--empty-block-grace", "2s")
+	l, h := e.l, e.h
+	show := func() map[string]ipamRow {
+		var rows []ipamRow
+		if err := l.CalyxctlJSON(h.Name, &rows, "ipam", "show"); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]ipamRow{}
+		for _, r := range rows {
+			out[r.CIDR] = r
+		}
+		return out
+	}
+	// The block of the lab's endpoints (10.65.0.0/26) through IPAM: an
+	// address allocated and given back leaves it without allocations.
+	out, _, err := l.Calyxctl(h.Name, "ipam", "allocate", "--node", h.Name, "--handle", "vm-1")
+	if err != nil {
+		t.Fatalf("ipam allocate: %v\n%s", err, out)
+	}
+	if _, _, err := l.Calyxctl(h.Name, "ipam", "release", "--handle", "vm-1"); err != nil {
+		t.Fatal(err)
+	}
+	// Two more blocks of host-a: one empty, one with an allocation.
+	blocks := ""
+	for _, b := range []struct{ cidr, alloc string }{{"10.65.1.0/26", ""}, {"10.65.2.0/26", "{10.65.2.5: vm-2}"}} {
+		p := netip.MustParsePrefix(b.cidr)
+		alloc := b.alloc
+		if alloc == "" {
+			alloc = "{}"
+		}
+		blocks += fmt.Sprintf("---\napiVersion: calyx.io/v1\nkind: IPAMBlock\nmetadata: {name: %s}\nspec: {cidr: %s, pool: %s, node: %s, allocations: %s}\n",
+			strings.NewReplacer(".", "-", "/", "-").Replace(p.String()), p, "lab-pool", h.Name, alloc)
+	}
+	if out, _, err := l.CalyxctlInput(h.Name, blocks, "apply", "-f", "-", "--force"); err != nil {
+		t.Fatalf("apply blocks: %v\n%s", err, out)
+	}
+	if err := lab.Eventually(20*time.Second, 250*time.Millisecond, func() error {
+		if _, ok := show()["10.65.1.0/26"]; ok {
+			return fmt.Errorf("the empty block 10.65.1.0/26 is still host-a's")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // past the grace once more
+	rows := show()
+	for _, c := range []string{"10.65.0.0/26", "10.65.2.0/26"} {
+		if r, ok := rows[c]; !ok || r.Node != h.Name {
+			t.Errorf("block %s: %+v (found %v), want it kept by %s", c, r, ok, h.Name)
+		}
+	}
+	if log := l.AgentLog(h.Name); !strings.Contains(log, "released an empty IPAM block") {
+		t.Errorf("the agent did not log the release")
+	}
+}
