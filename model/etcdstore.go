@@ -771,6 +771,19 @@ func (e *EtcdStore) Create(ctx context.Context, r Resource) error {
 	})
 }
 
+// atRevision says (nil) whether ref's key, read as cur (ok: it exists), is
+// at ModRevision rev; otherwise its error wraps ErrConflict, and
+// ErrNotFound too when the key is gone.
+func atRevision(ref Ref, cur storedKV, ok bool, rev int64) error {
+	switch {
+	case !ok:
+		return fmt.Errorf("%s: %w: deleted since it was read (%w)", ref, ErrConflict, ErrNotFound)
+	case cur.modRev != rev:
+		return fmt.Errorf("%s: %w: changed since it was read (revision %d, now %d)", ref, ErrConflict, rev, cur.modRev)
+	}
+	return nil
+}
+
 // DeleteIf deletes ref only if its key's ModRevision is rev (one
 // transaction with that compare); otherwise it returns an error wrapping
 // ErrConflict, and ErrNotFound too when the key is gone. It is checked
@@ -786,11 +799,8 @@ func (e *EtcdStore) DeleteIf(ctx context.Context, ref Ref, rev int64) error {
 	key := e.key(ref)
 	return e.write(ctx, "delete", func(before *Snapshot, kvs map[string]storedKV) (plan, error) {
 		cur, ok := kvs[key]
-		switch {
-		case !ok:
-			return plan{}, fmt.Errorf("%s: %w: deleted since it was read (%w)", ref, ErrConflict, ErrNotFound)
-		case cur.modRev != rev:
-			return plan{}, fmt.Errorf("%s: %w: changed since it was read (revision %d, now %d)", ref, ErrConflict, rev, cur.modRev)
+		if err := atRevision(ref, cur, ok, rev); err != nil {
+			return plan{}, err
 		}
 		after := before.Clone()
 		after.Remove(ref)
@@ -816,11 +826,8 @@ func (e *EtcdStore) Update(ctx context.Context, r Resource, rev int64) error {
 	key := e.key(ref)
 	return e.write(ctx, "update", func(before *Snapshot, kvs map[string]storedKV) (plan, error) {
 		cur, ok := kvs[key]
-		switch {
-		case !ok:
-			return plan{}, fmt.Errorf("%s: %w: deleted since it was read (%w)", ref, ErrConflict, ErrNotFound)
-		case cur.modRev != rev:
-			return plan{}, fmt.Errorf("%s: %w: changed since it was read (revision %d, now %d)", ref, ErrConflict, rev, cur.modRev)
+		if err := atRevision(ref, cur, ok, rev); err != nil {
+			return plan{}, err
 		}
 		if err := applyProblems(before, []Resource{c}); err != nil {
 			return plan{}, err

@@ -122,21 +122,20 @@ func (f *FileStore) Update(ctx context.Context, r Resource, rev int64) error {
 		return err
 	}
 	ref := RefOf(c)
-	return f.write(ctx, []Resource{c}, func() error {
-		data, err := os.ReadFile(f.cache.path(ref))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("%s: %w: deleted since it was read (%w)", ref, ErrConflict, ErrNotFound)
-		case err != nil:
-			return fmt.Errorf("reading %s: %w", relPath(ref), err)
-		}
-		return f.sameRevision(ref, data, rev)
-	})
+	return f.write(ctx, []Resource{c}, func() error { return f.atRevision(ref, rev) })
 }
 
-// sameRevision says (nil) whether data, ref's file as read under the
-// store's lock, is at revision rev.
-func (f *FileStore) sameRevision(ref Ref, data []byte, rev int64) error {
+// atRevision says (nil) whether ref's file, read under the store's lock,
+// is at revision rev; otherwise its error wraps ErrConflict, and
+// ErrNotFound too when the file is gone.
+func (f *FileStore) atRevision(ref Ref, rev int64) error {
+	data, err := os.ReadFile(f.cache.path(ref))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s: %w: deleted since it was read (%w)", ref, ErrConflict, ErrNotFound)
+	case err != nil:
+		return fmt.Errorf("reading %s: %w", relPath(ref), err)
+	}
 	if cur := contentRevision(data); cur != rev {
 		return fmt.Errorf("%s: %w: changed since it was read (revision %d, now %d)", ref, ErrConflict, rev, cur)
 	}
@@ -151,16 +150,7 @@ func (f *FileStore) DeleteIf(ctx context.Context, ref Ref, rev int64) error {
 	if err != nil {
 		return err
 	}
-	return f.delete(ctx, []Ref{ref}, func() error {
-		data, err := os.ReadFile(f.cache.path(ref))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("%s: %w: deleted since it was read (%w)", ref, ErrConflict, ErrNotFound)
-		case err != nil:
-			return fmt.Errorf("reading %s: %w", relPath(ref), err)
-		}
-		return f.sameRevision(ref, data, rev)
-	})
+	return f.delete(ctx, []Ref{ref}, func() error { return f.atRevision(ref, rev) })
 }
 
 // KeepAlive returns an error wrapping ErrNotImplemented: the file store
