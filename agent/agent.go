@@ -441,8 +441,7 @@ func (a *Agent) syncHostRoutes(d *calc.Desired, bgpIn map[string]*bgp.AdvertiseI
 	}
 	// A workload whose attach failed is down: no route leads to it.
 	routes := slices.DeleteFunc(slices.Concat(d.KernelRoutes, calc.PoolRoutes(d, uncovered)), func(r host.Route) bool {
-		_, failed := a.failed[uint32(r.Ifindex)]
-		return failed
+		return a.attachFailedOn(r.Ifindex)
 	})
 	bgpRoutes := a.bgpLearned(routes, bgpIn)
 	added, removed, err := kernel.SyncRoutes(slices.Concat(routes, bgpRoutes))
@@ -458,8 +457,7 @@ func (a *Agent) syncHostRoutes(d *calc.Desired, bgpIn map[string]*bgp.AdvertiseI
 		return added + removed, err
 	}
 	local := slices.DeleteFunc(slices.Clone(d.LocalRoutes), func(r host.LocalRoute) bool {
-		_, failed := a.failed[uint32(r.Ifindex)]
-		return failed
+		return a.attachFailedOn(r.Ifindex)
 	})
 	ladded, lremoved, err := kernel.SyncLocalRoutes(local)
 	a.metrics.kernelRoutes.Add(float64(ladded + lremoved))
@@ -618,13 +616,20 @@ func (a *Agent) attachFailed(idx uint32, at calc.Attachment, err error, prev *at
 	f.next = time.Now().Add(delay)
 	a.failed[idx] = f
 	a.metrics.attachFailures.Inc()
-	if derr := kernel.SetDown(at.Ifindex); derr != nil {
+	if derr := kernel.SetLinkUp(at.Ifindex, false); derr != nil {
 		a.log.Warn("take a workload interface whose attach failed down", "interface", at.Ifname, "err", derr)
 	}
 	delete(a.attached, idx)
 	a.log.Error("attach failed; interface down, retrying", "interface", at.Ifname, "ifindex", idx, "endpoint", at.Endpoint,
 		"err", err, "tries", f.tries, "retryIn", delay)
 	time.AfterFunc(delay, a.poke)
+}
+
+// attachFailedOn says whether ifindex is a workload interface whose
+// attach failed (it is down: no route may lead to it).
+func (a *Agent) attachFailedOn(ifindex int) bool {
+	_, failed := a.failed[uint32(ifindex)]
+	return failed
 }
 
 // attachFailures says which endpoints' attach failed, for /readyz ("" when
@@ -684,7 +689,7 @@ func (a *Agent) attachOne(d *calc.Desired, idx uint32, at calc.Attachment) error
 		}
 	}
 	// Up only once its programs run: a workload never passes unchecked.
-	if err := kernel.SetUp(at.Ifindex); err != nil {
+	if err := kernel.SetLinkUp(at.Ifindex, true); err != nil {
 		return err
 	}
 	a.attached[idx] = at.Ifname

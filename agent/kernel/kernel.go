@@ -201,34 +201,23 @@ func watchLinks(ctx context.Context, subscribe linkSubscriber, onChange func(), 
 	return nil
 }
 
-// SetUp brings an interface up; workloads' host sides come up with the
-// dataplane, whoever created them.
-func SetUp(ifindex int) error {
+// SetLinkUp brings an interface up or down. A workload's host side comes
+// up only once its programs are attached, and goes down when they could
+// not be: a workload must never reach anything unchecked.
+func SetLinkUp(ifindex int, up bool) error {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return fmt.Errorf("find ifindex %d: %w", ifindex, err)
 	}
-	if l.Attrs().Flags&net.FlagUp != 0 {
+	if (l.Attrs().Flags&net.FlagUp != 0) == up {
 		return nil
 	}
-	if err := netlink.LinkSetUp(l); err != nil {
-		return fmt.Errorf("set %s up: %w", l.Attrs().Name, err)
+	set, state := netlink.LinkSetDown, "down"
+	if up {
+		set, state = netlink.LinkSetUp, "up"
 	}
-	return nil
-}
-
-// SetDown takes an interface down: a workload whose programs could not be
-// attached must not reach anything unchecked.
-func SetDown(ifindex int) error {
-	l, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return fmt.Errorf("find ifindex %d: %w", ifindex, err)
-	}
-	if l.Attrs().Flags&net.FlagUp == 0 {
-		return nil
-	}
-	if err := netlink.LinkSetDown(l); err != nil {
-		return fmt.Errorf("set %s down: %w", l.Attrs().Name, err)
+	if err := set(l); err != nil {
+		return fmt.Errorf("set %s %s: %w", l.Attrs().Name, state, err)
 	}
 	return nil
 }
