@@ -99,6 +99,10 @@ type options struct {
 	debounce time.Duration
 	maxDelay time.Duration
 
+	// file store only: a test hook asked before each step of a commit
+	// whether to stop there as if the process died (see FileStore.crash).
+	crashAt func(step string) bool
+
 	// etcd only
 	etcdPrefix             string
 	tlsCA, tlsCert, tlsKey string

@@ -22,6 +22,14 @@ import (
 // <dir>/<kind-lowercase>/<name>.yaml, in canonical form. Writers in any
 // process serialize on an flock of <dir>/.lock; <dir>/.revision counts the
 // changes.
+//
+// A commit (one Apply, Delete, Create, Update or DeleteIf) is atomic
+// across a crash: a writer that dies at any point, even between the
+// renames of a multi-file apply, leaves an intent log (<dir>/.intent, see
+// fileintent.go) from which the next process to open, read or write the
+// store makes the commit whole or undoes it, before anyone reads the model.
+// Readers see the model before a commit or after it, never in between, and
+// the revision changes exactly once per commit made.
 type FileStore struct {
 	dir  string
 	opts options
@@ -50,8 +58,11 @@ const (
 )
 
 // OpenFile opens the file datastore at dir, creating dir and its kind
-// directories (mode 0755) when missing. It returns an error when they cannot
-// be created or dir is not a directory.
+// directories (mode 0755) when missing. When no other process holds the
+// writers' lock it finishes a commit a crashed writer left and removes its
+// temporary files. It returns an error when the directories cannot be
+// created, dir is not a directory, or an interrupted commit cannot be
+// finished (e.g. the directory is read-only to this user).
 func OpenFile(dir string, opts ...Option) (*FileStore, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -68,6 +79,9 @@ func OpenFile(dir string, opts ...Option) (*FileStore, error) {
 	}
 	f := &FileStore{dir: dir, opts: o, done: make(chan struct{}), rename: os.Rename}
 	f.cache = newFileCache(dir, &f.parses)
+	if err := f.recoverIfFree(); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -98,19 +112,34 @@ func (f *FileStore) report(err error) {
 	}
 }
 
+// openLock opens the lock file of the store at dir, creating it. For a
+// reader (how is unix.LOCK_SH) that cannot create it (a read-only
+// directory) it returns nil, nil: no writer has ever written there.
+func openLock(dir string, how int) (*os.File, error) {
+	path := filepath.Join(dir, lockFile)
+	lf, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
+	if err != nil && how == unix.LOCK_SH {
+		if lf, err = os.Open(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening lock file: %w", err)
+	}
+	return lf, nil
+}
+
 // lock takes the store's flock, polling so that ctx can cancel the wait.
 // A reader that cannot create the lock file (a read-only directory) reads
 // without it.
 func (f *FileStore) lock(ctx context.Context, how int) (func(), error) {
 	path := filepath.Join(f.dir, lockFile)
-	lf, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o644)
-	if err != nil && how == unix.LOCK_SH {
-		if lf, err = os.Open(path); errors.Is(err, fs.ErrNotExist) {
-			return func() {}, nil
-		}
-	}
+	lf, err := openLock(f.dir, how)
 	if err != nil {
-		return nil, fmt.Errorf("opening lock file: %w", err)
+		return nil, err
+	}
+	if lf == nil {
+		return func() {}, nil
 	}
 	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
 		err := unix.Flock(int(lf.Fd()), how|unix.LOCK_NB)
@@ -155,13 +184,14 @@ func (f *FileStore) loadLocked() (*Snapshot, error) {
 
 // Snapshot reads the directory (re-parsing only files that changed since
 // the last call) and returns the model. Files that do not parse are logged
-// and skipped. It returns an error if the store is closed, the lock cannot
-// be taken or the revision file is unreadable.
+// and skipped. A commit a crashed writer left half made is finished first.
+// It returns an error if the store is closed, the lock cannot be taken, such
+// a commit cannot be finished, or the revision file is unreadable.
 func (f *FileStore) Snapshot(ctx context.Context) (*Snapshot, error) {
 	if f.closed() {
 		return nil, ErrClosed
 	}
-	unlock, err := f.lock(ctx, unix.LOCK_SH)
+	unlock, err := f.rlock(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -196,18 +226,19 @@ type fileOp struct {
 	res    Resource
 	exists bool
 
-	tmp    string   // the written temporary file
+	tmp    string   // the written temporary file; "" for a delete
 	tmpSt  fileStat // its stat, which the final file keeps
-	backup string   // the previous version, hard-linked or renamed aside
-	done   bool
+	backup string   // the previous version, hard-linked aside; "" if none
 }
 
 // Apply validates rs (each resource after defaulting, then the resulting
-// snapshot) and writes them all or none. Resources whose stored form is
-// already identical are not rewritten; the revision is bumped when anything
-// was written. It returns the validation errors (as *ValidationError), an
-// error for a resource given twice, or the I/O error that aborted the
-// commit after rolling it back.
+// snapshot) and writes them all or none, also across a crash (see
+// FileStore). Resources whose stored form is already identical are not
+// rewritten; the revision is bumped when anything was written. It returns
+// the validation errors (as *ValidationError), an error for a resource
+// given twice, or the I/O error that stopped the commit: after undoing it,
+// or, when it could neither be completed nor undone now, saying that the
+// next process to open, read or write the store finishes it.
 func (f *FileStore) Apply(ctx context.Context, rs []Resource) error {
 	if f.closed() {
 		return ErrClosed
@@ -277,20 +308,13 @@ func (f *FileStore) write(ctx context.Context, prepared []Resource, check func()
 
 	var ops []*fileOp
 	for _, r := range prepared {
-		ref := RefOf(r)
-		data, err := marshalCanonical(r)
+		op, err := f.writeOp(r)
 		if err != nil {
 			return err
 		}
-		path := f.cache.path(ref)
-		cur, rerr := os.ReadFile(path)
-		switch {
-		case rerr == nil && string(cur) == string(data):
-			continue // already stored as is; rewriting would only wake watchers
-		case rerr != nil && !errors.Is(rerr, fs.ErrNotExist):
-			return fmt.Errorf("reading %s: %w", relPath(ref), rerr)
+		if op != nil {
+			ops = append(ops, op)
 		}
-		ops = append(ops, &fileOp{ref: ref, path: path, data: data, res: r, exists: rerr == nil})
 	}
 	if len(ops) == 0 {
 		return nil
@@ -304,11 +328,35 @@ func (f *FileStore) write(ctx context.Context, prepared []Resource, check func()
 	return nil
 }
 
-// Delete removes refs all or none. Every ref must name a stored file (a
-// file that does not parse can be deleted); the resulting snapshot must not
-// gain cross-resource errors. It returns errors wrapping ErrNotFound for
-// missing resources, the validation errors, or the I/O error that aborted
-// the commit after rolling it back.
+// writeOp returns the op that stores r, a prepared resource, or nil when
+// its file already holds exactly that. It must run under the writers' lock.
+func (f *FileStore) writeOp(r Resource) (*fileOp, error) {
+	ref := RefOf(r)
+	data, err := marshalCanonical(r)
+	if err != nil {
+		return nil, err
+	}
+	path := f.cache.path(ref)
+	cur, err := os.ReadFile(path)
+	switch {
+	case err == nil && string(cur) == string(data):
+		return nil, nil // already stored as is; rewriting would only wake watchers
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("reading %s: %w", relPath(ref), err)
+	}
+	return &fileOp{ref: ref, path: path, data: data, res: r, exists: err == nil}, nil
+}
+
+// deleteOp returns the op that removes the stored file of ref.
+func (f *FileStore) deleteOp(ref Ref) *fileOp {
+	return &fileOp{ref: ref, path: f.cache.path(ref), exists: true}
+}
+
+// Delete removes refs all or none, also across a crash (see FileStore).
+// Every ref must name a stored file (a file that does not parse can be
+// deleted); the resulting snapshot must not gain cross-resource errors. It
+// returns errors wrapping ErrNotFound for missing resources, the validation
+// errors, or the I/O error that stopped the commit, as Apply does.
 func (f *FileStore) Delete(ctx context.Context, refs []Ref) error { return f.delete(ctx, refs, nil) }
 
 // delete is Delete, with check (when set) run under the store's lock
@@ -346,7 +394,7 @@ func (f *FileStore) delete(ctx context.Context, refs []Ref, check func() error) 
 			continue
 		}
 		after.Remove(ref)
-		ops = append(ops, &fileOp{ref: ref, path: f.cache.path(ref), exists: true})
+		ops = append(ops, f.deleteOp(ref))
 	}
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -385,105 +433,83 @@ func normalizeRefs(refs []Ref) ([]Ref, error) {
 	return norm, errors.Join(errs...)
 }
 
-// commit makes ops visible all or none, then bumps the revision.
+// commit makes ops visible all or none, then bumps the revision, through
+// the intent log (fileintent.go), so that a crash at any point leaves the
+// store as before or, once the intent is written, to be finished as after.
 //
-// Every new version is written to a temporary file and made durable first.
-// The old versions are then hard-linked aside, so that the final path
-// always exists for a write (a watcher never sees a replaced resource
-// vanish) and so that rolling back is a rename. Only then are the renames
-// done; if one fails, those already done are undone in reverse order.
+// Every new version is written to a temporary file and the old versions are
+// hard-linked aside (so that the final path always exists for a write: a
+// watcher never sees a replaced resource vanish; and so that undoing is a
+// rename), all made durable before the intent that names them. Until the
+// intent is written, an error removes them and changes nothing.
 func (f *FileStore) commit(ops []*fileOp, rev uint64) (err error) {
+	in := &intent{forward: true, revision: rev + 1, ops: ops}
+	written := false // the intent is on disk: finish owns the side files
 	defer func() {
+		if err == nil || written || errors.Is(err, errCrashed) {
+			return
+		}
 		for _, op := range ops {
-			if op.tmp != "" {
-				os.Remove(op.tmp)
-			}
-			if op.backup != "" && (err == nil || !op.done) {
-				os.Remove(op.backup)
+			for _, p := range []string{op.tmp, op.backup} {
+				if p != "" {
+					os.Remove(p)
+				}
 			}
 		}
 	}()
 
 	batch := haveSyncfs && len(ops) > syncfsThreshold
-	dirs := map[string]bool{}
 	for _, op := range ops {
-		dirs[filepath.Dir(op.path)] = true
 		if op.data == nil {
 			continue
+		}
+		if f.crash("write " + relPath(op.ref)) {
+			return errCrashed
 		}
 		if op.tmp, op.tmpSt, err = writeTemp(op.path, op.data, !batch); err != nil {
 			return fmt.Errorf("writing %s: %w", relPath(op.ref), err)
 		}
 	}
 	if batch {
+		if f.crash("syncfs") {
+			return errCrashed
+		}
 		if err := syncFilesystem(f.dir); err != nil {
 			return fmt.Errorf("syncing datastore: %w", err)
 		}
 	}
 	for _, op := range ops {
-		if !op.exists || op.data == nil {
+		if !op.exists {
 			continue
 		}
-		op.backup = sideName(op.path, "bak")
-		if err := os.Link(op.path, op.backup); err != nil {
-			op.backup = ""
+		if f.crash("back up " + relPath(op.ref)) {
+			return errCrashed
+		}
+		backup := sideName(op.path, "bak")
+		if err := os.Link(op.path, backup); err != nil {
 			return fmt.Errorf("backing up %s: %w", relPath(op.ref), err)
 		}
+		op.backup = backup
 	}
-
-	for i, op := range ops {
-		var rerr error
-		if op.data != nil {
-			rerr = f.rename(op.tmp, op.path)
-			if rerr == nil {
-				op.tmp = ""
-			}
-		} else {
-			op.backup = sideName(op.path, "bak")
-			rerr = f.rename(op.path, op.backup)
-			if rerr != nil {
-				op.backup = ""
-			}
-		}
-		if rerr != nil {
-			if uerr := f.rollback(ops[:i]); uerr != nil {
-				return fmt.Errorf("committing %s: %w; rolling back failed, the datastore may be partly updated: %v", relPath(op.ref), rerr, uerr)
-			}
-			return fmt.Errorf("committing %s: %w (nothing was changed)", relPath(op.ref), rerr)
-		}
-		op.done = true
+	if err := f.syncDirs(ops); err != nil {
+		return err
 	}
-	for d := range dirs {
-		if err := syncDir(d); err != nil {
-			return fmt.Errorf("syncing %s: %w", d, err)
-		}
+	if f.crash("write intent") {
+		return errCrashed
 	}
-	if err := writeRevision(f.dir, rev+1); err != nil {
-		return fmt.Errorf("resources were written but the revision could not be updated: %w", err)
-	}
-	return nil
-}
-
-// rollback undoes done ops in reverse order and reports the first failure.
-func (f *FileStore) rollback(done []*fileOp) error {
-	var first error
-	for i := len(done) - 1; i >= 0; i-- {
-		op := done[i]
-		var err error
-		switch {
-		case op.backup != "":
-			err = os.Rename(op.backup, op.path)
-		default:
-			err = os.Remove(op.path)
+	if err := f.writeIntent(in); err != nil {
+		if errors.Is(err, errCrashed) {
+			return err
 		}
-		if err != nil && first == nil {
-			first = fmt.Errorf("restoring %s: %w", relPath(op.ref), err)
-			continue
+		// Whether or not it got there, no file was touched yet.
+		if rerr := f.removeIntent(); rerr != nil {
+			written = true
+			return fmt.Errorf("%w; removing it failed too (%v), and the commit is finished when the store is next opened, read or written", err, rerr)
 		}
-		op.backup = ""
-		op.done = false
+		return err
 	}
-	return first
+	written = true
+	return f.finish(in)
 }
 
 // writeTemp writes data to a temporary dotfile next to path and returns its
@@ -540,7 +566,8 @@ func syncDir(dir string) error {
 }
 
 // removeStale deletes temporaries and backups left by a writer that died
-// mid-commit. It runs under the exclusive lock, when no commit is running.
+// before its intent was written or after it was removed. It runs under the
+// exclusive lock, when no intent is pending (see recoverLocked).
 func (f *FileStore) removeStale() {
 	dirs := []string{f.dir}
 	for _, k := range kindOrder {
@@ -574,22 +601,36 @@ func readRevision(dir string) (uint64, error) {
 	return rev, nil
 }
 
-func writeRevision(dir string, rev uint64) error {
-	path := filepath.Join(dir, revisionFile)
-	tmp, _, err := writeTemp(path, []byte(strconv.FormatUint(rev, 10)+"\n"), true)
+// setRevision makes rev the store's revision. Setting it to what it is
+// writes nothing, so that finishing a commit twice changes it once.
+func (f *FileStore) setRevision(rev uint64) error {
+	if cur, err := readRevision(f.dir); err == nil && cur == rev {
+		return nil
+	}
+	return f.replaceFile(filepath.Join(f.dir, revisionFile), []byte(strconv.FormatUint(rev, 10)+"\n"))
+}
+
+// replaceFile puts data at path durably and whole: through a fsynced
+// temporary renamed over it, then a fsync of the directory.
+func (f *FileStore) replaceFile(path string, data []byte) error {
+	tmp, _, err := writeTemp(path, data, true)
 	if err != nil {
 		return err
+	}
+	if f.crash("rename " + filepath.Base(path)) {
+		return errCrashed
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(dir)
+	return syncDir(filepath.Dir(path))
 }
 
 // beginWrite takes the writers' lock (other processes) and the store's own
-// mutex, clears what a crashed writer left, and returns the current model.
-// done releases both; it is nil when err is not.
+// mutex, finishes the commit a crashed writer left and clears its files,
+// and returns the current model. done releases both; it is nil when err is
+// not.
 func (f *FileStore) beginWrite(ctx context.Context) (before *Snapshot, done func(), err error) {
 	unlock, err := f.lock(ctx, unix.LOCK_EX)
 	if err != nil {
@@ -600,7 +641,10 @@ func (f *FileStore) beginWrite(ctx context.Context) (before *Snapshot, done func
 		f.mu.Unlock()
 		unlock()
 	}
-	f.removeStale()
+	if err := f.recoverLocked(); err != nil {
+		done()
+		return nil, nil, err
+	}
 	if before, err = f.loadLocked(); err != nil {
 		done()
 		return nil, nil, err

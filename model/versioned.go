@@ -9,8 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 var (
@@ -72,8 +70,10 @@ func (f *FileStore) readResource(ref Ref) (Resource, int64, error) {
 }
 
 // Get returns the resource ref names and its revision, a hash of its file.
-// It returns an error wrapping ErrNotFound when there is no such file, the
-// parse error when the file does not parse, ErrClosed after Close.
+// A commit a crashed writer left half made is finished first. It returns
+// an error wrapping ErrNotFound when there is no such file, the parse error
+// when the file does not parse, ErrClosed after Close, or the error of
+// finishing such a commit.
 func (f *FileStore) Get(ctx context.Context, ref Ref) (Resource, int64, error) {
 	if f.closed() {
 		return nil, 0, ErrClosed
@@ -82,7 +82,7 @@ func (f *FileStore) Get(ctx context.Context, ref Ref) (Resource, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	unlock, err := f.lock(ctx, unix.LOCK_SH)
+	unlock, err := f.rlock(ctx)
 	if err != nil {
 		return nil, 0, err
 	}

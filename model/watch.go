@@ -37,7 +37,7 @@ func (f *FileStore) Watch(ctx context.Context) (<-chan *Snapshot, error) {
 			return nil, fmt.Errorf("watching %s: %w", d, err)
 		}
 	}
-	unlock, err := f.lock(ctx, unix.LOCK_SH)
+	unlock, err := f.rlock(ctx)
 	if err != nil {
 		w.Close()
 		return nil, err
@@ -140,14 +140,35 @@ func (wt *watch) run(ctx context.Context) {
 			}
 			wt.f.report(fmt.Errorf("watching datastore: %w", err))
 		case <-timer.C:
-			// A writer holding the lock is mid-commit: wait for it to
-			// finish so that a multi-file apply is seen whole.
-			if wt.writerActive() && time.Since(burstStart) < 20*o.maxDelay {
+			// Files are read under the readers' lock, so that a commit is
+			// seen whole. While a writer holds the lock, events are taken
+			// in and the lock tried again later; after a long wait, or to
+			// finish a commit a crashed writer left, the lock is waited for.
+			unlock, busy := wt.tryReadLock()
+			if unlock == nil {
+				if busy && time.Since(burstStart) < 20*o.maxDelay {
+					timer.Reset(o.debounce)
+					continue
+				}
+				var err error
+				if unlock, err = wt.f.rlock(ctx); err != nil {
+					if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+						return
+					}
+					wt.f.report(fmt.Errorf("watching datastore: %w", err))
+					timer.Reset(10 * o.maxDelay) // not a report per debounce
+					continue
+				}
+			}
+			if wt.eventsBehind() && time.Since(burstStart) < 20*o.maxDelay {
+				unlock()
 				timer.Reset(o.debounce)
 				continue
 			}
 			armed = false
-			if s := wt.process(); s != nil {
+			s := wt.process()
+			unlock()
+			if s != nil {
 				wt.send(s)
 			}
 		}
@@ -190,21 +211,38 @@ func (wt *watch) note(ev fsnotify.Event) bool {
 	return true
 }
 
-// writerActive reports whether another writer holds the store's lock.
-func (wt *watch) writerActive() bool {
+// tryReadLock takes the readers' lock without waiting and returns its
+// release. It returns nil and busy when a writer holds the lock, nil alone
+// when an intent a crashed writer left must be finished first (rlock does).
+// A store never written has no lock file and needs no lock.
+func (wt *watch) tryReadLock() (unlock func(), busy bool) {
 	if wt.lockFile == nil {
 		lf, err := os.Open(filepath.Join(wt.f.dir, lockFile))
 		if err != nil {
-			return false
+			return func() {}, false
 		}
 		wt.lockFile = lf
 	}
 	fd := int(wt.lockFile.Fd())
 	if err := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		return errors.Is(err, unix.EWOULDBLOCK)
+		return nil, errors.Is(err, unix.EWOULDBLOCK)
 	}
-	_ = unix.Flock(fd, unix.LOCK_UN)
-	return false
+	unlock = func() { _ = unix.Flock(fd, unix.LOCK_UN) }
+	if wt.f.pending() {
+		unlock()
+		return nil, false
+	}
+	return unlock, false
+}
+
+// eventsBehind reports whether a commit has been made (the revision on
+// disk moved) whose events have not all been taken in yet: its last one,
+// the revision file's, has not. A snapshot made now would miss some of its
+// files, e.g. those of a commit the watch itself just finished for a
+// crashed writer. It is called under the readers' lock.
+func (wt *watch) eventsBehind() bool {
+	rev, err := readRevision(wt.f.dir)
+	return err == nil && rev != wt.rev && !wt.revDirty
 }
 
 // process applies what the events invalidated and returns the new snapshot,
