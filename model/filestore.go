@@ -205,17 +205,7 @@ func (f *FileStore) Snapshot(ctx context.Context) (*Snapshot, error) {
 // not have. A change is refused for what it breaks, not for problems
 // already on disk (from hand edits) that it leaves alone.
 func newProblems(before, after *Snapshot, changed map[Ref]bool) error {
-	old := map[string]bool{}
-	for _, e := range before.validate(changed) {
-		old[e.Error()] = true
-	}
-	var out []*ValidationError
-	for _, e := range after.validate(changed) {
-		if !old[e.Error()] {
-			out = append(out, e)
-		}
-	}
-	return joinValidation(out)
+	return problemsAfter(before, after, changed)
 }
 
 // fileOp is one file of a commit: a write (data != nil) or a delete.
@@ -280,13 +270,7 @@ func prepareApply(rs []Resource) ([]Resource, error) {
 // applyProblems returns the cross-resource errors that writing prepared
 // over before would add.
 func applyProblems(before *Snapshot, prepared []Resource) error {
-	after := before.Clone()
-	changed := make(map[Ref]bool, len(prepared))
-	for _, r := range prepared {
-		after.Put(r)
-		changed[RefOf(r)] = true
-	}
-	return newProblems(before, after, changed)
+	return problemsOfWrite(before, prepared)
 }
 
 // write commits prepared resources under the writers' lock. check, when

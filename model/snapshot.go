@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
+	"weak"
 )
 
 // Snapshot is a view of the whole model at one revision. It is immutable
@@ -36,6 +38,16 @@ type Snapshot struct {
 	// configStored tells a stored Config from the defaults, so Remove can
 	// say whether there was anything to remove.
 	configStored bool
+
+	// index is what a write's check looks resources up by, built on first
+	// use (changeIndexOf) and dropped by Put and Remove.
+	index atomic.Pointer[changeIndex]
+	// base is the snapshot this one was cloned from and edits what Put
+	// and Remove changed since, while tracked: so a delete's check looks
+	// at what it removed only (see editsSince).
+	base    weak.Pointer[Snapshot]
+	edits   []Ref
+	tracked bool
 }
 
 // NewSnapshot returns an empty snapshot with the default Config.
@@ -69,6 +81,8 @@ func (s *Snapshot) Clone() *Snapshot {
 		BGPConfig:    s.BGPConfig,
 		BGPPeers:     make(map[string]*BGPPeer, len(s.BGPPeers)),
 		configStored: s.configStored,
+		base:         weak.Make(s),
+		tracked:      true,
 	}
 	for k, v := range s.Pools {
 		c.Pools[k] = v
@@ -130,6 +144,9 @@ func (s *Snapshot) ensureMaps() {
 // Put adds r or replaces the resource of the same kind and name.
 func (s *Snapshot) Put(r Resource) {
 	s.ensureMaps()
+	if s.tracked || s.index.Load() != nil {
+		s.touch(RefOf(r))
+	}
 	switch r := r.(type) {
 	case *IPPool:
 		s.Pools[r.Metadata.Name] = r
@@ -202,6 +219,9 @@ func (s *Snapshot) Remove(ref Ref) bool {
 		if _, ok = s.BGPPeers[ref.Name]; ok {
 			delete(s.BGPPeers, ref.Name)
 		}
+	}
+	if ok {
+		s.touch(ref)
 	}
 	return ok
 }
@@ -305,8 +325,12 @@ func (s *Snapshot) Resources(kind string) []Resource {
 // no IPv4 address. It does not check that an explicit fixedIP belongs to the
 // endpoint: Validate does.
 func (s *Snapshot) FixedIP(f *FloatingIP) (netip.Addr, bool) {
-	ep, ok := s.Endpoints[f.Spec.Endpoint]
-	if !ok || ep == nil {
+	return fixedIPOf(f, s.Endpoints[f.Spec.Endpoint])
+}
+
+// fixedIPOf is FixedIP with f's endpoint given (nil when there is none).
+func fixedIPOf(f *FloatingIP, ep *WorkloadEndpoint) (netip.Addr, bool) {
+	if ep == nil {
 		return netip.Addr{}, false
 	}
 	if f.Spec.FixedIP.IsValid() {
