@@ -10,6 +10,11 @@
 // the block at the revision it was read at. So two nodes never hold the same
 // block and two callers never get the same address, with any number of
 // agents and calyxctl processes sharing a datastore.
+//
+// Allocate and ClaimBlock read only what they need (model.Lister): the
+// node, the pools, the node's own blocks, and for a claim the names of the
+// blocks held; never the whole model, so their cost does not grow with the
+// number of endpoints, policies or other nodes' blocks.
 package ipam
 
 import (
@@ -27,12 +32,14 @@ import (
 	"github.com/calyxnet/calyx/selector"
 )
 
-// Store is what IPAM needs of a datastore: a snapshot to choose from and
-// compare-and-swap writes and deletes of single resources. Every
-// model.Datastore implements it.
+// Store is what IPAM needs of a datastore: narrow reads for allocations
+// and claims, a snapshot for the rarer operations that look at every
+// block, and compare-and-swap writes and deletes of single resources.
+// Every model.Datastore implements it.
 type Store interface {
 	Snapshot(ctx context.Context) (*model.Snapshot, error)
 	model.Versioned
+	model.Lister
 }
 
 // ErrPoolExhausted is wrapped by errors saying that no pool the node may use
@@ -61,22 +68,30 @@ const maxAttempts = 100
 // racing claimers each get a different block, and the ones left without
 // get an error wrapping ErrPoolExhausted.
 func ClaimBlock(ctx context.Context, ds Store, node, pool string) (*model.IPAMBlock, error) {
-	snap, err := ds.Snapshot(ctx)
+	n, pools, err := nodeAndPools(ctx, ds, node)
 	if err != nil {
 		return nil, err
 	}
-	n, err := nodeOf(snap, node)
+	return claim(ctx, ds, n, pools, pool, false)
+}
+
+// claim is ClaimBlock with the node and the pools read. With adopt, a
+// block that another caller claimed for the same node while this one was
+// trying to is returned instead of claiming one more: concurrent
+// allocations on one node then share the block they race for.
+func claim(ctx context.Context, ds Store, n *model.Node, all map[string]*model.IPPool, pool string, adopt bool) (*model.IPAMBlock, error) {
+	node := n.Metadata.Name
+	pools, err := poolsFor(all, n, pool)
 	if err != nil {
 		return nil, err
 	}
-	pools, err := poolsFor(snap, n, pool)
+	taken, err := takenBlocks(ctx, ds)
 	if err != nil {
 		return nil, err
 	}
-	taken := takenBlocks(snap)
 	var full []string
 	for _, p := range pools {
-		b, err := claimIn(ctx, ds, node, p, taken)
+		b, err := claimIn(ctx, ds, node, p, taken, adopt)
 		if err == nil {
 			return b, nil
 		}
@@ -101,10 +116,11 @@ func (e *exhaustedError) Error() string {
 
 func (e *exhaustedError) Unwrap() error { return ErrPoolExhausted }
 
-// claimIn claims the lowest free block of p, or returns ErrPoolExhausted.
-func claimIn(ctx context.Context, ds Store, node string, p *model.IPPool, taken blockSet) (*model.IPAMBlock, error) {
+// claimIn claims the lowest free block of p, or returns ErrPoolExhausted;
+// with adopt, see claim.
+func claimIn(ctx context.Context, ds Store, node string, p *model.IPPool, taken map[string]bool, adopt bool) (*model.IPAMBlock, error) {
 	for cidr, ok := firstBlock(p), true; ok; cidr, ok = nextBlock(p, cidr) {
-		if taken.holds(cidr) {
+		if taken[model.BlockName(cidr)] {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -127,44 +143,53 @@ func claimIn(ctx context.Context, ds Store, node string, p *model.IPPool, taken 
 			return nil, fmt.Errorf("ipam: claiming block %s of %s for node %q: %w", cidr,
 				model.Ref{Kind: model.KindIPPool, Name: p.Metadata.Name}, node, err)
 		}
-		// Another node claimed it since the snapshot: try the next one.
-		taken.add(cidr)
+		if adopt {
+			got, _, err := getBlock(ctx, ds, model.RefOf(b))
+			if err == nil && got.Spec.Node == node {
+				return got, nil
+			}
+		}
+		// Another node claimed it since the names were read: try the next
+		// one.
+		taken[model.BlockName(cidr)] = true
 	}
 	return nil, ErrPoolExhausted
 }
 
 // Allocate hands out one free address of node's blocks to handle (an
 // endpoint's name or an orchestrator's handle), claiming a new block when
-// every block the node holds is full. It is idempotent per handle: when
-// handle already holds an address in one of node's blocks (a retried
-// allocation whose answer was lost), that address is returned again; one
-// handle holding an address of another node's block is an error. IPv4 blocks are used before IPv6 ones,
-// lower blocks before higher, and the lowest free address of a block first.
-// An address any WorkloadEndpoint, FloatingIP or Node already uses is never
-// handed out, even where it was not allocated through IPAM. The error wraps
-// ErrPoolExhausted when the node's blocks are full and none is left to
-// claim, ErrNoPool when the node may use no pool at all.
+// every block the node holds is full. It is idempotent per handle and
+// node: when handle already holds an address in one of node's blocks (a
+// retried allocation whose answer was lost), that address is returned
+// again. A handle is looked up among node's blocks only (so that an
+// allocation reads O(1) blocks, not all of them): the same handle on
+// another node gets another address. IPv4 blocks are used before IPv6
+// ones, lower blocks before higher, and the lowest free address of a block
+// first. The node's own addresses are never handed out. Addresses other
+// resources use without an allocation (an endpoint with a static address
+// inside a block) are not looked for, since finding them means reading
+// every endpoint; the datastore refuses an endpoint that would reuse one.
+// The error wraps ErrPoolExhausted when the node's blocks are full and
+// none is left to claim, ErrNoPool when the node may use no pool at all,
+// and model.ErrNotFound when the Node does not exist.
 func Allocate(ctx context.Context, ds Store, node, handle string) (netip.Addr, error) {
 	if handle == "" {
 		return netip.Addr{}, errors.New("ipam: allocate: a handle is required")
 	}
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		snap, err := ds.Snapshot(ctx)
+		n, pools, err := nodeAndPools(ctx, ds, node)
 		if err != nil {
 			return netip.Addr{}, err
 		}
-		n, err := nodeOf(snap, node)
+		blocks, err := ds.NodeBlocks(ctx, node)
 		if err != nil {
 			return netip.Addr{}, err
 		}
-		if a, b, ok := heldBy(snap, handle); ok {
-			if b.Spec.Node != node {
-				return netip.Addr{}, fmt.Errorf("ipam: handle %q already holds %s, in block %s of node %q", handle, a, b.Spec.CIDR, b.Spec.Node)
-			}
+		if a, _, ok := heldBy(blocks, handle); ok {
 			return a, nil
 		}
-		used := usedAddrs(snap)
-		for _, b := range usableBlocks(snap, n) {
+		used := nodeAddrs(n)
+		for _, b := range usableBlocks(blocks, pools, n) {
 			a, err := allocateIn(ctx, ds, b.Metadata.Name, node, handle, used)
 			if err == nil {
 				return a, nil
@@ -173,7 +198,7 @@ func Allocate(ctx context.Context, ds Store, node, handle string) (netip.Addr, e
 				return netip.Addr{}, err
 			}
 		}
-		b, err := ClaimBlock(ctx, ds, node, "")
+		b, err := claim(ctx, ds, n, pools, "", true)
 		if ex := (*exhaustedError)(nil); errors.As(err, &ex) {
 			return netip.Addr{}, fmt.Errorf("ipam: node %q has no free address: its blocks are full and every block of %s is held: %w",
 				node, strings.Join(ex.pools, ", "), ErrPoolExhausted)
@@ -189,14 +214,15 @@ func Allocate(ctx context.Context, ds Store, node, handle string) (netip.Addr, e
 			return netip.Addr{}, err
 		}
 		// The new block filled up (or went) before we could use it: start
-		// over from a fresh snapshot.
+		// over from a fresh read.
 	}
 	return netip.Addr{}, fmt.Errorf("ipam: allocate for node %q: gave up after %d attempts lost to concurrent writers", node, maxAttempts)
 }
 
-// heldBy finds the address handle holds, and its block.
-func heldBy(snap *model.Snapshot, handle string) (netip.Addr, *model.IPAMBlock, bool) {
-	for _, b := range snap.Blocks {
+// heldBy finds the address handle holds in blocks (the first block, in
+// their order, when several), and its block.
+func heldBy(blocks []*model.IPAMBlock, handle string) (netip.Addr, *model.IPAMBlock, bool) {
+	for _, b := range blocks {
 		for a, h := range b.Spec.Allocations {
 			if h == handle {
 				return a, b, true
@@ -206,14 +232,21 @@ func heldBy(snap *model.Snapshot, handle string) (netip.Addr, *model.IPAMBlock, 
 	return netip.Addr{}, nil, false
 }
 
-// ReleaseHandle frees the address handle holds. It is an error wrapping
-// model.ErrNotFound when the handle holds none.
+// ReleaseHandle frees the address handle holds (in the block first by
+// name, should handles of several nodes share the name). It is an error
+// wrapping model.ErrNotFound when the handle holds none.
 func ReleaseHandle(ctx context.Context, ds Store, handle string) (netip.Addr, error) {
-	snap, err := ds.Snapshot(ctx)
+	rs, err := ds.List(ctx, model.KindIPAMBlock)
 	if err != nil {
 		return netip.Addr{}, err
 	}
-	a, _, ok := heldBy(snap, handle)
+	blocks := make([]*model.IPAMBlock, 0, len(rs))
+	for _, r := range rs {
+		if b, ok := r.(*model.IPAMBlock); ok {
+			blocks = append(blocks, b)
+		}
+	}
+	a, _, ok := heldBy(blocks, handle)
 	if !ok {
 		return netip.Addr{}, fmt.Errorf("ipam: handle %q holds no address: %w", handle, model.ErrNotFound)
 	}
@@ -454,16 +487,34 @@ func cloneBlock(b *model.IPAMBlock) *model.IPAMBlock {
 	return &c
 }
 
-// nodeOf returns the named Node, or an error wrapping model.ErrNotFound.
-func nodeOf(snap *model.Snapshot, node string) (*model.Node, error) {
+// nodeAndPools reads the named Node and every IPPool (by name). A missing
+// Node is an error wrapping model.ErrNotFound.
+func nodeAndPools(ctx context.Context, ds Store, node string) (*model.Node, map[string]*model.IPPool, error) {
 	if node == "" {
-		return nil, errors.New("ipam: a node name is required")
+		return nil, nil, errors.New("ipam: a node name is required")
 	}
-	n, ok := snap.Nodes[node]
+	r, _, err := ds.Get(ctx, model.Ref{Kind: model.KindNode, Name: node})
+	if errors.Is(err, model.ErrNotFound) {
+		return nil, nil, fmt.Errorf("ipam: Node/%s: %w (a node takes blocks only once it is registered)", node, model.ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	n, ok := r.(*model.Node)
 	if !ok {
-		return nil, fmt.Errorf("ipam: Node/%s: %w (a node takes blocks only once it is registered)", node, model.ErrNotFound)
+		return nil, nil, fmt.Errorf("ipam: Node/%s: datastore returned a %T", node, r)
 	}
-	return n, nil
+	rs, err := ds.List(ctx, model.KindIPPool)
+	if err != nil {
+		return nil, nil, err
+	}
+	pools := make(map[string]*model.IPPool, len(rs))
+	for _, r := range rs {
+		if p, ok := r.(*model.IPPool); ok {
+			pools[p.Metadata.Name] = p
+		}
+	}
+	return n, pools, nil
 }
 
 // usable says why node n may not take blocks of pool p, or "" when it may.
@@ -492,9 +543,9 @@ func usable(p *model.IPPool, n *model.Node) string {
 
 // poolsFor lists the pools n may take blocks of, in the order they are
 // tried (IPv4 first, then by name); with name set, just that pool.
-func poolsFor(snap *model.Snapshot, n *model.Node, name string) ([]*model.IPPool, error) {
+func poolsFor(all map[string]*model.IPPool, n *model.Node, name string) ([]*model.IPPool, error) {
 	if name != "" {
-		p, ok := snap.Pools[name]
+		p, ok := all[name]
 		if !ok {
 			return nil, fmt.Errorf("ipam: IPPool/%s: %w", name, model.ErrNotFound)
 		}
@@ -505,7 +556,7 @@ func poolsFor(snap *model.Snapshot, n *model.Node, name string) ([]*model.IPPool
 	}
 	var out []*model.IPPool
 	var why []string
-	for _, p := range snap.Pools {
+	for _, p := range all {
 		if w := usable(p, n); w != "" {
 			why = append(why, fmt.Sprintf("IPPool/%s %s", p.Metadata.Name, w))
 			continue
@@ -526,15 +577,16 @@ func poolsFor(snap *model.Snapshot, n *model.Node, name string) ([]*model.IPPool
 	return out, nil
 }
 
-// usableBlocks lists n's blocks that addresses may still be taken from (in
-// a pool n may use), IPv4 first, then in address order.
-func usableBlocks(snap *model.Snapshot, n *model.Node) []*model.IPAMBlock {
+// usableBlocks lists the blocks of n's among blocks that addresses may
+// still be taken from (in a pool n may use), IPv4 first, then in address
+// order.
+func usableBlocks(blocks []*model.IPAMBlock, pools map[string]*model.IPPool, n *model.Node) []*model.IPAMBlock {
 	var out []*model.IPAMBlock
-	for _, b := range snap.Blocks {
+	for _, b := range blocks {
 		if b.Spec.Node != n.Metadata.Name {
 			continue
 		}
-		if p, ok := snap.Pools[b.Spec.Pool]; !ok || usable(p, n) != "" {
+		if p, ok := pools[b.Spec.Pool]; !ok || usable(p, n) != "" {
 			continue
 		}
 		out = append(out, b)
@@ -548,8 +600,9 @@ func comparePrefix(a, b netip.Prefix) int {
 	return cmp.Or(cmp.Compare(a.Addr().BitLen(), b.Addr().BitLen()), a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
 }
 
-// usedAddrs are the addresses Allocate must not hand out although no block
-// lists them: those of endpoints, floating IPs and nodes.
+// usedAddrs are the addresses in use although no block need list them:
+// those of endpoints, floating IPs and nodes. A block holding one is not
+// empty (EmptyBlocks).
 func usedAddrs(snap *model.Snapshot) map[netip.Addr]bool {
 	used := make(map[netip.Addr]bool)
 	for _, ep := range snap.Endpoints {
@@ -570,6 +623,17 @@ func usedAddrs(snap *model.Snapshot) map[netip.Addr]bool {
 	return used
 }
 
+// nodeAddrs are n's own addresses, which Allocate never hands out.
+func nodeAddrs(n *model.Node) map[netip.Addr]bool {
+	used := make(map[netip.Addr]bool, 2)
+	for _, p := range []netip.Prefix{n.Spec.IPv4Address, n.Spec.IPv6Address} {
+		if p.IsValid() {
+			used[p.Addr()] = true
+		}
+	}
+	return used
+}
+
 // freeAddr returns the lowest address of b neither allocated nor used.
 func freeAddr(b *model.IPAMBlock, used map[netip.Addr]bool) (netip.Addr, bool) {
 	cidr := b.Spec.CIDR.Masked()
@@ -582,28 +646,19 @@ func freeAddr(b *model.IPAMBlock, used map[netip.Addr]bool) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// blockSet is the set of held blocks.
-type blockSet map[netip.Prefix]bool
-
-func takenBlocks(snap *model.Snapshot) blockSet {
-	s := make(blockSet, len(snap.Blocks))
-	for _, b := range snap.Blocks {
-		s.add(b.Spec.CIDR)
+// takenBlocks reads the names of the blocks held. A block's name is its
+// cidr (model.BlockName), and every block of a pool has the pool's
+// blockSize, so a candidate block is held exactly when its name is taken.
+func takenBlocks(ctx context.Context, ds Store) (map[string]bool, error) {
+	names, err := ds.Names(ctx, model.KindIPAMBlock)
+	if err != nil {
+		return nil, err
 	}
-	return s
-}
-
-func (s blockSet) add(p netip.Prefix) { s[p.Masked()] = true }
-
-// holds says whether c, or a block containing it, is held. (Blocks of one
-// pool all have its blockSize, so none lies inside another.)
-func (s blockSet) holds(c netip.Prefix) bool {
-	for bits := c.Bits(); bits >= 0; bits-- {
-		if p, _ := c.Addr().Prefix(bits); s[p] {
-			return true
-		}
+	taken := make(map[string]bool, len(names))
+	for _, n := range names {
+		taken[n] = true
 	}
-	return false
+	return taken, nil
 }
 
 // blockSize is p's blockSize, or its family's default when unset.

@@ -122,11 +122,10 @@ func TestPoolExhausted(t *testing.T) {
 
 func TestAllocate(t *testing.T) {
 	ctx := context.Background()
-	// 10.65.0.1 belongs to an endpoint that took its address without
-	// IPAM (an OpenStack subnet): IPAM must skip it.
-	ds := fileStore(t, pool("p", "10.65.0.0/24", 30), node("a", nil), node("b", nil),
-		&model.WorkloadEndpoint{Metadata: model.Metadata{Name: "static"}, Spec: model.WorkloadEndpointSpec{
-			Node: "b", Interface: "tap0", IPNetworks: []netip.Prefix{netip.MustParsePrefix("10.65.0.1/32")}}})
+	// 10.65.0.1 is node a's own address: IPAM must skip it.
+	a := node("a", nil)
+	a.Spec.IPv4Address = netip.MustParsePrefix("10.65.0.1/24")
+	ds := fileStore(t, pool("p", "10.65.0.0/24", 30), a, node("b", nil))
 	var got []string
 	for i := range 5 {
 		a, err := ipam.Allocate(ctx, ds, "a", fmt.Sprintf("wl-%d", i))
@@ -151,9 +150,26 @@ func TestAllocate(t *testing.T) {
 		t.Errorf("first block = %+v", first)
 	}
 	// b's allocation claims b's own block, not a's.
-	a, err := ipam.Allocate(ctx, ds, "b", "wl-b")
-	if err != nil || a != netip.MustParseAddr("10.65.0.8") {
-		t.Errorf("b got %s, %v; want 10.65.0.8 from its own new block", a, err)
+	got8, err := ipam.Allocate(ctx, ds, "b", "wl-b")
+	if err != nil || got8 != netip.MustParseAddr("10.65.0.8") {
+		t.Errorf("b got %s, %v; want 10.65.0.8 from its own new block", got8, err)
+	}
+	// An endpoint that took 10.65.0.6 without IPAM (an OpenStack
+	// subnet) is not looked for (that would read every endpoint), so a
+	// gets it; the datastore refuses the second endpoint with it.
+	static := &model.WorkloadEndpoint{Metadata: model.Metadata{Name: "static"}, Spec: model.WorkloadEndpointSpec{
+		Node: "b", Interface: "tap0", IPNetworks: []netip.Prefix{netip.MustParsePrefix("10.65.0.6/32")}}}
+	if err := ds.Apply(ctx, []model.Resource{static}); err != nil {
+		t.Fatal(err)
+	}
+	got6, err := ipam.Allocate(ctx, ds, "a", "wl-5")
+	if err != nil || got6 != netip.MustParseAddr("10.65.0.6") {
+		t.Fatalf("a got %s, %v; want 10.65.0.6", got6, err)
+	}
+	dup := &model.WorkloadEndpoint{Metadata: model.Metadata{Name: "wl-5"}, Spec: model.WorkloadEndpointSpec{
+		Node: "a", Interface: "tap5", IPNetworks: []netip.Prefix{netip.PrefixFrom(got6, 32)}}}
+	if err := ds.Apply(ctx, []model.Resource{dup}); err == nil || !strings.Contains(err.Error(), "already used by WorkloadEndpoint/static") {
+		t.Errorf("an endpoint reusing the static address: %v, want refused", err)
 	}
 	if _, err := ipam.Allocate(ctx, ds, "a", ""); err == nil {
 		t.Error("an allocation without a handle succeeded")
@@ -299,7 +315,8 @@ func TestReleaseNode(t *testing.T) {
 }
 
 // A retried allocation (same handle) gets the address the first one got,
-// on that node; on another node it is refused. ReleaseHandle frees it.
+// on that node; on another node it is another allocation. ReleaseHandle
+// frees them.
 func TestAllocateIdempotentPerHandle(t *testing.T) {
 	ctx := context.Background()
 	ds := fileStore(t, pool("p", "10.65.0.0/24", 28), node("a", nil), node("b", nil))
@@ -314,15 +331,20 @@ func TestAllocateIdempotentPerHandle(t *testing.T) {
 	if other, err := ipam.Allocate(ctx, ds, "a", "vm-43"); err != nil || other == first {
 		t.Errorf("another handle got %s, %v", other, err)
 	}
-	if _, err := ipam.Allocate(ctx, ds, "b", "vm-42"); err == nil || !strings.Contains(err.Error(), `already holds`) {
-		t.Errorf("the handle on another node: %v, want refused", err)
+	// A handle is per node: on b it is another allocation, in b's block.
+	onB, err := ipam.Allocate(ctx, ds, "b", "vm-42")
+	if err != nil || onB == first {
+		t.Errorf("the handle on another node: %s, %v; want an address of b's own", onB, err)
 	}
-	a, err := ipam.ReleaseHandle(ctx, ds, "vm-42")
-	if err != nil || a != first {
-		t.Errorf("release by handle: %s, %v; want %s", a, err, first)
+	// ReleaseHandle frees one, then the other (block names order them).
+	for _, want := range []netip.Addr{first, onB} {
+		a, err := ipam.ReleaseHandle(ctx, ds, "vm-42")
+		if err != nil || a != want {
+			t.Errorf("release by handle: %s, %v; want %s", a, err, want)
+		}
 	}
 	if _, err := ipam.ReleaseHandle(ctx, ds, "vm-42"); !errors.Is(err, model.ErrNotFound) {
-		t.Errorf("second release by handle: %v, want not found", err)
+		t.Errorf("third release by handle: %v, want not found", err)
 	}
 }
 

@@ -4,7 +4,8 @@
 // YAML, and stores them in a datastore
 // that can be watched: a directory of files on one machine (FileStore) or
 // etcd v3 for many hosts (EtcdStore). Both offer compare-and-swap on single
-// resources (Versioned); the etcd store also tracks which nodes are live
+// resources (Versioned) and narrow reads of a kind or of a node's IPAM
+// blocks (Lister); the etcd store also tracks which nodes are live
 // (Liveness).
 //
 // Resources are treated as immutable once decoded or stored: a Snapshot

@@ -229,6 +229,23 @@ func TestEtcdErrorsMatchFileStore(t *testing.T) {
 		{"delete what others need", func(ds Datastore) error {
 			return ds.Delete(ctx, []Ref{{KindWorkloadEndpoint, "web-1"}, {KindIPPool, "pool-a"}})
 		}},
+		// Block writes, which the etcd store checks against the block's
+		// pool alone.
+		{"block of a missing pool", func(ds Datastore) error {
+			return ds.(Versioned).Create(ctx, block("10.65.1.0/26", "nopool", "n1"))
+		}},
+		{"block of the wrong size", func(ds Datastore) error {
+			return ds.(Versioned).Create(ctx, block("10.65.1.0/27", "pool-a", "n1"))
+		}},
+		{"block outside its pool", func(ds Datastore) error {
+			return ds.(Versioned).Create(ctx, block("10.99.0.0/26", "pool-a", "n1"))
+		}},
+		{"block with an address outside it", func(ds Datastore) error {
+			return ds.(Versioned).Create(ctx, block("10.65.1.0/26", "pool-a", "n1", "10.65.2.1", "h"))
+		}},
+		{"block exists", func(ds Datastore) error {
+			return ds.(Versioned).Create(ctx, block("10.65.0.0/26", "pool-a", "n2"))
+		}},
 	}
 	before, _ := etcd.Snapshot(ctx)
 	for _, op := range ops {
@@ -836,8 +853,161 @@ func TestEtcdReadsInPages(t *testing.T) {
 		t.Fatalf("only %d resources: no third page", len(rs))
 	}
 
-	all, rev, err := ds.readPages(ctx)
+	all, rev, err := ds.readPages(ctx, ds.resPrefix)
 	if err != nil || len(all) != len(rs) || rev != int64(s.Revision) {
 		t.Fatalf("pages: %d keys at %d (%v), want %d at %d", len(all), rev, err, len(rs), s.Revision)
 	}
+}
+
+// A block write reads and compares the block's key and its pool's only,
+// writes no key every writer rewrites, and keeps the block index; other
+// writes compare each kind's keys (and deletion marker) they depend on,
+// not the blocks unless they write pools or blocks.
+func TestEtcdBlockWritesAreLocal(t *testing.T) {
+	ctx := context.Background()
+	srv := etcdtest.Start(t)
+	ds := openEtcdStore(t, srv)
+	cli := srv.Client(t)
+	if err := ds.Apply(ctx, modelResources()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ds.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk := block("10.65.0.64/26", "pool-a", "n1")
+	before := ds.BytesRead()
+	if err := ds.Create(ctx, blk); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, err := ds.Get(ctx, RefOf(blk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk.Spec.Allocations = map[netip.Addr]string{netip.MustParseAddr("10.65.0.70"): "h"}
+	if err := ds.Update(ctx, blk, rev); err != nil {
+		t.Fatal(err)
+	}
+	// The create read two absent/small keys; the get and the update the
+	// block (twice) and the pool (twice): far less than the model.
+	read := ds.BytesRead() - before
+	whole := ds.BytesRead()
+	if _, err := ds.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	whole = ds.BytesRead() - whole
+	t.Logf("create+get+update of a block read %d bytes; the model is %d", read, whole)
+	if read == 0 || read > 1500 || read*2 > whole {
+		t.Errorf("a block create, get and update read %d bytes (the model is %d)", read, whole)
+	}
+	if resp, err := cli.Get(ctx, ds.Prefix()+"/revision"); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("the marker key every writer rewrote is written: %v %v", resp, err)
+	}
+	got, err := ds.NodeBlocks(ctx, "n1")
+	if err != nil || len(got) != 2 || got[0].Metadata.Name != "10-65-0-0-26" || got[1].Metadata.Name != "10-65-0-64-26" {
+		t.Errorf("NodeBlocks(n1) = %v, %v; want both of n1's blocks", got, err)
+	}
+	if got, err := ds.NodeBlocks(ctx, "n2"); err != nil || len(got) != 0 {
+		t.Errorf("NodeBlocks(n2) = %v, %v; want none", got, err)
+	}
+
+	// Guards, as a write validated at rev0 commits them.
+	rev0 := int64(s.Revision)
+	holds := func(kind string) bool {
+		t.Helper()
+		ok, err := ds.commit(ctx, "test", ds.guards(rev0, kindsOf(Ref{Kind: kind})), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	// Only blocks changed since rev0: an endpoint write commits, a pool
+	// write does not.
+	if !holds(KindWorkloadEndpoint) {
+		t.Error("a block write made an endpoint write conflict")
+	}
+	if holds(KindIPPool) {
+		t.Error("a block write did not make a pool write conflict")
+	}
+	// A deletion leaves no key in the range; the kind's marker tells.
+	if err := ds.Delete(ctx, []Ref{{KindFloatingIP, "web-1-fip"}}); err != nil {
+		t.Fatal(err)
+	}
+	if holds(KindWorkloadEndpoint) {
+		t.Error("a floating IP deleted since did not make an endpoint write conflict")
+	}
+	if resp, err := cli.Get(ctx, ds.Prefix()+"/deleted/floatingip"); err != nil || len(resp.Kvs) != 1 {
+		t.Errorf("deletion marker of FloatingIP: %v %v", resp, err)
+	}
+
+	// Deleting the block drops it from the index.
+	_, rev, _ = ds.Get(ctx, RefOf(blk))
+	if err := ds.DeleteIf(ctx, RefOf(blk), rev); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ds.NodeBlocks(ctx, "n1"); err != nil || len(got) != 1 {
+		t.Errorf("NodeBlocks(n1) after the delete = %v, %v; want one", got, err)
+	}
+	if resp, err := cli.Get(ctx, ds.Prefix()+"/affinity/", clientv3.WithPrefix(), clientv3.WithKeysOnly()); err != nil || len(resp.Kvs) != 1 {
+		t.Errorf("block index after the delete: %v %v; want one entry", resp, err)
+	}
+	if names, err := ds.Names(ctx, "ipamblocks"); err != nil || len(names) != 1 {
+		t.Errorf("Names(ipamblocks) = %v, %v", names, err)
+	}
+	if pools, err := ds.List(ctx, KindIPPool); err != nil || len(pools) != 2 {
+		t.Errorf("List(IPPool) = %v, %v; want two", pools, err)
+	}
+}
+
+// Racing a pool's deletion against a block created in it, or against an
+// endpoint with an address of it, never lets both through: the block
+// write compares the pool key, the pool delete the blocks, and the
+// endpoint write the pools' deletion marker.
+func TestEtcdPoolDeleteRaces(t *testing.T) {
+	ctx := context.Background()
+	srv := etcdtest.Start(t)
+	a, b := openEtcdStore(t, srv), openEtcdStore(t, srv)
+	if err := a.Apply(ctx, []Resource{node("n1", "10.30.0.10/24")}); err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 15
+	deleteWon := map[string]int{}
+	for i := range 2 * rounds {
+		name := fmt.Sprintf("p%d", i)
+		cidr := fmt.Sprintf("10.%d.0.0/16", 100+i)
+		if err := a.Apply(ctx, []Resource{pool(name, cidr)}); err != nil {
+			t.Fatal(err)
+		}
+		var other Resource = block(strings.TrimSuffix(cidr, "/16")+"/26", name, "n1")
+		write := func() error { return b.Create(ctx, other) }
+		what := "a block"
+		if i >= rounds {
+			what = "an endpoint"
+			other = wep(fmt.Sprintf("w%d", i), "n1", fmt.Sprintf("tap%d", i), fmt.Sprintf("10.%d.0.1/32", 100+i))
+			write = func() error { return b.Apply(ctx, []Resource{other}) }
+		}
+		var wg sync.WaitGroup
+		var delErr, writeErr error
+		wg.Add(2)
+		go func() { defer wg.Done(); delErr = a.Delete(ctx, []Ref{{KindIPPool, name}}) }()
+		go func() { defer wg.Done(); writeErr = write() }()
+		wg.Wait()
+		if delErr == nil && writeErr == nil {
+			t.Errorf("round %d: the pool was deleted and %s written in it", i, what)
+		}
+		if delErr != nil && writeErr != nil {
+			t.Errorf("round %d: both refused: %v; %v", i, delErr, writeErr)
+		}
+		if delErr == nil {
+			deleteWon[what]++
+		}
+		s, err := a.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Validate(); err != nil {
+			t.Errorf("round %d: the model is broken: %v", i, err)
+		}
+	}
+	t.Logf("the delete won %d of %d rounds against a block, %d against an endpoint", deleteWon["a block"], rounds, deleteWon["an endpoint"])
 }

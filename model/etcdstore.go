@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -30,10 +31,45 @@ import (
 // EtcdStore keeps the model in etcd v3, for deployments of many hosts:
 // one key per resource, <prefix>/resources/<kind lowercase>/<name>, holding
 // the resource's JSON. Every write is one etcd transaction, validated
-// against the model at the revision it read and committed only if no
-// other calyx writer changed the model since (the key <prefix>/revision
-// serializes them); it retries a few times when one did. Liveness keys live
+// against what it read and committed only if what its checks depend on is
+// unchanged; it retries a few times when it was not. Liveness keys live
 // under <prefix>/liveness/, bound to leases.
+//
+// How writes are kept apart, without one key every writer rewrites (which
+// made all writers in a cluster wait for each other):
+//
+//   - IPAMBlock writes by Create, Update and DeleteIf (IPAM's claims,
+//     allocations and releases) are compare-and-swaps on the block's own
+//     key: they read the block and its IPPool (two keys, not the model),
+//     check the block on its own and against that pool (exists, enabled,
+//     contains the cidr, blockSize is its length), and commit only if the
+//     block key is as read (CreateRevision 0 for a create, the given
+//     ModRevision otherwise) and, for a put, the pool key is at the
+//     ModRevision read, so a pool changed or deleted meanwhile makes the
+//     write start over. Blocks cannot overlap: a block's name is its cidr
+//     (BlockName, checked by Validate), so two blocks of one cidr are one
+//     key, which the create compare catches; blocks of different cidrs
+//     would have to differ in size, or lie in two pools, and every block
+//     has its pool's blockSize and lies inside it while pools do not
+//     overlap (both checked whenever a pool or block is written).
+//   - Every other write reads the whole model, validates the model it
+//     would make, and commits with one compare per kind: no key under the
+//     kind's prefix written after the revision read (a range compare on
+//     ModRevision), and no key of the kind deleted since (a deleted key
+//     leaves nothing in the range to compare, so each write that deletes
+//     resources of a kind also rewrites that kind's deletion marker,
+//     <prefix>/deleted/<kind>, and writers compare those markers too). The
+//     compares cover every kind but IPAMBlock, which only writes of pools
+//     or blocks compare (blocks are read only by the rules about blocks
+//     and their pools; and a deleted block breaks no rule, so block
+//     deletions need no marker). So endpoint, policy or node writes do not
+//     wait for IPAM's block writes nor the other way round, while any two
+//     writes that one rule reads both of still conflict.
+//
+// The store keeps a per-node index of blocks, <prefix>/affinity/<node>/<block>
+// (empty values), written in the transaction of every block write, so IPAM
+// finds a node's blocks without reading the others (NodeBlocks). Blocks
+// written before the index existed, or behind calyx's back, are not in it.
 //
 // Writes made behind calyx's back (etcdctl put) are seen by readers and
 // watches, and a value that does not parse is logged and skipped like a
@@ -42,7 +78,8 @@ import (
 //
 // One apply is one transaction, so the etcd server's --max-txn-ops
 // (default 128) bounds how many resources one Apply or Delete may hold
-// (one less than it), and --max-request-bytes (default 1.5 MiB) their
+// (it also counts one deletion marker per kind deleted, and the compares,
+// two per kind), and --max-request-bytes (default 1.5 MiB) their
 // size. Deployments that apply large files raise both, e.g.
 // --max-txn-ops=10000 --max-request-bytes=33554432.
 type EtcdStore struct {
@@ -53,7 +90,10 @@ type EtcdStore struct {
 
 	resPrefix  string // <prefix>/resources/
 	livePrefix string // <prefix>/liveness/
-	markerKey  string // <prefix>/revision
+	delPrefix  string // <prefix>/deleted/: a marker per kind, rewritten by deletes
+	affPrefix  string // <prefix>/affinity/: <node>/<block> for each block
+
+	bytesRead atomic.Uint64 // see BytesRead
 
 	mu   sync.Mutex
 	memo map[string]memoEntry // key → the last version parsed
@@ -226,7 +266,8 @@ func OpenEtcd(endpoints []string, opts ...Option) (*EtcdStore, error) {
 		opts:       o,
 		resPrefix:  prefix + "/resources/",
 		livePrefix: prefix + "/liveness/",
-		markerKey:  prefix + "/revision",
+		delPrefix:  prefix + "/deleted/",
+		affPrefix:  prefix + "/affinity/",
 		memo:       map[string]memoEntry{},
 		done:       make(chan struct{}),
 	}, nil
@@ -496,6 +537,22 @@ type storedKV struct {
 	modRev int64
 }
 
+// BytesRead is how many bytes of keys and values the store has read from
+// etcd since it was opened: the sum, over every answer to a Get or a Txn,
+// of the length of each key and value in it. Watch events are not
+// counted. It tells tests and benchmarks how much of the model an
+// operation reads; it never fails.
+func (e *EtcdStore) BytesRead() uint64 { return e.bytesRead.Load() }
+
+// count adds what kvs hold to BytesRead.
+func (e *EtcdStore) count(kvs []*mvccpb.KeyValue) {
+	var n int
+	for _, kv := range kvs {
+		n += len(kv.Key) + len(kv.Value)
+	}
+	e.bytesRead.Add(uint64(n))
+}
+
 // read returns the model at the current revision, with every resource key
 // read (parsed or not).
 func (e *EtcdStore) read(ctx context.Context) (*Snapshot, map[string]storedKV, error) {
@@ -503,7 +560,7 @@ func (e *EtcdStore) read(ctx context.Context) (*Snapshot, map[string]storedKV, e
 	var rev int64
 	err := e.request(ctx, func(ctx context.Context) error {
 		var err error
-		all, rev, err = e.readPages(ctx)
+		all, rev, err = e.readPages(ctx, e.resPrefix)
 		return err
 	})
 	if err != nil {
@@ -534,24 +591,26 @@ func (e *EtcdStore) read(ctx context.Context) (*Snapshot, map[string]storedKV, e
 // (and holds) whole.
 var readPage int64 = 1000
 
-// readPages reads every resource key, readPage keys per request, all at
-// the revision of the first request (a consistent snapshot), and returns
-// them with that revision. Should the revision be compacted meanwhile, the
-// error says so and the caller's retry starts over.
-func (e *EtcdStore) readPages(ctx context.Context) ([]*mvccpb.KeyValue, int64, error) {
-	end := clientv3.GetPrefixRangeEnd(e.resPrefix)
-	key := e.resPrefix
+// readPages reads every key under prefix, readPage keys per request, all
+// at the revision of the first request (a consistent snapshot), and
+// returns them with that revision; opts are added to every request (e.g.
+// clientv3.WithKeysOnly()). Should the revision be compacted meanwhile,
+// the error says so and the caller's retry starts over.
+func (e *EtcdStore) readPages(ctx context.Context, prefix string, opts ...clientv3.OpOption) ([]*mvccpb.KeyValue, int64, error) {
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key := prefix
 	var all []*mvccpb.KeyValue
 	var rev int64
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(readPage)}
+		o := append([]clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(readPage)}, opts...)
 		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev))
+			o = append(o, clientv3.WithRev(rev))
 		}
-		resp, err := e.cli.Get(ctx, key, opts...)
+		resp, err := e.cli.Get(ctx, key, o...)
 		if err != nil {
 			return nil, 0, err
 		}
+		e.count(resp.Kvs)
 		if rev == 0 {
 			rev = resp.Header.Revision
 		}
@@ -579,45 +638,82 @@ func (e *EtcdStore) Snapshot(ctx context.Context) (*Snapshot, error) {
 	return s, nil
 }
 
-// plan is what a write does: the operations of its transaction and the
-// conditions, besides the model being unchanged, it needs.
+// plan is what a write does: the operations of its transaction, the
+// conditions it needs besides what it read being unchanged, and the kinds
+// it puts or deletes (which decide what "what it read" is, see guards).
 type plan struct {
-	ops  []clientv3.Op
-	cmps []clientv3.Cmp
+	ops     []clientv3.Op
+	cmps    []clientv3.Cmp
+	kinds   map[string]bool // kinds put or deleted
+	deleted map[string]bool // kinds deleted
 }
 
-// write runs one write: it reads the model, lets build check it and plan
-// the transaction, and commits that only if no calyx writer changed the
-// model since it was read, retrying from the read when one did. build's
-// errors are returned as they are; a plan with no operations writes
-// nothing.
+// kindPrefix is where the keys of kind live, "/" included.
+func (e *EtcdStore) kindPrefix(kind string) string { return e.resPrefix + kindDir(kind) + "/" }
+
+// deletionMarker is the key every write that deletes resources of kind
+// rewrites, so that writers that read the kind see the deletion.
+func (e *EtcdStore) deletionMarker(kind string) string { return e.delPrefix + kindDir(kind) }
+
+// guards are the compares that let a write validated against the model at
+// rev commit only if nothing its cross-resource checks read has changed
+// since: for each kind, no key under the kind's prefix modified after rev
+// (a range compare: it sees puts) and the kind's deletion marker not
+// rewritten after rev (it sees deletes, which leave no key to compare).
+// IPAMBlocks are compared only when the write puts or deletes pools or
+// blocks: no other rule reads them. Block deletions have no marker: a
+// block going away breaks no rule.
+func (e *EtcdStore) guards(rev int64, kinds map[string]bool) []clientv3.Cmp {
+	var cmps []clientv3.Cmp
+	for _, kind := range kindOrder {
+		if kind == KindIPAMBlock {
+			if kinds[KindIPPool] || kinds[KindIPAMBlock] {
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(e.kindPrefix(kind)), "<", rev+1).WithPrefix())
+			}
+			continue
+		}
+		cmps = append(cmps,
+			clientv3.Compare(clientv3.ModRevision(e.kindPrefix(kind)), "<", rev+1).WithPrefix(),
+			clientv3.Compare(clientv3.ModRevision(e.deletionMarker(kind)), "<", rev+1))
+	}
+	return cmps
+}
+
+// write runs one write that reads the whole model: it reads it, lets build
+// check it and plan the transaction, and commits that only if nothing the
+// checks read changed since (guards), retrying from the read when
+// something did. build's errors are returned as they are; a plan with no
+// operations writes nothing.
 func (e *EtcdStore) write(ctx context.Context, what string, build func(before *Snapshot, kvs map[string]storedKV) (plan, error)) error {
-	for attempt := 1; ; attempt++ {
+	return e.retryWrites(ctx, what, func() (bool, error) {
 		before, kvs, err := e.read(ctx)
 		if err != nil {
-			return fmt.Errorf("etcd %s: %w", what, err)
+			return false, fmt.Errorf("etcd %s: %w", what, err)
 		}
 		p, err := build(before, kvs)
 		if err != nil || len(p.ops) == 0 {
-			return err
+			return true, err
 		}
 		rev := int64(before.Revision)
-		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(e.markerKey), "<", rev+1)}, p.cmps...)
-		ops := append(p.ops, clientv3.OpPut(e.markerKey, strconv.FormatInt(rev, 10)))
-		var resp *clientv3.TxnResponse
-		err = e.request(ctx, func(ctx context.Context) error {
-			var err error
-			resp, err = e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-			return err
-		})
-		if err != nil {
-			if errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrRequestTooLarge) {
-				return fmt.Errorf("etcd %s: %w (one apply is one transaction: raise the etcd server's --max-txn-ops and --max-request-bytes, or apply fewer resources at once)", what, err)
+		cmps := append(e.guards(rev, p.kinds), p.cmps...)
+		ops := p.ops
+		for _, kind := range kindOrder {
+			if p.deleted[kind] && kind != KindIPAMBlock {
+				ops = append(ops, clientv3.OpPut(e.deletionMarker(kind), strconv.FormatInt(rev, 10)))
 			}
-			return fmt.Errorf("etcd %s: %w", what, err)
 		}
-		if resp.Succeeded {
-			return nil
+		return e.commit(ctx, what, cmps, ops)
+	})
+}
+
+// retryWrites runs try until it has committed (true) or fails, pausing a
+// little between attempts; after etcdWriteAttempts it gives up with
+// ErrConflict. try's errors are returned as they are.
+func (e *EtcdStore) retryWrites(ctx context.Context, what string, try func() (bool, error)) error {
+	for attempt := 1; ; attempt++ {
+		done, err := try()
+		if err != nil || done {
+			return err
 		}
 		if attempt == etcdWriteAttempts {
 			return fmt.Errorf("etcd %s: %w: other writers kept changing the model (%d attempts)", what, ErrConflict, attempt)
@@ -635,8 +731,27 @@ func (e *EtcdStore) write(ctx context.Context, what string, build func(before *S
 	}
 }
 
-// putOps plans puts of the resources whose stored value differs.
-func (e *EtcdStore) putOps(prepared []Resource, kvs map[string]storedKV) ([]clientv3.Op, error) {
+// commit runs one transaction and says whether its compares held.
+func (e *EtcdStore) commit(ctx context.Context, what string, cmps []clientv3.Cmp, ops []clientv3.Op) (bool, error) {
+	var resp *clientv3.TxnResponse
+	err := e.request(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = e.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrRequestTooLarge) {
+			return false, fmt.Errorf("etcd %s: %w (one apply is one transaction: raise the etcd server's --max-txn-ops and --max-request-bytes, or apply fewer resources at once)", what, err)
+		}
+		return false, fmt.Errorf("etcd %s: %w", what, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// putOps plans puts of the resources whose stored value differs, and the
+// block index entries of the blocks among them (before holds the blocks
+// as stored).
+func (e *EtcdStore) putOps(prepared []Resource, kvs map[string]storedKV, before *Snapshot) ([]clientv3.Op, error) {
 	var ops []clientv3.Op
 	for _, r := range prepared {
 		data, err := json.Marshal(r)
@@ -648,8 +763,29 @@ func (e *EtcdStore) putOps(prepared []Resource, kvs map[string]storedKV) ([]clie
 			continue // stored as is; rewriting would only wake watchers
 		}
 		ops = append(ops, clientv3.OpPut(key, string(data)))
+		if b, ok := r.(*IPAMBlock); ok {
+			ops = append(ops, e.affinityOps(before.Blocks[b.Metadata.Name], b)...)
+		}
 	}
 	return ops, nil
+}
+
+// kindsOf is the set of the kinds of refs.
+func kindsOf(refs ...Ref) map[string]bool {
+	kinds := make(map[string]bool, len(refs))
+	for _, ref := range refs {
+		kinds[ref.Kind] = true
+	}
+	return kinds
+}
+
+// refsOf lists the refs of rs.
+func refsOf(rs []Resource) []Ref {
+	refs := make([]Ref, len(rs))
+	for i, r := range rs {
+		refs[i] = RefOf(r)
+	}
+	return refs
 }
 
 // Apply validates rs (each resource after defaulting, then the model that
@@ -671,8 +807,8 @@ func (e *EtcdStore) Apply(ctx context.Context, rs []Resource) error {
 		if err := applyProblems(before, prepared); err != nil {
 			return plan{}, err
 		}
-		ops, err := e.putOps(prepared, kvs)
-		return plan{ops: ops}, err
+		ops, err := e.putOps(prepared, kvs, before)
+		return plan{ops: ops, kinds: kindsOf(refsOf(prepared)...)}, err
 	})
 }
 
@@ -706,6 +842,9 @@ func (e *EtcdStore) Delete(ctx context.Context, refs []Ref) error {
 			}
 			after.Remove(ref)
 			ops = append(ops, clientv3.OpDelete(key))
+			if ref.Kind == KindIPAMBlock {
+				ops = append(ops, e.affinityOps(before.Blocks[ref.Name], nil)...)
+			}
 		}
 		if len(errs) > 0 {
 			return plan{}, errors.Join(errs...)
@@ -713,7 +852,8 @@ func (e *EtcdStore) Delete(ctx context.Context, refs []Ref) error {
 		if err := newProblems(before, after, nil); err != nil {
 			return plan{}, err
 		}
-		return plan{ops: ops}, nil
+		kinds := kindsOf(norm...)
+		return plan{ops: ops, kinds: kinds, deleted: kinds}, nil
 	})
 }
 
@@ -736,6 +876,7 @@ func (e *EtcdStore) Get(ctx context.Context, ref Ref) (Resource, int64, error) {
 	}); err != nil {
 		return nil, 0, fmt.Errorf("etcd get %s: %w", ref, err)
 	}
+	e.count(resp.Kvs)
 	if len(resp.Kvs) == 0 {
 		return nil, 0, fmt.Errorf("%s: %w", ref, ErrNotFound)
 	}
@@ -748,7 +889,9 @@ func (e *EtcdStore) Get(ctx context.Context, ref Ref) (Resource, int64, error) {
 }
 
 // Create writes r only if its key does not exist; otherwise it returns an
-// error wrapping ErrExists. Otherwise it behaves as Apply of r alone.
+// error wrapping ErrExists. Otherwise it behaves as Apply of r alone,
+// except that an IPAMBlock is checked against its pool only and written
+// with a compare on its key and its pool's (see EtcdStore).
 func (e *EtcdStore) Create(ctx context.Context, r Resource) error {
 	if e.closed() {
 		return ErrClosed
@@ -759,6 +902,14 @@ func (e *EtcdStore) Create(ctx context.Context, r Resource) error {
 	}
 	ref := RefOf(c)
 	key := e.key(ref)
+	if b, ok := c.(*IPAMBlock); ok {
+		return e.writeBlock(ctx, "create", ref, b, func(_ storedKV, ok bool) error {
+			if ok {
+				return fmt.Errorf("%s: %w", ref, ErrExists)
+			}
+			return nil
+		}, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+	}
 	return e.write(ctx, "create", func(before *Snapshot, kvs map[string]storedKV) (plan, error) {
 		if _, ok := kvs[key]; ok {
 			return plan{}, fmt.Errorf("%s: %w", ref, ErrExists)
@@ -766,8 +917,8 @@ func (e *EtcdStore) Create(ctx context.Context, r Resource) error {
 		if err := applyProblems(before, []Resource{c}); err != nil {
 			return plan{}, err
 		}
-		ops, err := e.putOps([]Resource{c}, kvs)
-		return plan{ops: ops, cmps: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}}, err
+		ops, err := e.putOps([]Resource{c}, kvs, before)
+		return plan{ops: ops, kinds: kindsOf(ref), cmps: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}}, err
 	})
 }
 
@@ -787,7 +938,7 @@ func atRevision(ref Ref, cur storedKV, ok bool, rev int64) error {
 // DeleteIf deletes ref only if its key's ModRevision is rev (one
 // transaction with that compare); otherwise it returns an error wrapping
 // ErrConflict, and ErrNotFound too when the key is gone. It is checked
-// like Delete.
+// like Delete; an IPAMBlock, which no rule needs, is not checked.
 func (e *EtcdStore) DeleteIf(ctx context.Context, ref Ref, rev int64) error {
 	if e.closed() {
 		return ErrClosed
@@ -797,9 +948,14 @@ func (e *EtcdStore) DeleteIf(ctx context.Context, ref Ref, rev int64) error {
 		return err
 	}
 	key := e.key(ref)
+	isAt := func(cur storedKV, ok bool) error { return atRevision(ref, cur, ok, rev) }
+	cmp := clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+	if ref.Kind == KindIPAMBlock {
+		return e.writeBlock(ctx, "delete", ref, nil, isAt, cmp)
+	}
 	return e.write(ctx, "delete", func(before *Snapshot, kvs map[string]storedKV) (plan, error) {
 		cur, ok := kvs[key]
-		if err := atRevision(ref, cur, ok, rev); err != nil {
+		if err := isAt(cur, ok); err != nil {
 			return plan{}, err
 		}
 		after := before.Clone()
@@ -807,13 +963,16 @@ func (e *EtcdStore) DeleteIf(ctx context.Context, ref Ref, rev int64) error {
 		if err := newProblems(before, after, nil); err != nil {
 			return plan{}, err
 		}
-		return plan{ops: []clientv3.Op{clientv3.OpDelete(key)}, cmps: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}}, nil
+		kinds := kindsOf(ref)
+		return plan{ops: []clientv3.Op{clientv3.OpDelete(key)}, cmps: []clientv3.Cmp{cmp}, kinds: kinds, deleted: kinds}, nil
 	})
 }
 
 // Update replaces r only if its key's ModRevision is rev; otherwise it
 // returns an error wrapping ErrConflict, and ErrNotFound too when the key
-// is gone. Otherwise it behaves as Apply of r alone.
+// is gone. Otherwise it behaves as Apply of r alone, except that an
+// IPAMBlock is checked against its pool only and written with a compare
+// on its key and its pool's (see EtcdStore).
 func (e *EtcdStore) Update(ctx context.Context, r Resource, rev int64) error {
 	if e.closed() {
 		return ErrClosed
@@ -824,15 +983,20 @@ func (e *EtcdStore) Update(ctx context.Context, r Resource, rev int64) error {
 	}
 	ref := RefOf(c)
 	key := e.key(ref)
+	isAt := func(cur storedKV, ok bool) error { return atRevision(ref, cur, ok, rev) }
+	cmp := clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+	if b, ok := c.(*IPAMBlock); ok {
+		return e.writeBlock(ctx, "update", ref, b, isAt, cmp)
+	}
 	return e.write(ctx, "update", func(before *Snapshot, kvs map[string]storedKV) (plan, error) {
 		cur, ok := kvs[key]
-		if err := atRevision(ref, cur, ok, rev); err != nil {
+		if err := isAt(cur, ok); err != nil {
 			return plan{}, err
 		}
 		if err := applyProblems(before, []Resource{c}); err != nil {
 			return plan{}, err
 		}
-		ops, err := e.putOps([]Resource{c}, kvs)
-		return plan{ops: ops, cmps: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}}, err
+		ops, err := e.putOps([]Resource{c}, kvs, before)
+		return plan{ops: ops, kinds: kindsOf(ref), cmps: []clientv3.Cmp{cmp}}, err
 	})
 }

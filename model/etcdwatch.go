@@ -252,7 +252,7 @@ func (w *etcdWatch) probeLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		pctx, cancel := context.WithTimeout(ctx, etcdProbeTimeout)
-		_, err := w.e.cli.Get(pctx, w.e.markerKey, clientv3.WithCountOnly())
+		_, err := w.e.cli.Get(pctx, w.e.resPrefix, clientv3.WithCountOnly())
 		cancel()
 		if ctx.Err() != nil {
 			return
