@@ -5,7 +5,8 @@
 // that can be watched: a directory of files on one machine (FileStore) or
 // etcd v3 for many hosts (EtcdStore). Both offer compare-and-swap on single
 // resources (Versioned); the etcd store also tracks which nodes are live
-// (Liveness).
+// (Liveness) and lets one process at a time do a cluster-wide job
+// (Elector).
 //
 // Resources are treated as immutable once decoded or stored: a Snapshot
 // shares resource pointers between clones, so code that wants to change a
