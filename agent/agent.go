@@ -68,6 +68,12 @@ type Config struct {
 	// empty (no allocation, no endpoint address inside) before the agent
 	// gives it back to the pool; 0 keeps them.
 	EmptyBlockGrace time.Duration
+	// DeadNodeGrace is how long another node holding IPAM blocks may stay
+	// without a live agent (its liveness key in an etcd datastore gone,
+	// as seen by this agent the whole time) before the agents, one at a
+	// time by lock, give back what of its blocks no endpoint uses; 0 keeps
+	// them. A datastore without liveness (the file store) never does.
+	DeadNodeGrace time.Duration
 }
 
 // DefaultNodeTTL is the default Config.NodeTTL.
@@ -279,7 +285,7 @@ func (a *Agent) startBackground(ctx context.Context, snapErr error) {
 		go a.keepAlive(ctx, lv)
 	}
 	go a.collectConntrack(ctx)
-	go a.releaseEmptyBlocks(ctx)
+	go a.releaseBlocks(ctx)
 	go a.logPolicy(ctx)
 	a.startSubnetServices(ctx)
 }
@@ -1041,54 +1047,92 @@ func (a *Agent) serveHTTP(addr string) (*http.Server, error) {
 // ctGCInterval is how often idle conntrack flows are removed.
 const ctGCInterval = 10 * time.Second
 
-// releaseEmptyBlocks gives back this node's IPAM blocks that stayed empty
-// for Config.EmptyBlockGrace, looking every quarter of it (at least every
-// second). A block goes at the revision it was first seen empty at, so an
-// address handed out of it meanwhile keeps it (and restarts its clock).
-func (a *Agent) releaseEmptyBlocks(ctx context.Context) {
-	grace := a.cfg.EmptyBlockGrace
+// releaseBlocks gives back IPAM blocks nothing uses, looking every
+// quarter of the shorter grace (at least every second): this node's blocks
+// that stayed empty for Config.EmptyBlockGrace, and those of nodes dead for
+// Config.DeadNodeGrace (deadNodeReleaser).
+func (a *Agent) releaseBlocks(ctx context.Context) {
 	st, ok := a.ds.(ipam.Store)
-	if grace <= 0 || !ok {
+	every := lookInterval(a.cfg.EmptyBlockGrace, a.cfg.DeadNodeGrace)
+	if !ok || every == 0 {
 		return
 	}
-	type seen struct {
-		rev int64
-		at  time.Time
+	since := map[string]seenEmpty{}
+	var dead *deadNodeReleaser
+	if a.cfg.DeadNodeGrace > 0 {
+		dead = newDeadNodeReleaser(a.cfg.Node, a.cfg.DeadNodeGrace, st, a.log, a.metrics)
 	}
-	since := map[string]seen{}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(max(grace/4, time.Second)):
+		case <-time.After(every):
 		}
-		empty, err := ipam.EmptyBlocks(ctx, st, a.cfg.Node)
-		if err != nil {
-			a.log.Debug("look for empty IPAM blocks", "err", err)
+		if a.cfg.EmptyBlockGrace > 0 {
+			a.releaseEmptyBlocks(ctx, st, since)
+		}
+		if dead != nil {
+			if err := dead.step(ctx, time.Now()); err != nil && ctx.Err() == nil {
+				a.log.Warn("release the IPAM blocks of dead nodes", "err", err)
+			}
+		}
+	}
+}
+
+// lookInterval is a quarter of the shortest positive grace, at least a
+// second; 0 when none is positive.
+func lookInterval(graces ...time.Duration) time.Duration {
+	var least time.Duration
+	for _, g := range graces {
+		if g > 0 && (least == 0 || g < least) {
+			least = g
+		}
+	}
+	if least == 0 {
+		return 0
+	}
+	return max(least/4, time.Second)
+}
+
+// seenEmpty is when one of this node's blocks was first seen empty, at
+// which revision.
+type seenEmpty struct {
+	rev int64
+	at  time.Time
+}
+
+// releaseEmptyBlocks gives back this node's IPAM blocks that stayed empty
+// for Config.EmptyBlockGrace, as recorded in since. A block goes at the
+// revision it was first seen empty at, so an address handed out of it
+// meanwhile keeps it (and restarts its clock).
+func (a *Agent) releaseEmptyBlocks(ctx context.Context, st ipam.Store, since map[string]seenEmpty) {
+	grace := a.cfg.EmptyBlockGrace
+	empty, err := ipam.EmptyBlocks(ctx, st, a.cfg.Node)
+	if err != nil {
+		a.log.Debug("look for empty IPAM blocks", "err", err)
+		return
+	}
+	now := time.Now()
+	for name := range since {
+		if _, ok := empty[name]; !ok {
+			delete(since, name)
+		}
+	}
+	for name, rev := range empty {
+		s, ok := since[name]
+		if !ok || s.rev != rev {
+			since[name] = seenEmpty{rev: rev, at: now}
 			continue
 		}
-		now := time.Now()
-		for name := range since {
-			if _, ok := empty[name]; !ok {
-				delete(since, name)
-			}
+		if now.Sub(s.at) < grace {
+			continue
 		}
-		for name, rev := range empty {
-			s, ok := since[name]
-			if !ok || s.rev != rev {
-				since[name] = seen{rev: rev, at: now}
-				continue
-			}
-			if now.Sub(s.at) < grace {
-				continue
-			}
-			delete(since, name)
-			if err := ipam.ReleaseEmptyBlock(ctx, st, name, rev); err != nil {
-				a.log.Warn("release an empty IPAM block", "block", name, "err", err)
-				continue
-			}
-			a.log.Info("released an empty IPAM block", "block", name, "emptyFor", now.Sub(s.at).Round(time.Second))
+		delete(since, name)
+		if err := ipam.ReleaseEmptyBlock(ctx, st, name, rev); err != nil {
+			a.log.Warn("release an empty IPAM block", "block", name, "err", err)
+			continue
 		}
+		a.log.Info("released an empty IPAM block", "block", name, "emptyFor", now.Sub(s.at).Round(time.Second))
 	}
 }
 

@@ -31,6 +31,11 @@ type metrics struct {
 	ctExpired      prometheus.Counter
 	mapEntries     *prometheus.GaugeVec
 	mapCapacity    *prometheus.GaugeVec
+	// deadNodeReleases counts what this agent gave back of dead nodes'
+	// IPAM blocks, by release: "block" (a whole block went back to its
+	// pool) or "allocations" (the unused allocations of a block still in
+	// use).
+	deadNodeReleases *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -87,10 +92,17 @@ func newMetrics() *metrics {
 		workloadMTU: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "calyx_workload_mtu_bytes", Help: "The MTU workloads must use (bytes): the underlay's minus the largest encapsulation overhead the pools may use.",
 		}),
+		deadNodeReleases: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "calyx_ipam_dead_node_releases_total",
+			Help: "IPAM blocks of dead nodes (no liveness for --dead-node-grace) this agent gave back: release=block for a whole block, release=allocations for the unused allocations of a block an endpoint still uses.",
+		}, []string{"release"}),
+	}
+	for _, r := range []string{"block", "allocations"} {
+		m.deadNodeReleases.WithLabelValues(r)
 	}
 	m.dsConnected.Set(1)
 	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches, m.attachFailures,
-		m.endpoints, m.ready, m.dsConnected, m.workloadMTU, m.resyncs, m.ctFlows, m.ctExpired, m.mapEntries, m.mapCapacity, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.endpoints, m.ready, m.dsConnected, m.workloadMTU, m.resyncs, m.ctFlows, m.ctExpired, m.mapEntries, m.mapCapacity, m.deadNodeReleases, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

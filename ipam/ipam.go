@@ -435,6 +435,98 @@ func ReleaseNode(ctx context.Context, ds Store, node string) error {
 	return nil
 }
 
+// DeadBlockRelease is what ReleaseDeadNode gave back of one block.
+type DeadBlockRelease struct {
+	Block netip.Prefix
+	// Deleted says the whole block went back to the pool (with its
+	// allocations); otherwise Freed of its allocations were released and
+	// the block stays with its node.
+	Deleted bool
+	// Freed is how many allocations went, with the block or out of it.
+	Freed int
+}
+
+// ReleaseDeadNode gives back what node, whose agent is gone (the caller
+// decides that, from liveness), holds and nothing uses: each of its blocks
+// in which no endpoint, floating IP or node address falls is deleted, and
+// in the others only the allocations of addresses nothing uses are freed.
+// An address still in use is never freed, so it cannot be handed out
+// twice: the node's endpoints are the orchestrator's to delete, and a
+// later call frees what they held. Each block is written at the revision
+// it was read at (Update or DeleteIf): a block that changed meanwhile is
+// in use by someone and is left for a later call, not retried. It returns
+// what it released, in block order, also with an error (what was
+// released before the error).
+func ReleaseDeadNode(ctx context.Context, ds Store, node string) ([]DeadBlockRelease, error) {
+	snap, err := ds.Snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	used := usedAddrs(snap)
+	var held []*model.IPAMBlock
+	for _, b := range snap.Blocks {
+		if b.Spec.Node == node {
+			held = append(held, b)
+		}
+	}
+	slices.SortFunc(held, func(a, b *model.IPAMBlock) int { return comparePrefix(a.Spec.CIDR, b.Spec.CIDR) })
+	var out []DeadBlockRelease
+	for _, sb := range held {
+		ref := model.RefOf(sb)
+		b, rev, err := getBlock(ctx, ds, ref)
+		if errors.Is(err, model.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		if b.Spec.Node != node {
+			continue
+		}
+		del, free := deadBlockFrees(b, used)
+		switch {
+		case del:
+			err = ds.DeleteIf(ctx, ref, rev)
+		case len(free) > 0:
+			nb := cloneBlock(b)
+			for _, a := range free {
+				delete(nb.Spec.Allocations, a)
+			}
+			err = ds.Update(ctx, nb, rev)
+		default:
+			continue
+		}
+		if errors.Is(err, model.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("ipam: releasing block %s of dead node %q: %w", b.Spec.CIDR, node, err)
+		}
+		r := DeadBlockRelease{Block: b.Spec.CIDR, Deleted: del, Freed: len(free)}
+		if del {
+			r.Freed = len(b.Spec.Allocations)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// deadBlockFrees says what of b, a dead node's block, may go, given the
+// addresses in use: the whole block (del) when none of them falls in it,
+// otherwise the allocations (in address order) of addresses not in use.
+func deadBlockFrees(b *model.IPAMBlock, used map[netip.Addr]bool) (del bool, free []netip.Addr) {
+	if !holdsAny(b.Spec.CIDR, used) {
+		return true, nil
+	}
+	for a := range b.Spec.Allocations {
+		if !used[a] {
+			free = append(free, a)
+		}
+	}
+	slices.SortFunc(free, netip.Addr.Compare)
+	return false, free
+}
+
 // retry runs op until it reports done, backing off a little (with jitter)
 // between attempts so racing writers spread out.
 func retry[T any](ctx context.Context, op func() (T, bool, error)) (T, error) {

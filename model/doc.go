@@ -6,7 +6,8 @@
 // etcd v3 for many hosts (EtcdStore). Both offer compare-and-swap on single
 // resources (Versioned) and narrow reads of a kind or of a node's IPAM
 // blocks (Lister); the etcd store also tracks which nodes are live
-// (Liveness).
+// (Liveness) and lets one process at a time do a cluster-wide job
+// (Elector).
 //
 // Resources are treated as immutable once decoded or stored: a Snapshot
 // shares resource pointers between clones, so code that wants to change a

@@ -33,6 +33,7 @@ func main() {
 		etcdKey     = flag.String("etcd-key", "", "etcd over TLS: PEM file of the client certificate's key")
 		bgpWithdraw = flag.Bool("bgp-withdraw-on-stop", false, "withdraw this node's BGP routes when the agent stops (SIGTERM); off, peers keep them as a graceful restart, so that upgrades keep routes")
 		emptyGrace  = flag.Duration("empty-block-grace", 15*time.Minute, "give an IPAM block of this node back to its pool once it has been empty (no allocation, no endpoint address inside) this long (0: never)")
+		deadGrace   = flag.Duration("dead-node-grace", 10*time.Minute, "etcd datastore: once another node holding IPAM blocks has had no live agent (liveness lease, see --node-ttl) for this long, give back its blocks no endpoint address falls in and, in the others, the allocations no endpoint uses; one agent at a time does it, by lock (0: never)")
 		failAttach  = flag.String("debug-fail-attach-file", "", "testing only: a file of interface names whose attach fails while they are listed")
 		nodeTTL     = flag.Duration("node-ttl", agent.DefaultNodeTTL, "lease that keeps this node live in an etcd datastore: the node shows as not live this long after the agent stops")
 	)
@@ -53,6 +54,9 @@ func main() {
 	if *resync < 0 {
 		fail(fmt.Errorf("--resync-interval %s: want 0 (never) or a positive duration", *resync))
 	}
+	if *deadGrace < 0 {
+		fail(fmt.Errorf("--dead-node-grace %s: want 0 (never) or a positive duration", *deadGrace))
+	}
 	if *nodeTTL < time.Second {
 		fail(fmt.Errorf("--node-ttl %s: want at least 1s", *nodeTTL))
 	}
@@ -65,7 +69,7 @@ func main() {
 	defer stop()
 	err = agent.Run(ctx, agent.Config{
 		Node: *node, Datastore: *datastore, Underlay: *underlay, BPFFS: *bpffs,
-		Metrics: *metrics, Attach: mode, XDP: xdpMode, Logger: log, ResyncInterval: *resync, DebugFailAttachFile: *failAttach, EmptyBlockGrace: *emptyGrace,
+		Metrics: *metrics, Attach: mode, XDP: xdpMode, Logger: log, ResyncInterval: *resync, DebugFailAttachFile: *failAttach, EmptyBlockGrace: *emptyGrace, DeadNodeGrace: *deadGrace,
 		EtcdCA: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, NodeTTL: *nodeTTL,
 		BGPWithdrawOnStop: *bgpWithdraw,
 	})
