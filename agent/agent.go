@@ -96,6 +96,9 @@ type Agent struct {
 	dp      *loader.Dataplane
 	syncer  *mapsync.Syncer
 	metrics *metrics
+	// calc computes the desired dataplane from each snapshot, redoing
+	// only what changed; a resync starts it afresh.
+	calc *calc.Calculator
 
 	snap     *model.Snapshot
 	underlay string                    // the underlay interface's name
@@ -311,7 +314,8 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				continue
 			}
 			a.metrics.resyncs.Inc()
-			a.poolsChecked = "" // and the kernel's routes are looked at again
+			a.poolsChecked = ""           // and the kernel's routes are looked at again
+			a.calc = calc.NewCalculator() // and the model is computed in full
 			if timer == nil {
 				timer = time.After(0)
 			}
@@ -363,7 +367,10 @@ func (a *Agent) reconcile() error {
 	if err != nil {
 		return err
 	}
-	d := calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links,
+	if a.calc == nil {
+		a.calc = calc.NewCalculator()
+	}
+	d := a.calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links,
 		HostAddrs: hostAddrs, PrefilterXDP: a.xdp})
 	writes, progErr := a.program(d)
 	if d.PolicyErr != nil {

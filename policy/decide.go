@@ -325,12 +325,18 @@ func emitSport(out map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, sub uint32, segs [
 // resolved in the order of the strings, not of the input, so the same
 // strings get the same numbers on every run and every node.
 func number(contents []string, mask, min uint32) map[string]uint32 {
+	return numberBy(contents, fnv32, mask, min)
+}
+
+// numberBy is number with the strings' hashes given by hash (which may
+// remember them: tables' contents are long).
+func numberBy(contents []string, hash func(string) uint32, mask, min uint32) map[string]uint32 {
 	contents = slices.Clone(contents)
 	slices.Sort(contents)
 	out := make(map[string]uint32, len(contents))
 	used := make(map[uint32]bool, len(contents))
 	for _, c := range contents {
-		n := fnv32(c) & mask
+		n := hash(c) & mask
 		for n < min || used[n] {
 			n = (n + 1) & mask
 		}

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/calyxnet/calyx/bpfmap"
-	"github.com/calyxnet/calyx/model"
 	"github.com/calyxnet/calyx/selector"
 )
 
@@ -105,6 +104,12 @@ func buildAtoms(rs *ruleSet, sels selectorCache) (*atomTable, error) {
 			at.nets.add(netip.MustParsePrefix(strings.TrimPrefix(n, "net:")), int32(i))
 		}
 	}
+	at.assign(rules)
+	return at, nil
+}
+
+// assign fills in the atom indices of rules, whose atoms at must have.
+func (at *atomTable) assign(rules []*crule) {
 	look := func(n string) int32 {
 		if n == "" {
 			return -1
@@ -119,10 +124,12 @@ func buildAtoms(rs *ruleSet, sels selectorCache) (*atomTable, error) {
 		return out
 	}
 	for _, r := range rules {
+		if r.never() {
+			continue
+		}
 		r.sel, r.notSel = look(r.remSel), look(r.remNotSel)
 		r.nets, r.notNets = lookAll(r.remNets), lookAll(r.remNotNets)
 	}
-	return at, nil
 }
 
 func (r *crule) atomNames() []string {
@@ -152,25 +159,15 @@ func tableAtoms(prog [][]*crule) []int32 {
 	return slices.Compact(out)
 }
 
-// labelSelAtoms computes which selector atoms each endpoint matches,
-// evaluating each selector once per distinct label set rather than once per
-// endpoint: endpoints of one workload usually share their labels.
-func labelSelAtoms(s *model.Snapshot, at *atomTable) map[string][]int32 {
-	out := map[string][]int32{}
-	for _, ep := range s.Endpoints {
-		k := labelKey(ep.Metadata.Labels)
-		if _, ok := out[k]; ok {
-			continue
+// matchingSelAtoms returns the selector atoms labels match, ascending.
+func matchingSelAtoms(at *atomTable, labels map[string]string) []int32 {
+	var atoms []int32
+	for _, a := range at.selIDs {
+		if at.selOf[a].Matches(labels) {
+			atoms = append(atoms, a)
 		}
-		var atoms []int32
-		for _, a := range at.selIDs {
-			if at.selOf[a].Matches(ep.Metadata.Labels) {
-				atoms = append(atoms, a)
-			}
-		}
-		out[k] = atoms
 	}
-	return out
+	return atoms
 }
 
 func labelKey(l map[string]string) string {
@@ -211,6 +208,9 @@ type identities struct {
 	of [][]int32
 	// netBits is, by atom, the length of its net; -1 for a selector.
 	netBits []int
+	// names are the identities' names (their atoms' names, one per line),
+	// sorted: equal names, equal universe.
+	names []string
 }
 
 // fallbackAtoms returns the atoms of the identity the datapath looks up
@@ -265,67 +265,9 @@ func union(a, b []int32) []int32 {
 	return slices.Compact(out)
 }
 
-type ipEntry struct {
-	atoms []int32
-	host  bool
-}
-
-// buildIPCache computes the atoms of every prefix cx_ipcache needs, numbers
-// the identities and returns the cache content.
-func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selAtoms map[string][]int32) (map[netip.Prefix]bpfmap.IPCacheEntry, *identities) {
-	entries := map[netip.Prefix]*ipEntry{}
-	// Rule nets: the nets containing them. An address in a net but in no
-	// longer prefix of the cache finds the longest rule net containing it,
-	// whose atoms are exactly the nets containing the address.
-	for _, n := range at.names {
-		if p, ok := strings.CutPrefix(n, "net:"); ok {
-			pfx := netip.MustParsePrefix(p)
-			entries[pfx] = &ipEntry{atoms: at.nets.containing(pfx)}
-		}
-	}
-	// Endpoint addresses, on every node: what their labels match plus the
-	// nets they are in.
-	epAtoms := func(ep *model.WorkloadEndpoint, a netip.Addr) []int32 {
-		return union(at.nets.containing(hostPrefix(a)), selAtoms[labelKey(ep.Metadata.Labels)])
-	}
-	for _, ep := range s.Endpoints {
-		for _, n := range ep.Spec.IPNetworks {
-			hp := hostPrefix(n.Addr())
-			atoms := epAtoms(ep, n.Addr())
-			if e, ok := entries[hp]; ok {
-				e.atoms = union(e.atoms, atoms)
-				continue
-			}
-			entries[hp] = &ipEntry{atoms: atoms}
-		}
-	}
-	for _, a := range hostAddrs {
-		hp := hostPrefix(a)
-		e, ok := entries[hp]
-		if !ok {
-			e = &ipEntry{atoms: at.nets.containing(hp)}
-			entries[hp] = e
-		}
-		e.host = true
-	}
-	// A floating IP stands for its fixed IP: policy sees traffic to it as
-	// traffic to the endpoint, as it would after the DNAT. So it takes the
-	// fixed IP's atoms, and not those of rule nets around the floating IP
-	// itself, which its /32 shadows.
-	for _, name := range slices.Sorted(mapKeys(s.FloatingIPs)) {
-		f := s.FloatingIPs[name]
-		fixed, ok := s.FixedIP(f)
-		ep := s.Endpoints[f.Spec.Endpoint]
-		if !ok || ep == nil || !f.Spec.IP.IsValid() {
-			continue
-		}
-		entries[hostPrefix(f.Spec.IP)] = &ipEntry{atoms: epAtoms(ep, fixed)}
-	}
-
-	// Number the identities: FNV-32a of their atoms' names, one per line.
-	// What an entry's identity falls back to is an identity too, the
-	// entry's NetIdentity, whether or not some prefix has exactly its
-	// atoms.
+// newIdentities numbers the identities of the atom sets in keys (by
+// atomsKey) and of what they fall back to.
+func newIdentities(at *atomTable, keys map[string][]int32) *identities {
 	ids := &identities{byKey: map[string]*identity{}, of: make([][]int32, len(at.names)), netBits: make([]int, len(at.names))}
 	for a, n := range at.names {
 		ids.netBits[a] = -1
@@ -333,6 +275,10 @@ func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selA
 			ids.netBits[a] = netip.MustParsePrefix(p).Bits()
 		}
 	}
+	// Number the identities: FNV-32a of their atoms' names, one per line.
+	// What an entry's identity falls back to is an identity too, the
+	// entry's NetIdentity, whether or not some prefix has exactly its
+	// atoms.
 	byName := map[string]*identity{}
 	add := func(atoms []int32) {
 		for len(atoms) > 0 {
@@ -350,10 +296,11 @@ func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selA
 			atoms = ids.fallbackAtoms(atoms)
 		}
 	}
-	for _, e := range entries {
-		add(e.atoms)
+	for _, atoms := range keys {
+		add(atoms)
 	}
 	names := slices.Sorted(mapKeys(byName))
+	ids.names = names
 	nums := number(names, ^uint32(0), 1)
 	for _, n := range names {
 		id := byName[n]
@@ -374,24 +321,15 @@ func buildIPCache(s *model.Snapshot, hostAddrs []netip.Addr, at *atomTable, selA
 			f.isFallback = true
 		}
 	}
+	return ids
+}
 
-	numOf := func(atoms []int32) bpfmap.Identity {
-		if len(atoms) == 0 {
-			return 0
-		}
-		return ids.byKey[atomsKey(atoms)].num
+// num is the number of the identity with atoms; 0 for none.
+func (ids *identities) num(atoms []int32) bpfmap.Identity {
+	if len(atoms) == 0 {
+		return 0
 	}
-	cache := make(map[netip.Prefix]bpfmap.IPCacheEntry, len(entries))
-	for p, e := range entries {
-		// Identity 0 is what a miss gives, so such an entry is needed only
-		// for this host's addresses, or to shadow a rule net around it
-		// (a floating IP whose endpoint has no atoms).
-		if len(e.atoms) == 0 && !e.host && len(at.nets.containing(p)) == 0 {
-			continue
-		}
-		cache[p] = bpfmap.IPCacheEntry{Identity: numOf(e.atoms), NetIdentity: numOf(ids.fallbackAtoms(e.atoms)), Host: e.host}
-	}
-	return cache, ids
+	return ids.byKey[atomsKey(atoms)].num
 }
 
 // mapKeys is the standard library's bpfmap.Keys, whose package name this

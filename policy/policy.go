@@ -19,10 +19,8 @@
 package policy
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -85,132 +83,9 @@ type table struct {
 }
 
 // Compile computes the policy maps' content for in.Node. It fails, with
-// nothing compiled, when a selector does not parse.
-func Compile(in Input) (*Output, error) {
-	s := in.Snapshot
-	sels := selectorCache{}
-	rs, err := compileRules(s, sels)
-	if err != nil {
-		return nil, fmt.Errorf("compile policy: %w", err)
-	}
-	at, err := buildAtoms(rs, sels)
-	if err != nil {
-		return nil, fmt.Errorf("compile policy: %w", err)
-	}
-	out := &Output{
-		Endpoints: map[string]EndpointTables{},
-		Rules:     map[uint32]RuleInfo{},
-	}
-	if len(s.Policies) == 0 {
-		// No rule names anything: every address is identity 0, and only
-		// this host's own addresses need entries (endpointToHostAction).
-		// Not walking every endpoint keeps a change of a large model cheap.
-		out.IPCache = map[netip.Prefix]bpfmap.IPCacheEntry{}
-		out.Policy = map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{}
-		for _, a := range in.HostAddrs {
-			out.IPCache[hostPrefix(a)] = bpfmap.IPCacheEntry{Host: true}
-		}
-		return out, nil
-	}
-	var ids *identities
-	out.IPCache, ids = buildIPCache(s, in.HostAddrs, at, labelSelAtoms(s, at))
-
-	// Programs of the local endpoints, deduplicated by the rules they
-	// hold. The key is cheap (rule numbers); the content, which the table
-	// number hashes, is built once per distinct program.
-	byKey := map[string]*table{}
-	epTables := map[string][2]*table{}
-	for _, name := range slices.Sorted(mapKeys(s.Endpoints)) {
-		ep := s.Endpoints[name]
-		if ep.Spec.Node != in.Node {
-			continue
-		}
-		var ts [2]*table
-		for d := range dirs {
-			prog, selected := rs.program(ep, d)
-			if !selected {
-				continue
-			}
-			k := programKey(d, prog)
-			t := byKey[k]
-			if t == nil {
-				t = &table{dir: d, prog: prog, content: programContent(d, prog)}
-				byKey[k] = t
-			}
-			ts[d] = t
-		}
-		if ts[0] != nil || ts[1] != nil {
-			epTables[name] = ts
-		}
-	}
-	var contents []string
-	byContent := map[string]*table{}
-	for _, t := range byKey {
-		contents = append(contents, t.content)
-		byContent[t.content] = t
-	}
-	for c, n := range number(contents, ^bpfmap.SubTableFlag, 1) {
-		byContent[c].num = n
-	}
-	for name, ts := range epTables {
-		var et EndpointTables
-		if ts[0] != nil {
-			et.Ingress = ts[0].num
-		}
-		if ts[1] != nil {
-			et.Egress = ts[1].num
-		}
-		out.Endpoints[name] = et
-	}
-
-	// Decisions of every table, then, once every sub-table is known and
-	// numbered, their entries, stamped for each identity they apply to
-	// into a map sized for all of them.
-	subs := map[string][]seg[verdict]{}
-	deciders := [2]*decider{{dir: 0, subs: subs}, {dir: 1, subs: subs}}
-	proj := make([][]int32, len(ids.list)) // scratch: each identity's atoms in the current table
-	tables := slices.Collect(maps.Values(byKey))
-	slices.SortFunc(tables, func(a, b *table) int { return cmp.Compare(a.num, b.num) })
-	results := make([]tableDecisions, len(tables))
-	for i, t := range tables {
-		results[i] = decideTable(t, deciders[t.dir], ids, proj)
-	}
-	subNums := number(slices.Collect(mapKeys(subs)), ^bpfmap.SubTableFlag, 1)
-	resolve := func(v value) bpfmap.PolicyVerdict {
-		if v.sub != "" {
-			return bpfmap.PolicyVerdict{Action: bpfmap.PolicySport, Sub: subNums[v.sub] | bpfmap.SubTableFlag}
-		}
-		return bpfmap.PolicyVerdict{Action: v.v.action, Rule: v.v.rule, LogRule: v.v.log}
-	}
-	size := 0
-	for _, r := range results {
-		for _, g := range r.groups {
-			size += len(g.d.entries()) * len(g.ids)
-		}
-	}
-	out.Policy = make(map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, size+4*len(subs))
-	for _, r := range results {
-		for _, g := range r.groups {
-			for _, e := range g.d.entries() {
-				v := resolve(e.val)
-				for _, id := range g.ids {
-					out.Policy[bpfmap.PolicyKey{Table: r.num, Identity: id, Bits: e.bits, Proto: e.proto, Port: e.port}] = v
-				}
-			}
-		}
-	}
-	for enc, segs := range subs {
-		emitSport(out.Policy, subNums[enc]|bpfmap.SubTableFlag, segs)
-	}
-
-	for id, r := range rs.byID {
-		out.Rules[id] = r.info
-	}
-	for d := range dirs {
-		out.Rules[defaultDeny[d]] = defaultRuleInfo(d)
-	}
-	return out, nil
-}
+// nothing compiled, when a selector does not parse. It is a Compiler's
+// first Compile: the full computation, which incremental ones must equal.
+func Compile(in Input) (*Output, error) { return NewCompiler().Compile(in) }
 
 // tableDecisions is what a table decides: for each group of identities
 // that decide alike, the decision. Identity 0 comes first; identities that
@@ -401,7 +276,7 @@ func Effective(s *model.Snapshot, endpoint string) (EndpointPolicy, error) {
 	if ep == nil {
 		return EndpointPolicy{}, fmt.Errorf("endpoint %q: %w", endpoint, ErrUnknownEndpoint)
 	}
-	rs, err := compileRules(s, selectorCache{})
+	rs, err := compileRules(s, selectorCache{}, nil)
 	if err != nil {
 		return EndpointPolicy{}, fmt.Errorf("effective policy of %q: %w", endpoint, err)
 	}

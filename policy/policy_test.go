@@ -534,8 +534,8 @@ func TestNumberClashes(t *testing.T) {
 	}
 	// Rule numbers are stable and at least FirstRuleID.
 	s := snapshot(testEndpoints(), pol("p", 1, "all()", rules(allow(model.Rule{}), allow(model.Rule{})), nil))
-	r1, _ := compileRules(s, selectorCache{})
-	r2, _ := compileRules(s, selectorCache{})
+	r1, _ := compileRules(s, selectorCache{}, nil)
+	r2, _ := compileRules(s, selectorCache{}, nil)
 	for id, r := range r1.byID {
 		if id < bpfmap.FirstRuleID || r2.byID[id] == nil || r2.byID[id].info != r.info {
 			t.Errorf("rule %d: not stable or below FirstRuleID", id)

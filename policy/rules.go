@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -99,6 +100,8 @@ type crule struct {
 
 	// enc is the rule's canonical encoding, a piece of a table's content.
 	enc string
+	// name is its place: policy, direction and index (ruleName).
+	name string
 }
 
 func (r *crule) never() bool { return r.protos != nil && len(r.protos) == 0 }
@@ -169,6 +172,7 @@ type cpolicy struct {
 	sel     *selector.Selector
 	applies [2]bool
 	rules   [2][]*crule
+	atoms   []string // the atoms its rules ask about, once each
 }
 
 // ruleSet is every policy of a snapshot compiled, in evaluation order.
@@ -192,62 +196,123 @@ func (c selectorCache) get(s string) (*selector.Selector, error) {
 	return sel, nil
 }
 
-// compileRules compiles every policy of s and numbers its rules.
-func compileRules(s *model.Snapshot, sels selectorCache) (*ruleSet, error) {
+// compilePolicy compiles the rules of one policy, not yet numbered nor
+// placed: compileRules does that for the whole set.
+func compilePolicy(p *model.NetworkPolicy, sels selectorCache) (*cpolicy, error) {
+	cp := &cpolicy{name: p.Metadata.Name}
+	sel := p.Spec.Selector
+	if strings.TrimSpace(sel) == "" {
+		sel = "all()" // what the model defaults it to
+	}
+	var err error
+	if cp.sel, err = sels.get(sel); err != nil {
+		return nil, fmt.Errorf("policy %q: selector: %w", cp.name, err)
+	}
+	for d, t := range dirs {
+		if !p.Spec.AppliesTo(t) {
+			continue
+		}
+		cp.applies[d] = true
+		rules := p.Spec.Ingress
+		if d == 1 {
+			rules = p.Spec.Egress
+		}
+		for j := range rules {
+			r, err := compileRule(&rules[j], d, sels)
+			if err != nil {
+				return nil, fmt.Errorf("policy %q: %s rule %d: %w", cp.name, strings.ToLower(string(t)), j, err)
+			}
+			r.info.Policy, r.info.Direction, r.info.Index = cp.name, t, j
+			r.name = ruleName(r)
+			if !r.never() {
+				for _, a := range r.atomNames() {
+					if !slices.Contains(cp.atoms, a) {
+						cp.atoms = append(cp.atoms, a)
+					}
+				}
+			}
+			cp.rules[d] = append(cp.rules[d], r)
+		}
+	}
+	return cp, nil
+}
+
+// compileRules compiles every policy of s and numbers its rules. A policy
+// found in cache (by resource: snapshots never change a resource in place)
+// is not compiled again; cache is updated to hold s's policies only.
+func compileRules(s *model.Snapshot, sels selectorCache, cache map[*model.NetworkPolicy]*cpolicy) (*ruleSet, error) {
+	rs, _, err := compileRulesAgain(s, sels, cache, nil)
+	return rs, err
+}
+
+// ruleNumbers are the rule numbers of the last compile, by rule name in
+// evaluation order: equal names, equal numbers.
+type ruleNumbers struct {
+	names []string
+	ids   map[string]uint32
+}
+
+// compileRulesAgain is compileRules, also saying whether a rule compiled
+// before (one of cache's) got another number. last, when not nil, holds
+// the numbers of the last compile and is updated.
+func compileRulesAgain(s *model.Snapshot, sels selectorCache, cache map[*model.NetworkPolicy]*cpolicy, last *ruleNumbers) (*ruleSet, bool, error) {
 	ps := make([]*model.NetworkPolicy, 0, len(s.Policies))
 	for _, p := range s.Policies {
 		ps = append(ps, p)
 	}
 	model.SortPolicies(ps)
 
-	rs := &ruleSet{byID: map[uint32]*crule{}}
+	rs := &ruleSet{byID: make(map[uint32]*crule, len(cache))}
 	var all []*crule
+	fresh := make(map[*model.NetworkPolicy]*cpolicy, len(ps))
 	for i, p := range ps {
-		cp := &cpolicy{name: p.Metadata.Name}
-		sel := p.Spec.Selector
-		if strings.TrimSpace(sel) == "" {
-			sel = "all()" // what the model defaults it to
-		}
-		var err error
-		if cp.sel, err = sels.get(sel); err != nil {
-			return nil, fmt.Errorf("policy %q: selector: %w", cp.name, err)
-		}
-		for d, t := range dirs {
-			if !p.Spec.AppliesTo(t) {
-				continue
+		cp := cache[p]
+		if cp == nil {
+			var err error
+			if cp, err = compilePolicy(p, sels); err != nil {
+				return nil, false, err
 			}
-			cp.applies[d] = true
-			rules := p.Spec.Ingress
-			if d == 1 {
-				rules = p.Spec.Egress
-			}
-			for j := range rules {
-				r, err := compileRule(&rules[j], d, sels)
-				if err != nil {
-					return nil, fmt.Errorf("policy %q: %s rule %d: %w", cp.name, strings.ToLower(string(t)), j, err)
-				}
+		}
+		fresh[p] = cp
+		for d := range dirs {
+			for _, r := range cp.rules[d] {
 				r.pol = i
-				r.info.Policy, r.info.Direction, r.info.Index = cp.name, t, j
-				cp.rules[d] = append(cp.rules[d], r)
 				all = append(all, r)
 			}
 		}
 		rs.policies = append(rs.policies, cp)
+	}
+	if cache != nil {
+		clear(cache)
+		maps.Copy(cache, fresh)
 	}
 
 	// Rule numbers come from the rule's place, so that a rule keeps its
 	// counters across recompiles while it keeps its place.
 	names := make([]string, len(all))
 	for i, r := range all {
-		names[i] = ruleName(r)
+		names[i] = r.name
 	}
-	ids := number(names, ^uint32(0), bpfmap.FirstRuleID)
+	var ids map[string]uint32
+	if last != nil && slices.Equal(last.names, names) {
+		ids = last.ids
+	} else {
+		ids = number(names, ^uint32(0), bpfmap.FirstRuleID)
+		if last != nil {
+			last.names, last.ids = names, ids
+		}
+	}
+	renumbered := false
 	for i, r := range all {
-		r.info.ID = ids[names[i]]
-		rs.byID[r.info.ID] = r
-		r.enc = r.encode()
+		id := ids[names[i]]
+		if r.enc == "" || r.info.ID != id {
+			renumbered = renumbered || r.enc != ""
+			r.info.ID = id
+			r.enc = r.encode()
+		}
+		rs.byID[id] = r
 	}
-	return rs, nil
+	return rs, renumbered, nil
 }
 
 func ruleName(r *crule) string {

@@ -4,12 +4,9 @@
 package calc
 
 import (
-	"fmt"
-	"maps"
 	"net/netip"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/bpfmap"
@@ -127,184 +124,6 @@ type Desired struct {
 	Prefilter bpfmap.Prefilter
 }
 
-// Compute derives the desired dataplane state.
-func Compute(in Input) *Desired {
-	d := &Desired{
-		Ifaces:      make(map[uint32]bpfmap.Iface),
-		Routes:      make(map[netip.Prefix]bpfmap.Route),
-		Attach:      make(map[uint32]Attachment),
-		FloatingIPs: make(map[netip.Addr]bpfmap.FloatingIP),
-		Endpoints:   make(map[uint32]bpfmap.EndpointStatus),
-	}
-	s := in.Snapshot
-	if s == nil {
-		return d
-	}
-
-	var self model.NodeSpec
-	if n, ok := s.Nodes[in.Node]; ok && n.Spec.IPv4Address.IsValid() {
-		self = n.Spec
-		d.Routes[netip.PrefixFrom(n.Spec.IPv4Address.Addr(), 32)] = bpfmap.Route{Type: bpfmap.RouteHost}
-	}
-	// The host's own IPv6 addresses, and the subnets' IPv6 gateways that
-	// stand for it: IPv6 from a workload to them is endpointToHostAction's
-	// (the programs tell IPv4 host addresses by the ipcache's host flag;
-	// IPv6 has no ipcache yet). A workload's own route wins.
-	hostV6 := slices.Concat(in.HostAddrs, subnetGateways(s))
-	if n, ok := s.Nodes[in.Node]; ok && n.Spec.IPv6Address.IsValid() {
-		hostV6 = append(hostV6, n.Spec.IPv6Address.Addr())
-	}
-	for _, a := range hostV6 {
-		if a.Is6() && !a.Is4In6() && !a.IsLoopback() && !a.IsLinkLocalUnicast() {
-			d.Routes[netip.PrefixFrom(a, 128)] = bpfmap.Route{Type: bpfmap.RouteHost}
-		}
-	}
-	d.Config = nodeConfig(in, s, self)
-	if d.Config.Address.IsValid() {
-		// The underlay carries tunnels and the host's own traffic to
-		// remote workloads only once the node has an address.
-		if ul, ok := in.Links[in.Underlay]; ok && ul.Ifindex > 0 {
-			d.Attach[uint32(ul.Ifindex)] = Attachment{Ifname: ul.Name, Ifindex: ul.Ifindex, Underlay: true}
-		}
-	}
-	for name, n := range s.Nodes {
-		if name == in.Node || !n.Spec.IPv4Address.IsValid() {
-			continue
-		}
-		// Other nodes: the only sources tunnel packets are accepted from.
-		a := n.Spec.IPv4Address.Addr()
-		if a != self.IPv4Address.Addr() {
-			d.Routes[netip.PrefixFrom(a, 32)] = bpfmap.Route{Type: bpfmap.RouteNode, NextHop: a}
-		}
-	}
-
-	// Pools: an address in one is not "outside" for natOutgoing. Workload
-	// routes (/32) are more specific and win the lookup.
-	for _, p := range WorkloadPools(s) {
-		if p.Addr().Is4() {
-			d.Routes[p] = bpfmap.Route{Type: bpfmap.RoutePool}
-		}
-	}
-	floatingIPs(d, s, in.Node)
-
-	blocks := remoteBlocks(d, s, in.Node, self)
-	losers := conflicts(d, s, in.Node)
-	for _, name := range slices.Sorted(maps.Keys(s.Endpoints)) {
-		ep := s.Endpoints[name]
-		if losers[name] {
-			if ep.Spec.Node == in.Node {
-				d.Endpoints[model.EndpointID(name)] = bpfmap.EndpointStatus{State: bpfmap.EndpointConflict, Ifname: ep.Spec.Interface}
-			}
-			continue
-		}
-		if ep.Spec.Node != in.Node {
-			node, ok := s.Nodes[ep.Spec.Node]
-			if !ok || !node.Spec.IPv4Address.IsValid() {
-				continue // no underlay address to reach it by
-			}
-			for _, ipn := range ep.Spec.IPNetworks {
-				if inBlock(blocks[ep.Spec.Node], ipn.Addr()) {
-					continue // its node's block route covers it
-				}
-				e := EncapFor(s, self, node.Spec, ipn.Addr())
-				d.Routes[ipn.Masked()] = bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: e, NextHop: node.Spec.IPv4Address.Addr()}
-			}
-			continue
-		}
-		id := model.EndpointID(ep.Metadata.Name)
-		link, ok := in.Links[ep.Spec.Interface]
-		if !ok || link.Ifindex <= 0 {
-			d.Pending = append(d.Pending, ep.Metadata.Name)
-			d.Endpoints[id] = bpfmap.EndpointStatus{State: bpfmap.EndpointPending, Ifname: ep.Spec.Interface}
-			continue
-		}
-		idx := uint32(link.Ifindex)
-		if st := Untouchable(link, in.Underlay); st != 0 {
-			d.Refused = append(d.Refused, ep.Metadata.Name)
-			d.Endpoints[id] = bpfmap.EndpointStatus{State: st, Ifindex: idx, Ifname: link.Name}
-			continue
-		}
-		d.Endpoints[id] = bpfmap.EndpointStatus{State: bpfmap.EndpointReady, Ifindex: idx, Ifname: link.Name}
-		mac := bpfmap.MACFrom(ep.Spec.MAC)
-		d.Ifaces[idx] = bpfmap.Iface{
-			Workload:   true,
-			CheckMAC:   !mac.IsZero(),
-			EndpointID: id,
-			MAC:        mac,
-			HostMAC:    link.MAC,
-			Kind:       link.Kind,
-		}
-		d.Attach[idx] = Attachment{Ifname: link.Name, Ifindex: link.Ifindex, Endpoint: ep.Metadata.Name}
-		for _, ipn := range ep.Spec.IPNetworks {
-			p := ipn.Masked()
-			d.Routes[p] = bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: idx, MAC: mac, HostMAC: link.MAC,
-				NATOutgoing: natOutgoing(s, ipn.Addr()), Peer: link.Kind.Peer()}
-			d.KernelRoutes = append(d.KernelRoutes, host.Route{Dst: p, Ifindex: link.Ifindex})
-		}
-	}
-	sort.Slice(d.KernelRoutes, func(i, j int) bool {
-		return d.KernelRoutes[i].Dst.String() < d.KernelRoutes[j].Dst.String()
-	})
-	sort.Strings(d.Pending)
-	sort.Strings(d.Refused)
-	d.LocalRoutes = localRoutes(d, in)
-	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s)
-	if d.Config.Address.IsValid() && d.WorkloadMTU > 0 {
-		d.Config.WorkloadMTU = uint32(d.WorkloadMTU)
-	}
-	compilePolicy(d, in, self)
-	return d
-}
-
-// conflicts finds the endpoints that lose what they claim to another: an
-// address an endpoint whose name sorts first has (or a node's address), or,
-// on this node, an interface. calyxctl refuses such models; one written
-// behind its back still gives the same dataplane on every reconcile and
-// every node. It records each loss in d.Conflicts and returns the losers.
-func conflicts(d *Desired, s *model.Snapshot, self string) map[string]bool {
-	owner := map[netip.Addr]string{}
-	for _, name := range slices.Sorted(maps.Keys(s.Nodes)) {
-		for _, p := range []netip.Prefix{s.Nodes[name].Spec.IPv4Address, s.Nodes[name].Spec.IPv6Address} {
-			if p.IsValid() {
-				owner[p.Addr()] = "Node/" + name
-			}
-		}
-	}
-	ifaces := map[string]string{}
-	losers := map[string]bool{}
-	for _, name := range slices.Sorted(maps.Keys(s.Endpoints)) {
-		ep := s.Endpoints[name]
-		var lost []string
-		for _, ipn := range ep.Spec.IPNetworks {
-			if !ipn.IsValid() {
-				continue
-			}
-			if o, ok := owner[ipn.Addr()]; ok {
-				lost = append(lost, fmt.Sprintf("%s is %s's", ipn.Addr(), o))
-			}
-		}
-		if ep.Spec.Node == self && ep.Spec.Interface != "" {
-			if o, ok := ifaces[ep.Spec.Interface]; ok {
-				lost = append(lost, fmt.Sprintf("interface %s is WorkloadEndpoint/%s's", ep.Spec.Interface, o))
-			}
-		}
-		if len(lost) > 0 {
-			losers[name] = true
-			d.Conflicts = append(d.Conflicts, fmt.Sprintf("WorkloadEndpoint/%s: %s", name, strings.Join(lost, ", ")))
-			continue
-		}
-		for _, ipn := range ep.Spec.IPNetworks {
-			if ipn.IsValid() {
-				owner[ipn.Addr()] = "WorkloadEndpoint/" + name
-			}
-		}
-		if ep.Spec.Node == self && ep.Spec.Interface != "" {
-			ifaces[ep.Spec.Interface] = name
-		}
-	}
-	return losers
-}
-
 // Untouchable says why an interface may never carry a workload, whatever
 // an endpoint says: the underlay (the host's own network), a loopback, or
 // one that holds a host address (the host's, not a workload's). Attaching
@@ -362,30 +181,6 @@ func subnetGateways(s *model.Snapshot) []netip.Addr {
 	return out
 }
 
-// remoteBlocks routes every IPAM block another node holds to that node (one
-// route for all of its workloads there, encapsulated by its pool's mode) and
-// returns the routed blocks by node. Blocks of a node that is gone or has no
-// underlay address are not routed: nothing could reach them. An endpoint
-// address inside such a block that belongs to another node keeps its own
-// /32, which the longest-prefix match prefers.
-func remoteBlocks(d *Desired, s *model.Snapshot, self string, selfSpec model.NodeSpec) map[string][]netip.Prefix {
-	out := make(map[string][]netip.Prefix)
-	for _, b := range s.Blocks {
-		if b.Spec.Node == self || !b.Spec.CIDR.IsValid() {
-			continue
-		}
-		node, ok := s.Nodes[b.Spec.Node]
-		if !ok || !node.Spec.IPv4Address.IsValid() {
-			continue
-		}
-		p := b.Spec.CIDR.Masked()
-		d.Routes[p] = bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: EncapFor(s, selfSpec, node.Spec, p.Addr()),
-			NextHop: node.Spec.IPv4Address.Addr()}
-		out[b.Spec.Node] = append(out[b.Spec.Node], p)
-	}
-	return out
-}
-
 // inBlock says whether one of blocks holds a.
 func inBlock(blocks []netip.Prefix, a netip.Addr) bool {
 	for _, b := range blocks {
@@ -398,7 +193,7 @@ func inBlock(blocks []netip.Prefix, a netip.Addr) bool {
 
 // compilePolicy fills the policy maps and each local endpoint's tables,
 // and the prefilter.
-func compilePolicy(d *Desired, in Input, self model.NodeSpec) {
+func (c *Calculator) compilePolicy(d *Desired, in Input, self model.NodeSpec) {
 	s := in.Snapshot
 	d.Prefilter = make(bpfmap.Prefilter, len(s.Config.Spec.PrefilterDeny))
 	for _, p := range s.Config.Spec.PrefilterDeny {
@@ -426,7 +221,7 @@ func compilePolicy(d *Desired, in Input, self model.NodeSpec) {
 			hosts = append(hosts, gw)
 		}
 	}
-	out, err := policy.Compile(policy.Input{Snapshot: s, Node: in.Node, HostAddrs: hosts})
+	out, err := c.policy.Compile(policy.Input{Snapshot: s, Node: in.Node, HostAddrs: hosts})
 	if err != nil {
 		d.PolicyErr = err
 		return
@@ -486,30 +281,6 @@ func poolOf(s *model.Snapshot, addr netip.Addr) *model.IPPool {
 func natOutgoing(s *model.Snapshot, addr netip.Addr) bool {
 	p := poolOf(s, addr)
 	return p != nil && p.Spec.NATOutgoing && !p.Spec.Disabled && addr.Is4()
-}
-
-// floatingIPs fills cx_fips and a route per floating IP to its instance's
-// node. A floating IP whose endpoint or node is unknown (being created or
-// removed) is left out: nothing can be translated for it yet.
-func floatingIPs(d *Desired, s *model.Snapshot, node string) {
-	for _, f := range s.FloatingIPs {
-		fixed, ok := s.FixedIP(f)
-		if !ok {
-			continue
-		}
-		ep, ok := s.Endpoints[f.Spec.Endpoint]
-		if !ok {
-			continue
-		}
-		n, ok := s.Nodes[ep.Spec.Node]
-		if !ok || !n.Spec.IPv4Address.IsValid() {
-			continue
-		}
-		owner := n.Spec.IPv4Address.Addr()
-		d.FloatingIPs[f.Spec.IP] = bpfmap.FloatingIP{Fixed: fixed, Node: owner, EndpointID: model.EndpointID(ep.Metadata.Name),
-			Local: ep.Spec.Node == node}
-		d.Routes[netip.PrefixFrom(f.Spec.IP, 32)] = bpfmap.Route{Type: bpfmap.RouteFloatingIP, NextHop: owner}
-	}
 }
 
 // EncapFor decides how traffic from node self to addr, hosted by node

@@ -2,7 +2,9 @@ package calc
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/calyxnet/calyx/agent/host"
@@ -17,6 +19,19 @@ import (
 // costs the agent today (issue 16 makes a change recompute only what
 // depends on it).
 func BenchmarkCompute10k(b *testing.B) {
+	in := benchInput()
+	d := Compute(in)
+	if len(d.Ifaces) != 1000 || d.PolicyErr != nil || len(d.FloatingIPs) != 10000 {
+		b.Fatalf("compute: %d interfaces, %d floating IPs, policy %v", len(d.Ifaces), len(d.FloatingIPs), d.PolicyErr)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		Compute(in)
+	}
+}
+
+// benchInput is the control-plane bench's model as a calc.Input.
+func benchInput() Input {
 	s := model.NewSnapshot()
 	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "wl"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("10.64.0.0/14")}})
 	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "fip"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("172.16.0.0/16"), External: true}})
@@ -39,13 +54,57 @@ func BenchmarkCompute10k(b *testing.B) {
 	for _, p := range policymodel.Policies(1000) {
 		s.Put(p)
 	}
-	in := Input{Snapshot: s, Node: "local", Links: links}
-	d := Compute(in)
-	if len(d.Ifaces) != 1000 || d.PolicyErr != nil || len(d.FloatingIPs) != 10000 {
-		b.Fatalf("compute: %d interfaces, %d floating IPs, policy %v", len(d.Ifaces), len(d.FloatingIPs), d.PolicyErr)
-	}
-	b.ResetTimer()
-	for b.Loop() {
-		Compute(in)
+	return Input{Snapshot: s, Node: "local", Links: links}
+}
+
+// BenchmarkChange10k is one change of the control-plane bench's model,
+// computed by a Calculator that computed the model before it: what a
+// change costs the agent. Each change is a new snapshot (a clone with one
+// resource replaced), as the datastore's watch delivers it.
+func BenchmarkChange10k(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		change func(s *model.Snapshot, i int)
+	}{
+		{"endpoint-added", func(s *model.Snapshot, i int) {
+			name := fmt.Sprintf("new-%05d", i)
+			s.Put(&model.WorkloadEndpoint{Metadata: model.Metadata{Name: name, Labels: policymodel.Labels(i)},
+				Spec: model.WorkloadEndpointSpec{Node: "remote", Interface: "x" + name,
+					IPNetworks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 65, byte(i >> 8), byte(i)}), 32)}}})
+		}},
+		{"floating-ip-added", func(s *model.Snapshot, i int) {
+			name := fmt.Sprintf("fip-new-%05d", i)
+			s.Put(&model.FloatingIP{Metadata: model.Metadata{Name: name},
+				Spec: model.FloatingIPSpec{IP: netip.AddrFrom4([4]byte{172, 17, byte(i >> 8), byte(i)}), Endpoint: fmt.Sprintf("ep-%05d", i%10000)}})
+		}},
+		{"rule-ports-changed", func(s *model.Snapshot, i int) {
+			names := slices.Sorted(maps.Keys(s.Policies))
+			old := s.Policies[names[(i*7919)%len(names)]]
+			p := *old
+			p.Spec.Ingress = slices.Clone(old.Spec.Ingress)
+			for j := range p.Spec.Ingress {
+				if r := &p.Spec.Ingress[j]; len(r.Destination.Ports) > 0 {
+					r.Destination.Ports = []model.PortRange{{First: uint16(1000 + i%5000), Last: uint16(1000 + i%5000)}}
+					break
+				}
+			}
+			s.Put(&p)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			in := benchInput()
+			c := NewCalculator()
+			c.Compute(in)
+			i := 0
+			for b.Loop() {
+				b.StopTimer()
+				s := in.Snapshot.Clone()
+				bc.change(s, i)
+				in.Snapshot = s
+				b.StartTimer()
+				c.Compute(in)
+				i++
+			}
+		})
 	}
 }

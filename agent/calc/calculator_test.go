@@ -1,0 +1,151 @@
+package calc
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/calyxnet/calyx/agent/host"
+	"github.com/calyxnet/calyx/bpfmap"
+	"github.com/calyxnet/calyx/model"
+)
+
+// TestCalculatorIncrementalEqualsFull applies random sequences of changes
+// (endpoints, local and remote, added, moved, readdressed into and out of
+// blocks and into conflicts; floating IPs; blocks claimed and released;
+// interfaces appearing and going; now and then a node, pool or policy)
+// and checks after every change that one Calculator, reused throughout,
+// gives exactly what a fresh Compute of the same input gives.
+func TestCalculatorIncrementalEqualsFull(t *testing.T) {
+	steps := 0
+	for seed := range uint64(60) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		s := model.NewSnapshot()
+		s.Put(&model.IPPool{Metadata: model.Metadata{Name: "p"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("10.65.0.0/16"), NATOutgoing: true}})
+		s.Put(&model.IPPool{Metadata: model.Metadata{Name: "ext"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("172.16.0.0/24"), External: true}})
+		for i, n := range []string{"a", "b", "c"} {
+			s.Put(&model.Node{Metadata: model.Metadata{Name: n}, Spec: model.NodeSpec{IPv4Address: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 30, 0, byte(11 + i)}), 24)}})
+		}
+		links := map[string]host.Interface{
+			"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500, Addrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}},
+			"lo":   {Name: "lo", Ifindex: 1, Loopback: true},
+		}
+		c := NewCalculator()
+		for i := range 40 {
+			what := mutateModel(r, s, links)
+			in := Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: maps.Clone(links), HostAddrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}}
+			got := c.Compute(in)
+			want := Compute(in)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("seed %d step %d (%s): incremental differs from full:\n%s", seed, i, what, diffDesired(got, want))
+			}
+			steps++
+			s = s.Clone()
+		}
+	}
+	t.Logf("%d changes compared", steps)
+}
+
+func diffDesired(got, want *Desired) string {
+	out := ""
+	g, w := reflect.ValueOf(*got), reflect.ValueOf(*want)
+	for i := range g.NumField() {
+		if !reflect.DeepEqual(g.Field(i).Interface(), w.Field(i).Interface()) {
+			out += fmt.Sprintf("%s:\n  got  %v\n  want %v\n", g.Type().Field(i).Name, g.Field(i).Interface(), w.Field(i).Interface())
+		}
+	}
+	return out
+}
+
+func mutateModel(r *rand.Rand, s *model.Snapshot, links map[string]host.Interface) string {
+	addr := func() netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 65, byte(r.IntN(3)), byte(r.IntN(8))}), 32)
+	}
+	names := func(m map[string]*model.WorkloadEndpoint) []string { return slices.Sorted(maps.Keys(m)) }
+	switch r.IntN(12) {
+	case 0, 1: // an endpoint added or replaced
+		name := fmt.Sprintf("ep%d", r.IntN(12))
+		node := []string{"a", "a", "b", "c", "gone"}[r.IntN(5)]
+		ep := &model.WorkloadEndpoint{Metadata: model.Metadata{Name: name, Labels: map[string]string{"role": []string{"web", "db"}[r.IntN(2)]}},
+			Spec: model.WorkloadEndpointSpec{Node: node, Interface: fmt.Sprintf("tap%d", r.IntN(6)), IPNetworks: []netip.Prefix{addr()}}}
+		if r.IntN(4) == 0 {
+			ep.Spec.IPNetworks = append(ep.Spec.IPNetworks, addr())
+		}
+		if r.IntN(10) == 0 {
+			ep.Spec.IPNetworks[0] = netip.MustParsePrefix("10.30.0.12/32") // a node's address
+		}
+		s.Put(ep)
+		return fmt.Sprintf("put endpoint %s on %s %v %s", name, node, ep.Spec.IPNetworks, ep.Spec.Interface)
+	case 2:
+		if n := names(s.Endpoints); len(n) > 0 {
+			name := n[r.IntN(len(n))]
+			s.Remove(model.Ref{Kind: model.KindWorkloadEndpoint, Name: name})
+			return "remove endpoint " + name
+		}
+	case 3: // a floating IP
+		n := names(s.Endpoints)
+		if len(n) == 0 {
+			break
+		}
+		name := fmt.Sprintf("fip%d", r.IntN(4))
+		f := &model.FloatingIP{Metadata: model.Metadata{Name: name}, Spec: model.FloatingIPSpec{
+			IP: netip.AddrFrom4([4]byte{172, 16, 0, byte(1 + r.IntN(3))}), Endpoint: n[r.IntN(len(n))]}}
+		s.Put(f)
+		return fmt.Sprintf("put floating IP %s %s → %s", name, f.Spec.IP, f.Spec.Endpoint)
+	case 4:
+		for name := range s.FloatingIPs {
+			s.Remove(model.Ref{Kind: model.KindFloatingIP, Name: name})
+			return "remove floating IP " + name
+		}
+	case 5: // a block claimed or moved
+		cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 65, byte(r.IntN(3)), 0}), 29)
+		node := []string{"a", "b", "c", "gone"}[r.IntN(4)]
+		b := &model.IPAMBlock{Metadata: model.Metadata{Name: model.BlockName(cidr)}, Spec: model.IPAMBlockSpec{CIDR: cidr, Node: node}}
+		s.Put(b)
+		return fmt.Sprintf("block %s to %s", cidr, node)
+	case 6:
+		for name := range s.Blocks {
+			s.Remove(model.Ref{Kind: model.KindIPAMBlock, Name: name})
+			return "release block " + name
+		}
+	case 7: // an interface appears, changes or goes
+		name := fmt.Sprintf("tap%d", r.IntN(6))
+		if _, ok := links[name]; ok && r.IntN(2) == 0 {
+			delete(links, name)
+			return "interface gone " + name
+		}
+		l := host.Interface{Name: name, Ifindex: 10 + r.IntN(8), MAC: bpfmap.MAC{2, 0, 0, 0, 0, byte(r.IntN(4))}, Kind: bpfmap.IfaceTap}
+		if r.IntN(8) == 0 {
+			l.Addrs = []netip.Addr{netip.MustParseAddr("192.168.9.9")}
+		}
+		links[name] = l
+		return fmt.Sprintf("interface %s %d", name, l.Ifindex)
+	case 8: // the basis: a node moves, a pool's mode
+		if r.IntN(2) == 0 {
+			s.Put(&model.Node{Metadata: model.Metadata{Name: "c"}, Spec: model.NodeSpec{IPv4Address: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 31, 0, byte(r.IntN(3))}), 24)}})
+			return "node c moves"
+		}
+		p := *s.Pools["p"]
+		p.Spec.VXLANMode = []model.EncapMode{model.EncapNever, model.EncapAlways, model.EncapCrossSubnet}[r.IntN(3)]
+		s.Put(&p)
+		return "pool mode " + string(p.Spec.VXLANMode)
+	case 9: // policy
+		sel := []string{`role == "web"`, `all()`}[r.IntN(2)]
+		s.Put(&model.NetworkPolicy{Metadata: model.Metadata{Name: "pol"}, Spec: model.NetworkPolicySpec{Selector: sel,
+			Types:   []model.PolicyType{model.PolicyIngress},
+			Ingress: []model.Rule{{Action: model.RuleAllow, Source: model.EntityRule{Selector: `role == "db"`}}}}})
+		return "policy selects " + sel
+	case 10:
+		if n := names(s.Endpoints); len(n) > 0 { // a relabel
+			e := *s.Endpoints[n[r.IntN(len(n))]]
+			e.Metadata.Labels = map[string]string{"role": []string{"web", "db", "cache"}[r.IntN(3)]}
+			s.Put(&e)
+			return "relabel " + e.Metadata.Name
+		}
+	}
+	return "nothing"
+}
