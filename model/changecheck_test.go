@@ -309,7 +309,7 @@ func bench10k() *Snapshot {
 	s.Put(pool("floating", "198.18.0.0/16", external))
 	for i := range 100 {
 		s.Put(&Node{Metadata: Metadata{Name: fmt.Sprintf("node-%d", i)}, Spec: NodeSpec{
-			IPv4Address:       netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(i / 256), byte(i % 256)}), 16),
+			IPv4Address:       netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(i / 256), byte(i%256 + 1)}), 16),
 			UnderlayInterface: "eth0",
 		}})
 	}

@@ -390,7 +390,13 @@ func (f *FileStore) recoverLocked() error {
 			return fmt.Errorf("finishing an interrupted commit in %s: %w", f.dir, err)
 		}
 	}
-	f.removeStale()
+	if in != nil || !f.staleSwept.Load() {
+		// Temporaries of writers that died are swept when an intent
+		// shows one did, at open and at this store's first write; not on
+		// every write: reading every directory each time would cost as
+		// much as the write itself at scale.
+		f.removeStale()
+	}
 	return nil
 }
 

@@ -34,8 +34,11 @@ type FileStore struct {
 	dir  string
 	opts options
 
-	mu    sync.Mutex // guards cache
+	mu    sync.Mutex // guards cache and fresh
 	cache *fileCache
+	fresh *freshness // what changed since this process's last write; nil before it
+
+	staleSwept atomic.Bool // a write has removed dead writers' temporaries
 
 	parses atomic.Int64
 
@@ -102,6 +105,12 @@ func (f *FileStore) closed() bool {
 func (f *FileStore) Close() error {
 	f.closeOnce.Do(func() { close(f.done) })
 	f.watches.Wait()
+	f.mu.Lock()
+	if f.fresh != nil {
+		f.fresh.close()
+		f.fresh = nil
+	}
+	f.mu.Unlock()
 	return nil
 }
 
@@ -629,9 +638,43 @@ func (f *FileStore) beginWrite(ctx context.Context) (before *Snapshot, done func
 		done()
 		return nil, nil, err
 	}
-	if before, err = f.loadLocked(); err != nil {
+	f.staleSwept.Store(true)
+	if before, err = f.freshLocked(); err != nil {
 		done()
 		return nil, nil, err
 	}
 	return before, done, nil
+}
+
+// freshLocked is loadLocked for a writer: after its first write it re-reads
+// only the files the freshness watch names, not every file of the store.
+// Without inotify (or after lost events) it scans everything. It must run
+// under the writers' lock and f.mu.
+func (f *FileStore) freshLocked() (*Snapshot, error) {
+	if f.fresh != nil {
+		refs, all, err := f.fresh.changes()
+		if err == nil && !all {
+			for ref := range refs {
+				if _, err := f.cache.refresh(ref, false); err != nil {
+					f.report(err)
+				}
+			}
+			rev, err := readRevision(f.dir)
+			if err != nil {
+				return nil, err
+			}
+			s := f.cache.snapshot()
+			s.Revision = rev
+			return s, nil
+		}
+		f.fresh.close()
+		f.fresh = nil
+	}
+	// The watch goes in before the scan, so no change falls between.
+	fr, err := newFreshness(f.dir)
+	if err != nil {
+		f.opts.logger.Debug("datastore: every write scans the store", "dir", f.dir, "err", err)
+	}
+	f.fresh = fr
+	return f.loadLocked()
 }

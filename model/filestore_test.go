@@ -768,3 +768,68 @@ func TestWatchSeesFloatingIPs(t *testing.T) {
 		t.Fatalf("floating IPs after delete: %v", s.FloatingIPs)
 	}
 }
+
+// TestFileStoreWriteSeesOutsideChanges: after its first write a store
+// re-reads only the files its inotify queue names, so every way another
+// party changes the directory between two writes (another process's store,
+// an in-place edit, a delete, a kind directory replaced) must still be
+// checked against.
+func TestFileStoreWriteSeesOutsideChanges(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, b := openStore(t, dir), openStore(t, dir)
+	if err := a.Apply(ctx, []Resource{pool("pool-a", "10.65.0.0/16"), wep("ep-1", "n1", "tap1", "10.65.0.1/32")}); err != nil {
+		t.Fatal(err)
+	}
+	duplicate := func(name, addr string) {
+		t.Helper()
+		err := a.Apply(ctx, []Resource{wep(name, "n1", "tap-"+name, addr)})
+		if err == nil || !strings.Contains(err.Error(), addr[:len(addr)-3]) {
+			t.Fatalf("%s with %s: got %v, want it refused as a duplicate address", name, addr, err)
+		}
+	}
+	// Another store (another process) writes.
+	if err := b.Apply(ctx, []Resource{wep("ep-2", "n1", "tap2", "10.65.0.2/32")}); err != nil {
+		t.Fatal(err)
+	}
+	duplicate("ep-3", "10.65.0.2/32")
+	// A hand edit in place (no rename).
+	path := filepath.Join(dir, "workloadendpoint", "ep-1.yaml")
+	old, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh.Write([]byte(strings.Replace(string(old), "10.65.0.1/32", "10.65.0.9/32", 1)))
+	fh.Close()
+	duplicate("ep-4", "10.65.0.9/32")
+	// A delete makes the address free again.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, []Resource{wep("ep-5", "n1", "tap5", "10.65.0.9/32")}); err != nil {
+		t.Fatalf("address of a deleted file: %v", err)
+	}
+	// The kind directory replaced wholesale: the watch on it is gone.
+	epDir := filepath.Join(dir, "workloadendpoint")
+	if err := os.Rename(epDir, epDir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(epDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(epDir, "ep-6.yaml"), []byte("apiVersion: calyx.io/v1\nkind: WorkloadEndpoint\nmetadata: {name: ep-6}\nspec: {node: n1, interface: tap6, ipNetworks: [10.65.0.6/32]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	duplicate("ep-7", "10.65.0.6/32")
+	s, err := a.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Endpoints["ep-5"]; ok {
+		t.Fatal("ep-5 still seen after its directory was replaced")
+	}
+}
