@@ -155,8 +155,8 @@ const (
 	reconcileRetryMax = 30 * time.Second
 )
 
-// debounce coalesces bursts of changes (an apply of many documents, a
-// batch of interfaces) into one reconcile.
+// debounce coalesces bursts of interface changes (a batch of taps made
+// together) into one reconcile; snapshots come debounced by the watch.
 const debounce = 5 * time.Millisecond
 
 // Run starts the agent and blocks until ctx ends. Pinned maps and links
@@ -328,7 +328,9 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				return errors.New("datastore watch ended")
 			}
 			a.snap = s
-			timer = time.After(debounce)
+			// The watch has gathered the burst already: reconcile now
+			// (a retry waiting for its backoff is tried again too).
+			timer = time.After(0)
 		case <-a.kick:
 			if timer == nil {
 				timer = time.After(debounce)

@@ -111,8 +111,11 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		logger:   slog.Default(),
-		debounce: 20 * time.Millisecond,
+		logger: slog.Default(),
+		// A commit is read whole under the lock (file) or arrives in one
+		// response (etcd), so the debounce only gathers separate writes
+		// made together; it is short so that one change is seen at once.
+		debounce: 2 * time.Millisecond,
 		maxDelay: 100 * time.Millisecond,
 
 		etcdPrefix: DefaultEtcdPrefix,
@@ -135,7 +138,7 @@ func WithLogger(l *slog.Logger) Option {
 func WithErrorHandler(fn func(error)) Option { return func(o *options) { o.onError = fn } }
 
 // WithDebounce sets how long Watch waits for a burst of changes to end
-// before sending a snapshot (default 20ms); a snapshot is never delayed by
+// before sending a snapshot (default 2ms, with bursts cut at 100ms); a snapshot is never delayed by
 // more than five times this during a long burst.
 func WithDebounce(d time.Duration) Option {
 	return func(o *options) {

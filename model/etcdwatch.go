@@ -13,7 +13,7 @@ import (
 // Watch sends the current snapshot, then a new one after each change under
 // the store's prefix, whoever made it. Changes are coalesced as the file
 // store's Watch does (a snapshot goes out once no change has arrived for
-// the debounce interval, or a burst has lasted five times that), and only
+// the debounce interval, or a burst has lasted its limit), and only
 // the keys that changed are parsed again. The channel holds at most one
 // snapshot: a slow reader gets the latest one, never a backlog.
 //

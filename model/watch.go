@@ -15,9 +15,9 @@ import (
 // Watch sends the current snapshot, then a new one after each change to the
 // directory, whoever made it (this process, another calyxctl, an editor).
 // Changes are coalesced: a snapshot goes out once no event has arrived for
-// the debounce interval (20ms by default) or a burst has lasted five times
-// that. Only the files named by events are read again, so the cost of a
-// change does not grow with the size of the model. A file that does not
+// the debounce interval (2ms by default) or a burst has lasted 100ms (five
+// times the debounce when one is set). Only the files named by events are
+// read again, so the cost of a change does not grow with the size of the model. A file that does not
 // parse is logged and skipped, keeping its previous version. The channel
 // holds at most one snapshot: a slow reader gets the latest one, never a
 // backlog. It is closed when ctx ends or the store is closed. Watch returns
