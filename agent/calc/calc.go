@@ -122,6 +122,20 @@ type Desired struct {
 	PolicyErr error
 	// Prefilter is cx_prefilter: Config.prefilterDeny.
 	Prefilter bpfmap.Prefilter
+	// Delta, when not nil, names what may differ from an earlier Desired:
+	// a syncer whose maps hold exactly that one need look at no other
+	// entries of the tables it covers.
+	Delta *Delta
+}
+
+// Delta is what changed in the large tables between two Computes of one
+// Calculator: every key of Routes and FloatingIPs whose entry in the
+// Desired numbered Gen differs from (or is absent in) the one numbered
+// Prev. Prev 0 names no Desired: compare everything.
+type Delta struct {
+	Prev, Gen   uint64
+	Routes      map[netip.Prefix]struct{}
+	FloatingIPs map[netip.Addr]struct{}
 }
 
 // Untouchable says why an interface may never carry a workload, whatever

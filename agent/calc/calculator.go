@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/bpfmap"
@@ -46,6 +47,7 @@ type Calculator struct {
 	policy *policy.Compiler
 	basis  *basis
 
+	gen    uint64 // of the last Compute
 	routes *claims[netip.Prefix, bpfmap.Route]
 	fipMap *claims[netip.Addr, bpfmap.FloatingIP]
 	eps    map[string]*epSource
@@ -216,8 +218,14 @@ func (c *Calculator) reset(b *basis) {
 	c.blocksOf = map[string]map[string]netip.Prefix{}
 }
 
+// generations numbers every Compute of every Calculator, so that a Delta's
+// Prev names one Desired only.
+var generations atomic.Uint64
+
 // Compute derives the desired dataplane state for in.
 func (c *Calculator) Compute(in Input) *Desired {
+	prev := c.gen
+	c.gen = generations.Add(1)
 	if in.Snapshot == nil {
 		c.basis = nil
 		return &Desired{
@@ -228,6 +236,7 @@ func (c *Calculator) Compute(in Input) *Desired {
 	s := in.Snapshot
 	if !c.basis.same(in) {
 		c.reset(newBasis(in))
+		prev = 0 // everything may have changed
 	}
 
 	// What changed: resources, and interfaces local endpoints use.
@@ -274,7 +283,9 @@ func (c *Calculator) Compute(in Input) *Desired {
 	for name := range fips {
 		c.updateFloatingIP(s, name)
 	}
-	return c.desired(in)
+	d := c.desired(in)
+	d.Delta = &Delta{Prev: prev, Gen: c.gen, Routes: c.routes.takeChanged(), FloatingIPs: c.fipMap.takeChanged()}
+	return d
 }
 
 // diffResources returns the names whose resource in now differs from the
@@ -698,10 +709,13 @@ func (a source) less(b source) bool { return a.rank < b.rank || a.rank == b.rank
 // claims merges the entries sources claim: for each key, the claim of the
 // greatest source wins. Most keys have one claim, so claims are kept in a
 // short list per key, not a map.
-type claims[K comparable, V any] struct {
+type claims[K, V comparable] struct {
 	by   map[K][]claim[V]
 	keys map[source][]K
 	out  map[K]V
+	// changed are the keys whose out entry changed (or went) since
+	// takeChanged last ran.
+	changed map[K]struct{}
 }
 
 type claim[V any] struct {
@@ -709,8 +723,15 @@ type claim[V any] struct {
 	v   V
 }
 
-func newClaims[K comparable, V any]() *claims[K, V] {
-	return &claims[K, V]{by: map[K][]claim[V]{}, keys: map[source][]K{}, out: map[K]V{}}
+func newClaims[K, V comparable]() *claims[K, V] {
+	return &claims[K, V]{by: map[K][]claim[V]{}, keys: map[source][]K{}, out: map[K]V{}, changed: map[K]struct{}{}}
+}
+
+// takeChanged returns the keys changed since the last call.
+func (c *claims[K, V]) takeChanged() map[K]struct{} {
+	ch := c.changed
+	c.changed = map[K]struct{}{}
+	return ch
 }
 
 // set replaces src's claims with entries.
@@ -743,9 +764,13 @@ func (c *claims[K, V]) drop(src source) {
 }
 
 func (c *claims[K, V]) merge(k K) {
+	old, had := c.out[k]
 	l := c.by[k]
 	if len(l) == 0 {
-		delete(c.out, k)
+		if had {
+			delete(c.out, k)
+			c.changed[k] = struct{}{}
+		}
 		return
 	}
 	best := 0
@@ -754,5 +779,8 @@ func (c *claims[K, V]) merge(k K) {
 			best = i
 		}
 	}
-	c.out[k] = l[best].v
+	if v := l[best].v; !had || v != old {
+		c.out[k] = v
+		c.changed[k] = struct{}{}
+	}
 }

@@ -35,20 +35,58 @@ func TestCalculatorIncrementalEqualsFull(t *testing.T) {
 			"lo":   {Name: "lo", Ifindex: 1, Loopback: true},
 		}
 		c := NewCalculator()
+		var prevGen uint64
+		var prevRoutes map[netip.Prefix]bpfmap.Route
+		var prevFIPs map[netip.Addr]bpfmap.FloatingIP
 		for i := range 40 {
 			what := mutateModel(r, s, links)
 			in := Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: maps.Clone(links), HostAddrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}}
 			got := c.Compute(in)
 			want := Compute(in)
+			delta := got.Delta
+			got.Delta, want.Delta = nil, nil
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("seed %d step %d (%s): incremental differs from full:\n%s", seed, i, what, diffDesired(got, want))
 			}
+			// The delta names every entry that differs from the last
+			// Desired (a syncer looks at nothing else).
+			if delta == nil || delta.Prev != 0 && delta.Prev != prevGen {
+				t.Fatalf("seed %d step %d: delta %+v after generation %d", seed, i, delta, prevGen)
+			}
+			if delta.Prev != 0 {
+				if k, ok := undeclared(prevRoutes, got.Routes, delta.Routes); ok {
+					t.Fatalf("seed %d step %d (%s): route %s changed but is not in the delta", seed, i, what, k)
+				}
+				if k, ok := undeclared(prevFIPs, got.FloatingIPs, delta.FloatingIPs); ok {
+					t.Fatalf("seed %d step %d (%s): floating IP %s changed but is not in the delta", seed, i, what, k)
+				}
+			}
+			prevGen, prevRoutes, prevFIPs = delta.Gen, maps.Clone(got.Routes), maps.Clone(got.FloatingIPs)
 			steps++
 			s = s.Clone()
 		}
 	}
 	t.Logf("%d changes compared", steps)
 }
+
+// undeclared returns a key whose entry differs between before and after
+// but that changed does not name.
+func undeclared[K, V comparable](before, after map[K]V, changed map[K]struct{}) (K, bool) {
+	for k, v := range after {
+		if b, ok := before[k]; (!ok || b != v) && !has(changed, k) {
+			return k, true
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok && !has(changed, k) {
+			return k, true
+		}
+	}
+	var zero K
+	return zero, false
+}
+
+func has[K comparable](m map[K]struct{}, k K) bool { _, ok := m[k]; return ok }
 
 func diffDesired(got, want *Desired) string {
 	out := ""

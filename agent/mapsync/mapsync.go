@@ -47,30 +47,65 @@ type step interface {
 type tableStep[K, V comparable] struct {
 	t    *bpfmap.Table[K, V]
 	want func(*calc.Desired) map[K]V
-	have map[K]V // what the table holds, as written or last read
+	// changed, when not nil, gives the keys a Desired's Delta names for
+	// this table.
+	changed func(*calc.Delta) map[K]struct{}
+	have    map[K]V // what the table holds, as written or last read
 	// early counts the deletes an upsert made to make room, for the
 	// next prune to report.
 	early int
+	// upserted is the generation of the Desired the last upsert wrote
+	// whole, synced the one the table holds exactly (upserted and
+	// pruned without a refusal); 0 when none.
+	upserted, synced uint64
 }
 
-// overflows says whether adding want's new keys to what the table holds
-// would pass its capacity.
-func (s *tableStep[K, V]) overflows(want map[K]V) bool {
+// keys returns the keys to look at for d: those its Delta names when the
+// table holds exactly the Desired that Delta starts from, else nil (every
+// key).
+func (s *tableStep[K, V]) keys(d *calc.Desired) map[K]struct{} {
+	if s.changed == nil || d.Delta == nil || d.Delta.Prev == 0 || d.Delta.Prev != s.synced {
+		return nil
+	}
+	return s.changed(d.Delta)
+}
+
+// overflows says whether adding want's new keys (of keys, when not nil)
+// to what the table holds would pass its capacity.
+func (s *tableStep[K, V]) overflows(want map[K]V, keys map[K]struct{}) bool {
 	capacity := s.t.Capacity()
 	if capacity == 0 {
 		return false
 	}
 	adds := 0
-	for k := range want {
+	isNew := func(k K) {
 		if _, ok := s.have[k]; !ok {
 			adds++
+		}
+	}
+	if keys != nil {
+		for k := range keys {
+			if _, ok := want[k]; ok {
+				isNew(k)
+			}
+		}
+	} else {
+		for k := range want {
+			isNew(k)
 		}
 	}
 	return len(s.have)+adds > capacity
 }
 
-func newStep[K, V comparable](t *bpfmap.Table[K, V], want func(*calc.Desired) map[K]V) step {
+func newStep[K, V comparable](t *bpfmap.Table[K, V], want func(*calc.Desired) map[K]V) *tableStep[K, V] {
 	return &tableStep[K, V]{t: t, want: want}
+}
+
+// withDelta makes the step look only at the keys changed tells, when it
+// can (see keys).
+func (s *tableStep[K, V]) withDelta(changed func(*calc.Delta) map[K]struct{}) *tableStep[K, V] {
+	s.changed = changed
+	return s
 }
 
 func (s *tableStep[K, V]) table() string { return s.t.Name() }
@@ -80,12 +115,21 @@ func (s *tableStep[K, V]) fill() Fill {
 }
 
 func (s *tableStep[K, V]) reload() error {
+	s.upserted, s.synced = 0, 0
 	have, err := s.t.All()
 	if err != nil {
 		return fmt.Errorf("read current %s: %w", s.t.Name(), err)
 	}
 	s.have = have
 	return nil
+}
+
+// generation is d's number, 0 when it has none.
+func generation(d *calc.Desired) uint64 {
+	if d.Delta == nil {
+		return 0
+	}
+	return d.Delta.Gen
 }
 
 // upsert writes every desired entry the table lacks or holds otherwise,
@@ -95,26 +139,41 @@ func (s *tableStep[K, V]) reload() error {
 // sync tries them again.
 func (s *tableStep[K, V]) upsert(d *calc.Desired) (n int, err error) {
 	var fails refusals
-	want := s.want(d)
-	if s.overflows(want) {
+	want, keys := s.want(d), s.keys(d)
+	if s.overflows(want, keys) {
 		// The new entries fit only once the stale ones are gone: prune
 		// first (they are not wanted anyway), then add.
-		pruned, err := s.prune(d)
+		pruned, err := s.deleteUnwanted(want, keys)
 		s.early += pruned // reported by the prune walk
 		if err != nil {
 			fails.add(err)
 		}
 	}
-	for k, w := range want {
+	put := func(k K, w V) {
 		if h, ok := s.have[k]; ok && h == w {
-			continue
+			return
 		}
 		if err := s.t.Put(k, w); err != nil {
 			fails.add(err)
-			continue
+			return
 		}
 		s.have[k] = w
 		n++
+	}
+	if keys != nil {
+		for k := range keys {
+			if w, ok := want[k]; ok {
+				put(k, w)
+			}
+		}
+	} else {
+		for k, w := range want {
+			put(k, w)
+		}
+	}
+	s.upserted = 0
+	if fails.n == 0 {
+		s.upserted = generation(d)
 	}
 	return n, fails.err(s.t.Name(), "writes")
 }
@@ -122,19 +181,42 @@ func (s *tableStep[K, V]) upsert(d *calc.Desired) (n int, err error) {
 // prune deletes every entry that is not desired, as upsert writes (and
 // reports the deletes an upsert made early to make room).
 func (s *tableStep[K, V]) prune(d *calc.Desired) (n int, err error) {
-	want := s.want(d)
-	n, s.early = s.early, 0
+	gen := generation(d)
+	deleted, err := s.deleteUnwanted(s.want(d), s.keys(d))
+	n, s.early = s.early+deleted, 0
+	s.synced = 0
+	if err == nil && gen != 0 && s.upserted == gen {
+		s.synced = gen
+	}
+	return n, err
+}
+
+// deleteUnwanted deletes the entries the table holds that want lacks,
+// among keys when not nil.
+func (s *tableStep[K, V]) deleteUnwanted(want map[K]V, keys map[K]struct{}) (n int, err error) {
 	var fails refusals
-	for k := range s.have {
+	del := func(k K) {
 		if _, ok := want[k]; ok {
-			continue
+			return
+		}
+		if _, ok := s.have[k]; !ok {
+			return
 		}
 		if err := s.t.Delete(k); err != nil {
 			fails.add(err)
-			continue
+			return
 		}
 		delete(s.have, k)
 		n++
+	}
+	if keys != nil {
+		for k := range keys {
+			del(k)
+		}
+	} else {
+		for k := range s.have {
+			del(k)
+		}
 	}
 	return n, fails.err(s.t.Name(), "deletes")
 }
@@ -252,8 +334,10 @@ func New(m *bpfmap.Maps) (*Syncer, error) {
 		newStep(m.Policy, func(d *calc.Desired) map[bpfmap.PolicyKey]bpfmap.PolicyVerdict { return d.Policy }),
 		newStep(m.IPCache, func(d *calc.Desired) map[netip.Prefix]bpfmap.IPCacheEntry { return d.IPCache }),
 		newStep(m.Ifaces, func(d *calc.Desired) map[uint32]bpfmap.Iface { return d.Ifaces }),
-		newStep(m.FIPs, func(d *calc.Desired) map[netip.Addr]bpfmap.FloatingIP { return d.FloatingIPs }),
-		newStep(m.Routes, func(d *calc.Desired) map[netip.Prefix]bpfmap.Route { return d.Routes }),
+		newStep(m.FIPs, func(d *calc.Desired) map[netip.Addr]bpfmap.FloatingIP { return d.FloatingIPs }).
+			withDelta(func(d *calc.Delta) map[netip.Addr]struct{} { return d.FloatingIPs }),
+		newStep(m.Routes, func(d *calc.Desired) map[netip.Prefix]bpfmap.Route { return d.Routes }).
+			withDelta(func(d *calc.Delta) map[netip.Prefix]struct{} { return d.Routes }),
 		newStep(m.Endpoints, func(d *calc.Desired) map[uint32]bpfmap.EndpointStatus { return d.Endpoints }),
 	}}
 	if err := s.Reload(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -421,4 +422,52 @@ func TestFullTablePrunedFirst(t *testing.T) {
 	if len(rs) != 3 {
 		t.Errorf("%d routes in a table of 3", len(rs))
 	}
+}
+
+// TestSyncDeltaLooksOnlyAtChanges: with a Delta from the Desired the table
+// holds, a sync looks only at the keys it names; after a refused write (or
+// a Reload, or a Delta from elsewhere) it compares every key again.
+func TestSyncDeltaLooksOnlyAtChanges(t *testing.T) {
+	f := newFake()
+	s, _ := New(f.m)
+	pfx := func(a string) netip.Prefix { return netip.MustParsePrefix(a + "/32") }
+	routesOf := func(gen, prev uint64, changed []string, rs map[string]uint32) *calc.Desired {
+		d := &calc.Desired{Routes: map[netip.Prefix]bpfmap.Route{}, Delta: &calc.Delta{Prev: prev, Gen: gen, Routes: map[netip.Prefix]struct{}{}}}
+		for a, idx := range rs {
+			d.Routes[pfx(a)] = bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Ifindex: idx}
+		}
+		for _, a := range changed {
+			d.Delta.Routes[pfx(a)] = struct{}{}
+		}
+		return d
+	}
+	sync := func(d *calc.Desired, wantOps string, wantErr bool) {
+		t.Helper()
+		f.ops = nil
+		if _, err := s.Sync(d); (err != nil) != wantErr {
+			t.Fatalf("gen %d: err %v, want error %v", d.Delta.Gen, err, wantErr)
+		}
+		slices.Sort(f.ops) // map order
+		if got := strings.Join(f.ops, ", "); got != wantOps {
+			t.Fatalf("gen %d: ops %q, want %q", d.Delta.Gen, got, wantOps)
+		}
+	}
+	sync(routesOf(1, 0, nil, map[string]uint32{"10.0.0.1": 1, "10.0.0.2": 1}), "put cx_routes 10.0.0.1/32, put cx_routes 10.0.0.2/32", false)
+	sync(routesOf(2, 1, []string{"10.0.0.2", "10.0.0.3"}, map[string]uint32{"10.0.0.1": 1, "10.0.0.3": 1}), "delete cx_routes 10.0.0.2/32, put cx_routes 10.0.0.3/32", false)
+	// A delta that leaves out a change shows that nothing else is looked at.
+	sync(routesOf(3, 2, nil, map[string]uint32{"10.0.0.1": 2, "10.0.0.3": 1}), "", false)
+	// A refused write: the next sync compares everything (and so also
+	// finds the change the last delta left out).
+	f.failOn = "put cx_routes 10.0.0.4/32"
+	sync(routesOf(4, 3, []string{"10.0.0.4"}, map[string]uint32{"10.0.0.1": 2, "10.0.0.3": 1, "10.0.0.4": 1}), "", true)
+	f.failOn = ""
+	sync(routesOf(5, 4, nil, map[string]uint32{"10.0.0.1": 2, "10.0.0.3": 1, "10.0.0.4": 1}), "put cx_routes 10.0.0.1/32, put cx_routes 10.0.0.4/32", false)
+	// A Delta from another Desired than the one the table holds.
+	sync(routesOf(7, 6, nil, map[string]uint32{"10.0.0.1": 3, "10.0.0.3": 1, "10.0.0.4": 1}), "put cx_routes 10.0.0.1/32", false)
+	// After a Reload (a resync) everything is compared again.
+	f.behind(func(m *bpfmap.Maps) { m.Routes.Delete(pfx("10.0.0.3")) })
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	sync(routesOf(8, 7, nil, map[string]uint32{"10.0.0.1": 3, "10.0.0.3": 1, "10.0.0.4": 1}), "put cx_routes 10.0.0.3/32", false)
 }
