@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -831,5 +834,47 @@ func TestFileStoreWriteSeesOutsideChanges(t *testing.T) {
 	}
 	if _, ok := s.Endpoints["ep-5"]; ok {
 		t.Fatal("ep-5 still seen after its directory was replaced")
+	}
+}
+
+// TestWatchSnapshotsEqualTheStore: each snapshot the watch makes from the
+// last one and the files that changed holds what a fresh read holds.
+func TestWatchSnapshotsEqualTheStore(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	f := openStore(t, dir)
+	if err := f.Apply(ctx, []Resource{pool("pool-a", "10.65.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := f.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer := openStore(t, dir)
+	r := rand.New(rand.NewPCG(7, 7))
+	for step := range 40 {
+		name := fmt.Sprintf("ep-%d", r.IntN(8))
+		var err error
+		switch r.IntN(3) {
+		case 0, 1:
+			err = writer.Apply(ctx, []Resource{wep(name, "n1", "tap-"+name, fmt.Sprintf("10.65.0.%d/32", 1+step))})
+		case 2:
+			err = writer.Delete(ctx, []Ref{{KindWorkloadEndpoint, name}})
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		read, err := writer.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := next(t, ch, func(s *Snapshot) bool { return s.Revision == read.Revision })
+		if !reflect.DeepEqual(got.Endpoints, read.Endpoints) || !reflect.DeepEqual(got.Pools, read.Pools) {
+			t.Fatalf("step %d: the watch has %v, the store %v", step, slices.Sorted(maps.Keys(got.Endpoints)), slices.Sorted(maps.Keys(read.Endpoints)))
+		}
 	}
 }

@@ -20,7 +20,8 @@ import (
 // read again, so the cost of a change does not grow with the size of the model. A file that does not
 // parse is logged and skipped, keeping its previous version. The channel
 // holds at most one snapshot: a slow reader gets the latest one, never a
-// backlog. It is closed when ctx ends or the store is closed. Watch returns
+// backlog. A snapshot sent must not be changed (Clone it): the next one is
+// made from it. It is closed when ctx ends or the store is closed. Watch returns
 // an error if the store is closed or inotify cannot be set up.
 func (f *FileStore) Watch(ctx context.Context) (<-chan *Snapshot, error) {
 	if f.closed() {
@@ -53,7 +54,7 @@ func (f *FileStore) Watch(ctx context.Context) (<-chan *Snapshot, error) {
 	}
 	out := make(chan *Snapshot, 1)
 	out <- initial
-	wt := &watch{f: f, w: w, cache: cache, out: out, rev: initial.Revision}
+	wt := &watch{f: f, w: w, cache: cache, out: out, rev: initial.Revision, last: initial}
 	f.watches.Add(1)
 	go func() {
 		defer f.watches.Done()
@@ -77,6 +78,7 @@ type watch struct {
 	out   chan *Snapshot
 	rev   uint64
 
+	last     *Snapshot // the last one sent; snapshots are not changed once made
 	pending  map[Ref]bool
 	rescan   map[string]bool // kinds to rescan whole
 	revDirty bool
@@ -261,10 +263,15 @@ func (wt *watch) process() *Snapshot {
 			}
 		}
 	}
+	rescanned := len(wt.rescan) > 0
 	clear(wt.rescan)
+	var edits []Ref
 	for ref := range wt.pending {
 		ch, err := wt.cache.refresh(ref, true)
-		changed = changed || ch
+		if ch {
+			changed = true
+			edits = append(edits, ref)
+		}
 		if err != nil {
 			wt.f.report(err)
 		}
@@ -283,8 +290,23 @@ func (wt *watch) process() *Snapshot {
 	if !changed {
 		return nil
 	}
-	s := wt.cache.snapshot()
+	var s *Snapshot
+	if wt.last != nil && !rescanned {
+		// A few files changed: the last snapshot with them, which costs
+		// a copy of its maps, not a Put per resource.
+		s = wt.last.Clone()
+		for _, ref := range edits {
+			if e := wt.cache.entries[ref.Kind][ref.Name]; e.res != nil {
+				s.Put(e.res)
+			} else {
+				s.Remove(ref)
+			}
+		}
+	} else {
+		s = wt.cache.snapshot()
+	}
 	s.Revision = wt.rev
+	wt.last = s
 	return s
 }
 
