@@ -2,6 +2,7 @@ package model
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 )
 
@@ -338,6 +339,8 @@ type changeIndex struct {
 	fipsOnce      sync.Once
 	fipByIP       multiIndex[addrKey]
 	fipByEndpoint multiIndex[string]
+	// endpointsBuilt and fipsBuilt say their parts exist (for update).
+	endpointsBuilt, fipsBuilt bool
 
 	restOnce        sync.Once
 	nodeByAddr      multiIndex[addrKey]
@@ -355,8 +358,69 @@ type addrKey [16]byte
 
 func keyOf(a netip.Addr) addrKey { return a.As16() }
 
+// setOwned puts r (or, when r is nil, removes ref) in s and keeps the
+// parts of s's index already built in step, where Put and Remove drop it.
+// It is for a snapshot one writer owns and changes between checks (a
+// file store's model of its last write), never one handed out.
+func (s *Snapshot) setOwned(ref Ref, r Resource) {
+	ix := s.index.Load()
+	old, _ := s.Get(ref)
+	if r != nil {
+		s.Put(r)
+	} else {
+		s.Remove(ref)
+	}
+	if ix != nil {
+		ix.update(ref, old, r)
+		s.index.Store(ix)
+	}
+}
+
+// update moves ref from old to cur (either nil when absent) in the parts
+// of ix already built; a change to a kind of the rest's part drops that
+// part, to be built again when next needed.
+func (ix *changeIndex) update(ref Ref, old, cur Resource) {
+	switch ref.Kind {
+	case KindWorkloadEndpoint:
+		if !ix.endpointsBuilt {
+			return
+		}
+		each := func(r Resource, f func(addrKey), g func([2]string)) {
+			if ep, ok := r.(*WorkloadEndpoint); ok && ep != nil {
+				for _, p := range ep.Spec.IPNetworks {
+					if p.IsValid() {
+						f(keyOf(p.Addr()))
+					}
+				}
+				if ep.Spec.Interface != "" {
+					g([2]string{ep.Spec.Node, ep.Spec.Interface})
+				}
+			}
+		}
+		each(old, func(k addrKey) { ix.endpointByAddr.remove(k, ref.Name) }, func(k [2]string) { ix.endpointByIface.remove(k, ref.Name) })
+		each(cur, func(k addrKey) { ix.endpointByAddr.add(k, ref.Name) }, func(k [2]string) { ix.endpointByIface.add(k, ref.Name) })
+	case KindFloatingIP:
+		if !ix.fipsBuilt {
+			return
+		}
+		each := func(r Resource, f func(addrKey), g func(string)) {
+			if fip, ok := r.(*FloatingIP); ok && fip != nil {
+				if fip.Spec.IP.IsValid() {
+					f(keyOf(fip.Spec.IP))
+				}
+				g(fip.Spec.Endpoint)
+			}
+		}
+		each(old, func(k addrKey) { ix.fipByIP.remove(k, ref.Name) }, func(k string) { ix.fipByEndpoint.remove(k, ref.Name) })
+		each(cur, func(k addrKey) { ix.fipByIP.add(k, ref.Name) }, func(k string) { ix.fipByEndpoint.add(k, ref.Name) })
+	case KindNode, KindBGPPeer, KindSubnet:
+		ix.restOnce = sync.Once{}
+		ix.sharedPeers = nil
+	}
+}
+
 // changeIndexOf returns s's index; s must not change while it is used, as
-// a snapshot handed out does not.
+// a snapshot handed out does not (setOwned keeps it in step).
 func (s *Snapshot) changeIndexOf() *changeIndex {
 	if ix := s.index.Load(); ix != nil {
 		return ix
@@ -367,6 +431,7 @@ func (s *Snapshot) changeIndexOf() *changeIndex {
 
 func (ix *changeIndex) endpoints() *changeIndex {
 	ix.endpointsOnce.Do(func() {
+		ix.endpointsBuilt = true
 		s := ix.s
 		ix.endpointByAddr = newMultiIndex[addrKey](len(s.Endpoints))
 		ix.endpointByIface = newMultiIndex[[2]string](len(s.Endpoints))
@@ -386,6 +451,7 @@ func (ix *changeIndex) endpoints() *changeIndex {
 
 func (ix *changeIndex) fips() *changeIndex {
 	ix.fipsOnce.Do(func() {
+		ix.fipsBuilt = true
 		s := ix.s
 		ix.fipByIP = newMultiIndex[addrKey](len(s.FloatingIPs))
 		ix.fipByEndpoint = newMultiIndex[string](len(s.FloatingIPs))
@@ -468,6 +534,25 @@ func (m *multiIndex[K]) add(k K, name string) {
 		return
 	}
 	m.more[k] = append(m.more[k], name)
+}
+
+// remove takes name off k's list.
+func (m *multiIndex[K]) remove(k K, name string) {
+	more := m.more[k]
+	if m.one[k] == name {
+		if len(more) == 0 {
+			delete(m.one, k)
+			return
+		}
+		m.one[k], more = more[0], more[1:]
+	} else if i := slices.Index(more, name); i >= 0 {
+		more = slices.Delete(slices.Clone(more), i, i+1)
+	}
+	if len(more) == 0 {
+		delete(m.more, k)
+	} else {
+		m.more[k] = more
+	}
 }
 
 // each calls f with every name having k.

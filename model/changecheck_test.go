@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -443,4 +444,58 @@ func TestEditsSince(t *testing.T) {
 	if err := newProblems(base, c, nil); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSetOwnedKeepsIndex: an index kept in step by setOwned through random
+// puts and removes names what one built afresh names.
+func TestSetOwnedKeepsIndex(t *testing.T) {
+	r := rand.New(rand.NewSource(35))
+	s := NewSnapshot()
+	s.Put(pool("workloads", "10.64.0.0/16"))
+	ix := s.changeIndexOf().endpoints().fips()
+	for step := range 2000 {
+		name := fmt.Sprintf("r-%d", r.Intn(20))
+		addr := netip.AddrFrom4([4]byte{10, 64, 0, byte(r.Intn(6))})
+		switch r.Intn(4) {
+		case 0:
+			s.setOwned(Ref{KindWorkloadEndpoint, name}, nil)
+		case 1:
+			s.setOwned(Ref{KindFloatingIP, name}, nil)
+		case 2:
+			ep := &WorkloadEndpoint{Metadata: Metadata{Name: name}, Spec: WorkloadEndpointSpec{Node: "n1", Interface: fmt.Sprintf("tap%d", r.Intn(4)), IPNetworks: []netip.Prefix{netip.PrefixFrom(addr, 32)}}}
+			if r.Intn(3) == 0 {
+				ep.Spec.IPNetworks = append(ep.Spec.IPNetworks, netip.PrefixFrom(addr.Next(), 32))
+			}
+			s.setOwned(RefOf(ep), ep)
+		case 3:
+			f := &FloatingIP{Metadata: Metadata{Name: name}, Spec: FloatingIPSpec{IP: addr, Endpoint: fmt.Sprintf("r-%d", r.Intn(20))}}
+			s.setOwned(RefOf(f), f)
+		}
+		if s.changeIndexOf() != ix {
+			t.Fatalf("step %d: the index was dropped", step)
+		}
+		fresh := s.Clone().changeIndexOf().endpoints().fips()
+		for what, pair := range map[string][2]map[string][]string{
+			"endpointByAddr":  {flatten(ix.endpointByAddr), flatten(fresh.endpointByAddr)},
+			"endpointByIface": {flatten(ix.endpointByIface), flatten(fresh.endpointByIface)},
+			"fipByIP":         {flatten(ix.fipByIP), flatten(fresh.fipByIP)},
+			"fipByEndpoint":   {flatten(ix.fipByEndpoint), flatten(fresh.fipByEndpoint)},
+		} {
+			if !reflect.DeepEqual(pair[0], pair[1]) {
+				t.Fatalf("step %d: %s kept %v, built afresh %v", step, what, pair[0], pair[1])
+			}
+		}
+	}
+}
+
+// flatten is a multiIndex as key → sorted names.
+func flatten[K comparable](m multiIndex[K]) map[string][]string {
+	out := map[string][]string{}
+	for k := range m.one {
+		var names []string
+		m.each(k, func(n string) { names = append(names, n) })
+		slices.Sort(names)
+		out[fmt.Sprint(k)] = names
+	}
+	return out
 }

@@ -34,9 +34,12 @@ type FileStore struct {
 	dir  string
 	opts options
 
-	mu    sync.Mutex // guards cache and fresh
+	mu    sync.Mutex // guards cache, fresh and model
 	cache *fileCache
 	fresh *freshness // what changed since this process's last write; nil before it
+	// model is the writer's model as of its last write, kept (with its
+	// check index) between writes and changed in place: never handed out.
+	model *Snapshot
 
 	staleSwept atomic.Bool // a write has removed dead writers' temporaries
 
@@ -313,11 +316,10 @@ func (f *FileStore) write(ctx context.Context, prepared []Resource, check func()
 		return nil
 	}
 	if err := f.commit(ops, before.Revision); err != nil {
+		f.model = nil // the commit may be finished by another process: read again
 		return err
 	}
-	for _, op := range ops {
-		f.cache.entries[op.ref.Kind][op.ref.Name] = cacheEntry{stat: op.tmpSt, res: op.res}
-	}
+	f.committed(ops)
 	return nil
 }
 
@@ -396,11 +398,10 @@ func (f *FileStore) delete(ctx context.Context, refs []Ref, check func() error) 
 		return err
 	}
 	if err := f.commit(ops, before.Revision); err != nil {
+		f.model = nil // the commit may be finished by another process: read again
 		return err
 	}
-	for _, op := range ops {
-		delete(f.cache.entries[op.ref.Kind], op.ref.Name)
-	}
+	f.committed(ops)
 	return nil
 }
 
@@ -651,30 +652,57 @@ func (f *FileStore) beginWrite(ctx context.Context) (before *Snapshot, done func
 // Without inotify (or after lost events) it scans everything. It must run
 // under the writers' lock and f.mu.
 func (f *FileStore) freshLocked() (*Snapshot, error) {
-	if f.fresh != nil {
+	if f.fresh != nil && f.model != nil {
 		refs, all, err := f.fresh.changes()
 		if err == nil && !all {
 			for ref := range refs {
 				if _, err := f.cache.refresh(ref, false); err != nil {
 					f.report(err)
 				}
+				// Compared with the model, not the cache: a Snapshot
+				// call may have read the change into the cache already.
+				res := f.cache.entries[ref.Kind][ref.Name].res
+				if cur, _ := f.model.Get(ref); cur != res {
+					f.model.setOwned(ref, res)
+				}
 			}
 			rev, err := readRevision(f.dir)
 			if err != nil {
 				return nil, err
 			}
-			s := f.cache.snapshot()
-			s.Revision = rev
-			return s, nil
+			f.model.Revision = rev
+			return f.model, nil
 		}
 		f.fresh.close()
 		f.fresh = nil
 	}
+	f.model = nil
 	// The watch goes in before the scan, so no change falls between.
 	fr, err := newFreshness(f.dir)
 	if err != nil {
 		f.opts.logger.Debug("datastore: every write scans the store", "dir", f.dir, "err", err)
 	}
 	f.fresh = fr
-	return f.loadLocked()
+	s, err := f.loadLocked()
+	if err != nil {
+		return nil, err
+	}
+	if fr != nil {
+		f.model = s
+	}
+	return s, nil
+}
+
+// committed brings the writer's model in step with ops, just committed.
+func (f *FileStore) committed(ops []*fileOp) {
+	for _, op := range ops {
+		if op.data != nil {
+			f.cache.entries[op.ref.Kind][op.ref.Name] = cacheEntry{stat: op.tmpSt, res: op.res}
+		} else {
+			delete(f.cache.entries[op.ref.Kind], op.ref.Name)
+		}
+		if f.model != nil {
+			f.model.setOwned(op.ref, op.res)
+		}
+	}
 }
