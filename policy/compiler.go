@@ -34,6 +34,11 @@ type Compiler struct {
 	sels selectorCache
 	node string
 
+	// policyChanged are the cx_policy keys changed since the last
+	// Compile; allChanged says a map was made anew instead.
+	policyChanged map[bpfmap.PolicyKey]struct{}
+	allChanged    bool
+
 	// What the last compile saw, by name.
 	eps  map[string]*model.WorkloadEndpoint
 	fips map[string]*model.FloatingIP
@@ -190,17 +195,51 @@ func (c *Compiler) resetTables() {
 		c.out.Policy = map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{}
 		c.out.Endpoints = map[string]EndpointTables{}
 	}
+	c.allChanged = true
+}
+
+// setPolicy and delPolicy change a cx_policy entry and note its key for
+// the Output's PolicyChanged.
+func (c *Compiler) setPolicy(k bpfmap.PolicyKey, v bpfmap.PolicyVerdict) {
+	if old, ok := c.out.Policy[k]; ok && old == v {
+		return
+	}
+	c.out.Policy[k] = v
+	c.policyChanged[k] = struct{}{}
+}
+
+func (c *Compiler) delPolicy(k bpfmap.PolicyKey) {
+	if _, ok := c.out.Policy[k]; !ok {
+		return
+	}
+	delete(c.out.Policy, k)
+	c.policyChanged[k] = struct{}{}
 }
 
 // Compile computes the policy maps' content for in.Node, as the package's
 // Compile does. On an error the caches are dropped, so the next Compile
 // starts afresh.
 func (c *Compiler) Compile(in Input) (*Output, error) {
+	if c.policyChanged == nil {
+		c.policyChanged = map[bpfmap.PolicyKey]struct{}{}
+	}
 	out, err := c.compile(in)
 	if err != nil {
 		c.reset()
+		return out, err
 	}
-	return out, err
+	// What changed since the last Compile, unless a map was made anew
+	// (then every key may have).
+	out.PolicyChanged, out.IPCacheChanged = nil, nil
+	if !c.allChanged && out == c.out {
+		out.PolicyChanged = c.policyChanged
+		out.IPCacheChanged = c.ipc.takeChanged()
+	}
+	c.policyChanged, c.allChanged = map[bpfmap.PolicyKey]struct{}{}, false
+	if c.ipc != nil && out.IPCacheChanged == nil {
+		c.ipc.takeChanged()
+	}
+	return out, nil
 }
 
 func (c *Compiler) compile(in Input) (*Output, error) {
@@ -291,6 +330,7 @@ func (c *Compiler) compile(in Input) (*Output, error) {
 	if rebuild {
 		c.labelAtom = map[string][]int32{}
 		c.ipc = newIPCache(c.at, in.HostAddrs)
+		c.allChanged = true
 		c.ids = nil
 		c.resetTables()
 		c.eps, c.fips = map[string]*model.WorkloadEndpoint{}, map[string]*model.FloatingIP{}
@@ -618,14 +658,14 @@ func (c *Compiler) leave(lt *liveTable, name string) {
 // forget removes lt's decisions and entries: it is decided again.
 func (c *Compiler) forget(lt *liveTable) {
 	for _, k := range lt.keys {
-		delete(c.out.Policy, k)
+		c.delPolicy(k)
 	}
 	lt.keys = nil
 	for _, enc := range lt.subs {
 		sub := c.subs[enc]
 		if sub.users--; sub.users == 0 {
 			for _, k := range sub.keys {
-				delete(c.out.Policy, k)
+				c.delPolicy(k)
 			}
 			delete(c.subs, enc)
 			delete(c.subSegs, enc)
@@ -651,7 +691,7 @@ func (c *Compiler) numberTables() {
 		}
 		if lt.t.num != 0 {
 			for _, k := range lt.keys {
-				delete(c.out.Policy, k)
+				c.delPolicy(k)
 			}
 			lt.keys = nil
 			lt.emit = true
@@ -696,7 +736,7 @@ func (c *Compiler) decide() {
 	for enc, sub := range c.subs {
 		if sub.users == 0 {
 			for _, k := range sub.keys {
-				delete(c.out.Policy, k)
+				c.delPolicy(k)
 			}
 			delete(c.subs, enc)
 			delete(c.subSegs, enc)
@@ -712,7 +752,7 @@ func (c *Compiler) decide() {
 				continue
 			}
 			for _, k := range sub.keys {
-				delete(c.out.Policy, k)
+				c.delPolicy(k)
 			}
 			if sub.num != 0 {
 				renumbered[enc] = true
@@ -722,7 +762,7 @@ func (c *Compiler) decide() {
 		for _, lt := range c.tables {
 			if !lt.emit && slices.ContainsFunc(lt.subs, func(enc string) bool { return renumbered[enc] }) {
 				for _, k := range lt.keys {
-					delete(c.out.Policy, k)
+					c.delPolicy(k)
 				}
 				lt.keys, lt.emit = nil, true
 			}
@@ -732,7 +772,7 @@ func (c *Compiler) decide() {
 				part := map[bpfmap.PolicyKey]bpfmap.PolicyVerdict{}
 				emitSport(part, sub.num, c.subSegs[enc])
 				for k, v := range part {
-					c.out.Policy[k] = v
+					c.setPolicy(k, v)
 					sub.keys = append(sub.keys, k)
 				}
 			}
@@ -754,7 +794,7 @@ func (c *Compiler) decide() {
 				v := resolve(e.val)
 				for _, id := range g.ids {
 					k := bpfmap.PolicyKey{Table: lt.t.num, Identity: id, Bits: e.bits, Proto: e.proto, Port: e.port}
-					c.out.Policy[k] = v
+					c.setPolicy(k, v)
 					lt.keys = append(lt.keys, k)
 				}
 			}

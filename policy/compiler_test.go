@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
@@ -17,7 +18,7 @@ import (
 // checks after every change that one Compiler, reused throughout, gives
 // exactly what a fresh Compile of the same snapshot gives.
 func TestCompilerIncrementalEqualsFull(t *testing.T) {
-	steps := 0
+	steps, named := 0, 0
 	for seed := range uint64(40) {
 		r := rand.New(rand.NewPCG(seed, 7))
 		s := randSnapshot(r)
@@ -25,6 +26,7 @@ func TestCompilerIncrementalEqualsFull(t *testing.T) {
 			addClusterPolicy(r, s)
 		}
 		c := NewCompiler()
+		var prev *Output // a copy of the last Output, to check the changes named
 		hosts := []netip.Addr{netip.MustParseAddr("192.168.0.1")}
 		for i := range 25 {
 			what := mutate(r, s)
@@ -38,15 +40,66 @@ func TestCompilerIncrementalEqualsFull(t *testing.T) {
 			if fmt.Sprint(gerr) != fmt.Sprint(werr) {
 				t.Fatalf("seed %d step %d (%s): incremental error %v, full %v", seed, i, what, gerr, werr)
 			}
+			if got == nil {
+				prev = nil
+				steps++
+				s = s.Clone()
+				continue
+			}
+			polChanged, ipcChanged := got.PolicyChanged, got.IPCacheChanged
+			got.PolicyChanged, got.IPCacheChanged = nil, nil
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("seed %d step %d (%s): incremental result differs from the full one:\n%s\nfull:\n%s",
 					seed, i, what, describe(got), describe(want))
 			}
+			// The keys named changed cover every entry that differs
+			// from the last Output.
+			if prev != nil && polChanged != nil {
+				if k, ok := undeclared(prev.Policy, got.Policy, polChanged); ok {
+					t.Fatalf("seed %d step %d (%s): cx_policy %+v changed but is not named", seed, i, what, k)
+				}
+			}
+			if prev != nil && ipcChanged != nil {
+				if k, ok := undeclared(prev.IPCache, got.IPCache, ipcChanged); ok {
+					t.Fatalf("seed %d step %d (%s): cx_ipcache %s changed but is not named", seed, i, what, k)
+				}
+			}
+			if (polChanged == nil) != (ipcChanged == nil) {
+				t.Fatalf("seed %d step %d: one table's changes named, not the other's", seed, i)
+			}
+			if polChanged != nil {
+				named++
+			}
+			prev = &Output{Policy: maps.Clone(got.Policy), IPCache: maps.Clone(got.IPCache)}
 			steps++
 			s = s.Clone()
 		}
 	}
-	t.Logf("%d changes compared", steps)
+	if named < steps/2 {
+		t.Fatalf("only %d of %d changes named what changed", named, steps)
+	}
+	t.Logf("%d changes compared, %d with the changed keys named", steps, named)
+}
+
+// undeclared returns a key whose entry differs between before and after
+// but that changed does not name.
+func undeclared[K, V comparable](before, after map[K]V, changed map[K]struct{}) (K, bool) {
+	for k, v := range after {
+		if b, ok := before[k]; !ok || b != v {
+			if _, named := changed[k]; !named {
+				return k, true
+			}
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			if _, named := changed[k]; !named {
+				return k, true
+			}
+		}
+	}
+	var zero K
+	return zero, false
 }
 
 // mutate changes s in place as one datastore change would (replacing

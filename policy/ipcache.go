@@ -35,6 +35,8 @@ type ipcache struct {
 	atoms map[string][]int32
 	ids   *identities
 	out   map[netip.Prefix]bpfmap.IPCacheEntry
+	// changed are the prefixes whose out entry changed since takeChanged.
+	changed map[netip.Prefix]struct{}
 }
 
 type ipEntry struct {
@@ -79,7 +81,7 @@ func newIPCache(at *atomTable, hostAddrs []netip.Addr) *ipcache {
 		fipsOf:  map[string][]string{},
 		entries: map[netip.Prefix]ipEntry{},
 		keys:    map[string]int{}, atoms: map[string][]int32{},
-		out: map[netip.Prefix]bpfmap.IPCacheEntry{},
+		out: map[netip.Prefix]bpfmap.IPCacheEntry{}, changed: map[netip.Prefix]struct{}{},
 	}
 	for _, a := range hostAddrs {
 		c.hosts[hostPrefix(a)] = true
@@ -191,6 +193,9 @@ func (c *ipcache) update(s *model.Snapshot, eps, fips []string, selAtoms func(*m
 		}
 		c.ids = ids
 		if renumbered {
+			for p := range c.out {
+				c.changed[p] = struct{}{}
+			}
 			clear(c.out)
 			for p := range c.entries {
 				c.emit(p)
@@ -314,8 +319,22 @@ func (c *ipcache) unref(atoms []int32) bool {
 func (c *ipcache) emit(p netip.Prefix) {
 	e, ok := c.entries[p]
 	if !ok || len(e.atoms) == 0 && !e.host && len(c.at.nets.containing(p)) == 0 {
-		delete(c.out, p)
+		if _, ok := c.out[p]; ok {
+			delete(c.out, p)
+			c.changed[p] = struct{}{}
+		}
 		return
 	}
-	c.out[p] = bpfmap.IPCacheEntry{Identity: c.ids.num(e.atoms), NetIdentity: c.ids.num(c.ids.fallbackAtoms(e.atoms)), Host: e.host}
+	v := bpfmap.IPCacheEntry{Identity: c.ids.num(e.atoms), NetIdentity: c.ids.num(c.ids.fallbackAtoms(e.atoms)), Host: e.host}
+	if old, ok := c.out[p]; !ok || old != v {
+		c.out[p] = v
+		c.changed[p] = struct{}{}
+	}
+}
+
+// takeChanged returns the prefixes changed since the last call.
+func (c *ipcache) takeChanged() map[netip.Prefix]struct{} {
+	ch := c.changed
+	c.changed = map[netip.Prefix]struct{}{}
+	return ch
 }

@@ -52,6 +52,12 @@ type Output struct {
 	// Rules describes every rule number Policy may hold: every rule of
 	// every policy, and the default-deny specials.
 	Rules map[uint32]RuleInfo
+	// PolicyChanged and IPCacheChanged, from a Compiler, name the keys of
+	// Policy and IPCache whose entries changed (or went) since its last
+	// Compile; nil when every key may have (the first Compile, a
+	// rebuild).
+	PolicyChanged  map[bpfmap.PolicyKey]struct{}
+	IPCacheChanged map[netip.Prefix]struct{}
 }
 
 // EndpointTables are an endpoint's cx_policy tables. 0 means no policy

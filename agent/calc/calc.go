@@ -129,13 +129,16 @@ type Desired struct {
 }
 
 // Delta is what changed in the large tables between two Computes of one
-// Calculator: every key of Routes and FloatingIPs whose entry in the
+// Calculator: every key of Routes, FloatingIPs, IPCache and Policy whose entry in the
 // Desired numbered Gen differs from (or is absent in) the one numbered
 // Prev. Prev 0 names no Desired: compare everything.
 type Delta struct {
 	Prev, Gen   uint64
 	Routes      map[netip.Prefix]struct{}
 	FloatingIPs map[netip.Addr]struct{}
+	// IPCache and Policy are nil when the policy compiler cannot say.
+	IPCache map[netip.Prefix]struct{}
+	Policy  map[bpfmap.PolicyKey]struct{}
 }
 
 // Untouchable says why an interface may never carry a workload, whatever
@@ -241,6 +244,7 @@ func (c *Calculator) compilePolicy(d *Desired, in Input, self model.NodeSpec) {
 		return
 	}
 	d.IPCache, d.Policy, d.Rules = out.IPCache, out.Policy, out.Rules
+	c.policyChanged, c.ipcacheChanged = out.PolicyChanged, out.IPCacheChanged
 	for idx, v := range d.Ifaces {
 		a := d.Attach[idx]
 		t := out.Endpoints[a.Endpoint]

@@ -47,13 +47,17 @@ type Calculator struct {
 	policy *policy.Compiler
 	basis  *basis
 
-	gen    uint64 // of the last Compute
-	routes *claims[netip.Prefix, bpfmap.Route]
-	fipMap *claims[netip.Addr, bpfmap.FloatingIP]
-	eps    map[string]*epSource
-	fips   map[string]*fipSource
-	blocks map[string]*blockSource
-	links  map[string]host.Interface
+	gen uint64 // of the last Compute
+	// policyChanged and ipcacheChanged are what the policy compiler said
+	// changed in the Compute under way.
+	policyChanged  map[bpfmap.PolicyKey]struct{}
+	ipcacheChanged map[netip.Prefix]struct{}
+	routes         *claims[netip.Prefix, bpfmap.Route]
+	fipMap         *claims[netip.Addr, bpfmap.FloatingIP]
+	eps            map[string]*epSource
+	fips           map[string]*fipSource
+	blocks         map[string]*blockSource
+	links          map[string]host.Interface
 	// seen are the resources the sources were computed from, by name.
 	seen struct {
 		eps    map[string]*model.WorkloadEndpoint
@@ -283,8 +287,10 @@ func (c *Calculator) Compute(in Input) *Desired {
 	for name := range fips {
 		c.updateFloatingIP(s, name)
 	}
+	c.policyChanged, c.ipcacheChanged = nil, nil
 	d := c.desired(in)
-	d.Delta = &Delta{Prev: prev, Gen: c.gen, Routes: c.routes.takeChanged(), FloatingIPs: c.fipMap.takeChanged()}
+	d.Delta = &Delta{Prev: prev, Gen: c.gen, Routes: c.routes.takeChanged(), FloatingIPs: c.fipMap.takeChanged(),
+		IPCache: c.ipcacheChanged, Policy: c.policyChanged}
 	return d
 }
 

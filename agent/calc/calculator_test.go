@@ -38,6 +38,7 @@ func TestCalculatorIncrementalEqualsFull(t *testing.T) {
 		var prevGen uint64
 		var prevRoutes map[netip.Prefix]bpfmap.Route
 		var prevFIPs map[netip.Addr]bpfmap.FloatingIP
+		var prevIPCache map[netip.Prefix]bpfmap.IPCacheEntry
 		for i := range 40 {
 			what := mutateModel(r, s, links)
 			in := Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: maps.Clone(links), HostAddrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}}
@@ -60,8 +61,11 @@ func TestCalculatorIncrementalEqualsFull(t *testing.T) {
 				if k, ok := undeclared(prevFIPs, got.FloatingIPs, delta.FloatingIPs); ok {
 					t.Fatalf("seed %d step %d (%s): floating IP %s changed but is not in the delta", seed, i, what, k)
 				}
+				if k, ok := undeclared(prevIPCache, got.IPCache, delta.IPCache); ok && delta.IPCache != nil {
+					t.Fatalf("seed %d step %d (%s): ipcache %s changed but is not in the delta", seed, i, what, k)
+				}
 			}
-			prevGen, prevRoutes, prevFIPs = delta.Gen, maps.Clone(got.Routes), maps.Clone(got.FloatingIPs)
+			prevGen, prevRoutes, prevFIPs, prevIPCache = delta.Gen, maps.Clone(got.Routes), maps.Clone(got.FloatingIPs), maps.Clone(got.IPCache)
 			steps++
 			s = s.Clone()
 		}

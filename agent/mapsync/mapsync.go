@@ -331,8 +331,10 @@ func New(m *bpfmap.Maps) (*Syncer, error) {
 	s := &Syncer{config: cfg, routes: m.Routes.Name(), steps: []step{
 		newStep(m.Prefilter, func(d *calc.Desired) map[netip.Prefix]struct{} { return d.Prefilter }),
 		cfg,
-		newStep(m.Policy, func(d *calc.Desired) map[bpfmap.PolicyKey]bpfmap.PolicyVerdict { return d.Policy }),
-		newStep(m.IPCache, func(d *calc.Desired) map[netip.Prefix]bpfmap.IPCacheEntry { return d.IPCache }),
+		newStep(m.Policy, func(d *calc.Desired) map[bpfmap.PolicyKey]bpfmap.PolicyVerdict { return d.Policy }).
+			withDelta(func(d *calc.Delta) map[bpfmap.PolicyKey]struct{} { return d.Policy }),
+		newStep(m.IPCache, func(d *calc.Desired) map[netip.Prefix]bpfmap.IPCacheEntry { return d.IPCache }).
+			withDelta(func(d *calc.Delta) map[netip.Prefix]struct{} { return d.IPCache }),
 		newStep(m.Ifaces, func(d *calc.Desired) map[uint32]bpfmap.Iface { return d.Ifaces }),
 		newStep(m.FIPs, func(d *calc.Desired) map[netip.Addr]bpfmap.FloatingIP { return d.FloatingIPs }).
 			withDelta(func(d *calc.Delta) map[netip.Addr]struct{} { return d.FloatingIPs }),
