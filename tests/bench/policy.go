@@ -20,27 +20,21 @@ import (
 
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
-	"github.com/calyxnet/calyx/policy"
 	"github.com/calyxnet/calyx/tests/bench/policymodel"
 	"github.com/calyxnet/calyx/tests/lab"
 )
 
 // The policy section (issue 5): what network policy costs a new flow, per
-// packet and end to end against iptables with the same rules, and what it
-// costs the control plane to compile and program it. The three parts run
-// one after the other in one section; the models are
-// tests/bench/policymodel's.
+// packet and end to end against iptables with the same rules. The two
+// parts run one after the other in one section; the models are
+// tests/bench/policymodel's. What it costs the control plane is the scale
+// section's.
 
 // Case IDs of the policy section.
 const (
-	casePolicyPPNone   = "policy.pp.none"
-	casePolicyPP10     = "policy.pp.10"
-	casePolicyPP10k    = "policy.pp.10000"
-	caseCPApply        = "cp.apply.policies"
-	caseCPApplyCtl     = "cp.apply.policies-ctl"
-	caseCPStartFull    = "cp.start.full-model"
-	caseCPChangePolicy = "cp.change.policy"
-	caseCPRSSFull      = "cp.rss.full-model"
+	casePolicyPPNone = "policy.pp.none"
+	casePolicyPP10   = "policy.pp.10"
+	casePolicyPP10k  = "policy.pp.10000"
 )
 
 // policyPPRules are the per-packet benchmark's sizes, by case (see
@@ -65,23 +59,15 @@ func policyCRRID(rules int, path string) string { return fmt.Sprintf("policy.crr
 type policyParams struct {
 	// Per-packet: go test -benchtime ppRuns x -count ppCount.
 	ppRuns, ppCount int
-	// Control plane: endpoints (cpLocal of them on the agent's node, each
-	// with a floating IP), cpPolicies policies; cold starts, timed
-	// applies of every policy and single-rule changes.
-	cpEndpoints, cpLocal, cpPolicies, cpStarts, cpApplies, cpChanges int
 	// Two hosts: rounds of every case, seconds per crr run.
 	rounds, loadSecs int
 }
 
 func policyParamsFor(quick bool) policyParams {
 	if quick {
-		return policyParams{ppRuns: 20000, ppCount: 1,
-			cpEndpoints: 2000, cpLocal: 200, cpPolicies: 1000, cpStarts: 1, cpApplies: 1, cpChanges: 5,
-			rounds: 1, loadSecs: 1}
+		return policyParams{ppRuns: 20000, ppCount: 1, rounds: 1, loadSecs: 1}
 	}
-	return policyParams{ppRuns: 100000, ppCount: 5,
-		cpEndpoints: 10000, cpLocal: 1000, cpPolicies: 1000, cpStarts: 3, cpApplies: 3, cpChanges: 20,
-		rounds: 5, loadSecs: 3}
+	return policyParams{ppRuns: 100000, ppCount: 5, rounds: 5, loadSecs: 3}
 }
 
 func policySection(quick bool) *Section {
@@ -104,12 +90,6 @@ func policySection(quick bool) *Section {
 		)
 	}
 
-	ms := func(id, label string) Case { return Case{ID: id, Label: label, Unit: "ms", Better: LowerIsBetter} }
-	mdl := fmt.Sprintf("%s endpoints (%s on the agent's node) + %s floating IPs", fmtCount(p.cpEndpoints), fmtCount(p.cpLocal), fmtCount(p.cpEndpoints))
-	pols := fmt.Sprintf("%s policies (%s rules)", fmtCount(p.cpPolicies), fmtCount(p.cpPolicies*policymodel.RulesPerPolicy))
-	change := ms(caseCPChangePolicy, fmt.Sprintf("one rule of one policy changed at %s (datastore write → the agent's sync done)", pols))
-	change.Percentiles = true
-
 	s := &Section{
 		Key:   "policy",
 		Title: "Policy at scale: 10 vs 10,000 rules, BPF vs iptables",
@@ -130,39 +110,17 @@ func policySection(quick bool) *Section {
 					{Detail: "errors", Header: "errors (max)", Stat: "max", Format: "%.0f"},
 					{Detail: "lastRuleShare", Header: "SYNs decided by the last rule per connection (min)", Stat: "min", Format: "%.3f"},
 				}},
-			{Title: "Compile and program " + pols,
-				Note: "Model: " + mdl + ". There is no kernel counterpart: these figures have no ratio.",
-				Cases: []Case{
-					ms(caseCPApply, fmt.Sprintf("%s applied in one `calyxctl apply` (start of the apply → the agent's sync done)", pols)),
-					ms(caseCPApplyCtl, "of which `calyxctl apply` itself (parse, validate the whole model, write)"),
-					ms(caseCPStartFull, fmt.Sprintf("program %s + %s from an empty start (agent start → first sync done)", mdl, pols)),
-				},
-				Extras: []Extra{{Detail: "policyEntries", Header: "cx_policy entries", Stat: "max", Format: "%.0f"}}},
-			{Title: "One rule changed", Note: "p50 and p99 over every change made.", Cases: []Case{change},
-				Extras: []Extra{{Detail: extraP99, Header: "p99 ms", Format: "%.1f"}}},
-			{Title: "Agent memory with policy", Cases: []Case{
-				{ID: caseCPRSSFull, Label: fmt.Sprintf("agent RSS with %s + %s programmed", mdl, pols), Unit: "MiB", Better: LowerIsBetter},
-			}},
 		},
 	}
 	s.Run = func(ctx context.Context, o *Options, rec *Recorder) error {
 		rec.Param("policy.ppRuns", p.ppRuns)
 		rec.Param("policy.ppCount", p.ppCount)
-		rec.Param("policy.cpEndpoints", p.cpEndpoints)
-		rec.Param("policy.cpLocal", p.cpLocal)
-		rec.Param("policy.cpPolicies", p.cpPolicies)
-		rec.Param("policy.cpStarts", p.cpStarts)
-		rec.Param("policy.cpApplies", p.cpApplies)
-		rec.Param("policy.cpChanges", p.cpChanges)
 		rec.Param("policy.rounds", p.rounds)
 		rec.Param("policy.loadSeconds", p.loadSecs)
-		rec.logf("policy: per-packet (%d runs × %d), control plane (%d endpoints, %d policies), two hosts (%d rounds, crr %d s)",
-			p.ppRuns, p.ppCount, p.cpEndpoints, p.cpPolicies, p.rounds, p.loadSecs)
+		rec.logf("policy: per-packet (%d runs × %d), two hosts (%d rounds, crr %d s)",
+			p.ppRuns, p.ppCount, p.rounds, p.loadSecs)
 		if err := policyPerPacket(ctx, o, p, rec); err != nil {
 			return fmt.Errorf("per-packet: %w", err)
-		}
-		if err := PolicyControlPlane(ctx, o.BinDir, p, rec); err != nil {
-			return fmt.Errorf("control plane: %w", err)
 		}
 		if err := PolicyTwoHost(ctx, o.BinDir, p, rec); err != nil {
 			return fmt.Errorf("two hosts: %w", err)
@@ -198,12 +156,6 @@ func policyMethod(rec *Recorder) string {
 	fmt.Fprintf(&b, "*iptables*: calyx is taken out as in the two-host section (agents stopped, programs detached and checked, calyx's routes flushed), the hosts route the workloads' /32s as plain kernel routing does, and host-b's FORWARD chain jumps for traffic out of wb's veth to a chain holding `-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`, then the same N rules as iptables rules in the same order (the selector as wa's /32), then DROP; loaded with `iptables-restore` (iptables 1.8.9, nf_tables backend). ")
 	fmt.Fprintf(&b, "%s; in each round the two cases of a size are measured one after the other, the sizes in turn, every other round backwards. ", plural(rec.ParamInt("policy.rounds"), "round"))
 	fmt.Fprintf(&b, "**Proof of the path**, every run: calyx — the last rule's hit counter on wb (`calyxctl policy dump`) rises by at least one per connection (the *SYNs decided by the last rule* column); iptables — the last rule's packet counter rises by at least one per connection, calyx's counters do not move, and nothing of calyx is attached.\n")
-	fmt.Fprintf(&b, "- **Control plane**: one `calyx-agent` in its own network namespace (the control-plane section's lab) on a file datastore with %s endpoints labelled as above, %s of them on the agent's node (their interfaces do not exist; their tables are compiled and programmed all the same), each with a floating IP, and %s policies of `policymodel.Policies`. ",
-		fmtCount(rec.ParamInt("policy.cpEndpoints")), fmtCount(rec.ParamInt("policy.cpLocal")), fmtCount(rec.ParamInt("policy.cpPolicies")))
-	fmt.Fprintf(&b, "Every time is taken to the agent's `synced` log line whose datastore revision covers the write (the reconcile that computed and wrote every map is done). Cold starts (%s) time an agent started on empty maps with the whole model; RSS is the agent's after that first sync. ", times(rec.ParamInt("policy.cpStarts")))
-	fmt.Fprintf(&b, "Then, %s, every policy is deleted (the agent empties cx_policy), and all of them are applied again in one `calyxctl apply -f` of a YAML file. Then %d single changes, each one rule's ports in another policy, written with one datastore apply. ",
-		times(rec.ParamInt("policy.cpApplies")), rec.ParamInt("policy.cpChanges"))
-	fmt.Fprintf(&b, "After every start and every apply, and after the last change, cx_policy is read back from the pinned map and must equal, entry for entry, what `policy/` compiles from the datastore's model.\n")
 	return b.String()
 }
 
@@ -441,223 +393,6 @@ func polEndpoint(i int, local bool) *model.WorkloadEndpoint {
 		e.Spec.Node = "local"
 	}
 	return e
-}
-
-// revision is the datastore's revision now.
-func revision(ctx context.Context, ds model.Datastore) (uint64, error) {
-	s, err := ds.Snapshot(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return s.Revision, nil
-}
-
-// PolicyControlPlane measures compiling and programming policy in a real
-// agent (see policyMethod).
-func PolicyControlPlane(ctx context.Context, binDir string, p policyParams, rec *Recorder) error {
-	cl, err := newCPLab("pol")
-	if err != nil {
-		return err
-	}
-	defer cl.close()
-	pols := policymodel.Policies(p.cpPolicies)
-	rs := cpBaseModel()
-	for i := range p.cpEndpoints {
-		rs = append(rs, polEndpoint(i, i < p.cpLocal), floatingIP(i))
-	}
-	for _, pol := range pols {
-		rs = append(rs, pol)
-	}
-	if err := cl.ds.Apply(ctx, rs); err != nil {
-		return fmt.Errorf("write model: %w", err)
-	}
-	yamlPath := filepath.Join(cl.work, "policies.yaml")
-	f, err := os.Create(yamlPath)
-	if err != nil {
-		return err
-	}
-	res := make([]model.Resource, len(pols))
-	for i, pol := range pols {
-		res[i] = pol
-	}
-	err = model.Encode(f, res...)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	refs := make([]model.Ref, len(pols))
-	for i, pol := range pols {
-		refs[i] = model.RefOf(pol)
-	}
-	want, err := compileLocal(ctx, cl.ds)
-	if err != nil {
-		return err
-	}
-	rec.logf("policy control plane: %d endpoints (%d local), %d policies: %d cx_policy entries", p.cpEndpoints, p.cpLocal, p.cpPolicies, len(want))
-
-	var a *cpAgent
-	defer func() {
-		if a != nil {
-			a.stop()
-		}
-	}()
-	var m *bpfmap.Maps
-	defer func() {
-		if m != nil {
-			m.Close()
-		}
-	}()
-	prevDir := ""
-	for s := range p.cpStarts {
-		if a != nil {
-			a.stop()
-			a = nil
-			m.Close()
-			m = nil
-			// Unpins the stopped agent's maps and links: its programs
-			// detach.
-			os.RemoveAll(prevDir)
-		}
-		rev, err := revision(ctx, cl.ds)
-		if err != nil {
-			return err
-		}
-		dir := filepath.Join(cl.bpffs, fmt.Sprintf("start%d", s))
-		prevDir = dir
-		t0 := time.Now()
-		if a, err = startCPAgent(ctx, binDir, cl.ns, cl.dsURL, dir); err != nil {
-			return err
-		}
-		at, err := a.waitSynced(rev, 180*time.Second)
-		if err != nil {
-			return fmt.Errorf("start %d: %w", s+1, err)
-		}
-		rec.Add(caseCPStartFull, s, msOf(at.Sub(t0)))
-		rss := float64(rssKiB(a.cmd.Process.Pid)) / 1024
-		rec.Add(caseCPRSSFull, s, rss)
-		if m, err = waitForMaps(dir, 10*time.Second); err != nil {
-			return err
-		}
-		if err := checkPolicyMap(m, want); err != nil {
-			return fmt.Errorf("start %d: %w", s+1, err)
-		}
-		rec.Detail(caseCPStartFull, "policyEntries", float64(len(want)))
-		rec.logf("policy control plane: start %d: full model programmed in %s, RSS %.1f MiB", s+1, at.Sub(t0).Round(time.Millisecond), rss)
-	}
-
-	ctl := filepath.Join(binDir, "calyxctl")
-	for k := range p.cpApplies {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := cl.ds.Delete(ctx, refs); err != nil {
-			return fmt.Errorf("delete the policies: %w", err)
-		}
-		rev, err := revision(ctx, cl.ds)
-		if err != nil {
-			return err
-		}
-		if _, err := a.waitSynced(rev, 120*time.Second); err != nil {
-			return err
-		}
-		if err := checkPolicyMap(m, nil); err != nil {
-			return fmt.Errorf("after deleting every policy: %w", err)
-		}
-		t0 := time.Now()
-		out, err := exec.CommandContext(ctx, ctl, "--datastore", cl.dsURL, "apply", "-f", yamlPath).CombinedOutput()
-		tctl := time.Now()
-		if err != nil {
-			return fmt.Errorf("calyxctl apply: %w: %s", err, out)
-		}
-		if rev, err = revision(ctx, cl.ds); err != nil {
-			return err
-		}
-		at, err := a.waitSynced(rev, 120*time.Second)
-		if err != nil {
-			return fmt.Errorf("apply %d: %w", k+1, err)
-		}
-		if err := checkPolicyMap(m, want); err != nil {
-			return fmt.Errorf("apply %d: %w", k+1, err)
-		}
-		rec.Add(caseCPApply, k, msOf(at.Sub(t0)))
-		rec.Add(caseCPApplyCtl, k, msOf(tctl.Sub(t0)))
-		rec.Detail(caseCPApply, "policyEntries", float64(len(want)))
-		rec.logf("policy control plane: apply %d: %d policies programmed in %s (calyxctl apply %s)", k+1, len(pols), at.Sub(t0).Round(time.Millisecond), tctl.Sub(t0).Round(time.Millisecond))
-	}
-
-	var lat []time.Duration
-	for k := range p.cpChanges {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		j := k * 37 % len(pols)
-		pol := policymodel.Policy(j)
-		r := &pol.Spec.Ingress[0].Destination
-		r.Ports = append(r.Ports, model.PortRange{First: uint16(8443 + k), Last: uint16(8443 + k)})
-		t0 := time.Now()
-		if err := cl.ds.Apply(ctx, []model.Resource{pol}); err != nil {
-			return err
-		}
-		rev, err := revision(ctx, cl.ds)
-		if err != nil {
-			return err
-		}
-		at, err := a.waitSynced(rev, 60*time.Second)
-		if err != nil {
-			return fmt.Errorf("change %d: %w", k+1, err)
-		}
-		d := at.Sub(t0)
-		lat = append(lat, d)
-		rec.Add(caseCPChangePolicy, k, msOf(d))
-	}
-	if p.cpChanges > 0 {
-		want, err := compileLocal(ctx, cl.ds)
-		if err != nil {
-			return err
-		}
-		if err := checkPolicyMap(m, want); err != nil {
-			return fmt.Errorf("after %d changes: %w", p.cpChanges, err)
-		}
-		rec.logf("policy control plane: one rule changed at %d policies: p50 %s, p99 %s", len(pols), Percentile(lat, 50).Round(10*time.Microsecond), Percentile(lat, 99).Round(10*time.Microsecond))
-	}
-	return nil
-}
-
-// compileLocal is what policy compiles for node "local" from the
-// datastore's model: the expected content of cx_policy.
-func compileLocal(ctx context.Context, ds model.Datastore) (map[bpfmap.PolicyKey]bpfmap.PolicyVerdict, error) {
-	s, err := ds.Snapshot(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out, err := policy.Compile(policy.Input{Snapshot: s, Node: "local"})
-	if err != nil {
-		return nil, err
-	}
-	return out.Policy, nil
-}
-
-// checkPolicyMap fails unless cx_policy holds exactly want.
-func checkPolicyMap(m *bpfmap.Maps, want map[bpfmap.PolicyKey]bpfmap.PolicyVerdict) error {
-	got, err := m.Policy.All()
-	if err != nil {
-		return err
-	}
-	bad := 0
-	var example string
-	for k, v := range want {
-		if g, ok := got[k]; !ok || g != v {
-			if bad++; example == "" {
-				example = fmt.Sprintf("%+v: %+v (present %v), want %+v", k, g, ok, v)
-			}
-		}
-	}
-	if bad > 0 || len(got) != len(want) {
-		return fmt.Errorf("cx_policy holds %d entries, policy compiles %d; %d differ (e.g. %s)", len(got), len(want), bad, example)
-	}
-	return nil
 }
 
 // ---- two hosts ----

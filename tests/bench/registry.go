@@ -184,6 +184,7 @@ func Registry(quick bool) []*Section {
 		vmSection(),
 		fipMeasuredSection(),
 		policySection(quick),
+		scaleSection(quick),
 		perPacketSection(),
 		controlPlaneSection(quick),
 		etcdSection(quick),
