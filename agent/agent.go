@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -99,6 +100,9 @@ type Agent struct {
 	// calc computes the desired dataplane from each snapshot, redoing
 	// only what changed; a resync starts it afresh.
 	calc *calc.Calculator
+	// writesSinceFree are the map writes since the garbage was last
+	// given back to the system.
+	writesSinceFree int
 
 	snap     *model.Snapshot
 	underlay string                    // the underlay interface's name
@@ -154,6 +158,10 @@ const (
 	reconcileRetry    = time.Second
 	reconcileRetryMax = 30 * time.Second
 )
+
+// bulkWrites is the map writes (over one reconcile or several) after which
+// the agent returns its garbage to the system at once (see loop).
+const bulkWrites = 10000
 
 // debounce coalesces bursts of interface changes (a batch of taps made
 // together) into one reconcile; snapshots come debounced by the watch.
@@ -222,23 +230,30 @@ func (a *Agent) openDatastore() error {
 
 // loadDataplane loads the programs against the pinned maps (adopting what
 // a previous agent left) and reads the maps into the syncer. The model is
-// read once first, for the maps' sizes and, later, this node's
-// registration: its error is returned when the load succeeded (a.dp set),
-// the load's otherwise.
+// read meanwhile, for this node's registration; the maps' sizes come from
+// the Config, read alone first so that the kernel verifies the programs
+// while the rest of the model is read and parsed. The model's error is
+// returned when the load succeeded (a.dp set), the load's otherwise.
 func (a *Agent) loadDataplane(ctx context.Context) error {
-	var capacities map[string]uint32
 	sctx, cancel := context.WithTimeout(ctx, startupTimeout)
-	snap, snapErr := a.ds.Snapshot(sctx)
-	cancel()
-	if snapErr == nil {
-		capacities = snap.Config.Spec.MapCapacities()
+	defer cancel()
+	var capacities map[string]uint32
+	cfg, err := a.storedConfig(sctx)
+	if err == nil {
+		capacities = cfg.MapCapacities()
 	} else {
 		// A pinned conntrack table keeps its size anyway; the dataplane
 		// stays as it is until the model can be read.
-		a.log.Warn("cannot read the model at start; the dataplane stays as it is until it can", "err", snapErr)
+		a.log.Warn("cannot read the model at start; the dataplane stays as it is until it can", "err", err)
 	}
+	snapDone := make(chan error, 1)
+	go func() {
+		_, err := a.ds.Snapshot(sctx) // also fills the store's cache for the watch
+		snapDone <- err
+	}()
 	dp, err := loader.LoadWith(a.cfg.BPFFS, loader.Options{Capacities: capacities,
 		Logf: func(format string, args ...any) { a.log.Warn(fmt.Sprintf(format, args...)) }})
+	snapErr := <-snapDone
 	if err != nil {
 		return err
 	}
@@ -254,6 +269,27 @@ func (a *Agent) loadDataplane(ctx context.Context) error {
 	a.metrics.syncedTables(a.syncer.Tables())
 	a.adopted = len(a.records) > 0
 	return snapErr
+}
+
+// storedConfig reads the Config alone (the defaults when none is stored).
+func (a *Agent) storedConfig(ctx context.Context) (model.ConfigSpec, error) {
+	if v, ok := a.ds.(model.Versioned); ok {
+		r, _, err := v.Get(ctx, model.Ref{Kind: model.KindConfig, Name: model.ConfigName})
+		switch {
+		case errors.Is(err, model.ErrNotFound):
+			return model.DefaultConfig().Spec, nil
+		case err != nil:
+			return model.ConfigSpec{}, err
+		}
+		if c, ok := r.(*model.Config); ok {
+			return c.Spec, nil
+		}
+	}
+	s, err := a.ds.Snapshot(ctx)
+	if err != nil {
+		return model.ConfigSpec{}, err
+	}
+	return s.Config.Spec, nil
 }
 
 // findUnderlay settles the underlay interface: the configured one, or the
@@ -299,6 +335,7 @@ func (a *Agent) startBackground(ctx context.Context, snapErr error) {
 func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 	var timer, resync <-chan time.Time
 	failures := 0 // reconciles failed in a row
+	startGarbageFreed := false
 	if a.cfg.ResyncInterval > 0 {
 		t := time.NewTicker(a.cfg.ResyncInterval)
 		defer t.Stop()
@@ -349,6 +386,13 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				timer = time.After(delay)
 			} else {
 				failures = 0
+				if !startGarbageFreed || a.writesSinceFree >= bulkWrites {
+					// A start (the whole model read and parsed, every
+					// map written) or bulk changes leave much garbage:
+					// give it back to the system now, not over minutes.
+					debug.FreeOSMemory()
+					startGarbageFreed, a.writesSinceFree = true, 0
+				}
 			}
 		}
 	}
@@ -375,6 +419,7 @@ func (a *Agent) reconcile() error {
 	d := a.calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links,
 		HostAddrs: hostAddrs, PrefilterXDP: a.xdp})
 	writes, progErr := a.program(d)
+	a.writesSinceFree += writes
 	if d.PolicyErr != nil {
 		return progErr
 	}

@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -97,46 +99,86 @@ func resourceFile(name string) (string, bool) {
 // With force the file is read even if its stat looks unchanged (a watch
 // event is better evidence than a coarse mtime).
 func (c *fileCache) refresh(ref Ref, force bool) (changed bool, err error) {
-	entries := c.entries[ref.Kind]
-	old, had := entries[ref.Name]
+	old, had := c.entries[ref.Kind][ref.Name]
+	return c.store(ref, c.read(ref, old, had, force))
+}
+
+// fileRead is what read found of one file, for store to record.
+type fileRead struct {
+	old       cacheEntry
+	had       bool
+	unchanged bool // the stat matches the entry: nothing to do
+	gone      bool
+	st        fileStat
+	res       Resource
+	err       error // a parse error keeps the old version; others skip the file
+	parsed    bool  // err is a parse error
+}
+
+// read stats and, when it changed, reads and parses ref's file. It does
+// not touch the cache, so that many reads can run at once.
+func (c *fileCache) read(ref Ref, old cacheEntry, had, force bool) fileRead {
+	r := fileRead{old: old, had: had}
 	if !validName(ref.Name) {
-		return false, fmt.Errorf("%s: the file name is not a valid resource name (lowercase letters, digits, '-' and '.'); ignored", relPath(ref))
+		r.err = fmt.Errorf("%s: the file name is not a valid resource name (lowercase letters, digits, '-' and '.'); ignored", relPath(ref))
+		return r
 	}
 	path := c.path(ref)
 	if had && !force {
 		// The common case in a scan: one stat, no open.
 		if fi, err := os.Stat(path); err == nil && fi.Mode().IsRegular() && statOf(fi) == old.stat {
-			return false, nil
+			r.unchanged = true
+			return r
 		}
 	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		delete(entries, ref.Name)
-		return had && old.res != nil, nil
+		r.gone = true
+		return r
 	}
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", relPath(ref), err)
+		r.err = fmt.Errorf("%s: %w", relPath(ref), err)
+		return r
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", relPath(ref), err)
+		r.err = fmt.Errorf("%s: %w", relPath(ref), err)
+		return r
 	}
 	if !fi.Mode().IsRegular() {
-		return false, fmt.Errorf("%s: not a regular file; ignored", relPath(ref))
+		r.err = fmt.Errorf("%s: not a regular file; ignored", relPath(ref))
+		return r
 	}
-	st := statOf(fi)
+	r.st = statOf(fi)
 	data, err := io.ReadAll(f)
 	if err != nil {
-		return false, fmt.Errorf("%s: %w", relPath(ref), err)
+		r.err = fmt.Errorf("%s: %w", relPath(ref), err)
+		return r
 	}
 	c.parses.Add(1)
-	res, perr := parseFile(data, ref)
-	entries[ref.Name] = cacheEntry{stat: st, res: old.res}
-	if perr != nil {
-		return false, perr
+	r.res, r.err = parseFile(data, ref)
+	r.parsed = true
+	return r
+}
+
+// store records what read found; it reports whether the resource visible
+// in the snapshot changed, and the file's problem.
+func (c *fileCache) store(ref Ref, r fileRead) (changed bool, err error) {
+	entries := c.entries[ref.Kind]
+	switch {
+	case r.unchanged:
+		return false, nil
+	case r.gone:
+		delete(entries, ref.Name)
+		return r.had && r.old.res != nil, nil
+	case r.err != nil && !r.parsed:
+		return false, r.err
+	case r.err != nil:
+		entries[ref.Name] = cacheEntry{stat: r.st, res: r.old.res}
+		return false, r.err
 	}
-	entries[ref.Name] = cacheEntry{stat: st, res: res}
+	entries[ref.Name] = cacheEntry{stat: r.st, res: r.res}
 	return true, nil
 }
 
@@ -171,36 +213,68 @@ func keyOrPath(where string) string {
 
 // scanKind refreshes every file of one kind and forgets files that are
 // gone. It returns whether anything visible changed and the problems met;
-// a missing directory reads as empty.
+// a missing directory reads as empty. The files are read and parsed on
+// every CPU (a cold start parses tens of thousands), then recorded in
+// directory order.
 func (c *fileCache) scanKind(kind string, force bool) (bool, []error) {
 	dir := filepath.Join(c.dir, kindDir(kind))
 	des, err := os.ReadDir(dir)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, []error{fmt.Errorf("reading %s: %w", dir, err)}
 	}
+	var names []string
+	for _, de := range des {
+		if name, ok := resourceFile(de.Name()); ok && !de.IsDir() {
+			names = append(names, name)
+		}
+	}
+	reads := make([]fileRead, len(names))
+	entries := c.entries[kind]
+	readOne := func(i int) {
+		old, had := entries[names[i]]
+		reads[i] = c.read(Ref{kind, names[i]}, old, had, force)
+	}
+	if workers := min(runtime.GOMAXPROCS(0), len(names)/parallelScanFiles); workers > 1 {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := int(next.Add(1)) - 1; i < len(names); i = int(next.Add(1)) - 1 {
+					readOne(i)
+				}
+			}()
+		}
+		wg.Wait()
+	} else {
+		for i := range names {
+			readOne(i)
+		}
+	}
 	var errs []error
 	changed := false
-	present := make(map[string]bool, len(des))
-	for _, de := range des {
-		name, ok := resourceFile(de.Name())
-		if !ok || de.IsDir() {
-			continue
-		}
+	present := make(map[string]bool, len(names))
+	for i, name := range names {
 		present[name] = true
-		ch, err := c.refresh(Ref{kind, name}, force)
+		ch, err := c.store(Ref{kind, name}, reads[i])
 		changed = changed || ch
 		if err != nil {
 			errs = append(errs, err)
 		}
 	}
-	for name, e := range c.entries[kind] {
+	for name, e := range entries {
 		if !present[name] {
-			delete(c.entries[kind], name)
+			delete(entries, name)
 			changed = changed || e.res != nil
 		}
 	}
 	return changed, errs
 }
+
+// parallelScanFiles is how many files a scan gives each extra goroutine at
+// least: below it one goroutine reads them all.
+const parallelScanFiles = 256
 
 func (c *fileCache) scanAll(force bool) (bool, []error) {
 	changed := false

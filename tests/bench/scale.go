@@ -29,6 +29,7 @@ const (
 	caseCPChangeEndpoint = "cp.change.full-endpoint"
 	caseCPChangeFIP      = "cp.change.full-fip"
 	caseCPRSSFull        = "cp.rss.full-model"
+	caseCPRSSSteady      = "cp.rss.steady"
 )
 
 // scaleParams size one scale run: endpoints (local of them on the agent's
@@ -66,8 +67,9 @@ func scaleSection(quick bool) *Section {
 	}
 	start := ms(caseCPStartFull, fmt.Sprintf("program %s + %s from an empty start (agent start → first sync done)", mdl, pols))
 	start.Goal = &Goal{Issue: "issue 16", Text: fmt.Sprintf("cold start from empty ≤ %d ms", scaleGoalStartMs), MaxValue: scaleGoalStartMs}
-	rss := Case{ID: caseCPRSSFull, Label: fmt.Sprintf("agent RSS with %s + %s programmed", mdl, pols), Unit: "MiB", Better: LowerIsBetter,
-		Goal: &Goal{Issue: "issue 16", Text: fmt.Sprintf("agent RSS ≤ %d MiB", scaleGoalRSSMiB), MaxValue: scaleGoalRSSMiB}}
+	rss := Case{ID: caseCPRSSFull, Label: fmt.Sprintf("agent RSS with %s + %s programmed, a second after its first sync", mdl, pols), Unit: "MiB", Better: LowerIsBetter,
+		Goal: &Goal{Issue: "issue 16", Text: fmt.Sprintf("agent RSS ≤ %d MiB (after the first sync)", scaleGoalRSSMiB), MaxValue: scaleGoalRSSMiB}}
+	steady := Case{ID: caseCPRSSSteady, Label: "agent RSS after the bulk applies and every change, a second later (Go's heap grows to twice what is live between collections)", Unit: "MiB", Better: LowerIsBetter}
 	s := &Section{
 		Key:   "scale",
 		Title: "Control plane at scale: " + mdl + ", " + pols,
@@ -79,13 +81,17 @@ func scaleSection(quick bool) *Section {
 					ms(caseCPApply, fmt.Sprintf("%s applied in one `calyxctl apply` (start of the apply → the agent's sync done)", pols)),
 					ms(caseCPApplyCtl, "of which `calyxctl apply` itself (parse, check, write)"),
 				},
-				Extras: []Extra{{Detail: "policyEntries", Header: "cx_policy entries", Stat: "max", Format: "%.0f"}}},
+				Extras: []Extra{
+					{Detail: "policyEntries", Header: "cx_policy entries", Stat: "max", Format: "%.0f"},
+					{Detail: "startedMs", Header: "of which to \"agent started\" ms (median)", Stat: "median", Format: "%.0f"},
+					{Detail: "firstSyncMs", Header: "first reconcile ms (median)", Stat: "median", Format: "%.0f"},
+				}},
 			{Title: "One change", Note: "p50 and p99 over every change made.", Cases: []Case{
 				change(caseCPChangePolicy, "one rule of one policy changed"),
 				change(caseCPChangeEndpoint, "one endpoint added (on another node, labelled like the others)"),
 				change(caseCPChangeFIP, "one floating IP added"),
 			}, Extras: []Extra{{Detail: extraP99, Header: "p99 ms", Format: "%.1f"}}},
-			{Title: "Agent memory", Cases: []Case{rss}},
+			{Title: "Agent memory", Cases: []Case{rss, steady}},
 		},
 		Method: scaleMethod,
 	}
@@ -114,7 +120,7 @@ func scaleMethod(rec *Recorder) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "One `calyx-agent` in its own network namespace (the control-plane section's lab) on a file datastore with %s endpoints labelled as in the policy section's model, %s of them on the agent's node (their interfaces do not exist; their tables are compiled and programmed all the same), each with a floating IP, and %s policies of `policymodel.Policies`. ",
 		fmtCount(rec.ParamInt("scale.endpoints")), fmtCount(rec.ParamInt("scale.local")), fmtCount(rec.ParamInt("scale.policies")))
-	fmt.Fprintf(&b, "Every time is taken to the agent's `synced` log line whose datastore revision covers the write (the reconcile that computed and wrote every map is done; its time is the line's arrival). Cold starts (%s) time an agent started on empty maps with the whole model; RSS is the agent's after that first sync. ", times(rec.ParamInt("scale.starts")))
+	fmt.Fprintf(&b, "Every time is taken to the agent's `synced` log line whose datastore revision covers the write (the reconcile that computed and wrote every map is done; its time is the line's arrival). Cold starts (%s) time an agent started on empty maps with the whole model; RSS is the agent's a second after that first sync, and again a second after the last change (the agent gives the garbage of its start, and of any reconcile that wrote 10,000 map entries or more, back to the system at once). ", times(rec.ParamInt("scale.starts")))
 	fmt.Fprintf(&b, "Then, %s, every policy is deleted (the agent empties cx_policy), and all of them are applied again in one `calyxctl apply -f` of a YAML file. ", times(rec.ParamInt("scale.applies")))
 	fmt.Fprintf(&b, "Then %d changes of each kind, one at a time, each written with one datastore apply: one rule's ports in another policy; a new endpoint on another node, labelled like the rest (a route, an ipcache identity); a floating IP for that endpoint (a cx_fips entry, a route). ", rec.ParamInt("scale.changes"))
 	fmt.Fprintf(&b, "After every start and every apply, and after the changes, cx_policy is read back from the pinned map and must equal, entry for entry, what `policy/` compiles from the datastore's model; every added endpoint's route and floating IP's entry is checked in the pinned maps.\n")
@@ -186,6 +192,10 @@ func scaleChanges(ctx context.Context, cl *cpLab, a *cpAgent, m *bpfmap.Maps, po
 	if err := checkPolicyMap(m, want); err != nil {
 		return fmt.Errorf("after the changes: %w", err)
 	}
+	time.Sleep(time.Second)
+	rss := float64(rssKiB(a.cmd.Process.Pid)) / 1024
+	rec.Add(caseCPRSSSteady, 0, rss)
+	rec.logf("scale: RSS after the changes: %.1f MiB", rss)
 	for _, id := range []string{caseCPChangePolicy, caseCPChangeEndpoint, caseCPChangeFIP} {
 		rec.logf("scale: %s: p50 %s, p99 %s", id, Percentile(lat[id], 50).Round(10*time.Microsecond), Percentile(lat[id], 99).Round(10*time.Microsecond))
 	}
@@ -243,7 +253,7 @@ func ScaleControlPlane(ctx context.Context, binDir string, p scaleParams, rec *R
 	if err != nil {
 		return err
 	}
-	rec.logf("policy control plane: %d endpoints (%d local), %d policies: %d cx_policy entries", p.endpoints, p.local, p.policies, len(want))
+	rec.logf("scale: %d endpoints (%d local), %d policies: %d cx_policy entries", p.endpoints, p.local, p.policies, len(want))
 
 	var a *cpAgent
 	defer func() {
@@ -278,11 +288,20 @@ func ScaleControlPlane(ctx context.Context, binDir string, p scaleParams, rec *R
 		if a, err = startCPAgent(ctx, binDir, cl.ns, cl.dsURL, dir); err != nil {
 			return err
 		}
-		at, err := a.waitSynced(rev, 180*time.Second)
+		sy, err := a.waitSync(rev, 180*time.Second)
 		if err != nil {
 			return fmt.Errorf("start %d: %w", s+1, err)
 		}
+		at := sy.at
 		rec.Add(caseCPStartFull, s, msOf(at.Sub(t0)))
+		if st := a.startedAt(); !st.IsZero() {
+			// Where a cold start goes: to "agent started" (programs
+			// loaded, the model read, the watch opened), then the first
+			// reconcile (as the agent times it), then the rest.
+			rec.Detail(caseCPStartFull, "startedMs", msOf(st.Sub(t0)))
+			rec.Detail(caseCPStartFull, "firstSyncMs", msOf(sy.took))
+		}
+		time.Sleep(time.Second) // the garbage of the start given back
 		rss := float64(rssKiB(a.cmd.Process.Pid)) / 1024
 		rec.Add(caseCPRSSFull, s, rss)
 		if m, err = waitForMaps(dir, 10*time.Second); err != nil {
@@ -292,7 +311,7 @@ func ScaleControlPlane(ctx context.Context, binDir string, p scaleParams, rec *R
 			return fmt.Errorf("start %d: %w", s+1, err)
 		}
 		rec.Detail(caseCPStartFull, "policyEntries", float64(len(want)))
-		rec.logf("policy control plane: start %d: full model programmed in %s, RSS %.1f MiB", s+1, at.Sub(t0).Round(time.Millisecond), rss)
+		rec.logf("scale: start %d: full model programmed in %s (agent started after %s, first reconcile %s), RSS %.1f MiB", s+1, at.Sub(t0).Round(time.Millisecond), a.startedAt().Sub(t0).Round(time.Millisecond), sy.took.Round(time.Millisecond), rss)
 	}
 
 	ctl := filepath.Join(binDir, "calyxctl")
@@ -332,7 +351,7 @@ func ScaleControlPlane(ctx context.Context, binDir string, p scaleParams, rec *R
 		rec.Add(caseCPApply, k, msOf(at.Sub(t0)))
 		rec.Add(caseCPApplyCtl, k, msOf(tctl.Sub(t0)))
 		rec.Detail(caseCPApply, "policyEntries", float64(len(want)))
-		rec.logf("policy control plane: apply %d: %d policies programmed in %s (calyxctl apply %s)", k+1, len(pols), at.Sub(t0).Round(time.Millisecond), tctl.Sub(t0).Round(time.Millisecond))
+		rec.logf("scale: apply %d: %d policies programmed in %s (calyxctl apply %s)", k+1, len(pols), at.Sub(t0).Round(time.Millisecond), tctl.Sub(t0).Round(time.Millisecond))
 	}
 
 	return scaleChanges(ctx, cl, a, m, pols, p, rec)
