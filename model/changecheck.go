@@ -61,14 +61,59 @@ func (s *Snapshot) touch(ref Ref) {
 	s.edits = append(s.edits, ref)
 }
 
-// editsSince returns the resources Put or Removed in s since it was
-// cloned from base, or false when s is no clone of base or changed too
-// much to tell.
-func (s *Snapshot) editsSince(base *Snapshot) ([]Ref, bool) {
+// EditsSince returns the resources Put or Removed in s since it was
+// cloned from base (a ref may come more than once), or false when s is no
+// clone of base or changed too much to tell (more than 64 edits). A
+// watch's snapshot is a clone of the one before it, so a reader that saw
+// that one learns what changed without comparing every resource.
+func (s *Snapshot) EditsSince(base *Snapshot) ([]Ref, bool) {
 	if !s.tracked || base == nil || s.base.Value() != base {
 		return nil, false
 	}
 	return s.edits, true
+}
+
+// ChangedNames brings last, a reader's copy of one kind's map (e.g. an
+// earlier snapshot's Endpoints), up to date with now, the same map of a
+// later snapshot, and returns the names whose resource differs (added,
+// replaced or removed; resources are compared by pointer, as snapshots
+// never change one in place). With edits from EditsSince (ok) only the
+// names of kind it lists are looked at; otherwise every name is.
+func ChangedNames[R any](last, now map[string]*R, kind string, edits []Ref, ok bool) []string {
+	var out []string
+	look := func(name string) {
+		r := now[name]
+		if r == nil {
+			if _, had := last[name]; had {
+				out = append(out, name)
+				delete(last, name)
+			}
+			return
+		}
+		if last[name] != r {
+			out = append(out, name)
+			last[name] = r
+		}
+	}
+	if ok {
+		for _, ref := range edits {
+			if ref.Kind == kind {
+				look(ref.Name)
+			}
+		}
+		return out
+	}
+	for name := range now {
+		look(name)
+	}
+	if len(last) > len(now) {
+		for name := range last {
+			if now[name] == nil {
+				look(name)
+			}
+		}
+	}
+	return out
 }
 
 // problemsOfWrite returns the cross-resource errors that writing prepared
@@ -97,7 +142,7 @@ func problemsOfWrite(before *Snapshot, prepared []Resource) error {
 // did not have (newProblems): by what changed when after is a clone of
 // before with a few edits, else by validating both whole.
 func problemsAfter(before, after *Snapshot, changed map[Ref]bool) error {
-	if edits, ok := after.editsSince(before); ok {
+	if edits, ok := after.EditsSince(before); ok {
 		seen := make(map[Ref]bool, len(edits))
 		changes := make([]change, 0, len(edits))
 		for _, ref := range edits {

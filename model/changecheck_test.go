@@ -221,7 +221,7 @@ func TestIncrementalValidationMatchesFull(t *testing.T) {
 				for range 1 + g.r.Intn(2) {
 					after.Remove(RefOf(existing[g.r.Intn(len(existing))]))
 				}
-				edits, ok := after.editsSince(before)
+				edits, ok := after.EditsSince(before)
 				if !ok {
 					t.Fatal("a clone with two removals does not know its edits")
 				}
@@ -425,19 +425,19 @@ func TestEditsSince(t *testing.T) {
 	c := base.Clone()
 	c.Remove(Ref{KindIPPool, "pa"})
 	c.Remove(Ref{KindIPPool, "absent"})
-	if edits, ok := c.editsSince(base); !ok || !slices.Equal(edits, []Ref{{KindIPPool, "pa"}}) {
+	if edits, ok := c.EditsSince(base); !ok || !slices.Equal(edits, []Ref{{KindIPPool, "pa"}}) {
 		t.Fatalf("clone's edits: %v %v, want the one removal", edits, ok)
 	}
-	if _, ok := c.editsSince(base.Clone()); ok {
+	if _, ok := c.EditsSince(base.Clone()); ok {
 		t.Fatal("edits trusted against a snapshot c is no clone of")
 	}
-	if _, ok := base.editsSince(base); ok {
+	if _, ok := base.EditsSince(base); ok {
 		t.Fatal("edits trusted for a snapshot that is no clone")
 	}
 	for i := range maxTrackedEdits + 1 {
 		c.Put(&NetworkPolicy{Metadata: Metadata{Name: fmt.Sprintf("p%d", i)}})
 	}
-	if _, ok := c.editsSince(base); ok {
+	if _, ok := c.EditsSince(base); ok {
 		t.Fatal("edits trusted past maxTrackedEdits")
 	}
 	// Past the bound, a delete is checked against the whole model.

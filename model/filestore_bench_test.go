@@ -35,3 +35,30 @@ func BenchmarkFileStoreApplyOne10k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFileStoreApplyPolicy10k times one policy's rule changed in a
+// file store holding bench10k's model.
+func BenchmarkFileStoreApplyPolicy10k(b *testing.B) {
+	f, err := OpenFile(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	ctx := context.Background()
+	var all []Resource
+	s := bench10k()
+	for _, k := range kindOrder {
+		all = append(all, s.Resources(k)...)
+	}
+	if err := f.Apply(ctx, all); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		p := deepCopy(s.Policies[fmt.Sprintf("policy-%d", i%1000)]).(*NetworkPolicy)
+		p.Spec.Ingress[0].Destination.Ports = []PortRange{{First: uint16(1000 + i), Last: uint16(1000 + i)}}
+		if err := f.Apply(ctx, []Resource{p}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -44,7 +44,7 @@ type Snapshot struct {
 	index atomic.Pointer[changeIndex]
 	// base is the snapshot this one was cloned from and edits what Put
 	// and Remove changed since, while tracked: so a delete's check looks
-	// at what it removed only (see editsSince).
+	// at what it removed only (see EditsSince).
 	base    weak.Pointer[Snapshot]
 	edits   []Ref
 	tracked bool

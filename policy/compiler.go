@@ -39,7 +39,8 @@ type Compiler struct {
 	policyChanged map[bpfmap.PolicyKey]struct{}
 	allChanged    bool
 
-	// What the last compile saw, by name.
+	// What the last compile saw: the snapshot, and by name.
+	last *model.Snapshot
 	eps  map[string]*model.WorkloadEndpoint
 	fips map[string]*model.FloatingIP
 	pols map[string]*model.NetworkPolicy
@@ -338,8 +339,11 @@ func (c *Compiler) compile(in Input) (*Output, error) {
 		c.tableSetChanged = true
 	}
 	c.ipc.at = c.at // the same atoms, numbered alike
-	eps = diffResources(c.eps, s.Endpoints)
-	fips = diffResources(c.fips, s.FloatingIPs)
+	edits, ok := s.EditsSince(c.last)
+	ok = ok && !rebuild
+	c.last = s
+	eps = model.ChangedNames(c.eps, s.Endpoints, model.KindWorkloadEndpoint, edits, ok)
+	fips = model.ChangedNames(c.fips, s.FloatingIPs, model.KindFloatingIP, edits, ok)
 	for _, name := range eps {
 		if ep := s.Endpoints[name]; ep != nil {
 			c.labelKeys[name] = labelKey(ep.Metadata.Labels)
@@ -470,27 +474,6 @@ func (c *Compiler) selAtoms(ep *model.WorkloadEndpoint) []int32 {
 	return atoms
 }
 
-// diffResources returns the names whose resource in now differs from the
-// one in last (added, replaced or removed), and makes last equal to now.
-func diffResources[R any](last map[string]*R, now map[string]*R) []string {
-	var out []string
-	for name, r := range now {
-		if last[name] != r {
-			out = append(out, name)
-			last[name] = r
-		}
-	}
-	if len(last) > len(now) {
-		for name := range last {
-			if now[name] == nil {
-				out = append(out, name)
-				delete(last, name)
-			}
-		}
-	}
-	return out
-}
-
 // changedPolicySet says whether now holds other policies than last.
 func changedPolicySet(last, now map[string]*model.NetworkPolicy) bool {
 	if len(last) != len(now) {
@@ -564,8 +547,8 @@ func (c *Compiler) programs(s *model.Snapshot, eps []string, gone, came []*cpoli
 	patched := map[string]*program{}
 	if len(gone)+len(came) > 0 {
 		for name, p := range c.progs {
-			if affected[name] {
-				continue
+			if affected[name] || !selectedByAny(p.ep, gone) && !selectedByAny(p.ep, came) {
+				continue // a program no changed policy selects stays as it is
 			}
 			np := &program{ep: p.ep, prog: p.prog, nsel: p.nsel}
 			for _, cp := range gone {
@@ -800,6 +783,17 @@ func (c *Compiler) decide() {
 			}
 		}
 	}
+}
+
+// selectedByAny says whether one of cps selects ep (as add and remove
+// decide).
+func selectedByAny(ep *model.WorkloadEndpoint, cps []*cpolicy) bool {
+	for _, cp := range cps {
+		if (cp.applies[0] || cp.applies[1]) && cp.sel.Matches(ep.Metadata.Labels) {
+			return true
+		}
+	}
+	return false
 }
 
 // sameRules says whether two programs of one direction hold the same rules.

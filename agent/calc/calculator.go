@@ -47,7 +47,8 @@ type Calculator struct {
 	policy *policy.Compiler
 	basis  *basis
 
-	gen uint64 // of the last Compute
+	gen  uint64          // of the last Compute
+	last *model.Snapshot // the last Compute's, whose edits since tell what changed
 	// policyChanged and ipcacheChanged are what the policy compiler said
 	// changed in the Compute under way.
 	policyChanged  map[bpfmap.PolicyKey]struct{}
@@ -245,14 +246,17 @@ func (c *Calculator) Compute(in Input) *Desired {
 
 	// What changed: resources, and interfaces local endpoints use.
 	eps := map[string]bool{}
-	for _, name := range diffResources(c.seen.eps, s.Endpoints) {
+	edits, ok := s.EditsSince(c.last)
+	ok = ok && prev != 0 // after a reset every resource is new
+	c.last = s
+	for _, name := range model.ChangedNames(c.seen.eps, s.Endpoints, model.KindWorkloadEndpoint, edits, ok) {
 		eps[name] = true
 	}
 	fips := map[string]bool{}
-	for _, name := range diffResources(c.seen.fips, s.FloatingIPs) {
+	for _, name := range model.ChangedNames(c.seen.fips, s.FloatingIPs, model.KindFloatingIP, edits, ok) {
 		fips[name] = true
 	}
-	for _, name := range diffResources(c.seen.blocks, s.Blocks) {
+	for _, name := range model.ChangedNames(c.seen.blocks, s.Blocks, model.KindIPAMBlock, edits, ok) {
 		c.updateBlock(s, name, eps)
 	}
 	for name, l := range in.Links {
@@ -292,27 +296,6 @@ func (c *Calculator) Compute(in Input) *Desired {
 	d.Delta = &Delta{Prev: prev, Gen: c.gen, Routes: c.routes.takeChanged(), FloatingIPs: c.fipMap.takeChanged(),
 		IPCache: c.ipcacheChanged, Policy: c.policyChanged}
 	return d
-}
-
-// diffResources returns the names whose resource in now differs from the
-// one in last (added, replaced or removed), and makes last equal to now.
-func diffResources[R any](last map[string]*R, now map[string]*R) []string {
-	var out []string
-	for name, r := range now {
-		if last[name] != r {
-			out = append(out, name)
-			last[name] = r
-		}
-	}
-	if len(last) > len(now) {
-		for name := range last {
-			if now[name] == nil {
-				out = append(out, name)
-				delete(last, name)
-			}
-		}
-	}
-	return out
 }
 
 // sameInterface says whether a and b are the same interface, alike in all
