@@ -324,6 +324,7 @@ func (a *Agent) startBackground(ctx context.Context, snapErr error) {
 		go a.keepAlive(ctx, lv)
 	}
 	go a.collectConntrack(ctx)
+	go a.indexOwnBlocks(ctx)
 	go a.releaseBlocks(ctx)
 	go a.logPolicy(ctx)
 	a.startSubnetServices(ctx)
@@ -1130,6 +1131,42 @@ func (a *Agent) releaseBlocks(ctx context.Context) {
 				a.log.Warn("release the IPAM blocks of dead nodes", "err", err)
 			}
 		}
+	}
+}
+
+// blockIndexer is a datastore that finds a node's IPAM blocks through an
+// index (etcd), which blocks written before it existed are missing from.
+type blockIndexer interface {
+	IndexBlocks(ctx context.Context, node string, names []string) (int, error)
+}
+
+// indexOwnBlocks puts this node's IPAM blocks that the datastore's block
+// index lacks into it, once per start, so that allocations on this node
+// find them (after an upgrade from a store without the index). A failure
+// is logged; the next start tries again.
+func (a *Agent) indexOwnBlocks(ctx context.Context) {
+	ix, ok := a.ds.(blockIndexer)
+	ls, ok2 := a.ds.(model.Lister)
+	if !ok || !ok2 {
+		return
+	}
+	rs, err := ls.List(ctx, model.KindIPAMBlock)
+	if err != nil {
+		a.log.Warn("index this node's IPAM blocks", "err", err)
+		return
+	}
+	var names []string
+	for _, r := range rs {
+		if b, ok := r.(*model.IPAMBlock); ok && b.Spec.Node == a.cfg.Node {
+			names = append(names, b.Metadata.Name)
+		}
+	}
+	n, err := ix.IndexBlocks(ctx, a.cfg.Node, names)
+	if err != nil {
+		a.log.Warn("index this node's IPAM blocks", "err", err)
+	}
+	if n > 0 {
+		a.log.Info("indexed this node's IPAM blocks written without the index", "blocks", n)
 	}
 }
 

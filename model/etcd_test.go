@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1010,4 +1011,51 @@ func TestEtcdPoolDeleteRaces(t *testing.T) {
 		}
 	}
 	t.Logf("the delete won %d of %d rounds against a block, %d against an endpoint", deleteWon["a block"], rounds, deleteWon["an endpoint"])
+}
+
+// TestEtcdIndexBlocks: a block written without the block index (by an
+// older calyx, or etcdctl) is not found by NodeBlocks until IndexBlocks
+// adds it; only the named node's blocks are indexed, and only once.
+func TestEtcdIndexBlocks(t *testing.T) {
+	ctx := context.Background()
+	srv := etcdtest.Start(t)
+	ds := openEtcdStore(t, srv)
+	cli := srv.Client(t)
+	if err := ds.Apply(ctx, modelResources()); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, b := range []*IPAMBlock{block("10.65.0.64/26", "pool-a", "n1"), block("10.65.0.128/26", "pool-a", "n2")} {
+		ApplyDefaults(b)
+		data, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Put(ctx, ds.key(RefOf(b)), string(data)); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, b.Metadata.Name)
+	}
+	count := func(node string) int {
+		t.Helper()
+		got, err := ds.NodeBlocks(ctx, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(got)
+	}
+	n1 := count("n1")
+	n, err := ds.IndexBlocks(ctx, "n1", append(names, "no-such-block"))
+	if err != nil || n != 1 {
+		t.Fatalf("IndexBlocks(n1) = %d, %v; want 1 added", n, err)
+	}
+	if got := count("n1"); got != n1+1 {
+		t.Errorf("NodeBlocks(n1) finds %d blocks after indexing, want %d", got, n1+1)
+	}
+	if got := count("n2"); got != 0 {
+		t.Errorf("n2's block was indexed for it without asking: %d", got)
+	}
+	if n, err := ds.IndexBlocks(ctx, "n1", names); err != nil || n != 0 {
+		t.Errorf("IndexBlocks(n1) again = %d, %v; want 0", n, err)
+	}
 }

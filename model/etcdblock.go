@@ -227,3 +227,70 @@ func (e *EtcdStore) Names(ctx context.Context, kind string) ([]string, error) {
 	}
 	return names, nil
 }
+
+// IndexBlocks puts into the block index those of names (IPAMBlocks) whose
+// spec.node is node and that it lacks: blocks written before the index
+// existed (a store upgraded from an older calyx) or by hand (etcdctl).
+// Allocate finds a node's blocks through the index only, so an agent runs
+// this for its own node once it has read the model. Each entry goes in
+// with a compare on its block's ModRevision, so a block changed meanwhile
+// is left for the next run. It returns how many entries it added,
+// ErrClosed, or an error naming etcd.
+func (e *EtcdStore) IndexBlocks(ctx context.Context, node string, names []string) (int, error) {
+	if e.closed() {
+		return 0, ErrClosed
+	}
+	if !validName(node) {
+		return 0, fmt.Errorf("etcd block index of node %q: not a valid node name", node)
+	}
+	prefix := e.affinityKey(node, "")
+	var entries []*mvccpb.KeyValue
+	if err := e.request(ctx, func(ctx context.Context) error {
+		var err error
+		entries, _, err = e.readPages(ctx, prefix, clientv3.WithKeysOnly())
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("etcd block index of node %q: %w", node, err)
+	}
+	indexed := make(map[string]bool, len(entries))
+	for _, kv := range entries {
+		indexed[strings.TrimPrefix(string(kv.Key), prefix)] = true
+	}
+	var keys []string
+	for _, name := range names {
+		if !indexed[name] && validName(name) {
+			keys = append(keys, e.key(Ref{Kind: KindIPAMBlock, Name: name}))
+		}
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	kvs, err := e.readKeys(ctx, keys...)
+	if err != nil {
+		return 0, fmt.Errorf("etcd block index of node %q: %w", node, err)
+	}
+	added := 0
+	for _, key := range keys {
+		kv, ok := kvs[key]
+		if !ok {
+			continue
+		}
+		b, ok := e.parse(key, kv.value, kv.modRev).(*IPAMBlock)
+		if !ok || b.Spec.Node != node {
+			continue
+		}
+		var resp *clientv3.TxnResponse
+		if err := e.request(ctx, func(ctx context.Context) error {
+			var err error
+			resp, err = e.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.modRev)).
+				Then(clientv3.OpPut(e.affinityKey(node, b.Metadata.Name), "")).Commit()
+			return err
+		}); err != nil {
+			return added, fmt.Errorf("etcd block index of node %q: %w", node, err)
+		}
+		if resp.Succeeded {
+			added++
+		}
+	}
+	return added, nil
+}
