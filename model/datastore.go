@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -106,6 +107,7 @@ type options struct {
 	// etcd only
 	etcdPrefix             string
 	tlsCA, tlsCert, tlsKey string
+	etcdDial               func(ctx context.Context, addr string) (net.Conn, error)
 	status                 func(ok bool, why string)
 }
 
@@ -164,6 +166,13 @@ func WithStatus(fn func(ok bool, why string)) Option {
 // be read.
 func WithTLS(caFile, certFile, keyFile string) Option {
 	return func(o *options) { o.tlsCA, o.tlsCert, o.tlsKey = caFile, certFile, keyFile }
+}
+
+// WithEtcdDialer makes the etcd store reach etcd through dial instead of
+// dialling the address itself: for a process that is not in etcd's
+// network namespace (the benchmark lab reaches etcd this way).
+func WithEtcdDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
+	return func(o *options) { o.etcdDial = dial }
 }
 
 // DefaultEtcdPrefix is where the etcd store keeps its keys unless told

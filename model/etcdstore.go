@@ -239,6 +239,17 @@ func OpenEtcd(endpoints []string, opts ...Option) (*EtcdStore, error) {
 		hosts[i] = strings.TrimPrefix(strings.TrimPrefix(ep, "http://"), "https://")
 		eps[i] = scheme + hosts[i]
 	}
+	dialOptions := []grpc.DialOption{
+		// Reconnect within a few seconds of etcd coming back, not after
+		// gRPC's default backoff of up to two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
+	}
+	if o.etcdDial != nil {
+		dialOptions = append(dialOptions, grpc.WithContextDialer(o.etcdDial))
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            eps,
 		DialKeepAliveTime:    10 * time.Second,
@@ -247,14 +258,7 @@ func OpenEtcd(endpoints []string, opts ...Option) (*EtcdStore, error) {
 		TLS:                  tlsConfig,
 		MaxCallSendMsgSize:   64 << 20,
 		Logger:               zap.NewNop(),
-		DialOptions: []grpc.DialOption{
-			// Reconnect within a few seconds of etcd coming back, not
-			// after gRPC's default backoff of up to two minutes.
-			grpc.WithConnectParams(grpc.ConnectParams{
-				Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-				MinConnectTimeout: 2 * time.Second,
-			}),
-		},
+		DialOptions:          dialOptions,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
