@@ -20,17 +20,26 @@ func TestEtcdModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := 2 + p.nodes + (p.nodes + 1) + p.nodes*p.perNode + p.local; len(ops) != want {
+	// Every resource, and an index entry per block.
+	if want := 2 + p.nodes + 2*(p.nodes+1) + p.nodes*p.perNode + p.local; len(ops) != want {
 		t.Fatalf("%d keys, want %d", len(ops), want)
 	}
 	keys := map[string]bool{}
 	s := model.NewSnapshot()
-	for i, op := range ops {
+	i := 0 // the resource ops[j] holds
+	for _, op := range ops {
 		k := string(op.KeyBytes())
 		if keys[k] {
 			t.Fatalf("key %s twice", k)
 		}
 		keys[k] = true
+		if strings.HasPrefix(k, model.DefaultEtcdPrefix+"/affinity/") {
+			b, ok := rs[i-1].(*model.IPAMBlock)
+			if !ok || k != model.DefaultEtcdPrefix+"/affinity/"+b.Spec.Node+"/"+b.Metadata.Name {
+				t.Fatalf("index entry %s after %s", k, model.RefOf(rs[i-1]))
+			}
+			continue
+		}
 		back, err := model.Decode(bytes.NewReader(op.ValueBytes()))
 		if err != nil || len(back) != 1 || model.RefOf(back[0]) != model.RefOf(rs[i]) || etcdKey(back[0]) != k {
 			t.Fatalf("%s does not read back: %v %v", k, back, err)
@@ -39,6 +48,7 @@ func TestEtcdModel(t *testing.T) {
 			t.Fatalf("key %s", k)
 		}
 		s.Put(back[0])
+		i++
 	}
 	for k := range p.changes {
 		ep, _ := etcdExtraEndpoint(p, k)
