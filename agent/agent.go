@@ -195,6 +195,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := kernel.EnableForwarding(); err != nil {
 		return err
 	}
+	// The watch's first snapshot is the whole model read and parsed:
+	// begun now, that happens while the kernel verifies the programs.
+	type watchStart struct {
+		snaps <-chan *model.Snapshot
+		err   error
+	}
+	watching := make(chan watchStart, 1)
+	go func() {
+		snaps, err := a.ds.Watch(ctx)
+		watching <- watchStart{snaps, err}
+	}()
 	snapErr := a.loadDataplane(ctx)
 	if a.dp == nil {
 		return snapErr
@@ -207,10 +218,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := kernel.WatchLinks(ctx, a.poke, func(err error) { a.log.Warn("watch interfaces", "err", err) }); err != nil {
 		return err
 	}
-	snaps, err := a.ds.Watch(ctx)
-	if err != nil {
-		return fmt.Errorf("watch datastore: %w", err)
+	w := <-watching
+	if w.err != nil {
+		return fmt.Errorf("watch datastore: %w", w.err)
 	}
+	snaps := w.snaps
 	a.log.Info("agent started", "node", cfg.Node, "bpffs", cfg.BPFFS, "datastore", cfg.Datastore, "attach", cfg.Attach)
 	return a.loop(ctx, snaps)
 }
@@ -229,31 +241,24 @@ func (a *Agent) openDatastore() error {
 }
 
 // loadDataplane loads the programs against the pinned maps (adopting what
-// a previous agent left) and reads the maps into the syncer. The model is
-// read meanwhile, for this node's registration; the maps' sizes come from
-// the Config, read alone first so that the kernel verifies the programs
-// while the rest of the model is read and parsed. The model's error is
-// returned when the load succeeded (a.dp set), the load's otherwise.
+// a previous agent left) and reads the maps into the syncer. The maps'
+// sizes come from the Config, read alone; its error (the model cannot be
+// read) is returned when the load succeeded (a.dp set), the load's
+// otherwise.
 func (a *Agent) loadDataplane(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	defer cancel()
 	var capacities map[string]uint32
-	cfg, err := a.storedConfig(sctx)
-	if err == nil {
+	cfg, snapErr := a.storedConfig(sctx)
+	if snapErr == nil {
 		capacities = cfg.MapCapacities()
 	} else {
 		// A pinned conntrack table keeps its size anyway; the dataplane
 		// stays as it is until the model can be read.
-		a.log.Warn("cannot read the model at start; the dataplane stays as it is until it can", "err", err)
+		a.log.Warn("cannot read the model at start; the dataplane stays as it is until it can", "err", snapErr)
 	}
-	snapDone := make(chan error, 1)
-	go func() {
-		_, err := a.ds.Snapshot(sctx) // also fills the store's cache for the watch
-		snapDone <- err
-	}()
 	dp, err := loader.LoadWith(a.cfg.BPFFS, loader.Options{Capacities: capacities,
 		Logf: func(format string, args ...any) { a.log.Warn(fmt.Sprintf(format, args...)) }})
-	snapErr := <-snapDone
 	if err != nil {
 		return err
 	}
