@@ -215,7 +215,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	a.startBackground(ctx, snapErr)
-	if err := kernel.WatchLinks(ctx, a.poke, func(err error) { a.log.Warn("watch interfaces", "err", err) }); err != nil {
+	watchErr := func(err error) {
+		if ctx.Err() == nil { // not the subscription's socket closed as the agent stops
+			a.log.Warn("watch interfaces", "err", err)
+		}
+	}
+	if err := kernel.WatchLinks(ctx, a.poke, watchErr); err != nil {
 		return err
 	}
 	w := <-watching
