@@ -225,7 +225,7 @@ func fmtFloat(v float64, format string) string {
 // unitFormat is how figures of a unit are printed.
 func unitFormat(unit string) string {
 	switch unit {
-	case "Gbit/s":
+	case "Gbit/s", "%":
 		return "%.2f"
 	case "ms", "MiB":
 		return "%.1f"
