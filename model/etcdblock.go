@@ -132,24 +132,13 @@ func (e *EtcdStore) readKeys(ctx context.Context, keys ...string) (map[string]st
 // missed. Blocks that do not parse are skipped. It returns an error for an
 // invalid node name, ErrClosed, or an error naming etcd.
 func (e *EtcdStore) NodeBlocks(ctx context.Context, node string) ([]*IPAMBlock, error) {
-	if e.closed() {
-		return nil, ErrClosed
+	names, err := e.indexed(ctx, node, "etcd blocks")
+	if err != nil {
+		return nil, err
 	}
-	if !validName(node) {
-		return nil, fmt.Errorf("etcd blocks of node %q: not a valid node name", node)
-	}
-	prefix := e.affinityKey(node, "")
-	var entries []*mvccpb.KeyValue
-	if err := e.request(ctx, func(ctx context.Context) error {
-		var err error
-		entries, _, err = e.readPages(ctx, prefix, clientv3.WithKeysOnly())
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("etcd blocks of node %q: %w", node, err)
-	}
-	index := make([]string, len(entries))
-	for i, kv := range entries {
-		index[i] = e.key(Ref{Kind: KindIPAMBlock, Name: strings.TrimPrefix(string(kv.Key), prefix)})
+	index := make([]string, len(names))
+	for i, name := range names {
+		index[i] = e.key(Ref{Kind: KindIPAMBlock, Name: name})
 	}
 	kvs, err := e.readKeys(ctx, index...)
 	if err != nil {
@@ -237,24 +226,13 @@ func (e *EtcdStore) Names(ctx context.Context, kind string) ([]string, error) {
 // is left for the next run. It returns how many entries it added,
 // ErrClosed, or an error naming etcd.
 func (e *EtcdStore) IndexBlocks(ctx context.Context, node string, names []string) (int, error) {
-	if e.closed() {
-		return 0, ErrClosed
+	have, err := e.indexed(ctx, node, "etcd block index")
+	if err != nil {
+		return 0, err
 	}
-	if !validName(node) {
-		return 0, fmt.Errorf("etcd block index of node %q: not a valid node name", node)
-	}
-	prefix := e.affinityKey(node, "")
-	var entries []*mvccpb.KeyValue
-	if err := e.request(ctx, func(ctx context.Context) error {
-		var err error
-		entries, _, err = e.readPages(ctx, prefix, clientv3.WithKeysOnly())
-		return err
-	}); err != nil {
-		return 0, fmt.Errorf("etcd block index of node %q: %w", node, err)
-	}
-	indexed := make(map[string]bool, len(entries))
-	for _, kv := range entries {
-		indexed[strings.TrimPrefix(string(kv.Key), prefix)] = true
+	indexed := make(map[string]bool, len(have))
+	for _, name := range have {
+		indexed[name] = true
 	}
 	var keys []string
 	for _, name := range names {
@@ -293,4 +271,29 @@ func (e *EtcdStore) IndexBlocks(ctx context.Context, node string, names []string
 		}
 	}
 	return added, nil
+}
+
+// indexed returns the names of the blocks the index says node holds;
+// what names the call in errors.
+func (e *EtcdStore) indexed(ctx context.Context, node, what string) ([]string, error) {
+	if e.closed() {
+		return nil, ErrClosed
+	}
+	if !validName(node) {
+		return nil, fmt.Errorf("%s of node %q: not a valid node name", what, node)
+	}
+	prefix := e.affinityKey(node, "")
+	var entries []*mvccpb.KeyValue
+	if err := e.request(ctx, func(ctx context.Context) error {
+		var err error
+		entries, _, err = e.readPages(ctx, prefix, clientv3.WithKeysOnly())
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("%s of node %q: %w", what, node, err)
+	}
+	names := make([]string, len(entries))
+	for i, kv := range entries {
+		names[i] = strings.TrimPrefix(string(kv.Key), prefix)
+	}
+	return names, nil
 }

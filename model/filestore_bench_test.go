@@ -11,21 +11,8 @@ import (
 // that holds bench10k's model: the write a single change pays before any
 // agent sees it.
 func BenchmarkFileStoreApplyOne10k(b *testing.B) {
-	f, err := OpenFile(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
+	f, _ := benchStore(b)
 	ctx := context.Background()
-	var all []Resource
-	s := bench10k()
-	for _, k := range kindOrder {
-		all = append(all, s.Resources(k)...)
-	}
-	if err := f.Apply(ctx, all); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
 	for i := range b.N {
 		ep := &WorkloadEndpoint{Metadata: Metadata{Name: fmt.Sprintf("ep-bench-%d", i)}, Spec: WorkloadEndpointSpec{
 			Node: "node-7", Interface: fmt.Sprintf("tapb%d", i), IPNetworks: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 64, 220 + byte(i>>8), byte(i)}), 32)},
@@ -39,21 +26,8 @@ func BenchmarkFileStoreApplyOne10k(b *testing.B) {
 // BenchmarkFileStoreApplyPolicy10k times one policy's rule changed in a
 // file store holding bench10k's model.
 func BenchmarkFileStoreApplyPolicy10k(b *testing.B) {
-	f, err := OpenFile(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
+	f, s := benchStore(b)
 	ctx := context.Background()
-	var all []Resource
-	s := bench10k()
-	for _, k := range kindOrder {
-		all = append(all, s.Resources(k)...)
-	}
-	if err := f.Apply(ctx, all); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
 	for i := range b.N {
 		p := deepCopy(s.Policies[fmt.Sprintf("policy-%d", i%1000)]).(*NetworkPolicy)
 		p.Spec.Ingress[0].Destination.Ports = []PortRange{{First: uint16(1000 + i), Last: uint16(1000 + i)}}
@@ -61,4 +35,23 @@ func BenchmarkFileStoreApplyPolicy10k(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchStore is a file store holding bench10k's model, and that model.
+func benchStore(b *testing.B) (*FileStore, *Snapshot) {
+	f, err := OpenFile(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	var all []Resource
+	s := bench10k()
+	for _, k := range kindOrder {
+		all = append(all, s.Resources(k)...)
+	}
+	if err := f.Apply(context.Background(), all); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	return f, s
 }
