@@ -507,28 +507,33 @@ func (e *EtcdStore) refOfKey(key string) (Ref, error) {
 // returned. It returns nil when there is nothing to show.
 func (e *EtcdStore) parse(key string, value []byte, modRev int64) Resource {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	old, had := e.memo[key]
+	e.mu.Unlock()
 	if had && old.modRev == modRev {
 		return old.res
 	}
+	// Parsed without the lock, so that a large read parses on every CPU.
 	ref, err := e.refOfKey(key)
-	if err != nil {
-		if !had || old.modRev < modRev {
-			e.memo[key] = memoEntry{modRev: modRev, bad: true}
-			e.report(err)
-		}
-		return nil
+	var res Resource
+	if err == nil {
+		res, err = parseStored(value, ref, "etcd key "+key)
 	}
-	res, perr := parseStored(value, ref, "etcd key "+key)
-	if had && old.modRev > modRev {
-		// An older version than one already seen: parse it for this
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, had = e.memo[key] // as it is now
+	switch {
+	case had && old.modRev == modRev:
+		return old.res // parsed meanwhile by another reader
+	case had && old.modRev > modRev:
+		// An older version than one already seen: parsed for this
 		// reader without disturbing the memo.
 		return res
-	}
-	if perr != nil {
+	case err != nil:
 		e.memo[key] = memoEntry{modRev: modRev, res: old.res, bad: true}
-		e.report(perr)
+		e.report(err)
+		if ref.Kind == "" {
+			return nil // the key names no resource
+		}
 		return old.res
 	}
 	e.memo[key] = memoEntry{modRev: modRev, res: res}
@@ -572,12 +577,15 @@ func (e *EtcdStore) read(ctx context.Context) (*Snapshot, map[string]storedKV, e
 	}
 	s := NewSnapshot()
 	s.Revision = uint64(rev)
+	parsed := make([]Resource, len(all))
+	eachParallel(len(all), func(i int) {
+		parsed[i] = e.parse(string(all[i].Key), all[i].Value, all[i].ModRevision)
+	})
 	kvs := make(map[string]storedKV, len(all))
-	for _, kv := range all {
-		key := string(kv.Key)
-		kvs[key] = storedKV{value: kv.Value, modRev: kv.ModRevision}
-		if r := e.parse(key, kv.Value, kv.ModRevision); r != nil {
-			s.Put(r)
+	for i, kv := range all {
+		kvs[string(kv.Key)] = storedKV{value: kv.Value, modRev: kv.ModRevision}
+		if parsed[i] != nil {
+			s.Put(parsed[i])
 		}
 	}
 	e.mu.Lock()

@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -230,28 +228,10 @@ func (c *fileCache) scanKind(kind string, force bool) (bool, []error) {
 	}
 	reads := make([]fileRead, len(names))
 	entries := c.entries[kind]
-	readOne := func(i int) {
+	eachParallel(len(names), func(i int) {
 		old, had := entries[names[i]]
 		reads[i] = c.read(Ref{kind, names[i]}, old, had, force)
-	}
-	if workers := min(runtime.GOMAXPROCS(0), len(names)/parallelScanFiles); workers > 1 {
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := int(next.Add(1)) - 1; i < len(names); i = int(next.Add(1)) - 1 {
-					readOne(i)
-				}
-			}()
-		}
-		wg.Wait()
-	} else {
-		for i := range names {
-			readOne(i)
-		}
-	}
+	})
 	var errs []error
 	changed := false
 	present := make(map[string]bool, len(names))
@@ -271,10 +251,6 @@ func (c *fileCache) scanKind(kind string, force bool) (bool, []error) {
 	}
 	return changed, errs
 }
-
-// parallelScanFiles is how many files a scan gives each extra goroutine at
-// least: below it one goroutine reads them all.
-const parallelScanFiles = 256
 
 func (c *fileCache) scanAll(force bool) (bool, []error) {
 	changed := false
