@@ -49,6 +49,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -400,10 +401,13 @@ func (f *FileStore) recoverLocked() error {
 	return nil
 }
 
-// recoverIfFree runs recoverLocked when the writers' lock is free. When it
-// is not, its holder finishes any intent: a writer does before reading, and
-// a reader finds it and does (rlock). It returns an error only when an
-// intent is pending and cannot be finished.
+// recoverIfFree runs recoverLocked when the writers' lock is free, or
+// becomes free within recoverWait (a reader's or a short write's hold).
+// When it does not, its holder finishes any intent: a writer does before
+// reading, and a reader finds it and does (rlock); what a writer that died
+// before writing its intent left is swept by the next open or first write.
+// It returns an error only when an intent is pending and cannot be
+// finished.
 func (f *FileStore) recoverIfFree() error {
 	lf, err := openLock(f.dir, unix.LOCK_EX)
 	if err != nil {
@@ -413,11 +417,22 @@ func (f *FileStore) recoverIfFree() error {
 		return nil // a read-only store: a reader can still read it
 	}
 	defer lf.Close()
-	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		return nil
+	for deadline := time.Now().Add(recoverWait); ; {
+		err := unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) || time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	return f.recoverLocked()
 }
+
+// recoverWait is how long an open waits for the writers' lock to recover
+// and sweep: enough for a watch's read, not for a long apply.
+const recoverWait = time.Second
 
 // rlock takes the readers' lock on a store with no commit half made: an
 // intent left by a writer that died is finished first, under the writers'
