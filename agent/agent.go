@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/calyxnet/calyx/agent/bgp"
@@ -101,8 +102,9 @@ type Agent struct {
 	// only what changed; a resync starts it afresh.
 	calc *calc.Calculator
 	// writesSinceFree are the map writes since the garbage was last
-	// given back to the system.
+	// given back to the system; freeing says that is under way.
 	writesSinceFree int
+	freeing         atomic.Bool
 
 	snap     *model.Snapshot
 	underlay string                    // the underlay interface's name
@@ -195,6 +197,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := kernel.EnableForwarding(); err != nil {
 		return err
 	}
+	if err := a.findUnderlay(); err != nil {
+		return err
+	}
+	// The Config (the maps' sizes) is read alone and the node registered
+	// before the watch starts, so that its first snapshot holds this
+	// node as it is now.
+	capacities, modelErr := a.register(ctx)
 	// The watch's first snapshot is the whole model read and parsed:
 	// begun now, that happens while the kernel verifies the programs.
 	type watchStart struct {
@@ -206,15 +215,17 @@ func Run(ctx context.Context, cfg Config) error {
 		snaps, err := a.ds.Watch(ctx)
 		watching <- watchStart{snaps, err}
 	}()
-	snapErr := a.loadDataplane(ctx)
-	if a.dp == nil {
-		return snapErr
-	}
-	defer a.dp.Close()
-	if err := a.findUnderlay(); err != nil {
+	watchTaken := false
+	defer func() {
+		if !watchTaken {
+			<-watching // before the store closes: Close waits for the watch
+		}
+	}()
+	if err := a.loadDataplane(capacities); err != nil {
 		return err
 	}
-	a.startBackground(ctx, snapErr)
+	defer a.dp.Close()
+	a.startBackground(ctx, modelErr)
 	watchErr := func(err error) {
 		if ctx.Err() == nil { // not the subscription's socket closed as the agent stops
 			a.log.Warn("watch interfaces", "err", err)
@@ -224,6 +235,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	w := <-watching
+	watchTaken = true
 	if w.err != nil {
 		return fmt.Errorf("watch datastore: %w", w.err)
 	}
@@ -245,23 +257,27 @@ func (a *Agent) openDatastore() error {
 	return nil
 }
 
-// loadDataplane loads the programs against the pinned maps (adopting what
-// a previous agent left) and reads the maps into the syncer. The maps'
-// sizes come from the Config, read alone; its error (the model cannot be
-// read) is returned when the load succeeded (a.dp set), the load's
-// otherwise.
-func (a *Agent) loadDataplane(ctx context.Context) error {
+// register reads the Config alone, for the maps' sizes (nil: the
+// defaults), and registers this node. Its error says the model could not
+// be read, or the node not registered: the dataplane then stays as it is
+// and the registration is retried in the background (startBackground).
+func (a *Agent) register(ctx context.Context) (map[string]uint32, error) {
 	sctx, cancel := context.WithTimeout(ctx, startupTimeout)
 	defer cancel()
-	var capacities map[string]uint32
-	cfg, snapErr := a.storedConfig(sctx)
-	if snapErr == nil {
-		capacities = cfg.MapCapacities()
-	} else {
+	cfg, err := a.storedConfig(sctx)
+	if err != nil {
 		// A pinned conntrack table keeps its size anyway; the dataplane
 		// stays as it is until the model can be read.
-		a.log.Warn("cannot read the model at start; the dataplane stays as it is until it can", "err", snapErr)
+		a.log.Warn("cannot read the model at start; the dataplane stays as it is until it can", "err", err)
+		return nil, err
 	}
+	return cfg.MapCapacities(), a.registerNode(sctx)
+}
+
+// loadDataplane loads the programs against the pinned maps (adopting what
+// a previous agent left), with capacities as the maps' sizes, and reads
+// the maps into the syncer. On success a.dp is set.
+func (a *Agent) loadDataplane(capacities map[string]uint32) error {
 	dp, err := loader.LoadWith(a.cfg.BPFFS, loader.Options{Capacities: capacities,
 		Logf: func(format string, args ...any) { a.log.Warn(fmt.Sprintf(format, args...)) }})
 	if err != nil {
@@ -278,20 +294,19 @@ func (a *Agent) loadDataplane(ctx context.Context) error {
 	a.metrics.registerDataplane(dp.Maps)
 	a.metrics.syncedTables(a.syncer.Tables())
 	a.adopted = len(a.records) > 0
-	return snapErr
+	return nil
 }
 
 // storedConfig reads the Config alone (the defaults when none is stored).
+// When that read fails (a file that does not parse, say) the whole model
+// is read instead, which skips what does not parse, as the watch does.
 func (a *Agent) storedConfig(ctx context.Context) (model.ConfigSpec, error) {
 	if v, ok := a.ds.(model.Versioned); ok {
 		r, _, err := v.Get(ctx, model.Ref{Kind: model.KindConfig, Name: model.ConfigName})
-		switch {
-		case errors.Is(err, model.ErrNotFound):
+		if errors.Is(err, model.ErrNotFound) {
 			return model.DefaultConfig().Spec, nil
-		case err != nil:
-			return model.ConfigSpec{}, err
 		}
-		if c, ok := r.(*model.Config); ok {
+		if c, ok := r.(*model.Config); ok && err == nil {
 			return c.Spec, nil
 		}
 	}
@@ -316,17 +331,10 @@ func (a *Agent) findUnderlay() error {
 	return nil
 }
 
-// startBackground registers the node (once now, so that it is in the first
-// snapshot, or in the background when the model could not be read: snapErr)
-// and starts what runs beside the main loop.
-func (a *Agent) startBackground(ctx context.Context, snapErr error) {
-	err := snapErr
-	if err == nil {
-		rctx, cancel := context.WithTimeout(ctx, startupTimeout)
-		err = a.registerNode(rctx)
-		cancel()
-	}
-	if err != nil {
+// startBackground starts what runs beside the main loop: among it the
+// node's registration again when the start's failed (regErr).
+func (a *Agent) startBackground(ctx context.Context, regErr error) {
+	if err := regErr; err != nil {
 		a.log.Warn("node not registered yet; retrying in the background", "node", a.cfg.Node, "err", err)
 		go a.registerLoop(ctx)
 	}
@@ -400,8 +408,14 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				if !startGarbageFreed || a.writesSinceFree >= bulkWrites {
 					// A start (the whole model read and parsed, every
 					// map written) or bulk changes leave much garbage:
-					// give it back to the system now, not over minutes.
-					debug.FreeOSMemory()
+					// give it back to the system now, not over minutes;
+					// beside the loop, so that no change waits for it.
+					if a.freeing.CompareAndSwap(false, true) {
+						go func() {
+							debug.FreeOSMemory()
+							a.freeing.Store(false)
+						}()
+					}
 					startGarbageFreed, a.writesSinceFree = true, 0
 				}
 			}

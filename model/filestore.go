@@ -656,7 +656,10 @@ func (f *FileStore) freshLocked() (*Snapshot, error) {
 		refs, all, err := f.fresh.changes()
 		if err == nil && !all {
 			for ref := range refs {
-				if _, err := f.cache.refresh(ref, false); err != nil {
+				// Read whatever the stat says: an event is better
+				// evidence than a coarse mtime (an edit in place of the
+				// same size within one tick).
+				if _, err := f.cache.refresh(ref, true); err != nil {
 					f.report(err)
 				}
 				// Compared with the model, not the cache: a Snapshot
