@@ -292,11 +292,7 @@ func (c *Compiler) compile(in Input) (*Output, error) {
 		}
 		c.rs = rs
 		c.pols = maps.Clone(s.Policies)
-		if c.out != nil && !rebuild && len(gone)+len(came) > 0 {
-			// A new map, not the old one changed: Output.Rules is read
-			// by other goroutines (the agent's log of Log rules) while
-			// the next Compile runs.
-			c.out.Rules = maps.Clone(c.out.Rules)
+		if c.out != nil && !rebuild {
 			for _, cp := range gone {
 				for _, r := range slices.Concat(cp.rules[0], cp.rules[1]) {
 					delete(c.out.Rules, r.info.ID)

@@ -50,9 +50,7 @@ type Output struct {
 	// least one direction, by endpoint name.
 	Endpoints map[string]EndpointTables
 	// Rules describes every rule number Policy may hold: every rule of
-	// every policy, and the default-deny specials. A Compiler never
-	// changes a Rules map it returned (a later Output has a new one), so
-	// it may be read after the next Compile.
+	// every policy, and the default-deny specials.
 	Rules map[uint32]RuleInfo
 	// PolicyChanged and IPCacheChanged, from a Compiler, name the keys of
 	// Policy and IPCache whose entries changed (or went) since its last
