@@ -136,7 +136,8 @@ type Agent struct {
 	// ctx is Run's, for what reconcile starts.
 	ctx context.Context
 
-	// rules names the rules in Log events (policy's numbers).
+	// rules names the rules in Log events (policy's numbers): the last
+	// Desired's, which the calculator changes in place, under rulesMu.
 	rulesMu sync.Mutex
 	rules   map[uint32]policy.RuleInfo
 
@@ -441,8 +442,15 @@ func (a *Agent) reconcile() error {
 	if a.calc == nil {
 		a.calc = calc.NewCalculator()
 	}
+	// The calculator changes the maps of the Desired it last returned,
+	// Rules among them, which logPolicy reads: not meanwhile.
+	a.rulesMu.Lock()
 	d := a.calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links,
 		HostAddrs: hostAddrs, PrefilterXDP: a.xdp})
+	if d.PolicyErr == nil {
+		a.rules = d.Rules
+	}
+	a.rulesMu.Unlock()
 	writes, progErr := a.program(d)
 	a.writesSinceFree += writes
 	if d.PolicyErr != nil {
@@ -479,9 +487,6 @@ func (a *Agent) program(d *calc.Desired) (int, error) {
 	a.metrics.countWrites(up)
 	writes := up.Total()
 	errs = append(errs, err)
-	a.rulesMu.Lock()
-	a.rules = d.Rules
-	a.rulesMu.Unlock()
 	errs = append(errs, a.attach(d))
 	a.reserveNATPorts(d)
 	tc := len(d.Prefilter) > 0 && !a.xdp
