@@ -175,6 +175,16 @@ func (s *Section) Cases() []Case {
 	return out
 }
 
+// notJudged says, for every case of s with a goal, why this run cannot
+// judge it (a quick pass measures a smaller model).
+func (s *Section) notJudged(rec *Recorder, why string) {
+	for _, c := range s.Cases() {
+		if c.Goal != nil {
+			rec.NotJudged(c.ID, why)
+		}
+	}
+}
+
 // Registry returns every section in report order; quick selects the
 // short pass's sizes.
 func Registry(quick bool) []*Section {
