@@ -133,6 +133,9 @@ type Agent struct {
 	// previous agent left forwarding (its peers keep our routes meanwhile).
 	bgp     bgpState
 	adopted bool
+	// legacyCT: conntrack pins of the previous layout were migrated once;
+	// the second pass and their removal wait for the first sync.
+	legacyCT bool
 	// ctx is Run's, for what reconcile starts.
 	ctx context.Context
 
@@ -292,6 +295,19 @@ func (a *Agent) loadDataplane(capacities map[string]uint32) error {
 		return err
 	}
 	a.dp = dp
+	if dp.LegacyConntrack() {
+		// Pins of the previous conntrack layout: their flows carry on in
+		// the new maps. The programs still running on the links use the
+		// old map until the first sync swaps them; a second pass then
+		// takes what they added, and the old pin goes.
+		r, err := dp.MigrateConntrack()
+		if err != nil {
+			a.log.Error("conntrack of the previous layout not migrated: its flows start anew", "err", err)
+		} else {
+			a.log.Info("migrating conntrack of the previous layout", "entries", r.Entries, "translated", r.Translated, "tracked", r.Tracked)
+			a.legacyCT = true
+		}
+	}
 	a.metrics.registerDataplane(dp.Maps)
 	a.metrics.syncedTables(a.syncer.Tables())
 	a.adopted = len(a.records) > 0
@@ -406,6 +422,9 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				timer = time.After(delay)
 			} else {
 				failures = 0
+				if a.legacyCT {
+					a.finishConntrackMigration()
+				}
 				if !startGarbageFreed || a.writesSinceFree >= bulkWrites {
 					// A start (the whole model read and parsed, every
 					// map written) or bulk changes leave much garbage:
@@ -1256,6 +1275,23 @@ func (a *Agent) releaseEmptyBlocks(ctx context.Context, st ipam.Store, since map
 	}
 }
 
+// finishConntrackMigration runs once every link runs this build's
+// programs: the flows the previous programs added since the first pass
+// move too, and the previous layout's pin goes.
+func (a *Agent) finishConntrackMigration() {
+	a.legacyCT = false
+	r, err := a.dp.MigrateConntrack()
+	if err == nil {
+		err = a.dp.RemoveLegacyConntrack()
+	}
+	if err != nil {
+		a.log.Error("finish the conntrack migration", "err", err)
+		return
+	}
+	a.log.Info("conntrack of the previous layout migrated; its pin removed", "entries", r.Entries,
+		"translated", r.Translated, "tracked", r.Tracked, "kept", r.Kept)
+}
+
 // collectConntrack removes conntrack flows idle past their timeout until
 // ctx ends. The table is pinned: a restarted agent simply carries on.
 func (a *Agent) collectConntrack(ctx context.Context) {
@@ -1273,8 +1309,20 @@ func (a *Agent) collectConntrack(ctx context.Context) {
 			continue
 		}
 		a.metrics.ctFlows.Set(float64(r.Flows - r.Expired))
-		a.metrics.mapFill(mapsync.Fill{Table: bpfmap.CTName, Entries: r.Entries - r.Deleted, Capacity: int(a.dp.Maps.ConntrackCapacity())})
 		a.metrics.ctExpired.Add(float64(r.Expired))
+		stats, err := a.dp.Maps.ConntrackStats()
+		size := bpfmap.ConntrackSize{}
+		if err == nil {
+			size.Frags, err = a.dp.Maps.FragsInFlight()
+		}
+		if err != nil {
+			a.log.Warn("conntrack statistics", "err", err)
+			continue
+		}
+		size.TrackedCapacity, size.TranslatedCapacity, size.FragsCapacity = a.dp.Maps.ConntrackCapacities()
+		a.metrics.mapFill(mapsync.Fill{Table: bpfmap.CTName, Entries: r.TrackedEntries - r.TrackedDeleted, Capacity: size.TrackedCapacity})
+		a.metrics.mapFill(mapsync.Fill{Table: bpfmap.NATName, Entries: r.TranslatedEntries - r.TranslatedDeleted, Capacity: size.TranslatedCapacity})
+		a.metrics.conntrack(r, stats, size)
 		if r.Expired > 0 {
 			a.log.Debug("conntrack collected", "flows", r.Flows, "expired", r.Expired, "entriesDeleted", r.Deleted)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/calyxnet/calyx/agent/mapsync"
 	"github.com/calyxnet/calyx/bpfmap"
+	"github.com/calyxnet/calyx/conntrack"
 )
 
 type metrics struct {
@@ -29,8 +30,16 @@ type metrics struct {
 	resyncs        prometheus.Counter
 	ctFlows        prometheus.Gauge
 	ctExpired      prometheus.Counter
-	mapEntries     *prometheus.GaugeVec
-	mapCapacity    *prometheus.GaugeVec
+	// Conntrack by table: "ct" (cx_ct_v2, tracked flows), "nat"
+	// (cx_nat_v2, translated flows' directions), "frags" (cx_frags).
+	ctEntries   *prometheus.GaugeVec
+	ctCapacity  *prometheus.GaugeVec
+	ctCreated   *prometheus.CounterVec
+	ctEvictions *prometheus.CounterVec
+	fragOrphans prometheus.Counter
+	ctLast      ctSample // the previous collection's, for the deltas
+	mapEntries  *prometheus.GaugeVec
+	mapCapacity *prometheus.GaugeVec
 	// deadNodeReleases counts what this agent gave back of dead nodes'
 	// IPAM blocks, by release: "block" (a whole block went back to its
 	// pool) or "allocations" (the unused allocations of a block still in
@@ -80,6 +89,21 @@ func newMetrics() *metrics {
 		ctExpired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "calyx_conntrack_expired_total", Help: "Flows removed for being idle past their state's timeout.",
 		}),
+		ctEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "calyx_conntrack_entries", Help: "Entries in each conntrack map after the last collection (table: ct, nat, frags).",
+		}, []string{"table"}),
+		ctCapacity: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "calyx_conntrack_capacity", Help: "Entries each conntrack map can hold (table: ct, nat, frags).",
+		}, []string{"table"}),
+		ctCreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "calyx_conntrack_created_total", Help: "Entries the programs wrote into each conntrack map (table: ct, nat).",
+		}, []string{"table"}),
+		ctEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "calyx_conntrack_evictions_total", Help: "Entries the LRU evicted from each conntrack map to make room (table: ct, nat), as told between two collections by what was written, deleted and is left.",
+		}, []string{"table"}),
+		fragOrphans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "calyx_fragments_orphan_total", Help: "Later IP fragments that came without their first (dropped unless Config.orphanFragments is Pass).",
+		}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "calyx_resyncs_total", Help: "Periodic re-reads of the pinned maps (repairs show in calyx_sync_map_writes_total).",
 		}),
@@ -102,7 +126,7 @@ func newMetrics() *metrics {
 	}
 	m.dsConnected.Set(1)
 	m.reg.MustRegister(m.mapWrites, m.syncs, m.syncErrors, m.syncSeconds, m.kernelRoutes, m.attaches, m.attachFailures,
-		m.endpoints, m.ready, m.dsConnected, m.workloadMTU, m.resyncs, m.ctFlows, m.ctExpired, m.mapEntries, m.mapCapacity, m.deadNodeReleases, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.endpoints, m.ready, m.dsConnected, m.workloadMTU, m.resyncs, m.ctFlows, m.ctExpired, m.ctEntries, m.ctCapacity, m.ctCreated, m.ctEvictions, m.fragOrphans, m.mapEntries, m.mapCapacity, m.deadNodeReleases, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -180,4 +204,51 @@ func interfaceName(ifindex uint32) string {
 		return ifc.Name
 	}
 	return "ifindex-" + strconv.FormatUint(uint64(ifindex), 10)
+}
+
+// ctSample is what one conntrack collection read.
+type ctSample struct {
+	valid                             bool
+	stats                             bpfmap.ConntrackStats
+	trackedEntries, translatedEntries int
+}
+
+// conntrack publishes a collection: the maps' fill, and what the programs
+// created and the LRU evicted since the previous one. An LRU map evicts
+// without telling; what was written, less what was deleted (by the
+// programs, by the collection) and less what the map grew by, is what it
+// evicted.
+func (m *metrics) conntrack(r conntrack.GCResult, stats bpfmap.ConntrackStats, size bpfmap.ConntrackSize) {
+	now := ctSample{valid: true, stats: stats, trackedEntries: r.TrackedEntries - r.TrackedDeleted,
+		translatedEntries: r.TranslatedEntries - r.TranslatedDeleted}
+	m.ctEntries.WithLabelValues("ct").Set(float64(now.trackedEntries))
+	m.ctEntries.WithLabelValues("nat").Set(float64(now.translatedEntries))
+	m.ctEntries.WithLabelValues("frags").Set(float64(size.Frags))
+	m.ctCapacity.WithLabelValues("ct").Set(float64(size.TrackedCapacity))
+	m.ctCapacity.WithLabelValues("nat").Set(float64(size.TranslatedCapacity))
+	m.ctCapacity.WithLabelValues("frags").Set(float64(size.FragsCapacity))
+	prev := m.ctLast
+	m.ctLast = now
+	if !prev.valid {
+		return
+	}
+	delta := func(a, b uint64) float64 {
+		if a < b { // the map was made anew
+			return 0
+		}
+		return float64(a - b)
+	}
+	created := delta(stats.TrackedCreated, prev.stats.TrackedCreated)
+	m.ctCreated.WithLabelValues("ct").Add(created)
+	if ev := created - delta(stats.TrackedDeleted, prev.stats.TrackedDeleted) - float64(r.TrackedDeleted) -
+		float64(now.trackedEntries-prev.trackedEntries); ev > 0 {
+		m.ctEvictions.WithLabelValues("ct").Add(ev)
+	}
+	created = delta(stats.TranslatedCreated, prev.stats.TranslatedCreated)
+	m.ctCreated.WithLabelValues("nat").Add(created)
+	if ev := created - delta(stats.TranslatedDeleted, prev.stats.TranslatedDeleted) - float64(r.TranslatedDeleted) -
+		float64(now.translatedEntries-prev.translatedEntries); ev > 0 {
+		m.ctEvictions.WithLabelValues("nat").Add(ev)
+	}
+	m.fragOrphans.Add(delta(stats.FragOrphans, prev.stats.FragOrphans))
 }

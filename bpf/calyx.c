@@ -53,6 +53,8 @@ static __always_inline void cx_pull(struct __sk_buff *skb, __u32 n)
 #define CX_AF_INET 2
 #define CX_IP_DF 0x4000
 #define CX_IP_MF_OFFSET 0x3fff
+#define CX_IP_MF 0x2000
+#define CX_IP_OFFSET 0x1fff
 #define CX_IPIP_OVERHEAD 20                      /* outer IPv4 */
 #define CX_VXLAN_OVERHEAD (20 + 8 + 8 + ETH_HLEN) /* outer IPv4, UDP, VXLAN, inner Ethernet */
 #define CX_OUTER_TTL 64
@@ -131,15 +133,41 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_fips SEC(".maps");
 
-/* LRU: when the table is full the least recently used flows go, not new
- * ones. The loader sizes it from Config.ctMapSize. */
+/* LRU: when a table is full the least recently used flows go, not new
+ * ones. The loader sizes cx_ct_v2 from Config.ctMapSize and cx_nat_v2
+ * from Config.natMapSize. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct cx_ct_key);
 	__type(value, struct cx_ct_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} cx_ct SEC(".maps");
+} cx_ct_v2 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct cx_nat_key);
+	__type(value, struct cx_nat_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_nat_v2 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CX_CTS_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_ct_stats SEC(".maps");
+
+/* A datagram's fragments arrive within moments of each other: a small LRU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct cx_frag_key);
+	__type(value, struct cx_frag);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_frags SEC(".maps");
 
 /* cx_ipcache: the policy identity of addresses (agent/policy). Sized by
  * the loader like cx_routes. */
@@ -219,6 +247,7 @@ const enum cx_encap cx_enum_encap __attribute__((unused));
 const enum cx_fip_flags cx_enum_fip_flags __attribute__((unused));
 const enum cx_ct_dir cx_enum_ct_dir __attribute__((unused));
 const enum cx_ct_seq cx_enum_ct_seq __attribute__((unused));
+const enum cx_ct_stat cx_enum_ct_stat __attribute__((unused));
 const enum cx_nat cx_enum_nat __attribute__((unused));
 const enum cx_config_flags cx_enum_config_flags __attribute__((unused));
 const enum cx_endpoint_to_host cx_enum_e2h __attribute__((unused));
@@ -723,6 +752,11 @@ static __always_inline int cx_nat_drop(__u32 ifindex, int nat, __u32 len)
 		 * which no end of the flow would accept (RFC 5961). Dropped here
 		 * so that no end has to, and the flow's state is unchanged. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_TCP_WINDOW, len, TC_ACT_SHOT);
+	if (nat == CX_NAT_ERR_FRAG)
+		/* A fragment after the first, whose first fragment this hook
+		 * has not seen (lost, reordered, or never sent: a way past
+		 * policy, which cannot see its ports). */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_FRAG_ORPHAN, len, TC_ACT_SHOT);
 	if (nat == CX_NAT_ERR_CT)
 		/* The flow's conntrack entries could not be written: its reply
 		 * tuple is another flow's (or the table refused): untranslatable. */
@@ -962,9 +996,9 @@ static __always_inline int cx_from_wl_dhcp(struct __sk_buff *skb, const struct c
 static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
 					  void *data_end)
 {
-	__u32 ifindex = skb->ifindex, len = skb->len, start;
-	struct cx_ct_entry *ct = NULL;
-	int kind = -1;
+	__u32 ifindex = skb->ifindex, len = skb->len, start, src_flags = 0;
+	struct cx_flow f = {};
+	int kind;
 	struct cx_node_config *cfg;
 	struct cx_tuple t = {};
 	struct cx_route *rt;
@@ -979,33 +1013,42 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		return cx_from_wl_dhcp(skb, ifc, iph, c, data_end);
 	cfg = cx_get_config();
 
-	/* The established-flow fast path: a flow that started on this
-	 * interface had its source checked then, and its route is cached in
-	 * its conntrack entry until the routes change: one hash lookup, no
-	 * LPM. TTL 1 goes the slow way (the host stack answers it). */
-	if (cfg && cfg->route_gen && iph->ttl > 1 && cx_tuple_of(skb, &t) == CX_TUPLE_FLOW) {
-		kind = CX_TUPLE_FLOW;
-		ct = cx_ct_lookup(&t);
-		/* A SYN reusing a closed flow's ports is a new flow: the slow
-		 * path, policy included. */
-		if (ct && ct->ifindex == ifindex && ct->route_gen == cfg->route_gen && !cx_ct_closed_syn(&t, ct)) {
-			if (cx_ct_seen(ct, &t, len))
-				return cx_nat_drop(ifindex, CX_NAT_ERR_TCP_WINDOW, len);
-			nat = CX_NAT_NONE;
-			if (ct->nat) {
-				if (cx_nat_apply(skb, &t, ct))
-					return cx_nat_drop(ifindex, CX_NAT_ERR_HELPER, len);
-				nat = CX_NAT_DONE;
-			}
-			return cx_from_wl_route(skb, ifindex, len, &ct->route, nat);
-		}
-		/* Not cacheable yet: the slow path below takes this lookup. */
+	kind = cx_tuple_of(skb, &t);
+	if (kind == CX_TUPLE_FLOW)
+		cx_flow_lookup(&t, &f, 0);
+	/* The established-flow fast path of a translated flow: one that
+	 * started on this interface had its source checked then, and its
+	 * route is cached in its entry until the routes change: one hash
+	 * lookup, no LPM. TTL 1 goes the slow way (the host stack answers it);
+	 * so does a SYN reusing a closed flow's ports (a new flow, policy
+	 * included). */
+	if (f.nat && cfg && cfg->route_gen && f.nat->ifindex == ifindex && f.nat->route_gen == cfg->route_gen &&
+	    iph->ttl > 1 && !cx_flow_closed_syn(&t, &f)) {
+		if (cx_nat_seen(f.nat, &t, len))
+			return cx_nat_drop(ifindex, CX_NAT_ERR_TCP_WINDOW, len);
+		if (cx_nat_apply(skb, &t, f.nat))
+			return cx_nat_drop(ifindex, CX_NAT_ERR_HELPER, len);
+		return cx_from_wl_route(skb, ifindex, len, &f.nat->route, CX_NAT_DONE);
 	}
 
-	rt = cx_route_v4(iph->saddr);
-	if (!cx_owned_by(rt, ifindex))
-		/* Source address is not one of the endpoint's ipNetworks. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+	/* A tracked flow's side that was checked on this interface before
+	 * skips the source check: its source was the endpoint's then, and
+	 * an entry is only ever written for a checked one. */
+	if (!(f.ct && (f.side ? f.ct->side[1].ifindex : f.ct->side[0].ifindex) == ifindex &&
+	      !cx_flow_closed_syn(&t, &f))) {
+		rt = cx_route_v4(iph->saddr);
+		if (!cx_owned_by(rt, ifindex))
+			/* Source address is not one of the endpoint's ipNetworks. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		src_flags = rt->flags;
+		if (f.ct) {
+			/* This side's first packet from here: later ones skip the check. */
+			if (f.side)
+				f.ct->side[1].ifindex = ifindex;
+			else
+				f.ct->side[0].ifindex = ifindex;
+		}
+	}
 	if (iph->ttl <= 1) {
 		/* Expiring here, wherever it goes: the host stack sends the
 		 * time-exceeded, quoting the packet as the workload sent it.
@@ -1016,19 +1059,16 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		 * a new flow anywhere else is the egress policy's to allow. */
 		int local;
 
-		if (kind < 0) {
-			kind = cx_tuple_of(skb, &t);
-			ct = kind == CX_TUPLE_FLOW ? cx_ct_lookup(&t) : NULL;
-		}
-		if (!ct && cx_policy_flow(skb, ifindex, ifc, len, &local))
+		if (!cx_flow_tracked(&f) && cx_policy_flow(skb, &t, ifindex, ifc, len, &local))
 			return cx_nat_drop(ifindex, CX_NAT_ERR_POLICY, len);
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 	}
 
 	start = CX_START_FIP | CX_START_WORKLOAD | CX_START_TRACK;
-	if (rt->flags & CX_RT_F_NAT_OUTGOING)
+	if (src_flags & CX_RT_F_NAT_OUTGOING)
+		/* (A flow that skipped the source check is tracked already.) */
 		start |= CX_START_NAT_OUTGOING;
-	nat = cx_nat_policed(skb, &t, start, ifindex, ifc, len, kind, ct, &ct);
+	nat = cx_nat_policed(skb, &t, start, ifindex, ifc, len, kind, &f);
 	if (nat < 0)
 		return cx_nat_drop(ifindex, nat, len);
 
@@ -1040,11 +1080,11 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 
 	rt = cx_route_v4(iph->daddr);
 	if (rt && cx_route_cacheable(rt)) {
-		if (ct && cfg && cfg->route_gen) {
+		if (f.nat && cfg && cfg->route_gen) {
 			/* Later packets of this direction take the fast path. */
-			ct->route = *rt;
-			ct->ifindex = ifindex;
-			ct->route_gen = cfg->route_gen;
+			f.nat->route = *rt;
+			f.nat->ifindex = ifindex;
+			f.nat->route_gen = cfg->route_gen;
 		}
 		return cx_from_wl_route(skb, ifindex, len, rt, nat);
 	}
@@ -1054,6 +1094,12 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		struct cx_route ext = { .type = CX_RT_REMOTE_WORKLOAD, .encap = CX_ENCAP_NONE };
 
 		cx_addr_v4(ext.next_hop, iph->daddr);
+		if (f.nat && cfg->route_gen) {
+			/* The flow's later packets take the fast path too. */
+			f.nat->route = ext;
+			f.nat->ifindex = ifindex;
+			f.nat->route_gen = cfg->route_gen;
+		}
 		return cx_to_node(skb, ifindex, &ext, 0);
 	}
 	return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
@@ -1363,7 +1409,7 @@ int calyx_to_wl(struct __sk_buff *skb)
 		int nat;
 
 		cx_pull(skb, CX_PULL_LEN);
-		nat = cx_nat_policed(skb, &t, 0, 0, NULL, len, -1, NULL, NULL);
+		nat = cx_nat_policed(skb, &t, 0, 0, NULL, len, -1, NULL);
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
 	}
@@ -1451,10 +1497,17 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
 	}
 
-	/* FIXED_GSO: the inner segments keep the size the sender gave them. */
-	if (bpf_skb_adjust_room(skb, -(__s32)room, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+	/* FIXED_GSO: the inner segments keep the size the sender gave them.
+	 * NO_CSUM_RESET: a checksum the NIC verified stays verified (the
+	 * kernel would otherwise have the inner one computed again); for
+	 * VXLAN the outer UDP checksum was its first level, gone with the
+	 * outer headers. DECAP_L3_IPV4 names what is left. */
+	if (bpf_skb_adjust_room(skb, -(__s32)room, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET | BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
 		/* The helper refused: a GSO type it cannot resize, or no memory. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+	if (reason == CX_REASON_DECAP_VXLAN)
+		bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
 
 	data = cx_skb_data(skb);
 	data_end = cx_skb_data_end(skb);
@@ -1468,7 +1521,7 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		 * floating IP back; flows from outside to a floating IP of an
 		 * instance here, forwarded by another node, start here. */
 		struct cx_tuple t = {};
-		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE, 0, NULL, len, -1, NULL, NULL);
+		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE | CX_START_NAT_FIRST, 0, NULL, len, -1, NULL);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
@@ -1497,6 +1550,31 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		/* Expiring: the host stack sends the time-exceeded for it. */
 		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	return cx_deliver_local(skb, ifindex, len, reason, rt);
+}
+
+/* cx_underlay_host_only says whether a packet from the underlay is the
+ * host's own and cannot be calyx's: TCP or UDP, not a fragment, to this
+ * node's address and to a port that is neither in the NAT port range (the
+ * replies of natOutgoing flows and of the host's own flows to floating IPs
+ * come to those) nor VXLAN's. Floating IPs, workloads and tunnels are other
+ * addresses or that port. */
+static __always_inline int cx_underlay_host_only(const struct cx_node_config *cfg, struct iphdr *iph, void *data_end)
+{
+	__u16 pmin = CX_NAT_PORT_MIN, pmax = CX_NAT_PORT_MAX, port;
+	__u8 *l4 = (void *)(iph + 1);
+
+	if (iph->daddr != cx_addr_ip4(cfg->node_addr) || iph->ihl != 5 ||
+	    (iph->frag_off & bpf_htons(CX_IP_MF_OFFSET)) ||
+	    (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP) || (void *)(l4 + 4) > data_end)
+		return 0;
+	port = (__u16)l4[2] << 8 | l4[3];
+	if (iph->protocol == IPPROTO_UDP && port == cfg->vxlan_port)
+		return 0;
+	if (cfg->nat_port_min && cfg->nat_port_max >= cfg->nat_port_min) {
+		pmin = cfg->nat_port_min;
+		pmax = cfg->nat_port_max;
+	}
+	return port < pmin || port > pmax;
 }
 
 /* calyx_from_underlay runs at TC ingress on the underlay interface: tunnel
@@ -1540,6 +1618,10 @@ int calyx_from_underlay(struct __sk_buff *skb)
 	if (!iph)
 		/* The host stack would drop it too; count it here. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (cx_underlay_host_only(cfg, iph, data_end))
+		/* The host's own traffic (storage, migration, SSH): no map
+		 * lookup. Its stack makes its own martian checks. */
+		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 
 	if (cx_local_source(iph->saddr))
 		/* From the wire with a source that is this host's own, a local
@@ -1560,7 +1642,8 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		 * back to their workload. */
 		__u32 len = skb->len;
 		struct cx_tuple t = {};
-		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE, 0, NULL, len, -1, NULL, NULL);
+		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE | CX_START_NAT_FIRST | CX_START_ORPHAN_HOST, 0, NULL,
+					 len, -1, NULL);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
@@ -1640,7 +1723,7 @@ int calyx_to_underlay(struct __sk_buff *skb)
 		 * here, as a workload's are at its first hop. */
 		__u32 len = skb->len;
 		struct cx_tuple t = {};
-		int nat = cx_nat(skb, &t, CX_START_FIP, len);
+		int nat = cx_nat(skb, &t, CX_START_FIP | CX_START_HOST, len);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);

@@ -126,6 +126,7 @@ enum cx_reason {
 	CX_REASON_DROP_TUNNEL_INNER_SRC = 35, /* decapsulated, inner source not the sending node's to use */
 	CX_REASON_DROP_VLAN = 36,       /* a workload's 802.1Q/802.1ad tagged frame */
 	CX_REASON_DROP_TCP_WINDOW = 37, /* a TCP RST of a tracked flow outside its window (a blind reset) */
+	CX_REASON_DROP_FRAG_ORPHAN = 38, /* a fragment after the first, whose first fragment this hook has not seen */
 	CX_REASON_MAX = 48,
 };
 
@@ -166,6 +167,9 @@ enum cx_config_flags {
 	/* The underlay's TC ingress checks cx_prefilter: there are entries and
 	 * no XDP program does it first. */
 	CX_CFG_PREFILTER_TC = 1 << 0,
+	/* A fragment after the first whose first fragment was not seen goes
+	 * on untracked instead of being dropped (Config.orphanFragments). */
+	CX_CFG_FRAG_ORPHAN_PASS = 1 << 1,
 };
 
 /* What becomes of a workload's new flow to this host (Config.endpointToHostAction). */
@@ -256,11 +260,73 @@ struct cx_fip {
 	__u32 flags; /* enum cx_fip_flags */
 };
 
-/* cx_ct: connection tracking. A tracked flow has two entries, one per
- * direction, each keyed by the tuple packets of that direction carry when
- * they arrive, and holding the tuple to rewrite them to (the same tuple when
- * there is no NAT). For ICMP echo, sport is the identifier and dport 0. */
+/* Connection tracking keeps two tables, so that a flood of new tracked
+ * flows (spoofed SYNs at a workload under policy) can evict only tracking,
+ * never a tenant's translations:
+ *   - cx_ct_v2: flows that need no translation, one entry per flow, found
+ *     from either direction (the key is the tuple normalised);
+ *   - cx_nat_v2: translated flows, two entries (one per direction), each
+ *     keyed by the tuple that direction's packets carry when they arrive
+ *     and holding what to rewrite them to.
+ * Addresses are 16 bytes (IPv4 v4-mapped), so IPv6 flows take the same
+ * layout. The _v2 in the pin names is the layout's version: an agent that
+ * finds the previous layout's cx_ct migrates its flows (loader/). */
+
+/* cx_tcp_dir is what TCP tracking knows of one direction of a flow. */
+struct cx_tcp_dir {
+	/* The sequence number after the last this direction sent, and the
+	 * largest window field it sent (unscaled): what a blind attacker does
+	 * not know (CX_CT_SEQ_KNOWN). */
+	__u32 seq_end;
+	__u16 max_win;
+	__u8 flags; /* the TCP flags of this direction's in-sequence segments */
+	__u8 state; /* enum cx_ct_seq */
+};
+
+/* cx_tcp_dir.state */
+enum cx_ct_seq {
+	CX_CT_WSCALE_MASK = 0x0f,
+	/* The direction's entry was recreated from the other one (cx_nat_v2):
+	 * its first ACK that is no RST is taken as in sequence. */
+	CX_CT_SEQ_RESYNC = 0x10,
+	CX_CT_SIDE_ORIG = 0x20,      /* cx_ct_v2: this side sent the flow's first packet */
+	CX_CT_WSCALE_OFFERED = 0x40, /* this direction's SYN offered window scaling */
+	CX_CT_SEQ_KNOWN = 0x80,      /* seq_end and max_win hold this direction's */
+};
+
+/* cx_ct_key is a flow's tuple normalised: side a is the end with the lower
+ * (address, port), b the other, so both directions find one entry. For ICMP
+ * echo, port_a is the identifier and port_b 0, whatever the sides. */
 struct cx_ct_key {
+	__u8 addr_a[16];
+	__u8 addr_b[16];
+	__be16 port_a;
+	__be16 port_b;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* cx_ct_side is one end of a tracked flow: what it sent. */
+struct cx_ct_side {
+	struct cx_tcp_dir tcp;
+	__u32 packets;
+	/* The workload interface this side's packets come from, checked as
+	 * its source when the flow started or this side first sent: later
+	 * packets from it skip the source check (0: none yet). */
+	__u32 ifindex;
+};
+
+/* cx_ct_entry is a flow without translation: 64 bytes. */
+struct cx_ct_entry {
+	__u64 created_ns; /* bpf_ktime_get_coarse_ns (CLOCK_MONOTONIC) */
+	__u64 last_ns;    /* written at most once a CX_CT_LAST_NS */
+	__u64 bytes[2];   /* sent by side a, side b */
+	struct cx_ct_side side[2];
+};
+
+/* cx_nat_key: the tuple packets of one direction of a translated flow
+ * carry when they arrive. For ICMP echo, sport is the identifier, dport 0. */
+struct cx_nat_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__be16 sport;
@@ -274,44 +340,62 @@ enum cx_ct_dir {
 	CX_CT_REPLY = 1,
 };
 
-/* cx_ct_entry.tcp_seq */
-enum cx_ct_seq {
-	CX_CT_WSCALE_MASK = 0x0f,
-	CX_CT_WSCALE_OFFERED = 0x40, /* this direction's SYN offered window scaling */
-	CX_CT_SEQ_KNOWN = 0x80,      /* seq_end and max_win hold this direction's */
-};
-
 enum cx_nat {
 	CX_NAT_DNAT = 1 << 0,
 	CX_NAT_SNAT = 1 << 1,
 };
 
-struct cx_ct_entry {
+struct cx_nat_entry {
 	__u8 nat_saddr[16]; /* what matching packets are rewritten to */
 	__u8 nat_daddr[16];
 	__be16 nat_sport;
 	__be16 nat_dport;
-	__u8 dir;       /* enum cx_ct_dir */
-	__u8 nat;       /* enum cx_nat bits, the same in both entries */
-	__u8 tcp_flags; /* the TCP flags of this direction's in-sequence segments */
-	__u8 tcp_seq;   /* CX_CT_SEQ_KNOWN | CX_CT_WSCALE_OFFERED | the window-scale shift this direction offered */
-	__u64 created_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u8 dir; /* enum cx_ct_dir */
+	__u8 nat; /* enum cx_nat bits, the same in both entries */
+	__u8 pad[2];
+	struct cx_tcp_dir tcp;
+	__u64 created_ns;
 	__u64 last_ns;
 	__u64 packets;
 	__u64 bytes;
-	/* TCP sequence tracking (CX_CT_SEQ_KNOWN): the sequence number after
-	 * the last this direction sent, and the largest window field it sent
-	 * (unscaled). What a blind attacker does not know. */
-	__u32 seq_end;
-	__u16 max_win;
-	__u16 pad;
 	/* The established-flow fast path (from-workload): a packet of this
 	 * direction from workload interface ifindex whose source was checked
-	 * when the flow started, and the route of its (translated)
-	 * destination, valid while cx_config.route_gen is route_gen. */
+	 * when the flow started, and the route of its translated destination,
+	 * valid while cx_config.route_gen is route_gen. */
 	__u32 ifindex;
 	__u32 route_gen; /* 0: nothing cached */
 	struct cx_route route;
+};
+
+/* cx_ct_stats: per-CPU counts, indexed by this enum, of the entries the
+ * programs wrote into and deleted from the conntrack maps. The LRU evicts
+ * silently; the agent tells its evictions from these and the maps' fill. */
+enum cx_ct_stat {
+	CX_CTS_CT_CREATED = 0,
+	CX_CTS_NAT_CREATED = 1,
+	CX_CTS_CT_DELETED = 2,
+	CX_CTS_NAT_DELETED = 3,
+	CX_CTS_FRAG_ORPHANS = 4, /* later fragments without their first (dropped or passed) */
+	CX_CTS_MAX = 8,
+};
+
+/* cx_frags: the L4 ports of a fragmented datagram, from its first
+ * fragment, so that the later ones (which carry no L4 header) are matched
+ * and translated like it. Keyed as the fragments arrive. */
+struct cx_frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 id; /* the IP identification (IPv6: the fragment header's) */
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct cx_frag {
+	__be16 sport; /* ICMP echo: the identifier */
+	__be16 dport;
+	__u16 policy_port; /* host order: what policy matches (ICMP: type << 8 | code) */
+	__u8 icmp_type;
+	__u8 pad;
 };
 
 enum cx_attach_mode {

@@ -23,7 +23,8 @@ const (
 type CalyxCxConfigFlags uint32
 
 const (
-	CalyxCxConfigFlagsCX_CFG_PREFILTER_TC CalyxCxConfigFlags = 1
+	CalyxCxConfigFlagsCX_CFG_PREFILTER_TC     CalyxCxConfigFlags = 1
+	CalyxCxConfigFlagsCX_CFG_FRAG_ORPHAN_PASS CalyxCxConfigFlags = 2
 )
 
 type CalyxCxCounter struct {
@@ -47,33 +48,29 @@ const (
 
 type CalyxCxCtEntry struct {
 	_         structs.HostLayout
-	NatSaddr  [16]uint8
-	NatDaddr  [16]uint8
-	NatSport  uint16
-	NatDport  uint16
-	Dir       uint8
-	Nat       uint8
-	TcpFlags  uint8
-	TcpSeq    uint8
 	CreatedNs uint64
 	LastNs    uint64
-	Packets   uint64
-	Bytes     uint64
-	SeqEnd    uint32
-	MaxWin    uint16
-	Pad       uint16
-	Ifindex   uint32
-	RouteGen  uint32
-	Route     CalyxCxRoute
-	_         [4]byte
+	Bytes     [2]uint64
+	Side      [2]struct {
+		_   structs.HostLayout
+		Tcp struct {
+			_      structs.HostLayout
+			SeqEnd uint32
+			MaxWin uint16
+			Flags  uint8
+			State  uint8
+		}
+		Packets uint32
+		Ifindex uint32
+	}
 }
 
 type CalyxCxCtKey struct {
 	_     structs.HostLayout
-	Saddr [16]uint8
-	Daddr [16]uint8
-	Sport uint16
-	Dport uint16
+	AddrA [16]uint8
+	AddrB [16]uint8
+	PortA uint16
+	PortB uint16
 	Proto uint8
 	Pad   [3]uint8
 }
@@ -82,8 +79,21 @@ type CalyxCxCtSeq uint32
 
 const (
 	CalyxCxCtSeqCX_CT_WSCALE_MASK    CalyxCxCtSeq = 15
+	CalyxCxCtSeqCX_CT_SEQ_RESYNC     CalyxCxCtSeq = 16
+	CalyxCxCtSeqCX_CT_SIDE_ORIG      CalyxCxCtSeq = 32
 	CalyxCxCtSeqCX_CT_WSCALE_OFFERED CalyxCxCtSeq = 64
 	CalyxCxCtSeqCX_CT_SEQ_KNOWN      CalyxCxCtSeq = 128
+)
+
+type CalyxCxCtStat uint32
+
+const (
+	CalyxCxCtStatCX_CTS_CT_CREATED   CalyxCxCtStat = 0
+	CalyxCxCtStatCX_CTS_NAT_CREATED  CalyxCxCtStat = 1
+	CalyxCxCtStatCX_CTS_CT_DELETED   CalyxCxCtStat = 2
+	CalyxCxCtStatCX_CTS_NAT_DELETED  CalyxCxCtStat = 3
+	CalyxCxCtStatCX_CTS_FRAG_ORPHANS CalyxCxCtStat = 4
+	CalyxCxCtStatCX_CTS_MAX          CalyxCxCtStat = 8
 )
 
 type CalyxCxEncap uint32
@@ -138,6 +148,24 @@ const (
 type CalyxCxFipKey struct {
 	_    structs.HostLayout
 	Addr [16]uint8
+}
+
+type CalyxCxFrag struct {
+	_          structs.HostLayout
+	Sport      uint16
+	Dport      uint16
+	PolicyPort uint16
+	IcmpType   uint8
+	Pad        uint8
+}
+
+type CalyxCxFragKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Id    uint32
+	Proto uint8
+	Pad   [3]uint8
 }
 
 type CalyxCxIdentity struct {
@@ -212,6 +240,42 @@ const (
 	CalyxCxNatCX_NAT_DNAT CalyxCxNat = 1
 	CalyxCxNatCX_NAT_SNAT CalyxCxNat = 2
 )
+
+type CalyxCxNatEntry struct {
+	_        structs.HostLayout
+	NatSaddr [16]uint8
+	NatDaddr [16]uint8
+	NatSport uint16
+	NatDport uint16
+	Dir      uint8
+	Nat      uint8
+	Pad      [2]uint8
+	Tcp      struct {
+		_      structs.HostLayout
+		SeqEnd uint32
+		MaxWin uint16
+		Flags  uint8
+		State  uint8
+	}
+	CreatedNs uint64
+	LastNs    uint64
+	Packets   uint64
+	Bytes     uint64
+	Ifindex   uint32
+	RouteGen  uint32
+	Route     CalyxCxRoute
+	_         [4]byte
+}
+
+type CalyxCxNatKey struct {
+	_     structs.HostLayout
+	Saddr [16]uint8
+	Daddr [16]uint8
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
 
 type CalyxCxNodeConfig struct {
 	_               structs.HostLayout
@@ -305,6 +369,7 @@ const (
 	CalyxCxReasonCX_REASON_DROP_TUNNEL_INNER_SRC CalyxCxReason = 35
 	CalyxCxReasonCX_REASON_DROP_VLAN             CalyxCxReason = 36
 	CalyxCxReasonCX_REASON_DROP_TCP_WINDOW       CalyxCxReason = 37
+	CalyxCxReasonCX_REASON_DROP_FRAG_ORPHAN      CalyxCxReason = 38
 	CalyxCxReasonCX_REASON_MAX                   CalyxCxReason = 48
 )
 
@@ -365,13 +430,16 @@ const (
 const (
 	CalyxMapCxConfig            = "cx_config"
 	CalyxMapCxCounters          = "cx_counters"
-	CalyxMapCxCt                = "cx_ct"
+	CalyxMapCxCtStats           = "cx_ct_stats"
+	CalyxMapCxCtV2              = "cx_ct_v2"
 	CalyxMapCxEndpoints         = "cx_endpoints"
 	CalyxMapCxFips              = "cx_fips"
+	CalyxMapCxFrags             = "cx_frags"
 	CalyxMapCxIfaces            = "cx_ifaces"
 	CalyxMapCxIpcache           = "cx_ipcache"
 	CalyxMapCxLeases            = "cx_leases"
 	CalyxMapCxLinks             = "cx_links"
+	CalyxMapCxNatV2             = "cx_nat_v2"
 	CalyxMapCxPolicy            = "cx_policy"
 	CalyxMapCxPolicyHits        = "cx_policy_hits"
 	CalyxMapCxPolicyLog         = "cx_policy_log"
@@ -386,6 +454,7 @@ const (
 	CalyxVarCxEnumConfigFlags   = "cx_enum_config_flags"
 	CalyxVarCxEnumCtDir         = "cx_enum_ct_dir"
 	CalyxVarCxEnumCtSeq         = "cx_enum_ct_seq"
+	CalyxVarCxEnumCtStat        = "cx_enum_ct_stat"
 	CalyxVarCxEnumE2h           = "cx_enum_e2h"
 	CalyxVarCxEnumEncap         = "cx_enum_encap"
 	CalyxVarCxEnumEpState       = "cx_enum_ep_state"
@@ -457,13 +526,16 @@ type CalyxProgramSpecs struct {
 type CalyxMapSpecs struct {
 	CxConfig     *ebpf.MapSpec `ebpf:"cx_config"`
 	CxCounters   *ebpf.MapSpec `ebpf:"cx_counters"`
-	CxCt         *ebpf.MapSpec `ebpf:"cx_ct"`
+	CxCtStats    *ebpf.MapSpec `ebpf:"cx_ct_stats"`
+	CxCtV2       *ebpf.MapSpec `ebpf:"cx_ct_v2"`
 	CxEndpoints  *ebpf.MapSpec `ebpf:"cx_endpoints"`
 	CxFips       *ebpf.MapSpec `ebpf:"cx_fips"`
+	CxFrags      *ebpf.MapSpec `ebpf:"cx_frags"`
 	CxIfaces     *ebpf.MapSpec `ebpf:"cx_ifaces"`
 	CxIpcache    *ebpf.MapSpec `ebpf:"cx_ipcache"`
 	CxLeases     *ebpf.MapSpec `ebpf:"cx_leases"`
 	CxLinks      *ebpf.MapSpec `ebpf:"cx_links"`
+	CxNatV2      *ebpf.MapSpec `ebpf:"cx_nat_v2"`
 	CxPolicy     *ebpf.MapSpec `ebpf:"cx_policy"`
 	CxPolicyHits *ebpf.MapSpec `ebpf:"cx_policy_hits"`
 	CxPolicyLog  *ebpf.MapSpec `ebpf:"cx_policy_log"`
@@ -479,6 +551,7 @@ type CalyxVariableSpecs struct {
 	CxEnumConfigFlags   *ebpf.VariableSpec `ebpf:"cx_enum_config_flags"`
 	CxEnumCtDir         *ebpf.VariableSpec `ebpf:"cx_enum_ct_dir"`
 	CxEnumCtSeq         *ebpf.VariableSpec `ebpf:"cx_enum_ct_seq"`
+	CxEnumCtStat        *ebpf.VariableSpec `ebpf:"cx_enum_ct_stat"`
 	CxEnumE2h           *ebpf.VariableSpec `ebpf:"cx_enum_e2h"`
 	CxEnumEncap         *ebpf.VariableSpec `ebpf:"cx_enum_encap"`
 	CxEnumEpState       *ebpf.VariableSpec `ebpf:"cx_enum_ep_state"`
@@ -517,13 +590,16 @@ func (o *CalyxObjects) Close() error {
 type CalyxMaps struct {
 	CxConfig     *ebpf.Map `ebpf:"cx_config"`
 	CxCounters   *ebpf.Map `ebpf:"cx_counters"`
-	CxCt         *ebpf.Map `ebpf:"cx_ct"`
+	CxCtStats    *ebpf.Map `ebpf:"cx_ct_stats"`
+	CxCtV2       *ebpf.Map `ebpf:"cx_ct_v2"`
 	CxEndpoints  *ebpf.Map `ebpf:"cx_endpoints"`
 	CxFips       *ebpf.Map `ebpf:"cx_fips"`
+	CxFrags      *ebpf.Map `ebpf:"cx_frags"`
 	CxIfaces     *ebpf.Map `ebpf:"cx_ifaces"`
 	CxIpcache    *ebpf.Map `ebpf:"cx_ipcache"`
 	CxLeases     *ebpf.Map `ebpf:"cx_leases"`
 	CxLinks      *ebpf.Map `ebpf:"cx_links"`
+	CxNatV2      *ebpf.Map `ebpf:"cx_nat_v2"`
 	CxPolicy     *ebpf.Map `ebpf:"cx_policy"`
 	CxPolicyHits *ebpf.Map `ebpf:"cx_policy_hits"`
 	CxPolicyLog  *ebpf.Map `ebpf:"cx_policy_log"`
@@ -535,13 +611,16 @@ func (m *CalyxMaps) Close() error {
 	return _CalyxClose(
 		m.CxConfig,
 		m.CxCounters,
-		m.CxCt,
+		m.CxCtStats,
+		m.CxCtV2,
 		m.CxEndpoints,
 		m.CxFips,
+		m.CxFrags,
 		m.CxIfaces,
 		m.CxIpcache,
 		m.CxLeases,
 		m.CxLinks,
+		m.CxNatV2,
 		m.CxPolicy,
 		m.CxPolicyHits,
 		m.CxPolicyLog,
@@ -558,6 +637,7 @@ type CalyxVariables struct {
 	CxEnumConfigFlags   *ebpf.Variable `ebpf:"cx_enum_config_flags"`
 	CxEnumCtDir         *ebpf.Variable `ebpf:"cx_enum_ct_dir"`
 	CxEnumCtSeq         *ebpf.Variable `ebpf:"cx_enum_ct_seq"`
+	CxEnumCtStat        *ebpf.Variable `ebpf:"cx_enum_ct_stat"`
 	CxEnumE2h           *ebpf.Variable `ebpf:"cx_enum_e2h"`
 	CxEnumEncap         *ebpf.Variable `ebpf:"cx_enum_encap"`
 	CxEnumEpState       *ebpf.Variable `ebpf:"cx_enum_ep_state"`

@@ -1,8 +1,9 @@
 package bpf_test
 
-// The established-flow fast path of calyx_from_wl: a flow's route is
-// cached in its conntrack entry and used, without the LPM lookups, for as
-// long as cx_config's route generation stays the same.
+// The established-flow fast paths of calyx_from_wl: a translated flow's
+// route is cached in its cx_nat_v2 entry and used, without the LPM lookups,
+// for as long as cx_config's route generation stays the same; a tracked
+// flow skips the source check of a side whose interface it recorded.
 
 import (
 	"net/netip"
@@ -28,20 +29,22 @@ func ctEntry(t *testing.T, e *env, key bpfmap.CTKey) bpfmap.CTEntry {
 	return *got
 }
 
+// A translated flow caches its route in its cx_nat_v2 entry.
 func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
-	e := newTunnelEnv(t)
+	ne := newNATEnv(t)
+	e := ne.env
 	m := e.dp.Maps
 	cfg := e.tun.cfg
 	cfg.RouteGen = 7
 	must(t, m.Config.Put(0, cfg))
 	src, dst := e.wl1, e.wl2
-	in := udp4(src, src.ip4, dst.ip4, 64)
-	key := bpfmap.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: bpfmap.ProtoUDP}
+	f := mkFlow(bpfmap.ProtoUDP, src.ip4, 40000, fipWL2, 53)
+	in := f.frame(src.l2(), seg{})
 
 	// First packet: the slow path, which caches its route.
 	o := e.fromWL(t, src, in)
 	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
-	ent := ctEntry(t, e, key)
+	ent := ctEntry(t, e, f.key())
 	if ent.Ifindex != src.idx() || ent.RouteGen != 7 {
 		t.Fatalf("entry caches ifindex %d generation %d, want %d and 7", ent.Ifindex, ent.RouteGen, src.idx())
 	}
@@ -51,7 +54,7 @@ func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
 	must(t, m.Routes.Delete(netip.PrefixFrom(dst.ip4, 32)))
 	o = e.fromWL(t, src, in)
 	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
-	if got := ctEntry(t, e, key).Packets; got != 2 {
+	if got := ctEntry(t, e, f.key()).Packets; got != 2 {
 		t.Errorf("entry counted %d packets, want 2", got)
 	}
 
@@ -60,6 +63,37 @@ func TestFastPathUsesCachedRouteUntilRoutesChange(t *testing.T) {
 	must(t, m.Config.Put(0, cfg))
 	o = e.fromWL(t, src, in)
 	o.want(t, ok, hit{src, bpfmap.ReasonPassHost})
+}
+
+// A tracked flow without translation records, per side, the interface
+// whose source check its packets passed: later packets from there skip the
+// check (its LPM lookup), and route by the table as it is now.
+func TestFastPathSkipsCheckedSource(t *testing.T) {
+	e := newTunnelEnv(t)
+	m := e.dp.Maps
+	src, dst := e.wl1, e.wl2
+	in := udp4(src, src.ip4, dst.ip4, 64)
+	key := bpfmap.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: bpfmap.ProtoUDP}
+	o := e.fromWL(t, src, in)
+	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
+	if ent := ctEntry(t, e, key); ent.Ifindex != src.idx() || ent.RouteGen != 0 {
+		t.Fatalf("entry records ifindex %d generation %d, want %d and no route", ent.Ifindex, ent.RouteGen, src.idx())
+	}
+	// The source's own route goes: the flow's packets still pass (checked
+	// when it started), a new flow from that address does not.
+	must(t, m.Routes.Delete(netip.PrefixFrom(src.ip4, 32)))
+	o = e.fromWL(t, src, in)
+	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
+	other := mkFlow(bpfmap.ProtoUDP, src.ip4, 40001, dst.ip4, 53)
+	o = e.fromWL(t, src, other.frame(src.l2(), seg{}))
+	o.want(t, shot, hit{src, bpfmap.ReasonDropSpoofIP})
+	// The reply side's interface is recorded at its first packet.
+	rin := udp4(dst, dst.ip4, src.ip4, 64)
+	rin = mkFlow(bpfmap.ProtoUDP, dst.ip4, 53, src.ip4, 40000).frame(dst.l2(), seg{})
+	e.fromWL(t, dst, rin)
+	if ent := ctEntry(t, e, bpfmap.CTKey{Src: key.Dst, Dst: key.Src, Proto: bpfmap.ProtoUDP}); ent.Ifindex != dst.idx() {
+		t.Errorf("reply side records ifindex %d, want %d", ent.Ifindex, dst.idx())
+	}
 }
 
 // The cache is per interface: the same tuple from another interface is a
@@ -82,12 +116,13 @@ func TestFastPathIsPerInterface(t *testing.T) {
 
 // With generation 0 (an agent that predates the cache) nothing is cached.
 func TestFastPathOffWithoutGeneration(t *testing.T) {
-	e := newTunnelEnv(t)
+	ne := newNATEnv(t)
+	e := ne.env
 	src, dst := e.wl1, e.wl2
-	o := e.fromWL(t, src, udp4(src, src.ip4, dst.ip4, 64))
+	f := mkFlow(bpfmap.ProtoUDP, src.ip4, 40000, fipWL2, 53)
+	o := e.fromWL(t, src, f.frame(src.l2(), seg{}))
 	o.want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
-	key := bpfmap.CTKey{Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 53), Proto: bpfmap.ProtoUDP}
-	if ent := ctEntry(t, e, key); ent.RouteGen != 0 {
+	if ent := ctEntry(t, e, f.key()); ent.RouteGen != 0 {
 		t.Errorf("generation 0 cached a route (generation %d)", ent.RouteGen)
 	}
 }

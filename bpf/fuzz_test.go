@@ -312,7 +312,7 @@ type fuzzEnv struct {
 	deny     []netip.Prefix
 	cfg      bpfmap.NodeConfig
 	xdp      *ebpf.Program
-	baseline map[bpf.CalyxCxCtKey]bpf.CalyxCxCtEntry
+	baseline []mapSnapshot // cx_ct_v2, cx_nat_v2
 	flows    fuzzFlows
 }
 
@@ -556,68 +556,81 @@ func (fe *fuzzEnv) establish(tb testing.TB) {
 	}
 	fe.pinNATPort(tb, fl.natUDP, fuzzPortUDP)
 	fe.pinNATPort(tb, fl.natTCP, fuzzPortTCP)
-	fe.baseline = map[bpf.CalyxCxCtKey]bpf.CalyxCxCtEntry{}
-	var k bpf.CalyxCxCtKey
-	var v bpf.CalyxCxCtEntry
-	it := fe.ct.Iterate()
-	for it.Next(&k, &v) {
-		fe.baseline[k] = v
-	}
-	must(tb, it.Err())
+	fe.baseline = []mapSnapshot{snapshotMap(tb, fe.ct), snapshotMap(tb, fe.nat)}
 }
 
 // pinNATPort moves the natOutgoing flow f to source port port, so that
 // seeds can answer it whichever port the program drew.
 func (fe *fuzzEnv) pinNATPort(tb testing.TB, f flow, port uint16) {
 	tb.Helper()
-	var orig, reply bpf.CalyxCxCtEntry
-	must(tb, fe.ct.Lookup(rawCTKey(f), &orig))
+	var orig, reply bpf.CalyxCxNatEntry
+	must(tb, fe.nat.Lookup(rawNATKey(f), &orig))
 	if addrFrom16(orig.NatSaddr) != hostAddr {
 		tb.Fatalf("%s is not translated to the node's address", f)
 	}
 	old := mkFlow(f.proto, hostAddr, bits.ReverseBytes16(orig.NatSport), f.dst.Addr(), f.dst.Port()).reverse()
-	must(tb, fe.ct.Lookup(rawCTKey(old), &reply))
-	must(tb, fe.ct.Delete(rawCTKey(old)))
+	must(tb, fe.nat.Lookup(rawNATKey(old), &reply))
+	must(tb, fe.nat.Delete(rawNATKey(old)))
 	orig.NatSport = bits.ReverseBytes16(port)
-	must(tb, fe.ct.Put(rawCTKey(f), orig))
-	must(tb, fe.ct.Put(rawCTKey(mkFlow(f.proto, hostAddr, port, f.dst.Addr(), f.dst.Port()).reverse()), reply))
+	must(tb, fe.nat.Put(rawNATKey(f), orig))
+	must(tb, fe.nat.Put(rawNATKey(mkFlow(f.proto, hostAddr, port, f.dst.Addr(), f.dst.Port()).reverse()), reply))
 }
 
 func addrFrom16(b [16]byte) netip.Addr { return netip.AddrFrom16(b).Unmap() }
 
-// resetConntrack puts cx_ct back to the baseline and says how many
-// entries it removed.
+// resetConntrack puts the conntrack maps back to the baseline and says
+// how many entries it removed.
 func (fe *fuzzEnv) resetConntrack(tb testing.TB) int {
 	tb.Helper()
-	var k bpf.CalyxCxCtKey
-	var v bpf.CalyxCxCtEntry
-	var stale []bpf.CalyxCxCtKey
-	seen := 0
-	it := fe.ct.Iterate()
-	for it.Next(&k, &v) {
-		b, ok := fe.baseline[k]
-		switch {
-		case !ok:
-			stale = append(stale, k)
-		case b != v:
-			must(tb, fe.ct.Put(k, b))
-			seen++
-		default:
-			seen++
-		}
+	n := 0
+	for _, b := range fe.baseline {
+		n += b.reset(tb)
+	}
+	return n
+}
+
+// mapSnapshot is a map's entries as raw bytes, to put it back to.
+type mapSnapshot struct {
+	m       *ebpf.Map
+	entries map[string]string
+}
+
+func snapshotMap(tb testing.TB, m *ebpf.Map) mapSnapshot {
+	tb.Helper()
+	s := mapSnapshot{m: m, entries: map[string]string{}}
+	k, v := make([]byte, m.KeySize()), make([]byte, m.ValueSize())
+	it := m.Iterate()
+	for it.Next(k, v) {
+		s.entries[string(k)] = string(v)
 	}
 	must(tb, it.Err())
-	for _, k := range stale {
-		if err := fe.ct.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			tb.Fatal(err)
+	return s
+}
+
+// reset puts the map back to the snapshot and says how many entries it
+// removed.
+func (s mapSnapshot) reset(tb testing.TB) int {
+	tb.Helper()
+	now := snapshotMap(tb, s.m)
+	stale := 0
+	for k, v := range now.entries {
+		b, ok := s.entries[k]
+		switch {
+		case !ok:
+			if err := s.m.Delete([]byte(k)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				tb.Fatal(err)
+			}
+			stale++
+		case b != v:
+			must(tb, s.m.Put([]byte(k), []byte(b)))
 		}
 	}
-	if seen != len(fe.baseline) {
-		for k, v := range fe.baseline {
-			must(tb, fe.ct.Put(k, v))
+	for k, v := range s.entries {
+		if _, ok := now.entries[k]; !ok {
+			must(tb, s.m.Put([]byte(k), []byte(v)))
 		}
 	}
-	return len(stale)
+	return stale
 }
 
 func (fe *fuzzEnv) prog(p progKind) *ebpf.Program {

@@ -48,7 +48,29 @@ struct cx_tuple {
 	__u32 ack;
 	__u32 seg_len;   /* TCP: the sequence space the segment takes (payload, SYN, FIN) */
 	__u16 win;       /* TCP: the window field as sent (unscaled) */
+	__u8 frag;       /* enum cx_frag_kind */
+	__u8 pad;
+	__u16 policy_port; /* a later fragment: its first fragment's, for policy */
 };
+
+enum cx_frag_kind {
+	CX_FRAG_NONE = 0,
+	CX_FRAG_FIRST = 1, /* the first fragment: it has the L4 header */
+	CX_FRAG_LATER = 2, /* a later one: no L4 header, ports from cx_frags */
+};
+
+/* last_ns is written at most this often (ns): a flow's packets would
+ * otherwise all write to one cache line. */
+#define CX_CT_LAST_NS 1000000000ULL
+
+/* cx_ct_stat adds n to a cx_ct_stats counter. */
+static __always_inline void cx_ct_stat(__u32 stat, __u64 n)
+{
+	__u64 *c = bpf_map_lookup_elem(&cx_ct_stats, &stat);
+
+	if (c)
+		*c += n;
+}
 
 #define CX_TCP_NO_WSCALE 0xff
 #define CX_TCP_MAX_WSCALE 14 /* RFC 7323 2.3 */
@@ -113,10 +135,54 @@ static __always_inline int cx_tcp_wscale(struct __sk_buff *skb, __u32 opt_len)
 }
 
 enum cx_tuple_kind {
-	CX_TUPLE_NONE = 0,  /* not tracked: options, fragments, other protocols */
-	CX_TUPLE_FLOW = 1,  /* TCP, UDP or ICMP echo */
+	CX_TUPLE_NONE = 0,  /* not tracked: options, other protocols */
+	CX_TUPLE_FLOW = 1,  /* TCP, UDP or ICMP echo (or a fragment of one) */
 	CX_TUPLE_ERROR = 2, /* an ICMP error about another packet */
+	CX_TUPLE_ORPHAN = 3, /* a later fragment whose first this hook has not seen */
 };
+
+static __always_inline void cx_frag_key_of(struct cx_frag_key *k, const struct iphdr *iph)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	cx_addr_v4(k->saddr, iph->saddr);
+	cx_addr_v4(k->daddr, iph->daddr);
+	k->id = iph->id;
+	k->proto = iph->protocol;
+}
+
+/* cx_frag_later fills t from the first fragment of the datagram a later
+ * fragment belongs to. */
+static __always_inline int cx_frag_later(const struct iphdr *iph, struct cx_tuple *t)
+{
+	struct cx_frag_key k;
+	struct cx_frag *f;
+
+	cx_frag_key_of(&k, iph);
+	f = bpf_map_lookup_elem(&cx_frags, &k);
+	if (!f) {
+		cx_ct_stat(CX_CTS_FRAG_ORPHANS, 1);
+		return CX_TUPLE_ORPHAN;
+	}
+	t->sport = f->sport;
+	t->dport = f->dport;
+	t->icmp_type = f->icmp_type;
+	t->policy_port = f->policy_port;
+	t->frag = CX_FRAG_LATER;
+	return CX_TUPLE_FLOW;
+}
+
+/* cx_frag_first remembers the ports of a first fragment (MF set, offset 0)
+ * for the later ones. A full table forgets the oldest datagram. */
+static __always_inline void cx_frag_first(const struct iphdr *iph, struct cx_tuple *t, __u16 policy_port)
+{
+	struct cx_frag_key k;
+	struct cx_frag f = { .sport = t->sport, .dport = t->dport, .icmp_type = t->icmp_type,
+			     .policy_port = policy_port };
+
+	cx_frag_key_of(&k, iph);
+	bpf_map_update_elem(&cx_frags, &k, &f, BPF_ANY);
+	t->frag = CX_FRAG_FIRST;
+}
 
 /* cx_tuple_of reads the flow tuple of the IPv4 packet at ETH_HLEN. */
 static __always_inline int cx_tuple_of(struct __sk_buff *skb, struct cx_tuple *t)
@@ -125,8 +191,10 @@ static __always_inline int cx_tuple_of(struct __sk_buff *skb, struct cx_tuple *t
 	void *data_end = cx_skb_data_end(skb);
 	struct iphdr *iph = data + ETH_HLEN;
 	__u8 *l4 = data + CX_L4_OFF;
+	int kind = CX_TUPLE_NONE;
+	__u16 policy_port = 0;
 
-	if ((void *)(iph + 1) > data_end || iph->ihl != 5 || iph->frag_off & bpf_htons(CX_IP_MF_OFFSET))
+	if ((void *)(iph + 1) > data_end || iph->ihl != 5)
 		return CX_TUPLE_NONE;
 	t->saddr = iph->saddr;
 	t->daddr = iph->daddr;
@@ -135,6 +203,12 @@ static __always_inline int cx_tuple_of(struct __sk_buff *skb, struct cx_tuple *t
 	t->dport = 0;
 	t->tcp_flags = 0;
 	t->icmp_type = 0;
+	t->frag = CX_FRAG_NONE;
+	if (iph->frag_off & bpf_htons(CX_IP_OFFSET)) {
+		if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP && iph->protocol != IPPROTO_ICMP)
+			return CX_TUPLE_NONE;
+		return cx_frag_later(iph, t);
+	}
 	switch (iph->protocol) {
 	case IPPROTO_TCP: {
 		struct tcphdr *th = (void *)l4;
@@ -158,30 +232,68 @@ static __always_inline int cx_tuple_of(struct __sk_buff *skb, struct cx_tuple *t
 		if (t->tcp_flags & CX_TCP_FIN)
 			t->seg_len++;
 		t->tcp_wscale = (t->tcp_flags & CX_TCP_SYN) ? cx_tcp_wscale(skb, hdr - sizeof(*th)) : CX_TCP_NO_WSCALE;
-		return CX_TUPLE_FLOW;
+		policy_port = bpf_ntohs(t->dport);
+		kind = CX_TUPLE_FLOW;
+		break;
 	}
 	case IPPROTO_UDP:
 		if ((void *)(l4 + 8) > data_end)
 			return CX_TUPLE_NONE;
 		__builtin_memcpy(&t->sport, l4, 2);
 		__builtin_memcpy(&t->dport, l4 + 2, 2);
-		return CX_TUPLE_FLOW;
+		policy_port = bpf_ntohs(t->dport);
+		kind = CX_TUPLE_FLOW;
+		break;
 	case IPPROTO_ICMP:
 		if ((void *)(l4 + 8) > data_end)
 			return CX_TUPLE_NONE;
 		t->icmp_type = l4[0];
+		policy_port = (__u16)l4[0] << 8 | l4[1];
 		if (l4[0] == CX_ICMP_ECHO || l4[0] == CX_ICMP_ECHO_REPLY) {
 			__builtin_memcpy(&t->sport, l4 + 4, 2);
-			return CX_TUPLE_FLOW;
-		}
-		if (l4[0] == CX_ICMP_DEST_UNREACH || l4[0] == CX_ICMP_TIME_EXCEEDED || l4[0] == CX_ICMP_PARAMETER_PROB)
+			kind = CX_TUPLE_FLOW;
+		} else if (l4[0] == CX_ICMP_DEST_UNREACH || l4[0] == CX_ICMP_TIME_EXCEEDED ||
+			   l4[0] == CX_ICMP_PARAMETER_PROB) {
+			/* Errors are never fragmented (they quote 576 bytes at most). */
 			return CX_TUPLE_ERROR;
+		}
+		break;
 	}
-	return CX_TUPLE_NONE;
+	if (kind == CX_TUPLE_FLOW && (iph->frag_off & bpf_htons(CX_IP_MF)))
+		cx_frag_first(iph, t, policy_port);
+	return kind;
 }
 
-static __always_inline void cx_ct_key_of(struct cx_ct_key *k, __be32 saddr, __be32 daddr, __be16 sport, __be16 dport,
-					 __u8 proto)
+/* cx_ct_key_of fills the normalised key of tuple t (cx_ct_key) and returns
+ * the side its packet comes from: 0 when its source is side a, 1 for b. */
+static __always_inline __u32 cx_ct_key_of(struct cx_ct_key *k, const struct cx_tuple *t)
+{
+	__u32 s = bpf_ntohl(t->saddr), d = bpf_ntohl(t->daddr);
+	__u32 side;
+
+	if (t->proto == IPPROTO_ICMP)
+		/* The echo identifier travels both ways in one field. */
+		side = s > d;
+	else
+		side = s > d || (s == d && bpf_ntohs(t->sport) > bpf_ntohs(t->dport));
+	__builtin_memset(k, 0, sizeof(*k));
+	k->proto = t->proto;
+	if (t->proto == IPPROTO_ICMP) {
+		k->port_a = t->sport;
+	} else if (side) {
+		k->port_a = t->dport;
+		k->port_b = t->sport;
+	} else {
+		k->port_a = t->sport;
+		k->port_b = t->dport;
+	}
+	cx_addr_v4(k->addr_a, side ? t->daddr : t->saddr);
+	cx_addr_v4(k->addr_b, side ? t->saddr : t->daddr);
+	return side;
+}
+
+static __always_inline void cx_nat_key_of(struct cx_nat_key *k, __be32 saddr, __be32 daddr, __be16 sport,
+					  __be16 dport, __u8 proto)
 {
 	__builtin_memset(k, 0, sizeof(*k));
 	cx_addr_v4(k->saddr, saddr);
@@ -191,146 +303,316 @@ static __always_inline void cx_ct_key_of(struct cx_ct_key *k, __be32 saddr, __be
 	k->proto = proto;
 }
 
-static __always_inline struct cx_ct_entry *cx_ct_lookup(const struct cx_tuple *t)
-{
-	struct cx_ct_key k;
+/* cx_flow is what conntrack knows of a packet's flow: the entry of its
+ * direction in cx_nat_v2 when the flow is translated, or its entry in
+ * cx_ct_v2 and the side the packet comes from; neither when untracked. */
+struct cx_flow {
+	struct cx_nat_entry *nat;
+	struct cx_ct_entry *ct;
+	__u32 side;
+};
 
-	cx_ct_key_of(&k, t->saddr, t->daddr, t->sport, t->dport, t->proto);
-	return bpf_map_lookup_elem(&cx_ct, &k);
+/* cx_flow_lookup finds the flow of tuple t. nat_first says which table is
+ * likelier to hold it, to look there first: a packet pays a second lookup
+ * only when its flow is in the other table or nowhere. */
+static __always_inline void cx_flow_lookup(const struct cx_tuple *t, struct cx_flow *f, int nat_first)
+{
+	struct cx_nat_key nk;
+	struct cx_ct_key ck;
+
+	f->nat = NULL;
+	f->ct = NULL;
+	if (nat_first) {
+		cx_nat_key_of(&nk, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+		f->nat = bpf_map_lookup_elem(&cx_nat_v2, &nk);
+		if (f->nat)
+			return;
+	}
+	f->side = cx_ct_key_of(&ck, t);
+	f->ct = bpf_map_lookup_elem(&cx_ct_v2, &ck);
+	if (f->ct || nat_first)
+		return;
+	cx_nat_key_of(&nk, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+	f->nat = bpf_map_lookup_elem(&cx_nat_v2, &nk);
 }
 
-/* cx_ct_other returns the entry of the flow's other direction: its packets
- * arrive as this entry's rewrite, reversed. TCP only (ICMP echo keys
- * differ). */
-static __always_inline struct cx_ct_entry *cx_ct_other(const struct cx_ct_entry *ct)
+static __always_inline int cx_flow_tracked(const struct cx_flow *f)
 {
-	struct cx_ct_key rk;
+	if (f->nat)
+		return 1;
+	/* Two tests, not one on the pointers or'ed together: the verifier
+	 * refuses arithmetic on a pointer that may be NULL. */
+	asm volatile("" ::: "memory");
+	return f->ct != NULL;
+}
 
-	cx_ct_key_of(&rk, cx_addr_ip4(ct->nat_daddr), cx_addr_ip4(ct->nat_saddr), ct->nat_dport, ct->nat_sport,
-		     IPPROTO_TCP);
-	return bpf_map_lookup_elem(&cx_ct, &rk);
+/* cx_nat_reply_key_of is the key of the other direction of a translated
+ * flow: its packets arrive as this entry's rewrite, reversed. */
+static __always_inline void cx_nat_other_key(struct cx_nat_key *k, const struct cx_nat_entry *e, __u8 proto)
+{
+	if (proto == IPPROTO_ICMP)
+		cx_nat_key_of(k, cx_addr_ip4(e->nat_daddr), cx_addr_ip4(e->nat_saddr), e->nat_sport, 0, proto);
+	else
+		cx_nat_key_of(k, cx_addr_ip4(e->nat_daddr), cx_addr_ip4(e->nat_saddr), e->nat_dport, e->nat_sport,
+			      proto);
+}
+
+/* cx_nat_other returns the entry of a translated TCP flow's other direction. */
+static __always_inline struct cx_nat_entry *cx_nat_other(const struct cx_nat_entry *e)
+{
+	struct cx_nat_key k;
+
+	cx_nat_other_key(&k, e, IPPROTO_TCP);
+	return bpf_map_lookup_elem(&cx_nat_v2, &k);
 }
 
 /* cx_tcp_window is the most the receiver (rcv) has let the sender (snd)
  * send: the largest window it advertised, scaled when both SYNs offered
  * scaling (RFC 7323). Its SYN's window, never scaled, is scaled with the
  * rest: the estimate errs wide, never narrow. */
-static __always_inline __u32 cx_tcp_window(const struct cx_ct_entry *rcv, const struct cx_ct_entry *snd)
+static __always_inline __u32 cx_tcp_window(const struct cx_tcp_dir *rcv, const struct cx_tcp_dir *snd)
 {
 	__u32 win = rcv->max_win;
 
-	if ((rcv->tcp_seq & CX_CT_WSCALE_OFFERED) && (snd->tcp_seq & CX_CT_WSCALE_OFFERED))
-		win <<= rcv->tcp_seq & CX_CT_WSCALE_MASK;
+	if ((rcv->state & CX_CT_WSCALE_OFFERED) && (snd->state & CX_CT_WSCALE_OFFERED))
+		win <<= rcv->state & CX_CT_WSCALE_MASK;
 	return win;
 }
 
-/* cx_tcp_in_sequence says whether TCP segment t of entry ct's direction
- * lies where a sender that really is this flow's end could put it, the
- * test Linux conntrack makes in spirit (RFC 5961 makes a stricter one for
- * RSTs at the endpoint):
+/* cx_tcp_in_order is the common case of cx_tcp_in_sequence: the segment
+ * starts exactly where this direction's last one ended. */
+static __always_inline int cx_tcp_in_order(const struct cx_tcp_dir *d, const struct cx_tuple *t)
+{
+	return (d->state & CX_CT_SEQ_KNOWN) && t->seq == d->seq_end;
+}
+
+/* cx_tcp_in_sequence says whether TCP segment t of direction d (whose other
+ * direction is other, NULL when unknown) lies where a sender that really is
+ * this flow's end could put it, the test Linux conntrack makes in spirit
+ * (RFC 5961 makes a stricter one for RSTs at the endpoint):
  * - a direction's first segment (the other end's SYN-ACK or RST) must
  *   acknowledge exactly what the other direction has sent: its SYN;
  * - later ones must start at the end of what this direction sent, or
  *   within the other end's window of it, either side (retransmissions,
  *   segments lost before this hook). Until the other end has sent
- *   anything, only the exact next sequence number is.
- * Only the first check of the common case, a segment in order, is free;
- * the others look the other direction's entry up. */
-static __always_inline int cx_tcp_in_sequence(const struct cx_ct_entry *ct, const struct cx_tuple *t)
+ *   anything, only the exact next sequence number is. */
+static __always_inline int cx_tcp_in_sequence(const struct cx_tcp_dir *d, const struct cx_tcp_dir *other,
+					      const struct cx_tuple *t)
 {
-	const struct cx_ct_entry *other;
-	__u32 d, win;
+	__u32 dist, win;
 
-	if (ct->tcp_seq & CX_CT_SEQ_KNOWN) {
-		d = t->seq - ct->seq_end;
-		if (!d)
+	if (d->state & CX_CT_SEQ_KNOWN) {
+		dist = t->seq - d->seq_end;
+		if (!dist)
 			return 1;
-		other = cx_ct_other(ct);
-		if (!other || !(other->tcp_seq & CX_CT_SEQ_KNOWN))
+		if (!other || !(other->state & CX_CT_SEQ_KNOWN))
 			return 0;
-		win = cx_tcp_window(other, ct);
-		if ((__s32)d > 0)
-			return d <= win;
+		win = cx_tcp_window(other, d);
+		if ((__s32)dist > 0)
+			return dist <= win;
 		/* Behind: a retransmission, or an RST or FIN at the first
 		 * byte of the window the receiver has (its last ACK). */
-		return -d <= win + 1;
+		return -dist <= win + 1;
 	}
 	/* A simultaneous open's SYN acknowledges nothing. */
 	if ((t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK | CX_TCP_RST)) == CX_TCP_SYN)
 		return 1;
 	if (!(t->tcp_flags & CX_TCP_ACK))
 		return 0;
-	other = cx_ct_other(ct);
-	return other && (other->tcp_seq & CX_CT_SEQ_KNOWN) && t->ack == other->seq_end;
+	if ((d->state & CX_CT_SEQ_RESYNC) && !(t->tcp_flags & CX_TCP_RST))
+		/* Recreated mid-flow: it learns where this direction is from
+		 * its first ACK; an RST waits until then. */
+		return 1;
+	return other && (other->state & CX_CT_SEQ_KNOWN) && t->ack == other->seq_end;
 }
 
-/* cx_tcp_advance records an in-sequence segment t on its direction's entry. */
-static __always_inline void cx_tcp_advance(struct cx_ct_entry *ct, const struct cx_tuple *t)
+/* cx_tcp_advance records an in-sequence segment t on its direction. */
+static __always_inline void cx_tcp_advance(struct cx_tcp_dir *d, const struct cx_tuple *t)
 {
 	__u32 end = t->seq + t->seg_len;
-	__u8 seq = ct->tcp_seq | CX_CT_SEQ_KNOWN;
+	__u8 st = (d->state & ~CX_CT_SEQ_RESYNC) | CX_CT_SEQ_KNOWN;
 
-	if (!(ct->tcp_seq & CX_CT_SEQ_KNOWN) || (__s32)(end - ct->seq_end) > 0)
-		ct->seq_end = end;
-	if (t->win > ct->max_win)
-		ct->max_win = t->win;
+	if (!(d->state & CX_CT_SEQ_KNOWN) || (__s32)(end - d->seq_end) > 0)
+		d->seq_end = end;
+	if (t->win > d->max_win)
+		d->max_win = t->win;
 	if (t->tcp_wscale != CX_TCP_NO_WSCALE)
-		seq = (seq & ~CX_CT_WSCALE_MASK) | CX_CT_WSCALE_OFFERED | t->tcp_wscale;
-	if (seq != ct->tcp_seq)
-		ct->tcp_seq = seq;
-	if (t->tcp_flags & ~ct->tcp_flags)
-		ct->tcp_flags |= t->tcp_flags;
+		st = (st & ~CX_CT_WSCALE_MASK) | CX_CT_WSCALE_OFFERED | t->tcp_wscale;
+	if (st != d->state)
+		d->state = st;
+	if (t->tcp_flags & ~d->flags)
+		d->flags |= t->tcp_flags;
 }
 
-/* cx_ct_seen records a packet on an entry: its counters, and for TCP what
- * it tells of its direction (cx_tcp_advance) when it is in sequence. A
- * segment that is not changes nothing but the counters: a blind attacker,
- * who does not know the sequence numbers, cannot mark a flow closing (FIN,
- * RST) nor move its window. Returns -1 for an RST that is not in sequence
- * (the caller drops it: no end would accept it), 0 otherwise. */
-static __always_inline int cx_ct_seen(struct cx_ct_entry *ct, const struct cx_tuple *t, __u32 len)
+/* cx_ct_touch moves a flow's last_ns on when it is older than
+ * CX_CT_LAST_NS, and says whether it did. */
+static __always_inline int cx_ct_touch(__u64 *last_ns)
 {
-	ct->last_ns = bpf_ktime_get_ns();
-	__sync_fetch_and_add(&ct->packets, 1);
-	__sync_fetch_and_add(&ct->bytes, len);
-	if (t->proto != IPPROTO_TCP)
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (now - *last_ns < CX_CT_LAST_NS)
 		return 0;
-	if (!cx_tcp_in_sequence(ct, t))
+	*last_ns = now;
+	return 1;
+}
+
+/* cx_tcp_seen applies a segment to direction d: what it tells of the
+ * direction when it is in sequence. A segment that is not changes nothing:
+ * a blind attacker, who does not know the sequence numbers, cannot mark a
+ * flow closing (FIN, RST) nor move its window. Returns -1 for an RST that
+ * is not in sequence (the caller drops it: no end would accept it). */
+static __always_inline int cx_tcp_seen(struct cx_tcp_dir *d, const struct cx_tcp_dir *other, const struct cx_tuple *t)
+{
+	if (!cx_tcp_in_sequence(d, other, t))
 		return (t->tcp_flags & CX_TCP_RST) ? -1 : 0;
-	cx_tcp_advance(ct, t);
+	cx_tcp_advance(d, t);
 	return 0;
 }
 
-/* cx_ct_closed_syn says whether a packet is the SYN of a new connection
+/* cx_ct_seen records a packet of side side on a tracked flow. Counters are
+ * plain adds: a flow's packets are on one CPU at a time but for races that
+ * cost a count, never a verdict. Returns what cx_tcp_seen does. */
+static __always_inline int cx_ct_seen(struct cx_ct_entry *ct, __u32 side, const struct cx_tuple *t, __u32 len)
+{
+	struct cx_ct_side *me = side ? &ct->side[1] : &ct->side[0];
+	struct cx_ct_side *peer = side ? &ct->side[0] : &ct->side[1];
+
+	cx_ct_touch(&ct->last_ns);
+	me->packets++;
+	if (side)
+		ct->bytes[1] += len;
+	else
+		ct->bytes[0] += len;
+	if (t->proto != IPPROTO_TCP || t->frag == CX_FRAG_LATER)
+		return 0;
+	if (cx_tcp_in_order(&me->tcp, t)) {
+		cx_tcp_advance(&me->tcp, t);
+		return 0;
+	}
+	return cx_tcp_seen(&me->tcp, &peer->tcp, t);
+}
+
+/* cx_nat_recreate_other writes the other direction's entry of a translated
+ * flow from this one (tuple t, before translation), when the LRU evicted it:
+ * replies would otherwise leave untranslated. Never over another flow's
+ * entry (BPF_NOEXIST): when its tuple has been taken since, the replies are
+ * that flow's. */
+static __always_inline void cx_nat_recreate_other(const struct cx_nat_entry *e, const struct cx_tuple *t)
+{
+	struct cx_nat_entry v = {};
+	struct cx_nat_key k;
+
+	cx_nat_other_key(&k, e, t->proto);
+	if (bpf_map_lookup_elem(&cx_nat_v2, &k))
+		return;
+	v.dir = e->dir == CX_CT_ORIG ? CX_CT_REPLY : CX_CT_ORIG;
+	v.nat = e->nat;
+	v.created_ns = e->created_ns;
+	v.last_ns = e->last_ns;
+	v.tcp.state = CX_CT_SEQ_RESYNC;
+	cx_addr_v4(v.nat_saddr, t->daddr);
+	cx_addr_v4(v.nat_daddr, t->saddr);
+	v.nat_sport = t->proto == IPPROTO_ICMP ? t->sport : t->dport;
+	v.nat_dport = t->proto == IPPROTO_ICMP ? 0 : t->sport;
+	if (!bpf_map_update_elem(&cx_nat_v2, &k, &v, BPF_NOEXIST))
+		cx_ct_stat(CX_CTS_NAT_CREATED, 1);
+}
+
+/* cx_nat_seen records a packet t (before translation) on its direction's
+ * entry of a translated flow. Once a second per flow direction it also
+ * makes sure the other direction's entry is there. */
+static __always_inline int cx_nat_seen(struct cx_nat_entry *e, const struct cx_tuple *t, __u32 len)
+{
+	struct cx_nat_entry *o;
+
+	if (cx_ct_touch(&e->last_ns))
+		cx_nat_recreate_other(e, t);
+	e->packets++;
+	e->bytes += len;
+	if (t->proto != IPPROTO_TCP || t->frag == CX_FRAG_LATER)
+		return 0;
+	if (cx_tcp_in_order(&e->tcp, t)) {
+		cx_tcp_advance(&e->tcp, t);
+		return 0;
+	}
+	o = cx_nat_other(e);
+	return cx_tcp_seen(&e->tcp, o ? &o->tcp : NULL, t);
+}
+
+/* cx_flow_count counts a packet that says nothing of the flow's state
+ * (an ICMP error about it). */
+static __always_inline void cx_flow_count(const struct cx_flow *f, __u32 len)
+{
+	if (f->nat) {
+		f->nat->packets++;
+		f->nat->bytes += len;
+	} else if (f->ct && f->side) {
+		f->ct->side[1].packets++;
+		f->ct->bytes[1] += len;
+	} else if (f->ct) {
+		f->ct->side[0].packets++;
+		f->ct->bytes[0] += len;
+	}
+}
+
+/* cx_flow_seen records a packet on its flow; see cx_tcp_seen. */
+static __always_inline int cx_flow_seen(const struct cx_flow *f, const struct cx_tuple *t, __u32 len)
+{
+	if (f->nat)
+		return cx_nat_seen(f->nat, t, len);
+	if (f->ct)
+		return cx_ct_seen(f->ct, f->side, t, len);
+	return 0;
+}
+
+/* cx_flow_closed_syn says whether a packet is the SYN of a new connection
  * that reuses the ports of a tracked one its sender already closed (FIN or
  * RST seen in this direction), within the closed flow's expiry. Such a
  * packet must start a flow of its own, policy included, as Linux conntrack
  * does for a SYN on a TIME_WAIT or CLOSE entry. */
-static __always_inline int cx_ct_closed_syn(const struct cx_tuple *t, const struct cx_ct_entry *ct)
+static __always_inline int cx_flow_closed_syn(const struct cx_tuple *t, const struct cx_flow *f)
 {
-	return t->proto == IPPROTO_TCP && (t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK)) == CX_TCP_SYN &&
-	       (ct->tcp_flags & (CX_TCP_FIN | CX_TCP_RST));
+	__u8 flags = 0;
+
+	if (t->proto != IPPROTO_TCP || (t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK)) != CX_TCP_SYN)
+		return 0;
+	if (f->nat)
+		flags = f->nat->tcp.flags;
+	else if (f->ct)
+		flags = f->side ? f->ct->side[1].tcp.flags : f->ct->side[0].tcp.flags;
+	return (flags & (CX_TCP_FIN | CX_TCP_RST)) != 0;
 }
 
-/* cx_ct_reopened removes the closed flow's entries when the packet is such
- * a SYN, and says whether it was. */
-static __always_inline int cx_ct_reopened(const struct cx_tuple *t, const struct cx_ct_entry *ct)
+/* cx_flow_reopened removes the closed flow's entries when the packet is
+ * such a SYN, and says whether it was. */
+static __always_inline int cx_flow_reopened(const struct cx_tuple *t, struct cx_flow *f)
 {
-	struct cx_ct_key rk;
-
-	if (!cx_ct_closed_syn(t, ct))
+	if (!cx_flow_closed_syn(t, f))
 		return 0;
-	/* The other direction's packets arrive as this entry's rewrite, reversed. */
-	cx_ct_key_of(&rk, cx_addr_ip4(ct->nat_daddr), cx_addr_ip4(ct->nat_saddr), ct->nat_dport, ct->nat_sport,
-		     IPPROTO_TCP);
-	bpf_map_delete_elem(&cx_ct, &rk);
-	cx_ct_key_of(&rk, t->saddr, t->daddr, t->sport, t->dport, IPPROTO_TCP);
-	bpf_map_delete_elem(&cx_ct, &rk);
+	if (f->nat) {
+		struct cx_nat_key k;
+
+		cx_nat_other_key(&k, f->nat, IPPROTO_TCP);
+		if (!bpf_map_delete_elem(&cx_nat_v2, &k))
+			cx_ct_stat(CX_CTS_NAT_DELETED, 1);
+		cx_nat_key_of(&k, t->saddr, t->daddr, t->sport, t->dport, IPPROTO_TCP);
+		if (!bpf_map_delete_elem(&cx_nat_v2, &k))
+			cx_ct_stat(CX_CTS_NAT_DELETED, 1);
+	} else {
+		struct cx_ct_key k;
+
+		cx_ct_key_of(&k, t);
+		if (!bpf_map_delete_elem(&cx_ct_v2, &k))
+			cx_ct_stat(CX_CTS_CT_DELETED, 1);
+	}
+	f->nat = NULL;
+	f->ct = NULL;
 	return 1;
 }
 
-/* cx_rewrite4 replaces a 4-byte address at off, fixing the IP checksum and,
- * through the pseudo-header, the TCP or UDP one. */
+/* cx_rewrite_addr replaces a 4-byte address at off, fixing the IP checksum
+ * and, through the pseudo-header, the TCP or UDP one (proto 0: a later
+ * fragment, whose L4 checksum is in the first). */
 static __always_inline int cx_rewrite_addr(struct __sk_buff *skb, __u32 off, __be32 from, __be32 to, __u8 proto)
 {
 	if (from == to)
@@ -360,57 +642,112 @@ static __always_inline int cx_rewrite_port(struct __sk_buff *skb, __u32 off, __b
 	return bpf_skb_store_bytes(skb, off, &to, 2, 0);
 }
 
-/* cx_nat_apply rewrites the packet of tuple t to the tuple in ct and
- * updates t to match. Returns 0, or -1 when a helper refused. */
-static __always_inline int cx_nat_apply(struct __sk_buff *skb, struct cx_tuple *t, const struct cx_ct_entry *ct)
+/* cx_nat_apply rewrites the packet of tuple t to the tuple in e and
+ * updates t to match. A later fragment has only its addresses rewritten:
+ * the ports and the L4 checksum are in the first. Returns 0, or -1 when a
+ * helper refused. */
+static __always_inline int cx_nat_apply(struct __sk_buff *skb, struct cx_tuple *t, const struct cx_nat_entry *e)
 {
-	__be32 ns = cx_addr_ip4(ct->nat_saddr), nd = cx_addr_ip4(ct->nat_daddr);
+	__be32 ns = cx_addr_ip4(e->nat_saddr), nd = cx_addr_ip4(e->nat_daddr);
 	__u32 sport_off = CX_L4_OFF, dport_off = CX_L4_OFF + 2;
+	__u8 l4 = t->frag == CX_FRAG_LATER ? 0 : t->proto;
 
 	if (t->proto == IPPROTO_ICMP)
 		sport_off = CX_L4_OFF + 4;
-	if (cx_rewrite_addr(skb, CX_IP_SRC_OFF, t->saddr, ns, t->proto) ||
-	    cx_rewrite_addr(skb, CX_IP_DST_OFF, t->daddr, nd, t->proto) ||
-	    cx_rewrite_port(skb, sport_off, t->sport, ct->nat_sport, t->proto))
+	if (cx_rewrite_addr(skb, CX_IP_SRC_OFF, t->saddr, ns, l4) ||
+	    cx_rewrite_addr(skb, CX_IP_DST_OFF, t->daddr, nd, l4))
 		return -1;
-	if (t->proto != IPPROTO_ICMP && cx_rewrite_port(skb, dport_off, t->dport, ct->nat_dport, t->proto))
+	if (l4 && cx_rewrite_port(skb, sport_off, t->sport, e->nat_sport, t->proto))
+		return -1;
+	if (l4 && t->proto != IPPROTO_ICMP && cx_rewrite_port(skb, dport_off, t->dport, e->nat_dport, t->proto))
 		return -1;
 	t->saddr = ns;
 	t->daddr = nd;
-	t->sport = ct->nat_sport;
+	t->sport = e->nat_sport;
 	if (t->proto != IPPROTO_ICMP)
-		t->dport = ct->nat_dport;
+		t->dport = e->nat_dport;
 	return 0;
 }
 
-/* cx_ct_same_nat says whether two entries rewrite to the same tuple. */
-static __always_inline int cx_ct_same_nat(const struct cx_ct_entry *a, const struct cx_ct_entry *b)
+/* cx_nat_same says whether two entries rewrite to the same tuple. */
+static __always_inline int cx_nat_same(const struct cx_nat_entry *a, const struct cx_nat_entry *b)
 {
 	return cx_addr_ip4(a->nat_saddr) == cx_addr_ip4(b->nat_saddr) &&
 	       cx_addr_ip4(a->nat_daddr) == cx_addr_ip4(b->nat_daddr) && a->nat_sport == b->nat_sport &&
 	       a->nat_dport == b->nat_dport;
 }
 
-/* cx_ct_create tracks a new flow whose first packet, tuple t (len bytes as
- * it arrived), is rewritten to (ns, nd, nsp, ndp): the original-direction
- * entry, which counts that packet, and the reply entry that undoes it. With
- * alloc_port (natOutgoing), nsp is the workload's own port, kept when it is
- * in cx_config's NAT port range and its reply tuple is free; otherwise
- * random ports of the range are tried until one is. Without, the reply tuple
- * must be free or be this flow's own (its original-direction entry went,
- * LRU, and the reply entry stayed): when another flow's replies already
- * arrive with it, they could not be told from this flow's, and taking it
- * would break that flow, so this one does not start. Returns the source
- * port used, or -1 when no port or no entry could be had. */
-static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __be32 nd, __be16 nsp, __be16 ndp,
-					__u8 nat, int alloc_port, __u32 len)
+/* cx_ct_create tracks a new flow that needs no translation: one entry, its
+ * first packet (tuple t, len bytes as it arrived, from workload interface
+ * ifindex or 0) counted on it. Two CPUs starting the same flow at once
+ * write one entry (BPF_NOEXIST): the loser's packet is counted on the
+ * winner's. Returns 0, or -1 when the table refused. */
+static __always_inline int cx_ct_create(const struct cx_tuple *t, __u32 len, __u32 ifindex)
+{
+	struct cx_ct_entry v = {};
+	struct cx_ct_key k;
+	__u32 side = cx_ct_key_of(&k, t);
+	struct cx_ct_side *me = side ? &v.side[1] : &v.side[0];
+	struct cx_ct_entry *won;
+
+	v.created_ns = bpf_ktime_get_coarse_ns();
+	v.last_ns = v.created_ns;
+	me->tcp.state = CX_CT_SIDE_ORIG;
+	me->packets = 1;
+	me->ifindex = ifindex;
+	if (side)
+		v.bytes[1] = len;
+	else
+		v.bytes[0] = len;
+	if (t->proto == IPPROTO_TCP && t->frag != CX_FRAG_LATER)
+		cx_tcp_advance(&me->tcp, t);
+	{
+		/* Packets that arrive as a translated flow's reply would,
+		 * tracked here, be found here first and leave untranslated:
+		 * such a tuple is that flow's. */
+		struct cx_nat_key rk;
+
+		if (t->proto == IPPROTO_ICMP)
+			cx_nat_key_of(&rk, t->daddr, t->saddr, t->sport, 0, t->proto);
+		else
+			cx_nat_key_of(&rk, t->daddr, t->saddr, t->dport, t->sport, t->proto);
+		if (bpf_map_lookup_elem(&cx_nat_v2, &rk))
+			return -1;
+	}
+	if (!bpf_map_update_elem(&cx_ct_v2, &k, &v, BPF_NOEXIST)) {
+		cx_ct_stat(CX_CTS_CT_CREATED, 1);
+		return 0;
+	}
+	won = bpf_map_lookup_elem(&cx_ct_v2, &k);
+	if (!won)
+		return -1;
+	cx_ct_seen(won, side, t, len);
+	return 0;
+}
+
+/* cx_nat_create tracks a new translated flow whose first packet, tuple t
+ * (len bytes as it arrived), is rewritten to (ns, nd, nsp, ndp): the
+ * original-direction entry, which counts that packet, and the reply entry
+ * that undoes it. With alloc_port (natOutgoing, the host's own flows to a
+ * floating IP), nsp is the sender's own port, kept when it is in
+ * cx_config's NAT port range and its reply tuple is free; otherwise random
+ * ports of the range are tried until one is. Without, the reply tuple must
+ * be free or be this flow's own (its original-direction entry went, LRU,
+ * and the reply entry stayed): when another flow's replies already arrive
+ * with it, they could not be told from this flow's, and taking it would
+ * break that flow, so this one does not start. Every insert is
+ * BPF_NOEXIST: two CPUs starting one flow at once end with one flow and
+ * one port, the loser giving back the reply entry it wrote. Returns 0, or
+ * -1 when no port or no entry could be had. */
+static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __be32 nd, __be16 nsp, __be16 ndp,
+					 __u8 nat, int alloc_port, __u32 len)
 {
 	struct cx_node_config *cfg = alloc_port ? cx_get_config() : NULL;
 	__u16 pmin = CX_NAT_PORT_MIN, pmax = CX_NAT_PORT_MAX;
-	struct cx_ct_key ok, rk;
+	struct cx_nat_key ok, rk;
 	/* One value for both entries: the stack is 512 bytes. */
-	struct cx_ct_entry rv = {};
-	__u64 now = bpf_ktime_get_ns();
+	struct cx_nat_entry rv = {};
+	__u64 now = bpf_ktime_get_coarse_ns();
 	__be16 rsport = ndp, rdport = nsp;
 	__u16 want = bpf_ntohs(nsp);
 	__u32 range;
@@ -431,16 +768,24 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __b
 	rv.nat_dport = t->proto == IPPROTO_ICMP ? 0 : t->sport;
 
 	if (!alloc_port) {
-		cx_ct_key_of(&rk, nd, ns, rsport, rdport, t->proto);
-		if (bpf_map_update_elem(&cx_ct, &rk, &rv, BPF_NOEXIST)) {
-			struct cx_ct_entry *old = bpf_map_lookup_elem(&cx_ct, &rk);
+		struct cx_tuple rt = { .saddr = nd, .daddr = ns, .sport = rsport, .dport = rdport, .proto = t->proto };
+		struct cx_ct_key ck;
 
-			if (!old || !cx_ct_same_nat(old, &rv))
+		cx_ct_key_of(&ck, &rt);
+		if (bpf_map_lookup_elem(&cx_ct_v2, &ck))
+			/* The replies would be a tracked flow's (found first). */
+			return -1;
+		cx_nat_key_of(&rk, nd, ns, rsport, rdport, t->proto);
+		if (bpf_map_update_elem(&cx_nat_v2, &rk, &rv, BPF_NOEXIST)) {
+			struct cx_nat_entry *old = bpf_map_lookup_elem(&cx_nat_v2, &rk);
+
+			if (!old || !cx_nat_same(old, &rv))
 				return -1;
 			/* This flow's own reply entry, left by an earlier flow of
-			 * the same tuple: it starts afresh (counters and TCP
-			 * sequence state are the old flow's). */
-			bpf_map_update_elem(&cx_ct, &rk, &rv, BPF_EXIST);
+			 * the same tuple (or written by a CPU starting it at the
+			 * same moment): it starts afresh (counters and TCP
+			 * sequence state were the old flow's). */
+			bpf_map_update_elem(&cx_nat_v2, &rk, &rv, BPF_EXIST);
 			reused = 1;
 		}
 	} else {
@@ -450,7 +795,7 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __b
 		}
 		range = (__u32)pmax - pmin + 1;
 		for (i = 0; i < CX_NAT_PORT_TRIES; i++) {
-			/* The workload's own port first when it is in the range
+			/* The sender's own port first when it is in the range
 			 * (a resolver's random port keeps its randomness), then
 			 * random ones: never a port derived from the flow, which
 			 * an attacker could predict (RFC 5452, RFC 6056). */
@@ -459,19 +804,20 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __b
 			__be16 p = bpf_htons(port);
 
 			if (t->proto == IPPROTO_ICMP)
-				cx_ct_key_of(&rk, nd, ns, p, 0, t->proto);
+				cx_nat_key_of(&rk, nd, ns, p, 0, t->proto);
 			else
-				cx_ct_key_of(&rk, nd, ns, rsport, p, t->proto);
-			if (!bpf_map_update_elem(&cx_ct, &rk, &rv, BPF_NOEXIST)) {
+				cx_nat_key_of(&rk, nd, ns, rsport, p, t->proto);
+			if (!bpf_map_update_elem(&cx_nat_v2, &rk, &rv, BPF_NOEXIST)) {
 				nsp = p;
 				break;
 			}
+			/* Taken: the next try is random. */
 		}
 		if (i == CX_NAT_PORT_TRIES)
 			return -1;
 	}
 
-	cx_ct_key_of(&ok, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+	cx_nat_key_of(&ok, t->saddr, t->daddr, t->sport, t->dport, t->proto);
 	__builtin_memset(&rv, 0, sizeof(rv));
 	rv.dir = CX_CT_ORIG;
 	rv.nat = nat;
@@ -481,16 +827,31 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __be32 ns, __b
 	cx_addr_v4(rv.nat_daddr, nd);
 	rv.nat_sport = nsp;
 	rv.nat_dport = t->proto == IPPROTO_ICMP ? 0 : ndp;
-	if (t->proto == IPPROTO_TCP)
-		cx_tcp_advance(&rv, t);
+	if (t->proto == IPPROTO_TCP && t->frag != CX_FRAG_LATER)
+		cx_tcp_advance(&rv.tcp, t);
 	rv.packets = 1;
 	rv.bytes = len;
-	if (bpf_map_update_elem(&cx_ct, &ok, &rv, BPF_ANY)) {
-		if (!reused)
-			bpf_map_delete_elem(&cx_ct, &rk);
-		return -1;
+	if (t->saddr == nd && t->daddr == ns && t->sport == rsport && t->dport == rdport) {
+		/* Echo to its own floating IP: both directions carry one
+		 * tuple, and the one entry rewrites it both ways. */
+		if (bpf_map_update_elem(&cx_nat_v2, &ok, &rv, BPF_ANY))
+			return -1;
+		cx_ct_stat(CX_CTS_NAT_CREATED, 1);
+		return 0;
 	}
-	return bpf_ntohs(nsp);
+	if (bpf_map_update_elem(&cx_nat_v2, &ok, &rv, BPF_NOEXIST)) {
+		/* Another CPU started this flow first (or the table refused):
+		 * its entries stand, and the reply entry written here goes. */
+		if (!reused) {
+			cx_ct_stat(CX_CTS_NAT_CREATED, 1);
+			if (!bpf_map_delete_elem(&cx_nat_v2, &rk))
+				cx_ct_stat(CX_CTS_NAT_DELETED, 1);
+		}
+		return bpf_map_lookup_elem(&cx_nat_v2, &ok) ? 0 : -1;
+	}
+	/* Every entry written is counted: the agent tells evictions by them. */
+	cx_ct_stat(CX_CTS_NAT_CREATED, reused ? 1 : 2);
+	return 0;
 }
 
 /* cx_fip_of returns the floating-IP entry of addr, if it is one. */
@@ -528,6 +889,7 @@ enum cx_nat_result {
 	CX_NAT_ERR_HELPER = -3,
 	CX_NAT_ERR_POLICY = -4, /* network policy denied the new flow */
 	CX_NAT_ERR_TCP_WINDOW = -5, /* a TCP RST outside its flow's window */
+	CX_NAT_ERR_FRAG = -6, /* a later fragment whose first was not seen */
 };
 
 /* What a hook may start. Replies and known flows are translated anywhere. */
@@ -542,12 +904,24 @@ enum cx_nat_start {
 	 * forwarded there as it came. A first hop (a workload, the host) may
 	 * translate for any instance: the replies come back to it. */
 	CX_START_FIP_HERE = 1 << 4,
+	/* The hook's flows are mostly translated ones: cx_nat_v2 is looked
+	 * up first. */
+	CX_START_NAT_FIRST = 1 << 5,
+	/* The host's own flows (calyx_to_underlay): a floating IP's flow
+	 * also gets a source port of the NAT range, so that its replies are
+	 * told from the host's other traffic by their port alone (the
+	 * underlay's cheap exit). */
+	CX_START_HOST = 1 << 6,
+	/* From the underlay: a later fragment without its first is dropped
+	 * only when it is for a workload or a floating IP here; the host's
+	 * own go to its stack, which reassembles or times them out. */
+	CX_START_ORPHAN_HOST = 1 << 7,
 };
 
-/* cx_icmp_quoted returns the conntrack entry of the flow an ICMP error
- * (tuple kind CX_TUPLE_ERROR) is about, with that flow's tuple in this
- * packet's direction in *it, or NULL when the flow is not tracked. */
-static __always_inline struct cx_ct_entry *cx_icmp_quoted(struct __sk_buff *skb, struct cx_tuple *it)
+/* cx_icmp_quoted finds the flow an ICMP error (tuple kind CX_TUPLE_ERROR)
+ * is about, with that flow's tuple in this packet's direction in *it, and
+ * says whether it is tracked. */
+static __always_inline int cx_icmp_quoted(struct __sk_buff *skb, struct cx_tuple *it, struct cx_flow *qf)
 {
 	void *data = cx_skb_data(skb);
 	void *data_end = cx_skb_data_end(skb);
@@ -556,21 +930,21 @@ static __always_inline struct cx_ct_entry *cx_icmp_quoted(struct __sk_buff *skb,
 	__be16 ports[2];
 
 	if ((void *)(inner + 1) + 8 > data_end || inner->ihl != 5)
-		return NULL;
+		return 0;
 	if (bpf_ntohs(outer->tot_len) < sizeof(*outer) + 8 + sizeof(*inner) + 8)
 		/* The quoted ports lie past the datagram (in a frame's
 		 * trailer): not part of the error, and outside its checksum. */
-		return NULL;
+		return 0;
 	__builtin_memcpy(ports, (void *)(inner + 1), 4);
 	if (inner->protocol == IPPROTO_ICMP) {
 		__u8 *ic = (void *)(inner + 1);
 
 		if (ic[0] != CX_ICMP_ECHO && ic[0] != CX_ICMP_ECHO_REPLY)
-			return NULL;
+			return 0;
 		__builtin_memcpy(&ports[0], ic + 4, 2);
 		ports[1] = 0;
 	} else if (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP) {
-		return NULL;
+		return 0;
 	}
 	/* The quoted packet went the other way: its reverse is this
 	 * direction's tuple. */
@@ -583,57 +957,55 @@ static __always_inline struct cx_ct_entry *cx_icmp_quoted(struct __sk_buff *skb,
 		it->sport = ports[1];
 		it->dport = ports[0];
 	}
-	return cx_ct_lookup(it);
+	cx_flow_lookup(it, qf, 1);
+	return cx_flow_tracked(qf);
 }
 
-/* cx_icmp_related returns the conntrack entry of the flow the ICMP error
- * in skb (outer tuple t) is about, when the error is related to it: it goes
- * to the end that sent the quoted packet, and comes from the flow's other
- * end or, when router_ok is set (it came from the underlay or the host),
- * from a router on the path (RFC 5508: a NAT forwards their errors). A
- * workload is nobody's router: an error it sends about a flow it is not an
- * end of is no flow's (the caller treats it as a new flow, for policy).
- * The quoted tuple, in this packet's direction, is left in *it. */
-static __always_inline struct cx_ct_entry *cx_icmp_related(struct __sk_buff *skb, const struct cx_tuple *t,
-							   struct cx_tuple *it, int router_ok)
+/* cx_icmp_related says whether the ICMP error in skb (outer tuple t) is
+ * related to a tracked flow, found in *qf: it goes to the end that sent the
+ * quoted packet, and comes from the flow's other end or, when router_ok is
+ * set (it came from the underlay or the host), from a router on the path
+ * (RFC 5508: a NAT forwards their errors). A workload is nobody's router:
+ * an error it sends about a flow it is not an end of is no flow's (the
+ * caller treats it as a new flow, for policy). The quoted tuple, in this
+ * packet's direction, is left in *it. */
+static __always_inline int cx_icmp_related(struct __sk_buff *skb, const struct cx_tuple *t, struct cx_tuple *it,
+					   struct cx_flow *qf, int router_ok)
 {
-	struct cx_ct_entry *ct = cx_icmp_quoted(skb, it);
-
-	if (!ct || t->daddr != it->daddr)
-		return NULL;
-	if (!router_ok && t->saddr != it->saddr)
-		return NULL;
-	return ct;
+	if (!cx_icmp_quoted(skb, it, qf) || t->daddr != it->daddr)
+		return 0;
+	return router_ok || t->saddr == it->saddr;
 }
 
 /* cx_icmp_error_xlate translates an ICMP error related to a tracked flow
  * (cx_icmp_related, with router_ok): the outer addresses and the quoted
  * header, as the flow's own packets would be. Returns CX_NAT_DONE,
- * CX_NAT_NONE when it is related to no tracked flow, or an error. Only the
- * ICMP and IP checksums are fixed: the quoted L4 checksum is left as it was
- * (RFC 5508 does not ask for it). */
+ * CX_NAT_NONE when it is related to no translated flow, or an error. Only
+ * the ICMP and IP checksums are fixed: the quoted L4 checksum is left as it
+ * was (RFC 5508 does not ask for it). */
 static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_tuple *t, __u32 len, int router_ok)
 {
 	void *data, *data_end;
 	struct iphdr *inner;
 	__u32 ioff = CX_L4_OFF + 8;
 	struct cx_tuple it = {};
-	struct cx_ct_entry *ct;
+	struct cx_nat_entry *e;
+	struct cx_flow qf;
 	__be32 ns, nd, old_isum, new_isum;
 	__be16 nsp, ndp;
 	__u16 isum;
 
-	ct = cx_icmp_related(skb, t, &it, router_ok);
-	if (!ct)
+	if (!cx_icmp_related(skb, t, &it, &qf, router_ok))
 		return CX_NAT_NONE;
 	/* An ICMP error is no TCP segment: only counted. */
-	cx_ct_seen(ct, t, len);
-	if (!ct->nat)
+	cx_flow_count(&qf, len);
+	if (!qf.nat)
 		return CX_NAT_NONE;
-	ns = cx_addr_ip4(ct->nat_saddr);
-	nd = cx_addr_ip4(ct->nat_daddr);
-	nsp = ct->nat_sport;
-	ndp = ct->nat_dport;
+	e = qf.nat;
+	ns = cx_addr_ip4(e->nat_saddr);
+	nd = cx_addr_ip4(e->nat_daddr);
+	nsp = e->nat_sport;
+	ndp = e->nat_dport;
 
 	/* The outer header: only the addresses the flow's own packets carry. */
 	if (t->saddr == it.saddr && cx_rewrite_addr(skb, CX_IP_SRC_OFF, t->saddr, ns, IPPROTO_ICMP))
@@ -690,47 +1062,50 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 }
 
 /* cx_nat_first translates a flow's first packet, t, by the entry
- * cx_ct_create just wrote for it. */
-static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *t, struct cx_ct_entry **entry)
+ * cx_nat_create just wrote for it (or the one another CPU won with), and
+ * leaves it in f. */
+static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *t, struct cx_flow *f)
 {
-	struct cx_ct_entry *ct = cx_ct_lookup(t);
+	struct cx_nat_key k;
+	struct cx_nat_entry *e;
 
-	if (!ct || cx_nat_apply(skb, t, ct))
+	cx_nat_key_of(&k, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+	e = bpf_map_lookup_elem(&cx_nat_v2, &k);
+	if (!e || cx_nat_apply(skb, t, e))
 		return CX_NAT_ERR_HELPER;
-	if (entry)
-		*entry = ct;
+	f->nat = e;
 	return CX_NAT_DONE;
 }
 
 /* cx_nat_flow tracks and translates a TCP, UDP or ICMP echo packet of
- * tuple t whose conntrack entry has been looked up already: ct (NULL when
- * there is none). It returns what cx_nat does, and in *entry (when entry is
- * not NULL) the entry the packet matched or started, for the caller to
- * cache its routing decision in. */
-static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t, struct cx_ct_entry *ct, __u32 start,
-				       __u32 len, struct cx_ct_entry **entry)
+ * tuple t whose flow has been looked up already (f). A new flow starts
+ * what start allows; src_ifindex is the workload interface it comes from
+ * (0: none). It returns what cx_nat does, and leaves in f the NAT entry a
+ * translated packet matched or started, for the caller to cache its
+ * routing decision in. */
+static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t, struct cx_flow *f, __u32 start,
+				       __u32 len, __u32 src_ifindex)
 {
 	struct cx_node_config *cfg;
 	struct cx_fip *fip;
 
-	if (ct) {
-		__u8 nat = ct->nat;
-
-		if (entry)
-			*entry = ct;
-		if (cx_ct_seen(ct, t, len))
+	if (f->nat) {
+		if (cx_nat_seen(f->nat, t, len))
 			return CX_NAT_ERR_TCP_WINDOW;
-		if (!nat)
-			return CX_NAT_NONE;
-		if (cx_nat_apply(skb, t, ct))
+		if (cx_nat_apply(skb, t, f->nat))
 			return CX_NAT_ERR_HELPER;
 		return CX_NAT_DONE;
 	}
+	if (f->ct)
+		return cx_ct_seen(f->ct, f->side, t, len) ? CX_NAT_ERR_TCP_WINDOW : CX_NAT_NONE;
 	/* Only a flow's first packet may start it: a TCP segment that is not a
-	 * SYN belongs to a flow this node does not know, and is left alone. */
+	 * SYN belongs to a flow this node does not know, and is left alone; a
+	 * later fragment's flow was started by its first, or not at all. */
 	if (t->proto == IPPROTO_TCP && (t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK)) != CX_TCP_SYN)
 		return CX_NAT_NONE;
 	if (t->proto == IPPROTO_ICMP && t->icmp_type != CX_ICMP_ECHO)
+		return CX_NAT_NONE;
+	if (t->frag == CX_FRAG_LATER)
 		return CX_NAT_NONE;
 
 	if (start & (CX_START_FIP | CX_START_FIP_HERE)) {
@@ -738,6 +1113,7 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 		if (fip && ((start & CX_START_FIP) || (fip->flags & CX_FIP_LOCAL))) {
 			__be32 fixed = cx_addr_ip4(fip->fixed), ns = t->saddr;
 			__u8 nat = CX_NAT_DNAT;
+			int alloc = 0;
 
 			if ((start & CX_START_WORKLOAD) && t->saddr == fixed) {
 				/* Hairpin: the instance talks to its own floating IP.
@@ -745,60 +1121,59 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 				 * replies would bypass the translation. */
 				ns = t->daddr;
 				nat |= CX_NAT_SNAT;
+			} else if (start & CX_START_HOST) {
+				alloc = 1;
+				nat |= CX_NAT_SNAT;
 			}
-			if (cx_ct_create(t, ns, fixed, t->sport, t->dport, nat, 0, len) < 0)
-				return CX_NAT_ERR_CT;
-			return cx_nat_first(skb, t, entry);
+			if (cx_nat_create(t, ns, fixed, t->sport, t->dport, nat, alloc, len) < 0)
+				return alloc ? CX_NAT_ERR_PORTS : CX_NAT_ERR_CT;
+			return cx_nat_first(skb, t, f);
 		}
 	}
 	cfg = (start & CX_START_WORKLOAD) ? cx_get_config() : NULL;
 	if (cfg && t->daddr == CX_METADATA_IP && t->proto == IPPROTO_TCP && t->dport == CX_METADATA_PORT &&
 	    cx_addr_ip4(cfg->metadata_addr)) {
 		/* The metadata service, served by the host. */
-		if (cx_ct_create(t, t->saddr, cx_addr_ip4(cfg->metadata_addr), t->sport,
-				 bpf_htons((__u16)cfg->metadata_port), CX_NAT_DNAT, 0, len) < 0)
+		if (cx_nat_create(t, t->saddr, cx_addr_ip4(cfg->metadata_addr), t->sport,
+				  bpf_htons((__u16)cfg->metadata_port), CX_NAT_DNAT, 0, len) < 0)
 			return CX_NAT_ERR_CT;
-		return cx_nat_first(skb, t, entry);
+		return cx_nat_first(skb, t, f);
 	}
 	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_route_v4(t->daddr) &&
 	    cx_nat_outgoing_dst(skb, cx_addr_ip4(cfg->node_addr), t->daddr)) {
 		/* Outside every pool and not a node: leave as the node, from
-		 * the workload's own port when cx_ct_create may keep it. */
-		if (cx_ct_create(t, cx_addr_ip4(cfg->node_addr), t->daddr, t->sport, t->dport, CX_NAT_SNAT, 1, len) < 0)
+		 * the workload's own port when cx_nat_create may keep it. */
+		if (cx_nat_create(t, cx_addr_ip4(cfg->node_addr), t->daddr, t->sport, t->dport, CX_NAT_SNAT, 1, len) < 0)
 			return CX_NAT_ERR_PORTS;
-		return cx_nat_first(skb, t, entry);
+		return cx_nat_first(skb, t, f);
 	}
-	if (start & CX_START_TRACK) {
-		/* Tracked without translation: conntrack's view of the flow
-		 * (calyxctl ct dump). A full table only costs the view. */
-		if (cx_ct_create(t, t->saddr, t->daddr, t->sport, t->dport, 0, 0, len) >= 0 && entry)
-			*entry = cx_ct_lookup(t);
-	}
+	if (start & CX_START_TRACK)
+		/* Tracked without translation: replies pass policy as replies,
+		 * and calyxctl ct dump shows the flow. A full table only costs
+		 * that (the LRU makes room first). */
+		cx_ct_create(t, len, src_ifindex);
 	return CX_NAT_NONE;
 }
 
-/* cx_nat_entry is cx_nat that also returns, in *entry, the conntrack entry
- * the packet matched or started (NULL: untracked). */
-static __always_inline int cx_nat_entry(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len,
-					struct cx_ct_entry **entry)
+/* cx_nat tracks and translates the IPv4 packet in skb for a hook without
+ * policy (the host's own packets, calyx_to_underlay): a packet of a tracked
+ * flow is rewritten as its entry says; a new flow starts what start
+ * allows. len is the packet's length as it arrived (for the counters).
+ * Returns an enum cx_nat_result; t holds the tuple as rewritten. */
+static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len)
 {
+	struct cx_flow f = {};
 	int kind = cx_tuple_of(skb, t);
 
 	if (kind == CX_TUPLE_ERROR)
 		/* Not policed: the host's own packets (routers allowed). */
 		return cx_icmp_error_xlate(skb, t, len, 1);
 	if (kind != CX_TUPLE_FLOW)
+		/* A later fragment of the host's own without its first: the
+		 * host's business. */
 		return CX_NAT_NONE;
-	return cx_nat_flow(skb, t, cx_ct_lookup(t), start, len, entry);
-}
-
-/* cx_nat tracks and translates the IPv4 packet in skb: a packet of a
- * tracked flow is rewritten as its entry says; a new flow starts what start
- * allows. len is the packet's length as it arrived (for the counters).
- * Returns an enum cx_nat_result; t holds the tuple as rewritten. */
-static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len)
-{
-	return cx_nat_entry(skb, t, start, len, NULL);
+	cx_flow_lookup(t, &f, 1);
+	return cx_nat_flow(skb, t, &f, start, len, 0);
 }
 
 #endif /* CALYX_NAT_H */

@@ -58,7 +58,7 @@ var (
 //	kernel routes   198.51.100.0/24 and 203.0.113.0/24 via the router
 type natEnv struct {
 	*env
-	ct          *ebpf.Map // cx_ct itself: maps/ has no writer for it
+	ct, nat     *ebpf.Map // cx_ct_v2 and cx_nat_v2 themselves, for raw writes
 	remoteFixed netip.Addr
 }
 
@@ -89,12 +89,13 @@ func newNATEnv(tb testing.TB) *natEnv {
 	for _, p := range []string{"198.51.100.0/24", "203.0.113.0/24"} {
 		must(tb, e.ns.AddRoute("ulh", netip.MustParsePrefix(p), e.tun.router.addr))
 	}
-	ne.ct = openCT(tb, e)
+	ne.ct = openMap(tb, e, bpfmap.CTName)
+	ne.nat = openMap(tb, e, bpfmap.NATName)
 	return ne
 }
 
 // openCT opens cx_ct by the ID the loaded programs use.
-func openCT(tb testing.TB, e *env) *ebpf.Map {
+func openMap(tb testing.TB, e *env, name string) *ebpf.Map {
 	tb.Helper()
 	info, err := e.from.Info()
 	must(tb, err)
@@ -105,7 +106,7 @@ func openCT(tb testing.TB, e *env) *ebpf.Map {
 	for _, id := range ids {
 		m, err := ebpf.NewMapFromID(id)
 		must(tb, err)
-		if mi, err := m.Info(); err == nil && mi.Name == bpfmap.CTName {
+		if mi, err := m.Info(); err == nil && mi.Name == name {
 			tb.Cleanup(func() { _ = m.Close() })
 			return m
 		}
@@ -609,8 +610,10 @@ func TestNATHostToFloatingIP(t *testing.T) {
 		}{{fipWL2, ne.wl2}, {fipWL3, ne.wl3}} {
 			t.Run(p.name+"/"+tc.wl.name, func(t *testing.T) {
 				w := tc.wl
-				orig := mkFlow(p.proto, hostAddr, p.sport, tc.fip, p.dport)
-				xl := mkFlow(p.proto, hostAddr, p.sport, w.ip4, p.dport)
+				// From a port of the NAT range, which the flow keeps.
+				hostPort := natPorts[0] + p.sport%1000
+				orig := mkFlow(p.proto, hostAddr, hostPort, tc.fip, p.dport)
+				xl := mkFlow(p.proto, hostAddr, hostPort, w.ip4, p.dport)
 				in := orig.frame(ne.hostL2(), p.first)
 				o := ne.runOn(t, ne.ulEgress, ul.ifindex, in)
 				o.want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal})
@@ -627,14 +630,15 @@ func TestNATHostToFloatingIP(t *testing.T) {
 				r := ne.fromWL(t, w, rin)
 				r.want(t, ok, hit{w, bpfmap.ReasonPassHost})
 				wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
-				oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
+				oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT|bpfmap.NATSNAT)
 				wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
 				wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
 			})
 		}
 		t.Run(p.name+"/instance on another node", func(t *testing.T) {
-			orig := mkFlow(p.proto, hostAddr, p.sport, fipRemote, p.dport)
-			xl := mkFlow(p.proto, hostAddr, p.sport, ne.remoteFixed, p.dport)
+			hostPort := natPorts[0] + p.sport%1000
+			orig := mkFlow(p.proto, hostAddr, hostPort, fipRemote, p.dport)
+			xl := mkFlow(p.proto, hostAddr, hostPort, ne.remoteFixed, p.dport)
 			in := orig.frame(ne.hostL2(), p.first)
 			o := ne.runOn(t, ne.ulEgress, ul.ifindex, in)
 			o.want(t, ok, hit{ul, bpfmap.ReasonEncapIPIP})
@@ -644,11 +648,40 @@ func TestNATHostToFloatingIP(t *testing.T) {
 			r := ne.fromUL(t, rin)
 			r.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
 			wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
-			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
+			oe, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT|bpfmap.NATSNAT)
 			wantSeen(t, "original", oe, 1, uint64(len(in)), p.firstFlags)
 			wantSeen(t, "reply", re, 1, uint64(len(rin)), p.replyFlags)
 		})
 	}
+}
+
+// 4b. The host's own flow to a floating IP from a port outside the NAT
+// range leaves from a port of the range, and its replies, to that port,
+// get the host's port back: the underlay's cheap exit passes everything
+// else to the node's address untouched, without a conntrack lookup.
+func TestNATHostToFloatingIPPortInRange(t *testing.T) {
+	ne := newNATEnv(t)
+	ul := ne.tun.ul
+	orig := mkFlow(bpfmap.ProtoTCP, hostAddr, 45000, fipRemote, 443)
+	in := orig.frame(ne.hostL2(), syn)
+	o := ne.runOn(t, ne.ulEgress, ul.ifindex, in)
+	o.want(t, ok, hit{ul, bpfmap.ReasonEncapIPIP})
+	inner := o.out[14+20:] // IP-in-IP: the inner IPv4 header
+	port := uint16(inner[20])<<8 | uint16(inner[21])
+	if port < natPorts[0] || port > natPorts[1] {
+		t.Fatalf("the host's flow left from port %d, want one of %d-%d", port, natPorts[0], natPorts[1])
+	}
+	xl := mkFlow(bpfmap.ProtoTCP, hostAddr, port, ne.remoteFixed, 443)
+	rin := xl.reverse().frame(ne.nodeL2(ne.tun.nodeA), synAck)
+	r := ne.fromUL(t, rin)
+	r.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
+	wantBytes(t, r.out, xlate(rin, orig.reverse(), false))
+
+	// The host's other traffic, to a port outside the range: untouched.
+	other := mkFlow(bpfmap.ProtoTCP, ne.remoteFixed, 443, hostAddr, 45000).frame(ne.nodeL2(ne.tun.nodeA), synAck)
+	r = ne.fromUL(t, other)
+	r.want(t, ok, hit{ul, bpfmap.ReasonPassHost})
+	r.unchanged(t)
 }
 
 // 5. The metadata service: TCP to 169.254.169.254:80 is DNAT'd to where
@@ -878,18 +911,13 @@ func TestNATOnlyFirstPacketsStart(t *testing.T) {
 		o.want(t, shot, hit{ne.tun.ul, bpfmap.ReasonDropNoRoute})
 		o.unchanged(t)
 	})
-	t.Run("fragments and IP options", func(t *testing.T) {
+	t.Run("IP options", func(t *testing.T) {
 		in := mkFlow(bpfmap.ProtoUDP, client, 40303, fipWL2, 53).frame(ne.routerL2(), seg{})
-		frag := slices.Clone(in)
-		frag[14+6] |= 0x20 // MF
-		fixIPv4Checksum(frag[14:])
-		for _, in := range [][]byte{frag, withOptions(in)} {
-			// Not translated (issue 17 tracks fragments), and never
-			// looped back to the fabric through the host stack.
-			o := ne.fromUL(t, in)
-			o.want(t, shot, hit{ne.tun.ul, bpfmap.ReasonDropNoRoute})
-			o.unchanged(t)
-		}
+		// Not translated, and never looped back to the fabric through
+		// the host stack.
+		o := ne.fromUL(t, withOptions(in))
+		o.want(t, shot, hit{ne.tun.ul, bpfmap.ReasonDropNoRoute})
+		o.unchanged(t)
 	})
 	if after := ne.conntrack(t); len(after) != len(before) {
 		t.Errorf("packets that may not start a flow created entries: %s", fmtCT(newEntries(before, after)))
@@ -1114,15 +1142,15 @@ func TestNATOutgoingPortsExhausted(t *testing.T) {
 		dport uint16
 	}{{"tcp", bpfmap.ProtoTCP, 443}, {"udp", bpfmap.ProtoUDP, 53}, {"icmp echo", bpfmap.ProtoICMP, 0}} {
 		t.Run(p.name, func(t *testing.T) {
-			var keys []bpf.CalyxCxCtKey
-			var vals []bpf.CalyxCxCtEntry
+			var keys []bpf.CalyxCxNatKey
+			var vals []bpf.CalyxCxNatEntry
 			for port := int(natPorts[0]); port <= int(natPorts[1]); port++ {
 				// What replies to a flow from (node, port) carry.
 				f := mkFlow(p.proto, hostAddr, uint16(port), server, p.dport).reverse()
-				keys = append(keys, rawCTKey(f))
-				vals = append(vals, bpf.CalyxCxCtEntry{Dir: 1, Nat: bpfmap.NATSNAT})
+				keys = append(keys, rawNATKey(f))
+				vals = append(vals, bpf.CalyxCxNatEntry{Dir: 1, Nat: bpfmap.NATSNAT})
 			}
-			if n, err := ne.ct.BatchUpdate(keys, vals, nil); err != nil || n != len(keys) {
+			if n, err := ne.nat.BatchUpdate(keys, vals, nil); err != nil || n != len(keys) {
 				t.Fatalf("fill %d reply keys: %d, %v", len(keys), n, err)
 			}
 			before := ne.conntrack(t)
@@ -1142,7 +1170,7 @@ func TestNATOutgoingPortsExhausted(t *testing.T) {
 			}
 			o = ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, client, p.dport).frame(w.l2(), s))
 			o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
-			if _, err := ne.ct.BatchDelete(keys, nil); err != nil {
+			if _, err := ne.nat.BatchDelete(keys, nil); err != nil {
 				t.Fatal(err)
 			}
 			o = ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, server, p.dport).frame(w.l2(), s))
@@ -1151,10 +1179,10 @@ func TestNATOutgoingPortsExhausted(t *testing.T) {
 	}
 }
 
-// rawCTKey is f as cx_ct stores it: ports in network order (the host is
-// little-endian, as the bpfel object is).
-func rawCTKey(f flow) bpf.CalyxCxCtKey {
-	return bpf.CalyxCxCtKey{Saddr: f.src.Addr().As16(), Daddr: f.dst.Addr().As16(),
+// rawNATKey is f as cx_nat_v2 stores it: ports in network order (the host
+// is little-endian, as the bpfel object is).
+func rawNATKey(f flow) bpf.CalyxCxNatKey {
+	return bpf.CalyxCxNatKey{Saddr: f.src.Addr().As16(), Daddr: f.dst.Addr().As16(),
 		Sport: bits.ReverseBytes16(f.src.Port()), Dport: bits.ReverseBytes16(f.dst.Port()), Proto: f.proto}
 }
 
@@ -1232,23 +1260,41 @@ func TestNATConntrackFull(t *testing.T) {
 		}
 		return fmt.Errorf("no CPU in the affinity mask")
 	}))
-	capacity := int(ne.dp.Maps.ConntrackCapacity())
-	keys := make([]bpf.CalyxCxCtKey, capacity)
-	vals := make([]bpf.CalyxCxCtEntry, capacity)
-	for i := range keys {
-		// Flows of a made-up network, nothing a test packet matches.
+	// Both tables full of flows of a made-up network, nothing a test
+	// packet matches: tracked ones in cx_ct_v2, translated ones in
+	// cx_nat_v2.
+	ctCap, natCap := int(ne.ct.MaxEntries()), int(ne.nat.MaxEntries())
+	ctKeys := make([]bpf.CalyxCxCtKey, ctCap)
+	ctVals := make([]bpf.CalyxCxCtEntry, ctCap)
+	for i := range ctKeys {
+		f := mkFlow(bpfmap.ProtoUDP, netip.AddrFrom4([4]byte{100, 100, byte(i >> 8), byte(i)}), 1, netip.MustParseAddr("100.101.0.1"), 53)
+		ctKeys[i] = bpf.CalyxCxCtKey{AddrA: f.src.Addr().As16(), AddrB: f.dst.Addr().As16(),
+			PortA: bits.ReverseBytes16(1), PortB: bits.ReverseBytes16(53), Proto: bpfmap.ProtoUDP}
+	}
+	natKeys := make([]bpf.CalyxCxNatKey, natCap)
+	natVals := make([]bpf.CalyxCxNatEntry, natCap)
+	for i := range natKeys {
 		f := mkFlow(bpfmap.ProtoUDP, netip.AddrFrom4([4]byte{100, 100, byte(i >> 8), byte(i)}), 1, netip.MustParseAddr("100.99.0.1"), 53)
-		keys[i], vals[i] = rawCTKey(f), bpf.CalyxCxCtEntry{}
+		natKeys[i], natVals[i] = rawNATKey(f), bpf.CalyxCxNatEntry{Nat: bpfmap.NATDNAT}
 	}
 	must(t, ne.ns.Do(func() error {
-		n, err := ne.ct.BatchUpdate(keys, vals, nil)
-		if err == nil && n != capacity {
-			err = fmt.Errorf("%d of %d written", n, capacity)
+		n, err := ne.ct.BatchUpdate(ctKeys, ctVals, nil)
+		if err == nil && n != ctCap {
+			err = fmt.Errorf("%s: %d of %d written", bpfmap.CTName, n, ctCap)
+		}
+		if err != nil {
+			return err
+		}
+		n, err = ne.nat.BatchUpdate(natKeys, natVals, nil)
+		if err == nil && n != natCap {
+			err = fmt.Errorf("%s: %d of %d written", bpfmap.NATName, n, natCap)
 		}
 		return err
 	}))
-	if n := len(ne.conntrack(t)); n != capacity {
-		t.Fatalf("the table holds %d entries after the fill, want its capacity %d", n, capacity)
+	size, err := ne.dp.Maps.ConntrackSize()
+	must(t, err)
+	if size.Tracked != ctCap || size.Translated != natCap {
+		t.Fatalf("after the fill: %+v, want both tables at capacity", size)
 	}
 
 	fromOutside := mkFlow(bpfmap.ProtoUDP, client, 42000, fipWL2, 53)
@@ -1268,26 +1314,46 @@ func TestNATConntrackFull(t *testing.T) {
 	o = ne.fromWL(t, ne.wl2, hairpin.frame(ne.wl2.l2(), seg{}))
 	o.want(t, redirect, hit{ne.wl2, bpfmap.ReasonDeliverLocal}, hit{ne.wl2, bpfmap.ReasonToWorkload})
 
+	// A tracked flow without translation: wl3 to wl4 beside it.
+	tracked := mkFlow(bpfmap.ProtoUDP, ne.wl3.ip4, 42002, ne.wl4.ip4, 53)
+	o = ne.fromWL(t, ne.wl3, tracked.frame(ne.wl3.l2(), seg{}))
+	o.want(t, redirect, hit{ne.wl3, bpfmap.ReasonDeliverLocal}, hit{ne.wl4, bpfmap.ReasonToWorkload})
+
 	ct := ne.conntrack(t)
-	if len(ct) > capacity {
-		t.Errorf("the table holds %d entries, more than its capacity %d", len(ct), capacity)
+	if size, err = ne.dp.Maps.ConntrackSize(); err != nil {
+		t.Fatal(err)
+	}
+	if size.Tracked > ctCap || size.Translated > natCap {
+		t.Errorf("the tables hold %+v, more than their capacities", size)
+	}
+	if _, ok := ct[tracked.key()]; !ok {
+		t.Errorf("no entry for %s", tracked)
 	}
 	flowEntries(t, ct, fromOutside, mkFlow(bpfmap.ProtoUDP, client, 42000, ne.wl2.ip4, 53), bpfmap.NATDNAT)
 	flowEntries(t, ct, natOut, mkFlow(bpfmap.ProtoTCP, hostAddr, port, server, 443), bpfmap.NATSNAT)
 	if e, ok := ct[hairpin.key()]; !ok || e.NAT != bpfmap.NATDNAT|bpfmap.NATSNAT { // one entry: see TestNATHairpin
 		t.Errorf("no entry for %s", hairpin)
 	}
-	evicted := 0
-	for _, k := range keys {
-		var v bpf.CalyxCxCtEntry
-		if err := ne.ct.Lookup(k, &v); err != nil {
+	evicted, evictedCT := 0, 0
+	for _, k := range natKeys {
+		var v bpf.CalyxCxNatEntry
+		if err := ne.nat.Lookup(k, &v); err != nil {
 			evicted++
 		}
 	}
-	if evicted < 6 {
-		t.Errorf("%d of the fill's entries were evicted for 3 new flows, want at least 6", evicted)
+	for _, k := range ctKeys {
+		var v bpf.CalyxCxCtEntry
+		if err := ne.ct.Lookup(k, &v); err != nil {
+			evictedCT++
+		}
 	}
-	t.Logf("capacity %d: 3 new flows evicted %d entries of the fill", capacity, evicted)
+	if evicted < 5 {
+		t.Errorf("%d of %s's fill were evicted for 3 new translated flows (5 entries), want at least 5", evicted, bpfmap.NATName)
+	}
+	if evictedCT < 1 {
+		t.Errorf("none of %s's fill was evicted for a new tracked flow", bpfmap.CTName)
+	}
+	t.Logf("capacities %d / %d: 3 new translated flows evicted %d entries, 1 tracked flow %d", natCap, ctCap, evicted, evictedCT)
 }
 
 // 14. An ICMP "fragmentation needed" for a translated flow reaches the

@@ -165,8 +165,8 @@ static __always_inline int cx_host_service(const struct cx_flow_info *f)
  * the ingress policy of the local workload it is for, after a floating
  * IP's DNAT. *dst_local says whether it is for a local workload. Returns 0,
  * or the reason to drop it. */
-static __always_inline int cx_policy_flow(struct __sk_buff *skb, __u32 src_ifindex, const struct cx_iface *src,
-					  __u32 len, int *dst_local)
+static __always_inline int cx_policy_flow(struct __sk_buff *skb, const struct cx_tuple *t, __u32 src_ifindex,
+					  const struct cx_iface *src, __u32 len, int *dst_local)
 {
 	struct cx_node_config *cfg = cx_get_config();
 	__u32 e2h = cfg ? cfg->endpoint_to_host : CX_E2H_ACCEPT;
@@ -182,6 +182,11 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, __u32 src_ifind
 	if (cx_flow_info_of(skb, &f))
 		/* Cannot happen: callers parsed the header. */
 		return CX_REASON_DROP_MALFORMED;
+	if (t->frag == CX_FRAG_LATER) {
+		/* No L4 header: matched with its first fragment's ports. */
+		f.sport = bpf_ntohs(t->sport);
+		f.port = t->policy_port;
+	}
 	rid = cx_identity_v4(f.daddr);
 	if (src && (src->egress_table || e2h != CX_E2H_ACCEPT) &&
 	    /* DHCP to the host (a gateway IP) or broadcast: the instance's
@@ -233,30 +238,53 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, __u32 src_ifind
  * a packet of a tracked flow (or an ICMP error about one) is translated as
  * its entry says and skips policy; any other packet must pass
  * cx_policy_flow first, and a new flow to a local workload is tracked, so
- * its replies pass that workload's egress policy as replies. kind and ct
- * are the tuple kind and entry when the caller looked them up already
- * (kind < 0: not yet). Returns an enum cx_nat_result, with the entry the
- * packet matched or started in *entry when entry is not NULL. */
+ * its replies pass that workload's egress policy as replies. kind and f
+ * are the tuple kind and flow when the caller looked them up already
+ * (kind < 0: not yet; f may be NULL then). Returns an enum cx_nat_result,
+ * with the flow the packet matched or started in *f. */
 static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 src_ifindex,
-					  const struct cx_iface *src, __u32 len, int kind, struct cx_ct_entry *ct,
-					  struct cx_ct_entry **entry)
+					  const struct cx_iface *src, __u32 len, int kind, struct cx_flow *f)
 {
+	struct cx_flow own = {};
 	int local = 0;
 
+	if (!f)
+		f = &own;
 	if (kind < 0) {
+		f->nat = NULL;
+		f->ct = NULL;
 		kind = cx_tuple_of(skb, t);
-		ct = kind == CX_TUPLE_FLOW ? cx_ct_lookup(t) : NULL;
+		if (kind == CX_TUPLE_FLOW)
+			cx_flow_lookup(t, f, start & CX_START_NAT_FIRST);
 	}
-	if (ct && cx_ct_reopened(t, ct))
-		ct = NULL;
-	if (!ct) {
+	if (kind == CX_TUPLE_ORPHAN) {
+		struct cx_node_config *cfg = cx_get_config();
+
+		if (cfg && (cfg->flags & CX_CFG_FRAG_ORPHAN_PASS)) {
+			/* Config.orphanFragments Pass: untracked, and matched
+			 * by policy without ports. */
+			kind = CX_TUPLE_NONE;
+		} else if (start & CX_START_ORPHAN_HOST) {
+			struct cx_route *rt = cx_route_v4(t->daddr);
+
+			if (rt && (rt->type == CX_RT_LOCAL_WORKLOAD || rt->type == CX_RT_FIP))
+				return CX_NAT_ERR_FRAG;
+			return CX_NAT_NONE;
+		} else {
+			return CX_NAT_ERR_FRAG;
+		}
+	}
+	if (cx_flow_tracked(f))
+		cx_flow_reopened(t, f);
+	if (!cx_flow_tracked(f)) {
 		struct cx_tuple it = {};
+		struct cx_flow qf;
 
 		/* An ICMP error related to a tracked flow is that flow's; any
 		 * other (one a workload sends about someone else's flow, one
 		 * about no flow) is a new flow for policy. */
-		if (kind != CX_TUPLE_ERROR || !cx_icmp_related(skb, t, &it, !src)) {
-			if (cx_policy_flow(skb, src_ifindex, src, len, &local))
+		if (kind != CX_TUPLE_ERROR || !cx_icmp_related(skb, t, &it, &qf, !src)) {
+			if (cx_policy_flow(skb, t, src_ifindex, src, len, &local))
 				return CX_NAT_ERR_POLICY;
 			if (local)
 				start |= CX_START_TRACK;
@@ -266,7 +294,7 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 		return cx_icmp_error_xlate(skb, t, len, !src);
 	if (kind != CX_TUPLE_FLOW)
 		return CX_NAT_NONE;
-	return cx_nat_flow(skb, t, ct, start, len, entry);
+	return cx_nat_flow(skb, t, f, start, len, src_ifindex);
 }
 
 /* cx_prefiltered says whether the source of an IPv4 or IPv6 packet is on

@@ -15,7 +15,9 @@ import (
 // Pinned map names used outside this package, as they appear under the
 // --bpffs directory.
 const (
-	CTName = bpf.CalyxMapCxCt
+	CTName    = bpf.CalyxMapCxCtV2
+	NATName   = bpf.CalyxMapCxNatV2
+	FragsName = bpf.CalyxMapCxFrags
 )
 
 // spec declares one pinned map: its name (calyx.c's), whether the agent
@@ -46,7 +48,10 @@ var specs = []spec{
 	{bpf.CalyxMapCxEndpoints, true, func(m *Maps, b backing) { m.Endpoints = newTable(b, endpointCodec) }},
 	{bpf.CalyxMapCxLinks, true, func(m *Maps, b backing) { m.Links = newTable(b, linkCodec) }},
 	{bpf.CalyxMapCxCounters, false, func(m *Maps, b backing) { m.counters = b.mp }},
-	{bpf.CalyxMapCxCt, false, func(m *Maps, b backing) { m.ct = b.mp }},
+	{bpf.CalyxMapCxCtV2, false, func(m *Maps, b backing) { m.ct = b.mp }},
+	{bpf.CalyxMapCxNatV2, false, func(m *Maps, b backing) { m.nat = b.mp }},
+	{bpf.CalyxMapCxFrags, false, func(m *Maps, b backing) { m.frags = b.mp }},
+	{bpf.CalyxMapCxCtStats, false, func(m *Maps, b backing) { m.ctStats = b.mp }},
 	{bpf.CalyxMapCxPolicyHits, false, func(m *Maps, b backing) { m.hits = b.mp }},
 	{bpf.CalyxMapCxPolicyLog, false, func(m *Maps, b backing) { m.log = b.mp }},
 	{bpf.CalyxMapCxLeases, false, func(m *Maps, b backing) { m.leases = b.mp }},
@@ -86,7 +91,7 @@ type Maps struct {
 	Endpoints *Table[uint32, EndpointStatus] // by endpoint id
 	Links     *Table[uint32, Link]           // the agent's attach records, by ifindex
 
-	counters, ct, hits, log, leases *ebpf.Map
+	counters, ct, nat, frags, ctStats, hits, log, leases *ebpf.Map
 
 	all   []*ebpf.Map
 	owned bool
@@ -245,41 +250,3 @@ func (m *Maps) DeleteLease(ifindex uint32, family uint32) error {
 	}
 	return nil
 }
-
-// Conntrack calls fn for every conntrack entry until fn returns false.
-// Entries come and go while it runs (an LRU map): an entry may be seen
-// in a state it has since left, or missed.
-func (m *Maps) Conntrack(fn func(CTKey, CTEntry) bool) error {
-	var k bpf.CalyxCxCtKey
-	var v bpf.CalyxCxCtEntry
-	it := m.ct.Iterate()
-	for it.Next(&k, &v) {
-		if !fn(ctKeyFromBPF(k), ctEntryFromBPF(v)) {
-			return nil
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate %s: %w", CTName, err)
-	}
-	return nil
-}
-
-// DeleteConntrack removes the entries of keys; missing ones are not errors.
-// It returns how many were removed.
-func (m *Maps) DeleteConntrack(keys []CTKey) (int, error) {
-	n := 0
-	for _, k := range keys {
-		err := m.ct.Delete(ctKeyToBPF(k))
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			continue
-		}
-		if err != nil {
-			return n, fmt.Errorf("delete %s entry: %w", CTName, err)
-		}
-		n++
-	}
-	return n, nil
-}
-
-// ConntrackCapacity is cx_ct's size.
-func (m *Maps) ConntrackCapacity() uint32 { return m.ct.MaxEntries() }

@@ -339,6 +339,9 @@ const (
 	ReasonDropVLAN = Reason(bpf.CalyxCxReasonCX_REASON_DROP_VLAN)
 	// ReasonDropTCPWindow: an RST of a tracked flow outside its window.
 	ReasonDropTCPWindow = Reason(bpf.CalyxCxReasonCX_REASON_DROP_TCP_WINDOW)
+	// ReasonDropFragOrphan: a fragment after the first whose first
+	// fragment the hook has not seen (Config.orphanFragments Drop).
+	ReasonDropFragOrphan = Reason(bpf.CalyxCxReasonCX_REASON_DROP_FRAG_ORPHAN)
 )
 
 var reasonNames = map[Reason]string{
@@ -375,6 +378,7 @@ var reasonNames = map[Reason]string{
 	ReasonDropTunnelInnerSrc: "drop-tunnel-inner-src",
 	ReasonDropVLAN:           "drop-vlan",
 	ReasonDropTCPWindow:      "drop-tcp-window",
+	ReasonDropFragOrphan:     "drop-frag-orphan",
 }
 
 // Reasons lists every reason the programs count, in numeric order.
@@ -386,7 +390,8 @@ func Reasons() []Reason {
 		ReasonDropUnsupported, ReasonDropARPIgnored, ReasonDropTunnelSrc, ReasonDropTunnelDst,
 		ReasonDropTunnelVNI, ReasonDropNoRoute, ReasonDropTooBig, ReasonDropFIB, ReasonDropHelper,
 		ReasonDropNDIgnored, ReasonDropNATPorts, ReasonDropCTFull, ReasonDropPolicy, ReasonDropPrefilter,
-		ReasonDropUnderlaySpoof, ReasonDropTunnelInnerSrc, ReasonDropVLAN, ReasonDropTCPWindow}
+		ReasonDropUnderlaySpoof, ReasonDropTunnelInnerSrc, ReasonDropVLAN, ReasonDropTCPWindow,
+		ReasonDropFragOrphan}
 }
 
 func (r Reason) String() string {
@@ -572,6 +577,9 @@ type NodeConfig struct {
 	// PrefilterTC makes the underlay's TC ingress check cx_prefilter:
 	// there are entries and no XDP program checks them first.
 	PrefilterTC bool
+	// FragOrphanPass lets a later fragment whose first was not seen go on
+	// untracked (Config.orphanFragments Pass) instead of being dropped.
+	FragOrphanPass bool
 	// NATPorts are natOutgoing's source ports, [min, max]; zero means the
 	// programs' built-in range.
 	NATPorts [2]uint16
@@ -584,6 +592,9 @@ func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
 	var flags uint32
 	if c.PrefilterTC {
 		flags |= uint32(bpf.CalyxCxConfigFlagsCX_CFG_PREFILTER_TC)
+	}
+	if c.FragOrphanPass {
+		flags |= uint32(bpf.CalyxCxConfigFlagsCX_CFG_FRAG_ORPHAN_PASS)
 	}
 	return bpf.CalyxCxNodeConfig{
 		Flags:           flags,
@@ -612,6 +623,7 @@ func nodeConfigFromBPF(in bpf.CalyxCxNodeConfig) NodeConfig {
 		RouteGen:        in.RouteGen,
 		EndpointToHost:  EndpointToHost(in.EndpointToHost),
 		PrefilterTC:     in.Flags&uint32(bpf.CalyxCxConfigFlagsCX_CFG_PREFILTER_TC) != 0,
+		FragOrphanPass:  in.Flags&uint32(bpf.CalyxCxConfigFlagsCX_CFG_FRAG_ORPHAN_PASS) != 0,
 		NATPorts:        [2]uint16{in.NatPortMin, in.NatPortMax},
 		WorkloadMTU:     in.WorkloadMtu,
 	}
@@ -640,82 +652,6 @@ func (f FloatingIP) toBPF() bpf.CalyxCxFip {
 func floatingIPFromBPF(in bpf.CalyxCxFip) FloatingIP {
 	return FloatingIP{Fixed: addrFrom16(in.Fixed), Node: addrFrom16(in.Node), EndpointID: in.EndpointId,
 		Local: in.Flags&uint32(bpf.CalyxCxFipFlagsCX_FIP_LOCAL) != 0}
-}
-
-// Protocol numbers conntrack tracks.
-const (
-	ProtoICMP = 1
-	ProtoTCP  = 6
-	ProtoUDP  = 17
-)
-
-// CTKey is the tuple a conntrack entry matches: packets as they arrive.
-// For ICMP echo, SrcPort is the identifier and DstPort 0.
-type CTKey struct {
-	Src, Dst netip.AddrPort
-	Proto    uint8
-}
-
-// NAT bits of a conntrack entry.
-const (
-	NATDNAT = uint8(bpf.CalyxCxNatCX_NAT_DNAT)
-	NATSNAT = uint8(bpf.CalyxCxNatCX_NAT_SNAT)
-)
-
-// TCP flags conntrack records per direction.
-const (
-	TCPFin = 0x01
-	TCPSyn = 0x02
-	TCPRst = 0x04
-	TCPAck = 0x10
-)
-
-// CTEntry is a conntrack entry: what packets matching its key become, and
-// what was seen of them.
-type CTEntry struct {
-	NATSrc, NATDst netip.AddrPort
-	Reply          bool   // the reply direction's entry
-	NAT            uint8  // NATDNAT | NATSNAT
-	TCPFlags       uint8  // the TCP flags of this direction's in-sequence segments
-	Created, Last  uint64 // CLOCK_MONOTONIC ns
-	Packets, Bytes uint64
-	// TCP sequence tracking: whether it has begun (SeqKnown), the
-	// sequence number after the last this direction sent, the largest
-	// window it advertised (unscaled) and the window-scale shift its SYN
-	// offered (-1: none).
-	SeqKnown bool
-	SeqEnd   uint32
-	MaxWin   uint16
-	WScale   int8
-	// The fast path's cache: the workload interface this direction comes
-	// from and the route generation its cached route belongs to (0: none).
-	Ifindex, RouteGen uint32
-}
-
-func ctKeyToBPF(k CTKey) bpf.CalyxCxCtKey {
-	return bpf.CalyxCxCtKey{Saddr: addrTo16(k.Src.Addr()), Daddr: addrTo16(k.Dst.Addr()),
-		Sport: htons(k.Src.Port()), Dport: htons(k.Dst.Port()), Proto: k.Proto}
-}
-
-func ctKeyFromBPF(k bpf.CalyxCxCtKey) CTKey {
-	return CTKey{Src: netip.AddrPortFrom(addrFrom16(k.Saddr), ntohs(k.Sport)),
-		Dst: netip.AddrPortFrom(addrFrom16(k.Daddr), ntohs(k.Dport)), Proto: k.Proto}
-}
-
-func ctEntryFromBPF(v bpf.CalyxCxCtEntry) CTEntry {
-	e := CTEntry{
-		NATSrc: netip.AddrPortFrom(addrFrom16(v.NatSaddr), ntohs(v.NatSport)),
-		NATDst: netip.AddrPortFrom(addrFrom16(v.NatDaddr), ntohs(v.NatDport)),
-		Reply:  v.Dir == uint8(bpf.CalyxCxCtDirCX_CT_REPLY), NAT: v.Nat, TCPFlags: v.TcpFlags,
-		Created: v.CreatedNs, Last: v.LastNs, Packets: v.Packets, Bytes: v.Bytes,
-		Ifindex: v.Ifindex, RouteGen: v.RouteGen,
-		SeqKnown: v.TcpSeq&uint8(bpf.CalyxCxCtSeqCX_CT_SEQ_KNOWN) != 0, SeqEnd: v.SeqEnd, MaxWin: v.MaxWin,
-		WScale: -1,
-	}
-	if v.TcpSeq&uint8(bpf.CalyxCxCtSeqCX_CT_WSCALE_OFFERED) != 0 {
-		e.WScale = int8(v.TcpSeq & uint8(bpf.CalyxCxCtSeqCX_CT_WSCALE_MASK))
-	}
-	return e
 }
 
 // Ports are in network byte order in the maps, read as little-endian

@@ -1,7 +1,9 @@
-// Package conntrack reads calyx's BPF connection-tracking table as flows:
-// it pairs the two entries of each flow (one per direction), names the
-// flow's state, and expires flows that have been idle past their state's
-// timeout. The agent's garbage collector and calyxctl share it.
+// Package conntrack reads calyx's BPF connection tracking as flows: it
+// pairs the two directions of each flow (bpfmap shows a cx_ct_v2 flow's one
+// entry as two directions, and a translated flow has an entry per
+// direction in cx_nat_v2), names the flow's state, and expires flows that
+// have been idle past their state's timeout. The agent's garbage collector
+// and calyxctl share it.
 package conntrack
 
 import (
@@ -190,10 +192,18 @@ func Now() uint64 {
 
 // GCResult is what one collection did.
 type GCResult struct {
-	// Entries are the table's entries the collection saw (a flow has
-	// one per direction), Deleted those it removed.
+	// Entries are the map entries the collection saw (a translated flow
+	// has one per direction, a tracked one a single entry), Deleted
+	// those it removed.
 	Flows, Expired, Entries, Deleted int
+	// The same per map: cx_ct_v2 (Tracked) and cx_nat_v2 (Translated).
+	TrackedEntries, TranslatedEntries int
+	TrackedDeleted, TranslatedDeleted int
 }
+
+// Translated says whether the flow is translated (its entries are in
+// cx_nat_v2); an untranslated one has one cx_ct_v2 entry.
+func (f Flow) Translated() bool { return f.NAT() != 0 }
 
 // GC removes the flows that have been idle past their timeout and returns
 // what it saw. A flow that carries a packet while it is being removed
@@ -206,13 +216,19 @@ func GC(m *bpfmap.Maps, now uint64) (GCResult, error) {
 	r := GCResult{Flows: len(flows)}
 	var keys []bpfmap.CTKey
 	for _, f := range flows {
-		r.Entries += len(f.Keys())
+		if f.Translated() {
+			r.TranslatedEntries += len(f.Keys())
+		} else {
+			r.TrackedEntries++
+		}
 		if f.Expired(now) {
 			r.Expired++
 			keys = append(keys, f.Keys()...)
 		}
 	}
-	r.Deleted, err = m.DeleteConntrack(keys)
+	r.Entries = r.TrackedEntries + r.TranslatedEntries
+	r.TrackedDeleted, r.TranslatedDeleted, err = m.DeleteConntrackByTable(keys)
+	r.Deleted = r.TrackedDeleted + r.TranslatedDeleted
 	return r, err
 }
 

@@ -92,7 +92,10 @@ nouns (read only):
                            prefixes this node originates or sends to PEER (--advertised, default), or
                            learned (--received: best paths, or PEER's Adj-RIB-In)
   nat dump                 floating IPs (with their instance and node) and the active NAT sessions
-  ct dump                  the conntrack table, one row per flow
+  ct dump [--endpoint EP] [--proto P] [--port N]
+                           tracked flows, one row per flow (TABLE: ct for cx_ct_v2, nat for translated
+                           flows in cx_nat_v2), then the count per state; EP is an endpoint's name or an
+                           address, P tcp, udp or icmp; a flow matches when either direction carries it
   ct flush                 remove every conntrack entry (established NAT flows break)
   dhcp leases              what the agent's DHCPv4/DHCPv6 servers leased: endpoint, interface, MAC,
                            address, expiry and when the client was last heard
@@ -194,12 +197,12 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 		return dump(ctx, o, cmd, stdio)
 	case "ct":
 		switch {
-		case len(args) == 1 && args[0] == "dump":
-			return dump(ctx, o, cmd, stdio)
+		case len(args) >= 1 && args[0] == "dump":
+			return ctDump(ctx, o, args[1:], stdio)
 		case len(args) == 1 && args[0] == "flush":
 			return ctFlush(o, stdio)
 		}
-		return usagef("ct: want 'ct dump' or 'ct flush'")
+		return usagef("ct: want 'ct dump [--endpoint EP] [--proto P] [--port N]' or 'ct flush'")
 	case "node":
 		if len(args) != 1 || args[0] != "status" {
 			return usagef("node: want 'node status'")

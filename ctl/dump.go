@@ -90,6 +90,7 @@ type natRow struct {
 }
 
 type ctRow struct {
+	Table        string  `json:"table" table:"TABLE"`
 	Proto        string  `json:"proto" table:"PROTO"`
 	Src          string  `json:"src" table:"SRC"`
 	Dst          string  `json:"dst" table:"DST"`
@@ -147,12 +148,6 @@ func dump(ctx context.Context, o Options, what string, stdio IO) error {
 			return render(stdio.Out, o.Output, sessions)
 		}
 		return nil
-	case "ct":
-		rows, err := ctRows(m, false)
-		if err != nil {
-			return err
-		}
-		return render(stdio.Out, o.Output, rows)
 	case "node":
 		row, err := nodeStatus(m, ifname, modelSnapshot(ctx, o, stdio, "node name and workload MTU"))
 		if err != nil {
@@ -414,8 +409,14 @@ func routeRows(m *bpfmap.Maps, ifname func(uint32) string, nodes map[netip.Addr]
 	return rows, nil
 }
 
-// ctRows lists the conntrack table as flows; natOnly keeps the translated.
+// ctRows lists the conntrack tables as flows; natOnly keeps the
+// translated.
 func ctRows(m *bpfmap.Maps, natOnly bool) ([]ctRow, error) {
+	return ctRowsWhere(m, func(f conntrack.Flow) bool { return !natOnly || f.NAT() != 0 })
+}
+
+// ctRowsWhere lists the flows keep says yes to.
+func ctRowsWhere(m *bpfmap.Maps, keep func(conntrack.Flow) bool) ([]ctRow, error) {
 	flows, err := conntrack.Flows(m)
 	if err != nil {
 		return nil, err
@@ -423,10 +424,14 @@ func ctRows(m *bpfmap.Maps, natOnly bool) ([]ctRow, error) {
 	now := conntrack.Now()
 	rows := []ctRow{}
 	for _, f := range flows {
-		if natOnly && f.NAT() == 0 {
+		if !keep(f) {
 			continue
 		}
-		r := ctRow{Proto: protoName(f.Proto()), NAT: natName(f.NAT()), State: string(f.State()),
+		table := "ct"
+		if f.NAT() != 0 {
+			table = "nat"
+		}
+		r := ctRow{Table: table, Proto: protoName(f.Proto()), NAT: natName(f.NAT()), State: string(f.State()),
 			AgeSeconds: seconds(now, f.Created()), IdleSeconds: seconds(now, f.Last())}
 		if e := f.Orig; e != nil {
 			r.Src, r.Dst = endpointString(e.Key.Src, f.Proto()), endpointString(e.Key.Dst, f.Proto())
@@ -518,6 +523,130 @@ func seconds(now, then uint64) float64 {
 		return 0
 	}
 	return float64((now-then)/1e6) / 1e3
+}
+
+// ctFilter is what ct dump's flags ask for; zero fields match anything.
+type ctFilter struct {
+	addrs map[netip.Addr]bool // the endpoint's addresses (--endpoint)
+	proto uint8
+	port  uint16
+}
+
+// parseCTFilter reads ct dump's flags. --endpoint takes an address or an
+// endpoint's name, looked up in the model.
+func parseCTFilter(ctx context.Context, o Options, args []string, stdio IO) (ctFilter, error) {
+	var f ctFilter
+	for i := 0; i < len(args); i++ {
+		name, val, hasVal := strings.Cut(args[i], "=")
+		switch name {
+		case "--endpoint", "--proto", "--port":
+		default:
+			return f, usagef("ct dump: unknown argument %q", args[i])
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				return f, usagef("ct dump: %s needs a value", name)
+			}
+			i++
+			val = args[i]
+		}
+		switch name {
+		case "--endpoint":
+			f.addrs = map[netip.Addr]bool{}
+			if a, err := netip.ParseAddr(val); err == nil {
+				f.addrs[a.Unmap()] = true
+				continue
+			}
+			snap := modelSnapshot(ctx, o, stdio, "endpoint "+val)
+			if snap == nil {
+				return f, fmt.Errorf("ct dump --endpoint %s: not an address, and the model cannot be read to find the endpoint", val)
+			}
+			ep, ok := snap.Endpoints[val]
+			if !ok {
+				return f, fmt.Errorf("ct dump --endpoint %s: no such endpoint (and not an address)", val)
+			}
+			for _, p := range ep.Spec.IPNetworks {
+				f.addrs[p.Addr().Unmap()] = true
+			}
+		case "--proto":
+			switch strings.ToLower(val) {
+			case "tcp":
+				f.proto = bpfmap.ProtoTCP
+			case "udp":
+				f.proto = bpfmap.ProtoUDP
+			case "icmp":
+				f.proto = bpfmap.ProtoICMP
+			default:
+				return f, usagef("ct dump --proto %q: want tcp, udp or icmp", val)
+			}
+		case "--port":
+			n, err := strconv.ParseUint(val, 10, 16)
+			if err != nil || n == 0 {
+				return f, usagef("ct dump --port %q: want a port, 1-65535", val)
+			}
+			f.port = uint16(n)
+		}
+	}
+	return f, nil
+}
+
+// match says whether a flow carries what f asks for in either direction.
+func (f ctFilter) match(fl conntrack.Flow) bool {
+	if f.proto != 0 && fl.Proto() != f.proto {
+		return false
+	}
+	var aps []netip.AddrPort
+	for _, e := range []*conntrack.Entry{fl.Orig, fl.Reply} {
+		if e != nil {
+			aps = append(aps, e.Key.Src, e.Key.Dst, e.Value.NATSrc, e.Value.NATDst)
+		}
+	}
+	addrOK, portOK := f.addrs == nil, f.port == 0
+	for _, ap := range aps {
+		addrOK = addrOK || f.addrs[ap.Addr().Unmap()]
+		portOK = portOK || (fl.Proto() != bpfmap.ProtoICMP && ap.Port() == f.port)
+	}
+	return addrOK && portOK
+}
+
+type ctStateRow struct {
+	State string `json:"state" table:"STATE"`
+	Flows int    `json:"flows" table:"FLOWS"`
+}
+
+// ctDump is the noun: the flows that match the flags, then (in a table)
+// how many there are in each state.
+func ctDump(ctx context.Context, o Options, args []string, stdio IO) error {
+	f, err := parseCTFilter(ctx, o, args, stdio)
+	if err != nil {
+		return err
+	}
+	m, err := bpfmap.OpenPinned(o.BPFFS)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	rows, err := ctRowsWhere(m, f.match)
+	if err != nil {
+		return err
+	}
+	if err := render(stdio.Out, o.Output, rows); err != nil {
+		return err
+	}
+	if o.Output != "table" {
+		return nil
+	}
+	perState := map[string]int{}
+	for _, r := range rows {
+		perState[r.State]++
+	}
+	states := make([]ctStateRow, 0, len(perState))
+	for st, n := range perState {
+		states = append(states, ctStateRow{State: st, Flows: n})
+	}
+	sort.Slice(states, func(i, j int) bool { return states[i].State < states[j].State })
+	fmt.Fprintf(stdio.Out, "\n%d flows by state:\n", len(rows))
+	return render(stdio.Out, o.Output, states)
 }
 
 type flushRow struct {

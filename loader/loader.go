@@ -266,8 +266,8 @@ func adoptPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any))
 		same := m.Type() == ms.Type && m.KeySize() == ms.KeySize && m.ValueSize() == ms.ValueSize && m.Flags() == ms.Flags
 		entries := m.MaxEntries()
 		m.Close()
-		if name == bpf.CalyxMapCxCt && same && entries != ms.MaxEntries {
-			logf("conntrack table keeps its pinned size %d (asked for %d): resizing would drop every flow", entries, ms.MaxEntries)
+		if (name == bpfmap.CTName || name == bpfmap.NATName) && same && entries != ms.MaxEntries {
+			logf("conntrack table %s keeps its pinned size %d (asked for %d): resizing would drop every flow", name, entries, ms.MaxEntries)
 			ms.MaxEntries = entries
 			continue
 		}

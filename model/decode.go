@@ -441,6 +441,8 @@ func (d *decoder) configSpec(n *yaml.Node, s *ConfigSpec) {
 			s.EndpointToHostAction, _ = d.str(v, p)
 		case "natPortRange":
 			s.NATPortRange, _ = d.str(v, p)
+		case "orphanFragments":
+			s.OrphanFragments, _ = d.str(v, p)
 		case "prefilterDeny":
 			d.list(v, p, func(_ int, item *yaml.Node, ip string) {
 				// A placeholder keeps later indices aligned with the document.

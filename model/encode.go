@@ -104,6 +104,7 @@ type configSpecWire struct {
 	EndpointToHostAction string   `json:"endpointToHostAction" yaml:"endpointToHostAction"`
 	PrefilterDeny        []string `json:"prefilterDeny,omitempty" yaml:"prefilterDeny,omitempty"`
 	NATPortRange         string   `json:"natPortRange,omitempty" yaml:"natPortRange,omitempty"`
+	OrphanFragments      string   `json:"orphanFragments,omitempty" yaml:"orphanFragments,omitempty"`
 	// MapSizes holds the MapSizeSettings keys, inline (JSON: see
 	// MarshalJSON).
 	MapSizes map[string]uint32 `json:"-" yaml:",inline"`
@@ -319,6 +320,7 @@ func (s ConfigSpec) wire() configSpecWire {
 		MapSizes:             s.MapSizes,
 		PrefilterDeny:        prefixStrings(s.PrefilterDeny),
 		NATPortRange:         s.NATPortRange,
+		OrphanFragments:      s.OrphanFragments,
 	}
 }
 

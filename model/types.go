@@ -66,11 +66,13 @@ const (
 // mode means the default, Never.
 func (m EncapMode) Enabled() bool { return m != "" && m != EncapNever }
 
-// Actions for Config.Spec.EndpointToHostAction.
+// Actions for Config.Spec.EndpointToHostAction (Drop, Accept, Return)
+// and Config.Spec.OrphanFragments (Drop, Pass).
 const (
 	ActionDrop   = "Drop"
 	ActionAccept = "Accept"
 	ActionReturn = "Return"
+	ActionPass   = "Pass"
 )
 
 // Defaults applied by ApplyDefaults.
@@ -434,6 +436,12 @@ type ConfigSpec struct {
 	VXLANPort            uint16
 	MetadataAddress      string
 	EndpointToHostAction string
+	// OrphanFragments is what becomes of a later IP fragment whose first
+	// fragment was not seen (reordered, lost, or forged to slip past
+	// policy, which cannot see its ports): ActionDrop (the default) or
+	// ActionPass (untracked, matched by policy without ports). "" means
+	// Drop.
+	OrphanFragments string
 	// MapSizes are the BPF maps' capacities by MapSizeSettings key, every
 	// key present once defaulted.
 	MapSizes map[string]uint32
@@ -875,7 +883,12 @@ type MapSizeSetting struct {
 var MapSizeSettings = []MapSizeSetting{
 	{Key: "routeMapSize", Maps: []string{"cx_routes"}, Default: 65536, Min: 1024, Max: 1 << 24},
 	{Key: "endpointMapSize", Maps: []string{"cx_ifaces", "cx_endpoints"}, Default: 16384, Min: 64, Max: 1 << 20},
-	{Key: "ctMapSize", Maps: []string{"cx_ct"}, Default: 262144, Min: 1024, Max: 1 << 26},
+	// Tracked flows without translation, one entry each.
+	{Key: "ctMapSize", Maps: []string{"cx_ct_v2"}, Default: 262144, Min: 1024, Max: 1 << 26},
+	// Translated flows (floating IPs, natOutgoing, metadata), two entries
+	// each: apart from ctMapSize so that no flood of tracked flows can
+	// evict a translation.
+	{Key: "natMapSize", Maps: []string{"cx_nat_v2"}, Default: 131072, Min: 1024, Max: 1 << 26},
 	{Key: "policyMapSize", Maps: []string{"cx_policy"}, Default: 1 << 20, Min: 1024, Max: 1 << 26},
 	{Key: "ipcacheMapSize", Maps: []string{"cx_ipcache"}, Default: 65536, Min: 1024, Max: 1 << 24},
 	{Key: "floatingIPMapSize", Maps: []string{"cx_fips"}, Default: 16384, Min: 64, Max: 1 << 22},

@@ -724,6 +724,11 @@ func (v *validator) config(s *ConfigSpec) {
 	default:
 		v.errorf("spec.endpointToHostAction", "must be one of Drop, Accept, Return, got %q", s.EndpointToHostAction)
 	}
+	switch s.OrphanFragments {
+	case "", ActionDrop, ActionPass:
+	default:
+		v.errorf("spec.orphanFragments", "must be Drop or Pass, got %q", s.OrphanFragments)
+	}
 	if s.NATPortRange != "" {
 		if _, _, err := parsePortRange(s.NATPortRange); err != nil {
 			v.errorf("spec.natPortRange", "%q: %v", s.NATPortRange, err)

@@ -217,6 +217,7 @@ func (c *Calculator) compilePolicy(d *Desired, in Input, self model.NodeSpec) {
 		d.Prefilter[p.Masked()] = struct{}{}
 	}
 	d.Config.PrefilterTC = len(d.Prefilter) > 0 && !in.PrefilterXDP
+	d.Config.FragOrphanPass = s.Config.Spec.OrphanFragments == model.ActionPass
 	switch s.Config.Spec.EndpointToHostAction {
 	case model.ActionDrop:
 		d.Config.EndpointToHost = bpfmap.EndpointToHostDrop

@@ -1,0 +1,387 @@
+package bpfmap
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/calyxnet/calyx/bpf"
+)
+
+// Conntrack lives in two maps (calyx.h): cx_ct_v2 holds a flow without
+// translation as one entry found from either direction, cx_nat_v2 a
+// translated flow as one entry per direction. This file shows both the
+// same way, as directions: a CTKey (the tuple a direction's packets carry
+// when they arrive) and a CTEntry (what they are rewritten to, and what
+// was seen of them). A cx_ct_v2 flow shows as two directions that rewrite
+// to themselves.
+
+// Protocol numbers conntrack tracks.
+const (
+	ProtoICMP = 1
+	ProtoTCP  = 6
+	ProtoUDP  = 17
+)
+
+// CTKey is the tuple of one direction of a flow: packets as they arrive.
+// For ICMP echo, SrcPort is the identifier and DstPort 0.
+type CTKey struct {
+	Src, Dst netip.AddrPort
+	Proto    uint8
+}
+
+// NAT bits of a translated flow.
+const (
+	NATDNAT = uint8(bpf.CalyxCxNatCX_NAT_DNAT)
+	NATSNAT = uint8(bpf.CalyxCxNatCX_NAT_SNAT)
+)
+
+// TCP flags conntrack records per direction.
+const (
+	TCPFin = 0x01
+	TCPSyn = 0x02
+	TCPRst = 0x04
+	TCPAck = 0x10
+)
+
+// CTEntry is one direction of a flow: what its packets become, and what
+// was seen of them.
+type CTEntry struct {
+	NATSrc, NATDst netip.AddrPort
+	Reply          bool   // the reply direction
+	NAT            uint8  // NATDNAT | NATSNAT; 0: a cx_ct_v2 flow
+	TCPFlags       uint8  // the TCP flags of this direction's in-sequence segments
+	Created, Last  uint64 // CLOCK_MONOTONIC ns; Last moves at most once a second
+	Packets, Bytes uint64
+	// TCP sequence tracking: whether it has begun (SeqKnown), the
+	// sequence number after the last this direction sent, the largest
+	// window it advertised (unscaled) and the window-scale shift its SYN
+	// offered (-1: none). Resync: the entry was recreated from the other
+	// direction's and learns its sequence from its next ACK.
+	SeqKnown, Resync bool
+	SeqEnd           uint32
+	MaxWin           uint16
+	WScale           int8
+	// Ifindex is the workload interface this direction comes from, whose
+	// source check it skips (0: none yet); RouteGen, for a translated
+	// flow, the route generation its cached route belongs to (0: none).
+	Ifindex, RouteGen uint32
+}
+
+// Translated says whether the direction is a cx_nat_v2 entry's.
+func (e CTEntry) Translated() bool { return e.NAT != 0 }
+
+func tcpDirFromBPF(e *CTEntry, seqEnd uint32, maxWin uint16, flags, state uint8) {
+	e.TCPFlags = flags
+	e.SeqKnown = state&uint8(bpf.CalyxCxCtSeqCX_CT_SEQ_KNOWN) != 0
+	e.Resync = state&uint8(bpf.CalyxCxCtSeqCX_CT_SEQ_RESYNC) != 0
+	e.SeqEnd, e.MaxWin, e.WScale = seqEnd, maxWin, -1
+	if state&uint8(bpf.CalyxCxCtSeqCX_CT_WSCALE_OFFERED) != 0 {
+		e.WScale = int8(state & uint8(bpf.CalyxCxCtSeqCX_CT_WSCALE_MASK))
+	}
+}
+
+func tcpStateToBPF(e CTEntry) uint8 {
+	var st uint8
+	if e.SeqKnown {
+		st |= uint8(bpf.CalyxCxCtSeqCX_CT_SEQ_KNOWN)
+	}
+	if e.Resync {
+		st |= uint8(bpf.CalyxCxCtSeqCX_CT_SEQ_RESYNC)
+	}
+	if e.WScale >= 0 {
+		st |= uint8(bpf.CalyxCxCtSeqCX_CT_WSCALE_OFFERED) | uint8(e.WScale)&uint8(bpf.CalyxCxCtSeqCX_CT_WSCALE_MASK)
+	}
+	return st
+}
+
+func natKeyToBPF(k CTKey) bpf.CalyxCxNatKey {
+	return bpf.CalyxCxNatKey{Saddr: addrTo16(k.Src.Addr()), Daddr: addrTo16(k.Dst.Addr()),
+		Sport: htons(k.Src.Port()), Dport: htons(k.Dst.Port()), Proto: k.Proto}
+}
+
+func natKeyFromBPF(k bpf.CalyxCxNatKey) CTKey {
+	return CTKey{Src: netip.AddrPortFrom(addrFrom16(k.Saddr), ntohs(k.Sport)),
+		Dst: netip.AddrPortFrom(addrFrom16(k.Daddr), ntohs(k.Dport)), Proto: k.Proto}
+}
+
+func natEntryFromBPF(v bpf.CalyxCxNatEntry) CTEntry {
+	e := CTEntry{
+		NATSrc: netip.AddrPortFrom(addrFrom16(v.NatSaddr), ntohs(v.NatSport)),
+		NATDst: netip.AddrPortFrom(addrFrom16(v.NatDaddr), ntohs(v.NatDport)),
+		Reply:  v.Dir == uint8(bpf.CalyxCxCtDirCX_CT_REPLY), NAT: v.Nat,
+		Created: v.CreatedNs, Last: v.LastNs, Packets: v.Packets, Bytes: v.Bytes,
+		Ifindex: v.Ifindex, RouteGen: v.RouteGen,
+	}
+	tcpDirFromBPF(&e, v.Tcp.SeqEnd, v.Tcp.MaxWin, v.Tcp.Flags, v.Tcp.State)
+	return e
+}
+
+func natEntryToBPF(e CTEntry) bpf.CalyxCxNatEntry {
+	v := bpf.CalyxCxNatEntry{
+		NatSaddr: addrTo16(e.NATSrc.Addr()), NatDaddr: addrTo16(e.NATDst.Addr()),
+		NatSport: htons(e.NATSrc.Port()), NatDport: htons(e.NATDst.Port()), Nat: e.NAT,
+		CreatedNs: e.Created, LastNs: e.Last, Packets: e.Packets, Bytes: e.Bytes,
+	}
+	if e.Reply {
+		v.Dir = uint8(bpf.CalyxCxCtDirCX_CT_REPLY)
+	}
+	// The fast path's cache (ifindex, route) is not carried: the first
+	// packet fills it again.
+	v.Tcp.SeqEnd, v.Tcp.MaxWin, v.Tcp.Flags, v.Tcp.State = e.SeqEnd, e.MaxWin, e.TCPFlags, tcpStateToBPF(e)
+	return v
+}
+
+// ctNormalize is the cx_ct_v2 key of a direction's tuple and the side (0:
+// a, 1: b) its source is, as cx_ct_key_of computes them.
+func ctNormalize(k CTKey) (bpf.CalyxCxCtKey, int) {
+	s, d := k.Src.Addr().Unmap(), k.Dst.Addr().Unmap()
+	c := s.Compare(d)
+	side := 0
+	if c > 0 || (c == 0 && k.Proto != ProtoICMP && k.Src.Port() > k.Dst.Port()) {
+		side = 1
+	}
+	out := bpf.CalyxCxCtKey{Proto: k.Proto}
+	a, b := k.Src, k.Dst
+	if side == 1 {
+		a, b = b, a
+	}
+	out.AddrA, out.AddrB = addrTo16(a.Addr()), addrTo16(b.Addr())
+	if k.Proto == ProtoICMP {
+		out.PortA = htons(k.Src.Port())
+	} else {
+		out.PortA, out.PortB = htons(a.Port()), htons(b.Port())
+	}
+	return out, side
+}
+
+// ctDirections shows a cx_ct_v2 entry as its two directions, the
+// original first.
+func ctDirections(k bpf.CalyxCxCtKey, v bpf.CalyxCxCtEntry) [2]struct {
+	Key   CTKey
+	Entry CTEntry
+} {
+	ends := [2]netip.AddrPort{
+		netip.AddrPortFrom(addrFrom16(k.AddrA), ntohs(k.PortA)),
+		netip.AddrPortFrom(addrFrom16(k.AddrB), ntohs(k.PortB)),
+	}
+	orig := 0
+	if v.Side[1].Tcp.State&uint8(bpf.CalyxCxCtSeqCX_CT_SIDE_ORIG) != 0 {
+		orig = 1
+	}
+	var out [2]struct {
+		Key   CTKey
+		Entry CTEntry
+	}
+	for i, s := range []int{orig, 1 - orig} {
+		src, dst := ends[s], ends[1-s]
+		if k.Proto == ProtoICMP {
+			src = netip.AddrPortFrom(src.Addr(), ntohs(k.PortA))
+			dst = netip.AddrPortFrom(dst.Addr(), 0)
+		}
+		sd := v.Side[s]
+		e := CTEntry{NATSrc: src, NATDst: dst, Reply: i == 1, Created: v.CreatedNs, Last: v.LastNs,
+			Packets: uint64(sd.Packets), Bytes: v.Bytes[s], Ifindex: sd.Ifindex}
+		tcpDirFromBPF(&e, sd.Tcp.SeqEnd, sd.Tcp.MaxWin, sd.Tcp.Flags, sd.Tcp.State)
+		out[i].Key = CTKey{Src: src, Dst: dst, Proto: k.Proto}
+		out[i].Entry = e
+	}
+	return out
+}
+
+// Conntrack calls fn for every direction of every tracked flow, the
+// translated ones' first, until fn returns false. Entries come and go while
+// it runs (LRU maps): a flow may be seen in a state it has since left, or
+// missed.
+func (m *Maps) Conntrack(fn func(CTKey, CTEntry) bool) error {
+	var nk bpf.CalyxCxNatKey
+	var nv bpf.CalyxCxNatEntry
+	it := m.nat.Iterate()
+	for it.Next(&nk, &nv) {
+		if !fn(natKeyFromBPF(nk), natEntryFromBPF(nv)) {
+			return nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", NATName, err)
+	}
+	var ck bpf.CalyxCxCtKey
+	var cv bpf.CalyxCxCtEntry
+	it = m.ct.Iterate()
+	for it.Next(&ck, &cv) {
+		for _, d := range ctDirections(ck, cv) {
+			if !fn(d.Key, d.Entry) {
+				return nil
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", CTName, err)
+	}
+	return nil
+}
+
+// DeleteConntrack removes the flows' entries that keys name (a direction's
+// tuple: its cx_nat_v2 entry, or its flow's one cx_ct_v2 entry); missing
+// ones are not errors. It returns how many map entries were removed.
+func (m *Maps) DeleteConntrack(keys []CTKey) (int, error) {
+	tracked, translated, err := m.DeleteConntrackByTable(keys)
+	return tracked + translated, err
+}
+
+// DeleteConntrackByTable is DeleteConntrack counting the entries removed
+// from cx_ct_v2 and from cx_nat_v2 apart.
+func (m *Maps) DeleteConntrackByTable(keys []CTKey) (tracked, translated int, err error) {
+	for _, k := range keys {
+		err := m.nat.Delete(natKeyToBPF(k))
+		if err == nil {
+			translated++
+			continue
+		}
+		if !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return tracked, translated, fmt.Errorf("delete %s entry: %w", NATName, err)
+		}
+		ck, _ := ctNormalize(k)
+		err = m.ct.Delete(ck)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
+			return tracked, translated, fmt.Errorf("delete %s entry: %w", CTName, err)
+		}
+		tracked++
+	}
+	return tracked, translated, nil
+}
+
+// FragsInFlight counts cx_frags' entries: fragmented datagrams whose later
+// fragments may still come.
+func (m *Maps) FragsInFlight() (int, error) {
+	return countEntries[bpf.CalyxCxFragKey, bpf.CalyxCxFrag](m.frags, FragsName)
+}
+
+// PutTranslated writes one direction of a translated flow into cx_nat_v2
+// unless the tuple has an entry already (the programs' own stand). It
+// says whether it wrote. The migration of an older layout uses it.
+func (m *Maps) PutTranslated(k CTKey, e CTEntry) (bool, error) {
+	if e.NAT == 0 {
+		return false, fmt.Errorf("put %s entry %v: no translation (NAT bits 0)", NATName, k)
+	}
+	return m.putNoExist(m.nat, NATName, natKeyToBPF(k), natEntryToBPF(e))
+}
+
+// PutTracked writes a flow without translation into cx_ct_v2 from its
+// directions (reply may be nil when only the original is known), unless
+// the flow has an entry already. It says whether it wrote.
+func (m *Maps) PutTracked(orig CTKey, o CTEntry, reply *CTEntry) (bool, error) {
+	ck, side := ctNormalize(orig)
+	var v bpf.CalyxCxCtEntry
+	v.CreatedNs, v.LastNs = o.Created, o.Last
+	set := func(s int, e CTEntry, isOrig bool) {
+		sd := &v.Side[s]
+		sd.Packets = uint32(e.Packets)
+		sd.Ifindex = e.Ifindex
+		sd.Tcp.SeqEnd, sd.Tcp.MaxWin, sd.Tcp.Flags, sd.Tcp.State = e.SeqEnd, e.MaxWin, e.TCPFlags, tcpStateToBPF(e)
+		if isOrig {
+			sd.Tcp.State |= uint8(bpf.CalyxCxCtSeqCX_CT_SIDE_ORIG)
+		}
+		v.Bytes[s] = e.Bytes
+	}
+	set(side, o, true)
+	if reply != nil {
+		set(1-side, *reply, false)
+		v.LastNs = max(v.LastNs, reply.Last)
+		v.CreatedNs = min(v.CreatedNs, reply.Created)
+	}
+	return m.putNoExist(m.ct, CTName, ck, v)
+}
+
+func (m *Maps) putNoExist(mp *ebpf.Map, name string, k, v any) (bool, error) {
+	err := mp.Update(k, v, ebpf.UpdateNoExist)
+	if errors.Is(err, ebpf.ErrKeyExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("put %s entry: %w", name, err)
+	}
+	return true, nil
+}
+
+// ConntrackSize is what the conntrack maps hold now and can hold.
+type ConntrackSize struct {
+	Tracked, TrackedCapacity       int // cx_ct_v2: flows
+	Translated, TranslatedCapacity int // cx_nat_v2: directions (two per flow)
+	Frags, FragsCapacity           int // cx_frags: fragmented datagrams in flight
+}
+
+// ConntrackSize counts the conntrack maps' entries (a walk of each: as
+// costly as a dump).
+func (m *Maps) ConntrackSize() (ConntrackSize, error) {
+	s := ConntrackSize{TrackedCapacity: int(m.ct.MaxEntries()), TranslatedCapacity: int(m.nat.MaxEntries()),
+		FragsCapacity: int(m.frags.MaxEntries())}
+	var err error
+	if s.Tracked, err = countEntries[bpf.CalyxCxCtKey, bpf.CalyxCxCtEntry](m.ct, CTName); err != nil {
+		return s, err
+	}
+	if s.Translated, err = countEntries[bpf.CalyxCxNatKey, bpf.CalyxCxNatEntry](m.nat, NATName); err != nil {
+		return s, err
+	}
+	s.Frags, err = countEntries[bpf.CalyxCxFragKey, bpf.CalyxCxFrag](m.frags, FragsName)
+	return s, err
+}
+
+func countEntries[K, V any](mp *ebpf.Map, name string) (int, error) {
+	var k K
+	var v V
+	n := 0
+	it := mp.Iterate()
+	for it.Next(&k, &v) {
+		n++
+	}
+	if err := it.Err(); err != nil {
+		return n, fmt.Errorf("count %s: %w", name, err)
+	}
+	return n, nil
+}
+
+// ConntrackCapacity is cx_ct_v2's size.
+func (m *Maps) ConntrackCapacity() uint32 { return m.ct.MaxEntries() }
+
+// ConntrackCapacities are the sizes of cx_ct_v2, cx_nat_v2 and cx_frags.
+func (m *Maps) ConntrackCapacities() (tracked, translated, frags int) {
+	return int(m.ct.MaxEntries()), int(m.nat.MaxEntries()), int(m.frags.MaxEntries())
+}
+
+// ConntrackStats are what the programs did to the conntrack maps since
+// they were pinned (cx_ct_stats, summed over CPUs).
+type ConntrackStats struct {
+	TrackedCreated, TrackedDeleted       uint64 // cx_ct_v2 entries
+	TranslatedCreated, TranslatedDeleted uint64 // cx_nat_v2 entries
+	FragOrphans                          uint64 // later fragments without their first
+}
+
+// ConntrackStats reads cx_ct_stats.
+func (m *Maps) ConntrackStats() (ConntrackStats, error) {
+	var s ConntrackStats
+	for _, c := range []struct {
+		stat bpf.CalyxCxCtStat
+		out  *uint64
+	}{
+		{bpf.CalyxCxCtStatCX_CTS_CT_CREATED, &s.TrackedCreated},
+		{bpf.CalyxCxCtStatCX_CTS_CT_DELETED, &s.TrackedDeleted},
+		{bpf.CalyxCxCtStatCX_CTS_NAT_CREATED, &s.TranslatedCreated},
+		{bpf.CalyxCxCtStatCX_CTS_NAT_DELETED, &s.TranslatedDeleted},
+		{bpf.CalyxCxCtStatCX_CTS_FRAG_ORPHANS, &s.FragOrphans},
+	} {
+		var per []uint64
+		if err := m.ctStats.Lookup(uint32(c.stat), &per); err != nil {
+			return s, fmt.Errorf("read %s[%d]: %w", bpf.CalyxMapCxCtStats, c.stat, err)
+		}
+		for _, v := range per {
+			*c.out += v
+		}
+	}
+	return s, nil
+}
