@@ -747,7 +747,7 @@ func TestReasonNames(t *testing.T) {
 	}
 	for _, n := range used {
 		if _, ok := enum[n]; !ok {
-			t.Errorf("calyx.c uses CX_REASON_%s, which enum cx_reason does not define", n)
+			t.Errorf("the programs use CX_REASON_%s, which enum cx_reason does not define", n)
 		}
 	}
 }

@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Header cursors: each parser checks bounds against data_end, advances the
- * cursor and returns NULL when the header does not fit. */
+/* Packet access and header cursors: each parser checks bounds against
+ * data_end, advances the cursor and returns NULL when the header does not
+ * fit; the constants of the protocols calyx reads. */
 #ifndef CALYX_PARSE_H
 #define CALYX_PARSE_H
 
+#include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/udp.h>
 #include <linux/tcp.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
 struct hdr_cursor {
@@ -145,5 +149,83 @@ static __always_inline struct cx_vxlanhdr *parse_vxlanhdr(struct hdr_cursor *c, 
 	c->pos = vx + 1;
 	return vx;
 }
+
+/* cx_skb_data and cx_skb_data_end read the packet bounds straight from the
+ * context. Written as "cx_skb_data(skb)", clang may keep &skb->data
+ * in a register and load through it later, which the verifier refuses
+ * ("dereference of modified ctx ptr"). */
+static __always_inline void *cx_skb_data(struct __sk_buff *skb)
+{
+	void *p;
+
+	asm volatile("%[p] = *(u32 *)(%[ctx] + %[off])"
+		     : [p] "=r"(p)
+		     : [ctx] "r"(skb), [off] "i"(__builtin_offsetof(struct __sk_buff, data)));
+	return p;
+}
+
+static __always_inline void *cx_skb_data_end(struct __sk_buff *skb)
+{
+	void *p;
+
+	asm volatile("%[p] = *(u32 *)(%[ctx] + %[off])"
+		     : [p] "=r"(p)
+		     : [ctx] "r"(skb), [off] "i"(__builtin_offsetof(struct __sk_buff, data_end)));
+	return p;
+}
+
+/* cx_pull makes the first n bytes of the packet (or all of it, if shorter)
+ * linear, so the headers a program reads are within data_end. */
+static __always_inline void cx_pull(struct __sk_buff *skb, __u32 n)
+{
+	if (skb->data_end - skb->data < n && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < n ? skb->len : n);
+}
+
+/* Ethernet, the longest IPv4 header, and the L4 bytes conntrack reads: an
+ * ICMP error's header and the quoted IPv4 header and ports. */
+#define CX_PULL_LEN (ETH_HLEN + 60 + 8 + 20 + 8)
+/* An underlay packet's headers: outer IPv4, UDP, VXLAN, inner Ethernet and
+ * the longest inner IPv4 header. */
+#define CX_UNDERLAY_PULL_LEN (ETH_HLEN + 20 + 8 + 8 + ETH_HLEN + 60)
+
+#define CX_AF_INET 2
+#define CX_IP_DF 0x4000
+#define CX_IP_MF_OFFSET 0x3fff
+#define CX_IP_MF 0x2000
+#define CX_IP_OFFSET 0x1fff
+#define CX_IPIP_OVERHEAD 20                      /* outer IPv4 */
+#define CX_VXLAN_OVERHEAD (20 + 8 + 8 + ETH_HLEN) /* outer IPv4, UDP, VXLAN, inner Ethernet */
+#define CX_OUTER_TTL 64
+#define CX_ICMP_DEST_UNREACH 3
+#define CX_ICMP_FRAG_NEEDED 4
+
+static __always_inline int cx_mac_eq(const __u8 *a, const __u8 *b)
+{
+	/* Byte-wise: clang 14 does not lower memcmp for BPF, and the MACs in
+	 * packets are only 2-byte aligned. */
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4] &&
+	       a[5] == b[5];
+}
+
+static __always_inline int cx_mac_is_bcast(const __u8 *a)
+{
+	return (a[0] & a[1] & a[2] & a[3] & a[4] & a[5]) == 0xff;
+}
+
+#define CX_IP_CSUM_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
+#define CX_IP_SRC_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
+#define CX_IP_DST_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
+#define CX_L4_OFF (ETH_HLEN + sizeof(struct iphdr))
+
+#define CX_ICMP_ECHO_REPLY 0
+#define CX_ICMP_ECHO 8
+#define CX_ICMP_TIME_EXCEEDED 11
+#define CX_ICMP_PARAMETER_PROB 12
+
+#define CX_TCP_FIN 0x01
+#define CX_TCP_SYN 0x02
+#define CX_TCP_RST 0x04
+#define CX_TCP_ACK 0x10
 
 #endif /* CALYX_PARSE_H */

@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Network policy and the host prefilter. A new flow's verdict costs the
+/* Network policy. A new flow's verdict costs the
  * same whatever the number of policies and rules: the remote address's
  * identity (one LPM lookup in cx_ipcache), then the endpoint's table (one
  * LPM lookup in cx_policy; when the identity has no entries of its own,
  * again with the identity of the address's nets, then with identity 0;
  * one more when the source port decides). The agent
  * compiles the ordered rules into those tables (agent/policy). Packets of
- * tracked flows never get here. Included by calyx.c after nat.h. */
+ * tracked flows never get here. */
 #ifndef CALYX_POLICY_H
 #define CALYX_POLICY_H
+
+#include "nat.h"
 
 #define CX_IPPROTO_SCTP 132
 #define CX_POLICY_PREFIX_FULL (64 + 8 + 16)
@@ -62,14 +64,6 @@ static __always_inline int cx_flow_info_of(struct __sk_buff *skb, struct cx_flow
 		break;
 	}
 	return 0;
-}
-
-static __always_inline struct cx_identity *cx_identity_v4(__be32 ip)
-{
-	struct cx_route_key key = { .prefixlen = CX_V4_PREFIX_BITS + 32 };
-
-	cx_addr_v4(key.addr, ip);
-	return bpf_map_lookup_elem(&cx_ipcache, &key);
 }
 
 /* cx_policy_lookup finds the verdict of table for a packet from (ingress)
@@ -295,52 +289,6 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 	if (kind != CX_TUPLE_FLOW)
 		return CX_NAT_NONE;
 	return cx_nat_flow(skb, t, f, start, len, src_ifindex);
-}
-
-/* cx_prefiltered says whether the source of an IPv4 or IPv6 packet is on
- * the host-wide deny list. */
-static __always_inline int cx_prefiltered(void *data, void *data_end)
-{
-	struct ethhdr *eth = data;
-	struct cx_route_key key = {};
-
-	void *l3 = eth + 1;
-	__be16 proto;
-	int i;
-
-	if ((void *)(eth + 1) > data_end)
-		return 0;
-	proto = eth->h_proto;
-	/* Up to two tags (802.1ad outer, 802.1Q inner): XDP sees them in the
-	 * frame; TC only an inner one, the kernel having moved the outer. */
-	for (i = 0; i < 2; i++) {
-		struct cx_vlanhdr *vh = l3;
-
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
-			break;
-		if ((void *)(vh + 1) > data_end)
-			return 0;
-		proto = vh->encap_proto;
-		l3 = vh + 1;
-	}
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *iph = l3;
-
-		if ((void *)(iph + 1) > data_end)
-			return 0;
-		key.prefixlen = CX_V4_PREFIX_BITS + 32;
-		cx_addr_v4(key.addr, iph->saddr);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = l3;
-
-		if ((void *)(ip6 + 1) > data_end)
-			return 0;
-		key.prefixlen = 128;
-		__builtin_memcpy(key.addr, &ip6->saddr, 16);
-	} else {
-		return 0;
-	}
-	return bpf_map_lookup_elem(&cx_prefilter, &key) != NULL;
 }
 
 #endif /* CALYX_POLICY_H */

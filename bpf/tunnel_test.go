@@ -25,7 +25,7 @@ import (
 	"github.com/calyxnet/calyx/bpfmap"
 )
 
-// cxMarkRouted is CX_MARK_ROUTED (calyx.c): skb->mark of a packet a calyx
+// cxMarkRouted is CX_MARK_ROUTED (delivery.h): skb->mark of a packet a calyx
 // program routed to an underlay interface.
 const cxMarkRouted = 0x0ca10000
 

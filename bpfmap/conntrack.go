@@ -194,33 +194,114 @@ func ctDirections(k bpf.CalyxCxCtKey, v bpf.CalyxCxCtEntry) [2]struct {
 // Conntrack calls fn for every direction of every tracked flow, the
 // translated ones' first, until fn returns false. Entries come and go while
 // it runs (LRU maps): a flow may be seen in a state it has since left, or
-// missed.
+// missed. The maps are read in batches (BPF_MAP_LOOKUP_BATCH): one system
+// call per few thousand entries, not two per entry.
 func (m *Maps) Conntrack(fn func(CTKey, CTEntry) bool) error {
-	var nk bpf.CalyxCxNatKey
-	var nv bpf.CalyxCxNatEntry
-	it := m.nat.Iterate()
-	for it.Next(&nk, &nv) {
-		if !fn(natKeyFromBPF(nk), natEntryFromBPF(nv)) {
+	more := true
+	err := eachEntry(m.nat, NATName, func(k bpf.CalyxCxNatKey, v bpf.CalyxCxNatEntry) bool {
+		more = fn(natKeyFromBPF(k), natEntryFromBPF(v))
+		return more
+	})
+	if err != nil || !more {
+		return err
+	}
+	return eachEntry(m.ct, CTName, func(k bpf.CalyxCxCtKey, v bpf.CalyxCxCtEntry) bool {
+		for _, d := range ctDirections(k, v) {
+			if !fn(d.Key, d.Entry) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// batchSize is how many entries one batch call reads or deletes.
+const batchSize = 4096
+
+// eachEntry calls fn for every entry of mp until it returns false, in
+// batches; where the kernel refuses batches it falls back to iterating.
+func eachEntry[K, V any](mp *ebpf.Map, name string, fn func(K, V) bool) error {
+	keys, vals := make([]K, batchSize), make([]V, batchSize)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := mp.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			if !fn(keys[i], vals[i]) {
+				return nil
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) && n == 0 {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", name, err)
+		}
+	}
+	var k K
+	var v V
+	it := mp.Iterate()
+	for it.Next(&k, &v) {
+		if !fn(k, v) {
 			return nil
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate %s: %w", NATName, err)
-	}
-	var ck bpf.CalyxCxCtKey
-	var cv bpf.CalyxCxCtEntry
-	it = m.ct.Iterate()
-	for it.Next(&ck, &cv) {
-		for _, d := range ctDirections(ck, cv) {
-			if !fn(d.Key, d.Entry) {
-				return nil
-			}
-		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate %s: %w", CTName, err)
+		return fmt.Errorf("iterate %s: %w", name, err)
 	}
 	return nil
+}
+
+// deleteKeys removes keys from mp in batches and returns how many it
+// removed; keys that are gone already are passed over.
+func deleteKeys[K any](mp *ebpf.Map, name string, keys []K) (int, error) {
+	deleted := 0
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), batchSize)]
+		n, err := mp.BatchDelete(chunk, nil)
+		deleted += n
+		switch {
+		case err == nil:
+			keys = keys[len(chunk):]
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			// The batch stops at a missing key: go on after it.
+			keys = keys[n+1:]
+		case errors.Is(err, ebpf.ErrNotSupported):
+			for _, k := range keys {
+				if err := mp.Delete(k); err == nil {
+					deleted++
+				} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return deleted, fmt.Errorf("delete %s entry: %w", name, err)
+				}
+			}
+			return deleted, nil
+		default:
+			return deleted, fmt.Errorf("delete %s entries: %w", name, err)
+		}
+	}
+	return deleted, nil
+}
+
+// DeleteFlows removes flows by their map entries: translated flows'
+// directions from cx_nat_v2 (translated) and tracked flows from cx_ct_v2
+// (tracked: either direction's tuple). Missing entries are not errors. It
+// returns how many entries each map lost.
+func (m *Maps) DeleteFlows(translated, tracked []CTKey) (nNAT, nCT int, err error) {
+	nk := make([]bpf.CalyxCxNatKey, len(translated))
+	for i, k := range translated {
+		nk[i] = natKeyToBPF(k)
+	}
+	if nNAT, err = deleteKeys(m.nat, NATName, nk); err != nil {
+		return nNAT, 0, err
+	}
+	ck := make([]bpf.CalyxCxCtKey, len(tracked))
+	for i, k := range tracked {
+		ck[i], _ = ctNormalize(k)
+	}
+	nCT, err = deleteKeys(m.ct, CTName, ck)
+	return nNAT, nCT, err
 }
 
 // DeleteConntrack removes the flows' entries that keys name (a direction's

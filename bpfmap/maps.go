@@ -20,8 +20,8 @@ const (
 	FragsName = bpf.CalyxMapCxFrags
 )
 
-// spec declares one pinned map: its name (calyx.c's), whether the agent
-// may rebuild it, and where Maps keeps it. The layout is calyx.c's; the
+// spec declares one pinned map: its name (maps.h's), whether the agent
+// may rebuild it, and where Maps keeps it. The layout is calyx.h's; the
 // domain types and their converters are in types.go and policy.go.
 type spec struct {
 	name string
@@ -99,7 +99,7 @@ type Maps struct {
 
 // FromObjects wraps maps loaded by the loader; Close does not close them.
 // It panics when objs lacks a map of the list, which only a build whose
-// calyx.c and specs disagree can do.
+// maps.h and specs disagree can do.
 func FromObjects(objs *bpf.CalyxMaps) *Maps {
 	byName := map[string]*ebpf.Map{}
 	v := reflect.ValueOf(objs).Elem()

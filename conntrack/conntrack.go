@@ -7,9 +7,9 @@
 package conntrack
 
 import (
-	"fmt"
+	"cmp"
 	"net/netip"
-	"sort"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -66,6 +66,12 @@ func PairKey(k bpfmap.CTKey, v bpfmap.CTEntry) bpfmap.CTKey {
 
 // Flows reads the table and pairs its entries, in a stable order.
 func Flows(m *bpfmap.Maps) ([]Flow, error) {
+	flows, err := flowsUnsorted(m)
+	sortFlows(flows)
+	return flows, err
+}
+
+func flowsUnsorted(m *bpfmap.Maps) ([]Flow, error) {
 	entries := make(map[bpfmap.CTKey]bpfmap.CTEntry)
 	if err := m.Conntrack(func(k bpfmap.CTKey, v bpfmap.CTEntry) bool {
 		entries[k] = v
@@ -73,11 +79,25 @@ func Flows(m *bpfmap.Maps) ([]Flow, error) {
 	}); err != nil {
 		return nil, err
 	}
-	return Pair(entries), nil
+	return pair(entries), nil
 }
 
 // Pair groups entries into flows, in a stable order.
 func Pair(entries map[bpfmap.CTKey]bpfmap.CTEntry) []Flow {
+	flows := pair(entries)
+	sortFlows(flows)
+	return flows
+}
+
+// sortFlows orders flows by protocol, then their first entry's tuple.
+func sortFlows(flows []Flow) {
+	slices.SortFunc(flows, func(a, b Flow) int {
+		ka, kb := a.any().Key, b.any().Key
+		return cmp.Or(cmp.Compare(ka.Proto, kb.Proto), ka.Src.Compare(kb.Src), ka.Dst.Compare(kb.Dst))
+	})
+}
+
+func pair(entries map[bpfmap.CTKey]bpfmap.CTEntry) []Flow {
 	seen := make(map[bpfmap.CTKey]bool, len(entries))
 	var flows []Flow
 	for k, v := range entries {
@@ -98,7 +118,6 @@ func Pair(entries map[bpfmap.CTKey]bpfmap.CTEntry) []Flow {
 		}
 		flows = append(flows, f)
 	}
-	sort.Slice(flows, func(i, j int) bool { return flows[i].sortKey() < flows[j].sortKey() })
 	return flows
 }
 
@@ -107,11 +126,6 @@ func (f Flow) any() *Entry {
 		return f.Orig
 	}
 	return f.Reply
-}
-
-func (f Flow) sortKey() string {
-	e := f.any()
-	return fmt.Sprintf("%03d %s %s", e.Key.Proto, e.Key.Src, e.Key.Dst)
 }
 
 // Proto is the flow's IP protocol number.
@@ -207,27 +221,34 @@ func (f Flow) Translated() bool { return f.NAT() != 0 }
 
 // GC removes the flows that have been idle past their timeout and returns
 // what it saw. A flow that carries a packet while it is being removed
-// starts again as a new flow on its next packet (TCP: only at a SYN).
+// starts again as a new flow on its next packet (TCP: only at a SYN). The
+// maps are read and the expired flows deleted in batches, unsorted: a
+// collection costs a few system calls per thousand flows.
 func GC(m *bpfmap.Maps, now uint64) (GCResult, error) {
-	flows, err := Flows(m)
+	flows, err := flowsUnsorted(m)
 	if err != nil {
 		return GCResult{}, err
 	}
 	r := GCResult{Flows: len(flows)}
-	var keys []bpfmap.CTKey
+	var translated, tracked []bpfmap.CTKey
 	for _, f := range flows {
 		if f.Translated() {
 			r.TranslatedEntries += len(f.Keys())
 		} else {
 			r.TrackedEntries++
 		}
-		if f.Expired(now) {
-			r.Expired++
-			keys = append(keys, f.Keys()...)
+		if !f.Expired(now) {
+			continue
+		}
+		r.Expired++
+		if f.Translated() {
+			translated = append(translated, f.Keys()...)
+		} else {
+			tracked = append(tracked, f.any().Key)
 		}
 	}
 	r.Entries = r.TrackedEntries + r.TranslatedEntries
-	r.TrackedDeleted, r.TranslatedDeleted, err = m.DeleteConntrackByTable(keys)
+	r.TranslatedDeleted, r.TrackedDeleted, err = m.DeleteFlows(translated, tracked)
 	r.Deleted = r.TrackedDeleted + r.TranslatedDeleted
 	return r, err
 }

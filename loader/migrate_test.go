@@ -131,6 +131,14 @@ func TestMigrateLegacyConntrack(t *testing.T) {
 	if r, err = dp.MigrateConntrack(); err != nil || r.Kept != 4 || r.Translated+r.Tracked != 0 {
 		t.Errorf("second pass %+v, %v: want the 4 flows' entries kept", r, err)
 	}
+	// The collection (batched reads and deletes) expires them all.
+	gc, err := conntrack.GC(dp.Maps, 1<<62)
+	if err != nil || gc.Flows != 3 || gc.Expired != 3 || gc.TranslatedDeleted != 2 || gc.TrackedDeleted != 2 {
+		t.Errorf("collection %+v, %v: want 3 flows expired, 2 cx_nat_v2 and 2 cx_ct_v2 entries deleted", gc, err)
+	}
+	if left, err := conntrack.Flows(dp.Maps); err != nil || len(left) != 0 {
+		t.Errorf("after the collection: %d flows, %v", len(left), err)
+	}
 	if err := dp.RemoveLegacyConntrack(); err != nil {
 		t.Fatal(err)
 	}

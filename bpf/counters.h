@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Verdict counters: every packet a program returns is counted once per
+ * interface under the reason for what became of it (cx_counters). */
+#ifndef CALYX_COUNTERS_H
+#define CALYX_COUNTERS_H
+
+#include "maps.h"
+#include "parse.h"
+
+/* cx_count adds a packet of len bytes to the per-CPU counter at key of
+ * map (cx_counters, cx_policy_hits), creating it on first use. A full LRU
+ * map makes room; a failed insert only costs the count. */
+static __always_inline void cx_count(void *map, const void *key, __u32 len)
+{
+	struct cx_counter *c = bpf_map_lookup_elem(map, key);
+
+	if (!c) {
+		struct cx_counter zero = {};
+
+		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
+		c = bpf_map_lookup_elem(map, key);
+		if (!c)
+			return;
+	}
+	c->packets++;
+	c->bytes += len;
+}
+
+/* cx_verdict_len records a verdict under its reason for the interface and
+ * returns it, so every return path is one line and counted. A packet is
+ * counted once per interface, under the reason for what became of it, with
+ * its length as the program got it: paths that resize the packet (encap,
+ * decap, ICMP) pass the length they started with. */
+static __always_inline int cx_verdict_len(__u32 ifindex, __u32 reason, __u32 len, int verdict)
+{
+	struct cx_counter_key key = { .ifindex = ifindex, .reason = reason };
+
+	cx_count(&cx_counters, &key, len);
+	return verdict;
+}
+
+static __always_inline int cx_verdict(struct __sk_buff *skb, __u32 ifindex, __u32 reason, int verdict)
+{
+	return cx_verdict_len(ifindex, reason, skb->len, verdict);
+}
+
+/* cx_to_workload counts a packet entering a workload: at the delivery when
+ * it goes by redirect_peer (the host side's egress hook does not run), else
+ * in that egress hook (calyx_to_wl). Ingress policy and reverse NAT are done
+ * by whichever path decided the delivery, before either: once per packet. */
+static __always_inline int cx_to_workload(struct __sk_buff *skb, __u32 ifindex, int verdict)
+{
+	return cx_verdict(skb, ifindex, CX_REASON_TO_WORKLOAD, verdict);
+}
+
+#endif /* CALYX_COUNTERS_H */

@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+
+/* calyx_from_underlay: TC ingress on the underlay interface: tunnel
+ * packets from other nodes, workload traffic routed here directly, floating
+ * IPs from outside, and the host's own traffic, let go first. */
+#include "policy.h"
+#include "prefilter.h"
+
+/* The program comes first; the paths it takes follow, in the order it
+ * takes them. */
+static __always_inline int cx_underlay_host_only(const struct cx_node_config *cfg, struct iphdr *iph, void *data_end);
+static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
+				    struct hdr_cursor *c, void *data_end);
+
+/* calyx_from_underlay runs at TC ingress on the underlay interface: tunnel
+ * packets from other nodes are decapsulated, workload traffic routed here
+ * directly is delivered, and everything else goes to the host stack. */
+SEC("tc")
+int calyx_from_underlay(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct cx_node_config *cfg;
+	struct hdr_cursor c;
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	struct cx_route *rt;
+	void *data_end;
+
+	cfg = cx_get_config();
+	if (cfg && (cfg->flags & CX_CFG_PREFILTER_TC)) {
+		cx_pull(skb, ETH_HLEN + sizeof(struct ipv6hdr));
+		if (cx_prefiltered(cx_skb_data(skb), cx_skb_data_end(skb)))
+			/* Config.prefilterDeny: this source may not reach the host or its workloads. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_PREFILTER, TC_ACT_SHOT);
+	}
+	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->vlan_present)
+		/* ARP, IPv6 and the rest are the host's; so are tagged frames
+		 * on a trunk (the kernel moved the tag into skb->vlan_tci):
+		 * calyx's underlay is this interface's untagged traffic, or a
+		 * VLAN device of its own as the underlay. */
+		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+	if (!cfg || !cx_addr_ip4(cfg->node_addr))
+		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+
+	cx_pull(skb, CX_UNDERLAY_PULL_LEN);
+
+	data_end = cx_skb_data_end(skb);
+	c.pos = cx_skb_data(skb);
+	eth = parse_ethhdr(&c, data_end);
+	if (!eth)
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	iph = parse_iphdr(&c, data_end, skb->len - ETH_HLEN);
+	if (!iph)
+		/* The host stack would drop it too; count it here. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (cx_underlay_host_only(cfg, iph, data_end))
+		/* The host's own traffic (storage, migration, SSH): no map
+		 * lookup. Its stack makes its own martian checks. */
+		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+
+	if (cx_local_source(iph->saddr))
+		/* From the wire with a source that is this host's own, a local
+		 * workload's or a local floating IP's: forged. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_UNDERLAY_SPOOF, TC_ACT_SHOT);
+	if (iph->protocol == IPPROTO_IPIP)
+		return cx_decap(skb, cfg, iph, &c, data_end);
+	if (iph->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = c.pos;
+
+		if ((void *)(udp + 1) <= data_end && udp->dest == bpf_htons((__u16)cfg->vxlan_port))
+			return cx_decap(skb, cfg, iph, &c, data_end);
+	}
+
+	{
+		/* From outside: the flows of a floating IP whose instance is
+		 * here start here (DNAT), and replies of natOutgoing flows go
+		 * back to their workload. */
+		__u32 len = skb->len;
+		struct cx_tuple t = {};
+		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE | CX_START_NAT_FIRST | CX_START_ORPHAN_HOST, 0, NULL,
+					 len, -1, NULL);
+
+		if (nat < 0)
+			return cx_nat_drop(ifindex, nat, len);
+		data_end = cx_skb_data_end(skb);
+		iph = cx_skb_data(skb) + ETH_HLEN;
+		if ((void *)(iph + 1) > data_end)
+			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+
+		/* Workload traffic a node routed here without encapsulation. */
+		rt = cx_route_v4(iph->daddr);
+		if (rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
+			if (cx_ip4_forward(skb, iph))
+				return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+			return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);
+		}
+		if (nat == CX_NAT_DONE && rt && rt->type == CX_RT_REMOTE_WORKLOAD)
+			/* Translated by an entry whose fixed IP lives on another
+			 * node now (the instance moved): sent there. */
+			return cx_to_node(skb, ifindex, rt, 0);
+		if (nat == CX_NAT_NONE && rt && rt->type == CX_RT_FIP) {
+			/* A floating IP whose instance runs on another node: sent
+			 * there as it came, as the fixed IP's route says. That
+			 * node translates it, and sees the replies. */
+			struct cx_fip *fip = cx_fip_of(iph->daddr);
+
+			if (fip && !(fip->flags & CX_FIP_LOCAL)) {
+				rt = cx_route_v4(cx_addr_ip4(fip->fixed));
+				if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
+					return cx_to_node(skb, ifindex, rt, 0);
+			}
+			/* To a floating IP, but neither a flow this node knows
+			 * nor one a packet like this may start (a TCP segment
+			 * without SYN, an echo reply), or one whose instance has
+			 * no route: never to the host stack, which would route
+			 * it back out to the fabric that sent it here. */
+			return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
+		}
+		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	}
+}
+
+/* cx_underlay_host_only says whether a packet from the underlay is the
+ * host's own and cannot be calyx's: TCP or UDP, not a fragment, to this
+ * node's address and to a port that is neither in the NAT port range (the
+ * replies of natOutgoing flows and of the host's own flows to floating IPs
+ * come to those) nor VXLAN's. Floating IPs, workloads and tunnels are other
+ * addresses or that port. */
+static __always_inline int cx_underlay_host_only(const struct cx_node_config *cfg, struct iphdr *iph, void *data_end)
+{
+	__u16 pmin = CX_NAT_PORT_MIN, pmax = CX_NAT_PORT_MAX, port;
+	__u8 *l4 = (void *)(iph + 1);
+
+	if (iph->daddr != cx_addr_ip4(cfg->node_addr) || iph->ihl != 5 ||
+	    (iph->frag_off & bpf_htons(CX_IP_MF_OFFSET)) ||
+	    (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP) || (void *)(l4 + 4) > data_end)
+		return 0;
+	port = (__u16)l4[2] << 8 | l4[3];
+	if (iph->protocol == IPPROTO_UDP && port == cfg->vxlan_port)
+		return 0;
+	if (cfg->nat_port_min && cfg->nat_port_max >= cfg->nat_port_min) {
+		pmin = cfg->nat_port_min;
+		pmax = cfg->nat_port_max;
+	}
+	return port < pmin || port > pmax;
+}
+
+/* cx_decap takes the outer headers off a tunnel packet from another node
+ * and delivers the inner packet. Only a packet between two nodes, to this
+ * one, is accepted: anything else encapsulated is dropped, never passed to
+ * a stack that might route it. A delivered packet is counted as decap-*,
+ * one for the host's stack as pass-host. */
+static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
+				    struct hdr_cursor *c, void *data_end)
+{
+	__u32 ifindex = skb->ifindex, len = skb->len, room, reason;
+	struct cx_route *rt;
+	struct iphdr *iph;
+	void *data;
+
+	if (outer->daddr != cx_addr_ip4(cfg->node_addr))
+		/* Tunnelled to another address: this host is no tunnel router. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_DST, TC_ACT_SHOT);
+	rt = cx_route_v4(outer->saddr);
+	if (!rt || rt->type != CX_RT_NODE)
+		/* Not from a node: someone injecting packets into workloads. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_SRC, TC_ACT_SHOT);
+	if (outer->ihl != 5 || outer->frag_off & bpf_htons(CX_IP_MF_OFFSET))
+		/* Nodes send neither options nor fragments (DF is always set). */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+
+	if (outer->protocol == IPPROTO_IPIP) {
+		room = CX_IPIP_OVERHEAD;
+		reason = CX_REASON_DECAP_IPIP;
+	} else {
+		struct cx_vxlanhdr *vx;
+		struct ethhdr *ieth;
+
+		if (!parse_udphdr(c, data_end))
+			/* Cannot happen: the caller read the port. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		vx = parse_vxlanhdr(c, data_end);
+		if (!vx)
+			/* Too short for a VXLAN header. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		/* The VNI's low byte is reserved: ignored on receipt (RFC 7348). */
+		if (!(vx->flags & CX_VXLAN_FLAG_I) ||
+		    (vx->vni & bpf_htonl(0xffffff00)) != bpf_htonl(cfg->vxlan_vni << 8))
+			/* Another overlay's traffic, or not VXLAN at all. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_VNI, TC_ACT_SHOT);
+		ieth = parse_ethhdr(c, data_end);
+		if (!ieth)
+			/* Too short for the inner Ethernet header. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		if (ieth->h_proto != bpf_htons(ETH_P_IP))
+			/* Nodes only tunnel IPv4 today. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_UNSUPPORTED, TC_ACT_SHOT);
+		room = CX_VXLAN_OVERHEAD;
+		reason = CX_REASON_DECAP_VXLAN;
+	}
+
+	/* The inner packet is checked, and routed, before the outer headers
+	 * go: a runt or a broken inner header is malformed (and the helper
+	 * below never sees it), and a packet for nowhere is dropped as it
+	 * came. c->pos is at ETH_HLEN + room (outer ihl is 5). */
+	iph = parse_iphdr(c, data_end, skb->len - ETH_HLEN - room);
+	if (!iph)
+		/* The inner packet is cut short or not IPv4. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (!cx_inner_source_ok(iph->saddr, outer->saddr))
+		/* A node tunnelling a source that is not its to use: this
+		 * host's, a local workload's, another node's or its workloads'. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
+	rt = cx_route_v4(iph->daddr);
+	if (rt && rt->type == CX_RT_FIP) {
+		/* A floating IP from outside, forwarded by the node it reached
+		 * to this one, its instance's, to be translated here. */
+		struct cx_fip *fip = cx_fip_of(iph->daddr);
+
+		if (!fip || !(fip->flags & CX_FIP_LOCAL))
+			/* Its instance is not here: never forwarded on. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+	} else if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST)) {
+		/* Decapsulated traffic is never forwarded on: a node only
+		 * tunnels to the node that hosts the destination. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+	}
+
+	/* FIXED_GSO: the inner segments keep the size the sender gave them.
+	 * NO_CSUM_RESET: a checksum the NIC verified stays verified (the
+	 * kernel would otherwise have the inner one computed again); for
+	 * VXLAN the outer UDP checksum was its first level, gone with the
+	 * outer headers. DECAP_L3_IPV4 names what is left. */
+	if (bpf_skb_adjust_room(skb, -(__s32)room, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET | BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
+		/* The helper refused: a GSO type it cannot resize, or no memory. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+	if (reason == CX_REASON_DECAP_VXLAN)
+		bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
+
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
+	iph = data + ETH_HLEN;
+	if ((void *)(iph + 1) > data_end)
+		/* Cannot happen: checked before the decap; the verifier wants it. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+	{
+		/* Replies of flows this node translated at their first hop
+		 * (a workload here to a floating IP elsewhere) get their
+		 * floating IP back; flows from outside to a floating IP of an
+		 * instance here, forwarded by another node, start here. */
+		struct cx_tuple t = {};
+		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE | CX_START_NAT_FIRST, 0, NULL, len, -1, NULL);
+
+		if (nat < 0)
+			return cx_nat_drop(ifindex, nat, len);
+		if (nat != CX_NAT_DONE && rt->type == CX_RT_FIP)
+			/* To a floating IP, but not the start of a flow nor one
+			 * this node knows (a TCP segment without SYN): nowhere
+			 * to go. Never to the host stack, which would route the
+			 * floating IP back out. */
+			return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
+		if (nat == CX_NAT_DONE) {
+			rt = cx_route_v4(t.daddr);
+			if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
+				/* Translated to an address that is not here. */
+				return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
+			data = cx_skb_data(skb);
+			data_end = cx_skb_data_end(skb);
+			iph = data + ETH_HLEN;
+			if ((void *)(iph + 1) > data_end)
+				return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		}
+	}
+	if (rt->type == CX_RT_HOST)
+		/* For this host itself: its stack takes the inner packet. */
+		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	if (cx_ip4_forward(skb, iph))
+		/* Expiring: the host stack sends the time-exceeded for it. */
+		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	return cx_deliver_local(skb, ifindex, len, reason, rt);
+}

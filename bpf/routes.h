@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* What an address is: its route (cx_routes), its policy identity
+ * (cx_ipcache), its floating IP (cx_fips), whether it is this host's to
+ * send from; and the node's settings (cx_config). */
+#ifndef CALYX_ROUTES_H
+#define CALYX_ROUTES_H
+
+#include "maps.h"
+#include "parse.h"
+
+static __always_inline void cx_addr_v4(__u8 addr[16], __be32 ip)
+{
+	__builtin_memset(addr, 0, 10);
+	addr[10] = 0xff;
+	addr[11] = 0xff;
+	__builtin_memcpy(&addr[12], &ip, 4);
+}
+
+static __always_inline struct cx_route *cx_route_v4(__be32 ip)
+{
+	struct cx_route_key key = { .prefixlen = CX_V4_PREFIX_BITS + 32 };
+
+	cx_addr_v4(key.addr, ip);
+	return bpf_map_lookup_elem(&cx_routes, &key);
+}
+
+/* cx_route_v6 looks up an IPv6 address. IPv4 routes live in the same trie
+ * as ::ffff:a.b.c.d, so a v4-mapped address in an IPv6 header would match
+ * them: an IPv6 packet from ::ffff:<its IPv4> would pass as the endpoint's
+ * own, and one to ::ffff:<another workload's IPv4> would be delivered.
+ * v4-mapped addresses never appear on the wire (RFC 4291 2.5.5.2; Linux drops
+ * them in ip6_rcv_core), so they have no route here. */
+static __always_inline struct cx_route *cx_route_v6(const struct in6_addr *ip)
+{
+	struct cx_route_key key = { .prefixlen = 128 };
+
+	if ((ip->in6_u.u6_addr32[0] | ip->in6_u.u6_addr32[1]) == 0 &&
+	    ip->in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
+		return NULL;
+	__builtin_memcpy(key.addr, ip, 16);
+	return bpf_map_lookup_elem(&cx_routes, &key);
+}
+
+/* cx_owned_by says whether a route is the /32 (/128) of the endpoint on ifindex. */
+static __always_inline int cx_owned_by(const struct cx_route *rt, __u32 ifindex)
+{
+	return rt && rt->type == CX_RT_LOCAL_WORKLOAD && rt->ifindex == ifindex;
+}
+
+static __always_inline struct cx_node_config *cx_get_config(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&cx_config, &key);
+}
+
+static __always_inline __be32 cx_addr_ip4(const __u8 addr[16])
+{
+	__be32 ip;
+
+	__builtin_memcpy(&ip, &addr[12], 4);
+	return ip;
+}
+
+static __always_inline struct cx_identity *cx_identity_v4(__be32 ip)
+{
+	struct cx_route_key key = { .prefixlen = CX_V4_PREFIX_BITS + 32 };
+
+	cx_addr_v4(key.addr, ip);
+	return bpf_map_lookup_elem(&cx_ipcache, &key);
+}
+
+/* cx_fip_of returns the floating-IP entry of addr, if it is one. */
+static __always_inline struct cx_fip *cx_fip_of(__be32 addr)
+{
+	struct cx_fip_key k = {};
+
+	cx_addr_v4(k.addr, addr);
+	return bpf_map_lookup_elem(&cx_fips, &k);
+}
+
+/* cx_local_source_rt says whether saddr (whose route is rt) is this host's
+ * to send from: one of its own addresses (and subnet gateways), a local
+ * workload's, or a floating IP whose instance runs here. Nothing from the underlay, nor
+ * decapsulated from a tunnel, may carry such a source: TC delivery skips
+ * the kernel's martian and reverse-path checks, and these sources are
+ * trusted (CX_ID_HOST skips ingress policy) or attributed to a workload. */
+static __always_inline int cx_local_source_rt(__be32 saddr, const struct cx_route *rt)
+{
+	struct cx_identity *id = cx_identity_v4(saddr);
+	struct cx_fip *fip;
+
+	if (id && (id->flags & CX_ID_HOST))
+		return 1;
+	if (!rt)
+		return 0;
+	if (rt->type == CX_RT_LOCAL_WORKLOAD || rt->type == CX_RT_HOST)
+		return 1;
+	if (rt->type != CX_RT_FIP)
+		return 0;
+	fip = cx_fip_of(saddr);
+	return fip && (fip->flags & CX_FIP_LOCAL);
+}
+
+/* cx_local_source is cx_local_source_rt with saddr's route looked up. */
+static __always_inline int cx_local_source(__be32 saddr)
+{
+	return cx_local_source_rt(saddr, cx_route_v4(saddr));
+}
+
+/* cx_inner_source_ok says whether a node (its underlay address node) may
+ * tunnel a packet with source saddr to this host: not from this host or
+ * its workloads (cx_local_source), not from another node's address, and,
+ * when the route map knows saddr as a workload, only from the workload's
+ * node. Sources that are no workload's (external clients whose traffic the
+ * node forwards to a floating IP here) stay allowed. What remains trusted
+ * is the outer source: the underlay is assumed not to forge node addresses
+ * (IPsec/WireGuard between nodes would be needed to drop that assumption). */
+static __always_inline int cx_inner_source_ok(__be32 saddr, __be32 node)
+{
+	struct cx_route *rt = cx_route_v4(saddr); /* one lookup for both checks */
+
+	if (cx_local_source_rt(saddr, rt))
+		return 0;
+	if (!rt)
+		return 1;
+	if (rt->type == CX_RT_NODE)
+		return saddr == node;
+	if (rt->type == CX_RT_REMOTE_WORKLOAD)
+		return cx_addr_ip4(rt->next_hop) == node;
+	return 1;
+}
+
+static __always_inline int cx_is_unspecified6(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1] | a->in6_u.u6_addr32[2] | a->in6_u.u6_addr32[3]) == 0;
+}
+
+static __always_inline int cx_is_link_local6(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr8[0] == 0xfe && (a->in6_u.u6_addr8[1] & 0xc0) == 0x80;
+}
+
+/* cx_is_gateway6 says whether a is fe80::1, the workloads' IPv6 gateway. */
+static __always_inline int cx_is_gateway6(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == bpf_htonl(0xfe800000) && !a->in6_u.u6_addr32[1] && !a->in6_u.u6_addr32[2] &&
+	       a->in6_u.u6_addr32[3] == bpf_htonl(1);
+}
+
+#endif /* CALYX_ROUTES_H */

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//go:build ignore
+
+/* calyx_to_wl: TC egress on the host side of a workload interface, what
+ * the host stack sends into the workload. */
+#include "policy.h"
+
+/* The program comes first; the paths it takes follow, in the order it
+ * takes them. */
+static __always_inline int cx_to_wl_ip6_denied(struct __sk_buff *skb);
+
+/* calyx_to_wl runs at TC egress on the host side of a workload interface:
+ * what the host stack sends into the workload. */
+SEC("tc")
+int calyx_to_wl(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex;
+	struct cx_iface *ifc;
+
+	ifc = bpf_map_lookup_elem(&cx_ifaces, &ifindex);
+	if (!ifc || !(ifc->flags & CX_IFACE_WORKLOAD))
+		/* Attached but not (or no longer) an endpoint: fail closed. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT, TC_ACT_SHOT);
+	if (skb->mark == CX_MARK_ROUTED) {
+		/* Delivered by a calyx program (bpf_redirect_neigh), which did
+		 * its translation: conntrack is not consulted twice. */
+		skb->mark = 0;
+		return cx_to_workload(skb, ifindex, TC_ACT_OK);
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IPV6) && ifc->ingress_table && cx_to_wl_ip6_denied(skb)) {
+		cx_rule_hit(ifindex, CX_RULE_DEFAULT_DENY_INGRESS, skb->len);
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
+	}
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		/* Replies from the host stack to translated flows (the
+		 * metadata service) get the address the workload asked for;
+		 * new flows pass the endpoint's ingress policy first. */
+		__u32 len = skb->len;
+		struct cx_tuple t = {};
+		int nat;
+
+		cx_pull(skb, CX_PULL_LEN);
+		nat = cx_nat_policed(skb, &t, 0, 0, NULL, len, -1, NULL);
+		if (nat < 0)
+			return cx_nat_drop(ifindex, nat, len);
+	}
+	return cx_to_workload(skb, ifindex, TC_ACT_OK);
+}
+
+/* cx_to_wl_ip6_denied says whether an IPv6 packet from the host stack
+ * may not enter an endpoint under ingress policy. Policy is enforced for
+ * IPv4, where conntrack lets replies through; under ingress policy only the
+ * link's own traffic (link-local sources, neighbour discovery) gets in:
+ * fail closed. */
+static __always_inline int cx_to_wl_ip6_denied(struct __sk_buff *skb)
+{
+	void *data, *data_end;
+	struct ipv6hdr *ip6;
+	__u8 *icmp;
+
+	cx_pull(skb, ETH_HLEN + sizeof(*ip6) + 4);
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
+	ip6 = data + ETH_HLEN;
+	icmp = (void *)(ip6 + 1);
+	if ((void *)(ip6 + 1) > data_end)
+		return 1;
+	if (cx_is_link_local6(&ip6->saddr))
+		return 0;
+	/* Neighbour discovery: router/neighbour solicitation and advertisement. */
+	return !(ip6->nexthdr == IPPROTO_ICMPV6 && (void *)(icmp + 1) <= data_end && icmp[0] >= 133 &&
+		 icmp[0] <= 137);
+}
