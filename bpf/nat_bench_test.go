@@ -14,8 +14,17 @@ import (
 // BenchmarkFIPDNATEstablished is a packet from outside to a floating IP of
 // a local instance on an established flow: conntrack hit, DNAT with both
 // checksums, delivery (calyx_from_underlay).
-func BenchmarkFIPDNATEstablished(b *testing.B) {
+func BenchmarkFIPDNATEstablished(b *testing.B) { benchFIPDNATEstablished(b, false) }
+
+// BenchmarkFIPDNATEstablishedFull is BenchmarkFIPDNATEstablished with both
+// conntrack maps 90% full.
+func BenchmarkFIPDNATEstablishedFull(b *testing.B) { benchFIPDNATEstablished(b, true) }
+
+func benchFIPDNATEstablished(b *testing.B, full bool) {
 	ne := newNATEnv(b)
+	if full {
+		fillConntrack(b, ne.env, 0.9)
+	}
 	pkt := mkFlow(bpfmap.ProtoUDP, client, 40000, fipWL2, 53).frame(ne.routerL2(), seg{})
 	before := ne.counters(b)
 	res := benchOnePacket(b, ne.env, ne.ulIngress, ne.tun.ul.ifindex, pkt, redirect)
@@ -24,11 +33,19 @@ func BenchmarkFIPDNATEstablished(b *testing.B) {
 		sizedKey{bpfmap.CounterKey{Ifindex: ne.wl2.idx(), Reason: bpfmap.ReasonToWorkload}, len(pkt)})
 }
 
-// BenchmarkFastPathLocalDeliver is BenchmarkLocalDeliverFresh with the
-// established-flow fast path on (a route generation in cx_config): the
-// route comes from the flow's conntrack entry, no LPM lookup.
-func BenchmarkFastPathLocalDeliver(b *testing.B) {
+// BenchmarkFastPathLocalDeliver is BenchmarkLocalDeliverFresh on an
+// established flow: the flow's cx_ct_v2 entry says its source was checked.
+func BenchmarkFastPathLocalDeliver(b *testing.B) { benchFastPathLocalDeliver(b, false) }
+
+// BenchmarkFastPathLocalDeliverFull is BenchmarkFastPathLocalDeliver with
+// both conntrack maps 90% full.
+func BenchmarkFastPathLocalDeliverFull(b *testing.B) { benchFastPathLocalDeliver(b, true) }
+
+func benchFastPathLocalDeliver(b *testing.B, full bool) {
 	e := newTunnelEnv(b)
+	if full {
+		fillConntrack(b, e, 0.9)
+	}
 	cfg := e.tun.cfg
 	cfg.RouteGen = 1
 	must(b, e.dp.Maps.Config.Put(0, cfg))

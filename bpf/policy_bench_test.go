@@ -7,18 +7,21 @@ package bpf_test
 // are both consulted and the flow is allowed, by the last rule of each.
 //
 // Every run is a new flow: each packet has a source port of its own, and
-// cx_ct (an LRU map) is emptied, between runs and outside the timed
-// region, every ctBatch packets, long before it could fill up and evict,
-// so every run creates its conntrack entry the same way. One packet per
+// The flows' cx_ct_v2 entries (an LRU map) are deleted, between runs and
+// outside the timed region, every ctBatch packets, so every run creates
+// its conntrack entry the same way (with BenchmarkPolicyNewFlowFull, in a
+// table 90% full of other flows). One packet per
 // BPF_PROG_TEST_RUN (a fresh skb each), net-ns/op subtracts the harness's
 // cost at repeat=1, as for the overlay paths.
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
 
+	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpf/bpftest"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/model"
@@ -77,12 +80,20 @@ func compiledFor(b *testing.B, src, dst netip.Addr, rules int) *compiledModel {
 
 func BenchmarkPolicyNewFlow(b *testing.B) {
 	for _, rules := range []int{0, 10, 10000} {
-		b.Run(fmt.Sprintf("rules=%d", rules), func(b *testing.B) { benchPolicyNewFlow(b, rules) })
+		b.Run(fmt.Sprintf("rules=%d", rules), func(b *testing.B) { benchPolicyNewFlow(b, rules, false) })
 	}
 }
 
-func benchPolicyNewFlow(b *testing.B, rules int) {
+// BenchmarkPolicyNewFlowFull is BenchmarkPolicyNewFlow with 10 rules and
+// both conntrack maps 90% full of other flows: the LRU's cost when it is
+// near capacity.
+func BenchmarkPolicyNewFlowFull(b *testing.B) { benchPolicyNewFlow(b, 10, true) }
+
+func benchPolicyNewFlow(b *testing.B, rules int, full bool) {
 	e := newTunnelEnv(b)
+	if full {
+		fillConntrack(b, e, 0.9)
+	}
 	src, dst := e.wl1, e.wl2
 	c := compiledFor(b, src.ip4, dst.ip4, rules)
 	for p, v := range c.out.IPCache {
@@ -117,6 +128,7 @@ func benchPolicyNewFlow(b *testing.B, rules int) {
 		pkts[i] = bpftest.IPv4TCP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, uint16(20000+i), c.pm.Flow.Port)
 	}
 	floor := floorNs(b, e)
+	emptyCT := func(b *testing.B, e *env) int { return deleteFlows(b, e, pkts) }
 	emptyCT(b, e)
 	before, hits0 := e.counters(b), e.hits(b)
 	total := bpftest.BenchResult{Verdicts: map[uint32]int{}}
@@ -164,14 +176,51 @@ func benchPolicyNewFlow(b *testing.B, rules int) {
 	b.ReportMetric(float64(len(c.out.Rules)), "rules")
 }
 
-// emptyCT deletes every conntrack entry and returns how many there were.
-func emptyCT(b *testing.B, e *env) int {
+// deleteFlows deletes the conntrack entries of the flows pkts start (and
+// nothing else) and returns how many there were.
+func deleteFlows(b *testing.B, e *env, pkts [][]byte) int {
 	b.Helper()
-	var keys []bpfmap.CTKey
-	must(b, e.dp.Maps.Conntrack(func(k bpfmap.CTKey, _ bpfmap.CTEntry) bool { keys = append(keys, k); return true }))
+	keys := make([]bpfmap.CTKey, len(pkts))
+	for i, p := range pkts {
+		ip := p[14:]
+		src, _ := netip.AddrFromSlice(ip[12:16])
+		dst, _ := netip.AddrFromSlice(ip[16:20])
+		keys[i] = bpfmap.CTKey{Src: netip.AddrPortFrom(src, binary.BigEndian.Uint16(ip[20:])),
+			Dst: netip.AddrPortFrom(dst, binary.BigEndian.Uint16(ip[22:])), Proto: ip[9]}
+	}
 	n, err := e.dp.Maps.DeleteConntrack(keys)
 	must(b, err)
 	return n
+}
+
+// fillConntrack fills cx_ct_v2 and cx_nat_v2 to frac of their capacity
+// with flows of a network no test packet uses.
+func fillConntrack(b *testing.B, e *env, frac float64) {
+	b.Helper()
+	ct, nat := openMap(b, e, bpfmap.CTName), openMap(b, e, bpfmap.NATName)
+	nct, nnat := int(float64(ct.MaxEntries())*frac), int(float64(nat.MaxEntries())*frac)
+	ctKeys, ctVals := make([]bpf.CalyxCxCtKey, nct), make([]bpf.CalyxCxCtEntry, nct)
+	for i := range ctKeys {
+		a := netip.AddrFrom4([4]byte{100, 100, byte(i >> 8), byte(i)}).As16()
+		ctKeys[i] = bpf.CalyxCxCtKey{AddrA: a, AddrB: netip.MustParseAddr("100.101.0.1").As16(),
+			PortA: uint16(i>>16) + 1, PortB: 53 << 8, Proto: bpfmap.ProtoUDP}
+	}
+	natKeys, natVals := make([]bpf.CalyxCxNatKey, nnat), make([]bpf.CalyxCxNatEntry, nnat)
+	for i := range natKeys {
+		a := netip.AddrFrom4([4]byte{100, 102, byte(i >> 8), byte(i)}).As16()
+		natKeys[i] = bpf.CalyxCxNatKey{Saddr: a, Daddr: netip.MustParseAddr("100.103.0.1").As16(),
+			Sport: uint16(i>>16) + 1, Dport: 53 << 8, Proto: bpfmap.ProtoUDP}
+		natVals[i] = bpf.CalyxCxNatEntry{Nat: bpfmap.NATDNAT}
+	}
+	must(b, e.ns.Do(func() error {
+		if n, err := ct.BatchUpdate(ctKeys, ctVals, nil); err != nil || n != nct {
+			return fmt.Errorf("fill %s: %d of %d, %v", bpfmap.CTName, n, nct, err)
+		}
+		if n, err := nat.BatchUpdate(natKeys, natVals, nil); err != nil || n != nnat {
+			return fmt.Errorf("fill %s: %d of %d, %v", bpfmap.NATName, n, nnat, err)
+		}
+		return nil
+	}))
 }
 
 // wantHitsN asserts that the rule counters moved by n packets for each of

@@ -29,6 +29,10 @@ func perPacketCases() [][]perPacketCase {
 	ns := func(id, label, bench, floor, pending string) perPacketCase {
 		return perPacketCase{Case: Case{ID: id, Label: label, Unit: "ns", Better: LowerIsBetter, Pending: pending}, bench: bench, floor: floor}
 	}
+	goal := func(c perPacketCase, text string, max float64) perPacketCase {
+		c.Goal = &Goal{Issue: "issue 17", Text: text, MaxValue: max}
+		return c
+	}
 	floor := func(id, bench string) perPacketCase {
 		c := ns(id, "empty TC program, "+strings.TrimPrefix(bench, "HarnessEmptyTC/"), bench, "", "")
 		c.raw = true
@@ -36,13 +40,19 @@ func perPacketCases() [][]perPacketCase {
 	}
 	return [][]perPacketCase{{
 		ns("pp.local-deliver", "local delivery (redirect_peer to a workload on this host)", "LocalDeliverFresh", "", ""),
-		ns("pp.encap-vxlan", "encapsulation, VXLAN", "EncapVXLAN", "", ""),
+		goal(ns("pp.encap-vxlan", "encapsulation, VXLAN", "EncapVXLAN", "", ""), "encapsulation, VXLAN ≤ 400 ns", 400),
 		ns("pp.encap-ipip", "encapsulation, IP-in-IP", "EncapIPIP", "", ""),
 		ns("pp.forward-direct", "direct routing to a node (no encapsulation)", "ForwardDirect", "", ""),
 		ns("pp.decap-vxlan", "decapsulation, VXLAN, and delivery", "DecapVXLAN", "", ""),
 		ns("pp.decap-ipip", "decapsulation, IP-in-IP, and delivery", "DecapIPIP", "", ""),
 		ns("pp.fip-dnat", "floating IP DNAT from outside, established flow, and delivery", "FIPDNATEstablished", "", ""),
-		ns("pp.established-fast-path", "local delivery on the established-flow fast path (route cached in conntrack)", "FastPathLocalDeliver", "", ""),
+		ns("pp.established-fast-path", "local delivery on an established tracked flow (its source check skipped)", "FastPathLocalDeliver", "", ""),
+		goal(ns("pp.established-full", "the same, both conntrack maps 90% full", "FastPathLocalDeliverFull", "", ""),
+			"an established flow ≤ 200 ns, conntrack 90% full", 200),
+		goal(ns("pp.fip-dnat-full", "floating IP DNAT, established, both conntrack maps 90% full", "FIPDNATEstablishedFull", "", ""),
+			"floating-IP DNAT, established, ≤ 250 ns, conntrack 90% full", 250),
+		goal(ns("pp.new-flow-policy-full", "a new flow through calyx_from_wl with policy (10 rules), conntrack 90% full", "PolicyNewFlowFull", "", ""),
+			"a new flow with policy ≤ 1 µs, conntrack 90% full", 1000),
 	}, {
 		ns("pp.repeat.local-deliver", "local delivery, one skb run 250 times per call", "FromWorkloadLocalDeliver", "HarnessEmptyTC/repeat=250", ""),
 		ns("pp.repeat.pass-host", "to the host stack, one skb run 10,000 times per call", "FromWorkloadPassHost", "HarnessEmptyTC/repeat=10000", ""),
