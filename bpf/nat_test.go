@@ -23,7 +23,9 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"runtime"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -1533,4 +1535,98 @@ func TestNATFloatingIPDecap(t *testing.T) {
 		o.want(t, shot, hit{ul, bpfmap.ReasonDropNoRoute})
 		o.unchanged(t)
 	})
+}
+
+// Two CPUs starting the same natOutgoing flow at the same moment end with
+// one flow and one port (every insert is BPF_NOEXIST; the loser gives back
+// the reply entry it wrote and translates by the winner's): both packets
+// leave from the same port, and the flow has exactly its two entries.
+func TestNATOutgoingRaceOnePort(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: nothing runs at once")
+	}
+	ne := newNATEnv(t)
+	w := ne.wl1
+	stats0, err := ne.dp.Maps.ConntrackStats()
+	must(t, err)
+	const rounds = 400
+	for round := range rounds {
+		f := mkFlow(bpfmap.ProtoUDP, w.ip4, uint16(41000+round), server, 53)
+		pkt := f.frame(w.l2(), seg{})
+		var outs [2][]byte
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make(chan error, 2)
+		for cpu := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- ne.ns.Go(cpu, func() error {
+					<-start
+					res, err := bpftest.RunHere(ne.from, bpftest.Input{Data: pkt, Ifindex: w.ifindex})
+					outs[cpu] = res.Out
+					return err
+				})
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for range 2 {
+			must(t, <-errs)
+		}
+		p0, p1 := srcPort(outs[0]), srcPort(outs[1])
+		if p0 != p1 {
+			t.Fatalf("round %d: the two CPUs translated one flow to ports %d and %d", round, p0, p1)
+		}
+		replies := 0
+		must(t, ne.dp.Maps.Conntrack(func(k bpfmap.CTKey, v bpfmap.CTEntry) bool {
+			if k.Src == netip.AddrPortFrom(server, 53) && k.Dst.Addr() == hostAddr && v.NATDst == f.src {
+				replies++
+				if k.Dst.Port() != p0 {
+					t.Errorf("round %d: a reply entry for port %d, the flow left from %d", round, k.Dst.Port(), p0)
+				}
+			}
+			return true
+		}))
+		if replies != 1 {
+			t.Fatalf("round %d: %d reply entries for one flow, want 1", round, replies)
+		}
+	}
+	stats, err := ne.dp.Maps.ConntrackStats()
+	must(t, err)
+	t.Logf("%d rounds: %d entries written, %d given back by a CPU that lost the race", rounds,
+		stats.TranslatedCreated-stats0.TranslatedCreated, stats.TranslatedDeleted-stats0.TranslatedDeleted)
+}
+
+// A translated flow whose reply entry the LRU evicted gets it back from
+// its original-direction entry at the next packet after a second, so its
+// replies are translated again; never over another flow's entry.
+func TestNATReplyEntryRecreated(t *testing.T) {
+	ne := newNATEnv(t)
+	ul, w := ne.tun.ul, ne.wl2
+	orig := mkFlow(bpfmap.ProtoTCP, client, 41900, fipWL2, 22)
+	xl := mkFlow(bpfmap.ProtoTCP, client, 41900, w.ip4, 22)
+	ne.fromUL(t, orig.frame(ne.routerL2(), syn)).want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
+	rin := xl.reverse().frame(w.l2(), synAck)
+	ne.fromWL(t, w, rin).want(t, ok, hit{w, bpfmap.ReasonPassHost})
+
+	// The LRU takes the reply entry; the original's last packet is old.
+	must(t, ne.nat.Delete(rawNATKey(xl.reverse())))
+	var v bpf.CalyxCxNatEntry
+	must(t, ne.nat.Lookup(rawNATKey(orig), &v))
+	v.LastNs = 0
+	must(t, ne.nat.Put(rawNATKey(orig), v))
+
+	ne.fromUL(t, orig.frame(ne.routerL2(), ack)).want(t, redirect, hit{ul, bpfmap.ReasonDeliverLocal}, hit{w, bpfmap.ReasonToWorkload})
+	r := ne.fromWL(t, w, xl.reverse().frame(w.l2(), ack))
+	r.want(t, ok, hit{w, bpfmap.ReasonPassHost})
+	wantBytes(t, r.out, xlate(xl.reverse().frame(w.l2(), ack), orig.reverse(), false))
+	_, re := flowEntries(t, ne.conntrack(t), orig, xl, bpfmap.NATDNAT)
+	if !re.Resync && !re.SeqKnown {
+		t.Errorf("recreated reply entry: %+v, want it learning its sequence (resync) or learnt", re)
+	}
+	// Its RST before it learnt anything would be refused; after an ACK it
+	// is judged by the sequence as before.
+	rst := xl.reverse().frame(w.l2(), seg{flags: bpfmap.TCPRst | bpfmap.TCPAck, seq: 2000, ack: 1001})
+	ne.fromWL(t, w, rst).want(t, ok, hit{w, bpfmap.ReasonPassHost})
 }

@@ -92,6 +92,32 @@ func (n *NetNS) Do(fn func() error) error {
 	return <-errc
 }
 
+// Go runs fn on a new OS thread of its own in the namespace, pinned to cpu
+// (-1: not pinned), and returns its error: for program runs beside the
+// namespace's own thread, on several CPUs at once. The thread ends with fn.
+func (n *NetNS) Go(cpu int, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread is in another namespace, and Go
+		// ends it when this goroutine returns.
+		runtime.LockOSThread()
+		if err := netns.Set(n.handle); err != nil {
+			errc <- fmt.Errorf("enter %s: %w", n, err)
+			return
+		}
+		if cpu >= 0 {
+			var set unix.CPUSet
+			set.Set(cpu)
+			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				errc <- fmt.Errorf("pin to CPU %d: %w", cpu, err)
+				return
+			}
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
 // Close destroys the namespace and every interface in it. It is safe to
 // call more than once.
 func (n *NetNS) Close() error {

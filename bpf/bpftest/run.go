@@ -130,22 +130,31 @@ func (in Input) ctx() *SkbCtx {
 func (n *NetNS) Run(prog *ebpf.Program, in Input) (Result, error) {
 	var res Result
 	err := n.Do(func() error {
-		opts := &ebpf.RunOptions{
-			Data:       in.Data,
-			DataOut:    make([]byte, len(in.Data)+outPad),
-			Context:    in.ctx(),
-			ContextOut: &res.Ctx,
-			Repeat:     in.Repeat,
-			Reset:      func() { res.Interrupted++ },
-		}
-		v, err := prog.Run(opts)
-		if err != nil {
-			return err
-		}
-		res.Verdict, res.Out = v, opts.DataOut
-		return nil
+		var err error
+		res, err = RunHere(prog, in)
+		return err
 	})
 	return res, err
+}
+
+// RunHere is Run on the calling thread, which must be in the namespace
+// (NetNS.Go): for runs on several CPUs at once.
+func RunHere(prog *ebpf.Program, in Input) (Result, error) {
+	var res Result
+	opts := &ebpf.RunOptions{
+		Data:       in.Data,
+		DataOut:    make([]byte, len(in.Data)+outPad),
+		Context:    in.ctx(),
+		ContextOut: &res.Ctx,
+		Repeat:     in.Repeat,
+		Reset:      func() { res.Interrupted++ },
+	}
+	v, err := prog.Run(opts)
+	if err != nil {
+		return res, err
+	}
+	res.Verdict, res.Out = v, opts.DataOut
+	return res, nil
 }
 
 // progRunAttr is the BPF_PROG_TEST_RUN part of union bpf_attr.
