@@ -78,8 +78,9 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		 * back to their workload. */
 		__u32 len = skb->len;
 		struct cx_tuple t = {};
+		struct cx_dst dst = {};
 		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE | CX_START_NAT_FIRST | CX_START_ORPHAN_HOST, 0, NULL,
-					 len, -1, NULL);
+					 len, -1, NULL, &dst);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
@@ -89,7 +90,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 
 		/* Workload traffic a node routed here without encapsulation. */
-		rt = cx_route_v4(iph->daddr);
+		rt = cx_dst_route(&dst, iph->daddr);
 		if (rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
 			if (cx_ip4_forward(skb, iph))
 				return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
@@ -251,7 +252,7 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		 * floating IP back; flows from outside to a floating IP of an
 		 * instance here, forwarded by another node, start here. */
 		struct cx_tuple t = {};
-		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE | CX_START_NAT_FIRST, 0, NULL, len, -1, NULL);
+		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE | CX_START_NAT_FIRST, 0, NULL, len, -1, NULL, NULL);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);

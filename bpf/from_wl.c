@@ -151,6 +151,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 					  void *data_end)
 {
 	__u32 ifindex = skb->ifindex, len = skb->len, start, src_flags = 0;
+	struct cx_dst dst = {};
 	struct cx_flow f = {};
 	int kind;
 	struct cx_node_config *cfg;
@@ -213,7 +214,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		 * a new flow anywhere else is the egress policy's to allow. */
 		int local;
 
-		if (!cx_flow_tracked(&f) && cx_policy_flow(skb, &t, ifindex, ifc, len, &local))
+		if (!cx_flow_tracked(&f) && cx_policy_flow(skb, &t, ifindex, ifc, len, &local, NULL))
 			return cx_nat_drop(ifindex, CX_NAT_ERR_POLICY, len);
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 	}
@@ -222,7 +223,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	if (src_flags & CX_RT_F_NAT_OUTGOING)
 		/* (A flow that skipped the source check is tracked already.) */
 		start |= CX_START_NAT_OUTGOING;
-	nat = cx_nat_policed(skb, &t, start, ifindex, ifc, len, kind, &f);
+	nat = cx_nat_policed(skb, &t, start, ifindex, ifc, len, kind, &f, &dst);
 	if (nat < 0)
 		return cx_nat_drop(ifindex, nat, len);
 
@@ -232,7 +233,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		/* Cannot happen: parsed above; the verifier wants it. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 
-	rt = cx_route_v4(iph->daddr);
+	rt = cx_dst_route(&dst, iph->daddr); /* looked up once, unless translated */
 	if (rt && cx_route_cacheable(rt)) {
 		if (f.nat && cfg && cfg->route_gen) {
 			/* Later packets of this direction take the fast path. */

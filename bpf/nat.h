@@ -433,11 +433,11 @@ static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *
 /* cx_nat_flow tracks and translates a TCP, UDP or ICMP echo packet of
  * tuple t whose flow has been looked up already (f). A new flow starts
  * what start allows; src_ifindex is the workload interface it comes from
- * (0: none). It returns what cx_nat does, and leaves in f the NAT entry a
+ * (0: none); dst_rt (may be NULL) keeps the destination's route. It returns what cx_nat does, and leaves in f the NAT entry a
  * translated packet matched or started, for the caller to cache its
  * routing decision in. */
 static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t, struct cx_flow *f, __u32 start,
-				       __u32 len, __u32 src_ifindex)
+				       __u32 len, __u32 src_ifindex, struct cx_dst *dst_rt)
 {
 	struct cx_node_config *cfg;
 	struct cx_fip *fip;
@@ -462,7 +462,10 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 		return CX_NAT_NONE;
 
 	if (start & (CX_START_FIP | CX_START_FIP_HERE)) {
-		fip = cx_fip_of(t->daddr);
+		struct cx_route *rt = dst_rt ? cx_dst_route(dst_rt, t->daddr) : NULL;
+
+		/* A floating IP has its route: most new flows pay no fip lookup. */
+		fip = !dst_rt || (rt && rt->type == CX_RT_FIP) ? cx_fip_of(t->daddr) : NULL;
 		if (fip && ((start & CX_START_FIP) || (fip->flags & CX_FIP_LOCAL))) {
 			__be32 fixed = cx_addr_ip4(fip->fixed), ns = t->saddr;
 			__u8 nat = CX_NAT_DNAT;
@@ -492,7 +495,7 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 			return CX_NAT_ERR_CT;
 		return cx_nat_first(skb, t, f);
 	}
-	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_route_v4(t->daddr) &&
+	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_dst_route(dst_rt, t->daddr) &&
 	    cx_nat_outgoing_dst(skb, cx_addr_ip4(cfg->node_addr), t->daddr)) {
 		/* Outside every pool and not a node: leave as the node, from
 		 * the workload's own port when cx_nat_create may keep it. */
@@ -526,7 +529,7 @@ static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u
 		 * host's business. */
 		return CX_NAT_NONE;
 	cx_flow_lookup(t, &f, 1);
-	return cx_nat_flow(skb, t, &f, start, len, 0);
+	return cx_nat_flow(skb, t, &f, start, len, 0, NULL);
 }
 
 /* cx_nat_drop counts a failed translation under its reason. */

@@ -160,7 +160,7 @@ static __always_inline int cx_host_service(const struct cx_flow_info *f)
  * IP's DNAT. *dst_local says whether it is for a local workload. Returns 0,
  * or the reason to drop it. */
 static __always_inline int cx_policy_flow(struct __sk_buff *skb, const struct cx_tuple *t, __u32 src_ifindex,
-					  const struct cx_iface *src, __u32 len, int *dst_local)
+					  const struct cx_iface *src, __u32 len, int *dst_local, struct cx_dst *dst_rt)
 {
 	struct cx_node_config *cfg = cx_get_config();
 	__u32 e2h = cfg ? cfg->endpoint_to_host : CX_E2H_ACCEPT;
@@ -206,7 +206,7 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, const struct cx
 	/* The destination as the workload will see it: a floating IP's
 	 * fixed IP (its route says it is one; most packets pay no fip lookup). */
 	daddr = f.daddr;
-	rt = cx_route_v4(daddr);
+	rt = cx_dst_route(dst_rt, daddr);
 	if (rt && rt->type == CX_RT_FIP) {
 		fip = cx_fip_of(daddr);
 		rt = fip ? cx_route_v4(cx_addr_ip4(fip->fixed)) : NULL;
@@ -234,10 +234,12 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, const struct cx
  * cx_policy_flow first, and a new flow to a local workload is tracked, so
  * its replies pass that workload's egress policy as replies. kind and f
  * are the tuple kind and flow when the caller looked them up already
- * (kind < 0: not yet; f may be NULL then). Returns an enum cx_nat_result,
+ * (kind < 0: not yet; f may be NULL then); dst_rt, when not NULL, keeps
+ * the destination's route for the caller. Returns an enum cx_nat_result,
  * with the flow the packet matched or started in *f. */
 static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 src_ifindex,
-					  const struct cx_iface *src, __u32 len, int kind, struct cx_flow *f)
+					  const struct cx_iface *src, __u32 len, int kind, struct cx_flow *f,
+					  struct cx_dst *dst_rt)
 {
 	struct cx_flow own = {};
 	int local = 0;
@@ -259,7 +261,7 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 			 * by policy without ports. */
 			kind = CX_TUPLE_NONE;
 		} else if (start & CX_START_ORPHAN_HOST) {
-			struct cx_route *rt = cx_route_v4(t->daddr);
+			struct cx_route *rt = cx_dst_route(dst_rt, t->daddr);
 
 			if (rt && (rt->type == CX_RT_LOCAL_WORKLOAD || rt->type == CX_RT_FIP))
 				return CX_NAT_ERR_FRAG;
@@ -278,7 +280,7 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 		 * other (one a workload sends about someone else's flow, one
 		 * about no flow) is a new flow for policy. */
 		if (kind != CX_TUPLE_ERROR || !cx_icmp_related(skb, t, &it, &qf, !src)) {
-			if (cx_policy_flow(skb, t, src_ifindex, src, len, &local))
+			if (cx_policy_flow(skb, t, src_ifindex, src, len, &local, dst_rt))
 				return CX_NAT_ERR_POLICY;
 			if (local)
 				start |= CX_START_TRACK;
@@ -288,7 +290,7 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 		return cx_icmp_error_xlate(skb, t, len, !src);
 	if (kind != CX_TUPLE_FLOW)
 		return CX_NAT_NONE;
-	return cx_nat_flow(skb, t, f, start, len, src_ifindex);
+	return cx_nat_flow(skb, t, f, start, len, src_ifindex, dst_rt);
 }
 
 #endif /* CALYX_POLICY_H */

@@ -24,6 +24,29 @@ static __always_inline struct cx_route *cx_route_v4(__be32 ip)
 	return bpf_map_lookup_elem(&cx_routes, &key);
 }
 
+/* cx_dst remembers the route of a packet's destination for one run: a new
+ * flow's path asks for it up to four times (policy, a floating IP's test,
+ * natOutgoing's test, the delivery). */
+struct cx_dst {
+	struct cx_route *rt;
+	__be32 addr;
+	int looked;
+};
+
+/* cx_dst_route is cx_route_v4(addr), looked up once per d and address (d
+ * NULL: every time). */
+static __always_inline struct cx_route *cx_dst_route(struct cx_dst *d, __be32 addr)
+{
+	if (!d)
+		return cx_route_v4(addr);
+	if (!d->looked || d->addr != addr) {
+		d->rt = cx_route_v4(addr);
+		d->addr = addr;
+		d->looked = 1;
+	}
+	return d->rt;
+}
+
 /* cx_route_v6 looks up an IPv6 address. IPv4 routes live in the same trie
  * as ::ffff:a.b.c.d, so a v4-mapped address in an IPv6 header would match
  * them: an IPv6 packet from ::ffff:<its IPv4> would pass as the endpoint's

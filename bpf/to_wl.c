@@ -40,7 +40,7 @@ int calyx_to_wl(struct __sk_buff *skb)
 		int nat;
 
 		cx_pull(skb, CX_PULL_LEN);
-		nat = cx_nat_policed(skb, &t, 0, 0, NULL, len, -1, NULL);
+		nat = cx_nat_policed(skb, &t, 0, 0, NULL, len, -1, NULL, NULL);
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
 	}

@@ -151,6 +151,10 @@ func TestUsageErrors(t *testing.T) {
 		{"nat"},
 		{"ct"},
 		{"ct", "reset"},
+		{"ct", "dump", "--proto", "sctp"},
+		{"ct", "dump", "--port", "0"},
+		{"ct", "dump", "--port"},
+		{"ct", "dump", "--bogus"},
 		{"-o", "xml", "version"},
 	} {
 		if r := run(t, ds, "", args...); r.code != 2 || !strings.Contains(r.err, "usage:") {
