@@ -230,6 +230,11 @@ func (m *metrics) conntrack(r conntrack.GCResult, stats bpfmap.ConntrackStats, s
 	prev := m.ctLast
 	m.ctLast = now
 	if !prev.valid {
+		for _, table := range []string{"ct", "nat"} {
+			// Shown from the first collection on, at 0.
+			m.ctCreated.WithLabelValues(table)
+			m.ctEvictions.WithLabelValues(table)
+		}
 		return
 	}
 	delta := func(a, b uint64) float64 {
