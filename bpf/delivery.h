@@ -248,7 +248,9 @@ static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_
 	outer->version = 4;
 	outer->ihl = 5;
 	outer->tos = tos;
-	outer->tot_len = bpf_htons(skb->len - ETH_HLEN);
+	/* BIG TCP: a GSO packet longer than 64 KiB carries 0, as the kernel's
+	 * own (iph_totlen); segmentation writes each segment's length. */
+	outer->tot_len = skb->len - ETH_HLEN > 0xffff ? 0 : bpf_htons(skb->len - ETH_HLEN);
 	outer->id = 0;
 	/* Never fragmented: what does not fit got ICMP or a smaller MSS. */
 	outer->frag_off = bpf_htons(CX_IP_DF);
@@ -267,7 +269,8 @@ static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_
 		/* The kernel's own choice of range (udp_flow_src_port). */
 		udp->source = bpf_htons((__u16)((((__u64)hash * (61000 - 32768)) >> 32) + 32768));
 		udp->dest = bpf_htons((__u16)cfg->vxlan_port);
-		udp->len = bpf_htons(skb->len - ETH_HLEN - sizeof(*outer));
+		udp->len = skb->len - ETH_HLEN - sizeof(*outer) > 0xffff ? 0 :
+									  bpf_htons(skb->len - ETH_HLEN - sizeof(*outer));
 		udp->check = 0; /* optional over IPv4 (RFC 7348) */
 		vx->flags = CX_VXLAN_FLAG_I;
 		vx->vni = bpf_htonl(cfg->vxlan_vni << 8);

@@ -61,7 +61,8 @@ static __always_inline struct cx_arp_eth *parse_arp(struct hdr_cursor *c, void *
 /* parse_iphdr also rejects what no router would forward: a bad version, a
  * header shorter than 20 bytes, or a total length past the end of the packet.
  * l3_len is the packet's length from this header on (skb->len based: data_end
- * only bounds the linear head, which a GSO skb keeps short). */
+ * only bounds the linear head, which a GSO skb keeps short). A total length
+ * of 0 is BIG TCP's, for a packet longer than 64 KiB (only GSO makes one). */
 static __always_inline struct iphdr *parse_iphdr(struct hdr_cursor *c, void *data_end, __u32 l3_len)
 {
 	struct iphdr *iph = c->pos;
@@ -74,7 +75,9 @@ static __always_inline struct iphdr *parse_iphdr(struct hdr_cursor *c, void *dat
 	hdrlen = iph->ihl * 4;
 	if (c->pos + hdrlen > data_end)
 		return NULL;
-	if (bpf_ntohs(iph->tot_len) < hdrlen || bpf_ntohs(iph->tot_len) > l3_len)
+	if (!iph->tot_len && l3_len > 0xffff)
+		; /* BIG TCP */
+	else if (bpf_ntohs(iph->tot_len) < hdrlen || bpf_ntohs(iph->tot_len) > l3_len)
 		return NULL;
 	c->pos += hdrlen;
 	return iph;
