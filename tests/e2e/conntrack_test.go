@@ -481,13 +481,14 @@ func TestConntrackFloodKeepsTranslations(t *testing.T) {
 	fip.stop(t)
 	snat.stop(t)
 
-	// The flood went through cx_ct_v2: the next collection tells its
-	// evictions.
+	// The flood went through cx_ct_v2: the next collection after it
+	// (one during it tells only part) counts its flows and evictions.
 	var entries, created, evicted float64
-	err = lab.Eventually(15*time.Second, 500*time.Millisecond, func() error {
+	err = lab.Eventually(25*time.Second, 500*time.Millisecond, func() error {
 		entries, _, created, evicted = ctMetrics(t, l, ha.Name, "ct")
-		if evicted <= evicted0 {
-			return fmt.Errorf("calyx_conntrack_evictions_total{table=\"ct\"} %v (created %v, entries %v)", evicted, created, entries)
+		if evicted <= evicted0 || created-created0 < float64(res.Sent)/2 {
+			return fmt.Errorf("calyx_conntrack_evictions_total{table=\"ct\"} %v, created_total %v (%v before the flood), entries %v",
+				evicted, created, created0, entries)
 		}
 		return nil
 	})
@@ -495,10 +496,7 @@ func TestConntrackFloodKeepsTranslations(t *testing.T) {
 	t.Logf("host-a conntrack after the flood: ct entries %v/%v, created %v (+%v), evicted %v (+%v); nat entries %v/%v, created %v, evicted %v",
 		entries, capacity, created, created-created0, evicted, evicted-evicted0, natEntries, natCapacity, natCreated, natEvicted)
 	if err != nil {
-		t.Errorf("the flood evicted nothing from cx_ct_v2 that the agent saw: %v", err)
-	}
-	if created-created0 < 100_000 {
-		t.Errorf("cx_ct_v2 on host-a: %v flows created during the flood, want most of its %d SYNs", created-created0, floodCount)
+		t.Errorf("the agent did not see the flood fill cx_ct_v2 (at least half its SYNs tracked, evictions): %v", err)
 	}
 	if natEvicted != 0 {
 		t.Errorf("calyx_conntrack_evictions_total{table=\"nat\"} on host-a = %v, want 0: the flood reached the translations", natEvicted)
