@@ -54,16 +54,23 @@ func (l *Lab) AgentArgs(h *Host) []string {
 // inside the host namespace. If the agent exits or does not become ready in
 // time it is killed and the error includes the tail of its log.
 func (l *Lab) StartAgent(host string, extraArgs ...string) error {
-	return l.startAgent(host, true, extraArgs)
+	return l.startAgent(host, "", true, extraArgs)
+}
+
+// StartAgentBinary is StartAgent running the calyx-agent at binary in
+// place of the lab's (e.g. an earlier build, to upgrade from): the same
+// datastore, bpffs directory, underlay and flags.
+func (l *Lab) StartAgentBinary(host, binary string, extraArgs ...string) error {
+	return l.startAgent(host, binary, true, extraArgs)
 }
 
 // StartAgentUnready is StartAgent for an agent that cannot become ready
 // yet (its datastore is away): it waits only until /readyz answers at all.
 func (l *Lab) StartAgentUnready(host string, extraArgs ...string) error {
-	return l.startAgent(host, false, extraArgs)
+	return l.startAgent(host, "", false, extraArgs)
 }
 
-func (l *Lab) startAgent(host string, ready bool, extraArgs []string) error {
+func (l *Lab) startAgent(host, binary string, ready bool, extraArgs []string) error {
 	h, err := l.Host(host)
 	if err != nil {
 		return err
@@ -74,10 +81,14 @@ func (l *Lab) startAgent(host string, ready bool, extraArgs []string) error {
 	if running {
 		return fmt.Errorf("agent on %s is already running", host)
 	}
-	if _, err := os.Stat(l.AgentBinary()); err != nil {
+	if binary == "" {
+		binary = l.AgentBinary()
+	}
+	if _, err := os.Stat(binary); err != nil {
 		return fmt.Errorf("agent binary: %w (run make build, or set the bin dir)", err)
 	}
 	args := append(l.AgentArgs(h), extraArgs...)
+	args[0] = binary
 	logPath := l.AgentLogPath(host)
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

@@ -376,6 +376,9 @@ const (
 // direction as it is expected on the wire (ReplySrc -> ReplyDst, after the
 // translation). Addresses are "ip:port", for ICMP "ip id N".
 type CTFlow struct {
+	// Table is the map the flow is in: "ct" (cx_ct_v2, untranslated) or
+	// "nat" (cx_nat_v2, translated); empty from a calyxctl without it.
+	Table        string  `json:"table"`
 	Proto        string  `json:"proto"`
 	Src          string  `json:"src"`
 	Dst          string  `json:"dst"`
@@ -426,6 +429,13 @@ func (l *Lab) NATDump(host string) ([]NATRow, error) {
 func (l *Lab) CTDump(host string) ([]CTFlow, error) {
 	var v []CTFlow
 	return v, l.CalyxctlJSON(host, &v, "ct", "dump")
+}
+
+// CTDumpFiltered returns "calyxctl ct dump" for host with filter flags
+// (--endpoint NAME|IP, --proto tcp|udp|icmp, --port N).
+func (l *Lab) CTDumpFiltered(host string, filter ...string) ([]CTFlow, error) {
+	var v []CTFlow
+	return v, l.CalyxctlJSON(host, &v, append([]string{"ct", "dump"}, filter...)...)
 }
 
 // CTFlush runs "calyxctl ct flush" on host and returns how many entries it

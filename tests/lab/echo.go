@@ -283,6 +283,16 @@ func TCPEcho(ns, addr string, timeout time.Duration) (EchoReply, error) {
 // lost to neighbour resolution). The socket is not connected, so a reply
 // from any source is read, and From says which one it was.
 func UDPEcho(ns, addr string, timeout time.Duration) (EchoReply, error) {
+	return UDPEchoPayload(ns, addr, "hello over udp", timeout)
+}
+
+// UDPEchoPayload is UDPEcho sending msg (without line breaks; any size a
+// datagram takes, so that it leaves fragmented when larger than the MTU)
+// and requiring the echo to carry it back unchanged.
+func UDPEchoPayload(ns, addr, msg string, timeout time.Duration) (EchoReply, error) {
+	if strings.ContainsAny(msg, "\r\n") {
+		return EchoReply{}, fmt.Errorf("udp echo: payload holds a line break")
+	}
 	dst, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return EchoReply{}, fmt.Errorf("udp echo: invalid address %q: %w", addr, err)
@@ -296,7 +306,6 @@ func UDPEcho(ns, addr string, timeout time.Duration) (EchoReply, error) {
 		return EchoReply{}, fmt.Errorf("udp echo from %s: %w", ns, err)
 	}
 	defer conn.Close()
-	const msg = "hello over udp"
 	deadline := time.Now().Add(timeout)
 	per := timeout / 3
 	buf := make([]byte, 64<<10)
@@ -321,6 +330,9 @@ func UDPEcho(ns, addr string, timeout time.Duration) (EchoReply, error) {
 		}
 		r.From = unmap(from)
 		r.Local = unmap(conn.LocalAddr().(*net.UDPAddr).AddrPort())
+		if r.Data != msg {
+			return r, fmt.Errorf("udp echo from %s: got %d bytes back (%.40q...), sent %d (%.40q...)", r.From, len(r.Data), r.Data, len(msg), msg)
+		}
 		return r, nil
 	}
 	return EchoReply{}, fmt.Errorf("udp echo from %s to %s: no reply within %s: %w", ns, dst, timeout, last)
