@@ -162,24 +162,79 @@ func iperfReport(l *lab.Lab, src, dst *lab.Workload, seconds, streams int) (lab.
 // listening on bind ("" for every address: a target that is translated on
 // the way, such as a floating IP), pinned like every measurement.
 func iperfRun(l *lab.Lab, srcNS, dstNS, target, bind string, seconds, streams int) (lab.IperfReport, error) {
+	rep, _, err := iperfRunAt(l, srcNS, dstNS, target, bind, seconds, streams, 0)
+	return rep, err
+}
+
+// cpuUse is the CPU time the whole machine worked (busy, CPU seconds)
+// over wall seconds.
+type cpuUse struct{ busy, wall float64 }
+
+// measureCPU runs f and returns the machine's CPU time over it.
+func measureCPU(f func() error) (cpuUse, error) {
+	t0, err := readCPUTimes()
+	if err != nil {
+		return cpuUse{}, err
+	}
+	w0 := time.Now()
+	if err := f(); err != nil {
+		return cpuUse{}, err
+	}
+	wall := time.Since(w0).Seconds()
+	t1, err := readCPUTimes()
+	if err != nil {
+		return cpuUse{}, err
+	}
+	return cpuUse{busy: busySeconds(t0, t1), wall: wall}, nil
+}
+
+// iperfRunAt is iperfRun offering gbps in total over the streams (iperf3
+// -b, per stream; 0 for as fast as the path goes); it also returns the CPU
+// time the machine worked while the client ran.
+func iperfRunAt(l *lab.Lab, srcNS, dstNS, target, bind string, seconds, streams int, gbps float64) (lab.IperfReport, cpuUse, error) {
 	server := []string{"iperf3", "-s", "-1"}
 	if bind != "" {
 		server = append(server, "-B", bind)
 	}
 	srv, err := l.ExecBackground(dstNS, time.Duration(seconds+30)*time.Second, onCPU(pinIperfServer, server...)...)
 	if err != nil {
-		return lab.IperfReport{}, err
+		return lab.IperfReport{}, cpuUse{}, err
 	}
 	defer srv.Stop(9, time.Second)
 	if err := lab.WaitListening(l, dstNS, 5201, 10*time.Second); err != nil {
-		return lab.IperfReport{}, err
+		return lab.IperfReport{}, cpuUse{}, err
 	}
-	out, err := l.ExecTimeout(time.Duration(seconds+30)*time.Second, srcNS, onCPU(pinIperfClient, "iperf3", "-c", target,
-		"-t", fmt.Sprint(seconds), "-P", fmt.Sprint(streams), "-J")...)
+	args := []string{"iperf3", "-c", target, "-t", fmt.Sprint(seconds), "-P", fmt.Sprint(streams), "-J"}
+	if gbps > 0 {
+		args = append(args, "-b", fmt.Sprintf("%.0f", gbps*1e9/float64(streams)))
+	}
+	var out lab.Result
+	use, err := measureCPU(func() (err error) {
+		out, err = l.ExecTimeout(time.Duration(seconds+30)*time.Second, srcNS, onCPU(pinIperfClient, args...)...)
+		return err
+	})
 	if err != nil {
-		return lab.IperfReport{}, err
+		return lab.IperfReport{}, cpuUse{}, err
 	}
-	return lab.ParseIperf(out.Stdout)
+	rep, err := lab.ParseIperf(out.Stdout)
+	return rep, use, err
+}
+
+// idleCPU is the machine's background: its CPU time over seconds with
+// nothing of the benchmark running, in CPU seconds per second.
+func idleCPU(ctx context.Context, seconds int) (float64, error) {
+	use, err := measureCPU(func() error {
+		select {
+		case <-time.After(time.Duration(seconds) * time.Second):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return use.busy / use.wall, nil
 }
 
 // Where the measuring processes run. On a 2-vCPU VM, leaving it to the

@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"strings"
+)
+
+// CPU cost at a fixed offered load (issue 17). On a shared machine a
+// saturating run measures the neighbours as much as the path: what the
+// neighbours take, the stream does not get, and the verdicts flipped run to
+// run. A run at a fixed rate well below saturation carries the same load on
+// every path; what differs is the CPU time the machine spends on it,
+// measured machine-wide from /proc/stat (softirq work included, which no
+// process is charged for), less the background measured with nothing
+// running right before.
+
+// costFraction is the offered rate as a share of the first saturated
+// figure measured in the run (the first path of the first round): low
+// enough that every path carries it in a loud minute too.
+const costFraction = 0.4
+
+// Cost metric keys: the first part of the case IDs (cost1.bpf-direct).
+const (
+	MetricCost1 = "cost1"
+	MetricCost4 = "cost4"
+)
+
+// Unit of a CPU cost per volume or per transaction.
+const (
+	unitCPUPerGB = "CPU s/GB"
+	unitCPUPerKT = "CPU ms/1k transactions"
+)
+
+func twoHostCostMetrics() []metric {
+	return []metric{
+		{key: MetricCost1, title: "CPU cost at a fixed rate, one TCP stream", unit: unitCPUPerGB, streams: 1, rateOf: MetricTCP1},
+		{key: MetricCost4, title: "CPU cost at a fixed rate, four TCP streams", unit: unitCPUPerGB, streams: 4, rateOf: MetricTCP4},
+	}
+}
+
+// Goals of issue 17: every BPF path costs no more CPU per GB than the
+// kernel's equivalent, judged on the 95% interval of the per-round ratios.
+var twoHostCostGoals = map[string]*Goal{
+	TwoHostCaseID(MetricCost1, CaseBPFDirect): {Issue: "issue 17", Text: "CPU per GB at a fixed rate: BPF direct ≤ plain routing (one stream)", MaxRatio: 1.0, OnInterval: true},
+	TwoHostCaseID(MetricCost4, CaseBPFDirect): {Issue: "issue 17", Text: "CPU per GB at a fixed rate: BPF direct ≤ plain routing (four streams)", MaxRatio: 1.0, OnInterval: true},
+	TwoHostCaseID(MetricCost1, CaseBPFVXLAN):  {Issue: "issue 17", Text: "CPU per GB at a fixed rate: BPF VXLAN ≤ kernel VXLAN device (one stream)", MaxRatio: 1.0, OnInterval: true},
+	TwoHostCaseID(MetricCost4, CaseBPFVXLAN):  {Issue: "issue 17", Text: "CPU per GB at a fixed rate: BPF VXLAN ≤ kernel VXLAN device (four streams)", MaxRatio: 1.0, OnInterval: true},
+}
+
+// costTable is the table of cost metric m on the paths cases.
+func costTable(m metric, cases []EncapCase, id func(metric, path string) string, goal func(EncapCase) *Goal) Table {
+	t := Table{Title: m.title}
+	for _, p := range cases {
+		c := Case{ID: id(m.key, p.Key), Label: p.Label, Unit: m.unit, Better: LowerIsBetter, Kernel: !p.BPF, Goal: goal(p)}
+		if p.Baseline != "" {
+			c.Baseline = id(m.key, p.Baseline)
+		}
+		for _, a := range p.Also {
+			c.Also = append(c.Also, id(m.key, a))
+		}
+		t.Cases = append(t.Cases, c)
+	}
+	t.Extras = []Extra{
+		{Detail: "offeredGbps", Header: "carried Gbit/s (median)", Stat: "median", Format: "%.2f"},
+		{Detail: "reached", Header: "share of the rate (min)", Stat: "min", Format: "%.2f"},
+		{Detail: "busyCPUs", Header: "CPUs busy (median)", Stat: "median", Format: "%.2f"},
+		{Detail: "idleCPUs", Header: "idle baseline CPUs (median)", Stat: "median", Format: "%.2f"},
+	}
+	return t
+}
+
+// fixedRate rounds a share of a saturated figure down to a step (0.5
+// Gbit/s, 500 transactions/s), at least one step.
+func fixedRate(saturated, step float64) float64 {
+	return math.Max(step, math.Floor(saturated*costFraction/step)*step)
+}
+
+// costPerGB is the net CPU seconds (busy less the idle baseline over the
+// run) per GB carried.
+func costPerGB(use cpuUse, idle float64, bytes int64) float64 {
+	return netCPUSeconds(use.busy, use.wall, idle) / (float64(bytes) / 1e9)
+}
+
+// costPerKT is the net CPU milliseconds per thousand transactions.
+func costPerKT(use cpuUse, idle float64, transactions int64) float64 {
+	return netCPUSeconds(use.busy, use.wall, idle) * 1e3 / (float64(transactions) / 1e3)
+}
+
+// cost runs metric m (a fixed-rate iperf3) on path c: the rate is fixed at
+// its first use in the run from the path's saturated figure of m.rateOf
+// just measured; the idle baseline is measured once per path, right
+// before its first cost run. It records the details and returns the cost
+// per GB and the bytes iperf3 sent.
+func (b *encapBench) cost(m metric, c EncapCase, ps pathSet, e pathEnds, id string) (float64, uint64, error) {
+	gbps := b.rates[m.key]
+	if gbps == 0 {
+		sat := b.rec.Values(ps.id(m.rateOf, c.Key))
+		if len(sat) == 0 {
+			return 0, 0, fmt.Errorf("%s: no %s figure of %s to set the rate from", m.key, m.rateOf, c.Label)
+		}
+		gbps = fixedRate(sat[len(sat)-1], 0.5)
+		b.rates[m.key] = gbps
+		b.rec.Param("twohost."+m.key+"Gbps", gbps)
+		b.logf("%s: fixed rate %.1f Gbit/s (%.0f%% of %s's %.2f Gbit/s)", m.key, gbps, costFraction*100, c.Label, sat[len(sat)-1])
+	}
+	if b.idle < 0 {
+		idle, err := idleCPU(b.l.Context(), b.p.tcpSecs)
+		if err != nil {
+			return 0, 0, err
+		}
+		b.idle = idle
+	}
+	rep, use, err := iperfRunAt(b.l, e.src.NS, e.dst.NS, e.dst.IP.String(), e.dst.IP.String(), b.p.tcpSecs, m.streams, gbps)
+	if err != nil {
+		return 0, 0, err
+	}
+	got := rep.BitsPerSecond / 1e9
+	b.rec.Detail(id, "offeredGbps", got)
+	b.rec.Detail(id, "reached", got/gbps)
+	b.rec.Detail(id, "busyCPUs", use.busy/use.wall)
+	b.rec.Detail(id, "idleCPUs", b.idle)
+	return costPerGB(use, b.idle, rep.SentBytes), uint64(rep.SentBytes), nil
+}
+
+// costMethod explains the fixed-rate cost measurements of a section.
+func costMethod(rec *Recorder, key string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "- **CPU cost at a fixed rate** (issue 17): saturating throughput on this shared 2-CPU machine measures the neighbours as much as the path, and its verdicts flipped run to run. ")
+	fmt.Fprintf(&b, "So every path also carries the same fixed load, well below saturation: iperf3 `-b` at %.1f Gbit/s (one stream) and %.1f Gbit/s (four streams, a quarter each), %.0f%% of the first saturated figure of the run (the first path of the first round), rounded down to 0.5 Gbit/s; each run is as long as a throughput run. ",
+		paramFloat(rec, key+"."+MetricCost1+"Gbps"), paramFloat(rec, key+"."+MetricCost4+"Gbps"), costFraction*100)
+	fmt.Fprintf(&b, "Over the iperf3 client's run the machine's CPU time is read from /proc/stat (user + nice + system + irq + softirq, all CPUs: the softirq work of forwarding is charged to no process); right before a path's first cost run, the same reading over a run of the same length with nothing running is its *idle baseline*, and the cost is (busy − baseline × run length) / GB iperf3 sent. Steal time (a neighbour on the CPU) counts as neither. ")
+	fmt.Fprintf(&b, "*Carried* is the rate iperf3 reached (*share of the rate* below 1 means the path could not carry it in some round). ")
+	fmt.Fprintf(&b, "Lower is better; the ratio is BPF / kernel. The goals are judged on the 95%% interval of the per-round ratios (geometric mean, t-interval on the logarithms over the rounds): **pass** when the whole interval is ≤ 1, **miss** when the whole interval is above 1, **unclear** when it holds 1.\n")
+	return b.String()
+}
+
+// paramFloat returns a numeric parameter (0 when unset).
+func paramFloat(rec *Recorder, key string) float64 {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	switch v := rec.params[key].(type) {
+	case float64:
+		return v
+	case int:
+		return float64(v)
+	}
+	return 0
+}
