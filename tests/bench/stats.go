@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Statistics of the comparisons: a confidence interval of a ratio from its
@@ -96,32 +97,52 @@ func intervalVerdict(g *Goal, iv Interval) string {
 // architecture calyx runs on).
 const userHZ = 100
 
-// cpuTimes is a reading of /proc/stat's first line: jiffies the whole
-// machine spent working (user, nice, system, irq, softirq) and in total.
-// Steal (the hypervisor giving the CPU to a neighbour), idle and iowait
-// are not work of this machine.
-type cpuTimes struct{ busy, total uint64 }
+// cpuTimes is a reading of /proc/stat's first line with the time it was
+// taken. The machine's work is measured as what its CPUs did not spend
+// idle: busy = CPUs × wall − idle − iowait − steal. The kernel keeps idle
+// time exactly (NO_HZ: from the clock at each idle entry and exit, and an
+// interrupt while idle is not idle), where user, system and softirq are
+// sampled at each tick (250 Hz here, without IRQ_TIME_ACCOUNTING): a load
+// paced by a timer (iperf3 -b, calyx-load --rate) can run between ticks and
+// be missed, and summing those fields read 0.05 CPUs for a 6 Gbit/s
+// stream. Steal (the hypervisor running a neighbour) is not this machine's
+// work.
+type cpuTimes struct {
+	// idle is idle + iowait + steal, in jiffies, over cpus CPUs.
+	idle uint64
+	cpus int
+	// ticked is user + nice + system + irq + softirq (tick-sampled), for
+	// comparison.
+	ticked uint64
+	at     time.Time
+}
 
-// parseProcStat reads the aggregate "cpu" line of /proc/stat.
+// parseProcStat reads the aggregate "cpu" line of /proc/stat and counts
+// the cpuN lines (the online CPUs).
 func parseProcStat(s string) (cpuTimes, error) {
-	line, _, _ := strings.Cut(s, "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return cpuTimes{}, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	lines := strings.Split(s, "\n")
+	f := strings.Fields(lines[0])
+	if len(f) < 9 || f[0] != "cpu" {
+		return cpuTimes{}, fmt.Errorf("/proc/stat: unexpected first line %q", lines[0])
 	}
 	var v [10]uint64
 	for i := 1; i < len(f) && i <= len(v); i++ {
 		n, err := strconv.ParseUint(f[i], 10, 64)
 		if err != nil {
-			return cpuTimes{}, fmt.Errorf("/proc/stat: %q: %w", line, err)
+			return cpuTimes{}, fmt.Errorf("/proc/stat: %q: %w", lines[0], err)
 		}
 		v[i-1] = n
 	}
 	// user nice system idle iowait irq softirq steal guest guest_nice;
 	// guest time is already counted in user.
-	t := cpuTimes{busy: v[0] + v[1] + v[2] + v[5] + v[6]}
-	for _, x := range v[:8] {
-		t.total += x
+	t := cpuTimes{idle: v[3] + v[4] + v[7], ticked: v[0] + v[1] + v[2] + v[5] + v[6]}
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, "cpu") {
+			t.cpus++
+		}
+	}
+	if t.cpus == 0 {
+		return cpuTimes{}, fmt.Errorf("/proc/stat: no per-CPU lines")
 	}
 	return t, nil
 }
@@ -131,11 +152,20 @@ func readCPUTimes() (cpuTimes, error) {
 	if err != nil {
 		return cpuTimes{}, err
 	}
-	return parseProcStat(string(b))
+	t, err := parseProcStat(string(b))
+	t.at = time.Now()
+	return t, err
 }
 
-// busySeconds is the CPU time the machine worked between two readings.
-func busySeconds(t0, t1 cpuTimes) float64 { return float64(t1.busy-t0.busy) / userHZ }
+// busySeconds is the CPU time the machine worked between two readings
+// (not idle, not stolen), never below zero.
+func busySeconds(t0, t1 cpuTimes) float64 {
+	wall := t1.at.Sub(t0.at).Seconds()
+	return math.Max(0, float64(t0.cpus)*wall-float64(t1.idle-t0.idle)/userHZ)
+}
+
+// tickedSeconds is the tick-sampled work between two readings.
+func tickedSeconds(t0, t1 cpuTimes) float64 { return float64(t1.ticked-t0.ticked) / userHZ }
 
 // netCPUSeconds is the CPU time a run of wall seconds cost beyond the
 // machine's background: busy minus the idle baseline's rate (CPU seconds

@@ -3,6 +3,7 @@ package bench
 import (
 	"math"
 	"testing"
+	"time"
 )
 
 func near(a, b, tol float64) bool { return math.Abs(a-b) <= tol }
@@ -67,20 +68,32 @@ func TestIntervalVerdict(t *testing.T) {
 
 func TestProcStatAndIdleSubtraction(t *testing.T) {
 	// user nice system idle iowait irq softirq steal guest guest_nice
-	a, err := parseProcStat("cpu  1000 10 500 9000 40 0 200 30 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+	a, err := parseProcStat("cpu  1000 10 500 9000 40 0 200 30 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\ncpu1 1 2 3 4 5 6 7 8 9 10\nintr 5\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := parseProcStat("cpu  1300 10 700 9100 40 5 295 80 0 0\n")
+	b, err := parseProcStat("cpu  1300 10 700 9600 40 5 295 80 0 0\ncpu0 1\ncpu1 1\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Busy: user+nice+system+irq+softirq, not idle, iowait or steal.
-	if a.busy != 1710 || a.total != 10780 {
-		t.Errorf("first reading %+v, want busy 1710 of 10780", a)
+	// Not working: idle + iowait + steal; two CPUs.
+	if a.idle != 9070 || a.cpus != 2 || a.ticked != 1710 {
+		t.Errorf("first reading %+v, want idle 9070 jiffies, 2 CPUs, 1710 ticked", a)
 	}
-	if got := busySeconds(a, b); !near(got, 6.0, 1e-12) { // 300+200+5+95 jiffies
-		t.Errorf("busy %.2f s, want 6.00", got)
+	// Over 10 s of wall clock two CPUs have 20 CPU s; 6.5 s of them idle
+	// or stolen: 13.5 s of work (the ticks saw 6).
+	a.at = time.Unix(100, 0)
+	b.at = time.Unix(110, 0)
+	if got := busySeconds(a, b); !near(got, 13.5, 1e-9) {
+		t.Errorf("busy %.2f s, want 13.5", got)
+	}
+	if got := tickedSeconds(a, b); !near(got, 6, 1e-9) {
+		t.Errorf("ticked %.2f s, want 6", got)
+	}
+	// Idle over more than the wall clock (rounding): zero, not negative.
+	b.at = time.Unix(101, 0)
+	if got := busySeconds(a, b); got != 0 {
+		t.Errorf("busy %.2f s, want 0", got)
 	}
 	// 6 CPU s over 5 s with a background of 0.2 CPUs: 5 s net.
 	if got := netCPUSeconds(6, 5, 0.2); !near(got, 5, 1e-12) {
@@ -94,13 +107,13 @@ func TestProcStatAndIdleSubtraction(t *testing.T) {
 	if got := costPerKT(cpuUse{busy: 6, wall: 5}, 0.2, 50_000); !near(got, 100, 1e-9) {
 		t.Errorf("cost per 1k transactions %.3f, want 100", got)
 	}
-	for _, bad := range []string{"", "intr 1 2 3\n", "cpu 1 2 x 4 5 6 7 8\n"} {
+	for _, bad := range []string{"", "intr 1 2 3\n", "cpu 1 2 x 4 5 6 7 8\ncpu0 1\n", "cpu 1 2 3 4 5 6 7 8\n"} {
 		if _, err := parseProcStat(bad); err == nil {
 			t.Errorf("parsed %q", bad)
 		}
 	}
-	if _, err := readCPUTimes(); err != nil {
-		t.Errorf("this machine's /proc/stat: %v", err)
+	if c, err := readCPUTimes(); err != nil || c.cpus < 1 {
+		t.Errorf("this machine's /proc/stat: %+v, %v", c, err)
 	}
 }
 
