@@ -74,9 +74,8 @@ func fipMeasuredSection() *Section {
 		t := Table{Title: m.title, Extras: []Extra{
 			{Detail: "offered", Header: "carried transactions/s (median)", Stat: "median", Format: "%.0f"},
 			{Detail: "reached", Header: "share of the rate (min)", Stat: "min", Format: "%.2f"},
-			{Detail: "busyCPUs", Header: "CPUs busy (median)", Stat: "median", Format: "%.2f"},
-			{Detail: "idleCPUs", Header: "idle baseline CPUs (median)", Stat: "median", Format: "%.2f"},
 		}}
+		t.Extras = append(t.Extras, cpuExtras...)
 		for _, p := range fipPaths {
 			c := Case{ID: fipCaseID(m.key, p.key), Label: p.label, Unit: unitCPUPerKT, Better: LowerIsBetter, Goal: fipCostGoals[fipCaseID(m.key, p.key)]}
 			if p.key == "iptables-nat" {
@@ -92,6 +91,9 @@ func fipMeasuredSection() *Section {
 		rounds, tcpSecs, loadSecs := 5, 4, 3
 		if o.Quick {
 			rounds, tcpSecs, loadSecs = 1, 1, 1
+		}
+		if o.Rounds > 0 {
+			rounds = o.Rounds
 		}
 		rec.Param("fip.rounds", rounds)
 		rec.Param("fip.tcpSeconds", tcpSecs)
@@ -130,7 +132,7 @@ type fipBench struct {
 }
 
 func runFIPBench(ctx context.Context, binDir string, rounds, tcpSecs, loadSecs int, rec *Recorder) (err error) {
-	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx})
+	l, err := newCostLab(lab.Options{BinDir: binDir, Context: ctx}, rec, "fip")
 	if err != nil {
 		return err
 	}
@@ -237,12 +239,16 @@ func (b *fipBench) measure(path string, round int) error {
 	return prove()
 }
 
-// costs measures the idle baseline, then each load mode at its fixed
-// rate, recording the CPU cost per thousand transactions.
+// costs measures each load mode at its fixed rate, recording the CPU cost
+// per thousand transactions; on the /proc/stat fallback (no cgroup) the
+// idle baseline first.
 func (b *fipBench) costs(path string, round int) error {
-	idle, err := idleCPU(b.l.Context(), b.loadSecs)
-	if err != nil {
-		return err
+	idle := 0.0
+	if b.l.Cgroup() == nil {
+		var err error
+		if idle, err = idleCPU(b.l.Context(), b.loadSecs); err != nil {
+			return err
+		}
 	}
 	for _, m := range fipCostMetrics {
 		rate := b.rates[m.mode]
@@ -262,9 +268,8 @@ func (b *fipBench) costs(path string, round int) error {
 		b.rec.Add(id, round, cost)
 		b.rec.Detail(id, "offered", res.PerSecond)
 		b.rec.Detail(id, "reached", res.PerSecond/rate)
-		b.rec.Detail(id, "busyCPUs", use.busy/use.wall)
-		b.rec.Detail(id, "idleCPUs", idle)
-		b.rec.logf("floating IP round %d %s %s: %.1f %s (%.0f/s, %.2f CPUs busy, idle %.2f)", round+1, path, m.key, cost, unitCPUPerKT, res.PerSecond, use.busy/use.wall, idle)
+		recordCPU(b.rec, id, use, idle)
+		b.rec.logf("floating IP round %d %s %s: %.1f %s (%.0f/s, %s)", round+1, path, m.key, cost, unitCPUPerKT, res.PerSecond, cpuNote(use, idle))
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ type Options struct {
 	BPFBench string
 	Quick    bool
 	// Rounds, when positive, replaces the number of rounds of the
-	// two-host and VM sections.
+	// two-host, floating-IP and VM sections.
 	Rounds int
 	// Only, when set, runs just these sections (SectionKeys). The other
 	// sections keep the figures the results file (JSON) already holds, so

@@ -172,3 +172,62 @@ func tickedSeconds(t0, t1 cpuTimes) float64 { return float64(t1.ticked-t0.ticked
 // per second, measured with nothing running in the same round) times the
 // run's length.
 func netCPUSeconds(busy, wall, idleRate float64) float64 { return busy - idleRate*wall }
+
+// ksoftirqd: softirq work the kernel defers to its per-CPU ksoftirqd/N
+// threads (too much of it at one interrupt exit) runs in no process of the
+// lab, so no cgroup of the lab is charged for it. The lab's figure adds
+// their runtime over the run (see costMethod).
+
+// ksoftirqdPids lists the pids of the ksoftirqd/N kernel threads.
+func ksoftirqdPids() ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if err == nil && strings.HasPrefix(string(comm), "ksoftirqd/") {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) == 0 {
+		return nil, fmt.Errorf("no ksoftirqd thread in /proc")
+	}
+	return pids, nil
+}
+
+// parseSchedstat returns the runtime of /proc/<pid>/schedstat (its first
+// field: nanoseconds on the CPU, exact, from the scheduler).
+func parseSchedstat(s string) (time.Duration, error) {
+	f := strings.Fields(s)
+	if len(f) < 1 {
+		return 0, fmt.Errorf("schedstat: empty")
+	}
+	n, err := strconv.ParseUint(f[0], 10, 63)
+	if err != nil {
+		return 0, fmt.Errorf("schedstat %q: %w", s, err)
+	}
+	return time.Duration(n), nil
+}
+
+// threadsRuntime is the summed runtime of the threads pids.
+func threadsRuntime(pids []int) (time.Duration, error) {
+	var sum time.Duration
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+		if err != nil {
+			return 0, err
+		}
+		d, err := parseSchedstat(string(b))
+		if err != nil {
+			return 0, err
+		}
+		sum += d
+	}
+	return sum, nil
+}

@@ -166,24 +166,79 @@ func iperfRun(l *lab.Lab, srcNS, dstNS, target, bind string, seconds, streams in
 	return rep, err
 }
 
-// cpuUse is the CPU time the whole machine worked (busy, CPU seconds)
-// over wall seconds; ticked is the tick-sampled figure, for comparison.
-type cpuUse struct{ busy, wall, ticked float64 }
+// cpuUse is the CPU time of one measured run over wall seconds. busy
+// (and the tick-sampled ticked) is the whole machine's, from /proc/stat.
+// With the lab's cgroup (hasLab), lab is the CPU time of the lab's own
+// processes over the run, from the cgroup's cpu.stat, and softirqd that of
+// the ksoftirqd threads (softirq work the kernel deferred to them, which
+// no process of the lab is charged for).
+type cpuUse struct {
+	busy, wall, ticked float64
+	hasLab             bool
+	lab, softirqd      float64
+}
 
-// measureCPU runs f and returns the machine's CPU time over it.
-func measureCPU(f func() error) (cpuUse, error) {
-	t0, err := readCPUTimes()
+// cpuSeconds is the run's CPU cost: with the cgroup, the lab's processes
+// plus ksoftirqd; on the /proc/stat fallback, the machine's busy time less
+// the idle baseline (idle CPU seconds per second) over the run.
+func (u cpuUse) cpuSeconds(idle float64) float64 {
+	if u.hasLab {
+		return u.lab + u.softirqd
+	}
+	return netCPUSeconds(u.busy, u.wall, idle)
+}
+
+// cpuReading is one reading of every CPU counter measureCPU compares.
+type cpuReading struct {
+	machine  cpuTimes
+	lab      lab.CPUStat
+	softirqd time.Duration
+}
+
+func readCPU(cg *lab.Cgroup, softirqd []int) (cpuReading, error) {
+	var r cpuReading
+	var err error
+	if cg != nil {
+		if r.lab, err = cg.CPUStat(); err != nil {
+			return r, err
+		}
+		if r.softirqd, err = threadsRuntime(softirqd); err != nil {
+			return r, err
+		}
+	}
+	r.machine, err = readCPUTimes()
+	return r, err
+}
+
+// measureCPU runs f and returns the CPU time over it: the machine's, and
+// with a cgroup (cg not nil) the lab's and ksoftirqd's.
+func measureCPU(cg *lab.Cgroup, f func() error) (cpuUse, error) {
+	var softirqd []int
+	if cg != nil {
+		var err error
+		if softirqd, err = ksoftirqdPids(); err != nil {
+			return cpuUse{}, err
+		}
+	}
+	r0, err := readCPU(cg, softirqd)
 	if err != nil {
 		return cpuUse{}, err
 	}
 	if err := f(); err != nil {
 		return cpuUse{}, err
 	}
-	t1, err := readCPUTimes()
+	r1, err := readCPU(cg, softirqd)
 	if err != nil {
 		return cpuUse{}, err
 	}
-	return cpuUse{busy: busySeconds(t0, t1), wall: t1.at.Sub(t0.at).Seconds(), ticked: tickedSeconds(t0, t1)}, nil
+	t0, t1 := r0.machine, r1.machine
+	u := cpuUse{busy: busySeconds(t0, t1), wall: t1.at.Sub(t0.at).Seconds(), ticked: tickedSeconds(t0, t1)}
+	if cg != nil {
+		u.hasLab = true
+		u.lab = (r1.lab.Usage - r0.lab.Usage).Seconds()
+		u.softirqd = (r1.softirqd - r0.softirqd).Seconds()
+	}
+	return u, nil
 }
 
 // iperfRunAt is iperfRun offering gbps in total over the streams (iperf3
@@ -207,7 +262,7 @@ func iperfRunAt(l *lab.Lab, srcNS, dstNS, target, bind string, seconds, streams 
 		args = append(args, "-b", fmt.Sprintf("%.0f", gbps*1e9/float64(streams)))
 	}
 	var out lab.Result
-	use, err := measureCPU(func() (err error) {
+	use, err := measureCPU(l.Cgroup(), func() (err error) {
 		out, err = l.ExecTimeout(time.Duration(seconds+30)*time.Second, srcNS, onCPU(pinIperfClient, args...)...)
 		return err
 	})
@@ -221,7 +276,7 @@ func iperfRunAt(l *lab.Lab, srcNS, dstNS, target, bind string, seconds, streams 
 // idleCPU is the machine's background: its CPU time over seconds with
 // nothing of the benchmark running, in CPU seconds per second.
 func idleCPU(ctx context.Context, seconds int) (float64, error) {
-	use, err := measureCPU(func() error {
+	use, err := measureCPU(nil, func() error {
 		select {
 		case <-time.After(time.Duration(seconds) * time.Second):
 			return nil

@@ -110,6 +110,9 @@ var twoHostGoals = map[string]*Goal{
 // twoHostParams are the durations of one two-host run.
 type twoHostParams struct {
 	rounds, tcpSecs, loadSecs, conns int
+	// costKey, when set, is the section key of the CPU cost figures: the
+	// lab's processes then run in the lab's own cgroup (see newCostLab).
+	costKey string
 }
 
 func twoHostSection() *Section {
@@ -274,6 +277,7 @@ type pathSet struct {
 // proven to carry the traffic the way it claims, before and during every
 // measurement, or the run fails.
 func TwoHost(ctx context.Context, binDir string, p twoHostParams, rec *Recorder) (err error) {
+	p.costKey = "twohost"
 	b, err := openEncapBench(ctx, binDir, lab.KindVeth, p, rec, "two-host", twoHostWorkloads...)
 	if err != nil {
 		return err
@@ -296,7 +300,14 @@ func openEncapBench(ctx context.Context, binDir string, kind lab.WorkloadKind, p
 	if _, err := os.Stat(loadBin); err != nil {
 		return nil, fmt.Errorf("the load tool is missing (make build builds it): %w", err)
 	}
-	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx, AgentLogLevel: "warn", WorkloadKind: kind})
+	opts := lab.Options{BinDir: binDir, Context: ctx, AgentLogLevel: "warn", WorkloadKind: kind}
+	var l *lab.Lab
+	var err error
+	if p.costKey != "" {
+		l, err = newCostLab(opts, rec, p.costKey)
+	} else {
+		l, err = lab.New(opts)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -1099,7 +1110,7 @@ func loadRunAt(l *lab.Lab, bin, ns, target, mode string, secs, conns int, rate f
 		args = append(args, "--rate", fmt.Sprintf("%.0f", rate))
 	}
 	var out lab.Result
-	use, err := measureCPU(func() (err error) {
+	use, err := measureCPU(l.Cgroup(), func() (err error) {
 		out, err = l.ExecTimeout(time.Duration(secs+30)*time.Second, ns, onCPU(pinLoadClient, args...)...)
 		return err
 	})
