@@ -186,10 +186,42 @@ func costMethod(rec *Recorder, key string) string {
 	fmt.Fprintf(&b, "- **CPU cost at a fixed rate** (issue 17): saturating throughput on this shared 2-CPU machine measures the neighbours as much as the path, and its verdicts flipped run to run. ")
 	fmt.Fprintf(&b, "So every path also carries the same fixed load, well below saturation: iperf3 `-b` at %.1f Gbit/s (one stream) and %.1f Gbit/s (four streams, a quarter each), %.0f%% of the first saturated figure of the run (the first path of the first round), rounded down to 0.5 Gbit/s; each run is as long as a throughput run. ",
 		paramFloat(rec, key+"."+MetricCost1+"Gbps"), paramFloat(rec, key+"."+MetricCost4+"Gbps"), costFraction*100)
-	fmt.Fprintf(&b, "Over the iperf3 client's run the machine's CPU time is read from /proc/stat as what its CPUs did not spend idle: CPUs × wall clock − (idle + iowait + steal), all CPUs, softirq work included (it is charged to no process). The kernel keeps idle time exactly while user, system and softirq are sampled at each 250 Hz tick, which missed most of a timer-paced load (0.16 CPUs for a 5.5 Gbit/s stream); right before a path's first cost run, the same reading over a run of the same length with nothing running is its *idle baseline*, and the cost is (busy − baseline × run length) / GB iperf3 sent. Steal time (a neighbour on the CPU) counts as neither. ")
+	b.WriteString(cpuMethod(rec, key, "the iperf3 client's run", "GB iperf3 sent"))
 	fmt.Fprintf(&b, "*Carried* is the rate iperf3 reached (*share of the rate* below 1 means the path could not carry it in some round). ")
 	fmt.Fprintf(&b, "Lower is better; the ratio is BPF / kernel. The goals are judged on the 95%% interval of the per-round ratios (geometric mean, t-interval on the logarithms over the rounds): **pass** when the whole interval is ≤ 1, **miss** when the whole interval is above 1, **unclear** when it holds 1.\n")
 	return b.String()
+}
+
+// cpuMethod explains how the CPU time of a cost run (over what, per what)
+// is measured in section key: with the lab's cgroup, or on the /proc/stat
+// fallback (key.cpuFallback says why).
+func cpuMethod(rec *Recorder, key, over, per string) string {
+	var b strings.Builder
+	if why := paramString(rec, key+".cpuFallback"); why != "" {
+		fmt.Fprintf(&b, "**This run had no cgroup of the lab's own (%s), so its cost figures are the whole machine's and count the neighbours too.** ", why)
+		fmt.Fprintf(&b, "Over %s the machine's CPU time is read from /proc/stat as what its CPUs did not spend idle: CPUs × wall clock − (idle + iowait + steal), all CPUs. Right before a path's first cost run, the same reading over a run of the same length with nothing running is its *idle baseline*, and the cost is (busy − baseline × run length) per %s. ", over, per)
+		return b.String()
+	}
+	fmt.Fprintf(&b, "The CPU time is the lab's own: every process the lab starts (the agents, iperf3's client and server, calyx-load's, BIRD, every `ip` and `calyxctl`) is created in a cgroup v2 of the run's own (`%s`, made when the lab starts and removed with it; clone3 with `CLONE_INTO_CGROUP`), and the cost is the growth of its `cpu.stat` `usage_usec` over %s — the scheduler's exact runtime of those processes — plus the runtime of the kernel's `ksoftirqd/N` threads over the run (`/proc/<pid>/schedstat`), per %s. ", paramString(rec, key+".cgroup"), over, per)
+	if !paramBool(rec, key+".cgroupCPUController") {
+		fmt.Fprintf(&b, "(This machine mounts cgroup v2 beside the v1 hierarchies and binds the cpu controller to v1; `usage_usec` does not need it: the cgroup core keeps it for every v2 cgroup.) ")
+	}
+	fmt.Fprintf(&b, "The neighbours' CPU time is in neither, so there is no idle baseline to subtract; *whole machine busy* (/proc/stat, neighbours included) is shown only for comparison. ")
+	fmt.Fprintf(&b, "What this counts of the packet work: this kernel has no IRQ time accounting (/proc/stat's irq column stays 0), so softirq work is charged to the task the CPU was running. In the veth lab a packet is mostly carried in the sending process's context — `veth_xmit` queues it to the peer and the receive softirq runs at the sender's `local_bh_enable` — and so is charged to the lab. ")
+	fmt.Fprintf(&b, "%s\n", softirqNote)
+	return b.String()
+}
+
+// softirqNote is what the lab's CPU figure misses of the softirq work, as
+// measured (see BENCHMARKS.md's Method).
+const softirqNote = "Softirq work deferred to ksoftirqd is added back (it is the lab's: over 10 s with no lab running the ksoftirqd threads ran 0 ns). Softirq work that ran while the CPU was idle or a neighbour's task was interrupted (timers: TCP's delayed ACKs, retransmits) is missed."
+
+// paramBool returns a boolean parameter (false when unset).
+func paramBool(rec *Recorder, key string) bool {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	v, _ := rec.params[key].(bool)
+	return v
 }
 
 // paramFloat returns a numeric parameter (0 when unset).

@@ -98,7 +98,7 @@ func fipMeasuredSection() *Section {
 		rec.Param("fip.rounds", rounds)
 		rec.Param("fip.tcpSeconds", tcpSecs)
 		rec.Param("fip.loadSeconds", loadSecs)
-		rec.logf("floating IP: %d rounds of 2 paths × (iperf3 %d s, rr and crr %d s, then idle, rr and crr at a fixed rate %d s)", rounds, tcpSecs, loadSecs, loadSecs)
+		rec.logf("floating IP: %d rounds of 2 paths × (iperf3 %d s, rr and crr %d s, then rr and crr at a fixed rate %d s)", rounds, tcpSecs, loadSecs, loadSecs)
 		return runFIPBench(ctx, o.BinDir, rounds, tcpSecs, loadSecs, rec)
 	}
 	s.Method = func(rec *Recorder) string {
@@ -107,10 +107,11 @@ func fipMeasuredSection() *Section {
 - **calyx**: calyx-agent on host-a with a FloatingIP for wa; calyx_from_underlay DNATs at host-a's eth0 and hands the packet to wa (bpf_redirect_peer); wa's replies get the floating IP back from their conntrack entry in calyx_from_wl.
 - **kernel**: the agent is stopped and calyx's programs detached (TCX pins removed, checked with BPF_PROG_QUERY), its routes flushed; then a /32 route to wa's veth with proxy_arp on it (as a routed host does without calyx) and `+"`iptables -t nat -A PREROUTING -d %s -j DNAT --to-destination <wa>`"+`; the kernel's conntrack undoes the DNAT for the replies.
 - **Proof of the path**, every run: calyx — host-a's eth0 counts the packets as deliver-local and ct dump holds the DNAT flow; kernel — the DNAT rule's packet counter moves and no calyx program is attached.
-- **CPU cost at a fixed rate** (issue 17): after the saturating runs, each path carries the same fixed load, `+"`calyx-load --rate`"+` at %.0f transactions/s (rr) and %.0f connections/s (crr), %.0f%% of the first path's saturated figure in the first round, rounded down to 500/s, %d s each. Over each client run the machine's CPU time is read from /proc/stat as what its CPUs did not spend idle (CPUs × wall clock − idle − iowait − steal); right before, the same reading over %d s with nothing running is the *idle baseline*; the cost is (busy − baseline × run length) per thousand transactions, in CPU milliseconds. Lower is better; the ratio is BPF / iptables. Goals are judged on the 95%% interval of the per-round ratios (geometric mean, t-interval on the logarithms): **pass** when the whole interval is at or below the goal, **miss** when the whole interval is above it, **unclear** when it holds the goal. With %d rounds the interval is wide (t with %d degrees of freedom).
+- **CPU cost at a fixed rate** (issue 17): after the saturating runs, each path carries the same fixed load, `+"`calyx-load --rate`"+` at %.0f transactions/s (rr) and %.0f connections/s (crr), %.0f%% of the first path's saturated figure in the first round, rounded down to 500/s, %d s each. %s Lower is better; the ratio is BPF / iptables. Goals are judged on the 95%% interval of the per-round ratios (geometric mean, t-interval on the logarithms): **pass** when the whole interval is at or below the goal, **miss** when the whole interval is above it, **unclear** when it holds the goal. With %d rounds the interval is wide (t with %d degrees of freedom).
 - **Placement**: %s`,
 			fipAddr, rec.ParamInt("fip.rounds"), rec.ParamInt("fip.tcpSeconds"), rec.ParamInt("fip.loadSeconds"), fipAddr,
-			paramFloat(rec, "fip.costRate.rr"), paramFloat(rec, "fip.costRate.crr"), costFraction*100, rec.ParamInt("fip.loadSeconds"), rec.ParamInt("fip.loadSeconds"),
+			paramFloat(rec, "fip.costRate.rr"), paramFloat(rec, "fip.costRate.crr"), costFraction*100, rec.ParamInt("fip.loadSeconds"),
+			strings.TrimSuffix(cpuMethod(rec, "fip", "each client run", "thousand transactions (CPU milliseconds)"), "\n"),
 			rec.ParamInt("fip.rounds"), max(rec.ParamInt("fip.rounds")-1, 1), placementNote(true))
 	}
 	return s

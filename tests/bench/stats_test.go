@@ -160,3 +160,32 @@ func TestJudgeOnInterval(t *testing.T) {
 		}
 	}
 }
+
+func TestSchedstatAndLabCPU(t *testing.T) {
+	d, err := parseSchedstat("22268062646 55614195863 356001\n")
+	if err != nil || d != 22268062646*time.Nanosecond {
+		t.Errorf("parseSchedstat = %v, %v", d, err)
+	}
+	for _, bad := range []string{"", "x 1 2"} {
+		if _, err := parseSchedstat(bad); err == nil {
+			t.Errorf("parsed %q", bad)
+		}
+	}
+	// With the lab's cgroup the cost is its processes plus ksoftirqd; the
+	// machine's busy time and the idle baseline play no part.
+	u := cpuUse{busy: 9, wall: 5, hasLab: true, lab: 2.4, softirqd: 0.1}
+	if got := u.cpuSeconds(0.7); !near(got, 2.5, 1e-12) {
+		t.Errorf("lab CPU s %.3f, want 2.5", got)
+	}
+	if got := costPerGB(u, 0.7, 2_500_000_000); !near(got, 1, 1e-12) {
+		t.Errorf("lab cost per GB %.3f, want 1", got)
+	}
+	if got := costPerKT(u, 0.7, 25_000); !near(got, 100, 1e-9) {
+		t.Errorf("lab cost per 1k transactions %.3f, want 100", got)
+	}
+	if pids, err := ksoftirqdPids(); err == nil {
+		if _, err := threadsRuntime(pids); err != nil {
+			t.Errorf("this machine's ksoftirqd: %v", err)
+		}
+	}
+}
