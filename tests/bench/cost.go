@@ -80,6 +80,7 @@ func costTable(m metric, cases []EncapCase, id func(metric, path string) string,
 // on the /proc/stat fallback only, the idle baseline.
 var cpuExtras = []Extra{
 	{Detail: "labCPUs", Header: "lab's processes, CPUs (median)", Stat: "median", Format: "%.2f"},
+	{Detail: "agentsCPUs", Header: "of which agents (median)", Stat: "median", Format: "%.3f"},
 	{Detail: "ksoftirqdCPUs", Header: "ksoftirqd, CPUs (median)", Stat: "median", Format: "%.3f"},
 	{Detail: "busyCPUs", Header: "whole machine busy, CPUs (median)", Stat: "median", Format: "%.2f"},
 	{Detail: "idleCPUs", Header: "idle baseline CPUs (fallback, median)", Stat: "median", Format: "%.2f"},
@@ -90,6 +91,7 @@ func recordCPU(rec *Recorder, id string, use cpuUse, idle float64) {
 	rec.Detail(id, "busyCPUs", use.busy/use.wall)
 	if use.hasLab {
 		rec.Detail(id, "labCPUs", use.lab/use.wall)
+		rec.Detail(id, "agentsCPUs", use.agents/use.wall)
 		rec.Detail(id, "ksoftirqdCPUs", use.softirqd/use.wall)
 		return
 	}
@@ -99,7 +101,7 @@ func recordCPU(rec *Recorder, id string, use cpuUse, idle float64) {
 // cpuNote is a cost run's CPU figures for the log.
 func cpuNote(use cpuUse, idle float64) string {
 	if use.hasLab {
-		return fmt.Sprintf("lab %.3f CPUs, ksoftirqd %.3f, machine %.2f", use.lab/use.wall, use.softirqd/use.wall, use.busy/use.wall)
+		return fmt.Sprintf("lab %.3f CPUs (agents %.3f), ksoftirqd %.3f, machine %.2f", use.lab/use.wall, use.agents/use.wall, use.softirqd/use.wall, use.busy/use.wall)
 	}
 	return fmt.Sprintf("machine %.2f CPUs, idle baseline %.2f", use.busy/use.wall, idle)
 }
@@ -202,7 +204,7 @@ func cpuMethod(rec *Recorder, key, over, per string) string {
 		fmt.Fprintf(&b, "Over %s the machine's CPU time is read from /proc/stat as what its CPUs did not spend idle: CPUs × wall clock − (idle + iowait + steal), all CPUs. Right before a path's first cost run, the same reading over a run of the same length with nothing running is its *idle baseline*, and the cost is (busy − baseline × run length) per %s. ", over, per)
 		return b.String()
 	}
-	fmt.Fprintf(&b, "The CPU time is the lab's own: every process the lab starts (the agents, iperf3's client and server, calyx-load's, BIRD, every `ip` and `calyxctl`) is created in a cgroup v2 of the run's own (`%s`, made when the lab starts and removed with it; clone3 with `CLONE_INTO_CGROUP`), and the cost is the growth of its `cpu.stat` `usage_usec` over %s — the scheduler's exact runtime of those processes — plus the runtime of the kernel's `ksoftirqd/N` threads over the run (`/proc/<pid>/schedstat`), per %s. ", paramString(rec, key+".cgroup"), over, per)
+	fmt.Fprintf(&b, "The CPU time is the lab's own: every process the lab starts (the agents, iperf3's client and server, calyx-load's, BIRD, every `ip` and `calyxctl`) is created in a cgroup v2 of the run's own (`%s`, made when the lab starts and removed with it; clone3 with `CLONE_INTO_CGROUP`), and the cost is the growth of its `cpu.stat` `usage_usec` over %s — the scheduler's exact runtime of those processes — plus the runtime of the kernel's `ksoftirqd/N` threads over the run (`/proc/<pid>/schedstat`), per %s. The agents run in a child cgroup, `agents/`, so *of which agents* shows their share (their periodic work: conntrack GC, reconciling; the kernel paths run without agents). ", paramString(rec, key+".cgroup"), over, per)
 	if !paramBool(rec, key+".cgroupCPUController") {
 		fmt.Fprintf(&b, "(This machine mounts cgroup v2 beside the v1 hierarchies and binds the cpu controller to v1; `usage_usec` does not need it: the cgroup core keeps it for every v2 cgroup.) ")
 	}

@@ -169,13 +169,14 @@ func iperfRun(l *lab.Lab, srcNS, dstNS, target, bind string, seconds, streams in
 // cpuUse is the CPU time of one measured run over wall seconds. busy
 // (and the tick-sampled ticked) is the whole machine's, from /proc/stat.
 // With the lab's cgroup (hasLab), lab is the CPU time of the lab's own
-// processes over the run, from the cgroup's cpu.stat, and softirqd that of
-// the ksoftirqd threads (softirq work the kernel deferred to them, which
-// no process of the lab is charged for).
+// processes over the run, from the cgroup's cpu.stat (agents the part of
+// it the calyx agents used), and softirqd that of the ksoftirqd threads
+// (softirq work the kernel deferred to them, which no process of the lab
+// is charged for).
 type cpuUse struct {
-	busy, wall, ticked float64
-	hasLab             bool
-	lab, softirqd      float64
+	busy, wall, ticked    float64
+	hasLab                bool
+	lab, agents, softirqd float64
 }
 
 // cpuSeconds is the run's CPU cost: with the cgroup, the lab's processes
@@ -190,9 +191,9 @@ func (u cpuUse) cpuSeconds(idle float64) float64 {
 
 // cpuReading is one reading of every CPU counter measureCPU compares.
 type cpuReading struct {
-	machine  cpuTimes
-	lab      lab.CPUStat
-	softirqd time.Duration
+	machine     cpuTimes
+	lab, agents lab.CPUStat
+	softirqd    time.Duration
 }
 
 func readCPU(cg *lab.Cgroup, softirqd []int) (cpuReading, error) {
@@ -200,6 +201,9 @@ func readCPU(cg *lab.Cgroup, softirqd []int) (cpuReading, error) {
 	var err error
 	if cg != nil {
 		if r.lab, err = cg.CPUStat(); err != nil {
+			return r, err
+		}
+		if r.agents, err = cg.AgentsCPUStat(); err != nil {
 			return r, err
 		}
 		if r.softirqd, err = threadsRuntime(softirqd); err != nil {
@@ -236,6 +240,7 @@ func measureCPU(cg *lab.Cgroup, f func() error) (cpuUse, error) {
 	if cg != nil {
 		u.hasLab = true
 		u.lab = (r1.lab.Usage - r0.lab.Usage).Seconds()
+		u.agents = (r1.agents.Usage - r0.agents.Usage).Seconds()
 		u.softirqd = (r1.softirqd - r0.softirqd).Seconds()
 	}
 	return u, nil

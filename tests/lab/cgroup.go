@@ -22,14 +22,18 @@ import (
 // <cgroup v2 mount>/calyx-bench-<prefix>.
 const CgroupNamePrefix = "calyx-bench-"
 
-// Cgroup is the lab's cgroup v2 directory.
+// Cgroup is the lab's cgroup v2 directory. The agents run in a child of
+// it, agents/, so their share can be read apart (the lab's cpu.stat counts
+// the child's too).
 type Cgroup struct {
 	// Path is the directory (/sys/fs/cgroup/calyx-bench-cx1234).
 	Path string
+	// Agents is the agents' child cgroup (Path/agents).
+	Agents string
 	// Controllers lists the controllers the hierarchy offers
 	// (cgroup.controllers of its root); cpu.stat's usage needs none.
-	Controllers []string
-	fd          int
+	Controllers  []string
+	fd, agentsFD int
 }
 
 // CPUStat is a reading of a cgroup's cpu.stat. Usage is the scheduler's
@@ -153,38 +157,61 @@ func createCgroup(prefix string) (*Cgroup, error) {
 	if err != nil {
 		return nil, err
 	}
-	cg := &Cgroup{Path: CgroupPath(mount, prefix), fd: -1}
+	dir := CgroupPath(mount, prefix)
+	cg := &Cgroup{Path: dir, Agents: filepath.Join(dir, "agents"), fd: -1, agentsFD: -1}
 	if b, err := os.ReadFile(filepath.Join(mount, "cgroup.controllers")); err == nil {
 		cg.Controllers = strings.Fields(string(b))
 	}
 	if err := os.Mkdir(cg.Path, 0o755); err != nil {
 		return nil, fmt.Errorf("create cgroup: %w", err)
 	}
-	if _, err := cg.CPUStat(); err != nil {
+	undo := func(err error) (*Cgroup, error) {
+		cg.closeFD()
+		_ = os.Remove(cg.Agents)
 		_ = os.Remove(cg.Path)
 		return nil, err
 	}
-	fd, err := syscall.Open(cg.Path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		_ = os.Remove(cg.Path)
-		return nil, fmt.Errorf("open cgroup %s: %w", cg.Path, err)
+	if err := os.Mkdir(cg.Agents, 0o755); err != nil {
+		return undo(fmt.Errorf("create cgroup: %w", err))
 	}
-	cg.fd = fd
+	if _, err := cg.CPUStat(); err != nil {
+		return undo(err)
+	}
+	if _, err := cg.AgentsCPUStat(); err != nil {
+		return undo(err)
+	}
+	for _, d := range []struct {
+		path string
+		fd   *int
+	}{{cg.Path, &cg.fd}, {cg.Agents, &cg.agentsFD}} {
+		fd, err := syscall.Open(d.path, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return undo(fmt.Errorf("open cgroup %s: %w", d.path, err))
+		}
+		*d.fd = fd
+	}
 	return cg, nil
 }
 
-// CPUStat reads the cgroup's cpu.stat.
-func (c *Cgroup) CPUStat() (CPUStat, error) {
-	b, err := os.ReadFile(filepath.Join(c.Path, "cpu.stat"))
+// readCPUStat reads the cpu.stat in dir.
+func readCPUStat(dir string) (CPUStat, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cpu.stat"))
 	if err != nil {
 		return CPUStat{}, err
 	}
 	st, err := ParseCPUStat(string(b))
 	if err != nil {
-		return CPUStat{}, fmt.Errorf("%s: %w", c.Path, err)
+		return CPUStat{}, fmt.Errorf("%s: %w", dir, err)
 	}
 	return st, nil
 }
+
+// AgentsCPUStat reads the cpu.stat of the agents' child cgroup.
+func (c *Cgroup) AgentsCPUStat() (CPUStat, error) { return readCPUStat(c.Agents) }
+
+// CPUStat reads the cgroup's cpu.stat: every process of the lab, the
+// agents included.
+func (c *Cgroup) CPUStat() (CPUStat, error) { return readCPUStat(c.Path) }
 
 // HasController reports whether the hierarchy offers controller name.
 func (c *Cgroup) HasController(name string) bool {
@@ -196,11 +223,13 @@ func (c *Cgroup) HasController(name string) bool {
 	return false
 }
 
-// closeFD closes the directory fd; new processes are no longer put in.
+// closeFD closes the directory fds; new processes are no longer put in.
 func (c *Cgroup) closeFD() {
-	if c.fd >= 0 {
-		_ = syscall.Close(c.fd)
-		c.fd = -1
+	for _, fd := range []*int{&c.fd, &c.agentsFD} {
+		if *fd >= 0 {
+			_ = syscall.Close(*fd)
+			*fd = -1
+		}
 	}
 }
 
@@ -215,14 +244,19 @@ func removeCgroup(prefix string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+	rm := func() error {
+		_ = os.Remove(filepath.Join(dir, "agents"))
+		return os.Remove(dir)
+	}
+	if err := rm(); err == nil || errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	// Still populated: every process in it is the lab's.
+	// Still populated: every process in it is the lab's (cgroup.kill
+	// kills the children's too).
 	_ = os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		err := os.Remove(dir)
+		err := rm()
 		if err == nil || errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
@@ -261,4 +295,12 @@ func (l *Lab) cgroupFD() int {
 		return -1
 	}
 	return l.cgroup.fd
+}
+
+// agentCgroupFD is the fd agents are created in, -1 for none.
+func (l *Lab) agentCgroupFD() int {
+	if l.cgroup == nil {
+		return -1
+	}
+	return l.cgroup.agentsFD
 }

@@ -94,6 +94,12 @@ func TestLabCgroup(t *testing.T) {
 		t.Fatal("no cgroup")
 	}
 	want := "0::/" + filepath.Base(cg.Path)
+	if cg.Agents != filepath.Join(cg.Path, "agents") {
+		t.Errorf("agents' cgroup %q", cg.Agents)
+	}
+	if _, err := cg.AgentsCPUStat(); err != nil {
+		t.Error(err)
+	}
 	if !strings.HasPrefix(cg.Path, "/") || filepath.Base(cg.Path) != CgroupNamePrefix+l.Prefix {
 		t.Fatalf("cgroup path %q", cg.Path)
 	}
