@@ -20,7 +20,7 @@ func main() {
 	jsonOut := flag.String("json", "bench/results.json", "machine-readable results to write (empty: none)")
 	charts := flag.String("charts", "bench", "directory for the PNG charts (empty: none)")
 	quick := flag.Bool("quick", os.Getenv("BENCH_QUICK") != "", "a short pass (about a minute) that checks everything works")
-	rounds := flag.Int("rounds", 0, "rounds of the two-host and vm sections (0: 5, or 1 with --quick)")
+	rounds := flag.Int("rounds", 0, "rounds of the two-host, floating-IP and vm sections (0: 5, or 1 with --quick)")
 	bpfBench := flag.String("bpf-bench", "", "`go test -bench` output of ./bpf/ for the per-packet section")
 	only := flag.String("only", "", "comma-separated sections to run ("+strings.Join(bench.SectionKeys(), ", ")+"); default all. The other sections keep their figures from --json")
 	flag.Parse()

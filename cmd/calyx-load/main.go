@@ -20,10 +20,12 @@ import (
 
 const usage = `usage:
   calyx-load serve --listen IP:PORT [--request N] [--response N]
-  calyx-load rr    --target IP:PORT [--duration D] [--conns N] [--request N] [--response N]
-  calyx-load crr   --target IP:PORT [--duration D] [--conns N] [--request N] [--response N]
-rr and crr print one JSON object: mode, conns, seconds, transactions, perSecond,
-latencyP50us, latencyP99us, errors.
+  calyx-load rr    --target IP:PORT [--duration D] [--conns N] [--rate R] [--request N] [--response N]
+  calyx-load crr   --target IP:PORT [--duration D] [--conns N] [--rate R] [--request N] [--response N]
+rr and crr print one JSON object: mode, conns, rate (when set), seconds,
+transactions, perSecond, latencyP50us, latencyP99us, errors. --rate offers a
+fixed load (transactions per second over all connections) instead of the most
+the path carries.
 `
 
 func main() {
@@ -45,6 +47,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 	target := fs.String("target", "", "server address (rr, crr)")
 	duration := fs.Duration("duration", 5*time.Second, "how long to measure")
 	conns := fs.Int("conns", 1, "concurrent connections")
+	rate := fs.Float64("rate", 0, "transactions per second over all connections (0: as fast as possible)")
 	req := fs.Int("request", 1, "request size in bytes")
 	resp := fs.Int("response", 1, "response size in bytes")
 	if err := fs.Parse(args); err != nil {
@@ -66,7 +69,7 @@ func run(ctx context.Context, cmd string, args []string) error {
 			return fmt.Errorf("%s needs --target IP:PORT", cmd)
 		}
 		res, err := loadgen.Run(ctx, loadgen.Options{Mode: loadgen.Mode(cmd), Target: *target,
-			Duration: *duration, Conns: *conns, Sizes: sizes})
+			Duration: *duration, Conns: *conns, Sizes: sizes, Rate: *rate})
 		if err != nil {
 			return err
 		}

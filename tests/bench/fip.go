@@ -37,6 +37,21 @@ var fipMetrics = []struct{ key, title, unit string }{
 	{"crr", "New connections to the floating IP (calyx-load crr: connect, request, response, close)", "connections/s"},
 }
 
+// fipCostMetrics are the CPU costs of the load modes at a fixed rate
+// (issue 17): the mode's key, with "cost-" before it.
+var fipCostMetrics = []struct{ key, mode, title string }{
+	{"cost-rr", "rr", "CPU cost at a fixed rate: request/response over one connection to the floating IP"},
+	{"cost-crr", "crr", "CPU cost at a fixed rate: new connections to the floating IP"},
+}
+
+// fipCostGoals are issue 4's goals (connection rate ≥ 1.3×, request/
+// response ≥ 1.2× iptables), restated by issue 17 as CPU cost at a fixed
+// rate (≤ 1/1.3 and ≤ 1/1.2 of iptables'), judged on the 95% interval.
+var fipCostGoals = map[string]*Goal{
+	fipCaseID("cost-rr", "bpf-nat"):  {Issue: "issue 17", Text: "floating IP request/response: CPU per transaction at a fixed rate ≤ 0.83 × iptables DNAT (issue 4's ≥ 1.2× as a cost)", MaxRatio: 0.83, OnInterval: true},
+	fipCaseID("cost-crr", "bpf-nat"): {Issue: "issue 17", Text: "floating IP connections: CPU per connection at a fixed rate ≤ 0.77 × iptables DNAT (issue 4's ≥ 1.3× as a cost)", MaxRatio: 0.77, OnInterval: true},
+}
+
 func fipCaseID(metric, path string) string { return "fip." + metric + "." + path }
 
 // fipMeasuredSection is the floating-IP section with its runner.
@@ -55,15 +70,35 @@ func fipMeasuredSection() *Section {
 		}
 		s.Tables = append(s.Tables, t)
 	}
+	for _, m := range fipCostMetrics {
+		t := Table{Title: m.title, Extras: []Extra{
+			{Detail: "offered", Header: "carried transactions/s (median)", Stat: "median", Format: "%.0f"},
+			{Detail: "reached", Header: "share of the rate (min)", Stat: "min", Format: "%.2f"},
+		}}
+		t.Extras = append(t.Extras, cpuExtras...)
+		for _, p := range fipPaths {
+			c := Case{ID: fipCaseID(m.key, p.key), Label: p.label, Unit: unitCPUPerKT, Better: LowerIsBetter, Goal: fipCostGoals[fipCaseID(m.key, p.key)]}
+			if p.key == "iptables-nat" {
+				c.Kernel = true
+			} else {
+				c.Baseline = fipCaseID(m.key, "iptables-nat")
+			}
+			t.Cases = append(t.Cases, c)
+		}
+		s.Tables = append(s.Tables, t)
+	}
 	s.Run = func(ctx context.Context, o *Options, rec *Recorder) error {
-		rounds, tcpSecs, loadSecs := 3, 4, 3
+		rounds, tcpSecs, loadSecs := 5, 4, 3
 		if o.Quick {
 			rounds, tcpSecs, loadSecs = 1, 1, 1
+		}
+		if o.Rounds > 0 {
+			rounds = o.Rounds
 		}
 		rec.Param("fip.rounds", rounds)
 		rec.Param("fip.tcpSeconds", tcpSecs)
 		rec.Param("fip.loadSeconds", loadSecs)
-		rec.logf("floating IP: %d rounds of 2 paths × (iperf3 %d s, rr and crr %d s)", rounds, tcpSecs, loadSecs)
+		rec.logf("floating IP: %d rounds of 2 paths × (iperf3 %d s, rr and crr %d s, then rr and crr at a fixed rate %d s)", rounds, tcpSecs, loadSecs, loadSecs)
 		return runFIPBench(ctx, o.BinDir, rounds, tcpSecs, loadSecs, rec)
 	}
 	s.Method = func(rec *Recorder) string {
@@ -72,8 +107,12 @@ func fipMeasuredSection() *Section {
 - **calyx**: calyx-agent on host-a with a FloatingIP for wa; calyx_from_underlay DNATs at host-a's eth0 and hands the packet to wa (bpf_redirect_peer); wa's replies get the floating IP back from their conntrack entry in calyx_from_wl.
 - **kernel**: the agent is stopped and calyx's programs detached (TCX pins removed, checked with BPF_PROG_QUERY), its routes flushed; then a /32 route to wa's veth with proxy_arp on it (as a routed host does without calyx) and `+"`iptables -t nat -A PREROUTING -d %s -j DNAT --to-destination <wa>`"+`; the kernel's conntrack undoes the DNAT for the replies.
 - **Proof of the path**, every run: calyx — host-a's eth0 counts the packets as deliver-local and ct dump holds the DNAT flow; kernel — the DNAT rule's packet counter moves and no calyx program is attached.
+- **CPU cost at a fixed rate** (issue 17): after the saturating runs, each path carries the same fixed load, `+"`calyx-load --rate`"+` at %.0f transactions/s (rr) and %.0f connections/s (crr), %.0f%% of the first path's saturated figure in the first round, rounded down to 500/s, %d s each. %s Lower is better; the ratio is BPF / iptables. Goals are judged on the 95%% interval of the per-round ratios (geometric mean, t-interval on the logarithms): **pass** when the whole interval is at or below the goal, **miss** when the whole interval is above it, **unclear** when it holds the goal. With %d rounds the interval is wide (t with %d degrees of freedom).
 - **Placement**: %s`,
-			fipAddr, rec.ParamInt("fip.rounds"), rec.ParamInt("fip.tcpSeconds"), rec.ParamInt("fip.loadSeconds"), fipAddr, placementNote(true))
+			fipAddr, rec.ParamInt("fip.rounds"), rec.ParamInt("fip.tcpSeconds"), rec.ParamInt("fip.loadSeconds"), fipAddr,
+			paramFloat(rec, "fip.costRate.rr"), paramFloat(rec, "fip.costRate.crr"), costFraction*100, rec.ParamInt("fip.loadSeconds"),
+			strings.TrimSuffix(cpuMethod(rec, "fip", "each client run", "thousand transactions (CPU milliseconds)"), "\n"),
+			rec.ParamInt("fip.rounds"), max(rec.ParamInt("fip.rounds")-1, 1), placementNote(true))
 	}
 	return s
 }
@@ -88,15 +127,18 @@ type fipBench struct {
 	tcpSecs  int
 	loadSecs int
 	rec      *Recorder
+	// rates are the fixed rates of the cost runs by mode, set at their
+	// first use.
+	rates map[string]float64
 }
 
 func runFIPBench(ctx context.Context, binDir string, rounds, tcpSecs, loadSecs int, rec *Recorder) (err error) {
-	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx})
+	l, err := newCostLab(lab.Options{BinDir: binDir, Context: ctx}, rec, "fip")
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, l.Close()) }()
-	b := &fipBench{l: l, loadBin: filepath.Join(binDir, "calyx-load"), tcpSecs: tcpSecs, loadSecs: loadSecs, rec: rec}
+	b := &fipBench{l: l, loadBin: filepath.Join(binDir, "calyx-load"), tcpSecs: tcpSecs, loadSecs: loadSecs, rec: rec, rates: map[string]float64{}}
 	if err := b.build(); err != nil {
 		return fmt.Errorf("floating-IP lab: %w", err)
 	}
@@ -191,8 +233,46 @@ func (b *fipBench) measure(path string, round int) error {
 		}
 		b.rec.Add(fipCaseID(mode, path), round, res.PerSecond)
 	}
+	if err := b.costs(path, round); err != nil {
+		return err
+	}
 	b.rec.logf("floating IP round %d %s: %.2f Gbit/s", round+1, path, gbps)
 	return prove()
+}
+
+// costs measures each load mode at its fixed rate, recording the CPU cost
+// per thousand transactions; on the /proc/stat fallback (no cgroup) the
+// idle baseline first.
+func (b *fipBench) costs(path string, round int) error {
+	idle := 0.0
+	if b.l.Cgroup() == nil {
+		var err error
+		if idle, err = idleCPU(b.l.Context(), b.loadSecs); err != nil {
+			return err
+		}
+	}
+	for _, m := range fipCostMetrics {
+		rate := b.rates[m.mode]
+		if rate == 0 {
+			sat := b.rec.Values(fipCaseID(m.mode, path))
+			rate = fixedRate(sat[len(sat)-1], 500)
+			b.rates[m.mode] = rate
+			b.rec.Param("fip.costRate."+m.mode, rate)
+			b.rec.logf("floating IP %s: fixed rate %.0f/s (%.0f%% of %s's %.0f/s)", m.mode, rate, costFraction*100, path, sat[len(sat)-1])
+		}
+		res, use, err := loadRunAt(b.l, b.loadBin, b.g.Client.NS, net.JoinHostPort(fipAddr, strconv.Itoa(fipLoadPort)), m.mode, b.loadSecs, 1, rate)
+		if err != nil {
+			return err
+		}
+		id := fipCaseID(m.key, path)
+		cost := costPerKT(use, idle, res.Transactions)
+		b.rec.Add(id, round, cost)
+		b.rec.Detail(id, "offered", res.PerSecond)
+		b.rec.Detail(id, "reached", res.PerSecond/rate)
+		recordCPU(b.rec, id, use, idle)
+		b.rec.logf("floating IP round %d %s %s: %.1f %s (%.0f/s, %s)", round+1, path, m.key, cost, unitCPUPerKT, res.PerSecond, cpuNote(use, idle))
+	}
+	return nil
 }
 
 func (b *fipBench) iperf() (float64, error) {

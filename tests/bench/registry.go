@@ -71,6 +71,11 @@ type Goal struct {
 	MaxValue float64
 	// Stat is "median" (default) or "p99"; used with MaxValue.
 	Stat string
+	// OnInterval judges MinRatio or MaxRatio on the 95% interval of the
+	// per-round ratios (Interval) rather than on the ratio of medians:
+	// pass when the whole interval meets the goal, miss when none of it
+	// does, unclear otherwise.
+	OnInterval bool
 }
 
 // MarshalJSON writes a goal with results.json's camelCase keys, each
@@ -83,7 +88,8 @@ func (g Goal) MarshalJSON() ([]byte, error) {
 		MaxRatio *float64 `json:"maxRatio"`
 		MaxValue *float64 `json:"maxValue"`
 		Stat     *string  `json:"stat"`
-	}{Issue: g.Issue, Text: g.Text}
+		Interval bool     `json:"onInterval"`
+	}{Issue: g.Issue, Text: g.Text, Interval: g.OnInterval}
 	if g.MinRatio > 0 {
 		v.MinRatio = &g.MinRatio
 	}
@@ -110,11 +116,12 @@ func (g *Goal) UnmarshalJSON(b []byte) error {
 		MaxRatio *float64 `json:"maxRatio"`
 		MaxValue *float64 `json:"maxValue"`
 		Stat     *string  `json:"stat"`
+		Interval bool     `json:"onInterval"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
-	*g = Goal{Issue: v.Issue, Text: v.Text}
+	*g = Goal{Issue: v.Issue, Text: v.Text, OnInterval: v.Interval}
 	for _, f := range []struct {
 		dst *float64
 		src *float64

@@ -25,7 +25,7 @@ type Options struct {
 	BPFBench string
 	Quick    bool
 	// Rounds, when positive, replaces the number of rounds of the
-	// two-host and VM sections.
+	// two-host, floating-IP and VM sections.
 	Rounds int
 	// Only, when set, runs just these sections (SectionKeys). The other
 	// sections keep the figures the results file (JSON) already holds, so
@@ -203,6 +203,9 @@ func goalsOf(secs []*Section, cases []*CaseResult) []GoalResult {
 			switch {
 			case !cr.Measured:
 				g.Note = cr.Reason
+			case c.Goal.OnInterval && cr.RatioCI != nil:
+				g.Value = ptr(cr.RatioCI.GeoMean)
+			case c.Goal.OnInterval:
 			case c.Goal.onRatio():
 				g.Value = cr.Ratio
 			default:
@@ -227,8 +230,10 @@ func unitFormat(unit string) string {
 	switch unit {
 	case "Gbit/s", "%":
 		return "%.2f"
-	case "ms", "MiB":
+	case "ms", "MiB", unitCPUPerKT:
 		return "%.1f"
+	case unitCPUPerGB:
+		return "%.3f"
 	}
 	return "%.0f"
 }
@@ -242,6 +247,12 @@ func fmtStat(v *float64, unit string) string {
 
 // goalText renders a goal as a condition.
 func goalText(g *Goal, unit string) string {
+	if g.OnInterval && g.MinRatio > 0 {
+		return fmt.Sprintf("95%% interval ≥ %.2f (%s)", g.MinRatio, g.Issue)
+	}
+	if g.OnInterval && g.MaxRatio > 0 {
+		return fmt.Sprintf("95%% interval ≤ %.2f (%s)", g.MaxRatio, g.Issue)
+	}
 	if g.MinRatio > 0 {
 		return fmt.Sprintf("ratio ≥ %.2f (%s)", g.MinRatio, g.Issue)
 	}
@@ -262,6 +273,8 @@ func verdict(cr *CaseResult) string {
 		return "**pass**"
 	case cr.Pass != nil:
 		return "**miss**"
+	case cr.GoalNote != nil && strings.HasPrefix(*cr.GoalNote, "unclear"):
+		return "**unclear**" + strings.TrimPrefix(*cr.GoalNote, "unclear")
 	case cr.GoalNote != nil:
 		return "not judged: " + *cr.GoalNote
 	case cr.Reason != nil:
@@ -280,6 +293,18 @@ func ratioText(cr *CaseResult) string {
 		return fmt.Sprintf("%.3f", *cr.Ratio)
 	}
 	return fmt.Sprintf("%.2f", *cr.Ratio)
+}
+
+// ciText prints a case's 95% interval of the ratio: the geometric mean of
+// the per-round ratios and the interval's bounds.
+func ciText(cr *CaseResult) string {
+	if cr.RatioCI == nil {
+		return "—"
+	}
+	if cr.Goal != nil && cr.Goal.OnInterval {
+		return fmt.Sprintf("%.3f (%.3f–%.3f)", cr.RatioCI.GeoMean, cr.RatioCI.Lo, cr.RatioCI.Hi)
+	}
+	return cr.RatioCI.String()
 }
 
 func fmtRoundRatio(s *Stats) string {
@@ -350,9 +375,12 @@ func renderMarkdown(res *Results, secs []*Section, status map[string]sectionStat
 			cr := byID[g.Case]
 			fig := "—"
 			if g.Value != nil {
-				if cr.Goal.onRatio() {
+				switch {
+				case cr.Goal.OnInterval:
+					fig = "per-round ratio " + ciText(cr) + ", 95% interval"
+				case cr.Goal.onRatio():
 					fig = "ratio " + ratioText(cr)
-				} else {
+				default:
 					fig = fmt.Sprintf("%s %s %s", statName(cr.Goal), fmtStat(g.Value, cr.Unit), cr.Unit)
 				}
 			}
@@ -370,17 +398,17 @@ func renderMarkdown(res *Results, secs []*Section, status map[string]sectionStat
 				}
 				name := fmt.Sprintf("%s: %s / %s", t.Title, cr.Name, *cr.BaselineName)
 				if !cr.Measured || cr.Ratio == nil {
-					glance = append(glance, fmt.Sprintf("| %s | %s | — | — |", name, reasonOf(cr)))
+					glance = append(glance, fmt.Sprintf("| %s | %s | — | — | — |", name, reasonOf(cr)))
 					continue
 				}
 				goal := "—"
 				if c.Goal != nil && c.Goal.onRatio() {
 					goal = goalText(c.Goal, c.Unit) + ": " + verdict(cr)
 				}
-				glance = append(glance, fmt.Sprintf("| %s | **%s** | %s | %s |", name, ratioText(cr), fmtRoundRatio(cr.RoundRatio), goal))
+				glance = append(glance, fmt.Sprintf("| %s | **%s** | %s | %s | %s |", name, ratioText(cr), fmtRoundRatio(cr.RoundRatio), ciText(cr), goal))
 				for _, a := range cr.Also {
 					if a.Ratio != nil {
-						glance = append(glance, fmt.Sprintf("| %s: %s / %s (for information) | %.2f | %s | — |", t.Title, cr.Name, a.BaselineName, *a.Ratio, fmtRoundRatio(a.RoundRatio)))
+						glance = append(glance, fmt.Sprintf("| %s: %s / %s (for information) | %.2f | %s | — | — |", t.Title, cr.Name, a.BaselineName, *a.Ratio, fmtRoundRatio(a.RoundRatio)))
 					}
 				}
 			}
@@ -389,7 +417,8 @@ func renderMarkdown(res *Results, secs []*Section, status map[string]sectionStat
 	if len(glance) > 0 {
 		fmt.Fprintf(&b, "## Ratios at a glance\n\n")
 		fmt.Fprintf(&b, "Each calyx path against the kernel's own way of doing the same job, except where the baseline is another calyx case (the same path with a smaller model).\n\n")
-		fmt.Fprintf(&b, "| comparison | ratio of medians | per-round ratio: median (min–max) | goal |\n|---|---|---|---|\n")
+		fmt.Fprintf(&b, "*95%% interval*: the geometric mean of the per-round ratios and its 95%% confidence interval (a t-interval on the ratios' logarithms, rounds paired BPF with kernel); an interval that holds 1 means this run cannot tell the two paths apart.\n\n")
+		fmt.Fprintf(&b, "| comparison | ratio of medians | per-round ratio: median (min–max) | 95%% interval: geometric mean (lo–hi) | goal |\n|---|---|---|---|---|\n")
 		b.WriteString(strings.Join(glance, "\n"))
 		b.WriteString("\n\n")
 	}
@@ -488,7 +517,7 @@ func writeTable(b *strings.Builder, t Table, byID map[string]*CaseResult, headin
 		if !kernel {
 			name = "ratio to baseline"
 		}
-		hdr = append(hdr, name, "per-round ratio")
+		hdr = append(hdr, name, "per-round ratio", "95% interval")
 	}
 	if goals {
 		hdr = append(hdr, "goal")
@@ -509,7 +538,7 @@ func writeTable(b *strings.Builder, t Table, byID map[string]*CaseResult, headin
 			}
 		}
 		if ratios {
-			ratio, per := "—", "—"
+			ratio, per, ci := "—", "—", "—"
 			switch {
 			case c.Kernel || baselines[c.ID]:
 				ratio = "baseline"
@@ -520,6 +549,7 @@ func writeTable(b *strings.Builder, t Table, byID map[string]*CaseResult, headin
 			case cr.Ratio != nil:
 				ratio = fmt.Sprintf("**%s** × %s", ratioText(cr), *cr.BaselineName)
 				per = fmtRoundRatio(cr.RoundRatio)
+				ci = ciText(cr)
 				for _, a := range cr.Also {
 					if a.Ratio != nil {
 						ratio += fmt.Sprintf("; %.2f × %s", *a.Ratio, a.BaselineName)
@@ -530,7 +560,7 @@ func writeTable(b *strings.Builder, t Table, byID map[string]*CaseResult, headin
 			default:
 				ratio = "vs " + *cr.BaselineName
 			}
-			row = append(row, ratio, per)
+			row = append(row, ratio, per, ci)
 		}
 		if goals {
 			goal := "—"
@@ -574,9 +604,9 @@ Written with this page by the same run. Keys are stable; ` + "`schema`" + ` chan
   - ` + "`id`" + ` (stable, e.g. ` + "`tcp1.bpf-vxlan`" + `, ` + "`rr.kernel-routing`" + `, ` + "`pp.encap-vxlan`" + `, ` + "`cp.change.endpoint`" + `), ` + "`section`" + `, ` + "`table`" + `, ` + "`name`" + `, ` + "`unit`" + `, ` + "`better`" + ` (` + "`higher`" + ` or ` + "`lower`" + `), ` + "`kernel`" + ` (true for a kernel baseline);
   - ` + "`measured`" + `, and ` + "`reason`" + ` when not (` + "`not measured: arrives with issue 4 (floating IPs)`" + `: such cases never carry numbers);
   - ` + "`samples`" + ` and ` + "`rounds`" + ` (the round each sample was measured in), ` + "`median`, `min`, `max`" + `, and ` + "`p50`, `p99`" + ` for latency distributions;
-  - ` + "`baseline`" + ` (id of the kernel case it is compared with), ` + "`baselineName`" + `, ` + "`ratio`" + ` (median / baseline median), ` + "`roundRatio`" + ` (` + "`n`, `median`, `min`, `max`" + ` of the ratios of samples of the same round), ` + "`also`" + ` (further comparisons, for information: ` + "`baseline`, `baselineName`, `ratio`, `roundRatio`" + `);
-  - ` + "`goal`" + ` (` + "`issue`, `text`, `minRatio`" + ` or ` + "`maxRatio`" + ` on the ratio, or ` + "`maxValue`" + ` with ` + "`stat`" + ` on the figure), ` + "`pass`" + `, ` + "`goalNote`" + ` (why a goal is not judged);
-  - ` + "`details`" + `: per-sample qualifiers as ` + "`n`, `median`, `min`, `max`" + `: ` + "`mtu`, `pathShare`, `pathPacketBytes`" + ` (iperf3 cases), ` + "`latencyP50us`, `latencyP99us`, `errors`" + ` (rr, crr), ` + "`lastRuleShare`" + ` (policy crr: new flows the allowing rule decided per connection), ` + "`ns`" + ` (per-packet: before the harness correction), ` + "`policyEntries`, `ipcacheEntries`" + ` (policy: map sizes), ` + "`startedMs`, `reconcileMs`, `mapWrites`, `commitMs`" + ` (etcd: the agent's "agent started" line, what the agent's ` + "`synced`" + ` line says its reconcile took and wrote, the etcd transaction's round trip), ` + "`routes`, `blockRoutes`, `remote32`" + ` (etcd: cx_routes after the first sync), ` + "`peakMiB`" + ` (etcd: the agent's VmHWM).
+  - ` + "`baseline`" + ` (id of the kernel case it is compared with), ` + "`baselineName`" + `, ` + "`ratio`" + ` (median / baseline median), ` + "`roundRatio`" + ` (` + "`n`, `median`, `min`, `max`" + ` of the ratios of samples of the same round), ` + "`ratioCI`" + ` (` + "`level`, `n`, `geoMean`, `lo`, `hi`" + `: the geometric mean of those per-round ratios and its 95% t-interval on their logarithms), ` + "`also`" + ` (further comparisons, for information: ` + "`baseline`, `baselineName`, `ratio`, `roundRatio`" + `);
+  - ` + "`goal`" + ` (` + "`issue`, `text`, `minRatio`" + ` or ` + "`maxRatio`" + ` on the ratio, or ` + "`maxValue`" + ` with ` + "`stat`" + ` on the figure; ` + "`onInterval`" + `: judged on ` + "`ratioCI`" + `, pass when the whole interval meets the goal, miss when none of it does, ` + "`pass`" + ` null and a ` + "`goalNote`" + ` beginning "unclear" otherwise), ` + "`pass`" + `, ` + "`goalNote`" + ` (why a goal is not judged);
+  - ` + "`details`" + `: per-sample qualifiers as ` + "`n`, `median`, `min`, `max`" + `: ` + "`mtu`, `pathShare`, `pathPacketBytes`" + ` (iperf3 cases), ` + "`latencyP50us`, `latencyP99us`, `errors`" + ` (rr, crr), ` + "`lastRuleShare`" + ` (policy crr: new flows the allowing rule decided per connection), ` + "`ns`" + ` (per-packet: before the harness correction), ` + "`policyEntries`, `ipcacheEntries`" + ` (policy: map sizes), ` + "`startedMs`, `reconcileMs`, `mapWrites`, `commitMs`" + ` (etcd: the agent's "agent started" line, what the agent's ` + "`synced`" + ` line says its reconcile took and wrote, the etcd transaction's round trip), ` + "`routes`, `blockRoutes`, `remote32`" + ` (etcd: cx_routes after the first sync), ` + "`peakMiB`" + ` (etcd: the agent's VmHWM), ` + "`offeredGbps`" + ` / ` + "`offered`" + `, ` + "`reached`, `labCPUs`, `agentsCPUs`, `ksoftirqdCPUs`, `busyCPUs`, `idleCPUs`" + ` (CPU cost at a fixed rate: what was carried, its share of the fixed rate, the CPUs the lab's cgroup, the agents in it and the ksoftirqd threads used during the run, the whole machine's CPUs busy, and on the /proc/stat fallback only the idle baseline).
 - ` + "`goals`" + `: every goal of the report: ` + "`case`, `issue`, `text`, `value`" + ` (the ratio or figure judged), ` + "`pass`, `note`" + `.
 - ` + "`failedSections`" + `: section → error, for sections that failed in the run their figures come from.
 - ` + "`sectionRuns`" + `: section → where its figures come from: ` + "`carried`" + ` (true when this run did not measure it: a ` + "`BENCH_ONLY`" + ` run keeps the other sections' figures from the results.json it replaces), ` + "`date`, `commit`, `dirty`, `quick`" + ` of the run that measured it, ` + "`state`" + ` (measured, pending, skipped, failed) and ` + "`why`" + `.

@@ -206,12 +206,15 @@ type CaseResult struct {
 	BaselineName *string  `json:"baselineName"`
 	Ratio        *float64 `json:"ratio"`
 	// RoundRatio summarises the ratios of samples of the same round.
-	RoundRatio *Stats            `json:"roundRatio"`
-	Also       []Comparison      `json:"also"`
-	Goal       *Goal             `json:"goal"`
-	Pass       *bool             `json:"pass"`
-	GoalNote   *string           `json:"goalNote"`
-	Details    map[string]*Stats `json:"details"`
+	RoundRatio *Stats `json:"roundRatio"`
+	// RatioCI is the 95% interval of the ratio from the per-round ratios
+	// (at least two paired rounds).
+	RatioCI  *Interval         `json:"ratioCI"`
+	Also     []Comparison      `json:"also"`
+	Goal     *Goal             `json:"goal"`
+	Pass     *bool             `json:"pass"`
+	GoalNote *string           `json:"goalNote"`
+	Details  map[string]*Stats `json:"details"`
 }
 
 // Comparison is a ratio to another case, for information.
@@ -317,6 +320,9 @@ func (r *Recorder) result(sec *Section, table string, c Case, labels map[string]
 	}
 	if c.Baseline != "" {
 		cr.Ratio, cr.RoundRatio = ratio(c.Baseline)
+		if iv, ok := ratioInterval(r.pairedRatios(c.ID, c.Baseline)); ok {
+			cr.RatioCI = &iv
+		}
 	}
 	for _, b := range c.Also {
 		q, rr := ratio(b)
@@ -336,6 +342,15 @@ func (r *Recorder) result(sec *Section, table string, c Case, labels map[string]
 func judge(cr *CaseResult, g *Goal) {
 	cr.Pass = nil
 	switch {
+	case g.OnInterval && cr.RatioCI != nil:
+		switch v := intervalVerdict(g, *cr.RatioCI); v {
+		case "unclear":
+			cr.GoalNote = ptr(fmt.Sprintf("%s: the %.0f%% interval %.3f–%.3f holds the threshold", v, cr.RatioCI.Level*100, cr.RatioCI.Lo, cr.RatioCI.Hi))
+		default:
+			cr.Pass = ptr(v == "pass")
+		}
+	case g.OnInterval:
+		cr.GoalNote = ptr("fewer than two rounds paired with the baseline: no interval")
 	case g.MinRatio > 0 && cr.Ratio != nil:
 		cr.Pass = ptr(*cr.Ratio >= g.MinRatio)
 	case g.MaxRatio > 0 && cr.Ratio != nil:

@@ -162,24 +162,137 @@ func iperfReport(l *lab.Lab, src, dst *lab.Workload, seconds, streams int) (lab.
 // listening on bind ("" for every address: a target that is translated on
 // the way, such as a floating IP), pinned like every measurement.
 func iperfRun(l *lab.Lab, srcNS, dstNS, target, bind string, seconds, streams int) (lab.IperfReport, error) {
+	rep, _, err := iperfRunAt(l, srcNS, dstNS, target, bind, seconds, streams, 0)
+	return rep, err
+}
+
+// cpuUse is the CPU time of one measured run over wall seconds. busy
+// (and the tick-sampled ticked) is the whole machine's, from /proc/stat.
+// With the lab's cgroup (hasLab), lab is the CPU time of the lab's own
+// processes over the run, from the cgroup's cpu.stat (agents the part of
+// it the calyx agents used), and softirqd that of the ksoftirqd threads
+// (softirq work the kernel deferred to them, which no process of the lab
+// is charged for).
+type cpuUse struct {
+	busy, wall, ticked    float64
+	hasLab                bool
+	lab, agents, softirqd float64
+}
+
+// cpuSeconds is the run's CPU cost: with the cgroup, the lab's processes
+// plus ksoftirqd; on the /proc/stat fallback, the machine's busy time less
+// the idle baseline (idle CPU seconds per second) over the run.
+func (u cpuUse) cpuSeconds(idle float64) float64 {
+	if u.hasLab {
+		return u.lab + u.softirqd
+	}
+	return netCPUSeconds(u.busy, u.wall, idle)
+}
+
+// cpuReading is one reading of every CPU counter measureCPU compares.
+type cpuReading struct {
+	machine     cpuTimes
+	lab, agents lab.CPUStat
+	softirqd    time.Duration
+}
+
+func readCPU(cg *lab.Cgroup, softirqd []int) (cpuReading, error) {
+	var r cpuReading
+	var err error
+	if cg != nil {
+		if r.lab, err = cg.CPUStat(); err != nil {
+			return r, err
+		}
+		if r.agents, err = cg.AgentsCPUStat(); err != nil {
+			return r, err
+		}
+		if r.softirqd, err = threadsRuntime(softirqd); err != nil {
+			return r, err
+		}
+	}
+	r.machine, err = readCPUTimes()
+	return r, err
+}
+
+// measureCPU runs f and returns the CPU time over it: the machine's, and
+// with a cgroup (cg not nil) the lab's and ksoftirqd's.
+func measureCPU(cg *lab.Cgroup, f func() error) (cpuUse, error) {
+	var softirqd []int
+	if cg != nil {
+		var err error
+		if softirqd, err = ksoftirqdPids(); err != nil {
+			return cpuUse{}, err
+		}
+	}
+	r0, err := readCPU(cg, softirqd)
+	if err != nil {
+		return cpuUse{}, err
+	}
+	if err := f(); err != nil {
+		return cpuUse{}, err
+	}
+	r1, err := readCPU(cg, softirqd)
+	if err != nil {
+		return cpuUse{}, err
+	}
+	t0, t1 := r0.machine, r1.machine
+	u := cpuUse{busy: busySeconds(t0, t1), wall: t1.at.Sub(t0.at).Seconds(), ticked: tickedSeconds(t0, t1)}
+	if cg != nil {
+		u.hasLab = true
+		u.lab = (r1.lab.Usage - r0.lab.Usage).Seconds()
+		u.agents = (r1.agents.Usage - r0.agents.Usage).Seconds()
+		u.softirqd = (r1.softirqd - r0.softirqd).Seconds()
+	}
+	return u, nil
+}
+
+// iperfRunAt is iperfRun offering gbps in total over the streams (iperf3
+// -b, per stream; 0 for as fast as the path goes); it also returns the CPU
+// time the machine worked while the client ran.
+func iperfRunAt(l *lab.Lab, srcNS, dstNS, target, bind string, seconds, streams int, gbps float64) (lab.IperfReport, cpuUse, error) {
 	server := []string{"iperf3", "-s", "-1"}
 	if bind != "" {
 		server = append(server, "-B", bind)
 	}
 	srv, err := l.ExecBackground(dstNS, time.Duration(seconds+30)*time.Second, onCPU(pinIperfServer, server...)...)
 	if err != nil {
-		return lab.IperfReport{}, err
+		return lab.IperfReport{}, cpuUse{}, err
 	}
 	defer srv.Stop(9, time.Second)
 	if err := lab.WaitListening(l, dstNS, 5201, 10*time.Second); err != nil {
-		return lab.IperfReport{}, err
+		return lab.IperfReport{}, cpuUse{}, err
 	}
-	out, err := l.ExecTimeout(time.Duration(seconds+30)*time.Second, srcNS, onCPU(pinIperfClient, "iperf3", "-c", target,
-		"-t", fmt.Sprint(seconds), "-P", fmt.Sprint(streams), "-J")...)
+	args := []string{"iperf3", "-c", target, "-t", fmt.Sprint(seconds), "-P", fmt.Sprint(streams), "-J"}
+	if gbps > 0 {
+		args = append(args, "-b", fmt.Sprintf("%.0f", gbps*1e9/float64(streams)))
+	}
+	var out lab.Result
+	use, err := measureCPU(l.Cgroup(), func() (err error) {
+		out, err = l.ExecTimeout(time.Duration(seconds+30)*time.Second, srcNS, onCPU(pinIperfClient, args...)...)
+		return err
+	})
 	if err != nil {
-		return lab.IperfReport{}, err
+		return lab.IperfReport{}, cpuUse{}, err
 	}
-	return lab.ParseIperf(out.Stdout)
+	rep, err := lab.ParseIperf(out.Stdout)
+	return rep, use, err
+}
+
+// idleCPU is the machine's background: its CPU time over seconds with
+// nothing of the benchmark running, in CPU seconds per second.
+func idleCPU(ctx context.Context, seconds int) (float64, error) {
+	use, err := measureCPU(nil, func() error {
+		select {
+		case <-time.After(time.Duration(seconds) * time.Second):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	return use.busy / use.wall, nil
 }
 
 // Where the measuring processes run. On a 2-vCPU VM, leaving it to the

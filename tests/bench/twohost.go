@@ -76,6 +76,9 @@ type metric struct {
 	// mode ("rr", "crr").
 	streams int
 	mode    string
+	// rateOf, when set, makes the metric a CPU cost at a fixed rate
+	// (cost.go), set from that throughput metric's figure.
+	rateOf string
 }
 
 // Metric keys: the first part of the two-host case IDs (tcp1.bpf-vxlan).
@@ -107,6 +110,9 @@ var twoHostGoals = map[string]*Goal{
 // twoHostParams are the durations of one two-host run.
 type twoHostParams struct {
 	rounds, tcpSecs, loadSecs, conns int
+	// costKey, when set, is the section key of the CPU cost figures: the
+	// lab's processes then run in the lab's own cgroup (see newCostLab).
+	costKey string
 }
 
 func twoHostSection() *Section {
@@ -116,9 +122,14 @@ func twoHostSection() *Section {
 			return twoHostGoals[TwoHostCaseID(m.key, c.Key)]
 		}))
 	}
+	for _, m := range twoHostCostMetrics() {
+		s.Tables = append(s.Tables, costTable(m, EncapCases(), TwoHostCaseID, func(c EncapCase) *Goal {
+			return twoHostCostGoals[TwoHostCaseID(m.key, c.Key)]
+		}))
+	}
 	// Five rounds of 5+5+3+3 s on five paths: about 7 minutes with the
 	// proofs and the switches between the sides.
-	s.Run = pathRun(s.Key, EncapCases(), twoHostMetrics(), TwoHost)
+	s.Run = pathRun(s.Key, EncapCases(), append(twoHostMetrics(), twoHostCostMetrics()...), TwoHost)
 	s.Method = twoHostMethod
 	return s
 }
@@ -160,7 +171,9 @@ func pathRun(key string, cases []EncapCase, metrics []metric, run func(context.C
 		p := pathParams(o, rec, key)
 		var what []string
 		for _, m := range metrics {
-			if m.streams > 0 {
+			if m.rateOf != "" {
+				what = append(what, fmt.Sprintf("iperf3 %s at a fixed rate %d s", plural(m.streams, "stream"), p.tcpSecs))
+			} else if m.streams > 0 {
 				what = append(what, fmt.Sprintf("iperf3 %s %d s", plural(m.streams, "stream"), p.tcpSecs))
 			} else {
 				what = append(what, fmt.Sprintf("%s %d s", m.mode, p.loadSecs))
@@ -204,6 +217,11 @@ type encapBench struct {
 	// whole run.
 	loads   map[string]*lab.Proc
 	loadBin string
+	// rates are the fixed rates of the cost metrics (Gbit/s), set at
+	// their first use; idle is the idle baseline of the path being
+	// measured (CPU seconds per second), negative until measured.
+	rates map[string]float64
+	idle  float64
 }
 
 // Addresses of the kernel VXLAN devices, outside the pool and the underlay.
@@ -259,6 +277,7 @@ type pathSet struct {
 // proven to carry the traffic the way it claims, before and during every
 // measurement, or the run fails.
 func TwoHost(ctx context.Context, binDir string, p twoHostParams, rec *Recorder) (err error) {
+	p.costKey = "twohost"
 	b, err := openEncapBench(ctx, binDir, lab.KindVeth, p, rec, "two-host", twoHostWorkloads...)
 	if err != nil {
 		return err
@@ -268,7 +287,7 @@ func TwoHost(ctx context.Context, binDir string, p twoHostParams, rec *Recorder)
 		cases:    EncapCases(),
 		schedule: twoHostSchedule,
 		ends:     func(EncapCase) pathEnds { return b.waWB() },
-		metrics:  twoHostMetrics(),
+		metrics:  append(twoHostMetrics(), twoHostCostMetrics()...),
 		id:       TwoHostCaseID,
 	})
 }
@@ -281,12 +300,19 @@ func openEncapBench(ctx context.Context, binDir string, kind lab.WorkloadKind, p
 	if _, err := os.Stat(loadBin); err != nil {
 		return nil, fmt.Errorf("the load tool is missing (make build builds it): %w", err)
 	}
-	l, err := lab.New(lab.Options{BinDir: binDir, Context: ctx, AgentLogLevel: "warn", WorkloadKind: kind})
+	opts := lab.Options{BinDir: binDir, Context: ctx, AgentLogLevel: "warn", WorkloadKind: kind}
+	var l *lab.Lab
+	var err error
+	if p.costKey != "" {
+		l, err = newCostLab(opts, rec, p.costKey)
+	} else {
+		l, err = lab.New(opts)
+	}
 	if err != nil {
 		return nil, err
 	}
 	rec.logf("%s lab %s (state in %s)", what, l.Prefix, l.Dir)
-	b := &encapBench{l: l, p: p, rec: rec, logf: rec.logf, loadBin: loadBin, loads: map[string]*lab.Proc{}}
+	b := &encapBench{l: l, p: p, rec: rec, logf: rec.logf, loadBin: loadBin, loads: map[string]*lab.Proc{}, rates: map[string]float64{}}
 	if err := b.build(ws...); err != nil {
 		return nil, errors.Join(err, l.Close())
 	}
@@ -754,6 +780,7 @@ func vxlanMAC(h *lab.Host) string {
 // tears the path down again (kernel paths).
 func (b *encapBench) measure(c EncapCase, ps pathSet, round int) (err error) {
 	e := ps.ends(c)
+	b.idle = -1
 	if err := b.setMTU(c.MTU); err != nil {
 		return err
 	}
@@ -785,10 +812,18 @@ func (b *encapBench) measure(c EncapCase, ps pathSet, round int) (err error) {
 				return err
 			}
 		}
+		profiled, err := profileRun(m, id, round, b.p.tcpSecs)
+		if err != nil {
+			return err
+		}
 		var sentBytes uint64
 		var value float64
 		var transactions uint64
-		if m.streams > 0 {
+		if m.rateOf != "" {
+			if value, sentBytes, err = b.cost(m, c, ps, e, id); err != nil {
+				return fmt.Errorf("%s: %w", m.key, err)
+			}
+		} else if m.streams > 0 {
 			rep, err := iperfReport(b.l, e.src, e.dst, b.p.tcpSecs, m.streams)
 			if err != nil {
 				return fmt.Errorf("%s: %w", m.key, err)
@@ -804,7 +839,7 @@ func (b *encapBench) measure(c EncapCase, ps pathSet, round int) (err error) {
 			b.rec.Detail(id, "latencyP99us", res.LatencyP99us)
 			b.rec.Detail(id, "errors", float64(res.Errors))
 		}
-		if err := watched(); err != nil {
+		if err := errors.Join(watched(), profiled()); err != nil {
 			return err
 		}
 		bytes1, pkts1, err := pc()
@@ -1062,19 +1097,34 @@ func (b *encapBench) runLoad(mode string, e pathEnds) (loadResult, error) {
 // against target for secs seconds with conns connections, pinned like
 // every measurement.
 func loadRun(l *lab.Lab, bin, ns, target, mode string, secs, conns int) (loadResult, error) {
-	out, err := l.ExecTimeout(time.Duration(secs+30)*time.Second, ns, onCPU(pinLoadClient, bin, mode,
-		"--target", target, "--duration", fmt.Sprintf("%ds", secs), "--conns", fmt.Sprint(conns))...)
+	res, _, err := loadRunAt(l, bin, ns, target, mode, secs, conns, 0)
+	return res, err
+}
+
+// loadRunAt is loadRun offering rate transactions per second (0 for as
+// fast as the path goes); it also returns the CPU time the machine worked
+// while the client ran.
+func loadRunAt(l *lab.Lab, bin, ns, target, mode string, secs, conns int, rate float64) (loadResult, cpuUse, error) {
+	args := []string{bin, mode, "--target", target, "--duration", fmt.Sprintf("%ds", secs), "--conns", fmt.Sprint(conns)}
+	if rate > 0 {
+		args = append(args, "--rate", fmt.Sprintf("%.0f", rate))
+	}
+	var out lab.Result
+	use, err := measureCPU(l.Cgroup(), func() (err error) {
+		out, err = l.ExecTimeout(time.Duration(secs+30)*time.Second, ns, onCPU(pinLoadClient, args...)...)
+		return err
+	})
 	if err != nil {
-		return loadResult{}, err
+		return loadResult{}, cpuUse{}, err
 	}
 	var res loadResult
 	if err := json.Unmarshal([]byte(out.Stdout), &res); err != nil {
-		return loadResult{}, fmt.Errorf("calyx-load %s: decode %q: %w", mode, out.Stdout, err)
+		return loadResult{}, cpuUse{}, fmt.Errorf("calyx-load %s: decode %q: %w", mode, out.Stdout, err)
 	}
 	if res.Transactions <= 0 || res.PerSecond <= 0 {
-		return loadResult{}, fmt.Errorf("calyx-load %s: no transactions: %s", mode, out.Stdout)
+		return loadResult{}, cpuUse{}, fmt.Errorf("calyx-load %s: no transactions: %s", mode, out.Stdout)
 	}
-	return res, nil
+	return res, use, nil
 }
 
 // twoHostMethod explains the two-host comparison.
@@ -1094,6 +1144,7 @@ func twoHostMethod(rec *Recorder) string {
 	fmt.Fprintf(&b, "- **Proof of the path**, for every measurement: BPF — pings raise host-a's counter for the path (encap-vxlan / encap-ipip / forward-direct) and no other, and host-b's decap counter; during each measurement that counter on host-a counts the stream's bytes (iperf3) or at least one packet per transaction (rr, crr). Kernel — `ip route get` on host-a leads through the path's device, calyx's counters on both hosts stay unchanged over all of the path's measurements, and host-a's vxlan device (VXLAN) or eth0 (routing) transmits the stream's bytes or a packet per transaction. ")
 	fmt.Fprintf(&b, "*Path share* is those bytes divided by the bytes iperf3 sent (slightly above 1: headers); *packet on the path* is their mean size: far above the MTU means TSO/GSO super-packets crossed unsegmented, as they should on both sides.\n")
 	fmt.Fprintf(&b, "- **CPUs**: %s\n", placementNote(true))
+	b.WriteString(costMethod(rec, "twohost"))
 	fmt.Fprintf(&b, "- **TIME-WAIT**: wa and wb run with `net.ipv4.tcp_tw_reuse=1` and ports 1024–65535, the same for every path, so crr's thousands of connections per second do not exhaust wa's ports.\n\n")
 	fmt.Fprintf(&b, "What differs per packet: calyx's from-workload program encapsulates (or not) and hands the packet to eth0 itself (`bpf_redirect_neigh`), so host-a's IP forwarding is skipped; ")
 	fmt.Fprintf(&b, "host-b's from-underlay program decapsulates and puts the packet straight into wb (`bpf_redirect_peer`), skipping host-b's forwarding and the veth hop. ")

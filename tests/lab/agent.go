@@ -97,7 +97,8 @@ func (l *Lab) startAgent(host, binary string, ready bool, extraArgs []string) er
 	fmt.Fprintf(f, "=== calyx-lab: %s starting: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
 	// No lifetime bound here: an agent runs until KillAgent or Close, and
 	// with "calyx-lab up" it outlives the lab process.
-	p, err := l.startProcDetached(h.NS, args, f)
+	// With the lab's cgroup, in its agents/ child (Cgroup.Agents).
+	p, err := l.startDetachedIn(h.NS, args, f, l.agentCgroupFD())
 	if err != nil {
 		f.Close()
 		return err

@@ -58,10 +58,17 @@ func argv(ns string, args []string) []string {
 
 // newCmd builds an exec.Cmd in its own process group, so a timeout kills the
 // whole group (ping, iperf3, shells and their children) and a terminal's
-// Ctrl-C reaches only the lab process, which then cleans up.
-func newCmd(ctx context.Context, full []string) *exec.Cmd {
+// Ctrl-C reaches only the lab process, which then cleans up. With a
+// cgroup fd (cgfd >= 0) the process is created in that cgroup
+// (CLONE_INTO_CGROUP), so it and its children are counted there from
+// their first instruction.
+func newCmd(ctx context.Context, full []string, cgfd int) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cgfd >= 0 {
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = cgfd
+	}
 	cmd.Cancel = func() error {
 		if cmd.Process == nil {
 			return nil
@@ -89,7 +96,7 @@ func (l *Lab) Run(c Command) (Result, error) {
 
 	ctx, cancel := context.WithTimeout(l.ctx, timeout)
 	defer cancel()
-	cmd := newCmd(ctx, full)
+	cmd := newCmd(ctx, full, l.cgroupFD())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if c.Stdin != "" {
@@ -164,7 +171,7 @@ func (l *Lab) startProc(ns string, timeout time.Duration, args []string, stdout,
 	} else {
 		ctx, cancel = context.WithCancel(l.ctx)
 	}
-	p, err := l.spawn(ctx, cancel, ns, args, stdout, stderr)
+	p, err := l.spawn(ctx, cancel, ns, args, stdout, stderr, l.cgroupFD())
 	if err != nil {
 		return nil, err
 	}
@@ -177,11 +184,17 @@ func (l *Lab) startProc(ns string, timeout time.Duration, args []string, stdout,
 // process for "calyx-lab up", and the lab stops it explicitly otherwise.
 // Its output goes straight to the file, so no goroutine of ours copies it.
 func (l *Lab) startProcDetached(ns string, args []string, out *os.File) (*Proc, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	return l.spawn(ctx, cancel, ns, args, out, out)
+	return l.startDetachedIn(ns, args, out, l.cgroupFD())
 }
 
-func (l *Lab) spawn(ctx context.Context, cancel context.CancelFunc, ns string, args []string, stdout, stderr io.Writer) (*Proc, error) {
+// startDetachedIn is startProcDetached creating the process in the cgroup
+// cgfd (-1: the lab's process's own).
+func (l *Lab) startDetachedIn(ns string, args []string, out *os.File, cgfd int) (*Proc, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	return l.spawn(ctx, cancel, ns, args, out, out, cgfd)
+}
+
+func (l *Lab) spawn(ctx context.Context, cancel context.CancelFunc, ns string, args []string, stdout, stderr io.Writer, cgfd int) (*Proc, error) {
 	if len(args) == 0 {
 		cancel()
 		return nil, errors.New("start: empty command")
@@ -189,7 +202,7 @@ func (l *Lab) spawn(ctx context.Context, cancel context.CancelFunc, ns string, a
 	full := argv(ns, args)
 	desc := strings.Join(full, " ")
 	l.logf("$ %s &", desc)
-	cmd := newCmd(ctx, full)
+	cmd := newCmd(ctx, full, cgfd)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	p := &Proc{lab: l, desc: desc, cmd: cmd, done: make(chan struct{})}
 	p.stdout, _ = stdout.(*syncBuffer)

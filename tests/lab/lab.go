@@ -78,6 +78,11 @@ type Options struct {
 	// workloads VMs, odd ones veths). Empty means $CALYX_LAB_WORKLOAD
 	// (WorkloadKindEnv), else KindVeth.
 	WorkloadKind WorkloadKind
+	// Cgroup puts every process the lab starts into a cgroup v2 of its
+	// own, <cgroup v2 mount>/calyx-bench-<prefix> (see Lab.Cgroup), so
+	// their CPU time can be read apart from the rest of the machine. New
+	// fails when it cannot be made.
+	Cgroup bool
 }
 
 // The values of Options.Datastore.
@@ -125,6 +130,8 @@ type Lab struct {
 	// closers are in-process servers (StartEcho, StartHTTP) whose sockets
 	// live in lab namespaces; Close closes them before the namespaces go.
 	closers map[io.Closer]struct{}
+	// cgroup is the lab's own cgroup (Options.Cgroup), nil without.
+	cgroup *Cgroup
 }
 
 // New creates the lab's working directory, mounts its bpffs and creates the
@@ -193,6 +200,14 @@ func New(opts Options) (*Lab, error) {
 
 	if err := l.setupDirs(); err != nil {
 		return nil, errors.Join(err, l.Close())
+	}
+	if opts.Cgroup {
+		cg, err := createCgroup(prefix)
+		if err != nil {
+			return nil, errors.Join(err, l.Close())
+		}
+		l.cgroup = cg
+		l.logf("lab %s: processes in cgroup %s", l.Prefix, cg.Path)
 	}
 	l.logf("lab %s: state in %s", l.Prefix, l.Dir)
 	return l, nil
@@ -321,6 +336,9 @@ func (l *Lab) Close() error {
 		}
 	}
 	l.cancel()
+	if l.cgroup != nil {
+		l.cgroup.closeFD()
+	}
 	if err := Reap(l.Prefix); err != nil {
 		errs = append(errs, err)
 	}

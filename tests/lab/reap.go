@@ -30,7 +30,8 @@ const NetnsEtcDir = "/etc/netns"
 // the processes still running in the lab's namespaces and its VM relays
 // (which removes their taps), deletes the namespaces and their
 // /etc/netns/<namespace> directories, unmounts whatever is mounted under
-// /run/calyx-lab/<prefix> and removes that directory. It is what Close does
+// /run/calyx-lab/<prefix> and removes that directory and the lab's cgroup
+// (Options.Cgroup), killing what is still in it. It is what Close does
 // after stopping the lab's own processes, and what "calyx-lab destroy" uses
 // after a crashed run.
 func Reap(prefix string) error {
@@ -62,6 +63,10 @@ func Reap(prefix string) error {
 	if err := removeNetnsEtc(prefix); err != nil {
 		errs = append(errs, err)
 	}
+	// The lab's cgroup, once the processes in it are gone.
+	if err := removeCgroup(prefix); err != nil {
+		errs = append(errs, err)
+	}
 	dir := filepath.Join(RunRoot, prefix)
 	if err := unmountUnder(dir); err != nil {
 		errs = append(errs, err)
@@ -90,8 +95,8 @@ func ReapAll() error {
 }
 
 // Leftovers lists the prefixes of labs that still have a namespace, a state
-// directory, an /etc/netns/<namespace> directory or a VM relay on this
-// machine, sorted.
+// directory, an /etc/netns/<namespace> directory, a VM relay or a cgroup
+// on this machine, sorted.
 func Leftovers() ([]string, error) {
 	set := map[string]bool{}
 	entries, err := os.ReadDir(netnsDir)
@@ -124,6 +129,9 @@ func Leftovers() ([]string, error) {
 		return nil, err
 	}
 	for _, p := range relays {
+		set[p] = true
+	}
+	for _, p := range cgroupLeftovers() {
 		set[p] = true
 	}
 	out := make([]string, 0, len(set))

@@ -96,6 +96,11 @@ type Options struct {
 	Duration time.Duration
 	Conns    int // concurrent connections (workers)
 	Sizes    Sizes
+	// Rate, when positive, is the offered load in transactions per
+	// second over all connections (each worker paces Rate/Conns): the
+	// run measures what a fixed load costs rather than the most the path
+	// carries. Zero runs as fast as the path allows.
+	Rate float64
 	// Dial connects to Target; nil means TCP. Tests pass an in-memory one.
 	Dial func(ctx context.Context, target string) (net.Conn, error)
 }
@@ -104,6 +109,7 @@ type Options struct {
 type Result struct {
 	Mode         Mode    `json:"mode"`
 	Conns        int     `json:"conns"`
+	Rate         float64 `json:"rate,omitempty"`
 	Seconds      float64 `json:"seconds"`
 	Transactions int64   `json:"transactions"`
 	PerSecond    float64 `json:"perSecond"`
@@ -127,6 +133,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	if o.Conns < 1 || o.Duration <= 0 {
 		return Result{}, fmt.Errorf("conns (%d) and duration (%s) must be positive", o.Conns, o.Duration)
+	}
+	if o.Rate < 0 {
+		return Result{}, fmt.Errorf("rate %g: want 0 (as fast as possible) or a positive rate", o.Rate)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
@@ -154,7 +163,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	// Transactions complete only before the deadline; what runs past it
 	// (a worker unblocking) is not measuring time.
-	res := Result{Mode: o.Mode, Conns: o.Conns, Seconds: min(elapsed, o.Duration).Seconds()}
+	res := Result{Mode: o.Mode, Conns: o.Conns, Rate: o.Rate, Seconds: min(elapsed, o.Duration).Seconds()}
 	var lat []time.Duration
 	for _, w := range results {
 		res.Transactions += w.n
@@ -185,6 +194,46 @@ func percentile(sorted []time.Duration, p int) float64 {
 	i := (len(sorted)*p + 99) / 100
 	i = min(max(i-1, 0), len(sorted)-1)
 	return float64(sorted[i].Nanoseconds()) / 1e3
+}
+
+// pacer spaces one worker's transactions at a fixed rate: each starts at
+// its slot on a fixed schedule, or at once when the worker is behind. A
+// worker more than maxLag behind (a stall) starts a new schedule rather
+// than catching up in a burst.
+type pacer struct {
+	interval time.Duration // 0: no pacing
+	next     time.Time
+}
+
+const maxLag = 50 * time.Millisecond
+
+func newPacer(o Options) *pacer {
+	p := &pacer{}
+	if o.Rate > 0 {
+		p.interval = time.Duration(float64(time.Second) * float64(o.Conns) / o.Rate)
+	}
+	return p
+}
+
+// wait sleeps until the next transaction's slot (or ctx's end) and
+// advances the schedule.
+func (p *pacer) wait(ctx context.Context) {
+	if p.interval <= 0 {
+		return
+	}
+	now := time.Now()
+	switch {
+	case p.next.IsZero(), now.Sub(p.next) > maxLag:
+		p.next = now
+	case p.next.After(now):
+		t := time.NewTimer(p.next.Sub(now))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	p.next = p.next.Add(p.interval)
 }
 
 func (o Options) dial(ctx context.Context) (net.Conn, error) {
@@ -223,6 +272,7 @@ func runRR(ctx context.Context, o Options) (n, errs int64, lat []time.Duration) 
 			c.Close()
 		}
 	}()
+	pace := newPacer(o)
 	for ctx.Err() == nil {
 		if c == nil {
 			var err error
@@ -236,6 +286,9 @@ func runRR(ctx context.Context, o Options) (n, errs int64, lat []time.Duration) 
 			if dl, ok := ctx.Deadline(); ok {
 				_ = c.SetDeadline(dl)
 			}
+		}
+		if pace.wait(ctx); ctx.Err() != nil {
+			break
 		}
 		t := time.Now()
 		if err := transact(c, req, resp); err != nil {
@@ -257,7 +310,11 @@ func runRR(ctx context.Context, o Options) (n, errs int64, lat []time.Duration) 
 func runCRR(ctx context.Context, o Options) (n, errs int64, lat []time.Duration) {
 	req, resp := make([]byte, o.Sizes.Request), make([]byte, o.Sizes.Response)
 	var tail [1]byte
+	pace := newPacer(o)
 	for ctx.Err() == nil {
+		if pace.wait(ctx); ctx.Err() != nil {
+			break
+		}
 		t := time.Now()
 		c, err := o.dial(ctx)
 		if err != nil {

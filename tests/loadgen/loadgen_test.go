@@ -77,6 +77,27 @@ func TestRunBothModes(t *testing.T) {
 	}
 }
 
+// A paced run offers the rate asked for, not more: 400 transactions/s
+// over 2 connections for 500 ms is about 200 transactions, where an
+// in-memory pipe unpaced does tens of thousands.
+func TestRunAtRate(t *testing.T) {
+	ln := newPipeListener()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sizes := Sizes{Request: 1, Response: 1}
+	go func() { _ = Serve(ctx, ln, sizes) }()
+	for _, mode := range []Mode{ModeRR, ModeCRR} {
+		res, err := Run(context.Background(), Options{Mode: mode, Target: "pipe", Duration: 500 * time.Millisecond,
+			Conns: 2, Sizes: sizes, Dial: ln.Dial, Rate: 400})
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if res.Rate != 400 || res.Transactions < 150 || res.Transactions > 210 {
+			t.Errorf("%s at 400/s for 500 ms: %d transactions (rate %g), want about 200", mode, res.Transactions, res.Rate)
+		}
+	}
+}
+
 func TestRunFailsWithoutServer(t *testing.T) {
 	dial := func(context.Context, string) (net.Conn, error) { return nil, errors.New("refused") }
 	res, err := Run(context.Background(), Options{Mode: ModeRR, Target: "nowhere", Duration: 50 * time.Millisecond,
@@ -91,6 +112,7 @@ func TestBadOptions(t *testing.T) {
 		{Mode: "tcp_stream", Duration: time.Second, Conns: 1, Sizes: Sizes{1, 1}},
 		{Mode: ModeRR, Duration: time.Second, Conns: 0, Sizes: Sizes{1, 1}},
 		{Mode: ModeRR, Duration: time.Second, Conns: 1, Sizes: Sizes{0, 1}},
+		{Mode: ModeRR, Duration: time.Second, Conns: 1, Sizes: Sizes{1, 1}, Rate: -1},
 	} {
 		if _, err := Run(context.Background(), o); err == nil {
 			t.Errorf("options %+v accepted", o)
