@@ -54,15 +54,17 @@ int calyx_from_underlay(struct __sk_buff *skb)
 	if (!iph)
 		/* The host stack would drop it too; count it here. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
-	if (cx_underlay_host_only(cfg, iph, data_end))
-		/* The host's own traffic (storage, migration, SSH): no map
-		 * lookup. Its stack makes its own martian checks. */
-		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
-
 	if (cx_local_source(iph->saddr))
 		/* From the wire with a source that is this host's own, a local
-		 * workload's or a local floating IP's: forged. */
+		 * workload's or a local floating IP's: forged. Checked before
+		 * anything goes to the host stack too: its replies would reach
+		 * the workload whose address was forged (no rp_filter need be
+		 * on). */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_UNDERLAY_SPOOF, TC_ACT_SHOT);
+	if (cx_underlay_host_only(cfg, iph, data_end))
+		/* The host's own traffic (storage, migration, SSH): no
+		 * conntrack, NAT or policy lookup. */
+		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 	if (iph->protocol == IPPROTO_IPIP)
 		return cx_decap(skb, cfg, iph, &c, data_end);
 	if (iph->protocol == IPPROTO_UDP) {

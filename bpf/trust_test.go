@@ -32,14 +32,14 @@ func TestUnderlaySourceSpoof(t *testing.T) {
 	udp := func(src, dst netip.Addr) []byte {
 		return bpftest.IPv4UDP(l2, bpftest.IPv4{Src: src, Dst: dst, TTL: 63}, 40000, 9000, nil)
 	}
-	// To this host on a port of the NAT range (where replies of translated
-	// flows come): calyx looks at it. On any other port the underlay's
-	// cheap exit hands it to the host stack, which drops a packet from
-	// outside with its own source address (a martian).
+	// Also on a port of the NAT range, and before the underlay's cheap
+	// exit for the host's own traffic (any other port).
 	toNATPort := bpftest.IPv4UDP(l2, bpftest.IPv4{Src: hostAddr, Dst: hostAddr, TTL: 63}, 40000, natPorts[0]+7, nil)
 	for name, in := range map[string][]byte{
 		"this host's address to a workload":      udp(hostAddr, ne.wl2.ip4),
-		"this host's address to this host":       toNATPort,
+		"this host's address to this host":       udp(hostAddr, hostAddr),
+		"this host's address to its NAT ports":   toNATPort,
+		"a local workload to this host":          udp(ne.wl1.ip4, hostAddr),
 		"a host-marked address (subnet gateway)": udp(gateway, ne.wl2.ip4),
 		"a local workload to another":            udp(ne.wl1.ip4, ne.wl2.ip4),
 		"a local workload to the internet":       udp(ne.wl1.ip4, server),

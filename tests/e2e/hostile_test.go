@@ -44,6 +44,7 @@ const (
 	reasonNDReply        = "nd-reply"
 	reasonDeliverLocal   = "deliver-local"
 	reasonTCPWindow      = "drop-tcp-window"
+	reasonFragOrphan     = "drop-frag-orphan"
 )
 
 // newReasons are the reasons issue 15 adds to the dataplane.
@@ -842,34 +843,41 @@ func TestHostileWorkload(t *testing.T) {
 			tagged(lab.ICMPEchoFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wc.IP}, 0xe004, 1, payload), 0x88a8, 0x8100),
 			reasonVLAN, wcICMP(0xe004)),
 
-		// Fragments and IP options: calyx tracks neither (no ports to
-		// key a flow by), so each packet meets wa's egress policy on its
-		// own, a fragment after the first as port 0: what the policy
-		// denies (wb) gets nothing, what it allows (wc) gets them as sent.
+		// Fragments and IP options. A first fragment meets wa's egress
+		// policy with its ports, and calyx remembers them (cx_frags) for
+		// the later fragments of its datagram, which are matched and
+		// passed like it; a later fragment without its first is dropped
+		// (drop-frag-orphan), whatever the policy. Packets with options
+		// meet the policy on their own: what it denies (wb) gets nothing,
+		// what it allows (wc) gets them as sent.
 		fromWA("frag-later-to-denied-workload", fmt.Sprintf("UDP fragment at offset 1480 (no L4 header) %s > %s (wb, denied)", wa.IP, wb.IP),
 			lab.IPv4Frame(eth, lab.IPv4Header{Src: wa.IP, Dst: wb.IP, ID: 0x4f01, FragOffset: 185}, layers.IPProtocolUDP, chunk),
-			reasonPolicy, gets(wb, 0x4f01, false)),
+			reasonFragOrphan, gets(wb, 0x4f01, false)),
 		fromWA("frag-first-to-denied-workload", fmt.Sprintf("first UDP fragment (MF) %s:40400 > %s:7000 (wb, denied)", wa.IP, wb.IP),
 			lab.UDPFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wb.IP, ID: 0x4f02, MF: true}, 40400, 7000, chunk),
 			reasonPolicy, gets(wb, 0x4f02, false)),
 		fromWA("frag-middle-to-denied-workload", fmt.Sprintf("ICMP fragment at offset 8 with MF %s > %s (wb, denied)", wa.IP, wb.IP),
 			lab.IPv4Frame(eth, lab.IPv4Header{Src: wa.IP, Dst: wb.IP, ID: 0x4f03, MF: true, FragOffset: 1}, layers.IPProtocolICMPv4, chunk),
-			reasonPolicy, gets(wb, 0x4f03, false)),
+			reasonFragOrphan, gets(wb, 0x4f03, false)),
 		fromWA("ip-options-to-denied-workload", fmt.Sprintf("ICMP echo with Router Alert (IHL 6) %s > %s (wb, denied)", wa.IP, wb.IP),
 			lab.ICMPEchoFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wb.IP, ID: 0x4f04, Options: []layers.IPv4Option{lab.RouterAlert}}, 0x4f04, 1, payload),
 			reasonPolicy, gets(wb, 0x4f04, false)),
-		allowed("frag-later-to-workload-allowed", fmt.Sprintf("UDP fragment at offset 1480 %s > %s (wc, allowed): forwarded", wa.IP, wc.IP),
+		fromWA("frag-later-alone-to-workload-allowed", fmt.Sprintf("UDP fragment at offset 1480, its first never sent, %s > %s (wc, allowed)", wa.IP, wc.IP),
 			lab.IPv4Frame(eth, lab.IPv4Header{Src: wa.IP, Dst: wc.IP, ID: 0x4f05, FragOffset: 185}, layers.IPProtocolUDP, chunk),
-			lab.ReasonEncapVXLAN, gets(wc, 0x4f05, true)),
+			reasonFragOrphan, gets(wc, 0x4f05, false)),
 		allowed("frag-first-to-workload-allowed", fmt.Sprintf("first UDP fragment (MF) %s > %s:7000 (wc, allowed): forwarded", wa.IP, wc.IP),
 			lab.UDPFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wc.IP, ID: 0x4f06, MF: true}, 40401, 7000, chunk),
+			lab.ReasonEncapVXLAN, gets(wc, 0x4f06, true)),
+		// The same datagram's later fragment: matched by its first's ports.
+		allowed("frag-later-after-first-to-workload-allowed", fmt.Sprintf("UDP fragment at offset 1480 of that datagram %s > %s (wc, allowed): forwarded", wa.IP, wc.IP),
+			lab.IPv4Frame(eth, lab.IPv4Header{Src: wa.IP, Dst: wc.IP, ID: 0x4f06, FragOffset: 185}, layers.IPProtocolUDP, chunk),
 			lab.ReasonEncapVXLAN, gets(wc, 0x4f06, true)),
 		allowed("ip-options-to-workload-allowed", fmt.Sprintf("ICMP echo with Router Alert %s > %s (wc, allowed): forwarded", wa.IP, wc.IP),
 			lab.ICMPEchoFrame(eth, lab.IPv4Header{Src: wa.IP, Dst: wc.IP, ID: 0x4f07, Options: []layers.IPv4Option{lab.RouterAlert}}, 0x4f07, 1, payload),
 			lab.ReasonEncapVXLAN, gets(wc, 0x4f07, true)),
-		allowed("frag-later-to-local-workload-allowed", fmt.Sprintf("UDP fragment at offset 1480 %s > %s (wd, beside wa): delivered", wa.IP, wd.IP),
+		fromWA("frag-later-alone-to-local-workload", fmt.Sprintf("UDP fragment at offset 1480, its first never sent, %s > %s (wd, beside wa)", wa.IP, wd.IP),
 			lab.IPv4Frame(eth, lab.IPv4Header{Src: wa.IP, Dst: wd.IP, ID: 0x4f08, FragOffset: 185}, layers.IPProtocolUDP, chunk),
-			reasonDeliverLocal, gets(wd, 0x4f08, true)),
+			reasonFragOrphan, gets(wd, 0x4f08, false)),
 
 		// TTL: a packet that expires at its first router goes to the host
 		// stack, which answers time-exceeded (before any policy: the
