@@ -61,7 +61,7 @@ demo: deps build
 	$(BIN)/calyx-lab demo
 
 # Figures, not assertions: writes BENCHMARKS.md, bench/results.json and the
-# charts bench/*.png (scratch output in bench/out/). About 15 minutes;
+# charts bench/*.png (scratch output in bench/out/). About an hour;
 # BENCH_QUICK=1 for a short pass that checks everything works.
 # BENCH_ONLY=twohost (comma-separated: local, twohost, vm, fip, perpacket,
 # controlplane, policy, etcd, bgp) for some sections; the other sections' figures are
