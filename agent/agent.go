@@ -300,7 +300,7 @@ func (a *Agent) loadDataplane(capacities map[string]uint32) error {
 		// the new maps. The programs still running on the links use the
 		// old map until the first sync swaps them; a second pass then
 		// takes what they added, and the old pin goes.
-		r, err := dp.MigrateConntrack()
+		r, err := dp.MigrateConntrack(false)
 		if err != nil {
 			a.log.Error("conntrack of the previous layout not migrated: its flows start anew", "err", err)
 		} else {
@@ -1280,7 +1280,7 @@ func (a *Agent) releaseEmptyBlocks(ctx context.Context, st ipam.Store, since map
 // move too, and the previous layout's pin goes.
 func (a *Agent) finishConntrackMigration() {
 	a.legacyCT = false
-	r, err := a.dp.MigrateConntrack()
+	r, err := a.dp.MigrateConntrack(true)
 	if err == nil {
 		err = a.dp.RemoveLegacyConntrack()
 	}
@@ -1289,7 +1289,7 @@ func (a *Agent) finishConntrackMigration() {
 		return
 	}
 	a.log.Info("conntrack of the previous layout migrated; its pin removed", "entries", r.Entries,
-		"translated", r.Translated, "tracked", r.Tracked, "kept", r.Kept)
+		"translated", r.Translated, "tracked", r.Tracked, "kept", r.Kept, "replaced", r.Replaced)
 }
 
 // collectConntrack removes conntrack flows idle past their timeout until

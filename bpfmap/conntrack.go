@@ -343,20 +343,32 @@ func (m *Maps) FragsInFlight() (int, error) {
 	return countEntries[bpf.CalyxCxFragKey, bpf.CalyxCxFrag](m.frags, FragsName)
 }
 
-// PutTranslated writes one direction of a translated flow into cx_nat_v2
-// unless the tuple has an entry already (the programs' own stand). It
-// says whether it wrote. The migration of an older layout uses it.
-func (m *Maps) PutTranslated(k CTKey, e CTEntry) (bool, error) {
+// Put outcomes of PutTranslated and PutTracked.
+type PutResult int
+
+const (
+	PutKept     PutResult = iota // the maps' own entry stands
+	PutWritten                   // there was none: written
+	PutReplaced                  // the maps' entry was older (its last packet): replaced
+)
+
+// PutTranslated writes one direction of a translated flow into cx_nat_v2.
+// An entry the tuple has already stands unless newer is set and its last
+// packet is older than e's. The migration of an older layout uses it.
+func (m *Maps) PutTranslated(k CTKey, e CTEntry, newer bool) (PutResult, error) {
 	if e.NAT == 0 {
-		return false, fmt.Errorf("put %s entry %v: no translation (NAT bits 0)", NATName, k)
+		return PutKept, fmt.Errorf("put %s entry %v: no translation (NAT bits 0)", NATName, k)
 	}
-	return m.putNoExist(m.nat, NATName, natKeyToBPF(k), natEntryToBPF(e))
+	var cur bpf.CalyxCxNatEntry
+	return m.putOrNewer(m.nat, NATName, natKeyToBPF(k), natEntryToBPF(e), newer, e.Last, &cur,
+		func() uint64 { return cur.LastNs })
 }
 
 // PutTracked writes a flow without translation into cx_ct_v2 from its
-// directions (reply may be nil when only the original is known), unless
-// the flow has an entry already. It says whether it wrote.
-func (m *Maps) PutTracked(orig CTKey, o CTEntry, reply *CTEntry) (bool, error) {
+// directions (reply may be nil when only the original is known). An entry
+// the flow has already stands unless newer is set and its last packet is
+// older than the directions'.
+func (m *Maps) PutTracked(orig CTKey, o CTEntry, reply *CTEntry, newer bool) (PutResult, error) {
 	ck, side := ctNormalize(orig)
 	var v bpf.CalyxCxCtEntry
 	v.CreatedNs, v.LastNs = o.Created, o.Last
@@ -376,18 +388,37 @@ func (m *Maps) PutTracked(orig CTKey, o CTEntry, reply *CTEntry) (bool, error) {
 		v.LastNs = max(v.LastNs, reply.Last)
 		v.CreatedNs = min(v.CreatedNs, reply.Created)
 	}
-	return m.putNoExist(m.ct, CTName, ck, v)
+	var cur bpf.CalyxCxCtEntry
+	return m.putOrNewer(m.ct, CTName, ck, v, newer, v.LastNs, &cur, func() uint64 { return cur.LastNs })
 }
 
-func (m *Maps) putNoExist(mp *ebpf.Map, name string, k, v any) (bool, error) {
+// putOrNewer writes k's value v unless k has one; with newer, one whose
+// last packet (curLast, read into cur) is older than last is replaced.
+func (m *Maps) putOrNewer(mp *ebpf.Map, name string, k, v any, newer bool, last uint64, cur any,
+	curLast func() uint64) (PutResult, error) {
 	err := mp.Update(k, v, ebpf.UpdateNoExist)
-	if errors.Is(err, ebpf.ErrKeyExist) {
-		return false, nil
+	if err == nil {
+		return PutWritten, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("put %s entry: %w", name, err)
+	if !errors.Is(err, ebpf.ErrKeyExist) {
+		return PutKept, fmt.Errorf("put %s entry: %w", name, err)
 	}
-	return true, nil
+	if !newer {
+		return PutKept, nil
+	}
+	if err := mp.Lookup(k, cur); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return PutKept, nil // gone meanwhile (LRU)
+		}
+		return PutKept, fmt.Errorf("read %s entry: %w", name, err)
+	}
+	if curLast() >= last {
+		return PutKept, nil
+	}
+	if err := mp.Update(k, v, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return PutKept, fmt.Errorf("replace %s entry: %w", name, err)
+	}
+	return PutReplaced, nil
 }
 
 // ConntrackSize is what the conntrack maps hold now and can hold.

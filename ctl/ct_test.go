@@ -48,12 +48,12 @@ func TestCTDumpFilters(t *testing.T) {
 		{bpfmap.CTKey{Src: client, Dst: fip, Proto: tcp}, bpfmap.CTEntry{NATSrc: client, NATDst: fixed, NAT: bpfmap.NATDNAT, TCPFlags: bpfmap.TCPSyn, WScale: -1}},
 		{bpfmap.CTKey{Src: fixed, Dst: client, Proto: tcp}, bpfmap.CTEntry{NATSrc: fip, NATDst: client, Reply: true, NAT: bpfmap.NATDNAT, TCPFlags: bpfmap.TCPSyn | bpfmap.TCPAck, WScale: -1}},
 	} {
-		if _, err := dp.Maps.PutTranslated(e.k, e.v); err != nil {
+		if _, err := dp.Maps.PutTranslated(e.k, e.v, false); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if _, err := dp.Maps.PutTracked(bpfmap.CTKey{Src: wl1, Dst: wl2, Proto: udp}, bpfmap.CTEntry{Packets: 3, Bytes: 300, WScale: -1},
-		&bpfmap.CTEntry{Packets: 2, Bytes: 200, WScale: -1}); err != nil {
+		&bpfmap.CTEntry{Packets: 2, Bytes: 200, WScale: -1}, false); err != nil {
 		t.Fatal(err)
 	}
 	dump := func(args ...string) []ctRow {

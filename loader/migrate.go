@@ -77,7 +77,8 @@ type MigrationResult struct {
 	Entries    int // v1 entries read
 	Translated int // cx_nat_v2 entries written
 	Tracked    int // cx_ct_v2 flows written
-	Kept       int // flows the new maps had already (the programs' own stand)
+	Kept       int // entries the new maps had already (the programs' own stand)
+	Replaced   int // entries the new maps had, older than the previous programs' (second pass)
 }
 
 // LegacyConntrack says whether a conntrack map of the previous layout is
@@ -96,9 +97,13 @@ func (dp *Dataplane) LegacyConntrack() bool {
 // An entry the new maps already hold (written by the new programs) is kept.
 // The old map stays pinned: programs of the previous build may still run
 // on interfaces whose links are not swapped yet, and their new flows go
-// there, so the agent runs it again once every link runs this build's
-// programs, then calls RemoveLegacyConntrack. No legacy map: a zero result.
-func (dp *Dataplane) MigrateConntrack() (MigrationResult, error) {
+// there, so the agent runs it again (final) once every link runs this
+// build's programs, then calls RemoveLegacyConntrack. That pass also
+// replaces an entry whose last packet is older than the old map's: the
+// previous programs carried the flow's packets after the first pass (its
+// TCP state, FIN and RST included, is theirs). No legacy map: a zero
+// result.
+func (dp *Dataplane) MigrateConntrack(final bool) (MigrationResult, error) {
 	var r MigrationResult
 	if !dp.LegacyConntrack() {
 		return r, nil
@@ -129,15 +134,11 @@ func (dp *Dataplane) MigrateConntrack() (MigrationResult, error) {
 	done := map[bpfmap.CTKey]bool{}
 	for key, e := range entries {
 		if e.NAT != 0 {
-			wrote, err := dp.Maps.PutTranslated(key, e)
+			res, err := dp.Maps.PutTranslated(key, e, final)
 			if err != nil {
 				return r, fmt.Errorf("migrate %s: %w", path, err)
 			}
-			if wrote {
-				r.Translated++
-			} else {
-				r.Kept++
-			}
+			r.count(res, &r.Translated)
 			continue
 		}
 		if done[key] {
@@ -157,17 +158,24 @@ func (dp *Dataplane) MigrateConntrack() (MigrationResult, error) {
 			// is rebuilt with what its reply knows.
 			orig, o, reply = pk, bpfmap.CTEntry{Created: e.Created, Last: e.Last, WScale: -1}, &e
 		}
-		wrote, err := dp.Maps.PutTracked(orig, o, reply)
+		res, err := dp.Maps.PutTracked(orig, o, reply, final)
 		if err != nil {
 			return r, fmt.Errorf("migrate %s: %w", path, err)
 		}
-		if wrote {
-			r.Tracked++
-		} else {
-			r.Kept++
-		}
+		r.count(res, &r.Tracked)
 	}
 	return r, nil
+}
+
+func (r *MigrationResult) count(res bpfmap.PutResult, written *int) {
+	switch res {
+	case bpfmap.PutWritten:
+		*written++
+	case bpfmap.PutReplaced:
+		r.Replaced++
+	default:
+		r.Kept++
+	}
 }
 
 // RemoveLegacyConntrack unpins the previous layout's conntrack map, once

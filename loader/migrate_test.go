@@ -17,6 +17,11 @@ import (
 // legacyEntry builds a value of the v1 cx_ct (136 bytes) the way calyx
 // before the v2 layout wrote it.
 func legacyEntry(natSrc, natDst netip.AddrPort, reply bool, nat uint8, packets uint64) []byte {
+	return legacyEntryAt(natSrc, natDst, reply, nat, packets, 2000)
+}
+
+// legacyEntryAt is legacyEntry whose last packet was at last (ns).
+func legacyEntryAt(natSrc, natDst netip.AddrPort, reply bool, nat uint8, packets, last uint64) []byte {
 	v := make([]byte, 136)
 	a, b := natSrc.Addr().As16(), natDst.Addr().As16()
 	copy(v[0:16], a[:])
@@ -30,7 +35,7 @@ func legacyEntry(natSrc, natDst netip.AddrPort, reply bool, nat uint8, packets u
 	v[38] = bpfmap.TCPSyn | bpfmap.TCPAck       // tcp_flags
 	v[39] = 0x80 | 0x40 | 7                     // sequence known, window scale 7 offered
 	binary.LittleEndian.PutUint64(v[40:], 1000) // created
-	binary.LittleEndian.PutUint64(v[48:], 2000) // last
+	binary.LittleEndian.PutUint64(v[48:], last)
 	binary.LittleEndian.PutUint64(v[56:], packets)
 	binary.LittleEndian.PutUint64(v[64:], packets*100)
 	binary.LittleEndian.PutUint32(v[72:], 123456) // seq_end
@@ -94,7 +99,7 @@ func TestMigrateLegacyConntrack(t *testing.T) {
 	if !dp.LegacyConntrack() {
 		t.Fatal("the previous layout's cx_ct is not seen")
 	}
-	r, err := dp.MigrateConntrack()
+	r, err := dp.MigrateConntrack(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,9 +132,21 @@ func TestMigrateLegacyConntrack(t *testing.T) {
 	}
 
 	// Again (the agent's pass once every link runs the new programs):
-	// nothing is overwritten.
-	if r, err = dp.MigrateConntrack(); err != nil || r.Kept != 4 || r.Translated+r.Tracked != 0 {
-		t.Errorf("second pass %+v, %v: want the 4 flows' entries kept", r, err)
+	// what the new maps hold stands, unless the previous programs saw the
+	// flow after the first pass: the tracked flow's newer packets (the
+	// old map's last packet later than the new map's) replace it.
+	put(legacyKey(wl1, wl2, bpfmap.ProtoUDP), legacyEntryAt(wl1, wl2, false, 0, 9, 5000))
+	if r, err = dp.MigrateConntrack(true); err != nil || r.Kept != 3 || r.Replaced != 1 || r.Translated+r.Tracked != 0 {
+		t.Errorf("second pass %+v, %v: want 3 kept, the tracked flow's entry replaced", r, err)
+	}
+	flows, err = conntrack.Flows(dp.Maps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range flows {
+		if f.Orig != nil && f.Orig.Key == (bpfmap.CTKey{Src: wl1, Dst: wl2, Proto: bpfmap.ProtoUDP}) && (f.Orig.Value.Packets != 9 || f.Last() != 5000) {
+			t.Errorf("tracked flow after the second pass: %d packets, last %d; want the old map's 9 and 5000", f.Orig.Value.Packets, f.Last())
+		}
 	}
 	// The collection (batched reads and deletes) expires them all.
 	gc, err := conntrack.GC(dp.Maps, 1<<62)
