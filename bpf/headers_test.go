@@ -1,7 +1,6 @@
 package bpf_test
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,10 +13,8 @@ import (
 func TestSourcesSelfContained(t *testing.T) {
 	clang, err := exec.LookPath("clang")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("clang not found, and CI is set: %v", err)
-		}
-		t.Skip("clang not found")
+		// clang builds the programs (make generate): no clang, no calyx.
+		t.Fatalf("clang not found: %v", err)
 	}
 	files, err := filepath.Glob("*.h")
 	if err != nil {

@@ -146,16 +146,6 @@ func ctSetup(t *testing.T, o ctOptions) *ctEnv {
 	return e
 }
 
-// skipRepeatedKinds skips the test in the e2e runs with VM or mixed
-// workloads: what it shows does not depend on the workload kind, and it
-// would triple its cost (see the Makefile's E2E_KINDS).
-func skipRepeatedKinds(t *testing.T) {
-	t.Helper()
-	if k := os.Getenv(lab.WorkloadKindEnv); k != "" && k != string(lab.KindVeth) {
-		t.Skipf("%s=%s: runs in the veth pass only", lab.WorkloadKindEnv, k)
-	}
-}
-
 // fipFlowCheck checks an echo over client -> fipA: wa answered, saw the
 // client's own address, and the reply came from the floating IP.
 func (e *ctEnv) fipFlowCheck(r lab.EchoReply) error {
@@ -401,7 +391,6 @@ spec:
 // throughout: every one is answered, still translated, and both flows are
 // in the nat table afterwards.
 func TestConntrackFloodKeepsTranslations(t *testing.T) {
-	skipRepeatedKinds(t)
 	const floodCount = 1_000_000
 	var wf *lab.Workload
 	e := ctSetup(t, ctOptions{
@@ -691,7 +680,6 @@ func buildLegacyAgent(t *testing.T) string {
 // cx_ct_v2 and cx_nat_v2 are there, and ct dump lists both flows in the
 // nat table.
 func TestUpgradeMigratesConntrack(t *testing.T) {
-	skipRepeatedKinds(t)
 	old := buildLegacyAgent(t)
 	e := ctSetup(t, ctOptions{kind: lab.KindVeth, agentBinary: old})
 	l, m := e.l, e.m
