@@ -388,7 +388,7 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 			}
 			a.metrics.resyncs.Inc()
 			a.poolsChecked = ""           // and the kernel's routes are looked at again
-			a.calc = calc.NewCalculator() // and the model is computed in full
+			a.calc = nil // and the model is computed in full
 			if timer == nil {
 				timer = time.After(0)
 			}
@@ -459,7 +459,7 @@ func (a *Agent) reconcile() error {
 		return err
 	}
 	if a.calc == nil {
-		a.calc = calc.NewCalculator()
+		a.calc = a.newCalculator()
 	}
 	// The calculator changes the maps of the Desired it last returned,
 	// Rules among them, which logPolicy reads: not meanwhile.
@@ -502,6 +502,10 @@ func (a *Agent) program(d *calc.Desired) (int, error) {
 	// Endpoints whose attach failed before stay so until a retry works:
 	// their state is written as such, not flipped to ready and back.
 	a.markAttachFailed(d)
+	for _, slot := range d.FreshCounterSlots {
+		// Before the interface that gets it is written: it starts at 0.
+		errs = append(errs, a.dp.Maps.ZeroCounterSlot(slot))
+	}
 	up, err := a.syncer.Upsert(d)
 	a.metrics.countWrites(up)
 	writes := up.Total()
@@ -522,6 +526,23 @@ func (a *Agent) program(d *calc.Desired) (int, error) {
 	pr, err := a.syncer.Prune(d)
 	a.metrics.countWrites(pr)
 	return writes + pr.Total(), errors.Join(append(errs, err)...)
+}
+
+// newCalculator starts computing the model afresh, keeping the counter
+// slots the interfaces have in the maps (and with them their counts).
+func (a *Agent) newCalculator() *calc.Calculator {
+	c := calc.NewCalculator()
+	held := map[uint32]uint16{}
+	err := a.dp.Maps.Ifaces.Each(func(idx uint32, v bpfmap.Iface) bool {
+		held[idx] = v.CounterSlot
+		return true
+	})
+	if err != nil {
+		// The interfaces get new slots, zeroed: their counts start again.
+		a.log.Warn("read counter slots", "err", err)
+	}
+	c.AdoptCounterSlots(held)
+	return c
 }
 
 // reserveNATPorts keeps the host's own sockets out of natOutgoing's ports.

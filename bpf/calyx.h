@@ -41,6 +41,10 @@ struct cx_iface {
 	__u32 ingress_table;
 	__u32 egress_table;
 	__u32 kind; /* enum cx_iface_kind */
+	/* Where the interface's verdicts of reasons below
+	 * CX_REASON_FIRST_DROP are counted in cx_slot_counters; 0: none
+	 * free, counted in cx_counters. Stable for the interface's life. */
+	__u32 counter_slot;
 };
 
 enum cx_route_type {
@@ -81,7 +85,10 @@ struct cx_route {
 	__u32 type;    /* enum cx_route_type; a __u32 so the map's BTF loads */
 	__u32 flags;   /* enum cx_route_flags */
 	__u32 ifindex; /* local workload: its host-side interface */
-	__u32 encap;   /* remote workload: enum cx_encap */
+	__u16 encap;   /* remote workload: enum cx_encap */
+	/* local workload: its interface's counter slot (cx_iface). A __u16
+	 * beside encap, so the route cached in cx_nat_v2 keeps its size. */
+	__u16 counter_slot;
 	__u8 next_hop[16];          /* remote: the owning node's underlay address */
 	__u8 mac[CX_ETH_ALEN];      /* local workload: its MAC (CX_RT_F_HAS_MAC) */
 	__u8 host_mac[CX_ETH_ALEN]; /* local workload: the host side's MAC */
@@ -131,6 +138,20 @@ enum cx_reason {
 };
 
 #define CX_REASON_FIRST_DROP CX_REASON_DROP_MALFORMED
+
+/* cx_slot_counters: the verdicts that pass a packet on (every reason below
+ * CX_REASON_FIRST_DROP), per interface with a slot, in a per-CPU array:
+ * the counting on every forwarded packet's path is an array index, not a
+ * hash lookup. Slot s holds reason r at s * CX_REASON_FIRST_DROP + r.
+ * Slot 0 is none (counted in cx_counters, as drops always are), slot 1 the
+ * underlay interface (cx_config's underlay_ifindex); the agent gives each
+ * workload interface one of the others and zeroes it before. */
+enum cx_counter_slot {
+	CX_COUNTER_SLOT_NONE = 0,
+	CX_COUNTER_SLOT_UNDERLAY = 1,
+	CX_COUNTER_SLOT_FIRST_WORKLOAD = 2,
+	CX_COUNTER_SLOTS = 1024, /* slots in all: 16 KiB per CPU */
+};
 
 struct cx_counter_key {
 	__u32 ifindex;

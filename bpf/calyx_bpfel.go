@@ -39,6 +39,15 @@ type CalyxCxCounterKey struct {
 	Reason  uint32
 }
 
+type CalyxCxCounterSlot uint32
+
+const (
+	CalyxCxCounterSlotCX_COUNTER_SLOT_NONE           CalyxCxCounterSlot = 0
+	CalyxCxCounterSlotCX_COUNTER_SLOT_UNDERLAY       CalyxCxCounterSlot = 1
+	CalyxCxCounterSlotCX_COUNTER_SLOT_FIRST_WORKLOAD CalyxCxCounterSlot = 2
+	CalyxCxCounterSlotCX_COUNTER_SLOTS               CalyxCxCounterSlot = 1024
+)
+
 type CalyxCxCtDir uint32
 
 const (
@@ -190,6 +199,7 @@ type CalyxCxIface struct {
 	IngressTable uint32
 	EgressTable  uint32
 	Kind         uint32
+	CounterSlot  uint32
 }
 
 type CalyxCxIfaceFlags uint32
@@ -374,14 +384,15 @@ const (
 )
 
 type CalyxCxRoute struct {
-	_       structs.HostLayout
-	Type    uint32
-	Flags   uint32
-	Ifindex uint32
-	Encap   uint32
-	NextHop [16]uint8
-	Mac     [6]uint8
-	HostMac [6]uint8
+	_           structs.HostLayout
+	Type        uint32
+	Flags       uint32
+	Ifindex     uint32
+	Encap       uint16
+	CounterSlot uint16
+	NextHop     [16]uint8
+	Mac         [6]uint8
+	HostMac     [6]uint8
 }
 
 type CalyxCxRouteFlags uint32
@@ -445,6 +456,7 @@ const (
 	CalyxMapCxPolicyLog         = "cx_policy_log"
 	CalyxMapCxPrefilter         = "cx_prefilter"
 	CalyxMapCxRoutes            = "cx_routes"
+	CalyxMapCxSlotCounters      = "cx_slot_counters"
 	CalyxProgCalyxFromUnderlay  = "calyx_from_underlay"
 	CalyxProgCalyxFromWl        = "calyx_from_wl"
 	CalyxProgCalyxToUnderlay    = "calyx_to_underlay"
@@ -452,6 +464,7 @@ const (
 	CalyxProgCalyxXdpPrefilter  = "calyx_xdp_prefilter"
 	CalyxVarCxEnumAttachMode    = "cx_enum_attach_mode"
 	CalyxVarCxEnumConfigFlags   = "cx_enum_config_flags"
+	CalyxVarCxEnumCounterSlot   = "cx_enum_counter_slot"
 	CalyxVarCxEnumCtDir         = "cx_enum_ct_dir"
 	CalyxVarCxEnumCtSeq         = "cx_enum_ct_seq"
 	CalyxVarCxEnumCtStat        = "cx_enum_ct_stat"
@@ -524,23 +537,24 @@ type CalyxProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CalyxMapSpecs struct {
-	CxConfig     *ebpf.MapSpec `ebpf:"cx_config"`
-	CxCounters   *ebpf.MapSpec `ebpf:"cx_counters"`
-	CxCtStats    *ebpf.MapSpec `ebpf:"cx_ct_stats"`
-	CxCtV2       *ebpf.MapSpec `ebpf:"cx_ct_v2"`
-	CxEndpoints  *ebpf.MapSpec `ebpf:"cx_endpoints"`
-	CxFips       *ebpf.MapSpec `ebpf:"cx_fips"`
-	CxFrags      *ebpf.MapSpec `ebpf:"cx_frags"`
-	CxIfaces     *ebpf.MapSpec `ebpf:"cx_ifaces"`
-	CxIpcache    *ebpf.MapSpec `ebpf:"cx_ipcache"`
-	CxLeases     *ebpf.MapSpec `ebpf:"cx_leases"`
-	CxLinks      *ebpf.MapSpec `ebpf:"cx_links"`
-	CxNatV2      *ebpf.MapSpec `ebpf:"cx_nat_v2"`
-	CxPolicy     *ebpf.MapSpec `ebpf:"cx_policy"`
-	CxPolicyHits *ebpf.MapSpec `ebpf:"cx_policy_hits"`
-	CxPolicyLog  *ebpf.MapSpec `ebpf:"cx_policy_log"`
-	CxPrefilter  *ebpf.MapSpec `ebpf:"cx_prefilter"`
-	CxRoutes     *ebpf.MapSpec `ebpf:"cx_routes"`
+	CxConfig       *ebpf.MapSpec `ebpf:"cx_config"`
+	CxCounters     *ebpf.MapSpec `ebpf:"cx_counters"`
+	CxCtStats      *ebpf.MapSpec `ebpf:"cx_ct_stats"`
+	CxCtV2         *ebpf.MapSpec `ebpf:"cx_ct_v2"`
+	CxEndpoints    *ebpf.MapSpec `ebpf:"cx_endpoints"`
+	CxFips         *ebpf.MapSpec `ebpf:"cx_fips"`
+	CxFrags        *ebpf.MapSpec `ebpf:"cx_frags"`
+	CxIfaces       *ebpf.MapSpec `ebpf:"cx_ifaces"`
+	CxIpcache      *ebpf.MapSpec `ebpf:"cx_ipcache"`
+	CxLeases       *ebpf.MapSpec `ebpf:"cx_leases"`
+	CxLinks        *ebpf.MapSpec `ebpf:"cx_links"`
+	CxNatV2        *ebpf.MapSpec `ebpf:"cx_nat_v2"`
+	CxPolicy       *ebpf.MapSpec `ebpf:"cx_policy"`
+	CxPolicyHits   *ebpf.MapSpec `ebpf:"cx_policy_hits"`
+	CxPolicyLog    *ebpf.MapSpec `ebpf:"cx_policy_log"`
+	CxPrefilter    *ebpf.MapSpec `ebpf:"cx_prefilter"`
+	CxRoutes       *ebpf.MapSpec `ebpf:"cx_routes"`
+	CxSlotCounters *ebpf.MapSpec `ebpf:"cx_slot_counters"`
 }
 
 // CalyxVariableSpecs contains global variables before they are loaded into the kernel.
@@ -549,6 +563,7 @@ type CalyxMapSpecs struct {
 type CalyxVariableSpecs struct {
 	CxEnumAttachMode    *ebpf.VariableSpec `ebpf:"cx_enum_attach_mode"`
 	CxEnumConfigFlags   *ebpf.VariableSpec `ebpf:"cx_enum_config_flags"`
+	CxEnumCounterSlot   *ebpf.VariableSpec `ebpf:"cx_enum_counter_slot"`
 	CxEnumCtDir         *ebpf.VariableSpec `ebpf:"cx_enum_ct_dir"`
 	CxEnumCtSeq         *ebpf.VariableSpec `ebpf:"cx_enum_ct_seq"`
 	CxEnumCtStat        *ebpf.VariableSpec `ebpf:"cx_enum_ct_stat"`
@@ -588,23 +603,24 @@ func (o *CalyxObjects) Close() error {
 //
 // It can be passed to LoadCalyxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CalyxMaps struct {
-	CxConfig     *ebpf.Map `ebpf:"cx_config"`
-	CxCounters   *ebpf.Map `ebpf:"cx_counters"`
-	CxCtStats    *ebpf.Map `ebpf:"cx_ct_stats"`
-	CxCtV2       *ebpf.Map `ebpf:"cx_ct_v2"`
-	CxEndpoints  *ebpf.Map `ebpf:"cx_endpoints"`
-	CxFips       *ebpf.Map `ebpf:"cx_fips"`
-	CxFrags      *ebpf.Map `ebpf:"cx_frags"`
-	CxIfaces     *ebpf.Map `ebpf:"cx_ifaces"`
-	CxIpcache    *ebpf.Map `ebpf:"cx_ipcache"`
-	CxLeases     *ebpf.Map `ebpf:"cx_leases"`
-	CxLinks      *ebpf.Map `ebpf:"cx_links"`
-	CxNatV2      *ebpf.Map `ebpf:"cx_nat_v2"`
-	CxPolicy     *ebpf.Map `ebpf:"cx_policy"`
-	CxPolicyHits *ebpf.Map `ebpf:"cx_policy_hits"`
-	CxPolicyLog  *ebpf.Map `ebpf:"cx_policy_log"`
-	CxPrefilter  *ebpf.Map `ebpf:"cx_prefilter"`
-	CxRoutes     *ebpf.Map `ebpf:"cx_routes"`
+	CxConfig       *ebpf.Map `ebpf:"cx_config"`
+	CxCounters     *ebpf.Map `ebpf:"cx_counters"`
+	CxCtStats      *ebpf.Map `ebpf:"cx_ct_stats"`
+	CxCtV2         *ebpf.Map `ebpf:"cx_ct_v2"`
+	CxEndpoints    *ebpf.Map `ebpf:"cx_endpoints"`
+	CxFips         *ebpf.Map `ebpf:"cx_fips"`
+	CxFrags        *ebpf.Map `ebpf:"cx_frags"`
+	CxIfaces       *ebpf.Map `ebpf:"cx_ifaces"`
+	CxIpcache      *ebpf.Map `ebpf:"cx_ipcache"`
+	CxLeases       *ebpf.Map `ebpf:"cx_leases"`
+	CxLinks        *ebpf.Map `ebpf:"cx_links"`
+	CxNatV2        *ebpf.Map `ebpf:"cx_nat_v2"`
+	CxPolicy       *ebpf.Map `ebpf:"cx_policy"`
+	CxPolicyHits   *ebpf.Map `ebpf:"cx_policy_hits"`
+	CxPolicyLog    *ebpf.Map `ebpf:"cx_policy_log"`
+	CxPrefilter    *ebpf.Map `ebpf:"cx_prefilter"`
+	CxRoutes       *ebpf.Map `ebpf:"cx_routes"`
+	CxSlotCounters *ebpf.Map `ebpf:"cx_slot_counters"`
 }
 
 func (m *CalyxMaps) Close() error {
@@ -626,6 +642,7 @@ func (m *CalyxMaps) Close() error {
 		m.CxPolicyLog,
 		m.CxPrefilter,
 		m.CxRoutes,
+		m.CxSlotCounters,
 	)
 }
 
@@ -635,6 +652,7 @@ func (m *CalyxMaps) Close() error {
 type CalyxVariables struct {
 	CxEnumAttachMode    *ebpf.Variable `ebpf:"cx_enum_attach_mode"`
 	CxEnumConfigFlags   *ebpf.Variable `ebpf:"cx_enum_config_flags"`
+	CxEnumCounterSlot   *ebpf.Variable `ebpf:"cx_enum_counter_slot"`
 	CxEnumCtDir         *ebpf.Variable `ebpf:"cx_enum_ct_dir"`
 	CxEnumCtSeq         *ebpf.Variable `ebpf:"cx_enum_ct_seq"`
 	CxEnumCtStat        *ebpf.Variable `ebpf:"cx_enum_ct_stat"`

@@ -9,8 +9,10 @@
 
 /* cx_count adds a packet of len bytes to the per-CPU counter at key of
  * map (cx_counters, cx_policy_hits), creating it on first use. A full LRU
- * map makes room; a failed insert only costs the count. */
-static __always_inline void cx_count(void *map, const void *key, __u32 len)
+ * map makes room; a failed insert only costs the count. A function of its
+ * own (a BPF-to-BPF call): inlined at every verdict of a hook, its key and
+ * zero value would each take stack in the hook's one frame. */
+static __noinline void cx_count(void *map, const void *key, __u32 len)
 {
 	struct cx_counter *c = bpf_map_lookup_elem(map, key);
 
@@ -44,13 +46,41 @@ static __always_inline int cx_verdict(struct __sk_buff *skb, __u32 ifindex, __u3
 	return cx_verdict_len(ifindex, reason, skb->len, verdict);
 }
 
-/* cx_to_workload counts a packet entering a workload: at the delivery when
- * it goes by redirect_peer (the host side's egress hook does not run), else
- * in that egress hook (calyx_to_wl). Ingress policy and reverse NAT are done
- * by whichever path decided the delivery, before either: once per packet. */
-static __always_inline int cx_to_workload(struct __sk_buff *skb, __u32 ifindex, int verdict)
+/* cx_verdict_slot is cx_verdict_len for an interface with a counter slot
+ * (cx_iface, cx_route, CX_COUNTER_SLOT_UNDERLAY): a verdict that passes the
+ * packet on is counted in the slot's per-CPU array entry, the cheap way
+ * (calyx.h, cx_slot_counters); drops, and an interface without a slot
+ * (0), in cx_counters. */
+static __always_inline int cx_verdict_slot(__u32 slot, __u32 ifindex, __u32 reason, __u32 len, int verdict)
 {
-	return cx_verdict(skb, ifindex, CX_REASON_TO_WORKLOAD, verdict);
+	if (slot && slot < CX_COUNTER_SLOTS && reason < CX_REASON_FIRST_DROP) {
+		__u32 key = slot * CX_REASON_FIRST_DROP + reason;
+		struct cx_counter *c = bpf_map_lookup_elem(&cx_slot_counters, &key);
+
+		if (c) {
+			c->packets++;
+			c->bytes += len;
+		}
+		return verdict;
+	}
+	return cx_verdict_len(ifindex, reason, len, verdict);
+}
+
+/* cx_underlay_slot is the counter slot of the underlay interface for a
+ * program running on ifindex: none on any other interface. */
+static __always_inline __u32 cx_underlay_slot(const struct cx_node_config *cfg, __u32 ifindex)
+{
+	return cfg && cfg->underlay_ifindex == ifindex ? CX_COUNTER_SLOT_UNDERLAY : 0;
+}
+
+/* cx_to_workload counts a packet entering a workload, on its interface
+ * (ifindex, counter slot): at the delivery when it goes by redirect_peer
+ * (the host side's egress hook does not run), else in that egress hook
+ * (calyx_to_wl). Ingress policy and reverse NAT are done by whichever path
+ * decided the delivery, before either: once per packet. */
+static __always_inline int cx_to_workload(struct __sk_buff *skb, __u32 ifindex, __u32 slot, int verdict)
+{
+	return cx_verdict_slot(slot, ifindex, CX_REASON_TO_WORKLOAD, skb->len, verdict);
 }
 
 #endif /* CALYX_COUNTERS_H */

@@ -42,8 +42,8 @@ struct cx_icmp_unreach {
  *     it (bpf_redirect_neigh), and the egress hook counts it as above.
  * The packet is counted on in_ifindex under reason (deliver-local, or
  * decap-* for a packet that was decapsulated first) with in_len, its length
- * as it came in. */
-static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_len,
+ * as it came in, in in_slot when the interface has one. */
+static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_slot, __u32 in_len,
 					    __u32 reason, const struct cx_route *dst)
 {
 	void *data = cx_skb_data(skb);
@@ -54,7 +54,7 @@ static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifin
 	if ((void *)(eth + 1) > data_end)
 		return cx_verdict_len(in_ifindex, CX_REASON_DROP_MALFORMED, in_len, TC_ACT_SHOT);
 
-	cx_verdict_len(in_ifindex, reason, in_len, 0);
+	cx_verdict_slot(in_slot, in_ifindex, reason, in_len, 0);
 	if (!(dst->flags & CX_RT_F_HAS_MAC)) {
 		skb->mark = CX_MARK_ROUTED;
 		return bpf_redirect_neigh(out_ifindex, NULL, 0, 0);
@@ -62,7 +62,7 @@ static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifin
 	__builtin_memcpy(eth->h_dest, dst->mac, CX_ETH_ALEN);
 	__builtin_memcpy(eth->h_source, dst->host_mac, CX_ETH_ALEN);
 	if (dst->flags & CX_RT_F_PEER)
-		return cx_to_workload(skb, out_ifindex, bpf_redirect_peer(out_ifindex, 0));
+		return cx_to_workload(skb, out_ifindex, dst->counter_slot, bpf_redirect_peer(out_ifindex, 0));
 	skb->mark = CX_MARK_ROUTED;
 	return bpf_redirect(out_ifindex, 0);
 }
@@ -302,11 +302,11 @@ static __always_inline __u32 cx_seg_len(struct __sk_buff *skb, struct iphdr *iph
 }
 
 /* cx_to_node sends an IPv4 packet towards the node that hosts its
- * destination, encapsulated as rt says. in_ifindex is where the verdict is
- * counted; from_host says the packet comes from the host's own stack (the
- * underlay egress hook) rather than from a workload. */
-static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, const struct cx_route *rt,
-				      int from_host)
+ * destination, encapsulated as rt says. in_ifindex (counter slot in_slot)
+ * is where the verdict is counted; from_host says the packet comes from the
+ * host's own stack (the underlay egress hook) rather than from a workload. */
+static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_slot,
+				      const struct cx_route *rt, int from_host)
 {
 	void *data = cx_skb_data(skb);
 	void *data_end = cx_skb_data_end(skb);
@@ -319,15 +319,15 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, c
 
 	if (!cfg || !cfg->underlay_mtu || (void *)(iph + 1) > data_end)
 		/* Not configured yet: the host stack knows as much as we do. */
-		return cx_verdict_len(in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	src = cx_addr_ip4(cfg->node_addr);
 	node = cx_addr_ip4(rt->next_hop);
 	if (!src || !node)
-		return cx_verdict_len(in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	if (!from_host && iph->ttl <= 1)
 		/* A workload's packet this host, its first router, may not
 		 * forward: the host stack sends the ICMP time-exceeded. */
-		return cx_verdict_len(in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 
 	if (cx_fib_nexthop(skb, src, node, &nh))
 		/* The underlay cannot reach the node (link down, route gone). */
@@ -355,7 +355,7 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, c
 		if (cx_icmp_frag_needed(skb, from_host ? node : src, cfg->underlay_mtu - room))
 			/* The helpers refused to rewrite the packet into the ICMP. */
 			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
-		return cx_verdict_len(in_ifindex, CX_REASON_ICMP_FRAG_NEEDED, len,
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_ICMP_FRAG_NEEDED, len,
 				      bpf_redirect(skb->ifindex, from_host ? BPF_F_INGRESS : 0));
 	}
 
@@ -384,15 +384,15 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, c
 		__builtin_memcpy(eth->h_source, nh.smac, CX_ETH_ALEN);
 		if (from_host && nh.ifindex == skb->ifindex)
 			/* Already on its way out of the right interface. */
-			return cx_verdict_len(in_ifindex, reason, len, TC_ACT_OK);
+			return cx_verdict_slot(in_slot, in_ifindex, reason, len, TC_ACT_OK);
 		skb->mark = CX_MARK_ROUTED;
-		return cx_verdict_len(in_ifindex, reason, len, bpf_redirect(nh.ifindex, 0));
+		return cx_verdict_slot(in_slot, in_ifindex, reason, len, bpf_redirect(nh.ifindex, 0));
 	}
 	skb->mark = CX_MARK_ROUTED;
 	{
 		struct bpf_redir_neigh neigh = { .nh_family = CX_AF_INET, .ipv4_nh = nh.gw };
 
-		return cx_verdict_len(in_ifindex, reason, len,
+		return cx_verdict_slot(in_slot, in_ifindex, reason, len,
 				      bpf_redirect_neigh(nh.ifindex, &neigh, sizeof(neigh), 0));
 	}
 }

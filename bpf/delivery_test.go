@@ -53,11 +53,12 @@ func (e *env) addVM(tb testing.TB, n byte, hasMAC, keepFile bool) (*endpoint, bp
 		tb.Cleanup(func() { _ = tap.File.Close() })
 	}
 	ep := &endpoint{name: name, ifindex: tap.Ifindex, hostMAC: tap.MAC, mac: mac(n, 0x01),
-		ip4: netip.AddrFrom4([4]byte{10, 65, 0, n * 10}),
-		ip6: netip.AddrFrom16([16]byte{0: 0xfd, 2: 0x00, 3: 0x65, 15: 0x10 * n})}
+		ip4:  netip.AddrFrom4([4]byte{10, 65, 0, n * 10}),
+		ip6:  netip.AddrFrom16([16]byte{0: 0xfd, 2: 0x00, 3: 0x65, 15: 0x10 * n}),
+		slot: bpfmap.FirstWorkloadCounterSlot + 16 + uint16(n)}
 	must(tb, e.dp.Maps.Ifaces.Put(ep.idx(), bpfmap.Iface{Workload: true, CheckMAC: true, EndpointID: uint32(n),
-		MAC: bpfmap.MACFrom(ep.mac), HostMAC: bpfmap.MACFrom(ep.hostMAC), Kind: bpfmap.IfaceTap}))
-	rt := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: bpfmap.MACFrom(ep.hostMAC)}
+		MAC: bpfmap.MACFrom(ep.mac), HostMAC: bpfmap.MACFrom(ep.hostMAC), Kind: bpfmap.IfaceTap, CounterSlot: ep.slot}))
+	rt := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: bpfmap.MACFrom(ep.hostMAC), CounterSlot: ep.slot}
 	if hasMAC {
 		rt.MAC = bpfmap.MACFrom(ep.mac)
 	}

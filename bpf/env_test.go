@@ -91,6 +91,7 @@ type endpoint struct {
 	mac     net.HardwareAddr // the workload's (its peer)
 	ip4     netip.Addr
 	ip6     netip.Addr
+	slot    uint16 // its counter slot; 0: counted in cx_counters
 }
 
 func (ep *endpoint) idx() uint32 { return uint32(ep.ifindex) }
@@ -162,9 +163,16 @@ func newEnv(tb testing.TB) *env {
 		if n == 9 {
 			return ep
 		}
+		if n != 4 {
+			// wl4 has none, as an interface beyond the last slot: its
+			// verdicts are counted in cx_counters.
+			ep.slot = bpfmap.FirstWorkloadCounterSlot + uint16(n)
+		}
 		must(tb, dp.Maps.Ifaces.Put(ep.idx(), bpfmap.Iface{Workload: true, CheckMAC: checkMAC,
-			EndpointID: uint32(n), MAC: bpfmap.MACFrom(ep.mac), HostMAC: bpfmap.MACFrom(ep.hostMAC), Kind: bpfmap.IfaceVeth}))
-		rt := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: bpfmap.MACFrom(ep.hostMAC), Peer: true}
+			EndpointID: uint32(n), MAC: bpfmap.MACFrom(ep.mac), HostMAC: bpfmap.MACFrom(ep.hostMAC), Kind: bpfmap.IfaceVeth,
+			CounterSlot: ep.slot}))
+		rt := bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: ep.idx(), HostMAC: bpfmap.MACFrom(ep.hostMAC), Peer: true,
+			CounterSlot: ep.slot}
 		if hasMAC {
 			rt.MAC = bpfmap.MACFrom(ep.mac)
 		}

@@ -10,8 +10,8 @@
 /* The program comes first; the paths it takes follow, in the order it
  * takes them. */
 static __always_inline int cx_underlay_host_only(const struct cx_node_config *cfg, struct iphdr *iph, void *data_end);
-static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
-				    struct hdr_cursor *c, void *data_end);
+static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, __u32 slot,
+				    struct iphdr *outer, struct hdr_cursor *c, void *data_end);
 
 /* calyx_from_underlay runs at TC ingress on the underlay interface: tunnel
  * packets from other nodes are decapsulated, workload traffic routed here
@@ -19,7 +19,7 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 SEC("tc")
 int calyx_from_underlay(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex;
+	__u32 ifindex = skb->ifindex, slot;
 	struct cx_node_config *cfg;
 	struct hdr_cursor c;
 	struct ethhdr *eth;
@@ -28,6 +28,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 	void *data_end;
 
 	cfg = cx_get_config();
+	slot = cx_underlay_slot(cfg, ifindex);
 	if (cfg && (cfg->flags & CX_CFG_PREFILTER_TC)) {
 		cx_pull(skb, ETH_HLEN + sizeof(struct ipv6hdr));
 		if (cx_prefiltered(cx_skb_data(skb), cx_skb_data_end(skb)))
@@ -39,9 +40,9 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		 * on a trunk (the kernel moved the tag into skb->vlan_tci):
 		 * calyx's underlay is this interface's untagged traffic, or a
 		 * VLAN device of its own as the underlay. */
-		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, skb->len, TC_ACT_OK);
 	if (!cfg || !cx_addr_ip4(cfg->node_addr))
-		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, skb->len, TC_ACT_OK);
 
 	cx_pull(skb, CX_UNDERLAY_PULL_LEN);
 
@@ -64,14 +65,14 @@ int calyx_from_underlay(struct __sk_buff *skb)
 	if (cx_underlay_host_only(cfg, iph, data_end))
 		/* The host's own traffic (storage, migration, SSH): no
 		 * conntrack, NAT or policy lookup. */
-		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, skb->len, TC_ACT_OK);
 	if (iph->protocol == IPPROTO_IPIP)
-		return cx_decap(skb, cfg, iph, &c, data_end);
+		return cx_decap(skb, cfg, slot, iph, &c, data_end);
 	if (iph->protocol == IPPROTO_UDP) {
 		struct udphdr *udp = c.pos;
 
 		if ((void *)(udp + 1) <= data_end && udp->dest == bpf_htons((__u16)cfg->vxlan_port))
-			return cx_decap(skb, cfg, iph, &c, data_end);
+			return cx_decap(skb, cfg, slot, iph, &c, data_end);
 	}
 
 	{
@@ -95,13 +96,13 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		rt = cx_dst_route(&dst, iph->daddr);
 		if (rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
 			if (cx_ip4_forward(skb, iph))
-				return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
-			return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);
+				return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+			return cx_deliver_local(skb, ifindex, slot, len, CX_REASON_DELIVER_LOCAL, rt);
 		}
 		if (nat == CX_NAT_DONE && rt && rt->type == CX_RT_REMOTE_WORKLOAD)
 			/* Translated by an entry whose fixed IP lives on another
 			 * node now (the instance moved): sent there. */
-			return cx_to_node(skb, ifindex, rt, 0);
+			return cx_to_node(skb, ifindex, slot, rt, 0);
 		if (nat == CX_NAT_NONE && rt && rt->type == CX_RT_FIP) {
 			/* A floating IP whose instance runs on another node: sent
 			 * there as it came, as the fixed IP's route says. That
@@ -111,7 +112,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 			if (fip && !(fip->flags & CX_FIP_LOCAL)) {
 				rt = cx_route_v4(cx_addr_ip4(fip->fixed));
 				if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
-					return cx_to_node(skb, ifindex, rt, 0);
+					return cx_to_node(skb, ifindex, slot, rt, 0);
 			}
 			/* To a floating IP, but neither a flow this node knows
 			 * nor one a packet like this may start (a TCP segment
@@ -120,7 +121,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 			 * it back out to the fabric that sent it here. */
 			return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
 		}
-		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}
 }
 
@@ -154,8 +155,8 @@ static __always_inline int cx_underlay_host_only(const struct cx_node_config *cf
  * one, is accepted: anything else encapsulated is dropped, never passed to
  * a stack that might route it. A delivered packet is counted as decap-*,
  * one for the host's stack as pass-host. */
-static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
-				    struct hdr_cursor *c, void *data_end)
+static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, __u32 slot,
+				    struct iphdr *outer, struct hdr_cursor *c, void *data_end)
 {
 	__u32 ifindex = skb->ifindex, len = skb->len, room, reason;
 	struct cx_route *rt;
@@ -278,9 +279,9 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 	}
 	if (rt->type == CX_RT_HOST)
 		/* For this host itself: its stack takes the inner packet. */
-		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	if (cx_ip4_forward(skb, iph))
 		/* Expiring: the host stack sends the time-exceeded for it. */
-		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
-	return cx_deliver_local(skb, ifindex, len, reason, rt);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	return cx_deliver_local(skb, ifindex, slot, len, reason, rt);
 }

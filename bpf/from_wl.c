@@ -35,8 +35,8 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 static __always_inline int cx_from_wl_dhcp(struct __sk_buff *skb, const struct cx_iface *ifc, struct iphdr *iph,
 					   struct hdr_cursor *c, void *data_end);
 static __always_inline int cx_route_cacheable(const struct cx_route *rt);
-static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex, __u32 len, const struct cx_route *rt,
-					    int nat);
+static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex, __u32 slot, __u32 len,
+					    const struct cx_route *rt, int nat);
 static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
 					  void *data_end);
 static __always_inline int cx_from_wl_ns(struct __sk_buff *skb, const struct cx_iface *ifc, struct ipv6hdr *ip6,
@@ -150,7 +150,7 @@ static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx
 static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
 					  void *data_end)
 {
-	__u32 ifindex = skb->ifindex, len = skb->len, start, src_flags = 0;
+	__u32 ifindex = skb->ifindex, slot = ifc->counter_slot, len = skb->len, start, src_flags = 0;
 	struct cx_dst dst = {};
 	struct cx_flow f = {};
 	int kind;
@@ -183,7 +183,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 			return cx_nat_drop(ifindex, CX_NAT_ERR_TCP_WINDOW, len);
 		if (cx_nat_apply(skb, &t, f.nat))
 			return cx_nat_drop(ifindex, CX_NAT_ERR_HELPER, len);
-		return cx_from_wl_route(skb, ifindex, len, &f.nat->route, CX_NAT_DONE);
+		return cx_from_wl_route(skb, ifindex, slot, len, &f.nat->route, CX_NAT_DONE);
 	}
 
 	/* A tracked flow's side that was checked on this interface before
@@ -216,7 +216,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 
 		if (!cx_flow_tracked(&f) && cx_policy_flow(skb, &t, ifindex, ifc, len, &local, NULL))
 			return cx_nat_drop(ifindex, CX_NAT_ERR_POLICY, len);
-		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}
 
 	start = CX_START_FIP | CX_START_WORKLOAD | CX_START_TRACK;
@@ -241,7 +241,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 			f.nat->ifindex = ifindex;
 			f.nat->route_gen = cfg->route_gen;
 		}
-		return cx_from_wl_route(skb, ifindex, len, rt, nat);
+		return cx_from_wl_route(skb, ifindex, slot, len, rt, nat);
 	}
 	if (nat == CX_NAT_DONE && !rt && cfg && iph->saddr == cx_addr_ip4(cfg->node_addr)) {
 		/* natOutgoing: from the node's address, the host stack would
@@ -255,9 +255,9 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 			f.nat->ifindex = ifindex;
 			f.nat->route_gen = cfg->route_gen;
 		}
-		return cx_to_node(skb, ifindex, &ext, 0);
+		return cx_to_node(skb, ifindex, slot, &ext, 0);
 	}
-	return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 }
 
 /* cx_from_wl_dhcp decides a workload's IPv4 packet from 0.0.0.0: the only
@@ -324,9 +324,9 @@ static __always_inline int cx_route_cacheable(const struct cx_route *rt)
 }
 
 /* cx_from_wl_route sends a workload's (translated) IPv4 packet on by rt,
- * which is a cacheable route. */
-static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex, __u32 len, const struct cx_route *rt,
-					    int nat)
+ * which is a cacheable route, counted on ifindex (counter slot slot). */
+static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex, __u32 slot, __u32 len,
+					    const struct cx_route *rt, int nat)
 {
 	void *data_end = cx_skb_data_end(skb);
 	struct iphdr *iph = cx_skb_data(skb) + ETH_HLEN;
@@ -335,11 +335,11 @@ static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex
 		/* Cannot happen: parsed before; the verifier wants it. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 	if (rt->type == CX_RT_REMOTE_WORKLOAD)
-		return cx_to_node(skb, ifindex, rt, 0);
+		return cx_to_node(skb, ifindex, slot, rt, 0);
 	/* Back to the sender only when translated: a workload to its own
 	 * floating IP (hairpin). */
 	if (rt->ifindex == ifindex && nat != CX_NAT_DONE)
-		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	{
 		/* To a workload beside it: the packet must fit the workloads'
 		 * MTU, as Linux's forwarding checks the output device's (a
@@ -356,12 +356,12 @@ static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex
 			if (cx_icmp_frag_needed(skb, cx_addr_ip4(cfg->node_addr), cfg->workload_mtu))
 				/* The helpers refused to rewrite the packet into the ICMP. */
 				return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
-			return cx_verdict_len(ifindex, CX_REASON_ICMP_FRAG_NEEDED, len, bpf_redirect(ifindex, 0));
+			return cx_verdict_slot(slot, ifindex, CX_REASON_ICMP_FRAG_NEEDED, len, bpf_redirect(ifindex, 0));
 		}
 	}
 	if (cx_ip4_forward(skb, iph))
-		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
-	return cx_deliver_local(skb, ifindex, len, CX_REASON_DELIVER_LOCAL, rt);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	return cx_deliver_local(skb, ifindex, slot, len, CX_REASON_DELIVER_LOCAL, rt);
 }
 
 static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
@@ -462,7 +462,7 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 		if (ip6->hop_limit <= 1)
 			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 		ip6->hop_limit--; /* no IPv6 header checksum to fix */
-		return cx_deliver_local(skb, ifindex, skb->len, CX_REASON_DELIVER_LOCAL, rt);
+		return cx_deliver_local(skb, ifindex, ifc->counter_slot, skb->len, CX_REASON_DELIVER_LOCAL, rt);
 	}
 	if (e2h_drop && ((rt && rt->type == CX_RT_HOST) || ip6->daddr.in6_u.u6_addr8[0] == 0xff)) {
 		/* endpointToHostAction Drop: to one of the host's addresses,

@@ -34,6 +34,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_counters SEC(".maps");
 
+/* Not rebuildable: the counts outlive the agent (calyx.h says the layout). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CX_COUNTER_SLOTS * CX_REASON_FIRST_DROP);
+	__type(key, __u32);
+	__type(value, struct cx_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_slot_counters SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -166,6 +175,7 @@ const enum cx_route_type cx_enum_route_type __attribute__((unused));
 const enum cx_route_flags cx_enum_route_flags __attribute__((unused));
 const enum cx_iface_flags cx_enum_iface_flags __attribute__((unused));
 const enum cx_iface_kind cx_enum_iface_kind __attribute__((unused));
+const enum cx_counter_slot cx_enum_counter_slot __attribute__((unused));
 const enum cx_ep_state cx_enum_ep_state __attribute__((unused));
 const enum cx_attach_mode cx_enum_attach_mode __attribute__((unused));
 const enum cx_encap cx_enum_encap __attribute__((unused));

@@ -79,7 +79,7 @@ func newNATEnv(tb testing.TB) *natEnv {
 	}
 	w := e.wl1
 	must(tb, m.Routes.Put(netip.PrefixFrom(w.ip4, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: w.idx(),
-		MAC: bpfmap.MACFrom(w.mac), HostMAC: bpfmap.MACFrom(w.hostMAC), NATOutgoing: true, Peer: true}))
+		MAC: bpfmap.MACFrom(w.mac), HostMAC: bpfmap.MACFrom(w.hostMAC), NATOutgoing: true, Peer: true, CounterSlot: w.slot}))
 	ne.remoteFixed = e.block(tb, e.tun.nodeA, bpfmap.EncapIPIP)
 	for fip, f := range map[netip.Addr]bpfmap.FloatingIP{
 		fipWL2:    {Fixed: e.wl2.ip4, Node: hostAddr, EndpointID: 2, Local: true},
@@ -1425,7 +1425,8 @@ func TestNATFloatingIPFromOutsideRemote(t *testing.T) {
 		must(t, m.Config.Put(0, cfg))
 		must(t, m.Routes.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
 		must(t, m.Routes.Put(netip.PrefixFrom(fixed, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload,
-			Ifindex: ne.wl2.idx(), MAC: bpfmap.MACFrom(ne.wl2.mac), HostMAC: bpfmap.MACFrom(ne.wl2.hostMAC), Peer: true}))
+			Ifindex: ne.wl2.idx(), MAC: bpfmap.MACFrom(ne.wl2.mac), HostMAC: bpfmap.MACFrom(ne.wl2.hostMAC), Peer: true,
+			CounterSlot: ne.wl2.slot}))
 		f, _ := m.FIPs.All()
 		must(t, m.FIPs.Put(fip, bpfmap.FloatingIP{Fixed: fixed, Node: nodeA.addr, EndpointID: 50, Local: true}))
 		return func() {

@@ -11,7 +11,7 @@
 SEC("tc")
 int calyx_to_underlay(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex;
+	__u32 ifindex = skb->ifindex, slot = cx_underlay_slot(cx_get_config(), ifindex);
 	struct hdr_cursor c;
 	struct ethhdr *eth;
 	struct iphdr *iph;
@@ -26,7 +26,7 @@ int calyx_to_underlay(struct __sk_buff *skb)
 	}
 	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->vlan_present)
 		/* Not IPv4, or for a VLAN device on this interface: not ours. */
-		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, skb->len, TC_ACT_OK);
 
 	cx_pull(skb, CX_PULL_LEN);
 	data_end = cx_skb_data_end(skb);
@@ -54,18 +54,18 @@ int calyx_to_underlay(struct __sk_buff *skb)
 			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 		rt = cx_route_v4(iph->daddr);
 		if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
-			return cx_to_node(skb, ifindex, rt, 1);
+			return cx_to_node(skb, ifindex, slot, rt, 1);
 		if (nat == CX_NAT_DONE && rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
 			/* A floating IP of an instance on this host: into it. */
 			skb->mark = CX_MARK_ROUTED;
 			if (rt->flags & CX_RT_F_HAS_MAC) {
 				__builtin_memcpy(eth->h_dest, rt->mac, CX_ETH_ALEN);
 				__builtin_memcpy(eth->h_source, rt->host_mac, CX_ETH_ALEN);
-				return cx_verdict_len(ifindex, CX_REASON_DELIVER_LOCAL, len, bpf_redirect(rt->ifindex, 0));
+				return cx_verdict_slot(slot, ifindex, CX_REASON_DELIVER_LOCAL, len, bpf_redirect(rt->ifindex, 0));
 			}
-			return cx_verdict_len(ifindex, CX_REASON_DELIVER_LOCAL, len,
+			return cx_verdict_slot(slot, ifindex, CX_REASON_DELIVER_LOCAL, len,
 					      bpf_redirect_neigh(rt->ifindex, NULL, 0, 0));
 		}
-		return cx_verdict_len(ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}
 }

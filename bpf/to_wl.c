@@ -25,7 +25,7 @@ int calyx_to_wl(struct __sk_buff *skb)
 		/* Delivered by a calyx program (bpf_redirect_neigh), which did
 		 * its translation: conntrack is not consulted twice. */
 		skb->mark = 0;
-		return cx_to_workload(skb, ifindex, TC_ACT_OK);
+		return cx_to_workload(skb, ifindex, ifc->counter_slot, TC_ACT_OK);
 	}
 	if (skb->protocol == bpf_htons(ETH_P_IPV6) && ifc->ingress_table && cx_to_wl_ip6_denied(skb)) {
 		cx_rule_hit(ifindex, CX_RULE_DEFAULT_DENY_INGRESS, skb->len);
@@ -44,7 +44,7 @@ int calyx_to_wl(struct __sk_buff *skb)
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
 	}
-	return cx_to_workload(skb, ifindex, TC_ACT_OK);
+	return cx_to_workload(skb, ifindex, ifc->counter_slot, TC_ACT_OK);
 }
 
 /* cx_to_wl_ip6_denied says whether an IPv6 packet from the host stack

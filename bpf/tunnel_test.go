@@ -941,7 +941,8 @@ func TestTunnelRoundTrip(t *testing.T) {
 		must(t, e.dp.Maps.Config.Put(0, cfg))
 		must(t, e.dp.Maps.Routes.Put(netip.PrefixFrom(hostAddr, 32), bpfmap.Route{Type: bpfmap.RouteNode}))
 		must(t, e.dp.Maps.Routes.Put(netip.PrefixFrom(dst, 32), bpfmap.Route{Type: bpfmap.RouteLocalWorkload,
-			Ifindex: e.wl2.idx(), MAC: bpfmap.MACFrom(e.wl2.mac), HostMAC: bpfmap.MACFrom(e.wl2.hostMAC), Peer: true}))
+			Ifindex: e.wl2.idx(), MAC: bpfmap.MACFrom(e.wl2.mac), HostMAC: bpfmap.MACFrom(e.wl2.hostMAC), Peer: true,
+			CounterSlot: e.wl2.slot}))
 		// To nodeA the sender is a workload of this host's, which may
 		// tunnel it (the inner source check).
 		wr, err := e.dp.Maps.Routes.All()

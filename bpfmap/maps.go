@@ -48,6 +48,7 @@ var specs = []spec{
 	{bpf.CalyxMapCxEndpoints, true, func(m *Maps, b backing) { m.Endpoints = newTable(b, endpointCodec) }},
 	{bpf.CalyxMapCxLinks, true, func(m *Maps, b backing) { m.Links = newTable(b, linkCodec) }},
 	{bpf.CalyxMapCxCounters, false, func(m *Maps, b backing) { m.counters = b.mp }},
+	{bpf.CalyxMapCxSlotCounters, false, func(m *Maps, b backing) { m.slotCounters = b.mp }},
 	{bpf.CalyxMapCxCtV2, false, func(m *Maps, b backing) { m.ct = b.mp }},
 	{bpf.CalyxMapCxNatV2, false, func(m *Maps, b backing) { m.nat = b.mp }},
 	{bpf.CalyxMapCxFrags, false, func(m *Maps, b backing) { m.frags = b.mp }},
@@ -91,7 +92,7 @@ type Maps struct {
 	Endpoints *Table[uint32, EndpointStatus] // by endpoint id
 	Links     *Table[uint32, Link]           // the agent's attach records, by ifindex
 
-	counters, ct, nat, frags, ctStats, hits, log, leases *ebpf.Map
+	counters, slotCounters, ct, nat, frags, ctStats, hits, log, leases *ebpf.Map
 
 	all   []*ebpf.Map
 	owned bool
@@ -180,7 +181,9 @@ func (m *Maps) LookupRoute(addr netip.Addr) (Route, bool, error) {
 	return m.Routes.Lookup(netip.PrefixFrom(addr, addr.BitLen()))
 }
 
-// Counters returns every counter summed over CPUs.
+// Counters returns every counter summed over CPUs: cx_counters' and, for
+// the interfaces with a counter slot (cx_ifaces, and the underlay of
+// cx_config), cx_slot_counters'.
 func (m *Maps) Counters() (map[CounterKey]Counter, error) {
 	out := make(map[CounterKey]Counter)
 	var k bpf.CalyxCxCounterKey
@@ -192,7 +195,95 @@ func (m *Maps) Counters() (map[CounterKey]Counter, error) {
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("iterate %s: %w", bpf.CalyxMapCxCounters, err)
 	}
-	return out, nil
+	owners, err := m.slotOwners()
+	if err != nil {
+		return nil, err
+	}
+	if len(owners) == 0 {
+		return out, nil
+	}
+	err = m.eachSlotCounter(func(slot uint16, r Reason, c Counter) {
+		if idx, ok := owners[slot]; ok && c != (Counter{}) {
+			k := CounterKey{Ifindex: idx, Reason: r}
+			o := out[k]
+			out[k] = Counter{Packets: o.Packets + c.Packets, Bytes: o.Bytes + c.Bytes}
+		}
+	})
+	return out, err
+}
+
+// Counter slots (cx_slot_counters): slot s holds the verdicts of reason
+// r < SlotReasons at s*SlotReasons + r. CounterSlotUnderlay is the
+// underlay's; the workload interfaces' are from FirstWorkloadCounterSlot up
+// to CounterSlots, one each as long as they last, handed out by the agent.
+const (
+	SlotReasons              = Reason(bpf.CalyxCxReasonCX_REASON_DROP_MALFORMED) // the first drop
+	CounterSlots             = uint16(bpf.CalyxCxCounterSlotCX_COUNTER_SLOTS)
+	CounterSlotUnderlay      = uint16(bpf.CalyxCxCounterSlotCX_COUNTER_SLOT_UNDERLAY)
+	FirstWorkloadCounterSlot = uint16(bpf.CalyxCxCounterSlotCX_COUNTER_SLOT_FIRST_WORKLOAD)
+)
+
+// slotOwners says which interface each counter slot in use counts for.
+func (m *Maps) slotOwners() (map[uint16]uint32, error) {
+	owners := map[uint16]uint32{}
+	err := m.Ifaces.Each(func(idx uint32, v Iface) bool {
+		if v.CounterSlot != 0 {
+			owners[v.CounterSlot] = idx
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := m.NodeConfig()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.UnderlayIfindex != 0 {
+		owners[CounterSlotUnderlay] = cfg.UnderlayIfindex
+	}
+	return owners, nil
+}
+
+// eachSlotCounter reads all of cx_slot_counters in batches, summed over CPUs.
+func (m *Maps) eachSlotCounter(fn func(slot uint16, r Reason, c Counter)) error {
+	const batch = 1024
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("read %s: %w", bpf.CalyxMapCxSlotCounters, err)
+	}
+	keys := make([]uint32, batch)
+	vals := make([]bpf.CalyxCxCounter, batch*ncpu)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := m.slotCounters.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			slot, r := uint16(keys[i]/uint32(SlotReasons)), Reason(keys[i]%uint32(SlotReasons))
+			fn(slot, r, sumCPUs(vals[i*ncpu:(i+1)*ncpu]))
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", bpf.CalyxMapCxSlotCounters, err)
+		}
+	}
+}
+
+// ZeroCounterSlot sets every count of slot to zero on every CPU. The agent
+// calls it before an interface gets the slot, which another may have used.
+func (m *Maps) ZeroCounterSlot(slot uint16) error {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("zero %s slot %d: %w", bpf.CalyxMapCxSlotCounters, slot, err)
+	}
+	zero := make([]bpf.CalyxCxCounter, ncpu)
+	for r := range uint32(SlotReasons) {
+		if err := m.slotCounters.Put(uint32(slot)*uint32(SlotReasons)+r, zero); err != nil {
+			return fmt.Errorf("zero %s slot %d: %w", bpf.CalyxMapCxSlotCounters, slot, err)
+		}
+	}
+	return nil
 }
 
 // sumCPUs adds up a per-CPU counter.
@@ -205,8 +296,9 @@ func sumCPUs(per []bpf.CalyxCxCounter) Counter {
 	return c
 }
 
-// DeleteCounters removes every counter of ifindex, so that a later interface
-// that reuses the ifindex starts from zero.
+// DeleteCounters removes every counter of ifindex in cx_counters, so that
+// a later interface that reuses the ifindex starts from zero. (A counter
+// slot is zeroed when it is handed out again: ZeroCounterSlot.)
 func (m *Maps) DeleteCounters(ifindex uint32) error {
 	for _, r := range Reasons() {
 		k := bpf.CalyxCxCounterKey{Ifindex: ifindex, Reason: uint32(r)}

@@ -66,6 +66,9 @@ type Iface struct {
 	// Kind is the device the interface is; it decides how packets are
 	// delivered into the workload (see IfaceKind.Peer).
 	Kind IfaceKind
+	// CounterSlot is where the interface's forwarding verdicts are counted
+	// in cx_slot_counters (see CounterSlots); 0: none, in cx_counters.
+	CounterSlot uint16
 }
 
 // IfaceKind is the kind of device a workload interface is.
@@ -111,6 +114,7 @@ func (v Iface) toBPF() bpf.CalyxCxIface {
 	out.IngressTable = v.IngressTable
 	out.EgressTable = v.EgressTable
 	out.Kind = uint32(v.Kind)
+	out.CounterSlot = uint32(v.CounterSlot)
 	return out
 }
 
@@ -124,6 +128,7 @@ func ifaceFromBPF(in bpf.CalyxCxIface) Iface {
 		IngressTable: in.IngressTable,
 		EgressTable:  in.EgressTable,
 		Kind:         IfaceKind(in.Kind),
+		CounterSlot:  uint16(in.CounterSlot),
 	}
 }
 
@@ -215,6 +220,9 @@ type Route struct {
 	// Peer marks a local workload whose interface takes bpf_redirect_peer
 	// (IfaceKind.Peer); the others are delivered to its egress.
 	Peer bool
+	// CounterSlot is a local workload's interface's (Iface.CounterSlot):
+	// a delivery counts to-workload there without looking the interface up.
+	CounterSlot uint16
 }
 
 // v4Bits is how many leading bits of a v4-mapped address come before the IPv4 part.
@@ -261,10 +269,12 @@ func (r Route) toBPF() bpf.CalyxCxRoute {
 	out := bpf.CalyxCxRoute{
 		Type:    uint32(r.Type),
 		Ifindex: r.Ifindex,
-		Encap:   uint32(r.Encap),
+		Encap:   uint16(r.Encap),
 		NextHop: addrTo16(r.NextHop),
-		Mac:     r.MAC,
-		HostMac: r.HostMAC,
+		// A local workload's interface's slot: its to-workload count.
+		CounterSlot: r.CounterSlot,
+		Mac:         r.MAC,
+		HostMac:     r.HostMAC,
 	}
 	if !r.MAC.IsZero() {
 		out.Flags |= uint32(bpf.CalyxCxRouteFlagsCX_RT_F_HAS_MAC)
@@ -280,11 +290,12 @@ func (r Route) toBPF() bpf.CalyxCxRoute {
 
 func routeFromBPF(in bpf.CalyxCxRoute) Route {
 	r := Route{
-		Type:    RouteType(in.Type),
-		Ifindex: in.Ifindex,
-		Encap:   Encap(in.Encap),
-		NextHop: addrFrom16(in.NextHop),
-		HostMAC: in.HostMac,
+		Type:        RouteType(in.Type),
+		Ifindex:     in.Ifindex,
+		Encap:       Encap(in.Encap),
+		NextHop:     addrFrom16(in.NextHop),
+		HostMAC:     in.HostMac,
+		CounterSlot: in.CounterSlot,
 	}
 	if in.Flags&uint32(bpf.CalyxCxRouteFlagsCX_RT_F_HAS_MAC) != 0 {
 		r.MAC = in.Mac

@@ -122,6 +122,10 @@ type Desired struct {
 	PolicyErr error
 	// Prefilter is cx_prefilter: Config.prefilterDeny.
 	Prefilter bpfmap.Prefilter
+	// FreshCounterSlots are the counter slots handed to interfaces in
+	// this Compute (Iface.CounterSlot): another interface may have counted
+	// into them, so they are zeroed before the interfaces are written.
+	FreshCounterSlots []uint16
 	// Delta, when not nil, names what may differ from an earlier Desired:
 	// a syncer whose maps hold exactly that one need look at no other
 	// entries of the tables it covers.

@@ -1,6 +1,7 @@
 package calc
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"reflect"
@@ -45,8 +46,9 @@ func TestCompute(t *testing.T) {
 	})
 
 	wantIfaces := map[uint32]bpfmap.Iface{
-		11: {Workload: true, CheckMAC: true, EndpointID: model.EndpointID("w1"), MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
-		12: {Workload: true, EndpointID: model.EndpointID("w2"), HostMAC: hostMAC2},
+		// Counter slots from the first by endpoint name.
+		11: {Workload: true, CheckMAC: true, EndpointID: model.EndpointID("w1"), MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1, CounterSlot: 2},
+		12: {Workload: true, EndpointID: model.EndpointID("w2"), HostMAC: hostMAC2, CounterSlot: 3},
 	}
 	if len(d.Ifaces) != len(wantIfaces) {
 		t.Fatalf("ifaces = %v, want %v", d.Ifaces, wantIfaces)
@@ -59,9 +61,9 @@ func TestCompute(t *testing.T) {
 
 	wantRoutes := map[string]bpfmap.Route{
 		"10.30.0.11/32": {Type: bpfmap.RouteHost},
-		"10.65.0.2/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 11, MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
-		"10.65.0.20/32": {Type: bpfmap.RouteLocalWorkload, Ifindex: 11, MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1},
-		"10.65.0.3/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 12, HostMAC: hostMAC2},
+		"10.65.0.2/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 11, MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1, CounterSlot: 2},
+		"10.65.0.20/32": {Type: bpfmap.RouteLocalWorkload, Ifindex: 11, MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}, HostMAC: hostMAC1, CounterSlot: 2},
+		"10.65.0.3/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 12, HostMAC: hostMAC2, CounterSlot: 3},
 		"10.65.1.9/32":  {Type: bpfmap.RouteRemoteWorkload, NextHop: netip.MustParseAddr("10.30.0.12")},
 		"10.30.0.12/32": {Type: bpfmap.RouteNode, NextHop: netip.MustParseAddr("10.30.0.12")},
 		"10.65.0.0/16":  {Type: bpfmap.RoutePool},
@@ -103,6 +105,11 @@ func TestComputeIsDeterministic(t *testing.T) {
 	a, b := Compute(in), Compute(in)
 	if len(a.Routes) != len(b.Routes) || len(a.Ifaces) != len(b.Ifaces) {
 		t.Fatal("two computations of one input differ")
+	}
+	for k, v := range a.Ifaces {
+		if b.Ifaces[k] != v {
+			t.Fatalf("interface %d differs between runs (counter slots by name)", k)
+		}
 	}
 	for k, v := range a.Routes {
 		if b.Routes[k] != v {
@@ -352,8 +359,8 @@ func TestComputeBlockRoutes(t *testing.T) {
 		"10.70.0.0/26":  {Type: bpfmap.RouteRemoteWorkload, NextHop: b, Encap: bpfmap.EncapVXLAN},
 		"10.65.77.7/32": {Type: bpfmap.RouteRemoteWorkload, NextHop: b},
 		"10.65.2.50/32": {Type: bpfmap.RouteRemoteWorkload, NextHop: c, Encap: bpfmap.EncapIPIP},
-		"10.65.1.2/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 7},
-		"10.65.4.9/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 8},
+		"10.65.1.2/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 7, CounterSlot: 2},
+		"10.65.4.9/32":  {Type: bpfmap.RouteLocalWorkload, Ifindex: 8, CounterSlot: 3},
 		"10.65.0.0/16":  {Type: bpfmap.RoutePool},
 		"10.70.0.0/16":  {Type: bpfmap.RoutePool},
 		"10.30.0.11/32": {Type: bpfmap.RouteHost},
@@ -598,5 +605,44 @@ func TestConflictsResolvedByName(t *testing.T) {
 	}
 	if r := d.Routes[netip.MustParsePrefix("10.65.0.5/32")]; r.Type != bpfmap.RouteRemoteWorkload {
 		t.Errorf("10.65.0.5 (b1, remote) routed %+v", r)
+	}
+}
+
+// A new Calculator keeps the counter slots the maps hold (an agent
+// restart keeps the interfaces' counts); a new interface gets the lowest
+// slot nobody holds, zeroed first (fresh); beyond the last slot an
+// interface gets none (counted in the hash).
+func TestCounterSlotsAdoptedAndExhausted(t *testing.T) {
+	links := map[string]host.Interface{
+		"tap1": {Name: "tap1", Ifindex: 11}, "tap2": {Name: "tap2", Ifindex: 12}, "tap3": {Name: "tap3", Ifindex: 13},
+	}
+	c := NewCalculator()
+	c.AdoptCounterSlots(map[uint32]uint16{11: 7, 12: 2, 99: 3, 13: bpfmap.CounterSlots})
+	d := c.Compute(Input{Snapshot: snapshot(t), Node: "host-a", Links: links})
+	if d.Ifaces[11].CounterSlot != 7 || d.Ifaces[12].CounterSlot != 2 {
+		t.Errorf("held slots not kept: tap1 %d (want 7), tap2 %d (want 2)", d.Ifaces[11].CounterSlot, d.Ifaces[12].CounterSlot)
+	}
+	if s := d.Ifaces[13].CounterSlot; s != 4 || !slices.Equal(d.FreshCounterSlots, []uint16{4}) {
+		t.Errorf("tap3 got slot %d, fresh %v; want 4, [4] (2 and 7 held by others, 3 by a gone interface until this Compute ends)", s, d.FreshCounterSlots)
+	}
+
+	s := model.NewSnapshot()
+	s.Put(&model.Node{Metadata: model.Metadata{Name: "host-a"}, Spec: model.NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.11/24")}})
+	many := map[string]host.Interface{}
+	n := int(bpfmap.CounterSlots-bpfmap.FirstWorkloadCounterSlot) + 5
+	for i := range n {
+		name := fmt.Sprintf("ep%04d", i)
+		s.Put(endpoint(name, "host-a", netip.AddrFrom4([4]byte{10, 65, byte(i >> 8), byte(i)}).String()+"/32"))
+		many["tap-"+name] = host.Interface{Name: "tap-" + name, Ifindex: 100 + i}
+	}
+	d = Compute(Input{Snapshot: s, Node: "host-a", Links: many})
+	without := 0
+	for _, v := range d.Ifaces {
+		if v.CounterSlot == 0 {
+			without++
+		}
+	}
+	if len(d.Ifaces) != n || without != 5 || len(d.FreshCounterSlots) != n-5 {
+		t.Errorf("%d interfaces: %d without a slot, %d fresh; want %d, 5, %d", len(d.Ifaces), without, len(d.FreshCounterSlots), n, n-5)
 	}
 }

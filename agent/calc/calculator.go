@@ -83,6 +83,7 @@ type Calculator struct {
 	conflicts   []string
 
 	ifaces    *claims[uint32, bpfmap.Iface]
+	slots     *counterSlots // kept across resets: the maps keep theirs
 	attach    *claims[uint32, Attachment]
 	endpoints map[uint32]bpfmap.EndpointStatus
 	kernel    map[string][]host.Route // by endpoint
@@ -203,7 +204,9 @@ type blockSource struct {
 }
 
 // NewCalculator returns a Calculator with nothing cached.
-func NewCalculator() *Calculator { return &Calculator{policy: policy.NewCompiler()} }
+func NewCalculator() *Calculator {
+	return &Calculator{policy: policy.NewCompiler(), slots: newCounterSlots()}
+}
 
 // reset forgets every source.
 func (c *Calculator) reset(b *basis) {
@@ -233,6 +236,7 @@ func (c *Calculator) Compute(in Input) *Desired {
 	c.gen = generations.Add(1)
 	if in.Snapshot == nil {
 		c.basis = nil
+		c.slots.finish(nil) // nothing is programmed: every slot goes
 		return &Desired{
 			Ifaces: map[uint32]bpfmap.Iface{}, Routes: map[netip.Prefix]bpfmap.Route{}, Attach: map[uint32]Attachment{},
 			FloatingIPs: map[netip.Addr]bpfmap.FloatingIP{}, Endpoints: map[uint32]bpfmap.EndpointStatus{},
@@ -282,7 +286,8 @@ func (c *Calculator) Compute(in Input) *Desired {
 	if resolve {
 		c.resolveConflicts(s, eps)
 	}
-	for name := range eps {
+	// By name: a new interface's counter slot is the same on every run.
+	for _, name := range slices.Sorted(maps.Keys(eps)) {
 		c.updateEndpoint(s, in, name)
 		for f := range c.fipsOf[name] {
 			fips[f] = true
@@ -560,20 +565,22 @@ func (c *Calculator) updateEndpoint(s *model.Snapshot, in Input, name string) {
 	es.idx = idx
 	c.endpoints[es.id] = bpfmap.EndpointStatus{State: bpfmap.EndpointReady, Ifindex: idx, Ifname: link.Name}
 	mac := bpfmap.MACFrom(ep.Spec.MAC)
+	slot := c.slots.slot(idx)
 	c.ifaces.add(src, idx, bpfmap.Iface{
-		Workload:   true,
-		CheckMAC:   !mac.IsZero(),
-		EndpointID: es.id,
-		MAC:        mac,
-		HostMAC:    link.MAC,
-		Kind:       link.Kind,
+		Workload:    true,
+		CheckMAC:    !mac.IsZero(),
+		EndpointID:  es.id,
+		MAC:         mac,
+		HostMAC:     link.MAC,
+		Kind:        link.Kind,
+		CounterSlot: slot,
 	})
 	c.attach.add(src, idx, Attachment{Ifname: link.Name, Ifindex: link.Ifindex, Endpoint: name})
 	var kernel []host.Route
 	for _, ipn := range ep.Spec.IPNetworks {
 		p := ipn.Masked()
 		routes[p] = bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: idx, MAC: mac, HostMAC: link.MAC,
-			NATOutgoing: natOutgoing(s, ipn.Addr()), Peer: link.Kind.Peer()}
+			NATOutgoing: natOutgoing(s, ipn.Addr()), Peer: link.Kind.Peer(), CounterSlot: slot}
 		kernel = append(kernel, host.Route{Dst: p, Ifindex: link.Ifindex})
 	}
 	c.kernel[name] = kernel
@@ -670,6 +677,7 @@ func (c *Calculator) desired(in Input) *Desired {
 		d.Config.WorkloadMTU = uint32(d.WorkloadMTU)
 	}
 	c.compilePolicy(d, in, self)
+	d.FreshCounterSlots = c.slots.finish(d.Ifaces)
 	return d
 }
 

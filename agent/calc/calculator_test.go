@@ -39,13 +39,21 @@ func TestCalculatorIncrementalEqualsFull(t *testing.T) {
 		var prevRoutes map[netip.Prefix]bpfmap.Route
 		var prevFIPs map[netip.Addr]bpfmap.FloatingIP
 		var prevIPCache map[netip.Prefix]bpfmap.IPCacheEntry
+		var prevIfaces map[uint32]bpfmap.Iface
 		for i := range 40 {
 			what := mutateModel(r, s, links)
 			in := Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: maps.Clone(links), HostAddrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}}
 			got := c.Compute(in)
-			want := Compute(in)
+			// A fresh Calculator that finds the slots in the maps keeps
+			// them (AdoptCounterSlots), as one started by a new agent.
+			fresh := NewCalculator()
+			fresh.AdoptCounterSlots(slotsOf(got.Ifaces))
+			want := fresh.Compute(in)
+			checkFreshSlots(t, prevIfaces, got)
+			prevIfaces = maps.Clone(got.Ifaces)
 			delta := got.Delta
 			got.Delta, want.Delta = nil, nil
+			got.FreshCounterSlots, want.FreshCounterSlots = nil, nil
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("seed %d step %d (%s): incremental differs from full:\n%s", seed, i, what, diffDesired(got, want))
 			}
@@ -71,6 +79,50 @@ func TestCalculatorIncrementalEqualsFull(t *testing.T) {
 		}
 	}
 	t.Logf("%d changes compared", steps)
+}
+
+func slotsOf(ifaces map[uint32]bpfmap.Iface) map[uint32]uint16 {
+	out := map[uint32]uint16{}
+	for idx, v := range ifaces {
+		out[idx] = v.CounterSlot
+	}
+	return out
+}
+
+// checkFreshSlots checks d's counter slots against the interfaces of the
+// Desired before it: one per interface, none shared, an interface keeps
+// its own, and the fresh ones are exactly those no interface had before.
+func checkFreshSlots(t *testing.T, prev map[uint32]bpfmap.Iface, d *Desired) {
+	t.Helper()
+	owner := map[uint16]uint32{}
+	wantFresh := []uint16{}
+	for idx, v := range d.Ifaces {
+		s := v.CounterSlot
+		if s < bpfmap.FirstWorkloadCounterSlot || s >= bpfmap.CounterSlots {
+			t.Fatalf("interface %d has counter slot %d, out of range", idx, s)
+		}
+		if o, ok := owner[s]; ok {
+			t.Fatalf("interfaces %d and %d share counter slot %d", o, idx, s)
+		}
+		owner[s] = idx
+		if p, ok := prev[idx]; ok && p.CounterSlot != s {
+			t.Fatalf("interface %d moved from counter slot %d to %d", idx, p.CounterSlot, s)
+		}
+		if _, ok := prev[idx]; !ok {
+			wantFresh = append(wantFresh, s)
+		}
+	}
+	for p, r := range d.Routes {
+		if r.Type == bpfmap.RouteLocalWorkload && r.CounterSlot != d.Ifaces[r.Ifindex].CounterSlot {
+			t.Fatalf("route %s has counter slot %d, its interface %d has %d", p, r.CounterSlot, r.Ifindex, d.Ifaces[r.Ifindex].CounterSlot)
+		}
+	}
+	// A slot an interface that went had is only fresh again: to be zeroed.
+	got := slices.Sorted(slices.Values(d.FreshCounterSlots))
+	slices.Sort(wantFresh)
+	if !slices.Equal(got, wantFresh) {
+		t.Fatalf("fresh counter slots %v, want %v (the new interfaces')", got, wantFresh)
+	}
 }
 
 // undeclared returns a key whose entry differs between before and after
