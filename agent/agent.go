@@ -387,8 +387,8 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				continue
 			}
 			a.metrics.resyncs.Inc()
-			a.poolsChecked = ""           // and the kernel's routes are looked at again
-			a.calc = nil // and the model is computed in full
+			a.poolsChecked = "" // and the kernel's routes are looked at again
+			a.calc = nil        // and the model is computed in full
 			if timer == nil {
 				timer = time.After(0)
 			}
