@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,7 +18,8 @@ import (
 // center's gateway reaches a workload by its floating IP. calyx translates
 // in BPF (DNAT at the underlay ingress, the reply's SNAT from its conntrack
 // entry); the kernel's way is an iptables DNAT rule with conntrack undoing
-// it for the replies, on the same host, between the same namespaces.
+// it for the replies, on the same host, between the same namespaces. The
+// natOutgoing comparison (natout.go) runs in the same lab and rounds.
 
 const (
 	fipAddr     = "198.51.100.10"
@@ -105,10 +107,11 @@ var fipCostGoals = map[string]*Goal{
 
 func fipCaseID(metric, path string) string { return "fip." + metric + "." + path }
 
-// fipMeasuredSection is the floating-IP section with its runner.
+// fipMeasuredSection is the floating-IP and natOutgoing section with its
+// runner.
 func fipMeasuredSection() *Section {
-	s := &Section{Key: "fip", Title: "Floating IPs: BPF DNAT/SNAT vs iptables DNAT/SNAT with conntrack"}
-	s.Tables = fipNAT.tables()
+	s := &Section{Key: "fip", Title: "Floating IPs and natOutgoing: BPF NAT vs iptables NAT with conntrack"}
+	s.Tables = append(fipNAT.tables(), natOutNAT.tables()...)
 	s.Run = func(ctx context.Context, o *Options, rec *Recorder) error {
 		rounds, tcpSecs, loadSecs := 5, 4, 3
 		if o.Quick {
@@ -120,21 +123,29 @@ func fipMeasuredSection() *Section {
 		rec.Param("fip.rounds", rounds)
 		rec.Param("fip.tcpSeconds", tcpSecs)
 		rec.Param("fip.loadSeconds", loadSecs)
-		rec.logf("floating IP: %d rounds of 2 paths × (iperf3 %d s, rr and crr %d s, then rr and crr at a fixed rate %d s)", rounds, tcpSecs, loadSecs, loadSecs)
+		rec.logf("floating IP and natOutgoing: %d rounds of 2 paths × (floating IP: iperf3 %d s, rr and crr %d s, then rr and crr at a fixed rate %d s; natOutgoing: crr %d s, then at a fixed rate %d s)", rounds, tcpSecs, loadSecs, loadSecs, loadSecs, loadSecs)
 		return runFIPBench(ctx, o.BinDir, rounds, tcpSecs, loadSecs, rec)
 	}
 	s.Method = func(rec *Recorder) string {
-		return fmt.Sprintf(`One host (host-a) with one workload (wa, MTU 1500) and the data center's gateway on its underlay segment, with an external client behind it. The client reaches wa by its floating IP %s, which the gateway routes to host-a (a static route standing for BGP). %d rounds; each measures both paths, alternating which goes first: one TCP stream (iperf3, %d s), then request/response over one connection and new connections per second (calyx-load, %d s each, 1-byte requests and responses).
+		rounds := rec.ParamInt("fip.rounds")
+		return fmt.Sprintf(`One host (host-a) with one workload (wa, MTU 1500) and the data center's gateway on its underlay segment, with an external client and an external server behind it (%s, which the gateway does not route to the workload pool). Two comparisons in the same lab: the floating IP and natOutgoing. %d rounds; each measures both sides, calyx and the kernel, alternating which goes first, and each side runs the floating-IP measurements, then the natOutgoing ones.
+
+**Floating IP**: the client reaches wa by its floating IP %s, which the gateway routes to host-a (a static route standing for BGP): one TCP stream (iperf3, %d s), then request/response over one connection and new connections per second (calyx-load, %d s each, 1-byte requests and responses).
 
 - **calyx**: calyx-agent on host-a with a FloatingIP for wa; calyx_from_underlay DNATs at host-a's eth0 and hands the packet to wa (bpf_redirect_peer); wa's replies get the floating IP back from their conntrack entry in calyx_from_wl.
 - **kernel**: the agent is stopped and calyx's programs detached (TCX pins removed, checked with BPF_PROG_QUERY), its routes flushed; then a /32 route to wa's veth with proxy_arp on it (as a routed host does without calyx) and `+"`iptables -t nat -A PREROUTING -d %s -j DNAT --to-destination <wa>`"+`; the kernel's conntrack undoes the DNAT for the replies.
 - **Proof of the path**, every run: calyx — host-a's eth0 counts the packets as deliver-local and ct dump holds the DNAT flow; kernel — the DNAT rule's packet counter moves and no calyx program is attached.
-- **CPU cost at a fixed rate** (issue 17): after the saturating runs, each path carries the same fixed load, `+"`calyx-load --rate`"+` at %.0f transactions/s (rr) and %.0f connections/s (crr), %.0f%% of the first path's saturated figure in the first round, rounded down to 500/s, %d s each. %s Lower is better; the ratio is BPF / iptables. Goals are judged on the 95%% interval of the per-round ratios (geometric mean, t-interval on the logarithms): **pass** when the whole interval is at or below the goal, **miss** when the whole interval is above it, **unclear** when it holds the goal. With %d rounds the interval is wide (t with %d degrees of freedom).
-- **Placement**: %s`,
-			fipAddr, rec.ParamInt("fip.rounds"), rec.ParamInt("fip.tcpSeconds"), rec.ParamInt("fip.loadSeconds"), fipAddr,
-			paramFloat(rec, "fip.costRate.rr"), paramFloat(rec, "fip.costRate.crr"), costFraction*100, rec.ParamInt("fip.loadSeconds"),
+
+%s
+**CPU cost at a fixed rate** (issue 17): after the saturating runs of a comparison, each path carries the same fixed load, `+"`calyx-load --rate`"+` at %.0f transactions/s (floating IP, rr), %.0f connections/s (floating IP, crr) and %.0f connections/s (natOutgoing, crr): %.0f%% of the first path's saturated figure in the first round, rounded down to 500/s, %d s each. %s Lower is better; the ratio is BPF / iptables. Goals are judged on the 95%% interval of the per-round ratios (geometric mean, t-interval on the logarithms): **pass** when the whole interval meets the goal, **miss** when none of it does, **unclear** when it holds the goal. With %d rounds the interval is wide (t with %d degrees of freedom).
+
+**Placement**: %s
+`,
+			netip.MustParsePrefix(lab.InternetCIDR).Masked(), rounds, fipAddr, rec.ParamInt("fip.tcpSeconds"), rec.ParamInt("fip.loadSeconds"), fipAddr,
+			natOutMethod(rec),
+			paramFloat(rec, "fip.costRate.rr"), paramFloat(rec, "fip.costRate.crr"), paramFloat(rec, "fip.costRate.natout-crr"), costFraction*100, rec.ParamInt("fip.loadSeconds"),
 			strings.TrimSuffix(cpuMethod(rec, "fip", "each client run", "thousand transactions (CPU milliseconds)"), "\n"),
-			rec.ParamInt("fip.rounds"), max(rec.ParamInt("fip.rounds")-1, 1), placementNote(true))
+			rounds, max(rounds-1, 1), placementNote(true))
 	}
 	return s
 }
@@ -199,7 +210,10 @@ func (b *fipBench) build() error {
 	if err := l.StartAgent(h.Name); err != nil {
 		return err
 	}
-	model := lab.JoinYAML(lab.PoolYAML("workloads", lab.WorkloadPool), lab.ExternalPoolYAML(lab.ExternalPool, lab.FloatingPool),
+	// wa's pool has natOutgoing for the natOutgoing comparison; the
+	// floating IP's flows are translated by their own entries first.
+	pool := lab.Pool{Name: "workloads", CIDR: lab.WorkloadPool, NATOutgoing: true}.YAML()
+	model := lab.JoinYAML(pool, lab.ExternalPoolYAML(lab.ExternalPool, lab.FloatingPool),
 		lab.NodeYAML(h), lab.EndpointYAML(wa), lab.FloatingIPYAML("fip-wa", fipAddr, wa.Name))
 	if out, err := l.Apply("", model); err != nil {
 		return fmt.Errorf("apply: %w: %s", err, out)
@@ -219,7 +233,10 @@ func (b *fipBench) build() error {
 	if _, err := l.ExecBackground(wa.NS, 24*time.Hour, onCPU(pinLoadServer, b.loadBin, "serve", "--listen", net.JoinHostPort("0.0.0.0", strconv.Itoa(fipLoadPort)))...); err != nil {
 		return err
 	}
-	return lab.WaitListening(l, wa.NS, fipLoadPort, 10*time.Second)
+	if err := lab.WaitListening(l, wa.NS, fipLoadPort, 10*time.Second); err != nil {
+		return err
+	}
+	return b.startNATOut()
 }
 
 // crrClient readies namespace ns for thousands of short connections per
@@ -236,7 +253,8 @@ func crrClient(l *lab.Lab, ns string) error {
 	return nil
 }
 
-// measure runs every metric on one path.
+// measure runs every floating-IP metric on one path, then natOutgoing's on
+// the same side (measureNATOut).
 func (b *fipBench) measure(path string, round int) error {
 	kernel := path == fipNAT.paths[1].key
 	var prove func() error
@@ -273,7 +291,10 @@ func (b *fipBench) measure(path string, round int) error {
 		}
 	}
 	b.rec.logf("floating IP round %d %s: %.2f Gbit/s", round+1, path, gbps)
-	return prove()
+	if err := prove(); err != nil {
+		return err
+	}
+	return b.measureNATOut(kernel, round, idle)
 }
 
 // idleBaseline is the machine's idle CPU use, measured on the /proc/stat
