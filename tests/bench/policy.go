@@ -104,12 +104,8 @@ func policySection(quick bool) *Section {
 				}},
 			{Title: "New connections to a server whose ingress policy allows the client by its last rule (calyx-load crr, two hosts)",
 				Cases: crr,
-				Extras: []Extra{
-					{Detail: "latencyP50us", Header: "latency p50 µs (median)", Stat: "median", Format: "%.0f"},
-					{Detail: "latencyP99us", Header: "latency p99 µs (median)", Stat: "median", Format: "%.0f"},
-					{Detail: "errors", Header: "errors (max)", Stat: "max", Format: "%.0f"},
-					{Detail: "lastRuleShare", Header: "SYNs decided by the last rule per connection (min)", Stat: "min", Format: "%.3f"},
-				}},
+				Extras: append(loadExtras(),
+					Extra{Detail: "lastRuleShare", Header: "SYNs decided by the last rule per connection (min)", Stat: "min", Format: "%.3f"})},
 		},
 	}
 	s.Run = func(ctx context.Context, o *Options, rec *Recorder) error {
@@ -810,9 +806,7 @@ func (pb *policyBench) measure(ctx context.Context, n int, bpf bool, round int) 
 		}
 	}
 	pb.rec.Add(id, round, res.PerSecond)
-	pb.rec.Detail(id, "latencyP50us", res.LatencyP50us)
-	pb.rec.Detail(id, "latencyP99us", res.LatencyP99us)
-	pb.rec.Detail(id, "errors", float64(res.Errors))
+	recordLoad(pb.rec, id, res)
 	pb.rec.Detail(id, "lastRuleShare", float64(decided)/float64(res.Transactions))
 	pb.logf("policy round %d/%d %-9s %5d rules %9.0f connections/s (%d by the last rule for %d)", round+1, pb.p.rounds, path, n, res.PerSecond, decided, res.Transactions)
 	return nil

@@ -155,11 +155,7 @@ func pathTable(m metric, title string, cases []EncapCase, id func(metric, path s
 			{Detail: "pathPacketBytes", Header: "packet on the path (median)", Stat: "median", Format: "%.0f B"},
 		}
 	} else {
-		t.Extras = []Extra{
-			{Detail: "latencyP50us", Header: "latency p50 µs (median)", Stat: "median", Format: "%.0f"},
-			{Detail: "latencyP99us", Header: "latency p99 µs (median)", Stat: "median", Format: "%.0f"},
-			{Detail: "errors", Header: "errors (max)", Stat: "max", Format: "%.0f"},
-		}
+		t.Extras = loadExtras()
 	}
 	return t
 }
@@ -835,9 +831,7 @@ func (b *encapBench) measure(c EncapCase, ps pathSet, round int) (err error) {
 				return fmt.Errorf("%s: %w", m.key, err)
 			}
 			value, transactions = res.PerSecond, uint64(res.Transactions)
-			b.rec.Detail(id, "latencyP50us", res.LatencyP50us)
-			b.rec.Detail(id, "latencyP99us", res.LatencyP99us)
-			b.rec.Detail(id, "errors", float64(res.Errors))
+			recordLoad(b.rec, id, res)
 		}
 		if err := errors.Join(watched(), profiled()); err != nil {
 			return err
@@ -1046,6 +1040,23 @@ type loadResult struct {
 	LatencyP50us float64 `json:"latencyP50us"`
 	LatencyP99us float64 `json:"latencyP99us"`
 	Errors       int64   `json:"errors"`
+}
+
+// loadExtras are the columns of a table of calyx-load runs (recordLoad).
+func loadExtras() []Extra {
+	return []Extra{
+		{Detail: "latencyP50us", Header: "latency p50 µs (median)", Stat: "median", Format: "%.0f"},
+		{Detail: "latencyP99us", Header: "latency p99 µs (median)", Stat: "median", Format: "%.0f"},
+		{Detail: "errors", Header: "errors (max)", Stat: "max", Format: "%.0f"},
+	}
+}
+
+// recordLoad records a calyx-load run's latency and errors as details of
+// case id.
+func recordLoad(rec *Recorder, id string, res loadResult) {
+	rec.Detail(id, "latencyP50us", res.LatencyP50us)
+	rec.Detail(id, "latencyP99us", res.LatencyP99us)
+	rec.Detail(id, "errors", float64(res.Errors))
 }
 
 // startLoadServers starts calyx-load's server in each of servers for the
