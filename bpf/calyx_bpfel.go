@@ -450,6 +450,7 @@ const (
 	CalyxMapCxIpcache           = "cx_ipcache"
 	CalyxMapCxLeases            = "cx_leases"
 	CalyxMapCxLinks             = "cx_links"
+	CalyxMapCxNatScratchMap     = "cx_nat_scratch_map"
 	CalyxMapCxNatV2             = "cx_nat_v2"
 	CalyxMapCxPolicy            = "cx_policy"
 	CalyxMapCxPolicyHits        = "cx_policy_hits"
@@ -537,24 +538,25 @@ type CalyxProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CalyxMapSpecs struct {
-	CxConfig       *ebpf.MapSpec `ebpf:"cx_config"`
-	CxCounters     *ebpf.MapSpec `ebpf:"cx_counters"`
-	CxCtStats      *ebpf.MapSpec `ebpf:"cx_ct_stats"`
-	CxCtV2         *ebpf.MapSpec `ebpf:"cx_ct_v2"`
-	CxEndpoints    *ebpf.MapSpec `ebpf:"cx_endpoints"`
-	CxFips         *ebpf.MapSpec `ebpf:"cx_fips"`
-	CxFrags        *ebpf.MapSpec `ebpf:"cx_frags"`
-	CxIfaces       *ebpf.MapSpec `ebpf:"cx_ifaces"`
-	CxIpcache      *ebpf.MapSpec `ebpf:"cx_ipcache"`
-	CxLeases       *ebpf.MapSpec `ebpf:"cx_leases"`
-	CxLinks        *ebpf.MapSpec `ebpf:"cx_links"`
-	CxNatV2        *ebpf.MapSpec `ebpf:"cx_nat_v2"`
-	CxPolicy       *ebpf.MapSpec `ebpf:"cx_policy"`
-	CxPolicyHits   *ebpf.MapSpec `ebpf:"cx_policy_hits"`
-	CxPolicyLog    *ebpf.MapSpec `ebpf:"cx_policy_log"`
-	CxPrefilter    *ebpf.MapSpec `ebpf:"cx_prefilter"`
-	CxRoutes       *ebpf.MapSpec `ebpf:"cx_routes"`
-	CxSlotCounters *ebpf.MapSpec `ebpf:"cx_slot_counters"`
+	CxConfig        *ebpf.MapSpec `ebpf:"cx_config"`
+	CxCounters      *ebpf.MapSpec `ebpf:"cx_counters"`
+	CxCtStats       *ebpf.MapSpec `ebpf:"cx_ct_stats"`
+	CxCtV2          *ebpf.MapSpec `ebpf:"cx_ct_v2"`
+	CxEndpoints     *ebpf.MapSpec `ebpf:"cx_endpoints"`
+	CxFips          *ebpf.MapSpec `ebpf:"cx_fips"`
+	CxFrags         *ebpf.MapSpec `ebpf:"cx_frags"`
+	CxIfaces        *ebpf.MapSpec `ebpf:"cx_ifaces"`
+	CxIpcache       *ebpf.MapSpec `ebpf:"cx_ipcache"`
+	CxLeases        *ebpf.MapSpec `ebpf:"cx_leases"`
+	CxLinks         *ebpf.MapSpec `ebpf:"cx_links"`
+	CxNatScratchMap *ebpf.MapSpec `ebpf:"cx_nat_scratch_map"`
+	CxNatV2         *ebpf.MapSpec `ebpf:"cx_nat_v2"`
+	CxPolicy        *ebpf.MapSpec `ebpf:"cx_policy"`
+	CxPolicyHits    *ebpf.MapSpec `ebpf:"cx_policy_hits"`
+	CxPolicyLog     *ebpf.MapSpec `ebpf:"cx_policy_log"`
+	CxPrefilter     *ebpf.MapSpec `ebpf:"cx_prefilter"`
+	CxRoutes        *ebpf.MapSpec `ebpf:"cx_routes"`
+	CxSlotCounters  *ebpf.MapSpec `ebpf:"cx_slot_counters"`
 }
 
 // CalyxVariableSpecs contains global variables before they are loaded into the kernel.
@@ -603,24 +605,25 @@ func (o *CalyxObjects) Close() error {
 //
 // It can be passed to LoadCalyxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CalyxMaps struct {
-	CxConfig       *ebpf.Map `ebpf:"cx_config"`
-	CxCounters     *ebpf.Map `ebpf:"cx_counters"`
-	CxCtStats      *ebpf.Map `ebpf:"cx_ct_stats"`
-	CxCtV2         *ebpf.Map `ebpf:"cx_ct_v2"`
-	CxEndpoints    *ebpf.Map `ebpf:"cx_endpoints"`
-	CxFips         *ebpf.Map `ebpf:"cx_fips"`
-	CxFrags        *ebpf.Map `ebpf:"cx_frags"`
-	CxIfaces       *ebpf.Map `ebpf:"cx_ifaces"`
-	CxIpcache      *ebpf.Map `ebpf:"cx_ipcache"`
-	CxLeases       *ebpf.Map `ebpf:"cx_leases"`
-	CxLinks        *ebpf.Map `ebpf:"cx_links"`
-	CxNatV2        *ebpf.Map `ebpf:"cx_nat_v2"`
-	CxPolicy       *ebpf.Map `ebpf:"cx_policy"`
-	CxPolicyHits   *ebpf.Map `ebpf:"cx_policy_hits"`
-	CxPolicyLog    *ebpf.Map `ebpf:"cx_policy_log"`
-	CxPrefilter    *ebpf.Map `ebpf:"cx_prefilter"`
-	CxRoutes       *ebpf.Map `ebpf:"cx_routes"`
-	CxSlotCounters *ebpf.Map `ebpf:"cx_slot_counters"`
+	CxConfig        *ebpf.Map `ebpf:"cx_config"`
+	CxCounters      *ebpf.Map `ebpf:"cx_counters"`
+	CxCtStats       *ebpf.Map `ebpf:"cx_ct_stats"`
+	CxCtV2          *ebpf.Map `ebpf:"cx_ct_v2"`
+	CxEndpoints     *ebpf.Map `ebpf:"cx_endpoints"`
+	CxFips          *ebpf.Map `ebpf:"cx_fips"`
+	CxFrags         *ebpf.Map `ebpf:"cx_frags"`
+	CxIfaces        *ebpf.Map `ebpf:"cx_ifaces"`
+	CxIpcache       *ebpf.Map `ebpf:"cx_ipcache"`
+	CxLeases        *ebpf.Map `ebpf:"cx_leases"`
+	CxLinks         *ebpf.Map `ebpf:"cx_links"`
+	CxNatScratchMap *ebpf.Map `ebpf:"cx_nat_scratch_map"`
+	CxNatV2         *ebpf.Map `ebpf:"cx_nat_v2"`
+	CxPolicy        *ebpf.Map `ebpf:"cx_policy"`
+	CxPolicyHits    *ebpf.Map `ebpf:"cx_policy_hits"`
+	CxPolicyLog     *ebpf.Map `ebpf:"cx_policy_log"`
+	CxPrefilter     *ebpf.Map `ebpf:"cx_prefilter"`
+	CxRoutes        *ebpf.Map `ebpf:"cx_routes"`
+	CxSlotCounters  *ebpf.Map `ebpf:"cx_slot_counters"`
 }
 
 func (m *CalyxMaps) Close() error {
@@ -636,6 +639,7 @@ func (m *CalyxMaps) Close() error {
 		m.CxIpcache,
 		m.CxLeases,
 		m.CxLinks,
+		m.CxNatScratchMap,
 		m.CxNatV2,
 		m.CxPolicy,
 		m.CxPolicyHits,

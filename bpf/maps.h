@@ -169,6 +169,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_leases SEC(".maps");
 
+/* A new translated flow's entry is built here, not on the stack, which
+ * the hooks' paths fill to its 512 bytes. Not pinned: nothing outlives
+ * the packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cx_nat_entry);
+} cx_nat_scratch_map SEC(".maps");
+
 /* Keep the enums in the object's BTF so bpf2go emits their constants for Go. */
 const enum cx_reason cx_enum_reason __attribute__((unused));
 const enum cx_route_type cx_enum_route_type __attribute__((unused));

@@ -15,6 +15,9 @@
 #define CX_NAT_PORT_MIN 20000
 #define CX_NAT_PORT_MAX 29999
 #define CX_NAT_PORT_TRIES 16
+/* A closed TCP flow's port goes to a new connection once its last packet
+ * is this old (last_ns is itself up to CX_CT_LAST_NS behind). */
+#define CX_NAT_TAKEOVER_NS 1000000000ULL
 
 /* The metadata service address workloads use (OpenStack, cloud-init). */
 #define CX_METADATA_IP bpf_htonl(0xa9fea9fe) /* 169.254.169.254 */
@@ -87,13 +90,57 @@ static __always_inline int cx_nat_same(const struct cx_nat_entry *a, const struc
 	       a->nat_dport == b->nat_dport;
 }
 
+/* cx_nat_scratch is this CPU's cx_nat_entry to build a new flow's entries
+ * in (cx_nat_scratch in maps.h). */
+static __always_inline struct cx_nat_entry *cx_nat_scratch(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&cx_nat_scratch_map, &zero);
+}
+
+/* cx_nat_take_closed frees the reply tuple rk for a new connection's SYN
+ * when the flow holding it is a closed TCP flow (an RST either way, or a
+ * FIN both ways) that has been quiet for CX_NAT_TAKEOVER_NS: both of its
+ * entries go. Closed flows otherwise keep their natOutgoing port until the
+ * agent collects them, and connections to one server address and port run
+ * out of ports at a few hundred a second; Linux conntrack likewise lets a
+ * SYN reopen a closed tuple. The server sees the same tuple again, whose
+ * TIME_WAIT (if it closed first) takes a newer SYN (RFC 6191). scratch is
+ * the caller's, for the old flow's other key. Returns 1 when rk is free. */
+static __always_inline int cx_nat_take_closed(const struct cx_nat_key *rk, struct cx_nat_key *scratch, __u64 now)
+{
+	struct cx_nat_entry *old = bpf_map_lookup_elem(&cx_nat_v2, rk), *orig;
+	__u8 mine, theirs = CX_TCP_FIN;
+
+	if (!old || old->dir != CX_CT_REPLY || now - old->last_ns < CX_NAT_TAKEOVER_NS)
+		return 0;
+	mine = old->tcp.flags;
+	cx_nat_other_key(scratch, old, IPPROTO_TCP);
+	orig = bpf_map_lookup_elem(&cx_nat_v2, scratch);
+	if (orig) {
+		if (now - orig->last_ns < CX_NAT_TAKEOVER_NS)
+			return 0;
+		theirs = orig->tcp.flags;
+	}
+	if (!((mine | theirs) & CX_TCP_RST) && !(mine & theirs & CX_TCP_FIN))
+		/* Open, or half closed: the flow may still carry data. */
+		return 0;
+	if (orig && !bpf_map_delete_elem(&cx_nat_v2, scratch))
+		cx_ct_stat(CX_CTS_NAT_DELETED, 1);
+	if (!bpf_map_delete_elem(&cx_nat_v2, rk))
+		cx_ct_stat(CX_CTS_NAT_DELETED, 1);
+	return 1;
+}
+
 /* cx_nat_create tracks a new translated flow whose first packet, tuple t
  * (len bytes as it arrived), is rewritten to (ns, nd, nsp, ndp): the
  * original-direction entry, which counts that packet, and the reply entry
  * that undoes it. With alloc_port (natOutgoing, the host's own flows to a
  * floating IP), nsp is the sender's own port, kept when it is in
  * cx_config's NAT port range and its reply tuple is free; otherwise random
- * ports of the range are tried until one is. Without, the reply tuple must
+ * ports of the range are tried until one is (a TCP SYN may take a closed
+ * flow's: cx_nat_take_closed). Without, the reply tuple must
  * be free or be this flow's own (its original-direction entry went, LRU,
  * and the reply entry stayed): when another flow's replies already arrive
  * with it, they could not be told from this flow's, and taking it would
@@ -107,27 +154,32 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 	struct cx_node_config *cfg = alloc_port ? cx_get_config() : NULL;
 	__u16 pmin = CX_NAT_PORT_MIN, pmax = CX_NAT_PORT_MAX;
 	struct cx_nat_key ok, rk;
-	/* One value for both entries: the stack is 512 bytes. */
-	struct cx_nat_entry rv = {};
+	/* One value for both entries, off the stack (512 bytes in all). */
+	struct cx_nat_entry *rv = cx_nat_scratch();
 	__u64 now = bpf_ktime_get_coarse_ns();
 	__be16 rsport = ndp, rdport = nsp;
 	__u16 want = bpf_ntohs(nsp);
 	__u32 range;
 	int i, reused = 0;
+	/* A connection's SYN may take the port of a closed one. */
+	int syn = t->proto == IPPROTO_TCP && (t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK)) == CX_TCP_SYN;
 
+	if (!rv)
+		return -1; /* cannot happen: a per-CPU array's one entry */
+	__builtin_memset(rv, 0, sizeof(*rv));
 	if (t->proto == IPPROTO_ICMP) {
 		/* The echo identifier travels in both directions in one field. */
 		rsport = nsp;
 		rdport = 0;
 	}
-	rv.dir = CX_CT_REPLY;
-	rv.nat = nat;
-	rv.created_ns = now;
-	rv.last_ns = now;
-	cx_addr_v4(rv.nat_saddr, t->daddr);
-	cx_addr_v4(rv.nat_daddr, t->saddr);
-	rv.nat_sport = t->proto == IPPROTO_ICMP ? t->sport : t->dport;
-	rv.nat_dport = t->proto == IPPROTO_ICMP ? 0 : t->sport;
+	rv->dir = CX_CT_REPLY;
+	rv->nat = nat;
+	rv->created_ns = now;
+	rv->last_ns = now;
+	cx_addr_v4(rv->nat_saddr, t->daddr);
+	cx_addr_v4(rv->nat_daddr, t->saddr);
+	rv->nat_sport = t->proto == IPPROTO_ICMP ? t->sport : t->dport;
+	rv->nat_dport = t->proto == IPPROTO_ICMP ? 0 : t->sport;
 
 	if (!alloc_port) {
 		struct cx_tuple rt = { .saddr = nd, .daddr = ns, .sport = rsport, .dport = rdport, .proto = t->proto };
@@ -138,16 +190,16 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 			/* The replies would be a tracked flow's (found first). */
 			return -1;
 		cx_nat_key_of(&rk, nd, ns, rsport, rdport, t->proto);
-		if (bpf_map_update_elem(&cx_nat_v2, &rk, &rv, BPF_NOEXIST)) {
+		if (bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST)) {
 			struct cx_nat_entry *old = bpf_map_lookup_elem(&cx_nat_v2, &rk);
 
-			if (!old || !cx_nat_same(old, &rv))
+			if (!old || !cx_nat_same(old, rv))
 				return -1;
 			/* This flow's own reply entry, left by an earlier flow of
 			 * the same tuple (or written by a CPU starting it at the
 			 * same moment): it starts afresh (counters and TCP
 			 * sequence state were the old flow's). */
-			bpf_map_update_elem(&cx_nat_v2, &rk, &rv, BPF_EXIST);
+			bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_EXIST);
 			reused = 1;
 		}
 	} else {
@@ -169,7 +221,10 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 				cx_nat_key_of(&rk, nd, ns, p, 0, t->proto);
 			else
 				cx_nat_key_of(&rk, nd, ns, rsport, p, t->proto);
-			if (!bpf_map_update_elem(&cx_nat_v2, &rk, &rv, BPF_NOEXIST)) {
+			if (!bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST) ||
+			    (syn && cx_nat_take_closed(&rk, &ok, now) &&
+			     !bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST))) {
+				/* (Another CPU may take a closed flow's port first.) */
 				nsp = p;
 				break;
 			}
@@ -180,28 +235,28 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 	}
 
 	cx_nat_key_of(&ok, t->saddr, t->daddr, t->sport, t->dport, t->proto);
-	__builtin_memset(&rv, 0, sizeof(rv));
-	rv.dir = CX_CT_ORIG;
-	rv.nat = nat;
-	rv.created_ns = now;
-	rv.last_ns = now;
-	cx_addr_v4(rv.nat_saddr, ns);
-	cx_addr_v4(rv.nat_daddr, nd);
-	rv.nat_sport = nsp;
-	rv.nat_dport = t->proto == IPPROTO_ICMP ? 0 : ndp;
+	__builtin_memset(rv, 0, sizeof(*rv));
+	rv->dir = CX_CT_ORIG;
+	rv->nat = nat;
+	rv->created_ns = now;
+	rv->last_ns = now;
+	cx_addr_v4(rv->nat_saddr, ns);
+	cx_addr_v4(rv->nat_daddr, nd);
+	rv->nat_sport = nsp;
+	rv->nat_dport = t->proto == IPPROTO_ICMP ? 0 : ndp;
 	if (t->proto == IPPROTO_TCP && t->frag != CX_FRAG_LATER)
-		cx_tcp_advance(&rv.tcp, t);
-	rv.packets = 1;
-	rv.bytes = len;
+		cx_tcp_advance(&rv->tcp, t);
+	rv->packets = 1;
+	rv->bytes = len;
 	if (t->saddr == nd && t->daddr == ns && t->sport == rsport && t->dport == rdport) {
 		/* Echo to its own floating IP: both directions carry one
 		 * tuple, and the one entry rewrites it both ways. */
-		if (bpf_map_update_elem(&cx_nat_v2, &ok, &rv, BPF_ANY))
+		if (bpf_map_update_elem(&cx_nat_v2, &ok, rv, BPF_ANY))
 			return -1;
 		cx_ct_stat(CX_CTS_NAT_CREATED, 1);
 		return 0;
 	}
-	if (bpf_map_update_elem(&cx_nat_v2, &ok, &rv, BPF_NOEXIST)) {
+	if (bpf_map_update_elem(&cx_nat_v2, &ok, rv, BPF_NOEXIST)) {
 		/* Another CPU started this flow first (or the table refused):
 		 * its entries stand, and the reply entry written here goes. */
 		if (!reused) {

@@ -20,6 +20,7 @@ package bpf_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/bits"
 	"net/netip"
@@ -1178,6 +1179,94 @@ func TestNATOutgoingPortsExhausted(t *testing.T) {
 			}
 			o = ne.fromWL(t, w, mkFlow(p.proto, w.ip4, 40500, server, p.dport).frame(w.l2(), s))
 			o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
+		})
+	}
+}
+
+// 11b. With every port to a server's port held by closed TCP flows, a new
+// connection's SYN takes the port of one that has been quiet for a second
+// (cx_nat_take_closed), and both of that flow's entries go. A flow that
+// closed just now, or only half (a FIN one way), keeps its port; so does a
+// UDP flow's, whatever its state.
+func TestNATOutgoingTakesClosedFlowsPort(t *testing.T) {
+	ne := newNATEnv(t)
+	w := ne.wl1
+	var ts unix.Timespec
+	must(t, unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts))
+	now := uint64(ts.Nano())
+	const fin, rst, ack = 0x01, 0x04, 0x10
+	for i, c := range []struct {
+		name        string
+		reply, orig uint8 // the old flow's flags each way; orig 0xff: no entry
+		quietFor    uint64
+		proto       uint8
+		taken       bool
+	}{
+		{"FIN both ways, quiet", fin | ack, fin | ack, 5e9, bpfmap.ProtoTCP, true},
+		{"RST, quiet", rst, ack, 5e9, bpfmap.ProtoTCP, true},
+		{"FIN, its other entry gone (LRU), quiet", fin | ack, 0xff, 5e9, bpfmap.ProtoTCP, true},
+		{"FIN both ways, just now", fin | ack, fin | ack, 0, bpfmap.ProtoTCP, false},
+		{"half closed", fin | ack, ack, 5e9, bpfmap.ProtoTCP, false},
+		{"UDP", fin | ack, fin | ack, 5e9, bpfmap.ProtoUDP, false},
+	} {
+		sport := uint16(40500 + i) // a new flow each time
+		t.Run(c.name, func(t *testing.T) {
+			var keys []bpf.CalyxCxNatKey
+			var vals []bpf.CalyxCxNatEntry
+			for port := int(natPorts[0]); port <= int(natPorts[1]); port++ {
+				old := mkFlow(c.proto, w.ip4, uint16(port+10000), server, 443) // the old flow, as it left the workload
+				reply := mkFlow(c.proto, hostAddr, uint16(port), server, 443).reverse()
+				last := now - c.quietFor
+				v := bpf.CalyxCxNatEntry{Dir: 1, Nat: bpfmap.NATSNAT, LastNs: last,
+					NatSaddr: server.As16(), NatDaddr: w.ip4.As16(), NatSport: bits.ReverseBytes16(443),
+					NatDport: bits.ReverseBytes16(old.src.Port())}
+				v.Tcp.Flags = c.reply
+				keys = append(keys, rawNATKey(reply))
+				vals = append(vals, v)
+				if c.orig != 0xff {
+					o := vals[len(vals)-1]
+					o.Dir, o.Tcp.Flags = 0, c.orig
+					o.NatSaddr, o.NatDaddr = hostAddr.As16(), server.As16()
+					o.NatSport, o.NatDport = bits.ReverseBytes16(uint16(port)), bits.ReverseBytes16(443)
+					keys = append(keys, rawNATKey(old))
+					vals = append(vals, o)
+				}
+			}
+			if n, err := ne.nat.BatchUpdate(keys, vals, nil); err != nil || n != len(keys) {
+				t.Fatalf("fill %d entries: %d, %v", len(keys), n, err)
+			}
+			t.Cleanup(func() {
+				// One by one: a batch stops at the first key gone (the
+				// taken flow's).
+				for _, k := range keys {
+					_ = ne.nat.Delete(k)
+				}
+			})
+			s := seg{}
+			if c.proto == bpfmap.ProtoTCP {
+				s = syn
+			}
+			f := mkFlow(c.proto, w.ip4, sport, server, 443)
+			o := ne.fromWL(t, w, f.frame(w.l2(), s))
+			if !c.taken {
+				o.want(t, shot, hit{w, bpfmap.ReasonDropNATPorts})
+				return
+			}
+			o.want(t, redirect, hit{w, bpfmap.ReasonForwardDirect})
+			port, ok := natPort(o.out)
+			if !ok {
+				t.Fatalf("left from port %d, want one of %d-%d", port, natPorts[0], natPorts[1])
+			}
+			// The new flow's reply entry is in the old one's place, and the
+			// old flow's other entry is gone.
+			var got bpf.CalyxCxNatEntry
+			must(t, ne.nat.Lookup(rawNATKey(mkFlow(c.proto, hostAddr, port, server, 443).reverse()), &got))
+			if bits.ReverseBytes16(got.NatDport) != sport {
+				t.Errorf("reply entry of port %d undoes to workload port %d, want %d (the new flow's)", port, bits.ReverseBytes16(got.NatDport), sport)
+			}
+			if err := ne.nat.Lookup(rawNATKey(mkFlow(c.proto, w.ip4, port+10000, server, 443)), &got); !errors.Is(err, ebpf.ErrKeyNotExist) {
+				t.Errorf("the closed flow's original entry is still there (%v)", err)
+			}
 		})
 	}
 }

@@ -69,14 +69,14 @@ func TestRulePackets(t *testing.T) {
 }
 
 // The Method names what runs where for natOutgoing: the rule, the ports,
-// the flush and the proof.
+// the port takeover and the proof.
 func TestNATOutMethod(t *testing.T) {
 	rec := NewRecorder(nil)
 	rec.Param("fip.rounds", 3)
 	rec.Param("fip.loadSeconds", 3)
 	m := fipMeasuredSection().Method(rec)
 	for _, want := range []string{
-		"-j MASQUERADE", "natOutgoing: true", "20000–29999", "calyxctl ct flush", "MASQUERADE rule's packet counter", "SNAT flows",
+		"-j MASQUERADE", "natOutgoing: true", "20000–29999", "takes the port over", "MASQUERADE rule's packet counter", "SNAT flows",
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("Method lacks %q", want)
