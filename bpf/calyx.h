@@ -150,7 +150,7 @@ enum cx_counter_slot {
 	CX_COUNTER_SLOT_NONE = 0,
 	CX_COUNTER_SLOT_UNDERLAY = 1,
 	CX_COUNTER_SLOT_FIRST_WORKLOAD = 2,
-	CX_COUNTER_SLOTS = 1024, /* slots in all: 16 KiB per CPU */
+	CX_COUNTER_SLOTS = 1024, /* slots in all: 256 KiB per CPU */
 };
 
 struct cx_counter_key {
