@@ -26,6 +26,7 @@ import (
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
+	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/conntrack"
 	"github.com/calyxnet/calyx/ipam"
@@ -528,6 +529,20 @@ func (a *Agent) program(d *calc.Desired) (int, error) {
 	return writes + pr.Total(), errors.Join(append(errs, err)...)
 }
 
+// counterSlotFill is how full cx_slot_counters is: the entries of the
+// slots in use (the underlay's and each workload interface's). Full, the
+// interfaces after the last slot are counted in cx_counters.
+func counterSlotFill(d *calc.Desired) mapsync.Fill {
+	used := 1
+	for _, v := range d.Ifaces {
+		if v.CounterSlot != 0 {
+			used++
+		}
+	}
+	reasons := int(bpfmap.SlotReasons)
+	return mapsync.Fill{Table: bpf.CalyxMapCxSlotCounters, Entries: used * reasons, Capacity: int(bpfmap.CounterSlots) * reasons}
+}
+
 // newCalculator starts computing the model afresh, keeping the counter
 // slots the interfaces have in the maps (and with them their counts).
 func (a *Agent) newCalculator() *calc.Calculator {
@@ -612,6 +627,7 @@ func (a *Agent) report(d *calc.Desired, start time.Time, writes, routeChanges in
 	for _, f := range a.syncer.Fill() {
 		a.metrics.mapFill(f)
 	}
+	a.metrics.mapFill(counterSlotFill(d))
 	a.metrics.syncs.Inc()
 	a.metrics.syncSeconds.Observe(time.Since(start).Seconds())
 	a.log.Info("synced", "revision", a.snap.Revision, "endpoints", len(d.Ifaces), "pending", len(d.Pending),

@@ -467,5 +467,10 @@ func TestMultiHostAgentRestart(t *testing.T) {
 		if n, _, _ := lab.MetricSum(text, `calyx_map_entries{map="cx_routes"}`); n < 2 {
 			t.Errorf("%s: calyx_map_entries of cx_routes is %v, want its routes", h.Name, n)
 		}
+		// The counter slots in use: the underlay's and its workloads'
+		// (16 reasons each).
+		if n, _, _ := lab.MetricSum(text, `calyx_map_entries{map="cx_slot_counters"}`); n < 2*16 {
+			t.Errorf("%s: calyx_map_entries of cx_slot_counters is %v, want the underlay's and a workload's slots", h.Name, n)
+		}
 	}
 }
