@@ -9,10 +9,10 @@
 
 /* cx_count adds a packet of len bytes to the per-CPU counter at key of
  * map (cx_counters, cx_policy_hits), creating it on first use. A full LRU
- * map makes room; a failed insert only costs the count. A function of its
- * own (a BPF-to-BPF call): inlined at every verdict of a hook, its key and
- * zero value would each take stack in the hook's one frame. */
-static __noinline void cx_count(void *map, const void *key, __u32 len)
+ * map makes room; a failed insert only costs the count. Inlined: as a
+ * BPF-to-BPF call it had the verifier walk the hooks' paths a third longer
+ * (calyx_from_wl 437,000 instructions against 343,000 inlined). */
+static __always_inline void cx_count(void *map, const void *key, __u32 len)
 {
 	struct cx_counter *c = bpf_map_lookup_elem(map, key);
 
