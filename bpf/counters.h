@@ -46,13 +46,25 @@ static __always_inline int cx_verdict(struct __sk_buff *skb, __u32 ifindex, __u3
 	return cx_verdict_len(ifindex, reason, skb->len, verdict);
 }
 
+/* CX_SLOT_IF_UNDERLAY stands for "the underlay's slot if ifindex is the
+ * underlay interface, else none", looked up where the verdict is counted.
+ * Worked out where the underlay programs start and carried down their
+ * paths, a slot the verifier knows as 0 on one path and 1 on the other
+ * would have it walk everything after that point twice. */
+#define CX_SLOT_IF_UNDERLAY 0xffffffffU
+
 /* cx_verdict_slot is cx_verdict_len for an interface with a counter slot
- * (cx_iface, cx_route, CX_COUNTER_SLOT_UNDERLAY): a verdict that passes the
+ * (cx_iface, cx_route, CX_SLOT_IF_UNDERLAY): a verdict that passes the
  * packet on is counted in the slot's per-CPU array entry, the cheap way
  * (calyx.h, cx_slot_counters); drops, and an interface without a slot
  * (0), in cx_counters. */
 static __always_inline int cx_verdict_slot(__u32 slot, __u32 ifindex, __u32 reason, __u32 len, int verdict)
 {
+	if (slot == CX_SLOT_IF_UNDERLAY) {
+		struct cx_node_config *cfg = cx_get_config();
+
+		slot = cfg && cfg->underlay_ifindex == ifindex ? CX_COUNTER_SLOT_UNDERLAY : 0;
+	}
 	if (slot && slot < CX_COUNTER_SLOTS && reason < CX_REASON_FIRST_DROP) {
 		__u32 key = slot * CX_REASON_FIRST_DROP + reason;
 		struct cx_counter *c = bpf_map_lookup_elem(&cx_slot_counters, &key);
@@ -64,13 +76,6 @@ static __always_inline int cx_verdict_slot(__u32 slot, __u32 ifindex, __u32 reas
 		return verdict;
 	}
 	return cx_verdict_len(ifindex, reason, len, verdict);
-}
-
-/* cx_underlay_slot is the counter slot of the underlay interface for a
- * program running on ifindex: none on any other interface. */
-static __always_inline __u32 cx_underlay_slot(const struct cx_node_config *cfg, __u32 ifindex)
-{
-	return cfg && cfg->underlay_ifindex == ifindex ? CX_COUNTER_SLOT_UNDERLAY : 0;
 }
 
 /* cx_to_workload counts a packet entering a workload, on its interface

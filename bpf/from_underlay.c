@@ -10,8 +10,8 @@
 /* The program comes first; the paths it takes follow, in the order it
  * takes them. */
 static __always_inline int cx_underlay_host_only(const struct cx_node_config *cfg, struct iphdr *iph, void *data_end);
-static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, __u32 slot,
-				    struct iphdr *outer, struct hdr_cursor *c, void *data_end);
+static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
+				    struct hdr_cursor *c, void *data_end);
 
 /* calyx_from_underlay runs at TC ingress on the underlay interface: tunnel
  * packets from other nodes are decapsulated, workload traffic routed here
@@ -19,7 +19,7 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 SEC("tc")
 int calyx_from_underlay(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex, slot;
+	__u32 ifindex = skb->ifindex, slot = CX_SLOT_IF_UNDERLAY;
 	struct cx_node_config *cfg;
 	struct hdr_cursor c;
 	struct ethhdr *eth;
@@ -28,7 +28,6 @@ int calyx_from_underlay(struct __sk_buff *skb)
 	void *data_end;
 
 	cfg = cx_get_config();
-	slot = cx_underlay_slot(cfg, ifindex);
 	if (cfg && (cfg->flags & CX_CFG_PREFILTER_TC)) {
 		cx_pull(skb, ETH_HLEN + sizeof(struct ipv6hdr));
 		if (cx_prefiltered(cx_skb_data(skb), cx_skb_data_end(skb)))
@@ -67,12 +66,12 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		 * conntrack, NAT or policy lookup. */
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, skb->len, TC_ACT_OK);
 	if (iph->protocol == IPPROTO_IPIP)
-		return cx_decap(skb, cfg, slot, iph, &c, data_end);
+		return cx_decap(skb, cfg, iph, &c, data_end);
 	if (iph->protocol == IPPROTO_UDP) {
 		struct udphdr *udp = c.pos;
 
 		if ((void *)(udp + 1) <= data_end && udp->dest == bpf_htons((__u16)cfg->vxlan_port))
-			return cx_decap(skb, cfg, slot, iph, &c, data_end);
+			return cx_decap(skb, cfg, iph, &c, data_end);
 	}
 
 	{
@@ -155,10 +154,10 @@ static __always_inline int cx_underlay_host_only(const struct cx_node_config *cf
  * one, is accepted: anything else encapsulated is dropped, never passed to
  * a stack that might route it. A delivered packet is counted as decap-*,
  * one for the host's stack as pass-host. */
-static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, __u32 slot,
-				    struct iphdr *outer, struct hdr_cursor *c, void *data_end)
+static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
+				    struct hdr_cursor *c, void *data_end)
 {
-	__u32 ifindex = skb->ifindex, len = skb->len, room, reason;
+	__u32 ifindex = skb->ifindex, len = skb->len, room, reason, slot = CX_SLOT_IF_UNDERLAY;
 	struct cx_route *rt;
 	struct iphdr *iph;
 	void *data;

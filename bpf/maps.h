@@ -179,6 +179,14 @@ struct {
 	__type(value, struct cx_nat_entry);
 } cx_nat_scratch_map SEC(".maps");
 
+/* cx_get_config is cx_config's one entry. */
+static __always_inline struct cx_node_config *cx_get_config(void)
+{
+	__u32 key = 0;
+
+	return bpf_map_lookup_elem(&cx_config, &key);
+}
+
 /* Keep the enums in the object's BTF so bpf2go emits their constants for Go. */
 const enum cx_reason cx_enum_reason __attribute__((unused));
 const enum cx_route_type cx_enum_route_type __attribute__((unused));

@@ -70,13 +70,6 @@ static __always_inline int cx_owned_by(const struct cx_route *rt, __u32 ifindex)
 	return rt && rt->type == CX_RT_LOCAL_WORKLOAD && rt->ifindex == ifindex;
 }
 
-static __always_inline struct cx_node_config *cx_get_config(void)
-{
-	__u32 key = 0;
-
-	return bpf_map_lookup_elem(&cx_config, &key);
-}
-
 static __always_inline __be32 cx_addr_ip4(const __u8 addr[16])
 {
 	__be32 ip;

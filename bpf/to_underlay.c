@@ -11,7 +11,7 @@
 SEC("tc")
 int calyx_to_underlay(struct __sk_buff *skb)
 {
-	__u32 ifindex = skb->ifindex, slot = cx_underlay_slot(cx_get_config(), ifindex);
+	__u32 ifindex = skb->ifindex, slot = CX_SLOT_IF_UNDERLAY;
 	struct hdr_cursor c;
 	struct ethhdr *eth;
 	struct iphdr *iph;
