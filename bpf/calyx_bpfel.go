@@ -435,6 +435,38 @@ const (
 	CalyxCxRuleSpecialCX_RULE_HOST_DROP            CalyxCxRuleSpecial = 3
 )
 
+type CalyxCxTuple struct {
+	_     structs.HostLayout
+	Saddr struct {
+		_    structs.HostLayout
+		In6U struct {
+			_       structs.HostLayout
+			U6Addr8 [16]uint8
+		}
+	}
+	Daddr struct {
+		_    structs.HostLayout
+		In6U struct {
+			_       structs.HostLayout
+			U6Addr8 [16]uint8
+		}
+	}
+	Sport      uint16
+	Dport      uint16
+	Proto      uint8
+	TcpFlags   uint8
+	IcmpType   uint8
+	TcpWscale  uint8
+	Seq        uint32
+	Ack        uint32
+	SegLen     uint32
+	Win        uint16
+	Frag       uint8
+	V6         uint8
+	PolicyPort uint16
+	L4Off      uint16
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -458,6 +490,7 @@ const (
 	CalyxMapCxPrefilter         = "cx_prefilter"
 	CalyxMapCxRoutes            = "cx_routes"
 	CalyxMapCxSlotCounters      = "cx_slot_counters"
+	CalyxMapCxTupleScratch      = "cx_tuple_scratch"
 	CalyxProgCalyxFromUnderlay  = "calyx_from_underlay"
 	CalyxProgCalyxFromWl        = "calyx_from_wl"
 	CalyxProgCalyxToUnderlay    = "calyx_to_underlay"
@@ -557,6 +590,7 @@ type CalyxMapSpecs struct {
 	CxPrefilter     *ebpf.MapSpec `ebpf:"cx_prefilter"`
 	CxRoutes        *ebpf.MapSpec `ebpf:"cx_routes"`
 	CxSlotCounters  *ebpf.MapSpec `ebpf:"cx_slot_counters"`
+	CxTupleScratch  *ebpf.MapSpec `ebpf:"cx_tuple_scratch"`
 }
 
 // CalyxVariableSpecs contains global variables before they are loaded into the kernel.
@@ -624,6 +658,7 @@ type CalyxMaps struct {
 	CxPrefilter     *ebpf.Map `ebpf:"cx_prefilter"`
 	CxRoutes        *ebpf.Map `ebpf:"cx_routes"`
 	CxSlotCounters  *ebpf.Map `ebpf:"cx_slot_counters"`
+	CxTupleScratch  *ebpf.Map `ebpf:"cx_tuple_scratch"`
 }
 
 func (m *CalyxMaps) Close() error {
@@ -647,6 +682,7 @@ func (m *CalyxMaps) Close() error {
 		m.CxPrefilter,
 		m.CxRoutes,
 		m.CxSlotCounters,
+		m.CxTupleScratch,
 	)
 }
 

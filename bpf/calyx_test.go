@@ -656,7 +656,9 @@ func TestFromWorkloadIPv6(t *testing.T) {
 		// IPv4 routes share the trie as ::ffff:a.b.c.d: an IPv6 lookup must never match them.
 		{"v4-mapped source of its own IPv4", mk(netip.AddrFrom16(w.ip4.As16()), e.wl2.ip6, 64), shot, bpfmap.ReasonDropSpoofIP},
 		{"v4-mapped source of its own IPv4, to the internet", mk(netip.AddrFrom16(w.ip4.As16()), netip.MustParseAddr("2001:db8::1"), 64), shot, bpfmap.ReasonDropSpoofIP},
-		{"to the v4-mapped address of a local workload", mk(w.ip6, netip.AddrFrom16(e.wl2.ip4.As16()), 64), ok, bpfmap.ReasonPassHost},
+		// v4-mapped addresses are never on the wire (RFC 4291 2.5.5.2):
+		// tracked, one would share an IPv4 flow's keys.
+		{"to the v4-mapped address of a local workload", mk(w.ip6, netip.AddrFrom16(e.wl2.ip4.As16()), 64), shot, bpfmap.ReasonDropMalformed},
 		{"foreign source MAC", bpftest.IPv6UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv6{Src: w.ip6, Dst: e.wl2.ip6}, 1, 2, nil), shot, bpfmap.ReasonDropSpoofMAC},
 		{"link-local source with a foreign MAC", bpftest.IPv6UDP(bpftest.L2{Src: otherMAC, Dst: w.hostMAC}, bpftest.IPv6{Src: netip.MustParseAddr("fe80::2"), Dst: gatewayV6}, 1, 2, nil), shot, bpfmap.ReasonDropSpoofMAC},
 		{"link-local source to the gateway", mk(netip.MustParseAddr("fe80::2"), gatewayV6, 64), ok, bpfmap.ReasonPassHost},

@@ -2,17 +2,19 @@
 /* Connection tracking: a packet's flow tuple (fragments included, through
  * cx_frags), its flow in cx_ct_v2 (untranslated, one entry) or cx_nat_v2
  * (translated, an entry per direction), and what TCP tracking learns from
- * each segment. IPv4 only today; the keys hold IPv6 as they are. */
+ * each segment. IPv4 and IPv6 alike: the keys hold 16-byte addresses. */
 #ifndef CALYX_CONNTRACK_H
 #define CALYX_CONNTRACK_H
 
 #include "routes.h"
 
 /* cx_tuple is what identifies a packet's flow, with what the rewrite needs
- * and, for TCP, what sequence tracking needs. */
+ * and, for TCP, what sequence tracking needs. Both families: IPv4
+ * addresses are v4-mapped (CX_IP4 reads them), so every key built from a
+ * tuple is the same for either. */
 struct cx_tuple {
-	__be32 saddr;
-	__be32 daddr;
+	struct in6_addr saddr;
+	struct in6_addr daddr;
 	__be16 sport; /* ICMP echo: the identifier */
 	__be16 dport;
 	__u8 proto;
@@ -24,9 +26,34 @@ struct cx_tuple {
 	__u32 seg_len;   /* TCP: the sequence space the segment takes (payload, SYN, FIN) */
 	__u16 win;       /* TCP: the window field as sent (unscaled) */
 	__u8 frag;       /* enum cx_frag_kind */
-	__u8 pad;
-	__u16 policy_port; /* a later fragment: its first fragment's, for policy */
+	__u8 v6;         /* an IPv6 packet */
+	/* What policy matches: the destination port (ICMP: type << 8 |
+	 * code), a later fragment's from its first. */
+	__u16 policy_port;
+	__u16 l4_off; /* where the L4 header starts (IPv6: after its extension headers) */
 };
+
+/* A packet's tuple, and the one an ICMP error quotes, are kept per CPU,
+ * not on the stack, which the hooks' paths fill to its 512 bytes. Not
+ * pinned: nothing outlives the packet. */
+enum cx_tuple_slot {
+	CX_TUPLE_PACKET = 0,
+	CX_TUPLE_QUOTED = 1,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct cx_tuple);
+} cx_tuple_scratch SEC(".maps");
+
+/* cx_tuple_slot is this CPU's tuple of a cx_tuple_slot. Never NULL in
+ * practice (a per-CPU array's entry); callers check for the verifier. */
+static __always_inline struct cx_tuple *cx_tuple_slot(__u32 slot)
+{
+	return bpf_map_lookup_elem(&cx_tuple_scratch, &slot);
+}
 
 enum cx_frag_kind {
 	CX_FRAG_NONE = 0,
@@ -93,17 +120,18 @@ static long cx_tcp_opt_step(__u32 i, void *ctx)
 	return 0;
 }
 
-/* cx_tcp_wscale returns the window-scale shift a SYN offers (RFC 7323), or
- * CX_TCP_NO_WSCALE. Its options (opt_len bytes, at most 40) are copied out
+/* cx_tcp_wscale returns the window-scale shift a SYN (its TCP header at
+ * l4_off) offers (RFC 7323), or CX_TCP_NO_WSCALE. Its options (opt_len
+ * bytes, at most 40) are copied out
  * with bpf_skb_load_bytes, so they need not be linear (after decap they
  * may not be). Only SYNs carry the option. Requires bpf_loop (5.17). */
-static __always_inline int cx_tcp_wscale(struct __sk_buff *skb, __u32 opt_len)
+static __always_inline int cx_tcp_wscale(struct __sk_buff *skb, __u32 l4_off, __u32 opt_len)
 {
 	struct cx_tcp_opts o = { .len = opt_len, .wscale = CX_TCP_NO_WSCALE };
 
 	if (opt_len < 3 || opt_len > 40)
 		return CX_TCP_NO_WSCALE;
-	if (bpf_skb_load_bytes(skb, CX_L4_OFF + 20, o.buf, opt_len))
+	if (bpf_skb_load_bytes(skb, l4_off + 20, o.buf, opt_len))
 		return CX_TCP_NO_WSCALE;
 	bpf_loop(20, cx_tcp_opt_step, &o, 0);
 	return o.wscale;
@@ -114,25 +142,40 @@ enum cx_tuple_kind {
 	CX_TUPLE_FLOW = 1,  /* TCP, UDP or ICMP echo (or a fragment of one) */
 	CX_TUPLE_ERROR = 2, /* an ICMP error about another packet */
 	CX_TUPLE_ORPHAN = 3, /* a later fragment whose first this hook has not seen */
+	CX_TUPLE_BAD = 4,    /* an IPv6 packet with a v4-mapped address: dropped as malformed */
 };
 
-static __always_inline void cx_frag_key_of(struct cx_frag_key *k, const struct iphdr *iph)
+/* cx_icmp_proto says whether proto is ICMP of either family: its echo
+ * identifier travels both ways in one field. */
+static __always_inline int cx_icmp_proto(__u8 proto)
+{
+	return proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6;
+}
+
+/* cx_icmp_echo_request says whether t is an echo request, the only ICMP
+ * packet that starts a flow. */
+static __always_inline int cx_icmp_echo_request(const struct cx_tuple *t)
+{
+	return t->icmp_type == (t->v6 ? CX_ICMPV6_ECHO : CX_ICMP_ECHO);
+}
+
+static __always_inline void cx_frag_key_of(struct cx_frag_key *k, const struct cx_tuple *t, __u32 id)
 {
 	__builtin_memset(k, 0, sizeof(*k));
-	cx_addr_v4(k->saddr, iph->saddr);
-	cx_addr_v4(k->daddr, iph->daddr);
-	k->id = iph->id;
-	k->proto = iph->protocol;
+	__builtin_memcpy(k->saddr, &t->saddr, 16);
+	__builtin_memcpy(k->daddr, &t->daddr, 16);
+	k->id = id;
+	k->proto = t->proto;
 }
 
 /* cx_frag_later fills t from the first fragment of the datagram a later
- * fragment belongs to. */
-static __always_inline int cx_frag_later(const struct iphdr *iph, struct cx_tuple *t)
+ * fragment (IP identification id) belongs to. */
+static __always_inline int cx_frag_later(struct cx_tuple *t, __u32 id)
 {
 	struct cx_frag_key k;
 	struct cx_frag *f;
 
-	cx_frag_key_of(&k, iph);
+	cx_frag_key_of(&k, t, id);
 	f = bpf_map_lookup_elem(&cx_frags, &k);
 	if (!f) {
 		cx_ct_stat(CX_CTS_FRAG_ORPHANS, 1);
@@ -146,129 +189,286 @@ static __always_inline int cx_frag_later(const struct iphdr *iph, struct cx_tupl
 	return CX_TUPLE_FLOW;
 }
 
-/* cx_frag_first remembers the ports of a first fragment (MF set, offset 0)
- * for the later ones. A full table forgets the oldest datagram. */
-static __always_inline void cx_frag_first(const struct iphdr *iph, struct cx_tuple *t, __u16 policy_port)
+/* cx_frag_first remembers the ports of a first fragment (more to come,
+ * offset 0) for the later ones. A full table forgets the oldest datagram. */
+static __always_inline void cx_frag_first(struct cx_tuple *t, __u32 id)
 {
 	struct cx_frag_key k;
 	struct cx_frag f = { .sport = t->sport, .dport = t->dport, .icmp_type = t->icmp_type,
-			     .policy_port = policy_port };
+			     .policy_port = t->policy_port };
 
-	cx_frag_key_of(&k, iph);
+	cx_frag_key_of(&k, t, id);
 	bpf_map_update_elem(&cx_frags, &k, &f, BPF_ANY);
 	t->frag = CX_FRAG_FIRST;
 }
 
-/* cx_tuple_of reads the flow tuple of the IPv4 packet at ETH_HLEN. */
-static __always_inline int cx_tuple_of(struct __sk_buff *skb, struct cx_tuple *t)
+/* cx_l4_of reads the L4 header of t's packet at t->l4_off, ip_end being
+ * where the IP datagram ends in the packet, and returns the tuple kind.
+ * Ports and types are read even where the flow is not tracked (IPv4
+ * options): policy matches them. */
+static __always_inline int cx_l4_of(struct __sk_buff *skb, struct cx_tuple *t, __u32 ip_end)
 {
 	void *data = cx_skb_data(skb);
 	void *data_end = cx_skb_data_end(skb);
-	struct iphdr *iph = data + ETH_HLEN;
-	__u8 *l4 = data + CX_L4_OFF;
-	int kind = CX_TUPLE_NONE;
-	__u16 policy_port = 0;
+	__u32 off = t->l4_off & CX_L4_OFF_MAX;
+	__u8 *l4 = data + off;
 
-	if ((void *)(iph + 1) > data_end || iph->ihl != 5)
-		return CX_TUPLE_NONE;
-	t->saddr = iph->saddr;
-	t->daddr = iph->daddr;
-	t->proto = iph->protocol;
-	t->sport = 0;
-	t->dport = 0;
-	t->tcp_flags = 0;
-	t->icmp_type = 0;
-	t->frag = CX_FRAG_NONE;
-	if (iph->frag_off & bpf_htons(CX_IP_OFFSET)) {
-		if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP && iph->protocol != IPPROTO_ICMP)
-			return CX_TUPLE_NONE;
-		return cx_frag_later(iph, t);
-	}
-	switch (iph->protocol) {
+	switch (t->proto) {
 	case IPPROTO_TCP: {
 		struct tcphdr *th = (void *)l4;
-		__u32 ip_len = bpf_ntohs(iph->tot_len), hdr = th->doff * 4;
+		__u32 hdr;
 
 		if ((void *)(th + 1) > data_end)
 			return CX_TUPLE_NONE;
 		__builtin_memcpy(&t->sport, l4, 2);
 		__builtin_memcpy(&t->dport, l4 + 2, 2);
+		t->policy_port = bpf_ntohs(t->dport);
 		t->tcp_flags = l4[13];
 		t->seq = bpf_ntohl(th->seq);
 		t->ack = bpf_ntohl(th->ack_seq);
 		t->win = bpf_ntohs(th->window);
-		if (!ip_len) /* BIG TCP: the length is the packet's */
-			ip_len = skb->len - ETH_HLEN;
+		hdr = th->doff * 4;
 		if (hdr < sizeof(*th))
 			hdr = sizeof(*th);
-		t->seg_len = ip_len > sizeof(*iph) + hdr ? ip_len - sizeof(*iph) - hdr : 0;
+		t->seg_len = ip_end > off + hdr ? ip_end - off - hdr : 0;
 		if (t->tcp_flags & CX_TCP_SYN)
 			t->seg_len++;
 		if (t->tcp_flags & CX_TCP_FIN)
 			t->seg_len++;
-		t->tcp_wscale = (t->tcp_flags & CX_TCP_SYN) ? cx_tcp_wscale(skb, hdr - sizeof(*th)) : CX_TCP_NO_WSCALE;
-		policy_port = bpf_ntohs(t->dport);
-		kind = CX_TUPLE_FLOW;
-		break;
+		t->tcp_wscale = (t->tcp_flags & CX_TCP_SYN) ? cx_tcp_wscale(skb, off, hdr - sizeof(*th)) :
+							      CX_TCP_NO_WSCALE;
+		return CX_TUPLE_FLOW;
 	}
 	case IPPROTO_UDP:
+	case CX_IPPROTO_SCTP:
 		if ((void *)(l4 + 8) > data_end)
 			return CX_TUPLE_NONE;
 		__builtin_memcpy(&t->sport, l4, 2);
 		__builtin_memcpy(&t->dport, l4 + 2, 2);
-		policy_port = bpf_ntohs(t->dport);
-		kind = CX_TUPLE_FLOW;
-		break;
+		t->policy_port = bpf_ntohs(t->dport);
+		/* SCTP is matched by port but not tracked. */
+		return t->proto == IPPROTO_UDP ? CX_TUPLE_FLOW : CX_TUPLE_NONE;
 	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
 		if ((void *)(l4 + 8) > data_end)
 			return CX_TUPLE_NONE;
 		t->icmp_type = l4[0];
-		policy_port = (__u16)l4[0] << 8 | l4[1];
-		if (l4[0] == CX_ICMP_ECHO || l4[0] == CX_ICMP_ECHO_REPLY) {
+		t->policy_port = (__u16)l4[0] << 8 | l4[1];
+		if (t->v6 ? (l4[0] == CX_ICMPV6_ECHO || l4[0] == CX_ICMPV6_ECHO_REPLY) :
+			    (l4[0] == CX_ICMP_ECHO || l4[0] == CX_ICMP_ECHO_REPLY)) {
 			__builtin_memcpy(&t->sport, l4 + 4, 2);
-			kind = CX_TUPLE_FLOW;
-		} else if (l4[0] == CX_ICMP_DEST_UNREACH || l4[0] == CX_ICMP_TIME_EXCEEDED ||
-			   l4[0] == CX_ICMP_PARAMETER_PROB) {
-			/* Errors are never fragmented (they quote 576 bytes at most). */
-			return CX_TUPLE_ERROR;
+			return CX_TUPLE_FLOW;
 		}
-		break;
+		/* Errors are never fragmented (they quote 576 bytes at most,
+		 * IPv6's 1280). */
+		if (t->v6 ? l4[0] < 128 :
+			    (l4[0] == CX_ICMP_DEST_UNREACH || l4[0] == CX_ICMP_TIME_EXCEEDED ||
+			     l4[0] == CX_ICMP_PARAMETER_PROB))
+			return CX_TUPLE_ERROR;
+		return CX_TUPLE_NONE;
 	}
+	return CX_TUPLE_NONE;
+}
+
+/* cx_tuple_of4 reads the flow tuple of the IPv4 packet at ETH_HLEN. A
+ * packet with options is not tracked (nor translated), but its ports are
+ * read for policy. */
+static __always_inline int cx_tuple_of4(struct __sk_buff *skb, struct cx_tuple *t)
+{
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
+	struct iphdr *iph = data + ETH_HLEN;
+	__u32 ip_end;
+	int kind;
+
+	if ((void *)(iph + 1) > data_end)
+		return CX_TUPLE_NONE;
+	cx_addr_v4(t->saddr.in6_u.u6_addr8, iph->saddr);
+	cx_addr_v4(t->daddr.in6_u.u6_addr8, iph->daddr);
+	t->proto = iph->protocol;
+	t->l4_off = ETH_HLEN + (iph->ihl & 0xf) * 4;
+	ip_end = bpf_ntohs(iph->tot_len);
+	if (!ip_end) /* BIG TCP: the length is the packet's */
+		ip_end = skb->len - ETH_HLEN;
+	ip_end += ETH_HLEN;
+	if (iph->frag_off & bpf_htons(CX_IP_OFFSET)) {
+		if (iph->ihl != 5 || (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP &&
+				      iph->protocol != IPPROTO_ICMP))
+			return CX_TUPLE_NONE;
+		return cx_frag_later(t, iph->id);
+	}
+	kind = cx_l4_of(skb, t, ip_end);
+	if (iph->ihl != 5)
+		return CX_TUPLE_NONE;
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
+	iph = data + ETH_HLEN;
+	if ((void *)(iph + 1) > data_end)
+		return CX_TUPLE_NONE;
 	if (kind == CX_TUPLE_FLOW && (iph->frag_off & bpf_htons(CX_IP_MF)))
-		cx_frag_first(iph, t, policy_port);
+		cx_frag_first(t, iph->id);
 	return kind;
 }
 
-/* cx_ct_key_of fills the normalised key of tuple t (cx_ct_key) and returns
- * the side its packet comes from: 0 when its source is side a, 1 for b. */
-static __always_inline __u32 cx_ct_key_of(struct cx_ct_key *k, const struct cx_tuple *t)
+/* The IPv6 extension headers cx_tuple_of6 walks to find the L4 header. */
+#define CX_IPV6_EXT_MAX 4
+#define CX_NEXTHDR_HOP 0
+#define CX_NEXTHDR_ROUTING 43
+#define CX_NEXTHDR_FRAGMENT 44
+#define CX_NEXTHDR_AUTH 51
+#define CX_NEXTHDR_DEST 60
+
+/* cx_tuple_of6 reads the flow tuple of the IPv6 packet at ETH_HLEN,
+ * walking up to CX_IPV6_EXT_MAX extension headers (hop-by-hop, routing,
+ * fragment, authentication, destination options) to its L4 header. A
+ * packet with more, or with an unknown one, is not tracked and matches
+ * policy by that header's number alone; one with a v4-mapped address is
+ * CX_TUPLE_BAD (it would share IPv4 flows' keys). */
+static __always_inline int cx_tuple_of6(struct __sk_buff *skb, struct cx_tuple *t)
 {
-	__u32 s = bpf_ntohl(t->saddr), d = bpf_ntohl(t->daddr);
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	__u32 off = ETH_HLEN + sizeof(*ip6), ip_end, id = 0;
+	__u8 nh;
+	int i, kind, more = 0;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return CX_TUPLE_NONE;
+	t->v6 = 1;
+	__builtin_memcpy(&t->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(&t->daddr, &ip6->daddr, 16);
+	nh = ip6->nexthdr;
+	ip_end = bpf_ntohs(ip6->payload_len);
+	if (!ip_end) /* a jumbogram (BIG TCP): the length is the packet's */
+		ip_end = skb->len - ETH_HLEN - sizeof(*ip6);
+	ip_end += off;
+	if (cx_is_v4mapped(&t->saddr) || cx_is_v4mapped(&t->daddr))
+		return CX_TUPLE_BAD;
+#pragma unroll
+	for (i = 0; i < CX_IPV6_EXT_MAX; i++) {
+		__u8 ext[8];
+
+		if (nh != CX_NEXTHDR_HOP && nh != CX_NEXTHDR_ROUTING && nh != CX_NEXTHDR_FRAGMENT &&
+		    nh != CX_NEXTHDR_AUTH && nh != CX_NEXTHDR_DEST)
+			break;
+		if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)))
+			return CX_TUPLE_NONE;
+		if (nh == CX_NEXTHDR_FRAGMENT) {
+			__u16 fo = (__u16)ext[2] << 8 | ext[3];
+
+			__builtin_memcpy(&id, &ext[4], 4);
+			if (fo & 0xfff8) {
+				/* A later fragment: its L4 header is in the first. */
+				t->proto = ext[0];
+				t->l4_off = 0;
+				if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP && t->proto != IPPROTO_ICMPV6)
+					return CX_TUPLE_NONE;
+				return cx_frag_later(t, id);
+			}
+			more = fo & 1;
+			off += 8;
+		} else if (nh == CX_NEXTHDR_AUTH) {
+			off += ((__u32)ext[1] + 2) * 4;
+		} else {
+			off += ((__u32)ext[1] + 1) * 8;
+		}
+		nh = ext[0];
+	}
+	t->proto = nh;
+	t->l4_off = off;
+	if (off > CX_L4_OFF_MAX)
+		return CX_TUPLE_NONE;
+	kind = cx_l4_of(skb, t, ip_end);
+	if (kind == CX_TUPLE_FLOW && more)
+		cx_frag_first(t, id);
+	return kind;
+}
+
+/* cx_tuple_of reads the flow tuple of the IP packet at ETH_HLEN, of either
+ * family. */
+static __always_inline int cx_tuple_of(struct __sk_buff *skb, struct cx_tuple *t)
+{
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
+	struct ethhdr *eth = data;
+
+	__builtin_memset(t, 0, sizeof(*t));
+	if ((void *)(eth + 1) > data_end)
+		return CX_TUPLE_NONE;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return cx_tuple_of6(skb, t);
+	return cx_tuple_of4(skb, t);
+}
+
+/* cx_addr_gt says whether a > b, both as 128-bit numbers in network order. */
+static __always_inline int cx_addr_gt(const struct in6_addr *a, const struct in6_addr *b)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 4; i++) {
+		__u32 x = bpf_ntohl(a->in6_u.u6_addr32[i]), y = bpf_ntohl(b->in6_u.u6_addr32[i]);
+
+		if (x != y)
+			return x > y;
+	}
+	return 0;
+}
+
+/* cx_ct_key_of fills the normalised key (cx_ct_key) of the flow whose
+ * packet goes from (saddr, sport) to (daddr, dport) and returns the side
+ * that packet comes from: 0 when its source is side a, 1 for b. */
+static __always_inline __u32 cx_ct_key_of(struct cx_ct_key *k, const struct in6_addr *saddr,
+					  const struct in6_addr *daddr, __be16 sport, __be16 dport, __u8 proto)
+{
 	__u32 side;
 
-	if (t->proto == IPPROTO_ICMP)
+	if (cx_icmp_proto(proto))
 		/* The echo identifier travels both ways in one field. */
-		side = s > d;
+		side = cx_addr_gt(saddr, daddr);
 	else
-		side = s > d || (s == d && bpf_ntohs(t->sport) > bpf_ntohs(t->dport));
+		side = cx_addr_gt(saddr, daddr) ||
+		       (cx_addr_eq(saddr, daddr) && bpf_ntohs(sport) > bpf_ntohs(dport));
 	__builtin_memset(k, 0, sizeof(*k));
-	k->proto = t->proto;
-	if (t->proto == IPPROTO_ICMP) {
-		k->port_a = t->sport;
+	k->proto = proto;
+	if (cx_icmp_proto(proto)) {
+		k->port_a = sport;
 	} else if (side) {
-		k->port_a = t->dport;
-		k->port_b = t->sport;
+		k->port_a = dport;
+		k->port_b = sport;
 	} else {
-		k->port_a = t->sport;
-		k->port_b = t->dport;
+		k->port_a = sport;
+		k->port_b = dport;
 	}
-	cx_addr_v4(k->addr_a, side ? t->daddr : t->saddr);
-	cx_addr_v4(k->addr_b, side ? t->saddr : t->daddr);
+	__builtin_memcpy(k->addr_a, side ? daddr : saddr, 16);
+	__builtin_memcpy(k->addr_b, side ? saddr : daddr, 16);
 	return side;
 }
 
-static __always_inline void cx_nat_key_of(struct cx_nat_key *k, __be32 saddr, __be32 daddr, __be16 sport,
-					  __be16 dport, __u8 proto)
+/* cx_ct_key_of_tuple is cx_ct_key_of for tuple t's packet. */
+static __always_inline __u32 cx_ct_key_of_tuple(struct cx_ct_key *k, const struct cx_tuple *t)
+{
+	return cx_ct_key_of(k, &t->saddr, &t->daddr, t->sport, t->dport, t->proto);
+}
+
+/* cx_nat_key_of fills the key of the packets from (saddr, sport) to
+ * (daddr, dport), addresses of either family as the maps keep them. */
+static __always_inline void cx_nat_key_of(struct cx_nat_key *k, const void *saddr, const void *daddr,
+					  __be16 sport, __be16 dport, __u8 proto)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	__builtin_memcpy(k->saddr, saddr, 16);
+	__builtin_memcpy(k->daddr, daddr, 16);
+	k->sport = sport;
+	k->dport = dport;
+	k->proto = proto;
+}
+
+/* cx_nat_key_of4 is cx_nat_key_of for IPv4 addresses (the translations
+ * that are IPv4's alone). */
+static __always_inline void cx_nat_key_of4(struct cx_nat_key *k, __be32 saddr, __be32 daddr, __be16 sport,
+					   __be16 dport, __u8 proto)
 {
 	__builtin_memset(k, 0, sizeof(*k));
 	cx_addr_v4(k->saddr, saddr);
@@ -298,16 +498,16 @@ static __always_inline void cx_flow_lookup(const struct cx_tuple *t, struct cx_f
 	f->nat = NULL;
 	f->ct = NULL;
 	if (nat_first) {
-		cx_nat_key_of(&nk, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+		cx_nat_key_of(&nk, &t->saddr, &t->daddr, t->sport, t->dport, t->proto);
 		f->nat = bpf_map_lookup_elem(&cx_nat_v2, &nk);
 		if (f->nat)
 			return;
 	}
-	f->side = cx_ct_key_of(&ck, t);
+	f->side = cx_ct_key_of_tuple(&ck, t);
 	f->ct = bpf_map_lookup_elem(&cx_ct_v2, &ck);
 	if (f->ct || nat_first)
 		return;
-	cx_nat_key_of(&nk, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+	cx_nat_key_of(&nk, &t->saddr, &t->daddr, t->sport, t->dport, t->proto);
 	f->nat = bpf_map_lookup_elem(&cx_nat_v2, &nk);
 }
 
@@ -325,11 +525,10 @@ static __always_inline int cx_flow_tracked(const struct cx_flow *f)
  * flow: its packets arrive as this entry's rewrite, reversed. */
 static __always_inline void cx_nat_other_key(struct cx_nat_key *k, const struct cx_nat_entry *e, __u8 proto)
 {
-	if (proto == IPPROTO_ICMP)
-		cx_nat_key_of(k, cx_addr_ip4(e->nat_daddr), cx_addr_ip4(e->nat_saddr), e->nat_sport, 0, proto);
+	if (cx_icmp_proto(proto))
+		cx_nat_key_of(k, e->nat_daddr, e->nat_saddr, e->nat_sport, 0, proto);
 	else
-		cx_nat_key_of(k, cx_addr_ip4(e->nat_daddr), cx_addr_ip4(e->nat_saddr), e->nat_dport, e->nat_sport,
-			      proto);
+		cx_nat_key_of(k, e->nat_daddr, e->nat_saddr, e->nat_dport, e->nat_sport, proto);
 }
 
 /* cx_nat_other returns the entry of a translated TCP flow's other direction. */
@@ -485,10 +684,10 @@ static __always_inline void cx_nat_recreate_other(const struct cx_nat_entry *e, 
 	v.created_ns = e->created_ns;
 	v.last_ns = e->last_ns;
 	v.tcp.state = CX_CT_SEQ_RESYNC;
-	cx_addr_v4(v.nat_saddr, t->daddr);
-	cx_addr_v4(v.nat_daddr, t->saddr);
-	v.nat_sport = t->proto == IPPROTO_ICMP ? t->sport : t->dport;
-	v.nat_dport = t->proto == IPPROTO_ICMP ? 0 : t->sport;
+	__builtin_memcpy(v.nat_saddr, &t->daddr, 16);
+	__builtin_memcpy(v.nat_daddr, &t->saddr, 16);
+	v.nat_sport = cx_icmp_proto(t->proto) ? t->sport : t->dport;
+	v.nat_dport = cx_icmp_proto(t->proto) ? 0 : t->sport;
 	if (!bpf_map_update_elem(&cx_nat_v2, &k, &v, BPF_NOEXIST))
 		cx_ct_stat(CX_CTS_NAT_CREATED, 1);
 }
@@ -570,13 +769,13 @@ static __always_inline int cx_flow_reopened(const struct cx_tuple *t, struct cx_
 		cx_nat_other_key(&k, f->nat, IPPROTO_TCP);
 		if (!bpf_map_delete_elem(&cx_nat_v2, &k))
 			cx_ct_stat(CX_CTS_NAT_DELETED, 1);
-		cx_nat_key_of(&k, t->saddr, t->daddr, t->sport, t->dport, IPPROTO_TCP);
+		cx_nat_key_of(&k, &t->saddr, &t->daddr, t->sport, t->dport, IPPROTO_TCP);
 		if (!bpf_map_delete_elem(&cx_nat_v2, &k))
 			cx_ct_stat(CX_CTS_NAT_DELETED, 1);
 	} else {
 		struct cx_ct_key k;
 
-		cx_ct_key_of(&k, t);
+		cx_ct_key_of_tuple(&k, t);
 		if (!bpf_map_delete_elem(&cx_ct_v2, &k))
 			cx_ct_stat(CX_CTS_CT_DELETED, 1);
 	}
@@ -594,7 +793,7 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __u32 len, __u
 {
 	struct cx_ct_entry v = {};
 	struct cx_ct_key k;
-	__u32 side = cx_ct_key_of(&k, t);
+	__u32 side = cx_ct_key_of_tuple(&k, t);
 	struct cx_ct_side *me = side ? &v.side[1] : &v.side[0];
 	struct cx_ct_entry *won;
 
@@ -615,10 +814,10 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __u32 len, __u
 		 * such a tuple is that flow's. */
 		struct cx_nat_key rk;
 
-		if (t->proto == IPPROTO_ICMP)
-			cx_nat_key_of(&rk, t->daddr, t->saddr, t->sport, 0, t->proto);
+		if (cx_icmp_proto(t->proto))
+			cx_nat_key_of(&rk, &t->daddr, &t->saddr, t->sport, 0, t->proto);
 		else
-			cx_nat_key_of(&rk, t->daddr, t->saddr, t->dport, t->sport, t->proto);
+			cx_nat_key_of(&rk, &t->daddr, &t->saddr, t->dport, t->sport, t->proto);
 		if (bpf_map_lookup_elem(&cx_nat_v2, &rk))
 			return -1;
 	}

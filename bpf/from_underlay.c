@@ -79,10 +79,14 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		 * here start here (DNAT), and replies of natOutgoing flows go
 		 * back to their workload. */
 		__u32 len = skb->len;
-		struct cx_tuple t = {};
+		struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
 		struct cx_dst dst = {};
-		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE | CX_START_NAT_FIRST | CX_START_ORPHAN_HOST, 0, NULL,
-					 len, -1, NULL, &dst);
+		int nat;
+
+		if (!t)
+			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+		nat = cx_nat_policed(skb, t, CX_START_FIP_HERE | CX_START_NAT_FIRST | CX_START_ORPHAN_HOST, 0, NULL, len,
+				     -1, NULL, &dst);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
@@ -92,7 +96,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 
 		/* Workload traffic a node routed here without encapsulation. */
-		rt = cx_dst_route(&dst, iph->daddr);
+		rt = cx_dst_route(&dst, &t->daddr);
 		if (rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
 			if (cx_ip4_forward(skb, iph))
 				return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
@@ -253,8 +257,12 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		 * (a workload here to a floating IP elsewhere) get their
 		 * floating IP back; flows from outside to a floating IP of an
 		 * instance here, forwarded by another node, start here. */
-		struct cx_tuple t = {};
-		int nat = cx_nat_policed(skb, &t, CX_START_FIP_HERE | CX_START_NAT_FIRST, 0, NULL, len, -1, NULL, NULL);
+		struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
+		int nat;
+
+		if (!t)
+			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+		nat = cx_nat_policed(skb, t, CX_START_FIP_HERE | CX_START_NAT_FIRST, 0, NULL, len, -1, NULL, NULL);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
@@ -265,7 +273,7 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 			 * floating IP back out. */
 			return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
 		if (nat == CX_NAT_DONE) {
-			rt = cx_route_v4(t.daddr);
+			rt = cx_route_addr(&t->daddr);
 			if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
 				/* Translated to an address that is not here. */
 				return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);

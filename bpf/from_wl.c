@@ -41,6 +41,7 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 					  void *data_end);
 static __always_inline int cx_from_wl_ns(struct __sk_buff *skb, const struct cx_iface *ifc, struct ipv6hdr *ip6,
 					 struct cx_nd *nd);
+static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const struct cx_iface *ifc);
 
 /* calyx_from_wl runs at TC ingress on the host side of a workload interface:
  * everything a workload sends. */
@@ -155,7 +156,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	struct cx_flow f = {};
 	int kind;
 	struct cx_node_config *cfg;
-	struct cx_tuple t = {};
+	struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
 	struct cx_route *rt;
 	struct iphdr *iph;
 	int nat;
@@ -167,10 +168,12 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	if (iph->saddr == 0)
 		return cx_from_wl_dhcp(skb, ifc, iph, c, data_end);
 	cfg = cx_get_config();
+	if (!t)
+		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
 
-	kind = cx_tuple_of(skb, &t);
+	kind = cx_tuple_of(skb, t);
 	if (kind == CX_TUPLE_FLOW)
-		cx_flow_lookup(&t, &f, 0);
+		cx_flow_lookup(t, &f, 0);
 	/* The established-flow fast path of a translated flow: one that
 	 * started on this interface had its source checked then, and its
 	 * route is cached in its entry until the routes change: one hash
@@ -178,10 +181,10 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	 * so does a SYN reusing a closed flow's ports (a new flow, policy
 	 * included). */
 	if (f.nat && cfg && cfg->route_gen && f.nat->ifindex == ifindex && f.nat->route_gen == cfg->route_gen &&
-	    iph->ttl > 1 && !cx_flow_closed_syn(&t, &f)) {
-		if (cx_nat_seen(f.nat, &t, len))
+	    iph->ttl > 1 && !cx_flow_closed_syn(t, &f)) {
+		if (cx_nat_seen(f.nat, t, len))
 			return cx_nat_drop(ifindex, CX_NAT_ERR_TCP_WINDOW, len);
-		if (cx_nat_apply(skb, &t, f.nat))
+		if (cx_nat_apply(skb, t, f.nat))
 			return cx_nat_drop(ifindex, CX_NAT_ERR_HELPER, len);
 		return cx_from_wl_route(skb, ifindex, slot, len, &f.nat->route, CX_NAT_DONE);
 	}
@@ -190,7 +193,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	 * skips the source check: its source was the endpoint's then, and
 	 * an entry is only ever written for a checked one. */
 	if (!(f.ct && (f.side ? f.ct->side[1].ifindex : f.ct->side[0].ifindex) == ifindex &&
-	      !cx_flow_closed_syn(&t, &f))) {
+	      !cx_flow_closed_syn(t, &f))) {
 		rt = cx_route_v4(iph->saddr);
 		if (!cx_owned_by(rt, ifindex))
 			/* Source address is not one of the endpoint's ipNetworks. */
@@ -214,7 +217,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		 * a new flow anywhere else is the egress policy's to allow. */
 		int local;
 
-		if (!cx_flow_tracked(&f) && cx_policy_flow(skb, &t, ifindex, ifc, len, &local, NULL))
+		if (!cx_flow_tracked(&f) && cx_policy_flow(skb, t, ifindex, ifc, len, &local, NULL))
 			return cx_nat_drop(ifindex, CX_NAT_ERR_POLICY, len);
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}
@@ -223,7 +226,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	if (src_flags & CX_RT_F_NAT_OUTGOING)
 		/* (A flow that skipped the source check is tracked already.) */
 		start |= CX_START_NAT_OUTGOING;
-	nat = cx_nat_policed(skb, &t, start, ifindex, ifc, len, kind, &f, &dst);
+	nat = cx_nat_policed(skb, t, start, ifindex, ifc, len, kind, &f, &dst);
 	if (nat < 0)
 		return cx_nat_drop(ifindex, nat, len);
 
@@ -233,7 +236,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		/* Cannot happen: parsed above; the verifier wants it. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 
-	rt = cx_dst_route(&dst, iph->daddr); /* looked up once, unless translated */
+	rt = cx_dst_route(&dst, &t->daddr); /* looked up once, unless translated */
 	if (rt && cx_route_cacheable(rt)) {
 		if (f.nat && cfg && cfg->route_gen) {
 			/* Later packets of this direction take the fast path. */
@@ -439,38 +442,47 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 			/* A global-source NA or RS: the host's, whatever the policy. */
 			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 	}
-	if (ifc->egress_table) {
-		/* Policy is enforced for IPv4, where conntrack lets replies
-		 * through; an endpoint under egress policy sends no IPv6
-		 * beyond its link (fail closed). */
-		cx_rule_hit(ifindex, CX_RULE_DEFAULT_DENY_EGRESS, skb->len);
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
-	}
-
-	rt = cx_route_v6(&ip6->daddr);
-	if (rt && rt->type == CX_RT_LOCAL_WORKLOAD && rt->ifindex != ifindex) {
-		__u32 dst_ifindex = rt->ifindex;
-		struct cx_iface *dst = bpf_map_lookup_elem(&cx_ifaces, &dst_ifindex);
-
-		if (dst && dst->ingress_table) {
-			/* The destination is under ingress policy, which is
-			 * enforced for IPv4 only: no IPv6 from beyond its link
-			 * gets in (fail closed), as from the host stack. */
-			cx_rule_hit(dst_ifindex, CX_RULE_DEFAULT_DENY_INGRESS, skb->len);
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
-		}
-		if (ip6->hop_limit <= 1)
-			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
-		ip6->hop_limit--; /* no IPv6 header checksum to fix */
-		return cx_deliver_local(skb, ifindex, ifc->counter_slot, skb->len, CX_REASON_DELIVER_LOCAL, rt);
-	}
-	if (e2h_drop && ((rt && rt->type == CX_RT_HOST) || ip6->daddr.in6_u.u6_addr8[0] == 0xff)) {
+	if (e2h_drop && (ip6->daddr.in6_u.u6_addr8[0] == 0xff ||
+			 ((rt = cx_route_v6(&ip6->daddr)) && rt->type == CX_RT_HOST))) {
 		/* endpointToHostAction Drop: to one of the host's addresses,
 		 * or multicast (which only the host on this link receives). */
 		cx_rule_hit(ifindex, CX_RULE_HOST_DROP, skb->len);
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
 	}
-	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+	return cx_from_wl_ip6_flow(skb, ifc);
+}
+
+/* cx_from_wl_ip6_flow is conntrack and policy for a workload's IPv6 packet
+ * whose source was checked, as cx_from_wl_ip4 does them for IPv4 (one
+ * code path: cx_nat_policed): then delivered to a workload beside it, or
+ * handed to the host stack, which routes it on. IPv6 is not translated. */
+static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const struct cx_iface *ifc)
+{
+	__u32 ifindex = skb->ifindex, slot = ifc->counter_slot, len = skb->len;
+	struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
+	struct cx_dst dst = {};
+	struct ipv6hdr *ip6;
+	struct cx_route *rt;
+	void *data_end;
+	int nat;
+
+	if (!t)
+		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+	nat = cx_nat_policed(skb, t, CX_START_WORKLOAD | CX_START_TRACK, ifindex, ifc, len, -1, NULL, &dst);
+	if (nat < 0)
+		return cx_nat_drop(ifindex, nat, len);
+	data_end = cx_skb_data_end(skb);
+	ip6 = cx_skb_data(skb) + ETH_HLEN;
+	if ((void *)(ip6 + 1) > data_end)
+		/* Cannot happen: parsed before; the verifier wants it. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+	rt = cx_dst_route(&dst, &t->daddr);
+	if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD || rt->ifindex == ifindex || ip6->hop_limit <= 1)
+		/* The host stack routes it on, or sends the time-exceeded
+		 * (policy has allowed the flow). */
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	ip6->hop_limit--; /* no IPv6 header checksum to fix */
+	return cx_deliver_local(skb, ifindex, slot, len, CX_REASON_DELIVER_LOCAL, rt);
 }
 
 /* cx_from_wl_ns answers a workload's neighbour solicitation for any address

@@ -67,15 +67,15 @@ static __always_inline int cx_nat_apply(struct __sk_buff *skb, struct cx_tuple *
 
 	if (t->proto == IPPROTO_ICMP)
 		sport_off = CX_L4_OFF + 4;
-	if (cx_rewrite_addr(skb, CX_IP_SRC_OFF, t->saddr, ns, l4) ||
-	    cx_rewrite_addr(skb, CX_IP_DST_OFF, t->daddr, nd, l4))
+	if (cx_rewrite_addr(skb, CX_IP_SRC_OFF, CX_IP4(t->saddr), ns, l4) ||
+	    cx_rewrite_addr(skb, CX_IP_DST_OFF, CX_IP4(t->daddr), nd, l4))
 		return -1;
 	if (l4 && cx_rewrite_port(skb, sport_off, t->sport, e->nat_sport, t->proto))
 		return -1;
 	if (l4 && t->proto != IPPROTO_ICMP && cx_rewrite_port(skb, dport_off, t->dport, e->nat_dport, t->proto))
 		return -1;
-	t->saddr = ns;
-	t->daddr = nd;
+	CX_IP4(t->saddr) = ns;
+	CX_IP4(t->daddr) = nd;
 	t->sport = e->nat_sport;
 	if (t->proto != IPPROTO_ICMP)
 		t->dport = e->nat_dport;
@@ -176,20 +176,20 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 	rv->nat = nat;
 	rv->created_ns = now;
 	rv->last_ns = now;
-	cx_addr_v4(rv->nat_saddr, t->daddr);
-	cx_addr_v4(rv->nat_daddr, t->saddr);
+	__builtin_memcpy(rv->nat_saddr, &t->daddr, 16);
+	__builtin_memcpy(rv->nat_daddr, &t->saddr, 16);
 	rv->nat_sport = t->proto == IPPROTO_ICMP ? t->sport : t->dport;
 	rv->nat_dport = t->proto == IPPROTO_ICMP ? 0 : t->sport;
 
 	if (!alloc_port) {
-		struct cx_tuple rt = { .saddr = nd, .daddr = ns, .sport = rsport, .dport = rdport, .proto = t->proto };
 		struct cx_ct_key ck;
 
-		cx_ct_key_of(&ck, &rt);
+		cx_nat_key_of4(&rk, nd, ns, rsport, rdport, t->proto);
+		cx_ct_key_of(&ck, (const struct in6_addr *)rk.saddr, (const struct in6_addr *)rk.daddr, rsport, rdport,
+			     t->proto);
 		if (bpf_map_lookup_elem(&cx_ct_v2, &ck))
 			/* The replies would be a tracked flow's (found first). */
 			return -1;
-		cx_nat_key_of(&rk, nd, ns, rsport, rdport, t->proto);
 		if (bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST)) {
 			struct cx_nat_entry *old = bpf_map_lookup_elem(&cx_nat_v2, &rk);
 
@@ -218,9 +218,9 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 			__be16 p = bpf_htons(port);
 
 			if (t->proto == IPPROTO_ICMP)
-				cx_nat_key_of(&rk, nd, ns, p, 0, t->proto);
+				cx_nat_key_of4(&rk, nd, ns, p, 0, t->proto);
 			else
-				cx_nat_key_of(&rk, nd, ns, rsport, p, t->proto);
+				cx_nat_key_of4(&rk, nd, ns, rsport, p, t->proto);
 			if (!bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST) ||
 			    (syn && cx_nat_take_closed(&rk, &ok, now) &&
 			     !bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST))) {
@@ -234,7 +234,7 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 			return -1;
 	}
 
-	cx_nat_key_of(&ok, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+	cx_nat_key_of(&ok, &t->saddr, &t->daddr, t->sport, t->dport, t->proto);
 	__builtin_memset(rv, 0, sizeof(*rv));
 	rv->dir = CX_CT_ORIG;
 	rv->nat = nat;
@@ -248,7 +248,7 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 		cx_tcp_advance(&rv->tcp, t);
 	rv->packets = 1;
 	rv->bytes = len;
-	if (t->saddr == nd && t->daddr == ns && t->sport == rsport && t->dport == rdport) {
+	if (CX_IP4(t->saddr) == nd && CX_IP4(t->daddr) == ns && t->sport == rsport && t->dport == rdport) {
 		/* Echo to its own floating IP: both directions carry one
 		 * tuple, and the one entry rewrites it both ways. */
 		if (bpf_map_update_elem(&cx_nat_v2, &ok, rv, BPF_ANY))
@@ -298,6 +298,7 @@ enum cx_nat_result {
 	CX_NAT_ERR_POLICY = -4, /* network policy denied the new flow */
 	CX_NAT_ERR_TCP_WINDOW = -5, /* a TCP RST outside its flow's window */
 	CX_NAT_ERR_FRAG = -6, /* a later fragment whose first was not seen */
+	CX_NAT_ERR_MALFORMED = -7, /* an IPv6 packet with a v4-mapped address */
 };
 
 /* What a hook may start. Replies and known flows are translated anywhere. */
@@ -326,10 +327,48 @@ enum cx_nat_start {
 	CX_START_ORPHAN_HOST = 1 << 7,
 };
 
-/* cx_icmp_quoted finds the flow an ICMP error (tuple kind CX_TUPLE_ERROR)
- * is about, with that flow's tuple in this packet's direction in *it, and
- * says whether it is tracked. */
-static __always_inline int cx_icmp_quoted(struct __sk_buff *skb, struct cx_tuple *it, struct cx_flow *qf)
+/* cx_icmp6_quoted is cx_icmp_quoted for an ICMPv6 error (outer tuple t):
+ * the quoted IPv6 header must be followed by its L4 header (no extension
+ * headers). */
+static __always_inline int cx_icmp6_quoted(struct __sk_buff *skb, const struct cx_tuple *t, struct cx_tuple *it,
+					   struct cx_flow *qf)
+{
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
+	__u32 off = (t->l4_off + 8) & CX_L4_OFF_MAX;
+	struct ipv6hdr *inner = data + off;
+	__u8 *l4 = (void *)(inner + 1);
+
+	if ((void *)(l4 + 8) > data_end)
+		return 0;
+	it->v6 = 1;
+	it->proto = inner->nexthdr;
+	if (it->proto == IPPROTO_ICMPV6) {
+		if (l4[0] != CX_ICMPV6_ECHO && l4[0] != CX_ICMPV6_ECHO_REPLY)
+			return 0;
+		__builtin_memcpy(&it->sport, l4 + 4, 2);
+		it->dport = 0;
+	} else if (it->proto == IPPROTO_TCP || it->proto == IPPROTO_UDP) {
+		__builtin_memcpy(&it->sport, l4 + 2, 2);
+		__builtin_memcpy(&it->dport, l4, 2);
+	} else {
+		return 0;
+	}
+	/* The quoted packet went the other way: its reverse is this
+	 * direction's tuple. */
+	__builtin_memcpy(&it->saddr, &inner->daddr, 16);
+	__builtin_memcpy(&it->daddr, &inner->saddr, 16);
+	if (cx_is_v4mapped(&it->saddr) || cx_is_v4mapped(&it->daddr))
+		return 0;
+	cx_flow_lookup(it, qf, 1);
+	return cx_flow_tracked(qf);
+}
+
+/* cx_icmp_quoted finds the flow an ICMP error (tuple kind CX_TUPLE_ERROR,
+ * outer tuple t) is about, with that flow's tuple in this packet's
+ * direction in *it, and says whether it is tracked. */
+static __always_inline int cx_icmp_quoted(struct __sk_buff *skb, const struct cx_tuple *t, struct cx_tuple *it,
+					  struct cx_flow *qf)
 {
 	void *data = cx_skb_data(skb);
 	void *data_end = cx_skb_data_end(skb);
@@ -337,6 +376,9 @@ static __always_inline int cx_icmp_quoted(struct __sk_buff *skb, struct cx_tuple
 	struct iphdr *inner = data + CX_L4_OFF + 8;
 	__be16 ports[2];
 
+	__builtin_memset(it, 0, sizeof(*it));
+	if (t->v6)
+		return cx_icmp6_quoted(skb, t, it, qf);
 	if ((void *)(inner + 1) + 8 > data_end || inner->ihl != 5)
 		return 0;
 	if (bpf_ntohs(outer->tot_len) < sizeof(*outer) + 8 + sizeof(*inner) + 8)
@@ -356,8 +398,8 @@ static __always_inline int cx_icmp_quoted(struct __sk_buff *skb, struct cx_tuple
 	}
 	/* The quoted packet went the other way: its reverse is this
 	 * direction's tuple. */
-	it->saddr = inner->daddr;
-	it->daddr = inner->saddr;
+	cx_addr_v4(it->saddr.in6_u.u6_addr8, inner->daddr);
+	cx_addr_v4(it->daddr.in6_u.u6_addr8, inner->saddr);
 	it->proto = inner->protocol;
 	if (it->proto == IPPROTO_ICMP) {
 		it->sport = ports[0];
@@ -380,9 +422,9 @@ static __always_inline int cx_icmp_quoted(struct __sk_buff *skb, struct cx_tuple
 static __always_inline int cx_icmp_related(struct __sk_buff *skb, const struct cx_tuple *t, struct cx_tuple *it,
 					   struct cx_flow *qf, int router_ok)
 {
-	if (!cx_icmp_quoted(skb, it, qf) || t->daddr != it->daddr)
+	if (!cx_icmp_quoted(skb, t, it, qf) || !cx_addr_eq(&t->daddr, &it->daddr))
 		return 0;
-	return router_ok || t->saddr == it->saddr;
+	return router_ok || cx_addr_eq(&t->saddr, &it->saddr);
 }
 
 /* cx_icmp_error_xlate translates an ICMP error related to a tracked flow
@@ -396,18 +438,19 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 	void *data, *data_end;
 	struct iphdr *inner;
 	__u32 ioff = CX_L4_OFF + 8;
-	struct cx_tuple it = {};
+	struct cx_tuple *it = cx_tuple_slot(CX_TUPLE_QUOTED);
 	struct cx_nat_entry *e;
 	struct cx_flow qf;
 	__be32 ns, nd, old_isum, new_isum;
 	__be16 nsp, ndp;
 	__u16 isum;
 
-	if (!cx_icmp_related(skb, t, &it, &qf, router_ok))
+	if (!it || !cx_icmp_related(skb, t, it, &qf, router_ok))
 		return CX_NAT_NONE;
 	/* An ICMP error is no TCP segment: only counted. */
 	cx_flow_count(&qf, len);
-	if (!qf.nat)
+	if (!qf.nat || t->v6)
+		/* (IPv6 flows are not translated.) */
 		return CX_NAT_NONE;
 	e = qf.nat;
 	ns = cx_addr_ip4(e->nat_saddr);
@@ -416,9 +459,11 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 	ndp = e->nat_dport;
 
 	/* The outer header: only the addresses the flow's own packets carry. */
-	if (t->saddr == it.saddr && cx_rewrite_addr(skb, CX_IP_SRC_OFF, t->saddr, ns, IPPROTO_ICMP))
+	if (CX_IP4(t->saddr) == CX_IP4(it->saddr) &&
+	    cx_rewrite_addr(skb, CX_IP_SRC_OFF, CX_IP4(t->saddr), ns, IPPROTO_ICMP))
 		return CX_NAT_ERR_HELPER;
-	if (t->daddr == it.daddr && cx_rewrite_addr(skb, CX_IP_DST_OFF, t->daddr, nd, IPPROTO_ICMP))
+	if (CX_IP4(t->daddr) == CX_IP4(it->daddr) &&
+	    cx_rewrite_addr(skb, CX_IP_DST_OFF, CX_IP4(t->daddr), nd, IPPROTO_ICMP))
 		return CX_NAT_ERR_HELPER;
 
 	/* The quoted header, reversed: its destination is our source. */
@@ -439,33 +484,33 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 	}
 	new_isum = isum;
 	/* The ICMP checksum covers the quoted bytes: each change is folded in. */
-	if (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.daddr, nd, 4) ||
-	    bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.saddr, ns, 4) ||
+	if (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, CX_IP4(it->daddr), nd, 4) ||
+	    bpf_l4_csum_replace(skb, CX_L4_OFF + 2, CX_IP4(it->saddr), ns, 4) ||
 	    bpf_l4_csum_replace(skb, CX_L4_OFF + 2, (__u16)old_isum, (__u16)new_isum, 2))
 		return CX_NAT_ERR_HELPER;
 	if (bpf_skb_store_bytes(skb, ioff + __builtin_offsetof(struct iphdr, saddr), &nd, 4, 0) ||
 	    bpf_skb_store_bytes(skb, ioff + __builtin_offsetof(struct iphdr, daddr), &ns, 4, 0) ||
 	    bpf_skb_store_bytes(skb, ioff + __builtin_offsetof(struct iphdr, check), &isum, 2, 0))
 		return CX_NAT_ERR_HELPER;
-	if (it.proto == IPPROTO_ICMP) {
-		if (nsp != it.sport &&
-		    (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.sport, nsp, 2) ||
+	if (it->proto == IPPROTO_ICMP) {
+		if (nsp != it->sport &&
+		    (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it->sport, nsp, 2) ||
 		     bpf_skb_store_bytes(skb, ioff + sizeof(struct iphdr) + 4, &nsp, 2, 0)))
 			return CX_NAT_ERR_HELPER;
 	} else {
-		if (ndp != it.dport &&
-		    (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.dport, ndp, 2) ||
+		if (ndp != it->dport &&
+		    (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it->dport, ndp, 2) ||
 		     bpf_skb_store_bytes(skb, ioff + sizeof(struct iphdr), &ndp, 2, 0)))
 			return CX_NAT_ERR_HELPER;
-		if (nsp != it.sport &&
-		    (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it.sport, nsp, 2) ||
+		if (nsp != it->sport &&
+		    (bpf_l4_csum_replace(skb, CX_L4_OFF + 2, it->sport, nsp, 2) ||
 		     bpf_skb_store_bytes(skb, ioff + sizeof(struct iphdr) + 2, &nsp, 2, 0)))
 			return CX_NAT_ERR_HELPER;
 	}
-	if (t->saddr == it.saddr)
-		t->saddr = ns;
-	if (t->daddr == it.daddr)
-		t->daddr = nd;
+	if (CX_IP4(t->saddr) == CX_IP4(it->saddr))
+		CX_IP4(t->saddr) = ns;
+	if (CX_IP4(t->daddr) == CX_IP4(it->daddr))
+		CX_IP4(t->daddr) = nd;
 	return CX_NAT_DONE;
 }
 
@@ -477,7 +522,7 @@ static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *
 	struct cx_nat_key k;
 	struct cx_nat_entry *e;
 
-	cx_nat_key_of(&k, t->saddr, t->daddr, t->sport, t->dport, t->proto);
+	cx_nat_key_of(&k, &t->saddr, &t->daddr, t->sport, t->dport, t->proto);
 	e = bpf_map_lookup_elem(&cx_nat_v2, &k);
 	if (!e || cx_nat_apply(skb, t, e))
 		return CX_NAT_ERR_HELPER;
@@ -511,26 +556,29 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 	 * later fragment's flow was started by its first, or not at all. */
 	if (t->proto == IPPROTO_TCP && (t->tcp_flags & (CX_TCP_SYN | CX_TCP_ACK)) != CX_TCP_SYN)
 		return CX_NAT_NONE;
-	if (t->proto == IPPROTO_ICMP && t->icmp_type != CX_ICMP_ECHO)
+	if (cx_icmp_proto(t->proto) && !cx_icmp_echo_request(t))
 		return CX_NAT_NONE;
 	if (t->frag == CX_FRAG_LATER)
 		return CX_NAT_NONE;
+	if (t->v6)
+		/* IPv6 is not translated: tracked only. */
+		goto track;
 
 	if (start & (CX_START_FIP | CX_START_FIP_HERE)) {
-		struct cx_route *rt = dst_rt ? cx_dst_route(dst_rt, t->daddr) : NULL;
+		struct cx_route *rt = dst_rt ? cx_dst_route(dst_rt, &t->daddr) : NULL;
 
 		/* A floating IP has its route: most new flows pay no fip lookup. */
-		fip = !dst_rt || (rt && rt->type == CX_RT_FIP) ? cx_fip_of(t->daddr) : NULL;
+		fip = !dst_rt || (rt && rt->type == CX_RT_FIP) ? cx_fip_of_addr(&t->daddr) : NULL;
 		if (fip && ((start & CX_START_FIP) || (fip->flags & CX_FIP_LOCAL))) {
-			__be32 fixed = cx_addr_ip4(fip->fixed), ns = t->saddr;
+			__be32 fixed = cx_addr_ip4(fip->fixed), ns = CX_IP4(t->saddr);
 			__u8 nat = CX_NAT_DNAT;
 			int alloc = 0;
 
-			if ((start & CX_START_WORKLOAD) && t->saddr == fixed) {
+			if ((start & CX_START_WORKLOAD) && CX_IP4(t->saddr) == fixed) {
 				/* Hairpin: the instance talks to its own floating IP.
 				 * It must see the floating IP as the source, or its
 				 * replies would bypass the translation. */
-				ns = t->daddr;
+				ns = CX_IP4(t->daddr);
 				nat |= CX_NAT_SNAT;
 			} else if (start & CX_START_HOST) {
 				alloc = 1;
@@ -542,22 +590,24 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 		}
 	}
 	cfg = (start & CX_START_WORKLOAD) ? cx_get_config() : NULL;
-	if (cfg && t->daddr == CX_METADATA_IP && t->proto == IPPROTO_TCP && t->dport == CX_METADATA_PORT &&
+	if (cfg && CX_IP4(t->daddr) == CX_METADATA_IP && t->proto == IPPROTO_TCP && t->dport == CX_METADATA_PORT &&
 	    cx_addr_ip4(cfg->metadata_addr)) {
 		/* The metadata service, served by the host. */
-		if (cx_nat_create(t, t->saddr, cx_addr_ip4(cfg->metadata_addr), t->sport,
+		if (cx_nat_create(t, CX_IP4(t->saddr), cx_addr_ip4(cfg->metadata_addr), t->sport,
 				  bpf_htons((__u16)cfg->metadata_port), CX_NAT_DNAT, 0, len) < 0)
 			return CX_NAT_ERR_CT;
 		return cx_nat_first(skb, t, f);
 	}
-	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_dst_route(dst_rt, t->daddr) &&
-	    cx_nat_outgoing_dst(skb, cx_addr_ip4(cfg->node_addr), t->daddr)) {
+	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_dst_route(dst_rt, &t->daddr) &&
+	    cx_nat_outgoing_dst(skb, cx_addr_ip4(cfg->node_addr), CX_IP4(t->daddr))) {
 		/* Outside every pool and not a node: leave as the node, from
 		 * the workload's own port when cx_nat_create may keep it. */
-		if (cx_nat_create(t, cx_addr_ip4(cfg->node_addr), t->daddr, t->sport, t->dport, CX_NAT_SNAT, 1, len) < 0)
+		if (cx_nat_create(t, cx_addr_ip4(cfg->node_addr), CX_IP4(t->daddr), t->sport, t->dport, CX_NAT_SNAT, 1,
+				  len) < 0)
 			return CX_NAT_ERR_PORTS;
 		return cx_nat_first(skb, t, f);
 	}
+track:
 	if (start & CX_START_TRACK)
 		/* Tracked without translation: replies pass policy as replies,
 		 * and calyxctl ct dump shows the flow. A full table only costs
@@ -566,7 +616,7 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 	return CX_NAT_NONE;
 }
 
-/* cx_nat tracks and translates the IPv4 packet in skb for a hook without
+/* cx_nat tracks and translates the IP packet in skb for a hook without
  * policy (the host's own packets, calyx_to_underlay): a packet of a tracked
  * flow is rewritten as its entry says; a new flow starts what start
  * allows. len is the packet's length as it arrived (for the counters).
@@ -607,6 +657,10 @@ static __always_inline int cx_nat_drop(__u32 ifindex, int nat, __u32 len)
 		 * has not seen (lost, reordered, or never sent: a way past
 		 * policy, which cannot see its ports). */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_FRAG_ORPHAN, len, TC_ACT_SHOT);
+	if (nat == CX_NAT_ERR_MALFORMED)
+		/* IPv6 with a v4-mapped address (never on the wire, RFC 4291
+		 * 2.5.5.2): tracked, it would share IPv4 flows' entries. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 	if (nat == CX_NAT_ERR_CT)
 		/* The flow's conntrack entries could not be written: its reply
 		 * tuple is another flow's (or the table refused): untranslatable. */

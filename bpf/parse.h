@@ -221,6 +221,15 @@ static __always_inline int cx_mac_is_bcast(const __u8 *a)
 #define CX_IP_DST_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
 #define CX_L4_OFF (ETH_HLEN + sizeof(struct iphdr))
 
+/* Where an L4 header may start (IPv6 after its extension headers): a mask,
+ * so the verifier knows the bound. */
+#define CX_L4_OFF_MAX 511
+#define CX_IPPROTO_SCTP 132
+
+#define CX_ICMPV6_ECHO 128
+#define CX_ICMPV6_ECHO_REPLY 129
+#define CX_ICMPV6_PKT_TOOBIG 2
+
 #define CX_ICMP_ECHO_REPLY 0
 #define CX_ICMP_ECHO 8
 #define CX_ICMP_TIME_EXCEEDED 11

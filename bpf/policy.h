@@ -12,58 +12,33 @@
 
 #include "nat.h"
 
-#define CX_IPPROTO_SCTP 132
 #define CX_POLICY_PREFIX_FULL (64 + 8 + 16)
 #define CX_DHCP_SERVER_PORT 67
 #define CX_DNS_PORT 53
 #define CX_DHCP6_SERVER_PORT 547
 
-/* cx_flow_info is what a policy rule can match in a packet: addresses,
- * protocol and ports (host order; for ICMP, port is type << 8 | code). */
+/* cx_flow_info is what a policy rule can match in a packet beyond its
+ * addresses (the tuple's): protocol and ports (host order; for ICMP and
+ * ICMPv6, port is type << 8 | code). */
 struct cx_flow_info {
-	__be32 saddr;
-	__be32 daddr;
 	__u16 port;
 	__u16 sport;
 	__u8 proto;
+	__u8 v6;
 };
 
-/* cx_flow_info_of reads the IPv4 packet at ETH_HLEN, whose header callers
- * have parsed already (the linear area holds it, cx_pull). A fragment after
- * the first has no ports: it matches as port 0. */
-static __always_inline int cx_flow_info_of(struct __sk_buff *skb, struct cx_flow_info *f)
+/* cx_flow_info_of takes what policy matches from tuple t, which
+ * cx_tuple_of filled for any packet with an IP header (tracked or not). A
+ * fragment after the first matches with its first's ports, or as port 0
+ * when that was not seen. */
+static __always_inline void cx_flow_info_of(const struct cx_tuple *t, struct cx_flow_info *f)
 {
-	void *data = cx_skb_data(skb);
-	void *data_end = cx_skb_data_end(skb);
-	struct iphdr *iph = data + ETH_HLEN;
-	__u8 *l4;
-
-	if ((void *)(iph + 1) > data_end)
-		return -1;
-	f->saddr = iph->saddr;
-	f->daddr = iph->daddr;
-	f->proto = iph->protocol;
-	f->port = 0;
+	f->proto = t->proto;
+	f->v6 = t->v6;
+	f->port = t->policy_port;
 	f->sport = 0;
-	if (iph->frag_off & bpf_htons(0x1fff))
-		return 0;
-	l4 = (void *)iph + ((iph->ihl & 0xf) << 2);
-	switch (f->proto) {
-	case IPPROTO_TCP:
-	case IPPROTO_UDP:
-	case CX_IPPROTO_SCTP:
-		if ((void *)(l4 + 4) > data_end)
-			return 0;
-		f->sport = (__u16)l4[0] << 8 | l4[1];
-		f->port = (__u16)l4[2] << 8 | l4[3];
-		break;
-	case IPPROTO_ICMP:
-		if ((void *)(l4 + 2) > data_end)
-			return 0;
-		f->port = (__u16)l4[0] << 8 | l4[1];
-		break;
-	}
-	return 0;
+	if (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP || t->proto == CX_IPPROTO_SCTP)
+		f->sport = bpf_ntohs(t->sport);
 }
 
 /* cx_policy_lookup finds the verdict of table for a packet from (ingress)
@@ -110,20 +85,22 @@ static __always_inline void cx_rule_hit(__u32 ifindex, __u32 rule, __u32 len)
 
 /* cx_policy_log_event tells the agent a Log rule matched. A full ring
  * loses the event, never the packet. */
-static __always_inline void cx_policy_log_event(__u32 ifindex, __u32 rule, const struct cx_flow_info *f, int allowed)
+static __always_inline void cx_policy_log_event(__u32 ifindex, __u32 rule, const struct cx_tuple *t,
+						const struct cx_flow_info *f, int allowed)
 {
 	struct cx_policy_event e = { .ifindex = ifindex, .rule = rule, .sport = f->sport, .dport = f->port,
 				     .proto = f->proto, .allowed = allowed };
 
-	cx_addr_v4(e.saddr, f->saddr);
-	cx_addr_v4(e.daddr, f->daddr);
+	__builtin_memcpy(e.saddr, &t->saddr, 16);
+	__builtin_memcpy(e.daddr, &t->daddr, 16);
 	bpf_ringbuf_output(&cx_policy_log, &e, sizeof(e), 0);
 }
 
 /* cx_policy_decide applies one endpoint's table to a new flow and counts
  * the deciding rule. Returns 1 when the flow is allowed. */
 static __always_inline int cx_policy_decide(__u32 ifindex, __u32 table, const struct cx_identity *rid,
-					    const struct cx_flow_info *f, __u32 len, __u32 deny_rule)
+					    const struct cx_tuple *t, const struct cx_flow_info *f, __u32 len,
+					    __u32 deny_rule)
 {
 	struct cx_policy_verdict *v = cx_policy_lookup(table, rid, f);
 	__u32 rule = deny_rule;
@@ -136,7 +113,7 @@ static __always_inline int cx_policy_decide(__u32 ifindex, __u32 table, const st
 		allowed = v->action == CX_POLICY_ALLOW;
 		if (v->log_rule) {
 			cx_rule_hit(ifindex, v->log_rule, len);
-			cx_policy_log_event(ifindex, v->log_rule, f, allowed);
+			cx_policy_log_event(ifindex, v->log_rule, t, f, allowed);
 		}
 	}
 	cx_rule_hit(ifindex, rule, len);
@@ -144,16 +121,16 @@ static __always_inline int cx_policy_decide(__u32 ifindex, __u32 table, const st
 }
 
 /* cx_host_service says whether a workload's packet is for a service every
- * workload may reach on its host whatever the policy: DHCP and DNS. (The
+ * workload may reach on its host whatever the policy: DHCP(v6) and DNS. (The
  * metadata service is 169.254.169.254, checked by the caller.) */
 static __always_inline int cx_host_service(const struct cx_flow_info *f)
 {
-	if (f->proto == IPPROTO_UDP && f->port == CX_DHCP_SERVER_PORT)
+	if (f->proto == IPPROTO_UDP && f->port == (f->v6 ? CX_DHCP6_SERVER_PORT : CX_DHCP_SERVER_PORT))
 		return 1;
 	return (f->proto == IPPROTO_UDP || f->proto == IPPROTO_TCP) && f->port == CX_DNS_PORT;
 }
 
-/* cx_policy_flow decides whether the IPv4 packet in skb may start a flow
+/* cx_policy_flow decides whether the IP packet of tuple t may start a flow
  * (or, untracked, pass): the egress policy of the workload it comes from
  * (src, on src_ifindex; NULL when it does not come from a workload) and
  * the ingress policy of the local workload it is for, after a floating
@@ -170,24 +147,17 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, const struct cx
 	struct cx_iface *dst;
 	struct cx_fip *fip;
 	__u32 dst_ifindex;
-	__be32 daddr;
 
 	*dst_local = 0;
-	if (cx_flow_info_of(skb, &f))
-		/* Cannot happen: callers parsed the header. */
-		return CX_REASON_DROP_MALFORMED;
-	if (t->frag == CX_FRAG_LATER) {
-		/* No L4 header: matched with its first fragment's ports. */
-		f.sport = bpf_ntohs(t->sport);
-		f.port = t->policy_port;
-	}
-	rid = cx_identity_v4(f.daddr);
+	cx_flow_info_of(t, &f);
+	rid = cx_identity_of(&t->daddr);
 	if (src && (src->egress_table || e2h != CX_E2H_ACCEPT) &&
 	    /* DHCP to the host (a gateway IP) or broadcast: the instance's
 	     * own lease. UDP 67 anywhere else is a flow like any other. */
-	    !(f.proto == IPPROTO_UDP && f.port == CX_DHCP_SERVER_PORT &&
-	      (f.daddr == CX_IP4_BROADCAST || (rid && (rid->flags & CX_ID_HOST)))) &&
-	    !(f.daddr == CX_METADATA_IP && f.proto == IPPROTO_TCP && f.port == bpf_ntohs(CX_METADATA_PORT))) {
+	    !(!f.v6 && f.proto == IPPROTO_UDP && f.port == CX_DHCP_SERVER_PORT &&
+	      (CX_IP4(t->daddr) == CX_IP4_BROADCAST || (rid && (rid->flags & CX_ID_HOST)))) &&
+	    !(!f.v6 && CX_IP4(t->daddr) == CX_METADATA_IP && f.proto == IPPROTO_TCP &&
+	      f.port == bpf_ntohs(CX_METADATA_PORT))) {
 		int check = src->egress_table != 0;
 
 		if (rid && (rid->flags & CX_ID_HOST)) {
@@ -198,18 +168,18 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, const struct cx
 			}
 			check = check && e2h == CX_E2H_RETURN;
 		}
-		if (check && !cx_policy_decide(src_ifindex, src->egress_table, rid, &f, len, CX_RULE_DEFAULT_DENY_EGRESS))
+		if (check &&
+		    !cx_policy_decide(src_ifindex, src->egress_table, rid, t, &f, len, CX_RULE_DEFAULT_DENY_EGRESS))
 			/* The endpoint's egress policy does not allow it. */
 			return CX_REASON_DROP_POLICY;
 	}
 
 	/* The destination as the workload will see it: a floating IP's
 	 * fixed IP (its route says it is one; most packets pay no fip lookup). */
-	daddr = f.daddr;
-	rt = cx_dst_route(dst_rt, daddr);
+	rt = cx_dst_route(dst_rt, &t->daddr);
 	if (rt && rt->type == CX_RT_FIP) {
-		fip = cx_fip_of(daddr);
-		rt = fip ? cx_route_v4(cx_addr_ip4(fip->fixed)) : NULL;
+		fip = cx_fip_of_addr(&t->daddr);
+		rt = fip ? cx_route_addr((const struct in6_addr *)fip->fixed) : NULL;
 	}
 	if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD)
 		return 0;
@@ -218,17 +188,17 @@ static __always_inline int cx_policy_flow(struct __sk_buff *skb, const struct cx
 	dst = bpf_map_lookup_elem(&cx_ifaces, &dst_ifindex);
 	if (!dst || !dst->ingress_table)
 		return 0;
-	rid = cx_identity_v4(f.saddr);
+	rid = cx_identity_of(&t->saddr);
 	if (rid && (rid->flags & CX_ID_HOST))
 		/* A host always reaches its own workloads (health checks). */
 		return 0;
-	if (!cx_policy_decide(dst_ifindex, dst->ingress_table, rid, &f, len, CX_RULE_DEFAULT_DENY_INGRESS))
+	if (!cx_policy_decide(dst_ifindex, dst->ingress_table, rid, t, &f, len, CX_RULE_DEFAULT_DENY_INGRESS))
 		/* The destination's ingress policy does not allow it. */
 		return CX_REASON_DROP_POLICY;
 	return 0;
 }
 
-/* cx_nat_policed is conntrack, policy and NAT for the IPv4 packet in skb:
+/* cx_nat_policed is conntrack, policy and NAT for the IP packet in skb:
  * a packet of a tracked flow (or an ICMP error about one) is translated as
  * its entry says and skips policy; any other packet must pass
  * cx_policy_flow first, and a new flow to a local workload is tracked, so
@@ -253,6 +223,8 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 		if (kind == CX_TUPLE_FLOW)
 			cx_flow_lookup(t, f, start & CX_START_NAT_FIRST);
 	}
+	if (kind == CX_TUPLE_BAD)
+		return CX_NAT_ERR_MALFORMED;
 	if (kind == CX_TUPLE_ORPHAN) {
 		struct cx_node_config *cfg = cx_get_config();
 
@@ -261,7 +233,7 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 			 * by policy without ports. */
 			kind = CX_TUPLE_NONE;
 		} else if (start & CX_START_ORPHAN_HOST) {
-			struct cx_route *rt = cx_dst_route(dst_rt, t->daddr);
+			struct cx_route *rt = cx_dst_route(dst_rt, &t->daddr);
 
 			if (rt && (rt->type == CX_RT_LOCAL_WORKLOAD || rt->type == CX_RT_FIP))
 				return CX_NAT_ERR_FRAG;
@@ -273,13 +245,15 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 	if (cx_flow_tracked(f))
 		cx_flow_reopened(t, f);
 	if (!cx_flow_tracked(f)) {
-		struct cx_tuple it = {};
+		struct cx_tuple *it = cx_tuple_slot(CX_TUPLE_QUOTED);
 		struct cx_flow qf;
 
 		/* An ICMP error related to a tracked flow is that flow's; any
 		 * other (one a workload sends about someone else's flow, one
 		 * about no flow) is a new flow for policy. */
-		if (kind != CX_TUPLE_ERROR || !cx_icmp_related(skb, t, &it, &qf, !src)) {
+		if (!it)
+			return CX_NAT_ERR_HELPER; /* cannot happen */
+		if (kind != CX_TUPLE_ERROR || !cx_icmp_related(skb, t, it, &qf, !src)) {
 			if (cx_policy_flow(skb, t, src_ifindex, src, len, &local, dst_rt))
 				return CX_NAT_ERR_POLICY;
 			if (local)

@@ -4,8 +4,8 @@ package bpf_test
 // BPF_PROG_TEST_RUN with tables written by hand, so that each lookup rule
 // is pinned down on its own: identity fallback, source-port sub-tables,
 // rule hit counters, Log events, replies of allowed flows, ingress at every
-// delivery path, endpointToHostAction, IPv6 under policy, and the host
-// prefilter at TC and XDP. policy_compile_test.go runs the same programs
+// delivery path, endpointToHostAction, and the host prefilter at TC and
+// XDP (IPv6: ipv6_test.go). policy_compile_test.go runs the same programs
 // on tables policy compiled from NetworkPolicy resources.
 
 import (
@@ -328,26 +328,6 @@ func TestPolicyLogRule(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no log event")
 	}
-}
-
-// IPv6 under policy fails closed beyond the link: conntrack is IPv4 only,
-// so no IPv6 reply could be told from a new flow.
-func TestPolicyIPv6FailsClosed(t *testing.T) {
-	e := newPolicyEnv(t)
-	src, dst := e.wl4, e.wl2
-	e.setTables(t, src, 0, tableDNS)
-	before := e.hits(t)
-	e.fromWL(t, src, udp6(src, src.ip6, dst.ip6, 64)).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
-	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: bpfmap.RuleDefaultDenyEgress})
-
-	e.setTables(t, dst, tableDNS, 0)
-	l2 := bpftest.L2{Src: dst.hostMAC, Dst: dst.mac}
-	in := bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("fd00:99::1"), Dst: dst.ip6}, 40000, 53, nil)
-	e.toWL(t, dst, in).want(t, shot, hit{dst, bpfmap.ReasonDropPolicy})
-	ns := bpftest.NeighborSolicitation(l2, bpftest.IPv6{Src: netip.MustParseAddr("fd00:99::1"), Dst: bpftest.SolicitedNode(dst.ip6), HopLimit: 255}, dst.ip6, dst.hostMAC)
-	e.toWL(t, dst, ns).want(t, ok, hit{dst, bpfmap.ReasonToWorkload})
-	ll := bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("fe80::1"), Dst: dst.ip6}, 40000, 53, nil)
-	e.toWL(t, dst, ll).want(t, ok, hit{dst, bpfmap.ReasonToWorkload})
 }
 
 var blocked = netip.MustParsePrefix("198.51.100.0/24")

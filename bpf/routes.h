@@ -24,24 +24,52 @@ static __always_inline struct cx_route *cx_route_v4(__be32 ip)
 	return bpf_map_lookup_elem(&cx_routes, &key);
 }
 
+/* CX_IP4 is the IPv4 address in a v4-mapped struct in6_addr (an lvalue). */
+#define CX_IP4(a) ((a).in6_u.u6_addr32[3])
+
+/* cx_is_v4mapped says whether a is ::ffff:a.b.c.d: how an IPv4 address is
+ * kept in 16 bytes, never an IPv6 packet's (RFC 4291 2.5.5.2; Linux drops
+ * them in ip6_rcv_core). */
+static __always_inline int cx_is_v4mapped(const struct in6_addr *a)
+{
+	return (a->in6_u.u6_addr32[0] | a->in6_u.u6_addr32[1]) == 0 && a->in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff);
+}
+
+static __always_inline int cx_addr_eq(const struct in6_addr *a, const struct in6_addr *b)
+{
+	return ((a->in6_u.u6_addr32[0] ^ b->in6_u.u6_addr32[0]) | (a->in6_u.u6_addr32[1] ^ b->in6_u.u6_addr32[1]) |
+		(a->in6_u.u6_addr32[2] ^ b->in6_u.u6_addr32[2]) | (a->in6_u.u6_addr32[3] ^ b->in6_u.u6_addr32[3])) == 0;
+}
+
+/* cx_route_addr looks up an address of either family as the programs keep
+ * it (IPv4 v4-mapped): callers that read an IPv6 header refuse v4-mapped
+ * addresses first (cx_route_v6). */
+static __always_inline struct cx_route *cx_route_addr(const struct in6_addr *a)
+{
+	struct cx_route_key key = { .prefixlen = 128 };
+
+	__builtin_memcpy(key.addr, a, 16);
+	return bpf_map_lookup_elem(&cx_routes, &key);
+}
+
 /* cx_dst remembers the route of a packet's destination for one run: a new
  * flow's path asks for it up to four times (policy, a floating IP's test,
  * natOutgoing's test, the delivery). */
 struct cx_dst {
 	struct cx_route *rt;
-	__be32 addr;
+	struct in6_addr addr;
 	int looked;
 };
 
-/* cx_dst_route is cx_route_v4(addr), looked up once per d and address (d
+/* cx_dst_route is cx_route_addr(addr), looked up once per d and address (d
  * NULL: every time). */
-static __always_inline struct cx_route *cx_dst_route(struct cx_dst *d, __be32 addr)
+static __always_inline struct cx_route *cx_dst_route(struct cx_dst *d, const struct in6_addr *addr)
 {
 	if (!d)
-		return cx_route_v4(addr);
-	if (!d->looked || d->addr != addr) {
-		d->rt = cx_route_v4(addr);
-		d->addr = addr;
+		return cx_route_addr(addr);
+	if (!d->looked || !cx_addr_eq(&d->addr, addr)) {
+		d->rt = cx_route_addr(addr);
+		d->addr = *addr;
 		d->looked = 1;
 	}
 	return d->rt;
@@ -55,13 +83,9 @@ static __always_inline struct cx_route *cx_dst_route(struct cx_dst *d, __be32 ad
  * them in ip6_rcv_core), so they have no route here. */
 static __always_inline struct cx_route *cx_route_v6(const struct in6_addr *ip)
 {
-	struct cx_route_key key = { .prefixlen = 128 };
-
-	if ((ip->in6_u.u6_addr32[0] | ip->in6_u.u6_addr32[1]) == 0 &&
-	    ip->in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff))
+	if (cx_is_v4mapped(ip))
 		return NULL;
-	__builtin_memcpy(key.addr, ip, 16);
-	return bpf_map_lookup_elem(&cx_routes, &key);
+	return cx_route_addr(ip);
 }
 
 /* cx_owned_by says whether a route is the /32 (/128) of the endpoint on ifindex. */
@@ -78,6 +102,16 @@ static __always_inline __be32 cx_addr_ip4(const __u8 addr[16])
 	return ip;
 }
 
+/* cx_identity_of is the policy identity of an address of either family
+ * (IPv4 v4-mapped). */
+static __always_inline struct cx_identity *cx_identity_of(const struct in6_addr *a)
+{
+	struct cx_route_key key = { .prefixlen = 128 };
+
+	__builtin_memcpy(key.addr, a, 16);
+	return bpf_map_lookup_elem(&cx_ipcache, &key);
+}
+
 static __always_inline struct cx_identity *cx_identity_v4(__be32 ip)
 {
 	struct cx_route_key key = { .prefixlen = CX_V4_PREFIX_BITS + 32 };
@@ -86,7 +120,14 @@ static __always_inline struct cx_identity *cx_identity_v4(__be32 ip)
 	return bpf_map_lookup_elem(&cx_ipcache, &key);
 }
 
-/* cx_fip_of returns the floating-IP entry of addr, if it is one. */
+/* cx_fip_of_addr returns the floating-IP entry of an address of either
+ * family (IPv4 v4-mapped), if it is one. */
+static __always_inline struct cx_fip *cx_fip_of_addr(const struct in6_addr *a)
+{
+	return bpf_map_lookup_elem(&cx_fips, a);
+}
+
+/* cx_fip_of is cx_fip_of_addr for an IPv4 address. */
 static __always_inline struct cx_fip *cx_fip_of(__be32 addr)
 {
 	struct cx_fip_key k = {};

@@ -42,8 +42,12 @@ int calyx_to_underlay(struct __sk_buff *skb)
 		/* The host's own connections to floating IPs are translated
 		 * here, as a workload's are at its first hop. */
 		__u32 len = skb->len;
-		struct cx_tuple t = {};
-		int nat = cx_nat(skb, &t, CX_START_FIP | CX_START_HOST, len);
+		struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
+		int nat;
+
+		if (!t)
+			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+		nat = cx_nat(skb, t, CX_START_FIP | CX_START_HOST, len);
 
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);

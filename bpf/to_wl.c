@@ -7,7 +7,7 @@
 
 /* The program comes first; the paths it takes follow, in the order it
  * takes them. */
-static __always_inline int cx_to_wl_ip6_denied(struct __sk_buff *skb);
+static __always_inline int cx_to_wl_ip6_link(struct __sk_buff *skb);
 
 /* calyx_to_wl runs at TC egress on the host side of a workload interface:
  * what the host stack sends into the workload. */
@@ -27,32 +27,34 @@ int calyx_to_wl(struct __sk_buff *skb)
 		skb->mark = 0;
 		return cx_to_workload(skb, ifindex, ifc->counter_slot, TC_ACT_OK);
 	}
-	if (skb->protocol == bpf_htons(ETH_P_IPV6) && ifc->ingress_table && cx_to_wl_ip6_denied(skb)) {
-		cx_rule_hit(ifindex, CX_RULE_DEFAULT_DENY_INGRESS, skb->len);
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
-	}
-	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+	if (skb->protocol == bpf_htons(ETH_P_IPV6) && cx_to_wl_ip6_link(skb))
+		/* The link's own traffic: no flow, no policy. */
+		return cx_to_workload(skb, ifindex, ifc->counter_slot, TC_ACT_OK);
+	if (skb->protocol == bpf_htons(ETH_P_IP) || skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		/* Replies from the host stack to translated flows (the
 		 * metadata service) get the address the workload asked for;
-		 * new flows pass the endpoint's ingress policy first. */
+		 * new flows pass the endpoint's ingress policy first, and
+		 * replies of its own flows pass as replies. */
 		__u32 len = skb->len;
-		struct cx_tuple t = {};
+		struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
 		int nat;
 
+		if (!t)
+			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
 		cx_pull(skb, CX_PULL_LEN);
-		nat = cx_nat_policed(skb, &t, 0, 0, NULL, len, -1, NULL, NULL);
+		nat = cx_nat_policed(skb, t, 0, 0, NULL, len, -1, NULL, NULL);
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
 	}
 	return cx_to_workload(skb, ifindex, ifc->counter_slot, TC_ACT_OK);
 }
 
-/* cx_to_wl_ip6_denied says whether an IPv6 packet from the host stack
- * may not enter an endpoint under ingress policy. Policy is enforced for
- * IPv4, where conntrack lets replies through; under ingress policy only the
- * link's own traffic (link-local sources, neighbour discovery) gets in:
- * fail closed. */
-static __always_inline int cx_to_wl_ip6_denied(struct __sk_buff *skb)
+/* cx_to_wl_ip6_link says whether an IPv6 packet from the host stack is
+ * the link's own traffic, which a workload always gets whatever its policy:
+ * from a link-local source (the host's router advertisements, DHCPv6
+ * replies, neighbour discovery), or neighbour discovery from any source
+ * (hop limit 255, RFC 4861). */
+static __always_inline int cx_to_wl_ip6_link(struct __sk_buff *skb)
 {
 	void *data, *data_end;
 	struct ipv6hdr *ip6;
@@ -64,10 +66,10 @@ static __always_inline int cx_to_wl_ip6_denied(struct __sk_buff *skb)
 	ip6 = data + ETH_HLEN;
 	icmp = (void *)(ip6 + 1);
 	if ((void *)(ip6 + 1) > data_end)
-		return 1;
-	if (cx_is_link_local6(&ip6->saddr))
 		return 0;
+	if (cx_is_link_local6(&ip6->saddr))
+		return 1;
 	/* Neighbour discovery: router/neighbour solicitation and advertisement. */
-	return !(ip6->nexthdr == IPPROTO_ICMPV6 && (void *)(icmp + 1) <= data_end && icmp[0] >= 133 &&
-		 icmp[0] <= 137);
+	return ip6->nexthdr == IPPROTO_ICMPV6 && ip6->hop_limit == 255 && (void *)(icmp + 1) <= data_end &&
+	       icmp[0] >= 133 && icmp[0] <= 137;
 }

@@ -211,8 +211,8 @@ func icmpv6(l2 bpftest.L2, src, dst netip.Addr, hl uint8, typ uint8) []byte {
 
 // IPv6 for the host follows endpointToHostAction Drop, through the host
 // side's link-local address and multicast too: only neighbour discovery,
-// DHCPv6 and DNS get through. A workload under egress policy (no IPv6
-// beyond its link, fail closed) may still send NDP with a global source.
+// DHCPv6 and DNS get through. A workload under egress policy may still
+// send NDP with a global source; the rest is the policy's, as for IPv4.
 func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 	e := newPolicyEnv(t)
 	w := e.wl4
@@ -220,6 +220,7 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 	ll := netip.MustParseAddr("fe80::4")
 	host6 := netip.MustParseAddr("fd00:30::10")
 	must(t, e.dp.Maps.Routes.Put(netip.PrefixFrom(host6, 128), bpfmap.Route{Type: bpfmap.RouteHost}))
+	must(t, e.dp.Maps.IPCache.Put(netip.PrefixFrom(host6, 128), bpfmap.IPCacheEntry{Host: true}))
 	outside := netip.MustParseAddr("2001:db8:99::1")
 	udp := func(src, dst netip.Addr, dport uint16) []byte {
 		return bpftest.IPv6UDP(w.l2(), bpftest.IPv6{Src: src, Dst: dst}, 40000, dport, nil)
@@ -264,12 +265,15 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 	e.fromWL(t, w, udp(w.ip6, host6, 22)).want(t, ok, hit{w, bpfmap.ReasonPassHost})
 
 	// Under egress policy: NDP with a global source still goes to the
-	// host; anything else global does not.
+	// host, and with endpointToHostAction Accept so does the rest to the
+	// host (as for IPv4); anything else global is the policy's.
 	e.setTables(t, w, 0, tableDeny)
 	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 255, 136)).want(t, ok, hit{w, bpfmap.ReasonPassHost})
 	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, netip.MustParseAddr("ff02::2"), 255, 133)).want(t, ok, hit{w, bpfmap.ReasonPassHost})
+	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 64, 136)).want(t, ok, hit{w, bpfmap.ReasonPassHost})
+	e.fromWL(t, w, udp(w.ip6, outside, 444)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
+	setE2H(bpfmap.EndpointToHostReturn)
 	e.fromWL(t, w, icmpv6(w.l2(), w.ip6, host6, 64, 136)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
-	e.fromWL(t, w, udp(w.ip6, outside, 443)).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
 }
 
 // natOutgoing's source port (issue 15, finding 9): the workload's own when

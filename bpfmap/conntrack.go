@@ -20,10 +20,16 @@ import (
 
 // Protocol numbers conntrack tracks.
 const (
-	ProtoICMP = 1
-	ProtoTCP  = 6
-	ProtoUDP  = 17
+	ProtoICMP   = 1
+	ProtoTCP    = 6
+	ProtoUDP    = 17
+	ProtoICMPv6 = 58
 )
+
+// IsICMP says whether proto is ICMP of either family, whose flows are echo
+// exchanges keyed by their identifier (the source port; the destination
+// port is 0).
+func IsICMP(proto uint8) bool { return proto == ProtoICMP || proto == ProtoICMPv6 }
 
 // CTKey is the tuple of one direction of a flow: packets as they arrive.
 // For ICMP echo, SrcPort is the identifier and DstPort 0.
@@ -140,7 +146,7 @@ func ctNormalize(k CTKey) (bpf.CalyxCxCtKey, int) {
 	s, d := k.Src.Addr().Unmap(), k.Dst.Addr().Unmap()
 	c := s.Compare(d)
 	side := 0
-	if c > 0 || (c == 0 && k.Proto != ProtoICMP && k.Src.Port() > k.Dst.Port()) {
+	if c > 0 || (c == 0 && !IsICMP(k.Proto) && k.Src.Port() > k.Dst.Port()) {
 		side = 1
 	}
 	out := bpf.CalyxCxCtKey{Proto: k.Proto}
@@ -149,7 +155,7 @@ func ctNormalize(k CTKey) (bpf.CalyxCxCtKey, int) {
 		a, b = b, a
 	}
 	out.AddrA, out.AddrB = addrTo16(a.Addr()), addrTo16(b.Addr())
-	if k.Proto == ProtoICMP {
+	if IsICMP(k.Proto) {
 		out.PortA = htons(k.Src.Port())
 	} else {
 		out.PortA, out.PortB = htons(a.Port()), htons(b.Port())
@@ -177,7 +183,7 @@ func ctDirections(k bpf.CalyxCxCtKey, v bpf.CalyxCxCtEntry) [2]struct {
 	}
 	for i, s := range []int{orig, 1 - orig} {
 		src, dst := ends[s], ends[1-s]
-		if k.Proto == ProtoICMP {
+		if IsICMP(k.Proto) {
 			src = netip.AddrPortFrom(src.Addr(), ntohs(k.PortA))
 			dst = netip.AddrPortFrom(dst.Addr(), 0)
 		}

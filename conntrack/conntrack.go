@@ -57,7 +57,7 @@ type Flow struct {
 // PairKey is the key of the other direction of an entry: what packets the
 // other way carry once the entry's rewrite has happened.
 func PairKey(k bpfmap.CTKey, v bpfmap.CTEntry) bpfmap.CTKey {
-	if k.Proto == bpfmap.ProtoICMP {
+	if bpfmap.IsICMP(k.Proto) {
 		// The echo identifier travels in both directions in one field.
 		return bpfmap.CTKey{Src: netip.AddrPortFrom(v.NATDst.Addr(), v.NATSrc.Port()), Dst: netip.AddrPortFrom(v.NATSrc.Addr(), 0), Proto: k.Proto}
 	}
@@ -139,7 +139,7 @@ func (f Flow) State() State {
 	switch f.Proto() {
 	case bpfmap.ProtoUDP:
 		return StateUDP
-	case bpfmap.ProtoICMP:
+	case bpfmap.ProtoICMP, bpfmap.ProtoICMPv6:
 		return StateICMP
 	case bpfmap.ProtoTCP:
 	default:

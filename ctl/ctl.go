@@ -95,7 +95,7 @@ nouns (read only):
   ct dump [--endpoint EP] [--proto P] [--port N]
                            tracked flows, one row per flow (TABLE: ct for cx_ct_v2, nat for translated
                            flows in cx_nat_v2), then the count per state; EP is an endpoint's name or an
-                           address, P tcp, udp or icmp; a flow matches when either direction carries it
+                           address, P tcp, udp, icmp or icmpv6; a flow matches when either direction carries it
   ct flush                 remove every conntrack entry (established NAT flows break)
   dhcp leases              what the agent's DHCPv4/DHCPv6 servers leased: endpoint, interface, MAC,
                            address, expiry and when the client was last heard

@@ -490,6 +490,8 @@ func protoName(p uint8) string {
 		return "udp"
 	case bpfmap.ProtoICMP:
 		return "icmp"
+	case bpfmap.ProtoICMPv6:
+		return "icmpv6"
 	}
 	return strconv.Itoa(int(p))
 }
@@ -509,7 +511,7 @@ func natName(n uint8) string {
 // endpointString prints an address with its port, or for ICMP with the
 // echo identifier as "addr id N".
 func endpointString(ap netip.AddrPort, proto uint8) string {
-	if proto == bpfmap.ProtoICMP {
+	if bpfmap.IsICMP(proto) {
 		if ap.Port() == 0 {
 			return ap.Addr().String()
 		}
@@ -576,8 +578,10 @@ func parseCTFilter(ctx context.Context, o Options, args []string, stdio IO) (ctF
 				f.proto = bpfmap.ProtoUDP
 			case "icmp":
 				f.proto = bpfmap.ProtoICMP
+			case "icmpv6":
+				f.proto = bpfmap.ProtoICMPv6
 			default:
-				return f, usagef("ct dump --proto %q: want tcp, udp or icmp", val)
+				return f, usagef("ct dump --proto %q: want tcp, udp, icmp or icmpv6", val)
 			}
 		case "--port":
 			n, err := strconv.ParseUint(val, 10, 16)
@@ -604,7 +608,7 @@ func (f ctFilter) match(fl conntrack.Flow) bool {
 	addrOK, portOK := f.addrs == nil, f.port == 0
 	for _, ap := range aps {
 		addrOK = addrOK || f.addrs[ap.Addr().Unmap()]
-		portOK = portOK || (fl.Proto() != bpfmap.ProtoICMP && ap.Port() == f.port)
+		portOK = portOK || (!bpfmap.IsICMP(fl.Proto()) && ap.Port() == f.port)
 	}
 	return addrOK && portOK
 }

@@ -205,3 +205,122 @@ func SolicitedNode(a netip.Addr) netip.Addr {
 	b := a.As16()
 	return netip.AddrFrom16([16]byte{0: 0xff, 1: 0x02, 11: 0x01, 12: 0xff, 13: b[13], 14: b[14], 15: b[15]})
 }
+
+func (ip IPv6) layer(next layers.IPProtocol) *layers.IPv6 {
+	hl := ip.HopLimit
+	if hl == 0 {
+		hl = 64
+	}
+	return &layers.IPv6{Version: 6, HopLimit: hl, NextHeader: next, SrcIP: ip.Src.AsSlice(), DstIP: ip.Dst.AsSlice()}
+}
+
+// TCPSegment is a TCP header's fields a test sets.
+type TCPSegment struct {
+	Sport, Dport       uint16
+	Seq, Ack           uint32
+	SYN, ACK, FIN, RST bool
+	Window             uint16
+}
+
+func (s TCPSegment) layer() *layers.TCP {
+	w := s.Window
+	if w == 0 {
+		w = 64240
+	}
+	return &layers.TCP{SrcPort: layers.TCPPort(s.Sport), DstPort: layers.TCPPort(s.Dport), Seq: s.Seq, Ack: s.Ack,
+		SYN: s.SYN, ACK: s.ACK, FIN: s.FIN, RST: s.RST, Window: w}
+}
+
+// IPv6TCP builds Ethernet/IPv6/TCP segment seg.
+func IPv6TCP(l2 L2, ip IPv6, seg TCPSegment) []byte {
+	ipl := ip.layer(layers.IPProtocolTCP)
+	tcp := seg.layer()
+	_ = tcp.SetNetworkLayerForChecksum(ipl)
+	return Serialize(l2.eth(layers.EthernetTypeIPv6), ipl, tcp)
+}
+
+// IPv6ICMP builds Ethernet/IPv6/ICMPv6 of type and code with body (the
+// bytes after the checksum: an echo's identifier and sequence number, an
+// error's unused word and quoted packet).
+func IPv6ICMP(l2 L2, ip IPv6, typ, code uint8, body []byte) []byte {
+	ipl := ip.layer(layers.IPProtocolICMPv6)
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(typ, code)}
+	_ = icmp.SetNetworkLayerForChecksum(ipl)
+	return Serialize(l2.eth(layers.EthernetTypeIPv6), ipl, icmp, gopacket.Payload(body))
+}
+
+// IPv6ICMPEcho builds an ICMPv6 echo request (reply: an echo reply).
+func IPv6ICMPEcho(l2 L2, ip IPv6, reply bool, id, seq uint16) []byte {
+	typ := uint8(layers.ICMPv6TypeEchoRequest)
+	if reply {
+		typ = layers.ICMPv6TypeEchoReply
+	}
+	body := append([]byte{byte(id >> 8), byte(id), byte(seq >> 8), byte(seq)}, "calyx-ping-payload"...)
+	return IPv6ICMP(l2, ip, typ, 0, body)
+}
+
+// IPv6PacketTooBig builds an ICMPv6 Packet Too Big (RFC 4443 3.2) with
+// mtu, quoting quoted (an IPv6 packet from its header on).
+func IPv6PacketTooBig(l2 L2, ip IPv6, mtu uint32, quoted []byte) []byte {
+	body := append([]byte{byte(mtu >> 24), byte(mtu >> 16), byte(mtu >> 8), byte(mtu)}, quoted...)
+	return IPv6ICMP(l2, ip, layers.ICMPv6TypePacketTooBig, 0, body)
+}
+
+// IPv6 extension header numbers the builders take.
+const (
+	ExtHopByHop = 0
+	ExtRouting  = 43
+	ExtFragment = 44
+	ExtDestOpts = 60
+)
+
+// IPv6UDPExt builds Ethernet/IPv6, the extension headers exts (hop-by-hop,
+// routing or destination options, 8 bytes each, padded with PadN), then
+// UDP with payload.
+func IPv6UDPExt(l2 L2, ip IPv6, exts []uint8, sport, dport uint16, payload []byte) []byte {
+	udpl := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+	_ = udpl.SetNetworkLayerForChecksum(ip.layer(layers.IPProtocolUDP))
+	l4 := Serialize(udpl, gopacket.Payload(payload))
+	return ipv6Chain(l2, ip, exts, uint8(layers.IPProtocolUDP), l4)
+}
+
+// ipv6Chain lays out an IPv6 header, 8-byte extension headers exts, and
+// l4 (protocol proto).
+func ipv6Chain(l2 L2, ip IPv6, exts []uint8, proto uint8, l4 []byte) []byte {
+	var chain []byte
+	for i := range exts {
+		next := proto
+		if i+1 < len(exts) {
+			next = exts[i+1]
+		}
+		// Next header, length 0 (8 bytes), then a PadN option of 4 bytes
+		// of padding (routing: type 0 segments left 0, and 4 reserved).
+		chain = append(chain, next, 0, 1, 4, 0, 0, 0, 0)
+	}
+	first := proto
+	if len(exts) > 0 {
+		first = exts[0]
+	}
+	return Serialize(l2.eth(layers.EthernetTypeIPv6), ip.layer(layers.IPProtocol(first)),
+		gopacket.Payload(append(chain, l4...)))
+}
+
+// IPv6Fragment builds Ethernet/IPv6 with a fragment header (identification
+// id, offset in bytes, a multiple of 8; more: more fragments follow) over
+// proto, carrying data: for the first fragment, the L4 header and what of
+// the payload it holds.
+func IPv6Fragment(l2 L2, ip IPv6, id uint32, offset int, more bool, proto uint8, data []byte) []byte {
+	fo := uint16(offset) &^ 7
+	if more {
+		fo |= 1
+	}
+	frag := []byte{proto, 0, byte(fo >> 8), byte(fo), byte(id >> 24), byte(id >> 16), byte(id >> 8), byte(id)}
+	return Serialize(l2.eth(layers.EthernetTypeIPv6), ip.layer(layers.IPProtocolIPv6Fragment),
+		gopacket.Payload(append(frag, data...)))
+}
+
+// UDPBytes is a UDP header (checksum 0) and payload, as a fragment's data.
+func UDPBytes(sport, dport uint16, payload []byte) []byte {
+	n := 8 + len(payload)
+	return append([]byte{byte(sport >> 8), byte(sport), byte(dport >> 8), byte(dport), byte(n >> 8), byte(n), 0, 0}, payload...)
+}
