@@ -336,3 +336,141 @@ spec:
 		t.Errorf("wb -> wa with XDP on host-a: %v", err)
 	}
 }
+
+// TestNetworkPolicyIPv6: one policy, dual-stack workloads on one host:
+// the same rules hold for IPv6 as for IPv4 (selectors, ports, nets by
+// /128, ICMPv6), replies of allowed flows pass as replies and new flows
+// the other way are denied, and an established IPv6 connection outlives
+// the rule that allowed it. IPv6 is conntracked like IPv4 (calyxctl ct
+// dump shows the flows).
+func TestNetworkPolicyIPv6(t *testing.T) {
+	l := newLab(t)
+	h, err := l.AddHost("host-a", "10.30.0.11/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Exec(h.NS, "ip", "-6", "addr", "add", "fd00:30::11/64", "dev", h.UnderlayIface, "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	var ws []*lab.Workload
+	for i, name := range []string{"wa", "wb", "wc"} {
+		w, err := l.AddWorkload(h.Name, name, fmt.Sprintf("10.65.0.%d", i+2), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.AddIPv6(w, fmt.Sprintf("fd00:65::%d", i+2)); err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	wa, wb, wc := ws[0], ws[1], ws[2]
+	if err := l.StartAgent(h.Name); err != nil {
+		t.Fatal(err)
+	}
+	model := lab.JoinYAML(lab.PoolYAML("v4", "10.65.0.0/16"), lab.PoolYAML("v6", "fd00:65::/64"), lab.NodeYAML(h),
+		lab.LabeledEndpointYAML(wa, map[string]string{"role": "web"}),
+		lab.LabeledEndpointYAML(wb, map[string]string{"role": "client"}),
+		lab.LabeledEndpointYAML(wc, map[string]string{"role": "other"}))
+	if out, err := l.Apply("", model); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	if err := l.WaitLinks(h.Name, attachTimeout, wa.HostIface, wb.HostIface, wc.HostIface); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		for _, port := range []int{7000, 8080} {
+			for _, a := range []string{"0.0.0.0", "[::]"} {
+				if _, err := l.StartEcho(w.NS, fmt.Sprintf("%s-%s-%d", w.Name, a, port), fmt.Sprintf("%s:%d", a, port)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	for _, w := range []*lab.Workload{wb, wc} {
+		if err := l.WaitPing(w.NS, wa.IPv6.String(), trafficTimeout); err != nil {
+			t.Fatalf("%s -> wa over IPv6 before any policy: %v", w.Name, err)
+		}
+	}
+	policy6 := strings.ReplaceAll(strings.ReplaceAll(webPolicy(wc.IPv6, true), "/32]", "/128]"),
+		"protocol: ICMP\n", "protocol: ICMPv6\n")
+	if out, err := l.Apply("", lab.JoinYAML(policy6, lockdownPolicies)); err != nil {
+		t.Fatalf("apply policies: %v\n%s", err, out)
+	}
+
+	addr := func(w *lab.Workload, port int) string { return netip.AddrPortFrom(w.IPv6, uint16(port)).String() }
+	works := func(what string, fn func() error) {
+		t.Helper()
+		if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, fn); err != nil {
+			t.Errorf("%s: must work: %v", what, err)
+		}
+	}
+	fails := func(what string, fn func() error) {
+		t.Helper()
+		if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, func() error {
+			if fn() == nil {
+				return fmt.Errorf("still works")
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("%s: must be denied: %v", what, err)
+		}
+	}
+	tcp := func(from, to *lab.Workload, port int) func() error {
+		return func() error { _, err := lab.TCPEcho(from.NS, addr(to, port), noReplyTimeout); return err }
+	}
+	udp := func(from, to *lab.Workload, port int) func() error {
+		return func() error { _, err := lab.UDPEcho(from.NS, addr(to, port), noReplyTimeout); return err }
+	}
+	ping := func(from, to *lab.Workload) func() error {
+		return func() error { _, err := l.Ping(from.NS, to.IPv6.String(), 1); return err }
+	}
+
+	fails("wb -> wa TCP 8080 over IPv6 (outside 7000:7005)", tcp(wb, wa, 8080))
+	fails("wa -> wb TCP 7000 over IPv6 (new flow the other way)", tcp(wa, wb, 7000))
+	fails("wc -> wb TCP 8080 over IPv6 (wc's egress)", tcp(wc, wb, 8080))
+	works("wb -> wa TCP 7000 over IPv6 (client)", tcp(wb, wa, 7000))
+	fails("wc -> wa TCP 7000 over IPv6 (not a client)", tcp(wc, wa, 7000))
+	works("wc -> wa UDP 7000 over IPv6 (its /128)", udp(wc, wa, 7000))
+	fails("wb -> wa UDP 7000 over IPv6 (not in nets)", udp(wb, wa, 7000))
+	works("wb -> wa ping6 (client, ICMPv6)", ping(wb, wa))
+	fails("wc -> wa ping6 (not a client)", ping(wc, wa))
+	fails("wa -> wb ping6 (new flow the other way)", ping(wa, wb))
+	// The selector rule holds for IPv4 too: one policy, both families.
+	works("wb -> wa TCP 7000 over IPv4", func() error {
+		_, err := lab.TCPEcho(wb.NS, fmt.Sprintf("%s:7000", wa.IP), noReplyTimeout)
+		return err
+	})
+
+	ct, _, err := l.Calyxctl(h.Name, "ct", "dump", "--proto", "tcp")
+	if err != nil {
+		t.Fatalf("ct dump: %v", err)
+	}
+	if !strings.Contains(ct, wa.IPv6.String()) {
+		t.Errorf("ct dump shows no IPv6 flow of wa:\n%s", ct)
+	}
+	counters, err := l.Counters(h.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lab.CounterTotal(counters, "drop-policy") == 0 {
+		t.Errorf("no drop-policy counted")
+	}
+
+	held, err := lab.DialEcho(wb.NS, addr(wa, 7000), echoTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := held.Exchange("before", echoTimeout); err != nil {
+		t.Fatal(err)
+	}
+	noTCP := strings.ReplaceAll(strings.ReplaceAll(webPolicy(wc.IPv6, false), "/32]", "/128]"),
+		"protocol: ICMP\n", "protocol: ICMPv6\n")
+	if out, err := l.Apply("", noTCP); err != nil {
+		t.Fatalf("apply changed policy: %v\n%s", err, out)
+	}
+	fails("wb -> wa TCP 7000 over IPv6 once the rule is gone (new connection)", tcp(wb, wa, 7000))
+	if _, err := held.Exchange("after", echoTimeout); err != nil {
+		t.Errorf("the established IPv6 connection broke when its rule went: %v", err)
+	}
+}

@@ -53,20 +53,22 @@ type EchoPeer struct {
 	Local netip.AddrPort
 }
 
-// StartEcho starts an echo server named name on addr ("ip:port"; 0.0.0.0
-// for every address of the namespace) in namespace ns, for TCP and UDP.
+// StartEcho starts an echo server named name on addr ("ip:port" or
+// "[ip6]:port"; 0.0.0.0 or [::] for every address of that family in the
+// namespace) in namespace ns, for TCP and UDP.
 func (l *Lab) StartEcho(ns, name, addr string) (*EchoServer, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("echo server %s: invalid address %q: %w", name, addr, err)
 	}
+	fam := family(ap.Addr())
 	s := &EchoServer{Name: name, NS: ns, Addr: ap, lab: l, conns: map[net.Conn]struct{}{}}
 	err = InNS(ns, func() error {
-		t, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(ap))
+		t, err := net.ListenTCP("tcp"+fam, net.TCPAddrFromAddrPort(ap))
 		if err != nil {
 			return err
 		}
-		u, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(ap))
+		u, err := net.ListenUDP("udp"+fam, net.UDPAddrFromAddrPort(ap))
 		if err != nil {
 			t.Close()
 			return err
@@ -299,7 +301,7 @@ func UDPEchoPayload(ns, addr, msg string, timeout time.Duration) (EchoReply, err
 	}
 	var conn *net.UDPConn
 	if err := InNS(ns, func() error {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+		c, err := net.ListenUDP("udp"+family(dst.Addr()), &net.UDPAddr{})
 		conn = c
 		return err
 	}); err != nil {
@@ -414,4 +416,12 @@ func (s *HTTPServer) Close() error {
 	<-s.done
 	s.lab.forgetCloser(s)
 	return err
+}
+
+// family is "4" or "6": the suffix of a's family's network names.
+func family(a netip.Addr) string {
+	if a.Is4() || a.Is4In6() {
+		return "4"
+	}
+	return "6"
 }
