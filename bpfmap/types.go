@@ -179,8 +179,9 @@ const (
 	EncapVXLAN = Encap(bpf.CalyxCxEncapCX_ENCAP_VXLAN)
 )
 
-// EncapOverhead is the bytes each encapsulation adds to a packet: the
-// workload MTU is the underlay's minus this.
+// Overhead is the bytes each encapsulation adds to a packet on an IPv4
+// underlay (IP-in-IP and 6in4 20, VXLAN 50): the workload MTU is the
+// underlay's minus this.
 func (e Encap) Overhead() int {
 	switch e {
 	case EncapIPIP:
@@ -189,6 +190,17 @@ func (e Encap) Overhead() int {
 		return 50
 	}
 	return 0
+}
+
+// OverheadOn is the bytes the encapsulation adds on an underlay of the
+// given family: an IPv6 outer header is 20 bytes longer than an IPv4 one
+// (IPv6-in-IPv6 40, VXLAN over IPv6 70).
+func (e Encap) OverheadOn(outer6 bool) int {
+	o := e.Overhead()
+	if outer6 && o > 0 {
+		o += 20
+	}
+	return o
 }
 
 func (e Encap) String() string {
