@@ -237,6 +237,19 @@ type Route struct {
 	CounterSlot uint16
 }
 
+// UnderlayOf names the underlay a route's next hop is on: "ipv6" for an
+// IPv6 address, "ipv4" for an IPv4 one, "" for none. The programs send a
+// remote workload's packets in an outer header of the next hop's family.
+func UnderlayOf(nextHop netip.Addr) string {
+	switch {
+	case !nextHop.IsValid():
+		return ""
+	case nextHop.Is6() && !nextHop.Is4In6():
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
 // v4Bits is how many leading bits of a v4-mapped address come before the IPv4 part.
 const v4Bits = 96
 

@@ -322,14 +322,6 @@ func NextHop(self, remote model.NodeSpec, addr netip.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-// Underlay names the underlay a next hop is on: "ipv4" or "ipv6".
-func Underlay(nextHop netip.Addr) string {
-	if nextHop.Is6() && !nextHop.Is4In6() {
-		return "ipv6"
-	}
-	return "ipv4"
-}
-
 // EncapFor decides how traffic from node self to addr, hosted by node
 // remote, leaves: by the mode of the pool that holds addr (the longest
 // one). CrossSubnet encapsulates only when remote's address on the chosen
@@ -344,7 +336,7 @@ func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) b
 	}
 	nh := NextHop(self, remote, addr)
 	own := self.IPv4Address
-	if Underlay(nh) == "ipv6" {
+	if bpfmap.UnderlayOf(nh) == "ipv6" {
 		own = self.IPv6Address
 	}
 	crossSubnet := !own.IsValid() || !nh.IsValid() || !own.Masked().Contains(nh)

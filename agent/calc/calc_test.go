@@ -852,8 +852,8 @@ func TestNextHopAndUnderlay(t *testing.T) {
 			}
 			continue
 		}
-		if got != netip.MustParseAddr(tc.want) || Underlay(got) != tc.underlay {
-			t.Errorf("%s: next hop %s (%s), want %s (%s)", tc.name, got, Underlay(got), tc.want, tc.underlay)
+		if got != netip.MustParseAddr(tc.want) || bpfmap.UnderlayOf(got) != tc.underlay {
+			t.Errorf("%s: next hop %s (%s), want %s (%s)", tc.name, got, bpfmap.UnderlayOf(got), tc.want, tc.underlay)
 		}
 	}
 }

@@ -80,7 +80,7 @@ func TestCalculatorIncrementalEqualsFull(t *testing.T) {
 			}
 			for p, rt := range got.Routes {
 				if rt.Type == bpfmap.RouteRemoteWorkload && p.Addr().Is6() {
-					seen["IPv6 workload over the "+Underlay(rt.NextHop)+" underlay, encap "+rt.Encap.String()]++
+					seen["IPv6 workload over the "+bpfmap.UnderlayOf(rt.NextHop)+" underlay, encap "+rt.Encap.String()]++
 				}
 			}
 			prevGen, prevRoutes, prevFIPs, prevIPCache = delta.Gen, maps.Clone(got.Routes), maps.Clone(got.FloatingIPs), maps.Clone(got.IPCache)
