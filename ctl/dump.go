@@ -347,14 +347,22 @@ func nodeStatus(m *bpfmap.Maps, ifname func(uint32) string, snap *model.Snapshot
 		row.Node = nodeNames(snap)[cfg.Address]
 	}
 	inUse := make(map[bpfmap.Encap]bool)
+	// A peer has a node route per underlay address: counted once, by its
+	// node's name where the model knows it.
+	names, peers := nodeNames(snap), map[string]bool{}
 	for _, r := range routes {
 		switch r.Type {
 		case bpfmap.RouteRemoteWorkload:
 			inUse[r.Encap] = true
 		case bpfmap.RouteNode:
-			row.Peers++
+			if n, ok := names[r.NextHop]; ok {
+				peers["node "+n] = true
+			} else {
+				peers[r.NextHop.String()] = true
+			}
 		}
 	}
+	row.Peers = len(peers)
 	var encaps []string
 	for _, e := range []bpfmap.Encap{bpfmap.EncapNone, bpfmap.EncapIPIP, bpfmap.EncapVXLAN} {
 		if inUse[e] {

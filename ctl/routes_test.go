@@ -57,6 +57,8 @@ func TestRoutesDumpUnderlay(t *testing.T) {
 		"2001:db8:a41:3::99/128":  {Type: bpfmap.RouteRemoteWorkload, Encap: bpfmap.EncapVXLAN, NextHop: a("10.30.1.13")},
 		"10.65.2.0/26":            {Type: bpfmap.RouteRemoteWorkload, NextHop: a("10.30.0.12")},
 		"2001:db8:a41:ff::12/128": {Type: bpfmap.RouteNode, NextHop: a("2001:db8:a41:ff::12")},
+		"10.30.0.12/32":           {Type: bpfmap.RouteNode, NextHop: a("10.30.0.12")},
+		"10.30.1.13/32":           {Type: bpfmap.RouteNode, NextHop: a("10.30.1.13")},
 	} {
 		if err := dp.Maps.Routes.Put(netip.MustParsePrefix(p), r); err != nil {
 			t.Fatal(err)
@@ -75,6 +77,8 @@ func TestRoutesDumpUnderlay(t *testing.T) {
 		"2001:db8:a41:3::99/128":  {"ipv4", "host-c", "vxlan"},
 		"10.65.2.0/26":            {"ipv4", "host-b", "none"},
 		"2001:db8:a41:ff::12/128": {"", "host-b", ""},
+		"10.30.0.12/32":           {"", "host-b", ""},
+		"10.30.1.13/32":           {"", "host-c", ""},
 	}
 	if len(rows) != len(want) {
 		t.Fatalf("%d rows, want %d: %s", len(rows), len(want), r.out)
@@ -103,5 +107,17 @@ func TestRoutesDumpUnderlay(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no table row for the IPv6 block in\n%s", r.out)
+	}
+	// node status counts a dual-stack peer once.
+	r = run(t, ds, "", "--bpffs", dir, "--agent", "http://127.0.0.1:1", "-o", "json", "node", "status")
+	var st []struct {
+		Peers int    `json:"peers"`
+		Encap string `json:"encap"`
+	}
+	if err := json.Unmarshal([]byte(r.out), &st); err != nil || len(st) != 1 {
+		t.Fatalf("node status: %v in %q (%s)", err, r.out, r.err)
+	}
+	if st[0].Peers != 2 || st[0].Encap != "none,ipip,vxlan" {
+		t.Errorf("node status peers %d encap %q, want 2 (host-b over both underlays, host-c) and none,ipip,vxlan", st[0].Peers, st[0].Encap)
 	}
 }
