@@ -147,14 +147,21 @@ const multihopTTL = 255
 // bgpPeers turns the model's sessions of this node into the speaker's: the
 // session's source is the node's address of the peer's family (sourceAddress
 // UseNodeIP), and an eBGP peer outside the node's underlay subnet gets a
-// multihop session. A password file that cannot be read costs that peer only;
-// the errors say which.
+// multihop session. An IPv4 session carries IPv6 unicast too (MP-BGP) when
+// the node has an ipv6Address (its IPv6 routes, next hop that address, reach
+// peers it has no IPv6 session with), and always with another node (a node
+// without IPv6 still learns its neighbours' IPv6 routes, which it checks
+// against the datastore). A password file that cannot be read costs that
+// peer only; the errors say which.
 func bgpPeers(st model.BGPSettings, node *model.Node) ([]bgp.Peer, []string) {
 	var out []bgp.Peer
 	var errs []string
 	for _, p := range st.Peers {
 		peer := bgp.Peer{Address: p.Address, ASN: p.ASNumber, Type: string(p.Type), Password: p.Password,
 			RouteReflectorClient: p.RouteReflectorClient, KeepNextHop: p.KeepNextHop}
+		if p.Address.Is4() {
+			peer.IPv6Unicast = p.Type == model.PeerMesh || node != nil && node.Spec.IPv6Address.IsValid()
+		}
 		if p.PasswordFile != "" {
 			b, err := os.ReadFile(p.PasswordFile)
 			if err != nil {
@@ -263,6 +270,12 @@ func (a *Agent) bgpLearned(want []host.Route, inputs map[string]*bgp.AdvertiseIn
 		f := &fib[i]
 		if taken[f.Prefix] {
 			f.Error = "the agent routes this prefix itself"
+			continue
+		}
+		if nh := f.NextHop.Unmap(); !nh.IsValid() || nh.Is4() != f.Prefix.Addr().Is4() {
+			// An IPv6 route learned over an IPv4 session whose peer sent
+			// an IPv4(-mapped) next hop: the kernel cannot route it so.
+			f.Error = fmt.Sprintf("next hop %v is not of the prefix's family", f.NextHop)
 			continue
 		}
 		idx, gw, err := kernel.ResolveGateway(f.NextHop)
