@@ -272,10 +272,8 @@ func (a *Agent) bgpLearned(want []host.Route, inputs map[string]*bgp.AdvertiseIn
 			f.Error = "the agent routes this prefix itself"
 			continue
 		}
-		if nh := f.NextHop.Unmap(); !nh.IsValid() || nh.Is4() != f.Prefix.Addr().Is4() {
-			// An IPv6 route learned over an IPv4 session whose peer sent
-			// an IPv4(-mapped) next hop: the kernel cannot route it so.
-			f.Error = fmt.Sprintf("next hop %v is not of the prefix's family", f.NextHop)
+		if why := fibNextHopProblem(*f); why != "" {
+			f.Error = why
 			continue
 		}
 		idx, gw, err := kernel.ResolveGateway(f.NextHop)
@@ -290,6 +288,21 @@ func (a *Agent) bgpLearned(want []host.Route, inputs map[string]*bgp.AdvertiseIn
 	a.bgp.report.Disagreements, a.bgp.report.FIB = disagree, fib
 	a.bgp.mu.Unlock()
 	return out
+}
+
+// fibNextHopProblem says why a learned route's next hop cannot be used in
+// the kernel FIB, or "": a route needs a next hop of its own family (an IPv6
+// route learned over an IPv4 session from a peer that sent an IPv4, or
+// IPv4-mapped, next hop cannot be routed so).
+func fibNextHopProblem(f bgpstatus.FIBRoute) string {
+	nh := f.NextHop.Unmap()
+	switch {
+	case !nh.IsValid():
+		return "no next hop"
+	case nh.Is4() != f.Prefix.Addr().Is4():
+		return fmt.Sprintf("next hop %v is not of the prefix's family", f.NextHop)
+	}
+	return ""
 }
 
 // markFIBFailed records that the kernel refused the BGP routes.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/calyxnet/calyx/agent/bgp"
+	"github.com/calyxnet/calyx/agent/bgpstatus"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -171,5 +172,29 @@ func TestBGPPeersIPv6Unicast(t *testing.T) {
 	// The IPv6 sessions start from the node's IPv6 address.
 	if p := got["2001:db8:a41:ff::fe"]; p.LocalAddress != netip.MustParseAddr("2001:db8:a41:ff::13") || p.Multihop != 0 {
 		t.Errorf("IPv6 gateway on the node's IPv6 subnet: %+v", p)
+	}
+}
+
+// A learned route goes to the kernel FIB only with a next hop of its own
+// family.
+func TestFIBNextHopProblem(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, nh string
+		ok         bool
+	}{
+		{"203.0.113.0/24", "10.30.0.254", true},
+		{"2001:db8:a41:2::/64", "2001:db8:a41:ff::254", true},
+		{"2001:db8:a41:2::/64", "::ffff:10.30.0.254", false},
+		{"2001:db8:a41:2::/64", "10.30.0.254", false},
+		{"203.0.113.0/24", "2001:db8:a41:ff::254", false},
+		{"203.0.113.0/24", "", false},
+	} {
+		f := bgpstatus.FIBRoute{Prefix: netip.MustParsePrefix(tc.prefix)}
+		if tc.nh != "" {
+			f.NextHop = netip.MustParseAddr(tc.nh)
+		}
+		if got := fibNextHopProblem(f); (got == "") != tc.ok {
+			t.Errorf("%s via %s: %q, want ok %v", tc.prefix, tc.nh, got, tc.ok)
+		}
 	}
 }
