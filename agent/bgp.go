@@ -147,14 +147,21 @@ const multihopTTL = 255
 // bgpPeers turns the model's sessions of this node into the speaker's: the
 // session's source is the node's address of the peer's family (sourceAddress
 // UseNodeIP), and an eBGP peer outside the node's underlay subnet gets a
-// multihop session. A password file that cannot be read costs that peer only;
-// the errors say which.
+// multihop session. An IPv4 session carries IPv6 unicast too (MP-BGP) when
+// the node has an ipv6Address (its IPv6 routes, next hop that address, reach
+// peers it has no IPv6 session with), and always with another node (a node
+// without IPv6 still learns its neighbours' IPv6 routes, which it checks
+// against the datastore). A password file that cannot be read costs that
+// peer only; the errors say which.
 func bgpPeers(st model.BGPSettings, node *model.Node) ([]bgp.Peer, []string) {
 	var out []bgp.Peer
 	var errs []string
 	for _, p := range st.Peers {
 		peer := bgp.Peer{Address: p.Address, ASN: p.ASNumber, Type: string(p.Type), Password: p.Password,
 			RouteReflectorClient: p.RouteReflectorClient, KeepNextHop: p.KeepNextHop}
+		if p.Address.Is4() {
+			peer.IPv6Unicast = p.Type == model.PeerMesh || node != nil && node.Spec.IPv6Address.IsValid()
+		}
 		if p.PasswordFile != "" {
 			b, err := os.ReadFile(p.PasswordFile)
 			if err != nil {
@@ -265,6 +272,10 @@ func (a *Agent) bgpLearned(want []host.Route, inputs map[string]*bgp.AdvertiseIn
 			f.Error = "the agent routes this prefix itself"
 			continue
 		}
+		if why := fibNextHopProblem(*f); why != "" {
+			f.Error = why
+			continue
+		}
 		idx, gw, err := kernel.ResolveGateway(f.NextHop)
 		if err != nil {
 			f.Error = err.Error()
@@ -277,6 +288,21 @@ func (a *Agent) bgpLearned(want []host.Route, inputs map[string]*bgp.AdvertiseIn
 	a.bgp.report.Disagreements, a.bgp.report.FIB = disagree, fib
 	a.bgp.mu.Unlock()
 	return out
+}
+
+// fibNextHopProblem says why a learned route's next hop cannot be used in
+// the kernel FIB, or "": a route needs a next hop of its own family (an IPv6
+// route learned over an IPv4 session from a peer that sent an IPv4, or
+// IPv4-mapped, next hop cannot be routed so).
+func fibNextHopProblem(f bgpstatus.FIBRoute) string {
+	nh := f.NextHop.Unmap()
+	switch {
+	case !nh.IsValid():
+		return "no next hop"
+	case nh.Is4() != f.Prefix.Addr().Is4():
+		return fmt.Sprintf("next hop %v is not of the prefix's family", f.NextHop)
+	}
+	return ""
 }
 
 // markFIBFailed records that the kernel refused the BGP routes.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/calyxnet/calyx/agent/bgp"
+	"github.com/calyxnet/calyx/agent/bgpstatus"
 	"github.com/calyxnet/calyx/model"
 )
 
@@ -127,5 +128,73 @@ func TestBGPPeersSourceAndMultihop(t *testing.T) {
 	peers, errs = bgpPeers(st, s.Nodes["host-c"])
 	if len(peers) != 3 || len(errs) != 1 || !strings.Contains(errs[0], "peer 10.30.0.9 (nofile): password file") {
 		t.Errorf("unreadable password file: %d peers, errors %q", len(peers), errs)
+	}
+}
+
+// IPv4 sessions carry IPv6 unicast (MP-BGP) when the node has an
+// ipv6Address, and with other nodes always; an IPv6 session is IPv6 only.
+func TestBGPPeersIPv6Unicast(t *testing.T) {
+	s := bgpSnapshot(t)
+	peersOf := func() map[string]bgp.Peer {
+		t.Helper()
+		st, err := model.BGPSettingsFor(s, "host-c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers, errs := bgpPeers(st, s.Nodes["host-c"])
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		out := map[string]bgp.Peer{}
+		for _, p := range peers {
+			out[p.Address.String()] = p
+		}
+		return out
+	}
+	for a, want := range map[string]bool{"10.30.0.254": false, "10.30.1.1": false, "10.30.0.11": true} {
+		if p := peersOf()[a]; p.IPv6Unicast != want {
+			t.Errorf("node without IPv6: %s ipv6Unicast %v, want %v", a, p.IPv6Unicast, want)
+		}
+	}
+	for name, v6 := range map[string]string{"host-c": "2001:db8:a41:ff::13/64", "host-a": "2001:db8:a41:ff::11/64"} {
+		n := *s.Nodes[name]
+		n.Spec.IPv6Address = netip.MustParsePrefix(v6)
+		s.Put(&n)
+	}
+	s.Put(&model.BGPPeer{Metadata: model.Metadata{Name: "gateway6"}, Spec: model.BGPPeerSpec{PeerIP: netip.MustParseAddr("2001:db8:a41:ff::fe"), ASNumber: 65000}})
+	got := peersOf()
+	for a, want := range map[string]bool{"10.30.0.254": true, "10.30.1.1": true, "10.30.0.11": true, "2001:db8:a41:ff::11": false, "2001:db8:a41:ff::fe": false} {
+		p, ok := got[a]
+		if !ok || p.IPv6Unicast != want {
+			t.Errorf("dual-stack node: %s %+v (present %v), want ipv6Unicast %v", a, p, ok, want)
+		}
+	}
+	// The IPv6 sessions start from the node's IPv6 address.
+	if p := got["2001:db8:a41:ff::fe"]; p.LocalAddress != netip.MustParseAddr("2001:db8:a41:ff::13") || p.Multihop != 0 {
+		t.Errorf("IPv6 gateway on the node's IPv6 subnet: %+v", p)
+	}
+}
+
+// A learned route goes to the kernel FIB only with a next hop of its own
+// family.
+func TestFIBNextHopProblem(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, nh string
+		ok         bool
+	}{
+		{"203.0.113.0/24", "10.30.0.254", true},
+		{"2001:db8:a41:2::/64", "2001:db8:a41:ff::254", true},
+		{"2001:db8:a41:2::/64", "::ffff:10.30.0.254", false},
+		{"2001:db8:a41:2::/64", "10.30.0.254", false},
+		{"203.0.113.0/24", "2001:db8:a41:ff::254", false},
+		{"203.0.113.0/24", "", false},
+	} {
+		f := bgpstatus.FIBRoute{Prefix: netip.MustParsePrefix(tc.prefix)}
+		if tc.nh != "" {
+			f.NextHop = netip.MustParseAddr(tc.nh)
+		}
+		if got := fibNextHopProblem(f); (got == "") != tc.ok {
+			t.Errorf("%s via %s: %q, want ok %v", tc.prefix, tc.nh, got, tc.ok)
+		}
 	}
 }

@@ -179,8 +179,9 @@ const (
 	EncapVXLAN = Encap(bpf.CalyxCxEncapCX_ENCAP_VXLAN)
 )
 
-// EncapOverhead is the bytes each encapsulation adds to a packet: the
-// workload MTU is the underlay's minus this.
+// Overhead is the bytes each encapsulation adds to a packet on an IPv4
+// underlay (IP-in-IP and 6in4 20, VXLAN 50): the workload MTU is the
+// underlay's minus this.
 func (e Encap) Overhead() int {
 	switch e {
 	case EncapIPIP:
@@ -189,6 +190,17 @@ func (e Encap) Overhead() int {
 		return 50
 	}
 	return 0
+}
+
+// OverheadOn is the bytes the encapsulation adds on an underlay of the
+// given family: an IPv6 outer header is 20 bytes longer than an IPv4 one
+// (IPv6-in-IPv6 40, VXLAN over IPv6 70).
+func (e Encap) OverheadOn(outer6 bool) int {
+	o := e.Overhead()
+	if outer6 && o > 0 {
+		o += 20
+	}
+	return o
 }
 
 func (e Encap) String() string {
@@ -223,6 +235,19 @@ type Route struct {
 	// CounterSlot is a local workload's interface's (Iface.CounterSlot):
 	// a delivery counts to-workload there without looking the interface up.
 	CounterSlot uint16
+}
+
+// UnderlayOf names the underlay a route's next hop is on: "ipv6" for an
+// IPv6 address, "ipv4" for an IPv4 one, "" for none. The programs send a
+// remote workload's packets in an outer header of the next hop's family.
+func UnderlayOf(nextHop netip.Addr) string {
+	switch {
+	case !nextHop.IsValid():
+		return ""
+	case nextHop.Is6() && !nextHop.Is4In6():
+		return "ipv6"
+	}
+	return "ipv4"
 }
 
 // v4Bits is how many leading bits of a v4-mapped address come before the IPv4 part.

@@ -39,7 +39,11 @@ type routeRow struct {
 	NextHop   string `json:"nextHop,omitempty" table:"NEXT-HOP"`
 	Node      string `json:"node,omitempty" table:"NODE"`
 	Encap     string `json:"encap,omitempty" table:"ENCAP"`
-	MAC       string `json:"mac,omitempty" table:"MAC"`
+	// Underlay is the underlay a remote workload's traffic goes over,
+	// "ipv4" or "ipv6": the next hop's family (an IPv6 pool's traffic
+	// takes the IPv6 underlay when both nodes have an ipv6Address).
+	Underlay string `json:"underlay,omitempty" table:"UNDERLAY"`
+	MAC      string `json:"mac,omitempty" table:"MAC"`
 }
 
 type nodeStatusRow struct {
@@ -316,8 +320,10 @@ func nodeNames(snap *model.Snapshot) map[netip.Addr]string {
 		return out
 	}
 	for name, n := range snap.Nodes {
-		if n.Spec.IPv4Address.IsValid() {
-			out[n.Spec.IPv4Address.Addr()] = name
+		for _, p := range []netip.Prefix{n.Spec.IPv4Address, n.Spec.IPv6Address} {
+			if p.IsValid() {
+				out[p.Addr()] = name
+			}
 		}
 	}
 	return out
@@ -341,14 +347,22 @@ func nodeStatus(m *bpfmap.Maps, ifname func(uint32) string, snap *model.Snapshot
 		row.Node = nodeNames(snap)[cfg.Address]
 	}
 	inUse := make(map[bpfmap.Encap]bool)
+	// A peer has a node route per underlay address: counted once, by its
+	// node's name where the model knows it.
+	names, peers := nodeNames(snap), map[string]bool{}
 	for _, r := range routes {
 		switch r.Type {
 		case bpfmap.RouteRemoteWorkload:
 			inUse[r.Encap] = true
 		case bpfmap.RouteNode:
-			row.Peers++
+			if n, ok := names[r.NextHop]; ok {
+				peers["node "+n] = true
+			} else {
+				peers[r.NextHop.String()] = true
+			}
 		}
 	}
+	row.Peers = len(peers)
 	var encaps []string
 	for _, e := range []bpfmap.Encap{bpfmap.EncapNone, bpfmap.EncapIPIP, bpfmap.EncapVXLAN} {
 		if inUse[e] {
@@ -396,6 +410,7 @@ func routeRows(m *bpfmap.Maps, ifname func(uint32) string, nodes map[netip.Addr]
 		}
 		if r.Type == bpfmap.RouteRemoteWorkload {
 			row.Encap = r.Encap.String()
+			row.Underlay = bpfmap.UnderlayOf(r.NextHop)
 		}
 		rows = append(rows, row)
 	}

@@ -568,8 +568,8 @@ func TestDecodeErrors(t *testing.T) {
 			[]string{`document 1 (IPPool/p1): spec: ipipMode and vxlanMode cannot both be enabled`}},
 		{"bad encap mode", poolHead + "spec: {cidr: 10.0.0.0/16, ipipMode: always}",
 			[]string{`spec.ipipMode: must be one of Never, Always, CrossSubnet, got "always"`}},
-		{"ipip on v6", poolHead + "spec: {cidr: 'fd00::/64', ipipMode: Always}",
-			[]string{`spec.ipipMode: IP-in-IP is not supported for IPv6 pools`}},
+		{"both encaps on v6", poolHead + "spec: {cidr: 'fd00::/64', ipipMode: CrossSubnet, vxlanMode: Always}",
+			[]string{`document 1 (IPPool/p1): spec: ipipMode and vxlanMode cannot both be enabled`}},
 		{"block size too big", poolHead + "spec: {cidr: 10.0.0.0/16, blockSize: 40}",
 			[]string{`document 1 (IPPool/p1): spec.blockSize: must be between 20 and 32 for IPv4, got 40`}},
 		{"block size v6", poolHead + "spec: {cidr: 'fd00::/64', blockSize: 26}",
@@ -761,4 +761,18 @@ func defaultMapSizes(set map[string]uint32) map[string]uint32 {
 		}
 	}
 	return out
+}
+
+// An IPv6 pool may use ipipMode: 6in4 (protocol 41) on an IPv4 underlay,
+// IPv6-in-IPv6 on an IPv6 one.
+func TestDecodeIPv6PoolIPIP(t *testing.T) {
+	for _, mode := range []EncapMode{EncapAlways, EncapCrossSubnet} {
+		rs, err := Decode(strings.NewReader(poolHead + "spec: {cidr: '2001:db8:a41:3::/64', ipipMode: " + string(mode) + "}"))
+		if err != nil {
+			t.Fatalf("ipipMode %s on an IPv6 pool: %v", mode, err)
+		}
+		if p, ok := rs[0].(*IPPool); !ok || p.Spec.IPIPMode != mode || p.Spec.BlockSize != DefaultBlockSizeV6 && p.Spec.BlockSize != 0 {
+			t.Errorf("decoded %+v", rs[0])
+		}
+	}
 }

@@ -134,9 +134,6 @@ func (v *validator) ipPool(s *IPPoolSpec) {
 		case bs < s.CIDR.Bits():
 			v.errorf("spec.blockSize", "must be at least the cidr's prefix length %d (a block cannot be larger than its pool), got %d", s.CIDR.Bits(), bs)
 		}
-		if s.CIDR.Addr().Is6() && s.IPIPMode.Enabled() {
-			v.errorf("spec.ipipMode", "IP-in-IP is not supported for IPv6 pools; use vxlanMode")
-		}
 	}
 	v.encapMode("spec.ipipMode", s.IPIPMode)
 	v.encapMode("spec.vxlanMode", s.VXLANMode)

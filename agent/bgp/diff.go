@@ -14,7 +14,7 @@ type peerDiff struct {
 // diffPeers compares the peers configured now with the wanted set (one per address,
 // the last one winning). A peer whose settings changed is updated in place, except
 // when the change needs a new session anyway (ASN, password, passive, source
-// address, multihop TTL): then it is deleted and added again. Lists are sorted by
+// address, multihop TTL, the families negotiated): then it is deleted and added again. Lists are sorted by
 // address.
 func diffPeers(have map[netip.Addr]Peer, want []Peer) peerDiff {
 	w := map[netip.Addr]Peer{}
@@ -28,7 +28,8 @@ func diffPeers(have map[netip.Addr]Peer, want []Peer) peerDiff {
 		case !ok:
 			d.add = append(d.add, p)
 		case old == p:
-		case old.ASN != p.ASN || old.Password != p.Password || old.Passive != p.Passive || old.LocalAddress != p.LocalAddress || old.Multihop != p.Multihop:
+		case old.ASN != p.ASN || old.Password != p.Password || old.Passive != p.Passive || old.LocalAddress != p.LocalAddress ||
+			old.Multihop != p.Multihop || old.IPv6Unicast != p.IPv6Unicast:
 			d.del = append(d.del, a)
 			d.add = append(d.add, p)
 		default:

@@ -145,3 +145,48 @@ func TestAPIPeerGracefulRestartAndMD5(t *testing.T) {
 		t.Errorf("peer %v", p)
 	}
 }
+
+// An IPv4 session with IPv6Unicast negotiates ipv6-unicast beside
+// ipv4-unicast (MP-BGP), each with graceful restart; an IPv6 session
+// carries IPv6 only. Turning it on or off needs a new session.
+func TestAPIPeerFamilies(t *testing.T) {
+	s, f := fakeSpeaker()
+	afis := func(p Peer) []api.Family_Afi {
+		var out []api.Family_Afi
+		for _, a := range s.apiPeer(p).AfiSafis {
+			if !a.Config.Enabled || !a.MpGracefulRestart.Config.Enabled || a.Config.Family.Safi != api.Family_SAFI_UNICAST {
+				t.Errorf("%v: afi-safi %v", p.Address, a)
+			}
+			out = append(out, a.Config.Family.Afi)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		p    Peer
+		want []api.Family_Afi
+	}{
+		{Peer{Address: ip("192.168.1.1"), ASN: 65000}, []api.Family_Afi{api.Family_AFI_IP}},
+		{Peer{Address: ip("192.168.1.1"), ASN: 65000, IPv6Unicast: true}, []api.Family_Afi{api.Family_AFI_IP, api.Family_AFI_IP6}},
+		{Peer{Address: ip("2001:db8::1"), ASN: 65000}, []api.Family_Afi{api.Family_AFI_IP6}},
+		{Peer{Address: ip("2001:db8::1"), ASN: 65000, IPv6Unicast: true}, []api.Family_Afi{api.Family_AFI_IP6}},
+	} {
+		if got := afis(tc.p); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%v ipv6Unicast=%v: families %v, want %v", tc.p.Address, tc.p.IPv6Unicast, got, tc.want)
+		}
+	}
+	if err := s.SetAdvertisements(nil); err != nil {
+		t.Fatal(err)
+	}
+	p := Peer{Address: ip("192.168.1.1"), ASN: 65000, Type: PeerTypeGlobal}
+	if err := s.SetPeers([]Peer{p}); err != nil {
+		t.Fatal(err)
+	}
+	f.calls = nil
+	p.IPv6Unicast = true
+	if err := s.SetPeers([]Peer{p}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"delpeer 192.168.1.1", `addpeer 192.168.1.1 as65000 pw=""`}; !reflect.DeepEqual(f.calls, want) {
+		t.Errorf("turning IPv6 unicast on: calls %q, want %q", f.calls, want)
+	}
+}

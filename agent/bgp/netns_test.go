@@ -255,7 +255,8 @@ func findRoute(rs []Route, p netip.Prefix) (Route, bool) {
 
 var labSeq atomic.Int32
 
-// lab makes two namespaces joined by a veth: A has 10.99.0.1/24, B 10.99.0.2/24.
+// lab makes two namespaces joined by a veth: A has 10.99.0.1/24 and
+// fd00:99::1/64, B 10.99.0.2/24 and fd00:99::2/64.
 // Everything is removed at cleanup, pass or fail.
 func lab(t *testing.T) (nsA, nsB string) {
 	t.Helper()
@@ -286,6 +287,8 @@ func lab(t *testing.T) (nsA, nsB string) {
 	run("link", "set", vb, "netns", nsB)
 	run("-n", nsA, "addr", "add", "10.99.0.1/24", "dev", va)
 	run("-n", nsB, "addr", "add", "10.99.0.2/24", "dev", vb)
+	run("-n", nsA, "addr", "add", "fd00:99::1/64", "dev", va, "nodad")
+	run("-n", nsB, "addr", "add", "fd00:99::2/64", "dev", vb, "nodad")
 	for _, x := range [][2]string{{nsA, va}, {nsB, vb}} {
 		run("-n", x[0], "link", "set", "lo", "up")
 		run("-n", x[0], "link", "set", x[1], "up")
@@ -294,8 +297,10 @@ func lab(t *testing.T) (nsA, nsB string) {
 }
 
 var (
-	addrA = netip.MustParseAddr("10.99.0.1")
-	addrB = netip.MustParseAddr("10.99.0.2")
+	addrA  = netip.MustParseAddr("10.99.0.1")
+	addrB  = netip.MustParseAddr("10.99.0.2")
+	addrA6 = netip.MustParseAddr("fd00:99::1")
+	addrB6 = netip.MustParseAddr("fd00:99::2")
 )
 
 func speakerConfig(id netip.Addr, asn uint32, restarting bool) *Config {
@@ -445,3 +450,52 @@ func TestSpeakersMD5(t *testing.T) {
 }
 
 func contextBackground() context.Context { return context.Background() }
+
+// TestSpeakersIPv6: A's IPv6 block reaches B with A's IPv6 next hop over an
+// IPv4 session that negotiated ipv6-unicast (MP-BGP), and over an IPv6
+// session; the IPv4 routes keep their IPv4 next hop.
+func TestSpeakersIPv6(t *testing.T) {
+	nsA, nsB := lab(t)
+	block6, block4 := netip.MustParsePrefix("fd00:65::40/122"), netip.MustParsePrefix("10.244.1.0/26")
+	adverts := []Advertisement{{Prefix: block4, NextHop: addrA}, {Prefix: block6, NextHop: addrA6}}
+	for _, tc := range []struct {
+		name         string
+		peerA, peerB Peer
+	}{
+		{"MP-BGP on the IPv4 session",
+			Peer{Address: addrB, ASN: 65002, Type: PeerTypeGlobal, IPv6Unicast: true},
+			Peer{Address: addrA, ASN: 65001, Type: PeerTypeGlobal, IPv6Unicast: true}},
+		{"IPv6 session",
+			Peer{Address: addrB6, ASN: 65002, Type: PeerTypeGlobal},
+			Peer{Address: addrA6, ASN: 65001, Type: PeerTypeGlobal}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startChild(t, "A", nsA)
+			b := startChild(t, "B", nsB)
+			a.call(helperReq{Op: "start", Config: speakerConfig(addrA, 65001, false)})
+			b.call(helperReq{Op: "start", Config: speakerConfig(addrB, 65002, false)})
+			a.call(helperReq{Op: "adverts", Adverts: adverts})
+			b.call(helperReq{Op: "adverts"})
+			a.call(helperReq{Op: "peers", Peers: []Peer{tc.peerA}})
+			b.call(helperReq{Op: "peers", Peers: []Peer{tc.peerB}})
+			waitFor(t, 20*time.Second, "Established", func() (bool, string) { return b.established(tc.peerB.Address) })
+			waitFor(t, 10*time.Second, "B learns A's IPv6 block with A's IPv6 next hop", func() (bool, string) {
+				rs := b.call(helperReq{Op: "learned"}).Learned
+				r, ok := findRoute(rs, block6)
+				return ok && r.NextHop == addrA6 && r.Peer == tc.peerB.Address, fmt.Sprintf("%+v", rs)
+			})
+			rs := b.call(helperReq{Op: "learned"}).Learned
+			r, ok := findRoute(rs, block4)
+			if tc.peerB.Address.Is4() && (!ok || r.NextHop != addrA) {
+				t.Errorf("IPv4 block over the IPv4 session: %+v", rs)
+			}
+			if tc.peerB.Address.Is6() && ok {
+				t.Errorf("IPv4 block over an IPv6-only session: %+v", rs)
+			}
+			st := b.call(helperReq{Op: "status"}).Peers
+			if len(st) != 1 || st[0].PrefixesReceived < 1 {
+				t.Errorf("B's peer status: %+v", st)
+			}
+		})
+	}
+}

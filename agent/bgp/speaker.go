@@ -81,6 +81,11 @@ type Peer struct {
 	// LocalAddress is the source address of the session; not valid means the
 	// kernel's choice.
 	LocalAddress netip.Addr
+	// IPv6Unicast negotiates the ipv6-unicast family too (MP-BGP, RFC 4760)
+	// on a session with an IPv4 address, so that IPv6 routes go over it
+	// with their own (IPv6) next hops. An IPv6 session carries IPv6
+	// unicast only, whatever it says.
+	IPv6Unicast bool
 }
 
 // Advertisement is one route this speaker originates.
@@ -383,10 +388,6 @@ func setDiff(have, want []netip.Addr) (add, del []netip.Addr) {
 }
 
 func (s *Speaker) apiPeer(p Peer) *api.Peer {
-	fam := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
-	if p.Address.Is6() {
-		fam = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
-	}
 	gr := s.cfg.GracefulRestartSeconds
 	ap := &api.Peer{
 		Conf: &api.PeerConf{
@@ -405,10 +406,12 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 			DeferralTime:    max(gr/2, 1),
 			LocalRestarting: s.cfg.Restarting,
 		},
-		AfiSafis: []*api.AfiSafi{{
+	}
+	for _, fam := range peerFamilies(p) {
+		ap.AfiSafis = append(ap.AfiSafis, &api.AfiSafi{
 			Config:            &api.AfiSafiConfig{Family: fam, Enabled: true},
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}},
-		}},
+		})
 	}
 	if ap.Timers.Config.ConnectRetry == 0 {
 		ap.Timers.Config.ConnectRetry = 1
@@ -423,6 +426,21 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 		ap.RouteReflector = &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: s.cfg.RouteReflectorClusterID}
 	}
 	return ap
+}
+
+// peerFamilies are the address families negotiated with p: the unicast
+// family of its address, and ipv6-unicast beside ipv4-unicast on an IPv4
+// session with IPv6Unicast.
+func peerFamilies(p Peer) []*api.Family {
+	v4 := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	v6 := &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+	switch {
+	case p.Address.Is6() && !p.Address.Is4In6():
+		return []*api.Family{v6}
+	case p.IPv6Unicast:
+		return []*api.Family{v4, v6}
+	}
+	return []*api.Family{v4}
 }
 
 // SetAdvertisements makes the originated routes equal to adverts (keyed by prefix; a

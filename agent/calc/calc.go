@@ -306,16 +306,40 @@ func natOutgoing(s *model.Snapshot, addr netip.Addr) bool {
 	return p != nil && p.Spec.NATOutgoing && !p.Spec.Disabled && addr.Is4()
 }
 
+// NextHop is the underlay address of node remote that traffic from node
+// self to addr (one of remote's workloads) is sent to. The underlay is
+// chosen per peer: an IPv4 workload is reached over the IPv4 underlay; an
+// IPv6 one over the IPv6 underlay when both nodes have an ipv6Address,
+// over the IPv4 underlay otherwise. Invalid when remote has no address on
+// that underlay: it cannot be reached.
+func NextHop(self, remote model.NodeSpec, addr netip.Addr) netip.Addr {
+	if addr.Is6() && !addr.Is4In6() && self.IPv6Address.IsValid() && remote.IPv6Address.IsValid() {
+		return remote.IPv6Address.Addr()
+	}
+	if remote.IPv4Address.IsValid() {
+		return remote.IPv4Address.Addr()
+	}
+	return netip.Addr{}
+}
+
 // EncapFor decides how traffic from node self to addr, hosted by node
 // remote, leaves: by the mode of the pool that holds addr (the longest
-// one). CrossSubnet encapsulates only when remote's underlay address is
-// outside self's underlay subnet (Node.spec.ipv4Address's prefix).
+// one). CrossSubnet encapsulates only when remote's address on the chosen
+// underlay (NextHop) is outside self's subnet of that family
+// (Node.spec.ipv4Address's or ipv6Address's prefix). For an IPv6 pool
+// ipipMode is 6in4 on an IPv4 underlay and IPv6-in-IPv6 on an IPv6 one
+// (bpfmap.EncapIPIP either way: the outer family is the next hop's).
 func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) bpfmap.Encap {
 	pool := poolOf(s, addr)
 	if pool == nil {
 		return bpfmap.EncapNone
 	}
-	crossSubnet := !self.IPv4Address.IsValid() || !self.IPv4Address.Masked().Contains(remote.IPv4Address.Addr())
+	nh := NextHop(self, remote, addr)
+	own := self.IPv4Address
+	if bpfmap.UnderlayOf(nh) == "ipv6" {
+		own = self.IPv6Address
+	}
+	crossSubnet := !own.IsValid() || !nh.IsValid() || !own.Masked().Contains(nh)
 	applies := func(m model.EncapMode) bool {
 		return m == model.EncapAlways || m == model.EncapCrossSubnet && crossSubnet
 	}
@@ -328,23 +352,43 @@ func EncapFor(s *model.Snapshot, self, remote model.NodeSpec, addr netip.Addr) b
 	return bpfmap.EncapNone
 }
 
-// WorkloadMTU is the MTU a workload must use for its packets to fit an
-// underlay of underlayMTU in every encapsulation the enabled pools may use
-// (a CrossSubnet pool may encapsulate). 0 when the underlay MTU is unknown.
-func WorkloadMTU(underlayMTU int, s *model.Snapshot) int {
+// IPv6UnderlayInUse says whether node self sends over the IPv6 underlay:
+// it has an ipv6Address and so does another node.
+func IPv6UnderlayInUse(s *model.Snapshot, self string) bool {
+	n, ok := s.Nodes[self]
+	if !ok || !n.Spec.IPv6Address.IsValid() {
+		return false
+	}
+	for name, o := range s.Nodes {
+		if name != self && o.Spec.IPv6Address.IsValid() {
+			return true
+		}
+	}
+	return false
+}
+
+// WorkloadMTU is the MTU a workload of node self must use for its packets
+// to fit an underlay of underlayMTU in every encapsulation the enabled
+// pools may use (a CrossSubnet pool may encapsulate): IPv4 pools' on the
+// IPv4 underlay, IPv6 pools' on the IPv6 underlay when it is in use
+// (IPv6UnderlayInUse; 20 bytes more), else on the IPv4 one. 0 when the
+// underlay MTU is unknown.
+func WorkloadMTU(underlayMTU int, s *model.Snapshot, self string) int {
 	if underlayMTU <= 0 {
 		return 0
 	}
+	v6Underlay := IPv6UnderlayInUse(s, self)
 	overhead := 0
 	for _, p := range s.Pools {
 		if p.Spec.Disabled || p.Spec.External {
 			continue
 		}
+		outer6 := v6Underlay && p.Spec.CIDR.Addr().Is6()
 		if p.Spec.IPIPMode.Enabled() {
-			overhead = max(overhead, bpfmap.EncapIPIP.Overhead())
+			overhead = max(overhead, bpfmap.EncapIPIP.OverheadOn(outer6))
 		}
 		if p.Spec.VXLANMode.Enabled() {
-			overhead = max(overhead, bpfmap.EncapVXLAN.Overhead())
+			overhead = max(overhead, bpfmap.EncapVXLAN.OverheadOn(outer6))
 		}
 	}
 	return underlayMTU - overhead

@@ -646,3 +646,214 @@ func TestCounterSlotsAdoptedAndExhausted(t *testing.T) {
 		t.Errorf("%d interfaces: %d without a slot, %d fresh; want %d, 5, %d", len(d.Ifaces), without, len(d.FreshCounterSlots), n, n-5)
 	}
 }
+
+// dualStack is a dual-stack model: IPv4 pool p and IPv6 pool p6 (whose
+// modes are given), nodes a, b (same subnets as a in both families), c
+// (other subnets in both), d (IPv4 only, a's subnet) and e (another IPv4
+// subnet, a's IPv6 subnet), each with a dual-stack workload; b holds an
+// IPv6 block.
+func dualStack(ipip6, vxlan6 model.EncapMode, selfV6 bool) *model.Snapshot {
+	s := model.NewSnapshot()
+	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "p"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("10.65.0.0/16")}})
+	s.Put(&model.IPPool{Metadata: model.Metadata{Name: "p6"}, Spec: model.IPPoolSpec{
+		CIDR: netip.MustParsePrefix("2001:db8:a41:3::/64"), IPIPMode: ipip6, VXLANMode: vxlan6}})
+	nodes := map[string][2]string{
+		"a": {"10.30.0.11/24", "2001:db8:a41:ff::11/64"},
+		"b": {"10.30.0.12/24", "2001:db8:a41:ff::12/64"},
+		"c": {"10.30.1.13/24", "2001:db8:a41:fe::13/64"},
+		"d": {"10.30.0.14/24", ""},
+		"e": {"10.30.1.15/24", "2001:db8:a41:ff::15/64"},
+	}
+	for name, a := range nodes {
+		spec := model.NodeSpec{IPv4Address: netip.MustParsePrefix(a[0])}
+		if a[1] != "" && (name != "a" || selfV6) {
+			spec.IPv6Address = netip.MustParsePrefix(a[1])
+		}
+		s.Put(&model.Node{Metadata: model.Metadata{Name: name}, Spec: spec})
+	}
+	for i, n := range []string{"a", "b", "c", "d", "e"} {
+		s.Put(endpoint("w"+n, n, fmt.Sprintf("10.65.%d.2/32", i+1), fmt.Sprintf("2001:db8:a41:3::%d:2/128", i+1)))
+	}
+	s.Put(block("2001:db8:a41:3::2:0/122", "p6", "b"))
+	return s
+}
+
+// The underlay of an IPv6 workload is chosen per peer: IPv6 when both
+// nodes have an ipv6Address, IPv4 otherwise; CrossSubnet looks at the
+// chosen underlay's subnet; IPv4 workloads stay on the IPv4 underlay.
+func TestComputeIPv6UnderlayPerPeer(t *testing.T) {
+	type via struct {
+		nh    string
+		encap bpfmap.Encap
+	}
+	ipip, vxlan, none := bpfmap.EncapIPIP, bpfmap.EncapVXLAN, bpfmap.EncapNone
+	for _, tc := range []struct {
+		name          string
+		ipip6, vxlan6 model.EncapMode
+		selfV6        bool
+		want          map[string]via // by IPv6 destination
+		mtu           int
+	}{
+		{"ipip always", model.EncapAlways, model.EncapNever, true, map[string]via{
+			"2001:db8:a41:3::2:0/122": {"2001:db8:a41:ff::12", ipip}, // b's block
+			"2001:db8:a41:3::3:2/128": {"2001:db8:a41:fe::13", ipip},
+			"2001:db8:a41:3::4:2/128": {"10.30.0.14", ipip}, // d has no IPv6: 6in4
+			"2001:db8:a41:3::5:2/128": {"2001:db8:a41:ff::15", ipip},
+		}, 1460},
+		{"ipip cross-subnet", model.EncapCrossSubnet, model.EncapNever, true, map[string]via{
+			"2001:db8:a41:3::2:0/122": {"2001:db8:a41:ff::12", none},
+			"2001:db8:a41:3::3:2/128": {"2001:db8:a41:fe::13", ipip},
+			"2001:db8:a41:3::4:2/128": {"10.30.0.14", none},          // a's IPv4 subnet
+			"2001:db8:a41:3::5:2/128": {"2001:db8:a41:ff::15", none}, // another IPv4 subnet, a's IPv6 one
+		}, 1460},
+		{"vxlan cross-subnet", model.EncapNever, model.EncapCrossSubnet, true, map[string]via{
+			"2001:db8:a41:3::2:0/122": {"2001:db8:a41:ff::12", none},
+			"2001:db8:a41:3::3:2/128": {"2001:db8:a41:fe::13", vxlan},
+			"2001:db8:a41:3::4:2/128": {"10.30.0.14", none},
+			"2001:db8:a41:3::5:2/128": {"2001:db8:a41:ff::15", none},
+		}, 1430},
+		{"direct", model.EncapNever, model.EncapNever, true, map[string]via{
+			"2001:db8:a41:3::2:0/122": {"2001:db8:a41:ff::12", none},
+			"2001:db8:a41:3::3:2/128": {"2001:db8:a41:fe::13", none},
+			"2001:db8:a41:3::4:2/128": {"10.30.0.14", none},
+		}, 1500},
+		// This node has no IPv6 address: every peer over IPv4, CrossSubnet
+		// by the IPv4 subnets, IPv4 overheads.
+		{"no IPv6 here, ipip cross-subnet", model.EncapCrossSubnet, model.EncapNever, false, map[string]via{
+			"2001:db8:a41:3::2:0/122": {"10.30.0.12", none},
+			"2001:db8:a41:3::3:2/128": {"10.30.1.13", ipip},
+			"2001:db8:a41:3::4:2/128": {"10.30.0.14", none},
+			"2001:db8:a41:3::5:2/128": {"10.30.1.15", ipip},
+		}, 1480},
+		{"no IPv6 here, vxlan always", model.EncapNever, model.EncapAlways, false, map[string]via{
+			"2001:db8:a41:3::2:0/122": {"10.30.0.12", vxlan},
+			"2001:db8:a41:3::5:2/128": {"10.30.1.15", vxlan},
+		}, 1450},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := dualStack(tc.ipip6, tc.vxlan6, tc.selfV6)
+			if err := s.Validate(); err != nil {
+				t.Fatalf("model: %v", err)
+			}
+			d := Compute(Input{Snapshot: s, Node: "a", Underlay: "eth0", Links: map[string]host.Interface{
+				"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500}, "tap-wa": {Name: "tap-wa", Ifindex: 7}}})
+			for dst, w := range tc.want {
+				got := d.Routes[netip.MustParsePrefix(dst)]
+				want := bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, NextHop: netip.MustParseAddr(w.nh), Encap: w.encap}
+				if got != want {
+					t.Errorf("route %s = %+v, want %+v", dst, got, want)
+				}
+			}
+			// b's endpoint is inside its block: no /128 of its own.
+			if r, ok := d.Routes[netip.MustParsePrefix("2001:db8:a41:3::2:2/128")]; ok {
+				t.Errorf("route inside b's block: %+v", r)
+			}
+			// IPv4 workloads stay on the IPv4 underlay, the pool's mode (Never).
+			for dst, nh := range map[string]string{"10.65.2.2/32": "10.30.0.12", "10.65.3.2/32": "10.30.1.13", "10.65.5.2/32": "10.30.1.15"} {
+				want := bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, NextHop: netip.MustParseAddr(nh)}
+				if got := d.Routes[netip.MustParsePrefix(dst)]; got != want {
+					t.Errorf("route %s = %+v, want %+v", dst, got, want)
+				}
+			}
+			if d.WorkloadMTU != tc.mtu {
+				t.Errorf("workload MTU %d, want %d", d.WorkloadMTU, tc.mtu)
+			}
+			// Every peer address of either family is a tunnel source; the
+			// pools of both families are inside; this node's are the host's.
+			for _, n := range []string{"10.30.0.12", "2001:db8:a41:ff::12", "10.30.1.13", "2001:db8:a41:fe::13", "10.30.0.14", "2001:db8:a41:ff::15"} {
+				a := netip.MustParseAddr(n)
+				want := bpfmap.Route{Type: bpfmap.RouteNode, NextHop: a}
+				if got := d.Routes[netip.PrefixFrom(a, a.BitLen())]; got != want {
+					t.Errorf("node route %s = %+v, want %+v", n, got, want)
+				}
+			}
+			for _, p := range []string{"10.65.0.0/16", "2001:db8:a41:3::/64"} {
+				if got := d.Routes[netip.MustParsePrefix(p)]; got != (bpfmap.Route{Type: bpfmap.RoutePool}) {
+					t.Errorf("pool route %s = %+v, want pool", p, got)
+				}
+			}
+			if tc.selfV6 {
+				if got := d.Routes[netip.MustParsePrefix("2001:db8:a41:ff::11/128")]; got.Type != bpfmap.RouteHost {
+					t.Errorf("own IPv6 address route = %+v, want host", got)
+				}
+			}
+		})
+	}
+}
+
+// The workload MTU fits the largest encapsulation in use: an IPv6 outer
+// header only where this node and a peer both have an IPv6 address, and
+// only for IPv6 pools.
+func TestWorkloadMTUFamilies(t *testing.T) {
+	for _, tc := range []struct {
+		name                  string
+		v4ipip, v4vxlan       model.EncapMode
+		v6ipip, v6vxlan       model.EncapMode
+		selfV6, peerV6, noV6P bool
+		want                  int
+	}{
+		{"v6 ipip, IPv6 underlay: ip6ip6", model.EncapNever, model.EncapNever, model.EncapAlways, model.EncapNever, true, true, false, 1460},
+		{"v6 vxlan, IPv6 underlay", model.EncapNever, model.EncapNever, model.EncapNever, model.EncapCrossSubnet, true, true, false, 1430},
+		{"v6 ipip, no IPv6 here: 6in4", model.EncapNever, model.EncapNever, model.EncapAlways, model.EncapNever, false, true, false, 1480},
+		{"v6 vxlan, no IPv6 peer", model.EncapNever, model.EncapNever, model.EncapNever, model.EncapAlways, true, false, false, 1450},
+		{"v4 vxlan beats ip6ip6", model.EncapNever, model.EncapAlways, model.EncapAlways, model.EncapNever, true, true, false, 1450},
+		{"v4 ipip, v6 vxlan over IPv6", model.EncapAlways, model.EncapNever, model.EncapNever, model.EncapAlways, true, true, false, 1430},
+		{"no IPv6 pool: IPv6 underlay unused", model.EncapNever, model.EncapAlways, model.EncapNever, model.EncapNever, true, true, true, 1450},
+		{"nothing encapsulated", model.EncapNever, model.EncapNever, model.EncapNever, model.EncapNever, true, true, false, 1500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := model.NewSnapshot()
+			s.Put(&model.IPPool{Metadata: model.Metadata{Name: "p"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("10.65.0.0/16"), IPIPMode: tc.v4ipip, VXLANMode: tc.v4vxlan}})
+			if !tc.noV6P {
+				s.Put(&model.IPPool{Metadata: model.Metadata{Name: "p6"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("fd00:65::/64"), IPIPMode: tc.v6ipip, VXLANMode: tc.v6vxlan}})
+			}
+			a := model.NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.11/24")}
+			b := model.NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.12/24")}
+			if tc.selfV6 {
+				a.IPv6Address = netip.MustParsePrefix("fd00:30::11/64")
+			}
+			if tc.peerV6 {
+				b.IPv6Address = netip.MustParsePrefix("fd00:30::12/64")
+			}
+			s.Put(&model.Node{Metadata: model.Metadata{Name: "a"}, Spec: a})
+			s.Put(&model.Node{Metadata: model.Metadata{Name: "b"}, Spec: b})
+			if got := WorkloadMTU(1500, s, "a"); got != tc.want {
+				t.Errorf("WorkloadMTU = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNextHopAndUnderlay(t *testing.T) {
+	v4 := model.NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.11/24")}
+	ds := model.NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.12/24"), IPv6Address: netip.MustParsePrefix("fd00:30::12/64")}
+	v6only := model.NodeSpec{IPv6Address: netip.MustParsePrefix("fd00:30::13/64")}
+	self := model.NodeSpec{IPv4Address: netip.MustParsePrefix("10.30.0.10/24"), IPv6Address: netip.MustParsePrefix("fd00:30::10/64")}
+	w4, w6 := netip.MustParseAddr("10.65.0.2"), netip.MustParseAddr("fd00:65::2")
+	for _, tc := range []struct {
+		name         string
+		self, remote model.NodeSpec
+		addr         netip.Addr
+		want         string
+		underlay     string
+	}{
+		{"v4 workload, dual-stack peer", self, ds, w4, "10.30.0.12", "ipv4"},
+		{"v6 workload, both dual-stack", self, ds, w6, "fd00:30::12", "ipv6"},
+		{"v6 workload, IPv4-only peer", self, v4, w6, "10.30.0.11", "ipv4"},
+		{"v6 workload, IPv4-only here", v4, ds, w6, "10.30.0.12", "ipv4"},
+		{"v6 workload, IPv6-only peer", self, v6only, w6, "fd00:30::13", "ipv6"},
+		{"v4 workload, IPv6-only peer", self, v6only, w4, "", ""},
+		{"v6 workload, IPv6-only peer, IPv4-only here", v4, v6only, w6, "", ""},
+	} {
+		got := NextHop(tc.self, tc.remote, tc.addr)
+		if tc.want == "" {
+			if got.IsValid() {
+				t.Errorf("%s: next hop %s, want none", tc.name, got)
+			}
+			continue
+		}
+		if got != netip.MustParseAddr(tc.want) || bpfmap.UnderlayOf(got) != tc.underlay {
+			t.Errorf("%s: next hop %s (%s), want %s (%s)", tc.name, got, bpfmap.UnderlayOf(got), tc.want, tc.underlay)
+		}
+	}
+}

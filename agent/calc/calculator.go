@@ -136,9 +136,14 @@ func newBasis(in Input) *basis {
 			}
 		}
 	}
-	if n, ok := s.Nodes[in.Node]; ok && n.Spec.IPv4Address.IsValid() {
-		b.self, b.hasSelf = n.Spec, true
-		b.routes[netip.PrefixFrom(n.Spec.IPv4Address.Addr(), 32)] = bpfmap.Route{Type: bpfmap.RouteHost}
+	if n, ok := s.Nodes[in.Node]; ok {
+		// Its addresses choose the underlay per peer (NextHop) even
+		// without an IPv4 one.
+		b.self = n.Spec
+		if n.Spec.IPv4Address.IsValid() {
+			b.hasSelf = true
+			b.routes[netip.PrefixFrom(n.Spec.IPv4Address.Addr(), 32)] = bpfmap.Route{Type: bpfmap.RouteHost}
+		}
 	}
 	// The host's own IPv6 addresses, and the subnets' IPv6 gateways that
 	// stand for it: IPv6 from a workload to them is endpointToHostAction's
@@ -154,21 +159,25 @@ func newBasis(in Input) *basis {
 		}
 	}
 	for name, n := range s.Nodes {
-		if name == in.Node || !n.Spec.IPv4Address.IsValid() {
+		if name == in.Node {
 			continue
 		}
-		// Other nodes: the only sources tunnel packets are accepted from.
-		a := n.Spec.IPv4Address.Addr()
-		if a != b.self.IPv4Address.Addr() {
-			b.routes[netip.PrefixFrom(a, 32)] = bpfmap.Route{Type: bpfmap.RouteNode, NextHop: a}
+		// Other nodes, on either underlay: the only sources tunnel
+		// packets are accepted from.
+		for _, p := range []netip.Prefix{n.Spec.IPv4Address, n.Spec.IPv6Address} {
+			if !p.IsValid() {
+				continue
+			}
+			if a := p.Addr(); a != b.self.IPv4Address.Addr() && a != b.self.IPv6Address.Addr() {
+				b.routes[netip.PrefixFrom(a, a.BitLen())] = bpfmap.Route{Type: bpfmap.RouteNode, NextHop: a}
+			}
 		}
 	}
-	// Pools: an address in one is not "outside" for natOutgoing. Workload
-	// routes (/32) are more specific and win the lookup.
+	// Pools of both families: an address in one is not "outside" for
+	// natOutgoing. Workload routes (/32, /128) are more specific and win
+	// the lookup.
 	for _, p := range WorkloadPools(s) {
-		if p.Addr().Is4() {
-			b.routes[p] = bpfmap.Route{Type: bpfmap.RoutePool}
-		}
+		b.routes[p] = bpfmap.Route{Type: bpfmap.RoutePool}
 	}
 	return b
 }
@@ -335,17 +344,21 @@ func (c *Calculator) updateBlock(s *model.Snapshot, name string, eps map[string]
 		return
 	}
 	node, ok := s.Nodes[blk.Spec.Node]
-	if !ok || !node.Spec.IPv4Address.IsValid() {
-		return // nothing could reach it
+	if !ok {
+		return
 	}
 	p := blk.Spec.CIDR.Masked()
+	nh := NextHop(c.basis.self, node.Spec, p.Addr())
+	if !nh.IsValid() {
+		return // nothing could reach it
+	}
 	bs.routed = p
 	if c.blocksOf[bs.node] == nil {
 		c.blocksOf[bs.node] = map[string]netip.Prefix{}
 	}
 	c.blocksOf[bs.node][name] = p
 	c.routes.add(src, p, bpfmap.Route{Type: bpfmap.RouteRemoteWorkload,
-		Encap: EncapFor(s, c.basis.self, node.Spec, p.Addr()), NextHop: node.Spec.IPv4Address.Addr()})
+		Encap: EncapFor(s, c.basis.self, node.Spec, p.Addr()), NextHop: nh})
 	c.markInside(bs.node, p, eps)
 }
 
@@ -536,16 +549,20 @@ func (c *Calculator) updateEndpoint(s *model.Snapshot, in Input, name string) {
 	routes := map[netip.Prefix]bpfmap.Route{}
 	if !local {
 		node, ok := s.Nodes[ep.Spec.Node]
-		if !ok || !node.Spec.IPv4Address.IsValid() {
-			return // no underlay address to reach it by
+		if !ok {
+			return
 		}
 		blocks := c.routedBlocks(ep.Spec.Node)
 		for _, ipn := range ep.Spec.IPNetworks {
 			if inBlock(blocks, ipn.Addr()) {
 				continue // its node's block route covers it
 			}
+			nh := NextHop(c.basis.self, node.Spec, ipn.Addr())
+			if !nh.IsValid() {
+				continue // no underlay address to reach it by
+			}
 			routes[ipn.Masked()] = bpfmap.Route{Type: bpfmap.RouteRemoteWorkload,
-				Encap: EncapFor(s, c.basis.self, node.Spec, ipn.Addr()), NextHop: node.Spec.IPv4Address.Addr()}
+				Encap: EncapFor(s, c.basis.self, node.Spec, ipn.Addr()), NextHop: nh}
 		}
 		c.setRoutes(es, src, routes)
 		return
@@ -672,7 +689,7 @@ func (c *Calculator) desired(in Input) *Desired {
 	d.KernelRoutes = slices.Clone(c.sorted.kernel)
 	d.Pending, d.Refused = slices.Clone(c.sorted.pending), slices.Clone(c.sorted.refused)
 	d.LocalRoutes = localRoutes(d, in)
-	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s)
+	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s, in.Node)
 	if d.Config.Address.IsValid() && d.WorkloadMTU > 0 {
 		d.Config.WorkloadMTU = uint32(d.WorkloadMTU)
 	}

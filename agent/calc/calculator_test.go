@@ -17,18 +17,23 @@ import (
 // TestCalculatorIncrementalEqualsFull applies random sequences of changes
 // (endpoints, local and remote, added, moved, readdressed into and out of
 // blocks and into conflicts; floating IPs; blocks claimed and released;
-// interfaces appearing and going; now and then a node, pool or policy)
+// interfaces appearing and going; now and then a node, pool or policy), in a
+// dual-stack model: nodes with and without an ipv6Address, an IPv6 pool
+// whose traffic goes over either underlay, dual-stack endpoints.
 // and checks after every change that one Calculator, reused throughout,
 // gives exactly what a fresh Compute of the same input gives.
 func TestCalculatorIncrementalEqualsFull(t *testing.T) {
 	steps := 0
+	seen := map[string]int{} // what the random models reached
 	for seed := range uint64(60) {
 		r := rand.New(rand.NewPCG(seed, 11))
 		s := model.NewSnapshot()
 		s.Put(&model.IPPool{Metadata: model.Metadata{Name: "p"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("10.65.0.0/16"), NATOutgoing: true}})
 		s.Put(&model.IPPool{Metadata: model.Metadata{Name: "ext"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("172.16.0.0/24"), External: true}})
+		s.Put(&model.IPPool{Metadata: model.Metadata{Name: "p6"}, Spec: model.IPPoolSpec{CIDR: netip.MustParsePrefix("2001:db8:a41:3::/64")}})
 		for i, n := range []string{"a", "b", "c"} {
-			s.Put(&model.Node{Metadata: model.Metadata{Name: n}, Spec: model.NodeSpec{IPv4Address: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 30, 0, byte(11 + i)}), 24)}})
+			s.Put(&model.Node{Metadata: model.Metadata{Name: n}, Spec: model.NodeSpec{
+				IPv4Address: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 30, 0, byte(11 + i)}), 24), IPv6Address: randomV6(r, byte(11+i))}})
 		}
 		links := map[string]host.Interface{
 			"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500, Addrs: []netip.Addr{netip.MustParseAddr("10.30.0.11")}},
@@ -73,12 +78,24 @@ func TestCalculatorIncrementalEqualsFull(t *testing.T) {
 					t.Fatalf("seed %d step %d (%s): ipcache %s changed but is not in the delta", seed, i, what, k)
 				}
 			}
+			for p, rt := range got.Routes {
+				if rt.Type == bpfmap.RouteRemoteWorkload && p.Addr().Is6() {
+					seen["IPv6 workload over the "+bpfmap.UnderlayOf(rt.NextHop)+" underlay, encap "+rt.Encap.String()]++
+				}
+			}
 			prevGen, prevRoutes, prevFIPs, prevIPCache = delta.Gen, maps.Clone(got.Routes), maps.Clone(got.FloatingIPs), maps.Clone(got.IPCache)
 			steps++
 			s = s.Clone()
 		}
 	}
-	t.Logf("%d changes compared", steps)
+	t.Logf("%d changes compared; %v", steps, seen)
+	for _, u := range []string{"ipv4", "ipv6"} {
+		for _, e := range []bpfmap.Encap{bpfmap.EncapNone, bpfmap.EncapIPIP, bpfmap.EncapVXLAN} {
+			if k := "IPv6 workload over the " + u + " underlay, encap " + e.String(); seen[k] == 0 {
+				t.Errorf("the random models never had an %s", k)
+			}
+		}
+	}
 }
 
 func slotsOf(ifaces map[uint32]bpfmap.Iface) map[uint32]uint16 {
@@ -155,9 +172,21 @@ func diffDesired(got, want *Desired) string {
 	return out
 }
 
+// randomV6 is a node's ipv6Address, half the time none, in one of two
+// subnets.
+func randomV6(r *rand.Rand, host byte) netip.Prefix {
+	if r.IntN(2) == 0 {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x0a, 0x41, 0, byte(0xfe + r.IntN(2)), 15: host}), 64)
+}
+
 func mutateModel(r *rand.Rand, s *model.Snapshot, links map[string]host.Interface) string {
 	addr := func() netip.Prefix {
 		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 65, byte(r.IntN(3)), byte(r.IntN(8))}), 32)
+	}
+	addr6 := func() netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x0a, 0x41, 0, 3, 13: byte(r.IntN(3)), 15: byte(r.IntN(8))}), 128)
 	}
 	names := func(m map[string]*model.WorkloadEndpoint) []string { return slices.Sorted(maps.Keys(m)) }
 	switch r.IntN(12) {
@@ -169,8 +198,16 @@ func mutateModel(r *rand.Rand, s *model.Snapshot, links map[string]host.Interfac
 		if r.IntN(4) == 0 {
 			ep.Spec.IPNetworks = append(ep.Spec.IPNetworks, addr())
 		}
-		if r.IntN(10) == 0 {
+		if r.IntN(2) == 0 { // dual stack
+			ep.Spec.IPNetworks = append(ep.Spec.IPNetworks, addr6())
+		}
+		switch r.IntN(20) {
+		case 0:
 			ep.Spec.IPNetworks[0] = netip.MustParsePrefix("10.30.0.12/32") // a node's address
+		case 1:
+			if n := s.Nodes["b"]; n != nil && n.Spec.IPv6Address.IsValid() {
+				ep.Spec.IPNetworks[0] = netip.PrefixFrom(n.Spec.IPv6Address.Addr(), 128) // a node's IPv6 address
+			}
 		}
 		s.Put(ep)
 		return fmt.Sprintf("put endpoint %s on %s %v %s", name, node, ep.Spec.IPNetworks, ep.Spec.Interface)
@@ -197,6 +234,9 @@ func mutateModel(r *rand.Rand, s *model.Snapshot, links map[string]host.Interfac
 		}
 	case 5: // a block claimed or moved
 		cidr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 65, byte(r.IntN(3)), 0}), 29)
+		if r.IntN(2) == 0 {
+			cidr = netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0x0a, 0x41, 0, 3, 13: byte(r.IntN(3))}), 122)
+		}
 		node := []string{"a", "b", "c", "gone"}[r.IntN(4)]
 		b := &model.IPAMBlock{Metadata: model.Metadata{Name: model.BlockName(cidr)}, Spec: model.IPAMBlockSpec{CIDR: cidr, Node: node}}
 		s.Put(b)
@@ -218,13 +258,31 @@ func mutateModel(r *rand.Rand, s *model.Snapshot, links map[string]host.Interfac
 		}
 		links[name] = l
 		return fmt.Sprintf("interface %s %d", name, l.Ifindex)
-	case 8: // the basis: a node moves, a pool's mode
-		if r.IntN(2) == 0 {
-			s.Put(&model.Node{Metadata: model.Metadata{Name: "c"}, Spec: model.NodeSpec{IPv4Address: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 31, 0, byte(r.IntN(3))}), 24)}})
-			return "node c moves"
+	case 8: // the basis: a node moves, gains or loses IPv6; a pool's mode
+		modes := []model.EncapMode{model.EncapNever, model.EncapAlways, model.EncapCrossSubnet}
+		switch r.IntN(4) {
+		case 0:
+			n := model.NodeSpec{IPv4Address: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 31, 0, byte(r.IntN(3))}), 24), IPv6Address: randomV6(r, 13)}
+			s.Put(&model.Node{Metadata: model.Metadata{Name: "c"}, Spec: n})
+			return fmt.Sprintf("node c moves to %s %s", n.IPv4Address, n.IPv6Address)
+		case 1:
+			n := *s.Nodes[[]string{"a", "b"}[r.IntN(2)]]
+			n.Spec.IPv6Address = randomV6(r, n.Spec.IPv4Address.Addr().As4()[3])
+			s.Put(&n)
+			return fmt.Sprintf("node %s IPv6 %s", n.Metadata.Name, n.Spec.IPv6Address)
+		case 2:
+			p := *s.Pools["p6"]
+			p.Spec.IPIPMode, p.Spec.VXLANMode = model.EncapNever, model.EncapNever
+			if r.IntN(2) == 0 {
+				p.Spec.IPIPMode = modes[r.IntN(3)]
+			} else {
+				p.Spec.VXLANMode = modes[r.IntN(3)]
+			}
+			s.Put(&p)
+			return fmt.Sprintf("IPv6 pool modes ipip %s vxlan %s", p.Spec.IPIPMode, p.Spec.VXLANMode)
 		}
 		p := *s.Pools["p"]
-		p.Spec.VXLANMode = []model.EncapMode{model.EncapNever, model.EncapAlways, model.EncapCrossSubnet}[r.IntN(3)]
+		p.Spec.VXLANMode = modes[r.IntN(3)]
 		s.Put(&p)
 		return "pool mode " + string(p.Spec.VXLANMode)
 	case 9: // policy

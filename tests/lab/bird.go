@@ -104,8 +104,14 @@ type BIRDOptions struct {
 	// is installed (proto bird) and only those.
 	NoKernel bool
 	// IPv6 adds an IPv6 channel (import all, export the IPv6 announcements)
-	// to every session.
+	// to every IPv4 session (MP-BGP). An IPv6 neighbor's session has the
+	// IPv6 channel only, with or without it.
 	IPv6 bool
+	// Address6 is the instance's IPv6 address: the default source of its
+	// IPv6 sessions and the next hop of the IPv6 announcements it sends
+	// over IPv4 sessions (which have no IPv6 source address to take it
+	// from).
+	Address6 netip.Addr
 	// NoGracefulRestart turns graceful restart off (it is on by default).
 	NoGracefulRestart bool
 	// GracefulRestartTime is the restart time in seconds (default
@@ -194,6 +200,9 @@ func (o BIRDOptions) normalize() (BIRDOptions, error) {
 		if !n.Local.IsValid() && n.Address.Is4() {
 			n.Local = o.RouterID
 		}
+		if !n.Local.IsValid() && n.Address.Is6() && o.Address6.IsValid() {
+			n.Local = o.Address6
+		}
 	}
 	o.Neighbors = ns
 	return o, nil
@@ -206,6 +215,9 @@ func (o BIRDOptions) Config() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// IPv6 tables: with IPv6 channels on the IPv4 sessions or an IPv6
+	// neighbor.
+	v6 := o.IPv6 || slices.ContainsFunc(o.Neighbors, func(n BIRDNeighbor) bool { return n.Address.Is6() })
 	var b strings.Builder
 	fmt.Fprintf(&b, "# calyx lab: BIRD %s in namespace %s\n", o.Name, o.NS)
 	fmt.Fprintf(&b, "router id %s;\n", o.RouterID)
@@ -219,7 +231,7 @@ func (o BIRDOptions) Config() (string, error) {
 		b.WriteString("# (kernel export off: a stand-in peer)\n")
 	} else {
 		b.WriteString("protocol kernel {\n\tipv4 {\n\t\timport none;\n\t\texport filter { if source = RTS_BGP then accept; reject; };\n\t};\n\tmerge paths on;\n}\n")
-		if o.IPv6 {
+		if v6 {
 			b.WriteString("protocol kernel {\n\tipv6 {\n\t\timport none;\n\t\texport filter { if source = RTS_BGP then accept; reject; };\n\t};\n\tmerge paths on;\n}\n")
 		}
 	}
@@ -237,7 +249,7 @@ func (o BIRDOptions) Config() (string, error) {
 		fmt.Fprintf(&b, "\troute %s blackhole;\n", p)
 	}
 	b.WriteString("}\n")
-	if o.IPv6 {
+	if v6 {
 		fmt.Fprintf(&b, "protocol static %s6 {\n\tipv6;\n", birdAnnounce)
 		for _, p := range a6 {
 			fmt.Fprintf(&b, "\troute %s blackhole;\n", p)
@@ -280,9 +292,15 @@ func (o BIRDOptions) Config() (string, error) {
 			fmt.Fprintf(&b, "\tgraceful restart on;\n\tgraceful restart time %d;\n", o.GracefulRestartTime)
 		}
 		b.WriteString("\tconnect retry time 2;\n\terror wait time 1, 10;\n")
-		fmt.Fprintf(&b, "\tipv4 {\n\t\timport filter %s;\n\t\texport where proto = \"%s\";\n\t};\n", BIRDImportFilter, birdAnnounce)
-		if o.IPv6 {
-			fmt.Fprintf(&b, "\tipv6 {\n\t\timport filter %s;\n\t\texport where proto = \"%s6\";\n\t};\n", BIRDImportFilter, birdAnnounce)
+		if n.Address.Is4() {
+			fmt.Fprintf(&b, "\tipv4 {\n\t\timport filter %s;\n\t\texport where proto = \"%s\";\n\t};\n", BIRDImportFilter, birdAnnounce)
+		}
+		if o.IPv6 || n.Address.Is6() {
+			fmt.Fprintf(&b, "\tipv6 {\n\t\timport filter %s;\n\t\texport where proto = \"%s6\";\n", BIRDImportFilter, birdAnnounce)
+			if n.Address.Is4() && o.Address6.IsValid() {
+				fmt.Fprintf(&b, "\t\tnext hop address %s;\n", o.Address6)
+			}
+			b.WriteString("\t};\n")
 		}
 		b.WriteString("}\n")
 	}
@@ -988,6 +1006,13 @@ type FabricBGPOptions struct {
 	// AnnounceDefault makes the gateway announce 0.0.0.0/0 besides the
 	// internet's prefix.
 	AnnounceDefault bool
+	// IPv6 makes the gateway speak IPv6 too (it needs an IPv6 address,
+	// Lab.AddGatewayIPv6): an IPv6 channel on its IPv4 sessions (MP-BGP,
+	// next hop of its IPv6 announcements its IPv6 address), an IPv6
+	// session (protocol BIRDProtocolName(host)+"6") with each host of its
+	// segment that has an IPv6 underlay address, and ExternalIPv6 announced.
+	// The routers stay IPv4-only.
+	IPv6 bool
 	// GracefulRestartTime, NoGracefulRestart and Debug are passed on (see
 	// BIRDOptions).
 	GracefulRestartTime int
@@ -1032,10 +1057,22 @@ func (l *Lab) GatewayBIRDOptions(o FabricBGPOptions) (BIRDOptions, error) {
 	if o.AnnounceDefault {
 		bo.Announce = append(bo.Announce, netip.MustParsePrefix("0.0.0.0/0"))
 	}
+	if o.IPv6 {
+		if !g.Address6.IsValid() {
+			return BIRDOptions{}, fmt.Errorf("gateway %s: IPv6 BGP without an IPv6 address (AddGatewayIPv6)", g.Name)
+		}
+		bo.IPv6, bo.Address6 = true, g.Address6.Addr()
+		bo.Announce = append(bo.Announce, netip.MustParsePrefix(ExternalIPv6))
+	}
 	resolved := map[*Segment]bool{}
 	for _, h := range o.hosts(l) {
 		if h.Segment == g.Segment {
 			bo.Neighbors = append(bo.Neighbors, o.neighbor(h, 0, g.Address.Addr()))
+			if o.IPv6 && h.Underlay6.IsValid() {
+				n := o.neighbor(h, 0, g.Address6.Addr())
+				n.Name, n.Address = BIRDProtocolName(h.Name)+"6", h.Underlay6.Addr()
+				bo.Neighbors = append(bo.Neighbors, n)
+			}
 			continue
 		}
 		via, err := l.routerBetween(g.Segment, h.Segment)

@@ -499,3 +499,51 @@ func TestBIRDConfig(t *testing.T) {
 		t.Errorf("BIRDProtocolName(host-a) = %q", got)
 	}
 }
+
+// An IPv6 neighbor's session has the IPv6 channel only, from Address6; an
+// IPv4 session with IPv6 has an IPv6 channel whose next hop is Address6.
+func TestBIRDConfigIPv6(t *testing.T) {
+	o := BIRDOptions{
+		Name: "gw", NS: "cx0000-gw", RouterID: netip.MustParseAddr("10.30.0.254"), Address6: netip.MustParseAddr("2001:db8:a41:ff::254"),
+		Neighbors: []BIRDNeighbor{
+			{Name: "host_a", Address: netip.MustParseAddr("10.30.0.11")},
+			{Name: "host_a6", Address: netip.MustParseAddr("2001:db8:a41:ff::11")},
+		},
+		Announce: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix(ExternalIPv6)},
+	}
+	conf, err := o.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6session := "protocol bgp host_a6 {\n\tlocal 2001:db8:a41:ff::254 as 65000;\n\tneighbor 2001:db8:a41:ff::11 as 64512;"
+	for _, want := range []string{v6session, "protocol static announce6 {\n\tipv6;\n\troute 2001:db8:a41:2::/64 blackhole;", "protocol kernel {\n\tipv6 {"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("config lacks %q:\n%s", want, conf)
+		}
+	}
+	if s := conf[strings.Index(conf, "protocol bgp host_a6"):]; strings.Contains(s, "ipv4 {") {
+		t.Errorf("IPv4 channel on the IPv6 session:\n%s", s)
+	}
+	if s := conf[strings.Index(conf, "protocol bgp host_a {"):strings.Index(conf, "protocol bgp host_a6")]; strings.Contains(s, "ipv6 {") {
+		t.Errorf("IPv6 channel on the IPv4 session without IPv6:\n%s", s)
+	}
+	o.IPv6 = true
+	if conf, err = o.Config(); err != nil {
+		t.Fatal(err)
+	}
+	s := conf[strings.Index(conf, "protocol bgp host_a {"):strings.Index(conf, "protocol bgp host_a6")]
+	if !strings.Contains(s, "\tipv4 {") || !strings.Contains(s, "\tipv6 {\n\t\timport filter calyx_import;\n\t\texport where proto = \"announce6\";\n\t\tnext hop address 2001:db8:a41:ff::254;\n\t};") {
+		t.Errorf("IPv4 session with MP-BGP IPv6:\n%s", s)
+	}
+}
+
+func TestNodeYAMLIPv6(t *testing.T) {
+	h := &Host{Name: "host-a", Underlay: netip.MustParsePrefix("10.30.0.11/24")}
+	if y := NodeYAML(h); strings.Contains(y, "ipv6Address") {
+		t.Errorf("IPv4-only host: %s", y)
+	}
+	h.Underlay6 = FabricIPv6(h.Underlay.Addr())
+	if y := NodeYAML(h); !strings.Contains(y, "  ipv4Address: 10.30.0.11/24\n  ipv6Address: 2001:db8:a41:ff::11/64\n") {
+		t.Errorf("dual-stack host: %s", y)
+	}
+}

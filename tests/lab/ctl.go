@@ -34,6 +34,9 @@ type Route struct {
 	// Encap is how traffic on the route leaves the host: EncapIPIP,
 	// EncapVXLAN or EncapNone.
 	Encap string `json:"encap"`
+	// Underlay is the underlay a remote workload's route goes over, "ipv4"
+	// or "ipv6" (the next hop's family).
+	Underlay string `json:"underlay"`
 	// MAC is a local workload's MAC.
 	MAC string `json:"mac"`
 }

@@ -29,6 +29,10 @@ const (
 	// pool floating IPs come from (ExternalPoolYAML).
 	ExternalPool = "floating"
 	FloatingPool = "198.51.100.0/24"
+	// ExternalIPv6 is the external network's IPv6 prefix (the seed's
+	// external network), which the gateway announces by BGP when it speaks
+	// IPv6 (FabricBGPOptions.IPv6).
+	ExternalIPv6 = "2001:db8:a41:2::/64"
 	// DemoFloatingIP is the floating IP the demo and "calyx-lab up" give wa.
 	DemoFloatingIP = "198.51.100.10"
 	// gatewayHost is the host part of the gateway's default address on its
@@ -58,6 +62,9 @@ type Gateway struct {
 	// Address is the gateway's address on Segment, with the segment's
 	// prefix (10.30.0.254/24 by default).
 	Address netip.Prefix
+	// Address6 is the gateway's IPv6 address on Segment once
+	// AddGatewayIPv6 gave it one; invalid otherwise.
+	Address6 netip.Prefix
 	// Iface is the leg inside NS ("eth0").
 	Iface string
 	// Uplink is the segment-side end of the leg, a port of the segment's
@@ -216,6 +223,31 @@ func (l *Lab) AddGateway(o GatewayOptions) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway %s: %w", g.Name, err)
 	}
 	return g, nil
+}
+
+// AddGatewayIPv6 gives the gateway an IPv6 address (cidr, e.g.
+// "2001:db8:a41:ff::254/64") on its leg beside the IPv4 one, without
+// duplicate address detection, and records it in Address6.
+func (l *Lab) AddGatewayIPv6(cidr string) error {
+	g := l.Gateway()
+	if g == nil {
+		return fmt.Errorf("lab %s has no gateway (AddGateway)", l.Prefix)
+	}
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().IsLinkLocalUnicast() {
+		return fmt.Errorf("gateway %s: invalid IPv6 address %q: want a global IPv6 address with prefix", g.Name, cidr)
+	}
+	if g.Address6.IsValid() {
+		return fmt.Errorf("gateway %s: has IPv6 address %s already", g.Name, g.Address6)
+	}
+	l.logf("gateway %s: %s %s", g.Name, g.Iface, p)
+	if err := l.ip(g.NS, "-6", "addr", "add", p.String(), "dev", g.Iface, "nodad"); err != nil {
+		return fmt.Errorf("gateway %s: %w", g.Name, err)
+	}
+	l.mu.Lock()
+	g.Address6 = p
+	l.mu.Unlock()
+	return nil
 }
 
 // gatewaySegment picks the segment the gateway is plugged into.

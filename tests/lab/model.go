@@ -24,13 +24,17 @@ spec:
 
 // NodeYAML renders the Node resource for h.
 func NodeYAML(h *Host) string {
-	return fmt.Sprintf(`apiVersion: calyx.io/v1
+	s := fmt.Sprintf(`apiVersion: calyx.io/v1
 kind: Node
 metadata:
   name: %s
 spec:
   ipv4Address: %s
 `, h.Name, h.Underlay)
+	if h.Underlay6.IsValid() {
+		s += fmt.Sprintf("  ipv6Address: %s\n", h.Underlay6)
+	}
+	return s
 }
 
 // InstanceLabel is the label that groups the WorkloadEndpoints of one

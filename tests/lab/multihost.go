@@ -152,7 +152,18 @@ const (
 	MultiRouter = "router"
 	// RemoteUnderlay is the remote segment's gateway with prefix.
 	RemoteUnderlay = "10.30.1.1/24"
+	// FabricUnderlay6 is the fabric segment's IPv6 subnet when the
+	// topology has an IPv6 underlay (MultiHostOptions.IPv6Underlay): a
+	// host or the gateway at 10.30.0.N gets 2001:db8:a41:ff::N/64 (N's
+	// decimal digits, read as hex).
+	FabricUnderlay6 = "2001:db8:a41:ff::/64"
 )
+
+// FabricIPv6 is the IPv6 underlay address, with FabricUnderlay6's prefix,
+// of the fabric address v4 (10.30.0.11 gives 2001:db8:a41:ff::11/64).
+func FabricIPv6(v4 netip.Addr) netip.Prefix {
+	return netip.MustParsePrefix(fmt.Sprintf("2001:db8:a41:ff::%d/64", v4.As4()[3]))
+}
 
 // MultiHost is the three-host topology:
 //
@@ -175,6 +186,9 @@ type MultiHost struct {
 	NATOutgoing bool
 	// Gateway is the external gateway, once AddGateway has built it.
 	Gateway *Gateway
+	// IPv6Underlay: the fabric segment's hosts and the gateway have IPv6
+	// underlay addresses too (MultiHostOptions.IPv6Underlay).
+	IPv6Underlay bool
 	// Fabric and Remote are the two underlay segments.
 	Fabric, Remote *Segment
 	// Router routes between Fabric and Remote.
@@ -193,6 +207,12 @@ type MultiHostOptions struct {
 	// Set a larger one (e.g. 1500 with VXLAN) to make workloads send
 	// packets that do not fit once encapsulated.
 	WorkloadMTU int
+	// IPv6Underlay gives the hosts on the fabric segment (host-a, host-b)
+	// an IPv6 underlay address beside their IPv4 one (FabricIPv6 of it:
+	// their Nodes get an ipv6Address), and the gateway one when AddGateway
+	// builds it. host-c, behind the router, stays IPv4-only: IPv6 is not
+	// routed between the segments. Off by default.
+	IPv6Underlay bool
 }
 
 // BuildMultiHost adds the three-host topology (see MultiHost) to l with
@@ -211,7 +231,7 @@ func BuildMultiHostWith(l *Lab, o MultiHostOptions) (*MultiHost, error) {
 	if mtu == 0 {
 		mtu = o.Mode.WorkloadMTU()
 	}
-	m := &MultiHost{Lab: l, Mode: o.Mode}
+	m := &MultiHost{Lab: l, Mode: o.Mode, IPv6Underlay: o.IPv6Underlay}
 	var err error
 	if m.Fabric, err = l.AddSegment(FabricSegment, DefaultUnderlay); err != nil {
 		return nil, err
@@ -234,6 +254,11 @@ func BuildMultiHostWith(l *Lab, o MultiHostOptions) (*MultiHost, error) {
 	} {
 		if *h.dst, err = l.AddHost(h.name, h.ip); err != nil {
 			return nil, err
+		}
+		if o.IPv6Underlay && (*h.dst).Segment == m.Fabric {
+			if err := l.AddUnderlayIPv6(*h.dst, FabricIPv6((*h.dst).Underlay.Addr()).String()); err != nil {
+				return nil, err
+			}
 		}
 		if *h.wdst, err = m.AddWorkload(h.name, h.wname, h.wi, mtu); err != nil {
 			return nil, err
@@ -339,12 +364,18 @@ func (m *MultiHost) SetNATOutgoing(on bool) (string, error) {
 }
 
 // AddGateway adds the external gateway on the fabric segment with its
-// client and server (Lab.AddGateway with the default options) and records
-// it in m.Gateway.
+// client and server (Lab.AddGateway with the default options), with an
+// IPv6 address too when the topology has an IPv6 underlay, and records it
+// in m.Gateway.
 func (m *MultiHost) AddGateway() (*Gateway, error) {
 	g, err := m.Lab.AddGateway(GatewayOptions{Segment: FabricSegment})
 	if err != nil {
 		return nil, err
+	}
+	if m.IPv6Underlay {
+		if err := m.Lab.AddGatewayIPv6(FabricIPv6(g.Address.Addr()).String()); err != nil {
+			return nil, err
+		}
 	}
 	m.Gateway = g
 	return g, nil

@@ -53,6 +53,10 @@ type Host struct {
 	Underlay netip.Prefix
 	// UnderlayIface is the underlay interface inside NS ("eth0").
 	UnderlayIface string
+	// Underlay6 is the host's IPv6 underlay address with prefix, beside
+	// Underlay, once AddUnderlayIPv6 gave it one (the Node's ipv6Address);
+	// invalid otherwise: the lab's underlay is IPv4-only by default.
+	Underlay6 netip.Prefix
 	// Uplink is the segment-side end of the underlay veth (in the segment
 	// namespace, a bridge port).
 	Uplink string
@@ -265,6 +269,30 @@ func (l *Lab) AddHost(name, underlayCIDR string) (*Host, error) {
 		}
 	}
 	return h, nil
+}
+
+// AddUnderlayIPv6 gives host h an IPv6 underlay address (cidr, e.g.
+// "2001:db8:a41:ff::11/64") on its underlay interface beside the IPv4 one,
+// without duplicate address detection, and records it in h.Underlay6 (the
+// Node's ipv6Address from then on). Hosts and the gateway on one segment
+// reach each other over it directly (the segment's bridge); no IPv6 route
+// leads beyond the segment.
+func (l *Lab) AddUnderlayIPv6(h *Host, cidr string) error {
+	p, err := netip.ParsePrefix(cidr)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().IsLinkLocalUnicast() {
+		return fmt.Errorf("host %s: invalid IPv6 underlay address %q: want a global IPv6 address with prefix", h.Name, cidr)
+	}
+	if h.Underlay6.IsValid() {
+		return fmt.Errorf("host %s: has IPv6 underlay address %s already", h.Name, h.Underlay6)
+	}
+	l.logf("host %s: %s %s", h.Name, h.UnderlayIface, p)
+	if err := l.ip(h.NS, "-6", "addr", "add", p.String(), "dev", h.UnderlayIface, "nodad"); err != nil {
+		return fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	l.mu.Lock()
+	h.Underlay6 = p
+	l.mu.Unlock()
+	return nil
 }
 
 // Host returns the host with the given name.
