@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Where a packet goes once it is decided: into a local workload, to
  * another node (encapsulated or routed directly, through the underlay's
- * FIB), or back to its sender as an ICMP "fragmentation needed". */
+ * FIB), or back to its sender as an ICMP "fragmentation needed" (ICMPv6
+ * "packet too big"). */
 #ifndef CALYX_DELIVERY_H
 #define CALYX_DELIVERY_H
 
@@ -21,6 +22,9 @@ struct cx_icmp_unreach {
 /* Debian 12's UAPI headers predate these. */
 #ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV4
 #define BPF_F_ADJ_ROOM_DECAP_L3_IPV4 (1ULL << 7)
+#endif
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
 #endif
 
 /* skb->mark of a packet a calyx program has already translated, routed and
@@ -205,17 +209,85 @@ static __always_inline int cx_icmp_frag_needed(struct __sk_buff *skb, __be32 src
 	return 0;
 }
 
-/* cx_encap wraps the IPv4 packet in skb for node. A GSO packet whose
+/* cx_icmp6_too_big turns an IPv6 packet (Ethernet + its 40-byte header, at
+ * least CX_ICMP6_KEEP bytes) into the ICMPv6 Packet Too Big (RFC 4443 3.2)
+ * its sender must get, advertising mtu, from the workloads' gateway
+ * fe80::1 (the router on their link), with the Ethernet addresses swapped.
+ * It keeps the original header and 20 bytes of its payload, as
+ * cx_icmp_frag_needed does. Returns 0, or -1 when a helper refused. */
+#define CX_ICMP6_KEEP 60
+#define CX_IPV6_MIN_MTU 1280
+static __always_inline int cx_icmp6_too_big(struct __sk_buff *skb, __u32 mtu)
+{
+	struct ipv6hdr *ip6, *quoted;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	__be32 pseudo[2];
+	__u8 *icmp;
+	__s64 sum;
+	int i;
+
+	/* Room for the new headers first: the packet's own stay where they
+	 * are read from below (the stack is all but full on this path). */
+	if (bpf_skb_adjust_room(skb, sizeof(struct ipv6hdr) + 8, BPF_ADJ_ROOM_MAC, 0))
+		return -1;
+	if (bpf_skb_change_tail(skb, ETH_HLEN + sizeof(struct ipv6hdr) + 8 + CX_ICMP6_KEEP, 0))
+		return -1;
+
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
+	eth = data;
+	ip6 = (void *)(eth + 1);
+	icmp = (void *)(ip6 + 1);
+	quoted = (void *)(icmp + 8);
+	if ((void *)quoted + CX_ICMP6_KEEP > data_end)
+		return -1;
+	/* Back to where it came from: the Ethernet addresses swapped. */
+#pragma unroll
+	for (i = 0; i < CX_ETH_ALEN; i++) {
+		__u8 b = eth->h_dest[i];
+
+		eth->h_dest[i] = eth->h_source[i];
+		eth->h_source[i] = b;
+	}
+	*(__be32 *)ip6 = bpf_htonl(0x6c000000); /* version 6, network control, no flow label */
+	ip6->payload_len = bpf_htons(8 + CX_ICMP6_KEEP);
+	ip6->nexthdr = IPPROTO_ICMPV6;
+	ip6->hop_limit = 255;
+	__builtin_memcpy(&ip6->daddr, &quoted->saddr, sizeof(ip6->daddr));
+	__builtin_memset(&ip6->saddr, 0, sizeof(ip6->saddr));
+	ip6->saddr.in6_u.u6_addr8[0] = 0xfe;
+	ip6->saddr.in6_u.u6_addr8[1] = 0x80;
+	ip6->saddr.in6_u.u6_addr8[15] = 1;
+
+	icmp[0] = CX_ICMPV6_PKT_TOOBIG;
+	icmp[1] = 0;
+	icmp[2] = 0;
+	icmp[3] = 0;
+	*(__be32 *)(icmp + 4) = bpf_htonl(mtu);
+	/* The pseudo-header (RFC 8200 8.1), then the message. */
+	pseudo[0] = bpf_htonl(8 + CX_ICMP6_KEEP);
+	pseudo[1] = bpf_htonl(IPPROTO_ICMPV6);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&ip6->saddr, 2 * sizeof(struct in6_addr), 0);
+	sum = bpf_csum_diff(NULL, 0, pseudo, sizeof(pseudo), sum);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)icmp, 8 + CX_ICMP6_KEEP, sum);
+	*(__sum16 *)(icmp + 2) = cx_csum_fold(sum);
+	return 0;
+}
+
+/* cx_encap wraps the IP packet in skb (IPv6 when v6) for node. A GSO packet whose
  * segments would not fit the underlay after encapsulation has its segment
  * size lowered by the overhead instead (no ICMP can tell a local TCP that).
  * Returns 0, or -1 when a helper refused the packet. */
 static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_config *cfg, __u32 encap,
-				    __be32 src, __be32 node, __u32 seg_len)
+				    __be32 src, __be32 node, __u32 seg_len, int v6)
 {
 	void *data = cx_skb_data(skb);
 	void *data_end = cx_skb_data_end(skb);
 	struct ethhdr *eth = data, inner_eth;
 	struct iphdr *iph = (void *)(eth + 1), *outer;
+	/* For an IPv6 packet the helper also makes skb->protocol IPv4's,
+	 * the outer header's. */
 	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4;
 	__u32 room = CX_IPIP_OVERHEAD, hash = 0;
 	__u8 tos;
@@ -223,7 +295,15 @@ static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_
 	if ((void *)(iph + 1) > data_end)
 		return -1;
 	__builtin_memcpy(&inner_eth, eth, sizeof(inner_eth));
-	tos = iph->tos;
+	if (v6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end)
+			return -1;
+		tos = ip6->priority << 4 | ip6->flow_lbl[0] >> 4; /* the traffic class */
+	} else {
+		tos = iph->tos;
+	}
 	if (encap == CX_ENCAP_VXLAN) {
 		room = CX_VXLAN_OVERHEAD;
 		flags |= BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH |
@@ -242,9 +322,11 @@ static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_
 
 	data = cx_skb_data(skb);
 	data_end = cx_skb_data_end(skb);
+	eth = data;
 	outer = data + ETH_HLEN;
 	if ((void *)(outer + 1) > data_end)
 		return -1;
+	eth->h_proto = bpf_htons(ETH_P_IP);
 	outer->version = 4;
 	outer->ihl = 5;
 	outer->tos = tos;
@@ -276,19 +358,39 @@ static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_
 		vx->vni = bpf_htonl(cfg->vxlan_vni << 8);
 		__builtin_memcpy(ieth, &inner_eth, sizeof(*ieth));
 	} else {
-		outer->protocol = IPPROTO_IPIP;
+		/* IPv6 in IPv4 is protocol 41 (RFC 4213), as sit sends it. */
+		outer->protocol = v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
 	}
 	cx_ip4_set_csum(outer);
 	return 0;
 }
 
 /* cx_seg_len is the size on the wire of the packets skb will leave as: its
- * IP length, or for a GSO packet one segment with its headers. */
-static __always_inline __u32 cx_seg_len(struct __sk_buff *skb, struct iphdr *iph, void *data_end)
+ * IP length, or for a GSO packet one segment with its headers. l3 is its
+ * IP header (IPv6 when v6). */
+static __always_inline __u32 cx_seg_len(struct __sk_buff *skb, void *l3, void *data_end, int v6)
 {
+	struct iphdr *iph = l3;
 	__u32 gso = skb->gso_size;
 	__u32 l4 = sizeof(struct udphdr);
 
+	if (v6) {
+		struct ipv6hdr *ip6 = l3;
+		__u8 *doff = (void *)(ip6 + 1) + 12;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		if (!gso)
+			return sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+		if (ip6->nexthdr == IPPROTO_TCP) {
+			l4 = 60;
+			if ((void *)(doff + 1) <= data_end)
+				l4 = (*doff >> 4) * 4;
+		}
+		return sizeof(*ip6) + l4 + gso;
+	}
+	if ((void *)(iph + 1) > data_end)
+		return 0;
 	if (!gso)
 		return bpf_ntohs(iph->tot_len);
 	if (iph->protocol == IPPROTO_TCP) {
@@ -301,30 +403,35 @@ static __always_inline __u32 cx_seg_len(struct __sk_buff *skb, struct iphdr *iph
 	return iph->ihl * 4 + l4 + gso;
 }
 
-/* cx_to_node sends an IPv4 packet towards the node that hosts its
- * destination, encapsulated as rt says. in_ifindex (counter slot in_slot)
- * is where the verdict is counted; from_host says the packet comes from the
- * host's own stack (the underlay egress hook) rather than from a workload. */
+/* cx_to_node sends an IP packet (IPv6 when v6, a constant at every call)
+ * towards the node that hosts its destination, encapsulated as rt says,
+ * over the IPv4 underlay. in_ifindex (counter slot in_slot) is where the
+ * verdict is counted; from_host says the packet comes from the host's own
+ * stack (the underlay egress hook) rather than from a workload. */
 static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_slot,
-				      const struct cx_route *rt, int from_host)
+				      const struct cx_route *rt, int from_host, int v6)
 {
 	void *data = cx_skb_data(skb);
 	void *data_end = cx_skb_data_end(skb);
 	struct ethhdr *eth = data;
 	struct iphdr *iph = (void *)(eth + 1);
+	struct ipv6hdr *ip6 = (void *)(eth + 1);
 	__u32 encap = rt->encap, len = skb->len, room = 0, reason, seg_len;
 	struct cx_node_config *cfg = cx_get_config();
 	struct cx_nexthop nh = {};
 	__be32 src, node;
+	__u8 ttl;
 
-	if (!cfg || !cfg->underlay_mtu || (void *)(iph + 1) > data_end)
+	if (!cfg || !cfg->underlay_mtu || (v6 ? (void *)(ip6 + 1) : (void *)(iph + 1)) > data_end)
 		/* Not configured yet: the host stack knows as much as we do. */
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	src = cx_addr_ip4(cfg->node_addr);
 	node = cx_addr_ip4(rt->next_hop);
-	if (!src || !node)
+	if (!src || !node || !cx_is_v4mapped((const struct in6_addr *)rt->next_hop))
+		/* (A node reached over an IPv6 underlay: the host stack's.) */
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
-	if (!from_host && iph->ttl <= 1)
+	ttl = v6 ? ip6->hop_limit : iph->ttl;
+	if (!from_host && ttl <= 1)
 		/* A workload's packet this host, its first router, may not
 		 * forward: the host stack sends the ICMP time-exceeded. */
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
@@ -337,12 +444,25 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, _
 		room = CX_IPIP_OVERHEAD;
 	else if (encap == CX_ENCAP_VXLAN)
 		room = CX_VXLAN_OVERHEAD;
-	seg_len = cx_seg_len(skb, iph, data_end);
+	seg_len = cx_seg_len(skb, iph, data_end, v6);
 	/* Checked before the TTL changes, so that the ICMP quotes the header
 	 * as the sender sent it (as ip_forward does). Routed directly, the
 	 * packet must fit the underlay too: veth and NICs drop what does not,
 	 * silently. GSO packets are cut to size by cx_encap instead. */
-	if (!skb->gso_size && seg_len + room > cfg->underlay_mtu) {
+	if (v6 && !skb->gso_size && seg_len + room > cfg->underlay_mtu) {
+		/* Too big for the underlay: IPv6 is never fragmented on the
+		 * way (RFC 8200 5), its sender learns the path MTU. */
+		__u32 mtu = cfg->underlay_mtu - room;
+
+		if (seg_len < CX_ICMP6_KEEP || from_host)
+			return cx_verdict_len(in_ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+		if (cx_icmp6_too_big(skb, mtu < CX_IPV6_MIN_MTU ? CX_IPV6_MIN_MTU : mtu))
+			/* The helpers refused to rewrite the packet into the ICMPv6. */
+			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_ICMP_FRAG_NEEDED, len,
+				      bpf_redirect(skb->ifindex, 0));
+	}
+	if (!v6 && !skb->gso_size && seg_len + room > cfg->underlay_mtu) {
 		/* Too big for the underlay. */
 		if (!(iph->frag_off & bpf_htons(CX_IP_DF)) || iph->ihl != 5 ||
 		    seg_len < CX_ICMP_KEEP)
@@ -361,12 +481,15 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, _
 
 	if (!from_host) {
 		/* A workload's packet: this host is its first router. */
-		cx_ip4_dec_ttl(skb, iph);
+		if (v6)
+			ip6->hop_limit--; /* no IPv6 header checksum to fix */
+		else
+			cx_ip4_dec_ttl(skb, iph);
 	}
 
 	reason = CX_REASON_FORWARD_DIRECT;
 	if (room) {
-		if (cx_encap(skb, cfg, encap, src, node, seg_len))
+		if (cx_encap(skb, cfg, encap, src, node, seg_len, v6))
 			/* bpf_skb_adjust_room refused: e.g. a GSO type it cannot
 			 * resize, or an skb that was decapsulated before. */
 			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
@@ -388,6 +511,12 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, _
 		skb->mark = CX_MARK_ROUTED;
 		return cx_verdict_slot(in_slot, in_ifindex, reason, len, bpf_redirect(nh.ifindex, 0));
 	}
+	if (v6 && !room)
+		/* An IPv6 packet routed directly whose next hop's MAC is not
+		 * known yet: bpf_redirect_neigh resolves only an IPv6 next hop
+		 * for it. The host stack routes it (its first IPv4 packet to
+		 * the node resolves the neighbour for the next). */
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	skb->mark = CX_MARK_ROUTED;
 	{
 		struct bpf_redir_neigh neigh = { .nh_family = CX_AF_INET, .ipv4_nh = nh.gw };

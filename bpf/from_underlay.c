@@ -13,19 +13,74 @@ static __always_inline int cx_underlay_host_only(const struct cx_node_config *cf
 static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
 				    struct hdr_cursor *c, void *data_end);
 
+static __attribute__((noinline)) int cx_from_underlay4(struct __sk_buff *skb);
+static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb);
+
+/* cx_local_source4 is cx_local_source for an IPv4 address. */
+static __always_inline int cx_local_source4(__be32 saddr)
+{
+	struct in6_addr a;
+
+	cx_addr_v4(a.in6_u.u6_addr8, saddr);
+	return cx_local_source(&a);
+}
+
+/* cx_from_underlay6 decides an IPv6 packet from the underlay: one with a
+ * source that is this host's own or a local workload's is forged (as for
+ * IPv4); one for a local workload (routed here directly by another node)
+ * passes its ingress policy and is delivered; the rest is the host's. */
+static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex, len = skb->len, slot = CX_SLOT_IF_UNDERLAY;
+	struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
+	struct ipv6hdr *ip6;
+	struct cx_route *rt;
+	void *data_end;
+	int nat;
+
+	cx_pull(skb, CX_PULL_LEN);
+	data_end = cx_skb_data_end(skb);
+	ip6 = cx_skb_data(skb) + ETH_HLEN;
+	if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+		/* The host stack drops it too; count it here. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (cx_is_v4mapped(&ip6->saddr) || cx_is_v4mapped(&ip6->daddr))
+		/* Never on the wire (RFC 4291 2.5.5.2). */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (cx_local_source(&ip6->saddr))
+		/* From the wire with a source that is this host's own or a
+		 * local workload's: forged. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_UNDERLAY_SPOOF, TC_ACT_SHOT);
+	rt = cx_route_addr(&ip6->daddr);
+	if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD)
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	if (!t)
+		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+	nat = cx_nat_policed(skb, t, 0, 0, NULL, len, -1, NULL, NULL);
+	if (nat < 0)
+		return cx_nat_drop(ifindex, nat, len);
+	data_end = cx_skb_data_end(skb);
+	ip6 = cx_skb_data(skb) + ETH_HLEN;
+	if ((void *)(ip6 + 1) > data_end)
+		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+	if (ip6->hop_limit <= 1)
+		/* Expiring: the host stack sends the time-exceeded. */
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	ip6->hop_limit--;
+	return cx_deliver_local(skb, ifindex, slot, len, CX_REASON_DELIVER_LOCAL, rt);
+}
+
 /* calyx_from_underlay runs at TC ingress on the underlay interface: tunnel
  * packets from other nodes are decapsulated, workload traffic routed here
- * directly is delivered, and everything else goes to the host stack. */
+ * directly is delivered, and everything else goes to the host stack. Each
+ * family's path is a BPF-to-BPF call (cx_from_underlay4, _6): one body
+ * holding both would outgrow the 16-bit reach of the program's jumps, and
+ * this frame stays small, so each call's stack fits beside it. */
 SEC("tc")
 int calyx_from_underlay(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex, slot = CX_SLOT_IF_UNDERLAY;
 	struct cx_node_config *cfg;
-	struct hdr_cursor c;
-	struct ethhdr *eth;
-	struct iphdr *iph;
-	struct cx_route *rt;
-	void *data_end;
 
 	cfg = cx_get_config();
 	if (cfg && (cfg->flags & CX_CFG_PREFILTER_TC)) {
@@ -34,15 +89,34 @@ int calyx_from_underlay(struct __sk_buff *skb)
 			/* Config.prefilterDeny: this source may not reach the host or its workloads. */
 			return cx_verdict(skb, ifindex, CX_REASON_DROP_PREFILTER, TC_ACT_SHOT);
 	}
-	if (skb->protocol != bpf_htons(ETH_P_IP) || skb->vlan_present)
-		/* ARP, IPv6 and the rest are the host's; so are tagged frames
-		 * on a trunk (the kernel moved the tag into skb->vlan_tci):
-		 * calyx's underlay is this interface's untagged traffic, or a
-		 * VLAN device of its own as the underlay. */
+	if (skb->vlan_present || !cfg || !cx_addr_ip4(cfg->node_addr) ||
+	    (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6)))
+		/* ARP and the rest are the host's, and everything until this
+		 * node is configured; so are tagged frames on a trunk (the
+		 * kernel moved the tag into skb->vlan_tci): calyx's underlay is
+		 * this interface's untagged traffic, or a VLAN device of its own
+		 * as the underlay. */
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, skb->len, TC_ACT_OK);
-	if (!cfg || !cx_addr_ip4(cfg->node_addr))
-		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, skb->len, TC_ACT_OK);
+	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+		return cx_from_underlay6(skb);
+	return cx_from_underlay4(skb);
+}
 
+/* cx_from_underlay4 decides an IPv4 packet from the underlay of a
+ * configured node. */
+static __attribute__((noinline)) int cx_from_underlay4(struct __sk_buff *skb)
+{
+	__u32 ifindex = skb->ifindex, slot = CX_SLOT_IF_UNDERLAY;
+	struct cx_node_config *cfg = cx_get_config();
+	struct hdr_cursor c;
+	struct ethhdr *eth;
+	struct iphdr *iph;
+	struct cx_route *rt;
+	void *data_end;
+
+	if (!cfg)
+		/* Cannot happen: the caller read it. */
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, skb->len, TC_ACT_OK);
 	cx_pull(skb, CX_UNDERLAY_PULL_LEN);
 
 	data_end = cx_skb_data_end(skb);
@@ -54,7 +128,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 	if (!iph)
 		/* The host stack would drop it too; count it here. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
-	if (cx_local_source(iph->saddr))
+	if (cx_local_source4(iph->saddr))
 		/* From the wire with a source that is this host's own, a local
 		 * workload's or a local floating IP's: forged. Checked before
 		 * anything goes to the host stack too: its replies would reach
@@ -65,7 +139,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		/* The host's own traffic (storage, migration, SSH): no
 		 * conntrack, NAT or policy lookup. */
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, skb->len, TC_ACT_OK);
-	if (iph->protocol == IPPROTO_IPIP)
+	if (iph->protocol == IPPROTO_IPIP || iph->protocol == IPPROTO_IPV6)
 		return cx_decap(skb, cfg, iph, &c, data_end);
 	if (iph->protocol == IPPROTO_UDP) {
 		struct udphdr *udp = c.pos;
@@ -105,7 +179,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		if (nat == CX_NAT_DONE && rt && rt->type == CX_RT_REMOTE_WORKLOAD)
 			/* Translated by an entry whose fixed IP lives on another
 			 * node now (the instance moved): sent there. */
-			return cx_to_node(skb, ifindex, slot, rt, 0);
+			return cx_to_node(skb, ifindex, slot, rt, 0, 0);
 		if (nat == CX_NAT_NONE && rt && rt->type == CX_RT_FIP) {
 			/* A floating IP whose instance runs on another node: sent
 			 * there as it came, as the fixed IP's route says. That
@@ -115,7 +189,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 			if (fip && !(fip->flags & CX_FIP_LOCAL)) {
 				rt = cx_route_v4(cx_addr_ip4(fip->fixed));
 				if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
-					return cx_to_node(skb, ifindex, slot, rt, 0);
+					return cx_to_node(skb, ifindex, slot, rt, 0, 0);
 			}
 			/* To a floating IP, but neither a flow this node knows
 			 * nor one a packet like this may start (a TCP segment
@@ -153,18 +227,31 @@ static __always_inline int cx_underlay_host_only(const struct cx_node_config *cf
 	return port < pmin || port > pmax;
 }
 
+/* cx_inner_source_ok4 is cx_inner_source_ok for an IPv4 source. */
+static __always_inline int cx_inner_source_ok4(__be32 saddr, __be32 node)
+{
+	struct in6_addr a;
+
+	cx_addr_v4(a.in6_u.u6_addr8, saddr);
+	return cx_inner_source_ok(&a, node);
+}
+
 /* cx_decap takes the outer headers off a tunnel packet from another node
- * and delivers the inner packet. Only a packet between two nodes, to this
- * one, is accepted: anything else encapsulated is dropped, never passed to
- * a stack that might route it. A delivered packet is counted as decap-*,
- * one for the host's stack as pass-host. */
+ * and delivers the inner packet, IPv4 or IPv6 (6in4, protocol 41, or VXLAN
+ * with an IPv6 inner frame). Only a packet between two nodes, to this one,
+ * is accepted: anything else encapsulated is dropped, never passed to a
+ * stack that might route it. A delivered packet is counted as decap-*, one
+ * for the host's stack as pass-host. Both families share the policy and
+ * delivery below (IPv6 is not translated). */
 static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
 				    struct hdr_cursor *c, void *data_end)
 {
-	__u32 ifindex = skb->ifindex, len = skb->len, room, reason, slot = CX_SLOT_IF_UNDERLAY;
+	__u32 ifindex = skb->ifindex, len = skb->len, room, reason, slot = CX_SLOT_IF_UNDERLAY, start;
+	__u64 decap_l3 = BPF_F_ADJ_ROOM_DECAP_L3_IPV4;
 	struct cx_route *rt;
 	struct iphdr *iph;
 	void *data;
+	int v6 = 0;
 
 	if (outer->daddr != cx_addr_ip4(cfg->node_addr))
 		/* Tunnelled to another address: this host is no tunnel router. */
@@ -177,9 +264,10 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		/* Nodes send neither options nor fragments (DF is always set). */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
 
-	if (outer->protocol == IPPROTO_IPIP) {
+	if (outer->protocol == IPPROTO_IPIP || outer->protocol == IPPROTO_IPV6) {
 		room = CX_IPIP_OVERHEAD;
 		reason = CX_REASON_DECAP_IPIP;
+		v6 = outer->protocol == IPPROTO_IPV6;
 	} else {
 		struct cx_vxlanhdr *vx;
 		struct ethhdr *ieth;
@@ -200,8 +288,9 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		if (!ieth)
 			/* Too short for the inner Ethernet header. */
 			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
-		if (ieth->h_proto != bpf_htons(ETH_P_IP))
-			/* Nodes only tunnel IPv4 today. */
+		v6 = ieth->h_proto == bpf_htons(ETH_P_IPV6);
+		if (!v6 && ieth->h_proto != bpf_htons(ETH_P_IP))
+			/* Nodes tunnel IP only. */
 			return cx_verdict(skb, ifindex, CX_REASON_DROP_UNSUPPORTED, TC_ACT_SHOT);
 		room = CX_VXLAN_OVERHEAD;
 		reason = CX_REASON_DECAP_VXLAN;
@@ -211,36 +300,54 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 	 * go: a runt or a broken inner header is malformed (and the helper
 	 * below never sees it), and a packet for nowhere is dropped as it
 	 * came. c->pos is at ETH_HLEN + room (outer ihl is 5). */
-	iph = parse_iphdr(c, data_end, skb->len - ETH_HLEN - room);
-	if (!iph)
-		/* The inner packet is cut short or not IPv4. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
-	if (!cx_inner_source_ok(iph->saddr, outer->saddr))
-		/* A node tunnelling a source that is not its to use: this
-		 * host's, a local workload's, another node's or its workloads'. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
-	rt = cx_route_v4(iph->daddr);
-	if (rt && rt->type == CX_RT_FIP) {
-		/* A floating IP from outside, forwarded by the node it reached
-		 * to this one, its instance's, to be translated here. */
-		struct cx_fip *fip = cx_fip_of(iph->daddr);
+	if (v6) {
+		struct ipv6hdr *ip6 = parse_ipv6hdr(c, data_end, skb->len - ETH_HLEN - room);
 
-		if (!fip || !(fip->flags & CX_FIP_LOCAL))
-			/* Its instance is not here: never forwarded on. */
+		if (!ip6 || cx_is_v4mapped(&ip6->saddr) || cx_is_v4mapped(&ip6->daddr))
+			/* The inner packet is cut short, not IPv6, or carries
+			 * addresses no IPv6 packet has. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		if (!cx_inner_source_ok(&ip6->saddr, outer->saddr))
+			/* A node tunnelling a source that is not its to use. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
+		rt = cx_route_addr(&ip6->daddr);
+		if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
+			/* Decapsulated traffic is never forwarded on. */
 			return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
-	} else if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST)) {
-		/* Decapsulated traffic is never forwarded on: a node only
-		 * tunnels to the node that hosts the destination. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+		decap_l3 = BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
+	} else {
+		iph = parse_iphdr(c, data_end, skb->len - ETH_HLEN - room);
+		if (!iph)
+			/* The inner packet is cut short or not IPv4. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		if (!cx_inner_source_ok4(iph->saddr, outer->saddr))
+			/* A node tunnelling a source that is not its to use: this
+			 * host's, a local workload's, another node's or its workloads'. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
+		rt = cx_route_v4(iph->daddr);
+		if (rt && rt->type == CX_RT_FIP) {
+			/* A floating IP from outside, forwarded by the node it reached
+			 * to this one, its instance's, to be translated here. */
+			struct cx_fip *fip = cx_fip_of(iph->daddr);
+
+			if (!fip || !(fip->flags & CX_FIP_LOCAL))
+				/* Its instance is not here: never forwarded on. */
+				return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+		} else if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST)) {
+			/* Decapsulated traffic is never forwarded on: a node only
+			 * tunnels to the node that hosts the destination. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+		}
 	}
 
 	/* FIXED_GSO: the inner segments keep the size the sender gave them.
 	 * NO_CSUM_RESET: a checksum the NIC verified stays verified (the
 	 * kernel would otherwise have the inner one computed again); for
 	 * VXLAN the outer UDP checksum was its first level, gone with the
-	 * outer headers. DECAP_L3_IPV4 names what is left. */
+	 * outer headers. DECAP_L3_* names what is left (and makes
+	 * skb->protocol match it). */
 	if (bpf_skb_adjust_room(skb, -(__s32)room, BPF_ADJ_ROOM_MAC,
-				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET | BPF_F_ADJ_ROOM_DECAP_L3_IPV4))
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET | decap_l3))
 		/* The helper refused: a GSO type it cannot resize, or no memory. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
 	if (reason == CX_REASON_DECAP_VXLAN)
@@ -252,18 +359,21 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 	if ((void *)(iph + 1) > data_end)
 		/* Cannot happen: checked before the decap; the verifier wants it. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+	if (v6)
+		/* 6in4 leaves the outer Ethernet header's type (IPv4's). */
+		((struct ethhdr *)data)->h_proto = bpf_htons(ETH_P_IPV6);
+	/* Replies of flows this node translated at their first hop (a
+	 * workload here to a floating IP elsewhere) get their floating IP
+	 * back; flows from outside to a floating IP of an instance here,
+	 * forwarded by another node, start here. IPv6: policy only. */
+	start = v6 ? 0 : CX_START_FIP_HERE | CX_START_NAT_FIRST;
 	{
-		/* Replies of flows this node translated at their first hop
-		 * (a workload here to a floating IP elsewhere) get their
-		 * floating IP back; flows from outside to a floating IP of an
-		 * instance here, forwarded by another node, start here. */
 		struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
 		int nat;
 
 		if (!t)
 			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
-		nat = cx_nat_policed(skb, t, CX_START_FIP_HERE | CX_START_NAT_FIRST, 0, NULL, len, -1, NULL, NULL);
-
+		nat = cx_nat_policed(skb, t, start, 0, NULL, len, -1, NULL, NULL);
 		if (nat < 0)
 			return cx_nat_drop(ifindex, nat, len);
 		if (nat != CX_NAT_DONE && rt->type == CX_RT_FIP)
@@ -277,18 +387,29 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 			if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
 				/* Translated to an address that is not here. */
 				return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
-			data = cx_skb_data(skb);
-			data_end = cx_skb_data_end(skb);
-			iph = data + ETH_HLEN;
-			if ((void *)(iph + 1) > data_end)
-				return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 		}
 	}
 	if (rt->type == CX_RT_HOST)
 		/* For this host itself: its stack takes the inner packet. */
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
-	if (cx_ip4_forward(skb, iph))
-		/* Expiring: the host stack sends the time-exceeded for it. */
-		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
+	iph = data + ETH_HLEN;
+	if (v6) {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		if (ip6->hop_limit <= 1)
+			/* Expiring: the host stack sends the time-exceeded for it. */
+			return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		ip6->hop_limit--;
+	} else {
+		if ((void *)(iph + 1) > data_end)
+			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		if (cx_ip4_forward(skb, iph))
+			/* Expiring: the host stack sends the time-exceeded for it. */
+			return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	}
 	return cx_deliver_local(skb, ifindex, slot, len, reason, rt);
 }

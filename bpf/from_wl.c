@@ -258,7 +258,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 			f.nat->ifindex = ifindex;
 			f.nat->route_gen = cfg->route_gen;
 		}
-		return cx_to_node(skb, ifindex, slot, &ext, 0);
+		return cx_to_node(skb, ifindex, slot, &ext, 0, 0);
 	}
 	return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 }
@@ -338,7 +338,7 @@ static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex
 		/* Cannot happen: parsed before; the verifier wants it. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 	if (rt->type == CX_RT_REMOTE_WORKLOAD)
-		return cx_to_node(skb, ifindex, slot, rt, 0);
+		return cx_to_node(skb, ifindex, slot, rt, 0, 0);
 	/* Back to the sender only when translated: a workload to its own
 	 * floating IP (hairpin). */
 	if (rt->ifindex == ifindex && nat != CX_NAT_DONE)
@@ -477,10 +477,28 @@ static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const stru
 		/* Cannot happen: parsed before; the verifier wants it. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 	rt = cx_dst_route(&dst, &t->daddr);
+	if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
+		return cx_to_node(skb, ifindex, slot, rt, 0, 1);
 	if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD || rt->ifindex == ifindex || ip6->hop_limit <= 1)
 		/* The host stack routes it on, or sends the time-exceeded
 		 * (policy has allowed the flow). */
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	{
+		/* To a workload beside it: the packet must fit the workloads'
+		 * MTU, as for IPv4 (cx_from_wl_route); IPv6 gets a Packet Too
+		 * Big, whatever it carries. */
+		struct cx_node_config *cfg = cx_get_config();
+		__u32 tot = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+
+		if (cfg && cfg->workload_mtu && !skb->gso_size && tot > cfg->workload_mtu) {
+			if (tot < CX_ICMP6_KEEP)
+				return cx_verdict_len(ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+			if (cx_icmp6_too_big(skb, cfg->workload_mtu))
+				/* The helpers refused to rewrite the packet into the ICMPv6. */
+				return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+			return cx_verdict_slot(slot, ifindex, CX_REASON_ICMP_FRAG_NEEDED, len, bpf_redirect(ifindex, 0));
+		}
+	}
 	ip6->hop_limit--; /* no IPv6 header checksum to fix */
 	return cx_deliver_local(skb, ifindex, slot, len, CX_REASON_DELIVER_LOCAL, rt);
 }

@@ -136,15 +136,16 @@ static __always_inline struct cx_fip *cx_fip_of(__be32 addr)
 	return bpf_map_lookup_elem(&cx_fips, &k);
 }
 
-/* cx_local_source_rt says whether saddr (whose route is rt) is this host's
- * to send from: one of its own addresses (and subnet gateways), a local
- * workload's, or a floating IP whose instance runs here. Nothing from the underlay, nor
- * decapsulated from a tunnel, may carry such a source: TC delivery skips
- * the kernel's martian and reverse-path checks, and these sources are
- * trusted (CX_ID_HOST skips ingress policy) or attributed to a workload. */
-static __always_inline int cx_local_source_rt(__be32 saddr, const struct cx_route *rt)
+/* cx_local_source_rt says whether saddr (of either family, IPv4
+ * v4-mapped; its route is rt) is this host's to send from: one of its own
+ * addresses (and subnet gateways), a local workload's, or a floating IP
+ * whose instance runs here. Nothing from the underlay, nor decapsulated from
+ * a tunnel, may carry such a source: TC delivery skips the kernel's martian
+ * and reverse-path checks, and these sources are trusted (CX_ID_HOST skips
+ * ingress policy) or attributed to a workload. */
+static __always_inline int cx_local_source_rt(const struct in6_addr *saddr, const struct cx_route *rt)
 {
-	struct cx_identity *id = cx_identity_v4(saddr);
+	struct cx_identity *id = cx_identity_of(saddr);
 	struct cx_fip *fip;
 
 	if (id && (id->flags & CX_ID_HOST))
@@ -155,36 +156,37 @@ static __always_inline int cx_local_source_rt(__be32 saddr, const struct cx_rout
 		return 1;
 	if (rt->type != CX_RT_FIP)
 		return 0;
-	fip = cx_fip_of(saddr);
+	fip = cx_fip_of_addr(saddr);
 	return fip && (fip->flags & CX_FIP_LOCAL);
 }
 
 /* cx_local_source is cx_local_source_rt with saddr's route looked up. */
-static __always_inline int cx_local_source(__be32 saddr)
+static __always_inline int cx_local_source(const struct in6_addr *saddr)
 {
-	return cx_local_source_rt(saddr, cx_route_v4(saddr));
+	return cx_local_source_rt(saddr, cx_route_addr(saddr));
 }
 
-/* cx_inner_source_ok says whether a node (its underlay address node) may
- * tunnel a packet with source saddr to this host: not from this host or
- * its workloads (cx_local_source), not from another node's address, and,
- * when the route map knows saddr as a workload, only from the workload's
- * node. Sources that are no workload's (external clients whose traffic the
- * node forwards to a floating IP here) stay allowed. What remains trusted
- * is the outer source: the underlay is assumed not to forge node addresses
- * (IPsec/WireGuard between nodes would be needed to drop that assumption). */
-static __always_inline int cx_inner_source_ok(__be32 saddr, __be32 node)
+/* cx_inner_source_ok says whether a node (its IPv4 underlay address node)
+ * may tunnel a packet with source saddr (of either family, IPv4
+ * v4-mapped) to this host: not from this host or its workloads
+ * (cx_local_source), not from another node's address, and, when the route
+ * map knows saddr as a workload, only from the workload's node. Sources
+ * that are no workload's (external clients whose traffic the node forwards
+ * to a floating IP here) stay allowed. What remains trusted is the outer
+ * source: the underlay is assumed not to forge node addresses (IPsec or
+ * WireGuard between nodes would be needed to drop that assumption). */
+static __always_inline int cx_inner_source_ok(const struct in6_addr *saddr, __be32 node)
 {
-	struct cx_route *rt = cx_route_v4(saddr); /* one lookup for both checks */
+	struct cx_route *rt = cx_route_addr(saddr); /* one lookup for both checks */
 
 	if (cx_local_source_rt(saddr, rt))
 		return 0;
 	if (!rt)
 		return 1;
 	if (rt->type == CX_RT_NODE)
-		return saddr == node;
+		return cx_is_v4mapped(saddr) && CX_IP4(*saddr) == node;
 	if (rt->type == CX_RT_REMOTE_WORKLOAD)
-		return cx_addr_ip4(rt->next_hop) == node;
+		return cx_is_v4mapped((const struct in6_addr *)rt->next_hop) && cx_addr_ip4(rt->next_hop) == node;
 	return 1;
 }
 

@@ -58,7 +58,7 @@ int calyx_to_underlay(struct __sk_buff *skb)
 			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
 		rt = cx_route_v4(iph->daddr);
 		if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
-			return cx_to_node(skb, ifindex, slot, rt, 1);
+			return cx_to_node(skb, ifindex, slot, rt, 1, 0);
 		if (nat == CX_NAT_DONE && rt && rt->type == CX_RT_LOCAL_WORKLOAD) {
 			/* A floating IP of an instance on this host: into it. */
 			skb->mark = CX_MARK_ROUTED;

@@ -670,8 +670,10 @@ func TestUnderlayDecapDrops(t *testing.T) {
 		fixIPv4Checksum(f[14:])
 		return f
 	}
+	// IPv6 inside is carried (ipv6_tunnel_test.go), but not from a
+	// local workload's address.
 	ipv6Inner := bpftest.VXLAN(e.nodeL2(nodeA), bpftest.IPv4{Src: nodeA.addr, Dst: hostAddr}, 51234, testVXLANPort, testVNI,
-		udp6(e.wl2, netip.MustParseAddr("fd00:66::5"), e.wl2.ip6, 64))
+		udp6(e.wl2, e.wl1.ip6, e.wl2.ip6, 64))
 	arpInner := bpftest.VXLAN(e.nodeL2(nodeA), bpftest.IPv4{Src: nodeA.addr, Dst: hostAddr}, 51234, testVXLANPort, testVNI,
 		bpftest.ARPRequest(mac(0x99, 0x01), src, e.wl2.ip4))
 	cases = append(cases,
@@ -683,7 +685,7 @@ func TestUnderlayDecapDrops(t *testing.T) {
 		tc{"vxlan/half a VXLAN header", cut(4), bpfmap.ReasonDropMalformed},
 		tc{"vxlan/VXLAN header, no inner Ethernet", cut(8), bpfmap.ReasonDropMalformed},
 		tc{"vxlan/inner Ethernet cut", cut(8 + 10), bpfmap.ReasonDropMalformed},
-		tc{"vxlan/inner IPv6", ipv6Inner, bpfmap.ReasonDropUnsupported},
+		tc{"vxlan/inner IPv6 from a local workload's address", ipv6Inner, bpfmap.ReasonDropTunnelInnerSrc},
 		tc{"vxlan/inner ARP", arpInner, bpfmap.ReasonDropUnsupported},
 	)
 	for _, c := range cases {
@@ -725,7 +727,8 @@ func TestUnderlayPlain(t *testing.T) {
 		{"udp from a node to another port", bpftest.IPv4UDP(l2, bpftest.IPv4{Src: e.tun.nodeA.addr, Dst: hostAddr}, 4789, 4790, []byte("not vxlan"))},
 		{"arp", bpftest.ARPRequest(l2.Src, e.tun.nodeA.addr, hostAddr)},
 		{"ipv6", bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("fe80::1"), Dst: netip.MustParseAddr("ff02::1")}, 1, 2, nil)},
-		{"ipv6 to a workload", bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("2001:db8::1"), Dst: e.wl2.ip6}, 1, 2, nil)},
+		// (IPv6 to a workload is delivered: ipv6_tunnel_test.go.)
+		{"ipv6 to no workload", bpftest.IPv6UDP(l2, bpftest.IPv6{Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2")}, 1, 2, nil)},
 		{"lldp", bpftest.Raw(bpftest.L2{Src: l2.Src, Dst: net.HardwareAddr{0x01, 0x80, 0xc2, 0, 0, 0x0e}}, 0x88cc, make([]byte, 46))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

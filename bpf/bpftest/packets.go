@@ -324,3 +324,9 @@ func UDPBytes(sport, dport uint16, payload []byte) []byte {
 	n := 8 + len(payload)
 	return append([]byte{byte(sport >> 8), byte(sport), byte(dport >> 8), byte(dport), byte(n >> 8), byte(n), 0, 0}, payload...)
 }
+
+// IP6in4 builds Ethernet/IPv4 (protocol 41, RFC 4213) around inner, an
+// IPv6 packet from its header on.
+func IP6in4(l2 L2, outer IPv4, inner []byte) []byte {
+	return Serialize(l2.eth(layers.EthernetTypeIPv4), outer.layer(layers.IPProtocolIPv6), gopacket.Payload(inner))
+}

@@ -474,3 +474,171 @@ func TestMultiHostAgentRestart(t *testing.T) {
 		}
 	}
 }
+
+// waitEncap6 waits until host's route to w's IPv6 address says encap
+// over the IPv4 underlay.
+func waitEncap6(t *testing.T, m *lab.MultiHost, host *lab.Host, w *lab.Workload, encap string) {
+	t.Helper()
+	cidr := w.IPv6.String() + "/128"
+	err := lab.Eventually(attachTimeout, 100*time.Millisecond, func() error {
+		rs, err := m.Lab.Routes(host.Name)
+		if err != nil {
+			return err
+		}
+		for _, r := range rs {
+			if r.CIDR == cidr {
+				if r.Type != "remote-workload" || r.Encap != encap || r.Node != w.Host {
+					return fmt.Errorf("route %s is %s via %s (%s) encap %s, want remote-workload via %s encap %s",
+						cidr, r.Type, r.Node, r.NextHop, r.Encap, w.Host, encap)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no route for %s on %s", cidr, host.Name)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMultiHostIPv6: dual-stack workloads on three hosts of an IPv4
+// underlay reach each other over IPv6 in every pool mode, the IPv6 pool
+// switched with the IPv4 one: VXLAN with an IPv6 inner frame, 6in4
+// (protocol 41) for ipipMode, and direct routing within a segment; a
+// capture on the sender's underlay proves the encapsulation, ping6, TCP
+// and UDP get through, and path MTU discovery over the tunnel works (a
+// datagram too big gets Packet Too Big, the retry fits).
+func TestMultiHostIPv6(t *testing.T) {
+	l := newLab(t)
+	lab.RequireTools(t, "tcpdump")
+	m, err := lab.BuildMultiHost(l, lab.ModeVXLAN)
+	if err != nil {
+		t.Fatalf("build three hosts: %v", err)
+	}
+	for i, w := range []*lab.Workload{m.WA, m.WB, m.WC} {
+		if err := l.AddIPv6(w, fmt.Sprintf("fd00:65:1::%d", i+2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.StartAgents(); err != nil {
+		t.Fatalf("start agents: %v", err)
+	}
+	const pool6 = "workloads6"
+	pools := func(mode lab.EncapMode) string {
+		ipip, vxlan := mode.PoolModes()
+		return lab.JoinYAML(m.PoolYAML(mode), lab.PoolModeYAML(pool6, "fd00:65:1::/64", ipip, vxlan))
+	}
+	ipip, vxlan := lab.ModeVXLAN.PoolModes()
+	if out, err := l.Apply("", lab.JoinYAML(m.ModelYAML(), lab.PoolModeYAML(pool6, "fd00:65:1::/64", ipip, vxlan))); err != nil {
+		t.Fatalf("apply model: %v\n%s", err, out)
+	}
+	if err := m.WaitLinks(attachTimeout); err != nil {
+		t.Fatalf("programs not attached: %v", err)
+	}
+	for _, w := range []*lab.Workload{m.WA, m.WB, m.WC} {
+		if _, err := l.StartEcho(w.NS, w.Name+"-echo6", "[::]:7000"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for _, mode := range []lab.EncapMode{lab.ModeVXLAN, lab.ModeIPIP, lab.ModeVXLANCrossSubnet, lab.ModeNever} {
+		t.Run(string(mode), func(t *testing.T) {
+			if out, err := l.Apply("", pools(mode)); err != nil {
+				t.Fatalf("set mode: %v\n%s", err, out)
+			}
+			m.Mode = mode
+			waitEncap6(t, m, m.HostA, m.WB, m.Expect(m.HostA, m.HostB))
+			waitEncap6(t, m, m.HostA, m.WC, m.Expect(m.HostA, m.HostC))
+			for _, p := range []struct{ src, dst *lab.Workload }{{m.WA, m.WB}, {m.WA, m.WC}, {m.WC, m.WB}} {
+				srcHost, _ := l.Host(p.src.Host)
+				dstHost, _ := l.Host(p.dst.Host)
+				name := fmt.Sprintf("%s->%s", p.src.Name, p.dst.Name)
+				if mode == lab.ModeNever && srcHost.Segment != dstHost.Segment {
+					continue // the router knows no workload routes
+				}
+				// Direct routing needs the next hop's MAC, which IPv4
+				// resolves (lab.WaitPing retries meanwhile).
+				if err := l.WaitPing(p.src.NS, p.dst.IP.String(), trafficTimeout); err != nil {
+					t.Fatalf("%s over IPv4: %v", name, err)
+				}
+				want := m.Expect(srcHost, dstHost)
+				c, err := l.StartCapture(srcHost.NS, srcHost.UnderlayIface, "host "+dstHost.Underlay.Addr().String()+" or ip6")
+				if err != nil {
+					t.Fatalf("capture: %v", err)
+				}
+				perr := l.WaitPing(p.src.NS, p.dst.IPv6.String(), trafficTimeout)
+				lines, cerr := c.Stop()
+				if perr != nil {
+					t.Errorf("%s: ping6: %v", name, perr)
+					continue
+				}
+				if cerr != nil {
+					t.Fatalf("capture: %v", cerr)
+				}
+				ipip, vxlan, plain := lab.CaptureShows(lab.PacketsMentioning(lines, p.dst.IPv6))
+				got := map[string]int{lab.EncapIPIP: ipip, lab.EncapVXLAN: vxlan, lab.EncapNone: plain}
+				if got[want] == 0 || ipip+vxlan+plain != got[want] {
+					t.Errorf("%s: capture on %s shows ipip %d, vxlan %d, plain %d; want only %s:\n%s",
+						name, srcHost.Name, ipip, vxlan, plain, want, strings.Join(lines, "\n"))
+				}
+				if _, err := lab.UDPEcho(p.src.NS, netip.AddrPortFrom(p.dst.IPv6, 7000).String(), echoTimeout); err != nil {
+					t.Errorf("%s: UDP over IPv6: %v", name, err)
+				}
+				tr, err := l.TCPTransfer(p.src.NS, p.dst.NS, p.dst.IPv6, 5201, 16<<20, 30*time.Second)
+				if err != nil {
+					t.Errorf("%s: TCP over IPv6: %v", name, err)
+					continue
+				}
+				t.Logf("%s over IPv6 (%s): 16 MiB in %v (%.2f Gbit/s)", name, want, tr.Duration.Round(time.Millisecond), tr.Gbps())
+			}
+		})
+	}
+
+	// Path MTU discovery over the tunnel: from a workload whose MTU is
+	// the underlay's, a 1500-byte ping6 across the router (VXLAN) gets a
+	// Packet Too Big from calyx (IPv6 is never fragmented on the way);
+	// the workload learns the path MTU, and its next ping, fragmented at
+	// the source, gets through.
+	if out, err := l.Apply("", pools(lab.ModeVXLAN)); err != nil {
+		t.Fatalf("set mode: %v\n%s", err, out)
+	}
+	waitEncap6(t, m, m.HostA, m.WC, lab.EncapVXLAN)
+	big, err := m.AddWorkload(m.HostA.Name, "wbig", "10.65.1.9", lab.UnderlayMTU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddIPv6(big, "fd00:65:1::9"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.Apply("", lab.EndpointYAML(big)); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	if err := l.WaitLinks(m.HostA.Name, attachTimeout, big.HostIface); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.WaitPing(big.NS, m.WC.IPv6.String(), trafficTimeout); err != nil {
+		t.Fatal(err)
+	}
+	pmtu := lab.UnderlayMTU - lab.VXLANOverhead
+	res, _ := l.Exec(big.NS, "ping", "-6", "-c", "1", "-W", "1", "-s", "1452", m.WC.IPv6.String())
+	if !strings.Contains(res.Combined(), "Packet too big") || !strings.Contains(res.Combined(), fmt.Sprintf("mtu=%d", pmtu)) {
+		t.Errorf("ping6 -s 1452 from an MTU %d workload: want a Packet Too Big with mtu=%d, got:\n%s", lab.UnderlayMTU, pmtu, res.Combined())
+	}
+	rt, _ := l.Exec(big.NS, "ip", "-6", "route", "get", m.WC.IPv6.String())
+	if !strings.Contains(rt.Stdout, fmt.Sprintf("mtu %d", pmtu)) {
+		t.Errorf("the workload did not learn the IPv6 path MTU:\n%s", rt.Stdout)
+	}
+	cs, err := l.Counters(m.HostA.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := lab.CounterPackets(cs, big.HostIface, "icmp-frag-needed"); n == 0 {
+		t.Errorf("no Packet Too Big counted on %s (icmp-frag-needed)", big.HostIface)
+	}
+	if _, err := l.Ping(big.NS, m.WC.IPv6.String(), 2, "-s", "1452"); err != nil {
+		t.Errorf("ping6 of 1500 bytes after Packet Too Big (fragmented at the source): %v", err)
+	}
+	if _, err := l.TCPTransfer(big.NS, m.WC.NS, m.WC.IPv6, 5202, 16<<20, 30*time.Second); err != nil {
+		t.Errorf("TCP over IPv6 from the MTU %d workload: %v", lab.UnderlayMTU, err)
+	}
+}

@@ -114,17 +114,24 @@ const (
 
 // ClassifyPacket says how one packet line of "tcpdump -nn" (with or without
 // its timestamp) crossed the wire: PacketIPIP, PacketVXLAN, PacketPlain, or
-// "" when it is not IPv4 (ARP, IPv6). It reads what tcpdump 4.99 prints:
+// "" when it is neither IPv4 nor IPv6 (ARP). It reads what tcpdump 4.99
+// prints:
 //
 //	IP 10.30.0.11 > 10.30.1.13: IP 10.65.1.2 > 10.65.3.2: ICMP echo request, ...   (IP-in-IP)
+//	IP 10.30.0.11 > 10.30.1.13: IP6 fd00:65::2 > fd00:65::4: ICMP6, echo ...        (6in4: IPIP)
 //	IP 10.30.0.11.40000 > 10.30.1.13.4789: VXLAN, flags [I] (0x08), vni 1 | IP ... (VXLAN)
 //	IP 10.65.1.2 > 10.65.2.2: ICMP echo request, ...                               (plain)
+//	IP6 fd00:65::2 > fd00:65::3: ICMP6, echo request, ...                           (plain)
 //
 // tcpdump decodes UDP port 4789 as VXLAN by itself; VXLAN on another port
 // reads as plain UDP. An ICMP error quoting an IP-in-IP packet ("ICMP ...
 // protocol 4 unreachable") is plain: it is not itself encapsulated.
 func ClassifyPacket(line string) string {
 	s := tsRE.ReplaceAllString(strings.TrimSpace(line), "")
+	if strings.HasPrefix(s, "IP6 ") {
+		// IPv6 on the wire as it is: routed directly.
+		return PacketPlain
+	}
 	if !strings.HasPrefix(s, "IP ") {
 		return ""
 	}
@@ -133,9 +140,10 @@ func ClassifyPacket(line string) string {
 	switch {
 	case strings.HasPrefix(payload, "VXLAN"):
 		return PacketVXLAN
-	case strings.HasPrefix(payload, "IP "),
+	case strings.HasPrefix(payload, "IP "), strings.HasPrefix(payload, "IP6 "), // IPv4 or IPv6 (6in4) inside
 		// Older tcpdumps, or an inner packet too short to decode.
-		strings.HasPrefix(payload, "ipip-proto-4"), strings.HasPrefix(payload, "ip-proto-4"):
+		strings.HasPrefix(payload, "ipip-proto-4"), strings.HasPrefix(payload, "ip-proto-4"),
+		strings.HasPrefix(payload, "ip-proto-41"):
 		return PacketIPIP
 	}
 	return PacketPlain

@@ -524,6 +524,8 @@ IP6 :: > ff02::1:ffc4:11f4: ICMP6, neighbor solicitation, who has fe80::dc9c:12f
 16:54:31.950306 IP 10.99.0.1.41986 > 10.99.0.2.5555: UDP, length 5
 16:54:31.950312 IP 10.99.0.2 > 10.99.0.1: ICMP 10.99.0.2 udp port 5555 unreachable, length 41
 16:54:30.797383 IP6 :: > ff02::16: HBH ICMP6, multicast listener report v2, 1 group record(s), length 28
+16:54:32.100000 IP 10.30.0.11 > 10.30.0.12: IP6 fd00:65:1::2 > fd00:65:1::3: ICMP6, echo request, id 7, seq 1, length 64
+16:54:33.100000 ARP, Request who-has 10.30.0.12 tell 10.30.0.11, length 28
 `
 
 func TestParseTcpdumpAndClassify(t *testing.T) {
@@ -534,7 +536,9 @@ func TestParseTcpdumpAndClassify(t *testing.T) {
 		PacketIPIP, PacketPlain,
 		PacketVXLAN, PacketPlain,
 		PacketPlain, PacketPlain,
-		"",
+		PacketPlain, // IPv6 as it is
+		PacketIPIP,  // 6in4
+		"",          // ARP
 	}
 	if len(pkts) != len(want) {
 		t.Fatalf("ParseTcpdump: %d packets, want %d:\n%s", len(pkts), len(want), strings.Join(pkts, "\n"))
@@ -547,8 +551,8 @@ func TestParseTcpdumpAndClassify(t *testing.T) {
 	if !strings.HasSuffix(pkts[4], "vni 42 | IP 10.31.255.1 > 10.31.255.2: ICMP echo request, id 14390, seq 1, length 64") {
 		t.Errorf("VXLAN packet not joined with its inner frame: %s", pkts[4])
 	}
-	if ipip, vxlan, plain := CaptureShows(pkts); ipip != 1 || vxlan != 5 || plain != 6 {
-		t.Errorf("CaptureShows = ipip %d, vxlan %d, plain %d; want 1, 5, 6", ipip, vxlan, plain)
+	if ipip, vxlan, plain := CaptureShows(pkts); ipip != 2 || vxlan != 5 || plain != 7 {
+		t.Errorf("CaptureShows = ipip %d, vxlan %d, plain %d; want 2, 5, 7", ipip, vxlan, plain)
 	}
 
 	// Lines without timestamps (tcpdump -t) and older spellings.
@@ -558,7 +562,8 @@ func TestParseTcpdumpAndClassify(t *testing.T) {
 		"IP 10.30.0.11 > 10.30.1.13: ip-proto-4 84":                                                              PacketIPIP,
 		"IP 10.30.0.11.1 > 10.30.1.13.4789: VXLAN, flags [I] (0x08), vni 4096 | IP 10.65.1.2 > 10.65.3.2: ICMP":  PacketVXLAN,
 		"IP 10.65.1.2 > 10.65.2.2: ICMP echo request, id 1, seq 1, length 64":                                    PacketPlain,
-		"IP6 fe80::1 > ff02::2: ICMP6, router solicitation, length 16":                                           "",
+		"IP6 fe80::1 > ff02::2: ICMP6, router solicitation, length 16":                                           PacketPlain,
+		"IP 10.30.0.11 > 10.30.1.13: ip-proto-41 104":                                                            PacketIPIP,
 		"ARP, Request who-has 10.30.0.1 tell 10.30.0.11, length 28":                                              "",
 		"": "",
 	} {
