@@ -318,6 +318,30 @@ static __always_inline int cx_icmp6_too_big(struct __sk_buff *skb, __u32 mtu)
 	return 0;
 }
 
+/* cx_vxlan_fill writes the UDP header (udp_len, network order), the VXLAN
+ * header and the inner Ethernet header inner_eth at udp, after an outer IP
+ * header of either family. The UDP checksum is zero: optional over IPv4
+ * (RFC 7348), and agreed between tunnel endpoints over IPv6 (RFC 6935).
+ * Returns 0, or -1 when the packet is too short. */
+static __always_inline int cx_vxlan_fill(struct udphdr *udp, void *data_end, const struct cx_node_config *cfg,
+					 __u32 hash, const struct ethhdr *inner_eth, __be16 udp_len)
+{
+	struct cx_vxlanhdr *vx = (void *)(udp + 1);
+	struct ethhdr *ieth = (void *)(vx + 1);
+
+	if ((void *)(ieth + 1) > data_end)
+		return -1;
+	/* The kernel's own choice of range (udp_flow_src_port). */
+	udp->source = bpf_htons((__u16)((((__u64)hash * (61000 - 32768)) >> 32) + 32768));
+	udp->dest = bpf_htons((__u16)cfg->vxlan_port);
+	udp->len = udp_len;
+	udp->check = 0;
+	vx->flags = CX_VXLAN_FLAG_I;
+	vx->vni = bpf_htonl(cfg->vxlan_vni << 8);
+	__builtin_memcpy(ieth, inner_eth, sizeof(*ieth));
+	return 0;
+}
+
 /* cx_encap wraps the IP packet in skb (IPv6 when v6) for node. A GSO packet whose
  * segments would not fit the underlay after encapsulation has its segment
  * size lowered by the overhead instead (no ICMP can tell a local TCP that).
@@ -384,22 +408,11 @@ static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_
 	outer->daddr = node;
 
 	if (encap == CX_ENCAP_VXLAN) {
-		struct udphdr *udp = (void *)(outer + 1);
-		struct cx_vxlanhdr *vx = (void *)(udp + 1);
-		struct ethhdr *ieth = (void *)(vx + 1);
-
-		if ((void *)(ieth + 1) > data_end)
+		if (cx_vxlan_fill((void *)(outer + 1), data_end, cfg, hash, &inner_eth,
+				  skb->len - ETH_HLEN - sizeof(*outer) > 0xffff ? 0 :
+										bpf_htons(skb->len - ETH_HLEN - sizeof(*outer))))
 			return -1;
 		outer->protocol = IPPROTO_UDP;
-		/* The kernel's own choice of range (udp_flow_src_port). */
-		udp->source = bpf_htons((__u16)((((__u64)hash * (61000 - 32768)) >> 32) + 32768));
-		udp->dest = bpf_htons((__u16)cfg->vxlan_port);
-		udp->len = skb->len - ETH_HLEN - sizeof(*outer) > 0xffff ? 0 :
-									  bpf_htons(skb->len - ETH_HLEN - sizeof(*outer));
-		udp->check = 0; /* optional over IPv4 (RFC 7348) */
-		vx->flags = CX_VXLAN_FLAG_I;
-		vx->vni = bpf_htonl(cfg->vxlan_vni << 8);
-		__builtin_memcpy(ieth, &inner_eth, sizeof(*ieth));
 	} else {
 		/* IPv6 in IPv4 is protocol 41 (RFC 4213), as sit sends it. */
 		outer->protocol = v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
@@ -451,20 +464,9 @@ static __always_inline int cx_encap6(struct __sk_buff *skb, const struct cx_node
 	__builtin_memcpy(&outer->saddr, cfg->node_addr6, 16);
 	__builtin_memcpy(&outer->daddr, node, 16);
 	if (encap == CX_ENCAP_VXLAN) {
-		struct udphdr *udp = (void *)(outer + 1);
-		struct cx_vxlanhdr *vx = (void *)(udp + 1);
-		struct ethhdr *ieth = (void *)(vx + 1);
-
-		if ((void *)(ieth + 1) > data_end)
+		if (cx_vxlan_fill((void *)(outer + 1), data_end, cfg, hash, &inner_eth, outer->payload_len))
 			return -1;
 		outer->nexthdr = IPPROTO_UDP;
-		udp->source = bpf_htons((__u16)((((__u64)hash * (61000 - 32768)) >> 32) + 32768));
-		udp->dest = bpf_htons((__u16)cfg->vxlan_port);
-		udp->len = outer->payload_len;
-		udp->check = 0;
-		vx->flags = CX_VXLAN_FLAG_I;
-		vx->vni = bpf_htonl(cfg->vxlan_vni << 8);
-		__builtin_memcpy(ieth, &inner_eth, sizeof(*ieth));
 	} else {
 		outer->nexthdr = IPPROTO_IPV6;
 	}

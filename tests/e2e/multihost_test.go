@@ -63,7 +63,14 @@ func multiHost(t *testing.T, mode lab.EncapMode) *lab.MultiHost {
 // waitEncap waits until host's route to w says encap.
 func waitEncap(t *testing.T, m *lab.MultiHost, host *lab.Host, w *lab.Workload, encap string) {
 	t.Helper()
-	cidr := w.IP.String() + "/32"
+	waitRouteEncap(t, m, host, w, netip.PrefixFrom(w.IP, 32), encap)
+}
+
+// waitRouteEncap waits until host's route cidr (w's address) is a remote
+// workload's via w's host with encap.
+func waitRouteEncap(t *testing.T, m *lab.MultiHost, host *lab.Host, w *lab.Workload, prefix netip.Prefix, encap string) {
+	t.Helper()
+	cidr := prefix.String()
 	err := lab.Eventually(attachTimeout, 100*time.Millisecond, func() error {
 		rs, err := m.Lab.Routes(host.Name)
 		if err != nil {
@@ -475,30 +482,10 @@ func TestMultiHostAgentRestart(t *testing.T) {
 	}
 }
 
-// waitEncap6 waits until host's route to w's IPv6 address says encap
-// over the IPv4 underlay.
+// waitEncap6 waits until host's route to w's IPv6 address says encap.
 func waitEncap6(t *testing.T, m *lab.MultiHost, host *lab.Host, w *lab.Workload, encap string) {
 	t.Helper()
-	cidr := w.IPv6.String() + "/128"
-	err := lab.Eventually(attachTimeout, 100*time.Millisecond, func() error {
-		rs, err := m.Lab.Routes(host.Name)
-		if err != nil {
-			return err
-		}
-		for _, r := range rs {
-			if r.CIDR == cidr {
-				if r.Type != "remote-workload" || r.Encap != encap || r.Node != w.Host {
-					return fmt.Errorf("route %s is %s via %s (%s) encap %s, want remote-workload via %s encap %s",
-						cidr, r.Type, r.Node, r.NextHop, r.Encap, w.Host, encap)
-				}
-				return nil
-			}
-		}
-		return fmt.Errorf("no route for %s on %s", cidr, host.Name)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	waitRouteEncap(t, m, host, w, netip.PrefixFrom(w.IPv6, 128), encap)
 }
 
 // TestMultiHostIPv6: dual-stack workloads on three hosts of an IPv4
@@ -605,6 +592,52 @@ func testMultiHostIPv6(t *testing.T, ipv6Underlay bool) {
 		})
 	}
 
+	// Restart without loss over IPv6: the agents of both ends are killed
+	// and started again while a ping6 runs and a TCP connection is open
+	// (over the IPv6 underlay between host-a and host-b when it is there).
+	if out, err := l.Apply("", pools(lab.ModeVXLAN)); err != nil {
+		t.Fatalf("set mode: %v\n%s", err, out)
+	}
+	peer := m.WC
+	if ipv6Underlay {
+		peer = m.WB
+	}
+	waitEncap6(t, m, m.HostA, peer, lab.EncapVXLAN)
+	if err := l.WaitPing(m.WA.NS, peer.IPv6.String(), trafficTimeout); err != nil {
+		t.Fatal(err)
+	}
+	held, err := lab.DialEcho(m.WA.NS, netip.AddrPortFrom(peer.IPv6, 7000).String(), echoTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	const count = 200 // 10 s at 20/s
+	ping, err := l.ExecBackground(m.WA.NS, 60*time.Second, "ping", "-6", "-n", "-i", "0.05", "-W", "1", "-c", fmt.Sprint(count), peer.IPv6.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	peerHost, _ := l.Host(peer.Host)
+	for _, h := range []*lab.Host{m.HostA, peerHost} {
+		if err := l.KillAgent(h.Name, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range []*lab.Host{m.HostA, peerHost} {
+		if err := l.StartAgent(h.Name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := ping.Wait(45 * time.Second)
+	if st, perr := lab.ParsePing(res.Stdout); perr != nil {
+		t.Errorf("ping6: %v (%v)", perr, err)
+	} else if st.Transmitted != count || st.Received != st.Transmitted {
+		t.Errorf("ping6 wa -> %s across both restarts: %d/%d answered, want no loss", peer.Name, st.Received, st.Transmitted)
+	}
+	if _, err := held.Exchange("after the restarts", echoTimeout); err != nil {
+		t.Errorf("the IPv6 TCP connection did not survive the restarts: %v", err)
+	}
+
 	if ipv6Underlay {
 		return
 	}
@@ -634,7 +667,7 @@ func testMultiHostIPv6(t *testing.T, ipv6Underlay bool) {
 		t.Fatal(err)
 	}
 	pmtu := lab.UnderlayMTU - lab.VXLANOverhead
-	res, _ := l.Exec(big.NS, "ping", "-6", "-c", "1", "-W", "1", "-s", "1452", m.WC.IPv6.String())
+	res, _ = l.Exec(big.NS, "ping", "-6", "-c", "1", "-W", "1", "-s", "1452", m.WC.IPv6.String())
 	if !strings.Contains(res.Combined(), "Packet too big") || !strings.Contains(res.Combined(), fmt.Sprintf("mtu=%d", pmtu)) {
 		t.Errorf("ping6 -s 1452 from an MTU %d workload: want a Packet Too Big with mtu=%d, got:\n%s", lab.UnderlayMTU, pmtu, res.Combined())
 	}

@@ -52,6 +52,12 @@ spec:
 `, tcp, wc)
 }
 
+// webPolicy6 is webPolicy for IPv6: wc's /128 on UDP 7000, ICMPv6.
+func webPolicy6(wc netip.Addr, withTCP bool) string {
+	return strings.ReplaceAll(strings.ReplaceAll(webPolicy(wc, withTCP), "/32]", "/128]"),
+		"protocol: ICMP\n", "protocol: ICMPv6\n")
+}
+
 const lockdownPolicies = `apiVersion: calyx.io/v1
 kind: NetworkPolicy
 metadata:
@@ -73,6 +79,81 @@ spec:
     destination:
       ports: [7000]
 `
+
+// probes try traffic between workloads over one family (IPv6 when v6)
+// while policies change: works and fails retry until trafficTimeout.
+type probes struct {
+	t  *testing.T
+	l  *lab.Lab
+	v6 bool
+}
+
+// addr is w's address of the family with port, as a dial string.
+func (p probes) addr(w *lab.Workload, port int) string {
+	a := w.IP
+	if p.v6 {
+		a = w.IPv6
+	}
+	return netip.AddrPortFrom(a, uint16(port)).String()
+}
+
+func (p probes) works(what string, fn func() error) {
+	p.t.Helper()
+	if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, fn); err != nil {
+		p.t.Errorf("%s: must work: %v", what, err)
+	}
+}
+
+func (p probes) fails(what string, fn func() error) {
+	p.t.Helper()
+	if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, func() error {
+		if fn() == nil {
+			return fmt.Errorf("still works")
+		}
+		return nil
+	}); err != nil {
+		p.t.Errorf("%s: must be denied: %v", what, err)
+	}
+}
+
+func (p probes) tcp(from, to *lab.Workload, port int) func() error {
+	return func() error { _, err := lab.TCPEcho(from.NS, p.addr(to, port), noReplyTimeout); return err }
+}
+
+func (p probes) udp(from, to *lab.Workload, port int) func() error {
+	return func() error { _, err := lab.UDPEcho(from.NS, p.addr(to, port), noReplyTimeout); return err }
+}
+
+func (p probes) ping(from, to *lab.Workload) func() error {
+	a := to.IP
+	if p.v6 {
+		a = to.IPv6
+	}
+	return func() error { _, err := p.l.Ping(from.NS, a.String(), 1); return err }
+}
+
+// heldAcrossPolicyChange opens a TCP connection from one workload to
+// another's port, applies policy (which takes away the rule that allowed
+// it), and checks that new connections are denied while the established
+// one keeps going: a policy change applies to new flows.
+func (p probes) heldAcrossPolicyChange(from, to *lab.Workload, port int, policy string) {
+	p.t.Helper()
+	held, err := lab.DialEcho(from.NS, p.addr(to, port), echoTimeout)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := held.Exchange("before", echoTimeout); err != nil {
+		p.t.Fatal(err)
+	}
+	if out, err := p.l.Apply("", policy); err != nil {
+		p.t.Fatalf("apply changed policy: %v\n%s", err, out)
+	}
+	p.fails(fmt.Sprintf("%s -> %s TCP %d once the rule is gone (new connection)", from.Name, to.Name, port), p.tcp(from, to, port))
+	if _, err := held.Exchange("after", echoTimeout); err != nil {
+		p.t.Errorf("the established connection broke when its rule went: %v", err)
+	}
+}
 
 // policyRow is calyxctl policy dump's JSON.
 type policyRow struct {
@@ -132,33 +213,8 @@ func TestNetworkPolicy(t *testing.T) {
 	if out, err := l.Apply("", lab.JoinYAML(webPolicy(wc.IP, true), lockdownPolicies)); err != nil {
 		t.Fatalf("apply policies: %v\n%s", err, out)
 	}
-	addr := func(w *lab.Workload, port int) string { return fmt.Sprintf("%s:%d", w.IP, port) }
-	works := func(what string, fn func() error) {
-		t.Helper()
-		if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, fn); err != nil {
-			t.Errorf("%s: must work: %v", what, err)
-		}
-	}
-	fails := func(what string, fn func() error) {
-		t.Helper()
-		if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, func() error {
-			if fn() == nil {
-				return fmt.Errorf("still works")
-			}
-			return nil
-		}); err != nil {
-			t.Errorf("%s: must be denied: %v", what, err)
-		}
-	}
-	tcp := func(from, to *lab.Workload, port int) func() error {
-		return func() error { _, err := lab.TCPEcho(from.NS, addr(to, port), noReplyTimeout); return err }
-	}
-	udp := func(from, to *lab.Workload, port int) func() error {
-		return func() error { _, err := lab.UDPEcho(from.NS, addr(to, port), noReplyTimeout); return err }
-	}
-	ping := func(from, to *lab.Workload) func() error {
-		return func() error { _, err := l.Ping(from.NS, to.IP.String(), 1); return err }
-	}
+	p := probes{t: t, l: l}
+	works, fails, tcp, udp, ping := p.works, p.fails, p.tcp, p.udp, p.ping
 
 	// Denials first: once they hold, every host has the policies, and
 	// what works below works because a rule allows it.
@@ -223,21 +279,7 @@ func TestNetworkPolicy(t *testing.T) {
 
 	// A policy change applies to new flows: an established connection
 	// keeps going when the rule that allowed it goes.
-	held, err := lab.DialEcho(wb.NS, addr(wa, 7000), echoTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	if _, err := held.Exchange("before", echoTimeout); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := l.Apply("", webPolicy(wc.IP, false)); err != nil {
-		t.Fatalf("apply changed policy: %v\n%s", err, out)
-	}
-	fails("wb -> wa TCP 7000 once the rule is gone (new connection)", tcp(wb, wa, 7000))
-	if _, err := held.Exchange("after", echoTimeout); err != nil {
-		t.Errorf("the established connection broke when its rule went: %v", err)
-	}
+	p.heldAcrossPolicyChange(wb, wa, 7000, webPolicy(wc.IP, false))
 	works("wc -> wa UDP 7000 still allowed", udp(wc, wa, 7000))
 
 	// Deleting every policy opens everything again.
@@ -391,39 +433,12 @@ func TestNetworkPolicyIPv6(t *testing.T) {
 			t.Fatalf("%s -> wa over IPv6 before any policy: %v", w.Name, err)
 		}
 	}
-	policy6 := strings.ReplaceAll(strings.ReplaceAll(webPolicy(wc.IPv6, true), "/32]", "/128]"),
-		"protocol: ICMP\n", "protocol: ICMPv6\n")
-	if out, err := l.Apply("", lab.JoinYAML(policy6, lockdownPolicies)); err != nil {
+	if out, err := l.Apply("", lab.JoinYAML(webPolicy6(wc.IPv6, true), lockdownPolicies)); err != nil {
 		t.Fatalf("apply policies: %v\n%s", err, out)
 	}
 
-	addr := func(w *lab.Workload, port int) string { return netip.AddrPortFrom(w.IPv6, uint16(port)).String() }
-	works := func(what string, fn func() error) {
-		t.Helper()
-		if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, fn); err != nil {
-			t.Errorf("%s: must work: %v", what, err)
-		}
-	}
-	fails := func(what string, fn func() error) {
-		t.Helper()
-		if err := lab.Eventually(trafficTimeout, 200*time.Millisecond, func() error {
-			if fn() == nil {
-				return fmt.Errorf("still works")
-			}
-			return nil
-		}); err != nil {
-			t.Errorf("%s: must be denied: %v", what, err)
-		}
-	}
-	tcp := func(from, to *lab.Workload, port int) func() error {
-		return func() error { _, err := lab.TCPEcho(from.NS, addr(to, port), noReplyTimeout); return err }
-	}
-	udp := func(from, to *lab.Workload, port int) func() error {
-		return func() error { _, err := lab.UDPEcho(from.NS, addr(to, port), noReplyTimeout); return err }
-	}
-	ping := func(from, to *lab.Workload) func() error {
-		return func() error { _, err := l.Ping(from.NS, to.IPv6.String(), 1); return err }
-	}
+	p := probes{t: t, l: l, v6: true}
+	works, fails, tcp, udp, ping := p.works, p.fails, p.tcp, p.udp, p.ping
 
 	fails("wb -> wa TCP 8080 over IPv6 (outside 7000:7005)", tcp(wb, wa, 8080))
 	fails("wa -> wb TCP 7000 over IPv6 (new flow the other way)", tcp(wa, wb, 7000))
@@ -456,21 +471,5 @@ func TestNetworkPolicyIPv6(t *testing.T) {
 		t.Errorf("no drop-policy counted")
 	}
 
-	held, err := lab.DialEcho(wb.NS, addr(wa, 7000), echoTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer held.Close()
-	if _, err := held.Exchange("before", echoTimeout); err != nil {
-		t.Fatal(err)
-	}
-	noTCP := strings.ReplaceAll(strings.ReplaceAll(webPolicy(wc.IPv6, false), "/32]", "/128]"),
-		"protocol: ICMP\n", "protocol: ICMPv6\n")
-	if out, err := l.Apply("", noTCP); err != nil {
-		t.Fatalf("apply changed policy: %v\n%s", err, out)
-	}
-	fails("wb -> wa TCP 7000 over IPv6 once the rule is gone (new connection)", tcp(wb, wa, 7000))
-	if _, err := held.Exchange("after", echoTimeout); err != nil {
-		t.Errorf("the established IPv6 connection broke when its rule went: %v", err)
-	}
+	p.heldAcrossPolicyChange(wb, wa, 7000, webPolicy6(wc.IPv6, false))
 }
