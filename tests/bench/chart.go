@@ -201,6 +201,8 @@ func throughputChart(path string, byID map[string]*CaseResult, stamp string) (bo
 			{"VXLAN", TwoHostCaseID(metric, CaseBPFVXLAN), TwoHostCaseID(metric, CaseKernelVXLAN)},
 			{"IP-in-IP\n(no kernel device)", TwoHostCaseID(metric, CaseBPFIPIP), ""},
 			{"no encapsulation", TwoHostCaseID(metric, CaseBPFDirect), TwoHostCaseID(metric, CaseKernelRouted)},
+			{"VXLAN,\nIPv6", TwoHostCaseID(metric, CaseBPFVXLAN6), TwoHostCaseID(metric, CaseKernelVXLAN6)},
+			{"no encapsulation,\nIPv6", TwoHostCaseID(metric, CaseBPFDirect6), TwoHostCaseID(metric, CaseKernelRouted6)},
 		}
 		if metric == MetricTCP1 {
 			gs = append(gs, chartGroup{"one host", caseLocalBPF, caseLocalKernel})

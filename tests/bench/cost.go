@@ -170,7 +170,8 @@ func (b *encapBench) cost(m metric, c EncapCase, ps pathSet, e pathEnds, id stri
 		}
 		b.idle = idle
 	}
-	rep, use, err := iperfRunAt(b.l, e.src.NS, e.dst.NS, e.dst.IP.String(), e.dst.IP.String(), b.p.tcpSecs, m.streams, gbps)
+	dst := e.addr(e.dst).String()
+	rep, use, err := iperfRunAt(b.l, e.src.NS, e.dst.NS, dst, dst, b.p.tcpSecs, m.streams, gbps)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +26,12 @@ const (
 	CaseBPFDirect    = "bpf-direct"
 	CaseKernelVXLAN  = "kernel-vxlan"
 	CaseKernelRouted = "kernel-routing"
+	// The same between the workloads' IPv6 addresses, over the same
+	// IPv4 underlay.
+	CaseBPFVXLAN6     = "bpf-vxlan6"
+	CaseBPFDirect6    = "bpf-direct6"
+	CaseKernelVXLAN6  = "kernel-vxlan6"
+	CaseKernelRouted6 = "kernel-routing6"
 	// Between two workloads of one host (the VM section).
 	CaseBPFLocal    = "bpf-local"
 	CaseKernelLocal = "kernel-local"
@@ -52,6 +59,9 @@ type EncapCase struct {
 	Local bool
 	// MTU is set on both ends of wa's and wb's veths for the case.
 	MTU int
+	// IPv6: the traffic goes between the workloads' IPv6 addresses (an
+	// IPv6 inner packet over the IPv4 underlay), else their IPv4 ones.
+	IPv6 bool
 	// Baseline is the kernel path the case is compared with; Also, the
 	// ones it is compared with for information.
 	Baseline string
@@ -66,6 +76,12 @@ func EncapCases() []EncapCase {
 		{Key: CaseBPFDirect, Label: "calyx BPF direct", BPF: true, Mode: lab.ModeNever, MTU: lab.UnderlayMTU, Baseline: CaseKernelRouted},
 		{Key: CaseKernelVXLAN, Label: "kernel VXLAN device", MTU: lab.UnderlayMTU - lab.VXLANOverhead},
 		{Key: CaseKernelRouted, Label: "plain kernel routing", MTU: lab.UnderlayMTU},
+		// The outer headers are the IPv4 underlay's whatever the inner
+		// family, so the MTUs are the IPv4 cases'.
+		{Key: CaseBPFVXLAN6, Label: "calyx BPF VXLAN (IPv6)", BPF: true, IPv6: true, Mode: lab.ModeVXLAN, MTU: lab.UnderlayMTU - lab.VXLANOverhead, Baseline: CaseKernelVXLAN6},
+		{Key: CaseBPFDirect6, Label: "calyx BPF direct (IPv6)", BPF: true, IPv6: true, Mode: lab.ModeNever, MTU: lab.UnderlayMTU, Baseline: CaseKernelRouted6},
+		{Key: CaseKernelVXLAN6, Label: "kernel VXLAN device (IPv6)", IPv6: true, MTU: lab.UnderlayMTU - lab.VXLANOverhead},
+		{Key: CaseKernelRouted6, Label: "plain kernel routing (IPv6)", IPv6: true, MTU: lab.UnderlayMTU},
 	}
 }
 
@@ -101,11 +117,19 @@ func twoHostMetrics() []metric {
 // TwoHostCaseID is the ID of a path's case for a metric.
 func TwoHostCaseID(metric, path string) string { return metric + "." + path }
 
-// Goals of issue 3, on one-stream throughput.
-var twoHostGoals = map[string]*Goal{
-	TwoHostCaseID(MetricTCP1, CaseBPFVXLAN):  {Issue: "issue 3", Text: "BPF VXLAN ≥ kernel VXLAN device (one stream)", MinRatio: 1.0},
-	TwoHostCaseID(MetricTCP1, CaseBPFDirect): {Issue: "issue 3", Text: "BPF direct ≥ 0.95 × plain routing (one stream)", MinRatio: 0.95},
-}
+// Goals of issue 3, on one-stream throughput, and of issue 18 for the
+// IPv6 paths: at least the kernel's figure in one stream, rr and crr.
+var twoHostGoals = func() map[string]*Goal {
+	g := map[string]*Goal{
+		TwoHostCaseID(MetricTCP1, CaseBPFVXLAN):  {Issue: "issue 3", Text: "BPF VXLAN ≥ kernel VXLAN device (one stream)", MinRatio: 1.0},
+		TwoHostCaseID(MetricTCP1, CaseBPFDirect): {Issue: "issue 3", Text: "BPF direct ≥ 0.95 × plain routing (one stream)", MinRatio: 0.95},
+	}
+	for _, m := range []struct{ key, what string }{{MetricTCP1, "one stream"}, {MetricRR, "request/response"}, {MetricCRR, "connection rate"}} {
+		g[TwoHostCaseID(m.key, CaseBPFVXLAN6)] = &Goal{Issue: "issue 18", Text: "IPv6: BPF VXLAN ≥ kernel VXLAN device (" + m.what + ")", MinRatio: 1.0}
+		g[TwoHostCaseID(m.key, CaseBPFDirect6)] = &Goal{Issue: "issue 18", Text: "IPv6: BPF direct ≥ plain kernel routing (" + m.what + ")", MinRatio: 1.0}
+	}
+	return g
+}()
 
 // twoHostParams are the durations of one two-host run.
 type twoHostParams struct {
@@ -127,8 +151,9 @@ func twoHostSection() *Section {
 			return twoHostCostGoals[TwoHostCaseID(m.key, c.Key)]
 		}))
 	}
-	// Five rounds of 5+5+3+3 s on five paths: about 7 minutes with the
-	// proofs and the switches between the sides.
+	// Five rounds of 5+5+3+3+5+5 s on nine paths (five IPv4, four IPv6):
+	// about 21 minutes on this 2-CPU machine (4.2 minutes a round) with
+	// the proofs and the four switches between the sides per round.
 	s.Run = pathRun(s.Key, EncapCases(), append(twoHostMetrics(), twoHostCostMetrics()...), TwoHost)
 	s.Method = twoHostMethod
 	return s
@@ -209,19 +234,34 @@ type encapBench struct {
 	rec   *Recorder
 	logf  func(string, ...any)
 	bpfUp bool // agents running and programs attached
-	// loads are the calyx-load servers, by workload name, up for the
-	// whole run.
-	loads   map[string]*lab.Proc
+	// loads are the calyx-load servers, by the address they listen on
+	// (each workload's IPv4 and IPv6 address), up for the whole run.
+	loads   map[netip.Addr]*lab.Proc
 	loadBin string
 	// rates are the fixed rates of the cost metrics (Gbit/s), set at
 	// their first use; idle is the idle baseline of the path being
 	// measured (CPU seconds per second), negative until measured.
 	rates map[string]float64
 	idle  float64
+	// ipv6: the workloads have IPv6 addresses too, and the model an IPv6
+	// pool switched with the IPv4 one (pool6Name).
+	ipv6 bool
 }
 
-// Addresses of the kernel VXLAN devices, outside the pool and the underlay.
-var kernelVXLANAddr = map[string]string{"host-a": "10.97.0.11", "host-b": "10.97.0.12"}
+// Addresses of the kernel VXLAN devices, outside the pools and the
+// underlay, by family.
+var (
+	kernelVXLANAddr  = map[string]string{"host-a": "10.97.0.11", "host-b": "10.97.0.12"}
+	kernelVXLANAddr6 = map[string]string{"host-a": "fd00:97::11", "host-b": "fd00:97::12"}
+)
+
+// The IPv6 pool of a lab whose workloads have IPv6 addresses, beside the
+// IPv4 one (lab.MultiPool) and always in the same mode (ipipMode,
+// vxlanMode): as a dual-stack deployment configures its two pools.
+const (
+	pool6Name = "workloads6"
+	pool6CIDR = "fd00:65:1::/64"
+)
 
 const (
 	kernelVXLANDev = "vxcx"
@@ -229,22 +269,44 @@ const (
 	loadPort       = 7007
 )
 
-// benchWorkload is a workload to build in an encapBench lab; server runs
-// a calyx-load server in it for the whole run.
+// benchWorkload is a workload to build in an encapBench lab, with an
+// IPv6 address too when ip6 is set; server runs a calyx-load server in it
+// (on each of its addresses) for the whole run.
 type benchWorkload struct {
-	host, name, ip string
-	server         bool
+	host, name, ip, ip6 string
+	server              bool
 }
 
-// twoHostWorkloads are wa on host-a and wb (the load server) on host-b.
+// twoHostWorkloads are wa on host-a and wb (the load server) on host-b,
+// dual-stack; their IPv6 addresses are in different blocks of the IPv6
+// pool, as the IPv4 ones are.
 var twoHostWorkloads = []benchWorkload{
-	{host: "host-a", name: "wa", ip: "10.65.1.2"},
-	{host: "host-b", name: "wb", ip: "10.65.2.2", server: true},
+	{host: "host-a", name: "wa", ip: "10.65.1.2", ip6: "fd00:65:1::1:2"},
+	{host: "host-b", name: "wb", ip: "10.65.2.2", ip6: "fd00:65:1::2:2", server: true},
 }
 
 // pathEnds are the two workloads a path is measured between: the iperf3
-// and calyx-load clients run in src, the servers in dst.
-type pathEnds struct{ src, dst *lab.Workload }
+// and calyx-load clients run in src, the servers in dst; ipv6 says the
+// traffic goes between their IPv6 addresses (measure sets it from the
+// case).
+type pathEnds struct {
+	src, dst *lab.Workload
+	ipv6     bool
+}
+
+// addr is w's address of the path's family.
+func (e pathEnds) addr(w *lab.Workload) netip.Addr { return familyAddr(e.ipv6, w) }
+
+// familyAddr is w's IPv6 address if ipv6, else its IPv4 address.
+func familyAddr(ipv6 bool, w *lab.Workload) netip.Addr {
+	if ipv6 {
+		return w.IPv6
+	}
+	return w.IP
+}
+
+// hostPrefix is a as a host route's destination (/32, /128).
+func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
 
 // pathSet is what one run of an encapBench measures.
 type pathSet struct {
@@ -308,7 +370,7 @@ func openEncapBench(ctx context.Context, binDir string, kind lab.WorkloadKind, p
 		return nil, err
 	}
 	rec.logf("%s lab %s (state in %s)", what, l.Prefix, l.Dir)
-	b := &encapBench{l: l, p: p, rec: rec, logf: rec.logf, loadBin: loadBin, loads: map[string]*lab.Proc{}, rates: map[string]float64{}}
+	b := &encapBench{l: l, p: p, rec: rec, logf: rec.logf, loadBin: loadBin, loads: map[netip.Addr]*lab.Proc{}, rates: map[string]float64{}}
 	if err := b.build(ws...); err != nil {
 		return nil, errors.Join(err, l.Close())
 	}
@@ -346,12 +408,14 @@ func (b *encapBench) run(ps pathSet) error {
 // seconds apart rather than minutes (this machine's load drifts), and
 // every other round in reverse, so each of the two goes first as often.
 // Even rounds: BPF VXLAN, kernel VXLAN, plain routing, BPF direct, BPF
-// IP-in-IP; odd rounds the same backwards. That is two switches between
-// the sides per round (stopping the agents takes well under a second,
-// restarting them and waiting for the programs about a second), and none
-// between rounds.
+// IP-in-IP, then the IPv6 paths the other way round: BPF direct, plain
+// routing, kernel VXLAN, BPF VXLAN; odd rounds the same backwards. That is
+// four switches between the sides per round (stopping the agents takes
+// well under a second, restarting them and waiting for the programs about
+// a second), and none between rounds.
 func twoHostSchedule(r int) []EncapCase {
-	return scheduleOf(EncapCases(), r, CaseBPFVXLAN, CaseKernelVXLAN, CaseKernelRouted, CaseBPFDirect, CaseBPFIPIP)
+	return scheduleOf(EncapCases(), r, CaseBPFVXLAN, CaseKernelVXLAN, CaseKernelRouted, CaseBPFDirect, CaseBPFIPIP,
+		CaseBPFDirect6, CaseKernelRouted6, CaseKernelVXLAN6, CaseBPFVXLAN6)
 }
 
 // scheduleOf returns the cases named by keys in that order, backwards in
@@ -408,6 +472,12 @@ func (b *encapBench) build(ws ...benchWorkload) error {
 		if err != nil {
 			return err
 		}
+		if spec.ip6 != "" {
+			if err := l.AddIPv6(w, spec.ip6); err != nil {
+				return err
+			}
+			b.ipv6 = true
+		}
 		if spec.host == ha.Name && b.m.WA == nil {
 			b.m.WA = w
 		}
@@ -421,7 +491,7 @@ func (b *encapBench) build(ws ...benchWorkload) error {
 	if err := b.m.StartAgents(); err != nil {
 		return err
 	}
-	if out, err := b.m.Apply(); err != nil {
+	if out, err := l.Apply("", lab.JoinYAML(b.m.ModelYAML(), b.pool6YAML(b.m.Mode))); err != nil {
 		return fmt.Errorf("apply model: %w: %s", err, out)
 	}
 	if err := b.waitAttached(30 * time.Second); err != nil {
@@ -431,10 +501,36 @@ func (b *encapBench) build(ws ...benchWorkload) error {
 	return b.startLoadServers(servers...)
 }
 
+// pool6YAML is the IPv6 pool in mode, or nothing when the workloads have
+// no IPv6 addresses.
+func (b *encapBench) pool6YAML(mode lab.EncapMode) string {
+	if !b.ipv6 {
+		return ""
+	}
+	ipip, vxlan := mode.PoolModes()
+	return lab.PoolModeYAML(pool6Name, pool6CIDR, ipip, vxlan)
+}
+
+// setMode switches the pool, and the IPv6 pool with it, to mode.
+func (b *encapBench) setMode(mode lab.EncapMode) error {
+	m := b.m
+	if !b.ipv6 {
+		if out, err := m.SetMode(mode); err != nil {
+			return fmt.Errorf("%w: %s", err, out)
+		}
+		return nil
+	}
+	if out, err := b.l.Apply("", lab.JoinYAML(m.PoolYAML(mode), b.pool6YAML(mode))); err != nil {
+		return fmt.Errorf("switch pools %s and %s to %s: %w: %s", lab.MultiPool, pool6Name, mode, err, out)
+	}
+	m.Mode = mode
+	return nil
+}
+
 func (b *encapBench) hosts() []*lab.Host { return []*lab.Host{b.m.HostA, b.m.HostB} }
 
 // waWB is the path from m.WA to m.WB.
-func (b *encapBench) waWB() pathEnds { return pathEnds{b.m.WA, b.m.WB} }
+func (b *encapBench) waWB() pathEnds { return pathEnds{src: b.m.WA, dst: b.m.WB} }
 
 // on returns the workloads on h.
 func (b *encapBench) on(h *lab.Host) []*lab.Workload {
@@ -526,9 +622,9 @@ func (b *encapBench) waitAttached(timeout time.Duration) error {
 // pin removed (the agent is gone, so the pin is the last reference and the
 // link detaches), calyx's kernel routes removed; then it checks with the
 // kernel that nothing of calyx is attached and sets up what every kernel
-// case shares: proxy_arp on the workloads' host sides and a /32 to each
-// local workload (all that the kernel needs between two workloads of one
-// host).
+// case shares (kernelLocal): proxy_arp on the workloads' host sides and a
+// /32 to each local workload (all that the kernel needs between two
+// workloads of one host), the same for IPv6.
 func (b *encapBench) toKernel() error {
 	if !b.bpfUp {
 		return nil
@@ -545,14 +641,14 @@ func (b *encapBench) toKernel() error {
 		if err := detachCalyx(b.l, h, b.ifaces(h)); err != nil {
 			return err
 		}
-		if err := b.sh(h.NS, []string{"sysctl", "-qw", "net.ipv4.ip_forward=1"}); err != nil {
+		if err := b.sh(h.NS,
+			[]string{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
+			[]string{"sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
+		); err != nil {
 			return err
 		}
 		for _, w := range b.on(h) {
-			if err := b.sh(h.NS,
-				[]string{"sysctl", "-qw", "net.ipv4.conf." + w.HostIface + ".proxy_arp=1"},
-				[]string{"ip", "route", "add", w.IP.String() + "/32", "dev", w.HostIface, "scope", "link"},
-			); err != nil {
+			if err := b.sh(h.NS, kernelLocal(w, true)...); err != nil {
 				return err
 			}
 		}
@@ -560,9 +656,42 @@ func (b *encapBench) toKernel() error {
 	return nil
 }
 
+// kernelLocal are the commands that make host w.Host's kernel w's first
+// hop (add) or undo them: proxy_arp on w's host side, which answers for
+// 169.254.1.1, w's gateway, and a /32 to w through it; with an IPv6
+// address, w's IPv6 gateway fe80::1 as an address of the host side (w
+// keeps its neighbour entry for it; calyx answers its solicitations in
+// BPF, the kernel answers for its own address, much as Calico gives the
+// host side a fixed link-local address as the workloads' gateway) and a
+// /128 to w through it.
+func kernelLocal(w *lab.Workload, add bool) [][]string {
+	if !add {
+		cmds := [][]string{
+			{"sysctl", "-qw", "net.ipv4.conf." + w.HostIface + ".proxy_arp=0"},
+			{"ip", "route", "del", hostPrefix(w.IP), "dev", w.HostIface},
+		}
+		if w.IPv6.IsValid() {
+			cmds = append(cmds,
+				[]string{"ip", "-6", "addr", "del", lab.WorkloadGatewayV6 + "/64", "dev", w.HostIface},
+				[]string{"ip", "-6", "route", "del", hostPrefix(w.IPv6), "dev", w.HostIface})
+		}
+		return cmds
+	}
+	cmds := [][]string{
+		{"sysctl", "-qw", "net.ipv4.conf." + w.HostIface + ".proxy_arp=1"},
+		{"ip", "route", "add", hostPrefix(w.IP), "dev", w.HostIface, "scope", "link"},
+	}
+	if w.IPv6.IsValid() {
+		cmds = append(cmds,
+			[]string{"ip", "-6", "addr", "add", lab.WorkloadGatewayV6 + "/64", "dev", w.HostIface, "nodad"},
+			[]string{"ip", "-6", "route", "add", hostPrefix(w.IPv6), "dev", w.HostIface})
+	}
+	return cmds
+}
+
 // detachCalyx takes calyx out of host h, whose agent is stopped: every
 // TCX link pin removed (the pin is the last reference, so the link
-// detaches), calyx's kernel routes flushed, and the kernel asked that
+// detaches), calyx's kernel routes of both families flushed, and the kernel asked that
 // nothing of calyx is left on ifaces (checkDetached).
 func detachCalyx(l *lab.Lab, h *lab.Host, ifaces []string) error {
 	pins, err := filepath.Glob(filepath.Join(h.BPFFS, "links", "*"))
@@ -574,8 +703,17 @@ func detachCalyx(l *lab.Lab, h *lab.Host, ifaces []string) error {
 			return fmt.Errorf("unpin %s: %w", p, err)
 		}
 	}
-	if _, err := l.Exec(h.NS, "ip", "route", "flush", "proto", "202"); err != nil {
-		return err
+	// IPv4 and IPv6, and calyx's IPv6 local routes too (the workloads'
+	// gateway fe80::1 on every workload interface, which toKernel gives
+	// the host sides as an address instead).
+	for _, flush := range [][]string{
+		{"ip", "route", "flush", "proto", "202"},
+		{"ip", "-6", "route", "flush", "proto", "202"},
+		{"ip", "-6", "route", "flush", "table", "local", "proto", "202"},
+	} {
+		if _, err := l.Exec(h.NS, flush...); err != nil {
+			return err
+		}
 	}
 	return checkDetached(l, h, ifaces)
 }
@@ -632,10 +770,7 @@ func (b *encapBench) toBPF() error {
 	defer func(t time.Time) { b.logf("calyx in in %s", time.Since(t).Round(time.Millisecond)) }(time.Now())
 	for _, h := range b.hosts() {
 		for _, w := range b.on(h) {
-			if err := b.sh(h.NS,
-				[]string{"sysctl", "-qw", "net.ipv4.conf." + w.HostIface + ".proxy_arp=0"},
-				[]string{"ip", "route", "del", w.IP.String() + "/32", "dev", w.HostIface},
-			); err != nil {
+			if err := b.sh(h.NS, kernelLocal(w, false)...); err != nil {
 				return err
 			}
 		}
@@ -705,7 +840,8 @@ func (b *encapBench) linkTX(ns, iface string) (bytes, packets uint64, err error)
 // kernelSetup configures a kernel case on both hosts and returns the
 // interface on e.src's host whose tx bytes must carry the stream: the
 // destination's host side for a local case (toKernel's /32s and proxy_arp
-// are all it needs), the VXLAN device, or the underlay.
+// are all it needs), the VXLAN device, or the underlay. An IPv6 case
+// routes the workloads' IPv6 addresses the same way.
 func (b *encapBench) kernelSetup(c EncapCase, e pathEnds) (string, error) {
 	if c.Local {
 		return e.dst.HostIface, nil
@@ -714,26 +850,52 @@ func (b *encapBench) kernelSetup(c EncapCase, e pathEnds) (string, error) {
 		peer := b.peer(h)
 		var cmds [][]string
 		switch c.Key {
-		case CaseKernelRouted:
-			for _, pw := range b.on(peer) {
-				cmds = append(cmds, []string{"ip", "route", "add", pw.IP.String() + "/32", "via", peer.Underlay.Addr().String(), "dev", h.UnderlayIface})
+		case CaseKernelRouted, CaseKernelRouted6:
+			// An L3 fabric that knows the workload routes: the remote
+			// workloads via the peer host. The underlay is IPv4 only,
+			// and the kernel has no IPv6 route via an IPv4 next hop;
+			// the IPv6 next hop is the peer's eth0 link-local address,
+			// which every IPv6-enabled interface has, so the underlay
+			// gets no address of another family (as a router peering
+			// over link-local addresses would route it).
+			via := peer.Underlay.Addr()
+			if c.IPv6 {
+				var err error
+				if via, err = b.linkLocal(peer.NS, peer.UnderlayIface); err != nil {
+					return "", err
+				}
 			}
-		case CaseKernelVXLAN:
+			for _, pw := range b.on(peer) {
+				if a := familyAddr(c.IPv6, pw); a.IsValid() {
+					cmds = append(cmds, []string{"ip", "route", "add", hostPrefix(a), "via", via.String(), "dev", h.UnderlayIface})
+				}
+			}
+		case CaseKernelVXLAN, CaseKernelVXLAN6:
 			// As Calico's kernel VXLAN mode programs it: no learning,
 			// the peer's tunnel MAC in the FDB (pointing at its
 			// underlay address) and in the neighbour table, and the
-			// remote workloads' /32s via the peer's tunnel address.
+			// remote workloads' /32s via the peer's tunnel address. For
+			// IPv6 the same device over the IPv4 underlay, with IPv6
+			// tunnel addresses and /128s: the inner frame carries IPv6,
+			// as calyx's does.
 			mac, peerMAC := vxlanMAC(h), vxlanMAC(peer)
+			tunnel := kernelVXLANAddr
+			var nodad []string
+			if c.IPv6 {
+				tunnel, nodad = kernelVXLANAddr6, []string{"nodad"}
+			}
 			cmds = [][]string{
 				{"ip", "link", "add", kernelVXLANDev, "address", mac, "type", "vxlan", "id", kernelVXLANVNI,
 					"dstport", "4789", "local", h.Underlay.Addr().String(), "dev", h.UnderlayIface, "nolearning", "noudpcsum"},
 				{"ip", "link", "set", kernelVXLANDev, "mtu", fmt.Sprint(c.MTU), "up"},
-				{"ip", "addr", "add", kernelVXLANAddr[h.Name] + "/32", "dev", kernelVXLANDev},
+				append([]string{"ip", "addr", "add", hostPrefix(netip.MustParseAddr(tunnel[h.Name])), "dev", kernelVXLANDev}, nodad...),
 				{"bridge", "fdb", "append", peerMAC, "dev", kernelVXLANDev, "dst", peer.Underlay.Addr().String()},
-				{"ip", "neigh", "replace", kernelVXLANAddr[peer.Name], "lladdr", peerMAC, "dev", kernelVXLANDev, "nud", "permanent"},
+				{"ip", "neigh", "replace", tunnel[peer.Name], "lladdr", peerMAC, "dev", kernelVXLANDev, "nud", "permanent"},
 			}
 			for _, pw := range b.on(peer) {
-				cmds = append(cmds, []string{"ip", "route", "add", pw.IP.String() + "/32", "via", kernelVXLANAddr[peer.Name], "dev", kernelVXLANDev, "onlink"})
+				if a := familyAddr(c.IPv6, pw); a.IsValid() {
+					cmds = append(cmds, []string{"ip", "route", "add", hostPrefix(a), "via", tunnel[peer.Name], "dev", kernelVXLANDev, "onlink"})
+				}
 			}
 		default:
 			return "", fmt.Errorf("unknown kernel case %q", c.Key)
@@ -742,10 +904,51 @@ func (b *encapBench) kernelSetup(c EncapCase, e pathEnds) (string, error) {
 			return "", err
 		}
 	}
-	if c.Key == CaseKernelVXLAN {
+	if c.Key == CaseKernelVXLAN || c.Key == CaseKernelVXLAN6 {
 		return kernelVXLANDev, nil
 	}
 	return b.hostOf(e.src).UnderlayIface, nil
+}
+
+// linkLocal returns the IPv6 link-local address of iface in ns.
+func (b *encapBench) linkLocal(ns, iface string) (netip.Addr, error) {
+	res, err := b.l.Exec(ns, "ip", "-6", "-j", "addr", "show", "dev", iface, "scope", "link")
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	a, err := parseLinkLocal(res.Stdout)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("%s in %s: %w", iface, ns, err)
+	}
+	return a, nil
+}
+
+// parseLinkLocal returns the first usable (not tentative, not failed
+// duplicate address detection) link-local address in the output of
+// "ip -6 -j addr show dev IFACE".
+func parseLinkLocal(out string) (netip.Addr, error) {
+	var links []struct {
+		AddrInfo []struct {
+			Family    string `json:"family"`
+			Local     string `json:"local"`
+			Scope     string `json:"scope"`
+			Tentative bool   `json:"tentative"`
+			DADFailed bool   `json:"dadfailed"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		return netip.Addr{}, fmt.Errorf("decode ip addr output %q: %w", out, err)
+	}
+	for _, l := range links {
+		for _, ai := range l.AddrInfo {
+			a, err := netip.ParseAddr(ai.Local)
+			if err != nil || ai.Family != "inet6" || !a.IsLinkLocalUnicast() || ai.Tentative || ai.DADFailed {
+				continue
+			}
+			return a, nil
+		}
+	}
+	return netip.Addr{}, errors.New("no usable IPv6 link-local address")
 }
 
 // kernelTeardown removes what kernelSetup added; it is idempotent.
@@ -753,11 +956,13 @@ func (b *encapBench) kernelTeardown(c EncapCase) error {
 	var errs []error
 	for _, h := range b.hosts() {
 		switch c.Key {
-		case CaseKernelRouted:
+		case CaseKernelRouted, CaseKernelRouted6:
 			for _, pw := range b.on(b.peer(h)) {
-				errs = append(errs, b.sh(h.NS, []string{"ip", "route", "del", pw.IP.String() + "/32", "dev", h.UnderlayIface}))
+				if a := familyAddr(c.IPv6, pw); a.IsValid() {
+					errs = append(errs, b.sh(h.NS, []string{"ip", "route", "del", hostPrefix(a), "dev", h.UnderlayIface}))
+				}
 			}
-		case CaseKernelVXLAN:
+		case CaseKernelVXLAN, CaseKernelVXLAN6:
 			// Routes, neighbours and FDB entries go with the device.
 			errs = append(errs, b.sh(h.NS, []string{"ip", "link", "del", kernelVXLANDev}))
 		}
@@ -776,6 +981,10 @@ func vxlanMAC(h *lab.Host) string {
 // tears the path down again (kernel paths).
 func (b *encapBench) measure(c EncapCase, ps pathSet, round int) (err error) {
 	e := ps.ends(c)
+	e.ipv6 = c.IPv6
+	if !e.addr(e.src).IsValid() || !e.addr(e.dst).IsValid() {
+		return fmt.Errorf("%s or %s has no address of the path's family", e.src.Name, e.dst.Name)
+	}
 	b.idle = -1
 	if err := b.setMTU(c.MTU); err != nil {
 		return err
@@ -820,7 +1029,8 @@ func (b *encapBench) measure(c EncapCase, ps pathSet, round int) (err error) {
 				return fmt.Errorf("%s: %w", m.key, err)
 			}
 		} else if m.streams > 0 {
-			rep, err := iperfReport(b.l, e.src, e.dst, b.p.tcpSecs, m.streams)
+			dst := e.addr(e.dst).String()
+			rep, err := iperfRun(b.l, e.src.NS, e.dst.NS, dst, dst, b.p.tcpSecs, m.streams)
 			if err != nil {
 				return fmt.Errorf("%s: %w", m.key, err)
 			}
@@ -905,8 +1115,8 @@ func (b *encapBench) proveBPF(c EncapCase, e pathEnds) (pathCounter, error) {
 	l, m := b.l, b.m
 	src, dst := b.hostOf(e.src), b.hostOf(e.dst)
 	if !c.Local && m.Mode != c.Mode {
-		if out, err := m.SetMode(c.Mode); err != nil {
-			return nil, fmt.Errorf("%w: %s", err, out)
+		if err := b.setMode(c.Mode); err != nil {
+			return nil, err
 		}
 	}
 	// Both directions: the answers come back the same way.
@@ -920,16 +1130,17 @@ func (b *encapBench) proveBPF(c EncapCase, e pathEnds) (pathCounter, error) {
 			if err != nil {
 				return err
 			}
-			r, ok := lab.RouteFor(rs, p.to.IP)
+			to := e.addr(p.to)
+			r, ok := lab.RouteFor(rs, to)
 			if !ok {
-				return fmt.Errorf("%s has no route for %s", p.h.Name, p.to.IP)
+				return fmt.Errorf("%s has no route for %s", p.h.Name, to)
 			}
 			if c.Local {
 				if r.Type != "local-workload" || r.Interface != p.to.HostIface {
-					return fmt.Errorf("%s routes %s (%s) as %s on %q, want local-workload on %s", p.h.Name, p.to.IP, r.CIDR, r.Type, r.Interface, p.to.HostIface)
+					return fmt.Errorf("%s routes %s (%s) as %s on %q, want local-workload on %s", p.h.Name, to, r.CIDR, r.Type, r.Interface, p.to.HostIface)
 				}
 			} else if want := c.Mode.Encap(); r.Encap != want {
-				return fmt.Errorf("%s routes %s (%s) with encap %q, want %q", p.h.Name, p.to.IP, r.CIDR, r.Encap, want)
+				return fmt.Errorf("%s routes %s (%s) with encap %q, want %q", p.h.Name, to, r.CIDR, r.Encap, want)
 			}
 			return nil
 		})
@@ -937,7 +1148,8 @@ func (b *encapBench) proveBPF(c EncapCase, e pathEnds) (pathCounter, error) {
 			return nil, err
 		}
 	}
-	if err := l.WaitPing(e.src.NS, e.dst.IP.String(), 10*time.Second); err != nil {
+	to := e.addr(e.dst).String()
+	if err := l.WaitPing(e.src.NS, to, 10*time.Second); err != nil {
 		return nil, err
 	}
 
@@ -951,7 +1163,7 @@ func (b *encapBench) proveBPF(c EncapCase, e pathEnds) (pathCounter, error) {
 		return nil, err
 	}
 	const pings = 3
-	if _, err := l.Ping(e.src.NS, e.dst.IP.String(), pings); err != nil {
+	if _, err := l.Ping(e.src.NS, to, pings); err != nil {
 		return nil, err
 	}
 	afterS, err := l.Counters(src.Name)
@@ -1006,14 +1218,15 @@ func (b *encapBench) proveKernel(c EncapCase, e pathEnds) (pathCounter, func() e
 	if err != nil {
 		return nil, teardown, err
 	}
-	res, err := l.Exec(src.NS, "ip", "route", "get", e.dst.IP.String(), "from", e.src.IP.String(), "iif", e.src.HostIface)
+	dst := e.addr(e.dst).String()
+	res, err := l.Exec(src.NS, "ip", "route", "get", dst, "from", e.addr(e.src).String(), "iif", e.src.HostIface)
 	if err != nil {
 		return nil, teardown, err
 	}
 	if !strings.Contains(res.Stdout, "dev "+carrier+" ") {
-		return nil, teardown, fmt.Errorf("%s routes %s not through %s: %s", src.Name, e.dst.IP, carrier, res.Stdout)
+		return nil, teardown, fmt.Errorf("%s routes %s not through %s: %s", src.Name, dst, carrier, res.Stdout)
 	}
-	if err := l.WaitPing(e.src.NS, e.dst.IP.String(), 10*time.Second); err != nil {
+	if err := l.WaitPing(e.src.NS, dst, 10*time.Second); err != nil {
 		return nil, teardown, err
 	}
 	calyx0, err := b.calyxPackets()
@@ -1073,27 +1286,51 @@ func (b *encapBench) startLoadServers(servers ...*lab.Workload) error {
 		}
 	}
 	for _, w := range servers {
-		p, err := b.l.ExecBackground(w.NS, 24*time.Hour, onCPU(pinLoadServer, b.loadBin, "serve", "--listen", loadAddr(w))...)
-		if err != nil {
-			return err
-		}
-		b.loads[w.Name] = p
-		if err := lab.WaitListening(b.l, w.NS, loadPort, 10*time.Second); err != nil {
-			return err
+		// One server per address, each listening on that address only,
+		// so the IPv4 server is the same with or without IPv6.
+		for _, a := range []netip.Addr{w.IP, w.IPv6} {
+			if !a.IsValid() {
+				continue
+			}
+			p, err := b.l.ExecBackground(w.NS, 24*time.Hour, onCPU(pinLoadServer, b.loadBin, "serve", "--listen", loadAddr(a))...)
+			if err != nil {
+				return err
+			}
+			b.loads[a] = p
+			if err := waitListeningOn(b.l, w.NS, loadAddr(a), 10*time.Second); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-// loadAddr is the address of the calyx-load server in w.
-func loadAddr(w *lab.Workload) string { return net.JoinHostPort(w.IP.String(), fmt.Sprint(loadPort)) }
+// waitListeningOn waits until a TCP socket in ns listens on addrPort
+// ("10.65.2.2:7007", "[fd00::2]:7007", as ss prints them).
+func waitListeningOn(l *lab.Lab, ns, addrPort string, timeout time.Duration) error {
+	return lab.Eventually(timeout, 100*time.Millisecond, func() error {
+		res, err := l.ExecTimeout(5*time.Second, ns, "ss", "-Hltn")
+		if err != nil {
+			return err
+		}
+		for _, f := range strings.Fields(res.Stdout) {
+			if f == addrPort {
+				return nil
+			}
+		}
+		return fmt.Errorf("nothing listens on %s in %s", addrPort, ns)
+	})
+}
+
+// loadAddr is the address of a calyx-load server listening on a.
+func loadAddr(a netip.Addr) string { return net.JoinHostPort(a.String(), fmt.Sprint(loadPort)) }
 
 // runLoad runs calyx-load in mode (rr, crr) from e.src against e.dst's
-// server.
+// server on its address of the path's family.
 func (b *encapBench) runLoad(mode string, e pathEnds) (loadResult, error) {
-	srv := b.loads[e.dst.Name]
+	srv := b.loads[e.addr(e.dst)]
 	if srv == nil {
-		return loadResult{}, fmt.Errorf("no calyx-load server in %s", e.dst.Name)
+		return loadResult{}, fmt.Errorf("no calyx-load server in %s on %s", e.dst.Name, e.addr(e.dst))
 	}
 	select {
 	case <-srv.Done():
@@ -1101,7 +1338,7 @@ func (b *encapBench) runLoad(mode string, e pathEnds) (loadResult, error) {
 		return loadResult{}, fmt.Errorf("the calyx-load server in %s exited: %s", e.dst.Name, errOut)
 	default:
 	}
-	return loadRun(b.l, b.loadBin, e.src.NS, loadAddr(e.dst), mode, b.p.loadSecs, b.p.conns)
+	return loadRun(b.l, b.loadBin, e.src.NS, loadAddr(e.addr(e.dst)), mode, b.p.loadSecs, b.p.conns)
 }
 
 // loadRun runs calyx-load (bin) in mode (rr, crr) from namespace ns
@@ -1144,13 +1381,18 @@ func twoHostMethod(rec *Recorder) string {
 	rounds, tcp, load, conns := rec.ParamInt("twohost.rounds"), rec.ParamInt("twohost.tcpSeconds"), rec.ParamInt("twohost.loadSeconds"), rec.ParamInt("twohost.loadConns")
 	fmt.Fprintf(&b, "From workload wa on host-a to workload wb on host-b: two host namespaces whose eth0 veths meet in a Linux bridge (one underlay segment, MTU 1500), one workload namespace per host on a veth. ")
 	fmt.Fprintf(&b, "Every path runs between the same two namespaces in the same lab; %s, each measuring every path once with, in this order: iperf3 with one TCP stream (%d s), iperf3 with four streams (%d s), `calyx-load rr` (%d s: %d persistent connection, 1-byte request, 1-byte response, one at a time) and `calyx-load crr` (%d s: %d connection at a time; per transaction connect, 1-byte request, 1-byte response, close). ", plural(rounds, "round"), tcp, tcp, load, conns, load, conns)
-	fmt.Fprintf(&b, "Each BPF path is measured right next to the kernel path it is compared with — a round runs BPF VXLAN, kernel VXLAN, plain routing, BPF direct, BPF IP-in-IP, and every other round the same backwards — so a pair is measured seconds apart and each of the two goes first equally often; this machine's load drifts over minutes. Every figure is the median of the rounds, with min and max; *per-round ratio* divides the two paths' figures of the same round.\n\n")
-	fmt.Fprintf(&b, "- **MTU**: each path runs at the workload MTU it needs, set on both ends of wa's and wb's veths: VXLAN 1450, IP-in-IP 1480, no encapsulation 1500. Each kernel baseline uses its BPF counterpart's MTU.\n")
-	fmt.Fprintf(&b, "- **BPF paths**: calyx-agent on both hosts; the pool's mode is switched by applying the IPPool (vxlanMode Always / ipipMode Always / both Never) without restarting the agents, and a path is measured once `calyxctl routes dump` on both hosts shows the new encapsulation for the peer workload.\n")
-	fmt.Fprintf(&b, "- **Kernel paths**: the agents are stopped (SIGTERM), their TCX link pins removed, which detaches the programs (checked with `BPF_PROG_QUERY` on eth0 and the workload veths: nothing attached, no clsact, no XDP), and calyx's routes (proto 202) flushed. ")
-	fmt.Fprintf(&b, "Then, on both hosts, proxy_arp on the workload's host side (workloads keep 169.254.1.1 as gateway) and a /32 to the local workload. ")
-	fmt.Fprintf(&b, "*Plain routing* adds a /32 to the remote workload via the peer host's underlay address (an L3 fabric that knows the routes). ")
-	fmt.Fprintf(&b, "*Kernel VXLAN* adds a vxlan device (VNI 42, port 4789, `nolearning`, `noudpcsum` like calyx's VXLAN, MTU 1450) with the peer's tunnel MAC in the FDB and neighbour table and the remote /32 via the peer's tunnel address, as Calico programs its kernel VXLAN mode. ")
+	var order []string
+	for _, c := range twoHostSchedule(0) {
+		order = append(order, c.Label)
+	}
+	fmt.Fprintf(&b, "Each BPF path is measured right next to the kernel path it is compared with — a round runs %s, and every other round the same backwards — so a pair is measured seconds apart and each of the two goes first equally often; this machine's load drifts over minutes. Every figure is the median of the rounds, with min and max; *per-round ratio* divides the two paths' figures of the same round.\n\n", strings.Join(order, ", "))
+	fmt.Fprintf(&b, "- **IPv6** (issue 18): wa and wb are dual-stack (%s and %s, in two blocks of a second pool, %s, switched with the IPv4 pool to the same mode), and the paths marked *(IPv6)* run the same measurements between those addresses, over the same IPv4 underlay (the hosts have no IPv6 underlay address): BPF VXLAN carries an IPv6 inner frame, BPF direct puts the IPv6 packet on the underlay as it is. Their figures come from the same lab and rounds as the IPv4 ones.\n", twoHostWorkloads[0].ip6, twoHostWorkloads[1].ip6, pool6CIDR)
+	fmt.Fprintf(&b, "- **MTU**: each path runs at the workload MTU it needs, set on both ends of wa's and wb's veths: VXLAN 1450, IP-in-IP 1480, no encapsulation 1500, for IPv6 as for IPv4 (the outer headers are the IPv4 underlay's). Each kernel baseline uses its BPF counterpart's MTU.\n")
+	fmt.Fprintf(&b, "- **BPF paths**: calyx-agent on both hosts; the pools' mode is switched by applying the IPPools (vxlanMode Always / ipipMode Always / both Never) without restarting the agents, and a path is measured once `calyxctl routes dump` on both hosts shows the new encapsulation for the peer workload's address of the path's family.\n")
+	fmt.Fprintf(&b, "- **Kernel paths**: the agents are stopped (SIGTERM), their TCX link pins removed, which detaches the programs (checked with `BPF_PROG_QUERY` on eth0 and the workload veths: nothing attached, no clsact, no XDP), and calyx's routes (proto 202, both families) flushed. ")
+	fmt.Fprintf(&b, "Then, on both hosts, proxy_arp on the workload's host side (workloads keep 169.254.1.1 as gateway) and a /32 to the local workload; for IPv6, the workloads' IPv6 gateway fe80::1 as an address of the host side (calyx answers its neighbour solicitations in BPF, the kernel for its own address) and a /128 to the local workload. ")
+	fmt.Fprintf(&b, "*Plain routing* adds a /32 to the remote workload via the peer host's underlay address (an L3 fabric that knows the routes); *plain kernel routing (IPv6)* a /128 via the peer's eth0 link-local address (the kernel has no IPv6 route via an IPv4 next hop, and every IPv6-enabled interface has a link-local address, so the IPv4 underlay gets no IPv6 address for it). ")
+	fmt.Fprintf(&b, "*Kernel VXLAN* adds a vxlan device (VNI 42, port 4789, `nolearning`, `noudpcsum` like calyx's VXLAN, MTU 1450) with the peer's tunnel MAC in the FDB and neighbour table and the remote /32 via the peer's tunnel address, as Calico programs its kernel VXLAN mode; *kernel VXLAN device (IPv6)* the same device over the IPv4 underlay with IPv6 tunnel addresses (%s, %s) and the remote /128 via the peer's. ", kernelVXLANAddr6["host-a"], kernelVXLANAddr6["host-b"])
 	fmt.Fprintf(&b, "Each kernel path is torn down after its measurements; the agents are restarted (they re-attach) for the next BPF side. There is no kernel IP-in-IP baseline: this kernel has no ipip device, so BPF IP-in-IP is compared with both kernel paths, for information.\n")
 	fmt.Fprintf(&b, "- **Proof of the path**, for every measurement: BPF — pings raise host-a's counter for the path (encap-vxlan / encap-ipip / forward-direct) and no other, and host-b's decap counter; during each measurement that counter on host-a counts the stream's bytes (iperf3) or at least one packet per transaction (rr, crr). Kernel — `ip route get` on host-a leads through the path's device, calyx's counters on both hosts stay unchanged over all of the path's measurements, and host-a's vxlan device (VXLAN) or eth0 (routing) transmits the stream's bytes or a packet per transaction. ")
 	fmt.Fprintf(&b, "*Path share* is those bytes divided by the bytes iperf3 sent (slightly above 1: headers); *packet on the path* is their mean size: far above the MTU means TSO/GSO super-packets crossed unsegmented, as they should on both sides.\n")

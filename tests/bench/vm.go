@@ -147,9 +147,9 @@ func VMs(ctx context.Context, binDir string, p twoHostParams, rec *Recorder) (er
 		schedule: vmSchedule,
 		ends: func(c EncapCase) pathEnds {
 			if c.Local {
-				return pathEnds{ws["va"], ws["va2"]}
+				return pathEnds{src: ws["va"], dst: ws["va2"]}
 			}
-			return pathEnds{ws["va"], ws["vb"]}
+			return pathEnds{src: ws["va"], dst: ws["vb"]}
 		},
 		metrics: vmMetrics(),
 		id:      VMCaseID,
