@@ -137,6 +137,8 @@ func TestAddressPlan(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.DHCP = true
+		// The link's MTU fits VXLAN over IPv4; the lease's (option 26)
+		// is smaller where the node has an IPv6 underlay.
 		w.MTU = m.Mode.WorkloadMTU()
 		if err := l.CreateWorkload(w); err != nil {
 			t.Fatal(err)
