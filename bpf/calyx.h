@@ -62,8 +62,8 @@ enum cx_route_type {
  * never compare subnets. */
 enum cx_encap {
 	CX_ENCAP_NONE = 0,  /* routed directly to the node's underlay address */
-	CX_ENCAP_IPIP = 1,  /* IPv4 in IPv4, protocol 4 */
-	CX_ENCAP_VXLAN = 2, /* VXLAN over UDP, port and VNI from cx_config */
+	CX_ENCAP_IPIP = 1,  /* IP in IP: IPv4 in IPv4 (4), IPv6 in IPv4 (41), IPv6 in IPv6 (41) */
+	CX_ENCAP_VXLAN = 2, /* VXLAN over UDP (IPv4 or IPv6), port and VNI from cx_config */
 };
 
 enum cx_route_flags {
@@ -89,7 +89,9 @@ struct cx_route {
 	/* local workload: its interface's counter slot (cx_iface). A __u16
 	 * beside encap, so the route cached in cx_nat_v2 keeps its size. */
 	__u16 counter_slot;
-	__u8 next_hop[16];          /* remote: the owning node's underlay address */
+	/* remote: the owning node's underlay address, IPv4 (v4-mapped) or
+	 * IPv6: the underlay the packet takes */
+	__u8 next_hop[16];
 	__u8 mac[CX_ETH_ALEN];      /* local workload: its MAC (CX_RT_F_HAS_MAC) */
 	__u8 host_mac[CX_ETH_ALEN]; /* local workload: the host side's MAC */
 };
@@ -182,6 +184,10 @@ struct cx_node_config {
 	/* The MTU the agent gives workloads: a packet from one to another on
 	 * this host must fit it (0: not checked). */
 	__u32 workload_mtu;
+	/* This node's underlay IPv6 (Node.spec.ipv6Address; zero: none): the
+	 * outer source and decap destination of the IPv6 underlay, which
+	 * carries IPv6 workloads' traffic to nodes with an IPv6 address. */
+	__u8 node_addr6[16];
 };
 
 enum cx_config_flags {

@@ -140,6 +140,11 @@ type CalyxCxEpStatus struct {
 	Ifname  [16]int8
 }
 
+type CalyxCxFibBuf struct {
+	_ structs.HostLayout
+	B [64]uint8
+}
+
 type CalyxCxFip struct {
 	_          structs.HostLayout
 	Fixed      [16]uint8
@@ -302,6 +307,7 @@ type CalyxCxNodeConfig struct {
 	NatPortMin      uint16
 	NatPortMax      uint16
 	WorkloadMtu     uint32
+	NodeAddr6       [16]uint8
 }
 
 type CalyxCxPolicyAction uint32
@@ -476,6 +482,7 @@ const (
 	CalyxMapCxCtStats           = "cx_ct_stats"
 	CalyxMapCxCtV2              = "cx_ct_v2"
 	CalyxMapCxEndpoints         = "cx_endpoints"
+	CalyxMapCxFibScratch        = "cx_fib_scratch"
 	CalyxMapCxFips              = "cx_fips"
 	CalyxMapCxFrags             = "cx_frags"
 	CalyxMapCxIfaces            = "cx_ifaces"
@@ -576,6 +583,7 @@ type CalyxMapSpecs struct {
 	CxCtStats       *ebpf.MapSpec `ebpf:"cx_ct_stats"`
 	CxCtV2          *ebpf.MapSpec `ebpf:"cx_ct_v2"`
 	CxEndpoints     *ebpf.MapSpec `ebpf:"cx_endpoints"`
+	CxFibScratch    *ebpf.MapSpec `ebpf:"cx_fib_scratch"`
 	CxFips          *ebpf.MapSpec `ebpf:"cx_fips"`
 	CxFrags         *ebpf.MapSpec `ebpf:"cx_frags"`
 	CxIfaces        *ebpf.MapSpec `ebpf:"cx_ifaces"`
@@ -644,6 +652,7 @@ type CalyxMaps struct {
 	CxCtStats       *ebpf.Map `ebpf:"cx_ct_stats"`
 	CxCtV2          *ebpf.Map `ebpf:"cx_ct_v2"`
 	CxEndpoints     *ebpf.Map `ebpf:"cx_endpoints"`
+	CxFibScratch    *ebpf.Map `ebpf:"cx_fib_scratch"`
 	CxFips          *ebpf.Map `ebpf:"cx_fips"`
 	CxFrags         *ebpf.Map `ebpf:"cx_frags"`
 	CxIfaces        *ebpf.Map `ebpf:"cx_ifaces"`
@@ -668,6 +677,7 @@ func (m *CalyxMaps) Close() error {
 		m.CxCtStats,
 		m.CxCtV2,
 		m.CxEndpoints,
+		m.CxFibScratch,
 		m.CxFips,
 		m.CxFrags,
 		m.CxIfaces,

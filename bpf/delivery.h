@@ -118,19 +118,30 @@ struct cx_nexthop {
 	int resolved; /* the neighbour's MAC is known */
 };
 
-/* cx_fib_nexthop asks the kernel FIB, which holds the underlay only, how to
- * reach node. It returns 0 with nh filled, or -1 when there is no route. */
-static __always_inline int cx_fib_nexthop(struct __sk_buff *skb, __be32 src, __be32 node,
-					  struct cx_nexthop *nh)
+/* cx_fib_params_kept is this CPU's bpf_fib_lookup (cx_fib_scratch) as the
+ * last lookup left it. */
+static __always_inline struct bpf_fib_lookup *cx_fib_params_kept(void)
 {
-	struct bpf_fib_lookup p = {};
-	int rc;
+	__u32 zero = 0;
 
-	p.family = CX_AF_INET;
-	p.ipv4_src = src;
-	p.ipv4_dst = node;
-	p.ifindex = skb->ifindex;
-	rc = bpf_fib_lookup(skb, &p, sizeof(p), 0);
+	return (struct bpf_fib_lookup *)bpf_map_lookup_elem(&cx_fib_scratch, &zero);
+}
+
+/* cx_fib_params is this CPU's bpf_fib_lookup (cx_fib_scratch), zeroed. */
+static __always_inline struct bpf_fib_lookup *cx_fib_params(void)
+{
+	__u32 zero = 0;
+	struct bpf_fib_lookup *p = (struct bpf_fib_lookup *)bpf_map_lookup_elem(&cx_fib_scratch, &zero);
+
+	if (p)
+		__builtin_memset(p, 0, sizeof(*p));
+	return p;
+}
+
+/* cx_fib_result fills nh from a lookup's result rc and parameters p. It
+ * returns 0, or -1 when there is no route. */
+static __always_inline int cx_fib_result(int rc, const struct bpf_fib_lookup *p, struct cx_nexthop *nh)
+{
 	/* FRAG_NEEDED: the route and the neighbour were found, but the skb as
 	 * it is now is longer than the output device's MTU (the helper checks
 	 * that when no tot_len is given). Whether the packet fits once it is
@@ -138,16 +149,48 @@ static __always_inline int cx_fib_nexthop(struct __sk_buff *skb, __be32 src, __b
 	 * answers with ICMP rather than a silent drop. */
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
 		nh->resolved = 1;
-		__builtin_memcpy(nh->smac, p.smac, CX_ETH_ALEN);
-		__builtin_memcpy(nh->dmac, p.dmac, CX_ETH_ALEN);
+		__builtin_memcpy(nh->smac, p->smac, CX_ETH_ALEN);
+		__builtin_memcpy(nh->dmac, p->dmac, CX_ETH_ALEN);
 	} else if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		nh->resolved = 0;
 	} else {
 		return -1;
 	}
-	nh->ifindex = p.ifindex;
-	nh->gw = p.ipv4_dst; /* the lookup overwrote node with the next hop */
+	nh->ifindex = p->ifindex;
+	nh->gw = p->ipv4_dst; /* the lookup overwrote the node with the next hop */
 	return 0;
+}
+
+/* cx_fib_nexthop asks the kernel FIB, which holds the underlay only, how to
+ * reach node. It returns 0 with nh filled, or -1 when there is no route. */
+static __always_inline int cx_fib_nexthop(struct __sk_buff *skb, __be32 src, __be32 node,
+					  struct cx_nexthop *nh)
+{
+	struct bpf_fib_lookup *p = cx_fib_params();
+
+	if (!p)
+		return -1; /* cannot happen: a per-CPU array's one entry */
+	p->family = CX_AF_INET;
+	p->ipv4_src = src;
+	p->ipv4_dst = node;
+	p->ifindex = skb->ifindex;
+	return cx_fib_result(bpf_fib_lookup(skb, p, sizeof(*p), 0), p, nh);
+}
+
+/* cx_fib_nexthop6 is cx_fib_nexthop on the IPv6 underlay: the next hop
+ * stays in cx_fib_scratch (cx_to_nexthop reads it). */
+static __always_inline int cx_fib_nexthop6(struct __sk_buff *skb, const void *src, const void *node,
+					   struct cx_nexthop *nh)
+{
+	struct bpf_fib_lookup *p = cx_fib_params();
+
+	if (!p)
+		return -1; /* cannot happen: a per-CPU array's one entry */
+	p->family = CX_AF_INET6;
+	__builtin_memcpy(p->ipv6_src, src, 16);
+	__builtin_memcpy(p->ipv6_dst, node, 16);
+	p->ifindex = skb->ifindex;
+	return cx_fib_result(bpf_fib_lookup(skb, p, sizeof(*p), 0), p, nh);
 }
 
 /* cx_icmp_frag_needed turns an IPv4 packet (Ethernet + a 20-byte header,
@@ -365,6 +408,69 @@ static __always_inline int cx_encap(struct __sk_buff *skb, const struct cx_node_
 	return 0;
 }
 
+/* cx_encap6 wraps the IPv6 packet in skb for node over the IPv6 underlay:
+ * IPv6 in IPv6 (next header 41, RFC 2473) or VXLAN over UDP/IPv6, whose
+ * UDP checksum is zero (RFC 6935: tunnel endpoints may agree to it; the
+ * receiving node decapsulates in BPF before any UDP processing). A GSO
+ * packet is handled as cx_encap does. Returns 0, or -1 when a helper
+ * refused the packet. */
+static __always_inline int cx_encap6(struct __sk_buff *skb, const struct cx_node_config *cfg, __u32 encap,
+				     const void *node, __u32 seg_len)
+{
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
+	struct ethhdr *eth = data, inner_eth;
+	struct ipv6hdr *ip6 = (void *)(eth + 1), *outer;
+	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV6;
+	__u32 room = CX_IP6IP6_OVERHEAD, hash = bpf_get_hash_recalc(skb);
+	__u32 tc;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	__builtin_memcpy(&inner_eth, eth, sizeof(inner_eth));
+	tc = ip6->priority << 4 | ip6->flow_lbl[0] >> 4;
+	if (encap == CX_ENCAP_VXLAN) {
+		room = CX_VXLAN6_OVERHEAD;
+		flags |= BPF_F_ADJ_ROOM_ENCAP_L4_UDP | BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(ETH_HLEN);
+	}
+	if (seg_len + room <= cfg->underlay_mtu)
+		flags |= BPF_F_ADJ_ROOM_FIXED_GSO;
+	if (bpf_skb_adjust_room(skb, room, BPF_ADJ_ROOM_MAC, flags))
+		return -1;
+
+	data = cx_skb_data(skb);
+	data_end = cx_skb_data_end(skb);
+	outer = data + ETH_HLEN;
+	if ((void *)(outer + 1) > data_end)
+		return -1;
+	/* The inner flow's hash as the flow label, as the kernel's tunnels
+	 * do (RFC 6438): the underlay spreads flows over its paths. */
+	*(__be32 *)outer = bpf_htonl(6 << 28 | tc << 20 | (hash & 0xfffff));
+	outer->payload_len = bpf_htons(skb->len - ETH_HLEN - sizeof(*outer));
+	outer->hop_limit = CX_OUTER_TTL;
+	__builtin_memcpy(&outer->saddr, cfg->node_addr6, 16);
+	__builtin_memcpy(&outer->daddr, node, 16);
+	if (encap == CX_ENCAP_VXLAN) {
+		struct udphdr *udp = (void *)(outer + 1);
+		struct cx_vxlanhdr *vx = (void *)(udp + 1);
+		struct ethhdr *ieth = (void *)(vx + 1);
+
+		if ((void *)(ieth + 1) > data_end)
+			return -1;
+		outer->nexthdr = IPPROTO_UDP;
+		udp->source = bpf_htons((__u16)((((__u64)hash * (61000 - 32768)) >> 32) + 32768));
+		udp->dest = bpf_htons((__u16)cfg->vxlan_port);
+		udp->len = outer->payload_len;
+		udp->check = 0;
+		vx->flags = CX_VXLAN_FLAG_I;
+		vx->vni = bpf_htonl(cfg->vxlan_vni << 8);
+		__builtin_memcpy(ieth, &inner_eth, sizeof(*ieth));
+	} else {
+		outer->nexthdr = IPPROTO_IPV6;
+	}
+	return 0;
+}
+
 /* cx_seg_len is the size on the wire of the packets skb will leave as: its
  * IP length, or for a GSO packet one segment with its headers. l3 is its
  * IP header (IPv6 when v6). */
@@ -403,9 +509,97 @@ static __always_inline __u32 cx_seg_len(struct __sk_buff *skb, void *l3, void *d
 	return iph->ihl * 4 + l4 + gso;
 }
 
+/* cx_to_nexthop sends a packet ready for the underlay (encapsulated, or
+ * routed directly) to nh, counted under reason: with the neighbour's MAC
+ * when it is known, else through the kernel's neighbour table (nh6: the
+ * IPv6 next hop cx_fib_nexthop6 left in cx_fib_scratch). */
+static __always_inline int cx_to_nexthop(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_slot, __u32 len,
+					 __u32 reason, const struct cx_nexthop *nh, int from_host, int nh6)
+{
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		/* Cannot happen after the callers' checks; the verifier wants it. */
+		return cx_verdict_len(in_ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+	if (nh->resolved) {
+		__builtin_memcpy(eth->h_dest, nh->dmac, CX_ETH_ALEN);
+		__builtin_memcpy(eth->h_source, nh->smac, CX_ETH_ALEN);
+		if (from_host && nh->ifindex == skb->ifindex)
+			/* Already on its way out of the right interface. */
+			return cx_verdict_slot(in_slot, in_ifindex, reason, len, TC_ACT_OK);
+		skb->mark = CX_MARK_ROUTED;
+		return cx_verdict_slot(in_slot, in_ifindex, reason, len, bpf_redirect(nh->ifindex, 0));
+	}
+	skb->mark = CX_MARK_ROUTED;
+	if (nh6) {
+		struct bpf_fib_lookup *p = cx_fib_params_kept();
+		struct bpf_redir_neigh neigh = { .nh_family = CX_AF_INET6 };
+
+		if (!p)
+			return cx_verdict_len(in_ifindex, CX_REASON_DROP_FIB, len, TC_ACT_SHOT); /* cannot happen */
+		__builtin_memcpy(neigh.ipv6_nh, p->ipv6_dst, 16);
+		return cx_verdict_slot(in_slot, in_ifindex, reason, len,
+				      bpf_redirect_neigh(nh->ifindex, &neigh, sizeof(neigh), 0));
+	}
+	{
+		struct bpf_redir_neigh neigh = { .nh_family = CX_AF_INET, .ipv4_nh = nh->gw };
+
+		return cx_verdict_slot(in_slot, in_ifindex, reason, len,
+				      bpf_redirect_neigh(nh->ifindex, &neigh, sizeof(neigh), 0));
+	}
+}
+
+/* cx_to_node6u sends a workload's IPv6 packet towards the node that hosts
+ * its destination over the IPv6 underlay (rt's next hop is that node's
+ * IPv6 address): IPv6 in IPv6, VXLAN over IPv6, or routed directly. */
+static __always_inline int cx_to_node6u(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_slot,
+					const struct cx_route *rt, const struct cx_node_config *cfg)
+{
+	void *data = cx_skb_data(skb);
+	void *data_end = cx_skb_data_end(skb);
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+	__u32 encap = rt->encap, len = skb->len, room = 0, reason = CX_REASON_FORWARD_DIRECT, seg_len;
+	struct cx_nexthop nh = {};
+
+	if ((void *)(ip6 + 1) > data_end || cx_is_unspecified6((const struct in6_addr *)cfg->node_addr6))
+		/* No IPv6 underlay address here (yet): the host stack's. */
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	if (ip6->hop_limit <= 1)
+		/* The host stack sends the time-exceeded. */
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	if (cx_fib_nexthop6(skb, cfg->node_addr6, rt->next_hop, &nh))
+		/* The underlay cannot reach the node. */
+		return cx_verdict_len(in_ifindex, CX_REASON_DROP_FIB, len, TC_ACT_SHOT);
+	if (encap == CX_ENCAP_IPIP)
+		room = CX_IP6IP6_OVERHEAD;
+	else if (encap == CX_ENCAP_VXLAN)
+		room = CX_VXLAN6_OVERHEAD;
+	seg_len = cx_seg_len(skb, ip6, data_end, 1);
+	if (!skb->gso_size && seg_len + room > cfg->underlay_mtu) {
+		__u32 mtu = cfg->underlay_mtu - room;
+
+		if (seg_len < CX_ICMP6_KEEP)
+			return cx_verdict_len(in_ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+		if (cx_icmp6_too_big(skb, mtu < CX_IPV6_MIN_MTU ? CX_IPV6_MIN_MTU : mtu))
+			/* The helpers refused to rewrite the packet into the ICMPv6. */
+			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_ICMP_FRAG_NEEDED, len, bpf_redirect(skb->ifindex, 0));
+	}
+	ip6->hop_limit--;
+	if (room) {
+		if (cx_encap6(skb, cfg, encap, rt->next_hop, seg_len))
+			/* bpf_skb_adjust_room refused. */
+			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+		reason = encap == CX_ENCAP_IPIP ? CX_REASON_ENCAP_IPIP : CX_REASON_ENCAP_VXLAN;
+	}
+	return cx_to_nexthop(skb, in_ifindex, in_slot, len, reason, &nh, 0, 1);
+}
+
 /* cx_to_node sends an IP packet (IPv6 when v6, a constant at every call)
  * towards the node that hosts its destination, encapsulated as rt says,
- * over the IPv4 underlay. in_ifindex (counter slot in_slot) is where the
+ * over the underlay of rt's next hop (IPv4, or IPv6: cx_to_node6u). in_ifindex (counter slot in_slot) is where the
  * verdict is counted; from_host says the packet comes from the host's own
  * stack (the underlay egress hook) rather than from a workload. */
 static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, __u32 in_slot,
@@ -425,10 +619,16 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, _
 	if (!cfg || !cfg->underlay_mtu || (v6 ? (void *)(ip6 + 1) : (void *)(iph + 1)) > data_end)
 		/* Not configured yet: the host stack knows as much as we do. */
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	if (!cx_is_v4mapped((const struct in6_addr *)rt->next_hop)) {
+		if (v6)
+			/* A node reached over the IPv6 underlay. */
+			return cx_to_node6u(skb, in_ifindex, in_slot, rt, cfg);
+		/* IPv4 never takes the IPv6 underlay: not a route the agent writes. */
+		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	}
 	src = cx_addr_ip4(cfg->node_addr);
 	node = cx_addr_ip4(rt->next_hop);
-	if (!src || !node || !cx_is_v4mapped((const struct in6_addr *)rt->next_hop))
-		/* (A node reached over an IPv6 underlay: the host stack's.) */
+	if (!src || !node)
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	ttl = v6 ? ip6->hop_limit : iph->ttl;
 	if (!from_host && ttl <= 1)
@@ -496,34 +696,13 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, _
 		reason = encap == CX_ENCAP_IPIP ? CX_REASON_ENCAP_IPIP : CX_REASON_ENCAP_VXLAN;
 	}
 
-	data = cx_skb_data(skb);
-	data_end = cx_skb_data_end(skb);
-	eth = data;
-	if ((void *)(eth + 1) > data_end)
-		/* Cannot happen after the checks above; the verifier wants it. */
-		return cx_verdict_len(in_ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
-	if (nh.resolved) {
-		__builtin_memcpy(eth->h_dest, nh.dmac, CX_ETH_ALEN);
-		__builtin_memcpy(eth->h_source, nh.smac, CX_ETH_ALEN);
-		if (from_host && nh.ifindex == skb->ifindex)
-			/* Already on its way out of the right interface. */
-			return cx_verdict_slot(in_slot, in_ifindex, reason, len, TC_ACT_OK);
-		skb->mark = CX_MARK_ROUTED;
-		return cx_verdict_slot(in_slot, in_ifindex, reason, len, bpf_redirect(nh.ifindex, 0));
-	}
-	if (v6 && !room)
+	if (v6 && !room && !nh.resolved)
 		/* An IPv6 packet routed directly whose next hop's MAC is not
 		 * known yet: bpf_redirect_neigh resolves only an IPv6 next hop
 		 * for it. The host stack routes it (its first IPv4 packet to
 		 * the node resolves the neighbour for the next). */
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
-	skb->mark = CX_MARK_ROUTED;
-	{
-		struct bpf_redir_neigh neigh = { .nh_family = CX_AF_INET, .ipv4_nh = nh.gw };
-
-		return cx_verdict_slot(in_slot, in_ifindex, reason, len,
-				      bpf_redirect_neigh(nh.ifindex, &neigh, sizeof(neigh), 0));
-	}
+	return cx_to_nexthop(skb, in_ifindex, in_slot, len, reason, &nh, from_host, 0);
 }
 
 #endif /* CALYX_DELIVERY_H */

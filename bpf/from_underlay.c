@@ -27,20 +27,27 @@ static __always_inline int cx_local_source4(__be32 saddr)
 
 /* cx_from_underlay6 decides an IPv6 packet from the underlay: one with a
  * source that is this host's own or a local workload's is forged (as for
- * IPv4); one for a local workload (routed here directly by another node)
- * passes its ingress policy and is delivered; the rest is the host's. */
+ * IPv4); a tunnel packet from another node over the IPv6 underlay (IPv6 in
+ * IPv6, or VXLAN over IPv6, to this node's IPv6 address) is decapsulated as
+ * cx_decap does; what is for a local workload then (or routed here
+ * directly) passes its ingress policy and is delivered; the rest is the
+ * host's. */
 static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex, len = skb->len, slot = CX_SLOT_IF_UNDERLAY;
+	__u32 reason = CX_REASON_DELIVER_LOCAL, room = 0;
 	struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
-	struct ipv6hdr *ip6;
+	struct cx_node_config *cfg = cx_get_config();
+	struct ipv6hdr *ip6, *inner;
+	struct in6_addr node;
 	struct cx_route *rt;
-	void *data_end;
+	void *data, *data_end;
 	int nat;
 
 	cx_pull(skb, CX_PULL_LEN);
+	data = cx_skb_data(skb);
 	data_end = cx_skb_data_end(skb);
-	ip6 = cx_skb_data(skb) + ETH_HLEN;
+	ip6 = data + ETH_HLEN;
 	if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
 		/* The host stack drops it too; count it here. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
@@ -51,14 +58,77 @@ static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
 		/* From the wire with a source that is this host's own or a
 		 * local workload's: forged. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_UNDERLAY_SPOOF, TC_ACT_SHOT);
-	rt = cx_route_addr(&ip6->daddr);
-	if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD)
+	if (!cfg || !cx_addr_eq(&ip6->daddr, (const struct in6_addr *)cfg->node_addr6) ||
+	    cx_is_unspecified6(&ip6->daddr)) {
+		/* Not to this node: workload traffic routed here directly, or
+		 * the host's. */
+		rt = cx_route_addr(&ip6->daddr);
+		if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD)
+			return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		goto deliver;
+	}
+
+	/* To this node's IPv6 address: a tunnel packet, or the host's own. */
+	if (ip6->nexthdr == IPPROTO_IPV6) {
+		room = CX_IP6IP6_OVERHEAD;
+		reason = CX_REASON_DECAP_IPIP;
+	} else if (ip6->nexthdr == IPPROTO_UDP) {
+		struct udphdr *udp = (void *)(ip6 + 1);
+		struct cx_vxlanhdr *vx = (void *)(udp + 1);
+		struct ethhdr *ieth = (void *)(vx + 1);
+
+		if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons((__u16)cfg->vxlan_port))
+			return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		if ((void *)(ieth + 1) > data_end)
+			/* Too short for VXLAN and the inner Ethernet header. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		if (!(vx->flags & CX_VXLAN_FLAG_I) ||
+		    (vx->vni & bpf_htonl(0xffffff00)) != bpf_htonl(cfg->vxlan_vni << 8))
+			/* Another overlay's traffic, or not VXLAN at all. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_VNI, TC_ACT_SHOT);
+		if (ieth->h_proto != bpf_htons(ETH_P_IPV6))
+			/* The IPv6 underlay carries IPv6 workloads only. */
+			return cx_verdict(skb, ifindex, CX_REASON_DROP_UNSUPPORTED, TC_ACT_SHOT);
+		room = CX_VXLAN6_OVERHEAD;
+		reason = CX_REASON_DECAP_VXLAN;
+	} else {
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	}
+	rt = cx_route_addr(&ip6->saddr);
+	if (!rt || rt->type != CX_RT_NODE)
+		/* Not from a node: someone injecting packets into workloads. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_SRC, TC_ACT_SHOT);
+	__builtin_memcpy(&node, &ip6->saddr, sizeof(node));
+	inner = data + ETH_HLEN + (room & 0x7f);
+	if ((void *)(inner + 1) > data_end || inner->version != 6 || cx_is_v4mapped(&inner->saddr) ||
+	    cx_is_v4mapped(&inner->daddr))
+		/* The inner packet is cut short, not IPv6, or carries
+		 * addresses no IPv6 packet has. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+	if (!cx_inner_source_ok(&inner->saddr, 0, &node))
+		/* A node tunnelling a source that is not its to use. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
+	rt = cx_route_addr(&inner->daddr);
+	if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
+		/* Decapsulated traffic is never forwarded on. */
+		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+	/* As cx_decap does for IPv4 (the outer Ethernet type stays IPv6's). */
+	if (bpf_skb_adjust_room(skb, -(__s32)room, BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET | BPF_F_ADJ_ROOM_DECAP_L3_IPV6))
+		/* The helper refused: a GSO type it cannot resize, or no memory. */
+		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+	if (reason == CX_REASON_DECAP_VXLAN)
+		bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
+
+deliver:
 	if (!t)
 		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
 	nat = cx_nat_policed(skb, t, 0, 0, NULL, len, -1, NULL, NULL);
 	if (nat < 0)
 		return cx_nat_drop(ifindex, nat, len);
+	if (rt->type == CX_RT_HOST)
+		/* For this host itself: its stack takes the inner packet. */
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	data_end = cx_skb_data_end(skb);
 	ip6 = cx_skb_data(skb) + ETH_HLEN;
 	if ((void *)(ip6 + 1) > data_end)
@@ -67,7 +137,7 @@ static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
 		/* Expiring: the host stack sends the time-exceeded. */
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	ip6->hop_limit--;
-	return cx_deliver_local(skb, ifindex, slot, len, CX_REASON_DELIVER_LOCAL, rt);
+	return cx_deliver_local(skb, ifindex, slot, len, reason, rt);
 }
 
 /* calyx_from_underlay runs at TC ingress on the underlay interface: tunnel
@@ -233,7 +303,7 @@ static __always_inline int cx_inner_source_ok4(__be32 saddr, __be32 node)
 	struct in6_addr a;
 
 	cx_addr_v4(a.in6_u.u6_addr8, saddr);
-	return cx_inner_source_ok(&a, node);
+	return cx_inner_source_ok(&a, node, NULL);
 }
 
 /* cx_decap takes the outer headers off a tunnel packet from another node
@@ -307,7 +377,7 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 			/* The inner packet is cut short, not IPv6, or carries
 			 * addresses no IPv6 packet has. */
 			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
-		if (!cx_inner_source_ok(&ip6->saddr, outer->saddr))
+		if (!cx_inner_source_ok(&ip6->saddr, outer->saddr, NULL))
 			/* A node tunnelling a source that is not its to use. */
 			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
 		rt = cx_route_addr(&ip6->daddr);

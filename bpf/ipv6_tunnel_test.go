@@ -243,3 +243,163 @@ func TestIPv6UnderlayDirect(t *testing.T) {
 	e.setTables(t, dst, tableDeny, 0)
 	e.fromUL(t, bpftest.IPv6UDP(l2, ip6(src, dst.ip6), 40001, 7000, nil)).want(t, shot, hit{ul, bpfmap.ReasonDropPolicy})
 }
+
+var (
+	self6  = netip.MustParseAddr("2001:db8:a41:ff::10")
+	nodeA6 = netip.MustParseAddr("2001:db8:a41:ff::20")
+	nodeB6 = netip.MustParseAddr("2001:db8:a41:ff::21") // no neighbour entry
+)
+
+// underlay6 gives the tunnel env an IPv6 underlay: self6 on the underlay,
+// nodeA6 (at nodeA's MAC) and nodeB6 as nodes, and cx_config's address.
+func (e *env) underlay6(tb testing.TB) {
+	tb.Helper()
+	ns := e.ns
+	must(tb, ns.Sysctl("net.ipv6.conf.all.forwarding", "1"))
+	must(tb, ns.Sysctl("net.ipv6.conf.ulh.accept_dad", "0"))
+	must(tb, ns.AddAddr("ulh", netip.PrefixFrom(self6, 64)))
+	must(tb, ns.AddNeigh("ulh", nodeA6, e.tun.nodeA.l2))
+	for _, n := range []netip.Addr{nodeA6, nodeB6} {
+		must(tb, e.dp.Maps.Routes.Put(netip.PrefixFrom(n, 128), bpfmap.Route{Type: bpfmap.RouteNode}))
+	}
+	cfg := e.tun.cfg
+	cfg.Address6 = self6
+	e.tun.cfg = cfg
+	must(tb, e.dp.Maps.Config.Put(0, cfg))
+}
+
+// block6u is block6 for a node reached over the IPv6 underlay at node.
+func (e *env) block6u(tb testing.TB, node netip.Addr, encap bpfmap.Encap) netip.Addr {
+	tb.Helper()
+	b := [16]byte{0: 0xfd, 3: 0x67, 5: byte(encap), 7: node.As16()[15]}
+	must(tb, e.dp.Maps.Routes.Put(netip.PrefixFrom(netip.AddrFrom16(b), 122),
+		bpfmap.Route{Type: bpfmap.RouteRemoteWorkload, Encap: encap, NextHop: node}))
+	b[15] = 5
+	return netip.AddrFrom16(b)
+}
+
+// Over the IPv6 underlay: IPv6 in IPv6 (next header 41), VXLAN over UDP/
+// IPv6 (checksum zero), or routed directly; the outer header this node's
+// IPv6 address to the node's, the inner packet as sent but for its hop
+// limit. A node whose MAC is unknown is reached through the neighbour
+// table.
+func TestIPv6UnderlayEncap(t *testing.T) {
+	e := newTunnelEnv(t)
+	e.underlay6(t)
+	src := e.wl1
+	for _, enc := range []struct {
+		name   string
+		encap  bpfmap.Encap
+		reason bpfmap.Reason
+		room   int
+		next   uint8
+	}{
+		{"ip6ip6", bpfmap.EncapIPIP, bpfmap.ReasonEncapIPIP, 40, 41},
+		{"vxlan6", bpfmap.EncapVXLAN, bpfmap.ReasonEncapVXLAN, 70, 17},
+		{"direct", bpfmap.EncapNone, bpfmap.ReasonForwardDirect, 0, 17},
+	} {
+		t.Run(enc.name, func(t *testing.T) {
+			dst := e.block6u(t, nodeA6, enc.encap)
+			in := bpftest.IPv6UDP(src.l2(), ip6(src.ip6, dst), 40000, 7000, []byte("over the IPv6 underlay"))
+			o := e.fromWL(t, src, in)
+			o.want(t, redirect, hit{src, enc.reason})
+			out := o.out
+			if len(out) != len(in)+enc.room {
+				t.Fatalf("%d bytes in, %d out, want %d more", len(in), len(out), enc.room)
+			}
+			if !bytes.Equal(out[0:6], e.tun.nodeA.l2) || !bytes.Equal(out[6:12], e.tun.ul.hostMAC) ||
+				binary.BigEndian.Uint16(out[12:14]) != 0x86dd {
+				t.Errorf("Ethernet %x, want %s <- %s, IPv6", out[:14], e.tun.nodeA.l2, e.tun.ul.hostMAC)
+			}
+			wantInner := slices.Clone(in[14:])
+			wantInner[7]--
+			inner := out[14+enc.room:]
+			if enc.encap == bpfmap.EncapVXLAN {
+				inner = out[14+enc.room-14+14:]
+				if !bytes.Equal(out[14+56:14+70], in[:14]) {
+					t.Errorf("inner Ethernet %x, want the original %x", out[70:84], in[:14])
+				}
+			}
+			if !bytes.Equal(inner, wantInner) {
+				t.Errorf("inner packet:\n got  %x\n want %x", inner, wantInner)
+			}
+			if enc.room == 0 {
+				return
+			}
+			outer := out[14:54]
+			if outer[0]>>4 != 6 || outer[6] != enc.next || outer[7] != 64 || !bytes.Equal(outer[8:24], self6.AsSlice()) ||
+				!bytes.Equal(outer[24:40], nodeA6.AsSlice()) || int(binary.BigEndian.Uint16(outer[4:6])) != len(out)-54 {
+				t.Errorf("outer IPv6 %x: want %s -> %s, next header %d, hop limit 64, payload %d", outer, self6, nodeA6, enc.next, len(out)-54)
+			}
+			if enc.encap == bpfmap.EncapVXLAN {
+				udp := out[54:62]
+				if binary.BigEndian.Uint16(udp[2:4]) != testVXLANPort || int(binary.BigEndian.Uint16(udp[4:6])) != len(out)-54 ||
+					binary.BigEndian.Uint16(udp[6:8]) != 0 {
+					t.Errorf("UDP %x: want port %d, length %d, checksum 0", udp, testVXLANPort, len(out)-54)
+				}
+				if want := binary.BigEndian.AppendUint32([]byte{0x08, 0, 0, 0}, testVNI<<8); !bytes.Equal(out[62:70], want) {
+					t.Errorf("VXLAN header %x, want %x", out[62:70], want)
+				}
+			}
+		})
+	}
+	t.Run("node without a neighbour entry", func(t *testing.T) {
+		dst := e.block6u(t, nodeB6, bpfmap.EncapVXLAN)
+		in := bpftest.IPv6UDP(src.l2(), ip6(src.ip6, dst), 40000, 7000, nil)
+		e.fromWL(t, src, in).want(t, redirect, hit{src, bpfmap.ReasonEncapVXLAN})
+	})
+	t.Run("too big for the IPv6 tunnel", func(t *testing.T) {
+		dst := e.block6u(t, nodeA6, bpfmap.EncapVXLAN)
+		mtu := underlayMTU - 70
+		big := bpftest.IPv6UDP(src.l2(), ip6(src.ip6, dst), 40000, 7000, make([]byte, mtu+1-48))
+		o := e.fromWL(t, src, big)
+		o.want(t, redirect, hit{src, bpfmap.ReasonICMPFragNeeded})
+		checkPacketTooBig(t, o.out, src, mtu, big[14:])
+	})
+}
+
+// From the IPv6 underlay: IPv6 in IPv6 and VXLAN over IPv6 from a node to
+// this node's IPv6 address are decapsulated and delivered; from an address
+// that is no node, with a source the node may not send, with another VNI
+// or an IPv4 inner frame, they are dropped.
+func TestIPv6UnderlayDecap(t *testing.T) {
+	e := newTunnelEnv(t)
+	e.underlay6(t)
+	ul, dst := e.tun.ul, e.wl2
+	l2 := bpftest.L2{Src: mac(0x99, 0x01), Dst: mac(0x99, 0xee)}
+	frame := func(from netip.Addr, encap bpfmap.Encap, vni uint32, inner []byte) []byte {
+		outer := bpftest.IPv6{Src: from, Dst: self6}
+		if encap == bpfmap.EncapIPIP {
+			return bpftest.IP6in6(e.nodeL2(e.tun.nodeA), outer, inner[14:])
+		}
+		return bpftest.VXLAN6(e.nodeL2(e.tun.nodeA), outer, 51234, testVXLANPort, vni, inner)
+	}
+	for _, enc := range encaps {
+		t.Run(enc.name, func(t *testing.T) {
+			src := e.block6u(t, nodeA6, enc.encap)
+			inner := bpftest.IPv6UDP(l2, ip6(src, dst.ip6), 40000, 7000, []byte("from the IPv6 underlay"))
+			in := frame(nodeA6, enc.encap, testVNI, inner)
+			o := e.fromUL(t, in)
+			want := slices.Concat(in[:14], inner[14:])
+			copy(want[0:6], dst.mac)
+			copy(want[6:12], dst.hostMAC)
+			want[14+7]--
+			o.wantSized(t, redirect, sizedHit{ul, enc.decap, len(in)}, sizedHit{dst, bpfmap.ReasonToWorkload, len(want)})
+			if !bytes.Equal(o.out, want) {
+				t.Errorf("delivered packet:\n got  %x\n want %x", o.out, want)
+			}
+			e.fromUL(t, frame(netip.MustParseAddr("2001:db8:a41:ff::99"), enc.encap, testVNI, inner)).want(t, shot,
+				hit{ul, bpfmap.ReasonDropTunnelSrc})
+			other := bpftest.IPv6UDP(l2, ip6(e.block6u(t, nodeB6, enc.encap), dst.ip6), 1, 2, nil)
+			e.fromUL(t, frame(nodeA6, enc.encap, testVNI, other)).want(t, shot, hit{ul, bpfmap.ReasonDropTunnelInnerSrc})
+			if enc.encap == bpfmap.EncapVXLAN {
+				e.fromUL(t, frame(nodeA6, enc.encap, testVNI+1, inner)).want(t, shot, hit{ul, bpfmap.ReasonDropTunnelVNI})
+				v4 := udp4(dst, e.block(t, e.tun.nodeA, enc.encap), dst.ip4, 64)
+				e.fromUL(t, frame(nodeA6, enc.encap, testVNI, v4)).want(t, shot, hit{ul, bpfmap.ReasonDropUnsupported})
+			}
+		})
+	}
+	// The host's own traffic to its IPv6 address is its own.
+	host := bpftest.IPv6UDP(e.nodeL2(e.tun.nodeA), ip6(nodeA6, self6), 40000, 22, nil)
+	e.fromUL(t, host).want(t, ok, hit{ul, bpfmap.ReasonPassHost})
+}

@@ -179,6 +179,22 @@ struct {
 	__type(value, struct cx_nat_entry);
 } cx_nat_scratch_map SEC(".maps");
 
+/* A FIB lookup's parameters (a struct bpf_fib_lookup, 64 bytes) are built
+ * here, not on the stack, which a workload's path fills to its 512 bytes;
+ * the IPv6 next hop of the last lookup is read back from it. Bytes, so
+ * that bpf2go need not render the struct's anonymous unions. Not pinned. */
+struct cx_fib_buf {
+	__u8 b[64];
+};
+_Static_assert(sizeof(struct cx_fib_buf) == sizeof(struct bpf_fib_lookup), "cx_fib_buf holds a bpf_fib_lookup");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cx_fib_buf);
+} cx_fib_scratch SEC(".maps");
+
 /* cx_get_config is cx_config's one entry. */
 static __always_inline struct cx_node_config *cx_get_config(void)
 {

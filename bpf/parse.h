@@ -199,6 +199,9 @@ static __always_inline void cx_pull(struct __sk_buff *skb, __u32 n)
 #define CX_IP_OFFSET 0x1fff
 #define CX_IPIP_OVERHEAD 20                      /* outer IPv4 */
 #define CX_VXLAN_OVERHEAD (20 + 8 + 8 + ETH_HLEN) /* outer IPv4, UDP, VXLAN, inner Ethernet */
+#define CX_IP6IP6_OVERHEAD 40                      /* outer IPv6 */
+#define CX_VXLAN6_OVERHEAD (40 + 8 + 8 + ETH_HLEN) /* outer IPv6, UDP, VXLAN, inner Ethernet */
+#define CX_AF_INET6 10
 #define CX_OUTER_TTL 64
 #define CX_ICMP_DEST_UNREACH 3
 #define CX_ICMP_FRAG_NEEDED 4

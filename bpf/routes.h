@@ -166,16 +166,27 @@ static __always_inline int cx_local_source(const struct in6_addr *saddr)
 	return cx_local_source_rt(saddr, cx_route_addr(saddr));
 }
 
-/* cx_inner_source_ok says whether a node (its IPv4 underlay address node)
- * may tunnel a packet with source saddr (of either family, IPv4
- * v4-mapped) to this host: not from this host or its workloads
+/* cx_is_node says whether a (16 bytes, as the maps keep addresses) is the
+ * node whose underlay address is node6 (IPv6 underlay), or node4 when
+ * node6 is NULL. */
+static __always_inline int cx_is_node(const void *a, __be32 node4, const struct in6_addr *node6)
+{
+	if (node6)
+		return cx_addr_eq(a, node6);
+	return cx_is_v4mapped(a) && CX_IP4(*(const struct in6_addr *)a) == node4;
+}
+
+/* cx_inner_source_ok says whether a node (its underlay address: node6 on
+ * the IPv6 underlay, else node4) may tunnel a packet with source saddr (of
+ * either family, IPv4 v4-mapped) to this host: not from this host or its workloads
  * (cx_local_source), not from another node's address, and, when the route
  * map knows saddr as a workload, only from the workload's node. Sources
  * that are no workload's (external clients whose traffic the node forwards
  * to a floating IP here) stay allowed. What remains trusted is the outer
  * source: the underlay is assumed not to forge node addresses (IPsec or
  * WireGuard between nodes would be needed to drop that assumption). */
-static __always_inline int cx_inner_source_ok(const struct in6_addr *saddr, __be32 node)
+static __always_inline int cx_inner_source_ok(const struct in6_addr *saddr, __be32 node4,
+					      const struct in6_addr *node6)
 {
 	struct cx_route *rt = cx_route_addr(saddr); /* one lookup for both checks */
 
@@ -184,9 +195,12 @@ static __always_inline int cx_inner_source_ok(const struct in6_addr *saddr, __be
 	if (!rt)
 		return 1;
 	if (rt->type == CX_RT_NODE)
-		return cx_is_v4mapped(saddr) && CX_IP4(*saddr) == node;
+		return cx_is_node(saddr, node4, node6);
 	if (rt->type == CX_RT_REMOTE_WORKLOAD)
-		return cx_is_v4mapped((const struct in6_addr *)rt->next_hop) && cx_addr_ip4(rt->next_hop) == node;
+		/* Its node: both nodes choose the same underlay for a family
+		 * (the IPv6 one when both have an IPv6 address), so the route
+		 * names the address the packet came from. */
+		return cx_is_node(rt->next_hop, node4, node6);
 	return 1;
 }
 

@@ -596,7 +596,10 @@ func endpointStatusFromBPF(in bpf.CalyxCxEpStatus) EndpointStatus {
 // NodeConfig is the single entry of cx_config: host-wide settings of the
 // underlay. The zero value (no Address) turns tunnelling off.
 type NodeConfig struct {
-	Address         netip.Addr // this node's underlay IPv4: outer source, decap destination
+	Address netip.Addr // this node's underlay IPv4: outer source, decap destination
+	// Address6 is this node's underlay IPv6 (Node.spec.ipv6Address), the
+	// same for the IPv6 underlay; the zero value: none.
+	Address6        netip.Addr
 	UnderlayIfindex uint32
 	UnderlayMTU     uint32 // encapsulated packets must fit this
 	VXLANVNI        uint32
@@ -636,6 +639,7 @@ func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
 		Flags:           flags,
 		EndpointToHost:  uint32(c.EndpointToHost),
 		NodeAddr:        addrTo16(c.Address),
+		NodeAddr6:       addrTo16(c.Address6),
 		UnderlayIfindex: c.UnderlayIfindex,
 		UnderlayMtu:     c.UnderlayMTU,
 		VxlanVni:        c.VXLANVNI,
@@ -652,6 +656,7 @@ func (c NodeConfig) toBPF() bpf.CalyxCxNodeConfig {
 func nodeConfigFromBPF(in bpf.CalyxCxNodeConfig) NodeConfig {
 	c := NodeConfig{
 		Address:         addrFrom16(in.NodeAddr),
+		Address6:        addrFrom16(in.NodeAddr6),
 		UnderlayIfindex: in.UnderlayIfindex,
 		UnderlayMTU:     in.UnderlayMtu,
 		VXLANVNI:        in.VxlanVni,

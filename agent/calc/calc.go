@@ -268,6 +268,10 @@ func nodeConfig(in Input, s *model.Snapshot, self model.NodeSpec) bpfmap.NodeCon
 		VXLANVNI:  s.Config.Spec.VXLANVNI,
 		VXLANPort: s.Config.Spec.VXLANPort,
 	}
+	if self.IPv6Address.IsValid() {
+		// The IPv6 underlay's outer source and decap destination.
+		c.Address6 = self.IPv6Address.Addr()
+	}
 	if c.VXLANVNI == 0 {
 		c.VXLANVNI = model.DefaultVXLANVNI
 	}

@@ -758,6 +758,11 @@ func TestComputeIPv6UnderlayPerPeer(t *testing.T) {
 			if d.WorkloadMTU != tc.mtu {
 				t.Errorf("workload MTU %d, want %d", d.WorkloadMTU, tc.mtu)
 			}
+			// cx_config carries this node's IPv6 underlay address: the
+			// outer source the programs encapsulate from.
+			if tc.selfV6 != d.Config.Address6.IsValid() || (tc.selfV6 && !d.Config.Address6.Is6()) {
+				t.Errorf("cx_config IPv6 address %v, want one: %v", d.Config.Address6, tc.selfV6)
+			}
 			// Every peer address of either family is a tunnel source; the
 			// pools of both families are inside; this node's are the host's.
 			for _, n := range []string{"10.30.0.12", "2001:db8:a41:ff::12", "10.30.1.13", "2001:db8:a41:fe::13", "10.30.0.14", "2001:db8:a41:ff::15"} {

@@ -330,3 +330,21 @@ func UDPBytes(sport, dport uint16, payload []byte) []byte {
 func IP6in4(l2 L2, outer IPv4, inner []byte) []byte {
 	return Serialize(l2.eth(layers.EthernetTypeIPv4), outer.layer(layers.IPProtocolIPv6), gopacket.Payload(inner))
 }
+
+// IP6in6 builds Ethernet/IPv6 (next header 41, RFC 2473) around inner, an
+// IPv6 packet from its header on.
+func IP6in6(l2 L2, outer IPv6, inner []byte) []byte {
+	return Serialize(l2.eth(layers.EthernetTypeIPv6), outer.layer(layers.IPProtocolIPv6), gopacket.Payload(inner))
+}
+
+// VXLAN6 is VXLAN over UDP/IPv6, with a zero UDP checksum as calyx's nodes
+// send it.
+func VXLAN6(l2 L2, outer IPv6, sport, dport uint16, vni uint32, inner []byte) []byte {
+	ipl := outer.layer(layers.IPProtocolUDP)
+	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+	_ = udp.SetNetworkLayerForChecksum(ipl)
+	out := Serialize(l2.eth(layers.EthernetTypeIPv6), ipl, udp,
+		&layers.VXLAN{ValidIDFlag: true, VNI: vni}, gopacket.Payload(inner))
+	out[14+40+6], out[14+40+7] = 0, 0
+	return out
+}

@@ -508,10 +508,18 @@ func waitEncap6(t *testing.T, m *lab.MultiHost, host *lab.Host, w *lab.Workload,
 // capture on the sender's underlay proves the encapsulation, ping6, TCP
 // and UDP get through, and path MTU discovery over the tunnel works (a
 // datagram too big gets Packet Too Big, the retry fits).
-func TestMultiHostIPv6(t *testing.T) {
+func TestMultiHostIPv6(t *testing.T) { testMultiHostIPv6(t, false) }
+
+// TestMultiHostIPv6Underlay is TestMultiHostIPv6 with an IPv6 underlay on
+// the fabric segment: host-a and host-b (both with an ipv6Address) carry
+// their workloads' IPv6 over it (IPv6 in IPv6, VXLAN over IPv6, direct),
+// while host-c, IPv4 only, is still reached over the IPv4 underlay.
+func TestMultiHostIPv6Underlay(t *testing.T) { testMultiHostIPv6(t, true) }
+
+func testMultiHostIPv6(t *testing.T, ipv6Underlay bool) {
 	l := newLab(t)
 	lab.RequireTools(t, "tcpdump")
-	m, err := lab.BuildMultiHost(l, lab.ModeVXLAN)
+	m, err := lab.BuildMultiHostWith(l, lab.MultiHostOptions{Mode: lab.ModeVXLAN, IPv6Underlay: ipv6Underlay})
 	if err != nil {
 		t.Fatalf("build three hosts: %v", err)
 	}
@@ -563,6 +571,9 @@ func TestMultiHostIPv6(t *testing.T) {
 				}
 				want := m.Expect(srcHost, dstHost)
 				c, err := l.StartCapture(srcHost.NS, srcHost.UnderlayIface, "host "+dstHost.Underlay.Addr().String()+" or ip6")
+				if ipv6Underlay && dstHost.Underlay6.IsValid() && srcHost.Underlay6.IsValid() {
+					t.Logf("%s: over the IPv6 underlay (%s -> %s)", name, srcHost.Underlay6.Addr(), dstHost.Underlay6.Addr())
+				}
 				if err != nil {
 					t.Fatalf("capture: %v", err)
 				}
@@ -594,6 +605,9 @@ func TestMultiHostIPv6(t *testing.T) {
 		})
 	}
 
+	if ipv6Underlay {
+		return
+	}
 	// Path MTU discovery over the tunnel: from a workload whose MTU is
 	// the underlay's, a 1500-byte ping6 across the router (VXLAN) gets a
 	// Packet Too Big from calyx (IPv6 is never fragmented on the way);

@@ -122,20 +122,19 @@ const (
 //	IP 10.30.0.11.40000 > 10.30.1.13.4789: VXLAN, flags [I] (0x08), vni 1 | IP ... (VXLAN)
 //	IP 10.65.1.2 > 10.65.2.2: ICMP echo request, ...                               (plain)
 //	IP6 fd00:65::2 > fd00:65::3: ICMP6, echo request, ...                           (plain)
+//	IP6 2001:db8:a41:ff::11 > 2001:db8:a41:ff::12: IP6 fd00:65::2 > ...            (IPv6 in IPv6: IPIP)
+//	IP6 2001:db8:a41:ff::11.40000 > 2001:db8:a41:ff::12.4789: VXLAN, ...           (VXLAN over IPv6)
 //
 // tcpdump decodes UDP port 4789 as VXLAN by itself; VXLAN on another port
 // reads as plain UDP. An ICMP error quoting an IP-in-IP packet ("ICMP ...
 // protocol 4 unreachable") is plain: it is not itself encapsulated.
 func ClassifyPacket(line string) string {
 	s := tsRE.ReplaceAllString(strings.TrimSpace(line), "")
-	if strings.HasPrefix(s, "IP6 ") {
-		// IPv6 on the wire as it is: routed directly.
-		return PacketPlain
-	}
-	if !strings.HasPrefix(s, "IP ") {
+	if !strings.HasPrefix(s, "IP ") && !strings.HasPrefix(s, "IP6 ") {
 		return ""
 	}
-	// IPv4 addresses hold no ": ", so the first one ends "IP src > dst".
+	// Addresses hold no ": " (IPv6 ones hold "::" and ":x"), so the
+	// first one ends "IP src > dst".
 	_, payload, _ := strings.Cut(s, ": ")
 	switch {
 	case strings.HasPrefix(payload, "VXLAN"):

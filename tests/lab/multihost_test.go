@@ -557,14 +557,16 @@ func TestParseTcpdumpAndClassify(t *testing.T) {
 
 	// Lines without timestamps (tcpdump -t) and older spellings.
 	for line, want := range map[string]string{
-		"IP 10.30.0.11 > 10.30.1.13: IP 10.65.1.2.40000 > 10.65.3.2.5201: Flags [S], seq 1, win 64240, length 0": PacketIPIP,
-		"IP 10.30.0.11 > 10.30.1.13: ipip-proto-4":                                                               PacketIPIP,
-		"IP 10.30.0.11 > 10.30.1.13: ip-proto-4 84":                                                              PacketIPIP,
-		"IP 10.30.0.11.1 > 10.30.1.13.4789: VXLAN, flags [I] (0x08), vni 4096 | IP 10.65.1.2 > 10.65.3.2: ICMP":  PacketVXLAN,
-		"IP 10.65.1.2 > 10.65.2.2: ICMP echo request, id 1, seq 1, length 64":                                    PacketPlain,
-		"IP6 fe80::1 > ff02::2: ICMP6, router solicitation, length 16":                                           PacketPlain,
-		"IP 10.30.0.11 > 10.30.1.13: ip-proto-41 104":                                                            PacketIPIP,
-		"ARP, Request who-has 10.30.0.1 tell 10.30.0.11, length 28":                                              "",
+		"IP 10.30.0.11 > 10.30.1.13: IP 10.65.1.2.40000 > 10.65.3.2.5201: Flags [S], seq 1, win 64240, length 0":    PacketIPIP,
+		"IP 10.30.0.11 > 10.30.1.13: ipip-proto-4":                                                                  PacketIPIP,
+		"IP 10.30.0.11 > 10.30.1.13: ip-proto-4 84":                                                                 PacketIPIP,
+		"IP 10.30.0.11.1 > 10.30.1.13.4789: VXLAN, flags [I] (0x08), vni 4096 | IP 10.65.1.2 > 10.65.3.2: ICMP":     PacketVXLAN,
+		"IP 10.65.1.2 > 10.65.2.2: ICMP echo request, id 1, seq 1, length 64":                                       PacketPlain,
+		"IP6 fe80::1 > ff02::2: ICMP6, router solicitation, length 16":                                              PacketPlain,
+		"IP 10.30.0.11 > 10.30.1.13: ip-proto-41 104":                                                               PacketIPIP,
+		"IP6 2001:db8::11 > 2001:db8::12: IP6 fd00:65::2 > fd00:65::3: ICMP6, echo request, id 7, seq 1, length 64": PacketIPIP,
+		"IP6 2001:db8::11.40000 > 2001:db8::12.4789: VXLAN, flags [I] (0x08), vni 1 | IP6 fd00:65::2 > fd00:65::3":  PacketVXLAN,
+		"ARP, Request who-has 10.30.0.1 tell 10.30.0.11, length 28":                                                 "",
 		"": "",
 	} {
 		if got := ClassifyPacket(line); got != want {
