@@ -181,6 +181,13 @@ func bgpPeers(st model.BGPSettings, node *model.Node) ([]bgp.Peer, []string) {
 			if own.IsValid() && !own.Masked().Contains(p.Address) && p.ASNumber != st.ASNumber {
 				peer.Multihop = multihopTTL
 			}
+			if p.Type == model.PeerMesh && own.IsValid() && own.Addr().Compare(p.Address) > 0 {
+				// Between two nodes only the one with the lower address
+				// connects: two agents started together would otherwise
+				// dial each other at once, and GoBGP can leave such a
+				// collision in OpenConfirm until the hold time expires.
+				peer.Passive = true
+			}
 		}
 		out = append(out, peer)
 	}

@@ -121,8 +121,29 @@ func TestBGPPeersSourceAndMultihop(t *testing.T) {
 	if p := byAddr["10.30.1.1"]; p.Multihop != 0 || p.LocalAddress.IsValid() || p.Type != bgp.PeerTypeNodeSpecific {
 		t.Errorf("ToR on the node's subnet, sourceAddress None: %+v", p)
 	}
-	if p := byAddr["10.30.0.11"]; p.Multihop != 0 || p.Type != bgp.PeerTypeMesh {
-		t.Errorf("mesh peer (iBGP, no multihop setting): %+v", p)
+	if p := byAddr["10.30.0.11"]; p.Multihop != 0 || p.Type != bgp.PeerTypeMesh || !p.Passive {
+		t.Errorf("mesh peer (iBGP, no multihop setting; lower address, so it dials): %+v", p)
+	}
+	if p := byAddr["10.30.0.254"]; p.Passive {
+		t.Errorf("a gateway is always dialled: %+v", p)
+	}
+	// host-a (10.30.0.11) dials host-c (10.30.1.13): the lower address connects.
+	stA, err := model.BGPSettingsFor(s, "host-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peersA, _ := bgpPeers(stA, s.Nodes["host-a"])
+	mesh := 0
+	for _, p := range peersA {
+		if p.Type == bgp.PeerTypeMesh {
+			mesh++
+			if p.Passive {
+				t.Errorf("host-a, the lowest address, waits for mesh peer %s", p.Address)
+			}
+		}
+	}
+	if mesh == 0 {
+		t.Errorf("host-a has no mesh peers: %+v", peersA)
 	}
 	st.Peers = append(st.Peers, model.BGPPeerSettings{Address: netip.MustParseAddr("10.30.0.9"), ASNumber: 65001, Name: "nofile", PasswordFile: "/nonexistent/calyx-password"})
 	peers, errs = bgpPeers(st, s.Nodes["host-c"])
