@@ -16,14 +16,15 @@ import (
 	"github.com/calyxnet/calyx/loader"
 )
 
-// ct dump lists the flows of both conntrack maps, each once, with the map
-// it is in; --endpoint (an address), --proto and --port keep those that
-// carry it in either direction; a table ends with the count per state.
-func TestCTDumpFilters(t *testing.T) {
+// loadedDataplane loads the programs with their maps pinned in a bpffs of
+// the test's own, for what needs real maps, and returns the pin directory.
+// It needs root: what skips without it under CI fails, naming what.
+func loadedDataplane(t *testing.T, what string) (string, *loader.Dataplane) {
+	t.Helper()
 	switch {
 	case os.Geteuid() == 0:
 	case os.Getenv("CI") != "":
-		t.Fatal("CI: ct dump's test needs root (BPF, bpffs)")
+		t.Fatalf("CI: %s needs root (BPF, bpffs)", what)
 	default:
 		t.Skip("not root (under CI=true this fails)")
 	}
@@ -37,7 +38,15 @@ func TestCTDumpFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dp.Close()
+	t.Cleanup(func() { dp.Close() })
+	return dir, dp
+}
+
+// ct dump lists the flows of both conntrack maps, each once, with the map
+// it is in; --endpoint (an address), --proto and --port keep those that
+// carry it in either direction; a table ends with the count per state.
+func TestCTDumpFilters(t *testing.T) {
+	dir, dp := loadedDataplane(t, "ct dump's test")
 	ap := netip.MustParseAddrPort
 	client, fip, fixed := ap("203.0.113.7:40001"), ap("192.0.2.20:443"), ap("10.65.0.20:443")
 	wl1, wl2 := ap("10.65.0.10:5000"), ap("10.65.0.11:53")

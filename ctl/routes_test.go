@@ -3,15 +3,10 @@ package ctl
 import (
 	"encoding/json"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/calyxnet/calyx/bpfmap"
-	"github.com/calyxnet/calyx/loader"
 )
 
 const dualStackNodes = `apiVersion: calyx.io/v1
@@ -29,24 +24,7 @@ spec: {ipv4Address: 10.30.1.13/24}
 // hop's family), in the table and in JSON, and names the node of an IPv6
 // next hop.
 func TestRoutesDumpUnderlay(t *testing.T) {
-	switch {
-	case os.Geteuid() == 0:
-	case os.Getenv("CI") != "":
-		t.Fatal("CI: routes dump's test needs root (BPF, bpffs)")
-	default:
-		t.Skip("not root (under CI=true this fails)")
-	}
-	mnt := t.TempDir()
-	if err := unix.Mount("bpf", mnt, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	dir := filepath.Join(mnt, "calyx")
-	dp, err := loader.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dp.Close()
+	dir, dp := loadedDataplane(t, "routes dump's test")
 	ds := t.TempDir()
 	if r := run(t, ds, dualStackNodes, "apply", "-f", "-"); r.code != 0 {
 		t.Fatalf("apply: exit %d, %s", r.code, r.err)

@@ -300,19 +300,7 @@ func TestAddressPlan(t *testing.T) {
 			ib.IP.String() + "/32":    {m.HostB.Underlay.Addr().String(), "ipv4", lab.EncapNone},
 			ic.IP.String() + "/32":    {m.HostC.Underlay.Addr().String(), "ipv4", lab.EncapVXLAN},
 		}
-		for _, r := range routes {
-			w, ok := want[r.CIDR]
-			if !ok {
-				continue
-			}
-			delete(want, r.CIDR)
-			if r.Type != "remote-workload" || r.NextHop != w[0] || r.Underlay != w[1] || r.Encap != w[2] {
-				t.Errorf("host-a route %+v, want next hop %s, underlay %s, encap %s", r, w[0], w[1], w[2])
-			}
-		}
-		if len(want) > 0 {
-			t.Errorf("host-a has no route for %v", want)
-		}
+		wantRemoteRoutes(t, "host-a", routes, want)
 		for _, p := range [][2]*lab.Workload{{ia, ic}, {ic, ib}, {ia, ib}, {ib, ia}} {
 			for _, dst := range []netip.Addr{p[1].IP, p[1].IPv6} {
 				name := fmt.Sprintf("%s on %s -> %s (%s on %s)", p[0].Name, p[0].Host, dst, p[1].Name, p[1].Host)

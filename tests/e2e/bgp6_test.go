@@ -224,16 +224,25 @@ func TestBGPIPv6(t *testing.T) {
 		if r.CIDR == lab.ExternalIPv6 {
 			t.Errorf("host-a: the external IPv6 prefix is in the BPF route map: %+v", r)
 		}
+	}
+	wantRemoteRoutes(t, "host-a", routes, want)
+}
+
+// wantRemoteRoutes checks that routes (host's routes dump) has each CIDR of
+// want as a remote workload's route with its next hop, underlay and encap.
+func wantRemoteRoutes(t *testing.T, host string, routes []lab.Route, want map[string][3]string) {
+	t.Helper()
+	for _, r := range routes {
 		w, ok := want[r.CIDR]
 		if !ok {
 			continue
 		}
 		delete(want, r.CIDR)
 		if r.Type != "remote-workload" || r.NextHop != w[0] || r.Underlay != w[1] || r.Encap != w[2] {
-			t.Errorf("host-a route %+v, want next hop %s, underlay %s, encap %s", r, w[0], w[1], w[2])
+			t.Errorf("%s route %+v, want next hop %s, underlay %s, encap %s", host, r, w[0], w[1], w[2])
 		}
 	}
 	if len(want) > 0 {
-		t.Errorf("host-a has no route for %v", want)
+		t.Errorf("%s has no route for %v", host, want)
 	}
 }
