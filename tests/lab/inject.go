@@ -306,13 +306,17 @@ func ARPFrame(eth Eth, a ARP) []byte {
 
 // IPv6Header is the IPv6 header of a built packet. A zero HopLimit means
 // 255, the only one neighbour discovery is valid with (RFC 4861).
+// Addresses may be v4-mapped (::ffff:a.b.c.d): no IPv6 packet on the wire
+// carries one (RFC 4291 2.5.5.2), which is what a hostile packet may try.
 type IPv6Header struct {
 	Src, Dst netip.Addr
 	HopLimit uint8
 }
 
+// v6slice refuses IPv4 addresses (a netip.Addr of 4 bytes), which would
+// be a caller's mix-up, but takes v4-mapped IPv6 ones as they are.
 func v6slice(a netip.Addr) net.IP {
-	if !a.Is6() || a.Is4In6() {
+	if !a.Is6() {
 		panic(fmt.Sprintf("lab: build packet: %v is not an IPv6 address", a))
 	}
 	b := a.As16()
@@ -325,6 +329,44 @@ func (h IPv6Header) layer(next layers.IPProtocol) *layers.IPv6 {
 		hl = 255
 	}
 	return &layers.IPv6{Version: 6, NextHeader: next, HopLimit: hl, SrcIP: v6slice(h.Src), DstIP: v6slice(h.Dst)}
+}
+
+func icmp6EchoLayers(ipl *layers.IPv6, id, seq uint16, payload []byte) []gopacket.SerializableLayer {
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)}
+	_ = icmp.SetNetworkLayerForChecksum(ipl)
+	return []gopacket.SerializableLayer{ipl, icmp, &layers.ICMPv6Echo{Identifier: id, SeqNumber: seq}, gopacket.Payload(payload)}
+}
+
+// ICMPv6EchoFrame builds Ethernet/IPv6/ICMPv6 echo request with payload.
+func ICMPv6EchoFrame(eth Eth, ip IPv6Header, id, seq uint16, payload []byte) []byte {
+	ls := append([]gopacket.SerializableLayer{eth.layer(layers.EthernetTypeIPv6)},
+		icmp6EchoLayers(ip.layer(layers.IPProtocolICMPv6), id, seq, payload)...)
+	return serialize(ls...)
+}
+
+// ICMPv6EchoPacket is ICMPv6EchoFrame without the Ethernet header: an
+// IPv6 packet from its header on, the inner packet of IPv6-in-IPv6.
+func ICMPv6EchoPacket(ip IPv6Header, id, seq uint16, payload []byte) []byte {
+	return serialize(icmp6EchoLayers(ip.layer(layers.IPProtocolICMPv6), id, seq, payload)...)
+}
+
+// IP6IP6Frame builds Ethernet/IPv6 (next header 41) around inner, an IPv6
+// packet from its header on (ICMPv6EchoPacket, or a frame without its
+// first 14 bytes): IPv6 in IPv6 as calyx's IP-in-IP over an IPv6 underlay.
+func IP6IP6Frame(eth Eth, outer IPv6Header, inner []byte) []byte {
+	return serialize(eth.layer(layers.EthernetTypeIPv6), outer.layer(layers.IPProtocolIPv6), gopacket.Payload(inner))
+}
+
+// VXLAN6Frame builds Ethernet/IPv6/UDP/VXLAN around inner, an Ethernet
+// frame, with the I flag and vni, from UDP port sport to dport. Unlike
+// VXLANFrame it computes the UDP checksum: over IPv6 a zero one is only
+// taken by receivers that opted in (RFC 6935), a right one by all.
+func VXLAN6Frame(eth Eth, outer IPv6Header, sport, dport uint16, vni uint32, inner []byte) []byte {
+	ipl := outer.layer(layers.IPProtocolUDP)
+	udp := &layers.UDP{SrcPort: layers.UDPPort(sport), DstPort: layers.UDPPort(dport)}
+	_ = udp.SetNetworkLayerForChecksum(ipl)
+	return serialize(eth.layer(layers.EthernetTypeIPv6), ipl, udp,
+		&layers.VXLAN{ValidIDFlag: true, VNI: vni}, gopacket.Payload(inner))
 }
 
 // NAFlags are the flags of a neighbour advertisement.

@@ -376,6 +376,142 @@ func TestNeighborFrames(t *testing.T) {
 	}
 }
 
+var (
+	inj6A  = netip.MustParseAddr("2001:db8:a41:ff::11")
+	inj6B  = netip.MustParseAddr("2001:db8:a41:ff::12")
+	inj6WA = netip.MustParseAddr("fd00:65:1::2")
+	inj6WB = netip.MustParseAddr("fd00:65:1::3")
+)
+
+// checkIPv6 checks the version, payload length, next header, hop limit
+// and addresses of the IPv6 header at b and returns its payload.
+func checkIPv6(t *testing.T, b []byte, src, dst netip.Addr, next, hopLimit byte) []byte {
+	t.Helper()
+	if len(b) < 40 || b[0]>>4 != 6 {
+		t.Fatalf("not an IPv6 header: % x", b[:min(len(b), 40)])
+	}
+	if got := int(binary.BigEndian.Uint16(b[4:])); got != len(b)-40 {
+		t.Errorf("IPv6 payload length %d, packet %d bytes", got, len(b))
+	}
+	if b[6] != next || b[7] != hopLimit {
+		t.Errorf("next header %d hop limit %d, want %d and %d", b[6], b[7], next, hopLimit)
+	}
+	if s, d := netip.AddrFrom16([16]byte(b[8:24])), netip.AddrFrom16([16]byte(b[24:40])); s != src || d != dst {
+		t.Errorf("addresses %s > %s, want %s > %s", s, d, src, dst)
+	}
+	return b[40:]
+}
+
+// l4Checksum6 verifies a checksum over the IPv6 pseudo-header (RFC 8200
+// 8.1) for the upper-layer protocol next.
+func l4Checksum6(ip6 []byte, next byte) uint16 {
+	body := ip6[40:]
+	pseudo := append([]byte(nil), ip6[8:40]...)
+	pseudo = binary.BigEndian.AppendUint32(pseudo, uint32(len(body)))
+	pseudo = append(pseudo, 0, 0, 0, next)
+	return inetChecksum(append(pseudo, body...))
+}
+
+// checkEcho6 checks the ICMPv6 echo request of the IPv6 packet ip6.
+func checkEcho6(t *testing.T, ip6 []byte, id, seq uint16, payload []byte) {
+	t.Helper()
+	icmp := ip6[40:]
+	if len(icmp) < 8 || icmp[0] != 128 || icmp[1] != 0 || binary.BigEndian.Uint16(icmp[4:]) != id || binary.BigEndian.Uint16(icmp[6:]) != seq {
+		t.Fatalf("ICMPv6 echo header % x", icmp[:min(len(icmp), 8)])
+	}
+	if icmp6Checksum(ip6) != 0 {
+		t.Errorf("ICMPv6 checksum wrong")
+	}
+	if !bytes.Equal(icmp[8:], payload) {
+		t.Errorf("payload %q, want %q", icmp[8:], payload)
+	}
+}
+
+func TestICMPv6EchoFrame(t *testing.T) {
+	payload := []byte("calyx hostile6")
+	f := ICMPv6EchoFrame(injEth, IPv6Header{Src: inj6B, Dst: inj6WA}, 0xbeef, 7, payload)
+	if !bytes.Equal(f[0:6], injDstMAC) || !bytes.Equal(f[6:12], injSrcMAC) || binary.BigEndian.Uint16(f[12:]) != 0x86dd {
+		t.Fatalf("Ethernet header % x", f[:14])
+	}
+	// A zero HopLimit is 255.
+	checkIPv6(t, f[14:], inj6B, inj6WA, 58, 255)
+	checkEcho6(t, f[14:], 0xbeef, 7, payload)
+	p := decode(t, f)
+	if e, _ := p.Layer(layers.LayerTypeICMPv6Echo).(*layers.ICMPv6Echo); e == nil || e.Identifier != 0xbeef || e.SeqNumber != 7 {
+		t.Errorf("gopacket decodes no echo request with id 0xbeef, seq 7: %v", p)
+	}
+	if pk := ICMPv6EchoPacket(IPv6Header{Src: inj6B, Dst: inj6WA}, 0xbeef, 7, payload); !bytes.Equal(pk, f[14:]) {
+		t.Errorf("ICMPv6EchoPacket differs from the frame's packet:\n% x\n% x", pk, f[14:])
+	}
+	// A v4-mapped source is written as it is (the hostile case), and the
+	// checksum covers it.
+	mapped := netip.AddrFrom16(injWA.As16())
+	g := ICMPv6EchoFrame(injEth, IPv6Header{Src: mapped, Dst: inj6WA, HopLimit: 64}, 1, 2, nil)
+	checkIPv6(t, g[14:], mapped, inj6WA, 58, 64)
+	checkEcho6(t, g[14:], 1, 2, nil)
+	if !bytes.Equal(g[14+8:14+24], []byte{10: 0xff, 11: 0xff, 12: 10, 13: 65, 14: 1, 15: 2}) {
+		t.Errorf("v4-mapped source % x", g[14+8:14+24])
+	}
+}
+
+func TestIP6IP6Frame(t *testing.T) {
+	inner := ICMPv6EchoPacket(IPv6Header{Src: inj6WB, Dst: inj6WA, HopLimit: 64}, 2, 3, []byte("ip6ip6"))
+	f := IP6IP6Frame(injEth, IPv6Header{Src: inj6B, Dst: inj6A}, inner)
+	if binary.BigEndian.Uint16(f[12:]) != 0x86dd {
+		t.Fatalf("ethertype %#04x", binary.BigEndian.Uint16(f[12:]))
+	}
+	in := checkIPv6(t, f[14:], inj6B, inj6A, 41, 255)
+	if !bytes.Equal(in, inner) {
+		t.Errorf("inner packet not carried as it is")
+	}
+	checkIPv6(t, in, inj6WB, inj6WA, 58, 64)
+	checkEcho6(t, in, 2, 3, []byte("ip6ip6"))
+	p := decode(t, f)
+	var ips []*layers.IPv6
+	for _, l := range p.Layers() {
+		if ip, ok := l.(*layers.IPv6); ok {
+			ips = append(ips, ip)
+		}
+	}
+	if len(ips) != 2 || !ips[1].SrcIP.Equal(inj6WB.AsSlice()) || p.Layer(layers.LayerTypeICMPv6Echo) == nil {
+		t.Errorf("gopacket decodes %d IPv6 headers (want 2, the inner from %s) and echo %v", len(ips), inj6WB, p.Layer(layers.LayerTypeICMPv6Echo) != nil)
+	}
+}
+
+func TestVXLAN6Frame(t *testing.T) {
+	inner := ICMPv6EchoFrame(Eth{Src: injDstMAC, Dst: injSrcMAC}, IPv6Header{Src: inj6WB, Dst: inj6WA}, 1, 1, []byte("inner"))
+	f := VXLAN6Frame(injEth, IPv6Header{Src: inj6B, Dst: inj6A}, 40001, DefaultVXLANPort, DefaultVXLANVNI, inner)
+	udp := checkIPv6(t, f[14:], inj6B, inj6A, 17, 255)
+	if binary.BigEndian.Uint16(udp) != 40001 || binary.BigEndian.Uint16(udp[2:]) != DefaultVXLANPort {
+		t.Errorf("ports % x", udp[:4])
+	}
+	if int(binary.BigEndian.Uint16(udp[4:])) != len(udp) {
+		t.Errorf("UDP length %d, segment %d", binary.BigEndian.Uint16(udp[4:]), len(udp))
+	}
+	if binary.BigEndian.Uint16(udp[6:]) == 0 || l4Checksum6(f[14:], 17) != 0 {
+		t.Errorf("UDP checksum %#04x wrong", binary.BigEndian.Uint16(udp[6:]))
+	}
+	vx := udp[8:16]
+	if vx[0] != 0x08 || binary.BigEndian.Uint32(vx[4:])>>8 != DefaultVXLANVNI {
+		t.Errorf("VXLAN header % x, want I flag and VNI %d", vx, DefaultVXLANVNI)
+	}
+	if !bytes.Equal(udp[16:], inner) {
+		t.Errorf("inner frame not carried as it is")
+	}
+	p := decode(t, f)
+	if v, _ := p.Layer(layers.LayerTypeVXLAN).(*layers.VXLAN); v == nil || v.VNI != DefaultVXLANVNI {
+		t.Errorf("gopacket decodes no VXLAN with VNI %d", DefaultVXLANVNI)
+	}
+	if e, _ := p.Layer(layers.LayerTypeICMPv6Echo).(*layers.ICMPv6Echo); e == nil {
+		t.Errorf("gopacket decodes no inner echo request")
+	}
+	// Another VNI lands in the header, and the checksum follows it.
+	g := VXLAN6Frame(injEth, IPv6Header{Src: inj6B, Dst: inj6A}, 40001, 4789, 77, inner)
+	if binary.BigEndian.Uint32(g[14+40+8+4:])>>8 != 77 || l4Checksum6(g[14:], 17) != 0 {
+		t.Errorf("VNI 77: header % x", g[14+40+8:14+40+16])
+	}
+}
+
 func TestBuildersRefuseBadInput(t *testing.T) {
 	for name, f := range map[string]func(){
 		"IPv6 in IPv4": func() {
@@ -389,6 +525,9 @@ func TestBuildersRefuseBadInput(t *testing.T) {
 		},
 		"IPv4 in IPv6": func() {
 			NeighborSolicitFrame(injEth, IPv6Header{Src: injSrc, Dst: AllNodes}, AllNodes, nil)
+		},
+		"IPv4 in IPv6-in-IPv6": func() {
+			IP6IP6Frame(injEth, IPv6Header{Src: inj6B, Dst: injDst}, nil)
 		},
 		"short ARP MAC": func() {
 			ARPFrame(injEth, ARP{Op: ARPRequest, SenderMAC: injSrcMAC[:4], SenderIP: injSrc, TargetIP: injDst})
