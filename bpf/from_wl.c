@@ -399,9 +399,11 @@ static __attribute__((noinline)) int cx_from_wl_ip6(struct __sk_buff *skb, const
 			/* Neighbour discovery (RS, RA, NS, NA, redirect) is only
 			 * ever sent with hop limit 255 (RFC 4861). */
 			ndp = ip6->nexthdr == IPPROTO_ICMPV6 && l4[0] >= 133 && l4[0] <= 137 && ip6->hop_limit == 255;
-			/* The instance's own DHCPv6 and DNS, as for IPv4. */
+			/* The instance's own DHCPv6, DNS and metadata service
+			 * (the agent's proxy on fe80::a9fe:a9fe), as for IPv4. */
 			svc = (ip6->nexthdr == IPPROTO_UDP && (dport == CX_DHCP6_SERVER_PORT || dport == CX_DNS_PORT)) ||
-			      (ip6->nexthdr == IPPROTO_TCP && dport == CX_DNS_PORT);
+			      (ip6->nexthdr == IPPROTO_TCP &&
+			       (dport == CX_DNS_PORT || (dport == 80 && cx_is_metadata6(&ip6->daddr))));
 		}
 		e2h_drop = cfg && cfg->endpoint_to_host == CX_E2H_DROP && !ndp && !svc;
 

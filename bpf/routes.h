@@ -221,4 +221,12 @@ static __always_inline int cx_is_gateway6(const struct in6_addr *a)
 	       a->in6_u.u6_addr32[3] == bpf_htonl(1);
 }
 
+/* cx_is_metadata6 says whether a is fe80::a9fe:a9fe, where the agent's
+ * proxy serves the metadata service on every workload link (calc.V6Metadata). */
+static __always_inline int cx_is_metadata6(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == bpf_htonl(0xfe800000) && !a->in6_u.u6_addr32[1] && !a->in6_u.u6_addr32[2] &&
+	       a->in6_u.u6_addr32[3] == bpf_htonl(0xa9fea9fe);
+}
+
 #endif /* CALYX_ROUTES_H */

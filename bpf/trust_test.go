@@ -211,12 +211,13 @@ func icmpv6(l2 bpftest.L2, src, dst netip.Addr, hl uint8, typ uint8) []byte {
 
 // IPv6 for the host follows endpointToHostAction Drop, through the host
 // side's link-local address and multicast too: only neighbour discovery,
-// DHCPv6 and DNS get through. A workload under egress policy may still
+// DHCPv6, DNS and the metadata service ([fe80::a9fe:a9fe]:80) get through. A workload under egress policy may still
 // send NDP with a global source; the rest is the policy's, as for IPv4.
 func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 	e := newPolicyEnv(t)
 	w := e.wl4
 	hostLL := netip.MustParseAddr("fe80::1")
+	metadata6 := netip.MustParseAddr("fe80::a9fe:a9fe") // the agent's metadata proxy on every workload link
 	ll := netip.MustParseAddr("fe80::4")
 	host6 := netip.MustParseAddr("fd00:30::10")
 	must(t, e.dp.Maps.Routes.Put(netip.PrefixFrom(host6, 128), bpfmap.Route{Type: bpfmap.RouteHost}))
@@ -238,6 +239,8 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 		"global to all-nodes multicast":            udp(w.ip6, netip.MustParseAddr("ff02::1"), 9000),
 		"link-local MLD-like ICMPv6 (type 143)":    icmpv6(w.l2(), ll, netip.MustParseAddr("ff02::16"), 1, 143),
 		"global NA with hop limit 64 (not NDP)":    icmpv6(w.l2(), w.ip6, host6, 64, 136),
+		"TCP 81 to the metadata address":           bpftest.IPv6TCP(w.l2(), bpftest.IPv6{Src: ll, Dst: metadata6}, bpftest.TCPSegment{Sport: 40000, Dport: 81, SYN: true}),
+		"TCP 80 to the host side's link-local":     bpftest.IPv6TCP(w.l2(), bpftest.IPv6{Src: ll, Dst: hostLL}, bpftest.TCPSegment{Sport: 40000, Dport: 80, SYN: true}),
 	} {
 		t.Run("e2h drop/dropped/"+name, func(t *testing.T) {
 			before := e.hits(t)
@@ -253,6 +256,7 @@ func TestIPv6EndpointToHostAndNDP(t *testing.T) {
 		"global NA to the host (hop 255)":    icmpv6(w.l2(), w.ip6, host6, 255, 136),
 		"to the outside (not the host's)":    udp(w.ip6, outside, 443),
 		"link-local DNS to the host side":    udp(ll, hostLL, 53),
+		"metadata ([fe80::a9fe:a9fe]:80)":    bpftest.IPv6TCP(w.l2(), bpftest.IPv6{Src: ll, Dst: metadata6}, bpftest.TCPSegment{Sport: 40000, Dport: 80, SYN: true}),
 		"global RS to all-routers (hop 255)": icmpv6(w.l2(), w.ip6, netip.MustParseAddr("ff02::2"), 255, 133),
 	} {
 		t.Run("e2h drop/passed/"+name, func(t *testing.T) {
