@@ -609,7 +609,7 @@ func (a *Agent) syncHostRoutes(d *calc.Desired, bgpIn map[string]*bgp.AdvertiseI
 	if err != nil {
 		// The gateways answer pings and renewals; the dataplane does
 		// not need them, so this is no reason to stop.
-		a.log.Warn("local routes for subnet gateways", "err", err)
+		a.log.Warn("local routes (subnet gateways, fe80::1, the metadata address)", "err", err)
 	}
 	return added + removed + ladded + lremoved, nil
 }

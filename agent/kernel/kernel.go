@@ -359,7 +359,8 @@ func routeFor(w host.Route) *netlink.Route {
 // SyncLocalRoutes makes the kernel's calyx-owned routes of the local table
 // equal to want: addresses the host answers to without holding them on any
 // interface (a subnet's gateway IP, which stands for the host on every
-// host; the workloads' IPv6 gateway fe80::1 on each workload interface).
+// host; the workloads' IPv6 gateway fe80::1 and the metadata service's
+// fe80::a9fe:a9fe on each workload interface).
 // Missing ones are added first, then stale ones removed. It returns how many
 // it added and removed, and every route it could not add or remove.
 func SyncLocalRoutes(want []host.LocalRoute) (added, removed int, err error) {
