@@ -389,7 +389,7 @@ func SyncLocalRoutes(want []host.LocalRoute) (added, removed int, err error) {
 		if have[w] {
 			continue
 		}
-		if err := netlink.RouteReplace(localRouteFor(w)); err != nil {
+		if err := addLocalRoute(w); err != nil {
 			errs = append(errs, fmt.Errorf("add local route %s dev %d: %w", w.Addr, w.Ifindex, err))
 			continue
 		}
@@ -406,6 +406,23 @@ func SyncLocalRoutes(want []host.LocalRoute) (added, removed int, err error) {
 		removed++
 	}
 	return added, removed, errors.Join(errs...)
+}
+
+// addLocalRoute adds one local route. An IPv6 one is appended: IPv6 takes
+// a replace for the route to the same address at the same metric on any
+// interface, so fe80::1 on a second workload interface would take it from
+// the first (and the next sync back, by turns). IPv4 ones (on lo, one per
+// address) are replaced, which takes over one that is there already.
+func addLocalRoute(w host.LocalRoute) error {
+	if w.Addr.Is4() {
+		return netlink.RouteReplace(localRouteFor(w))
+	}
+	err := netlink.RouteAppend(localRouteFor(w))
+	if errors.Is(err, unix.EEXIST) {
+		// The same route of another protocol: the host answers anyway.
+		return nil
+	}
+	return err
 }
 
 func localRouteFor(w host.LocalRoute) *netlink.Route {
