@@ -242,6 +242,10 @@ func PrepareWorkloadInterface(ifname string, localnet bool) error {
 	return nil
 }
 
+// ip6DefaultMetric is the metric the kernel gives an IPv6 route added
+// with none (IP6_RT_PRIO_USER).
+const ip6DefaultMetric = 1024
+
 // SyncRoutes makes the kernel's calyx-owned routes equal to want: missing
 // ones are added first, then stale ones removed. It returns how many it
 // added and removed.
@@ -284,6 +288,12 @@ func SyncRoutes(want []host.Route) (added, removed int, err error) {
 	var errs []error
 	wantSet := make(map[key]bool, len(want))
 	for _, w := range want {
+		if w.Metric == 0 && w.Dst.Addr().Is6() {
+			// What the kernel makes of it, and lists: compared as 0,
+			// the route would be stale at every sync after the first,
+			// replaced and then deleted.
+			w.Metric = ip6DefaultMetric
+		}
 		k := key{w.Dst, w.Metric}
 		wantSet[k] = true
 		if h, ok := have[k]; ok && h.Ifindex == w.Ifindex && h.Gateway == w.Gateway {

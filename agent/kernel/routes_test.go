@@ -101,3 +101,28 @@ func TestSyncLocalRoutesIPv6OnEveryInterface(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncRoutesIPv6Kept: an IPv6 route to a workload (metric 0, which the
+// kernel stores as 1024) stays through further syncs.
+func TestSyncRoutesIPv6Kept(t *testing.T) {
+	inNewNetns(t, 1, func(ifs []int) {
+		want := []host.Route{
+			{Dst: netip.MustParsePrefix("10.65.0.2/32"), Ifindex: ifs[0]},
+			{Dst: netip.MustParsePrefix("fd00:65::2/128"), Ifindex: ifs[0]},
+		}
+		for i, wantAdded := range []int{2, 0, 0} {
+			added, removed, err := SyncRoutes(want)
+			if err != nil || added != wantAdded || removed != 0 {
+				t.Errorf("sync %d: added %d, removed %d, err %v; want %d, 0, nil", i+1, added, removed, err, wantAdded)
+			}
+		}
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{Protocol: RouteProtocol},
+			netlink.RT_FILTER_PROTOCOL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) != 1 || rs[0].Dst.String() != "fd00:65::2/128" {
+			t.Errorf("IPv6 calyx routes after three syncs: %v, want fd00:65::2/128", rs)
+		}
+	})
+}
