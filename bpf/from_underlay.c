@@ -10,6 +10,8 @@
 /* The program comes first; the paths it takes follow, in the order it
  * takes them. */
 static __always_inline int cx_underlay_host_only(const struct cx_node_config *cfg, struct iphdr *iph, void *data_end);
+static __always_inline int cx_nat_port(const struct cx_node_config *cfg, __u16 port);
+static __always_inline int cx_nat_reply6(const struct cx_node_config *cfg, struct ipv6hdr *ip6, void *data_end);
 static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_config *cfg, struct iphdr *outer,
 				    struct hdr_cursor *c, void *data_end);
 
@@ -78,7 +80,7 @@ static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
 		struct ethhdr *ieth = (void *)(vx + 1);
 
 		if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons((__u16)cfg->vxlan_port))
-			return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+			goto untunnelled;
 		if ((void *)(ieth + 1) > data_end)
 			/* Too short for VXLAN and the inner Ethernet header. */
 			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
@@ -92,7 +94,7 @@ static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
 		room = CX_VXLAN6_OVERHEAD;
 		reason = CX_REASON_DECAP_VXLAN;
 	} else {
-		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+		goto untunnelled;
 	}
 	rt = cx_route_addr(&ip6->saddr);
 	if (!rt || rt->type != CX_RT_NODE)
@@ -123,12 +125,13 @@ static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
 deliver:
 	if (!t)
 		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
-	nat = cx_nat_policed(skb, t, 0, 0, NULL, len, -1, NULL, NULL);
+	nat = cx_nat_policed(skb, t, CX_START_V6, 0, NULL, len, -1, NULL, NULL);
 	if (nat < 0)
 		return cx_nat_drop(ifindex, nat, len);
 	if (rt->type == CX_RT_HOST)
 		/* For this host itself: its stack takes the inner packet. */
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+delivered:
 	data_end = cx_skb_data_end(skb);
 	ip6 = cx_skb_data(skb) + ETH_HLEN;
 	if ((void *)(ip6 + 1) > data_end)
@@ -138,6 +141,21 @@ deliver:
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	ip6->hop_limit--;
 	return cx_deliver_local(skb, ifindex, slot, len, reason, rt);
+
+untunnelled:
+	/* To this node's address, no tunnel: the replies of natOutgoing
+	 * (NAT66) flows go back to their workload; the rest is the host's. */
+	if (!t || !cx_nat_reply6(cfg, ip6, data_end))
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	nat = cx_nat_policed(skb, t, CX_START_V6 | CX_START_NAT_FIRST, 0, NULL, len, -1, NULL, NULL);
+	if (nat < 0)
+		return cx_nat_drop(ifindex, nat, len);
+	rt = nat == CX_NAT_DONE ? cx_route_addr(&t->daddr) : NULL;
+	if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD)
+		/* Not a translated flow's, or its workload is gone. */
+		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
+	reason = CX_REASON_DELIVER_LOCAL;
+	goto delivered;
 }
 
 /* calyx_from_underlay runs at TC ingress on the underlay interface: tunnel
@@ -229,7 +247,7 @@ static __attribute__((noinline)) int cx_from_underlay4(struct __sk_buff *skb)
 
 		if (!t)
 			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
-		nat = cx_nat_policed(skb, t, CX_START_FIP_HERE | CX_START_NAT_FIRST | CX_START_ORPHAN_HOST, 0, NULL, len,
+		nat = cx_nat_policed(skb, t, CX_START_FIP_HERE | CX_START_NAT_FIRST | CX_START_ORPHAN_HOST | CX_START_V4, 0, NULL, len,
 				     -1, NULL, &dst);
 
 		if (nat < 0)
@@ -280,7 +298,7 @@ static __attribute__((noinline)) int cx_from_underlay4(struct __sk_buff *skb)
  * addresses or that port. */
 static __always_inline int cx_underlay_host_only(const struct cx_node_config *cfg, struct iphdr *iph, void *data_end)
 {
-	__u16 pmin = CX_NAT_PORT_MIN, pmax = CX_NAT_PORT_MAX, port;
+	__u16 port;
 	__u8 *l4 = (void *)(iph + 1);
 
 	if (iph->daddr != cx_addr_ip4(cfg->node_addr) || iph->ihl != 5 ||
@@ -290,11 +308,35 @@ static __always_inline int cx_underlay_host_only(const struct cx_node_config *cf
 	port = (__u16)l4[2] << 8 | l4[3];
 	if (iph->protocol == IPPROTO_UDP && port == cfg->vxlan_port)
 		return 0;
+	return !cx_nat_port(cfg, port);
+}
+
+/* cx_nat_port says whether port (host order) is in the NAT port range:
+ * where the replies of translated flows come to the node's address. */
+static __always_inline int cx_nat_port(const struct cx_node_config *cfg, __u16 port)
+{
+	__u16 pmin = CX_NAT_PORT_MIN, pmax = CX_NAT_PORT_MAX;
+
 	if (cfg->nat_port_min && cfg->nat_port_max >= cfg->nat_port_min) {
 		pmin = cfg->nat_port_min;
 		pmax = cfg->nat_port_max;
 	}
-	return port < pmin || port > pmax;
+	return port >= pmin && port <= pmax;
+}
+
+/* cx_nat_reply6 says whether an IPv6 packet to this node's address that is
+ * no tunnel packet may be for a natOutgoing (NAT66) flow: TCP or UDP to a
+ * port of the NAT range, an echo reply, an ICMPv6 error. The rest (the
+ * host's own SSH, NDP, pings) goes to the host with no lookup. */
+static __always_inline int cx_nat_reply6(const struct cx_node_config *cfg, struct ipv6hdr *ip6, void *data_end)
+{
+	__u8 *l4 = (void *)(ip6 + 1);
+
+	if ((void *)(l4 + 4) > data_end)
+		return 0;
+	if (ip6->nexthdr == IPPROTO_TCP || ip6->nexthdr == IPPROTO_UDP)
+		return cx_nat_port(cfg, (__u16)l4[2] << 8 | l4[3]);
+	return ip6->nexthdr == IPPROTO_ICMPV6 && (l4[0] == CX_ICMPV6_ECHO_REPLY || l4[0] < 128);
 }
 
 /* cx_inner_source_ok4 is cx_inner_source_ok for an IPv4 source. */

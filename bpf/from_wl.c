@@ -27,21 +27,22 @@ struct cx_bootp {
 #define CX_NA_LEN (sizeof(struct cx_nd) + 8)
 
 /* The program comes first; the paths it takes follow, in the order it
- * takes them. */
-static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx_iface *ifc,
-					  struct hdr_cursor *c, void *data_end);
-static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
-					  void *data_end);
+ * takes them. Each protocol's path is a BPF-to-BPF call: one body holding
+ * IPv4's and IPv6's conntrack, policy and NAT would outgrow the 16-bit
+ * reach of the program's jumps. This frame stays small, so each call's
+ * stack fits beside it in the 512 bytes. Each starts from the Ethernet
+ * header, which the program checked. */
+static __attribute__((noinline)) int cx_from_wl_arp(struct __sk_buff *skb, const struct cx_iface *ifc);
+static __attribute__((noinline)) int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx_iface *ifc);
 static __always_inline int cx_from_wl_dhcp(struct __sk_buff *skb, const struct cx_iface *ifc, struct iphdr *iph,
 					   struct hdr_cursor *c, void *data_end);
 static __always_inline int cx_route_cacheable(const struct cx_route *rt);
 static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex, __u32 slot, __u32 len,
 					    const struct cx_route *rt, int nat);
-static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
-					  void *data_end);
+static __attribute__((noinline)) int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx_iface *ifc);
 static __always_inline int cx_from_wl_ns(struct __sk_buff *skb, const struct cx_iface *ifc, struct ipv6hdr *ip6,
 					 struct cx_nd *nd);
-static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const struct cx_iface *ifc);
+static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const struct cx_iface *ifc, __u32 src_flags);
 
 /* calyx_from_wl runs at TC ingress on the host side of a workload interface:
  * everything a workload sends. */
@@ -49,10 +50,8 @@ SEC("tc")
 int calyx_from_wl(struct __sk_buff *skb)
 {
 	__u32 ifindex = skb->ifindex;
-	struct hdr_cursor c;
 	struct cx_iface *ifc;
 	struct ethhdr *eth;
-	void *data_end;
 
 	/* Headers this program reads must be in the linear area: Ethernet plus
 	 * the longest IPv4 header (60 bytes with options; IPv6's is 40). */
@@ -63,10 +62,8 @@ int calyx_from_wl(struct __sk_buff *skb)
 		/* Attached but not (or no longer) an endpoint: fail closed. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT, TC_ACT_SHOT);
 
-	data_end = cx_skb_data_end(skb);
-	c.pos = cx_skb_data(skb);
-	eth = parse_ethhdr(&c, data_end);
-	if (!eth)
+	eth = cx_skb_data(skb);
+	if ((void *)(eth + 1) > cx_skb_data_end(skb))
 		/* Shorter than an Ethernet header. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
 
@@ -82,27 +79,28 @@ int calyx_from_wl(struct __sk_buff *skb)
 
 	switch (eth->h_proto) {
 	case bpf_htons(ETH_P_ARP):
-		return cx_from_wl_arp(skb, ifc, &c, data_end);
+		return cx_from_wl_arp(skb, ifc);
 	case bpf_htons(ETH_P_IP):
-		return cx_from_wl_ip4(skb, ifc, &c, data_end);
+		return cx_from_wl_ip4(skb, ifc);
 	case bpf_htons(ETH_P_IPV6):
-		return cx_from_wl_ip6(skb, ifc, &c, data_end);
+		return cx_from_wl_ip6(skb, ifc);
 	}
 	/* VLAN tags, LLDP, raw L2 protocols: a routed endpoint has no business
 	 * sending them to the host. */
 	return cx_verdict(skb, ifindex, CX_REASON_DROP_UNSUPPORTED, TC_ACT_SHOT);
 }
 
-static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx_iface *ifc,
-					  struct hdr_cursor *c, void *data_end)
+static __attribute__((noinline)) int cx_from_wl_arp(struct __sk_buff *skb, const struct cx_iface *ifc)
 {
 	__u32 ifindex = skb->ifindex;
 	struct ethhdr *eth = cx_skb_data(skb);
+	struct hdr_cursor c = { .pos = eth + 1 };
+	void *data_end = cx_skb_data_end(skb);
 	struct cx_arp_eth *arp;
 	struct cx_route *rt;
 	__be32 spa, tpa;
 
-	arp = parse_arp(c, data_end);
+	arp = parse_arp(&c, data_end);
 	if (!arp || (void *)(eth + 1) > data_end)
 		/* Not Ethernet/IPv4 ARP, or cut short: nothing a workload needs. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
@@ -148,9 +146,10 @@ static __always_inline int cx_from_wl_arp(struct __sk_buff *skb, const struct cx
 	return cx_verdict(skb, ifindex, CX_REASON_ARP_REPLY, bpf_redirect(ifindex, 0));
 }
 
-static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
-					  void *data_end)
+static __attribute__((noinline)) int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx_iface *ifc)
 {
+	struct hdr_cursor c = { .pos = cx_skb_data(skb) + ETH_HLEN };
+	void *data_end = cx_skb_data_end(skb);
 	__u32 ifindex = skb->ifindex, slot = ifc->counter_slot, len = skb->len, start, src_flags = 0;
 	struct cx_dst dst = {};
 	struct cx_flow f = {};
@@ -161,12 +160,12 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	struct iphdr *iph;
 	int nat;
 
-	iph = parse_iphdr(c, data_end, skb->len - ETH_HLEN);
+	iph = parse_iphdr(&c, data_end, skb->len - ETH_HLEN);
 	if (!iph)
 		/* Truncated or invalid IPv4 header: never forward it. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
 	if (iph->saddr == 0)
-		return cx_from_wl_dhcp(skb, ifc, iph, c, data_end);
+		return cx_from_wl_dhcp(skb, ifc, iph, &c, data_end);
 	cfg = cx_get_config();
 	if (!t)
 		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
@@ -184,7 +183,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 	    iph->ttl > 1 && !cx_flow_closed_syn(t, &f)) {
 		if (cx_nat_seen(f.nat, t, len))
 			return cx_nat_drop(ifindex, CX_NAT_ERR_TCP_WINDOW, len);
-		if (cx_nat_apply(skb, t, f.nat))
+		if (cx_nat_apply4(skb, t, f.nat))
 			return cx_nat_drop(ifindex, CX_NAT_ERR_HELPER, len);
 		return cx_from_wl_route(skb, ifindex, slot, len, &f.nat->route, CX_NAT_DONE);
 	}
@@ -222,7 +221,7 @@ static __always_inline int cx_from_wl_ip4(struct __sk_buff *skb, const struct cx
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}
 
-	start = CX_START_FIP | CX_START_WORKLOAD | CX_START_TRACK;
+	start = CX_START_FIP | CX_START_WORKLOAD | CX_START_TRACK | CX_START_V4;
 	if (src_flags & CX_RT_F_NAT_OUTGOING)
 		/* (A flow that skipped the source check is tracked already.) */
 		start |= CX_START_NAT_OUTGOING;
@@ -367,23 +366,24 @@ static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex
 	return cx_deliver_local(skb, ifindex, slot, len, CX_REASON_DELIVER_LOCAL, rt);
 }
 
-static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx_iface *ifc, struct hdr_cursor *c,
-					  void *data_end)
+static __attribute__((noinline)) int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx_iface *ifc)
 {
-	__u32 ifindex = skb->ifindex;
+	struct hdr_cursor c = { .pos = cx_skb_data(skb) + ETH_HLEN };
+	void *data_end = cx_skb_data_end(skb);
+	__u32 ifindex = skb->ifindex, src_flags;
 	struct ipv6hdr *ip6;
 	struct cx_route *rt;
 	int e2h_drop;
 	__u8 *l4;
 
-	ip6 = parse_ipv6hdr(c, data_end, skb->len - ETH_HLEN);
+	ip6 = parse_ipv6hdr(&c, data_end, skb->len - ETH_HLEN);
 	if (!ip6)
 		/* Truncated or invalid IPv6 header: never forward it. */
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
 
-	l4 = c->pos; /* no extension headers are walked yet */
+	l4 = c.pos; /* no extension headers are walked yet */
 	if (ip6->nexthdr == IPPROTO_ICMPV6) {
-		struct cx_nd *nd = parse_nd(c, data_end);
+		struct cx_nd *nd = parse_nd(&c, data_end);
 
 		if (nd && nd->type == CX_ICMPV6_NS)
 			return cx_from_wl_ns(skb, ifc, ip6, nd);
@@ -441,6 +441,7 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 		if (ndp)
 			/* A global-source NA or RS: the host's, whatever the policy. */
 			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
+		src_flags = rt->flags;
 	}
 	if (e2h_drop && (ip6->daddr.in6_u.u6_addr8[0] == 0xff ||
 			 ((rt = cx_route_v6(&ip6->daddr)) && rt->type == CX_RT_HOST))) {
@@ -449,17 +450,21 @@ static __always_inline int cx_from_wl_ip6(struct __sk_buff *skb, const struct cx
 		cx_rule_hit(ifindex, CX_RULE_HOST_DROP, skb->len);
 		return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
 	}
-	return cx_from_wl_ip6_flow(skb, ifc);
+	return cx_from_wl_ip6_flow(skb, ifc, src_flags);
 }
 
-/* cx_from_wl_ip6_flow is conntrack and policy for a workload's IPv6 packet
- * whose source was checked, as cx_from_wl_ip4 does them for IPv4 (one
- * code path: cx_nat_policed): then delivered to a workload beside it, or
- * handed to the host stack, which routes it on. IPv6 is not translated. */
-static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const struct cx_iface *ifc)
+/* cx_from_wl_ip6_flow is conntrack, policy and NAT for a workload's IPv6
+ * packet whose source was checked (src_flags: its route's), as
+ * cx_from_wl_ip4 does them for IPv4 (one code path: cx_nat_policed): then
+ * delivered to a workload beside it, sent to another node, sent out
+ * translated (natOutgoing), or handed to the host stack, which routes it
+ * on. */
+static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const struct cx_iface *ifc, __u32 src_flags)
 {
 	__u32 ifindex = skb->ifindex, slot = ifc->counter_slot, len = skb->len;
+	__u32 start = CX_START_WORKLOAD | CX_START_TRACK | CX_START_V6;
 	struct cx_tuple *t = cx_tuple_slot(CX_TUPLE_PACKET);
+	struct cx_node_config *cfg;
 	struct cx_dst dst = {};
 	struct ipv6hdr *ip6;
 	struct cx_route *rt;
@@ -468,7 +473,9 @@ static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const stru
 
 	if (!t)
 		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
-	nat = cx_nat_policed(skb, t, CX_START_WORKLOAD | CX_START_TRACK, ifindex, ifc, len, -1, NULL, &dst);
+	if (src_flags & CX_RT_F_NAT_OUTGOING)
+		start |= CX_START_NAT_OUTGOING;
+	nat = cx_nat_policed(skb, t, start, ifindex, ifc, len, -1, NULL, &dst);
 	if (nat < 0)
 		return cx_nat_drop(ifindex, nat, len);
 	data_end = cx_skb_data_end(skb);
@@ -479,6 +486,16 @@ static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const stru
 	rt = cx_dst_route(&dst, &t->daddr);
 	if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
 		return cx_to_node(skb, ifindex, slot, rt, 0, 1);
+	cfg = cx_get_config();
+	if (nat == CX_NAT_DONE && !rt && cfg && cx_addr_eq(&t->saddr, (const struct in6_addr *)cfg->node_addr6)) {
+		/* natOutgoing: from the node's address, the host stack would
+		 * not forward it; it is routed to its destination over the
+		 * IPv6 underlay here, as IPv4 is (cx_from_wl_ip4). */
+		struct cx_route ext = { .type = CX_RT_REMOTE_WORKLOAD, .encap = CX_ENCAP_NONE };
+
+		__builtin_memcpy(ext.next_hop, &t->daddr, 16);
+		return cx_to_node(skb, ifindex, slot, &ext, 0, 1);
+	}
 	if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD || rt->ifindex == ifindex || ip6->hop_limit <= 1)
 		/* The host stack routes it on, or sends the time-exceeded
 		 * (policy has allowed the flow). */

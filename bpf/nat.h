@@ -41,38 +41,50 @@ static __always_inline int cx_rewrite_addr(struct __sk_buff *skb, __u32 off, __b
 	return bpf_skb_store_bytes(skb, off, &to, 4, 0);
 }
 
-/* cx_rewrite_port replaces a port (or the ICMP echo identifier) at off. */
-static __always_inline int cx_rewrite_port(struct __sk_buff *skb, __u32 off, __be16 from, __be16 to, __u8 proto)
+/* cx_rewrite_port replaces a port (or the ICMP echo identifier) at off, in
+ * the L4 header at l4. */
+static __always_inline int cx_rewrite_port(struct __sk_buff *skb, __u32 l4, __u32 off, __be16 from, __be16 to,
+					   __u8 proto)
 {
 	if (from == to)
 		return 0;
-	if (proto == IPPROTO_TCP && bpf_l4_csum_replace(skb, CX_L4_OFF + 16, from, to, 2))
+	if (proto == IPPROTO_TCP && bpf_l4_csum_replace(skb, l4 + 16, from, to, 2))
 		return -1;
-	if (proto == IPPROTO_UDP && bpf_l4_csum_replace(skb, CX_L4_OFF + 6, from, to, BPF_F_MARK_MANGLED_0 | 2))
+	if (proto == IPPROTO_UDP && bpf_l4_csum_replace(skb, l4 + 6, from, to, BPF_F_MARK_MANGLED_0 | 2))
 		return -1;
-	if (proto == IPPROTO_ICMP && bpf_l4_csum_replace(skb, CX_L4_OFF + 2, from, to, 2))
+	if (cx_icmp_proto(proto) && bpf_l4_csum_replace(skb, l4 + 2, from, to, 2))
 		return -1;
 	return bpf_skb_store_bytes(skb, off, &to, 2, 0);
 }
 
-/* cx_nat_apply rewrites the packet of tuple t to the tuple in e and
+/* cx_nat_ports rewrites the ports of tuple t's packet (an ICMP echo: its
+ * identifier) to e's, its L4 header at l4; a later fragment has none. */
+static __always_inline int cx_nat_ports(struct __sk_buff *skb, struct cx_tuple *t, const struct cx_nat_entry *e,
+					__u32 l4)
+{
+	if (t->frag == CX_FRAG_LATER)
+		return 0;
+	if (cx_icmp_proto(t->proto))
+		return cx_rewrite_port(skb, l4, l4 + 4, t->sport, e->nat_sport, t->proto);
+	if (cx_rewrite_port(skb, l4, l4, t->sport, e->nat_sport, t->proto) ||
+	    cx_rewrite_port(skb, l4, l4 + 2, t->dport, e->nat_dport, t->proto))
+		return -1;
+	return 0;
+}
+
+/* cx_nat_apply4 rewrites the IPv4 packet of tuple t to the tuple in e and
  * updates t to match. A later fragment has only its addresses rewritten:
  * the ports and the L4 checksum are in the first. Returns 0, or -1 when a
  * helper refused. */
-static __always_inline int cx_nat_apply(struct __sk_buff *skb, struct cx_tuple *t, const struct cx_nat_entry *e)
+static __always_inline int cx_nat_apply4(struct __sk_buff *skb, struct cx_tuple *t, const struct cx_nat_entry *e)
 {
 	__be32 ns = cx_addr_ip4(e->nat_saddr), nd = cx_addr_ip4(e->nat_daddr);
-	__u32 sport_off = CX_L4_OFF, dport_off = CX_L4_OFF + 2;
 	__u8 l4 = t->frag == CX_FRAG_LATER ? 0 : t->proto;
 
-	if (t->proto == IPPROTO_ICMP)
-		sport_off = CX_L4_OFF + 4;
 	if (cx_rewrite_addr(skb, CX_IP_SRC_OFF, CX_IP4(t->saddr), ns, l4) ||
 	    cx_rewrite_addr(skb, CX_IP_DST_OFF, CX_IP4(t->daddr), nd, l4))
 		return -1;
-	if (l4 && cx_rewrite_port(skb, sport_off, t->sport, e->nat_sport, t->proto))
-		return -1;
-	if (l4 && t->proto != IPPROTO_ICMP && cx_rewrite_port(skb, dport_off, t->dport, e->nat_dport, t->proto))
+	if (cx_nat_ports(skb, t, e, CX_L4_OFF))
 		return -1;
 	CX_IP4(t->saddr) = ns;
 	CX_IP4(t->daddr) = nd;
@@ -82,12 +94,57 @@ static __always_inline int cx_nat_apply(struct __sk_buff *skb, struct cx_tuple *
 	return 0;
 }
 
+/* cx_nat_apply6 is cx_nat_apply4 for IPv6 (NAT66): no header checksum, and
+ * the L4 checksum, ICMPv6's too, covers both addresses through the
+ * pseudo-header, so one difference of the 32 address bytes fixes it. The
+ * L4 header may follow extension headers (t->l4_off). */
+static __always_inline int cx_nat_apply6(struct __sk_buff *skb, struct cx_tuple *t, const struct cx_nat_entry *e)
+{
+	__u32 l4 = t->l4_off & CX_L4_OFF_MAX, csum_off = l4 + 16;
+	__u64 flags = BPF_F_PSEUDO_HDR;
+	__s64 diff;
+
+	if (t->proto == IPPROTO_UDP) {
+		csum_off = l4 + 6;
+		flags |= BPF_F_MARK_MANGLED_0;
+	} else if (t->proto == IPPROTO_ICMPV6) {
+		csum_off = l4 + 2;
+	}
+	/* saddr and daddr are adjacent in the tuple, the entry and the header. */
+	diff = bpf_csum_diff((__be32 *)&t->saddr, 32, (__be32 *)e->nat_saddr, 32, 0);
+	if (diff < 0)
+		return -1;
+	if (t->frag != CX_FRAG_LATER && bpf_l4_csum_replace(skb, csum_off, 0, diff, flags))
+		return -1;
+	if (bpf_skb_store_bytes(skb, CX_IP6_SRC_OFF, e->nat_saddr, 32, 0))
+		return -1;
+	if (cx_nat_ports(skb, t, e, l4))
+		return -1;
+	__builtin_memcpy(&t->saddr, e->nat_saddr, 16);
+	__builtin_memcpy(&t->daddr, e->nat_daddr, 16);
+	t->sport = e->nat_sport;
+	if (t->proto != IPPROTO_ICMPV6)
+		t->dport = e->nat_dport;
+	return 0;
+}
+
+/* cx_nat_apply rewrites the packet of tuple t, of either family (v6:
+ * cx_start_v6), to the tuple in e and updates t to match (cx_nat_apply4,
+ * cx_nat_apply6). */
+static __always_inline int cx_nat_apply(struct __sk_buff *skb, struct cx_tuple *t, const struct cx_nat_entry *e,
+					int v6)
+{
+	if (v6)
+		return cx_nat_apply6(skb, t, e);
+	return cx_nat_apply4(skb, t, e);
+}
+
 /* cx_nat_same says whether two entries rewrite to the same tuple. */
 static __always_inline int cx_nat_same(const struct cx_nat_entry *a, const struct cx_nat_entry *b)
 {
-	return cx_addr_ip4(a->nat_saddr) == cx_addr_ip4(b->nat_saddr) &&
-	       cx_addr_ip4(a->nat_daddr) == cx_addr_ip4(b->nat_daddr) && a->nat_sport == b->nat_sport &&
-	       a->nat_dport == b->nat_dport;
+	return cx_addr_eq((const struct in6_addr *)a->nat_saddr, (const struct in6_addr *)b->nat_saddr) &&
+	       cx_addr_eq((const struct in6_addr *)a->nat_daddr, (const struct in6_addr *)b->nat_daddr) &&
+	       a->nat_sport == b->nat_sport && a->nat_dport == b->nat_dport;
 }
 
 /* cx_nat_scratch is this CPU's cx_nat_entry to build a new flow's entries
@@ -134,7 +191,8 @@ static __always_inline int cx_nat_take_closed(const struct cx_nat_key *rk, struc
 }
 
 /* cx_nat_create tracks a new translated flow whose first packet, tuple t
- * (len bytes as it arrived), is rewritten to (ns, nd, nsp, ndp): the
+ * (len bytes as it arrived), is rewritten to (ns, nd, nsp, ndp), the
+ * addresses of t's family (IPv4 v4-mapped; they may point into maps): the
  * original-direction entry, which counts that packet, and the reply entry
  * that undoes it. With alloc_port (natOutgoing, the host's own flows to a
  * floating IP), nsp is the sender's own port, kept when it is in
@@ -148,8 +206,9 @@ static __always_inline int cx_nat_take_closed(const struct cx_nat_key *rk, struc
  * BPF_NOEXIST: two CPUs starting one flow at once end with one flow and
  * one port, the loser giving back the reply entry it wrote. Returns 0, or
  * -1 when no port or no entry could be had. */
-static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __be32 nd, __be16 nsp, __be16 ndp,
-					 __u8 nat, int alloc_port, __u32 len)
+static __always_inline int cx_nat_create(const struct cx_tuple *t, const struct in6_addr *ns,
+					 const struct in6_addr *nd, __be16 nsp, __be16 ndp, __u8 nat, int alloc_port,
+					 __u32 len)
 {
 	struct cx_node_config *cfg = alloc_port ? cx_get_config() : NULL;
 	__u16 pmin = CX_NAT_PORT_MIN, pmax = CX_NAT_PORT_MAX;
@@ -167,7 +226,7 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 	if (!rv)
 		return -1; /* cannot happen: a per-CPU array's one entry */
 	__builtin_memset(rv, 0, sizeof(*rv));
-	if (t->proto == IPPROTO_ICMP) {
+	if (cx_icmp_proto(t->proto)) {
 		/* The echo identifier travels in both directions in one field. */
 		rsport = nsp;
 		rdport = 0;
@@ -178,13 +237,13 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 	rv->last_ns = now;
 	__builtin_memcpy(rv->nat_saddr, &t->daddr, 16);
 	__builtin_memcpy(rv->nat_daddr, &t->saddr, 16);
-	rv->nat_sport = t->proto == IPPROTO_ICMP ? t->sport : t->dport;
-	rv->nat_dport = t->proto == IPPROTO_ICMP ? 0 : t->sport;
+	rv->nat_sport = cx_icmp_proto(t->proto) ? t->sport : t->dport;
+	rv->nat_dport = cx_icmp_proto(t->proto) ? 0 : t->sport;
 
 	if (!alloc_port) {
 		struct cx_ct_key ck;
 
-		cx_nat_key_of4(&rk, nd, ns, rsport, rdport, t->proto);
+		cx_nat_key_of(&rk, nd, ns, rsport, rdport, t->proto);
 		cx_ct_key_of(&ck, (const struct in6_addr *)rk.saddr, (const struct in6_addr *)rk.daddr, rsport, rdport,
 			     t->proto);
 		if (bpf_map_lookup_elem(&cx_ct_v2, &ck))
@@ -217,10 +276,10 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 					     want : (__u16)(pmin + bpf_get_prandom_u32() % range);
 			__be16 p = bpf_htons(port);
 
-			if (t->proto == IPPROTO_ICMP)
-				cx_nat_key_of4(&rk, nd, ns, p, 0, t->proto);
+			if (cx_icmp_proto(t->proto))
+				cx_nat_key_of(&rk, nd, ns, p, 0, t->proto);
 			else
-				cx_nat_key_of4(&rk, nd, ns, rsport, p, t->proto);
+				cx_nat_key_of(&rk, nd, ns, rsport, p, t->proto);
 			if (!bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST) ||
 			    (syn && cx_nat_take_closed(&rk, &ok, now) &&
 			     !bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST))) {
@@ -240,15 +299,15 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 	rv->nat = nat;
 	rv->created_ns = now;
 	rv->last_ns = now;
-	cx_addr_v4(rv->nat_saddr, ns);
-	cx_addr_v4(rv->nat_daddr, nd);
+	__builtin_memcpy(rv->nat_saddr, ns, 16);
+	__builtin_memcpy(rv->nat_daddr, nd, 16);
 	rv->nat_sport = nsp;
-	rv->nat_dport = t->proto == IPPROTO_ICMP ? 0 : ndp;
+	rv->nat_dport = cx_icmp_proto(t->proto) ? 0 : ndp;
 	if (t->proto == IPPROTO_TCP && t->frag != CX_FRAG_LATER)
 		cx_tcp_advance(&rv->tcp, t);
 	rv->packets = 1;
 	rv->bytes = len;
-	if (CX_IP4(t->saddr) == nd && CX_IP4(t->daddr) == ns && t->sport == rsport && t->dport == rdport) {
+	if (cx_addr_eq(&t->saddr, nd) && cx_addr_eq(&t->daddr, ns) && t->sport == rsport && t->dport == rdport) {
 		/* Echo to its own floating IP: both directions carry one
 		 * tuple, and the one entry rewrites it both ways. */
 		if (bpf_map_update_elem(&cx_nat_v2, &ok, rv, BPF_ANY))
@@ -271,7 +330,7 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, __be32 ns, __
 	return 0;
 }
 
-/* cx_nat_outgoing_dst says whether a workload's packet to dst may leave as
+/* cx_nat_outgoing_dst says whether a workload's IPv4 packet to dst may leave as
  * the node (natOutgoing): only when the underlay routes it on. Link-local
  * destinations are never forwarded (RFC 3927; 169.254.169.254 may be the
  * node's own cloud metadata service, not the workload's to reach as the
@@ -286,6 +345,19 @@ static __always_inline int cx_nat_outgoing_dst(struct __sk_buff *skb, __be32 nod
 	if ((dst & bpf_htonl(0xffff0000)) == bpf_htonl(0xa9fe0000))
 		return 0;
 	return !cx_fib_nexthop(skb, node, dst, &nh);
+}
+
+/* cx_nat_outgoing_dst6 is cx_nat_outgoing_dst for IPv6 (NAT66): never to a
+ * link-local (fe80::/10, the metadata service's fe80::a9fe:a9fe among
+ * them) or multicast destination, and only when the IPv6 underlay routes
+ * it on. */
+static __always_inline int cx_nat_outgoing_dst6(struct __sk_buff *skb, const void *node, const struct in6_addr *dst)
+{
+	struct cx_nexthop nh;
+
+	if (cx_is_link_local6(dst) || dst->in6_u.u6_addr8[0] == 0xff)
+		return 0;
+	return !cx_fib_nexthop6(skb, node, dst, &nh);
 }
 
 /* The outcomes of cx_nat. */
@@ -325,7 +397,22 @@ enum cx_nat_start {
 	 * only when it is for a workload or a floating IP here; the host's
 	 * own go to its stack, which reassembles or times them out. */
 	CX_START_ORPHAN_HOST = 1 << 7,
+	/* The packet's family, where the hook's path knows it (a constant
+	 * there): the verifier then walks that family's code only. A hook
+	 * taking both sets neither (cx_start_v6). */
+	CX_START_V4 = 1 << 8,
+	CX_START_V6 = 1 << 9,
 };
+
+/* cx_start_v6 is t->v6, known at compile time where start says the family. */
+static __always_inline int cx_start_v6(__u32 start, const struct cx_tuple *t)
+{
+	if (start & CX_START_V6)
+		return 1;
+	if (start & CX_START_V4)
+		return 0;
+	return t->v6;
+}
 
 /* cx_icmp6_quoted is cx_icmp_quoted for an ICMPv6 error (outer tuple t):
  * the quoted IPv6 header must be followed by its L4 header (no extension
@@ -427,13 +514,62 @@ static __always_inline int cx_icmp_related(struct __sk_buff *skb, const struct c
 	return router_ok || cx_addr_eq(&t->saddr, &it->saddr);
 }
 
+/* cx_icmp6_error_xlate is cx_icmp_error_xlate's translation for an ICMPv6
+ * error (at t->l4_off) about a NAT66 flow whose entry for this direction is
+ * e, it being the quoted packet's tuple reversed: the outer addresses the
+ * flow's own packets carry, then the quoted packet's addresses and ports.
+ * The ICMPv6 checksum covers the outer addresses (pseudo-header) and every
+ * quoted byte: each change is folded in as a difference, computed from
+ * the tuples and the entry, with nothing built on the stack. */
+static __always_inline int cx_icmp6_error_xlate(struct __sk_buff *skb, struct cx_tuple *t, const struct cx_tuple *it,
+						const struct cx_nat_entry *e)
+{
+	__u32 l4 = t->l4_off & CX_L4_OFF_MAX, inner = l4 + 8, iports = inner + sizeof(struct ipv6hdr);
+	int src = cx_addr_eq(&t->saddr, &it->saddr), dst = cx_addr_eq(&t->daddr, &it->daddr);
+	__s64 outer = 0, quoted;
+
+	if (src)
+		outer = bpf_csum_diff((__be32 *)&t->saddr, 16, (__be32 *)e->nat_saddr, 16, 0);
+	if (dst && outer >= 0)
+		outer = bpf_csum_diff((__be32 *)&t->daddr, 16, (__be32 *)e->nat_daddr, 16, outer);
+	/* The quoted packet went the other way: its source is it's daddr. */
+	quoted = bpf_csum_diff((__be32 *)&it->daddr, 16, (__be32 *)e->nat_daddr, 16, 0);
+	if (quoted >= 0)
+		quoted = bpf_csum_diff((__be32 *)&it->saddr, 16, (__be32 *)e->nat_saddr, 16, quoted);
+	if (outer < 0 || quoted < 0)
+		return CX_NAT_ERR_HELPER;
+	if (bpf_l4_csum_replace(skb, l4 + 2, 0, outer, BPF_F_PSEUDO_HDR) ||
+	    bpf_l4_csum_replace(skb, l4 + 2, 0, quoted, 0))
+		return CX_NAT_ERR_HELPER;
+	if ((src && bpf_skb_store_bytes(skb, CX_IP6_SRC_OFF, e->nat_saddr, 16, 0)) ||
+	    (dst && bpf_skb_store_bytes(skb, CX_IP6_SRC_OFF + 16, e->nat_daddr, 16, 0)) ||
+	    bpf_skb_store_bytes(skb, inner + __builtin_offsetof(struct ipv6hdr, saddr), e->nat_daddr, 16, 0) ||
+	    bpf_skb_store_bytes(skb, inner + __builtin_offsetof(struct ipv6hdr, daddr), e->nat_saddr, 16, 0))
+		return CX_NAT_ERR_HELPER;
+	if (it->proto == IPPROTO_ICMPV6) {
+		/* A quoted echo: its identifier. */
+		if (cx_rewrite_port(skb, l4, iports + 4, it->sport, e->nat_sport, IPPROTO_ICMPV6))
+			return CX_NAT_ERR_HELPER;
+	} else if (cx_rewrite_port(skb, l4, iports, it->dport, e->nat_dport, IPPROTO_ICMPV6) ||
+		   cx_rewrite_port(skb, l4, iports + 2, it->sport, e->nat_sport, IPPROTO_ICMPV6)) {
+		return CX_NAT_ERR_HELPER;
+	}
+	if (src)
+		__builtin_memcpy(&t->saddr, e->nat_saddr, 16);
+	if (dst)
+		__builtin_memcpy(&t->daddr, e->nat_daddr, 16);
+	return CX_NAT_DONE;
+}
+
 /* cx_icmp_error_xlate translates an ICMP error related to a tracked flow
  * (cx_icmp_related, with router_ok): the outer addresses and the quoted
- * header, as the flow's own packets would be. Returns CX_NAT_DONE,
+ * header, as the flow's own packets would be. v6 says t is IPv6
+ * (cx_start_v6): an ICMPv6 error about a NAT66 flow (cx_icmp6_error_xlate). Returns CX_NAT_DONE,
  * CX_NAT_NONE when it is related to no translated flow, or an error. Only
  * the ICMP and IP checksums are fixed: the quoted L4 checksum is left as it
  * was (RFC 5508 does not ask for it). */
-static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_tuple *t, __u32 len, int router_ok)
+static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_tuple *t, __u32 len, int router_ok,
+					       int v6)
 {
 	void *data, *data_end;
 	struct iphdr *inner;
@@ -449,10 +585,11 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 		return CX_NAT_NONE;
 	/* An ICMP error is no TCP segment: only counted. */
 	cx_flow_count(&qf, len);
-	if (!qf.nat || t->v6)
-		/* (IPv6 flows are not translated.) */
+	if (!qf.nat)
 		return CX_NAT_NONE;
 	e = qf.nat;
+	if (v6)
+		return cx_icmp6_error_xlate(skb, t, it, e);
 	ns = cx_addr_ip4(e->nat_saddr);
 	nd = cx_addr_ip4(e->nat_daddr);
 	nsp = e->nat_sport;
@@ -517,14 +654,14 @@ static __always_inline int cx_icmp_error_xlate(struct __sk_buff *skb, struct cx_
 /* cx_nat_first translates a flow's first packet, t, by the entry
  * cx_nat_create just wrote for it (or the one another CPU won with), and
  * leaves it in f. */
-static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *t, struct cx_flow *f)
+static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *t, struct cx_flow *f, int v6)
 {
 	struct cx_nat_key k;
 	struct cx_nat_entry *e;
 
 	cx_nat_key_of(&k, &t->saddr, &t->daddr, t->sport, t->dport, t->proto);
 	e = bpf_map_lookup_elem(&cx_nat_v2, &k);
-	if (!e || cx_nat_apply(skb, t, e))
+	if (!e || cx_nat_apply(skb, t, e, v6))
 		return CX_NAT_ERR_HELPER;
 	f->nat = e;
 	return CX_NAT_DONE;
@@ -545,7 +682,7 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 	if (f->nat) {
 		if (cx_nat_seen(f->nat, t, len))
 			return CX_NAT_ERR_TCP_WINDOW;
-		if (cx_nat_apply(skb, t, f->nat))
+		if (cx_nat_apply(skb, t, f->nat, cx_start_v6(start, t)))
 			return CX_NAT_ERR_HELPER;
 		return CX_NAT_DONE;
 	}
@@ -560,25 +697,24 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 		return CX_NAT_NONE;
 	if (t->frag == CX_FRAG_LATER)
 		return CX_NAT_NONE;
-	if (t->v6)
-		/* IPv6 is not translated: tracked only. */
-		goto track;
-
-	if (start & (CX_START_FIP | CX_START_FIP_HERE)) {
+	cfg = (start & CX_START_WORKLOAD) ? cx_get_config() : NULL;
+	/* IPv6 has neither floating IPs nor a metadata DNAT (the host answers
+	 * fe80::a9fe:a9fe itself): natOutgoing (NAT66) alone. */
+	if (!cx_start_v6(start, t) && (start & (CX_START_FIP | CX_START_FIP_HERE))) {
 		struct cx_route *rt = dst_rt ? cx_dst_route(dst_rt, &t->daddr) : NULL;
 
 		/* A floating IP has its route: most new flows pay no fip lookup. */
 		fip = !dst_rt || (rt && rt->type == CX_RT_FIP) ? cx_fip_of_addr(&t->daddr) : NULL;
 		if (fip && ((start & CX_START_FIP) || (fip->flags & CX_FIP_LOCAL))) {
-			__be32 fixed = cx_addr_ip4(fip->fixed), ns = CX_IP4(t->saddr);
+			const struct in6_addr *fixed = (const struct in6_addr *)fip->fixed, *ns = &t->saddr;
 			__u8 nat = CX_NAT_DNAT;
 			int alloc = 0;
 
-			if ((start & CX_START_WORKLOAD) && CX_IP4(t->saddr) == fixed) {
+			if ((start & CX_START_WORKLOAD) && cx_addr_eq(&t->saddr, fixed)) {
 				/* Hairpin: the instance talks to its own floating IP.
 				 * It must see the floating IP as the source, or its
 				 * replies would bypass the translation. */
-				ns = CX_IP4(t->daddr);
+				ns = &t->daddr;
 				nat |= CX_NAT_SNAT;
 			} else if (start & CX_START_HOST) {
 				alloc = 1;
@@ -586,28 +722,34 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 			}
 			if (cx_nat_create(t, ns, fixed, t->sport, t->dport, nat, alloc, len) < 0)
 				return alloc ? CX_NAT_ERR_PORTS : CX_NAT_ERR_CT;
-			return cx_nat_first(skb, t, f);
+			return cx_nat_first(skb, t, f, cx_start_v6(start, t));
 		}
 	}
-	cfg = (start & CX_START_WORKLOAD) ? cx_get_config() : NULL;
-	if (cfg && CX_IP4(t->daddr) == CX_METADATA_IP && t->proto == IPPROTO_TCP && t->dport == CX_METADATA_PORT &&
+	if (!cx_start_v6(start, t) && cfg && CX_IP4(t->daddr) == CX_METADATA_IP && t->proto == IPPROTO_TCP && t->dport == CX_METADATA_PORT &&
 	    cx_addr_ip4(cfg->metadata_addr)) {
 		/* The metadata service, served by the host. */
-		if (cx_nat_create(t, CX_IP4(t->saddr), cx_addr_ip4(cfg->metadata_addr), t->sport,
+		if (cx_nat_create(t, &t->saddr, (const struct in6_addr *)cfg->metadata_addr, t->sport,
 				  bpf_htons((__u16)cfg->metadata_port), CX_NAT_DNAT, 0, len) < 0)
 			return CX_NAT_ERR_CT;
-		return cx_nat_first(skb, t, f);
+		return cx_nat_first(skb, t, f, cx_start_v6(start, t));
 	}
-	if ((start & CX_START_NAT_OUTGOING) && cfg && cx_addr_ip4(cfg->node_addr) && !cx_dst_route(dst_rt, &t->daddr) &&
-	    cx_nat_outgoing_dst(skb, cx_addr_ip4(cfg->node_addr), CX_IP4(t->daddr))) {
-		/* Outside every pool and not a node: leave as the node, from
-		 * the workload's own port when cx_nat_create may keep it. */
-		if (cx_nat_create(t, cx_addr_ip4(cfg->node_addr), CX_IP4(t->daddr), t->sport, t->dport, CX_NAT_SNAT, 1,
-				  len) < 0)
-			return CX_NAT_ERR_PORTS;
-		return cx_nat_first(skb, t, f);
+	if ((start & CX_START_NAT_OUTGOING) && cfg && !cx_dst_route(dst_rt, &t->daddr)) {
+		/* Outside every pool and not a node: leave as the node's
+		 * address of the packet's family, from the workload's own port
+		 * when cx_nat_create may keep it. One call for both families:
+		 * the port search is the biggest code the verifier walks. */
+		int v6 = cx_start_v6(start, t);
+		const struct in6_addr *node = (const struct in6_addr *)(v6 ? cfg->node_addr6 : cfg->node_addr);
+		int out = v6 ? !cx_is_unspecified6(node) && cx_nat_outgoing_dst6(skb, node, &t->daddr) :
+				  cx_addr_ip4(cfg->node_addr) &&
+					  cx_nat_outgoing_dst(skb, cx_addr_ip4(cfg->node_addr), CX_IP4(t->daddr));
+
+		if (out) {
+			if (cx_nat_create(t, node, &t->daddr, t->sport, t->dport, CX_NAT_SNAT, 1, len) < 0)
+				return CX_NAT_ERR_PORTS;
+			return cx_nat_first(skb, t, f, cx_start_v6(start, t));
+		}
 	}
-track:
 	if (start & CX_START_TRACK)
 		/* Tracked without translation: replies pass policy as replies,
 		 * and calyxctl ct dump shows the flow. A full table only costs
@@ -628,7 +770,7 @@ static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u
 
 	if (kind == CX_TUPLE_ERROR)
 		/* Not policed: the host's own packets (routers allowed). */
-		return cx_icmp_error_xlate(skb, t, len, 1);
+		return cx_icmp_error_xlate(skb, t, len, 1, t->v6);
 	if (kind != CX_TUPLE_FLOW)
 		/* A later fragment of the host's own without its first: the
 		 * host's business. */

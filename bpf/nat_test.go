@@ -133,7 +133,7 @@ type flow struct {
 }
 
 func mkFlow(proto uint8, src netip.Addr, sport uint16, dst netip.Addr, dport uint16) flow {
-	if proto == bpfmap.ProtoICMP {
+	if bpfmap.IsICMP(proto) {
 		dport = 0
 	}
 	return flow{proto, netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport)}
@@ -141,7 +141,7 @@ func mkFlow(proto uint8, src netip.Addr, sport uint16, dst netip.Addr, dport uin
 
 // reverse is the tuple of the other direction's packets.
 func (f flow) reverse() flow {
-	if f.proto == bpfmap.ProtoICMP {
+	if bpfmap.IsICMP(f.proto) {
 		return mkFlow(f.proto, f.dst.Addr(), f.src.Port(), f.src.Addr(), 0)
 	}
 	return flow{f.proto, f.dst, f.src}

@@ -222,6 +222,7 @@ static __always_inline int cx_mac_is_bcast(const __u8 *a)
 #define CX_IP_CSUM_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, check))
 #define CX_IP_SRC_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, saddr))
 #define CX_IP_DST_OFF (ETH_HLEN + __builtin_offsetof(struct iphdr, daddr))
+#define CX_IP6_SRC_OFF (ETH_HLEN + __builtin_offsetof(struct ipv6hdr, saddr))
 #define CX_L4_OFF (ETH_HLEN + sizeof(struct iphdr))
 
 /* Where an L4 header may start (IPv6 after its extension headers): a mask,

@@ -212,7 +212,7 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 					  struct cx_dst *dst_rt)
 {
 	struct cx_flow own = {};
-	int local = 0;
+	int local = 0, nat;
 
 	if (!f)
 		f = &own;
@@ -261,10 +261,15 @@ static __always_inline int cx_nat_policed(struct __sk_buff *skb, struct cx_tuple
 		}
 	}
 	if (kind == CX_TUPLE_ERROR)
-		return cx_icmp_error_xlate(skb, t, len, !src);
-	if (kind != CX_TUPLE_FLOW)
+		nat = cx_icmp_error_xlate(skb, t, len, !src, cx_start_v6(start, t));
+	else if (kind != CX_TUPLE_FLOW)
 		return CX_NAT_NONE;
-	return cx_nat_flow(skb, t, f, start, len, src_ifindex, dst_rt);
+	else
+		nat = cx_nat_flow(skb, t, f, start, len, src_ifindex, dst_rt);
+	if (nat == CX_NAT_DONE && dst_rt)
+		/* The destination may be another now. */
+		dst_rt->looked = 0;
+	return nat;
 }
 
 #endif /* CALYX_POLICY_H */

@@ -54,22 +54,22 @@ static __always_inline struct cx_route *cx_route_addr(const struct in6_addr *a)
 
 /* cx_dst remembers the route of a packet's destination for one run: a new
  * flow's path asks for it up to four times (policy, a floating IP's test,
- * natOutgoing's test, the delivery). */
+ * natOutgoing's test, the delivery). It holds no address (the callers'
+ * frames are full): it is always the route of the packet's tuple's
+ * destination, and a translation forgets it (cx_nat_policed). */
 struct cx_dst {
 	struct cx_route *rt;
-	struct in6_addr addr;
 	int looked;
 };
 
-/* cx_dst_route is cx_route_addr(addr), looked up once per d and address (d
- * NULL: every time). */
+/* cx_dst_route is cx_route_addr(addr), looked up once per d (d NULL: every
+ * time). addr is the packet's destination as its tuple holds it now. */
 static __always_inline struct cx_route *cx_dst_route(struct cx_dst *d, const struct in6_addr *addr)
 {
 	if (!d)
 		return cx_route_addr(addr);
-	if (!d->looked || !cx_addr_eq(&d->addr, addr)) {
+	if (!d->looked) {
 		d->rt = cx_route_addr(addr);
-		d->addr = *addr;
 		d->looked = 1;
 	}
 	return d->rt;

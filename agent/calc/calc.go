@@ -332,10 +332,11 @@ func poolOf(s *model.Snapshot, addr netip.Addr) *model.IPPool {
 }
 
 // natOutgoing says whether traffic from addr to outside every pool leaves
-// as the node (its pool's natOutgoing).
+// as the node (its pool's natOutgoing): as the node's IPv4 address, or for
+// an IPv6 pool as its ipv6Address (NAT66; without one it leaves untranslated).
 func natOutgoing(s *model.Snapshot, addr netip.Addr) bool {
 	p := poolOf(s, addr)
-	return p != nil && p.Spec.NATOutgoing && !p.Spec.Disabled && addr.Is4()
+	return p != nil && p.Spec.NATOutgoing && !p.Spec.Disabled
 }
 
 // NextHop is the underlay address of node remote that traffic from node

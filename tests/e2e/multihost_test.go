@@ -639,6 +639,12 @@ func testMultiHostIPv6(t *testing.T, ipv6Underlay bool) {
 	}
 
 	if ipv6Underlay {
+		t.Run("nat-outgoing", func(t *testing.T) {
+			checkNAT66(t, m, func(nat bool) string {
+				ipip, vxlan := lab.ModeVXLAN.PoolModes()
+				return lab.JoinYAML(m.PoolYAML(lab.ModeVXLAN), lab.PoolNATYAML(pool6, "fd00:65:1::/64", ipip, vxlan, nat))
+			})
+		})
 		return
 	}
 	// Path MTU discovery over the tunnel: from a workload whose MTU is
@@ -687,5 +693,72 @@ func testMultiHostIPv6(t *testing.T, ipv6Underlay bool) {
 	}
 	if _, err := l.TCPTransfer(big.NS, m.WC.NS, m.WC.IPv6, 5202, 16<<20, 30*time.Second); err != nil {
 		t.Errorf("TCP over IPv6 from the MTU %d workload: %v", lab.UnderlayMTU, err)
+	}
+}
+
+// checkNAT66 is natOutgoing for an IPv6 pool (NAT66) over the IPv6
+// underlay: a server outside every pool (on the gateway, at its fabric
+// IPv6 address) cannot answer wa without it; with it, wa's and wb's TCP,
+// UDP and ping6 reach it from their node's IPv6 address and a port of the
+// NAT range, and host-a's ct dump shows the translated flow. pools renders
+// the pools with the IPv6 pool's natOutgoing.
+func checkNAT66(t *testing.T, m *lab.MultiHost, pools func(nat bool) string) {
+	l := m.Lab
+	g := m.Gateway
+	if g == nil {
+		var err error
+		if g, err = m.AddGateway(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server := netip.AddrPortFrom(g.Address6.Addr(), echoPort+1)
+	if _, err := l.StartEcho(g.NS, "outside6", server.String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.TCPEcho(m.WA.NS, server.String(), noReplyTimeout); err == nil {
+		t.Errorf("wa -> %s worked without natOutgoing: the server has no route to the pool", server)
+	}
+	if out, err := l.Apply("", pools(true)); err != nil {
+		t.Fatalf("natOutgoing on: %v\n%s", err, out)
+	}
+	for _, w := range []*lab.Workload{m.WA, m.WB} {
+		h, _ := l.Host(w.Host)
+		node := h.Underlay6.Addr()
+		name := fmt.Sprintf("%s on %s -> %s", w.Name, h.Name, server)
+		var r lab.EchoReply
+		err := lab.Eventually(attachTimeout, 200*time.Millisecond, func() error {
+			var err error
+			r, err = lab.TCPEcho(w.NS, server.String(), noReplyTimeout)
+			return err
+		})
+		checkEcho(t, name+" tcp", r, err, "outside6", node, server)
+		if err == nil && (r.Peer.Port() < 20000 || r.Peer.Port() > 29999) {
+			t.Errorf("%s: NAT66 source port %d, want 20000-29999", name, r.Peer.Port())
+		}
+		r, err = lab.UDPEcho(w.NS, server.String(), echoTimeout)
+		checkEcho(t, name+" udp", r, err, "outside6", node, server)
+		checkPingFrom(t, l, name, w.NS, server.Addr().String(), 2)
+	}
+	c, err := lab.DialEcho(m.WA.NS, server.String(), echoTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Exchange("nat66", echoTimeout); err != nil {
+		t.Fatal(err)
+	}
+	local := c.Local()
+	f := waitFlow(t, l, m.HostA.Name, "NAT66 flow", func(f lab.CTFlow) bool {
+		return f.Proto == "tcp" && f.Src == local.String() && f.Dst == server.String()
+	})
+	if f.Src != "" {
+		rd, err := netip.ParseAddrPort(f.ReplyDst)
+		if f.NAT != lab.NATSNAT || f.ReplySrc != server.String() || err != nil || rd.Addr() != m.HostA.Underlay6.Addr() ||
+			rd.Port() < 20000 || rd.Port() > 29999 {
+			t.Errorf("NAT66 flow on host-a: %s; want nat snat, reply %s -> [%s]:20000-29999", f, server, m.HostA.Underlay6.Addr())
+		}
+	}
+	if out, err := l.Apply("", pools(false)); err != nil {
+		t.Fatalf("natOutgoing off: %v\n%s", err, out)
 	}
 }
