@@ -25,6 +25,7 @@ import (
 	"github.com/calyxnet/calyx/agent/host"
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
+	"github.com/calyxnet/calyx/agent/metadataproxy"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
 	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpfmap"
@@ -129,6 +130,9 @@ type Agent struct {
 	// svc serves DHCP and router advertisements to local endpoints; nil
 	// when it could not start.
 	svc *subnetsvc.Server
+	// metadata serves the metadata service on [fe80::a9fe:a9fe]:80 of
+	// local endpoint interfaces, for IPv6 instances.
+	metadata *metadataproxy.Proxy
 	// bgp is this node's BGP speaker, running while the model has a
 	// BGPConfiguration; adopted says the agent started over a dataplane a
 	// previous agent left forwarding (its peers keep our routes meanwhile).
@@ -364,6 +368,7 @@ func (a *Agent) startBackground(ctx context.Context, regErr error) {
 	go a.releaseBlocks(ctx)
 	go a.logPolicy(ctx)
 	a.startSubnetServices(ctx)
+	a.startMetadataProxy(ctx)
 }
 
 // loop reconciles after every change of the model or the interfaces
@@ -484,6 +489,7 @@ func (a *Agent) reconcile() error {
 	}
 	routeChanges, routeErr := a.syncHostRoutes(d, bgpIn)
 	a.updateSubnetServices(links, d)
+	a.updateMetadataProxy(d)
 	a.syncBGP(a.ctx, bgpIn)
 	a.report(d, start, writes, routeChanges)
 	// What failed is retried (the loop backs off); everything else is done.
@@ -609,7 +615,7 @@ func (a *Agent) syncHostRoutes(d *calc.Desired, bgpIn map[string]*bgp.AdvertiseI
 	if err != nil {
 		// The gateways answer pings and renewals; the dataplane does
 		// not need them, so this is no reason to stop.
-		a.log.Warn("local routes for subnet gateways", "err", err)
+		a.log.Warn("local routes (subnet gateways, fe80::1, the metadata address)", "err", err)
 	}
 	return added + removed + ladded + lremoved, nil
 }

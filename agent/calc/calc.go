@@ -84,9 +84,14 @@ type Desired struct {
 	Attach       map[uint32]Attachment // by ifindex
 	KernelRoutes []host.Route          // sorted by Dst
 	// LocalRoutes are the addresses the host answers to without holding
-	// them: every Subnet's gatewayIP (on lo) and fe80::1 on every workload
-	// interface. Sorted.
+	// them: every Subnet's gatewayIP (on lo), and fe80::1 and (with a
+	// metadata service) V6Metadata on every workload interface. Sorted.
 	LocalRoutes []host.LocalRoute
+	// MetadataUpstream is Config.metadataAddress, either family: where the
+	// agent's proxy on [V6Metadata]:80 forwards instances' requests (and,
+	// when IPv4, Config.Metadata too, the DNAT target of
+	// 169.254.169.254:80). Zero: no metadata service.
+	MetadataUpstream netip.AddrPort
 	// Config is cx_config: the node's underlay settings. Zero (no
 	// Address) until this node has an underlay address in the model.
 	Config bpfmap.NodeConfig
@@ -167,10 +172,18 @@ func Untouchable(link host.Interface, underlay string) bpfmap.EndpointState {
 // and the source of router advertisements and DHCPv6 replies.
 var V6Gateway = netip.MustParseAddr("fe80::1")
 
+// V6Metadata is the metadata service's IPv6 address, as OpenStack serves it
+// (169.254.169.254 written in the link-local prefix): the host answers to
+// it on each workload interface (a local route), where the agent's metadata
+// proxy listens on port 80. A link-local address says nothing of who is
+// asking, so the proxy vouches for the instance by the interface a request
+// came in on.
+var V6Metadata = netip.MustParseAddr("fe80::a9fe:a9fe")
+
 // localRoutes lists what the host answers to without holding it: each
 // Subnet's gatewayIP, which stands for the local host on every host (an
-// instance pings its gateway, renews its lease with it), and fe80::1 on each
-// workload interface.
+// instance pings its gateway, renews its lease with it), and fe80::1 and,
+// when there is a metadata service, V6Metadata on each workload interface.
 func localRoutes(d *Desired, in Input) []host.LocalRoute {
 	var out []host.LocalRoute
 	if lo, ok := in.Links["lo"]; ok && lo.Ifindex > 0 {
@@ -180,6 +193,9 @@ func localRoutes(d *Desired, in Input) []host.LocalRoute {
 	}
 	for idx := range d.Ifaces {
 		out = append(out, host.LocalRoute{Addr: V6Gateway, Ifindex: int(idx)})
+		if d.MetadataUpstream.IsValid() {
+			out = append(out, host.LocalRoute{Addr: V6Metadata, Ifindex: int(idx)})
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if c := out[i].Addr.Compare(out[j].Addr); c != 0 {
@@ -284,11 +300,23 @@ func nodeConfig(in Input, s *model.Snapshot, self model.NodeSpec) bpfmap.NodeCon
 	}
 	lo, hi := s.Config.Spec.NATPorts()
 	c.NATPorts = [2]uint16{lo, hi}
-	// Validated by the model; an IPv6 metadata address is not served yet.
-	if ap, err := netip.ParseAddrPort(s.Config.Spec.MetadataAddress); err == nil && ap.Addr().Is4() {
+	// Validated by the model. IPv4 instances reach the metadata service
+	// by DNAT, which only an IPv4 address can be the target of; an IPv6
+	// one is served by the agent's proxy only (MetadataUpstream).
+	if ap := metadataUpstream(s); ap.Addr().Is4() {
 		c.Metadata = ap
 	}
 	return c
+}
+
+// metadataUpstream is Config.metadataAddress, zero when unset (or, against
+// the model's validation, not an address and port).
+func metadataUpstream(s *model.Snapshot) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(s.Config.Spec.MetadataAddress)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return ap
 }
 
 // poolOf returns the longest pool that holds addr (by name on a tie).

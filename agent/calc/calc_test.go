@@ -498,8 +498,8 @@ func TestUntouchableInterfaces(t *testing.T) {
 }
 
 // TestLocalRoutes: every Subnet's gateway IP is answered by the host on lo,
-// fe80::1 on every workload interface, and the gateways are host identities
-// for policy.
+// fe80::1 and the metadata service's fe80::a9fe:a9fe on every workload
+// interface, and the gateways are host identities for policy.
 func TestLocalRoutes(t *testing.T) {
 	s := snapshot(t)
 	s.Put(&model.Subnet{Metadata: model.Metadata{Name: "v4"}, Spec: model.SubnetSpec{
@@ -514,12 +514,44 @@ func TestLocalRoutes(t *testing.T) {
 		{Addr: netip.MustParseAddr("10.65.0.1"), Ifindex: 1},
 		{Addr: netip.MustParseAddr("fd00:65::1"), Ifindex: 1},
 		{Addr: V6Gateway, Ifindex: 11},
+		{Addr: netip.MustParseAddr("fe80::a9fe:a9fe"), Ifindex: 11},
 	}
 	if !slices.Equal(d.LocalRoutes, want) {
 		t.Errorf("local routes = %v, want %v", d.LocalRoutes, want)
 	}
 	if e, ok := d.IPCache[netip.MustParsePrefix("10.65.0.1/32")]; !ok || !e.Host {
 		t.Errorf("gateway identity = %+v (present %v), want a host identity", e, ok)
+	}
+}
+
+// TestMetadataUpstream: Config.metadataAddress of either family is the
+// proxy's upstream, and only an IPv4 one the DNAT target of
+// 169.254.169.254; without one the host does not answer to
+// fe80::a9fe:a9fe.
+func TestMetadataUpstream(t *testing.T) {
+	links := map[string]host.Interface{
+		"eth0": {Name: "eth0", Ifindex: 2, MTU: 1500},
+		"tap1": {Name: "tap1", Ifindex: 11, Kind: bpfmap.IfaceTap},
+	}
+	for _, tc := range []struct {
+		addr     string
+		upstream netip.AddrPort
+		dnat     netip.AddrPort
+	}{
+		{"127.0.0.1:8775", netip.MustParseAddrPort("127.0.0.1:8775"), netip.MustParseAddrPort("127.0.0.1:8775")},
+		{"[fd00:30::1]:8775", netip.MustParseAddrPort("[fd00:30::1]:8775"), netip.AddrPort{}},
+		{"", netip.AddrPort{}, netip.AddrPort{}},
+	} {
+		s := snapshot(t)
+		s.Put(&model.Config{Metadata: model.Metadata{Name: "default"}, Spec: model.ConfigSpec{MetadataAddress: tc.addr}})
+		d := Compute(Input{Snapshot: s, Node: "host-a", Underlay: "eth0", Links: links})
+		if d.MetadataUpstream != tc.upstream || d.Config.Metadata != tc.dnat {
+			t.Errorf("metadataAddress %q: upstream %v, DNAT %v; want %v, %v", tc.addr, d.MetadataUpstream, d.Config.Metadata, tc.upstream, tc.dnat)
+		}
+		answered := slices.Contains(d.LocalRoutes, host.LocalRoute{Addr: V6Metadata, Ifindex: 11})
+		if answered != tc.upstream.IsValid() {
+			t.Errorf("metadataAddress %q: local route for %s on tap1 %v, want %v (%v)", tc.addr, V6Metadata, answered, tc.upstream.IsValid(), d.LocalRoutes)
+		}
 	}
 }
 

@@ -688,6 +688,7 @@ func (c *Calculator) desired(in Input) *Desired {
 	}
 	d.KernelRoutes = slices.Clone(c.sorted.kernel)
 	d.Pending, d.Refused = slices.Clone(c.sorted.pending), slices.Clone(c.sorted.refused)
+	d.MetadataUpstream = metadataUpstream(s)
 	d.LocalRoutes = localRoutes(d, in)
 	d.WorkloadMTU = WorkloadMTU(int(d.Config.UnderlayMTU), s, in.Node)
 	if d.Config.Address.IsValid() && d.WorkloadMTU > 0 {

@@ -41,7 +41,8 @@ type Route struct {
 
 // LocalRoute is an address the host answers to on interface Ifindex
 // without holding it (a local-table route): a subnet's gateway IP (on lo),
-// or the workloads' IPv6 gateway fe80::1 on a workload interface.
+// the workloads' IPv6 gateway fe80::1 or the metadata service's
+// fe80::a9fe:a9fe on a workload interface.
 type LocalRoute struct {
 	Addr    netip.Addr
 	Ifindex int

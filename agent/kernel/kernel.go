@@ -242,6 +242,10 @@ func PrepareWorkloadInterface(ifname string, localnet bool) error {
 	return nil
 }
 
+// ip6DefaultMetric is the metric the kernel gives an IPv6 route added
+// with none (IP6_RT_PRIO_USER).
+const ip6DefaultMetric = 1024
+
 // SyncRoutes makes the kernel's calyx-owned routes equal to want: missing
 // ones are added first, then stale ones removed. It returns how many it
 // added and removed.
@@ -284,6 +288,12 @@ func SyncRoutes(want []host.Route) (added, removed int, err error) {
 	var errs []error
 	wantSet := make(map[key]bool, len(want))
 	for _, w := range want {
+		if w.Metric == 0 && w.Dst.Addr().Is6() {
+			// What the kernel makes of it, and lists: compared as 0,
+			// the route would be stale at every sync after the first,
+			// replaced and then deleted.
+			w.Metric = ip6DefaultMetric
+		}
 		k := key{w.Dst, w.Metric}
 		wantSet[k] = true
 		if h, ok := have[k]; ok && h.Ifindex == w.Ifindex && h.Gateway == w.Gateway {
@@ -359,7 +369,8 @@ func routeFor(w host.Route) *netlink.Route {
 // SyncLocalRoutes makes the kernel's calyx-owned routes of the local table
 // equal to want: addresses the host answers to without holding them on any
 // interface (a subnet's gateway IP, which stands for the host on every
-// host; the workloads' IPv6 gateway fe80::1 on each workload interface).
+// host; the workloads' IPv6 gateway fe80::1 and the metadata service's
+// fe80::a9fe:a9fe on each workload interface).
 // Missing ones are added first, then stale ones removed. It returns how many
 // it added and removed, and every route it could not add or remove.
 func SyncLocalRoutes(want []host.LocalRoute) (added, removed int, err error) {
@@ -388,7 +399,7 @@ func SyncLocalRoutes(want []host.LocalRoute) (added, removed int, err error) {
 		if have[w] {
 			continue
 		}
-		if err := netlink.RouteReplace(localRouteFor(w)); err != nil {
+		if err := addLocalRoute(w); err != nil {
 			errs = append(errs, fmt.Errorf("add local route %s dev %d: %w", w.Addr, w.Ifindex, err))
 			continue
 		}
@@ -405,6 +416,23 @@ func SyncLocalRoutes(want []host.LocalRoute) (added, removed int, err error) {
 		removed++
 	}
 	return added, removed, errors.Join(errs...)
+}
+
+// addLocalRoute adds one local route. An IPv6 one is appended: IPv6 takes
+// a replace for the route to the same address at the same metric on any
+// interface, so fe80::1 on a second workload interface would take it from
+// the first (and the next sync back, by turns). IPv4 ones (on lo, one per
+// address) are replaced, which takes over one that is there already.
+func addLocalRoute(w host.LocalRoute) error {
+	if w.Addr.Is4() {
+		return netlink.RouteReplace(localRouteFor(w))
+	}
+	err := netlink.RouteAppend(localRouteFor(w))
+	if errors.Is(err, unix.EEXIST) {
+		// The same route of another protocol: the host answers anyway.
+		return nil
+	}
+	return err
 }
 
 func localRouteFor(w host.LocalRoute) *netlink.Route {

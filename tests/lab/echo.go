@@ -346,8 +346,10 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 }
 
 // HTTPServer is an in-process HTTP server in a namespace that answers every
-// request with 200 and "<name> <peer ip:port> <path>", and records each
-// request (e.g. to stand for a host's metadata service).
+// request with 200 and "<name> <peer ip:port> <path>", followed by
+// " forwarded-for=<X-Forwarded-For>" when the request has that header, and
+// records each request (e.g. to stand for a host's metadata service, which
+// knows an instance proxied to it by that header).
 type HTTPServer struct {
 	// Name starts every answer.
 	Name string
@@ -370,6 +372,8 @@ type HTTPRequest struct {
 	Host string
 	// Path is the request path.
 	Path string
+	// ForwardedFor is every X-Forwarded-For value the request had.
+	ForwardedFor []string
 }
 
 // StartHTTP starts an HTTPServer named name on addr in namespace ns.
@@ -389,9 +393,14 @@ func (l *Lab) StartHTTP(ns, name, addr string) (*HTTPServer, error) {
 			peer, _ := netip.ParseAddrPort(r.RemoteAddr)
 			peer = unmap(peer)
 			s.mu.Lock()
-			s.reqs = append(s.reqs, HTTPRequest{Peer: peer, Host: r.Host, Path: r.URL.Path})
+			xff := r.Header.Values("X-Forwarded-For")
+			s.reqs = append(s.reqs, HTTPRequest{Peer: peer, Host: r.Host, Path: r.URL.Path, ForwardedFor: xff})
 			s.mu.Unlock()
-			fmt.Fprintf(w, "%s %s %s\n", s.Name, peer, r.URL.Path)
+			forwarded := ""
+			if len(xff) > 0 {
+				forwarded = " forwarded-for=" + strings.Join(xff, ",")
+			}
+			fmt.Fprintf(w, "%s %s %s%s\n", s.Name, peer, r.URL.Path, forwarded)
 		}),
 	}
 	l.logf("http server %s: %s in %s", name, ap, ns)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -92,8 +93,15 @@ func ListenTCP(ns, addr string) (*net.TCPListener, error) {
 
 // HTTPGet does a plain HTTP/1.0 GET of http://addr/path from inside
 // namespace ns and returns the status code and body. It dials in-process
-// rather than shelling out, so it needs neither curl nor wget.
+// rather than shelling out, so it needs neither curl nor wget. addr may be
+// a link-local address with its zone ("[fe80::a9fe:a9fe%eth0]:80").
 func HTTPGet(ns, addr, path string, timeout time.Duration) (int, string, error) {
+	return HTTPGetWith(ns, addr, path, nil, timeout)
+}
+
+// HTTPGetWith is HTTPGet sending header too (as given: a hostile client
+// may repeat or misspell a header).
+func HTTPGetWith(ns, addr, path string, header http.Header, timeout time.Duration) (int, string, error) {
 	conn, err := DialTCP(ns, addr, timeout)
 	if err != nil {
 		return 0, "", err
@@ -102,8 +110,20 @@ func HTTPGet(ns, addr, path string, timeout time.Duration) (int, string, error) 
 	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return 0, "", fmt.Errorf("set deadline: %w", err)
 	}
-	req := "GET " + path + " HTTP/1.0\r\nHost: " + addr + "\r\nUser-Agent: calyx-lab\r\nConnection: close\r\n\r\n"
-	if _, err := io.WriteString(conn, req); err != nil {
+	host := addr
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		// The zone is the client's business, not the server's (as curl).
+		host = netip.AddrPortFrom(ap.Addr().WithZone(""), ap.Port()).String()
+	}
+	var req strings.Builder
+	req.WriteString("GET " + path + " HTTP/1.0\r\nHost: " + host + "\r\nUser-Agent: calyx-lab\r\nConnection: close\r\n")
+	for k, vs := range header {
+		for _, v := range vs {
+			req.WriteString(k + ": " + v + "\r\n")
+		}
+	}
+	req.WriteString("\r\n")
+	if _, err := io.WriteString(conn, req.String()); err != nil {
 		return 0, "", fmt.Errorf("send GET %s: %w", path, err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
