@@ -52,7 +52,7 @@ test-e2e:
 # run in the mixed pass only, where veth and tap workloads meet, which
 # covers both kinds in one run (the 25-minute budget).
 E2E_KINDS ?= vm mixed
-E2E_FIRST_ONLY = TestVM|TestDHCP|TestConntrackFloodKeepsTranslations|TestUpgradeMigratesConntrack|TestBGPIPv6
+E2E_FIRST_ONLY = TestVM|TestDHCP|TestConntrackFloodKeepsTranslations|TestUpgradeMigratesConntrack|TestBGPIPv6|TestCleanup
 E2E_MIXED_ONLY = TestNetworkPolicyIPv6|TestMultiHostIPv6|TestAddressPlan|TestHostileIPv6|TestMetadataIPv6
 test: deps build check-generate lint
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -skip '^($(E2E_MIXED_ONLY))' ./...

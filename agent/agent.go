@@ -27,6 +27,7 @@ import (
 	"github.com/calyxnet/calyx/agent/mapsync"
 	"github.com/calyxnet/calyx/agent/metadataproxy"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
+	"github.com/calyxnet/calyx/agent/undo"
 	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/conntrack"
@@ -94,10 +95,13 @@ const startupTimeout = 10 * time.Second
 
 // Agent is one running agent.
 type Agent struct {
-	cfg     Config
-	log     *slog.Logger
-	ds      model.Datastore
-	dp      *loader.Dataplane
+	cfg Config
+	log *slog.Logger
+	ds  model.Datastore
+	dp  *loader.Dataplane
+	// ledger records what the agent changed on the host, for --cleanup
+	// (nil without a pin directory).
+	ledger  *undo.Ledger
 	syncer  *mapsync.Syncer
 	metrics *metrics
 	// calc computes the desired dataplane from each snapshot, redoing
@@ -203,7 +207,21 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer a.ds.Close()
-	if err := kernel.EnableForwarding(); err != nil {
+	if cfg.BPFFS != "" {
+		if err := loader.EnsureBPFFS(cfg.BPFFS); err != nil {
+			return err
+		}
+		unlock, err := loader.Lock(cfg.BPFFS)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+		if a.ledger, err = undo.Open(cfg.BPFFS); err != nil {
+			return err
+		}
+		defer a.ledger.Close()
+	}
+	if err := kernel.EnableForwarding(a.ledger); err != nil {
 		return err
 	}
 	if err := a.findUnderlay(); err != nil {
@@ -572,7 +590,7 @@ func (a *Agent) reserveNATPorts(d *calc.Desired) {
 	if p[0] == 0 {
 		return
 	}
-	if changed, err := kernel.ReserveNATPorts(p[0], p[1]); err != nil {
+	if changed, err := kernel.ReserveNATPorts(a.ledger, p[0], p[1]); err != nil {
 		// The host's own sockets may then collide with a translated
 		// flow's port: worth a warning, no reason to stop.
 		a.log.Warn("reserve the natOutgoing ports from the host's sockets", "err", err)
@@ -823,7 +841,7 @@ func (a *Agent) attachOne(d *calc.Desired, idx uint32, at calc.Attachment) error
 		return err
 	}
 	if !at.Underlay {
-		if err := kernel.PrepareWorkloadInterface(at.Ifname, d.Config.Metadata.Addr().IsLoopback()); err != nil {
+		if err := kernel.PrepareWorkloadInterface(a.ledger, at.Ifname, d.Config.Metadata.Addr().IsLoopback()); err != nil {
 			return err
 		}
 	}
@@ -926,10 +944,20 @@ func (a *Agent) logPolicy(ctx context.Context) {
 // interfaces that are no longer (or, after a restart, no longer the same)
 // local endpoints.
 func (a *Agent) detachStale(d *calc.Desired) error {
+	detached := false
+	defer func() {
+		if detached && a.ledger != nil {
+			// The settings of interfaces that went need no putting back.
+			if _, err := a.ledger.Prune(); err != nil {
+				a.log.Warn("prune the undo ledger", "err", err)
+			}
+		}
+	}()
 	for idx, rec := range a.records {
 		if at, ok := d.Attach[idx]; ok && at.Ifname == rec.Ifname {
 			continue
 		}
+		detached = true
 		if err := a.dp.Detach(rec.Ifname, int(idx)); err != nil {
 			a.log.Warn("detach", "interface", rec.Ifname, "ifindex", idx, "err", err)
 		}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/agent/host"
+	"github.com/calyxnet/calyx/agent/undo"
 	"github.com/calyxnet/calyx/bpfmap"
 )
 
@@ -27,11 +28,15 @@ import (
 // finds (and prunes) its own routes and never touches anyone else's.
 const RouteProtocol = netlink.RouteProtocol(202)
 
-// EnableForwarding sets the sysctls routing through the host needs.
+// ForwardingSysctls are the sysctls routing through the host needs:
 // bpf_fib_lookup answers FWD_DISABLED without them.
-func EnableForwarding() error {
-	for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
-		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+var ForwardingSysctls = []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"}
+
+// EnableForwarding sets ForwardingSysctls, recording in ledger (nil: none)
+// what each was before.
+func EnableForwarding(ledger *undo.Ledger) error {
+	for _, p := range ForwardingSysctls {
+		if _, err := undo.SetSysctl(ledger, p, "1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("enable forwarding (%s): %w", filepath.Base(filepath.Dir(p)), err)
 		}
 	}
@@ -46,8 +51,9 @@ const reservedPortsPath = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 // ports [lo, hi] natOutgoing translates to, so that the host's own
 // connections never take a port a translated flow may use (their reply
 // tuples would be one). Entries already there (the operator's) are kept;
-// it reports whether it changed the sysctl.
-func ReserveNATPorts(lo, hi uint16) (bool, error) {
+// it reports whether it changed the sysctl, and records in ledger (nil:
+// none) what it was before.
+func ReserveNATPorts(ledger *undo.Ledger, lo, hi uint16) (bool, error) {
 	b, err := os.ReadFile(reservedPortsPath)
 	if err != nil {
 		return false, fmt.Errorf("read %s: %w", reservedPortsPath, err)
@@ -60,7 +66,7 @@ func ReserveNATPorts(lo, hi uint16) (bool, error) {
 	if cur != "" {
 		next = cur + "," + next
 	}
-	if err := os.WriteFile(reservedPortsPath, []byte(next), 0o644); err != nil {
+	if _, err := undo.SetSysctl(ledger, reservedPortsPath, next); err != nil {
 		return false, fmt.Errorf("write %s: %w", reservedPortsPath, err)
 	}
 	return true, nil
@@ -227,15 +233,16 @@ func SetLinkUp(ifindex int, up bool) error {
 // address of its own and not the packet's source (a packet from 127.0.0.1,
 // the metadata service, would make the workload drop the ARP as martian);
 // and with localnet, route_localnet=1, so that packets DNAT'd to a loopback
-// address (the metadata service) and their replies are routed here.
-func PrepareWorkloadInterface(ifname string, localnet bool) error {
+// address (the metadata service) and their replies are routed here. What
+// each was before goes to ledger (nil: nowhere).
+func PrepareWorkloadInterface(ledger *undo.Ledger, ifname string, localnet bool) error {
 	settings := map[string]string{"arp_announce": "2"}
 	if localnet {
 		settings["route_localnet"] = "1"
 	}
 	for key, val := range settings {
 		p := filepath.Join("/proc/sys/net/ipv4/conf", ifname, key)
-		if err := os.WriteFile(p, []byte(val), 0o644); err != nil {
+		if _, err := undo.SetSysctl(ledger, p, val); err != nil {
 			return fmt.Errorf("%s on %s: %w", key, ifname, err)
 		}
 	}

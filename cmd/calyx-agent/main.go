@@ -36,8 +36,17 @@ func main() {
 		deadGrace   = flag.Duration("dead-node-grace", 10*time.Minute, "etcd datastore: once another node holding IPAM blocks has had no live agent (liveness lease, see --node-ttl) for this long, give back its blocks no endpoint address falls in and, in the others, the allocations no endpoint uses; one agent at a time does it, by lock (0: never)")
 		failAttach  = flag.String("debug-fail-attach-file", "", "testing only: a file of interface names whose attach fails while they are listed")
 		nodeTTL     = flag.Duration("node-ttl", agent.DefaultNodeTTL, "lease that keeps this node live in an etcd datastore: the node shows as not live this long after the agent stops")
+		cleanup     = flag.Bool("cleanup", false, "decommission this host and exit: detach every calyx program, remove its routes, neighbour entries and the pins under --bpffs, and put back the sysctls it changed; refused while an agent runs on --bpffs (stop it first, with --bgp-withdraw-on-stop to withdraw its BGP routes)")
 	)
 	flag.Parse()
+	if *cleanup {
+		r, err := agent.Cleanup(*bpffs)
+		fmt.Println(r)
+		if err != nil {
+			fail(err)
+		}
+		return
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
