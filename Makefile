@@ -5,12 +5,20 @@ GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/calyxnet/calyx/ctl.Version=$(VERSION)
-APT_PKGS  := clang llvm bpftool libbpf-dev iproute2 iputils-ping iperf3 ethtool tcpdump iptables etcd-server etcd-client udhcpc isc-dhcp-client ndisc6 bird2
+# Debian wants a version that starts with a digit: tag v1.2.3 gives 1.2.3,
+# a build past it 1.2.3+4.gHASH; with no tag, 0.0.0~git<commits>.<hash>
+# (~ sorts before any release, the commit count keeps builds in order).
+DEB_VERSION ?= $(shell v=$$(echo '$(VERSION)' | sed 's/^v//'); \
+	if echo "$$v" | grep -Eq '^[0-9]+\.[0-9]'; then echo "$$v" | sed 's/-/+/; s/-/./g'; \
+	else echo "0.0.0~git$$(git rev-list --count HEAD 2>/dev/null || echo 0).$$v" | tr - .; fi)
+DEB_ARCH  ?= $(shell $(GO) env GOARCH)
+PKG_DIR   := $(BIN)/pkg
+APT_PKGS  := clang llvm bpftool libbpf-dev iproute2 iputils-ping iperf3 ethtool tcpdump iptables etcd-server etcd-client udhcpc isc-dhcp-client ndisc6 bird2 systemd
 # command each package provides, to skip apt-get when all are present
-APT_CMDS  := clang llvm-strip bpftool ip ping iperf3 ethtool tcpdump iptables etcd etcdctl udhcpc dhclient rdisc6 bird birdc
+APT_CMDS  := clang llvm-strip bpftool ip ping iperf3 ethtool tcpdump iptables etcd etcdctl udhcpc dhclient rdisc6 bird birdc systemd-analyze
 E2E_TIMEOUT ?= 15m
 
-.PHONY: all deps generate check-generate build test test-unit test-bpf test-e2e demo bench lint clean
+.PHONY: all deps generate check-generate build package test test-unit test-bpf test-e2e demo bench lint clean
 
 all: build
 
@@ -34,10 +42,20 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/calyx-agent ./cmd/calyxctl ./cmd/calyx-lab ./cmd/calyx-bench ./cmd/calyx-load
 
+# The Debian package (packaging/nfpm.yaml): the binaries, the systemd unit,
+# /etc/calyx/agent.yaml and calyxctl's bash completion, built by nfpm (a Go
+# tool of this module) into $(PKG_DIR)/, the only .deb there.
+package: build
+	@mkdir -p $(PKG_DIR)
+	@case '$(DEB_VERSION)' in ([0-9]*) ;; (*) echo "package: Debian version '$(DEB_VERSION)' does not start with a digit"; exit 1 ;; esac
+	@rm -f $(PKG_DIR)/*.deb
+	$(BIN)/calyxctl completion bash > $(PKG_DIR)/calyxctl.bash
+	CALYX_DEB_VERSION='$(DEB_VERSION)' CALYX_DEB_ARCH='$(DEB_ARCH)' $(GO) tool nfpm package --config packaging/nfpm.yaml --packager deb --target $(PKG_DIR)/
+
 # Layer 1 (pure Go) and layer 2 (BPF_PROG_TEST_RUN) live beside the code;
 # layer 3 (netns lab, real agents) in tests/e2e.
 test-unit:
-	$(GO) test -count=1 ./model/... ./agent/... ./ctl/... ./bpfmap/... ./policy/... ./ipam/... ./conntrack/...
+	$(GO) test -count=1 ./model/... ./agent/... ./ctl/... ./bpfmap/... ./policy/... ./ipam/... ./conntrack/... ./flagfile/... ./cmd/...
 
 test-bpf:
 	$(GO) test -count=1 ./bpf/... ./loader/...
@@ -48,13 +66,15 @@ test-e2e:
 # The end-to-end suites run once more with every workload a VM (a tap
 # joined by the lab's vnet_hdr relay to a tap in the instance's namespace)
 # and once with VMs and veths alternating. E2E_FIRST_ONLY build VMs of
-# their own or send no workload traffic: the first pass only. E2E_MIXED_ONLY
+# their own, send no workload traffic or (TestPackage, veths whatever the
+# pass) install the package: the first pass only. E2E_MIXED_ONLY
 # run in the mixed pass only, where veth and tap workloads meet, which
 # covers both kinds in one run (the 25-minute budget).
 E2E_KINDS ?= vm mixed
-E2E_FIRST_ONLY = TestVM|TestDHCP|TestConntrackFloodKeepsTranslations|TestUpgradeMigratesConntrack|TestBGPIPv6|TestCleanup
+E2E_FIRST_ONLY = TestPackage|TestVM|TestDHCP|TestConntrackFloodKeepsTranslations|TestUpgradeMigratesConntrack|TestBGPIPv6|TestCleanup
 E2E_MIXED_ONLY = TestNetworkPolicyIPv6|TestMultiHostIPv6|TestAddressPlan|TestHostileIPv6|TestMetadataIPv6
-test: deps build check-generate lint
+# `package` first: TestPackage installs the .deb it leaves in $(PKG_DIR).
+test: deps build package check-generate lint
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -skip '^($(E2E_MIXED_ONLY))' ./...
 	@for k in $(E2E_KINDS); do \
 		skip='$(E2E_FIRST_ONLY)'; [ "$$k" = mixed ] || skip="$$skip|$(E2E_MIXED_ONLY)"; \

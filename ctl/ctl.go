@@ -53,7 +53,7 @@ func (e usageError) Error() string { return e.msg }
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
 const usage = `usage: calyxctl [--bpffs DIR] [--datastore URL] [--etcd-ca FILE] [--etcd-cert FILE --etcd-key FILE]
-                [--agent URL] [-o table|json|yaml] COMMAND
+                [--agent URL] [-o|--output table|json|yaml] COMMAND
 
 The datastore is file:///DIR (default file:///var/lib/calyx) or etcd://HOST:PORT[,HOST:PORT];
 --etcd-ca, --etcd-cert and --etcd-key talk TLS to etcd (as calyx-agent's flags of the same names).
@@ -102,6 +102,8 @@ nouns (read only):
   policy dump [ENDPOINT]   the effective rules of this host's endpoints, in order, with the new
                            flows each decided (HITS)
   version                  this build's version
+  completion bash          a bash completion script: source <(calyxctl completion bash) (the Debian package
+                           installs it)
 `
 
 // Run executes one calyxctl command line (without the program name) and
@@ -227,6 +229,8 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 		return dump(ctx, o, cmd, stdio)
 	case "version":
 		return render(stdio.Out, o.Output, []versionRow{{Version: Version}})
+	case "completion":
+		return completion(args, stdio)
 	}
 	return usagef("unknown command %q", cmd)
 }
