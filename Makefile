@@ -72,7 +72,7 @@ test-e2e:
 # covers both kinds in one run (the 25-minute budget).
 E2E_KINDS ?= vm mixed
 E2E_FIRST_ONLY = TestPackage|TestVM|TestDHCP|TestConntrackFloodKeepsTranslations|TestUpgradeMigratesConntrack|TestBGPIPv6|TestCleanup
-E2E_MIXED_ONLY = TestNetworkPolicyIPv6|TestMultiHostIPv6|TestAddressPlan|TestHostileIPv6|TestMetadataIPv6
+E2E_MIXED_ONLY = TestNetworkPolicyIPv6|TestMultiHostIPv6|TestAddressPlan|TestHostileIPv6|TestMetadataIPv6|TestMonitor
 # `package` first: TestPackage installs the .deb it leaves in $(PKG_DIR).
 test: deps build package check-generate lint
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -skip '^($(E2E_MIXED_ONLY))' ./...

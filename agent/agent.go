@@ -26,6 +26,7 @@ import (
 	"github.com/calyxnet/calyx/agent/kernel"
 	"github.com/calyxnet/calyx/agent/mapsync"
 	"github.com/calyxnet/calyx/agent/metadataproxy"
+	"github.com/calyxnet/calyx/agent/monitor"
 	"github.com/calyxnet/calyx/agent/subnetsvc"
 	"github.com/calyxnet/calyx/agent/undo"
 	"github.com/calyxnet/calyx/bpf"
@@ -101,9 +102,13 @@ type Agent struct {
 	dp  *loader.Dataplane
 	// ledger records what the agent changed on the host, for --cleanup
 	// (nil without a pin directory).
-	ledger  *undo.Ledger
-	syncer  *mapsync.Syncer
-	metrics *metrics
+	ledger *undo.Ledger
+	// monitor hands drop events to /monitor's clients (calyxctl monitor);
+	// endpoints names the endpoint of each attached interface for them.
+	monitor   *monitor.Hub
+	endpoints sync.Map // ifindex (uint32) → endpoint name
+	syncer    *mapsync.Syncer
+	metrics   *metrics
 	// calc computes the desired dataplane from each snapshot, redoing
 	// only what changed; a resync starts it afresh.
 	calc *calc.Calculator
@@ -195,6 +200,7 @@ func Run(ctx context.Context, cfg Config) error {
 	a := &Agent{cfg: cfg, log: cfg.Logger, attached: make(map[uint32]string), failed: make(map[uint32]*attachFailure), notReady: "starting",
 		kick: make(chan struct{}, 1), dsBack: make(chan struct{}, 1), ctx: ctx}
 	a.metrics = newMetrics()
+	a.monitor = monitor.NewHub()
 	a.metrics.reg.MustRegister(bgpCollector{a})
 	if cfg.Metrics != "" {
 		srv, err := a.serveHTTP(cfg.Metrics)
@@ -332,6 +338,7 @@ func (a *Agent) loadDataplane(capacities map[string]uint32) error {
 		}
 	}
 	a.metrics.registerDataplane(dp.Maps)
+	a.registerMonitorMetrics(dp.Maps)
 	a.metrics.syncedTables(a.syncer.Tables())
 	a.adopted = len(a.records) > 0
 	return nil
@@ -385,6 +392,7 @@ func (a *Agent) startBackground(ctx context.Context, regErr error) {
 	go a.indexOwnBlocks(ctx)
 	go a.releaseBlocks(ctx)
 	go a.logPolicy(ctx)
+	go a.monitorDrops(ctx)
 	a.startSubnetServices(ctx)
 	a.startMetadataProxy(ctx)
 }
@@ -863,6 +871,9 @@ func (a *Agent) attachOne(d *calc.Desired, idx uint32, at calc.Attachment) error
 		return err
 	}
 	a.attached[idx] = at.Ifname
+	if at.Endpoint != "" {
+		a.endpoints.Store(idx, at.Endpoint)
+	}
 	a.metrics.attaches.WithLabelValues(mode.String()).Inc()
 	rec := bpfmap.Link{
 		Ifname:        at.Ifname,
@@ -928,15 +939,12 @@ func (a *Agent) logPolicy(ctx context.Context) {
 			}
 			return
 		}
-		a.rulesMu.Lock()
-		ri, ok := a.rules[ev.Rule]
-		a.rulesMu.Unlock()
-		rule := fmt.Sprintf("rule %d", ev.Rule)
-		if ok {
-			rule = fmt.Sprintf("%s %s[%d]", ri.Policy, strings.ToLower(string(ri.Direction)), ri.Index)
+		rule := a.ruleName(ev.Rule)
+		a.monitor.Publish(a.policyEvent(ev, rule))
+		if ev.Kind == bpfmap.PolicyEventLog {
+			a.log.Info("policy log", "rule", rule, "ifindex", ev.Ifindex, "proto", ev.Proto, "src", ev.Src,
+				"dst", ev.Dst, "allowed", ev.Allowed)
 		}
-		a.log.Info("policy log", "rule", rule, "ifindex", ev.Ifindex, "proto", ev.Proto, "src", ev.Src,
-			"dst", ev.Dst, "allowed", ev.Allowed)
 	}
 }
 
@@ -975,6 +983,7 @@ func (a *Agent) detachStale(d *calc.Desired) error {
 		}
 		delete(a.records, idx)
 		delete(a.attached, idx)
+		a.endpoints.Delete(idx)
 		a.log.Info("detached", "interface", rec.Ifname, "ifindex", idx)
 	}
 	// Pins outlive only a previous agent (Detach removes its own), so they
@@ -1195,6 +1204,7 @@ func (a *Agent) readiness() (bool, string) {
 func (a *Agent) serveHTTP(addr string) (*http.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", a.metrics.handler())
+	mux.Handle(monitor.Path, a.monitor.Handler())
 	a.serveBGP(mux)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

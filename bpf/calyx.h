@@ -258,7 +258,9 @@ struct cx_rule_hit_key {
 	__u32 rule;
 };
 
-/* cx_policy_log carries one of these per packet a Log rule matched. */
+/* cx_policy_log carries one of these per packet a Log rule matched
+ * (CX_PEV_LOG) and per new flow policy denied (CX_PEV_DENY: what
+ * calyxctl monitor shows), within the per-CPU budget (cx_event_budget). */
 struct cx_policy_event {
 	__u32 ifindex;
 	__u32 rule;
@@ -268,7 +270,26 @@ struct cx_policy_event {
 	__u16 dport;
 	__u8 proto;
 	__u8 allowed;
-	__u8 pad[2];
+	__u8 kind; /* enum cx_policy_event_kind */
+	__u8 pad;
+};
+
+enum cx_policy_event_kind {
+	CX_PEV_LOG = 0,  /* a Log rule matched */
+	CX_PEV_DENY = 1, /* policy denied a new flow: rule is the deciding one */
+};
+
+/* Policy events each CPU may send per second: a flood of denied packets
+ * costs the host a counter, not a ring full of events for the agent to
+ * read. */
+#define CX_EVENTS_PER_SEC 256
+
+/* cx_event_budget: per CPU, the events sent in the current second and, for
+ * the agent's metrics, every one the budget suppressed. */
+struct cx_event_window {
+	__u64 window_ns;
+	__u32 sent;
+	__u32 suppressed;
 };
 
 /* cx_fips: the floating-IP table, the same on every node. */

@@ -140,6 +140,13 @@ type CalyxCxEpStatus struct {
 	Ifname  [16]int8
 }
 
+type CalyxCxEventWindow struct {
+	_          structs.HostLayout
+	WindowNs   uint64
+	Sent       uint32
+	Suppressed uint32
+}
+
 type CalyxCxFibBuf struct {
 	_ structs.HostLayout
 	B [64]uint8
@@ -328,8 +335,16 @@ type CalyxCxPolicyEvent struct {
 	Dport   uint16
 	Proto   uint8
 	Allowed uint8
-	Pad     [2]uint8
+	Kind    uint8
+	Pad     uint8
 }
+
+type CalyxCxPolicyEventKind uint32
+
+const (
+	CalyxCxPolicyEventKindCX_PEV_LOG  CalyxCxPolicyEventKind = 0
+	CalyxCxPolicyEventKindCX_PEV_DENY CalyxCxPolicyEventKind = 1
+)
 
 type CalyxCxPolicyKey struct {
 	_         structs.HostLayout
@@ -477,52 +492,54 @@ type CalyxCxTuple struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	CalyxMapCxConfig            = "cx_config"
-	CalyxMapCxCounters          = "cx_counters"
-	CalyxMapCxCtStats           = "cx_ct_stats"
-	CalyxMapCxCtV2              = "cx_ct_v2"
-	CalyxMapCxEndpoints         = "cx_endpoints"
-	CalyxMapCxFibScratch        = "cx_fib_scratch"
-	CalyxMapCxFips              = "cx_fips"
-	CalyxMapCxFrags             = "cx_frags"
-	CalyxMapCxIfaces            = "cx_ifaces"
-	CalyxMapCxIpcache           = "cx_ipcache"
-	CalyxMapCxLeases            = "cx_leases"
-	CalyxMapCxLinks             = "cx_links"
-	CalyxMapCxNatScratchMap     = "cx_nat_scratch_map"
-	CalyxMapCxNatV2             = "cx_nat_v2"
-	CalyxMapCxPolicy            = "cx_policy"
-	CalyxMapCxPolicyHits        = "cx_policy_hits"
-	CalyxMapCxPolicyLog         = "cx_policy_log"
-	CalyxMapCxPrefilter         = "cx_prefilter"
-	CalyxMapCxRoutes            = "cx_routes"
-	CalyxMapCxSlotCounters      = "cx_slot_counters"
-	CalyxMapCxTupleScratch      = "cx_tuple_scratch"
-	CalyxProgCalyxFromUnderlay  = "calyx_from_underlay"
-	CalyxProgCalyxFromWl        = "calyx_from_wl"
-	CalyxProgCalyxToUnderlay    = "calyx_to_underlay"
-	CalyxProgCalyxToWl          = "calyx_to_wl"
-	CalyxProgCalyxXdpPrefilter  = "calyx_xdp_prefilter"
-	CalyxVarCxEnumAttachMode    = "cx_enum_attach_mode"
-	CalyxVarCxEnumConfigFlags   = "cx_enum_config_flags"
-	CalyxVarCxEnumCounterSlot   = "cx_enum_counter_slot"
-	CalyxVarCxEnumCtDir         = "cx_enum_ct_dir"
-	CalyxVarCxEnumCtSeq         = "cx_enum_ct_seq"
-	CalyxVarCxEnumCtStat        = "cx_enum_ct_stat"
-	CalyxVarCxEnumE2h           = "cx_enum_e2h"
-	CalyxVarCxEnumEncap         = "cx_enum_encap"
-	CalyxVarCxEnumEpState       = "cx_enum_ep_state"
-	CalyxVarCxEnumFipFlags      = "cx_enum_fip_flags"
-	CalyxVarCxEnumIdentityFlags = "cx_enum_identity_flags"
-	CalyxVarCxEnumIfaceFlags    = "cx_enum_iface_flags"
-	CalyxVarCxEnumIfaceKind     = "cx_enum_iface_kind"
-	CalyxVarCxEnumNat           = "cx_enum_nat"
-	CalyxVarCxEnumPolicyAction  = "cx_enum_policy_action"
-	CalyxVarCxEnumReason        = "cx_enum_reason"
-	CalyxVarCxEnumRouteFlags    = "cx_enum_route_flags"
-	CalyxVarCxEnumRouteType     = "cx_enum_route_type"
-	CalyxVarCxEnumRuleSpecial   = "cx_enum_rule_special"
-	CalyxVarCxTypePolicyEvent   = "cx_type_policy_event"
+	CalyxMapCxConfig              = "cx_config"
+	CalyxMapCxCounters            = "cx_counters"
+	CalyxMapCxCtStats             = "cx_ct_stats"
+	CalyxMapCxCtV2                = "cx_ct_v2"
+	CalyxMapCxEndpoints           = "cx_endpoints"
+	CalyxMapCxEventBudget         = "cx_event_budget"
+	CalyxMapCxFibScratch          = "cx_fib_scratch"
+	CalyxMapCxFips                = "cx_fips"
+	CalyxMapCxFrags               = "cx_frags"
+	CalyxMapCxIfaces              = "cx_ifaces"
+	CalyxMapCxIpcache             = "cx_ipcache"
+	CalyxMapCxLeases              = "cx_leases"
+	CalyxMapCxLinks               = "cx_links"
+	CalyxMapCxNatScratchMap       = "cx_nat_scratch_map"
+	CalyxMapCxNatV2               = "cx_nat_v2"
+	CalyxMapCxPolicy              = "cx_policy"
+	CalyxMapCxPolicyHits          = "cx_policy_hits"
+	CalyxMapCxPolicyLog           = "cx_policy_log"
+	CalyxMapCxPrefilter           = "cx_prefilter"
+	CalyxMapCxRoutes              = "cx_routes"
+	CalyxMapCxSlotCounters        = "cx_slot_counters"
+	CalyxMapCxTupleScratch        = "cx_tuple_scratch"
+	CalyxProgCalyxFromUnderlay    = "calyx_from_underlay"
+	CalyxProgCalyxFromWl          = "calyx_from_wl"
+	CalyxProgCalyxToUnderlay      = "calyx_to_underlay"
+	CalyxProgCalyxToWl            = "calyx_to_wl"
+	CalyxProgCalyxXdpPrefilter    = "calyx_xdp_prefilter"
+	CalyxVarCxEnumAttachMode      = "cx_enum_attach_mode"
+	CalyxVarCxEnumConfigFlags     = "cx_enum_config_flags"
+	CalyxVarCxEnumCounterSlot     = "cx_enum_counter_slot"
+	CalyxVarCxEnumCtDir           = "cx_enum_ct_dir"
+	CalyxVarCxEnumCtSeq           = "cx_enum_ct_seq"
+	CalyxVarCxEnumCtStat          = "cx_enum_ct_stat"
+	CalyxVarCxEnumE2h             = "cx_enum_e2h"
+	CalyxVarCxEnumEncap           = "cx_enum_encap"
+	CalyxVarCxEnumEpState         = "cx_enum_ep_state"
+	CalyxVarCxEnumFipFlags        = "cx_enum_fip_flags"
+	CalyxVarCxEnumIdentityFlags   = "cx_enum_identity_flags"
+	CalyxVarCxEnumIfaceFlags      = "cx_enum_iface_flags"
+	CalyxVarCxEnumIfaceKind       = "cx_enum_iface_kind"
+	CalyxVarCxEnumNat             = "cx_enum_nat"
+	CalyxVarCxEnumPolicyAction    = "cx_enum_policy_action"
+	CalyxVarCxEnumPolicyEventKind = "cx_enum_policy_event_kind"
+	CalyxVarCxEnumReason          = "cx_enum_reason"
+	CalyxVarCxEnumRouteFlags      = "cx_enum_route_flags"
+	CalyxVarCxEnumRouteType       = "cx_enum_route_type"
+	CalyxVarCxEnumRuleSpecial     = "cx_enum_rule_special"
+	CalyxVarCxTypePolicyEvent     = "cx_type_policy_event"
 )
 
 // LoadCalyx returns the embedded CollectionSpec for Calyx.
@@ -583,6 +600,7 @@ type CalyxMapSpecs struct {
 	CxCtStats       *ebpf.MapSpec `ebpf:"cx_ct_stats"`
 	CxCtV2          *ebpf.MapSpec `ebpf:"cx_ct_v2"`
 	CxEndpoints     *ebpf.MapSpec `ebpf:"cx_endpoints"`
+	CxEventBudget   *ebpf.MapSpec `ebpf:"cx_event_budget"`
 	CxFibScratch    *ebpf.MapSpec `ebpf:"cx_fib_scratch"`
 	CxFips          *ebpf.MapSpec `ebpf:"cx_fips"`
 	CxFrags         *ebpf.MapSpec `ebpf:"cx_frags"`
@@ -605,26 +623,27 @@ type CalyxMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type CalyxVariableSpecs struct {
-	CxEnumAttachMode    *ebpf.VariableSpec `ebpf:"cx_enum_attach_mode"`
-	CxEnumConfigFlags   *ebpf.VariableSpec `ebpf:"cx_enum_config_flags"`
-	CxEnumCounterSlot   *ebpf.VariableSpec `ebpf:"cx_enum_counter_slot"`
-	CxEnumCtDir         *ebpf.VariableSpec `ebpf:"cx_enum_ct_dir"`
-	CxEnumCtSeq         *ebpf.VariableSpec `ebpf:"cx_enum_ct_seq"`
-	CxEnumCtStat        *ebpf.VariableSpec `ebpf:"cx_enum_ct_stat"`
-	CxEnumE2h           *ebpf.VariableSpec `ebpf:"cx_enum_e2h"`
-	CxEnumEncap         *ebpf.VariableSpec `ebpf:"cx_enum_encap"`
-	CxEnumEpState       *ebpf.VariableSpec `ebpf:"cx_enum_ep_state"`
-	CxEnumFipFlags      *ebpf.VariableSpec `ebpf:"cx_enum_fip_flags"`
-	CxEnumIdentityFlags *ebpf.VariableSpec `ebpf:"cx_enum_identity_flags"`
-	CxEnumIfaceFlags    *ebpf.VariableSpec `ebpf:"cx_enum_iface_flags"`
-	CxEnumIfaceKind     *ebpf.VariableSpec `ebpf:"cx_enum_iface_kind"`
-	CxEnumNat           *ebpf.VariableSpec `ebpf:"cx_enum_nat"`
-	CxEnumPolicyAction  *ebpf.VariableSpec `ebpf:"cx_enum_policy_action"`
-	CxEnumReason        *ebpf.VariableSpec `ebpf:"cx_enum_reason"`
-	CxEnumRouteFlags    *ebpf.VariableSpec `ebpf:"cx_enum_route_flags"`
-	CxEnumRouteType     *ebpf.VariableSpec `ebpf:"cx_enum_route_type"`
-	CxEnumRuleSpecial   *ebpf.VariableSpec `ebpf:"cx_enum_rule_special"`
-	CxTypePolicyEvent   *ebpf.VariableSpec `ebpf:"cx_type_policy_event"`
+	CxEnumAttachMode      *ebpf.VariableSpec `ebpf:"cx_enum_attach_mode"`
+	CxEnumConfigFlags     *ebpf.VariableSpec `ebpf:"cx_enum_config_flags"`
+	CxEnumCounterSlot     *ebpf.VariableSpec `ebpf:"cx_enum_counter_slot"`
+	CxEnumCtDir           *ebpf.VariableSpec `ebpf:"cx_enum_ct_dir"`
+	CxEnumCtSeq           *ebpf.VariableSpec `ebpf:"cx_enum_ct_seq"`
+	CxEnumCtStat          *ebpf.VariableSpec `ebpf:"cx_enum_ct_stat"`
+	CxEnumE2h             *ebpf.VariableSpec `ebpf:"cx_enum_e2h"`
+	CxEnumEncap           *ebpf.VariableSpec `ebpf:"cx_enum_encap"`
+	CxEnumEpState         *ebpf.VariableSpec `ebpf:"cx_enum_ep_state"`
+	CxEnumFipFlags        *ebpf.VariableSpec `ebpf:"cx_enum_fip_flags"`
+	CxEnumIdentityFlags   *ebpf.VariableSpec `ebpf:"cx_enum_identity_flags"`
+	CxEnumIfaceFlags      *ebpf.VariableSpec `ebpf:"cx_enum_iface_flags"`
+	CxEnumIfaceKind       *ebpf.VariableSpec `ebpf:"cx_enum_iface_kind"`
+	CxEnumNat             *ebpf.VariableSpec `ebpf:"cx_enum_nat"`
+	CxEnumPolicyAction    *ebpf.VariableSpec `ebpf:"cx_enum_policy_action"`
+	CxEnumPolicyEventKind *ebpf.VariableSpec `ebpf:"cx_enum_policy_event_kind"`
+	CxEnumReason          *ebpf.VariableSpec `ebpf:"cx_enum_reason"`
+	CxEnumRouteFlags      *ebpf.VariableSpec `ebpf:"cx_enum_route_flags"`
+	CxEnumRouteType       *ebpf.VariableSpec `ebpf:"cx_enum_route_type"`
+	CxEnumRuleSpecial     *ebpf.VariableSpec `ebpf:"cx_enum_rule_special"`
+	CxTypePolicyEvent     *ebpf.VariableSpec `ebpf:"cx_type_policy_event"`
 }
 
 // CalyxObjects contains all objects after they have been loaded into the kernel.
@@ -652,6 +671,7 @@ type CalyxMaps struct {
 	CxCtStats       *ebpf.Map `ebpf:"cx_ct_stats"`
 	CxCtV2          *ebpf.Map `ebpf:"cx_ct_v2"`
 	CxEndpoints     *ebpf.Map `ebpf:"cx_endpoints"`
+	CxEventBudget   *ebpf.Map `ebpf:"cx_event_budget"`
 	CxFibScratch    *ebpf.Map `ebpf:"cx_fib_scratch"`
 	CxFips          *ebpf.Map `ebpf:"cx_fips"`
 	CxFrags         *ebpf.Map `ebpf:"cx_frags"`
@@ -677,6 +697,7 @@ func (m *CalyxMaps) Close() error {
 		m.CxCtStats,
 		m.CxCtV2,
 		m.CxEndpoints,
+		m.CxEventBudget,
 		m.CxFibScratch,
 		m.CxFips,
 		m.CxFrags,
@@ -700,26 +721,27 @@ func (m *CalyxMaps) Close() error {
 //
 // It can be passed to LoadCalyxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type CalyxVariables struct {
-	CxEnumAttachMode    *ebpf.Variable `ebpf:"cx_enum_attach_mode"`
-	CxEnumConfigFlags   *ebpf.Variable `ebpf:"cx_enum_config_flags"`
-	CxEnumCounterSlot   *ebpf.Variable `ebpf:"cx_enum_counter_slot"`
-	CxEnumCtDir         *ebpf.Variable `ebpf:"cx_enum_ct_dir"`
-	CxEnumCtSeq         *ebpf.Variable `ebpf:"cx_enum_ct_seq"`
-	CxEnumCtStat        *ebpf.Variable `ebpf:"cx_enum_ct_stat"`
-	CxEnumE2h           *ebpf.Variable `ebpf:"cx_enum_e2h"`
-	CxEnumEncap         *ebpf.Variable `ebpf:"cx_enum_encap"`
-	CxEnumEpState       *ebpf.Variable `ebpf:"cx_enum_ep_state"`
-	CxEnumFipFlags      *ebpf.Variable `ebpf:"cx_enum_fip_flags"`
-	CxEnumIdentityFlags *ebpf.Variable `ebpf:"cx_enum_identity_flags"`
-	CxEnumIfaceFlags    *ebpf.Variable `ebpf:"cx_enum_iface_flags"`
-	CxEnumIfaceKind     *ebpf.Variable `ebpf:"cx_enum_iface_kind"`
-	CxEnumNat           *ebpf.Variable `ebpf:"cx_enum_nat"`
-	CxEnumPolicyAction  *ebpf.Variable `ebpf:"cx_enum_policy_action"`
-	CxEnumReason        *ebpf.Variable `ebpf:"cx_enum_reason"`
-	CxEnumRouteFlags    *ebpf.Variable `ebpf:"cx_enum_route_flags"`
-	CxEnumRouteType     *ebpf.Variable `ebpf:"cx_enum_route_type"`
-	CxEnumRuleSpecial   *ebpf.Variable `ebpf:"cx_enum_rule_special"`
-	CxTypePolicyEvent   *ebpf.Variable `ebpf:"cx_type_policy_event"`
+	CxEnumAttachMode      *ebpf.Variable `ebpf:"cx_enum_attach_mode"`
+	CxEnumConfigFlags     *ebpf.Variable `ebpf:"cx_enum_config_flags"`
+	CxEnumCounterSlot     *ebpf.Variable `ebpf:"cx_enum_counter_slot"`
+	CxEnumCtDir           *ebpf.Variable `ebpf:"cx_enum_ct_dir"`
+	CxEnumCtSeq           *ebpf.Variable `ebpf:"cx_enum_ct_seq"`
+	CxEnumCtStat          *ebpf.Variable `ebpf:"cx_enum_ct_stat"`
+	CxEnumE2h             *ebpf.Variable `ebpf:"cx_enum_e2h"`
+	CxEnumEncap           *ebpf.Variable `ebpf:"cx_enum_encap"`
+	CxEnumEpState         *ebpf.Variable `ebpf:"cx_enum_ep_state"`
+	CxEnumFipFlags        *ebpf.Variable `ebpf:"cx_enum_fip_flags"`
+	CxEnumIdentityFlags   *ebpf.Variable `ebpf:"cx_enum_identity_flags"`
+	CxEnumIfaceFlags      *ebpf.Variable `ebpf:"cx_enum_iface_flags"`
+	CxEnumIfaceKind       *ebpf.Variable `ebpf:"cx_enum_iface_kind"`
+	CxEnumNat             *ebpf.Variable `ebpf:"cx_enum_nat"`
+	CxEnumPolicyAction    *ebpf.Variable `ebpf:"cx_enum_policy_action"`
+	CxEnumPolicyEventKind *ebpf.Variable `ebpf:"cx_enum_policy_event_kind"`
+	CxEnumReason          *ebpf.Variable `ebpf:"cx_enum_reason"`
+	CxEnumRouteFlags      *ebpf.Variable `ebpf:"cx_enum_route_flags"`
+	CxEnumRouteType       *ebpf.Variable `ebpf:"cx_enum_route_type"`
+	CxEnumRuleSpecial     *ebpf.Variable `ebpf:"cx_enum_rule_special"`
+	CxTypePolicyEvent     *ebpf.Variable `ebpf:"cx_type_policy_event"`
 }
 
 // CalyxPrograms contains all programs after they have been loaded into the kernel.

@@ -140,6 +140,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_policy_log SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cx_event_window);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_event_budget SEC(".maps");
+
 /* cx_prefilter: source prefixes the underlay drops before anything else
  * (Config.prefilterDeny). The value is unused. */
 struct {
@@ -209,6 +217,7 @@ const enum cx_route_type cx_enum_route_type __attribute__((unused));
 const enum cx_route_flags cx_enum_route_flags __attribute__((unused));
 const enum cx_iface_flags cx_enum_iface_flags __attribute__((unused));
 const enum cx_iface_kind cx_enum_iface_kind __attribute__((unused));
+const enum cx_policy_event_kind cx_enum_policy_event_kind __attribute__((unused));
 const enum cx_counter_slot cx_enum_counter_slot __attribute__((unused));
 const enum cx_ep_state cx_enum_ep_state __attribute__((unused));
 const enum cx_attach_mode cx_enum_attach_mode __attribute__((unused));

@@ -83,17 +83,53 @@ static __always_inline void cx_rule_hit(__u32 ifindex, __u32 rule, __u32 len)
 	cx_count(&cx_policy_hits, &key, len);
 }
 
-/* cx_policy_log_event tells the agent a Log rule matched. A full ring
- * loses the event, never the packet. */
-static __always_inline void cx_policy_log_event(__u32 ifindex, __u32 rule, const struct cx_tuple *t,
-						const struct cx_flow_info *f, int allowed)
+/* cx_event_budget_take says whether this CPU may send another policy
+ * event this second (CX_EVENTS_PER_SEC), counting the ones it may not. */
+static __always_inline int cx_event_budget_take(void)
 {
-	struct cx_policy_event e = { .ifindex = ifindex, .rule = rule, .sport = f->sport, .dport = f->port,
-				     .proto = f->proto, .allowed = allowed };
+	__u32 zero = 0;
+	struct cx_event_window *b = bpf_map_lookup_elem(&cx_event_budget, &zero);
+	__u64 now = bpf_ktime_get_coarse_ns();
 
-	__builtin_memcpy(e.saddr, &t->saddr, 16);
-	__builtin_memcpy(e.daddr, &t->daddr, 16);
-	bpf_ringbuf_output(&cx_policy_log, &e, sizeof(e), 0);
+	if (!b)
+		return 0; /* cannot happen: a per-CPU array's one entry */
+	if (now - b->window_ns >= 1000000000ULL) {
+		b->window_ns = now;
+		b->sent = 0;
+	}
+	if (b->sent >= CX_EVENTS_PER_SEC) {
+		b->suppressed++;
+		return 0;
+	}
+	b->sent++;
+	return 1;
+}
+
+/* cx_policy_event tells the agent a Log rule matched, or that policy denied
+ * a new flow (kind), within the CPU's budget. It is written in place in the
+ * ring (no copy on the stack). A full ring loses the event, never the
+ * packet. */
+static __always_inline void cx_policy_event(__u32 ifindex, __u32 rule, const struct cx_tuple *t,
+					    const struct cx_flow_info *f, int allowed, enum cx_policy_event_kind kind)
+{
+	struct cx_policy_event *e;
+
+	if (!cx_event_budget_take())
+		return;
+	e = bpf_ringbuf_reserve(&cx_policy_log, sizeof(*e), 0);
+	if (!e)
+		return;
+	e->ifindex = ifindex;
+	e->rule = rule;
+	__builtin_memcpy(e->saddr, &t->saddr, 16);
+	__builtin_memcpy(e->daddr, &t->daddr, 16);
+	e->sport = f->sport;
+	e->dport = f->port;
+	e->proto = f->proto;
+	e->allowed = allowed;
+	e->kind = kind;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
 }
 
 /* cx_policy_decide applies one endpoint's table to a new flow and counts
@@ -113,10 +149,13 @@ static __always_inline int cx_policy_decide(__u32 ifindex, __u32 table, const st
 		allowed = v->action == CX_POLICY_ALLOW;
 		if (v->log_rule) {
 			cx_rule_hit(ifindex, v->log_rule, len);
-			cx_policy_log_event(ifindex, v->log_rule, t, f, allowed);
+			cx_policy_event(ifindex, v->log_rule, t, f, allowed, CX_PEV_LOG);
 		}
 	}
 	cx_rule_hit(ifindex, rule, len);
+	if (!allowed)
+		/* For calyxctl monitor: which rule, which flow. */
+		cx_policy_event(ifindex, rule, t, f, 0, CX_PEV_DENY);
 	return allowed;
 }
 

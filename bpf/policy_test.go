@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -468,5 +469,91 @@ func TestPolicyClosedFlowSYNIsNew(t *testing.T) {
 			e.fromWL(t, src, syn).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
 			e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: ruleDeny})
 		})
+	}
+}
+
+// policyEvents reads r into a channel until r is closed.
+func policyEvents(r *bpfmap.PolicyLogReader) <-chan bpfmap.PolicyEvent {
+	ch := make(chan bpfmap.PolicyEvent, 4096)
+	go func() {
+		defer close(ch)
+		for {
+			ev, err := r.Read()
+			if err != nil {
+				return
+			}
+			ch <- ev
+		}
+	}()
+	return ch
+}
+
+// drainEvents takes what ch holds until it stays quiet for quiet.
+func drainEvents(ch <-chan bpfmap.PolicyEvent, quiet time.Duration) []bpfmap.PolicyEvent {
+	var out []bpfmap.PolicyEvent
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				return out
+			}
+			out = append(out, ev)
+		case <-time.After(quiet):
+			return out
+		}
+	}
+}
+
+// A new flow policy denies sends a deny event (calyxctl monitor) with the
+// deciding rule and the flow; a flood of them sends at most
+// CX_EVENTS_PER_SEC a second per CPU, and the rest are counted as
+// suppressed, not lost silently.
+func TestPolicyDenyEvents(t *testing.T) {
+	e := newPolicyEnv(t)
+	src, dst := e.wl4, e.wl2
+	e.setTables(t, src, 0, tableDeny)
+	r, err := e.dp.Maps.PolicyLog()
+	must(t, err)
+	defer r.Close()
+	events := policyEvents(r)
+
+	in := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 5353, nil)
+	e.fromWL(t, src, in).want(t, shot, hit{src, bpfmap.ReasonDropPolicy})
+	evs := drainEvents(events, 200*time.Millisecond)
+	want := bpfmap.PolicyEvent{Kind: bpfmap.PolicyEventDeny, Ifindex: src.idx(), Rule: bpfmap.RuleDefaultDenyEgress,
+		Proto: bpfmap.ProtoUDP, Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 5353)}
+	if len(evs) != 1 || evs[0] != want {
+		t.Fatalf("events %+v, want one: %+v", evs, want)
+	}
+
+	// More than every CPU's budget, in well under a second (no counter
+	// reads between runs).
+	const flood = 2000
+	before, err := e.dp.Maps.EventsSuppressed()
+	must(t, err)
+	start := time.Now()
+	for i := range flood {
+		in := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, uint16(41000+i), 5353, nil)
+		if _, err := e.ns.Run(e.from, bpftest.Input{Data: in, Ifindex: src.ifindex}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	evs = drainEvents(events, 300*time.Millisecond)
+	after, err := e.dp.Maps.EventsSuppressed()
+	must(t, err)
+	suppressed := after - before
+	t.Logf("%d denied flows in %v: %d events, %d suppressed", flood, took.Round(time.Millisecond), len(evs), suppressed)
+	// At most 256 a second on each CPU: one window each, or two if the
+	// flood crossed a second.
+	budget := 256 * runtime.NumCPU() * (1 + int(took/time.Second) + 1)
+	if suppressed == 0 || uint64(len(evs))+suppressed != flood || len(evs) > budget {
+		t.Errorf("%d denied flows gave %d events and %d suppressed: want at most the budget (256 a second) as events, the rest suppressed, none lost",
+			flood, len(evs), suppressed)
+	}
+	for _, ev := range evs {
+		if ev.Kind != bpfmap.PolicyEventDeny || ev.Rule != bpfmap.RuleDefaultDenyEgress {
+			t.Fatalf("flood event %+v, want deny events of the default deny", ev)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 
 	"github.com/cilium/ebpf"
 
@@ -30,6 +31,22 @@ const (
 // exchanges keyed by their identifier (the source port; the destination
 // port is 0).
 func IsICMP(proto uint8) bool { return proto == ProtoICMP || proto == ProtoICMPv6 }
+
+// ProtoName names an IP protocol as calyxctl shows and filters it: tcp,
+// udp, icmp, icmpv6, or the number.
+func ProtoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoICMP:
+		return "icmp"
+	case ProtoICMPv6:
+		return "icmpv6"
+	}
+	return strconv.Itoa(int(p))
+}
 
 // CTKey is the tuple of one direction of a flow: packets as they arrive.
 // For ICMP echo, SrcPort is the identifier and DstPort 0.

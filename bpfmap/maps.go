@@ -55,6 +55,7 @@ var specs = []spec{
 	{bpf.CalyxMapCxCtStats, false, func(m *Maps, b backing) { m.ctStats = b.mp }},
 	{bpf.CalyxMapCxPolicyHits, false, func(m *Maps, b backing) { m.hits = b.mp }},
 	{bpf.CalyxMapCxPolicyLog, false, func(m *Maps, b backing) { m.log = b.mp }},
+	{bpf.CalyxMapCxEventBudget, false, func(m *Maps, b backing) { m.budget = b.mp }},
 	{bpf.CalyxMapCxLeases, false, func(m *Maps, b backing) { m.leases = b.mp }},
 }
 
@@ -92,7 +93,7 @@ type Maps struct {
 	Endpoints *Table[uint32, EndpointStatus] // by endpoint id
 	Links     *Table[uint32, Link]           // the agent's attach records, by ifindex
 
-	counters, slotCounters, ct, nat, frags, ctStats, hits, log, leases *ebpf.Map
+	counters, slotCounters, ct, nat, frags, ctStats, hits, log, budget, leases *ebpf.Map
 
 	all   []*ebpf.Map
 	owned bool

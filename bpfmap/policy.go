@@ -225,14 +225,43 @@ func (m *Maps) DeletePolicyHits(ifindex uint32) error {
 	return nil
 }
 
-// PolicyEvent is one packet a Log rule matched.
+// PolicyEventKind says why the dataplane sent a PolicyEvent.
+type PolicyEventKind uint8
+
+// The kinds of PolicyEvent.
+const (
+	// PolicyEventLog: a Log rule matched (Rule is the Log rule).
+	PolicyEventLog = PolicyEventKind(bpf.CalyxCxPolicyEventKindCX_PEV_LOG)
+	// PolicyEventDeny: policy denied a new flow (Rule is the deciding
+	// rule, a default deny included).
+	PolicyEventDeny = PolicyEventKind(bpf.CalyxCxPolicyEventKindCX_PEV_DENY)
+)
+
+// PolicyEvent is one packet a Log rule matched, or the first packet of a
+// flow policy denied. Each CPU sends at most CX_EVENTS_PER_SEC (calyx.h)
+// a second; EventsSuppressed counts the rest.
 type PolicyEvent struct {
+	Kind    PolicyEventKind
 	Ifindex uint32
 	Rule    uint32
 	Proto   uint8
 	Src     netip.AddrPort
 	Dst     netip.AddrPort // for ICMP the port is type<<8 | code
 	Allowed bool
+}
+
+// EventsSuppressed returns how many policy events the dataplane's per-CPU
+// budget has suppressed since the map was created, summed over CPUs.
+func (m *Maps) EventsSuppressed() (uint64, error) {
+	var per []bpf.CalyxCxEventWindow
+	if err := m.budget.Lookup(uint32(0), &per); err != nil {
+		return 0, fmt.Errorf("read %s: %w", bpf.CalyxMapCxEventBudget, err)
+	}
+	var n uint64
+	for _, w := range per {
+		n += uint64(w.Suppressed)
+	}
+	return n, nil
 }
 
 // PolicyLog opens a reader of the Log rules' events. Close it to stop a
@@ -259,7 +288,7 @@ func (l *PolicyLogReader) Read() (PolicyEvent, error) {
 	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
 		return PolicyEvent{}, fmt.Errorf("decode %s event: %w", bpf.CalyxMapCxPolicyLog, err)
 	}
-	return PolicyEvent{Ifindex: e.Ifindex, Rule: e.Rule, Proto: e.Proto,
+	return PolicyEvent{Kind: PolicyEventKind(e.Kind), Ifindex: e.Ifindex, Rule: e.Rule, Proto: e.Proto,
 		Src:     netip.AddrPortFrom(addrFrom16(e.Saddr), e.Sport),
 		Dst:     netip.AddrPortFrom(addrFrom16(e.Daddr), e.Dport),
 		Allowed: e.Allowed != 0}, nil

@@ -437,6 +437,16 @@ func (r Reason) String() string {
 	return fmt.Sprintf("reason-%d", uint32(r))
 }
 
+// ReasonByName returns the reason named name (as String gives it).
+func ReasonByName(name string) (Reason, bool) {
+	for r, s := range reasonNames {
+		if s == name {
+			return r, true
+		}
+	}
+	return 0, false
+}
+
 // MarshalText renders the reason by name in JSON and YAML.
 func (r Reason) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 

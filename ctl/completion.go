@@ -61,6 +61,7 @@ func commands() []command {
 		{path: "dhcp leases"},
 		{path: "policy"},
 		{path: "policy dump"},
+		{path: "monitor", flags: []string{"--endpoint", "--reason", "--proto", "--for"}},
 		{path: "version"},
 		{path: "completion"},
 		{path: "completion bash"},
@@ -94,6 +95,8 @@ var valueFlags = map[string]string{
 	"--endpoint":  "",
 	"--proto":     "tcp udp icmp icmpv6",
 	"--port":      "",
+	"--reason":    "",
+	"--for":       "",
 }
 
 // completion is "completion bash".

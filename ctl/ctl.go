@@ -101,6 +101,11 @@ nouns (read only):
                            address, expiry and when the client was last heard
   policy dump [ENDPOINT]   the effective rules of this host's endpoints, in order, with the new
                            flows each decided (HITS)
+  monitor [--endpoint EP] [--reason R] [--proto P] [--for DURATION]
+                           drops as they happen, from the agent (--agent): each new flow policy denied
+                           with its rule and flow, each packet a Log rule matched, and every other drop
+                           as counts per interface and reason (within a quarter second); -o json: JSON
+                           lines; until interrupted, or for DURATION
   version                  this build's version
   completion bash          a bash completion script: source <(calyxctl completion bash) (the Debian package
                            installs it)
@@ -222,6 +227,8 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 			return usagef("dhcp: want 'dhcp leases'")
 		}
 		return dhcpLeases(ctx, o, stdio)
+	case "monitor":
+		return monitorCmd(ctx, o, args, stdio)
 	case "links":
 		if len(args) != 0 {
 			return usagef("links takes no arguments")

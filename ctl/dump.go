@@ -446,7 +446,7 @@ func ctRowsWhere(m *bpfmap.Maps, keep func(conntrack.Flow) bool) ([]ctRow, error
 		if f.NAT() != 0 {
 			table = "nat"
 		}
-		r := ctRow{Table: table, Proto: protoName(f.Proto()), NAT: natName(f.NAT()), State: string(f.State()),
+		r := ctRow{Table: table, Proto: bpfmap.ProtoName(f.Proto()), NAT: natName(f.NAT()), State: string(f.State()),
 			AgeSeconds: seconds(now, f.Created()), IdleSeconds: seconds(now, f.Last())}
 		if e := f.Orig; e != nil {
 			r.Src, r.Dst = endpointString(e.Key.Src, f.Proto()), endpointString(e.Key.Dst, f.Proto())
@@ -495,20 +495,6 @@ func natRows(m *bpfmap.Maps, snap *model.Snapshot) ([]natRow, []ctRow, error) {
 		return netip.MustParseAddr(rows[i].FloatingIP).Less(netip.MustParseAddr(rows[j].FloatingIP))
 	})
 	return rows, sessions, nil
-}
-
-func protoName(p uint8) string {
-	switch p {
-	case bpfmap.ProtoTCP:
-		return "tcp"
-	case bpfmap.ProtoUDP:
-		return "udp"
-	case bpfmap.ProtoICMP:
-		return "icmp"
-	case bpfmap.ProtoICMPv6:
-		return "icmpv6"
-	}
-	return strconv.Itoa(int(p))
 }
 
 func natName(n uint8) string {

@@ -1,0 +1,114 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/calyxnet/calyx/agent/monitor"
+	"github.com/calyxnet/calyx/bpfmap"
+)
+
+// monitorDropInterval is how often the verdict counters are read for
+// /monitor's drop counts while someone watches: a drop shows within it.
+const monitorDropInterval = 250 * time.Millisecond
+
+// registerMonitorMetrics exports what the monitor's budgets cost: policy
+// events the dataplane's per-CPU budget suppressed, and events /monitor
+// clients that fell behind did not get.
+func (a *Agent) registerMonitorMetrics(m *bpfmap.Maps) {
+	a.metrics.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "calyx_monitor_events_suppressed_total",
+			Help: "Policy events (denies, Log rules) the dataplane did not send: over a CPU's budget of 256 a second."},
+			func() float64 {
+				n, err := m.EventsSuppressed()
+				if err != nil {
+					return 0
+				}
+				return float64(n)
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "calyx_monitor_events_lost_total",
+			Help: "Monitor events a /monitor client (calyxctl monitor) that fell behind did not get."},
+			func() float64 { return float64(a.monitor.Lost()) }),
+	)
+}
+
+// ruleName names rule number id as calyxctl policy dump does: a policy's
+// "NAME ingress[0]", or the default deny of a direction.
+func (a *Agent) ruleName(id uint32) string {
+	a.rulesMu.Lock()
+	ri, ok := a.rules[id]
+	a.rulesMu.Unlock()
+	switch {
+	case !ok:
+		return fmt.Sprintf("rule %d", id)
+	case ri.Policy == "":
+		return "default deny " + strings.ToLower(string(ri.Direction))
+	}
+	return fmt.Sprintf("%s %s[%d]", ri.Policy, strings.ToLower(string(ri.Direction)), ri.Index)
+}
+
+// endpointOf names the endpoint attached at ifindex ("" for none).
+func (a *Agent) endpointOf(ifindex uint32) string {
+	if v, ok := a.endpoints.Load(ifindex); ok {
+		return v.(string)
+	}
+	return ""
+}
+
+// policyEvent is the monitor's event for a dataplane policy event.
+func (a *Agent) policyEvent(ev bpfmap.PolicyEvent, rule string) monitor.Event {
+	e := monitor.Event{Time: time.Now(), Kind: monitor.KindPolicyDeny, Reason: bpfmap.ReasonDropPolicy.String(),
+		Interface: interfaceName(ev.Ifindex), Endpoint: a.endpointOf(ev.Ifindex), Proto: bpfmap.ProtoName(ev.Proto),
+		Src: ev.Src.String(), Dst: ev.Dst.String(), Rule: rule, Packets: 1}
+	if bpfmap.IsICMP(ev.Proto) {
+		// The port of an ICMP tuple is type<<8 | code: addresses alone.
+		e.Src, e.Dst = ev.Src.Addr().String(), ev.Dst.Addr().String()
+	}
+	if ev.Kind == bpfmap.PolicyEventLog {
+		allowed := ev.Allowed
+		e.Kind, e.Allowed = monitor.KindPolicyLog, &allowed
+		e.Reason = monitor.ReasonLog
+	}
+	return e
+}
+
+// monitorDrops publishes the increase of every drop counter, per interface
+// and reason, every monitorDropInterval while /monitor has clients: the
+// drops that come with no event of their own (all but policy's). It reads
+// nothing while no one watches, and starts from the counters as they are
+// when someone does.
+func (a *Agent) monitorDrops(ctx context.Context) {
+	t := time.NewTicker(monitorDropInterval)
+	defer t.Stop()
+	var last map[bpfmap.CounterKey]bpfmap.Counter
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !a.monitor.Watched() {
+			last = nil
+			continue
+		}
+		now, err := a.dp.Maps.Counters()
+		if err != nil {
+			a.log.Warn("monitor: read counters", "err", err)
+			continue
+		}
+		if last != nil {
+			for k, c := range now {
+				if !k.Reason.IsDrop() || c.Packets <= last[k].Packets {
+					continue
+				}
+				a.monitor.Publish(monitor.Event{Time: time.Now(), Kind: monitor.KindDrop, Reason: k.Reason.String(),
+					Interface: interfaceName(k.Ifindex), Endpoint: a.endpointOf(k.Ifindex), Packets: c.Packets - last[k].Packets})
+			}
+		}
+		last = now
+	}
+}
