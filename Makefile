@@ -4,7 +4,8 @@
 GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/calyxnet/calyx/ctl.Version=$(VERSION)
+# The agent does not link ctl: it has its own Version (calyx_build_info).
+LDFLAGS   := -X github.com/calyxnet/calyx/ctl.Version=$(VERSION) -X github.com/calyxnet/calyx/agent.Version=$(VERSION)
 APT_PKGS  := clang llvm bpftool libbpf-dev iproute2 iputils-ping iperf3 ethtool tcpdump iptables etcd-server etcd-client udhcpc isc-dhcp-client ndisc6 bird2
 # command each package provides, to skip apt-get when all are present
 APT_CMDS  := clang llvm-strip bpftool ip ping iperf3 ethtool tcpdump iptables etcd etcdctl udhcpc dhclient rdisc6 bird birdc

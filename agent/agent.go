@@ -395,6 +395,9 @@ func (a *Agent) startBackground(ctx context.Context, regErr error) {
 func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 	var timer, resync <-chan time.Time
 	failures := 0 // reconciles failed in a row
+	// arrived is when the watch delivered the oldest snapshot no
+	// reconcile has applied yet (zero: none), for the watch lag.
+	var arrived time.Time
 	startGarbageFreed := false
 	if a.cfg.ResyncInterval > 0 {
 		t := time.NewTicker(a.cfg.ResyncInterval)
@@ -425,6 +428,9 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				return errors.New("datastore watch ended")
 			}
 			a.snap = s
+			if arrived.IsZero() {
+				arrived = time.Now()
+			}
 			// The watch has gathered the burst already: reconcile now
 			// (a retry waiting for its backoff is tried again too).
 			timer = time.After(0)
@@ -446,6 +452,8 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				timer = time.After(delay)
 			} else {
 				failures = 0
+				a.metrics.applied(a.snap.Revision, arrived, time.Now())
+				arrived = time.Time{}
 				if a.legacyCT {
 					a.finishConntrackMigration()
 				}
@@ -488,8 +496,10 @@ func (a *Agent) reconcile() error {
 	// The calculator changes the maps of the Desired it last returned,
 	// Rules among them, which logPolicy reads: not meanwhile.
 	a.rulesMu.Lock()
+	calcStart := time.Now()
 	d := a.calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links,
 		HostAddrs: hostAddrs, PrefilterXDP: a.xdp})
+	a.metrics.calcSeconds.Observe(time.Since(calcStart).Seconds())
 	if d.PolicyErr == nil {
 		a.rules = d.Rules
 	}
@@ -648,6 +658,7 @@ func (a *Agent) report(d *calc.Desired, start time.Time, writes, routeChanges in
 	a.logRefused(d)
 	a.logConflicts(d)
 	a.metrics.workloadMTU.Set(float64(d.WorkloadMTU))
+	a.metrics.ifaces.set(d.Attach)
 	for _, f := range a.syncer.Fill() {
 		a.metrics.mapFill(f)
 	}
@@ -975,7 +986,9 @@ func (a *Agent) detachStale(d *calc.Desired) error {
 		}
 		delete(a.records, idx)
 		delete(a.attached, idx)
-		a.log.Info("detached", "interface", rec.Ifname, "ifindex", idx)
+		// Its endpoint is gone from d: the last reconcile's says which it was.
+		ei, _ := a.metrics.ifaces.get(idx)
+		a.log.Info("detached", "interface", rec.Ifname, "ifindex", idx, "endpoint", ei.endpoint)
 	}
 	// Pins outlive only a previous agent (Detach removes its own), so they
 	// are swept once, when this agent adopts the dataplane.
@@ -1394,6 +1407,11 @@ func (a *Agent) collectConntrack(ctx context.Context) {
 		a.metrics.mapFill(mapsync.Fill{Table: bpfmap.CTName, Entries: r.TrackedEntries - r.TrackedDeleted, Capacity: size.TrackedCapacity})
 		a.metrics.mapFill(mapsync.Fill{Table: bpfmap.NATName, Entries: r.TranslatedEntries - r.TranslatedDeleted, Capacity: size.TranslatedCapacity})
 		a.metrics.conntrack(r, stats, size)
+		if cfg, err := a.dp.Maps.NodeConfig(); err == nil {
+			a.metrics.natPorts(r.SNAT, cfg)
+		} else {
+			a.log.Warn("natOutgoing port use", "err", err)
+		}
 		if r.Expired > 0 {
 			a.log.Debug("conntrack collected", "flows", r.Flows, "expired", r.Expired, "entriesDeleted", r.Deleted)
 		}
