@@ -27,6 +27,7 @@ func main() {
 		xdp         = flag.String("xdp", "auto", "where the host prefilter runs: auto (XDP on a physical underlay NIC, TC on a veth), native (XDP or fail) or off (TC)")
 		attach      = flag.String("attach", "auto", "how to attach TC programs: auto|tcx|clsact")
 		logLevel    = flag.String("log-level", "info", "debug|info|warn|error")
+		logFormat   = flag.String("log-format", "text", "text (key=value lines) or json (one object a line); endpoints and their interfaces are the fields endpoint and interface")
 		resync      = flag.Duration("resync-interval", time.Minute, "how often to re-read the pinned maps and repair what differs from the model (0: never)")
 		etcdCA      = flag.String("etcd-ca", "", "etcd over TLS: PEM file of the CA that signed etcd's certificate")
 		etcdCert    = flag.String("etcd-cert", "", "etcd over TLS: PEM file of the agent's client certificate (with --etcd-key)")
@@ -72,7 +73,10 @@ func main() {
 	if _, err := model.TLSOptions(*datastore, *etcdCA, *etcdCert, *etcdKey); err != nil {
 		fail(err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log, err := agent.NewLogger(os.Stderr, *logFormat, level)
+	if err != nil {
+		fail(fmt.Errorf("--log-format: %w", err))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
