@@ -659,6 +659,7 @@ func (a *Agent) report(d *calc.Desired, start time.Time, writes, routeChanges in
 	a.logConflicts(d)
 	a.metrics.workloadMTU.Set(float64(d.WorkloadMTU))
 	a.metrics.ifaces.set(d.Attach)
+	a.metrics.natPortRange.Set(natRangeSize(d.Config.NATPorts)) // and at each conntrack collection
 	for _, f := range a.syncer.Fill() {
 		a.metrics.mapFill(f)
 	}

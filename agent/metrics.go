@@ -179,6 +179,11 @@ func newMetrics() *metrics {
 			"At calyx_nat_port_range_ports new flows to it are dropped (reason drop-nat-ports).",
 	}, []string{"family"})
 	m.ifaces = &endpointIfaces{}
+	for _, family := range []string{"v4", "v6"} {
+		// Shown before the first conntrack collection, at 0.
+		m.natPortsInUse.WithLabelValues(family)
+		m.natPortsBusiest.WithLabelValues(family)
+	}
 	for _, r := range []string{"block", "allocations"} {
 		m.deadNodeReleases.WithLabelValues(r)
 	}
@@ -241,11 +246,7 @@ func (m *metrics) applied(revision uint64, arrived, done time.Time) {
 // SNAT (by translated source address): the flows translated to the node's
 // addresses of cfg, and the range of cfg (the default when unset).
 func (m *metrics) natPorts(snat map[netip.Addr]conntrack.PortUse, cfg bpfmap.NodeConfig) {
-	lo, hi := cfg.NATPorts[0], cfg.NATPorts[1]
-	if lo == 0 || hi < lo {
-		lo, hi = (&model.ConfigSpec{}).NATPorts()
-	}
-	m.natPortRange.Set(float64(hi) - float64(lo) + 1)
+	m.natPortRange.Set(natRangeSize(cfg.NATPorts))
 	for family, addr := range map[string]netip.Addr{"v4": cfg.Address, "v6": cfg.Address6} {
 		var u conntrack.PortUse
 		if addr.IsValid() {
@@ -254,6 +255,16 @@ func (m *metrics) natPorts(snat map[netip.Addr]conntrack.PortUse, cfg bpfmap.Nod
 		m.natPortsInUse.WithLabelValues(family).Set(float64(u.Flows))
 		m.natPortsBusiest.WithLabelValues(family).Set(float64(u.Busiest))
 	}
+}
+
+// natRangeSize is the number of ports in natOutgoing's range [min, max],
+// the programs' built-in one (the model's default) when unset.
+func natRangeSize(p [2]uint16) float64 {
+	lo, hi := p[0], p[1]
+	if lo == 0 || hi < lo {
+		lo, hi = (&model.ConfigSpec{}).NATPorts()
+	}
+	return float64(hi) - float64(lo) + 1
 }
 
 // endpointIfaces is which local endpoint each workload interface serves,
