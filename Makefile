@@ -4,7 +4,8 @@
 GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/calyxnet/calyx/ctl.Version=$(VERSION)
+# The agent does not link ctl: it has its own Version (calyx_build_info).
+LDFLAGS   := -X github.com/calyxnet/calyx/ctl.Version=$(VERSION) -X github.com/calyxnet/calyx/agent.Version=$(VERSION)
 # Debian wants a version that starts with a digit: tag v1.2.3 gives 1.2.3,
 # a build past it 1.2.3+4.gHASH; with no tag, 0.0.0~git<commits>.<hash>
 # (~ sorts before any release, the commit count keeps builds in order).

@@ -103,12 +103,10 @@ type Agent struct {
 	// ledger records what the agent changed on the host, for --cleanup
 	// (nil without a pin directory).
 	ledger *undo.Ledger
-	// monitor hands drop events to /monitor's clients (calyxctl monitor);
-	// endpoints names the endpoint of each attached interface for them.
-	monitor   *monitor.Hub
-	endpoints sync.Map // ifindex (uint32) → endpoint name
-	syncer    *mapsync.Syncer
-	metrics   *metrics
+	// monitor hands drop events to /monitor's clients (calyxctl monitor).
+	monitor *monitor.Hub
+	syncer  *mapsync.Syncer
+	metrics *metrics
 	// calc computes the desired dataplane from each snapshot, redoing
 	// only what changed; a resync starts it afresh.
 	calc *calc.Calculator
@@ -403,6 +401,9 @@ func (a *Agent) startBackground(ctx context.Context, regErr error) {
 func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 	var timer, resync <-chan time.Time
 	failures := 0 // reconciles failed in a row
+	// arrived is when the watch delivered the oldest snapshot no
+	// reconcile has applied yet (zero: none), for the watch lag.
+	var arrived time.Time
 	startGarbageFreed := false
 	if a.cfg.ResyncInterval > 0 {
 		t := time.NewTicker(a.cfg.ResyncInterval)
@@ -433,6 +434,9 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				return errors.New("datastore watch ended")
 			}
 			a.snap = s
+			if arrived.IsZero() {
+				arrived = time.Now()
+			}
 			// The watch has gathered the burst already: reconcile now
 			// (a retry waiting for its backoff is tried again too).
 			timer = time.After(0)
@@ -454,6 +458,8 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				timer = time.After(delay)
 			} else {
 				failures = 0
+				a.metrics.applied(a.snap.Revision, arrived, time.Now())
+				arrived = time.Time{}
 				if a.legacyCT {
 					a.finishConntrackMigration()
 				}
@@ -496,8 +502,10 @@ func (a *Agent) reconcile() error {
 	// The calculator changes the maps of the Desired it last returned,
 	// Rules among them, which logPolicy reads: not meanwhile.
 	a.rulesMu.Lock()
+	calcStart := time.Now()
 	d := a.calc.Compute(calc.Input{Snapshot: a.snap, Node: a.cfg.Node, Underlay: a.underlay, Links: links,
 		HostAddrs: hostAddrs, PrefilterXDP: a.xdp})
+	a.metrics.calcSeconds.Observe(time.Since(calcStart).Seconds())
 	if d.PolicyErr == nil {
 		a.rules = d.Rules
 	}
@@ -656,6 +664,8 @@ func (a *Agent) report(d *calc.Desired, start time.Time, writes, routeChanges in
 	a.logRefused(d)
 	a.logConflicts(d)
 	a.metrics.workloadMTU.Set(float64(d.WorkloadMTU))
+	a.metrics.ifaces.set(d.Attach)
+	a.metrics.natPortRange.Set(natRangeSize(d.Config.NATPorts)) // and at each conntrack collection
 	for _, f := range a.syncer.Fill() {
 		a.metrics.mapFill(f)
 	}
@@ -871,9 +881,6 @@ func (a *Agent) attachOne(d *calc.Desired, idx uint32, at calc.Attachment) error
 		return err
 	}
 	a.attached[idx] = at.Ifname
-	if at.Endpoint != "" {
-		a.endpoints.Store(idx, at.Endpoint)
-	}
 	a.metrics.attaches.WithLabelValues(mode.String()).Inc()
 	rec := bpfmap.Link{
 		Ifname:        at.Ifname,
@@ -983,8 +990,9 @@ func (a *Agent) detachStale(d *calc.Desired) error {
 		}
 		delete(a.records, idx)
 		delete(a.attached, idx)
-		a.endpoints.Delete(idx)
-		a.log.Info("detached", "interface", rec.Ifname, "ifindex", idx)
+		// Its endpoint is gone from d: the last reconcile's says which it was.
+		ei, _ := a.metrics.ifaces.get(idx)
+		a.log.Info("detached", "interface", rec.Ifname, "ifindex", idx, "endpoint", ei.endpoint)
 	}
 	// Pins outlive only a previous agent (Detach removes its own), so they
 	// are swept once, when this agent adopts the dataplane.
@@ -1404,6 +1412,11 @@ func (a *Agent) collectConntrack(ctx context.Context) {
 		a.metrics.mapFill(mapsync.Fill{Table: bpfmap.CTName, Entries: r.TrackedEntries - r.TrackedDeleted, Capacity: size.TrackedCapacity})
 		a.metrics.mapFill(mapsync.Fill{Table: bpfmap.NATName, Entries: r.TranslatedEntries - r.TranslatedDeleted, Capacity: size.TranslatedCapacity})
 		a.metrics.conntrack(r, stats, size)
+		if cfg, err := a.dp.Maps.NodeConfig(); err == nil {
+			a.metrics.natPorts(r.SNAT, cfg)
+		} else {
+			a.log.Warn("natOutgoing port use", "err", err)
+		}
 		if r.Expired > 0 {
 			a.log.Debug("conntrack collected", "flows", r.Flows, "expired", r.Expired, "entriesDeleted", r.Deleted)
 		}

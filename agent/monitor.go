@@ -51,12 +51,11 @@ func (a *Agent) ruleName(id uint32) string {
 	return fmt.Sprintf("%s %s[%d]", ri.Policy, strings.ToLower(string(ri.Direction)), ri.Index)
 }
 
-// endpointOf names the endpoint attached at ifindex ("" for none).
+// endpointOf names the endpoint of workload interface ifindex, as the last
+// reconcile knew it ("" for none).
 func (a *Agent) endpointOf(ifindex uint32) string {
-	if v, ok := a.endpoints.Load(ifindex); ok {
-		return v.(string)
-	}
-	return ""
+	ei, _ := a.metrics.ifaces.get(ifindex)
+	return ei.endpoint
 }
 
 // policyEvent is the monitor's event for a dataplane policy event.

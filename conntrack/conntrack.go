@@ -213,6 +213,69 @@ type GCResult struct {
 	// The same per map: cx_ct_v2 (Tracked) and cx_nat_v2 (Translated).
 	TrackedEntries, TranslatedEntries int
 	TrackedDeleted, TranslatedDeleted int
+	// SNAT is the source-port use of the flows left (not expired), by the
+	// address their source is translated to (SNATPortUse).
+	SNAT map[netip.Addr]PortUse
+}
+
+// PortUse is how the source ports of one translated source address are
+// used. A source port need only be unique per destination (address, port,
+// protocol), so the ports of a range run out toward one destination, not
+// overall: Busiest is what to compare with the range.
+type PortUse struct {
+	// Flows are the flows whose source is translated to the address: one
+	// port each, toward their destination.
+	Flows int
+	// Destinations are the distinct destinations those flows go to.
+	Destinations int
+	// Busiest is the most flows toward one destination.
+	Busiest int
+}
+
+// snatDest is a source-translated flow's translated source address and
+// destination: the space one source port is taken in.
+type snatDest struct {
+	src, dst netip.Addr
+	port     uint16
+	proto    uint8
+}
+
+// SNATPortUse counts the source ports that flows with a translated source
+// (bpfmap.NATSNAT: natOutgoing, the host's own flows to a floating IP,
+// hairpins) hold, by the address the source is translated to. A flow whose
+// original-direction entry the LRU evicted is counted from its reply entry,
+// which keeps the port taken.
+func SNATPortUse(flows []Flow) map[netip.Addr]PortUse {
+	perDest := map[snatDest]int{}
+	for _, f := range flows {
+		if f.NAT()&bpfmap.NATSNAT == 0 {
+			continue
+		}
+		var d snatDest
+		if f.Orig != nil {
+			v := f.Orig.Value
+			d = snatDest{src: v.NATSrc.Addr(), dst: v.NATDst.Addr(), port: v.NATDst.Port(), proto: f.Proto()}
+		} else {
+			// The reply comes from the destination to the translated source.
+			k := f.Reply.Key
+			d = snatDest{src: k.Dst.Addr(), dst: k.Src.Addr(), port: k.Src.Port(), proto: f.Proto()}
+		}
+		if bpfmap.IsICMP(d.proto) {
+			// An echo's identifier is its port; the destination has none.
+			d.port = 0
+		}
+		d.src, d.dst = d.src.Unmap(), d.dst.Unmap()
+		perDest[d]++
+	}
+	out := map[netip.Addr]PortUse{}
+	for d, n := range perDest {
+		u := out[d.src]
+		u.Flows += n
+		u.Destinations++
+		u.Busiest = max(u.Busiest, n)
+		out[d.src] = u
+	}
+	return out
 }
 
 // Translated says whether the flow is translated (its entries are in
@@ -231,6 +294,7 @@ func GC(m *bpfmap.Maps, now uint64) (GCResult, error) {
 	}
 	r := GCResult{Flows: len(flows)}
 	var translated, tracked []bpfmap.CTKey
+	var live []Flow // the source-translated flows that stay
 	for _, f := range flows {
 		if f.Translated() {
 			r.TranslatedEntries += len(f.Keys())
@@ -238,6 +302,9 @@ func GC(m *bpfmap.Maps, now uint64) (GCResult, error) {
 			r.TrackedEntries++
 		}
 		if !f.Expired(now) {
+			if f.NAT()&bpfmap.NATSNAT != 0 {
+				live = append(live, f)
+			}
 			continue
 		}
 		r.Expired++
@@ -248,6 +315,7 @@ func GC(m *bpfmap.Maps, now uint64) (GCResult, error) {
 		}
 	}
 	r.Entries = r.TrackedEntries + r.TranslatedEntries
+	r.SNAT = SNATPortUse(live)
 	r.TranslatedDeleted, r.TrackedDeleted, err = m.DeleteFlows(translated, tracked)
 	r.Deleted = r.TrackedDeleted + r.TranslatedDeleted
 	return r, err

@@ -95,3 +95,35 @@ func TestExpired(t *testing.T) {
 		t.Error("a flow seen after now expired")
 	}
 }
+
+// Ports run out per destination: SNATPortUse counts the flows of each
+// translated source address, and the most toward one destination.
+func TestSNATPortUse(t *testing.T) {
+	node, srv, other := netip.MustParseAddr("10.30.0.11"), netip.MustParseAddr("203.0.113.9"), netip.MustParseAddr("203.0.113.10")
+	entries := map[bpfmap.CTKey]bpfmap.CTEntry{}
+	snat := func(wlPort, natPort uint16, dst netip.AddrPort, proto uint8, orig, reply bool) {
+		wl := netip.AddrPortFrom(netip.MustParseAddr("10.66.0.2"), wlPort)
+		n := netip.AddrPortFrom(node, natPort)
+		if orig {
+			entries[bpfmap.CTKey{Src: wl, Dst: dst, Proto: proto}] = bpfmap.CTEntry{NATSrc: n, NATDst: dst, NAT: bpfmap.NATSNAT}
+		}
+		if reply {
+			entries[bpfmap.CTKey{Src: dst, Dst: n, Proto: proto}] = bpfmap.CTEntry{NATSrc: dst, NATDst: wl, NAT: bpfmap.NATSNAT, Reply: true}
+		}
+	}
+	https := netip.AddrPortFrom(srv, 443)
+	snat(1000, 20001, https, bpfmap.ProtoTCP, true, true)
+	snat(1001, 20002, https, bpfmap.ProtoTCP, true, true)
+	snat(1002, 20003, https, bpfmap.ProtoTCP, false, true) // its original evicted: the port is still taken
+	snat(1003, 20001, https, bpfmap.ProtoUDP, true, true)  // another protocol: another space
+	snat(1004, 20001, netip.AddrPortFrom(other, 443), bpfmap.ProtoTCP, true, true)
+	// A floating-IP DNAT alone takes no source port.
+	for k, v := range dnatFlow(bpfmap.TCPSyn, 0, 1) {
+		entries[k] = v
+	}
+	got := SNATPortUse(Pair(entries))
+	want := map[netip.Addr]PortUse{node: {Flows: 5, Destinations: 3, Busiest: 3}}
+	if len(got) != len(want) || got[node] != want[node] {
+		t.Errorf("SNATPortUse = %+v, want %+v", got, want)
+	}
+}

@@ -2,6 +2,8 @@ package bgp
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/calyxnet/calyx/agent/bgpstatus"
 )
 
 var (
@@ -13,6 +15,9 @@ var (
 		"Prefixes received from the peer.", []string{"peer"}, nil)
 	descFlaps = prometheus.NewDesc("calyx_bgp_session_flaps_total",
 		"Times the session with the peer left the Established state.", []string{"peer"}, nil)
+	descSession = prometheus.NewDesc("calyx_bgp_session_state",
+		"The BGP FSM state of the session with the peer: 1 for the state it is in, 0 for the others (Idle, Connect, Active, OpenSent, OpenConfirm, Established).",
+		[]string{"peer", "state"}, nil)
 )
 
 // metrics reads the speaker's peer table at scrape time.
@@ -29,6 +34,7 @@ func Describe(ch chan<- *prometheus.Desc) {
 	ch <- descAdvertised
 	ch <- descReceived
 	ch <- descFlaps
+	ch <- descSession
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
@@ -42,12 +48,19 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descAdvertised, prometheus.GaugeValue, float64(p.PrefixesAdvertised), a)
 		ch <- prometheus.MustNewConstMetric(descReceived, prometheus.GaugeValue, float64(p.PrefixesReceived), a)
 		ch <- prometheus.MustNewConstMetric(descFlaps, prometheus.CounterValue, float64(p.SessionFlaps), a)
+		for _, st := range bgpstatus.SessionStates {
+			in := 0.0
+			if st == p.Session {
+				in = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descSession, prometheus.GaugeValue, in, a, st)
+		}
 	}
 }
 
 // Collectors returns the speaker's Prometheus collectors: calyx_bgp_peer_up{peer,type},
-// calyx_bgp_prefixes_advertised{peer}, calyx_bgp_prefixes_received{peer} and
-// calyx_bgp_session_flaps_total{peer}, read from the peer table at each scrape (none
+// calyx_bgp_prefixes_advertised{peer}, calyx_bgp_prefixes_received{peer},
+// calyx_bgp_session_flaps_total{peer} and calyx_bgp_session_state{peer,state}, read from the peer table at each scrape (none
 // while the speaker is stopped). Register them once per Speaker.
 func (s *Speaker) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{s.metrics}

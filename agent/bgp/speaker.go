@@ -675,7 +675,8 @@ func (s *Speaker) Peers() []PeerStatus {
 		}
 		ps := PeerStatus{Address: a, Type: s.peers[a].Type}
 		ss := st.GetSessionState()
-		ps.Info = sessionName(ss)
+		ps.Session = sessionName(ss)
+		ps.Info = ps.Session
 		ps.Established = ss == api.PeerState_SESSION_STATE_ESTABLISHED
 		switch {
 		case st.GetAdminState() == api.PeerState_ADMIN_STATE_DOWN:

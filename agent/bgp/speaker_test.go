@@ -49,7 +49,38 @@ calyx_bgp_peer_up{peer="192.0.2.77",type="node-to-node mesh"} 0
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "calyx_bgp_peer_up"); err != nil {
 		t.Error(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 4 {
+	// The session's FSM state: 1 for the one it is in (Idle, then Active
+	// once GoBGP waits for the passive peer: it may change meanwhile), 0
+	// for the other five.
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]float64{}
+	for _, f := range fams {
+		if f.GetName() != "calyx_bgp_session_state" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "state" {
+					states[l.GetValue()] = m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	in := 0.0
+	for _, st := range []string{"Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established"} {
+		v, ok := states[st]
+		if !ok {
+			t.Errorf("no calyx_bgp_session_state{state=%q}", st)
+		}
+		in += v
+	}
+	if len(states) != 6 || in != 1 || states["Established"] != 0 {
+		t.Errorf("calyx_bgp_session_state: %v, want one state at 1, not Established", states)
+	}
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 4+6 {
 		t.Errorf("%d metrics, %v", n, err)
 	}
 

@@ -59,13 +59,19 @@ type Peer struct {
 	// Info is the BGP FSM state (Idle, Connect, Active, OpenSent,
 	// OpenConfirm, Established), followed by the last disconnect reason
 	// when not Established.
-	Info                string `json:"info"`
+	Info string `json:"info"`
+	// Session is the BGP FSM state alone (one of SessionStates).
+	Session             string `json:"session"`
 	Established         bool   `json:"established"`
 	PrefixesReceived    uint64 `json:"prefixesReceived"`
 	PrefixesAdvertised  uint64 `json:"prefixesAdvertised"`
 	SessionFlaps        uint64 `json:"sessionFlaps"`
 	LastDisconnectCause string `json:"lastDisconnectCause,omitempty"`
 }
+
+// SessionStates are the BGP FSM's states (RFC 4271, 8.2.2), as Peer.Session
+// names them.
+var SessionStates = []string{"Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established"}
 
 // Route is one BGP route.
 type Route struct {

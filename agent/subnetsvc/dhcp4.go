@@ -70,7 +70,7 @@ func (s *Server) handleV4(idx int, frame []byte, now time.Time) [][]byte {
 		s.m.ignore("v4", reasonNotForUs) // relayed: not from the link
 		return nil
 	}
-	log := s.log.With("ifname", ifc.svc.Ifname, "endpoint", ifc.svc.Endpoint, "mac", ifc.svc.MAC)
+	log := s.log.With("interface", ifc.svc.Ifname, "endpoint", ifc.svc.Endpoint, "mac", ifc.svc.MAC)
 	switch mt := req.MessageType(); mt {
 	case dhcpv4.MessageTypeDiscover:
 		s.m.messages.WithLabelValues("v4", "discover").Inc()
@@ -167,7 +167,7 @@ func (s *Server) v4Reply(ifc *iface, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, 
 	}
 	resp, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {
-		s.log.Warn("DHCPv4 reply does not build", "ifname", ifc.svc.Ifname, "err", err)
+		s.log.Warn("DHCPv4 reply does not build", "interface", ifc.svc.Ifname, "err", err)
 		return nil
 	}
 	dstMAC, dstIP := layers.EthernetBroadcast, net.IPv4bcast
@@ -176,11 +176,11 @@ func (s *Server) v4Reply(ifc *iface, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, 
 	}
 	frame, err := udp4Frame(ifc.svc.HostMAC, dstMAC, c.gw, dstIP, portDHCPv4Server, portDHCPv4Client, resp.ToBytes())
 	if err != nil {
-		s.log.Warn("DHCPv4 reply does not build", "ifname", ifc.svc.Ifname, "err", err)
+		s.log.Warn("DHCPv4 reply does not build", "interface", ifc.svc.Ifname, "err", err)
 		return nil
 	}
 	s.m.messages.WithLabelValues("v4", v4TypeLabel(mt)).Inc()
-	s.log.Debug("DHCPv4 reply", "ifname", ifc.svc.Ifname, "endpoint", ifc.svc.Endpoint, "type", mt, "addr", c.addr, "why", why)
+	s.log.Debug("DHCPv4 reply", "interface", ifc.svc.Ifname, "endpoint", ifc.svc.Endpoint, "type", mt, "addr", c.addr, "why", why)
 	if mt == dhcpv4.MessageTypeAck && !inform {
 		s.onLease(subnets.LeaseRecord{
 			Endpoint: ifc.svc.Endpoint, Ifindex: ifc.idx, MAC: clone(ifc.svc.MAC), Addr: ifc.svc.V4.Addr,

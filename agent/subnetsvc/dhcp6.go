@@ -83,7 +83,7 @@ func (s *Server) handleDHCPv6(ifc *iface, eth *layers.Ethernet, ip *layers.IPv6,
 		return nil
 	}
 	s.m.messages.WithLabelValues("v6", label).Inc()
-	log := s.log.With("ifname", ifc.svc.Ifname, "endpoint", ifc.svc.Endpoint, "mac", ifc.svc.MAC)
+	log := s.log.With("interface", ifc.svc.Ifname, "endpoint", ifc.svc.Endpoint, "mac", ifc.svc.MAC)
 
 	sid := msg.Options.ServerID()
 	ours := sid != nil && ServerDUID.Equal(sid)

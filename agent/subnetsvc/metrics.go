@@ -110,6 +110,15 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.messages, m.ignored, m.ras, m.rss, m.sendErrors, m.interfaces}
 }
 
+// Describe sends the descriptions of a Server's metrics without one (a
+// Server needs raw sockets): the list of what the agent can export that its
+// dashboard is checked against.
+func Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range newMetrics().collectors() {
+		c.Describe(ch)
+	}
+}
+
 // ignore counts a request left unanswered.
 func (m *metrics) ignore(fam, reason string) {
 	m.messages.WithLabelValues(fam, "ignored").Inc()

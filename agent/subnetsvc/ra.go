@@ -264,7 +264,7 @@ func (s *Server) handleRS(ifc *iface, eth *layers.Ethernet, ip *layers.IPv6, icm
 	if !unspecified {
 		f, err := buildRA(ifc.svc.HostMAC, eth.SrcMAC, ip.SrcIP, ifc.v6, routerLifetime)
 		if err != nil {
-			s.log.Warn("router advertisement does not build", "ifname", ifc.svc.Ifname, "err", err)
+			s.log.Warn("router advertisement does not build", "interface", ifc.svc.Ifname, "err", err)
 			return nil
 		}
 		frame = f

@@ -55,7 +55,7 @@ func newIface(log *slog.Logger, idx int, svc subnets.Service) *iface {
 	ifc := &iface{idx: idx, svc: svc}
 	if (svc.V4 != nil || svc.V6 != nil) && (len(svc.HostMAC) != 6 || len(svc.MAC) != 6) {
 		log.Warn("subnet services not served: the host side's and the endpoint's MACs must be Ethernet addresses",
-			"ifname", svc.Ifname, "endpoint", svc.Endpoint, "hostMAC", svc.HostMAC, "mac", svc.MAC)
+			"interface", svc.Ifname, "endpoint", svc.Endpoint, "hostMAC", svc.HostMAC, "mac", svc.MAC)
 		return ifc
 	}
 	if l := svc.V4; l != nil {
@@ -63,13 +63,13 @@ func newIface(log *slog.Logger, idx int, svc subnets.Service) *iface {
 			ifc.v4 = c
 		} else {
 			log.Warn("DHCPv4 lease not served: address and gateway must be IPv4 and the gateway inside the prefix",
-				"ifname", svc.Ifname, "endpoint", svc.Endpoint, "addr", l.Addr, "prefix", l.Prefix, "gateway", l.Gateway)
+				"interface", svc.Ifname, "endpoint", svc.Endpoint, "addr", l.Addr, "prefix", l.Prefix, "gateway", l.Gateway)
 		}
 	}
 	if l := svc.V6; l != nil {
 		if !l.Addr.Is6() || l.Addr.Is4In6() {
 			log.Warn("IPv6 lease not served: the address must be IPv6",
-				"ifname", svc.Ifname, "endpoint", svc.Endpoint, "addr", l.Addr)
+				"interface", svc.Ifname, "endpoint", svc.Endpoint, "addr", l.Addr)
 		} else {
 			c := &v6conf{lease: *l, addr: net.IP(l.Addr.AsSlice()), dur: leaseDuration(l)}
 			for _, d := range l.DNS {
@@ -79,7 +79,7 @@ func newIface(log *slog.Logger, idx int, svc subnets.Service) *iface {
 			}
 			ra, err := buildRA(svc.HostMAC, multicastMAC(allNodes), allNodes, c, routerLifetime)
 			if err != nil {
-				log.Warn("IPv6 lease not served: router advertisement does not build", "ifname", svc.Ifname, "err", err)
+				log.Warn("IPv6 lease not served: router advertisement does not build", "interface", svc.Ifname, "err", err)
 			} else {
 				c.ra = ra
 				ifc.v6 = c

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -27,6 +28,7 @@ type options struct {
 	config, node, datastore, underlay, bpffs, metrics *string
 	etcdCA, etcdCert, etcdKey, failAttach             *string
 	logLevel                                          *slog.Level
+	logFormat                                         *string
 	attach                                            *loader.Mode
 	xdp                                               *loader.XDPMode
 	resync, emptyGrace, deadGrace, nodeTTL            *time.Duration
@@ -66,6 +68,10 @@ func defineFlags(fs *flag.FlagSet) *options {
 		attach:    checked(fs, "attach", "auto", "how to attach TC programs: `auto|tcx|clsact`", loader.ParseMode),
 		logLevel: checked(fs, "log-level", "info", "the log's level: `debug|info|warn|error`", func(s string) (l slog.Level, err error) {
 			return l, l.UnmarshalText([]byte(s))
+		}),
+		logFormat: checked(fs, "log-format", "text", "the log's format: `text|json` (key=value lines, or one JSON object a line); endpoints and their interfaces are the fields endpoint and interface", func(s string) (string, error) {
+			_, err := agent.NewLogger(io.Discard, s, slog.LevelInfo)
+			return s, err
 		}),
 		resync:      checked(fs, "resync-interval", "1m0s", "how often (a `duration`) to re-read the pinned maps and repair what differs from the model (0: never)", never),
 		etcdCA:      fs.String("etcd-ca", "", "etcd over TLS: PEM file of the CA that signed etcd's certificate"),
@@ -137,11 +143,14 @@ func main() {
 	if _, err := model.TLSOptions(*o.datastore, *o.etcdCA, *o.etcdCert, *o.etcdKey); err != nil {
 		fail(err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: *o.logLevel}))
+	log, err := agent.NewLogger(os.Stderr, *o.logFormat, *o.logLevel)
+	if err != nil {
+		fail(err)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := agent.Run(ctx, agent.Config{
+	err = agent.Run(ctx, agent.Config{
 		Node: *o.node, Datastore: *o.datastore, Underlay: *o.underlay, BPFFS: *o.bpffs,
 		Metrics: *o.metrics, Attach: *o.attach, XDP: *o.xdp, Logger: log, ResyncInterval: *o.resync, DebugFailAttachFile: *o.failAttach, EmptyBlockGrace: *o.emptyGrace, DeadNodeGrace: *o.deadGrace,
 		EtcdCA: *o.etcdCA, EtcdCert: *o.etcdCert, EtcdKey: *o.etcdKey, NodeTTL: *o.nodeTTL,

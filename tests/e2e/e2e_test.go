@@ -49,6 +49,21 @@ func TestWorkloadToWorkload(t *testing.T) {
 			} else {
 				t.Logf("TCP w1 -> w2: %d bytes in %s (%.2f Gbit/s, informational)", tr.Received, tr.Duration.Round(time.Millisecond), tr.Gbps())
 			}
+			// The transfer shows in the per-endpoint counters, by name: what
+			// w1 sent, what w2 was delivered.
+			metrics, err := l.AgentMetrics(e.h.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				w   lab.Workload
+				dir string
+			}{{*w1, "from-workload"}, {*w2, "to-workload"}} {
+				name := fmt.Sprintf(`calyx_endpoint_bytes_total{direction=%q,endpoint=%q,interface=%q}`, c.dir, c.w.Name, c.w.HostIface)
+				if got, found, err := lab.MetricSum(metrics, name); err != nil || !found || got < n {
+					t.Errorf("%s = %v (found %v, err %v), want at least the %d bytes moved", name, got, found, err, n)
+				}
+			}
 
 			hostIP := e.h.Underlay.Addr().String()
 			for _, w := range e.ws {
