@@ -260,20 +260,9 @@ func TestIPv6PolicyLogRule(t *testing.T) {
 	defer r.Close()
 	in := bpftest.IPv6UDP(src.l2(), ip6(src.ip6, dst.ip6), 40000, 5353, nil)
 	e.fromWL(t, src, in).want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
-	got := make(chan bpfmap.PolicyEvent, 1)
-	go func() {
-		if ev, err := r.Read(); err == nil {
-			got <- ev
-		}
-	}()
-	select {
-	case ev := <-got:
-		want := bpfmap.PolicyEvent{Ifindex: src.idx(), Rule: ruleLog, Proto: bpfmap.ProtoUDP,
-			Src: netip.AddrPortFrom(src.ip6, 40000), Dst: netip.AddrPortFrom(dst.ip6, 5353), Allowed: true}
-		if ev != want {
-			t.Errorf("log event %+v, want %+v", ev, want)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no log event")
+	want := bpfmap.PolicyEvent{Ifindex: src.idx(), Rule: ruleLog, Proto: bpfmap.ProtoUDP,
+		Src: netip.AddrPortFrom(src.ip6, 40000), Dst: netip.AddrPortFrom(dst.ip6, 5353), Allowed: true}
+	if evs := drainEvents(policyEvents(r), 300*time.Millisecond); len(evs) != 1 || evs[0] != want {
+		t.Errorf("log events %+v, want one: %+v", evs, want)
 	}
 }

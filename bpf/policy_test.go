@@ -312,22 +312,10 @@ func TestPolicyLogRule(t *testing.T) {
 	in := bpftest.IPv4UDP(src.l2(), bpftest.IPv4{Src: src.ip4, Dst: dst.ip4, TTL: 64}, 40000, 5353, nil)
 	e.fromWL(t, src, in).want(t, redirect, hit{src, bpfmap.ReasonDeliverLocal}, hit{dst, bpfmap.ReasonToWorkload})
 	e.wantHits(t, before, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: ruleAllow}, bpfmap.RuleHitKey{Ifindex: src.idx(), Rule: ruleLog})
-	got := make(chan bpfmap.PolicyEvent, 1)
-	go func() {
-		ev, err := r.Read()
-		if err == nil {
-			got <- ev
-		}
-	}()
-	select {
-	case ev := <-got:
-		want := bpfmap.PolicyEvent{Ifindex: src.idx(), Rule: ruleLog, Proto: bpfmap.ProtoUDP,
-			Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 5353), Allowed: true}
-		if ev != want {
-			t.Errorf("log event %+v, want %+v", ev, want)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no log event")
+	want := bpfmap.PolicyEvent{Ifindex: src.idx(), Rule: ruleLog, Proto: bpfmap.ProtoUDP,
+		Src: netip.AddrPortFrom(src.ip4, 40000), Dst: netip.AddrPortFrom(dst.ip4, 5353), Allowed: true}
+	if evs := drainEvents(policyEvents(r), 300*time.Millisecond); len(evs) != 1 || evs[0] != want {
+		t.Errorf("log events %+v, want one: %+v", evs, want)
 	}
 }
 

@@ -13,9 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
-
 	"github.com/calyxnet/calyx/tests/lab"
 )
 
@@ -578,25 +575,11 @@ func (b *encapBench) ifaces(h *lab.Host) []string {
 	return out
 }
 
-// tcxPrograms counts the programs attached by TCX to iface in ns, both
-// directions, asking the kernel (BPF_PROG_QUERY), not calyx's own maps.
+// tcxPrograms counts the programs attached to iface in ns, both
+// directions, asking the kernel, not calyx's own maps.
 func tcxPrograms(ns, iface string) (int, error) {
-	n := 0
-	err := lab.InNS(ns, func() error {
-		ifc, err := net.InterfaceByName(iface)
-		if err != nil {
-			return err
-		}
-		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {
-			q, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: at})
-			if err != nil {
-				return fmt.Errorf("query %s programs on %s: %w", at, iface, err)
-			}
-			n += len(q.Programs)
-		}
-		return nil
-	})
-	return n, err
+	in, out, err := lab.TCPrograms(ns, iface)
+	return in + out, err
 }
 
 // waitAttached waits until the kernel reports programs on both hooks of

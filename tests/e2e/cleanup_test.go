@@ -2,13 +2,11 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/calyxnet/calyx/loader"
 	"github.com/calyxnet/calyx/tests/lab"
 )
 
@@ -40,27 +38,13 @@ func hostState(t *testing.T, l *lab.Lab, h *lab.Host, ifaces []string) map[strin
 	run("neighbours", "ip", "neigh", "show", "nud", "permanent")
 	run("qdiscs", "tc", "qdisc", "show")
 	run("xdp", "ip", "-o", "link", "show")
-	// TC programs by TCX or clsact, asked of the kernel in the host's
-	// namespace (this bpftool predates TCX).
 	var progs []string
-	err := lab.InNS(h.NS, func() error {
-		for _, name := range append([]string{h.UnderlayIface}, ifaces...) {
-			i, err := net.InterfaceByName(name)
-			if err != nil {
-				return err
-			}
-			for _, hook := range loader.Hooks {
-				ids, err := loader.AttachedPrograms(i.Index, hook)
-				if err != nil {
-					return err
-				}
-				progs = append(progs, fmt.Sprintf("%s %s: %d programs", name, hook, len(ids)))
-			}
+	for _, name := range append([]string{h.UnderlayIface}, ifaces...) {
+		in, out, err := lab.TCPrograms(h.NS, name)
+		if err != nil {
+			t.Fatalf("programs on %s %s: %v", h.Name, name, err)
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("programs on %s: %v", h.Name, err)
+		progs = append(progs, fmt.Sprintf("%s: %d ingress, %d egress programs", name, in, out))
 	}
 	st["programs"] = strings.Join(progs, "\n")
 	sysctls := []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv4.ip_local_reserved_ports"}
@@ -71,7 +55,7 @@ func hostState(t *testing.T, l *lab.Lab, h *lab.Host, ifaces []string) map[strin
 	for _, s := range sysctls {
 		run(s, "sysctl", "-n", s)
 	}
-	_, err = os.Stat(h.BPFFS)
+	_, err := os.Stat(h.BPFFS)
 	st["pins"] = fmt.Sprintf("pin directory present: %v", err == nil)
 	return st
 }

@@ -65,20 +65,7 @@ func TestHostileIPv6(t *testing.T) {
 	}
 	a6, b6, gw6 := ha.Underlay6.Addr(), m.HostB.Underlay6.Addr(), g.Address6.Addr()
 
-	gwMAC := mustMAC(t, l, g.NS, g.Iface)
-	aMAC := mustMAC(t, l, ha.NS, ha.UnderlayIface)
-	eth := lab.Eth{Src: gwMAC, Dst: aMAC}
-	st, err := l.NodeStatus(ha.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, vni := uint16(st.VXLANPort), st.VXLANVNI
-	if port == 0 {
-		port = lab.DefaultVXLANPort
-	}
-	if vni == 0 {
-		vni = lab.DefaultVXLANVNI
-	}
+	gwMAC, aMAC, eth, port, vni := injectInto(t, l, g, ha)
 	t.Logf("injecting from %s %s (%s, %s) to %s %s (%s, %s); VXLAN port %d, VNI %d; wa is a %s, wb a %s",
 		g.NS, g.Iface, gwMAC, gw6, ha.Name, ha.UnderlayIface, aMAC, a6, port, vni, wa.Kind, wb.Kind)
 

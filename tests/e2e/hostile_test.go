@@ -247,6 +247,27 @@ func icmpID(id uint16) string {
 	return fmt.Sprintf("icmp and icmp[icmptype] = icmp-echo and icmp[4:2] = %#x", id)
 }
 
+// injectInto is what a frame from the gateway g to host h's underlay needs:
+// both MACs, the Ethernet header between them, and h's VXLAN port and VNI
+// (node status; the defaults when it says none).
+func injectInto(t *testing.T, l *lab.Lab, g *lab.Gateway, h *lab.Host) (gwMAC, hMAC net.HardwareAddr, eth lab.Eth, port uint16, vni uint32) {
+	t.Helper()
+	gwMAC = mustMAC(t, l, g.NS, g.Iface)
+	hMAC = mustMAC(t, l, h.NS, h.UnderlayIface)
+	st, err := l.NodeStatus(h.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, vni = uint16(st.VXLANPort), st.VXLANVNI
+	if port == 0 {
+		port = lab.DefaultVXLANPort
+	}
+	if vni == 0 {
+		vni = lab.DefaultVXLANVNI
+	}
+	return gwMAC, hMAC, lab.Eth{Src: gwMAC, Dst: hMAC}, port, vni
+}
+
 // mustMAC returns the MAC of iface in ns.
 func mustMAC(t *testing.T, l *lab.Lab, ns, iface string) net.HardwareAddr {
 	t.Helper()
@@ -274,20 +295,7 @@ func TestHostileUnderlay(t *testing.T) {
 	fA := netip.MustParseAddr(fipA)
 	client := e.client.IP
 
-	gwMAC := mustMAC(t, l, g.NS, g.Iface)
-	aMAC := mustMAC(t, l, ha.NS, ha.UnderlayIface)
-	eth := lab.Eth{Src: gwMAC, Dst: aMAC}
-	st, err := l.NodeStatus(ha.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, vni := uint16(st.VXLANPort), st.VXLANVNI
-	if port == 0 {
-		port = lab.DefaultVXLANPort
-	}
-	if vni == 0 {
-		vni = lab.DefaultVXLANVNI
-	}
+	gwMAC, aMAC, eth, port, vni := injectInto(t, l, g, ha)
 	t.Logf("injecting from %s %s (%s) to %s %s (%s); VXLAN port %d, VNI %d", g.NS, g.Iface, gwMAC, ha.Name, ha.UnderlayIface, aMAC, port, vni)
 
 	if err := l.WaitPing(m.WB.NS, m.WC.IP.String(), trafficTimeout); err != nil {

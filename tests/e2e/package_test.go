@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/calyxnet/calyx/tests/lab"
@@ -166,7 +163,7 @@ func TestPackage(t *testing.T) {
 	e.waitAttached(t, w1, w2)
 	e.waitPing(t, w1, w2.IP.String())
 	mustPing(t, l, w1.NS, w2.IP.String(), 1)
-	if n, err := tcxPrograms(h.NS, w1.HostIface); err != nil || n == 0 {
+	if n, _, err := lab.TCPrograms(h.NS, w1.HostIface); err != nil || n == 0 {
 		t.Errorf("%s: %d TCX programs attached before the purge (%v)", w1.HostIface, n, err)
 	}
 
@@ -197,7 +194,7 @@ func TestPackage(t *testing.T) {
 	if pids := agentPids(t); len(pids) > 0 {
 		t.Errorf("after dpkg --purge an installed calyx-agent is still running: pids %v", pids)
 	}
-	if n, err := tcxPrograms(h.NS, w1.HostIface); err != nil || n != 0 {
+	if n, _, err := lab.TCPrograms(h.NS, w1.HostIface); err != nil || n != 0 {
 		t.Errorf("%s: %d TCX programs still attached after the purge (%v)", w1.HostIface, n, err)
 	}
 }
@@ -327,23 +324,4 @@ func agentPids(t *testing.T) []int {
 		pids = append(pids, pid)
 	}
 	return pids
-}
-
-// tcxPrograms counts the programs attached by TCX to iface's ingress in
-// network namespace ns.
-func tcxPrograms(ns, iface string) (int, error) {
-	n := 0
-	err := lab.InNS(ns, func() error {
-		ifc, err := net.InterfaceByName(iface)
-		if err != nil {
-			return err
-		}
-		res, err := link.QueryPrograms(link.QueryOptions{Target: ifc.Index, Attach: ebpf.AttachTCXIngress})
-		if err != nil {
-			return fmt.Errorf("query TCX programs of %s: %w", iface, err)
-		}
-		n = len(res.Programs)
-		return nil
-	})
-	return n, err
 }
