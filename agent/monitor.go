@@ -12,17 +12,13 @@ import (
 	"github.com/calyxnet/calyx/bpfmap"
 )
 
-// monitorDropInterval is how often the verdict counters are read for
-// /monitor's drop counts while someone watches: a drop shows within it.
-const monitorDropInterval = 250 * time.Millisecond
-
 // registerMonitorMetrics exports what the monitor's budgets cost: policy
 // events the dataplane's per-CPU budget suppressed, and events /monitor
 // clients that fell behind did not get.
 func (a *Agent) registerMonitorMetrics(m *bpfmap.Maps) {
 	a.metrics.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "calyx_monitor_events_suppressed_total",
-			Help: "Policy events (denies, Log rules) the dataplane did not send: over a CPU's budget of 256 a second."},
+			Help: "Events (drops, policy denies, Log rule matches) the dataplane did not send: over a CPU's budget of 256 a second."},
 			func() float64 {
 				n, err := m.EventsSuppressed()
 				if err != nil {
@@ -75,39 +71,32 @@ func (a *Agent) policyEvent(ev bpfmap.PolicyEvent, rule string) monitor.Event {
 	return e
 }
 
-// monitorDrops publishes the increase of every drop counter, per interface
-// and reason, every monitorDropInterval while /monitor has clients: the
-// drops that come with no event of their own (all but policy's). It reads
-// nothing while no one watches, and starts from the counters as they are
-// when someone does.
+// monitorDrops publishes each drop the dataplane reports (cx_drop_log),
+// with the flow read from the packet's start, until ctx ends.
 func (a *Agent) monitorDrops(ctx context.Context) {
-	t := time.NewTicker(monitorDropInterval)
-	defer t.Stop()
-	var last map[bpfmap.CounterKey]bpfmap.Counter
+	r, err := a.dp.Maps.DropLog()
+	if err != nil {
+		a.log.Error("drop events unavailable", "err", err)
+		return
+	}
+	go func() {
+		<-ctx.Done()
+		r.Close()
+	}()
 	for {
-		select {
-		case <-ctx.Done():
+		ev, err := r.Read()
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Error("drop events stopped", "err", err)
+			}
 			return
-		case <-t.C:
 		}
 		if !a.monitor.Watched() {
-			last = nil
 			continue
 		}
-		now, err := a.dp.Maps.Counters()
-		if err != nil {
-			a.log.Warn("monitor: read counters", "err", err)
-			continue
-		}
-		if last != nil {
-			for k, c := range now {
-				if !k.Reason.IsDrop() || c.Packets <= last[k].Packets {
-					continue
-				}
-				a.monitor.Publish(monitor.Event{Time: time.Now(), Kind: monitor.KindDrop, Reason: k.Reason.String(),
-					Interface: interfaceName(k.Ifindex), Endpoint: a.endpointOf(k.Ifindex), Packets: c.Packets - last[k].Packets})
-			}
-		}
-		last = now
+		e := monitor.Event{Time: time.Now(), Kind: monitor.KindDrop, Reason: ev.Reason.String(),
+			Interface: interfaceName(ev.Ifindex), Endpoint: a.endpointOf(ev.Ifindex), Packets: 1, Bytes: ev.Len}
+		e.Proto, e.Src, e.Dst = monitor.FlowOf(ev.Head)
+		a.monitor.Publish(e)
 	}
 }

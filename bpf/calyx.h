@@ -284,8 +284,22 @@ enum cx_policy_event_kind {
  * read. */
 #define CX_EVENTS_PER_SEC 256
 
-/* cx_event_budget: per CPU, the events sent in the current second and, for
- * the agent's metrics, every one the budget suppressed. */
+/* cx_drop_log carries one of these per dropped packet (but those policy
+ * denied: cx_policy_event says more of them), within the same budget: the
+ * start of the packet as it was dropped, for calyxctl monitor to show its
+ * flow. */
+#define CX_DROP_HEAD 128
+struct cx_drop_event {
+	__u32 ifindex;
+	__u32 reason; /* enum cx_reason */
+	__u32 len;      /* the packet's length as the program got it */
+	__u32 head_len; /* how much of head is the packet's */
+	__u8 head[CX_DROP_HEAD];
+};
+
+/* cx_event_budget: per CPU, the events (cx_policy_log's and
+ * cx_drop_log's) sent in the current second and, for the agent's metrics,
+ * every one the budget suppressed. */
 struct cx_event_window {
 	__u64 window_ns;
 	__u32 sent;

@@ -105,6 +105,15 @@ const (
 	CalyxCxCtStatCX_CTS_MAX          CalyxCxCtStat = 8
 )
 
+type CalyxCxDropEvent struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Reason  uint32
+	Len     uint32
+	HeadLen uint32
+	Head    [128]uint8
+}
+
 type CalyxCxEncap uint32
 
 const (
@@ -496,6 +505,7 @@ const (
 	CalyxMapCxCounters            = "cx_counters"
 	CalyxMapCxCtStats             = "cx_ct_stats"
 	CalyxMapCxCtV2                = "cx_ct_v2"
+	CalyxMapCxDropLog             = "cx_drop_log"
 	CalyxMapCxEndpoints           = "cx_endpoints"
 	CalyxMapCxEventBudget         = "cx_event_budget"
 	CalyxMapCxFibScratch          = "cx_fib_scratch"
@@ -539,6 +549,7 @@ const (
 	CalyxVarCxEnumRouteFlags      = "cx_enum_route_flags"
 	CalyxVarCxEnumRouteType       = "cx_enum_route_type"
 	CalyxVarCxEnumRuleSpecial     = "cx_enum_rule_special"
+	CalyxVarCxTypeDropEvent       = "cx_type_drop_event"
 	CalyxVarCxTypePolicyEvent     = "cx_type_policy_event"
 )
 
@@ -599,6 +610,7 @@ type CalyxMapSpecs struct {
 	CxCounters      *ebpf.MapSpec `ebpf:"cx_counters"`
 	CxCtStats       *ebpf.MapSpec `ebpf:"cx_ct_stats"`
 	CxCtV2          *ebpf.MapSpec `ebpf:"cx_ct_v2"`
+	CxDropLog       *ebpf.MapSpec `ebpf:"cx_drop_log"`
 	CxEndpoints     *ebpf.MapSpec `ebpf:"cx_endpoints"`
 	CxEventBudget   *ebpf.MapSpec `ebpf:"cx_event_budget"`
 	CxFibScratch    *ebpf.MapSpec `ebpf:"cx_fib_scratch"`
@@ -643,6 +655,7 @@ type CalyxVariableSpecs struct {
 	CxEnumRouteFlags      *ebpf.VariableSpec `ebpf:"cx_enum_route_flags"`
 	CxEnumRouteType       *ebpf.VariableSpec `ebpf:"cx_enum_route_type"`
 	CxEnumRuleSpecial     *ebpf.VariableSpec `ebpf:"cx_enum_rule_special"`
+	CxTypeDropEvent       *ebpf.VariableSpec `ebpf:"cx_type_drop_event"`
 	CxTypePolicyEvent     *ebpf.VariableSpec `ebpf:"cx_type_policy_event"`
 }
 
@@ -670,6 +683,7 @@ type CalyxMaps struct {
 	CxCounters      *ebpf.Map `ebpf:"cx_counters"`
 	CxCtStats       *ebpf.Map `ebpf:"cx_ct_stats"`
 	CxCtV2          *ebpf.Map `ebpf:"cx_ct_v2"`
+	CxDropLog       *ebpf.Map `ebpf:"cx_drop_log"`
 	CxEndpoints     *ebpf.Map `ebpf:"cx_endpoints"`
 	CxEventBudget   *ebpf.Map `ebpf:"cx_event_budget"`
 	CxFibScratch    *ebpf.Map `ebpf:"cx_fib_scratch"`
@@ -696,6 +710,7 @@ func (m *CalyxMaps) Close() error {
 		m.CxCounters,
 		m.CxCtStats,
 		m.CxCtV2,
+		m.CxDropLog,
 		m.CxEndpoints,
 		m.CxEventBudget,
 		m.CxFibScratch,
@@ -741,6 +756,7 @@ type CalyxVariables struct {
 	CxEnumRouteFlags      *ebpf.Variable `ebpf:"cx_enum_route_flags"`
 	CxEnumRouteType       *ebpf.Variable `ebpf:"cx_enum_route_type"`
 	CxEnumRuleSpecial     *ebpf.Variable `ebpf:"cx_enum_rule_special"`
+	CxTypeDropEvent       *ebpf.Variable `ebpf:"cx_type_drop_event"`
 	CxTypePolicyEvent     *ebpf.Variable `ebpf:"cx_type_policy_event"`
 }
 

@@ -46,6 +46,76 @@ static __always_inline int cx_verdict(struct __sk_buff *skb, __u32 ifindex, __u3
 	return cx_verdict_len(ifindex, reason, skb->len, verdict);
 }
 
+/* cx_event_budget_take says whether this CPU may send another policy
+ * event this second (CX_EVENTS_PER_SEC), counting the ones it may not. */
+static __always_inline int cx_event_budget_take(void)
+{
+	__u32 zero = 0;
+	struct cx_event_window *b = bpf_map_lookup_elem(&cx_event_budget, &zero);
+	__u64 now = bpf_ktime_get_coarse_ns();
+
+	if (!b)
+		return 0; /* cannot happen: a per-CPU array's one entry */
+	if (now - b->window_ns >= 1000000000ULL) {
+		b->window_ns = now;
+		b->sent = 0;
+	}
+	if (b->sent >= CX_EVENTS_PER_SEC) {
+		b->suppressed++;
+		return 0;
+	}
+	b->sent++;
+	return 1;
+}
+
+/* cx_drop_event tells the agent (calyxctl monitor) of a packet dropped on
+ * ifindex for reason (len bytes as it arrived): the start of it as it is
+ * now, within the CPU's event budget. A full ring loses the event. A
+ * BPF-to-BPF call: inlined at each of the hooks' hundred-odd drops it made
+ * calyx_from_underlay's body outgrow the 16-bit jump range; its frame (16
+ * bytes) fits beside calyx_from_wl's deepest path. Returns TC_ACT_SHOT. */
+static __attribute__((noinline)) int cx_drop_event(struct __sk_buff *skb, __u32 ifindex, __u32 reason, __u32 len)
+{
+	struct cx_drop_event *e;
+
+	if (!cx_event_budget_take())
+		return TC_ACT_SHOT;
+	e = bpf_ringbuf_reserve(&cx_drop_log, sizeof(*e), 0);
+	if (!e)
+		return TC_ACT_SHOT;
+	e->ifindex = ifindex;
+	e->reason = reason;
+	e->len = len;
+	/* Constant sizes, the largest the packet has: 64 bytes hold any
+	 * flow's headers (Ethernet, IPv6, the ports). */
+	if (!bpf_skb_load_bytes(skb, 0, e->head, CX_DROP_HEAD))
+		e->head_len = CX_DROP_HEAD;
+	else if (!bpf_skb_load_bytes(skb, 0, e->head, 64))
+		e->head_len = 64;
+	else if (!bpf_skb_load_bytes(skb, 0, e->head, 34))
+		e->head_len = 34; /* Ethernet and an IPv4 header */
+	else
+		e->head_len = 0;
+	bpf_ringbuf_submit(e, 0);
+	return TC_ACT_SHOT;
+}
+
+/* cx_drop_len counts a dropped packet (len bytes as it arrived) under its
+ * reason for the interface and reports it (cx_drop_event). Every drop goes
+ * through here or cx_drop, but a policy denial's, whose event
+ * cx_policy_decide sent with its rule. Returns TC_ACT_SHOT. */
+static __always_inline int cx_drop_len(struct __sk_buff *skb, __u32 ifindex, __u32 reason, __u32 len)
+{
+	cx_verdict_len(ifindex, reason, len, TC_ACT_SHOT);
+	return cx_drop_event(skb, ifindex, reason, len);
+}
+
+/* cx_drop is cx_drop_len with the packet's length as it is. */
+static __always_inline int cx_drop(struct __sk_buff *skb, __u32 ifindex, __u32 reason)
+{
+	return cx_drop_len(skb, ifindex, reason, skb->len);
+}
+
 /* CX_SLOT_IF_UNDERLAY stands for "the underlay's slot if ifindex is the
  * underlay interface, else none", looked up where the verdict is counted.
  * Worked out where the underlay programs start and carried down their

@@ -56,7 +56,7 @@ static __always_inline int cx_deliver_local(struct __sk_buff *skb, __u32 in_ifin
 	__u32 out_ifindex = dst->ifindex;
 
 	if ((void *)(eth + 1) > data_end)
-		return cx_verdict_len(in_ifindex, CX_REASON_DROP_MALFORMED, in_len, TC_ACT_SHOT);
+		return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_MALFORMED, in_len);
 
 	cx_verdict_slot(in_slot, in_ifindex, reason, in_len, 0);
 	if (!(dst->flags & CX_RT_F_HAS_MAC)) {
@@ -524,7 +524,7 @@ static __always_inline int cx_to_nexthop(struct __sk_buff *skb, __u32 in_ifindex
 
 	if ((void *)(eth + 1) > data_end)
 		/* Cannot happen after the callers' checks; the verifier wants it. */
-		return cx_verdict_len(in_ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_MALFORMED, len);
 	if (nh->resolved) {
 		__builtin_memcpy(eth->h_dest, nh->dmac, CX_ETH_ALEN);
 		__builtin_memcpy(eth->h_source, nh->smac, CX_ETH_ALEN);
@@ -540,7 +540,7 @@ static __always_inline int cx_to_nexthop(struct __sk_buff *skb, __u32 in_ifindex
 		struct bpf_redir_neigh neigh = { .nh_family = CX_AF_INET6 };
 
 		if (!p)
-			return cx_verdict_len(in_ifindex, CX_REASON_DROP_FIB, len, TC_ACT_SHOT); /* cannot happen */
+			return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_FIB, len); /* cannot happen */
 		__builtin_memcpy(neigh.ipv6_nh, p->ipv6_dst, 16);
 		return cx_verdict_slot(in_slot, in_ifindex, reason, len,
 				      bpf_redirect_neigh(nh->ifindex, &neigh, sizeof(neigh), 0));
@@ -573,7 +573,7 @@ static __always_inline int cx_to_node6u(struct __sk_buff *skb, __u32 in_ifindex,
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	if (cx_fib_nexthop6(skb, cfg->node_addr6, rt->next_hop, &nh))
 		/* The underlay cannot reach the node. */
-		return cx_verdict_len(in_ifindex, CX_REASON_DROP_FIB, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_FIB, len);
 	if (encap == CX_ENCAP_IPIP)
 		room = CX_IP6IP6_OVERHEAD;
 	else if (encap == CX_ENCAP_VXLAN)
@@ -583,17 +583,17 @@ static __always_inline int cx_to_node6u(struct __sk_buff *skb, __u32 in_ifindex,
 		__u32 mtu = cfg->underlay_mtu - room;
 
 		if (seg_len < CX_ICMP6_KEEP)
-			return cx_verdict_len(in_ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_TOO_BIG, len);
 		if (cx_icmp6_too_big(skb, mtu < CX_IPV6_MIN_MTU ? CX_IPV6_MIN_MTU : mtu))
 			/* The helpers refused to rewrite the packet into the ICMPv6. */
-			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_HELPER, len);
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_ICMP_FRAG_NEEDED, len, bpf_redirect(skb->ifindex, 0));
 	}
 	ip6->hop_limit--;
 	if (room) {
 		if (cx_encap6(skb, cfg, encap, rt->next_hop, seg_len))
 			/* bpf_skb_adjust_room refused. */
-			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_HELPER, len);
 		reason = encap == CX_ENCAP_IPIP ? CX_REASON_ENCAP_IPIP : CX_REASON_ENCAP_VXLAN;
 	}
 	return cx_to_nexthop(skb, in_ifindex, in_slot, len, reason, &nh, 0, 1);
@@ -640,7 +640,7 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, _
 
 	if (cx_fib_nexthop(skb, src, node, &nh))
 		/* The underlay cannot reach the node (link down, route gone). */
-		return cx_verdict_len(in_ifindex, CX_REASON_DROP_FIB, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_FIB, len);
 
 	if (encap == CX_ENCAP_IPIP)
 		room = CX_IPIP_OVERHEAD;
@@ -657,10 +657,10 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, _
 		__u32 mtu = cfg->underlay_mtu - room;
 
 		if (seg_len < CX_ICMP6_KEEP || from_host)
-			return cx_verdict_len(in_ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_TOO_BIG, len);
 		if (cx_icmp6_too_big(skb, mtu < CX_IPV6_MIN_MTU ? CX_IPV6_MIN_MTU : mtu))
 			/* The helpers refused to rewrite the packet into the ICMPv6. */
-			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_HELPER, len);
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_ICMP_FRAG_NEEDED, len,
 				      bpf_redirect(skb->ifindex, 0));
 	}
@@ -670,13 +670,13 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, _
 		    seg_len < CX_ICMP_KEEP)
 			/* Fragmenting before encapsulation is not done here, and a
 			 * header with options has no room in our ICMP: drop. */
-			return cx_verdict_len(in_ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_TOO_BIG, len);
 		/* The error comes from this node to a workload, or, for the
 		 * host's own packets, from the remote node: a packet from one of
 		 * its own addresses would be a martian to the host. */
 		if (cx_icmp_frag_needed(skb, from_host ? node : src, cfg->underlay_mtu - room))
 			/* The helpers refused to rewrite the packet into the ICMP. */
-			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_HELPER, len);
 		return cx_verdict_slot(in_slot, in_ifindex, CX_REASON_ICMP_FRAG_NEEDED, len,
 				      bpf_redirect(skb->ifindex, from_host ? BPF_F_INGRESS : 0));
 	}
@@ -694,7 +694,7 @@ static __always_inline int cx_to_node(struct __sk_buff *skb, __u32 in_ifindex, _
 		if (cx_encap(skb, cfg, encap, src, node, seg_len, v6))
 			/* bpf_skb_adjust_room refused: e.g. a GSO type it cannot
 			 * resize, or an skb that was decapsulated before. */
-			return cx_verdict_len(in_ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, in_ifindex, CX_REASON_DROP_HELPER, len);
 		reason = encap == CX_ENCAP_IPIP ? CX_REASON_ENCAP_IPIP : CX_REASON_ENCAP_VXLAN;
 	}
 

@@ -52,14 +52,14 @@ static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
 	ip6 = data + ETH_HLEN;
 	if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
 		/* The host stack drops it too; count it here. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	if (cx_is_v4mapped(&ip6->saddr) || cx_is_v4mapped(&ip6->daddr))
 		/* Never on the wire (RFC 4291 2.5.5.2). */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	if (cx_local_source(&ip6->saddr))
 		/* From the wire with a source that is this host's own or a
 		 * local workload's: forged. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_UNDERLAY_SPOOF, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_UNDERLAY_SPOOF);
 	if (!cfg || !cx_addr_eq(&ip6->daddr, (const struct in6_addr *)cfg->node_addr6) ||
 	    cx_is_unspecified6(&ip6->daddr)) {
 		/* Not to this node: workload traffic routed here directly, or
@@ -83,14 +83,14 @@ static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
 			goto untunnelled;
 		if ((void *)(ieth + 1) > data_end)
 			/* Too short for VXLAN and the inner Ethernet header. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 		if (!(vx->flags & CX_VXLAN_FLAG_I) ||
 		    (vx->vni & bpf_htonl(0xffffff00)) != bpf_htonl(cfg->vxlan_vni << 8))
 			/* Another overlay's traffic, or not VXLAN at all. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_VNI, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_TUNNEL_VNI);
 		if (ieth->h_proto != bpf_htons(ETH_P_IPV6))
 			/* The IPv6 underlay carries IPv6 workloads only. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_UNSUPPORTED, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_UNSUPPORTED);
 		room = CX_VXLAN6_OVERHEAD;
 		reason = CX_REASON_DECAP_VXLAN;
 	} else {
@@ -99,35 +99,35 @@ static __attribute__((noinline)) int cx_from_underlay6(struct __sk_buff *skb)
 	rt = cx_route_addr(&ip6->saddr);
 	if (!rt || rt->type != CX_RT_NODE)
 		/* Not from a node: someone injecting packets into workloads. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_SRC, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_TUNNEL_SRC);
 	__builtin_memcpy(&node, &ip6->saddr, sizeof(node));
 	inner = data + ETH_HLEN + (room & 0x7f);
 	if ((void *)(inner + 1) > data_end || inner->version != 6 || cx_is_v4mapped(&inner->saddr) ||
 	    cx_is_v4mapped(&inner->daddr))
 		/* The inner packet is cut short, not IPv6, or carries
 		 * addresses no IPv6 packet has. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	if (!cx_inner_source_ok(&inner->saddr, 0, &node))
 		/* A node tunnelling a source that is not its to use. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC);
 	rt = cx_route_addr(&inner->daddr);
 	if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
 		/* Decapsulated traffic is never forwarded on. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_NO_ROUTE);
 	/* As cx_decap does for IPv4 (the outer Ethernet type stays IPv6's). */
 	if (bpf_skb_adjust_room(skb, -(__s32)room, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET | BPF_F_ADJ_ROOM_DECAP_L3_IPV6))
 		/* The helper refused: a GSO type it cannot resize, or no memory. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len);
 	if (reason == CX_REASON_DECAP_VXLAN)
 		bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
 
 deliver:
 	if (!t)
-		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len); /* cannot happen */
 	nat = cx_nat_policed(skb, t, CX_START_V6, 0, NULL, len, -1, NULL, NULL);
 	if (nat < 0)
-		return cx_nat_drop(ifindex, nat, len);
+		return cx_nat_drop(skb, ifindex, nat, len);
 	if (rt->type == CX_RT_HOST)
 		/* For this host itself: its stack takes the inner packet. */
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
@@ -135,7 +135,7 @@ delivered:
 	data_end = cx_skb_data_end(skb);
 	ip6 = cx_skb_data(skb) + ETH_HLEN;
 	if ((void *)(ip6 + 1) > data_end)
-		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 	if (ip6->hop_limit <= 1)
 		/* Expiring: the host stack sends the time-exceeded. */
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
@@ -149,7 +149,7 @@ untunnelled:
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	nat = cx_nat_policed(skb, t, CX_START_V6 | CX_START_NAT_FIRST, 0, NULL, len, -1, NULL, NULL);
 	if (nat < 0)
-		return cx_nat_drop(ifindex, nat, len);
+		return cx_nat_drop(skb, ifindex, nat, len);
 	rt = nat == CX_NAT_DONE ? cx_route_addr(&t->daddr) : NULL;
 	if (!rt || rt->type != CX_RT_LOCAL_WORKLOAD)
 		/* Not a translated flow's, or its workload is gone. */
@@ -175,7 +175,7 @@ int calyx_from_underlay(struct __sk_buff *skb)
 		cx_pull(skb, ETH_HLEN + sizeof(struct ipv6hdr));
 		if (cx_prefiltered(cx_skb_data(skb), cx_skb_data_end(skb)))
 			/* Config.prefilterDeny: this source may not reach the host or its workloads. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_PREFILTER, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_PREFILTER);
 	}
 	if (skb->vlan_present || !cfg || !cx_addr_ip4(cfg->node_addr) ||
 	    (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6)))
@@ -211,18 +211,18 @@ static __attribute__((noinline)) int cx_from_underlay4(struct __sk_buff *skb)
 	c.pos = cx_skb_data(skb);
 	eth = parse_ethhdr(&c, data_end);
 	if (!eth)
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	iph = parse_iphdr(&c, data_end, skb->len - ETH_HLEN);
 	if (!iph)
 		/* The host stack would drop it too; count it here. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	if (cx_local_source4(iph->saddr))
 		/* From the wire with a source that is this host's own, a local
 		 * workload's or a local floating IP's: forged. Checked before
 		 * anything goes to the host stack too: its replies would reach
 		 * the workload whose address was forged (no rp_filter need be
 		 * on). */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_UNDERLAY_SPOOF, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_UNDERLAY_SPOOF);
 	if (cx_underlay_host_only(cfg, iph, data_end))
 		/* The host's own traffic (storage, migration, SSH): no
 		 * conntrack, NAT or policy lookup. */
@@ -246,16 +246,16 @@ static __attribute__((noinline)) int cx_from_underlay4(struct __sk_buff *skb)
 		int nat;
 
 		if (!t)
-			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len); /* cannot happen */
 		nat = cx_nat_policed(skb, t, CX_START_FIP_HERE | CX_START_NAT_FIRST | CX_START_ORPHAN_HOST | CX_START_V4, 0, NULL, len,
 				     -1, NULL, &dst);
 
 		if (nat < 0)
-			return cx_nat_drop(ifindex, nat, len);
+			return cx_nat_drop(skb, ifindex, nat, len);
 		data_end = cx_skb_data_end(skb);
 		iph = cx_skb_data(skb) + ETH_HLEN;
 		if ((void *)(iph + 1) > data_end)
-			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 
 		/* Workload traffic a node routed here without encapsulation. */
 		rt = cx_dst_route(&dst, &t->daddr);
@@ -284,7 +284,7 @@ static __attribute__((noinline)) int cx_from_underlay4(struct __sk_buff *skb)
 			 * without SYN, an echo reply), or one whose instance has
 			 * no route: never to the host stack, which would route
 			 * it back out to the fabric that sent it here. */
-			return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_NO_ROUTE, len);
 		}
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}
@@ -367,14 +367,14 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 
 	if (outer->daddr != cx_addr_ip4(cfg->node_addr))
 		/* Tunnelled to another address: this host is no tunnel router. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_DST, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_TUNNEL_DST);
 	rt = cx_route_v4(outer->saddr);
 	if (!rt || rt->type != CX_RT_NODE)
 		/* Not from a node: someone injecting packets into workloads. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_SRC, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_TUNNEL_SRC);
 	if (outer->ihl != 5 || outer->frag_off & bpf_htons(CX_IP_MF_OFFSET))
 		/* Nodes send neither options nor fragments (DF is always set). */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 
 	if (outer->protocol == IPPROTO_IPIP || outer->protocol == IPPROTO_IPV6) {
 		room = CX_IPIP_OVERHEAD;
@@ -386,24 +386,24 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 
 		if (!parse_udphdr(c, data_end))
 			/* Cannot happen: the caller read the port. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 		vx = parse_vxlanhdr(c, data_end);
 		if (!vx)
 			/* Too short for a VXLAN header. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 		/* The VNI's low byte is reserved: ignored on receipt (RFC 7348). */
 		if (!(vx->flags & CX_VXLAN_FLAG_I) ||
 		    (vx->vni & bpf_htonl(0xffffff00)) != bpf_htonl(cfg->vxlan_vni << 8))
 			/* Another overlay's traffic, or not VXLAN at all. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_VNI, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_TUNNEL_VNI);
 		ieth = parse_ethhdr(c, data_end);
 		if (!ieth)
 			/* Too short for the inner Ethernet header. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 		v6 = ieth->h_proto == bpf_htons(ETH_P_IPV6);
 		if (!v6 && ieth->h_proto != bpf_htons(ETH_P_IP))
 			/* Nodes tunnel IP only. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_UNSUPPORTED, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_UNSUPPORTED);
 		room = CX_VXLAN_OVERHEAD;
 		reason = CX_REASON_DECAP_VXLAN;
 	}
@@ -418,24 +418,24 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		if (!ip6 || cx_is_v4mapped(&ip6->saddr) || cx_is_v4mapped(&ip6->daddr))
 			/* The inner packet is cut short, not IPv6, or carries
 			 * addresses no IPv6 packet has. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 		if (!cx_inner_source_ok(&ip6->saddr, outer->saddr, NULL))
 			/* A node tunnelling a source that is not its to use. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC);
 		rt = cx_route_addr(&ip6->daddr);
 		if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
 			/* Decapsulated traffic is never forwarded on. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_NO_ROUTE);
 		decap_l3 = BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
 	} else {
 		iph = parse_iphdr(c, data_end, skb->len - ETH_HLEN - room);
 		if (!iph)
 			/* The inner packet is cut short or not IPv4. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 		if (!cx_inner_source_ok4(iph->saddr, outer->saddr))
 			/* A node tunnelling a source that is not its to use: this
 			 * host's, a local workload's, another node's or its workloads'. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_TUNNEL_INNER_SRC);
 		rt = cx_route_v4(iph->daddr);
 		if (rt && rt->type == CX_RT_FIP) {
 			/* A floating IP from outside, forwarded by the node it reached
@@ -444,11 +444,11 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 
 			if (!fip || !(fip->flags & CX_FIP_LOCAL))
 				/* Its instance is not here: never forwarded on. */
-				return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+				return cx_drop(skb, ifindex, CX_REASON_DROP_NO_ROUTE);
 		} else if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST)) {
 			/* Decapsulated traffic is never forwarded on: a node only
 			 * tunnels to the node that hosts the destination. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ROUTE, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_NO_ROUTE);
 		}
 	}
 
@@ -461,7 +461,7 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 	if (bpf_skb_adjust_room(skb, -(__s32)room, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_NO_CSUM_RESET | decap_l3))
 		/* The helper refused: a GSO type it cannot resize, or no memory. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len);
 	if (reason == CX_REASON_DECAP_VXLAN)
 		bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC);
 
@@ -470,7 +470,7 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 	iph = data + ETH_HLEN;
 	if ((void *)(iph + 1) > data_end)
 		/* Cannot happen: checked before the decap; the verifier wants it. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 	if (v6)
 		/* 6in4 leaves the outer Ethernet header's type (IPv4's). */
 		((struct ethhdr *)data)->h_proto = bpf_htons(ETH_P_IPV6);
@@ -484,21 +484,21 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		int nat;
 
 		if (!t)
-			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len); /* cannot happen */
 		nat = cx_nat_policed(skb, t, start, 0, NULL, len, -1, NULL, NULL);
 		if (nat < 0)
-			return cx_nat_drop(ifindex, nat, len);
+			return cx_nat_drop(skb, ifindex, nat, len);
 		if (nat != CX_NAT_DONE && rt->type == CX_RT_FIP)
 			/* To a floating IP, but not the start of a flow nor one
 			 * this node knows (a TCP segment without SYN): nowhere
 			 * to go. Never to the host stack, which would route the
 			 * floating IP back out. */
-			return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_NO_ROUTE, len);
 		if (nat == CX_NAT_DONE) {
 			rt = cx_route_addr(&t->daddr);
 			if (!rt || (rt->type != CX_RT_LOCAL_WORKLOAD && rt->type != CX_RT_HOST))
 				/* Translated to an address that is not here. */
-				return cx_verdict_len(ifindex, CX_REASON_DROP_NO_ROUTE, len, TC_ACT_SHOT);
+				return cx_drop_len(skb, ifindex, CX_REASON_DROP_NO_ROUTE, len);
 		}
 	}
 	if (rt->type == CX_RT_HOST)
@@ -511,14 +511,14 @@ static __always_inline int cx_decap(struct __sk_buff *skb, const struct cx_node_
 		struct ipv6hdr *ip6 = data + ETH_HLEN;
 
 		if ((void *)(ip6 + 1) > data_end)
-			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 		if (ip6->hop_limit <= 1)
 			/* Expiring: the host stack sends the time-exceeded for it. */
 			return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 		ip6->hop_limit--;
 	} else {
 		if ((void *)(iph + 1) > data_end)
-			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 		if (cx_ip4_forward(skb, iph))
 			/* Expiring: the host stack sends the time-exceeded for it. */
 			return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);

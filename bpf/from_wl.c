@@ -60,22 +60,22 @@ int calyx_from_wl(struct __sk_buff *skb)
 	ifc = bpf_map_lookup_elem(&cx_ifaces, &ifindex);
 	if (!ifc || !(ifc->flags & CX_IFACE_WORKLOAD))
 		/* Attached but not (or no longer) an endpoint: fail closed. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT);
 
 	eth = cx_skb_data(skb);
 	if ((void *)(eth + 1) > cx_skb_data_end(skb))
 		/* Shorter than an Ethernet header. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 
 	if (ifc->flags & CX_IFACE_CHECK_MAC && !cx_mac_eq(eth->h_source, ifc->mac))
 		/* Source MAC is not the endpoint's. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_MAC, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_MAC);
 	if (skb->vlan_present || eth->h_proto == bpf_htons(ETH_P_8021Q) || eth->h_proto == bpf_htons(ETH_P_8021AD))
 		/* A tagged frame: the kernel moves an outer tag into
 		 * skb->vlan_tci before this hook, so the rest of the frame
 		 * looks untagged. A routed endpoint has no VLANs; forwarding it
 		 * as untagged would let it reach a VLAN it is not on. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_VLAN, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_VLAN);
 
 	switch (eth->h_proto) {
 	case bpf_htons(ETH_P_ARP):
@@ -87,7 +87,7 @@ int calyx_from_wl(struct __sk_buff *skb)
 	}
 	/* VLAN tags, LLDP, raw L2 protocols: a routed endpoint has no business
 	 * sending them to the host. */
-	return cx_verdict(skb, ifindex, CX_REASON_DROP_UNSUPPORTED, TC_ACT_SHOT);
+	return cx_drop(skb, ifindex, CX_REASON_DROP_UNSUPPORTED);
 }
 
 static __attribute__((noinline)) int cx_from_wl_arp(struct __sk_buff *skb, const struct cx_iface *ifc)
@@ -103,36 +103,36 @@ static __attribute__((noinline)) int cx_from_wl_arp(struct __sk_buff *skb, const
 	arp = parse_arp(&c, data_end);
 	if (!arp || (void *)(eth + 1) > data_end)
 		/* Not Ethernet/IPv4 ARP, or cut short: nothing a workload needs. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 
 	if (ifc->flags & CX_IFACE_CHECK_MAC && !cx_mac_eq(arp->sha, ifc->mac))
 		/* ARP poisoning: the sender claims a MAC that is not the endpoint's. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_MAC, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_MAC);
 
 	__builtin_memcpy(&spa, arp->spa, 4);
 	__builtin_memcpy(&tpa, arp->tpa, 4);
 
 	if (arp->op == bpf_htons(CX_ARP_OP_REQUEST) && spa == 0)
 		/* Duplicate-address probe: it must go unanswered to succeed. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_ARP_IGNORED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_ARP_IGNORED);
 
 	rt = cx_route_v4(spa);
 	if (!cx_owned_by(rt, ifindex))
 		/* The sender IP is not the endpoint's: ARP spoofing. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 
 	if (arp->op == bpf_htons(CX_ARP_OP_REPLY))
 		/* The workload answering the host's own ARP request. */
 		return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 	if (arp->op != bpf_htons(CX_ARP_OP_REQUEST))
 		/* RARP/InARP opcodes have no use on a routed link. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 
 	rt = cx_route_v4(tpa);
 	if (cx_owned_by(rt, ifindex))
 		/* A gratuitous ARP or a request for its own address: no one else
 		 * may claim it, so there is nothing to answer. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_ARP_IGNORED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_ARP_IGNORED);
 
 	/* Every other address is behind the host: answer with the host side's
 	 * MAC, so the gateway consumes no address and no proxy_arp is needed. */
@@ -163,12 +163,12 @@ static __attribute__((noinline)) int cx_from_wl_ip4(struct __sk_buff *skb, const
 	iph = parse_iphdr(&c, data_end, skb->len - ETH_HLEN);
 	if (!iph)
 		/* Truncated or invalid IPv4 header: never forward it. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	if (iph->saddr == 0)
 		return cx_from_wl_dhcp(skb, ifc, iph, &c, data_end);
 	cfg = cx_get_config();
 	if (!t)
-		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len); /* cannot happen */
 
 	kind = cx_tuple_of(skb, t);
 	if (kind == CX_TUPLE_FLOW)
@@ -182,9 +182,9 @@ static __attribute__((noinline)) int cx_from_wl_ip4(struct __sk_buff *skb, const
 	if (f.nat && cfg && cfg->route_gen && f.nat->ifindex == ifindex && f.nat->route_gen == cfg->route_gen &&
 	    iph->ttl > 1 && !cx_flow_closed_syn(t, &f)) {
 		if (cx_nat_seen(f.nat, t, len))
-			return cx_nat_drop(ifindex, CX_NAT_ERR_TCP_WINDOW, len);
+			return cx_nat_drop(skb, ifindex, CX_NAT_ERR_TCP_WINDOW, len);
 		if (cx_nat_apply4(skb, t, f.nat))
-			return cx_nat_drop(ifindex, CX_NAT_ERR_HELPER, len);
+			return cx_nat_drop(skb, ifindex, CX_NAT_ERR_HELPER, len);
 		return cx_from_wl_route(skb, ifindex, slot, len, &f.nat->route, CX_NAT_DONE);
 	}
 
@@ -196,7 +196,7 @@ static __attribute__((noinline)) int cx_from_wl_ip4(struct __sk_buff *skb, const
 		rt = cx_route_v4(iph->saddr);
 		if (!cx_owned_by(rt, ifindex))
 			/* Source address is not one of the endpoint's ipNetworks. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 		src_flags = rt->flags;
 		if (f.ct) {
 			/* This side's first packet from here: later ones skip the check. */
@@ -217,7 +217,7 @@ static __attribute__((noinline)) int cx_from_wl_ip4(struct __sk_buff *skb, const
 		int local;
 
 		if (!cx_flow_tracked(&f) && cx_policy_flow(skb, t, ifindex, ifc, len, &local, NULL))
-			return cx_nat_drop(ifindex, CX_NAT_ERR_POLICY, len);
+			return cx_nat_drop(skb, ifindex, CX_NAT_ERR_POLICY, len);
 		return cx_verdict_slot(slot, ifindex, CX_REASON_PASS_HOST, len, TC_ACT_OK);
 	}
 
@@ -227,13 +227,13 @@ static __attribute__((noinline)) int cx_from_wl_ip4(struct __sk_buff *skb, const
 		start |= CX_START_NAT_OUTGOING;
 	nat = cx_nat_policed(skb, t, start, ifindex, ifc, len, kind, &f, &dst);
 	if (nat < 0)
-		return cx_nat_drop(ifindex, nat, len);
+		return cx_nat_drop(skb, ifindex, nat, len);
 
 	data_end = cx_skb_data_end(skb);
 	iph = cx_skb_data(skb) + ETH_HLEN;
 	if ((void *)(iph + 1) > data_end)
 		/* Cannot happen: parsed above; the verifier wants it. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 
 	rt = cx_dst_route(&dst, &t->daddr); /* looked up once, unless translated */
 	if (rt && cx_route_cacheable(rt)) {
@@ -277,19 +277,19 @@ static __always_inline int cx_from_wl_dhcp(struct __sk_buff *skb, const struct c
 	int bcast;
 
 	if ((void *)(eth + 1) > data_end)
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	if (iph->protocol != IPPROTO_UDP || iph->frag_off & bpf_htons(CX_IP_MF_OFFSET))
 		/* Nothing but DHCP comes from an address nobody owns. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 	udp = parse_udphdr(c, data_end);
 	if (!udp || udp->source != bpf_htons(CX_DHCP_CLIENT_PORT) || udp->dest != bpf_htons(CX_DHCP_SERVER_PORT))
 		/* UDP from 0.0.0.0 that is not a DHCP client's request. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 	bcast = iph->daddr == CX_IP4_BROADCAST;
 	if (bcast ? !cx_mac_is_bcast(eth->h_dest) : !cx_mac_eq(eth->h_dest, ifc->host_mac))
 		/* Neither broadcast nor to the gateway (the host side): a
 		 * request meant for someone else's server. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 	if (!bcast) {
 		struct cx_identity *id = cx_identity_v4(iph->daddr);
 
@@ -297,24 +297,24 @@ static __always_inline int cx_from_wl_dhcp(struct __sk_buff *skb, const struct c
 			/* Unicast, but not to the host (a subnet's gateway IP,
 			 * the server a lease names): from 0.0.0.0 to anyone
 			 * else is no renewal. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 	}
 	bootp = (void *)(udp + 1);
 	if ((void *)(bootp + 1) > data_end)
 		/* Too short for a DHCP message. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	if (bootp->op != CX_BOOTREQUEST || bootp->htype != 1 || bootp->hlen != CX_ETH_ALEN)
 		/* Not an Ethernet client's request. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	if (bootp->giaddr)
 		/* A relay agent's address: a workload posing as a relay, to be
 		 * leased an address of another subnet. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 	if (!cx_mac_eq(bootp->chaddr, eth->h_source))
 		/* A lease asked for another MAC (pool exhaustion, or a lease
 		 * stolen for another instance). The frame's own source MAC was
 		 * checked against the endpoint's before. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_MAC, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_MAC);
 	return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 }
 
@@ -335,7 +335,7 @@ static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex
 
 	if ((void *)(iph + 1) > data_end)
 		/* Cannot happen: parsed before; the verifier wants it. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 	if (rt->type == CX_RT_REMOTE_WORKLOAD)
 		return cx_to_node(skb, ifindex, slot, rt, 0, 0);
 	/* Back to the sender only when translated: a workload to its own
@@ -354,10 +354,10 @@ static __always_inline int cx_from_wl_route(struct __sk_buff *skb, __u32 ifindex
 			if (!(iph->frag_off & bpf_htons(CX_IP_DF)) || iph->ihl != 5 || tot < CX_ICMP_KEEP)
 				/* Fragmenting is not done here; with options there is
 				 * no room in our ICMP. */
-				return cx_verdict_len(ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+				return cx_drop_len(skb, ifindex, CX_REASON_DROP_TOO_BIG, len);
 			if (cx_icmp_frag_needed(skb, cx_addr_ip4(cfg->node_addr), cfg->workload_mtu))
 				/* The helpers refused to rewrite the packet into the ICMP. */
-				return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+				return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len);
 			return cx_verdict_slot(slot, ifindex, CX_REASON_ICMP_FRAG_NEEDED, len, bpf_redirect(ifindex, 0));
 		}
 	}
@@ -379,7 +379,7 @@ static __attribute__((noinline)) int cx_from_wl_ip6(struct __sk_buff *skb, const
 	ip6 = parse_ipv6hdr(&c, data_end, skb->len - ETH_HLEN);
 	if (!ip6)
 		/* Truncated or invalid IPv6 header: never forward it. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 
 	l4 = c.pos; /* no extension headers are walked yet */
 	if (ip6->nexthdr == IPPROTO_ICMPV6) {
@@ -412,7 +412,7 @@ static __attribute__((noinline)) int cx_from_wl_ip6(struct __sk_buff *skb, const
 
 			if ((void *)(na + 1) > data_end)
 				/* Too short for its target. */
-				return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+				return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 			/* Every address but the workload's own is the host's on
 			 * this link (cx_from_wl_ns answers for it): an NA for any
 			 * other (the gateway fe80::1, a neighbour's address) is an
@@ -421,7 +421,7 @@ static __attribute__((noinline)) int cx_from_wl_ip6(struct __sk_buff *skb, const
 			 * it is the gateway's. */
 			if (!cx_owned_by(cx_route_v6(&na->target), ifindex) &&
 			    (!cx_is_link_local6(&na->target) || cx_is_gateway6(&na->target)))
-				return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+				return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 		}
 
 		/* Link-local and unspecified sources (NDP, DAD) only ever talk
@@ -431,7 +431,7 @@ static __attribute__((noinline)) int cx_from_wl_ip6(struct __sk_buff *skb, const
 				/* endpointToHostAction Drop: the host is off limits,
 				 * through its link-local address too. */
 				cx_rule_hit(ifindex, CX_RULE_HOST_DROP, skb->len);
-				return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
+				return cx_drop(skb, ifindex, CX_REASON_DROP_POLICY);
 			}
 			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
 		}
@@ -439,7 +439,7 @@ static __attribute__((noinline)) int cx_from_wl_ip6(struct __sk_buff *skb, const
 		rt = cx_route_v6(&ip6->saddr);
 		if (!cx_owned_by(rt, ifindex))
 			/* Source address is not one of the endpoint's ipNetworks. */
-			return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+			return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 		if (ndp)
 			/* A global-source NA or RS: the host's, whatever the policy. */
 			return cx_verdict(skb, ifindex, CX_REASON_PASS_HOST, TC_ACT_OK);
@@ -450,7 +450,7 @@ static __attribute__((noinline)) int cx_from_wl_ip6(struct __sk_buff *skb, const
 		/* endpointToHostAction Drop: to one of the host's addresses,
 		 * or multicast (which only the host on this link receives). */
 		cx_rule_hit(ifindex, CX_RULE_HOST_DROP, skb->len);
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_POLICY, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_POLICY);
 	}
 	return cx_from_wl_ip6_flow(skb, ifc, src_flags);
 }
@@ -474,17 +474,17 @@ static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const stru
 	int nat;
 
 	if (!t)
-		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len); /* cannot happen */
 	if (src_flags & CX_RT_F_NAT_OUTGOING)
 		start |= CX_START_NAT_OUTGOING;
 	nat = cx_nat_policed(skb, t, start, ifindex, ifc, len, -1, NULL, &dst);
 	if (nat < 0)
-		return cx_nat_drop(ifindex, nat, len);
+		return cx_nat_drop(skb, ifindex, nat, len);
 	data_end = cx_skb_data_end(skb);
 	ip6 = cx_skb_data(skb) + ETH_HLEN;
 	if ((void *)(ip6 + 1) > data_end)
 		/* Cannot happen: parsed before; the verifier wants it. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 	rt = cx_dst_route(&dst, &t->daddr);
 	if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
 		return cx_to_node(skb, ifindex, slot, rt, 0, 1);
@@ -511,10 +511,10 @@ static __always_inline int cx_from_wl_ip6_flow(struct __sk_buff *skb, const stru
 
 		if (cfg && cfg->workload_mtu && !skb->gso_size && tot > cfg->workload_mtu) {
 			if (tot < CX_ICMP6_KEEP)
-				return cx_verdict_len(ifindex, CX_REASON_DROP_TOO_BIG, len, TC_ACT_SHOT);
+				return cx_drop_len(skb, ifindex, CX_REASON_DROP_TOO_BIG, len);
 			if (cx_icmp6_too_big(skb, cfg->workload_mtu))
 				/* The helpers refused to rewrite the packet into the ICMPv6. */
-				return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+				return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len);
 			return cx_verdict_slot(slot, ifindex, CX_REASON_ICMP_FRAG_NEEDED, len, bpf_redirect(ifindex, 0));
 		}
 	}
@@ -542,23 +542,23 @@ static __always_inline int cx_from_wl_ns(struct __sk_buff *skb, const struct cx_
 
 	if (nd->code != 0 || ip6->hop_limit != 255)
 		/* Not from the link itself (RFC 4861 7.1.1). */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	__builtin_memcpy(&target, &nd->target, sizeof(target));
 	__builtin_memcpy(&src, &ip6->saddr, sizeof(src));
 	if (cx_is_unspecified6(&src))
 		/* Duplicate-address detection: it must go unanswered to succeed. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_ND_IGNORED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_ND_IGNORED);
 	if (!cx_is_link_local6(&src) && !cx_owned_by(cx_route_v6(&src), ifindex))
 		/* A global source that is not the endpoint's: NDP spoofing. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_SPOOF_IP, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_SPOOF_IP);
 	rt = cx_route_v6(&target);
 	if (cx_owned_by(rt, ifindex) || cx_is_unspecified6(&target))
 		/* Its own address: no one else may claim it. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_ND_IGNORED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_ND_IGNORED);
 
 	if (skb->len != ETH_HLEN + sizeof(struct ipv6hdr) + CX_NA_LEN &&
 	    bpf_skb_change_tail(skb, ETH_HLEN + sizeof(struct ipv6hdr) + CX_NA_LEN, 0))
-		return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len);
 
 	data = cx_skb_data(skb);
 	data_end = cx_skb_data_end(skb);
@@ -567,7 +567,7 @@ static __always_inline int cx_from_wl_ns(struct __sk_buff *skb, const struct cx_
 	nd = (void *)(ip6 + 1);
 	opt = (void *)(nd + 1);
 	if ((void *)(opt + 8) > data_end)
-		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 
 	__builtin_memcpy(eth->h_dest, eth->h_source, CX_ETH_ALEN);
 	__builtin_memcpy(eth->h_source, ifc->host_mac, CX_ETH_ALEN);

@@ -148,6 +148,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } cx_event_budget SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cx_drop_log SEC(".maps");
+
 /* cx_prefilter: source prefixes the underlay drops before anything else
  * (Config.prefilterDeny). The value is unused. */
 struct {
@@ -218,6 +224,8 @@ const enum cx_route_flags cx_enum_route_flags __attribute__((unused));
 const enum cx_iface_flags cx_enum_iface_flags __attribute__((unused));
 const enum cx_iface_kind cx_enum_iface_kind __attribute__((unused));
 const enum cx_policy_event_kind cx_enum_policy_event_kind __attribute__((unused));
+/* And a ring buffer's record type, which no map declaration names. */
+const struct cx_drop_event cx_type_drop_event __attribute__((unused));
 const enum cx_counter_slot cx_enum_counter_slot __attribute__((unused));
 const enum cx_ep_state cx_enum_ep_state __attribute__((unused));
 const enum cx_attach_mode cx_enum_attach_mode __attribute__((unused));

@@ -780,35 +780,36 @@ static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u
 }
 
 /* cx_nat_drop counts a failed translation under its reason. */
-static __always_inline int cx_nat_drop(__u32 ifindex, int nat, __u32 len)
+static __always_inline int cx_nat_drop(struct __sk_buff *skb, __u32 ifindex, int nat, __u32 len)
 {
 	if (nat == CX_NAT_ERR_PORTS)
 		/* natOutgoing: every candidate source port to this server is taken. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_NAT_PORTS, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_NAT_PORTS, len);
 	if (nat == CX_NAT_ERR_POLICY)
 		/* Network policy denies the new flow (counted per rule in
-		 * cx_policy_hits). */
+		 * cx_policy_hits). Its event, with the rule, went already
+		 * (cx_policy_decide): counted only. */
 		return cx_verdict_len(ifindex, CX_REASON_DROP_POLICY, len, TC_ACT_SHOT);
 	if (nat == CX_NAT_ERR_TCP_WINDOW)
 		/* An RST of a tracked flow outside its window: a blind reset,
 		 * which no end of the flow would accept (RFC 5961). Dropped here
 		 * so that no end has to, and the flow's state is unchanged. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_TCP_WINDOW, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_TCP_WINDOW, len);
 	if (nat == CX_NAT_ERR_FRAG)
 		/* A fragment after the first, whose first fragment this hook
 		 * has not seen (lost, reordered, or never sent: a way past
 		 * policy, which cannot see its ports). */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_FRAG_ORPHAN, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_FRAG_ORPHAN, len);
 	if (nat == CX_NAT_ERR_MALFORMED)
 		/* IPv6 with a v4-mapped address (never on the wire, RFC 4291
 		 * 2.5.5.2): tracked, it would share IPv4 flows' entries. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 	if (nat == CX_NAT_ERR_CT)
 		/* The flow's conntrack entries could not be written: its reply
 		 * tuple is another flow's (or the table refused): untranslatable. */
-		return cx_verdict_len(ifindex, CX_REASON_DROP_CT_FULL, len, TC_ACT_SHOT);
+		return cx_drop_len(skb, ifindex, CX_REASON_DROP_CT_FULL, len);
 	/* A helper refused to rewrite the packet. */
-	return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT);
+	return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len);
 }
 
 #endif /* CALYX_NAT_H */

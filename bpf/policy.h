@@ -83,28 +83,6 @@ static __always_inline void cx_rule_hit(__u32 ifindex, __u32 rule, __u32 len)
 	cx_count(&cx_policy_hits, &key, len);
 }
 
-/* cx_event_budget_take says whether this CPU may send another policy
- * event this second (CX_EVENTS_PER_SEC), counting the ones it may not. */
-static __always_inline int cx_event_budget_take(void)
-{
-	__u32 zero = 0;
-	struct cx_event_window *b = bpf_map_lookup_elem(&cx_event_budget, &zero);
-	__u64 now = bpf_ktime_get_coarse_ns();
-
-	if (!b)
-		return 0; /* cannot happen: a per-CPU array's one entry */
-	if (now - b->window_ns >= 1000000000ULL) {
-		b->window_ns = now;
-		b->sent = 0;
-	}
-	if (b->sent >= CX_EVENTS_PER_SEC) {
-		b->suppressed++;
-		return 0;
-	}
-	b->sent++;
-	return 1;
-}
-
 /* cx_policy_event tells the agent a Log rule matched, or that policy denied
  * a new flow (kind), within the CPU's budget. It is written in place in the
  * ring (no copy on the stack). A full ring loses the event, never the

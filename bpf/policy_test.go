@@ -9,6 +9,7 @@ package bpf_test
 // on tables policy compiled from NetworkPolicy resources.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -543,5 +544,57 @@ func TestPolicyDenyEvents(t *testing.T) {
 		if ev.Kind != bpfmap.PolicyEventDeny || ev.Rule != bpfmap.RuleDefaultDenyEgress {
 			t.Fatalf("flood event %+v, want deny events of the default deny", ev)
 		}
+	}
+}
+
+// Every drop but a policy denial's reports the packet's start in
+// cx_drop_log (calyxctl monitor): its reason, interface and length, and the
+// bytes as dropped; a runt comes with none. A policy denial comes once,
+// with its rule, in cx_policy_log.
+func TestDropEvents(t *testing.T) {
+	e := newPolicyEnv(t)
+	w, dst := e.wl4, e.wl2
+	r, err := e.dp.Maps.DropLog()
+	must(t, err)
+	defer r.Close()
+	drops := make(chan bpfmap.DropEvent, 16)
+	go func() {
+		for {
+			ev, err := r.Read()
+			if err != nil {
+				return
+			}
+			drops <- ev
+		}
+	}()
+	next := func() (bpfmap.DropEvent, bool) {
+		t.Helper()
+		select {
+		case ev := <-drops:
+			return ev, true
+		case <-time.After(300 * time.Millisecond):
+			return bpfmap.DropEvent{}, false
+		}
+	}
+
+	spoofed := bpftest.IPv4UDP(w.l2(), bpftest.IPv4{Src: netip.MustParseAddr("10.65.0.99"), Dst: dst.ip4, TTL: 64}, 40000, 53, make([]byte, 200))
+	e.fromWL(t, w, spoofed).want(t, shot, hit{w, bpfmap.ReasonDropSpoofIP})
+	if ev, ok := next(); !ok || ev.Reason != bpfmap.ReasonDropSpoofIP || ev.Ifindex != w.idx() ||
+		ev.Len != uint32(len(spoofed)) || !bytes.Equal(ev.Head, spoofed[:128]) {
+		t.Errorf("spoofed source: event %+v (%v), want drop-spoof-ip on %d, %d bytes, the first 128 as sent", ev, ok, w.idx(), len(spoofed))
+	}
+
+	// An ARP cut short (the test runner refuses IPv4 without its header).
+	runt := slices.Concat(spoofed[:12], []byte{0x08, 0x06}, make([]byte, 8))
+	e.fromWL(t, w, runt).want(t, shot, hit{w, bpfmap.ReasonDropMalformed})
+	if ev, ok := next(); !ok || ev.Reason != bpfmap.ReasonDropMalformed || len(ev.Head) != 0 {
+		t.Errorf("runt: event %+v (%v), want drop-malformed with no head", ev, ok)
+	}
+
+	e.setTables(t, w, 0, tableDeny)
+	denied := bpftest.IPv4UDP(w.l2(), bpftest.IPv4{Src: w.ip4, Dst: dst.ip4, TTL: 64}, 40001, 5353, nil)
+	e.fromWL(t, w, denied).want(t, shot, hit{w, bpfmap.ReasonDropPolicy})
+	if ev, ok := next(); ok {
+		t.Errorf("a policy denial also came as a drop event: %+v", ev)
 	}
 }

@@ -33,10 +33,10 @@ int calyx_to_underlay(struct __sk_buff *skb)
 	c.pos = cx_skb_data(skb);
 	eth = parse_ethhdr(&c, data_end);
 	if (!eth)
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 	iph = parse_iphdr(&c, data_end, skb->len - ETH_HLEN);
 	if (!iph)
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_MALFORMED, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_MALFORMED);
 
 	{
 		/* The host's own connections to floating IPs are translated
@@ -46,16 +46,16 @@ int calyx_to_underlay(struct __sk_buff *skb)
 		int nat;
 
 		if (!t)
-			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len); /* cannot happen */
 		nat = cx_nat(skb, t, CX_START_FIP | CX_START_HOST, len);
 
 		if (nat < 0)
-			return cx_nat_drop(ifindex, nat, len);
+			return cx_nat_drop(skb, ifindex, nat, len);
 		data_end = cx_skb_data_end(skb);
 		eth = cx_skb_data(skb);
 		iph = (void *)(eth + 1);
 		if ((void *)(iph + 1) > data_end)
-			return cx_verdict_len(ifindex, CX_REASON_DROP_MALFORMED, len, TC_ACT_SHOT);
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_MALFORMED, len);
 		rt = cx_route_v4(iph->daddr);
 		if (rt && rt->type == CX_RT_REMOTE_WORKLOAD)
 			return cx_to_node(skb, ifindex, slot, rt, 1, 0);

@@ -20,7 +20,7 @@ int calyx_to_wl(struct __sk_buff *skb)
 	ifc = bpf_map_lookup_elem(&cx_ifaces, &ifindex);
 	if (!ifc || !(ifc->flags & CX_IFACE_WORKLOAD))
 		/* Attached but not (or no longer) an endpoint: fail closed. */
-		return cx_verdict(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT, TC_ACT_SHOT);
+		return cx_drop(skb, ifindex, CX_REASON_DROP_NO_ENDPOINT);
 	if (skb->mark == CX_MARK_ROUTED) {
 		/* Delivered by a calyx program (bpf_redirect_neigh), which did
 		 * its translation: conntrack is not consulted twice. */
@@ -40,11 +40,11 @@ int calyx_to_wl(struct __sk_buff *skb)
 		int nat;
 
 		if (!t)
-			return cx_verdict_len(ifindex, CX_REASON_DROP_HELPER, len, TC_ACT_SHOT); /* cannot happen */
+			return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len); /* cannot happen */
 		cx_pull(skb, CX_PULL_LEN);
 		nat = cx_nat_policed(skb, t, 0, 0, NULL, len, -1, NULL, NULL);
 		if (nat < 0)
-			return cx_nat_drop(ifindex, nat, len);
+			return cx_nat_drop(skb, ifindex, nat, len);
 	}
 	return cx_to_workload(skb, ifindex, ifc->counter_slot, TC_ACT_OK);
 }

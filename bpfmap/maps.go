@@ -56,6 +56,7 @@ var specs = []spec{
 	{bpf.CalyxMapCxPolicyHits, false, func(m *Maps, b backing) { m.hits = b.mp }},
 	{bpf.CalyxMapCxPolicyLog, false, func(m *Maps, b backing) { m.log = b.mp }},
 	{bpf.CalyxMapCxEventBudget, false, func(m *Maps, b backing) { m.budget = b.mp }},
+	{bpf.CalyxMapCxDropLog, false, func(m *Maps, b backing) { m.drops = b.mp }},
 	{bpf.CalyxMapCxLeases, false, func(m *Maps, b backing) { m.leases = b.mp }},
 }
 
@@ -93,7 +94,7 @@ type Maps struct {
 	Endpoints *Table[uint32, EndpointStatus] // by endpoint id
 	Links     *Table[uint32, Link]           // the agent's attach records, by ifindex
 
-	counters, slotCounters, ct, nat, frags, ctStats, hits, log, budget, leases *ebpf.Map
+	counters, slotCounters, ct, nat, frags, ctStats, hits, log, budget, drops, leases *ebpf.Map
 
 	all   []*ebpf.Map
 	owned bool

@@ -296,3 +296,45 @@ func (l *PolicyLogReader) Read() (PolicyEvent, error) {
 
 // Close stops the reader.
 func (l *PolicyLogReader) Close() error { return l.r.Close() }
+
+// DropEvent is one packet the dataplane dropped (but those policy denied,
+// which come as PolicyEvents with their rule), within the per-CPU event
+// budget: Head is the start of the packet as it was dropped, from its
+// Ethernet header (at most 128 bytes; none for a runt).
+type DropEvent struct {
+	Ifindex uint32
+	Reason  Reason
+	Len     uint32 // the packet's length as the program got it
+	Head    []byte
+}
+
+// DropLog opens a reader of the dataplane's drop events. Close it to stop
+// a pending Read.
+func (m *Maps) DropLog() (*DropLogReader, error) {
+	r, err := ringbuf.NewReader(m.drops)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", bpf.CalyxMapCxDropLog, err)
+	}
+	return &DropLogReader{r: r}, nil
+}
+
+// DropLogReader reads DropEvents.
+type DropLogReader struct{ r *ringbuf.Reader }
+
+// Read blocks for the next event; after Close it returns an error that
+// wraps os.ErrClosed.
+func (l *DropLogReader) Read() (DropEvent, error) {
+	rec, err := l.r.Read()
+	if err != nil {
+		return DropEvent{}, err
+	}
+	var e bpf.CalyxCxDropEvent
+	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
+		return DropEvent{}, fmt.Errorf("decode %s event: %w", bpf.CalyxMapCxDropLog, err)
+	}
+	n := min(int(e.HeadLen), len(e.Head))
+	return DropEvent{Ifindex: e.Ifindex, Reason: Reason(e.Reason), Len: e.Len, Head: bytes.Clone(e.Head[:n])}, nil
+}
+
+// Close stops the reader.
+func (l *DropLogReader) Close() error { return l.r.Close() }

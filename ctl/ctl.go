@@ -103,9 +103,9 @@ nouns (read only):
                            flows each decided (HITS)
   monitor [--endpoint EP] [--reason R] [--proto P] [--for DURATION]
                            drops as they happen, from the agent (--agent): each new flow policy denied
-                           with its rule and flow, each packet a Log rule matched, and every other drop
-                           as counts per interface and reason (within a quarter second); -o json: JSON
-                           lines; until interrupted, or for DURATION
+                           with its rule and flow, each packet a Log rule matched, and every other
+                           dropped packet with its reason and flow (at most 256 a second per CPU);
+                           -o json: JSON lines; until interrupted, or for DURATION
   version                  this build's version
   completion bash          a bash completion script: source <(calyxctl completion bash) (the Debian package
                            installs it)

@@ -83,7 +83,7 @@ func monitorCmd(ctx context.Context, o Options, args []string, stdio IO) error {
 	}
 	if o.Output == "table" {
 		fmt.Fprintf(stdio.Out, "%-12s %-11s %-22s %-12s %-14s %-6s %-44s %s\n",
-			"TIME", "KIND", "REASON", "ENDPOINT", "INTERFACE", "PROTO", "FLOW", "RULE / PACKETS")
+			"TIME", "KIND", "REASON", "ENDPOINT", "INTERFACE", "PROTO", "FLOW", "RULE")
 	}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
@@ -105,18 +105,15 @@ func monitorCmd(ctx context.Context, o Options, args []string, stdio IO) error {
 
 // monitorLine is an event as one table line.
 func monitorLine(e monitor.Event) string {
-	flow, last := "", fmt.Sprintf("%d packets", e.Packets)
+	flow, last := "", e.Rule
 	if e.Src != "" {
 		flow = e.Src + " -> " + e.Dst
 	}
-	if e.Rule != "" {
-		last = e.Rule
-		if e.Allowed != nil {
-			last += map[bool]string{true: " (allowed)", false: " (denied)"}[*e.Allowed]
-		}
+	if e.Allowed != nil {
+		last += map[bool]string{true: " (allowed)", false: " (denied)"}[*e.Allowed]
 	}
 	return fmt.Sprintf("%-12s %-11s %-22s %-12s %-14s %-6s %-44s %s", e.Time.Format("15:04:05.000"), e.Kind,
-		e.Reason, orDash(e.Endpoint), orDash(e.Interface), orDash(e.Proto), orDash(flow), last)
+		e.Reason, orDash(e.Endpoint), orDash(e.Interface), orDash(e.Proto), orDash(flow), orDash(last))
 }
 
 func orDash(s string) string {

@@ -39,7 +39,8 @@ func TestMonitorCommand(t *testing.T) {
 	at := time.Date(2026, 12, 7, 22, 0, 0, 0, time.UTC)
 	deny := monitor.Event{Time: at, Kind: monitor.KindPolicyDeny, Reason: "drop-policy", Endpoint: "web-1",
 		Interface: "tap0", Proto: "tcp", Src: "10.65.0.9:40000", Dst: "10.65.0.2:22", Rule: "db-only ingress[0]", Packets: 1}
-	count := monitor.Event{Time: at, Kind: monitor.KindDrop, Reason: "drop-spoof-ip", Endpoint: "web-1", Interface: "tap0", Packets: 3}
+	count := monitor.Event{Time: at, Kind: monitor.KindDrop, Reason: "drop-spoof-ip", Endpoint: "web-1", Interface: "tap0",
+		Proto: "icmp", Src: "10.65.0.99", Dst: "10.65.0.3", Packets: 1, Bytes: 98}
 	srv, query := fakeMonitor(t, deny, count)
 
 	r := run(t, t.TempDir(), "", "--agent", srv.URL, "monitor", "--endpoint", "web-1", "--for", "300ms")
@@ -49,7 +50,7 @@ func TestMonitorCommand(t *testing.T) {
 	if *query != "endpoint=web-1" {
 		t.Errorf("asked the agent for %q, want endpoint=web-1", *query)
 	}
-	for _, want := range []string{"policy-deny", "10.65.0.9:40000 -> 10.65.0.2:22", "db-only ingress[0]", "drop-spoof-ip", "3 packets"} {
+	for _, want := range []string{"policy-deny", "10.65.0.9:40000 -> 10.65.0.2:22", "db-only ingress[0]", "drop-spoof-ip", "10.65.0.99 -> 10.65.0.3"} {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("output lacks %q:\n%s", want, r.out)
 		}

@@ -1,20 +1,23 @@
 // Package monitor fans the dataplane's drop events out to the clients of the
 // agent's /monitor endpoint (`calyxctl monitor`): the flows policy denied,
-// one event each with the deciding rule (the dataplane sends them through
-// its ring buffer, within a per-CPU budget), the packets Log rules matched,
-// and every other drop as counts per interface and reason, read from the
-// verdict counters while someone watches.
+// with the deciding rule; the packets Log rules matched; and every other
+// dropped packet with its reason and flow. The dataplane sends them through
+// its ring buffers within a per-CPU budget.
 package monitor
 
 import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 
 	"github.com/calyxnet/calyx/bpfmap"
 )
@@ -27,8 +30,8 @@ const (
 	// KindPolicyLog is a packet a Log rule matched; Allowed says how the
 	// policy went on to decide.
 	KindPolicyLog = "policy-log"
-	// KindDrop is Packets drops of Reason on Interface since the previous
-	// event of the pair (a verdict counter's increase).
+	// KindDrop is a packet dropped for Reason on Interface, with the flow
+	// its start showed (none for what is not IP, or too short to tell).
 	KindDrop = "drop"
 )
 
@@ -39,19 +42,20 @@ type Event struct {
 	Reason    string    `json:"reason"`
 	Interface string    `json:"interface,omitempty"`
 	Endpoint  string    `json:"endpoint,omitempty"`
-	Proto     string    `json:"proto,omitempty"`
+	Proto     string    `json:"proto,omitempty"` // tcp, udp, icmp, icmpv6, arp, or the IP protocol number
 	Src       string    `json:"src,omitempty"`
 	Dst       string    `json:"dst,omitempty"`
 	Rule      string    `json:"rule,omitempty"`
 	Allowed   *bool     `json:"allowed,omitempty"`
 	Packets   uint64    `json:"packets"`
+	Bytes     uint32    `json:"bytes,omitempty"` // a dropped packet's length
 }
 
 // Filter selects events; an empty field matches everything.
 type Filter struct {
 	Endpoint string // the endpoint's name
 	Reason   string // a verdict reason, e.g. drop-policy
-	Proto    string // tcp, udp, icmp, icmpv6 (drop counts carry none: never matched)
+	Proto    string // tcp, udp, icmp, icmpv6, arp
 }
 
 // Match says whether e passes f.
@@ -72,7 +76,7 @@ func (f Filter) Query() url.Values {
 }
 
 // Protos are the protocol names a filter accepts.
-var Protos = []string{"tcp", "udp", "icmp", "icmpv6"}
+var Protos = []string{"tcp", "udp", "icmp", "icmpv6", "arp"}
 
 // IsReason says whether name is a verdict reason (bpfmap.Reason's names),
 // or "log", the reason of KindPolicyLog events.
@@ -209,4 +213,44 @@ func (h *Hub) Handler() http.Handler {
 			}
 		}
 	})
+}
+
+// FlowOf reads the flow of a dropped packet from its start (Ethernet on):
+// the protocol, and the source and destination with their ports (ICMP
+// and anything without ports: the addresses alone; ARP: the sender and
+// target addresses). What it cannot decode gives empty strings.
+func FlowOf(head []byte) (proto, src, dst string) {
+	p := gopacket.NewPacket(head, layers.LayerTypeEthernet, gopacket.DecodeOptions{Lazy: true, NoCopy: true})
+	if a, ok := p.Layer(layers.LayerTypeARP).(*layers.ARP); ok {
+		s, _ := netip.AddrFromSlice(a.SourceProtAddress)
+		d, _ := netip.AddrFromSlice(a.DstProtAddress)
+		return "arp", s.String(), d.String()
+	}
+	var sa, da netip.Addr
+	var next uint8
+	switch ip := p.NetworkLayer().(type) {
+	case *layers.IPv4:
+		sa, _ = netip.AddrFromSlice(ip.SrcIP)
+		da, _ = netip.AddrFromSlice(ip.DstIP)
+		next = uint8(ip.Protocol)
+	case *layers.IPv6:
+		sa, _ = netip.AddrFromSlice(ip.SrcIP)
+		da, _ = netip.AddrFromSlice(ip.DstIP)
+		next = uint8(ip.NextHeader)
+	default:
+		return "", "", ""
+	}
+	if !sa.IsValid() || !da.IsValid() {
+		return "", "", "" // cut short before its addresses
+	}
+	proto = bpfmap.ProtoName(next)
+	switch l4 := p.TransportLayer().(type) {
+	case *layers.TCP:
+		proto = "tcp"
+		return proto, netip.AddrPortFrom(sa, uint16(l4.SrcPort)).String(), netip.AddrPortFrom(da, uint16(l4.DstPort)).String()
+	case *layers.UDP:
+		proto = "udp"
+		return proto, netip.AddrPortFrom(sa, uint16(l4.SrcPort)).String(), netip.AddrPortFrom(da, uint16(l4.DstPort)).String()
+	}
+	return proto, sa.String(), da.String()
 }

@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 )
 
 func TestFilter(t *testing.T) {
@@ -100,5 +104,47 @@ func TestHandlerStreams(t *testing.T) {
 	var e Event
 	if err := json.Unmarshal(line, &e); err != nil || e.Endpoint != "web-1" || e.Rule != "default deny ingress" {
 		t.Errorf("first line %s (%v): want web-1's deny", line, err)
+	}
+}
+
+// FlowOf reads a dropped packet's flow from its start: ports for TCP and
+// UDP, addresses alone for ICMP, sender and target for ARP, nothing for a
+// runt.
+func TestFlowOf(t *testing.T) {
+	eth := func(typ layers.EthernetType) *layers.Ethernet {
+		return &layers.Ethernet{SrcMAC: []byte{2, 0, 0, 0, 0, 1}, DstMAC: []byte{2, 0, 0, 0, 0, 2}, EthernetType: typ}
+	}
+	ser := func(ls ...gopacket.SerializableLayer) []byte {
+		b := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(b, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: []byte{10, 65, 0, 2}, DstIP: []byte{10, 65, 0, 3}}
+	tcp := &layers.TCP{SrcPort: 40000, DstPort: 22, SYN: true}
+	_ = tcp.SetNetworkLayerForChecksum(ip4)
+	ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP,
+		SrcIP: netip.MustParseAddr("fd00::2").AsSlice(), DstIP: netip.MustParseAddr("fd00::3").AsSlice()}
+	udp := &layers.UDP{SrcPort: 5353, DstPort: 53}
+	_ = udp.SetNetworkLayerForChecksum(ip6)
+	icmp4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: []byte{10, 65, 0, 99}, DstIP: []byte{10, 65, 0, 3}}
+	arp := &layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
+		Operation: 1, SourceHwAddress: []byte{2, 0, 0, 0, 0, 1}, SourceProtAddress: []byte{10, 65, 0, 2},
+		DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 65, 0, 1}}
+	for name, tc := range map[string]struct {
+		head            []byte
+		proto, src, dst string
+	}{
+		"tcp":  {ser(eth(layers.EthernetTypeIPv4), ip4, tcp), "tcp", "10.65.0.2:40000", "10.65.0.3:22"},
+		"udp6": {ser(eth(layers.EthernetTypeIPv6), ip6, udp), "udp", "[fd00::2]:5353", "[fd00::3]:53"},
+		"icmp": {ser(eth(layers.EthernetTypeIPv4), icmp4, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(8, 0)}), "icmp", "10.65.0.99", "10.65.0.3"},
+		"arp":  {ser(eth(layers.EthernetTypeARP), arp), "arp", "10.65.0.2", "10.65.0.1"},
+		"runt": {ser(eth(layers.EthernetTypeIPv4), ip4, tcp)[:20], "", "", ""},
+	} {
+		p, s, d := FlowOf(tc.head)
+		if p != tc.proto || s != tc.src || d != tc.dst {
+			t.Errorf("%s: %q %q -> %q, want %q %q -> %q", name, p, s, d, tc.proto, tc.src, tc.dst)
+		}
 	}
 }

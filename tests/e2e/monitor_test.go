@@ -14,8 +14,9 @@ import (
 
 // TestMonitor: calyxctl monitor -o json on a host shows, within a second,
 // a TCP connection a policy's Deny rule refuses (a JSON line with the rule,
-// the endpoint and the flow) and a spoofed source (a drop count); filtered
-// by endpoint, it shows only that endpoint's.
+// the endpoint and the flow) and a ping from a spoofed source (a drop with
+// its reason and flow); filtered by endpoint, it shows only that
+// endpoint's.
 func TestMonitor(t *testing.T) {
 	l := newLab(t)
 	h, err := l.AddHost("host-a", "10.30.0.11/24")
@@ -105,8 +106,7 @@ spec:
 		}
 		return out
 	}
-	// Wait for the drop count's quarter-second read, then stop both.
-	time.Sleep(time.Second)
+	time.Sleep(500 * time.Millisecond) // the last events on their way
 	got := events(all)
 	var deny, spoof *monitor.Event
 	for i, e := range got {
@@ -128,8 +128,10 @@ spec:
 			t.Errorf("the deny showed %v after the connection attempt, want within a second", lag)
 		}
 	}
-	if spoof == nil || spoof.Packets == 0 {
-		t.Errorf("no drop-spoof-ip count for %s among %+v", w1.Name, got)
+	if spoof == nil {
+		t.Errorf("no drop-spoof-ip event for %s among %+v", w1.Name, got)
+	} else if spoof.Proto != "icmp" || spoof.Src != "10.65.0.99" || spoof.Dst != w2.IP.String() || spoof.Interface != w1.HostIface {
+		t.Errorf("spoof event %+v: want icmp 10.65.0.99 -> %s on %s", *spoof, w2.IP, w1.HostIface)
 	}
 	for _, e := range events(onlyW1) {
 		if e.Endpoint != w1.Name {
