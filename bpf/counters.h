@@ -4,6 +4,7 @@
 #ifndef CALYX_COUNTERS_H
 #define CALYX_COUNTERS_H
 
+#include <linux/pkt_cls.h> /* TC_ACT_SHOT: what a drop returns */
 #include "maps.h"
 #include "parse.h"
 
