@@ -927,32 +927,18 @@ func (a *Agent) attachPrefilter(ifname string, ifindex int) error {
 	return nil
 }
 
-// logPolicy reports each packet a Log rule matched, until ctx ends.
+// logPolicy logs each packet a Log rule matched and hands every policy
+// event to the monitor, until ctx ends.
 func (a *Agent) logPolicy(ctx context.Context) {
 	r, err := a.dp.Maps.PolicyLog()
-	if err != nil {
-		a.log.Error("policy log unavailable", "err", err)
-		return
-	}
-	go func() {
-		<-ctx.Done()
-		r.Close()
-	}()
-	for {
-		ev, err := r.Read()
-		if err != nil {
-			if ctx.Err() == nil {
-				a.log.Error("policy log stopped", "err", err)
-			}
-			return
-		}
+	readRing(ctx, a.log, "policy log", r, err, func(ev bpfmap.PolicyEvent) {
 		rule := a.ruleName(ev.Rule)
 		a.monitor.Publish(a.policyEvent(ev, rule))
 		if ev.Kind == bpfmap.PolicyEventLog {
 			a.log.Info("policy log", "rule", rule, "ifindex", ev.Ifindex, "proto", ev.Proto, "src", ev.Src,
 				"dst", ev.Dst, "allowed", ev.Allowed)
 		}
-	}
+	})
 }
 
 // detachStale removes programs, link records, pins and counters of

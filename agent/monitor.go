@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -75,8 +76,22 @@ func (a *Agent) policyEvent(ev bpfmap.PolicyEvent, rule string) monitor.Event {
 // with the flow read from the packet's start, until ctx ends.
 func (a *Agent) monitorDrops(ctx context.Context) {
 	r, err := a.dp.Maps.DropLog()
+	readRing(ctx, a.log, "drop events", r, err, func(ev bpfmap.DropEvent) {
+		if !a.monitor.Watched() {
+			return
+		}
+		e := monitor.Event{Time: time.Now(), Kind: monitor.KindDrop, Reason: ev.Reason.String(),
+			Interface: interfaceName(ev.Ifindex), Endpoint: a.endpointOf(ev.Ifindex), Packets: 1, Bytes: ev.Len}
+		e.Proto, e.Src, e.Dst = monitor.FlowOf(ev.Head)
+		a.monitor.Publish(e)
+	})
+}
+
+// readRing hands each event r reads (err: opening it failed) to handle,
+// until ctx ends; what names the events in the log.
+func readRing[T any](ctx context.Context, log *slog.Logger, what string, r *bpfmap.RingReader[T], err error, handle func(T)) {
 	if err != nil {
-		a.log.Error("drop events unavailable", "err", err)
+		log.Error(what+" unavailable", "err", err)
 		return
 	}
 	go func() {
@@ -87,16 +102,10 @@ func (a *Agent) monitorDrops(ctx context.Context) {
 		ev, err := r.Read()
 		if err != nil {
 			if ctx.Err() == nil {
-				a.log.Error("drop events stopped", "err", err)
+				log.Error(what+" stopped", "err", err)
 			}
 			return
 		}
-		if !a.monitor.Watched() {
-			continue
-		}
-		e := monitor.Event{Time: time.Now(), Kind: monitor.KindDrop, Reason: ev.Reason.String(),
-			Interface: interfaceName(ev.Ifindex), Endpoint: a.endpointOf(ev.Ifindex), Packets: 1, Bytes: ev.Len}
-		e.Proto, e.Src, e.Dst = monitor.FlowOf(ev.Head)
-		a.monitor.Publish(e)
+		handle(ev)
 	}
 }

@@ -264,38 +264,51 @@ func (m *Maps) EventsSuppressed() (uint64, error) {
 	return n, nil
 }
 
-// PolicyLog opens a reader of the Log rules' events. Close it to stop a
-// pending Read.
-func (m *Maps) PolicyLog() (*PolicyLogReader, error) {
-	r, err := ringbuf.NewReader(m.log)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", bpf.CalyxMapCxPolicyLog, err)
-	}
-	return &PolicyLogReader{r: r}, nil
+// RingReader reads a ring buffer's records, each decoded as a T.
+type RingReader[T any] struct {
+	r      *ringbuf.Reader
+	decode func([]byte) (T, error)
 }
 
-// PolicyLogReader reads PolicyEvents.
-type PolicyLogReader struct{ r *ringbuf.Reader }
+func openRing[T any](m *ebpf.Map, name string, decode func([]byte) (T, error)) (*RingReader[T], error) {
+	r, err := ringbuf.NewReader(m)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	return &RingReader[T]{r: r, decode: decode}, nil
+}
 
-// Read blocks for the next event; after Close it returns an error that
+// Read blocks for the next record; after Close it returns an error that
 // wraps os.ErrClosed.
-func (l *PolicyLogReader) Read() (PolicyEvent, error) {
+func (l *RingReader[T]) Read() (T, error) {
 	rec, err := l.r.Read()
 	if err != nil {
-		return PolicyEvent{}, err
+		var zero T
+		return zero, err
 	}
-	var e bpf.CalyxCxPolicyEvent
-	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
-		return PolicyEvent{}, fmt.Errorf("decode %s event: %w", bpf.CalyxMapCxPolicyLog, err)
-	}
-	return PolicyEvent{Kind: PolicyEventKind(e.Kind), Ifindex: e.Ifindex, Rule: e.Rule, Proto: e.Proto,
-		Src:     netip.AddrPortFrom(addrFrom16(e.Saddr), e.Sport),
-		Dst:     netip.AddrPortFrom(addrFrom16(e.Daddr), e.Dport),
-		Allowed: e.Allowed != 0}, nil
+	return l.decode(rec.RawSample)
 }
 
 // Close stops the reader.
-func (l *PolicyLogReader) Close() error { return l.r.Close() }
+func (l *RingReader[T]) Close() error { return l.r.Close() }
+
+// PolicyLogReader reads PolicyEvents.
+type PolicyLogReader = RingReader[PolicyEvent]
+
+// PolicyLog opens a reader of the policy events (Log rules, denials).
+// Close it to stop a pending Read.
+func (m *Maps) PolicyLog() (*PolicyLogReader, error) {
+	return openRing(m.log, bpf.CalyxMapCxPolicyLog, func(raw []byte) (PolicyEvent, error) {
+		var e bpf.CalyxCxPolicyEvent
+		if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &e); err != nil {
+			return PolicyEvent{}, fmt.Errorf("decode %s event: %w", bpf.CalyxMapCxPolicyLog, err)
+		}
+		return PolicyEvent{Kind: PolicyEventKind(e.Kind), Ifindex: e.Ifindex, Rule: e.Rule, Proto: e.Proto,
+			Src:     netip.AddrPortFrom(addrFrom16(e.Saddr), e.Sport),
+			Dst:     netip.AddrPortFrom(addrFrom16(e.Daddr), e.Dport),
+			Allowed: e.Allowed != 0}, nil
+	})
+}
 
 // DropEvent is one packet the dataplane dropped (but those policy denied,
 // which come as PolicyEvents with their rule), within the per-CPU event
@@ -308,33 +321,18 @@ type DropEvent struct {
 	Head    []byte
 }
 
+// DropLogReader reads DropEvents.
+type DropLogReader = RingReader[DropEvent]
+
 // DropLog opens a reader of the dataplane's drop events. Close it to stop
 // a pending Read.
 func (m *Maps) DropLog() (*DropLogReader, error) {
-	r, err := ringbuf.NewReader(m.drops)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", bpf.CalyxMapCxDropLog, err)
-	}
-	return &DropLogReader{r: r}, nil
+	return openRing(m.drops, bpf.CalyxMapCxDropLog, func(raw []byte) (DropEvent, error) {
+		var e bpf.CalyxCxDropEvent
+		if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &e); err != nil {
+			return DropEvent{}, fmt.Errorf("decode %s event: %w", bpf.CalyxMapCxDropLog, err)
+		}
+		n := min(int(e.HeadLen), len(e.Head))
+		return DropEvent{Ifindex: e.Ifindex, Reason: Reason(e.Reason), Len: e.Len, Head: bytes.Clone(e.Head[:n])}, nil
+	})
 }
-
-// DropLogReader reads DropEvents.
-type DropLogReader struct{ r *ringbuf.Reader }
-
-// Read blocks for the next event; after Close it returns an error that
-// wraps os.ErrClosed.
-func (l *DropLogReader) Read() (DropEvent, error) {
-	rec, err := l.r.Read()
-	if err != nil {
-		return DropEvent{}, err
-	}
-	var e bpf.CalyxCxDropEvent
-	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
-		return DropEvent{}, fmt.Errorf("decode %s event: %w", bpf.CalyxMapCxDropLog, err)
-	}
-	n := min(int(e.HeadLen), len(e.Head))
-	return DropEvent{Ifindex: e.Ifindex, Reason: Reason(e.Reason), Len: e.Len, Head: bytes.Clone(e.Head[:n])}, nil
-}
-
-// Close stops the reader.
-func (l *DropLogReader) Close() error { return l.r.Close() }
