@@ -332,11 +332,14 @@ func TestVMWorkload(t *testing.T) {
 	}
 	t.Logf("host tap %s: %+v; vm eth0: %+v", vm.HostIface, hs, eth0)
 	// Every frame the host tap transmitted is one the relay read (and
-	// wrote into eth0), so the counters agree up to what is in flight.
-	if d := int64(hs.TxPackets) - int64(st.HostToVM.Frames); d < 0 || d > 10 {
+	// wrote into eth0), so the counters agree up to what is in flight. The
+	// relay's counters are read first: a frame it relays after that (a
+	// late ACK, a neighbour solicitation) shows on the taps only, so either
+	// side may be ahead by a few.
+	if d := int64(hs.TxPackets) - int64(st.HostToVM.Frames); d < -10 || d > 10 {
 		t.Errorf("host tap tx_packets %d, relay read %d", hs.TxPackets, st.HostToVM.Frames)
 	}
-	if d := int64(st.HostToVM.Frames) - int64(eth0.RxPackets); d < 0 || d > 10 {
+	if d := int64(st.HostToVM.Frames) - int64(eth0.RxPackets); d < -10 || d > 10 {
 		t.Errorf("relay wrote %d frames into eth0, which received %d", st.HostToVM.Frames, eth0.RxPackets)
 	}
 
