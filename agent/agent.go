@@ -145,9 +145,10 @@ type Agent struct {
 	// previous agent left forwarding (its peers keep our routes meanwhile).
 	bgp     bgpState
 	adopted bool
-	// legacyCT: conntrack pins of the previous layout were migrated once;
-	// the second pass and their removal wait for the first sync.
-	legacyCT bool
+	// migrating: the load found pins of a previous layout and began
+	// their migration; its second pass and the old pins' removal wait
+	// until every link runs this build's programs.
+	migrating bool
 	// ctx is Run's, for what reconcile starts.
 	ctx context.Context
 
@@ -322,18 +323,16 @@ func (a *Agent) loadDataplane(capacities map[string]uint32) error {
 		return err
 	}
 	a.dp = dp
-	if dp.LegacyConntrack() {
-		// Pins of the previous conntrack layout: their flows carry on in
-		// the new maps. The programs still running on the links use the
-		// old map until the first sync swaps them; a second pass then
-		// takes what they added, and the old pin goes.
-		r, err := dp.MigrateConntrack(false)
-		if err != nil {
-			a.log.Error("conntrack of the previous layout not migrated: its flows start anew", "err", err)
-		} else {
-			a.log.Info("migrating conntrack of the previous layout", "entries", r.Entries, "translated", r.Translated, "tracked", r.Tracked)
-			a.legacyCT = true
+	if dp.Migrating() {
+		// Pins of a previous layout: the maps are converted (a first
+		// pass is done), adopted or refilled. The programs still running
+		// on the links use the old maps until the first sync swaps them;
+		// a second pass then takes what they added, and the old pins go.
+		for _, mg := range dp.Migrations() {
+			a.log.Info("migrating a pinned map of a previous layout", "map", mg.Map, "from", mg.From, "to", mg.To,
+				"kind", mg.Kind, "entries", mg.Result.Entries, "written", mg.Result.Written)
 		}
+		a.migrating = true
 	}
 	a.metrics.registerDataplane(dp.Maps)
 	a.registerMonitorMetrics(dp.Maps)
@@ -460,8 +459,10 @@ func (a *Agent) loop(ctx context.Context, snaps <-chan *model.Snapshot) error {
 				failures = 0
 				a.metrics.applied(a.snap.Revision, arrived, time.Now())
 				arrived = time.Time{}
-				if a.legacyCT {
-					a.finishConntrackMigration()
+				if a.migrating {
+					if err := a.finishMigration(); err != nil {
+						return err
+					}
 				}
 				if !startGarbageFreed || a.writesSinceFree >= bulkWrites {
 					// A start (the whole model read and parsed, every
@@ -1350,21 +1351,31 @@ func (a *Agent) releaseEmptyBlocks(ctx context.Context, st ipam.Store, since map
 	}
 }
 
-// finishConntrackMigration runs once every link runs this build's
-// programs: the flows the previous programs added since the first pass
-// move too, and the previous layout's pin goes.
-func (a *Agent) finishConntrackMigration() {
-	a.legacyCT = false
-	r, err := a.dp.MigrateConntrack(true)
-	if err == nil {
-		err = a.dp.RemoveLegacyConntrack()
+// finishMigration completes the pinned maps' migration once every link
+// runs this build's programs (until then it waits for the next sync): the
+// previous programs' latest writes are converted too, and the old pins
+// go. A failed conversion reverts (the previous layout's maps and
+// programs carry the traffic as they did) and stops the agent with the
+// error: the previous agent can be started again as it was.
+func (a *Agent) finishMigration() error {
+	done, err := a.dp.FinishMigration()
+	if errors.Is(err, loader.ErrLinksNotSwapped) {
+		a.log.Info("migration waits for links", "err", err)
+		return nil
+	}
+	a.migrating = false
+	if done == nil && err != nil {
+		a.log.Error("migration failed: reverted to the previous layout's maps and programs", "err", err)
+		return fmt.Errorf("migrate pinned maps: %w", err)
 	}
 	if err != nil {
-		a.log.Error("finish the conntrack migration", "err", err)
-		return
+		a.log.Error("migration finished, but an old pin was not removed", "err", err)
 	}
-	a.log.Info("conntrack of the previous layout migrated; its pin removed", "entries", r.Entries,
-		"translated", r.Translated, "tracked", r.Tracked, "kept", r.Kept, "replaced", r.Replaced)
+	for _, mg := range done {
+		a.log.Info("pinned map migrated; its previous pin removed", "map", mg.Map, "from", mg.From, "to", mg.To, "kind", mg.Kind,
+			"entries", mg.Result.Entries, "written", mg.Result.Written, "kept", mg.Result.Kept, "replaced", mg.Result.Replaced)
+	}
+	return nil
 }
 
 // collectConntrack removes conntrack flows idle past their timeout until

@@ -13,7 +13,7 @@
  *   counters.h   verdict counters
  *   routes.h     routes, identities, floating IPs, the node's settings
  *   delivery.h   delivery into workloads, to nodes, ICMP too-big
- *   conntrack.h  flow tuples, fragments, cx_ct_v2 / cx_nat_v2, TCP tracking
+ *   conntrack.h  flow tuples, fragments, cx_ct / cx_nat, TCP tracking
  *   nat.h        translation
  *   policy.h     network policy, and conntrack + policy + NAT together
  *   prefilter.h  the host-wide source deny list

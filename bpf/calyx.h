@@ -87,7 +87,7 @@ struct cx_route {
 	__u32 ifindex; /* local workload: its host-side interface */
 	__u16 encap;   /* remote workload: enum cx_encap */
 	/* local workload: its interface's counter slot (cx_iface). A __u16
-	 * beside encap, so the route cached in cx_nat_v2 keeps its size. */
+	 * beside encap, so the route cached in cx_nat keeps its size. */
 	__u16 counter_slot;
 	/* remote: the owning node's underlay address, IPv4 (v4-mapped) or
 	 * IPv6: the underlay the packet takes */
@@ -299,11 +299,15 @@ struct cx_drop_event {
 
 /* cx_event_budget: per CPU, the events (cx_policy_log's and
  * cx_drop_log's) sent in the current second and, for the agent's metrics,
- * every one the budget suppressed. */
+ * every one the budget suppressed. Layout v2: suppressed is 64 bits (v1's
+ * 32 wrapped after about 4.3 billion, twenty minutes of a flood at a few
+ * million packets a second per CPU, and Prometheus read the wrap as a
+ * reset); the loader converts a v1 map's windows and totals. */
 struct cx_event_window {
 	__u64 window_ns;
+	__u64 suppressed;
 	__u32 sent;
-	__u32 suppressed;
+	__u32 pad;
 };
 
 /* cx_fips: the floating-IP table, the same on every node. */
@@ -325,9 +329,9 @@ struct cx_fip {
 /* Connection tracking keeps two tables, so that a flood of new tracked
  * flows (spoofed SYNs at a workload under policy) can evict only tracking,
  * never a tenant's translations:
- *   - cx_ct_v2: flows that need no translation, one entry per flow, found
+ *   - cx_ct: flows that need no translation, one entry per flow, found
  *     from either direction (the key is the tuple normalised);
- *   - cx_nat_v2: translated flows, two entries (one per direction), each
+ *   - cx_nat: translated flows, two entries (one per direction), each
  *     keyed by the tuple that direction's packets carry when they arrive
  *     and holding what to rewrite them to.
  * Addresses are 16 bytes (IPv4 v4-mapped), so IPv6 flows take the same
@@ -348,10 +352,10 @@ struct cx_tcp_dir {
 /* cx_tcp_dir.state */
 enum cx_ct_seq {
 	CX_CT_WSCALE_MASK = 0x0f,
-	/* The direction's entry was recreated from the other one (cx_nat_v2):
+	/* The direction's entry was recreated from the other one (cx_nat):
 	 * its first ACK that is no RST is taken as in sequence. */
 	CX_CT_SEQ_RESYNC = 0x10,
-	CX_CT_SIDE_ORIG = 0x20,      /* cx_ct_v2: this side sent the flow's first packet */
+	CX_CT_SIDE_ORIG = 0x20,      /* cx_ct: this side sent the flow's first packet */
 	CX_CT_WSCALE_OFFERED = 0x40, /* this direction's SYN offered window scaling */
 	CX_CT_SEQ_KNOWN = 0x80,      /* seq_end and max_win hold this direction's */
 };

@@ -152,8 +152,9 @@ type CalyxCxEpStatus struct {
 type CalyxCxEventWindow struct {
 	_          structs.HostLayout
 	WindowNs   uint64
+	Suppressed uint64
 	Sent       uint32
-	Suppressed uint32
+	Pad        uint32
 }
 
 type CalyxCxFibBuf struct {
@@ -503,8 +504,8 @@ type CalyxCxTuple struct {
 const (
 	CalyxMapCxConfig              = "cx_config"
 	CalyxMapCxCounters            = "cx_counters"
+	CalyxMapCxCt                  = "cx_ct"
 	CalyxMapCxCtStats             = "cx_ct_stats"
-	CalyxMapCxCtV2                = "cx_ct_v2"
 	CalyxMapCxDropLog             = "cx_drop_log"
 	CalyxMapCxEndpoints           = "cx_endpoints"
 	CalyxMapCxEventBudget         = "cx_event_budget"
@@ -515,8 +516,8 @@ const (
 	CalyxMapCxIpcache             = "cx_ipcache"
 	CalyxMapCxLeases              = "cx_leases"
 	CalyxMapCxLinks               = "cx_links"
+	CalyxMapCxNat                 = "cx_nat"
 	CalyxMapCxNatScratchMap       = "cx_nat_scratch_map"
-	CalyxMapCxNatV2               = "cx_nat_v2"
 	CalyxMapCxPolicy              = "cx_policy"
 	CalyxMapCxPolicyHits          = "cx_policy_hits"
 	CalyxMapCxPolicyLog           = "cx_policy_log"
@@ -608,8 +609,8 @@ type CalyxProgramSpecs struct {
 type CalyxMapSpecs struct {
 	CxConfig        *ebpf.MapSpec `ebpf:"cx_config"`
 	CxCounters      *ebpf.MapSpec `ebpf:"cx_counters"`
+	CxCt            *ebpf.MapSpec `ebpf:"cx_ct"`
 	CxCtStats       *ebpf.MapSpec `ebpf:"cx_ct_stats"`
-	CxCtV2          *ebpf.MapSpec `ebpf:"cx_ct_v2"`
 	CxDropLog       *ebpf.MapSpec `ebpf:"cx_drop_log"`
 	CxEndpoints     *ebpf.MapSpec `ebpf:"cx_endpoints"`
 	CxEventBudget   *ebpf.MapSpec `ebpf:"cx_event_budget"`
@@ -620,8 +621,8 @@ type CalyxMapSpecs struct {
 	CxIpcache       *ebpf.MapSpec `ebpf:"cx_ipcache"`
 	CxLeases        *ebpf.MapSpec `ebpf:"cx_leases"`
 	CxLinks         *ebpf.MapSpec `ebpf:"cx_links"`
+	CxNat           *ebpf.MapSpec `ebpf:"cx_nat"`
 	CxNatScratchMap *ebpf.MapSpec `ebpf:"cx_nat_scratch_map"`
-	CxNatV2         *ebpf.MapSpec `ebpf:"cx_nat_v2"`
 	CxPolicy        *ebpf.MapSpec `ebpf:"cx_policy"`
 	CxPolicyHits    *ebpf.MapSpec `ebpf:"cx_policy_hits"`
 	CxPolicyLog     *ebpf.MapSpec `ebpf:"cx_policy_log"`
@@ -681,8 +682,8 @@ func (o *CalyxObjects) Close() error {
 type CalyxMaps struct {
 	CxConfig        *ebpf.Map `ebpf:"cx_config"`
 	CxCounters      *ebpf.Map `ebpf:"cx_counters"`
+	CxCt            *ebpf.Map `ebpf:"cx_ct"`
 	CxCtStats       *ebpf.Map `ebpf:"cx_ct_stats"`
-	CxCtV2          *ebpf.Map `ebpf:"cx_ct_v2"`
 	CxDropLog       *ebpf.Map `ebpf:"cx_drop_log"`
 	CxEndpoints     *ebpf.Map `ebpf:"cx_endpoints"`
 	CxEventBudget   *ebpf.Map `ebpf:"cx_event_budget"`
@@ -693,8 +694,8 @@ type CalyxMaps struct {
 	CxIpcache       *ebpf.Map `ebpf:"cx_ipcache"`
 	CxLeases        *ebpf.Map `ebpf:"cx_leases"`
 	CxLinks         *ebpf.Map `ebpf:"cx_links"`
+	CxNat           *ebpf.Map `ebpf:"cx_nat"`
 	CxNatScratchMap *ebpf.Map `ebpf:"cx_nat_scratch_map"`
-	CxNatV2         *ebpf.Map `ebpf:"cx_nat_v2"`
 	CxPolicy        *ebpf.Map `ebpf:"cx_policy"`
 	CxPolicyHits    *ebpf.Map `ebpf:"cx_policy_hits"`
 	CxPolicyLog     *ebpf.Map `ebpf:"cx_policy_log"`
@@ -708,8 +709,8 @@ func (m *CalyxMaps) Close() error {
 	return _CalyxClose(
 		m.CxConfig,
 		m.CxCounters,
+		m.CxCt,
 		m.CxCtStats,
-		m.CxCtV2,
 		m.CxDropLog,
 		m.CxEndpoints,
 		m.CxEventBudget,
@@ -720,8 +721,8 @@ func (m *CalyxMaps) Close() error {
 		m.CxIpcache,
 		m.CxLeases,
 		m.CxLinks,
+		m.CxNat,
 		m.CxNatScratchMap,
-		m.CxNatV2,
 		m.CxPolicy,
 		m.CxPolicyHits,
 		m.CxPolicyLog,

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Connection tracking: a packet's flow tuple (fragments included, through
- * cx_frags), its flow in cx_ct_v2 (untranslated, one entry) or cx_nat_v2
+ * cx_frags), its flow in cx_ct (untranslated, one entry) or cx_nat
  * (translated, an entry per direction), and what TCP tracking learns from
  * each segment. IPv4 and IPv6 alike: the keys hold 16-byte addresses. */
 #ifndef CALYX_CONNTRACK_H
@@ -479,8 +479,8 @@ static __always_inline void cx_nat_key_of4(struct cx_nat_key *k, __be32 saddr, _
 }
 
 /* cx_flow is what conntrack knows of a packet's flow: the entry of its
- * direction in cx_nat_v2 when the flow is translated, or its entry in
- * cx_ct_v2 and the side the packet comes from; neither when untracked. */
+ * direction in cx_nat when the flow is translated, or its entry in
+ * cx_ct and the side the packet comes from; neither when untracked. */
 struct cx_flow {
 	struct cx_nat_entry *nat;
 	struct cx_ct_entry *ct;
@@ -499,16 +499,16 @@ static __always_inline void cx_flow_lookup(const struct cx_tuple *t, struct cx_f
 	f->ct = NULL;
 	if (nat_first) {
 		cx_nat_key_of(&nk, &t->saddr, &t->daddr, t->sport, t->dport, t->proto);
-		f->nat = bpf_map_lookup_elem(&cx_nat_v2, &nk);
+		f->nat = bpf_map_lookup_elem(&cx_nat, &nk);
 		if (f->nat)
 			return;
 	}
 	f->side = cx_ct_key_of_tuple(&ck, t);
-	f->ct = bpf_map_lookup_elem(&cx_ct_v2, &ck);
+	f->ct = bpf_map_lookup_elem(&cx_ct, &ck);
 	if (f->ct || nat_first)
 		return;
 	cx_nat_key_of(&nk, &t->saddr, &t->daddr, t->sport, t->dport, t->proto);
-	f->nat = bpf_map_lookup_elem(&cx_nat_v2, &nk);
+	f->nat = bpf_map_lookup_elem(&cx_nat, &nk);
 }
 
 static __always_inline int cx_flow_tracked(const struct cx_flow *f)
@@ -537,7 +537,7 @@ static __always_inline struct cx_nat_entry *cx_nat_other(const struct cx_nat_ent
 	struct cx_nat_key k;
 
 	cx_nat_other_key(&k, e, IPPROTO_TCP);
-	return bpf_map_lookup_elem(&cx_nat_v2, &k);
+	return bpf_map_lookup_elem(&cx_nat, &k);
 }
 
 /* cx_tcp_window is the most the receiver (rcv) has let the sender (snd)
@@ -677,7 +677,7 @@ static __always_inline void cx_nat_recreate_other(const struct cx_nat_entry *e, 
 	struct cx_nat_key k;
 
 	cx_nat_other_key(&k, e, t->proto);
-	if (bpf_map_lookup_elem(&cx_nat_v2, &k))
+	if (bpf_map_lookup_elem(&cx_nat, &k))
 		return;
 	v.dir = e->dir == CX_CT_ORIG ? CX_CT_REPLY : CX_CT_ORIG;
 	v.nat = e->nat;
@@ -688,7 +688,7 @@ static __always_inline void cx_nat_recreate_other(const struct cx_nat_entry *e, 
 	__builtin_memcpy(v.nat_daddr, &t->saddr, 16);
 	v.nat_sport = cx_icmp_proto(t->proto) ? t->sport : t->dport;
 	v.nat_dport = cx_icmp_proto(t->proto) ? 0 : t->sport;
-	if (!bpf_map_update_elem(&cx_nat_v2, &k, &v, BPF_NOEXIST))
+	if (!bpf_map_update_elem(&cx_nat, &k, &v, BPF_NOEXIST))
 		cx_ct_stat(CX_CTS_NAT_CREATED, 1);
 }
 
@@ -767,16 +767,16 @@ static __always_inline int cx_flow_reopened(const struct cx_tuple *t, struct cx_
 		struct cx_nat_key k;
 
 		cx_nat_other_key(&k, f->nat, IPPROTO_TCP);
-		if (!bpf_map_delete_elem(&cx_nat_v2, &k))
+		if (!bpf_map_delete_elem(&cx_nat, &k))
 			cx_ct_stat(CX_CTS_NAT_DELETED, 1);
 		cx_nat_key_of(&k, &t->saddr, &t->daddr, t->sport, t->dport, IPPROTO_TCP);
-		if (!bpf_map_delete_elem(&cx_nat_v2, &k))
+		if (!bpf_map_delete_elem(&cx_nat, &k))
 			cx_ct_stat(CX_CTS_NAT_DELETED, 1);
 	} else {
 		struct cx_ct_key k;
 
 		cx_ct_key_of_tuple(&k, t);
-		if (!bpf_map_delete_elem(&cx_ct_v2, &k))
+		if (!bpf_map_delete_elem(&cx_ct, &k))
 			cx_ct_stat(CX_CTS_CT_DELETED, 1);
 	}
 	f->nat = NULL;
@@ -818,14 +818,14 @@ static __always_inline int cx_ct_create(const struct cx_tuple *t, __u32 len, __u
 			cx_nat_key_of(&rk, &t->daddr, &t->saddr, t->sport, 0, t->proto);
 		else
 			cx_nat_key_of(&rk, &t->daddr, &t->saddr, t->dport, t->sport, t->proto);
-		if (bpf_map_lookup_elem(&cx_nat_v2, &rk))
+		if (bpf_map_lookup_elem(&cx_nat, &rk))
 			return -1;
 	}
-	if (!bpf_map_update_elem(&cx_ct_v2, &k, &v, BPF_NOEXIST)) {
+	if (!bpf_map_update_elem(&cx_ct, &k, &v, BPF_NOEXIST)) {
 		cx_ct_stat(CX_CTS_CT_CREATED, 1);
 		return 0;
 	}
-	won = bpf_map_lookup_elem(&cx_ct_v2, &k);
+	won = bpf_map_lookup_elem(&cx_ct, &k);
 	if (!won)
 		return -1;
 	cx_ct_seen(won, side, t, len);

@@ -68,7 +68,7 @@ struct {
 } cx_fips SEC(".maps");
 
 /* LRU: when a table is full the least recently used flows go, not new
- * ones. The loader sizes cx_ct_v2 from Config.ctMapSize and cx_nat_v2
+ * ones. The loader sizes cx_ct from Config.ctMapSize and cx_nat
  * from Config.natMapSize. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -76,7 +76,7 @@ struct {
 	__type(key, struct cx_ct_key);
 	__type(value, struct cx_ct_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} cx_ct_v2 SEC(".maps");
+} cx_ct SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -84,7 +84,7 @@ struct {
 	__type(key, struct cx_nat_key);
 	__type(value, struct cx_nat_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} cx_nat_v2 SEC(".maps");
+} cx_nat SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

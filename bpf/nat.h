@@ -167,14 +167,14 @@ static __always_inline struct cx_nat_entry *cx_nat_scratch(void)
  * the caller's, for the old flow's other key. Returns 1 when rk is free. */
 static __always_inline int cx_nat_take_closed(const struct cx_nat_key *rk, struct cx_nat_key *scratch, __u64 now)
 {
-	struct cx_nat_entry *old = bpf_map_lookup_elem(&cx_nat_v2, rk), *orig;
+	struct cx_nat_entry *old = bpf_map_lookup_elem(&cx_nat, rk), *orig;
 	__u8 mine, theirs = CX_TCP_FIN;
 
 	if (!old || old->dir != CX_CT_REPLY || now - old->last_ns < CX_NAT_TAKEOVER_NS)
 		return 0;
 	mine = old->tcp.flags;
 	cx_nat_other_key(scratch, old, IPPROTO_TCP);
-	orig = bpf_map_lookup_elem(&cx_nat_v2, scratch);
+	orig = bpf_map_lookup_elem(&cx_nat, scratch);
 	if (orig) {
 		if (now - orig->last_ns < CX_NAT_TAKEOVER_NS)
 			return 0;
@@ -183,9 +183,9 @@ static __always_inline int cx_nat_take_closed(const struct cx_nat_key *rk, struc
 	if (!((mine | theirs) & CX_TCP_RST) && !(mine & theirs & CX_TCP_FIN))
 		/* Open, or half closed: the flow may still carry data. */
 		return 0;
-	if (orig && !bpf_map_delete_elem(&cx_nat_v2, scratch))
+	if (orig && !bpf_map_delete_elem(&cx_nat, scratch))
 		cx_ct_stat(CX_CTS_NAT_DELETED, 1);
-	if (!bpf_map_delete_elem(&cx_nat_v2, rk))
+	if (!bpf_map_delete_elem(&cx_nat, rk))
 		cx_ct_stat(CX_CTS_NAT_DELETED, 1);
 	return 1;
 }
@@ -246,11 +246,11 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, const struct 
 		cx_nat_key_of(&rk, nd, ns, rsport, rdport, t->proto);
 		cx_ct_key_of(&ck, (const struct in6_addr *)rk.saddr, (const struct in6_addr *)rk.daddr, rsport, rdport,
 			     t->proto);
-		if (bpf_map_lookup_elem(&cx_ct_v2, &ck))
+		if (bpf_map_lookup_elem(&cx_ct, &ck))
 			/* The replies would be a tracked flow's (found first). */
 			return -1;
-		if (bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST)) {
-			struct cx_nat_entry *old = bpf_map_lookup_elem(&cx_nat_v2, &rk);
+		if (bpf_map_update_elem(&cx_nat, &rk, rv, BPF_NOEXIST)) {
+			struct cx_nat_entry *old = bpf_map_lookup_elem(&cx_nat, &rk);
 
 			if (!old || !cx_nat_same(old, rv))
 				return -1;
@@ -258,7 +258,7 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, const struct 
 			 * the same tuple (or written by a CPU starting it at the
 			 * same moment): it starts afresh (counters and TCP
 			 * sequence state were the old flow's). */
-			bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_EXIST);
+			bpf_map_update_elem(&cx_nat, &rk, rv, BPF_EXIST);
 			reused = 1;
 		}
 	} else {
@@ -280,9 +280,9 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, const struct 
 				cx_nat_key_of(&rk, nd, ns, p, 0, t->proto);
 			else
 				cx_nat_key_of(&rk, nd, ns, rsport, p, t->proto);
-			if (!bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST) ||
+			if (!bpf_map_update_elem(&cx_nat, &rk, rv, BPF_NOEXIST) ||
 			    (syn && cx_nat_take_closed(&rk, &ok, now) &&
-			     !bpf_map_update_elem(&cx_nat_v2, &rk, rv, BPF_NOEXIST))) {
+			     !bpf_map_update_elem(&cx_nat, &rk, rv, BPF_NOEXIST))) {
 				/* (Another CPU may take a closed flow's port first.) */
 				nsp = p;
 				break;
@@ -310,20 +310,20 @@ static __always_inline int cx_nat_create(const struct cx_tuple *t, const struct 
 	if (cx_addr_eq(&t->saddr, nd) && cx_addr_eq(&t->daddr, ns) && t->sport == rsport && t->dport == rdport) {
 		/* Echo to its own floating IP: both directions carry one
 		 * tuple, and the one entry rewrites it both ways. */
-		if (bpf_map_update_elem(&cx_nat_v2, &ok, rv, BPF_ANY))
+		if (bpf_map_update_elem(&cx_nat, &ok, rv, BPF_ANY))
 			return -1;
 		cx_ct_stat(CX_CTS_NAT_CREATED, 1);
 		return 0;
 	}
-	if (bpf_map_update_elem(&cx_nat_v2, &ok, rv, BPF_NOEXIST)) {
+	if (bpf_map_update_elem(&cx_nat, &ok, rv, BPF_NOEXIST)) {
 		/* Another CPU started this flow first (or the table refused):
 		 * its entries stand, and the reply entry written here goes. */
 		if (!reused) {
 			cx_ct_stat(CX_CTS_NAT_CREATED, 1);
-			if (!bpf_map_delete_elem(&cx_nat_v2, &rk))
+			if (!bpf_map_delete_elem(&cx_nat, &rk))
 				cx_ct_stat(CX_CTS_NAT_DELETED, 1);
 		}
-		return bpf_map_lookup_elem(&cx_nat_v2, &ok) ? 0 : -1;
+		return bpf_map_lookup_elem(&cx_nat, &ok) ? 0 : -1;
 	}
 	/* Every entry written is counted: the agent tells evictions by them. */
 	cx_ct_stat(CX_CTS_NAT_CREATED, reused ? 1 : 2);
@@ -385,7 +385,7 @@ enum cx_nat_start {
 	 * forwarded there as it came. A first hop (a workload, the host) may
 	 * translate for any instance: the replies come back to it. */
 	CX_START_FIP_HERE = 1 << 4,
-	/* The hook's flows are mostly translated ones: cx_nat_v2 is looked
+	/* The hook's flows are mostly translated ones: cx_nat is looked
 	 * up first. */
 	CX_START_NAT_FIRST = 1 << 5,
 	/* The host's own flows (calyx_to_underlay): a floating IP's flow
@@ -660,7 +660,7 @@ static __always_inline int cx_nat_first(struct __sk_buff *skb, struct cx_tuple *
 	struct cx_nat_entry *e;
 
 	cx_nat_key_of(&k, &t->saddr, &t->daddr, t->sport, t->dport, t->proto);
-	e = bpf_map_lookup_elem(&cx_nat_v2, &k);
+	e = bpf_map_lookup_elem(&cx_nat, &k);
 	if (!e || cx_nat_apply(skb, t, e, v6))
 		return CX_NAT_ERR_HELPER;
 	f->nat = e;
@@ -758,12 +758,12 @@ static __always_inline int cx_nat_flow(struct __sk_buff *skb, struct cx_tuple *t
 	return CX_NAT_NONE;
 }
 
-/* cx_nat tracks and translates the IP packet in skb for a hook without
+/* cx_nat_host tracks and translates the IP packet in skb for a hook without
  * policy (the host's own packets, calyx_to_underlay): a packet of a tracked
  * flow is rewritten as its entry says; a new flow starts what start
  * allows. len is the packet's length as it arrived (for the counters).
  * Returns an enum cx_nat_result; t holds the tuple as rewritten. */
-static __always_inline int cx_nat(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len)
+static __always_inline int cx_nat_host(struct __sk_buff *skb, struct cx_tuple *t, __u32 start, __u32 len)
 {
 	struct cx_flow f = {};
 	int kind = cx_tuple_of(skb, t);

@@ -47,7 +47,7 @@ int calyx_to_underlay(struct __sk_buff *skb)
 
 		if (!t)
 			return cx_drop_len(skb, ifindex, CX_REASON_DROP_HELPER, len); /* cannot happen */
-		nat = cx_nat(skb, t, CX_START_FIP | CX_START_HOST, len);
+		nat = cx_nat_host(skb, t, CX_START_FIP | CX_START_HOST, len);
 
 		if (nat < 0)
 			return cx_nat_drop(skb, ifindex, nat, len);

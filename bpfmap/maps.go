@@ -4,27 +4,39 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/calyxnet/calyx/bpf"
 )
 
-// Pinned map names used outside this package, as they appear under the
-// --bpffs directory.
+// Map names used outside this package (maps.h's; their pins carry the
+// layout version too, see PinName).
 const (
-	CTName    = bpf.CalyxMapCxCtV2
-	NATName   = bpf.CalyxMapCxNatV2
+	CTName    = bpf.CalyxMapCxCt
+	NATName   = bpf.CalyxMapCxNat
 	FragsName = bpf.CalyxMapCxFrags
 )
 
-// spec declares one pinned map: its name (maps.h's), whether the agent
-// may rebuild it, and where Maps keeps it. The layout is calyx.h's; the
-// domain types and their converters are in types.go and policy.go.
+// spec declares one pinned map: its name (maps.h's), its layout version,
+// whether the agent may rebuild it, and where Maps keeps it. The layout is
+// calyx.h's; the domain types and their converters are in types.go and
+// policy.go; the conversions from a pinned map of an older version are
+// loader's (migrate.go).
 type spec struct {
 	name string
+	// version is the layout's: it is in the pin's name (PinName), so
+	// that an agent never adopts a pinned map whose bytes mean something
+	// else, even at the same sizes. A change to the map's type, key,
+	// value or the meaning of either takes the next version (layout_test
+	// holds each version to its layout), and a map with state of its own
+	// needs a conversion from the previous one.
+	version uint32
 	// rebuildable: the map holds only what the agent derives from the
 	// model and the host, so a pinned one of another layout may be
 	// replaced by an empty one that the agent fills before it swaps the
@@ -38,26 +50,26 @@ type spec struct {
 // declaration and an entry here (plus a step in agent/mapsync when the
 // agent fills it from the model).
 var specs = []spec{
-	{bpf.CalyxMapCxConfig, true, func(m *Maps, b backing) { m.Config = newTable(b, configCodec) }},
-	{bpf.CalyxMapCxPrefilter, true, func(m *Maps, b backing) { m.Prefilter = newTable(b, prefilterCodec) }},
-	{bpf.CalyxMapCxPolicy, true, func(m *Maps, b backing) { m.Policy = newTable(b, policyCodec) }},
-	{bpf.CalyxMapCxIpcache, true, func(m *Maps, b backing) { m.IPCache = newTable(b, ipcacheCodec) }},
-	{bpf.CalyxMapCxIfaces, true, func(m *Maps, b backing) { m.Ifaces = newTable(b, ifaceCodec) }},
-	{bpf.CalyxMapCxFips, true, func(m *Maps, b backing) { m.FIPs = newTable(b, fipCodec) }},
-	{bpf.CalyxMapCxRoutes, true, func(m *Maps, b backing) { m.Routes = newTable(b, routeCodec) }},
-	{bpf.CalyxMapCxEndpoints, true, func(m *Maps, b backing) { m.Endpoints = newTable(b, endpointCodec) }},
-	{bpf.CalyxMapCxLinks, true, func(m *Maps, b backing) { m.Links = newTable(b, linkCodec) }},
-	{bpf.CalyxMapCxCounters, false, func(m *Maps, b backing) { m.counters = b.mp }},
-	{bpf.CalyxMapCxSlotCounters, false, func(m *Maps, b backing) { m.slotCounters = b.mp }},
-	{bpf.CalyxMapCxCtV2, false, func(m *Maps, b backing) { m.ct = b.mp }},
-	{bpf.CalyxMapCxNatV2, false, func(m *Maps, b backing) { m.nat = b.mp }},
-	{bpf.CalyxMapCxFrags, false, func(m *Maps, b backing) { m.frags = b.mp }},
-	{bpf.CalyxMapCxCtStats, false, func(m *Maps, b backing) { m.ctStats = b.mp }},
-	{bpf.CalyxMapCxPolicyHits, false, func(m *Maps, b backing) { m.hits = b.mp }},
-	{bpf.CalyxMapCxPolicyLog, false, func(m *Maps, b backing) { m.log = b.mp }},
-	{bpf.CalyxMapCxEventBudget, false, func(m *Maps, b backing) { m.budget = b.mp }},
-	{bpf.CalyxMapCxDropLog, false, func(m *Maps, b backing) { m.drops = b.mp }},
-	{bpf.CalyxMapCxLeases, false, func(m *Maps, b backing) { m.leases = b.mp }},
+	{bpf.CalyxMapCxConfig, 1, true, func(m *Maps, b backing) { m.Config = newTable(b, configCodec) }},
+	{bpf.CalyxMapCxPrefilter, 1, true, func(m *Maps, b backing) { m.Prefilter = newTable(b, prefilterCodec) }},
+	{bpf.CalyxMapCxPolicy, 1, true, func(m *Maps, b backing) { m.Policy = newTable(b, policyCodec) }},
+	{bpf.CalyxMapCxIpcache, 1, true, func(m *Maps, b backing) { m.IPCache = newTable(b, ipcacheCodec) }},
+	{bpf.CalyxMapCxIfaces, 1, true, func(m *Maps, b backing) { m.Ifaces = newTable(b, ifaceCodec) }},
+	{bpf.CalyxMapCxFips, 1, true, func(m *Maps, b backing) { m.FIPs = newTable(b, fipCodec) }},
+	{bpf.CalyxMapCxRoutes, 1, true, func(m *Maps, b backing) { m.Routes = newTable(b, routeCodec) }},
+	{bpf.CalyxMapCxEndpoints, 1, true, func(m *Maps, b backing) { m.Endpoints = newTable(b, endpointCodec) }},
+	{bpf.CalyxMapCxLinks, 1, true, func(m *Maps, b backing) { m.Links = newTable(b, linkCodec) }},
+	{bpf.CalyxMapCxCounters, 1, false, func(m *Maps, b backing) { m.counters = b.mp }},
+	{bpf.CalyxMapCxSlotCounters, 1, false, func(m *Maps, b backing) { m.slotCounters = b.mp }},
+	{bpf.CalyxMapCxCt, 2, false, func(m *Maps, b backing) { m.ct = b.mp }},
+	{bpf.CalyxMapCxNat, 2, false, func(m *Maps, b backing) { m.nat = b.mp }},
+	{bpf.CalyxMapCxFrags, 1, false, func(m *Maps, b backing) { m.frags = b.mp }},
+	{bpf.CalyxMapCxCtStats, 1, false, func(m *Maps, b backing) { m.ctStats = b.mp }},
+	{bpf.CalyxMapCxPolicyHits, 1, false, func(m *Maps, b backing) { m.hits = b.mp }},
+	{bpf.CalyxMapCxPolicyLog, 1, false, func(m *Maps, b backing) { m.log = b.mp }},
+	{bpf.CalyxMapCxEventBudget, 2, false, func(m *Maps, b backing) { m.budget = b.mp }},
+	{bpf.CalyxMapCxDropLog, 1, false, func(m *Maps, b backing) { m.drops = b.mp }},
+	{bpf.CalyxMapCxLeases, 1, false, func(m *Maps, b backing) { m.leases = b.mp }},
 }
 
 // Names lists every map calyx pins.
@@ -67,6 +79,39 @@ func Names() []string {
 		out[i] = s.name
 	}
 	return out
+}
+
+// Version returns the layout version of map name (0: no map of calyx's).
+func Version(name string) uint32 {
+	for _, s := range specs {
+		if s.name == name {
+			return s.version
+		}
+	}
+	return 0
+}
+
+// PinName is the file map name is pinned as under the --bpffs directory:
+// its name and its layout version, "cx_routes_v1". bpffs allows no '.'.
+func PinName(name string) string { return PinNameOf(name, Version(name)) }
+
+// PinNameOf is the pin of version v of map name.
+func PinNameOf(name string, v uint32) string { return name + "_v" + strconv.FormatUint(uint64(v), 10) }
+
+// ParsePin says which map and layout version the pin file is: "<map>_v<N>"
+// for version N, or a bare "<map>", which builds before versioned pin
+// names left (their layouts are version 1). ok is false for a file that is
+// no map of calyx's.
+func ParsePin(file string) (name string, version uint32, ok bool) {
+	if i := strings.LastIndex(file, "_v"); i > 0 {
+		if v, err := strconv.ParseUint(file[i+2:], 10, 32); err == nil && v > 0 && Version(file[:i]) != 0 {
+			return file[:i], uint32(v), true
+		}
+	}
+	if Version(file) != 0 {
+		return file, 1, true
+	}
+	return "", 0, false
 }
 
 // Rebuildable says whether the pinned map name holds only what the agent
@@ -104,13 +149,7 @@ type Maps struct {
 // It panics when objs lacks a map of the list, which only a build whose
 // maps.h and specs disagree can do.
 func FromObjects(objs *bpf.CalyxMaps) *Maps {
-	byName := map[string]*ebpf.Map{}
-	v := reflect.ValueOf(objs).Elem()
-	for i := range v.NumField() {
-		if mp, ok := v.Field(i).Interface().(*ebpf.Map); ok {
-			byName[v.Type().Field(i).Tag.Get("ebpf")] = mp
-		}
-	}
+	byName := ObjectMaps(objs)
 	m := &Maps{}
 	for _, s := range specs {
 		mp := byName[s.name]
@@ -121,6 +160,18 @@ func FromObjects(objs *bpf.CalyxMaps) *Maps {
 		m.all = append(m.all, mp)
 	}
 	return m
+}
+
+// ObjectMaps returns the loaded objects' maps by their name in maps.h.
+func ObjectMaps(objs *bpf.CalyxMaps) map[string]*ebpf.Map {
+	byName := map[string]*ebpf.Map{}
+	v := reflect.ValueOf(objs).Elem()
+	for i := range v.NumField() {
+		if mp, ok := v.Field(i).Interface().(*ebpf.Map); ok {
+			byName[v.Type().Field(i).Tag.Get("ebpf")] = mp
+		}
+	}
+	return byName
 }
 
 // NewMemory returns Maps whose tables live in Go maps, not in the kernel:
@@ -148,15 +199,35 @@ func OpenPinnedWritable(dir string) (*Maps, error) { return openPinned(dir, fals
 func openPinned(dir string, readOnly bool) (*Maps, error) {
 	m := &Maps{owned: true}
 	for _, s := range specs {
-		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, s.name), &ebpf.LoadPinOptions{ReadOnly: readOnly})
+		pin := PinNameOf(s.name, s.version)
+		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, pin), &ebpf.LoadPinOptions{ReadOnly: readOnly})
 		if err != nil {
 			m.Close()
-			return nil, fmt.Errorf("open pinned map %s in %s: %w", s.name, dir, err)
+			if errors.Is(err, os.ErrNotExist) {
+				if other := otherVersions(dir, s.name); other != "" {
+					return nil, fmt.Errorf("open pinned map %s in %s: this build reads layout v%d, the directory holds %s (use the calyxctl of the agent that runs there): %w",
+						pin, dir, s.version, other, err)
+				}
+			}
+			return nil, fmt.Errorf("open pinned map %s in %s: %w", pin, dir, err)
 		}
 		s.bind(m, backing{name: s.name, mp: mp})
 		m.all = append(m.all, mp)
 	}
 	return m, nil
+}
+
+// otherVersions names the pins of map name in dir of another layout
+// version than this build's ("" for none).
+func otherVersions(dir, name string) string {
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		if n, v, ok := ParsePin(e.Name()); ok && n == name && v != Version(name) {
+			out = append(out, fmt.Sprintf("%s (v%d)", e.Name(), v))
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // Close releases maps opened by OpenPinned.

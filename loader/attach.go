@@ -66,12 +66,9 @@ func (dp *Dataplane) attachTCX(ifname string, ifindex int, r Role) error {
 	for _, h := range Hooks {
 		pin := dp.linkPin(ifindex, h)
 		prog := dp.program(r, h)
-		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-			err = l.Update(prog)
-			l.Close()
-			if err == nil {
-				continue
-			}
+		if err := dp.swapPinnedLink(pin, prog); err == nil {
+			continue
+		} else if !errors.Is(err, os.ErrNotExist) {
 			// A defunct link (its interface was deleted and the index
 			// reused) cannot be updated: replace the pin.
 			_ = os.Remove(pin)
@@ -91,6 +88,53 @@ func (dp *Dataplane) attachTCX(ifname string, ifindex int, r Role) error {
 		}
 	}
 	return nil
+}
+
+// swapPinnedLink runs prog on the pinned link (link.Update: atomic, no
+// packet sees neither program). While a migration is under way the
+// program it ran before is kept, for Revert. An error wrapping
+// os.ErrNotExist: no such pin.
+func (dp *Dataplane) swapPinnedLink(pin string, prog *ebpf.Program) error {
+	if dp.Migrating() {
+		if _, ok := dp.previous[pin]; !ok {
+			if id, err := linkProgramID(pin); err == nil {
+				if prev, err := ebpf.NewProgramFromID(ebpf.ProgramID(id)); err == nil {
+					if dp.previous == nil {
+						dp.previous = map[string]*ebpf.Program{}
+					}
+					dp.previous[pin] = prev
+				}
+			}
+		}
+	}
+	return updatePinnedLink(pin, prog)
+}
+
+// updatePinnedLink runs prog on the link pinned at pin.
+func updatePinnedLink(pin string, prog *ebpf.Program) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	if err := l.Update(prog); err != nil {
+		return fmt.Errorf("update link %s: %w", pin, err)
+	}
+	return nil
+}
+
+// linkProgramID returns the ID of the program the link pinned at pin runs.
+func linkProgramID(pin string) (uint32, error) {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return 0, fmt.Errorf("link %s: %w", pin, err)
+	}
+	return uint32(info.Program), nil
 }
 
 func (dp *Dataplane) attachClsact(ifindex int, r Role) error {
@@ -245,12 +289,9 @@ func (dp *Dataplane) xdpPin(ifindex int) string {
 func (dp *Dataplane) AttachXDP(ifname string, ifindex int) error {
 	pin := dp.xdpPin(ifindex)
 	prog := dp.objs.CalyxXdpPrefilter
-	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-		err = l.Update(prog)
-		l.Close()
-		if err == nil {
-			return nil
-		}
+	if err := dp.swapPinnedLink(pin, prog); err == nil {
+		return nil
+	} else if !errors.Is(err, os.ErrNotExist) {
 		_ = os.Remove(pin)
 	}
 	l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifindex, Flags: link.XDPDriverMode})

@@ -29,6 +29,12 @@ type Dataplane struct {
 	dir  string
 	objs bpf.CalyxObjects
 	Maps *bpfmap.Maps
+	// pins: what the load adopted and the migrations it started (nil
+	// without a pin directory).
+	pins *pinSet
+	// previous: while migrating, the program each link ran before this
+	// Dataplane swapped it, by link pin, for Revert.
+	previous map[string]*ebpf.Program
 }
 
 // EnsureBPFFS makes sure dir exists on a bpffs. The default location under
@@ -62,12 +68,18 @@ func isBPFFS(path string) bool {
 	return uint32(st.Type) == unix.BPF_FS_MAGIC
 }
 
-// Load loads the programs and opens or creates the maps pinned under dir.
-// Maps that are already pinned keep their contents. A pinned map whose
-// layout differs from this build's fails with an error wrapping
-// ebpf.ErrMapIncompatible: that takes a migration, never a silent flush.
-// With dir "" nothing is pinned (tests, benchmarks): the maps live as long
-// as the Dataplane. Requires CAP_BPF and CAP_NET_ADMIN.
+// Load loads the programs and opens or creates the maps pinned under dir,
+// each as "<map>_v<layout version>" (bpfmap.PinName). Maps pinned at this
+// build's versions keep their contents. Pins of an older layout are
+// migrated: a map of the same layout is adopted, one of another is made
+// anew with every entry converted (or, derived from the model, refilled by
+// the agent); the old pins stay until FinishMigration, and Revert undoes
+// it. Pins of a newer layout (a downgrade), or of an older one with state
+// and no conversion, fail the load naming them, and nothing changes. A
+// pinned map of this build's version but another layout fails with an
+// error wrapping ebpf.ErrMapIncompatible: never a silent flush. With dir
+// "" nothing is pinned (tests, benchmarks): the maps live as long as the
+// Dataplane. Requires CAP_BPF and CAP_NET_ADMIN.
 func Load(dir string) (*Dataplane, error) { return LoadWith(dir, Options{}) }
 
 // Options tune a load.
@@ -103,22 +115,32 @@ func LoadWith(dir string, o Options) (*Dataplane, error) {
 			ms.MaxEntries = n
 		}
 	}
-	opts := &ebpf.CollectionOptions{}
-	if dir == "" {
-		for _, m := range spec.Maps {
+	// The loader pins the maps itself (pins.go): under versioned names,
+	// and only once the load has succeeded.
+	for _, m := range spec.Maps {
+		if m.Pinning == ebpf.PinByName && dir == "" {
 			m.Pinning = ebpf.PinNone
-		}
-	} else {
-		if err := EnsureBPFFS(dir); err != nil {
-			return nil, err
-		}
-		opts.Maps.PinPath = dir
-		if err := adoptPins(dir, spec, logf); err != nil {
-			return nil, err
 		}
 	}
 	dp := &Dataplane{dir: dir}
+	opts := &ebpf.CollectionOptions{}
+	if dir != "" {
+		if err := EnsureBPFFS(dir); err != nil {
+			return nil, err
+		}
+		pins, err := planPins(dir, spec, logf)
+		if err != nil {
+			pins.close()
+			return nil, err
+		}
+		dp.pins = pins
+		opts.MapReplacements = pins.replace
+		for _, m := range spec.Maps {
+			m.Pinning = ebpf.PinNone
+		}
+	}
 	if err := spec.LoadAndAssign(&dp.objs, opts); err != nil {
+		dp.closePins()
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			return nil, fmt.Errorf("load programs: %+v", ve)
@@ -129,15 +151,62 @@ func LoadWith(dir string, o Options) (*Dataplane, error) {
 		return nil, fmt.Errorf("load programs: %w", err)
 	}
 	dp.Maps = bpfmap.FromObjects(&dp.objs.CalyxMaps)
+	if dp.pins == nil {
+		return dp, nil
+	}
+	// The first pass of every conversion, then the pins: a failure in
+	// either leaves the directory as it was.
+	err = dp.convert(false)
+	if err == nil {
+		err = dp.pins.publish(dp.pinnedMaps(spec))
+	}
+	if err != nil {
+		if uerr := dp.pins.unpublish(); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		dp.Close()
+		return nil, err
+	}
+	for name, m := range dp.pins.replace {
+		m.Close() // the collection holds its own clones
+		delete(dp.pins.replace, name)
+	}
+	for _, mg := range dp.pins.migrations {
+		logf("pinned map %s (layout v%d) migrates to %s (v%d): %s", filepath.Base(mg.oldPath), mg.from,
+			bpfmap.PinName(mg.name), mg.to, mg.kind)
+	}
 	return dp, nil
+}
+
+// pinnedMaps returns the loaded maps that spec pins by name, by name.
+func (dp *Dataplane) pinnedMaps(spec *ebpf.CollectionSpec) map[string]*ebpf.Map {
+	out := map[string]*ebpf.Map{}
+	for name, mp := range bpfmap.ObjectMaps(&dp.objs.CalyxMaps) {
+		if _, ok := spec.Maps[name]; ok && bpfmap.Version(name) != 0 {
+			out[name] = mp
+		}
+	}
+	return out
+}
+
+func (dp *Dataplane) closePins() {
+	if dp.pins != nil {
+		dp.pins.close()
+		dp.pins = nil
+	}
 }
 
 // Dir is the pin directory.
 func (dp *Dataplane) Dir() string { return dp.dir }
 
 // Close releases the file descriptors. Pinned maps and links stay, and so
-// does the traffic they carry.
-func (dp *Dataplane) Close() error { return dp.objs.Close() }
+// does the traffic they carry (a migration not finished resumes with the
+// next load).
+func (dp *Dataplane) Close() error {
+	dp.releasePrevious()
+	dp.closePins()
+	return dp.objs.Close()
+}
 
 // Role says which programs an interface carries.
 type Role int
@@ -245,42 +314,4 @@ func PinnedLinks(dir string) ([]PinnedLink, error) {
 		out = append(out, PinnedLink{Ifindex: idx, Hook: Hook(parts[2]), Path: filepath.Join(dir, "links", e.Name())})
 	}
 	return out, nil
-}
-
-// adoptPins compares the pinned maps with spec before the load: a pinned
-// conntrack table keeps its size, and a rebuildable map with another layout
-// (bpfmap.Rebuildable) is unpinned so that the load creates it anew.
-func adoptPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any)) error {
-	for name, ms := range spec.Maps {
-		if ms.Pinning != ebpf.PinByName {
-			continue
-		}
-		path := filepath.Join(dir, name)
-		m, err := ebpf.LoadPinnedMap(path, &ebpf.LoadPinOptions{ReadOnly: true})
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("open pinned map %s: %w", path, err)
-		}
-		same := m.Type() == ms.Type && m.KeySize() == ms.KeySize && m.ValueSize() == ms.ValueSize && m.Flags() == ms.Flags
-		entries := m.MaxEntries()
-		m.Close()
-		if (name == bpfmap.CTName || name == bpfmap.NATName) && same && entries != ms.MaxEntries {
-			logf("conntrack table %s keeps its pinned size %d (asked for %d): resizing would drop every flow", name, entries, ms.MaxEntries)
-			ms.MaxEntries = entries
-			continue
-		}
-		if (!same || entries != ms.MaxEntries) && bpfmap.Rebuildable(name) {
-			if err := os.Remove(path); err != nil {
-				return fmt.Errorf("replace pinned map %s with this build's layout: %w", path, err)
-			}
-			if same {
-				logf("pinned map %s holds at most %d entries, the Config asks for %d: made anew at that size; the agent refills it before the programs are swapped", name, entries, ms.MaxEntries)
-			} else {
-				logf("pinned map %s had another layout: replaced; the agent refills it before the programs are swapped", name)
-			}
-		}
-	}
-	return nil
 }

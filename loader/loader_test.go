@@ -216,7 +216,7 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	requirePrivileges(t)
 	dir := mountBPFFS(t)
 
-	dp, err := loader.LoadWith(dir, loader.Options{Capacities: map[string]uint32{bpf.CalyxMapCxCtV2: 1024, bpf.CalyxMapCxPolicy: 4096}})
+	dp, err := loader.LoadWith(dir, loader.Options{Capacities: map[string]uint32{bpf.CalyxMapCxCt: 1024, bpf.CalyxMapCxPolicy: 4096}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	dp.Close()
 
 	// An older build's cx_config: another value size.
-	cfgPin := filepath.Join(dir, bpf.CalyxMapCxConfig)
+	cfgPin := filepath.Join(dir, bpfmap.PinName(bpf.CalyxMapCxConfig))
 	if err := os.Remove(cfgPin); err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	var notes []string
 	// Asked for other sizes: the conntrack table keeps its own, cx_policy
 	// (derived from the model) is made anew at the new size.
-	dp, err = loader.LoadWith(dir, loader.Options{Capacities: map[string]uint32{bpf.CalyxMapCxCtV2: 4096, bpf.CalyxMapCxPolicy: 8192},
+	dp, err = loader.LoadWith(dir, loader.Options{Capacities: map[string]uint32{bpf.CalyxMapCxCt: 4096, bpf.CalyxMapCxPolicy: 8192},
 		Logf: func(f string, a ...any) {
 			notes = append(notes, fmt.Sprintf(f, a...))
 		}})

@@ -54,7 +54,7 @@ func legacyKey(src, dst netip.AddrPort, proto uint8) []byte {
 	return k
 }
 
-// An agent of this build over the pins of the previous layout moves every
+// An agent of this build over the pins of conntrack layout v1 moves every
 // flow of its cx_ct into cx_ct_v2 and cx_nat_v2: a translated flow's two
 // directions as they were, a tracked flow into one entry (its reply alone
 // too, when the original went), TCP state and counters kept. A second pass
@@ -96,14 +96,11 @@ func TestMigrateLegacyConntrack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dp.Close()
-	if !dp.LegacyConntrack() {
-		t.Fatal("the previous layout's cx_ct is not seen")
+	r, ok := migration(dp.Migrations(), bpfmap.CTName)
+	if !ok || r.Kind != loader.MigrateConvert || r.From != 1 || r.To != 2 {
+		t.Fatalf("migrations %+v, want cx_ct converted from v1 to v2", dp.Migrations())
 	}
-	r, err := dp.MigrateConntrack(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Entries != 5 || r.Translated != 2 || r.Tracked != 2 || r.Kept != 0 {
+	if r := r.Result; r.Entries != 5 || r.Translated != 2 || r.Tracked != 2 || r.Kept != 0 {
 		t.Errorf("migration %+v, want 5 entries read, 2 translated, 2 tracked written", r)
 	}
 	flows, err := conntrack.Flows(dp.Maps)
@@ -136,7 +133,8 @@ func TestMigrateLegacyConntrack(t *testing.T) {
 	// flow after the first pass: the tracked flow's newer packets (the
 	// old map's last packet later than the new map's) replace it.
 	put(legacyKey(wl1, wl2, bpfmap.ProtoUDP), legacyEntryAt(wl1, wl2, false, 0, 9, 5000))
-	if r, err = dp.MigrateConntrack(true); err != nil || r.Kept != 3 || r.Replaced != 1 || r.Translated+r.Tracked != 0 {
+	done, err := dp.FinishMigration()
+	if r, _ := migration(done, bpfmap.CTName); err != nil || r.Result.Kept != 3 || r.Result.Replaced != 1 || r.Result.Written != 0 {
 		t.Errorf("second pass %+v, %v: want 3 kept, the tracked flow's entry replaced", r, err)
 	}
 	flows, err = conntrack.Flows(dp.Maps)
@@ -151,18 +149,25 @@ func TestMigrateLegacyConntrack(t *testing.T) {
 	// The collection (batched reads and deletes) expires them all.
 	gc, err := conntrack.GC(dp.Maps, 1<<62)
 	if err != nil || gc.Flows != 3 || gc.Expired != 3 || gc.TranslatedDeleted != 2 || gc.TrackedDeleted != 2 {
-		t.Errorf("collection %+v, %v: want 3 flows expired, 2 cx_nat_v2 and 2 cx_ct_v2 entries deleted", gc, err)
+		t.Errorf("collection %+v, %v: want 3 flows expired, 2 cx_nat and 2 cx_ct entries deleted", gc, err)
 	}
 	if left, err := conntrack.Flows(dp.Maps); err != nil || len(left) != 0 {
 		t.Errorf("after the collection: %d flows, %v", len(left), err)
 	}
-	if err := dp.RemoveLegacyConntrack(); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := os.Stat(filepath.Join(dir, "cx_ct")); !os.IsNotExist(err) {
 		t.Errorf("the old pin is still there: %v", err)
 	}
-	if dp.LegacyConntrack() {
-		t.Error("LegacyConntrack after the removal")
+	if dp.Migrating() {
+		t.Error("Migrating after FinishMigration")
 	}
+}
+
+// migration finds map name's among ms.
+func migration(ms []loader.MapMigration, name string) (loader.MapMigration, bool) {
+	for _, m := range ms {
+		if m.Map == name {
+			return m, true
+		}
+	}
+	return loader.MapMigration{}, false
 }

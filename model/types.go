@@ -884,11 +884,11 @@ var MapSizeSettings = []MapSizeSetting{
 	{Key: "routeMapSize", Maps: []string{"cx_routes"}, Default: 65536, Min: 1024, Max: 1 << 24},
 	{Key: "endpointMapSize", Maps: []string{"cx_ifaces", "cx_endpoints"}, Default: 16384, Min: 64, Max: 1 << 20},
 	// Tracked flows without translation, one entry each.
-	{Key: "ctMapSize", Maps: []string{"cx_ct_v2"}, Default: 262144, Min: 1024, Max: 1 << 26},
+	{Key: "ctMapSize", Maps: []string{"cx_ct"}, Default: 262144, Min: 1024, Max: 1 << 26},
 	// Translated flows (floating IPs, natOutgoing, metadata), two entries
 	// each: apart from ctMapSize so that no flood of tracked flows can
 	// evict a translation.
-	{Key: "natMapSize", Maps: []string{"cx_nat_v2"}, Default: 131072, Min: 1024, Max: 1 << 26},
+	{Key: "natMapSize", Maps: []string{"cx_nat"}, Default: 131072, Min: 1024, Max: 1 << 26},
 	{Key: "policyMapSize", Maps: []string{"cx_policy"}, Default: 1 << 20, Min: 1024, Max: 1 << 26},
 	{Key: "ipcacheMapSize", Maps: []string{"cx_ipcache"}, Default: 65536, Min: 1024, Max: 1 << 24},
 	{Key: "floatingIPMapSize", Maps: []string{"cx_fips"}, Default: 16384, Min: 64, Max: 1 << 22},

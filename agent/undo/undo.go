@@ -23,8 +23,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// PinName is the ledger's pin under the bpffs directory.
-const PinName = "calyx_undo"
+// PinName is the ledger's pin under the bpffs directory, with its layout
+// version as every calyx pin has (bpfmap.PinName).
+const PinName = "calyx_undo_v1"
+
+// unversionedPin is the ledger's pin as builds before versioned pin names
+// left it (the same layout): Open moves it to PinName.
+const unversionedPin = "calyx_undo"
 
 // The sizes of a ledger entry: a setting's /proc/sys path and its
 // original value. A longer value (a very long ip_local_reserved_ports
@@ -50,6 +55,15 @@ type Ledger struct {
 func Open(dir string) (*Ledger, error) {
 	path := filepath.Join(dir, PinName)
 	m, err := ebpf.LoadPinnedMap(path, nil)
+	if errors.Is(err, os.ErrNotExist) {
+		if m, err = ebpf.LoadPinnedMap(filepath.Join(dir, unversionedPin), nil); err == nil {
+			// Renamed in place (one atomic rename on the bpffs).
+			if perr := m.Pin(path); perr != nil {
+				m.Close()
+				return nil, fmt.Errorf("move undo ledger to %s: %w", path, perr)
+			}
+		}
+	}
 	if err == nil {
 		if m.KeySize() != keySize || m.ValueSize() != valueSize {
 			m.Close()
@@ -72,10 +86,12 @@ func Open(dir string) (*Ledger, error) {
 // OpenExisting opens the ledger pinned under dir for --cleanup; with none
 // it returns (nil, nil): nothing was recorded.
 func OpenExisting(dir string) (*Ledger, error) {
-	if _, err := os.Stat(filepath.Join(dir, PinName)); errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+	for _, name := range []string{PinName, unversionedPin} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			return Open(dir)
+		}
 	}
-	return Open(dir)
+	return nil, nil
 }
 
 // Close releases the ledger (its pin stays).

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calyxnet/calyx/bpf"
+	"github.com/calyxnet/calyx/bpfmap"
 	"github.com/calyxnet/calyx/tests/lab"
 )
 
@@ -458,7 +460,7 @@ func TestResyncRepairsMapEdits(t *testing.T) {
 		return n
 	}
 	before := writes()
-	args := append([]string{"bpftool", "map", "delete", "pinned", filepath.Join(e.h.BPFFS, "cx_routes")}, key...)
+	args := append([]string{"bpftool", "map", "delete", "pinned", filepath.Join(e.h.BPFFS, bpfmap.PinName(bpf.CalyxMapCxRoutes))}, key...)
 	if res, err := e.l.Exec("", args...); err != nil {
 		t.Fatalf("delete %s's route with bpftool: %v\n%s", w2.Name, err, res.Combined())
 	}
