@@ -72,7 +72,7 @@ test-e2e:
 # run in the mixed pass only, where veth and tap workloads meet, which
 # covers both kinds in one run (the 25-minute budget).
 E2E_KINDS ?= vm mixed
-E2E_FIRST_ONLY = TestPackage|TestVM|TestDHCP|TestConntrackFloodKeepsTranslations|TestUpgradeMigratesConntrack|TestBGPIPv6|TestCleanup
+E2E_FIRST_ONLY = TestPackage|TestVM|TestDHCP|TestConntrackFloodKeepsTranslations|TestUpgradeFromPreviousRelease|TestBGPIPv6|TestCleanup
 E2E_MIXED_ONLY = TestNetworkPolicyIPv6|TestMultiHostIPv6|TestAddressPlan|TestHostileIPv6|TestMetadataIPv6|TestMonitor
 # `package` first: TestPackage installs the .deb it leaves in $(PKG_DIR).
 test: deps build package check-generate lint

@@ -48,6 +48,7 @@ func commands() []command {
 		{path: "counters"},
 		{path: "counters dump"},
 		{path: "links"},
+		{path: "maps"},
 		{path: "node"},
 		{path: "node status"},
 		{path: "bgp"},

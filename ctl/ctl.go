@@ -85,6 +85,9 @@ nouns (read only):
   counters dump            packets and bytes by interface and verdict reason
   links                    programs attached per interface (ATTACHED: the kernel runs it, checked in
                            calyxctl's network namespace: run it in the host's)
+  maps                     the pinned maps: PIN (the name with its layout VERSION), BUILD (this
+                           calyxctl's version of it), TYPE, MAX-ENTRIES and STATE (current; old: migrating,
+                           beside this build's; older; newer): an upgrade in progress shows here
   node status              this node's underlay, MTUs and encapsulations in use, then the agent's BGP
                            peers per family (calicoctl's tables), disagreements with the datastore,
                            learned routes for the kernel FIB and peers it could not configure
@@ -234,6 +237,11 @@ func dispatch(ctx context.Context, o Options, args []string, stdio IO) error {
 			return usagef("links takes no arguments")
 		}
 		return dump(ctx, o, cmd, stdio)
+	case "maps":
+		if len(args) != 0 {
+			return usagef("maps takes no arguments")
+		}
+		return mapsCmd(o, stdio)
 	case "version":
 		return render(stdio.Out, o.Output, []versionRow{{Version: Version}})
 	case "completion":

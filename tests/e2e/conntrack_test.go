@@ -10,13 +10,9 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,10 +21,6 @@ import (
 
 	"github.com/calyxnet/calyx/tests/lab"
 )
-
-// legacyCTCommit is the last calyx with the previous conntrack layout: one
-// pinned cx_ct, 40-byte keys and 136-byte values, an entry per direction.
-const legacyCTCommit = "359f8c36586f9255e48885fcae480c66db1d35ef"
 
 // natPortLow and natPortHigh are Config.natPortRange's default.
 const natPortLow, natPortHigh = 20000, 29999
@@ -618,140 +610,5 @@ func TestFragmentedUDPThroughNAT(t *testing.T) {
 	}
 	if n, ok, _ := lab.MetricSum(text, "calyx_fragments_orphan_total"); !ok || n != 0 {
 		t.Errorf("calyx_fragments_orphan_total on host-a = %v (present %v), want 0: no fragment came without its first", n, ok)
-	}
-}
-
-// buildLegacyAgent builds calyx-agent at legacyCTCommit into a temporary
-// directory, from a detached worktree of the repository the test runs in
-// (removed again), and returns its path.
-func buildLegacyAgent(t *testing.T) string {
-	t.Helper()
-	lab.RequireTools(t, "git", "go")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	run := func(dir string, args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-		cmd.Dir = dir
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("%s: %w\n%s", strings.Join(args, " "), err, lastLines(string(out), 20))
-		}
-		return string(out), nil
-	}
-	top, err := run(".", "git", "rev-parse", "--show-toplevel")
-	if err != nil {
-		lab.SkipOrFailInCI(t, "the previous agent (%s) is built from this repository's history, but this is no git repository: %v", legacyCTCommit, err)
-	}
-	top = strings.TrimSpace(top)
-	if _, err := run(top, "git", "cat-file", "-e", legacyCTCommit+"^{commit}"); err != nil {
-		lab.SkipOrFailInCI(t, "commit %s (the previous conntrack layout) is not in %s (a shallow clone? fetch main's history): %v", legacyCTCommit, top, err)
-	}
-	dir := t.TempDir()
-	src := filepath.Join(dir, "src")
-	if _, err := run(top, "git", "worktree", "add", "--detach", src, legacyCTCommit); err != nil {
-		t.Fatalf("worktree of %s: %v", legacyCTCommit, err)
-	}
-	remove := func() {
-		if _, err := os.Stat(src); err != nil {
-			return
-		}
-		if _, err := run(top, "git", "worktree", "remove", "--force", src); err != nil {
-			t.Errorf("remove worktree: %v", err)
-		}
-	}
-	t.Cleanup(remove)
-	bin := filepath.Join(dir, "calyx-agent-old")
-	start := time.Now()
-	if _, err := run(src, "go", "build", "-o", bin, "./cmd/calyx-agent"); err != nil {
-		t.Fatalf("build the agent of %s: %v", legacyCTCommit, err)
-	}
-	remove()
-	t.Logf("built calyx-agent of %s in %s", legacyCTCommit[:12], time.Since(start).Round(time.Millisecond))
-	return bin
-}
-
-// TestUpgradeMigratesConntrack: every host runs the agent of the previous
-// conntrack layout (one pinned cx_ct); a client holds a connection to wa's
-// floating IP and wa one to the external server by natOutgoing, both on
-// host-a, exchanging a line every 20 ms. host-a's agent is stopped (its
-// programs and pins stay) and this build's started on the same pins: no
-// exchange fails (a stall is allowed), both connections stay translated as
-// they were, cx_ct goes from the pin directory after the first sync while
-// cx_ct_v2 and cx_nat_v2 are there, and ct dump lists both flows in the
-// nat table.
-func TestUpgradeMigratesConntrack(t *testing.T) {
-	old := buildLegacyAgent(t)
-	e := ctSetup(t, ctOptions{kind: lab.KindVeth, agentBinary: old})
-	l, m := e.l, e.m
-	ha := m.HostA
-	pin := func(name string) bool {
-		_, err := os.Stat(filepath.Join(ha.BPFFS, name))
-		return err == nil
-	}
-	if !pin("cx_ct") || pin("cx_ct_v2") {
-		t.Fatalf("host-a's pins under the old agent: cx_ct %v, cx_ct_v2 %v; want the previous layout", pin("cx_ct"), pin("cx_ct_v2"))
-	}
-
-	fip := startSteady(t, "client -> FIP(wa)", e.client.NS, echoAddr(fipA), 20*time.Millisecond, e.fipFlowCheck)
-	snat := startSteady(t, "wa -> server (natOutgoing)", m.WA.NS, echoAddr(e.server.IP.String()), 20*time.Millisecond, e.snatFlowCheck)
-	time.Sleep(500 * time.Millisecond)
-
-	if err := l.StopAgent(ha.Name); err != nil {
-		t.Fatal(err)
-	}
-	n := fip.count() + snat.count()
-	time.Sleep(300 * time.Millisecond)
-	if fip.count()+snat.count() <= n {
-		t.Errorf("no exchange while host-a had no agent")
-	}
-	started := time.Now()
-	if err := l.StartAgent(ha.Name); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("this build's agent on host-a ready after %s", time.Since(started).Round(time.Millisecond))
-	if err := lab.Eventually(20*time.Second, 100*time.Millisecond, func() error {
-		if pin("cx_ct") {
-			return fmt.Errorf("cx_ct still pinned in %s", ha.BPFFS)
-		}
-		return nil
-	}); err != nil {
-		t.Errorf("after the first sync: %v", err)
-	} else {
-		t.Logf("cx_ct unpinned %s after this build's agent started", time.Since(started).Round(time.Millisecond))
-	}
-	for _, name := range []string{"cx_ct_v2", "cx_nat_v2"} {
-		if !pin(name) {
-			t.Errorf("%s not pinned in %s", name, ha.BPFFS)
-		}
-	}
-	// The flows carry on under the new programs for a while.
-	n = fip.count() + snat.count()
-	if err := lab.Eventually(10*time.Second, 100*time.Millisecond, func() error {
-		if got := fip.count() + snat.count(); got < n+100 {
-			return fmt.Errorf("%d exchanges since the migration, want 100", got-n)
-		}
-		return nil
-	}); err != nil {
-		t.Errorf("after the upgrade: %v", err)
-	}
-	e.checkNATFlows(t, fip, snat)
-	fip.stop(t)
-	snat.stop(t)
-	log := l.AgentLog(ha.Name)
-	for line := range strings.Lines(log) {
-		if strings.Contains(line, "previous layout") {
-			t.Logf("host-a agent: %s", strings.TrimSpace(line))
-		}
-	}
-	if !strings.Contains(log, "its pin removed") {
-		t.Errorf("host-a's agent log does not say the migration finished:\n%s", lastLines(log, 30))
-	}
-	// New connections are translated too.
-	r, err := lab.TCPEcho(e.client.NS, echoAddr(fipA), echoTimeout)
-	if err == nil {
-		err = e.fipFlowCheck(r)
-	}
-	if err != nil {
-		t.Errorf("new connection client -> FIP(wa) after the upgrade: %v", err)
 	}
 }
