@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,12 +71,15 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		t.Fatalf("wb -> wa (policy allows): %v", err)
 	}
 
-	// The previous release's budget suppresses most of a spoofed flood.
-	if _, err := l.Exec(m.WA.NS, "ip", "addr", "add", "10.65.0.99/32", "dev", "eth0"); err != nil {
+	// The previous release's budget (256 events a second per CPU)
+	// suppresses most of a flood of spoofed frames from wa.
+	waMAC, err := l.MAC(m.WA.NS, "eth0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, _ = l.Run(lab.Command{NS: m.WA.NS, Args: []string{"ping", "-n", "-q", "-i", "0", "-c", "3000", "-W", "1", "-I", "10.65.0.99", e.server.IP.String()}, Timeout: 20 * time.Second})
-	if _, err := l.Exec(m.WA.NS, "ip", "addr", "del", "10.65.0.99/32", "dev", "eth0"); err != nil {
+	spoofed := lab.ICMPEchoFrame(lab.Eth{Src: waMAC, Dst: lab.BroadcastMAC},
+		lab.IPv4Header{Src: netip.MustParseAddr("10.65.0.99"), Dst: e.server.IP}, 0x55, 1, []byte("spoofed"))
+	if err := l.InjectCount(m.WA.NS, "eth0", 3000, spoofed); err != nil {
 		t.Fatal(err)
 	}
 	suppressed := func() float64 {
