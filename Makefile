@@ -70,10 +70,12 @@ test-e2e:
 # their own, send no workload traffic or (TestPackage, veths whatever the
 # pass) install the package: the first pass only. E2E_MIXED_ONLY
 # run in the mixed pass only, where veth and tap workloads meet, which
-# covers both kinds in one run (the 25-minute budget).
+# covers both kinds in one run (the 25-minute budget): the IPv6 suites,
+# and the control-plane suites (etcd outages and sharing, BGP, IPAM),
+# whose subject does not change with the workloads' kind.
 E2E_KINDS ?= vm mixed
 E2E_FIRST_ONLY = TestPackage|TestVM|TestDHCP|TestConntrackFloodKeepsTranslations|TestUpgradeFromPreviousRelease|TestBGPIPv6|TestCleanup
-E2E_MIXED_ONLY = TestNetworkPolicyIPv6|TestMultiHostIPv6|TestAddressPlan|TestHostileIPv6|TestMetadataIPv6|TestMonitor
+E2E_MIXED_ONLY = TestNetworkPolicyIPv6|TestMultiHostIPv6|TestAddressPlan|TestHostileIPv6|TestMetadataIPv6|TestMonitor|TestEtcdFailStatic|TestEtcdSharedDatastore|TestBGPFabric|TestBGPRouteReflectorAndMD5|TestIPAMBlockRoutes|TestIPAMEmptyBlockReleased
 # `package` first: TestPackage installs the .deb it leaves in $(PKG_DIR).
 test: deps build package check-generate lint
 	$(GO) test -count=1 -timeout $(E2E_TIMEOUT) -skip '^($(E2E_MIXED_ONLY))' ./...
