@@ -110,6 +110,42 @@ func (dp *Dataplane) swapPinnedLink(pin string, prog *ebpf.Program) error {
 	return updatePinnedLink(pin, prog)
 }
 
+// keepPreviousFilter records, for Revert, the program calyx's clsact filter
+// at f's place runs before f replaces it (none there: nothing to record).
+func (dp *Dataplane) keepPreviousFilter(f *netlink.BpfFilter) {
+	key := fmt.Sprintf("clsact/%d/%x", f.LinkIndex, f.Parent)
+	if _, ok := dp.previous[key]; ok {
+		return
+	}
+	fs, err := netlink.FilterList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: f.LinkIndex}}, f.Parent)
+	if err != nil {
+		return
+	}
+	for _, cur := range fs {
+		bf, ok := cur.(*netlink.BpfFilter)
+		if !ok || bf.Handle != clsactHandle || bf.Priority != clsactPrio {
+			continue
+		}
+		if prev, err := ebpf.NewProgramFromID(ebpf.ProgramID(bf.Id)); err == nil {
+			if dp.previous == nil {
+				dp.previous = map[string]*ebpf.Program{}
+			}
+			dp.previous[key] = prev
+			prevFilter := *f
+			prevFilter.Name = bf.Name
+			dp.previousFilters = append(dp.previousFilters, previousFilter{key: key, filter: prevFilter})
+		}
+		return
+	}
+}
+
+// previousFilter is a clsact filter as it was before a migration swapped
+// its program (the program is in Dataplane.previous under key).
+type previousFilter struct {
+	key    string
+	filter netlink.BpfFilter
+}
+
 // updatePinnedLink runs prog on the link pinned at pin.
 func updatePinnedLink(pin string, prog *ebpf.Program) error {
 	l, err := link.LoadPinnedLink(pin, nil)
@@ -154,6 +190,9 @@ func (dp *Dataplane) attachClsact(ifindex int, r Role) error {
 			FilterAttrs: netlink.FilterAttrs{LinkIndex: ifindex, Parent: parent, Handle: clsactHandle,
 				Priority: clsactPrio, Protocol: unix.ETH_P_ALL},
 			Fd: dp.program(r, h).FD(), Name: ProgramName(r, h), DirectAction: true,
+		}
+		if dp.Migrating() {
+			dp.keepPreviousFilter(f)
 		}
 		if err := netlink.FilterReplace(f); err != nil {
 			return fmt.Errorf("attach clsact %s filter to ifindex %d: %w", h, ifindex, err)

@@ -2,11 +2,13 @@
 // --bpffs directory, and attaches the programs to interfaces with TCX links
 // (kernel 6.6+) or clsact filters.
 //
-// Pinned state lives under one directory: maps at <dir>/<map>, TCX links at
-// <dir>/links/tcx_<ifindex>_<hook> (bpffs refuses '.' in names, and the
-// interface name is in the cx_links record). A new Load adopts the pinned maps
-// (their contents survive) and Attach swaps the programs of existing links
-// atomically with link.Update, so a restart or upgrade drops no packet.
+// Pinned state lives under one directory: maps at <dir>/<map>_v<layout
+// version>, TCX links at <dir>/links/tcx_<ifindex>_<hook> (bpffs refuses '.'
+// in names, and the interface name is in the cx_links record). A new Load
+// adopts the pinned maps (their contents survive) or migrates those of an
+// earlier layout (pins.go, migrate.go), and Attach swaps the programs of
+// existing links atomically with link.Update, so a restart or upgrade drops
+// no packet.
 package loader
 
 import (
@@ -33,8 +35,11 @@ type Dataplane struct {
 	// without a pin directory).
 	pins *pinSet
 	// previous: while migrating, the program each link ran before this
-	// Dataplane swapped it, by link pin, for Revert.
-	previous map[string]*ebpf.Program
+	// Dataplane swapped it, by link pin (a clsact filter's by
+	// "clsact/<ifindex>/<parent>", with the filter in previousFilters),
+	// for Revert.
+	previous        map[string]*ebpf.Program
+	previousFilters []previousFilter
 }
 
 // EnsureBPFFS makes sure dir exists on a bpffs. The default location under
@@ -115,13 +120,6 @@ func LoadWith(dir string, o Options) (*Dataplane, error) {
 			ms.MaxEntries = n
 		}
 	}
-	// The loader pins the maps itself (pins.go): under versioned names,
-	// and only once the load has succeeded.
-	for _, m := range spec.Maps {
-		if m.Pinning == ebpf.PinByName && dir == "" {
-			m.Pinning = ebpf.PinNone
-		}
-	}
 	dp := &Dataplane{dir: dir}
 	opts := &ebpf.CollectionOptions{}
 	if dir != "" {
@@ -135,9 +133,11 @@ func LoadWith(dir string, o Options) (*Dataplane, error) {
 		}
 		dp.pins = pins
 		opts.MapReplacements = pins.replace
-		for _, m := range spec.Maps {
-			m.Pinning = ebpf.PinNone
-		}
+	}
+	// The loader pins the maps itself (pins.go): under versioned names,
+	// and only once the load has succeeded.
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
 	}
 	if err := spec.LoadAndAssign(&dp.objs, opts); err != nil {
 		dp.closePins()

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
 
 	"github.com/calyxnet/calyx/bpf"
 	"github.com/calyxnet/calyx/bpfmap"
@@ -209,7 +210,19 @@ func (dp *Dataplane) Revert() error {
 		return nil
 	}
 	var errs []error
+	filters := map[string]bool{}
+	for _, pf := range dp.previousFilters {
+		filters[pf.key] = true
+		f := pf.filter
+		f.Fd = dp.previous[pf.key].FD()
+		if err := netlink.FilterReplace(&f); err != nil {
+			errs = append(errs, fmt.Errorf("swap clsact filter of ifindex %d back: %w", f.LinkIndex, err))
+		}
+	}
 	for pin, prev := range dp.previous {
+		if filters[pin] {
+			continue
+		}
 		if err := updatePinnedLink(pin, prev); err != nil {
 			errs = append(errs, fmt.Errorf("swap %s back: %w", pin, err))
 		}
@@ -227,7 +240,7 @@ func (dp *Dataplane) releasePrevious() {
 	for _, p := range dp.previous {
 		p.Close()
 	}
-	dp.previous = nil
+	dp.previous, dp.previousFilters = nil, nil
 }
 
 // convertConntrackV1 moves every flow of the v1 cx_ct into this build's

@@ -35,8 +35,11 @@ type pinSet struct {
 	// (a rebuildable map of another size or layout); kept open so that a
 	// revert can pin them back.
 	swapOut map[string]*ebpf.Map
-	// published: the pins this load made, removed again by a revert.
+	// published: the pins this load made, removed again by a revert;
+	// unpinned: the swapOut maps whose pins publish removed, pinned back
+	// by a revert.
 	published []string
+	unpinned  []string
 }
 
 // Migration kinds.
@@ -187,6 +190,17 @@ func planPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any)) 
 				return p, fmt.Errorf("open pinned map %s: %w", prev.path, err)
 			}
 		}
+		if mg.kind == MigrateRename && curFound && p.replace[name] != nil && !sameMap(p.replace[name], mg.old) {
+			// Two maps of one layout: not a rename this build began (that
+			// pins one map twice) but a downgrade's leftovers, this
+			// build's pin left behind while a release before versioned
+			// pin names ran on its own. The running release's map wins.
+			logf("pinned map %s is not %s: left by this build before a downgrade; replaced by %s, which the running programs use",
+				bpfmap.PinName(name), filepath.Base(prev.path), filepath.Base(prev.path))
+			p.swapOut[name] = p.replace[name]
+			delete(p.replace, name)
+			curFound, mg.resumed = false, false
+		}
 		if mg.kind == MigrateRename && !curFound {
 			if _, err := adoptable(name, ms, mg.old, logf); err != nil {
 				return p, fmt.Errorf("%s: %w", prev.path, err)
@@ -241,6 +255,21 @@ func adoptable(name string, ms *ebpf.MapSpec, m *ebpf.Map, logf func(string, ...
 		name, bpfmap.Version(name), m.Type(), m.KeySize(), m.ValueSize(), ms.Type, ms.KeySize, ms.ValueSize, ebpf.ErrMapIncompatible)
 }
 
+// sameMap says whether a and b are one kernel map (pinned twice).
+func sameMap(a, b *ebpf.Map) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	ia, err1 := a.Info()
+	ib, err2 := b.Info()
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	ida, ok1 := ia.ID()
+	idb, ok2 := ib.ID()
+	return ok1 && ok2 && ida == idb
+}
+
 // publish pins the maps this load created, and the ones it adopted from a
 // pin of the same layout under their versioned names. A map that
 // replaces one of this build's pins (swapOut) takes its place. On error
@@ -253,15 +282,17 @@ func (p *pinSet) publish(maps map[string]*ebpf.Map) error {
 	sort.Strings(names)
 	for _, name := range names {
 		path := filepath.Join(p.dir, bpfmap.PinName(name))
-		if _, ok := p.replace[name]; ok {
+		_, replacing := p.swapOut[name]
+		if _, ok := p.replace[name]; ok && !replacing {
 			if _, err := os.Stat(path); err == nil {
 				continue // adopted where it is
 			}
 		}
-		if _, ok := p.swapOut[name]; ok {
+		if replacing {
 			if err := os.Remove(path); err != nil {
 				return fmt.Errorf("replace pinned map %s: %w", path, err)
 			}
+			p.unpinned = append(p.unpinned, name)
 		}
 		m, err := maps[name].Clone()
 		if err != nil {
@@ -287,9 +318,9 @@ func (p *pinSet) unpublish() error {
 		}
 	}
 	p.published = nil
-	for name, m := range p.swapOut {
+	for _, name := range p.unpinned {
 		path := filepath.Join(p.dir, bpfmap.PinName(name))
-		c, err := m.Clone()
+		c, err := p.swapOut[name].Clone()
 		if err == nil {
 			err = c.Pin(path)
 			c.Close()
@@ -298,5 +329,6 @@ func (p *pinSet) unpublish() error {
 			errs = append(errs, fmt.Errorf("pin back %s: %w", path, err))
 		}
 	}
+	p.unpinned = nil
 	return errors.Join(errs...)
 }

@@ -22,7 +22,7 @@ import (
 // v1 (32-bit suppressed counts, CPU i's at 1000+i), a route in cx_routes,
 // and that release's programs on the veth's TCX hooks. It returns the
 // ingress program's ID.
-func previousRelease(t *testing.T, dir string, ifindex int) (route netip.Prefix, oldProg uint32) {
+func previousRelease(t *testing.T, dir string, ifindex int, mode loader.Mode) (route netip.Prefix, oldProg uint32) {
 	t.Helper()
 	dp, err := loader.Load(dir)
 	if err != nil {
@@ -33,7 +33,7 @@ func previousRelease(t *testing.T, dir string, ifindex int) (route netip.Prefix,
 	if err := dp.Maps.Routes.Put(route, bpfmap.Route{Type: bpfmap.RouteLocalWorkload, Ifindex: uint32(ifindex), MAC: bpfmap.MAC{2, 0, 0, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dp.Attach("cxldr0", ifindex, loader.RoleWorkload, loader.ModeTCX); err != nil {
+	if _, err := dp.Attach("cxldr0", ifindex, loader.RoleWorkload, mode); err != nil {
 		t.Fatal(err)
 	}
 	oldProg = dp.ProgramID(loader.RoleWorkload, loader.HookIngress)
@@ -112,7 +112,7 @@ func TestUpgradeFromUnversionedPins(t *testing.T) {
 	requirePrivileges(t)
 	ifindex := inNewNetns(t)
 	dir := mountBPFFS(t)
-	route, oldProg := previousRelease(t, dir, ifindex)
+	route, oldProg := previousRelease(t, dir, ifindex, loader.ModeTCX)
 	cpus, _ := ebpf.PossibleCPU()
 	var want uint64
 	for i := range cpus {
@@ -189,21 +189,26 @@ func TestUpgradeFromUnversionedPins(t *testing.T) {
 	if _, ok, err := dp.Maps.LookupRoute(route.Addr()); err != nil || !ok {
 		t.Errorf("route after the migration: found %v, %v", ok, err)
 	}
-}
+	dp.Close()
 
-// A migration whose second pass fails reverts: the links run the previous
-// programs again, this build's pins are gone and the previous ones are as
-// they were, so that the previous agent (or a fixed build) carries on.
-func TestMigrationRevertsOnFailure(t *testing.T) {
-	requirePrivileges(t)
-	ifindex := inNewNetns(t)
-	dir := mountBPFFS(t)
-	_, oldProg := previousRelease(t, dir, ifindex)
-	before := pinsIn(t, dir)
-
-	restore := loader.FailFinalPass(bpf.CalyxMapCxEventBudget, 1)
-	defer restore()
-	dp, err := loader.Load(dir)
+	// Down to the previous release and up again: that release pinned a
+	// cx_ct_stats of its own beside this build's (left behind); the next
+	// load takes the running release's.
+	spec, err := bpf.LoadCalyx()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := spec.Maps[bpf.CalyxMapCxCtStats].Copy()
+	ms.Pinning = ebpf.PinNone
+	theirs, err := ebpf.NewMap(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer theirs.Close()
+	if err := theirs.Pin(filepath.Join(dir, bpf.CalyxMapCxCtStats)); err != nil {
+		t.Fatal(err)
+	}
+	dp, err = loader.Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,28 +216,75 @@ func TestMigrationRevertsOnFailure(t *testing.T) {
 	if _, err := dp.Attach("cxldr0", ifindex, loader.RoleWorkload, loader.ModeTCX); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dp.FinishMigration(); err == nil || !strings.Contains(err.Error(), "injected failure") {
-		t.Fatalf("finish: %v, want the injected failure", err)
-	}
-	if running := ingressProgramID(t, dir, loader.ModeTCX, ifindex); running != oldProg {
-		t.Errorf("ingress runs program %d after the revert, want the previous %d", running, oldProg)
-	}
-	if got := pinsIn(t, dir); !slices.Equal(got, before) {
-		t.Errorf("pins after the revert %q, want the previous release's %q", got, before)
-	}
-	restore()
-	dp.Close()
-	// The directory migrates as if nothing had happened.
-	dp2, err := loader.Load(dir)
-	if err != nil {
+	if _, err := dp.FinishMigration(); err != nil {
 		t.Fatal(err)
 	}
-	defer dp2.Close()
-	if _, err := dp2.Attach("cxldr0", ifindex, loader.RoleWorkload, loader.ModeTCX); err != nil {
-		t.Fatal(err)
+	pinnedID := func(pin string) ebpf.MapID {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, pin), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		info, _ := m.Info()
+		id, _ := info.ID()
+		return id
 	}
-	if _, err := dp2.FinishMigration(); err != nil {
-		t.Fatalf("migration after the revert: %v", err)
+	info, _ := theirs.Info()
+	if want, _ := info.ID(); pinnedID(bpfmap.PinName(bpf.CalyxMapCxCtStats)) != want {
+		t.Errorf("after a downgrade and back, %s is not the map the previous release ran with", bpfmap.PinName(bpf.CalyxMapCxCtStats))
+	}
+}
+
+// A migration whose second pass fails reverts: the links (TCX links or
+// clsact filters) run the previous programs again, this build's pins are
+// gone and the previous ones are as they were, so that the previous agent
+// (or a fixed build) carries on.
+func TestMigrationRevertsOnFailure(t *testing.T) {
+	requirePrivileges(t)
+	for _, mode := range []loader.Mode{loader.ModeTCX, loader.ModeClsact} {
+		t.Run(string(mode), func(t *testing.T) {
+			ifindex := inNewNetns(t)
+			dir := mountBPFFS(t)
+			_, oldProg := previousRelease(t, dir, ifindex, mode)
+			before := pinsIn(t, dir)
+
+			restore := loader.FailFinalPass(bpf.CalyxMapCxEventBudget, 1)
+			defer restore()
+			dp, err := loader.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dp.Close()
+			if _, err := dp.Attach("cxldr0", ifindex, loader.RoleWorkload, mode); err != nil {
+				t.Fatal(err)
+			}
+			if running := ingressProgramID(t, dir, mode, ifindex); running == oldProg {
+				t.Fatal("the attach did not swap the program")
+			}
+			if _, err := dp.FinishMigration(); err == nil || !strings.Contains(err.Error(), "injected failure") {
+				t.Fatalf("finish: %v, want the injected failure", err)
+			}
+			if running := ingressProgramID(t, dir, mode, ifindex); running != oldProg {
+				t.Errorf("ingress runs program %d after the revert, want the previous %d", running, oldProg)
+			}
+			if got := pinsIn(t, dir); !slices.Equal(got, before) {
+				t.Errorf("pins after the revert %q, want the previous release's %q", got, before)
+			}
+			restore()
+			dp.Close()
+			// The directory migrates as if nothing had happened.
+			dp2, err := loader.Load(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dp2.Close()
+			if _, err := dp2.Attach("cxldr0", ifindex, loader.RoleWorkload, mode); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dp2.FinishMigration(); err != nil {
+				t.Fatalf("migration after the revert: %v", err)
+			}
+		})
 	}
 }
 

@@ -50,7 +50,8 @@ spec:
 // renamed maps, converts cx_event_budget from v1, swaps the programs and
 // removes the old pins. No ping is lost, no exchange fails, both
 // translated connections keep their translation, the policy still holds,
-// and the suppressed count goes on from where it was.
+// and the suppressed count goes on from where it was. Then back to the
+// previous release the same way: again nothing is lost.
 func TestUpgradeFromPreviousRelease(t *testing.T) {
 	old := buildAgentAt(t, previousReleaseCommit)
 	e := ctSetup(t, ctOptions{kind: lab.KindVeth, agentBinary: old,
@@ -107,59 +108,63 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		}
 		return nil
 	})
-	// Pings every 10 ms across the whole upgrade: each one counts.
-	const pings = 1200
-	type pingRun struct {
-		what string
-		st   lab.PingStats
-		err  error
+	// across runs switchAgent while two pings every 10 ms (to the
+	// floating IP, and by natOutgoing) go on: each one must be answered.
+	across := func(what string, switchAgent func()) {
+		t.Helper()
+		const pings = 1000
+		type pingRun struct {
+			what string
+			st   lab.PingStats
+			err  error
+		}
+		runs := []*pingRun{{what: "client -> FIP(wa)"}, {what: "wa -> server (natOutgoing)"}}
+		var wg sync.WaitGroup
+		for i, args := range [][2]string{{e.client.NS, fipA}, {m.WA.NS, e.server.IP.String()}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runs[i].st, runs[i].err = l.Ping(args[0], args[1], pings, "-i", "0.01", "-q")
+			}()
+		}
+		time.Sleep(2 * time.Second)
+		switchAgent()
+		wg.Wait()
+		for _, r := range runs {
+			t.Logf("ping %s across the %s: %d/%d answered", r.what, what, r.st.Received, r.st.Transmitted)
+			if r.err != nil || r.st.Transmitted != pings || r.st.Received != pings {
+				t.Errorf("ping %s across the %s: %d/%d answered (%v), want every one", r.what, what, r.st.Received, r.st.Transmitted, r.err)
+			}
+		}
+		e.checkNATFlows(t, fip, snat)
 	}
-	runs := []*pingRun{{what: "client -> FIP(wa)"}, {what: "wa -> server (natOutgoing)"}}
-	var wg sync.WaitGroup
-	for i, args := range [][2]string{{e.client.NS, fipA}, {m.WA.NS, e.server.IP.String()}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			runs[i].st, runs[i].err = l.Ping(args[0], args[1], pings, "-i", "0.01", "-q")
-		}()
-	}
-	time.Sleep(2 * time.Second)
 
-	if err := l.StopAgent(ha.Name); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	started := time.Now()
-	if err := l.StartAgent(ha.Name); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("this build's agent on host-a ready after %s", time.Since(started).Round(time.Millisecond))
-	if err := lab.Eventually(20*time.Second, 100*time.Millisecond, func() error {
-		if pinned(bpf.CalyxMapCxRoutes) || pinned(bpf.CalyxMapCxEventBudget) {
-			return fmt.Errorf("the previous release's pins are still in %s", ha.BPFFS)
+	across("upgrade", func() {
+		if err := l.StopAgent(ha.Name); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	}); err != nil {
-		t.Errorf("after the first sync: %v\n%s", err, lastLines(l.AgentLog(ha.Name), 30))
-	} else {
-		t.Logf("old pins removed %s after this build's agent started", time.Since(started).Round(time.Millisecond))
-	}
-	for _, name := range bpfmap.Names() {
-		if !pinned(bpfmap.PinName(name)) {
-			t.Errorf("%s not pinned in %s", bpfmap.PinName(name), ha.BPFFS)
+		time.Sleep(300 * time.Millisecond)
+		started := time.Now()
+		if err := l.StartAgent(ha.Name); err != nil {
+			t.Fatal(err)
 		}
-	}
-	wg.Wait()
-	for _, r := range runs {
-		t.Logf("ping %s across the upgrade: %d/%d answered", r.what, r.st.Received, r.st.Transmitted)
-		if r.err != nil || r.st.Transmitted != pings || r.st.Received != pings {
-			t.Errorf("ping %s across the upgrade: %d/%d answered (%v), want every one", r.what, r.st.Received, r.st.Transmitted, r.err)
+		t.Logf("this build's agent on host-a ready after %s", time.Since(started).Round(time.Millisecond))
+		if err := lab.Eventually(20*time.Second, 100*time.Millisecond, func() error {
+			if pinned(bpf.CalyxMapCxRoutes) || pinned(bpf.CalyxMapCxEventBudget) {
+				return fmt.Errorf("the previous release's pins are still in %s", ha.BPFFS)
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("after the first sync: %v\n%s", err, lastLines(l.AgentLog(ha.Name), 30))
+		} else {
+			t.Logf("old pins removed %s after this build's agent started", time.Since(started).Round(time.Millisecond))
 		}
-	}
-	e.checkNATFlows(t, fip, snat)
-	for _, s := range []*steady{fip, snat, ew} {
-		s.stop(t)
-	}
+		for _, name := range bpfmap.Names() {
+			if !pinned(bpfmap.PinName(name)) {
+				t.Errorf("%s not pinned in %s", bpfmap.PinName(name), ha.BPFFS)
+			}
+		}
+	})
 	log := l.AgentLog(ha.Name)
 	migrated := 0
 	for line := range strings.Lines(log) {
@@ -189,6 +194,29 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 	}
 	if err != nil {
 		t.Errorf("new connection client -> FIP(wa) after the upgrade: %v", err)
+	}
+
+	// Back to the previous release: it adopts the conntrack pins (their
+	// names are its own) and makes its other maps anew; the flows carry
+	// on, translated as they were.
+	across("downgrade", func() {
+		if err := l.StopAgent(ha.Name); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.StartAgentBinary(ha.Name, old); err != nil {
+			t.Fatal(err)
+		}
+		if err := lab.Eventually(20*time.Second, 100*time.Millisecond, func() error {
+			if !pinned(bpf.CalyxMapCxRoutes) {
+				return fmt.Errorf("the previous release made no cx_routes in %s", ha.BPFFS)
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, s := range []*steady{fip, snat, ew} {
+		s.stop(t)
 	}
 }
 
