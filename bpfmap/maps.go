@@ -98,11 +98,11 @@ func PinName(name string) string { return PinNameOf(name, Version(name)) }
 // PinNameOf is the pin of version v of map name.
 func PinNameOf(name string, v uint32) string { return name + "_v" + strconv.FormatUint(uint64(v), 10) }
 
-// ParsePin says which map and layout version the pin file is: "<map>_v<N>"
+// parsePin says which map and layout version the pin file is: "<map>_v<N>"
 // for version N, or a bare "<map>", which builds before versioned pin
 // names left (their layouts are version 1). ok is false for a file that is
 // no map of calyx's.
-func ParsePin(file string) (name string, version uint32, ok bool) {
+func parsePin(file string) (name string, version uint32, ok bool) {
 	if i := strings.LastIndex(file, "_v"); i > 0 {
 		if v, err := strconv.ParseUint(file[i+2:], 10, 32); err == nil && v > 0 && Version(file[:i]) != 0 {
 			return file[:i], uint32(v), true
@@ -112,6 +112,31 @@ func ParsePin(file string) (name string, version uint32, ok bool) {
 		return file, 1, true
 	}
 	return "", 0, false
+}
+
+// Pin is a file in the pin directory that is one of calyx's maps, of any
+// layout version.
+type Pin struct {
+	Path    string
+	Map     string // its name in maps.h
+	Version uint32 // its layout version (parsePin)
+}
+
+// Pins lists the pins of calyx's maps in dir, every version, in file name
+// order; other files are not listed. A missing dir is an error wrapping
+// os.ErrNotExist.
+func Pins(dir string) ([]Pin, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list pins in %s: %w", dir, err)
+	}
+	var out []Pin
+	for _, e := range ents {
+		if name, v, ok := parsePin(e.Name()); ok && !e.IsDir() {
+			out = append(out, Pin{Path: filepath.Join(dir, e.Name()), Map: name, Version: v})
+		}
+	}
+	return out, nil
 }
 
 // Rebuildable says whether the pinned map name holds only what the agent
@@ -220,11 +245,11 @@ func openPinned(dir string, readOnly bool) (*Maps, error) {
 // otherVersions names the pins of map name in dir of another layout
 // version than this build's ("" for none).
 func otherVersions(dir, name string) string {
-	ents, _ := os.ReadDir(dir)
+	pins, _ := Pins(dir)
 	var out []string
-	for _, e := range ents {
-		if n, v, ok := ParsePin(e.Name()); ok && n == name && v != Version(name) {
-			out = append(out, fmt.Sprintf("%s (v%d)", e.Name(), v))
+	for _, p := range pins {
+		if p.Map == name && p.Version != Version(name) {
+			out = append(out, fmt.Sprintf("%s (v%d)", filepath.Base(p.Path), p.Version))
 		}
 	}
 	return strings.Join(out, ", ")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/cilium/ebpf"
@@ -35,42 +36,36 @@ const (
 // layout versions, from the pin names (it opens each read-only for its type
 // and size): during an upgrade it shows which maps are migrating.
 func mapsCmd(o Options, stdio IO) error {
-	ents, err := os.ReadDir(o.BPFFS)
+	pins, err := bpfmap.Pins(o.BPFFS)
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("no pins in %s: no agent has run with that --bpffs", o.BPFFS)
 	}
 	if err != nil {
-		return fmt.Errorf("list pins in %s: %w", o.BPFFS, err)
+		return err
 	}
-	versions := map[string]map[uint32]bool{}
-	for _, e := range ents {
-		if name, v, ok := bpfmap.ParsePin(e.Name()); ok && !e.IsDir() {
-			if versions[name] == nil {
-				versions[name] = map[uint32]bool{}
-			}
-			versions[name][v] = true
+	current := map[string]bool{} // this build's pin of the map is there
+	for _, p := range pins {
+		if filepath.Base(p.Path) == bpfmap.PinName(p.Map) {
+			current[p.Map] = true
 		}
 	}
 	var rows []mapRow
-	for _, e := range ents {
-		name, v, ok := bpfmap.ParsePin(e.Name())
-		if !ok || e.IsDir() {
-			continue
-		}
-		r := mapRow{Map: name, Pin: e.Name(), Version: v, Build: bpfmap.Version(name)}
+	for _, p := range pins {
+		file := filepath.Base(p.Path)
+		r := mapRow{Map: p.Map, Pin: file, Version: p.Version, Build: bpfmap.Version(p.Map)}
 		switch {
-		case v == r.Build && e.Name() == bpfmap.PinName(name):
+		case file == bpfmap.PinName(p.Map):
 			r.State = pinCurrent
-		case v > r.Build:
+		case p.Version > r.Build:
 			r.State = pinNewer
-		case versions[name][r.Build] && e.Name() != bpfmap.PinName(name):
+		case current[p.Map]:
 			r.State = pinMigrating
 		default:
 			r.State = pinOlder
 		}
-		m, err := ebpf.LoadPinnedMap(o.BPFFS+"/"+e.Name(), &ebpf.LoadPinOptions{ReadOnly: true})
+		m, err := ebpf.LoadPinnedMap(p.Path, &ebpf.LoadPinOptions{ReadOnly: true})
 		if err != nil {
-			return fmt.Errorf("open pinned map %s: %w", e.Name(), err)
+			return fmt.Errorf("open pinned map %s: %w", p.Path, err)
 		}
 		r.Type, r.MaxEntries = m.Type().String(), m.MaxEntries()
 		m.Close()

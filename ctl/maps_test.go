@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -31,6 +32,11 @@ func TestMapsShowsLayoutVersions(t *testing.T) {
 	pin(bpfmap.PinNameOf(bpf.CalyxMapCxCounters, 9))    // a newer one
 	pin(bpfmap.PinNameOf(bpf.CalyxMapCxEventBudget, 1)) // an older version beside this build's
 	pin("not_a_map")                                    // not calyx's: not listed
+	// An older pin alone: this build's is not there.
+	if err := os.Remove(filepath.Join(dir, bpfmap.PinName(bpf.CalyxMapCxFips))); err != nil {
+		t.Fatal(err)
+	}
+	pin(bpf.CalyxMapCxFips)
 	r := run(t, t.TempDir(), "", "--bpffs", dir, "-o", "json", "maps")
 	if r.code != 0 {
 		t.Fatalf("maps: %d %s", r.code, r.err)
@@ -52,6 +58,7 @@ func TestMapsShowsLayoutVersions(t *testing.T) {
 		bpfmap.PinNameOf(bpf.CalyxMapCxCounters, 9):    pinNewer,
 		bpfmap.PinNameOf(bpf.CalyxMapCxEventBudget, 1): pinMigrating,
 		bpfmap.PinName(bpf.CalyxMapCxEventBudget):      pinCurrent,
+		bpf.CalyxMapCxFips:                             pinOlder,
 	} {
 		if got := state[pin]; got.State != want {
 			t.Errorf("%s: %+v, want state %q", pin, got, want)

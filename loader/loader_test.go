@@ -212,6 +212,21 @@ func TestParseMode(t *testing.T) {
 // A pinned conntrack table keeps its size (resizing would drop its flows);
 // a map the agent derives from the model is replaced when its layout
 // changed, and the other pins are adopted as they are.
+// pinNewMap creates a map of ms, pins it at path (on a bpffs) and returns
+// it, closed when the test ends; the pin stays.
+func pinNewMap(t *testing.T, ms *ebpf.MapSpec, path string) *ebpf.Map {
+	t.Helper()
+	m, err := ebpf.NewMap(ms)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := m.Pin(path); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	requirePrivileges(t)
 	dir := mountBPFFS(t)
@@ -237,14 +252,7 @@ func TestLoadAdoptsConntrackSizeAndRebuildsDerivedMaps(t *testing.T) {
 	if err := os.Remove(cfgPin); err != nil {
 		t.Fatal(err)
 	}
-	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Pin(cfgPin); err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
+	pinNewMap(t, &ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1}, cfgPin)
 
 	var notes []string
 	// Asked for other sizes: the conntrack table keeps its own, cx_policy

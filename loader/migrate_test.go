@@ -65,11 +65,7 @@ func TestMigrateLegacyConntrack(t *testing.T) {
 	if err := loader.EnsureBPFFS(dir); err != nil {
 		t.Fatal(err)
 	}
-	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 40, ValueSize: 136, MaxEntries: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer old.Close()
+	old := pinNewMap(t, &ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 40, ValueSize: 136, MaxEntries: 1024}, filepath.Join(dir, "cx_ct"))
 	ap := netip.MustParseAddrPort
 	client, fip, fixed := ap("203.0.113.7:40001"), ap("192.0.2.20:443"), ap("10.65.0.20:443")
 	wl1, wl2 := ap("10.65.0.10:5000"), ap("10.65.0.11:53")
@@ -87,9 +83,6 @@ func TestMigrateLegacyConntrack(t *testing.T) {
 	put(legacyKey(wl2, wl1, bpfmap.ProtoUDP), legacyEntry(wl2, wl1, true, 0, 2))
 	// A tracked TCP flow whose original entry the LRU evicted.
 	put(legacyKey(lone2, lone1, bpfmap.ProtoTCP), legacyEntry(lone2, lone1, true, 0, 7))
-	if err := old.Pin(filepath.Join(dir, "cx_ct")); err != nil {
-		t.Fatal(err)
-	}
 
 	dp, err := loader.Load(dir)
 	if err != nil {

@@ -103,12 +103,6 @@ func (p *pinSet) close() {
 	}
 }
 
-// foundPin is a pin file of one of calyx's maps.
-type foundPin struct {
-	path    string
-	version uint32
-}
-
 // planPins decides, for every map of spec that is pinned by name, whether
 // the load adopts its pin, migrates a previous one or creates it anew. It
 // opens what it adopts and changes nothing on disk. A pin of a newer
@@ -117,15 +111,13 @@ type foundPin struct {
 // changed and the programs running keep running.
 func planPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any)) (*pinSet, error) {
 	p := &pinSet{dir: dir, replace: map[string]*ebpf.Map{}, swapOut: map[string]*ebpf.Map{}}
-	ents, err := os.ReadDir(dir)
+	pins, err := bpfmap.Pins(dir)
 	if err != nil {
-		return p, fmt.Errorf("list pins in %s: %w", dir, err)
+		return p, err
 	}
-	found := map[string][]foundPin{}
-	for _, e := range ents {
-		if name, v, ok := bpfmap.ParsePin(e.Name()); ok && !e.IsDir() {
-			found[name] = append(found[name], foundPin{filepath.Join(dir, e.Name()), v})
-		}
+	found := map[string][]bpfmap.Pin{}
+	for _, pin := range pins {
+		found[pin.Map] = append(found[pin.Map], pin)
 	}
 	var newer, lost []string
 	names := make([]string, 0, len(spec.Maps))
@@ -142,15 +134,15 @@ func planPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any)) 
 			return p, fmt.Errorf("map %s is pinned by the programs but has no entry in bpfmap's list", name)
 		}
 		cur := filepath.Join(dir, bpfmap.PinName(name))
-		var prev *foundPin
+		var prev *bpfmap.Pin
 		curFound := false
 		for i, f := range found[name] {
 			switch {
-			case f.version > want:
-				newer = append(newer, fmt.Sprintf("%s (v%d, this build v%d)", filepath.Base(f.path), f.version, want))
-			case f.path == cur:
+			case f.Version > want:
+				newer = append(newer, fmt.Sprintf("%s (v%d, this build v%d)", filepath.Base(f.Path), f.Version, want))
+			case f.Path == cur:
 				curFound = true
-			case prev == nil || f.version > prev.version:
+			case prev == nil || f.Version > prev.Version:
 				prev = &found[name][i]
 			}
 		}
@@ -173,21 +165,21 @@ func planPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any)) 
 		if prev == nil {
 			continue
 		}
-		mg := &mapMigration{name: name, from: prev.version, to: want, oldPath: prev.path, resumed: curFound}
-		switch conv := converterFor(name, prev.version); {
-		case prev.version == want:
+		mg := &mapMigration{name: name, from: prev.Version, to: want, oldPath: prev.Path, resumed: curFound}
+		switch conv := converterFor(name, prev.Version); {
+		case prev.Version == want:
 			mg.kind = MigrateRename
 		case conv != nil:
 			mg.kind, mg.conv = MigrateConvert, conv
 		case bpfmap.Rebuildable(name):
 			mg.kind = MigrateRebuild
 		default:
-			lost = append(lost, fmt.Sprintf("%s (v%d, this build v%d)", filepath.Base(prev.path), prev.version, want))
+			lost = append(lost, fmt.Sprintf("%s (v%d, this build v%d)", filepath.Base(prev.Path), prev.Version, want))
 			continue
 		}
 		if mg.kind != MigrateRebuild {
-			if mg.old, err = ebpf.LoadPinnedMap(prev.path, nil); err != nil {
-				return p, fmt.Errorf("open pinned map %s: %w", prev.path, err)
+			if mg.old, err = ebpf.LoadPinnedMap(prev.Path, nil); err != nil {
+				return p, fmt.Errorf("open pinned map %s: %w", prev.Path, err)
 			}
 		}
 		if mg.kind == MigrateRename && curFound && p.replace[name] != nil && !sameMap(p.replace[name], mg.old) {
@@ -196,20 +188,20 @@ func planPins(dir string, spec *ebpf.CollectionSpec, logf func(string, ...any)) 
 			// build's pin left behind while a release before versioned
 			// pin names ran on its own. The running release's map wins.
 			logf("pinned map %s is not %s: left by this build before a downgrade; replaced by %s, which the running programs use",
-				bpfmap.PinName(name), filepath.Base(prev.path), filepath.Base(prev.path))
+				bpfmap.PinName(name), filepath.Base(prev.Path), filepath.Base(prev.Path))
 			p.swapOut[name] = p.replace[name]
 			delete(p.replace, name)
 			curFound, mg.resumed = false, false
 		}
 		if mg.kind == MigrateRename && !curFound {
 			if _, err := adoptable(name, ms, mg.old, logf); err != nil {
-				return p, fmt.Errorf("%s: %w", prev.path, err)
+				return p, fmt.Errorf("%s: %w", prev.Path, err)
 			}
 			// The same map, adopted: it is pinned under its
 			// versioned name too when the load publishes.
 			m, err := mg.old.Clone()
 			if err != nil {
-				return p, fmt.Errorf("adopt pinned map %s: %w", prev.path, err)
+				return p, fmt.Errorf("adopt pinned map %s: %w", prev.Path, err)
 			}
 			p.replace[name] = m
 		}

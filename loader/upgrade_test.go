@@ -45,15 +45,11 @@ func previousRelease(t *testing.T, dir string, ifindex int, mode loader.Mode) (r
 			t.Fatal(err)
 		}
 	}
-	budget := filepath.Join(dir, bpf.CalyxMapCxEventBudget)
 	if err := os.Remove(filepath.Join(dir, bpfmap.PinName(bpf.CalyxMapCxEventBudget))); err != nil {
 		t.Fatal(err)
 	}
-	v1, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v1.Close()
+	v1 := pinNewMap(t, &ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 16, MaxEntries: 1},
+		filepath.Join(dir, bpf.CalyxMapCxEventBudget))
 	n, err := ebpf.PossibleCPU()
 	if err != nil {
 		t.Fatal(err)
@@ -63,9 +59,6 @@ func previousRelease(t *testing.T, dir string, ifindex int, mode loader.Mode) (r
 		vals[i] = windowV1{WindowNs: 1, Sent: 3, Suppressed: uint32(1000 + i)}
 	}
 	if err := v1.Put(uint32(0), vals); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1.Pin(budget); err != nil {
 		t.Fatal(err)
 	}
 	return route, oldProg
@@ -200,14 +193,7 @@ func TestUpgradeFromUnversionedPins(t *testing.T) {
 	}
 	ms := spec.Maps[bpf.CalyxMapCxCtStats].Copy()
 	ms.Pinning = ebpf.PinNone
-	theirs, err := ebpf.NewMap(ms)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer theirs.Close()
-	if err := theirs.Pin(filepath.Join(dir, bpf.CalyxMapCxCtStats)); err != nil {
-		t.Fatal(err)
-	}
+	theirs := pinNewMap(t, ms, filepath.Join(dir, bpf.CalyxMapCxCtStats))
 	dp, err = loader.Load(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -302,15 +288,8 @@ func TestLoadRefusesLayoutsItCannotMigrate(t *testing.T) {
 			if err := loader.EnsureBPFFS(dir); err != nil {
 				t.Fatal(err)
 			}
-			m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer m.Close()
-			if err := m.Pin(filepath.Join(dir, c.pin)); err != nil {
-				t.Fatal(err)
-			}
-			_, err = loader.Load(dir)
+			pinNewMap(t, &ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 1}, filepath.Join(dir, c.pin))
+			_, err := loader.Load(dir)
 			if err == nil || !strings.Contains(err.Error(), c.pin+" ") || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("load over %s: %v, want an error naming it (%s)", c.pin, err, c.want)
 			}
