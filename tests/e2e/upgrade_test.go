@@ -22,8 +22,8 @@ import (
 // and its cx_event_budget counts suppressed events in 32 bits.
 const previousReleaseCommit = "2c7f20db3b3e17c7f6bc1ac775aa5f728d2989af"
 
-// upgradePolicy lets TCP echoPort and ICMP reach wa, nothing else: the
-// flows to wa during the upgrade are ones policy decided.
+// upgradePolicy lets TCP echoPort, ICMP and ICMPv6 reach wa, nothing else:
+// the flows to wa during the upgrade are ones policy decided.
 var upgradePolicy = fmt.Sprintf(`apiVersion: calyx.io/v1
 kind: NetworkPolicy
 metadata:
@@ -38,13 +38,17 @@ spec:
       ports: [%d]
   - action: Allow
     protocol: ICMP
+  - action: Allow
+    protocol: ICMPv6
 `, echoPort)
 
 // TestUpgradeFromPreviousRelease: every host runs the previous release's
-// agent. On host-a, three TCP connections exchange a line every 20 ms (a
-// client to wa's floating IP, wa to the external server by natOutgoing,
-// wb on host-b to wa, which policy admits), and two pings every 10 ms (to
-// the floating IP, and by natOutgoing). A spoofed flood has had the
+// agent; host-a has a veth and a VM workload (wa and wv, one of each),
+// wv and wb (host-b) dual-stack. On host-a, four TCP connections exchange
+// a line every 20 ms (a client to wa's floating IP, wa and wv to the
+// external server by natOutgoing, wb to wa, which policy admits), and four
+// pings every 10 ms (to the floating IP, by natOutgoing from wa and from
+// wv, and wb to wv over IPv6). A spoofed flood has had the
 // monitor's budget suppress events. host-a's agent is stopped (programs
 // and pins stay) and this build's started on the same pins: it adopts the
 // renamed maps, converts cx_event_budget from v1, swaps the programs and
@@ -54,10 +58,27 @@ spec:
 // previous release the same way: again nothing is lost.
 func TestUpgradeFromPreviousRelease(t *testing.T) {
 	old := buildAgentAt(t, previousReleaseCommit)
-	e := ctSetup(t, ctOptions{kind: lab.KindVeth, agentBinary: old,
-		labels: map[string]map[string]string{"wa": {"role": "web"}}, docs: []string{upgradePolicy}})
+	ipip, vxlan := lab.ModeVXLANCrossSubnet.PoolModes()
+	var wv *lab.Workload
+	e := ctSetup(t, ctOptions{kind: lab.KindMixed, agentBinary: old,
+		extra: func(m *lab.MultiHost) error {
+			var err error
+			if wv, err = m.AddWorkload(m.HostA.Name, "wv", "10.65.1.3", 0); err != nil {
+				return err
+			}
+			if err := m.Lab.AddIPv6(wv, "fd00:65:1::4"); err != nil {
+				return err
+			}
+			return m.Lab.AddIPv6(m.WB, "fd00:65:1::3")
+		},
+		labels: map[string]map[string]string{"wa": {"role": "web"}, "wv": {"role": "web"}},
+		docs:   []string{upgradePolicy, lab.PoolModeYAML("workloads6", "fd00:65:1::/64", ipip, vxlan)}})
 	l, m := e.l, e.m
 	ha := m.HostA
+	if m.WA.Kind == wv.Kind {
+		t.Fatalf("wa and wv are both %s workloads; the test wants a VM and a veth on host-a", wv.Kind)
+	}
+	t.Logf("on host-a, wa is a %s workload, wv a %s", m.WA.Kind, wv.Kind)
 	pinned := func(name string) bool {
 		_, err := os.Stat(filepath.Join(ha.BPFFS, name))
 		return err == nil
@@ -70,6 +91,9 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatalf("wb -> wa (policy allows): %v", err)
+	}
+	if err := l.WaitPing(m.WB.NS, wv.IPv6.String(), trafficTimeout); err != nil {
+		t.Fatalf("wb -> wv over IPv6: %v", err)
 	}
 
 	// The previous release's budget (256 events a second per CPU)
@@ -108,8 +132,15 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		}
 		return nil
 	})
-	// across runs switchAgent while two pings every 10 ms (to the
-	// floating IP, and by natOutgoing) go on: each one must be answered.
+	vmSnat := startSteady(t, "wv -> server (natOutgoing)", wv.NS, echoAddr(e.server.IP.String()), 20*time.Millisecond, func(r lab.EchoReply) error {
+		if a := ha.Underlay.Addr(); r.Server != e.server.Name || r.Peer.Addr() != a || r.Peer.Port() < natPortLow || r.Peer.Port() > natPortHigh {
+			return fmt.Errorf("answered by %s, who saw %s; want %s seeing %s:%d-%d", r.Server, r.Peer, e.server.Name, a, natPortLow, natPortHigh)
+		}
+		return nil
+	})
+	// across runs switchAgent while four pings every 10 ms (to the
+	// floating IP, by natOutgoing from wa and from wv, wb to wv over IPv6)
+	// go on: each one must be answered.
 	across := func(what string, switchAgent func()) {
 		t.Helper()
 		const pings = 1000
@@ -118,9 +149,9 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 			st   lab.PingStats
 			err  error
 		}
-		runs := []*pingRun{{what: "client -> FIP(wa)"}, {what: "wa -> server (natOutgoing)"}}
+		runs := []*pingRun{{what: "client -> FIP(wa)"}, {what: "wa -> server (natOutgoing)"}, {what: "wv -> server (natOutgoing)"}, {what: "wb -> wv (IPv6)"}}
 		var wg sync.WaitGroup
-		for i, args := range [][2]string{{e.client.NS, fipA}, {m.WA.NS, e.server.IP.String()}} {
+		for i, args := range [][2]string{{e.client.NS, fipA}, {m.WA.NS, e.server.IP.String()}, {wv.NS, e.server.IP.String()}, {m.WB.NS, wv.IPv6.String()}} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -215,7 +246,7 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	for _, s := range []*steady{fip, snat, ew} {
+	for _, s := range []*steady{fip, snat, ew, vmSnat} {
 		s.stop(t)
 	}
 }
